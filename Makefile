@@ -1,0 +1,38 @@
+# cmrlib: `make test` (CI), `make reproduce` (every notebook, default profile), `make bench`, `make lab`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PROFILE ?= default
+# Real data (ACDC, UK-Biobank-style LAX, DICOM sample) beside the project, when present.
+CMRLIB_DATA ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
+export CMRLIB_DATA
+PYTEST_ARGS ?=
+
+.PHONY: install test reproduce smoke bench lab clean-runs
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -e ".[dev]"
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+
+reproduce: $(STAMP)
+	$(BIN)/cmrlib run --profile $(PROFILE) --figures figures
+
+smoke: $(STAMP)
+	$(BIN)/cmrlib run --profile smoke
+
+bench: $(STAMP)
+	$(BIN)/python bench/run.py
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab notebooks/
+
+clean-runs:
+	rm -rf runs/

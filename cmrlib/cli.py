@@ -1,0 +1,53 @@
+"""Command line: `cmrlib run` executes the notebooks, `cmrlib ingest` builds a cohort from real data."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import runner
+
+
+def _run(a) -> int:
+    path = runner.run(a.profile, a.only, runner.parse_overrides(a.p), a.out, a.figures)
+    print(f"run record: {path}")
+    return 0
+
+
+def _ingest(a) -> int:
+    from .io import ingest
+
+    store = ingest(a.source, a.path, a.out, pseudonym_file=a.pseudonyms, workers=a.workers)
+    rep = store.report()
+    print(f"{store}: {rep.get('n_bad', 0)} bad item(s); report: {store.root / 'report.json'}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="cmrlib", description=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="execute the numbered notebooks with a profile")
+    r.add_argument("--profile", default="smoke", help=f"one of: {', '.join(runner.profiles())}")
+    r.add_argument("--only", nargs="+", metavar="NN", help="notebook numbers to run, e.g. --only 00 01")
+    r.add_argument("-p", action="append", metavar="KEY=VALUE", help="override a notebook parameter")
+    r.add_argument("--out", help="run folder (default runs/<profile>)")
+    r.add_argument("--figures", help="figure folder (default <out>/figures)")
+    r.set_defaults(fn=_run)
+    g = sub.add_parser("ingest", help="ingest a real data source into a cohort store")
+    g.add_argument("source", help="acdc | mnms | mnms2 | ukbb | dicom | nifti")
+    g.add_argument("path", help="the source folder")
+    g.add_argument("--out", required=True, help="cohort folder to write")
+    g.add_argument("--pseudonyms", help="file (yours, kept private) mapping real IDs to pseudonyms")
+    g.add_argument("--workers", type=int, default=1)
+    g.set_defaults(fn=_ingest)
+    return ap
+
+
+def main(argv=None) -> int:
+    a = parser().parse_args(argv)
+    try:
+        return a.fn(a)
+    except (runner.RunError, runner.NotebookFailed) as e:
+        print(f"cmrlib: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

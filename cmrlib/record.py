@@ -1,0 +1,95 @@
+"""The one canonical cine record that every source, store and method shares."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+VIEWS = ("SAX", "2CH", "3CH", "4CH")
+# landmark names per long-axis view, in (x, y) = (column, row) pixel coordinates
+LANDMARKS = {"2CH": ("anterior", "inferior"), "4CH": ("lateral", "septal"), "3CH": ("anterior", "posterior")}
+
+
+class RecordError(ValueError):
+    """A cine record is internally inconsistent (shapes, spacing, indices)."""
+
+
+@dataclass
+class Cine:
+    """One cine: pixels (T,H,W) or (T,Z,H,W) with spacing, times, view, optional labels and landmarks.
+
+    spacing: mm per frame axis, (sy, sx) for 2D frames or (sz, sy, sx) for SAX stacks (sz = slice spacing).
+    frame_times: ms from the trigger, shape (T,).
+    labels: canonical uint8 label maps, same shape as pixels; `labelled` (T,) says which frames carry them.
+    landmarks: name -> (T, K, 2) float array of (x, y) pixel coordinates (e.g. 'truth', 'obsA', 'obsB').
+    ed, es: 0-based frame indices into pixels (None when unknown).
+    meta: JSON-serialisable subject-level metadata and truths (never a patient identifier).
+    """
+
+    subject: str
+    view: str
+    pixels: np.ndarray
+    spacing: tuple[float, ...]
+    frame_times: np.ndarray
+    labels: np.ndarray | None = None
+    labelled: np.ndarray | None = None
+    landmarks: dict[str, np.ndarray] = field(default_factory=dict)
+    ed: int | None = None
+    es: int | None = None
+    source: str = "unknown"
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.pixels = np.asarray(self.pixels, dtype=np.float32)
+        self.frame_times = np.asarray(self.frame_times, dtype=np.float32)
+        self.spacing = tuple(float(s) for s in self.spacing)
+        if self.labels is not None:
+            self.labels = np.asarray(self.labels, dtype=np.uint8)
+            if self.labelled is None:
+                self.labelled = np.ones(self.n_frames, dtype=bool)
+        if self.labelled is not None:
+            self.labelled = np.asarray(self.labelled, dtype=bool)
+        self.landmarks = {k: np.asarray(v, dtype=np.float32) for k, v in self.landmarks.items()}
+        self.validate()
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.pixels.shape[0])
+
+    @property
+    def is_stack(self) -> bool:
+        return self.pixels.ndim == 4
+
+    @property
+    def cine_id(self) -> str:
+        return f"{self.subject}_{self.view}"
+
+    @property
+    def frame_interval(self) -> float:
+        """Mean time between frames in ms."""
+        return float(np.diff(self.frame_times).mean()) if self.n_frames > 1 else float("nan")
+
+    def validate(self) -> "Cine":
+        """Raise `RecordError` when shapes, spacing or indices disagree."""
+        p, where = self.pixels, f"cine {self.cine_id}"
+        if self.view not in VIEWS:
+            raise RecordError(f"{where}: unknown view {self.view!r}, expected one of {VIEWS}")
+        if p.ndim not in (3, 4):
+            raise RecordError(f"{where}: pixels must be (T,H,W) or (T,Z,H,W), got shape {p.shape}")
+        if len(self.spacing) != p.ndim - 1 or min(self.spacing) <= 0:
+            raise RecordError(f"{where}: spacing {self.spacing} does not fit pixels {p.shape}")
+        if self.frame_times.shape != (p.shape[0],):
+            raise RecordError(f"{where}: frame_times shape {self.frame_times.shape} != ({p.shape[0]},)")
+        if self.labels is not None and self.labels.shape != p.shape:
+            raise RecordError(f"{where}: labels shape {self.labels.shape} != pixels shape {p.shape}")
+        if self.labelled is not None and self.labelled.shape != (p.shape[0],):
+            raise RecordError(f"{where}: labelled shape {self.labelled.shape} != ({p.shape[0]},)")
+        for k, v in self.landmarks.items():
+            if v.ndim != 3 or v.shape[0] != p.shape[0] or v.shape[2] != 2:
+                raise RecordError(f"{where}: landmarks[{k!r}] shape {v.shape} is not (T, K, 2)")
+        for name in ("ed", "es"):
+            i = getattr(self, name)
+            if i is not None and not 0 <= int(i) < p.shape[0]:
+                raise RecordError(f"{where}: {name}={i} outside 0..{p.shape[0] - 1}")
+        return self

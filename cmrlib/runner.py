@@ -1,0 +1,161 @@
+"""Run the numbered notebooks in order through papermill with a profile, and record the run."""
+from __future__ import annotations
+
+import datetime as dt
+import platform
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .utils import atomic_write_json, git_commit, package_versions
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ROOT / "notebooks"
+INJECTED = ("profile", "run_dir", "figures_dir")  # set by the runner for every notebook that declares them
+NB_RE = re.compile(r"^(\d\d)_[\w-]+\.ipynb$")
+
+
+class RunError(ValueError):
+    """A run cannot start: unknown profile, notebook or parameter."""
+
+
+class NotebookFailed(RuntimeError):
+    """A notebook raised: names the notebook, the failing cell and the partial output."""
+
+
+def profiles() -> list[str]:
+    """Names of the profiles shipped inside the package."""
+    return sorted(p.name[:-5] for p in resources.files("cmrlib.profiles").iterdir() if p.name.endswith(".yaml"))
+
+
+def load_profile(name: str) -> dict[str, dict[str, Any]]:
+    """The profile's sections ('common' and one per notebook number)."""
+    if name not in profiles():
+        raise RunError(f"unknown profile {name!r}; choose one of {', '.join(profiles())}")
+    data = yaml.safe_load(resources.files("cmrlib.profiles").joinpath(f"{name}.yaml").read_text()) or {}
+    return {str(k): (v or {}) for k, v in data.items()}
+
+
+def discover(notebooks: str | Path = NOTEBOOKS, only: list[str] | None = None) -> list[Path]:
+    """Numbered notebooks `NN_*.ipynb` in number order, optionally only some numbers."""
+    nbs = sorted(p for p in Path(notebooks).glob("*.ipynb") if NB_RE.match(p.name))
+    if only:
+        want = {o.zfill(2)[:2] for o in only}
+        missing = want - {p.name[:2] for p in nbs}
+        if missing:
+            raise RunError(f"no notebook numbered {', '.join(sorted(missing))} in {notebooks}")
+        nbs = [p for p in nbs if p.name[:2] in want]
+    return nbs
+
+
+def declared(nb: Path) -> dict[str, Any]:
+    """Parameters (name -> default source) declared in a notebook's tagged `parameters` cell."""
+    import papermill as pm
+
+    params = pm.inspect_notebook(str(nb))
+    if not params:
+        raise RunError(f"{nb.name} has no tagged 'parameters' cell")
+    return {k: v.get("default") for k, v in params.items()}
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, Any]:
+    """`key=value` strings to typed values (YAML scalars: 3, 0.1, true, null, [a, b])."""
+    out = {}
+    for it in items or []:
+        if "=" not in it:
+            raise RunError(f"parameter {it!r} is not key=value")
+        k, v = it.split("=", 1)
+        out[k.strip()] = yaml.safe_load(v)
+    return out
+
+
+@dataclass
+class Plan:
+    """What a run will execute: notebooks with their merged parameters, checked before anything runs."""
+
+    profile: str
+    out: Path
+    figures: Path
+    steps: list[tuple[Path, dict[str, Any]]] = field(default_factory=list)
+
+
+def plan(profile: str, only=None, overrides=None, out=None, figures=None, notebooks=NOTEBOOKS) -> Plan:
+    """Merge common, per-notebook and command-line parameters; unknown names are errors."""
+    prof = load_profile(profile)
+    out = Path(out or ROOT / "runs" / profile).resolve()
+    figures = Path(figures or out / "figures").resolve()
+    overrides = dict(overrides or {})
+    nbs = discover(notebooks, only)
+    if not nbs:
+        raise RunError(f"no notebooks found in {notebooks}")
+    p = Plan(profile, out, figures)
+    used = set()
+    for nb in nbs:
+        decl = declared(nb)
+        section = prof.get(nb.name[:2], {})
+        unknown = set(section) - set(decl)
+        if unknown:
+            raise RunError(f"profile {profile!r} section {nb.name[:2]!r} sets {sorted(unknown)}, "
+                           f"not parameters of {nb.name}")
+        params = {k: v for k, v in prof.get("common", {}).items() if k in decl}
+        params.update(section)
+        params.update({k: v for k, v in overrides.items() if k in decl})
+        params.update({k: v for k, v in dict(profile=profile, run_dir=str(out), figures_dir=str(figures)).items()
+                       if k in decl})
+        used |= set(decl)
+        p.steps.append((nb, params))
+    unknown = set(overrides) - used
+    if unknown:
+        raise RunError(f"unknown parameter(s) {', '.join(sorted(unknown))}: no selected notebook declares them")
+    return p
+
+
+def _record(p: Plan, results: list[dict], started: float, status: str) -> Path:
+    seeds = sorted({params.get("seed") for _, params in p.steps if "seed" in params})
+    return atomic_write_json(p.out / "run.json", {
+        "profile": p.profile, "status": status, "out": str(p.out), "figures": str(p.figures),
+        "started": dt.datetime.fromtimestamp(started, dt.timezone.utc).isoformat(timespec="seconds"),
+        "wall_s": round(time.time() - started, 2), "git_commit": git_commit(ROOT), "seeds": seeds,
+        "python": sys.version.split()[0], "platform": platform.platform(), "versions": package_versions(),
+        "notebooks": results})
+
+
+def execute(p: Plan, log=print) -> Path:
+    """Execute the plan in order; stop at the first failure (keeping its partial notebook); write run.json."""
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    (p.out / "notebooks").mkdir(parents=True, exist_ok=True)
+    p.figures.mkdir(parents=True, exist_ok=True)
+    started, results = time.time(), []
+    for i, (nb, params) in enumerate(p.steps, 1):
+        dst = p.out / "notebooks" / nb.name
+        log(f"[{i}/{len(p.steps)}] {nb.stem} ({p.profile}) ...")
+        t0 = time.time()
+        row = {"notebook": nb.name, "parameters": params, "output": str(dst)}
+        try:
+            pm.execute_notebook(str(nb), str(dst), parameters=params, cwd=str(ROOT), kernel_name="python3",
+                                progress_bar=False, log_output=False)
+        except PapermillExecutionError as e:
+            row.update(status="failed", wall_s=round(time.time() - t0, 2), failed_cell=e.cell_index,
+                       error=f"{e.ename}: {e.evalue}")
+            results.append(row)
+            _record(p, results, started, "failed")
+            raise NotebookFailed(f"{nb.name} failed in cell {e.cell_index}: {e.ename}: {e.evalue}\n"
+                                 f"partial notebook: {dst}") from None
+        row.update(status="ok", wall_s=round(time.time() - t0, 2))
+        results.append(row)
+        _record(p, results, started, "running")
+        log(f"[{i}/{len(p.steps)}] {nb.stem} ok in {row['wall_s']:.1f} s (total {time.time() - started:.0f} s)")
+    return _record(p, results, started, "ok")
+
+
+def run(profile: str = "smoke", only=None, overrides=None, out=None, figures=None, log=print) -> Path:
+    """Plan then execute a run; returns the path of run.json."""
+    return execute(plan(profile, only, overrides, out, figures), log=log)

@@ -1,0 +1,184 @@
+"""The cohort store: one chunked, compressed zarr group per cine plus a manifest table.
+
+Layout of a cohort folder:
+
+    cines/<cine_id>.zarr   pixels (T,[Z,]H,W) float32, labels uint8, labelled, frame_times, landmarks/<set>
+                           attrs: subject, view, spacing, ed, es, source, meta
+    splits.csv             subject -> train / valid / test (fixed once, used by every notebook)
+    manifest.csv           one row per cine: ids, shape, spacing, ED/ES, split and the flattened meta
+    report.json            bad items an ingest recorded (file, error type, message)
+
+Every cine is written to a hidden temporary folder and renamed into place, so a reader never
+sees half a cine, and a re-run skips cines that are already there.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import pandas as pd
+import zarr
+
+from .record import Cine
+from .utils import atomic_dir, atomic_write_json, atomic_write_text, to_jsonable
+
+SPLITS = ("train", "valid", "test")
+
+
+class StoreError(FileNotFoundError):
+    """A cohort folder or a cine in it is missing or unreadable."""
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        elif isinstance(v, (list, tuple, np.ndarray)):
+            out[key] = json.dumps(np.asarray(v).tolist())
+        else:
+            out[key] = v
+    return out
+
+
+class CohortStore:
+    """Read and write canonical `Cine` records in a cohort folder."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.cines_dir = self.root / "cines"
+
+    def __repr__(self):
+        return f"CohortStore({str(self.root)!r}, {len(self)} cines)"
+
+    def __len__(self):
+        return len(self.ids())
+
+    def __contains__(self, cine_id: str):
+        return self.path(cine_id).exists()
+
+    def path(self, cine_id: str) -> Path:
+        return self.cines_dir / f"{cine_id}.zarr"
+
+    def ids(self) -> list[str]:
+        """Cine ids present (complete) in the store, sorted."""
+        if not self.cines_dir.exists():
+            return []
+        return sorted(p.name[:-5] for p in self.cines_dir.glob("*.zarr") if not p.name.startswith("."))
+
+    # ---- writing -------------------------------------------------------------------------
+    def write(self, cine: Cine, overwrite: bool = False) -> Path:
+        """Write one cine atomically (chunked per frame, compressed); skip if present unless overwrite."""
+        cine.validate()
+        dst = self.path(cine.cine_id)
+        if dst.exists() and not overwrite:
+            return dst
+        with atomic_dir(dst) as tmp:
+            g = zarr.open_group(str(tmp), mode="w")
+            chunks = (1,) + cine.pixels.shape[1:]
+            g.create_array("pixels", data=cine.pixels, chunks=chunks)
+            g.create_array("frame_times", data=cine.frame_times)
+            if cine.labels is not None:
+                g.create_array("labels", data=cine.labels, chunks=chunks)
+                g.create_array("labelled", data=cine.labelled.astype(np.uint8))
+            for name, pts in cine.landmarks.items():
+                g.create_array(f"landmarks/{name}", data=pts)
+            g.attrs.update(json.loads(json.dumps(dict(
+                subject=cine.subject, view=cine.view, spacing=list(cine.spacing), ed=cine.ed, es=cine.es,
+                source=cine.source, shape=list(cine.pixels.shape), meta=cine.meta), default=to_jsonable)))
+        return dst
+
+    def write_splits(self, splits: dict[str, str]) -> Path:
+        """Fix the subject -> split assignment every notebook uses."""
+        bad = {s for s in splits.values() if s not in SPLITS}
+        if bad:
+            raise ValueError(f"unknown split names {sorted(bad)}; expected {SPLITS}")
+        df = pd.DataFrame(sorted(splits.items()), columns=["subject", "split"])
+        return atomic_write_text(self.root / "splits.csv", df.to_csv(index=False))
+
+    def write_report(self, bad: list[dict], extra: dict | None = None) -> Path:
+        """Record the items a batch job could not process (file, error, message)."""
+        return atomic_write_json(self.root / "report.json", {"n_bad": len(bad), "bad": bad, **(extra or {})})
+
+    def report(self) -> dict:
+        p = self.root / "report.json"
+        return json.loads(p.read_text()) if p.exists() else {"n_bad": 0, "bad": []}
+
+    # ---- reading -------------------------------------------------------------------------
+    def group(self, cine_id: str) -> zarr.Group:
+        """The zarr group of one cine (lazy, random access per frame)."""
+        p = self.path(cine_id)
+        if not p.exists():
+            raise StoreError(f"{self.root}: no cine {cine_id!r}")
+        return zarr.open_group(str(p), mode="r")
+
+    def attrs(self, cine_id: str) -> dict:
+        return dict(self.group(cine_id).attrs)
+
+    def read(self, cine_id: str, frames: Iterable[int] | slice | None = None) -> Cine:
+        """Load one cine (optionally a subset of frames) as a canonical record."""
+        g = self.group(cine_id)
+        a = dict(g.attrs)
+        sel = slice(None) if frames is None else (frames if isinstance(frames, slice) else list(frames))
+        take = (lambda arr: arr[sel]) if isinstance(sel, slice) else (lambda arr: arr.get_orthogonal_selection((sel,)))
+        keys = set(g.array_keys())
+        lm = {}
+        if "landmarks" in set(g.group_keys()):
+            lg = g["landmarks"]
+            lm = {k: np.asarray(take(lg[k])) for k in lg.array_keys()}
+        ed, es = a.get("ed"), a.get("es")
+        if frames is not None:  # re-index ED/ES into the selected frames (None when not selected)
+            idx = np.arange(a["shape"][0])[sel].tolist()
+            ed = idx.index(ed) if ed in idx else None
+            es = idx.index(es) if es in idx else None
+        return Cine(
+            subject=a["subject"], view=a["view"], pixels=np.asarray(take(g["pixels"])),
+            spacing=tuple(a["spacing"]), frame_times=np.asarray(take(g["frame_times"])),
+            labels=np.asarray(take(g["labels"])) if "labels" in keys else None,
+            labelled=np.asarray(take(g["labelled"])).astype(bool) if "labelled" in keys else None,
+            landmarks=lm, ed=ed, es=es, source=a.get("source", "unknown"), meta=a.get("meta", {}))
+
+    def __iter__(self) -> Iterator[Cine]:
+        for i in self.ids():
+            yield self.read(i)
+
+    def splits(self) -> dict[str, str]:
+        p = self.root / "splits.csv"
+        if not p.exists():
+            return {}
+        return dict(pd.read_csv(p, dtype=str).itertuples(index=False, name=None))
+
+    def manifest(self, refresh: bool = False) -> pd.DataFrame:
+        """One row per cine with ids, geometry, ED/ES, split and flattened metadata (cached as manifest.csv)."""
+        p = self.root / "manifest.csv"
+        if p.exists() and not refresh:
+            return pd.read_csv(p)
+        rows = []
+        splits = self.splits()
+        for cid in self.ids():
+            a = self.attrs(cid)
+            shape = a["shape"]
+            rows.append({
+                "cine_id": cid, "subject": a["subject"], "view": a["view"], "source": a.get("source"),
+                "split": splits.get(str(a["subject"])), "n_frames": shape[0],
+                "n_slices": shape[1] if len(shape) == 4 else 1, "height": shape[-2], "width": shape[-1],
+                "spacing_mm": json.dumps(a["spacing"]), "ed": a.get("ed"), "es": a.get("es"),
+                "path": str(Path("cines") / f"{cid}.zarr"), **_flatten(a.get("meta", {}))})
+        df = pd.DataFrame(rows)
+        if self.root.exists():
+            atomic_write_text(p, df.to_csv(index=False))
+        return df
+
+    def select(self, view: str | None = None, split: str | None = None) -> list[str]:
+        """Cine ids filtered by view and/or split."""
+        m = self.manifest()
+        if m.empty:
+            return []
+        if view is not None:
+            m = m[m["view"] == view]
+        if split is not None:
+            m = m[m["split"] == split]
+        return m["cine_id"].tolist()

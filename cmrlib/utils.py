@@ -1,0 +1,108 @@
+"""Seeding, atomic writes and run provenance shared by the library and the notebooks."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import shutil
+import subprocess
+import uuid
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+PACKAGES = ("cmrlib", "numpy", "torch", "torchvision", "fastai", "opencv-python-headless", "scikit-learn",
+            "pingouin", "zarr", "nibabel", "pydicom", "papermill", "pandas", "umap-learn")
+
+
+def seed_everything(seed: int = 0, deterministic: bool = True) -> int:
+    """Seed python, numpy and torch (and make torch deterministic on CPU) so a run repeats exactly."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    os.environ["PYTHONHASHSEED"] = str(seed)
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a hard dependency, but keep seeding usable without it
+        return seed
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    return seed
+
+
+def rng(seed: int | np.random.Generator | None = None) -> np.random.Generator:
+    """A numpy Generator from a seed (or pass one through), so every random choice flows from a seed."""
+    return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write text so that readers see the old file or the whole new one, never half of it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Atomically write JSON (numpy scalars and arrays converted)."""
+    return atomic_write_text(path, json.dumps(obj, indent=2, default=to_jsonable) + "\n")
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike):
+    """Yield a temporary sibling folder that becomes `path` only if the block finishes."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def to_jsonable(o: Any) -> Any:
+    """JSON fallback for numpy types and paths."""
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def git_commit(cwd: str | os.PathLike | None = None) -> str | None:
+    """The current commit (with '-dirty' when the tree has changes), or None outside git."""
+    try:
+        run = lambda *a: subprocess.run(["git", *a], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
+        sha = run("rev-parse", "HEAD")
+        return sha + ("-dirty" if run("status", "--porcelain", "--untracked-files=no") else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def package_versions(names=PACKAGES) -> dict[str, str | None]:
+    """Installed versions of the packages a result depends on."""
+    out = {}
+    for n in names:
+        try:
+            out[n] = metadata.version(n)
+        except metadata.PackageNotFoundError:
+            out[n] = None
+    return out
+
+
+def data_root(path: str | os.PathLike | None = None) -> Path | None:
+    """The real-data folder: an explicit path, else $CMRLIB_DATA, else None (callers skip or explain)."""
+    p = path or os.environ.get("CMRLIB_DATA")
+    return Path(p).expanduser().resolve() if p else None

@@ -1,0 +1,35 @@
+"""Shared fixtures: the real-data folder (skips with a reason when absent) and small temp cohorts."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from cmrlib.utils import data_root as _data_root
+
+HERE = Path(__file__).resolve().parent
+_SIBLING = HERE.parent.parent / "shared" / "data"
+
+
+def real_data_dir() -> Path | None:
+    """$CMRLIB_DATA, else ../shared/data beside the project, else None."""
+    p = _data_root() or (_SIBLING if _SIBLING.exists() else None)
+    return p if p and p.exists() else None
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The real-data root (ACDC, UK-Biobank-style LAX, MVnet DICOM sample); skip when absent."""
+    p = real_data_dir()
+    if p is None:
+        pytest.skip("real data not found: set CMRLIB_DATA or place shared/data beside the project")
+    return p
+
+
+@pytest.fixture(scope="session")
+def acdc_dir(data_dir) -> Path:
+    p = data_dir / "acdc" / "training"
+    if not p.exists():
+        pytest.skip(f"ACDC not found under {data_dir}")
+    return p

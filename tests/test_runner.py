@@ -1,0 +1,119 @@
+"""The papermill runner: planning errors before anything runs, run records, failure reporting."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from cmrlib import cli, runner
+
+STANDARD = ("profile", "seed", "run_dir", "figures_dir", "data_dir")
+
+
+def make_nb(path: Path, params: str, body: str) -> Path:
+    """A tiny notebook with a tagged parameters cell."""
+    nb = nbformat.v4.new_notebook()
+    p = nbformat.v4.new_code_cell(params)
+    p.metadata["tags"] = ["parameters"]
+    nb.cells = [p, nbformat.v4.new_code_cell(body)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+@pytest.fixture
+def nbdir(tmp_path):
+    d = tmp_path / "nbs"
+    d.mkdir()
+    make_nb(d / "00_first.ipynb", "seed = 0\nrun_dir = 'x'\nn = 1\n",
+            "from pathlib import Path\nPath(run_dir, 'first.txt').write_text(str(n * 2))")
+    make_nb(d / "01_second.ipynb", "seed = 0\nrun_dir = 'x'\nk = 'a'\n",
+            "from pathlib import Path\nPath(run_dir, 'second.txt').write_text(Path(run_dir, 'first.txt').read_text() + k)")
+    return d
+
+
+def test_unknown_profile_is_one_line_error(capsys):
+    assert cli.main(["run", "--profile", "nosuch"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "nosuch" in err and len(err.splitlines()) == 1
+
+
+def test_unknown_parameter_named_before_running(nbdir, tmp_path):
+    with pytest.raises(runner.RunError, match="bogus"):
+        runner.plan("smoke", overrides={"bogus": 1}, out=tmp_path / "run", notebooks=nbdir)
+    assert not (tmp_path / "run").exists()
+
+
+def test_overrides_are_typed_and_routed_to_declaring_notebooks(nbdir, tmp_path):
+    p = runner.plan("smoke", overrides=runner.parse_overrides(["n=3", "k=zz"]), out=tmp_path, notebooks=nbdir)
+    (nb0, p0), (nb1, p1) = p.steps
+    assert p0["n"] == 3 and "k" not in p0 and p1["k"] == "zz" and "n" not in p1
+    assert p0["run_dir"] == str(tmp_path.resolve()) and p0["seed"] == 0
+
+
+def test_bad_override_syntax():
+    with pytest.raises(runner.RunError, match="key=value"):
+        runner.parse_overrides(["novalue"])
+
+
+def test_only_selects_and_rejects_missing(nbdir, tmp_path):
+    assert [nb.name for nb, _ in runner.plan("smoke", only=["1"], out=tmp_path, notebooks=nbdir).steps] == ["01_second.ipynb"]
+    with pytest.raises(runner.RunError, match="07"):
+        runner.plan("smoke", only=["07"], out=tmp_path, notebooks=nbdir)
+
+
+def test_run_writes_outputs_and_record(nbdir, tmp_path):
+    out = tmp_path / "run"
+    path = runner.execute(runner.plan("smoke", overrides={"n": 21}, out=out, notebooks=nbdir), log=lambda *_: None)
+    rec = json.loads(path.read_text())
+    assert (out / "second.txt").read_text() == "42a"
+    assert rec["status"] == "ok" and rec["profile"] == "smoke" and rec["seeds"] == [0]
+    assert [r["status"] for r in rec["notebooks"]] == ["ok", "ok"]
+    assert all(r["wall_s"] >= 0 for r in rec["notebooks"]) and rec["versions"]["torch"]
+    assert (out / "notebooks" / "00_first.ipynb").exists()
+
+
+def test_failure_names_notebook_and_cell_and_keeps_partial(nbdir, tmp_path):
+    make_nb(nbdir / "02_broken.ipynb", "seed = 0\nrun_dir = 'x'\n", "raise ValueError('boom')")
+    out = tmp_path / "run"
+    with pytest.raises(runner.NotebookFailed, match=r"02_broken.ipynb failed in cell \d+: ValueError: boom"):
+        runner.execute(runner.plan("smoke", out=out, notebooks=nbdir), log=lambda *_: None)
+    rec = json.loads((out / "run.json").read_text())
+    assert rec["status"] == "failed" and rec["notebooks"][-1]["status"] == "failed"
+    assert (out / "notebooks" / "02_broken.ipynb").exists()
+
+
+@pytest.mark.parametrize("profile", runner.profiles())
+def test_profiles_only_set_declared_parameters(profile, tmp_path):
+    """Every key of every shipped profile is a parameter of its notebook (planning checks it)."""
+    if not runner.discover():
+        pytest.skip("no notebooks yet")
+    p = runner.plan(profile, out=tmp_path)
+    assert all("seed" in params for _, params in p.steps)
+
+
+def test_repo_notebooks_are_clean_and_parameterised():
+    nbs = runner.discover()
+    assert nbs, "notebooks/ has no numbered notebooks"
+    for nb in nbs:
+        node = nbformat.read(nb, as_version=4)
+        code = [c for c in node.cells if c.cell_type == "code"]
+        assert not any(c.get("outputs") or c.get("execution_count") for c in code), f"{nb.name} has outputs"
+        assert "parameters" in code[0].metadata.get("tags", []), f"{nb.name}: first code cell is not 'parameters'"
+        missing = set(STANDARD) - set(runner.declared(nb))
+        assert not missing, f"{nb.name} lacks standard parameters {missing}"
+
+
+def test_environment_yml_installs_from_pyproject():
+    """conda only supplies python and pip; every dependency comes from pyproject through pip."""
+    root = Path(runner.ROOT)
+    env = yaml.safe_load((root / "environment.yml").read_text())
+    deps = env["dependencies"]
+    plain = [d for d in deps if isinstance(d, str)]
+    pip = [d for d in deps if isinstance(d, dict)][0]["pip"]
+    assert all(d.split("=")[0] in ("python", "pip") for d in plain)
+    assert any(d.startswith("python=3.11") for d in plain)
+    assert pip == ['-e ".[dev]"'] or pip == ["-e .[dev]"]
