@@ -1,0 +1,113 @@
+"""The canonical record, label conventions and cohort store: round trips, atomicity, typed errors."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cmrlib import labels as L
+from cmrlib.record import Cine, RecordError
+from cmrlib.store import CohortStore, StoreError
+from cmrlib.utils import atomic_dir, seed_everything
+
+
+def cine(subject="s1", view="SAX", t=4, **kw):
+    shape = (t, 3, 6, 7) if view == "SAX" else (t, 6, 7)
+    spacing = (10.0, 1.5, 1.5) if view == "SAX" else (1.5, 1.5)
+    r = np.random.default_rng(0)
+    base = dict(pixels=r.random(shape), spacing=spacing, frame_times=np.arange(t) * 33.0,
+                labels=r.integers(0, 4, shape), ed=0, es=2, meta={"group": "NOR", "lv_edv_ml": 120.5})
+    base.update(kw)
+    return Cine(subject, view, **base)
+
+
+def test_round_trip_preserves_everything(tmp_path):
+    s = CohortStore(tmp_path)
+    c = cine(landmarks={}, view="4CH")
+    c.landmarks = {"truth": np.ones((4, 2, 2), np.float32)}
+    s.write(c)
+    r = s.read(c.cine_id)
+    assert np.array_equal(r.pixels, c.pixels) and np.array_equal(r.labels, c.labels)
+    assert r.spacing == c.spacing and (r.ed, r.es) == (0, 2) and r.meta == c.meta
+    assert np.array_equal(r.landmarks["truth"], c.landmarks["truth"])
+
+
+def test_frame_subset_reindexes_ed_es(tmp_path):
+    s = CohortStore(tmp_path)
+    s.write(cine())
+    r = s.read("s1_SAX", frames=[2, 3])
+    assert r.n_frames == 2 and r.ed is None and r.es == 0
+
+
+def test_manifest_has_split_and_flat_meta(tmp_path):
+    s = CohortStore(tmp_path)
+    s.write(cine("a"))
+    s.write(cine("b", view="2CH"))
+    s.write_splits({"a": "train", "b": "test"})
+    m = s.manifest(refresh=True).set_index("cine_id")
+    assert m.loc["a_SAX", "split"] == "train" and m.loc["b_2CH", "n_slices"] == 1
+    assert m.loc["a_SAX", "lv_edv_ml"] == 120.5
+    assert s.select(view="2CH") == ["b_2CH"] and s.select(split="train") == ["a_SAX"]
+    with pytest.raises(ValueError, match="unknown split"):
+        s.write_splits({"a": "training"})
+
+
+def test_interrupted_write_leaves_nothing_visible(tmp_path):
+    s = CohortStore(tmp_path)
+    with pytest.raises(RuntimeError):
+        with atomic_dir(s.path("x_SAX")) as tmp:
+            tmp.mkdir()
+            (tmp / "partial").write_text("half")
+            raise RuntimeError("killed")
+    assert s.ids() == [] and list(s.cines_dir.iterdir()) == []
+
+
+def test_existing_cine_is_skipped_unless_overwrite(tmp_path):
+    s = CohortStore(tmp_path)
+    s.write(cine())
+    s.write(cine(meta={"changed": True}))
+    assert "changed" not in s.read("s1_SAX").meta
+    s.write(cine(meta={"changed": True}), overwrite=True)
+    assert s.read("s1_SAX").meta == {"changed": True}
+
+
+def test_missing_cine_is_a_typed_error(tmp_path):
+    with pytest.raises(StoreError, match="nope"):
+        CohortStore(tmp_path).read("nope")
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(view="5CH"), "unknown view"),
+    (dict(spacing=(1.0, 1.0)), "spacing"),
+    (dict(frame_times=np.arange(3)), "frame_times"),
+    (dict(labels=np.zeros((4, 3, 6, 8))), "labels shape"),
+    (dict(es=9), "es=9"),
+])
+def test_record_rejects_inconsistent_fields(bad, match):
+    kw = dict(bad)
+    view = kw.pop("view", "SAX")
+    with pytest.raises(RecordError, match=match):
+        cine(view=view, **kw)
+
+
+@pytest.mark.parametrize("source, raw, canon", [
+    ("acdc", [0, 1, 2, 3], [L.BG, L.RV, L.MYO, L.LV]),
+    ("mnms", [0, 1, 2, 3], [L.BG, L.LV, L.MYO, L.RV]),
+    ("mnms2", [0, 1, 2, 3], [L.BG, L.LV, L.MYO, L.RV]),
+    ("ukbb_la_4ch", [4, 5], [L.LA, L.RA]),
+])
+def test_source_conventions(source, raw, canon):
+    assert L.to_canonical(np.array(raw), source).tolist() == canon
+
+
+def test_unknown_label_value_names_file_and_values():
+    with pytest.raises(L.LabelError, match=r"p1_gt.nii.gz: label values \[7\]"):
+        L.to_canonical(np.array([0, 1, 7]), "acdc", where="p1_gt.nii.gz")
+
+
+def test_seed_everything_repeats_draws():
+    seed_everything(3)
+    a = (np.random.rand(3), torch.rand(3))
+    seed_everything(3)
+    b = (np.random.rand(3), torch.rand(3))
+    assert np.array_equal(a[0], b[0]) and torch.equal(a[1], b[1])
