@@ -1,0 +1,270 @@
+"""Agreement and classification statistics as the papers report them: Bland-Altman, ICC, regression, bootstrap CIs.
+
+Convention everywhere: differences are `auto - ref` (automated minus reference), so a positive bias means the
+automated method over-estimates.
+"""
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+from .utils import rng as _rng
+
+__all__ = ["StatsError", "paired", "mean_ci", "bland_altman", "icc", "icc_wide", "ICC_FORMS", "regression", "agreement_table",
+           "classification_metrics", "binary_metrics", "bootstrap_ci", "fmt_mean_sd", "fmt_ci"]
+
+
+class StatsError(ValueError):
+    """Inputs to a statistic are unusable (length mismatch, too few pairs, one class only)."""
+
+
+def paired(auto, ref, min_n: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Two equal-length float arrays with pairs holding any NaN dropped (listwise deletion)."""
+    a, r = np.asarray(auto, dtype=float).ravel(), np.asarray(ref, dtype=float).ravel()
+    if a.shape != r.shape:
+        raise StatsError(f"auto and ref differ in length: {a.size} vs {r.size}")
+    keep = np.isfinite(a) & np.isfinite(r)
+    a, r = a[keep], r[keep]
+    if a.size < min_n:
+        raise StatsError(f"need at least {min_n} complete pairs, got {a.size}")
+    return a, r
+
+
+def mean_ci(x, conf: float = 0.95) -> tuple[float, float, float]:
+    """Mean with its t-based confidence interval (NaNs ignored): (mean, low, high)."""
+    x = np.asarray(x, dtype=float)
+    x = x[np.isfinite(x)]
+    m = float(x.mean()) if x.size else float("nan")
+    if x.size < 2:
+        return m, float("nan"), float("nan")
+    h = sps.t.ppf(0.5 + conf / 2, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size)
+    return m, float(m - h), float(m + h)
+
+
+def bland_altman(auto, ref, conf: float = 0.95) -> dict:
+    """Bias (auto - ref), SD of differences and 95 % limits of agreement with their CIs (Bland & Altman 1999).
+
+    LoA = bias +- 1.96 SD. CIs use t(n-1): SE(bias) = sqrt(s^2/n), SE(LoA) ~= sqrt(3 s^2/n).
+    """
+    a, r = paired(auto, ref, min_n=2)
+    d = a - r
+    n = d.size
+    bias, sd = float(d.mean()), float(d.std(ddof=1))
+    lo, hi = bias - 1.96 * sd, bias + 1.96 * sd
+    t = sps.t.ppf(0.5 + conf / 2, n - 1)
+    se_b, se_l = np.sqrt(sd**2 / n), np.sqrt(3 * sd**2 / n)
+    ci = lambda v, se: (float(v - t * se), float(v + t * se))
+    return dict(n=n, mean_auto=float(a.mean()), mean_ref=float(r.mean()), bias=bias, sd=sd, loa_low=lo, loa_high=hi,
+                bias_ci=ci(bias, se_b), loa_low_ci=ci(lo, se_l), loa_high_ci=ci(hi, se_l))
+
+
+# our form name -> (pingouin >= 0.7 Type, pingouin < 0.7 Type, description)
+ICC_FORMS = {
+    "ICC1": ("ICC(1,1)", "ICC1", "ICC(1,1): one-way random effects, single measurement"),
+    "ICC2": ("ICC(A,1)", "ICC2", "ICC(2,1): two-way random effects, absolute agreement, single measurement"),
+    "ICC3": ("ICC(C,1)", "ICC3", "ICC(3,1): two-way mixed effects, consistency, single measurement"),
+}
+
+
+@contextlib.contextmanager
+def _pingouin_full_precision():
+    """pingouin rounds the CI95 column to 2 decimals by default; keep full precision while we compute."""
+    import pingouin as pg
+    old = dict(pg.options)
+    pg.options.clear()
+    pg.options.update({"round": None})
+    try:
+        yield pg
+    finally:
+        pg.options.clear()
+        pg.options.update(old)
+
+
+def icc(auto, ref, form: str = "ICC2") -> dict:
+    """Single-measure ICC of auto vs ref with its 95 % CI via pingouin (default ICC(2,1) absolute agreement).
+
+    form: "ICC2" = ICC(2,1) two-way random, absolute agreement; "ICC3" = ICC(3,1) two-way mixed, consistency;
+    "ICC1" = ICC(1,1) one-way random. Pairs with a NaN are dropped; needs >= 3 complete pairs.
+    """
+    a, r = paired(auto, ref, min_n=3)
+    return icc_wide(np.stack([a, r], axis=1), form)
+
+
+def icc_wide(ratings, form: str = "ICC2") -> dict:
+    """Single-measure ICC of an (n targets, k raters) table (rows with a NaN dropped) via pingouin, with 95 % CI."""
+    if form not in ICC_FORMS:
+        raise StatsError(f"unknown ICC form {form!r}; choose one of {sorted(ICC_FORMS)}")
+    x = np.asarray(ratings, dtype=float)
+    if x.ndim != 2 or x.shape[1] < 2:
+        raise StatsError(f"ratings must be (n targets, k >= 2 raters), got shape {x.shape}")
+    x = x[np.isfinite(x).all(axis=1)]
+    n, k = x.shape
+    if n < 3:
+        raise StatsError(f"ICC needs at least 3 complete targets, got {n}")
+    long = pd.DataFrame({"target": np.repeat(np.arange(n), k), "rater": np.tile(np.arange(k), n), "rating": x.ravel()})
+    new_name, old_name, desc = ICC_FORMS[form]
+    with _pingouin_full_precision() as pg, np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # pandas deprecations raised inside pingouin
+        warnings.simplefilter("ignore", DeprecationWarning)
+        tab = pg.intraclass_corr(data=long, targets="target", raters="rater", ratings="rating").set_index("Type")
+    row = tab.loc[new_name] if new_name in tab.index else tab.loc[old_name]
+    lo, hi = (float(v) for v in row["CI95"])
+    return dict(icc=float(row["ICC"]), ci_low=lo, ci_high=hi, form=form, description=desc, n=n)
+
+
+def regression(auto, ref) -> dict:
+    """Least-squares line auto = slope * ref + intercept with Pearson r and its p-value."""
+    a, r = paired(auto, ref, min_n=3)
+    fit = sps.linregress(r, a)
+    return dict(slope=float(fit.slope), intercept=float(fit.intercept), r=float(fit.rvalue), p=float(fit.pvalue),
+                n=int(a.size))
+
+
+def fmt_mean_sd(x, digits: int = 1) -> str:
+    """'mean +- SD' of finite values, for tables."""
+    x = np.asarray(x, dtype=float)
+    x = x[np.isfinite(x)]
+    return f"{x.mean():.{digits}f} ± {x.std(ddof=1):.{digits}f}" if x.size > 1 else "n/a"
+
+
+def fmt_ci(v: float, lo: float, hi: float, digits: int = 3) -> str:
+    """'value [low, high]' for tables."""
+    return f"{v:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def agreement_table(df: pd.DataFrame, pairs: Mapping[str, tuple[str, str]], units: Mapping[str, str] | str | None = None,
+                    digits: int = 2) -> pd.DataFrame:
+    """One row per measure: n, ref/auto mean +- SD, bias, SD, LoA, MAE, ICC2 [CI], ICC3 [CI], r (auto - ref).
+
+    Numeric columns stay numeric (for targets and tests); `*_str` columns are formatted for display.
+    """
+    rows = []
+    for name, (ac, rc) in pairs.items():
+        for c in (ac, rc):
+            if c not in df.columns:
+                raise StatsError(f"agreement_table: column {c!r} for measure {name!r} not in {list(df.columns)}")
+        a, r = paired(df[ac], df[rc], min_n=3)
+        ba, i2, i3, rg = bland_altman(a, r), icc(a, r, "ICC2"), icc(a, r, "ICC3"), regression(a, r)
+        unit = units.get(name, "") if isinstance(units, Mapping) else (units or "")
+        rows.append({
+            "measure": name, "unit": unit, "n": ba["n"],
+            "ref_mean": r.mean(), "ref_sd": r.std(ddof=1), "auto_mean": a.mean(), "auto_sd": a.std(ddof=1),
+            "bias": ba["bias"], "sd": ba["sd"], "loa_low": ba["loa_low"], "loa_high": ba["loa_high"],
+            "mae": float(np.abs(a - r).mean()),
+            "icc2": i2["icc"], "icc2_low": i2["ci_low"], "icc2_high": i2["ci_high"],
+            "icc3": i3["icc"], "icc3_low": i3["ci_low"], "icc3_high": i3["ci_high"],
+            "r": rg["r"], "p": rg["p"],
+            "ref_str": fmt_mean_sd(r, digits), "auto_str": fmt_mean_sd(a, digits),
+            "loa_str": f"[{ba['loa_low']:.{digits}f}, {ba['loa_high']:.{digits}f}]",
+            "icc2_str": fmt_ci(i2["icc"], i2["ci_low"], i2["ci_high"]),
+            "icc3_str": fmt_ci(i3["icc"], i3["ci_low"], i3["ci_high"]),
+        })
+    return pd.DataFrame(rows).set_index("measure")
+
+
+METRICS = ("precision", "recall", "specificity", "f1", "roc_auc", "pr_auc", "accuracy", "positive_accuracy",
+           "negative_accuracy")
+
+
+def binary_metrics(y_true, y_score, threshold: float = 0.5) -> dict[str, float]:
+    """The CUSSP/SSLHF metric set for one sample (scikit-learn); positive/negative accuracy = per-class accuracy.
+
+    positive accuracy = TP/(TP+FN) (accuracy on the positive class, equal to recall/sensitivity),
+    negative accuracy = TN/(TN+FP) (accuracy on the negative class, equal to specificity), as CUSSP reports them.
+    """
+    from sklearn import metrics as skm
+    y = np.asarray(y_true).astype(int).ravel()
+    s = np.asarray(y_score, dtype=float).ravel()
+    p = (s >= threshold).astype(int)
+    tn, fp, fn, tp = skm.confusion_matrix(y, p, labels=[0, 1]).ravel()
+    div = lambda a, b: float(a / b) if b else float("nan")
+    both = len(np.unique(y)) == 2
+    return dict(
+        precision=float(skm.precision_score(y, p, zero_division=np.nan)),
+        recall=float(skm.recall_score(y, p, zero_division=np.nan)),
+        specificity=div(tn, tn + fp),
+        f1=float(skm.f1_score(y, p, zero_division=np.nan)),
+        roc_auc=float(skm.roc_auc_score(y, s)) if both else float("nan"),
+        pr_auc=float(skm.average_precision_score(y, s)) if both else float("nan"),
+        accuracy=float(skm.accuracy_score(y, p)),
+        positive_accuracy=div(tp, tp + fn),
+        negative_accuracy=div(tn, tn + fp),
+    )
+
+
+def _stratified_indices(y: np.ndarray, n_boot: int, seed) -> np.ndarray:
+    """(n_boot, n) bootstrap indices resampling each class separately, so every resample has both classes."""
+    g = _rng(seed)
+    groups = [np.flatnonzero(y == c) for c in np.unique(y)]
+    return np.concatenate([g.choice(ix, size=(n_boot, ix.size), replace=True) for ix in groups], axis=1)
+
+
+def _auc_rows(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """ROC-AUC (Mann-Whitney with tie-averaged ranks) and average precision (sklearn's step rule) per row.
+
+    Vectorised twin of sklearn's roc_auc_score / average_precision_score for (B, n) resamples: identical values
+    (a test pins it), ~100x faster than calling sklearn in a loop.
+    """
+    pos = y.sum(1)
+    neg = y.shape[1] - pos
+    ranks = sps.rankdata(s, axis=1)
+    auc = ((ranks * y).sum(1) - pos * (pos + 1) / 2) / (pos * neg)
+    order = np.argsort(-s, axis=1, kind="stable")
+    ss, yy = np.take_along_axis(s, order, 1), np.take_along_axis(y, order, 1)
+    tp = np.cumsum(yy, axis=1)
+    end = np.ones_like(ss, dtype=bool)
+    end[:, :-1] = ss[:, 1:] != ss[:, :-1]  # last element of each group of tied scores = one threshold
+    tp_end = np.where(end, tp, 0)
+    prev = np.zeros_like(tp)
+    prev[:, 1:] = np.maximum.accumulate(tp_end, axis=1)[:, :-1]
+    prec = tp / np.arange(1, y.shape[1] + 1)
+    ap = (end * (tp - prev) * prec).sum(1) / pos
+    return auc, ap
+
+
+def _metrics_rows(y: np.ndarray, s: np.ndarray, threshold: float) -> pd.DataFrame:
+    """The metric set of `binary_metrics` for every row of (B, n) label/score resamples, vectorised."""
+    p = s >= threshold
+    tp, fp = (p & (y == 1)).sum(1), (p & (y == 0)).sum(1)
+    fn, tn = (~p & (y == 1)).sum(1), (~p & (y == 0)).sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        prec, rec, spec = tp / (tp + fp), tp / (tp + fn), tn / (tn + fp)
+        auc, ap = _auc_rows(y, s)
+        return pd.DataFrame(dict(precision=prec, recall=rec, specificity=spec, f1=2 * tp / (2 * tp + fp + fn),
+                                 roc_auc=auc, pr_auc=ap, accuracy=(tp + tn) / y.shape[1], positive_accuracy=rec,
+                                 negative_accuracy=spec))
+
+
+def bootstrap_ci(boots: pd.DataFrame, conf: float = 0.95) -> pd.DataFrame:
+    """Percentile CIs (ci_low, ci_high) of every column of a table of bootstrap replicates (NaNs ignored)."""
+    q = (1 - conf) / 2
+    return pd.DataFrame({"ci_low": boots.quantile(q), "ci_high": boots.quantile(1 - q)})
+
+
+def classification_metrics(y_true, y_score, threshold: float = 0.5, n_boot: int = 1000, seed=0,
+                           conf: float = 0.95) -> pd.DataFrame:
+    """Binary metrics with percentile bootstrap CIs (subjects resampled, stratified by class, seeded).
+
+    Rows: precision, recall (sensitivity), specificity, f1, roc_auc, pr_auc (average precision), accuracy,
+    positive_accuracy, negative_accuracy; columns value (scikit-learn on all subjects), ci_low, ci_high.
+    """
+    y = np.asarray(y_true).astype(int).ravel()
+    s = np.asarray(y_score, dtype=float).ravel()
+    if y.shape != s.shape:
+        raise StatsError(f"y_true and y_score differ in length: {y.size} vs {s.size}")
+    if not set(np.unique(y)) <= {0, 1}:
+        raise StatsError(f"y_true must be binary 0/1, got values {sorted(set(np.unique(y).tolist()))}")
+    if len(np.unique(y)) < 2:
+        raise StatsError("y_true holds one class only; metrics and stratified bootstrap need both")
+    out = pd.DataFrame({"value": pd.Series(binary_metrics(y, s, threshold))})
+    if n_boot:
+        idx = _stratified_indices(y, n_boot, seed)
+        out = out.join(bootstrap_ci(_metrics_rows(y[idx], s[idx], threshold), conf))
+    else:
+        out["ci_low"] = out["ci_high"] = np.nan
+    return out.loc[list(METRICS)]

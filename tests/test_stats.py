@@ -1,0 +1,169 @@
+"""cmrlib.stats against hand-computed values, pingouin's bundled ICC example and scikit-learn."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pingouin as pg
+import pytest
+from scipy import stats as sps
+from sklearn import metrics as skm
+
+from cmrlib import stats as S
+
+
+def anova_icc(x: np.ndarray) -> dict:
+    """ICC(2,1) and ICC(3,1) (+ ICC(3,1)'s F-based CI) by hand from the two-way ANOVA mean squares of (n, k) data."""
+    n, k = x.shape
+    gm = x.mean()
+    ssr = k * ((x.mean(1) - gm) ** 2).sum()
+    ssc = n * ((x.mean(0) - gm) ** 2).sum()
+    sse = ((x - gm) ** 2).sum() - ssr - ssc
+    msr, msc, mse = ssr / (n - 1), ssc / (k - 1), sse / ((n - 1) * (k - 1))
+    f = msr / mse
+    fl = f / sps.f.ppf(0.975, n - 1, (n - 1) * (k - 1))
+    fu = f * sps.f.ppf(0.975, (n - 1) * (k - 1), n - 1)
+    return dict(icc2=(msr - mse) / (msr + (k - 1) * mse + k * (msc - mse) / n),
+                icc3=(msr - mse) / (msr + (k - 1) * mse),
+                icc3_ci=((fl - 1) / (fl + k - 1), (fu - 1) / (fu + k - 1)))
+
+
+TINY = [
+    (np.array([10.0, 12, 14, 16, 18]), np.array([11.0, 11, 15, 15, 20])),
+    (np.array([50.0, 61, 58, 72, 66, 80]), np.array([48.0, 65, 55, 70, 70, 77])),  # no systematic bias
+    (np.array([3.0, 5, 4, 8, 7, 6, 9]), np.array([1.0, 2, 2, 5, 5, 3, 6])),  # auto over-estimates by ~2.6
+]
+
+
+@pytest.mark.parametrize("auto,ref", TINY)
+def test_icc_matches_hand_anova(auto, ref):
+    hand = anova_icc(np.stack([auto, ref], 1))
+    i2, i3 = S.icc(auto, ref), S.icc(auto, ref, form="ICC3")
+    assert i2["icc"] == pytest.approx(hand["icc2"], abs=1e-10)
+    assert i3["icc"] == pytest.approx(hand["icc3"], abs=1e-10)
+    assert (i3["ci_low"], i3["ci_high"]) == pytest.approx(hand["icc3_ci"], abs=1e-10)  # full precision, not rounded
+    assert i2["ci_low"] < i2["icc"] < i2["ci_high"]
+    assert "absolute agreement" in i2["description"] and "consistency" in i3["description"]
+
+
+def test_icc_bias_lowers_absolute_agreement_only():
+    auto, ref = TINY[2]
+    assert S.icc(auto, ref)["icc"] < S.icc(auto, ref, "ICC3")["icc"]
+    assert S.icc(ref + 2.6, ref, "ICC3")["icc"] == pytest.approx(1.0)
+
+
+def test_icc_on_pingouin_example_dataset():
+    """pingouin's wine data (8 wines x 4 judges): its docs print ICC(A,1) = 0.728 and ICC(C,1) = 0.729."""
+    wide = pg.read_dataset("icc").pivot(index="Wine", columns="Judge", values="Scores").to_numpy(float)
+    hand = anova_icc(wide)
+    i2, i3 = S.icc_wide(wide, "ICC2"), S.icc_wide(wide, "ICC3")
+    assert i2["icc"] == pytest.approx(hand["icc2"], abs=1e-10) and round(i2["icc"], 3) == 0.728
+    assert i3["icc"] == pytest.approx(hand["icc3"], abs=1e-10) and round(i3["icc"], 3) == 0.729
+    assert (i3["ci_low"], i3["ci_high"]) == pytest.approx(hand["icc3_ci"], abs=1e-10)
+    two = anova_icc(wide[:, :2])  # the two-rater path used for auto vs ref
+    assert S.icc(wide[:, 0], wide[:, 1])["icc"] == pytest.approx(two["icc2"], abs=1e-10)
+
+
+def test_icc_errors_and_nan_pairs():
+    with pytest.raises(S.StatsError, match="unknown ICC form"):
+        S.icc([1, 2, 3], [1, 2, 3], form="ICC9")
+    with pytest.raises(S.StatsError, match="at least 3"):
+        S.icc([1, 2, np.nan], [1, 2, 3])
+    a, r = TINY[1]
+    assert S.icc(np.r_[a, np.nan], np.r_[r, 5.0])["icc"] == pytest.approx(S.icc(a, r)["icc"])
+
+
+def test_bland_altman_by_hand():
+    auto, ref = TINY[0]  # differences auto - ref = [-1, 1, -1, 1, -2]
+    ba = S.bland_altman(auto, ref)
+    sd = np.sqrt(7.2 / 4)  # sum of squared deviations from -0.4 is 7.2
+    t = sps.t.ppf(0.975, 4)
+    assert ba["n"] == 5 and ba["bias"] == pytest.approx(-0.4) and ba["sd"] == pytest.approx(sd)
+    assert ba["loa_low"] == pytest.approx(-0.4 - 1.96 * sd) and ba["loa_high"] == pytest.approx(-0.4 + 1.96 * sd)
+    assert ba["bias_ci"] == pytest.approx((-0.4 - t * sd / np.sqrt(5), -0.4 + t * sd / np.sqrt(5)))
+    se_loa = np.sqrt(3 * sd**2 / 5)
+    assert ba["loa_high_ci"] == pytest.approx((ba["loa_high"] - t * se_loa, ba["loa_high"] + t * se_loa))
+    assert ba["mean_auto"] == pytest.approx(14.0) and ba["mean_ref"] == pytest.approx(14.4)
+    with pytest.raises(S.StatsError, match="differ in length"):
+        S.bland_altman([1, 2], [1, 2, 3])
+
+
+def test_regression_and_mean_ci():
+    ref = np.arange(10.0)
+    auto = 2 * ref + 1 + np.array([0.1, -0.1] * 5)
+    rg = S.regression(auto, ref)
+    slope, intercept = np.polyfit(ref, auto, 1)
+    assert rg["slope"] == pytest.approx(slope) and rg["intercept"] == pytest.approx(intercept)
+    assert rg["r"] == pytest.approx(np.corrcoef(auto, ref)[0, 1]) and rg["p"] < 1e-6 and rg["n"] == 10
+    m, lo, hi = S.mean_ci([1.0, 2, 3, 4, np.nan])
+    h = sps.t.ppf(0.975, 3) * np.std([1, 2, 3, 4], ddof=1) / 2
+    assert (m, lo, hi) == pytest.approx((2.5, 2.5 - h, 2.5 + h))
+
+
+def test_agreement_table():
+    g = np.random.default_rng(0)
+    ref = g.normal(150, 30, 40)
+    df = pd.DataFrame({"edv_ref": ref, "edv_auto": ref + g.normal(3, 5, 40), "ef_ref": g.normal(55, 8, 40)})
+    df["ef_auto"] = df.ef_ref + g.normal(-1, 2, 40)
+    df.loc[3, "ef_auto"] = np.nan
+    tab = S.agreement_table(df, {"LVEDV": ("edv_auto", "edv_ref"), "LVEF": ("ef_auto", "ef_ref")},
+                            units={"LVEDV": "mL", "LVEF": "%"})
+    assert list(tab.index) == ["LVEDV", "LVEF"] and tab.loc["LVEF", "n"] == 39
+    ba = S.bland_altman(df.edv_auto, df.edv_ref)
+    assert tab.loc["LVEDV", "bias"] == pytest.approx(ba["bias"]) and tab.loc["LVEDV", "unit"] == "mL"
+    assert tab.loc["LVEDV", "icc2"] == pytest.approx(S.icc(df.edv_auto, df.edv_ref)["icc"])
+    assert tab.loc["LVEDV", "mae"] == pytest.approx(np.abs(df.edv_auto - df.edv_ref).mean())
+    assert {"ref_str", "auto_str", "loa_str", "icc2_str", "icc3_str", "r"} <= set(tab.columns)
+    with pytest.raises(S.StatsError, match="not in"):
+        S.agreement_table(df, {"X": ("nope", "edv_ref")})
+
+
+def scores(n=120, seed=1, ties=True):
+    g = np.random.default_rng(seed)
+    y = (g.random(n) < 0.2).astype(int)
+    y[:2] = [0, 1]
+    s = np.clip(0.35 * y + 0.8 * g.random(n), 0, 1)
+    return y, (np.round(s, 1) if ties else s)
+
+
+def test_metric_values_match_sklearn():
+    y, s = scores()
+    m = S.classification_metrics(y, s, threshold=0.4, n_boot=0)["value"]
+    p = (s >= 0.4).astype(int)
+    tn, fp, fn, tp = skm.confusion_matrix(y, p).ravel()
+    assert m["precision"] == pytest.approx(skm.precision_score(y, p))
+    assert m["recall"] == pytest.approx(skm.recall_score(y, p)) == pytest.approx(m["positive_accuracy"])
+    assert m["specificity"] == pytest.approx(tn / (tn + fp)) == pytest.approx(m["negative_accuracy"])
+    assert m["f1"] == pytest.approx(skm.f1_score(y, p))
+    assert m["roc_auc"] == pytest.approx(skm.roc_auc_score(y, s))
+    assert m["pr_auc"] == pytest.approx(skm.average_precision_score(y, s))
+    assert m["accuracy"] == pytest.approx(skm.accuracy_score(y, p))
+
+
+@pytest.mark.parametrize("ties", [True, False])
+def test_vectorised_bootstrap_metrics_equal_sklearn(ties):
+    """The fast per-resample metrics equal scikit-learn's on every resample (ties in scores included)."""
+    y, s = scores(ties=ties)
+    idx = S._stratified_indices(y, 25, seed=3)
+    fast = S._metrics_rows(y[idx], s[idx], 0.5)
+    slow = pd.DataFrame([S.binary_metrics(y[i], s[i], 0.5) for i in idx])
+    pd.testing.assert_frame_equal(fast[slow.columns], slow, check_dtype=False, rtol=1e-10)
+
+
+def test_bootstrap_is_seeded_stratified_and_brackets_value():
+    y, s = scores()
+    a = S.classification_metrics(y, s, n_boot=300, seed=7)
+    b = S.classification_metrics(y, s, n_boot=300, seed=7)
+    c = S.classification_metrics(y, s, n_boot=300, seed=8)
+    pd.testing.assert_frame_equal(a, b)
+    assert not a.equals(c)
+    assert list(a.index) == list(S.METRICS) and list(a.columns) == ["value", "ci_low", "ci_high"]
+    assert (a.ci_low <= a.value + 1e-12).all() and (a.value <= a.ci_high + 1e-12).all()
+    idx = S._stratified_indices(y, 50, seed=0)
+    assert (y[idx].sum(1) == y.sum()).all()  # every resample keeps both classes, in their original counts
+
+
+def test_classification_errors():
+    with pytest.raises(S.StatsError, match="one class"):
+        S.classification_metrics([1, 1, 1], [0.2, 0.4, 0.9])
+    with pytest.raises(S.StatsError, match="binary"):
+        S.classification_metrics([0, 2, 1], [0.2, 0.4, 0.9])
