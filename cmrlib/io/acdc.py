@@ -1,0 +1,106 @@
+"""ACDC (Bernard et al., IEEE TMI 2018): SAX ED/ES volumes with masks, optional 4D cine; labels 1=RV 2=MYO 3=LV.
+
+Layout: `patientNNN/Info.cfg` (ED, ES 1-based; Group, Height, Weight, NbFrame),
+`patientNNN_frameXX.nii.gz` + `_gt.nii.gz` at the ED and ES frames, optionally `patientNNN_4d.nii.gz`.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from ..record import Cine
+from .common import (Item, body_meta, canonical, check_shape, frame_interval_ms, frame_times, keyframe_cine,
+                     load_nifti, require, sax_spacing, to_rows_cols, walk, zooms)
+from .errors import InconsistentSpacingError, MetadataError, MissingFileError, MissingFramesError, MixedFrameSizeError
+
+NAME = "acdc"
+INFO_KEYS = ("ED", "ES", "Group", "Height", "Weight", "NbFrame")
+NO_TIMING = "unknown: ACDC gives no frame timing (NaN)"
+
+
+def acdc_subject(folder_name: str) -> str:
+    """'patient001' -> 'acdc001' (ACDC ids are already anonymous)."""
+    digits = re.sub(r"\D", "", folder_name)
+    return f"acdc{digits or folder_name}"
+
+
+def read_info(path: str | Path) -> dict:
+    """Info.cfg as a dict (ED/ES/NbFrame int, Height/Weight float); missing or bad keys raise MetadataError."""
+    path = Path(path)
+    if not path.exists():
+        raise MissingFileError(path, "Info.cfg not found")
+    kv = dict(ln.split(":", 1) for ln in path.read_text(errors="replace").splitlines() if ":" in ln)
+    kv = {k.strip(): v.strip() for k, v in kv.items()}
+    missing = [k for k in INFO_KEYS if not kv.get(k)]
+    require(not missing, path, f"Info.cfg lacks key(s) {missing}", MetadataError)
+    try:
+        return dict(ED=int(kv["ED"]), ES=int(kv["ES"]), Group=kv["Group"], Height=float(kv["Height"]),
+                    Weight=float(kv["Weight"]), NbFrame=int(kv["NbFrame"]))
+    except ValueError as e:
+        raise MetadataError(path, f"Info.cfg has a malformed value ({e})") from e
+
+
+def _frame(folder: Path, pid: str, n: int) -> tuple[np.ndarray, tuple, np.ndarray | None, Path]:
+    """One ED/ES volume (Z,H,W), its zooms and canonical mask (Z,H,W) or None."""
+    f = folder / f"{pid}_frame{n:02d}.nii.gz"
+    arr, img = load_nifti(f)
+    require(arr.ndim == 3, f, f"expected a 3D (X,Y,Z) frame, got shape {arr.shape}", MixedFrameSizeError)
+    g = folder / f"{pid}_frame{n:02d}_gt.nii.gz"
+    mask = None
+    if g.exists():
+        m, _ = load_nifti(g)
+        check_shape(m, arr.shape, g, f)
+        mask = canonical(to_rows_cols(m), NAME, g)
+    return to_rows_cols(arr).astype(np.float32), zooms(img), mask, f
+
+
+def read_acdc_patient(folder: str | Path, subject: str | None = None) -> Cine:
+    """One ACDC patient -> a SAX cine: ED and ES frames (T=2, ed=0, es=1), or all frames when the 4D cine exists."""
+    folder = Path(folder)
+    pid = folder.name
+    info = read_info(folder / "Info.cfg")
+    ed1, es1, nb = info["ED"], info["ES"], info["NbFrame"]
+    require(1 <= ed1 <= nb and 1 <= es1 <= nb and ed1 != es1, folder / "Info.cfg",
+            f"ED={ed1}, ES={es1} do not fit NbFrame={nb}", MetadataError)
+    ed_vol, ed_zoom, ed_mask, ed_file = _frame(folder, pid, ed1)
+    es_vol, es_zoom, es_mask, es_file = _frame(folder, pid, es1)
+    require(ed_vol.shape == es_vol.shape, es_file, f"shape {es_vol.shape} != ED frame shape {ed_vol.shape}",
+            MixedFrameSizeError)
+    require(np.allclose(ed_zoom, es_zoom, rtol=1e-3), es_file, f"voxel size {es_zoom} != ED frame {ed_zoom}",
+            InconsistentSpacingError)
+    spacing = sax_spacing(ed_zoom)
+    meta = dict(group=info["Group"], nb_frames=nb, **body_meta(info["Height"], info["Weight"]), frame_times=NO_TIMING,
+                label_source=NAME)
+    subject = subject or acdc_subject(pid)
+    cine4d = folder / f"{pid}_4d.nii.gz"
+    if cine4d.exists():
+        arr, img = load_nifti(cine4d)
+        require(arr.ndim == 4 and arr.shape[:3] == ed_vol.shape[::-1], cine4d,
+                f"shape {arr.shape} does not hold the {ed_vol.shape[::-1]} frames", MixedFrameSizeError)
+        require(arr.shape[3] == nb, cine4d, f"{arr.shape[3]} frames, Info.cfg says NbFrame={nb}", MissingFramesError)
+        require(np.allclose(zooms(img)[:3], ed_zoom, rtol=1e-3), cine4d,
+                f"voxel size {zooms(img)[:3]} != ED frame {ed_zoom}", InconsistentSpacingError)
+        pixels = to_rows_cols(arr).astype(np.float32)
+        ed, es = ed1 - 1, es1 - 1
+        interval, how = frame_interval_ms(img)
+        times = frame_times(nb, interval)
+        meta.update(frame_times=how if np.isfinite(interval) else NO_TIMING, has_4d=True)
+    else:
+        pixels, ed, es, times = np.stack([ed_vol, es_vol]), 0, 1, np.full(2, np.nan, np.float32)
+        meta.update(has_4d=False, source_frames=[ed1 - 1, es1 - 1])
+    masks = {i: m for i, m in ((ed, ed_mask), (es, es_mask)) if m is not None}
+    return keyframe_cine(subject, "SAX", pixels, spacing, times, ed, es, masks, NAME, meta)
+
+
+def find(root: str | Path, **_) -> list[Item]:
+    """Every patient folder (one holding Info.cfg) under root; root may itself be a patient folder."""
+    root = Path(root)
+    folders = sorted({p.parent for p in walk(root, "Info.cfg")})
+    return [Item(key=f.name, paths=(f,), subject=acdc_subject(f.name),
+                 label=str(f)) for f in folders]
+
+
+def read(item: Item, notes: list) -> list[Cine]:
+    return [read_acdc_patient(item.paths[0], item.subject)]
