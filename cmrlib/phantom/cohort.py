@@ -1,0 +1,185 @@
+"""Simulate subjects and write a synthetic cohort store (streamed, resumable, parallel, deterministic)."""
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+import numpy as np
+
+from ..record import Cine
+from ..store import CohortStore
+from ..utils import atomic_write_json
+from . import signal as S
+from .anatomy import Heart, truths
+from .render import Geometry, heart_layer, label_lut, mitral_points
+from .subjects import PhantomConfig, sample_recipe
+
+SOURCE = "phantom"
+VIEW_CODE = {"SAX": 1, "2CH": 2, "4CH": 4}
+SPLIT_FRACTIONS = (0.7, 0.15, 0.15)
+
+
+def _recipe(subject, seed: int, config) -> dict:
+    """A recipe from a subject index, a recipe dict or its JSON string."""
+    if isinstance(subject, (int, np.integer)):
+        return sample_recipe(int(subject), seed, config)
+    return json.loads(subject) if isinstance(subject, str) else subject
+
+
+def frame_phases(recipe: dict) -> np.ndarray:
+    """Cardiac phase (fraction of RR from ED) of each frame: start offset plus trigger jitter."""
+    a, tm = recipe["acquisition"], recipe["timing"]
+    T = a["n_frames"]
+    jit = np.random.default_rng([recipe["noise_seed"], 5]).normal(0, a["trigger_jitter_ms"], T) / tm["rr_ms"]
+    jit[0] = 0.0
+    return np.mod(a["start_phase"] + np.arange(T) / T + jit, 1.0)
+
+
+def observers(truth: np.ndarray, plane, geom: Geometry, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Manual MV annotations: convention A (two observers) and B (systematic offset), time-correlated jitter."""
+    T = truth.shape[0]
+    px = plane.px
+    ez = plane.to_pixel(geom.to_patient(np.array([[0, 0, 10.0]]))) - plane.to_pixel(geom.to_patient(np.zeros((1, 3))))
+    up = (ez / (np.linalg.norm(ez) + 1e-9))[0]  # toward the atrium, in pixels
+    mid = truth.mean(1, keepdims=True)
+    out_dir = truth - mid
+    out_dir /= np.linalg.norm(out_dir, axis=-1, keepdims=True) + 1e-9
+
+    def jitter(sd_mm):
+        w = rng.standard_normal((T + 8, 2, 2))
+        k = np.exp(-0.5 * (np.arange(-4, 5) / 2.0) ** 2)
+        sm = np.stack([np.convolve(w[:, i, j], k / np.sqrt((k ** 2).sum()), "valid")[:T]
+                       for i in range(2) for j in range(2)], -1).reshape(T, 2, 2)
+        return sm * sd_mm / px
+
+    bias_a = rng.normal(0, 0.3, (1, 2, 2)) / px
+    obs_a = truth + bias_a + jitter(0.7)
+    obs_a2 = truth + rng.normal(0, 0.3, (1, 2, 2)) / px + jitter(0.7)
+    obs_b = truth + (1.5 * up[None, None] + 1.0 * out_dir) / px + jitter(0.8)
+    return dict(truth=truth, obsA=obs_a, obsA2=obs_a2, obsB=obs_b)
+
+
+def _finish(img: np.ndarray, rng: np.random.Generator, acq: dict, noise_sigma: float) -> np.ndarray:
+    """PSF blur, Rician noise and reconstruction interpolation on a contiguous (T, [Z,] H, W) float32 stack, in place."""
+    S.blur(img, acq["blur_px"])
+    S.rician(img, noise_sigma, rng, inplace=True)
+    S.blur(img, acq.get("interp_px", 0.0))
+    return S.quantise(img)
+
+
+def simulate_subject(subject, seed: int = 0, config: PhantomConfig | dict | None = None,
+                     views=("SAX", "2CH", "4CH")) -> dict[str, Cine]:
+    """Render one subject (index, recipe dict or JSON) into canonical cines with labels, landmarks and truths."""
+    recipe = _recipe(subject, seed, config)
+    acq, cov, tm = recipe["acquisition"], recipe["covariates"], recipe["timing"]
+    phases = frame_phases(recipe)
+    heart = Heart(recipe, phases)
+    geom = Geometry(heart, recipe)
+    tis = S.tissue_signal(np.random.default_rng([recipe["noise_seed"], 1]))
+    colours = np.array([tis["blood"], tis["myo"], tis["blood"] * 0.97, tis["blood"] * 0.95])
+    state = heart.state()
+    T = len(phases)
+    v_lv = heart.v_lv / 1e3
+    ed, es = int(np.argmax(v_lv)), int(np.argmin(v_lv))
+    times = np.arange(T) * tm["rr_ms"] / T
+    meta = dict(cov, **{k: v for k, v in recipe["conditions"].items()}, **truths(recipe),
+                lv_volume_curve_ml=np.round(v_lv, 3).tolist(), rv_volume_curve_ml=np.round(heart.v_rv / 1e3, 3).tolist(),
+                la_volume_curve_ml=np.round(heart.v_la / 1e3, 3).tolist(), phantom_seed=recipe["seed"],
+                phantom_index=recipe["index"], recipe=json.dumps(recipe, sort_keys=True))
+    sigma = 1.0 / acq["snr"]
+    out = {}
+    for view in views:
+        rng = np.random.default_rng([recipe["noise_seed"], VIEW_CODE[view]])
+        lut = label_lut(view)
+        planes = geom.sax_planes() if view == "SAX" else [geom.lax_plane(view)]
+        img = np.empty((T, len(planes)) + geom.shape, np.float32)
+        lab = np.empty((T, len(planes)) + geom.shape, np.uint8)
+        coil = S.bias_coeffs(rng)
+        for k, p in enumerate(planes):
+            heart_layer(geom, p, S.body_image(geom, p, tis, rng), colours, lut, state, img[:, k], lab[:, k])
+            img[:, k] *= S.bias_field(p.points(), acq["bias"], coil).reshape(geom.shape)
+        if view == "SAX":
+            spacing, lm = (acq["sax_spacing_mm"], geom.px, geom.px), {}
+        else:
+            img, lab = img[:, 0], lab[:, 0]
+            spacing = (geom.px, geom.px)
+            lm = observers(mitral_points(geom, planes[0], view), planes[0], geom, rng)
+        img = _finish(img, rng, acq, sigma)
+        out[view] = Cine(subject=recipe["subject"], view=view, pixels=img, spacing=spacing, frame_times=times,
+                         labels=lab, landmarks=lm, ed=ed, es=es, source=SOURCE, meta=meta)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+def _strata(recipe: dict) -> str:
+    c = recipe["conditions"]
+    return c["condition"] + ("+MR" if c["mr_grade"] > 0 and c["condition"] != "MR" else "")
+
+
+def stratified_split(keys: dict[str, str], seed: int, fractions=SPLIT_FRACTIONS) -> dict[str, str]:
+    """Subject -> train/valid/test, stratified on `keys`, deterministic for the seed; valid/test never empty if n >= 3."""
+    rng = np.random.default_rng([int(seed), 77])
+    out = {}
+    for key in sorted(set(keys.values())):
+        subs = sorted(s for s, k in keys.items() if k == key)
+        subs = [subs[i] for i in rng.permutation(len(subs))]
+        n = len(subs)
+        n_tr = int(round(fractions[0] * n))
+        n_va = int(round(fractions[1] * n))
+        for i, s in enumerate(subs):
+            out[s] = "train" if i < n_tr else "valid" if i < n_tr + n_va else "test"
+    if len(out) >= 3:
+        for need in ("valid", "test"):
+            if need not in out.values():
+                counts = {s: sum(1 for k in keys.values() if k == keys[s]) for s in out if out[s] == "train"}
+                donor = max(sorted(counts), key=lambda s: counts[s])
+                out[donor] = need
+    return out
+
+
+def _job(index: int, seed: int, cfg: dict, views: tuple, root: str) -> int:
+    """Simulate one subject and write its cines (runs in a worker; returns the index)."""
+    store = CohortStore(root)
+    for cine in simulate_subject(index, seed, cfg, views).values():
+        store.write(cine)
+    return index
+
+
+def make_cohort(out: str | Path, n: int = 24, seed: int = 0, views=("SAX", "2CH", "4CH"), n_frames=None,
+                workers: int = 1, progress: bool = True, **config_overrides) -> CohortStore:
+    """Write `n` phantom subjects (all views, labels, landmarks, truths) and a stratified split; resumes."""
+    cfg = PhantomConfig.make(config_overrides, n_frames=n_frames)
+    cfg_d = {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.__dict__.items()}
+    views = tuple(views)
+    bad = [v for v in views if v not in VIEW_CODE]
+    if bad:
+        raise ValueError(f"phantom renders views {tuple(VIEW_CODE)}; got {bad}")
+    store = CohortStore(out)
+    store.root.mkdir(parents=True, exist_ok=True)
+    recipes = [sample_recipe(i, seed, cfg) for i in range(n)]
+    todo = [r["index"] for r in recipes if any(f"{r['subject']}_{v}" not in store for v in views)]
+    bar = _bar(len(todo), progress)
+    if workers <= 1:
+        for i in todo:
+            _job(i, seed, cfg_d, views, str(store.root))
+            bar.update(1)
+    else:
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as ex:
+            futs = [ex.submit(_job, i, seed, cfg_d, views, str(store.root)) for i in todo]
+            for f in as_completed(futs):
+                f.result()
+                bar.update(1)
+    bar.close()
+    store.write_splits(stratified_split({r["subject"]: _strata(r) for r in recipes}, seed))
+    atomic_write_json(store.root / "phantom.json", dict(n=n, seed=seed, views=list(views), config=cfg_d))
+    store.manifest(refresh=True)
+    return store
+
+
+def _bar(total: int, show: bool):
+    """A tqdm progress bar (silent when progress=False)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="phantom", disable=not show, unit="subject")

@@ -1,0 +1,378 @@
+"""How real does the phantom look? Domain-classifier AUC, image statistics, volume tables and a gallery.
+
+Real references (never copied into the project; read in place): ACDC training SAX ED/ES volumes with
+masks, the UK-Biobank-style 4CH cines in ukbb-demo-lax. Frames are compared at matched spacing and size
+(`match`): resampled to `MM` mm pixels and centre-cropped/padded to `SIZE` x `SIZE`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from .. import labels as L
+
+MM, SIZE = 1.8, 96
+
+
+# ---- real data ------------------------------------------------------------------------------
+def read_info(path: Path) -> dict:
+    """ACDC Info.cfg as a dict (ED/ES 1-based, Group, Height, Weight, NbFrame)."""
+    out = {}
+    for line in Path(path).read_text().splitlines():
+        if ":" in line:
+            k, v = line.split(":", 1)
+            out[k.strip()] = v.strip()
+    return out
+
+
+def acdc_patients(root: str | Path, n: int | None = None) -> list[dict]:
+    """ACDC training patients: ED/ES images and canonical masks (Z, H, W), spacing (sz, sy, sx) and Info.cfg."""
+    import nibabel as nib
+
+    root = Path(root)
+    out = []
+    for folder in sorted(p for p in root.glob("patient*") if p.is_dir())[:n]:
+        info = read_info(folder / "Info.cfg")
+        rec = dict(patient=folder.name, group=info["Group"], height=float(info["Height"]), weight=float(info["Weight"]))
+        for ph in ("ED", "ES"):
+            stem = folder / f"{folder.name}_frame{int(info[ph]):02d}"
+            img = nib.load(f"{stem}.nii.gz")
+            gt = np.asarray(nib.load(f"{stem}_gt.nii.gz").dataobj)
+            zx, zy, zz = img.header.get_zooms()[:3]
+            # nibabel arrays are (x, y, z): rows = y
+            rec[ph] = np.transpose(np.asarray(img.dataobj, np.float32), (2, 1, 0))
+            rec[ph + "_gt"] = np.transpose(L.to_canonical(gt, "acdc", where=str(stem)), (2, 1, 0))
+            rec["spacing"] = (float(zz), float(zy), float(zx))
+        out.append(rec)
+    return out
+
+
+def dicom_cine(folder: str | Path) -> tuple[np.ndarray, tuple[float, float]] | None:
+    """A single-slice DICOM cine folder as ((T, H, W) float32, (sy, sx)), frames in trigger-time order."""
+    import pydicom
+
+    ds = [pydicom.dcmread(f) for f in sorted(Path(folder).glob("IM*"))]
+    if not ds:
+        return None
+    ds.sort(key=lambda d: float(d.get("TriggerTime") or 0.0))
+    return np.stack([d.pixel_array.astype(np.float32) for d in ds]), tuple(float(v) for v in ds[0].PixelSpacing)
+
+
+def ukbb_4ch(root: str | Path) -> list[tuple[np.ndarray, tuple[float, float]]]:
+    """UK-Biobank-style 4CH cines: list of ((T, H, W) float32, (sy, sx))."""
+    import nibabel as nib
+
+    out = []
+    for p in sorted(Path(root).glob("*/la_4ch.nii.gz")):
+        img = nib.load(p)
+        a = np.asarray(img.dataobj, np.float32)[:, :, 0, :]  # (x, y, t)
+        zx, zy = img.header.get_zooms()[:2]
+        out.append((np.transpose(a, (2, 1, 0)), (float(zy), float(zx))))
+    return out
+
+
+# ---- matching ------------------------------------------------------------------------------
+def match(frame: np.ndarray, spacing: tuple[float, float], mm: float = MM, size: int = SIZE,
+          centre: tuple[float, float] | None = None, labels: bool = False) -> np.ndarray:
+    """Resample a 2D frame to `mm` pixels and crop/pad `size` x `size` around `centre` (row, col; default middle)."""
+    sy, sx = spacing
+    H, W = frame.shape
+    interp = cv2.INTER_NEAREST if labels else cv2.INTER_AREA
+    img = cv2.resize(frame.astype(np.float32), (max(1, round(W * sx / mm)), max(1, round(H * sy / mm))),
+                     interpolation=interp)
+    cy, cx = (np.array(img.shape) / 2) if centre is None else (centre[0] * sy / mm, centre[1] * sx / mm)
+    r0, c0 = int(round(cy - size / 2)), int(round(cx - size / 2))
+    out = np.zeros((size, size), np.float32)
+    rs, cs = slice(max(r0, 0), min(r0 + size, img.shape[0])), slice(max(c0, 0), min(c0 + size, img.shape[1]))
+    out[rs.start - r0:rs.stop - r0, cs.start - c0:cs.stop - c0] = img[rs, cs]
+    return out
+
+
+def normalise(frame: np.ndarray) -> np.ndarray:
+    """Scale by the 1st/99th percentiles (what a network sees after standard intensity normalisation)."""
+    lo, hi = np.percentile(frame, [1, 99])
+    return ((frame - lo) / max(hi - lo, 1e-6)).astype(np.float32)
+
+
+def heart_centre(mask: np.ndarray) -> tuple[float, float] | None:
+    """(row, col) centroid of the labelled heart in a 2D mask (None when empty)."""
+    r, c = np.nonzero(mask)
+    return (float(r.mean()), float(c.mean())) if len(r) else None
+
+
+# ---- statistics ----------------------------------------------------------------------------
+def image_stats(frames, labels=None, spacing: tuple[float, float] | None = None) -> pd.DataFrame:
+    """Per frame: blood/myocardium means, contrast, SNR, CNR and edge sharpness (labels) or label-free stats.
+
+    frames, labels: sequences of 2D arrays (labels canonical). SNR = blood mean / noise SD, with the noise SD
+    estimated from the median absolute Laplacian (robust to anatomy); edge sharpness = mean gradient across the
+    blood/myocardium border divided by their contrast, in 1/mm (higher = sharper).
+    """
+    rows = []
+    for k, f in enumerate(frames):
+        f = np.asarray(f, np.float32)
+        px = 1.0 if spacing is None else float(np.mean(spacing))
+        lap = cv2.Laplacian(f, cv2.CV_32F, ksize=1)
+        noise = float(np.median(np.abs(lap)) / 0.6745 / np.sqrt(20.0))
+        p1, p50, p99 = np.percentile(f, [1, 50, 99])
+        row = dict(frame=k, p50_rel=float(p50 / max(p99, 1e-6)), noise_rel=noise / max(p99, 1e-6))
+        if labels is not None:
+            lab = np.asarray(labels[k])
+            blood, myo = lab == L.LV, lab == L.MYO
+            if blood.sum() >= 20 and myo.sum() >= 20:
+                b, m = float(np.median(f[blood])), float(np.median(f[myo]))
+                border = blood & (cv2.dilate(myo.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0)
+                gy, gx = np.gradient(f)
+                grad = float(np.hypot(gx, gy)[border].mean()) / px
+                row.update(blood=b / p99, myo=m / p99, contrast=(b - m) / (b + m + 1e-6), snr=b / max(noise, 1e-6),
+                           cnr=(b - m) / max(noise, 1e-6), blood_cv=float(f[blood].std() / max(b, 1e-6)),
+                           sharpness_per_mm=grad / max(b - m, 1e-6))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def summarise(df: pd.DataFrame, name: str) -> pd.Series:
+    """Median (IQR) of each statistic, one column per dataset."""
+    cols = [c for c in df.columns if c != "frame"]
+    return pd.Series({c: f"{df[c].median():.3g} ({df[c].quantile(.25):.3g}-{df[c].quantile(.75):.3g})" for c in cols},
+                     name=name)
+
+
+# ---- domain classifier ----------------------------------------------------------------------
+def _net():
+    import torch.nn as nn
+
+    def blk(i, o):
+        return [nn.Conv2d(i, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU(), nn.MaxPool2d(2)]
+
+    return nn.Sequential(*blk(1, 16), *blk(16, 32), *blk(32, 64), *blk(64, 64), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(64, 1))
+
+
+def domain_auc(phantom_frames, real_frames, seed: int = 0, groups=None, folds: int = 5, epochs: int = 8,
+               max_per_class: int = 300) -> float:
+    """Cross-validated ROC-AUC of a small CNN telling phantom from real frames (0.5 = indistinguishable).
+
+    Frames are 2D arrays already matched in spacing and size (see `match`); each is percentile-normalised;
+    at most `max_per_class` frames per class are used (random, seeded).
+    `groups` (one id per frame, phantom frames first) keeps a subject's frames in one fold (no leakage);
+    classes are balanced by weighting. Flips/rotations by 90 degrees augment training.
+    """
+    import torch
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    X = np.stack([normalise(f) for f in list(phantom_frames) + list(real_frames)])[:, None]
+    y = np.r_[np.zeros(len(phantom_frames)), np.ones(len(real_frames))].astype(np.float32)
+    g = np.arange(len(y)) if groups is None else np.asarray(groups)
+    keep = np.concatenate([np.sort(rng.permutation(np.nonzero(y == k)[0])[:max_per_class]) for k in (0, 1)])
+    X, y, g = X[keep], y[keep], g[keep]
+    cv = StratifiedGroupKFold(n_splits=min(folds, len(set(g[y == 1]))), shuffle=True, random_state=seed)
+    scores = np.zeros(len(y))
+    for tr, te in cv.split(X, y, g):
+        net = _net()
+        opt = torch.optim.AdamW(net.parameters(), 2e-3, weight_decay=1e-3)
+        w = torch.tensor(np.where(y[tr] == 1, len(tr) / (2 * y[tr].sum()), len(tr) / (2 * (1 - y[tr]).sum())), dtype=torch.float32)
+        xt, yt = torch.tensor(X[tr]), torch.tensor(y[tr])
+        for _ in range(epochs):
+            net.train()
+            for b in np.array_split(rng.permutation(len(tr)), max(1, len(tr) // 32)):
+                xb = torch.rot90(xt[b], int(rng.integers(4)), (2, 3))
+                xb = xb.flip(3) if rng.random() < 0.5 else xb
+                loss = torch.nn.functional.binary_cross_entropy_with_logits(net(xb)[:, 0], yt[b], weight=w[b])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        net.eval()
+        with torch.no_grad():
+            scores[te] = net(torch.tensor(X[te]))[:, 0].numpy()
+    return float(roc_auc_score(y, scores))
+
+
+# ---- volumes by group -------------------------------------------------------------------------
+ACDC_GROUPS = {"NOR": "healthy", "MINF": "MI", "DCM": "HFrEF", "HCM": "HCM", "RV": "RV abnormality"}
+
+
+def acdc_volumes(patients: list[dict]) -> pd.DataFrame:
+    """Per ACDC patient: LV/RV EDV, ESV, EF and LV mass from the manual masks (voxel counting)."""
+    rows = []
+    for p in patients:
+        vox = np.prod(p["spacing"]) / 1000.0
+        v = lambda ph, k: float((p[ph + "_gt"] == k).sum() * vox)
+        edv, esv, redv, resv = v("ED", L.LV), v("ES", L.LV), v("ED", L.RV), v("ES", L.RV)
+        rows.append(dict(source="ACDC", group=p["group"], condition=ACDC_GROUPS.get(p["group"], p["group"]),
+                         lv_edv_ml=edv, lv_esv_ml=esv, lv_ef=100 * (edv - esv) / edv, rv_edv_ml=redv, rv_esv_ml=resv,
+                         rv_ef=100 * (redv - resv) / max(redv, 1e-6), lv_mass_g=1.05 * v("ED", L.MYO)))
+    return pd.DataFrame(rows)
+
+
+def volume_table(phantom_manifest: pd.DataFrame, acdc: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Mean +- SD of LV/RV EDV, EF and LV mass by condition, phantom beside ACDC."""
+    cols = ["lv_edv_ml", "lv_esv_ml", "lv_ef", "rv_edv_ml", "rv_ef", "lv_mass_g"]
+    ph = phantom_manifest.drop_duplicates("subject").assign(source="phantom")
+    parts = [ph[["source", "condition"] + cols]]
+    if acdc is not None:
+        parts.append(acdc[["source", "condition"] + cols])
+    df = pd.concat(parts)
+    agg = df.groupby(["condition", "source"])[cols].agg(["mean", "std"])
+    out = pd.DataFrame({c: agg[(c, "mean")].round(1).astype(str) + " ± " + agg[(c, "std")].round(1).astype(str)
+                        for c in cols})
+    out.insert(0, "n", df.groupby(["condition", "source"]).size())
+    return out
+
+
+# ---- gallery --------------------------------------------------------------------------------
+COLOURS = np.array([[0, 0, 0, 0], [1, 0.2, 0.2, .35], [1, 1, 0, .3], [0.2, .6, 1, .35], [0, 1, 0, .3], [1, 0, 1, .3]])
+
+
+def _mr_cine(store, view="4CH"):
+    m = store.manifest()
+    m = m[m.view == view]
+    mr = m[m.mr_grade > 0].sort_values("mr_grade", ascending=False) if "mr_grade" in m else m.iloc[:0]
+    return store.read((mr if len(mr) else m).cine_id.iloc[0])
+
+
+def gallery(store, real_4ch=None, real_sax=None):
+    """Figure: each view at ED/ES with labels, an MR jet, phantom vs real 4CH and SAX, blood/myocardium histograms.
+
+    real_4ch: (frame, spacing) of a real 4CH frame; real_sax: (frame, mask, spacing) of a real ACDC slice.
+    """
+    import matplotlib.pyplot as plt
+
+    m = store.manifest()
+    subj = m.subject.iloc[0]
+    fig, ax = plt.subplots(3, 4, figsize=(16, 12))
+    for j, view in enumerate(("SAX", "2CH", "4CH")):
+        c = store.read(f"{subj}_{view}")
+        for i, (t, name) in enumerate(((c.ed, "ED"), (c.es, "ES"))):
+            a = ax[i, j] if j < 2 else ax[i, 2]
+            img, lab = (c.pixels[t], c.labels[t]) if not c.is_stack else (c.pixels[t, c.pixels.shape[1] // 2],
+                                                                           c.labels[t, c.pixels.shape[1] // 2])
+            a.imshow(img, cmap="gray")
+            a.imshow(COLOURS[lab])
+            if view in ("2CH", "4CH"):
+                p = c.landmarks["truth"][t]
+                a.plot(p[:, 0], p[:, 1], "c+", ms=8)
+            a.set_title(f"phantom {view} {name}")
+    mr = _mr_cine(store)
+    for i, (frac, name) in enumerate(((0.15, "mid-systole"), (0.55, "diastole"))):
+        t = (mr.ed + int(round(frac * mr.n_frames))) % mr.n_frames
+        ax[i, 3].imshow(mr.pixels[t], cmap="gray")
+        ax[i, 3].set_title(f"4CH {name}, MR grade {mr.meta.get('mr_grade')}")
+    sax = store.read(f"{subj}_SAX")
+    z = sax.pixels.shape[1] // 2
+    ph_sax = (sax.pixels[sax.ed, z], sax.labels[sax.ed, z], sax.spacing[1:])
+    for k, (name, ref) in enumerate((("4CH", real_4ch), ("SAX", real_sax))):
+        a = ax[2, 2 * k]
+        if name == "4CH":
+            c4 = store.read(f"{subj}_4CH")
+            mine = match(c4.pixels[c4.ed], c4.spacing, size=128)
+            theirs = match(*ref, size=128) if ref is not None else np.zeros_like(mine)
+        else:
+            mine = match(ph_sax[0], ph_sax[2], centre=heart_centre(ph_sax[1]), size=128)
+            theirs = (match(ref[0], ref[2], centre=heart_centre(ref[1]), size=128) if ref is not None
+                      else np.zeros_like(mine))
+        a.imshow(np.hstack([normalise(mine), normalise(theirs)]), cmap="gray", vmin=0, vmax=1)
+        a.set_title(f"{name}: phantom | real" + ("" if ref is not None else " (real data absent)"))
+    h = ax[2, 1]
+    f, lab, _ = ph_sax
+    for name, img, msk, st in (("phantom", f, lab, "-"),) + ((("ACDC", real_sax[0], real_sax[1], "--"),) if real_sax else ()):
+        img = normalise(img)
+        for k, col in ((L.LV, "r"), (L.MYO, "y")):
+            h.hist(img[msk == k], bins=40, range=(-0.2, 1.3), density=True, histtype="step", ls=st, color=col,
+                   label=f"{name} {L.NAMES[k]}")
+    h.legend(fontsize=8)
+    h.set_title("SAX intensity (1-99 % normalised)")
+    ax[2, 3].axis("off")
+    for a in ax.ravel()[:-1]:
+        if a is not h:
+            a.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+# ---- report -----------------------------------------------------------------------------------
+def phantom_frames(n: int, seed: int = 0, config=None):
+    """Matched phantom frames: SAX mid-ventricular ED/ES slices (heart-centred) and 4CH frames, with ids."""
+    from .cohort import simulate_subject
+    from .subjects import PhantomConfig
+
+    cfg = PhantomConfig.make(config or dict(n_frames=20))
+    sax, sax_lab, sax_g, lax, lax_g = [], [], [], [], []
+    for i in range(n):
+        c = simulate_subject(i, seed, cfg, views=("SAX", "4CH"))
+        s = c["SAX"]
+        Z = s.pixels.shape[1]
+        for t in (s.ed, s.es):
+            for z in range(Z // 3, 2 * Z // 3):
+                if (s.labels[t, z] == L.LV).any():
+                    cen = heart_centre(s.labels[t, z])
+                    sax.append(match(s.pixels[t, z], s.spacing[1:], centre=cen))
+                    sax_lab.append(match(s.labels[t, z], s.spacing[1:], centre=cen, labels=True))
+                    sax_g.append(f"p{i}")
+        f = c["4CH"]
+        for t in range(0, f.n_frames, max(1, f.n_frames // 5)):
+            lax.append(match(f.pixels[t], f.spacing, size=128))
+            lax_g.append(f"p{i}")
+    return dict(sax=sax, sax_labels=sax_lab, sax_groups=sax_g, lax=lax, lax_groups=lax_g)
+
+
+def real_frames(data_root: str | Path, n_acdc: int | None = None):
+    """Matched real frames: ACDC mid-ventricular ED/ES slices (mask-centred) and real 4CH frames (the two
+    UK-Biobank-style cines plus the MVnet Siemens DICOM 4CH cine when present)."""
+    root = Path(data_root)
+    sax, sax_lab, sax_g, lax, lax_g = [], [], [], [], []
+    for p in acdc_patients(root / "acdc" / "training", n_acdc):
+        for ph in ("ED", "ES"):
+            Z = p[ph].shape[0]
+            for z in range(Z // 3, 2 * Z // 3):
+                if (p[ph + "_gt"][z] == L.LV).any():
+                    cen = heart_centre(p[ph + "_gt"][z])
+                    sax.append(match(p[ph][z], p["spacing"][1:], centre=cen))
+                    sax_lab.append(match(p[ph + "_gt"][z], p["spacing"][1:], centre=cen, labels=True))
+                    sax_g.append(p["patient"])
+    cines = ukbb_4ch(root / "ukbb-demo-lax")
+    extra = dicom_cine(root / "mvnet-dicom-sample" / "4ch") if (root / "mvnet-dicom-sample" / "4ch").exists() else None
+    for k, (cine, sp) in enumerate(cines + ([extra] if extra else [])):
+        for t in range(0, len(cine), 5):
+            lax.append(match(cine[t], sp, size=128))
+            lax_g.append(f"u{k}")
+    return dict(sax=sax, sax_labels=sax_lab, sax_groups=sax_g, lax=lax, lax_groups=lax_g)
+
+
+def report(data_root: str | Path, n: int = 40, seed: int = 0, n_acdc: int | None = None) -> dict:
+    """Domain AUCs, image statistics and volume tables of phantom vs real data (the README numbers)."""
+    ph, re = phantom_frames(n, seed), real_frames(data_root, n_acdc)
+    auc_sax = domain_auc(ph["sax"], re["sax"], seed, groups=ph["sax_groups"] + re["sax_groups"])
+    auc_4ch = domain_auc(ph["lax"], re["lax"], seed, groups=ph["lax_groups"] + re["lax_groups"])
+    stats_sax = pd.concat([summarise(image_stats(re["sax"], re["sax_labels"], (MM, MM)), "ACDC SAX"),
+                           summarise(image_stats(ph["sax"], ph["sax_labels"], (MM, MM)), "phantom SAX")], axis=1)
+    stats_4ch = pd.concat([summarise(image_stats(re["lax"]), "UKBB-style 4CH"),
+                           summarise(image_stats(ph["lax"]), "phantom 4CH")], axis=1)
+    return dict(auc_sax=auc_sax, auc_4ch=auc_4ch, n_sax=(len(ph["sax"]), len(re["sax"])),
+                n_4ch=(len(ph["lax"]), len(re["lax"])), stats_sax=stats_sax, stats_4ch=stats_4ch)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    import torch
+
+    ap = argparse.ArgumentParser(description="phantom realism report (README numbers)")
+    ap.add_argument("--data", default=None, help="real-data root (default $CMRLIB_DATA)")
+    ap.add_argument("--n", type=int, default=40, help="phantom subjects")
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    from ..utils import data_root
+
+    r = report(data_root(a.data), a.n, a.seed)
+    print(f"domain AUC SAX (phantom vs ACDC): {r['auc_sax']:.3f}  frames {r['n_sax']}")
+    print(f"domain AUC 4CH (phantom vs UKBB-style): {r['auc_4ch']:.3f}  frames {r['n_4ch']}")
+    print(r["stats_sax"].to_markdown())
+    print(r["stats_4ch"].to_markdown())

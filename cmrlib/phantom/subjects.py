@@ -1,0 +1,266 @@
+"""Subject recipes: covariates, conditions, cardiac truths, geometry and acquisition, sampled from documented distributions.
+
+A recipe is a flat-ish JSON-serialisable dict; `cohort.simulate_subject(recipe)` regenerates the cine
+from it exactly. The distributions and their sources are documented in `README.md`.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+
+from . import motion
+
+CONDITIONS = ("healthy", "HFrEF", "HFpEF", "MR", "MI", "AF", "HCM")
+
+
+@dataclass
+class PhantomConfig:
+    """Cohort-level knobs: acquisition geometry, image quality and condition prevalences."""
+
+    n_frames: int | tuple[int, int] | None = None  # None: UK-Biobank-like 50; int; or (low, high) sampled per subject
+    pixel_mm: float | tuple[float, float] = 1.8  # in-plane spacing (mm); a (low, high) range is sampled per subject
+    matrix: int | tuple[int, int] = (208, 208)  # (H, W) of every view; FOV = matrix * pixel_mm
+    sax_spacing_mm: float = 10.0
+    sax_thickness_mm: float = 8.0
+    lax_thickness_mm: float = 6.0
+    n_slices: int | None = None  # None: cover base to apex (8-12 at 10 mm), else a fixed count
+    snr: tuple[float, float] = (25.0, 70.0)  # blood-pool mean / noise sigma
+    blur_px: tuple[float, float] = (0.7, 1.3)  # Gaussian PSF sigma (pixels)
+    bias: tuple[float, float] = (0.15, 0.45)  # coil bias-field amplitude
+    p_hfref: float = 0.14
+    p_hfpef: float = 0.14
+    p_mr: tuple[float, float, float] = (0.08, 0.07, 0.05)  # MR grade 1 (mild), 2 (moderate), 3 (severe)
+    p_af: float = 0.08
+    p_hcm: float = 0.05
+    p_mi: float = 0.08
+    p_flow_void: float = 0.3  # non-MR subjects with a small brief valve flow void
+    p_not_ed: float = 0.3  # cine does not start at ED
+    p_random_start: float = 0.25  # ... and of those, starts anywhere (retrospective gating)
+    p_misregistration: float = 0.4  # SAX stack with breath-hold slice shifts
+    planning_error_deg: float = 4.0  # SD of plane obliquity
+    trigger_jitter_ms: float = 4.0
+    artefacts: bool = True  # False: no misregistration, no planning error, no jitter (clean geometry for tests)
+
+    @classmethod
+    def make(cls, config: "PhantomConfig | dict | None" = None, **overrides) -> "PhantomConfig":
+        """Config from None, a dict or a config, with keyword overrides; unknown keys raise."""
+        base = asdict(config) if isinstance(config, PhantomConfig) else dict(config or {})
+        base.update(overrides)
+        known = {f.name for f in fields(cls)}
+        bad = sorted(set(base) - known)
+        if bad:
+            raise TypeError(f"unknown PhantomConfig keys {bad}; known: {sorted(known)}")
+        return cls(**base)
+
+
+def _draw(rng, spec):
+    """A value from a fixed number or a (low, high) range."""
+    if isinstance(spec, (tuple, list)):
+        lo, hi = spec
+        return rng.uniform(lo, hi) if isinstance(lo, float) or isinstance(hi, float) else int(rng.integers(lo, hi + 1))
+    return spec
+
+
+def _tn(rng, mean, sd, lo, hi):
+    """Truncated normal by clipping redraws (deterministic given the rng)."""
+    for _ in range(20):
+        v = rng.normal(mean, sd)
+        if lo <= v <= hi:
+            return float(v)
+    return float(np.clip(mean, lo, hi))
+
+
+def sample_conditions(rng: np.random.Generator, cfg: PhantomConfig) -> dict:
+    """Condition flags with the configured prevalences (HCM excludes HF; AF twice as common in HFpEF)."""
+    hcm = bool(rng.random() < cfg.p_hcm)
+    u = rng.random()
+    hf = "none" if hcm else ("HFrEF" if u < cfg.p_hfref else "HFpEF" if u < cfg.p_hfref + cfg.p_hfpef else "none")
+    p_mr = np.asarray(cfg.p_mr, dtype=float)
+    mr = int(np.searchsorted(np.cumsum(p_mr), rng.random(), side="right") + 1)
+    mr = 0 if mr > len(p_mr) else mr
+    af = bool(rng.random() < min(1.0, cfg.p_af * (2.0 if hf == "HFpEF" else 1.0)))
+    mi = bool((not hcm) and rng.random() < cfg.p_mi)
+    cond = ("HCM" if hcm else hf if hf != "none" else "MR" if mr > 0 else "MI" if mi else "AF" if af else "healthy")
+    return dict(hf_class=hf, mr_grade=mr, af=af, hcm=hcm, mi=mi, condition=cond)
+
+
+def sample_covariates(rng: np.random.Generator, cond: dict) -> dict:
+    """Sex, age, height, weight, BSA (Mosteller), BMI, blood pressure and heart rate (UK Biobank imaging-like)."""
+    p_f = 0.6 if cond["hf_class"] == "HFpEF" else 0.35 if cond["hf_class"] == "HFrEF" or cond["mi"] else 0.5
+    sex = "F" if rng.random() < p_f else "M"
+    age_shift = 6.0 if cond["condition"] != "healthy" else 0.0
+    age = _tn(rng, 63.0 + age_shift, 7.5, 45.0, 82.0)
+    height = _tn(rng, 163.0 if sex == "F" else 176.5, 6.3 if sex == "F" else 6.8, 145.0, 200.0)
+    bmi = float(np.clip(np.exp(rng.normal(np.log(26.5 if sex == "F" else 27.2), 0.15)), 17.0, 45.0))
+    weight = bmi * (height / 100.0) ** 2
+    bsa = float(np.sqrt(height * weight / 3600.0))
+    sbp = _tn(rng, 118.0 + 0.35 * age + (12.0 if cond["hf_class"] == "HFpEF" or cond["hcm"] else 0.0), 17.0, 90.0, 210.0)
+    dbp = _tn(rng, 0.42 * sbp + 22.0, 8.0, 50.0, 120.0)
+    hr = _tn(rng, 64.0 + (12.0 if cond["af"] else 0.0) + (6.0 if cond["hf_class"] == "HFrEF" else 0.0), 9.0, 50.0, 100.0)
+    return dict(sex=sex, age=round(age, 1), height_cm=round(height, 1), weight_kg=round(weight, 1),
+                bsa_m2=round(bsa, 3), bmi=round(bmi, 2), sbp=round(sbp), dbp=round(dbp), hr_bpm=round(hr, 1))
+
+
+def sample_function(rng: np.random.Generator, cov: dict, cond: dict) -> dict:
+    """Chamber volumes, EF, mass, atrial function and annular motion for one subject (sex, age, BSA, conditions)."""
+    male, bsa, age = cov["sex"] == "M", cov["bsa_m2"], cov["age"]
+    # healthy UK Biobank reference (Petersen 2017): indexed volumes, EF and mass
+    edvi = _tn(rng, (84.0 if male else 74.0) - 0.25 * (age - 60.0), 11.0 if male else 9.5, 50.0, 125.0)
+    ef = _tn(rng, 58.0 if male else 61.0, 5.0, 48.0, 72.0)
+    massi = _tn(rng, 53.0 if male else 42.0, 8.0 if male else 6.5, 30.0, 80.0)
+    rv_ratio = _tn(rng, 1.09 if male else 1.05, 0.07, 0.9, 1.3)  # RVEDV / LVEDV
+    la_maxi = _tn(rng, 36.0, 8.0, 20.0, 60.0)
+    laef = _tn(rng, 60.0, 6.0, 45.0, 75.0)
+    ra_maxi = _tn(rng, 42.0 if male else 38.0, 10.0, 22.0, 70.0)
+    raef = _tn(rng, 46.0, 7.0, 30.0, 65.0)
+    mapse = _tn(rng, 14.5 - 0.06 * (age - 60.0), 2.0, 9.0, 20.0)
+    tapse = _tn(rng, 22.0, 3.5, 14.0, 30.0)
+    e_frac = float(np.clip(rng.normal(0.88 - 0.004 * age, 0.06), 0.4, 0.85))
+    passive = float(np.clip(rng.normal(0.95 - 0.006 * age, 0.06), 0.3, 0.75))
+    e_dur, sphericity, wall_pattern = 1.0, _tn(rng, 0.3, 0.02, 0.25, 0.36), "normal"
+    if cond["hf_class"] == "HFrEF":
+        edvi *= rng.uniform(1.35, 1.9)
+        ef = _tn(rng, 32.0, 7.0, 15.0, 45.0)
+        massi *= rng.uniform(1.1, 1.4)
+        la_maxi *= rng.uniform(1.3, 1.8); laef = _tn(rng, 35.0, 9.0, 15.0, 55.0)
+        mapse = _tn(rng, 7.0, 1.8, 3.0, 11.0); tapse *= 0.75
+        sphericity += rng.uniform(0.04, 0.1); e_frac = float(np.clip(e_frac + 0.1, 0.5, 0.9))
+        rv_ratio *= rng.uniform(0.8, 1.0)
+    elif cond["hf_class"] == "HFpEF":
+        edvi *= rng.uniform(0.85, 1.05)
+        ef = _tn(rng, 60.0, 5.0, 50.0, 72.0)
+        massi *= rng.uniform(1.2, 1.55)
+        la_maxi *= rng.uniform(1.3, 1.7); laef = _tn(rng, 42.0, 8.0, 20.0, 60.0)
+        mapse = _tn(rng, 10.0, 1.8, 5.0, 14.0)
+        e_frac, e_dur = float(np.clip(rng.normal(0.42, 0.06), 0.3, 0.55)), 1.4
+    if cond["hcm"]:
+        edvi *= rng.uniform(0.75, 0.95); ef = _tn(rng, 70.0, 5.0, 60.0, 82.0)
+        massi *= rng.uniform(1.6, 2.3); la_maxi *= rng.uniform(1.3, 1.7); laef = _tn(rng, 45.0, 8.0, 25.0, 60.0)
+        mapse = _tn(rng, 9.0, 1.8, 5.0, 13.0); e_frac, e_dur = float(np.clip(rng.normal(0.45, 0.06), 0.3, 0.6)), 1.3
+        wall_pattern = "septal_hypertrophy"
+    if cond["mi"]:
+        edvi *= rng.uniform(1.0, 1.25)
+        if cond["hf_class"] == "none":
+            ef = min(ef, _tn(rng, 43.0, 7.0, 28.0, 56.0))
+        mapse = min(mapse, _tn(rng, 10.5, 2.0, 5.0, 15.0))
+        wall_pattern = "infarct"
+    rf = 0.0
+    if cond["mr_grade"] > 0:
+        g = cond["mr_grade"]
+        rf = float(rng.uniform(*{1: (0.08, 0.22), 2: (0.28, 0.45), 3: (0.5, 0.65)}[g]))
+        edvi *= 1.0 + 0.1 * g * rng.uniform(0.7, 1.3)
+        la_maxi *= 1.0 + 0.22 * g * rng.uniform(0.7, 1.3)
+        if cond["hf_class"] == "none" and not cond["mi"]:
+            ef = max(ef, _tn(rng, 62.0, 5.0, 52.0, 75.0))
+    if cond["af"]:
+        la_maxi *= rng.uniform(1.25, 1.6); laef = _tn(rng, 24.0, 7.0, 8.0, 40.0); raef = _tn(rng, 22.0, 7.0, 8.0, 40.0)
+        ra_maxi *= rng.uniform(1.2, 1.5); e_frac = 1.0
+        e_dur *= 1.3; mapse *= rng.uniform(0.75, 0.95)
+    edv = edvi * bsa
+    esv = edv * (1.0 - ef / 100.0)
+    sv = edv - esv
+    fsv = sv * (1.0 - rf)
+    rv_edv = rv_ratio * edv if rf == 0 else max(rv_ratio * (edv / (1 + 0.1 * cond["mr_grade"])), fsv / 0.7)
+    rv_esv = max(rv_edv - fsv, 0.25 * rv_edv)
+    rv_edv = rv_esv + fsv  # RV stroke volume = forward LV stroke volume (no shunt, no TR)
+    la_max = la_maxi * bsa
+    la_min = la_max * (1.0 - laef / 100.0)
+    ra_max = ra_maxi * bsa
+    return dict(
+        lv_edv_ml=edv, lv_esv_ml=esv, lv_mass_g=massi * bsa, regurgitant_fraction=rf,
+        rv_edv_ml=rv_edv, rv_esv_ml=rv_esv, la_max_ml=la_max, la_min_ml=la_min,
+        ra_max_ml=ra_max, ra_min_ml=ra_max * (1.0 - raef / 100.0), mapse_mm=mapse, tapse_mm=tapse,
+        e_frac=e_frac, passive_frac=passive, e_dur_scale=e_dur, sphericity=sphericity, wall_pattern=wall_pattern)
+
+
+def sample_geometry(rng: np.random.Generator, cov: dict, cond: dict, fn: dict) -> dict:
+    """Heart orientation in the chest, shape factors, regional wall pattern, RV/atrial placement and body habitus."""
+    male = cov["sex"] == "M"
+    g = dict(
+        az_deg=_tn(rng, 55.0, 8.0, 35.0, 75.0),  # long axis angle left of sagittal in the axial plane
+        el_deg=_tn(rng, 25.0, 7.0, 8.0, 42.0),  # apex below the axial plane
+        roll_deg=rng.normal(0.0, 10.0),  # RV direction about the long axis
+        beta=_tn(rng, 0.7, 0.05, 0.55, 0.8),  # basal taper: equator below the base, in long semi-axes
+        apex_wall_frac=_tn(rng, 0.75, 0.08, 0.55, 0.95),
+        rv_offset=_tn(rng, 1.0, 0.06, 0.85, 1.15),  # RV centre distance / LV epicardial radius
+        rv_aspect=_tn(rng, 0.62, 0.06, 0.5, 0.8),  # RV cross-section: radial / tangential semi-axis
+        rv_angle_deg=rng.normal(-15.0, 8.0),  # RV centre rotated toward anterior
+        rv_apex_frac=_tn(rng, 0.85, 0.04, 0.72, 0.95),
+        rv_beta=_tn(rng, 0.3, 0.06, 0.15, 0.45), rv_wall_mm=_tn(rng, 3.5, 0.5, 2.5, 5.0),
+        tv_drop_mm=_tn(rng, 7.0, 2.0, 3.0, 12.0),
+        la_shape=[_tn(rng, 1.0, 0.06, 0.85, 1.15), _tn(rng, 0.9, 0.06, 0.75, 1.05), _tn(rng, 1.1, 0.08, 0.9, 1.3)],
+        ra_shape=[_tn(rng, 1.0, 0.06, 0.85, 1.15), _tn(rng, 0.9, 0.06, 0.75, 1.05), _tn(rng, 1.15, 0.08, 0.9, 1.35)],
+        la_kappa=_tn(rng, 0.35, 0.08, 0.15, 0.55), atrial_wall_mm=_tn(rng, 2.2, 0.3, 1.5, 3.0),
+        la_offset_mm=[rng.normal(-6.0, 3.0), rng.normal(0.0, 3.0)],
+        ra_dist=_tn(rng, 1.2, 0.08, 1.0, 1.45),  # RA centre distance / RV centre distance
+        heart_pos_mm=[rng.normal(8.0, 6.0), rng.normal(2.0, 7.0)],  # mitral-plane centre, LPS x/y (mm)
+        wall_pattern=fn["wall_pattern"], wall_sector_deg=0.0, wall_sector_width_deg=0.0, scar_mm=0.0,
+        hyper_gain=0.0, territory="none",
+        papillary_deg=[float(rng.normal(140.0, 12.0)), float(rng.normal(235.0, 12.0))],  # from the septum (+x)
+        papillary_mm=_tn(rng, 5.5, 1.0, 3.5, 8.0), trabeculation=_tn(rng, 0.4, 0.1, 0.15, 0.6),
+        flow_amp=_tn(rng, 0.18, 0.05, 0.06, 0.3), flow_phase=[float(rng.uniform(0, 6.3)), float(rng.uniform(0, 6.3))],
+    )
+    if fn["wall_pattern"] == "infarct":
+        territory = rng.choice(["LAD", "RCA", "LCx"], p=[0.5, 0.3, 0.2])
+        g.update(wall_sector_deg=float(rng.normal(0, 15)),
+                 wall_sector_width_deg=_tn(rng, 70.0, 15.0, 40.0, 110.0), scar_mm=_tn(rng, 4.0, 0.8, 2.5, 6.0),
+                 territory=str(territory))
+    elif fn["wall_pattern"] == "septal_hypertrophy":
+        g.update(territory="septum", wall_sector_deg=float(rng.normal(0.0, 15.0)), wall_sector_width_deg=_tn(rng, 90.0, 20.0, 50.0, 140.0),
+                 hyper_gain=_tn(rng, 0.9, 0.3, 0.4, 1.6))
+    fat = float(np.clip((cov["bmi"] - 18.0) * (0.9 if male else 1.3), 4.0, 40.0))
+    g["body"] = dict(
+        half_width_mm=_tn(rng, 168.0 if male else 155.0, 10.0, 130.0, 200.0) + 1.5 * (cov["bmi"] - 26.0),
+        half_depth_mm=_tn(rng, 112.0 if male else 102.0, 8.0, 85.0, 145.0) + 1.2 * (cov["bmi"] - 26.0),
+        fat_mm=fat, muscle_mm=_tn(rng, 20.0 if male else 15.0, 3.0, 8.0, 28.0),
+        diaphragm_mm=_tn(rng, -55.0, 12.0, -90.0, -25.0), spine_y_mm=_tn(rng, 75.0, 8.0, 55.0, 100.0),
+        aorta_mm=[rng.normal(22.0, 5.0), rng.normal(48.0, 6.0)], aorta_r_mm=_tn(rng, 12.0, 1.5, 9.0, 16.0))
+    return g
+
+
+def sample_acquisition(rng: np.random.Generator, cfg: PhantomConfig) -> dict:
+    """Frames, spacing, matrix, planning error, start phase, jitter, misregistration and image quality."""
+    n_frames = 50 if cfg.n_frames is None else int(_draw(rng, tuple(cfg.n_frames)) if isinstance(cfg.n_frames, (tuple, list)) else cfg.n_frames)
+    px = float(_draw(rng, tuple(cfg.pixel_mm)) if isinstance(cfg.pixel_mm, (tuple, list)) else cfg.pixel_mm)
+    matrix = (int(cfg.matrix), int(cfg.matrix)) if np.isscalar(cfg.matrix) else tuple(int(m) for m in cfg.matrix)
+    art = cfg.artefacts
+    pe = cfg.planning_error_deg if art else 0.0
+    start = 0.0
+    if art and rng.random() < cfg.p_not_ed:
+        start = float(rng.random()) if rng.random() < cfg.p_random_start else float(rng.integers(1, 4)) / n_frames
+    misreg = bool(art and rng.random() < cfg.p_misregistration)
+    return dict(
+        n_frames=n_frames, pixel_mm=px, matrix=list(matrix), sax_spacing_mm=cfg.sax_spacing_mm,
+        sax_thickness_mm=cfg.sax_thickness_mm, lax_thickness_mm=cfg.lax_thickness_mm, n_slices=cfg.n_slices,
+        start_phase=start, trigger_jitter_ms=cfg.trigger_jitter_ms if art else 0.0,
+        sax_tilt_deg=[rng.normal(0, pe), rng.normal(0, pe)],
+        lax_rot_deg={"4CH": rng.normal(0, 1.5 * pe), "2CH": rng.normal(0, 1.5 * pe), "3CH": rng.normal(0, 1.5 * pe)},
+        lax_tilt_deg={"4CH": rng.normal(0, pe), "2CH": rng.normal(0, pe), "3CH": rng.normal(0, pe)},
+        lax_offset_mm={v: float(rng.normal(0, 2.0 if art else 0.0)) for v in ("4CH", "2CH", "3CH")},
+        inplane_deg={v: float(rng.normal(0, 8.0 if art else 0.0)) for v in ("SAX", "4CH", "2CH", "3CH")},
+        fov_shift_mm={v: [float(rng.normal(0, 10.0 if art else 0.0)), float(rng.normal(0, 10.0 if art else 0.0))]
+                      for v in ("SAX", "4CH", "2CH", "3CH")},
+        sax_misreg_mm=float(rng.uniform(1.0, 3.5)) if misreg else 0.0,
+        snr=float(rng.uniform(*cfg.snr)), blur_px=float(rng.uniform(*cfg.blur_px)), bias=float(rng.uniform(*cfg.bias)),
+        interp_px=float(rng.uniform(0.3, 0.6)),
+    )
+
+
+def sample_recipe(index: int, seed: int, config: PhantomConfig | dict | None = None) -> dict:
+    """The full parameter dict of subject `index` in the cohort of `seed` (independent of worker layout)."""
+    cfg = PhantomConfig.make(config)
+    rng = np.random.default_rng([int(seed), int(index), 3])
+    cond = sample_conditions(rng, cfg)
+    cov = sample_covariates(rng, cond)
+    fn = sample_function(rng, cov, cond)
+    tm = motion.timing(cov["hr_bpm"], rng, fn["e_dur_scale"])
+    geo = sample_geometry(rng, cov, cond, fn)
+    acq = sample_acquisition(rng, cfg)
+    jet = dict(
+        direction_deg=[float(rng.normal(0, 12 + 10 * cond["mr_grade"])), float(rng.uniform(0, 360))],
+        flow_void=bool(cond["mr_grade"] == 0 and rng.random() < cfg.p_flow_void),
+        void_phase=float(rng.uniform(0.05, 0.3)))
+    return dict(subject=f"ph{index + 1:04d}", index=int(index), seed=int(seed), covariates=cov, conditions=cond,
+                function=fn, timing=tm, geometry=geo, acquisition=acq, jet=jet,
+                noise_seed=int(rng.integers(0, 2**31 - 1)))

@@ -1,0 +1,137 @@
+"""The synthetic cohort: truths agree with the rendered labels, distributions are sane, runs repeat exactly."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cmrlib import labels as L
+from cmrlib.phantom import PhantomConfig, make_cohort, sample_recipe, simulate_subject
+from cmrlib.phantom.anatomy import truths
+from cmrlib.record import LANDMARKS
+
+TINY = dict(n_frames=8, matrix=64, pixel_mm=3.0)
+FINE = PhantomConfig(n_frames=6, matrix=(200, 200), pixel_mm=1.0, sax_spacing_mm=1.5, sax_thickness_mm=1.5)
+META_KEYS = ("sex age height_cm weight_kg bsa_m2 bmi sbp dbp hr_bpm hf_class mr_grade af hcm mi condition "
+             "lv_edv_ml lv_esv_ml lv_sv_ml lv_ef rv_edv_ml rv_esv_ml rv_sv_ml rv_ef lv_mass_g la_max_ml la_min_ml "
+             "la_ef ra_max_ml ra_min_ml ra_ef co_l_min forward_sv_ml mapse_mm s_prime_cm_s e_prime_cm_s a_prime_cm_s "
+             "lv_volume_curve_ml recipe").split()
+
+
+@pytest.fixture(scope="module")
+def fine():
+    """Two subjects rendered with thin, contiguous SAX slices (Cavalieri volumes are then accurate)."""
+    return {i: simulate_subject(i, 0, FINE, views=("SAX",))["SAX"] for i in (0, 2)}
+
+
+@pytest.fixture(scope="module")
+def lax():
+    return simulate_subject(1, 0, PhantomConfig(n_frames=12, matrix=(160, 160), pixel_mm=1.5), views=("2CH", "4CH"))
+
+
+@pytest.mark.parametrize("i", [0, 2])
+def test_sax_label_volumes_match_model(fine, i):
+    c = fine[i]
+    vox = np.prod(c.spacing) / 1000.0  # ml
+    curve = np.asarray(c.meta["lv_volume_curve_ml"])
+    for t in (c.ed, c.es):
+        lv = (c.labels[t] == L.LV).sum() * vox
+        assert lv == pytest.approx(curve[t], rel=0.03)
+    assert (c.labels[c.ed] == L.MYO).sum() * vox * 1.05 == pytest.approx(c.meta["lv_mass_g"], rel=0.05)
+    rv = (c.labels[c.ed] == L.RV).sum() * vox
+    assert rv == pytest.approx(c.meta["rv_volume_curve_ml"][c.ed], rel=0.03)
+
+
+def test_ed_es_are_model_extremes(fine):
+    for c in fine.values():
+        curve = np.asarray(c.meta["lv_volume_curve_ml"])
+        assert c.ed == int(np.argmax(curve)) and c.es == int(np.argmin(curve))
+        assert curve.max() <= c.meta["lv_edv_ml"] + 1e-3 and curve.min() >= c.meta["lv_esv_ml"] - 1e-3
+
+
+def test_mitral_points_on_lv_la_boundary(lax):
+    for view, c in lax.items():
+        pts = c.landmarks["truth"]
+        assert pts.shape == (c.n_frames, len(LANDMARKS[view]), 2)
+        H, W = c.pixels.shape[1:]
+        for t in range(c.n_frames):
+            for x, y in pts[t]:
+                r, q = int(round(y)), int(round(x))
+                win = c.labels[t, max(r - 2, 0):r + 3, max(q - 2, 0):q + 3]
+                assert {L.LV, L.LA} <= set(np.unique(win).tolist()), (view, t)
+
+
+def test_landmark_sets_and_conventions(lax):
+    c = lax["4CH"]
+    assert set(c.landmarks) == {"truth", "obsA", "obsA2", "obsB"}
+    err = lambda k: np.linalg.norm(c.landmarks[k] - c.landmarks["truth"], axis=-1) * c.spacing[0]
+    assert err("obsA").mean() < 2.0 and err("obsA2").mean() < 2.0
+    assert err("obsB").mean() > err("obsA").mean()  # convention B carries a systematic offset
+
+
+def test_cine_contract():
+    cines = simulate_subject(4, 1, TINY)
+    assert set(cines) == {"SAX", "2CH", "4CH"}
+    sax = cines["SAX"]
+    assert sax.pixels.ndim == 4 and sax.pixels.dtype == np.float32 and len(sax.spacing) == 3
+    assert set(np.unique(sax.labels).tolist()) <= {L.BG, L.LV, L.MYO, L.RV}
+    assert {L.LA} <= set(np.unique(cines["4CH"].labels).tolist())
+    for c in cines.values():
+        assert c.cine_id == f"ph0005_{c.view}" and c.n_frames == 8 and c.labelled.all()
+        assert np.all(np.diff(c.frame_times) > 0)
+        assert not (set(META_KEYS) - set(c.meta))
+        json.dumps(c.meta)
+    rec = json.loads(sax.meta["recipe"])
+    again = simulate_subject(rec)["SAX"]
+    assert np.array_equal(again.pixels, sax.pixels) and np.array_equal(again.labels, sax.labels)
+
+
+def test_same_seed_bit_identical():
+    a, b = simulate_subject(3, 7, TINY), simulate_subject(3, 7, TINY)
+    for v in a:
+        assert np.array_equal(a[v].pixels, b[v].pixels) and np.array_equal(a[v].labels, b[v].labels)
+    assert not np.array_equal(simulate_subject(3, 8, TINY)["4CH"].pixels, a["4CH"].pixels)
+
+
+def test_frame_count_ranges():
+    cfg = PhantomConfig(n_frames=(20, 30))
+    n = {sample_recipe(i, 0, cfg)["acquisition"]["n_frames"] for i in range(40)}
+    assert min(n) >= 20 and max(n) <= 30 and len(n) > 3
+    with pytest.raises(TypeError):
+        PhantomConfig.make(nframes=20)
+
+
+def test_cohort_workers_resume_and_splits(tmp_path):
+    s1 = make_cohort(tmp_path / "a", n=4, seed=5, workers=1, progress=False, **TINY)
+    s2 = make_cohort(tmp_path / "b", n=4, seed=5, workers=2, progress=False, **TINY)
+    assert s1.ids() == s2.ids() and len(s1) == 12
+    for cid in s1.ids():
+        assert np.array_equal(s1.read(cid).pixels, s2.read(cid).pixels)
+    m = s1.manifest()
+    assert set(m["split"]) == {"train", "valid", "test"} and m["lv_ef"].notna().all()
+    assert s1.splits() == s2.splits()
+    stamp = {cid: s1.path(cid).stat().st_mtime_ns for cid in s1.ids()}
+    victim = s1.ids()[0]
+    shutil.rmtree(s1.path(victim))
+    make_cohort(tmp_path / "a", n=4, seed=5, workers=1, progress=False, **TINY)
+    assert victim in s1
+    assert all(s1.path(c).stat().st_mtime_ns == stamp[c] for c in stamp if c != victim)
+
+
+def test_distributions_in_documented_ranges():
+    recs = [sample_recipe(i, 0) for i in range(400)]
+    df = pd.DataFrame([dict(r["covariates"], **r["conditions"], **truths(r)) for r in recs])
+    healthy = df[df.condition == "healthy"]
+    assert 55 <= healthy.lv_ef.mean() <= 65 and healthy.lv_ef.min() >= 45
+    assert (df[df.hf_class == "HFrEF"].lv_ef < 50).all() and (df[df.hf_class == "HFpEF"].lv_ef >= 50).all()
+    for sex, lo, hi in (("M", 140, 200), ("F", 100, 150)):
+        assert lo <= healthy[healthy.sex == sex].lv_edv_ml.mean() <= hi
+    assert 10.0 <= df.mapse_mm.mean() <= 14.5 and 5.0 <= df.e_prime_cm_s.mean() <= 9.0
+    assert (df[df.af].a_prime_cm_s == 0).all() and (df[~df.af].a_prime_cm_s > 0).all()
+    assert np.allclose(df.bsa_m2, np.sqrt(df.height_cm * df.weight_kg / 3600), atol=2e-3)
+    assert (df.lv_sv_ml >= df.forward_sv_ml).all() and (df[df.mr_grade > 0].lv_sv_ml > df[df.mr_grade > 0].forward_sv_ml).all()
+    assert 0.1 <= (df.mr_grade > 0).mean() <= 0.3 and 0.08 <= (df.hf_class == "HFrEF").mean() <= 0.2
+    assert df.hr_bpm.between(50, 100).all()
