@@ -22,9 +22,35 @@ import pandas as pd
 import zarr
 
 from .record import Cine
-from .utils import atomic_dir, atomic_write_json, atomic_write_text, to_jsonable
+from .utils import atomic_dir, atomic_write_json, atomic_write_text, rng, to_jsonable
 
 SPLITS = ("train", "valid", "test")
+
+
+def stratified_split(strata: dict[str, str], seed: int = 0, fractions=(0.7, 0.15, 0.15)) -> dict[str, str]:
+    """Subject -> train/valid/test, each stratum split in proportion, deterministic for the seed.
+
+    Within a stratum the shuffled subjects sit at evenly spaced points shifted by a random offset, so each
+    split gets its share to +-1 and small strata are unbiased on average; valid and test are never empty
+    when there are >= 3 subjects (a train subject of the largest stratum moves over).
+    """
+    r = rng(seed)
+    cuts = np.cumsum(fractions) / np.sum(fractions)
+    by: dict[str, list[str]] = {}
+    for s in sorted(map(str, strata)):
+        by.setdefault(str(strata[s]), []).append(s)
+    out: dict[str, str] = {}
+    for key in sorted(by):
+        members, offset = list(r.permutation(by[key])), r.random()
+        for j, s in enumerate(members):
+            q = ((j + 0.5) / len(members) + offset) % 1.0
+            out[str(s)] = SPLITS[min(int(np.searchsorted(cuts, q, side="right")), len(SPLITS) - 1)]
+    if len(out) >= 3:
+        for need in ("valid", "test"):
+            if need not in out.values():
+                size = {s: len(by[str(strata[s])]) for s, v in out.items() if v == "train"}
+                out[max(sorted(size), key=size.get)] = need
+    return out
 
 
 class StoreError(FileNotFoundError):

@@ -9,7 +9,8 @@ import zarr
 from io_fixtures import copy_acdc, link_acdc, load, nii, truncate
 
 import cmrlib.io.acdc as acdc_mod
-from cmrlib.io import ingest, stratified_splits
+from cmrlib.io import ingest
+from cmrlib.store import stratified_split
 from cmrlib.store import CohortStore
 
 GOOD = ("001", "021", "041")
@@ -105,8 +106,8 @@ def test_limit(acdc_dir, tmp_path):
 def test_stratified_splits_deterministic():
     subjects = [f"s{i:03d}" for i in range(60)]
     strata = {s: "AB"[i % 2] if i < 40 else "C" for i, s in enumerate(subjects)}
-    a, b = stratified_splits(subjects, strata, seed=3), stratified_splits(subjects, strata, seed=3)
-    assert a == b and a != stratified_splits(subjects, strata, seed=4)
+    a, b = stratified_split(strata, seed=3), stratified_split(strata, seed=3)
+    assert a == b and a != stratified_split(strata, seed=4)
     for g in "ABC":
         n = Counter(a[s] for s in subjects if strata[s] == g)
         assert (n["train"], n["valid"], n["test"]) == (14, 3, 3)

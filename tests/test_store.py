@@ -111,3 +111,20 @@ def test_seed_everything_repeats_draws():
     seed_everything(3)
     b = (np.random.rand(3), torch.rand(3))
     assert np.array_equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_stratified_split_proportional_deterministic_never_empty():
+    from collections import Counter
+
+    from cmrlib.store import stratified_split
+
+    strata = {f"s{i:03d}": "ABC"[i % 3] for i in range(60)}
+    a = stratified_split(strata, seed=1)
+    assert a == stratified_split(strata, seed=1) and a != stratified_split(strata, seed=2)
+    assert set(a) == set(strata)
+    for g in "ABC":
+        n = Counter(a[s] for s in strata if strata[s] == g)
+        assert (n["train"], n["valid"], n["test"]) == (14, 3, 3)
+    for n in (3, 4, 5):  # tiny cohorts, every subject its own stratum: valid and test still get one
+        small = stratified_split({f"x{i}": str(i) for i in range(n)}, seed=0)
+        assert {"valid", "test"} <= set(small.values())

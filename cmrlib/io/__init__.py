@@ -8,7 +8,7 @@ Per-subject readers: `read_acdc_patient`, `read_mnms_subject`, `read_mnms2_subje
 Conventions and licences per source: cmrlib/io/README.md.
 """
 from .acdc import read_acdc_patient
-from .batch import SOURCES, ingest, source_module, stratified_splits
+from .batch import SOURCES, ingest, source_module
 from .dicom import read_dicom_series
 from .errors import (CorruptFileError, InconsistentSpacingError, IngestError, MetadataError, MissingFileError,
                      MissingFramesError, MixedFrameSizeError, NoPixelDataError, NonCineError, ShapeMismatchError,
@@ -20,7 +20,7 @@ from .pseudonyms import PseudonymError, Pseudonyms
 from .qa import anatomy_ok, anatomy_scores
 from .ukbb import read_ukbb_subject
 
-__all__ = ["SOURCES", "ingest", "source_module", "stratified_splits", "read_dicom_series", "read_nifti_cine",
+__all__ = ["SOURCES", "ingest", "source_module", "read_dicom_series", "read_nifti_cine",
            "read_acdc_patient", "read_mnms_subject", "read_mnms2_subject", "read_ukbb_subject", "anatomy_ok",
            "anatomy_scores", "Pseudonyms", "PseudonymError", "IngestError", "MissingFileError", "CorruptFileError",
            "NoPixelDataError", "MixedFrameSizeError", "MissingFramesError", "InconsistentSpacingError",

@@ -18,8 +18,8 @@ from types import ModuleType
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..store import SPLITS, CohortStore
-from ..utils import atomic_write_json, rng
+from ..store import CohortStore, stratified_split
+from ..utils import atomic_write_json
 from .common import Item, note
 from .errors import IngestError
 from .pseudonyms import PseudonymError, Pseudonyms
@@ -125,24 +125,6 @@ def ingest_item(source: str, item: Item, root: str | Path) -> dict:
 # ---------------------------------------------------------------- splits
 
 
-def stratified_splits(subjects: list[str], strata: dict[str, str], fractions=FRACTIONS, seed: int = 0
-                      ) -> dict[str, str]:
-    """Patient-level train/valid/test, each stratum split in proportion (to +-1), deterministic for a seed."""
-    r = rng(seed)
-    cuts = np.cumsum(fractions) / np.sum(fractions)
-    out: dict[str, str] = {}
-    by: dict[str, list[str]] = {}
-    for s in sorted(subjects):
-        by.setdefault(str(strata.get(s, "all")), []).append(s)
-    for key in sorted(by):
-        members = list(r.permutation(by[key]))
-        offset = r.random()
-        for j, s in enumerate(members):
-            q = ((j + 0.5) / len(members) + offset) % 1.0
-            out[str(s)] = SPLITS[int(np.searchsorted(cuts, q, side="right"))]
-    return out
-
-
 def update_splits(store: CohortStore, seed: int = 0, fractions=FRACTIONS) -> dict[str, str]:
     """Keep existing assignments; split new subjects stratified on the first of `STRATA` their meta has."""
     m = store.manifest(refresh=True)
@@ -152,7 +134,7 @@ def update_splits(store: CohortStore, seed: int = 0, fractions=FRACTIONS) -> dic
     old = {s: v for s, v in store.splits().items() if s in subjects}
     col = next((c for c in STRATA if c in m.columns), None)
     strata = dict(zip(m["subject"].astype(str), m[col].astype(str), strict=True)) if col else {}
-    new = stratified_splits([s for s in subjects if s not in old], strata, fractions, seed)
+    new = stratified_split({s: strata.get(s, "all") for s in subjects if s not in old}, seed, fractions)
     splits = {**old, **new}
     store.write_splits(splits)
     return splits

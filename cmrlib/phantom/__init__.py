@@ -6,7 +6,7 @@
 
 See README.md in this folder for the model, its distributions and their sources.
 """
-from .cohort import make_cohort, simulate_subject, stratified_split
+from .cohort import make_cohort, simulate_subject
 from .subjects import CONDITIONS, PhantomConfig, sample_recipe
 
-__all__ = ["make_cohort", "simulate_subject", "PhantomConfig", "sample_recipe", "stratified_split", "CONDITIONS"]
+__all__ = ["make_cohort", "simulate_subject", "PhantomConfig", "sample_recipe", "CONDITIONS"]

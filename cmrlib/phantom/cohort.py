@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..record import Cine
-from ..store import CohortStore
+from ..store import CohortStore, stratified_split
 from ..utils import atomic_write_json
 from . import signal as S
 from .anatomy import Heart, truths
@@ -18,7 +18,6 @@ from .subjects import PhantomConfig, sample_recipe
 
 SOURCE = "phantom"
 VIEW_CODE = {"SAX": 1, "2CH": 2, "4CH": 4}
-SPLIT_FRACTIONS = (0.7, 0.15, 0.15)
 
 
 def _recipe(subject, seed: int, config) -> dict:
@@ -62,11 +61,11 @@ def observers(truth: np.ndarray, plane, geom: Geometry, rng: np.random.Generator
 
 
 def _finish(img: np.ndarray, rng: np.random.Generator, acq: dict, noise_sigma: float) -> np.ndarray:
-    """PSF blur, Rician noise and reconstruction interpolation on a contiguous (T, [Z,] H, W) float32 stack, in place."""
-    S.blur(img, acq["blur_px"])
-    S.rician(img, noise_sigma, rng, inplace=True)
-    S.blur(img, acq.get("interp_px", 0.0))
-    return S.quantise(img)
+    """MR image formation on a contiguous (T, [Z,] H, W) float32 stack: phase-encode ghost, truncated k-space
+    (sinc PSF with Gibbs ringing, correlated noise) and magnitude (Rician), quantised."""
+    S.ghost(img, acq.get("ghost", 0.0))
+    out = S.kspace_rician(img, noise_sigma, acq["kspace"], acq["kspace"] * acq["pe_ratio"], rng)
+    return S.quantise(out)
 
 
 def simulate_subject(subject, seed: int = 0, config: PhantomConfig | dict | None = None,
@@ -116,27 +115,6 @@ def simulate_subject(subject, seed: int = 0, config: PhantomConfig | dict | None
 def _strata(recipe: dict) -> str:
     c = recipe["conditions"]
     return c["condition"] + ("+MR" if c["mr_grade"] > 0 and c["condition"] != "MR" else "")
-
-
-def stratified_split(keys: dict[str, str], seed: int, fractions=SPLIT_FRACTIONS) -> dict[str, str]:
-    """Subject -> train/valid/test, stratified on `keys`, deterministic for the seed; valid/test never empty if n >= 3."""
-    rng = np.random.default_rng([int(seed), 77])
-    out = {}
-    for key in sorted(set(keys.values())):
-        subs = sorted(s for s, k in keys.items() if k == key)
-        subs = [subs[i] for i in rng.permutation(len(subs))]
-        n = len(subs)
-        n_tr = int(round(fractions[0] * n))
-        n_va = int(round(fractions[1] * n))
-        for i, s in enumerate(subs):
-            out[s] = "train" if i < n_tr else "valid" if i < n_tr + n_va else "test"
-    if len(out) >= 3:
-        for need in ("valid", "test"):
-            if need not in out.values():
-                counts = {s: sum(1 for k in keys.values() if k == keys[s]) for s in out if out[s] == "train"}
-                donor = max(sorted(counts), key=lambda s: counts[s])
-                out[donor] = need
-    return out
 
 
 def _job(index: int, seed: int, cfg: dict, views: tuple, root: str) -> int:

@@ -18,36 +18,11 @@ MM, SIZE = 1.8, 96
 
 
 # ---- real data ------------------------------------------------------------------------------
-def read_info(path: Path) -> dict:
-    """ACDC Info.cfg as a dict (ED/ES 1-based, Group, Height, Weight, NbFrame)."""
-    out = {}
-    for line in Path(path).read_text().splitlines():
-        if ":" in line:
-            k, v = line.split(":", 1)
-            out[k.strip()] = v.strip()
-    return out
+def acdc_patients(root: str | Path, n: int | None = None) -> list:
+    """ACDC training patients as canonical SAX `Cine`s (cmrlib.io reader; ED/ES labelled, GT truths in meta)."""
+    from ..io import read_acdc_patient
 
-
-def acdc_patients(root: str | Path, n: int | None = None) -> list[dict]:
-    """ACDC training patients: ED/ES images and canonical masks (Z, H, W), spacing (sz, sy, sx) and Info.cfg."""
-    import nibabel as nib
-
-    root = Path(root)
-    out = []
-    for folder in sorted(p for p in root.glob("patient*") if p.is_dir())[:n]:
-        info = read_info(folder / "Info.cfg")
-        rec = dict(patient=folder.name, group=info["Group"], height=float(info["Height"]), weight=float(info["Weight"]))
-        for ph in ("ED", "ES"):
-            stem = folder / f"{folder.name}_frame{int(info[ph]):02d}"
-            img = nib.load(f"{stem}.nii.gz")
-            gt = np.asarray(nib.load(f"{stem}_gt.nii.gz").dataobj)
-            zx, zy, zz = img.header.get_zooms()[:3]
-            # nibabel arrays are (x, y, z): rows = y
-            rec[ph] = np.transpose(np.asarray(img.dataobj, np.float32), (2, 1, 0))
-            rec[ph + "_gt"] = np.transpose(L.to_canonical(gt, "acdc", where=str(stem)), (2, 1, 0))
-            rec["spacing"] = (float(zz), float(zy), float(zx))
-        out.append(rec)
-    return out
+    return [read_acdc_patient(f) for f in sorted(p for p in Path(root).glob("patient*") if p.is_dir())[:n]]
 
 
 def dicom_cine(folder: str | Path) -> tuple[np.ndarray, tuple[float, float]] | None:
@@ -63,15 +38,10 @@ def dicom_cine(folder: str | Path) -> tuple[np.ndarray, tuple[float, float]] | N
 
 def ukbb_4ch(root: str | Path) -> list[tuple[np.ndarray, tuple[float, float]]]:
     """UK-Biobank-style 4CH cines: list of ((T, H, W) float32, (sy, sx))."""
-    import nibabel as nib
+    from ..io import read_nifti_cine
 
-    out = []
-    for p in sorted(Path(root).glob("*/la_4ch.nii.gz")):
-        img = nib.load(p)
-        a = np.asarray(img.dataobj, np.float32)[:, :, 0, :]  # (x, y, t)
-        zx, zy = img.header.get_zooms()[:2]
-        out.append((np.transpose(a, (2, 1, 0)), (float(zy), float(zx))))
-    return out
+    cines = [read_nifti_cine(p, view="4CH") for p in sorted(Path(root).glob("*/la_4ch.nii.gz"))]
+    return [(c.pixels, c.spacing) for c in cines]
 
 
 # ---- matching ------------------------------------------------------------------------------
@@ -198,16 +168,14 @@ def domain_auc(phantom_frames, real_frames, seed: int = 0, groups=None, folds: i
 ACDC_GROUPS = {"NOR": "healthy", "MINF": "MI", "DCM": "HFrEF", "HCM": "HCM", "RV": "RV abnormality"}
 
 
-def acdc_volumes(patients: list[dict]) -> pd.DataFrame:
-    """Per ACDC patient: LV/RV EDV, ESV, EF and LV mass from the manual masks (voxel counting)."""
+def acdc_volumes(patients: list) -> pd.DataFrame:
+    """Per ACDC patient (canonical `Cine`): LV/RV EDV, ESV, EF and LV mass, the reader's ground-truth meta."""
     rows = []
-    for p in patients:
-        vox = np.prod(p["spacing"]) / 1000.0
-        v = lambda ph, k: float((p[ph + "_gt"] == k).sum() * vox)
-        edv, esv, redv, resv = v("ED", L.LV), v("ES", L.LV), v("ED", L.RV), v("ES", L.RV)
-        rows.append(dict(source="ACDC", group=p["group"], condition=ACDC_GROUPS.get(p["group"], p["group"]),
-                         lv_edv_ml=edv, lv_esv_ml=esv, lv_ef=100 * (edv - esv) / edv, rv_edv_ml=redv, rv_esv_ml=resv,
-                         rv_ef=100 * (redv - resv) / max(redv, 1e-6), lv_mass_g=1.05 * v("ED", L.MYO)))
+    for c in patients:
+        m = c.meta
+        rows.append(dict(source="ACDC", group=m["group"], condition=ACDC_GROUPS.get(m["group"], m["group"]),
+                         lv_edv_ml=m["LVEDV"], lv_esv_ml=m["LVESV"], lv_ef=m["LVEF"], rv_edv_ml=m["RVEDV"],
+                         rv_esv_ml=m["RVESV"], rv_ef=m["RVEF"], lv_mass_g=m["LVM"]))
     return pd.DataFrame(rows)
 
 
@@ -327,15 +295,15 @@ def real_frames(data_root: str | Path, n_acdc: int | None = None):
     UK-Biobank-style cines plus the MVnet Siemens DICOM 4CH cine when present)."""
     root = Path(data_root)
     sax, sax_lab, sax_g, lax, lax_g = [], [], [], [], []
-    for p in acdc_patients(root / "acdc" / "training", n_acdc):
-        for ph in ("ED", "ES"):
-            Z = p[ph].shape[0]
+    for c in acdc_patients(root / "acdc" / "training", n_acdc):
+        for t in (c.ed, c.es):
+            Z = c.pixels.shape[1]
             for z in range(Z // 3, 2 * Z // 3):
-                if (p[ph + "_gt"][z] == L.LV).any():
-                    cen = heart_centre(p[ph + "_gt"][z])
-                    sax.append(match(p[ph][z], p["spacing"][1:], centre=cen))
-                    sax_lab.append(match(p[ph + "_gt"][z], p["spacing"][1:], centre=cen, labels=True))
-                    sax_g.append(p["patient"])
+                if (c.labels[t, z] == L.LV).any():
+                    cen = heart_centre(c.labels[t, z])
+                    sax.append(match(c.pixels[t, z], c.spacing[1:], centre=cen))
+                    sax_lab.append(match(c.labels[t, z], c.spacing[1:], centre=cen, labels=True))
+                    sax_g.append(c.subject)
     cines = ukbb_4ch(root / "ukbb-demo-lax")
     extra = dicom_cine(root / "mvnet-dicom-sample" / "4ch") if (root / "mvnet-dicom-sample" / "4ch").exists() else None
     for k, (cine, sp) in enumerate(cines + ([extra] if extra else [])):

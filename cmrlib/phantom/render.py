@@ -288,10 +288,11 @@ def _heart_kernel(pts, nrm, px, th, state, t0, uu, jet_dir, rv_wall, a_wall, bg,
                     if d < 0.0 and z <= zb:
                         lab = 1
                     if a > 0.0:
-                        # trabeculae: dark endocardial fringe, strongest toward the apex
-                        if d > -3.5 and dz < 0.0:
-                            w = (1.0 + d / 3.5) * min(-dz / lp, 1.0)
-                            val *= 1.0 - a * trab * w * (0.5 + 0.5 * np.sin(17.0 * th_i + 0.25 * z))
+                        # trabeculae: dark endocardial fringe (6 mm), strongest toward the apex
+                        if d > -6.0:
+                            w = (1.0 + d / 6.0) * (0.35 + 0.65 * min(max(-dz / lp, 0.0), 1.0))
+                            val *= 1.0 - a * trab * w * (0.5 + 0.5 * np.sin(17.0 * th_i + 0.25 * z)) * (
+                                0.6 + 0.4 * np.sin(7.0 * th_i - 0.3 * z + 1.3))
                         # papillary muscles: two myocardial rods from the mid-ventricle toward the apex
                         for pk in range(2):
                             qx, qy = x - pap[pk, 0], y - pap[pk, 1]

@@ -13,7 +13,7 @@ from numba import njit
 from .render import Geometry, Plane
 
 # mean relative bSSFP signal per tissue (blood = 1), and the per-subject spread (SD, multiplicative)
-TISSUE = dict(blood=1.0, myo=0.32, fat=1.05, lung=0.07, liver=0.4, muscle=0.33, marrow=0.55, csf=0.8,
+TISSUE = dict(blood=1.0, myo=0.36, fat=1.05, lung=0.07, liver=0.4, muscle=0.33, marrow=0.55, csf=0.8,
               tissue=0.35, stomach=0.3, vessel=0.85)
 SPREAD = 0.08
 
@@ -66,7 +66,18 @@ def body_image(geom: Geometry, plane: Plane, tis: dict, rng: np.random.Generator
     env = _envelope(geom, P)
     img[env >= 1] = tis["tissue"]
     img[env >= 2] = tis["fat"] * (0.85 + 0.1 * tex(3.0)[env >= 2])
-    return (img.reshape(H, W) * (1.0 + 0.05 * tex(1.0).reshape(H, W))).astype(np.float32)
+    sub = _ellipse(x, y, 0, 0, hw, hd) & ~_ellipse(x, y, 0, 0, hw - fat, hd - fat)
+    img = img.reshape(H, W) * (1.0 + 0.05 * tex(1.0).reshape(H, W))
+    return india_ink(img, (sub | (env >= 2)).reshape(H, W), plane.px).astype(np.float32)
+
+
+def india_ink(img: np.ndarray, fat: np.ndarray, px: float) -> np.ndarray:
+    """bSSFP fat/water boundary cancellation: a dark ~1 mm line along every border of the fat mask."""
+    f = fat.astype(np.uint8)
+    r = max(1, int(round(1.2 / px)))
+    rim = (cv2.dilate(f, np.ones((2 * r + 1, 2 * r + 1), np.uint8)) - f) > 0
+    img[rim] *= 0.3
+    return img
 
 
 def _envelope(geom: Geometry, P: np.ndarray) -> np.ndarray:
@@ -105,13 +116,49 @@ def bias_field(P: np.ndarray, amp: float, c: np.ndarray) -> np.ndarray:
     return (1.0 + amp * np.tanh(f)).astype(np.float32)
 
 
-def blur(img: np.ndarray, sigma_px: float) -> np.ndarray:
-    """In-plane Gaussian PSF on every 2D frame of a contiguous (..., H, W) float32 array, in place."""
-    if sigma_px > 0:
-        flat = img.reshape(-1, *img.shape[-2:])
-        for i in range(len(flat)):
-            cv2.GaussianBlur(flat[i], (0, 0), sigma_px, dst=flat[i])
+def sinc_kernel(frac: float, radius: int = 8) -> np.ndarray:
+    """1D image-space PSF of keeping the central `frac` of k-space (zero-filled to the display matrix); DC gain 1."""
+    h = np.sinc(frac * np.arange(-radius, radius + 1)).astype(np.float32)
+    return h / h.sum()
+
+
+def ghost(img: np.ndarray, amp: float) -> np.ndarray:
+    """Faint copy of each frame shifted half a FOV along the phase-encode (row) axis: breathing/motion ghost, in place."""
+    if amp > 0:
+        img += amp * np.roll(img, img.shape[-2] // 2, axis=-2)
     return img
+
+
+@njit(cache=True)
+def _normal_kernel(out, state):
+    """Fill a flat float32 array with approximately N(0, 1) draws (fast, seeded)."""
+    x = np.uint64(state)
+    for i in range(out.size):
+        x, g = _gauss(x)
+        out[i] = g
+
+
+def kspace_rician(img: np.ndarray, sigma: float, f_read: float, f_pe: float, rng: np.random.Generator) -> np.ndarray:
+    """Truncated k-space + complex noise + magnitude on every frame of a (..., H, W) float32 array.
+
+    Keeping the central f_read (columns) x f_pe (rows) of k-space is a separable sinc PSF (MR resolution,
+    Gibbs ringing at sharp borders); the complex white noise passes the same filter (correlated noise, as
+    in zero-filled reconstructions) and is scaled so the final pixel noise SD is `sigma`.
+    """
+    kx, ky = sinc_kernel(f_read), sinc_kernel(f_pe)
+    sd = float(np.sqrt((kx ** 2).sum() * (ky ** 2).sum()))
+    s = sigma / sd
+    flat = np.ascontiguousarray(img, np.float32).reshape(-1, *img.shape[-2:])
+    n1, n2 = np.empty_like(flat), np.empty_like(flat)
+    _normal_kernel(n1.reshape(-1), int(rng.integers(1, 2**62)))
+    _normal_kernel(n2.reshape(-1), int(rng.integers(1, 2**62)))
+    flat += s * n1
+    for i in range(len(flat)):
+        cv2.sepFilter2D(flat[i], -1, kx, ky, dst=flat[i], borderType=cv2.BORDER_REFLECT)
+        cv2.sepFilter2D(n2[i], -1, kx, ky, dst=n2[i], borderType=cv2.BORDER_REFLECT)
+    n2 *= s
+    np.hypot(flat, n2, out=flat)
+    return flat.reshape(img.shape)
 
 
 @njit(cache=True, inline="always")
@@ -127,25 +174,6 @@ def _gauss(x):
 
 
 QUANT = 512.0  # stored intensities are multiples of 1/512 (a scanner's integer magnitudes; compresses well)
-
-
-@njit(cache=True, fastmath=True)
-def _rician_kernel(img, sigma, state):
-    """In place: |img + sigma (n1 + i n2)| for a flat float32 array."""
-    x = np.uint64(state)
-    for i in range(img.size):
-        x, g1 = _gauss(x)
-        x, g2 = _gauss(x)
-        a = img[i] + sigma * g1
-        b = sigma * g2
-        img[i] = np.sqrt(a * a + b * b)
-
-
-def rician(img: np.ndarray, sigma: float, rng: np.random.Generator, inplace: bool = False) -> np.ndarray:
-    """Magnitude of the image plus complex Gaussian noise (Rician statistics: dark areas biased up)."""
-    out = img if inplace and img.dtype == np.float32 and img.flags.c_contiguous else np.ascontiguousarray(img, np.float32).copy()
-    _rician_kernel(out.reshape(-1), float(sigma), int(rng.integers(1, 2**62)))
-    return out
 
 
 def quantise(img: np.ndarray, q: float = QUANT) -> np.ndarray:

@@ -25,8 +25,8 @@ class PhantomConfig:
     sax_thickness_mm: float = 8.0
     lax_thickness_mm: float = 6.0
     n_slices: int | None = None  # None: cover base to apex (8-12 at 10 mm), else a fixed count
-    snr: tuple[float, float] = (25.0, 70.0)  # blood-pool mean / noise sigma
-    blur_px: tuple[float, float] = (0.7, 1.3)  # Gaussian PSF sigma (pixels)
+    snr: tuple[float, float] = (30.0, 80.0)  # blood-pool mean / noise sigma
+    kspace: tuple[float, float] = (0.4, 0.7)  # acquired fraction of the displayed k-space (readout; sinc PSF, Gibbs)
     bias: tuple[float, float] = (0.15, 0.45)  # coil bias-field amplitude
     p_hfref: float = 0.14
     p_hfpef: float = 0.14
@@ -198,7 +198,7 @@ def sample_geometry(rng: np.random.Generator, cov: dict, cond: dict, fn: dict) -
         wall_pattern=fn["wall_pattern"], wall_sector_deg=0.0, wall_sector_width_deg=0.0, scar_mm=0.0,
         hyper_gain=0.0, territory="none",
         papillary_deg=[float(rng.normal(140.0, 12.0)), float(rng.normal(235.0, 12.0))],  # from the septum (+x)
-        papillary_mm=_tn(rng, 5.5, 1.0, 3.5, 8.0), trabeculation=_tn(rng, 0.4, 0.1, 0.15, 0.6),
+        papillary_mm=_tn(rng, 5.5, 1.0, 3.5, 8.0), trabeculation=_tn(rng, 0.6, 0.12, 0.3, 0.85),
         flow_amp=_tn(rng, 0.18, 0.05, 0.06, 0.3), flow_phase=[float(rng.uniform(0, 6.3)), float(rng.uniform(0, 6.3))],
     )
     if fn["wall_pattern"] == "infarct":
@@ -242,8 +242,8 @@ def sample_acquisition(rng: np.random.Generator, cfg: PhantomConfig) -> dict:
         fov_shift_mm={v: [float(rng.normal(0, 10.0 if art else 0.0)), float(rng.normal(0, 10.0 if art else 0.0))]
                       for v in ("SAX", "4CH", "2CH", "3CH")},
         sax_misreg_mm=float(rng.uniform(1.0, 3.5)) if misreg else 0.0,
-        snr=float(rng.uniform(*cfg.snr)), blur_px=float(rng.uniform(*cfg.blur_px)), bias=float(rng.uniform(*cfg.bias)),
-        interp_px=float(rng.uniform(0.3, 0.6)),
+        snr=float(rng.uniform(*cfg.snr)), kspace=float(rng.uniform(*cfg.kspace)), bias=float(rng.uniform(*cfg.bias)),
+        pe_ratio=float(rng.uniform(0.75, 0.95)), ghost=float(rng.uniform(0.0, 0.05)),
     )
 
 
