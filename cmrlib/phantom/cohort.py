@@ -63,9 +63,8 @@ def observers(truth: np.ndarray, plane, geom: Geometry, rng: np.random.Generator
 def _finish(img: np.ndarray, rng: np.random.Generator, acq: dict, noise_sigma: float) -> np.ndarray:
     """MR image formation on a contiguous (T, [Z,] H, W) float32 stack: phase-encode ghost, truncated k-space
     (sinc PSF with Gibbs ringing, correlated noise) and magnitude (Rician), quantised."""
-    S.ghost(img, acq.get("ghost", 0.0))
-    out = S.kspace_rician(img, noise_sigma, acq["kspace"], acq["kspace"] * acq["pe_ratio"], rng)
-    return S.quantise(out)
+    return S.kspace_rician(img, noise_sigma, acq["kspace"], acq["kspace"] * acq["pe_ratio"], rng, q=S.QUANT,
+                           ghost=acq.get("ghost", 0.0))
 
 
 def simulate_subject(subject, seed: int = 0, config: PhantomConfig | dict | None = None,

@@ -194,6 +194,7 @@ def _flow(x, y, z, phase, famp, ph0, ph1):
 def _heart_kernel(pts, nrm, px, th, state, t0, uu, jet_dir, rv_wall, a_wall, bg, col, lut, extra, out_img, out_lab):
     T, N = out_img.shape
     pap0, pap1, pap_r, trab, famp, ph0, ph1 = extra[0], extra[1], extra[2], extra[3], extra[4], extra[5], extra[6]
+    pap_pos, slow, fine = extra[7], extra[8], extra[9]
     n0, n1, n2 = nrm[0], nrm[1], nrm[2]
     cz = abs(n2)
     m = px + th
@@ -207,7 +208,7 @@ def _heart_kernel(pts, nrm, px, th, state, t0, uu, jet_dir, rv_wall, a_wall, bg,
         for pk in range(2):
             ph = pap0 if pk == 0 else pap1
             jj = int(ph / two_pi * N_THETA) % N_THETA
-            rr = 0.55 * (b - t0[jj] - tau * uu[jj])
+            rr = pap_pos * (b - t0[jj] - tau * uu[jj])
             pap[pk, 0], pap[pk, 1] = rr * np.cos(ph), rr * np.sin(ph)
         for i in range(N):
             x, y, z = pts[i, 0], pts[i, 1], pts[i, 2]
@@ -284,7 +285,13 @@ def _heart_kernel(pts, nrm, px, th, state, t0, uu, jet_dir, rv_wall, a_wall, bg,
                     d, c = _ell(x, y, dz, ar, ar, lp, n0, n1, n2)
                     a = _alpha(d, c, px, th) * ap
                     fl = _flow(x, y, z, t / T, famp, ph0, ph1) if fl < 0 else fl
-                    val = val * (1 - a) + a * col[0] * fl
+                    # slow flow: darker toward the apex and near the wall, plus a finer swirling pattern
+                    ap_w = min(max(-dz / lp, 0.0), 1.0)
+                    wall_w = min(max(1.0 + d / 10.0, 0.0), 1.0)
+                    flv = fl * (1.0 - slow * ap_w * ap_w - 0.5 * slow * wall_w) * (
+                        1.0 + fine * 0.5 * (np.sin(0.21 * x + 0.17 * z + 6.3 * t / T + ph0)
+                                            + np.sin(0.13 * x - 0.19 * y + 0.1 * z - 3.1 * t / T + ph1)))
+                    val = val * (1 - a) + a * col[0] * flv
                     if d < 0.0 and z <= zb:
                         lab = 1
                     if a > 0.0:
@@ -306,10 +313,12 @@ def _heart_kernel(pts, nrm, px, th, state, t0, uu, jet_dir, rv_wall, a_wall, bg,
 
 
 def _extra(recipe: dict) -> np.ndarray:
-    """Static texture parameters for the kernel: papillary angles (rad) and radius, trabeculation, flow."""
+    """Static texture parameters for the kernel: papillary angles (rad), radius and radial position,
+    trabeculation, flow amplitude and phases, slow apical flow, fine flow pattern (older recipes: defaults)."""
     g = recipe["geometry"]
-    return np.array([*np.deg2rad(g["papillary_deg"]) % (2 * np.pi), g["papillary_mm"], g["trabeculation"],
-                     g["flow_amp"], *g["flow_phase"]], np.float64)
+    return np.array([*np.deg2rad(g["papillary_deg"]) % (2 * np.pi), g["papillary_mm"] * g.get("papillary_scale", 1.0),
+                     g["trabeculation"], g["flow_amp"], *g["flow_phase"], g.get("papillary_pos", 0.55),
+                     g.get("slow_flow", 0.0), g.get("flow_fine", 0.0)], np.float64)
 
 
 def heart_layer(geom: Geometry, plane: Plane, bg: np.ndarray, colours: np.ndarray, lut: np.ndarray,

@@ -25,8 +25,8 @@ class PhantomConfig:
     sax_thickness_mm: float = 8.0
     lax_thickness_mm: float = 6.0
     n_slices: int | None = None  # None: cover base to apex (8-12 at 10 mm), else a fixed count
-    snr: tuple[float, float] = (30.0, 80.0)  # blood-pool mean / noise sigma
-    kspace: tuple[float, float] = (0.4, 0.7)  # acquired fraction of the displayed k-space (readout; sinc PSF, Gibbs)
+    snr: tuple[float, float] = (22.0, 60.0)  # blood-pool mean / noise sigma
+    kspace: tuple[float, float] = (0.36, 0.62)  # acquired fraction of the displayed k-space (readout; sinc PSF, Gibbs)
     bias: tuple[float, float] = (0.15, 0.45)  # coil bias-field amplitude
     p_hfref: float = 0.14
     p_hfpef: float = 0.14
@@ -247,6 +247,21 @@ def sample_acquisition(rng: np.random.Generator, cfg: PhantomConfig) -> dict:
     )
 
 
+def sample_texture(rng: np.random.Generator, cov: dict) -> tuple[dict, dict]:
+    """Image-realism parameters added after the first cohorts (own random stream, so older draws are unchanged):
+    body (breasts, ribs, diaphragm lift under the heart, stomach air, pulmonary trunk, epicardial fat cover) and
+    blood-pool texture (papillary muscle position/size, slow apical flow, fine flow pattern)."""
+    female = cov["sex"] == "F"
+    body = dict(breast_mm=_tn(rng, 32.0, 10.0, 12.0, 60.0) if female else 0.0, breast_z_mm=rng.normal(-40.0, 15.0),
+                rib_pitch_mm=_tn(rng, 30.0, 3.0, 24.0, 36.0), rib_mm=_tn(rng, 11.0, 1.5, 8.0, 14.0),
+                rib_phase_mm=float(rng.uniform(0.0, 30.0)), dome_lift_mm=_tn(rng, 25.0, 8.0, 5.0, 45.0),
+                stomach_air_mm=_tn(rng, 15.0, 8.0, 0.0, 35.0), pa_r_mm=_tn(rng, 13.0, 1.5, 10.0, 17.0),
+                epi_fat_thr=rng.normal(0.0, 0.3))
+    heart = dict(papillary_pos=float(rng.uniform(0.6, 0.72)), papillary_scale=_tn(rng, 1.3, 0.15, 1.0, 1.7),
+                 slow_flow=_tn(rng, 0.4, 0.1, 0.1, 0.65), flow_fine=_tn(rng, 0.2, 0.05, 0.05, 0.32))
+    return body, heart
+
+
 def sample_recipe(index: int, seed: int, config: PhantomConfig | dict | None = None) -> dict:
     """The full parameter dict of subject `index` in the cohort of `seed` (independent of worker layout)."""
     cfg = PhantomConfig.make(config)
@@ -261,6 +276,9 @@ def sample_recipe(index: int, seed: int, config: PhantomConfig | dict | None = N
         direction_deg=[float(rng.normal(0, 12 + 10 * cond["mr_grade"])), float(rng.uniform(0, 360))],
         flow_void=bool(cond["mr_grade"] == 0 and rng.random() < cfg.p_flow_void),
         void_phase=float(rng.uniform(0.05, 0.3)))
+    noise_seed = int(rng.integers(0, 2**31 - 1))
+    body, heart = sample_texture(np.random.default_rng([int(seed), int(index), 4]), cov)
+    geo["body"].update(body)
+    geo.update(heart)
     return dict(subject=f"ph{index + 1:04d}", index=int(index), seed=int(seed), covariates=cov, conditions=cond,
-                function=fn, timing=tm, geometry=geo, acquisition=acq, jet=jet,
-                noise_seed=int(rng.integers(0, 2**31 - 1)))
+                function=fn, timing=tm, geometry=geo, acquisition=acq, jet=jet, noise_seed=noise_seed)
