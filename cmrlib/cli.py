@@ -26,7 +26,7 @@ def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="cmrlib", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="execute the numbered notebooks with a profile")
-    r.add_argument("--profile", default="smoke", help=f"one of: {', '.join(runner.profiles())}")
+    r.add_argument("--profile", default="smoke", help=f"one of: {', '.join(runner.profiles())}, or your own .yaml")
     r.add_argument("--only", nargs="+", metavar="NN", help="notebook numbers to run, e.g. --only 00 01")
     r.add_argument("-p", action="append", metavar="KEY=VALUE", help="override a notebook parameter")
     r.add_argument("--out", help="run folder (default runs/<profile>)")

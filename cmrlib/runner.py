@@ -34,11 +34,24 @@ def profiles() -> list[str]:
     return sorted(p.name[:-5] for p in resources.files("cmrlib.profiles").iterdir() if p.name.endswith(".yaml"))
 
 
-def load_profile(name: str) -> dict[str, dict[str, Any]]:
-    """The profile's sections ('common' and one per notebook number)."""
-    if name not in profiles():
-        raise RunError(f"unknown profile {name!r}; choose one of {', '.join(profiles())}")
-    data = yaml.safe_load(resources.files("cmrlib.profiles").joinpath(f"{name}.yaml").read_text()) or {}
+def profile_name(profile: str) -> str:
+    """'smoke' for a shipped profile, the file stem for a profile given as a YAML path."""
+    return Path(profile).stem if profile.endswith((".yaml", ".yml")) else profile
+
+
+def load_profile(profile: str) -> dict[str, dict[str, Any]]:
+    """The profile's sections ('common' and one per notebook number): a shipped name or your own YAML file."""
+    if profile.endswith((".yaml", ".yml")):
+        if not Path(profile).is_file():
+            raise RunError(f"profile file {profile} not found")
+        text = Path(profile).read_text()
+    elif profile in profiles():
+        text = resources.files("cmrlib.profiles").joinpath(f"{profile}.yaml").read_text()
+    else:
+        raise RunError(f"unknown profile {profile!r}; choose one of {', '.join(profiles())} or give a .yaml file")
+    data = yaml.safe_load(text) or {}
+    if not isinstance(data, dict):
+        raise RunError(f"profile {profile!r} is not a mapping of sections")
     return {str(k): (v or {}) for k, v in data.items()}
 
 
@@ -88,6 +101,7 @@ class Plan:
 def plan(profile: str, only=None, overrides=None, out=None, figures=None, notebooks=NOTEBOOKS) -> Plan:
     """Merge common, per-notebook and command-line parameters; unknown names are errors."""
     prof = load_profile(profile)
+    profile = profile_name(profile)
     out = Path(out or ROOT / "runs" / profile).resolve()
     figures = Path(figures or out / "figures").resolve()
     overrides = dict(overrides or {})

@@ -25,6 +25,14 @@ def make_nb(path: Path, params: str, body: str) -> Path:
 
 
 @pytest.fixture
+def prof(tmp_path):
+    """A profile of our own for the tiny notebooks (shipped profiles name the real notebooks' parameters)."""
+    p = tmp_path / "tiny.yaml"
+    p.write_text(yaml.safe_dump({"common": {"seed": 0}, "00": {"n": 1}}))
+    return str(p)
+
+
+@pytest.fixture
 def nbdir(tmp_path):
     d = tmp_path / "nbs"
     d.mkdir()
@@ -41,17 +49,26 @@ def test_unknown_profile_is_one_line_error(capsys):
     assert "nosuch" in err and len(err.splitlines()) == 1
 
 
-def test_unknown_parameter_named_before_running(nbdir, tmp_path):
+def test_unknown_parameter_named_before_running(nbdir, prof, tmp_path):
     with pytest.raises(runner.RunError, match="bogus"):
-        runner.plan("smoke", overrides={"bogus": 1}, out=tmp_path / "run", notebooks=nbdir)
+        runner.plan(prof, overrides={"bogus": 1}, out=tmp_path / "run", notebooks=nbdir)
     assert not (tmp_path / "run").exists()
 
 
-def test_overrides_are_typed_and_routed_to_declaring_notebooks(nbdir, tmp_path):
-    p = runner.plan("smoke", overrides=runner.parse_overrides(["n=3", "k=zz"]), out=tmp_path, notebooks=nbdir)
+def test_overrides_are_typed_and_routed_to_declaring_notebooks(nbdir, prof, tmp_path):
+    p = runner.plan(prof, overrides=runner.parse_overrides(["n=3", "k=zz"]), out=tmp_path, notebooks=nbdir)
     (nb0, p0), (nb1, p1) = p.steps
     assert p0["n"] == 3 and "k" not in p0 and p1["k"] == "zz" and "n" not in p1
     assert p0["run_dir"] == str(tmp_path.resolve()) and p0["seed"] == 0
+
+
+def test_profile_sections_must_name_declared_parameters(nbdir, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"01": {"epochs": 3}}))
+    with pytest.raises(runner.RunError, match=r"section '01' sets \['epochs'\]"):
+        runner.plan(str(bad), out=tmp_path, notebooks=nbdir)
+    with pytest.raises(runner.RunError, match="not found"):
+        runner.plan(str(tmp_path / "none.yaml"), out=tmp_path, notebooks=nbdir)
 
 
 def test_bad_override_syntax():
@@ -59,28 +76,28 @@ def test_bad_override_syntax():
         runner.parse_overrides(["novalue"])
 
 
-def test_only_selects_and_rejects_missing(nbdir, tmp_path):
-    assert [nb.name for nb, _ in runner.plan("smoke", only=["1"], out=tmp_path, notebooks=nbdir).steps] == ["01_second.ipynb"]
+def test_only_selects_and_rejects_missing(nbdir, prof, tmp_path):
+    assert [nb.name for nb, _ in runner.plan(prof, only=["1"], out=tmp_path, notebooks=nbdir).steps] == ["01_second.ipynb"]
     with pytest.raises(runner.RunError, match="07"):
-        runner.plan("smoke", only=["07"], out=tmp_path, notebooks=nbdir)
+        runner.plan(prof, only=["07"], out=tmp_path, notebooks=nbdir)
 
 
-def test_run_writes_outputs_and_record(nbdir, tmp_path):
+def test_run_writes_outputs_and_record(nbdir, prof, tmp_path):
     out = tmp_path / "run"
-    path = runner.execute(runner.plan("smoke", overrides={"n": 21}, out=out, notebooks=nbdir), log=lambda *_: None)
+    path = runner.execute(runner.plan(prof, overrides={"n": 21}, out=out, notebooks=nbdir), log=lambda *_: None)
     rec = json.loads(path.read_text())
     assert (out / "second.txt").read_text() == "42a"
-    assert rec["status"] == "ok" and rec["profile"] == "smoke" and rec["seeds"] == [0]
+    assert rec["status"] == "ok" and rec["profile"] == "tiny" and rec["seeds"] == [0]
     assert [r["status"] for r in rec["notebooks"]] == ["ok", "ok"]
     assert all(r["wall_s"] >= 0 for r in rec["notebooks"]) and rec["versions"]["torch"]
     assert (out / "notebooks" / "00_first.ipynb").exists()
 
 
-def test_failure_names_notebook_and_cell_and_keeps_partial(nbdir, tmp_path):
+def test_failure_names_notebook_and_cell_and_keeps_partial(nbdir, prof, tmp_path):
     make_nb(nbdir / "02_broken.ipynb", "seed = 0\nrun_dir = 'x'\n", "raise ValueError('boom')")
     out = tmp_path / "run"
     with pytest.raises(runner.NotebookFailed, match=r"02_broken.ipynb failed in cell \d+: ValueError: boom"):
-        runner.execute(runner.plan("smoke", out=out, notebooks=nbdir), log=lambda *_: None)
+        runner.execute(runner.plan(prof, out=out, notebooks=nbdir), log=lambda *_: None)
     rec = json.loads((out / "run.json").read_text())
     assert rec["status"] == "failed" and rec["notebooks"][-1]["status"] == "failed"
     assert (out / "notebooks" / "02_broken.ipynb").exists()
