@@ -1,0 +1,240 @@
+"""ED/ES detection: the eq. 4 label curve, the temporal structured loss, wrap-around decoding, cyclic aFD,
+padding-invariant model and loss, and the sequence DataLoaders."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cmrlib.edes import (SeqItem, TempRegLoss, decode, edes_dls, edes_learner, frame_diff, label_curve, mid_slice,
+                         seq_frames, tsc_loss)
+from cmrlib.models.tempreg import tempreg_net
+from cmrlib.record import Cine
+
+torch.set_num_threads(1)
+NAN = float("nan")
+
+
+def toy_cine(n: int = 20, ed: int = 0, es: int = 7, size: int = 24, view: str = "4CH", stack: int = 0,
+             power: float | None = None) -> Cine:
+    """A disc whose radius follows the label curve (exponents `power` both ways if given): the smallest synthetic
+    cine with a known ED/ES."""
+    r = 4 + 5 * (label_curve(n, ed, es) if power is None else label_curve(n, ed, es, power, power))
+    yy, xx = np.mgrid[:size, :size] - (size - 1) / 2
+    px = np.stack([(np.hypot(yy, xx) < ri).astype(np.float32) for ri in r])
+    if stack:
+        px = np.repeat(px[:, None], stack, axis=1)
+    sp = (1.0, 1.0) if not stack else (8.0, 1.0, 1.0)
+    return Cine("toy", "SAX" if stack else view, px, sp, np.arange(n) * 30.0, ed=ed, es=es)
+
+
+# ---- label curve ----------------------------------------------------------------------------------
+def test_label_curve_hand_values():
+    y = label_curve(10, 2, 5)  # systole 2->5 (3 frames), diastole 5->12 (7 frames)
+    want = [(5 / 7) ** (1 / 3), (6 / 7) ** (1 / 3), 1.0, (2 / 3) ** 3, (1 / 3) ** 3, 0.0,
+            (1 / 7) ** (1 / 3), (2 / 7) ** (1 / 3), (3 / 7) ** (1 / 3), (4 / 7) ** (1 / 3)]
+    np.testing.assert_allclose(y, want, rtol=1e-6)
+
+
+@pytest.mark.parametrize("n,ed,es", [(20, 0, 7), (20, 15, 3), (33, 32, 10), (50, 12, 30), (25, 24, 0), (30, 9, 8)])
+def test_label_curve_any_start_phase(n, ed, es):
+    y = label_curve(n, ed, es)
+    assert y.shape == (n,) and y[ed] == 1.0 and y[es] == 0.0
+    assert np.argmax(y) == ed and np.argmin(y) == es
+    a = (np.arange(n) - ed) % n  # walk the cycle from ED: decreasing to ES, then increasing back
+    walk = y[np.argsort(a)]
+    k = (es - ed) % n
+    assert (np.diff(walk[:k + 1]) < 0).all() and (np.diff(walk[k:]) > 0).all()
+    # rolling the cine rolls the curve: no phase is special
+    np.testing.assert_allclose(label_curve(n, (ed + 5) % n, (es + 5) % n), np.roll(y, 5), rtol=1e-6)
+
+
+def test_label_curve_exponents_are_parameters():
+    y = label_curve(10, 0, 4, delta=1.0, upsilon=1.0)  # linear both ways
+    np.testing.assert_allclose(y[:5], [1, 0.75, 0.5, 0.25, 0], rtol=1e-6)
+    np.testing.assert_allclose(y[5:], [1 / 6, 2 / 6, 3 / 6, 4 / 6, 5 / 6], rtol=1e-6)
+    with pytest.raises(ValueError, match="same frame"):
+        label_curve(10, 3, 3)
+
+
+# ---- temporal structured loss -----------------------------------------------------------------------------
+def test_tsc_zero_when_signs_agree():
+    y = torch.tensor([[0.0, 0.5, 1.0, 0.2]])
+    p = torch.tensor([[0.1, 0.2, 5.0, 0.15]])  # same signs of the differences (last->first too), any magnitudes
+    assert tsc_loss(p, y, cyclic=False).item() == 0.0
+    assert tsc_loss(p, y, cyclic=True).item() == 0.0
+    q = torch.tensor([[0.1, 0.2, 5.0, -1.0]])  # last->first now rises by 1.1 where the label falls
+    assert tsc_loss(q, y, cyclic=False).item() == 0.0
+    assert tsc_loss(q, y, cyclic=True).item() == pytest.approx(1.1 / 4)
+
+
+def test_tsc_hand_computed():
+    y = torch.tensor([[0.0, 1.0, 2.0]])
+    p = torch.tensor([[2.0, 1.0, 0.0]])  # falls where the label rises: 1 + 1 over 2 pairs
+    assert tsc_loss(p, y, cyclic=False).item() == pytest.approx(1.0)
+    # cyclic adds the pair frame 2 -> frame 0: label falls by 2, prediction rises by 2 -> penalty 2
+    assert tsc_loss(p, y, cyclic=True).item() == pytest.approx(4 / 3)
+    # a flat label pair is never penalised
+    assert tsc_loss(torch.tensor([[0.0, 3.0]]), torch.tensor([[1.0, 1.0]]), cyclic=False).item() == 0.0
+
+
+def test_tsc_and_mse_ignore_padding():
+    y = torch.tensor([[0.0, 1.0, 2.0, NAN, NAN]])
+    p1 = torch.tensor([[2.0, 1.0, 0.0, 0.0, 0.0]])
+    p2 = torch.tensor([[2.0, 1.0, 0.0, -7.0, 9.0]])
+    assert tsc_loss(p1, y).item() == pytest.approx(4 / 3) == pytest.approx(tsc_loss(p2, y).item())
+    loss = TempRegLoss(beta=0.5)
+    want = ((2 ** 2 + 0 + 2 ** 2) / 3) + 0.5 * 4 / 3
+    assert loss(p1, y).item() == pytest.approx(want) and loss(p2, y).item() == pytest.approx(want)
+
+
+# ---- decoding and cyclic frame distance ----------------------------------------------------------------------------
+def test_frame_diff_is_cyclic():
+    assert frame_diff(0, 19, 20) == 1 and frame_diff(19, 0, 20) == 1 and frame_diff(3, 13, 20) == 10
+    np.testing.assert_array_equal(frame_diff([0, 5, 29], [29, 5, 1], [30, 30, 30]), [1, 0, 2])
+
+
+@pytest.mark.parametrize("n,ed,es", [(20, 0, 7), (20, 17, 2), (30, 29, 0), (25, 3, 24)])
+def test_decode_wraps(n, ed, es):
+    assert decode(label_curve(n, ed, es)) == (ed, es)
+    assert decode(np.roll(label_curve(n, ed, es), 3)) == ((ed + 3) % n, (es + 3) % n)
+
+
+def test_decode_smoothing_wraps_around_the_cycle():
+    c = np.zeros(12)
+    c[[11, 0, 1]] = [0.8, 0.9, 0.8]  # a broad peak at frame 0, across the boundary
+    c[6] = 0.95  # a one-frame spike elsewhere
+    c[4] = -1.0
+    assert decode(c)[0] == 6
+    assert decode(c, smooth=3)[0] == 0  # the circular average keeps the peak that straddles frames 11 and 0
+
+
+# ---- model and loss on variable-length padded batches --------------------------------------------------------------
+def _batch(lengths, t_pad, size=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.full((len(lengths), t_pad, 1, size, size), NAN)
+    y = torch.full((len(lengths), t_pad), NAN)
+    for i, n in enumerate(lengths):
+        x[i, :n] = torch.randn(n, 1, size, size, generator=g)
+        y[i, :n] = torch.from_numpy(label_curve(n, i, n // 2))
+    return x, y
+
+
+@pytest.mark.parametrize("kind,bidir", [("tempreg", False), ("tempreg", True), ("cnnreg", False)])
+def test_padding_changes_neither_outputs_nor_loss_nor_grads(kind, bidir):
+    torch.manual_seed(0)
+    net = tempreg_net(kind, widths=(4, 8), blocks=(1, 1), hidden=8, bidirectional=bidir).train()
+    loss = TempRegLoss(beta=1.0)
+    x, y = _batch([5, 8], 8)
+    xp, yp = _batch([5, 8], 13)  # same sequences, 5 more padded frames
+    out, outp = net(x), net(xp)  # train mode: BatchNorm statistics must not see padded frames
+    torch.testing.assert_close(out, outp[:, :8])
+    assert (outp[:, 8:] == 0).all() and (out[0, 5:] == 0).all()
+    l1, l2 = loss(out, y), loss(outp, yp)
+    torch.testing.assert_close(l1, l2)
+    g1 = torch.autograd.grad(l1, list(net.parameters()), allow_unused=True)
+    g2 = torch.autograd.grad(l2, list(net.parameters()), allow_unused=True)
+    for a, b in zip(g1, g2):
+        if a is not None:
+            torch.testing.assert_close(a, b)
+
+
+def test_eval_output_of_a_sequence_does_not_depend_on_its_batch():
+    torch.manual_seed(0)
+    net = tempreg_net("tempreg", widths=(4, 8), blocks=(1, 1), hidden=8, bidirectional=True).eval()
+    x, _ = _batch([5, 8], 8)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x)[0, :5], net(x[:1, :5])[0])
+
+
+# ---- frames and DataLoaders ------------------------------------------------------------------------------------------
+def test_seq_frames_picks_mid_ventricular_slice_and_resizes():
+    c = toy_cine(n=12, ed=3, es=8, size=20, stack=5)
+    labels = np.zeros(c.pixels.shape, np.uint8)
+    labels[:, 1:4] = (c.pixels[:, 1:4] > 0) * 1  # LV only in slices 1..3 -> mid slice 2
+    c = Cine("toy", "SAX", c.pixels, c.spacing, c.frame_times, labels=labels, ed=3, es=8)
+    assert mid_slice(c) == 2
+    f = seq_frames(c, 32)
+    assert f.shape == (12, 32, 32) and f.dtype == np.float32
+    assert mid_slice(toy_cine(stack=7)) == 3
+
+
+def test_dls_pad_batches_and_learner_trains_one_step(tmp_path):
+    items = [SeqItem(seq_frames(toy_cine(n, ed, es), 16), ed, es, f"c{i}", "4CH", split)
+             for i, (n, ed, es, split) in enumerate([(20, 0, 7, "train"), (23, 5, 15, "train"), (21, 18, 4, "train"),
+                                                     (25, 2, 10, "valid"), (22, 20, 6, "valid")])]
+    dls = edes_dls(items, bs=2, seed=0)
+    xb, yb = dls.one_batch()
+    assert xb.shape[0] == 2 and xb.shape[2:] == (16, 16) and yb.shape == xb.shape[:2]
+    xv, yv = dls.valid.one_batch()
+    assert yv.shape == (2, 25) and not yv[0].isnan().any() and yv[1].isnan().sum() == 3  # 22 frames + 3 padded
+    assert xv[1, 22:].isnan().all() and not xv[1, :22].isnan().any()
+    learn = edes_learner(dls, "TempReg-Net", beta=1.0, path=tmp_path, widths=(4, 8), blocks=(1, 1), hidden=8)
+    learn.fit(1, 1e-3)
+    vals = learn.recorder.values[-1]
+    assert np.isfinite(vals).all() and len(vals) == 4  # train loss, valid loss, aFD ED, aFD ES
+
+
+def test_roll_cycle_moves_frames_and_curve_together_on_train_only():
+    from fastai.torch_core import TensorImage
+
+    from cmrlib.edes import RollCycle
+    x = TensorImage(torch.arange(10.0).view(10, 1, 1).expand(10, 2, 2).clone())
+    y = torch.from_numpy(label_curve(10, 0, 4))
+    for _ in range(5):
+        a, b = RollCycle()((x, y), split_idx=0)
+        assert b.argmax().item() == a[:, 0, 0].argmin().item()  # ED label stays on frame 0's pixels
+    a, b = RollCycle()((x, y), split_idx=1)
+    assert torch.equal(a, x) and torch.equal(b, y)
+
+
+def test_cyclic_lstm_gives_every_frame_context_so_rolling_the_cine_rolls_the_output():
+    torch.manual_seed(0)
+    x, _ = _batch([20], 20)
+    for bidir in (False, True):
+        net = tempreg_net("tempreg", widths=(4, 8), blocks=(1, 1), hidden=8, bidirectional=bidir).eval()
+        with torch.no_grad():
+            torch.testing.assert_close(net(x.roll(7, 1)), net(x).roll(7, 1), atol=1e-3, rtol=0)
+    flat = tempreg_net("tempreg", widths=(4, 8), blocks=(1, 1), hidden=8, cyclic=False).eval()
+    with torch.no_grad():  # a plain LSTM starts cold at frame 0, so the start phase matters
+        assert (flat(x.roll(7, 1)) - flat(x).roll(7, 1)).abs().max() > 1e-2
+
+
+def test_motion_channel_cancels_what_does_not_move():
+    from cmrlib.models.tempreg import motion_channel, valid_frames
+    still = torch.randn(1, 1, 1, 8, 8).expand(1, 6, 1, 8, 8).clone()
+    assert motion_channel(still, valid_frames(still)).abs().max() < 1e-4  # float rounding, not amplified
+    x, _ = _batch([5, 8], 8)
+    m = motion_channel(torch.nan_to_num(x), valid_frames(x))
+    assert (m[0, 5:] == 0).all() and torch.allclose(m[1].std(), torch.tensor(1.0), atol=0.05)
+
+
+def test_plateau_counts_frames_that_share_the_extremum():
+    from cmrlib.edes import plateau
+    v = np.array([100.0, 120.0, 150.0, 150.2, 150.0, 130.0, 80.0, 60.0, 60.1, 90.0])
+    assert plateau(v, 3) == 3  # 150, 150.2, 150 lie within 0.5 % of 150.2
+    assert plateau(v, 7) == 2 and plateau(v, 7, tol=0.0) == 1
+
+
+class _BrightIsLV(torch.nn.Module):
+    """A stand-in segmenter: bright pixels are LV (so the toy disc's area is the LV curve)."""
+
+    def __init__(self):
+        from cmrlib.data import FrameGeometry
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(()))
+        self.geometry = FrameGeometry(size=32, spacing=None)
+
+    def forward(self, x):
+        from cmrlib.labels import LV
+        s = torch.zeros(x.shape[0], 6, *x.shape[2:])
+        s[:, LV] = 10 * x[:, 0] * self.w
+        return s
+
+
+@pytest.mark.parametrize("stack", [0, 3])
+def test_segmentation_baseline_picks_max_and_min_of_the_lv_curve(stack):
+    from cmrlib.edes import seg_detect
+    seg = {"SAX": _BrightIsLV(), "LAX": _BrightIsLV()}
+    r = seg_detect(seg, toy_cine(n=20, ed=15, es=4, size=24, stack=stack, power=1.0))  # linear: no pixel ties
+    assert (r["ed"], r["es"]) == (15, 4) and r["curve"].shape == (20,)
