@@ -79,12 +79,31 @@ def volume_curve(labels: np.ndarray, spacing: Sequence[float], label: Label) -> 
     return _is(m, label).sum(axis=(1, 2, 3)) * sp.prod() / 1000.0
 
 
-def ed_es_from_curve(curve) -> tuple[int, int]:
-    """(ED, ES) frame indices as the max and min of a volume (or area) curve."""
+def ed_es_from_curve(curve, tol: float = 0.0) -> tuple[int, int]:
+    """(ED, ES) frame indices as the max and min of a volume (or area) curve.
+
+    With `tol` > 0 (a fraction of the curve's range) frames that tie within it form a plateau, and the label
+    is the physiological one rather than an arbitrary tie-break: ED = the last frame of the maximum plateau
+    (just before contraction), ES = the first frame of the minimum plateau (valve closure). Cyclic.
+    """
     c = np.asarray(curve, dtype=float)
     if c.ndim != 1 or c.size == 0 or not np.isfinite(c).any():
         raise MeasureError(f"ed_es_from_curve: need a non-empty 1-D curve, got shape {c.shape}")
-    return int(np.nanargmax(c)), int(np.nanargmin(c))
+    ed, es = int(np.nanargmax(c)), int(np.nanargmin(c))
+    band = tol * (np.nanmax(c) - np.nanmin(c))
+    if band <= 0:
+        return ed, es
+    return _plateau_edge(c >= c[ed] - band, ed, +1), _plateau_edge(c <= c[es] + band, es, -1)
+
+
+def _plateau_edge(inside: np.ndarray, start: int, step: int) -> int:
+    """Walk cyclically from `start` in direction `step` while frames stay inside the plateau; return the edge."""
+    n, k = len(inside), start
+    for _ in range(n - 1):
+        if not inside[(k + step) % n]:
+            break
+        k = (k + step) % n
+    return k
 
 
 def ejection(edv, esv) -> dict:

@@ -259,3 +259,13 @@ def test_mv_measures_and_view_average():
     assert avg.shape == (50,) and avg.max() == pytest.approx(0.75 * d.max(), rel=0.02)
     with pytest.raises(M.MeasureError, match="points"):
         M.mv_displacement(np.zeros((5, 2)), (1, 1), 0)
+
+
+@pytest.mark.parametrize("curve, tol, expected", [
+    ([5, 9, 9, 9, 4, 2, 2, 3], 0.0, (1, 5)),          # exact ties: first occurrence (argmax/argmin)
+    ([5, 9, 9, 9, 4, 2, 2, 3], 0.01, (3, 5)),         # ED: last frame before contraction; ES: first of the minimum
+    ([9, 4, 2, 2.001, 3, 8, 9, 9], 0.01, (0, 2)),     # the ED plateau wraps round the cycle start
+    ([2.0, 3, 9, 8.99, 4, 2.005], 0.01, (3, 5)),     # the ES plateau wraps: first frame is the last one
+])
+def test_ed_es_plateaus(curve, tol, expected):
+    assert M.ed_es_from_curve(curve, tol=tol) == expected

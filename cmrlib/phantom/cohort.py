@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..measure import ed_es_from_curve
 from ..record import Cine
 from ..store import CohortStore, stratified_split
 from ..utils import atomic_write_json
@@ -18,6 +19,7 @@ from .subjects import PhantomConfig, sample_recipe
 
 SOURCE = "phantom"
 VIEW_CODE = {"SAX": 1, "2CH": 2, "4CH": 4}
+ED_ES_TOL = 0.005  # volume ties within 0.5 % of the stroke volume form a plateau (see measure.ed_es_from_curve)
 
 
 def _recipe(subject, seed: int, config) -> dict:
@@ -80,7 +82,7 @@ def simulate_subject(subject, seed: int = 0, config: PhantomConfig | dict | None
     state = heart.state()
     T = len(phases)
     v_lv = heart.v_lv / 1e3
-    ed, es = int(np.argmax(v_lv)), int(np.argmin(v_lv))
+    ed, es = ed_es_from_curve(v_lv, tol=ED_ES_TOL)
     times = np.arange(T) * tm["rr_ms"] / T
     meta = dict(cov, **{k: v for k, v in recipe["conditions"].items()}, **truths(recipe),
                 lv_volume_curve_ml=np.round(v_lv, 3).tolist(), rv_volume_curve_ml=np.round(heart.v_rv / 1e3, 3).tolist(),
