@@ -1,6 +1,7 @@
 """Run the numbered notebooks in order through papermill with a profile, and record the run."""
 from __future__ import annotations
 
+import ast
 import datetime as dt
 import platform
 import re
@@ -67,14 +68,29 @@ def discover(notebooks: str | Path = NOTEBOOKS, only: list[str] | None = None) -
     return nbs
 
 
-def declared(nb: Path) -> dict[str, Any]:
-    """Parameters (name -> default source) declared in a notebook's tagged `parameters` cell."""
-    import papermill as pm
+def declared(nb: Path) -> dict[str, str]:
+    """Parameters (name -> default source) assigned in a notebook's tagged `parameters` cell.
 
-    params = pm.inspect_notebook(str(nb))
-    if not params:
+    Parsed with `ast` rather than papermill's line regex, which rejects a comment holding '='.
+    """
+    import nbformat
+
+    cells = [c for c in nbformat.read(str(nb), as_version=4).cells
+             if c.cell_type == "code" and "parameters" in c.metadata.get("tags", [])]
+    if not cells:
         raise RunError(f"{nb.name} has no tagged 'parameters' cell")
-    return {k: v.get("default") for k, v in params.items()}
+    src = cells[0].source
+    try:
+        tree = ast.parse(src)
+    except SyntaxError as e:
+        raise RunError(f"{nb.name}: parameters cell does not parse: {e}") from None
+    out = {}
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        for t in targets:
+            if isinstance(t, ast.Name) and node.value is not None:
+                out[t.id] = ast.get_source_segment(src, node.value)
+    return out
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:
