@@ -1,0 +1,210 @@
+"""Frame-level items from a cohort store and the one segmentation DataBlock every source shares.
+
+A labelled frame (a 2D long-axis frame, or one slice of a SAX stack at one time point) is
+normalised per time point, resampled onto the model grid by `FrameGeometry` (an `Affine2D`, so
+predictions map back exactly) and kept in memory; `seg_dls` wraps the items in a fastai
+`DataBlock` (image -> `MaskBlock` of the canonical labels) with cmrlib augmentation.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from fastai.data.block import DataBlock, TransformBlock
+from fastai.data.core import DataLoaders
+from fastai.data.transforms import FuncSplitter, IntToFloatTensor, ItemGetter
+from fastai.torch_core import TensorImage
+from fastai.vision.data import MaskBlock
+from fastprogress.fastprogress import progress_bar
+
+from .labels import NAMES
+from .record import Cine
+from .store import CohortStore
+from .transforms import Affine2D, ClutterAug, IntensityAug, SegAffine, fit_affine, normalise
+from .utils import rng, seed_everything
+
+__all__ = ["FrameGeometry", "FrameSet", "cine_frames", "frame_items", "seg_block", "seg_dls", "pick_subjects", "CODES",
+           "to_image"]
+
+CODES = [NAMES[k] for k in sorted(NAMES)]  # canonical label names, index = label value
+
+
+@dataclass(frozen=True)
+class FrameGeometry:
+    """How frames reach a model: output grid side, pixel spacing in mm (None: fit the frame) and normalisation."""
+
+    size: int = 128
+    spacing: float | None = 1.5
+    norm: str = "zscore"
+
+    def affine(self, cine: Cine) -> Affine2D:
+        """The base map from this cine's frame grid to the model grid (centred crop/pad at `spacing`)."""
+        return fit_affine(cine.pixels.shape[-2:], self.size, cine.spacing[-2:], self.spacing)
+
+
+def cine_frames(cine: Cine, geom: FrameGeometry, frames: Sequence[int] | None = None,
+                with_labels: bool = True) -> tuple[np.ndarray, np.ndarray | None, Affine2D]:
+    """Normalised, resampled frames (F, [Z,] S, S) of a cine, its labels on the same grid and the map used."""
+    aff = geom.affine(cine)
+    idx = range(cine.n_frames) if frames is None else frames
+    xs = np.stack([aff.image(normalise(cine.pixels[t], geom.norm)) for t in idx])
+    ys = None
+    if with_labels and cine.labels is not None:
+        ys = np.stack([aff.mask(cine.labels[t]) for t in idx])
+    return xs, ys, aff
+
+
+@dataclass
+class FrameSet:
+    """Labelled 2D frames on the model grid: x (N,S,S) float32, y (N,S,S) uint8, one `info` row per frame."""
+
+    x: np.ndarray
+    y: np.ndarray
+    info: pd.DataFrame
+    geometry: FrameGeometry
+
+    def __len__(self):
+        return len(self.x)
+
+    def subset(self, keep: np.ndarray) -> "FrameSet":
+        """The frames at integer positions or a boolean mask `keep`."""
+        keep = np.asarray(keep)
+        return FrameSet(self.x[keep], self.y[keep], self.info.iloc[keep].reset_index(drop=True), self.geometry)
+
+
+def _as_store(source: CohortStore | str | Path) -> CohortStore:
+    return source if isinstance(source, CohortStore) else CohortStore(source)
+
+
+def _pick_frames(labelled: np.ndarray, ed: int | None, es: int | None, frame_step: int) -> list[int]:
+    """Labelled frames to use: every `frame_step`-th one, always with ED and ES when labelled."""
+    lab = np.flatnonzero(labelled)
+    keep = set(lab[::max(1, frame_step)].tolist())
+    keep |= {i for i in (ed, es) if i is not None and i < len(labelled) and labelled[i]}
+    return sorted(keep)
+
+
+def _select(store: CohortStore, views: Sequence[str], splits: str | Sequence[str] | None,
+            subjects: Sequence[str] | None) -> pd.DataFrame:
+    m = store.manifest()
+    if m.empty:
+        return m
+    m = m[m["view"].isin(list(views))]
+    if splits is not None:
+        m = m[m["split"].isin([splits] if isinstance(splits, str) else list(splits))]
+    if subjects is not None:
+        m = m[m["subject"].astype(str).isin([str(s) for s in subjects])]
+    return m
+
+
+def frame_items(source: CohortStore | str | Path, views: Sequence[str] = ("SAX",),
+                splits: str | Sequence[str] | None = "train", geometry: FrameGeometry = FrameGeometry(),
+                subjects: Sequence[str] | None = None, frame_step: int = 1, progress: bool = True) -> FrameSet:
+    """All labelled frames (SAX slices as 2D frames) of the chosen views/splits/subjects, on the model grid."""
+    store = _as_store(source)
+    m = _select(store, views, splits, subjects)
+    if m.empty:
+        raise ValueError(f"{store.root}: no cines of views {list(views)} in splits {splits!r}"
+                         + (f" for the {len(subjects)} subjects asked" if subjects is not None else ""))
+    xs, ys, rows = [], [], []
+    for r in progress_bar(list(m.itertuples(index=False)), display=progress, leave=False):
+        g = store.group(r.cine_id)
+        if "labelled" not in set(g.array_keys()):
+            continue
+        a = dict(g.attrs)
+        idx = _pick_frames(np.asarray(g["labelled"][:]).astype(bool), a.get("ed"), a.get("es"), frame_step)
+        if not idx:
+            continue
+        cine = store.read(r.cine_id, frames=idx)
+        x, y, _ = cine_frames(cine, geometry)
+        if not cine.is_stack:  # a long-axis frame is a one-slice stack
+            x, y = x[:, None], y[:, None]
+        for j, t in enumerate(idx):
+            for z in range(x.shape[1]):
+                xs.append(x[j, z])
+                ys.append(y[j, z])
+                rows.append(dict(cine_id=r.cine_id, subject=str(r.subject), view=r.view, split=r.split, frame=t,
+                                 slice=z, is_ed=t == a.get("ed"), is_es=t == a.get("es")))
+    if not xs:
+        raise ValueError(f"{store.root}: the selected cines of views {list(views)} carry no labelled frames")
+    return FrameSet(np.stack(xs).astype(np.float32), np.stack(ys).astype(np.uint8), pd.DataFrame(rows), geometry)
+
+
+def _cap(fs: FrameSet, n: int, seed: int) -> FrameSet:
+    """At most n frames of a set (a seeded random subset, kept in order)."""
+    return fs if len(fs) <= n else fs.subset(np.sort(rng(seed).choice(len(fs), n, replace=False)))
+
+
+def to_image(a: np.ndarray) -> TensorImage:
+    """A (H, W) float frame as a 1-channel fastai image tensor."""
+    return TensorImage(torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None])
+
+
+def seg_block(aug: dict | None = None, intensity: dict | None = None, clutter: dict | None = None,
+              seed: int = 0) -> DataBlock:
+    """The segmentation DataBlock: (frame, labels, is_valid) items -> image, canonical `MaskBlock`, cmrlib augmentation
+    (keyword arguments of `SegAffine`, `IntensityAug`, `ClutterAug`; None leaves one out)."""
+    chosen = ((SegAffine, aug), (IntensityAug, intensity), (ClutterAug, clutter))
+    item_tfms = [tfm(**kw, seed=seed) for tfm, kw in chosen if kw is not None]
+    return DataBlock(blocks=(TransformBlock(type_tfms=to_image), MaskBlock(codes=CODES)),
+                     get_x=ItemGetter(0), get_y=ItemGetter(1), splitter=FuncSplitter(ItemGetter(2)),
+                     item_tfms=item_tfms,
+                     batch_tfms=[IntToFloatTensor(div=1.0)])  # images are already normalised floats
+
+
+def seg_dls(source: CohortStore | str | Path, views: Sequence[str] = ("SAX",), size: int = 128,
+            bs: int = 16, seed: int = 0, spacing: float | None = 1.5, norm: str = "zscore",
+            train: str | Sequence[str] = "train", valid: str | Sequence[str] | None = "valid",
+            subjects: Sequence[str] | None = None, frame_step: int = 1, max_frames: int | None = None,
+            valid_frac: float = 0.2, aug: dict | None = None, intensity: dict | None = None,
+            clutter: dict | None = None, progress: bool = True) -> DataLoaders:
+    """Segmentation DataLoaders from a cohort store; the geometry rides along as `dls.geometry`.
+
+    `subjects` restricts the training subjects (e.g. fine-tuning on 10 patients); `max_frames` caps the training
+    frames, and a quarter of it the validation frames (seeded random subsets, for large cohorts on a CPU budget);
+    when the store has
+    no `valid` cines (or `valid=None`), a seeded `valid_frac` of the training subjects is held out.
+    `aug` / `intensity` / `clutter` are keyword arguments of `SegAffine` / `IntensityAug` / `ClutterAug` (None: off).
+    """
+    seed_everything(seed)
+    geom = FrameGeometry(size=size, spacing=spacing, norm=norm)
+    if size % 32:
+        raise ValueError(f"seg_dls: size must be a multiple of 32 for the U-Net, got {size}")
+    store = _as_store(source)
+    tr = frame_items(store, views, train, geom, subjects, frame_step, progress)
+    va = None
+    if valid is not None and not _select(store, views, valid, None).empty:
+        va = frame_items(store, views, valid, geom, None, frame_step, progress)
+    else:  # hold out a seeded fraction of the training subjects
+        subs = np.array(sorted(tr.info["subject"].unique()))
+        n_va = max(1, int(round(valid_frac * len(subs)))) if len(subs) > 1 else 0
+        held = set(rng(seed).permutation(subs)[:n_va].tolist())
+        is_va = tr.info["subject"].isin(held).to_numpy()
+        tr, va = tr.subset(~is_va), (tr.subset(is_va) if is_va.any() else tr.subset(np.zeros(len(tr), bool)))
+    if max_frames is not None:
+        tr, va = _cap(tr, max_frames, seed), _cap(va, max(1, max_frames // 4), seed)
+    items = [(x, y, False) for x, y in zip(tr.x, tr.y)] + [(x, y, True) for x, y in zip(va.x, va.y)]
+    dls = seg_block(aug, intensity, clutter, seed).dataloaders(items, bs=bs, num_workers=0, verbose=False)
+    dls.geometry, dls.views, dls.vocab = geom, tuple(views), CODES
+    dls.info = pd.concat([tr.info.assign(role="train"), va.info.assign(role="valid")], ignore_index=True)
+    return dls
+
+
+def pick_subjects(source: CohortStore | str | Path, n: int, split: str = "train", by: str = "group",
+                  seed: int = 0) -> list[str]:
+    """`n` subjects of a split spread evenly over the strata of manifest column `by` (seeded round robin)."""
+    m = _as_store(source).manifest()
+    m = m[m["split"] == split].drop_duplicates("subject")
+    col = m[by].astype(str) if by in m else pd.Series("all", index=m.index)
+    g = rng(seed)
+    pools = [list(g.permutation(sorted(m.loc[col == k, "subject"].astype(str)))) for k in sorted(col.unique())]
+    out = []
+    while len(out) < n and any(pools):
+        for p in pools:
+            if p and len(out) < n:
+                out.append(str(p.pop(0)))
+    return out

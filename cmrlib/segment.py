@@ -1,0 +1,389 @@
+"""Segmentation learner, export/reload, whole-cine inference and Dice / HD95 evaluation.
+
+`seg_learner` builds a fastai `Learner` (TernausNet11, Dice + cross-entropy, per-class Dice
+metrics) from `cmrlib.data.seg_dls`; `predict` segments every frame/slice of a `Cine` at the
+model's resolution and maps the class scores back onto the cine's own grid.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from fastai.callback import progress, schedule  # noqa: F401  (progress bars, Learner.fit_one_cycle)
+from fastai.callback.core import Callback
+from fastai.learner import Learner, load_learner
+from fastai.losses import CrossEntropyLossFlat, DiceLoss
+from fastai.metrics import DiceMulti
+from fastprogress.fastprogress import progress_bar
+from scipy import ndimage
+
+from .data import FrameGeometry
+from .labels import NAMES
+from .models import unet11
+from .record import Cine
+from .store import CohortStore
+from .transforms import normalise
+
+__all__ = ["DiceCE", "ClassDice", "CPUBFloat16", "seg_learner", "class_weights", "train_segmenter", "export_segmenter",
+           "load_segmenter", "as_model", "cpu_bf16", "predict", "predict_store", "keep_largest", "dice", "hd95",
+           "evaluate", "summarise", "subject_measures", "measure_pairs", "frame_scores", "case_panels", "MODEL_KEYS"]
+
+
+class DiceCE:
+    """Soft Dice + cross-entropy over the class axis (robust to small structures and to class imbalance)."""
+
+    def __init__(self, dice_weight: float = 1.0, axis: int = 1, class_weights: torch.Tensor | None = None):
+        self.ce = CrossEntropyLossFlat(axis=axis, weight=class_weights)
+        self.dice = DiceLoss(axis=axis, smooth=1.0, reduction="mean")
+        self.dice_weight = dice_weight
+
+    def __call__(self, pred: torch.Tensor, targ: torch.Tensor) -> torch.Tensor:
+        return self.ce(pred, targ) + self.dice_weight * self.dice(pred, targ)
+
+    def activation(self, x: torch.Tensor) -> torch.Tensor:
+        return F.softmax(x, dim=1)
+
+    def decodes(self, x: torch.Tensor) -> torch.Tensor:
+        return x.argmax(dim=1)
+
+
+class ClassDice(DiceMulti):
+    """Dice of one canonical label accumulated over the validation set (fastai metric named dice_<label>)."""
+
+    def __init__(self, label: int, axis: int = 1):
+        super().__init__(axis)
+        self.label = label
+
+    @property
+    def name(self) -> str:
+        return f"dice_{NAMES[self.label]}"
+
+    @property
+    def value(self):
+        u = self.union.get(self.label, 0)
+        return 2.0 * self.inter.get(self.label, 0) / u if u > 0 else float("nan")
+
+
+class CPUBFloat16(Callback):
+    """bfloat16 autocast of the forward pass and loss on the CPU (about 1.5-2x faster training on AVX512-BF16/AMX CPUs;
+    weights and optimiser stay float32). fastai's MixedPrecision is CUDA-only."""
+
+    order = 9
+
+    def before_batch(self):
+        self.ctx = torch.autocast("cpu", dtype=torch.bfloat16)
+        self.ctx.__enter__()
+
+    def after_pred(self):
+        self.learn.pred = self.pred.float()
+
+    def _exit(self):
+        if getattr(self, "ctx", None) is not None:
+            self.ctx.__exit__(None, None, None)
+            self.ctx = None
+
+    def after_loss(self):
+        self._exit()
+
+    def after_batch(self):
+        self._exit()
+
+    def after_cancel_batch(self):
+        self._exit()
+
+
+def seg_learner(dls, width: float = 0.25, pretrained: bool = False, bn: bool = True, dice_weight: float = 1.0,
+                labels: Sequence[int] | None = None, path: str | Path = ".", bf16: bool = False, balance: bool = False,
+                **kwargs) -> Learner:
+    """A fastai Learner for a TernausNet11 on `seg_dls` DataLoaders; the data geometry travels on the model.
+
+    bf16: train with CPU bfloat16 autocast (`CPUBFloat16`). balance: weight the cross-entropy by inverse square-root
+    class frequency (`class_weights`), so small structures (RA, RV in long axis) are learned early."""
+    model = unet11(n_classes=len(NAMES), width=width, pretrained=pretrained, bn=bn)
+    model.geometry, model.views = getattr(dls, "geometry", FrameGeometry()), getattr(dls, "views", ())
+    counts = _label_counts(dls)
+    labels = [k for k in sorted(NAMES) if k and counts[k]] if labels is None else labels  # default: those present
+    cbs = list(kwargs.pop("cbs", [])) + ([CPUBFloat16()] if bf16 else [])
+    loss = DiceCE(dice_weight, class_weights=class_weights(counts) if balance else None)
+    return Learner(dls, model, loss_func=loss, metrics=[ClassDice(l) for l in labels],
+                   path=Path(path), model_dir=".", cbs=cbs, **kwargs)
+
+
+def _label_counts(dls) -> np.ndarray:
+    """Pixel count per canonical label over the training masks."""
+    return sum(np.bincount(y.ravel(), minlength=len(NAMES)) for _, y, _ in dls.train.items)
+
+
+def class_weights(counts: np.ndarray, cap: float = 10.0) -> torch.Tensor:
+    """Inverse square-root frequency weights (mean 1 over the labels present, at most `cap`; absent labels 1)."""
+    c = np.asarray(counts, dtype=float)
+    w = np.ones_like(c)
+    ok = c > 0
+    w[ok] = 1.0 / np.sqrt(c[ok] / c[ok].sum())
+    w[ok] = np.minimum(w[ok] / w[ok].mean(), cap)
+    return torch.tensor(w, dtype=torch.float32)
+
+
+def export_segmenter(learn: Learner, path: str | Path) -> Path:
+    """Export the learner (model, loss, geometry; no data) atomically to `path` for `load_segmenter`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    old_path = learn.path
+    try:
+        learn.path = path.parent
+        learn.export(tmp.name)
+        os.replace(tmp, path)
+    finally:
+        learn.path = old_path
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def load_segmenter(path: str | Path) -> Learner:
+    """Reload an exported segmenter on the CPU (`predict` takes it directly)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no exported segmenter (train it in notebook 01 first)")
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return load_learner(path)
+
+
+def as_model(model) -> torch.nn.Module:
+    """The torch module inside a Learner (or the module itself)."""
+    return model.model if isinstance(model, Learner) else model
+
+
+def keep_largest(labels: np.ndarray) -> np.ndarray:
+    """Keep each structure's largest connected component (3D over a SAX stack, 2D on a frame); the rest -> background.
+
+    Removes the scattered false positives a model makes on unfamiliar anatomy (as ukbb_cardiac's post-processing does).
+    """
+    out = np.asarray(labels).copy()
+    for lab in np.unique(out):
+        if lab == 0:
+            continue
+        comp, n = ndimage.label(out == lab)
+        if n > 1:
+            sizes = np.bincount(comp.ravel())
+            sizes[0] = 0
+            out[(comp > 0) & (comp != sizes.argmax())] = 0
+    return out
+
+
+def cpu_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), where bf16 inference is 2-3x faster."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+@torch.inference_mode()
+def predict(model, cine: Cine, bs: int = 32, largest: bool = True, bf16: bool | None = None) -> np.ndarray:
+    """Canonical labels for every frame (and slice) of `cine`, on the cine's own grid (uint8, pixels' shape).
+
+    largest: keep each structure's largest connected component per frame (`keep_largest`).
+    bf16: CPU bfloat16 autocast with channels-last memory (None: when the CPU has native bf16, see `cpu_bf16`)."""
+    net = as_model(model).eval()
+    geom: FrameGeometry = getattr(net, "geometry", None) or FrameGeometry()
+    aff = geom.affine(cine)
+    stack = cine.pixels if cine.is_stack else cine.pixels[:, None]  # (T, Z, H, W)
+    x = np.stack([aff.image(normalise(stack[t], geom.norm)) for t in range(len(stack))])  # (T, Z, S, S)
+    flat = torch.from_numpy(x.reshape(-1, 1, *x.shape[-2:]))
+    in_hw = cine.pixels.shape[-2:]
+    out = np.empty((len(flat), *in_hw), dtype=np.uint8)
+    dev = next(net.parameters()).device
+    fast = dev.type == "cpu" and (cpu_bf16() if bf16 is None else bf16)
+    if fast:
+        net = net.to(memory_format=torch.channels_last)
+    m, dsize = aff.matrix, (int(in_hw[1]), int(in_hw[0]))
+    for i in range(0, len(flat), bs):
+        xb = flat[i:i + bs].to(dev)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=fast):
+            logits = net(xb.contiguous(memory_format=torch.channels_last) if fast else xb)
+        p = F.softmax(logits.float(), dim=1).permute(0, 2, 3, 1).contiguous().cpu().numpy()
+        for j, pj in enumerate(p):  # class scores back onto the cine grid (outside the model's view: all 0 -> BG)
+            out[i + j] = cv2.warpAffine(pj, m, dsize, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP).argmax(-1)
+    out = out.reshape(len(stack), -1, *in_hw)  # (T, Z, H, W); a (1, H, W) frame connects like a 2D one
+    if largest:
+        out = np.stack([keep_largest(f) for f in out])
+    return out.reshape(cine.pixels.shape)
+
+
+def predict_store(model, source: CohortStore | str | Path, ids: Sequence[str] | None = None, bs: int = 32,
+                  progress: bool = True, **kwargs) -> dict[str, np.ndarray]:
+    """`predict` (keyword arguments passed on) every cine, or the chosen ids, of a store: cine_id -> labels."""
+    store = source if isinstance(source, CohortStore) else CohortStore(source)
+    ids = store.ids() if ids is None else list(ids)
+    bar = progress_bar(ids, display=progress, leave=False)
+    return {cid: predict(model, store.read(cid), bs, **kwargs) for cid in bar}
+
+
+# ---- evaluation ---------------------------------------------------------------------------------
+def dice(pred: np.ndarray, truth: np.ndarray, label: int) -> float:
+    """Dice overlap of one label (nan when the label is absent from both)."""
+    p, t = np.asarray(pred) == label, np.asarray(truth) == label
+    s = p.sum() + t.sum()
+    return float(2.0 * np.logical_and(p, t).sum() / s) if s else float("nan")
+
+
+def _surface(m: np.ndarray) -> np.ndarray:
+    return m & ~ndimage.binary_erosion(m, structure=ndimage.generate_binary_structure(m.ndim, 1), border_value=0)
+
+
+def hd95(pred: np.ndarray, truth: np.ndarray, label: int, spacing: Sequence[float]) -> float:
+    """95th-percentile symmetric surface distance in mm (MedPy's hd95); nan when either mask is empty."""
+    p, t = np.asarray(pred) == label, np.asarray(truth) == label
+    if not p.any() or not t.any():
+        return float("nan")
+    sp, st = _surface(p), _surface(t)
+    d_to_t = ndimage.distance_transform_edt(~st, sampling=spacing)
+    d_to_p = ndimage.distance_transform_edt(~sp, sampling=spacing)
+    return float(np.percentile(np.concatenate([d_to_t[sp], d_to_p[st]]), 95))
+
+
+def evaluate(source: CohortStore | str | Path, predictions: Mapping[str, np.ndarray],
+             labels: Sequence[int] | None = None) -> pd.DataFrame:
+    """Dice and HD95 per cine, labelled frame and structure (SAX: over the whole stack), with ED/ES flags.
+
+    Structures default to those the cine's truth contains; a structure predicted where the truth
+    has none at that frame scores Dice 0.
+    """
+    store = source if isinstance(source, CohortStore) else CohortStore(source)
+    splits = store.splits()
+    rows = []
+    for cid, pred in predictions.items():
+        c = store.read(cid)
+        if c.labels is None:
+            continue
+        if pred.shape != c.labels.shape:
+            raise ValueError(f"evaluate: prediction for {cid} has shape {pred.shape}, truth {c.labels.shape}")
+        present = sorted(set(np.unique(c.labels[c.labelled]).tolist()) - {0}) if labels is None else list(labels)
+        for t in np.flatnonzero(c.labelled):
+            for lab in present:
+                rows.append(dict(cine_id=cid, subject=c.subject, view=c.view, source=c.source,
+                                 split=splits.get(str(c.subject)), frame=int(t), is_ed=t == c.ed, is_es=t == c.es,
+                                 structure=NAMES[lab], dice=dice(pred[t], c.labels[t], lab),
+                                 hd95=hd95(pred[t], c.labels[t], lab, c.spacing)))
+    return pd.DataFrame(rows)
+
+
+def summarise(scores: pd.DataFrame, by: Sequence[str] = ("view", "structure")) -> pd.DataFrame:
+    """Mean (sd) Dice and median HD95 at ED, ES and over all labelled frames."""
+    parts = []
+    for phase, sel in (("ED", scores["is_ed"]), ("ES", scores["is_es"]), ("all", slice(None))):
+        g = scores[sel].groupby(list(by))
+        parts.append(pd.DataFrame({"phase": phase, "n": g["dice"].count(), "dice_mean": g["dice"].mean(),
+                                   "dice_sd": g["dice"].std(), "hd95_median_mm": g["hd95"].median()}))
+    return pd.concat(parts).reset_index().set_index([*by, "phase"]).sort_index()
+
+
+# ---- training convenience ------------------------------------------------------------------------
+def train_segmenter(dls, epochs: int, lr: float, width: float = 0.25, init=None, **kwargs) -> Learner:
+    """`seg_learner` + fit_one_cycle, optionally starting from another segmenter's weights (phantom pre-training)."""
+    learn = seg_learner(dls, width=width, **kwargs)
+    if init is not None:
+        learn.model.load_state_dict(as_model(init).state_dict())
+    if epochs > 0:
+        learn.fit_one_cycle(epochs, lr)
+    return learn
+
+
+# ---- measurements from segmentations (cmrlib.measure) -----------------------------------------------
+# the phantom's generating ("model") values in its meta, by cmrlib.measure key
+MODEL_KEYS = {"LVEDV": "lv_edv_ml", "LVESV": "lv_esv_ml", "LVSV": "lv_sv_ml", "LVEF": "lv_ef", "LVM": "lv_mass_g",
+              "RVEDV": "rv_edv_ml", "RVESV": "rv_esv_ml", "RVSV": "rv_sv_ml", "RVEF": "rv_ef", "LVCO": "co_l_min",
+              "LAVmax": "la_max_ml", "LAVmin": "la_min_ml", "LAEF": "la_ef", "RAVmax": "ra_max_ml",
+              "RAVmin": "ra_min_ml", "RAEF": "ra_ef"}
+
+
+def _table1_inputs(cines: dict[str, Cine], labels_of, predicted: bool) -> dict:
+    """table1 keyword arguments from one subject's cines and a cine -> label maps accessor (None: unusable).
+
+    Predicted labels cover every frame; true labels count only where every frame is labelled, else (SAX)
+    the labelled ED/ES frames are used."""
+    kw = {}
+    whole = lambda c: predicted or bool(c.labelled.all())
+    sax = cines.get("SAX")
+    if sax is not None and (lab := labels_of(sax)) is not None:
+        ed, es = (None, None) if whole(sax) and sax.n_frames > 2 else (sax.ed, sax.es)  # whole cine: curve max/min
+        kw.update(sax=lab, sax_spacing=sax.spacing, ed=ed, es=es)
+    for view, k, sp in (("4CH", "la_4ch", "sp_4ch"), ("2CH", "la_2ch", "sp_2ch")):
+        c = cines.get(view)
+        lab = None if c is None else labels_of(c)
+        if lab is not None and whole(c):
+            kw.update({k: lab, sp: c.spacing})
+    if "la_2ch" in kw and "la_4ch" not in kw:  # biplane needs the 4CH; a lone 2CH gives no atrial volume
+        kw.pop("la_2ch"), kw.pop("sp_2ch")
+    return kw
+
+
+def subject_measures(source: CohortStore | str | Path, predictions: Mapping[str, np.ndarray]) -> pd.DataFrame:
+    """Table-1 measures per subject from predicted labels (`<m>_auto`), true labels (`<m>_ref`) and, for the
+    phantom, its generating values (`<m>_model`); BSA and heart rate from the subject's meta."""
+    from .measure import MeasureError, table1
+
+    store = source if isinstance(source, CohortStore) else CohortStore(source)
+    splits = store.splits()
+    by_subject: dict[str, dict[str, Cine]] = {}
+    for cid in predictions:
+        c = store.read(cid)
+        by_subject.setdefault(str(c.subject), {})[c.view] = c
+    rows = []
+    for sub, cines in sorted(by_subject.items()):
+        meta = next(iter(cines.values())).meta
+        row = dict(subject=sub, split=splits.get(sub), group=meta.get("group", meta.get("condition")))
+        ctx = dict(bsa=meta.get("bsa_m2"), hr_bpm=meta.get("hr_bpm"))
+        for kind, labels_of in (("auto", lambda c: predictions.get(c.cine_id)), ("ref", lambda c: c.labels)):
+            kw = _table1_inputs(cines, labels_of, kind == "auto")
+            try:
+                m = table1(**kw, **ctx) if kw else {}
+            except MeasureError as e:  # e.g. an empty predicted chamber: keep the subject, flag the reason
+                m, row[f"error_{kind}"] = {}, str(e)
+            row.update({f"{k}_{kind}": v for k, v in m.items() if k not in ("ED", "ES", "BSA", "HR")})
+        row.update({f"{k}_model": meta[v] for k, v in MODEL_KEYS.items() if v in meta})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def measure_pairs(df: pd.DataFrame, ref: str = "ref",
+                  measures: Sequence[str] = ("LVEDV", "LVESV", "LVEF", "LVM", "RVEDV", "RVESV", "RVEF",
+                                             "LAVmax", "LAVmin", "LAEF", "RAVmax", "RAVmin", "RAEF")) -> dict:
+    """measure -> (auto column, reference column) for the measures both sides of `df` have (for cmrlib.stats)."""
+    return {m: (f"{m}_auto", f"{m}_{ref}") for m in measures
+            if f"{m}_auto" in df and f"{m}_{ref}" in df and df[[f"{m}_auto", f"{m}_{ref}"]].notna().all(1).sum() >= 3}
+
+
+# ---- case figures ---------------------------------------------------------------------------------
+def frame_scores(scores: pd.DataFrame) -> pd.DataFrame:
+    """Mean Dice over structures per cine and frame (the ranking behind best/median/worst figures)."""
+    return scores.groupby(["cine_id", "view", "frame"], as_index=False)["dice"].mean()
+
+
+def case_panels(source: CohortStore | str | Path, predictions: Mapping[str, np.ndarray], ranked: pd.DataFrame,
+                picks: Sequence[int]) -> dict:
+    """Images, truths, predictions (2D; SAX: the slice with most foreground) and titles for `plots.cases_figure`."""
+    store = source if isinstance(source, CohortStore) else CohortStore(source)
+    out = dict(images=[], truths=[], preds=[], scores=[], titles=[])
+    for rank, i in zip(("best", "median", "worst"), picks):
+        r = ranked.iloc[i]
+        c = store.read(r.cine_id, frames=[int(r.frame)])
+        img, tru, pre = c.pixels[0], c.labels[0], predictions[r.cine_id][int(r.frame)]
+        if c.is_stack:
+            z = int((tru > 0).sum(axis=(1, 2)).argmax())
+            img, tru, pre = img[z], tru[z], pre[z]
+        out["images"].append(img), out["truths"].append(tru), out["preds"].append(pre)
+        out["scores"].append(float(r.dice)), out["titles"].append(f"{rank} · {r.view}")
+    return out

@@ -1,0 +1,315 @@
+"""Intensity normalisation and invertible 2D geometry shared by segmentation and landmark tracking.
+
+Geometry follows TorchIO's split: `Affine2D` is a deterministic, exactly invertible affine map
+(rotation, isotropic scale, flip, translation, crop/resize to an output size) applied identically
+to images (bilinear), masks (nearest) and (x, y) pixel points via OpenCV's `warpAffine`;
+`RandomAffine2D` only samples an `Affine2D` from a generator. `SegAffine` / `IntensityAug` wrap
+them as fastai transforms (augmentation on the training split only).
+
+Pixel convention (OpenCV's and the `Cine` landmarks'): point (x, y) = (column, row) and the
+centre of pixel [r, c] sits at (c, r).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import cv2
+import numpy as np
+import torch
+from fastai.data.transforms import ItemTransform
+from fastai.vision.augment import RandTransform
+from fastai.torch_core import TensorImage, TensorMask
+from fastai.vision.core import TensorPoint
+
+from .utils import rng as _rng
+
+__all__ = ["normalise", "clip_zscore", "median_iqr", "Affine2D", "RandomAffine2D", "fit_affine",
+           "SegAffine", "IntensityAug", "ClutterAug", "elastic_field", "warp_field"]
+
+
+# ---- intensity -----------------------------------------------------------------------------
+def clip_zscore(x: np.ndarray, lo: float = 0.5, hi: float = 99.5) -> np.ndarray:
+    """Clip to the [lo, hi] percentiles then z-score, so scanners with different gains look alike."""
+    x = np.asarray(x, dtype=np.float32)
+    a, b = np.percentile(x, [lo, hi])
+    x = np.clip(x, a, b)
+    return ((x - x.mean()) / max(float(x.std()), 1e-6)).astype(np.float32)
+
+
+def median_iqr(x: np.ndarray) -> np.ndarray:
+    """Centre on the median and divide by the inter-quartile range (MVnet's robust scaling)."""
+    x = np.asarray(x, dtype=np.float32)
+    q1, med, q3 = np.percentile(x, [25, 50, 75])
+    return ((x - med) / max(float(q3 - q1), 1e-6)).astype(np.float32)
+
+
+NORMS = {"zscore": clip_zscore, "iqr": median_iqr}
+
+
+def normalise(x: np.ndarray, method: str = "zscore") -> np.ndarray:
+    """Normalise intensities with a named method ('zscore' = percentile clip + z-score, 'iqr')."""
+    if method not in NORMS:
+        raise ValueError(f"unknown normalisation {method!r}; expected one of {sorted(NORMS)}")
+    return NORMS[method](x)
+
+
+# ---- deterministic geometry ------------------------------------------------------------------
+@dataclass(frozen=True)
+class Affine2D:
+    """An invertible 2D affine map from an input frame to an output frame of `size` (H, W).
+
+    The input point `center` (x, y) (default: the input's centre) lands on the output centre
+    shifted by `shift` (output px), after a horizontal `flip` about it, isotropic `scale`
+    (output px per input px) and a counter-clockwise rotation by `angle` degrees (as displayed,
+    rows pointing down).
+    """
+
+    size: tuple[int, int]
+    center: tuple[float, float]
+    angle: float = 0.0
+    scale: float = 1.0
+    flip: bool = False
+    shift: tuple[float, float] = (0.0, 0.0)
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """The 2x3 forward matrix (input px -> output px), as `cv2.warpAffine` takes it."""
+        h, w = self.size
+        cx, cy = self.center
+        t = np.radians(self.angle)
+        # rows point down, so a displayed counter-clockwise turn is a clockwise one in (x, y) maths
+        rot = np.array([[np.cos(t), np.sin(t)], [-np.sin(t), np.cos(t)]])
+        lin = rot * self.scale @ np.diag([-1.0 if self.flip else 1.0, 1.0])
+        out_c = np.array([(w - 1) / 2 + self.shift[0], (h - 1) / 2 + self.shift[1]])
+        return np.hstack([lin, (out_c - lin @ np.array([cx, cy]))[:, None]])
+
+    @property
+    def inverse_matrix(self) -> np.ndarray:
+        """The 2x3 inverse matrix (output px -> input px)."""
+        return cv2.invertAffineTransform(self.matrix)
+
+    @staticmethod
+    def _warp(a: np.ndarray, m: np.ndarray, size: tuple[int, int], interp: int, fill: float) -> np.ndarray:
+        """cv2.warpAffine on (H, W) or channel-first (C, H, W) arrays, keeping the dtype."""
+        a = np.asarray(a)
+        dt = a.dtype
+        src = a.astype(np.float32) if dt in (np.float64, bool) else a
+        dsize = (int(size[1]), int(size[0]))
+        if src.ndim == 2:
+            out = cv2.warpAffine(src, m, dsize, flags=interp, borderMode=cv2.BORDER_CONSTANT, borderValue=fill)
+        else:  # OpenCV takes channels last, at most 512 at a time
+            chunks = [np.moveaxis(src[i:i + 256], 0, -1) for i in range(0, len(src), 256)]
+            out = np.concatenate([cv2.warpAffine(c, m, dsize, flags=interp, borderMode=cv2.BORDER_CONSTANT,
+                                                 borderValue=fill).reshape(*dsize[::-1], -1) for c in chunks], -1)
+            out = np.moveaxis(out, -1, 0)
+        return np.ascontiguousarray(out).astype(dt, copy=False)
+
+    def image(self, img: np.ndarray, fill: float = 0.0) -> np.ndarray:
+        """Warp an image (H, W) or a (C, H, W) stack bilinearly into the output frame."""
+        return self._warp(img, self.matrix, self.size, cv2.INTER_LINEAR, fill)
+
+    def mask(self, m: np.ndarray) -> np.ndarray:
+        """Warp a label map with nearest-neighbour interpolation (labels stay labels)."""
+        return self._warp(np.asarray(m, dtype=np.uint8), self.matrix, self.size, cv2.INTER_NEAREST, 0)
+
+    def points(self, pts: np.ndarray) -> np.ndarray:
+        """Map (..., 2) points (x, y) from the input to the output frame."""
+        return _apply(self.matrix, pts)
+
+    def inverse_points(self, pts: np.ndarray) -> np.ndarray:
+        """Map (..., 2) output-frame points back to input pixels (exact inverse of `points`)."""
+        return _apply(self.inverse_matrix, pts)
+
+    def inverse_image(self, img: np.ndarray, in_size: tuple[int, int], nearest: bool = False) -> np.ndarray:
+        """Warp an output-frame image (or (C, H, W) stack, e.g. class scores) back onto the input grid."""
+        interp = (cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR) | cv2.WARP_INVERSE_MAP
+        return self._warp(img, self.matrix, in_size, interp, 0)
+
+    def then(self, **changes) -> "Affine2D":
+        """A copy with some parameters changed (e.g. an augmentation on top of a base geometry)."""
+        return replace(self, **changes)
+
+
+def _apply(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    """Affine 2x3 matrix on (..., 2) points, computed in float64, returned as float64 input or else float32."""
+    p = np.asarray(pts)
+    out = p.astype(np.float64) @ m[:, :2].T + m[:, 2]
+    return out if p.dtype == np.float64 else out.astype(np.float32)
+
+
+def fit_affine(in_shape: tuple[int, int], size: int | tuple[int, int], in_spacing: tuple[float, float] | None = None,
+               spacing: float | None = None, center: tuple[float, float] | None = None) -> Affine2D:
+    """The base map onto a fixed grid: resample to `spacing` mm (and crop), or without it fit the frame in `size`."""
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    h, w = in_shape
+    if spacing is not None:
+        if in_spacing is None:
+            raise ValueError("fit_affine: resampling to a spacing needs the input spacing")
+        if abs(in_spacing[0] - in_spacing[1]) > 1e-3 * max(in_spacing):
+            raise ValueError(f"fit_affine: anisotropic in-plane spacing {in_spacing} is not supported")
+        scale = float(in_spacing[1]) / float(spacing)
+    else:
+        scale = min(size[0] / h, size[1] / w)
+    c = ((w - 1) / 2, (h - 1) / 2) if center is None else tuple(float(v) for v in center)
+    return Affine2D(size=size, center=c, scale=scale)
+
+
+# ---- random geometry (samples, then delegates) -------------------------------------------------
+@dataclass
+class RandomAffine2D:
+    """Sample rotation, isotropic scale, flip and translation for an `Affine2D` from a seed or generator."""
+
+    degrees: float = 15.0
+    scale: tuple[float, float] = (0.9, 1.1)
+    flip_p: float = 0.0
+    translate: float = 0.05  # fraction of the output size
+    seed: int | np.random.Generator | None = 0
+    gen: np.random.Generator = field(init=False, repr=False)
+
+    def __post_init__(self):
+        self.gen = _rng(self.seed)
+
+    def sample(self, base: Affine2D, gen: np.random.Generator | None = None) -> Affine2D:
+        """Draw parameters and compose them with `base` (the resampling/cropping geometry)."""
+        g = gen or self.gen
+        h, w = base.size
+        lo, hi = np.log(self.scale[0]), np.log(self.scale[1])
+        return base.then(
+            angle=base.angle + float(g.uniform(-self.degrees, self.degrees)),
+            scale=base.scale * float(np.exp(g.uniform(lo, hi))),
+            flip=bool(base.flip ^ (g.random() < self.flip_p)),
+            shift=(base.shift[0] + float(g.uniform(-1, 1) * self.translate * w),
+                   base.shift[1] + float(g.uniform(-1, 1) * self.translate * h)))
+
+    def __call__(self, base: Affine2D) -> Affine2D:
+        return self.sample(base)
+
+
+# ---- optional elastic deformation (not invertible: images and masks only) -------------------------
+def elastic_field(shape: tuple[int, int], alpha: float, sigma: float,
+                  gen: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A smooth random displacement field (map_x, map_y) for `cv2.remap`; alpha in px, sigma in px."""
+    h, w = shape
+    d = gen.standard_normal((2, h, w)).astype(np.float32)
+    d = np.stack([cv2.GaussianBlur(c, (0, 0), sigma) for c in d])
+    d *= alpha / max(float(np.abs(d).max()), 1e-6)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    return xx + d[0], yy + d[1]
+
+
+def warp_field(a: np.ndarray, fld: tuple[np.ndarray, np.ndarray], nearest: bool = False) -> np.ndarray:
+    """Apply a displacement field from `elastic_field` to an image or a label map."""
+    interp = cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR
+    dt = np.asarray(a).dtype
+    return cv2.remap(np.asarray(a), fld[0], fld[1], interp, borderMode=cv2.BORDER_CONSTANT, borderValue=0).astype(dt)
+
+
+# ---- fastai wrappers ----------------------------------------------------------------------------
+def _np(x: torch.Tensor) -> np.ndarray:
+    return x.detach().cpu().numpy()
+
+
+class SegAffine(RandTransform):
+    """Random rotation/scale/flip/shift (+ optional elastic) applied alike to image, mask and points; training only.
+
+    Items arrive already on the model grid (see `cmrlib.data`); the sampled map keeps that grid.
+    Points (`TensorPoint`) are (x, y) pixel coordinates (use it before any point scaling).
+    """
+
+    split_idx, order = 0, 20
+
+    def __init__(self, degrees: float = 15.0, scale: tuple[float, float] = (0.9, 1.1), flip_p: float = 0.0,
+                 translate: float = 0.05, elastic: float = 0.0, elastic_sigma: float = 8.0, p: float = 1.0,
+                 seed: int | None = 0):
+        super().__init__(p=p)
+        self.rand = RandomAffine2D(degrees=degrees, scale=scale, flip_p=flip_p, translate=translate, seed=seed)
+        self.elastic, self.elastic_sigma = elastic, elastic_sigma
+        self.gen = _rng(None if seed is None else seed + 1)
+
+    def before_call(self, b, split_idx: int):
+        self.do = self.p == 1.0 or self.gen.random() < self.p
+        img = b[0] if isinstance(b, tuple) else b
+        h, w = img.shape[-2:]
+        self.aff = self.rand(Affine2D(size=(h, w), center=((w - 1) / 2, (h - 1) / 2)))
+        self.fld = elastic_field((h, w), self.elastic, self.elastic_sigma, self.gen) if self.elastic > 0 else None
+
+    def _img(self, x: np.ndarray, nearest: bool) -> np.ndarray:
+        y = self.aff.mask(x) if nearest else self.aff.image(x)
+        if self.fld is None:
+            return y
+        if y.ndim == 3:
+            return np.stack([warp_field(c, self.fld, nearest) for c in y])
+        return warp_field(y, self.fld, nearest)
+
+    def encodes(self, x: TensorImage):
+        return TensorImage(torch.from_numpy(self._img(_np(x), False)))
+
+    def encodes(self, x: TensorMask):
+        return TensorMask(torch.from_numpy(self._img(_np(x).astype(np.uint8), True)).to(x.dtype))
+
+    def encodes(self, x: TensorPoint):
+        return TensorPoint(torch.from_numpy(self.aff.points(_np(x))))
+
+
+class IntensityAug(RandTransform):
+    """Random gamma, contrast, noise and blur on normalised images (training only) for robustness across scanners."""
+
+    split_idx, order = 0, 21
+
+    def __init__(self, gamma: tuple[float, float] = (0.7, 1.5), contrast: tuple[float, float] = (0.8, 1.2),
+                 noise: float = 0.05, blur_p: float = 0.2, p: float = 1.0, seed: int | None = 0):
+        super().__init__(p=p)
+        self.gamma, self.contrast, self.noise, self.blur_p = gamma, contrast, noise, blur_p
+        self.gen = _rng(None if seed is None else seed + 2)
+
+    def before_call(self, b, split_idx: int):
+        g = self.gen
+        self.do = self.p == 1.0 or g.random() < self.p
+        self.g = float(np.exp(g.uniform(*np.log(self.gamma))))
+        self.c = float(g.uniform(*self.contrast))
+        self.sd = float(g.uniform(0, self.noise))
+        self.blur = float(g.uniform(0.5, 1.2)) if g.random() < self.blur_p else 0.0
+        self.seed_noise = int(g.integers(2**31))
+
+    def encodes(self, x: TensorImage):
+        a = _np(x).astype(np.float32)
+        lo, hi = a.min(), a.max()
+        u = ((a - lo) / max(hi - lo, 1e-6)) ** self.g  # gamma on [0, 1], then back to a z-score
+        u = (u - u.mean()) / max(float(u.std()), 1e-6) * self.c
+        if self.blur > 0:
+            flat = u.reshape(-1, *u.shape[-2:])
+            u = np.stack([cv2.GaussianBlur(c, (0, 0), self.blur) for c in flat]).reshape(u.shape)
+        u = u + np.random.default_rng(self.seed_noise).standard_normal(u.shape).astype(np.float32) * self.sd
+        return TensorImage(torch.from_numpy(u.astype(np.float32)))
+
+
+class ClutterAug(ItemTransform):
+    """Paint random ellipses of image-like brightness into the background (label 0) of (image, mask) items (training
+    only): distractor blobs that keep a model trained on sparse synthetic scenes from calling every bright disc a
+    ventricle. Labelled pixels are never touched."""
+
+    split_idx, order = 0, 22
+
+    def __init__(self, n: float = 6.0, radius: tuple[float, float] = (3.0, 20.0), p: float = 0.8, seed: int | None = 0):
+        super().__init__()
+        self.n, self.radius, self.p = n, radius, p
+        self.gen = _rng(None if seed is None else seed + 3)
+
+    def encodes(self, b):
+        g = self.gen
+        if len(b) < 2 or g.random() >= self.p:
+            return b
+        img, msk = _np(b[0]).astype(np.float32), _np(b[1])
+        h, w = msk.shape[-2:]
+        layer, painted = img[0].copy(), np.zeros((h, w), np.uint8)
+        for _ in range(int(g.poisson(self.n))):
+            val = float(np.percentile(img, g.uniform(40, 99.5)))
+            c = (int(g.integers(w)), int(g.integers(h)))
+            ax = tuple(int(v) for v in g.uniform(*self.radius, size=2))
+            ang = float(g.uniform(0, 180))
+            cv2.ellipse(layer, c, ax, ang, 0, 360, val, -1)
+            cv2.ellipse(painted, c, ax, ang, 0, 360, 1, -1)
+        keep = (painted > 0) & (msk == 0)
+        out = img.copy()
+        out[0][keep] = cv2.GaussianBlur(layer, (0, 0), 1.0)[keep]
+        return (TensorImage(torch.from_numpy(out)), b[1], *b[2:])

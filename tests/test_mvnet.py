@@ -1,0 +1,176 @@
+"""MVnet: standardisation geometry (exact inverse, orientation), perturbation, datasets, pipeline shapes, metrics."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cmrlib.models.regress import WeightsUnavailable, point_regressor
+from cmrlib.mvnet import (S1_SIZE, STD_RES, STD_SIZE, MVnet, MVnetError, PointFrames, Track, clinical, evaluate,
+                          from_unit, perturb_points, spatial_errors, standardise, stage1_geometry, to_unit, train_stage)
+
+torch.set_num_threads(1)
+
+
+def toy_track(angle: float = 20.0, mirror: bool = False, spacing=(1.4, 1.4), shape=(96, 112), n: int = 12,
+              mapse_mm: float = 12.0, seed: int = 0, start: int = 0) -> Track:
+    """A valve of 2 points 26 mm apart moving toward an apex, with a bright LV ellipse: known geometry.
+
+    start: the cine begins `start` frames after end-diastole (ED is then frame (n - start) % n)."""
+    g = np.random.default_rng(seed)
+    h, w = shape
+    sy, sx = spacing
+    t = np.radians(angle)
+    u = np.array([np.cos(t), np.sin(t)])  # valve direction, point 0 -> point 1 (mm)
+    nrm = np.array([-u[1], u[0]]) * (-1 if mirror else 1)  # toward the apex (mm)
+    c = np.array([w * sx * 0.5, h * sy * 0.4])
+    disp = mapse_mm * np.sin(np.pi * np.arange(n) / n) ** 2  # 0 at ED, max mid-cycle
+    pts = np.stack([[c - 13 * u + d * nrm, c + 13 * u + d * nrm] for d in disp]) / (sx, sy)
+    yy, xx = np.mgrid[:h, :w]
+    frames = []
+    for d in disp:
+        ctr = c + (d + 30) * nrm
+        q = np.stack([xx * sx - ctr[0], yy * sy - ctr[1]], -1)
+        a, b = q @ u / 15.0, q @ nrm / 32.0
+        frames.append(np.where(a**2 + b**2 < 1, 200.0, 40.0) + g.normal(0, 5, (h, w)))
+    px, pts = np.roll(np.array(frames, np.float32), -start, 0), np.roll(pts.astype(np.float32), -start, 0)
+    return Track(px, spacing, pts, np.arange(n) * 40.0, (n - start) % n, f"s{seed}", "4CH")
+
+
+GEOMS = [(a, m, sp, sh) for a, m, sp, sh in [(0, False, (1.4, 1.4), (96, 112)), (37, True, (0.9, 0.9), (160, 140)),
+                                              (-120, False, (1.82, 1.82), (80, 80)), (175, True, (1.25, 1.25), (90, 128)),
+                                              (90, False, (0.7, 0.7), (200, 180))]]
+
+
+@pytest.mark.parametrize("angle,mirror,spacing,shape", GEOMS)
+def test_standardise_round_trip(angle, mirror, spacing, shape):
+    tr = toy_track(angle, mirror, spacing, shape)
+    g = standardise(tr.points, spacing)
+    p = tr.points.reshape(-1, 2)
+    assert np.abs(g.inverse_points(g.points(p)) - p).max() < 0.01
+    q = np.random.default_rng(1).uniform(0, [STD_SIZE[1], STD_SIZE[0]], (50, 2))  # predictions in the crop
+    assert np.abs(g.points(g.inverse_points(q)) - q).max() < 0.01
+    # the crop is 0.75 mm/px: a 26 mm valve is 26 / 0.75 px long
+    v = g.points(tr.points[0])
+    assert np.hypot(*(v[1] - v[0])) == pytest.approx(26 / STD_RES, rel=1e-4)
+
+
+@pytest.mark.parametrize("angle,mirror,spacing,shape", GEOMS)
+@pytest.mark.parametrize("start", [0, 5])
+def test_standardise_orientation(angle, mirror, spacing, shape, start):
+    tr = toy_track(angle, mirror, spacing, shape, start=start)
+    g = standardise(tr.points, spacing, ed=tr.ed)
+    s = g.points(tr.points)  # (T,2,2) in the crop
+    h, w = STD_SIZE
+    e = tr.ed
+    assert s[e, 0, 0] < s[e, 1, 0]  # anterior/lateral left
+    assert abs(s[e, 0, 1] - s[e, 1, 1]) < 1e-3  # valve horizontal at end-diastole
+    np.testing.assert_allclose(s[e].mean(0), [(w - 1) / 2, (h - 1) / 2], atol=1e-3)  # centred
+    mid = s[:, :, 1].mean(1)
+    assert (mid >= mid[e] - 1e-3).all() and mid.max() > mid[e] + 5  # apex down: every frame below ED
+    # the image follows: the LV (bright) lies below the valve in the crop
+    img = g.image(tr.pixels[e])
+    cx = int(round((w - 1) / 2))
+    assert img[int(h * 0.8), cx] > 150 and img[int(h * 0.2), cx] < 100
+
+
+def test_image_and_points_share_geometry():
+    tr = toy_track(-33, True, (1.1, 1.1), (120, 120))
+    img = np.zeros((120, 120), np.float32)
+    x, y = np.round(tr.points[3, 1]).astype(int)
+    img[y - 1:y + 2, x - 1:x + 2] = 1.0  # a blob centred on an integer pixel
+    g = standardise(tr.points, tr.spacing)
+    out = g.image(img)
+    rr, cc = np.mgrid[:out.shape[0], :out.shape[1]]
+    centroid = [(cc * out).sum() / out.sum(), (rr * out).sum() / out.sum()]
+    np.testing.assert_allclose(g.points(np.array([x, y], np.float32)), centroid, atol=0.05)
+
+
+def test_standardise_rejects_bad_input():
+    tr = toy_track()
+    with pytest.raises(MVnetError, match="anisotropic"):
+        standardise(tr.points, (1.0, 1.5))
+    with pytest.raises(MVnetError, match="valve line"):
+        standardise(np.zeros((3, 2, 2)), (1.0, 1.0))
+
+
+def test_units_round_trip():
+    p = np.random.default_rng(0).uniform(0, 160, (10, 2)).astype(np.float32)
+    np.testing.assert_allclose(from_unit(to_unit(p, S1_SIZE), S1_SIZE), p, atol=1e-4)
+    np.testing.assert_allclose(to_unit(np.array([[(162 - 1) / 2, (118 - 1) / 2]]), STD_SIZE), 0, atol=1e-6)
+
+
+def test_perturbation_is_seeded():
+    pts = toy_track().points
+    a, b = perturb_points(pts, (1.5, 1.0), 3.0, 7), perturb_points(pts, (1.5, 1.0), 3.0, 7)
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, perturb_points(pts, (1.5, 1.0), 3.0, 8))
+    big = perturb_points(np.zeros((4000, 2, 2)), (1.5, 1.0), 3.0, 0)
+    np.testing.assert_allclose(big.reshape(-1, 2).std(0) * (1.0, 1.5), [3.0, 3.0], rtol=0.05)  # sd in mm
+
+
+def test_point_frames_targets_and_determinism():
+    tr = [toy_track(15, seed=1), toy_track(-40, True, seed=2)]
+    ds = PointFrames(tr, stage=2, perturb_mm=0.0)
+    x, y = ds[0]
+    assert x.shape == (1, *STD_SIZE) and y.shape == (4,)
+    u = y.view(2, 2).numpy()  # frame 0, exact points: the valve is centred and horizontal
+    np.testing.assert_allclose(u[:, 1], 0, atol=1e-5)
+    assert u[0, 0] < 0 < u[1, 0]
+    v1 = PointFrames(tr, stage=2, perturb_mm=3.0, seed=5, fixed=True)
+    v2 = PointFrames(tr, stage=2, perturb_mm=3.0, seed=5, fixed=True)
+    for k in (0, 7, 20):
+        torch.testing.assert_close(v1[k], v2[k])
+    assert not torch.equal(v1[3][1], PointFrames(tr, stage=2, perturb_mm=3.0, seed=6, fixed=True)[3][1])
+    # stage-1 targets come back to the original points through the fitted geometry
+    s1 = PointFrames(tr, stage=1)
+    g = stage1_geometry(tr[0].pixels.shape[1:])
+    np.testing.assert_allclose(g.inverse_points(from_unit(s1[2][1].view(2, 2).numpy(), S1_SIZE)), tr[0].points[2],
+                               atol=1e-3)
+    assert s1[2][0].shape == (1, *S1_SIZE)
+
+
+def test_regressor_shapes_and_offline_weights():
+    x = torch.randn(3, 1, *STD_SIZE)
+    for arch in ("tiny", "resnet18"):
+        assert point_regressor(arch).eval()(x).shape == (3, 4)
+    with pytest.raises(WeightsUnavailable):
+        point_regressor("tiny", pretrained=True)
+    with pytest.raises(ValueError, match="unknown"):
+        point_regressor("vgg")
+
+
+def test_pipeline_shapes():
+    torch.manual_seed(0)
+    tr = toy_track(n=9)
+    net = MVnet(point_regressor("tiny", widths=(8, 8, 16, 16)), point_regressor("tiny", widths=(8, 8, 16, 16)), "4CH")
+    out = net.track(tr.pixels, tr.spacing)
+    assert list(out) == ["1", "1+2", "1+2+2"]
+    for p in out.values():
+        assert p.shape == (9, 2, 2) and np.isfinite(p).all()
+
+
+def test_train_stage_runs_and_learns_shape():
+    tr = [toy_track(a, seed=i, n=6) for i, a in enumerate((0, 30, -30))]
+    learn = train_stage(tr[:2], tr[2:], 2, point_regressor("tiny", widths=(8, 8, 16, 16)), epochs=1, bs=4, lr=1e-3,
+                        perturb_mm=2.0, quiet=True)
+    loss = learn.validate()[0]
+    assert np.isfinite(loss)
+
+
+def test_metrics_zero_for_perfect_tracks_and_clinical_consistent():
+    trs = [toy_track(a, seed=i) for i, a in enumerate((10, -50))]
+    trs[1].view = "2CH"
+    for t in trs:
+        t.subject = "s0"
+    df = spatial_errors(trs[0].points, trs[0].points, trs[0].spacing)
+    assert np.allclose(df[["err_mm", "angle_deg", "disp_err_mm"]], 0, atol=1e-5)
+    np.testing.assert_allclose(df["disp_ref_mm"].max(), 12.0 * np.sin(np.pi * 6 / 12) ** 2, rtol=1e-4)
+    preds = {t.view: [{"1": t.points + 0.5, "1+2+2": t.points}] for t in trs}
+    frames, subj = evaluate(preds, {t.view: [t] for t in trs}, {"obsA2": {t.view: [t.points] for t in trs}})
+    assert len(subj) == 1 and set(frames["stage"]) == {"1", "1+2+2"}
+    r = subj.iloc[0]
+    assert r["MAPSE_ref"] == pytest.approx(12.0, rel=1e-3)
+    assert r["MAPSE_1+2+2"] == pytest.approx(r["MAPSE_ref"]) and r["e_prime_obsA2"] == pytest.approx(r["e_prime_ref"])
+    c = clinical({"4CH": (trs[0].points, trs[0])}, window=None)
+    assert c["MAPSE"] == pytest.approx(12.0, rel=1e-3) and c["e_prime"] > 0

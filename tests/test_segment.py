@@ -1,0 +1,195 @@
+"""Segmentation data, model, inference geometry and metrics on small synthetic cines."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from cmrlib.data import CODES, FrameGeometry, cine_frames, frame_items, seg_dls
+from cmrlib.labels import LV, MYO, NAMES, RV
+from cmrlib.models import UNet11, WeightsUnavailable, unet11
+from cmrlib.record import Cine
+from cmrlib.segment import (class_weights, dice, evaluate, export_segmenter, hd95, keep_largest, load_segmenter,
+                            predict, seg_learner, summarise)
+from cmrlib.store import CohortStore
+
+INTENSITY = {0: 0.3, LV: 1.0, MYO: 0.1, RV: 0.7}
+
+
+def toy_labels(h, w, cx, cy, r):
+    """LV disc, myocardial ring and an RV blob beside it."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    d = np.hypot(xx - cx, yy - cy)
+    lab = np.zeros((h, w), np.uint8)
+    lab[np.hypot(xx - (cx - 1.9 * r), yy - cy) < 1.1 * r] = RV
+    lab[d < 1.4 * r] = MYO
+    lab[d < r] = LV
+    return lab
+
+
+def toy_cine(subject, view="SAX", t=4, z=3, h=70, w=60, spacing=1.8, seed=0):
+    """A small beating synthetic cine with labels on every frame (ED = 0, ES = t // 2)."""
+    g = np.random.default_rng(seed)
+    cx, cy = w / 2 + g.uniform(-3, 3), h / 2 + g.uniform(-3, 3)
+    radii = 8 - 3 * np.sin(np.linspace(0, np.pi, t))
+    if view == "SAX":
+        labels = np.stack([[toy_labels(h, w, cx, cy, r * (1 - 0.15 * k)) for k in range(z)] for r in radii])
+        sp = (8.0, spacing, spacing)
+    else:
+        labels = np.stack([toy_labels(h, w, cx, cy, r) for r in radii])
+        sp = (spacing, spacing)
+    pix = np.vectorize(INTENSITY.get)(labels).astype(np.float32) * 400
+    pix += g.normal(0, 20, pix.shape).astype(np.float32)
+    return Cine(subject=subject, view=view, pixels=pix, spacing=sp, frame_times=np.arange(t) * 40.0,
+                labels=labels, ed=0, es=t // 2, source="toy")
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    s = CohortStore(tmp_path_factory.mktemp("toy") / "cohort")
+    splits = {}
+    for i in range(6):
+        sub = f"toy{i:02d}"
+        s.write(toy_cine(sub, "SAX", seed=i))
+        s.write(toy_cine(sub, "4CH", seed=10 + i))
+        splits[sub] = "train" if i < 4 else ("valid" if i == 4 else "test")
+    s.write_splits(splits)
+    s.manifest(refresh=True)
+    return s
+
+
+class Oracle(nn.Module):
+    """Replays the true labels on the model grid as class scores: any error left is inference geometry."""
+
+    def __init__(self, geometry, labels_on_grid):
+        super().__init__()
+        self.geometry, self.w = geometry, nn.Parameter(torch.zeros(1))
+        self.queue = torch.from_numpy(labels_on_grid.reshape(-1, *labels_on_grid.shape[-2:])).long()
+
+    def forward(self, x):
+        y, self.queue = self.queue[:len(x)], self.queue[len(x):]
+        return nn.functional.one_hot(y, len(NAMES)).permute(0, 3, 1, 2).float() * 10 + self.w
+
+
+def test_dice_and_hd95_on_known_shapes():
+    a = np.zeros((40, 40), np.uint8)
+    a[10:20, 10:20] = 1
+    b = np.roll(a, 2, axis=1)
+    assert dice(a, a, 1) == 1.0
+    assert dice(a, b, 1) == pytest.approx(2 * 80 / 200)
+    assert np.isnan(dice(a, a, 2))
+    assert hd95(a, b, 1, (1.0, 1.5)) == pytest.approx(3.0)  # a 2-pixel shift at 1.5 mm per column
+    assert hd95(a, a, 1, (1.0, 1.0)) == 0.0
+    assert np.isnan(hd95(a, np.zeros_like(a), 1, (1.0, 1.0)))
+
+
+def test_frame_items_sax_slices_become_frames(store):
+    geom = FrameGeometry(size=64, spacing=2.0)
+    fs = frame_items(store, ["SAX"], "train", geom, progress=False)
+    assert len(fs) == 4 * 4 * 3 and fs.x.shape[1:] == (64, 64) and fs.y.dtype == np.uint8
+    assert set(fs.info["view"]) == {"SAX"} and fs.info["is_ed"].sum() == 4 * 3
+    few = frame_items(store, ["SAX", "4CH"], "train", geom, subjects=["toy01"], frame_step=3, progress=False)
+    assert set(few.info["subject"]) == {"toy01"} and sorted(few.info["frame"].unique()) == [0, 2, 3]
+    with pytest.raises(ValueError, match="no cines"):
+        frame_items(store, ["2CH"], "train", geom, progress=False)
+
+
+def test_frames_are_resampled_to_the_geometry(store):
+    c = store.read("toy00_4CH")
+    x, y, aff = cine_frames(c, FrameGeometry(size=64, spacing=0.9))
+    assert x.shape == (4, 64, 64) and aff.scale == pytest.approx(2.0)
+    # the LV area in mm^2 is preserved by the resampling
+    assert (y[0] == LV).sum() * 0.9 ** 2 == pytest.approx((c.labels[0] == LV).sum() * 1.8 ** 2, rel=0.05)
+
+
+def test_predict_maps_back_to_the_cine_grid(store):
+    for cid in ("toy05_SAX", "toy05_4CH"):
+        c = store.read(cid)
+        geom = FrameGeometry(size=96, spacing=1.2)
+        pred = predict(Oracle(geom, cine_frames(c, geom)[1]), c, bs=5)
+        assert pred.shape == c.pixels.shape and pred.dtype == np.uint8
+        for lab in (LV, MYO, RV):
+            assert dice(pred, c.labels, lab) > 0.95
+
+
+def test_evaluate_rows(store):
+    preds = {cid: store.read(cid).labels for cid in ("toy04_SAX", "toy04_4CH")}
+    preds["toy04_SAX"] = preds["toy04_SAX"].copy()
+    preds["toy04_SAX"][1][preds["toy04_SAX"][1] == RV] = 0  # lose the RV at frame 1
+    df = evaluate(store, preds)
+    assert len(df) == 2 * 4 * 3 and set(df["structure"]) == {"LV", "MYO", "RV"}
+    rv1 = df[(df.cine_id == "toy04_SAX") & (df.frame == 1) & (df.structure == "RV")]
+    assert rv1["dice"].item() == 0 and np.isnan(rv1["hd95"].item())
+    others = df.drop(rv1.index)
+    assert (others["dice"] == 1).all() and (others["hd95"] == 0).all()
+    assert df["is_ed"].sum() == 2 * 3 and (df["split"] == "valid").all()
+    tab = summarise(df)
+    assert tab.loc[("SAX", "RV", "all"), "n"] == 4
+
+
+def test_unet_shapes_and_offline_weights(tmp_path, monkeypatch):
+    m = unet11(n_classes=6, width=0.125)
+    assert m(torch.zeros(2, 1, 64, 96)).shape == (2, 6, 64, 96)
+    with pytest.raises(ValueError, match="multiples of 32"):
+        m(torch.zeros(1, 1, 50, 64))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(WeightsUnavailable, match="not available offline"):
+        unet11(pretrained=True)
+
+
+def test_train_export_reload_predict(store, tmp_path):
+    torch.set_num_threads(1)
+    dls = seg_dls(store, ["SAX"], size=64, spacing=2.0, bs=8, seed=0, aug=dict(degrees=10), progress=False)
+    assert dls.geometry == FrameGeometry(64, 2.0) and len(dls.valid_ds) == 12
+    x, y = dls.one_batch()
+    assert x.shape == (8, 1, 64, 64) and y.shape == (8, 64, 64) and list(dls.vocab) == CODES
+    learn = seg_learner(dls, width=0.125, bf16=True)
+    assert [m.name for m in learn.metrics] == ["dice_LV", "dice_MYO", "dice_RV"]
+    learn.fit_one_cycle(2, 3e-3)  # converge-free: the test pins the plumbing, not accuracy
+    path = export_segmenter(learn, tmp_path / "models" / "seg_sax.pkl")
+    again = load_segmenter(path)
+    assert isinstance(again.model, UNet11) and again.model.geometry == dls.geometry
+    c = store.read("toy05_SAX")
+    np.testing.assert_array_equal(predict(again, c), predict(learn, c))
+    # a seeded rebuild gives the same first batch (augmentation included)
+    again = seg_dls(store, ["SAX"], size=64, spacing=2.0, bs=8, seed=0, aug=dict(degrees=10), progress=False)
+    x2, y2 = again.one_batch()
+    assert torch.equal(x, x2) and torch.equal(y, y2)
+
+
+def test_holds_out_training_subjects_without_a_valid_split(store):
+    dls = seg_dls(store, ["4CH"], size=64, spacing=2.0, bs=4, valid=None, valid_frac=0.25, progress=False)
+    roles = dls.info.groupby("role")["subject"].unique()
+    assert len(roles["valid"]) == 1 and not set(roles["valid"]) & set(roles["train"])
+    assert NAMES[LV] in dls.vocab
+
+
+def test_max_frames_caps_training_and_validation(store):
+    dls = seg_dls(store, ["SAX"], size=64, spacing=2.0, bs=4, max_frames=20, progress=False)
+    assert len(dls.train_ds) == 20 and len(dls.valid_ds) == 5
+
+
+def test_keep_largest_drops_stray_blobs():
+    lab = np.zeros((2, 30, 30), np.uint8)
+    lab[0, 5:15, 5:15] = LV
+    lab[1, 6:14, 6:14] = LV  # the same 3D component on the next slice
+    lab[1, 25:28, 25:28] = LV  # a stray blob
+    lab[0, 20:22, 2:4] = RV
+    out = keep_largest(lab)
+    assert (out[1, 25:28, 25:28] == 0).all() and (out[:, :15, :15] == lab[:, :15, :15]).all()
+    assert (out == RV).sum() == 4
+
+
+def test_class_weights_favour_rare_structures():
+    w = class_weights(np.array([9000, 900, 90, 0, 10, 0]), cap=50.0)
+    assert w[0] < w[1] < w[2] < w[4] and w[3] == w[5] == 1.0
+    assert float(w[[0, 1, 2, 4]].mean()) == pytest.approx(1.0)
+    assert float(class_weights(np.array([10**6, 1, 0, 0, 0, 0]), cap=1.5).max()) == 1.5
+
+
+def test_balanced_learner_weights_its_cross_entropy(store):
+    dls = seg_dls(store, ["4CH"], size=64, spacing=2.0, bs=4, progress=False)
+    w = seg_learner(dls, width=0.125, balance=True).loss_func.ce.func.weight
+    assert w is not None and w[RV] > w[LV] > w[0]
+    assert seg_learner(dls, width=0.125).loss_func.ce.func.weight is None

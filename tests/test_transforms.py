@@ -1,0 +1,146 @@
+"""Geometry is exactly invertible, keeps image, mask and points aligned, and repeats for a seed."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from fastai.torch_core import TensorImage, TensorMask
+from fastai.vision.core import TensorPoint
+
+from cmrlib.transforms import (Affine2D, ClutterAug, IntensityAug, RandomAffine2D, SegAffine, clip_zscore, fit_affine,
+                               median_iqr, normalise)
+
+CASES = [
+    dict(angle=0.0, scale=1.0, flip=False, shift=(0.0, 0.0)),
+    dict(angle=30.0, scale=0.75, flip=False, shift=(3.5, -2.0)),
+    dict(angle=-125.0, scale=1.6, flip=True, shift=(-4.0, 7.25)),
+]
+
+
+def dot_image(h=80, w=96, xy=(30.0, 50.0), r=4):
+    """A bright disc and its label at a known (x, y) centre."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    m = ((xx - xy[0]) ** 2 + (yy - xy[1]) ** 2 <= r * r)
+    return m.astype(np.float32), m.astype(np.uint8) * 3
+
+
+def centroid(a):
+    yy, xx = np.nonzero(a)
+    w = a[yy, xx].astype(np.float64)
+    return np.array([(xx * w).sum() / w.sum(), (yy * w).sum() / w.sum()])
+
+
+@pytest.mark.parametrize("p", CASES)
+def test_points_round_trip(p):
+    aff = Affine2D(size=(64, 72), center=(40.3, 33.1), **p)
+    pts = np.random.default_rng(0).uniform(0, 90, size=(5, 7, 2))
+    back = aff.inverse_points(aff.points(pts))
+    assert back.shape == pts.shape
+    assert np.abs(back - pts).max() < 0.01
+
+
+@pytest.mark.parametrize("p", CASES)
+def test_image_mask_points_stay_aligned(p):
+    img, msk = dot_image()
+    aff = Affine2D(size=(96, 96), center=(48.0, 40.0), **p)
+    pt = aff.points(np.array([30.0, 50.0]))
+    wi, wm = aff.image(img), aff.mask(msk)
+    assert wm.dtype == np.uint8 and set(np.unique(wm)) <= {0, 3}
+    assert np.linalg.norm(centroid(wi) - pt) < 0.5
+    assert np.linalg.norm(centroid(wm == 3) - pt) < 0.75
+
+
+def test_rotation_direction_and_flip():
+    """A positive angle turns counter-clockwise as displayed (rows down); flip mirrors x about the centre."""
+    aff = Affine2D(size=(101, 101), center=(50.0, 50.0), angle=90.0)
+    # a point to the right of the centre goes to the top (smaller row) under a displayed CCW turn
+    np.testing.assert_allclose(aff.points(np.array([60.0, 50.0])), [50.0, 40.0], atol=1e-4)
+    flip = Affine2D(size=(101, 101), center=(50.0, 50.0), flip=True)
+    np.testing.assert_allclose(flip.points(np.array([60.0, 45.0])), [40.0, 45.0], atol=1e-4)
+
+
+def test_inverse_image_restores_the_grid():
+    img, msk = dot_image()
+    aff = Affine2D(size=(128, 128), center=(47.5, 39.5), angle=20.0, scale=1.5)
+    back = aff.inverse_image(aff.mask(msk), msk.shape, nearest=True)
+    assert back.shape == msk.shape
+    assert (back == msk).mean() > 0.99
+    stack = aff.inverse_image(np.stack([aff.image(img)] * 7), img.shape)  # many channels at once
+    assert stack.shape == (7, *img.shape)
+
+
+def test_fit_affine_spacing_and_size():
+    a = fit_affine((200, 160), 128, in_spacing=(1.25, 1.25), spacing=2.5)
+    assert a.scale == pytest.approx(0.5) and a.size == (128, 128)
+    # the input centre lands on the output centre
+    np.testing.assert_allclose(a.points(np.array([79.5, 99.5])), [63.5, 63.5], atol=1e-5)
+    b = fit_affine((200, 160), 64)
+    assert b.scale == pytest.approx(64 / 200)
+    with pytest.raises(ValueError, match="input spacing"):
+        fit_affine((10, 10), 32, spacing=1.0)
+
+
+def test_random_affine_is_deterministic_for_a_seed():
+    base = Affine2D(size=(64, 64), center=(31.5, 31.5))
+    draw = lambda seed: [RandomAffine2D(degrees=30, flip_p=0.5, seed=seed).sample(base) for _ in range(1)][0]
+    assert draw(3) == draw(3)
+    assert draw(3) != draw(4)
+    r = RandomAffine2D(degrees=10, scale=(0.8, 1.2), seed=0)
+    for _ in range(20):
+        a = r(base)
+        assert -10 <= a.angle <= 10 and 0.8 - 1e-9 <= a.scale <= 1.2 + 1e-9
+
+
+def test_seg_affine_applies_one_map_to_image_mask_points():
+    img, msk = dot_image(64, 64, xy=(20.0, 40.0))
+    tfm = SegAffine(degrees=45, scale=(0.8, 1.2), flip_p=0.5, translate=0.1, seed=1)
+    x, y, p = tfm((TensorImage(torch.from_numpy(img)[None]), TensorMask(torch.from_numpy(msk)),
+                   TensorPoint(torch.tensor([[20.0, 40.0]]))), split_idx=0)
+    assert isinstance(x, TensorImage) and isinstance(y, TensorMask) and x.shape == (1, 64, 64)
+    pt = p.numpy()[0]
+    assert np.linalg.norm(centroid(x.numpy()[0]) - pt) < 0.5
+    assert np.linalg.norm(centroid(y.numpy() == 3) - pt) < 0.75
+    again = SegAffine(degrees=45, scale=(0.8, 1.2), flip_p=0.5, translate=0.1, seed=1)(
+        (TensorImage(torch.from_numpy(img)[None]),), split_idx=0)
+    assert torch.equal(again[0], x)
+
+
+def test_augmentation_only_on_training_split():
+    img, msk = dot_image(64, 64)
+    b = (TensorImage(torch.from_numpy(img)[None]), TensorMask(torch.from_numpy(msk)))
+    for tfm in (SegAffine(degrees=45, seed=0), IntensityAug(seed=0)):
+        out = tfm(b, split_idx=1)
+        assert torch.equal(out[0], b[0]) and torch.equal(out[1], b[1])
+        assert not torch.equal(tfm(b, split_idx=0)[0], b[0])
+
+
+def test_elastic_keeps_labels_and_size():
+    img, msk = dot_image(64, 64, xy=(32.0, 32.0), r=10)
+    tfm = SegAffine(degrees=0, scale=(1, 1), translate=0, elastic=3.0, elastic_sigma=6.0, seed=0)
+    x, y = tfm((TensorImage(torch.from_numpy(img)[None]), TensorMask(torch.from_numpy(msk))), split_idx=0)
+    assert y.shape == (64, 64) and set(np.unique(y.numpy())) <= {0, 3}
+    assert 0 < (y.numpy() != msk).mean() < 0.1
+
+
+def test_normalisation():
+    x = np.random.default_rng(0).gamma(2.0, 50.0, size=(40, 40)).astype(np.float32)
+    x[0, 0] = 1e6  # an outlier the clip must absorb
+    z = clip_zscore(x)
+    assert abs(z.mean()) < 1e-4 and abs(z.std() - 1) < 1e-3 and z.max() < 10
+    q = median_iqr(x)
+    assert abs(np.median(q)) < 1e-5
+    np.testing.assert_allclose(normalise(x, "iqr"), q)
+    with pytest.raises(ValueError, match="unknown normalisation"):
+        normalise(x, "minmax")
+
+
+def test_clutter_paints_background_only_on_training():
+    img, msk = dot_image(64, 64, xy=(32.0, 32.0), r=8)
+    b = (TensorImage(torch.from_numpy(img)[None]), TensorMask(torch.from_numpy(msk)))
+    tfm = ClutterAug(n=10, radius=(3, 8), p=1.0, seed=0)
+    x, y = tfm(b, split_idx=0)
+    changed = (x.numpy()[0] != img)
+    assert changed.any() and not changed[msk > 0].any()
+    assert torch.equal(y, b[1])
+    x1, _ = tfm(b, split_idx=1)
+    assert torch.equal(x1, b[0])
