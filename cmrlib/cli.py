@@ -23,16 +23,17 @@ def _ingest(a) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="cmrlib", description=__doc__)
+    ap = argparse.ArgumentParser(prog="cmrlib", description=__doc__, allow_abbrev=False)
     sub = ap.add_subparsers(dest="cmd", required=True)
-    r = sub.add_parser("run", help="execute the numbered notebooks with a profile")
+    # no abbreviations: "--p k=v" must not silently become "--profile k=v"
+    r = sub.add_parser("run", help="execute the numbered notebooks with a profile", allow_abbrev=False)
     r.add_argument("--profile", default="smoke", help=f"one of: {', '.join(runner.profiles())}, or your own .yaml")
     r.add_argument("--only", nargs="+", metavar="NN", help="notebook numbers to run, e.g. --only 00 01")
     r.add_argument("-p", action="append", metavar="KEY=VALUE", help="override a notebook parameter")
     r.add_argument("--out", help="run folder (default runs/<profile>)")
     r.add_argument("--figures", help="figure folder (default <out>/figures)")
     r.set_defaults(fn=_run)
-    g = sub.add_parser("ingest", help="ingest a real data source into a cohort store")
+    g = sub.add_parser("ingest", help="ingest a real data source into a cohort store", allow_abbrev=False)
     g.add_argument("source", help="acdc | mnms | mnms2 | ukbb | dicom | nifti")
     g.add_argument("path", help="the source folder")
     g.add_argument("--out", required=True, help="cohort folder to write")

@@ -49,6 +49,13 @@ def test_unknown_profile_is_one_line_error(capsys):
     assert "nosuch" in err and len(err.splitlines()) == 1
 
 
+def test_abbreviated_option_is_rejected_not_guessed():
+    """'--p k=v' once parsed silently as '--profile k=v'."""
+    with pytest.raises(SystemExit):
+        cli.parser().parse_args(["run", "--p", "seed=1"])
+    assert cli.parser().parse_args(["run", "-p", "seed=1"]).p == ["seed=1"]
+
+
 def test_unknown_parameter_named_before_running(nbdir, prof, tmp_path):
     with pytest.raises(runner.RunError, match="bogus"):
         runner.plan(prof, overrides={"bogus": 1}, out=tmp_path / "run", notebooks=nbdir)
