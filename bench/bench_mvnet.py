@@ -24,10 +24,10 @@ def _trackers(run_dir: str | None, profile: str = "default") -> dict[str, mv.MVn
     if models is not None and all(mv.model_path(models, v, s).exists() for v in mv.VIEWS for s in (1, 2)):
         return {v: mv.MVnet.load(models, v) for v in mv.VIEWS}
     p = load_profile(profile).get("03", {})
-    keys = ("arch", "widths", "blocks", "head", "coords", "n_refine")
+    keys = ("arch", "widths", "blocks", "head", "coords", "n_refine", "window2")
     cfg = mv.MVConfig(**{k: (tuple(p[k]) if isinstance(p[k], list) else p[k]) for k in keys if k in p})
     torch.manual_seed(0)
-    return {v: mv.MVnet(cfg.model(), cfg.model(), v, cfg.n_refine) for v in mv.VIEWS}
+    return {v: mv.MVnet(cfg.model(1), cfg.model(2), v, cfg.n_refine) for v in mv.VIEWS}
 
 
 def _patient(n_frames: int = 40, shape=(208, 208), seed: int = 0) -> dict[str, np.ndarray]:

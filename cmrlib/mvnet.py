@@ -23,6 +23,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 import torch
+from scipy import signal
 from torch import nn
 
 from .measure import average_views, mapse, mv_displacement, mv_velocity, velocity_peaks
@@ -32,10 +33,10 @@ from .utils import rng as _rng
 
 __all__ = ["S1_SIZE", "STD_SIZE", "STD_RES", "VIEWS", "STAGES", "MVnetError", "Track", "tracks_from_cines", "load_cines",
            "mixed_tracks", "stage1_geometry", "standardise", "perturb_points", "to_unit", "from_unit", "frames_input",
-           "Aug", "PointFrames", "stage_learner", "train_stage", "MVConfig", "fit_mvnet", "MVnet", "model_path",
+           "Aug", "PointFrames", "stage_learner", "train_stage", "MVConfig", "fit_mvnet", "MVnet", "smooth_track", "model_path",
            "predict_all", "point_errors", "valve_angle_error", "spatial_errors", "clinical", "evaluate",
-           "summarise_spatial", "convention_matrix", "spatial_figure", "displacement_figure", "heatmap_figure",
-           "tracking_figure"]
+           "observer_frames", "pooled_displacement_error", "summarise_spatial", "convention_matrix", "spatial_figure",
+           "displacement_figure", "heatmap_figure", "tracking_figure"]
 
 S1_SIZE = (160, 160)  # stage-1 input (H, W)
 STD_SIZE = (118, 162)  # standardised crop (H, W)
@@ -267,7 +268,7 @@ def stage_learner(train: PointFrames, valid: PointFrames, model: nn.Module, bs: 
 
 
 def train_stage(train_tracks: Sequence[Track], valid_tracks: Sequence[Track], stage: int, model: nn.Module,
-                epochs: int = 10, bs: int = 32, lr: float = 1e-4, schedule: str = "fit", perturb_mm: float = 3.0,
+                epochs: int = 10, bs: int = 32, lr: float = 1e-4, schedule: str = "fit", perturb_mm: float = 6.0,
                 aug: Aug | None = None, seed: int = 0, quiet: bool = False, frames_per_cine: int | None = None):
     """Train one stage and return its Learner (`schedule` 'fit' = constant lr as the paper, 'one_cycle').
 
@@ -302,16 +303,19 @@ class MVConfig:
     bs: int = 32
     lr: float = 1e-4
     schedule: str = "fit"
-    perturb_mm: float = 3.0
+    perturb_mm: float = 6.0
     frames_per_cine: int | None = None
     n_refine: int = 2
+    window2: int | None = 2  # stage-2 soft-argmax: inference over +-window2 cells around the peak (None: whole map)
+    smooth: int | None = None  # Savitzky-Golay window (frames) over each pass's track (None: per-frame points as is)
     seed: int = 0
 
-    def model(self) -> nn.Module:
+    def model(self, stage: int = 1) -> nn.Module:
+        """A fresh regressor for `stage` (stage 1 keeps the whole-map soft-argmax: its maps can be multi-modal)."""
         from .models.regress import point_regressor
 
         m = point_regressor(self.arch, 4, 1, self.pretrained, tuple(self.widths), tuple(self.blocks), self.head,
-                            self.coords)
+                            self.coords, self.window2 if stage == 2 else None)
         return m.to(memory_format=torch.channels_last)  # ~25 % faster convolutions on CPU
 
 
@@ -324,7 +328,7 @@ def fit_mvnet(train: Sequence[Track], valid: Sequence[Track], cfg: MVConfig, vie
     for stage, ep in ((1, e1), (2, e2)):
         torch.manual_seed(cfg.seed + stage)
         t0 = time.perf_counter()
-        learn = train_stage(train, valid, stage, cfg.model(), ep, cfg.bs, cfg.lr, cfg.schedule, cfg.perturb_mm,
+        learn = train_stage(train, valid, stage, cfg.model(stage), ep, cfg.bs, cfg.lr, cfg.schedule, cfg.perturb_mm,
                             seed=cfg.seed + 10 * stage, quiet=quiet, frames_per_cine=cfg.frames_per_cine)
         loss, err = learn.validate() if len(valid) else (float("nan"), float("nan"))
         log.append(dict(prefix=prefix, view=view, stage=stage, epochs=ep, n_train_frames=len(learn.dls.train.dataset),
@@ -334,7 +338,7 @@ def fit_mvnet(train: Sequence[Track], valid: Sequence[Track], cfg: MVConfig, vie
             p.parent.mkdir(parents=True, exist_ok=True)
             learn.export(p.resolve())
         models.append(learn.model)
-    return MVnet(models[0], models[1], view, cfg.n_refine), pd.DataFrame(log)
+    return MVnet(models[0], models[1], view, cfg.n_refine, cfg.smooth), pd.DataFrame(log)
 
 
 # ---- inference --------------------------------------------------------------------------------------
@@ -346,6 +350,7 @@ class MVnet:
     stage2: nn.Module
     view: str = ""
     n_refine: int = 2
+    smooth: int | None = None
 
     def __post_init__(self):
         self.stage1.eval()
@@ -366,17 +371,19 @@ class MVnet:
         px = np.asarray(pixels, dtype=np.float32)
         if px.ndim != 3:
             raise MVnetError(f"MVnet.track: pixels must be (T,H,W), got {px.shape}")
-        prev = self._predict(self.stage1, px, stage1_geometry(px.shape[1:]))
+        prev = smooth_track(self._predict(self.stage1, px, stage1_geometry(px.shape[1:])), self.smooth)
         out = {"1": prev}
         for k in range(1, self.n_refine + 1):
-            prev = out["1" + "+2" * k] = self._predict(self.stage2, px, standardise(prev, spacing, ed=ed))
+            p = self._predict(self.stage2, px, standardise(prev, spacing, ed=ed))
+            prev = out["1" + "+2" * k] = smooth_track(p, self.smooth)
         return out
 
     def track_cine(self, cine: Cine | Track) -> dict[str, np.ndarray]:
         return self.track(cine.pixels, cine.spacing, int(cine.ed or 0))
 
     @classmethod
-    def load(cls, folder: str | Path, view: str, prefix: str = "A", n_refine: int = 2) -> "MVnet":
+    def load(cls, folder: str | Path, view: str, prefix: str = "A", n_refine: int = 2,
+             smooth: int | None = None) -> "MVnet":
         """Load the two exported stage Learners `{prefix}_{view}_stage{1,2}.pkl` from a models folder."""
         from fastai.learner import load_learner
 
@@ -387,7 +394,17 @@ class MVnet:
             if not p.exists():
                 raise FileNotFoundError(f"{p}: no exported MVnet stage-{s} model for {view} (run notebook 03)")
             ms.append(load_learner(p, cpu=True).model)
-        return cls(ms[0], ms[1], view, n_refine)
+        return cls(ms[0], ms[1], view, n_refine, smooth)
+
+
+def smooth_track(points: np.ndarray, window: int | None, polyorder: int = 2) -> np.ndarray:
+    """A (T,K,2) track smoothed over time (Savitzky-Golay, cyclic: a cine is one heart cycle); None or a window
+    longer than the cine leaves it as is. Frames are predicted independently, so their errors are partly
+    frame-to-frame noise that the valve's smooth motion does not have."""
+    p = np.asarray(points)
+    if not window or window > len(p) or window <= polyorder:
+        return p
+    return signal.savgol_filter(p, int(window), polyorder, axis=0, mode="wrap").astype(p.dtype)
 
 
 def model_path(folder: str | Path, view: str, stage: int, prefix: str = "A") -> Path:
@@ -478,6 +495,21 @@ def evaluate(predictions: dict[str, list[dict[str, np.ndarray]]], tests: dict[st
     lead = ["subject", "view", "stage"]
     frames = pd.concat(frames, ignore_index=True)
     return frames[lead + [c for c in frames.columns if c not in lead]], pd.DataFrame(rows)
+
+
+def observer_frames(observers: dict[str, dict[str, list[np.ndarray]]], tests: dict[str, list[Track]]) -> pd.DataFrame:
+    """Per-frame errors of other readers (or the true motion) against the reference, `stage` = their name.
+
+    The reference is itself an annotation: these rows bound what any tracker can reach against it.
+    """
+    preds = {v: [{k: observers[k][v][i] for k in observers} for i in range(len(ts))] for v, ts in tests.items()}
+    return evaluate(preds, tests, window=None)[0]
+
+
+def pooled_displacement_error(frames: pd.DataFrame) -> pd.DataFrame:
+    """Displacement error (mm) mean and SD per stage over both views (the paper's -0.10 +- 0.97 mm figure)."""
+    g = frames.groupby("stage", sort=False)["disp_err_mm"].agg(["mean", "std", "count"])
+    return g.rename(columns={"mean": "disp_err_mean_mm", "std": "disp_err_sd_mm", "count": "n_frames"}).reset_index()
 
 
 def summarise_spatial(frames: pd.DataFrame) -> pd.DataFrame:

@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from cmrlib.models.regress import WeightsUnavailable, point_regressor
+from cmrlib.models.regress import SoftArgmax, WeightsUnavailable, point_regressor
 from cmrlib.mvnet import (S1_SIZE, STD_RES, STD_SIZE, MVnet, MVnetError, PointFrames, Track, clinical, evaluate,
-                          from_unit, perturb_points, spatial_errors, standardise, stage1_geometry, to_unit, train_stage)
+                          from_unit, observer_frames, smooth_track, perturb_points, pooled_displacement_error, spatial_errors,
+                          stage1_geometry, standardise, to_unit, train_stage)
 
 torch.set_num_threads(1)
 
@@ -140,6 +141,35 @@ def test_regressor_shapes_and_offline_weights():
         point_regressor("vgg")
 
 
+def test_local_softargmax_removes_centre_pull():
+    """A sharp peak over a small uniform floor: the whole-map expectation is pulled toward the centre, the local one not."""
+    h, w = 15, 21
+    sa = SoftArgmax(1, 1, 1, window=2)
+    with torch.no_grad():
+        sa.conv.weight.zero_(), sa.conv.bias.zero_(), sa.skip.weight.fill_(1.0), sa.skip.bias.zero_()
+    s = torch.zeros(1, 1, h, w)
+    s[0, 0, 12, 3] = 8.0  # a peak near the lower-left corner; its 5x5 window lies inside the map (symmetric floor)
+    f = torch.zeros(1, 1, 2, 3)
+    local = torch.stack([torch.linspace(-1, 1, w)[3], torch.linspace(-1, 1, h)[12]])
+    sa.eval()
+    torch.testing.assert_close(sa(f, s)[0], local)
+    sa.train()  # training keeps the whole map: differentiable everywhere, and pulled toward (0, 0)
+    g = sa(f, s)[0]
+    assert (g.abs() < local.abs() - 0.01).all()
+    sa.window = None
+    torch.testing.assert_close(sa.eval()(f, s), g[None])
+    sa.window = 2  # a flat map (no confident peak) keeps the whole-map expectation
+    s[0, 0, 12, 3] = 0.5
+    torch.testing.assert_close(sa.eval()(f, s), sa.train()(f, s))
+
+
+def test_stage2_model_gets_the_window():
+    from cmrlib.mvnet import MVConfig
+
+    cfg = MVConfig(head="softargmax", window2=2)
+    assert cfg.model(1).head.window is None and cfg.model(2).head.window == 2
+
+
 def test_pipeline_shapes():
     torch.manual_seed(0)
     tr = toy_track(n=9)
@@ -174,3 +204,25 @@ def test_metrics_zero_for_perfect_tracks_and_clinical_consistent():
     assert r["MAPSE_1+2+2"] == pytest.approx(r["MAPSE_ref"]) and r["e_prime_obsA2"] == pytest.approx(r["e_prime_ref"])
     c = clinical({"4CH": (trs[0].points, trs[0])}, window=None)
     assert c["MAPSE"] == pytest.approx(12.0, rel=1e-3) and c["e_prime"] > 0
+
+
+def test_observer_frames_and_pooled_error():
+    trs = [toy_track(a, seed=i) for i, a in enumerate((10, -50))]
+    lift = [t.points + np.array([0.0, 0.5]) / t.spacing[0] for t in trs]  # 0.5 mm down: no displacement change
+    f = observer_frames({"same": {"4CH": [t.points for t in trs]}, "shifted": {"4CH": lift}}, {"4CH": trs})
+    assert set(f["stage"]) == {"same", "shifted"} and len(f) == 2 * sum(len(t.points) for t in trs)
+    pooled = pooled_displacement_error(f).set_index("stage")
+    assert pooled.loc["same", "disp_err_mean_mm"] == pytest.approx(0, abs=1e-6)
+    assert pooled.loc["shifted", "disp_err_sd_mm"] == pytest.approx(0, abs=1e-5)
+    assert f.loc[f["stage"] == "shifted", "err_mm"].to_numpy() == pytest.approx(0.5, rel=1e-4)
+
+
+def test_smooth_track_keeps_motion_and_removes_frame_noise():
+    tr = toy_track(n=30)
+    noisy = tr.points + np.random.default_rng(0).normal(0, 0.5, tr.points.shape).astype(np.float32)
+    sm = smooth_track(noisy, 5)
+    assert sm.shape == noisy.shape and sm.dtype == noisy.dtype
+    assert np.abs(smooth_track(tr.points, 5) - tr.points).max() < 0.05 * np.ptp(tr.points[:, :, 1])  # motion kept
+    assert np.std(sm - tr.points) < 0.8 * np.std(noisy - tr.points)  # frame-to-frame noise reduced (SG 5: x0.70)
+    assert smooth_track(noisy, None) is noisy
+    np.testing.assert_array_equal(smooth_track(noisy[:4], 5), noisy[:4])  # window longer than the cine: unchanged

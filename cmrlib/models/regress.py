@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import numpy as np
 import torch
 from torch import nn
 from torchvision.models import get_model, get_model_weights
@@ -40,21 +39,43 @@ class AddCoords(nn.Module):
 class SoftArgmax(nn.Module):
     """Per-point heat maps -> expected (x, y) in [-1, 1] (integral regression: still 2K numbers out).
 
-    The maps sum a 1x1 projection of the deepest features (upsampled) and of a finer skip level."""
+    The maps sum a 1x1 projection of the deepest features (upsampled) and of a finer skip level. In training the
+    expectation runs over the whole map (differentiable everywhere); with `window` set, inference takes it over the
+    (2 window + 1)^2 cells around each map's peak only (`local_mass`): the few % of probability spread over the map
+    would otherwise pull every point toward the map centre (in MVnet's stage 2, toward the end-diastolic valve
+    position the crop is centred on, which shrinks the displacement and anchors errors of the previous pass).
+    """
 
-    def __init__(self, cin: int, cskip: int, n_points: int, beta: float = 4.0):
+    def __init__(self, cin: int, cskip: int, n_points: int, window: int | None = None):
         super().__init__()
         self.conv, self.skip = nn.Conv2d(cin, n_points, 1), nn.Conv2d(cskip, n_points, 1)
-        # learnable inverse temperature: a flat map's expectation is pulled to the centre, so start sharper
-        self.log_beta = nn.Parameter(torch.tensor(float(np.log(beta))))
+        self.window = window
 
     def forward(self, f: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         b, _, h, w = s.shape
         logits = self.skip(s) + nn.functional.interpolate(self.conv(f), size=(h, w), mode="bilinear", align_corners=False)
-        p = (logits * self.log_beta.exp()).flatten(2).softmax(-1).view(b, -1, h, w)
+        p = logits.flatten(2).softmax(-1).view(b, -1, h, w)
+        r = getattr(self, "window", None)  # models exported before `window` existed have none
+        if r and not self.training:
+            p = local_mass(p, int(r))
         ys = torch.linspace(-1, 1, h, dtype=f.dtype, device=f.device)
         xs = torch.linspace(-1, 1, w, dtype=f.dtype, device=f.device)
         return torch.stack([(p.sum(2) * xs).sum(-1), (p.sum(3) * ys).sum(-1)], -1).flatten(1)
+
+
+def local_mass(p: torch.Tensor, r: int, min_mass: float = 0.5) -> torch.Tensor:
+    """(B,K,H,W) probability maps kept within r cells (Chebyshev) of each map's peak and renormalised.
+
+    A map holding less than `min_mass` there (flat or multi-modal: its peak is no better than the mean) is kept whole.
+    """
+    b, k, h, w = p.shape
+    peak = p.flatten(2).argmax(-1)
+    py, px = (peak // w)[..., None, None], (peak % w)[..., None, None]
+    ys = torch.arange(h, device=p.device).view(1, 1, h, 1)
+    xs = torch.arange(w, device=p.device).view(1, 1, 1, w)
+    q = p * (((ys - py).abs() <= r) & ((xs - px).abs() <= r))
+    m = q.sum((2, 3), keepdim=True)
+    return torch.where(m >= min_mass, q / m, p)
 
 
 class TinyResNet(nn.Module):
@@ -62,7 +83,8 @@ class TinyResNet(nn.Module):
     a flattened linear head (keeps where features are) or a soft-argmax head; optional CoordConv input."""
 
     def __init__(self, n_out: int = 4, in_ch: int = 1, widths: Sequence[int] = (16, 32, 64, 128),
-                 blocks: Sequence[int] = (1, 1, 1, 1), head: str = "pool", coords: bool = False):
+                 blocks: Sequence[int] = (1, 1, 1, 1), head: str = "pool", coords: bool = False,
+                 window: int | None = None):
         super().__init__()
         w0 = widths[0]
         self.coords = AddCoords() if coords else nn.Identity()
@@ -77,7 +99,7 @@ class TinyResNet(nn.Module):
             self.head = nn.Sequential(nn.Conv2d(widths[-1], 16, 1), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d((4, 6)),
                                       nn.Flatten(), nn.Linear(16 * 24, n_out))
         elif head == "softargmax":
-            self.head = SoftArgmax(widths[-1], widths[self.skip_at], n_out // 2)
+            self.head = SoftArgmax(widths[-1], widths[self.skip_at], n_out // 2, window)
         else:
             raise ValueError(f"unknown head {head!r}; expected 'pool', 'flat' or 'softargmax'")
 
@@ -118,12 +140,12 @@ def torchvision_regressor(arch: str = "resnet50", n_out: int = 4, in_ch: int = 1
 
 def point_regressor(arch: str = "tiny", n_out: int = 4, in_ch: int = 1, pretrained: bool = False,
                     widths: Sequence[int] = (16, 32, 64, 128), blocks: Sequence[int] = (1, 1, 1, 1),
-                    head: str = "pool", coords: bool = False) -> nn.Module:
-    """The MVnet regressor for a profile: `tiny` (widths/blocks/head/coords apply) or a torchvision ResNet."""
+                    head: str = "pool", coords: bool = False, window: int | None = None) -> nn.Module:
+    """The MVnet regressor for a profile: `tiny` (widths/blocks/head/coords/window apply) or a torchvision ResNet."""
     if arch == "tiny":
         if pretrained:
             raise WeightsUnavailable("arch='tiny' has no pretrained weights; use a torchvision ResNet for pretrained=True")
-        return TinyResNet(n_out, in_ch, widths, blocks, head, coords)
+        return TinyResNet(n_out, in_ch, widths, blocks, head, coords, window)
     if arch not in ARCHS:
         raise ValueError(f"unknown regressor arch {arch!r}; expected one of {ARCHS}")
     return torchvision_regressor(arch, n_out, in_ch, pretrained)
