@@ -33,8 +33,8 @@ from .utils import rng as _rng
 
 __all__ = ["S1_SIZE", "STD_SIZE", "STD_RES", "VIEWS", "STAGES", "MVnetError", "Track", "tracks_from_cines", "load_cines",
            "mixed_tracks", "stage1_geometry", "standardise", "perturb_points", "to_unit", "from_unit", "frames_input",
-           "Aug", "PointFrames", "stage_learner", "train_stage", "MVConfig", "fit_mvnet", "MVnet", "smooth_track", "model_path",
-           "predict_all", "point_errors", "valve_angle_error", "spatial_errors", "clinical", "evaluate",
+           "Aug", "PointFrames", "stage_learner", "train_stage", "MVConfig", "fit_mvnet", "MVnet", "smooth_track",
+           "choose_smoothing", "model_path", "predict_all", "point_errors", "valve_angle_error", "spatial_errors", "clinical", "evaluate",
            "observer_frames", "pooled_displacement_error", "summarise_spatial", "convention_matrix", "spatial_figure",
            "displacement_figure", "heatmap_figure", "tracking_figure"]
 
@@ -495,6 +495,24 @@ def evaluate(predictions: dict[str, list[dict[str, np.ndarray]]], tests: dict[st
     lead = ["subject", "view", "stage"]
     frames = pd.concat(frames, ignore_index=True)
     return frames[lead + [c for c in frames.columns if c not in lead]], pd.DataFrame(rows)
+
+
+def choose_smoothing(trackers: dict[str, MVnet], valid: dict[str, list[Track]],
+                     windows: Sequence[int | None] = (None, 5, 7, 9, 11)) -> tuple[int | None, pd.DataFrame]:
+    """Set every tracker's smoothing window to the one with the lowest final-stage displacement RMS error on
+    validation cines, so the choice never sees the test split; returns (window, one row per candidate)."""
+    rows = []
+    for w in windows:
+        for t in trackers.values():
+            t.smooth = w
+        frames, _ = evaluate(predict_all(trackers, valid), valid, window=None)
+        d = frames.loc[frames["stage"] == STAGES[-1], "disp_err_mm"]
+        rows.append(dict(smooth=w, disp_err_mean_mm=d.mean(), disp_err_sd_mm=d.std(),
+                         disp_rmse_mm=float(np.sqrt((d ** 2).mean()))))
+    best = windows[int(np.argmin([r["disp_rmse_mm"] for r in rows]))]
+    for t in trackers.values():
+        t.smooth = best
+    return best, pd.DataFrame(rows).assign(smooth=pd.Series(list(windows), dtype=object))
 
 
 def observer_frames(observers: dict[str, dict[str, list[np.ndarray]]], tests: dict[str, list[Track]]) -> pd.DataFrame:

@@ -7,7 +7,7 @@ import torch
 
 from cmrlib.models.regress import SoftArgmax, WeightsUnavailable, point_regressor
 from cmrlib.mvnet import (S1_SIZE, STD_RES, STD_SIZE, MVnet, MVnetError, PointFrames, Track, clinical, evaluate,
-                          from_unit, observer_frames, smooth_track, perturb_points, pooled_displacement_error, spatial_errors,
+                          choose_smoothing, from_unit, observer_frames, smooth_track, perturb_points, pooled_displacement_error, spatial_errors,
                           stage1_geometry, standardise, to_unit, train_stage)
 
 torch.set_num_threads(1)
@@ -226,3 +226,21 @@ def test_smooth_track_keeps_motion_and_removes_frame_noise():
     assert np.std(sm - tr.points) < 0.8 * np.std(noisy - tr.points)  # frame-to-frame noise reduced (SG 5: x0.70)
     assert smooth_track(noisy, None) is noisy
     np.testing.assert_array_equal(smooth_track(noisy[:4], 5), noisy[:4])  # window longer than the cine: unchanged
+
+
+class NoisyOracle:
+    """A stand-in tracker: the reference plus fixed per-frame noise, smoothed like `MVnet` by its `smooth`."""
+
+    smooth = None
+
+    def track_cine(self, t: Track) -> dict[str, np.ndarray]:
+        noise = np.random.default_rng(int(t.subject[1:])).normal(0, 0.8, t.points.shape).astype(np.float32)
+        p = smooth_track(t.points + noise, self.smooth)
+        return {"1": p, "1+2+2": p}
+
+
+def test_choose_smoothing_picks_a_window_on_validation_and_sets_it():
+    oracle = NoisyOracle()
+    best, tab = choose_smoothing({"4CH": oracle}, {"4CH": [toy_track(a, seed=i, n=30) for i, a in enumerate((0, 40))]})
+    assert list(tab["smooth"]) == [None, 5, 7, 9, 11] and best is not None and oracle.smooth == best
+    assert tab["disp_rmse_mm"].min() < tab.loc[0, "disp_rmse_mm"]  # smoothing beats raw per-frame noise
