@@ -11,6 +11,8 @@ import pytest
 from cmrlib import labels as L
 from cmrlib.phantom import PhantomConfig, make_cohort, sample_recipe, simulate_subject
 from cmrlib.phantom.anatomy import truths
+from cmrlib.phantom.cohort import chamber_colours
+from cmrlib.phantom.signal import Textures
 from cmrlib.record import LANDMARKS
 
 TINY = dict(n_frames=8, matrix=64, pixel_mm=3.0)
@@ -138,3 +140,27 @@ def test_distributions_in_documented_ranges():
     assert (df.lv_sv_ml >= df.forward_sv_ml).all() and (df[df.mr_grade > 0].lv_sv_ml > df[df.mr_grade > 0].forward_sv_ml).all()
     assert 0.1 <= (df.mr_grade > 0).mean() <= 0.3 and 0.08 <= (df.hf_class == "HFrEF").mean() <= 0.2
     assert df.hr_bpm.between(50, 100).all()
+
+
+def test_heart_detail_darkens_rv_pool_and_keeps_default_draws():
+    """heart_detail adds its keys after the default draws (recipes and truths otherwise equal) and renders the RV
+    pool darker relative to the LV pool (as in ACDC); recipes without the key keep the older RV signal."""
+    kw = dict(n_frames=2, matrix=(160, 160), pixel_mm=1.5, artefacts=False)
+    plain, rich = (simulate_subject(0, 0, PhantomConfig(**kw, heart_detail=d), views=("SAX",))["SAX"] for d in (0, 1))
+    r0, r1 = (json.loads(c.meta["recipe"]) for c in (plain, rich))
+    assert {k: v for k, v in r1["geometry"].items() if k in r0["geometry"]} == r0["geometry"]
+    assert truths(r0) == truths(r1) and np.array_equal(plain.labels, rich.labels)
+
+    def rv_over_lv(c):
+        img, lab = c.pixels[c.ed], c.labels[c.ed]
+        return np.median(img[lab == L.RV]) / np.percentile(img[lab == L.LV], 90)
+
+    assert rv_over_lv(rich) < rv_over_lv(plain) - 0.05
+    assert chamber_colours(dict(blood=1.0, myo=0.4), r0["geometry"])[2] == pytest.approx(0.97)
+
+
+def test_texture_bank_crops_are_seeded_and_sized():
+    a, b = (Textures(np.random.default_rng(1), (40, 30), 1.5, n_planes=10) for _ in range(2))
+    x, y = a(4.0), b(4.0)
+    assert x.shape == (1200,) and np.array_equal(x, y)
+    assert not np.array_equal(a(4.0), x)  # a second request is another crop of the same field

@@ -194,7 +194,7 @@ def _flow(x, y, z, phase, famp, ph0, ph1):
 def _heart_kernel(pts, nrm, px, th, state, t0, uu, jet_dir, rv_wall, a_wall, bg, col, lut, extra, out_img, out_lab):
     T, N = out_img.shape
     pap0, pap1, pap_r, trab, famp, ph0, ph1 = extra[0], extra[1], extra[2], extra[3], extra[4], extra[5], extra[6]
-    pap_pos, slow, fine = extra[7], extra[8], extra[9]
+    pap_pos, slow, fine, gap, trab_d = extra[7], extra[8], extra[9], extra[10], extra[11]
     n0, n1, n2 = nrm[0], nrm[1], nrm[2]
     cz = abs(n2)
     m = px + th
@@ -208,7 +208,8 @@ def _heart_kernel(pts, nrm, px, th, state, t0, uu, jet_dir, rv_wall, a_wall, bg,
         for pk in range(2):
             ph = pap0 if pk == 0 else pap1
             jj = int(ph / two_pi * N_THETA) % N_THETA
-            rr = pap_pos * (b - t0[jj] - tau * uu[jj])
+            ar_p = b - t0[jj] - tau * uu[jj]
+            rr = pap_pos * ar_p if gap < 0.0 else ar_p - gap * pap_r  # gap >= 0: anchored in the wall
             pap[pk, 0], pap[pk, 1] = rr * np.cos(ph), rr * np.sin(ph)
         for i in range(N):
             x, y, z = pts[i, 0], pts[i, 1], pts[i, 2]
@@ -296,10 +297,20 @@ def _heart_kernel(pts, nrm, px, th, state, t0, uu, jet_dir, rv_wall, a_wall, bg,
                         lab = 1
                     if a > 0.0:
                         # trabeculae: dark endocardial fringe (6 mm), strongest toward the apex
-                        if d > -6.0:
+                        if trab_d <= 0.0 and d > -6.0:  # older recipes: a smooth dark fringe
                             w = (1.0 + d / 6.0) * (0.35 + 0.65 * min(max(-dz / lp, 0.0), 1.0))
                             val *= 1.0 - a * trab * w * (0.5 + 0.5 * np.sin(17.0 * th_i + 0.25 * z)) * (
                                 0.6 + 0.4 * np.sin(7.0 * th_i - 0.3 * z + 1.3))
+                        elif trab_d > 0.0:
+                            # muscular fingers (myocardial signal) of varying depth reaching into the cavity
+                            apw = 0.45 + 0.55 * min(max(-dz / lp, 0.0), 1.0)
+                            dep = trab_d * apw * (0.6 + 0.4 * np.sin(5.0 * th_i + 0.11 * z + ph0))
+                            if d > -dep:
+                                fing = (np.sin(19.0 * th_i + 0.21 * z + ph1) + 0.7 * np.sin(31.0 * th_i - 0.17 * z + ph0)
+                                        + 1.2 * (1.0 + d / (dep + 1e-6)) - 0.6) * 2.0
+                                fing = 0.0 if fing < 0.0 else (1.0 if fing > 1.0 else fing)
+                                wt = a * trab * fing
+                                val = val * (1.0 - wt) + wt * col[1]
                         # papillary muscles: two myocardial rods from the mid-ventricle toward the apex
                         for pk in range(2):
                             qx, qy = x - pap[pk, 0], y - pap[pk, 1]
@@ -314,11 +325,13 @@ def _heart_kernel(pts, nrm, px, th, state, t0, uu, jet_dir, rv_wall, a_wall, bg,
 
 def _extra(recipe: dict) -> np.ndarray:
     """Static texture parameters for the kernel: papillary angles (rad), radius and radial position,
-    trabeculation, flow amplitude and phases, slow apical flow, fine flow pattern (older recipes: defaults)."""
+    trabeculation, flow amplitude and phases, slow apical flow, fine flow pattern, papillary anchoring in the wall
+    and trabecular depth (older recipes: defaults, i.e. free-standing papillary rods and a smooth dark fringe)."""
     g = recipe["geometry"]
     return np.array([*np.deg2rad(g["papillary_deg"]) % (2 * np.pi), g["papillary_mm"] * g.get("papillary_scale", 1.0),
                      g["trabeculation"], g["flow_amp"], *g["flow_phase"], g.get("papillary_pos", 0.55),
-                     g.get("slow_flow", 0.0), g.get("flow_fine", 0.0)], np.float64)
+                     g.get("slow_flow", 0.0), g.get("flow_fine", 0.0), g.get("papillary_gap", -1.0),
+                     g.get("trabecular_mm", 0.0)], np.float64)
 
 
 def heart_layer(geom: Geometry, plane: Plane, bg: np.ndarray, colours: np.ndarray, lut: np.ndarray,

@@ -15,12 +15,12 @@ from .render import Geometry, Plane
 # mean relative bSSFP signal per tissue (blood = 1), and the per-subject spread (SD, multiplicative)
 TISSUE = dict(blood=1.0, myo=0.36, fat=1.05, lung=0.07, liver=0.4, muscle=0.33, marrow=0.55, csf=0.8,
               tissue=0.35, stomach=0.3, vessel=0.85)
-SPREAD = 0.08
+SPREAD = 0.08  # recipes without `acquisition.tissue_spread`
 
 
-def tissue_signal(rng: np.random.Generator) -> dict:
-    """Per-subject tissue intensities (scanner/coil variation of the contrast)."""
-    out = {k: float(v * np.exp(rng.normal(0, SPREAD))) for k, v in TISSUE.items()}
+def tissue_signal(rng: np.random.Generator, spread: float = SPREAD) -> dict:
+    """Per-subject tissue intensities (scanner/coil variation of the contrast: log-normal with SD `spread`)."""
+    out = {k: float(v * np.exp(rng.normal(0, spread))) for k, v in TISSUE.items()}
     out["blood"] = 1.0
     return out
 
@@ -37,6 +37,24 @@ def _smooth_noise(rng: np.random.Generator, shape, sigma_px: float) -> np.ndarra
     if f > 1:
         g = cv2.resize(g, (small[1] * f, small[0] * f), interpolation=cv2.INTER_LINEAR)[:shape[0], :shape[1]]
     return g / (g.std() + 1e-6)
+
+
+class Textures:
+    """Smooth random fields (`_smooth_noise`, flattened) for the planes of one view. For a stack of planes each
+    scale is drawn once on a canvas twice the plane's size and every request takes its own random crop, so a
+    SAX stack costs one draw per scale instead of one per plane and request (the body's main render cost)."""
+
+    def __init__(self, rng: np.random.Generator, shape: tuple[int, int], px: float, n_planes: int = 1):
+        self.rng, self.shape, self.px, self.bank = rng, tuple(shape), px, {} if n_planes > 3 else None
+
+    def __call__(self, mm: float) -> np.ndarray:
+        H, W = self.shape
+        if self.bank is None:
+            return _smooth_noise(self.rng, (H, W), mm / self.px).reshape(-1)
+        if mm not in self.bank:
+            self.bank[mm] = _smooth_noise(self.rng, (2 * H, 2 * W), mm / self.px)
+        r, c = self.rng.integers(0, H + 1), self.rng.integers(0, W + 1)
+        return self.bank[mm][r:r + H, c:c + W].reshape(-1)
 
 
 def _tube(P: np.ndarray, start: np.ndarray, direction, length: float, r: float) -> np.ndarray:
@@ -60,17 +78,18 @@ def _rim(mask: np.ndarray, shape, px: float, mm: float = 1.5) -> np.ndarray:
     return (m & ~cv2.erode(m, np.ones((2 * r + 1, 2 * r + 1), np.uint8)).astype(bool)).reshape(-1).astype(bool)
 
 
-def body_image(geom: Geometry, plane: Plane, tis: dict, rng: np.random.Generator) -> np.ndarray:
+def body_image(geom: Geometry, plane: Plane, tis: dict, rng: np.random.Generator,
+               tex: Textures | None = None) -> np.ndarray:
     """Static (H, W) image of the thorax around the heart: skin fat and breasts, chest-wall muscle, ribs and
     sternum, lungs with bright branching vessels, the diaphragm with liver (hepatic veins, IVC), stomach
     (air over fluid) and spleen under the heart, great vessels (aorta, pulmonary artery, SVC), spine,
-    mediastinal and patchy epicardial fat."""
+    mediastinal and patchy epicardial fat. `tex`: the view's texture source (default: fresh fields from `rng`)."""
     b = geom.recipe["geometry"]["body"]
     P = plane.points()
     H, W = plane.shape
     x, y, z = P[:, 0], P[:, 1], P[:, 2]
     hw, hd, fat, mus = b["half_width_mm"], b["half_depth_mm"], b["fat_mm"], b["muscle_mm"]
-    tex = lambda mm: _smooth_noise(rng, (H, W), mm / plane.px).reshape(-1)
+    tex = tex or Textures(rng, (H, W), plane.px)
     img = np.zeros(len(P), np.float32)
     skin = _ellipse(x, y, 0, 0, hw, hd)
     breast = np.zeros(len(P), bool)

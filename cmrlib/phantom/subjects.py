@@ -28,6 +28,8 @@ class PhantomConfig:
     snr: tuple[float, float] = (22.0, 60.0)  # blood-pool mean / noise sigma
     kspace: tuple[float, float] = (0.36, 0.62)  # acquired fraction of the displayed k-space (readout; sinc PSF, Gibbs)
     bias: tuple[float, float] = (0.15, 0.45)  # coil bias-field amplitude
+    tissue_spread: float = 0.08  # per-subject log-SD of each tissue's signal relative to blood (contrast variety)
+    heart_detail: bool = False  # RV pool darker than the LV, wall-anchored papillary muscles, trabecular fingers
     p_hfref: float = 0.14
     p_hfpef: float = 0.14
     p_mr: tuple[float, float, float] = (0.08, 0.07, 0.05)  # MR grade 1 (mild), 2 (moderate), 3 (severe)
@@ -243,14 +245,15 @@ def sample_acquisition(rng: np.random.Generator, cfg: PhantomConfig) -> dict:
                       for v in ("SAX", "4CH", "2CH", "3CH")},
         sax_misreg_mm=float(rng.uniform(1.0, 3.5)) if misreg else 0.0,
         snr=float(rng.uniform(*cfg.snr)), kspace=float(rng.uniform(*cfg.kspace)), bias=float(rng.uniform(*cfg.bias)),
-        pe_ratio=float(rng.uniform(0.75, 0.95)), ghost=float(rng.uniform(0.0, 0.05)),
+        pe_ratio=float(rng.uniform(0.75, 0.95)), ghost=float(rng.uniform(0.0, 0.05)), tissue_spread=cfg.tissue_spread,
     )
 
 
-def sample_texture(rng: np.random.Generator, cov: dict) -> tuple[dict, dict]:
+def sample_texture(rng: np.random.Generator, cov: dict, detail: bool = False) -> tuple[dict, dict]:
     """Image-realism parameters added after the first cohorts (own random stream, so older draws are unchanged):
     body (breasts, ribs, diaphragm lift under the heart, stomach air, pulmonary trunk, epicardial fat cover) and
-    blood-pool texture (papillary muscle position/size, slow apical flow, fine flow pattern)."""
+    blood-pool texture (papillary muscle position/size, slow apical flow, fine flow pattern); with `detail` also
+    the RV pool signal, wall-anchored papillary muscles and trabecular fingers (`PhantomConfig.heart_detail`)."""
     female = cov["sex"] == "F"
     body = dict(breast_mm=_tn(rng, 32.0, 10.0, 12.0, 60.0) if female else 0.0, breast_z_mm=rng.normal(-40.0, 15.0),
                 rib_pitch_mm=_tn(rng, 30.0, 3.0, 24.0, 36.0), rib_mm=_tn(rng, 11.0, 1.5, 8.0, 14.0),
@@ -259,6 +262,9 @@ def sample_texture(rng: np.random.Generator, cov: dict) -> tuple[dict, dict]:
                 epi_fat_thr=rng.normal(0.0, 0.3))
     heart = dict(papillary_pos=float(rng.uniform(0.6, 0.72)), papillary_scale=_tn(rng, 1.3, 0.15, 1.0, 1.7),
                  slow_flow=_tn(rng, 0.4, 0.1, 0.1, 0.65), flow_fine=_tn(rng, 0.2, 0.05, 0.05, 0.32))
+    if detail:  # drawn last, so the draws above are the same either way
+        heart.update(rv_signal=_tn(rng, 0.55, 0.12, 0.3, 0.85), papillary_gap=float(rng.uniform(0.2, 0.9)),
+                     trabecular_mm=_tn(rng, 8.0, 2.0, 4.0, 13.0))
     return body, heart
 
 
@@ -277,7 +283,7 @@ def sample_recipe(index: int, seed: int, config: PhantomConfig | dict | None = N
         flow_void=bool(cond["mr_grade"] == 0 and rng.random() < cfg.p_flow_void),
         void_phase=float(rng.uniform(0.05, 0.3)))
     noise_seed = int(rng.integers(0, 2**31 - 1))
-    body, heart = sample_texture(np.random.default_rng([int(seed), int(index), 4]), cov)
+    body, heart = sample_texture(np.random.default_rng([int(seed), int(index), 4]), cov, cfg.heart_detail)
     geo["body"].update(body)
     geo.update(heart)
     return dict(subject=f"ph{index + 1:04d}", index=int(index), seed=int(seed), covariates=cov, conditions=cond,
