@@ -256,7 +256,8 @@ def hd95(pred: np.ndarray, truth: np.ndarray, label: int, spacing: Sequence[floa
 
 def evaluate(source: CohortStore | str | Path, predictions: Mapping[str, np.ndarray],
              labels: Sequence[int] | None = None) -> pd.DataFrame:
-    """Dice and HD95 per cine, labelled frame and structure (SAX: over the whole stack), with ED/ES flags.
+    """Dice and HD95 per cine, labelled frame and structure (SAX: over the whole stack), with ED/ES flags and the
+    structure's true and predicted pixel counts.
 
     Structures default to those the cine's truth contains; a structure predicted where the truth
     has none at that frame scores Dice 0.
@@ -276,7 +277,8 @@ def evaluate(source: CohortStore | str | Path, predictions: Mapping[str, np.ndar
                 rows.append(dict(cine_id=cid, subject=c.subject, view=c.view, source=c.source,
                                  split=splits.get(str(c.subject)), frame=int(t), is_ed=t == c.ed, is_es=t == c.es,
                                  structure=NAMES[lab], dice=dice(pred[t], c.labels[t], lab),
-                                 hd95=hd95(pred[t], c.labels[t], lab, c.spacing)))
+                                 hd95=hd95(pred[t], c.labels[t], lab, c.spacing),
+                                 truth_px=int((c.labels[t] == lab).sum()), pred_px=int((pred[t] == lab).sum())))
     return pd.DataFrame(rows)
 
 

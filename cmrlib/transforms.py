@@ -4,7 +4,9 @@ Geometry follows TorchIO's split: `Affine2D` is a deterministic, exactly inverti
 (rotation, isotropic scale, flip, translation, crop/resize to an output size) applied identically
 to images (bilinear), masks (nearest) and (x, y) pixel points via OpenCV's `warpAffine`;
 `RandomAffine2D` only samples an `Affine2D` from a generator. `SegAffine` / `IntensityAug` wrap
-them as fastai transforms (augmentation on the training split only).
+them as fastai transforms (augmentation on the training split only). Intensity changes follow the same
+split: `bias_field`, `degrade` and `remap_labels` are deterministic; `IntensityAug` and
+`LabelIntensityAug` (SynthSeg-style per-structure contrast, for sim-to-real) only draw their arguments.
 
 Pixel convention (OpenCV's and the `Cine` landmarks'): point (x, y) = (column, row) and the
 centre of pixel [r, c] sits at (c, r).
@@ -24,7 +26,8 @@ from fastai.vision.core import TensorPoint
 from .utils import rng as _rng
 
 __all__ = ["normalise", "clip_zscore", "median_iqr", "Affine2D", "RandomAffine2D", "fit_affine",
-           "SegAffine", "IntensityAug", "ClutterAug", "elastic_field", "warp_field"]
+           "SegAffine", "IntensityAug", "LabelIntensityAug", "ClutterAug", "elastic_field", "warp_field", "bias_field",
+           "degrade", "remap_labels"]
 
 
 # ---- intensity -----------------------------------------------------------------------------
@@ -51,6 +54,45 @@ def normalise(x: np.ndarray, method: str = "zscore") -> np.ndarray:
     if method not in NORMS:
         raise ValueError(f"unknown normalisation {method!r}; expected one of {sorted(NORMS)}")
     return NORMS[method](x)
+
+
+# ---- deterministic intensity changes (the random transforms below only sample their arguments) --------
+def bias_field(shape: tuple[int, int], coeffs: np.ndarray) -> np.ndarray:
+    """A smooth multiplicative field exp(sum c[i, j] y^i x^j) on [-1, 1]^2: a coil's slow intensity drift."""
+    c = np.asarray(coeffs, dtype=np.float32)
+    y, x = np.linspace(-1, 1, shape[0], dtype=np.float32), np.linspace(-1, 1, shape[1], dtype=np.float32)
+    py, px = np.stack([y ** i for i in range(c.shape[0])]), np.stack([x ** j for j in range(c.shape[1])])
+    return np.exp(py.T @ c @ px).astype(np.float32)
+
+
+def degrade(img: np.ndarray, factor: float) -> np.ndarray:
+    """Down-sample (area) by `factor` >= 1 and back (bilinear): the look of a coarser acquisition on the same grid."""
+    a = np.asarray(img, dtype=np.float32)
+    if factor <= 1.0:
+        return a
+    h, w = a.shape[-2:]
+    small = (max(1, int(round(w / factor))), max(1, int(round(h / factor))))
+    flat = a.reshape(-1, h, w)
+    out = [cv2.resize(cv2.resize(c, small, interpolation=cv2.INTER_AREA), (w, h), interpolation=cv2.INTER_LINEAR)
+           for c in flat]
+    return np.stack(out).reshape(a.shape)
+
+
+def remap_labels(img: np.ndarray, mask: np.ndarray, gain: np.ndarray, shift: np.ndarray,
+                 sigma: float = 1.0) -> np.ndarray:
+    """Per-label linear intensity remap (label k: gain[k] about the region's mean, plus shift[k]), blended over
+    `sigma` px at the borders: SynthSeg-style contrast randomisation that keeps each region's own texture."""
+    x = np.asarray(img, dtype=np.float32)
+    m = np.asarray(mask)
+    out, wsum = np.zeros_like(x), np.zeros_like(x)
+    for k in np.unique(m):
+        w = (m == k).astype(np.float32)
+        mean = float(x[m == k].mean())
+        if sigma > 0:
+            w = cv2.GaussianBlur(w, (0, 0), sigma)
+        out += w * (gain[k] * (x - mean) + mean + shift[k])
+        wsum += w
+    return (out / np.maximum(wsum, 1e-6)).astype(np.float32)
 
 
 # ---- deterministic geometry ------------------------------------------------------------------
@@ -252,14 +294,18 @@ class SegAffine(RandTransform):
 
 
 class IntensityAug(RandTransform):
-    """Random gamma, contrast, noise and blur on normalised images (training only) for robustness across scanners."""
+    """Random coil bias field, gamma, contrast, coarser resolution, blur and noise on normalised images (training
+    only) for robustness across scanners; each draw delegates to `bias_field` / `degrade` / OpenCV."""
 
     split_idx, order = 0, 21
 
     def __init__(self, gamma: tuple[float, float] = (0.7, 1.5), contrast: tuple[float, float] = (0.8, 1.2),
-                 noise: float = 0.05, blur_p: float = 0.2, p: float = 1.0, seed: int | None = 0):
+                 noise: float = 0.05, blur_p: float = 0.2, blur: tuple[float, float] = (0.5, 1.2), bias: float = 0.0,
+                 lowres: tuple[float, float] = (1.0, 1.0), lowres_p: float = 0.0, p: float = 1.0,
+                 seed: int | None = 0):
         super().__init__(p=p)
-        self.gamma, self.contrast, self.noise, self.blur_p = gamma, contrast, noise, blur_p
+        self.gamma, self.contrast, self.noise, self.blur_p, self.blur_range = gamma, contrast, noise, blur_p, blur
+        self.bias, self.lowres, self.lowres_p = bias, lowres, lowres_p
         self.gen = _rng(None if seed is None else seed + 2)
 
     def before_call(self, b, split_idx: int):
@@ -268,14 +314,22 @@ class IntensityAug(RandTransform):
         self.g = float(np.exp(g.uniform(*np.log(self.gamma))))
         self.c = float(g.uniform(*self.contrast))
         self.sd = float(g.uniform(0, self.noise))
-        self.blur = float(g.uniform(0.5, 1.2)) if g.random() < self.blur_p else 0.0
+        self.blur = float(g.uniform(*self.blur_range)) if g.random() < self.blur_p else 0.0
         self.seed_noise = int(g.integers(2**31))
+        # draws below come after the original ones, so a seed's earlier parameters are unchanged
+        self.coeffs = g.uniform(-1, 1, (3, 3)) * self.bias if self.bias > 0 else None
+        self.factor = float(g.uniform(*self.lowres)) if self.lowres_p > 0 and g.random() < self.lowres_p else 1.0
 
     def encodes(self, x: TensorImage):
         a = _np(x).astype(np.float32)
         lo, hi = a.min(), a.max()
-        u = ((a - lo) / max(hi - lo, 1e-6)) ** self.g  # gamma on [0, 1], then back to a z-score
+        u = (a - lo) / max(hi - lo, 1e-6)
+        if self.coeffs is not None:
+            u = u * bias_field(u.shape[-2:], self.coeffs)
+        u = u ** self.g  # gamma on [0, 1] (times the field), then back to a z-score
         u = (u - u.mean()) / max(float(u.std()), 1e-6) * self.c
+        if self.factor > 1.0:
+            u = degrade(u, self.factor)
         if self.blur > 0:
             flat = u.reshape(-1, *u.shape[-2:])
             u = np.stack([cv2.GaussianBlur(c, (0, 0), self.blur) for c in flat]).reshape(u.shape)
@@ -283,17 +337,43 @@ class IntensityAug(RandTransform):
         return TensorImage(torch.from_numpy(u.astype(np.float32)))
 
 
+class LabelIntensityAug(ItemTransform):
+    """Randomise each labelled region's contrast from the mask of (image, mask) items (training only): per label a
+    log-uniform gain about its mean and a shift in image SDs (`remap_labels`), so a model trained on synthetic
+    images learns shapes rather than one simulator's tissue contrasts (SynthSeg's idea, texture kept)."""
+
+    split_idx, order = 0, 19
+
+    def __init__(self, gain: tuple[float, float] = (0.6, 1.6), shift: float = 0.5, sigma: float = 1.0,
+                 p: float = 0.8, n_labels: int = 6, seed: int | None = 0):
+        super().__init__()
+        self.gain, self.shift, self.sigma, self.p, self.n_labels = gain, shift, sigma, p, n_labels
+        self.gen = _rng(None if seed is None else seed + 4)
+
+    def encodes(self, b):
+        g = self.gen
+        if len(b) < 2 or g.random() >= self.p:
+            return b
+        gain = np.exp(g.uniform(*np.log(self.gain), self.n_labels))
+        img, msk = _np(b[0]).astype(np.float32), _np(b[1])
+        shift = g.uniform(-self.shift, self.shift, self.n_labels) * max(float(img.std()), 1e-6)
+        out = np.stack([remap_labels(c, msk, gain, shift, self.sigma) for c in img.reshape(-1, *msk.shape[-2:])])
+        return (TensorImage(torch.from_numpy(out.reshape(img.shape))), b[1], *b[2:])
+
+
 class ClutterAug(ItemTransform):
     """Paint random ellipses of image-like brightness into the background (label 0) of (image, mask) items (training
     only): distractor blobs that keep a model trained on sparse synthetic scenes from calling every bright disc a
-    ventricle. Labelled pixels are never touched."""
+    ventricle. Only pixels of `labels` are painted and masks never change, so `labels=(1,)` with dark `level`
+    percentiles gives the LV blood pool extra papillary-muscle / trabecular spots that stay LV (ACDC's convention)."""
 
     split_idx, order = 0, 22
 
-    def __init__(self, n: float = 6.0, radius: tuple[float, float] = (3.0, 20.0), p: float = 0.8, seed: int | None = 0):
+    def __init__(self, n: float = 6.0, radius: tuple[float, float] = (3.0, 20.0), p: float = 0.8,
+                 labels: tuple[int, ...] = (0,), level: tuple[float, float] = (40.0, 99.5), seed: int | None = 0):
         super().__init__()
-        self.n, self.radius, self.p = n, radius, p
-        self.gen = _rng(None if seed is None else seed + 3)
+        self.n, self.radius, self.p, self.labels, self.level = n, radius, p, tuple(labels), tuple(level)
+        self.gen = _rng(None if seed is None else seed + 3 + 10 * sum(self.labels))
 
     def encodes(self, b):
         g = self.gen
@@ -301,15 +381,20 @@ class ClutterAug(ItemTransform):
             return b
         img, msk = _np(b[0]).astype(np.float32), _np(b[1])
         h, w = msk.shape[-2:]
+        inside = np.isin(msk, self.labels)
+        where = None if self.labels == (0,) else np.argwhere(inside)  # background: centres anywhere
+        if where is not None and not len(where):
+            return b
         layer, painted = img[0].copy(), np.zeros((h, w), np.uint8)
         for _ in range(int(g.poisson(self.n))):
-            val = float(np.percentile(img, g.uniform(40, 99.5)))
-            c = (int(g.integers(w)), int(g.integers(h)))
+            val = float(np.percentile(img, g.uniform(*self.level)))
+            c = (int(g.integers(w)), int(g.integers(h))) if where is None else tuple(
+                int(v) for v in where[g.integers(len(where))][::-1])
             ax = tuple(int(v) for v in g.uniform(*self.radius, size=2))
             ang = float(g.uniform(0, 180))
             cv2.ellipse(layer, c, ax, ang, 0, 360, val, -1)
             cv2.ellipse(painted, c, ax, ang, 0, 360, 1, -1)
-        keep = (painted > 0) & (msk == 0)
+        keep = (painted > 0) & inside
         out = img.copy()
         out[0][keep] = cv2.GaussianBlur(layer, (0, 0), 1.0)[keep]
         return (TensorImage(torch.from_numpy(out)), b[1], *b[2:])

@@ -121,6 +121,7 @@ def test_evaluate_rows(store):
     assert len(df) == 2 * 4 * 3 and set(df["structure"]) == {"LV", "MYO", "RV"}
     rv1 = df[(df.cine_id == "toy04_SAX") & (df.frame == 1) & (df.structure == "RV")]
     assert rv1["dice"].item() == 0 and np.isnan(rv1["hd95"].item())
+    assert rv1["pred_px"].item() == 0 and rv1["truth_px"].item() == (store.read("toy04_SAX").labels[1] == RV).sum() > 0
     others = df.drop(rv1.index)
     assert (others["dice"] == 1).all() and (others["hd95"] == 0).all()
     assert df["is_ed"].sum() == 2 * 3 and (df["split"] == "valid").all()

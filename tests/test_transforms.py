@@ -7,8 +7,8 @@ import torch
 from fastai.torch_core import TensorImage, TensorMask
 from fastai.vision.core import TensorPoint
 
-from cmrlib.transforms import (Affine2D, ClutterAug, IntensityAug, RandomAffine2D, SegAffine, clip_zscore, fit_affine,
-                               median_iqr, normalise)
+from cmrlib.transforms import (Affine2D, ClutterAug, IntensityAug, LabelIntensityAug, RandomAffine2D, SegAffine,
+                               bias_field, clip_zscore, degrade, fit_affine, median_iqr, normalise, remap_labels)
 
 CASES = [
     dict(angle=0.0, scale=1.0, flip=False, shift=(0.0, 0.0)),
@@ -144,3 +144,69 @@ def test_clutter_paints_background_only_on_training():
     assert torch.equal(y, b[1])
     x1, _ = tfm(b, split_idx=1)
     assert torch.equal(x1, b[0])
+
+
+def test_remap_labels_moves_one_region_and_keeps_the_rest():
+    img, msk = dot_image(64, 64, xy=(32.0, 32.0), r=10)
+    img = img + np.random.default_rng(0).normal(0, 0.1, img.shape).astype(np.float32)
+    ones, zeros = np.ones(6), np.zeros(6)
+    np.testing.assert_allclose(remap_labels(img, msk, ones, zeros), img, atol=1e-5)  # identity parameters
+    shift = zeros.copy()
+    shift[3] = 2.0
+    out = remap_labels(img, msk, ones, shift, sigma=1.0)
+    inner = (np.hypot(*np.mgrid[0:64, 0:64] - 32.0) < 6)
+    far = (np.hypot(*np.mgrid[0:64, 0:64] - 32.0) > 16)
+    np.testing.assert_allclose(out[inner] - img[inner], 2.0, atol=1e-3)
+    np.testing.assert_allclose(out[far], img[far], atol=1e-3)
+    gain = ones.copy()
+    gain[3] = 0.0  # a zero gain flattens the region to its mean
+    flat = remap_labels(img, msk, gain, zeros, sigma=0.0)
+    assert flat[msk == 3].std() < 1e-5 and flat[msk == 3].mean() == pytest.approx(img[msk == 3].mean(), abs=1e-5)
+
+
+def test_label_intensity_aug_is_seeded_keeps_the_mask_and_skips_validation():
+    img, msk = dot_image(64, 64, xy=(30.0, 34.0), r=9)
+    b = (TensorImage(torch.from_numpy(img)[None]), TensorMask(torch.from_numpy(msk)))
+    x, y = LabelIntensityAug(p=1.0, seed=5)(b, split_idx=0)
+    x2, _ = LabelIntensityAug(p=1.0, seed=5)(b, split_idx=0)
+    x3, _ = LabelIntensityAug(p=1.0, seed=6)(b, split_idx=0)
+    assert torch.equal(y, b[1]) and x.shape == b[0].shape
+    assert torch.equal(x, x2) and not torch.equal(x, x3)
+    assert not torch.equal(x, b[0])
+    xv, _ = LabelIntensityAug(p=1.0, seed=5)(b, split_idx=1)
+    assert torch.equal(xv, b[0])
+
+
+def test_bias_field_and_degrade():
+    assert np.allclose(bias_field((20, 30), np.zeros((3, 3))), 1.0)
+    c = np.zeros((3, 3))
+    c[0, 1] = 0.5  # a left-right ramp
+    f = bias_field((20, 30), c)
+    assert f.shape == (20, 30) and f[:, -1].mean() > f[:, 0].mean()
+    np.testing.assert_allclose(f[:, 0], np.exp(-0.5), rtol=1e-5)
+    img, _ = dot_image(64, 64, xy=(32.0, 32.0), r=10)
+    np.testing.assert_array_equal(degrade(img, 1.0), img)
+    d = degrade(np.stack([img, img]), 3.0)
+    assert d.shape == (2, 64, 64) and abs(d.mean() - img.mean()) < 0.02
+    soft = lambda a: ((a > 0.05) & (a < 0.95)).sum()  # a coarser acquisition blurs the disc's edge
+    assert soft(d[0]) > soft(img) + 20
+
+
+def test_intensity_aug_with_bias_and_lowres_is_seeded():
+    img, msk = dot_image(64, 64, xy=(32.0, 32.0), r=10)
+    b = (TensorImage(torch.from_numpy(img)[None]), TensorMask(torch.from_numpy(msk)))
+    kw = dict(bias=0.5, lowres=(1.5, 2.5), lowres_p=1.0, noise=0.0, seed=3)
+    x, y = IntensityAug(**kw)(b, split_idx=0)
+    x2, _ = IntensityAug(**kw)(b, split_idx=0)
+    assert torch.equal(x, x2) and torch.equal(y, b[1]) and x.shape == (1, 64, 64)
+    assert abs(float(x.mean())) < 0.01  # still about a z-scored image (contrast scales the SD)
+
+
+def test_clutter_inside_a_label_paints_only_there():
+    img, msk = dot_image(64, 64, xy=(32.0, 32.0), r=12)
+    msk = np.where(msk > 0, 1, 0).astype(np.uint8)  # an LV blood pool
+    b = (TensorImage(torch.from_numpy(img)[None]), TensorMask(torch.from_numpy(msk)))
+    x, y = ClutterAug(n=4, radius=(1.5, 4), labels=(1,), level=(5, 40), p=1.0, seed=0)(b, split_idx=0)
+    changed = x.numpy()[0] != img
+    assert changed.any() and not changed[msk == 0].any() and torch.equal(y, b[1])
+    assert x.numpy()[0][changed].max() < 1.0  # dark spots on the bright pool

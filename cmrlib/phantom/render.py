@@ -130,8 +130,9 @@ class Geometry:
         """4CH (long axis + RV direction) or 2CH (long axis + its perpendicular) with rotation/tilt errors."""
         a = self.acq
         ex, ey, ez = self.R.T
-        if view == "4CH":
-            n0, tilt_axis, right, down = ey, ex, L_DIR, P_DIR
+        if view == "4CH":  # planned through the LV long axis and the tricuspid valve: it holds the RV/RA direction
+            d = self.heart.rv_dir[0] * ex + self.heart.rv_dir[1] * ey
+            n0, tilt_axis, right, down = np.cross(ez, d), d, L_DIR, P_DIR
         elif view == "2CH":
             n0, tilt_axis, right, down = ex, ey, L_DIR, -S_DIR
         else:
