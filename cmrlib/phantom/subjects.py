@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 
 from . import motion
+from .signal import SPREAD
 
 CONDITIONS = ("healthy", "HFrEF", "HFpEF", "MR", "MI", "AF", "HCM")
 
@@ -28,7 +29,7 @@ class PhantomConfig:
     snr: tuple[float, float] = (22.0, 60.0)  # blood-pool mean / noise sigma
     kspace: tuple[float, float] = (0.36, 0.62)  # acquired fraction of the displayed k-space (readout; sinc PSF, Gibbs)
     bias: tuple[float, float] = (0.15, 0.45)  # coil bias-field amplitude
-    tissue_spread: float = 0.08  # per-subject log-SD of each tissue's signal relative to blood (contrast variety)
+    tissue_spread: float = SPREAD  # per-subject log-SD of each tissue's signal relative to blood (contrast variety)
     heart_detail: bool = False  # RV pool darker than the LV, wall-anchored papillary muscles, trabecular fingers
     p_hfref: float = 0.14
     p_hfpef: float = 0.14
