@@ -32,6 +32,22 @@ def test_round_trip_preserves_everything(tmp_path):
     assert np.array_equal(r.landmarks["truth"], c.landmarks["truth"])
 
 
+@pytest.mark.parametrize("pixels, stored, scale", [
+    (np.arange(24.0).reshape(4, 6) / 512, np.uint16, 1 / 512),  # the phantom's quantised magnitudes
+    (np.arange(24.0).reshape(4, 6) * 100, np.uint16, 1.0),      # integer scanner magnitudes
+    (np.linspace(-1, 1, 24).reshape(4, 6), np.float32, None),   # negative / non-quantised: kept as float
+    (np.full((4, 6), 70000.0), np.float32, None),               # beyond uint16
+])
+def test_pixels_packed_losslessly(tmp_path, pixels, stored, scale):
+    s = CohortStore(tmp_path)
+    c = cine(view="4CH", pixels=pixels[:, None, :].repeat(7, 1).reshape(4, 6, 7), labels=None)
+    s.write(c)
+    g = s.group(c.cine_id)
+    assert g["pixels"].dtype == stored and g.attrs["pixel_scale"] == scale
+    r = s.read(c.cine_id)
+    assert r.pixels.dtype == np.float32 and np.array_equal(r.pixels, c.pixels)
+
+
 def test_frame_subset_reindexes_ed_es(tmp_path):
     s = CohortStore(tmp_path)
     s.write(cine())
