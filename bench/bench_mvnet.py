@@ -1,4 +1,5 @@
-"""MVnet speed: seconds per patient (a 2CH and a 4CH cine, full 1+2+2 pipeline, batched over frames) on 1 and 2 CPU threads.
+"""MVnet speed: seconds per patient (a 2CH and a 4CH cine, full 1+2+2 pipeline with the profile's test-time crops in
+the last pass, batched over frames) on 1 and 2 CPU threads.
 
 Usage: python bench/bench_mvnet.py [run_dir]   (uses run_dir/03/models when present, else untrained models of the
 default profile's size: the timing does not depend on the weights). The CPU may be shared: numbers are pessimistic.
@@ -21,13 +22,13 @@ TARGET_S = 1.0
 def _trackers(run_dir: str | None, profile: str = "default") -> dict[str, mv.MVnet]:
     """Trained trackers from a run folder, else freshly initialised ones with the profile's architecture."""
     models = Path(run_dir) / "03" / "models" if run_dir else None
-    if models is not None and all(mv.model_path(models, v, s).exists() for v in mv.VIEWS for s in (1, 2)):
-        return {v: mv.MVnet.load(models, v) for v in mv.VIEWS}
     p = load_profile(profile).get("03", {})
-    keys = ("arch", "widths", "blocks", "head", "coords", "n_refine", "window2")
+    if models is not None and all(mv.model_path(models, v, s).exists() for v in mv.VIEWS for s in (1, 2)):
+        return {v: mv.MVnet.load(models, v, tta=p.get("tta")) for v in mv.VIEWS}
+    keys = ("arch", "widths", "blocks", "head", "coords", "n_refine", "window2", "tta")
     cfg = mv.MVConfig(**{k: (tuple(p[k]) if isinstance(p[k], list) else p[k]) for k in keys if k in p})
     torch.manual_seed(0)
-    return {v: mv.MVnet(cfg.model(1), cfg.model(2), v, cfg.n_refine) for v in mv.VIEWS}
+    return {v: mv.MVnet(cfg.model(1), cfg.model(2), v, cfg.n_refine, tta=cfg.tta) for v in mv.VIEWS}
 
 
 def _patient(n_frames: int = 40, shape=(208, 208), seed: int = 0) -> dict[str, np.ndarray]:
@@ -53,7 +54,7 @@ def seconds_per_patient(run_dir: str | None = None, threads: int = 2, n_frames: 
 
 def rows(run_dir: str | None = None) -> list[dict]:
     """One row per thread count (on a shared 2-core CPU, 2 threads can be far slower than 1)."""
-    return [dict(figure=f"MVnet s per patient (2CH+4CH, 40 frames, 1+2+2, {n} thread{'s' * (n > 1)})",
+    return [dict(figure=f"MVnet s per patient (2CH+4CH, 40 frames, 1+2+2 with test-time crops, {n} thread{'s' * (n > 1)})",
                  value=round(seconds_per_patient(run_dir, threads=n), 3), target=f"<= {TARGET_S}") for n in (1, 2)]
 
 

@@ -7,8 +7,8 @@ import torch
 
 from cmrlib.models.regress import SoftArgmax, WeightsUnavailable, point_regressor
 from cmrlib.mvnet import (S1_SIZE, STD_RES, STD_SIZE, MVnet, MVnetError, PointFrames, Track, clinical, evaluate,
-                          choose_smoothing, from_unit, observer_frames, smooth_track, perturb_points, pooled_displacement_error, spatial_errors,
-                          stage1_geometry, standardise, to_unit, train_stage)
+                          choose_inference, from_unit, observer_frames, smooth_track, perturb_points, pooled_displacement_error, spatial_errors,
+                          stage1_geometry, standardise, to_unit, train_stage, tta_shifts)
 
 torch.set_num_threads(1)
 
@@ -229,18 +229,65 @@ def test_smooth_track_keeps_motion_and_removes_frame_noise():
 
 
 class NoisyOracle:
-    """A stand-in tracker: the reference plus fixed per-frame noise, smoothed like `MVnet` by its `smooth`."""
+    """A stand-in tracker: the reference plus fixed per-frame noise (halved by test-time crops), smoothed like
+    `MVnet` by its `smooth`."""
 
-    smooth = None
+    smooth, tta = None, None
 
     def track_cine(self, t: Track) -> dict[str, np.ndarray]:
         noise = np.random.default_rng(int(t.subject[1:])).normal(0, 0.8, t.points.shape).astype(np.float32)
-        p = smooth_track(t.points + noise, self.smooth)
+        p = smooth_track(t.points + noise * (0.5 if self.tta else 1.0), self.smooth)
         return {"1": p, "1+2+2": p}
 
 
-def test_choose_smoothing_picks_a_window_on_validation_and_sets_it():
+def test_choose_inference_picks_on_validation_and_sets_it():
     oracle = NoisyOracle()
-    best, tab = choose_smoothing({"4CH": oracle}, {"4CH": [toy_track(a, seed=i, n=30) for i, a in enumerate((0, 40))]})
-    assert list(tab["smooth"]) == [None, 5, 7, 9, 11] and best is not None and oracle.smooth == best
-    assert tab["disp_rmse_mm"].min() < tab.loc[0, "disp_rmse_mm"]  # smoothing beats raw per-frame noise
+    valid = {"4CH": [toy_track(a, seed=i, n=30) for i, a in enumerate((0, 40))]}
+    best, tab = choose_inference({"4CH": oracle}, valid, windows=(None, 5, 9), ttas=(None, 3.0))
+    assert list(tab["smooth"]) == [None, 5, 9] * 2 and list(tab["tta"]) == [None] * 3 + [3.0] * 3
+    i = int(tab["criterion_mm"].idxmin())
+    assert best == {"smooth": tab.loc[i, "smooth"], "tta": 3.0} and (oracle.smooth, oracle.tta) == (best["smooth"], 3.0)
+    np.testing.assert_allclose(tab["criterion_mm"], tab["disp_err_mean_mm"].abs() + tab["disp_err_sd_mm"])
+    assert tab.loc[1, "criterion_mm"] < tab.loc[0, "criterion_mm"]  # smoothing beats raw per-frame noise
+
+
+class BlobCentroids(torch.nn.Module):
+    """An exactly shift-equivariant stand-in for stage 2: the centroid of the bright pixels in each half of the crop
+    (thresholded halfway between the crop's min and max, so intensity normalisation does not matter)."""
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = torch.nn.Parameter(torch.zeros(1))  # `MVnet` reads the device from the parameters
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = x.shape
+        lo, hi = x.amin((1, 2, 3), keepdim=True), x.amax((1, 2, 3), keepdim=True)
+        m = (x - (lo + hi) / 2).clamp(min=0)[:, 0]
+        ys, xs = torch.meshgrid(torch.arange(h, dtype=x.dtype), torch.arange(w, dtype=x.dtype), indexing="ij")
+        out = []
+        for half in (xs < w / 2, xs >= w / 2):
+            mh = m * half
+            c = torch.stack([(mh * xs).sum((1, 2)), (mh * ys).sum((1, 2))], -1) / mh.sum((1, 2))[:, None]
+            out.append((c - c.new_tensor([(w - 1) / 2, (h - 1) / 2])) / c.new_tensor([w / 2, h / 2]))
+        return torch.cat(out, 1)
+
+
+def blob_track(n: int = 6) -> Track:
+    """Two Gaussian blobs on a zero background at a toy track's points (border fill = background)."""
+    tr = toy_track(25, n=n)
+    yy, xx = np.mgrid[: tr.pixels.shape[1], : tr.pixels.shape[2]]
+    px = [sum(np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * 1.5 ** 2)) for x, y in f) * 100 for f in tr.points]
+    return Track(np.array(px, np.float32), tr.spacing, tr.points, tr.frame_times, 0, "s0", "4CH")
+
+
+def test_tta_averages_back_to_the_single_crop_for_an_equivariant_model():
+    assert tta_shifts(None) == ((0.0, 0.0),) and len(tta_shifts(3)) == 5 and np.sum(tta_shifts(3), 0).tolist() == [0, 0]
+    tr, model = blob_track(), BlobCentroids()
+    net = MVnet(model, model, "4CH")
+    g = standardise(tr.points, tr.spacing)
+    one, avg = net._predict(model, tr.pixels, g), net._predict(model, tr.pixels, g, tta_shifts(3))
+    assert np.abs(avg - one).max() < 0.01  # each shifted crop maps back to the same points (OpenCV warps at 1/32 px)
+    assert np.abs(avg - tr.points).max() < 0.1  # and those are the blob centres
+    net.tta = 3.0
+    out = net.track(tr.pixels, tr.spacing)
+    assert np.abs(out["1+2+2"] - tr.points).max() < 0.1
