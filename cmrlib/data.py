@@ -24,7 +24,8 @@ from fastprogress.fastprogress import progress_bar
 from .labels import NAMES
 from .record import Cine
 from .store import CohortStore
-from .transforms import Affine2D, ClutterAug, IntensityAug, LabelIntensityAug, SegAffine, fit_affine, normalise
+from .transforms import (Affine2D, ClutterAug, IntensityAug, LabelIntensityAug, SegAffine, WallAug, fit_affine,
+                         normalise)
 from .utils import rng, seed_everything
 
 __all__ = ["FrameGeometry", "FrameSet", "cine_frames", "frame_items", "seg_block", "seg_dls", "pick_subjects", "CODES",
@@ -145,12 +146,12 @@ def to_image(a: np.ndarray) -> TensorImage:
 
 
 def seg_block(aug: dict | None = None, intensity: dict | None = None, clutter: dict | list[dict] | None = None,
-              seed: int = 0, label_intensity: dict | None = None) -> DataBlock:
+              seed: int = 0, label_intensity: dict | None = None, wall: dict | None = None) -> DataBlock:
     """The segmentation DataBlock: (frame, labels, is_valid) items -> image, canonical `MaskBlock`, cmrlib augmentation
-    (keyword arguments of `SegAffine`, `IntensityAug`, `LabelIntensityAug`, and `ClutterAug` or a list of them;
-    None leaves one out)."""
+    (keyword arguments of `SegAffine`, `IntensityAug`, `LabelIntensityAug`, `WallAug`, and `ClutterAug` or a list of
+    them; None leaves one out)."""
     clutters = [] if clutter is None else [clutter] if isinstance(clutter, dict) else list(clutter)
-    chosen = ((SegAffine, aug), (IntensityAug, intensity), (LabelIntensityAug, label_intensity),
+    chosen = ((SegAffine, aug), (IntensityAug, intensity), (LabelIntensityAug, label_intensity), (WallAug, wall),
               *((ClutterAug, kw) for kw in clutters))
     item_tfms = [tfm(**kw, seed=seed) for tfm, kw in chosen if kw is not None]
     return DataBlock(blocks=(TransformBlock(type_tfms=to_image), MaskBlock(codes=CODES)),
@@ -164,7 +165,7 @@ def seg_dls(source: CohortStore | str | Path, views: Sequence[str] = ("SAX",), s
             train: str | Sequence[str] = "train", valid: str | Sequence[str] | None = "valid",
             subjects: Sequence[str] | None = None, frame_step: int = 1, max_frames: int | None = None,
             valid_frac: float = 0.2, aug: dict | None = None, intensity: dict | None = None,
-            clutter: dict | list[dict] | None = None, label_intensity: dict | None = None,
+            clutter: dict | list[dict] | None = None, label_intensity: dict | None = None, wall: dict | None = None,
             progress: bool = True) -> DataLoaders:
     """Segmentation DataLoaders from a cohort store; the geometry rides along as `dls.geometry`.
 
@@ -172,8 +173,8 @@ def seg_dls(source: CohortStore | str | Path, views: Sequence[str] = ("SAX",), s
     frames, and a quarter of it the validation frames (seeded random subsets, for large cohorts on a CPU budget);
     when the store has
     no `valid` cines (or `valid=None`), a seeded `valid_frac` of the training subjects is held out.
-    `aug` / `intensity` / `clutter` / `label_intensity` are keyword arguments of `SegAffine` / `IntensityAug` /
-    `ClutterAug` (or a list of them) / `LabelIntensityAug` (None: off).
+    `aug` / `intensity` / `clutter` / `label_intensity` / `wall` are keyword arguments of `SegAffine` /
+    `IntensityAug` / `ClutterAug` (or a list of them) / `LabelIntensityAug` / `WallAug` (None: off).
     """
     seed_everything(seed)
     geom = FrameGeometry(size=size, spacing=spacing, norm=norm)
@@ -193,7 +194,7 @@ def seg_dls(source: CohortStore | str | Path, views: Sequence[str] = ("SAX",), s
     if max_frames is not None:
         tr, va = _cap(tr, max_frames, seed), _cap(va, max(1, max_frames // 4), seed)
     items = [(x, y, False) for x, y in zip(tr.x, tr.y)] + [(x, y, True) for x, y in zip(va.x, va.y)]
-    block = seg_block(aug, intensity, clutter, seed, label_intensity)
+    block = seg_block(aug, intensity, clutter, seed, label_intensity, wall)
     dls = block.dataloaders(items, bs=bs, num_workers=0, verbose=False)
     dls.geometry, dls.views, dls.vocab = geom, tuple(views), CODES
     dls.info = pd.concat([tr.info.assign(role="train"), va.info.assign(role="valid")], ignore_index=True)

@@ -6,7 +6,8 @@ to images (bilinear), masks (nearest) and (x, y) pixel points via OpenCV's `warp
 `RandomAffine2D` only samples an `Affine2D` from a generator. `SegAffine` / `IntensityAug` wrap
 them as fastai transforms (augmentation on the training split only). Intensity changes follow the same
 split: `bias_field`, `degrade` and `remap_labels` are deterministic; `IntensityAug` and
-`LabelIntensityAug` (SynthSeg-style per-structure contrast, for sim-to-real) only draw their arguments.
+`LabelIntensityAug` (SynthSeg-style per-structure contrast, for sim-to-real) only draw their arguments, and
+`WallAug` draws how far `thicken_wall` turns the inner blood pool into myocardium (small end-systolic cavities).
 
 Pixel convention (OpenCV's and the `Cine` landmarks'): point (x, y) = (column, row) and the
 centre of pixel [r, c] sits at (c, r).
@@ -27,7 +28,7 @@ from .utils import rng as _rng
 
 __all__ = ["normalise", "clip_zscore", "median_iqr", "Affine2D", "RandomAffine2D", "fit_affine",
            "SegAffine", "IntensityAug", "LabelIntensityAug", "ClutterAug", "elastic_field", "warp_field", "bias_field",
-           "degrade", "remap_labels"]
+           "degrade", "remap_labels", "thicken_wall", "WallAug"]
 
 
 # ---- intensity -----------------------------------------------------------------------------
@@ -93,6 +94,37 @@ def remap_labels(img: np.ndarray, mask: np.ndarray, gain: np.ndarray, shift: np.
         out += w * (gain[k] * (x - mean) + mean + shift[k])
         wsum += w
     return (out / np.maximum(wsum, 1e-6)).astype(np.float32)
+
+
+def _texture(img: np.ndarray, region: np.ndarray, sigma: float = 2.0, clip: float = 2.0) -> np.ndarray:
+    """The fine texture of `region`: the image minus its within-region Gaussian mean, clipped to `clip` robust SDs
+    so that partial-volume edges do not come along."""
+    r = region.astype(np.float32)
+    t = img - cv2.GaussianBlur(img * r, (0, 0), sigma) / np.maximum(cv2.GaussianBlur(r, (0, 0), sigma), 1e-6)
+    sd = 1.4826 * float(np.median(np.abs(t[region]))) if region.any() else 0.0
+    return np.clip(t, -clip * sd, clip * sd)
+
+
+def thicken_wall(img: np.ndarray, mask: np.ndarray, frac: float, inner: int = 1, outer: int = 2,
+                 sigma: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Turn the rim of label `inner` within `frac` x its inscribed radius of label `outer` into `outer`, image and
+    mask alike (the rim takes `outer`'s median intensity plus its own fine texture, blended over `sigma` px): a
+    thicker wall around a smaller cavity, as in end-systolic and hypertrophied hearts, which a phantom renders too
+    rarely."""
+    x, m = np.asarray(img, dtype=np.float32), np.asarray(mask)
+    lv, myo = m == inner, m == outer
+    if frac <= 0 or not lv.any() or not myo.any():
+        return x, m
+    to_myo = cv2.distanceTransform((~myo).astype(np.uint8), cv2.DIST_L2, 5)  # px to the nearest `outer` pixel
+    radius = cv2.distanceTransform(lv.astype(np.uint8), cv2.DIST_L2, 5).max()  # the cavity's inscribed radius
+    rim = lv & (to_myo <= frac * radius)
+    if not rim.any():
+        return x, m
+    w = cv2.GaussianBlur(rim.astype(np.float32), (0, 0), sigma) if sigma > 0 else rim.astype(np.float32)
+    w = np.where(lv, np.maximum(w, rim), 0.0).astype(np.float32)
+    flat = x.reshape(-1, *m.shape)  # the rim keeps the cavity's fine texture (noise) on the wall's median level
+    out = np.stack([c * (1 - w) + w * (np.median(c[myo]) + _texture(c, lv)) for c in flat])
+    return out.reshape(x.shape).astype(np.float32), np.where(rim, outer, m).astype(m.dtype)
 
 
 # ---- deterministic geometry ------------------------------------------------------------------
@@ -398,3 +430,25 @@ class ClutterAug(ItemTransform):
         out = img.copy()
         out[0][keep] = cv2.GaussianBlur(layer, (0, 0), 1.0)[keep]
         return (TensorImage(torch.from_numpy(out)), b[1], *b[2:])
+
+
+class WallAug(ItemTransform):
+    """Thicken the myocardium into the LV blood pool of (image, mask) items by a random fraction of the cavity's
+    radius (`thicken_wall`, training only): small end-systolic cavities inside thick walls, the frames on which a
+    phantom-trained model over-segments real LVs."""
+
+    split_idx, order = 0, 18
+
+    def __init__(self, frac: tuple[float, float] = (0.1, 0.6), p: float = 0.4, inner: int = 1, outer: int = 2,
+                 seed: int | None = 0):
+        super().__init__()
+        self.frac, self.p, self.inner, self.outer = tuple(frac), p, inner, outer
+        self.gen = _rng(None if seed is None else seed + 5)
+
+    def encodes(self, b):
+        g = self.gen
+        if len(b) < 2 or g.random() >= self.p:
+            return b
+        frac = float(g.uniform(*self.frac))
+        img, msk = thicken_wall(_np(b[0]), _np(b[1]), frac, self.inner, self.outer)
+        return (TensorImage(torch.from_numpy(img)), TensorMask(torch.from_numpy(msk)), *b[2:])

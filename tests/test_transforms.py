@@ -8,7 +8,8 @@ from fastai.torch_core import TensorImage, TensorMask
 from fastai.vision.core import TensorPoint
 
 from cmrlib.transforms import (Affine2D, ClutterAug, IntensityAug, LabelIntensityAug, RandomAffine2D, SegAffine,
-                               bias_field, clip_zscore, degrade, fit_affine, median_iqr, normalise, remap_labels)
+                               WallAug, bias_field, clip_zscore, degrade, fit_affine, median_iqr, normalise,
+                               remap_labels, thicken_wall)
 
 CASES = [
     dict(angle=0.0, scale=1.0, flip=False, shift=(0.0, 0.0)),
@@ -210,3 +211,48 @@ def test_clutter_inside_a_label_paints_only_there():
     changed = x.numpy()[0] != img
     assert changed.any() and not changed[msk == 0].any() and torch.equal(y, b[1])
     assert x.numpy()[0][changed].max() < 1.0  # dark spots on the bright pool
+
+
+def ring_heart(h=64, w=64, r_lv=12, r_myo=17):
+    """A bright LV disc (label 1) inside a darker myocardial ring (label 2) on a black background."""
+    d = np.hypot(*(np.mgrid[0:h, 0:w] - np.array([h / 2, w / 2])[:, None, None]))
+    msk = np.where(d <= r_lv, 1, np.where(d <= r_myo, 2, 0)).astype(np.uint8)
+    img = np.select([msk == 1, msk == 2], [1.0, 0.3], 0.0).astype(np.float32)
+    return img, msk, d
+
+
+def test_thicken_wall_moves_the_endocardium_inwards_image_and_mask_alike():
+    img, msk, d = ring_heart()
+    x0, m0 = thicken_wall(img[None], msk, 0.0)
+    assert np.array_equal(m0, msk) and np.array_equal(x0[0], img)  # frac 0: unchanged
+    x, m = thicken_wall(img[None], msk, 0.5)
+    assert x.shape == (1, 64, 64) and m.dtype == msk.dtype
+    lv = m == 1
+    assert 0.15 < lv.sum() / (msk == 1).sum() < 0.4  # radius about halved (12 -> ~6-7 px)
+    assert np.array_equal(m[msk != 1], msk[msk != 1])  # only the cavity changes
+    rim = (msk == 1) & (m == 2)
+    np.testing.assert_allclose(x[0][rim & (d < 10)], 0.3, atol=0.05)  # the new wall looks like the wall
+    np.testing.assert_array_equal(x[0][msk != 1], img[msk != 1])
+    assert x[0][d < 3].mean() == pytest.approx(1.0, abs=1e-3)  # the cavity's centre stays blood
+    no_myo = np.where(msk == 2, 0, msk).astype(np.uint8)  # nothing to grow from: unchanged
+    assert np.array_equal(thicken_wall(img[None], no_myo, 0.5)[1], no_myo)
+
+
+def test_wall_aug_is_seeded_changes_the_mask_and_skips_validation():
+    img, msk, _ = ring_heart()
+    b = (TensorImage(torch.from_numpy(img)[None]), TensorMask(torch.from_numpy(msk)))
+    x, y = WallAug(frac=(0.3, 0.5), p=1.0, seed=1)(b, split_idx=0)
+    x2, y2 = WallAug(frac=(0.3, 0.5), p=1.0, seed=1)(b, split_idx=0)
+    assert torch.equal(x, x2) and torch.equal(y, y2) and isinstance(y, TensorMask)
+    assert (y == 1).sum() < (b[1] == 1).sum() and x.shape == b[0].shape
+    xv, yv = WallAug(p=1.0, seed=1)(b, split_idx=1)
+    assert torch.equal(xv, b[0]) and torch.equal(yv, b[1])
+    xs, ys = WallAug(p=0.0, seed=1)(b, split_idx=0)
+    assert torch.equal(ys, b[1])
+
+
+def test_seg_block_adds_the_wall_aug_only_when_asked():
+    from cmrlib.data import seg_block
+
+    with_wall, without = ([type(t).__name__ for t in b.item_tfms] for b in (seg_block(wall={"p": 0.5}), seg_block()))
+    assert "WallAug" in with_wall and "WallAug" not in without
