@@ -10,7 +10,7 @@ Layout of a cohort folder:
 
 Pixels are read back as float32. They are stored as uint16 counts of `pixel_scale` when that is
 exact (integer scanner magnitudes, or the phantom's multiples of 1/512), else as float32; frames
-are compressed with Blosc zstd + bitshuffle (lossless; together a third smaller than zstd float32).
+are compressed with Blosc zstd + bitshuffle (lossless; together about 30 % smaller than zstd float32).
 
 Every cine is written to a hidden temporary folder and renamed into place, so a reader never
 sees half a cine, and a re-run skips cines that are already there.

@@ -24,6 +24,7 @@ from fastai.vision.augment import RandTransform
 from fastai.torch_core import TensorImage, TensorMask
 from fastai.vision.core import TensorPoint
 
+from .labels import LV, MYO
 from .utils import rng as _rng
 
 __all__ = ["normalise", "clip_zscore", "median_iqr", "Affine2D", "RandomAffine2D", "fit_affine",
@@ -105,7 +106,7 @@ def _texture(img: np.ndarray, region: np.ndarray, sigma: float = 2.0, clip: floa
     return np.clip(t, -clip * sd, clip * sd)
 
 
-def thicken_wall(img: np.ndarray, mask: np.ndarray, frac: float, inner: int = 1, outer: int = 2,
+def thicken_wall(img: np.ndarray, mask: np.ndarray, frac: float, inner: int = LV, outer: int = MYO,
                  sigma: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Turn the rim of label `inner` within `frac` x its inscribed radius of label `outer` into `outer`, image and
     mask alike (the rim takes `outer`'s median intensity plus its own fine texture, blended over `sigma` px): a
@@ -439,7 +440,7 @@ class WallAug(ItemTransform):
 
     split_idx, order = 0, 18
 
-    def __init__(self, frac: tuple[float, float] = (0.1, 0.6), p: float = 0.4, inner: int = 1, outer: int = 2,
+    def __init__(self, frac: tuple[float, float] = (0.1, 0.6), p: float = 0.4, inner: int = LV, outer: int = MYO,
                  seed: int | None = 0):
         super().__init__()
         self.frac, self.p, self.inner, self.outer = tuple(frac), p, inner, outer

@@ -176,6 +176,7 @@ def _rank(f: np.ndarray) -> np.ndarray:
 
 
 def _lowres(f: np.ndarray, k: int = 2) -> np.ndarray:
+    """The frame at 1/k resolution, scaled back up: fine detail and noise grain removed, layout kept."""
     h, w = f.shape
     return cv2.resize(cv2.resize(f, (w // k, h // k), interpolation=cv2.INTER_AREA), (w, h), interpolation=cv2.INTER_LINEAR)
 
