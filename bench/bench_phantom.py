@@ -3,8 +3,8 @@
     .venv/bin/python bench/bench_phantom.py            # 20-subject cohort for the memory row
     PHANTOM_BENCH_N=200 .venv/bin/python bench/bench_phantom.py
 
-Peak memory is the max resident set size (getrusage ru_maxrss) of a fresh child process that imports
-cmrlib and writes the cohort with workers=1; the baseline row is the same child importing only.
+Peak memory is the peak resident set size (`cmrlib.utils.peak_rss_mib`, Linux VmHWM) of a fresh child process
+that imports cmrlib and writes the cohort with workers=1; the baseline row is the same child importing only.
 """
 from __future__ import annotations
 
@@ -18,13 +18,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 CHILD = """
-import resource, sys, time, cv2
+import sys, time, cv2
 cv2.setNumThreads(1)
 from cmrlib.phantom import make_cohort
+from cmrlib.utils import peak_rss_mib
 n = int(sys.argv[1]); t = time.time()
 if n:
     make_cohort(sys.argv[2], n=n, seed=0, workers=1, progress=False)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, time.time() - t)
+print(peak_rss_mib(), time.time() - t)
 """
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
-import resource
 import time
 from pathlib import Path
 
@@ -35,6 +34,7 @@ def _case(view: str, threads: int, model_path: str | None, repeats: int, q) -> N
     from cmrlib.models import unet11
     from cmrlib.record import Cine
     from cmrlib.segment import load_segmenter, predict
+    from cmrlib.utils import peak_rss_mib
 
     torch.set_num_threads(threads)
     p = default_params()
@@ -47,14 +47,14 @@ def _case(view: str, threads: int, model_path: str | None, repeats: int, q) -> N
     g = np.random.default_rng(0)
     cine = Cine(subject="bench", view=view, pixels=g.gamma(2.0, 60.0, c["shape"]).astype(np.float32),
                 spacing=c["spacing"], frame_times=np.arange(c["shape"][0]) * 20.0)
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss0 = peak_rss_mib()
     predict(model, cine)  # warm-up
     best = float("inf")
     for _ in range(repeats):
         t = time.perf_counter()
         predict(model, cine)
         best = min(best, time.perf_counter() - t)
-    rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss1 = peak_rss_mib()
     q.put(dict(seconds=best, peak_mb=rss1, extra_mb=rss1 - rss0))
 
 

@@ -17,13 +17,16 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))  # spawned benchmark children import their module by name
 
 from cmrlib.utils import atomic_write_json, git_commit, package_versions  # noqa: E402
 
 
 def load(path: Path):
+    """Import a benchmark file as a module under its own name, so spawned child processes can unpickle its functions."""
     spec = importlib.util.spec_from_file_location(path.stem, path)
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = mod
     spec.loader.exec_module(mod)
     return mod
 

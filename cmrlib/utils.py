@@ -102,6 +102,19 @@ def package_versions(names=PACKAGES) -> dict[str, str | None]:
     return out
 
 
+def peak_rss_mib() -> float:
+    """This process's peak resident memory in MiB: Linux VmHWM, which starts afresh at exec (getrusage's
+    ru_maxrss is inherited from the parent across fork + exec, so a child launched by a large process reports
+    the parent's peak); ru_maxrss elsewhere."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
+    except (OSError, StopIteration, ValueError):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def data_root(path: str | os.PathLike | None = None) -> Path | None:
     """The real-data folder: an explicit path, else $CMRLIB_DATA, else None (callers skip or explain)."""
     p = path or os.environ.get("CMRLIB_DATA")

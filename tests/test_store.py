@@ -1,6 +1,10 @@
 """The canonical record, label conventions and cohort store: round trips, atomicity, typed errors."""
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -8,7 +12,7 @@ import torch
 from cmrlib import labels as L
 from cmrlib.record import Cine, RecordError
 from cmrlib.store import CohortStore, StoreError
-from cmrlib.utils import atomic_dir, seed_everything
+from cmrlib.utils import atomic_dir, peak_rss_mib, seed_everything
 
 
 def cine(subject="s1", view="SAX", t=4, **kw):
@@ -119,6 +123,15 @@ def test_source_conventions(source, raw, canon):
 def test_unknown_label_value_names_file_and_values():
     with pytest.raises(L.LabelError, match=r"p1_gt.nii.gz: label values \[7\]"):
         L.to_canonical(np.array([0, 1, 7]), "acdc", where="p1_gt.nii.gz")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="VmHWM is Linux-only")
+def test_peak_rss_is_the_child_process_own_not_the_parent_s():
+    hold = np.ones(128 * 2**20 // 8)  # keep 128 MiB resident in this (parent) process
+    parent = peak_rss_mib()
+    code = "from cmrlib.utils import peak_rss_mib; print(peak_rss_mib())"
+    child = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert hold.sum() > 0 and 0 < child < parent - 100  # ru_maxrss would report the parent's peak here
 
 
 def test_seed_everything_repeats_draws():
