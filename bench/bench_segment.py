@@ -55,7 +55,7 @@ def _case(view: str, threads: int, model_path: str | None, repeats: int, q) -> N
         predict(model, cine)
         best = min(best, time.perf_counter() - t)
     rss1 = peak_rss_mib()
-    q.put(dict(seconds=best, peak_mb=rss1, extra_mb=rss1 - rss0))
+    q.put(dict(seconds=best, peak_mib=rss1, extra_mib=rss1 - rss0))
 
 
 def rows(threads: int = 2, model: str | None = None, repeats: int = 3) -> list[dict]:
@@ -72,8 +72,8 @@ def rows(threads: int = 2, model: str | None = None, repeats: int = 3) -> list[d
         what = "50-frame 4CH cine" if view == "4CH" else "10-slice x 50-frame SAX stack"
         out.append(dict(figure=f"segment one {what} (s; {tag})", value=round(r["seconds"], 3),
                         target=f"<= {c['target']}"))
-        out.append(dict(figure=f"peak RSS segmenting the {what} (MB; +{r['extra_mb']:.0f} MB over the loaded model)",
-                        value=round(r["peak_mb"], 1), target="report"))
+        out.append(dict(figure=f"peak RSS segmenting the {what} (MiB; +{r['extra_mib']:.0f} MiB over the loaded model)",
+                        value=round(r["peak_mib"], 1), target="report"))
     return out
 
 

@@ -9,7 +9,8 @@ Layout of a cohort folder:
     report.json            bad items an ingest recorded (file, error type, message)
 
 Pixels are read back as float32. They are stored as uint16 counts of `pixel_scale` when that is
-exact (integer scanner magnitudes, or the phantom's multiples of 1/512), else as float32; frames
+exact for a power-of-two quantum down to 1/1024 (integer scanner magnitudes; the phantom's multiples of
+1/512), else as float32; frames
 are compressed with Blosc zstd + bitshuffle (lossless; together about 30 % smaller than zstd float32).
 
 Every cine is written to a hidden temporary folder and renamed into place, so a reader never
@@ -30,7 +31,7 @@ from .record import Cine
 from .utils import atomic_dir, atomic_write_json, atomic_write_text, rng, to_jsonable
 
 SPLITS = ("train", "valid", "test")
-PIXEL_SCALES = (1.0, 1 / 512)  # tried in order; 1/512 is the phantom's quantum (phantom.signal.QUANT)
+PIXEL_SCALES = tuple(2.0 ** -k for k in range(11))  # exact quanta tried coarsest first: scanner integers 1, phantom 1/512
 FRAME_CODEC = BloscCodec(cname="zstd", clevel=5, shuffle="bitshuffle")  # -20 % vs zarr's default zstd on uint16 cines
 
 

@@ -28,8 +28,8 @@ from .labels import LV, MYO
 from .utils import rng as _rng
 
 __all__ = ["normalise", "clip_zscore", "median_iqr", "Affine2D", "RandomAffine2D", "fit_affine",
-           "SegAffine", "IntensityAug", "LabelIntensityAug", "ClutterAug", "elastic_field", "warp_field", "bias_field",
-           "degrade", "remap_labels", "thicken_wall", "WallAug"]
+           "SegAffine", "IntensityAug", "PairAug", "LabelIntensityAug", "ClutterAug", "elastic_field", "warp_field",
+           "bias_field", "degrade", "remap_labels", "thicken_wall", "WallAug"]
 
 
 # ---- intensity -----------------------------------------------------------------------------
@@ -370,23 +370,39 @@ class IntensityAug(RandTransform):
         return TensorImage(torch.from_numpy(u.astype(np.float32)))
 
 
-class LabelIntensityAug(ItemTransform):
+class PairAug(ItemTransform):
+    """Base of the augmentations that read the mask of (image, mask) items (training only): with probability `p`
+    (one draw from the transform's own seeded generator) `apply(b, gen)` changes the item, else it passes as is."""
+
+    split_idx = 0
+
+    def __init__(self, p: float, seed: int | None, offset: int):
+        super().__init__()
+        self.p = p
+        self.gen = _rng(None if seed is None else seed + offset)
+
+    def encodes(self, b):
+        if len(b) < 2 or self.gen.random() >= self.p:
+            return b
+        return self.apply(b, self.gen)
+
+    def apply(self, b, g: np.random.Generator):
+        raise NotImplementedError
+
+
+class LabelIntensityAug(PairAug):
     """Randomise each labelled region's contrast from the mask of (image, mask) items (training only): per label a
     log-uniform gain about its mean and a shift in image SDs (`remap_labels`), so a model trained on synthetic
     images learns shapes rather than one simulator's tissue contrasts (SynthSeg's idea, texture kept)."""
 
-    split_idx, order = 0, 19
+    order = 19
 
     def __init__(self, gain: tuple[float, float] = (0.6, 1.6), shift: float = 0.5, sigma: float = 1.0,
                  p: float = 0.8, n_labels: int = 6, seed: int | None = 0):
-        super().__init__()
-        self.gain, self.shift, self.sigma, self.p, self.n_labels = gain, shift, sigma, p, n_labels
-        self.gen = _rng(None if seed is None else seed + 4)
+        super().__init__(p, seed, 4)
+        self.gain, self.shift, self.sigma, self.n_labels = gain, shift, sigma, n_labels
 
-    def encodes(self, b):
-        g = self.gen
-        if len(b) < 2 or g.random() >= self.p:
-            return b
+    def apply(self, b, g):
         gain = np.exp(g.uniform(*np.log(self.gain), self.n_labels))
         img, msk = _np(b[0]).astype(np.float32), _np(b[1])
         shift = g.uniform(-self.shift, self.shift, self.n_labels) * max(float(img.std()), 1e-6)
@@ -394,24 +410,20 @@ class LabelIntensityAug(ItemTransform):
         return (TensorImage(torch.from_numpy(out.reshape(img.shape))), b[1], *b[2:])
 
 
-class ClutterAug(ItemTransform):
+class ClutterAug(PairAug):
     """Paint random ellipses of image-like brightness into the background (label 0) of (image, mask) items (training
     only): distractor blobs that keep a model trained on sparse synthetic scenes from calling every bright disc a
     ventricle. Only pixels of `labels` are painted and masks never change, so `labels=(1,)` with dark `level`
     percentiles gives the LV blood pool extra papillary-muscle / trabecular spots that stay LV (ACDC's convention)."""
 
-    split_idx, order = 0, 22
+    order = 22
 
     def __init__(self, n: float = 6.0, radius: tuple[float, float] = (3.0, 20.0), p: float = 0.8,
                  labels: tuple[int, ...] = (0,), level: tuple[float, float] = (40.0, 99.5), seed: int | None = 0):
-        super().__init__()
-        self.n, self.radius, self.p, self.labels, self.level = n, radius, p, tuple(labels), tuple(level)
-        self.gen = _rng(None if seed is None else seed + 3 + 10 * sum(self.labels))
+        super().__init__(p, seed, 3 + 10 * sum(labels))
+        self.n, self.radius, self.labels, self.level = n, radius, tuple(labels), tuple(level)
 
-    def encodes(self, b):
-        g = self.gen
-        if len(b) < 2 or g.random() >= self.p:
-            return b
+    def apply(self, b, g):
         img, msk = _np(b[0]).astype(np.float32), _np(b[1])
         h, w = msk.shape[-2:]
         inside = np.isin(msk, self.labels)
@@ -433,23 +445,18 @@ class ClutterAug(ItemTransform):
         return (TensorImage(torch.from_numpy(out)), b[1], *b[2:])
 
 
-class WallAug(ItemTransform):
+class WallAug(PairAug):
     """Thicken the myocardium into the LV blood pool of (image, mask) items by a random fraction of the cavity's
     radius (`thicken_wall`, training only): small end-systolic cavities inside thick walls, the frames on which a
     phantom-trained model over-segments real LVs."""
 
-    split_idx, order = 0, 18
+    order = 18
 
     def __init__(self, frac: tuple[float, float] = (0.1, 0.6), p: float = 0.4, inner: int = LV, outer: int = MYO,
                  seed: int | None = 0):
-        super().__init__()
-        self.frac, self.p, self.inner, self.outer = tuple(frac), p, inner, outer
-        self.gen = _rng(None if seed is None else seed + 5)
+        super().__init__(p, seed, 5)
+        self.frac, self.inner, self.outer = tuple(frac), inner, outer
 
-    def encodes(self, b):
-        g = self.gen
-        if len(b) < 2 or g.random() >= self.p:
-            return b
-        frac = float(g.uniform(*self.frac))
-        img, msk = thicken_wall(_np(b[0]), _np(b[1]), frac, self.inner, self.outer)
+    def apply(self, b, g):
+        img, msk = thicken_wall(_np(b[0]), _np(b[1]), float(g.uniform(*self.frac)), self.inner, self.outer)
         return (TensorImage(torch.from_numpy(img)), TensorMask(torch.from_numpy(msk)), *b[2:])

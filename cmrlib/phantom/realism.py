@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .. import labels as L
+from ..transforms import degrade
 
 MM, SIZE = 1.8, 96
 
@@ -175,16 +176,10 @@ def _rank(f: np.ndarray) -> np.ndarray:
     return cv2.equalizeHist((normalise(f).clip(0, 1) * 255).astype(np.uint8)).astype(np.float32)
 
 
-def _lowres(f: np.ndarray, k: int = 2) -> np.ndarray:
-    """The frame at 1/k resolution, scaled back up: fine detail and noise grain removed, layout kept."""
-    h, w = f.shape
-    return cv2.resize(cv2.resize(f, (w // k, h // k), interpolation=cv2.INTER_AREA), (w, h), interpolation=cv2.INTER_LINEAR)
-
-
 PROBES = {  # applied alike to phantom and real frames before the domain classifier sees them
     "as is": lambda f, lab: f,
     "blurred (Gaussian sigma 1.5 px)": lambda f, lab: cv2.GaussianBlur(f, (0, 0), 1.5),
-    "half resolution": lambda f, lab: _lowres(f),
+    "half resolution": lambda f, lab: degrade(f, 2.0),
     "histogram-equalised": lambda f, lab: _rank(f),
     "heart only (body blanked)": lambda f, lab: np.where(_heart_zone(lab), f, 0).astype(np.float32),
     "body only (heart blanked)": lambda f, lab: np.where(_heart_zone(lab), np.median(f), f).astype(np.float32),
