@@ -284,7 +284,7 @@ def calibrate_prior(model, source: CohortStore | str | Path, ids: Sequence[str],
                 probs.append([]), truths.append(c.labels[t].reshape(-1, *c.pixels.shape[-2:]))
             probs[-1].append(p.astype(np.float16))
             present |= set(np.unique(truths[-1]).tolist())
-    probs = [np.stack(p).astype(np.float32) for p in probs]  # per frame (Z, H, W, C)
+    probs = [np.stack(p) for p in probs]  # per frame (Z, H, W, C) float16; `decide` computes in float32
     labels = sorted(present - {0})
     prior, trace = np.zeros(len(NAMES), dtype=np.float32), []
     best = mean_dice(probs, truths, prior, labels)
