@@ -280,10 +280,11 @@ def calibrate_prior(model, source: CohortStore | str | Path, ids: Sequence[str],
     for cid in progress_bar(list(ids), display=progress, leave=False):
         c = store.read(cid)
         for (t, z), p in frame_probs(model, c, bs, frames=_calibration_frames(c, frame_step)):
-            if z == 0:
-                probs.append([]), truths.append(c.labels[t].reshape(-1, *c.pixels.shape[-2:]))
+            if z == 0:  # a new time frame: its truth over the whole stack
+                probs.append([])
+                truths.append(c.labels[t].reshape(-1, *c.pixels.shape[-2:]))
+                present |= set(np.unique(truths[-1]).tolist())
             probs[-1].append(p.astype(np.float16))
-            present |= set(np.unique(truths[-1]).tolist())
     probs = [np.stack(p) for p in probs]  # per frame (Z, H, W, C) float16; `decide` computes in float32
     labels = sorted(present - {0})
     prior, trace = np.zeros(len(NAMES), dtype=np.float32), []

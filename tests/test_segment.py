@@ -11,8 +11,8 @@ from cmrlib.labels import LV, MYO, NAMES, RV
 from cmrlib.models import UNet11, WeightsUnavailable, unet11
 from cmrlib.record import Cine
 from cmrlib.segment import (_calibration_frames, as_model, calibrate_prior, class_weights, decide, dice, evaluate,
-                            export_segmenter, hd95, keep_largest, load_segmenter, log_prior, predict, seg_learner,
-                            summarise)
+                            export_segmenter, hd95, keep_largest, load_segmenter, log_prior, mean_dice, predict,
+                            seg_learner, summarise)
 from cmrlib.store import CohortStore
 
 INTENSITY = {0: 0.3, LV: 1.0, MYO: 0.1, RV: 0.7}
@@ -144,6 +144,16 @@ def test_calibrate_prior_undoes_a_greedy_structure(store):
     model.log_prior = prior
     pred = predict(model, c)
     assert all(dice(pred, c.labels, lab) > 0.95 for lab in (LV, MYO, RV))
+
+
+def test_mean_dice_matches_evaluate(store):
+    c = store.read("toy04_SAX")
+    pred = c.labels.copy()
+    pred[1][pred[1] == RV] = 0  # lose the RV at frame 1
+    pred[2] = np.roll(pred[2], 2, axis=-1)
+    probs = [np.eye(len(NAMES), dtype=np.float16)[f] for f in pred]  # one-hot scores of the prediction
+    expected = evaluate(store, {c.cine_id: pred}).groupby("structure")["dice"].mean().mean()
+    assert mean_dice(probs, list(c.labels), np.zeros(len(NAMES)), [LV, MYO, RV]) == pytest.approx(expected)
 
 
 def test_evaluate_rows(store):
