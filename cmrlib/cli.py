@@ -13,16 +13,30 @@ def _run(a) -> int:
     return 0
 
 
+SHOW_BAD = 20  # bad items printed one per line; the rest are counted (all are in report.json)
+
+
 def _ingest(a) -> int:
     from .io import ingest
 
     store = ingest(a.source, a.path, a.out, pseudonym_file=a.pseudonyms, workers=a.workers)
     rep = store.report()
-    print(f"{store}: {rep.get('n_bad', 0)} bad item(s); report: {store.root / 'report.json'}")
+    bad = rep.get("bad", [])
+    for b in bad[:SHOW_BAD]:
+        print(f"bad: {b.get('subject')}: {b['file']}: {b['error']}: {b['message']}", file=sys.stderr)
+    if len(bad) > SHOW_BAD:
+        print(f"... and {len(bad) - SHOW_BAD} more bad item(s)", file=sys.stderr)
+    print(f"{store}: {rep.get('n_ingested', 0)} subject(s) ingested, {rep.get('n_already_done', 0)} already done, "
+          f"{len(bad)} bad; report: {store.root / 'report.json'}")
+    if rep.get("n_ingested", 0) + rep.get("n_already_done", 0) == 0:
+        print("cmrlib: error: nothing was ingested", file=sys.stderr)
+        return 1
     return 0
 
 
 def parser() -> argparse.ArgumentParser:
+    from .io import SOURCES
+
     ap = argparse.ArgumentParser(prog="cmrlib", description=__doc__, allow_abbrev=False)
     sub = ap.add_subparsers(dest="cmd", required=True)
     # no abbreviations: "--p k=v" must not silently become "--profile k=v"
@@ -34,7 +48,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--figures", help="figure folder (default <out>/figures)")
     r.set_defaults(fn=_run)
     g = sub.add_parser("ingest", help="ingest a real data source into a cohort store", allow_abbrev=False)
-    g.add_argument("source", help="acdc | mnms | mnms2 | ukbb | dicom | nifti")
+    g.add_argument("source", choices=SOURCES, help=" | ".join(SOURCES))
     g.add_argument("path", help="the source folder")
     g.add_argument("--out", required=True, help="cohort folder to write")
     g.add_argument("--pseudonyms", help="file (yours, kept private) mapping real IDs to pseudonyms")
@@ -43,11 +57,19 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _user_errors() -> tuple[type[Exception], ...]:
+    """Mistakes a user can fix from the message alone: printed as one line, exit code 2, no traceback."""
+    from .io import IngestError, PseudonymError
+    from .store import StoreBusyError
+
+    return runner.RunError, runner.NotebookFailed, IngestError, PseudonymError, StoreBusyError
+
+
 def main(argv=None) -> int:
     a = parser().parse_args(argv)
     try:
         return a.fn(a)
-    except (runner.RunError, runner.NotebookFailed) as e:
+    except _user_errors() as e:
         print(f"cmrlib: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,6 +1,7 @@
 """The one canonical cine record that every source, store and method shares."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,8 +12,16 @@ VIEWS = ("SAX", "2CH", "3CH", "4CH")
 LANDMARKS = {"2CH": ("anterior", "inferior"), "4CH": ("lateral", "septal"), "3CH": ("anterior", "posterior")}
 
 
+SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # subject ids become folder and file names
+
+
 class RecordError(ValueError):
     """A cine record is internally inconsistent (shapes, spacing, indices)."""
+
+
+def is_safe_id(subject) -> bool:
+    """True for an id made of letters, digits, '-' and '_' (at most 64, not starting with '-' or '_'): never a path."""
+    return isinstance(subject, str) and SAFE_ID.fullmatch(subject) is not None
 
 
 @dataclass
@@ -73,6 +82,8 @@ class Cine:
     def validate(self) -> "Cine":
         """Raise `RecordError` when shapes, spacing or indices disagree."""
         p, where = self.pixels, f"cine {self.cine_id}"
+        if not is_safe_id(self.subject):
+            raise RecordError(f"subject id {self.subject!r} is not letters, digits, '-' and '_' (at most 64)")
         if self.view not in VIEWS:
             raise RecordError(f"{where}: unknown view {self.view!r}, expected one of {VIEWS}")
         if p.ndim not in (3, 4):

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import ast
 import datetime as dt
+import hashlib
+import os
 import platform
 import re
 import sys
@@ -19,6 +21,7 @@ from .utils import atomic_write_json, git_commit, package_versions
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 INJECTED = ("profile", "run_dir", "figures_dir")  # set by the runner for every notebook that declares them
+PATH_PARAMS = ("_path", "_dir", "_file", "_csv")  # parameters (by name ending) that point at a user's own data
 NB_RE = re.compile(r"^(\d\d)_[\w-]+\.ipynb$")
 
 
@@ -112,6 +115,36 @@ class Plan:
     out: Path
     figures: Path
     steps: list[tuple[Path, dict[str, Any]]] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def is_path_param(name: str) -> bool:
+    return name.endswith(PATH_PARAMS) and name not in INJECTED
+
+
+def path_references(params: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
+    """Path parameters as `$VAR` references, the real paths put in `env` for the kernel (which inherits it).
+
+    A source folder's path may name a person (`/data/MUELLER_HANS/...`): run.json and the executed notebook hold
+    `$CMRLIB_DATA/<relative path>` for paths under the data root (`data_dir` or $CMRLIB_DATA), and
+    `$CMRLIB_PATH_<hash>` for any other, never the path itself. Notebooks expand them with `utils.data_path`.
+    """
+    out = dict(params)
+    if params.get("data_dir"):
+        env["CMRLIB_DATA"] = str(Path(os.path.expandvars(str(params["data_dir"]))).expanduser().resolve())
+        out["data_dir"] = "$CMRLIB_DATA"
+    root = env.get("CMRLIB_DATA") or os.environ.get("CMRLIB_DATA")
+    for k, v in params.items():
+        if k == "data_dir" or not is_path_param(k) or not isinstance(v, str) or not v or v.startswith("$"):
+            continue
+        real = Path(v).expanduser().resolve()
+        if root and real.is_relative_to(Path(root).resolve()):
+            rel = real.relative_to(Path(root).resolve()).as_posix()
+            out[k] = "$CMRLIB_DATA" + (f"/{rel}" if rel != "." else "")
+        else:
+            var = "CMRLIB_PATH_" + hashlib.sha256(str(real).encode()).hexdigest()[:12]
+            env[var], out[k] = str(real), f"${var}"
+    return out
 
 
 def plan(profile: str, only=None, overrides=None, out=None, figures=None, notebooks=NOTEBOOKS) -> Plan:
@@ -139,7 +172,7 @@ def plan(profile: str, only=None, overrides=None, out=None, figures=None, notebo
         params.update({k: v for k, v in dict(profile=profile, run_dir=str(out), figures_dir=str(figures)).items()
                        if k in decl})
         used |= set(decl)
-        p.steps.append((nb, params))
+        p.steps.append((nb, path_references(params, p.env)))
     unknown = set(overrides) - used
     if unknown:
         raise RunError(f"unknown parameter(s) {', '.join(sorted(unknown))}: no selected notebook declares them")
@@ -163,6 +196,7 @@ def execute(p: Plan, log=print) -> Path:
 
     (p.out / "notebooks").mkdir(parents=True, exist_ok=True)
     p.figures.mkdir(parents=True, exist_ok=True)
+    os.environ.update(p.env)  # the kernels inherit the real paths behind the `$VAR` parameters
     started, results = time.time(), []
     for i, (nb, params) in enumerate(p.steps, 1):
         dst = p.out / "notebooks" / nb.name

@@ -18,7 +18,10 @@ sees half a cine, and a re-run skips cines that are already there.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import shutil
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -27,8 +30,8 @@ import pandas as pd
 import zarr
 from zarr.codecs import BloscCodec
 
-from .record import Cine
-from .utils import atomic_dir, atomic_write_json, atomic_write_text, rng, to_jsonable
+from .record import Cine, is_safe_id
+from .utils import atomic_dir, atomic_write_json, atomic_write_text, inside, rng, to_jsonable
 
 SPLITS = ("train", "valid", "test")
 PIXEL_SCALES = tuple(2.0 ** -k for k in range(11))  # exact quanta tried coarsest first: scanner integers 1, phantom 1/512
@@ -61,8 +64,16 @@ def stratified_split(strata: dict[str, str], seed: int = 0, fractions=(0.7, 0.15
     return out
 
 
+MANIFEST_COLUMNS = ("cine_id", "subject", "view", "source", "split", "n_frames", "n_slices", "height", "width",
+                    "spacing_mm", "ed", "es", "path")
+
+
 class StoreError(FileNotFoundError):
     """A cohort folder or a cine in it is missing or unreadable."""
+
+
+class StoreBusyError(RuntimeError):
+    """Another process is writing this cohort."""
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -119,10 +130,13 @@ class CohortStore:
         return len(self.ids())
 
     def __contains__(self, cine_id: str):
-        return self.path(cine_id).exists()
+        return is_safe_id(cine_id) and self.path(cine_id).exists()
 
     def path(self, cine_id: str) -> Path:
-        return self.cines_dir / f"{cine_id}.zarr"
+        """Where a cine lives: always a child of `cines/` (an id that is not a safe name is refused)."""
+        if not is_safe_id(cine_id):
+            raise StoreError(f"{self.root}: {cine_id!r} is not a cine id (letters, digits, '-' and '_')")
+        return inside(self.cines_dir, self.cines_dir / f"{cine_id}.zarr")
 
     def ids(self) -> list[str]:
         """Cine ids present (complete) in the store, sorted."""
@@ -131,6 +145,31 @@ class CohortStore:
         return sorted(p.name[:-5] for p in self.cines_dir.glob("*.zarr") if not p.name.startswith("."))
 
     # ---- writing -------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def writer(self):
+        """Hold the cohort's write lock (one writer at a time, so cleaning leftovers never hits a live write)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "w") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise StoreBusyError(f"{self.root}: another process is writing this cohort") from None
+            try:
+                yield self
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def clean_temporaries(self) -> list[Path]:
+        """Remove the hidden temporary folders and files a killed write left behind (call under `writer()`)."""
+        found = [p for d in (self.root, self.cines_dir, *(self.root / ".ingest").glob("*"))
+                 if d.is_dir() for p in d.glob(".*.tmp")]
+        for p in found:
+            if p.is_dir():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+        return found
+
     def write(self, cine: Cine, overwrite: bool = False) -> Path:
         """Write one cine atomically (chunked per frame, compressed); skip if present unless overwrite."""
         cine.validate()
@@ -214,11 +253,18 @@ class CohortStore:
             return {}
         return dict(pd.read_csv(p, dtype=str).itertuples(index=False, name=None))
 
+    def unsplit_subjects(self) -> set[str]:
+        """Subjects with cines on disk but no train/valid/test assignment (left by an interrupted run)."""
+        return set(self.manifest()["subject"].astype(str)) - set(self.splits())
+
     def manifest(self, refresh: bool = False) -> pd.DataFrame:
-        """One row per cine with ids, geometry, ED/ES, split and flattened metadata (cached as manifest.csv)."""
+        """One row per cine with ids, geometry, ED/ES, split and flattened metadata (cached as manifest.csv,
+        rebuilt when the cines on disk or the splits differ from it, e.g. after an interrupted run)."""
         p = self.root / "manifest.csv"
         if p.exists() and not refresh:
-            return pd.read_csv(p)
+            df = pd.read_csv(p, dtype={"cine_id": str, "subject": str, "split": str})
+            if list(df["cine_id"].astype(str)) == self.ids() and self._splits_agree(df):
+                return df
         rows = []
         splits = self.splits()
         for cid in self.ids():
@@ -230,10 +276,15 @@ class CohortStore:
                 "n_slices": shape[1] if len(shape) == 4 else 1, "height": shape[-2], "width": shape[-1],
                 "spacing_mm": json.dumps(a["spacing"]), "ed": a.get("ed"), "es": a.get("es"),
                 "path": str(Path("cines") / f"{cid}.zarr"), **_flatten(a.get("meta", {}))})
-        df = pd.DataFrame(rows)
+        df = pd.DataFrame(rows, columns=None if rows else list(MANIFEST_COLUMNS))
         if self.root.exists():
             atomic_write_text(p, df.to_csv(index=False))
         return df
+
+    def _splits_agree(self, df: pd.DataFrame) -> bool:
+        splits = self.splits()
+        have = df["split"].astype("string").fillna("")
+        return all(splits.get(str(s), "") == h for s, h in zip(df["subject"], have, strict=True))
 
     def select(self, view: str | None = None, split: str | None = None) -> list[str]:
         """Cine ids filtered by view and/or split."""

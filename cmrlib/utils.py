@@ -39,6 +39,18 @@ def rng(seed: int | np.random.Generator | None = None) -> np.random.Generator:
     return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
 
 
+class OutsideFolderError(ValueError):
+    """A write would land outside the folder it belongs to."""
+
+
+def inside(root: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """`path`, after checking that it resolves (links followed) to a place under `root`; else OutsideFolderError."""
+    root, path = Path(root).resolve(), Path(path)
+    if not path.resolve().is_relative_to(root):
+        raise OutsideFolderError(f"{path} would be written outside {root}")
+    return path
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write text so that readers see the old file or the whole new one, never half of it."""
     path = Path(path)
@@ -115,7 +127,13 @@ def peak_rss_mib() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def data_path(path: str | os.PathLike | None) -> Path | None:
+    """A path parameter as a real path: `$VAR` references (how the runner passes a user's data paths, so they
+    never appear in run.json or a notebook) and `~` expanded; None stays None."""
+    return Path(os.path.expandvars(str(path))).expanduser() if path else None
+
+
 def data_root(path: str | os.PathLike | None = None) -> Path | None:
     """The real-data folder: an explicit path, else $CMRLIB_DATA, else None (callers skip or explain)."""
-    p = path or os.environ.get("CMRLIB_DATA")
-    return Path(p).expanduser().resolve() if p else None
+    p = data_path(path or os.environ.get("CMRLIB_DATA"))
+    return p.resolve() if p else None

@@ -45,12 +45,12 @@ def read_info(path: str | Path) -> dict:
 def _frame(folder: Path, pid: str, n: int) -> tuple[np.ndarray, tuple, np.ndarray | None, Path]:
     """One ED/ES volume (Z,H,W), its zooms and canonical mask (Z,H,W) or None."""
     f = folder / f"{pid}_frame{n:02d}.nii.gz"
-    arr, img = load_nifti(f)
+    arr, img = load_nifti(f, dims=3)
     require(arr.ndim == 3, f, f"expected a 3D (X,Y,Z) frame, got shape {arr.shape}", MixedFrameSizeError)
     g = folder / f"{pid}_frame{n:02d}_gt.nii.gz"
     mask = None
     if g.exists():
-        m, _ = load_nifti(g)
+        m, _ = load_nifti(g, dims=3)
         check_shape(m, arr.shape, g, f)
         mask = canonical(to_rows_cols(m), NAME, g)
     return to_rows_cols(arr).astype(np.float32), zooms(img), mask, f
@@ -91,7 +91,7 @@ def read_acdc_patient(folder: str | Path, subject: str | None = None) -> Cine:
         pixels, ed, es, times = np.stack([ed_vol, es_vol]), 0, 1, np.full(2, np.nan, np.float32)
         meta.update(has_4d=False, source_frames=[ed1 - 1, es1 - 1])
     masks = {i: m for i, m in ((ed, ed_mask), (es, es_mask)) if m is not None}
-    return keyframe_cine(subject, "SAX", pixels, spacing, times, ed, es, masks, NAME, meta)
+    return keyframe_cine(ed_file, subject, "SAX", pixels, spacing, times, ed, es, masks, NAME, meta)
 
 
 def find(root: str | Path, **_) -> list[Item]:

@@ -3,14 +3,21 @@
 A source module provides `find(root, **opts) -> list[Item]` and `read(item, notes) -> list[Cine]`; this driver
 does the rest. A subject is complete once all its cines are in the store and a marker
 `<cohort>/.ingest/<source>/<subject>.json` says so; a re-run skips complete subjects and retries the rest.
+
+Guarantees (each pinned by tests/test_io_hostile.py): nothing is written outside the cohort folder (subject ids
+are checked to one safe form here and again by the store's writer); two inputs that map to one subject are both
+refused; a cohort has one writer at a time, and leftovers of a killed run are cleaned when the next one starts;
+`report.json` and `manifest.csv` describe what is on disk while a run goes on; workers stop with their parent.
 """
 from __future__ import annotations
 
 import importlib
-import json
 import multiprocessing as mp
+import os
 import shutil
+import threading
 import time
+from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from types import ModuleType
@@ -18,10 +25,11 @@ from types import ModuleType
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..record import RecordError, is_safe_id
 from ..store import CohortStore, stratified_split
-from ..utils import atomic_write_json
+from ..utils import atomic_write_json, inside
 from .common import Item, note
-from .errors import IngestError
+from .errors import IngestError, MetadataError
 from .pseudonyms import PseudonymError, Pseudonyms
 from .qa import anatomy_ok
 
@@ -30,51 +38,120 @@ PSEUDONYMS = {"ukbb": "required", "dicom": "optional", "nifti": "optional"}  # s
 PREFIX = {"ukbb": "ukbb", "dicom": "sub", "nifti": "sub"}
 STRATA = ("group", "pathology", "disease")  # meta keys splits are stratified on, first present wins
 FRACTIONS = (0.7, 0.15, 0.15)
+REPORT_EVERY_S = 5.0  # report.json is rewritten at most this often while a run goes on
 
 
 def source_module(source: str) -> ModuleType:
     """The module implementing a source (`cmrlib.io.<source>`)."""
     if source not in SOURCES:
-        raise ValueError(f"unknown source {source!r}; one of {SOURCES}")
+        raise ValueError(f"unknown source {source!r}; one of {', '.join(SOURCES)}")
     return importlib.import_module(f"{__package__}.{source}")
 
 
-# ---------------------------------------------------------------- subjects and resume state
+# ---------------------------------------------------------------- inputs, subjects and resume state
 
 
-def assign_subjects(items: list[Item], source: str, pseudonym_file, out) -> list[Item]:
-    """Give every item its stored subject id: a pseudonym where the source's ids may identify a person."""
+def check_locations(path: Path, out: Path) -> None:
+    """The input must be an existing folder and the cohort a folder (or not yet there)."""
+    if not path.exists():
+        raise IngestError(path, "input folder not found")
+    if not path.is_dir():
+        raise IngestError(path, "is a file; give the folder that holds the source's subjects")
+    if out.exists() and not out.is_dir():
+        raise IngestError(out, "the cohort folder (--out) is an existing file")
+
+
+def pseudonyms_for(source: str, pseudonym_file, out) -> Pseudonyms | None:
+    """The pseudonym table a source uses (checked before anything is read): required for ukbb, kept outside `out`."""
     need = PSEUDONYMS.get(source)
     if need == "required" and pseudonym_file is None:
-        raise PseudonymError(f"{source}: subject ids are private; pass pseudonym_file= (a CSV you keep, outside "
-                             f"the cohort folder) to hold the id -> pseudonym mapping")
-    if need and pseudonym_file is not None:
-        ps = Pseudonyms(pseudonym_file, PREFIX[source]).check_outside(out)
+        raise PseudonymError(f"{source}: subject ids are private; pass pseudonym_file= (--pseudonyms FILE: a CSV you "
+                             f"keep, outside the cohort folder) to hold the id -> pseudonym mapping")
+    return Pseudonyms(pseudonym_file, PREFIX[source]).check_outside(out) if need and pseudonym_file else None
+
+
+def assign_subjects(items: list[Item], ps: Pseudonyms | None) -> list[Item]:
+    """Give every item its stored subject id: a pseudonym where the source's ids may identify a person."""
+    if ps is not None:
         names = ps.assign([it.key for it in items])
         for it in items:
             it.subject, it.private = names[it.key] + it.suffix, True
     return items
 
 
+def check_subjects(items: list[Item], root: Path) -> tuple[list[Item], list[dict]]:
+    """Items whose subject id is safe and theirs alone; the rest as bad rows naming the file(s) the id came from.
+
+    An id must be letters, digits, '-' and '_' (it becomes a folder name); two inputs mapping to one id (e.g.
+    `patient001/` and `patient001_old/`) would overwrite each other, so neither is ingested.
+    """
+    bad, by_id = [], defaultdict(list)
+    for it in items:
+        if is_safe_id(it.subject):
+            by_id[it.subject].append(it)
+        else:
+            err = MetadataError(it.source_of_id, f"subject id {it.subject!r} is not letters, digits, '-' and '_' "
+                                                 f"(at most 64): refused")
+            bad.append(_bad_row(err, it, root))
+    ok = []
+    for subject, group in by_id.items():
+        if len(group) == 1:
+            ok.append(group[0])
+            continue
+        for it in group:
+            others = ", ".join(_rel(o.source_of_id, root) for o in group if o is not it)
+            err = MetadataError(it.source_of_id, f"maps to subject {subject} as {others} does: rename one")
+            bad.append(_bad_row(err, it, root))
+    return sorted(ok, key=lambda it: it.subject), bad
+
+
 def _marker(root: Path, source: str, subject: str) -> Path:
-    return root / ".ingest" / source / f"{subject}.json"
+    return inside(root, root / ".ingest" / source / f"{subject}.json")
 
 
 def is_done(store: CohortStore, source: str, item: Item) -> bool:
     """A subject is complete when its marker exists and every cine it lists is in the store."""
+    from json import JSONDecodeError, loads
+
     m = _marker(store.root, source, item.subject)
     if not m.exists():
         return False
     try:
-        ids = json.loads(m.read_text())["cines"]
-    except (json.JSONDecodeError, KeyError):
+        ids = loads(m.read_text())["cines"]
+    except (JSONDecodeError, KeyError, TypeError):
         return False
     return all(i in store for i in ids)
 
 
-def _scrub(text: str, item: Item) -> str:
-    """Replace a private key (EID, identifying folder name) by the pseudonym in report text."""
-    return text.replace(item.key, item.subject) if item.private and item.key else text
+# ---------------------------------------------------------------- report rows: named files, no identifiers
+
+
+def _rel(path, root: Path) -> str:
+    """A file as reports name it: relative to the input folder (absolute source paths may identify a person)."""
+    p = Path(str(path))
+    try:
+        return str(p.resolve().relative_to(root.resolve())) if p.is_absolute() else str(p)
+    except ValueError:
+        return p.name
+
+
+def scrub(obj, item: Item):
+    """Replace a private key (EID, identifying folder name) by the pseudonym in every string of a report entry,
+    before serialising (JSON escapes non-ASCII, after which 'MÜLLER' no longer matches)."""
+    if not (item.private and item.key):
+        return obj
+    if isinstance(obj, str):
+        return obj.replace(item.key, str(item.subject))
+    if isinstance(obj, dict):
+        return {scrub(k, item): scrub(v, item) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [scrub(v, item) for v in obj]
+    return obj
+
+
+def _bad_row(err: Exception, item: Item, root: Path) -> dict:
+    row = note(err, getattr(err, "path", None) or item.name)
+    return scrub(dict(row, file=_rel(row["file"], root), subject=item.subject), item)
 
 
 # ---------------------------------------------------------------- one subject
@@ -92,50 +169,75 @@ def _qa(cine, notes: list, name: str) -> None:
                           f"{ {k: round(v, 3) for k, v in sc.items()} }: wrong label convention?"))
 
 
-def ingest_item(source: str, item: Item, root: str | Path) -> dict:
-    """Read one subject and write its cines; never raises: returns ok/cines/notes or the error as a report row."""
-    store, notes, written = CohortStore(root), [], []
+def _no_cine(item: Item, notes: list) -> IngestError:
+    """'No cine found', with the reasons the reader recorded (which file, why it was not a cine)."""
+    if not notes:
+        return IngestError(item.name, "no cine found")
+    why = "; ".join(f"{Path(n['file']).name}: {n['message']}" for n in notes[:3])
+    return IngestError(notes[0]["file"], f"no cine found ({len(notes)} series rejected: {why})")
+
+
+def read_item(source: str, item: Item) -> tuple[list, list]:
+    """The subject's cines (one per view, QA-flagged) and the reader's notes; typed errors name the file."""
+    notes = []
     try:
         cines = source_module(source).read(item, notes)
-        if not cines:
-            raise IngestError(item.name, "no cine found")
-        seen, keep = set(), []
+    except RecordError as e:  # a reader built an inconsistent record: still a fault of this item's files
+        raise MetadataError(item.name, str(e)) from e
+    if not cines:
+        raise _no_cine(item, notes)
+    seen, keep = set(), []
+    for c in cines:
+        if c.cine_id in seen:
+            notes.append(dict(file=item.name, error="DuplicateView", message=f"a second {c.view} cine; kept the first"))
+            continue
+        seen.add(c.cine_id)
+        if item.suffix:
+            c.meta["participant"] = item.participant
+        _qa(c, notes, item.name)
+        keep.append(c)
+    return keep, notes
+
+
+def ingest_item(source: str, item: Item, root: str | Path, input_root: str | Path = "/") -> dict:
+    """Read one subject and write its cines; never raises: returns ok/cines/notes or the error as a report row."""
+    store, written, notes, input_root = CohortStore(root), [], [], Path(input_root)
+    try:
+        cines, notes = read_item(source, item)
         for c in cines:
-            if c.cine_id in seen:
-                notes.append(dict(file=item.name, error="DuplicateView",
-                                  message=f"a second {c.view} cine; kept the first"))
-                continue
-            seen.add(c.cine_id)
-            _qa(c, notes, item.name)
-            keep.append(c)
-        for c in keep:
             written.append(store.write(c, overwrite=True))
         atomic_write_json(_marker(store.root, source, item.subject),
-                          dict(subject=item.subject, source=source, cines=[c.cine_id for c in keep]))
-        res = dict(ok=True, subject=item.subject, cines=[c.cine_id for c in keep])
+                          dict(subject=item.subject, source=source, cines=[c.cine_id for c in cines]))
+        res = dict(ok=True, subject=item.subject, cines=[c.cine_id for c in cines])
     except Exception as e:  # a batch never stops at a bad subject: the error becomes a report row
         for p in written:  # all or nothing per subject: no cine of a failed subject stays behind
             shutil.rmtree(p, ignore_errors=True)
-        row = note(e, getattr(e, "path", None) or item.name)
-        res = dict(ok=False, subject=item.subject, bad=dict(row, subject=item.subject))
-    res["notes"] = [dict(n, subject=item.subject) for n in notes]
-    return json.loads(_scrub(json.dumps(res), item))
+        res = dict(ok=False, subject=item.subject, bad=_bad_row(e, item, input_root))
+    res["notes"] = [scrub(dict(n, file=_rel(n.get("file", ""), input_root), subject=item.subject), item)
+                    for n in notes]
+    return res
 
 
 # ---------------------------------------------------------------- splits
 
 
 def update_splits(store: CohortStore, seed: int = 0, fractions=FRACTIONS) -> dict[str, str]:
-    """Keep existing assignments; split new subjects stratified on the first of `STRATA` their meta has."""
+    """Keep existing assignments; split new subjects stratified on the first of `STRATA` their meta has.
+
+    The unit is the participant (`meta.participant`, else the subject): repeat visits of one person share a split,
+    so no person is in both training and test.
+    """
     m = store.manifest(refresh=True)
     if m.empty:
         return {}
-    subjects = sorted(set(m["subject"].astype(str)))
-    old = {s: v for s, v in store.splits().items() if s in subjects}
+    subj = m["subject"].astype(str)
+    unit = (m["participant"].astype("string").fillna(subj) if "participant" in m.columns else subj).astype(str)
+    of = dict(zip(subj, unit, strict=True))
+    old_unit = {of[s]: v for s, v in store.splits().items() if s in of}
     col = next((c for c in STRATA if c in m.columns), None)
-    strata = dict(zip(m["subject"].astype(str), m[col].astype(str), strict=True)) if col else {}
-    new = stratified_split({s: strata.get(s, "all") for s in subjects if s not in old}, seed, fractions)
-    splits = {**old, **new}
+    strata = dict(zip(unit, m[col].astype(str), strict=True)) if col else {}
+    new = stratified_split({u: strata.get(u, "all") for u in sorted(set(unit)) if u not in old_unit}, seed, fractions)
+    splits = {s: {**old_unit, **new}[u] for s, u in sorted(of.items())}
     store.write_splits(splits)
     return splits
 
@@ -143,15 +245,25 @@ def update_splits(store: CohortStore, seed: int = 0, fractions=FRACTIONS) -> dic
 # ---------------------------------------------------------------- the driver
 
 
-def _run(source: str, todo: list[Item], root: Path, workers: int, progress: bool):
+def _watch_parent(parent: int) -> None:
+    """In a worker: exit as soon as the parent is gone (killed), instead of writing on and then idling."""
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _run(source: str, todo: list[Item], root: Path, input_root: Path, workers: int, progress: bool):
     """Yield each item's result, serially or over a process pool."""
     bar = dict(total=len(todo), desc=f"ingest {source}", disable=not progress, unit="subject")
     if workers <= 1 or len(todo) <= 1:
         for it in tqdm(todo, **bar):
-            yield ingest_item(source, it, root)
+            yield ingest_item(source, it, root, input_root)
         return
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as ex:
-        futs = [ex.submit(ingest_item, source, it, root) for it in todo]
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_watch_parent,
+                             initargs=(os.getpid(),)) as ex:
+        futs = [ex.submit(ingest_item, source, it, root, input_root) for it in todo]
         for f in tqdm(as_completed(futs), **bar):
             yield f.result()
 
@@ -164,25 +276,39 @@ def ingest(source: str, path: str | Path, out: str | Path, *, pseudonym_file: st
     source: one of SOURCES. pseudonym_file: CSV mapping private ids to pseudonyms (required for ukbb, optional
     for dicom/nifti; kept outside `out`). limit: first N subjects only. seed/fractions: train/valid/test split.
     source_opts: passed to the source's `find` (e.g. dicom `subject_level=0`).
+    Raises IngestError / PseudonymError / ValueError for a mistake in the call itself (paths, source, no subject).
     """
     t0 = time.perf_counter()
     mod, path, root = source_module(source), Path(path), Path(out)
-    if not path.exists():
-        raise IngestError(path, "input folder not found")
+    check_locations(path, root)
+    ps = pseudonyms_for(source, pseudonym_file, root)
+    items = mod.find(path, **source_opts)
+    if not items:
+        raise IngestError(path, f"no {source} subject found in this folder (see cmrlib/io/README.md for the layout)")
     store = CohortStore(root)
-    items = assign_subjects(mod.find(path, **source_opts), source, pseudonym_file, root)
-    items = sorted(items, key=lambda it: it.subject)[:limit]
-    todo = [it for it in items if not is_done(store, source, it)]
-    bad, notes, n_ok, n_cines = [], [], 0, 0
-    for res in _run(source, todo, root, workers, progress):
-        notes += res["notes"]
-        if res["ok"]:
-            n_ok, n_cines = n_ok + 1, n_cines + len(res["cines"])
-        else:
-            bad.append(res["bad"])
-    store.write_report(bad, extra=dict(source=source, n_subjects=len(items), n_already_done=len(items) - len(todo),
-                                       n_ingested=n_ok, n_cines_written=n_cines, notes=notes,
-                                       seconds=round(time.perf_counter() - t0, 2)))
-    update_splits(store, seed, fractions)
-    store.manifest(refresh=True)
+    with store.writer():
+        store.clean_temporaries()
+        if store.unsplit_subjects():  # a killed run left cines without a split: assign them before anything else
+            update_splits(store, seed, fractions)
+        items, refused = check_subjects(assign_subjects(items, ps), path)
+        items = items[:limit]
+        todo = [it for it in items if not is_done(store, source, it)]
+        bad, notes, n_ok, n_cines, last = list(refused), [], 0, 0, 0.0
+        info = dict(source=source, n_subjects=len(items) + len(refused), n_already_done=len(items) - len(todo))
+
+        def report(status):
+            store.write_report(bad, extra=dict(info, status=status, n_ingested=n_ok, n_cines_written=n_cines,
+                                               notes=notes, seconds=round(time.perf_counter() - t0, 2)))
+        report("running")
+        for res in _run(source, todo, root, path, workers, progress):
+            notes += res["notes"]
+            if res["ok"]:
+                n_ok, n_cines = n_ok + 1, n_cines + len(res["cines"])
+            else:
+                bad.append(res["bad"])
+            if time.perf_counter() - last > REPORT_EVERY_S:
+                report("running")
+                last = time.perf_counter()
+        update_splits(store, seed, fractions)
+        report("complete")
     return store

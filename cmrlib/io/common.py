@@ -18,8 +18,9 @@ import nibabel as nib
 import numpy as np
 
 from ..labels import LabelError, to_canonical
-from ..record import Cine
-from .errors import CorruptFileError, IngestError, MissingFileError, ShapeMismatchError, labels_error
+from ..record import Cine, RecordError
+from .errors import (CorruptFileError, IngestError, InvalidSpacingError, MetadataError, MissingFileError,
+                     ShapeMismatchError, labels_error)
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
@@ -31,6 +32,8 @@ class Item:
     key: the source's own subject id (may be private, e.g. a UK Biobank EID: it is scrubbed from every report).
     subject: the pseudonymous subject id cines are stored under (set by the driver when pseudonyms apply).
     label: how reports name the item; '{subject}' is filled in once the subject is known.
+    origin: the file or folder the subject id was taken from (named when the id is refused); default paths[0].
+    suffix: appended to a pseudonym for a repeat visit (UK Biobank '-i3'); the participant is the id without it.
     """
 
     key: str
@@ -40,10 +43,21 @@ class Item:
     private: bool = False
     suffix: str = ""
     opts: dict = field(default_factory=dict)
+    origin: Path | None = None
 
     @property
     def name(self) -> str:
         return self.label.replace("{subject}", str(self.subject))
+
+    @property
+    def source_of_id(self) -> Path:
+        return Path(self.origin or self.paths[0])
+
+    @property
+    def participant(self) -> str:
+        """The person behind the subject id: visits of one participant share it (splits are by participant)."""
+        s = str(self.subject)
+        return s[: -len(self.suffix)] if self.suffix and s.endswith(self.suffix) else s
 
 
 # ---------------------------------------------------------------- NIfTI
@@ -58,17 +72,81 @@ def nifti_stem(path: str | Path) -> str:
     return Path(name).stem
 
 
-def load_nifti(path: str | Path) -> tuple[np.ndarray, nib.Nifti1Image]:
-    """Array (as stored, i j k [t]) and image of a NIfTI file; truncated or unreadable files raise CorruptFileError."""
+MAX_VOXEL_BYTES = 2 * 1024**3  # declared voxel data above this is no cine (a 50-frame UK Biobank SAX stack is ~70 MB)
+DEFLATE_MAX_RATIO = 1032  # gzip (deflate) cannot inflate data by more than this factor
+
+
+def raw_header(path: Path) -> nib.Nifti1Header:
+    """The header exactly as stored: nibabel's loader quietly turns zero spacing into 1 mm and negative into its
+    absolute value, which would scale every volume; readers must see (and reject) what the file says."""
+    from nibabel.openers import ImageOpener
+
+    try:
+        with ImageOpener(str(path)) as f:
+            head = f.read(4)
+            f.seek(0)
+            size = int.from_bytes(head, "little") if len(head) == 4 else 0
+            klass = nib.Nifti2Header if 540 in (size, int.from_bytes(head, "big")) else nib.Nifti1Header
+            return klass.from_fileobj(f, check=False)
+    except (EOFError, OSError, zlib.error, ValueError, nib.spatialimages.HeaderDataError) as e:
+        raise CorruptFileError(path, f"cannot read the NIfTI header ({type(e).__name__}: {e})") from e
+
+
+def check_declared_size(hdr, path: Path) -> None:
+    """Refuse a header that declares more voxel data than the file can hold or a cine can need, before allocating."""
+    shape = hdr.get_data_shape()
+    require(len(shape) > 0 and min(shape) >= 1, path, f"header declares an empty image of shape {shape}",
+            CorruptFileError)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * hdr.get_data_dtype().itemsize
+    require(nbytes <= MAX_VOXEL_BYTES, path, f"header declares {shape} {hdr.get_data_dtype()} "
+            f"({nbytes / 1024**3:.1f} GiB), more than a cine can hold ({MAX_VOXEL_BYTES / 1024**3:.0f} GiB)",
+            CorruptFileError)
+    size = path.stat().st_size
+    if path.name.endswith(".gz"):
+        require(nbytes <= size * DEFLATE_MAX_RATIO, path, f"header declares {nbytes} bytes of voxel data, which a "
+                f"{size}-byte gzip file cannot hold", CorruptFileError)
+    else:
+        need = int(hdr.get_data_offset()) + nbytes
+        require(need <= size, path, f"truncated: header declares {need} bytes, the file holds {size}",
+                CorruptFileError)
+
+
+def check_spacing(hdr, path: Path, dims: int) -> None:
+    """The first `dims` voxel sizes (mm) must be finite and positive."""
+    z = [float(v) for v in hdr["pixdim"][1:1 + dims]]
+    require(all(np.isfinite(v) and v > 0 for v in z), path, f"voxel size {z} mm: every spacing must be positive",
+            InvalidSpacingError)
+
+
+def check_finite(arr: np.ndarray, path: str | Path) -> np.ndarray:
+    """Reject NaN / Inf pixels with their count: they would pass silently into every mean, volume and loss."""
+    if arr.dtype.kind in "fc":
+        bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+        require(bad == 0, path, f"{bad} of {arr.size} values are NaN or infinite", CorruptFileError)
+    return arr
+
+
+def load_nifti(path: str | Path, dims: int | None = None) -> tuple[np.ndarray, nib.Nifti1Image]:
+    """Array (as stored, i j k [t]) and image of a NIfTI file, checked before and after reading.
+
+    Before: the declared size against the file and a sane cine size, the first `dims` voxel sizes (default: 3 for
+    4D files, else 2) positive. After: no NaN / Inf values. The image's header keeps the stored spacing.
+    Errors are `CorruptFileError` / `InvalidSpacingError` naming the file.
+    """
     path = Path(path)
-    if not path.exists():
-        raise MissingFileError(path, "file not found")
+    if not path.is_file():
+        raise MissingFileError(path, "file not found" if not path.exists() else "not a file")
+    hdr = raw_header(path)
+    check_declared_size(hdr, path)
+    ndim = len(hdr.get_data_shape())
+    check_spacing(hdr, path, dims if dims is not None else (3 if ndim >= 4 else min(ndim, 2)))
     try:
         img = nib.load(str(path))
         arr = np.asarray(img.dataobj)
     except (EOFError, OSError, zlib.error, ValueError, nib.filebasedimages.ImageFileError) as e:
         raise CorruptFileError(path, f"cannot read NIfTI ({type(e).__name__}: {e})") from e
-    return arr, img
+    img.header["pixdim"] = hdr["pixdim"]  # undo the loader's silent repair: spacing as stored, checked above
+    return check_finite(arr, path), img
 
 
 def zooms(img: nib.Nifti1Image) -> tuple[float, ...]:
@@ -198,16 +276,25 @@ def require(cond: bool, path, problem: str, err: type[IngestError] = IngestError
         raise err(path, problem)
 
 
-def keyframe_cine(subject: str, view: str, pixels: np.ndarray, spacing: tuple, times: np.ndarray, ed: int | None,
-                  es: int | None, masks: dict[int, np.ndarray], source: str, meta: dict) -> Cine:
+def make_cine(path: str | Path, **fields) -> Cine:
+    """A `Cine` from a reader, its `RecordError` (bad index, spacing, shape) re-raised as a MetadataError naming
+    the file the record was read from."""
+    try:
+        return Cine(**fields)
+    except RecordError as e:
+        raise MetadataError(path, str(e)) from e
+
+
+def keyframe_cine(path: str | Path, subject: str, view: str, pixels: np.ndarray, spacing: tuple, times: np.ndarray,
+                  ed: int | None, es: int | None, masks: dict[int, np.ndarray], source: str, meta: dict) -> Cine:
     """A cine whose labels exist at some frames only (ED/ES); SAX cines get GT volumes, EF and mass in meta."""
     labels = labelled = None
     if masks:
         labels, labelled = keyframe_labels(pixels.shape[0], pixels.shape[1:], masks)
         if view == "SAX" and ed in masks and es in masks:
             meta = {**meta, **gt_truths(labels, spacing, ed, es), "truth_from": "ground-truth masks (slice summation)"}
-    return Cine(subject=subject, view=view, pixels=pixels, spacing=spacing, frame_times=times, labels=labels,
-                labelled=labelled, ed=ed, es=es, source=source, meta=meta)
+    return make_cine(path, subject=subject, view=view, pixels=pixels, spacing=spacing, frame_times=times,
+                     labels=labels, labelled=labelled, ed=ed, es=es, source=source, meta=meta)
 
 
 def note(err: Exception, file: str | None = None) -> dict:
@@ -217,12 +304,38 @@ def note(err: Exception, file: str | None = None) -> dict:
 
 
 def walk(root: str | Path, pattern: str = "*") -> list[Path]:
-    """Files under root matching a glob pattern, following symlinked folders (sorted)."""
+    """Files under root matching a glob pattern, following symlinked folders but visiting each real folder and file
+    once (a link loop or a second link to the same patient is not read twice), sorted; hidden names skipped."""
     root = Path(root)
     if root.is_file():
         return [root] if fnmatch.fnmatch(root.name, pattern) else []
-    out = []
+    out, seen_dirs, seen_files = [], set(), set()
     for d, dirs, files in os.walk(root, followlinks=True):
-        dirs[:] = sorted(x for x in dirs if not x.startswith("."))
-        out += [Path(d) / f for f in files if fnmatch.fnmatch(f, pattern) and not f.startswith(".")]
+        real = os.path.realpath(d)
+        if real in seen_dirs:
+            dirs[:] = []
+            continue
+        seen_dirs.add(real)
+        # real folders before links to them, so a patient is read under its own name, not an alias's
+        dirs[:] = sorted((x for x in dirs if not x.startswith(".")), key=lambda x: (os.path.islink(Path(d) / x), x))
+        for f in sorted(files):
+            p = Path(d) / f
+            if fnmatch.fnmatch(f, pattern) and not f.startswith(".") and (rf := os.path.realpath(p)) not in seen_files:
+                seen_files.add(rf)
+                out.append(p)
+    return sorted(out)
+
+
+def real_subfolders(root: str | Path) -> list[Path]:
+    """Visible sub-folders of root, each real folder once, leaving out links back to root or above it (loops)."""
+    root = Path(root)
+    top, out, seen = root.resolve(), [], set()
+    for p in sorted(root.iterdir(), key=lambda p: (p.is_symlink(), p.name)):
+        if not p.is_dir() or p.name.startswith("."):
+            continue
+        real = p.resolve()
+        if real in seen or top.is_relative_to(real):
+            continue
+        seen.add(real)
+        out.append(p)
     return sorted(out)

@@ -20,9 +20,9 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from ..record import Cine
-from .common import Item, guess_view, note, require, walk
-from .errors import (CorruptFileError, IngestError, InconsistentSpacingError, MissingFramesError, MixedFrameSizeError,
-                     NoPixelDataError, NonCineError, UnknownViewError)
+from .common import Item, check_finite, guess_view, make_cine, note, real_subfolders, require, walk
+from .errors import (CorruptFileError, IngestError, InconsistentSpacingError, InvalidSpacingError, MissingFramesError,
+                     MixedFrameSizeError, NoPixelDataError, NonCineError, UnknownViewError)
 
 NAME = "dicom"
 # acquisition tags copied into meta (whitelist: nothing that identifies a person, a date or a place)
@@ -114,7 +114,11 @@ def read_frame(src: str | Path | bytes, name: str | None = None, folder: str = "
         raise NonCineError(name, f"multi-frame / colour DICOM (pixel array {px.shape}) is not supported")
     px = px.astype(np.float32) * float(ds.get("RescaleSlope", 1) or 1) + float(ds.get("RescaleIntercept", 0) or 0)
     d = desc if desc is not None else " ".join(str(ds.get(k, "") or "") for k in ("SeriesDescription", "ProtocolName"))
-    return Frame(name=name, ds=ds, pixels=px, folder=folder, desc=d.strip())
+    f = Frame(name=name, ds=ds, pixels=check_finite(px, name), folder=folder, desc=d.strip())
+    sp = f.pixel_spacing
+    require(sp is None or all(np.isfinite(v) and v > 0 for v in sp), name,
+            f"PixelSpacing {list(sp or ())} mm: every spacing must be positive", InvalidSpacingError)
+    return f
 
 
 def read_folder_frames(folder: str | Path) -> list[Frame]:
@@ -174,13 +178,44 @@ class Slice:
         return self.frames[0]
 
 
-def make_slice(frames: list[Frame]) -> Slice:
-    """Order a slice's frames by trigger time and check it is a complete cine of equal-size frames."""
+def order_frames(frames: list[Frame], notes: list) -> tuple[list[Frame], np.ndarray]:
+    """Frames of one slice in time order with their trigger times (ms).
+
+    All timed: by TriggerTime, then InstanceNumber. Some untimed (a damaged or re-exported series): by
+    InstanceNumber, when every frame has a distinct one and the timed frames agree with that order, the missing
+    times interpolated, with a note; otherwise MissingFramesError names the first untimed file. None timed:
+    NonCineError (not a cine series).
+    """
+    untimed = [f for f in frames if f.time is None]
+    if not untimed:
+        frames = sorted(frames, key=lambda f: (f.time, int(f.get("InstanceNumber", 0) or 0)))
+        return frames, np.array([f.time for f in frames])
+    require(len(untimed) < len(frames), untimed[0].name, "no TriggerTime: not a cine series", NonCineError)
+    inst = [f.get("InstanceNumber") for f in frames]
+    ok = None not in inst and len({int(i) for i in inst}) == len(frames)
+    if ok:
+        frames = sorted(frames, key=lambda f: int(f.get("InstanceNumber")))
+        timed = np.array([i for i, f in enumerate(frames) if f.time is not None])
+        t_known = np.array([frames[i].time for i in timed])
+        ok = len(timed) >= 2 and bool(np.all(np.diff(t_known) > 0))
+    require(ok, untimed[0].name, f"TriggerTime missing on {len(untimed)} of {len(frames)} frames and InstanceNumber "
+                                 f"cannot order them", MissingFramesError)
+    idx = np.arange(len(frames), dtype=float)
+    t = np.interp(idx, timed, t_known)
+    step = float(np.median(np.diff(t_known) / np.diff(timed)))  # beyond the timed frames: the series' own interval
+    t = np.where(idx < timed[0], t_known[0] - (timed[0] - idx) * step, t)
+    t = np.where(idx > timed[-1], t_known[-1] + (idx - timed[-1]) * step, t)
+    notes.append(dict(file=untimed[0].name, error="MissingTriggerTime",
+                      message=f"TriggerTime missing on {len(untimed)} of {len(frames)} frames: ordered by "
+                              f"InstanceNumber, their times interpolated"))
+    return frames, t
+
+
+def make_slice(frames: list[Frame], notes: list | None = None) -> Slice:
+    """Order a slice's frames in time and check it is a complete cine of equal-size frames."""
     f0 = frames[0]
     require(len(frames) >= 2, f0.name, "a single frame at this position: not a cine", NonCineError)
-    untimed = [f.name for f in frames if f.time is None]
-    require(not untimed, untimed[0] if untimed else f0.name, "no TriggerTime: not a cine series", NonCineError)
-    frames = sorted(frames, key=lambda f: (f.time, int(f.get("InstanceNumber", 0) or 0)))
+    frames, t = order_frames(frames, [] if notes is None else notes)
     shapes = [f.pixels.shape for f in frames]
     odd = [f for f in frames if f.pixels.shape != shapes[0]]
     require(not odd, odd[0].name if odd else f0.name,
@@ -188,7 +223,6 @@ def make_slice(frames: list[Frame]) -> Slice:
     sp = {f.pixel_spacing for f in frames}
     require(len(sp) == 1, f0.name, f"pixel spacing differs across frames: {sorted(sp, key=str)}",
             InconsistentSpacingError)
-    t = np.array([f.time for f in frames])
     dup = np.flatnonzero(np.diff(t) == 0)
     require(dup.size == 0, frames[dup[0] + 1].name if dup.size else f0.name,
             f"two frames share trigger time {t[dup[0]] if dup.size else ''} ms (two acquisitions in one series?)")
@@ -253,8 +287,8 @@ def _lax_cine(s: Slice, subject: str, view: str, meta: dict, source: str) -> Cin
     sy, sx = s.first.pixel_spacing or (1.0, 1.0)
     if s.first.pixel_spacing is None:
         meta["spacing"] = "unknown (no PixelSpacing): 1 mm assumed"
-    return Cine(subject=subject, view=view, pixels=s.pixels, spacing=(sy, sx), frame_times=s.times, source=source,
-                meta=meta)
+    return make_cine(s.first.name, subject=subject, view=view, pixels=s.pixels, spacing=(sy, sx), frame_times=s.times,
+                     source=source, meta=meta)
 
 
 def stack_sax(slices: list[Slice], notes: list) -> tuple[list[Slice], float, list[float]]:
@@ -299,8 +333,9 @@ def _sax_cine(slices: list[Slice], subject: str, meta: dict, source: str, notes:
     times = np.stack([s.times for s in slices])
     meta.update(slice_positions_mm=np.round(pos, 2).tolist(),
                 trigger_time_spread_ms=round(float(np.ptp(times, axis=0).max()), 2) if len(slices) > 1 else 0.0)
-    return Cine(subject=subject, view="SAX", pixels=np.stack([s.pixels for s in slices], axis=1),
-                spacing=(gap, sy, sx), frame_times=times.mean(axis=0), source=source, meta=meta)
+    return make_cine(slices[0].first.name, subject=subject, view="SAX",
+                     pixels=np.stack([s.pixels for s in slices], axis=1), spacing=(gap, sy, sx),
+                     frame_times=times.mean(axis=0), source=source, meta=meta)
 
 
 def cines_from_frames(frames: list[Frame], subject: str, view: str | None = None, source: str = NAME,
@@ -318,7 +353,7 @@ def cines_from_frames(frames: list[Frame], subject: str, view: str | None = None
         n_parallel = len(groups) if parallel else 0
         for g in groups:
             try:
-                s = make_slice(g)
+                s = make_slice(g, notes)
                 v, how = _view_of(s, n_parallel, view)
             except HARMLESS as e:
                 notes.append(note(e))
@@ -359,7 +394,7 @@ def find(root: str | Path, subject_level: int | None = None, **_) -> list[Item]:
     """Subjects: root itself when it holds DICOM files directly or its sub-folders are named by view (`2ch/`,
     `4ch/`, `sax/`), or with subject_level=0; otherwise each sub-folder is a subject."""
     root = Path(root)
-    dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    dirs = real_subfolders(root)
     direct = any(p.is_file() and is_dicom_file(p) for p in root.iterdir())
     by_view = bool(dirs) and all(guess_view(d.name) for d in dirs)
     level = subject_level if subject_level is not None else (0 if direct or by_view else 1)

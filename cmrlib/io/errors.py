@@ -41,6 +41,10 @@ class InconsistentSpacingError(IngestError):
     """Pixel spacing, orientation or slice gaps disagree across a stack."""
 
 
+class InvalidSpacingError(IngestError):
+    """A voxel or pixel spacing is zero, negative or not a number (volumes would come out wrong by that factor)."""
+
+
 class ShapeMismatchError(IngestError):
     """A mask's shape does not match its image."""
 

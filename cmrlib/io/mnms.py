@@ -71,7 +71,7 @@ def read_mnms_subject(folder: str | Path, info: dict, subject: str | None = None
         masks = {ed: lab[ed], es: lab[es]}
     interval, how = frame_interval_ms(img)
     meta = {**_meta(info, ("External code", "ED", "ES")), "frame_times": how, "label_source": NAME}
-    return keyframe_cine(subject or f"mnms-{code}", "SAX", pixels, sax_spacing(zooms(img)),
+    return keyframe_cine(img_path, subject or f"mnms-{code}", "SAX", pixels, sax_spacing(zooms(img)),
                          frame_times(len(pixels), interval), ed, es, masks, NAME, meta)
 
 

@@ -24,7 +24,7 @@ MATCH_TOL = 0.05  # mean |z-score difference| above which a located ED/ES frame 
 
 def _vol(path: Path, view: str) -> tuple[np.ndarray, tuple, object]:
     """A key-frame volume: SAX (Z,H,W) or long axis (H,W) in display orientation, with zooms."""
-    arr, img = load_nifti(path)
+    arr, img = load_nifti(path, dims=3 if view == "SAX" else 2)
     if view != "SAX":
         require(arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] == 1), path,
                 f"expected one long-axis slice (X,Y[,1]), got shape {arr.shape}", MixedFrameSizeError)
@@ -38,7 +38,7 @@ def _mask(img_path: Path, shape: tuple, view: str) -> np.ndarray | None:
     gt = img_path.with_name(img_path.name.replace(".nii.gz", "_gt.nii.gz"))
     if not gt.exists():
         return None
-    m, _ = load_nifti(gt)
+    m, _ = load_nifti(gt, dims=3 if view == "SAX" else 2)
     if view != "SAX" and m.ndim == 3 and m.shape[2] == 1:
         m = m[:, :, 0]
     check_shape(m, shape, gt, img_path)
@@ -62,7 +62,7 @@ def read_mnms2_view(folder: str | Path, prefix: str, subject: str, meta: dict) -
     spacing = sax_spacing(ed_zoom) if view == "SAX" else (ed_zoom[1], ed_zoom[0])
     meta = {**meta, "label_source": NAME}
     if files["CINE"].exists():
-        arr, img = load_nifti(files["CINE"])
+        arr, img = load_nifti(files["CINE"], dims=3 if view == "SAX" else 2)
         if view != "SAX" and arr.ndim == 4 and arr.shape[2] == 1:
             arr = arr[:, :, 0]
         require(arr.ndim == len(ed_shape) + 1 and arr.shape[:-1] == tuple(ed_shape), files["CINE"],
@@ -80,7 +80,8 @@ def read_mnms2_view(folder: str | Path, prefix: str, subject: str, meta: dict) -
         times = np.full(2, np.nan, np.float32)
         meta.update(frame_times="unknown: ED/ES volumes only (NaN)")
     masks = {i: m for i, m in ((ed, ed_m), (es, es_m)) if m is not None}
-    return keyframe_cine(subject, view, pixels, spacing, times, ed, es, masks, NAME, meta)
+    src = files["CINE"] if files["CINE"].exists() else files["ED"]
+    return keyframe_cine(src, subject, view, pixels, spacing, times, ed, es, masks, NAME, meta)
 
 
 def read_mnms2_subject(folder: str | Path, info: dict, subject: str | None = None) -> list[Cine]:

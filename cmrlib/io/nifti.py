@@ -14,7 +14,7 @@ import numpy as np
 from ..labels import SOURCE_MAPS
 from ..record import Cine
 from .common import (NIFTI_SUFFIXES, Item, canonical, check_shape, frame_interval_ms, frame_times, guess_view,
-                     load_nifti, nifti_stem, note, require, walk, sax_spacing, to_rows_cols, zooms)
+                     load_nifti, make_cine, nifti_stem, note, require, walk, sax_spacing, to_rows_cols, zooms)
 from .errors import IngestError, MetadataError, MissingFramesError, NonCineError, UnknownViewError
 
 NAME = "nifti"
@@ -84,7 +84,8 @@ def read_nifti_cine(path: str | Path, view: str | None = None, ed: int | None = 
         raise UnknownViewError(path, "cannot tell the view from the file name; pass view= or add a sidecar "
                                      "{\"view\": \"SAX|2CH|3CH|4CH\"}")
     view = str(view).upper()
-    arr, img = load_nifti(path)
+    dims = 3 if view == "SAX" else 2
+    arr, img = load_nifti(path, dims)
     pixels = _frames(arr, view, path).astype(np.float32)
     z = zooms(img)
     spacing = sax_spacing(z) if view == "SAX" else (z[1], z[0])
@@ -99,7 +100,7 @@ def read_nifti_cine(path: str | Path, view: str | None = None, ed: int | None = 
         src = label_source or side.get("label_source", "canonical")
         require(src in SOURCE_MAPS, lab_path, f"unknown label_source {src!r}; one of {sorted(SOURCE_MAPS)}",
                 MetadataError)
-        m, _ = load_nifti(lab_path)
+        m, _ = load_nifti(lab_path, dims)
         check_shape(m, arr.shape, lab_path, path)
         lab = canonical(_frames(m, view, lab_path), src, lab_path)
         frames = side.get("labelled")
@@ -111,12 +112,9 @@ def read_nifti_cine(path: str | Path, view: str | None = None, ed: int | None = 
         else:
             labelled = lab.reshape(len(lab), -1).any(axis=1)
         meta["label_source"] = src
-    try:
-        return Cine(subject=subject or side.get("subject") or nifti_stem(path), view=view, pixels=pixels,
-                    spacing=spacing, frame_times=times, labels=lab, labelled=labelled, ed=ed, es=es, source=source,
-                    meta=meta)
-    except ValueError as e:  # RecordError: ED/ES out of range, bad view ...
-        raise MetadataError(path, str(e)) from e
+    return make_cine(path, subject=subject or side.get("subject") or nifti_stem(path), view=view, pixels=pixels,
+                     spacing=spacing, frame_times=times, labels=lab, labelled=labelled, ed=ed, es=es, source=source,
+                     meta=meta)
 
 
 def is_mask_name(path: str | Path) -> bool:
@@ -140,6 +138,7 @@ def find(root: str | Path, **_) -> list[Item]:
     root = Path(root)
     files = sorted(p for s in NIFTI_SUFFIXES for p in walk(root, f"*{s}"))
     groups: dict[str, list[Path]] = {}
+    origin: dict[str, Path] = {}
     for f in files:
         if is_mask_name(f):
             continue
@@ -147,11 +146,14 @@ def find(root: str | Path, **_) -> list[Item]:
             subj = read_sidecar(f).get("subject")
         except MetadataError:
             subj = None
-        if subj is None:
+        if subj is not None:
+            origin.setdefault(str(subj), sidecar_path(f))
+        else:
             rel = f.parent.relative_to(root) if f.parent != root and root.is_dir() else None
             subj = str(rel).replace("/", "-") if rel else nifti_stem(f)
         groups.setdefault(str(subj), []).append(f)
-    return [Item(key=k, paths=tuple(v), subject=k, label=str(v[0].parent)) for k, v in sorted(groups.items())]
+    return [Item(key=k, paths=tuple(v), subject=k, label=str(v[0].parent), origin=origin.get(k))
+            for k, v in sorted(groups.items())]
 
 
 def read(item: Item, notes: list) -> list[Cine]:
