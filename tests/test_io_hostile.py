@@ -1,7 +1,11 @@
 """Hostile and careless inputs to ingest, one test (or more) per defect class; small synthetic files only.
 
-Each test names the class it pins (the numbers of the hardening list in cmrlib/io/README.md, "What ingest
-guarantees"). No real data: every file is written under the test's tmp_path.
+The number in a test's name is the class it pins: 1 subject id used as a path, 2 NaN/Inf pixels, 3 zero or
+negative spacing, 4 two inputs mapping to one subject, 5 symlink loops, 6 DICOM frames without TriggerTime,
+7 repeat visits across splits, 8 huge declared NIfTI size, 9 CLI mistakes, 10 bad items and empty inputs in the
+CLI, 11 report rows that do not name the file or reason, 12 leftovers of a killed run, 13 workers outliving their
+parent, 14 non-ASCII identifiers in the report, 15 source paths in run.json and notebooks. No real data: every
+file is written under the test's tmp_path.
 """
 from __future__ import annotations
 
