@@ -21,7 +21,7 @@ from fastai.torch_core import TensorImage
 from fastai.vision.data import MaskBlock
 from fastprogress.fastprogress import progress_bar
 
-from .labels import NAMES
+from .labels import CODES
 from .record import Cine
 from .store import CohortStore
 from .transforms import (Affine2D, ClutterAug, IntensityAug, LabelIntensityAug, SegAffine, WallAug, fit_affine,
@@ -31,7 +31,6 @@ from .utils import rng, seed_everything
 __all__ = ["FrameGeometry", "FrameSet", "cine_frames", "frame_items", "seg_block", "seg_dls", "pick_subjects", "CODES",
            "to_image"]
 
-CODES = [NAMES[k] for k in sorted(NAMES)]  # canonical label names, index = label value
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,9 @@ import numpy as np
 
 BG, LV, MYO, RV, LA, RA = 0, 1, 2, 3, 4, 5
 NAMES = {BG: "background", LV: "LV", MYO: "MYO", RV: "RV", LA: "LA", RA: "RA"}
-CODES = {v: k for k, v in NAMES.items()}
 N_CLASSES = len(NAMES)
+CODES = [NAMES[k] for k in range(N_CLASSES)]  # label names indexed by value: fastai's MaskBlock codes and dls.vocab
+VALUES = {v: k for k, v in NAMES.items()}  # name -> label value
 
 # source label value -> canonical label value (values absent from a table are errors)
 SOURCE_MAPS: dict[str, dict[int, int]] = {

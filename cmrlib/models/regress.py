@@ -13,11 +13,9 @@ from torch import nn
 from torchvision.models import get_model, get_model_weights
 from torchvision.models.resnet import BasicBlock, conv1x1
 
+from .weights import WeightsUnavailable, cached_state
+
 ARCHS = ("tiny", "resnet18", "resnet34", "resnet50")
-
-
-class WeightsUnavailable(RuntimeError):
-    """Pretrained weights were asked for but cannot be loaded (offline, no cache)."""
 
 
 def _stage(cin: int, cout: int, n: int, stride: int) -> nn.Sequential:
@@ -115,13 +113,8 @@ class TinyResNet(nn.Module):
 
 
 def _imagenet_state(arch: str) -> dict:
-    """ImageNet weights for a torchvision ResNet (from the torch hub cache or a download)."""
-    w = get_model_weights(arch).DEFAULT
-    try:
-        return w.get_state_dict(progress=False, check_hash=True)
-    except Exception as e:  # network errors come in many types (URLError, OSError, ...)
-        raise WeightsUnavailable(f"ImageNet weights {w} for {arch} are not available (offline and not in the torch hub "
-                                 f"cache {torch.hub.get_dir()}): {type(e).__name__}: {e}") from e
+    """ImageNet weights for a torchvision ResNet, from the local torch hub cache (never downloaded)."""
+    return cached_state(get_model_weights(arch).DEFAULT.url, f"ImageNet {arch}")
 
 
 def torchvision_regressor(arch: str = "resnet50", n_out: int = 4, in_ch: int = 1, pretrained: bool = False) -> nn.Module:

@@ -5,18 +5,15 @@ so CPU profiles can train a small copy of the same architecture.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from torchvision.models import vgg
 
+from .weights import WeightsUnavailable, cached_state
+
 __all__ = ["UNet11", "WeightsUnavailable", "unet11", "vgg11_encoder"]
-
-
-class WeightsUnavailable(FileNotFoundError):
-    """ImageNet weights were asked for but are not in the local torch cache (no downloads here)."""
 
 
 def _ch(c: int, width: float) -> int:
@@ -26,13 +23,7 @@ def _ch(c: int, width: float) -> int:
 def _cached_weights(bn: bool) -> dict[str, torch.Tensor]:
     """torchvision's VGG11 ImageNet weights from the local torch hub cache, never downloaded."""
     w = (vgg.VGG11_BN_Weights if bn else vgg.VGG11_Weights).IMAGENET1K_V1
-    f = Path(torch.hub.get_dir()) / "checkpoints" / Path(w.url).name
-    if not f.exists():
-        raise WeightsUnavailable(
-            f"ImageNet VGG11{'_bn' if bn else ''} weights are not available offline: expected {f}. "
-            f"Download {w.url} on a connected machine and place it there (or set TORCH_HOME), "
-            "or use pretrained=False.")
-    return torch.load(f, map_location="cpu", weights_only=True)
+    return cached_state(w.url, f"ImageNet VGG11{'_bn' if bn else ''}")
 
 
 def vgg11_encoder(width: float = 1.0, bn: bool = True, in_ch: int = 1, pretrained: bool = False) -> nn.Sequential:

@@ -1,0 +1,20 @@
+"""Pretrained weights from the local torch cache only: nothing is downloaded at run time, and a missing file is
+one clear error that says where to put it."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+
+class WeightsUnavailable(FileNotFoundError):
+    """Pretrained weights were asked for but are not in the local torch cache (no downloads here)."""
+
+
+def cached_state(url: str, what: str) -> dict[str, torch.Tensor]:
+    """The state dict torchvision would download from `url`, read from `$TORCH_HOME/hub/checkpoints` instead."""
+    f = Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
+    if not f.exists():
+        raise WeightsUnavailable(f"{what} weights are not available offline: expected {f}. Download {url} on a "
+                                 f"connected machine and place it there (or set TORCH_HOME), or use pretrained=False.")
+    return torch.load(f, map_location="cpu", weights_only=True)

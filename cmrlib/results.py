@@ -1,0 +1,104 @@
+"""What every notebook does around its method: its folders, seed and threads in one call, atomic tables, step
+timings and the developer targets check, so a notebook's cells keep to the science.
+
+    nb = results.setup("01", run_dir, figures_dir, seed, threads=threads)
+    with nb.timer("train SAX"):
+        ...
+    nb.table(scores, "scores")                       # -> <run_dir>/01/scores.csv, atomically
+    nb.targets([("phantom SAX LV Dice", 0.94, ">=", 0.93)])
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .store import CohortStore
+from .utils import atomic_write_text, seed_everything
+
+ROOT = Path(__file__).resolve().parent.parent  # the project: relative run and figure folders start here
+GOALS = (">=", "<=", "<", ">", "within")  # how a value meets its target ("within": |value| <= target)
+
+
+def project_path(path: str | Path) -> Path:
+    """A relative path taken from the project root, not the kernel's working folder: a notebook opened in
+    JupyterLab (kernel in notebooks/) writes where `cmrlib run` does."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else ROOT / p
+
+
+def meets(value: float, goal: str, target: float) -> bool:
+    """Whether a measured value meets its target under `goal` (one of GOALS); NaN never does."""
+    if goal not in GOALS:
+        raise ValueError(f"unknown goal {goal!r}; one of {GOALS}")
+    if value is None or not np.isfinite(value):
+        return False
+    return {">=": value >= target, "<=": value <= target, "<": value < target, ">": value > target,
+            "within": abs(value) <= target}[goal]
+
+
+@dataclass
+class Notebook:
+    """One notebook's run: where it writes, what it has timed."""
+
+    number: str
+    run_dir: Path
+    figures_dir: Path
+    seed: int
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def out(self) -> Path:
+        """The notebook's own folder, `<run_dir>/<number>`."""
+        return self.run_dir / self.number
+
+    def cohort(self) -> CohortStore:
+        """The run's cohort store (written by notebook 00); a clear error when it is missing."""
+        store = CohortStore(self.run_dir / "cohort")
+        if not len(store):
+            raise FileNotFoundError(f"{store.root}: no cohort (run notebook 00 with the same run_dir first)")
+        return store
+
+    def table(self, df: pd.DataFrame, name: str, index: bool = False) -> Path:
+        """Write a result table atomically as `<out>/<name>.csv`."""
+        name = name if name.endswith(".csv") else f"{name}.csv"
+        return atomic_write_text(self.out / name, df.to_csv(index=index))
+
+    @contextlib.contextmanager
+    def timer(self, step: str):
+        """Time a step (seconds added to `timings`, written by `save_timings`)."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[step] = self.timings.get(step, 0.0) + time.perf_counter() - t0
+
+    def save_timings(self) -> pd.Series:
+        s = pd.Series(self.timings, name="seconds", dtype=float)
+        self.table(s.rename_axis("step").reset_index(), "timings")
+        return s
+
+    def targets(self, checks: list[tuple[str, float, str, float]]) -> pd.DataFrame:
+        """The developer targets (figure, value, goal, target) with `met`, written as `<out>/targets.csv`."""
+        df = pd.DataFrame(checks, columns=["figure", "value", "goal", "target"])
+        df["met"] = [meets(v, g, t) for v, g, t in zip(df["value"], df["goal"], df["target"], strict=True)]
+        self.table(df, "targets")
+        return df
+
+
+def setup(number: str, run_dir: str | Path, figures_dir: str | Path, seed: int, threads: int | None = None
+          ) -> Notebook:
+    """Start a notebook: folders resolved from the project root and created, every RNG seeded, torch threads set."""
+    seed_everything(int(seed))
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(int(threads))
+    nb = Notebook(str(number), project_path(run_dir), project_path(figures_dir), int(seed))
+    nb.out.mkdir(parents=True, exist_ok=True)
+    nb.figures_dir.mkdir(parents=True, exist_ok=True)
+    return nb

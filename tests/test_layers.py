@@ -1,0 +1,64 @@
+"""The package's layering, read from its import statements: a module never imports one from a layer above it.
+
+Layers, bottom to top: records and conventions -> the cohort store -> data, models, measurements, statistics,
+figures, readers and the phantom -> the notebooks' shared layers (results) -> the methods -> the runner and CLI.
+A new module must be placed in LAYERS, so the shape stays a decision, not an accident.
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PKG = Path(__file__).resolve().parent.parent / "cmrlib"
+LAYERS = [
+    {"labels", "record", "utils"},
+    {"store"},
+    {"transforms", "models", "measure", "stats", "plots", "data", "io", "phantom"},
+    {"results"},
+    {"segment", "edes", "mvnet"},
+    {"runner", "cli", "__main__", "__init__", "profiles"},
+]
+RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}
+
+
+def top(module: Path) -> str:
+    """The first-level name of a module inside cmrlib (`cmrlib/io/dicom.py` -> 'io')."""
+    rel = module.relative_to(PKG)
+    return rel.parts[0] if len(rel.parts) > 1 else rel.stem
+
+
+def imported(module: Path) -> set[str]:
+    """First-level cmrlib names a module imports (relative or absolute, at any depth in the file)."""
+    pkg_parts = module.relative_to(PKG).parts[:-1]
+    out = set()
+    for node in ast.walk(ast.parse(module.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = list(pkg_parts[: len(pkg_parts) - node.level + 1])
+                parts = base + (node.module.split(".") if node.module else [])
+                names = [parts[0]] if parts else [a.name for a in node.names]
+            elif node.module and node.module.split(".")[0] == "cmrlib":
+                parts = node.module.split(".")[1:]
+                names = [parts[0]] if parts else [a.name for a in node.names]
+            else:
+                continue
+            out.update(names)
+        elif isinstance(node, ast.Import):
+            out.update(a.name.split(".")[1] for a in node.names if a.name.startswith("cmrlib."))
+    return out
+
+
+MODULES = sorted(PKG.rglob("*.py"))
+
+
+def test_every_module_has_a_layer():
+    assert sorted({top(m) for m in MODULES} - set(RANK)) == []
+
+
+@pytest.mark.parametrize("module", MODULES, ids=lambda m: str(m.relative_to(PKG)))
+def test_no_import_from_a_layer_above(module):
+    me = RANK[top(module)]
+    above = {n: RANK[n] for n in imported(module) if n in RANK and RANK[n] > me}
+    assert not above, f"{module.relative_to(PKG)} (layer {me}) imports {above} from above"

@@ -1,0 +1,60 @@
+"""The notebooks' shared layer: folders from the project root, seeding, atomic tables, timings, targets; and
+pretrained weights that are read from the local cache only."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from cmrlib import results
+from cmrlib.models import unet11
+from cmrlib.models.regress import point_regressor
+from cmrlib.models.weights import WeightsUnavailable
+
+
+def test_relative_folders_start_at_the_project_root(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # as a kernel started in notebooks/ would be
+    assert results.project_path("runs/x") == results.ROOT / "runs" / "x"
+    assert results.project_path(tmp_path / "abs") == tmp_path / "abs"
+
+
+def test_setup_seeds_threads_and_folders(tmp_path):
+    threads = torch.get_num_threads()
+    try:
+        nb = results.setup("07", tmp_path / "run", tmp_path / "figs", seed=3, threads=1)
+        a = np.random.rand(3), torch.rand(3)
+        results.setup("07", tmp_path / "run", tmp_path / "figs", seed=3)
+        b = np.random.rand(3), torch.rand(3)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+    np.testing.assert_array_equal(a[0], b[0])
+    torch.testing.assert_close(a[1], b[1])
+    assert nb.out == tmp_path / "run" / "07" and nb.out.is_dir() and (tmp_path / "figs").is_dir()
+    with pytest.raises(FileNotFoundError, match="run notebook 00"):
+        nb.cohort()
+
+
+def test_tables_timings_and_targets(tmp_path):
+    nb = results.setup("01", tmp_path, tmp_path / "f", seed=0)
+    nb.table(pd.DataFrame({"a": [1, 2]}), "scores")
+    assert pd.read_csv(nb.out / "scores.csv")["a"].tolist() == [1, 2] and not list(nb.out.glob(".*"))
+    with nb.timer("step"):
+        pass
+    assert nb.save_timings().index.tolist() == ["step"]
+    assert pd.read_csv(nb.out / "timings.csv")["step"].tolist() == ["step"]
+    t = nb.targets([("dice", 0.94, ">=", 0.93), ("bias", -0.2, "within", 0.1), ("sd", np.nan, "<=", 1.0),
+                    ("gain", -0.1, "<", 0.0)])
+    assert t["met"].tolist() == [True, False, False, True]
+    assert pd.read_csv(nb.out / "targets.csv").columns.tolist() == ["figure", "value", "goal", "target", "met"]
+    with pytest.raises(ValueError, match="goal"):
+        results.meets(1.0, "about", 1.0)
+
+
+def test_pretrained_weights_come_from_the_cache_only(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    for build in (lambda: unet11(width=1.0, pretrained=True), lambda: point_regressor("resnet18", pretrained=True)):
+        with pytest.raises(WeightsUnavailable, match="not available offline") as e:
+            build()
+        assert str(tmp_path / "hub" / "checkpoints") in str(e.value)
