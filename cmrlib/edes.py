@@ -43,7 +43,7 @@ from .transforms import IntensityAug, SegAffine, fit_affine, normalise
 
 __all__ = ["label_curve", "frame_diff", "decode", "tsc_loss", "TempRegLoss", "afd_ed", "afd_es", "mid_slice",
            "seq_frames", "SeqItem", "seq_items", "RollCycle", "pad_seqs", "edes_dls", "edes_learner",
-           "METHODS", "predict_curve", "detect", "evaluate", "afd_table", "label_of", "split_ids", "load_segmenters",
+           "METHODS", "predict_curve", "detect", "evaluate", "afd_table", "label_of", "split_ids",
            "seg_detect", "curves_figure", "afd_figure", "plateau", "label_plateaus"]
 
 
@@ -288,22 +288,6 @@ def detect(model: torch.nn.Module, cine: Cine, size: int, zoom: float = 1.0, z: 
     curve = predict_curve(model, seq_frames(cine, size, z, zoom=zoom))
     ed, es = decode(curve, smooth)
     return dict(curve=curve, ed=ed, es=es)
-
-
-SEG_FILES = {"SAX": "seg_sax.pkl", "LAX": "seg_lax.pkl"}
-
-
-def load_segmenters(folder: str | Path) -> tuple[dict, str | None]:
-    """Notebook 01's exported segmenters by kind ('SAX', 'LAX'), and why some are missing (None when all load)."""
-    from .segment import load_segmenter
-    models, missing = {}, []
-    for kind, name in SEG_FILES.items():
-        p = Path(folder) / name
-        if p.exists():
-            models[kind] = load_segmenter(p)
-        else:
-            missing.append(str(p))
-    return models, (f"no exported segmenter at {', '.join(missing)} (run notebook 01 first)" if missing else None)
 
 
 def seg_detect(segmenters: dict, cine: Cine) -> dict:

@@ -29,6 +29,7 @@ import torch
 from scipy import signal
 from torch import nn
 
+from .learn import device, export, load
 from .measure import average_views, mapse, mv_displacement, mv_velocity, velocity_peaks
 from .record import Cine
 from .transforms import Affine2D, RandomAffine2D, fit_affine, median_iqr
@@ -265,7 +266,7 @@ def stage_learner(train: PointFrames, valid: PointFrames, model: nn.Module, bs: 
     from fastai.optimizer import Adam
 
     dls = DataLoaders(DataLoader(train, bs=bs, shuffle=True, drop_last=len(train) > bs),
-                      DataLoader(valid, bs=bs * 2), device=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+                      DataLoader(valid, bs=bs * 2), device=device())
     metric = partial(point_error_px, size=train.size)
     metric.__name__ = "err_px"
     return Learner(dls, model, loss_func=MSELossFlat(), opt_func=Adam, lr=lr, metrics=[metric])
@@ -339,9 +340,7 @@ def fit_mvnet(train: Sequence[Track], valid: Sequence[Track], cfg: MVConfig, vie
         log.append(dict(prefix=prefix, view=view, stage=stage, epochs=ep, n_train_frames=len(learn.dls.train.dataset),
                         valid_loss=float(loss), valid_err_px=float(err), seconds=time.perf_counter() - t0))
         if models_dir is not None:
-            p = model_path(models_dir, view, stage, prefix)
-            p.parent.mkdir(parents=True, exist_ok=True)
-            learn.export(p.resolve())
+            export(learn, model_path(models_dir, view, stage, prefix))
         models.append(learn.model)
     return MVnet(models[0], models[1], view, cfg.n_refine, cfg.smooth, cfg.tta), pd.DataFrame(log)
 
@@ -396,15 +395,8 @@ class MVnet:
     def load(cls, folder: str | Path, view: str, prefix: str = "A", n_refine: int = 2,
              smooth: int | None = None, tta: float | None = None) -> "MVnet":
         """Load the two exported stage Learners `{prefix}_{view}_stage{1,2}.pkl` from a models folder."""
-        from fastai.learner import load_learner
-
-        folder = Path(folder)
-        ms = []
-        for s in (1, 2):
-            p = folder / f"{prefix}_{view}_stage{s}.pkl"
-            if not p.exists():
-                raise FileNotFoundError(f"{p}: no exported MVnet stage-{s} model for {view} (run notebook 03)")
-            ms.append(load_learner(p, cpu=True).model)
+        ms = [load(model_path(folder, view, s, prefix), f"MVnet stage-{s} model for {view}", "notebook 03").model
+              for s in (1, 2)]
         return cls(ms[0], ms[1], view, n_refine, smooth, tta)
 
 

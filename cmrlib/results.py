@@ -22,6 +22,7 @@ from .utils import atomic_write_text, seed_everything
 
 ROOT = Path(__file__).resolve().parent.parent  # the project: relative run and figure folders start here
 GOALS = (">=", "<=", "<", ">", "within")  # how a value meets its target ("within": |value| <= target)
+TIMING_COLUMNS = ("seconds", "sec", "sec_per_seq", "sec_per_cine", "train_s", "wall_s")  # differ run to run
 
 
 def project_path(path: str | Path) -> Path:
@@ -102,3 +103,26 @@ def setup(number: str, run_dir: str | Path, figures_dir: str | Path, seed: int, 
     nb.out.mkdir(parents=True, exist_ok=True)
     nb.figures_dir.mkdir(parents=True, exist_ok=True)
     return nb
+
+
+def compare_runs(a: str | Path, b: str | Path, ignore: tuple[str, ...] = TIMING_COLUMNS) -> pd.DataFrame:
+    """Every result table (CSV) two run folders do not share identically, timing columns and timings.csv aside:
+    one row per table with what differs ('only in a', 'only in b', 'columns', 'shape', or the differing columns).
+    Empty when a refactor left every result as it was."""
+    a, b = Path(a), Path(b)
+    tables = lambda root: {p.relative_to(root) for p in root.rglob("*.csv")
+                           if "cohort" not in p.relative_to(root).parts and p.name != "timings.csv"}
+    ta, tb = tables(a), tables(b)
+    rows = [dict(table=str(t), differs="only in a") for t in sorted(ta - tb)]
+    rows += [dict(table=str(t), differs="only in b") for t in sorted(tb - ta)]
+    for t in sorted(ta & tb):
+        da, db = pd.read_csv(a / t), pd.read_csv(b / t)
+        da, db = (d.drop(columns=[c for c in ignore if c in d.columns]) for d in (da, db))
+        if list(da.columns) != list(db.columns):
+            rows.append(dict(table=str(t), differs="columns"))
+        elif da.shape != db.shape:
+            rows.append(dict(table=str(t), differs="shape"))
+        elif not da.equals(db):
+            cols = [c for c in da.columns if not da[c].equals(db[c])]
+            rows.append(dict(table=str(t), differs=", ".join(cols)))
+    return pd.DataFrame(rows, columns=["table", "differs"])

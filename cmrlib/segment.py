@@ -6,8 +6,6 @@ model's resolution and maps the class scores back onto the cine's own grid.
 """
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -17,8 +15,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from fastai.callback import progress, schedule  # noqa: F401  (progress bars, Learner.fit_one_cycle)
-from fastai.callback.core import Callback
-from fastai.learner import Learner, load_learner
+from fastai.learner import Learner
 from fastai.losses import CrossEntropyLossFlat, DiceLoss
 from fastai.metrics import DiceMulti
 from fastprogress.fastprogress import progress_bar
@@ -26,13 +23,14 @@ from scipy import ndimage
 
 from .data import FrameGeometry
 from .labels import NAMES
+from .learn import CPUBFloat16, bf16_callbacks, cpu_bf16, export, load
 from .models import unet11
 from .record import Cine
 from .store import CohortStore
 from .transforms import normalise
 
 __all__ = ["DiceCE", "ClassDice", "CPUBFloat16", "seg_learner", "class_weights", "train_segmenter", "export_segmenter",
-           "load_segmenter", "as_model", "cpu_bf16", "frame_probs", "log_prior", "decide", "predict",
+           "load_segmenter", "MODEL_FILES", "model_file", "load_segmenters", "as_model", "cpu_bf16", "frame_probs", "log_prior", "decide", "predict",
            "calibrate_prior", "mean_dice", "predict_store", "keep_largest", "dice", "hd95",
            "evaluate", "summarise", "subject_measures", "measure_pairs", "frame_scores", "case_panels", "MODEL_KEYS"]
 
@@ -72,34 +70,6 @@ class ClassDice(DiceMulti):
         return 2.0 * self.inter.get(self.label, 0) / u if u > 0 else float("nan")
 
 
-class CPUBFloat16(Callback):
-    """bfloat16 autocast of the forward pass and loss on the CPU (about 1.5-2x faster training on AVX512-BF16/AMX CPUs;
-    weights and optimiser stay float32). fastai's MixedPrecision is CUDA-only."""
-
-    order = 9
-
-    def before_batch(self):
-        self.ctx = torch.autocast("cpu", dtype=torch.bfloat16)
-        self.ctx.__enter__()
-
-    def after_pred(self):
-        self.learn.pred = self.pred.float()
-
-    def _exit(self):
-        if getattr(self, "ctx", None) is not None:
-            self.ctx.__exit__(None, None, None)
-            self.ctx = None
-
-    def after_loss(self):
-        self._exit()
-
-    def after_batch(self):
-        self._exit()
-
-    def after_cancel_batch(self):
-        self._exit()
-
-
 def seg_learner(dls, width: float = 0.25, pretrained: bool = False, bn: bool = True, dice_weight: float = 1.0,
                 labels: Sequence[int] | None = None, path: str | Path = ".", bf16: bool = False, balance: bool = False,
                 **kwargs) -> Learner:
@@ -111,7 +81,7 @@ def seg_learner(dls, width: float = 0.25, pretrained: bool = False, bn: bool = T
     model.geometry, model.views = getattr(dls, "geometry", FrameGeometry()), getattr(dls, "views", ())
     counts = _label_counts(dls)
     labels = [k for k in sorted(NAMES) if k and counts[k]] if labels is None else labels  # default: those present
-    cbs = list(kwargs.pop("cbs", [])) + ([CPUBFloat16()] if bf16 else [])
+    cbs = list(kwargs.pop("cbs", [])) + bf16_callbacks(bf16)
     loss = DiceCE(dice_weight, class_weights=class_weights(counts) if balance else None)
     return Learner(dls, model, loss_func=loss, metrics=[ClassDice(l) for l in labels],
                    path=Path(path), model_dir=".", cbs=cbs, **kwargs)
@@ -133,31 +103,33 @@ def class_weights(counts: np.ndarray, cap: float = 10.0) -> torch.Tensor:
 
 
 def export_segmenter(learn: Learner, path: str | Path) -> Path:
-    """Export the learner (model, loss, geometry; no data) atomically to `path` for `load_segmenter`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    old_path = learn.path
-    try:
-        learn.path = path.parent
-        learn.export(tmp.name)
-        os.replace(tmp, path)
-    finally:
-        learn.path = old_path
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    """Export the learner (model, loss, geometry, decision log-prior; no data) atomically for `load_segmenter`."""
+    return export(learn, path)
 
 
 def load_segmenter(path: str | Path) -> Learner:
     """Reload an exported segmenter on the CPU (`predict` takes it directly)."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no exported segmenter (train it in notebook 01 first)")
-    import warnings
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        return load_learner(path)
+    return load(path, "segmenter", "notebook 01")
+
+
+MODEL_FILES = {"SAX": "seg_sax.pkl", "LAX": "seg_lax.pkl"}  # exported segmenters by kind, in a models folder
+
+
+def model_file(folder: str | Path, kind: str) -> Path:
+    """Where the exported segmenter of a kind ('SAX' or 'LAX': 2CH and 4CH) lives in a models folder."""
+    return Path(folder) / MODEL_FILES[kind]
+
+
+def load_segmenters(folder: str | Path) -> tuple[dict, str | None]:
+    """The exported segmenters by kind ('SAX', 'LAX'), and why some are missing (None when all load)."""
+    models, missing = {}, []
+    for kind in MODEL_FILES:
+        p = model_file(folder, kind)
+        if p.exists():
+            models[kind] = load_segmenter(p)
+        else:
+            missing.append(str(p))
+    return models, (f"no exported segmenter at {', '.join(missing)} (run notebook 01 first)" if missing else None)
 
 
 def as_model(model) -> torch.nn.Module:
@@ -180,15 +152,6 @@ def keep_largest(labels: np.ndarray) -> np.ndarray:
             sizes[0] = 0
             out[(comp > 0) & (comp != sizes.argmax())] = 0
     return out
-
-
-def cpu_bf16() -> bool:
-    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), where bf16 inference is 2-3x faster."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
 @torch.inference_mode()

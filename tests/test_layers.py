@@ -1,7 +1,7 @@
 """The package's layering, read from its import statements: a module never imports one from a layer above it.
 
 Layers, bottom to top: records and conventions -> the cohort store -> data, models, measurements, statistics,
-figures, readers and the phantom -> the notebooks' shared layers (results) -> the methods -> the runner and CLI.
+figures, readers and the phantom -> the shared learning and results layers -> the methods -> the runner and CLI.
 A new module must be placed in LAYERS, so the shape stays a decision, not an accident.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ LAYERS = [
     {"labels", "record", "utils"},
     {"store"},
     {"transforms", "models", "measure", "stats", "plots", "data", "io", "phantom"},
-    {"results"},
+    {"results", "learn"},
     {"segment", "edes", "mvnet"},
     {"runner", "cli", "__main__", "__init__", "profiles"},
 ]

@@ -58,3 +58,17 @@ def test_pretrained_weights_come_from_the_cache_only(tmp_path, monkeypatch):
         with pytest.raises(WeightsUnavailable, match="not available offline") as e:
             build()
         assert str(tmp_path / "hub" / "checkpoints") in str(e.value)
+
+
+def test_compare_runs_reports_what_differs_but_timings(tmp_path):
+    for run, v in (("a", 1.0), ("b", 1.0)):
+        nb = results.setup("02", tmp_path / run, tmp_path / "f", seed=0)
+        nb.table(pd.DataFrame({"aFD": [0.3, v], "sec": np.random.rand(2)}), "afd")
+        nb.table(pd.DataFrame({"x": [1]}), "timings")
+    assert results.compare_runs(tmp_path / "a", tmp_path / "b").empty
+    results.setup("02", tmp_path / "b", tmp_path / "f", seed=0).table(pd.DataFrame({"aFD": [0.3, 2.0], "sec": [0, 0]}),
+                                                                        "afd")
+    results.setup("03", tmp_path / "a", tmp_path / "f", seed=0).table(pd.DataFrame({"y": [1]}), "extra")
+    d = results.compare_runs(tmp_path / "a", tmp_path / "b")
+    assert d.to_dict("records") == [dict(table="03/extra.csv", differs="only in a"),
+                                    dict(table="02/afd.csv", differs="aFD")]
