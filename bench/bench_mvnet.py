@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cmrlib import mvnet as mv
+from cmrlib.methods import mvnet as mv
 from cmrlib.runner import load_profile
 
 TARGET_S = 1.0

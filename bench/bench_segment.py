@@ -33,7 +33,7 @@ def _case(view: str, threads: int, model_path: str | None, repeats: int, q) -> N
     from cmrlib.data import FrameGeometry
     from cmrlib.models import unet11
     from cmrlib.record import Cine
-    from cmrlib.segment import load_segmenter, predict
+    from cmrlib.methods.segmentation import load_segmenter, predict
     from cmrlib.utils import peak_rss_mib
 
     torch.set_num_threads(threads)

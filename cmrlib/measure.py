@@ -16,7 +16,7 @@ from .labels import LA, LV, MYO, RA, RV
 __all__ = ["MeasureError", "UNITS", "simpson_volume", "volume_curve", "area_curve", "ed_es_from_curve", "ejection",
            "lv_mass", "cardiac_output", "bsa_mosteller", "index_bsa", "chamber_area", "chamber_length",
            "area_length_biplane", "area_length_single", "sax_measures", "la_measures", "ra_measures", "table1",
-           "mv_displacement", "average_views", "mapse", "mv_velocity", "velocity_peaks", "mv_measures"]
+           "mv_displacement", "average_views", "mapse", "mv_velocity", "velocity_peaks", "valve_measures", "mv_measures"]
 
 MYO_DENSITY = 1.05  # g/mL
 Label = int | Sequence[int]
@@ -384,10 +384,16 @@ def velocity_peaks(velocity, ed: int = 0, prominence: float = 0.1) -> dict:
     return dict(s_prime=s_prime, e_prime=e_prime, a_prime=a_prime, es=(es + int(ed)) % v.size)
 
 
+def valve_measures(displacement, frame_interval_ms: float, ed: int = 0, window: int | None = None) -> dict:
+    """MAPSE (mm), s', e', a' (cm/s) and the velocity curve from a valve displacement curve (one view's, or the
+    average over views)."""
+    v = mv_velocity(displacement, frame_interval_ms, window)
+    pk = velocity_peaks(v, ed)
+    return dict(MAPSE=mapse(displacement), s_prime=pk["s_prime"], e_prime=pk["e_prime"], a_prime=pk["a_prime"],
+                velocity=v)
+
+
 def mv_measures(points, spacing, ed: int, frame_interval_ms: float, apex=None, window: int | None = None) -> dict:
     """MAPSE, s', e', a' and the displacement/velocity curves of one view's valve track."""
     d = mv_displacement(points, spacing, ed, apex)
-    v = mv_velocity(d, frame_interval_ms, window)
-    pk = velocity_peaks(v, ed)
-    return dict(MAPSE=mapse(d), s_prime=pk["s_prime"], e_prime=pk["e_prime"], a_prime=pk["a_prime"],
-                displacement=d, velocity=v)
+    return dict(valve_measures(d, frame_interval_ms, ed, window), displacement=d)

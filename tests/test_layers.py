@@ -17,7 +17,7 @@ LAYERS = [
     {"store"},
     {"transforms", "models", "measure", "stats", "plots", "data", "io", "phantom"},
     {"results", "learn"},
-    {"segment", "edes", "mvnet"},
+    {"methods"},
     {"runner", "cli", "__main__", "__init__", "profiles"},
 ]
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}

@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from cmrlib.models.regress import SoftArgmax, WeightsUnavailable, point_regressor
-from cmrlib.mvnet import (S1_SIZE, STD_RES, STD_SIZE, MVnet, MVnetError, PointFrames, Track, clinical, evaluate,
-                          choose_inference, from_unit, observer_frames, smooth_track, perturb_points, pooled_displacement_error, spatial_errors,
-                          stage1_geometry, standardise, to_unit, train_stage, tta_shifts)
+from cmrlib.methods.mvnet import (S1_SIZE, STD_RES, STD_SIZE, MVnet, MVnetError, PointFrames, Track, choose_inference,
+                                  clinical, evaluate, from_unit, observer_frames, perturb_points,
+                                  pooled_displacement_error, smooth_track, spatial_errors, stage1_geometry, standardise,
+                                  to_unit, train_stage, tta_shifts)
 
 torch.set_num_threads(1)
 
@@ -164,7 +165,7 @@ def test_local_softargmax_removes_centre_pull():
 
 
 def test_stage2_model_gets_the_window():
-    from cmrlib.mvnet import MVConfig
+    from cmrlib.methods.mvnet import MVConfig
 
     cfg = MVConfig(head="softargmax", window2=2)
     assert cfg.model(1).head.window is None and cfg.model(2).head.window == 2

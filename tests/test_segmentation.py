@@ -10,9 +10,10 @@ from cmrlib.data import CODES, FrameGeometry, cine_frames, frame_items, seg_dls
 from cmrlib.labels import LV, MYO, NAMES, RV
 from cmrlib.models import UNet11, WeightsUnavailable, unet11
 from cmrlib.record import Cine
-from cmrlib.segment import (_calibration_frames, as_model, calibrate_prior, class_weights, decide, dice, evaluate,
-                            export_segmenter, hd95, keep_largest, load_segmenter, log_prior, mean_dice, predict,
-                            seg_learner, summarise)
+from cmrlib.methods.segmentation import (as_model, calibrate_prior, class_weights, decide, dice, evaluate,
+                                         export_segmenter, hd95, keep_largest, load_segmenter, log_prior, mean_dice,
+                                         predict, seg_learner, summarise)
+from cmrlib.methods.segmentation.predict import _calibration_frames
 from cmrlib.store import CohortStore
 
 INTENSITY = {0: 0.3, LV: 1.0, MYO: 0.1, RV: 0.7}

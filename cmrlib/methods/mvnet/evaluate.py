@@ -1,0 +1,153 @@
+"""Point, angle and displacement errors, MAPSE and velocities per subject, inference choices on validation cines."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from ...measure import average_views, mv_displacement, valve_measures
+from .data import Track
+from .geometry import STAGES, standardise
+from .predict import MVnet, predict_all
+
+
+def _mm(points: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
+    sy, sx = (float(s) for s in spacing)
+    return np.asarray(points, dtype=np.float64) * (sx, sy)
+
+
+def point_errors(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
+    """(T,2) Euclidean error in mm of each point."""
+    return np.linalg.norm(_mm(pred, spacing) - _mm(ref, spacing), axis=-1)
+
+
+def valve_angle_error(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
+    """(T,) absolute angle in degrees between the predicted and reference valve lines."""
+    dp, dr = (np.diff(_mm(a, spacing), axis=1)[:, 0] for a in (pred, ref))
+    ang = np.degrees(np.arctan2(dp[:, 1], dp[:, 0]) - np.arctan2(dr[:, 1], dr[:, 0]))
+    return np.abs((ang + 180) % 360 - 180)
+
+
+def _apex_side(points: np.ndarray, spacing: Sequence[float], ed: int = 0) -> np.ndarray:
+    """A point on the apex side of a track's ED valve line, from its own motion (the valve moves toward the apex)."""
+    g = standardise(points, spacing, ed=ed)
+    return g.inverse_points(np.array([(g.size[1] - 1) / 2, g.size[0] - 1.0]))
+
+
+def spatial_errors(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float], ed: int = 0) -> pd.DataFrame:
+    """Per-frame errors: each point (mm), valve-line angle (deg), displacement (auto - ref, mm)."""
+    e = point_errors(pred, ref, spacing)
+    da = mv_displacement(pred, spacing, ed, _apex_side(pred, spacing, ed))
+    dr = mv_displacement(ref, spacing, ed, _apex_side(ref, spacing, ed))
+    return pd.DataFrame({"frame": np.arange(len(ref)), "err_p0_mm": e[:, 0], "err_p1_mm": e[:, 1],
+                         "err_mm": e.mean(1), "angle_deg": valve_angle_error(pred, ref, spacing),
+                         "disp_auto_mm": da, "disp_ref_mm": dr, "disp_err_mm": da - dr})
+
+
+def clinical(views: dict[str, tuple[np.ndarray, Track]], window: int | None = 5) -> dict:
+    """MAPSE (mm), s', e', a' (cm/s) of one subject from its views' tracks, displacement averaged over views.
+
+    views: view -> (points (T,2,2), Track with spacing, frame times and ED). Each track is rolled to start at ED;
+    its apex side comes from its own motion (`standardise`); window: Savitzky-Golay velocity window (None: none).
+    """
+    curves, cycle = [], []
+    for pts, t in views.values():
+        p = np.roll(np.asarray(pts), -t.ed, axis=0)
+        curves.append(mv_displacement(p, t.spacing, 0, _apex_side(p, t.spacing, 0)))
+        cycle.append(t.frame_interval * len(p))
+    d = average_views(*curves)
+    w = window if window and window < len(d) else None
+    m = valve_measures(d, float(np.nanmean(cycle)) / len(d), 0, w)
+    return {k: m[k] for k in ("MAPSE", "s_prime", "e_prime", "a_prime")}
+
+
+def evaluate(predictions: dict[str, list[dict[str, np.ndarray]]], tests: dict[str, list[Track]],
+             observers: dict[str, dict[str, list[np.ndarray]]] | None = None,
+             window: int | None = 5) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Compare predictions with the reference: (per-frame spatial table, per-subject clinical table).
+
+    predictions: from `predict_all`; tests: view -> tracks whose `points` are the reference ('ref');
+    observers: other readers, name -> view -> (T,2,2) tracks aligned with `tests` (e.g. {'obsA2': ...}).
+    Clinical columns are `<measure>_<source>` for source in ref, each stage and each observer.
+    """
+    frames, subj = [], {}
+    for view, tracks in tests.items():
+        for i, t in enumerate(tracks):
+            s = subj.setdefault(t.subject, {})
+            s.setdefault("ref", {})[view] = (t.points, t)
+            for stage, p in predictions[view][i].items():
+                df = spatial_errors(p, t.points, t.spacing, t.ed)
+                frames.append(df.assign(subject=t.subject, view=view, stage=stage))
+                s.setdefault(stage, {})[view] = (p, t)
+            for name, r in (observers or {}).items():
+                s.setdefault(name, {})[view] = (r[view][i], t)
+    rows = [{"subject": sid, **{f"{m}_{src}": v for src, views in s.items() for m, v in clinical(views, window).items()}}
+            for sid, s in subj.items()]
+    lead = ["subject", "view", "stage"]
+    frames = pd.concat(frames, ignore_index=True)
+    return frames[lead + [c for c in frames.columns if c not in lead]], pd.DataFrame(rows)
+
+
+def choose_inference(trackers: dict[str, MVnet], valid: dict[str, list[Track]],
+                     windows: Sequence[int | None] = (None, 5, 7),
+                     ttas: Sequence[float | None] = (None,)) -> tuple[dict, pd.DataFrame]:
+    """Set every tracker's smoothing window and test-time shift to the pair with the lowest |mean| + SD of the
+    final-stage displacement error on validation cines (never the test split); returns (choice, one row per pair).
+
+    |mean| + SD weighs a bias like a spread: RMSE hardly sees a bias well below the SD, so it favours windows that
+    flatten the motion's peaks (a negative displacement bias and a lower e'). Ties keep the earlier (cheaper) pair.
+    """
+    rows = []
+    for tta, w in ((a, w) for a in ttas for w in windows):
+        for t in trackers.values():
+            t.smooth, t.tta = w, tta
+        frames, _ = evaluate(predict_all(trackers, valid), valid, window=None)
+        d = frames.loc[frames["stage"] == STAGES[-1], "disp_err_mm"]
+        rows.append(dict(tta=tta, smooth=w, disp_err_mean_mm=d.mean(), disp_err_sd_mm=d.std(),
+                         disp_rmse_mm=float(np.sqrt((d ** 2).mean())), criterion_mm=abs(d.mean()) + d.std()))
+    best = rows[int(np.argmin([r["criterion_mm"] for r in rows]))]
+    for t in trackers.values():
+        t.smooth, t.tta = best["smooth"], best["tta"]
+    tab = pd.DataFrame(rows).assign(**{k: pd.Series([r[k] for r in rows], dtype=object) for k in ("tta", "smooth")})
+    return dict(smooth=best["smooth"], tta=best["tta"]), tab
+
+
+def observer_frames(observers: dict[str, dict[str, list[np.ndarray]]], tests: dict[str, list[Track]]) -> pd.DataFrame:
+    """Per-frame errors of other readers (or the true motion) against the reference, `stage` = their name.
+
+    The reference is itself an annotation: these rows bound what any tracker can reach against it.
+    """
+    preds = {v: [{k: observers[k][v][i] for k in observers} for i in range(len(ts))] for v, ts in tests.items()}
+    return evaluate(preds, tests, window=None)[0]
+
+
+def pooled_displacement_error(frames: pd.DataFrame) -> pd.DataFrame:
+    """Displacement error (mm) mean and SD per stage over both views (the paper's -0.10 +- 0.97 mm figure)."""
+    g = frames.groupby("stage", sort=False)["disp_err_mm"].agg(["mean", "std", "count"])
+    return g.rename(columns={"mean": "disp_err_mean_mm", "std": "disp_err_sd_mm", "count": "n_frames"}).reset_index()
+
+
+def summarise_spatial(frames: pd.DataFrame) -> pd.DataFrame:
+    """Mean +- SD of point, angle and displacement errors per view and stage (the paper's Fig. 4/5 numbers)."""
+    cols = ["err_p0_mm", "err_p1_mm", "err_mm", "angle_deg", "disp_err_mm"]
+    g = frames.groupby(["view", "stage"], sort=False)[cols].agg(["mean", "std"])
+    g.columns = [f"{c}_{s}" for c, s in g.columns]
+    return g.reset_index()
+
+
+def convention_matrix(preds: dict[str, dict], tests: dict[str, dict[str, list[Track]]], stage: str = "1+2+2",
+                      window: int | None = 5) -> pd.DataFrame:
+    """Train-convention x test-convention errors (the paper's Fig. 6): mean point error, |displacement error|, MAPSE bias.
+
+    preds: trained-on name -> `predict_all` output; tests: reference name -> view -> tracks carrying that reference.
+    """
+    rows = []
+    for tr_name, p in preds.items():
+        for te_name, te in tests.items():
+            frames, subj = evaluate(p, te, window=window)
+            f = frames[frames["stage"] == stage]
+            rows.append(dict(trained_on=tr_name, tested_on=te_name, err_mm=f["err_mm"].mean(),
+                             abs_disp_err_mm=f["disp_err_mm"].abs().mean(), disp_err_mm=f["disp_err_mm"].mean(),
+                             mapse_bias_mm=(subj[f"MAPSE_{stage}"] - subj["MAPSE_ref"]).mean()))
+    return pd.DataFrame(rows)

@@ -1,0 +1,130 @@
+"""Segmentation learner (TernausNet11, Dice + cross-entropy, per-class Dice metrics), training, export and reload."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from fastai.callback import progress, schedule  # noqa: F401  (progress bars, Learner.fit_one_cycle)
+from fastai.learner import Learner
+from fastai.losses import CrossEntropyLossFlat, DiceLoss
+from fastai.metrics import DiceMulti
+
+from ...data import FrameGeometry
+from ...labels import NAMES
+from ...learn import bf16_callbacks, export, load
+from ...models import unet11
+
+
+class DiceCE:
+    """Soft Dice + cross-entropy over the class axis (robust to small structures and to class imbalance)."""
+
+    def __init__(self, dice_weight: float = 1.0, axis: int = 1, class_weights: torch.Tensor | None = None):
+        self.ce = CrossEntropyLossFlat(axis=axis, weight=class_weights)
+        self.dice = DiceLoss(axis=axis, smooth=1.0, reduction="mean")
+        self.dice_weight = dice_weight
+
+    def __call__(self, pred: torch.Tensor, targ: torch.Tensor) -> torch.Tensor:
+        return self.ce(pred, targ) + self.dice_weight * self.dice(pred, targ)
+
+    def activation(self, x: torch.Tensor) -> torch.Tensor:
+        return F.softmax(x, dim=1)
+
+    def decodes(self, x: torch.Tensor) -> torch.Tensor:
+        return x.argmax(dim=1)
+
+
+class ClassDice(DiceMulti):
+    """Dice of one canonical label accumulated over the validation set (fastai metric named dice_<label>)."""
+
+    def __init__(self, label: int, axis: int = 1):
+        super().__init__(axis)
+        self.label = label
+
+    @property
+    def name(self) -> str:
+        return f"dice_{NAMES[self.label]}"
+
+    @property
+    def value(self):
+        u = self.union.get(self.label, 0)
+        return 2.0 * self.inter.get(self.label, 0) / u if u > 0 else float("nan")
+
+
+def seg_learner(dls, width: float = 0.25, pretrained: bool = False, bn: bool = True, dice_weight: float = 1.0,
+                labels: Sequence[int] | None = None, path: str | Path = ".", bf16: bool = False, balance: bool = False,
+                **kwargs) -> Learner:
+    """A fastai Learner for a TernausNet11 on `seg_dls` DataLoaders; the data geometry travels on the model.
+
+    bf16: train with CPU bfloat16 autocast (`CPUBFloat16`). balance: weight the cross-entropy by inverse square-root
+    class frequency (`class_weights`), so small structures (RA, RV in long axis) are learned early."""
+    model = unet11(n_classes=len(NAMES), width=width, pretrained=pretrained, bn=bn)
+    model.geometry, model.views = getattr(dls, "geometry", FrameGeometry()), getattr(dls, "views", ())
+    counts = _label_counts(dls)
+    labels = [k for k in sorted(NAMES) if k and counts[k]] if labels is None else labels  # default: those present
+    cbs = list(kwargs.pop("cbs", [])) + bf16_callbacks(bf16)
+    loss = DiceCE(dice_weight, class_weights=class_weights(counts) if balance else None)
+    return Learner(dls, model, loss_func=loss, metrics=[ClassDice(l) for l in labels],
+                   path=Path(path), model_dir=".", cbs=cbs, **kwargs)
+
+
+def _label_counts(dls) -> np.ndarray:
+    """Pixel count per canonical label over the training masks."""
+    return sum(np.bincount(y.ravel(), minlength=len(NAMES)) for _, y, _ in dls.train.items)
+
+
+def class_weights(counts: np.ndarray, cap: float = 10.0) -> torch.Tensor:
+    """Inverse square-root frequency weights (mean 1 over the labels present, at most `cap`; absent labels 1)."""
+    c = np.asarray(counts, dtype=float)
+    w = np.ones_like(c)
+    ok = c > 0
+    w[ok] = 1.0 / np.sqrt(c[ok] / c[ok].sum())
+    w[ok] = np.minimum(w[ok] / w[ok].mean(), cap)
+    return torch.tensor(w, dtype=torch.float32)
+
+
+def export_segmenter(learn: Learner, path: str | Path) -> Path:
+    """Export the learner (model, loss, geometry, decision log-prior; no data) atomically for `load_segmenter`."""
+    return export(learn, path)
+
+
+def load_segmenter(path: str | Path) -> Learner:
+    """Reload an exported segmenter on the CPU (`predict` takes it directly)."""
+    return load(path, "segmenter", "notebook 01")
+
+
+MODEL_FILES = {"SAX": "seg_sax.pkl", "LAX": "seg_lax.pkl"}  # exported segmenters by kind, in a models folder
+
+
+def model_file(folder: str | Path, kind: str) -> Path:
+    """Where the exported segmenter of a kind ('SAX' or 'LAX': 2CH and 4CH) lives in a models folder."""
+    return Path(folder) / MODEL_FILES[kind]
+
+
+def load_segmenters(folder: str | Path) -> tuple[dict, str | None]:
+    """The exported segmenters by kind ('SAX', 'LAX'), and why some are missing (None when all load)."""
+    models, missing = {}, []
+    for kind in MODEL_FILES:
+        p = model_file(folder, kind)
+        if p.exists():
+            models[kind] = load_segmenter(p)
+        else:
+            missing.append(str(p))
+    return models, (f"no exported segmenter at {', '.join(missing)} (run notebook 01 first)" if missing else None)
+
+
+def as_model(model) -> torch.nn.Module:
+    """The torch module inside a Learner (or the module itself)."""
+    return model.model if isinstance(model, Learner) else model
+
+
+def train_segmenter(dls, epochs: int, lr: float, width: float = 0.25, init=None, **kwargs) -> Learner:
+    """`seg_learner` + fit_one_cycle, optionally starting from another segmenter's weights (phantom pre-training)."""
+    learn = seg_learner(dls, width=width, **kwargs)
+    if init is not None:
+        learn.model.load_state_dict(as_model(init).state_dict())
+    if epochs > 0:
+        learn.fit_one_cycle(epochs, lr)
+    return learn
