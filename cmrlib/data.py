@@ -91,11 +91,7 @@ def _pick_frames(labelled: np.ndarray, ed: int | None, es: int | None, frame_ste
 def _select(store: CohortStore, views: Sequence[str], splits: str | Sequence[str] | None,
             subjects: Sequence[str] | None) -> pd.DataFrame:
     m = store.manifest()
-    if m.empty:
-        return m
-    m = m[m["view"].isin(list(views))]
-    if splits is not None:
-        m = m[m["split"].isin([splits] if isinstance(splits, str) else list(splits))]
+    m = m[m["cine_id"].isin(store.select(list(views), splits))]  # manifest order: frames keep their draw order
     if subjects is not None:
         m = m[m["subject"].astype(str).isin([str(s) for s in subjects])]
     return m

@@ -23,7 +23,8 @@ import fcntl
 import json
 import shutil
 from pathlib import Path
-from typing import Iterable, Iterator
+from itertools import zip_longest
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -286,13 +287,22 @@ class CohortStore:
         have = df["split"].astype("string").fillna("")
         return all(splits.get(str(s), "") == h for s, h in zip(df["subject"], have, strict=True))
 
-    def select(self, view: str | None = None, split: str | None = None) -> list[str]:
-        """Cine ids filtered by view and/or split."""
+    def select(self, view: str | Sequence[str] | None = None, split: str | Sequence[str] | None = None,
+               limit: int | None = None, interleave: bool = False) -> list[str]:
+        """Cine ids of some views and splits, sorted by id within a view.
+
+        view/split: one name, several, or None for all. limit: at most this many per view (with view=None: in
+        all). Several views come view after view, or one of each in turn with `interleave` (a capped training
+        set then holds every view)."""
         m = self.manifest()
         if m.empty:
             return []
-        if view is not None:
-            m = m[m["view"] == view]
         if split is not None:
-            m = m[m["split"] == split]
-        return m["cine_id"].tolist()
+            m = m[m["split"].isin([split] if isinstance(split, str) else list(split))]
+        if view is None:
+            return m["cine_id"].tolist()[:limit]
+        per_view = [m.loc[m["view"] == v, "cine_id"].tolist()[:limit]
+                    for v in ([view] if isinstance(view, str) else view)]
+        if interleave:
+            return [i for group in zip_longest(*per_view) for i in group if i is not None]
+        return [i for ids in per_view for i in ids]

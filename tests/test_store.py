@@ -157,3 +157,15 @@ def test_stratified_split_proportional_deterministic_never_empty():
     for n in (3, 4, 5):  # tiny cohorts, every subject its own stratum: valid and test still get one
         small = stratified_split({f"x{i}": str(i) for i in range(n)}, seed=0)
         assert {"valid", "test"} <= set(small.values())
+
+
+def test_select_by_views_splits_limit_and_interleave(tmp_path):
+    store = CohortStore(tmp_path)
+    for i in range(4):
+        for view in ("SAX", "4CH"):
+            store.write(cine(subject=f"s{i}", view=view))
+    store.write_splits({"s0": "train", "s1": "train", "s2": "valid", "s3": "test"})
+    assert store.select("4CH", "train") == ["s0_4CH", "s1_4CH"]
+    assert store.select(["SAX", "4CH"], ["train", "valid"], limit=2) == ["s0_SAX", "s1_SAX", "s0_4CH", "s1_4CH"]
+    assert store.select(["SAX", "4CH"], "train", interleave=True) == ["s0_SAX", "s0_4CH", "s1_SAX", "s1_4CH"]
+    assert store.select(split="test") == ["s3_4CH", "s3_SAX"] and store.select(limit=1) == ["s0_4CH"]

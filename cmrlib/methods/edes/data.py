@@ -4,7 +4,6 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from functools import partial
-from itertools import zip_longest
 from typing import Callable, Sequence
 
 import numpy as np
@@ -61,12 +60,6 @@ class SeqItem:
     @property
     def n_frames(self) -> int:
         return len(self.frames)
-
-
-def split_ids(store, split: str, views: Sequence[str], max_cines: int | None = None) -> list[str]:
-    """Cine ids of one split, at most `max_cines` per view, interleaved across views (view 1, view 2, ... repeat)."""
-    per_view = [store.select(view=v, split=split)[:max_cines] for v in views]
-    return [i for grp in zip_longest(*per_view) for i in grp if i is not None]
 
 
 def seq_items(store, ids: Sequence[str], size: int, split: str = "train", norm: str = "zscore",

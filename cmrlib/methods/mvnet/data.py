@@ -49,8 +49,7 @@ def tracks_from_cines(cines: Iterable[Cine], landmark_set: str | None = "obsA") 
 
 def load_cines(store, view: str, split: str, limit: int | None = None) -> list[Cine]:
     """The cines of one view and split from a `CohortStore` (the first `limit` by id when given)."""
-    ids = sorted(store.select(view=view, split=split))
-    return [store.read(i) for i in ids[:limit]]
+    return [store.read(i) for i in store.select(view, split, limit)]
 
 
 def mixed_tracks(cines: Sequence[Cine], sets: Sequence[str] = ("obsA", "obsB"), seed: int = 0) -> list[Track]:
