@@ -6,14 +6,18 @@ Masks use the canonical labels of `cmrlib.labels`; spacing is (sy, sx) for 2D fr
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from scipy import signal
 
 from .labels import LA, LV, MYO, RA, RV
+from .record import Cine
+from .store import CohortStore
 
-__all__ = ["MeasureError", "UNITS", "simpson_volume", "volume_curve", "area_curve", "ed_es_from_curve", "ejection",
+__all__ = ["subject_measures", "measure_pairs", "MODEL_KEYS", "MeasureError", "UNITS", "simpson_volume", "volume_curve", "area_curve", "ed_es_from_curve", "ejection",
            "lv_mass", "cardiac_output", "bsa_mosteller", "index_bsa", "chamber_area", "chamber_length",
            "area_length_biplane", "area_length_single", "sax_measures", "la_measures", "ra_measures", "table1",
            "mv_displacement", "average_views", "mapse", "mv_velocity", "velocity_peaks", "valve_measures", "mv_measures"]
@@ -397,3 +401,66 @@ def mv_measures(points, spacing, ed: int, frame_interval_ms: float, apex=None, w
     """MAPSE, s', e', a' and the displacement/velocity curves of one view's valve track."""
     d = mv_displacement(points, spacing, ed, apex)
     return dict(valve_measures(d, frame_interval_ms, ed, window), displacement=d)
+
+
+# ---- Table 1 per subject from a cohort store and predicted labels ----------------------------------------
+# the phantom's generating ("model") values in its meta, by cmrlib.measure key
+MODEL_KEYS = {"LVEDV": "lv_edv_ml", "LVESV": "lv_esv_ml", "LVSV": "lv_sv_ml", "LVEF": "lv_ef", "LVM": "lv_mass_g",
+              "RVEDV": "rv_edv_ml", "RVESV": "rv_esv_ml", "RVSV": "rv_sv_ml", "RVEF": "rv_ef", "LVCO": "co_l_min",
+              "LAVmax": "la_max_ml", "LAVmin": "la_min_ml", "LAEF": "la_ef", "RAVmax": "ra_max_ml",
+              "RAVmin": "ra_min_ml", "RAEF": "ra_ef"}
+
+
+def _table1_inputs(cines: dict[str, Cine], labels_of, predicted: bool) -> dict:
+    """table1 keyword arguments from one subject's cines and a cine -> label maps accessor (None: unusable).
+
+    Predicted labels cover every frame; true labels count only where every frame is labelled, else (SAX)
+    the labelled ED/ES frames are used."""
+    kw = {}
+    whole = lambda c: predicted or bool(c.labelled.all())
+    sax = cines.get("SAX")
+    if sax is not None and (lab := labels_of(sax)) is not None:
+        ed, es = (None, None) if whole(sax) and sax.n_frames > 2 else (sax.ed, sax.es)  # whole cine: curve max/min
+        kw.update(sax=lab, sax_spacing=sax.spacing, ed=ed, es=es)
+    for view, k, sp in (("4CH", "la_4ch", "sp_4ch"), ("2CH", "la_2ch", "sp_2ch")):
+        c = cines.get(view)
+        lab = None if c is None else labels_of(c)
+        if lab is not None and whole(c):
+            kw.update({k: lab, sp: c.spacing})
+    if "la_2ch" in kw and "la_4ch" not in kw:  # biplane needs the 4CH; a lone 2CH gives no atrial volume
+        kw.pop("la_2ch"), kw.pop("sp_2ch")
+    return kw
+
+
+def subject_measures(source: CohortStore | str | Path, predictions: Mapping[str, np.ndarray]) -> pd.DataFrame:
+    """Table-1 measures per subject from predicted labels (`<m>_auto`), true labels (`<m>_ref`) and, for the
+    phantom, its generating values (`<m>_model`); BSA and heart rate from the subject's meta."""
+    store = source if isinstance(source, CohortStore) else CohortStore(source)
+    splits = store.splits()
+    by_subject: dict[str, dict[str, Cine]] = {}
+    for cid in predictions:
+        c = store.read(cid)
+        by_subject.setdefault(str(c.subject), {})[c.view] = c
+    rows = []
+    for sub, cines in sorted(by_subject.items()):
+        meta = next(iter(cines.values())).meta
+        row = dict(subject=sub, split=splits.get(sub), group=meta.get("group", meta.get("condition")))
+        ctx = dict(bsa=meta.get("bsa_m2"), hr_bpm=meta.get("hr_bpm"))
+        for kind, labels_of in (("auto", lambda c: predictions.get(c.cine_id)), ("ref", lambda c: c.labels)):
+            kw = _table1_inputs(cines, labels_of, kind == "auto")
+            try:
+                m = table1(**kw, **ctx) if kw else {}
+            except MeasureError as e:  # e.g. an empty predicted chamber: keep the subject, flag the reason
+                m, row[f"error_{kind}"] = {}, str(e)
+            row.update({f"{k}_{kind}": v for k, v in m.items() if k not in ("ED", "ES", "BSA", "HR")})
+        row.update({f"{k}_model": meta[v] for k, v in MODEL_KEYS.items() if v in meta})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def measure_pairs(df: pd.DataFrame, ref: str = "ref",
+                  measures: Sequence[str] = ("LVEDV", "LVESV", "LVEF", "LVM", "RVEDV", "RVESV", "RVEF",
+                                             "LAVmax", "LAVmin", "LAEF", "RAVmax", "RAVmin", "RAEF")) -> dict:
+    """measure -> (auto column, reference column) for the measures both sides of `df` have (for cmrlib.stats)."""
+    return {m: (f"{m}_auto", f"{m}_{ref}") for m in measures
+            if f"{m}_auto" in df and f"{m}_{ref}" in df and df[[f"{m}_auto", f"{m}_{ref}"]].notna().all(1).sum() >= 3}

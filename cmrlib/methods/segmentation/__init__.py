@@ -1,10 +1,10 @@
 """Segmentation, a TernausNet11 per view: `seg_learner` / `train_segmenter` on `cmrlib.data.seg_dls`,
 `export_segmenter` / `load_segmenter`, `predict` whole cines with a calibrated decision (`calibrate_prior`),
-`evaluate` Dice / HD95, `subject_measures` for Table 1.
+`evaluate` Dice / HD95 (Table-1 measures from its labels: `cmrlib.measure.subject_measures`).
 
 Other methods use it only through `predict` and `load_segmenters` (ED/ES's segmentation baseline).
 """
-from .evaluate import MODEL_KEYS, dice, evaluate, frame_scores, hd95, measure_pairs, subject_measures, summarise
+from .evaluate import dice, evaluate, frame_scores, hd95, summarise
 from .figures import case_panels
 from .learner import (MODEL_FILES, ClassDice, DiceCE, as_model, class_weights, export_segmenter, load_segmenter,
                       load_segmenters, model_file, seg_learner, train_segmenter)
@@ -13,4 +13,4 @@ from .predict import calibrate_prior, decide, frame_probs, keep_largest, log_pri
 __all__ = ["DiceCE", "ClassDice", "seg_learner", "class_weights", "train_segmenter", "export_segmenter",
            "load_segmenter", "MODEL_FILES", "model_file", "load_segmenters", "as_model", "frame_probs", "log_prior",
            "decide", "predict", "calibrate_prior", "mean_dice", "predict_store", "keep_largest", "dice", "hd95",
-           "evaluate", "summarise", "subject_measures", "measure_pairs", "frame_scores", "case_panels", "MODEL_KEYS"]
+           "evaluate", "summarise", "frame_scores", "case_panels"]
