@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .. import labels as L
-from ..transforms import degrade
+from ..transforms import degrade, percentile_range
 
 MM, SIZE = 1.8, 96
 
@@ -27,14 +27,11 @@ def acdc_patients(root: str | Path, n: int | None = None) -> list:
 
 
 def dicom_cine(folder: str | Path) -> tuple[np.ndarray, tuple[float, float]] | None:
-    """A single-slice DICOM cine folder as ((T, H, W) float32, (sy, sx)), frames in trigger-time order."""
-    import pydicom
+    """A single-slice 4CH DICOM cine folder as ((T, H, W) float32, (sy, sx)) through `cmrlib.io`."""
+    from ..io import read_dicom_series
 
-    ds = [pydicom.dcmread(f) for f in sorted(Path(folder).glob("IM*"))]
-    if not ds:
-        return None
-    ds.sort(key=lambda d: float(d.get("TriggerTime") or 0.0))
-    return np.stack([d.pixel_array.astype(np.float32) for d in ds]), tuple(float(v) for v in ds[0].PixelSpacing)
+    c = read_dicom_series(folder, "4CH")[0]
+    return c.pixels, c.spacing
 
 
 def ukbb_4ch(root: str | Path) -> list[tuple[np.ndarray, tuple[float, float]]]:
@@ -60,12 +57,6 @@ def match(frame: np.ndarray, spacing: tuple[float, float], mm: float = MM, size:
     rs, cs = slice(max(r0, 0), min(r0 + size, img.shape[0])), slice(max(c0, 0), min(c0 + size, img.shape[1]))
     out[rs.start - r0:rs.stop - r0, cs.start - c0:cs.stop - c0] = img[rs, cs]
     return out
-
-
-def normalise(frame: np.ndarray) -> np.ndarray:
-    """Scale by the 1st/99th percentiles (what a network sees after standard intensity normalisation)."""
-    lo, hi = np.percentile(frame, [1, 99])
-    return ((frame - lo) / max(hi - lo, 1e-6)).astype(np.float32)
 
 
 def heart_centre(mask: np.ndarray) -> tuple[float, float] | None:
@@ -138,7 +129,7 @@ def domain_auc(phantom_frames, real_frames, seed: int = 0, groups=None, folds: i
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    X = np.stack([normalise(f) for f in list(phantom_frames) + list(real_frames)])[:, None]
+    X = np.stack([percentile_range(f) for f in list(phantom_frames) + list(real_frames)])[:, None]
     y = np.r_[np.zeros(len(phantom_frames)), np.ones(len(real_frames))].astype(np.float32)
     g = np.arange(len(y)) if groups is None else np.asarray(groups)
     keep = np.concatenate([np.sort(rng.permutation(np.nonzero(y == k)[0])[:max_per_class]) for k in (0, 1)])
@@ -173,7 +164,7 @@ def _heart_zone(lab: np.ndarray, px: int = 5) -> np.ndarray:
 
 def _rank(f: np.ndarray) -> np.ndarray:
     """Histogram-equalised frame: keeps only the order of intensities, not their distribution."""
-    return cv2.equalizeHist((normalise(f).clip(0, 1) * 255).astype(np.uint8)).astype(np.float32)
+    return cv2.equalizeHist((percentile_range(f).clip(0, 1) * 255).astype(np.uint8)).astype(np.float32)
 
 
 PROBES = {  # applied alike to phantom and real frames before the domain classifier sees them
@@ -281,12 +272,12 @@ def gallery(store, real_4ch=None, real_sax=None):
             mine = match(ph_sax[0], ph_sax[2], centre=heart_centre(ph_sax[1]), size=128)
             theirs = (match(ref[0], ref[2], centre=heart_centre(ref[1]), size=128) if ref is not None
                       else np.zeros_like(mine))
-        a.imshow(np.hstack([normalise(mine), normalise(theirs)]), cmap="gray", vmin=0, vmax=1)
+        a.imshow(np.hstack([percentile_range(mine), percentile_range(theirs)]), cmap="gray", vmin=0, vmax=1)
         a.set_title(f"{name}: phantom | real" + ("" if ref is not None else " (real data absent)"))
     h = ax[2, 1]
     f, lab, _ = ph_sax
     for name, img, msk, st in (("phantom", f, lab, "-"),) + ((("ACDC", real_sax[0], real_sax[1], "--"),) if real_sax else ()):
-        img = normalise(img)
+        img = percentile_range(img)
         for k, col in ((L.LV, "r"), (L.MYO, "y")):
             h.hist(img[msk == k], bins=40, range=(-0.2, 1.3), density=True, histtype="step", ls=st, color=col,
                    label=f"{name} {L.NAMES[k]}")

@@ -11,8 +11,9 @@ Every name is importable from `cmrlib.transforms` as before.
 """
 from .augment import ClutterAug, IntensityAug, LabelIntensityAug, PairAug, SegAffine, WallAug
 from .geometry import Affine2D, RandomAffine2D, elastic_field, fit_affine, warp_field
-from .intensity import bias_field, clip_zscore, degrade, median_iqr, normalise, remap_labels, thicken_wall
+from .intensity import (bias_field, clip_zscore, degrade, median_iqr, normalise, percentile_range, remap_labels,
+                        thicken_wall)
 
 __all__ = ["normalise", "clip_zscore", "median_iqr", "Affine2D", "RandomAffine2D", "fit_affine", "SegAffine",
            "IntensityAug", "PairAug", "LabelIntensityAug", "ClutterAug", "elastic_field", "warp_field", "bias_field",
-           "degrade", "remap_labels", "thicken_wall", "WallAug"]
+           "degrade", "remap_labels", "thicken_wall", "WallAug", "percentile_range"]

@@ -23,11 +23,18 @@ def median_iqr(x: np.ndarray) -> np.ndarray:
     return ((x - med) / max(float(q3 - q1), 1e-6)).astype(np.float32)
 
 
-NORMS = {"zscore": clip_zscore, "iqr": median_iqr}
+def percentile_range(x: np.ndarray, lo: float = 1.0, hi: float = 99.0) -> np.ndarray:
+    """Scale so the `lo` / `hi` percentiles map to 0 / 1 (not clipped): images compared by eye or by a probe."""
+    a, b = np.percentile(x, [lo, hi])
+    return ((x - a) / max(b - a, 1e-6)).astype(np.float32)
+
+
+NORMS = {"zscore": clip_zscore, "iqr": median_iqr, "range": percentile_range}
 
 
 def normalise(x: np.ndarray, method: str = "zscore") -> np.ndarray:
-    """Normalise intensities with a named method ('zscore' = percentile clip + z-score, 'iqr')."""
+    """Normalise intensities with a named method ('zscore' = percentile clip + z-score, 'iqr' = median / IQR,
+    'range' = 1st-99th percentile to 0-1)."""
     if method not in NORMS:
         raise ValueError(f"unknown normalisation {method!r}; expected one of {sorted(NORMS)}")
     return NORMS[method](x)
