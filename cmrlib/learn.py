@@ -11,6 +11,7 @@ training history, pretrained encoders into classifiers, and a seed tree.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import uuid
 import warnings
@@ -22,8 +23,10 @@ import torch
 from fastai.callback.core import Callback
 from fastai.learner import Learner, load_learner
 
+from .utils import atomic_write_json, to_jsonable
+
 __all__ = ["device", "CPUBFloat16", "cpu_bf16", "bf16_callbacks", "export", "load", "history", "load_encoder",
-           "seed_for"]
+           "seed_for", "record_settings", "reusable"]
 
 
 def device() -> torch.device:
@@ -133,3 +136,29 @@ def seed_for(run_seed: int, *names) -> int:
     its own stream): independent streams without hand-picked offsets, the same for the same run seed and names."""
     key = "/".join([str(int(run_seed)), *map(str, names)]).encode()
     return int.from_bytes(hashlib.sha256(key).digest()[:4], "little")
+
+
+def _settings_file(model_path: str | os.PathLike) -> Path:
+    return Path(model_path).with_suffix(".settings.json")
+
+
+def _canonical(settings: Mapping) -> dict:
+    """Settings as JSON gives them back (tuples become lists, numpy scalars plain numbers)."""
+    return json.loads(json.dumps(settings, default=to_jsonable, sort_keys=True))
+
+
+def record_settings(model_path: str | os.PathLike, settings: Mapping) -> Path:
+    """Keep the settings a model was trained with beside it (`<model>.settings.json`), for `reusable`."""
+    return atomic_write_json(_settings_file(model_path), _canonical(settings))
+
+
+def reusable(model_path: str | os.PathLike, settings: Mapping) -> bool:
+    """Whether an exported model can stand in for training it again: it exists and was trained with exactly these
+    settings (a notebook opened on an existing run folder then shows its results without retraining)."""
+    f = _settings_file(model_path)
+    if not (Path(model_path).exists() and f.exists()):
+        return False
+    try:
+        return json.loads(f.read_text()) == _canonical(settings)
+    except json.JSONDecodeError:
+        return False

@@ -83,3 +83,15 @@ def test_bf16_callbacks_only_when_asked():
     assert L.bf16_callbacks(False) == []
     cbs = L.bf16_callbacks(True)
     assert (len(cbs) == 1 and isinstance(cbs[0], L.CPUBFloat16)) if L.device().type == "cpu" else cbs == []
+
+
+def test_a_model_is_reused_only_with_the_settings_it_was_trained_with(tmp_path):
+    learn = tiny_learner(tmp_path)
+    path = L.export(learn, tmp_path / "m.pkl")
+    settings = dict(epochs=2, widths=(8, 16), aug={"p": 0.5})
+    assert not L.reusable(path, settings)  # no record of how it was trained
+    L.record_settings(path, settings)
+    assert L.reusable(path, dict(settings, widths=[8, 16]))  # the same settings, as JSON reads them back
+    assert not L.reusable(path, dict(settings, epochs=3))
+    path.unlink()
+    assert not L.reusable(path, settings)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -292,3 +293,23 @@ def test_tta_averages_back_to_the_single_crop_for_an_equivariant_model():
     net.tta = 3.0
     out = net.track(tr.pixels, tr.spacing)
     assert np.abs(out["1+2+2"] - tr.points).max() < 0.1
+
+
+def test_fit_or_load_reuses_a_tracker_trained_with_the_same_settings(tmp_path):
+    from cmrlib.methods.mvnet import MVConfig, fit_or_load
+
+    tracks = [toy_track(a, n=4) for a in (10, 20, 30, 40)]
+    for i, t in enumerate(tracks):
+        t.subject = f"s{i}"
+    cfg = MVConfig(widths=(8, 8, 16, 16), epochs1=1, epochs2=1, bs=4, lr=1e-3, frames_per_cine=2)
+    first, log = fit_or_load(tracks[:3], tracks[3:], cfg, "4CH", tmp_path, quiet=True)
+    again, log2 = fit_or_load(tracks[:3], tracks[3:], cfg, "4CH", tmp_path, quiet=True)
+    pd.testing.assert_frame_equal(log, log2)
+    a, b = first.track_cine(tracks[3]), again.track_cine(tracks[3])
+    np.testing.assert_allclose(a["1+2+2"], b["1+2+2"], atol=1e-5)
+    stamp = (tmp_path / "A_4CH_stage1.pkl").stat().st_mtime_ns
+    fit_or_load(tracks[:3], tracks[3:], cfg, "4CH", tmp_path, quiet=True, retrain=True)
+    assert (tmp_path / "A_4CH_stage1.pkl").stat().st_mtime_ns != stamp
+    stamp = (tmp_path / "A_4CH_stage1.pkl").stat().st_mtime_ns
+    fit_or_load(tracks[:3], tracks[3:], MVConfig(**{**cfg.__dict__, "epochs2": 2}), "4CH", tmp_path, quiet=True)
+    assert (tmp_path / "A_4CH_stage1.pkl").stat().st_mtime_ns != stamp  # other settings: trained again

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -12,7 +13,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ...learn import device, export
+from ...learn import device, export, record_settings, reusable
+from ...utils import atomic_write_text
 from .data import Aug, PointFrames, Track
 from .geometry import S1_SIZE, MVnetError
 from .predict import MVnet, model_path
@@ -112,3 +114,24 @@ def fit_mvnet(train: Sequence[Track], valid: Sequence[Track], cfg: MVConfig, vie
             export(learn, model_path(models_dir, view, stage, prefix))
         models.append(learn.model)
     return MVnet(models[0], models[1], view, cfg.n_refine, cfg.smooth, cfg.tta), pd.DataFrame(log)
+
+
+INFERENCE_ONLY = ("n_refine", "smooth", "tta")  # MVConfig fields that do not change a trained model
+
+
+def fit_or_load(train: Sequence[Track], valid: Sequence[Track], cfg: MVConfig, view: str, models_dir: str | Path,
+                prefix: str = "A", quiet: bool = False, epochs: tuple[int, int] | None = None,
+                retrain: bool = False) -> tuple[MVnet, pd.DataFrame]:
+    """`fit_mvnet`, or the tracker `models_dir` already holds when it was trained with the same settings and
+    cines (each stage seeds itself, so a loaded tracker is the one training would give again)."""
+    settings = dict({k: v for k, v in dataclasses.asdict(cfg).items() if k not in INFERENCE_ONLY}, view=view,
+                    prefix=prefix, epochs=list(epochs or (cfg.epochs1, cfg.epochs2)),
+                    train=[t.subject for t in train], valid=[t.subject for t in valid])
+    first, log_file = model_path(models_dir, view, 1, prefix), Path(models_dir) / f"{prefix}_{view}_log.csv"
+    if not retrain and log_file.exists() and model_path(models_dir, view, 2, prefix).exists() \
+            and reusable(first, settings):
+        return MVnet.load(models_dir, view, prefix, cfg.n_refine, cfg.smooth, cfg.tta), pd.read_csv(log_file)
+    tracker, log = fit_mvnet(train, valid, cfg, view, models_dir, prefix, quiet, epochs)
+    atomic_write_text(log_file, log.to_csv(index=False))
+    record_settings(first, settings)
+    return tracker, log
