@@ -2,7 +2,7 @@
 
 Run: `.venv/bin/python bench/bench_edes.py [--threads 1 2] [--model runs/default/02/models/tempreg-net.pkl]`.
 Weights do not change the speed, so an untrained model of the default profile's size is used unless --model is
-given. End to end = `cmrlib.methods.edes.detect` from the cine record (slice, normalise, resample, network, decode);
+given. End to end = `cmrlib.methods.edes.predict` from the cine record (slice, normalise, resample, network, decode);
 network only = the forward pass on prepared frames. Timings on a shared CPU are pessimistic.
 """
 from __future__ import annotations
@@ -41,7 +41,7 @@ def rows(threads: int | tuple[int, ...] = (1, 2), model: str | None = None, repe
     208 x 180 4CH cine (one and two threads by default: on a busy 2-core machine one is often faster)."""
     import torch
 
-    from cmrlib.methods.edes import detect, predict_curve, seq_frames
+    from cmrlib.methods.edes import predict, predict_curve, seq_frames
     from cmrlib.models.tempreg import tempreg_net
     from cmrlib.record import Cine
 
@@ -60,7 +60,7 @@ def rows(threads: int | tuple[int, ...] = (1, 2), model: str | None = None, repe
     for n in (threads,) if isinstance(threads, int) else threads:
         torch.set_num_threads(n)
         tag = f"{p['size']} px, {n} thread(s)"
-        e2e = _rate(lambda: detect(net, cine, p["size"], zoom=p["zoom"]), repeats)
+        e2e = _rate(lambda: predict(net, cine, p["size"], zoom=p["zoom"]), repeats)
         net_only = _rate(lambda: predict_curve(net, frames), repeats)
         out += [dict(figure=f"TempReg-Net ED/ES, 50-frame 4CH cine, end to end (sequences/s; {tag})",
                      value=round(e2e, 1), target=">= 20"),

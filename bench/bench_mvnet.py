@@ -24,7 +24,7 @@ def _trackers(run_dir: str | None, profile: str = "default") -> dict[str, mv.MVn
     models = Path(run_dir) / "03" / "models" if run_dir else None
     p = load_profile(profile).get("03", {})
     if models is not None and all(mv.model_path(models, v, s).exists() for v in mv.VIEWS for s in (1, 2)):
-        return {v: mv.MVnet.load(models, v, tta=p.get("tta")) for v in mv.VIEWS}
+        return {v: mv.load(models, v, tta=p.get("tta")) for v in mv.VIEWS}
     keys = ("arch", "widths", "blocks", "head", "coords", "n_refine", "window2", "tta")
     cfg = mv.MVConfig(**{k: (tuple(p[k]) if isinstance(p[k], list) else p[k]) for k in keys if k in p})
     torch.manual_seed(0)

@@ -33,13 +33,13 @@ def _case(view: str, threads: int, model_path: str | None, repeats: int, q) -> N
     from cmrlib.data import FrameGeometry
     from cmrlib.models import unet11
     from cmrlib.record import Cine
-    from cmrlib.methods.segmentation import load_segmenter, predict
+    from cmrlib.methods.segmentation import load, predict
     from cmrlib.utils import peak_rss_mib
 
     torch.set_num_threads(threads)
     p = default_params()
     if model_path:
-        model = load_segmenter(model_path)
+        model = load(model_path)
     else:
         model = unet11(n_classes=6, width=p["width"])
         model.geometry = FrameGeometry(size=p["size"], spacing=p["spacing_mm"])

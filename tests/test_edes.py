@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from cmrlib.methods.edes import (SeqItem, TempRegLoss, decode, edes_dls, edes_learner, frame_diff, label_curve, mid_slice,
-                                 seq_frames, tsc_loss)
+from cmrlib.methods.edes import (SeqItem, TempRegLoss, dataloaders, decode, frame_diff, label_curve, learner,
+                                 mid_slice, seq_frames, tsc_loss)
 from cmrlib.models.tempreg import tempreg_net
 from cmrlib.record import Cine
 
@@ -163,13 +163,13 @@ def test_dls_pad_batches_and_learner_trains_one_step(tmp_path):
     items = [SeqItem(seq_frames(toy_cine(n, ed, es), 16), ed, es, f"c{i}", "4CH", split)
              for i, (n, ed, es, split) in enumerate([(20, 0, 7, "train"), (23, 5, 15, "train"), (21, 18, 4, "train"),
                                                      (25, 2, 10, "valid"), (22, 20, 6, "valid")])]
-    dls = edes_dls(items, bs=2, seed=0)
+    dls = dataloaders(items, bs=2, seed=0)
     xb, yb = dls.one_batch()
     assert xb.shape[0] == 2 and xb.shape[2:] == (16, 16) and yb.shape == xb.shape[:2]
     xv, yv = dls.valid.one_batch()
     assert yv.shape == (2, 25) and not yv[0].isnan().any() and yv[1].isnan().sum() == 3  # 22 frames + 3 padded
     assert xv[1, 22:].isnan().all() and not xv[1, :22].isnan().any()
-    learn = edes_learner(dls, "TempReg-Net", beta=1.0, path=tmp_path, widths=(4, 8), blocks=(1, 1), hidden=8)
+    learn = learner(dls, "TempReg-Net", beta=1.0, path=tmp_path, widths=(4, 8), blocks=(1, 1), hidden=8)
     learn.fit(1, 1e-3)
     vals = learn.recorder.values[-1]
     assert np.isfinite(vals).all() and len(vals) == 4  # train loss, valid loss, aFD ED, aFD ES

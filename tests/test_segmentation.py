@@ -10,9 +10,9 @@ from cmrlib.data import CODES, FrameGeometry, cine_frames, frame_items, seg_dls
 from cmrlib.labels import LV, MYO, NAMES, RV
 from cmrlib.models import UNet11, WeightsUnavailable, unet11
 from cmrlib.record import Cine
-from cmrlib.methods.segmentation import (as_model, calibrate_prior, class_weights, decide, dice, evaluate,
-                                         export_segmenter, hd95, keep_largest, load_segmenter, log_prior, mean_dice,
-                                         predict, seg_learner, summarise)
+from cmrlib.learn import export
+from cmrlib.methods.segmentation import (as_model, calibrate_prior, class_weights, decide, dice, evaluate, hd95,
+                                         keep_largest, learner, load, log_prior, mean_dice, predict, summarise)
 from cmrlib.methods.segmentation.predict import _calibration_frames
 from cmrlib.store import CohortStore
 
@@ -189,16 +189,16 @@ def test_train_export_reload_predict(store, tmp_path):
     assert dls.geometry == FrameGeometry(64, 2.0) and len(dls.valid_ds) == 12
     x, y = dls.one_batch()
     assert x.shape == (8, 1, 64, 64) and y.shape == (8, 64, 64) and list(dls.vocab) == CODES
-    learn = seg_learner(dls, width=0.125, bf16=True)
+    learn = learner(dls, width=0.125, bf16=True)
     assert [m.name for m in learn.metrics] == ["dice_LV", "dice_MYO", "dice_RV"]
     learn.fit_one_cycle(2, 3e-3)  # converge-free: the test pins the plumbing, not accuracy
-    path = export_segmenter(learn, tmp_path / "models" / "seg_sax.pkl")
-    again = load_segmenter(path)
+    path = export(learn, tmp_path / "models" / "seg_sax.pkl")
+    again = load(path)
     assert isinstance(again.model, UNet11) and again.model.geometry == dls.geometry
     c = store.read("toy05_SAX")
     np.testing.assert_array_equal(predict(again, c), predict(learn, c))
     as_model(learn).log_prior = np.array([0, 0.3, -0.2, 0, 0, 0], np.float32)  # a calibrated decision travels too
-    again = load_segmenter(export_segmenter(learn, path))
+    again = load(export(learn, path))
     np.testing.assert_array_equal(log_prior(again), log_prior(learn))
     # a seeded rebuild gives the same first batch (augmentation included)
     again = seg_dls(store, ["SAX"], size=64, spacing=2.0, bs=8, seed=0, aug=dict(degrees=10), progress=False)
@@ -238,6 +238,6 @@ def test_class_weights_favour_rare_structures():
 
 def test_balanced_learner_weights_its_cross_entropy(store):
     dls = seg_dls(store, ["4CH"], size=64, spacing=2.0, bs=4, progress=False)
-    w = seg_learner(dls, width=0.125, balance=True).loss_func.ce.func.weight
+    w = learner(dls, width=0.125, balance=True).loss_func.ce.func.weight
     assert w is not None and w[RV] > w[LV] > w[0]
-    assert seg_learner(dls, width=0.125).loss_func.ce.func.weight is None
+    assert learner(dls, width=0.125).loss_func.ce.func.weight is None

@@ -114,7 +114,7 @@ def pad_seqs(samples: list) -> list:  # plain `list`: fasttransform casts to the
     return [tuple(pad(t) for t in s) for s in samples]
 
 
-def edes_dls(items: list[SeqItem], bs: int = 8, aug: bool = True, delta: float = 3.0, upsilon: float = 1 / 3,
+def dataloaders(items: list[SeqItem], bs: int = 8, aug: bool = True, delta: float = 3.0, upsilon: float = 1 / 3,
              degrees: float = 10.0, seed: int = 0, **kw) -> DataLoaders:
     """DataLoaders of (frames, label curve) over train/valid `SeqItem`s; training adds a random cycle start,
     one random affine per sequence and intensity jitter; batches are NaN-padded (see `pad_seqs`)."""

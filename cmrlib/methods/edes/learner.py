@@ -1,6 +1,7 @@
 """The temporal structured loss (eq. 2), the aFD metrics and learners for TempReg-Net and its baselines."""
 from __future__ import annotations
 
+import time
 from functools import partial
 from pathlib import Path
 
@@ -12,7 +13,10 @@ from fastai.data.core import DataLoaders
 from fastai.learner import Learner
 from fastai.optimizer import Adam
 
+from ...learn import history
+from ...learn import load as load_exported
 from ...models.tempreg import tempreg_net
+from ...utils import seed_everything
 from .curves import decode, frame_diff
 
 
@@ -83,7 +87,7 @@ METHODS = {  # name -> (model kind, use the temporal structured loss)
 }
 
 
-def edes_learner(dls: DataLoaders, method: str = "TempReg-Net", beta: float = 1.0, alpha: float = 1e-4,
+def learner(dls: DataLoaders, method: str = "TempReg-Net", beta: float = 1.0, alpha: float = 1e-4,
                  path: str | Path = ".", **model_kw) -> Learner:
     """A fastai Learner for one method of `METHODS`: MSE (+ beta * TSC) with alpha as a true L2 penalty.
 
@@ -94,3 +98,20 @@ def edes_learner(dls: DataLoaders, method: str = "TempReg-Net", beta: float = 1.
     kind, tsc = METHODS[method]
     return Learner(dls, tempreg_net(kind, **model_kw), loss_func=TempRegLoss(beta if tsc else 0.0),
                    opt_func=partial(Adam, decouple_wd=False), wd=alpha, metrics=[afd_ed, afd_es], path=path)
+
+
+def fit(dls: DataLoaders, method: str, epochs: int, lr: float, seed: int = 0, **kw) -> tuple[Learner, dict]:
+    """Train one method from `seed` (every method starts from the same random state, so only the model and loss
+    differ) with a one-cycle schedule; the learner and a summary row (seconds, last validation loss and aFD)."""
+    seed_everything(seed)
+    learn = learner(dls, method, **kw)
+    t0 = time.perf_counter()
+    learn.fit_one_cycle(epochs, lr)
+    v = history(learn).iloc[-1]
+    return learn, dict(method=method, train_s=time.perf_counter() - t0, valid_loss=v["valid_loss"],
+                       valid_aFD_ED=v["afd_ed"], valid_aFD_ES=v["afd_es"])
+
+
+def load(path: str | Path) -> torch.nn.Module:
+    """A trained ED/ES network exported with `cmrlib.learn.export`, ready for `predict`."""
+    return load_exported(path, "ED/ES model", "notebook 02").model.eval()

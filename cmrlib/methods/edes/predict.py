@@ -18,7 +18,7 @@ def predict_curve(model: torch.nn.Module, frames: np.ndarray) -> np.ndarray:
     return model(x.to(next(model.parameters()).device))[0].float().cpu().numpy()
 
 
-def detect(model: torch.nn.Module, cine: Cine, size: int, zoom: float = 1.0, z: int | None = None,
+def predict(model: torch.nn.Module, cine: Cine, size: int, zoom: float = 1.0, z: int | None = None,
            smooth: int = 1) -> dict:
     """End to end on a `Cine`: frames -> predicted curve -> ED/ES (0-based)."""
     curve = predict_curve(model, seq_frames(cine, size, z, zoom=zoom))
@@ -29,8 +29,8 @@ def detect(model: torch.nn.Module, cine: Cine, size: int, zoom: float = 1.0, z: 
 def seg_detect(segmenters: dict, cine: Cine) -> dict:
     """Baseline 1: ED = max, ES = min of the segmented LV blood-pool volume (SAX stack) or area (long axis) curve."""
     from ...measure import ed_es_from_curve, volume_curve
-    from ..segmentation import predict
-    labels = predict(segmenters["SAX" if cine.view == "SAX" else "LAX"], cine)
+    from .. import segmentation
+    labels = segmentation.predict(segmenters["SAX" if cine.view == "SAX" else "LAX"], cine)
     curve = volume_curve(labels, cine.spacing, LV)
     ed, es = ed_es_from_curve(curve)
     return dict(curve=curve, ed=ed, es=es)

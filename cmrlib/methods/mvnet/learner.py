@@ -96,7 +96,7 @@ class MVConfig:
         return m.to(memory_format=torch.channels_last)  # ~25 % faster convolutions on CPU
 
 
-def fit_mvnet(train: Sequence[Track], valid: Sequence[Track], cfg: MVConfig, view: str = "",
+def fit(train: Sequence[Track], valid: Sequence[Track], cfg: MVConfig, view: str = "",
               models_dir: str | Path | None = None, prefix: str = "A", quiet: bool = False,
               epochs: tuple[int, int] | None = None) -> tuple["MVnet", pd.DataFrame]:
     """Train stage 1 then stage 2 for one view, export both Learners, and return the tracker and a log table."""
@@ -122,7 +122,7 @@ INFERENCE_ONLY = ("n_refine", "smooth", "tta")  # MVConfig fields that do not ch
 def fit_or_load(train: Sequence[Track], valid: Sequence[Track], cfg: MVConfig, view: str, models_dir: str | Path,
                 prefix: str = "A", quiet: bool = False, epochs: tuple[int, int] | None = None,
                 retrain: bool = False) -> tuple[MVnet, pd.DataFrame]:
-    """`fit_mvnet`, or the tracker `models_dir` already holds when it was trained with the same settings and
+    """`fit`, or the tracker `models_dir` already holds when it was trained with the same settings and
     cines (each stage seeds itself, so a loaded tracker is the one training would give again)."""
     settings = dict({k: v for k, v in dataclasses.asdict(cfg).items() if k not in INFERENCE_ONLY}, view=view,
                     prefix=prefix, epochs=list(epochs or (cfg.epochs1, cfg.epochs2)),
@@ -131,7 +131,7 @@ def fit_or_load(train: Sequence[Track], valid: Sequence[Track], cfg: MVConfig, v
     if not retrain and log_file.exists() and model_path(models_dir, view, 2, prefix).exists() \
             and reusable(first, settings):
         return MVnet.load(models_dir, view, prefix, cfg.n_refine, cfg.smooth, cfg.tta), pd.read_csv(log_file)
-    tracker, log = fit_mvnet(train, valid, cfg, view, models_dir, prefix, quiet, epochs)
+    tracker, log = fit(train, valid, cfg, view, models_dir, prefix, quiet, epochs)
     atomic_write_text(log_file, log.to_csv(index=False))
     record_settings(first, settings)
     return tracker, log

@@ -10,7 +10,7 @@ import torch
 from scipy import signal
 from torch import nn
 
-from ...learn import load
+from ...learn import load as load_exported
 from ...record import Cine
 from ...transforms import Affine2D
 from .data import Track
@@ -66,7 +66,7 @@ class MVnet:
     def load(cls, folder: str | Path, view: str, prefix: str = "A", n_refine: int = 2,
              smooth: int | None = None, tta: float | None = None) -> "MVnet":
         """Load the two exported stage Learners `{prefix}_{view}_stage{1,2}.pkl` from a models folder."""
-        ms = [load(model_path(folder, view, s, prefix), f"MVnet stage-{s} model for {view}", "notebook 03").model
+        ms = [load_exported(model_path(folder, view, s, prefix), f"MVnet stage-{s} model for {view}", "notebook 03").model
               for s in (1, 2)]
         return cls(ms[0], ms[1], view, n_refine, smooth, tta)
 
@@ -101,3 +101,14 @@ def predict_all(trackers: dict[str, MVnet], tests: dict[str, list[Track]]) -> di
     from fastprogress.fastprogress import progress_bar
 
     return {v: [trackers[v].track_cine(t) for t in progress_bar(ts, leave=False)] for v, ts in tests.items()}
+
+
+def load(folder: str | Path, view: str, prefix: str = "A", n_refine: int = 2, smooth: int | None = None,
+         tta: float | None = None) -> MVnet:
+    """The tracker of one view exported by `fit` into a models folder."""
+    return MVnet.load(folder, view, prefix, n_refine, smooth, tta)
+
+
+def predict(tracker: MVnet, cine: Cine | Track) -> dict[str, np.ndarray]:
+    """(T,2,2) point tracks of a cine after stage 1 and each stage-2 pass ('1', '1+2', '1+2+2')."""
+    return tracker.track_cine(cine)

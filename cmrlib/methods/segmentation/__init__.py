@@ -1,16 +1,16 @@
-"""Segmentation, a TernausNet11 per view: `seg_learner` / `train_segmenter` on `cmrlib.data.seg_dls`,
-`export_segmenter` / `load_segmenter`, `predict` whole cines with a calibrated decision (`calibrate_prior`),
-`evaluate` Dice / HD95 (Table-1 measures from its labels: `cmrlib.measure.subject_measures`).
+"""Segmentation, a TernausNet11 per view: `dataloaders` (`cmrlib.data.seg_dls`), `learner`, `fit`, `load` (export
+with `cmrlib.learn.export`), `predict` whole cines with a calibrated decision (`calibrate_prior`), `evaluate`
+Dice / HD95 (Table-1 measures from its labels: `cmrlib.measure.subject_measures`).
 
 Other methods use it only through `predict` and `load_segmenters` (ED/ES's segmentation baseline).
 """
 from .evaluate import dice, evaluate, frame_scores, hd95, summarise
 from .figures import case_panels
-from .learner import (MODEL_FILES, ClassDice, DiceCE, as_model, class_weights, export_segmenter, load_segmenter,
-                      load_segmenters, model_file, seg_learner, train_segmenter)
+from .learner import (MODEL_FILES, ClassDice, DiceCE, as_model, class_weights, dataloaders, fit, learner, load,
+                      load_segmenters, model_file)
 from .predict import calibrate_prior, decide, frame_probs, keep_largest, log_prior, mean_dice, predict, predict_store
 
-__all__ = ["DiceCE", "ClassDice", "seg_learner", "class_weights", "train_segmenter", "export_segmenter",
-           "load_segmenter", "MODEL_FILES", "model_file", "load_segmenters", "as_model", "frame_probs", "log_prior",
-           "decide", "predict", "calibrate_prior", "mean_dice", "predict_store", "keep_largest", "dice", "hd95",
-           "evaluate", "summarise", "frame_scores", "case_panels"]
+__all__ = ["dataloaders", "learner", "fit", "load", "predict", "evaluate", "DiceCE", "ClassDice", "class_weights",
+           "MODEL_FILES", "model_file", "load_segmenters", "as_model", "frame_probs", "log_prior",
+           "decide", "calibrate_prior", "mean_dice", "predict_store", "keep_largest", "dice", "hd95",
+           "summarise", "frame_scores", "case_panels"]

@@ -13,8 +13,10 @@ from fastai.losses import CrossEntropyLossFlat, DiceLoss
 from fastai.metrics import DiceMulti
 
 from ...data import FrameGeometry
+from ...data import seg_dls as dataloaders  # noqa: F401  (the method's feed: cmrlib.data's segmentation DataBlock)
 from ...labels import NAMES
-from ...learn import bf16_callbacks, export, load
+from ...learn import bf16_callbacks
+from ...learn import load as load_exported
 from ...models import unet11
 
 
@@ -53,7 +55,7 @@ class ClassDice(DiceMulti):
         return 2.0 * self.inter.get(self.label, 0) / u if u > 0 else float("nan")
 
 
-def seg_learner(dls, width: float = 0.25, pretrained: bool = False, bn: bool = True, dice_weight: float = 1.0,
+def learner(dls, width: float = 0.25, pretrained: bool = False, bn: bool = True, dice_weight: float = 1.0,
                 labels: Sequence[int] | None = None, path: str | Path = ".", bf16: bool = False, balance: bool = False,
                 **kwargs) -> Learner:
     """A fastai Learner for a TernausNet11 on `seg_dls` DataLoaders; the data geometry travels on the model.
@@ -85,14 +87,9 @@ def class_weights(counts: np.ndarray, cap: float = 10.0) -> torch.Tensor:
     return torch.tensor(w, dtype=torch.float32)
 
 
-def export_segmenter(learn: Learner, path: str | Path) -> Path:
-    """Export the learner (model, loss, geometry, decision log-prior; no data) atomically for `load_segmenter`."""
-    return export(learn, path)
-
-
-def load_segmenter(path: str | Path) -> Learner:
-    """Reload an exported segmenter on the CPU (`predict` takes it directly)."""
-    return load(path, "segmenter", "notebook 01")
+def load(path: str | Path) -> Learner:
+    """Reload a segmenter exported with `cmrlib.learn.export` (model, geometry, decision log-prior) on the CPU."""
+    return load_exported(path, "segmenter", "notebook 01")
 
 
 MODEL_FILES = {"SAX": "seg_sax.pkl", "LAX": "seg_lax.pkl"}  # exported segmenters by kind, in a models folder
@@ -109,7 +106,7 @@ def load_segmenters(folder: str | Path) -> tuple[dict, str | None]:
     for kind in MODEL_FILES:
         p = model_file(folder, kind)
         if p.exists():
-            models[kind] = load_segmenter(p)
+            models[kind] = load(p)
         else:
             missing.append(str(p))
     return models, (f"no exported segmenter at {', '.join(missing)} (run notebook 01 first)" if missing else None)
@@ -120,9 +117,9 @@ def as_model(model) -> torch.nn.Module:
     return model.model if isinstance(model, Learner) else model
 
 
-def train_segmenter(dls, epochs: int, lr: float, width: float = 0.25, init=None, **kwargs) -> Learner:
-    """`seg_learner` + fit_one_cycle, optionally starting from another segmenter's weights (phantom pre-training)."""
-    learn = seg_learner(dls, width=width, **kwargs)
+def fit(dls, epochs: int, lr: float, width: float = 0.25, init=None, **kwargs) -> Learner:
+    """`learner` + fit_one_cycle, optionally starting from another segmenter's weights (phantom pre-training)."""
+    learn = learner(dls, width=width, **kwargs)
     if init is not None:
         learn.model.load_state_dict(as_model(init).state_dict())
     if epochs > 0:

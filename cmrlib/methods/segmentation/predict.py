@@ -119,7 +119,7 @@ def calibrate_prior(model, source: CohortStore | str | Path, ids: Sequence[str],
     fixed at 0): the decision-side correction of a model that systematically grows one structure into its
     neighbour (a phantom-trained myocardium eating the LV cavity). Choose `ids` from the validation split.
 
-    Returns the offsets (set them as `as_model(model).log_prior`; `export_segmenter` keeps them) and the search
+    Returns the offsets (set them as `as_model(model).log_prior`; `cmrlib.learn.export` keeps them) and the search
     trace (label, offset, mean Dice). Scored before the largest-component filter."""
     store = source if isinstance(source, CohortStore) else CohortStore(source)
     if not len(ids):
