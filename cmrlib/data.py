@@ -26,7 +26,7 @@ from .record import Cine
 from .store import CohortStore
 from .transforms import (Affine2D, ClutterAug, IntensityAug, LabelIntensityAug, SegAffine, WallAug, fit_affine,
                          normalise)
-from .utils import rng, seed_everything
+from .utils import rng, seed_everything, seed_for
 
 __all__ = ["FrameGeometry", "FrameSet", "cine_frames", "frame_items", "seg_block", "seg_dls", "pick_subjects", "CODES",
            "to_image"]
@@ -183,11 +183,12 @@ def seg_dls(source: CohortStore | str | Path, views: Sequence[str] = ("SAX",), s
     else:  # hold out a seeded fraction of the training subjects
         subs = np.array(sorted(tr.info["subject"].unique()))
         n_va = max(1, int(round(valid_frac * len(subs)))) if len(subs) > 1 else 0
-        held = set(rng(seed).permutation(subs)[:n_va].tolist())
+        held = set(rng(seed_for(seed, "seg_dls", "held-out subjects")).permutation(subs)[:n_va].tolist())
         is_va = tr.info["subject"].isin(held).to_numpy()
         tr, va = tr.subset(~is_va), (tr.subset(is_va) if is_va.any() else tr.subset(np.zeros(len(tr), bool)))
     if max_frames is not None:
-        tr, va = _cap(tr, max_frames, seed), _cap(va, max(1, max_frames // 4), seed)
+        tr = _cap(tr, max_frames, seed_for(seed, "seg_dls", "train frames"))
+        va = _cap(va, max(1, max_frames // 4), seed_for(seed, "seg_dls", "valid frames"))
     items = [(x, y, False) for x, y in zip(tr.x, tr.y)] + [(x, y, True) for x, y in zip(va.x, va.y)]
     block = seg_block(aug, intensity, clutter, seed, label_intensity, wall)
     dls = block.dataloaders(items, bs=bs, num_workers=0, verbose=False)

@@ -1,16 +1,14 @@
 """The learning layer every method shares: device choice, CPU bfloat16 training, atomic export and load, named
-training history, pretrained encoders into classifiers, and a seed tree.
+training history, pretrained encoders into classifiers, and reuse of a model trained with the same settings.
 
     learn = Learner(dls, model, loss_func=..., cbs=bf16_callbacks(bf16))
     learn.fit_one_cycle(epochs, lr)
     history(learn)                       # epoch, train_loss, valid_loss, <metric names>
     export(learn, "runs/x/01/models/seg_sax.pkl")
     learn = load("runs/x/01/models/seg_sax.pkl")
-    seed_for(run_seed, "03", "stage", 2) # a consumer's own stream, derived from the run seed by name
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import uuid
@@ -26,7 +24,7 @@ from fastai.learner import Learner, load_learner
 from .utils import atomic_write_json, to_jsonable
 
 __all__ = ["device", "CPUBFloat16", "cpu_bf16", "bf16_callbacks", "export", "load", "history", "load_encoder",
-           "seed_for", "record_settings", "reusable"]
+           "record_settings", "reusable"]
 
 
 def device() -> torch.device:
@@ -129,13 +127,6 @@ def load_encoder(model: torch.nn.Module, state: Mapping[str, torch.Tensor] | str
     own.update(picked)
     model.load_state_dict(own)
     return sorted(picked)
-
-
-def seed_for(run_seed: int, *names) -> int:
-    """A consumer's seed derived from the run seed and its name (as MONAI's set_random_state gives each transform
-    its own stream): independent streams without hand-picked offsets, the same for the same run seed and names."""
-    key = "/".join([str(int(run_seed)), *map(str, names)]).encode()
-    return int.from_bytes(hashlib.sha256(key).digest()[:4], "little")
 
 
 def _settings_file(model_path: str | os.PathLike) -> Path:

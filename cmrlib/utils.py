@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import random
@@ -37,6 +38,13 @@ def seed_everything(seed: int = 0, deterministic: bool = True) -> int:
 def rng(seed: int | np.random.Generator | None = None) -> np.random.Generator:
     """A numpy Generator from a seed (or pass one through), so every random choice flows from a seed."""
     return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+
+
+def seed_for(run_seed: int, *names) -> int:
+    """A consumer's seed derived from the run seed and its name (as MONAI's set_random_state gives each transform
+    its own stream): independent streams without hand-picked offsets, the same for the same run seed and names."""
+    key = "/".join([str(int(run_seed)), *map(str, names)]).encode()
+    return int.from_bytes(hashlib.sha256(key).digest()[:4], "little")
 
 
 class OutsideFolderError(ValueError):

@@ -12,8 +12,14 @@ from fastai.vision.core import TensorPoint
 
 from ..labels import LV, MYO
 from ..utils import rng as _rng
+from ..utils import seed_for
 from .geometry import Affine2D, RandomAffine2D, elastic_field, warp_field
 from .intensity import bias_field, degrade, remap_labels, thicken_wall
+
+
+def _stream(seed: int | None, *names) -> int | None:
+    """A transform's own seed, derived from the run seed by name (None stays unseeded)."""
+    return None if seed is None else seed_for(seed, *names)
 
 
 def _np(x: torch.Tensor) -> np.ndarray:
@@ -33,9 +39,10 @@ class SegAffine(RandTransform):
                  translate: float = 0.05, elastic: float = 0.0, elastic_sigma: float = 8.0, p: float = 1.0,
                  seed: int | None = 0):
         super().__init__(p=p)
-        self.rand = RandomAffine2D(degrees=degrees, scale=scale, flip_p=flip_p, translate=translate, seed=seed)
+        self.rand = RandomAffine2D(degrees=degrees, scale=scale, flip_p=flip_p, translate=translate,
+                                   seed=_stream(seed, "SegAffine", "affine"))
         self.elastic, self.elastic_sigma = elastic, elastic_sigma
-        self.gen = _rng(None if seed is None else seed + 1)
+        self.gen = _rng(_stream(seed, "SegAffine", "elastic"))
 
     def before_call(self, b, split_idx: int):
         self.do = self.p == 1.0 or self.gen.random() < self.p
@@ -75,7 +82,7 @@ class IntensityAug(RandTransform):
         super().__init__(p=p)
         self.gamma, self.contrast, self.noise, self.blur_p, self.blur_range = gamma, contrast, noise, blur_p, blur
         self.bias, self.lowres, self.lowres_p = bias, lowres, lowres_p
-        self.gen = _rng(None if seed is None else seed + 2)
+        self.gen = _rng(_stream(seed, "IntensityAug"))
 
     def before_call(self, b, split_idx: int):
         g = self.gen
@@ -112,10 +119,10 @@ class PairAug(ItemTransform):
 
     split_idx = 0
 
-    def __init__(self, p: float, seed: int | None, offset: int):
+    def __init__(self, p: float, seed: int | None, *stream):
         super().__init__()
         self.p = p
-        self.gen = _rng(None if seed is None else seed + offset)
+        self.gen = _rng(_stream(seed, type(self).__name__, *stream))
 
     def encodes(self, b):
         if len(b) < 2 or self.gen.random() >= self.p:
@@ -135,7 +142,7 @@ class LabelIntensityAug(PairAug):
 
     def __init__(self, gain: tuple[float, float] = (0.6, 1.6), shift: float = 0.5, sigma: float = 1.0,
                  p: float = 0.8, n_labels: int = 6, seed: int | None = 0):
-        super().__init__(p, seed, 4)
+        super().__init__(p, seed)
         self.gain, self.shift, self.sigma, self.n_labels = gain, shift, sigma, n_labels
 
     def apply(self, b, g):
@@ -156,7 +163,7 @@ class ClutterAug(PairAug):
 
     def __init__(self, n: float = 6.0, radius: tuple[float, float] = (3.0, 20.0), p: float = 0.8,
                  labels: tuple[int, ...] = (0,), level: tuple[float, float] = (40.0, 99.5), seed: int | None = 0):
-        super().__init__(p, seed, 3 + 10 * sum(labels))
+        super().__init__(p, seed, *labels)  # its own stream per painted label set (background blobs, LV spots)
         self.n, self.radius, self.labels, self.level = n, radius, tuple(labels), tuple(level)
 
     def apply(self, b, g):
@@ -190,7 +197,7 @@ class WallAug(PairAug):
 
     def __init__(self, frac: tuple[float, float] = (0.1, 0.6), p: float = 0.4, inner: int = LV, outer: int = MYO,
                  seed: int | None = 0):
-        super().__init__(p, seed, 5)
+        super().__init__(p, seed)
         self.frac, self.inner, self.outer = tuple(frac), inner, outer
 
     def apply(self, b, g):

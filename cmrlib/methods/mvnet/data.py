@@ -122,7 +122,7 @@ class PointFrames(torch.utils.data.Dataset):
         return self.rand.sample(g, gen) if self.rand is not None else g
 
     def __getitem__(self, k: int):
-        gen = _rng(self.seed * 1_000_003 + k) if self.fixed else self.gen
+        gen = _rng([self.seed, k]) if self.fixed else self.gen  # validation: item k's own fixed stream
         i, f = self.frame(k, gen)
         g, t = self.geometry(i, gen), self.tracks[i]
         img = median_iqr(g.image(t.pixels[f]))

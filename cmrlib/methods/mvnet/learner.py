@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ...learn import device, export, record_settings, reusable
-from ...utils import atomic_write_text
+from ...utils import atomic_write_text, seed_for
 from .data import Aug, PointFrames, Track
 from .geometry import S1_SIZE, MVnetError
 from .predict import MVnet, model_path
@@ -54,7 +54,8 @@ def train_stage(train_tracks: Sequence[Track], valid_tracks: Sequence[Track], st
     aug = Aug() if aug is None else aug
     pm = perturb_mm if stage == 2 else 0.0
     tr = PointFrames(train_tracks, stage, aug, pm, seed, frames_per_cine=frames_per_cine)
-    va = PointFrames(valid_tracks, stage, None, pm, seed + 1, fixed=True, frames_per_cine=frames_per_cine)
+    va = PointFrames(valid_tracks, stage, None, pm, seed_for(seed, "valid"), fixed=True,
+                     frames_per_cine=frames_per_cine)
     if schedule not in ("fit", "one_cycle"):
         raise MVnetError(f"unknown schedule {schedule!r}; expected 'fit' or 'one_cycle'")
     learn = stage_learner(tr, va, model, bs, lr)
@@ -103,10 +104,12 @@ def fit(train: Sequence[Track], valid: Sequence[Track], cfg: MVConfig, view: str
     e1, e2 = epochs or (cfg.epochs1, cfg.epochs2)
     models, log = [], []
     for stage, ep in ((1, e1), (2, e2)):
-        torch.manual_seed(cfg.seed + stage)
+        # by view and stage, not by convention: the A / B / mixed models start alike, so only their labels differ
+        torch.manual_seed(seed_for(cfg.seed, "mvnet", view, "stage", stage, "init"))
         t0 = time.perf_counter()
         learn = train_stage(train, valid, stage, cfg.model(stage), ep, cfg.bs, cfg.lr, cfg.schedule, cfg.perturb_mm,
-                            seed=cfg.seed + 10 * stage, quiet=quiet, frames_per_cine=cfg.frames_per_cine)
+                            seed=seed_for(cfg.seed, "mvnet", view, "stage", stage, "data"), quiet=quiet,
+                            frames_per_cine=cfg.frames_per_cine)
         loss, err = learn.validate() if len(valid) else (float("nan"), float("nan"))
         log.append(dict(prefix=prefix, view=view, stage=stage, epochs=ep, n_train_frames=len(learn.dls.train.dataset),
                         valid_loss=float(loss), valid_err_px=float(err), seconds=time.perf_counter() - t0))
