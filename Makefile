@@ -8,6 +8,7 @@ PROFILE ?= default
 CMRLIB_DATA ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
 export CMRLIB_DATA
 PYTEST_ARGS ?=
+NB_STRIP_KEYS := metadata.language_info
 
 .PHONY: install test reproduce smoke bench lab clean-runs
 
@@ -18,7 +19,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --upgrade pip
 	$(BIN)/python -m pip install -e ".[dev]"
 	# notebooks are committed without outputs: a git filter strips them on `git add`, whatever was saved
-	if git rev-parse --git-dir >/dev/null 2>&1; then $(BIN)/nbstripout --install --attributes .gitattributes; fi
+	# (and the Python version JupyterLab writes into metadata.language_info, so opening a notebook changes nothing)
+	if git rev-parse --git-dir >/dev/null 2>&1; then $(BIN)/nbstripout --install --attributes .gitattributes && \
+	  git config filter.nbstripout.extrakeys "$(NB_STRIP_KEYS)"; fi
 	touch $(STAMP)
 
 test: $(STAMP)

@@ -141,3 +141,26 @@ def test_environment_yml_installs_from_pyproject():
     assert all(d.split("=")[0] in ("python", "pip") for d in plain)
     assert any(d.startswith("python=3.11") for d in plain)
     assert pip == ['-e ".[dev]"'] or pip == ["-e .[dev]"]
+
+
+def test_a_notebook_saved_by_jupyterlab_strips_back_to_the_committed_file(tmp_path):
+    """What `make install`'s git filter does on `git add`: outputs, execution counts and the Python version JupyterLab
+    writes are removed, leaving the committed bytes (so running and saving a notebook changes nothing in git)."""
+    import re
+    import subprocess
+    import sys
+
+    keys = re.search(r"^NB_STRIP_KEYS := (.+)$", (runner.ROOT / "Makefile").read_text(), re.M).group(1)
+    for nb in runner.discover():
+        committed = nb.read_text()
+        node = nbformat.reads(committed, as_version=4)
+        node.metadata["language_info"] = {"name": "python", "version": "3.11.99", "mimetype": "text/x-python"}
+        for c in node.cells:
+            if c.cell_type == "code":
+                c.execution_count = 7
+                c.outputs = [nbformat.v4.new_output("stream", name="stdout", text="ran\n")]
+        saved = tmp_path / nb.name
+        nbformat.write(node, saved)
+        out = subprocess.run([sys.executable, "-m", "nbstripout", "--extra-keys", keys, "-t", str(saved)],
+                             capture_output=True, text=True, check=True).stdout
+        assert out == committed, f"{nb.name}: the committed form is not what the filter leaves"

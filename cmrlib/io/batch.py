@@ -12,6 +12,7 @@ refused; a cohort has one writer at a time, and leftovers of a killed run are cl
 from __future__ import annotations
 
 import importlib
+import json
 import multiprocessing as mp
 import os
 import shutil
@@ -111,14 +112,12 @@ def _marker(root: Path, source: str, subject: str) -> Path:
 
 def is_done(store: CohortStore, source: str, item: Item) -> bool:
     """A subject is complete when its marker exists and every cine it lists is in the store."""
-    from json import JSONDecodeError, loads
-
     m = _marker(store.root, source, item.subject)
     if not m.exists():
         return False
     try:
-        ids = loads(m.read_text())["cines"]
-    except (JSONDecodeError, KeyError, TypeError):
+        ids = json.loads(m.read_text())["cines"]
+    except (json.JSONDecodeError, KeyError, TypeError):
         return False
     return all(i in store for i in ids)
 
