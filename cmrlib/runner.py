@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from .utils import atomic_write_json, git_commit, package_versions
+from .utils import atomic_write_json, data_path, git_commit, package_versions
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
@@ -131,13 +131,13 @@ def path_references(params: dict[str, Any], env: dict[str, str]) -> dict[str, An
     """
     out = dict(params)
     if params.get("data_dir"):
-        env["CMRLIB_DATA"] = str(Path(os.path.expandvars(str(params["data_dir"]))).expanduser().resolve())
+        env["CMRLIB_DATA"] = str(data_path(params["data_dir"]).resolve())
         out["data_dir"] = "$CMRLIB_DATA"
     root = env.get("CMRLIB_DATA") or os.environ.get("CMRLIB_DATA")
     for k, v in params.items():
         if k == "data_dir" or not is_path_param(k) or not isinstance(v, str) or not v or v.startswith("$"):
             continue
-        real = Path(v).expanduser().resolve()
+        real = data_path(v).resolve()
         if root and real.is_relative_to(Path(root).resolve()):
             rel = real.relative_to(Path(root).resolve()).as_posix()
             out[k] = "$CMRLIB_DATA" + (f"/{rel}" if rel != "." else "")

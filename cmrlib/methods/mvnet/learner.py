@@ -17,7 +17,7 @@ from ...learn import device, export, record_settings, reusable
 from ...utils import atomic_write_text, seed_for
 from .data import Aug, PointFrames, Track
 from .geometry import S1_SIZE, MVnetError
-from .predict import MVnet, model_path
+from .predict import MVnet, load, model_path
 
 
 def point_error_px(pred: torch.Tensor, targ: torch.Tensor, size: tuple[int, int] = S1_SIZE) -> torch.Tensor:
@@ -133,7 +133,7 @@ def fit_or_load(train: Sequence[Track], valid: Sequence[Track], cfg: MVConfig, v
     first, log_file = model_path(models_dir, view, 1, prefix), Path(models_dir) / f"{prefix}_{view}_log.csv"
     if not retrain and log_file.exists() and model_path(models_dir, view, 2, prefix).exists() \
             and reusable(first, settings):
-        return MVnet.load(models_dir, view, prefix, cfg.n_refine, cfg.smooth, cfg.tta), pd.read_csv(log_file)
+        return load(models_dir, view, prefix, cfg.n_refine, cfg.smooth, cfg.tta), pd.read_csv(log_file)
     tracker, log = fit(train, valid, cfg, view, models_dir, prefix, quiet, epochs)
     atomic_write_text(log_file, log.to_csv(index=False))
     record_settings(first, settings)

@@ -62,14 +62,6 @@ class MVnet:
     def track_cine(self, cine: Cine | Track) -> dict[str, np.ndarray]:
         return self.track(cine.pixels, cine.spacing, int(cine.ed or 0))
 
-    @classmethod
-    def load(cls, folder: str | Path, view: str, prefix: str = "A", n_refine: int = 2,
-             smooth: int | None = None, tta: float | None = None) -> "MVnet":
-        """Load the two exported stage Learners `{prefix}_{view}_stage{1,2}.pkl` from a models folder."""
-        ms = [load_exported(model_path(folder, view, s, prefix), f"MVnet stage-{s} model for {view}", "notebook 03").model
-              for s in (1, 2)]
-        return cls(ms[0], ms[1], view, n_refine, smooth, tta)
-
 
 def tta_shifts(px: float | None) -> tuple[tuple[float, float], ...]:
     """Test-time crop offsets (standardised px): the crop itself and +-px along x and y (None or 0: the crop only).
@@ -105,8 +97,10 @@ def predict_all(trackers: dict[str, MVnet], tests: dict[str, list[Track]]) -> di
 
 def load(folder: str | Path, view: str, prefix: str = "A", n_refine: int = 2, smooth: int | None = None,
          tta: float | None = None) -> MVnet:
-    """The tracker of one view exported by `fit` into a models folder."""
-    return MVnet.load(folder, view, prefix, n_refine, smooth, tta)
+    """The tracker of one view exported by `fit` into a models folder (`{prefix}_{view}_stage{1,2}.pkl`)."""
+    stages = [load_exported(model_path(folder, view, s, prefix), f"MVnet stage-{s} model for {view}",
+                            "notebook 03").model for s in (1, 2)]
+    return MVnet(stages[0], stages[1], view, n_refine, smooth, tta)
 
 
 def predict(tracker: MVnet, cine: Cine | Track) -> dict[str, np.ndarray]:
