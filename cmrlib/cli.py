@@ -1,4 +1,5 @@
-"""Command line: `cmrlib run` executes the notebooks, `cmrlib ingest` builds a cohort from real data."""
+"""Command line: `cmrlib run` executes the notebooks, `cmrlib ingest` builds a cohort from real data, `cmrlib figures`
+re-runs notebook 09 on a finished run, `cmrlib report` prints (or splices into the README) a run's results."""
 from __future__ import annotations
 
 import argparse
@@ -10,6 +11,23 @@ from . import runner
 def _run(a) -> int:
     path = runner.run(a.profile, a.only, runner.parse_overrides(a.p), a.out, a.figures)
     print(f"run record: {path}")
+    return 0
+
+
+def _figures(a) -> int:
+    path = runner.rerun(a.run_dir, ["09"], a.figures)
+    print(f"run record: {path}")
+    return 0
+
+
+def _report(a) -> int:
+    from .analysis import report
+
+    text = report.report(a.run_dir)
+    if a.readme:
+        print(f"results written into {report.splice_readme(a.readme, text)}")
+    else:
+        print(text, end="")
     return 0
 
 
@@ -47,6 +65,15 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="run folder (default runs/<profile>)")
     r.add_argument("--figures", help="figure folder (default <out>/figures)")
     r.set_defaults(fn=_run)
+    f = sub.add_parser("figures", help="re-run notebook 09 (figures, index, report) on a finished run",
+                       allow_abbrev=False)
+    f.add_argument("run_dir", help="a run folder (with run.json)")
+    f.add_argument("--figures", help="figure folder (default: the run's own)")
+    f.set_defaults(fn=_figures)
+    rp = sub.add_parser("report", help="a run's results as markdown", allow_abbrev=False)
+    rp.add_argument("run_dir", help="a run folder (with run.json)")
+    rp.add_argument("--readme", help="write the report between this README's result markers instead of printing it")
+    rp.set_defaults(fn=_report)
     g = sub.add_parser("ingest", help="ingest a real data source into a cohort store", allow_abbrev=False)
     g.add_argument("source", choices=SOURCES, help=" | ".join(SOURCES))
     g.add_argument("path", help="the source folder")
@@ -59,10 +86,11 @@ def parser() -> argparse.ArgumentParser:
 
 def _user_errors() -> tuple[type[Exception], ...]:
     """Mistakes a user can fix from the message alone: printed as one line, exit code 2, no traceback."""
+    from .analysis.report import ReportError
     from .io import IngestError, PseudonymError
     from .store import StoreBusyError
 
-    return runner.RunError, runner.NotebookFailed, IngestError, PseudonymError, StoreBusyError
+    return runner.RunError, runner.NotebookFailed, IngestError, PseudonymError, StoreBusyError, ReportError
 
 
 def main(argv=None) -> int:

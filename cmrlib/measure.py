@@ -6,6 +6,7 @@ Masks use the canonical labels of `cmrlib.labels`; spacing is (sy, sx) for 2D fr
 """
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from .store import CohortStore
 __all__ = ["subject_measures", "measure_pairs", "MODEL_KEYS", "MeasureError", "UNITS", "simpson_volume", "volume_curve", "area_curve", "ed_es_from_curve", "ejection",
            "lv_mass", "cardiac_output", "bsa_mosteller", "index_bsa", "chamber_area", "chamber_length",
            "area_length_biplane", "area_length_single", "sax_measures", "la_measures", "ra_measures", "table1",
-           "mv_displacement", "average_views", "mapse", "mv_velocity", "velocity_peaks", "valve_measures", "mv_measures"]
+           "valve_hinges", "valve_track", "mv_displacement", "average_views", "mapse", "mv_velocity", "velocity_peaks", "valve_measures", "mv_measures"]
 
 MYO_DENSITY = 1.05  # g/mL
 Label = int | Sequence[int]
@@ -305,6 +306,38 @@ def table1(sax=None, sax_spacing=None, la_2ch=None, sp_2ch=None, la_4ch=None, sp
 
 
 # ---------------------------------------------------------------- mitral valve (MVnet)
+
+
+def valve_hinges(labels: np.ndarray, band_px: float = 2.0) -> np.ndarray:
+    """(2, 2) mitral hinge points (x, y) of one long-axis frame: the two ends of the LV border that faces the LA.
+
+    The border is the LV pixels within `band_px` of the LA (or the closest band when the chambers do not touch);
+    its ends are the extremes along the border's principal direction (the valve line)."""
+    from scipy import ndimage
+
+    lab = np.asarray(labels)
+    lv, la = _is(lab, LV), _is(lab, LA)
+    if not lv.any() or not la.any():
+        raise MeasureError(f"valve_hinges: no {'LV' if not lv.any() else 'LA'} in the frame; no valve to place")
+    dist = ndimage.distance_transform_edt(~la)[lv]
+    ys, xs = np.nonzero(lv)
+    near = dist <= max(band_px, dist.min() + 1.0)
+    pts = np.stack([xs[near], ys[near]], axis=1).astype(float)
+    if len(pts) < 2:
+        raise MeasureError("valve_hinges: the LV/LA border is a single pixel; no valve line")
+    c = pts.mean(axis=0)
+    u = np.linalg.svd(pts - c, full_matrices=False)[2][0]
+    proj = (pts - c) @ u
+    return np.stack([pts[proj.argmin()], pts[proj.argmax()]])
+
+
+def valve_track(labels: np.ndarray) -> np.ndarray:
+    """(T, 2, 2) hinge points of every frame of a long-axis label cine (T, H, W); NaN where a frame has no valve."""
+    out = np.full((len(labels), 2, 2), np.nan)
+    for t, frame in enumerate(np.asarray(labels).reshape(len(labels), *np.shape(labels)[-2:])):
+        with contextlib.suppress(MeasureError):
+            out[t] = valve_hinges(frame)
+    return out
 
 
 def mv_displacement(points, spacing: Sequence[float], ed: int, apex=None) -> np.ndarray:

@@ -215,20 +215,31 @@ def check_privacy(fig: Figure, forbidden: Sequence[str] = ()) -> None:
 
 
 def save_figure(fig: Figure, figures_dir, name: str, dpi: int = 150, close: bool = True,
-                forbidden: Sequence[str] = ()) -> Path:
-    """Write fig atomically to figures_dir/name.png (dpi 150) after a privacy check, then close it."""
+                forbidden: Sequence[str] = (), vector: str | None = None) -> Path:
+    """Write fig atomically to figures_dir/name.png (dpi 150) after a privacy check, then close it; vector='pdf' or
+    'svg' also writes a vector copy beside it (for papers)."""
     check_privacy(fig, forbidden)
     name = name[:-4] if name.endswith(".png") else name
     if not name or "/" in name or os.sep in name:
         raise ValueError(f"save_figure: name must be a plain file stem, got {name!r}")
+    if vector not in (None, "pdf", "svg"):
+        raise ValueError(f"save_figure: vector must be 'pdf', 'svg' or None, got {vector!r}")
     out = Path(figures_dir) / f"{name}.png"
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.{uuid.uuid4().hex}.tmp.png")
     try:
-        fig.savefig(tmp, dpi=dpi, format="png", facecolor="white")
-        os.replace(tmp, out)
+        for fmt in ("png", *([vector] if vector else [])):
+            dst = out.with_suffix(f".{fmt}")
+            tmp = out.with_name(f".{out.stem}.{uuid.uuid4().hex}.tmp.{fmt}")
+            try:
+                fig.savefig(tmp, dpi=dpi, format=fmt, facecolor="white", metadata=_NO_DATE.get(fmt))
+                os.replace(tmp, dst)
+            finally:
+                tmp.unlink(missing_ok=True)
     finally:
-        tmp.unlink(missing_ok=True)
         if close:
             plt.close(fig)
     return out
+
+
+# vector files without a creation date, so a re-run writes the same bytes
+_NO_DATE = {"pdf": {"CreationDate": None}, "svg": {"Date": None}}

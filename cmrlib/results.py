@@ -5,11 +5,13 @@ timings and the developer targets check, so a notebook's cells keep to the scien
     with nb.timer("train SAX"):
         ...
     nb.table(scores, "scores")                       # -> <run_dir>/01/scores.csv, atomically
+    nb.figure(fig, "01_cases", "best, median and worst test frame")  # -> figures_dir, caption indexed
     nb.targets([("phantom SAX LV Dice", 0.94, ">=", 0.93)])
 """
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,8 +19,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .plots import save_figure
 from .store import CohortStore
-from .utils import atomic_write_text, seed_everything
+from .utils import atomic_write_json, atomic_write_text, seed_everything
 
 ROOT = Path(__file__).resolve().parent.parent  # the project: relative run and figure folders start here
 GOALS = (">=", "<=", "<", ">", "within")  # how a value meets its target ("within": |value| <= target)
@@ -77,6 +80,16 @@ class Notebook:
             yield
         finally:
             self.timings[step] = self.timings.get(step, 0.0) + time.perf_counter() - t0
+
+    def figure(self, fig, name: str, caption: str, vector: str | None = None, close: bool = False) -> Path:
+        """Save a figure (`plots.save_figure`) and record its caption in `<out>/figures.json` for the index
+        notebook 09 writes."""
+        path = save_figure(fig, self.figures_dir, name, close=close, vector=vector)
+        index = self.out / "figures.json"
+        known = json.loads(index.read_text()) if index.exists() else {}
+        known[path.stem] = dict(caption=caption, notebook=self.number, file=str(path.name))
+        atomic_write_json(index, dict(sorted(known.items())))
+        return path
 
     def save_timings(self) -> pd.Series:
         s = pd.Series(self.timings, name="seconds", dtype=float)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import ast
 import datetime as dt
 import hashlib
+import json
 import os
 import platform
 import re
@@ -179,14 +180,26 @@ def plan(profile: str, only=None, overrides=None, out=None, figures=None, notebo
     return p
 
 
-def _record(p: Plan, results: list[dict], started: float, status: str) -> Path:
+def earlier_notebooks(p: Plan) -> list[dict]:
+    """The records of notebooks an earlier run of the same profile left in this run folder and this plan does not
+    re-run (`--only 07 08 09` on a finished run keeps 00-06 in run.json)."""
+    try:
+        old = json.loads((p.out / "run.json").read_text())
+    except (OSError, ValueError):
+        return []
+    mine = {nb.name for nb, _ in p.steps}
+    return [r for r in old.get("notebooks", []) if old.get("profile") == p.profile and r.get("status") == "ok"
+            and r.get("notebook") not in mine]
+
+
+def _record(p: Plan, results: list[dict], started: float, status: str, earlier: list[dict]) -> Path:
     seeds = sorted({params.get("seed") for _, params in p.steps if "seed" in params})
     return atomic_write_json(p.out / "run.json", {
         "profile": p.profile, "status": status, "out": str(p.out), "figures": str(p.figures),
         "started": dt.datetime.fromtimestamp(started, dt.timezone.utc).isoformat(timespec="seconds"),
         "wall_s": round(time.time() - started, 2), "git_commit": git_commit(ROOT), "seeds": seeds,
         "python": sys.version.split()[0], "platform": platform.platform(), "versions": package_versions(),
-        "notebooks": results})
+        "notebooks": sorted(earlier + results, key=lambda r: r["notebook"])})
 
 
 def execute(p: Plan, log=print) -> Path:
@@ -197,12 +210,14 @@ def execute(p: Plan, log=print) -> Path:
     (p.out / "notebooks").mkdir(parents=True, exist_ok=True)
     p.figures.mkdir(parents=True, exist_ok=True)
     os.environ.update(p.env)  # the kernels inherit the real paths behind the `$VAR` parameters
-    started, results = time.time(), []
+    started, results, earlier = time.time(), [], earlier_notebooks(p)
     for i, (nb, params) in enumerate(p.steps, 1):
         dst = p.out / "notebooks" / nb.name
         log(f"[{i}/{len(p.steps)}] {nb.stem} ({p.profile}) ...")
         t0 = time.time()
-        row = {"notebook": nb.name, "parameters": params, "output": str(dst)}
+        row = {"notebook": nb.name, "parameters": params, "output": str(dst), "git_commit": git_commit(ROOT),
+               "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+        _record(p, [*results, dict(row, status="running")], started, "running", earlier)
         try:
             pm.execute_notebook(str(nb), str(dst), parameters=params, cwd=str(ROOT), kernel_name="python3",
                                 progress_bar=False, log_output=False)
@@ -210,14 +225,23 @@ def execute(p: Plan, log=print) -> Path:
             row.update(status="failed", wall_s=round(time.time() - t0, 2), failed_cell=e.cell_index,
                        error=f"{e.ename}: {e.evalue}")
             results.append(row)
-            _record(p, results, started, "failed")
+            _record(p, results, started, "failed", earlier)
             raise NotebookFailed(f"{nb.name} failed in cell {e.cell_index}: {e.ename}: {e.evalue}\n"
                                  f"partial notebook: {dst}") from None
         row.update(status="ok", wall_s=round(time.time() - t0, 2))
         results.append(row)
-        _record(p, results, started, "running")
+        _record(p, results, started, "running", earlier)
         log(f"[{i}/{len(p.steps)}] {nb.stem} ok in {row['wall_s']:.1f} s (total {time.time() - started:.0f} s)")
-    return _record(p, results, started, "ok")
+    return _record(p, results, started, "ok", earlier)
+
+
+def rerun(run_dir: str | Path, only: list[str], figures=None, log=print) -> Path:
+    """Run some notebooks again on a finished run folder, with the run's own profile and figure folder."""
+    f = Path(run_dir) / "run.json"
+    if not f.exists():
+        raise RunError(f"{f}: no run record (run `cmrlib run --out {run_dir}` first)")
+    old = json.loads(f.read_text())
+    return run(old["profile"], only, None, run_dir, figures or old.get("figures"), log=log)
 
 
 def run(profile: str = "smoke", only=None, overrides=None, out=None, figures=None, log=print) -> Path:

@@ -15,7 +15,8 @@ from scipy import stats as sps
 
 from .utils import rng as _rng
 
-__all__ = ["StatsError", "paired", "mean_ci", "bland_altman", "icc", "icc_wide", "ICC_FORMS", "regression", "agreement_table",
+__all__ = ["StatsError", "paired", "mean_ci", "bland_altman", "icc", "icc_wide", "ICC_FORMS", "regression", "lin_ccc",
+           "agreement", "AGREEMENT_COLUMNS", "agreement_table",
            "classification_metrics", "binary_metrics", "bootstrap_ci", "fmt_mean_sd", "fmt_ci"]
 
 
@@ -137,6 +138,36 @@ def fmt_ci(v: float, lo: float, hi: float, digits: int = 3) -> str:
     return f"{v:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
+def lin_ccc(auto, ref) -> float:
+    """Lin's concordance correlation coefficient: agreement with the identity line (1 = identical, 0 = none)."""
+    a, r = paired(auto, ref, min_n=3)
+    cov = np.mean((a - a.mean()) * (r - r.mean()))
+    return float(2 * cov / (a.var() + r.var() + (a.mean() - r.mean()) ** 2))
+
+
+AGREEMENT_COLUMNS = ("n", "ref_mean", "ref_sd", "auto_mean", "auto_sd", "bias", "bias_low", "bias_high", "sd",
+                     "loa_low", "loa_low_lo", "loa_low_hi", "loa_high", "loa_high_lo", "loa_high_hi", "mae",
+                     "icc2", "icc2_low", "icc2_high", "icc3", "icc3_low", "icc3_high", "r", "p", "ccc", "slope",
+                     "intercept")  # the keys of `agreement`, in order
+
+
+def agreement(auto, ref) -> dict:
+    """Every agreement statistic of one auto/ref pairing: n, bias and LoA with CIs, ICC(2,1) and ICC(3,1) with CIs,
+    Pearson r, Lin's CCC, MAE and the regression line (auto on ref)."""
+    a, r = paired(auto, ref, min_n=3)
+    ba, i2, i3, rg = bland_altman(a, r), icc(a, r, "ICC2"), icc(a, r, "ICC3"), regression(a, r)
+    return {
+        "n": ba["n"], "ref_mean": r.mean(), "ref_sd": r.std(ddof=1), "auto_mean": a.mean(), "auto_sd": a.std(ddof=1),
+        "bias": ba["bias"], "bias_low": ba["bias_ci"][0], "bias_high": ba["bias_ci"][1], "sd": ba["sd"],
+        "loa_low": ba["loa_low"], "loa_low_lo": ba["loa_low_ci"][0], "loa_low_hi": ba["loa_low_ci"][1],
+        "loa_high": ba["loa_high"], "loa_high_lo": ba["loa_high_ci"][0], "loa_high_hi": ba["loa_high_ci"][1],
+        "mae": float(np.abs(a - r).mean()),
+        "icc2": i2["icc"], "icc2_low": i2["ci_low"], "icc2_high": i2["ci_high"],
+        "icc3": i3["icc"], "icc3_low": i3["ci_low"], "icc3_high": i3["ci_high"],
+        "r": rg["r"], "p": rg["p"], "ccc": lin_ccc(a, r), "slope": rg["slope"], "intercept": rg["intercept"],
+    }
+
+
 def agreement_table(df: pd.DataFrame, pairs: Mapping[str, tuple[str, str]], units: Mapping[str, str] | str | None = None,
                     digits: int = 2) -> pd.DataFrame:
     """One row per measure: n, ref/auto mean +- SD, bias, SD, LoA, MAE, ICC2 [CI], ICC3 [CI], r (auto - ref).
@@ -149,20 +180,16 @@ def agreement_table(df: pd.DataFrame, pairs: Mapping[str, tuple[str, str]], unit
             if c not in df.columns:
                 raise StatsError(f"agreement_table: column {c!r} for measure {name!r} not in {list(df.columns)}")
         a, r = paired(df[ac], df[rc], min_n=3)
-        ba, i2, i3, rg = bland_altman(a, r), icc(a, r, "ICC2"), icc(a, r, "ICC3"), regression(a, r)
+        st = agreement(a, r)
         unit = units.get(name, "") if isinstance(units, Mapping) else (units or "")
+        keep = ("n", "ref_mean", "ref_sd", "auto_mean", "auto_sd", "bias", "sd", "loa_low", "loa_high", "mae",
+                "icc2", "icc2_low", "icc2_high", "icc3", "icc3_low", "icc3_high", "r", "p")
         rows.append({
-            "measure": name, "unit": unit, "n": ba["n"],
-            "ref_mean": r.mean(), "ref_sd": r.std(ddof=1), "auto_mean": a.mean(), "auto_sd": a.std(ddof=1),
-            "bias": ba["bias"], "sd": ba["sd"], "loa_low": ba["loa_low"], "loa_high": ba["loa_high"],
-            "mae": float(np.abs(a - r).mean()),
-            "icc2": i2["icc"], "icc2_low": i2["ci_low"], "icc2_high": i2["ci_high"],
-            "icc3": i3["icc"], "icc3_low": i3["ci_low"], "icc3_high": i3["ci_high"],
-            "r": rg["r"], "p": rg["p"],
+            "measure": name, "unit": unit, **{k: st[k] for k in keep},
             "ref_str": fmt_mean_sd(r, digits), "auto_str": fmt_mean_sd(a, digits),
-            "loa_str": f"[{ba['loa_low']:.{digits}f}, {ba['loa_high']:.{digits}f}]",
-            "icc2_str": fmt_ci(i2["icc"], i2["ci_low"], i2["ci_high"]),
-            "icc3_str": fmt_ci(i3["icc"], i3["ci_low"], i3["ci_high"]),
+            "loa_str": f"[{st['loa_low']:.{digits}f}, {st['loa_high']:.{digits}f}]",
+            "icc2_str": fmt_ci(st["icc2"], st["icc2_low"], st["icc2_high"]),
+            "icc3_str": fmt_ci(st["icc3"], st["icc3_low"], st["icc3_high"]),
         })
     return pd.DataFrame(rows).set_index("measure")
 

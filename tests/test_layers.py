@@ -1,7 +1,8 @@
 """The package's layering, read from its import statements: a module never imports one from a layer above it.
 
 Layers, bottom to top: records and conventions -> the cohort store -> data, models, measurements, statistics,
-figures, readers and the phantom -> the shared learning and results layers -> the methods -> the runner and CLI.
+figures, readers and the phantom -> the shared learning and results layers -> the methods -> the analysis across
+methods -> the runner and CLI.
 A new module must be placed in LAYERS, so the shape stays a decision, not an accident.
 """
 from __future__ import annotations
@@ -18,6 +19,7 @@ LAYERS = [
     {"transforms", "models", "measure", "stats", "plots", "data", "io", "phantom"},
     {"results", "learn"},
     {"methods"},
+    {"analysis"},
     {"runner", "cli", "__main__", "__init__", "profiles"},
 ]
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}

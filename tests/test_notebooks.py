@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 
 from cmrlib import runner
@@ -30,9 +31,29 @@ def test_every_notebook_ran(smoke_run):
 
 def test_each_notebook_leaves_a_figure(smoke_run):
     out, rec = smoke_run
+    figs = out / "figures"
     for r in rec["notebooks"]:
         nn = r["notebook"][:2]
-        assert list((out / "figures").glob(f"{nn}_*.png")), f"{r['notebook']} wrote no figure"
+        found = list((figs / "paper").glob("*.png")) if nn == "09" else list(figs.glob(f"{nn}_*.png"))
+        assert found, f"{r['notebook']} wrote no figure"
+
+
+def test_analysis_notebooks_read_the_run_and_rerun_identically(smoke_run):
+    """07-09 use only the run folder: a second run of them on it writes byte-identical tables and report."""
+    from cmrlib.analysis.agreement import LONG_COLUMNS
+
+    out, _ = smoke_run
+    assert list(pd.read_csv(out / "07" / "measures.csv").columns) == LONG_COLUMNS
+    index = (out / "figures" / "README.md").read_text()
+    assert "07_icc_phantom.png" in index and "paper/" in index
+    files = [f for nn in ("07", "08", "09") for f in sorted((out / nn).glob("*")) if f.suffix in (".csv", ".md")
+             and f.name != "timings.csv"]
+    before = {f: f.read_bytes() for f in files}
+    runner.rerun(out, ["07", "08", "09"], log=lambda *_: None)
+    changed = [f.name for f in files if f.read_bytes() != before[f] and f.name != "report.md"]
+    assert not changed, f"tables differ on a re-run: {changed}"
+    rec = json.loads((out / "run.json").read_text())
+    assert [r["notebook"][:2] for r in rec["notebooks"]] == [p.name[:2] for p in runner.discover()]
 
 
 def test_cohort_has_splits_and_manifest(smoke_run):

@@ -1,0 +1,279 @@
+"""Agreement of every method's measures with the reference and with each other (notebook 07), from run-folder tables.
+
+Everything meets in one tidy long table (`LONG_COLUMNS`): one row per subject x measure x method, the method's value
+beside the reference value of the same subject. Differences are method - reference throughout (`cmrlib.stats`).
+A method notebook that predicts measures joins by writing `NN/measures_long.csv` with these columns.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+
+from .. import plots, stats
+from ..measure import UNITS, MeasureError, average_views, mv_displacement, valve_measures, valve_track
+from ..store import CohortStore
+
+__all__ = ["LONG_COLUMNS", "view_of", "from_table1", "from_columns", "implied_volumes", "mask_mapse", "collect",
+           "summarise", "method_vs_method", "by_condition", "yardstick", "icc_heatmap", "headline_figure"]
+
+LONG_COLUMNS = ["cohort", "subject", "view", "measure", "method", "value", "unit", "reference", "reference_kind",
+                "split", "condition"]
+VIEW_OF_PREFIX = {"LV": "SAX", "RV": "SAX", "LA": "2CH+4CH", "RA": "4CH", "MAPSE": "2CH+4CH", "s_prime": "2CH+4CH",
+                  "e_prime": "2CH+4CH", "a_prime": "2CH+4CH"}
+STAGE_METHODS = {"1": "MVnet stage 1", "1+2": "MVnet 1+2", "1+2+2": "MVnet 1+2+2", "obsA2": "observer 2",
+                 "truth": "true motion"}  # notebook 03's column suffixes -> method names
+# the phantom's generating values where it has them (as notebook 01 reports), else its true masks (indexed measures)
+PHANTOM_REFERENCES = {"model": "phantom generating values", "ref": "true masks"}
+HEADLINE = ("LVEDV", "LVESV", "LVEF", "LVM", "RVEF", "LAVmax", "MAPSE", "e_prime")
+
+
+def view_of(measure: str) -> str:
+    """The view(s) a measure is read from (SAX for LV/RV volumes, 2CH+4CH for LA and the mitral annulus)."""
+    return next((v for p, v in VIEW_OF_PREFIX.items() if measure.startswith(p)), "")
+
+
+def _long(df: pd.DataFrame, value: str, reference: str, **fixed) -> pd.DataFrame:
+    """Rows of a long table from per-subject columns `value` and `reference`, with fixed columns added."""
+    out = pd.DataFrame({"subject": df["subject"].astype(str), "value": pd.to_numeric(df[value], errors="coerce"),
+                        "reference": pd.to_numeric(df[reference], errors="coerce")})
+    for k, v in fixed.items():
+        out[k] = v
+    return out
+
+
+def _finish(rows: list[pd.DataFrame], conditions: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """Concatenate long rows, add view and unit, take a missing condition from `conditions`, order the columns."""
+    if not rows:
+        return pd.DataFrame(columns=LONG_COLUMNS)
+    out = pd.concat(rows, ignore_index=True)
+    out["view"] = out["measure"].map(view_of)
+    out["unit"] = out["measure"].map(lambda m: UNITS.get(m, ""))
+    if "condition" not in out:
+        out["condition"] = out["subject"].map(dict(conditions or {}))
+    for c in LONG_COLUMNS:
+        if c not in out:
+            out[c] = None
+    return out[LONG_COLUMNS]
+
+
+def from_table1(df: pd.DataFrame, cohort: str, method: str, references: Mapping[str, str],
+                split: str = "test") -> pd.DataFrame:
+    """Long rows from notebook 01's `measures_*.csv` (`<m>_auto` beside `<m>_<suffix>`, the first suffix of
+    `references` (suffix -> kind) the table has for that measure; condition from `group`)."""
+    rows = []
+    for m in [c[:-5] for c in df.columns if c.endswith("_auto")]:
+        suffix = next((s for s in references if f"{m}_{s}" in df.columns), None)
+        if suffix is None:
+            continue
+        r = _long(df, f"{m}_auto", f"{m}_{suffix}", cohort=cohort, measure=m, method=method,
+                  reference_kind=references[suffix])
+        r["split"] = df["split"].to_numpy() if "split" in df else split
+        r["condition"] = df["group"].to_numpy() if "group" in df else None
+        rows.append(r)
+    return _finish(rows)
+
+
+def from_columns(df: pd.DataFrame, methods: Mapping[str, str], cohort: str, reference_kind: str,
+                 conditions: Mapping[str, str], ref: str = "ref", split: str = "test") -> pd.DataFrame:
+    """Long rows from a per-subject table with `<measure>_<suffix>` columns (notebook 03's `clinical_subjects.csv`):
+    `methods` maps a suffix to a method name; `<measure>_<ref>` is the reference."""
+    rows = []
+    for suffix, method in methods.items():
+        for col in [c for c in df.columns if c.endswith(f"_{suffix}")]:
+            m = col[: -len(suffix) - 1]
+            if f"{m}_{ref}" in df.columns:
+                rows.append(_long(df, col, f"{m}_{ref}", cohort=cohort, measure=m, method=method, split=split,
+                                  reference_kind=reference_kind))
+    return _finish(rows, conditions)
+
+
+def implied_volumes(predictions: pd.DataFrame, manifest: pd.DataFrame) -> pd.DataFrame:
+    """LVEDV, LVESV and LVEF each ED/ES method's frames imply on the phantom's true LV volume curve (notebook 02),
+    against the same curve read at the true ED and ES: what a frame error costs in millilitres."""
+    rows_of = manifest.set_index("cine_id")
+    sax = predictions[(predictions["view"] == "SAX") & predictions["cine_id"].isin(rows_of.index)]
+    rows = []
+    for _, p in sax.iterrows():
+        c = _as_list(rows_of.loc[p["cine_id"], "lv_volume_curve_ml"])
+        edv, esv, edv0, esv0 = c[int(p["ed_pred"])], c[int(p["es_pred"])], c[int(p["ed"])], c[int(p["es"])]
+        for m, v, r in (("LVEDV", edv, edv0), ("LVESV", esv, esv0),
+                        ("LVEF", 100 * (edv - esv) / edv, 100 * (edv0 - esv0) / edv0)):
+            rows.append(dict(cohort="phantom", subject=rows_of.loc[p["cine_id"], "subject"], measure=m, method=f"ED/ES: {p['method']}",
+                             value=v, reference=r, reference_kind="true volume curve at the true ED/ES",
+                             split="test"))
+    return _finish([pd.DataFrame(rows)] if rows else [])
+
+
+def _as_list(v) -> np.ndarray:
+    """A manifest list cell (JSON text or a list) as a float array."""
+    import json
+
+    return np.asarray(json.loads(v) if isinstance(v, str) else v, dtype=float)
+
+
+def _fill_gaps(points: np.ndarray) -> np.ndarray:
+    """Linearly interpolate frames without hinge points (NaN) along time, cyclically."""
+    p = points.reshape(len(points), -1).copy()
+    t = np.arange(len(p))
+    ok = np.isfinite(p).all(axis=1)
+    if ok.sum() < 2:
+        raise MeasureError("fewer than two frames with a valve")
+    for j in range(p.shape[1]):
+        p[:, j] = np.interp(t, t[ok], p[ok, j], period=len(p))
+    return p.reshape(points.shape)
+
+
+def mask_mapse(store: CohortStore, labels: Mapping[str, np.ndarray]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """MAPSE (and s', e', a') per subject from long-axis label cines (cine_id -> labels): the LV/LA border's ends as
+    hinge points in every frame, their displacement toward the apex averaged over the 2CH and 4CH views; and the
+    cines left out, with the reason."""
+    by_subject: dict[str, list] = {}
+    errors = []
+    for cid, lab in labels.items():
+        c = store.read(cid)
+        try:
+            d = mv_displacement(_fill_gaps(valve_track(lab)), c.spacing[-2:], int(c.ed))
+        except MeasureError as e:
+            errors.append(dict(subject=str(c.subject), view=c.view, error=str(e)))
+            continue
+        by_subject.setdefault(str(c.subject), []).append((d, float(np.median(np.diff(c.frame_times))), int(c.ed)))
+    rows = []
+    for sub, views in sorted(by_subject.items()):
+        d = average_views(*[v[0] for v in views])
+        m = valve_measures(d, views[0][1], views[0][2])
+        rows.append(dict(subject=sub, **{k: m[k] for k in ("MAPSE", "s_prime", "e_prime", "a_prime")}))
+    return pd.DataFrame(rows), pd.DataFrame(errors, columns=["subject", "view", "error"])
+
+
+def collect(run_dir: str | Path) -> pd.DataFrame:
+    """The long table of every measure every notebook of a run folder wrote (01, 02, 03 and any `NN/measures_long.csv`)."""
+    run = Path(run_dir)
+    manifest = pd.read_csv(run / "cohort" / "manifest.csv") if (run / "cohort" / "manifest.csv").exists() else None
+    conditions = (manifest.drop_duplicates("subject").set_index("subject")["condition"].to_dict()
+                  if manifest is not None and "condition" in manifest else {})
+    parts = []
+    if (f := run / "01" / "measures_phantom.csv").exists():
+        parts.append(from_table1(pd.read_csv(f), "phantom", "segmentation", PHANTOM_REFERENCES))
+    if (f := run / "01" / "measures_acdc.csv").exists():
+        parts.append(from_table1(pd.read_csv(f), "acdc", "segmentation", {"ref": "ground-truth masks"}))
+    if (f := run / "02" / "test_predictions.csv").exists() and manifest is not None:
+        parts.append(implied_volumes(pd.read_csv(f), manifest))
+    if (f := run / "03" / "clinical_subjects.csv").exists():
+        parts.append(from_columns(pd.read_csv(f), STAGE_METHODS, "phantom", "observer 1", conditions))
+    for f in sorted(run.glob("[0-9][0-9]/measures_long.csv")):
+        parts.append(pd.read_csv(f)[LONG_COLUMNS])
+    parts = [p for p in parts if len(p)]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=LONG_COLUMNS)
+
+
+def _groups(long: pd.DataFrame, by: Sequence[str]):
+    return long.dropna(subset=["value", "reference"]).groupby(list(by), sort=False, dropna=False)
+
+
+def summarise(long: pd.DataFrame, by: Sequence[str] = ("cohort", "measure", "method"), min_n: int = 3) -> pd.DataFrame:
+    """Every agreement statistic per group (`stats.agreement`); groups with fewer than `min_n` pairs or no spread
+    keep a row with `n` and the reason in `note`."""
+    rows = []
+    for key, g in _groups(long, by):
+        row = dict(zip(by, key if isinstance(key, tuple) else (key,), strict=True), unit=g["unit"].iloc[0],
+                   reference_kind=g["reference_kind"].iloc[0], n=len(g))
+        try:
+            if len(g) < min_n:
+                raise stats.StatsError(f"{len(g)} pair(s), fewer than {min_n}")
+            row.update(stats.agreement(g["value"], g["reference"]), note="")
+        except (stats.StatsError, ValueError, ZeroDivisionError) as e:
+            row["note"] = str(e)
+        rows.append(row)
+    return _with_columns(pd.DataFrame(rows), [*by, "unit", "reference_kind"])
+
+
+def _with_columns(df: pd.DataFrame, head: list[str]) -> pd.DataFrame:
+    """Every agreement column present (NaN where no group had enough pairs), the reason last."""
+    return df.reindex(columns=[*head, *stats.AGREEMENT_COLUMNS, "note"])
+
+
+def method_vs_method(long: pd.DataFrame, pairs: Sequence[tuple[str, str, str]]) -> pd.DataFrame:
+    """Agreement of two methods on the same subjects, per (measure, method a, method b): difference a - b."""
+    rows = []
+    for measure, a, b in pairs:
+        w = long[long["measure"] == measure].pivot_table(index="subject", columns="method", values="value")
+        if a not in w or b not in w:
+            continue
+        both = w[[a, b]].dropna()
+        row = dict(measure=measure, method_a=a, method_b=b, unit=UNITS.get(measure, ""), n=len(both))
+        try:
+            row.update(stats.agreement(both[a], both[b]), note="")
+        except stats.StatsError as e:
+            row["note"] = str(e)
+        rows.append(row)
+    return _with_columns(pd.DataFrame(rows), ["measure", "method_a", "method_b", "unit"])
+
+
+def by_condition(long: pd.DataFrame, min_n: int = 3) -> pd.DataFrame:
+    """Bias with its CI and MAE per cohort x measure x method x condition (ICC needs a spread a condition rarely has)."""
+    rows = []
+    for (cohort, measure, method, cond), g in _groups(long, ("cohort", "measure", "method", "condition")):
+        d = (g["value"] - g["reference"]).to_numpy()
+        m, lo, hi = stats.mean_ci(d) if len(d) >= min_n else (float(d.mean()), np.nan, np.nan)
+        rows.append(dict(cohort=cohort, measure=measure, method=method, condition=cond, n=len(d), bias=m,
+                         bias_low=lo, bias_high=hi, mae=float(np.abs(d).mean())))
+    return pd.DataFrame(rows)
+
+
+def yardstick(summary: pd.DataFrame, observer: str = "observer 2") -> pd.DataFrame:
+    """Each method's limits-of-agreement width beside the second observer's on the same measure (ratio > 1: the
+    method disagrees with the reference more than a second reader does)."""
+    s = summary.dropna(subset=["loa_low"]).assign(width=lambda d: d["loa_high"] - d["loa_low"])
+    obs = s[s["method"] == observer].set_index(["cohort", "measure"])["width"]
+    out = s[s["method"] != observer].join(obs.rename("observer_width"), on=["cohort", "measure"], how="inner")
+    out["width_ratio"] = out["width"] / out["observer_width"]
+    return out[["cohort", "measure", "method", "n", "width", "observer_width", "width_ratio"]]
+
+
+def icc_heatmap(summary: pd.DataFrame, cohort: str = "phantom", form: str = "icc2") -> Figure:
+    """ICC (measure x method) of one cohort as an annotated heat map (the issue's overview figure)."""
+    s = summary[(summary["cohort"] == cohort)].dropna(subset=[form])
+    grid = s.pivot_table(index="measure", columns="method", values=form, sort=False)
+    if grid.empty:
+        fig, ax = plt.subplots(figsize=(4, 2), constrained_layout=True)
+        ax.text(0.5, 0.5, f"{cohort}: no measure with enough pairs for an ICC", ha="center", va="center")
+        ax.set_axis_off()
+        return fig
+    fig, ax = plt.subplots(figsize=(1.1 * grid.shape[1] + 3, 0.32 * grid.shape[0] + 1.5), constrained_layout=True)
+    sns.heatmap(grid, annot=True, fmt=".2f", vmin=0, vmax=1, cmap="viridis", ax=ax, annot_kws=dict(fontsize=7),
+                cbar_kws=dict(label=f"ICC({'2' if form == 'icc2' else '3'},1)"))
+    ax.set_xlabel("")
+    ax.set_ylabel("")
+    ax.set_title(f"{cohort}: {'absolute agreement' if form == 'icc2' else 'consistency'} with the reference",
+                 fontsize=10)
+    ax.tick_params(axis="x", labelrotation=30)
+    return fig
+
+
+def headline_figure(long: pd.DataFrame, chosen: Mapping[str, str], cohort: str = "phantom",
+                    observer: str = "observer 2") -> Figure:
+    """Regression (top) and Bland-Altman (bottom) per headline measure for its chosen method; the grey band is the
+    second observer's limits of agreement where the run has one."""
+    shown = {m: meth for m, meth in chosen.items()
+             if len(long[(long.cohort == cohort) & (long.measure == m) & (long.method == meth)].dropna(
+                 subset=["value", "reference"])) >= 3}
+    fig, axes = plt.subplots(2, max(len(shown), 1), figsize=(3.4 * max(len(shown), 1), 6.4), squeeze=False,
+                             constrained_layout=True)
+    for j, (m, meth) in enumerate(shown.items()):
+        g = long[(long.cohort == cohort) & (long.measure == m) & (long.method == meth)]
+        unit = UNITS.get(m, "")
+        plots.regression_plot(g["value"], g["reference"], ax=axes[0, j], units=unit, title=f"{m}: {meth}")
+        plots.bland_altman_plot(g["value"], g["reference"], ax=axes[1, j], units=unit)
+        o = long[(long.cohort == cohort) & (long.measure == m) & (long.method == observer)].dropna(
+            subset=["value", "reference"])
+        if len(o) >= 3:
+            ba = stats.bland_altman(o["value"], o["reference"])
+            axes[1, j].axhspan(ba["loa_low"], ba["loa_high"], color="0.85", zorder=0, label="observer 2 LoA")
+            axes[1, j].legend(fontsize=6, loc="lower left")
+    return fig

@@ -1,0 +1,148 @@
+"""Subject clustering and embeddings as in HeartMAE section 4.5 (notebook 08): atrial fibrillation against healthy
+subjects in equal numbers, agglomerative clustering of subject features raw and sex-adjusted, agreement of the
+clusters with disease and sex (adjusted Rand index), UMAP of every subject."""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+
+from ..utils import rng as _rng
+
+__all__ = ["ClusterError", "balanced_subset", "standardise", "sex_adjust", "choose_k", "cluster", "rand_indices",
+           "two_cluster_test", "clustermap", "embed", "embedding_figure"]
+
+
+class ClusterError(ValueError):
+    """Too few subjects or features to cluster."""
+
+
+def balanced_subset(subjects: pd.DataFrame, case: str, control: str, seed, min_per_group: int = 3) -> pd.DataFrame:
+    """Every subject with `case` True and as many `control` subjects drawn at random (one row per subject).
+
+    `subjects` has one row per subject with boolean columns `case` and `control`; the draw follows `seed`."""
+    cases = subjects[subjects[case].astype(bool)]
+    controls = subjects[subjects[control].astype(bool) & ~subjects[case].astype(bool)]
+    n = min(len(cases), len(controls))
+    if n < min_per_group:
+        raise ClusterError(f"{len(cases)} {case} and {len(controls)} {control} subjects: fewer than "
+                           f"{min_per_group} in a group")
+    pick = lambda d: d.iloc[np.sort(_rng(seed).choice(len(d), n, replace=False))]
+    return pd.concat([pick(cases), pick(controls)]).sort_values("subject").reset_index(drop=True)
+
+
+def standardise(features: pd.DataFrame) -> pd.DataFrame:
+    """Each feature centred and scaled to unit SD; constant or incomplete features dropped."""
+    f = features.dropna(axis=1)
+    sd = f.std(ddof=0)
+    f = f.loc[:, sd > 1e-12]
+    return (f - f.mean()) / f.std(ddof=0)
+
+
+def sex_adjust(features: pd.DataFrame, sex: Sequence) -> pd.DataFrame:
+    """Each feature's residual after a least-squares fit on sex (HeartMAE's adjustment), re-standardised."""
+    from sklearn.linear_model import LinearRegression
+
+    x = (np.asarray(sex) == np.asarray(sex)[0]).astype(float)[:, None]
+    if x.min() == x.max():
+        return standardise(features)
+    res = features - LinearRegression().fit(x, features.to_numpy()).predict(x)
+    return standardise(pd.DataFrame(res, index=features.index, columns=features.columns))
+
+
+def choose_k(x: np.ndarray, ks: Sequence[int] = (2, 3, 4, 5, 6)) -> tuple[int, pd.DataFrame]:
+    """The number of clusters with the best mean silhouette (Ward linkage), and the silhouette of every k tried."""
+    from sklearn.metrics import silhouette_score
+
+    ks = [k for k in ks if 2 <= k < len(x)]
+    if not ks:
+        raise ClusterError(f"{len(x)} subjects: too few to compare cluster counts")
+    sil = pd.DataFrame({"k": ks, "silhouette": [silhouette_score(x, cluster(x, k)) for k in ks]})
+    return int(sil.loc[sil["silhouette"].idxmax(), "k"]), sil
+
+
+def cluster(x: np.ndarray, k: int) -> np.ndarray:
+    """Agglomerative (Ward) cluster labels, numbered by size (0 = largest) so runs compare."""
+    from sklearn.cluster import AgglomerativeClustering
+
+    lab = AgglomerativeClustering(n_clusters=k, linkage="ward").fit_predict(np.asarray(x))
+    order = {c: i for i, c in enumerate(pd.Series(lab).value_counts().sort_index().sort_values(
+        ascending=False, kind="stable").index)}
+    return np.array([order[c] for c in lab])
+
+
+def rand_indices(labels: np.ndarray, truths: Mapping[str, Sequence]) -> dict[str, float]:
+    """Adjusted Rand index of the cluster labels against each named grouping (1 = the same partition, 0 = chance)."""
+    from sklearn.metrics import adjusted_rand_score
+
+    return {f"ARI vs {k}": float(adjusted_rand_score(np.asarray(v).astype(str), labels)) for k, v in truths.items()}
+
+
+def two_cluster_test(values: Sequence[float], labels: np.ndarray) -> dict:
+    """Mann-Whitney U of a measure between the two largest clusters (pingouin), with each cluster's median."""
+    import pingouin as pg
+
+    v, lab = np.asarray(values, dtype=float), np.asarray(labels)
+    a, b = v[(lab == 0) & np.isfinite(v)], v[(lab == 1) & np.isfinite(v)]
+    if len(a) < 2 or len(b) < 2:
+        raise ClusterError(f"clusters of {len(a)} and {len(b)} subjects: too few for a rank test")
+    t = pg.mwu(a, b, alternative="two-sided")
+    return dict(n0=len(a), n1=len(b), median0=float(np.median(a)), median1=float(np.median(b)),
+                U=float(t["U_val"].iloc[0] if "U_val" in t else t["U-val"].iloc[0]),
+                p=float(t["p_val"].iloc[0] if "p_val" in t else t["p-val"].iloc[0]))
+
+
+def clustermap(features: pd.DataFrame, tracks: pd.DataFrame, title: str) -> Figure:
+    """Clustered heat map (Ward) of subjects x features with annotation tracks (categorical or numeric columns)."""
+    colours, legends = pd.DataFrame(index=features.index), []
+    for col in tracks.columns:
+        t = tracks[col].reindex(features.index)
+        if pd.api.types.is_numeric_dtype(t) and t.nunique() > 6:
+            norm = (t - t.min()) / (t.max() - t.min() or 1)
+            colours[col] = [plt.cm.magma(v) if np.isfinite(v) else (0.8, 0.8, 0.8, 1) for v in norm]
+        else:
+            cats = sorted(t.astype(str).unique())
+            pal = dict(zip(cats, sns.color_palette("Set2" if len(legends) % 2 else "Set1", len(cats)), strict=True))
+            colours[col] = t.astype(str).map(pal)
+            legends.append((col, pal))
+    g = sns.clustermap(features.T, method="ward", col_colors=colours, cmap="vlag", center=0, vmin=-3, vmax=3,
+                       xticklabels=False, yticklabels=True, figsize=(9, 0.18 * features.shape[1] + 4),
+                       dendrogram_ratio=(0.08, 0.15), cbar_kws=dict(label="z"))
+    g.ax_heatmap.tick_params(axis="y", labelsize=6)
+    handles = [plt.Line2D([], [], marker="s", ls="", color=c, label=f"{col}: {k}") for col, pal in legends
+               for k, c in pal.items()]
+    g.ax_heatmap.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, -0.02), fontsize=6, frameon=False)
+    g.figure.suptitle(title, fontsize=10, y=1.0)
+    return g.figure
+
+
+def embed(x: np.ndarray, seed: int, n_neighbors: int = 15) -> np.ndarray:
+    """2-D UMAP embedding of standardised features (umap-learn; neighbours capped by the number of subjects)."""
+    import umap
+
+    n = len(x)
+    if n < 4:
+        raise ClusterError(f"{n} subjects: too few for an embedding")
+    return umap.UMAP(n_neighbors=min(n_neighbors, n - 1), random_state=int(seed), n_jobs=1).fit_transform(x)
+
+
+def embedding_figure(xy: np.ndarray, colour_by: Mapping[str, Sequence], title: str) -> Figure:
+    """One UMAP panel per colouring (categorical: legend; numeric: colour bar)."""
+    fig, axes = plt.subplots(1, len(colour_by), figsize=(4.2 * len(colour_by), 3.8), squeeze=False,
+                             constrained_layout=True)
+    for ax, (name, v) in zip(axes[0], colour_by.items(), strict=True):
+        v = pd.Series(list(v))
+        if pd.api.types.is_numeric_dtype(v) and v.nunique() > 6:
+            sc = ax.scatter(xy[:, 0], xy[:, 1], c=v, s=14, cmap="viridis")
+            fig.colorbar(sc, ax=ax, label=name)
+        else:
+            sns.scatterplot(x=xy[:, 0], y=xy[:, 1], hue=v.astype(str), s=18, ax=ax, palette="Set1")
+            ax.legend(title=name, fontsize=7)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(f"{title}: {name}", fontsize=9)
+    return fig

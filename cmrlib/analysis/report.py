@@ -1,0 +1,172 @@
+"""The run's results report and figure index (notebook 09), written from the run folder alone.
+
+`report(run_dir)` is markdown: the run's profile, commit, date and wall times (run.json), every notebook's targets
+and its headline tables beside the papers' numbers. `splice_readme` puts it between the README's result markers, so
+the README states what the latest run measured and nothing typed by hand.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..results import ROOT
+from ..utils import atomic_write_text
+
+__all__ = ["ReportError", "load_run", "notebook_table", "targets_table", "headlines", "report", "figure_index",
+           "splice_readme", "MARKERS"]
+
+MARKERS = ("<!-- results:start (written by `cmrlib report`; edits here are overwritten) -->", "<!-- results:end -->")
+# TempReg-Net Table (aFD in frames, ED and ES): the paper's rows beside ours
+PAPER_AFD = {"CNN+Reg": (1.30, 1.97), "TempReg-Net w/o TSC": (0.47, 0.52), "TempReg-Net": (0.38, 0.44)}
+HEADLINE_MEASURES = ["LVEDV", "LVESV", "LVEF", "LVM", "RVEF", "LAVmax", "MAPSE", "e_prime"]
+
+
+class ReportError(FileNotFoundError):
+    """The run folder lacks what the report needs (run.json)."""
+
+
+def load_run(run_dir: str | Path) -> dict:
+    """run.json of a run folder; a clear error when the folder holds no run."""
+    f = Path(run_dir) / "run.json"
+    if not f.exists():
+        raise ReportError(f"{f}: no run record (run `cmrlib run` with --out {run_dir} first)")
+    return json.loads(f.read_text())
+
+
+def notebook_table(run: dict) -> pd.DataFrame:
+    """One row per notebook of the run: status, wall time in minutes and the commit it ran at."""
+    rows = [dict(notebook=r["notebook"].removesuffix(".ipynb"), status=r.get("status"),
+                 minutes=round(r.get("wall_s", np.nan) / 60, 1),
+                 commit=(r.get("git_commit") or "")[:7]) for r in run.get("notebooks", [])]
+    return pd.DataFrame(rows, columns=["notebook", "status", "minutes", "commit"])
+
+
+def targets_table(run_dir: str | Path) -> pd.DataFrame:
+    """Every notebook's targets (`NN/targets.csv`) in one table, with the notebook number."""
+    parts = [pd.read_csv(f).assign(notebook=f.parent.name) for f in sorted(Path(run_dir).glob("[0-9][0-9]/targets.csv"))]
+    if not parts:
+        return pd.DataFrame(columns=["notebook", "figure", "value", "goal", "target", "met"])
+    return pd.concat(parts, ignore_index=True)[["notebook", "figure", "value", "goal", "target", "met"]]
+
+
+def _read(run_dir: Path, rel: str) -> pd.DataFrame | None:
+    f = run_dir / rel
+    return pd.read_csv(f) if f.exists() else None
+
+
+def _segmentation(run: Path):
+    if (d := _read(run, "01/dice_phantom.csv")) is not None:
+        d = d[d["phase"] == "all"].pivot_table(index="view", columns="structure", values="dice_mean")
+        yield "01 · segmentation: phantom test Dice (every frame)", d.round(3).reset_index()
+    acdc = [(name, d) for name, rel in (("ACDC-trained", "01/dice_acdc.csv"), ("phantom-trained", "01/dice_sim2real.csv"))
+            if (d := _read(run, rel)) is not None]
+    if acdc:
+        d = pd.concat([d.assign(model=name) for name, d in acdc])
+        d = d.pivot_table(index=["model", "phase"], columns="structure", values="dice_mean").round(3).reset_index()
+        yield "01 · segmentation: ACDC held-out Dice (ED, ES)", d
+
+
+def _edes(run: Path):
+    if (d := _read(run, "02/afd_table.csv")) is not None:
+        d = d[d["view"] == "all"][["method", "n", "aFD_ED", "aFD_ES"]].copy()
+        d["paper aFD_ED"] = d["method"].map(lambda m: PAPER_AFD.get(m, (np.nan,))[0])
+        d["paper aFD_ES"] = d["method"].map(lambda m: PAPER_AFD.get(m, (np.nan, np.nan))[1])
+        yield "02 · ED/ES frames: average absolute frame difference (phantom test, all views)", d.round(2)
+
+
+def _mvnet(run: Path):
+    if (d := _read(run, "03/agreement_by_stage.csv")) is not None:
+        yield ("03 · MVnet: agreement with observer 1 per stage (phantom test)",
+               d[["measure", "unit", "n", "bias", "loa_low", "loa_high", "mae", "icc2"]].round(3))
+
+
+def _agreement(run: Path):
+    if (d := _read(run, "07/agreement.csv")) is not None:
+        d = d[d["measure"].isin(HEADLINE_MEASURES)]
+        cols = ["cohort", "measure", "method", "n", "bias", "loa_low", "loa_high", "icc2", "ccc", "mae"]
+        yield "07 · agreement with the reference, headline measures", d[cols].round(3)
+
+
+def _clusters(run: Path):
+    if (d := _read(run, "08/rand_indices.csv")) is not None:
+        yield "08 · clusters (AF against healthy): adjusted Rand index", d.round(3)
+
+
+HEADLINES: list[Callable[[Path], object]] = [_segmentation, _edes, _mvnet, _agreement, _clusters]
+
+
+def headlines(run_dir: str | Path) -> list[tuple[str, pd.DataFrame]]:
+    """(title, table) of every headline table the run folder has, in notebook order."""
+    return [t for h in HEADLINES for t in h(Path(run_dir))]
+
+
+def _md(df: pd.DataFrame) -> str:
+    return df.astype(object).where(df.notna(), None).to_markdown(index=False, floatfmt="g", missingval="–")
+
+
+def _shown(path: Path) -> str:
+    """A run folder as the reader would type it: relative to the project when inside it, else its name."""
+    try:
+        return path.resolve().relative_to(ROOT).as_posix()
+    except ValueError:
+        return path.name
+
+
+def report(run_dir: str | Path) -> str:
+    """The results report of a run folder as markdown."""
+    run_dir = Path(run_dir)
+    run = load_run(run_dir)
+    nbs = notebook_table(run)
+    tg = targets_table(run_dir)
+    lines = [f"Profile `{run.get('profile')}`, commit `{(run.get('git_commit') or '')[:7]}`, started "
+             f"{run.get('started', '')[:10]}; {nbs['minutes'].sum():.0f} min of notebooks "
+             f"(`cmrlib run --profile {run.get('profile')}`; this report: `cmrlib report {_shown(run_dir)}`).", "",
+             _md(nbs), ""]
+    if len(tg):
+        tg = tg.assign(met=tg["met"].map({True: "yes", False: "**no**"}), value=tg["value"].round(3))
+        lines += [f"**Targets**: {int((tg['met'] == 'yes').sum())} of {len(tg)} met.", "", _md(tg), ""]
+    for title, table in headlines(run_dir):
+        lines += [f"**{title}**", "", _md(table), ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def figure_index(run_dir: str | Path, figures_dir: str | Path) -> str:
+    """figures/README.md: one line per figure in the folder with its caption, notebook and the run's commit."""
+    run_dir, figures_dir = Path(run_dir), Path(figures_dir)
+    run = load_run(run_dir)
+    commits = {r["notebook"][:2]: (r.get("git_commit") or "")[:7]
+               for r in run.get("notebooks", [])}
+    captions = {}
+    for f in sorted(run_dir.glob("[0-9][0-9]/figures.json")):
+        captions.update(json.loads(f.read_text()))
+    rows = []
+    for png in sorted(figures_dir.rglob("*.png")):
+        rel = png.relative_to(figures_dir)
+        info = captions.get(png.stem, {}) if rel.parent == Path(".") else {}
+        nb = info.get("notebook", "09" if rel.parent.name == "paper" else png.stem[:2])
+        if rel.parent.name == "paper":
+            info = dict(caption=f"paper style (PNG + PDF) of {captions.get(png.stem, {}).get('caption', png.stem)}")
+        rows.append(dict(figure=f"[{rel}]({rel.as_posix()})", shows=info.get("caption", "(no caption recorded)"),
+                         notebook=nb,
+                         commit=commits.get(nb, "")))
+    head = [f"# Figures of run `{run_dir.name}` (profile `{run.get('profile')}`)", "",
+            "Written by notebook 09 (`cmrlib figures RUN_DIR`) from the run folder; regenerated, not edited.",
+            "`paper/` holds the table-based figures again in one paper style, each with a PDF copy.", ""]
+    table = pd.DataFrame(rows, columns=["figure", "shows", "notebook", "commit"])
+    return "\n".join(head) + _md(table) + "\n"
+
+
+def splice_readme(readme: str | Path, text: str) -> Path:
+    """Replace what lies between the README's result markers with `text` (atomically); an error without markers."""
+    readme = Path(readme)
+    s = readme.read_text()
+    start, end = MARKERS
+    if start not in s or end not in s or s.index(start) > s.index(end):
+        raise ReportError(f"{readme}: no results markers ({start!r} ... {end!r}) to write between")
+    head, rest = s.split(start, 1)
+    tail = rest.split(end, 1)[1]
+    return atomic_write_text(readme, f"{head}{start}\n{text.rstrip()}\n{end}{tail}")

@@ -1,0 +1,249 @@
+"""The analysis layer: agreement statistics and the long table (07), clustering (08), report and index (09)."""
+from __future__ import annotations
+
+import json
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+from cmrlib import runner, stats  # noqa: E402
+from cmrlib.analysis import agreement as ag  # noqa: E402
+from cmrlib.analysis import clusters as cl  # noqa: E402
+from cmrlib.analysis import report  # noqa: E402
+from cmrlib.labels import LA, LV  # noqa: E402
+from cmrlib.measure import MeasureError, valve_hinges, valve_track  # noqa: E402
+from cmrlib.plots import save_figure  # noqa: E402
+
+
+# ---------------------------------------------------------------- statistics
+
+def test_lin_ccc_is_one_on_identity_and_penalises_a_shift():
+    x = np.arange(10.0)
+    assert stats.lin_ccc(x, x) == pytest.approx(1.0)
+    # shift by 1 SD: ccc = 2 s^2 / (2 s^2 + d^2) with population variances
+    s2 = x.var()
+    assert stats.lin_ccc(x + np.sqrt(s2), x) == pytest.approx(2 * s2 / (2 * s2 + s2))
+    assert stats.lin_ccc(x, x) > stats.lin_ccc(2 * x, x)  # a slope is disagreement too, though r = 1
+
+
+def test_agreement_matches_the_single_statistics():
+    rng = np.random.default_rng(0)
+    ref = rng.normal(100, 20, 40)
+    auto = ref + rng.normal(2, 5, 40)
+    a = stats.agreement(auto, ref)
+    ba = stats.bland_altman(auto, ref)
+    assert a["bias"] == pytest.approx(ba["bias"]) and (a["bias_low"], a["bias_high"]) == pytest.approx(ba["bias_ci"])
+    assert a["icc2"] == pytest.approx(stats.icc(auto, ref)["icc"])
+    assert a["mae"] == pytest.approx(np.abs(auto - ref).mean())
+    assert a["icc2_low"] < a["icc2"] < a["icc2_high"]
+
+
+# ---------------------------------------------------------------- valve from masks
+
+def two_chambers(angle_deg: float = 0.0, size: int = 96) -> np.ndarray:
+    """LV box below an LA box sharing a 30-px border (x 33..62 at y = 48), rotated about the image centre."""
+    yy, xx = np.mgrid[:size, :size].astype(float)
+    c = (size - 1) / 2
+    t = np.deg2rad(angle_deg)
+    # rotate the sampling grid back so the drawn chambers turn by +angle
+    x = c + (xx - c) * np.cos(t) + (yy - c) * np.sin(t)
+    y = c - (xx - c) * np.sin(t) + (yy - c) * np.cos(t)
+    lab = np.zeros((size, size), np.uint8)
+    inside = (x >= 33) & (x <= 62)
+    lab[inside & (y >= 48) & (y < 80)] = LV
+    lab[inside & (y >= 25) & (y < 48)] = LA
+    return lab
+
+
+def test_valve_hinges_are_the_ends_of_the_shared_border():
+    p = valve_hinges(two_chambers())
+    p = p[np.argsort(p[:, 0])]
+    assert p[0] == pytest.approx([33, 48], abs=1) and p[1] == pytest.approx([62, 48], abs=1)
+
+
+@pytest.mark.parametrize("angle", [20.0, -35.0])
+def test_valve_hinges_follow_a_tilted_valve(angle):
+    p = valve_hinges(two_chambers(angle))
+    d = p[1] - p[0]
+    tilt = np.rad2deg(np.arctan2(d[1], d[0]))
+    tilt = (tilt + 90) % 180 - 90
+    assert tilt == pytest.approx(angle, abs=4)
+    assert np.hypot(*d) == pytest.approx(29, abs=3)
+
+
+def test_valve_hinges_need_both_chambers():
+    lab = two_chambers()
+    lab[lab == LA] = 0
+    with pytest.raises(MeasureError, match="no LA"):
+        valve_hinges(lab)
+    track = valve_track(np.stack([two_chambers(), lab]))
+    assert np.isfinite(track[0]).all() and np.isnan(track[1]).all()
+
+
+# ---------------------------------------------------------------- the long table
+
+def table1_like() -> pd.DataFrame:
+    rng = np.random.default_rng(1)
+    ref = rng.normal(150, 30, 6)
+    return pd.DataFrame({"subject": [f"s{i}" for i in range(6)], "split": "test", "group": ["HCM", "healthy"] * 3,
+                         "LVEDV_auto": ref + 3, "LVEDV_model": ref, "LVEDV_ref": ref + 1,
+                         "LVEDVi_auto": ref / 2, "LVEDVi_ref": ref / 2 + 1})
+
+
+def test_from_table1_prefers_generating_values_then_masks():
+    long = ag.from_table1(table1_like(), "phantom", "segmentation", ag.PHANTOM_REFERENCES)
+    assert list(long.columns) == ag.LONG_COLUMNS
+    kinds = long.groupby("measure")["reference_kind"].first()
+    assert kinds["LVEDV"] == "phantom generating values" and kinds["LVEDVi"] == "true masks"
+    lv = long[long.measure == "LVEDV"]
+    assert (lv["value"] - lv["reference"]).to_numpy() == pytest.approx(3)
+    assert set(lv["view"]) == {"SAX"} and set(lv["unit"]) == {"mL"} and set(lv["condition"]) == {"HCM", "healthy"}
+
+
+def test_summarise_keeps_small_groups_with_a_reason():
+    long = ag.from_table1(table1_like(), "phantom", "segmentation", ag.PHANTOM_REFERENCES)
+    s = ag.summarise(long).set_index("measure")
+    assert s.loc["LVEDV", "bias"] == pytest.approx(3) and s.loc["LVEDV", "n"] == 6
+    small = ag.summarise(long[long.subject.isin(["s0", "s1"])])
+    assert small["note"].str.contains("fewer than 3").all() and small["bias"].isna().all()
+    cond = ag.by_condition(long)
+    assert set(cond["condition"]) == {"HCM", "healthy"} and (cond["n"] == 3).all()
+
+
+def test_implied_volumes_read_the_curve_at_the_detected_frames():
+    curve = [100.0, 90.0, 60.0, 50.0, 70.0, 95.0]
+    manifest = pd.DataFrame({"cine_id": ["a_SAX"], "subject": ["a"], "lv_volume_curve_ml": [json.dumps(curve)]})
+    preds = pd.DataFrame({"method": ["m"], "cine_id": ["a_SAX"], "view": ["SAX"], "ed": [0], "es": [3],
+                          "ed_pred": [5], "es_pred": [3]})
+    v = ag.implied_volumes(preds, manifest).set_index("measure")
+    assert v.loc["LVEDV", "value"] == 95 and v.loc["LVEDV", "reference"] == 100
+    assert v.loc["LVEF", "value"] == pytest.approx(100 * 45 / 95) and v.loc["LVEF", "reference"] == 50
+    assert set(v["method"]) == {"ED/ES: m"}
+
+
+def test_method_vs_method_and_yardstick():
+    rng = np.random.default_rng(2)
+    ref = rng.normal(12, 3, 20)
+    rows = [pd.DataFrame({"cohort": "phantom", "subject": [f"s{i}" for i in range(20)], "measure": "MAPSE",
+                          "method": m, "value": ref + rng.normal(0, sd, 20), "reference": ref,
+                          "unit": "mm", "reference_kind": "observer 1"})
+            for m, sd in (("observer 2", 0.5), ("A", 1.0), ("B", 2.0))]
+    long = pd.concat(rows, ignore_index=True)
+    mvm = ag.method_vs_method(long, [("MAPSE", "A", "B"), ("MAPSE", "A", "absent")])
+    assert len(mvm) == 1 and mvm.loc[0, "n"] == 20
+    y = ag.yardstick(ag.summarise(long)).set_index("method")
+    assert 1 < y.loc["A", "width_ratio"] < y.loc["B", "width_ratio"]
+
+
+# ---------------------------------------------------------------- clustering
+
+def subjects_table(n_case=5, n_control=12) -> pd.DataFrame:
+    return pd.DataFrame({"subject": [f"s{i:02d}" for i in range(n_case + n_control)],
+                         "af": [True] * n_case + [False] * n_control,
+                         "healthy": [False] * n_case + [True] * n_control})
+
+
+def test_balanced_subset_is_equal_and_follows_the_seed():
+    a = cl.balanced_subset(subjects_table(), "af", "healthy", seed=3)
+    assert a["af"].sum() == 5 and (~a["af"]).sum() == 5
+    assert a.equals(cl.balanced_subset(subjects_table(), "af", "healthy", seed=3))
+    with pytest.raises(cl.ClusterError, match="fewer than 3"):
+        cl.balanced_subset(subjects_table(n_case=2), "af", "healthy", seed=0)
+
+
+def test_sex_adjustment_removes_the_sex_difference():
+    rng = np.random.default_rng(4)
+    sex = np.array(["M", "F"] * 20)
+    f = pd.DataFrame({"size": np.where(sex == "M", 10.0, 0.0) + rng.normal(0, 1, 40), "other": rng.normal(0, 1, 40)})
+    adj = cl.sex_adjust(f, sex)
+    assert abs(adj["size"][sex == "M"].mean() - adj["size"][sex == "F"].mean()) < 1e-9
+    assert cl.standardise(f)["size"][sex == "M"].mean() > 0.9
+
+
+def test_clusters_find_three_blobs_and_score_against_the_truth():
+    rng = np.random.default_rng(5)
+    truth = np.repeat([0, 1, 2], [12, 8, 5])
+    x = np.array([[0, 0], [8, 0], [0, 8]])[truth] + rng.normal(0, 0.5, (25, 2))
+    k, sil = cl.choose_k(x, [2, 3, 4])
+    assert k == 3 and len(sil) == 3
+    lab = cl.cluster(x, 3)
+    assert np.bincount(lab).tolist() == [12, 8, 5]  # numbered by size
+    assert cl.rand_indices(lab, {"truth": truth})["ARI vs truth"] == pytest.approx(1.0)
+    test = cl.two_cluster_test(x[:, 0], lab)
+    assert test["p"] < 0.01 and test["n0"] == 12
+
+
+# ---------------------------------------------------------------- report, index, README, run record
+
+def fake_run(tmp_path, commit="abc1234def"):
+    (tmp_path / "02").mkdir(parents=True)
+    (tmp_path / "run.json").write_text(json.dumps({
+        "profile": "smoke", "git_commit": commit, "started": "2026-01-01T00:00:00+00:00",
+        "notebooks": [{"notebook": "02_ed_es.ipynb", "status": "ok", "wall_s": 60.0, "git_commit": commit}]}))
+    pd.DataFrame({"figure": ["aFD ED"], "value": [0.3], "goal": ["<="], "target": [0.38], "met": [True]}).to_csv(
+        tmp_path / "02" / "targets.csv", index=False)
+    pd.DataFrame({"method": ["TempReg-Net", "New"], "view": ["all", "all"], "n": [3, 3], "aFD_ED": [0.3, 0.5],
+                  "SD_ED": [0.1, 0.1], "aFD_ES": [0.2, 0.4], "SD_ES": [0.1, 0.1]}).to_csv(
+        tmp_path / "02" / "afd_table.csv", index=False)
+    return tmp_path
+
+
+def test_report_states_the_run_targets_and_paper_numbers(tmp_path):
+    text = report.report(fake_run(tmp_path))
+    assert "Profile `smoke`, commit `abc1234`" in text and "1 of 1 met" in text
+    afd = [line for line in text.splitlines() if line.startswith("| TempReg-Net")][0]
+    assert "0.38" in afd and "0.44" in afd  # the paper's row beside ours
+    assert "| New" in text and "–" in text  # a row the paper lacks shows a dash
+    with pytest.raises(report.ReportError, match="no run record"):
+        report.report(tmp_path / "02")
+
+
+def test_figure_index_lists_captions(tmp_path):
+    run = fake_run(tmp_path)
+    figs = tmp_path / "figs"
+    fig, _ = plt.subplots()
+    save_figure(fig, figs, "02_afd")
+    (run / "02" / "figures.json").write_text(json.dumps({"02_afd": {"caption": "aFD bars", "notebook": "02"}}))
+    index = report.figure_index(run, figs)
+    line = [x for x in index.splitlines() if "02_afd.png" in x][0]
+    assert "aFD bars" in line and "abc1234" in line
+
+
+def test_splice_readme_replaces_only_between_markers(tmp_path):
+    readme = tmp_path / "README.md"
+    start, end = report.MARKERS
+    readme.write_text(f"# title\n\n{start}\nold numbers\n{end}\n\n## after\n")
+    report.splice_readme(readme, "new numbers\n")
+    s = readme.read_text()
+    assert "new numbers" in s and "old numbers" not in s and s.startswith("# title") and s.endswith("## after\n")
+    (tmp_path / "plain.md").write_text("# no markers\n")
+    with pytest.raises(report.ReportError, match="no results markers"):
+        report.splice_readme(tmp_path / "plain.md", "x")
+
+
+def test_vector_copies_are_written_and_repeatable(tmp_path):
+    for d in ("a", "b"):
+        fig, ax = plt.subplots()
+        ax.plot([0, 1], [1, 0])
+        save_figure(fig, tmp_path / d, "f", vector="pdf")
+    assert (tmp_path / "a" / "f.png").exists()
+    assert (tmp_path / "a" / "f.pdf").read_bytes() == (tmp_path / "b" / "f.pdf").read_bytes()
+    with pytest.raises(ValueError, match="vector"):
+        save_figure(plt.subplots()[0], tmp_path, "g", vector="eps")
+
+
+def test_a_partial_run_keeps_the_earlier_notebooks_in_run_json(tmp_path):
+    p = runner.plan("smoke", only=["09"], out=tmp_path)
+    old = {"notebook": "00_cohort.ipynb", "status": "ok", "wall_s": 1.0}
+    (tmp_path / "run.json").write_text(json.dumps({"profile": "smoke", "notebooks": [
+        old, {"notebook": "09_figures.ipynb", "status": "failed"}]}))
+    assert runner.earlier_notebooks(p) == [old]  # 09 is re-run, so its old row goes
+    (tmp_path / "run.json").write_text(json.dumps({"profile": "default", "notebooks": [old]}))
+    assert runner.earlier_notebooks(p) == []  # another profile's run is not this one's history
+    with pytest.raises(runner.RunError, match="no run record"):
+        runner.rerun(tmp_path / "nothing", ["09"])
