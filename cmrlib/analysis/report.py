@@ -157,7 +157,7 @@ def figure_index(run_dir: str | Path, figures_dir: str | Path) -> str:
             "Written by notebook 09 (`cmrlib figures RUN_DIR`) from the run folder; regenerated, not edited.",
             "`paper/` holds the table-based figures again in one paper style, each with a PDF copy.", ""]
     table = pd.DataFrame(rows, columns=["figure", "shows", "notebook", "commit"])
-    return "\n".join(head) + _md(table) + "\n"
+    return "\n".join(head) + "\n" + _md(table) + "\n"
 
 
 def splice_readme(readme: str | Path, text: str) -> Path:
