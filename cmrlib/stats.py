@@ -295,3 +295,18 @@ def classification_metrics(y_true, y_score, threshold: float = 0.5, n_boot: int 
     else:
         out["ci_low"] = out["ci_high"] = np.nan
     return out.loc[list(METRICS)]
+
+
+def f1_threshold(y_true, y_score) -> float:
+    """The score threshold that maximises F1 (choose it on validation, apply it to test): the midpoint between the
+    best-F1 score and the next lower one, so test scores equal to a validation score fall on the same side."""
+    from sklearn.metrics import precision_recall_curve
+    y = np.asarray(y_true).astype(int).ravel()
+    s = np.asarray(y_score, dtype=float).ravel()
+    if y.sum() == 0:
+        raise StatsError("f1_threshold: no positive case to choose a threshold on")
+    prec, rec, thr = precision_recall_curve(y, s)
+    f1 = np.where(prec + rec > 0, 2 * prec * rec / np.maximum(prec + rec, 1e-12), 0)[:-1]
+    best = thr[int(np.argmax(f1))]
+    lower = s[s < best]
+    return float((best + lower.max()) / 2) if lower.size else float(best)

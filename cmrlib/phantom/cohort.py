@@ -137,8 +137,11 @@ def _job(index: int, seed: int, cfg: dict, views: tuple, root: str) -> int:
 
 
 def make_cohort(out: str | Path, n: int = 24, seed: int = 0, views=("SAX", "2CH", "4CH"), n_frames=None,
-                workers: int = 1, progress: bool = True, **config_overrides) -> CohortStore:
-    """Write `n` phantom subjects (all views, labels, landmarks, truths) and a stratified split; resumes."""
+                workers: int = 1, progress: bool = True, start: int = 0, **config_overrides) -> CohortStore:
+    """Write `n` phantom subjects (all views, labels, landmarks, truths) and a stratified split; resumes.
+
+    start: index of the first subject, so a second store can continue a cohort with new subjects (an unlabelled
+    pool beside notebook 00's cohort) under the same seed without repeating any."""
     cfg = PhantomConfig.make(config_overrides, n_frames=n_frames)
     cfg_d = {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.__dict__.items()}
     views = tuple(views)
@@ -147,7 +150,7 @@ def make_cohort(out: str | Path, n: int = 24, seed: int = 0, views=("SAX", "2CH"
         raise ValueError(f"phantom renders views {tuple(VIEW_CODE)}; got {bad}")
     store = CohortStore(out)
     store.root.mkdir(parents=True, exist_ok=True)
-    recipes = [sample_recipe(i, seed, cfg) for i in range(n)]
+    recipes = [sample_recipe(i, seed, cfg) for i in range(start, start + n)]
     todo = [r["index"] for r in recipes if any(f"{r['subject']}_{v}" not in store for v in views)]
     bar = _bar(len(todo), progress)
     if workers <= 1:
@@ -162,7 +165,7 @@ def make_cohort(out: str | Path, n: int = 24, seed: int = 0, views=("SAX", "2CH"
                 bar.update(1)
     bar.close()
     store.write_splits(stratified_split({r["subject"]: _strata(r) for r in recipes}, seed))
-    atomic_write_json(store.root / "phantom.json", dict(n=n, seed=seed, views=list(views), config=cfg_d))
+    atomic_write_json(store.root / "phantom.json", dict(n=n, seed=seed, start=start, views=list(views), config=cfg_d))
     store.manifest(refresh=True)
     return store
 

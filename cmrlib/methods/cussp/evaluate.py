@@ -1,0 +1,69 @@
+"""Table 2 of CUSSP: every row's test metrics with bootstrap CIs at a threshold chosen on validation, recall by
+MR grade, and the paper's numbers beside them."""
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+
+from ...stats import classification_metrics, f1_threshold
+
+# Table 2 metric name -> cmrlib.stats metric
+TABLE2_METRICS = {"Pos. Acc": "positive_accuracy", "Neg. Acc": "negative_accuracy", "Precision": "precision",
+                  "Recall": "recall", "F1": "f1", "AUC": "roc_auc"}
+# the paper's Table 2 (UK Biobank, 179 test sequences, 25 MR)
+PAPER_TABLE2 = pd.DataFrame(
+    [[0.09, 0.99, 0.43, 0.09, 0.14, 0.58], [0.53, 0.86, 0.45, 0.53, 0.44, 0.72], [0.38, 0.87, 0.29, 0.38, 0.32, 0.65],
+     [0.29, 0.87, 0.25, 0.29, 0.27, 0.63], [0.38, 0.90, 0.35, 0.38, 0.36, 0.66], [0.55, 0.96, 0.66, 0.55, 0.60, 0.80],
+     [0.62, 0.96, 0.80, 0.62, 0.69, 0.88]],
+    index=["RF", "CNN-LSTM", "CUSSP-1", "CUSSP-2", "CUSSP-3", "CUSSP-SIAM", "CUSSP-SIAM-25"],
+    columns=list(TABLE2_METRICS))
+ROWS = list(PAPER_TABLE2.index)
+
+
+def thresholds(valid: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
+    """Per row, the F1-maximising threshold on its validation (labels, scores); 0.5 when validation has no MR."""
+    out = {}
+    for row, (y, s) in valid.items():
+        out[row] = f1_threshold(y, s) if np.sum(y) else 0.5
+    return out
+
+
+def evaluate(test: Mapping[str, tuple[np.ndarray, np.ndarray]], thr: Mapping[str, float], n_boot: int = 1000,
+             seed: int = 0) -> pd.DataFrame:
+    """Long table (row, metric, value, ci_low, ci_high, threshold, n, n_mr, paper) of every row's test metrics."""
+    parts = []
+    for row, (y, s) in test.items():
+        m = classification_metrics(y, s, thr[row], n_boot=n_boot, seed=seed).rename_axis("metric").reset_index()
+        m.insert(0, "row", row)
+        parts.append(m.assign(threshold=thr[row], n=len(y), n_mr=int(np.sum(y))))
+    out = pd.concat(parts, ignore_index=True)
+    paper = {(r, v): PAPER_TABLE2.loc[r, k] for r in PAPER_TABLE2.index for k, v in TABLE2_METRICS.items()}
+    out["paper"] = [paper.get((r, m), np.nan) for r, m in zip(out.row, out.metric)]
+    return out
+
+
+def table2(long: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
+    """The paper's layout: one line per row, 'value (low-high)' per Table-2 metric, then the paper's F1 and AUC."""
+    fmt = lambda r: f"{r.value:.{digits}f} ({r.ci_low:.{digits}f}-{r.ci_high:.{digits}f})"
+    cells = long.assign(cell=long.apply(fmt, axis=1))
+    names = {v: k for k, v in TABLE2_METRICS.items()}
+    wide = cells[cells.metric.isin(names)].pivot(index="row", columns="metric", values="cell").rename(columns=names)
+    wide = wide[list(TABLE2_METRICS)].reindex([r for r in long.row.unique()])
+    for k in ("F1", "AUC"):
+        wide[f"paper {k}"] = [PAPER_TABLE2[k].get(r, np.nan) for r in wide.index]
+    return wide
+
+
+def recall_by_grade(grades: np.ndarray, scores: Mapping[str, np.ndarray], thr: Mapping[str, float]) -> pd.DataFrame:
+    """Per row and MR grade 1-3: how many test cines, how many flagged (does the model find mild MR?)."""
+    g = np.asarray(grades, dtype=float)
+    rows = []
+    for row, s in scores.items():
+        for grade in (1, 2, 3):
+            sel = g == grade
+            hit = int((np.asarray(s)[sel] >= thr[row]).sum())
+            rows.append(dict(row=row, grade=grade, n=int(sel.sum()), found=hit,
+                             recall=hit / sel.sum() if sel.sum() else np.nan))
+    return pd.DataFrame(rows)

@@ -1,0 +1,253 @@
+"""CUSSP's training stages as fastai Learners: Barlow Twins pretraining on unlabelled patch cines, the joint
+Barlow + cross-entropy rows (CUSSP-1/2/3), the Siamese fine-tuning of the last block then the MLP (CUSSP-SIAM),
+the CNN-LSTM baseline, and the random-forest baseline on Table-1 measures (scikit-learn)."""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import fastai.callback.schedule  # noqa: F401  (adds Learner.fit_one_cycle)
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from fastai.learner import Learner
+from torch import nn
+
+from ...learn import device, export, history
+from ...learn import load as load_exported
+from ...models.cussp import CNNLSTM, CUSSPNet, barlow_twins_loss, contrastive_loss
+from ...utils import seed_everything, seed_for
+from .data import Labelled, PatchAug, SiamesePairs, TwinViews
+
+# rows of the paper's Table 2 -> (Barlow weight, cross-entropy weight) of the joint objective
+JOINT_WEIGHTS = {"CUSSP-1": (0.9, 0.1), "CUSSP-2": (0.5, 0.5), "CUSSP-3": (0.1, 0.9)}
+
+
+@dataclass(frozen=True)
+class CUSSPConfig:
+    """Every training setting of notebook 04 (the profiles set them)."""
+
+    width: int = 64                       # ResNet-18 first-stage width (64: the paper's 512-d output)
+    proj_dims: tuple = (2048, 2048)       # Barlow Twins projector
+    hidden: int = 256                     # MLP head
+    lambd: float = 5e-3                   # Barlow Twins off-diagonal weight
+    pretrain_steps: int = 200             # optimiser steps of Barlow Twins pretraining (whatever the pool size)
+    pretrain_bs: int = 32
+    pretrain_lr: float = 1e-3
+    epochs: int = 15                      # CUSSP-1/2/3 and every classifier stage
+    siam_epochs: int = 15
+    bs: int = 16
+    lr: float = 1e-3
+    margin: float = 1.0                   # contrastive margin (unit-norm embeddings)
+    cnn_growth: int = 12                  # CNN-LSTM DenseNet (32, (6, 12, 24, 16), 64 = DenseNet-121)
+    cnn_blocks: tuple = (2, 2, 2)
+    cnn_init: int = 16
+    lstm_hidden: int = 64
+    cnn_epochs: int = 20
+    pretrained: bool = False              # ImageNet weights (local cache only) for the ResNet-18 / DenseNet-121
+    seed: int = 0
+
+    def settings(self) -> dict:
+        return asdict(self)
+
+
+def _dls(train, valid, bs: int):
+    """fastai DataLoaders over map-style datasets (the datasets draw their own augmentation)."""
+    from fastai.data.core import DataLoaders
+    from fastai.data.load import DataLoader
+    return DataLoaders(DataLoader(train, bs=bs, shuffle=True, drop_last=len(train) > bs),
+                       DataLoader(valid, bs=bs * 2), device=device())
+
+
+def _epochs_for(steps: int, n: int, bs: int) -> int:
+    return max(1, math.ceil(steps / max(1, n // bs)))
+
+
+class BarlowLoss:
+    """The Barlow Twins loss on a model's (z1, z2, ...) output; the target is ignored."""
+
+    def __init__(self, lambd: float = 5e-3):
+        self.lambd = lambd
+
+    def __call__(self, pred, _y):
+        return barlow_twins_loss(pred[0], pred[1], self.lambd)
+
+
+class JointLoss:
+    """w_bt * Barlow Twins + w_ce * weighted binary cross-entropy of both views (CUSSP-1/2/3)."""
+
+    def __init__(self, w_bt: float, w_ce: float, lambd: float = 5e-3, pos_weight: float = 1.0):
+        self.w_bt, self.w_ce, self.lambd, self.pos_weight = w_bt, w_ce, lambd, pos_weight
+
+    def __call__(self, pred, y):
+        z1, z2, l1, l2 = pred
+        pw = torch.tensor(self.pos_weight, device=y.device)
+        ce = (F.binary_cross_entropy_with_logits(l1, y, pos_weight=pw)
+              + F.binary_cross_entropy_with_logits(l2, y, pos_weight=pw)) / 2
+        return self.w_bt * barlow_twins_loss(z1, z2, self.lambd) + self.w_ce * ce
+
+
+class WeightedBCE:
+    """Binary cross-entropy on logits with the positive class weighted by the training set's negatives/positives."""
+
+    def __init__(self, pos_weight: float = 1.0):
+        self.pos_weight = pos_weight
+
+    def __call__(self, logit, y):
+        return F.binary_cross_entropy_with_logits(logit, y, pos_weight=torch.tensor(self.pos_weight, device=y.device))
+
+
+class ContrastiveLoss:
+    def __init__(self, margin: float = 1.0):
+        self.margin = margin
+
+    def __call__(self, pred, different):
+        return contrastive_loss(pred[0], pred[1], different, self.margin)
+
+
+class Classifier(nn.Module):
+    """A network's `classify` as its forward (what the classifier Learner trains and exports)."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net.classify(x)
+
+
+class Siamese(nn.Module):
+    """Both cines of a pair through the same encoder: (B, 2, F, S, S) -> (e1, e2)."""
+
+    def __init__(self, net: CUSSPNet):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        e = self.net.embed(x.flatten(0, 1)).view(x.shape[0], 2, -1)
+        return e[:, 0], e[:, 1]
+
+
+def _pos_weight(y: np.ndarray) -> float:
+    y = np.asarray(y)
+    return float((y == 0).sum() / max(1, (y == 1).sum()))
+
+
+def _fit(learn: Learner, epochs: int, lr: float, what: str) -> dict:
+    """fit_one_cycle and a summary row (seconds, last train/valid loss)."""
+    t0 = time.perf_counter()
+    learn.fit_one_cycle(epochs, lr)
+    h = history(learn).iloc[-1]
+    return dict(stage=what, epochs=epochs, train_s=round(time.perf_counter() - t0, 1),
+                train_loss=float(h["train_loss"]), valid_loss=float(h["valid_loss"]))
+
+
+def pretrain(pool: np.ndarray, valid: np.ndarray, cfg: CUSSPConfig, aug: PatchAug, tag: str) -> tuple[CUSSPNet, dict]:
+    """A Barlow Twins encoder trained for `cfg.pretrain_steps` steps on the unlabelled `pool` (N, F, S, S); an
+    empty pool returns the randomly initialised network (the 'no unlabelled data' point)."""
+    seed_everything(seed_for(cfg.seed, "cussp", "init", pool.shape[1]))
+    net = CUSSPNet(pool.shape[1], cfg.width, cfg.proj_dims, cfg.hidden, cfg.pretrained)
+    if len(pool) < 2:
+        return net, dict(stage=f"pretrain {tag}", epochs=0, train_s=0.0, n_cines=len(pool))
+    dls = _dls(TwinViews(pool, aug, seed_for(cfg.seed, "cussp", "bt", tag)),
+               TwinViews(valid, aug, seed_for(cfg.seed, "cussp", "bt-valid", tag)), cfg.pretrain_bs)
+    learn = Learner(dls, net, loss_func=BarlowLoss(cfg.lambd), wd=1e-4)
+    row = _fit(learn, _epochs_for(cfg.pretrain_steps, len(pool), cfg.pretrain_bs), cfg.pretrain_lr, f"pretrain {tag}")
+    return net, dict(row, n_cines=len(pool))
+
+
+def _clone(net: CUSSPNet) -> CUSSPNet:
+    import copy
+    return copy.deepcopy(net)
+
+
+def fit_joint(encoder: CUSSPNet, train: tuple, valid: tuple, cfg: CUSSPConfig, aug: PatchAug, row: str
+              ) -> tuple[Learner, dict]:
+    """CUSSP-1/2/3: the pretrained network trained on labelled cines with w_bt * Barlow + w_ce * cross-entropy
+    (`JOINT_WEIGHTS[row]`), every layer trainable; returns the exported-ready classifier Learner."""
+    w_bt, w_ce = JOINT_WEIGHTS[row]
+    seed_everything(seed_for(cfg.seed, "cussp", row))
+    net = _clone(encoder)
+    (xt, yt), (xv, yv) = train, valid
+    dls = _dls(Labelled(xt, yt, aug, twin=True, seed=seed_for(cfg.seed, row, "train")),
+               Labelled(xv, yv, aug, twin=True, seed=seed_for(cfg.seed, row, "valid")), cfg.bs)
+    learn = Learner(dls, net, loss_func=JointLoss(w_bt, w_ce, cfg.lambd, _pos_weight(yt)), wd=1e-4)
+    log = _fit(learn, cfg.epochs, cfg.lr, row)
+    return classifier_learner(net, train, valid, cfg, None), log
+
+
+def classifier_learner(net: nn.Module, train: tuple, valid: tuple, cfg: CUSSPConfig, aug: PatchAug | None,
+                       row: str = "classifier") -> Learner:
+    """A Learner whose model is `net.classify` with weighted BCE on labelled cines."""
+    (xt, yt), (xv, yv) = train, valid
+    dls = _dls(Labelled(xt, yt, aug, seed=seed_for(cfg.seed, row, "train")), Labelled(xv, yv), cfg.bs)
+    return Learner(dls, Classifier(net), loss_func=WeightedBCE(_pos_weight(yt)), wd=1e-4)
+
+
+def fit_siamese(encoder: CUSSPNet, train: tuple, valid: tuple, cfg: CUSSPConfig, aug: PatchAug, row: str
+                ) -> tuple[Learner, list[dict]]:
+    """CUSSP-SIAM: only the encoder's last block trainable; contrastive Siamese training on (non-MR, MR or
+    non-MR) pairs, then the MLP (and that block) on the labelled cines with weighted cross-entropy."""
+    seed_everything(seed_for(cfg.seed, "cussp", row))
+    net = _clone(encoder).freeze_all_but_last_block()
+    (xt, yt), (xv, yv) = train, valid
+    if len(set(np.asarray(yv).tolist())) < 2:  # a tiny cohort's validation split may hold one class only
+        xv, yv = xt, yt
+    dls = _dls(SiamesePairs(xt, yt, aug, seed=seed_for(cfg.seed, row, "pairs")),
+               SiamesePairs(xv, yv, None, n_pairs=max(8, len(yv)), seed=seed_for(cfg.seed, row, "valid-pairs")),
+               cfg.bs)
+    siam = Learner(dls, Siamese(net), loss_func=ContrastiveLoss(cfg.margin), wd=1e-4)
+    logs = [_fit(siam, cfg.siam_epochs, cfg.lr, f"{row} siamese")]
+    learn = classifier_learner(net, train, valid, cfg, aug, row)
+    logs.append(_fit(learn, cfg.epochs, cfg.lr, f"{row} classifier"))
+    return learn, logs
+
+
+def fit_cnn_lstm(train: tuple, valid: tuple, cfg: CUSSPConfig, aug: PatchAug) -> tuple[Learner, dict]:
+    """The CNN-LSTM baseline on centre-of-mass crops, trained end to end with weighted cross-entropy."""
+    seed_everything(seed_for(cfg.seed, "cussp", "CNN-LSTM"))
+    net = CNNLSTM(cfg.cnn_growth, cfg.cnn_blocks, cfg.cnn_init, cfg.lstm_hidden, cfg.pretrained)
+    learn = classifier_learner(net, train, valid, cfg, aug, "CNN-LSTM")
+    return learn, _fit(learn, cfg.cnn_epochs, cfg.lr, "CNN-LSTM")
+
+
+@torch.inference_mode()
+def scores(model: nn.Module, x: np.ndarray, bs: int = 32) -> np.ndarray:
+    """MR probabilities of (N, F, S, S) cines from a classifier (a `Classifier` or anything with `classify`)."""
+    model = model.eval()
+    f = model if isinstance(model, Classifier) else Classifier(model)
+    dev = next(model.parameters()).device
+    out = [torch.sigmoid(f(torch.as_tensor(np.asarray(x[i:i + bs], np.float32), device=dev))).float().cpu()
+           for i in range(0, len(x), bs)]
+    return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
+
+
+def random_forest(X: pd.DataFrame, y: np.ndarray, n_iter: int = 30, folds: int = 10, seed: int = 0):
+    """The RF baseline: 10-fold CV random search (ROC-AUC) over the paper's grid; the refitted best forest and
+    the search's table."""
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.model_selection import RandomizedSearchCV, StratifiedKFold
+
+    grid = dict(n_estimators=list(range(10, 101, 10)), max_depth=list(range(2, 17)),
+                max_features=["sqrt", "log2"], min_samples_leaf=list(range(2, 9)))
+    folds = int(min(folds, np.bincount(np.asarray(y, int)).min()))
+    if folds < 2:
+        raise ValueError(f"the random forest's cross-validation needs 2 cines of each class; got {np.bincount(y)}")
+    search = RandomizedSearchCV(RandomForestClassifier(random_state=seed), grid, n_iter=n_iter, scoring="roc_auc",
+                                cv=StratifiedKFold(folds, shuffle=True, random_state=seed), random_state=seed,
+                                n_jobs=1)
+    search.fit(X, y)
+    return search.best_estimator_, pd.DataFrame(search.cv_results_)
+
+
+def save(learn: Learner, path: str | Path) -> Path:
+    """Export a trained classifier (no data) for `load` / `predict`."""
+    return export(learn, path)
+
+
+def load(path: str | Path) -> nn.Module:
+    """A CUSSP or CNN-LSTM classifier exported by notebook 04, ready for `predict`."""
+    return load_exported(path, "CUSSP classifier", "notebook 04").model.eval()
