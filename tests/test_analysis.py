@@ -247,3 +247,13 @@ def test_a_partial_run_keeps_the_earlier_notebooks_in_run_json(tmp_path):
     assert runner.earlier_notebooks(p) == []  # another profile's run is not this one's history
     with pytest.raises(runner.RunError, match="no run record"):
         runner.rerun(tmp_path / "nothing", ["09"])
+
+
+def test_report_carries_cussp_table2_beside_the_paper(tmp_path):
+    run = fake_run(tmp_path)
+    (run / "04").mkdir()
+    pd.DataFrame({"row": ["CUSSP-SIAM-25"], "F1": ["0.70 (0.40-0.90)"], "AUC": ["0.90 (0.80-0.97)"],
+                  "paper F1": [0.69], "paper AUC": [0.88]}).to_csv(run / "04" / "table2.csv", index=False)
+    text = report.report(run)
+    line = [x for x in text.splitlines() if x.startswith("| CUSSP-SIAM-25")][0]
+    assert "0.70 (0.40-0.90)" in line and "0.69" in line and "0.88" in line

@@ -84,6 +84,16 @@ def _mvnet(run: Path):
                d[["measure", "unit", "n", "bias", "loa_low", "loa_high", "mae", "icc2"]].round(3))
 
 
+def _cussp(run: Path):
+    if (d := _read(run, "04/table2.csv")) is not None:
+        yield ("04 · CUSSP: MR classification on the test split (95 % bootstrap CI; threshold chosen on validation), "
+               "beside the paper's Table 2", d)
+    if (d := _read(run, "04/pool_curve.csv")) is not None:
+        d = d[d["metric"].isin(["f1", "roc_auc"])].pivot_table(index="pool_cines", columns="metric",
+                                                                values="value").round(3).reset_index()
+        yield "04 · CUSSP-SIAM-25 as the unlabelled pool grows (test F1, ROC-AUC)", d
+
+
 def _agreement(run: Path):
     if (d := _read(run, "07/agreement.csv")) is not None:
         d = d[d["measure"].isin(HEADLINE_MEASURES)]
@@ -96,7 +106,7 @@ def _clusters(run: Path):
         yield "08 · clusters (AF against healthy): adjusted Rand index", d.round(3)
 
 
-HEADLINES: list[Callable[[Path], object]] = [_segmentation, _edes, _mvnet, _agreement, _clusters]
+HEADLINES: list[Callable[[Path], object]] = [_segmentation, _edes, _mvnet, _cussp, _agreement, _clusters]
 
 
 def headlines(run_dir: str | Path) -> list[tuple[str, pd.DataFrame]]:

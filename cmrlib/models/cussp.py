@@ -90,26 +90,37 @@ def mlp_head(dim_in: int, hidden: int = 256, out: int = 1, dropout: float = 0.2)
                          nn.Linear(hidden, hidden // 2), nn.ReLU(inplace=True), nn.Linear(hidden // 2, out))
 
 
+def centre_crop(x: torch.Tensor, size: int | None) -> torch.Tensor:
+    """The central size x size pixels of (..., H, W) (None or a larger size: unchanged)."""
+    if size is None or size >= x.shape[-1]:
+        return x
+    top, left = (x.shape[-2] - size) // 2, (x.shape[-1] - size) // 2
+    return x[..., top:top + size, left:left + size]
+
+
 class CUSSPNet(nn.Module):
     """Encoder + Barlow Twins projector + MLP head. `forward(x)` on (B, 2, F, H, W) view pairs gives (z1, z2,
-    logit1, logit2) for the training losses; `classify(x)` on (B, F, H, W) gives the MR logit."""
+    logit1, logit2) for the training losses; `classify(x)` on (B, F, H, W) gives the MR logit. The encoder sees
+    the central `input_px` pixels of the patch (the authors train on the central 32 of their 64-px patches, a
+    random shift of which is the augmentation's crop); None: the whole patch."""
 
     def __init__(self, frames: int, width: int = 64, proj_dims: Sequence[int] = (2048, 2048), hidden: int = 256,
-                 pretrained: bool = False):
+                 pretrained: bool = False, input_px: int | None = None):
         super().__init__()
+        self.input_px = input_px
         self.encoder = frame_encoder(frames, width, pretrained)
         self.projector = projector(self.encoder.out_features, proj_dims)
         self.head = mlp_head(self.encoder.out_features, hidden)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder(x)
+        return self.encoder(centre_crop(x, self.input_px))
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.encoder(x)).squeeze(1)
+        return self.head(self.embed(x)).squeeze(1)
 
     def forward(self, x: torch.Tensor):
         b = x.shape[0]
-        h = self.encoder(x.flatten(0, 1))  # both views in one pass (BatchNorm sees the whole batch)
+        h = self.embed(x.flatten(0, 1))  # both views in one pass (BatchNorm sees the whole batch)
         z = self.projector(h).view(b, 2, -1)
         logit = self.head(h).view(b, 2)
         return z[:, 0], z[:, 1], logit[:, 0], logit[:, 1]

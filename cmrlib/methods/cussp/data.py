@@ -200,16 +200,18 @@ def mr_labels(store: CohortStore, labels_csv: str | Path | None = None) -> pd.Da
 @dataclass(frozen=True)
 class PatchAug:
     """The random views of a patch cine (C, S, S): an `Affine2D` drawn by `RandomAffine2D` (rotation, scale,
-    shift, left-right flip; the LA stays on top), then gamma, gain and offset and Gaussian noise, values kept
-    in [0, 1]. Every parameter comes from the generator passed in."""
+    shift as a fraction of S, left-right flip; the LA stays on top), then gamma, gain and offset and Gaussian
+    noise, values kept in [0, 1]. Every parameter comes from the generator passed in. The defaults follow the
+    authors' code: a mild affine (5 degrees, scale 0.9-1.1) and a shift that, with the encoder's central crop,
+    is their random 32-px crop; no intensity change (the LA equalisation already fixes the contrast)."""
 
-    degrees: float = 10.0
+    degrees: float = 5.0
     scale: tuple[float, float] = (0.9, 1.1)
-    translate: float = 0.06
-    flip_p: float = 0.5
-    gamma: tuple[float, float] = (0.7, 1.4)
-    gain: float = 0.15
-    noise: float = 0.03
+    translate: float = 0.08
+    flip_p: float = 0.0
+    gamma: tuple[float, float] = (1.0, 1.0)
+    gain: float = 0.0
+    noise: float = 0.0
 
     def __call__(self, x: np.ndarray, g: np.random.Generator) -> np.ndarray:
         s = x.shape[-1]

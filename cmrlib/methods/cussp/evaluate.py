@@ -30,6 +30,18 @@ def thresholds(valid: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, 
     return out
 
 
+def validation_table(valid: Mapping[str, tuple[np.ndarray, np.ndarray]], thr: Mapping[str, float]) -> pd.DataFrame:
+    """Per row, what the validation split says (the only split settings and thresholds are chosen on): cines,
+    MR cines, ROC-AUC and the chosen threshold."""
+    from sklearn.metrics import roc_auc_score
+    rows = []
+    for row, (y, s) in valid.items():
+        both = len(set(np.asarray(y).tolist())) == 2
+        rows.append(dict(row=row, n=len(y), n_mr=int(np.sum(y)), roc_auc=roc_auc_score(y, s) if both else np.nan,
+                         threshold=thr[row]))
+    return pd.DataFrame(rows)
+
+
 def evaluate(test: Mapping[str, tuple[np.ndarray, np.ndarray]], thr: Mapping[str, float], n_boot: int = 1000,
              seed: int = 0) -> pd.DataFrame:
     """Long table (row, metric, value, ci_low, ci_high, threshold, n, n_mr, paper) of every row's test metrics."""

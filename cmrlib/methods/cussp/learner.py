@@ -31,6 +31,7 @@ class CUSSPConfig:
     """Every training setting of notebook 04 (the profiles set them)."""
 
     width: int = 64                       # ResNet-18 first-stage width (64: the paper's 512-d output)
+    input_px: int | None = 32             # the encoder sees the patch's central pixels (authors' code: 32 of 64)
     proj_dims: tuple = (2048, 2048)       # Barlow Twins projector
     hidden: int = 256                     # MLP head
     lambd: float = 5e-3                   # Barlow Twins off-diagonal weight
@@ -54,8 +55,9 @@ class CUSSPConfig:
         return asdict(self)
 
 
-def _dls(train, valid, bs: int):
-    """fastai DataLoaders over map-style datasets (the datasets draw their own augmentation)."""
+def dataloaders(train, valid, bs: int):
+    """fastai DataLoaders over CUSSP's map-style datasets (`TwinViews`, `Labelled`, `SiamesePairs`: each draws
+    its own augmentation from its seeded generator)."""
     from fastai.data.core import DataLoaders
     from fastai.data.load import DataLoader
     return DataLoaders(DataLoader(train, bs=bs, shuffle=True, drop_last=len(train) > bs),
@@ -149,10 +151,10 @@ def pretrain(pool: np.ndarray, valid: np.ndarray, cfg: CUSSPConfig, aug: PatchAu
     """A Barlow Twins encoder trained for `cfg.pretrain_steps` steps on the unlabelled `pool` (N, F, S, S); an
     empty pool returns the randomly initialised network (the 'no unlabelled data' point)."""
     seed_everything(seed_for(cfg.seed, "cussp", "init", pool.shape[1]))
-    net = CUSSPNet(pool.shape[1], cfg.width, cfg.proj_dims, cfg.hidden, cfg.pretrained)
+    net = CUSSPNet(pool.shape[1], cfg.width, cfg.proj_dims, cfg.hidden, cfg.pretrained, cfg.input_px)
     if len(pool) < 2:
         return net, dict(stage=f"pretrain {tag}", epochs=0, train_s=0.0, n_cines=len(pool))
-    dls = _dls(TwinViews(pool, aug, seed_for(cfg.seed, "cussp", "bt", tag)),
+    dls = dataloaders(TwinViews(pool, aug, seed_for(cfg.seed, "cussp", "bt", tag)),
                TwinViews(valid, aug, seed_for(cfg.seed, "cussp", "bt-valid", tag)), cfg.pretrain_bs)
     learn = Learner(dls, net, loss_func=BarlowLoss(cfg.lambd), wd=1e-4)
     row = _fit(learn, _epochs_for(cfg.pretrain_steps, len(pool), cfg.pretrain_bs), cfg.pretrain_lr, f"pretrain {tag}")
@@ -172,18 +174,18 @@ def fit_joint(encoder: CUSSPNet, train: tuple, valid: tuple, cfg: CUSSPConfig, a
     seed_everything(seed_for(cfg.seed, "cussp", row))
     net = _clone(encoder)
     (xt, yt), (xv, yv) = train, valid
-    dls = _dls(Labelled(xt, yt, aug, twin=True, seed=seed_for(cfg.seed, row, "train")),
+    dls = dataloaders(Labelled(xt, yt, aug, twin=True, seed=seed_for(cfg.seed, row, "train")),
                Labelled(xv, yv, aug, twin=True, seed=seed_for(cfg.seed, row, "valid")), cfg.bs)
     learn = Learner(dls, net, loss_func=JointLoss(w_bt, w_ce, cfg.lambd, _pos_weight(yt)), wd=1e-4)
     log = _fit(learn, cfg.epochs, cfg.lr, row)
-    return classifier_learner(net, train, valid, cfg, None), log
+    return learner(net, train, valid, cfg, None), log
 
 
-def classifier_learner(net: nn.Module, train: tuple, valid: tuple, cfg: CUSSPConfig, aug: PatchAug | None,
-                       row: str = "classifier") -> Learner:
+def learner(net: nn.Module, train: tuple, valid: tuple, cfg: CUSSPConfig, aug: PatchAug | None,
+            row: str = "classifier") -> Learner:
     """A Learner whose model is `net.classify` with weighted BCE on labelled cines."""
     (xt, yt), (xv, yv) = train, valid
-    dls = _dls(Labelled(xt, yt, aug, seed=seed_for(cfg.seed, row, "train")), Labelled(xv, yv), cfg.bs)
+    dls = dataloaders(Labelled(xt, yt, aug, seed=seed_for(cfg.seed, row, "train")), Labelled(xv, yv), cfg.bs)
     return Learner(dls, Classifier(net), loss_func=WeightedBCE(_pos_weight(yt)), wd=1e-4)
 
 
@@ -196,12 +198,12 @@ def fit_siamese(encoder: CUSSPNet, train: tuple, valid: tuple, cfg: CUSSPConfig,
     (xt, yt), (xv, yv) = train, valid
     if len(set(np.asarray(yv).tolist())) < 2:  # a tiny cohort's validation split may hold one class only
         xv, yv = xt, yt
-    dls = _dls(SiamesePairs(xt, yt, aug, seed=seed_for(cfg.seed, row, "pairs")),
+    dls = dataloaders(SiamesePairs(xt, yt, aug, seed=seed_for(cfg.seed, row, "pairs")),
                SiamesePairs(xv, yv, None, n_pairs=max(8, len(yv)), seed=seed_for(cfg.seed, row, "valid-pairs")),
                cfg.bs)
     siam = Learner(dls, Siamese(net), loss_func=ContrastiveLoss(cfg.margin), wd=1e-4)
     logs = [_fit(siam, cfg.siam_epochs, cfg.lr, f"{row} siamese")]
-    learn = classifier_learner(net, train, valid, cfg, aug, row)
+    learn = learner(net, train, valid, cfg, aug, row)
     logs.append(_fit(learn, cfg.epochs, cfg.lr, f"{row} classifier"))
     return learn, logs
 
@@ -210,8 +212,27 @@ def fit_cnn_lstm(train: tuple, valid: tuple, cfg: CUSSPConfig, aug: PatchAug) ->
     """The CNN-LSTM baseline on centre-of-mass crops, trained end to end with weighted cross-entropy."""
     seed_everything(seed_for(cfg.seed, "cussp", "CNN-LSTM"))
     net = CNNLSTM(cfg.cnn_growth, cfg.cnn_blocks, cfg.cnn_init, cfg.lstm_hidden, cfg.pretrained)
-    learn = classifier_learner(net, train, valid, cfg, aug, "CNN-LSTM")
+    learn = learner(net, train, valid, cfg, aug, "CNN-LSTM")
     return learn, _fit(learn, cfg.cnn_epochs, cfg.lr, "CNN-LSTM")
+
+
+def fit(row: str, encoders: dict[str, CUSSPNet], train: tuple, valid: tuple, cfg: CUSSPConfig, aug: PatchAug
+        ) -> tuple[Learner, list[dict]]:
+    """Train one deep row of Table 2 from the pretrained `encoders` ("cycle", "window"): CUSSP-1/2/3 (joint
+    objective), CUSSP-SIAM / -SIAM-25 (Siamese, then classifier) or CNN-LSTM (no encoder; `train` holds crops)."""
+    if row in JOINT_WEIGHTS:
+        learn, log = fit_joint(encoders["cycle"], train, valid, cfg, aug, row)
+        return learn, [log]
+    if row in ("CUSSP-SIAM", "CUSSP-SIAM-25"):
+        return fit_siamese(encoders["window" if row.endswith("-25") else "cycle"], train, valid, cfg, aug, row)
+    if row == "CNN-LSTM":
+        learn, log = fit_cnn_lstm(train, valid, cfg, aug)
+        return learn, [log]
+    raise ValueError(f"unknown CUSSP row {row!r}; expected one of {[*JOINT_WEIGHTS, 'CUSSP-SIAM', 'CUSSP-SIAM-25', 'CNN-LSTM']}")
+
+
+# the input each deep row reads from a PatchSet
+INPUTS = {**{r: "cycle" for r in JOINT_WEIGHTS}, "CUSSP-SIAM": "cycle", "CUSSP-SIAM-25": "window", "CNN-LSTM": "crops"}
 
 
 @torch.inference_mode()

@@ -1,0 +1,206 @@
+"""CUSSP (notebook 04): valve localisation, patch and equalisation on toy masks, inputs, losses, labels, Table 2."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from cmrlib.labels import LA, LV
+from cmrlib.methods import cussp
+from cmrlib.phantom import make_cohort
+from cmrlib.models.cussp import CUSSPNet, barlow_twins_loss, contrastive_loss
+from cmrlib.record import Cine
+from cmrlib.stats import f1_threshold
+
+
+@pytest.fixture(scope="module")
+def tiny_store(tmp_path_factory):
+    """Four 4CH-only phantom subjects continuing a cohort of 10 (subjects ph0011-ph0014)."""
+    return make_cohort(tmp_path_factory.mktemp("cussp") / "pool", n=4, seed=3, views=("4CH",), start=10,
+                       workers=1, progress=False, n_frames=8, matrix=64, pixel_mm=3.0)
+
+
+def test_a_pool_continues_the_cohort_with_new_subjects(tiny_store):
+    assert sorted(tiny_store.manifest().subject.unique()) == ["ph0011", "ph0012", "ph0013", "ph0014"]
+    assert set(tiny_store.manifest().view) == {"4CH"}
+
+
+def two_ellipses(angle_deg: float, center=(60.0, 70.0), shape=(128, 128)) -> tuple[np.ndarray, np.ndarray]:
+    """An LA half-ellipse on top of an LV half-ellipse meeting along a valve segment (40 px long) through `center`,
+    the LV->LA direction turned `angle_deg` from straight up; returns labels and that unit normal (x, y)."""
+    t = np.radians(angle_deg)
+    n = np.array([np.sin(t), -np.cos(t)])  # straight up is (0, -1) in (x, y), rows pointing down
+    along = np.array([-n[1], n[0]])
+    ys, xs = np.indices(shape)
+    d = np.stack([xs - center[0], ys - center[1]], -1)
+    u, v = d @ along, d @ n
+    lab = np.zeros(shape, np.uint8)
+    lab[(v >= 0) & ((u / 20) ** 2 + (v / 25) ** 2 <= 1)] = LA
+    lab[(v < 0) & ((u / 20) ** 2 + (v / 40) ** 2 <= 1)] = LV
+    return lab, n
+
+
+@pytest.mark.parametrize("angle", [0.0, 35.0, -60.0, 150.0])
+def test_valve_line_finds_the_known_centre_and_angle(angle):
+    lab, n = two_ellipses(angle)
+    valve = cussp.valve_line(lab)
+    assert np.allclose(valve.center, (60.0, 70.0), atol=1.5)
+    assert np.dot(valve.normal, n) > np.cos(np.radians(4))
+    assert np.linalg.norm(valve.ends[1] - valve.ends[0]) == pytest.approx(40, abs=3)
+
+
+@pytest.mark.parametrize("angle", [0.0, 35.0, -60.0, 150.0])
+def test_patch_puts_the_valve_horizontal_at_the_centre_with_the_atrium_on_top(angle):
+    lab, n = two_ellipses(angle)
+    valve = cussp.valve_line(lab)
+    aff = cussp.patch_map(valve, spacing_mm=1.8, size=64, patch_mm=1.8)
+    c = aff.points(np.array(valve.center))
+    assert np.allclose(c, (31.5, 31.5), atol=1e-6)
+    ends = aff.points(valve.ends)
+    assert abs(ends[0, 1] - ends[1, 1]) < 1.5  # horizontal
+    up = aff.points(np.array(valve.center) + 10 * np.array(valve.normal))
+    assert up[1] < 31.5 - 9 and abs(up[0] - 31.5) < 1.5  # the LA above the valve
+    patch = aff.mask(lab)
+    assert (patch[:28] == LA).sum() > 5 * (patch[:28] == LV).sum()
+    assert (patch[36:] == LV).sum() > 5 * (patch[36:] == LA).sum()
+    back = aff.inverse_points(aff.points(valve.ends))  # a patch maps back onto the frame exactly
+    assert np.allclose(back, valve.ends, atol=1e-6)
+
+
+def test_patch_is_resampled_at_a_fixed_mm_per_pixel():
+    lab, _ = two_ellipses(0.0)
+    valve = cussp.valve_line(lab)
+    ends = cussp.patch_map(valve, spacing_mm=1.2, size=64, patch_mm=2.4).points(valve.ends)
+    assert np.linalg.norm(ends[1] - ends[0]) == pytest.approx(np.linalg.norm(valve.ends[1] - valve.ends[0]) / 2)
+
+
+def test_no_valve_and_border_valves_raise_a_typed_error():
+    lab, _ = two_ellipses(0.0)
+    with pytest.raises(cussp.ValveError, match="no LA"):
+        cussp.valve_line(np.where(lab == LA, 0, lab))
+    apart = lab.copy()
+    apart[np.roll(lab == LA, -12, axis=0)] = LA  # move the atrium away from the ventricle
+    apart[(lab == LA) & ~np.roll(lab == LA, -12, axis=0)] = 0
+    with pytest.raises(cussp.ValveError, match="do not meet"):
+        cussp.valve_line(apart)
+    edge, _ = two_ellipses(0.0, center=(60.0, 8.0))
+    cine = Cine(pixels=np.random.default_rng(0).random((4, 128, 128), dtype=np.float32),
+                spacing=(1.8, 1.8), frame_times=np.arange(4) * 40.0, labels=np.stack([edge] * 4), ed=0, es=2, view="4CH",
+                subject="x")
+    with pytest.raises(cussp.ValveError, match="border"):
+        cussp.valve_patch(cine, cine.labels)
+
+
+def test_equalisation_spreads_the_atrium_over_zero_to_one():
+    g = np.random.default_rng(1)
+    pixels = g.random((5, 32, 32)).astype(np.float32)
+    la = np.zeros_like(pixels, bool)
+    la[:, 8:20, 8:20] = True
+    pixels[la] = 0.4 + 0.1 * pixels[la]  # the atrium occupies a narrow band of intensities
+    eq = cussp.equalise_la(pixels, la)
+    assert eq.min() >= 0 and eq.max() <= 1
+    assert eq[la].mean() == pytest.approx(0.5, abs=0.02) and eq[la].max() == 1.0
+    order = np.argsort(pixels.ravel())
+    assert np.all(np.diff(eq.ravel()[order]) >= 0)  # monotone
+    with pytest.raises(cussp.ValveError, match="too few"):
+        cussp.equalise_la(pixels, np.zeros_like(la))
+
+
+def test_time_axis_helpers():
+    x = np.arange(6, dtype=np.float32)[:, None]
+    assert np.allclose(cussp.cyclic_resample(x, 6), x)
+    assert np.allclose(cussp.cyclic_resample(x, 12)[1::2, 0], [0.5, 1.5, 2.5, 3.5, 4.5, 2.5])  # wraps 5 -> 0
+    assert cussp.systolic_window(x, es=2, n=4)[:, 0].tolist() == [5, 0, 1, 2]  # ends at ES, cyclic
+    with pytest.raises(cussp.ValveError, match="fewer than"):
+        cussp.systolic_window(x, es=2, n=8)
+
+
+def test_augmentation_is_seeded_and_keeps_the_range():
+    x = np.random.default_rng(0).random((6, 32, 32)).astype(np.float32)
+    aug = cussp.PatchAug()
+    a = aug(x, np.random.default_rng(5))
+    assert np.array_equal(a, aug(x, np.random.default_rng(5)))
+    assert a.shape == x.shape and a.min() >= 0 and a.max() <= 1 and not np.allclose(a, x)
+    assert np.allclose(cussp.jitter(x, 1.0, 1.0, 0.0), x)  # the identity parameters change nothing
+
+
+def test_barlow_and_contrastive_losses():
+    torch.manual_seed(0)
+    z = torch.randn(256, 16)
+    assert barlow_twins_loss(z, z, lambd=0.0) < 1e-3  # identical views: diagonal at 1
+    assert barlow_twins_loss(z, torch.randn(256, 16), lambd=0.0) > 10
+    e = torch.randn(8, 4)
+    assert contrastive_loss(e, e, torch.zeros(8)) < 1e-6  # like pairs, equal: nothing to pull
+    assert contrastive_loss(e, e, torch.ones(8), margin=1.0) == pytest.approx(1.0)  # unlike, equal: margin^2
+
+
+def test_siamese_freeze_keeps_only_the_last_block_training():
+    net = CUSSPNet(frames=6, width=8, proj_dims=(16, 16), hidden=8).freeze_all_but_last_block()
+    trainable = {n.split(".")[1] for n, p in net.named_parameters() if p.requires_grad and n.startswith("encoder.")}
+    assert trainable == {"layer4"}
+    net.train()
+    assert not net.encoder.bn1.training and net.encoder.layer4[0].bn1.training
+    out = net(torch.rand(4, 2, 6, 32, 32))
+    assert [tuple(t.shape) for t in out] == [(4, 16), (4, 16), (4,), (4,)]
+
+
+def test_labels_table_checks_and_records(tmp_path, tiny_store):
+    store = tiny_store
+    subs = sorted(store.manifest().subject.unique())
+    f = tmp_path / "labels.csv"
+    pd.DataFrame(dict(subject=[subs[0], "nobody"], mr=[1, 0])).to_csv(f, index=False)
+    lab = cussp.mr_labels(store, f)
+    assert lab.subject.tolist() == [subs[0]] and lab.attrs["unknown"] == ["nobody"]
+    assert set(lab.attrs["unlabelled"]) == set(subs[1:])
+    pd.DataFrame(dict(subject=[subs[0]], mr=[2])).to_csv(f, index=False)
+    with pytest.raises(cussp.LabelsError, match="0 or 1"):
+        cussp.mr_labels(store, f)
+    pd.DataFrame(dict(subject=[subs[0]])).to_csv(f, index=False)
+    with pytest.raises(cussp.LabelsError, match="missing column"):
+        cussp.mr_labels(store, f)
+    phantom = cussp.mr_labels(store)
+    grades = store.manifest().drop_duplicates("subject").set_index("subject").mr_grade
+    assert (phantom.mr == (grades.reindex(phantom.subject).to_numpy() >= 1)).all()
+
+
+def test_preprocess_store_records_failures_and_round_trips(tmp_path, tiny_store):
+    store = tiny_store
+    ids = store.select(view="4CH")
+    broken = ids[0]
+
+    def segment(cine):  # the true masks, but no atrium in one cine
+        return np.where(cine.labels == LA, 0, cine.labels) if cine.cine_id == broken else cine.labels
+
+    ps = cussp.preprocess_store(store, segment, ids, size=32, patch_mm=3.6, frames=8, window=6, crop_size=32,
+                                crop_mm=5.0, progress=False)
+    assert broken not in ps.cine_ids and len(ps) == len(ids) - 1
+    assert ps.failures.set_index("cine_id").reason[broken].startswith("no LA")
+    assert ps.cycle.shape[1:] == (8, 32, 32) and ps.window.shape[1:] == (6, 32, 32) and ps.has_window.all()
+    settings = dict(size=32, ids=ids)
+    ps.save(tmp_path / "p.npz", settings)
+    back = cussp.PatchSet.load(tmp_path / "p.npz", settings)
+    assert back.cine_ids == ps.cine_ids and np.array_equal(back.cycle, ps.cycle)
+    assert back.failures.cine_id.tolist() == [broken]
+    assert cussp.PatchSet.load(tmp_path / "p.npz", dict(settings, size=64)) is None
+
+
+def test_table2_thresholds_from_validation_and_metrics_with_cis():
+    g = np.random.default_rng(0)
+    y = np.r_[np.zeros(40), np.ones(10)].astype(int)
+    good, bad = y + g.normal(0, 0.4, 50), g.random(50)
+    thr = cussp.thresholds({"CUSSP-SIAM-25": (y, good), "RF": (y, bad)})
+    assert thr["CUSSP-SIAM-25"] == f1_threshold(y, good)
+    long = cussp.evaluate({"RF": (y, bad), "CUSSP-SIAM-25": (y, good)}, thr, n_boot=200)
+    v = long.set_index(["row", "metric"])
+    assert v.value[("CUSSP-SIAM-25", "roc_auc")] > v.value[("RF", "roc_auc")]
+    assert (v.ci_low <= v.value + 1e-12).all() and (v.value <= v.ci_high + 1e-12).all()
+    assert v.paper[("CUSSP-SIAM-25", "f1")] == 0.69
+    tab = cussp.table2(long)
+    assert list(tab.index) == ["RF", "CUSSP-SIAM-25"] and tab.loc["RF", "paper AUC"] == 0.58
+    by = cussp.recall_by_grade(np.r_[np.zeros(40), [1] * 4, [2] * 3, [3] * 3], {"x": good}, {"x": thr["CUSSP-SIAM-25"]})
+    assert by.n.tolist() == [4, 3, 3] and by.found.le(by.n).all()
+
+
+def test_f1_threshold_picks_the_best_cut_between_scores():
+    assert f1_threshold([0, 0, 1, 1, 0, 1], [0.1, 0.2, 0.7, 0.8, 0.75, 0.3]) == pytest.approx(0.25)
