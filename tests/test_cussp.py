@@ -204,3 +204,26 @@ def test_table2_thresholds_from_validation_and_metrics_with_cis():
 
 def test_f1_threshold_picks_the_best_cut_between_scores():
     assert f1_threshold([0, 0, 1, 1, 0, 1], [0.1, 0.2, 0.7, 0.8, 0.75, 0.3]) == pytest.approx(0.25)
+
+
+def test_siamese_training_moves_only_the_last_block_and_exports(tmp_path):
+    g = np.random.default_rng(0)
+    x = g.random((12, 6, 24, 24)).astype(np.float32)
+    y = np.array([0, 1] * 6)
+    x[y == 1, :, 8:16, 8:16] *= 0.2  # a dark "jet" in the MR cines
+    cfg = cussp.CUSSPConfig(width=8, proj_dims=(16, 16), hidden=8, input_px=16, pretrain_steps=2, pretrain_bs=4,
+                            epochs=1, siam_epochs=1, bs=4)
+    enc, row = cussp.pretrain(x, x[:4], cfg, cussp.PatchAug(), "t")
+    assert row["n_cines"] == 12 and row["epochs"] == 1
+    before = {k: v.clone() for k, v in enc.state_dict().items()}
+    learn, logs = cussp.fit("CUSSP-SIAM", {"cycle": enc}, (x, y), (x[:4], y[:4]), cfg, cussp.PatchAug())
+    after = learn.model.net.state_dict()
+    moved = {k.split(".")[1] for k in before if k.startswith("encoder.") and not torch.equal(before[k], after[k])}
+    assert moved == {"layer4"}  # frozen layers keep their weights and their BatchNorm statistics
+    assert [r["stage"] for r in logs] == ["CUSSP-SIAM siamese", "CUSSP-SIAM classifier"]
+    assert all(torch.equal(before[k], v) for k, v in enc.state_dict().items())  # the shared encoder is untouched
+    s = cussp.scores(learn.model, x)
+    path = cussp.save(learn, tmp_path / "siam.pkl")
+    assert np.allclose(cussp.scores(cussp.load(path), x), s, atol=1e-6)
+    with pytest.raises(ValueError, match="unknown CUSSP row"):
+        cussp.fit("CUSSP-9", {"cycle": enc}, (x, y), (x[:4], y[:4]), cfg, cussp.PatchAug())

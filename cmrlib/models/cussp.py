@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.models import DenseNet
+from torchvision.models.resnet import BasicBlock, ResNet
 
 from .weights import cached_state
 
@@ -24,7 +25,7 @@ def frame_encoder(frames: int, width: int = 64, pretrained: bool = False) -> nn.
 
     `width` scales every stage (64 = torchvision's ResNet-18). ImageNet weights, when asked for, go into every
     layer but the first convolution, whose input is the cine's frames rather than RGB."""
-    net = _resnet18(width)
+    net = WideResNet18(width)
     if pretrained:
         if width != 64:
             raise ValueError("ImageNet weights exist for the full-width ResNet-18 only (width=64)")
@@ -37,23 +38,19 @@ def frame_encoder(frames: int, width: int = 64, pretrained: bool = False) -> nn.
     return net
 
 
-def _resnet18(width: int) -> nn.Module:
+class WideResNet18(ResNet):
     """torchvision's ResNet-18 with `width` channels in its first stage, doubling per stage (64: the original)."""
-    from torchvision.models.resnet import BasicBlock, ResNet
 
-    class Narrow(ResNet):
-        def __init__(self):
-            nn.Module.__init__(self)
-            self._norm_layer, self.inplanes, self.dilation, self.groups, self.base_width = nn.BatchNorm2d, width, 1, 1, 64
-            self.conv1 = nn.Conv2d(3, width, 7, 2, 3, bias=False)
-            self.bn1, self.relu, self.maxpool = nn.BatchNorm2d(width), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1)
-            self.layer1 = self._make_layer(BasicBlock, width, 2)
-            self.layer2 = self._make_layer(BasicBlock, width * 2, 2, stride=2)
-            self.layer3 = self._make_layer(BasicBlock, width * 4, 2, stride=2)
-            self.layer4 = self._make_layer(BasicBlock, width * 8, 2, stride=2)
-            self.avgpool, self.fc = nn.AdaptiveAvgPool2d(1), nn.Linear(width * 8, 1)
-
-    return Narrow()
+    def __init__(self, width: int = 64):
+        nn.Module.__init__(self)
+        self._norm_layer, self.inplanes, self.dilation, self.groups, self.base_width = nn.BatchNorm2d, width, 1, 1, 64
+        self.conv1 = nn.Conv2d(3, width, 7, 2, 3, bias=False)
+        self.bn1, self.relu, self.maxpool = nn.BatchNorm2d(width), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1)
+        self.layer1 = self._make_layer(BasicBlock, width, 2)
+        self.layer2 = self._make_layer(BasicBlock, width * 2, 2, stride=2)
+        self.layer3 = self._make_layer(BasicBlock, width * 4, 2, stride=2)
+        self.layer4 = self._make_layer(BasicBlock, width * 8, 2, stride=2)
+        self.avgpool, self.fc = nn.AdaptiveAvgPool2d(1), nn.Linear(width * 8, 1)
 
 
 def projector(dim_in: int, dims: Sequence[int] = (2048, 2048)) -> nn.Sequential:
@@ -85,8 +82,9 @@ def contrastive_loss(e1: torch.Tensor, e2: torch.Tensor, different: torch.Tensor
 
 
 def mlp_head(dim_in: int, hidden: int = 256, out: int = 1, dropout: float = 0.2) -> nn.Sequential:
-    """The 3-layer MLP classifier on top of the encoder."""
-    return nn.Sequential(nn.Linear(dim_in, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
+    """The 3-layer MLP classifier on top of the encoder, its input standardised (BatchNorm): self-supervised
+    features come at any scale, and unscaled they left the head unable to fit the training cines."""
+    return nn.Sequential(nn.BatchNorm1d(dim_in), nn.Linear(dim_in, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
                          nn.Linear(hidden, hidden // 2), nn.ReLU(inplace=True), nn.Linear(hidden // 2, out))
 
 

@@ -16,15 +16,15 @@ from .data import (LabelsError, Labelled, PatchAug, PatchSet, SiamesePairs, Twin
 from .evaluate import (PAPER_TABLE2, ROWS, TABLE2_METRICS, evaluate, recall_by_grade, table2, thresholds,
                        validation_table)
 from .figures import grade_figure, pool_figure, preprocessing_figure, roc_pr_figure
-from .learner import (INPUTS, JOINT_WEIGHTS, CUSSPConfig, dataloaders, fit, fit_cnn_lstm, fit_joint, fit_siamese,
-                      learner, load, pretrain, random_forest, save, scores)
+from .learner import (INPUTS, JOINT_WEIGHTS, SUPERVISED, CUSSPConfig, dataloaders, fit, fit_cnn_lstm, fit_joint,
+                      fit_siamese, fit_supervised, learner, load, pretrain, random_forest, save, scores)
 from .predict import predict
 from .valve import Valve, ValveError, ValvePatch, equalise_la, inside_fraction, patch_map, valve_line, valve_patch
 
 __all__ = ["LabelsError", "Labelled", "labelled", "unlabelled", "PatchAug", "PatchSet", "SiamesePairs", "TwinViews", "com_crop",
            "cyclic_resample", "ed_es", "jitter", "mr_labels", "preprocess", "preprocess_store", "systolic_window",
            "PAPER_TABLE2", "ROWS", "TABLE2_METRICS", "evaluate", "recall_by_grade", "table2", "thresholds", "validation_table",
-           "grade_figure", "pool_figure", "preprocessing_figure", "roc_pr_figure", "INPUTS", "JOINT_WEIGHTS", "CUSSPConfig",
+           "grade_figure", "pool_figure", "preprocessing_figure", "roc_pr_figure", "INPUTS", "JOINT_WEIGHTS", "SUPERVISED", "fit_supervised", "CUSSPConfig",
            "dataloaders", "fit", "learner",
            "fit_cnn_lstm", "fit_joint", "fit_siamese", "load", "pretrain", "random_forest", "save", "scores",
            "predict", "Valve", "ValveError", "ValvePatch", "equalise_la", "inside_fraction", "patch_map",

@@ -24,6 +24,7 @@ from .data import Labelled, PatchAug, SiamesePairs, TwinViews
 
 # rows of the paper's Table 2 -> (Barlow weight, cross-entropy weight) of the joint objective
 JOINT_WEIGHTS = {"CUSSP-1": (0.9, 0.1), "CUSSP-2": (0.5, 0.5), "CUSSP-3": (0.1, 0.9)}
+SUPERVISED = "ResNet-18-supervised"  # a row beyond the paper's table: no pretraining, labelled cines only
 
 
 @dataclass(frozen=True)
@@ -208,6 +209,17 @@ def fit_siamese(encoder: CUSSPNet, train: tuple, valid: tuple, cfg: CUSSPConfig,
     return learn, logs
 
 
+def fit_supervised(train: tuple, valid: tuple, cfg: CUSSPConfig, aug: PatchAug, row: str = SUPERVISED
+                   ) -> tuple[Learner, dict]:
+    """Beyond the paper: the same ResNet-18 and head trained on the labelled cines alone, from a random start
+    with every layer trainable (what the self-supervised rows must beat to earn their pretraining)."""
+    seed_everything(seed_for(cfg.seed, "cussp", row))
+    (xt, _), _ = train, valid
+    net = CUSSPNet(xt.shape[1], cfg.width, cfg.proj_dims, cfg.hidden, cfg.pretrained, cfg.input_px)
+    learn = learner(net, train, valid, cfg, aug, row)
+    return learn, _fit(learn, cfg.epochs, cfg.lr, row)
+
+
 def fit_cnn_lstm(train: tuple, valid: tuple, cfg: CUSSPConfig, aug: PatchAug) -> tuple[Learner, dict]:
     """The CNN-LSTM baseline on centre-of-mass crops, trained end to end with weighted cross-entropy."""
     seed_everything(seed_for(cfg.seed, "cussp", "CNN-LSTM"))
@@ -219,7 +231,8 @@ def fit_cnn_lstm(train: tuple, valid: tuple, cfg: CUSSPConfig, aug: PatchAug) ->
 def fit(row: str, encoders: dict[str, CUSSPNet], train: tuple, valid: tuple, cfg: CUSSPConfig, aug: PatchAug
         ) -> tuple[Learner, list[dict]]:
     """Train one deep row of Table 2 from the pretrained `encoders` ("cycle", "window"): CUSSP-1/2/3 (joint
-    objective), CUSSP-SIAM / -SIAM-25 (Siamese, then classifier) or CNN-LSTM (no encoder; `train` holds crops)."""
+    objective), CUSSP-SIAM / -SIAM-25 (Siamese, then classifier), CNN-LSTM (no encoder; `train` holds crops) or
+    the supervised ResNet-18 beyond the paper (no encoder used)."""
     if row in JOINT_WEIGHTS:
         learn, log = fit_joint(encoders["cycle"], train, valid, cfg, aug, row)
         return learn, [log]
@@ -228,11 +241,15 @@ def fit(row: str, encoders: dict[str, CUSSPNet], train: tuple, valid: tuple, cfg
     if row == "CNN-LSTM":
         learn, log = fit_cnn_lstm(train, valid, cfg, aug)
         return learn, [log]
-    raise ValueError(f"unknown CUSSP row {row!r}; expected one of {[*JOINT_WEIGHTS, 'CUSSP-SIAM', 'CUSSP-SIAM-25', 'CNN-LSTM']}")
+    if row == SUPERVISED:
+        learn, log = fit_supervised(train, valid, cfg, aug)
+        return learn, [log]
+    raise ValueError(f"unknown CUSSP row {row!r}; expected one of {list(INPUTS)}")
 
 
 # the input each deep row reads from a PatchSet
-INPUTS = {**{r: "cycle" for r in JOINT_WEIGHTS}, "CUSSP-SIAM": "cycle", "CUSSP-SIAM-25": "window", "CNN-LSTM": "crops"}
+INPUTS = {"CNN-LSTM": "crops", **{r: "cycle" for r in JOINT_WEIGHTS}, "CUSSP-SIAM": "cycle", "CUSSP-SIAM-25": "window",
+          SUPERVISED: "cycle"}
 
 
 @torch.inference_mode()
