@@ -86,11 +86,6 @@ class PatchSet:
     def __len__(self):
         return len(self.cine_ids)
 
-    def index(self, subjects: Sequence[str]) -> np.ndarray:
-        """Row numbers of these subjects (in their order); subjects without a patch are skipped."""
-        pos = {s: i for i, s in enumerate(self.subjects)}
-        return np.array([pos[s] for s in subjects if s in pos], dtype=int)
-
     def save(self, path: str | Path, settings: Mapping) -> Path:
         """Write atomically (a temporary file renamed into place) with the settings that made it."""
         path = Path(path)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+import copy
+from dataclasses import dataclass
 from pathlib import Path
 
 import fastai.callback.schedule  # noqa: F401  (adds Learner.fit_one_cycle)
@@ -51,9 +52,6 @@ class CUSSPConfig:
     cnn_epochs: int = 20
     pretrained: bool = False              # ImageNet weights (local cache only) for the ResNet-18 / DenseNet-121
     seed: int = 0
-
-    def settings(self) -> dict:
-        return asdict(self)
 
 
 def dataloaders(train, valid, bs: int):
@@ -104,6 +102,8 @@ class WeightedBCE:
 
 
 class ContrastiveLoss:
+    """The Siamese stage's loss on a model's (e1, e2) output; the target is 1 for an unlike (non-MR, MR) pair."""
+
     def __init__(self, margin: float = 1.0):
         self.margin = margin
 
@@ -163,7 +163,7 @@ def pretrain(pool: np.ndarray, valid: np.ndarray, cfg: CUSSPConfig, aug: PatchAu
 
 
 def _clone(net: CUSSPNet) -> CUSSPNet:
-    import copy
+    """An independent copy, so every row starts from the same pretrained weights."""
     return copy.deepcopy(net)
 
 
