@@ -5,7 +5,9 @@
 - `intensity`: `normalise` and the deterministic intensity maps (`bias_field`, `degrade`, `remap_labels`,
   `thicken_wall`);
 - `augment`: fastai transforms that draw parameters and delegate to the deterministic maps (`SegAffine`,
-  `IntensityAug`, `LabelIntensityAug`, `ClutterAug`, `WallAug`), as TorchIO splits random from deterministic.
+  `IntensityAug`, `LabelIntensityAug`, `ClutterAug`, `WallAug`), as TorchIO splits random from deterministic;
+- `corrupt`: the restoration pretext's corruptions of a cine patch (`LocalShuffle`, `PatchCover`; frame
+  covering is a `PatchCover` of whole frames; the `random_*` functions draw them), kept in their module (`cmrlib.transforms.corrupt`).
 
 Every name is importable from `cmrlib.transforms` as before.
 """
