@@ -164,3 +164,22 @@ def test_texture_bank_crops_are_seeded_and_sized():
     x, y = a(4.0), b(4.0)
     assert x.shape == (1200,) and np.array_equal(x, y)
     assert not np.array_equal(a(4.0), x)  # a second request is another crop of the same field
+
+
+def test_heart_failure_ef_overlap_and_measured_ef_change_nothing_else():
+    clinic = dict(p_hfref=0.4, p_hfpef=0.4, hfref_ef=(38.0, 10.0, 15.0, 60.0), hfpef_ef=(56.0, 7.0, 40.0, 75.0),
+                  ef_measurement_sd=4.0)
+    base = [sample_recipe(i, 11, dict(p_hfref=0.4, p_hfpef=0.4)) for i in range(300)]
+    wide = [sample_recipe(i, 11, clinic) for i in range(300)]
+    for a, b in zip(base, wide):  # only the heart-failure classes' EF draws differ
+        assert a["conditions"] == b["conditions"] and a["covariates"] == b["covariates"]
+        assert a["measured"] == b["measured"]
+        if a["conditions"]["hf_class"] == "none":
+            assert a["function"] == b["function"]
+    ef = {k: [truths(r)["lv_ef"] for r in wide if r["conditions"]["hf_class"] == k] for k in ("HFrEF", "HFpEF")}
+    assert max(ef["HFrEF"]) > 50 and min(ef["HFpEF"]) < 50  # the classes reach across the threshold
+    assert max(truths(r)["lv_ef"] for r in base if r["conditions"]["hf_class"] == "HFrEF") <= 45.5
+    err = [truths(r)["lv_ef_measured"] - truths(r)["lv_ef"] for r in wide]
+    assert abs(np.std(err) - 4.0) < 0.6 and abs(np.mean(err)) < 0.7
+    old = {k: v for k, v in wide[0].items() if k != "measured"}  # a recipe stored before the measured EF existed
+    assert "lv_ef_measured" not in truths(old)

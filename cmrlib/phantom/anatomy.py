@@ -302,4 +302,6 @@ def truths(recipe: dict) -> dict:
         co_l_min=fsv * cov["hr_bpm"] / 1000.0, forward_sv_ml=fsv, regurgitant_fraction=fn["regurgitant_fraction"],
         mapse_mm=fn["mapse_mm"], tapse_mm=fn["tapse_mm"])
     out.update(motion.annular_velocities(tm, fn["e_frac"], cond["af"], fn["mapse_mm"]))
+    if "measured" in recipe:  # recipes written before the measured EF existed have none
+        out["lv_ef_measured"] = out["lv_ef"] + recipe["measured"]["lv_ef_error"]
     return {k: round(float(v), 4) for k, v in out.items()}

@@ -33,6 +33,11 @@ class PhantomConfig:
     heart_detail: bool = False  # RV pool darker than the LV, wall-anchored papillary muscles, trabecular fingers
     p_hfref: float = 0.14
     p_hfpef: float = 0.14
+    # LVEF (%) of each heart-failure class: mean, SD, low, high of a truncated normal. The defaults keep the classes
+    # apart (no HF patient near 50 %); wider ranges that cross 50 % make them overlap as a clinic's do.
+    hfref_ef: tuple[float, float, float, float] = (32.0, 7.0, 15.0, 45.0)
+    hfpef_ef: tuple[float, float, float, float] = (60.0, 5.0, 50.0, 72.0)
+    ef_measurement_sd: float = 4.0  # SD (EF points) of the clinically measured LVEF around the truth (`lv_ef_measured`)
     p_mr: tuple[float, float, float] = (0.08, 0.07, 0.05)  # MR grade 1 (mild), 2 (moderate), 3 (severe)
     p_af: float = 0.08
     p_hcm: float = 0.05
@@ -105,8 +110,9 @@ def sample_covariates(rng: np.random.Generator, cond: dict) -> dict:
                 bsa_m2=round(bsa, 3), bmi=round(bmi, 2), sbp=round(sbp), dbp=round(dbp), hr_bpm=round(hr, 1))
 
 
-def sample_function(rng: np.random.Generator, cov: dict, cond: dict) -> dict:
+def sample_function(rng: np.random.Generator, cov: dict, cond: dict, cfg: PhantomConfig | None = None) -> dict:
     """Chamber volumes, EF, mass, atrial function and annular motion for one subject (sex, age, BSA, conditions)."""
+    cfg = cfg or PhantomConfig()
     male, bsa, age = cov["sex"] == "M", cov["bsa_m2"], cov["age"]
     # healthy UK Biobank reference (Petersen 2017): indexed volumes, EF and mass
     edvi = _tn(rng, (84.0 if male else 74.0) - 0.25 * (age - 60.0), 11.0 if male else 9.5, 50.0, 125.0)
@@ -124,7 +130,7 @@ def sample_function(rng: np.random.Generator, cov: dict, cond: dict) -> dict:
     e_dur, sphericity, wall_pattern = 1.0, _tn(rng, 0.3, 0.02, 0.25, 0.36), "normal"
     if cond["hf_class"] == "HFrEF":
         edvi *= rng.uniform(1.35, 1.9)
-        ef = _tn(rng, 32.0, 7.0, 15.0, 45.0)
+        ef = _tn(rng, *cfg.hfref_ef)
         massi *= rng.uniform(1.1, 1.4)
         la_maxi *= rng.uniform(1.3, 1.8); laef = _tn(rng, 35.0, 9.0, 15.0, 55.0)
         mapse = _tn(rng, 7.0, 1.8, 3.0, 11.0); tapse *= 0.75
@@ -132,7 +138,7 @@ def sample_function(rng: np.random.Generator, cov: dict, cond: dict) -> dict:
         rv_ratio *= rng.uniform(0.8, 1.0)
     elif cond["hf_class"] == "HFpEF":
         edvi *= rng.uniform(0.85, 1.05)
-        ef = _tn(rng, 60.0, 5.0, 50.0, 72.0)
+        ef = _tn(rng, *cfg.hfpef_ef)
         massi *= rng.uniform(1.2, 1.55)
         la_maxi *= rng.uniform(1.3, 1.7); laef = _tn(rng, 42.0, 8.0, 20.0, 60.0)
         mapse = _tn(rng, 10.0, 1.8, 5.0, 14.0)
@@ -275,7 +281,7 @@ def sample_recipe(index: int, seed: int, config: PhantomConfig | dict | None = N
     rng = np.random.default_rng([int(seed), int(index), 3])
     cond = sample_conditions(rng, cfg)
     cov = sample_covariates(rng, cond)
-    fn = sample_function(rng, cov, cond)
+    fn = sample_function(rng, cov, cond, cfg)
     tm = motion.timing(cov["hr_bpm"], rng, fn["e_dur_scale"])
     geo = sample_geometry(rng, cov, cond, fn)
     acq = sample_acquisition(rng, cfg)
@@ -285,7 +291,11 @@ def sample_recipe(index: int, seed: int, config: PhantomConfig | dict | None = N
         void_phase=float(rng.uniform(0.05, 0.3)))
     noise_seed = int(rng.integers(0, 2**31 - 1))
     body, heart = sample_texture(np.random.default_rng([int(seed), int(index), 4]), cov, cfg.heart_detail)
+    # a clinic's LVEF reading: the truth plus measurement error, from its own stream (earlier draws unchanged)
+    error = np.random.default_rng([int(seed), int(index), 5]).normal(0, cfg.ef_measurement_sd)
+    measured = dict(lv_ef_error=float(error))
     geo["body"].update(body)
     geo.update(heart)
     return dict(subject=f"ph{index + 1:04d}", index=int(index), seed=int(seed), covariates=cov, conditions=cond,
-                function=fn, timing=tm, geometry=geo, acquisition=acq, jet=jet, noise_seed=noise_seed)
+                function=fn, timing=tm, geometry=geo, acquisition=acq, jet=jet, noise_seed=noise_seed,
+                measured=measured)
