@@ -1,0 +1,90 @@
+"""SSLHF's networks (Zhong et al., EMBC 2021): a 3D U-Net-like restorer of corrupted cine patches (encoder: ten 3D
+convolutions and four 3D max-pools; decoder: ten 3D convolutions and four 3D transposed convolutions) and the
+classifier that reuses its encoder, followed by a max-pool and three fully connected layers (Kaiming init).
+
+Input (B, 1, T, H, W): time is the first of the three convolved axes."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+
+def _double_conv(cin: int, cout: int) -> nn.Sequential:
+    """Two 3x3x3 convolutions with BatchNorm and ReLU (two of the encoder's or decoder's ten)."""
+    return nn.Sequential(nn.Conv3d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm3d(cout), nn.ReLU(inplace=True),
+                         nn.Conv3d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm3d(cout), nn.ReLU(inplace=True))
+
+
+class Encoder3D(nn.Module):
+    """Five levels of two convolutions, a 2x2x2 max-pool between levels: (B, 1, T, H, W) -> per-level features.
+
+    T, H and W must be divisible by 16."""
+
+    def __init__(self, widths: Sequence[int] = (16, 32, 64, 128, 256)):
+        super().__init__()
+        if len(widths) != 5:
+            raise ValueError(f"the encoder has five levels (ten convolutions, four pools); got widths {widths}")
+        self.widths = tuple(widths)
+        chans = (1, *widths)
+        self.levels = nn.ModuleList(_double_conv(a, b) for a, b in zip(chans[:-1], chans[1:]))
+        self.pool = nn.MaxPool3d(2)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        if any(s % 16 for s in x.shape[-3:]):
+            raise ValueError(f"patch size {tuple(x.shape[-3:])} (T, H, W) must be divisible by 16 (four pools)")
+        feats = []
+        for i, level in enumerate(self.levels):
+            x = level(x if i == 0 else self.pool(x))
+            feats.append(x)
+        return feats
+
+
+class Restorer3D(nn.Module):
+    """The restoration proxy: encoder, then four transposed convolutions up, each followed by two convolutions on
+    the upsampled features joined with the encoder's (U-Net skips), a last 3x3x3 convolution and a 1x1x1 one to a
+    single channel (ten decoder convolutions, as the paper's)."""
+
+    def __init__(self, widths: Sequence[int] = (16, 32, 64, 128, 256)):
+        super().__init__()
+        self.encoder = Encoder3D(widths)
+        w = self.encoder.widths
+        self.up = nn.ModuleList(nn.ConvTranspose3d(w[i + 1], w[i], 2, stride=2) for i in reversed(range(4)))
+        self.dec = nn.ModuleList(_double_conv(2 * w[i], w[i]) for i in reversed(range(4)))
+        self.out = nn.Sequential(nn.Conv3d(w[0], w[0], 3, padding=1, bias=False), nn.BatchNorm3d(w[0]),
+                                 nn.ReLU(inplace=True), nn.Conv3d(w[0], 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats = self.encoder(x)
+        y = feats[-1]
+        for up, dec, skip in zip(self.up, self.dec, reversed(feats[:-1])):
+            y = dec(torch.cat([up(y), skip], 1))
+        return self.out(y)
+
+
+class Classifier3D(nn.Module):
+    """The encoder (initialised from the restorer or at random), a global max-pool and three fully connected
+    layers (Kaiming init) -> one logit per patch (HFrEF)."""
+
+    def __init__(self, widths: Sequence[int] = (16, 32, 64, 128, 256), hidden: Sequence[int] = (128, 32),
+                 dropout: float = 0.3):
+        super().__init__()
+        self.encoder = Encoder3D(widths)
+        dims = (self.encoder.widths[-1], *hidden, 1)
+        layers: list[nn.Module] = []
+        for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+            lin = nn.Linear(a, b)
+            nn.init.kaiming_normal_(lin.weight, nonlinearity="relu")
+            nn.init.zeros_(lin.bias)
+            layers += [lin] if i == len(dims) - 2 else [lin, nn.ReLU(inplace=True), nn.Dropout(dropout)]
+        self.head = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.encoder(x)[-1]
+        return self.head(torch.amax(f, dim=(2, 3, 4))).squeeze(1)
+
+    def load_restorer(self, restorer: Restorer3D) -> "Classifier3D":
+        """Start from the restoration proxy's encoder (SSLHF); without it the encoder keeps its random init (ablation A)."""
+        self.encoder.load_state_dict(restorer.encoder.state_dict())
+        return self
