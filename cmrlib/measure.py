@@ -210,12 +210,17 @@ def _lengths(labels: np.ndarray, spacing, label: Label, base=None) -> np.ndarray
                      for t in range(len(labels))])
 
 
-def _resample_cycle(curve: np.ndarray, n: int) -> np.ndarray:
-    """A per-frame curve over one cycle resampled to n frames (linear in cycle phase) to pair unequal views."""
-    curve = np.asarray(curve, dtype=float)
-    if curve.size == n:
-        return curve
-    return np.interp(np.arange(n) / n, np.arange(curve.size) / curve.size, curve, period=1.0)
+def resample_cycle(x, n: int) -> np.ndarray:
+    """(T, ...) values over one cardiac cycle -> (n, ...), linear in cycle phase and wrapping from the last frame to
+    the first: pairs views with unequal frame counts, or gives every cine the same number of frames."""
+    x = np.asarray(x)
+    x = x if np.issubdtype(x.dtype, np.floating) else x.astype(float)
+    if len(x) == n:
+        return x
+    t = np.arange(n) * len(x) / n
+    i0 = np.floor(t).astype(int) % len(x)
+    w = (t - np.floor(t)).reshape(-1, *([1] * (x.ndim - 1)))
+    return ((1 - w) * x[i0] + w * x[(i0 + 1) % len(x)]).astype(x.dtype)
 
 
 def _max_min(prefix: str, vol: np.ndarray) -> dict:
@@ -233,8 +238,8 @@ def atrial_volume_curve(labels_2ch, sp2, labels_4ch, sp4, label: Label = LA, bas
     if labels_2ch is None:
         return area_length_single(a4, L4)
     l2 = np.asarray(labels_2ch)
-    a2 = _resample_cycle(area_curve(l2, sp2, label), len(l4))
-    L2 = _resample_cycle(_lengths(l2, sp2, label, base_2ch), len(l4))
+    a2 = resample_cycle(area_curve(l2, sp2, label), len(l4))
+    L2 = resample_cycle(_lengths(l2, sp2, label, base_2ch), len(l4))
     return area_length_biplane(a2, a4, np.stack([L2, L4], axis=-1))
 
 
@@ -372,7 +377,7 @@ def average_views(*curves) -> np.ndarray:
     if not cs:
         raise MeasureError("average_views: no curve given")
     n = max(c.size for c in cs)
-    return np.mean([_resample_cycle(c, n) for c in cs], axis=0)
+    return np.mean([resample_cycle(c, n) for c in cs], axis=0)
 
 
 def mapse(displacement) -> float:

@@ -10,7 +10,7 @@ datasets), `learner` (a classifier Learner), `pretrain` (Barlow Twins), `fit` (o
 `fit_siamese`, `fit_cnn_lstm`), `random_forest`, `load`, `predict` (one cine -> MR probability), `evaluate`
 (Table 2 with bootstrap CIs).
 """
-from .data import (LabelsError, Labelled, PatchAug, PatchSet, SiamesePairs, TwinViews, com_crop, cyclic_resample,
+from .data import (LabelsError, Labelled, PatchAug, PatchSet, SiamesePairs, TwinViews, com_crop,
                    labelled, unlabelled,
                    ed_es, jitter, mr_labels, preprocess, preprocess_store, systolic_window)
 from .evaluate import (PAPER_TABLE2, ROWS, TABLE2_METRICS, evaluate, recall_by_grade, table2, thresholds,
@@ -22,7 +22,7 @@ from .predict import predict
 from .valve import Valve, ValveError, ValvePatch, equalise_la, inside_fraction, patch_map, valve_line, valve_patch
 
 __all__ = ["LabelsError", "Labelled", "labelled", "unlabelled", "PatchAug", "PatchSet", "SiamesePairs", "TwinViews", "com_crop",
-           "cyclic_resample", "ed_es", "jitter", "mr_labels", "preprocess", "preprocess_store", "systolic_window",
+           "ed_es", "jitter", "mr_labels", "preprocess", "preprocess_store", "systolic_window",
            "PAPER_TABLE2", "ROWS", "TABLE2_METRICS", "evaluate", "recall_by_grade", "table2", "thresholds", "validation_table",
            "grade_figure", "pool_figure", "preprocessing_figure", "roc_pr_figure", "INPUTS", "JOINT_WEIGHTS", "SUPERVISED", "fit_supervised", "CUSSPConfig",
            "dataloaders", "fit", "learner",

@@ -13,7 +13,7 @@ import pandas as pd
 from fastprogress.fastprogress import progress_bar
 
 from ...labels import LV
-from ...measure import MeasureError, area_curve, ed_es_from_curve
+from ...measure import MeasureError, area_curve, ed_es_from_curve, resample_cycle
 from ...record import Cine
 from ...store import CohortStore
 from ...transforms.geometry import Affine2D, RandomAffine2D
@@ -27,14 +27,6 @@ class LabelsError(ValueError):
 
 
 # ---------------------------------------------------------------- time axis
-
-
-def cyclic_resample(x: np.ndarray, n: int) -> np.ndarray:
-    """(T, ...) one cardiac cycle -> (n, ...) by linear interpolation in time, wrapping from the last frame to the first."""
-    t = np.arange(n) * len(x) / n
-    i0 = np.floor(t).astype(int) % len(x)
-    w = (t - np.floor(t)).reshape(-1, *([1] * (x.ndim - 1)))
-    return ((1 - w) * x[i0] + w * x[(i0 + 1) % len(x)]).astype(np.float32)
 
 
 def systolic_window(x: np.ndarray, es: int, n: int) -> np.ndarray:
@@ -57,11 +49,12 @@ def ed_es(cine: Cine, labels: np.ndarray) -> tuple[int, int]:
 def com_crop(cine: Cine, size: int = 64, pixel_mm: float = 2.5) -> np.ndarray:
     """The CNN-LSTM's input: every frame cropped around the centre of mass of the mean frame's intensity, at
     `pixel_mm` per pixel, scaled to the cine's 1st-99th percentiles."""
+    from scipy import ndimage
+
     mean = cine.pixels.mean(0)
-    ys, xs = np.indices(mean.shape)
     w = np.clip(mean - np.median(mean), 0, None)
-    c = ((xs * w).sum() / w.sum(), (ys * w).sum() / w.sum()) if w.sum() > 0 else ((mean.shape[1] - 1) / 2,
-                                                                                  (mean.shape[0] - 1) / 2)
+    row, col = ndimage.center_of_mass(w) if w.sum() > 0 else ((mean.shape[0] - 1) / 2, (mean.shape[1] - 1) / 2)
+    c = (float(col), float(row))
     aff = Affine2D(size=(size, size), center=c, scale=float(cine.spacing[-1]) / pixel_mm)
     return np.clip(percentile_range(aff.image(cine.pixels.astype(np.float32))), 0, 1).astype(np.float32)
 
@@ -119,8 +112,8 @@ def preprocess(cine: Cine, labels: np.ndarray, size: int = 64, patch_mm: float =
     reason, if the cine is too short) and its CNN-LSTM crop; ValveError / MeasureError when no valve."""
     ed, es = ed_es(cine, labels)
     patch = valve_patch(cine, labels, ed, size, patch_mm)
-    out = dict(cycle=cyclic_resample(np.roll(patch.pixels, -ed, axis=0), frames),
-               crops=cyclic_resample(np.roll(com_crop(cine, crop_size, crop_mm), -ed, axis=0), frames),
+    out = dict(cycle=resample_cycle(np.roll(patch.pixels, -ed, axis=0), frames),
+               crops=resample_cycle(np.roll(com_crop(cine, crop_size, crop_mm), -ed, axis=0), frames),
                window=None, window_error=None)
     try:
         out["window"] = systolic_window(patch.pixels, es, window)
@@ -144,13 +137,15 @@ def preprocess_store(store: CohortStore, segment: Callable[[Cine], np.ndarray], 
             continue
         if keep[-1][1]["window_error"]:
             fails.append(dict(cine_id=cid, subject=str(cine.subject), reason=keep[-1][1]["window_error"]))
-    empty = np.zeros((0, frames, size, size), np.float16)
-    stack = lambda k, blank: np.stack([p[k] if p[k] is not None else blank for _, p in keep]).astype(np.float16) \
-        if keep else empty
+    def stack(key: str, shape: tuple) -> np.ndarray:
+        """One input of every kept cine as float16 (a cine without a window gets zeros; `has_window` says so)."""
+        arrays = [np.zeros(shape, np.float32) if p[key] is None else p[key] for _, p in keep]
+        return np.stack(arrays).astype(np.float16) if arrays else np.zeros((0, *shape), np.float16)
+
     return PatchSet(cine_ids=[c.cine_id for c, _ in keep], subjects=[str(c.subject) for c, _ in keep],
-                    cycle=stack("cycle", None), window=stack("window", np.zeros((window, size, size), np.float32)),
+                    cycle=stack("cycle", (frames, size, size)), window=stack("window", (window, size, size)),
                     has_window=np.array([p["window"] is not None for _, p in keep], bool),
-                    crops=stack("crops", None),
+                    crops=stack("crops", (frames, crop_size, crop_size)),
                     failures=pd.DataFrame(fails, columns=["cine_id", "subject", "reason"]))
 
 

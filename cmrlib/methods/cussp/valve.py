@@ -105,7 +105,7 @@ def valve_patch(cine: Cine, labels: np.ndarray, frame: int | None = None, size: 
     if cine.is_stack:
         raise ValveError(f"{cine.cine_id}: a SAX stack has no valve view; CUSSP needs a 4CH cine")
     labels = np.asarray(labels)
-    f = int(cine.ed if frame is None and cine.ed is not None else (frame or 0))
+    f = int(frame if frame is not None else cine.ed or 0)
     valve = valve_line(labels[f])
     aff = patch_map(valve, float(cine.spacing[-1]), size, patch_mm)
     inside = inside_fraction(aff, cine.pixels.shape[-2:])
