@@ -16,15 +16,17 @@ import warnings
 from pathlib import Path
 from typing import Mapping
 
+import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from fastai.callback.core import Callback
 from fastai.learner import Learner, load_learner
 
 from .utils import atomic_write_json, to_jsonable
 
 __all__ = ["device", "CPUBFloat16", "cpu_bf16", "bf16_callbacks", "export", "load", "history", "load_encoder",
-           "record_settings", "reusable"]
+           "record_settings", "reusable", "dataloaders", "WeightedBCE", "pos_weight", "step_decay"]
 
 
 def device() -> torch.device:
@@ -72,6 +74,37 @@ def cpu_bf16() -> bool:
 def bf16_callbacks(bf16: bool) -> list[Callback]:
     """The callbacks that give `bf16` training: CPU bfloat16 autocast on the CPU (nothing on a GPU or when off)."""
     return [CPUBFloat16()] if bf16 and device().type == "cpu" else []
+
+
+def dataloaders(train, valid, bs: int):
+    """fastai DataLoaders over two map-style datasets that draw their own augmentation from seeded generators
+    (training shuffled, its last incomplete batch dropped when there is more than one batch)."""
+    from fastai.data.core import DataLoaders
+    from fastai.data.load import DataLoader
+    return DataLoaders(DataLoader(train, bs=bs, shuffle=True, drop_last=len(train) > bs),
+                       DataLoader(valid, bs=bs * 2), device=device())
+
+
+def pos_weight(y) -> float:
+    """Negatives per positive of a training set: the weight that balances a binary cross-entropy."""
+    y = np.asarray(y)
+    return float((y == 0).sum() / max(1, (y == 1).sum()))
+
+
+class WeightedBCE:
+    """Binary cross-entropy on logits with the positive class weighted (for imbalanced classes)."""
+
+    def __init__(self, pos_weight: float = 1.0):
+        self.pos_weight = pos_weight
+
+    def __call__(self, logit, y):
+        return F.binary_cross_entropy_with_logits(logit, y, pos_weight=torch.tensor(self.pos_weight, device=y.device))
+
+
+def step_decay(lr: float, epochs: int, every: int, factor: float = 0.5):
+    """A fastai `ParamScheduler` function: `lr` multiplied by `factor` every `every` epochs (the step schedules of
+    papers trained with plain Adam)."""
+    return lambda pos: lr * factor ** int(pos * epochs // every)
 
 
 def export(learn: Learner, path: str | os.PathLike) -> Path:

@@ -310,3 +310,17 @@ def f1_threshold(y_true, y_score) -> float:
     best = thr[int(np.argmax(f1))]
     lower = s[s < best]
     return float((best + lower.max()) / 2) if lower.size else float(best)
+
+
+def accuracy_threshold(y_true, y_score) -> float:
+    """The score threshold that maximises accuracy (choose it on validation, apply it to test): the midpoint
+    between neighbouring scores, ties going to the threshold nearest 0.5."""
+    y = np.asarray(y_true).astype(int).ravel()
+    s = np.asarray(y_score, dtype=float).ravel()
+    if y.size == 0:
+        raise StatsError("accuracy_threshold: no cases to choose a threshold on")
+    u = np.unique(s)
+    cands = np.concatenate([[u[0] - 1e-6], (u[:-1] + u[1:]) / 2, [u[-1] + 1e-6]])
+    acc = np.array([np.mean((s >= t) == y) for t in cands])
+    best = np.flatnonzero(acc == acc.max())
+    return float(cands[best[np.argmin(np.abs(cands[best] - 0.5))]])

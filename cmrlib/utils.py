@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 PACKAGES = ("cmrlib", "numpy", "torch", "torchvision", "fastai", "opencv-python-headless", "scikit-learn",
-            "pingouin", "zarr", "nibabel", "pydicom", "papermill", "pandas", "umap-learn")
+            "pingouin", "zarr", "nibabel", "pydicom", "papermill", "pandas", "umap-learn", "monai")
 
 
 def seed_everything(seed: int = 0, deterministic: bool = True) -> int:
@@ -72,6 +72,31 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Atomically write JSON (numpy scalars and arrays converted)."""
     return atomic_write_text(path, json.dumps(obj, indent=2, default=to_jsonable) + "\n")
+
+
+def save_arrays(path: str | os.PathLike, arrays: dict[str, np.ndarray], settings: Any, **meta: Any) -> Path:
+    """Arrays to `path` (.npz) and the settings that made them (plus `meta`) to its .json, each written atomically,
+    so `load_arrays` reuses them only for the same settings."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex}.tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+    atomic_write_json(path.with_suffix(".json"), dict(settings=settings, **meta))
+    return path
+
+
+def load_arrays(path: str | os.PathLike, settings: Any) -> tuple[dict[str, np.ndarray], dict] | None:
+    """(arrays, meta) written by `save_arrays` with these settings, else None (missing, or other settings)."""
+    path = Path(path)
+    meta_f = path.with_suffix(".json")
+    if not path.exists() or not meta_f.exists():
+        return None
+    meta = json.loads(meta_f.read_text())
+    if meta.get("settings") != json.loads(json.dumps(settings, default=to_jsonable)):
+        return None
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}, meta
 
 
 @contextlib.contextmanager

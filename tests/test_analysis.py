@@ -257,3 +257,15 @@ def test_report_carries_cussp_table2_beside_the_paper(tmp_path):
     text = report.report(run)
     line = [x for x in text.splitlines() if x.startswith("| CUSSP-SIAM-25")][0]
     assert "0.70 (0.40-0.90)" in line and "0.69" in line and "0.88" in line
+
+
+def test_report_carries_sslhf_tables_and_differences(tmp_path):
+    run = fake_run(tmp_path)
+    (run / "05").mkdir()
+    pd.DataFrame({"row": ["SSLHF"], "patient AUC": ["0.860 (0.800-0.920)"], "patient AUC (paper)": [0.8505]}).to_csv(
+        run / "05" / "table_I.csv", index=False)
+    pd.DataFrame({"row": ["A: no proxy"], "difference": [0.031], "ci_low": [-0.01], "ci_high": [0.07]}).to_csv(
+        run / "05" / "differences.csv", index=False)
+    text = report.report(run)
+    assert "SSLHF Table I" in text and "0.860 (0.800-0.920)" in text and "0.8505" in text
+    assert [x for x in text.splitlines() if x.startswith("| A: no proxy")]

@@ -37,3 +37,21 @@ def test_patch_sizes_the_pools_cannot_halve_are_refused():
         Encoder3D(W)(torch.rand(1, 1, 10, 32, 32))
     with pytest.raises(ValueError, match="five levels"):
         Encoder3D((2, 4))
+
+
+def test_the_papers_40_frames_are_padded_through_and_cropped_back():
+    net, clf = Restorer3D(W), Classifier3D(W, hidden=(8, 4))
+    x = torch.rand(1, 1, 40, 24, 24)
+    assert net(x).shape == x.shape and clf(x).shape == (1,)
+
+
+def test_the_monai_baselines_give_one_logit_per_patch():
+    from cmrlib.models.sslhf import densenet121_3d, resnet50_3d
+    x = torch.rand(2, 1, 32, 32, 32)
+    r50 = resnet50_3d(widen=0.125, groups=4)
+    d121 = densenet121_3d(init_features=8, growth_rate=4, groups=4)
+    assert r50(x).shape == (2,) and d121(x).shape == (2,)
+    assert any(isinstance(m, nn.GroupNorm) for m in r50.modules()) and not any(
+        isinstance(m, nn.BatchNorm3d) for m in d121.modules())
+    blocks = [m for m in r50.modules() if type(m).__name__ == "ResNetBottleneck"]
+    assert len(blocks) == 3 + 4 + 6 + 3

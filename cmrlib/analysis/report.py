@@ -94,6 +94,15 @@ def _cussp(run: Path):
         yield "04 · CUSSP-SIAM-25 as the unlabelled pool grows (test F1, ROC-AUC)", d
 
 
+def _sslhf(run: Path):
+    for name in ("I", "II", "III"):
+        if (d := _read(run, f"05/table_{name}.csv")) is not None:
+            yield (f"05 · SSLHF Table {name}: HFrEF vs HFpEF, mean over five test folds (95 % CI), beside the "
+                   "paper's values", d)
+    if (d := _read(run, "05/differences.csv")) is not None:
+        yield "05 · SSLHF minus each row, patient-level AUC fold by fold (95 % CI)", d.round(3)
+
+
 def _agreement(run: Path):
     if (d := _read(run, "07/agreement.csv")) is not None:
         d = d[d["measure"].isin(HEADLINE_MEASURES)]
@@ -106,7 +115,8 @@ def _clusters(run: Path):
         yield "08 · clusters (AF against healthy): adjusted Rand index", d.round(3)
 
 
-HEADLINES: list[Callable[[Path], object]] = [_segmentation, _edes, _mvnet, _cussp, _agreement, _clusters]
+HEADLINES: list[Callable[[Path], object]] = [_segmentation, _edes, _mvnet, _cussp, _sslhf, _agreement,
+                                                 _clusters]
 
 
 def headlines(run_dir: str | Path) -> list[tuple[str, pd.DataFrame]]:

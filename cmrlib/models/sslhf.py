@@ -2,13 +2,22 @@
 convolutions and four 3D max-pools; decoder: ten 3D convolutions and four 3D transposed convolutions) and the
 classifier that reuses its encoder, followed by a max-pool and three fully connected layers (Kaiming init).
 
-Input (B, 1, T, H, W): time is the first of the three convolved axes."""
+Input (B, 1, T, H, W): time is the first of the three convolved axes. Sizes that are not multiples of 16 (the
+paper's 40 frames) are zero-padded at the end of each axis and the restorer's output cropped back. The two 3D
+baselines of the paper's Table III (ResNet-50, DenseNet-121 with GroupNorm) come from MONAI."""
 from __future__ import annotations
 
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+
+def pad16(x: torch.Tensor) -> torch.Tensor:
+    """Zero-pad T, H and W at their ends up to multiples of 16 (the encoder's four pools)."""
+    pads = [(-s) % 16 for s in x.shape[-3:]]
+    return F.pad(x, (0, pads[2], 0, pads[1], 0, pads[0])) if any(pads) else x
 
 
 def _double_conv(cin: int, cout: int) -> nn.Sequential:
@@ -56,11 +65,12 @@ class Restorer3D(nn.Module):
                                  nn.ReLU(inplace=True), nn.Conv3d(w[0], 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        feats = self.encoder(x)
+        t, h, w = x.shape[-3:]
+        feats = self.encoder(pad16(x))
         y = feats[-1]
         for up, dec, skip in zip(self.up, self.dec, reversed(feats[:-1])):
             y = dec(torch.cat([up(y), skip], 1))
-        return self.out(y)
+        return self.out(y)[..., :t, :h, :w]
 
 
 class Classifier3D(nn.Module):
@@ -81,10 +91,42 @@ class Classifier3D(nn.Module):
         self.head = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        f = self.encoder(x)[-1]
+        f = self.encoder(pad16(x))[-1]
         return self.head(torch.amax(f, dim=(2, 3, 4))).squeeze(1)
 
     def load_restorer(self, restorer: Restorer3D) -> "Classifier3D":
         """Start from the restoration proxy's encoder (SSLHF); without it the encoder keeps its random init (ablation A)."""
         self.encoder.load_state_dict(restorer.encoder.state_dict())
         return self
+
+
+def _group_norm(groups: int) -> tuple:
+    return ("group", {"num_groups": groups})
+
+
+def resnet50_3d(widen: float = 1.0, groups: int = 8) -> nn.Module:
+    """MONAI's 3D ResNet-50 (bottleneck blocks 3-4-6-3) with GroupNorm, one input channel, one logit (Table III);
+    `widen` scales every width (1.0: the paper's network)."""
+    from monai.networks.nets import ResNet
+    from monai.networks.nets.resnet import ResNetBottleneck
+    return _Logit(ResNet(ResNetBottleneck, [3, 4, 6, 3], [64, 128, 256, 512], spatial_dims=3, n_input_channels=1,
+                         num_classes=1, widen_factor=widen, norm=_group_norm(groups)))
+
+
+def densenet121_3d(init_features: int = 64, growth_rate: int = 32, groups: int = 8) -> nn.Module:
+    """MONAI's 3D DenseNet-121 (blocks 6-12-24-16) with GroupNorm, one input channel, one logit (Table III);
+    64 / 32 are the paper's widths. Every axis needs at least 32 voxels (five halvings)."""
+    from monai.networks.nets import DenseNet
+    return _Logit(DenseNet(3, 1, 1, init_features=init_features, growth_rate=growth_rate,
+                           block_config=(6, 12, 24, 16), norm=_group_norm(groups)))
+
+
+class _Logit(nn.Module):
+    """A (B, 1)-output network as (B,) logits, like `Classifier3D`."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).squeeze(1)

@@ -3,7 +3,6 @@ centre-of-mass crops for the CNN-LSTM, MR labels, the unlabelled pool, and the d
 draws from (two augmented views, labelled cines, Siamese pairs)."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -18,7 +17,7 @@ from ...record import Cine
 from ...store import CohortStore
 from ...transforms.geometry import Affine2D, RandomAffine2D
 from ...transforms.intensity import percentile_range
-from ...utils import atomic_write_json, rng
+from ...utils import load_arrays, rng, save_arrays
 from .valve import ValveError, valve_patch
 
 
@@ -80,28 +79,18 @@ class PatchSet:
         return len(self.cine_ids)
 
     def save(self, path: str | Path, settings: Mapping) -> Path:
-        """Write atomically (a temporary file renamed into place) with the settings that made it."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, cycle=self.cycle, window=self.window, has_window=self.has_window, crops=self.crops)
-        tmp.replace(path)
-        atomic_write_json(path.with_suffix(".json"), dict(settings=dict(settings), cine_ids=self.cine_ids,
-                                                          subjects=self.subjects,
-                                                          failures=self.failures.to_dict("records")))
-        return path
+        """Write atomically with the settings that made it."""
+        arrays = dict(cycle=self.cycle, window=self.window, has_window=self.has_window, crops=self.crops)
+        return save_arrays(path, arrays, dict(settings), cine_ids=self.cine_ids, subjects=self.subjects,
+                           failures=self.failures.to_dict("records"))
 
     @classmethod
     def load(cls, path: str | Path, settings: Mapping) -> "PatchSet | None":
         """The saved set if it was made with these settings, else None."""
-        path = Path(path)
-        meta_f = path.with_suffix(".json")
-        if not path.exists() or not meta_f.exists():
+        saved = load_arrays(path, dict(settings))
+        if saved is None:
             return None
-        meta = json.loads(meta_f.read_text())
-        if meta["settings"] != json.loads(json.dumps(dict(settings))):
-            return None
-        with np.load(path) as z:
-            arrays = {k: z[k] for k in ("cycle", "window", "has_window", "crops")}
+        arrays, meta = saved
         return cls(meta["cine_ids"], meta["subjects"], **arrays,
                    failures=pd.DataFrame(meta["failures"], columns=["cine_id", "subject", "reason"]))
 

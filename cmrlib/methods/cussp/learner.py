@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from fastai.learner import Learner
 from torch import nn
 
-from ...learn import device, export, history
+from ...learn import WeightedBCE, export, history, pos_weight
+from ...learn import dataloaders as shared_loaders
 from ...learn import load as load_exported
 from ...models.cussp import CNNLSTM, CUSSPNet, barlow_twins_loss, contrastive_loss
 from ...utils import seed_everything, seed_for
@@ -57,10 +58,7 @@ class CUSSPConfig:
 def dataloaders(train, valid, bs: int):
     """fastai DataLoaders over CUSSP's map-style datasets (`TwinViews`, `Labelled`, `SiamesePairs`: each draws
     its own augmentation from its seeded generator)."""
-    from fastai.data.core import DataLoaders
-    from fastai.data.load import DataLoader
-    return DataLoaders(DataLoader(train, bs=bs, shuffle=True, drop_last=len(train) > bs),
-                       DataLoader(valid, bs=bs * 2), device=device())
+    return shared_loaders(train, valid, bs)
 
 
 def _epochs_for(steps: int, n: int, bs: int) -> int:
@@ -89,16 +87,6 @@ class JointLoss:
         ce = (F.binary_cross_entropy_with_logits(l1, y, pos_weight=pw)
               + F.binary_cross_entropy_with_logits(l2, y, pos_weight=pw)) / 2
         return self.w_bt * barlow_twins_loss(z1, z2, self.lambd) + self.w_ce * ce
-
-
-class WeightedBCE:
-    """Binary cross-entropy on logits with the positive class weighted by the training set's negatives/positives."""
-
-    def __init__(self, pos_weight: float = 1.0):
-        self.pos_weight = pos_weight
-
-    def __call__(self, logit, y):
-        return F.binary_cross_entropy_with_logits(logit, y, pos_weight=torch.tensor(self.pos_weight, device=y.device))
 
 
 class ContrastiveLoss:
@@ -132,11 +120,6 @@ class Siamese(nn.Module):
     def forward(self, x):
         e = self.net.embed(x.flatten(0, 1)).view(x.shape[0], 2, -1)
         return e[:, 0], e[:, 1]
-
-
-def _pos_weight(y: np.ndarray) -> float:
-    y = np.asarray(y)
-    return float((y == 0).sum() / max(1, (y == 1).sum()))
 
 
 def _fit(learn: Learner, epochs: int, lr: float, what: str) -> dict:
@@ -177,7 +160,7 @@ def fit_joint(encoder: CUSSPNet, train: tuple, valid: tuple, cfg: CUSSPConfig, a
     (xt, yt), (xv, yv) = train, valid
     dls = dataloaders(Labelled(xt, yt, aug, twin=True, seed=seed_for(cfg.seed, row, "train")),
                Labelled(xv, yv, aug, twin=True, seed=seed_for(cfg.seed, row, "valid")), cfg.bs)
-    learn = Learner(dls, net, loss_func=JointLoss(w_bt, w_ce, cfg.lambd, _pos_weight(yt)), wd=1e-4)
+    learn = Learner(dls, net, loss_func=JointLoss(w_bt, w_ce, cfg.lambd, pos_weight(yt)), wd=1e-4)
     log = _fit(learn, cfg.epochs, cfg.lr, row)
     return learner(net, train, valid, cfg, None), log
 
@@ -187,7 +170,7 @@ def learner(net: nn.Module, train: tuple, valid: tuple, cfg: CUSSPConfig, aug: P
     """A Learner whose model is `net.classify` with weighted BCE on labelled cines."""
     (xt, yt), (xv, yv) = train, valid
     dls = dataloaders(Labelled(xt, yt, aug, seed=seed_for(cfg.seed, row, "train")), Labelled(xv, yv), cfg.bs)
-    return Learner(dls, Classifier(net), loss_func=WeightedBCE(_pos_weight(yt)), wd=1e-4)
+    return Learner(dls, Classifier(net), loss_func=WeightedBCE(pos_weight(yt)), wd=1e-4)
 
 
 def fit_siamese(encoder: CUSSPNet, train: tuple, valid: tuple, cfg: CUSSPConfig, aug: PatchAug, row: str

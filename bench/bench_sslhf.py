@@ -1,0 +1,87 @@
+"""SSLHF speed and memory: classifier inference per patient (all its patches) on 2 CPU threads, and the peak
+memory of one training step (forward, backward, Adam) at the default and the paper's patch sizes, each step in a
+fresh process so its peak is its own.
+
+Usage: python bench/bench_sslhf.py [default|paper|all]   (default: all). The networks are untrained: their speed
+and memory do not depend on the weights.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+
+# patch (T, H, W), encoder widths, patches per patient, batch of the training step, bf16 on the CPU
+SIZES = {"default": dict(shape=(32, 32, 32), widths=(4, 8, 16, 32, 64), hidden=(32, 16), patches=2, bs=8, bf16=True),
+         "paper": dict(shape=(40, 288, 288), widths=(16, 32, 64, 128, 256), hidden=(128, 32), patches=8, bs=1,
+                       bf16=False)}
+
+
+def _net(size: dict):
+    from cmrlib.models.sslhf import Classifier3D
+    torch.manual_seed(0)
+    return Classifier3D(size["widths"], size["hidden"])
+
+
+def seconds_per_patient(name: str, threads: int = 2, repeats: int = 3) -> float:
+    """Median wall time to score one patient's patches (the mean of their probabilities is eq. 3)."""
+    from cmrlib.methods.sslhf import scores
+    torch.set_num_threads(threads)
+    size = SIZES[name]
+    net, x = _net(size), np.random.default_rng(0).normal(0, 1, (size["patches"], *size["shape"])).astype(np.float32)
+
+    def once():
+        t0 = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=size["bf16"]):
+            scores(net, x, bs=size["patches"]).mean()
+        return time.perf_counter() - t0
+
+    once()
+    return float(np.median([once() for _ in range(repeats)]))
+
+
+def train_step(name: str) -> dict:
+    """One optimiser step at this size (run in a child process): seconds and the process's peak memory."""
+    from cmrlib.utils import peak_rss_mib
+    torch.set_num_threads(2)
+    size = SIZES[name]
+    net = _net(size)
+    opt = torch.optim.Adam(net.parameters(), 1e-3)
+    x = torch.randn(size["bs"], 1, *size["shape"])
+    t0 = time.perf_counter()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=size["bf16"]):
+        loss = net(x).float().mean()
+    loss.backward()
+    opt.step()
+    return dict(seconds=time.perf_counter() - t0, peak_mib=peak_rss_mib())
+
+
+def _child(name: str) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--step", name], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def rows(which: str = "all") -> list[dict]:
+    out = []
+    for name in (SIZES if which == "all" else [which]):
+        s = SIZES[name]
+        shape = " x ".join(map(str, s["shape"][::-1]))
+        out.append(dict(figure=f"SSLHF s per patient ({name}: {s['patches']} patches of {shape}, 2 threads)",
+                        value=round(seconds_per_patient(name), 3), target=""))
+        step = _child(name)
+        out.append(dict(figure=f"SSLHF peak memory of one training step ({name}, batch {s['bs']}; MiB)",
+                        value=round(step["peak_mib"], 0), target=""))
+        out.append(dict(figure=f"SSLHF seconds of that step ({name})", value=round(step["seconds"], 2), target=""))
+    return out
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 2 and sys.argv[1] == "--step":
+        print(json.dumps(train_step(sys.argv[2])))
+    else:
+        for r in rows(sys.argv[1] if len(sys.argv) > 1 else "all"):
+            print(f"{r['figure']} | {r['value']} | {r['target']}")

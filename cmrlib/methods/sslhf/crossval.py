@@ -1,0 +1,68 @@
+"""SSLHF's experiment: every row of Tables II-III trained and scored in each of the five patient-grouped folds (3
+train, 1 validation, 1 test, rotating), optionally on a fraction of the training patients (the learning curve).
+Out-of-fold patch probabilities come back as one long table for `evaluate`."""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+from fastprogress.fastprogress import progress_bar
+
+from ...utils import seed_for
+from .data import HFPatches, fold_roles, subsample_patients
+from .learner import PROXIES, SSLHFConfig, fit, pretrain, scores
+
+
+def fold_patients(labels: pd.DataFrame, folds: pd.Series, fold: int, fraction: float = 1.0, seed: int = 0
+                  ) -> dict[str, pd.DataFrame]:
+    """The labels of one fold's train, valid and test patients; `fraction` < 1 keeps a class-stratified share of
+    the training patients only (validation and test stay whole)."""
+    k = int(folds.max()) + 1
+    out = {role: labels[labels.subject.map(folds).isin(fs)] for role, fs in fold_roles(fold, k).items()}
+    out["train"] = subsample_patients(out["train"], fraction, seed_for(seed, "sslhf", "subsample", fold, fraction))
+    return out
+
+
+def _xy(patches: HFPatches, lab: pd.DataFrame) -> tuple[HFPatches, np.ndarray]:
+    p = patches.take(lab.subject)
+    return p, lab.set_index("subject").hfref.reindex(p.subject).to_numpy(int)
+
+
+def fold_proxies(patches: HFPatches, labels: pd.DataFrame, folds: pd.Series, fold: int, cfg: SSLHFConfig,
+                 rows: Sequence[str]) -> tuple[dict, list[dict]]:
+    """The paper's protocol for the proxy: one restorer per row trained on this fold's training and validation
+    patients (never its test patients)."""
+    parts = fold_patients(labels, folds, fold)
+    seen = patches.take(pd.concat([parts["train"], parts["valid"]]).subject)
+    held = patches.take(parts["valid"].subject)
+    out, logs = {}, []
+    for row in rows:
+        out[row], log = pretrain(seen.x, held.x, cfg, PROXIES[row], f"{row} fold {fold}")
+        logs.append(dict(log, fold=fold))
+    return out, logs
+
+
+def cross_validate(patches: HFPatches, labels: pd.DataFrame, folds: pd.Series, rows: Sequence[str],
+                   cfg: SSLHFConfig, restorers: Callable[[int], dict], fraction: float = 1.0,
+                   keep: Sequence[str] = ("SSLHF",), progress: bool = True) -> tuple[pd.DataFrame, list, dict]:
+    """Train each row in each fold and score its validation and test patches. `restorers(fold)` gives the proxies
+    the self-supervised rows start from. Returns the predictions (row, fold, fraction, split, subject, slice, y,
+    score), the training log and the trained Learners of the `keep` rows by (row, fold)."""
+    preds, logs, kept = [], [], {}
+    k = int(folds.max()) + 1
+    jobs = [(fold, row) for fold in range(k) for row in rows]
+    for fold, row in progress_bar(jobs, display=progress, leave=False):
+        parts = fold_patients(labels, folds, fold, fraction, cfg.seed)
+        data = {role: _xy(patches, lab) for role, lab in parts.items()}
+        (pt, yt), (pv, yv) = data["train"], data["valid"]
+        learn, log = fit(row, (pt.x, yt), (pv.x, yv), cfg, restorers(fold) if row in PROXIES else None,
+                         f"fold {fold} fraction {fraction:g}")
+        logs.append(dict(log, fold=fold, fraction=fraction, train_patients=len(parts["train"]), train_patches=len(yt)))
+        for split in ("valid", "test"):
+            p, y = data[split]
+            preds.append(pd.DataFrame(dict(row=row, fold=fold, fraction=fraction, split=split, subject=p.subject,
+                                           slice=p.slice, y=y, score=scores(learn.model, p.x))))
+        if row in keep:
+            kept[(row, fold)] = learn
+    return pd.concat(preds, ignore_index=True), logs, kept

@@ -1,0 +1,295 @@
+"""SSLHF's inputs: HFrEF/HFpEF labels (LVEF < 50 %), LV-centred SAX patch cines (one per slice that shows the LV),
+patient-grouped stratified folds, the flips and rotations that augment a patch, and the datasets the restoration
+proxy and the classifier draw from."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+from fastprogress.fastprogress import progress_bar
+from scipy import ndimage
+
+from ...labels import LV
+from ...measure import resample_cycle
+from ...record import Cine
+from ...store import CohortStore
+from ...transforms.corrupt import corrupt, random_corruption
+from ...transforms.geometry import Affine2D
+from ...transforms.intensity import clip_zscore
+from ...utils import load_arrays, rng, save_arrays
+
+HFREF_BELOW = 50.0  # LVEF (%) below which a heart-failure patient is HFrEF, at or above it HFpEF (the paper's rule)
+CLASSES = {0: "HFpEF", 1: "HFrEF"}  # the positive class is HFrEF
+
+
+class HFLabelsError(ValueError):
+    """A labels table that cannot be used (missing columns, an LVEF or class that is not one)."""
+
+
+class PatchError(ValueError):
+    """A SAX cine that gives no patch (too few frames, not a stack, no slice with the LV)."""
+
+
+# ---------------------------------------------------------------- labels
+
+
+def hf_class(lvef) -> np.ndarray:
+    """1 (HFrEF) where LVEF < 50 %, else 0 (HFpEF)."""
+    return (np.asarray(lvef, float) < HFREF_BELOW).astype(int)
+
+
+def _from_table(labels_csv: str | Path) -> pd.DataFrame:
+    """subject, lvef (NaN where only a class is given), hfref from a user's table (columns subject and lvef or
+    hf_class = HFrEF / HFpEF)."""
+    name = Path(labels_csv).name
+    tab = pd.read_csv(labels_csv, dtype={"subject": str})
+    if "subject" not in tab or not ({"lvef", "hf_class"} & set(tab.columns)):
+        raise HFLabelsError(f"{name}: needs a subject column and an lvef (%) or hf_class (HFrEF/HFpEF) column")
+    if tab.subject.duplicated().any():
+        raise HFLabelsError(f"{name}: subjects listed twice: {sorted(set(tab.subject[tab.subject.duplicated()]))[:5]}")
+    lvef = pd.to_numeric(tab["lvef"], errors="coerce") if "lvef" in tab else pd.Series(np.nan, index=tab.index)
+    bad = tab["lvef"].notna() & (lvef.isna() | ~lvef.between(0, 100)) if "lvef" in tab else lvef.notna()
+    if bad.any():
+        raise HFLabelsError(f"{name}: lvef must be a percentage 0-100; rows {tab.index[bad].tolist()[:5]} are not")
+    cls = tab["hf_class"].map({"HFrEF": 1.0, "HFpEF": 0.0}) if "hf_class" in tab else pd.Series(np.nan, index=tab.index)
+    if "hf_class" in tab and (tab.hf_class.notna() & cls.isna()).any():
+        raise HFLabelsError(f"{name}: hf_class must be HFrEF or HFpEF; rows "
+                            f"{tab.index[tab.hf_class.notna() & cls.isna()].tolist()[:5]} are not")
+    hfref = pd.Series(np.where(lvef.notna(), hf_class(lvef.fillna(100)), cls), index=tab.index)
+    return pd.DataFrame(dict(subject=tab.subject, lvef=lvef, hfref=hfref))
+
+
+def hf_labels(store: CohortStore, labels_csv: str | Path | None = None, ef_column: str = "lv_ef_measured"
+              ) -> pd.DataFrame:
+    """subject, lvef, hfref (1 HFrEF, 0 HFpEF), lvef_true (phantom only) for the store's heart-failure patients
+    with a SAX cine: the phantom's clinically measured LVEF (`ef_column`) of its HF patients, or a user's table.
+    Subjects the table names but the store lacks are in `.attrs["unknown"]`; SAX subjects without a label (or,
+    in the phantom, without heart failure) in `.attrs["unlabelled"]`: they may serve the self-supervised proxy."""
+    m = store.manifest()
+    sax = m[m.view == "SAX"].drop_duplicates("subject").set_index("subject")
+    if labels_csv is None:
+        if "hf_class" not in sax or ef_column not in sax:
+            raise HFLabelsError(f"the store has no hf_class / {ef_column} columns (not a phantom cohort with measured "
+                                "LVEF); pass labels_csv with columns subject and lvef or hf_class")
+        hf = sax[sax.hf_class.isin(["HFrEF", "HFpEF"])]
+        lvef = pd.to_numeric(hf[ef_column], errors="coerce")
+        out = pd.DataFrame(dict(subject=hf.index, lvef=lvef.to_numpy(), hfref=hf_class(lvef.fillna(100)),
+                                lvef_true=pd.to_numeric(hf.lv_ef, errors="coerce").to_numpy()))
+        out = out[lvef.notna().to_numpy()]
+        unknown: list[str] = []
+    else:
+        tab = _from_table(labels_csv)
+        unknown = sorted(set(tab.subject) - set(sax.index))
+        out = tab[tab.subject.isin(sax.index) & tab.hfref.notna()].assign(lvef_true=np.nan)
+    out = out.astype({"hfref": int}).sort_values("subject").reset_index(drop=True)
+    out.attrs.update(unknown=unknown, unlabelled=sorted(set(sax.index) - set(out.subject)))
+    return out
+
+
+# ---------------------------------------------------------------- patches
+
+
+def lv_slices(ed_labels: np.ndarray, min_px: int = 20) -> list[int]:
+    """Slices (base to apex order of the stack) whose ED segmentation holds at least `min_px` LV pixels."""
+    area = (np.asarray(ed_labels) == LV).reshape(len(ed_labels), -1).sum(1)
+    return [int(z) for z in np.flatnonzero(area >= min_px)]
+
+
+def pick_slices(slices: Sequence[int], n: int | None) -> list[int]:
+    """At most `n` slices spread evenly from the first to the last (all when n is None)."""
+    slices = list(slices)
+    if n is None or len(slices) <= n:
+        return slices
+    return [slices[int(round(i))] for i in np.linspace(0, len(slices) - 1, n)]
+
+
+def lv_patch(frames: np.ndarray, centre: tuple[float, float], pixel_mm: float, size: int = 32,
+             patch_mm: float = 3.0, n_frames: int = 32, clip_pct: float = 99.5) -> np.ndarray:
+    """One slice's cine (T, H, W) from ED -> (n_frames, size, size): a square of size * patch_mm mm around the LV
+    centre (x, y), the cycle resampled to n_frames, intensities clipped at their `clip_pct` percentile (the
+    paper's fixed threshold, here per patch as scanner units differ) and z-scored."""
+    aff = Affine2D(size=(size, size), center=(float(centre[0]), float(centre[1])), scale=pixel_mm / patch_mm)
+    crop = aff.image(np.asarray(frames, np.float32))
+    return clip_zscore(resample_cycle(crop, n_frames), lo=0.0, hi=clip_pct)
+
+
+def preprocess(cine: Cine, ed_labels: np.ndarray, size: int = 32, patch_mm: float = 3.0, n_frames: int = 32,
+               min_frames: int = 16, max_slices: int | None = 3, min_lv_px: int = 20, clip_pct: float = 99.5
+               ) -> tuple[np.ndarray, list[int]]:
+    """A SAX stack (T, Z, H, W) and its ED segmentation (Z, H, W) -> patches (N, n_frames, size, size) of up to
+    `max_slices` LV slices, each centred on its own LV, with their slice indices; PatchError names the problem."""
+    if not cine.is_stack:
+        raise PatchError(f"{cine.cine_id}: not a SAX stack (pixels {cine.pixels.shape})")
+    if cine.n_frames < min_frames:
+        raise PatchError(f"{cine.cine_id}: {cine.n_frames} frames, fewer than the {min_frames} a patch needs")
+    slices = pick_slices(lv_slices(ed_labels, min_lv_px), max_slices)
+    if not slices:
+        raise PatchError(f"{cine.cine_id}: no slice with the LV (at least {min_lv_px} px at ED)")
+    ed = int(cine.ed or 0)
+    pix = np.roll(cine.pixels, -ed, axis=0)
+    patches = []
+    for z in slices:
+        row, col = ndimage.center_of_mass(ed_labels[z] == LV)
+        patches.append(lv_patch(pix[:, z], (col, row), cine.spacing[-1], size, patch_mm, n_frames, clip_pct))
+    return np.stack(patches).astype(np.float32), slices
+
+
+def ed_frame(cine: Cine) -> Cine:
+    """The ED frame of a cine as a one-frame cine (what the segmenter needs to find the LV)."""
+    ed = int(cine.ed or 0)
+    return Cine(subject=cine.subject, view=cine.view, pixels=cine.pixels[ed:ed + 1], spacing=cine.spacing,
+                frame_times=cine.frame_times[ed:ed + 1], source=cine.source)
+
+
+@dataclass
+class HFPatches:
+    """LV patches of SAX cines: `x` (N, T, S, S) float32, each patch's `subject` and `slice`, and the `failures`
+    (cine, subject, reason) of cines that gave none."""
+
+    x: np.ndarray
+    subject: np.ndarray
+    slice: np.ndarray
+    failures: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["cine_id", "subject", "reason"]))
+
+    def __len__(self):
+        return len(self.x)
+
+    def take(self, subjects) -> "HFPatches":
+        """The patches of these subjects (in the set's order)."""
+        keep = np.isin(self.subject, list(subjects))
+        return HFPatches(self.x[keep], self.subject[keep], self.slice[keep], self.failures)
+
+    def save(self, path: str | Path, settings: dict) -> Path:
+        """Write atomically with the settings that made it."""
+        return save_arrays(path, dict(x=self.x, subject=self.subject.astype(str), slice=self.slice), settings,
+                           failures=self.failures.to_dict("records"))
+
+    @classmethod
+    def load(cls, path: str | Path, settings: dict) -> "HFPatches | None":
+        """The saved set if it was made with these settings, else None."""
+        saved = load_arrays(path, settings)
+        if saved is None:
+            return None
+        a, meta = saved
+        return cls(a["x"], a["subject"].astype(str), a["slice"],
+                   pd.DataFrame(meta["failures"], columns=["cine_id", "subject", "reason"]))
+
+
+def preprocess_store(store: CohortStore, segment: Callable[[Cine], np.ndarray], cine_ids: Sequence[str],
+                     progress: bool = True, **prep) -> HFPatches:
+    """`preprocess` every listed SAX cine, its LV found by `segment` on the ED frame; a cine that fails is
+    recorded with its reason and the others go on."""
+    xs, subs, slices, fails = [], [], [], []
+    for cid in progress_bar(list(cine_ids), display=progress, leave=False):
+        cine = store.read(cid)
+        try:
+            x, zs = preprocess(cine, segment(ed_frame(cine))[0], **prep)
+        except PatchError as e:
+            fails.append(dict(cine_id=cid, subject=str(cine.subject), reason=str(e)))
+            continue
+        xs.append(x)
+        subs += [str(cine.subject)] * len(x)
+        slices += zs
+    t, s = prep.get("n_frames", 32), prep.get("size", 32)
+    x = np.concatenate(xs) if xs else np.zeros((0, t, s, s), np.float32)
+    return HFPatches(x, np.array(subs, dtype=str), np.array(slices, dtype=int),
+                     pd.DataFrame(fails, columns=["cine_id", "subject", "reason"]))
+
+
+# ---------------------------------------------------------------- folds
+
+
+def patient_folds(labels: pd.DataFrame, k: int = 5, seed: int = 0) -> pd.Series:
+    """Each patient's fold 0..k-1, stratified by class (scikit-learn), patients being the unit."""
+    from sklearn.model_selection import StratifiedKFold
+    y = labels.hfref.to_numpy(int)
+    if np.bincount(y, minlength=2).min() < k:
+        raise HFLabelsError(f"{k}-fold cross-validation needs {k} patients of each class; got "
+                            f"{np.bincount(y, minlength=2).tolist()} (HFpEF, HFrEF)")
+    fold = np.empty(len(y), int)
+    for i, (_, test) in enumerate(StratifiedKFold(k, shuffle=True, random_state=seed).split(np.zeros(len(y)), y)):
+        fold[test] = i
+    return pd.Series(fold, index=labels.subject.to_numpy(), name="fold")
+
+
+def fold_roles(fold: int, k: int = 5) -> dict[str, list[int]]:
+    """The paper's rotation: fold `fold` is test, the next one validation, the other k-2 train."""
+    return dict(test=[fold], valid=[(fold + 1) % k], train=[(fold + j) % k for j in range(2, k)])
+
+
+def subsample_patients(labels: pd.DataFrame, fraction: float, seed: int) -> pd.DataFrame:
+    """A class-stratified `fraction` of the patients (at least one per class): the learning curve's smaller sets."""
+    if fraction >= 1:
+        return labels
+    g = rng(seed)
+    parts = [grp.iloc[np.sort(g.choice(len(grp), max(1, int(round(fraction * len(grp)))), replace=False))]
+             for _, grp in labels.groupby("hfref")]
+    return pd.concat(parts).sort_values("subject")
+
+
+# ---------------------------------------------------------------- augmentation and datasets
+
+
+@dataclass(frozen=True)
+class CineFlip:
+    """The paper's augmentation as an invertible map of a patch (T, H, W): flips of rows, columns and time, then
+    `k` quarter turns about the time axis."""
+
+    flip_h: bool = False
+    flip_v: bool = False
+    flip_t: bool = False
+    k: int = 0
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        x = x[:, :, ::-1] if self.flip_h else x
+        x = x[:, ::-1] if self.flip_v else x
+        x = x[::-1] if self.flip_t else x
+        return np.ascontiguousarray(np.rot90(x, self.k, axes=(1, 2)))
+
+    def inverse(self, y: np.ndarray) -> np.ndarray:
+        y = np.rot90(y, -self.k, axes=(1, 2))
+        y = y[::-1] if self.flip_t else y
+        y = y[:, ::-1] if self.flip_v else y
+        return np.ascontiguousarray(y[:, :, ::-1] if self.flip_h else y)
+
+
+def random_flip(g: np.random.Generator) -> CineFlip:
+    """Each flip with probability 1/2 and 0-3 quarter turns."""
+    return CineFlip(bool(g.random() < 0.5), bool(g.random() < 0.5), bool(g.random() < 0.5), int(g.integers(4)))
+
+
+class Restoration:
+    """The proxy's samples: (corrupted patch, original patch), each (1, T, S, S), after a random `CineFlip`; the
+    corruptions are drawn per sample among `kinds` (shuffle, patch, frame)."""
+
+    def __init__(self, x: np.ndarray, kinds: Sequence[str], seed: int = 0, augment: bool = True):
+        self.x, self.kinds, self.augment, self.g = x, tuple(kinds), augment, rng(seed)
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        x = np.asarray(self.x[i], np.float32)
+        x = random_flip(self.g)(x) if self.augment else x
+        return corrupt(x, random_corruption(x, self.g, self.kinds))[None], x[None]
+
+
+class Labelled:
+    """Labelled patches (1, T, S, S) with their class (float 0/1), flipped at random when `augment`."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, augment: bool = False, seed: int = 0):
+        self.x, self.y, self.augment, self.g = x, np.asarray(y, np.float32), augment, rng(seed)
+
+    def __len__(self):
+        return len(self.x)
+
+    def new_empty(self) -> "Labelled":
+        """An empty copy (what `Learner.export` keeps instead of the data)."""
+        return Labelled(self.x[:0], self.y[:0])
+
+    def __getitem__(self, i):
+        x = np.asarray(self.x[i], np.float32)
+        return (random_flip(self.g)(x) if self.augment else x)[None], self.y[i]

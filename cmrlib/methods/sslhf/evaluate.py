@@ -1,0 +1,119 @@
+"""SSLHF's Tables I-III from out-of-fold predictions: patch- and patient-level (eq. 3: the mean of a patient's patch
+probabilities) AUC and accuracy per fold at thresholds chosen on that fold's validation patients, their mean over
+the folds with a t-based 95 % CI, paired differences from SSLHF, and mean ROC curves (the paper's Fig. 4)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ...stats import accuracy_threshold, classification_metrics, mean_ci, fmt_ci
+from .learner import BASELINES, NO_PROXY, PROXIES
+
+PRED_COLUMNS = ("row", "fold", "split", "subject", "slice", "y", "score")
+# the paper's Tables I-III (184 patients, 5-fold cross-validation means)
+PAPER = pd.DataFrame(
+    [[0.8289, 0.7682, 0.8505, 0.8208], [0.7609, 0.7178, 0.7984, 0.7496], [0.7682, 0.7328, 0.8043, 0.7774],
+     [0.7890, 0.7518, 0.8139, 0.7826], [0.8145, 0.7650, 0.8293, 0.8204], [0.7450, 0.7100, 0.7678, 0.7614],
+     [0.7145, 0.7052, 0.7822, 0.7614]],
+    index=["SSLHF", NO_PROXY, *list(PROXIES)[1:], *BASELINES],
+    columns=pd.MultiIndex.from_product([["patch", "patient"], ["auc", "acc"]]))
+TABLES = {"I": ["SSLHF"], "II": [NO_PROXY, *list(PROXIES)[1:], "SSLHF"], "III": [*BASELINES, "SSLHF"]}
+
+
+def _keys(pred: pd.DataFrame) -> list[str]:
+    """The columns that name one trained model (row, fold and any experiment column such as `fraction`)."""
+    return [c for c in pred.columns if c not in PRED_COLUMNS or c in ("row", "fold")]
+
+
+def patient_scores(pred: pd.DataFrame) -> pd.DataFrame:
+    """Eq. 3: each patient's score is the mean of its patches' probabilities (one line per model, split, patient)."""
+    keys = _keys(pred) + ["split", "subject"]
+    return pred.groupby(keys, sort=False).agg(y=("y", "first"), score=("score", "mean"),
+                                              n_patches=("score", "size")).reset_index()
+
+
+def at_level(pred: pd.DataFrame, level: str) -> pd.DataFrame:
+    """Predictions at the patch or the patient level."""
+    if level not in ("patch", "patient"):
+        raise ValueError(f"level is 'patch' or 'patient', got {level!r}")
+    return pred if level == "patch" else patient_scores(pred)
+
+
+def fold_metrics(pred: pd.DataFrame) -> pd.DataFrame:
+    """Per model and level: test AUC and accuracy at the accuracy-maximising threshold of the validation split."""
+    rows = []
+    for level in ("patch", "patient"):
+        d = at_level(pred, level)
+        for key, g in d.groupby(_keys(pred), sort=False):
+            v, t = g[g.split == "valid"], g[g.split == "test"]
+            thr = accuracy_threshold(v.y, v.score) if len(v) else 0.5
+            m = classification_metrics(t.y, t.score, thr, n_boot=0).value
+            rows.append(dict(zip(_keys(pred), key if isinstance(key, tuple) else (key,)), level=level,
+                             auc=m["roc_auc"], acc=m["accuracy"], threshold=thr, n=len(t), n_hfref=int(t.y.sum())))
+    return pd.DataFrame(rows)
+
+
+def summary(fm: pd.DataFrame) -> pd.DataFrame:
+    """Mean over folds with its 95 % CI for every model, level and metric, beside the paper's value."""
+    keys = [c for c in fm.columns if c not in ("fold", "level", "auc", "acc", "threshold", "n", "n_hfref")]
+    rows = []
+    for key, g in fm.groupby(keys + ["level"], sort=False):
+        for metric in ("auc", "acc"):
+            mean, lo, hi = mean_ci(g[metric])
+            row = dict(zip(keys + ["level"], key), metric=metric, mean=mean, ci_low=lo, ci_high=hi, folds=len(g))
+            name = row.get("row")
+            row["paper"] = PAPER.loc[name, (row["level"], metric)] if name in PAPER.index else np.nan
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def table(summ: pd.DataFrame, rows, digits: int = 3) -> pd.DataFrame:
+    """The paper's layout for some rows: 'mean (low-high)' per level and metric, the paper's value beside each."""
+    out = {}
+    for r in rows:
+        line = {}
+        for level in ("patch", "patient"):
+            for metric in ("auc", "acc"):
+                s = summ[(summ.row == r) & (summ.level == level) & (summ.metric == metric)].iloc[0]
+                name = f"{level} {metric.upper()}"
+                line[name] = fmt_ci(s["mean"], s.ci_low, s.ci_high, digits)
+                line[f"{name} (paper)"] = s.paper
+        out[r] = line
+    return pd.DataFrame(out).T.rename_axis("row")
+
+
+def differences(fm: pd.DataFrame, ref: str = "SSLHF", level: str = "patient", metric: str = "auc") -> pd.DataFrame:
+    """`ref` minus every other row, fold by fold on the same test patients: the mean difference with its 95 % CI
+    and the number of folds where `ref` is ahead (a CI that excludes 0 is a difference the folds support)."""
+    d = fm[fm.level == level].pivot_table(index="fold", columns="row", values=metric)
+    rows = []
+    for r in [c for c in d.columns if c != ref]:
+        diff = d[ref] - d[r]
+        mean, lo, hi = mean_ci(diff)
+        rows.append(dict(row=r, level=level, metric=metric, difference=mean, ci_low=lo, ci_high=hi,
+                         folds_ahead=int((diff > 0).sum()), folds=int(diff.notna().sum())))
+    return pd.DataFrame(rows)
+
+
+def mean_roc(pred: pd.DataFrame, level: str, points: int = 101) -> pd.DataFrame:
+    """Per row, the test ROC curves of the folds interpolated on a common false-positive grid: mean TPR and the
+    fold spread (mean +- SD, kept within 0-1), as in the paper's Fig. 4."""
+    from sklearn.metrics import roc_curve
+    grid = np.linspace(0, 1, points)
+    d = at_level(pred, level)
+    d = d[d.split == "test"]
+    parts = []
+    for row, g in d.groupby("row", sort=False):
+        tprs = []
+        for _, f in g.groupby("fold"):
+            if f.y.nunique() == 2:
+                fpr, tpr, _ = roc_curve(f.y, f.score)
+                tprs.append(np.interp(grid, fpr, tpr))
+        if tprs:
+            t = np.array(tprs)
+            t[:, 0] = 0.0
+            sd = t.std(0)
+            parts.append(pd.DataFrame(dict(row=row, level=level, fpr=grid, tpr=t.mean(0),
+                                           low=np.clip(t.mean(0) - sd, 0, 1), high=np.clip(t.mean(0) + sd, 0, 1))))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
+        columns=["row", "level", "fpr", "tpr", "low", "high"])

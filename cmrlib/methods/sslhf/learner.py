@@ -1,0 +1,133 @@
+"""SSLHF's training stages as fastai Learners: the restoration proxy (MSE, Adam, lr halved every 20 epochs), the
+classifier on its encoder or from scratch (weighted BCE, lr halved every 10 epochs), and the MONAI 3D
+baselines of Table III, all with the paper's flips and rotations."""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from fastai.callback.schedule import ParamScheduler
+from fastai.learner import Learner
+from torch import nn
+
+from ...learn import WeightedBCE, bf16_callbacks, dataloaders, export, history, pos_weight, step_decay
+from ...learn import load as load_exported
+from ...models.sslhf import Classifier3D, Restorer3D, densenet121_3d, resnet50_3d
+from ...utils import seed_everything, seed_for
+from .data import Labelled, Restoration
+
+# the proxy's corruptions per row: SSLHF uses all three, ablations B-D drop one each
+CORRUPTIONS = ("shuffle", "patch", "frame")
+PROXIES = {"SSLHF": CORRUPTIONS, "B: no frame covering": ("shuffle", "patch"),
+           "C: no local shuffling": ("patch", "frame"), "D: no patch covering": ("shuffle", "frame")}
+NO_PROXY = "A: no proxy"
+BASELINES = ("3D ResNet-50", "3D DenseNet-121")
+ROWS = ("SSLHF", NO_PROXY, *list(PROXIES)[1:], *BASELINES)
+
+
+@dataclass(frozen=True)
+class SSLHFConfig:
+    """Every training setting of notebook 05 (the profiles set them)."""
+
+    widths: tuple = (16, 32, 64, 128, 256)   # the encoder's five levels (two 3D convolutions each)
+    hidden: tuple = (128, 32)                # the classifier's first two fully connected layers (the third gives 1)
+    dropout: float = 0.3
+    proxy_steps: int = 400                   # optimiser steps of the restoration proxy (whatever the pool size)
+    proxy_bs: int = 8
+    proxy_lr: float = 1e-3
+    proxy_decay_every: int = 20              # epochs between halvings of the proxy's lr
+    epochs: int = 30                         # every classifier row
+    bs: int = 8
+    lr: float = 1e-5
+    decay_every: int = 10                    # epochs between halvings of the classifier's lr
+    resnet_widen: float = 1.0                # 3D ResNet-50 width factor (1: the standard network)
+    densenet_init: int = 64                  # 3D DenseNet-121 stem width and growth rate (64 / 32: the standard)
+    densenet_growth: int = 32
+    groups: int = 8                          # GroupNorm groups of both baselines
+    bf16: bool = False                       # bfloat16 autocast on the CPU (about 2.8x faster 3D training here)
+    seed: int = 0
+
+
+def _fit(learn: Learner, epochs: int, lr: float, every: int, what: str) -> dict:
+    """Adam with the step schedule; a summary row (seconds, last train/valid loss)."""
+    t0 = time.perf_counter()
+    learn.fit(epochs, lr, cbs=ParamScheduler({"lr": step_decay(lr, epochs, every)}))
+    h = history(learn).iloc[-1]
+    return dict(stage=what, epochs=epochs, train_s=round(time.perf_counter() - t0, 1),
+                train_loss=float(h["train_loss"]), valid_loss=float(h["valid_loss"]))
+
+
+def pretrain(pool: np.ndarray, valid: np.ndarray, cfg: SSLHFConfig, kinds=CORRUPTIONS, tag: str = "SSLHF"
+             ) -> tuple[Restorer3D, dict]:
+    """The restoration proxy trained for about `cfg.proxy_steps` steps to undo `kinds` of corruption on the
+    unlabelled patches `pool` (N, T, S, S); `valid` patches give its validation loss."""
+    seed_everything(seed_for(cfg.seed, "sslhf", "proxy-init"))  # every proxy starts from the same weights
+    net = Restorer3D(cfg.widths)
+    dls = dataloaders(Restoration(pool, kinds, seed_for(cfg.seed, "sslhf", "proxy", tag)),
+                      Restoration(valid, kinds, seed_for(cfg.seed, "sslhf", "proxy-valid", tag), augment=False),
+                      cfg.proxy_bs)
+    learn = Learner(dls, net, loss_func=nn.MSELoss(), wd=0.0, cbs=bf16_callbacks(cfg.bf16))
+    epochs = max(1, math.ceil(cfg.proxy_steps / max(1, len(pool) // cfg.proxy_bs)))
+    return net, dict(_fit(learn, epochs, cfg.proxy_lr, cfg.proxy_decay_every, f"proxy {tag}"), n_patches=len(pool))
+
+
+def network(row: str, cfg: SSLHFConfig, restorers: dict[str, Restorer3D] | None = None) -> nn.Module:
+    """The untrained classifier of one row: the encoder from that row's proxy (SSLHF, B-D), a random encoder (A),
+    or a MONAI baseline; every row with the same name starts from the same weights."""
+    seed_everything(seed_for(cfg.seed, "sslhf", "init", row))
+    if row in BASELINES:
+        return (resnet50_3d(cfg.resnet_widen, cfg.groups) if row == BASELINES[0]
+                else densenet121_3d(cfg.densenet_init, cfg.densenet_growth, cfg.groups))
+    net = Classifier3D(cfg.widths, cfg.hidden, cfg.dropout)
+    if row in PROXIES:
+        if not restorers or row not in restorers:
+            raise ValueError(f"row {row!r} starts from its restoration proxy; pretrain it first")
+        net.load_restorer(restorers[row])
+    elif row != NO_PROXY:
+        raise ValueError(f"unknown SSLHF row {row!r}; expected one of {list(ROWS)}")
+    return net
+
+
+def learner(net: nn.Module, train: tuple, valid: tuple, cfg: SSLHFConfig, seed: int = 0) -> Learner:
+    """A classifier Learner: flipped and rotated training patches, weighted BCE for the class imbalance."""
+    (xt, yt), (xv, yv) = train, valid
+    dls = dataloaders(Labelled(xt, yt, augment=True, seed=seed), Labelled(xv, yv), cfg.bs)
+    return Learner(dls, net, loss_func=WeightedBCE(pos_weight(yt)), wd=1e-4, cbs=bf16_callbacks(cfg.bf16))
+
+
+def fit(row: str, train: tuple, valid: tuple, cfg: SSLHFConfig, restorers: dict[str, Restorer3D] | None = None,
+        tag: str = "") -> tuple[Learner, dict]:
+    """Train one row of Tables II-III on labelled patches (x (N, T, S, S), y 0/1) with the paper's schedule."""
+    learn = learner(network(row, cfg, restorers), train, valid, cfg, seed_for(cfg.seed, "sslhf", row, tag))
+    return learn, dict(_fit(learn, cfg.epochs, cfg.lr, cfg.decay_every, f"{row} {tag}".strip()), row=row)
+
+
+@torch.inference_mode()
+def scores(model: nn.Module, x: np.ndarray, bs: int = 16) -> np.ndarray:
+    """HFrEF probabilities of (N, T, S, S) patches."""
+    model = model.eval()
+    dev = next(model.parameters()).device
+    out = [torch.sigmoid(model(torch.as_tensor(np.asarray(x[i:i + bs, None], np.float32), device=dev))).float().cpu()
+           for i in range(0, len(x), bs)]
+    return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
+
+
+@torch.inference_mode()
+def restore(restorer: Restorer3D, x: np.ndarray) -> np.ndarray:
+    """The proxy's restoration of corrupted patches (N, T, S, S)."""
+    restorer = restorer.eval()
+    return restorer(torch.as_tensor(np.asarray(x, np.float32)[:, None])).numpy()[:, 0]
+
+
+def save(learn: Learner, path: str | Path) -> Path:
+    """Export a trained classifier (no data) for `load` / `predict`."""
+    return export(learn, path)
+
+
+def load(path: str | Path) -> nn.Module:
+    """An SSLHF (or ablation / baseline) classifier exported by notebook 05, ready for `predict`."""
+    return load_exported(path, "SSLHF classifier", "notebook 05").model.eval()

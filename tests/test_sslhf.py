@@ -1,0 +1,214 @@
+"""SSLHF (notebook 05): labels by the 50 % rule, LV patches, folds, the flips, Tables I-III from predictions, and
+one tiny fold trained end to end."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cmrlib.labels import LV
+from cmrlib.methods import sslhf
+from cmrlib.methods.sslhf import crossval
+from cmrlib.phantom import make_cohort
+from cmrlib.record import Cine
+from cmrlib.stats import accuracy_threshold
+
+HF = dict(p_hfref=0.5, p_hfpef=0.5, p_hcm=0.0, hfref_ef=[38, 10, 15, 60], hfpef_ef=[56, 7, 40, 75])
+
+
+@pytest.fixture(scope="module")
+def hf_store(tmp_path_factory):
+    """Six SAX-only heart-failure phantom patients with overlapping LVEFs."""
+    return make_cohort(tmp_path_factory.mktemp("sslhf") / "hf", n=6, seed=5, views=("SAX",), start=50, workers=1,
+                       progress=False, n_frames=16, matrix=64, pixel_mm=3.0, **HF)
+
+
+def stack_with_lv(t=16, z=4, size=48, lv_slices=(1, 2), centre=(30, 20)) -> tuple[Cine, np.ndarray]:
+    """A toy SAX stack whose LV is a bright disc (radius 6 px) on some slices, with its ED labels."""
+    yy, xx = np.indices((size, size))
+    disc = (xx - centre[0]) ** 2 + (yy - centre[1]) ** 2 <= 36
+    pix = np.random.default_rng(0).normal(0, 0.05, (t, z, size, size)).astype(np.float32)
+    lab = np.zeros((z, size, size), np.uint8)
+    for s in lv_slices:
+        pix[:, s][:, disc] += 1.0
+        lab[s][disc] = LV
+    cine = Cine(subject="s1", view="SAX", pixels=pix, spacing=(10.0, 2.0, 2.0), frame_times=np.arange(t) * 40.0,
+                ed=0, es=5)
+    return cine, lab
+
+
+def test_labels_follow_the_50_percent_rule_on_the_measured_lvef(hf_store):
+    lab = sslhf.hf_labels(hf_store)
+    m = hf_store.manifest().drop_duplicates("subject").set_index("subject")
+    assert len(lab) == 6 and set(m.hf_class) <= {"HFrEF", "HFpEF"}
+    assert (lab.hfref == (lab.lvef < 50)).all()
+    assert np.allclose(lab.set_index("subject").lvef, m.lv_ef_measured.reindex(lab.subject))
+    assert not (lab.lvef == lab.lvef_true).all()  # measured = truth + error
+
+
+def test_labels_table_checks_names_and_records(tmp_path, hf_store):
+    subs = sorted(hf_store.manifest().subject.unique())
+    good = tmp_path / "labels.csv"
+    pd.DataFrame(dict(subject=[subs[0], subs[1], "nobody"], lvef=[35.0, 62.0, 40.0])).to_csv(good, index=False)
+    lab = sslhf.hf_labels(hf_store, good)
+    assert lab.set_index("subject").hfref.to_dict() == {subs[0]: 1, subs[1]: 0}
+    assert lab.attrs["unknown"] == ["nobody"] and set(lab.attrs["unlabelled"]) == set(subs[2:])
+    cls = tmp_path / "classes.csv"
+    pd.DataFrame(dict(subject=[subs[0]], hf_class=["HFpEF"])).to_csv(cls, index=False)
+    assert sslhf.hf_labels(hf_store, cls).hfref.tolist() == [0]
+    for bad, msg in ((dict(subject=[subs[0]], lvef=[140.0]), "percentage"),
+                     (dict(subject=[subs[0]], hf_class=["HFmrEF"]), "HFrEF or HFpEF"),
+                     (dict(patient=[subs[0]], lvef=[40.0]), "subject column"),
+                     (dict(subject=[subs[0], subs[0]], lvef=[40.0, 41.0]), "twice")):
+        f = tmp_path / "bad.csv"
+        pd.DataFrame(bad).to_csv(f, index=False)
+        with pytest.raises(sslhf.HFLabelsError, match=msg):
+            sslhf.hf_labels(hf_store, f)
+
+
+def test_patch_is_centred_on_the_lv_of_each_lv_slice_and_z_scored():
+    cine, lab = stack_with_lv()
+    x, slices = sslhf.preprocess(cine, lab, size=16, patch_mm=2.0, n_frames=32, max_slices=3)
+    assert slices == [1, 2] and x.shape == (2, 32, 16, 16)
+    assert np.allclose(x.mean(axis=(1, 2, 3)), 0, atol=1e-4) and np.allclose(x.std(axis=(1, 2, 3)), 1, atol=1e-3)
+    centre = x[0, 0, 6:10, 6:10].mean()
+    corner = x[0, 0, :3, :3].mean()
+    assert centre > corner + 1.0  # the bright LV disc sits at the patch centre
+    assert sslhf.pick_slices(list(range(10)), 3) == [0, 4, 9] and sslhf.pick_slices([2, 5], None) == [2, 5]
+
+
+def test_bad_cines_raise_a_typed_error_naming_the_cine():
+    cine, lab = stack_with_lv(lv_slices=())
+    with pytest.raises(sslhf.PatchError, match="s1_SAX: no slice with the LV"):
+        sslhf.preprocess(cine, lab)
+    short, lab = stack_with_lv(t=8)
+    with pytest.raises(sslhf.PatchError, match="8 frames, fewer than the 16"):
+        sslhf.preprocess(short, lab)
+    flat = Cine(subject="s2", view="SAX", pixels=np.zeros((16, 8, 8)), spacing=(2.0, 2.0), frame_times=np.arange(16.0))
+    with pytest.raises(sslhf.PatchError, match="not a SAX stack"):
+        sslhf.preprocess(flat, np.zeros((1, 8, 8)))
+
+
+def test_preprocess_store_records_failures_and_round_trips(tmp_path, hf_store):
+    ids = hf_store.select(view="SAX")
+
+    def segment(cine):
+        """LV = the central disc on every slice except for the first subject (no LV: recorded, not dropped)."""
+        lab = np.zeros(cine.pixels.shape, np.uint8)
+        if cine.subject != "ph0051":
+            yy, xx = np.indices(cine.pixels.shape[-2:])
+            lab[..., (yy - 32) ** 2 + (xx - 32) ** 2 <= 64] = LV
+        return lab
+
+    ps = sslhf.preprocess_store(hf_store, segment, ids, progress=False, size=16, patch_mm=4.0, n_frames=16,
+                                max_slices=2)
+    assert len(ps) == 10 and set(ps.failures.subject) == {"ph0051"} and "no slice" in ps.failures.reason[0]
+    ps.save(tmp_path / "p.npz", dict(size=16))
+    back = sslhf.HFPatches.load(tmp_path / "p.npz", dict(size=16))
+    assert np.array_equal(back.x, ps.x) and list(back.subject) == list(ps.subject) and len(back.failures) == 1
+    assert sslhf.HFPatches.load(tmp_path / "p.npz", dict(size=32)) is None
+    assert set(ps.take(["ph0052"]).subject) == {"ph0052"}
+
+
+def test_folds_group_patients_stratify_and_rotate():
+    labels = pd.DataFrame(dict(subject=[f"p{i:02d}" for i in range(30)], hfref=[1] * 10 + [0] * 20))
+    folds = sslhf.patient_folds(labels, 5, seed=1)
+    assert folds.value_counts().tolist() == [6] * 5
+    assert (labels.assign(f=labels.subject.map(folds)).groupby("f").hfref.sum() == 2).all()
+    roles = sslhf.fold_roles(4)
+    assert roles == dict(test=[4], valid=[0], train=[1, 2, 3])
+    parts = crossval.fold_patients(labels, folds, 0, fraction=0.5, seed=0)
+    assert len(parts["train"]) == 9 and parts["train"].hfref.sum() == 3 and len(parts["test"]) == 6
+    assert not set(parts["train"].subject) & (set(parts["valid"].subject) | set(parts["test"].subject))
+    with pytest.raises(sslhf.HFLabelsError, match="5 patients of each class"):
+        sslhf.patient_folds(labels.iloc[6:], 5)
+
+
+def test_cine_flip_is_invertible_and_the_datasets_are_seeded():
+    x = np.random.default_rng(0).random((4, 6, 6)).astype(np.float32)
+    for f in (sslhf.CineFlip(True, False, True, 1), sslhf.CineFlip(False, True, False, 3), sslhf.random_flip(
+            np.random.default_rng(2))):
+        assert np.array_equal(f.inverse(f(x)), x)
+    assert np.array_equal(sslhf.CineFlip(flip_t=True)(x), x[::-1])
+    a = sslhf.Restoration(np.stack([x, x]), ("frame",), seed=3)
+    b = sslhf.Restoration(np.stack([x, x]), ("frame",), seed=3)
+    (ca, oa), (cb, ob) = a[0], b[0]
+    assert np.array_equal(ca, cb) and np.array_equal(oa, ob) and ca.shape == (1, 4, 6, 6)
+    covered = [t for t in range(4) if not np.array_equal(ca[0, t], oa[0, t])]
+    assert covered and all(np.array_equal(ca[0, t], oa[0, t]) for t in range(4) if t not in covered)
+
+
+def fake_predictions(rows=("SSLHF", "A: no proxy"), folds=3, n=12, seed=0) -> pd.DataFrame:
+    """Two patches per patient; SSLHF's scores separate the classes better than the other row's."""
+    g = np.random.default_rng(seed)
+    parts = []
+    for f in range(folds):
+        for split in ("valid", "test"):
+            y = np.tile([0, 1], n // 2)
+            for r, noise in zip(rows, (1.0, 3.0)):
+                for z in (0, 1):
+                    s = 1 / (1 + np.exp(-(2 * y - 1 + g.normal(0, noise, n))))
+                    parts.append(pd.DataFrame(dict(row=r, fold=f, split=split, subject=[f"f{f}{split}{i}" for i in
+                                                                                     range(n)], slice=z, y=y, score=s)))
+    return pd.concat(parts, ignore_index=True)
+
+
+def test_tables_average_folds_with_cis_and_patients_average_patches():
+    pred = fake_predictions()
+    pat = sslhf.patient_scores(pred)
+    one = pred[(pred.row == "SSLHF") & (pred.fold == 0) & (pred.split == "test") & (pred.subject == "f0test0")]
+    assert pat.set_index(["row", "fold", "split", "subject"]).score[("SSLHF", 0, "test", "f0test0")] == pytest.approx(
+        one.score.mean())
+    fm = sslhf.fold_metrics(pred)
+    assert set(fm.level) == {"patch", "patient"} and len(fm) == 2 * 3 * 2
+    summ = sslhf.summary(fm)
+    s = summ[(summ.row == "SSLHF") & (summ.level == "patient") & (summ.metric == "auc")].iloc[0]
+    assert s["mean"] == pytest.approx(fm[(fm.row == "SSLHF") & (fm.level == "patient")].auc.mean())
+    assert s.ci_low <= s["mean"] <= s.ci_high and s.paper == pytest.approx(0.8505)
+    t = sslhf.table(summ, ["A: no proxy", "SSLHF"])
+    assert list(t.index) == ["A: no proxy", "SSLHF"] and t.loc["SSLHF", "patient AUC (paper)"] == 0.8505
+    d = sslhf.differences(fm)
+    assert d.row.tolist() == ["A: no proxy"] and d.difference.iloc[0] > 0 and d.folds.iloc[0] == 3
+    roc = sslhf.mean_roc(pred, "patient")
+    assert roc.groupby("row").fpr.size().tolist() == [101, 101] and (roc.tpr.between(0, 1)).all()
+
+
+def test_accuracy_threshold_is_chosen_between_scores():
+    assert accuracy_threshold([0, 0, 1, 1], [0.1, 0.2, 0.7, 0.9]) == pytest.approx(0.45)
+    assert accuracy_threshold([0, 1, 0, 1], [0.1, 0.3, 0.5, 0.8]) == pytest.approx(0.65)
+
+
+def test_one_tiny_cross_validation_runs_the_rows_and_exports(tmp_path):
+    g = np.random.default_rng(0)
+    labels = pd.DataFrame(dict(subject=[f"p{i}" for i in range(10)], hfref=[1, 0] * 5, lvef=np.nan))
+    x = g.normal(0, 1, (10, 32, 32, 32)).astype(np.float32)
+    patches = sslhf.HFPatches(x, labels.subject.to_numpy(), np.zeros(10, int))
+    folds = sslhf.patient_folds(labels, 3)
+    cfg = sslhf.SSLHFConfig(widths=(2, 2, 4, 4, 4), hidden=(4, 4), proxy_steps=1, proxy_bs=4, epochs=1, bs=4,
+                            lr=1e-3, resnet_widen=0.0625, densenet_init=8, densenet_growth=4, groups=2)
+    rest, log = sslhf.pretrain(x[:8], x[8:], cfg, ("patch",))
+    assert log["n_patches"] == 8 and np.isfinite(log["train_loss"])
+    restorers = {r: rest for r in sslhf.PROXIES}
+    rows = ("SSLHF", "3D DenseNet-121")
+    pred, logs, kept = crossval.cross_validate(patches, labels, folds, rows, cfg, lambda f: restorers, progress=False)
+    assert set(pred.row) == set(rows) and len(logs) == 2 * 3 and set(kept) == {("SSLHF", f) for f in range(3)}
+    assert pred.score.between(0, 1).all() and (pred.groupby(["row", "split"]).subject.nunique() == 10).all()
+    net = sslhf.network("SSLHF", cfg, restorers)
+    assert all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(net.encoder.state_dict().values(),
+                                                                    rest.encoder.state_dict().values()))
+    path = sslhf.save(kept[("SSLHF", 0)], tmp_path / "m.pkl")
+    model = sslhf.load(path)
+    assert np.allclose(sslhf.scores(model, x[:3]), sslhf.scores(kept[("SSLHF", 0)].model, x[:3]), atol=1e-6)
+    with pytest.raises(ValueError, match="pretrain it first"):
+        sslhf.network("B: no frame covering", cfg, {})
+
+
+def test_predict_scores_a_cine_through_its_patches(monkeypatch):
+    cine, lab = stack_with_lv(t=16, size=48)
+    monkeypatch.setattr(sslhf.predict.__globals__["segmentation"], "predict",
+                        lambda model, c: np.repeat(lab[None, :], c.n_frames, 0))
+    clf = sslhf.network("A: no proxy", sslhf.SSLHFConfig(widths=(2, 2, 4, 4, 4), hidden=(4, 4)))
+    out = sslhf.predict(clf, cine, segmenter=None, size=16, patch_mm=2.0, n_frames=16)
+    assert out["slices"] == [1, 2] and len(out["patches"]) == 2
+    assert out["probability"] == pytest.approx(np.mean(out["patches"]))
+
