@@ -33,3 +33,14 @@ def acdc_dir(data_dir) -> Path:
     if not p.exists():
         pytest.skip(f"ACDC not found under {data_dir}")
     return p
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """`make test` runs two workers on a 2-core machine: one torch thread each keeps them from oversubscribing."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
