@@ -50,19 +50,19 @@ def cross_validate(patches: HFPatches, labels: pd.DataFrame, folds: pd.Series, r
     the self-supervised rows start from. Returns the predictions (row, fold, fraction, split, subject, slice, y,
     score), the training log and the trained Learners of the `keep` rows by (row, fold)."""
     preds, logs, kept = [], [], {}
-    k = int(folds.max()) + 1
-    jobs = [(fold, row) for fold in range(k) for row in rows]
-    for fold, row in progress_bar(jobs, display=progress, leave=False):
+    for fold in progress_bar(range(int(folds.max()) + 1), display=progress, leave=False):
         parts = fold_patients(labels, folds, fold, fraction, cfg.seed)
         data = {role: _xy(patches, lab) for role, lab in parts.items()}
         (pt, yt), (pv, yv) = data["train"], data["valid"]
-        learn, log = fit(row, (pt.x, yt), (pv.x, yv), cfg, restorers(fold) if row in PROXIES else None,
-                         f"fold {fold} fraction {fraction:g}")
-        logs.append(dict(log, fold=fold, fraction=fraction, train_patients=len(parts["train"]), train_patches=len(yt)))
-        for split in ("valid", "test"):
-            p, y = data[split]
-            preds.append(pd.DataFrame(dict(row=row, fold=fold, fraction=fraction, split=split, subject=p.subject,
-                                           slice=p.slice, y=y, score=scores(learn.model, p.x))))
-        if row in keep:
-            kept[(row, fold)] = learn
+        for row in rows:
+            learn, log = fit(row, (pt.x, yt), (pv.x, yv), cfg, restorers(fold) if row in PROXIES else None,
+                             f"fold {fold} fraction {fraction:g}")
+            logs.append(dict(log, fold=fold, fraction=fraction, train_patients=len(parts["train"]),
+                             train_patches=len(yt)))
+            for split in ("valid", "test"):
+                p, y = data[split]
+                preds.append(pd.DataFrame(dict(row=row, fold=fold, fraction=fraction, split=split, subject=p.subject,
+                                               slice=p.slice, y=y, score=scores(learn.model, p.x))))
+            if row in keep:
+                kept[(row, fold)] = learn
     return pd.concat(preds, ignore_index=True), logs, kept

@@ -50,14 +50,15 @@ def _from_table(labels_csv: str | Path) -> pd.DataFrame:
         raise HFLabelsError(f"{name}: needs a subject column and an lvef (%) or hf_class (HFrEF/HFpEF) column")
     if tab.subject.duplicated().any():
         raise HFLabelsError(f"{name}: subjects listed twice: {sorted(set(tab.subject[tab.subject.duplicated()]))[:5]}")
-    lvef = pd.to_numeric(tab["lvef"], errors="coerce") if "lvef" in tab else pd.Series(np.nan, index=tab.index)
-    bad = tab["lvef"].notna() & (lvef.isna() | ~lvef.between(0, 100)) if "lvef" in tab else lvef.notna()
+    tab = tab.reindex(columns=[*tab.columns, *sorted({"lvef", "hf_class"} - set(tab.columns))])
+    lvef = pd.to_numeric(tab.lvef, errors="coerce")
+    bad = tab.lvef.notna() & ~lvef.between(0, 100)
     if bad.any():
         raise HFLabelsError(f"{name}: lvef must be a percentage 0-100; rows {tab.index[bad].tolist()[:5]} are not")
-    cls = tab["hf_class"].map({"HFrEF": 1.0, "HFpEF": 0.0}) if "hf_class" in tab else pd.Series(np.nan, index=tab.index)
-    if "hf_class" in tab and (tab.hf_class.notna() & cls.isna()).any():
-        raise HFLabelsError(f"{name}: hf_class must be HFrEF or HFpEF; rows "
-                            f"{tab.index[tab.hf_class.notna() & cls.isna()].tolist()[:5]} are not")
+    cls = tab.hf_class.map({v: float(k) for k, v in CLASSES.items()})
+    bad = tab.hf_class.notna() & cls.isna()
+    if bad.any():
+        raise HFLabelsError(f"{name}: hf_class must be HFrEF or HFpEF; rows {tab.index[bad].tolist()[:5]} are not")
     hfref = pd.Series(np.where(lvef.notna(), hf_class(lvef.fillna(100)), cls), index=tab.index)
     return pd.DataFrame(dict(subject=tab.subject, lvef=lvef, hfref=hfref))
 
