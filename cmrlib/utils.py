@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 PACKAGES = ("cmrlib", "numpy", "torch", "torchvision", "fastai", "opencv-python-headless", "scikit-learn",
-            "pingouin", "zarr", "nibabel", "pydicom", "papermill", "pandas", "umap-learn", "monai")
+            "pingouin", "zarr", "nibabel", "pydicom", "papermill", "pandas", "umap-learn", "monai", "timm")
 
 
 def seed_everything(seed: int = 0, deterministic: bool = True) -> int:

@@ -103,6 +103,21 @@ def _sslhf(run: Path):
         yield "05 · SSLHF minus each row, patient-level AUC fold by fold (95 % CI)", d.round(3)
 
 
+def _heartmae(run: Path):
+    if (d := _read(run, "06/table1.csv")) is not None:
+        yield "06 · HeartMAE Table 1: EF mean absolute error (EF points, 95 % CI), beside the paper's", d
+    if (d := _read(run, "06/wins.csv")) is not None:
+        w = _read(run, "06/wilcoxon.csv")
+        yield ("06 · cardiac measures each MAE model predicts best (Fig. S1)"
+               + ("" if w is None else f"; HeartMAE vs MAE-ViT-B: lower scaled MAE on {int(w['a_better'][0])} of "
+                  f"{int(w['tasks'][0])}, Wilcoxon p = {w['p'][0]:.3g}"), d)
+    for metric in ("AP", "AUROC"):
+        if (d := _read(run, f"06/conditions_{metric}.csv")) is not None:
+            yield f"06 · conditions: {metric} per model on the test subjects (95 % CI; Fig. 2)", d
+    if (d := _read(run, "06/table2.csv")) is not None:
+        yield "06 · HeartMAE Table 2: extracardiac MAE (95 % CI) and Pearson r, beside the paper's", d
+
+
 def _agreement(run: Path):
     if (d := _read(run, "07/agreement.csv")) is not None:
         d = d[d["measure"].isin(HEADLINE_MEASURES)]
@@ -115,8 +130,8 @@ def _clusters(run: Path):
         yield "08 · clusters (AF against healthy): adjusted Rand index", d.round(3)
 
 
-HEADLINES: list[Callable[[Path], object]] = [_segmentation, _edes, _mvnet, _cussp, _sslhf, _agreement,
-                                                 _clusters]
+HEADLINES: list[Callable[[Path], object]] = [_segmentation, _edes, _mvnet, _cussp, _sslhf, _heartmae,
+                                                 _agreement, _clusters]
 
 
 def headlines(run_dir: str | Path) -> list[tuple[str, pd.DataFrame]]:

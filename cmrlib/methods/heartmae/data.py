@@ -1,0 +1,237 @@
+"""HeartMAE's inputs: every chosen cine of a subject as square 8-bit frames, its optical-flow weight map, clips.
+
+Each cine (a SAX slice, a 2CH or a 4CH) is resampled to `cycle` frames over its cardiac cycle (UK Biobank has 50),
+centre-cropped to a square, resized to `load` px (the paper's 256 before 224 crops) and max-scaled to [0, 1], kept as
+8 bits. Its motion map W (eq. 2) is the mean Farneback optical-flow
+magnitude between every 5th frame (OpenCV, on those 8-bit frames), Gaussian-smoothed and max-scaled to [0, 1]:
+computed once per cine and stored beside the frames. A clip is a `ClipView` (start frame, square crop, flips) applied
+to frames and map alike; training draws views at random (`random_view`), inference uses the paper's fixed K x T
+views (`inference_views`).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+from fastprogress.fastprogress import progress_bar
+
+from ...measure import resample_cycle
+from ...record import Cine
+from ...store import CohortStore
+from ...utils import load_arrays, save_arrays
+
+VIEWS = ("SAX", "2CH", "3CH", "4CH")
+FAILURE_COLUMNS = ["cine_id", "subject", "reason"]
+
+
+class CineInputError(ValueError):
+    """A cine HeartMAE cannot use (a blank or non-finite image, too few frames for optical flow)."""
+
+
+# ---------------------------------------------------------------- cines -> frames and motion maps
+
+
+def sax_slices(n_slices: int, k: int) -> list[int]:
+    """`k` SAX slice indices spread evenly over the middle 60 % of the stack (base to apex, both ends left out)."""
+    if k >= n_slices:
+        return list(range(n_slices))
+    return sorted({int(round(q * (n_slices - 1))) for q in np.linspace(0.2, 0.8, k)})
+
+
+def square_frames(pixels: np.ndarray, load: int) -> np.ndarray:
+    """(T, H, W) -> (T, load, load) uint8: the centred square, resized (area), max-scaled to 0..255."""
+    t, h, w = pixels.shape
+    s = min(h, w)
+    y0, x0 = (h - s) // 2, (w - s) // 2
+    sq = np.asarray(pixels[:, y0:y0 + s, x0:x0 + s], dtype=np.float32)
+    top = float(sq.max())
+    if not np.isfinite(top) or top <= 0:
+        raise CineInputError("blank or non-finite image")
+    interp = cv2.INTER_AREA if s > load else cv2.INTER_LINEAR
+    out = np.stack([cv2.resize(f, (load, load), interpolation=interp) for f in sq / top])
+    return np.clip(np.rint(out * 255), 0, 255).astype(np.uint8)
+
+
+def flow_weight(frames: np.ndarray, sigma_px: float, step: int = 5, still_px: float = 0.05) -> np.ndarray:
+    """HeartMAE's W: mean Farneback flow magnitude between frames 0, 5, 10, ... (8-bit input), Gaussian-smoothed
+    with `sigma_px`, max-scaled to [0, 1]; all zeros for a still cine (under `still_px` of flow anywhere), whose
+    scaled noise would otherwise weight pixels at random."""
+    idx = list(range(0, len(frames), step))
+    if len(idx) < 2:
+        raise CineInputError(f"{len(frames)} frames: optical flow needs frames {step} apart")
+    mags = []
+    for a, b in zip(idx[:-1], idx[1:]):
+        flow = cv2.calcOpticalFlowFarneback(frames[a], frames[b], None, 0.5, 3, 15, 3, 5, 1.2, 0)
+        mags.append(np.hypot(flow[..., 0], flow[..., 1]))
+    w = cv2.GaussianBlur(np.mean(mags, 0).astype(np.float32), (0, 0), sigma_px)
+    return w / w.max() if w.max() > still_px else np.zeros_like(w)
+
+
+def cine_views(cine: Cine, sax_k: int) -> list[tuple[str, np.ndarray]]:
+    """(name, (T, H, W) pixels) of every view HeartMAE takes from a cine: `sax_k` SAX slices or the LAX frames."""
+    if cine.pixels.ndim == 4:
+        return [(f"{cine.cine_id}:{z}", cine.pixels[:, z]) for z in sax_slices(cine.pixels.shape[1], sax_k)]
+    return [(cine.cine_id, cine.pixels)]
+
+
+@dataclass
+class CineSet:
+    """Preprocessed views of a cohort: frames (N, T, load, load) uint8 and motion maps (N, load, load)."""
+
+    frames: np.ndarray
+    weight: np.ndarray
+    table: pd.DataFrame                      # view_id, cine_id, subject, view, split: one row per frame stack
+    failures: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=FAILURE_COLUMNS))
+
+    def __len__(self):
+        return len(self.frames)
+
+    def take(self, rows) -> "CineSet":
+        """The views at positions `rows`."""
+        rows = np.asarray(rows, dtype=int)
+        return CineSet(self.frames[rows], self.weight[rows], self.table.iloc[rows].reset_index(drop=True),
+                       self.failures)
+
+    def rows(self, split: str | Sequence[str]) -> np.ndarray:
+        """Positions of the views whose subject is in `split` (one name or several)."""
+        splits = [split] if isinstance(split, str) else list(split)
+        return np.flatnonzero(self.table["split"].isin(splits).to_numpy())
+
+    def save(self, path: str | Path, settings: dict) -> Path:
+        """Atomically to one .npz (+ settings .json), so a later run with the same settings reuses it."""
+        tab = {f"t_{c}": np.asarray(self.table[c], dtype=str) for c in self.table}
+        fails = {f"f_{c}": np.asarray(self.failures[c], dtype=str) for c in FAILURE_COLUMNS}
+        return save_arrays(path, dict(frames=self.frames, weight=self.weight, **tab, **fails), settings)
+
+    @classmethod
+    def load(cls, path: str | Path, settings: dict) -> "CineSet | None":
+        """The set saved with these settings, else None."""
+        got = load_arrays(path, settings)
+        if got is None:
+            return None
+        a = got[0]
+        table = pd.DataFrame({k[2:]: a[k] for k in a if k.startswith("t_")})
+        fails = pd.DataFrame({c: a[f"f_{c}"] for c in FAILURE_COLUMNS})
+        return cls(a["frames"], a["weight"].astype(np.float32), table, fails)
+
+
+def preprocess_cine(cine: Cine, load: int = 72, cycle: int = 30, sax_k: int = 3,
+                    sigma_mm: float = 18.0) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(view_id, frames (cycle, load, load) uint8, motion map (load, load)) of every view HeartMAE takes from a
+    cine. `sigma_mm` is the paper's 10 px at UK Biobank's 1.8 mm, converted to this cine's resized pixels."""
+    out = []
+    for vid, px in cine_views(cine, sax_k):
+        sq = square_frames(resample_cycle(px, cycle), load)
+        mm = min(px.shape[1:]) * float(cine.spacing[-1]) / load
+        out.append((vid, sq, flow_weight(sq, sigma_mm / mm)))
+    return out
+
+
+def preprocess_store(store: CohortStore, cine_ids: Sequence[str], progress: bool = True, **prep) -> CineSet:
+    """`preprocess_cine` on every listed cine (`prep`: its keywords); a cine that cannot be used is recorded with
+    its reason and the others go on."""
+    splits = store.splits()
+    stacks, maps, rows, fails = [], [], [], []
+    for cid in progress_bar(list(cine_ids), display=progress, leave=False):
+        cine = store.read(cid)
+        try:
+            views = preprocess_cine(cine, **prep)
+        except CineInputError as e:
+            fails.append(dict(cine_id=cid, subject=str(cine.subject), reason=str(e)))
+            continue
+        for vid, sq, w in views:
+            stacks.append(sq)
+            maps.append(w.astype(np.float16))
+            rows.append(dict(view_id=vid, cine_id=cid, subject=str(cine.subject), view=cine.view,
+                             split=splits.get(str(cine.subject), "")))
+    load, cycle = prep.get("load", 72), prep.get("cycle", 30)
+    x = np.stack(stacks) if stacks else np.zeros((0, cycle, load, load), np.uint8)
+    w = np.stack(maps) if maps else np.zeros((0, load, load), np.float16)
+    return CineSet(x, w.astype(np.float32), pd.DataFrame(rows, columns=["view_id", "cine_id", "subject", "view",
+                                                                         "split"]),
+                   pd.DataFrame(fails, columns=FAILURE_COLUMNS))
+
+
+def intensity_stats(cines: CineSet) -> tuple[float, float]:
+    """Mean and SD of the [0, 1] pixels of a (training) set: the paper's centring and scaling."""
+    x = cines.frames.astype(np.float32) / 255
+    return float(x.mean()), float(x.std())
+
+
+# ---------------------------------------------------------------- clip views
+
+
+@dataclass(frozen=True)
+class ClipView:
+    """A deterministic clip: `frames` consecutive frames from `start`, the square (y, x, side) resized to `size`,
+    then flipped up-down and/or left-right."""
+
+    start: int
+    box: tuple[int, int, int]
+    size: int
+    frames: int
+    flip_ud: bool = False
+    flip_lr: bool = False
+
+    def __call__(self, stack: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(T, L, L) frames and (L, L) map -> (frames, size, size) float and (size, size) float."""
+        y, x, s = self.box
+        clip = stack[self.start:self.start + self.frames, y:y + s, x:x + s].astype(np.float32)
+        w = weight[y:y + s, x:x + s].astype(np.float32)
+        if s != self.size:
+            clip = np.stack([cv2.resize(f, (self.size, self.size), interpolation=cv2.INTER_LINEAR) for f in clip])
+            w = cv2.resize(w, (self.size, self.size), interpolation=cv2.INTER_LINEAR)
+        for flip, axis in ((self.flip_ud, -2), (self.flip_lr, -1)):
+            if flip:
+                clip, w = np.flip(clip, axis), np.flip(w, axis)
+        return np.ascontiguousarray(clip), np.ascontiguousarray(w)
+
+
+def random_view(n_frames: int, load: int, size: int, frames: int, rng: np.random.Generator,
+                min_side: int | None = None) -> ClipView:
+    """The paper's augmentation: a random start, a random square of side `min_side`..`load` (224..256 at their
+    size) resized to `size`, random vertical and horizontal flips."""
+    s = int(rng.integers(min_side or size, load + 1))
+    return ClipView(int(rng.integers(0, n_frames - frames + 1)),
+                    (int(rng.integers(0, load - s + 1)), int(rng.integers(0, load - s + 1)), s), size, frames,
+                    bool(rng.random() < 0.5), bool(rng.random() < 0.5))
+
+
+def inference_views(n_frames: int, load: int, size: int, frames: int, k: int = 3, t: int = 2) -> list[ClipView]:
+    """Multiview inference: `t` clips spread from the first to the last frame x `k` crops left / centre / right."""
+    starts = np.linspace(0, n_frames - frames, t).round().astype(int) if t > 1 else [(n_frames - frames) // 2]
+    xs = np.linspace(0, load - size, k).round().astype(int) if k > 1 else [(load - size) // 2]
+    y = (load - size) // 2
+    return [ClipView(int(s), (y, int(x), size), size, frames) for s in starts for x in xs]
+
+
+class Clips(torch.utils.data.Dataset):
+    """Training (random views, `repeats` clips per cine and epoch) or validation (one fixed centre view per cine)
+    clips: (clip (1, T, S, S) normalised, motion map (S, S))."""
+
+    def __init__(self, cines: CineSet, size: int, frames: int, mean: float, std: float, train: bool = True,
+                 repeats: int = 1, seed: int = 0, min_side: int | None = None):
+        self.cines, self.size, self.frames, self.train = cines, size, frames, train
+        self.mean, self.std, self.repeats, self.min_side = mean, std, repeats if train else 1, min_side
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self):
+        return len(self.cines) * self.repeats
+
+    def view(self, i: int) -> ClipView:
+        """The clip view of item `i`: random in training, the centre of the middle clip otherwise."""
+        n, load = self.cines.frames.shape[1], self.cines.frames.shape[-1]
+        if self.train:
+            return random_view(n, load, self.size, self.frames, self.rng, self.min_side)
+        return inference_views(n, load, self.size, self.frames, k=1, t=1)[0]
+
+    def __getitem__(self, i):
+        j = i % len(self.cines)
+        clip, w = self.view(i)(self.cines.frames[j], self.cines.weight[j])
+        x = (clip / 255 - self.mean) / self.std
+        return torch.from_numpy(x[None]), torch.from_numpy(w)

@@ -1,0 +1,181 @@
+"""Pretraining the four MAE models as fastai Learners: AdamW (betas 0.9 / 0.95, weight decay 0.05), the learning rate
+scaled by batch size (blr x bs / 256), a linear warm-up then a half-cosine, the best validation checkpoint kept.
+MAE-ViT-B starts from scratch; MAE-tube, MAE-95 and HeartMAE start from its best checkpoint, as in the paper."""
+from __future__ import annotations
+
+import contextlib
+import io
+import time
+from dataclasses import asdict, dataclass, fields
+from functools import partial
+from pathlib import Path
+
+import pandas as pd
+import torch
+from fastai.callback.schedule import ParamScheduler, SchedCos, SchedLin, combine_scheds
+from fastai.callback.tracker import SaveModelCallback
+from fastai.learner import Learner
+from fastai.optimizer import Adam
+from torch import nn
+
+from ...learn import bf16_callbacks, dataloaders, history
+from ...models.mae_st import MAESize, VideoMAE, mae_loss
+from ...utils import seed_everything, seed_for
+from .data import CineSet, Clips
+
+BASE = "MAE-ViT-B"
+# the paper's four models: masking, ratio, the optical-flow weighted loss (eq. 2), and where the weights start
+FAMILY = {BASE: dict(masking="random", ratio=0.90, weighted=False, init=None),
+          "MAE-tube": dict(masking="tube", ratio=0.90, weighted=False, init=BASE),
+          "MAE-95": dict(masking="random", ratio=0.95, weighted=False, init=BASE),
+          "HeartMAE": dict(masking="random", ratio=0.90, weighted=True, init=BASE)}
+RANDOM = "random encoder"   # the floor: the same network, never trained
+
+
+@dataclass(frozen=True)
+class HeartMAEConfig:
+    """Every pretraining setting of notebook 06 (the profiles set them); the network's shape is `MAESize`."""
+
+    size: int = 64
+    frames: int = 16
+    patch: int = 8
+    tubelet: int = 4
+    dim: int = 192
+    depth: int = 6
+    heads: int = 3
+    dec_dim: int = 128
+    dec_depth: int = 2
+    dec_heads: int = 4
+    pred_frames: int = 8
+    load: int = 72                 # frames are stored at load x load; training crops min_side..load px
+    min_side: int = 64
+    epochs_base: int = 16          # MAE-ViT-B (the paper: 200)
+    epochs: int = 8                # MAE-tube, MAE-95, HeartMAE from MAE-ViT-B (the paper: 100)
+    warmup_epochs: int = 2         # linear warm-up of every row (the paper: 30, of 200 and of 100 epochs)
+    bs: int = 16
+    repeats: int = 4               # clips drawn from each cine per epoch (the paper: 4)
+    blr: float = 1.5e-4            # base learning rate; lr = blr x bs / 256
+    wd: float = 0.05
+    bf16: bool = False
+    seed: int = 0
+
+    @property
+    def shape(self) -> MAESize:
+        """The network's shape."""
+        return MAESize(**{f.name: getattr(self, f.name) for f in fields(MAESize)})
+
+    @property
+    def lr(self) -> float:
+        """The paper's scaling rule."""
+        return self.blr * self.bs / 256
+
+
+class MAETask(nn.Module):
+    """The MAE with one row's masking, so a Learner can call it on clips (the motion maps are the loss's data)."""
+
+    def __init__(self, mae: VideoMAE, masking: str, ratio: float):
+        super().__init__()
+        self.mae, self.masking, self.ratio = mae, masking, ratio
+
+    def forward(self, x):
+        pred, mask = self.mae(x, self.ratio, self.masking)
+        return pred.float(), mask, x
+
+
+def mae_objective(weighted: bool, size: MAESize):
+    """The loss of a row: eq. 1 (plain MSE on masked normalised pixels) or eq. 2 (weighted by 1 + W)."""
+    def loss(out, w):
+        pred, mask, x = out
+        return mae_loss(pred, x, mask, size, w if weighted else None)
+    return loss
+
+
+def network(cfg: HeartMAEConfig, seed: int | None = None) -> VideoMAE:
+    """A freshly initialised MAE of the configured shape (seeded)."""
+    seed_everything(cfg.seed if seed is None else seed)
+    return VideoMAE(cfg.shape)
+
+
+def learner(row: str, cines: CineSet, cfg: HeartMAEConfig, mean: float, std: float, path: str | Path,
+            init: VideoMAE | None = None) -> Learner:
+    """The Learner of one family row on the training and validation views of `cines`."""
+    spec = FAMILY[row]
+    seed = seed_for(cfg.seed, "06", row)
+    mae = network(cfg, seed)
+    if init is not None:
+        mae.load_state_dict(init.state_dict())
+    kw = dict(size=cfg.size, frames=cfg.frames, mean=mean, std=std, min_side=cfg.min_side)
+    train = Clips(cines.take(cines.rows("train")), train=True, repeats=cfg.repeats, seed=seed, **kw)
+    valid = Clips(cines.take(cines.rows("valid")), train=False, **kw)
+    opt = partial(Adam, mom=0.9, sqr_mom=0.95, eps=1e-8, wd=cfg.wd, decouple_wd=True)
+    return Learner(dataloaders(train, valid, cfg.bs), MAETask(mae, spec["masking"], spec["ratio"]),
+                   loss_func=mae_objective(spec["weighted"], cfg.shape), opt_func=opt, path=Path(path),
+                   model_dir=".", cbs=bf16_callbacks(cfg.bf16))
+
+
+def schedule(lr: float, warmup: float):
+    """Linear warm-up to `lr` over the first `warmup` (a fraction) of training, then a half-cosine to zero."""
+    warmup = min(max(warmup, 1e-3), 0.999)
+    return combine_scheds([warmup, 1 - warmup], [SchedLin(lr * 1e-3, lr), SchedCos(lr, 0.0)])
+
+
+def pretrain(row: str, cines: CineSet, cfg: HeartMAEConfig, mean: float, std: float, out: str | Path,
+             init: VideoMAE | None = None) -> tuple[VideoMAE, dict]:
+    """Train one family row; the checkpoint of best validation loss is kept (the paper keeps MAE-ViT-B's best)."""
+    epochs = cfg.epochs_base if FAMILY[row]["init"] is None else cfg.epochs
+    learn = learner(row, cines, cfg, mean, std, out, init)
+    name = f"mae_{row}".replace(" ", "_")
+    t0 = time.perf_counter()
+    with learn.no_bar(), learn.no_logging(), contextlib.redirect_stdout(io.StringIO()):  # "Better model found"
+        learn.fit(epochs, cfg.lr, cbs=[ParamScheduler({"lr": schedule(cfg.lr, cfg.warmup_epochs / epochs)}),
+                                       SaveModelCallback(fname=name, with_opt=False)])
+    (Path(out) / f"{name}.pth").unlink(missing_ok=True)  # the callback's copy of the best epoch, now loaded
+    h = history(learn)
+    summary = dict(model=row, epochs=epochs, clips_per_epoch=len(learn.dls.train.dataset),
+                   train_s=round(time.perf_counter() - t0, 1), best_epoch=int(h["valid_loss"].idxmin()),
+                   train_loss=float(h["train_loss"].iloc[-1]), valid_loss=float(h["valid_loss"].min()))
+    return learn.model.mae.eval(), dict(summary, history=h)
+
+
+def pretrain_family(cines: CineSet, cfg: HeartMAEConfig, mean: float, std: float, out: str | Path,
+                    rows=tuple(FAMILY)) -> tuple[dict[str, VideoMAE], pd.DataFrame, dict[str, pd.DataFrame]]:
+    """MAE-ViT-B first, the others from its best checkpoint, each saved as `out/<row>.pt`; a row saved earlier with
+    the same settings is loaded instead (a re-run resumes). (models, summary per row, new loss histories)."""
+    models, summaries, histories = {}, [], {}
+    Path(out).mkdir(parents=True, exist_ok=True)
+    for row in rows:
+        path = Path(out) / f"{row}.pt"
+        if path.exists():
+            model, old, meta = load(path)
+            if old == cfg and (meta.get("mean"), meta.get("std")) == (mean, std):
+                models[row] = model
+                summaries.append(dict(meta.get("summary", {}), model=row, reused=True))
+                continue
+        init = FAMILY[row]["init"]
+        models[row], s = pretrain(row, cines, cfg, mean, std, out, models.get(init) if init else None)
+        histories[row] = s.pop("history")
+        save(models[row], cfg, path, mean=mean, std=std, summary=s)
+        summaries.append(dict(s, reused=False))
+    return models, pd.DataFrame(summaries), histories
+
+
+def save(model: VideoMAE, cfg: HeartMAEConfig, path: str | Path, **meta) -> Path:
+    """Weights with the config and what else made them (intensity `mean`, `std`; a training `summary`), written
+    atomically (torch.save)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(dict(state=model.state_dict(), config=asdict(cfg), meta=meta), tmp)
+    tmp.replace(path)
+    return path
+
+
+def load(path: str | Path) -> tuple[VideoMAE, HeartMAEConfig, dict]:
+    """(model in eval mode, its config, what `save` kept with it: mean, std, summary) from `save`."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no HeartMAE-family encoder here (notebook 06 saves them in 06/models)")
+    got = torch.load(path, map_location="cpu", weights_only=False)
+    cfg = HeartMAEConfig(**got["config"])
+    model = VideoMAE(cfg.shape)
+    model.load_state_dict(got["state"])
+    return model.eval(), cfg, got["meta"]

@@ -1,0 +1,71 @@
+"""The downstream tasks in one place: which phantom truth or user column each head predicts, and of which kind.
+
+Three groups as in the paper, each trained as one multitask probe: cardiac measures (regression, the phantom's
+generating values and their BSA-indexed variants), conditions (classification) and extracardiac covariates (age,
+BMI, blood pressures by regression; sex by classification). A user's `targets_csv` (subject plus any columns)
+becomes one group: binary columns classify, the others regress.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ...measure import INDEXED, MODEL_KEYS, UNITS
+
+# cardiac measure -> manifest column (the phantom's generating values)
+CARDIAC = {**MODEL_KEYS, "MAPSE": "mapse_mm", "TAPSE": "tapse_mm", "s_prime": "s_prime_cm_s",
+           "e_prime": "e_prime_cm_s", "a_prime": "a_prime_cm_s"}
+EF_COLUMNS = ("LVEF", "LAEF", "RVEF", "RAEF")   # Table 1
+CONDITIONS = ("HFrEF", "HFpEF", "MR", "AF", "HCM", "MI")
+EXTRACARDIAC = {"age": "age", "BMI": "bmi", "SBP": "sbp", "DBP": "dbp"}
+GROUPS = ("cardiac", "conditions", "extracardiac")
+TASK_UNITS = {**UNITS, "TAPSE": "mm", "age": "years", "BMI": "kg/m²", "SBP": "mmHg", "DBP": "mmHg"}
+
+
+class TargetsError(ValueError):
+    """A targets table that cannot be used (no subject column, no usable target)."""
+
+
+def _conditions(m: pd.DataFrame) -> pd.DataFrame:
+    """Each condition as 0/1 from the phantom's flags (MR: grade >= 1, as notebook 04)."""
+    hf = m["hf_class"].astype(str)
+    return pd.DataFrame({"HFrEF": hf == "HFrEF", "HFpEF": hf == "HFpEF", "MR": m["mr_grade"].astype(float) >= 1,
+                         "AF": m["af"].astype(bool), "HCM": m["hcm"].astype(bool),
+                         "MI": m["mi"].astype(bool)}).astype(float)
+
+
+def phantom_targets(manifest: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str], dict[str, str]]:
+    """(subject-indexed targets, task -> 'reg'/'cls', task -> group) from a phantom store's manifest."""
+    m = manifest.drop_duplicates("subject").set_index("subject")
+    cardiac = pd.DataFrame({k: pd.to_numeric(m[c], errors="coerce") for k, c in CARDIAC.items() if c in m})
+    bsa = pd.to_numeric(m["bsa_m2"], errors="coerce")
+    cardiac = cardiac.join(pd.DataFrame({f"{k}i": cardiac[k] / bsa for k in INDEXED if k in cardiac}))
+    extra = pd.DataFrame({k: pd.to_numeric(m[c], errors="coerce") for k, c in EXTRACARDIAC.items()})
+    extra["sex (male)"] = (m["sex"].astype(str) == "M").astype(float)
+    cond = _conditions(m)
+    y = pd.concat([cardiac, cond, extra], axis=1)
+    kinds = {**dict.fromkeys(cardiac, "reg"), **dict.fromkeys(cond, "cls"), **dict.fromkeys(EXTRACARDIAC, "reg"),
+             "sex (male)": "cls"}
+    groups = {**dict.fromkeys(cardiac, "cardiac"), **dict.fromkeys(cond, "conditions"),
+              **dict.fromkeys(extra, "extracardiac")}
+    return y, kinds, groups
+
+
+def table_targets(path: str | Path) -> tuple[pd.DataFrame, dict[str, str], dict[str, str]]:
+    """A user's targets table (subject + numeric or 0/1 columns) as one group 'targets'."""
+    path = Path(path)
+    try:
+        df = pd.read_csv(path)
+    except (OSError, pd.errors.ParserError) as e:
+        raise TargetsError(f"{path.name}: cannot read the targets table ({e})") from e
+    if "subject" not in df:
+        raise TargetsError(f"{path.name}: needs a subject column")
+    df = df.set_index(df["subject"].astype(str)).drop(columns="subject")
+    y = df.apply(pd.to_numeric, errors="coerce").dropna(axis=1, how="all")
+    if y.empty:
+        raise TargetsError(f"{path.name}: no numeric target column")
+    binary = lambda c: set(np.unique(c.dropna())) <= {0.0, 1.0}
+    kinds = {c: "cls" if binary(y[c]) else "reg" for c in y}
+    return y, kinds, dict.fromkeys(y, "targets")

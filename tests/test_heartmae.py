@@ -1,0 +1,202 @@
+"""HeartMAE: the spatiotemporal MAE's tokens, masks and weighted loss, the optical-flow map, clip views, the
+attention-MIL probe and the tables."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from cmrlib.methods import heartmae as hm
+from cmrlib.models.mae_st import MAESize, VideoMAE, mae_loss, mask_noise, patchify, target_frames, unpatchify
+
+SMALL = MAESize(size=16, frames=8, patch=4, tubelet=2, dim=16, depth=1, heads=2, dec_dim=16, dec_depth=1,
+                dec_heads=2, pred_frames=4)
+
+
+def test_patchify_inverts_and_orders_tokens_like_the_embedding():
+    x = torch.randn(2, SMALL.pred_frames, SMALL.size, SMALL.size)
+    assert torch.equal(unpatchify(patchify(x, SMALL), SMALL), x)
+    # a token's pixels are the tubelet at its (time, row, column) in the Conv3d embedding's flatten order
+    pos = torch.zeros(1, SMALL.pred_frames, SMALL.size, SMALL.size)
+    gt, gh, gw = SMALL.grid
+    for t in range(gt):
+        for i in range(gh):
+            for j in range(gw):
+                pos[0, t * SMALL.t_pred:(t + 1) * SMALL.t_pred, i * 4:(i + 1) * 4, j * 4:(j + 1) * 4] = (t * gh + i) * gw + j
+    tok = patchify(pos, SMALL)
+    assert torch.equal(tok[0].mean(-1), torch.arange(gt * gh * gw, dtype=torch.float32))
+
+
+def test_reconstructed_frames_are_a_fixed_linspace_of_the_clip():
+    assert target_frames(MAESize()).tolist() == [0, 2, 4, 6, 8, 10, 12, 15]
+    assert MAESize(size=224, frames=24, patch=16, tubelet=4, pred_frames=12).t_pred == 2  # the paper's 24 -> 12
+    with pytest.raises(ValueError, match="multiple"):
+        MAESize(size=70)
+
+
+@pytest.mark.parametrize("masking", ["random", "tube"])
+def test_masking_keeps_the_ratio_and_tube_masks_every_frame_alike(masking):
+    torch.manual_seed(0)
+    model = VideoMAE(SMALL)
+    x = torch.randn(3, 1, SMALL.frames, SMALL.size, SMALL.size)
+    pred, mask = model(x, 0.75, masking)
+    n = SMALL.grid[0] * SMALL.grid[1] * SMALL.grid[2]
+    assert pred.shape == (3, n, SMALL.t_pred * SMALL.patch ** 2)
+    assert (mask.sum(1) == n - round(n * 0.25)).all()
+    by_time = mask.reshape(3, SMALL.grid[0], -1)
+    assert (by_time == by_time[:, :1]).all() == (masking == "tube")
+    noise = mask_noise(2, SMALL, "tube", torch.Generator().manual_seed(1)).reshape(2, SMALL.grid[0], -1)
+    assert (noise == noise[:, :1]).all()
+
+
+def test_weighted_loss_is_eq2_on_the_right_tokens():
+    torch.manual_seed(0)
+    x = torch.randn(2, 1, SMALL.frames, SMALL.size, SMALL.size)
+    n = SMALL.grid[0] * SMALL.grid[1] * SMALL.grid[2]
+    pred, mask = torch.randn(2, n, SMALL.t_pred * 16), (torch.rand(2, n) > 0.3).float()
+    plain = mae_loss(pred, x, mask, SMALL)
+    assert torch.isclose(mae_loss(pred, x, mask, SMALL, torch.zeros(2, 16, 16)), plain)
+    assert torch.isclose(mae_loss(pred, x, mask, SMALL, torch.ones(2, 16, 16)), 2 * plain)
+    # weight on the top-left 4 x 4 patch only: only that patch's tokens (every time step) change their error
+    w = torch.zeros(2, 16, 16)
+    w[:, :4, :4] = 1.0
+    only = torch.zeros(2, n)
+    only.reshape(2, SMALL.grid[0], -1)[:, :, 0] = 1
+    expect = mae_loss(pred, x, mask, SMALL) + mae_loss(pred, x, mask * only, SMALL) * (mask * only).sum() / mask.sum()
+    assert torch.isclose(mae_loss(pred, x, mask, SMALL, w), expect)
+
+
+def _moving_square(n: int = 20, size: int = 96) -> np.ndarray:
+    """A bright square sliding up and down over a still, smoothly textured background."""
+    yy, xx = np.mgrid[:size, :size]
+    bg = (60 + 20 * np.sin(xx / 5) * np.cos(yy / 7)).astype(np.uint8)
+    frames = np.repeat(bg[None], n, 0)
+    for t in range(n):
+        y = 40 + int(8 * np.sin(2 * np.pi * t / n))
+        frames[t, y:y + 14, 20:34] = 220
+    return frames
+
+
+def test_flow_weight_finds_the_moving_structure():
+    f = _moving_square()
+    w = hm.flow_weight(f, sigma_px=2.0)
+    assert w.shape == f.shape[1:] and w.min() >= 0 and np.isclose(w.max(), 1.0)
+    assert w[32:62, 20:34].mean() > 3 * w[:, 70:].mean()  # the square's travel outweighs the still background
+    still = hm.flow_weight(np.repeat(f[:1], 20, 0), sigma_px=2.0)
+    assert not still.any()
+    with pytest.raises(hm.CineInputError, match="frames"):
+        hm.flow_weight(f[:3], sigma_px=2.0)
+
+
+def test_clip_views_move_frames_and_map_together():
+    stack = np.random.default_rng(0).integers(0, 255, (12, 20, 20)).astype(np.uint8)
+    weight = np.random.default_rng(1).random((20, 20)).astype(np.float32)
+    v = hm.ClipView(2, (1, 3, 16), 16, 8, flip_ud=True, flip_lr=True)
+    clip, w = v(stack, weight)
+    assert clip.shape == (8, 16, 16) and w.shape == (16, 16)
+    np.testing.assert_array_equal(clip[0], stack[2, 1:17, 3:19][::-1, ::-1])
+    np.testing.assert_array_equal(w, weight[1:17, 3:19][::-1, ::-1])
+    views = hm.inference_views(30, 72, 64, 16, k=3, t=2)
+    assert [(u.start, u.box[1]) for u in views] == [(0, 0), (0, 4), (0, 8), (14, 0), (14, 4), (14, 8)]
+    a = hm.random_view(30, 72, 64, 16, np.random.default_rng(5))
+    assert a == hm.random_view(30, 72, 64, 16, np.random.default_rng(5)) and 64 <= a.box[2] <= 72
+
+
+def test_sax_slices_spread_over_the_middle_of_the_stack():
+    assert hm.sax_slices(10, 3) == [2, 4, 7]
+    assert hm.sax_slices(2, 3) == [0, 1]
+
+
+def test_cineset_round_trips_and_ignores_other_settings(tmp_path):
+    cs = hm.CineSet(np.zeros((2, 4, 8, 8), np.uint8), np.ones((2, 8, 8), np.float32),
+                    pd.DataFrame(dict(view_id=["a", "b"], cine_id=["a", "b"], subject=["s1", "s2"], view=["2CH", "4CH"],
+                                      split=["train", "test"])))
+    cs.save(tmp_path / "c.npz", {"load": 8})
+    back = hm.CineSet.load(tmp_path / "c.npz", {"load": 8})
+    assert back.table.equals(cs.table) and back.frames.shape == cs.frames.shape and len(back.failures) == 0
+    assert hm.CineSet.load(tmp_path / "c.npz", {"load": 16}) is None
+    assert back.rows("test").tolist() == [1]
+
+
+def test_padded_attention_bags_give_each_subject_what_a_batch_of_one_gives():
+    torch.manual_seed(0)
+    pool = hm.GatedABMIL(6, 4)
+    a, b = torch.randn(1, 3, 6), torch.randn(1, 5, 6)
+    padded = torch.zeros(2, 5, 6)
+    padded[0, :3], padded[1] = a[0], b[0]
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
+    z, att = pool(padded, mask)
+    z_a, att_a = pool(a, torch.ones(1, 3, dtype=torch.bool))
+    assert torch.allclose(z[0], z_a[0], atol=1e-6) and torch.allclose(att[0, :3], att_a[0], atol=1e-6)
+    assert (att[0, 3:] == 0).all() and torch.allclose(att.sum(1), torch.ones(2))
+
+
+def test_probe_learns_targets_carried_by_the_views():
+    rng = np.random.default_rng(0)
+    n, v, d = 120, 4, 5
+    h = rng.normal(size=(n, v, d)).astype(np.float32)
+    mask = np.ones((n, v), bool)
+    mask[::3, 3] = False
+    y = pd.DataFrame({"ef": 55 + 10 * h[:, :, 0].mean(1), "sick": (h[:, :, 1].mean(1) > 0).astype(float)},
+                     index=[f"s{i}" for i in range(n)])
+    y.iloc[0, 0] = np.nan  # a missing target contributes nothing
+    kinds = {"ef": "reg", "sick": "cls"}
+    cfg = hm.ProbeConfig(epochs=40, bs=8, lr=1e-2)
+    train, valid, test = np.arange(80), np.arange(80, 100), np.arange(100, 120)
+    probe = hm.fit_probe(h, mask, y, kinds, train, valid, cfg)
+    out = probe.predict(h[test], mask[test], y.index[test])
+    assert np.abs(out["ef"] - y["ef"].iloc[test]).mean() < 0.6 * np.abs(y["ef"].iloc[test] - 55).mean()
+    assert ((out["sick"] > 0.5) == (y["sick"].iloc[test] > 0.5)).mean() >= 0.7
+    again = hm.fit_probe(h, mask, y, kinds, train, valid, cfg).predict(h[test], mask[test], y.index[test])
+    pd.testing.assert_frame_equal(out, again)  # seeded: the same probe twice
+
+
+def test_bags_group_views_by_subject_with_names():
+    table = pd.DataFrame(dict(view_id=["a_2CH", "a_SAX:3", "b_4CH"], subject=["a", "a", "b"]))
+    f = np.arange(3 * 2 * 4, dtype=np.float32).reshape(3, 2, 4)
+    h, mask, names = hm.bags(f, table, ["a", "b"])
+    assert h.shape == (2, 4, 4) and mask.sum(1).tolist() == [4, 2]
+    assert names[0] == ["a_2CH#0", "a_2CH#1", "a_SAX:3#0", "a_SAX:3#1"]
+    np.testing.assert_array_equal(h[1, :2], f[2])
+
+
+def test_phantom_targets_map_every_truth_in_one_place():
+    m = pd.DataFrame(dict(subject=["p1", "p2"], lv_edv_ml=[150.0, 100.0], lv_esv_ml=[60.0, 50.0], lv_sv_ml=[90, 50],
+                          lv_ef=[60.0, 50.0], bsa_m2=[2.0, 1.0], mapse_mm=[12, 9], hf_class=["none", "HFrEF"],
+                          mr_grade=[0, 2], af=[False, True], hcm=[False, False], mi=[True, False], age=[50, 60],
+                          bmi=[25, 30], sbp=[120, 140], dbp=[80, 90], sex=["M", "F"]))
+    y, kinds, groups = hm.phantom_targets(m)
+    assert y.loc["p1", "LVEDVi"] == 75.0 and y.loc["p2", "HFrEF"] == 1 and y.loc["p2", "MR"] == 1
+    assert y.loc["p1", "sex (male)"] == 1 and kinds["sex (male)"] == "cls" and kinds["LVEF"] == "reg"
+    assert groups["MAPSE"] == "cardiac" and groups["AF"] == "conditions" and groups["age"] == "extracardiac"
+
+
+def test_targets_table_errors_name_the_file(tmp_path):
+    bad = tmp_path / "mine.csv"
+    bad.write_text("id,lvef\n1,50\n")
+    with pytest.raises(hm.TargetsError, match="mine.csv: needs a subject column"):
+        hm.table_targets(bad)
+    good = tmp_path / "t.csv"
+    good.write_text("subject,lvef,af\ns1,50,0\ns2,60,1\n")
+    y, kinds, groups = hm.table_targets(good)
+    assert kinds == {"lvef": "reg", "af": "cls"} and set(groups.values()) == {"targets"}
+
+
+def test_missing_video_weights_say_where_and_what(tmp_path):
+    with pytest.raises(hm.WeightsMissingError, match="nothing is downloaded"):
+        hm.kinetics_weights(tmp_path / "none.pth")
+
+
+def test_tables_count_wins_and_test_the_pair():
+    rng = np.random.default_rng(0)
+    truth = pd.DataFrame(rng.normal(50, 10, (30, 6)), columns=["LVEF", "LAEF", "RVEF", "RAEF", "LVM", "age"])
+    preds = {m: truth + rng.normal(0, s, truth.shape) for m, s in (("MAE-ViT-B", 4.0), ("HeartMAE", 2.0))}
+    reg = hm.regression_metrics(preds, truth, truth.std(), n_boot=200, seed=0)
+    assert set(reg["task"]) == set(truth.columns) and (reg["MAE_low"] <= reg["MAE"]).all()
+    won = hm.wins(reg, ["MAE-ViT-B", "HeartMAE"]).set_index("model")
+    assert won.at["HeartMAE", "tasks won"] == 6 and won.at["HeartMAE", "of tasks"] == 6
+    w = hm.wilcoxon(reg)
+    assert w["a_better"] == 6 and w["p"] < 0.05
+    t1 = hm.table1(reg)
+    assert list(t1.columns) == ["LVEF", "LAEF", "RVEF", "RAEF"] and "[" in t1.loc["HeartMAE", "LVEF"]
