@@ -7,13 +7,11 @@ and memory do not depend on the weights.
 """
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import time
 
 import numpy as np
 import torch
+from child import child, main
 
 # patch (T, H, W), encoder widths, patches per patient, batch of the training step, bf16 on the CPU
 SIZES = {"default": dict(shape=(32, 32, 32), widths=(4, 8, 16, 32, 64), hidden=(32, 16), patches=2, bs=8, bf16=True),
@@ -78,11 +76,6 @@ def training_rate(bf16: bool, steps: int = 6) -> float:
     return size["bs"] * steps / (time.perf_counter() - t0)
 
 
-def _child(name: str) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--step", name], capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def rows(which: str = "all") -> list[dict]:
     out = []
     if which in ("all", "default"):
@@ -93,7 +86,7 @@ def rows(which: str = "all") -> list[dict]:
         shape = " x ".join(map(str, s["shape"][::-1]))
         out.append(dict(figure=f"SSLHF s per patient ({name}: {s['patches']} patches of {shape}, 2 threads)",
                         value=round(seconds_per_patient(name), 3), target=""))
-        step = _child(name)
+        step = child(__file__, name)
         out.append(dict(figure=f"SSLHF peak memory of one training step ({name}, batch {s['bs']}; MiB)",
                         value=round(step["peak_mib"], 0), target=""))
         out.append(dict(figure=f"SSLHF seconds of that step ({name})", value=round(step["seconds"], 2), target=""))
@@ -101,8 +94,4 @@ def rows(which: str = "all") -> list[dict]:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 2 and sys.argv[1] == "--step":
-        print(json.dumps(train_step(sys.argv[2])))
-    else:
-        for r in rows(sys.argv[1] if len(sys.argv) > 1 else "all"):
-            print(f"{r['figure']} | {r['value']} | {r['target']}")
+    main(rows, train_step)

@@ -200,3 +200,22 @@ def test_tables_count_wins_and_test_the_pair():
     assert w["a_better"] == 6 and w["p"] < 0.05
     t1 = hm.table1(reg)
     assert list(t1.columns) == ["LVEF", "LAEF", "RVEF", "RAEF"] and "[" in t1.loc["HeartMAE", "LVEF"]
+
+
+def test_a_store_with_bad_cines_records_them_and_keeps_the_good(tmp_path):
+    from cmrlib.record import Cine
+    from cmrlib.store import CohortStore
+    store = CohortStore(tmp_path / "cohort")
+    moving = _moving_square(n=20, size=48)
+    good = Cine(subject="s1", view="4CH", pixels=moving.astype(np.float32), spacing=(1.8, 1.8),
+                frame_times=np.arange(20) * 40.0)
+    pair = Cine(subject="s2", view="4CH", pixels=moving[:2].astype(np.float32), spacing=(1.8, 1.8),
+                frame_times=np.arange(2) * 300.0)
+    blank = Cine(subject="s3", view="2CH", pixels=np.zeros((20, 48, 48), np.float32), spacing=(1.8, 1.8),
+                 frame_times=np.arange(20) * 40.0)
+    for c in (good, pair, blank):
+        store.write(c)
+    cs = hm.preprocess_store(store, store.ids(), progress=False, load=32, cycle=16)
+    assert cs.table["cine_id"].tolist() == [good.cine_id] and cs.frames.shape == (1, 16, 32, 32)
+    reasons = dict(zip(cs.failures["cine_id"], cs.failures["reason"]))
+    assert "2 frames" in reasons[pair.cine_id] and "blank" in reasons[blank.cine_id]

@@ -61,3 +61,11 @@ def test_cohort_has_splits_and_manifest(smoke_run):
     store = CohortStore(out / "cohort")
     m = store.manifest()
     assert len(store) > 0 and set(m["split"]) <= {"train", "valid", "test"} and m["split"].notna().all()
+
+
+def test_heartmae_hands_measures_to_07_and_subject_features_to_08(smoke_run):
+    out, _ = smoke_run
+    assert "HeartMAE" in set(pd.read_csv(out / "07" / "measures.csv")["method"])
+    assert {"HeartMAE", "MAE-ViT-B", "random"} <= set(pd.read_csv(out / "08" / "rand_indices.csv")["features"])
+    feats = pd.read_csv(out / "06" / "subject_features_HeartMAE.csv")
+    assert feats["subject"].is_unique and len(feats) == CohortStore(out / "cohort").manifest()["subject"].nunique()

@@ -30,7 +30,7 @@ FAILURE_COLUMNS = ["cine_id", "subject", "reason"]
 
 
 class CineInputError(ValueError):
-    """A cine HeartMAE cannot use (a blank or non-finite image, too few frames for optical flow)."""
+    """A cine HeartMAE cannot use (too few frames, a blank or non-finite image)."""
 
 
 # ---------------------------------------------------------------- cines -> frames and motion maps
@@ -120,10 +120,13 @@ class CineSet:
         return cls(a["frames"], a["weight"].astype(np.float32), table, fails)
 
 
-def preprocess_cine(cine: Cine, load: int = 72, cycle: int = 30, sax_k: int = 3,
-                    sigma_mm: float = 18.0) -> list[tuple[str, np.ndarray, np.ndarray]]:
+def preprocess_cine(cine: Cine, load: int = 72, cycle: int = 30, sax_k: int = 3, sigma_mm: float = 18.0,
+                    min_frames: int = 10) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """(view_id, frames (cycle, load, load) uint8, motion map (load, load)) of every view HeartMAE takes from a
-    cine. `sigma_mm` is the paper's 10 px at UK Biobank's 1.8 mm, converted to this cine's resized pixels."""
+    cine. `sigma_mm` is the paper's 10 px at UK Biobank's 1.8 mm, converted to this cine's resized pixels. A
+    cine of fewer than `min_frames` (ACDC's ED/ES pairs) is refused: resampling would invent its motion."""
+    if cine.n_frames < min_frames:
+        raise CineInputError(f"{cine.n_frames} frames: HeartMAE needs a cine of at least {min_frames}")
     out = []
     for vid, px in cine_views(cine, sax_k):
         sq = square_frames(resample_cycle(px, cycle), load)

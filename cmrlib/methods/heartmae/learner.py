@@ -105,8 +105,13 @@ def learner(row: str, cines: CineSet, cfg: HeartMAEConfig, mean: float, std: flo
     if init is not None:
         mae.load_state_dict(init.state_dict())
     kw = dict(size=cfg.size, frames=cfg.frames, mean=mean, std=std, min_side=cfg.min_side)
-    train = Clips(cines.take(cines.rows("train")), train=True, repeats=cfg.repeats, seed=seed, **kw)
-    valid = Clips(cines.take(cines.rows("valid")), train=False, **kw)
+    train_rows = cines.rows("train")
+    valid_rows = cines.rows("valid")
+    if not len(train_rows):
+        raise ValueError("no views of training subjects to pretrain on (the store's splits name none)")
+    train = Clips(cines.take(train_rows), train=True, repeats=cfg.repeats, seed=seed, **kw)
+    # a cohort without validation subjects checkpoints on its training views
+    valid = Clips(cines.take(valid_rows if len(valid_rows) else train_rows), train=False, **kw)
     opt = partial(Adam, mom=0.9, sqr_mom=0.95, eps=1e-8, wd=cfg.wd, decouple_wd=True)
     return Learner(dataloaders(train, valid, cfg.bs), MAETask(mae, spec["masking"], spec["ratio"]),
                    loss_func=mae_objective(spec["weighted"], cfg.shape), opt_func=opt, path=Path(path),
