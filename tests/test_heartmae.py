@@ -219,3 +219,12 @@ def test_a_store_with_bad_cines_records_them_and_keeps_the_good(tmp_path):
     assert cs.table["cine_id"].tolist() == [good.cine_id] and cs.frames.shape == (1, 16, 32, 32)
     reasons = dict(zip(cs.failures["cine_id"], cs.failures["reason"]))
     assert "2 frames" in reasons[pair.cine_id] and "blank" in reasons[blank.cine_id]
+
+
+def test_kinetics_encoder_reads_a_local_weights_file(tmp_path):
+    from torchvision.models.video import r3d_18
+    torch.manual_seed(0)
+    torch.save(r3d_18(weights=None).state_dict(), tmp_path / "r3d.pth")
+    enc = hm.kinetics_encoder(tmp_path / "r3d.pth")
+    with torch.no_grad():
+        assert enc(torch.rand(2, 8, 32, 32)).shape == (2, 512)

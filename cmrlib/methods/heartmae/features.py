@@ -39,7 +39,8 @@ def kinetics_weights(path: str | os.PathLike | None = None) -> Path:
     """The Kinetics-400 R3D-18 weights file: `path`, else torchvision's cache; a clear error when neither holds it."""
     where = Path(path) if path else Path(torch.hub.get_dir()) / "checkpoints" / KINETICS_FILE
     if not where.is_file():
-        raise WeightsMissingError(f"{where}: no Kinetics-400 video weights here (nothing is downloaded at run time); "
+        shown = str(where).replace(str(Path.home()), "~")  # no user name in a notebook's output
+        raise WeightsMissingError(f"{shown}: no Kinetics-400 video weights here (nothing is downloaded at run time); "
                                   f"put torchvision's {KINETICS_FILE} there or pass kinetics_weights=PATH")
     return where
 
