@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,6 +105,7 @@ class FittedProbe:
     history: pd.DataFrame
 
     def scale(self, h: np.ndarray) -> torch.Tensor:
+        """Features standardised as in training (the training subjects' mean and SD)."""
         return torch.as_tensor((h - self.f_mean) / self.f_std, dtype=torch.float32)
 
     @torch.no_grad()
@@ -125,8 +127,12 @@ class FittedProbe:
 
 
 def fit_probe(h: np.ndarray, mask: np.ndarray, y: pd.DataFrame, kinds: dict[str, str], train: np.ndarray,
-              valid: np.ndarray, cfg: ProbeConfig = ProbeConfig(), path: str | Path = ".") -> FittedProbe:
-    """Train one multitask probe on the `train` subjects (positions), keeping the best epoch on `valid`."""
+              valid: np.ndarray, cfg: ProbeConfig = ProbeConfig(), path: str | Path | None = None) -> FittedProbe:
+    """Train one multitask probe on the `train` subjects (positions), keeping the best epoch on `valid`; `path`
+    holds the best epoch's weights while training (None: a temporary folder)."""
+    if path is None:
+        with tempfile.TemporaryDirectory() as tmp:
+            return fit_probe(h, mask, y, kinds, train, valid, cfg, tmp)
     tasks = list(y.columns)
     is_reg = np.array([kinds[t] == "reg" for t in tasks])
     f_mean = h[train][mask[train]].mean(0)

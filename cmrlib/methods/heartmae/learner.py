@@ -157,7 +157,9 @@ def pretrain_family(cines: CineSet, cfg: HeartMAEConfig, mean: float, std: float
                 summaries.append(dict(meta.get("summary", {}), model=row, reused=True))
                 continue
         init = FAMILY[row]["init"]
-        models[row], s = pretrain(row, cines, cfg, mean, std, out, models.get(init) if init else None)
+        if init and init not in models:
+            raise ValueError(f"{row} starts from {init}: pretrain {init} first (rows={rows})")
+        models[row], s = pretrain(row, cines, cfg, mean, std, out, models[init] if init else None)
         histories[row] = s.pop("history")
         save(models[row], cfg, path, mean=mean, std=std, summary=s)
         summaries.append(dict(s, reused=False))
