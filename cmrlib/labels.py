@@ -8,6 +8,7 @@ NAMES = {BG: "background", LV: "LV", MYO: "MYO", RV: "RV", LA: "LA", RA: "RA"}
 N_CLASSES = len(NAMES)
 CODES = [NAMES[k] for k in range(N_CLASSES)]  # label names indexed by value: fastai's MaskBlock codes and dls.vocab
 VALUES = {v: k for k, v in NAMES.items()}  # name -> label value
+MR_MIN_GRADE = 1  # a phantom subject has mitral regurgitation from this grade (1 mild, 2 moderate, 3 severe)
 
 # source label value -> canonical label value (values absent from a table are errors)
 SOURCE_MAPS: dict[str, dict[int, int]] = {

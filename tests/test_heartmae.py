@@ -184,8 +184,8 @@ def test_targets_table_errors_name_the_file(tmp_path):
 
 
 def test_missing_video_weights_say_where_and_what(tmp_path):
-    with pytest.raises(hm.WeightsMissingError, match="nothing is downloaded"):
-        hm.kinetics_weights(tmp_path / "none.pth")
+    with pytest.raises(hm.WeightsUnavailable, match="not available offline: expected .*none.pth"):
+        hm.kinetics_encoder(tmp_path / "none.pth")
 
 
 def test_tables_count_wins_and_test_the_pair():

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from fastprogress.fastprogress import progress_bar
 
-from ...labels import LV
+from ...labels import LV, MR_MIN_GRADE
 from ...measure import MeasureError, area_curve, ed_es_from_curve, resample_cycle
 from ...record import Cine
 from ...store import CohortStore
@@ -151,7 +151,7 @@ def mr_labels(store: CohortStore, labels_csv: str | Path | None = None) -> pd.Da
         if "mr_grade" not in four:
             raise LabelsError("the store has no mr_grade column; pass labels_csv (columns subject, mr)")
         grade = pd.to_numeric(four["mr_grade"], errors="coerce")
-        out = pd.DataFrame(dict(subject=four.index, mr=(grade >= 1).astype(float).where(grade.notna()),
+        out = pd.DataFrame(dict(subject=four.index, mr=(grade >= MR_MIN_GRADE).astype(float).where(grade.notna()),
                                 grade=grade.to_numpy()))
         unknown = []
     else:

@@ -14,8 +14,8 @@ from .data import (VIEWS, CineInputError, CineSet, Clips, ClipView, flow_weight,
                    preprocess_cine, preprocess_store, random_view, sax_slices, square_frames)
 from .evaluate import (PAPER_FEATURES, PAPER_TABLE1, PAPER_TABLE2, beside_paper, classification_metrics_table,
                        condition_table, evaluate, regression_metrics, table1, table2, wilcoxon, wins, with_ci)
-from .features import (KINETICS, WeightsMissingError, bags, cached_features, extract, kinetics_encoder,
-                       kinetics_weights, mae_encoder)
+from ...models.weights import WeightsUnavailable
+from .features import KINETICS, bags, cached_features, extract, kinetics_encoder, mae_encoder
 from .figures import (attention_by_view, attention_figure, condition_figure, flow_figure, pretraining_figure, reconstruct,
                       reconstruction_figure, scaled_mae_figure)
 from .heads import FittedProbe, GatedABMIL, Probe, ProbeConfig, fit_probe
@@ -29,8 +29,8 @@ __all__ = ["dataloaders", "EXPERT", "expert_features", "logistic_probs", "VIEWS"
            "Clips", "ClipView", "flow_weight", "inference_views", "intensity_stats", "preprocess_cine",
            "preprocess_store", "random_view", "sax_slices", "square_frames", "PAPER_FEATURES", "PAPER_TABLE1",
            "PAPER_TABLE2", "beside_paper", "classification_metrics_table", "condition_table", "evaluate", "regression_metrics", "table1", "table2",
-           "wilcoxon", "wins", "with_ci", "KINETICS", "WeightsMissingError", "bags", "cached_features", "extract",
-           "kinetics_encoder", "kinetics_weights", "mae_encoder", "attention_by_view", "attention_figure", "condition_figure",
+           "wilcoxon", "wins", "with_ci", "KINETICS", "WeightsUnavailable", "bags", "cached_features", "extract",
+           "kinetics_encoder", "mae_encoder", "attention_by_view", "attention_figure", "condition_figure",
            "flow_figure", "pretraining_figure", "reconstruct", "reconstruction_figure", "scaled_mae_figure",
            "FittedProbe", "GatedABMIL", "Probe", "ProbeConfig", "fit_probe", "BASE", "FAMILY", "RANDOM",
            "HeartMAEConfig", "learner", "load", "network", "pretrain", "pretrain_family", "save", "fit", "predict",

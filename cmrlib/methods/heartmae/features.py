@@ -2,7 +2,7 @@
 
 An encoder here is a callable from a batch of [0, 1] clips (B, T, S, S) to (B, D) features: the MAE family's mean
 token (`mae_encoder`), or a video network trained on natural videos (`kinetics_encoder`, when its weights are on
-disk). A subject's bag holds the features of all its views (SAX slices, 2CH, 4CH) x crops x clips.
+disk, read through `models.weights`). A subject's bag holds the features of all its views (SAX slices, 2CH, 4CH) x crops x clips.
 """
 from __future__ import annotations
 
@@ -16,17 +16,13 @@ import torch
 from fastprogress.fastprogress import progress_bar
 
 from ...models.mae_st import VideoMAE
+from ...models.weights import cached_state
 from ...utils import load_arrays, save_arrays
 from .data import CineSet, inference_views
 
 Encoder = Callable[[torch.Tensor], torch.Tensor]
 KINETICS = "transfer (Kinetics-400 R3D-18)"
-KINETICS_FILE = "r3d_18-b3b3357e.pth"   # torchvision's R3D_18_Weights.KINETICS400_V1
 KINETICS_MEAN, KINETICS_STD = (0.43216, 0.394666, 0.37645), (0.22803, 0.22145, 0.216989)
-
-
-class WeightsMissingError(FileNotFoundError):
-    """Pretrained weights that are not on this machine (nothing is downloaded at run time)."""
 
 
 def mae_encoder(model: VideoMAE, mean: float, std: float) -> Encoder:
@@ -35,21 +31,12 @@ def mae_encoder(model: VideoMAE, mean: float, std: float) -> Encoder:
     return lambda clips: model.features(((clips - mean) / std)[:, None])
 
 
-def kinetics_weights(path: str | os.PathLike | None = None) -> Path:
-    """The Kinetics-400 R3D-18 weights file: `path`, else torchvision's cache; a clear error when neither holds it."""
-    where = Path(path) if path else Path(torch.hub.get_dir()) / "checkpoints" / KINETICS_FILE
-    if not where.is_file():
-        shown = str(where).replace(str(Path.home()), "~")  # no user name in a notebook's output
-        raise WeightsMissingError(f"{shown}: no Kinetics-400 video weights here (nothing is downloaded at run time); "
-                                  f"put torchvision's {KINETICS_FILE} there or pass kinetics_weights=PATH")
-    return where
-
-
 def kinetics_encoder(path: str | os.PathLike | None = None) -> Encoder:
-    """torchvision's R3D-18 trained on Kinetics-400 (natural videos), its pooled 512 features of grey clips."""
-    from torchvision.models.video import r3d_18
+    """torchvision's R3D-18 trained on Kinetics-400 (natural videos), its pooled 512 features of grey clips; the
+    weights from `path` or torch's cache (`models.weights.WeightsUnavailable` when neither has them)."""
+    from torchvision.models.video import R3D_18_Weights, r3d_18
     net = r3d_18(weights=None)
-    net.load_state_dict(torch.load(kinetics_weights(path), map_location="cpu", weights_only=True))
+    net.load_state_dict(cached_state(R3D_18_Weights.KINETICS400_V1.url, "Kinetics-400 R3D-18", path))
     net.fc = torch.nn.Identity()
     net.eval()
     m = torch.tensor(KINETICS_MEAN).view(1, 3, 1, 1, 1)

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ...labels import MR_MIN_GRADE
 from ...measure import INDEXED, MODEL_KEYS, UNITS
 
 # cardiac measure -> manifest column (the phantom's generating values)
@@ -29,9 +30,9 @@ class TargetsError(ValueError):
 
 
 def _conditions(m: pd.DataFrame) -> pd.DataFrame:
-    """Each condition as 0/1 from the phantom's flags (MR: grade >= 1, as notebook 04)."""
+    """Each condition as 0/1 from the phantom's flags (MR from `labels.MR_MIN_GRADE`, as notebook 04)."""
     hf = m["hf_class"].astype(str)
-    return pd.DataFrame({"HFrEF": hf == "HFrEF", "HFpEF": hf == "HFpEF", "MR": m["mr_grade"].astype(float) >= 1,
+    return pd.DataFrame({"HFrEF": hf == "HFrEF", "HFpEF": hf == "HFpEF", "MR": m["mr_grade"].astype(float) >= MR_MIN_GRADE,
                          "AF": m["af"].astype(bool), "HCM": m["hcm"].astype(bool),
                          "MI": m["mi"].astype(bool)}).astype(float)
 
