@@ -9,7 +9,10 @@ from . import runner
 
 
 def _run(a) -> int:
-    path = runner.run(a.profile, a.only, runner.parse_overrides(a.p), a.out, a.figures)
+    overrides = runner.parse_overrides(a.p)
+    if a.scheduler:
+        overrides["scheduler"] = a.scheduler
+    path = runner.run(a.profile, a.only, overrides, a.out, a.figures)
     print(f"run record: {path}")
     return 0
 
@@ -37,7 +40,8 @@ SHOW_BAD = 20  # bad items printed one per line; the rest are counted (all are i
 def _ingest(a) -> int:
     from .io import ingest
 
-    store = ingest(a.source, a.path, a.out, pseudonym_file=a.pseudonyms, workers=a.workers)
+    store = ingest(a.source, a.path, a.out, pseudonym_file=a.pseudonyms, workers=a.workers,
+                   scheduler=a.scheduler)
     rep = store.report()
     bad = rep.get("bad", [])
     for b in bad[:SHOW_BAD]:
@@ -64,6 +68,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("-p", action="append", metavar="KEY=VALUE", help="override a notebook parameter")
     r.add_argument("--out", help="run folder (default runs/<profile>)")
     r.add_argument("--figures", help="figure folder (default <out>/figures)")
+    r.add_argument("--scheduler", help="run the notebooks' data-parallel steps on this Dask scheduler (address or "
+                                       "scheduler file; 'local' for a LocalCluster of `workers` processes)")
     r.set_defaults(fn=_run)
     f = sub.add_parser("figures", help="re-run notebook 09 (figures, index, report) on a finished run",
                        allow_abbrev=False)
@@ -79,7 +85,8 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("path", help="the source folder")
     g.add_argument("--out", required=True, help="cohort folder to write")
     g.add_argument("--pseudonyms", help="file (yours, kept private) mapping real IDs to pseudonyms")
-    g.add_argument("--workers", type=int, default=1)
+    g.add_argument("--workers", type=int, default=1, help="Dask worker processes of a local cluster (1: this process)")
+    g.add_argument("--scheduler", help="a Dask scheduler address (tcp://host:8786) or scheduler file (*.json) to run on")
     g.set_defaults(fn=_ingest)
     return ap
 
@@ -87,10 +94,12 @@ def parser() -> argparse.ArgumentParser:
 def _user_errors() -> tuple[type[Exception], ...]:
     """Mistakes a user can fix from the message alone: printed as one line, exit code 2, no traceback."""
     from .analysis.report import ReportError
+    from .cluster import SchedulerUnreachable
     from .io import IngestError, PseudonymError
     from .store import StoreBusyError
 
-    return runner.RunError, runner.NotebookFailed, IngestError, PseudonymError, StoreBusyError, ReportError
+    return (runner.RunError, runner.NotebookFailed, IngestError, PseudonymError, StoreBusyError, ReportError,
+            SchedulerUnreachable)
 
 
 def main(argv=None) -> int:

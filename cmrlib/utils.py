@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 PACKAGES = ("cmrlib", "numpy", "torch", "torchvision", "fastai", "opencv-python-headless", "scikit-learn",
-            "pingouin", "zarr", "nibabel", "pydicom", "papermill", "pandas", "umap-learn", "monai", "timm")
+            "pingouin", "zarr", "nibabel", "pydicom", "papermill", "pandas", "umap-learn", "monai", "timm", "dask",
+            "distributed", "pyarrow", "accelerate")
 
 
 def seed_everything(seed: int = 0, deterministic: bool = True) -> int:

@@ -7,25 +7,23 @@ does the rest. A subject is complete once all its cines are in the store and a m
 Guarantees (each pinned by tests/test_io_hostile.py): nothing is written outside the cohort folder (subject ids
 are checked to one safe form here and again by the store's writer); two inputs that map to one subject are both
 refused; a cohort has one writer at a time, and leftovers of a killed run are cleaned when the next one starts;
-`report.json` and `manifest.csv` describe what is on disk while a run goes on; workers stop with their parent.
+`report.json` and the manifest describe what is on disk while a run goes on; workers stop with their parent.
+Subjects run as Dask tasks (`cmrlib.cluster`) when workers > 1 or a scheduler is named.
 """
 from __future__ import annotations
 
 import importlib
 import json
-import multiprocessing as mp
-import os
 import shutil
-import threading
 import time
 from collections import defaultdict
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from functools import partial
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
-from tqdm.auto import tqdm
 
+from ..cluster import client, map_tasks
 from ..record import RecordError, is_safe_id
 from ..store import CohortStore, stratified_split
 from ..utils import atomic_write_json, inside
@@ -244,36 +242,23 @@ def update_splits(store: CohortStore, seed: int = 0, fractions=FRACTIONS) -> dic
 # ---------------------------------------------------------------- the driver
 
 
-def _watch_parent(parent: int) -> None:
-    """In a worker: exit as soon as the parent is gone (killed), instead of writing on and then idling."""
-    def watch():
-        while os.getppid() == parent:
-            time.sleep(0.5)
-        os._exit(1)
-    threading.Thread(target=watch, daemon=True).start()
-
-
-def _run(source: str, todo: list[Item], root: Path, input_root: Path, workers: int, progress: bool):
-    """Yield each item's result, serially or over a process pool."""
-    bar = dict(total=len(todo), desc=f"ingest {source}", disable=not progress, unit="subject")
-    if workers <= 1 or len(todo) <= 1:
-        for it in tqdm(todo, **bar):
-            yield ingest_item(source, it, root, input_root)
-        return
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_watch_parent,
-                             initargs=(os.getpid(),)) as ex:
-        futs = [ex.submit(ingest_item, source, it, root, input_root) for it in todo]
-        for f in tqdm(as_completed(futs), **bar):
-            yield f.result()
+def _run(source: str, todo: list[Item], root: Path, input_root: Path, c, progress: bool):
+    """Yield each item's result: in this process, or one Dask task per subject (a task lost with its worker is
+    run again by Dask; one that still fails becomes the subject's report row)."""
+    task = partial(ingest_item, source, root=str(root), input_root=str(input_root))
+    for it, res, err in map_tasks(task, todo, c, desc=f"ingest {source}", unit="subject", progress=progress):
+        yield res if err is None else dict(ok=False, subject=it.subject, bad=_bad_row(err, it, input_root), notes=[])
 
 
 def ingest(source: str, path: str | Path, out: str | Path, *, pseudonym_file: str | Path | None = None,
-           workers: int = 1, progress: bool = True, limit: int | None = None, seed: int = 0,
+           workers: int = 1, scheduler=None, progress: bool = True, limit: int | None = None, seed: int = 0,
            fractions: tuple[float, float, float] = FRACTIONS, **source_opts) -> CohortStore:
     """Ingest a source folder into the cohort store at `out`; bad subjects go to `store.report()`, re-runs resume.
 
     source: one of SOURCES. pseudonym_file: CSV mapping private ids to pseudonyms (required for ukbb, optional
-    for dicom/nifti; kept outside `out`). limit: first N subjects only. seed/fractions: train/valid/test split.
+    for dicom/nifti; kept outside `out`). workers / scheduler: one Dask task per subject (`cmrlib.cluster.client`:
+    a LocalCluster of `workers` processes, or the scheduler named); workers=1 without one runs here. limit: first N
+    subjects only. seed/fractions: train/valid/test split.
     source_opts: passed to the source's `find` (e.g. dicom `subject_level=0`).
     Raises IngestError / PseudonymError / ValueError for a mistake in the call itself (paths, source, no subject).
     """
@@ -299,15 +284,17 @@ def ingest(source: str, path: str | Path, out: str | Path, *, pseudonym_file: st
             store.write_report(bad, extra=dict(info, status=status, n_ingested=n_ok, n_cines_written=n_cines,
                                                notes=notes, seconds=round(time.perf_counter() - t0, 2)))
         report("running")
-        for res in _run(source, todo, root, path, workers, progress):
-            notes += res["notes"]
-            if res["ok"]:
-                n_ok, n_cines = n_ok + 1, n_cines + len(res["cines"])
-            else:
-                bad.append(res["bad"])
-            if time.perf_counter() - last > REPORT_EVERY_S:
-                report("running")
-                last = time.perf_counter()
+        with client(scheduler, workers) as c:
+            results = _run(source, todo, root, path, c, progress)
+            for res in results:
+                notes += res["notes"]
+                if res["ok"]:
+                    n_ok, n_cines = n_ok + 1, n_cines + len(res["cines"])
+                else:
+                    bad.append(res["bad"])
+                if time.perf_counter() - last > REPORT_EVERY_S:
+                    report("running")
+                    last = time.perf_counter()
         update_splits(store, seed, fractions)
         report("complete")
     return store

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
+from ..cluster import client, map_tasks
 from ..measure import ed_es_from_curve
 from ..record import Cine
 from ..store import CohortStore, stratified_split
@@ -129,7 +129,7 @@ def _strata(recipe: dict) -> str:
 
 
 def _job(index: int, seed: int, cfg: dict, views: tuple, root: str) -> int:
-    """Simulate one subject and write its cines (runs in a worker; returns the index)."""
+    """Simulate one subject and write its cines (one task; returns the index)."""
     store = CohortStore(root)
     for cine in simulate_subject(index, seed, cfg, views).values():
         store.write(cine)
@@ -137,9 +137,12 @@ def _job(index: int, seed: int, cfg: dict, views: tuple, root: str) -> int:
 
 
 def make_cohort(out: str | Path, n: int = 24, seed: int = 0, views=("SAX", "2CH", "4CH"), n_frames=None,
-                workers: int = 1, progress: bool = True, start: int = 0, **config_overrides) -> CohortStore:
+                workers: int = 1, progress: bool = True, start: int = 0, scheduler=None,
+                **config_overrides) -> CohortStore:
     """Write `n` phantom subjects (all views, labels, landmarks, truths) and a stratified split; resumes.
 
+    workers / scheduler: one Dask task per subject (`cmrlib.cluster.client`); workers=1 without a scheduler runs
+    here. The cines are the same bit for bit either way (each subject's randomness comes from its index).
     start: index of the first subject, so a second store can continue a cohort with new subjects (an unlabelled
     pool beside notebook 00's cohort) under the same seed without repeating any."""
     cfg = PhantomConfig.make(config_overrides, n_frames=n_frames)
@@ -152,26 +155,13 @@ def make_cohort(out: str | Path, n: int = 24, seed: int = 0, views=("SAX", "2CH"
     store.root.mkdir(parents=True, exist_ok=True)
     recipes = [sample_recipe(i, seed, cfg) for i in range(start, start + n)]
     todo = [r["index"] for r in recipes if any(f"{r['subject']}_{v}" not in store for v in views)]
-    bar = _bar(len(todo), progress)
-    if workers <= 1:
-        for i in todo:
-            _job(i, seed, cfg_d, views, str(store.root))
-            bar.update(1)
-    else:
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as ex:
-            futs = [ex.submit(_job, i, seed, cfg_d, views, str(store.root)) for i in todo]
-            for f in as_completed(futs):
-                f.result()
-                bar.update(1)
-    bar.close()
+    job = partial(_job, seed=seed, cfg=cfg_d, views=views, root=str(store.root))
+    with client(scheduler, workers) as c:
+        for i, _, err in map_tasks(job, todo, c, desc="phantom", unit="subject", progress=progress):
+            if err is not None:
+                raise RuntimeError(f"phantom subject {i} could not be simulated: {err}") from err
     store.write_splits(stratified_split({r["subject"]: _strata(r) for r in recipes}, seed))
     atomic_write_json(store.root / "phantom.json", dict(n=n, seed=seed, start=start, views=list(views), config=cfg_d))
     store.manifest(refresh=True)
     return store
 
-
-def _bar(total: int, show: bool):
-    """A tqdm progress bar (silent when progress=False)."""
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="phantom", disable=not show, unit="subject")

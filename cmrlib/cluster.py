@@ -1,0 +1,124 @@
+"""Dask for the data-parallel steps (ingest, phantom cohorts, optical flow, inference over a store): one task per
+subject or cine, on a LocalCluster of this machine or on any Dask scheduler (a cluster started by hand, or by
+`dask-jobqueue` on SLURM/PBS; see the README).
+
+    with cluster.client(scheduler=None, workers=2) as client:        # None + 1 worker: no Dask, this process
+        for item, result, error in cluster.map_tasks(fn, items, client, desc="ingest"):
+            ...
+
+`scheduler`: None (a LocalCluster when workers > 1, else this process), "local" (a LocalCluster), an address
+("tcp://host:8786") or a scheduler file (`*.json`, from `dask scheduler --scheduler-file`). A task's exception comes
+back as its `error` (one item fails, the batch goes on); a worker that dies mid-task has its tasks run again on
+another (Dask's own retry), so a lost worker or node costs only unfinished work. Tasks write their results into the
+store atomically themselves, so a re-run resumes from what is on disk.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+from itertools import islice
+from typing import Any, Callable, Iterable, Iterator
+
+from tqdm.auto import tqdm
+
+CONNECT_TIMEOUT_S = 10.0  # how long to wait for a scheduler that does not answer
+LOCAL = "local"
+
+
+class SchedulerUnreachable(ConnectionError):
+    """No Dask scheduler answers at the address given."""
+
+
+def wants_dask(scheduler: Any = None, workers: int = 1) -> bool:
+    """Whether a step runs on Dask: a scheduler was named, or several local workers were asked for."""
+    return scheduler not in (None, "", "none") or int(workers or 1) > 1
+
+
+@contextlib.contextmanager
+def client(scheduler: Any = None, workers: int = 1, timeout_s: float = CONNECT_TIMEOUT_S):
+    """A Dask `Client` for the step (closed afterwards; a LocalCluster it started is shut down), or None when the
+    step runs in this process. A `distributed.Client` passed as `scheduler` is used as it is and left open."""
+    if not wants_dask(scheduler, workers):
+        yield None
+        return
+    from distributed import Client
+
+    if isinstance(scheduler, Client):
+        yield scheduler
+        return
+    if scheduler in (None, "", "none", LOCAL):
+        from distributed import LocalCluster
+
+        with LocalCluster(n_workers=max(1, int(workers or 1)), threads_per_worker=1, processes=True,
+                          dashboard_address=None, silence_logs=logging.ERROR) as lc, Client(lc) as c:
+            yield c
+        return
+    with connect(scheduler, timeout_s) as c:
+        yield c
+
+
+def connect(scheduler: Any, timeout_s: float = CONNECT_TIMEOUT_S):
+    """A Client on an existing scheduler (address, scheduler file or cluster object); SchedulerUnreachable, one line,
+    when none answers within `timeout_s`."""
+    from distributed import Client
+
+    where = scheduler if isinstance(scheduler, str) else type(scheduler).__name__
+    kw = dict(scheduler_file=scheduler) if isinstance(scheduler, str) and scheduler.endswith(".json") else \
+        dict(address=scheduler)
+    try:
+        return Client(**kw, timeout=timeout_s, set_as_default=False)
+    except (OSError, TimeoutError, ValueError) as e:
+        raise SchedulerUnreachable(f"no Dask scheduler answers at {where} within {timeout_s:g} s "
+                                   f"({type(e).__name__}); start one, or leave --scheduler out for a local cluster") \
+            from None
+
+
+def n_threads(c) -> int:
+    """Worker threads the cluster has now (at least 1)."""
+    return max(1, sum(c.nthreads().values()))
+
+
+def _call(fn: Callable, item) -> tuple[Any, BaseException | None]:
+    try:
+        return fn(item), None
+    except Exception as e:  # one item's failure is reported with it, as on Dask
+        return None, e
+
+
+def map_tasks(fn: Callable, items: Iterable, c=None, *, desc: str = "", unit: str = "item", progress: bool = True,
+              window: int | None = None) -> Iterator[tuple[Any, Any, BaseException | None]]:
+    """(item, result, error) for every item, in the order they finish (input order in this process).
+
+    On Dask at most `window` tasks are in flight (default 4 per worker thread), so a million items never sit in the
+    scheduler at once, and each finished task's result is released as soon as it is handed over."""
+    items = list(items)
+    with tqdm(total=len(items), desc=desc, unit=unit, disable=not progress) as bar:
+        if c is None:
+            for it in items:
+                yield (it, *_call(fn, it))
+                bar.update()
+            return
+        from distributed import as_completed
+
+        batch, owner = uuid.uuid4().hex[:8], {}
+        todo = iter(enumerate(items))
+
+        def submit(i, it):
+            f = c.submit(fn, it, pure=False, key=f"{desc or 'task'}-{batch}-{i}")
+            owner[f.key] = it
+            return f
+
+        running = as_completed([submit(i, it) for i, it in islice(todo, window or 4 * n_threads(c))])
+        for fut in running:
+            try:
+                res, err = fut.result(), None
+            except Exception as e:  # the task raised, or killed workers until Dask gave up (KilledWorker)
+                res, err = None, e
+            it = owner.pop(fut.key)
+            fut.release()
+            nxt = next(todo, None)
+            if nxt is not None:
+                running.add(submit(*nxt))
+            bar.update()
+            yield it, res, err

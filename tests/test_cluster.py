@@ -1,0 +1,106 @@
+"""Dask for the data-parallel steps: the same results as in one process, a failing item reported with its error,
+a worker killed mid-ingest costing no finished subject, an unreachable scheduler as one clear line."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from cmrlib import cli
+from cmrlib.cluster import SchedulerUnreachable, client, map_tasks, wants_dask
+from cmrlib.io import ingest
+from cmrlib.phantom import make_cohort
+
+from io_fixtures import link_acdc
+
+pytestmark = pytest.mark.xdist_group("dask")  # one LocalCluster per test worker, started once
+
+
+@pytest.fixture(scope="module")
+def dask_client():
+    with client("local", workers=2) as c:
+        yield c
+
+
+def _square_or_fail(x: int) -> int:
+    if x == 3:
+        raise ValueError("three is refused")
+    return x * x
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_in_process_unless_asked():
+    assert not wants_dask(None, 1) and wants_dask(None, 2) and wants_dask("tcp://h:8786", 1)
+    with client(None, 1) as c:
+        assert c is None
+
+
+@pytest.mark.parametrize("on_dask", [False, True])
+def test_map_tasks_reports_each_items_error(on_dask, request):
+    c = request.getfixturevalue("dask_client") if on_dask else None
+    got = {it: (res, err) for it, res, err in map_tasks(_square_or_fail, range(6), c, progress=False, window=2)}
+    assert sorted(got) == list(range(6))
+    assert {i: r for i, (r, e) in got.items() if e is None} == {0: 0, 1: 1, 2: 4, 4: 16, 5: 25}
+    assert isinstance(got[3][1], ValueError) and "three is refused" in str(got[3][1])
+
+
+def test_unreachable_scheduler_is_one_clear_line(tmp_path, capsys):
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    t0 = time.monotonic()
+    with pytest.raises(SchedulerUnreachable, match=f"no Dask scheduler answers at {address} within 1 s"):
+        with client(address, timeout_s=1):
+            pass
+    assert time.monotonic() - t0 < 30  # it gives up, it does not hang
+    (tmp_path / "in").mkdir()
+    code = cli.main(["ingest", "nifti", str(tmp_path / "in"), "--out", str(tmp_path / "c"), "--scheduler",
+                     str(tmp_path / "no-scheduler.json")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("cmrlib: error: ") and len(err.splitlines()) == 1
+
+
+def test_phantom_cohort_on_dask_matches_one_process(tmp_path, dask_client):
+    tiny = dict(n_frames=6, matrix=48, pixel_mm=4.0)
+    a = make_cohort(tmp_path / "a", n=3, seed=2, progress=False, **tiny)
+    b = make_cohort(tmp_path / "b", n=3, seed=2, progress=False, scheduler=dask_client, **tiny)
+    assert a.ids() == b.ids() and a.splits() == b.splits()
+    for cid in a.ids():
+        np.testing.assert_array_equal(a.read(cid).pixels, b.read(cid).pixels)
+
+
+def _kill_one_worker_when_a_subject_is_done(c, markers, killed: list):
+    deadline = time.monotonic() + 60
+    while not list(markers.glob("*.json")) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    pid = next(iter(c.run(os.getpid).values()))
+    os.kill(pid, signal.SIGKILL)
+    killed.append(len(list(markers.glob("*.json"))))
+
+
+def test_killed_worker_loses_no_finished_subject(acdc_dir, tmp_path, dask_client):
+    pids = [f"{i:03d}" for i in range(1, 13)]
+    root = link_acdc(acdc_dir, tmp_path / "acdc", pids)
+    out, killed = tmp_path / "cohort", []
+    watcher = threading.Thread(target=_kill_one_worker_when_a_subject_is_done,
+                               args=(dask_client, out / ".ingest" / "acdc", killed))
+    watcher.start()
+    store = ingest("acdc", root, out, scheduler=dask_client, progress=False)
+    watcher.join()
+    assert killed and killed[0] < len(pids)  # a worker died while subjects were still to do
+    rep = store.report()
+    assert rep["status"] == "complete" and rep["n_bad"] == 0 and rep["n_ingested"] == len(pids)
+    assert len(store) == len(pids) and sorted(store.splits()) == [f"acdc{i:03d}" for i in range(1, 13)]
+    for m in (out / ".ingest" / "acdc").glob("*.json"):
+        assert all(cid in store for cid in json.loads(m.read_text())["cines"])
+    again = ingest("acdc", root, out, scheduler=dask_client, progress=False).report()
+    assert again["n_already_done"] == len(pids) and again["n_ingested"] == 0
