@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ast
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -202,14 +203,33 @@ def _record(p: Plan, results: list[dict], started: float, status: str, earlier: 
         "notebooks": sorted(earlier + results, key=lambda r: r["notebook"])})
 
 
+@contextlib.contextmanager
+def environ(env: dict[str, str]):
+    """`env` added to this process's environment while the block runs (the kernels it starts inherit it)."""
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def execute(p: Plan, log=print) -> Path:
     """Execute the plan in order; stop at the first failure (keeping its partial notebook); write run.json."""
+    with environ(p.env):  # the kernels see the real paths behind the `$VAR` parameters; this process keeps its own
+        return _execute(p, log)
+
+
+def _execute(p: Plan, log) -> Path:
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
     (p.out / "notebooks").mkdir(parents=True, exist_ok=True)
     p.figures.mkdir(parents=True, exist_ok=True)
-    os.environ.update(p.env)  # the kernels inherit the real paths behind the `$VAR` parameters
     started, results, earlier = time.time(), [], earlier_notebooks(p)
     for i, (nb, params) in enumerate(p.steps, 1):
         dst = p.out / "notebooks" / nb.name

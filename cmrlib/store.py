@@ -5,7 +5,8 @@ Layout of a cohort folder:
     cines/<cine_id>.zarr   pixels (T,[Z,]H,W), labels uint8, labelled, frame_times, landmarks/<set>
                            attrs: subject, view, spacing, ed, es, source, meta, pixel_scale
     splits.csv             subject -> train / valid / test (fixed once, used by every notebook)
-    manifest.csv           one row per cine: ids, shape, spacing, ED/ES, split and the flattened meta
+    manifest/              one row per cine (ids, shape, spacing, ED/ES and the flattened meta) as parquet parts,
+                           appended per batch of new cines; the split is joined from splits.csv when read
     report.json            bad items an ingest recorded (file, error type, message)
 
 Pixels are read back as float32. They are stored as uint16 counts of `pixel_scale` when that is
@@ -21,7 +22,10 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import os
 import shutil
+import time
+import uuid
 from pathlib import Path
 from itertools import zip_longest
 from typing import Iterable, Iterator, Sequence
@@ -67,6 +71,33 @@ def stratified_split(strata: dict[str, str], seed: int = 0, fractions=(0.7, 0.15
 
 MANIFEST_COLUMNS = ("cine_id", "subject", "view", "source", "split", "n_frames", "n_slices", "height", "width",
                     "spacing_mm", "ed", "es", "path")
+
+
+MAX_PARTS = 64  # manifest parts merged into one beyond this
+STAMP_SETTLE_NS = 2_000_000_000  # a cines-folder time younger than this is not trusted as the manifest's stamp
+
+
+def _arrow_safe(df: pd.DataFrame) -> pd.DataFrame:
+    """Columns parquet can hold: a metadata column that mixes kinds (text and numbers) is stored as text."""
+    import pyarrow as pa
+
+    out = df.copy()
+    for c in out.columns[out.dtypes == object]:
+        try:
+            pa.array(out[c], from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+            out[c] = out[c].map(lambda v: v if v is None or (isinstance(v, float) and np.isnan(v)) else str(v))
+    return out
+
+
+def _read_parquet(path: Path, columns: list[str] | None) -> pd.DataFrame:
+    """One manifest part, only the asked columns that it has."""
+    if columns is not None:
+        import pyarrow.parquet as pq
+
+        have = set(pq.read_schema(path).names)
+        columns = [c for c in columns if c in have]
+    return pd.read_parquet(path, columns=columns)
 
 
 class StoreError(FileNotFoundError):
@@ -256,36 +287,110 @@ class CohortStore:
 
     def unsplit_subjects(self) -> set[str]:
         """Subjects with cines on disk but no train/valid/test assignment (left by an interrupted run)."""
-        return set(self.manifest()["subject"].astype(str)) - set(self.splits())
+        return set(self.manifest(columns=["subject"])["subject"].astype(str)) - set(self.splits())
 
-    def manifest(self, refresh: bool = False) -> pd.DataFrame:
-        """One row per cine with ids, geometry, ED/ES, split and flattened metadata (cached as manifest.csv,
-        rebuilt when the cines on disk or the splits differ from it, e.g. after an interrupted run)."""
-        p = self.root / "manifest.csv"
-        if p.exists() and not refresh:
-            df = pd.read_csv(p, dtype={"cine_id": str, "subject": str, "split": str})
-            if list(df["cine_id"].astype(str)) == self.ids() and self._splits_agree(df):
-                return df
-        rows = []
-        splits = self.splits()
-        for cid in self.ids():
-            a = self.attrs(cid)
-            shape = a["shape"]
-            rows.append({
-                "cine_id": cid, "subject": a["subject"], "view": a["view"], "source": a.get("source"),
-                "split": splits.get(str(a["subject"])), "n_frames": shape[0],
-                "n_slices": shape[1] if len(shape) == 4 else 1, "height": shape[-2], "width": shape[-1],
-                "spacing_mm": json.dumps(a["spacing"]), "ed": a.get("ed"), "es": a.get("es"),
-                "path": str(Path("cines") / f"{cid}.zarr"), **_flatten(a.get("meta", {}))})
-        df = pd.DataFrame(rows, columns=None if rows else list(MANIFEST_COLUMNS))
-        if self.root.exists():
-            atomic_write_text(p, df.to_csv(index=False))
+    # ---- the manifest: parquet parts appended as cines arrive --------------------------------
+    @property
+    def manifest_dir(self) -> Path:
+        return self.root / "manifest"
+
+    def manifest(self, refresh: bool = False, columns: Sequence[str] | None = None) -> pd.DataFrame:
+        """One row per cine with ids, geometry, ED/ES, split and flattened metadata.
+
+        Kept as parquet parts under `manifest/`: reading it costs one columnar read (of `columns` only, when
+        given) while the cines folder is unchanged since the last sync; otherwise only the cines added or removed
+        since are looked at, and their rows appended or dropped. refresh: rebuild every row from the cines."""
+        if refresh:
+            self._rebuild_manifest()
+        elif self._manifest_stale():
+            self._sync_manifest()
+        df = self._read_parts(None if columns is None else [c for c in columns if c != "split"])
+        if columns is None or "split" in columns:
+            split = df["subject"].astype(str).map(self.splits()) if len(df) else pd.Series([], dtype=object)
+            df.insert(min(4, len(df.columns)), "split", split.astype(object).where(split.notna(), None))
         return df
 
-    def _splits_agree(self, df: pd.DataFrame) -> bool:
-        splits = self.splits()
-        have = df["split"].astype("string").fillna("")
-        return all(splits.get(str(s), "") == h for s, h in zip(df["subject"], have, strict=True))
+    def append_manifest(self, cine_ids: Sequence[str]) -> None:
+        """Add the rows of cines just written (a batch job calls this per batch, so readers see them at once)."""
+        rows = [self._row(cid) for cid in cine_ids]
+        if rows:
+            self._write_part(pd.DataFrame(rows))
+
+    def _row(self, cid: str) -> dict:
+        a = self.attrs(cid)
+        shape = a["shape"]
+        return {"cine_id": cid, "subject": str(a["subject"]), "view": a["view"], "source": a.get("source"),
+                "n_frames": shape[0], "n_slices": shape[1] if len(shape) == 4 else 1, "height": shape[-2],
+                "width": shape[-1], "spacing_mm": json.dumps(a["spacing"]), "ed": a.get("ed"), "es": a.get("es"),
+                "path": str(Path("cines") / f"{cid}.zarr"), **_flatten(a.get("meta", {}))}
+
+    def _parts(self) -> list[Path]:
+        return sorted(self.manifest_dir.glob("part-*.parquet")) if self.manifest_dir.exists() else []
+
+    def _read_parts(self, columns: list[str] | None = None) -> pd.DataFrame:
+        """Every part's rows (a cine's last row wins), in cine id order."""
+        want = None if columns is None else ["cine_id", *(c for c in columns if c != "cine_id")]
+        frames = [f for f in (_read_parquet(p, want) for p in self._parts()) if len(f)]
+        if not frames:
+            return pd.DataFrame(columns=[c for c in MANIFEST_COLUMNS if c != "split" and (columns is None or c in columns)])
+        df = frames[0]
+        if len(frames) > 1:
+            df = pd.concat(frames, ignore_index=True).drop_duplicates("cine_id", keep="last")
+            df = df.sort_values("cine_id", kind="stable").reset_index(drop=True)
+        return df if columns is None else df[[c for c in columns if c in df.columns]]
+
+    def _write_part(self, df: pd.DataFrame, replace: bool = False) -> Path:
+        """One more parquet part, written atomically (or the only one, with `replace`); many parts are merged."""
+        old = self._parts() if replace else []
+        self.manifest_dir.mkdir(parents=True, exist_ok=True)
+        p = self.manifest_dir / f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
+        tmp = p.with_name(f".{p.name}.tmp")
+        _arrow_safe(df.sort_values("cine_id", kind="stable") if len(df) else df).to_parquet(tmp, index=False)
+        os.replace(tmp, p)
+        for q in old:
+            q.unlink(missing_ok=True)
+        if len(self._parts()) > MAX_PARTS:
+            self._write_part(self._read_parts(), replace=True)
+        return p
+
+    def _cines_stamp(self) -> int | None:
+        """The cines folder's change time (adding or removing a cine changes it), None while too recent to trust
+        (a coarse file-system clock could give a later change the same time)."""
+        try:
+            m = self.cines_dir.stat().st_mtime_ns
+        except FileNotFoundError:
+            return -1
+        return m if time.time_ns() - m > STAMP_SETTLE_NS else None
+
+    def _manifest_stale(self) -> bool:
+        try:
+            seen = json.loads((self.manifest_dir / "state.json").read_text())["cines_mtime_ns"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return True
+        return seen is None or seen != self._cines_stamp()
+
+    def _sync_manifest(self) -> None:
+        """Append the rows of cines on disk the manifest lacks; drop the rows of cines no longer there."""
+        stamp = self._cines_stamp()
+        on_disk = set(self.ids())
+        have = set(self._read_parts(["cine_id"])["cine_id"].astype(str))
+        new = sorted(on_disk - have)
+        if have - on_disk:
+            df = self._read_parts()
+            df = pd.concat([df[df["cine_id"].astype(str).isin(on_disk)], pd.DataFrame([self._row(c) for c in new])])
+            self._write_part(df, replace=True)
+        else:
+            self.append_manifest(new)
+        self._stamp(stamp)
+
+    def _rebuild_manifest(self) -> None:
+        stamp = self._cines_stamp()
+        self._write_part(pd.DataFrame([self._row(c) for c in self.ids()]), replace=True)
+        self._stamp(stamp)
+
+    def _stamp(self, stamp: int | None) -> None:
+        if self.root.exists():
+            atomic_write_json(self.manifest_dir / "state.json", {"cines_mtime_ns": stamp})
 
     def select(self, view: str | Sequence[str] | None = None, split: str | Sequence[str] | None = None,
                limit: int | None = None, interleave: bool = False) -> list[str]:
@@ -294,7 +399,7 @@ class CohortStore:
         view/split: one name, several, or None for all. limit: at most this many per view (with view=None: in
         all). Several views come view after view, or one of each in turn with `interleave` (a capped training
         set then holds every view)."""
-        m = self.manifest()
+        m = self.manifest(columns=["cine_id", "subject", "view", "split"])
         if m.empty:
             return []
         if split is not None:

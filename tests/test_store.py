@@ -1,6 +1,7 @@
 """The canonical record, label conventions and cohort store: round trips, atomicity, typed errors."""
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -70,6 +71,26 @@ def test_manifest_has_split_and_flat_meta(tmp_path):
     assert s.select(view="2CH") == ["b_2CH"] and s.select(split="train") == ["a_SAX"]
     with pytest.raises(ValueError, match="unknown split"):
         s.write_splits({"a": "training"})
+
+
+def test_manifest_appends_parts_and_follows_the_disk(tmp_path, monkeypatch):
+    monkeypatch.setattr("cmrlib.store.STAMP_SETTLE_NS", 0)  # trust the folder time at once (no 2 s wait)
+    s = CohortStore(tmp_path)
+    s.write(cine("a"))
+    s.write(cine("b", meta={"group": 3}))  # a metadata column mixing text and numbers
+    assert list(s.manifest()["cine_id"]) == ["a_SAX", "b_SAX"]
+    s.write(cine("c", view="4CH"))
+    s.append_manifest(["c_4CH"])  # what a batch job does: a part for the new cines, nothing rewritten
+    assert len(s._parts()) == 2 and list(s.manifest()["cine_id"]) == ["a_SAX", "b_SAX", "c_4CH"]
+    s.write(cine("d"))  # written by someone who did not append: found from the folder's change
+    assert list(s.manifest(columns=["cine_id", "view"]).columns) == ["cine_id", "view"]
+    assert "d_SAX" in s.select(view="SAX") and len(s._parts()) == 3
+    shutil.rmtree(s.path("a_SAX"))
+    m = s.manifest()
+    assert list(m["cine_id"]) == ["b_SAX", "c_4CH", "d_SAX"] and len(s._parts()) == 1
+    assert m.set_index("cine_id").loc["b_SAX", "group"] == "3"
+    s.write_splits({"b": "train", "c": "test", "d": "valid"})  # a new split is joined when read, no rewrite
+    assert s.select(split="test") == ["c_4CH"] and len(s._parts()) == 1
 
 
 def test_interrupted_write_leaves_nothing_visible(tmp_path):

@@ -154,7 +154,7 @@ def mask_mapse(store: CohortStore, labels: Mapping[str, np.ndarray]) -> tuple[pd
 def collect(run_dir: str | Path) -> pd.DataFrame:
     """The long table of every measure every notebook of a run folder wrote (01, 02, 03 and any `NN/measures_long.csv`)."""
     run = Path(run_dir)
-    manifest = pd.read_csv(run / "cohort" / "manifest.csv") if (run / "cohort" / "manifest.csv").exists() else None
+    manifest = CohortStore(run / "cohort").manifest() if (run / "cohort" / "cines").exists() else None
     conditions = (manifest.drop_duplicates("subject").set_index("subject")["condition"].to_dict()
                   if manifest is not None and "condition" in manifest else {})
     parts = []

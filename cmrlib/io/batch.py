@@ -224,7 +224,7 @@ def update_splits(store: CohortStore, seed: int = 0, fractions=FRACTIONS) -> dic
     The unit is the participant (`meta.participant`, else the subject): repeat visits of one person share a split,
     so no person is in both training and test.
     """
-    m = store.manifest(refresh=True)
+    m = store.manifest()
     if m.empty:
         return {}
     subj = m["subject"].astype(str)
@@ -279,8 +279,11 @@ def ingest(source: str, path: str | Path, out: str | Path, *, pseudonym_file: st
         todo = [it for it in items if not is_done(store, source, it)]
         bad, notes, n_ok, n_cines, last = list(refused), [], 0, 0, 0.0
         info = dict(source=source, n_subjects=len(items) + len(refused), n_already_done=len(items) - len(todo))
+        fresh = []  # cines written since the manifest was last appended to
 
         def report(status):
+            store.append_manifest(fresh)
+            fresh.clear()
             store.write_report(bad, extra=dict(info, status=status, n_ingested=n_ok, n_cines_written=n_cines,
                                                notes=notes, seconds=round(time.perf_counter() - t0, 2)))
         report("running")
@@ -290,11 +293,14 @@ def ingest(source: str, path: str | Path, out: str | Path, *, pseudonym_file: st
                 notes += res["notes"]
                 if res["ok"]:
                     n_ok, n_cines = n_ok + 1, n_cines + len(res["cines"])
+                    fresh += res["cines"]
                 else:
                     bad.append(res["bad"])
                 if time.perf_counter() - last > REPORT_EVERY_S:
                     report("running")
                     last = time.perf_counter()
+        store.append_manifest(fresh)
+        fresh.clear()
         update_splits(store, seed, fractions)
         report("complete")
     return store

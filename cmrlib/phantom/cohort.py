@@ -162,6 +162,6 @@ def make_cohort(out: str | Path, n: int = 24, seed: int = 0, views=("SAX", "2CH"
                 raise RuntimeError(f"phantom subject {i} could not be simulated: {err}") from err
     store.write_splits(stratified_split({r["subject"]: _strata(r) for r in recipes}, seed))
     atomic_write_json(store.root / "phantom.json", dict(n=n, seed=seed, start=start, views=list(views), config=cfg_d))
-    store.manifest(refresh=True)
+    store.manifest()
     return store
 
