@@ -14,6 +14,7 @@ store atomically themselves, so a re-run resumes from what is on disk.
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import uuid
@@ -79,33 +80,52 @@ def n_threads(c) -> int:
     return max(1, sum(c.nthreads().values()))
 
 
-def _call(fn: Callable, item) -> tuple[Any, BaseException | None]:
+def start(scheduler: Any = None, workers: int = 1):
+    """`client` kept open for a notebook's life (closed when the kernel exits): a Client, or None for this process."""
+    stack = contextlib.ExitStack()
+    c = stack.enter_context(client(scheduler, workers))
+    atexit.register(stack.close)
+    return c
+
+
+def describe(c) -> str:
+    """Where the data-parallel steps run, in words (no addresses: they may name a site's hosts)."""
+    if c is None:
+        return "in this process (workers=1, no scheduler)"
+    kind = type(c.cluster).__name__ if c.cluster is not None else "a Dask scheduler"
+    return f"Dask, {len(c.nthreads())} worker(s) with {n_threads(c)} thread(s) on {kind}"
+
+
+def _call(fn: Callable, item, args: tuple) -> tuple[Any, BaseException | None]:
     try:
-        return fn(item), None
+        return fn(item, *args), None
     except Exception as e:  # one item's failure is reported with it, as on Dask
         return None, e
 
 
-def map_tasks(fn: Callable, items: Iterable, c=None, *, desc: str = "", unit: str = "item", progress: bool = True,
-              window: int | None = None) -> Iterator[tuple[Any, Any, BaseException | None]]:
-    """(item, result, error) for every item, in the order they finish (input order in this process).
+def map_tasks(fn: Callable, items: Iterable, c=None, *, args: tuple = (), desc: str = "", unit: str = "item",
+              progress: bool = True, window: int | None = None) -> Iterator[tuple[Any, Any, BaseException | None]]:
+    """(item, result, error) of `fn(item, *args)` for every item, in the order they finish (input order in this
+    process).
 
-    On Dask at most `window` tasks are in flight (default 4 per worker thread), so a million items never sit in the
-    scheduler at once, and each finished task's result is released as soon as it is handed over."""
+    On Dask, `args` (a model, settings) are sent to every worker once, not with each task; at most `window` tasks
+    are in flight (default 4 per worker thread), so a million items never sit in the scheduler at once, and each
+    finished task's result is released as soon as it is handed over."""
     items = list(items)
     with tqdm(total=len(items), desc=desc, unit=unit, disable=not progress) as bar:
         if c is None:
             for it in items:
-                yield (it, *_call(fn, it))
+                yield (it, *_call(fn, it, args))
                 bar.update()
             return
         from distributed import as_completed
 
         batch, owner = uuid.uuid4().hex[:8], {}
         todo = iter(enumerate(items))
+        shared = c.scatter(list(args), broadcast=True, hash=False) if args else []
 
         def submit(i, it):
-            f = c.submit(fn, it, pure=False, key=f"{desc or 'task'}-{batch}-{i}")
+            f = c.submit(fn, it, *shared, pure=False, key=f"{desc or 'task'}-{batch}-{i}")
             owner[f.key] = it
             return f
 

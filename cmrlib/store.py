@@ -275,6 +275,18 @@ class CohortStore:
             labelled=np.asarray(take(g["labelled"])).astype(bool) if "labelled" in keys else None,
             landmarks=lm, ed=ed, es=es, source=a.get("source", "unknown"), meta=a.get("meta", {}))
 
+    def lazy(self, cine_id: str, array: str = "pixels"):
+        """One array of a cine as a `dask.array` over its zarr chunks (a frame each): nothing is read until it is
+        computed, so a big cohort's cines can be sliced, reduced or mapped frame by frame. Pixels come as float32."""
+        import dask.array as da
+
+        g = self.group(cine_id)
+        a = da.from_zarr(g[array])
+        if array != "pixels":
+            return a
+        scale = g.attrs.get("pixel_scale")
+        return a.astype(np.float32) if scale is None else a.astype(np.float32) * np.float32(scale)
+
     def __iter__(self) -> Iterator[Cine]:
         for i in self.ids():
             yield self.read(i)

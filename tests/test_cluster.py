@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 from cmrlib import cli
 from cmrlib.cluster import SchedulerUnreachable, client, map_tasks, wants_dask
@@ -69,13 +70,46 @@ def test_unreachable_scheduler_is_one_clear_line(tmp_path, capsys):
     assert code == 2 and err.startswith("cmrlib: error: ") and len(err.splitlines()) == 1
 
 
-def test_phantom_cohort_on_dask_matches_one_process(tmp_path, dask_client):
-    tiny = dict(n_frames=6, matrix=48, pixel_mm=4.0)
-    a = make_cohort(tmp_path / "a", n=3, seed=2, progress=False, **tiny)
-    b = make_cohort(tmp_path / "b", n=3, seed=2, progress=False, scheduler=dask_client, **tiny)
-    assert a.ids() == b.ids() and a.splits() == b.splits()
-    for cid in a.ids():
-        np.testing.assert_array_equal(a.read(cid).pixels, b.read(cid).pixels)
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    return make_cohort(tmp_path_factory.mktemp("ph") / "cohort", n=3, seed=2, progress=False, n_frames=10, matrix=48,
+                       pixel_mm=4.0)
+
+
+def test_phantom_cohort_on_dask_matches_one_process(tmp_path, dask_client, cohort):
+    b = make_cohort(tmp_path / "b", n=3, seed=2, progress=False, scheduler=dask_client, n_frames=10, matrix=48,
+                    pixel_mm=4.0)
+    assert cohort.ids() == b.ids() and cohort.splits() == b.splits()
+    for cid in cohort.ids():
+        np.testing.assert_array_equal(cohort.read(cid).pixels, b.read(cid).pixels)
+
+
+def test_optical_flow_and_segmentation_on_dask_match_one_process(dask_client, cohort):
+    from cmrlib.data import FrameGeometry
+    from cmrlib.methods import heartmae as hm
+    from cmrlib.methods.segmentation import predict_store
+    from cmrlib.models import unet11
+
+    ids = cohort.select(view=["4CH", "2CH"])
+    here = hm.preprocess_store(cohort, ids, progress=False, load=32, cycle=8)
+    there = hm.preprocess_store(cohort, ids, progress=False, load=32, cycle=8, scheduler=dask_client)
+    assert here.table.equals(there.table) and len(here.table) == len(ids)
+    np.testing.assert_array_equal(here.frames, there.frames)
+    np.testing.assert_array_equal(here.weight, there.weight)
+    torch.manual_seed(0)
+    model = unet11(n_classes=6, width=0.0625).eval()
+    model.geometry = FrameGeometry(size=32, spacing=6.0)
+    a = predict_store(model, cohort, ids, progress=False)
+    b = predict_store(model, cohort, ids, progress=False, scheduler=dask_client)
+    assert list(a) == list(b) == ids and all(np.array_equal(a[i], b[i]) for i in ids)
+
+
+def test_lazy_arrays_read_frames_only_when_computed(cohort):
+    cid = cohort.select(view="SAX")[0]
+    px = cohort.lazy(cid)
+    assert px.chunks[0] == (1,) * px.shape[0] and px.dtype == np.float32  # a frame per chunk
+    np.testing.assert_array_equal(px[3].compute(), cohort.read(cid).pixels[3])
+    np.testing.assert_array_equal(cohort.lazy(cid, "labels").max(axis=0).compute(), cohort.read(cid).labels.max(0))
 
 
 def _kill_one_worker_when_a_subject_is_done(c, markers, killed: list):

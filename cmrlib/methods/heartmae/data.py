@@ -12,14 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pandas as pd
 import torch
-from fastprogress.fastprogress import progress_bar
 
+from ...cluster import client, map_tasks
 from ...measure import resample_cycle
 from ...record import Cine
 from ...store import CohortStore
@@ -135,29 +136,42 @@ def preprocess_cine(cine: Cine, load: int = 72, cycle: int = 30, sax_k: int = 3,
     return out
 
 
-def preprocess_store(store: CohortStore, cine_ids: Sequence[str], progress: bool = True, **prep) -> CineSet:
+def preprocess_store(store: CohortStore, cine_ids: Sequence[str], progress: bool = True, scheduler=None,
+                     workers: int = 1, **prep) -> CineSet:
     """`preprocess_cine` on every listed cine (`prep`: its keywords); a cine that cannot be used is recorded with
-    its reason and the others go on."""
-    splits = store.splits()
+    its reason and the others go on. scheduler / workers: one Dask task per cine (`cmrlib.cluster`)."""
+    splits, done = store.splits(), {}
+    task = partial(_prepare, root=str(store.root), prep=prep)
+    with client(scheduler, workers) as c:
+        for cid, res, err in map_tasks(task, list(cine_ids), c, desc="optical flow", unit="cine", progress=progress):
+            if err is not None:
+                raise err
+            done[cid] = res
     stacks, maps, rows, fails = [], [], [], []
-    for cid in progress_bar(list(cine_ids), display=progress, leave=False):
-        cine = store.read(cid)
-        try:
-            views = preprocess_cine(cine, **prep)
-        except CineInputError as e:
-            fails.append(dict(cine_id=cid, subject=str(cine.subject), reason=str(e)))
-            continue
+    for cid in cine_ids:
+        subject, view, views, reason = done[cid]
+        if reason is not None:
+            fails.append(dict(cine_id=cid, subject=subject, reason=reason))
         for vid, sq, w in views:
             stacks.append(sq)
-            maps.append(w.astype(np.float16))
-            rows.append(dict(view_id=vid, cine_id=cid, subject=str(cine.subject), view=cine.view,
-                             split=splits.get(str(cine.subject), "")))
+            maps.append(w)
+            rows.append(dict(view_id=vid, cine_id=cid, subject=subject, view=view, split=splits.get(subject, "")))
     load, cycle = prep.get("load", 72), prep.get("cycle", 30)
     x = np.stack(stacks) if stacks else np.zeros((0, cycle, load, load), np.uint8)
     w = np.stack(maps) if maps else np.zeros((0, load, load), np.float16)
     return CineSet(x, w.astype(np.float32), pd.DataFrame(rows, columns=["view_id", "cine_id", "subject", "view",
                                                                          "split"]),
                    pd.DataFrame(fails, columns=FAILURE_COLUMNS))
+
+
+def _prepare(cid: str, root: str, prep: dict) -> tuple[str, str, list, str | None]:
+    """One cine's views and motion maps (float16), or the reason it cannot be used (a task)."""
+    cine = CohortStore(root).read(cid)
+    try:
+        views = [(vid, sq, w.astype(np.float16)) for vid, sq, w in preprocess_cine(cine, **prep)]
+    except CineInputError as e:
+        return str(cine.subject), cine.view, [], str(e)
+    return str(cine.subject), cine.view, views, None
 
 
 def intensity_stats(cines: CineSet) -> tuple[float, float]:
