@@ -1,5 +1,6 @@
-"""Command line: `cmrlib run` executes the notebooks, `cmrlib ingest` builds a cohort from real data, `cmrlib figures`
-re-runs notebook 09 on a finished run, `cmrlib report` prints (or splices into the README) a run's results."""
+"""Command line: `cmrlib run` executes the notebooks, `cmrlib ingest` builds a cohort from real data, `cmrlib fit`
+trains one method (alone or under `accelerate launch`), `cmrlib figures` re-runs notebook 09 on a finished run,
+`cmrlib report` prints (or splices into the README) a run's results."""
 from __future__ import annotations
 
 import argparse
@@ -32,6 +33,23 @@ def _report(a) -> int:
     else:
         print(text, end="")
     return 0
+
+
+def _fit(a) -> int:
+    from .fit import fit
+
+    rec = fit(a.method, a.profile, a.run, runner.parse_overrides(a.p), a.out, a.rows)
+    if rec["processes"] == 1 or _rank0():
+        for r in rec["rows"]:
+            print(f"{a.method}: {r.get('method') or r.get('model')}: validation loss {r['valid_loss']:.4f} "
+                  f"({rec['processes']} process(es), batch {rec['batch_per_process']} each)")
+    return 0
+
+
+def _rank0() -> bool:
+    from .distributed import rank
+
+    return rank() == 0
 
 
 SHOW_BAD = 20  # bad items printed one per line; the rest are counted (all are in report.json)
@@ -80,6 +98,15 @@ def parser() -> argparse.ArgumentParser:
     rp.add_argument("run_dir", help="a run folder (with run.json)")
     rp.add_argument("--readme", help="write the report between this README's result markers instead of printing it")
     rp.set_defaults(fn=_report)
+    t = sub.add_parser("fit", help="train one method with a profile (under `accelerate launch`: on N GPUs or CPU "
+                                   "processes)", allow_abbrev=False)
+    t.add_argument("method", help="segmentation | edes | heartmae")
+    t.add_argument("--profile", default="smoke", help=f"one of: {', '.join(runner.profiles())}, or your own .yaml")
+    t.add_argument("--run", help="the run folder whose cohort it trains on (default runs/<profile>)")
+    t.add_argument("--out", help="where models and fit.json go (default <run>/fit/<method>)")
+    t.add_argument("-p", action="append", metavar="KEY=VALUE", help="override a parameter of the method's notebook")
+    t.add_argument("--rows", type=int, help="heartmae: pretrain only the first N rows of its family")
+    t.set_defaults(fn=_fit)
     g = sub.add_parser("ingest", help="ingest a real data source into a cohort store", allow_abbrev=False)
     g.add_argument("source", choices=SOURCES, help=" | ".join(SOURCES))
     g.add_argument("path", help="the source folder")
@@ -95,11 +122,12 @@ def _user_errors() -> tuple[type[Exception], ...]:
     """Mistakes a user can fix from the message alone: printed as one line, exit code 2, no traceback."""
     from .analysis.report import ReportError
     from .cluster import SchedulerUnreachable
+    from .fit import FitError
     from .io import IngestError, PseudonymError
     from .store import StoreBusyError
 
     return (runner.RunError, runner.NotebookFailed, IngestError, PseudonymError, StoreBusyError, ReportError,
-            SchedulerUnreachable)
+            SchedulerUnreachable, FitError)
 
 
 def main(argv=None) -> int:

@@ -163,14 +163,7 @@ def plan(profile: str, only=None, overrides=None, out=None, figures=None, notebo
     used = set()
     for nb in nbs:
         decl = declared(nb)
-        section = prof.get(nb.name[:2], {})
-        unknown = set(section) - set(decl)
-        if unknown:
-            raise RunError(f"profile {profile!r} section {nb.name[:2]!r} sets {sorted(unknown)}, "
-                           f"not parameters of {nb.name}")
-        params = {k: v for k, v in prof.get("common", {}).items() if k in decl}
-        params.update(section)
-        params.update({k: v for k, v in overrides.items() if k in decl})
+        params = _merge(prof, profile, nb, decl, overrides)
         params.update({k: v for k, v in dict(profile=profile, run_dir=str(out), figures_dir=str(figures)).items()
                        if k in decl})
         used |= set(decl)
@@ -179,6 +172,34 @@ def plan(profile: str, only=None, overrides=None, out=None, figures=None, notebo
     if unknown:
         raise RunError(f"unknown parameter(s) {', '.join(sorted(unknown))}: no selected notebook declares them")
     return p
+
+
+def _merge(prof: dict, profile: str, nb: Path, decl: dict, overrides: dict) -> dict[str, Any]:
+    """The profile's common keys the notebook declares, its own section, then the overrides it declares."""
+    section = prof.get(nb.name[:2], {})
+    unknown = set(section) - set(decl)
+    if unknown:
+        raise RunError(f"profile {profile!r} section {nb.name[:2]!r} sets {sorted(unknown)}, not parameters of {nb.name}")
+    params = {k: v for k, v in prof.get("common", {}).items() if k in decl}
+    params.update(section)
+    params.update({k: v for k, v in overrides.items() if k in decl})
+    return params
+
+
+def parameters(number: str, profile: str, overrides: dict | None = None, notebooks=NOTEBOOKS) -> dict[str, Any]:
+    """Notebook `number`'s parameters as a run with `profile` sets them: the notebook's own (literal) defaults, the
+    profile's, then `overrides` (a name the notebook does not declare is an error). What `cmrlib fit` trains with."""
+    (nb,) = discover(notebooks, [number])
+    decl, overrides = declared(nb), dict(overrides or {})
+    unknown = set(overrides) - set(decl)
+    if unknown:
+        raise RunError(f"unknown parameter(s) {', '.join(sorted(unknown))}: not declared by {nb.name}")
+    params = {}
+    for k, src in decl.items():
+        with contextlib.suppress(ValueError, SyntaxError):
+            params[k] = ast.literal_eval(src)
+    prof = load_profile(profile)
+    return {**params, **_merge(prof, profile_name(profile), nb, decl, overrides), "profile": profile_name(profile)}
 
 
 def earlier_notebooks(p: Plan) -> list[dict]:

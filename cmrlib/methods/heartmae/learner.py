@@ -16,6 +16,7 @@ from fastai.callback.schedule import ParamScheduler, SchedCos, SchedLin, combine
 from fastai.callback.tracker import SaveModelCallback
 from fastai.learner import Learner
 from fastai.optimizer import Adam
+from fastai.torch_core import distrib_barrier, rank_distrib
 from torch import nn
 
 from ...learn import bf16_callbacks, dataloaders, history
@@ -134,7 +135,9 @@ def pretrain(row: str, cines: CineSet, cfg: HeartMAEConfig, mean: float, std: fl
     with learn.no_bar(), learn.no_logging(), contextlib.redirect_stdout(io.StringIO()):  # "Better model found"
         learn.fit(epochs, cfg.lr, cbs=[ParamScheduler({"lr": schedule(cfg.lr, cfg.warmup_epochs / epochs)}),
                                        SaveModelCallback(fname=name, with_opt=False)])
-    (Path(out) / f"{name}.pth").unlink(missing_ok=True)  # the callback's copy of the best epoch, now loaded
+    distrib_barrier()  # data-parallel: every process has loaded the best epoch before process 0 removes it
+    if not rank_distrib():
+        (Path(out) / f"{name}.pth").unlink(missing_ok=True)  # the callback's copy of the best epoch, now loaded
     h = history(learn)
     summary = dict(model=row, epochs=epochs, clips_per_epoch=len(learn.dls.train.dataset),
                    train_s=round(time.perf_counter() - t0, 1), best_epoch=int(h["valid_loss"].idxmin()),

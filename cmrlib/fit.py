@@ -1,0 +1,151 @@
+"""`cmrlib fit METHOD --profile P`: a method's training as a command, with the notebook's parameters for the
+profile and the library functions the notebook calls, alone or under `accelerate launch` (N GPUs, or N CPU
+processes over gloo; `cmrlib.distributed`). The models and `fit.json` (settings, processes, seconds, final
+validation loss on the whole validation set) go to `<run>/fit/<method>/`; process 0 writes them.
+
+    cmrlib fit edes --profile smoke --run runs/smoke
+    accelerate launch --multi_gpu --num_processes 4 -m cmrlib fit heartmae --profile paper --run runs/paper
+
+A method's fit needs the run's cohort (notebook 00) and, for HeartMAE, its cines (built here when missing).
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from . import runner
+from .distributed import data_parallel, rank, single, world_size
+from .learn import export
+from .store import CohortStore
+from .utils import atomic_write_json, package_versions, seed_everything, seed_for
+
+
+class FitError(ValueError):
+    """A fit cannot start: unknown method, or the run folder lacks what the method trains on."""
+
+
+def _valid_loss(learn) -> float:
+    """The loss over the whole validation set, in this process (the data-parallel callback removed)."""
+    with learn.no_bar(), learn.no_logging():
+        return float(single(learn).validate()[0])
+
+
+def _edes(store: CohortStore, p: dict, out: Path) -> list[dict]:
+    """Notebook 02's training: every method in `methods` on the same sequences, seed and schedule."""
+    from .methods import edes
+
+    items = [it for split in ("train", "valid")
+             for it in edes.seq_items(store, store.select(p["views"], split, p["max_cines"], interleave=True),
+                                      p["size"], split, zoom=p["zoom"])]
+    model_kw = {k: p[k] for k in ("widths", "blocks", "hidden", "bidirectional", "cyclic", "motion", "dropout")}
+    rows = []
+    for m in p["methods"]:
+        dls = edes.dataloaders(items, bs=p["bs"], delta=p["delta"], upsilon=p["upsilon"], seed=p["seed"])
+        learn, row = edes.fit(dls, m, p["epochs"], p["lr"], p["seed"], beta=p["beta"], alpha=p["alpha"], path=out,
+                              **model_kw)
+        rows.append(dict(row, valid_loss=_valid_loss(learn), model=_save(learn, out, m)))
+    return rows
+
+
+def _segmentation(store: CohortStore, p: dict, out: Path) -> list[dict]:
+    """Notebook 01's phantom models (SAX; 2CH + 4CH), trained then calibrated on validation cines as it does."""
+    from .methods import segmentation as seg
+
+    data_kw = dict(size=p["size"], spacing=p["spacing_mm"], bs=p["bs"], seed=p["seed"], max_frames=p["max_frames"],
+                   progress=False)
+    rows = []
+    for name, views, epochs, balance in (("sax", ["SAX"], p["epochs_sax"], False),
+                                         ("lax", ["2CH", "4CH"], p["epochs_lax"], p["balance_lax"])):
+        dls = seg.dataloaders(store, views, frame_step=p["frame_step"], **data_kw, **seg.recipe(p["augmentation"][name]))
+        t0 = time.perf_counter()
+        learn = seg.fit(dls, epochs, p["lr"], balance=balance, width=p["width"], pretrained=p["pretrained"],
+                        bf16=p["bf16"])
+        ids = store.select(views, "valid", p["calibrate_cines"]) if p["calibrate_cines"] else []
+        if ids:
+            seg.as_model(learn).log_prior = seg.calibrate_prior(learn, store, ids, progress=False)[0]
+        rows.append(dict(model=name, train_s=time.perf_counter() - t0, valid_loss=_valid_loss(learn),
+                         file=_save(learn, out, f"seg_{name}")))
+    return rows
+
+
+def _heartmae(store: CohortStore, p: dict, out: Path) -> list[dict]:
+    """Notebook 06's pretraining of the four masked autoencoders (`rows` of them), on the run's cached cines."""
+    from .methods import heartmae as hm
+
+    cfg = hm.HeartMAEConfig(**{k: p[k] for k in ("size", "frames", "patch", "tubelet", "dim", "depth", "heads", "dec_dim",
+                                                 "dec_depth", "dec_heads", "pred_frames", "load", "min_side",
+                                                 "epochs_base", "epochs", "warmup_epochs", "bs", "repeats", "blr", "wd",
+                                                 "bf16", "seed")})
+    prep = dict(load=p["load"], cycle=p["cycle"], sax_k=p["sax_slices"], sigma_mm=p["sigma_mm"])
+    ids = store.select(view=["SAX", "2CH", "3CH", "4CH"])
+    cache = Path(p["run_dir"]) / "06" / "cines.npz"
+    cines = hm.CineSet.load(cache, dict(prep, ids=ids)) or hm.preprocess_store(store, ids, progress=False, **prep)
+    mean, std = hm.intensity_stats(cines.take(cines.rows("train")))
+    models, rows = {}, []
+    for row in hm.FAMILY:
+        init = hm.FAMILY[row]["init"]
+        if init is not None and init not in models:
+            continue
+        models[row], s = hm.pretrain(row, cines, cfg, mean, std, out, models.get(init))
+        s.pop("history")
+        if rank() == 0:
+            hm.save(models[row], cfg, out / f"{row}.pt", mean=mean, std=std, summary=s)
+        rows.append(s)
+        if len(rows) == p["fit_rows"]:
+            break
+    return rows
+
+
+FITS: dict[str, tuple[str, Callable[[CohortStore, dict, Path], list[dict]]]] = {
+    "segmentation": ("01", _segmentation), "edes": ("02", _edes), "heartmae": ("06", _heartmae)}
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Progress bars and per-epoch tables from process 0 only (the others would print them again)."""
+    if rank() == 0:
+        yield
+    else:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            yield
+
+
+def _save(learn, out: Path, name: str) -> str | None:
+    """Export from process 0 only; the file name."""
+    fname = name.lower().replace(" ", "_").replace("/", "").replace("+", "_") + ".pkl"
+    if rank() == 0:
+        export(learn, out / fname)
+    return fname
+
+
+def fit(method: str, profile: str = "smoke", run_dir: str | Path | None = None, overrides: dict | None = None,
+        out: str | Path | None = None, fit_rows: int | None = None) -> dict[str, Any]:
+    """Train `method` with the profile's parameters for its notebook (plus overrides) on the run's cohort."""
+    if method not in FITS:
+        raise FitError(f"unknown method {method!r}; `cmrlib fit` trains: {', '.join(FITS)} (the other methods train "
+                       f"in their notebooks)")
+    number, train = FITS[method]
+    p = runner.parameters(number, profile, overrides)
+    run = Path(run_dir or runner.ROOT / "runs" / p["profile"])
+    p.update(run_dir=str(run), fit_rows=fit_rows)
+    store = CohortStore(run / "cohort")
+    if not store.cines_dir.exists():
+        raise FitError(f"{run}: no cohort (run notebook 00 first: cmrlib run --profile {profile} --only 00 --out {run})")
+    out = Path(out or run / "fit" / method)
+    out.mkdir(parents=True, exist_ok=True)
+    seed_everything(seed_for(p["seed"], "fit", method))
+    if p.get("threads"):
+        torch.set_num_threads(int(p["threads"]))
+    t0 = time.perf_counter()
+    with data_parallel(), _quiet():
+        rows = train(store, p, out)
+    record = dict(method=method, profile=p["profile"], processes=world_size(), batch_per_process=p.get("bs"),
+                  seconds=round(time.perf_counter() - t0, 2), rows=rows, parameters=p, versions=package_versions())
+    if rank() == 0:
+        atomic_write_json(out / "fit.json", record)
+    return record

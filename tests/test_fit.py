@@ -1,0 +1,47 @@
+"""`cmrlib fit`: a method's training with its notebook's parameters, in one process and data-parallel over two CPU
+processes (gloo) launched by `accelerate launch`; two processes with batch B end where one with batch 2B does."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from cmrlib import cli
+from cmrlib.fit import FitError, fit
+from cmrlib.methods import edes
+from cmrlib.phantom import make_cohort
+
+pytestmark = pytest.mark.xdist_group("fit")
+ONE_METHOD = {"methods": ["TempReg-Net"], "epochs": 3}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("run")
+    make_cohort(run / "cohort", n=12, seed=0, n_frames=20, matrix=96, pixel_mm=2.5, progress=False)
+    return run
+
+
+def test_unknown_method_or_missing_cohort_is_a_clear_error(tmp_path, capsys):
+    with pytest.raises(FitError, match="cmrlib fit` trains: segmentation, edes, heartmae"):
+        fit("mvnet", "smoke", tmp_path)
+    assert cli.main(["fit", "edes", "--run", str(tmp_path)]) == 2
+    assert "no cohort (run notebook 00 first" in capsys.readouterr().err
+
+
+def test_two_cpu_processes_end_where_one_with_the_doubled_batch_does(run, tmp_path):
+    one = fit("edes", "smoke", run, dict(ONE_METHOD, bs=8), out=tmp_path / "one")
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "-m", "cmrlib", "fit", "edes", "--profile", "smoke", "--run", str(run), "--out", str(tmp_path / "two"),
+           "-p", "methods=[TempReg-Net]", "-p", "epochs=3", "-p", "bs=4"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    two = json.loads((tmp_path / "two" / "fit.json").read_text())
+    assert (one["processes"], two["processes"]) == (1, 2) and two["batch_per_process"] == 4
+    (a,), (b,) = one["rows"], two["rows"]
+    assert abs(a["valid_loss"] - b["valid_loss"]) < 0.1 * a["valid_loss"], (a["valid_loss"], b["valid_loss"])
+    model = edes.load(tmp_path / "two" / b["model"])  # process 0 exported a working model
+    assert sum(p.numel() for p in model.parameters()) > 0
