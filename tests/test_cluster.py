@@ -62,12 +62,19 @@ def test_unreachable_scheduler_is_one_clear_line(tmp_path, capsys):
     with pytest.raises(SchedulerUnreachable, match=f"no Dask scheduler answers at {address} within 1 s"):
         with client(address, timeout_s=1):
             pass
+    stale = tmp_path / "scheduler.json"  # a scheduler file left by a scheduler that has gone
+    stale.write_text(json.dumps({"address": address}))
+    with pytest.raises(SchedulerUnreachable, match="within 1 s"):
+        with client(str(stale), timeout_s=1):
+            pass
     assert time.monotonic() - t0 < 30  # it gives up, it does not hang
-    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "s1").mkdir(parents=True)
+    (tmp_path / "in" / "s1" / "la_4ch.nii.gz").write_bytes(b"not read: the scheduler is asked first")
     code = cli.main(["ingest", "nifti", str(tmp_path / "in"), "--out", str(tmp_path / "c"), "--scheduler",
                      str(tmp_path / "no-scheduler.json")])
     err = capsys.readouterr().err.strip()
-    assert code == 2 and err.startswith("cmrlib: error: ") and len(err.splitlines()) == 1
+    assert code == 2 and len(err.splitlines()) == 1 and err.startswith("cmrlib: error: no Dask scheduler file at")
+    assert not (tmp_path / "c").exists()  # nothing written, no report left saying "running"
 
 
 @pytest.fixture(scope="module")

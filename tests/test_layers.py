@@ -1,8 +1,8 @@
 """The package's layering, read from its import statements: a module never imports one from a layer above it.
 
-Layers, bottom to top: records and conventions -> the cohort store -> data, models, measurements, statistics,
-figures, readers and the phantom -> the shared learning and results layers -> the methods -> the analysis across
-methods -> the runner and CLI.
+Layers, bottom to top: records, conventions and the Dask helpers -> the cohort store -> data, models,
+measurements, statistics, figures, readers and the phantom -> the shared learning, data-parallel training and results
+layers -> the methods -> the analysis across methods -> the runner, `cmrlib fit` and CLI.
 A new module must be placed in LAYERS, so the shape stays a decision, not an accident.
 """
 from __future__ import annotations
@@ -14,13 +14,13 @@ import pytest
 
 PKG = Path(__file__).resolve().parent.parent / "cmrlib"
 LAYERS = [
-    {"labels", "record", "utils"},
+    {"labels", "record", "utils", "cluster"},
     {"store"},
     {"transforms", "models", "measure", "stats", "plots", "data", "io", "phantom"},
-    {"results", "learn"},
+    {"results", "learn", "distributed"},
     {"methods"},
     {"analysis"},
-    {"runner", "cli", "__main__", "__init__", "profiles"},
+    {"runner", "fit", "cli", "__main__", "__init__", "profiles"},
 ]
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}
 

@@ -270,7 +270,7 @@ def ingest(source: str, path: str | Path, out: str | Path, *, pseudonym_file: st
     if not items:
         raise IngestError(path, f"no {source} subject found in this folder (see cmrlib/io/README.md for the layout)")
     store = CohortStore(root)
-    with store.writer():
+    with client(scheduler, workers) as c, store.writer():  # an unreachable scheduler stops it before any write
         store.clean_temporaries()
         if store.unsplit_subjects():  # a killed run left cines without a split: assign them before anything else
             update_splits(store, seed, fractions)
@@ -287,18 +287,16 @@ def ingest(source: str, path: str | Path, out: str | Path, *, pseudonym_file: st
             store.write_report(bad, extra=dict(info, status=status, n_ingested=n_ok, n_cines_written=n_cines,
                                                notes=notes, seconds=round(time.perf_counter() - t0, 2)))
         report("running")
-        with client(scheduler, workers) as c:
-            results = _run(source, todo, root, path, c, progress)
-            for res in results:
-                notes += res["notes"]
-                if res["ok"]:
-                    n_ok, n_cines = n_ok + 1, n_cines + len(res["cines"])
-                    fresh += res["cines"]
-                else:
-                    bad.append(res["bad"])
-                if time.perf_counter() - last > REPORT_EVERY_S:
-                    report("running")
-                    last = time.perf_counter()
+        for res in _run(source, todo, root, path, c, progress):
+            notes += res["notes"]
+            if res["ok"]:
+                n_ok, n_cines = n_ok + 1, n_cines + len(res["cines"])
+                fresh += res["cines"]
+            else:
+                bad.append(res["bad"])
+            if time.perf_counter() - last > REPORT_EVERY_S:
+                report("running")
+                last = time.perf_counter()
         store.append_manifest(fresh)
         fresh.clear()
         update_splits(store, seed, fractions)
