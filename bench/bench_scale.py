@@ -21,7 +21,7 @@ import pandas as pd
 from child import child, main
 
 N_SUBJECTS = 32          # 4CH subjects ingested per configuration
-N_SEGMENT = 12           # cines segmented per configuration
+N_SEGMENT = 24           # cines segmented per configuration
 N_TASKS = 2000           # empty tasks timed for Dask's overhead
 N_ROWS = 1_000_000       # manifest rows (UK Biobank's cines)
 BATCH = 10_000           # rows appended at once
