@@ -17,6 +17,7 @@ from cmrlib import cli
 from cmrlib.cluster import SchedulerUnreachable, client, map_tasks, wants_dask
 from cmrlib.io import ingest
 from cmrlib.phantom import make_cohort
+from cmrlib.store import CohortStore
 
 from io_fixtures import link_acdc
 
@@ -117,6 +118,14 @@ def test_lazy_arrays_read_frames_only_when_computed(cohort):
     assert px.chunks[0] == (1,) * px.shape[0] and px.dtype == np.float32  # a frame per chunk
     np.testing.assert_array_equal(px[3].compute(), cohort.read(cid).pixels[3])
     np.testing.assert_array_equal(cohort.lazy(cid, "labels").max(axis=0).compute(), cohort.read(cid).labels.max(0))
+
+
+def test_cli_ingest_on_a_two_worker_local_cluster(acdc_dir, tmp_path, capsys):
+    root = link_acdc(acdc_dir, tmp_path / "acdc", ["001", "021", "041"])
+    assert cli.main(["ingest", "acdc", str(root), "--out", str(tmp_path / "c"), "--workers", "2"]) == 0
+    assert "3 subject(s) ingested" in capsys.readouterr().out
+    store = CohortStore(tmp_path / "c")
+    assert store.report()["status"] == "complete" and len(store.manifest()) == 3 and len(store.splits()) == 3
 
 
 def _kill_one_worker_when_a_subject_is_done(c, markers, killed: list):
