@@ -113,7 +113,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--out", required=True, help="cohort folder to write")
     g.add_argument("--pseudonyms", help="file (yours, kept private) mapping real IDs to pseudonyms")
     g.add_argument("--workers", type=int, default=1, help="Dask worker processes of a local cluster (1: this process)")
-    g.add_argument("--scheduler", help="a Dask scheduler address (tcp://host:8786) or scheduler file (*.json) to run on")
+    g.add_argument("--scheduler", help="a Dask scheduler address (tcp://host:8786) or scheduler file (*.json)")
     g.set_defaults(fn=_ingest)
     return ap
 

@@ -17,7 +17,9 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
+import pickle
 import uuid
+from functools import partial
 from itertools import islice
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -106,6 +108,18 @@ def describe(c) -> str:
     return f"Dask, {len(c.nthreads())} worker(s) with {n_threads(c)} thread(s) on {kind}"
 
 
+_SHARED: dict[str, tuple] = {}  # in a worker: the shared arguments of the batch it works on, unpickled once
+
+
+def _with_shared(item, blob: bytes, fn: Callable, batch: str):
+    """One task: `fn(item, *args)`, the batch's arguments unpickled once per worker. They travel as one pickle
+    because Dask's own torch serialiser fails on some modules (an LSTM that has run a forward pass)."""
+    if batch not in _SHARED:
+        _SHARED.clear()
+        _SHARED[batch] = pickle.loads(blob)
+    return fn(item, *_SHARED[batch])
+
+
 def _call(fn: Callable, item, args: tuple) -> tuple[Any, BaseException | None]:
     try:
         return fn(item, *args), None
@@ -132,10 +146,13 @@ def map_tasks(fn: Callable, items: Iterable, c=None, *, args: tuple = (), desc: 
 
         batch, owner = uuid.uuid4().hex[:8], {}
         todo = iter(enumerate(items))
-        shared = c.scatter(list(args), broadcast=True, hash=False) if args else []
+        task = partial(_with_shared, fn=fn, batch=batch)
+        import cloudpickle
+
+        blob = c.scatter(cloudpickle.dumps(tuple(args)), broadcast=True, hash=False)
 
         def submit(i, it):
-            f = c.submit(fn, it, *shared, pure=False, key=f"{desc or 'task'}-{batch}-{i}")
+            f = c.submit(task, it, blob, pure=False, key=f"{desc or 'task'}-{batch}-{i}")
             owner[f.key] = it
             return f
 

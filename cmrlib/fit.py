@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import io
 import time
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -61,7 +62,8 @@ def _segmentation(store: CohortStore, p: dict, out: Path) -> list[dict]:
     rows = []
     for name, views, epochs, balance in (("sax", ["SAX"], p["epochs_sax"], False),
                                          ("lax", ["2CH", "4CH"], p["epochs_lax"], p["balance_lax"])):
-        dls = seg.dataloaders(store, views, frame_step=p["frame_step"], **data_kw, **seg.recipe(p["augmentation"][name]))
+        aug = seg.recipe(p["augmentation"][name])
+        dls = seg.dataloaders(store, views, frame_step=p["frame_step"], **data_kw, **aug)
         t0 = time.perf_counter()
         learn = seg.fit(dls, epochs, p["lr"], balance=balance, width=p["width"], pretrained=p["pretrained"],
                         bf16=p["bf16"])
@@ -77,10 +79,7 @@ def _heartmae(store: CohortStore, p: dict, out: Path) -> list[dict]:
     """Notebook 06's pretraining of the four masked autoencoders (`rows` of them), on the run's cached cines."""
     from .methods import heartmae as hm
 
-    cfg = hm.HeartMAEConfig(**{k: p[k] for k in ("size", "frames", "patch", "tubelet", "dim", "depth", "heads", "dec_dim",
-                                                 "dec_depth", "dec_heads", "pred_frames", "load", "min_side",
-                                                 "epochs_base", "epochs", "warmup_epochs", "bs", "repeats", "blr", "wd",
-                                                 "bf16", "seed")})
+    cfg = hm.HeartMAEConfig(**{f.name: p[f.name] for f in fields(hm.HeartMAEConfig)})
     prep = dict(load=p["load"], cycle=p["cycle"], sax_k=p["sax_slices"], sigma_mm=p["sigma_mm"])
     ids = store.select(view=["SAX", "2CH", "3CH", "4CH"])
     cache = Path(p["run_dir"]) / "06" / "cines.npz"
@@ -135,7 +134,8 @@ def fit(method: str, profile: str = "smoke", run_dir: str | Path | None = None, 
     p.update(run_dir=str(run), fit_rows=fit_rows)
     store = CohortStore(run / "cohort")
     if not store.cines_dir.exists():
-        raise FitError(f"{run}: no cohort (run notebook 00 first: cmrlib run --profile {profile} --only 00 --out {run})")
+        raise FitError(f"{run}: no cohort (run notebook 00 first: cmrlib run --profile {profile} --only 00 "
+                       f"--out {run})")
     out = Path(out or run / "fit" / method)
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(seed_for(p["seed"], "fit", method))

@@ -179,7 +179,8 @@ def _merge(prof: dict, profile: str, nb: Path, decl: dict, overrides: dict) -> d
     section = prof.get(nb.name[:2], {})
     unknown = set(section) - set(decl)
     if unknown:
-        raise RunError(f"profile {profile!r} section {nb.name[:2]!r} sets {sorted(unknown)}, not parameters of {nb.name}")
+        raise RunError(f"profile {profile!r} section {nb.name[:2]!r} sets {sorted(unknown)}, "
+                       f"not parameters of {nb.name}")
     params = {k: v for k, v in prof.get("common", {}).items() if k in decl}
     params.update(section)
     params.update({k: v for k, v in overrides.items() if k in decl})

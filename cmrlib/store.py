@@ -26,9 +26,10 @@ import os
 import shutil
 import time
 import uuid
-from pathlib import Path
+from functools import partial
 from itertools import zip_longest
-from typing import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -98,6 +99,11 @@ def _read_parquet(path: Path, columns: list[str] | None) -> pd.DataFrame:
         have = set(pq.read_schema(path).names)
         columns = [c for c in columns if c in have]
     return pd.read_parquet(path, columns=columns)
+
+
+def _on_cine(cid: str, *args, root: str, fn: Callable, kwargs: dict):
+    """One task of `CohortStore.map`: read the cine here, then apply `fn`."""
+    return fn(*args, CohortStore(root).read(cid), **kwargs)
 
 
 class StoreError(FileNotFoundError):
@@ -287,6 +293,24 @@ class CohortStore:
         scale = g.attrs.get("pixel_scale")
         return a.astype(np.float32) if scale is None else a.astype(np.float32) * np.float32(scale)
 
+    def map(self, fn: Callable, cine_ids: Sequence[str], *, args: tuple = (), kwargs: dict | None = None,
+            scheduler=None, workers: int = 1, desc: str = "cines", progress: bool = True) -> dict:
+        """`fn(*args, cine, **kwargs)` for every listed cine, the cine read where `fn` runs: one Dask task per cine
+        with `scheduler` or `workers` > 1 (`cmrlib.cluster`; `args`, such as a model, go to each worker once), else
+        in this process. cine_id -> result, in the order given; an error is raised with the cine named."""
+        from .cluster import client, map_tasks
+
+        task = partial(_on_cine, root=str(self.root), fn=fn, kwargs=kwargs or {})
+        out = {}
+        with client(scheduler, workers) as c:
+            for cid, res, err in map_tasks(task, list(cine_ids), c, args=tuple(args), desc=desc, unit="cine",
+                                           progress=progress):
+                if err is not None:
+                    err.add_note(f"{self.root}: cine {cid}")
+                    raise err
+                out[cid] = res
+        return {cid: out[cid] for cid in cine_ids}
+
     def __iter__(self) -> Iterator[Cine]:
         for i in self.ids():
             yield self.read(i)
@@ -344,7 +368,8 @@ class CohortStore:
         want = None if columns is None else ["cine_id", *(c for c in columns if c != "cine_id")]
         frames = [f for f in (_read_parquet(p, want) for p in self._parts()) if len(f)]
         if not frames:
-            return pd.DataFrame(columns=[c for c in MANIFEST_COLUMNS if c != "split" and (columns is None or c in columns)])
+            return pd.DataFrame(columns=[c for c in MANIFEST_COLUMNS
+                                         if c != "split" and (columns is None or c in columns)])
         df = frames[0]
         if len(frames) > 1:
             df = pd.concat(frames, ignore_index=True).drop_duplicates("cine_id", keep="last")

@@ -112,6 +112,35 @@ def test_optical_flow_and_segmentation_on_dask_match_one_process(dask_client, co
     assert list(a) == list(b) == ids and all(np.array_equal(a[i], b[i]) for i in ids)
 
 
+def _frames_times(scale: float, cine) -> float:
+    if cine.view == "2CH":
+        raise ValueError("no 2CH here")
+    return scale * cine.n_frames
+
+
+@pytest.mark.parametrize("on_dask", [False, True])
+def test_store_map_reads_each_cine_where_it_runs_and_names_a_failing_one(on_dask, cohort, request):
+    c = request.getfixturevalue("dask_client") if on_dask else None
+    ids = cohort.select(view=["SAX", "4CH"])
+    assert cohort.map(_frames_times, ids, args=(2.0,), scheduler=c, progress=False) == {i: 20.0 for i in ids}
+    with pytest.raises(ValueError, match="no 2CH here") as e:
+        cohort.map(_frames_times, cohort.ids(), args=(1.0,), scheduler=c, progress=False)
+    assert any("2CH" in n for n in e.value.__notes__)
+
+
+def test_ed_es_over_a_store_on_dask_matches_one_process(dask_client, cohort):
+    from cmrlib.methods import edes
+    from cmrlib.models.tempreg import tempreg_net
+
+    torch.manual_seed(0)
+    model = tempreg_net(widths=(4, 8), blocks=(1, 1), hidden=8).eval()
+    ids = cohort.ids()
+    a = edes.predict_store(model, cohort, ids, size=32, progress=False)
+    b = edes.predict_store(model, cohort, ids, size=32, progress=False, scheduler=dask_client)
+    assert [(a[i]["ed"], a[i]["es"]) for i in ids] == [(b[i]["ed"], b[i]["es"]) for i in ids]
+    np.testing.assert_allclose(a[ids[0]]["curve"], b[ids[0]]["curve"], rtol=1e-5)
+
+
 def test_lazy_arrays_read_frames_only_when_computed(cohort):
     cid = cohort.select(view="SAX")[0]
     px = cohort.lazy(cid)

@@ -1,11 +1,14 @@
 """ED/ES on a cine: TempReg-Net's predicted curve, or the segmented LV volume curve (the baseline)."""
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 import torch
 
 from ...labels import LV
 from ...record import Cine
+from ...store import CohortStore
 from .curves import decode
 from .data import seq_frames
 
@@ -24,6 +27,13 @@ def predict(model: torch.nn.Module, cine: Cine, size: int, zoom: float = 1.0, z:
     curve = predict_curve(model, seq_frames(cine, size, z, zoom=zoom))
     ed, es = decode(curve, smooth)
     return dict(curve=curve, ed=ed, es=es)
+
+
+def predict_store(model: torch.nn.Module, store: CohortStore, ids: Sequence[str], size: int, zoom: float = 1.0,
+                  scheduler=None, workers: int = 1, progress: bool = True) -> dict[str, dict]:
+    """`predict` on every listed cine of a store (one Dask task per cine with a scheduler or workers > 1)."""
+    return store.map(predict, ids, args=(model,), kwargs=dict(size=size, zoom=zoom), scheduler=scheduler,
+                     workers=workers, desc="ED/ES", progress=progress)
 
 
 def seg_detect(segmenters: dict, cine: Cine) -> dict:

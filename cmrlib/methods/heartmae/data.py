@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
 import cv2
@@ -20,7 +19,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ...cluster import client, map_tasks
 from ...measure import resample_cycle
 from ...record import Cine
 from ...store import CohortStore
@@ -140,13 +138,9 @@ def preprocess_store(store: CohortStore, cine_ids: Sequence[str], progress: bool
                      workers: int = 1, **prep) -> CineSet:
     """`preprocess_cine` on every listed cine (`prep`: its keywords); a cine that cannot be used is recorded with
     its reason and the others go on. scheduler / workers: one Dask task per cine (`cmrlib.cluster`)."""
-    splits, done = store.splits(), {}
-    task = partial(_prepare, root=str(store.root), prep=prep)
-    with client(scheduler, workers) as c:
-        for cid, res, err in map_tasks(task, list(cine_ids), c, desc="optical flow", unit="cine", progress=progress):
-            if err is not None:
-                raise err
-            done[cid] = res
+    splits = store.splits()
+    done = store.map(_prepare, cine_ids, kwargs=prep, scheduler=scheduler, workers=workers, desc="optical flow",
+                     progress=progress)
     stacks, maps, rows, fails = [], [], [], []
     for cid in cine_ids:
         subject, view, views, reason = done[cid]
@@ -164,9 +158,8 @@ def preprocess_store(store: CohortStore, cine_ids: Sequence[str], progress: bool
                    pd.DataFrame(fails, columns=FAILURE_COLUMNS))
 
 
-def _prepare(cid: str, root: str, prep: dict) -> tuple[str, str, list, str | None]:
+def _prepare(cine: Cine, **prep) -> tuple[str, str, list, str | None]:
     """One cine's views and motion maps (float16), or the reason it cannot be used (a task)."""
-    cine = CohortStore(root).read(cid)
     try:
         views = [(vid, sq, w.astype(np.float16)) for vid, sq, w in preprocess_cine(cine, **prep)]
     except CineInputError as e:

@@ -12,12 +12,13 @@ from .figures import displacement_figure, heatmap_figure, spatial_figure, tracki
 from .geometry import (S1_SIZE, STAGES, STD_RES, STD_SIZE, VIEWS, MVnetError, frames_input, from_unit, perturb_points,
                        stage1_geometry, standardise, to_unit)
 from .learner import MVConfig, fit, fit_or_load, stage_learner, train_stage
-from .predict import MVnet, load, model_path, predict, predict_all, smooth_track, tta_shifts
+from .predict import MVnet, load, model_path, predict, predict_all, predict_store, smooth_track, tta_shifts
 
 __all__ = ["S1_SIZE", "STD_SIZE", "STD_RES", "VIEWS", "STAGES", "MVnetError", "Track", "tracks_from_cines",
            "load_cines", "mixed_tracks", "stage1_geometry", "standardise", "perturb_points", "to_unit", "from_unit",
            "frames_input", "Aug", "PointFrames", "stage_learner", "train_stage", "MVConfig", "fit", "fit_or_load", "load", "predict",
-           "MVnet", "tta_shifts", "smooth_track", "choose_inference", "model_path", "predict_all", "point_errors",
+           "MVnet", "tta_shifts", "smooth_track", "choose_inference", "model_path", "predict_all",
+           "predict_store", "point_errors",
            "valve_angle_error", "spatial_errors", "clinical", "evaluate", "observer_frames",
            "pooled_displacement_error", "summarise_spatial", "convention_matrix", "spatial_figure",
            "displacement_figure", "heatmap_figure", "tracking_figure"]

@@ -12,6 +12,7 @@ from torch import nn
 
 from ...learn import load as load_exported
 from ...record import Cine
+from ...store import CohortStore
 from ...transforms import Affine2D
 from .data import Track
 from .geometry import MVnetError, frames_input, from_unit, stage1_geometry, standardise
@@ -106,3 +107,11 @@ def load(folder: str | Path, view: str, prefix: str = "A", n_refine: int = 2, sm
 def predict(tracker: MVnet, cine: Cine | Track) -> dict[str, np.ndarray]:
     """(T,2,2) point tracks of a cine after stage 1 and each stage-2 pass ('1', '1+2', '1+2+2')."""
     return tracker.track_cine(cine)
+
+
+def predict_store(tracker: MVnet, store: CohortStore, ids: Sequence[str], scheduler=None, workers: int = 1,
+                  progress: bool = True) -> dict[str, dict[str, np.ndarray]]:
+    """`predict` on every listed cine of a store, e.g. every 4CH cine of a cohort (one Dask task per cine with a
+    scheduler or workers > 1)."""
+    return store.map(predict, ids, args=(tracker,), scheduler=scheduler, workers=workers, desc="MV tracking",
+                     progress=progress)

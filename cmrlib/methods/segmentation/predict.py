@@ -2,7 +2,6 @@
 calibration on validation cines."""
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 from typing import Sequence
 
@@ -14,7 +13,6 @@ import torch.nn.functional as F
 from fastprogress.fastprogress import progress_bar
 from scipy import ndimage
 
-from ...cluster import client, map_tasks
 from ...data import FrameGeometry
 from ...labels import NAMES
 from ...learn import cpu_bf16
@@ -156,20 +154,8 @@ def predict_store(model, source: CohortStore | str | Path, ids: Sequence[str] | 
                   progress: bool = True, scheduler=None, workers: int = 1, **kwargs) -> dict[str, np.ndarray]:
     """`predict` (keyword arguments passed on) every cine, or the chosen ids, of a store: cine_id -> labels.
 
-    scheduler / workers: one Dask task per cine (`cmrlib.cluster`), the model sent to each worker once."""
+    scheduler / workers: one Dask task per cine (`CohortStore.map`), the model sent to each worker once."""
     store = source if isinstance(source, CohortStore) else CohortStore(source)
-    ids = store.ids() if ids is None else list(ids)
-    task = partial(_predict_cine, root=str(store.root), bs=bs, kwargs=kwargs)
-    out = {}
-    with client(scheduler, workers) as c:
-        for cid, labels, err in map_tasks(task, ids, c, args=(as_model(model),), desc="segment", unit="cine",
-                                          progress=progress):
-            if err is not None:
-                raise err
-            out[cid] = labels
-    return {cid: out[cid] for cid in ids}
-
-
-def _predict_cine(cid: str, model, root: str, bs: int, kwargs: dict) -> np.ndarray:
-    """One cine's labels (a task)."""
-    return predict(model, CohortStore(root).read(cid), bs, **kwargs)
+    return store.map(predict, store.ids() if ids is None else list(ids), args=(as_model(model),),
+                     kwargs=dict(bs=bs, **kwargs), scheduler=scheduler, workers=workers, desc="segment",
+                     progress=progress)
