@@ -199,7 +199,7 @@ class CohortStore:
 
     def clean_temporaries(self) -> list[Path]:
         """Remove the hidden temporary folders and files a killed write left behind (call under `writer()`)."""
-        found = [p for d in (self.root, self.cines_dir, *(self.root / ".ingest").glob("*"))
+        found = [p for d in (self.root, self.cines_dir, self.manifest_dir, *(self.root / ".ingest").glob("*"))
                  if d.is_dir() for p in d.glob(".*.tmp")]
         for p in found:
             if p.is_dir():
@@ -366,7 +366,13 @@ class CohortStore:
     def _read_parts(self, columns: list[str] | None = None) -> pd.DataFrame:
         """Every part's rows (a cine's last row wins), in cine id order."""
         want = None if columns is None else ["cine_id", *(c for c in columns if c != "cine_id")]
-        frames = [f for f in (_read_parquet(p, want) for p in self._parts()) if len(f)]
+        for attempt in range(3):  # a writer merging parts meanwhile removes the old ones after writing the new
+            try:
+                frames = [f for f in (_read_parquet(p, want) for p in self._parts()) if len(f)]
+                break
+            except FileNotFoundError:
+                if attempt == 2:
+                    raise
         if not frames:
             return pd.DataFrame(columns=[c for c in MANIFEST_COLUMNS
                                          if c != "split" and (columns is None or c in columns)])
