@@ -10,6 +10,7 @@ configuration's Dask cluster is started before its clock (start-up is its own ro
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -59,24 +60,21 @@ def _imports() -> None:
     import cmrlib.methods.segmentation  # noqa: F401  (what the workers run)
 
 
+@contextlib.contextmanager
 def warm_client(workers: int):
     """A LocalCluster whose workers have imported the library (a worker's first task would otherwise pay it)."""
     from cmrlib.cluster import client
-    cm = client("local", workers)
-    c = cm.__enter__()
-    c.run(_imports)
-    return cm, c
+    with client("local", workers) as c:
+        c.run(_imports)
+        yield c
 
 
 def _configs():
     """(name, scheduler argument) of each configuration: this process, then Dask with 1 and 2 workers."""
     yield "in this process", None
     for w in (1, 2):
-        cm, c = warm_client(w)
-        try:
+        with warm_client(w) as c:
             yield f"Dask, {w} worker{'s' * (w > 1)}", c
-        finally:
-            cm.__exit__(None, None, None)
 
 
 def ingest_rows() -> list[dict]:
@@ -133,10 +131,9 @@ def _nothing(x):
 def overhead_rows() -> list[dict]:
     from cmrlib.cluster import map_tasks
     t0 = time.perf_counter()
-    cm, c = warm_client(2)
-    up = time.perf_counter() - t0
-    s = _timed(lambda: list(map_tasks(_nothing, range(N_TASKS), c, progress=False)))
-    cm.__exit__(None, None, None)
+    with warm_client(2) as c:
+        up = time.perf_counter() - t0
+        s = _timed(lambda: list(map_tasks(_nothing, range(N_TASKS), c, progress=False)))
     return [dict(figure="Dask LocalCluster start-up, 2 workers, library imported in each (s)", value=round(up, 2),
                  target="once per notebook or command"),
             dict(figure=f"Dask overhead per task (ms, {N_TASKS} empty tasks, 2 workers)",

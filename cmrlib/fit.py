@@ -49,7 +49,7 @@ def _edes(store: CohortStore, p: dict, out: Path) -> list[dict]:
         dls = edes.dataloaders(items, bs=p["bs"], delta=p["delta"], upsilon=p["upsilon"], seed=p["seed"])
         learn, row = edes.fit(dls, m, p["epochs"], p["lr"], p["seed"], beta=p["beta"], alpha=p["alpha"], path=out,
                               **model_kw)
-        rows.append(dict(row, valid_loss=_valid_loss(learn), model=_save(learn, out, m)))
+        rows.append(dict(row, valid_loss=_valid_loss(learn), model=_save(learn, out / edes.model_file(m))))
     return rows
 
 
@@ -71,7 +71,7 @@ def _segmentation(store: CohortStore, p: dict, out: Path) -> list[dict]:
         if ids:
             seg.as_model(learn).log_prior = seg.calibrate_prior(learn, store, ids, progress=False)[0]
         rows.append(dict(model=name, train_s=time.perf_counter() - t0, valid_loss=_valid_loss(learn),
-                         file=_save(learn, out, f"seg_{name}")))
+                         file=_save(learn, seg.model_file(out, name.upper()))))
     return rows
 
 
@@ -83,7 +83,9 @@ def _heartmae(store: CohortStore, p: dict, out: Path) -> list[dict]:
     prep = dict(load=p["load"], cycle=p["cycle"], sax_k=p["sax_slices"], sigma_mm=p["sigma_mm"])
     ids = store.select(view=["SAX", "2CH", "3CH", "4CH"])
     cache = Path(p["run_dir"]) / "06" / "cines.npz"
-    cines = hm.CineSet.load(cache, dict(prep, ids=ids)) or hm.preprocess_store(store, ids, progress=False, **prep)
+    cines = hm.CineSet.load(cache, dict(prep, ids=ids))
+    if cines is None:  # notebook 06 has not cached them in this run
+        cines = hm.preprocess_store(store, ids, progress=False, **prep)
     mean, std = hm.intensity_stats(cines.take(cines.rows("train")))
     models, rows = {}, []
     for row in hm.FAMILY:
@@ -114,12 +116,11 @@ def _quiet():
             yield
 
 
-def _save(learn, out: Path, name: str) -> str | None:
+def _save(learn, path: Path) -> str:
     """Export from process 0 only; the file name."""
-    fname = name.lower().replace(" ", "_").replace("/", "").replace("+", "_") + ".pkl"
     if rank() == 0:
-        export(learn, out / fname)
-    return fname
+        export(learn, path)
+    return path.name
 
 
 def fit(method: str, profile: str = "smoke", run_dir: str | Path | None = None, overrides: dict | None = None,

@@ -10,11 +10,12 @@ from .curves import decode, frame_diff, label_curve
 from .data import RollCycle, SeqItem, dataloaders, label_of, mid_slice, pad_seqs, seq_frames, seq_items
 from .evaluate import afd_table, evaluate, label_plateaus, plateau
 from .figures import afd_figure, curves_figure
-from .learner import METHODS, TempRegLoss, afd_ed, afd_es, fit, learner, load, tsc_loss
+from .learner import METHODS, TempRegLoss, afd_ed, afd_es, fit, learner, load, model_file, tsc_loss
 from .predict import predict, predict_store, predict_curve, seg_detect
 
 __all__ = ["dataloaders", "learner", "fit", "load", "predict", "evaluate", "METHODS", "label_curve", "frame_diff",
-           "decode", "tsc_loss", "TempRegLoss", "afd_ed", "afd_es", "mid_slice", "seq_frames", "SeqItem", "seq_items",
+           "decode", "tsc_loss", "model_file", "TempRegLoss", "afd_ed", "afd_es", "mid_slice", "seq_frames", "SeqItem",
+           "seq_items",
            "RollCycle", "pad_seqs", "predict_curve",
            "predict_store", "afd_table", "label_of", "seg_detect", "curves_figure",
            "afd_figure", "plateau", "label_plateaus"]
