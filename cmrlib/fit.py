@@ -7,6 +7,7 @@ validation loss on the whole validation set) go to `<run>/fit/<method>/`; proces
     accelerate launch --multi_gpu --num_processes 4 -m cmrlib fit heartmae --profile paper --run runs/paper
 
 A method's fit needs the run's cohort (notebook 00) and, for HeartMAE, its cines (built here when missing).
+CUSSP and SSLHF train in their notebooks only.
 """
 from __future__ import annotations
 
@@ -75,6 +76,26 @@ def _segmentation(store: CohortStore, p: dict, out: Path) -> list[dict]:
     return rows
 
 
+def _mvnet(store: CohortStore, p: dict, out: Path) -> list[dict]:
+    """Notebook 03's trackers (convention A, stage 1 then stage 2, per view). Their validation loss is the one
+    `mvnet.fit` logs: with several processes, process 0's share of the validation cines."""
+    from .methods import mvnet as mv
+
+    cfg = mv.MVConfig(arch=p["arch"], widths=tuple(p["widths"]), blocks=tuple(p["blocks"]), head=p["head"],
+                      coords=bool(p["coords"]), pretrained=bool(p["pretrained"]), epochs1=int(p["epochs1"]),
+                      epochs2=int(p["epochs2"]), bs=int(p["bs"]), lr=float(p["lr"]), schedule=p["schedule"],
+                      perturb_mm=float(p["perturb_mm"]), frames_per_cine=p["frames_per_cine"],
+                      n_refine=int(p["n_refine"]), window2=p["window2"],
+                      smooth=None if p["smooth"] == "valid" else p["smooth"], tta=p["tta"], seed=int(p["seed"]))
+    rows = []
+    for v in p["views"]:
+        train, valid = (mv.tracks_from_cines(mv.load_cines(store, v, s, p["max_train"]), "obsA")
+                        for s in ("train", "valid"))
+        _, log = mv.fit(train, valid, cfg, v, out if rank() == 0 else None, "A", quiet=True)
+        rows += [dict(r, model=f"{v} stage {r['stage']}") for r in log.to_dict("records")]
+    return rows
+
+
 def _heartmae(store: CohortStore, p: dict, out: Path) -> list[dict]:
     """Notebook 06's pretraining of the four masked autoencoders (`rows` of them), on the run's cached cines."""
     from .methods import heartmae as hm
@@ -103,7 +124,7 @@ def _heartmae(store: CohortStore, p: dict, out: Path) -> list[dict]:
 
 
 FITS: dict[str, tuple[str, Callable[[CohortStore, dict, Path], list[dict]]]] = {
-    "segmentation": ("01", _segmentation), "edes": ("02", _edes), "heartmae": ("06", _heartmae)}
+    "segmentation": ("01", _segmentation), "edes": ("02", _edes), "mvnet": ("03", _mvnet), "heartmae": ("06", _heartmae)}
 
 
 @contextlib.contextmanager

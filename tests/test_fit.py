@@ -10,7 +10,7 @@ import pytest
 
 from cmrlib import cli
 from cmrlib.fit import FitError, fit
-from cmrlib.methods import edes
+from cmrlib.methods import edes, mvnet
 from cmrlib.phantom import make_cohort
 
 pytestmark = pytest.mark.xdist_group("fit")
@@ -25,10 +25,18 @@ def run(tmp_path_factory):
 
 
 def test_unknown_method_or_missing_cohort_is_a_clear_error(tmp_path, capsys):
-    with pytest.raises(FitError, match="cmrlib fit` trains: segmentation, edes, heartmae"):
-        fit("mvnet", "smoke", tmp_path)
+    with pytest.raises(FitError, match="cmrlib fit` trains: segmentation, edes, mvnet, heartmae"):
+        fit("cussp", "smoke", tmp_path)
     assert cli.main(["fit", "edes", "--run", str(tmp_path)]) == 2
     assert "no cohort (run notebook 00 first" in capsys.readouterr().err
+
+
+def test_mvnet_fit_exports_both_stages_of_each_view(run, tmp_path):
+    rec = fit("mvnet", "smoke", run, dict(epochs1=1, epochs2=1), out=tmp_path)
+    assert [r["model"] for r in rec["rows"]] == ["2CH stage 1", "2CH stage 2", "4CH stage 1", "4CH stage 2"]
+    assert json.loads((tmp_path / "fit.json").read_text())["processes"] == 1
+    tracker = mvnet.load(tmp_path, "4CH")
+    assert tracker.view == "4CH"
 
 
 def test_two_cpu_processes_end_where_one_with_the_doubled_batch_does(run, tmp_path):
