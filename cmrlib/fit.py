@@ -1,7 +1,7 @@
 """`cmrlib fit METHOD --profile P`: a method's training as a command, with the notebook's parameters for the
 profile and the library functions the notebook calls, alone or under `accelerate launch` (N GPUs, or N CPU
 processes over gloo; `cmrlib.distributed`). The models and `fit.json` (settings, processes, seconds, final
-validation loss on the whole validation set) go to `<run>/fit/<method>/`; process 0 writes them.
+validation loss) go to `<run>/fit/<method>/`; process 0 writes them.
 
     cmrlib fit edes --profile smoke --run runs/smoke
     accelerate launch --multi_gpu --num_processes 4 -m cmrlib fit heartmae --profile paper --run runs/paper
