@@ -53,15 +53,20 @@ def _step(model, x, w, opt, size):
     opt.step()
 
 
+def step_inputs(name: str):
+    """The network, its AdamW and one batch of clips and motion maps at this size: what a pretraining step takes."""
+    s, net = SIZES[name], SIZES[name]["net"]
+    model = _model(name)
+    opt = torch.optim.AdamW(model.parameters(), 1e-3, betas=(0.9, 0.95), weight_decay=0.05)
+    x = torch.randn(s["bs"], 1, net["frames"], net["size"], net["size"])
+    return model, opt, x, torch.rand(s["bs"], net["size"], net["size"])
+
+
 def seconds_per_100_clips(name: str = "default", steps: int = 5, threads: int = 2) -> float:
     """Pretraining wall time per 100 clips (HeartMAE's weighted loss, 90 % random masking, batch of the size)."""
     torch.set_num_threads(threads)
     s = SIZES[name]
-    model = _model(name)
-    opt = torch.optim.AdamW(model.parameters(), 1e-3, betas=(0.9, 0.95), weight_decay=0.05)
-    net = s["net"]
-    x = torch.randn(s["bs"], 1, net["frames"], net["size"], net["size"])
-    w = torch.rand(s["bs"], net["size"], net["size"])
+    model, opt, x, w = step_inputs(name)
     _step(model, x, w, opt, model.size)
     t0 = time.perf_counter()
     for _ in range(steps):
@@ -73,13 +78,9 @@ def train_step(name: str) -> dict:
     """One pretraining step at this size (run in a child process): seconds and the process's peak memory."""
     from cmrlib.utils import peak_rss_mib
     torch.set_num_threads(2)
-    s = SIZES[name]
-    model = _model(name)
-    opt = torch.optim.AdamW(model.parameters(), 1e-3, betas=(0.9, 0.95), weight_decay=0.05)
-    net = s["net"]
-    x = torch.randn(s["bs"], 1, net["frames"], net["size"], net["size"])
+    model, opt, x, w = step_inputs(name)
     t0 = time.perf_counter()
-    _step(model, x, torch.rand(s["bs"], net["size"], net["size"]), opt, model.size)
+    _step(model, x, w, opt, model.size)
     return dict(seconds=time.perf_counter() - t0, peak_mib=peak_rss_mib(),
                 params_m=sum(p.numel() for p in model.parameters()) / 1e6)
 

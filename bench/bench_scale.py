@@ -54,6 +54,18 @@ def _timed(fn) -> float:
     return time.perf_counter() - t0
 
 
+def _segmenter(width: float, size: int):
+    """An untrained TernausNet11 of this width on a size x size grid at 1.8 mm (the weights do not change its speed)."""
+    import torch
+
+    from cmrlib.data import FrameGeometry
+    from cmrlib.models import unet11
+    torch.manual_seed(0)
+    model = unet11(n_classes=6, width=width).eval()
+    model.geometry = FrameGeometry(size=size, spacing=1.8)
+    return model
+
+
 def _imports() -> None:
     import cmrlib.io.batch  # noqa: F401
     import cmrlib.methods.heartmae  # noqa: F401
@@ -96,16 +108,12 @@ def ingest_rows() -> list[dict]:
 def segment_rows() -> list[dict]:
     import torch
 
-    from cmrlib.data import FrameGeometry
     from cmrlib.io import ingest
     from cmrlib.methods.segmentation import predict_store
-    from cmrlib.models import unet11
     src = _lax_root()
     if src is None:
         return [dict(figure="segmentation scaling", value="skipped: no $CMRLIB_DATA/ukbb-demo-lax", target="")]
-    torch.manual_seed(0)
-    model = unet11(n_classes=6, width=0.25).eval()  # the default profile's segmenter (untrained: same speed)
-    model.geometry = FrameGeometry(size=128, spacing=1.8)
+    model = _segmenter(0.25, 128)  # the default profile's segmenter
     out, one = [], None
     with tempfile.TemporaryDirectory() as tmp:
         store = ingest("nifti", _copied_subjects(src, Path(tmp) / "in", N_SEGMENT), Path(tmp) / "c", progress=False)
@@ -206,11 +214,9 @@ def per_cine_costs() -> dict:
     """Seconds of one core per 50-frame cine for each data-parallel step, measured here."""
     import torch
 
-    from cmrlib.data import FrameGeometry
     from cmrlib.io import ingest
     from cmrlib.methods import heartmae as hm
     from cmrlib.methods.segmentation import predict_store
-    from cmrlib.models import unet11
     from cmrlib.store import CohortStore
     from bench_heartmae import cines_per_second
     src = _lax_root()
@@ -222,9 +228,7 @@ def per_cine_costs() -> dict:
         t_ingest = _timed(lambda: ingest("nifti", subjects, Path(tmp) / "c", progress=False)) / 8
         store = CohortStore(Path(tmp) / "c")
         ids = store.ids()[:4]
-        torch.manual_seed(0)
-        model = unet11(n_classes=6, width=1.0).eval()  # the paper-size TernausNet11
-        model.geometry = FrameGeometry(size=224, spacing=1.8)
+        model = _segmenter(1.0, 224)  # the paper-size TernausNet11
         t_seg = _timed(lambda: predict_store(model, store, ids[:2], progress=False)) / 2
         t_flow = _timed(lambda: hm.preprocess_store(store, ids, progress=False, load=256, cycle=50)) / len(ids)
     t_feat = 2 / cines_per_second("paper", n=2, threads=1)  # ViT-B, 3 crops x 2 clips of 24 frames at 224 px
@@ -237,14 +241,10 @@ def mae_epoch() -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from bench_heartmae import SIZES, _model, _step
+    from bench_heartmae import SIZES, _step, step_inputs
     torch.set_num_threads(2)
     s = SIZES["paper"]
-    model = _model("paper")
-    opt = torch.optim.AdamW(model.parameters(), 1e-3)
-    net = s["net"]
-    x = torch.randn(s["bs"], 1, net["frames"], net["size"], net["size"])
-    w = torch.rand(s["bs"], net["size"], net["size"])
+    model, opt, x, w = step_inputs("paper")
     _step(model, x, w, opt, model.size)
     sec = _timed(lambda: _step(model, x, w, opt, model.size))
     with FlopCounterMode(display=False) as fc:

@@ -36,20 +36,15 @@ def _report(a) -> int:
 
 
 def _fit(a) -> int:
+    from .distributed import rank
     from .fit import fit
 
     rec = fit(a.method, a.profile, a.run, runner.parse_overrides(a.p), a.out, a.rows)
-    if rec["processes"] == 1 or _rank0():
+    if rank() == 0:  # the other processes would print the same lines
         for r in rec["rows"]:
             print(f"{a.method}: {r.get('method') or r.get('model')}: validation loss {r['valid_loss']:.4f} "
                   f"({rec['processes']} process(es), batch {rec['batch_per_process']} each)")
     return 0
-
-
-def _rank0() -> bool:
-    from .distributed import rank
-
-    return rank() == 0
 
 
 SHOW_BAD = 20  # bad items printed one per line; the rest are counted (all are in report.json)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import io
 import time
-from dataclasses import fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,7 +21,7 @@ import torch
 
 from . import runner
 from .distributed import data_parallel, rank, single, world_size
-from .learn import export
+from .learn import config_from, export
 from .store import CohortStore
 from .utils import atomic_write_json, package_versions, seed_everything, seed_for
 
@@ -81,12 +80,7 @@ def _mvnet(store: CohortStore, p: dict, out: Path) -> list[dict]:
     `mvnet.fit` logs: with several processes, process 0's share of the validation cines."""
     from .methods import mvnet as mv
 
-    cfg = mv.MVConfig(arch=p["arch"], widths=tuple(p["widths"]), blocks=tuple(p["blocks"]), head=p["head"],
-                      coords=bool(p["coords"]), pretrained=bool(p["pretrained"]), epochs1=int(p["epochs1"]),
-                      epochs2=int(p["epochs2"]), bs=int(p["bs"]), lr=float(p["lr"]), schedule=p["schedule"],
-                      perturb_mm=float(p["perturb_mm"]), frames_per_cine=p["frames_per_cine"],
-                      n_refine=int(p["n_refine"]), window2=p["window2"],
-                      smooth=None if p["smooth"] == "valid" else p["smooth"], tta=p["tta"], seed=int(p["seed"]))
+    cfg = config_from(mv.MVConfig, p, smooth=None if p["smooth"] == "valid" else p["smooth"])
     rows = []
     for v in p["views"]:
         train, valid = (mv.tracks_from_cines(mv.load_cines(store, v, s, p["max_train"]), "obsA")
@@ -100,7 +94,7 @@ def _heartmae(store: CohortStore, p: dict, out: Path) -> list[dict]:
     """Notebook 06's pretraining of the four masked autoencoders (`rows` of them), on the run's cached cines."""
     from .methods import heartmae as hm
 
-    cfg = hm.HeartMAEConfig(**{f.name: p[f.name] for f in fields(hm.HeartMAEConfig)})
+    cfg = config_from(hm.HeartMAEConfig, p)
     prep = dict(load=p["load"], cycle=p["cycle"], sax_k=p["sax_slices"], sigma_mm=p["sigma_mm"])
     ids = store.select(view=["SAX", "2CH", "3CH", "4CH"])
     cache = Path(p["run_dir"]) / "06" / "cines.npz"
@@ -167,7 +161,8 @@ def fit(method: str, profile: str = "smoke", run_dir: str | Path | None = None, 
     with data_parallel(), _quiet():
         rows = train(store, p, out)
     record = dict(method=method, profile=p["profile"], processes=world_size(), batch_per_process=p.get("bs"),
-                  seconds=round(time.perf_counter() - t0, 2), rows=rows, parameters=p, versions=package_versions())
+                  seconds=round(time.perf_counter() - t0, 2), rows=rows, versions=package_versions(),
+                  parameters=runner.path_references(p, {}))  # a user's data paths as $VAR references, as run.json
     if rank() == 0:
         atomic_write_json(out / "fit.json", record)
     return record

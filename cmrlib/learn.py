@@ -9,6 +9,7 @@ training history, pretrained encoders into classifiers, and reuse of a model tra
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import uuid
@@ -26,7 +27,7 @@ from fastai.learner import Learner, load_learner
 from .utils import atomic_write_json, to_jsonable
 
 __all__ = ["device", "CPUBFloat16", "cpu_bf16", "bf16_callbacks", "export", "load", "history", "load_encoder",
-           "record_settings", "reusable", "dataloaders", "WeightedBCE", "pos_weight", "step_decay"]
+           "record_settings", "reusable", "dataloaders", "WeightedBCE", "pos_weight", "step_decay", "config_from"]
 
 
 def device() -> torch.device:
@@ -186,3 +187,23 @@ def reusable(model_path: str | os.PathLike, settings: Mapping) -> bool:
         return json.loads(f.read_text()) == _canonical(settings)
     except json.JSONDecodeError:
         return False
+
+
+CASTS = {"int": int, "float": float, "bool": bool}
+
+
+def config_from(cls, params: Mapping, **replace):
+    """A settings dataclass from a notebook's parameters (its namespace, or what `cmrlib fit` resolved): the fields
+    the parameters name, YAML lists as tuples and numbers as the field's type, so both build the same settings."""
+    values = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in params and f.name not in replace:
+            continue
+        v = replace[f.name] if f.name in replace else params[f.name]
+        kind = str(f.type)
+        if v is not None and kind.startswith("tuple"):
+            v = tuple(v)
+        elif v is not None and kind in CASTS:
+            v = CASTS[kind](v)
+        values[f.name] = v
+    return cls(**values)

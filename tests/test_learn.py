@@ -97,3 +97,23 @@ def test_a_model_is_reused_only_with_the_settings_it_was_trained_with(tmp_path):
     assert not L.reusable(path, dict(settings, epochs=3))
     path.unlink()
     assert not L.reusable(path, settings)
+
+
+def test_config_from_reads_the_fields_a_namespace_names_with_their_types():
+    from dataclasses import dataclass
+
+    from cmrlib.learn import config_from
+
+    @dataclass
+    class Settings:
+        widths: tuple[int, ...] = (1,)
+        epochs: int = 1
+        lr: float = 0.1
+        bf16: bool = False
+        smooth: int | None = None
+        kept: str = "default"
+
+    namespace = dict(widths=[8, 16], epochs=3.0, lr=1, bf16=1, smooth="valid", other=5)
+    got = config_from(Settings, namespace, smooth=None)
+    assert got == Settings(widths=(8, 16), epochs=3, lr=1.0, bf16=True, smooth=None, kept="default")
+    assert type(got.epochs) is int and type(got.lr) is float
