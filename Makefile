@@ -1,8 +1,11 @@
 # cmrlib: `make test` (CI), `make reproduce` (every notebook, default profile), `make bench`, `make lab`.
+# Installs come from requirements.lock (every package at the version CI passed with); `make lock` regenerates it.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+LOCK   := requirements.lock
+LATEST ?= .venv-latest
 PROFILE ?= default
 # Real data (ACDC, UK-Biobank-style LAX, DICOM sample) beside the project, when present.
 CMRLIB_DATA ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
@@ -10,14 +13,14 @@ export CMRLIB_DATA
 PYTEST_ARGS ?=
 NB_STRIP_KEYS := metadata.language_info
 
-.PHONY: install test reproduce smoke bench lab clean-runs
+.PHONY: install test test-latest lock reproduce smoke bench lab clean-runs
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --upgrade pip
-	$(BIN)/python -m pip install -e ".[dev]"
+	# the locked versions, then cmrlib itself on top of them (pip checks the two agree)
+	$(BIN)/python -m pip install --quiet -r $(LOCK) -e ".[dev]"
 	# notebooks are committed without outputs: a git filter strips them on `git add`, whatever was saved
 	# (and the Python version JupyterLab writes into metadata.language_info, so opening a notebook changes nothing)
 	if git rev-parse --git-dir >/dev/null 2>&1; then $(BIN)/nbstripout --install --attributes .gitattributes && \
@@ -26,6 +29,21 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+
+# the newest versions pyproject.toml allows, no lock, in a venv of their own: does an upgrade keep the tests green?
+test-latest:
+	rm -rf $(LATEST)
+	$(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/python -m pip install --quiet -e ".[dev]"
+	$(LATEST)/bin/python -m pip freeze --exclude-editable > $(LATEST)/versions.txt
+	$(LATEST)/bin/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+
+# requirements.lock from pyproject.toml: the newest versions it allows, for every platform and Python >= 3.11
+lock:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet uv
+	$(BIN)/uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 --upgrade --quiet \
+	  --custom-compile-command "make lock" -o $(LOCK)
 
 reproduce: $(STAMP)
 	$(BIN)/cmrlib run --profile $(PROFILE) --figures figures

@@ -4,11 +4,15 @@ training history, pretrained encoders into classifiers, and reuse of a model tra
     learn = Learner(dls, model, loss_func=..., cbs=bf16_callbacks(bf16))
     learn.fit_one_cycle(epochs, lr)
     history(learn)                       # epoch, train_loss, valid_loss, <metric names>
+    with fitting(row="A", fold=2): ...   # a non-finite loss raises NonFiniteLoss naming method, row, fold, epoch
+    model, failure = attempt(dict(row="A", fold=2), fit_one_row, ...)  # the row recorded as failed, not raised
     export(learn, "runs/x/01/models/seg_sax.pkl")
     learn = load("runs/x/01/models/seg_sax.pkl")
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import json
 import os
@@ -22,11 +26,13 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from fastai.callback.core import Callback
+from fastai.callback.tracker import TerminateOnNaNCallback
 from fastai.learner import Learner, load_learner
 
 from .utils import atomic_write_json, to_jsonable
 
-__all__ = ["device", "CPUBFloat16", "cpu_bf16", "bf16_callbacks", "export", "load", "history", "load_encoder",
+__all__ = ["device", "CPUBFloat16", "cpu_bf16", "bf16_callbacks", "precision", "callbacks", "NonFinite", "NonFiniteLoss",
+           "FiniteLoss", "fitting", "attempt", "check_finite", "export", "load", "history", "load_encoder",
            "record_settings", "reusable", "dataloaders", "WeightedBCE", "pos_weight", "step_decay", "config_from"]
 
 
@@ -35,11 +41,44 @@ def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def _no_larger_than_kernel(conv: torch.nn.Module, x: torch.Tensor) -> bool:
+    """Whether a convolution's input is no larger than its kernel along some axis (a 2x2x2 input to a 3x3x3 kernel,
+    a 1x1 input to a strided 3x3 one): there oneDNN's CPU bfloat16 weight gradient is wrong (values near 1e37 or
+    NaN, torch 2.14-2.15; `tests/test_learn.py` pins the case), while the float32 one is right."""
+    k = conv.kernel_size
+    return any(size <= kk for size, kk in zip(x.shape[-len(k):], k) if kk > 1)
+
+
 class CPUBFloat16(Callback):
     """bfloat16 autocast of the forward pass and loss on the CPU (about 1.5-2x faster training on AVX512-BF16/AMX CPUs;
-    weights and optimiser stay float32). fastai's MixedPrecision is CUDA-only."""
+    weights and optimiser stay float32). fastai's MixedPrecision is CUDA-only. A convolution whose input is no
+    larger than its kernel runs in float32 (`_no_larger_than_kernel`): a negligible share of the work."""
 
     order = 9
+
+    def before_fit(self):
+        convs = [m for m in self.learn.model.modules() if isinstance(m, torch.nn.modules.conv._ConvNd)]
+        self.hooks = [h for m in convs for h in (m.register_forward_pre_hook(self._pre),
+                                                 m.register_forward_hook(self._post))]
+        self.fp32 = {}
+
+    def _pre(self, conv, args):
+        if not (torch.is_autocast_enabled("cpu") and _no_larger_than_kernel(conv, args[0])):
+            return None
+        ctx = torch.autocast("cpu", enabled=False)
+        ctx.__enter__()
+        self.fp32[id(conv)] = ctx
+        return (args[0].float(), *args[1:])
+
+    def _post(self, conv, args, out):
+        ctx = self.fp32.pop(id(conv), None)
+        if ctx is not None:
+            ctx.__exit__(None, None, None)
+
+    def after_fit(self):
+        for h in getattr(self, "hooks", []):
+            h.remove()
+        self.hooks = []
 
     def before_batch(self):
         self.ctx = torch.autocast("cpu", dtype=torch.bfloat16)
@@ -49,6 +88,9 @@ class CPUBFloat16(Callback):
         self.learn.pred = self.pred.float()
 
     def _exit(self):
+        for ctx in self.fp32.values():  # a forward that raised inside a float32 convolution
+            ctx.__exit__(None, None, None)
+        self.fp32 = {}
         if getattr(self, "ctx", None) is not None:
             self.ctx.__exit__(None, None, None)
             self.ctx = None
@@ -62,6 +104,10 @@ class CPUBFloat16(Callback):
     def after_cancel_batch(self):
         self._exit()
 
+    def after_cancel_fit(self):
+        self._exit()
+        self.after_fit()
+
 
 def cpu_bf16() -> bool:
     """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), where bf16 inference is 2-3x faster."""
@@ -73,8 +119,87 @@ def cpu_bf16() -> bool:
 
 
 def bf16_callbacks(bf16: bool) -> list[Callback]:
-    """The callbacks that give `bf16` training: CPU bfloat16 autocast on the CPU (nothing on a GPU or when off)."""
-    return [CPUBFloat16()] if bf16 and device().type == "cpu" else []
+    """The callbacks that give `bf16` training: CPU bfloat16 autocast where the CPU computes bfloat16 natively
+    (elsewhere it is emulated and slower than float32), nothing on a GPU or when off."""
+    return [CPUBFloat16()] if bf16 and device().type == "cpu" and cpu_bf16() else []
+
+
+def precision(bf16: bool) -> str:
+    """The arithmetic a fit asked for `bf16` actually trains in, for its log: 'bf16' or 'float32'."""
+    return "bf16" if bf16_callbacks(bf16) else "float32"
+
+
+# ---------------------------------------------------------------- non-finite numbers never pass on
+
+_FIT_CONTEXT: contextvars.ContextVar[dict] = contextvars.ContextVar("cmrlib_fit_context", default={})
+
+
+@contextlib.contextmanager
+def fitting(**what):
+    """Name the fit in progress (row, fold, fraction...): a non-finite loss or score inside names them."""
+    token = _FIT_CONTEXT.set({**_FIT_CONTEXT.get(), **what})
+    try:
+        yield
+    finally:
+        _FIT_CONTEXT.reset(token)
+
+
+def _describe(what: Mapping) -> str:
+    return " ".join(f"{k} {v!r}" if isinstance(v, str) else f"{k} {v}" for k, v in what.items())
+
+
+class NonFinite(FloatingPointError):
+    """A number that is not finite where training or scoring needs one; `what` names the method, row, fold..."""
+
+    def __init__(self, problem: str, what: Mapping):
+        self.problem, self.what = problem, dict(what)
+        super().__init__(f"{_describe(self.what)}: {problem}" if self.what else problem)
+
+
+class NonFiniteLoss(NonFinite):
+    """A training or validation loss that became NaN or infinite: that fit stops."""
+
+
+class FiniteLoss(TerminateOnNaNCallback):
+    """Stops a fit at the first non-finite training or validation loss with `NonFiniteLoss` naming the method, the
+    fit's context (`fitting`), the epoch and the batch (fastai's TerminateOnNaNCallback ends the fit silently)."""
+
+    order = -9
+
+    def __init__(self, method: str = ""):
+        self.method = method
+
+    def after_batch(self):
+        if torch.isfinite(self.loss).all():
+            return
+        stage = "training" if self.training else "validation"
+        what = {**({"method": self.method} if self.method else {}), **_FIT_CONTEXT.get()}
+        raise NonFiniteLoss(f"{stage} loss {float(self.loss.detach().float().mean())} at epoch {self.epoch}, "
+                            f"batch {self.iter}", what)
+
+
+def callbacks(method: str, bf16: bool = False) -> list[Callback]:
+    """The callbacks every method's Learner carries: the non-finite guard and, when asked, CPU bfloat16."""
+    return [FiniteLoss(method), *bf16_callbacks(bf16)]
+
+
+def check_finite(values, what: str):
+    """`values` (scores, predictions) when every one is finite, else `NonFinite` naming the fit in progress."""
+    arr = np.asarray(values, dtype=float)
+    bad = int((~np.isfinite(arr)).sum())
+    if bad:
+        raise NonFinite(f"{bad} of {arr.size} {what} are not finite", _FIT_CONTEXT.get())
+    return values
+
+
+def attempt(what: Mapping, fn, *args, **kwargs):
+    """`fn(*args, **kwargs)` inside `fitting(**what)`: (its result, None), or (None, a failure record naming `what`
+    and the reason) when a loss or score is not finite, so a notebook reports the row and goes on with the others."""
+    with fitting(**what):
+        try:
+            return fn(*args, **kwargs), None
+        except NonFinite as e:
+            return None, {**dict(what), "status": "failed", "reason": e.problem}
 
 
 def dataloaders(train, valid, bs: int):

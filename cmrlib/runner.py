@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ast
+import atexit
 import contextlib
 import datetime as dt
 import hashlib
@@ -9,7 +10,9 @@ import json
 import os
 import platform
 import re
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from importlib import resources
@@ -240,6 +243,24 @@ def environ(env: dict[str, str]):
                 os.environ[k] = v
 
 
+def _kernel_manager():
+    """The kernels' transport: local IPC sockets where the system has them (no network port, and none of ipykernel's
+    warning about TCP without encryption on every notebook), TCP elsewhere."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    if os.name != "posix":
+        return AsyncKernelManager
+
+    class IPCKernelManager(AsyncKernelManager):
+        def __init__(self, **kwargs):
+            # each kernel's sockets in a private folder of its own: two runs at once never share a socket
+            where = Path(tempfile.mkdtemp(prefix="cmrlib-kernel-"))
+            atexit.register(shutil.rmtree, where, True)
+            super().__init__(**{"transport": "ipc", "ip": str(where / "ipc"), **kwargs})
+
+    return IPCKernelManager
+
+
 def execute(p: Plan, log=print) -> Path:
     """Execute the plan in order; stop at the first failure (keeping its partial notebook); write run.json."""
     with environ(p.env):  # the kernels see the real paths behind the `$VAR` parameters; this process keeps its own
@@ -262,7 +283,7 @@ def _execute(p: Plan, log) -> Path:
         _record(p, [*results, dict(row, status="running")], started, "running", earlier)
         try:
             pm.execute_notebook(str(nb), str(dst), parameters=params, cwd=str(ROOT), kernel_name="python3",
-                                progress_bar=False, log_output=False)
+                                progress_bar=False, log_output=False, kernel_manager_class=_kernel_manager())
         except PapermillExecutionError as e:
             row.update(status="failed", wall_s=round(time.time() - t0, 2), failed_cell=e.cell_index,
                        error=f"{e.ename}: {e.evalue}")

@@ -15,13 +15,19 @@ from scipy import stats as sps
 
 from .utils import rng as _rng
 
-__all__ = ["StatsError", "paired", "mean_ci", "bland_altman", "icc", "icc_wide", "ICC_FORMS", "regression", "lin_ccc",
+__all__ = ["StatsError", "not_testable", "paired", "mean_ci", "bland_altman", "icc", "icc_wide", "ICC_FORMS", "regression", "lin_ccc",
            "agreement", "AGREEMENT_COLUMNS", "agreement_table",
            "classification_metrics", "binary_metrics", "bootstrap_ci", "fmt_mean_sd", "fmt_ci"]
 
 
 class StatsError(ValueError):
     """Inputs to a statistic are unusable (length mismatch, too few pairs, one class only)."""
+
+
+def not_testable(reason) -> str:
+    """The note of a table row whose statistic the groups are too small for (the reason names their sizes): a row
+    that says so, never an exception that stops the notebook or a NaN that hides why."""
+    return f"not testable: {reason}"
 
 
 def paired(auto, ref, min_n: int = 2) -> tuple[np.ndarray, np.ndarray]:
@@ -287,7 +293,8 @@ def classification_metrics(y_true, y_score, threshold: float = 0.5, n_boot: int 
     if not set(np.unique(y)) <= {0, 1}:
         raise StatsError(f"y_true must be binary 0/1, got values {sorted(set(np.unique(y).tolist()))}")
     if len(np.unique(y)) < 2:
-        raise StatsError("y_true holds one class only; metrics and stratified bootstrap need both")
+        raise StatsError(f"{int(y.sum())} positive and {int((y == 0).sum())} negative cases; metrics and a stratified "
+                         "bootstrap need both classes")
     out = pd.DataFrame({"value": pd.Series(binary_metrics(y, s, threshold))})
     if n_boot:
         idx = _stratified_indices(y, n_boot, seed)

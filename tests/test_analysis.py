@@ -110,7 +110,7 @@ def test_summarise_keeps_small_groups_with_a_reason():
     s = ag.summarise(long).set_index("measure")
     assert s.loc["LVEDV", "bias"] == pytest.approx(3) and s.loc["LVEDV", "n"] == 6
     small = ag.summarise(long[long.subject.isin(["s0", "s1"])])
-    assert small["note"].str.contains("fewer than 3").all() and small["bias"].isna().all()
+    assert small["note"].str.startswith("not testable: 2 pair(s), fewer than 3").all() and small["bias"].isna().all()
     cond = ag.by_condition(long)
     assert set(cond["condition"]) == {"HCM", "healthy"} and (cond["n"] == 3).all()
 
@@ -175,7 +175,21 @@ def test_clusters_find_three_blobs_and_score_against_the_truth():
     assert np.bincount(lab).tolist() == [12, 8, 5]  # numbered by size
     assert cl.rand_indices(lab, {"truth": truth})["ARI vs truth"] == pytest.approx(1.0)
     test = cl.two_cluster_test(x[:, 0], lab)
-    assert test["p"] < 0.01 and test["n0"] == 12
+    assert test["p"] < 0.01 and test["n0"] == 12 and test["note"] == ""
+
+
+@pytest.mark.parametrize("sizes", [(7, 1), (8, 0), (1, 1)])
+def test_a_rank_test_on_clusters_too_small_is_a_row_that_says_so(sizes):
+    """Notebook 08 stopped on a 7/1 split of 8 subjects: the row now says the test was not possible, and why."""
+    labels = np.repeat([0, 1], sizes)
+    values = np.arange(len(labels), dtype=float)
+    test = cl.two_cluster_test(values, labels)
+    assert np.isnan(test["p"]) and np.isnan(test["U"]) and (test["n0"], test["n1"]) == sizes
+    assert test["note"] == f"not testable: clusters of {sizes[0]} and {sizes[1]} measured subjects (a rank test needs 2 in each)"
+    unmeasured = cl.two_cluster_test([1.0, np.nan, 3.0, 4.0], [0, 0, 1, 1])  # NaN values do not count
+    assert unmeasured["n0"] == 1 and unmeasured["note"].startswith("not testable")
+    with pytest.raises(cl.ClusterError, match="too few to compare cluster counts"):
+        cl.choose_k(np.zeros((2, 3)), [2, 3])
 
 
 # ---------------------------------------------------------------- report, index, README, run record

@@ -203,6 +203,18 @@ def test_table2_thresholds_from_validation_and_metrics_with_cis():
     assert by.n.tolist() == [4, 3, 3] and by.found.le(by.n).all()
 
 
+def test_a_split_with_one_class_gives_rows_that_are_not_testable():
+    y, s = np.zeros(6, int), np.linspace(0.1, 0.9, 6)
+    long = cussp.evaluate({"RF": (y, s), "CUSSP-1": (np.r_[y, 1], np.r_[s, 0.5])}, {"RF": 0.5, "CUSSP-1": 0.5},
+                          n_boot=50)
+    rf = long[long.row == "RF"]
+    assert rf.value.isna().all() and rf.note.eq("not testable: 0 positive and 6 negative cases; metrics and a "
+                                                 "stratified bootstrap need both classes").all()
+    assert (long[long.row == "CUSSP-1"].note == "").all()
+    tab = cussp.table2(long)
+    assert (tab.loc["RF", ["F1", "AUC"]] == "not testable").all() and tab.loc["CUSSP-1", "F1"] != "not testable"
+
+
 def test_f1_threshold_picks_the_best_cut_between_scores():
     assert f1_threshold([0, 0, 1, 1, 0, 1], [0.1, 0.2, 0.7, 0.8, 0.75, 0.3]) == pytest.approx(0.25)
 

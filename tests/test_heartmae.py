@@ -228,3 +228,13 @@ def test_kinetics_encoder_reads_a_local_weights_file(tmp_path):
     enc = hm.kinetics_encoder(tmp_path / "r3d.pth")
     with torch.no_grad():
         assert enc(torch.rand(2, 8, 32, 32)).shape == (2, 512)
+
+
+def test_a_condition_with_one_class_among_test_subjects_is_a_row_that_says_so():
+    subjects = [f"s{i}" for i in range(8)]
+    truth = pd.DataFrame({"AF": [0, 1] * 4, "MI": [0] * 8}, index=subjects)
+    preds = {"HeartMAE": pd.DataFrame({"AF": np.linspace(0, 1, 8), "MI": np.linspace(0, 1, 8)}, index=subjects)}
+    t = hm.classification_metrics_table(preds, truth, ["AF", "MI"], n_boot=50).set_index("task")
+    assert t.loc["AF", "note"] == "" and 0 <= t.loc["AF", "AUROC"] <= 1
+    assert t.loc["MI", "note"].startswith("not testable: 0 positive and 8 negative cases")
+    assert np.isnan(t.loc["MI", "AUROC"]) and t.loc["MI", "n"] == 8

@@ -81,10 +81,104 @@ def test_seed_tree_is_stable_and_separates_consumers():
     assert len(seeds) == 6 and all(0 <= s < 2**32 for s in seeds)
 
 
-def test_bf16_callbacks_only_when_asked():
-    assert L.bf16_callbacks(False) == []
+def test_bf16_callbacks_only_when_asked_and_the_cpu_has_bf16(monkeypatch):
+    assert L.bf16_callbacks(False) == [] and L.precision(False) == "float32"
+    monkeypatch.setattr(L, "cpu_bf16", lambda: True)
     cbs = L.bf16_callbacks(True)
     assert (len(cbs) == 1 and isinstance(cbs[0], L.CPUBFloat16)) if L.device().type == "cpu" else cbs == []
+    monkeypatch.setattr(L, "cpu_bf16", lambda: False)  # emulated bf16 is slower than float32: not used
+    assert L.bf16_callbacks(True) == [] and L.precision(True) == "float32"
+
+
+class Volumes(torch.utils.data.Dataset):
+    """(1, 2, 2, 2) volumes with a 0/1 target: the deepest level of a 3D encoder on 32^3 patches."""
+
+    def __init__(self, n=8, channels=16):
+        g = torch.Generator().manual_seed(0)
+        self.x, self.y = torch.randn(n, channels, 2, 2, 2, generator=g), (torch.arange(n) % 2).float()
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return self.x[i], self.y[i]
+
+
+def deepest_level_grads(cbs) -> torch.Tensor:
+    """The weight gradient of a 3x3x3 convolution on 2x2x2 inputs after one batch, with the given callbacks."""
+    from fastai.callback.core import Callback, CancelFitException
+
+    class Grab(Callback):
+        order = 99
+
+        def after_backward(self):
+            self.learn.grad = self.learn.model[0].weight.grad.clone()
+            raise CancelFitException()
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv3d(16, 4, 3, padding=1), nn.Flatten(), nn.Linear(32, 1), nn.Flatten(0))
+    dls = DataLoaders(DataLoader(Volumes(), bs=4), DataLoader(Volumes(4), bs=4), device="cpu")
+    learn = Learner(dls, net, loss_func=nn.BCEWithLogitsLoss(), cbs=cbs)
+    with learn.no_bar(), learn.no_logging():
+        learn.fit(1, 1e-3, cbs=[Grab()])
+    return learn.grad
+
+
+def test_cpu_bf16_trains_convolutions_no_larger_than_their_kernel_in_float32():
+    """oneDNN's CPU bfloat16 weight gradient of a 3x3x3 convolution on a 2x2x2 input is wrong (values near 1e37):
+    SSLHF's deepest level and the MONAI baselines trained into NaN. CPUBFloat16 runs such convolutions in float32."""
+    conv = nn.Conv3d(16, 4, 3, padding=1)
+    assert L._no_larger_than_kernel(conv, torch.zeros(1, 16, 2, 2, 2))
+    assert not L._no_larger_than_kernel(conv, torch.zeros(1, 16, 4, 4, 4))
+    assert L._no_larger_than_kernel(nn.Conv2d(4, 4, 3, stride=2), torch.zeros(1, 4, 1, 1))
+    assert not L._no_larger_than_kernel(nn.Conv2d(4, 4, 1), torch.zeros(1, 4, 1, 1))
+    reference = deepest_level_grads([])
+    bf16 = deepest_level_grads([L.CPUBFloat16()])
+    assert torch.isfinite(bf16).all()
+    torch.testing.assert_close(bf16, reference, rtol=0.05, atol=1e-3)
+
+
+class NaNAfter(nn.Module):
+    """A linear model whose output turns NaN from epoch `epoch` on (a fit that diverges, on purpose)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin, self.calls = nn.Linear(3, 1), 0
+
+    def forward(self, x):
+        self.calls += 1
+        out = self.lin(x)
+        return out * float("nan") if self.calls > 4 else out
+
+
+def test_a_non_finite_loss_stops_the_fit_with_a_typed_error_naming_method_row_fold_and_epoch(tmp_path):
+    learn = tiny_learner(tmp_path)
+    learn.model = NaNAfter()
+    learn.add_cb(L.FiniteLoss("SSLHF"))
+    with L.fitting(row="A: no proxy", fold=2), pytest.raises(L.NonFiniteLoss) as err:
+        with learn.no_bar(), learn.no_logging():
+            learn.fit(3, 1e-3)
+    e = err.value
+    assert e.what == {"method": "SSLHF", "row": "A: no proxy", "fold": 2}
+    assert "epoch 1" in e.problem and "training loss nan" in e.problem
+    assert "SSLHF" in str(e) and "'A: no proxy'" in str(e) and "fold 2" in str(e)
+
+
+def test_attempt_records_a_failed_row_and_check_finite_names_it(tmp_path):
+    def diverging():
+        learn = tiny_learner(tmp_path)
+        learn.model = NaNAfter()
+        learn.add_cbs(L.callbacks("CUSSP"))
+        with learn.no_bar(), learn.no_logging():
+            learn.fit(3, 1e-3)
+        return learn
+
+    done, failure = L.attempt(dict(row="CUSSP-1"), diverging)
+    assert done is None and failure["row"] == "CUSSP-1" and failure["status"] == "failed"
+    assert "loss nan at epoch 1" in failure["reason"]
+    done, failure = L.attempt(dict(row="RF"), lambda: L.check_finite([0.2, float("inf"), 0.1], "MR probabilities"))
+    assert done is None and failure["reason"] == "1 of 3 MR probabilities are not finite"
+    assert L.attempt(dict(row="RF"), lambda: L.check_finite([0.2, 0.1], "scores")) == ([0.2, 0.1], None)
 
 
 def test_a_model_is_reused_only_with_the_settings_it_was_trained_with(tmp_path):

@@ -133,8 +133,8 @@ def test_repo_notebooks_are_clean_and_parameterised():
         assert not missing, f"{nb.name} lacks standard parameters {missing}"
 
 
-def test_environment_yml_installs_from_pyproject():
-    """conda only supplies python and pip; every dependency comes from pyproject through pip."""
+def test_environment_yml_installs_from_the_lock():
+    """conda only supplies python and pip; every package comes through pip at its locked version, then cmrlib."""
     root = Path(runner.ROOT)
     env = yaml.safe_load((root / "environment.yml").read_text())
     deps = env["dependencies"]
@@ -142,7 +142,7 @@ def test_environment_yml_installs_from_pyproject():
     pip = [d for d in deps if isinstance(d, dict)][0]["pip"]
     assert all(d.split("=")[0] in ("python", "pip") for d in plain)
     assert any(d.startswith("python=3.11") for d in plain)
-    assert pip == ['-e ".[dev]"'] or pip == ["-e .[dev]"]
+    assert pip == ["-r requirements.lock", '-e ".[dev]"']
 
 
 def test_a_notebook_saved_by_jupyterlab_strips_back_to_the_committed_file(tmp_path):

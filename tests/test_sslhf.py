@@ -212,3 +212,45 @@ def test_predict_scores_a_cine_through_its_patches(monkeypatch):
     assert out["slices"] == [1, 2] and len(out["patches"]) == 2
     assert out["probability"] == pytest.approx(np.mean(out["patches"]))
 
+
+
+def test_a_fold_with_one_class_in_test_says_its_auc_is_not_testable():
+    pred = fake_predictions()
+    one_class = (pred.fold == 1) & (pred.split == "test")
+    pred.loc[one_class, "y"] = 0
+    fm = sslhf.fold_metrics(pred)
+    bad = fm[fm.fold == 1]
+    assert bad.auc.isna().all() and bad.note.str.startswith("AUC not testable: 0 HFrEF and").all()
+    assert (fm[fm.fold != 1].note == "").all() and fm[fm.fold != 1].auc.notna().all()
+    summ = sslhf.summary(fm)
+    assert (summ[summ.metric == "auc"].folds == 2).all() and (summ[summ.metric == "acc"].folds == 3).all()
+    t = sslhf.table(summ, ["SSLHF", "3D ResNet-50"], n_folds=3)
+    assert t.loc["SSLHF", "patient AUC"].endswith("(2 folds)") and t.loc["3D ResNet-50", "patient AUC"] == "failed"
+
+
+def test_a_row_that_trains_into_nan_is_reported_and_left_out_while_the_others_go_on(monkeypatch):
+    learner_module = sslhf.fit.__globals__
+    make = learner_module["network"]
+
+    def network(row, cfg, restorers=None):
+        net = make(row, cfg, restorers)
+        if row == "A: no proxy":  # diverged weights: every loss of this row is NaN
+            net.head[0].weight.data.fill_(float("nan"))
+        return net
+
+    monkeypatch.setitem(learner_module, "network", network)
+    g = np.random.default_rng(1)
+    labels = pd.DataFrame(dict(subject=[f"p{i}" for i in range(9)], hfref=[1, 0, 0] * 3, lvef=np.nan))
+    x = g.normal(0, 1, (9, 16, 16, 16)).astype(np.float32)
+    patches = sslhf.HFPatches(x, labels.subject.to_numpy(), np.zeros(9, int))
+    folds = sslhf.patient_folds(labels, 3)
+    cfg = sslhf.SSLHFConfig(widths=(2, 2, 2, 2, 2), hidden=(2, 2), epochs=1, bs=4)
+    pred, logs, kept = crossval.cross_validate(patches, labels, folds, ("A: no proxy", "3D ResNet-50"), cfg,
+                                               lambda f: {}, keep=("A: no proxy",), progress=False)
+    failed = crossval.failures(logs)
+    assert failed.row.tolist() == ["A: no proxy"] * 3 and failed.fold.tolist() == [0, 1, 2]
+    assert failed.reason.str.contains("training loss nan at epoch 0").all()
+    assert set(pred.row) == {"3D ResNet-50"} and np.isfinite(pred.score).all() and not kept
+    assert [r["status"] for r in logs].count("ok") == 3
+    t = sslhf.table(sslhf.summary(sslhf.fold_metrics(pred)), ["A: no proxy", "3D ResNet-50"], n_folds=3)
+    assert (t.loc["A: no proxy", ["patch AUC", "patient AUC"]] == "failed").all()

@@ -163,7 +163,7 @@ def test_bootstrap_is_seeded_stratified_and_brackets_value():
 
 
 def test_classification_errors():
-    with pytest.raises(S.StatsError, match="one class"):
+    with pytest.raises(S.StatsError, match="3 positive and 0 negative cases; .* need both classes"):
         S.classification_metrics([1, 1, 1], [0.2, 0.4, 0.9])
     with pytest.raises(S.StatsError, match="binary"):
         S.classification_metrics([0, 2, 1], [0.2, 0.4, 0.9])

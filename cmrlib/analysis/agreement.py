@@ -188,7 +188,7 @@ def summarise(long: pd.DataFrame, by: Sequence[str] = ("cohort", "measure", "met
                 raise stats.StatsError(f"{len(g)} pair(s), fewer than {min_n}")
             row.update(stats.agreement(g["value"], g["reference"]), note="")
         except ValueError as e:  # StatsError, or pingouin on pairs without spread
-            row["note"] = str(e)
+            row["note"] = stats.not_testable(e)
         rows.append(row)
     return _with_columns(pd.DataFrame(rows), [*by, "unit", "reference_kind"])
 
@@ -209,8 +209,8 @@ def method_vs_method(long: pd.DataFrame, pairs: Sequence[tuple[str, str, str]]) 
         row = dict(measure=measure, method_a=a, method_b=b, unit=UNITS.get(measure, ""), n=len(both))
         try:
             row.update(stats.agreement(both[a], both[b]), note="")
-        except stats.StatsError as e:
-            row["note"] = str(e)
+        except ValueError as e:
+            row["note"] = stats.not_testable(e)
         rows.append(row)
     return _with_columns(pd.DataFrame(rows), ["measure", "method_a", "method_b", "unit"])
 
@@ -223,7 +223,8 @@ def by_condition(long: pd.DataFrame, min_n: int = 3) -> pd.DataFrame:
         m, lo, hi = stats.mean_ci(d) if len(d) >= min_n else (float(d.mean()), np.nan, np.nan)
         rows.append(dict(cohort=cohort, measure=measure, method=method, condition=cond, n=len(d), bias=m,
                          bias_low=lo, bias_high=hi, mae=float(np.abs(d).mean())))
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["cohort", "measure", "method", "condition", "n", "bias", "bias_low",
+                                       "bias_high", "mae"])
 
 
 def yardstick(summary: pd.DataFrame, observer: str = "observer 2") -> pd.DataFrame:

@@ -11,6 +11,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
+from ..stats import not_testable
 from ..utils import rng as _rng
 
 __all__ = ["ClusterError", "balanced_subset", "standardise", "sex_adjust", "choose_k", "cluster", "rand_indices",
@@ -83,16 +84,19 @@ def rand_indices(labels: np.ndarray, truths: Mapping[str, Sequence]) -> dict[str
 
 
 def two_cluster_test(values: Sequence[float], labels: np.ndarray) -> dict:
-    """Mann-Whitney U of a measure between the two largest clusters (pingouin), with each cluster's median."""
+    """Mann-Whitney U of a measure between the two largest clusters (pingouin), with each cluster's median; clusters
+    of fewer than two measured subjects give a row whose `note` says the test was not possible."""
     import pingouin as pg
 
     v, lab = np.asarray(values, dtype=float), np.asarray(labels)
     a, b = v[(lab == 0) & np.isfinite(v)], v[(lab == 1) & np.isfinite(v)]
+    med = lambda x: float(np.median(x)) if len(x) else float("nan")
+    row = dict(n0=len(a), n1=len(b), median0=med(a), median1=med(b), U=float("nan"), p=float("nan"), note="")
     if len(a) < 2 or len(b) < 2:
-        raise ClusterError(f"clusters of {len(a)} and {len(b)} subjects: too few for a rank test")
+        return dict(row, note=not_testable(f"clusters of {len(a)} and {len(b)} measured subjects (a rank test needs "
+                                           "2 in each)"))
     t = pg.mwu(a, b, alternative="two-sided")
-    return dict(n0=len(a), n1=len(b), median0=float(np.median(a)), median1=float(np.median(b)),
-                U=float(t["U_val"].iloc[0] if "U_val" in t else t["U-val"].iloc[0]),
+    return dict(row, U=float(t["U_val"].iloc[0] if "U_val" in t else t["U-val"].iloc[0]),
                 p=float(t["p_val"].iloc[0] if "p_val" in t else t["p-val"].iloc[0]))
 
 

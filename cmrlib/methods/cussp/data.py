@@ -18,6 +18,7 @@ from ...store import CohortStore
 from ...transforms.geometry import Affine2D, RandomAffine2D
 from ...transforms.intensity import percentile_range
 from ...utils import load_arrays, rng, save_arrays
+from ..segmentation.predict import NoLabels
 from .valve import ValveError, valve_patch
 
 
@@ -121,7 +122,7 @@ def preprocess_store(store: CohortStore, segment: Callable[[Cine], np.ndarray], 
         cine = store.read(cid)
         try:
             keep.append((cine, preprocess(cine, segment(cine), size, patch_mm, frames, window, crop_size, crop_mm)))
-        except (ValveError, MeasureError) as e:
+        except (ValveError, MeasureError, NoLabels) as e:
             fails.append(dict(cine_id=cid, subject=str(cine.subject), reason=str(e)))
             continue
         if keep[-1][1]["window_error"]:

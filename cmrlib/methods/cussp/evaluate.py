@@ -7,7 +7,7 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from ...stats import classification_metrics, f1_threshold
+from ...stats import METRICS, StatsError, classification_metrics, f1_threshold, not_testable
 
 # Table 2 metric name -> cmrlib.stats metric
 TABLE2_METRICS = {"Pos. Acc": "positive_accuracy", "Neg. Acc": "negative_accuracy", "Precision": "precision",
@@ -44,12 +44,18 @@ def validation_table(valid: Mapping[str, tuple[np.ndarray, np.ndarray]], thr: Ma
 
 def evaluate(test: Mapping[str, tuple[np.ndarray, np.ndarray]], thr: Mapping[str, float], n_boot: int = 1000,
              seed: int = 0) -> pd.DataFrame:
-    """Long table (row, metric, value, ci_low, ci_high, threshold, n, n_mr, paper) of every row's test metrics."""
+    """Long table (row, metric, value, ci_low, ci_high, threshold, n, n_mr, paper, note) of every row's test metrics;
+    a split with one class only gives NaN metrics and a note that says so."""
     parts = []
     for row, (y, s) in test.items():
-        m = classification_metrics(y, s, thr[row], n_boot=n_boot, seed=seed).rename_axis("metric").reset_index()
+        try:
+            m, note = classification_metrics(y, s, thr[row], n_boot=n_boot, seed=seed), ""
+        except StatsError as e:
+            m = pd.DataFrame(np.nan, index=list(METRICS), columns=["value", "ci_low", "ci_high"])
+            note = not_testable(e)
+        m = m.rename_axis("metric").reset_index()
         m.insert(0, "row", row)
-        parts.append(m.assign(threshold=thr[row], n=len(y), n_mr=int(np.sum(y))))
+        parts.append(m.assign(threshold=thr[row], n=len(y), n_mr=int(np.sum(y)), note=note))
     out = pd.concat(parts, ignore_index=True)
     paper = {(r, v): PAPER_TABLE2.loc[r, k] for r in PAPER_TABLE2.index for k, v in TABLE2_METRICS.items()}
     out["paper"] = [paper.get((r, m), np.nan) for r, m in zip(out.row, out.metric)]
@@ -58,7 +64,8 @@ def evaluate(test: Mapping[str, tuple[np.ndarray, np.ndarray]], thr: Mapping[str
 
 def table2(long: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
     """The paper's layout: one line per row, 'value (low-high)' per Table-2 metric, then the paper's F1 and AUC."""
-    fmt = lambda r: f"{r.value:.{digits}f} ({r.ci_low:.{digits}f}-{r.ci_high:.{digits}f})"
+    fmt = lambda r: ("not testable" if getattr(r, "note", "") else
+                     f"{r.value:.{digits}f} ({r.ci_low:.{digits}f}-{r.ci_high:.{digits}f})")
     cells = long.assign(cell=long.apply(fmt, axis=1))
     names = {v: k for k, v in TABLE2_METRICS.items()}
     wide = cells[cells.metric.isin(names)].pivot(index="row", columns="metric", values="cell").rename(columns=names)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from fastai.learner import Learner
 from torch import nn
 
-from ...learn import WeightedBCE, export, history, pos_weight
+from ...learn import WeightedBCE, callbacks, check_finite, export, history, pos_weight
 from ...learn import dataloaders as shared_loaders
 from ...learn import load as load_exported
 from ...models.cussp import CNNLSTM, CUSSPNet, barlow_twins_loss, contrastive_loss
@@ -140,7 +140,7 @@ def pretrain(pool: np.ndarray, valid: np.ndarray, cfg: CUSSPConfig, aug: PatchAu
         return net, dict(stage=f"pretrain {tag}", epochs=0, train_s=0.0, n_cines=len(pool))
     dls = dataloaders(TwinViews(pool, aug, seed_for(cfg.seed, "cussp", "bt", tag)),
                TwinViews(valid, aug, seed_for(cfg.seed, "cussp", "bt-valid", tag)), cfg.pretrain_bs)
-    learn = Learner(dls, net, loss_func=BarlowLoss(cfg.lambd), wd=1e-4)
+    learn = Learner(dls, net, loss_func=BarlowLoss(cfg.lambd), wd=1e-4, cbs=callbacks("CUSSP"))
     row = _fit(learn, _epochs_for(cfg.pretrain_steps, len(pool), cfg.pretrain_bs), cfg.pretrain_lr, f"pretrain {tag}")
     return net, dict(row, n_cines=len(pool))
 
@@ -160,7 +160,7 @@ def fit_joint(encoder: CUSSPNet, train: tuple, valid: tuple, cfg: CUSSPConfig, a
     (xt, yt), (xv, yv) = train, valid
     dls = dataloaders(Labelled(xt, yt, aug, twin=True, seed=seed_for(cfg.seed, row, "train")),
                Labelled(xv, yv, aug, twin=True, seed=seed_for(cfg.seed, row, "valid")), cfg.bs)
-    learn = Learner(dls, net, loss_func=JointLoss(w_bt, w_ce, cfg.lambd, pos_weight(yt)), wd=1e-4)
+    learn = Learner(dls, net, loss_func=JointLoss(w_bt, w_ce, cfg.lambd, pos_weight(yt)), wd=1e-4, cbs=callbacks("CUSSP"))
     log = _fit(learn, cfg.epochs, cfg.lr, row)
     return learner(net, train, valid, cfg, None), log
 
@@ -170,7 +170,7 @@ def learner(net: nn.Module, train: tuple, valid: tuple, cfg: CUSSPConfig, aug: P
     """A Learner whose model is `net.classify` with weighted BCE on labelled cines."""
     (xt, yt), (xv, yv) = train, valid
     dls = dataloaders(Labelled(xt, yt, aug, seed=seed_for(cfg.seed, row, "train")), Labelled(xv, yv), cfg.bs)
-    return Learner(dls, Classifier(net), loss_func=WeightedBCE(pos_weight(yt)), wd=1e-4)
+    return Learner(dls, Classifier(net), loss_func=WeightedBCE(pos_weight(yt)), wd=1e-4, cbs=callbacks("CUSSP"))
 
 
 def fit_siamese(encoder: CUSSPNet, train: tuple, valid: tuple, cfg: CUSSPConfig, aug: PatchAug, row: str
@@ -185,7 +185,7 @@ def fit_siamese(encoder: CUSSPNet, train: tuple, valid: tuple, cfg: CUSSPConfig,
     dls = dataloaders(SiamesePairs(xt, yt, aug, seed=seed_for(cfg.seed, row, "pairs")),
                SiamesePairs(xv, yv, None, n_pairs=max(8, len(yv)), seed=seed_for(cfg.seed, row, "valid-pairs")),
                cfg.bs)
-    siam = Learner(dls, Siamese(net), loss_func=ContrastiveLoss(cfg.margin), wd=1e-4)
+    siam = Learner(dls, Siamese(net), loss_func=ContrastiveLoss(cfg.margin), wd=1e-4, cbs=callbacks("CUSSP"))
     logs = [_fit(siam, cfg.siam_epochs, cfg.lr, f"{row} siamese")]
     learn = learner(net, train, valid, cfg, aug, row)
     logs.append(_fit(learn, cfg.epochs, cfg.lr, f"{row} classifier"))
@@ -243,7 +243,7 @@ def scores(model: nn.Module, x: np.ndarray, bs: int = 32) -> np.ndarray:
     dev = next(model.parameters()).device
     out = [torch.sigmoid(f(torch.as_tensor(np.asarray(x[i:i + bs], np.float32), device=dev))).float().cpu()
            for i in range(0, len(x), bs)]
-    return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
+    return check_finite(torch.cat(out).numpy() if out else np.zeros(0, np.float32), "MR probabilities")
 
 
 def random_forest(X: pd.DataFrame, y: np.ndarray, n_iter: int = 30, folds: int = 10, seed: int = 0):

@@ -13,7 +13,7 @@ from fastai.data.core import DataLoaders
 from fastai.learner import Learner
 from fastai.optimizer import Adam
 
-from ...learn import history
+from ...learn import callbacks, history
 from ...learn import load as load_exported
 from ...models.tempreg import tempreg_net
 from ...utils import seed_everything
@@ -97,7 +97,8 @@ def learner(dls: DataLoaders, method: str = "TempReg-Net", beta: float = 1.0, al
         raise ValueError(f"unknown ED/ES method {method!r}; expected one of {list(METHODS)}")
     kind, tsc = METHODS[method]
     return Learner(dls, tempreg_net(kind, **model_kw), loss_func=TempRegLoss(beta if tsc else 0.0),
-                   opt_func=partial(Adam, decouple_wd=False), wd=alpha, metrics=[afd_ed, afd_es], path=path)
+                   opt_func=partial(Adam, decouple_wd=False), wd=alpha, metrics=[afd_ed, afd_es], path=path,
+                   cbs=callbacks("ED/ES"))
 
 
 def fit(dls: DataLoaders, method: str, epochs: int, lr: float, seed: int = 0, **kw) -> tuple[Learner, dict]:

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pingouin as pg
 
-from ...stats import StatsError, classification_metrics, fmt_ci
+from ...stats import StatsError, classification_metrics, fmt_ci, not_testable
 from ...utils import rng
 from .learner import BASE
 from .tasks import EF_COLUMNS
@@ -97,7 +97,7 @@ def classification_metrics_table(preds: Mapping[str, pd.DataFrame], truth: pd.Da
             try:
                 m = classification_metrics(both["t"].astype(int), both["p"], n_boot=n_boot, seed=seed)
             except StatsError as e:
-                rows.append(dict(row, note=str(e)))
+                rows.append(dict(row, note=not_testable(e)))
                 continue
             for key, name in (("pr_auc", "AP"), ("roc_auc", "AUROC")):
                 row.update({name: m.loc[key, "value"], f"{name}_low": m.loc[key, "ci_low"],

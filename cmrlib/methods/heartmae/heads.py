@@ -21,7 +21,7 @@ from fastai.callback.tracker import SaveModelCallback
 from fastai.learner import Learner
 from torch import nn
 
-from ...learn import dataloaders, history
+from ...learn import callbacks, dataloaders, history
 from ...utils import seed_everything
 
 
@@ -145,7 +145,7 @@ def fit_probe(h: np.ndarray, mask: np.ndarray, y: pd.DataFrame, kinds: dict[str,
     model = Probe(h.shape[-1], len(tasks), cfg.hidden, cfg.dropout)
     dls = dataloaders(Bags(hs[train], mask[train], ys[train]), Bags(hs[valid], mask[valid], ys[valid]), cfg.bs)
     learn = Learner(dls, model, loss_func=probe_loss(torch.as_tensor(~is_reg)), wd=cfg.wd, path=Path(path),
-                    model_dir=".")
+                    model_dir=".", cbs=callbacks("HeartMAE probe"))
     with learn.no_bar(), learn.no_logging(), contextlib.redirect_stdout(io.StringIO()):
         learn.fit(cfg.epochs, cfg.lr, cbs=SaveModelCallback(fname=f"probe_{cfg.seed}", with_opt=False))
     (Path(path) / f"probe_{cfg.seed}.pth").unlink(missing_ok=True)

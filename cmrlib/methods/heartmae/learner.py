@@ -19,7 +19,7 @@ from fastai.optimizer import Adam
 from fastai.torch_core import distrib_barrier, rank_distrib
 from torch import nn
 
-from ...learn import bf16_callbacks, dataloaders, history
+from ...learn import callbacks, dataloaders, history
 from ...models.mae_st import MAESize, VideoMAE, mae_loss
 from ...utils import seed_everything, seed_for
 from .data import CineSet, Clips
@@ -116,7 +116,7 @@ def learner(row: str, cines: CineSet, cfg: HeartMAEConfig, mean: float, std: flo
     opt = partial(Adam, mom=0.9, sqr_mom=0.95, eps=1e-8, wd=cfg.wd, decouple_wd=True)
     return Learner(dataloaders(train, valid, cfg.bs), MAETask(mae, spec["masking"], spec["ratio"]),
                    loss_func=mae_objective(spec["weighted"], cfg.shape), opt_func=opt, path=Path(path),
-                   model_dir=".", cbs=bf16_callbacks(cfg.bf16))
+                   model_dir=".", cbs=callbacks("HeartMAE", cfg.bf16))
 
 
 def schedule(lr: float, warmup: float):

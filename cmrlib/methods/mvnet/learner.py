@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ...learn import device, export, record_settings, reusable
+from ...learn import callbacks, device, export, record_settings, reusable
 from ...utils import atomic_write_text, seed_for
 from .data import Aug, PointFrames, Track
 from .geometry import S1_SIZE, MVnetError
@@ -40,7 +40,8 @@ def stage_learner(train: PointFrames, valid: PointFrames, model: nn.Module, bs: 
                       DataLoader(valid, bs=bs * 2), device=device())
     metric = partial(point_error_px, size=train.size)
     metric.__name__ = "err_px"
-    return Learner(dls, model, loss_func=MSELossFlat(), opt_func=Adam, lr=lr, metrics=[metric])
+    return Learner(dls, model, loss_func=MSELossFlat(), opt_func=Adam, lr=lr, metrics=[metric],
+                   cbs=callbacks("MVnet"))
 
 
 def train_stage(train_tracks: Sequence[Track], valid_tracks: Sequence[Track], stage: int, model: nn.Module,

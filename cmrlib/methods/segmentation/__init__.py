@@ -8,10 +8,11 @@ from .evaluate import dice, evaluate, frame_scores, hd95, summarise
 from .figures import case_panels
 from .learner import (MODEL_FILES, ClassDice, DiceCE, as_model, class_weights, dataloaders, fit, learner, load,
                       load_segmenters, model_file)
-from .predict import calibrate_prior, decide, frame_probs, keep_largest, log_prior, mean_dice, predict, predict_store
+from .predict import (ANATOMY, NoLabels, anatomy, calibrate_prior, decide, frame_probs, keep_largest, log_prior,
+                      mean_dice, own_labels, predict, predict_store)
 from .recipes import RECIPES, recipe
 
 __all__ = ["dataloaders", "learner", "fit", "load", "predict", "evaluate", "DiceCE", "ClassDice", "class_weights",
            "RECIPES", "recipe", "MODEL_FILES", "model_file", "load_segmenters", "as_model", "frame_probs", "log_prior",
-           "decide", "calibrate_prior", "mean_dice", "predict_store", "keep_largest", "dice", "hd95",
+           "decide", "calibrate_prior", "ANATOMY", "NoLabels", "anatomy", "own_labels", "mean_dice", "predict_store", "keep_largest", "dice", "hd95",
            "summarise", "frame_scores", "case_panels"]

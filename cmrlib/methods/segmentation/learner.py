@@ -15,7 +15,7 @@ from fastai.metrics import DiceMulti
 from ...data import FrameGeometry
 from ...data import seg_dls as dataloaders  # noqa: F401  (the method's feed: cmrlib.data's segmentation DataBlock)
 from ...labels import NAMES
-from ...learn import bf16_callbacks
+from ...learn import callbacks
 from ...learn import load as load_exported
 from ...models import unet11
 
@@ -66,7 +66,7 @@ def learner(dls, width: float = 0.25, pretrained: bool = False, bn: bool = True,
     model.geometry, model.views = getattr(dls, "geometry", FrameGeometry()), getattr(dls, "views", ())
     counts = _label_counts(dls)
     labels = [k for k in sorted(NAMES) if k and counts[k]] if labels is None else labels  # default: those present
-    cbs = list(kwargs.pop("cbs", [])) + bf16_callbacks(bf16)
+    cbs = list(kwargs.pop("cbs", [])) + callbacks("segmentation", bf16)
     loss = DiceCE(dice_weight, class_weights=class_weights(counts) if balance else None)
     return Learner(dls, model, loss_func=loss, metrics=[ClassDice(l) for l in labels],
                    path=Path(path), model_dir=".", cbs=cbs, **kwargs)

@@ -1,6 +1,7 @@
 """SSLHF's experiment: every row of Tables II-III trained and scored in each of the five patient-grouped folds (3
 train, 1 validation, 1 test, rotating), optionally on a fraction of the training patients (the learning curve).
-Out-of-fold patch probabilities come back as one long table for `evaluate`."""
+Out-of-fold patch probabilities come back as one long table for `evaluate`; a (row, fold) whose loss or scores
+turn non-finite is logged as failed with its reason and the others go on."""
 from __future__ import annotations
 
 from typing import Callable, Sequence
@@ -9,6 +10,7 @@ import numpy as np
 import pandas as pd
 from fastprogress.fastprogress import progress_bar
 
+from ...learn import attempt
 from ...utils import seed_for
 from .data import HFPatches, fold_roles, subsample_patients
 from .learner import PROXIES, SSLHFConfig, fit, pretrain, scores
@@ -43,26 +45,48 @@ def fold_proxies(patches: HFPatches, labels: pd.DataFrame, folds: pd.Series, fol
     return out, logs
 
 
+def _fit_and_score(row: str, data: dict, cfg: SSLHFConfig, restorers: dict | None, tag: str):
+    """One row trained on a fold's training patches; its log and the probabilities of its validation and test patches."""
+    (pt, yt), (pv, yv) = data["train"], data["valid"]
+    learn, log = fit(row, (pt.x, yt), (pv.x, yv), cfg, restorers, tag)
+    preds = {split: scores(learn.model, data[split][0].x) for split in ("valid", "test")}
+    return learn, log, preds
+
+
 def cross_validate(patches: HFPatches, labels: pd.DataFrame, folds: pd.Series, rows: Sequence[str],
                    cfg: SSLHFConfig, restorers: Callable[[int], dict], fraction: float = 1.0,
                    keep: Sequence[str] = ("SSLHF",), progress: bool = True) -> tuple[pd.DataFrame, list, dict]:
     """Train each row in each fold and score its validation and test patches. `restorers(fold)` gives the proxies
     the self-supervised rows start from. Returns the predictions (row, fold, fraction, split, subject, slice, y,
-    score), the training log and the trained Learners of the `keep` rows by (row, fold)."""
+    score), the training log (`status` ok or failed, with the `reason`) and the trained Learners of the `keep` rows
+    by (row, fold)."""
     preds, logs, kept = [], [], {}
     for fold in progress_bar(range(int(folds.max()) + 1), display=progress, leave=False):
         parts = fold_patients(labels, folds, fold, fraction, cfg.seed)
         data = {role: _xy(patches, lab) for role, lab in parts.items()}
-        (pt, yt), (pv, yv) = data["train"], data["valid"]
+        size = dict(train_patients=len(parts["train"]), train_patches=len(data["train"][1]))
         for row in rows:
-            learn, log = fit(row, (pt.x, yt), (pv.x, yv), cfg, restorers(fold) if row in PROXIES else None,
-                             f"fold {fold} fraction {fraction:g}")
-            logs.append(dict(log, fold=fold, fraction=fraction, train_patients=len(parts["train"]),
-                             train_patches=len(yt)))
-            for split in ("valid", "test"):
+            what = dict(method="SSLHF", row=row, fold=fold, fraction=fraction)
+            done, failure = attempt(what, _fit_and_score, row, data, cfg, restorers(fold) if row in PROXIES else None,
+                                    f"fold {fold} fraction {fraction:g}")
+            if failure:
+                logs.append(dict(failure, stage=f"{row} fold {fold} fraction {fraction:g}", **size))
+                continue
+            learn, log, scored = done
+            logs.append(dict(log, fold=fold, fraction=fraction, status="ok", **size))
+            for split, score in scored.items():
                 p, y = data[split]
                 preds.append(pd.DataFrame(dict(row=row, fold=fold, fraction=fraction, split=split, subject=p.subject,
-                                               slice=p.slice, y=y, score=scores(learn.model, p.x))))
+                                               slice=p.slice, y=y, score=score)))
             if row in keep:
                 kept[(row, fold)] = learn
-    return pd.concat(preds, ignore_index=True), logs, kept
+    pred = pd.concat(preds, ignore_index=True) if preds else pd.DataFrame(
+        columns=["row", "fold", "fraction", "split", "subject", "slice", "y", "score"])
+    return pred, logs, kept
+
+
+def failures(logs: Sequence[dict]) -> pd.DataFrame:
+    """The (row, fold, fraction) runs that failed, with their reason (empty when every run trained)."""
+    cols = ["row", "fold", "fraction", "reason"]
+    bad = [{k: r.get(k) for k in cols} for r in logs if r.get("status") == "failed"]
+    return pd.DataFrame(bad, columns=cols)

@@ -14,6 +14,7 @@ from scipy import ndimage
 
 from ...labels import LV
 from ...measure import resample_cycle
+from ..segmentation.predict import NoLabels
 from ...record import Cine
 from ...store import CohortStore
 from ...transforms.corrupt import corrupt, random_corruption
@@ -141,8 +142,10 @@ def preprocess(cine: Cine, ed_labels: np.ndarray, size: int = 32, patch_mm: floa
 def ed_frame(cine: Cine) -> Cine:
     """The ED frame of a cine as a one-frame cine (what the segmenter needs to find the LV)."""
     ed = int(cine.ed or 0)
+    own = cine.labels is not None and bool(cine.labelled[ed])
     return Cine(subject=cine.subject, view=cine.view, pixels=cine.pixels[ed:ed + 1], spacing=cine.spacing,
-                frame_times=cine.frame_times[ed:ed + 1], source=cine.source)
+                frame_times=cine.frame_times[ed:ed + 1], source=cine.source,
+                labels=cine.labels[ed:ed + 1] if own else None)
 
 
 @dataclass
@@ -181,14 +184,14 @@ class HFPatches:
 
 def preprocess_store(store: CohortStore, segment: Callable[[Cine], np.ndarray], cine_ids: Sequence[str],
                      progress: bool = True, **prep) -> HFPatches:
-    """`preprocess` every listed SAX cine, its LV found by `segment` on the ED frame; a cine that fails is
-    recorded with its reason and the others go on."""
+    """`preprocess` every listed SAX cine, its LV found by `segment` on the ED frame (`segmentation.anatomy`); a cine
+    that fails is recorded with its reason and the others go on."""
     xs, subs, slices, fails = [], [], [], []
     for cid in progress_bar(list(cine_ids), display=progress, leave=False):
         cine = store.read(cid)
         try:
             x, zs = preprocess(cine, segment(ed_frame(cine))[0], **prep)
-        except PatchError as e:
+        except (PatchError, NoLabels) as e:
             fails.append(dict(cine_id=cid, subject=str(cine.subject), reason=str(e)))
             continue
         xs.append(x)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ...stats import accuracy_threshold, classification_metrics, mean_ci, fmt_ci
+from ...stats import accuracy_threshold, binary_metrics, mean_ci, fmt_ci
 from .learner import BASELINES, NO_PROXY, PROXIES
 
 PRED_COLUMNS = ("row", "fold", "split", "subject", "slice", "y", "score")
@@ -40,44 +40,55 @@ def at_level(pred: pd.DataFrame, level: str) -> pd.DataFrame:
 
 
 def fold_metrics(pred: pd.DataFrame) -> pd.DataFrame:
-    """Per model and level: test AUC and accuracy at the accuracy-maximising threshold of the validation split."""
+    """Per model and level: test AUC and accuracy at the accuracy-maximising threshold of the validation split. A test
+    fold with one class only has no AUC: its `note` says so with the class counts."""
     rows = []
     for level in ("patch", "patient"):
         d = at_level(pred, level)
         for key, g in d.groupby(_keys(pred), sort=False):
             v, t = g[g.split == "valid"], g[g.split == "test"]
             thr = accuracy_threshold(v.y, v.score) if len(v) else 0.5
-            m = classification_metrics(t.y, t.score, thr, n_boot=0).value
+            m = binary_metrics(t.y, t.score, thr) if len(t) else dict(roc_auc=np.nan, accuracy=np.nan)
+            n_pos = int(t.y.sum())
+            note = "" if 0 < n_pos < len(t) else f"AUC not testable: {n_pos} HFrEF and {len(t) - n_pos} HFpEF"
             rows.append(dict(zip(_keys(pred), key if isinstance(key, tuple) else (key,)), level=level,
-                             auc=m["roc_auc"], acc=m["accuracy"], threshold=thr, n=len(t), n_hfref=int(t.y.sum())))
-    return pd.DataFrame(rows)
+                             auc=m["roc_auc"], acc=m["accuracy"], threshold=thr, n=len(t), n_hfref=n_pos, note=note))
+    return pd.DataFrame(rows, columns=[*_keys(pred), "level", "auc", "acc", "threshold", "n", "n_hfref", "note"])
 
 
 def summary(fm: pd.DataFrame) -> pd.DataFrame:
-    """Mean over folds with its 95 % CI for every model, level and metric, beside the paper's value."""
-    keys = [c for c in fm.columns if c not in ("fold", "level", "auc", "acc", "threshold", "n", "n_hfref")]
+    """Mean over folds with its 95 % CI for every model, level and metric, beside the paper's value (`folds`: the
+    folds with a value)."""
+    keys = [c for c in fm.columns if c not in ("fold", "level", "auc", "acc", "threshold", "n", "n_hfref", "note")]
     rows = []
     for key, g in fm.groupby(keys + ["level"], sort=False):
         for metric in ("auc", "acc"):
             mean, lo, hi = mean_ci(g[metric])
-            row = dict(zip(keys + ["level"], key), metric=metric, mean=mean, ci_low=lo, ci_high=hi, folds=len(g))
+            row = dict(zip(keys + ["level"], key), metric=metric, mean=mean, ci_low=lo, ci_high=hi,
+                       folds=int(np.isfinite(g[metric].astype(float)).sum()))
             name = row.get("row")
             row["paper"] = PAPER.loc[name, (row["level"], metric)] if name in PAPER.index else np.nan
             rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=[*keys, "level", "metric", "mean", "ci_low", "ci_high", "folds", "paper"])
 
 
-def table(summ: pd.DataFrame, rows, digits: int = 3) -> pd.DataFrame:
-    """The paper's layout for some rows: 'mean (low-high)' per level and metric, the paper's value beside each."""
+def table(summ: pd.DataFrame, rows, digits: int = 3, n_folds: int | None = None) -> pd.DataFrame:
+    """The paper's layout for some rows: 'mean (low-high)' per level and metric, the paper's value beside each; a row
+    that trained in no fold reads 'failed', one that trained in fewer than `n_folds` says in how many."""
     out = {}
     for r in rows:
         line = {}
         for level in ("patch", "patient"):
             for metric in ("auc", "acc"):
-                s = summ[(summ.row == r) & (summ.level == level) & (summ.metric == metric)].iloc[0]
+                s = summ[(summ.row == r) & (summ.level == level) & (summ.metric == metric)]
                 name = f"{level} {metric.upper()}"
-                line[name] = fmt_ci(s["mean"], s.ci_low, s.ci_high, digits)
-                line[f"{name} (paper)"] = s.paper
+                if not len(s) or not s.iloc[0].folds:
+                    line[name] = "failed" if not len(s) else "not testable"
+                else:
+                    s = s.iloc[0]
+                    cell = fmt_ci(s["mean"], s.ci_low, s.ci_high, digits)
+                    line[name] = cell if n_folds is None or s.folds == n_folds else f"{cell} ({s.folds} folds)"
+                line[f"{name} (paper)"] = PAPER.loc[r, (level, metric)] if r in PAPER.index else np.nan
         out[r] = line
     return pd.DataFrame(out).T.rename_axis("row")
 

@@ -14,7 +14,7 @@ from fastai.callback.schedule import ParamScheduler
 from fastai.learner import Learner
 from torch import nn
 
-from ...learn import WeightedBCE, bf16_callbacks, dataloaders, export, history, pos_weight, step_decay
+from ...learn import WeightedBCE, callbacks, check_finite, dataloaders, export, history, pos_weight, step_decay
 from ...learn import load as load_exported
 from ...models.sslhf import Classifier3D, Restorer3D, densenet121_3d, resnet50_3d
 from ...utils import seed_everything, seed_for
@@ -70,7 +70,7 @@ def pretrain(pool: np.ndarray, valid: np.ndarray, cfg: SSLHFConfig, kinds=CORRUP
     dls = dataloaders(Restoration(pool, kinds, seed_for(cfg.seed, "sslhf", "proxy", tag)),
                       Restoration(valid, kinds, seed_for(cfg.seed, "sslhf", "proxy-valid", tag), augment=False),
                       cfg.proxy_bs)
-    learn = Learner(dls, net, loss_func=nn.MSELoss(), wd=0.0, cbs=bf16_callbacks(cfg.bf16))
+    learn = Learner(dls, net, loss_func=nn.MSELoss(), wd=0.0, cbs=callbacks("SSLHF proxy", cfg.bf16))
     epochs = max(1, math.ceil(cfg.proxy_steps / max(1, len(pool) // cfg.proxy_bs)))
     return net, dict(_fit(learn, epochs, cfg.proxy_lr, cfg.proxy_decay_every, f"proxy {tag}"), n_patches=len(pool))
 
@@ -96,7 +96,7 @@ def learner(net: nn.Module, train: tuple, valid: tuple, cfg: SSLHFConfig, seed: 
     """A classifier Learner: flipped and rotated training patches, weighted BCE for the class imbalance."""
     (xt, yt), (xv, yv) = train, valid
     dls = dataloaders(Labelled(xt, yt, augment=True, seed=seed), Labelled(xv, yv), cfg.bs)
-    return Learner(dls, net, loss_func=WeightedBCE(pos_weight(yt)), wd=1e-4, cbs=bf16_callbacks(cfg.bf16))
+    return Learner(dls, net, loss_func=WeightedBCE(pos_weight(yt)), wd=1e-4, cbs=callbacks("SSLHF", cfg.bf16))
 
 
 def fit(row: str, train: tuple, valid: tuple, cfg: SSLHFConfig, restorers: dict[str, Restorer3D] | None = None,
@@ -113,7 +113,7 @@ def scores(model: nn.Module, x: np.ndarray, bs: int = 16) -> np.ndarray:
     dev = next(model.parameters()).device
     out = [torch.sigmoid(model(torch.as_tensor(np.asarray(x[i:i + bs, None], np.float32), device=dev))).float().cpu()
            for i in range(0, len(x), bs)]
-    return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
+    return check_finite(torch.cat(out).numpy() if out else np.zeros(0, np.float32), "HFrEF probabilities")
 
 
 @torch.inference_mode()
