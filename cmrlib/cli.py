@@ -36,10 +36,11 @@ def _report(a) -> int:
 
 
 def _fit(a) -> int:
-    from .distributed import rank
     from .fit import fit
 
     rec = fit(a.method, a.profile, a.run, runner.parse_overrides(a.p), a.out, a.rows)
+    from .distributed import rank
+
     if rank() == 0:  # the other processes would print the same lines
         for r in rec["rows"]:
             print(f"{a.method}: {r.get('method') or r.get('model')}: validation loss {r['valid_loss']:.4f} "
@@ -119,10 +120,11 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from .cluster import SchedulerUnreachable
     from .fit import FitError
     from .io import IngestError, PseudonymError
+    from .params import ParamError
     from .store import StoreBusyError
 
     return (runner.RunError, runner.NotebookFailed, IngestError, PseudonymError, StoreBusyError, ReportError,
-            SchedulerUnreachable, FitError)
+            SchedulerUnreachable, FitError, ParamError)
 
 
 def main(argv=None) -> int:

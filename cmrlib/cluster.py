@@ -96,8 +96,24 @@ def start(scheduler: Any = None, workers: int = 1):
     """`client` kept open for a notebook's life (closed when the kernel exits): a Client, or None for this process."""
     stack = contextlib.ExitStack()
     c = stack.enter_context(client(scheduler, workers))
-    atexit.register(stack.close)
+    atexit.register(_close_quietly, stack)
     return c
+
+
+def _close_quietly(stack: contextlib.ExitStack):
+    """Close a notebook's client and cluster at exit without Dask's shutdown chatter (a worker's stream closing
+    before the scheduler's is logged as a CommClosedError traceback, though nothing is wrong)."""
+    loggers = [logging.getLogger(n) for n in ("distributed", "tornado", "asyncio")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL + 1)
+    try:
+        stack.close()
+    except Exception:  # noqa: BLE001 (at exit nothing is left to save: the cluster goes with the process)
+        pass
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 def describe(c) -> str:

@@ -17,13 +17,12 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
-
 from . import runner
-from .distributed import data_parallel, rank, single, world_size
-from .learn import config_from, export
 from .store import CohortStore
 from .utils import atomic_write_json, package_versions, seed_everything, seed_for
+
+# torch, fastai and the methods are imported by the steps that train: a command that cannot start says so in one
+# line without loading them
 
 
 class FitError(ValueError):
@@ -32,6 +31,8 @@ class FitError(ValueError):
 
 def _valid_loss(learn) -> float:
     """The loss over the whole validation set, in this process (the data-parallel callback removed)."""
+    from .distributed import single
+
     with learn.no_bar(), learn.no_logging():
         return float(single(learn).validate()[0])
 
@@ -80,6 +81,9 @@ def _mvnet(store: CohortStore, p: dict, out: Path) -> list[dict]:
     `mvnet.fit` logs: with several processes, process 0's share of the validation cines."""
     from .methods import mvnet as mv
 
+    from .distributed import rank
+    from .learn import config_from
+
     cfg = config_from(mv.MVConfig, p, smooth=None if p["smooth"] == "valid" else p["smooth"])
     rows = []
     for v in p["views"]:
@@ -93,6 +97,9 @@ def _mvnet(store: CohortStore, p: dict, out: Path) -> list[dict]:
 def _heartmae(store: CohortStore, p: dict, out: Path) -> list[dict]:
     """Notebook 06's pretraining of the four masked autoencoders (`rows` of them), on the run's cached cines."""
     from .methods import heartmae as hm
+
+    from .distributed import rank
+    from .learn import config_from
 
     cfg = config_from(hm.HeartMAEConfig, p)
     prep = dict(load=p["load"], cycle=p["cycle"], sax_k=p["sax_slices"], sigma_mm=p["sigma_mm"])
@@ -124,6 +131,8 @@ FITS: dict[str, tuple[str, Callable[[CohortStore, dict, Path], list[dict]]]] = {
 @contextlib.contextmanager
 def _quiet():
     """Progress bars and per-epoch tables from process 0 only (the others would print them again)."""
+    from .distributed import rank
+
     if rank() == 0:
         yield
     else:
@@ -133,6 +142,9 @@ def _quiet():
 
 def _save(learn, path: Path) -> str:
     """Export from process 0 only; the file name."""
+    from .distributed import rank
+    from .learn import export
+
     if rank() == 0:
         export(learn, path)
     return path.name
@@ -140,19 +152,32 @@ def _save(learn, path: Path) -> str:
 
 def fit(method: str, profile: str = "smoke", run_dir: str | Path | None = None, overrides: dict | None = None,
         out: str | Path | None = None, fit_rows: int | None = None) -> dict[str, Any]:
-    """Train `method` with the profile's parameters for its notebook (plus overrides) on the run's cohort."""
+    """Train `method` with the profile's parameters for its notebook (plus overrides) on the run's cohort. Every
+    check that needs no training (method, rows, folders, parameter values, the cohort) comes first, in one line."""
     if method not in FITS:
         raise FitError(f"unknown method {method!r}; `cmrlib fit` trains: {', '.join(FITS)} (the other methods train "
                        f"in their notebooks)")
+    if fit_rows is not None and fit_rows < 1:
+        raise FitError(f"--rows must be at least 1, got {fit_rows}")
     number, train = FITS[method]
     p = runner.parameters(number, profile, overrides)
     run = Path(run_dir or runner.ROOT / "runs" / p["profile"])
     p.update(run_dir=str(run), fit_rows=fit_rows)
-    store = CohortStore(run / "cohort")
-    if not store.cines_dir.exists():
-        raise FitError(f"{run}: no cohort (run notebook 00 first: cmrlib run --profile {profile} --only 00 "
-                       f"--out {run})")
     out = Path(out or run / "fit" / method)
+    for what, folder in (("--run", run), ("--out", out)):
+        if folder.exists() and not folder.is_dir():
+            raise FitError(f"{what} {folder.name} is a file, not a folder")
+    store = CohortStore(run / "cohort")
+    if not store.cines_dir.exists() or not len(store):
+        raise FitError(f"{run.name}: no cohort with cines (run notebook 00 first: cmrlib run --profile {profile} "
+                       f"--only 00 --out {run})")
+    if not store.splits():
+        raise FitError(f"{run.name}: the cohort has no train/valid/test splits (splits.csv); run notebook 00 again "
+                       "on this run folder to rebuild them")
+    import torch
+
+    from .distributed import data_parallel, rank, world_size
+
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(seed_for(p["seed"], "fit", method))
     if p.get("threads"):

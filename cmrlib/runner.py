@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from .params import MAX_YAML_BYTES, check_value, load_yaml, parse_override
 from .utils import atomic_write_json, data_path, git_commit, package_versions
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,18 +50,31 @@ def profile_name(profile: str) -> str:
 
 
 def load_profile(profile: str) -> dict[str, dict[str, Any]]:
-    """The profile's sections ('common' and one per notebook number): a shipped name or your own YAML file."""
+    """The profile's sections ('common' and one per notebook number): a shipped name or your own YAML file, read as
+    plain data (`params.load_yaml`: no tags, no aliases)."""
     if profile.endswith((".yaml", ".yml")):
-        if not Path(profile).is_file():
-            raise RunError(f"profile file {profile} not found")
-        text = Path(profile).read_text()
+        path = Path(profile)
+        if not path.is_file():
+            raise RunError(f"profile file {profile} not found" if not path.exists() else
+                           f"profile {profile} is not a regular file")
+        if path.stat().st_size > MAX_YAML_BYTES:
+            raise RunError(f"profile {profile} is larger than {MAX_YAML_BYTES >> 20} MiB")
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            raise RunError(f"profile {profile} cannot be read ({type(e).__name__})") from None
     elif profile in profiles():
         text = resources.files("cmrlib.profiles").joinpath(f"{profile}.yaml").read_text()
     else:
         raise RunError(f"unknown profile {profile!r}; choose one of {', '.join(profiles())} or give a .yaml file")
-    data = yaml.safe_load(text) or {}
+    data = load_yaml(text, f"profile {profile}")
+    if data is None:
+        return {}
     if not isinstance(data, dict):
-        raise RunError(f"profile {profile!r} is not a mapping of sections")
+        raise RunError(f"profile {profile!r} is not a mapping of sections ('common', '00', '01', ...)")
+    bad = [k for k, v in data.items() if v is not None and not isinstance(v, dict)]
+    if bad:
+        raise RunError(f"profile {profile!r}: section {bad[0]!r} is not a mapping of parameters (name: value)")
     return {str(k): (v or {}) for k, v in data.items()}
 
 
@@ -102,14 +116,8 @@ def declared(nb: Path) -> dict[str, str]:
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:
-    """`key=value` strings to typed values (YAML scalars: 3, 0.1, true, null, [a, b])."""
-    out = {}
-    for it in items or []:
-        if "=" not in it:
-            raise RunError(f"parameter {it!r} is not key=value")
-        k, v = it.split("=", 1)
-        out[k.strip()] = yaml.safe_load(v)
-    return out
+    """`key=value` strings to plain values (YAML scalars and lists: 3, 0.1, true, null, [a, b]; never tags)."""
+    return dict(parse_override(it) for it in items or [])
 
 
 @dataclass
@@ -158,6 +166,9 @@ def plan(profile: str, only=None, overrides=None, out=None, figures=None, notebo
     profile = profile_name(profile)
     out = Path(out or ROOT / "runs" / profile).resolve()
     figures = Path(figures or out / "figures").resolve()
+    for what, folder in (("--out", out), ("--figures", figures)):
+        if folder.exists() and not folder.is_dir():
+            raise RunError(f"{what} {folder.name} is a file, not a folder")
     overrides = dict(overrides or {})
     nbs = discover(notebooks, only)
     if not nbs:
@@ -178,16 +189,17 @@ def plan(profile: str, only=None, overrides=None, out=None, figures=None, notebo
 
 
 def _merge(prof: dict, profile: str, nb: Path, decl: dict, overrides: dict) -> dict[str, Any]:
-    """The profile's common keys the notebook declares, its own section, then the overrides it declares."""
+    """The profile's common keys the notebook declares, its own section, then the overrides it declares; each value
+    checked against the notebook's default (`params.check_value`)."""
     section = prof.get(nb.name[:2], {})
     unknown = set(section) - set(decl)
     if unknown:
         raise RunError(f"profile {profile!r} section {nb.name[:2]!r} sets {sorted(unknown)}, "
                        f"not parameters of {nb.name}")
-    params = {k: v for k, v in prof.get("common", {}).items() if k in decl}
-    params.update(section)
-    params.update({k: v for k, v in overrides.items() if k in decl})
-    return params
+    merged = {k: v for k, v in prof.get("common", {}).items() if k in decl}
+    merged.update(section)
+    merged.update({k: v for k, v in overrides.items() if k in decl})
+    return {k: check_value(k, v, decl.get(k)) for k, v in merged.items()}
 
 
 def parameters(number: str, profile: str, overrides: dict | None = None, notebooks=NOTEBOOKS) -> dict[str, Any]:

@@ -28,7 +28,7 @@ def test_unknown_method_or_missing_cohort_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(FitError, match="cmrlib fit` trains: segmentation, edes, mvnet, heartmae"):
         fit("cussp", "smoke", tmp_path)
     assert cli.main(["fit", "edes", "--run", str(tmp_path)]) == 2
-    assert "no cohort (run notebook 00 first" in capsys.readouterr().err
+    assert "no cohort with cines (run notebook 00 first" in capsys.readouterr().err
 
 
 def test_mvnet_fit_exports_both_stages_of_each_view(run, tmp_path):

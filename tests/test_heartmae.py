@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from cmrlib.methods import heartmae as hm
+from cmrlib.tables import TableError
 from cmrlib.models.mae_st import MAESize, VideoMAE, mae_loss, mask_noise, patchify, target_frames, unpatchify
 
 SMALL = MAESize(size=16, frames=8, patch=4, tubelet=2, dim=16, depth=1, heads=2, dec_dim=16, dec_depth=1,
@@ -175,7 +176,7 @@ def test_phantom_targets_map_every_truth_in_one_place():
 def test_targets_table_errors_name_the_file(tmp_path):
     bad = tmp_path / "mine.csv"
     bad.write_text("id,lvef\n1,50\n")
-    with pytest.raises(hm.TargetsError, match="mine.csv: needs a subject column"):
+    with pytest.raises(TableError, match=r"targets table mine.csv: missing column\(s\) \['subject'\]"):
         hm.table_targets(bad)
     good = tmp_path / "t.csv"
     good.write_text("subject,lvef,af\ns1,50,0\ns2,60,1\n")

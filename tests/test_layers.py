@@ -14,9 +14,9 @@ import pytest
 
 PKG = Path(__file__).resolve().parent.parent / "cmrlib"
 LAYERS = [
-    {"labels", "record", "utils", "cluster"},
+    {"labels", "record", "utils", "cluster", "params"},
     {"store"},
-    {"transforms", "models", "measure", "stats", "plots", "data", "io", "phantom"},
+    {"transforms", "models", "measure", "stats", "plots", "data", "io", "phantom", "tables"},
     {"results", "learn", "distributed"},
     {"methods"},
     {"analysis"},

@@ -69,3 +69,23 @@ def test_heartmae_hands_measures_to_07_and_subject_features_to_08(smoke_run):
     assert {"HeartMAE", "MAE-ViT-B", "random"} <= set(pd.read_csv(out / "08" / "rand_indices.csv")["features"])
     feats = pd.read_csv(out / "06" / "subject_features_HeartMAE.csv")
     assert feats["subject"].is_unique and len(feats) == CohortStore(out / "cohort").manifest()["subject"].nunique()
+
+
+def test_a_labels_table_in_a_folder_named_like_a_patient_leaves_no_trace(smoke_run, tmp_path):
+    """Notebook 04 with a user's labels table under `DOE^JANE_ID-998877/` (and a subject the store lacks, named
+    like a patient): the folder and that name reach no table, record, executed notebook or figure index."""
+    out, _ = smoke_run
+    subjects = sorted(CohortStore(out / "cohort").manifest().query("view == '4CH'")["subject"].unique())
+    table = tmp_path / "DOE^JANE_ID-998877" / "labels_04.csv"
+    table.parent.mkdir()
+    pd.DataFrame({"subject": [*subjects, "DOE^JANE"], "mr": [i % 2 for i in range(len(subjects) + 1)]}).to_csv(
+        table, index=False)
+    runner.run("smoke", ["04"], {"labels_csv": str(table)}, out, out / "figures", log=lambda *_: None)
+    texts = [f for f in out.rglob("*") if f.is_file() and f.suffix in (".csv", ".json", ".ipynb", ".md", ".txt")
+             and "cohort" not in f.relative_to(out).parts]
+    leaks = [str(f.relative_to(out)) for f in texts if any(s in f.read_text(errors="ignore")
+                                                           for s in ("998877", "DOE^JANE", "JANE_ID"))]
+    assert not leaks, f"the folder or subject name reached {leaks}"
+    assert (out / "04" / "labels.csv").exists() or (out / "04" / "table2.csv").exists()
+    assert "$CMRLIB_PATH_" in json.dumps([r for r in json.loads((out / "run.json").read_text())["notebooks"]
+                                          if r["notebook"].startswith("04")][0]["parameters"])

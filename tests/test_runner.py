@@ -80,8 +80,12 @@ def test_profile_sections_must_name_declared_parameters(nbdir, tmp_path):
 
 
 def test_bad_override_syntax():
-    with pytest.raises(runner.RunError, match="key=value"):
+    from cmrlib.params import ParamError
+
+    with pytest.raises(ParamError, match="key=value"):
         runner.parse_overrides(["novalue"])
+    with pytest.raises(ParamError, match="not a Python name"):
+        runner.parse_overrides(["a b=1"])
 
 
 def test_only_selects_and_rejects_missing(nbdir, prof, tmp_path):

@@ -12,6 +12,7 @@ from cmrlib.methods.sslhf import crossval
 from cmrlib.phantom import make_cohort
 from cmrlib.record import Cine
 from cmrlib.stats import accuracy_threshold
+from cmrlib.tables import TableError
 
 HF = dict(p_hfref=0.5, p_hfpef=0.5, p_hcm=0.0, hfref_ef=[38, 10, 15, 60], hfpef_ef=[56, 7, 40, 75])
 
@@ -56,13 +57,13 @@ def test_labels_table_checks_names_and_records(tmp_path, hf_store):
     cls = tmp_path / "classes.csv"
     pd.DataFrame(dict(subject=[subs[0]], hf_class=["HFpEF"])).to_csv(cls, index=False)
     assert sslhf.hf_labels(hf_store, cls).hfref.tolist() == [0]
-    for bad, msg in ((dict(subject=[subs[0]], lvef=[140.0]), "percentage"),
-                     (dict(subject=[subs[0]], hf_class=["HFmrEF"]), "HFrEF or HFpEF"),
-                     (dict(patient=[subs[0]], lvef=[40.0]), "subject column"),
-                     (dict(subject=[subs[0], subs[0]], lvef=[40.0, 41.0]), "twice")):
+    for bad, msg in ((dict(subject=[subs[0]], lvef=[140.0]), "line 2, column lvef: '140.0' is not a percentage"),
+                     (dict(subject=[subs[0]], hf_class=["HFmrEF"]), "'HFmrEF' is not one of HFpEF, HFrEF"),
+                     (dict(patient=[subs[0]], lvef=[40.0]), r"missing column\(s\) \['subject'\]"),
+                     (dict(subject=[subs[0], subs[0]], lvef=[40.0, 41.0]), "lines 2 and 3 give the same subject")):
         f = tmp_path / "bad.csv"
         pd.DataFrame(bad).to_csv(f, index=False)
-        with pytest.raises(sslhf.HFLabelsError, match=msg):
+        with pytest.raises(TableError, match=msg):
             sslhf.hf_labels(hf_store, f)
 
 

@@ -17,13 +17,14 @@ from ...record import Cine
 from ...store import CohortStore
 from ...transforms.geometry import Affine2D, RandomAffine2D
 from ...transforms.intensity import percentile_range
+from ...tables import TableError, read_table, subject, zero_one
 from ...utils import load_arrays, rng, save_arrays
 from ..segmentation.predict import NoLabels
 from .valve import ValveError, valve_patch
 
 
-class LabelsError(ValueError):
-    """A labels table that cannot be used (missing columns, values other than 0/1)."""
+class LabelsError(TableError):
+    """MR labels that cannot be used (a store without grades and no table; the table's own errors are TableErrors)."""
 
 
 # ---------------------------------------------------------------- time axis
@@ -156,13 +157,8 @@ def mr_labels(store: CohortStore, labels_csv: str | Path | None = None) -> pd.Da
                                 grade=grade.to_numpy()))
         unknown = []
     else:
-        tab = pd.read_csv(labels_csv, dtype={"subject": str})
-        missing = {"subject", "mr"} - set(tab.columns)
-        if missing:
-            raise LabelsError(f"{Path(labels_csv).name}: missing column(s) {sorted(missing)}; need subject, mr (0/1)")
-        bad = tab[~tab.mr.isin([0, 1])]
-        if len(bad):
-            raise LabelsError(f"{Path(labels_csv).name}: mr must be 0 or 1; rows {bad.index.tolist()[:5]} are not")
+        tab = read_table(labels_csv, {"subject": subject, "mr": zero_one}, required=("subject", "mr"),
+                         what="MR labels table")
         unknown = sorted(set(tab.subject) - set(four.index))
         tab = tab[tab.subject.isin(four.index)]
         out = four.index.to_frame(index=False).merge(tab[["subject", "mr"]], how="left")

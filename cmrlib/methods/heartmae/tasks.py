@@ -14,6 +14,7 @@ import pandas as pd
 
 from ...labels import MR_MIN_GRADE
 from ...measure import INDEXED, MODEL_KEYS, UNITS
+from ...tables import TableError, number, read_table, subject
 
 # cardiac measure -> manifest column (the phantom's generating values)
 CARDIAC = {**MODEL_KEYS, "MAPSE": "mapse_mm", "TAPSE": "tapse_mm", "s_prime": "s_prime_cm_s",
@@ -25,8 +26,8 @@ GROUPS = ("cardiac", "conditions", "extracardiac")
 TASK_UNITS = {**UNITS, "TAPSE": "mm", "age": "years", "BMI": "kg/m²", "SBP": "mmHg", "DBP": "mmHg"}
 
 
-class TargetsError(ValueError):
-    """A targets table that cannot be used (no subject column, no usable target)."""
+class TargetsError(TableError):
+    """A targets table with no usable target column (the table's own errors are TableErrors)."""
 
 
 def _conditions(m: pd.DataFrame) -> pd.DataFrame:
@@ -56,17 +57,10 @@ def phantom_targets(manifest: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str
 
 def table_targets(path: str | Path) -> tuple[pd.DataFrame, dict[str, str], dict[str, str]]:
     """A user's targets table (subject + numeric or 0/1 columns) as one group 'targets'."""
-    path = Path(path)
-    try:
-        df = pd.read_csv(path)
-    except (OSError, pd.errors.ParserError) as e:
-        raise TargetsError(f"{path.name}: cannot read the targets table ({e})") from e
-    if "subject" not in df:
-        raise TargetsError(f"{path.name}: needs a subject column")
-    df = df.set_index(df["subject"].astype(str)).drop(columns="subject")
-    y = df.apply(pd.to_numeric, errors="coerce").dropna(axis=1, how="all")
+    df = read_table(path, {"subject": subject}, extra=number, what="targets table")
+    y = df.set_index("subject").dropna(axis=1, how="all")
     if y.empty:
-        raise TargetsError(f"{path.name}: no numeric target column")
+        raise TargetsError(f"targets table {Path(path).name}: no numeric target column")
     binary = lambda c: set(np.unique(c.dropna())) <= {0.0, 1.0}
     kinds = {c: "cls" if binary(y[c]) else "reg" for c in y}
     return y, kinds, dict.fromkeys(y, "targets")

@@ -14,6 +14,7 @@ from scipy import ndimage
 
 from ...labels import LV
 from ...measure import resample_cycle
+from ...tables import TableError, one_of, percent, read_table, subject
 from ..segmentation.predict import NoLabels
 from ...record import Cine
 from ...store import CohortStore
@@ -26,8 +27,9 @@ HFREF_BELOW = 50.0  # LVEF (%) below which a heart-failure patient is HFrEF, at 
 CLASSES = {0: "HFpEF", 1: "HFrEF"}  # the positive class is HFrEF
 
 
-class HFLabelsError(ValueError):
-    """A labels table that cannot be used (missing columns, an LVEF or class that is not one)."""
+class HFLabelsError(TableError):
+    """Heart-failure labels that cannot be used (no phantom LVEF and no table, too few patients per class; the
+    table's own errors are TableErrors)."""
 
 
 class PatchError(ValueError):
@@ -45,21 +47,11 @@ def hf_class(lvef) -> np.ndarray:
 def _from_table(labels_csv: str | Path) -> pd.DataFrame:
     """subject, lvef (NaN where only a class is given), hfref from a user's table (columns subject and lvef or
     hf_class = HFrEF / HFpEF)."""
-    name = Path(labels_csv).name
-    tab = pd.read_csv(labels_csv, dtype={"subject": str})
-    if "subject" not in tab or not ({"lvef", "hf_class"} & set(tab.columns)):
-        raise HFLabelsError(f"{name}: needs a subject column and an lvef (%) or hf_class (HFrEF/HFpEF) column")
-    if tab.subject.duplicated().any():
-        raise HFLabelsError(f"{name}: subjects listed twice: {sorted(set(tab.subject[tab.subject.duplicated()]))[:5]}")
-    tab = tab.reindex(columns=[*tab.columns, *sorted({"lvef", "hf_class"} - set(tab.columns))])
-    lvef = pd.to_numeric(tab.lvef, errors="coerce")
-    bad = tab.lvef.notna() & ~lvef.between(0, 100)
-    if bad.any():
-        raise HFLabelsError(f"{name}: lvef must be a percentage 0-100; rows {tab.index[bad].tolist()[:5]} are not")
+    tab = read_table(labels_csv, {"subject": subject, "lvef": percent, "hf_class": one_of(*CLASSES.values())},
+                     any_of=("lvef", "hf_class"), what="heart-failure labels table")
+    tab = tab.reindex(columns=["subject", "lvef", "hf_class"])
+    lvef = pd.to_numeric(tab.lvef)
     cls = tab.hf_class.map({v: float(k) for k, v in CLASSES.items()})
-    bad = tab.hf_class.notna() & cls.isna()
-    if bad.any():
-        raise HFLabelsError(f"{name}: hf_class must be HFrEF or HFpEF; rows {tab.index[bad].tolist()[:5]} are not")
     hfref = pd.Series(np.where(lvef.notna(), hf_class(lvef.fillna(100)), cls), index=tab.index)
     return pd.DataFrame(dict(subject=tab.subject, lvef=lvef, hfref=hfref))
 
