@@ -121,10 +121,11 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from .fit import FitError
     from .io import IngestError, PseudonymError
     from .params import ParamError
-    from .store import StoreBusyError
+    from .store import StoreBusyError, StoreError
+    from .tables import TableError
 
-    return (runner.RunError, runner.NotebookFailed, IngestError, PseudonymError, StoreBusyError, ReportError,
-            SchedulerUnreachable, FitError, ParamError)
+    return (runner.RunError, runner.NotebookFailed, IngestError, PseudonymError, StoreBusyError, StoreError,
+            ReportError, SchedulerUnreachable, FitError, ParamError, TableError)
 
 
 def main(argv=None) -> int:

@@ -18,6 +18,7 @@ import atexit
 import contextlib
 import logging
 import pickle
+import threading
 import uuid
 from functools import partial
 from itertools import islice
@@ -79,12 +80,26 @@ def connect(scheduler: Any, timeout_s: float = CONNECT_TIMEOUT_S):
             raise SchedulerUnreachable(f"no Dask scheduler file at {scheduler} (start one with `dask scheduler "
                                        f"--scheduler-file {scheduler}`, or leave --scheduler out for a local cluster)")
         kw = dict(scheduler_file=str(Path(scheduler).expanduser()))
-    try:
-        return Client(**kw, timeout=timeout_s, set_as_default=False)
-    except (OSError, TimeoutError, ValueError) as e:
-        raise SchedulerUnreachable(f"no Dask scheduler answers at {where} within {timeout_s:g} s "
-                                   f"({type(e).__name__}); start one, or leave --scheduler out for a local cluster") \
-            from None
+    made: dict = {}
+
+    def make():
+        try:
+            made["client"] = Client(**kw, timeout=timeout_s, set_as_default=False)
+        except Exception as e:  # noqa: BLE001 (handed to the caller below)
+            made["error"] = e
+
+    # a peer that accepts the connection but never answers would hold Client's handshake past its own timeout
+    attempt = threading.Thread(target=make, name="cmrlib-connect", daemon=True)
+    attempt.start()
+    attempt.join(timeout_s + 2.0)
+    if "client" in made:
+        return made["client"]
+    e = made.get("error")
+    if e is not None and not isinstance(e, (OSError, TimeoutError, ValueError)):
+        raise e
+    why = type(e).__name__ if e is not None else "no answer"
+    raise SchedulerUnreachable(f"no Dask scheduler answers at {where} within {timeout_s:g} s ({why}); start one, or "
+                               "leave --scheduler out for a local cluster")
 
 
 def n_threads(c) -> int:

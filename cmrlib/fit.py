@@ -105,7 +105,7 @@ def _heartmae(store: CohortStore, p: dict, out: Path) -> list[dict]:
     prep = dict(load=p["load"], cycle=p["cycle"], sax_k=p["sax_slices"], sigma_mm=p["sigma_mm"])
     ids = store.select(view=["SAX", "2CH", "3CH", "4CH"])
     cache = Path(p["run_dir"]) / "06" / "cines.npz"
-    cines = hm.CineSet.load(cache, dict(prep, ids=ids))
+    cines = hm.CineSet.load(cache, dict(prep, ids=ids, cohort=store.fingerprint()))
     if cines is None:  # notebook 06 has not cached them in this run
         cines = hm.preprocess_store(store, ids, progress=False, **prep)
     mean, std = hm.intensity_stats(cines.take(cines.rows("train")))

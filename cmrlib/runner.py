@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from .params import MAX_YAML_BYTES, check_value, load_yaml, parse_override
-from .utils import atomic_write_json, data_path, git_commit, package_versions
+from .utils import atomic_write_json, atomic_write_text, data_path, git_commit, package_versions
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
@@ -255,6 +255,36 @@ def environ(env: dict[str, str]):
                 os.environ[k] = v
 
 
+def _private_paths(env: dict[str, str]) -> list[tuple[str, str]]:
+    """(real path, its `$VAR` name) for every path a run was given, longest first (a data root contains the rest)."""
+    known = {**{k: v for k, v in env.items() if k.startswith("CMRLIB_")},
+             **({"CMRLIB_DATA": os.environ["CMRLIB_DATA"]} if os.environ.get("CMRLIB_DATA") else {})}
+    pairs = {(real, f"${var}") for var, real in known.items() if real}
+    pairs |= {(str(Path(real).resolve()), name) for real, name in pairs}
+    return sorted(pairs, key=lambda p: -len(p[0]))
+
+
+def redact(text: str, env: dict[str, str]) -> str:
+    """`text` with every path the run was given written as its `$VAR` reference, as run.json holds it: an error
+    message that names a user's file (a missing labels table) keeps the same rule as the parameters."""
+    for real, name in _private_paths(env):
+        text = text.replace(real, name)
+    return text
+
+
+def redact_notebook(path: Path, env: dict[str, str]) -> None:
+    """The executed notebook with `redact` applied to everything it printed (errors and tracebacks included)."""
+    if not path.exists() or not _private_paths(env):
+        return
+    raw = path.read_text(encoding="utf-8")
+    out = raw
+    for real, name in _private_paths(env):
+        for form in {json.dumps(real, ensure_ascii=False)[1:-1], json.dumps(real)[1:-1]}:
+            out = out.replace(form, json.dumps(name)[1:-1])
+    if out != raw:
+        atomic_write_text(path, out)
+
+
 def _kernel_manager():
     """The kernels' transport: local IPC sockets where the system has them (no network port, and none of ipykernel's
     warning about TCP without encryption on every notebook), TCP elsewhere."""
@@ -297,12 +327,13 @@ def _execute(p: Plan, log) -> Path:
             pm.execute_notebook(str(nb), str(dst), parameters=params, cwd=str(ROOT), kernel_name="python3",
                                 progress_bar=False, log_output=False, kernel_manager_class=_kernel_manager())
         except PapermillExecutionError as e:
-            row.update(status="failed", wall_s=round(time.time() - t0, 2), failed_cell=e.cell_index,
-                       error=f"{e.ename}: {e.evalue}")
+            redact_notebook(dst, p.env)
+            error = redact(f"{e.ename}: {e.evalue}", p.env)
+            row.update(status="failed", wall_s=round(time.time() - t0, 2), failed_cell=e.cell_index, error=error)
             results.append(row)
             _record(p, results, started, "failed", earlier)
-            raise NotebookFailed(f"{nb.name} failed in cell {e.cell_index}: {e.ename}: {e.evalue}\n"
-                                 f"partial notebook: {dst}") from None
+            raise NotebookFailed(f"{nb.name} failed in cell {e.cell_index}: {error}\npartial notebook: {dst}") from None
+        redact_notebook(dst, p.env)
         row.update(status="ok", wall_s=round(time.time() - t0, 2))
         results.append(row)
         _record(p, results, started, "running", earlier)

@@ -4,10 +4,17 @@ Layout of a cohort folder:
 
     cines/<cine_id>.zarr   pixels (T,[Z,]H,W), labels uint8, labelled, frame_times, landmarks/<set>
                            attrs: subject, view, spacing, ed, es, source, meta, pixel_scale
-    splits.csv             subject -> train / valid / test (fixed once, used by every notebook)
+    splits.csv             subject -> train / valid / test: a pure function of the subjects (participants) and the
+                           seed, whatever order they arrived in or how often a run was interrupted
+    cohort.json            where the cines come from (source and its settings): another source is refused
     manifest/              one row per cine (ids, shape, spacing, ED/ES and the flattened meta) as parquet parts,
                            appended per batch of new cines; the split is joined from splits.csv when read
     report.json            bad items an ingest recorded (file, error type, message)
+
+Everything the store writes (cines, lock, manifest parts, splits, report, markers, temporaries) must resolve inside
+the cohort folder: a link planted inside that leads out is refused, never followed. Damage is repaired from what
+is on disk: a cine missing an array is not intact (ingest writes it again), a manifest part that is missing or
+unreadable makes the manifest rebuild from the cines, and splits are recomputed from the manifest.
 
 Pixels are read back as float32. They are stored as uint16 counts of `pixel_scale` when that is
 exact for a power-of-two quantum down to 1/1024 (integer scanner magnitudes; the phantom's multiples of
@@ -21,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -37,7 +45,7 @@ import zarr
 from zarr.codecs import BloscCodec
 
 from .record import Cine, is_safe_id
-from .utils import atomic_dir, atomic_write_json, atomic_write_text, inside, rng, to_jsonable
+from .utils import OutsideFolderError, atomic_dir, atomic_write_json, atomic_write_text, inside, rng, to_jsonable
 
 SPLITS = ("train", "valid", "test")
 PIXEL_SCALES = tuple(2.0 ** -k for k in range(11))  # exact quanta tried coarsest first: scanner integers 1, phantom 1/512
@@ -114,6 +122,10 @@ class StoreBusyError(RuntimeError):
     """Another process is writing this cohort."""
 
 
+class CohortMismatch(StoreError):
+    """A cohort folder already holds cines from another source or recipe."""
+
+
 def _flatten(d: dict, prefix: str = "") -> dict:
     out = {}
     for k, v in d.items():
@@ -170,6 +182,16 @@ class CohortStore:
     def __contains__(self, cine_id: str):
         return is_safe_id(cine_id) and self.path(cine_id).exists()
 
+    def own(self, path: str | Path) -> Path:
+        """`path`, a place the store writes, after checking that it resolves (links followed) inside the cohort: a
+        link planted in the folder that leads out is refused, with the place named relative to the cohort."""
+        try:
+            return inside(self.root, path)
+        except OutsideFolderError:
+            rel = Path(path).relative_to(self.root) if Path(path).is_relative_to(self.root) else Path(path).name
+            raise StoreError(f"cohort {self.root.name}: {rel} leads outside the cohort folder (a link?); refused to "
+                             "write through it") from None
+
     def path(self, cine_id: str) -> Path:
         """Where a cine lives: always a child of `cines/` (an id that is not a safe name is refused)."""
         if not is_safe_id(cine_id):
@@ -187,7 +209,12 @@ class CohortStore:
     def writer(self):
         """Hold the cohort's write lock (one writer at a time, so cleaning leftovers never hits a live write)."""
         self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".lock", "w") as f:
+        lock = self.own(self.root / ".lock")
+        try:  # never through a link (O_NOFOLLOW), never truncating: the lock file holds nothing
+            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        except OSError as e:
+            raise StoreError(f"cohort {self.root.name}: cannot open its lock file ({e.strerror})") from None
+        with os.fdopen(fd, "w") as f:
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -198,15 +225,63 @@ class CohortStore:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
     def clean_temporaries(self) -> list[Path]:
-        """Remove the hidden temporary folders and files a killed write left behind (call under `writer()`)."""
-        found = [p for d in (self.root, self.cines_dir, self.manifest_dir, *(self.root / ".ingest").glob("*"))
-                 if d.is_dir() for p in d.glob(".*.tmp")]
+        """Remove the hidden temporary folders and files a killed write left behind (call under `writer()`); a
+        folder that leads outside the cohort is refused, not cleaned."""
+        dirs = [self.root, self.cines_dir, self.manifest_dir, *(self.root / ".ingest").glob("*")]
+        found = [p for d in dirs if d.is_dir() and self.own(d) for p in d.glob(".*.tmp")]
         for p in found:
-            if p.is_dir():
-                shutil.rmtree(p)
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(self.own(p))
             else:
                 p.unlink()
         return found
+
+    # ---- where the cines come from -------------------------------------------------------
+    def identity(self) -> dict | None:
+        """What the cohort was built from (`cohort.json`: source and its settings), None for a new folder."""
+        f = self.root / "cohort.json"
+        try:
+            return json.loads(f.read_text()) if f.is_file() else None
+        except (OSError, ValueError):
+            raise StoreError(f"cohort {self.root.name}: cohort.json is damaged; remove the cohort folder to start "
+                             "afresh") from None
+
+    def claim(self, identity: dict) -> None:
+        """Record what the cohort is built from, refusing a folder that already holds another source or recipe
+        (its cines would mix with these, and models trained on it would be reused for the wrong data)."""
+        identity = json.loads(json.dumps(identity, default=to_jsonable, sort_keys=True))
+        have = self.identity()
+        if have is None and len(self):  # a cohort written before cohort.json: its cines say where they came from
+            sources = set(self.manifest(columns=["source"])["source"].astype(str))
+            have = {"source": sources.pop()} if len(sources) == 1 else {"source": sorted(sources)}
+            if have["source"] == identity.get("source"):
+                have = None  # the same source: adopt the new, fuller record
+        if have is not None and have != identity:
+            what = (f"{have.get('source')} cines" if have.get("source") != identity.get("source") else
+                    f"{identity.get('source')} cines made with other settings")
+            raise CohortMismatch(f"cohort {self.root.name} already holds {what}; use another run folder (--out) or "
+                                 "remove that cohort to build this one")
+        if have is None:
+            atomic_write_json(self.own(self.root / "cohort.json"), identity)
+
+    def fingerprint(self) -> str:
+        """A short hash of what the cohort holds (its source, cine ids and splits): part of every reuse key, so
+        a model or cache made on another cohort is never taken for this one's."""
+        h = hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode())
+        h.update("\n".join(self.ids()).encode())
+        splits = self.root / "splits.csv"
+        h.update(splits.read_bytes() if splits.is_file() else b"")
+        return h.hexdigest()[:16]
+
+    def intact(self, cine_id: str) -> bool:
+        """Whether a cine's folder holds what a complete write leaves (its attributes, pixels and frame times with
+        the recorded shape): cheap, no pixel is read. A marker's claim is checked with this."""
+        try:
+            g = zarr.open_group(str(self.path(cine_id)), mode="r")
+            shape = list(g.attrs["shape"])
+            return list(g["pixels"].shape) == shape and g["frame_times"].shape[0] == shape[0]
+        except Exception:  # noqa: BLE001 (any failure to open is damage)
+            return False
 
     def write(self, cine: Cine, overwrite: bool = False) -> Path:
         """Write one cine atomically (chunked per frame, compressed); skip if present unless overwrite."""
@@ -237,15 +312,15 @@ class CohortStore:
         if bad:
             raise ValueError(f"unknown split names {sorted(bad)}; expected {SPLITS}")
         df = pd.DataFrame(sorted(splits.items()), columns=["subject", "split"])
-        return atomic_write_text(self.root / "splits.csv", df.to_csv(index=False))
+        return atomic_write_text(self.own(self.root / "splits.csv"), df.to_csv(index=False))
 
     def write_report(self, bad: list[dict], extra: dict | None = None) -> Path:
         """Record the items a batch job could not process (file, error, message)."""
-        return atomic_write_json(self.root / "report.json", {"n_bad": len(bad), "bad": bad, **(extra or {})})
+        return atomic_write_json(self.own(self.root / "report.json"), {"n_bad": len(bad), "bad": bad, **(extra or {})})
 
     def report(self) -> dict:
         p = self.root / "report.json"
-        return json.loads(p.read_text()) if p.exists() else {"n_bad": 0, "bad": []}
+        return json.loads(self.own(p).read_text()) if p.exists() else {"n_bad": 0, "bad": []}
 
     # ---- reading -------------------------------------------------------------------------
     def group(self, cine_id: str) -> zarr.Group:
@@ -316,10 +391,20 @@ class CohortStore:
             yield self.read(i)
 
     def splits(self) -> dict[str, str]:
+        """subject -> train / valid / test ({} before the first split); a damaged file is a StoreError."""
         p = self.root / "splits.csv"
         if not p.exists():
             return {}
-        return dict(pd.read_csv(p, dtype=str).itertuples(index=False, name=None))
+        self.own(p)
+        try:
+            df = pd.read_csv(p, dtype=str)
+            ok = list(df.columns) == ["subject", "split"] and df["split"].isin(SPLITS).all()
+        except (ValueError, OSError, pd.errors.ParserError):
+            ok = False
+        if not ok:
+            raise StoreError(f"cohort {self.root.name}: splits.csv is damaged; the next ingest (or notebook 00 on "
+                             "this run folder) rewrites it")
+        return dict(df.itertuples(index=False, name=None))
 
     def unsplit_subjects(self) -> set[str]:
         """Subjects with cines on disk but no train/valid/test assignment (left by an interrupted run)."""
@@ -330,31 +415,45 @@ class CohortStore:
     def manifest_dir(self) -> Path:
         return self.root / "manifest"
 
-    def manifest(self, refresh: bool = False, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    def manifest(self, refresh: bool = False, columns: Sequence[str] | None = None, split: bool = True
+                 ) -> pd.DataFrame:
         """One row per cine with ids, geometry, ED/ES, split and flattened metadata.
 
         Kept as parquet parts under `manifest/`: reading it costs one columnar read (of `columns` only, when
         given) while the cines folder is unchanged since the last sync; otherwise only the cines added or removed
-        since are looked at, and their rows appended or dropped. refresh: rebuild every row from the cines."""
-        if refresh:
+        since are looked at, and their rows appended or dropped. refresh: rebuild every row from the cines.
+        split: join the split from splits.csv (off for the step that rewrites it)."""
+        want = None if columns is None else [c for c in columns if c != "split"]
+        try:
+            state = "damaged" if refresh else self._manifest_state()
+            if state == "damaged":
+                self._rebuild_manifest()
+            elif state == "stale":
+                self._sync_manifest()
+            df = self._read_parts(want)
+        except StoreError:
+            raise
+        except (OSError, ValueError):  # an unreadable part (pyarrow's errors are ValueErrors): rebuilt from the cines
             self._rebuild_manifest()
-        elif self._manifest_stale():
-            self._sync_manifest()
-        df = self._read_parts(None if columns is None else [c for c in columns if c != "split"])
-        if columns is None or "split" in columns:
+            df = self._read_parts(want)
+        if split and (columns is None or "split" in columns):
             split = df["subject"].astype(str).map(self.splits()) if len(df) else pd.Series([], dtype=object)
             df.insert(min(4, len(df.columns)), "split", split.astype(object).where(split.notna(), None))
         return df
 
     def append_manifest(self, cine_ids: Sequence[str]) -> None:
         """Add the rows of cines just written (a batch job calls this per batch, so readers see them at once)."""
-        rows = [self._row(cid) for cid in cine_ids]
+        rows = [r for r in map(self._row, cine_ids) if r is not None]
         if rows:
             self._write_part(pd.DataFrame(rows))
 
-    def _row(self, cid: str) -> dict:
-        a = self.attrs(cid)
-        shape = a["shape"]
+    def _row(self, cid: str) -> dict | None:
+        """The manifest row of a cine; None for a damaged one (left out until it is written again)."""
+        try:
+            a = self.attrs(cid)
+            shape = a["shape"]
+        except Exception:  # noqa: BLE001 (a cine folder whose attributes cannot be read is damaged)
+            return None
         return {"cine_id": cid, "subject": str(a["subject"]), "view": a["view"], "source": a.get("source"),
                 "n_frames": shape[0], "n_slices": shape[1] if len(shape) == 4 else 1, "height": shape[-2],
                 "width": shape[-1], "spacing_mm": json.dumps(a["spacing"]), "ed": a.get("ed"), "es": a.get("es"),
@@ -386,12 +485,13 @@ class CohortStore:
         """One more parquet part, written atomically (or the only one, with `replace`); many parts are merged."""
         old = self._parts() if replace else []
         self.manifest_dir.mkdir(parents=True, exist_ok=True)
-        p = self.manifest_dir / f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
+        p = self.own(self.manifest_dir / f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet")
         tmp = p.with_name(f".{p.name}.tmp")
         _arrow_safe(df.sort_values("cine_id", kind="stable") if len(df) else df).to_parquet(tmp, index=False)
         os.replace(tmp, p)
         for q in old:
             q.unlink(missing_ok=True)
+        self._record_parts()
         if len(self._parts()) > MAX_PARTS:
             self._write_part(self._read_parts(), replace=True)
         return p
@@ -405,12 +505,31 @@ class CohortStore:
             return -1
         return m if time.time_ns() - m > STAMP_SETTLE_NS else None
 
-    def _manifest_stale(self) -> bool:
+    def _state(self) -> dict:
         try:
-            seen = json.loads((self.manifest_dir / "state.json").read_text())["cines_mtime_ns"]
-        except (OSError, ValueError, KeyError, TypeError):
-            return True
-        return seen is None or seen != self._cines_stamp()
+            state = json.loads((self.manifest_dir / "state.json").read_text())
+            return state if isinstance(state, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    def _manifest_state(self) -> str:
+        """'fresh', 'stale' (cines added or removed since the last sync: only their rows change) or 'damaged' (a
+        part the manifest wrote is gone, or one it did not write is there: every row is rebuilt from the cines)."""
+        state = self._state()
+        if "parts" not in state:
+            return "damaged" if self._parts() or self.ids() else "stale"
+        if sorted(state["parts"]) != [q.name for q in self._parts()]:
+            return "damaged"
+        seen = state.get("cines_mtime_ns")
+        return "stale" if seen is None or seen != self._cines_stamp() else "fresh"
+
+    def _record_parts(self) -> None:
+        """Note the parts the manifest consists of now (a part deleted behind its back is then noticed)."""
+        self._write_state(dict(self._state(), parts=[q.name for q in self._parts()]))
+
+    def _write_state(self, state: dict) -> None:
+        if self.root.exists():
+            atomic_write_json(self.own(self.manifest_dir / "state.json"), state)
 
     def _sync_manifest(self) -> None:
         """Append the rows of cines on disk the manifest lacks; drop the rows of cines no longer there."""
@@ -420,7 +539,8 @@ class CohortStore:
         new = sorted(on_disk - have)
         if have - on_disk:
             df = self._read_parts()
-            df = pd.concat([df[df["cine_id"].astype(str).isin(on_disk)], pd.DataFrame([self._row(c) for c in new])])
+            rows = [r for r in map(self._row, new) if r is not None]
+            df = pd.concat([df[df["cine_id"].astype(str).isin(on_disk)], pd.DataFrame(rows)])
             self._write_part(df, replace=True)
         else:
             self.append_manifest(new)
@@ -428,12 +548,11 @@ class CohortStore:
 
     def _rebuild_manifest(self) -> None:
         stamp = self._cines_stamp()
-        self._write_part(pd.DataFrame([self._row(c) for c in self.ids()]), replace=True)
+        self._write_part(pd.DataFrame([r for r in map(self._row, self.ids()) if r is not None]), replace=True)
         self._stamp(stamp)
 
     def _stamp(self, stamp: int | None) -> None:
-        if self.root.exists():
-            atomic_write_json(self.manifest_dir / "state.json", {"cines_mtime_ns": stamp})
+        self._write_state({"cines_mtime_ns": stamp, "parts": [q.name for q in self._parts()]})
 
     def select(self, view: str | Sequence[str] | None = None, split: str | Sequence[str] | None = None,
                limit: int | None = None, interleave: bool = False) -> list[str]:

@@ -159,3 +159,17 @@ def test_cmrlib_fit_on_a_cohort_without_splits_or_cines_is_one_line(run, tmp_pat
     assert "no train/valid/test splits" in one_line_error(capsys, ["fit", "edes", "--run", str(broken)])
     shutil.rmtree(broken / "cohort" / "cines")
     assert "no cohort with cines" in one_line_error(capsys, ["fit", "edes", "--run", str(broken)])
+
+
+def test_one_line_errors_come_before_torch_is_loaded(tmp_path):
+    """A mistake in the call is answered in seconds: neither run, fit nor ingest loads torch to say it."""
+    import subprocess
+
+    code = ("import sys; from cmrlib import cli\n"
+            "for argv in (['run', '-p', 'seed=x'], ['fit', 'edes', '--rows', '0'], "
+            "['ingest', 'acdc', sys.argv[1] + '/missing', '--out', sys.argv[1] + '/c']):\n"
+            "    assert cli.main(argv) == 2, argv\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stderr.count("cmrlib: error:") == 3

@@ -4,16 +4,21 @@ A source module provides `find(root, **opts) -> list[Item]` and `read(item, note
 does the rest. A subject is complete once all its cines are in the store and a marker
 `<cohort>/.ingest/<source>/<subject>.json` says so; a re-run skips complete subjects and retries the rest.
 
-Guarantees (each pinned by tests/test_io_hostile.py): nothing is written outside the cohort folder (subject ids
-are checked to one safe form here and again by the store's writer); two inputs that map to one subject are both
-refused; a cohort has one writer at a time, and leftovers of a killed run are cleaned when the next one starts;
+Guarantees (each pinned by tests/test_io_hostile.py and tests/test_store_hostile.py): nothing is written outside
+the cohort folder (subject ids are checked to one safe form here and again by the store's writer, and no planted
+link inside is followed); two inputs that map to one subject are both refused; a cohort has one writer at a time,
+holds one source (another is refused), and leftovers of a killed run are cleaned when the next one starts; a marker
+counts only when its cines are intact, so damage is ingested again; the splits are a pure function of the
+participants and the seed, so an interrupted and resumed run ends with the store an uninterrupted one writes;
 `report.json` and the manifest describe what is on disk while a run goes on; workers stop with their parent.
 Subjects run as Dask tasks (`cmrlib.cluster`) when workers > 1 or a scheduler is named.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
+import re
 import shutil
 import time
 from collections import defaultdict
@@ -26,7 +31,7 @@ import numpy as np
 from ..cluster import client, map_tasks
 from ..record import RecordError, is_safe_id
 from ..store import CohortStore, stratified_split
-from ..utils import atomic_write_json, inside
+from ..utils import atomic_write_json
 from .common import Item, note
 from .errors import IngestError, MetadataError
 from .pseudonyms import PseudonymError, Pseudonyms
@@ -105,19 +110,20 @@ def check_subjects(items: list[Item], root: Path) -> tuple[list[Item], list[dict
 
 
 def _marker(root: Path, source: str, subject: str) -> Path:
-    return inside(root, root / ".ingest" / source / f"{subject}.json")
+    return CohortStore(root).own(root / ".ingest" / source / f"{subject}.json")
 
 
 def is_done(store: CohortStore, source: str, item: Item) -> bool:
-    """A subject is complete when its marker exists and every cine it lists is in the store."""
+    """A subject is complete when its marker exists and every cine it lists is intact in the store (a cine that
+    lost an array makes the subject ingested again)."""
     m = _marker(store.root, source, item.subject)
-    if not m.exists():
+    if not m.is_file():
         return False
     try:
         ids = json.loads(m.read_text())["cines"]
-    except (json.JSONDecodeError, KeyError, TypeError):
+    except (OSError, json.JSONDecodeError, KeyError, TypeError):
         return False
-    return all(i in store for i in ids)
+    return all(store.intact(i) for i in ids)
 
 
 # ---------------------------------------------------------------- report rows: named files, no identifiers
@@ -132,18 +138,29 @@ def _rel(path, root: Path) -> str:
         return p.name
 
 
-def scrub(obj, item: Item):
-    """Replace a private key (EID, identifying folder name) by the pseudonym in every string of a report entry,
-    before serialising (JSON escapes non-ASCII, after which 'MÜLLER' no longer matches)."""
+def _hide(text: str, key: str, pseudonym: str) -> str:
+    """`key` replaced by `pseudonym` where it stands as a whole token (not inside another word or number)."""
+    if len(key) < 3:  # too short to identify anyone, and as a substring it would mangle every message
+        return text
+    return re.sub(rf"(?<![A-Za-z0-9]){re.escape(key)}(?![A-Za-z0-9])", pseudonym, text)
+
+
+def scrub(row: dict, item: Item) -> dict:
+    """A report row with a private key (EID, identifying folder name) replaced by the subject's pseudonym, by
+    structure: path components of `file` that are or start the key, whole tokens of the other text fields; keys and
+    other values untouched. Before serialising (JSON escapes non-ASCII, after which 'MÜLLER' no longer matches)."""
     if not (item.private and item.key):
-        return obj
-    if isinstance(obj, str):
-        return obj.replace(item.key, str(item.subject))
-    if isinstance(obj, dict):
-        return {scrub(k, item): scrub(v, item) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [scrub(v, item) for v in obj]
-    return obj
+        return row
+    key, pseudonym = str(item.key), str(item.subject)
+    out = dict(row)
+    if isinstance(out.get("file"), str):
+        parts = Path(out["file"]).parts
+        out["file"] = str(Path(*[pseudonym + p[len(key):] if p == key or p.startswith(key + "_") or
+                                 p.startswith(key + ".") else p for p in parts])) if parts else out["file"]
+    for field in ("message", "error"):
+        if isinstance(out.get(field), str):
+            out[field] = _hide(out[field], key, pseudonym)
+    return out
 
 
 def _bad_row(err: Exception, item: Item, root: Path) -> dict:
@@ -219,24 +236,32 @@ def ingest_item(source: str, item: Item, root: str | Path, input_root: str | Pat
 
 
 def update_splits(store: CohortStore, seed: int = 0, fractions=FRACTIONS) -> dict[str, str]:
-    """Keep existing assignments; split new subjects stratified on the first of `STRATA` their meta has.
+    """Every subject's split, computed afresh from the whole cohort: a pure function of the participants, their
+    strata (the first of `STRATA` their meta has) and the seed, whatever order the subjects arrived in or how often
+    an ingest was interrupted.
 
     The unit is the participant (`meta.participant`, else the subject): repeat visits of one person share a split,
     so no person is in both training and test.
     """
-    m = store.manifest()
+    m = store.manifest(split=False)
     if m.empty:
         return {}
     subj = m["subject"].astype(str)
     unit = (m["participant"].astype("string").fillna(subj) if "participant" in m.columns else subj).astype(str)
     of = dict(zip(subj, unit, strict=True))
-    old_unit = {of[s]: v for s, v in store.splits().items() if s in of}
     col = next((c for c in STRATA if c in m.columns), None)
     strata = dict(zip(unit, m[col].astype(str), strict=True)) if col else {}
-    new = stratified_split({u: strata.get(u, "all") for u in sorted(set(unit)) if u not in old_unit}, seed, fractions)
-    splits = {s: {**old_unit, **new}[u] for s, u in sorted(of.items())}
+    by_unit = stratified_split({u: strata.get(u, "all") for u in sorted(set(unit))}, seed, fractions)
+    splits = {s: by_unit[u] for s, u in sorted(of.items())}
     store.write_splits(splits)
     return splits
+
+
+def source_identity(source: str, path: Path, source_opts: dict) -> dict:
+    """What a cohort ingested from `path` is: the source, a hash of the input folder (never the path: it may name
+    a person) and the reader's options."""
+    where = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
+    return {"source": source, "input": where, "options": {k: source_opts[k] for k in sorted(source_opts)}}
 
 
 # ---------------------------------------------------------------- the driver
@@ -271,9 +296,10 @@ def ingest(source: str, path: str | Path, out: str | Path, *, pseudonym_file: st
         raise IngestError(path, f"no {source} subject found in this folder (see cmrlib/io/README.md for the layout)")
     store = CohortStore(root)
     with client(scheduler, workers) as c, store.writer():  # an unreachable scheduler stops it before any write
+        store.claim(source_identity(source, path, source_opts))
+        store.own(root / ".ingest" / source)
         store.clean_temporaries()
-        if store.unsplit_subjects():  # a killed run left cines without a split: assign them before anything else
-            update_splits(store, seed, fractions)
+        update_splits(store, seed, fractions)  # heals what a killed run left: cines without a split, a damaged file
         items, refused = check_subjects(assign_subjects(items, ps), path)
         items = items[:limit]
         todo = [it for it in items if not is_done(store, source, it)]

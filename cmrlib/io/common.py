@@ -88,7 +88,8 @@ def raw_header(path: Path) -> nib.Nifti1Header:
             size = int.from_bytes(head, "little") if len(head) == 4 else 0
             klass = nib.Nifti2Header if 540 in (size, int.from_bytes(head, "big")) else nib.Nifti1Header
             return klass.from_fileobj(f, check=False)
-    except (EOFError, OSError, zlib.error, ValueError, nib.spatialimages.HeaderDataError) as e:
+    except (EOFError, OSError, zlib.error, ValueError, nib.spatialimages.HeaderDataError,
+            nib.wrapstruct.WrapStructError) as e:  # a zero-byte or truncated file gives the last
         raise CorruptFileError(path, f"cannot read the NIfTI header ({type(e).__name__}: {e})") from e
 
 
@@ -143,7 +144,8 @@ def load_nifti(path: str | Path, dims: int | None = None) -> tuple[np.ndarray, n
     try:
         img = nib.load(str(path))
         arr = np.asarray(img.dataobj)
-    except (EOFError, OSError, zlib.error, ValueError, nib.filebasedimages.ImageFileError) as e:
+    except (EOFError, OSError, zlib.error, ValueError, nib.filebasedimages.ImageFileError,
+            nib.wrapstruct.WrapStructError) as e:
         raise CorruptFileError(path, f"cannot read NIfTI ({type(e).__name__}: {e})") from e
     img.header["pixdim"] = hdr["pixdim"]  # undo the loader's silent repair: spacing as stored, checked above
     return check_finite(arr, path), img

@@ -11,6 +11,7 @@ import io
 import os
 from pathlib import Path
 
+from ..tables import MAX_TABLE_BYTES
 from ..utils import atomic_write_text
 
 
@@ -25,9 +26,13 @@ class Pseudonyms:
         self.path, self.prefix = Path(path).expanduser().resolve(), prefix
         self.map: dict[str, str] = {}
         if self.path.exists():
+            if not self.path.is_file():  # a FIFO or device would block or never end
+                raise PseudonymError(f"pseudonym file {self.path.name}: not a regular file")
+            if self.path.stat().st_size > MAX_TABLE_BYTES:
+                raise PseudonymError(f"pseudonym file {self.path.name}: larger than {MAX_TABLE_BYTES >> 20} MiB")
             rows = list(csv.reader(io.StringIO(self.path.read_text())))
             if not rows or [c.strip() for c in rows[0][:2]] != ["key", "pseudonym"]:
-                raise PseudonymError(f"{self.path}: not a pseudonym file (expected header 'key,pseudonym')")
+                raise PseudonymError(f"{self.path.name}: not a pseudonym file (expected header 'key,pseudonym')")
             self.map = {r[0]: r[1] for r in rows[1:] if len(r) >= 2}
 
     def check_outside(self, folder: str | Path) -> "Pseudonyms":

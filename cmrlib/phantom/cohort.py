@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from functools import partial
 from pathlib import Path
 
@@ -132,19 +133,21 @@ def _job(index: int, seed: int, cfg: dict, views: tuple, root: str) -> int:
     """Simulate one subject and write its cines (one task; returns the index)."""
     store = CohortStore(root)
     for cine in simulate_subject(index, seed, cfg, views).values():
-        store.write(cine)
+        store.write(cine, overwrite=not store.intact(cine.cine_id))  # a damaged cine is written again
     return index
 
 
 def make_cohort(out: str | Path, n: int = 24, seed: int = 0, views=("SAX", "2CH", "4CH"), n_frames=None,
-                workers: int = 1, progress: bool = True, start: int = 0, scheduler=None,
+                workers: int = 1, progress: bool = True, start: int = 0, scheduler=None, renew: bool = False,
                 **config_overrides) -> CohortStore:
     """Write `n` phantom subjects (all views, labels, landmarks, truths) and a stratified split; resumes.
 
     workers / scheduler: one Dask task per subject (`cmrlib.cluster.client`); workers=1 without a scheduler runs
     here. The cines are the same bit for bit either way (each subject's randomness comes from its index).
     start: index of the first subject, so a second store can continue a cohort with new subjects (an unlabelled
-    pool beside notebook 00's cohort) under the same seed without repeating any."""
+    pool beside notebook 00's cohort) under the same seed without repeating any. A folder holding a phantom of
+    another recipe (seed, start, views, config) is refused (`CohortMismatch`), or with `renew` (a notebook's own
+    derived cohort) emptied and made afresh; a folder of real cines is always refused."""
     cfg = PhantomConfig.make(config_overrides, n_frames=n_frames)
     cfg_d = {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.__dict__.items()}
     views = tuple(views)
@@ -152,16 +155,24 @@ def make_cohort(out: str | Path, n: int = 24, seed: int = 0, views=("SAX", "2CH"
     if bad:
         raise ValueError(f"phantom renders views {tuple(VIEW_CODE)}; got {bad}")
     store = CohortStore(out)
+    identity = dict(source=SOURCE, seed=seed, start=start, views=list(views), config=cfg_d)
+    if renew and store.root.is_dir() and (store.identity() or {}).get("source") == SOURCE:
+        if store.identity() != json.loads(json.dumps(identity, sort_keys=True)):
+            shutil.rmtree(store.root)
     store.root.mkdir(parents=True, exist_ok=True)
     recipes = [sample_recipe(i, seed, cfg) for i in range(start, start + n)]
-    todo = [r["index"] for r in recipes if any(f"{r['subject']}_{v}" not in store for v in views)]
     job = partial(_job, seed=seed, cfg=cfg_d, views=views, root=str(store.root))
-    with client(scheduler, workers) as c:
+    with client(scheduler, workers) as c, store.writer():
+        # the phantom's recipe is the cohort's identity: another seed, start or config into this folder is refused
+        store.claim(identity)
+        store.clean_temporaries()
+        todo = [r["index"] for r in recipes if not all(store.intact(f"{r['subject']}_{v}") for v in views)]
         for i, _, err in map_tasks(job, todo, c, desc="phantom", unit="subject", progress=progress):
             if err is not None:
                 raise RuntimeError(f"phantom subject {i} could not be simulated: {err}") from err
-    store.write_splits(stratified_split({r["subject"]: _strata(r) for r in recipes}, seed))
-    atomic_write_json(store.root / "phantom.json", dict(n=n, seed=seed, start=start, views=list(views), config=cfg_d))
+        store.write_splits(stratified_split({r["subject"]: _strata(r) for r in recipes}, seed))
+        atomic_write_json(store.own(store.root / "phantom.json"),
+                          dict(n=n, seed=seed, start=start, views=list(views), config=cfg_d))
     store.manifest()
     return store
 

@@ -125,11 +125,12 @@ INFERENCE_ONLY = ("n_refine", "smooth", "tta")  # MVConfig fields that do not ch
 
 def fit_or_load(train: Sequence[Track], valid: Sequence[Track], cfg: MVConfig, view: str, models_dir: str | Path,
                 prefix: str = "A", quiet: bool = False, epochs: tuple[int, int] | None = None,
-                retrain: bool = False) -> tuple[MVnet, pd.DataFrame]:
+                retrain: bool = False, cohort: str = "") -> tuple[MVnet, pd.DataFrame]:
     """`fit`, or the tracker `models_dir` already holds when it was trained with the same settings and
-    cines (each stage seeds itself, so a loaded tracker is the one training would give again)."""
+    cines of the same cohort (`CohortStore.fingerprint`; each stage seeds itself, so a loaded tracker is the one
+    training would give again)."""
     settings = dict({k: v for k, v in dataclasses.asdict(cfg).items() if k not in INFERENCE_ONLY}, view=view,
-                    prefix=prefix, epochs=list(epochs or (cfg.epochs1, cfg.epochs2)),
+                    prefix=prefix, epochs=list(epochs or (cfg.epochs1, cfg.epochs2)), cohort=cohort,
                     train=[t.subject for t in train], valid=[t.subject for t in valid])
     first, log_file = model_path(models_dir, view, 1, prefix), Path(models_dir) / f"{prefix}_{view}_log.csv"
     if not retrain and log_file.exists() and model_path(models_dir, view, 2, prefix).exists() \

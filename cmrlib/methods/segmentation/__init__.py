@@ -7,12 +7,12 @@ Other methods use it only through `predict` and `load_segmenters` (ED/ES's segme
 from .evaluate import dice, evaluate, frame_scores, hd95, summarise
 from .figures import case_panels
 from .learner import (MODEL_FILES, ClassDice, DiceCE, as_model, class_weights, dataloaders, fit, learner, load,
-                      load_segmenters, model_file)
+                      load_segmenters, model_file, segmenters_key)
 from .predict import (ANATOMY, NoLabels, anatomy, calibrate_prior, decide, frame_probs, keep_largest, log_prior,
                       mean_dice, own_labels, predict, predict_store)
 from .recipes import RECIPES, recipe
 
 __all__ = ["dataloaders", "learner", "fit", "load", "predict", "evaluate", "DiceCE", "ClassDice", "class_weights",
-           "RECIPES", "recipe", "MODEL_FILES", "model_file", "load_segmenters", "as_model", "frame_probs", "log_prior",
+           "RECIPES", "recipe", "MODEL_FILES", "model_file", "load_segmenters", "segmenters_key", "as_model", "frame_probs", "log_prior",
            "decide", "calibrate_prior", "ANATOMY", "NoLabels", "anatomy", "own_labels", "mean_dice", "predict_store", "keep_largest", "dice", "hd95",
            "summarise", "frame_scores", "case_panels"]
