@@ -25,13 +25,13 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from fastai.callback.core import Callback
-from fastai.callback.tracker import TerminateOnNaNCallback
+from fastai.callback.core import Callback, CancelFitException
+from fastai.callback.tracker import TerminateOnNaNCallback, TrackerCallback
 from fastai.learner import Learner, load_learner
 
 from .utils import atomic_write_json, to_jsonable
 
-__all__ = ["device", "CPUBFloat16", "cpu_bf16", "bf16_callbacks", "precision", "callbacks", "NonFinite", "NonFiniteLoss",
+__all__ = ["device", "BestWeights", "CPUBFloat16", "cpu_bf16", "bf16_callbacks", "precision", "callbacks", "NonFinite", "NonFiniteLoss",
            "FiniteLoss", "fitting", "attempt", "check_finite", "export", "load", "history", "load_encoder",
            "record_settings", "reusable", "dataloaders", "WeightedBCE", "pos_weight", "step_decay", "config_from"]
 
@@ -107,6 +107,36 @@ class CPUBFloat16(Callback):
     def after_cancel_fit(self):
         self._exit()
         self.after_fit()
+
+
+class BestWeights(TrackerCallback):
+    """Early stopping on the validation loss with the best epoch's weights restored at the end (kept in memory: no
+    file). `best_epoch` and `best` say where it was."""
+
+    order = TrackerCallback.order + 3
+
+    def __init__(self, patience: int = 5, monitor: str = "valid_loss"):
+        super().__init__(monitor=monitor)
+        self.patience = patience
+
+    def before_fit(self):
+        super().before_fit()
+        self.wait, self.best_epoch, self.state = 0, -1, None
+
+    def after_epoch(self):
+        super().after_epoch()
+        if self.new_best:
+            self.wait, self.best_epoch = 0, self.epoch
+            self.state = {k: v.detach().clone() for k, v in self.learn.model.state_dict().items()}
+            return
+        self.wait += 1
+        if self.wait >= self.patience:
+            raise CancelFitException()
+
+    def after_fit(self):
+        super().after_fit()
+        if self.state is not None:
+            self.learn.model.load_state_dict(self.state)
 
 
 def cpu_bf16() -> bool:

@@ -2,6 +2,8 @@
 one tiny fold trained end to end."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -185,14 +187,25 @@ def test_one_tiny_cross_validation_runs_the_rows_and_exports(tmp_path):
     x = g.normal(0, 1, (10, 32, 32, 32)).astype(np.float32)
     patches = sslhf.HFPatches(x, labels.subject.to_numpy(), np.zeros(10, int))
     folds = sslhf.patient_folds(labels, 3)
-    cfg = sslhf.SSLHFConfig(widths=(2, 2, 4, 4, 4), hidden=(4, 4), proxy_steps=1, proxy_bs=4, epochs=1, bs=4,
-                            lr=1e-3, resnet_widen=0.0625, densenet_init=8, densenet_growth=4, groups=2)
+    cfg = sslhf.SSLHFConfig(widths=(2, 2, 4, 4, 4), hidden=(4, 4), proxy_steps=1, proxy_bs=4, epochs=2, bs=4,
+                            lrs=(1e-4, 1e-3), patience=1, resnet_widen=0.0625, densenet_init=8, densenet_growth=4,
+                            groups=2)
     rest, log = sslhf.pretrain(x[:8], x[8:], cfg, ("patch",))
     assert log["n_patches"] == 8 and np.isfinite(log["train_loss"])
     restorers = {r: rest for r in sslhf.PROXIES}
     rows = ("SSLHF", "3D DenseNet-121")
     pred, logs, kept = crossval.cross_validate(patches, labels, folds, rows, cfg, lambda f: restorers, progress=False)
     assert set(pred.row) == set(rows) and len(logs) == 2 * 3 and set(kept) == {("SSLHF", f) for f in range(3)}
+    for log in logs:  # every rate tried, the one with the lowest validation loss kept
+        tried = json.loads(log["lr_search"])
+        assert set(tried) == {"0.0001", "0.001"} and tried[f"{log['lr']:g}"] == min(tried.values())
+    chosen = crossval.chosen_rates(logs)
+    again, again_logs, _ = crossval.cross_validate(patches, labels, folds, rows, cfg, lambda f: restorers,
+                                                   keep=(), progress=False, chosen=chosen)
+    assert all(json.loads(r["lr_search"]).keys() == {f"{chosen[(r['row'], r['fold'])]:g}"} for r in again_logs)
+    gate = crossval.probe({"proxy": rest.encoder, "random": sslhf.network("A: no proxy", cfg).encoder},
+                          patches, labels, folds)
+    assert len(gate) == 2 * 3 and gate.auc.between(0, 1).all() and (gate.valid_patients > 0).all()
     assert pred.score.between(0, 1).all() and (pred.groupby(["row", "split"]).subject.nunique() == 10).all()
     net = sslhf.network("SSLHF", cfg, restorers)
     assert all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(net.encoder.state_dict().values(),

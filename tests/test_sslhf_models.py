@@ -40,7 +40,7 @@ def test_patch_sizes_the_pools_cannot_halve_are_refused():
 
 
 def test_the_papers_40_frames_are_padded_through_and_cropped_back():
-    net, clf = Restorer3D(W), Classifier3D(W, hidden=(8, 4))
+    net, clf = Restorer3D(W), Classifier3D(W, hidden=(8, 4)).eval()  # a batch of one: the head's BatchNorm in eval
     x = torch.rand(1, 1, 40, 24, 24)
     assert net(x).shape == x.shape and clf(x).shape == (1,)
 
@@ -55,3 +55,23 @@ def test_the_monai_baselines_give_one_logit_per_patch():
         isinstance(m, nn.BatchNorm3d) for m in d121.modules())
     blocks = [m for m in r50.modules() if type(m).__name__ == "ResNetBottleneck"]
     assert len(blocks) == 3 + 4 + 6 + 3
+
+
+def test_every_first_layer_unit_of_the_head_is_alive_on_proxy_initialised_features():
+    """From a trained restoration proxy the pooled features are non-negative and large; fed unscaled to a
+    Kaiming-initialised layer with zero bias, most units were off for every patch from the start (a dead head that
+    never learned). Standardised first, every unit is on for some patches of a batch."""
+    import numpy as np
+
+    from cmrlib.methods import sslhf
+
+    g = np.random.default_rng(0)
+    x = g.normal(0, 1, (24, 16, 16, 16)).astype(np.float32)
+    cfg = sslhf.SSLHFConfig(widths=(4, 8, 8, 16, 32), hidden=(32, 16), proxy_steps=20, proxy_bs=4)
+    proxy, _ = sslhf.pretrain(x[:16], x[16:], cfg, ("shuffle", "patch"))
+    clf = sslhf.network("SSLHF", cfg, {"SSLHF": proxy}).train()
+    with torch.no_grad():
+        pooled = torch.amax(clf.encoder(torch.as_tensor(x[:, None]))[-1], dim=(2, 3, 4))
+        first = clf.head[2](clf.head[1](clf.head[0](pooled)))  # BatchNorm, Linear, ReLU
+    assert pooled.min() >= 0 and isinstance(clf.head[0], nn.BatchNorm1d)
+    assert (first > 0).any(dim=0).all(), f"{int((~(first > 0).any(dim=0)).sum())} of {first.shape[1]} units dead"

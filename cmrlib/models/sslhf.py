@@ -75,14 +75,16 @@ class Restorer3D(nn.Module):
 
 class Classifier3D(nn.Module):
     """The encoder (initialised from the restorer or at random), a global max-pool and three fully connected
-    layers (Kaiming init) -> one logit per patch (HFrEF)."""
+    layers (Kaiming init) -> one logit per patch (HFrEF). The pooled features are standardised first (BatchNorm,
+    ours, as CUSSP's head): from a restoration proxy they are non-negative and large, and unscaled they left most
+    of the first layer's units off for every patch from the start, so the head could not learn."""
 
     def __init__(self, widths: Sequence[int] = (16, 32, 64, 128, 256), hidden: Sequence[int] = (128, 32),
                  dropout: float = 0.3):
         super().__init__()
         self.encoder = Encoder3D(widths)
         dims = (self.encoder.widths[-1], *hidden, 1)
-        layers: list[nn.Module] = []
+        layers: list[nn.Module] = [nn.BatchNorm1d(dims[0])]
         for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
             lin = nn.Linear(a, b)
             nn.init.kaiming_normal_(lin.weight, nonlinearity="relu")

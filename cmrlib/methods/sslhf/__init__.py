@@ -12,18 +12,18 @@ from ...learn import dataloaders
 from .data import (CLASSES, HFREF_BELOW, CineFlip, HFLabelsError, HFPatches, Labelled, PatchError, Restoration,
                    ed_frame, fold_roles, hf_class, hf_labels, lv_patch, lv_slices, patient_folds, pick_slices,
                    preprocess, preprocess_store, random_flip, subsample_patients)
-from .evaluate import (PAPER, TABLES, at_level, differences, fold_metrics, mean_roc, patient_scores, summary,
-                       table)
+from .evaluate import (PAPER, TABLES, at_level, detectability, differences, fold_metrics, mean_roc, patient_scores,
+                       summary, table)
 from .evaluate import fold_metrics as evaluate
 from .figures import ef_figure, learning_curve_figure, restoration_figure, roc_figure
-from .learner import (BASELINES, CORRUPTIONS, NO_PROXY, PROXIES, ROWS, SSLHFConfig, fit, learner, load, network,
-                      pretrain, restore, save, scores)
+from .learner import (BASELINES, CORRUPTIONS, NO_PROXY, PROXIES, ROWS, SSLHFConfig, features, fit, learner, load,
+                      network, pretrain, restore, save, scores)
 from .predict import predict
 
 __all__ = ["dataloaders", "CLASSES", "HFREF_BELOW", "CineFlip", "HFLabelsError", "HFPatches", "Labelled",
            "PatchError", "Restoration", "ed_frame", "fold_roles", "hf_class", "hf_labels", "lv_patch", "lv_slices",
            "patient_folds", "pick_slices", "preprocess", "preprocess_store", "random_flip", "subsample_patients",
-           "PAPER", "TABLES", "at_level", "differences", "evaluate", "fold_metrics", "mean_roc", "patient_scores",
+           "PAPER", "TABLES", "at_level", "detectability", "differences", "evaluate", "fold_metrics", "mean_roc", "patient_scores",
            "summary", "table", "ef_figure", "learning_curve_figure", "restoration_figure", "roc_figure",
-           "BASELINES", "CORRUPTIONS", "NO_PROXY", "PROXIES", "ROWS", "SSLHFConfig", "fit", "learner", "load",
+           "BASELINES", "CORRUPTIONS", "NO_PROXY", "PROXIES", "ROWS", "SSLHFConfig", "features", "fit", "learner", "load",
            "network", "pretrain", "restore", "save", "scores", "predict"]

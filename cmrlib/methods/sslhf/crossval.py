@@ -13,7 +13,7 @@ from fastprogress.fastprogress import progress_bar
 from ...learn import attempt
 from ...utils import seed_for
 from .data import HFPatches, fold_roles, subsample_patients
-from .learner import PROXIES, SSLHFConfig, fit, pretrain, scores
+from .learner import PROXIES, SSLHFConfig, features, fit, pretrain, scores
 
 
 def fold_patients(labels: pd.DataFrame, folds: pd.Series, fold: int, fraction: float = 1.0, seed: int = 0
@@ -45,21 +45,23 @@ def fold_proxies(patches: HFPatches, labels: pd.DataFrame, folds: pd.Series, fol
     return out, logs
 
 
-def _fit_and_score(row: str, data: dict, cfg: SSLHFConfig, restorers: dict | None, tag: str):
+def _fit_and_score(row: str, data: dict, cfg: SSLHFConfig, restorers: dict | None, tag: str, lrs: tuple | None):
     """One row trained on a fold's training patches; its log and the probabilities of its validation and test patches."""
     (pt, yt), (pv, yv) = data["train"], data["valid"]
-    learn, log = fit(row, (pt.x, yt), (pv.x, yv), cfg, restorers, tag)
+    learn, log = fit(row, (pt.x, yt), (pv.x, yv), cfg, restorers, tag, lrs)
     preds = {split: scores(learn.model, data[split][0].x) for split in ("valid", "test")}
     return learn, log, preds
 
 
 def cross_validate(patches: HFPatches, labels: pd.DataFrame, folds: pd.Series, rows: Sequence[str],
                    cfg: SSLHFConfig, restorers: Callable[[int], dict], fraction: float = 1.0,
-                   keep: Sequence[str] = ("SSLHF",), progress: bool = True) -> tuple[pd.DataFrame, list, dict]:
+                   keep: Sequence[str] = ("SSLHF",), progress: bool = True, chosen: dict | None = None
+                   ) -> tuple[pd.DataFrame, list, dict]:
     """Train each row in each fold and score its validation and test patches. `restorers(fold)` gives the proxies
-    the self-supervised rows start from. Returns the predictions (row, fold, fraction, split, subject, slice, y,
-    score), the training log (`status` ok or failed, with the `reason`) and the trained Learners of the `keep` rows
-    by (row, fold)."""
+    the self-supervised rows start from; `chosen` (row, fold) -> learning rate pins the rate a (row, fold) trains
+    at (the learning curve reuses what the full run chose on validation), else every rate of `cfg.lrs` is tried.
+    Returns the predictions (row, fold, fraction, split, subject, slice, y, score), the training log (`status` ok
+    or failed, with the `reason`; `lr` the rate kept) and the trained Learners of the `keep` rows by (row, fold)."""
     preds, logs, kept = [], [], {}
     for fold in progress_bar(range(int(folds.max()) + 1), display=progress, leave=False):
         parts = fold_patients(labels, folds, fold, fraction, cfg.seed)
@@ -67,8 +69,9 @@ def cross_validate(patches: HFPatches, labels: pd.DataFrame, folds: pd.Series, r
         size = dict(train_patients=len(parts["train"]), train_patches=len(data["train"][1]))
         for row in rows:
             what = dict(method="SSLHF", row=row, fold=fold, fraction=fraction)
+            lrs = (chosen[(row, fold)],) if chosen and (row, fold) in chosen else None
             done, failure = attempt(what, _fit_and_score, row, data, cfg, restorers(fold) if row in PROXIES else None,
-                                    f"fold {fold} fraction {fraction:g}")
+                                    f"fold {fold} fraction {fraction:g}", lrs)
             if failure:
                 logs.append(dict(failure, stage=f"{row} fold {fold} fraction {fraction:g}", **size))
                 continue
@@ -90,3 +93,41 @@ def failures(logs: Sequence[dict]) -> pd.DataFrame:
     cols = ["row", "fold", "fraction", "reason"]
     bad = [{k: r.get(k) for k in cols} for r in logs if r.get("status") == "failed"]
     return pd.DataFrame(bad, columns=cols)
+
+
+def chosen_rates(logs: Sequence[dict], fraction: float = 1.0) -> dict[tuple[str, int], float]:
+    """(row, fold) -> the learning rate each trained (row, fold) kept at `fraction` of its training patients."""
+    return {(r["row"], int(r["fold"])): float(r["lr"]) for r in logs
+            if r.get("status") == "ok" and r.get("fraction") == fraction and "lr" in r}
+
+
+def probe(encoders: dict | Callable[[int], dict], patches: HFPatches, labels: pd.DataFrame, folds: pd.Series
+          ) -> pd.DataFrame:
+    """The gate before any classifier: a logistic regression on each frozen encoder's pooled features (`encoders`:
+    name -> encoder, or fold -> that dict), trained on a fold's training patches and scored on its validation
+    patients (patient = mean of its patches), every fold. A proxy encoder that does not beat a random one has
+    learned nothing the classifier can use."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    cache: dict[int, np.ndarray] = {}
+    rows = []
+    for fold in range(int(folds.max()) + 1):
+        named = encoders(fold) if callable(encoders) else encoders
+        for enc in named.values():
+            if id(enc) not in cache:
+                cache[id(enc)] = features(enc, patches.x)
+        feats = {name: cache[id(enc)] for name, enc in named.items()}
+        parts = fold_patients(labels, folds, fold)
+        tr, va = (np.isin(patches.subject, parts[r].subject) for r in ("train", "valid"))
+        y = labels.set_index("subject").hfref.reindex(patches.subject).to_numpy(int)
+        for name, f in feats.items():
+            clf = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000, class_weight="balanced"))
+            clf.fit(f[tr], y[tr])
+            pat = pd.DataFrame(dict(subject=patches.subject[va], y=y[va], p=clf.predict_proba(f[va])[:, 1]))
+            pat = pat.groupby("subject").agg(y=("y", "first"), p=("p", "mean"))
+            auc = roc_auc_score(pat.y, pat.p) if pat.y.nunique() == 2 else np.nan
+            rows.append(dict(encoder=name, fold=fold, valid_patients=len(pat), auc=auc))
+    return pd.DataFrame(rows)

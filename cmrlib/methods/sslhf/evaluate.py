@@ -106,6 +106,26 @@ def differences(fm: pd.DataFrame, ref: str = "SSLHF", level: str = "patient", me
     return pd.DataFrame(rows)
 
 
+def detectability(fm: pd.DataFrame, patients: int, ref: str = "SSLHF", other: str = "A: no proxy",
+                  delta: float = 0.05, power: float = 0.8, alpha: float = 0.05) -> dict:
+    """Whether a patient-AUC gain of `delta` of `ref` over `other` (the paper's 0.05) can be detected by the
+    fold-paired t-test at this cohort size, and the cohort size that would detect it: from the measured SD of the
+    fold differences, which shrinks as 1/sqrt(patients) when each fold tests more patients (statsmodels' t-test
+    power, `power` at level `alpha`)."""
+    from statsmodels.stats.power import TTestPower
+
+    d = fm[fm.level == "patient"].pivot_table(index="fold", columns="row", values="auc")
+    diff = (d[ref] - d[other]).dropna() if ref in d and other in d else pd.Series(dtype=float)
+    k, sd = len(diff), float(diff.std(ddof=1)) if len(diff) > 1 else float("nan")
+    if k < 2 or not np.isfinite(sd) or sd == 0:
+        return dict(ref=ref, other=other, folds=k, sd_difference=sd, detectable=np.nan, patients=patients,
+                    patients_needed=np.nan, delta=delta)
+    effect = TTestPower().solve_power(nobs=k, alpha=alpha, power=power, alternative="two-sided")
+    return dict(ref=ref, other=other, folds=k, mean_difference=float(diff.mean()), sd_difference=sd,
+                detectable=float(effect * sd), patients=patients, delta=delta,
+                patients_needed=int(np.ceil(patients * (effect * sd / delta) ** 2)))
+
+
 def mean_roc(pred: pd.DataFrame, level: str, points: int = 101) -> pd.DataFrame:
     """Per row, the test ROC curves of the folds interpolated on a common false-positive grid: mean TPR and the
     fold spread (mean +- SD, kept within 0-1), as in the paper's Fig. 4."""

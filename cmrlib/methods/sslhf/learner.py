@@ -1,8 +1,11 @@
 """SSLHF's training stages as fastai Learners: the restoration proxy (MSE, Adam, lr halved every 20 epochs), the
 classifier on its encoder or from scratch (weighted BCE, lr halved every 10 epochs), and the MONAI 3D
-baselines of Table III, all with the paper's flips and rotations."""
+baselines of Table III, all with the paper's flips and rotations. Every classifier row is trained at each
+learning rate of `SSLHFConfig.lrs` with early stopping on the fold's validation patches, and the rate with the
+lowest validation loss is kept: one search, the same for every row."""
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -14,9 +17,10 @@ from fastai.callback.schedule import ParamScheduler
 from fastai.learner import Learner
 from torch import nn
 
-from ...learn import WeightedBCE, callbacks, check_finite, dataloaders, export, history, pos_weight, step_decay
+from ...learn import (BestWeights, WeightedBCE, callbacks, check_finite, dataloaders, export, history, pos_weight,
+                     step_decay)
 from ...learn import load as load_exported
-from ...models.sslhf import Classifier3D, Restorer3D, densenet121_3d, resnet50_3d
+from ...models.sslhf import Classifier3D, Restorer3D, densenet121_3d, pad16, resnet50_3d
 from ...utils import seed_everything, seed_for
 from .data import Labelled, Restoration
 
@@ -40,9 +44,10 @@ class SSLHFConfig:
     proxy_bs: int = 8
     proxy_lr: float = 1e-3
     proxy_decay_every: int = 20              # epochs between halvings of the proxy's lr
-    epochs: int = 30                         # every classifier row
+    epochs: int = 30                         # most epochs of every classifier row (early stopping may end it sooner)
     bs: int = 8
-    lr: float = 1e-5
+    lrs: tuple = (1e-5, 1e-4, 1e-3)          # learning rates tried for every row (the paper's 1e-5 among them)
+    patience: int = 5                        # epochs without a better validation loss before a fit stops
     decay_every: int = 10                    # epochs between halvings of the classifier's lr
     resnet_widen: float = 1.0                # 3D ResNet-50 width factor (1: the standard network)
     densenet_init: int = 64                  # 3D DenseNet-121 stem width and growth rate (64 / 32: the standard)
@@ -52,13 +57,16 @@ class SSLHFConfig:
     seed: int = 0
 
 
-def _fit(learn: Learner, epochs: int, lr: float, every: int, what: str) -> dict:
-    """Adam with the step schedule; a summary row (seconds, last train/valid loss)."""
+def _fit(learn: Learner, epochs: int, lr: float, every: int, what: str, patience: int | None = None) -> dict:
+    """Adam with the step schedule (and early stopping on the validation loss, the best epoch's weights kept, when
+    `patience` is given); a summary row (seconds, epochs run, best epoch, losses)."""
     t0 = time.perf_counter()
-    learn.fit(epochs, lr, cbs=ParamScheduler({"lr": step_decay(lr, epochs, every)}))
-    h = history(learn).iloc[-1]
-    return dict(stage=what, epochs=epochs, train_s=round(time.perf_counter() - t0, 1),
-                train_loss=float(h["train_loss"]), valid_loss=float(h["valid_loss"]))
+    stop = [BestWeights(patience)] if patience else []
+    learn.fit(epochs, lr, cbs=[ParamScheduler({"lr": step_decay(lr, epochs, every)}), *stop])
+    h = history(learn)
+    best = int(stop[0].best_epoch) if stop else len(h) - 1
+    return dict(stage=what, epochs=len(h), best_epoch=best, lr=lr, train_s=round(time.perf_counter() - t0, 1),
+                train_loss=float(h["train_loss"].iloc[best]), valid_loss=float(h["valid_loss"].iloc[best]))
 
 
 def pretrain(pool: np.ndarray, valid: np.ndarray, cfg: SSLHFConfig, kinds=CORRUPTIONS, tag: str = "SSLHF"
@@ -100,10 +108,30 @@ def learner(net: nn.Module, train: tuple, valid: tuple, cfg: SSLHFConfig, seed: 
 
 
 def fit(row: str, train: tuple, valid: tuple, cfg: SSLHFConfig, restorers: dict[str, Restorer3D] | None = None,
-        tag: str = "") -> tuple[Learner, dict]:
-    """Train one row of Tables II-III on labelled patches (x (N, T, S, S), y 0/1) with the paper's schedule."""
-    learn = learner(network(row, cfg, restorers), train, valid, cfg, seed_for(cfg.seed, "sslhf", row, tag))
-    return learn, dict(_fit(learn, cfg.epochs, cfg.lr, cfg.decay_every, f"{row} {tag}".strip()), row=row)
+        tag: str = "", lrs: tuple | None = None) -> tuple[Learner, dict]:
+    """Train one row of Tables II-III on labelled patches (x (N, T, S, S), y 0/1) with the paper's schedule at each
+    learning rate of `lrs` (default `cfg.lrs`), each from the same start and stopped early on the validation
+    patches; the rate whose best validation loss is lowest is kept. The log says which, and what each gave."""
+    best, tried = None, {}
+    for lr in lrs or cfg.lrs:
+        learn = learner(network(row, cfg, restorers), train, valid, cfg, seed_for(cfg.seed, "sslhf", row, tag))
+        log = _fit(learn, cfg.epochs, float(lr), cfg.decay_every, f"{row} {tag}".strip(), cfg.patience)
+        tried[f"{lr:g}"] = round(log["valid_loss"], 4)
+        if best is None or log["valid_loss"] < best[1]["valid_loss"]:
+            best = (learn, log)
+    learn, log = best
+    return learn, dict(log, row=row, lr_search=json.dumps(tried))
+
+
+def features(model: nn.Module, x: np.ndarray, bs: int = 16) -> np.ndarray:
+    """What a classifier's head sees, per patch: the encoder's deepest features max-pooled over the patch
+    (N, channels), for the probe that checks an encoder against a random one."""
+    enc = model.encoder if isinstance(model, Classifier3D) else model
+    enc = enc.eval()
+    with torch.inference_mode():
+        out = [torch.amax(enc(pad16(torch.as_tensor(np.asarray(x[i:i + bs, None], np.float32))))[-1], dim=(2, 3, 4))
+               for i in range(0, len(x), bs)]
+    return torch.cat(out).numpy() if out else np.zeros((0, enc.widths[-1]), np.float32)
 
 
 @torch.inference_mode()
