@@ -85,7 +85,9 @@ class CPUBFloat16(Callback):
         self.ctx.__enter__()
 
     def after_pred(self):
-        self.learn.pred = self.pred.float()
+        pred = self.pred  # a tensor, or a tuple of them (HeartMAE's predictions, mask and clip)
+        self.learn.pred = (pred.float() if isinstance(pred, torch.Tensor) else
+                           type(pred)(p.float() if isinstance(p, torch.Tensor) else p for p in pred))
 
     def _exit(self):
         for ctx in self.fp32.values():  # a forward that raised inside a float32 convolution

@@ -239,3 +239,43 @@ def test_a_condition_with_one_class_among_test_subjects_is_a_row_that_says_so():
     assert t.loc["AF", "note"] == "" and 0 <= t.loc["AF", "AUROC"] <= 1
     assert t.loc["MI", "note"].startswith("not testable: 0 positive and 8 negative cases")
     assert np.isnan(t.loc["MI", "AUROC"]) and t.loc["MI", "n"] == 8
+
+
+def test_the_copy_rule_copies_the_nearest_visible_frame_and_the_mean_rule_the_visible_mean():
+    size = MAESize(size=8, frames=4, patch=4, tubelet=1, dim=8, depth=1, heads=1, dec_dim=8, dec_depth=1, dec_heads=1,
+                   pred_frames=4)  # grid (4, 2, 2): 16 tokens
+    t = torch.arange(16, dtype=torch.float32).view(1, 16, 1).expand(1, 16, 3).clone()
+    mask = torch.ones(1, 16)
+    mask[0, [0, 5]] = 0  # visible: time 0 place 0, time 1 place 1
+    pred = hm.copy_rule(t, mask, size.grid)
+    assert pred[0, 8, 0] == 0 and pred[0, 13, 0] == 5  # place 0 from time 0; place 1 (time 3) from time 1
+    assert pred[0, 2, 0] == 2.5  # place 2 never visible: the mean of the visible tokens
+    assert torch.allclose(hm.mean_rule(t, mask), torch.full_like(t, 2.5))
+
+
+def test_pretraining_memorises_a_few_clips(tmp_path):
+    """The library's own pretraining path (Learner, objective, optimiser, schedule) drives the masked loss on 8
+    fixed, noise-free clips far below its start: a broken optimiser, target or mask would not."""
+    from fastai.callback.schedule import ParamScheduler
+
+    from cmrlib.methods.heartmae.learner import schedule
+
+    g = np.random.default_rng(0)
+    n, t, load = 8, 8, 20
+    yy, xx = np.mgrid[:load, :load]
+    frames = []
+    for _ in range(n):  # a beating bright disc per clip
+        cy, cx, r0 = g.uniform(6, 14), g.uniform(6, 14), g.uniform(3, 5)
+        frames.append([np.where((yy - cy) ** 2 + (xx - cx) ** 2 < (r0 * (1 + 0.3 * np.sin(2 * np.pi * k / t))) ** 2,
+                                200, 40) for k in range(t)])
+    table = pd.DataFrame(dict(view_id=[f"v{i}" for i in range(n)], cine_id=[f"c{i}" for i in range(n)],
+                              subject=[f"s{i}" for i in range(n)], view="4CH", split="train"))
+    cines = hm.CineSet(np.asarray(frames, np.uint8), np.zeros((n, load, load), np.float32), table)
+    cfg = hm.HeartMAEConfig(size=16, frames=4, patch=4, tubelet=2, dim=64, depth=2, heads=2, dec_dim=64, dec_depth=1,
+                            dec_heads=2, pred_frames=2, load=load, min_side=16, bs=8, repeats=1, blr=0.032)
+    learn = hm.learner("MAE-ViT-B", cines, cfg, *hm.intensity_stats(cines), tmp_path)
+    learn.dls.train.dataset.train = False  # the same centre clip of each cine every step
+    with learn.no_bar(), learn.no_logging():
+        learn.fit(150, cfg.lr, cbs=[ParamScheduler({"lr": schedule(cfg.lr, 0.1)})])
+    first, last = learn.recorder.values[0][0], learn.recorder.values[-1][0]
+    assert last < 0.35 * first, (first, last)

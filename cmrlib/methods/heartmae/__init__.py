@@ -5,7 +5,8 @@ Preprocessing (`data`): every view of a subject (SAX slices, 2CH, 4CH) as square
 motion map W, cached once per run. Pretraining (`learner`): the network of `cmrlib.models.mae_st`, MAE-ViT-B from
 scratch and the others from its best checkpoint. Features (`features`): K x T views per cine through a frozen
 encoder (or a Kinetics video network when its weights are on disk). Probes (`heads`): gated ABMIL + linear heads per
-task group (`tasks`). Baseline of expert features (`baselines`). Verbs: `dataloaders`, `learner`, `fit` (pretrain
+task group (`tasks`). Baseline of expert features (`baselines`). The pretext and features gates on validation
+views (`gates`). Verbs: `dataloaders`, `learner`, `fit` (pretrain
 one model), `load`, `predict` (one subject's cines), `evaluate` (regression and classification tables with CIs).
 """
 from ...learn import dataloaders
@@ -16,6 +17,9 @@ from .evaluate import (PAPER_FEATURES, PAPER_TABLE1, PAPER_TABLE2, beside_paper,
                        condition_table, evaluate, regression_metrics, table1, table2, wilcoxon, wins, with_ci)
 from ...models.weights import WeightsUnavailable
 from .features import KINETICS, bags, cached_features, extract, kinetics_encoder, mae_encoder
+from .gates import copy_rule, mean_rule
+from .gates import pretext as pretext_gate
+from .gates import ridge as ridge_gate
 from .figures import (attention_by_view, attention_figure, condition_figure, flow_figure, pretraining_figure, reconstruct,
                       reconstruction_figure, scaled_mae_figure)
 from .heads import FittedProbe, GatedABMIL, Probe, ProbeConfig, fit_probe
@@ -35,4 +39,4 @@ __all__ = ["dataloaders", "EXPERT", "expert_features", "logistic_probs", "VIEWS"
            "FittedProbe", "GatedABMIL", "Probe", "ProbeConfig", "fit_probe", "BASE", "FAMILY", "RANDOM",
            "HeartMAEConfig", "learner", "load", "network", "pretrain", "pretrain_family", "save", "fit", "predict",
            "CARDIAC", "CONDITIONS", "EF_COLUMNS", "EXTRACARDIAC", "GROUPS", "TASK_UNITS", "TargetsError",
-           "phantom_targets", "table_targets"]
+           "phantom_targets", "table_targets", "copy_rule", "mean_rule", "pretext_gate", "ridge_gate"]
