@@ -31,8 +31,9 @@ from fastai.learner import Learner, load_learner
 
 from .utils import atomic_write_json, to_jsonable
 
-__all__ = ["device", "BestWeights", "CPUBFloat16", "cpu_bf16", "bf16_callbacks", "precision", "callbacks", "NonFinite", "NonFiniteLoss",
-           "FiniteLoss", "fitting", "attempt", "check_finite", "export", "load", "history", "load_encoder",
+__all__ = ["device", "BestWeights", "CPUBFloat16", "cpu_bf16", "bf16_callbacks", "precision", "callbacks",
+           "NonFinite", "NonFiniteLoss", "FiniteLoss", "fitting", "attempt", "check_finite", "export", "load",
+           "history", "load_encoder",
            "record_settings", "reusable", "dataloaders", "WeightedBCE", "pos_weight", "step_decay", "config_from"]
 
 

@@ -15,7 +15,8 @@ from scipy import stats as sps
 
 from .utils import rng as _rng
 
-__all__ = ["StatsError", "not_testable", "paired", "mean_ci", "bland_altman", "icc", "icc_wide", "ICC_FORMS", "regression", "lin_ccc",
+__all__ = ["StatsError", "not_testable", "paired", "mean_ci", "bland_altman", "icc", "icc_wide", "ICC_FORMS",
+           "regression", "lin_ccc",
            "agreement", "AGREEMENT_COLUMNS", "agreement_table",
            "classification_metrics", "binary_metrics", "bootstrap_ci", "fmt_mean_sd", "fmt_ci"]
 

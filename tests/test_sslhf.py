@@ -210,9 +210,9 @@ def test_one_tiny_cross_validation_runs_the_rows_and_exports(tmp_path):
     net = sslhf.network("SSLHF", cfg, restorers)
     assert all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(net.encoder.state_dict().values(),
                                                                     rest.encoder.state_dict().values()))
-    path = sslhf.save(kept[("SSLHF", 0)], tmp_path / "m.pkl")
+    path = sslhf.save(kept[("SSLHF", 0)], tmp_path / "m.pkl", cfg)
     model = sslhf.load(path)
-    assert np.allclose(sslhf.scores(model, x[:3]), sslhf.scores(kept[("SSLHF", 0)].model, x[:3]), atol=1e-6)
+    assert np.allclose(sslhf.scores(model, x[:3]), sslhf.scores(kept[("SSLHF", 0)], x[:3]), atol=1e-6)
     with pytest.raises(ValueError, match="pretrain it first"):
         sslhf.network("B: no frame covering", cfg, {})
 
@@ -268,3 +268,22 @@ def test_a_row_that_trains_into_nan_is_reported_and_left_out_while_the_others_go
     assert [r["status"] for r in logs].count("ok") == 3
     t = sslhf.table(sslhf.summary(sslhf.fold_metrics(pred)), ["A: no proxy", "3D ResNet-50"], n_folds=3)
     assert (t.loc["A: no proxy", ["patch AUC", "patient AUC"]] == "failed").all()
+
+
+def test_rows_and_folds_on_dask_give_the_tables_of_one_process():
+    """Every (fold, row) seeds itself: run as Dask tasks (one torch thread each) it gives what one process gives."""
+    from cmrlib import cluster
+
+    g = np.random.default_rng(2)
+    labels = pd.DataFrame(dict(subject=[f"p{i}" for i in range(9)], hfref=[1, 0, 0] * 3, lvef=np.nan))
+    x = g.normal(0, 1, (9, 16, 16, 16)).astype(np.float32)
+    patches = sslhf.HFPatches(x, labels.subject.to_numpy(), np.zeros(9, int))
+    folds = sslhf.patient_folds(labels, 3)
+    cfg = sslhf.SSLHFConfig(widths=(2, 2, 2, 2, 2), hidden=(2, 2), epochs=2, bs=4, lrs=(1e-3,), patience=1)
+    here, logs_here, _ = crossval.cross_validate(patches, labels, folds, ("A: no proxy",), cfg, lambda f: {},
+                                                 keep=(), progress=False)
+    with cluster.client("local", 2) as c:
+        there, logs_there, _ = crossval.cross_validate(patches, labels, folds, ("A: no proxy",), cfg, lambda f: {},
+                                                       keep=(), progress=False, client=c)
+    pd.testing.assert_frame_equal(here, there)
+    assert [r["lr_search"] for r in logs_here] == [r["lr_search"] for r in logs_there]

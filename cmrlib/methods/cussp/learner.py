@@ -160,7 +160,8 @@ def fit_joint(encoder: CUSSPNet, train: tuple, valid: tuple, cfg: CUSSPConfig, a
     (xt, yt), (xv, yv) = train, valid
     dls = dataloaders(Labelled(xt, yt, aug, twin=True, seed=seed_for(cfg.seed, row, "train")),
                Labelled(xv, yv, aug, twin=True, seed=seed_for(cfg.seed, row, "valid")), cfg.bs)
-    learn = Learner(dls, net, loss_func=JointLoss(w_bt, w_ce, cfg.lambd, pos_weight(yt)), wd=1e-4, cbs=callbacks("CUSSP"))
+    learn = Learner(dls, net, loss_func=JointLoss(w_bt, w_ce, cfg.lambd, pos_weight(yt)), wd=1e-4,
+                    cbs=callbacks("CUSSP"))
     log = _fit(learn, cfg.epochs, cfg.lr, row)
     return learner(net, train, valid, cfg, None), log
 

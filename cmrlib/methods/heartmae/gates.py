@@ -97,6 +97,7 @@ def ridge(features: Mapping[str, np.ndarray], table: pd.DataFrame, y: pd.DataFra
             if ok_t.sum() < 3 or ok_v.sum() < 1:
                 continue
             model = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-2, 4, 13))).fit(xt[ok_t], yt[ok_t])
-            rows.append(dict(encoder=name, task=task, valid_MAE=float(np.abs(model.predict(xv[ok_v]) - yv[ok_v]).mean()),
+            mae = float(np.abs(model.predict(xv[ok_v]) - yv[ok_v]).mean())
+            rows.append(dict(encoder=name, task=task, valid_MAE=mae,
                              mean_rule_MAE=float(np.abs(yt[ok_t].mean() - yv[ok_v]).mean()), n_valid=int(ok_v.sum())))
     return pd.DataFrame(rows, columns=["encoder", "task", "valid_MAE", "mean_rule_MAE", "n_valid"])

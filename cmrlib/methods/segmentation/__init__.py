@@ -13,6 +13,6 @@ from .predict import (ANATOMY, NoLabels, anatomy, calibrate_prior, decide, frame
 from .recipes import RECIPES, recipe
 
 __all__ = ["dataloaders", "learner", "fit", "load", "predict", "evaluate", "DiceCE", "ClassDice", "class_weights",
-           "RECIPES", "recipe", "MODEL_FILES", "model_file", "load_segmenters", "segmenters_key", "as_model", "frame_probs", "log_prior",
-           "decide", "calibrate_prior", "ANATOMY", "NoLabels", "anatomy", "own_labels", "mean_dice", "predict_store", "keep_largest", "dice", "hd95",
-           "summarise", "frame_scores", "case_panels"]
+           "RECIPES", "recipe", "MODEL_FILES", "model_file", "load_segmenters", "segmenters_key", "as_model",
+           "frame_probs", "log_prior", "decide", "calibrate_prior", "ANATOMY", "NoLabels", "anatomy", "own_labels",
+           "mean_dice", "predict_store", "keep_largest", "dice", "hd95", "summarise", "frame_scores", "case_panels"]

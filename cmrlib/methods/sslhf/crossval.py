@@ -8,7 +8,6 @@ from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
-from fastprogress.fastprogress import progress_bar
 
 from ...learn import attempt
 from ...utils import seed_for
@@ -46,43 +45,66 @@ def fold_proxies(patches: HFPatches, labels: pd.DataFrame, folds: pd.Series, fol
 
 
 def _fit_and_score(row: str, data: dict, cfg: SSLHFConfig, restorers: dict | None, tag: str, lrs: tuple | None):
-    """One row trained on a fold's training patches; its log and the probabilities of its validation and test patches."""
+    """One row trained on a fold's training patches; its log, and the probabilities of its validation and test
+    patches."""
     (pt, yt), (pv, yv) = data["train"], data["valid"]
     learn, log = fit(row, (pt.x, yt), (pv.x, yv), cfg, restorers, tag, lrs)
     preds = {split: scores(learn.model, data[split][0].x) for split in ("valid", "test")}
     return learn, log, preds
 
 
+def _one_run(item: tuple[int, str], patches: HFPatches, labels: pd.DataFrame, folds: pd.Series, cfg: SSLHFConfig,
+             proxies: dict, fraction: float, chosen: dict, keep: tuple, threads: int | None):
+    """One (fold, row) of the cross-validation (a Dask task, or a call in this process): its log, the predictions
+    of its validation and test patches, and its trained network when the row is kept."""
+    fold, row = item
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    parts = fold_patients(labels, folds, fold, fraction, cfg.seed)
+    data = {role: _xy(patches, lab) for role, lab in parts.items()}
+    size = dict(train_patients=len(parts["train"]), train_patches=len(data["train"][1]))
+    what = dict(method="SSLHF", row=row, fold=fold, fraction=fraction)
+    lrs = (chosen[(row, fold)],) if (row, fold) in chosen else None
+    done, failure = attempt(what, _fit_and_score, row, data, cfg, proxies.get(fold) if row in PROXIES else None,
+                            f"fold {fold} fraction {fraction:g}", lrs)
+    if failure:
+        return dict(failure, stage=f"{row} fold {fold} fraction {fraction:g}", **size), None, None
+    learn, log, scored = done
+    preds = pd.concat([pd.DataFrame(dict(row=row, fold=fold, fraction=fraction, split=split,
+                                         subject=data[split][0].subject, slice=data[split][0].slice,
+                                         y=data[split][1], score=score)) for split, score in scored.items()],
+                      ignore_index=True)
+    return dict(log, fold=fold, fraction=fraction, status="ok", **size), preds, learn.model if row in keep else None
+
+
 def cross_validate(patches: HFPatches, labels: pd.DataFrame, folds: pd.Series, rows: Sequence[str],
                    cfg: SSLHFConfig, restorers: Callable[[int], dict], fraction: float = 1.0,
-                   keep: Sequence[str] = ("SSLHF",), progress: bool = True, chosen: dict | None = None
-                   ) -> tuple[pd.DataFrame, list, dict]:
+                   keep: Sequence[str] = ("SSLHF",), progress: bool = True, chosen: dict | None = None,
+                   client=None) -> tuple[pd.DataFrame, list, dict]:
     """Train each row in each fold and score its validation and test patches. `restorers(fold)` gives the proxies
     the self-supervised rows start from; `chosen` (row, fold) -> learning rate pins the rate a (row, fold) trains
     at (the learning curve reuses what the full run chose on validation), else every rate of `cfg.lrs` is tried.
+    With a Dask `client` every (fold, row) is a task of its own, one torch thread each (they are independent, and
+    small 3D networks use a second thread poorly); every fit seeds itself, so the tables do not depend on the order.
     Returns the predictions (row, fold, fraction, split, subject, slice, y, score), the training log (`status` ok
-    or failed, with the `reason`; `lr` the rate kept) and the trained Learners of the `keep` rows by (row, fold)."""
-    preds, logs, kept = [], [], {}
-    for fold in progress_bar(range(int(folds.max()) + 1), display=progress, leave=False):
-        parts = fold_patients(labels, folds, fold, fraction, cfg.seed)
-        data = {role: _xy(patches, lab) for role, lab in parts.items()}
-        size = dict(train_patients=len(parts["train"]), train_patches=len(data["train"][1]))
-        for row in rows:
-            what = dict(method="SSLHF", row=row, fold=fold, fraction=fraction)
-            lrs = (chosen[(row, fold)],) if chosen and (row, fold) in chosen else None
-            done, failure = attempt(what, _fit_and_score, row, data, cfg, restorers(fold) if row in PROXIES else None,
-                                    f"fold {fold} fraction {fraction:g}", lrs)
-            if failure:
-                logs.append(dict(failure, stage=f"{row} fold {fold} fraction {fraction:g}", **size))
-                continue
-            learn, log, scored = done
-            logs.append(dict(log, fold=fold, fraction=fraction, status="ok", **size))
-            for split, score in scored.items():
-                p, y = data[split]
-                preds.append(pd.DataFrame(dict(row=row, fold=fold, fraction=fraction, split=split, subject=p.subject,
-                                               slice=p.slice, y=y, score=score)))
-            if row in keep:
-                kept[(row, fold)] = learn
+    or failed, with the `reason`; `lr` the rate kept) and the trained networks of the `keep` rows by (row, fold)."""
+    from ...cluster import map_tasks
+
+    k = int(folds.max()) + 1
+    proxies = {f: restorers(f) for f in range(k)} if any(r in PROXIES for r in rows) else {}
+    items = [(fold, row) for fold in range(k) for row in rows]
+    args = (patches, labels, folds, cfg, proxies, fraction, dict(chosen or {}), tuple(keep), 1 if client else None)
+    done = {}
+    for item, res, err in map_tasks(_one_run, items, client, args=args, desc="SSLHF rows x folds", unit="fit",
+                                    progress=progress):
+        if err is not None:
+            raise err
+        done[item] = res
+    logs = [done[it][0] for it in items]
+    preds = [done[it][1] for it in items if done[it][1] is not None]
+    kept = {(row, fold): done[(fold, row)][2] for fold, row in items if done[(fold, row)][2] is not None}
     pred = pd.concat(preds, ignore_index=True) if preds else pd.DataFrame(
         columns=["row", "fold", "fraction", "split", "subject", "slice", "y", "score"])
     return pred, logs, kept
