@@ -5,6 +5,7 @@ learning rate of `SSLHFConfig.lrs` with early stopping on the fold's validation 
 lowest validation loss is kept: one search, the same for every row."""
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -57,12 +58,18 @@ class SSLHFConfig:
     seed: int = 0
 
 
-def _fit(learn: Learner, epochs: int, lr: float, every: int, what: str, patience: int | None = None) -> dict:
+def _fit(learn: Learner, epochs: int, lr: float, every: int, what: str, patience: int | None = None,
+         quiet: bool = False) -> dict:
     """Adam with the step schedule (and early stopping on the validation loss, the best epoch's weights kept, when
-    `patience` is given); a summary row (seconds, epochs run, best epoch, losses)."""
+    `patience` is given); a summary row (seconds, epochs run, best epoch, losses). `quiet`: no per-epoch table (the
+    classifiers' hundreds of fits are summarised by their log instead)."""
     t0 = time.perf_counter()
     stop = [BestWeights(patience)] if patience else []
-    learn.fit(epochs, lr, cbs=[ParamScheduler({"lr": step_decay(lr, epochs, every)}), *stop])
+    with contextlib.ExitStack() as silent:
+        if quiet:
+            silent.enter_context(learn.no_bar())
+            silent.enter_context(learn.no_logging())
+        learn.fit(epochs, lr, cbs=[ParamScheduler({"lr": step_decay(lr, epochs, every)}), *stop])
     h = history(learn)
     best = int(stop[0].best_epoch) if stop else len(h) - 1
     return dict(stage=what, epochs=len(h), best_epoch=best, lr=lr, train_s=round(time.perf_counter() - t0, 1),
@@ -115,7 +122,7 @@ def fit(row: str, train: tuple, valid: tuple, cfg: SSLHFConfig, restorers: dict[
     best, tried = None, {}
     for lr in lrs or cfg.lrs:
         learn = learner(network(row, cfg, restorers), train, valid, cfg, seed_for(cfg.seed, "sslhf", row, tag))
-        log = _fit(learn, cfg.epochs, float(lr), cfg.decay_every, f"{row} {tag}".strip(), cfg.patience)
+        log = _fit(learn, cfg.epochs, float(lr), cfg.decay_every, f"{row} {tag}".strip(), cfg.patience, quiet=True)
         tried[f"{lr:g}"] = round(log["valid_loss"], 4)
         if best is None or log["valid_loss"] < best[1]["valid_loss"]:
             best = (learn, log)
