@@ -29,7 +29,7 @@ from fastai.callback.core import Callback, CancelFitException
 from fastai.callback.tracker import TerminateOnNaNCallback, TrackerCallback
 from fastai.learner import Learner, load_learner
 
-from .utils import atomic_write_json, to_jsonable
+from .utils import atomic_write_json, cpu_bf16, to_jsonable
 
 __all__ = ["device", "BestWeights", "CPUBFloat16", "cpu_bf16", "bf16_callbacks", "precision", "callbacks",
            "NonFinite", "NonFiniteLoss", "FiniteLoss", "fitting", "attempt", "check_finite", "export", "load",
@@ -140,15 +140,6 @@ class BestWeights(TrackerCallback):
         super().after_fit()
         if self.state is not None:
             self.learn.model.load_state_dict(self.state)
-
-
-def cpu_bf16() -> bool:
-    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), where bf16 inference is 2-3x faster."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
 def bf16_callbacks(bf16: bool) -> list[Callback]:

@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from .params import MAX_YAML_BYTES, check_value, load_yaml, parse_override
-from .utils import atomic_write_json, atomic_write_text, data_path, git_commit, package_versions
+from .utils import atomic_write_json, atomic_write_text, cpu_bf16, data_path, git_commit, package_versions
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
@@ -237,6 +237,7 @@ def _record(p: Plan, results: list[dict], started: float, status: str, earlier: 
         "started": dt.datetime.fromtimestamp(started, dt.timezone.utc).isoformat(timespec="seconds"),
         "wall_s": round(time.time() - started, 2), "git_commit": git_commit(ROOT), "seeds": seeds,
         "python": sys.version.split()[0], "platform": platform.platform(), "versions": package_versions(),
+        "cpu_bf16": cpu_bf16(),  # a notebook whose `bf16` is true trains in bfloat16 on the CPU only where this holds
         "notebooks": sorted(earlier + results, key=lambda r: r["notebook"])})
 
 

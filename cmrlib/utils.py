@@ -171,3 +171,12 @@ def data_root(path: str | os.PathLike | None = None) -> Path | None:
     """The real-data folder: an explicit path, else $CMRLIB_DATA, else None (callers skip or explain)."""
     p = data_path(path or os.environ.get("CMRLIB_DATA"))
     return p.resolve() if p else None
+
+
+def cpu_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), where bf16 inference is 2-3x faster."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags

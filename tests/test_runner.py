@@ -102,6 +102,7 @@ def test_run_writes_outputs_and_record(nbdir, prof, tmp_path):
     assert rec["status"] == "ok" and rec["profile"] == "tiny" and rec["seeds"] == [0]
     assert [r["status"] for r in rec["notebooks"]] == ["ok", "ok"]
     assert all(r["wall_s"] >= 0 for r in rec["notebooks"]) and rec["versions"]["torch"]
+    assert isinstance(rec["cpu_bf16"], bool)  # which arithmetic `bf16: true` gave on this machine
     assert (out / "notebooks" / "00_first.ipynb").exists()
 
 

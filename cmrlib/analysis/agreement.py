@@ -238,7 +238,7 @@ def yardstick(summary: pd.DataFrame, observer: str = "observer 2") -> pd.DataFra
 
 
 def icc_heatmap(summary: pd.DataFrame, cohort: str = "phantom", form: str = "icc2") -> Figure:
-    """ICC (measure x method) of one cohort as an annotated heat map (the issue's overview figure)."""
+    """ICC (measure x method) of one cohort as an annotated heat map (the overview figure)."""
     s = summary[(summary["cohort"] == cohort)].dropna(subset=[form])
     grid = s.pivot_table(index="measure", columns="method", values=form, sort=False)
     if grid.empty:
