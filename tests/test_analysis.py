@@ -180,7 +180,7 @@ def test_clusters_find_three_blobs_and_score_against_the_truth():
 
 @pytest.mark.parametrize("sizes", [(7, 1), (8, 0), (1, 1)])
 def test_a_rank_test_on_clusters_too_small_is_a_row_that_says_so(sizes):
-    """Notebook 08 stopped on a 7/1 split of 8 subjects: the row now says the test was not possible, and why."""
+    """A 7/1 split of 8 subjects (notebook 08 in smoke) is a row that says the test was not possible, and why."""
     labels = np.repeat([0, 1], sizes)
     values = np.arange(len(labels), dtype=float)
     test = cl.two_cluster_test(values, labels)
