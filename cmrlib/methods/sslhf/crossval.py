@@ -54,14 +54,10 @@ def _fit_and_score(row: str, data: dict, cfg: SSLHFConfig, restorers: dict | Non
 
 
 def _one_run(item: tuple[int, str], patches: HFPatches, labels: pd.DataFrame, folds: pd.Series, cfg: SSLHFConfig,
-             proxies: dict, fraction: float, chosen: dict, keep: tuple, threads: int | None):
+             proxies: dict, fraction: float, chosen: dict, keep: tuple):
     """One (fold, row) of the cross-validation (a Dask task, or a call in this process): its log, the predictions
     of its validation and test patches, and its trained network when the row is kept."""
     fold, row = item
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
     parts = fold_patients(labels, folds, fold, fraction, cfg.seed)
     data = {role: _xy(patches, lab) for role, lab in parts.items()}
     size = dict(train_patients=len(parts["train"]), train_patches=len(data["train"][1]))
@@ -86,8 +82,9 @@ def cross_validate(patches: HFPatches, labels: pd.DataFrame, folds: pd.Series, r
     """Train each row in each fold and score its validation and test patches. `restorers(fold)` gives the proxies
     the self-supervised rows start from; `chosen` (row, fold) -> learning rate pins the rate a (row, fold) trains
     at (the learning curve reuses what the full run chose on validation), else every rate of `cfg.lrs` is tried.
-    With a Dask `client` every (fold, row) is a task of its own, one torch thread each (they are independent, and
-    small 3D networks use a second thread poorly); every fit seeds itself, so the tables do not depend on the order.
+    With a Dask `client` every (fold, row) is a task of its own, on one torch thread (Dask starts its workers with
+    OMP_NUM_THREADS=1; small 3D networks use a second thread poorly); every fit seeds itself, so the tables do not
+    depend on the order.
     Returns the predictions (row, fold, fraction, split, subject, slice, y, score), the training log (`status` ok
     or failed, with the `reason`; `lr` the rate kept) and the trained networks of the `keep` rows by (row, fold)."""
     from ...cluster import map_tasks
@@ -95,7 +92,7 @@ def cross_validate(patches: HFPatches, labels: pd.DataFrame, folds: pd.Series, r
     k = int(folds.max()) + 1
     proxies = {f: restorers(f) for f in range(k)} if any(r in PROXIES for r in rows) else {}
     items = [(fold, row) for fold in range(k) for row in rows]
-    args = (patches, labels, folds, cfg, proxies, fraction, dict(chosen or {}), tuple(keep), 1 if client else None)
+    args = (patches, labels, folds, cfg, proxies, fraction, dict(chosen or {}), tuple(keep))
     done = {}
     for item, res, err in map_tasks(_one_run, items, client, args=args, desc="SSLHF rows x folds", unit="fit",
                                     progress=progress):
