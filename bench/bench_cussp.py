@@ -1,9 +1,10 @@
-"""CUSSP speed: seconds per 4CH cine for the whole test-time pipeline (LAX segmentation, valve SVM, patch,
-LA equalisation, CUSSP-SIAM-25 inference) on 2 CPU threads, and the process's peak memory.
+"""CUSSP speed: seconds per 4CH cine for the whole test-time pipeline of the run's CUSSP Predictor (LAX
+segmentation, valve SVM, patch, LA equalisation, the classifier row chosen on validation) on 2 CPU threads, and the
+process's peak memory.
 
-Usage: python bench/bench_cussp.py [run_dir]   (default runs/default: the trained LAX segmenter of notebook 01 and
-CUSSP-SIAM-25 of notebook 04; an untrained segmenter finds no valve, so without them the row says what to run).
-The input is a phantom 4CH cine of the default profile (30 frames, 128 px at 1.8 mm).
+Usage: python bench/bench_cussp.py [run_dir]   (default runs/default: `predictors/cussp.predictor`, written by
+notebook 04 with notebook 01's segmenter beside it; an untrained segmenter finds no valve, so without them the row
+says what to run). The input is a phantom 4CH cine of the default profile (30 frames, 128 px at 1.8 mm).
 """
 from __future__ import annotations
 
@@ -14,28 +15,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cmrlib.methods import cussp
-from cmrlib.methods import segmentation as seg
+from cmrlib import predictor
 from cmrlib.phantom import simulate_subject
 from cmrlib.utils import peak_rss_mib
 
 TARGET_S = 1.0
 
 
-def _models(run_dir: Path):
-    segs, _ = seg.load_segmenters(run_dir / "01" / "models")
-    return segs["LAX"], cussp.load(run_dir / "04" / "models" / "CUSSP-SIAM-25.pkl")
-
-
 def seconds_per_cine(run_dir: Path, threads: int = 2, repeats: int = 5) -> float:
-    """Median wall time of one 4CH cine through segmentation, preprocessing and the SIAM-25 classifier."""
+    """Median wall time of one 4CH cine through the CUSSP Predictor."""
     torch.set_num_threads(threads)
-    segmenter, model = _models(run_dir)
+    p = predictor.load(run_dir / "predictors" / predictor.file_name("cussp"))
     cine = simulate_subject(1, seed=0, config=dict(n_frames=30, matrix=128, pixel_mm=1.8), views=("4CH",))["4CH"]
 
     def once():
         t0 = time.perf_counter()
-        cussp.predict(model, cine, segmenter, input="window", window=25)
+        p.predict(cine)
         return time.perf_counter() - t0
 
     once()
@@ -44,12 +39,12 @@ def seconds_per_cine(run_dir: Path, threads: int = 2, repeats: int = 5) -> float
 
 def rows(run_dir: str | None = None) -> list[dict]:
     d = Path(run_dir or "runs/default")
-    if not (d / "04" / "models" / "CUSSP-SIAM-25.pkl").exists():
-        return [dict(figure="CUSSP s per 4CH cine", value=f"not measured: no trained models in {d} (run notebooks "
+    if not (d / "predictors" / predictor.file_name("cussp")).exists():
+        return [dict(figure="CUSSP s per 4CH cine", value=f"not measured: no CUSSP predictor in {d} (run notebooks "
                      "01 and 04 there)", target=f"<= {TARGET_S}")]
     s = seconds_per_cine(d)
-    return [dict(figure="CUSSP s per 4CH cine (segmentation + valve + patch + SIAM-25, 30 frames, 2 threads)",
-                 value=round(s, 3), target=f"<= {TARGET_S}"),
+    return [dict(figure="CUSSP s per 4CH cine (the run's CUSSP Predictor: segmentation + valve + patch + classifier, "
+                        "30 frames, 2 threads)", value=round(s, 3), target=f"<= {TARGET_S}"),
             dict(figure="CUSSP peak memory of the process (MiB)", value=round(peak_rss_mib(), 0), target="")]
 
 

@@ -1,5 +1,6 @@
 """Command line: `cmrlib run` executes the notebooks, `cmrlib ingest` builds a cohort from real data, `cmrlib fit`
-trains one method (alone or under `accelerate launch`), `cmrlib figures` re-runs notebook 09 on a finished run,
+trains one method (alone or under `accelerate launch`), `cmrlib analyse` reports one patient with every method
+of a run, `cmrlib figures` re-runs notebook 09 on a finished run,
 `cmrlib report` prints (or splices into the README) a run's results."""
 from __future__ import annotations
 
@@ -32,6 +33,13 @@ def _report(a) -> int:
         print(f"results written into {report.splice_readme(a.readme, text)}")
     else:
         print(text, end="")
+    return 0
+
+
+def _analyse(a) -> int:
+    from .analyse import analyse
+
+    analyse(a.patient, a.run, a.out)
     return 0
 
 
@@ -103,6 +111,12 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("-p", action="append", metavar="KEY=VALUE", help="override a parameter of the method's notebook")
     t.add_argument("--rows", type=int, help="heartmae: pretrain only the first N rows of its family")
     t.set_defaults(fn=_fit)
+    an = sub.add_parser("analyse", help="one patient's cines through every method of a run: an HTML report",
+                        allow_abbrev=False)
+    an.add_argument("patient", help="the patient's folder: DICOM, NIfTI cines, UK Biobank zips or an ACDC patient")
+    an.add_argument("--run", required=True, help="a run folder whose predictors/ the notebooks wrote")
+    an.add_argument("--out", required=True, help="the report's folder (report.html, measures.csv, report.json)")
+    an.set_defaults(fn=_analyse)
     g = sub.add_parser("ingest", help="ingest a real data source into a cohort store", allow_abbrev=False)
     g.add_argument("source", choices=SOURCES, help=" | ".join(SOURCES))
     g.add_argument("path", help="the source folder")
@@ -116,7 +130,9 @@ def parser() -> argparse.ArgumentParser:
 
 def _user_errors() -> tuple[type[Exception], ...]:
     """Mistakes a user can fix from the message alone: printed as one line, exit code 2, no traceback."""
+    from .analyse import AnalyseError
     from .analysis.report import ReportError
+    from .predictor import PredictorError
     from .cluster import SchedulerUnreachable
     from .fit import FitError
     from .io import IngestError, PseudonymError
@@ -125,7 +141,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from .tables import TableError
 
     return (runner.RunError, runner.NotebookFailed, IngestError, PseudonymError, StoreBusyError, StoreError,
-            ReportError, SchedulerUnreachable, FitError, ParamError, TableError)
+            ReportError, SchedulerUnreachable, AnalyseError, PredictorError, FitError, ParamError, TableError)
 
 
 def main(argv=None) -> int:

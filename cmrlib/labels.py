@@ -26,6 +26,10 @@ class LabelError(ValueError):
     """A label map holds values its source convention does not define."""
 
 
+class NoLabels(ValueError):
+    """A cine whose own label maps were asked for has none at some frame."""
+
+
 def to_canonical(mask: np.ndarray, source: str, where: str = "") -> np.ndarray:
     """Map a source label map to the canonical labels; unknown values raise `LabelError`."""
     table = SOURCE_MAPS[source]

@@ -96,6 +96,24 @@ class Notebook:
         self.table(s.rename_axis("step").reset_index(), "timings")
         return s
 
+    def provenance(self, store: CohortStore, real_check: str | None = None, **more) -> dict:
+        """Where a model comes from, for its Predictor: the run, notebook, commit, seed and the cohort it was
+        trained on ('phantom': a demonstration, never a clinical estimate); `real_check`: the real-data check
+        behind its numbers (None: none)."""
+        from .utils import git_commit
+
+        ident = store.identity() or {}
+        source = "phantom" if (store.root / "phantom.json").exists() else str(ident.get("source", "unknown"))
+        return dict(run=self.run_dir.name, notebook=self.number, commit=git_commit(ROOT), seed=self.seed,
+                    trained_on=source, cohort=store.fingerprint(), subjects=len(set(store.manifest().subject)),
+                    real_check=real_check, created=time.strftime("%Y-%m-%d %H:%M:%S"), **more)
+
+    def predictor(self, predictor) -> Path:
+        """Write a method's Predictor into the run's `predictors/` folder (what `cmrlib analyse` reads)."""
+        from .predictor import file_name
+
+        return predictor.save(self.run_dir / "predictors" / file_name(predictor.method))
+
     def targets(self, checks: list[tuple[str, float, str, float]]) -> pd.DataFrame:
         """The developer targets (figure, value, goal, target) with `met`, written as `<out>/targets.csv`."""
         df = pd.DataFrame(checks, columns=["figure", "value", "goal", "target"])

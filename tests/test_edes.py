@@ -234,7 +234,8 @@ class _BrightIsLV(torch.nn.Module):
 
 @pytest.mark.parametrize("stack", [0, 3])
 def test_segmentation_baseline_picks_max_and_min_of_the_lv_curve(stack):
+    from cmrlib.methods import segmentation
     from cmrlib.methods.edes import seg_detect
-    seg = {"SAX": _BrightIsLV(), "LAX": _BrightIsLV()}
+    seg = segmentation.Predictor({"SAX": _BrightIsLV(), "LAX": _BrightIsLV()})
     r = seg_detect(seg, toy_cine(n=20, ed=15, es=4, size=24, stack=stack, power=1.0))  # linear: no pixel ties
     assert (r["ed"], r["es"]) == (15, 4) and r["curve"].shape == (20,)

@@ -1,8 +1,9 @@
 """The package's layering, read from its import statements: a module never imports one from a layer above it.
 
 Layers, bottom to top: records, conventions and the Dask helpers -> the cohort store -> data, models,
-measurements, statistics, figures, readers and the phantom -> the shared learning, data-parallel training and results
-layers -> the methods -> the analysis across methods -> the runner, `cmrlib fit` and CLI.
+measurements, statistics, figures, readers and the phantom -> the shared learning, data-parallel training, results
+and Predictor protocol -> the methods -> the analysis across methods and of one patient -> the runner, `cmrlib fit`
+and CLI. Inside the methods layer, a method uses another only through the Predictor protocol.
 A new module must be placed in LAYERS, so the shape stays a decision, not an accident.
 """
 from __future__ import annotations
@@ -12,14 +13,16 @@ from pathlib import Path
 
 import pytest
 
+from cmrlib.predictor import METHODS
+
 PKG = Path(__file__).resolve().parent.parent / "cmrlib"
 LAYERS = [
     {"labels", "record", "utils", "cluster", "params"},
     {"store"},
     {"transforms", "models", "measure", "stats", "plots", "data", "io", "phantom", "tables"},
-    {"results", "learn", "distributed"},
+    {"results", "learn", "distributed", "predictor"},
     {"methods"},
-    {"analysis"},
+    {"analysis", "analyse"},
     {"runner", "fit", "cli", "__main__", "__init__", "profiles"},
 ]
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}
@@ -64,3 +67,35 @@ def test_no_import_from_a_layer_above(module):
     me = RANK[top(module)]
     above = {n: RANK[n] for n in imported(module) if n in RANK and RANK[n] > me}
     assert not above, f"{module.relative_to(PKG)} (layer {me}) imports {above} from above"
+
+
+def _method_imports(path: Path) -> set[str]:
+    """The other method packages a module of cmrlib/methods/<m>/ imports."""
+    own = path.parent.name
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            mod = node.module or ""
+            if node.level == 2:  # from ..x import y / from .. import x
+                names = [mod.split(".")[0]] if mod else [a.name for a in node.names]
+            elif mod.startswith("cmrlib.methods."):
+                names = [mod.split(".")[2]]
+            else:
+                continue
+            found |= {n for n in names if n in METHODS and n != own}
+        elif isinstance(node, ast.Import):
+            found |= {a.name.split(".")[2] for a in node.names if a.name.startswith("cmrlib.methods.")} - {own}
+    return found
+
+
+def test_methods_use_each_other_only_through_predictors():
+    offenders = {str(p.relative_to(PKG)): sorted(found) for p in (PKG / "methods").rglob("*.py")
+                 if (found := _method_imports(p))}
+    assert not offenders, f"these modules import another method instead of loading its Predictor: {offenders}"
+
+
+def test_the_layering_check_sees_an_import_of_another_method(tmp_path):
+    mod = tmp_path / "cussp" / "x.py"
+    mod.parent.mkdir()
+    mod.write_text("from ..segmentation import predict\nfrom .. import edes\nimport cmrlib.methods.mvnet.data\n")
+    assert _method_imports(mod) == {"segmentation", "edes", "mvnet"}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -89,3 +90,49 @@ def test_a_labels_table_in_a_folder_named_like_a_patient_leaves_no_trace(smoke_r
     assert (out / "04" / "labels.csv").exists() or (out / "04" / "table2.csv").exists()
     assert "$CMRLIB_PATH_" in json.dumps([r for r in json.loads((out / "run.json").read_text())["notebooks"]
                                           if r["notebook"].startswith("04")][0]["parameters"])
+
+
+def test_every_method_leaves_a_predictor_that_needs_only_the_cines(smoke_run):
+    """Notebooks 01-06 each export their method's Predictor; reloaded, it reads a phantom subject's cines with no
+    other argument (a smoke model may find no valve: the reason is then given, never an exception)."""
+    from cmrlib import predictor
+
+    out, _ = smoke_run
+    store = CohortStore(out / "cohort")
+    subject = store.manifest().query("split == 'test'").subject.iloc[0]
+    cines = [store.read(i) for i in store.manifest().query("subject == @subject").cine_id]
+    said = {}
+    for m in predictor.METHODS:
+        p = predictor.load(out / "predictors" / predictor.file_name(m))
+        assert p.method == m and p.provenance["trained_on"] == "phantom" and p.provenance["notebook"] == \
+            f"0{predictor.METHODS.index(m) + 1}"
+        try:
+            said[m] = p.predict(cines).table()
+        except predictor.NotApplicable as e:
+            said[m] = str(e)
+    measured = {m for m, r in said.items() if isinstance(r, pd.DataFrame) and len(r) and r.value.notna().any()}
+    assert measured >= {"segmentation", "edes", "mvnet", "sslhf", "heartmae"}, said
+
+
+@pytest.mark.parametrize("patient", ["ukbb-demo/1", "mvnet-dicom-sample", "acdc/training/patient090"])
+def test_analyse_reports_a_real_patient_with_every_method(smoke_run, data_dir, tmp_path, patient):
+    """`cmrlib analyse` on the real demo cines: every method has its section, with measures or the reason why not,
+    labelled a phantom demonstration; neither the folder's name nor a DICOM field reaches the report."""
+    from cmrlib.analyse import TITLES, analyse
+
+    out, _ = smoke_run
+    if not (data_dir / patient).exists():
+        pytest.skip(f"{patient} not in the real-data folder")
+    files = analyse(data_dir / patient, out, tmp_path / "report", log=lambda *_: None)
+    page = files["html"].read_text()
+    assert all(t in page for t in TITLES.values()) and "Demonstration only" in page
+    rep = json.loads(files["json"].read_text())
+    assert {m["method"] for m in rep["methods"]} == set(TITLES)
+    assert all(m["available"] or m["why"] for m in rep["methods"])
+    views = {c["view"] for c in rep["cines"]}
+    available = {m["method"] for m in rep["methods"] if m["available"]}
+    assert "segmentation" in available and ("mvnet" in available) == bool(views & {"2CH", "4CH"})
+    for f in files.values():
+        text = f.read_text(errors="ignore")
+        assert not [part for part in Path(patient).parts if len(part) > 2 and part in text]
+        assert "SIEMENS" not in text and str(data_dir) not in text

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from cmrlib.labels import LV
 from cmrlib.methods import sslhf
@@ -217,15 +218,26 @@ def test_one_tiny_cross_validation_runs_the_rows_and_exports(tmp_path):
         sslhf.network("B: no frame covering", cfg, {})
 
 
-def test_predict_scores_a_cine_through_its_patches(monkeypatch):
-    cine, lab = stack_with_lv(t=16, size=48)
-    monkeypatch.setattr(sslhf.predict.__globals__["segmentation"], "predict",
-                        lambda model, c: np.repeat(lab[None, :], c.n_frames, 0))
-    clf = sslhf.network("A: no proxy", sslhf.SSLHFConfig(widths=(2, 2, 4, 4, 4), hidden=(4, 4)))
-    out = sslhf.predict(clf, cine, segmenter=None, size=16, patch_mm=2.0, n_frames=16)
-    assert out["slices"] == [1, 2] and len(out["patches"]) == 2
-    assert out["probability"] == pytest.approx(np.mean(out["patches"]))
+def test_the_predictor_scores_a_cine_through_its_patches_and_averages_the_folds(tmp_path):
+    """Exported with its patch settings and its segmenter by reference, reloaded, it needs only the cine."""
+    from cmrlib import predictor
+    from cmrlib.methods import segmentation
 
+    cine, lab = stack_with_lv(t=16, size=48)
+
+    segmentation.Predictor({"SAX": torch.nn.Conv2d(1, 6, 1)}).save(tmp_path / predictor.file_name("segmentation"))
+    cfg = sslhf.SSLHFConfig(widths=(2, 2, 4, 4, 4), hidden=(4, 4))
+    folds = {k: sslhf.network("A: no proxy", cfg) for k in (0, 1)}
+    prep = dict(size=16, patch_mm=2.0, n_frames=16, min_frames=16, max_slices=3, min_lv_px=20, clip_pct=99.5)
+    sslhf.Predictor.from_folds(folds, "A: no proxy", prep).save(tmp_path / "sslhf.predictor")
+    p = predictor.load(tmp_path / "sslhf.predictor")
+    p.need("segmenter").labels = lambda c: np.repeat(lab[None], c.n_frames, 0)  # the known LV on the ED frame
+    out = p.predict(cine)
+    assert out.detail["slices"] == [1, 2] and len(out.detail["folds"]) == 2
+    assert out.measures["HFrEF probability"] == pytest.approx(np.mean(out.detail["folds"]))
+    with pytest.raises(predictor.NotApplicable, match="SAX"):
+        p.predict(Cine(subject=cine.subject, view="4CH", pixels=cine.pixels[:, 0], spacing=cine.spacing[1:],
+                       frame_times=cine.frame_times))
 
 
 def test_a_fold_with_one_class_in_test_says_its_auc_is_not_testable():

@@ -19,7 +19,7 @@ from ...transforms.geometry import Affine2D, RandomAffine2D
 from ...transforms.intensity import percentile_range
 from ...tables import TableError, read_table, subject, zero_one
 from ...utils import load_arrays, rng, save_arrays
-from ..segmentation.predict import NoLabels
+from ...labels import NoLabels
 from .valve import ValveError, valve_patch
 
 

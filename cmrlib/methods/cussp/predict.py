@@ -1,23 +1,51 @@
-"""A trained CUSSP (or CNN-LSTM) classifier on one 4CH cine: segment, localise the valve, cut and equalise the
-patch, score."""
+"""The CUSSP Predictor: a trained CUSSP (or CNN-LSTM) classifier with its patch settings and validation
+threshold; on a 4CH cine it segments (through the segmentation Predictor), places the valve, cuts and equalises
+the patch, and scores."""
 from __future__ import annotations
 
 import numpy as np
 from torch import nn
 
+from ...measure import MeasureError
+from ...predictor import NotApplicable, Prediction, file_name
+from ...predictor import Predictor as Base
 from ...record import Cine
-from .. import segmentation
 from .data import preprocess
-from .learner import scores
+from .learner import INPUTS, scores
 from .valve import ValveError
 
+PATCH_KEYS = ("size", "patch_mm", "frames", "window", "crop_size", "crop_mm")  # `preprocess`'s settings
 
-def predict(model: nn.Module, cine: Cine, segmenter, input: str = "cycle", size: int = 64, patch_mm: float = 1.8,
-            frames: int = 30, window: int = 25, crop_size: int = 64, crop_mm: float = 2.5) -> float:
-    """The MR probability of one 4CH cine. input: "cycle" (CUSSP-1/2/3, -SIAM), "window" (CUSSP-SIAM-25) or
-    "crops" (CNN-LSTM); the preprocessing settings must be the ones the model was trained with. Raises
-    `ValveError` when the valve cannot be placed or the cine is too short for the window."""
-    p = preprocess(cine, segmentation.predict(segmenter, cine), size, patch_mm, frames, window, crop_size, crop_mm)
-    if p[input] is None:
-        raise ValveError(f"{cine.cine_id}: {p['window_error']}")
-    return float(scores(model, np.asarray(p[input])[None])[0])
+
+class Predictor(Base):
+    """nets: {'classifier'}; prep: the patch settings, `input` (cycle, window or crops) and the validation
+    `threshold`; needs: {'segmenter': the segmentation predictor's file}."""
+
+    method = "cussp"
+    views = ("4CH",)
+
+    @classmethod
+    def from_model(cls, model: nn.Module, row: str, prep: dict, threshold: float,
+                   segmenter_file: str = file_name("segmentation"), provenance: dict | None = None) -> "Predictor":
+        """Row: a Table-2 row name (its input follows from it)."""
+        settings = {k: prep[k] for k in PATCH_KEYS} | dict(input=INPUTS[row], threshold=float(threshold))
+        return cls({"classifier": model.eval()}, settings, dict(segmenter=segmenter_file), provenance, row)
+
+    def probability(self, cine: Cine) -> tuple[float, dict]:
+        """The MR probability of one 4CH cine, and its preprocessed inputs."""
+        labels = self.need("segmenter").labels(cine)
+        try:
+            p = preprocess(cine, labels, **{k: self.prep[k] for k in PATCH_KEYS})
+        except (ValveError, MeasureError) as e:
+            raise NotApplicable(f"no valve patch: {e}") from None
+        if p[self.prep["input"]] is None:
+            raise NotApplicable(f"{self.prep['input']} input unavailable: {p['window_error']}")
+        return float(scores(self.nets["classifier"], np.asarray(p[self.prep["input"]])[None])[0]), p
+
+    def _predict(self, cines: list[Cine]) -> Prediction:
+        c = cines[0]
+        prob, p = self.probability(c)
+        out = Prediction(self.method, self.model, detail=dict(patch=p["cycle"], labels_view=c.view))
+        out.add("MR probability", prob, "", c.cine_id)
+        out.add("MR (at the validation threshold)", float(prob >= self.prep["threshold"]), "yes=1", c.cine_id)
+        return out

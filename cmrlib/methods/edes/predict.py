@@ -36,11 +36,12 @@ def predict_store(model: torch.nn.Module, store: CohortStore, ids: Sequence[str]
                      workers=workers, desc="ED/ES", progress=progress)
 
 
-def seg_detect(segmenters: dict, cine: Cine) -> dict:
-    """Baseline 1: ED = max, ES = min of the segmented LV blood-pool volume (SAX stack) or area (long axis) curve."""
+def seg_detect(segmenter, cine: Cine) -> dict:
+    """Baseline 1: ED = max, ES = min of the segmented LV blood-pool volume (SAX stack) or area (long axis) curve;
+    `segmenter`: the segmentation Predictor."""
     from ...measure import ed_es_from_curve, volume_curve
-    from .. import segmentation
-    labels = segmentation.predict(segmenters["SAX" if cine.view == "SAX" else "LAX"], cine)
+
+    labels = segmenter.labels(cine)
     curve = volume_curve(labels, cine.spacing, LV)
     ed, es = ed_es_from_curve(curve)
     return dict(curve=curve, ed=ed, es=es)

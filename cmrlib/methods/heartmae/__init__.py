@@ -7,7 +7,7 @@ scratch and the others from its best checkpoint. Features (`features`): K x T vi
 encoder (or a Kinetics video network when its weights are on disk). Probes (`heads`): gated ABMIL + linear heads per
 task group (`tasks`). Baseline of expert features (`baselines`). The pretext and features gates on validation
 views (`gates`). Verbs: `dataloaders`, `learner`, `fit` (pretrain
-one model), `load`, `predict` (one subject's cines), `evaluate` (regression and classification tables with CIs).
+one model), `load`, `Predictor` (one subject's cines -> every probed measure), `evaluate` (regression and classification tables with CIs).
 """
 from ...learn import dataloaders
 from .baselines import EXPERT, expert_features, logistic_probs
@@ -25,11 +25,11 @@ from .figures import (attention_by_view, attention_figure, condition_figure, flo
 from .heads import FittedProbe, GatedABMIL, Probe, ProbeConfig, fit_probe
 from .learner import BASE, FAMILY, RANDOM, HeartMAEConfig, learner, load, network, pretrain, pretrain_family, save
 from .learner import pretrain as fit
-from .predict import predict
 from .tasks import (CARDIAC, CONDITIONS, EF_COLUMNS, EXTRACARDIAC, GROUPS, TASK_UNITS, TargetsError,
                     phantom_targets, table_targets)
+from .predict import Predictor
 
-__all__ = ["dataloaders", "EXPERT", "expert_features", "logistic_probs", "VIEWS", "CineInputError", "CineSet",
+__all__ = ["Predictor", "dataloaders", "EXPERT", "expert_features", "logistic_probs", "VIEWS", "CineInputError", "CineSet",
            "Clips", "ClipView", "flow_weight", "inference_views", "intensity_stats", "preprocess_cine",
            "preprocess_store", "random_view", "sax_slices", "square_frames", "PAPER_FEATURES", "PAPER_TABLE1",
            "PAPER_TABLE2", "beside_paper", "classification_metrics_table", "condition_table", "evaluate", "regression_metrics", "table1", "table2",
@@ -37,6 +37,6 @@ __all__ = ["dataloaders", "EXPERT", "expert_features", "logistic_probs", "VIEWS"
            "kinetics_encoder", "mae_encoder", "attention_by_view", "attention_figure", "condition_figure",
            "flow_figure", "pretraining_figure", "reconstruct", "reconstruction_figure", "scaled_mae_figure",
            "FittedProbe", "GatedABMIL", "Probe", "ProbeConfig", "fit_probe", "BASE", "FAMILY", "RANDOM",
-           "HeartMAEConfig", "learner", "load", "network", "pretrain", "pretrain_family", "save", "fit", "predict",
+           "HeartMAEConfig", "learner", "load", "network", "pretrain", "pretrain_family", "save", "fit",
            "CARDIAC", "CONDITIONS", "EF_COLUMNS", "EXTRACARDIAC", "GROUPS", "TASK_UNITS", "TargetsError",
            "phantom_targets", "table_targets", "copy_rule", "mean_rule", "pretext_gate", "ridge_gate"]

@@ -2,7 +2,7 @@
 Table 1: volumes, EFs, mass, atrial volumes, each BSA-indexed) in a logistic regression per condition."""
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -14,26 +14,25 @@ from sklearn.preprocessing import StandardScaler
 
 from ...measure import MeasureError, table1
 from ...store import CohortStore
-from ..segmentation import predict as segment
 
 EXPERT = "expert features (segmentation)"
 
 
-def subject_measures(store: CohortStore, subject: str, segmenters: Mapping[str, object]) -> dict:
+def subject_measures(store: CohortStore, subject: str, segmenter) -> dict:
     """Table-1 measures of one subject from its predicted masks: the SAX stack at ED and ES only (a tenth of the
     frames; the phantom and most sources record them) or every frame, 2CH and 4CH cines whole (atrial curves)."""
     ids = {v: f"{subject}_{v}" for v in ("SAX", "2CH", "4CH")}
     kw, meta = {}, {}
-    if ids["SAX"] in store and "SAX" in segmenters:
+    if ids["SAX"] in store and "SAX" in segmenter.nets:
         a = store.attrs(ids["SAX"])
         frames = [a["ed"], a["es"]] if a.get("ed") is not None and a.get("es") is not None else None
         sax = store.read(ids["SAX"], frames)
-        kw.update(sax=segment(segmenters["SAX"], sax), sax_spacing=sax.spacing, ed=sax.ed, es=sax.es)
+        kw.update(sax=segmenter.labels(sax), sax_spacing=sax.spacing, ed=sax.ed, es=sax.es)
         meta = sax.meta
     for view, k, sp in (("4CH", "la_4ch", "sp_4ch"), ("2CH", "la_2ch", "sp_2ch")):
-        if ids[view] in store and "LAX" in segmenters:
+        if ids[view] in store and "LAX" in segmenter.nets:
             c = store.read(ids[view])
-            kw.update({k: segment(segmenters["LAX"], c), sp: c.spacing})
+            kw.update({k: segmenter.labels(c), sp: c.spacing})
             meta = meta or c.meta
     if "la_2ch" in kw and "la_4ch" not in kw:
         kw.pop("la_2ch"), kw.pop("sp_2ch")
@@ -41,13 +40,14 @@ def subject_measures(store: CohortStore, subject: str, segmenters: Mapping[str, 
     return {k: v for k, v in m.items() if k not in ("ED", "ES", "BSA", "HR")}
 
 
-def expert_features(store: CohortStore, subjects: Sequence[str], segmenters: Mapping[str, object],
-                    progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(subject-indexed measures, failures with reasons): a subject whose masks give no measure is recorded."""
+def expert_features(store: CohortStore, subjects: Sequence[str], segmenter, progress: bool = True
+                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(subject-indexed measures, failures with reasons) by the segmentation Predictor `segmenter`: a subject
+    whose masks give no measure is recorded."""
     rows, fails = {}, []
     for s in progress_bar(list(subjects), display=progress, leave=False):
         try:
-            rows[s] = subject_measures(store, s, segmenters)
+            rows[s] = subject_measures(store, s, segmenter)
         except MeasureError as e:
             fails.append(dict(subject=s, reason=str(e)))
     return (pd.DataFrame.from_dict(rows, orient="index").rename_axis("subject"),

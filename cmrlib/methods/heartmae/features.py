@@ -51,7 +51,8 @@ def extract(encoder: Encoder, cines: CineSet, size: int, frames: int, k: int = 3
     n, load = cines.frames.shape[1], cines.frames.shape[-1]
     views = inference_views(n, load, size, frames, k, t)
     out = []
-    for i in progress_bar(range(0, len(cines), bs), display=progress, leave=False):
+    starts = range(0, len(cines), bs)
+    for i in progress_bar(starts, leave=False) if progress else starts:  # fastprogress draws a bar even hidden
         clips = [v(f, w)[0] for f, w in zip(cines.frames[i:i + bs], cines.weight[i:i + bs]) for v in views]
         x = torch.from_numpy(np.stack(clips)) / 255
         out.append(encoder(x).float().reshape(len(clips) // len(views), len(views), -1).numpy())

@@ -1,32 +1,67 @@
-"""A pretrained encoder (and optionally a trained probe) on one subject's cines: multiview features, and the
-probe's predictions with its attention over the views."""
+"""The HeartMAE Predictor: a pretrained encoder, its intensity normalisation and view preprocessing, and the
+multiview probes trained on its frozen features; on one subject's cines it gives every probed measure (with its
+unit) and the probe's attention over the views."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from dataclasses import asdict
 
 import numpy as np
 import pandas as pd
 
 from ...models.mae_st import VideoMAE
+from ...predictor import NotApplicable, Prediction
+from ...predictor import Predictor as Base
 from ...record import Cine
-from .data import CineSet, preprocess_cine
+from .data import CineInputError, CineSet, preprocess_cine
 from .features import bags, extract, mae_encoder
 from .heads import FittedProbe
 from .learner import HeartMAEConfig
+from .tasks import TASK_UNITS
+
+VIEW_KEYS = ("load", "cycle", "sax_k", "sigma_mm")  # `preprocess_cine`'s settings
 
 
-def predict(model: VideoMAE, cfg: HeartMAEConfig, meta: dict, cines: Sequence[Cine], probe: FittedProbe | None = None,
-            k: int = 3, t: int = 2, cycle: int = 30, sax_k: int = 3, sigma_mm: float = 18.0) -> dict:
-    """features (views, k * t, D) and view names; with `probe`, the subject's predictions (one row) and attention.
-    `model, cfg, meta` as `load` returns them; the preprocessing keywords must match the pretraining's."""
-    views = [v for c in cines for v in preprocess_cine(c, cfg.load, cycle, sax_k, sigma_mm)]
-    subject = str(cines[0].subject)
-    table = pd.DataFrame(dict(view_id=[v[0] for v in views], subject=subject))
-    cs = CineSet(np.stack([v[1] for v in views]), np.stack([v[2] for v in views]), table)
-    feats = extract(mae_encoder(model, meta["mean"], meta["std"]), cs, cfg.size, cfg.frames, k, t, progress=False)
-    out = dict(features=feats, views=table["view_id"].tolist())
-    if probe is not None:
-        h, mask, names = bags(feats, table, [subject])
-        out.update(predictions=probe.predict(h, mask, [subject]), attention=probe.pooled(h, mask)[1][0],
-                   attention_views=names[0])
-    return out
+class Predictor(Base):
+    """nets: {'encoder'} and 'probe <group>' -> `FittedProbe`; prep: the view settings, the clip sampling
+    (crops, clips), the pretraining's config and intensity mean/SD."""
+
+    method = "heartmae"
+    views = ("SAX", "2CH", "4CH")
+
+    @classmethod
+    def from_model(cls, model: VideoMAE, cfg: HeartMAEConfig, mean: float, std: float, probes: dict[str, FittedProbe],
+                   prep: dict, crops: int, clips: int, row: str, provenance: dict | None = None) -> "Predictor":
+        settings = {k: prep[k] for k in VIEW_KEYS} | dict(crops=int(crops), clips=int(clips), config=asdict(cfg),
+                                                          mean=float(mean), std=float(std))
+        return cls({"encoder": model.eval(), **{f"probe {g}": p for g, p in probes.items()}}, settings,
+                   provenance=provenance, model=row)
+
+    def features(self, cines: list[Cine]) -> tuple[np.ndarray, pd.DataFrame]:
+        """(views, crops * clips, D) frozen features of a subject's cines, and the views' table."""
+        p, cfg = self.prep, HeartMAEConfig(**self.prep["config"])
+        views, why = [], []
+        for c in cines:
+            try:
+                views += preprocess_cine(c, *(p[k] for k in VIEW_KEYS))
+            except CineInputError as e:
+                why.append(f"{c.view}: {e}")
+        if not views:
+            raise NotApplicable("; ".join(why) or "no view to read")
+        table = pd.DataFrame(dict(view_id=[v[0] for v in views], subject="patient"))
+        cs = CineSet(np.stack([v[1] for v in views]), np.stack([v[2] for v in views]), table)
+        enc = mae_encoder(self.nets["encoder"], p["mean"], p["std"])
+        return extract(enc, cs, cfg.size, cfg.frames, p["crops"], p["clips"], progress=False), table
+
+    def _predict(self, cines: list[Cine]) -> Prediction:
+        feats, table = self.features(cines)
+        out = Prediction(self.method, self.model, detail=dict(views=table["view_id"].tolist()))
+        h, mask, names = bags(feats, table, ["patient"])
+        used = "+".join(sorted({c.view for c in cines}))
+        for name, probe in self.nets.items():
+            if not name.startswith("probe "):
+                continue
+            row = probe.predict(h, mask, ["patient"]).iloc[0]
+            for task, v in row.items():
+                out.add(task, v, "probability" if probe.kinds[task] == "cls" else TASK_UNITS.get(task, ""), used)
+            out.detail[f"attention {name[6:]}"] = dict(zip(names[0], probe.pooled(h, mask)[1][0].tolist()))
+        return out

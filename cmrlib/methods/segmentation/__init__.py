@@ -2,7 +2,7 @@
 with `cmrlib.learn.export`), `predict` whole cines with a calibrated decision (`calibrate_prior`), `evaluate`
 Dice / HD95 (Table-1 measures from its labels: `cmrlib.measure.subject_measures`).
 
-Other methods use it only through `predict` and `load_segmenters` (ED/ES's segmentation baseline).
+Other methods use it only through its `Predictor` (both segmenters, their `labels(cine)` and Table-1 measures).
 """
 from .evaluate import dice, evaluate, frame_scores, hd95, summarise
 from .figures import case_panels
@@ -11,8 +11,9 @@ from .learner import (MODEL_FILES, ClassDice, DiceCE, as_model, class_weights, d
 from .predict import (ANATOMY, NoLabels, anatomy, calibrate_prior, decide, frame_probs, keep_largest, log_prior,
                       mean_dice, own_labels, predict, predict_store)
 from .recipes import RECIPES, recipe
+from .predictor import Predictor
 
-__all__ = ["dataloaders", "learner", "fit", "load", "predict", "evaluate", "DiceCE", "ClassDice", "class_weights",
+__all__ = ["Predictor", "dataloaders", "learner", "fit", "load", "predict", "evaluate", "DiceCE", "ClassDice", "class_weights",
            "RECIPES", "recipe", "MODEL_FILES", "model_file", "load_segmenters", "segmenters_key", "as_model",
            "frame_probs", "log_prior", "decide", "calibrate_prior", "ANATOMY", "NoLabels", "anatomy", "own_labels",
            "mean_dice", "predict_store", "keep_largest", "dice", "hd95", "summarise", "frame_scores", "case_panels"]

@@ -14,7 +14,7 @@ from fastprogress.fastprogress import progress_bar
 from scipy import ndimage
 
 from ...data import FrameGeometry
-from ...labels import NAMES
+from ...labels import NAMES, NoLabels
 from ...learn import cpu_bf16
 from ...record import Cine
 from ...store import CohortStore
@@ -93,10 +93,6 @@ def predict(model, cine: Cine, bs: int = 32, largest: bool = True, bf16: bool | 
 
 
 ANATOMY = ("segmenter", "labels")  # where a method finds the heart in a cine
-
-
-class NoLabels(ValueError):
-    """A cine whose own label maps were asked for has none at some frame."""
 
 
 def own_labels(cine: Cine) -> np.ndarray:

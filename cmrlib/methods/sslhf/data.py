@@ -15,7 +15,7 @@ from scipy import ndimage
 from ...labels import LV
 from ...measure import resample_cycle
 from ...tables import TableError, one_of, percent, read_table, subject
-from ..segmentation.predict import NoLabels
+from ...labels import NoLabels
 from ...record import Cine
 from ...store import CohortStore
 from ...transforms.corrupt import corrupt, random_corruption

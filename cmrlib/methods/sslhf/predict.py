@@ -1,20 +1,46 @@
-"""A trained SSLHF classifier on one patient's SAX cine: find the LV on the ED frame, cut a patch per LV slice,
-score every patch and average them (eq. 3)."""
+"""The SSLHF Predictor: a row's classifiers of every cross-validation fold with their patch settings; on a SAX
+cine it finds the LV on the ED frame (through the segmentation Predictor), cuts a patch per LV slice, and
+averages the patches' HFrEF probabilities (eq. 3) and then the folds' patient probabilities."""
 from __future__ import annotations
 
 import numpy as np
 from torch import nn
 
+from ...predictor import NotApplicable, Prediction, file_name
+from ...predictor import Predictor as Base
 from ...record import Cine
-from .. import segmentation
-from .data import ed_frame, preprocess
+from .data import PatchError, ed_frame, preprocess
 from .learner import scores
 
+PATCH_KEYS = ("size", "patch_mm", "n_frames", "min_frames", "max_slices", "min_lv_px", "clip_pct")
 
-def predict(model: nn.Module, cine: Cine, segmenter, **prep) -> dict:
-    """HFrEF probability of a patient (the mean over its patches) with each patch's probability and slice; `prep`
-    holds the patch settings the model was trained with (`preprocess`'s keywords). Raises `PatchError` when the
-    cine gives no patch."""
-    x, slices = preprocess(cine, segmentation.predict(segmenter, ed_frame(cine))[0], **prep)
-    p = scores(model, x)
-    return dict(probability=float(np.mean(p)), patches=p.tolist(), slices=slices)
+
+class Predictor(Base):
+    """nets: 'fold<k>' -> classifier; prep: the patch settings; needs: {'segmenter': the segmentation
+    predictor's file}."""
+
+    method = "sslhf"
+    views = ("SAX",)
+
+    @classmethod
+    def from_folds(cls, models: dict[int, nn.Module], row: str, prep: dict,
+                   segmenter_file: str = file_name("segmentation"), provenance: dict | None = None) -> "Predictor":
+        return cls({f"fold{k}": m.eval() for k, m in sorted(models.items())}, {k: prep[k] for k in PATCH_KEYS},
+                   dict(segmenter=segmenter_file), provenance, row)
+
+    def patches(self, cine: Cine) -> tuple[np.ndarray, list[int]]:
+        """The classifier inputs of one SAX cine and their slice indices."""
+        ed_labels = self.need("segmenter").labels(ed_frame(cine))[0]
+        try:
+            return preprocess(cine, ed_labels, **self.prep)
+        except PatchError as e:
+            raise NotApplicable(str(e)) from None
+
+    def _predict(self, cines: list[Cine]) -> Prediction:
+        c = cines[0]
+        x, slices = self.patches(c)
+        per_fold = np.stack([scores(net, x) for net in self.nets.values()])  # (folds, patches)
+        out = Prediction(self.method, self.model, detail=dict(patches=per_fold.mean(0).tolist(), slices=slices,
+                                                              folds=per_fold.mean(1).tolist()))
+        out.add("HFrEF probability", float(per_fold.mean()), "", c.cine_id)
+        return out

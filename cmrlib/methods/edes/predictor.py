@@ -1,0 +1,31 @@
+"""The ED/ES Predictor: a TempReg-Net (or a baseline network) with the frame size and zoom it was trained at."""
+from __future__ import annotations
+
+from torch import nn
+
+from ...predictor import Prediction
+from ...predictor import Predictor as Base
+from ...record import Cine
+from .predict import predict
+
+
+class Predictor(Base):
+    """nets: {'net': the ED/ES network}; prep: size, zoom, smooth (frames of the circular moving average)."""
+
+    method = "edes"
+    views = ("SAX", "2CH", "4CH")
+
+    @classmethod
+    def from_model(cls, model: nn.Module, name: str, size: int, zoom: float, smooth: int = 1,
+                   provenance: dict | None = None) -> "Predictor":
+        return cls({"net": model.eval()}, dict(size=int(size), zoom=float(zoom), smooth=int(smooth)),
+                   provenance=provenance, model=name)
+
+    def _predict(self, cines: list[Cine]) -> Prediction:
+        out = Prediction(self.method, self.model)
+        for c in cines:
+            r = predict(self.nets["net"], c, **self.prep)
+            out.add(f"ED ({c.view})", r["ed"], "frame", c.cine_id)
+            out.add(f"ES ({c.view})", r["es"], "frame", c.cine_id)
+            out.detail[c.cine_id] = r
+        return out

@@ -1,0 +1,62 @@
+"""The segmentation Predictor: notebook 01's SAX and long-axis segmenters (each carries its frame geometry and
+calibrated decision), and the Table-1 measures from their labels."""
+from __future__ import annotations
+
+import numpy as np
+
+from ...measure import MeasureError, UNITS, la_measures, ra_measures, sax_measures
+from ...predictor import NotApplicable, Prediction
+from ...predictor import Predictor as Base
+from ...record import Cine
+from .learner import as_model
+from .predict import predict
+
+KINDS = {"SAX": "SAX", "2CH": "LAX", "3CH": "LAX", "4CH": "LAX"}  # which segmenter reads a view
+
+
+class Predictor(Base):
+    """nets: 'SAX' and/or 'LAX' segmenters. `labels(cine)` is what other methods use to find the heart."""
+
+    method = "segmentation"
+    views = ("SAX", "2CH", "4CH")
+
+    @classmethod
+    def from_models(cls, segmenters: dict, provenance: dict | None = None) -> "Predictor":
+        """From notebook 01's segmenters by kind (Learners or modules)."""
+        return cls({k: as_model(m).eval() for k, m in segmenters.items()}, {}, provenance=provenance)
+
+    def labels(self, cine: Cine) -> np.ndarray:
+        """Canonical labels at every frame of a cine, by the segmenter of its view."""
+        kind = KINDS.get(cine.view)
+        if kind not in self.nets:
+            raise NotApplicable(f"no {kind or cine.view} segmenter in this predictor (has {', '.join(self.nets)})")
+        return predict(self.nets[kind], cine)
+
+    def _predict(self, cines: list[Cine]) -> Prediction:
+        out = Prediction(self.method, "+".join(self.nets))
+        labelled = {}
+        for c in cines:
+            if KINDS[c.view] in self.nets:
+                labelled[c.view] = (c, self.labels(c))
+        if not labelled:
+            raise NotApplicable(f"no segmenter for {', '.join(c.view for c in cines)} (has {', '.join(self.nets)})")
+        out.detail["labels"] = {c.cine_id: lab for c, lab in labelled.values()}
+        if "SAX" in labelled:
+            c, lab = labelled["SAX"]
+            try:
+                m = sax_measures(lab, c.spacing)
+            except MeasureError as e:
+                out.detail["why_not"] = str(e)
+            else:
+                out.detail["ed_es"] = (m.pop("ED"), m.pop("ES"))
+                for k, v in m.items():
+                    out.add(k, v, UNITS.get(k, ""), c.cine_id)
+        if "4CH" in labelled:
+            c4, l4 = labelled["4CH"]
+            c2, l2 = labelled.get("2CH", (None, None))
+            atria = {**la_measures(l2, None if c2 is None else c2.spacing, l4, c4.spacing),
+                     **ra_measures(l4, c4.spacing)}
+            for k, v in atria.items():
+                out.add(k, v, UNITS.get(k, ""), c4.cine_id if c2 is None or k.startswith("RA")
+                        else f"{c2.cine_id}+{c4.cine_id}")
+        return out

@@ -1,0 +1,178 @@
+"""One protocol for every method's trained model: a Predictor holds the network(s) *and* every preprocessing
+setting they were trained with, so a caller needs only the file and a patient's cines.
+
+    p = predictor.load("runs/default/predictors/cussp.predictor")
+    result = p.predict(cines)            # a Cine, or one subject's cines (any views)
+    result.table()                       # method, model, measure, value, unit, cine
+
+A Predictor that needs another (CUSSP and SSLHF find the heart with notebook 01's segmenter) keeps it by
+reference (its file name beside its own) and `load` brings it along. `provenance` says where a model came from:
+the run, its commit, the cohort it was trained on (a phantom model is a demonstration, never a clinical
+estimate) and what real-data check, if any, stands behind its numbers.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import uuid
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Sequence
+
+import pandas as pd
+
+from .record import Cine
+
+SUFFIX = ".predictor"
+FORMAT = 1  # the file layout; `load` refuses another
+METHODS = ("segmentation", "edes", "mvnet", "cussp", "sslhf", "heartmae")  # notebooks 01-06
+
+
+class PredictorError(ValueError):
+    """A predictor file that is missing, is not a predictor, or was written in another format."""
+
+
+class NotApplicable(ValueError):
+    """A patient's cines lack what a predictor needs (a view, enough frames, a findable valve): the reason."""
+
+
+@dataclass
+class Prediction:
+    """What a predictor says about one patient: named measures with units, and the arrays behind them (labels,
+    curves, tracks) for figures."""
+
+    method: str
+    model: str
+    measures: dict[str, float] = field(default_factory=dict)
+    units: dict[str, str] = field(default_factory=dict)
+    cines: dict[str, str] = field(default_factory=dict)  # measure -> the cine it was measured on
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, name: str, value: float, unit: str = "", cine: str = "") -> None:
+        """One named measure."""
+        self.measures[name] = float(value)
+        self.units[name] = unit
+        self.cines[name] = cine
+
+    def table(self) -> pd.DataFrame:
+        """One row per measure: method, model, measure, value, unit, cine."""
+        return pd.DataFrame([dict(method=self.method, model=self.model, measure=k, value=v, unit=self.units[k],
+                                  cine=self.cines.get(k, "")) for k, v in self.measures.items()],
+                            columns=["method", "model", "measure", "value", "unit", "cine"])
+
+
+def as_cines(subject: Cine | Sequence[Cine]) -> list[Cine]:
+    """A cine or one subject's cines as a list."""
+    return [subject] if isinstance(subject, Cine) else list(subject)
+
+
+def of_view(cines: Sequence[Cine], *views: str) -> list[Cine]:
+    """The cines of these views, in the order given."""
+    return [c for v in views for c in cines if c.view == v]
+
+
+class Predictor:
+    """A trained model with its preprocessing: `predict(cine or cines) -> Prediction`, `save(path)`, `load(path)`.
+
+    nets: the torch modules (or objects holding them); prep: every preprocessing setting the nets were trained
+    with; needs: other predictors by file name (resolved beside this one); provenance: where it came from."""
+
+    method: ClassVar[str] = ""
+    views: ClassVar[tuple[str, ...]] = ()  # the views it reads
+
+    def __init__(self, nets: dict[str, Any], prep: dict | None = None, needs: dict[str, str] | None = None,
+                 provenance: dict | None = None, model: str = ""):
+        self.nets, self.prep = dict(nets), dict(prep or {})
+        self.needs, self.provenance = dict(needs or {}), dict(provenance or {})
+        self.model = model or self.method
+        self.needed: dict[str, Predictor] = {}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.model!r}, nets={list(self.nets)}, prep={self.prep})"
+
+    def need(self, name: str) -> "Predictor":
+        """A predictor this one depends on (loaded with it)."""
+        if name not in self.needed:
+            raise PredictorError(f"{self.method}: its {name} predictor was not loaded with it (use predictor.load)")
+        return self.needed[name]
+
+    def predict(self, subject: Cine | Sequence[Cine]) -> Prediction:
+        """The method's measures for one patient's cines; `NotApplicable` when they lack what it needs."""
+        cines = as_cines(subject)
+        mine = of_view(cines, *self.views)
+        if not mine:
+            have = ", ".join(sorted({c.view for c in cines})) or "none"
+            raise NotApplicable(f"{self.method} reads {'/'.join(self.views)} cines; this patient has {have}")
+        return self._predict(mine)
+
+    def _predict(self, cines: list[Cine]) -> Prediction:
+        raise NotImplementedError
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write atomically (readers see the old file or the whole new one)."""
+        import torch
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            torch.save(dict(format=FORMAT, method=self.method, model=self.model, nets=self.nets, prep=self.prep,
+                            needs=self.needs, provenance=self.provenance), tmp)
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        return path
+
+
+def _registry() -> dict[str, type[Predictor]]:
+    """Predictor classes by method, each defined in its method's package."""
+    out = {}
+    for m in METHODS:
+        mod = importlib.import_module(f"cmrlib.methods.{m}")
+        out[m] = mod.Predictor
+    return out
+
+
+def load(path: str | os.PathLike) -> Predictor:
+    """The Predictor in a file written by `Predictor.save` (on the CPU), with the predictors it needs."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise PredictorError(f"{path.name}: no predictor file here (its notebook writes it into <run>/predictors)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            got = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise PredictorError(f"{path.name}: not a predictor file ({type(e).__name__})") from None
+    if not isinstance(got, dict) or got.get("format") != FORMAT or got.get("method") not in METHODS:
+        raise PredictorError(f"{path.name}: not a cmrlib predictor of format {FORMAT}")
+    cls = _registry()[got["method"]]
+    p = cls(got["nets"], got["prep"], got["needs"], got["provenance"], got["model"])
+    for name, file in p.needs.items():
+        p.needed[name] = load(path.parent / file)
+    for net in p.nets.values():
+        if hasattr(net, "eval"):
+            net.eval()
+    return p
+
+
+def file_name(method: str) -> str:
+    """A method's predictor file in a run's `predictors/` folder."""
+    return f"{method}{SUFFIX}"
+
+
+def run_predictors(run_dir: str | os.PathLike) -> tuple[dict[str, Predictor], dict[str, str]]:
+    """Every method's predictor a run folder holds, and why the others are absent."""
+    folder = Path(run_dir) / "predictors"
+    have, why = {}, {}
+    for m in METHODS:
+        f = folder / file_name(m)
+        try:
+            have[m] = load(f)
+        except PredictorError as e:
+            why[m] = str(e)
+    return have, why

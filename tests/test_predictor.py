@@ -1,0 +1,110 @@
+"""The one protocol every method shares: a Predictor file holds the network and its preprocessing, `load` gives it
+back with the predictors it needs, and methods use each other only through it."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cmrlib import predictor
+from cmrlib.analyse import AnalyseError, analyse, read_patient
+from cmrlib.cli import main
+from cmrlib.methods import cussp, segmentation
+from cmrlib.phantom import simulate_subject
+
+SMALL = dict(n_frames=10, matrix=64, pixel_mm=3.0)
+
+
+@pytest.fixture(scope="module")
+def subject():
+    return simulate_subject(1, seed=0, config=SMALL, views=("SAX", "2CH", "4CH"))
+
+
+def segmenter() -> segmentation.Predictor:
+    """A one-layer segmenter (untrained: the protocol, not the accuracy, is under test)."""
+    torch.manual_seed(0)
+    return segmentation.Predictor({"SAX": torch.nn.Conv2d(1, 6, 1), "LAX": torch.nn.Conv2d(1, 6, 1)},
+                                  provenance=dict(trained_on="phantom"))
+
+
+def test_a_predictor_round_trips_and_predicts_from_the_cines_alone(tmp_path, subject):
+    p = segmenter()
+    before = p.predict(list(subject.values()))
+    again = predictor.load(p.save(tmp_path / "segmentation.predictor"))
+    after = again.predict(list(subject.values()))
+    assert type(again) is segmentation.Predictor and again.provenance == dict(trained_on="phantom")
+    assert before.measures.keys() == after.measures.keys() and {"LVEF", "LAVmax", "RAEF"} <= set(after.measures)
+    for cid, lab in before.detail["labels"].items():
+        assert np.array_equal(lab, after.detail["labels"][cid])
+    tab = after.table()
+    assert list(tab.columns) == ["method", "model", "measure", "value", "unit", "cine"]
+    assert tab.set_index("measure").loc["LVEF", "unit"] == "%"
+
+
+def test_load_names_the_file_and_refuses_what_is_not_a_predictor(tmp_path):
+    with pytest.raises(predictor.PredictorError, match="nothing.predictor: no predictor file"):
+        predictor.load(tmp_path / "nothing.predictor")
+    (tmp_path / "text.predictor").write_text("not a model")
+    with pytest.raises(predictor.PredictorError, match="text.predictor: not a predictor file"):
+        predictor.load(tmp_path / "text.predictor")
+    torch.save(dict(format=99, method="cussp"), tmp_path / "future.predictor")
+    with pytest.raises(predictor.PredictorError, match="future.predictor: not a cmrlib predictor of format 1"):
+        predictor.load(tmp_path / "future.predictor")
+
+
+def test_a_needed_predictor_travels_by_reference(tmp_path, subject):
+    prep = dict(size=32, patch_mm=2.0, frames=10, window=5, crop_size=32, crop_mm=3.0)
+    p = cussp.Predictor.from_model(torch.nn.Linear(2, 1), "CUSSP-SIAM", prep, 0.5)
+    p.save(tmp_path / "cussp.predictor")
+    with pytest.raises(predictor.PredictorError, match="segmentation.predictor: no predictor file"):
+        predictor.load(tmp_path / "cussp.predictor")
+    segmenter().save(tmp_path / "segmentation.predictor")
+    again = predictor.load(tmp_path / "cussp.predictor")
+    assert isinstance(again.need("segmenter"), segmentation.Predictor)
+    assert again.prep == dict(prep, input="cycle", threshold=0.5)
+    with pytest.raises(predictor.NotApplicable, match="cussp reads 4CH cines; this patient has 2CH, SAX"):
+        again.predict([subject["SAX"], subject["2CH"]])
+
+
+def _nifti_patient(folder: Path, subject: dict) -> Path:
+    """A patient folder of NIfTI cines named as UK Biobank names them."""
+    import nibabel as nib
+
+    folder.mkdir(parents=True)
+    for view, name in (("2CH", "la_2ch"), ("4CH", "la_4ch")):
+        c = subject[view]
+        arr = np.transpose(c.pixels, (2, 1, 0))[:, :, None, :]  # (x, y, 1, t)
+        img = nib.Nifti1Image(arr.astype(np.float32), np.diag([c.spacing[1], c.spacing[0], 6.0, 1.0]))
+        img.header.set_xyzt_units("mm", "msec")
+        img.header["pixdim"][4] = float(np.diff(c.frame_times).mean())
+        nib.save(img, folder / f"{name}.nii.gz")
+    return folder
+
+
+def test_analyse_writes_the_report_and_says_what_is_not_available(tmp_path, subject):
+    run = tmp_path / "run"
+    segmenter().save(run / "predictors" / "segmentation.predictor")
+    patient = _nifti_patient(tmp_path / "DOE^JANE_ID-998877", subject)
+    cines, _ = read_patient(patient)
+    assert sorted(c.view for c in cines) == ["2CH", "4CH"] and {c.subject for c in cines} == {"patient"}
+    files = analyse(patient, run, tmp_path / "report", log=lambda *_: None)
+    page = files["html"].read_text()
+    assert "Demonstration only" in page and "No real-data check" in page
+    assert page.count("not available: this run has no predictor") == 5  # the five methods this run lacks
+    assert "LAVmax" in files["csv"].read_text()
+    assert all("DOE" not in f.read_text() and "998877" not in f.read_text() for f in files.values())
+
+
+def test_analyse_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
+    run = tmp_path / "run"
+    segmenter().save(run / "predictors" / "segmentation.predictor")
+    (tmp_path / "empty").mkdir()
+    for args, says in (([str(tmp_path / "missing")], "missing: not a folder"),
+                       ([str(tmp_path / "empty")], "empty: no DICOM, NIfTI, UK Biobank zip or ACDC patient files")):
+        assert main(["analyse", *args, "--run", str(run), "--out", str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err
+        assert says in err and err.count("\n") == 1
+    with pytest.raises(AnalyseError, match="no predictors/"):
+        analyse(tmp_path / "empty", tmp_path / "empty", tmp_path / "out")
