@@ -147,6 +147,7 @@ def figure_for(method: str, res: Prediction, cines: dict[str, Cine]) -> str:
 
     from .labels import LV
     from .measure import volume_curve
+    from .methods.heartmae import view_kind
 
     if method == "segmentation":
         labs = res.detail.get("labels", {})
@@ -193,7 +194,7 @@ def figure_for(method: str, res: Prediction, cines: dict[str, Cine]) -> str:
         att = next((v for k, v in res.detail.items() if k.startswith("attention")), None)
         if not att:
             return ""
-        by_view = pd.Series(att).groupby(lambda n: n.split("#")[0].replace(f"{PATIENT}_", "")).sum()
+        by_view = pd.Series(att).groupby(view_kind).sum()
         fig, ax = plt.subplots(figsize=(4.5, 2.4))
         by_view.plot.bar(ax=ax, color="tab:blue")
         ax.set(ylabel="attention", title="how much each view weighs")

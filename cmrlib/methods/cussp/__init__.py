@@ -19,7 +19,7 @@ from .figures import grade_figure, pool_figure, preprocessing_figure, roc_pr_fig
 from .learner import (INPUTS, JOINT_WEIGHTS, SUPERVISED, CUSSPConfig, dataloaders, fit, fit_cnn_lstm, fit_joint,
                       fit_siamese, fit_supervised, learner, load, pretrain, random_forest, save, scores)
 from .valve import Valve, ValveError, ValvePatch, equalise_la, inside_fraction, patch_map, valve_line, valve_patch
-from .predict import Predictor
+from .predictor import Predictor
 
 __all__ = ["Predictor", "LabelsError", "Labelled", "labelled", "unlabelled", "PatchAug", "PatchSet", "SiamesePairs", "TwinViews", "com_crop",
            "ed_es", "jitter", "mr_labels", "preprocess", "preprocess_store", "systolic_window",

@@ -21,13 +21,13 @@ from .gates import copy_rule, mean_rule
 from .gates import pretext as pretext_gate
 from .gates import ridge as ridge_gate
 from .figures import (attention_by_view, attention_figure, condition_figure, flow_figure, pretraining_figure, reconstruct,
-                      reconstruction_figure, scaled_mae_figure)
+                      reconstruction_figure, scaled_mae_figure, view_kind)
 from .heads import FittedProbe, GatedABMIL, Probe, ProbeConfig, fit_probe
 from .learner import BASE, FAMILY, RANDOM, HeartMAEConfig, learner, load, network, pretrain, pretrain_family, save
 from .learner import pretrain as fit
 from .tasks import (CARDIAC, CONDITIONS, EF_COLUMNS, EXTRACARDIAC, GROUPS, TASK_UNITS, TargetsError,
                     phantom_targets, table_targets)
-from .predict import Predictor
+from .predictor import Predictor
 
 __all__ = ["Predictor", "dataloaders", "EXPERT", "expert_features", "logistic_probs", "VIEWS", "CineInputError", "CineSet",
            "Clips", "ClipView", "flow_weight", "inference_views", "intensity_stats", "preprocess_cine",
@@ -35,7 +35,7 @@ __all__ = ["Predictor", "dataloaders", "EXPERT", "expert_features", "logistic_pr
            "PAPER_TABLE2", "beside_paper", "classification_metrics_table", "condition_table", "evaluate", "regression_metrics", "table1", "table2",
            "wilcoxon", "wins", "with_ci", "KINETICS", "WeightsUnavailable", "bags", "cached_features", "extract",
            "kinetics_encoder", "mae_encoder", "attention_by_view", "attention_figure", "condition_figure",
-           "flow_figure", "pretraining_figure", "reconstruct", "reconstruction_figure", "scaled_mae_figure",
+           "flow_figure", "pretraining_figure", "reconstruct", "reconstruction_figure", "scaled_mae_figure", "view_kind",
            "FittedProbe", "GatedABMIL", "Probe", "ProbeConfig", "fit_probe", "BASE", "FAMILY", "RANDOM",
            "HeartMAEConfig", "learner", "load", "network", "pretrain", "pretrain_family", "save", "fit",
            "CARDIAC", "CONDITIONS", "EF_COLUMNS", "EXTRACARDIAC", "GROUPS", "TASK_UNITS", "TargetsError",

@@ -18,7 +18,7 @@ from .evaluate import fold_metrics as evaluate
 from .figures import ef_figure, learning_curve_figure, restoration_figure, roc_figure
 from .learner import (BASELINES, CORRUPTIONS, NO_PROXY, PROXIES, ROWS, SSLHFConfig, features, fit, learner, load,
                       network, pretrain, restore, save, scores)
-from .predict import Predictor
+from .predictor import Predictor
 
 __all__ = ["Predictor", "dataloaders", "CLASSES", "HFREF_BELOW", "CineFlip", "HFLabelsError", "HFPatches", "Labelled", "PatchError",
            "Restoration", "ed_frame", "fold_roles", "hf_class", "hf_labels", "lv_patch", "lv_slices", "patient_folds",
