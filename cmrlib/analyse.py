@@ -238,7 +238,7 @@ def _section(r: dict, cines: dict[str, Cine]) -> tuple[str, pd.DataFrame]:
 
 CSS = """body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}h2{border-bottom:1px solid #ccc}
 .warn{background:#fff3cd;padding:.4em}.na{color:#a00}.prov,.time{color:#555;font-size:90%}
-table.measures td,table.measures th{padding:2px 10px;text-align:left}"""
+table.measures td,table.measures th{padding:2px 10px;text-align:left}img{max-width:100%}"""
 
 
 def write_report(results: list[dict], cines: list[Cine], notes: list[dict], missing: dict[str, str],

@@ -23,7 +23,8 @@ class Predictor(Base):
     @classmethod
     def from_models(cls, segmenters: dict, provenance: dict | None = None) -> "Predictor":
         """From notebook 01's segmenters by kind (Learners or modules)."""
-        return cls({k: as_model(m).eval() for k, m in segmenters.items()}, {}, provenance=provenance)
+        return cls({k: as_model(m).eval() for k, m in segmenters.items()}, {}, provenance=provenance,
+                   model=" + ".join(f"{k} segmenter" for k in segmenters))
 
     def labels(self, cine: Cine) -> np.ndarray:
         """Canonical labels at every frame of a cine, by the segmenter of its view."""
@@ -33,7 +34,7 @@ class Predictor(Base):
         return predict(self.nets[kind], cine)
 
     def _predict(self, cines: list[Cine]) -> Prediction:
-        out = Prediction(self.method, "+".join(self.nets))
+        out = Prediction(self.method, self.model)
         labelled = {}
         for c in cines:
             if KINDS[c.view] in self.nets:
