@@ -21,7 +21,7 @@ import pandas as pd
 
 from .plots import save_figure
 from .store import CohortStore
-from .utils import atomic_write_json, atomic_write_text, seed_everything
+from .utils import atomic_write_json, atomic_write_text, git_commit, seed_everything
 
 ROOT = Path(__file__).resolve().parent.parent  # the project: relative run and figure folders start here
 GOALS = (">=", "<=", "<", ">", "within")  # how a value meets its target ("within": |value| <= target)
@@ -100,8 +100,6 @@ class Notebook:
         """Where a model comes from, for its Predictor: the run, notebook, commit, seed and the cohort it was
         trained on ('phantom': a demonstration, never a clinical estimate); `real_check`: the real-data check
         behind its numbers (None: none)."""
-        from .utils import git_commit
-
         ident = store.identity() or {}
         source = "phantom" if (store.root / "phantom.json").exists() else str(ident.get("source", "unknown"))
         return dict(run=self.run_dir.name, notebook=self.number, commit=git_commit(ROOT), seed=self.seed,

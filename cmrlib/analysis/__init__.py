@@ -1,5 +1,21 @@
 """The analysis layer across methods, read from a run folder only: agreement (notebook 07), clustering (08), the
-report and figure index (09)."""
+report and figure index (09).
+
+`RUN_FILES` is the run folder's contract: what each notebook hands to the analysis. The analysis reads nothing
+else of a notebook's folder (`tests/test_contract.py` reads the code and fails when it names another file).
+"""
 from . import agreement, clusters, report
 
-__all__ = ["agreement", "clusters", "report"]
+EVERY = ("measures_long.csv", "targets.csv", "figures.json")  # any notebook may write these
+RUN_FILES = {
+    "01": ("dice_phantom.csv", "dice_acdc.csv", "dice_sim2real.csv", "measures_phantom.csv"),
+    "02": ("afd_table.csv",),
+    "03": ("agreement_by_stage.csv", "spatial_frames.csv", "conventions.csv", "clinical_subjects.csv"),
+    "04": ("table2.csv", "pool_curve.csv"),
+    "05": ("table_I.csv", "table_II.csv", "table_III.csv", "differences.csv"),
+    "06": ("table1.csv", "table2.csv", "wins.csv", "wilcoxon.csv", "conditions_*.csv", "subject_features_*.csv"),
+    "07": ("agreement.csv", "measures.csv"),
+    "08": ("rand_indices.csv",),
+}  # besides run.json, cohort/ (the store) and predictors/ (the methods' Predictors)
+
+__all__ = ["agreement", "clusters", "report", "EVERY", "RUN_FILES"]

@@ -2,7 +2,8 @@
 
 Everything meets in one tidy long table (`LONG_COLUMNS`): one row per subject x measure x method, the method's value
 beside the reference value of the same subject. Differences are method - reference throughout (`cmrlib.stats`).
-A method notebook that predicts measures joins by writing `NN/measures_long.csv` with these columns.
+Every method notebook that measures joins by writing `NN/measures_long.csv` with these columns (the run-folder
+contract; `collect` reads nothing else).
 """
 from __future__ import annotations
 
@@ -152,22 +153,9 @@ def mask_mapse(store: CohortStore, labels: Mapping[str, np.ndarray]) -> tuple[pd
 
 
 def collect(run_dir: str | Path) -> pd.DataFrame:
-    """The long table of every measure every notebook of a run folder wrote (01, 02, 03 and any `NN/measures_long.csv`)."""
-    run = Path(run_dir)
-    manifest = CohortStore(run / "cohort").manifest() if (run / "cohort" / "cines").exists() else None
-    conditions = (manifest.drop_duplicates("subject").set_index("subject")["condition"].to_dict()
-                  if manifest is not None and "condition" in manifest else {})
-    parts = []
-    if (f := run / "01" / "measures_phantom.csv").exists():
-        parts.append(from_table1(pd.read_csv(f), "phantom", "segmentation", PHANTOM_REFERENCES))
-    if (f := run / "01" / "measures_acdc.csv").exists():
-        parts.append(from_table1(pd.read_csv(f), "acdc", "segmentation", {"ref": "ground-truth masks"}))
-    if (f := run / "02" / "test_predictions.csv").exists() and manifest is not None:
-        parts.append(implied_volumes(pd.read_csv(f), manifest))
-    if (f := run / "03" / "clinical_subjects.csv").exists():
-        parts.append(from_columns(pd.read_csv(f), STAGE_METHODS, "phantom", "observer 1", conditions))
-    for f in sorted(run.glob("[0-9][0-9]/measures_long.csv")):
-        parts.append(pd.read_csv(f)[LONG_COLUMNS])
+    """The long table of every measure a run's notebooks wrote: each method notebook's `NN/measures_long.csv`
+    (01 segmentation, 02 ED/ES, 03 MVnet, 06 HeartMAE), the one shape the run folder hands to the analysis."""
+    parts = [pd.read_csv(f)[LONG_COLUMNS] for f in sorted(Path(run_dir).glob("[0-9][0-9]/measures_long.csv"))]
     parts = [p for p in parts if len(p)]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=LONG_COLUMNS)
 
