@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 import time
 from pathlib import Path
 from typing import Callable
@@ -40,20 +39,21 @@ class AnalyseError(ValueError):
 # ---------------------------------------------------------------- reading one patient
 
 
-def _source(folder: Path) -> str:
-    """Which reader a patient folder needs."""
+def _source(folder: Path) -> tuple[str, list[Path]]:
+    """Which reader a patient folder needs, and its NIfTI images (masks aside) when that is NIfTI."""
     from .io.dicom import is_dicom_file
-    from .io.nifti import NIFTI_SUFFIXES
+    from .io.nifti import NIFTI_SUFFIXES, is_mask_name
 
-    files = [p for p in folder.rglob("*") if p.is_file()]
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    nifti = [p for p in files if p.name.endswith(NIFTI_SUFFIXES) and not is_mask_name(p)]
     if (folder / "Info.cfg").is_file():
-        return "acdc"
+        return "acdc", []
     if any(p.suffix == ".zip" for p in files):
-        return "ukbb"
-    if any(p.name.endswith(s) for p in files for s in NIFTI_SUFFIXES):
-        return "nifti"
+        return "ukbb", []
+    if nifti:
+        return "nifti", nifti
     if any(is_dicom_file(p) for p in files):
-        return "dicom"
+        return "dicom", []
     raise AnalyseError(f"{folder.name}: no DICOM, NIfTI, UK Biobank zip or ACDC patient files found")
 
 
@@ -62,21 +62,18 @@ def read_patient(path: str | Path) -> tuple[list[Cine], list[dict]]:
     from .io import IngestError
     from .io.batch import read_item, source_module
     from .io.common import Item
-    from .io.nifti import NIFTI_SUFFIXES, is_mask_name
 
     folder = Path(path)
     if not folder.is_dir():
         raise AnalyseError(f"{folder.name}: not a folder (give the patient's folder of cines)")
-    source = _source(folder)
+    source, nifti = _source(folder)
     if source == "ukbb":
         items = source_module("ukbb").find(folder)
         if len(items) != 1:
             raise AnalyseError(f"{folder.name}: {len(items)} UK Biobank participants; give one patient's zips")
         item = Item(key=PATIENT, paths=items[0].paths, subject=PATIENT, private=True)
     elif source == "nifti":
-        files = sorted(p for p in folder.rglob("*") if any(p.name.endswith(s) for s in NIFTI_SUFFIXES)
-                       and not is_mask_name(p))
-        item = Item(key=PATIENT, paths=tuple(files), subject=PATIENT)
+        item = Item(key=PATIENT, paths=tuple(nifti), subject=PATIENT)
     else:
         item = Item(key=PATIENT, paths=(folder,), subject=PATIENT)
     try:
@@ -145,8 +142,6 @@ def figure_for(method: str, res: Prediction, cines: dict[str, Cine]) -> str:
     """The picture that shows what a method saw and said about this patient ('' when there is none)."""
     import matplotlib.pyplot as plt
 
-    from .labels import LV
-    from .measure import volume_curve
     from .methods.heartmae import view_kind
 
     if method == "segmentation":
@@ -154,8 +149,7 @@ def figure_for(method: str, res: Prediction, cines: dict[str, Cine]) -> str:
         fig, axes = plt.subplots(1, 2 * len(labs), figsize=(3 * 2 * len(labs), 3), squeeze=False)
         for i, (cid, lab) in enumerate(labs.items()):
             c = cines[cid]
-            curve = volume_curve(lab, c.spacing, LV)
-            for j, (name, t) in enumerate((("ED", int(np.argmax(curve))), ("ES", int(np.argmin(curve))))):
+            for j, (name, t) in enumerate(zip(("ED", "ES"), res.detail["ed_es"][cid])):
                 ax = axes[0, 2 * i + j]
                 _overlay(ax, _frame(c, t), lab[t][lab.shape[1] // 2] if c.is_stack else lab[t])
                 ax.set_title(f"{c.view} {name} (frame {t})", fontsize=9)
@@ -228,6 +222,8 @@ def _section(r: dict, cines: dict[str, Cine]) -> tuple[str, pd.DataFrame]:
     tab = res.table()
     shown = tab.assign(value=tab.value.map(lambda v: f"{v:.3g}"))[["measure", "value", "unit", "cine"]]
     parts.append(shown.to_html(index=False, border=0, classes="measures"))
+    if res.note:
+        parts.append(f"<p class='na'>{html.escape(res.note)}</p>")
     try:
         parts.append(figure_for(m, res, cines))
     except Exception as e:  # a figure that cannot be drawn never costs the numbers
@@ -257,8 +253,8 @@ def write_report(results: list[dict], cines: list[Cine], notes: list[dict], miss
                     f"({html.escape(why.split(':', 1)[-1].strip())})</p>")
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>cmrlib report</title><style>{CSS}</style>"
             f"</head><body>{''.join(body)}</body></html>")
-    measures = pd.concat([t for t in tables if len(t)], ignore_index=True) if any(len(t) for t in tables) else \
-        pd.DataFrame(columns=["method", "model", "measure", "value", "unit", "cine"])
+    tables = [t for t in tables if len(t)]
+    measures = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=list(Prediction.COLUMNS))
     files = dict(html=out / "report.html", csv=out / "measures.csv", json=out / "report.json")
     atomic_write_text(files["html"], page)
     atomic_write_text(files["csv"], measures.to_csv(index=False))

@@ -16,7 +16,6 @@ import contextvars
 import dataclasses
 import json
 import os
-import uuid
 import warnings
 from pathlib import Path
 from typing import Mapping
@@ -29,7 +28,7 @@ from fastai.callback.core import Callback, CancelFitException
 from fastai.callback.tracker import TerminateOnNaNCallback, TrackerCallback
 from fastai.learner import Learner, load_learner
 
-from .utils import atomic_write_json, cpu_bf16, to_jsonable
+from .utils import atomic_file, atomic_write_json, cpu_bf16, to_jsonable
 
 __all__ = ["device", "BestWeights", "CPUBFloat16", "cpu_bf16", "bf16_callbacks", "precision", "callbacks",
            "NonFinite", "NonFiniteLoss", "FiniteLoss", "fitting", "attempt", "check_finite", "export", "load",
@@ -261,17 +260,13 @@ def export(learn: Learner, path: str | os.PathLike) -> Path:
     """Export a learner (model, loss, transforms; no data) atomically to `path`: readers see the old file or the
     whole new one, never half of it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     old_path = learn.path
     try:
         learn.path = path.parent
-        learn.export(tmp.name)
-        os.replace(tmp, path)
+        with atomic_file(path) as tmp:
+            learn.export(tmp.name)
     finally:
         learn.path = old_path
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import uuid
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any, ClassVar, Sequence
 import pandas as pd
 
 from .record import Cine
+from .utils import atomic_file
 
 SUFFIX = ".predictor"
 FORMAT = 1  # the file layout; `load` refuses another
@@ -39,6 +39,8 @@ class NotApplicable(ValueError):
 
 @dataclass
 class Prediction:
+    COLUMNS: ClassVar[tuple[str, ...]] = ("method", "model", "measure", "value", "unit", "cine")  # of `table`
+
     """What a predictor says about one patient: named measures with units, and the arrays behind them (labels,
     curves, tracks) for figures."""
 
@@ -48,6 +50,7 @@ class Prediction:
     units: dict[str, str] = field(default_factory=dict)
     cines: dict[str, str] = field(default_factory=dict)  # measure -> the cine it was measured on
     detail: dict[str, Any] = field(default_factory=dict)
+    note: str = ""
 
     def add(self, name: str, value: float, unit: str = "", cine: str = "") -> None:
         """One named measure."""
@@ -59,7 +62,7 @@ class Prediction:
         """One row per measure: method, model, measure, value, unit, cine."""
         return pd.DataFrame([dict(method=self.method, model=self.model, measure=k, value=v, unit=self.units[k],
                                   cine=self.cines.get(k, "")) for k, v in self.measures.items()],
-                            columns=["method", "model", "measure", "value", "unit", "cine"])
+                            columns=list(self.COLUMNS))
 
 
 def as_cines(subject: Cine | Sequence[Cine]) -> list[Cine]:
@@ -113,33 +116,26 @@ class Predictor:
         """Write atomically (readers see the old file or the whole new one)."""
         import torch
 
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-        try:
+        with atomic_file(path) as tmp:
             torch.save(dict(format=FORMAT, method=self.method, model=self.model, nets=self.nets, prep=self.prep,
                             needs=self.needs, provenance=self.provenance), tmp)
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
-        return path
+        return Path(path)
 
 
-def _registry() -> dict[str, type[Predictor]]:
-    """Predictor classes by method, each defined in its method's package."""
-    out = {}
-    for m in METHODS:
-        mod = importlib.import_module(f"cmrlib.methods.{m}")
-        out[m] = mod.Predictor
-    return out
+def predictor_class(method: str) -> type[Predictor]:
+    """A method's Predictor class, defined in its method's package (imported only when asked for)."""
+    return importlib.import_module(f"cmrlib.methods.{method}").Predictor
 
 
-def load(path: str | os.PathLike) -> Predictor:
-    """The Predictor in a file written by `Predictor.save` (on the CPU), with the predictors it needs."""
+def load(path: str | os.PathLike, loaded: dict[Path, Predictor] | None = None) -> Predictor:
+    """The Predictor in a file written by `Predictor.save` (on the CPU), with the predictors it needs; `loaded`
+    (file -> Predictor) shares one copy of a file several predictors need."""
     import torch
 
     path = Path(path)
+    loaded = {} if loaded is None else loaded
+    if path in loaded:
+        return loaded[path]
     if not path.is_file():
         raise PredictorError(f"{path.name}: no predictor file here (its notebook writes it into <run>/predictors)")
     try:
@@ -150,13 +146,13 @@ def load(path: str | os.PathLike) -> Predictor:
         raise PredictorError(f"{path.name}: not a predictor file ({type(e).__name__})") from None
     if not isinstance(got, dict) or got.get("format") != FORMAT or got.get("method") not in METHODS:
         raise PredictorError(f"{path.name}: not a cmrlib predictor of format {FORMAT}")
-    cls = _registry()[got["method"]]
-    p = cls(got["nets"], got["prep"], got["needs"], got["provenance"], got["model"])
+    p = predictor_class(got["method"])(got["nets"], got["prep"], got["needs"], got["provenance"], got["model"])
     for name, file in p.needs.items():
-        p.needed[name] = load(path.parent / file)
+        p.needed[name] = load(path.parent / file, loaded)
     for net in p.nets.values():
         if hasattr(net, "eval"):
             net.eval()
+    loaded[path] = p
     return p
 
 
@@ -168,11 +164,10 @@ def file_name(method: str) -> str:
 def run_predictors(run_dir: str | os.PathLike) -> tuple[dict[str, Predictor], dict[str, str]]:
     """Every method's predictor a run folder holds, and why the others are absent."""
     folder = Path(run_dir) / "predictors"
-    have, why = {}, {}
+    have, why, loaded = {}, {}, {}
     for m in METHODS:
-        f = folder / file_name(m)
         try:
-            have[m] = load(f)
+            have[m] = load(folder / file_name(m), loaded)  # the segmentation file is read once, for all
         except PredictorError as e:
             why[m] = str(e)
     return have, why

@@ -60,14 +60,26 @@ def inside(root: str | os.PathLike, path: str | os.PathLike) -> Path:
     return path
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write text so that readers see the old file or the whole new one, never half of it."""
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike, suffix: str = ""):
+    """Yield a temporary sibling file that becomes `path` only if the block finishes: readers see the old file or
+    the whole new one, never half of it (`suffix`: for writers that insist on one, as `np.savez` on .npz)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp{suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write text so that readers see the old file or the whole new one, never half of it."""
+    with atomic_file(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
@@ -79,10 +91,8 @@ def save_arrays(path: str | os.PathLike, arrays: dict[str, np.ndarray], settings
     """Arrays to `path` (.npz) and the settings that made them (plus `meta`) to its .json, each written atomically,
     so `load_arrays` reuses them only for the same settings."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex}.tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    with atomic_file(path, ".npz") as tmp:
+        np.savez(tmp, **arrays)
     atomic_write_json(path.with_suffix(".json"), dict(settings=settings, **meta))
     return path
 

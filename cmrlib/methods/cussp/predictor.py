@@ -45,7 +45,7 @@ class Predictor(Base):
     def _predict(self, cines: list[Cine]) -> Prediction:
         c = cines[0]
         prob, p = self.probability(c)
-        out = Prediction(self.method, self.model, detail=dict(patch=p["cycle"], labels_view=c.view))
+        out = Prediction(self.method, self.model, detail=dict(patch=p["cycle"]))
         out.add("MR probability", prob, "", c.cine_id)
         out.add("MR (at the validation threshold)", float(prob >= self.prep["threshold"]), "yes=1", c.cine_id)
         return out

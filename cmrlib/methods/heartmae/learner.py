@@ -21,7 +21,7 @@ from torch import nn
 
 from ...learn import callbacks, dataloaders, history
 from ...models.mae_st import MAESize, VideoMAE, mae_loss
-from ...utils import seed_everything, seed_for
+from ...utils import atomic_file, seed_everything, seed_for
 from .data import CineSet, Clips
 
 BASE = "MAE-ViT-B"
@@ -172,11 +172,9 @@ def pretrain_family(cines: CineSet, cfg: HeartMAEConfig, mean: float, std: float
 def save(model: VideoMAE, cfg: HeartMAEConfig, path: str | Path, **meta) -> Path:
     """Weights with the config and what else made them (intensity `mean`, `std`; a training `summary`), written
     atomically (torch.save)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(dict(state=model.state_dict(), config=asdict(cfg), meta=meta), tmp)
-    tmp.replace(path)
-    return path
+    with atomic_file(path) as tmp:
+        torch.save(dict(state=model.state_dict(), config=asdict(cfg), meta=meta), tmp)
+    return Path(path)
 
 
 def load(path: str | Path) -> tuple[VideoMAE, HeartMAEConfig, dict]:

@@ -54,7 +54,7 @@ class Predictor(Base):
 
     def _predict(self, cines: list[Cine]) -> Prediction:
         feats, table = self.features(cines)
-        out = Prediction(self.method, self.model, detail=dict(views=table["view_id"].tolist()))
+        out = Prediction(self.method, self.model)
         h, mask, names = bags(feats, table, ["patient"])
         used = "+".join(sorted({c.view for c in cines}))
         for name, probe in self.nets.items():

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...measure import MeasureError, UNITS, la_measures, ra_measures, sax_measures
+from ...labels import LV
+from ...measure import UNITS, MeasureError, ed_es_from_curve, la_measures, ra_measures, sax_measures, volume_curve
 from ...predictor import NotApplicable, Prediction
 from ...predictor import Predictor as Base
 from ...record import Cine
@@ -42,16 +43,18 @@ class Predictor(Base):
         if not labelled:
             raise NotApplicable(f"no segmenter for {', '.join(c.view for c in cines)} (has {', '.join(self.nets)})")
         out.detail["labels"] = {c.cine_id: lab for c, lab in labelled.values()}
+        out.detail["ed_es"] = {c.cine_id: ed_es_from_curve(volume_curve(lab, c.spacing, LV))  # max/min LV curve
+                               for c, lab in labelled.values()}
         if "SAX" in labelled:
             c, lab = labelled["SAX"]
             try:
-                m = sax_measures(lab, c.spacing)
+                m = sax_measures(lab, c.spacing, *out.detail["ed_es"][c.cine_id])
             except MeasureError as e:
-                out.detail["why_not"] = str(e)
+                out.note = f"no SAX measures: {e}"
             else:
-                out.detail["ed_es"] = (m.pop("ED"), m.pop("ES"))
                 for k, v in m.items():
-                    out.add(k, v, UNITS.get(k, ""), c.cine_id)
+                    if k not in ("ED", "ES"):
+                        out.add(k, v, UNITS.get(k, ""), c.cine_id)
         if "4CH" in labelled:
             c4, l4 = labelled["4CH"]
             c2, l2 = labelled.get("2CH", (None, None))
