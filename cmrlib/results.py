@@ -54,11 +54,13 @@ class Notebook:
     figures_dir: Path
     seed: int
     timings: dict[str, float] = field(default_factory=dict)
+    folder: Path | None = None  # where it writes instead of `<run_dir>/<number>` (`cmrlib fit`'s own folder)
+    predictors: Path | None = None  # where its Predictor goes instead of `<run_dir>/predictors`
 
     @property
     def out(self) -> Path:
-        """The notebook's own folder, `<run_dir>/<number>`."""
-        return self.run_dir / self.number
+        """The notebook's own folder, `<run_dir>/<number>` unless `folder` is set."""
+        return self.folder or self.run_dir / self.number
 
     def cohort(self) -> CohortStore:
         """The run's cohort store (written by notebook 00); a clear error when it is missing."""
@@ -110,7 +112,7 @@ class Notebook:
         """Write a method's Predictor into the run's `predictors/` folder (what `cmrlib analyse` reads)."""
         from .predictor import file_name
 
-        return predictor.save(self.run_dir / "predictors" / file_name(predictor.method))
+        return predictor.save((self.predictors or self.run_dir / "predictors") / file_name(predictor.method))
 
     def targets(self, checks: list[tuple[str, float, str, float]]) -> pd.DataFrame:
         """The developer targets (figure, value, goal, target) with `met`, written as `<out>/targets.csv`."""

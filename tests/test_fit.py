@@ -7,9 +7,11 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from cmrlib import cli
 from cmrlib.fit import FitError, fit
+from cmrlib import predictor
 from cmrlib.methods import edes, mvnet
 from cmrlib.phantom import make_cohort
 
@@ -25,8 +27,8 @@ def run(tmp_path_factory):
 
 
 def test_unknown_method_or_missing_cohort_is_a_clear_error(tmp_path, capsys):
-    with pytest.raises(FitError, match="cmrlib fit` trains: segmentation, edes, mvnet, heartmae"):
-        fit("cussp", "smoke", tmp_path)
+    with pytest.raises(FitError, match="cmrlib fit` trains: segmentation, edes, mvnet, cussp, sslhf, heartmae"):
+        fit("tempreg", "smoke", tmp_path)
     assert cli.main(["fit", "edes", "--run", str(tmp_path)]) == 2
     assert "no cohort with cines (run notebook 00 first" in capsys.readouterr().err
 
@@ -55,3 +57,16 @@ def test_two_cpu_processes_end_where_one_with_the_doubled_batch_does(run, tmp_pa
     assert abs(a["valid_loss"] - b["valid_loss"]) < 0.1 * a["valid_loss"], (a["valid_loss"], b["valid_loss"])
     model = edes.load(tmp_path / "two" / b["model"])  # process 0 exported a working model
     assert sum(p.numel() for p in model.parameters()) > 0
+
+
+def test_cussp_fit_is_its_study_and_writes_a_predictor_that_predicts(run, tmp_path):
+    tiny = dict(anatomy="labels", pool_subjects=0, pool_fractions=[], pretrain_steps=2, epochs=1, siam_epochs=1,
+                cnn_epochs=1, rf_iter=2, n_boot=20, eval_splits=["valid", "test"])
+    rec = fit("cussp", "smoke", run, tiny, out=tmp_path)
+    assert {"pretrain cycle", "pretrain window"} <= {r.get("stage") for r in rec["rows"]}
+    with pytest.raises(predictor.PredictorError, match="segmentation.predictor: no predictor file"):
+        predictor.load(tmp_path / "cussp.predictor")  # it finds the valve with the run's segmenter, kept by name
+    (tmp_path / "cussp.predictor").replace(tmp_path / "moved.predictor")
+    saved = torch.load(tmp_path / "moved.predictor", weights_only=False)
+    assert saved["needs"] == {"segmenter": "segmentation.predictor"}
+    assert {"size", "patch_mm", "frames", "window", "threshold"} <= set(saved["prep"])

@@ -2,7 +2,7 @@
 
 Layers, bottom to top: records, conventions and the Dask helpers -> the cohort store -> data, models,
 measurements, statistics, figures, readers and the phantom -> the shared learning, data-parallel training, results
-and Predictor protocol -> the methods -> the analysis across methods and of one patient -> the runner, `cmrlib fit`
+Predictor and Study protocols and the long measures shape -> the methods -> the analysis across methods and of one patient -> the runner, `cmrlib fit`
 and CLI. Inside the methods layer, a method uses another only through the Predictor protocol.
 A new module must be placed in LAYERS, so the shape stays a decision, not an accident.
 """
@@ -20,7 +20,7 @@ LAYERS = [
     {"labels", "record", "utils", "cluster", "params"},
     {"store"},
     {"transforms", "models", "measure", "stats", "plots", "data", "io", "phantom", "tables"},
-    {"results", "learn", "distributed", "predictor"},
+    {"results", "learn", "distributed", "predictor", "study", "longform"},
     {"methods"},
     {"analysis", "analyse"},
     {"runner", "fit", "cli", "__main__", "__init__", "profiles"},

@@ -21,7 +21,7 @@ from .learner import (INPUTS, JOINT_WEIGHTS, SUPERVISED, CUSSPConfig, dataloader
 from .valve import Valve, ValveError, ValvePatch, equalise_la, inside_fraction, patch_map, valve_line, valve_patch
 from .predictor import Predictor
 
-__all__ = ["Predictor", "LabelsError", "Labelled", "labelled", "unlabelled", "PatchAug", "PatchSet", "SiamesePairs", "TwinViews", "com_crop",
+__all__ = ["Predictor", "Study", "LabelsError", "Labelled", "labelled", "unlabelled", "PatchAug", "PatchSet", "SiamesePairs", "TwinViews", "com_crop",
            "ed_es", "jitter", "mr_labels", "preprocess", "preprocess_store", "systolic_window",
            "PAPER_TABLE2", "ROWS", "TABLE2_METRICS", "evaluate", "recall_by_grade", "table2", "thresholds", "validation_table",
            "grade_figure", "pool_figure", "preprocessing_figure", "roc_pr_figure", "INPUTS", "JOINT_WEIGHTS", "SUPERVISED", "fit_supervised", "CUSSPConfig",
@@ -29,3 +29,4 @@ __all__ = ["Predictor", "LabelsError", "Labelled", "labelled", "unlabelled", "Pa
            "fit_cnn_lstm", "fit_joint", "fit_siamese", "load", "pretrain", "random_forest", "save", "scores",
            "predict", "Valve", "ValveError", "ValvePatch", "equalise_la", "inside_fraction", "patch_map",
            "valve_line", "valve_patch"]
+from .study import Study

@@ -15,9 +15,10 @@ from .learner import METHODS, TempRegLoss, afd_ed, afd_es, fit, learner, load, m
 from .predict import predict, predict_store, predict_curve, seg_detect
 from .predictor import Predictor
 
-__all__ = ["Predictor", "dataloaders", "learner", "fit", "load", "predict", "evaluate", "METHODS", "label_curve", "frame_diff",
+__all__ = ["Predictor", "Study", "dataloaders", "learner", "fit", "load", "predict", "evaluate", "METHODS", "label_curve", "frame_diff",
            "decode", "tsc_loss", "model_file", "TempRegLoss", "afd_ed", "afd_es", "mid_slice", "seq_frames", "SeqItem",
            "seq_items",
            "RollCycle", "pad_seqs", "predict_curve",
            "predict_store", "afd_table", "label_of", "seg_detect", "curves_figure",
            "afd_figure", "plateau", "label_plateaus"]
+from .study import Study

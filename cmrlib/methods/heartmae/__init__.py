@@ -29,7 +29,7 @@ from .tasks import (CARDIAC, CONDITIONS, EF_COLUMNS, EXTRACARDIAC, GROUPS, TASK_
                     phantom_targets, table_targets)
 from .predictor import Predictor
 
-__all__ = ["Predictor", "dataloaders", "EXPERT", "expert_features", "logistic_probs", "VIEWS", "CineInputError", "CineSet",
+__all__ = ["Predictor", "Study", "dataloaders", "EXPERT", "expert_features", "logistic_probs", "VIEWS", "CineInputError", "CineSet",
            "Clips", "ClipView", "flow_weight", "inference_views", "intensity_stats", "preprocess_cine",
            "preprocess_store", "random_view", "sax_slices", "square_frames", "PAPER_FEATURES", "PAPER_TABLE1",
            "PAPER_TABLE2", "beside_paper", "classification_metrics_table", "condition_table", "evaluate", "regression_metrics", "table1", "table2",
@@ -40,3 +40,4 @@ __all__ = ["Predictor", "dataloaders", "EXPERT", "expert_features", "logistic_pr
            "HeartMAEConfig", "learner", "load", "network", "pretrain", "pretrain_family", "save", "fit",
            "CARDIAC", "CONDITIONS", "EF_COLUMNS", "EXTRACARDIAC", "GROUPS", "TASK_UNITS", "TargetsError",
            "phantom_targets", "table_targets", "copy_rule", "mean_rule", "pretext_gate", "ridge_gate"]
+from .study import Study

@@ -16,7 +16,7 @@ from .learner import MVConfig, fit, fit_or_load, stage_learner, train_stage
 from .predict import MVnet, load, model_path, predict, predict_all, predict_store, smooth_track, tta_shifts
 from .predictor import Predictor
 
-__all__ = ["Predictor", "S1_SIZE", "STD_SIZE", "STD_RES", "VIEWS", "STAGES", "MVnetError", "Track", "tracks_from_cines",
+__all__ = ["Predictor", "Study", "S1_SIZE", "STD_SIZE", "STD_RES", "VIEWS", "STAGES", "MVnetError", "Track", "tracks_from_cines",
            "load_cines", "mixed_tracks", "stage1_geometry", "standardise", "perturb_points", "to_unit", "from_unit",
            "frames_input", "Aug", "PointFrames", "stage_learner", "train_stage", "MVConfig", "fit", "fit_or_load", "load", "predict",
            "MVnet", "tta_shifts", "smooth_track", "choose_inference", "model_path", "predict_all",
@@ -24,3 +24,4 @@ __all__ = ["Predictor", "S1_SIZE", "STD_SIZE", "STD_RES", "VIEWS", "STAGES", "MV
            "valve_angle_error", "spatial_errors", "clinical", "evaluate", "observer_frames",
            "pooled_displacement_error", "summarise_spatial", "convention_matrix", "spatial_figure",
            "displacement_figure", "heatmap_figure", "tracking_figure"]
+from .study import Study

@@ -100,18 +100,6 @@ def model_file(folder: str | Path, kind: str) -> Path:
     return Path(folder) / MODEL_FILES[kind]
 
 
-def segmenters_key(folder: str | Path) -> str:
-    """A short hash of the exported segmenters' bytes: what a cache made with them is keyed on (never the folder's
-    path, which may name a person)."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for kind in sorted(MODEL_FILES):
-        f = model_file(folder, kind)
-        h.update(kind.encode() + (f.read_bytes() if f.is_file() else b"absent"))
-    return h.hexdigest()[:16]
-
-
 def load_segmenters(folder: str | Path) -> tuple[dict, str | None]:
     """The exported segmenters by kind ('SAX', 'LAX'), and why some are missing (None when all load)."""
     models, missing = {}, []

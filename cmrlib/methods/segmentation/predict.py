@@ -92,37 +92,6 @@ def predict(model, cine: Cine, bs: int = 32, largest: bool = True, bf16: bool | 
     return out.reshape(cine.pixels.shape)
 
 
-ANATOMY = ("segmenter", "labels")  # where a method finds the heart in a cine
-
-
-def own_labels(cine: Cine) -> np.ndarray:
-    """A cine's own label maps at every frame (the phantom's truth, a cohort's manual or pseudo-labels)."""
-    if cine.labels is None or not cine.labelled.all():
-        have = 0 if cine.labels is None else int(cine.labelled.sum())
-        raise NoLabels(f"{cine.cine_id}: label maps at {have} of {cine.n_frames} frames; anatomy='labels' needs every "
-                       "frame labelled")
-    return cine.labels
-
-
-def anatomy(source: str, segmenters: dict | None = None):
-    """Where a method finds the heart: `source` 'segmenter' (notebook 01's SAX or LAX model by the cine's view) or
-    'labels' (the cine's own label maps, `own_labels`); a function cine -> canonical labels at every frame."""
-    if source == "labels":
-        return own_labels
-    if source != "segmenter":
-        raise ValueError(f"anatomy is one of {ANATOMY}, got {source!r}")
-    if not segmenters:
-        raise ValueError("anatomy='segmenter' needs notebook 01's exported segmenters")
-
-    def segment(cine: Cine) -> np.ndarray:
-        kind = "SAX" if cine.view == "SAX" else "LAX"
-        if kind not in segmenters:
-            raise NoLabels(f"{cine.cine_id}: no {kind} segmenter (run notebook 01)")
-        return predict(segmenters[kind], cine)
-
-    return segment
-
-
 def _calibration_frames(cine: Cine, frame_step: int) -> list[int]:
     """Labelled frames used to calibrate: every `frame_step`-th labelled frame plus ED and ES."""
     lab = np.flatnonzero(cine.labelled)

@@ -20,10 +20,11 @@ from .learner import (BASELINES, CORRUPTIONS, NO_PROXY, PROXIES, ROWS, SSLHFConf
                       network, pretrain, restore, save, scores)
 from .predictor import Predictor
 
-__all__ = ["Predictor", "dataloaders", "CLASSES", "HFREF_BELOW", "CineFlip", "HFLabelsError", "HFPatches", "Labelled", "PatchError",
+__all__ = ["Predictor", "Study", "dataloaders", "CLASSES", "HFREF_BELOW", "CineFlip", "HFLabelsError", "HFPatches", "Labelled", "PatchError",
            "Restoration", "ed_frame", "fold_roles", "hf_class", "hf_labels", "lv_patch", "lv_slices", "patient_folds",
            "pick_slices", "preprocess", "preprocess_store", "random_flip", "subsample_patients", "PAPER", "TABLES",
            "at_level", "detectability", "differences", "evaluate", "fold_metrics", "mean_roc", "patient_scores",
            "summary", "table", "ef_figure", "learning_curve_figure", "restoration_figure", "roc_figure", "BASELINES",
            "CORRUPTIONS", "NO_PROXY", "PROXIES", "ROWS", "SSLHFConfig", "features", "fit", "learner", "load",
            "network", "pretrain", "restore", "save", "scores"]
+from .study import Study

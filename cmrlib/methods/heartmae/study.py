@@ -1,0 +1,420 @@
+"""HeartMAE's experiment (optical-flow-guided spatiotemporal MAE) on the run's cines: the views preprocessed with
+their motion maps, the four masked autoencoders pretrained, the pretext and feature gates, attention-MIL probes of
+every task group for each encoder, the paper's Tables 1-2 and condition metrics with CIs, figures, the subjects'
+features for notebook 08 and the run's HeartMAE Predictor."""
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+
+from ...learn import config_from
+from ...longform import PHANTOM_REFERENCES, from_columns
+from ...models.weights import WeightsUnavailable
+from ...study import Study as Base
+from ...utils import seed_for
+from .baselines import EXPERT, expert_features, logistic_probs
+from .data import CineSet, Clips, intensity_stats, preprocess_store
+from .evaluate import (EF_COLUMNS, PAPER_FEATURES, PAPER_TABLE1, PAPER_TABLE2, beside_paper,
+                       classification_metrics_table, condition_table, evaluate, table1, table2, wilcoxon, wins)
+from .features import KINETICS, bags, cached_features, extract, kinetics_encoder, mae_encoder
+from .figures import (attention_by_view, attention_figure, condition_figure, flow_figure, pretraining_figure,
+                      reconstruct, reconstruction_figure, scaled_mae_figure)
+from .gates import pretext as pretext_gate
+from .gates import ridge as ridge_gate
+from .heads import ProbeConfig, fit_probe
+from .learner import FAMILY, RANDOM, HeartMAEConfig, network, pretrain_family
+from .predictor import Predictor
+from .tasks import GROUPS, phantom_targets, table_targets
+
+
+class Study(Base):
+    """Notebook 06: `prepare`, `flow_figures`, `pretrain`, `pretraining_figure`, `pretext_gate`, `reconstruction_figure`, `features`,
+    `targets_table`, `fit`, `features_gate`, `table1`, `cardiac`, `conditions`, `table2`, `attention`, `export`,
+    `checks`."""
+
+    method = "heartmae"
+    number = "06"
+    PATHS = ("targets_csv", "kinetics_weights")
+    PARAMS: ClassVar[dict] = {
+        # study
+        "profile": "smoke",
+        "seed": 0,
+        "run_dir": "runs/smoke",
+        "figures_dir": "figures",
+        "data_dir": None,            # unused: the cohort is the run's store (notebook 00: the phantom or real data)
+        "targets_csv": None,         # subject + numeric or 0/1 columns: the heads for a real cohort (the phantom: its truths)
+        "kinetics_weights": None,    # torchvision's r3d_18-b3b3357e.pth; None: torch's hub cache (row left out when absent)
+        "expert_baseline": True,     # segment every subject (the run's segmentation Predictor) for the expert-features
+                                     # baseline of the conditions
+        "threads": 2,
+        "workers": 1,  # Dask worker processes on this machine for the data-parallel steps (1: run them in this process)
+        "scheduler": None,  # a Dask scheduler instead: address (tcp://host:8786) or scheduler file; "local": a LocalCluster
+        # views and preprocessing
+        "sax_slices": 3,             # SAX slices per subject, spread over the middle of the stack (the paper kept half)
+        "cycle": 30,                 # frames per cardiac cycle after resampling (UK Biobank: 50)
+        "load": 72,                  # px of the stored square frames (the paper: 256 before 224 crops)
+        "sigma_mm": 18.0,            # smoothing of the motion map: the paper's 10 px at UK Biobank's 1.8 mm
+        # network (the paper: size 224, frames 24, patch 16, tubelet 4, dim 768, depth 12, heads 12, decoder 512 x 4)
+        "size": 64,
+        "frames": 16,
+        "pred_frames": 8,
+        "patch": 8,
+        "tubelet": 4,
+        "dim": 192,
+        "depth": 6,
+        "heads": 3,
+        "dec_dim": 128,
+        "dec_depth": 2,
+        "dec_heads": 4,
+        # pretraining (the paper: 200 epochs for MAE-ViT-B, 100 for the others, 30 warm-up, blr 1.5e-4, bs 224)
+        "min_side": 64,
+        "epochs_base": 16,
+        "epochs": 8,
+        "warmup_epochs": 2,
+        "bs": 16,
+        "repeats": 4,
+        "blr": 1.5e-4,
+        "wd": 0.05,
+        "bf16": False,
+        # inference and probes
+        "crops": 3,                  # K spatial crops per clip
+        "clips": 2,                  # T temporal clips per cine
+        "probe_hidden": 64,
+        "probe_dropout": 0.0,
+        "probe_epochs": 60,
+        "probe_bs": 16,
+        "probe_lr": 1e-3,
+        "probe_wd": 1e-4,
+        "n_boot": 1000,
+        "n_show": 3,                 # subjects shown in the attention and reconstruction figures
+    }
+
+    def __init__(self, params: dict, out=None):
+        super().__init__(params, out)
+        p = self.p
+        self.cfg = config_from(HeartMAEConfig, p)  # the parameters that name its fields
+        self.probe_cfg = ProbeConfig(hidden=int(p["probe_hidden"]), dropout=float(p["probe_dropout"]),
+                                     epochs=int(p["probe_epochs"]), bs=int(p["probe_bs"]), lr=float(p["probe_lr"]),
+                                     wd=float(p["probe_wd"]), seed=seed_for(p["seed"], "06", "probe"))
+        self.prep = dict(load=int(p["load"]), cycle=int(p["cycle"]), sax_k=int(p["sax_slices"]),
+                         sigma_mm=float(p["sigma_mm"]))
+        self.ready = self.paper_tasks = False
+        self.probes, self.preds = {}, {}
+
+    def prepare(self) -> pd.DataFrame:
+        """Every view resampled to one cycle with its optical-flow weight map (cached per cohort and settings);
+        views per split."""
+        ids = self.store.select(view=["SAX", "2CH", "3CH", "4CH"])
+        with self.nb.timer("preprocessing"):
+            key = dict(self.prep, ids=ids, cohort=self.store.fingerprint())  # this cohort and these settings only
+            self.cines = self.cached(CineSet, "cines", key, lambda: preprocess_store(self.store, ids,
+                                                                                     scheduler=self.client,
+                                                                                     **self.prep))
+        cines = self.cines
+        self.nb.table(cines.failures, "preprocessing_failures")
+        self.mean, self.std = intensity_stats(cines.take(cines.rows("train")))
+        print(f"{len(cines)} views of {cines.table['subject'].nunique()} subjects ({len(cines.failures)} cines left "
+              f"out); training intensity mean {self.mean:.3f}, SD {self.std:.3f}")
+        return cines.table.groupby(["split", "view"]).size().unstack(fill_value=0)
+
+    def flow_figures(self) -> None:
+        """A 4CH and a SAX cine with their motion weight maps."""
+        t = self.cines.table
+        for i in t.index[t["view"] == "4CH"].tolist()[:1] + t.index[t["view"] == "SAX"].tolist()[:1]:
+            fig = flow_figure(self.cines.frames[i], self.cines.weight[i], f"{t.at[i, 'view']} cine, subject "
+                              f"{t.at[i, 'subject']}")
+            self.nb.figure(fig, f"06_flow_{t.at[i, 'view']}", "a cine's frames and its optical-flow weight map W "
+                           "(mean Farneback magnitude, smoothed, max-scaled)")
+
+    def pretrain(self) -> pd.DataFrame:
+        """The four masked autoencoders (kept models reused); their summaries and histories written."""
+        out = self.out
+        with self.nb.timer("pretraining"):
+            self.models, pretraining, new_histories = pretrain_family(self.cines, self.cfg, self.mean, self.std,
+                                                                      out / "models")
+        for row, h in new_histories.items():
+            self.nb.table(h, f"pretraining_history_{row}")
+        self.nb.table(pretraining, "pretraining")
+        return pretraining
+
+    def pretraining_figure(self) -> None:
+        """Each model's masked-token loss per epoch, from the histories in the notebook's folder."""
+        out = self.out
+        histories = {r: pd.read_csv(out / f"pretraining_history_{r}.csv") for r in FAMILY
+                     if (out / f"pretraining_history_{r}.csv").exists()}
+        if histories:
+            self.nb.figure(pretraining_figure(histories), "06_pretraining",
+                           "masked-token loss per epoch of the four MAE models (HeartMAE's is weighted)")
+
+    def _valid_rows(self):
+        rows = self.cines.rows("valid")
+        return rows if len(rows) else self.cines.rows("train")
+
+    def pretext_gate(self) -> pd.DataFrame:
+        """Each model's masked loss on validation clips beside a random network's and the copy and mean rules'
+        (written); masked loss by row and model."""
+        seed = self.p["seed"]
+        gate_clips = Clips(self.cines.take(self._valid_rows()), self.cfg.size, self.cfg.frames, self.mean, self.std,
+                           train=False)
+        random_mae = network(self.cfg, seed_for(seed, "06", "random"))
+        with self.nb.timer("pretext gate"):
+            self.pretext = pd.concat([pretext_gate({row: self.models[row]}, random_mae, gate_clips, spec["ratio"],
+                                                   spec["masking"], seed_for(seed, "06", "pretext")).assign(row=row)
+                                      for row, spec in FAMILY.items() if row in self.models], ignore_index=True)
+        self.nb.table(self.pretext, "pretext_gate")
+        return self.pretext.pivot(index="row", columns="model", values="masked_loss")
+
+    def reconstruction_figure(self) -> None:
+        """A validation clip as each model reconstructs it from its visible patches."""
+        clipset = Clips(self.cines.take(self._valid_rows()[:1]), self.cfg.size, self.cfg.frames, self.mean, self.std,
+                        train=False)
+        clip = clipset[0][0]
+        examples = {row: reconstruct(self.models[row], clip, FAMILY[row]["ratio"], FAMILY[row]["masking"],
+                                     seed_for(self.p["seed"], "06", "show")) for row in FAMILY}
+        self.nb.figure(reconstruction_figure(examples), "06_reconstructions", "a validation clip: the frames "
+                       "reconstructed, the visible patches and each model's reconstruction")
+
+    def features(self) -> dict[str, tuple]:
+        """Every encoder's features of every view (K crops x T clips; cached per encoder and settings): the four
+        MAEs, a random encoder and, when its weights are here, Kinetics-400's; their shapes."""
+        p, cfg = self.p, self.cfg
+        encoders = {row: mae_encoder(m, self.mean, self.std) for row, m in self.models.items()}
+        encoders[RANDOM] = mae_encoder(network(cfg, seed_for(p["seed"], "06", "random")), self.mean, self.std)
+        try:
+            encoders[KINETICS] = kinetics_encoder(p["kinetics_weights"])
+        except WeightsUnavailable as e:
+            print(f"transfer row left out: {e}")
+        self.feats = {}
+        with self.nb.timer("feature extraction"):
+            for name, enc in encoders.items():
+                key = dict(model=name, config=cfg.__dict__ if name != KINETICS else None, crops=p["crops"],
+                           clips=p["clips"], views=len(self.cines), prep=self.prep)
+                fname = self.out / f"features_{name.split(' ')[0]}.npz"
+                self.feats[name] = cached_features(fname, key, lambda enc=enc: extract(
+                    enc, self.cines, cfg.size, cfg.frames, int(p["crops"]), int(p["clips"])))
+        return {k: v.shape for k, v in self.feats.items()}
+
+    def targets_table(self) -> dict[str, int]:
+        """The heads' targets (`targets_csv`, or the phantom's truths) and the subjects per split; `ready` says
+        whether there are enough for the probes."""
+        store = self.store
+        self.phantom = (store.root / "phantom.json").exists()
+        if self.p["targets_csv"] is not None:
+            self.y, self.kinds, self.groups = table_targets(self.p["targets_csv"])
+        elif self.phantom:
+            self.y, self.kinds, self.groups = phantom_targets(store.manifest())
+        else:
+            self.y, self.kinds, self.groups = None, {}, {}
+            print("no targets: a real cohort needs targets_csv for the probes; pretraining and features are done")
+        splits = store.splits()
+        y = self.y
+        self.subjects = sorted(set(self.cines.table["subject"]) & (set(y.index) if y is not None else set()))
+        self.role = {r: np.array([i for i, s in enumerate(self.subjects) if splits.get(s) == r], dtype=int)
+                     for r in ("train", "valid", "test")}
+        self.test_subjects = [self.subjects[i] for i in self.role["test"]]
+        role = self.role
+        self.ready = y is not None and len(role["train"]) > 1 and len(role["valid"]) > 0 and len(role["test"]) > 1
+        if not self.ready:
+            print("too few subjects with targets: the probes are skipped")
+        self.paper_tasks = self.ready and set(GROUPS) <= set(self.groups.values())  # the phantom's three groups
+        return {r: len(v) for r, v in role.items()}
+
+    def fit(self) -> pd.DataFrame | None:
+        """An attention-MIL probe per encoder and task group on the training subjects (early stop on validation),
+        scored once on test with bootstrap CIs (written); scaled MAE per task and model."""
+        self.bagged = {name: bags(f, self.cines.table, self.subjects) for name, f in self.feats.items()}
+        if not self.ready:
+            return None
+        y, role, subjects = self.y, self.role, self.subjects
+        with self.nb.timer("probes"):
+            for name, (h, mask, _) in self.bagged.items():
+                parts = []
+                for g in dict.fromkeys(self.groups.values()):
+                    tasks = [t for t in y.columns if self.groups[t] == g]
+                    self.probes[name, g] = fit_probe(h, mask, y.loc[subjects, tasks], self.kinds, role["train"],
+                                                     role["valid"], self.probe_cfg, self.out)
+                    parts.append(self.probes[name, g].predict(h[role["test"]], mask[role["test"]], self.test_subjects))
+                self.preds[name] = pd.concat(parts, axis=1)
+        scale = y.loc[[subjects[i] for i in role["train"]]].std()
+        self.reg, self.cls = evaluate(self.preds, y, self.kinds, scale, int(self.p["n_boot"]),
+                                      seed_for(self.p["seed"], "06", "boot"))
+        self.nb.table(self.reg, "regression")
+        self.nb.table(pd.concat(self.preds, names=["model"]), "test_predictions", index=True)
+        self.order = [m for m in [*FAMILY, RANDOM, KINETICS] if m in self.preds]
+        return self.reg.pivot(index="task", columns="model", values="scaled_MAE")
+
+    def features_gate(self) -> pd.DataFrame | None:
+        """A ridge of each encoder's mean features on validation beside the training-mean rule (written); the EF
+        columns' validation MAE."""
+        if not self.ready:
+            return None
+        s = self.subjects
+        self.ridge = ridge_gate(self.feats, self.cines.table, self.y.loc[s], self.kinds,
+                                [s[i] for i in self.role["train"]], [s[i] for i in self.role["valid"]])
+        self.nb.table(self.ridge, "features_gate")
+        r = self.ridge
+        return (r[r["task"].isin(EF_COLUMNS)].pivot(index="task", columns="encoder", values="valid_MAE")
+                .assign(**{"training mean": r.groupby("task")["mean_rule_MAE"].first()}))
+
+    def table1(self) -> pd.DataFrame | None:
+        """The paper's Table 1 (cardiac measures) beside its numbers (written)."""
+        if not self.paper_tasks:
+            return None
+        t1 = beside_paper(table1(self.reg).reindex(self.order), PAPER_TABLE1)
+        self.nb.table(t1, "table1")
+        return t1
+
+    def cardiac(self) -> pd.DataFrame | None:
+        """Tasks won per model, HeartMAE against MAE-ViT-B (Wilcoxon) and the scaled-MAE figure (written)."""
+        if not self.paper_tasks:
+            return None
+        self.cardiac_reg = self.reg[self.reg["task"].map(self.groups) == "cardiac"]
+        self.won = wins(self.cardiac_reg, list(FAMILY))
+        wil = wilcoxon(self.cardiac_reg)
+        self.nb.table(self.won, "wins")
+        self.nb.table(pd.DataFrame([wil]), "wilcoxon")
+        print(f"HeartMAE vs MAE-ViT-B over {wil['tasks']} cardiac measures: lower scaled MAE on {wil['a_better']}, "
+              f"median difference {wil['median_difference']:+.3f}, Wilcoxon W = {wil['W']:.0f}, p = {wil['p']:.3g} "
+              f"(the paper: HeartMAE best on {PAPER_FEATURES['heartmae_wins']} of {PAPER_FEATURES['tasks']}, "
+              "p < 0.001)")
+        self.nb.figure(scaled_mae_figure(self.cardiac_reg, [RANDOM, *FAMILY]), "06_scaled_mae",
+                       "MAE / training SD of every regressed cardiac measure per model (Fig. S1)")
+        return self.won
+
+    def conditions(self) -> dict[str, pd.DataFrame]:
+        """AP and AUROC per condition and model, with the expert-features baseline (a logistic regression on the
+        segmentation Predictor's measures) when `expert_baseline` is on (written with the figure)."""
+        y, s, role = self.y, self.subjects, self.role
+        cls_tasks = [t for t in (y.columns if self.ready else []) if self.groups[t] == "conditions"]
+        if not cls_tasks:
+            return {}
+        cls = self.cls
+        if self.p["expert_baseline"]:
+            seg = self.segmentation()
+            with self.nb.timer("expert features"):
+                path = self.out / "expert_measures.csv"
+                if path.exists():
+                    expert = pd.read_csv(path).set_index("subject")
+                else:
+                    expert, bad = expert_features(self.store, s, seg)
+                    self.nb.table(bad, "expert_failures")
+                    self.nb.table(expert, "expert_measures", index=True)
+                kept = lambda rows: [s[i] for i in rows if s[i] in expert.index]
+                probs, chosen = logistic_probs(expert, y[cls_tasks], kept(role["train"]), kept(role["valid"]),
+                                               kept(role["test"]))
+            cls = pd.concat([cls, classification_metrics_table({EXPERT: probs}, y, cls_tasks, int(self.p["n_boot"]),
+                                                               seed_for(self.p["seed"], "06", "boot"))],
+                            ignore_index=True)
+            print(f"expert features: {expert.shape[1]} measures of {len(expert)} subjects; C per condition {chosen}")
+        else:
+            print("expert-features row left out: expert_baseline is off")
+        self.cls = cls
+        self.nb.table(cls, "conditions")
+        out = {}
+        for metric in ("AP", "AUROC"):
+            out[metric] = condition_table(cls[cls["task"].isin(cls_tasks)], metric)
+            self.nb.table(out[metric], f"conditions_{metric}", index=True)
+        shown = [m for m in [*self.order, EXPERT] if m in set(cls["model"])]
+        self.nb.figure(condition_figure(cls[cls["task"].isin(cls_tasks)], shown), "06_conditions",
+                       "average precision and AUROC per condition and model with 95 % bootstrap CIs (Fig. 2)")
+        return out
+
+    def table2(self) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+        """The paper's Table 2 (demographics) beside its numbers (written), and sex AUROC per model."""
+        if not self.paper_tasks:
+            return None
+        t2 = beside_paper(table2(self.reg).reindex(self.order), PAPER_TABLE2)
+        self.nb.table(t2, "table2")
+        return t2, self.cls[self.cls["task"] == "sex (male)"][["model", "AUROC", "AUROC_low", "AUROC_high"]]
+
+    def attention(self) -> pd.DataFrame | None:
+        """HeartMAE's cardiac-probe attention over each test subject's views (figure) and by view (written)."""
+        if not self.paper_tasks:
+            return None
+        h, mask, names = self.bagged["HeartMAE"]
+        att = self.probes["HeartMAE", "cardiac"].pooled(h, mask)[1]
+        test = self.role["test"]
+        pick = test[: int(self.p["n_show"])]
+        self.nb.figure(attention_figure(att[pick], [names[i] for i in pick], [self.subjects[i] for i in pick]),
+                       "06_attention", "ABMIL attention of HeartMAE's cardiac probe over each test subject's views")
+        by_view = attention_by_view(att[test], [names[i] for i in test])
+        self.nb.table(by_view, "attention_by_view")
+        return by_view
+
+    def export(self) -> None:
+        """Each encoder's pooled subject features (notebook 08), HeartMAE's test measures in the long shape
+        (notebook 07) and the run's HeartMAE Predictor (the encoder with every group's probe)."""
+        if not self.ready:
+            return
+        groups, subjects = self.groups, self.subjects
+        first = next(iter(dict.fromkeys(groups.values())))
+        for name, (h, mask, _) in self.bagged.items():
+            z = self.probes[name, first].pooled(h, mask)[0]
+            self.nb.table(pd.DataFrame(z, index=pd.Index(subjects, name="subject")).add_prefix("f"),
+                          f"subject_features_{name.split(' ')[0]}", index=True)
+        if self.paper_tasks and self.phantom:
+            cardiac = [t for t in self.preds["HeartMAE"].columns if groups[t] == "cardiac"]
+            wide = self.preds["HeartMAE"][cardiac].add_suffix("_heartmae").join(
+                self.y.loc[self.test_subjects, cardiac].add_suffix("_model"))
+            conditions = self.store.manifest().drop_duplicates("subject").set_index("subject")["condition"].to_dict()
+            long = from_columns(wide.reset_index(), {"heartmae": "HeartMAE"}, "phantom", PHANTOM_REFERENCES["model"],
+                                conditions, ref="model")
+            self.nb.table(long, "measures_long")
+            print(f"{len(long)} rows for notebook 07")
+        if "HeartMAE" in self.models:
+            p = self.p
+            self.nb.predictor(Predictor.from_model(self.models["HeartMAE"], self.cfg, self.mean, self.std, {
+                g: self.probes["HeartMAE", g] for g in dict.fromkeys(groups.values())}, self.prep, p["crops"],
+                p["clips"], "HeartMAE", self.nb.provenance(self.store, None)))
+
+    def train(self, finish=None, rows: int | None = None) -> list[dict]:
+        """What `cmrlib fit heartmae` runs: the views, then the first `rows` of the four masked autoencoders (all by
+        default), each saved by process 0 as `<row>.pt` with its summary; one summary per row. The probes and the
+        run's Predictor need the subjects' targets: notebook 06 fits them."""
+        from ...distributed import rank
+        from .learner import pretrain, save
+
+        self.prepare()
+        models, summaries = {}, []
+        for row in FAMILY:
+            init = FAMILY[row]["init"]
+            if init is not None and init not in models:
+                continue
+            models[row], s = pretrain(row, self.cines, self.cfg, self.mean, self.std, self.out, models.get(init))
+            s.pop("history")
+            if rank() == 0:
+                save(models[row], self.cfg, self.out / f"{row}.pt", mean=self.mean, std=self.std, summary=s)
+            summaries.append(s)
+            if len(summaries) == rows:
+                break
+        return summaries
+
+    def checks(self) -> pd.DataFrame | None:
+        """The paper's targets, both gates and the notebook's time (written with the timings)."""
+        minutes = self.minutes()
+        print(f"notebook 06 ran in {minutes * 60:.0f} s (profile {self.p['profile']})")
+        if not self.paper_tasks:
+            self.nb.save_timings()
+            return None
+        reg, family, pretext, ridge = self.reg, list(FAMILY), self.pretext, self.ridge
+        ef = reg[reg["task"].isin(EF_COLUMNS)].pivot(index="task", columns="model", values="MAE")
+        mean_scaled = self.cardiac_reg.groupby("model")["scaled_MAE"].mean()
+        won_by = self.won.set_index("model")
+        return self.targets([
+            ("HeartMAE LVEF MAE (EF points)", ef.at["LVEF", "HeartMAE"], "<=", 3.09),
+            ("EF columns where HeartMAE is best of the four", int((ef[family].idxmin(axis=1) == "HeartMAE").sum()),
+             ">=", 3),
+            ("share of cardiac measures HeartMAE wins", won_by.at["HeartMAE", "tasks won"]
+             / won_by.at["HeartMAE", "of tasks"], ">", 0.5),
+            *[(f"{m} mean scaled MAE minus the random floor", mean_scaled[m] - mean_scaled[RANDOM], "<", 0.0)
+              for m in family],
+            *[(f"{r} masked loss minus the copy rule's (validation)",
+               pretext.query("row == @r and model == @r").masked_loss.iloc[0]
+               - pretext.query("row == @r and model == 'copy rule'").masked_loss.iloc[0], "<", 0.0)
+              for r in family if r in set(pretext.row)],
+            ("HeartMAE ridge LVEF MAE minus the random encoder's (validation, EF points)",
+             ridge.query("task == 'LVEF' and encoder == 'HeartMAE'").valid_MAE.mean()
+             - ridge.query("task == 'LVEF' and encoder == @RANDOM").valid_MAE.mean(), "<=", -2.0),
+            ("notebook minutes", minutes, "<=", 30 if self.p["profile"] == "default" else 60)])

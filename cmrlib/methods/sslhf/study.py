@@ -1,0 +1,364 @@
+"""SSLHF's experiment (Zhong et al., EMBC 2021) on SAX cines: the heart-failure cohort and its labels, LV patches,
+the restoration proxies, the encoder gate, every row of Tables I-III in patient-grouped cross-validation with the
+learning rate chosen on each fold's validation patients, the fold-paired differences, figures and the run's SSLHF
+Predictor."""
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+
+from ...learn import config_from, precision
+from ...study import Study as Base
+from ...transforms.corrupt import corrupt, random_frame_cover, random_local_shuffle, random_patch_cover
+from ...utils import rng, seed_for
+from . import crossval
+from .data import CLASSES, HFREF_BELOW, HFPatches, hf_labels, patient_folds, preprocess_store
+from .evaluate import TABLES, detectability, differences, fold_metrics, mean_roc, summary, table
+from .figures import ef_figure, learning_curve_figure, restoration_figure, roc_figure
+from .learner import NO_PROXY, PROXIES, SSLHFConfig, network, pretrain, restore, save
+from .predictor import Predictor
+
+
+class Study(Base):
+    """Notebook 05: `cohort`, `lvef_figure`, `prepare`, `folds`, `proxy`, `gate`, `fit`, `evaluate`,
+    `differences`, `figures`, `restoration_figure`, `learning_curve`, `checks`; every step after `cohort` does
+    nothing when the cohort has no heart-failure labels (`ready`)."""
+
+    method = "sslhf"
+    number = "05"
+    PATHS = ("labels_csv",)
+    PARAMS: ClassVar[dict] = {
+        # study
+        "profile": "smoke",
+        "seed": 0,
+        "run_dir": "runs/smoke",
+        "figures_dir": "figures",
+        "data_dir": None,            # unused: the cohort is the run's store (notebook 00: the phantom or real data)
+        "labels_csv": None,          # subject + lvef (%) or hf_class (HFrEF / HFpEF): a real cohort's heart-failure patients
+        "anatomy": "segmenter",      # where the LV is found: "segmenter" (the run's segmentation Predictor) or "labels"
+                                     # (the store's own label maps)
+        "threads": 2,
+        "workers": 1,  # Dask worker processes on this machine for the data-parallel steps (1: run them in this process)
+        "scheduler": None,  # a Dask scheduler instead: address (tcp://host:8786) or scheduler file; "local": a LocalCluster
+        # phantom heart-failure cohort (used when the store is a phantom and labels_csv is None)
+        "hf_patients": 184,          # the paper's 184
+        "hf_first_index": 100000,    # first subject index: numbers notebook 00 and 04 never use
+        "hf_config": {"p_hfref": 0.3, "p_hfpef": 0.7, "p_hcm": 0.0, "hfref_ef": [36, 9, 15, 60],
+                      "hfpef_ef": [58, 6, 42, 75], "ef_measurement_sd": 4.0},  # LVEF mean, SD, low, high of each
+                                                                              # phenotype (truncated normal)
+        # experiment
+        "rows": ["SSLHF", "A: no proxy", "B: no frame covering", "C: no local shuffling", "D: no patch covering",
+                 "3D ResNet-50", "3D DenseNet-121"],
+        "n_folds": 5,
+        "proxy_data": "pool",        # "pool": the store's SAX cines outside the HF cohort; "folds": per fold (the paper's way)
+        "curve_fractions": [0.5, 0.25],  # shares of each fold's training patients for the learning curve (1.0 is the main run)
+        "curve_rows": ["SSLHF", "A: no proxy"],
+        # patches
+        "size": 32,                  # px per side
+        "patch_mm": 3.0,             # mm per patch pixel
+        "n_frames": 32,              # frames per patch (one cycle from ED, resampled)
+        "min_frames": 16,            # fewer frames in a cine: left out with its reason
+        "max_slices": 3,             # LV slices per patient, spread base to apex (None: every LV slice)
+        "min_lv_px": 20,             # LV pixels at ED for a slice to count as showing the LV
+        "clip_pct": 99.5,            # intensity clip (percentile) before z-scoring
+        # model
+        "widths": [16, 32, 64, 128, 256],
+        "hidden": [128, 32],
+        "dropout": 0.3,
+        "proxy_steps": 400,
+        "proxy_bs": 8,
+        "proxy_lr": 1e-3,
+        "proxy_decay_every": 20,
+        "epochs": 30,                # most epochs per fit; each stops when its validation loss has not improved for `patience`
+        "bs": 8,
+        "lrs": [1e-5, 1e-4, 1e-3],   # learning rates tried for every row and fold, the best on validation kept (the paper: 1e-5)
+        "patience": 5,
+        "decay_every": 10,
+        "resnet_widen": 1.0,
+        "densenet_init": 64,
+        "densenet_growth": 32,
+        "groups": 8,
+        "bf16": False,               # bfloat16 autocast on the CPU (faster 3D training where the CPU supports it)
+    }
+
+    def __init__(self, params: dict, out=None):
+        super().__init__(params, out)
+        self.segment = self.anatomy("SAX")  # cine -> canonical labels (the ED frame's, for the patches)
+        self.cfg = config_from(SSLHFConfig, self.p)  # the parameters that name its fields
+        print("training arithmetic:", precision(self.cfg.bf16))  # bf16 only where the CPU computes it natively
+        p = self.p
+        self.prep = dict(size=int(p["size"]), patch_mm=float(p["patch_mm"]), n_frames=int(p["n_frames"]),
+                         min_frames=int(p["min_frames"]), max_slices=p["max_slices"], min_lv_px=int(p["min_lv_px"]),
+                         clip_pct=float(p["clip_pct"]))
+        self.ready, self.gate_summary, self._per_fold = False, None, {}
+
+    def cohort(self) -> pd.DataFrame | None:
+        """The heart-failure patients and their classes (a phantom HF cohort made here, or `labels_csv`); LVEF per
+        class, or None (with the reason) when the store has real cines and no labels."""
+        p, store = self.p, self.store
+        self.phenotype = None
+        if p["labels_csv"] is None:
+            self.hf_store = self.phantom_more("hf_cohort", p["hf_patients"], ("SAX",), start=p["hf_first_index"],
+                                              **p["hf_config"])
+            if self.hf_store is None:
+                print("This store holds real cines but no heart-failure labels. Notebook 05 needs labels_csv: a CSV "
+                      "with a `subject` column (the store's subject ids) and either `lvef` (LVEF in %, HFrEF below 50) "
+                      "or `hf_class` (HFrEF / HFpEF), one row per heart-failure patient with a SAX cine. Nothing was "
+                      "trained.")
+                return None
+            self.labels = hf_labels(self.hf_store)
+            self.pool_store, self.pool_ids = store, store.select(view="SAX")
+            self.phenotype = self.hf_store.manifest().drop_duplicates("subject").set_index("subject").hf_class
+        else:
+            self.hf_store = store
+            self.labels = hf_labels(store, p["labels_csv"])
+            self.pool_store = store
+            self.pool_ids = [c for c in store.select(view="SAX")
+                             if c.rsplit("_", 1)[0] in set(self.labels.attrs["unlabelled"])]
+        labels = self.labels
+        self.ready = len(labels) > 0
+        if not self.ready:
+            return None
+        if labels.attrs["unknown"]:
+            print(f"{len(labels.attrs['unknown'])} subjects in the labels table are not in the store; ignored")
+        if p["labels_csv"] is not None and labels.attrs["unlabelled"]:
+            print(f"{len(labels.attrs['unlabelled'])} subjects with a SAX cine have no label: unlabelled pool only")
+        counts = labels.groupby("hfref").agg(patients=("subject", "size"), lvef_mean=("lvef", "mean"),
+                                             lvef_sd=("lvef", "std"), lvef_min=("lvef", "min"),
+                                             lvef_max=("lvef", "max"))
+        counts.index = [CLASSES[i] for i in counts.index]
+        self.nb.table(labels, "labels")
+        return counts
+
+    def lvef_figure(self) -> None:
+        """Measured LVEF by phenotype, and against the truth (how many labels measurement error flips)."""
+        labels = self.labels if self.ready else None
+        if labels is None or not labels.lvef.notna().any():
+            return
+        self.nb.figure(ef_figure(labels, self.phenotype), "05_lvef",
+                       "Heart-failure cohort of notebook 05: measured LVEF by phantom phenotype with the 50 % rule "
+                       "(left), and measured against true LVEF (right; red: labels on the other side of the truth).")
+        if labels.lvef_true.notna().any():
+            wrong = int(((labels.lvef_true < HFREF_BELOW) != (labels.hfref == 1)).sum())
+            near = int((labels.lvef_true - HFREF_BELOW).abs().lt(5).sum())
+            print(f"{near} patients have a true LVEF within 5 points of 50 %; {wrong} of {len(labels)} labels "
+                  "disagree with the true LVEF (measurement error)")
+
+    def prepare(self) -> tuple[pd.DataFrame, pd.DataFrame | str] | None:
+        """LV patches of the cohort and the pool (cached per cohort, settings and anatomy); patients and patches
+        per class, and the failures by reason (the failures table written)."""
+        if not self.ready:
+            return None
+        sets = {}
+        with self.nb.timer("patches"):
+            for name, st, ids in (("cohort", self.hf_store, self.hf_store.select(view="SAX")),
+                                  ("pool", self.pool_store, self.pool_ids)):
+                ids = [c for c in ids if name == "pool" or c.rsplit("_", 1)[0] in set(self.labels.subject)]
+                key = dict(self.prep, ids=ids, cohort=st.fingerprint(), anatomy=self.p["anatomy"],
+                           segmenter=self.anatomy_key())
+                sets[name] = self.cached(HFPatches, f"patches_{name}", key,
+                                         lambda st=st, ids=ids: preprocess_store(st, self.segment, ids, **self.prep))
+        self.patches, self.pool = sets["cohort"], sets["pool"]
+        failures = pd.concat([s.failures.assign(store=n) for n, s in sets.items()], ignore_index=True)
+        self.nb.table(failures, "preprocessing_failures")
+        no_patch = sorted(set(self.labels.subject) - set(self.patches.subject))
+        if no_patch:
+            print(f"{len(no_patch)} labelled patients gave no patch and are left out (reasons in "
+                  "preprocessing_failures)")
+        self.labels = self.labels[self.labels.subject.isin(set(self.patches.subject))].reset_index(drop=True)
+        used = self.labels.assign(patches=self.labels.subject.map(pd.Series(self.patches.subject).value_counts()))
+        print(f"unlabelled pool: {len(self.pool)} patches from {len(set(self.pool.subject))} subjects")
+        return (used.groupby("hfref").agg(patients=("subject", "size"), patches=("patches", "sum")).rename(
+            index=CLASSES), failures.groupby(["store", "reason"]).size().rename("cines").reset_index()
+            if len(failures) else "every cine gave patches")
+
+    def folds(self) -> pd.DataFrame | None:
+        """Patient-grouped stratified folds; patients per fold and class."""
+        if not self.ready:
+            return None
+        self.fold_of = patient_folds(self.labels, int(self.p["n_folds"]), seed_for(self.p["seed"], "sslhf", "folds"))
+        return self.labels.assign(fold=self.labels.subject.map(self.fold_of)).groupby(["fold", "hfref"]).size(
+        ).unstack().rename(columns=CLASSES)
+
+    def proxy(self) -> pd.DataFrame | None:
+        """The restoration proxies (`proxy_data`: once on the pool, or per fold on first use); their training log."""
+        if not self.ready:
+            return None
+        p, cfg = self.p, self.cfg
+        self.proxy_rows = [r for r in p["rows"] if r in PROXIES]
+        if p["proxy_data"] == "pool":
+            if len(self.pool) < 2 * cfg.proxy_bs:
+                raise ValueError(f"the unlabelled pool has {len(self.pool)} patches; use proxy_data='folds' to train "
+                                 "the proxy on each fold's training patients")
+            held = self.pool.x[rng(seed_for(p["seed"], "sslhf", "proxy-held")).choice(
+                len(self.pool), min(len(self.pool), 32), replace=False)]
+            with self.nb.timer("proxy"):
+                self.shared = {}
+                for r in self.proxy_rows:
+                    self.shared[r], log = pretrain(self.pool.x, held, cfg, PROXIES[r], r)
+                    self.logs.append(log)
+        elif p["proxy_data"] != "folds":
+            raise ValueError(f"proxy_data is 'pool' or 'folds', got {p['proxy_data']!r}")
+        return pd.DataFrame(self.logs)
+
+    def restorers(self, fold: int) -> dict:
+        """The proxies a fold's classifiers start from: the pool's, or the fold's own, trained on first use."""
+        if self.p["proxy_data"] == "pool":
+            return self.shared
+        if fold not in self._per_fold:
+            with self.nb.timer("proxy"):
+                self._per_fold[fold], fl = crossval.fold_proxies(self.patches, self.labels, self.fold_of, fold,
+                                                                 self.cfg, self.proxy_rows)
+            self.logs.extend(fl)
+        return self._per_fold[fold]
+
+    def gate(self) -> pd.DataFrame | None:
+        """The encoder gate: a probe of the frozen proxy encoder against a random one on each fold's validation
+        patients (written); probe AUC by encoder."""
+        if not self.ready or "SSLHF" not in self.proxy_rows:
+            return None
+        random_encoder = network(NO_PROXY, self.cfg).encoder
+        gate = crossval.probe(lambda fold: {"SSLHF proxy": self.restorers(fold)["SSLHF"].encoder,
+                                            "random": random_encoder}, self.patches, self.labels, self.fold_of)
+        self.nb.table(gate, "gate_probe")
+        self.gate_summary = gate.groupby("encoder").auc.agg(["mean", "std", "count"]).round(3)
+        return self.gate_summary
+
+    def fit(self) -> pd.DataFrame | None:
+        """Every (row, fold) at each rate of `lrs`, the rate and early stop chosen on the fold's validation
+        patients (Dask tasks when a cluster runs); failures, predictions and models written, the SSLHF Predictor
+        (every fold's classifier) exported; the rate kept per row and fold."""
+        if not self.ready:
+            return None
+        p = self.p
+        with self.nb.timer("classifiers"):
+            self.pred, self.fit_logs, kept = crossval.cross_validate(self.patches, self.labels, self.fold_of,
+                                                                     p["rows"], self.cfg, self.restorers,
+                                                                     client=self.client)
+        self.logs += self.fit_logs
+        failed = crossval.failures(self.fit_logs)
+        self.nb.table(failed, "failed_runs")
+        if len(failed):
+            print(f"{len(failed)} (row, fold) runs failed and are left out of the tables:")
+            print(failed.to_string())
+        self.nb.table(self.pred, "predictions")
+        for (r, f), model in kept.items():
+            save(model, self.out / "models" / f"{r}_fold{f}.pkl", self.cfg)
+        sslhf_folds = {f: m for (r, f), m in kept.items() if r == "SSLHF"}
+        if sslhf_folds:  # every fold's SSLHF classifier, their probabilities averaged: the run's SSLHF Predictor
+            self.nb.predictor(Predictor.from_folds(sslhf_folds, "SSLHF", self.prep, provenance=self.nb.provenance(
+                self.hf_store, None, anatomy=p["anatomy"])))
+        self.fm = fold_metrics(self.pred)
+        self.summ = summary(self.fm)
+        self.nb.table(self.fm, "fold_metrics")
+        self.nb.table(self.summ, "summary")
+        rates = pd.DataFrame([r for r in self.fit_logs if r.get("status") == "ok"])
+        return rates.pivot(index="row", columns="fold", values="lr").reindex(p["rows"])
+
+    def train(self, finish=None) -> list[dict]:
+        """What `cmrlib fit sslhf` runs: the cohort, patches, folds, proxies and every (row, fold) with its models
+        and the run's Predictor; the training log."""
+        if self.cohort() is None:
+            raise ValueError("no heart-failure labels: the SSLHF study needs labels_csv for a real cohort")
+        self.prepare()
+        self.folds()
+        self.proxy()
+        self.fit()
+        return self.logs
+
+    def evaluate(self) -> dict[str, pd.DataFrame]:
+        """Tables I-III (mean over folds with CIs) for the rows run (written)."""
+        if not self.ready:
+            return {}
+        out = {}
+        for name, table_rows in TABLES.items():
+            present = [r for r in table_rows if r in self.p["rows"]]
+            if present:
+                out[name] = table(self.summ, present, n_folds=int(self.p["n_folds"]))
+                self.nb.table(out[name], f"table_{name}", index=True)
+        return out
+
+    def differences(self) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+        """SSLHF minus each row, fold-paired, with CIs; and the cohort size that would detect each gap (written)."""
+        if not self.ready:
+            return None
+        diffs = differences(self.fm)
+        self.nb.table(diffs, "differences")
+        power = pd.DataFrame([detectability(self.fm, len(self.labels), "SSLHF", r) for r in self.p["rows"]
+                              if r != "SSLHF"])
+        self.nb.table(power, "detectability")
+        return diffs, power
+
+    def figures(self) -> None:
+        """The paper's Fig. 4: mean test ROC curves at patch and patient level."""
+        if not self.ready:
+            return
+        roc = pd.concat([mean_roc(self.pred, level) for level in ("patch", "patient")], ignore_index=True)
+        self.nb.table(roc, "mean_roc")
+        self.nb.figure(roc_figure(roc, self.summ), "05_roc",
+                       "SSLHF Fig. 4: mean test ROC curves over the five folds at patch level (left) and patient "
+                       "level (right) for SSLHF, its ablations and the 3D baselines; band: SSLHF's fold SD.")
+
+    def restoration_figure(self) -> None:
+        """The paper's Fig. 3: a patch corrupted spatially and temporally, and the proxy's restorations."""
+        if not self.ready or "SSLHF" not in self.p["rows"]:
+            return
+        g = rng(seed_for(self.p["seed"], "sslhf", "figure"))
+        x = (self.pool.x if len(self.pool) else self.patches.x)[0]
+        spatial = corrupt(x, [random_local_shuffle(x, g), random_patch_cover(x, g)])
+        fc = random_frame_cover(x, g)
+        temporal = corrupt(x, [fc])
+        restored = restore(self.restorers(0)["SSLHF"], np.stack([spatial, temporal]))
+        t_show = fc.boxes[0][0]
+        self.nb.figure(restoration_figure([("spatial", x[0], spatial[0], restored[0][0]),
+                                           (f"temporal (frame {t_show})", x[t_show], temporal[t_show],
+                                            restored[1][t_show])]),
+                       "05_restoration", "SSLHF Fig. 3: a pool patch (ED frame) with local shuffling and patch "
+                       "covering, and a frame replaced by noise, each with the proxy's restoration.")
+
+    def learning_curve(self) -> pd.DataFrame | None:
+        """`curve_rows` again on fractions of each fold's training patients at the rates chosen above (figure and
+        table written); patient AUC by fraction."""
+        p = self.p
+        if not (self.ready and p["curve_fractions"] and all(r in p["rows"] for r in p["curve_rows"])):
+            return None
+        curve = [self.pred[self.pred.row.isin(p["curve_rows"])]]
+        with self.nb.timer("learning curve"):
+            for frac in p["curve_fractions"]:
+                pr, cl, _ = crossval.cross_validate(self.patches, self.labels, self.fold_of, p["curve_rows"], self.cfg,
+                                                    self.restorers, float(frac), keep=(),
+                                                    chosen=crossval.chosen_rates(self.fit_logs), client=self.client)
+                curve.append(pr)
+                self.logs += cl
+        curve = pd.concat(curve, ignore_index=True)
+        curve_summ = summary(fold_metrics(curve))
+        n_train = pd.DataFrame(self.logs).query("row in @p['curve_rows']").groupby("fraction").train_patients.mean()
+        self.nb.table(curve_summ, "learning_curve")
+        self.nb.figure(learning_curve_figure(curve_summ, n_train), "05_learning_curve",
+                       "Patient-level test AUC (mean over five folds, 95 % CI) of SSLHF and the no-proxy ablation "
+                       "against the number of labelled training patients per fold.")
+        return curve_summ.query("level == 'patient' and metric == 'auc'").pivot(index="fraction", columns="row",
+                                                                                values="mean")
+
+    def checks(self) -> pd.DataFrame | None:
+        """The paper's targets, no collapsed run, the gate and the notebook's time (written with the training log)."""
+        if not self.ready:
+            return None
+        self.nb.table(pd.DataFrame(self.logs), "train_log")
+        val = self.summ[self.summ.fraction == 1.0].set_index(["row", "level", "metric"])["mean"]
+        val = lambda r, level, metric, _v=val: _v.get((r, level, metric), np.nan)  # NaN: the row failed in every fold
+        gate = self.gate_summary["mean"] if self.gate_summary is not None else pd.Series(dtype=float)
+        test = self.pred[self.pred.split == "test"]
+        return self.targets([
+            ("SSLHF patient AUC", val("SSLHF", "patient", "auc"), ">=", 0.85),
+            ("SSLHF patient ACC", val("SSLHF", "patient", "acc"), ">=", 0.82),
+            *[(f"SSLHF minus {r} (patient AUC)", val("SSLHF", "patient", "auc") - val(r, "patient", "auc"), ">", 0.0)
+              for r in self.p["rows"] if r != "SSLHF"],
+            ("(row, fold) runs with near-constant test scores (SD < 0.03)",
+             int((test.groupby(["row", "fold", "fraction"]).score.std() < 0.03).sum()), "<=", 0),
+            ("gate: proxy minus random encoder, probe AUC on validation",
+             gate.get("SSLHF proxy", np.nan) - gate.get("random", np.nan), ">", 0.0),
+            ("notebook 05 wall time (min)", self.minutes(), "<=", 25.0),
+        ])

@@ -1,0 +1,154 @@
+"""A paper's experiment as library code. Each method's Study declares its parameters (defaults here, a profile's
+values over them), prepares the cohort once, fits every row of the paper's table, evaluates them with CIs and
+draws the figures; its notebook calls one step a cell, and `cmrlib fit METHOD` calls the same steps."""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+import pandas as pd
+
+from . import cluster
+from .labels import NoLabels
+from .params import check_value
+from .phantom import make_cohort
+from .record import Cine
+from .results import Notebook, setup
+from .utils import data_path
+
+ANATOMY = ("segmenter", "labels")  # where a method finds the heart in a cine
+
+
+class StudyError(ValueError):
+    """A Study cannot start: an unknown parameter, or the run folder lacks what the experiment needs."""
+
+
+def own_labels(cine: Cine):
+    """A cine's own label maps at every frame (the phantom's truth, a cohort's manual or pseudo-labels)."""
+    if cine.labels is None or not cine.labelled.all():
+        have = 0 if cine.labels is None else int(cine.labelled.sum())
+        raise NoLabels(f"{cine.cine_id}: label maps at {have} of {cine.n_frames} frames; anatomy='labels' needs every "
+                       "frame labelled")
+    return cine.labels
+
+
+class Study:
+    """One paper's experiment on the run's cohort; subclasses set `method`, `number` (the notebook) and `PARAMS`
+    (every parameter with its default: the notebook's parameters cell holds the same, a test checks)."""
+
+    method: ClassVar[str] = ""
+    number: ClassVar[str] = ""
+    PARAMS: ClassVar[dict[str, Any]] = {}
+    PATHS: ClassVar[tuple[str, ...]] = ()  # parameters that name a user's file (passed as $VAR references)
+
+    def __init__(self, params: dict[str, Any], out: str | Path | None = None):
+        unknown = set(params) - set(self.PARAMS)
+        if unknown:
+            raise StudyError(f"unknown parameter(s) {', '.join(sorted(unknown))} for the {self.method} study")
+        p = {**self.PARAMS, **params}
+        p.update({k: data_path(p[k]) for k in self.PATHS})  # the runner passes a user's path as a $VAR reference
+        self.p = p
+        self.nb: Notebook = setup(self.number, p["run_dir"], p["figures_dir"], p["seed"], p.get("threads"))
+        if out is not None:  # `cmrlib fit`: its own folder, its Predictor beside its models
+            self.nb.folder = Path(out)
+            self.nb.predictors = Path(out)
+            self.nb.out.mkdir(parents=True, exist_ok=True)
+        self.client = cluster.start(p.get("scheduler"), p.get("workers", 1))
+        print("data-parallel steps:", cluster.describe(self.client))
+        self.t_start = time.perf_counter()
+        self.store = self.nb.cohort()
+        self.logs: list[dict] = []
+
+    @classmethod
+    def from_notebook(cls, names: dict[str, Any]) -> "Study":
+        """The Study with a notebook's parameter values (its `globals()` after papermill's injection)."""
+        return cls({k: names[k] for k in cls.PARAMS if k in names})
+
+    @classmethod
+    def parameters(cls, profile: dict[str, Any], name: str, overrides: dict | None = None) -> dict[str, Any]:
+        """The defaults, a profile's common keys this Study declares and its notebook's section, then `overrides`:
+        what `cmrlib fit` trains with (never read from a notebook file)."""
+        section = profile.get(cls.number, {})
+        unknown = (set(section) | set(overrides or {})) - set(cls.PARAMS)
+        if unknown:
+            raise StudyError(f"profile {name!r} or the overrides set {sorted(unknown)}, not parameters of the "
+                             f"{cls.method} study")
+        merged = {k: v for k, v in profile.get("common", {}).items() if k in cls.PARAMS}
+        merged.update(section)
+        merged.update(overrides or {})
+        return {**cls.PARAMS, **{k: check_value(k, v, repr(cls.PARAMS[k])) for k, v in merged.items()},
+                "profile": name}
+
+    @property
+    def out(self) -> Path:
+        return self.nb.out
+
+    def minutes(self) -> float:
+        """Wall time since the Study started (the notebooks' time target)."""
+        return (time.perf_counter() - self.t_start) / 60
+
+    def segmentation(self):
+        """The run's segmentation Predictor (notebook 01's), or a clear error naming what to run."""
+        from .predictor import PredictorError, file_name, load
+
+        path = self.nb.run_dir / "predictors" / file_name("segmentation")
+        try:
+            return load(path)
+        except PredictorError as e:
+            raise FileNotFoundError(f"notebook {self.number} needs notebook 01's segmenters: {e} (run notebook 01 "
+                                    "on this run folder first)") from None
+
+    def anatomy(self, kind: str) -> Callable[[Cine], Any]:
+        """Where this Study finds the heart (`anatomy`): the run's `kind` ('SAX' or 'LAX') segmenter or the cines'
+        own label maps; a function cine -> canonical labels at every frame."""
+        source = self.p["anatomy"]
+        if source == "labels":
+            return own_labels
+        if source != "segmenter":
+            raise StudyError(f"anatomy is one of {ANATOMY}, got {source!r}")
+        seg = self.segmentation()
+        if kind not in seg.nets:
+            raise FileNotFoundError(f"notebook {self.number} needs notebook 01's {kind} segmenter; the run's "
+                                    f"segmentation predictor has {', '.join(seg.nets)}")
+        return seg.labels
+
+    def anatomy_key(self) -> str:
+        """What a cache built with `anatomy` depends on: 'labels', or a hash of the segmentation Predictor's bytes
+        (never its path, which may name a person)."""
+        if self.p["anatomy"] == "labels":
+            return "labels"
+        from .predictor import file_name
+
+        path = self.nb.run_dir / "predictors" / file_name("segmentation")
+        return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else "absent"
+
+    def phantom_more(self, name: str, n: int, views: tuple[str, ...], start: int | None = None, **config):
+        """`n` more phantom subjects made like the cohort's (its generator and settings, `config` over them; subject
+        numbers from `start`, by default after the cohort's) in `<out>/<name>`; None for a real cohort."""
+        made = self.store.root / "phantom.json"
+        if not n or not made.exists():
+            return None
+        ph = json.loads(made.read_text())
+        first = ph.get("start", 0) + ph["n"] if start is None else start
+        with self.nb.timer(f"{name} generation"):
+            return make_cohort(self.out / name, n=int(n), seed=ph["seed"], views=views, scheduler=self.client,
+                               start=int(first), progress=True, renew=True, **{**ph["config"], **config})
+
+    def cached(self, kind, name: str, key: dict, build: Callable[[], Any]):
+        """`kind.load(<out>/<name>.npz, key)` when a cache with this key exists, else `build()` saved there: the one
+        reuse rule of the Studies' preprocessing."""
+        path = self.out / f"{name}.npz"
+        got = kind.load(path, key)
+        if got is None:
+            got = build()
+            got.save(path, key)
+        return got
+
+    def targets(self, checks: list[tuple[str, float, str, float]]) -> pd.DataFrame:
+        """The notebook's checks (`Notebook.targets`) and its timings, written."""
+        t = self.nb.targets(checks)
+        self.nb.save_timings()
+        return t

@@ -1,0 +1,52 @@
+"""The Studies: each method's experiment declares its parameters once in the library, and its notebook's
+parameters cell holds the same names and defaults; `cmrlib fit` reads them from the profiles, never from a
+notebook file."""
+from __future__ import annotations
+
+import ast
+
+import pytest
+
+from cmrlib import runner
+from cmrlib.methods import cussp, edes, heartmae, mvnet, segmentation, sslhf
+from cmrlib.runner import load_profile
+from cmrlib.study import StudyError
+
+STUDIES = [segmentation.Study, edes.Study, mvnet.Study, cussp.Study, sslhf.Study, heartmae.Study]
+USER_PATHS = ("_csv", "_weights")  # parameters that name a user's file
+
+
+def notebook(study) -> dict:
+    (path,) = runner.discover(runner.NOTEBOOKS, [study.number])
+    return {k: ast.literal_eval(src) for k, src in runner.declared(path).items()}
+
+
+@pytest.mark.parametrize("study", STUDIES, ids=lambda s: s.method)
+def test_the_notebook_declares_the_study_parameters_with_the_same_defaults(study):
+    assert notebook(study) == study.PARAMS
+
+
+@pytest.mark.parametrize("study", STUDIES, ids=lambda s: s.method)
+def test_every_user_path_parameter_is_expanded_from_its_reference(study):
+    assert {k for k in study.PARAMS if k.endswith(USER_PATHS)} == set(study.PATHS)
+
+
+@pytest.mark.parametrize("profile", ["smoke", "default", "paper"])
+def test_a_profile_sets_only_parameters_its_studies_declare(profile):
+    prof = load_profile(profile)
+    for study in STUDIES:
+        p = study.parameters(prof, profile)
+        assert p["profile"] == profile
+        section = prof.get(study.number, {})
+        assert all(p[k] == v for k, v in section.items())
+        assert all(p[k] == v for k, v in prof.get("common", {}).items() if k in study.PARAMS and k not in section)
+
+
+def test_an_unknown_or_ill_typed_parameter_is_refused_before_anything_runs():
+    prof = load_profile("smoke")
+    with pytest.raises(StudyError, match="not parameters of the cussp study"):
+        cussp.Study.parameters(prof, "smoke", {"epoch": 3})
+    with pytest.raises(ValueError, match="parameter epochs"):
+        cussp.Study.parameters(prof, "smoke", {"epochs": "many"})
+    with pytest.raises(StudyError, match="unknown parameter"):
+        cussp.Study({"epoch": 3})
