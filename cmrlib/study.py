@@ -41,7 +41,8 @@ class Study:
 
     method: ClassVar[str] = ""
     number: ClassVar[str] = ""
-    PARAMS: ClassVar[dict[str, Any]] = {}
+    RUN: ClassVar[dict[str, Any]] = {"profile": "smoke", "seed": 0, "run_dir": "runs/smoke", "figures_dir": "figures"}
+    PARAMS: ClassVar[dict[str, Any]] = {}  # RUN and the experiment's own
     PATHS: ClassVar[tuple[str, ...]] = ()  # parameters that name a user's file (passed as $VAR references)
 
     def __init__(self, params: dict[str, Any], out: str | Path | None = None):

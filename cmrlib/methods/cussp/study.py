@@ -30,10 +30,7 @@ class Study(Base):
     PATHS = ("labels_csv",)
     PARAMS: ClassVar[dict] = {
         # study
-        "profile": "smoke",
-        "seed": 0,
-        "run_dir": "runs/smoke",
-        "figures_dir": "figures",
+        **Base.RUN,  # profile, seed, run_dir, figures_dir
         "data_dir": None,            # unused: the cohort is the run's store (notebook 00: the phantom or real data)
         "labels_csv": None,          # subject, mr (0/1) for a real cohort (the phantom's labels are its mr_grade)
         "anatomy": "segmenter",      # where the LA, LV and valve are found: "segmenter" (the run's segmentation

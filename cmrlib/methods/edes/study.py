@@ -17,10 +17,7 @@ class Study(Base):
     number = "02"
     PARAMS: ClassVar[dict] = {
         # study
-        "profile": "smoke",
-        "seed": 0,
-        "run_dir": "runs/smoke",
-        "figures_dir": "figures",
+        **Base.RUN,  # profile, seed, run_dir, figures_dir
         "data_dir": None,  # real-data root; None: $CMRLIB_DATA (real-data sections are skipped when absent)
         "views": ["SAX", "2CH", "4CH"],  # one model is trained over all of them; the table reports each and all together
         "max_cines": None,  # at most this many cines per split and view (None: all)

@@ -39,10 +39,7 @@ class Study(Base):
     PATHS = ("targets_csv", "kinetics_weights")
     PARAMS: ClassVar[dict] = {
         # study
-        "profile": "smoke",
-        "seed": 0,
-        "run_dir": "runs/smoke",
-        "figures_dir": "figures",
+        **Base.RUN,  # profile, seed, run_dir, figures_dir
         "data_dir": None,            # unused: the cohort is the run's store (notebook 00: the phantom or real data)
         "targets_csv": None,         # subject + numeric or 0/1 columns: the heads for a real cohort (the phantom: its truths)
         "kinetics_weights": None,    # torchvision's r3d_18-b3b3357e.pth; None: torch's hub cache (row left out when absent)

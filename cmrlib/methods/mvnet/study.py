@@ -18,10 +18,7 @@ class Study(Base):
     number = "03"
     PARAMS: ClassVar[dict] = {
         # study
-        "profile": "smoke",
-        "seed": 0,
-        "run_dir": "runs/smoke",
-        "figures_dir": "figures",
+        **Base.RUN,  # profile, seed, run_dir, figures_dir
         "data_dir": None,            # real-data root (mvnet-dicom-sample/, ukbb-demo-lax/); None -> $CMRLIB_DATA
         "views": ["2CH", "4CH"],
         "max_train": None,           # cap on training cines per view (None: all)

@@ -19,10 +19,7 @@ class Study(Base):
     number = "01"
     PARAMS: ClassVar[dict] = {
         # study
-        "profile": "smoke",
-        "seed": 0,
-        "run_dir": "runs/smoke",
-        "figures_dir": "figures",
+        **Base.RUN,  # profile, seed, run_dir, figures_dir
         "data_dir": None,  # real-data root; None: $CMRLIB_DATA (ACDC sections are skipped when absent)
         "max_test_cines": 1,  # phantom test cines scored per view (None: all)
         "acdc_store": None,  # ingested ACDC store; None: the cohort if 00 ingested ACDC, else ingest into {run_dir}/01/acdc

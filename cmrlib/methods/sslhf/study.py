@@ -31,10 +31,7 @@ class Study(Base):
     PATHS = ("labels_csv",)
     PARAMS: ClassVar[dict] = {
         # study
-        "profile": "smoke",
-        "seed": 0,
-        "run_dir": "runs/smoke",
-        "figures_dir": "figures",
+        **Base.RUN,  # profile, seed, run_dir, figures_dir
         "data_dir": None,            # unused: the cohort is the run's store (notebook 00: the phantom or real data)
         "labels_csv": None,          # subject + lvef (%) or hf_class (HFrEF / HFpEF): a real cohort's heart-failure patients
         "anatomy": "segmenter",      # where the LV is found: "segmenter" (the run's segmentation Predictor) or "labels"
