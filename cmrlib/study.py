@@ -57,8 +57,10 @@ class Study:
             self.nb.folder = Path(out)
             self.nb.predictors = Path(out)
             self.nb.out.mkdir(parents=True, exist_ok=True)
-        self.client = cluster.start(p.get("scheduler"), p.get("workers", 1))
-        print("data-parallel steps:", cluster.describe(self.client))
+        self.client = None
+        if "workers" in self.PARAMS:  # one task per subject or cine for the data-parallel steps
+            self.client = cluster.start(p["scheduler"], p["workers"])
+            print("data-parallel steps:", cluster.describe(self.client))
         self.t_start = time.perf_counter()
         self.store = self.nb.cohort()
         self.logs: list[dict] = []

@@ -1,17 +1,31 @@
-"""Notebook 02's parameters and its training as a Study: what `cmrlib fit edes` runs (every method in `methods` on
-the same sequences, seed and schedule). The notebook's evaluation (frame errors, real cines) stays in the
-notebook."""
+"""TempReg-Net's experiment (Kong et al., MICCAI 2016: Table 1, ED/ES frame detection) on the run's cines: the
+sequences, every method trained (or reused), the average absolute frame difference per view on test, the
+segmentation baseline through the run's segmentation Predictor, real cines, figures and the run's ED/ES
+Predictor."""
 from __future__ import annotations
 
+import time
+from functools import partial
 from typing import ClassVar
 
+import pandas as pd
+
+from ...learn import export, record_settings, reusable
+from ...longform import implied_volumes
 from ...study import Study as Base
+from ...utils import data_root
 from .data import dataloaders, seq_items
-from .learner import fit, model_file
+from .evaluate import afd_table, evaluate, label_plateaus
+from .figures import afd_figure, curves_figure
+from .learner import METHODS, fit, load, model_file
+from .predict import predict, seg_detect
+from .predictor import Predictor
+
+MODEL_KEYS = ("widths", "blocks", "hidden", "bidirectional", "cyclic", "motion", "dropout")
 
 
 class Study(Base):
-    """Notebook 02: `train`."""
+    """Notebook 02: `prepare`, `fit`, `evaluate`, `ordering`, `sharp_ed`, `figures`, `real_acdc`, `real_ukbb`, `checks`."""
 
     method = "edes"
     number = "02"
@@ -22,7 +36,6 @@ class Study(Base):
         "views": ["SAX", "2CH", "4CH"],  # one model is trained over all of them; the table reports each and all together
         "max_cines": None,  # at most this many cines per split and view (None: all)
         "methods": ["CNN+Reg", "TempReg-Net w/o TSC", "TempReg-Net"],
-        "seg_dir": None,  # notebook 01's exported segmenters; None: {run_dir}/01/models
         "n_show": 4,  # test cines drawn in the curve figure
         "sharp_plateau": 2,  # the breakdown keeps test cines whose ED volume plateau is at most this many frames wide
         "retrain": False,  # True: train again even where {run_dir}/02/models holds a model trained with these settings
@@ -46,19 +59,174 @@ class Study(Base):
         "upsilon": 0.3333333333,  # eq. 4 exponent in diastole
     }
 
-    def train(self, finish) -> list[dict]:
-        """Each ED/ES method trained on the training and validation sequences; `finish(learn, path)` exports it and
-        gives (validation loss, file name); one summary row per method."""
+    def __init__(self, params: dict, out=None):
+        super().__init__(params, out)
+        unknown = [m for m in self.p["methods"] if m not in METHODS]
+        if unknown:
+            raise ValueError(f"unknown methods {unknown}; choose from {list(METHODS)}")
+        self.model_kw = {k: self.p[k] for k in MODEL_KEYS}
+        (self.out / "models").mkdir(exist_ok=True)
+        self.models, self.real_check = {}, None
+
+    def prepare(self) -> None:
+        """The training and validation sequences (frames fitted and zoomed) and the test cines."""
         p, store = self.p, self.store
-        items = [it for split in ("train", "valid")
-                 for it in seq_items(store, store.select(p["views"], split, p["max_cines"], interleave=True),
-                                     p["size"], split, zoom=p["zoom"])]
-        model_kw = {k: p[k] for k in ("widths", "blocks", "hidden", "bidirectional", "cyclic", "motion", "dropout")}
-        rows = []
+        t0 = time.perf_counter()
+        self.items = [it for split in ("train", "valid")
+                      for it in seq_items(store, store.select(p["views"], split, p["max_cines"], interleave=True),
+                                          p["size"], split, zoom=p["zoom"])]
+        self.dls = dataloaders(self.items, bs=p["bs"], delta=p["delta"], upsilon=p["upsilon"], seed=p["seed"])
+        self.test_ids = store.select(p["views"], "test", p["max_cines"], interleave=True)
+        items = self.items
+        print(f"{sum(i.split == 'train' for i in items)} train, {sum(i.split == 'valid' for i in items)} valid, "
+              f"{len(self.test_ids)} test sequences; {min(i.n_frames for i in items)}-"
+              f"{max(i.n_frames for i in items)} frames; prepared in {time.perf_counter() - t0:.1f} s")
+
+    def fit(self, finish=None) -> pd.DataFrame:
+        """Every method on the same sequences, seed and schedule; a model the run folder holds with exactly these
+        settings is reused unless `retrain`; `finish(learn, path)` (`cmrlib fit`) exports instead and gives the
+        validation loss. The training table (written)."""
+        p, out = self.p, self.out
+        trained = pd.read_csv(out / "training.csv").set_index("method") if (out / "training.csv").exists() else None
+        history = []
         for m in p["methods"]:
-            dls = dataloaders(items, bs=p["bs"], delta=p["delta"], upsilon=p["upsilon"], seed=p["seed"])
-            learn, row = fit(dls, m, p["epochs"], p["lr"], p["seed"], beta=p["beta"], alpha=p["alpha"], path=self.out,
-                             **model_kw)
-            valid_loss, file = finish(learn, self.out / model_file(m))
-            rows.append(dict(row, valid_loss=valid_loss, model=file))
-        return rows
+            fname = f"models/{model_file(m)}"
+            settings = dict(method=m, views=p["views"], size=p["size"], zoom=p["zoom"], epochs=p["epochs"], lr=p["lr"],
+                            bs=p["bs"], alpha=p["alpha"], beta=p["beta"], delta=p["delta"], upsilon=p["upsilon"],
+                            max_cines=p["max_cines"], seed=p["seed"], cohort=self.store.fingerprint(), **self.model_kw)
+            if (finish is None and not p["retrain"] and trained is not None and m in trained.index
+                    and reusable(out / fname, settings)):
+                self.models[m] = load(out / fname)
+                history.append(dict(method=m, **trained.loc[m].drop("reused").to_dict(), reused=True))
+                continue
+            learn, row = fit(self.dls, m, p["epochs"], p["lr"], p["seed"], beta=p["beta"], alpha=p["alpha"], path=out,
+                             **self.model_kw)
+            if finish is None:
+                export(learn, out / fname)
+                record_settings(out / fname, settings)
+            else:
+                row["valid_loss"] = finish(learn, out / fname)[0]
+            self.models[m] = learn.model.eval()
+            history.append(dict(row, model=fname, reused=False))
+        history = pd.DataFrame(history)
+        self.nb.table(history, "training")
+        return history
+
+    def train(self, finish) -> list[dict]:
+        """What `cmrlib fit edes` runs: the sequences, then every method trained and exported by `finish`."""
+        self.prepare()
+        return self.fit(finish).to_dict("records")
+
+    def detectors(self) -> dict:
+        """Each method's ED/ES detector, after the segmentation baseline (the LV volume curve of the run's
+        segmentation Predictor) when the run has one."""
+        p = self.p
+        found = {m: partial(predict, self.models[m], size=p["size"], zoom=p["zoom"]) for m in p["methods"]}
+        try:
+            seg = self.segmentation()
+        except FileNotFoundError as e:
+            print(f"segmentation baseline skipped: {e}")
+            return found
+        return {"Segmentation (LV curve)": partial(seg_detect, seg), **found}
+
+    def evaluate(self) -> pd.DataFrame:
+        """Every detector on the test cines: the paper's Table 1 (aFD per method and view; written with the
+        predictions and, on the phantom, the volumes the frames imply for notebook 07)."""
+        store = self.store
+        self.found = self.detectors()
+        res = evaluate(self.found, (store.read(i) for i in self.test_ids), total=len(self.test_ids),
+                       keep_curves=self.p["n_show"])
+        self.res = res.merge(label_plateaus(store, self.test_ids), on="cine_id", how="left")
+        self.table = afd_table(self.res, order=list(self.found))
+        self.nb.table(self.res.drop(columns="curve", errors="ignore"), "test_predictions")
+        manifest = store.manifest()
+        if "lv_volume_curve_ml" in manifest:  # what each method's frames cost in mL on the true volume curve
+            self.nb.table(implied_volumes(self.res, manifest), "measures_long")
+        self.nb.table(self.table, "afd_table")
+        self.allv = self.table[self.table["view"] == "all"].set_index("method")
+        self.order = [m for m in ("TempReg-Net", "TempReg-Net w/o TSC", "CNN+Reg") if m in self.allv.index]
+        self.mean_fd = (self.allv["aFD_ED"] + self.allv["aFD_ES"]) / 2
+        return self.table
+
+    def ordering(self) -> None:
+        """TempReg-Net against the paper's aFD, and whether the paper's ordering of the three methods holds."""
+        allv, order, mean_fd = self.allv, self.order, self.mean_fd
+        if "TempReg-Net" in allv.index:
+            t = allv.loc["TempReg-Net"]
+            print(f"TempReg-Net, all views: aFD ED {t.aFD_ED:.3f} (target <= 0.38), ES {t.aFD_ES:.3f} "
+                  "(target <= 0.44)")
+        print("paper's ordering (mean of ED and ES aFD):", " < ".join(f"{m} {mean_fd[m]:.3f}" for m in order),
+              "-> holds" if list(mean_fd[order]) == sorted(mean_fd[order]) else "-> does not hold")
+
+    def sharp_ed(self) -> pd.DataFrame | None:
+        """The table again on test cines whose true ED plateau is at most `sharp_plateau` frames (written)."""
+        res, k = self.res, self.p["sharp_plateau"]
+        if not res["ed_plateau"].notna().any():
+            print("no true volume curves in this cohort: the plateau breakdown needs the phantom's lv_volume_curve_ml")
+            return None
+        sharp = res[res["ed_plateau"] <= k]
+        print(f"{sharp['cine_id'].nunique()} of {res['cine_id'].nunique()} test cines have an ED plateau of at most "
+              f"{k} frames (within 0.5 % of the maximum volume)")
+        table_sharp = afd_table(sharp, order=list(self.found))
+        self.nb.table(table_sharp, "afd_table_sharp_ed")
+        return table_sharp[table_sharp["view"] == "all"]
+
+    def figures(self) -> None:
+        """Predicted curves on test cines with the true ED and ES, and the aFD per method and view."""
+        p = self.p
+        self.nb.figure(curves_figure(self.res, p["n_show"], p["delta"], p["upsilon"], mark_method="TempReg-Net"),
+                       "02_curves", "ED/ES methods' frame curves on test cines, with the true ED and ES marked")
+        self.nb.figure(afd_figure(self.table), "02_afd",
+                       "average absolute frame difference of each ED/ES method per view (whiskers: SD)")
+
+    def real_acdc(self) -> pd.DataFrame | None:
+        """Every detector on ACDC patient090's SAX cine (labelled ED and ES; written): the Predictor's real check."""
+        root = data_root(self.p["data_dir"])
+        acdc = root / "acdc" / "training" / "patient090" if root else None
+        if acdc is None or not (acdc / "patient090_4d.nii.gz").exists():
+            print(f"ACDC patient090 skipped: no 4D cine under {acdc or 'a data root (set data_dir or $CMRLIB_DATA)'}")
+            return None
+        from ...io.acdc import read_acdc_patient
+
+        real = evaluate(self.found, [read_acdc_patient(acdc)])
+        cols = ["method", "view", "n_frames", "ed", "es", "ed_pred", "es_pred", "fd_ed", "fd_es", "sec"]
+        self.nb.table(real[cols], "real_acdc_patient090")
+        fd = real.set_index("method")
+        if "TempReg-Net" in fd.index:
+            self.real_check = (f"one real ACDC SAX cine with labelled ED/ES: frame difference ED "
+                               f"{fd.loc['TempReg-Net', 'fd_ed']:.0f}, ES {fd.loc['TempReg-Net', 'fd_es']:.0f}")
+        return real[cols]
+
+    def real_ukbb(self) -> pd.DataFrame | None:
+        """Every detector on the UK-Biobank-style 4CH cines (no reference; written with their curves)."""
+        root = data_root(self.p["data_dir"])
+        lax = sorted((root / "ukbb-demo-lax").glob("*/la_4ch.nii.gz")) if root else []
+        if not lax:
+            print(f"UKBB-style 4CH cines skipped: none under {root / 'ukbb-demo-lax' if root else 'a data root'}")
+            return None
+        from ...io.nifti import read_nifti_cine
+
+        ukbb = evaluate(self.found, (read_nifti_cine(p, "4CH", subject=f"lax{k + 1}") for k, p in enumerate(lax)),
+                        total=len(lax), keep_curves=len(lax))
+        ukbb["cine"] = [f"4CH cine {k // len(self.found) + 1}" for k in range(len(ukbb))]
+        cols = ["cine", "method", "n_frames", "ed_pred", "es_pred", "sec"]
+        self.nb.table(ukbb[cols], "real_ukbb_4ch")
+        self.nb.figure(curves_figure(ukbb, len(lax), mark_method="TempReg-Net", title="UKBB-style 4CH cine"),
+                       "02_ukbb_curves", "TempReg-Net on the UK-Biobank-style 4CH cines (no reference)")
+        return ukbb[cols]
+
+    def checks(self) -> pd.DataFrame:
+        """The paper's aFD targets and ordering (written); TempReg-Net (or the last method) becomes the run's ED/ES
+        Predictor with its frame size, zoom and real-data check."""
+        allv, order, checks = self.allv, self.order, []
+        if "TempReg-Net" in allv.index:
+            checks += [("TempReg-Net aFD ED (frames)", allv.loc["TempReg-Net", "aFD_ED"], "<=", 0.38),
+                       ("TempReg-Net aFD ES (frames)", allv.loc["TempReg-Net", "aFD_ES"], "<=", 0.44)]
+        if len(order) == 3:
+            checks.append(("paper's ordering: smallest step up in mean aFD", float(self.mean_fd[order].diff().min()),
+                           ">", 0.0))
+        targets = self.nb.targets(checks)
+        exported = "TempReg-Net" if "TempReg-Net" in self.models else self.p["methods"][-1]
+        self.nb.predictor(Predictor.from_model(self.models[exported], exported, self.p["size"], self.p["zoom"],
+                                               provenance=self.nb.provenance(self.store, self.real_check)))
+        return targets
