@@ -1,18 +1,40 @@
-"""Notebook 03's parameters and its training as a Study: what `cmrlib fit mvnet` runs (convention A, stage 1 then
-stage 2, per view). The notebook's evaluation (MAPSE, e', observers, real cines) stays in the notebook."""
+"""MVnet's experiment (Gonzales et al. 2021) on the run's 2CH and 4CH cines: the valve tracks, the trackers of both
+stages (trained or reused), test-time crops and smoothing chosen on validation, spatial errors per stage, MAPSE
+and e' against the reference and a second observer, the reference's own noise, the annotation-convention matrix,
+real cines, and the run's MVnet Predictor."""
 from __future__ import annotations
 
+import dataclasses
+import time
 from typing import ClassVar
+
+import numpy as np
+import pandas as pd
 
 from ...distributed import rank
 from ...learn import config_from
+from ...longform import STAGE_METHODS, from_columns
+from ...plots import agreement_figure
+from ...stats import agreement_table
+from ...utils import data_root, seed_for
 from ...study import Study as Base
-from .data import load_cines, tracks_from_cines
-from .learner import MVConfig, fit
+from .data import Track, load_cines, mixed_tracks, tracks_from_cines
+from .evaluate import (choose_inference, clinical, convention_matrix, evaluate, observer_frames,
+                       pooled_displacement_error, summarise_spatial)
+from .figures import displacement_figure, heatmap_figure, spatial_figure, tracking_figure
+from .geometry import STAGES
+from .learner import MVConfig, fit, fit_or_load
+from .predict import predict_all, tta_shifts
+from .predictor import Predictor
+
+AGREEMENT = {"MAPSE MVnet": ("MAPSE_1+2+2", "MAPSE_ref"), "MAPSE observer 2": ("MAPSE_obsA2", "MAPSE_ref"),
+             "MAPSE true motion": ("MAPSE_truth", "MAPSE_ref"), "e' MVnet": ("e_prime_1+2+2", "e_prime_ref"),
+             "e' observer 2": ("e_prime_obsA2", "e_prime_ref"), "e' true motion": ("e_prime_truth", "e_prime_ref")}
 
 
 class Study(Base):
-    """Notebook 03: `train`."""
+    """Notebook 03: `prepare`, `fit`, `choose_inference`, `evaluate`, `example_figure`, `agreement`,
+    `reference_noise`, `conventions`, `real_cines`, `checks`."""
 
     method = "mvnet"
     number = "03"
@@ -51,15 +73,229 @@ class Study(Base):
         "variability_epochs": None,  # [epochs1, epochs2] for the convention models (None: as the main model, which is reused)
     }
 
-    def train(self, finish=None) -> list[dict]:
-        """Both stages of each view's tracker (written by process 0); one row per stage with the validation loss
-        `fit` logs (with several processes, process 0's share of the validation cines)."""
+    def __init__(self, params: dict, out=None):
+        super().__init__(params, out)
         p = self.p
-        cfg = config_from(MVConfig, p, smooth=None if p["smooth"] == "valid" else p["smooth"])
+        # the parameters that name MVConfig's fields ("valid": the smoothing is chosen on validation cines)
+        self.cfg = config_from(MVConfig, p, smooth=None if p["smooth"] == "valid" else p["smooth"])
+        self.models_dir = self.out / "models"
+
+    def prepare(self) -> pd.DataFrame:
+        """Each view's cines and valve tracks by annotation (observer 1 convention A and B, observer 2, the truth);
+        cines per view and split."""
+        p, store, views = self.p, self.store, self.p["views"]
+        self.cines = {v: {s: load_cines(store, v, s, p["max_train"]) for s in ("train", "valid")} for v in views}
+        for v in views:
+            self.cines[v]["test"] = [c for s in p["eval_splits"] for c in load_cines(store, v, s, p["max_test"])]
+        self.tracks = {k: {v: {s: tracks_from_cines(cs, k) for s, cs in by.items()} for v, by in self.cines.items()}
+                       for k in ("obsA", "obsB")}
+        self.obs = {k: {v: [c.landmarks[k] for c in self.cines[v]["test"]] for v in views} for k in ("obsA2", "truth")}
+        self.tests = {v: self.tracks["obsA"][v]["test"] for v in views}
+        return pd.DataFrame([{"view": v, **{s: len(cs) for s, cs in by.items()},
+                              "frames/cine": int(np.median([len(c.pixels) for c in by["train"]]))}
+                             for v, by in self.cines.items()])
+
+    def fit(self) -> pd.DataFrame:
+        """Stage 1 then stage 2 of each view's convention-A tracker (reused when the run folder holds one trained
+        with these settings and cines, unless `retrain`); the training log (written)."""
+        self.trackers, self.logs = {}, []
+        for v in self.p["views"]:
+            self.trackers[v], log = fit_or_load(self.tracks["obsA"][v]["train"], self.tracks["obsA"][v]["valid"],
+                                                self.cfg, v, self.models_dir, "A", retrain=self.p["retrain"],
+                                                cohort=self.store.fingerprint())
+            self.logs.append(log)
+        train_log = pd.concat(self.logs, ignore_index=True)
+        self.nb.table(train_log, "train_log")
+        return train_log
+
+    def train(self, finish=None) -> list[dict]:
+        """What `cmrlib fit mvnet` runs: both stages per view, written by process 0 (under `accelerate` each
+        process trains on its share of every batch); one row per stage with the validation loss `fit` logs."""
+        self.prepare()
         rows = []
-        for v in p["views"]:
-            train, valid = (tracks_from_cines(load_cines(self.store, v, s, p["max_train"]), "obsA")
-                            for s in ("train", "valid"))
-            _, log = fit(train, valid, cfg, v, self.out if rank() == 0 else None, "A", quiet=True)
+        for v in self.p["views"]:
+            _, log = fit(self.tracks["obsA"][v]["train"], self.tracks["obsA"][v]["valid"], self.cfg, v,
+                         self.out if rank() == 0 else None, "A", quiet=True)
             rows += [dict(r, model=f"{v} stage {r['stage']}") for r in log.to_dict("records")]
         return rows
+
+    def choose_inference(self) -> pd.DataFrame | None:
+        """With `smooth='valid'`: the smoothing window and test-time crops with the smallest |mean| + SD of the
+        displacement error on validation cines, set on every tracker (written); the candidates."""
+        p, choices = self.p, None
+        smooth, tta = p["smooth"], p["tta"]
+        if smooth == "valid":
+            valid_tracks = {v: ts for v in p["views"] if len(ts := self.tracks["obsA"][v]["valid"])}
+            choice = dict(smooth=None, tta=tta)
+            if valid_tracks:
+                choice, choices = choose_inference(self.trackers, valid_tracks, ttas=(None, tta) if tta else (None,))
+                self.nb.table(choices, "inference_valid")
+            smooth, tta = choice["smooth"], choice["tta"]
+            self.cfg = dataclasses.replace(self.cfg, smooth=smooth, tta=tta)  # the convention models run alike
+            for tr in self.trackers.values():
+                tr.smooth, tr.tta = smooth, tta
+        print(f"track smoothing window: {smooth}; test-time crop shift: {tta} px")
+        return choices
+
+    def evaluate(self) -> pd.DataFrame:
+        """Every stage on the test cines: point, angle and displacement errors per frame, the clinical measures per
+        subject and their long shape for notebook 07 (written, with the paper's Fig. 4/5); errors per stage."""
+        p = self.p
+        t0 = time.perf_counter()
+        self.preds = predict_all(self.trackers, self.tests)
+        n_cines = sum(len(t) for t in self.tests.values())
+        self.sec_per_cine = (time.perf_counter() - t0) / max(n_cines, 1)
+        self.frames, self.subj = evaluate(self.preds, self.tests, self.obs, window=p["velocity_window"])
+        spatial = summarise_spatial(self.frames)
+        self.nb.table(self.frames, "spatial_frames")
+        self.nb.table(spatial, "spatial_summary")
+        self.nb.table(self.subj, "clinical_subjects")
+        m = self.store.manifest().drop_duplicates("subject").set_index("subject")
+        conditions = m["condition"].to_dict() if "condition" in m else {}
+        self.nb.table(from_columns(self.subj, STAGE_METHODS, "phantom", "observer 1", conditions), "measures_long")
+        print(f"inference: {self.sec_per_cine:.2f} s per cine (1+{'+'.join(['2'] * self.cfg.n_refine)}, "
+              f"{len(tta_shifts(self.cfg.tta))} crops in the last pass, {p['threads']} threads, shared CPU)")
+        self.nb.figure(spatial_figure(self.frames), "03_spatial_errors",
+                       "MVnet point errors per stage and view (the paper's Fig. 4/5)")
+        self.nb.figure(displacement_figure(self.frames), "03_displacement_error",
+                       "MVnet valve displacement error per stage over the cycle")
+        return spatial
+
+    def example_figure(self) -> None:
+        """The reference and tracked points over a typical test cine of the last view."""
+        v0 = self.p["views"][-1]
+        tests = self.tests[v0]
+        i0 = int(np.argsort([np.ptp(t.points[:, :, 1]) for t in tests])[len(tests) // 2])  # a typical case
+        t = tests[i0]
+        fig = tracking_figure(t.pixels, {"reference": t.points, "MVnet 1+2+2": self.preds[v0][i0]["1+2+2"]},
+                              t.spacing, title=f"{v0} test case", ed=t.ed)
+        self.nb.figure(fig, "03_tracking_example", "MVnet tracked valve points on a test cine, per stage")
+
+    def agreement(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """MAPSE and e' of MVnet, a second observer and the true motion against the reference, overall and per
+        stage (the paper's Tables 4/5; written with the figure)."""
+        subj = self.subj
+        units = {k: ("mm" if k.startswith("MAPSE") else "cm/s") for k in AGREEMENT}
+        n_subj = int(subj[["MAPSE_ref", "MAPSE_1+2+2"]].notna().all(axis=1).sum())
+        if n_subj < 3:
+            raise ValueError(f"only {n_subj} evaluated subjects: agreement statistics need >= 3 (use a larger cohort)")
+        self.agree = agreement_table(subj, AGREEMENT, units).reset_index()
+        stage_pairs = {f"{m} stage {s}": (f"{m}_{s}", f"{m}_ref") for m in ("MAPSE", "e_prime") for s in STAGES}
+        by_stage = agreement_table(subj, stage_pairs, {k: ("mm" if "MAPSE" in k else "cm/s") for k in stage_pairs}
+                                   ).reset_index()
+        self.nb.table(self.agree, "agreement")
+        self.nb.table(by_stage, "agreement_by_stage")
+        shown = ("MAPSE MVnet", "e' MVnet", "MAPSE observer 2", "e' observer 2")
+        self.nb.figure(agreement_figure(subj, {k: AGREEMENT[k] for k in shown}, units), "03_agreement",
+                       "MAPSE and e' of MVnet and of a second observer against observer 1")
+        cols = ["measure", "unit", "n", "ref_str", "auto_str", "bias", "sd", "icc2", "icc2_low", "icc2_high", "r"]
+        return self.agree[cols], by_stage[cols]
+
+    def reference_noise(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """How far observer 2 and the true motion sit from the reference, beside MVnet (written)."""
+        ref_noise = pd.concat([observer_frames(self.obs, self.tests), self.frames[self.frames["stage"] == "1+2+2"]],
+                              ignore_index=True)
+        pooled = pooled_displacement_error(ref_noise)
+        self.nb.table(pooled, "reference_noise")
+        return summarise_spatial(ref_noise), pooled
+
+    def _convention_trackers(self, name: str, views: list[str], ep) -> dict:
+        """Trackers trained on convention `name` ('A', 'B' or 'mixed'), trained or reused."""
+        p, trk = self.p, {}
+        for v in views:
+            by = self.cines[v]
+            tr, va = ((self.tracks["obsA" if name == "A" else "obsB"][v][s] for s in ("train", "valid"))
+                      if name != "mixed" else
+                      (mixed_tracks(by["train"], seed=seed_for(p["seed"], "mixed", "train")),
+                       mixed_tracks(by["valid"], seed=seed_for(p["seed"], "mixed", "valid"))))
+            trk[v], log = fit_or_load(tr, va, self.cfg, v, self.models_dir, f"conv{name}" if ep else name, epochs=ep,
+                                      retrain=p["retrain"], cohort=self.store.fingerprint())
+            self.logs.append(log)
+        return trk
+
+    def conventions(self) -> pd.DataFrame | None:
+        """Trackers trained on convention A, B and mixed, each against the A and B references (the paper's Fig. 6;
+        written)."""
+        p = self.p
+        if not p["variability"]:
+            print("variability experiment skipped (variability=False)")
+            return None
+        vviews = list(p["variability_views"] or p["views"])
+        ep = tuple(p["variability_epochs"]) if p["variability_epochs"] else None
+        var_tests = {"A": {v: self.tests[v] for v in vviews}, "B": {v: self.tracks["obsB"][v]["test"] for v in vviews}}
+        var_preds = {} if ep else {"A": {v: self.preds[v] for v in vviews}}  # a shorter budget retrains A too
+        for name in [n for n in ("A", "B", "mixed") if n not in var_preds]:
+            var_preds[name] = predict_all(self._convention_trackers(name, vviews, ep), var_tests["A"])
+        print(f"convention models: views {vviews}, epochs {ep or (self.cfg.epochs1, self.cfg.epochs2)}")
+        conv = convention_matrix(var_preds, var_tests, window=p["velocity_window"])
+        self.nb.table(conv, "conventions")
+        self.nb.table(pd.concat(self.logs, ignore_index=True), "train_log")
+        self.nb.figure(heatmap_figure(conv), "03_conventions",
+                       "MVnet errors trained on one annotation convention and tested on another (Fig. 6)")
+        return conv
+
+    def _real(self) -> list:
+        """(name, cine) of the real DICOM and UK-Biobank-style cines under the data root that a tracker reads."""
+        root, real = data_root(self.p["data_dir"]), []
+        if not self.p["real_cines"]:
+            print("real cines skipped (real_cines=False)")
+            return real
+        if root is None:
+            print("real cines skipped: no data_dir and $CMRLIB_DATA is not set")
+            return real
+        from ...io import read_dicom_series, read_nifti_cine
+
+        for vdir in ("2ch", "4ch"):
+            path = root / "mvnet-dicom-sample" / vdir
+            if path.exists():
+                real += [(f"DICOM {c.view}", c) for c in read_dicom_series(path) if c.view in self.trackers]
+            else:
+                print(f"skipped: {path} not found")
+        for k in ("1", "2"):
+            path = root / "ukbb-demo-lax" / k / "la_4ch.nii.gz"
+            if path.exists() and "4CH" in self.trackers:
+                real.append((f"UKBB-style 4CH #{k}", read_nifti_cine(path, "4CH")))
+            elif not path.exists():
+                print(f"skipped: {path} not found")
+        return real
+
+    def real_cines(self) -> pd.DataFrame | None:
+        """The phantom-trained trackers on real cines (no reference): the measures and an overlay figure each."""
+        rows = []
+        for name, c in self._real():
+            t0 = time.perf_counter()
+            out = self.trackers[c.view].track(c.pixels, c.spacing)
+            dt = time.perf_counter() - t0
+            tr = Track(c.pixels, c.spacing, None, c.frame_times, 0, name, c.view)
+            m = clinical({c.view: (out["1+2+2"], tr)}, self.p["velocity_window"])
+            rows.append(dict(cine=name, view=c.view, frames=c.n_frames, spacing_mm=round(c.spacing[0], 3), seconds=dt,
+                             **m))
+            fig = tracking_figure(c.pixels, {"stage 1": out["1"], "1+2+2": out["1+2+2"]}, c.spacing, title=name)
+            slug = (name.split()[0].lower().replace("-style", "") + "_" + c.view.lower()
+                    + name.split("#")[-1].strip() * ("#" in name))
+            self.nb.figure(fig, f"03_real_{slug}", "MVnet tracked valve points on a real cine (no reference)")
+        if not rows:
+            return None
+        real_tab = pd.DataFrame(rows)
+        self.nb.table(real_tab, "real_cines")
+        return real_tab
+
+    def checks(self) -> pd.DataFrame:
+        """The paper's agreement, displacement and speed targets (written); the trackers with the chosen smoothing
+        and crops become the run's MVnet Predictor."""
+        a = self.agree.set_index("measure")
+        frames = self.frames
+        f3 = frames[frames["stage"] == "1+2+2"]
+        e1, e3 = frames.loc[frames["stage"] == "1", "err_mm"].mean(), f3["err_mm"].mean()
+        targets = self.nb.targets([
+            ("MAPSE ICC (MVnet vs ref)", a.loc["MAPSE MVnet", "icc2"], ">=", 0.94),
+            ("e' ICC (MVnet vs ref)", a.loc["e' MVnet", "icc2"], ">=", 0.93),
+            ("displacement error mean (mm)", f3["disp_err_mm"].mean(), "within", 0.10),
+            ("displacement error SD (mm)", f3["disp_err_mm"].std(), "<=", 0.97),
+            ("Euclidean error 1+2+2 vs 1 (mm)", e3 - e1, "<", 0.0),
+            ("inference s per cine (1 s per 2-view patient)", self.sec_per_cine, "<=", 0.5),
+        ])
+        self.nb.predictor(Predictor.from_trackers(self.trackers, self.p["velocity_window"], self.nb.provenance(
+            self.store, None, note="real cines run without a reference (qualitative only)")))
+        print(f"notebook 03 ran in {self.minutes() * 60:.0f} s (profile {self.p['profile']})")
+        return targets
