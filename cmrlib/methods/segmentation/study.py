@@ -1,19 +1,39 @@
-"""Notebook 01's parameters and its training as a Study: what `cmrlib fit segmentation` runs (the phantom SAX and
-long-axis segmenters, calibrated on validation cines as the notebook does). The notebook's evaluation (phantom,
-ACDC, fine-tuning) stays in the notebook."""
+"""The segmentation experiment (TernausNet11 per view; Table-1 measures) on the run's cohort: the phantom SAX and
+long-axis models trained (or reused) and calibrated on validation, Dice per view and structure on test, ACDC
+held out, phantom-to-real transfer and fine-tuning, the measures' agreement with their references, and the run's
+segmentation Predictor."""
 from __future__ import annotations
 
 import time
 from typing import ClassVar
 
+import pandas as pd
+
+from ... import plots, stats
+from ...data import pick_subjects
+from ...labels import NAMES
+from ...learn import export, record_settings, reusable
+from ...longform import PHANTOM_REFERENCES, from_table1
+from ...measure import UNITS, measure_pairs, subject_measures
+from ...store import CohortStore
 from ...study import Study as Base
-from .learner import as_model, dataloaders, fit, model_file
-from .predict import calibrate_prior
+from ...utils import data_root
+from .evaluate import evaluate, frame_scores, summarise
+from .figures import case_panels
+from .learner import as_model, dataloaders, fit, load, model_file
+from .predict import calibrate_prior, log_prior, predict_store
+from .predictor import Predictor
 from .recipes import recipe
 
 
+def dice_all(table: pd.DataFrame, *key) -> float:
+    """Mean Dice over all labelled frames for one (view,) structure of a summary table."""
+    return float(table.loc[(*key, "all"), "dice_mean"])
+
+
 class Study(Base):
-    """Notebook 01: `train`."""
+    """Notebook 01: `fit`, `evaluate`, `ra_check`, `cases_figure`, `acdc`, `fit_acdc`, `sim_to_real`,
+    `phantom_agreement`, `acdc_agreement`, `checks`."""
 
     method = "segmentation"
     number = "01"
@@ -48,24 +68,256 @@ class Study(Base):
         "epochs_finetune": 1,
     }
 
-    def train(self, finish) -> list[dict]:
-        """The SAX model and the 2CH + 4CH model, each trained then calibrated on validation cines; `finish(learn,
-        path)` exports it and gives (validation loss, file name); one summary row per model."""
+    def __init__(self, params: dict, out=None):
+        super().__init__(params, out)
+        p = self.p
+        (self.out / "models").mkdir(exist_ok=True)
+        self.data_kw = dict(size=p["size"], spacing=p["spacing_mm"], bs=p["bs"], seed=p["seed"],
+                            max_frames=p["max_frames"], progress=False)
+        self.model_kw = dict(width=p["width"], pretrained=p["pretrained"], bf16=p["bf16"])
+        self.on_dask = dict(progress=False, scheduler=self.client)  # each cine one task where Dask runs
+        self.models, self.timings, self.calibration = {}, {}, {}
+        self.acdc_store = self.acdc_agree = None
+
+    def _show_prior(self, name: str) -> None:
+        """Keep model `name`'s decision log-prior for the calibration table."""
+        prior = log_prior(self.models[name]).astype(float)
+        self.calibration[name] = pd.Series(prior, index=[NAMES[k] for k in sorted(NAMES)]).round(2)
+
+    def _reuse(self, name: str, path, settings: dict) -> bool:
+        """The one reuse rule: model `name` from the run folder when it was trained with exactly these settings
+        (and `retrain` is off)."""
+        if self.p["retrain"] or not reusable(path, settings):
+            return False
+        self.models[name] = load(path)
+        self._show_prior(name)
+        print(f"{name}: reusing {path.name}, trained with these settings (retrain=True trains again)")
+        return True
+
+    def _calibrate(self, name: str, st: CohortStore, views) -> None:
+        """Fit model `name`'s decision log-prior on validation cines (never on test) and keep it in the model."""
+        n = self.p["calibrate_cines"]
+        ids = st.select(views, "valid", n) if n else []
+        if not ids:
+            return
+        prior, trace = calibrate_prior(self.models[name], st, ids, progress=False)
+        as_model(self.models[name]).log_prior = prior
+        self.nb.table(trace, f"calibration_{name}.csv")
+        self._show_prior(name)
+        none, best = trace["mean_dice"].iloc[0], trace["mean_dice"].max()
+        print(f"{name}: decision log-prior {self.calibration[name].to_dict()} (validation mean Dice {none:.4f} -> "
+              f"{best:.4f})")
+
+    def _train(self, name: str, st: CohortStore, views, epochs: int, recipe_name: str, path, settings: dict,
+               finish=None, **fit_kw) -> dict:
+        """Model `name` reused, or trained, calibrated and exported (by `finish` under `cmrlib fit`); its summary."""
+        if finish is None and self._reuse(name, path, settings):
+            return dict(model=name, reused=True)
+        dls = dataloaders(st, views, **{**self.data_kw, **recipe(self.p["augmentation"][recipe_name])},
+                          **fit_kw.pop("data", {}))
+        print(f"{name}: {len(dls.train_ds)} training / {len(dls.valid_ds)} validation frames")
+        t0 = time.perf_counter()
+        self.models[name] = fit(dls, epochs, self.p["lr"], **fit_kw, **self.model_kw)
+        self._calibrate(name, st, views)
+        train_s = time.perf_counter() - t0
+        if finish is not None:
+            valid_loss, file = finish(self.models[name], path)
+            return dict(model=name, train_s=train_s, valid_loss=valid_loss, file=file)
+        export(self.models[name], path)
+        record_settings(path, settings)
+        return dict(model=name, train_s=train_s, reused=False)
+
+    def fit(self, finish=None) -> pd.DataFrame:
+        """The phantom SAX model and the 2CH + 4CH model (reused when the run folder holds them with these
+        settings; `finish`: `cmrlib fit`'s export); a summary row per model."""
         p, store = self.p, self.store
-        data_kw = dict(size=p["size"], spacing=p["spacing_mm"], bs=p["bs"], seed=p["seed"], max_frames=p["max_frames"],
-                       progress=False)
-        rows = []
+        t0, rows = time.perf_counter(), []
         for name, views, epochs, balance in (("sax", ["SAX"], p["epochs_sax"], False),
                                              ("lax", ["2CH", "4CH"], p["epochs_lax"], p["balance_lax"])):
-            aug = recipe(p["augmentation"][name])
-            dls = dataloaders(store, views, frame_step=p["frame_step"], **data_kw, **aug)
+            aug_kw = recipe(p["augmentation"][name])
+            settings = dict({**self.data_kw, **aug_kw}, views=views, epochs=epochs, lr=p["lr"], balance=balance,
+                            frame_step=p["frame_step"], calibrate_cines=p["calibrate_cines"],
+                            cohort=store.fingerprint(), **self.model_kw)
+            rows.append(self._train(name, store, views, epochs, name, model_file(self.out / "models", name.upper()),
+                                    settings, finish, balance=balance, data=dict(frame_step=p["frame_step"])))
+        self.timings["phantom training (s)"] = time.perf_counter() - t0
+        return pd.DataFrame(rows)
+
+    def train(self, finish) -> list[dict]:
+        """What `cmrlib fit segmentation` runs: both phantom models, trained, calibrated and exported by `finish`."""
+        return self.fit(finish).to_dict("records")
+
+    def evaluate(self) -> tuple[pd.DataFrame | None, pd.DataFrame]:
+        """Both models on the phantom's test cines: the calibrated log-priors and Dice per view and structure
+        (written)."""
+        t0 = time.perf_counter()
+        store, m = self.store, self.models
+        ids = store.select(["SAX", "2CH", "4CH"], "test", self.p["max_test_cines"])
+        self.ph_pred = {**predict_store(m["sax"], store, [i for i in ids if i.endswith("_SAX")], **self.on_dask),
+                        **predict_store(m["lax"], store, [i for i in ids if not i.endswith("_SAX")], **self.on_dask)}
+        self.ph_scores = evaluate(store, self.ph_pred)
+        self.ph_table = summarise(self.ph_scores, by=("view", "structure"))
+        self.nb.table(self.ph_scores, "scores_phantom.csv")
+        self.nb.table(self.ph_table, "dice_phantom.csv", index=True)
+        self.timings["phantom inference + scoring (s)"] = time.perf_counter() - t0
+        priors = pd.DataFrame(self.calibration).T.rename_axis("model") if self.calibration else None
+        return priors, self.ph_table
+
+    def ra_check(self) -> pd.DataFrame | None:
+        """4CH RA Dice over all frames, over frames with a true RA of at least 100 px, and frames without one
+        (written)."""
+        sc = self.ph_scores
+        ra = sc[(sc["view"] == "4CH") & (sc["structure"] == "RA")]
+        if not len(ra):
+            return None
+        check = ra.groupby("cine_id").apply(lambda d: pd.Series({
+            "dice_all": d["dice"].mean(), "dice_ra_ge_100px": d.loc[d["truth_px"] >= 100, "dice"].mean(),
+            "frames_no_true_ra": (d["truth_px"] == 0).sum(), "frames": len(d)}), include_groups=False)
+        check = check.astype({"frames_no_true_ra": int, "frames": int})
+        self.nb.table(check, "ra_check.csv", index=True)
+        return check
+
+    def cases_figure(self) -> None:
+        """The best, median and worst phantom test frames by Dice."""
+        self._cases(self.store, self.ph_pred, self.ph_scores, "01_cases_phantom",
+                    "best, median and worst phantom test frames by Dice, truth beside prediction")
+
+    def _cases(self, st: CohortStore, pred: dict, scores: pd.DataFrame, name: str, caption: str) -> None:
+        ranked = frame_scores(scores)
+        cases = case_panels(st, pred, ranked, plots.pick_cases(ranked["dice"]))
+        self.nb.figure(plots.cases_figure(**cases, score_name="mean Dice"), name, caption)
+
+    def acdc(self) -> pd.DataFrame | None:
+        """The ACDC store (`acdc_store`, the cohort when notebook 00 ingested ACDC, or ACDC ingested here from the
+        data root); patients per group and split, or None (with the reason) when there is none."""
+        p = self.p
+        root = data_root(p["data_dir"])
+        acdc_dir = root / "acdc" / "training" if root else None
+        acdc_store = p["acdc_store"]
+        if acdc_store is None and set(self.store.manifest()["source"]) == {"acdc"}:  # 00 ingested ACDC
+            acdc_store = self.store.root
+        if acdc_store is not None and len(CohortStore(acdc_store)):
+            self.acdc_store = CohortStore(acdc_store)
+        elif acdc_dir is None or not acdc_dir.exists():
+            why = "no data_dir / $CMRLIB_DATA" if root is None else f"{acdc_dir} not found"
+            print(f"ACDC sections skipped: no ACDC training folder ({why})")
+            return None
+        else:
+            from ...io import ingest
+
             t0 = time.perf_counter()
-            learn = fit(dls, epochs, p["lr"], balance=balance, width=p["width"], pretrained=p["pretrained"],
-                        bf16=p["bf16"])
-            ids = store.select(views, "valid", p["calibrate_cines"]) if p["calibrate_cines"] else []
-            if ids:
-                as_model(learn).log_prior = calibrate_prior(learn, store, ids, progress=False)[0]
-            train_s = time.perf_counter() - t0
-            valid_loss, file = finish(learn, model_file(self.out, name.upper()))
-            rows.append(dict(model=name, train_s=train_s, valid_loss=valid_loss, file=file))
-        return rows
+            self.acdc_store = ingest("acdc", acdc_dir, self.out / "acdc", limit=p["acdc_limit"], seed=p["seed"],
+                                     **self.on_dask)
+            self.timings["ACDC ingest (s)"] = time.perf_counter() - t0
+        return self.acdc_store.manifest().groupby(["group", "split"]).size().unstack(fill_value=0)
+
+    def fit_acdc(self) -> pd.DataFrame | None:
+        """A SAX model trained on ACDC's training patients (or reused), scored on its held-out patients (written,
+        with the case figure)."""
+        acdc, p = self.acdc_store, self.p
+        if acdc is None:
+            return None
+        t0 = time.perf_counter()
+        settings = dict({**self.data_kw, **recipe(p["augmentation"]["acdc"])}, epochs=p["epochs_acdc"], lr=p["lr"],
+                        calibrate_cines=p["calibrate_cines"], cohort=acdc.fingerprint(), **self.model_kw)
+        self._train("acdc", acdc, ["SAX"], p["epochs_acdc"], "acdc", self.out / "models" / "seg_sax_acdc.pkl",
+                    settings)
+        self.timings["ACDC training (s)"] = time.perf_counter() - t0
+        self.acdc_test = acdc.select(view="SAX", split="test")
+        self.acdc_pred = predict_store(self.models["acdc"], acdc, self.acdc_test, **self.on_dask)
+        scores = evaluate(acdc, self.acdc_pred)
+        self.acdc_table = summarise(scores, by=("structure",))
+        self.nb.table(scores, "scores_acdc.csv")
+        self.nb.table(self.acdc_table, "dice_acdc.csv", index=True)
+        self._cases(acdc, self.acdc_pred, scores, "01_cases_acdc",
+                    "best, median and worst ACDC held-out frames by Dice, truth beside prediction")
+        return self.acdc_table
+
+    def sim_to_real(self) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+        """The phantom SAX model on every ACDC cine, and fine-tuning it on a few patients against the same
+        schedule from scratch (written)."""
+        acdc, p = self.acdc_store, self.p
+        if acdc is None:
+            return None
+        t0 = time.perf_counter()
+        s2r_pred = predict_store(self.models["sax"], acdc, acdc.select(view="SAX"), **self.on_dask)
+        self.s2r_scores = evaluate(acdc, s2r_pred)
+        self.s2r_table = summarise(self.s2r_scores, by=("structure",))
+        self.nb.table(self.s2r_scores, "scores_sim2real.csv")
+        self.nb.table(self.s2r_table, "dice_sim2real.csv", index=True)
+        few = pick_subjects(acdc, p["n_finetune"], split="train", by="group", seed=p["seed"])
+        dls_few = dataloaders(acdc, ["SAX"], subjects=few, **self.data_kw, **recipe(p["augmentation"]["acdc"]))
+        print(f"fine-tuning on {len(few)} patients ({len(dls_few.train_ds)} slices)")
+        rows = []
+        for how, init in (("phantom-pretrained", self.models["sax"]), ("from scratch", None)):
+            learn = fit(dls_few, p["epochs_finetune"], p["lr"], init=init, **self.model_kw)
+            sc = evaluate(acdc, predict_store(learn, acdc, self.acdc_test, **self.on_dask))
+            rows.append(summarise(sc, by=("structure",)).xs("all", level="phase")["dice_mean"].rename(how))
+        ft_table = pd.DataFrame(rows).rename_axis("training")
+        self.nb.table(ft_table, "finetune_vs_scratch.csv", index=True)
+        self.timings["sim-to-real (s)"] = time.perf_counter() - t0
+        return self.s2r_table, ft_table
+
+    def phantom_agreement(self) -> pd.DataFrame | None:
+        """Table-1 measures of the phantom's test subjects against its generating values (written with the
+        figure)."""
+        self.ph_meas = subject_measures(self.store, self.ph_pred)
+        self.nb.table(self.ph_meas, "measures_phantom.csv")
+        pairs = measure_pairs(self.ph_meas, ref="model")
+        if not pairs:
+            print(f"phantom agreement skipped: fewer than 3 test subjects with every view ({len(self.ph_meas)} "
+                  "subjects)")
+            return None
+        agree = stats.agreement_table(self.ph_meas, pairs, units=UNITS)
+        self.nb.table(agree, "agreement_phantom.csv", index=True)
+        self.nb.figure(plots.agreement_figure(self.ph_meas, pairs, units=UNITS), "01_agreement_phantom",
+                       "regression and Bland-Altman of the segmentation measures against the phantom's values")
+        return agree
+
+    def acdc_agreement(self) -> pd.DataFrame | None:
+        """ACDC held-out measures against its ground-truth masks (written with the figure), then every measure in
+        the run folder's long shape for notebook 07."""
+        long = [from_table1(self.ph_meas, "phantom", "segmentation", PHANTOM_REFERENCES)]
+        acdc = self.acdc_store
+        if acdc is not None:
+            meas = subject_measures(acdc, self.acdc_pred)
+            self.nb.table(meas, "measures_acdc.csv")
+            long.append(from_table1(meas, "acdc", "segmentation", {"ref": "ground-truth masks"}))
+            pairs = measure_pairs(meas, ref="ref")
+            if pairs:
+                self.acdc_agree = stats.agreement_table(meas, pairs, units=UNITS)
+                self.nb.table(self.acdc_agree, "agreement_acdc.csv", index=True)
+                shown = {k: pairs[k] for k in ("LVEDV", "LVEF", "RVEDV", "LVM") if k in pairs}
+                self.nb.figure(plots.agreement_figure(meas, shown, units=UNITS), "01_agreement_acdc",
+                               "regression and Bland-Altman of the segmentation measures against ACDC's ground-truth "
+                               "masks")
+            else:
+                print(f"ACDC agreement skipped: fewer than 3 held-out patients with measures ({len(meas)} patients)")
+        self.nb.table(pd.concat(long, ignore_index=True), "measures_long")
+        return self.acdc_agree
+
+    def checks(self) -> tuple[pd.DataFrame, pd.Series]:
+        """The Dice and measure targets (written); both phantom models become the run's segmentation Predictor with
+        the real-data check behind the SAX one. Targets and step timings."""
+        ph = self.ph_table
+        checks = [("phantom SAX LV Dice", dice_all(ph, "SAX", "LV"), ">=", 0.93),
+                  ("phantom SAX MYO Dice", dice_all(ph, "SAX", "MYO"), ">=", 0.85)]
+        checks += [(f"phantom 4CH {s} Dice", dice_all(ph, "4CH", s), ">=", 0.90) for s in ("LA", "RA")
+                   if ("4CH", s, "all") in ph.index]
+        real_check = None
+        if self.acdc_store is not None:
+            checks += [(f"ACDC held-out {s} Dice", dice_all(self.acdc_table, s), ">=", t)
+                       for s, t in (("LV", 0.90), ("MYO", 0.80), ("RV", 0.80))]
+            checks += [("sim-to-real LV Dice (all ACDC)", dice_all(self.s2r_table, "LV"), ">=", 0.80)]
+            real_check = (f"phantom-only SAX model on {self.s2r_scores.cine_id.nunique()} ACDC cines (manual masks): "
+                          f"LV Dice {dice_all(self.s2r_table, 'LV'):.2f}; the long-axis model has no real-data check")
+        agree = self.acdc_agree
+        if agree is not None and {"LVEF", "LVEDV"} <= set(agree.index):
+            checks += [("ACDC held-out LVEF MAE (points)", float(agree.loc["LVEF", "mae"]), "<=", 5.0),
+                       ("ACDC held-out LVEDV ICC", float(agree.loc["LVEDV", "icc2"]), ">=", 0.95)]
+        targets = self.nb.targets(checks)
+        self.nb.predictor(Predictor.from_models({"SAX": self.models["sax"], "LAX": self.models["lax"]},
+                                                self.nb.provenance(self.store, real_check)))
+        self.nb.timings.update(self.timings)
+        self.nb.save_timings()
+        return targets, pd.Series(self.timings)
