@@ -91,6 +91,20 @@ def overlay(ax: Axes, image: np.ndarray, mask: np.ndarray | None = None, points=
     return ax
 
 
+
+def view_gallery(store, manifest) -> Figure:
+    """Each view's first cine at ED and ES with its labels (any source; the middle slice of a stack)."""
+    ids = manifest.groupby("view")["cine_id"].first().tolist()
+    fig, axes = plt.subplots(2, len(ids), figsize=(4 * len(ids), 8), squeeze=False)
+    for j, cid in enumerate(ids):
+        c = store.read(cid)
+        for i, (name, t) in enumerate((("ED", c.ed or 0), ("ES", c.es or 0))):
+            z = (slice(None),) if not c.is_stack else (c.pixels.shape[1] // 2,)
+            overlay(axes[i, j], c.pixels[t][z], None if c.labels is None else c.labels[t][z],
+                    title=f"{c.subject} {c.view} {name}")
+    fig.tight_layout()
+    return fig
+
 def _ax(ax: Axes | None, size=(4, 3.5)) -> Axes:
     return ax if ax is not None else plt.subplots(figsize=size, constrained_layout=True)[1]
 

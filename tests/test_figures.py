@@ -102,3 +102,18 @@ def test_attention_by_view_sums_each_subjects_slices_then_averages_subjects():
     assert [hm.view_kind(n) for n in names[0]] == ["SAX", "SAX", "4CH"]
     by = hm.attention_by_view(att, names).set_index("view")
     assert by.loc["SAX", "attention"] == pytest.approx(0.55) and by.loc["4CH", "attention"] == pytest.approx(0.5)
+
+
+def test_view_gallery_shows_each_view_at_ed_and_es_with_its_subject_and_phase(tmp_path):
+    from cmrlib.phantom import make_cohort
+    from cmrlib.plots import view_gallery
+
+    store = make_cohort(tmp_path / "c", n=2, seed=0, n_frames=8, matrix=48, pixel_mm=4.0, progress=False)
+    man = store.manifest()
+    fig = view_gallery(store, man)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    first = man.groupby("view")["cine_id"].first()
+    assert len(titles) == 2 * len(first)
+    for view, cid in first.items():
+        subject = man.set_index("cine_id").at[cid, "subject"]
+        assert {f"{subject} {view} ED", f"{subject} {view} ES"} <= set(titles)

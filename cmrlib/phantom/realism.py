@@ -232,6 +232,24 @@ def _mr_cine(store, view="4CH"):
     return store.read((mr if len(mr) else m).cine_id.iloc[0])
 
 
+def real_examples(root: Path | None) -> dict:
+    """A real UK-Biobank-style 4CH frame and a real ACDC mid-ventricular slice with its labels, when the data root
+    holds them: `gallery`'s real columns (`real_4ch`, `real_sax`)."""
+    four = sax = None
+    if root is not None and (root / "ukbb-demo-lax" / "1" / "la_4ch.nii.gz").exists():
+        from ..io import read_nifti_cine
+
+        c = read_nifti_cine(root / "ukbb-demo-lax" / "1" / "la_4ch.nii.gz", view="4CH")
+        four = (c.pixels[0], c.spacing)
+    if root is not None and (root / "acdc" / "training" / "patient001").exists():
+        from ..io import read_acdc_patient
+
+        c = read_acdc_patient(root / "acdc" / "training" / "patient001")
+        z = c.pixels.shape[1] // 2
+        sax = (c.pixels[0, z], c.labels[0, z], c.spacing[1:])
+    return dict(real_4ch=four, real_sax=sax)
+
+
 def gallery(store, real_4ch=None, real_sax=None):
     """Figure: each view at ED/ES with labels, an MR jet, phantom vs real 4CH and SAX, blood/myocardium histograms.
 
