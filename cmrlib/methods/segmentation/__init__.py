@@ -7,7 +7,7 @@ Other methods use it only through its `Predictor` (both segmenters, their `label
 from .evaluate import dice, evaluate, frame_scores, hd95, summarise
 from .figures import case_panels
 from .learner import (MODEL_FILES, ClassDice, DiceCE, as_model, class_weights, dataloaders, fit, learner, load,
-                      load_segmenters, model_file)
+                      model_file)
 from .predict import (NoLabels, calibrate_prior, decide, frame_probs, keep_largest, log_prior, mean_dice, predict,
                       predict_store)
 from .recipes import RECIPES, recipe
@@ -15,6 +15,6 @@ from .predictor import Predictor
 from .study import Study
 
 __all__ = ["Predictor", "Study", "dataloaders", "learner", "fit", "load", "predict", "evaluate", "DiceCE", "ClassDice", "class_weights",
-           "RECIPES", "recipe", "MODEL_FILES", "model_file", "load_segmenters", "as_model",
+           "RECIPES", "recipe", "MODEL_FILES", "model_file", "as_model",
            "frame_probs", "log_prior", "decide", "calibrate_prior", "NoLabels",
            "mean_dice", "predict_store", "keep_largest", "dice", "hd95", "summarise", "frame_scores", "case_panels"]

@@ -100,18 +100,6 @@ def model_file(folder: str | Path, kind: str) -> Path:
     return Path(folder) / MODEL_FILES[kind]
 
 
-def load_segmenters(folder: str | Path) -> tuple[dict, str | None]:
-    """The exported segmenters by kind ('SAX', 'LAX'), and why some are missing (None when all load)."""
-    models, missing = {}, []
-    for kind in MODEL_FILES:
-        p = model_file(folder, kind)
-        if p.exists():
-            models[kind] = load(p)
-        else:
-            missing.append(str(p))
-    return models, (f"no exported segmenter at {', '.join(missing)} (run notebook 01 first)" if missing else None)
-
-
 def as_model(model) -> torch.nn.Module:
     """The torch module inside a Learner (or the module itself)."""
     return model.model if isinstance(model, Learner) else model
