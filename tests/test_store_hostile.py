@@ -1,8 +1,10 @@
 """The cohort store and the run folder against a hostile or damaged folder, one test (or more) per finding: 1 links
 planted inside that lead out, 2 damaged state repaired, 3 splits that must not drift, 4 a run folder mixing
 cohorts, 5 identifiers in failure messages, 6 the report scrubbed by structure, 7 leftovers (a silent scheduler,
-a zero-byte NIfTI, seg_dir). Everything is built under the test's tmp_path; no network."""
+a zero-byte NIfTI, path parameters passed as references). Everything is built under the test's tmp_path; no network."""
 from __future__ import annotations
+
+import importlib
 
 import json
 import os
@@ -302,9 +304,10 @@ def test_7_a_scheduler_that_accepts_but_never_answers_is_one_line_within_the_tim
     assert not (tmp_path / "c" / "cines").exists()
 
 
-def test_7_seg_dir_given_as_a_reference_reaches_every_notebook_that_declares_it():
-    for nb in runner.discover():
-        decl = runner.declared(nb)
-        if "seg_dir" in decl:
-            src = nb.read_text()
-            assert "data_path(seg_dir)" in src, f"{nb.name} does not expand seg_dir's $CMRLIB_PATH_ reference"
+def test_7_every_path_parameter_the_runner_passes_as_a_reference_is_expanded_by_its_study():
+    from cmrlib.fit import METHODS
+
+    for method in METHODS:
+        study = importlib.import_module(f"cmrlib.methods.{method}").Study
+        passed = {k for k in study.PARAMS if runner.is_path_param(k)} - set(runner.INJECTED) - {"data_dir"}
+        assert passed <= set(study.PATHS), f"{method}: {sorted(passed - set(study.PATHS))} reach it unexpanded"

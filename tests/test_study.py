@@ -50,3 +50,14 @@ def test_an_unknown_or_ill_typed_parameter_is_refused_before_anything_runs():
         cussp.Study.parameters(prof, "smoke", {"epochs": "many"})
     with pytest.raises(StudyError, match="unknown parameter"):
         cussp.Study({"epoch": 3})
+
+
+def test_a_path_parameter_given_as_a_reference_reaches_the_study_expanded(tmp_path, monkeypatch):
+    from cmrlib.phantom import make_cohort
+
+    make_cohort(tmp_path / "run" / "cohort", n=2, seed=0, n_frames=8, matrix=48, pixel_mm=4.0, progress=False)
+    monkeypatch.setenv("CMRLIB_PATH_0123", str(tmp_path / "labels.csv"))
+    study = cussp.Study({"run_dir": str(tmp_path / "run"), "figures_dir": str(tmp_path / "figures"),
+                         "anatomy": "labels", "labels_csv": "$CMRLIB_PATH_0123", "threads": None})
+    assert study.p["labels_csv"] == tmp_path / "labels.csv"
+    assert study.out == tmp_path / "run" / "04"
