@@ -43,7 +43,7 @@ def test_mvnet_fit_exports_both_stages_of_each_view(run, tmp_path):
 
 def test_two_cpu_processes_end_where_one_with_the_doubled_batch_does(run, tmp_path):
     private = str(tmp_path / "MUELLER_HANS" / "models")  # a path parameter naming a person never reaches fit.json
-    one = fit("edes", "smoke", run, dict(ONE_METHOD, bs=8, seg_dir=private), out=tmp_path / "one")
+    one = fit("edes", "smoke", run, dict(ONE_METHOD, bs=8, data_dir=private), out=tmp_path / "one")
     assert "MUELLER" not in (tmp_path / "one" / "fit.json").read_text()
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
