@@ -283,7 +283,9 @@ def test_a_row_that_trains_into_nan_is_reported_and_left_out_while_the_others_go
 
 
 def test_rows_and_folds_on_dask_give_the_tables_of_one_process():
-    """Every (fold, row) seeds itself: run as Dask tasks (one torch thread each) it gives what one process gives."""
+    """Every (fold, row) seeds itself: run as Dask tasks (one torch thread each) it gives the rows, folds, splits and
+    rates one process gives, and its scores to 1e-3 (a worker process's sums can differ in the last digits: the
+    README's determinism statement)."""
     from cmrlib import cluster
 
     g = np.random.default_rng(2)
@@ -297,5 +299,6 @@ def test_rows_and_folds_on_dask_give_the_tables_of_one_process():
     with cluster.client("local", 2) as c:
         there, logs_there, _ = crossval.cross_validate(patches, labels, folds, ("A: no proxy",), cfg, lambda f: {},
                                                        keep=(), progress=False, client=c)
-    pd.testing.assert_frame_equal(here, there)
-    assert [r["lr_search"] for r in logs_here] == [r["lr_search"] for r in logs_there]
+    pd.testing.assert_frame_equal(here, there, check_exact=False, atol=1e-3, rtol=0)
+    searched = [(json.loads(a["lr_search"]), json.loads(b["lr_search"])) for a, b in zip(logs_here, logs_there)]
+    assert searched and all(a.keys() == b.keys() and a == pytest.approx(b, abs=1e-3) for a, b in searched)
