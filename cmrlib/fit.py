@@ -97,7 +97,7 @@ def fit(method: str, profile: str = "smoke", run_dir: str | Path | None = None, 
     with data_parallel(), _quiet():
         s = study(p, out=out)
         seed_everything(seed_for(p["seed"], "fit", method))
-        rows = s.train(_finish, fit_rows) if method == "heartmae" else s.train(_finish)
+        rows = s.train(_finish, fit_rows)
     record = dict(method=method, profile=name, processes=world_size(), batch_per_process=p.get("bs"),
                   seconds=round(time.perf_counter() - t0, 2), rows=rows, versions=package_versions(),
                   parameters=runner.path_references(p, {}))  # a user's data paths as $VAR references, as run.json

@@ -3,6 +3,7 @@ values over them), prepares the cohort once, fits every row of the paper's table
 draws the figures; its notebook calls one step a cell, and `cmrlib fit METHOD` calls the same steps."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
@@ -93,16 +94,26 @@ class Study:
         """Wall time since the Study started (the notebooks' time target)."""
         return (time.perf_counter() - self.t_start) / 60
 
-    def segmentation(self):
-        """The run's segmentation Predictor (notebook 01's), or a clear error naming what to run."""
-        from .predictor import PredictorError, file_name, load
+    @functools.cached_property
+    def _segmentation_file(self) -> Path:
+        from .predictor import file_name
 
-        path = self.nb.run_dir / "predictors" / file_name("segmentation")
+        return self.nb.run_dir / "predictors" / file_name("segmentation")
+
+    @functools.cached_property
+    def _segmentation(self):
+        from .predictor import PredictorError, load
+
         try:
-            return load(path)
+            return load(self._segmentation_file)
         except PredictorError as e:
             raise FileNotFoundError(f"notebook {self.number} needs notebook 01's segmenters: {e} (run notebook 01 "
                                     "on this run folder first)") from None
+
+    def segmentation(self):
+        """The run's segmentation Predictor (notebook 01's), read once per Study, or a clear error naming what to
+        run."""
+        return self._segmentation
 
     def anatomy(self, kind: str) -> Callable[[Cine], Any]:
         """Where this Study finds the heart (`anatomy`): the run's `kind` ('SAX' or 'LAX') segmenter or the cines'
@@ -123,9 +134,11 @@ class Study:
         (never its path, which may name a person)."""
         if self.p["anatomy"] == "labels":
             return "labels"
-        from .predictor import file_name
+        return self._segmentation_key
 
-        path = self.nb.run_dir / "predictors" / file_name("segmentation")
+    @functools.cached_property
+    def _segmentation_key(self) -> str:
+        path = self._segmentation_file
         return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else "absent"
 
     def phantom_more(self, name: str, n: int, views: tuple[str, ...], start: int | None = None, **config):
@@ -149,6 +162,11 @@ class Study:
             got = build()
             got.save(path, key)
         return got
+
+    def train(self, finish=None, rows: int | None = None) -> list[dict]:
+        """What `cmrlib fit` runs: the steps that make the method's models (`finish(learn, path)` exports one and
+        gives its validation loss; `rows`: the first rows only, where a method trains rows in sequence)."""
+        raise NotImplementedError
 
     def targets(self, checks: list[tuple[str, float, str, float]]) -> pd.DataFrame:
         """The notebook's checks (`Notebook.targets`) and its timings, written."""

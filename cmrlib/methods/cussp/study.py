@@ -337,7 +337,7 @@ class Study(Base):
                                                                              anatomy=self.p["anatomy"], chosen_by=how)))
         return best
 
-    def train(self, finish=None) -> list[dict]:
+    def train(self, finish=None, rows: int | None = None) -> list[dict]:
         """What `cmrlib fit cussp` runs: labels and pool, patches, the forest's measures, every row, the
         validation thresholds (Table 2 scored too) and the models with the run's Predictor; the training log."""
         self.cohort()

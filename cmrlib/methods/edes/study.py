@@ -112,7 +112,7 @@ class Study(Base):
         self.nb.table(history, "training")
         return history
 
-    def train(self, finish) -> list[dict]:
+    def train(self, finish=None, rows: int | None = None) -> list[dict]:
         """What `cmrlib fit edes` runs: the sequences, then every method trained and exported by `finish`."""
         self.prepare()
         return self.fit(finish).to_dict("records")

@@ -108,7 +108,7 @@ class Study(Base):
         self.nb.table(train_log, "train_log")
         return train_log
 
-    def train(self, finish=None) -> list[dict]:
+    def train(self, finish=None, rows: int | None = None) -> list[dict]:
         """What `cmrlib fit mvnet` runs: both stages per view, written by process 0 (under `accelerate` each
         process trains on its share of every batch); one row per stage with the validation loss `fit` logs."""
         self.prepare()

@@ -109,12 +109,12 @@ class Study(Base):
               f"{best:.4f})")
 
     def _train(self, name: str, st: CohortStore, views, epochs: int, recipe_name: str, path, settings: dict,
-               finish=None, **fit_kw) -> dict:
+               finish=None, data_kw: dict | None = None, **fit_kw) -> dict:
         """Model `name` reused, or trained, calibrated and exported (by `finish` under `cmrlib fit`); its summary."""
         if finish is None and self._reuse(name, path, settings):
             return dict(model=name, reused=True)
         dls = dataloaders(st, views, **{**self.data_kw, **recipe(self.p["augmentation"][recipe_name])},
-                          **fit_kw.pop("data", {}))
+                          **(data_kw or {}))
         print(f"{name}: {len(dls.train_ds)} training / {len(dls.valid_ds)} validation frames")
         t0 = time.perf_counter()
         self.models[name] = fit(dls, epochs, self.p["lr"], **fit_kw, **self.model_kw)
@@ -139,11 +139,11 @@ class Study(Base):
                             frame_step=p["frame_step"], calibrate_cines=p["calibrate_cines"],
                             cohort=store.fingerprint(), **self.model_kw)
             rows.append(self._train(name, store, views, epochs, name, model_file(self.out / "models", name.upper()),
-                                    settings, finish, balance=balance, data=dict(frame_step=p["frame_step"])))
+                                    settings, finish, dict(frame_step=p["frame_step"]), balance=balance))
         self.timings["phantom training (s)"] = time.perf_counter() - t0
         return pd.DataFrame(rows)
 
-    def train(self, finish) -> list[dict]:
+    def train(self, finish=None, rows: int | None = None) -> list[dict]:
         """What `cmrlib fit segmentation` runs: both phantom models, trained, calibrated and exported by `finish`."""
         return self.fit(finish).to_dict("records")
 

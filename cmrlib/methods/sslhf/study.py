@@ -254,7 +254,7 @@ class Study(Base):
         rates = pd.DataFrame([r for r in self.fit_logs if r.get("status") == "ok"])
         return rates.pivot(index="row", columns="fold", values="lr").reindex(p["rows"])
 
-    def train(self, finish=None) -> list[dict]:
+    def train(self, finish=None, rows: int | None = None) -> list[dict]:
         """What `cmrlib fit sslhf` runs: the cohort, patches, folds, proxies and every (row, fold) with its models
         and the run's Predictor; the training log."""
         if self.cohort() is None:
