@@ -68,6 +68,30 @@ def test_weighted_loss_is_eq2_on_the_right_tokens():
     assert torch.isclose(mae_loss(pred, x, mask, SMALL, w), expect)
 
 
+def test_targets_are_the_normalised_pixels_or_each_tokens_own_standardisation():
+    from cmrlib.models.mae_st import targets
+
+    torch.manual_seed(0)
+    x = 3 + 2 * torch.randn(2, 1, SMALL.frames, SMALL.size, SMALL.size)
+    pixels = patchify(x[:, 0, target_frames(SMALL)], SMALL)
+    assert torch.equal(targets(x, SMALL, "dataset"), pixels)  # the paper: the input's (training-set) normalisation
+    tok = targets(x, SMALL, "token")  # mae_st's norm_pix_loss: each token's mean brightness is not a target
+    assert torch.allclose(tok.mean(-1), torch.zeros(2, tok.shape[1]), atol=1e-5)
+    assert torch.allclose(tok.std(-1), torch.ones(2, tok.shape[1]), atol=1e-3)
+    with pytest.raises(ValueError, match="target normalisation"):
+        targets(x, SMALL, "frame")
+
+
+@pytest.mark.parametrize("target", ["dataset", "token"])
+def test_reconstruction_keeps_the_visible_patches_and_fills_the_hidden(target):
+    torch.manual_seed(0)
+    clip = torch.randn(1, SMALL.frames, SMALL.size, SMALL.size)
+    truth, shown, recon = hm.reconstruct(VideoMAE(SMALL), clip, 0.75, "random", 0, target)
+    hidden = np.isnan(shown)
+    assert 0 < hidden.mean() < 1 and np.isfinite(recon).all()
+    assert np.array_equal(recon[~hidden], truth[~hidden]) and not np.allclose(recon[hidden], truth[hidden])
+
+
 def _moving_square(n: int = 20, size: int = 96) -> np.ndarray:
     """A bright square sliding up and down over a still, smoothly textured background."""
     yy, xx = np.mgrid[:size, :size]
@@ -272,7 +296,8 @@ def test_pretraining_memorises_a_few_clips(tmp_path):
                               subject=[f"s{i}" for i in range(n)], view="4CH", split="train"))
     cines = hm.CineSet(np.asarray(frames, np.uint8), np.zeros((n, load, load), np.float32), table)
     cfg = hm.HeartMAEConfig(size=16, frames=4, patch=4, tubelet=2, dim=64, depth=2, heads=2, dec_dim=64, dec_depth=1,
-                            dec_heads=2, pred_frames=2, load=load, min_side=16, bs=8, repeats=1, blr=0.032)
+                            dec_heads=2, pred_frames=2, load=load, min_side=16, bs=8, repeats=1, blr=0.032,
+                            target="token")  # the disc's position is not in 3 visible tokens: per-token edges are
     learn = hm.learner("MAE-ViT-B", cines, cfg, *hm.intensity_stats(cines), tmp_path)
     learn.dls.train.dataset.train = False  # the same centre clip of each cine every step
     with learn.no_bar(), learn.no_logging():

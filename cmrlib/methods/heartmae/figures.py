@@ -32,17 +32,22 @@ def flow_figure(frames: np.ndarray, weight: np.ndarray, title: str = "", n: int 
 
 
 @torch.no_grad()
-def reconstruct(model: VideoMAE, clip: torch.Tensor, ratio: float, masking: str, seed: int = 0):
+def reconstruct(model: VideoMAE, clip: torch.Tensor, ratio: float, masking: str, seed: int = 0,
+                target: str = "dataset"):
     """(target frames, masked input, reconstruction) of one (1, T, S, S) clip, each (T', S, S), in the clip's
-    intensity units: each predicted patch de-normalised with its true patch's mean and SD, as MAE papers show."""
+    intensity units (a model trained on per-token targets has each predicted patch de-normalised with its true
+    patch's mean and SD, as MAE papers show)."""
     size = model.size
     x = clip[None]
     pred, mask = model(x, ratio, masking, torch.Generator().manual_seed(seed))
-    target = patchify(x[:, 0, target_frames(size)], size)
-    mean, std = target.mean(-1, keepdim=True), (target.var(-1, keepdim=True) + 1e-6).sqrt()
-    recon = torch.where(mask[..., None] > 0, pred.float() * std + mean, target)
-    shown = torch.where(mask[..., None] > 0, torch.full_like(target, float("nan")), target)
-    return tuple(unpatchify(t, size)[0].numpy() for t in (target, shown, recon))
+    truth = patchify(x[:, 0, target_frames(size)], size)
+    pred = pred.float()
+    if target == "token":
+        pred = pred * (truth.var(-1, keepdim=True) + 1e-6).sqrt() + truth.mean(-1, keepdim=True)
+    hidden = mask[..., None] > 0
+    recon = torch.where(hidden, pred, truth)
+    shown = torch.where(hidden, torch.full_like(truth, float("nan")), truth)
+    return tuple(unpatchify(t, size)[0].numpy() for t in (truth, shown, recon))
 
 
 def reconstruction_figure(examples: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]], n_frames: int = 4):

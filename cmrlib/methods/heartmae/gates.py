@@ -52,16 +52,16 @@ def _masked_mse(pred: torch.Tensor, tgt: torch.Tensor, mask: torch.Tensor) -> fl
 
 @torch.inference_mode()
 def pretext(models: Mapping[str, VideoMAE], random: VideoMAE, clips: Clips, ratio: float, masking: str,
-            seed: int, draws: int = 3, bs: int = 16) -> pd.DataFrame:
-    """Masked-token loss (eq. 1, per-token normalised pixels) on validation clips of every model beside the copy
-    rule, the mean rule and a random network, each scored on the same `draws` seeded masks per clip."""
+            seed: int, draws: int = 3, bs: int = 16, target: str = "dataset") -> pd.DataFrame:
+    """Masked-token loss (eq. 1 on the pixels as `target` normalises them) on validation clips of every model beside
+    the copy rule, the mean rule and a random network, each scored on the same `draws` seeded masks per clip."""
     x = torch.stack([clips[i][0] for i in range(len(clips))])
     size = random.size
     rows: dict[str, list[float]] = {}
     for k in range(draws):
         for i in range(0, len(x), bs):
             xb = x[i:i + bs]
-            tgt = targets(xb, size)
+            tgt = targets(xb, size, target)
             for name, net in {**models, "random network": random}.items():
                 g = torch.Generator().manual_seed(seed + 1000 * k + i)
                 pred, mask = net.eval()(xb, ratio, masking, g)

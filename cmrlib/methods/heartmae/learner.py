@@ -57,6 +57,7 @@ class HeartMAEConfig:
     repeats: int = 4               # clips drawn from each cine per epoch (the paper: 4)
     blr: float = 1.5e-4            # base learning rate; lr = blr x bs / 256
     wd: float = 0.05
+    target: str = "dataset"        # pixels as normalised by the training set (the paper) or per token ("token")
     bf16: bool = False
     seed: int = 0
 
@@ -83,11 +84,11 @@ class MAETask(nn.Module):
         return pred.float(), mask, x
 
 
-def mae_objective(weighted: bool, size: MAESize):
+def mae_objective(weighted: bool, size: MAESize, target: str = "dataset"):
     """The loss of a row: eq. 1 (plain MSE on masked normalised pixels) or eq. 2 (weighted by 1 + W)."""
     def loss(out, w):
         pred, mask, x = out
-        return mae_loss(pred, x, mask, size, w if weighted else None)
+        return mae_loss(pred, x, mask, size, w if weighted else None, target)
     return loss
 
 
@@ -115,7 +116,7 @@ def learner(row: str, cines: CineSet, cfg: HeartMAEConfig, mean: float, std: flo
     valid = Clips(cines.take(valid_rows if len(valid_rows) else train_rows), train=False, **kw)
     opt = partial(Adam, mom=0.9, sqr_mom=0.95, eps=1e-8, wd=cfg.wd, decouple_wd=True)
     return Learner(dataloaders(train, valid, cfg.bs), MAETask(mae, spec["masking"], spec["ratio"]),
-                   loss_func=mae_objective(spec["weighted"], cfg.shape), opt_func=opt, path=Path(path),
+                   loss_func=mae_objective(spec["weighted"], cfg.shape, cfg.target), opt_func=opt, path=Path(path),
                    model_dir=".", cbs=callbacks("HeartMAE", cfg.bf16))
 
 

@@ -74,6 +74,7 @@ class Study(Base):
         "repeats": 4,
         "blr": 1.5e-4,
         "wd": 0.05,
+        "target": "dataset",         # the loss's pixels: normalised by the training set (the paper) or per token
         "bf16": False,
         # inference and probes
         "crops": 3,                  # K spatial crops per clip
@@ -158,7 +159,8 @@ class Study(Base):
         random_mae = network(self.cfg, seed_for(seed, "06", "random"))
         with self.nb.timer("pretext gate"):
             self.pretext = pd.concat([pretext_gate({row: self.models[row]}, random_mae, gate_clips, spec["ratio"],
-                                                   spec["masking"], seed_for(seed, "06", "pretext")).assign(row=row)
+                                                   spec["masking"], seed_for(seed, "06", "pretext"),
+                                                   target=self.cfg.target).assign(row=row)
                                       for row, spec in FAMILY.items() if row in self.models], ignore_index=True)
         self.nb.table(self.pretext, "pretext_gate")
         return self.pretext.pivot(index="row", columns="model", values="masked_loss")
@@ -169,7 +171,7 @@ class Study(Base):
                         train=False)
         clip = clipset[0][0]
         examples = {row: reconstruct(self.models[row], clip, FAMILY[row]["ratio"], FAMILY[row]["masking"],
-                                     seed_for(self.p["seed"], "06", "show")) for row in FAMILY}
+                                     seed_for(self.p["seed"], "06", "show"), self.cfg.target) for row in FAMILY}
         self.nb.figure(reconstruction_figure(examples), "06_reconstructions", "a validation clip: the frames "
                        "reconstructed, the visible patches and each model's reconstruction")
 
