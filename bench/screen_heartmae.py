@@ -1,0 +1,68 @@
+"""HeartMAE pretraining settings screened on validation only (not a speed bench): MAE-ViT-B trained with each
+variant of the default profile's settings, then its masked loss on the validation views beside the copy rule, the
+mean rule and a random network (the pretext gate), and a ridge of LVEF on frozen features (the centre crop of the
+middle clip of each view) of the validation subjects beside a random encoder and the training mean (the features
+gate). Test subjects are never read. One CSV row per variant, appended to OUT/screen.csv.
+
+Usage: python bench/screen_heartmae.py RUN_DIR OUT '[{"tag": "token", "target": "token", "epochs_base": 8}, ...]'
+RUN_DIR holds notebook 00's default cohort; a variant sets HeartMAEConfig fields and optionally `ratio`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from cmrlib.methods.heartmae import Study
+from cmrlib.methods.heartmae.data import Clips
+from cmrlib.methods.heartmae.features import extract, mae_encoder
+from cmrlib.methods.heartmae.gates import pretext, ridge
+
+L = importlib.import_module("cmrlib.methods.heartmae.learner")
+
+
+def screen(study: Study, tag: str, ratio: float = 0.9, **settings) -> dict:
+    """One variant's validation row."""
+    L.FAMILY[L.BASE]["ratio"] = ratio
+    cfg = dataclasses.replace(study.cfg, **settings)
+    t0 = time.time()
+    model, summary = L.pretrain(L.BASE, study.cines, cfg, study.mean, study.std, study.out / f"m_{tag}")
+    seconds = time.time() - t0
+    rnd = L.network(cfg, 123)
+    clips = Clips(study.cines.take(study._valid_rows()), cfg.size, cfg.frames, study.mean, study.std, train=False)
+    gate = dict(pretext({"mae": model}, rnd, clips, ratio, "random", 7, target=cfg.target)[["model", "masked_loss"]]
+                .to_numpy())
+    feats = {name: extract(mae_encoder(net, study.mean, study.std), study.cines, cfg.size, cfg.frames, 1, 1,
+                           progress=False) for name, net in (("mae", model), ("random", rnd))}
+    s, role = study.subjects, study.role
+    r = ridge(feats, study.cines.table, study.y.loc[s], study.kinds, [s[i] for i in role["train"]],
+              [s[i] for i in role["valid"]])
+    ef = r[r.task == "LVEF"].set_index("encoder")
+    return dict(tag=tag, ratio=ratio, **settings, train_s=round(seconds), valid_loss=summary["valid_loss"],
+                masked_loss=gate["mae"], copy_rule=gate["copy rule"], mean_rule=gate["mean rule"],
+                random_network=gate["random network"], lvef_mae=ef.at["mae", "valid_MAE"],
+                lvef_mae_random=ef.at["random", "valid_MAE"], lvef_mae_training_mean=ef["mean_rule_MAE"].iloc[0])
+
+
+def main(run_dir: str, out: str, variants: str):
+    profile = yaml.safe_load((Path(__file__).parents[1] / "cmrlib/profiles/default.yaml").read_text())
+    params = Study.parameters(profile, "default", {"run_dir": run_dir, "figures_dir": str(Path(out) / "figures"),
+                                                   "expert_baseline": False, "workers": 1})
+    study = Study(params, out=out)
+    study.prepare()
+    study.targets_table()
+    for v in json.loads(variants):
+        row = screen(study, **v)
+        print(json.dumps(row), flush=True)
+        path = Path(out) / "screen.csv"
+        pd.DataFrame([row]).to_csv(path, mode="a", header=not path.exists(), index=False)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:4])
