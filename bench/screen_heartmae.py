@@ -5,12 +5,11 @@ middle clip of each view) of the validation subjects beside a random encoder and
 gate). Test subjects are never read. One CSV row per variant, appended to OUT/screen.csv.
 
 Usage: python bench/screen_heartmae.py RUN_DIR OUT '[{"tag": "token", "target": "token", "epochs_base": 8}, ...]'
-RUN_DIR holds notebook 00's default cohort; a variant sets HeartMAEConfig fields and optionally `ratio`.
+RUN_DIR holds notebook 00's default cohort; a variant sets HeartMAEConfig fields (MAE-ViT-B's 90 % random masking).
 """
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import sys
 import time
@@ -23,20 +22,19 @@ from cmrlib.methods.heartmae import Study
 from cmrlib.methods.heartmae.data import Clips
 from cmrlib.methods.heartmae.features import extract, mae_encoder
 from cmrlib.methods.heartmae.gates import pretext, ridge
+from cmrlib.methods.heartmae.learner import BASE, FAMILY, network, pretrain
 
-L = importlib.import_module("cmrlib.methods.heartmae.learner")
 
-
-def screen(study: Study, tag: str, ratio: float = 0.9, **settings) -> dict:
+def screen(study: Study, tag: str, **settings) -> dict:
     """One variant's validation row."""
-    L.FAMILY[L.BASE]["ratio"] = ratio
     cfg = dataclasses.replace(study.cfg, **settings)
+    ratio, masking = FAMILY[BASE]["ratio"], FAMILY[BASE]["masking"]
     t0 = time.time()
-    model, summary = L.pretrain(L.BASE, study.cines, cfg, study.mean, study.std, study.out / f"m_{tag}")
+    model, summary = pretrain(BASE, study.cines, cfg, study.mean, study.std, study.out / f"m_{tag}")
     seconds = time.time() - t0
-    rnd = L.network(cfg, 123)
+    rnd = network(cfg, 123)
     clips = Clips(study.cines.take(study._valid_rows()), cfg.size, cfg.frames, study.mean, study.std, train=False)
-    gate = dict(pretext({"mae": model}, rnd, clips, ratio, "random", 7, target=cfg.target)[["model", "masked_loss"]]
+    gate = dict(pretext({"mae": model}, rnd, clips, ratio, masking, 7, target=cfg.target)[["model", "masked_loss"]]
                 .to_numpy())
     feats = {name: extract(mae_encoder(net, study.mean, study.std), study.cines, cfg.size, cfg.frames, 1, 1,
                            progress=False) for name, net in (("mae", model), ("random", rnd))}
@@ -44,7 +42,7 @@ def screen(study: Study, tag: str, ratio: float = 0.9, **settings) -> dict:
     r = ridge(feats, study.cines.table, study.y.loc[s], study.kinds, [s[i] for i in role["train"]],
               [s[i] for i in role["valid"]])
     ef = r[r.task == "LVEF"].set_index("encoder")
-    return dict(tag=tag, ratio=ratio, **settings, train_s=round(seconds), valid_loss=summary["valid_loss"],
+    return dict(tag=tag, **settings, train_s=round(seconds), valid_loss=summary["valid_loss"],
                 masked_loss=gate["mae"], copy_rule=gate["copy rule"], mean_rule=gate["mean rule"],
                 random_network=gate["random network"], lvef_mae=ef.at["mae", "valid_MAE"],
                 lvef_mae_random=ef.at["random", "valid_MAE"], lvef_mae_training_mean=ef["mean_rule_MAE"].iloc[0])

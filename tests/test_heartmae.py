@@ -80,6 +80,8 @@ def test_targets_are_the_normalised_pixels_or_each_tokens_own_standardisation():
     assert torch.allclose(tok.std(-1), torch.ones(2, tok.shape[1]), atol=1e-3)
     with pytest.raises(ValueError, match="target normalisation"):
         targets(x, SMALL, "frame")
+    with pytest.raises(ValueError, match="target normalisation"):
+        hm.HeartMAEConfig(target="frame")
 
 
 @pytest.mark.parametrize("target", ["dataset", "token"])
@@ -297,10 +299,21 @@ def test_pretraining_memorises_a_few_clips(tmp_path):
     cines = hm.CineSet(np.asarray(frames, np.uint8), np.zeros((n, load, load), np.float32), table)
     cfg = hm.HeartMAEConfig(size=16, frames=4, patch=4, tubelet=2, dim=64, depth=2, heads=2, dec_dim=64, dec_depth=1,
                             dec_heads=2, pred_frames=2, load=load, min_side=16, bs=8, repeats=1, blr=0.032,
-                            target="token")  # the disc's position is not in 3 visible tokens: per-token edges are
+                            target="token")  # 3 visible tokens place no disc, so only per-token targets are learnable
     learn = hm.learner("MAE-ViT-B", cines, cfg, *hm.intensity_stats(cines), tmp_path)
     learn.dls.train.dataset.train = False  # the same centre clip of each cine every step
     with learn.no_bar(), learn.no_logging():
         learn.fit(150, cfg.lr, cbs=[ParamScheduler({"lr": schedule(cfg.lr, 0.1)})])
     first, last = learn.recorder.values[0][0], learn.recorder.values[-1][0]
     assert last < 0.35 * first, (first, last)
+
+
+def test_an_encoder_saved_without_a_target_loads_as_per_token_so_it_is_not_reused(tmp_path):
+    cfg = hm.HeartMAEConfig(size=16, frames=8, patch=4, tubelet=2, dim=16, depth=1, heads=2, dec_dim=16, dec_depth=1,
+                            dec_heads=2, pred_frames=4)
+    path = hm.save(VideoMAE(cfg.shape), cfg, tmp_path / "MAE-ViT-B.pt", mean=0.2, std=0.1)
+    assert hm.load(path)[1] == cfg
+    got = torch.load(path, weights_only=False)
+    del got["config"]["target"]  # a file from before the loss target was a setting (trained on per-token targets)
+    torch.save(got, path)
+    assert hm.load(path)[1].target == "token" != cfg.target

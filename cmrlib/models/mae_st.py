@@ -178,24 +178,29 @@ def _init(m: nn.Module):
 TARGETS = ("dataset", "token")
 
 
-def targets(x: torch.Tensor, size: MAESize, norm: str = "dataset") -> torch.Tensor:
+def check_target(target: str) -> None:
+    """A typed error for a loss target that is neither of `TARGETS`."""
+    if target not in TARGETS:
+        raise ValueError(f"target normalisation must be one of {TARGETS}, got {target!r}")
+
+
+def targets(x: torch.Tensor, size: MAESize, target: str = "dataset") -> torch.Tensor:
     """Per-token targets: the reconstructed frames' pixels as the input holds them, centred and scaled by the
     training set's mean and SD (`dataset`: the paper's normalised pixel space), or normalised within each token
     (`token`: mae_st's norm_pix_loss, which hides each token's mean brightness from the loss)."""
     t = patchify(x[:, 0, target_frames(size).to(x.device)], size)
-    if norm == "dataset":
+    check_target(target)
+    if target == "dataset":
         return t
-    if norm != "token":
-        raise ValueError(f"target normalisation must be one of {TARGETS}, got {norm!r}")
     mean, var = t.mean(-1, keepdim=True), t.var(-1, keepdim=True)
     return (t - mean) / (var + 1e-6).sqrt()
 
 
 def mae_loss(pred: torch.Tensor, x: torch.Tensor, mask: torch.Tensor, size: MAESize,
-             weight: torch.Tensor | None = None, norm: str = "dataset") -> torch.Tensor:
-    """Mean squared error over masked tokens' pixels (`targets` with `norm`), each weighted by (1 + W) when a
-    (B, H, W) map is given."""
-    err = (pred - targets(x, size, norm)) ** 2
+             weight: torch.Tensor | None = None, target: str = "dataset") -> torch.Tensor:
+    """Mean squared error over masked tokens' pixels (`targets`), each weighted by (1 + W) when a (B, H, W) map is
+    given."""
+    err = (pred - targets(x, size, target)) ** 2
     if weight is not None:
         w = weight[:, None].expand(-1, size.pred_frames, -1, -1)
         err = err * (1 + patchify(w, size))

@@ -20,7 +20,7 @@ from fastai.torch_core import distrib_barrier, rank_distrib
 from torch import nn
 
 from ...learn import callbacks, dataloaders, history
-from ...models.mae_st import MAESize, VideoMAE, mae_loss
+from ...models.mae_st import MAESize, VideoMAE, check_target, mae_loss
 from ...utils import atomic_file, seed_everything, seed_for
 from .data import CineSet, Clips
 
@@ -61,6 +61,9 @@ class HeartMAEConfig:
     bf16: bool = False
     seed: int = 0
 
+    def __post_init__(self):
+        check_target(self.target)  # at configuration, not at the first loss after preprocessing
+
     @property
     def shape(self) -> MAESize:
         """The network's shape."""
@@ -84,7 +87,7 @@ class MAETask(nn.Module):
         return pred.float(), mask, x
 
 
-def mae_objective(weighted: bool, size: MAESize, target: str = "dataset"):
+def mae_objective(weighted: bool, size: MAESize, target: str):
     """The loss of a row: eq. 1 (plain MSE on masked normalised pixels) or eq. 2 (weighted by 1 + W)."""
     def loss(out, w):
         pred, mask, x = out
@@ -184,7 +187,7 @@ def load(path: str | Path) -> tuple[VideoMAE, HeartMAEConfig, dict]:
     if not path.exists():
         raise FileNotFoundError(f"{path}: no HeartMAE-family encoder here (notebook 06 saves them in 06/models)")
     got = torch.load(path, map_location="cpu", weights_only=False)
-    cfg = HeartMAEConfig(**got["config"])
+    cfg = HeartMAEConfig(**{"target": "token", **got["config"]})  # saved before the choice: per-token targets
     model = VideoMAE(cfg.shape)
     model.load_state_dict(got["state"])
     return model.eval(), cfg, got["meta"]
