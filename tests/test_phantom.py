@@ -183,3 +183,41 @@ def test_heart_failure_ef_overlap_and_measured_ef_change_nothing_else():
     assert abs(np.std(err) - 4.0) < 0.6 and abs(np.mean(err)) < 0.7
     old = {k: v for k, v in wide[0].items() if k != "measured"}  # a recipe stored before the measured EF existed
     assert "lv_ef_measured" not in truths(old)
+
+
+def test_mr_jets_grow_with_grade_voids_look_like_mild_jets_and_only_chronic_mr_enlarges_the_atrium():
+    """The per-subject MR model: about 14 % MR, mostly mild; a mild jet is short, narrow and brief, a severe one
+    long, wide and holosystolic; a non-MR flow void has a mild jet's size but is briefer; LA size (per BSA) of
+    mild MR is that of subjects without MR, moderate/severe MR enlarges it."""
+    recs = [sample_recipe(i, 3) for i in range(1500)]
+    grade = np.array([r["conditions"]["mr_grade"] for r in recs])
+    assert 0.11 <= (grade > 0).mean() <= 0.17 and (grade == 1).sum() > (grade >= 2).sum()
+    jets = pd.DataFrame([dict(r["jet"], grade=g) for r, g in zip(recs, grade)])
+    voids, by = jets[(jets.grade == 0) & jets.flow_void], jets[jets.grade > 0].groupby("grade")
+    assert (by.length.max().diff().dropna() > 0).all() and (by.radius_mm.mean().diff().dropna() > 0).all()
+    assert by.duration.mean().is_monotonic_increasing and by.duration.min()[3] >= 0.9
+    mild = jets[jets.grade == 1]
+    assert abs(voids.radius_mm.mean() - mild.radius_mm.mean()) < 0.5 and voids.duration.max() < mild.duration.mean()
+    assert ((jets.onset + jets.duration) <= 1.0 + 1e-9).all() and (mild.onset >= 0.4).mean() > 0.2
+    assert (jets[(jets.grade == 0) & ~jets.flow_void].depth == 0).all()
+    la = pd.Series([truths(r)["la_max_ml"] / r["covariates"]["bsa_m2"] for r in recs])
+    plain = [(r["conditions"]["condition"] in ("healthy", "MR")) for r in recs]
+    la_by = la[plain].groupby(grade[plain]).median()
+    assert abs(la_by[1] - la_by[0]) < 3.0 and la_by[3] > la_by[2] > la_by[0] + 3.0
+
+
+def test_the_first_mr_model_still_renders_its_recipes():
+    """`mr_model=1` draws recipes without the per-subject jet, whose grade-fixed jet still renders; a model-2
+    severe jet darkens the LA in systole where the same subject without MR stays bright."""
+    first = sample_recipe(0, 3, dict(mr_model=1))
+    assert "model" not in first["jet"] and sample_recipe(0, 3)["jet"]["model"] == 2
+    severe = next(r for r in (sample_recipe(i, 3) for i in range(200)) if r["conditions"]["mr_grade"] == 3)
+    clear = json.loads(json.dumps(severe))
+    clear["jet"].update(length=0.0, radius_mm=0.0, depth=0.0)
+    kw = PhantomConfig(n_frames=12, matrix=(128, 128), pixel_mm=1.8, artefacts=False)
+    c_mr, c_no = (simulate_subject(r, 3, kw, views=("4CH",))["4CH"] for r in (severe, clear))
+    la = c_no.labels == L.LA
+    systole = np.r_[[np.mean(c_mr.pixels[t][la[t]]) < np.mean(c_no.pixels[t][la[t]]) - 1e-3 for t in range(12)]]
+    assert systole.any() and not systole.all()  # a systolic void, gone in diastole
+    for legacy in (first, dict(first, jet=dict(first["jet"], flow_void=True))):
+        simulate_subject(legacy, 3, kw, views=("4CH",))  # renders without the model-2 keys

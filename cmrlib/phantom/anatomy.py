@@ -254,7 +254,14 @@ class Heart:
         self.jet_dir = np.array([np.sin(tilt) * np.cos(azim), np.sin(tilt) * np.sin(azim), np.cos(tilt)])
         p = np.mod(self.phases, 1.0)
         t_es = tm["t_es"] + 0.5 * tm["ivr"]
-        if g > 0:
+        if jet.get("model", 1) >= 2:  # per-subject size and timing (recipes before it have none)
+            start, dur = 0.02 + jet["onset"] * t_es, jet["duration"] * t_es
+            x = np.clip((p - start) / max(dur, 1e-6), 0, 1)
+            env = np.where((p > start) & (p < start + dur), np.sin(np.pi * x) ** 0.6, 0.0)
+            la_h = self.la_r[:, 2] * (1 + self.la_k)
+            self.jet_len, self.jet_rad = env * la_h * jet["length"], env * jet["radius_mm"]
+            self.jet_depth = env * jet["depth"]
+        elif g > 0:
             dur = {1: 0.55, 2: 0.85, 3: 1.0}[g] * t_es
             x = np.clip((p - 0.02) / dur, 0, 1)
             env = np.where((p > 0.02) & (p < 0.02 + dur), np.sin(np.pi * x) ** 0.6, 0.0)

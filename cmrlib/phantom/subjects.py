@@ -13,6 +13,17 @@ from . import motion
 from .signal import SPREAD
 
 CONDITIONS = ("healthy", "HFrEF", "HFpEF", "MR", "MI", "AF", "HCM")
+# MR grade -> (LV EDV, LA max) enlargement factor above 1 (x U(0.7, 1.3)) in the per-subject MR model
+MR_REMODELLING = {1: (0.0, 0.0), 2: (0.1, 0.2), 3: (0.25, 0.45)}
+# the per-subject jet (MR model 2): uniform ranges of length (fraction of LA height), radius (mm), darkening, and
+# onset and duration (fractions of systole); grade 0 is the brief valve-closure flow void of some non-MR atria
+JET_RANGES = {
+    0: dict(length=(0.08, 0.3), radius_mm=(1.5, 3.0), depth=(0.2, 0.45), onset=(0.0, 0.12), duration=(0.1, 0.3)),
+    1: dict(length=(0.12, 0.35), radius_mm=(1.5, 3.0), depth=(0.2, 0.5), onset=(0.0, 0.1), duration=(0.3, 0.6)),
+    2: dict(length=(0.3, 0.55), radius_mm=(2.5, 4.5), depth=(0.35, 0.6), onset=(0.0, 0.1), duration=(0.6, 0.95)),
+    3: dict(length=(0.45, 0.8), radius_mm=(4.0, 6.5), depth=(0.45, 0.7), onset=(0.0, 0.05), duration=(0.9, 1.0)),
+}
+LATE_SYSTOLIC = 0.4  # share of mild jets that are late-systolic (prolapse), starting at 40-60 % of systole
 
 
 @dataclass
@@ -38,7 +49,9 @@ class PhantomConfig:
     hfref_ef: tuple[float, float, float, float] = (32.0, 7.0, 15.0, 45.0)
     hfpef_ef: tuple[float, float, float, float] = (60.0, 5.0, 50.0, 72.0)
     ef_measurement_sd: float = 4.0  # SD (EF points) of the clinically measured LVEF around the truth (`lv_ef_measured`)
-    p_mr: tuple[float, float, float] = (0.08, 0.07, 0.05)  # MR grade 1 (mild), 2 (moderate), 3 (severe)
+    p_mr: tuple[float, float, float] = (0.09, 0.035, 0.015)  # MR grade 1 (mild), 2 (moderate), 3 (severe): 14 %
+    mr_model: int = 2  # 2: jets sized and timed per subject by grade, flow voids like mild jets, LA enlarged only by
+                       # moderate/severe MR; 1: the first model (one jet shape per grade; cohorts made before it)
     p_af: float = 0.08
     p_hcm: float = 0.05
     p_mi: float = 0.08
@@ -158,9 +171,13 @@ def sample_function(rng: np.random.Generator, cov: dict, cond: dict, cfg: Phanto
     if cond["mr_grade"] > 0:
         g = cond["mr_grade"]
         rf = float(rng.uniform(*{1: (0.08, 0.22), 2: (0.28, 0.45), 3: (0.5, 0.65)}[g]))
-        edvi *= 1.0 + 0.1 * g * rng.uniform(0.7, 1.3)
-        la_maxi *= 1.0 + 0.22 * g * rng.uniform(0.7, 1.3)
-        if cond["hf_class"] == "none" and not cond["mi"]:
+        if cfg.mr_model == 1:
+            edvi *= 1.0 + 0.1 * g * rng.uniform(0.7, 1.3)
+            la_maxi *= 1.0 + 0.22 * g * rng.uniform(0.7, 1.3)
+        else:  # volume overload remodels the LV and LA only in chronic moderate or severe MR
+            edvi *= 1.0 + MR_REMODELLING[g][0] * rng.uniform(0.7, 1.3)
+            la_maxi *= 1.0 + MR_REMODELLING[g][1] * rng.uniform(0.7, 1.3)
+        if cond["hf_class"] == "none" and not cond["mi"] and (cfg.mr_model == 1 or g >= 2):
             ef = max(ef, _tn(rng, 62.0, 5.0, 52.0, 75.0))
     if cond["af"]:
         la_maxi *= rng.uniform(1.25, 1.6); laef = _tn(rng, 24.0, 7.0, 8.0, 40.0); raef = _tn(rng, 22.0, 7.0, 8.0, 40.0)
@@ -275,6 +292,20 @@ def sample_texture(rng: np.random.Generator, cov: dict, detail: bool = False) ->
     return body, heart
 
 
+def sample_jet(rng: np.random.Generator, grade: int, flow_void: bool) -> dict:
+    """One subject's jet: MR of grade 1-3 or, in a non-MR subject with a flow void, a brief closure void of a mild
+    jet's size (as trace regurgitation shows on bSSFP); none otherwise. Mild jets are small, brief and early- or
+    late-systolic; severe jets long, wide and holosystolic (ranges in `JET_RANGES`)."""
+    if grade == 0 and not flow_void:
+        return dict(model=2, length=0.0, radius_mm=0.0, depth=0.0, onset=0.0, duration=0.0)
+    r = JET_RANGES[grade]
+    out = dict(model=2, **{k: float(rng.uniform(*r[k])) for k in ("length", "radius_mm", "depth", "onset", "duration")})
+    if grade == 1 and rng.random() < LATE_SYSTOLIC:
+        out["onset"] = float(rng.uniform(0.4, 0.6))
+    out["duration"] = min(out["duration"], 1.0 - out["onset"])
+    return out
+
+
 def sample_recipe(index: int, seed: int, config: PhantomConfig | dict | None = None) -> dict:
     """The full parameter dict of subject `index` in the cohort of `seed` (independent of worker layout)."""
     cfg = PhantomConfig.make(config)
@@ -290,6 +321,8 @@ def sample_recipe(index: int, seed: int, config: PhantomConfig | dict | None = N
         flow_void=bool(cond["mr_grade"] == 0 and rng.random() < cfg.p_flow_void),
         void_phase=float(rng.uniform(0.05, 0.3)))
     noise_seed = int(rng.integers(0, 2**31 - 1))
+    if cfg.mr_model >= 2:  # its own stream: the draws above are those of the first model
+        jet.update(sample_jet(np.random.default_rng([int(seed), int(index), 6]), cond["mr_grade"], jet["flow_void"]))
     body, heart = sample_texture(np.random.default_rng([int(seed), int(index), 4]), cov, cfg.heart_detail)
     # a clinic's LVEF reading: the truth plus measurement error, from its own stream (earlier draws unchanged)
     error = np.random.default_rng([int(seed), int(index), 5]).normal(0, cfg.ef_measurement_sd)
