@@ -241,3 +241,88 @@ def test_siamese_training_moves_only_the_last_block_and_exports(tmp_path):
     assert np.allclose(cussp.scores(cussp.load(path), x), s, atol=1e-6)
     with pytest.raises(ValueError, match="unknown CUSSP row"):
         cussp.fit("CUSSP-9", {"cycle": enc}, (x, y), (x[:4], y[:4]), cfg, cussp.PatchAug())
+
+
+@pytest.mark.parametrize("stem, side", [("authors", 4), ("torchvision", 1)])
+def test_the_authors_stem_keeps_the_patch_resolution_to_the_last_stage(stem, side):
+    """The authors' 3x3 stride-1 first convolution without max-pool leaves a 32-px patch 4 x 4 at layer4, the
+    torchvision stem 1 x 1; an unknown stem is refused."""
+    enc = CUSSPNet(frames=5, width=8, proj_dims=(16, 16), hidden=8, input_px=32, stem=stem).encoder
+    x = torch.rand(2, 5, 32, 32)
+    h = enc.maxpool(enc.relu(enc.bn1(enc.conv1(x))))
+    for layer in (enc.layer1, enc.layer2, enc.layer3, enc.layer4):
+        h = layer(h)
+    assert h.shape[-2:] == (side, side) and enc(x).shape == (2, 64)
+    with pytest.raises(ValueError, match="stem"):
+        CUSSPNet(frames=5, width=8, stem="vgg")
+
+
+def test_a_frame_shift_rolls_the_cycle_by_at_most_its_size():
+    """`shift` turns the cine's start into a nuisance: frames roll cyclically by up to `shift` either way, seeded."""
+    x = np.arange(8, dtype=np.float32)[:, None, None].repeat(16, 1).repeat(16, 2) / 8
+    aug = cussp.PatchAug(degrees=0, scale=(1, 1), translate=0, shift=2)
+    rolls = set()
+    for seed in range(40):
+        a = aug(x, np.random.default_rng(seed))
+        k = int(round(a[0, 8, 8] * 8))
+        assert np.allclose(a[:, 8, 8], np.roll(x[:, 8, 8], -k if k < 4 else 8 - k), atol=1e-5)
+        rolls.add(k)
+        assert np.array_equal(a, aug(x, np.random.default_rng(seed)))
+    assert rolls == {0, 1, 2, 6, 7}  # -2..2 frames
+    assert cussp.PatchAug.make({"gamma": [0.8, 1.2], "shift": 1}).gamma == (0.8, 1.2)
+
+
+def test_the_probe_reads_mr_from_frozen_features_and_not_from_shuffled_labels():
+    """The gate's linear probe: a dark systolic "jet" in the MR cines is found from a random encoder's features
+    (validation ROC-AUC near 1); with labels unrelated to the cines it stays near chance."""
+    g = np.random.default_rng(0)
+    x = g.random((80, 6, 32, 32)).astype(np.float32)
+    y = np.array([0, 0, 0, 1] * 20)
+    x[y == 1, 2:5, 10:22, 12:20] *= 0.2
+    cfg = cussp.CUSSPConfig(width=8, proj_dims=(16, 16), hidden=8, input_px=None)
+    net, _ = cussp.pretrain(x[:0], x[:4], cfg, cussp.PatchAug(), "random")
+    assert cussp.probe(net, (x[:48], y[:48]), (x[48:], y[48:])) > 0.9
+    noise = g.permutation(y)
+    assert abs(cussp.probe(net, (x[:48], noise[:48]), (x[48:], noise[48:])) - 0.5) < 0.3
+    assert np.isnan(cussp.probe(net, (x[:48], y[:48] * 0), (x[48:], y[48:])))  # one class: no probe
+
+
+def test_auc_gap_is_paired_over_draws_with_a_bootstrap_ci():
+    g = np.random.default_rng(1)
+    y = np.array([0] * 30 + [1] * 10)
+    good, noise = y + g.normal(0, 0.3, 40), g.random(40)
+    same = cussp.auc_gap(y, [good, good], [good, good], n_boot=50)
+    assert same["gap"] == 0 and same["ci_low"] == same["ci_high"] == 0
+    gap = cussp.auc_gap(y, [good, good], [noise, g.random(40)], n_boot=200)
+    assert gap["gap"] > 0.3 and 0 < gap["ci_low"] < gap["gap"] < gap["ci_high"]
+    assert np.isnan(cussp.auc_gap(y * 0, [good], [noise])["gap"])
+
+
+def test_a_label_budget_draws_its_mr_cines_and_the_training_share_of_the_others():
+    lab = pd.DataFrame(dict(subject=[f"s{i:02d}" for i in range(40)], mr=[1] * 8 + [0] * 32))
+    pick = cussp.Study._budget_subjects(lab, 4, seed=3)
+    assert pick == cussp.Study._budget_subjects(lab, 4, seed=3) != cussp.Study._budget_subjects(lab, 4, seed=4)
+    mr = set(lab.subject[lab.mr == 1])
+    assert len(set(pick) & mr) == 4 and len(set(pick) - mr) == 16 and len(set(pick)) == 20
+
+
+def test_a_pretrained_encoder_is_reused_only_for_the_same_cines_and_settings(tmp_path):
+    """`Study._encoder` trains once and reads the saved encoder back for the same pool and settings; another pool
+    or another setting trains again."""
+    from types import SimpleNamespace
+
+    g = np.random.default_rng(0)
+    pool, valid = g.random((12, 4, 16, 16)).astype(np.float32), g.random((4, 4, 16, 16)).astype(np.float32)
+    study = cussp.Study.__new__(cussp.Study)
+    study.nb = SimpleNamespace(out=tmp_path)
+    study.cfg = cussp.CUSSPConfig(width=4, proj_dims=(8, 8), hidden=4, input_px=None, pretrain_steps=2,
+                                  pretrain_bs=4)
+    study.pretrain_augment = cussp.PatchAug()
+    study._xy = lambda inp, split: (valid, np.zeros(4))
+    net, row = study._encoder(pool, "window", "window")
+    again, row2 = study._encoder(pool, "window", "window")
+    assert not row["reused"] and row2["reused"]
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), again.state_dict().values()))
+    assert not study._encoder(pool[:8], "window", "window")[1]["reused"]
+    study.cfg = cussp.CUSSPConfig(**{**study.cfg.__dict__, "pretrain_lr": 3e-4})
+    assert not study._encoder(pool[:8], "window", "window")[1]["reused"]

@@ -20,11 +20,18 @@ RESNET18_URL = "https://download.pytorch.org/models/resnet18-f37072cd.pth"
 DENSENET121_URL = "https://download.pytorch.org/models/densenet121-a639ec97.pth"
 
 
-def frame_encoder(frames: int, width: int = 64, pretrained: bool = False) -> nn.Module:
+STEMS = ("authors", "torchvision")  # the first convolution and pooling of the frame encoder
+
+
+def frame_encoder(frames: int, width: int = 64, pretrained: bool = False, stem: str = "authors") -> nn.Module:
     """ResNet-18 on a (B, frames, H, W) patch cine -> (B, 8 * width) features (512 at the paper's width 64).
 
-    `width` scales every stage (64 = torchvision's ResNet-18). ImageNet weights, when asked for, go into every
-    layer but the first convolution, whose input is the cine's frames rather than RGB."""
+    `width` scales every stage (64 = torchvision's ResNet-18). `stem`: "authors" (the CUSSP code's 3x3 stride-1
+    first convolution and no max-pool, so a 32-px patch keeps 4 x 4 positions at the last stage) or "torchvision"
+    (7x7 stride 2 and a max-pool: 1 x 1 at the last stage). ImageNet weights, when asked for, go into every layer
+    but the first convolution, whose input is the cine's frames rather than RGB."""
+    if stem not in STEMS:
+        raise ValueError(f"stem is one of {STEMS}, got {stem!r}")
     net = WideResNet18(width)
     if pretrained:
         if width != 64:
@@ -32,7 +39,10 @@ def frame_encoder(frames: int, width: int = 64, pretrained: bool = False) -> nn.
         state = {k: v for k, v in cached_state(RESNET18_URL, "ImageNet ResNet-18").items()
                  if not k.startswith(("conv1.", "fc."))}
         net.load_state_dict(state, strict=False)
-    net.conv1 = nn.Conv2d(frames, net.conv1.out_channels, 7, 2, 3, bias=False)
+    if stem == "authors":
+        net.conv1, net.maxpool = nn.Conv2d(frames, net.conv1.out_channels, 3, 1, 1, bias=False), nn.Identity()
+    else:
+        net.conv1 = nn.Conv2d(frames, net.conv1.out_channels, 7, 2, 3, bias=False)
     net.fc = nn.Identity()
     net.out_features = net.inplanes
     return net
@@ -103,10 +113,10 @@ class CUSSPNet(nn.Module):
     random shift of which is the augmentation's crop); None: the whole patch."""
 
     def __init__(self, frames: int, width: int = 64, proj_dims: Sequence[int] = (2048, 2048), hidden: int = 256,
-                 pretrained: bool = False, input_px: int | None = None):
+                 pretrained: bool = False, input_px: int | None = None, stem: str = "authors"):
         super().__init__()
         self.input_px = input_px
-        self.encoder = frame_encoder(frames, width, pretrained)
+        self.encoder = frame_encoder(frames, width, pretrained, stem)
         self.projector = projector(self.encoder.out_features, proj_dims)
         self.head = mlp_head(self.encoder.out_features, hidden)
 

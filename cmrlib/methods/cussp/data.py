@@ -80,6 +80,14 @@ class PatchSet:
     def __len__(self):
         return len(self.cine_ids)
 
+    @classmethod
+    def join(cls, sets: Sequence["PatchSet"]) -> "PatchSet":
+        """One set of several stores' cines (each set's cines in order, one after the other)."""
+        cat = lambda k: np.concatenate([getattr(s, k) for s in sets])
+        return cls([c for s in sets for c in s.cine_ids], [c for s in sets for c in s.subjects],
+                   *(cat(k) for k in ("cycle", "window", "has_window", "crops")),
+                   failures=pd.concat([s.failures for s in sets], ignore_index=True))
+
     def save(self, path: str | Path, settings: Mapping) -> Path:
         """Write atomically with the settings that made it."""
         arrays = dict(cycle=self.cycle, window=self.window, has_window=self.has_window, crops=self.crops)
@@ -177,9 +185,10 @@ def mr_labels(store: CohortStore, labels_csv: str | Path | None = None) -> pd.Da
 class PatchAug:
     """The random views of a patch cine (C, S, S): an `Affine2D` drawn by `RandomAffine2D` (rotation, scale,
     shift as a fraction of S, left-right flip; the LA stays on top), then gamma, gain and offset and Gaussian
-    noise, values kept in [0, 1]. Every parameter comes from the generator passed in. The defaults follow the
-    authors' code: a mild affine (5 degrees, scale 0.9-1.1) and a shift that, with the encoder's central crop,
-    is their random 32-px crop; no intensity change (the LA equalisation already fixes the contrast)."""
+    noise, values kept in [0, 1], and a cyclic shift of the frames by up to `shift` either way. Every parameter
+    comes from the generator passed in; `jitter` and `np.roll` are the deterministic steps. The defaults follow
+    the authors' code: a mild affine (5 degrees, scale 0.9-1.1) and a shift that, with the encoder's central
+    crop, is their random 32-px crop; no intensity change and no frame shift."""
 
     degrees: float = 5.0
     scale: tuple[float, float] = (0.9, 1.1)
@@ -188,14 +197,21 @@ class PatchAug:
     gamma: tuple[float, float] = (1.0, 1.0)
     gain: float = 0.0
     noise: float = 0.0
+    shift: int = 0
+
+    @classmethod
+    def make(cls, settings: Mapping | None) -> "PatchAug":
+        """From a notebook's settings (YAML lists as tuples) over the defaults."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in dict(settings or {}).items()})
 
     def __call__(self, x: np.ndarray, g: np.random.Generator) -> np.ndarray:
         s = x.shape[-1]
         base = Affine2D(size=(s, s), center=((s - 1) / 2, (s - 1) / 2))
         aff = RandomAffine2D(self.degrees, self.scale, self.flip_p, self.translate).sample(base, g)
-        return jitter(aff.image(np.asarray(x, np.float32)), float(g.uniform(*self.gamma)),
-                      float(1 + g.uniform(-self.gain, self.gain)), float(g.uniform(-self.gain, self.gain) / 2),
-                      g.standard_normal(x.shape).astype(np.float32) * self.noise)
+        out = jitter(aff.image(np.asarray(x, np.float32)), float(g.uniform(*self.gamma)),
+                     float(1 + g.uniform(-self.gain, self.gain)), float(g.uniform(-self.gain, self.gain) / 2),
+                     g.standard_normal(x.shape).astype(np.float32) * self.noise)
+        return np.roll(out, int(g.integers(-self.shift, self.shift + 1)), axis=0) if self.shift else out
 
 
 def jitter(x: np.ndarray, gamma: float, gain: float, offset: float, noise: np.ndarray | float = 0.0) -> np.ndarray:

@@ -1,5 +1,5 @@
 """CUSSP's figures: the preprocessing steps (the paper's Fig. 8), ROC and precision-recall curves with the
-operating point (Fig. 5), recall by MR grade, and F1/AUC as the unlabelled pool grows."""
+operating point (Fig. 5), recall by MR grade, F1/AUC as the unlabelled pool grows and as the labels shrink."""
 from __future__ import annotations
 
 from typing import Mapping, Sequence
@@ -89,5 +89,27 @@ def pool_figure(curve: pd.DataFrame) -> Figure:
         ax.set(xlabel="unlabelled cines in pretraining", ylabel=metric.replace("roc_auc", "ROC-AUC").upper()
                if metric == "f1" else "ROC-AUC", ylim=(0, 1.02))
     fig.suptitle(f"{curve.row.iloc[0]} as the unlabelled pool grows", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def budget_figure(budget: pd.DataFrame) -> Figure:
+    """Test ROC-AUC and F1 of each row against its number of MR training cines: the mean over draws, the draws'
+    range as a band (the label-budget curve)."""
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for ax, metric in zip(axes, ("roc_auc", "f1")):
+        for row, d in budget.groupby("row", sort=False):
+            g = d.groupby("budget")[metric].agg(["mean", "min", "max"]).sort_index()
+            line, = ax.plot(g.index, g["mean"], "o-", label=row, lw=1.2, ms=3,
+                            ls="--" if "random" in row else "-")
+            ax.fill_between(g.index, g["min"], g["max"], color=line.get_color(), alpha=0.15, lw=0)
+        ax.set(xscale="log", xlabel="MR cines in training (with their non-MR share)",
+               ylabel="ROC-AUC" if metric == "roc_auc" else "F1", ylim=(0, 1.02))
+        ax.set_xticks(sorted(budget.budget.unique()), [str(b) for b in sorted(budget.budget.unique())])
+        ax.minorticks_off()
+    axes[0].axhline(0.5, color="0.6", lw=0.8, ls=":")
+    axes[1].legend(fontsize=6, loc="lower right")
+    fig.suptitle("Label budget: pretrained vs random encoder vs supervised (test; mean and range over draws)",
+                 fontsize=9)
     fig.tight_layout()
     return fig

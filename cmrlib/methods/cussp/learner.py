@@ -34,13 +34,15 @@ class CUSSPConfig:
     """Every training setting of notebook 04 (the profiles set them)."""
 
     width: int = 64                       # ResNet-18 first-stage width (64: the paper's 512-d output)
+    stem: str = "authors"                 # "authors": 3x3 stride-1 first convolution, no max-pool; "torchvision"
     input_px: int | None = 32             # the encoder sees the patch's central pixels (authors' code: 32 of 64)
     proj_dims: tuple = (2048, 2048)       # Barlow Twins projector
     hidden: int = 256                     # MLP head
     lambd: float = 5e-3                   # Barlow Twins off-diagonal weight
     pretrain_steps: int = 200             # optimiser steps of Barlow Twins pretraining (whatever the pool size)
     pretrain_bs: int = 32
-    pretrain_lr: float = 1e-3
+    pretrain_lr: float = 1e-4             # Adam, the authors' rate, reached after a linear warm-up
+    pretrain_warmup: float = 0.3          # share of the pretraining steps spent warming up, then cosine annealing
     epochs: int = 15                      # CUSSP-1/2/3 and every classifier stage
     siam_epochs: int = 15
     bs: int = 16
@@ -52,6 +54,7 @@ class CUSSPConfig:
     lstm_hidden: int = 64
     cnn_epochs: int = 20
     pretrained: bool = False              # ImageNet weights (local cache only) for the ResNet-18 / DenseNet-121
+    bf16: bool = False                    # CPU bfloat16 autocast where the CPU computes it natively
     seed: int = 0
 
 
@@ -66,13 +69,15 @@ def _epochs_for(steps: int, n: int, bs: int) -> int:
 
 
 class BarlowLoss:
-    """The Barlow Twins loss on a model's (z1, z2, ...) output; the target is ignored."""
+    """The Barlow Twins loss on a model's (z1, z2, ...) output, in float32 whatever the autocast (its sums of
+    squares over a 2048 x 2048 correlation matrix lose too much in bfloat16); the target is ignored."""
 
     def __init__(self, lambd: float = 5e-3):
         self.lambd = lambd
 
     def __call__(self, pred, _y):
-        return barlow_twins_loss(pred[0], pred[1], self.lambd)
+        with torch.autocast(pred[0].device.type, enabled=False):
+            return barlow_twins_loss(pred[0].float(), pred[1].float(), self.lambd)
 
 
 class JointLoss:
@@ -86,7 +91,7 @@ class JointLoss:
         pw = torch.tensor(self.pos_weight, device=y.device)
         ce = (F.binary_cross_entropy_with_logits(l1, y, pos_weight=pw)
               + F.binary_cross_entropy_with_logits(l2, y, pos_weight=pw)) / 2
-        return self.w_bt * barlow_twins_loss(z1, z2, self.lambd) + self.w_ce * ce
+        return self.w_bt * BarlowLoss(self.lambd)(pred, y) + self.w_ce * ce
 
 
 class ContrastiveLoss:
@@ -122,27 +127,72 @@ class Siamese(nn.Module):
         return e[:, 0], e[:, 1]
 
 
-def _fit(learn: Learner, epochs: int, lr: float, what: str) -> dict:
-    """fit_one_cycle and a summary row (seconds, last train/valid loss)."""
+def _fit(learn: Learner, epochs: int, lr: float, what: str, warmup: float = 0.25) -> dict:
+    """fit_one_cycle (a `warmup` share of linear warm-up, then cosine annealing) and a summary row (seconds, last
+    train/valid loss)."""
     t0 = time.perf_counter()
-    learn.fit_one_cycle(epochs, lr)
+    learn.fit_one_cycle(epochs, lr, pct_start=warmup)
     h = history(learn).iloc[-1]
     return dict(stage=what, epochs=epochs, train_s=round(time.perf_counter() - t0, 1),
                 train_loss=float(h["train_loss"]), valid_loss=float(h["valid_loss"]))
 
 
+def network(frames: int, cfg: CUSSPConfig) -> CUSSPNet:
+    """A freshly initialised CUSSP network with the config's encoder, projector and head (seeded by the caller)."""
+    return CUSSPNet(frames, cfg.width, cfg.proj_dims, cfg.hidden, cfg.pretrained, cfg.input_px, cfg.stem)
+
+
 def pretrain(pool: np.ndarray, valid: np.ndarray, cfg: CUSSPConfig, aug: PatchAug, tag: str) -> tuple[CUSSPNet, dict]:
-    """A Barlow Twins encoder trained for `cfg.pretrain_steps` steps on the unlabelled `pool` (N, F, S, S); an
-    empty pool returns the randomly initialised network (the 'no unlabelled data' point)."""
+    """A Barlow Twins encoder trained for `cfg.pretrain_steps` steps on the unlabelled `pool` (N, F, S, S) with Adam
+    at `cfg.pretrain_lr` after a linear warm-up; an empty pool returns the randomly initialised network (the 'no
+    unlabelled data' point). The initialisation depends on the seed and the frame count only, so a pretrained
+    encoder and its random yardstick start from the same weights."""
     seed_everything(seed_for(cfg.seed, "cussp", "init", pool.shape[1]))
-    net = CUSSPNet(pool.shape[1], cfg.width, cfg.proj_dims, cfg.hidden, cfg.pretrained, cfg.input_px)
+    net = network(pool.shape[1], cfg)
     if len(pool) < 2:
         return net, dict(stage=f"pretrain {tag}", epochs=0, train_s=0.0, n_cines=len(pool))
     dls = dataloaders(TwinViews(pool, aug, seed_for(cfg.seed, "cussp", "bt", tag)),
                TwinViews(valid, aug, seed_for(cfg.seed, "cussp", "bt-valid", tag)), cfg.pretrain_bs)
-    learn = Learner(dls, net, loss_func=BarlowLoss(cfg.lambd), wd=1e-4, cbs=callbacks("CUSSP"))
-    row = _fit(learn, _epochs_for(cfg.pretrain_steps, len(pool), cfg.pretrain_bs), cfg.pretrain_lr, f"pretrain {tag}")
-    return net, dict(row, n_cines=len(pool))
+    learn = Learner(dls, net, loss_func=BarlowLoss(cfg.lambd), wd=1e-4, cbs=callbacks("CUSSP", cfg.bf16))
+    epochs = _epochs_for(cfg.pretrain_steps, len(pool), cfg.pretrain_bs)
+    row = _fit(learn, epochs, cfg.pretrain_lr, f"pretrain {tag}", cfg.pretrain_warmup)
+    return net, dict(row, n_cines=len(pool), steps=epochs * max(1, len(pool) // cfg.pretrain_bs))
+
+
+@torch.inference_mode()
+def features(net: CUSSPNet, x: np.ndarray, bs: int = 64) -> np.ndarray:
+    """The encoder's pooled features (N, D) of cines as they are (no augmentation; BatchNorm in eval)."""
+    was = net.training
+    net.eval()
+    dev = next(net.parameters()).device
+    out = [net.embed(torch.as_tensor(np.asarray(x[i:i + bs], np.float32), device=dev)).float().cpu()
+           for i in range(0, len(x), bs)]
+    net.train(was)
+    return check_finite(torch.cat(out).numpy() if out else np.zeros((0, net.encoder.out_features), np.float32),
+                        "encoder features")
+
+
+def probe(net: CUSSPNet, train: tuple, valid: tuple, seed: int = 0) -> float:
+    """The gate before any downstream row: validation ROC-AUC of a logistic regression (standardised features, its
+    L2 strength chosen by 5-fold cross-validation on training) on the frozen encoder's features; NaN when a split
+    holds one class."""
+    from sklearn.linear_model import LogisticRegressionCV
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    (xt, yt), (xv, yv) = train, valid
+    yt, yv = np.asarray(yt, int), np.asarray(yv, int)
+    if len(set(yt.tolist())) < 2 or len(set(yv.tolist())) < 2:
+        return float("nan")
+    folds = int(min(5, np.bincount(yt).min()))
+    clf = LogisticRegressionCV(Cs=np.logspace(-3, 1, 5), cv=StratifiedKFold(max(2, folds), shuffle=True,
+                                                                              random_state=seed),
+                               scoring="roc_auc", class_weight="balanced", max_iter=2000, l1_ratios=(0.0,),
+                               use_legacy_attributes=False)
+    model = make_pipeline(StandardScaler(), clf).fit(features(net, xt), yt)
+    return float(roc_auc_score(yv, model.predict_proba(features(net, xv))[:, 1]))
 
 
 def _clone(net: CUSSPNet) -> CUSSPNet:
@@ -161,7 +211,7 @@ def fit_joint(encoder: CUSSPNet, train: tuple, valid: tuple, cfg: CUSSPConfig, a
     dls = dataloaders(Labelled(xt, yt, aug, twin=True, seed=seed_for(cfg.seed, row, "train")),
                Labelled(xv, yv, aug, twin=True, seed=seed_for(cfg.seed, row, "valid")), cfg.bs)
     learn = Learner(dls, net, loss_func=JointLoss(w_bt, w_ce, cfg.lambd, pos_weight(yt)), wd=1e-4,
-                    cbs=callbacks("CUSSP"))
+                    cbs=callbacks("CUSSP", cfg.bf16))
     log = _fit(learn, cfg.epochs, cfg.lr, row)
     return learner(net, train, valid, cfg, None), log
 
@@ -171,7 +221,7 @@ def learner(net: nn.Module, train: tuple, valid: tuple, cfg: CUSSPConfig, aug: P
     """A Learner whose model is `net.classify` with weighted BCE on labelled cines."""
     (xt, yt), (xv, yv) = train, valid
     dls = dataloaders(Labelled(xt, yt, aug, seed=seed_for(cfg.seed, row, "train")), Labelled(xv, yv), cfg.bs)
-    return Learner(dls, Classifier(net), loss_func=WeightedBCE(pos_weight(yt)), wd=1e-4, cbs=callbacks("CUSSP"))
+    return Learner(dls, Classifier(net), loss_func=WeightedBCE(pos_weight(yt)), wd=1e-4, cbs=callbacks("CUSSP", cfg.bf16))
 
 
 def fit_siamese(encoder: CUSSPNet, train: tuple, valid: tuple, cfg: CUSSPConfig, aug: PatchAug, row: str
@@ -186,7 +236,7 @@ def fit_siamese(encoder: CUSSPNet, train: tuple, valid: tuple, cfg: CUSSPConfig,
     dls = dataloaders(SiamesePairs(xt, yt, aug, seed=seed_for(cfg.seed, row, "pairs")),
                SiamesePairs(xv, yv, None, n_pairs=max(8, len(yv)), seed=seed_for(cfg.seed, row, "valid-pairs")),
                cfg.bs)
-    siam = Learner(dls, Siamese(net), loss_func=ContrastiveLoss(cfg.margin), wd=1e-4, cbs=callbacks("CUSSP"))
+    siam = Learner(dls, Siamese(net), loss_func=ContrastiveLoss(cfg.margin), wd=1e-4, cbs=callbacks("CUSSP", cfg.bf16))
     logs = [_fit(siam, cfg.siam_epochs, cfg.lr, f"{row} siamese")]
     learn = learner(net, train, valid, cfg, aug, row)
     logs.append(_fit(learn, cfg.epochs, cfg.lr, f"{row} classifier"))
@@ -199,7 +249,7 @@ def fit_supervised(train: tuple, valid: tuple, cfg: CUSSPConfig, aug: PatchAug, 
     with every layer trainable (what the self-supervised rows must beat to earn their pretraining)."""
     seed_everything(seed_for(cfg.seed, "cussp", row))
     (xt, _), _ = train, valid
-    net = CUSSPNet(xt.shape[1], cfg.width, cfg.proj_dims, cfg.hidden, cfg.pretrained, cfg.input_px)
+    net = network(xt.shape[1], cfg)
     learn = learner(net, train, valid, cfg, aug, row)
     return learn, _fit(learn, cfg.epochs, cfg.lr, row)
 
