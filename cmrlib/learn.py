@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from fastai.callback.core import Callback, CancelFitException
+from fastai.callback.core import Callback, CancelFitException, CancelValidException
 from fastai.callback.tracker import TerminateOnNaNCallback, TrackerCallback
 from fastai.learner import Learner, load_learner
 
@@ -109,6 +109,15 @@ class CPUBFloat16(Callback):
     def after_cancel_fit(self):
         self._exit()
         self.after_fit()
+
+
+class ValidateLast(Callback):
+    """Validate after the last epoch only: for fits that neither stop early nor pick an epoch, the other epochs'
+    validation passes are work nothing reads (their valid_loss is left empty)."""
+
+    def before_validate(self):
+        if self.epoch < self.n_epoch - 1:
+            raise CancelValidException
 
 
 class BestWeights(TrackerCallback):

@@ -53,6 +53,17 @@ def test_pool_figure_plots_each_metric_against_the_pool_size_in_order():
     assert "CUSSP-SIAM-25" in fig._suptitle.get_text()
 
 
+def test_budget_figure_draws_each_row_as_its_draws_mean_by_budget_dashed_for_random_encoders():
+    rows = [dict(budget=b, draw=d, row=r, roc_auc=base + 0.01 * b + 0.02 * d, f1=0.5)
+            for b in (32, 8) for d in (0, 1) for r, base in (("CUSSP-SIAM-25", 0.5), ("CUSSP-SIAM-25 (random encoder)", 0.4))]
+    fig = cussp.budget_figure(pd.DataFrame(rows))
+    lines = {ln.get_label(): ln for ln in fig.axes[0].lines if not ln.get_label().startswith("_")}
+    x, y = lines["CUSSP-SIAM-25"].get_data()
+    assert list(x) == [8, 32] and np.allclose(y, [0.59, 0.83])  # the mean of the two draws, budgets in order
+    assert lines["CUSSP-SIAM-25 (random encoder)"].get_linestyle() == "--" and lines["CUSSP-SIAM-25"].get_linestyle() == "-"
+    assert len(fig.axes[0].collections) == 2  # each row's range over draws
+
+
 def test_ef_figure_marks_the_labels_on_the_other_side_of_the_truth():
     labels = pd.DataFrame(dict(subject=["a", "b", "c"], lvef=[40.0, 55.0, 49.0], lvef_true=[45.0, 48.0, 52.0]))
     fig = sslhf.ef_figure(labels)

@@ -208,15 +208,20 @@ class PatchAug:
         s = x.shape[-1]
         base = Affine2D(size=(s, s), center=((s - 1) / 2, (s - 1) / 2))
         aff = RandomAffine2D(self.degrees, self.scale, self.flip_p, self.translate).sample(base, g)
+        noise = g.standard_normal(x.shape, np.float32) * self.noise if self.noise else 0.0  # none drawn when off
         out = jitter(aff.image(np.asarray(x, np.float32)), float(g.uniform(*self.gamma)),
-                     float(1 + g.uniform(-self.gain, self.gain)), float(g.uniform(-self.gain, self.gain) / 2),
-                     g.standard_normal(x.shape).astype(np.float32) * self.noise)
+                     float(1 + g.uniform(-self.gain, self.gain)), float(g.uniform(-self.gain, self.gain) / 2), noise)
         return np.roll(out, int(g.integers(-self.shift, self.shift + 1)), axis=0) if self.shift else out
 
 
 def jitter(x: np.ndarray, gamma: float, gain: float, offset: float, noise: np.ndarray | float = 0.0) -> np.ndarray:
     """The deterministic intensity change behind `PatchAug`: gain * x ** gamma + offset + noise, clipped to [0, 1]."""
-    return np.clip(gain * np.clip(x, 0, 1) ** gamma + offset + noise, 0, 1).astype(np.float32)
+    x = np.clip(x, 0, 1, dtype=np.float32)
+    if gamma != 1.0:
+        np.power(x, np.float32(gamma), out=x)
+    x *= np.float32(gain)
+    x += np.float32(offset) + noise
+    return np.clip(x, 0, 1, out=x)
 
 
 class TwinViews:

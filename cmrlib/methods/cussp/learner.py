@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from fastai.learner import Learner
 from torch import nn
 
-from ...learn import WeightedBCE, callbacks, check_finite, export, history, pos_weight
+from ...learn import ValidateLast, WeightedBCE, callbacks, check_finite, export, history, pos_weight
 from ...learn import dataloaders as shared_loaders
 from ...learn import load as load_exported
 from ...models.cussp import CNNLSTM, CUSSPNet, barlow_twins_loss, contrastive_loss
@@ -128,10 +128,10 @@ class Siamese(nn.Module):
 
 
 def _fit(learn: Learner, epochs: int, lr: float, what: str, warmup: float = 0.25) -> dict:
-    """fit_one_cycle (a `warmup` share of linear warm-up, then cosine annealing) and a summary row (seconds, last
-    train/valid loss)."""
+    """fit_one_cycle (a `warmup` share of linear warm-up, then cosine annealing; validated after the last epoch: no
+    stage stops early or picks an epoch) and a summary row (seconds, last train/valid loss)."""
     t0 = time.perf_counter()
-    learn.fit_one_cycle(epochs, lr, pct_start=warmup)
+    learn.fit_one_cycle(epochs, lr, pct_start=warmup, cbs=[ValidateLast()])
     h = history(learn).iloc[-1]
     return dict(stage=what, epochs=epochs, train_s=round(time.perf_counter() - t0, 1),
                 train_loss=float(h["train_loss"]), valid_loss=float(h["valid_loss"]))
