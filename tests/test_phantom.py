@@ -187,7 +187,7 @@ def test_heart_failure_ef_overlap_and_measured_ef_change_nothing_else():
 
 def test_mr_jets_grow_with_grade_voids_look_like_mild_jets_and_only_chronic_mr_enlarges_the_atrium():
     """The per-subject MR model: about 14 % MR, mostly mild; a mild jet is short, narrow and brief, a severe one
-    long, wide and holosystolic; a non-MR flow void has a mild jet's size but is briefer; LA size (per BSA) of
+    long, wide and holosystolic; a non-MR flow void is briefer and smaller than a mild jet; LA size (per BSA) of
     mild MR is that of subjects without MR, moderate/severe MR enlarges it."""
     recs = [sample_recipe(i, 3) for i in range(1500)]
     grade = np.array([r["conditions"]["mr_grade"] for r in recs])
@@ -197,8 +197,8 @@ def test_mr_jets_grow_with_grade_voids_look_like_mild_jets_and_only_chronic_mr_e
     assert (by.length.max().diff().dropna() > 0).all() and (by.radius_mm.mean().diff().dropna() > 0).all()
     assert by.duration.mean().is_monotonic_increasing and by.duration.min()[3] >= 0.9
     mild = jets[jets.grade == 1]
-    assert abs(voids.radius_mm.mean() - mild.radius_mm.mean()) < 0.5 and voids.duration.max() < mild.duration.mean()
-    assert ((jets.onset + jets.duration) <= 1.0 + 1e-9).all() and (mild.onset >= 0.4).mean() > 0.2
+    assert voids.radius_mm.max() <= mild.radius_mm.min() + 0.1 and voids.duration.max() < mild.duration.mean()
+    assert ((jets.onset + jets.duration) <= 1.0 + 1e-9).all() and 0.1 < (mild.onset >= 0.4).mean() < 0.3
     assert (jets[(jets.grade == 0) & ~jets.flow_void].depth == 0).all()
     la = pd.Series([truths(r)["la_max_ml"] / r["covariates"]["bsa_m2"] for r in recs])
     plain = [(r["conditions"]["condition"] in ("healthy", "MR")) for r in recs]

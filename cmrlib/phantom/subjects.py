@@ -16,14 +16,17 @@ CONDITIONS = ("healthy", "HFrEF", "HFpEF", "MR", "MI", "AF", "HCM")
 # MR grade -> (LV EDV, LA max) enlargement factor above 1 (x U(0.7, 1.3)) in the per-subject MR model
 MR_REMODELLING = {1: (0.0, 0.0), 2: (0.1, 0.2), 3: (0.25, 0.45)}
 # the per-subject jet (MR model 2): uniform ranges of length (fraction of LA height), radius (mm), darkening, and
-# onset and duration (fractions of systole); grade 0 is the brief valve-closure flow void of some non-MR atria
+# onset and duration (fractions of systole). On bSSFP a jet shows as a dephasing void wider than the Doppler vena
+# contracta; the sizes are set so that moderate and severe MR are plain and mild MR is not (a supervised ResNet-18
+# on 346 training cines, 41 with MR, separates grades 2-3 from no MR with ROC-AUC 0.99-1.0, grade 1 with 0.63).
+# Grade 0 is the brief, smaller valve-closure flow void of some non-MR atria (trace regurgitation).
 JET_RANGES = {
-    0: dict(length=(0.08, 0.3), radius_mm=(1.5, 3.0), depth=(0.2, 0.45), onset=(0.0, 0.12), duration=(0.1, 0.3)),
-    1: dict(length=(0.12, 0.35), radius_mm=(1.5, 3.0), depth=(0.2, 0.5), onset=(0.0, 0.1), duration=(0.3, 0.6)),
-    2: dict(length=(0.3, 0.55), radius_mm=(2.5, 4.5), depth=(0.35, 0.6), onset=(0.0, 0.1), duration=(0.6, 0.95)),
-    3: dict(length=(0.45, 0.8), radius_mm=(4.0, 6.5), depth=(0.45, 0.7), onset=(0.0, 0.05), duration=(0.9, 1.0)),
+    0: dict(length=(0.1, 0.3), radius_mm=(2.5, 4.5), depth=(0.4, 0.6), onset=(0.0, 0.12), duration=(0.1, 0.25)),
+    1: dict(length=(0.3, 0.5), radius_mm=(5.0, 7.0), depth=(0.55, 0.75), onset=(0.0, 0.1), duration=(0.35, 0.65)),
+    2: dict(length=(0.45, 0.7), radius_mm=(7.0, 10.0), depth=(0.65, 0.8), onset=(0.0, 0.1), duration=(0.6, 0.95)),
+    3: dict(length=(0.65, 0.9), radius_mm=(10.0, 13.5), depth=(0.75, 0.9), onset=(0.0, 0.05), duration=(0.9, 1.0)),
 }
-LATE_SYSTOLIC = 0.4  # share of mild jets that are late-systolic (prolapse), starting at 40-60 % of systole
+LATE_SYSTOLIC = 0.2  # share of mild jets that are late-systolic (prolapse), starting at 40-60 % of systole
 
 
 @dataclass
@@ -293,9 +296,9 @@ def sample_texture(rng: np.random.Generator, cov: dict, detail: bool = False) ->
 
 
 def sample_jet(rng: np.random.Generator, grade: int, flow_void: bool) -> dict:
-    """One subject's jet: MR of grade 1-3 or, in a non-MR subject with a flow void, a brief closure void of a mild
-    jet's size (as trace regurgitation shows on bSSFP); none otherwise. Mild jets are small, brief and early- or
-    late-systolic; severe jets long, wide and holosystolic (ranges in `JET_RANGES`)."""
+    """One subject's jet: MR of grade 1-3 or, in a non-MR subject with a flow void, a brief closure void (as trace
+    regurgitation shows on bSSFP); none otherwise. Mild jets are the smallest and briefest, early- or late-systolic;
+    severe jets long, wide and holosystolic (ranges in `JET_RANGES`)."""
     if grade == 0 and not flow_void:
         return dict(model=2, length=0.0, radius_mm=0.0, depth=0.0, onset=0.0, duration=0.0)
     r = JET_RANGES[grade]
