@@ -85,6 +85,12 @@ def test_valve_hinges_need_both_chambers():
     assert np.isfinite(track[0]).all() and np.isnan(track[1]).all()
 
 
+def test_mask_mapse_with_no_measurable_cine_keeps_its_columns():
+    table, skipped = ag.mask_mapse(None, {})
+    assert list(table.columns) == ["subject", "MAPSE", "s_prime", "e_prime", "a_prime"] and table.empty
+    assert list(skipped.columns) == ["subject", "view", "error"]
+
+
 # ---------------------------------------------------------------- the long table
 
 def table1_like() -> pd.DataFrame:

@@ -59,7 +59,8 @@ def mask_mapse(store: CohortStore, labels: Mapping[str, np.ndarray]) -> tuple[pd
         d = average_views(*[v[0] for v in views])
         m = valve_measures(d, views[0][1], views[0][2])
         rows.append(dict(subject=sub, **{k: m[k] for k in ("MAPSE", "s_prime", "e_prime", "a_prime")}))
-    return pd.DataFrame(rows), pd.DataFrame(errors, columns=["subject", "view", "error"])
+    return (pd.DataFrame(rows, columns=["subject", "MAPSE", "s_prime", "e_prime", "a_prime"]),
+            pd.DataFrame(errors, columns=["subject", "view", "error"]))
 
 
 def collect(run_dir: str | Path) -> pd.DataFrame:
