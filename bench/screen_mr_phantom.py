@@ -1,10 +1,12 @@
 """How hard the phantom's MR is (not a speed bench): N 4CH-only phantom subjects (default 500, seed 7, the default
 profile's 30 frames at 128 px and 1.8 mm), CUSSP's systolic-window patches from the phantom's own masks, a ResNet-18
 trained from scratch on the training split (notebook 04's default width, stem, epochs and rate) and scored once on the
-validation and test splits together: ROC-AUC overall and per MR grade against the non-MR cines. The yardstick for
-setting jet sizes (`cmrlib.phantom.subjects.JET_RANGES`): about 0.80-0.92 leaves the self-supervised rows room.
+validation and test splits together: ROC-AUC overall and per MR grade against the non-MR cines, one row per
+training seed. The yardstick for setting jet sizes (`cmrlib.phantom.subjects.JET_RANGES`): about 0.80-0.92 leaves
+the self-supervised rows room.
 
-Usage: python bench/screen_mr_phantom.py OUT [N] ['{"p_flow_void": 0.3}']   (PhantomConfig overrides as JSON)
+Usage: python bench/screen_mr_phantom.py OUT [N] ['{"p_flow_void": 0.3}'] [SEEDS]
+(PhantomConfig overrides as JSON; SEEDS: training seeds, comma-separated, default 0)
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from cmrlib.phantom import make_cohort
 from cmrlib.study import own_labels
 
 
-def main(out: str, n: str = "500", config: str = "{}") -> dict:
+def main(out: str, n: str = "500", config: str = "{}", seeds: str = "0") -> list[dict]:
     prof = yaml.safe_load((Path(__file__).parents[1] / "cmrlib/profiles/default.yaml").read_text())
     p = cussp.Study.parameters(prof, "default")
     store = make_cohort(Path(out) / "cohort", n=int(n), seed=7, views=("4CH",), start=1000, progress=False,
@@ -30,11 +32,17 @@ def main(out: str, n: str = "500", config: str = "{}") -> dict:
     patches = cussp.preprocess_store(store, own_labels, store.select(view="4CH"), frames=30, window=25,
                                      progress=False)
     labels = cussp.mr_labels(store)
-    cfg = config_from(cussp.CUSSPConfig, p)
     train, held = (cussp.labelled(patches, labels, s, "window") for s in ("train", ["valid", "test"]))
-    learn, log = cussp.fit_supervised(train[:2], held[:2], cfg, cussp.PatchAug.make(p["aug"]))
+    return [supervised_auc(train, held, dict(p, seed=int(seed)), p["aug"]) for seed in seeds.split(",")]
+
+
+def supervised_auc(train, held, p: dict, aug: dict) -> dict:
+    """The supervised ResNet-18 of training seed p["seed"]: its ROC-AUC on the held-out cines, overall and by grade."""
+    cfg = config_from(cussp.CUSSPConfig, p)
+    learn, log = cussp.fit_supervised(train[:2], held[:2], cfg, cussp.PatchAug.make(aug))
     s, y, g = cussp.scores(learn.model, held[0]), held[1], held[2].grade.to_numpy()
-    row = dict(n_train=len(train[1]), n_train_mr=int(train[1].sum()), n_scored=len(y), n_scored_mr=int(y.sum()),
+    row = dict(seed=cfg.seed, n_train=len(train[1]), n_train_mr=int(train[1].sum()), n_scored=len(y),
+               n_scored_mr=int(y.sum()),
                roc_auc=round(roc_auc_score(y, s), 3), train_loss=round(log["train_loss"], 3))
     for k in (1, 2, 3):
         sel = (g == k) | (y == 0)
@@ -45,4 +53,4 @@ def main(out: str, n: str = "500", config: str = "{}") -> dict:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main(*sys.argv[1:5])

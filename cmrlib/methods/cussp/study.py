@@ -41,8 +41,8 @@ class Study(Base):
         "mr_subjects": 340,          # more labelled phantom subjects (every view) made here beside the cohort's; 0: none
         "mr_config": {},             # phantom settings of those subjects over the cohort's (e.g. p_mr)
         "pool_subjects": 480,        # extra unlabelled phantom subjects (4CH only) for pretraining; 0: the cohort's cines only
-        "pool_fractions": [0.0, 0.25],  # SIAM-25 again with these fractions of the unlabelled pool (1.0 is the main row)
-        "budgets": [8, 16, 32],      # label-budget curve: MR training cines (with their share of non-MR) per point
+        "pool_fractions": [0.0],     # SIAM-25 again with these fractions of the unlabelled pool (1.0 is the main row)
+        "budgets": [8, 16],          # label-budget curve: MR training cines (with their share of non-MR) per point
         "budget_draws": 3,           # random draws of the training cines per budget
         "eval_splits": ["test"],     # splits scored (smoke adds "valid": a tiny cohort has too few test cines)
         "n_boot": 1000,              # bootstrap resamples for the CIs
