@@ -15,11 +15,11 @@ import sys
 import time
 from pathlib import Path
 
-import pandas as pd
 import yaml
 
 from cmrlib.methods.cussp import PatchAug, Study, labelled, pretrain, probe, unlabelled
 from cmrlib.utils import seed_for
+from screening import screen_variants  # bench/screening.py
 
 
 def screen(study: Study, tag: str, input: str = "window", pretrain_aug: dict | None = None, **settings) -> dict:
@@ -47,11 +47,7 @@ def main(run_dir: str, out: str, variants: str):
     study = Study(params, out=out)
     study.cohort()
     study.prepare()
-    for v in json.loads(variants):
-        row = screen(study, **v)
-        print(json.dumps(row), flush=True)
-        path = Path(out) / "screen.csv"
-        pd.DataFrame([row]).to_csv(path, mode="a", header=not path.exists(), index=False)
+    screen_variants(study, screen, variants, out)
 
 
 if __name__ == "__main__":

@@ -10,12 +10,10 @@ RUN_DIR holds notebook 00's default cohort; a variant sets HeartMAEConfig fields
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 import time
 from pathlib import Path
 
-import pandas as pd
 import yaml
 
 from cmrlib.methods.heartmae import Study
@@ -23,6 +21,7 @@ from cmrlib.methods.heartmae.data import Clips
 from cmrlib.methods.heartmae.features import extract, mae_encoder
 from cmrlib.methods.heartmae.gates import pretext, ridge
 from cmrlib.methods.heartmae.learner import BASE, FAMILY, network, pretrain
+from screening import screen_variants  # bench/screening.py
 
 
 def screen(study: Study, tag: str, **settings) -> dict:
@@ -55,11 +54,7 @@ def main(run_dir: str, out: str, variants: str):
     study = Study(params, out=out)
     study.prepare()
     study.targets_table()
-    for v in json.loads(variants):
-        row = screen(study, **v)
-        print(json.dumps(row), flush=True)
-        path = Path(out) / "screen.csv"
-        pd.DataFrame([row]).to_csv(path, mode="a", header=not path.exists(), index=False)
+    screen_variants(study, screen, variants, out)
 
 
 if __name__ == "__main__":

@@ -317,3 +317,15 @@ def test_an_encoder_saved_without_a_target_loads_as_per_token_so_it_is_not_reuse
     del got["config"]["target"]  # a file from before the loss target was a setting (trained on per-token targets)
     torch.save(got, path)
     assert hm.load(path)[1].target == "token" != cfg.target
+
+
+def test_expert_baseline_drops_a_measure_no_training_subject_has():
+    from cmrlib.methods.heartmae.baselines import logistic_probs
+
+    g = np.random.default_rng(0)
+    subjects = [f"s{i}" for i in range(12)]
+    y = pd.DataFrame({"af": [0, 1] * 6}, index=subjects, dtype=float)
+    x = pd.DataFrame({"lvef": y["af"] * 2 + g.normal(0, 0.5, 12), "laef": np.nan}, index=subjects)
+    x.loc["s11", "laef"] = 40.0  # only a test subject has it
+    probs, chosen = logistic_probs(x, y, subjects[:8], subjects[8:10], subjects[10:])
+    assert list(probs.index) == subjects[10:] and np.isfinite(probs["af"]).all() and "af" in chosen

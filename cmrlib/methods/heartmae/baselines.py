@@ -57,7 +57,9 @@ def expert_features(store: CohortStore, subjects: Sequence[str], segmenter, prog
 def logistic_probs(x: pd.DataFrame, y: pd.DataFrame, train: Sequence[str], valid: Sequence[str],
                    test: Sequence[str], cs: Sequence[float] = (0.01, 0.1, 1.0, 10.0)) -> tuple[pd.DataFrame, dict]:
     """Per condition: a standardised logistic regression (scikit-learn, missing measures imputed with the training
-    median), its inverse regularisation C chosen by validation AP; test probabilities and the C chosen."""
+    median; a measure no training subject has is dropped), its inverse regularisation C chosen by validation AP;
+    test probabilities and the C chosen."""
+    x = x.loc[:, x.loc[list(train)].notna().any()]
     x = x.fillna(x.loc[list(train)].median())
     out, chosen = pd.DataFrame(index=pd.Index(list(test), name="subject")), {}
     for task in y.columns:
