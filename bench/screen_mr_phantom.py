@@ -26,11 +26,11 @@ from cmrlib.study import own_labels
 
 def main(out: str, n: str = "500", config: str = "{}", seeds: str = "0") -> list[dict]:
     prof = yaml.safe_load((Path(__file__).parents[1] / "cmrlib/profiles/default.yaml").read_text())
-    p = cussp.Study.parameters(prof, "default")
+    p, cohort = cussp.Study.parameters(prof, "default"), prof["00"]
     store = make_cohort(Path(out) / "cohort", n=int(n), seed=7, views=("4CH",), start=1000, progress=False,
-                        n_frames=30, matrix=128, pixel_mm=1.8, **json.loads(config))
-    patches = cussp.preprocess_store(store, own_labels, store.select(view="4CH"), frames=30, window=25,
-                                     progress=False)
+                        n_frames=cohort["n_frames"], **{**cohort["phantom_config"], **json.loads(config)})
+    patches = cussp.preprocess_store(store, own_labels, store.select(view="4CH"), frames=cohort["n_frames"],
+                                     window=int(p["window"]), progress=False)
     labels = cussp.mr_labels(store)
     train, held = (cussp.labelled(patches, labels, s, "window") for s in ("train", ["valid", "test"]))
     return [supervised_auc(train, held, dict(p, seed=int(seed)), p["aug"]) for seed in seeds.split(",")]

@@ -185,7 +185,7 @@ def test_heart_failure_ef_overlap_and_measured_ef_change_nothing_else():
     assert "lv_ef_measured" not in truths(old)
 
 
-def test_mr_jets_grow_with_grade_voids_look_like_mild_jets_and_only_chronic_mr_enlarges_the_atrium():
+def test_mr_jets_grow_with_grade_voids_are_smaller_than_mild_jets_and_only_chronic_mr_enlarges_the_atrium():
     """The per-subject MR model: about 14 % MR, mostly mild; a mild jet is short, narrow and brief, a severe one
     long, wide and holosystolic; a non-MR flow void is briefer and smaller than a mild jet; LA size (per BSA) of
     mild MR is that of subjects without MR, moderate/severe MR enlarges it."""

@@ -40,6 +40,9 @@ def _fill_gaps(points: np.ndarray) -> np.ndarray:
     return p.reshape(points.shape)
 
 
+MASK_MEASURES = ("MAPSE", "s_prime", "e_prime", "a_prime")  # what `mask_mapse` reads from the valve track
+
+
 def mask_mapse(store: CohortStore, labels: Mapping[str, np.ndarray]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """MAPSE (and s', e', a') per subject from long-axis label cines (cine_id -> labels): the LV/LA border's ends as
     hinge points in every frame, their displacement toward the apex averaged over the 2CH and 4CH views; and the
@@ -58,8 +61,8 @@ def mask_mapse(store: CohortStore, labels: Mapping[str, np.ndarray]) -> tuple[pd
     for sub, views in sorted(by_subject.items()):
         d = average_views(*[v[0] for v in views])
         m = valve_measures(d, views[0][1], views[0][2])
-        rows.append(dict(subject=sub, **{k: m[k] for k in ("MAPSE", "s_prime", "e_prime", "a_prime")}))
-    return (pd.DataFrame(rows, columns=["subject", "MAPSE", "s_prime", "e_prime", "a_prime"]),
+        rows.append(dict(subject=sub, **{k: m[k] for k in MASK_MEASURES}))
+    return (pd.DataFrame(rows, columns=["subject", *MASK_MEASURES]),
             pd.DataFrame(errors, columns=["subject", "view", "error"]))
 
 

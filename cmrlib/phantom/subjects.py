@@ -18,7 +18,8 @@ MR_REMODELLING = {1: (0.0, 0.0), 2: (0.1, 0.2), 3: (0.25, 0.45)}
 # the per-subject jet (MR model 2): uniform ranges of length (fraction of LA height), radius (mm), darkening, and
 # onset and duration (fractions of systole). On bSSFP a jet shows as a dephasing void wider than the Doppler vena
 # contracta; the sizes make severe MR plain and mild MR hard (a supervised ResNet-18 on 346 training cines, 41 with
-# MR, scores ROC-AUC 0.58-0.79 over three training seeds: bench/screen_mr_phantom.py, numbers in the README).
+# MR, scores ROC-AUC 0.58-0.79 over three training seeds and two thread counts: bench/screen_mr_phantom.py, numbers
+# in the README).
 # Grade 0 is the brief, smaller valve-closure flow void of some non-MR atria (trace regurgitation).
 JET_RANGES = {
     0: dict(length=(0.1, 0.3), radius_mm=(2.5, 4.5), depth=(0.4, 0.6), onset=(0.0, 0.12), duration=(0.1, 0.25)),

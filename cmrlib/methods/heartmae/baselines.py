@@ -59,8 +59,8 @@ def logistic_probs(x: pd.DataFrame, y: pd.DataFrame, train: Sequence[str], valid
     """Per condition: a standardised logistic regression (scikit-learn, missing measures imputed with the training
     median; a measure no training subject has is dropped), its inverse regularisation C chosen by validation AP;
     test probabilities and the C chosen."""
-    x = x.loc[:, x.loc[list(train)].notna().any()]
-    x = x.fillna(x.loc[list(train)].median())
+    median = x.loc[list(train)].median()
+    x = x.loc[:, median.notna()].fillna(median)
     out, chosen = pd.DataFrame(index=pd.Index(list(test), name="subject")), {}
     for task in y.columns:
         tr = [s for s in train if np.isfinite(y.at[s, task])]
