@@ -100,7 +100,7 @@ def budget_figure(budget: pd.DataFrame) -> Figure:
     for ax, metric in zip(axes, ("roc_auc", "f1")):
         for row, d in budget.groupby("row", sort=False):
             g = d.groupby("budget")[metric].agg(["mean", "min", "max"]).sort_index()
-            line, = ax.plot(g.index, g["mean"], "o-", label=row, lw=1.2, ms=3,
+            line, = ax.plot(g.index, g["mean"], marker="o", label=row, lw=1.2, ms=3,
                             ls="--" if "random" in row else "-")
             ax.fill_between(g.index, g["min"], g["max"], color=line.get_color(), alpha=0.15, lw=0)
         ax.set(xscale="log", xlabel="MR cines in training (with their non-MR share)",

@@ -8,6 +8,7 @@ from typing import ClassVar
 
 import numpy as np
 import pandas as pd
+from fastprogress.fastprogress import progress_bar
 
 from ...learn import attempt, config_from, reusable, record_settings
 from ...measure import subject_measures
@@ -198,7 +199,7 @@ class Study(Base):
                     m = self.manifest[self.manifest.store == name]
                     ids = m[m.view.isin(["SAX", "2CH", "4CH"]) & m.subject.isin(self.labels.subject)].cine_id
                     preds = {cid: self.lax_cache[cid] if cid in self.lax_cache else find(st.read(cid))
-                             for cid in ids} if find is not None else {}
+                             for cid in progress_bar(list(ids), leave=False)} if find is not None else {}
                     parts.append(subject_measures(st, preds))
                 measures = pd.concat(parts, ignore_index=True).assign(anatomy=anatomy)
                 self.nb.table(measures, "table1_measures")
