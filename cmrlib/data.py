@@ -26,7 +26,7 @@ from .record import Cine
 from .store import CohortStore
 from .transforms import (Affine2D, ClutterAug, IntensityAug, LabelIntensityAug, SegAffine, WallAug, fit_affine,
                          normalise)
-from .utils import rng, seed_everything, seed_for
+from .utils import rng, seed_for, seeded
 
 __all__ = ["FrameGeometry", "FrameSet", "cine_frames", "frame_items", "seg_block", "seg_dls", "pick_subjects", "CODES",
            "to_image"]
@@ -171,30 +171,30 @@ def seg_dls(source: CohortStore | str | Path, views: Sequence[str] = ("SAX",), s
     `aug` / `intensity` / `clutter` / `label_intensity` / `wall` are keyword arguments of `SegAffine` /
     `IntensityAug` / `ClutterAug` (or a list of them) / `LabelIntensityAug` / `WallAug` (None: off).
     """
-    seed_everything(seed)
-    geom = FrameGeometry(size=size, spacing=spacing, norm=norm)
-    if size % 32:
-        raise ValueError(f"seg_dls: size must be a multiple of 32 for the U-Net, got {size}")
-    store = _as_store(source)
-    tr = frame_items(store, views, train, geom, subjects, frame_step, progress)
-    va = None
-    if valid is not None and not _select(store, views, valid, None).empty:
-        va = frame_items(store, views, valid, geom, None, frame_step, progress)
-    else:  # hold out a seeded fraction of the training subjects
-        subs = np.array(sorted(tr.info["subject"].unique()))
-        n_va = max(1, int(round(valid_frac * len(subs)))) if len(subs) > 1 else 0
-        held = set(rng(seed_for(seed, "seg_dls", "held-out subjects")).permutation(subs)[:n_va].tolist())
-        is_va = tr.info["subject"].isin(held).to_numpy()
-        tr, va = tr.subset(~is_va), (tr.subset(is_va) if is_va.any() else tr.subset(np.zeros(len(tr), bool)))
-    if max_frames is not None:
-        tr = _cap(tr, max_frames, seed_for(seed, "seg_dls", "train frames"))
-        va = _cap(va, max(1, max_frames // 4), seed_for(seed, "seg_dls", "valid frames"))
-    items = [(x, y, False) for x, y in zip(tr.x, tr.y)] + [(x, y, True) for x, y in zip(va.x, va.y)]
-    block = seg_block(aug, intensity, clutter, seed, label_intensity, wall)
-    dls = block.dataloaders(items, bs=bs, num_workers=0, verbose=False)
-    dls.geometry, dls.views, dls.vocab = geom, tuple(views), CODES
-    dls.info = pd.concat([tr.info.assign(role="train"), va.info.assign(role="valid")], ignore_index=True)
-    return dls
+    with seeded(seed):  # the loaders' shuffling draws from it
+        geom = FrameGeometry(size=size, spacing=spacing, norm=norm)
+        if size % 32:
+            raise ValueError(f"seg_dls: size must be a multiple of 32 for the U-Net, got {size}")
+        store = _as_store(source)
+        tr = frame_items(store, views, train, geom, subjects, frame_step, progress)
+        va = None
+        if valid is not None and not _select(store, views, valid, None).empty:
+            va = frame_items(store, views, valid, geom, None, frame_step, progress)
+        else:  # hold out a seeded fraction of the training subjects
+            subs = np.array(sorted(tr.info["subject"].unique()))
+            n_va = max(1, int(round(valid_frac * len(subs)))) if len(subs) > 1 else 0
+            held = set(rng(seed_for(seed, "seg_dls", "held-out subjects")).permutation(subs)[:n_va].tolist())
+            is_va = tr.info["subject"].isin(held).to_numpy()
+            tr, va = tr.subset(~is_va), (tr.subset(is_va) if is_va.any() else tr.subset(np.zeros(len(tr), bool)))
+        if max_frames is not None:
+            tr = _cap(tr, max_frames, seed_for(seed, "seg_dls", "train frames"))
+            va = _cap(va, max(1, max_frames // 4), seed_for(seed, "seg_dls", "valid frames"))
+        items = [(x, y, False) for x, y in zip(tr.x, tr.y)] + [(x, y, True) for x, y in zip(va.x, va.y)]
+        block = seg_block(aug, intensity, clutter, seed, label_intensity, wall)
+        dls = block.dataloaders(items, bs=bs, num_workers=0, verbose=False)
+        dls.geometry, dls.views, dls.vocab = geom, tuple(views), CODES
+        dls.info = pd.concat([tr.info.assign(role="train"), va.info.assign(role="valid")], ignore_index=True)
+        return dls
 
 
 def pick_subjects(source: CohortStore | str | Path, n: int, split: str = "train", by: str = "group",

@@ -36,6 +36,24 @@ def seed_everything(seed: int = 0, deterministic: bool = True) -> int:
     return seed
 
 
+@contextlib.contextmanager
+def seeded(seed: int):
+    """Run a block from `seed` (python, numpy and torch) and hand the caller back its own random state afterwards:
+    a library step seeds itself, so its result does not depend on what ran before, and leaves no trace."""
+    import torch
+
+    state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []):
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
+        try:
+            yield seed
+        finally:
+            random.setstate(state[0])
+            np.random.set_state(state[1])
+
+
 def rng(seed: int | np.random.Generator | None = None) -> np.random.Generator:
     """A numpy Generator from a seed (or pass one through), so every random choice flows from a seed."""
     return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)

@@ -256,15 +256,15 @@ def test_a_fold_with_one_class_in_test_says_its_auc_is_not_testable():
 
 def test_a_row_that_trains_into_nan_is_reported_and_left_out_while_the_others_go_on(monkeypatch):
     learner_module = sslhf.fit.__globals__
-    make = learner_module["network"]
+    make = learner_module["_classifier"]
 
-    def network(row, cfg, restorers=None):
+    def classifier(row, cfg, restorers=None):
         net = make(row, cfg, restorers)
         if row == "A: no proxy":  # diverged weights: every loss of this row is NaN
             net.head[0].weight.data.fill_(float("nan"))
         return net
 
-    monkeypatch.setitem(learner_module, "network", network)
+    monkeypatch.setitem(learner_module, "_classifier", classifier)
     g = np.random.default_rng(1)
     labels = pd.DataFrame(dict(subject=[f"p{i}" for i in range(9)], hfref=[1, 0, 0] * 3, lvef=np.nan))
     x = g.normal(0, 1, (9, 16, 16, 16)).astype(np.float32)

@@ -14,6 +14,7 @@ import pandas as pd
 
 from .. import labels as L
 from ..transforms import degrade, percentile_range
+from ..utils import seeded
 
 MM, SIZE = 1.8, 96
 
@@ -127,7 +128,6 @@ def domain_auc(phantom_frames, real_frames, seed: int = 0, groups=None, folds: i
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import StratifiedGroupKFold
 
-    torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     X = np.stack([percentile_range(f) for f in list(phantom_frames) + list(real_frames)])[:, None]
     y = np.r_[np.zeros(len(phantom_frames)), np.ones(len(real_frames))].astype(np.float32)
@@ -136,23 +136,25 @@ def domain_auc(phantom_frames, real_frames, seed: int = 0, groups=None, folds: i
     X, y, g = X[keep], y[keep], g[keep]
     cv = StratifiedGroupKFold(n_splits=min(folds, len(set(g[y == 1]))), shuffle=True, random_state=seed)
     scores = np.zeros(len(y))
-    for tr, te in cv.split(X, y, g):
-        net = _net()
-        opt = torch.optim.AdamW(net.parameters(), 2e-3, weight_decay=1e-3)
-        w = torch.tensor(np.where(y[tr] == 1, len(tr) / (2 * y[tr].sum()), len(tr) / (2 * (1 - y[tr]).sum())), dtype=torch.float32)
-        xt, yt = torch.tensor(X[tr]), torch.tensor(y[tr])
-        for _ in range(epochs):
-            net.train()
-            for b in np.array_split(rng.permutation(len(tr)), max(1, len(tr) // 32)):
-                xb = torch.rot90(xt[b], int(rng.integers(4)), (2, 3))
-                xb = xb.flip(3) if rng.random() < 0.5 else xb
-                loss = torch.nn.functional.binary_cross_entropy_with_logits(net(xb)[:, 0], yt[b], weight=w[b])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-        net.eval()
-        with torch.no_grad():
-            scores[te] = net(torch.tensor(X[te]))[:, 0].numpy()
+    with seeded(seed):  # the networks' initial weights
+        for tr, te in cv.split(X, y, g):
+            net = _net()
+            opt = torch.optim.AdamW(net.parameters(), 2e-3, weight_decay=1e-3)
+            w = torch.tensor(np.where(y[tr] == 1, len(tr) / (2 * y[tr].sum()), len(tr) / (2 * (1 - y[tr]).sum())),
+                             dtype=torch.float32)
+            xt, yt = torch.tensor(X[tr]), torch.tensor(y[tr])
+            for _ in range(epochs):
+                net.train()
+                for b in np.array_split(rng.permutation(len(tr)), max(1, len(tr) // 32)):
+                    xb = torch.rot90(xt[b], int(rng.integers(4)), (2, 3))
+                    xb = xb.flip(3) if rng.random() < 0.5 else xb
+                    loss = torch.nn.functional.binary_cross_entropy_with_logits(net(xb)[:, 0], yt[b], weight=w[b])
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+            net.eval()
+            with torch.no_grad():
+                scores[te] = net(torch.tensor(X[te]))[:, 0].numpy()
     return float(roc_auc_score(y, scores))
 
 

@@ -21,7 +21,7 @@ from ...learn import ValidateLast, WeightedBCE, callbacks, check_finite, export,
 from ...learn import dataloaders as shared_loaders
 from ...learn import load as load_exported
 from ...models.cussp import CNNLSTM, CUSSPNet, barlow_twins_loss, contrastive_loss
-from ...utils import seed_everything, seed_for
+from ...utils import seed_for, seeded
 from .data import Labelled, PatchAug, SiamesePairs, TwinViews
 
 # rows of the paper's Table 2 -> (Barlow weight, cross-entropy weight) of the joint objective
@@ -147,15 +147,15 @@ def pretrain(pool: np.ndarray, valid: np.ndarray, cfg: CUSSPConfig, aug: PatchAu
     at `cfg.pretrain_lr` after a linear warm-up; an empty pool returns the randomly initialised network (the 'no
     unlabelled data' point). The initialisation depends on the seed and the frame count only, so a pretrained
     encoder and its random yardstick start from the same weights."""
-    seed_everything(seed_for(cfg.seed, "cussp", "init", pool.shape[1]))
-    net = network(pool.shape[1], cfg)
-    if len(pool) < 2:
-        return net, dict(stage=f"pretrain {tag}", epochs=0, train_s=0.0, n_cines=len(pool))
-    dls = dataloaders(TwinViews(pool, aug, seed_for(cfg.seed, "cussp", "bt", tag)),
-               TwinViews(valid, aug, seed_for(cfg.seed, "cussp", "bt-valid", tag)), cfg.pretrain_bs)
-    learn = Learner(dls, net, loss_func=BarlowLoss(cfg.lambd), wd=1e-4, cbs=callbacks("CUSSP", cfg.bf16))
-    epochs = _epochs_for(cfg.pretrain_steps, len(pool), cfg.pretrain_bs)
-    row = _fit(learn, epochs, cfg.pretrain_lr, f"pretrain {tag}", cfg.pretrain_warmup)
+    with seeded(seed_for(cfg.seed, "cussp", "init", pool.shape[1])):
+        net = network(pool.shape[1], cfg)
+        if len(pool) < 2:
+            return net, dict(stage=f"pretrain {tag}", epochs=0, train_s=0.0, n_cines=len(pool))
+        dls = dataloaders(TwinViews(pool, aug, seed_for(cfg.seed, "cussp", "bt", tag)),
+                          TwinViews(valid, aug, seed_for(cfg.seed, "cussp", "bt-valid", tag)), cfg.pretrain_bs)
+        learn = Learner(dls, net, loss_func=BarlowLoss(cfg.lambd), wd=1e-4, cbs=callbacks("CUSSP", cfg.bf16))
+        epochs = _epochs_for(cfg.pretrain_steps, len(pool), cfg.pretrain_bs)
+        row = _fit(learn, epochs, cfg.pretrain_lr, f"pretrain {tag}", cfg.pretrain_warmup)
     return net, dict(row, n_cines=len(pool), steps=epochs * max(1, len(pool) // cfg.pretrain_bs))
 
 
@@ -205,15 +205,15 @@ def fit_joint(encoder: CUSSPNet, train: tuple, valid: tuple, cfg: CUSSPConfig, a
     """CUSSP-1/2/3: the pretrained network trained on labelled cines with w_bt * Barlow + w_ce * cross-entropy
     (`JOINT_WEIGHTS[row]`), every layer trainable; returns the exported-ready classifier Learner."""
     w_bt, w_ce = JOINT_WEIGHTS[row]
-    seed_everything(seed_for(cfg.seed, "cussp", row))
-    net = _clone(encoder)
-    (xt, yt), (xv, yv) = train, valid
-    dls = dataloaders(Labelled(xt, yt, aug, twin=True, seed=seed_for(cfg.seed, row, "train")),
-               Labelled(xv, yv, aug, twin=True, seed=seed_for(cfg.seed, row, "valid")), cfg.bs)
-    learn = Learner(dls, net, loss_func=JointLoss(w_bt, w_ce, cfg.lambd, pos_weight(yt)), wd=1e-4,
-                    cbs=callbacks("CUSSP", cfg.bf16))
-    log = _fit(learn, cfg.epochs, cfg.lr, row)
-    return learner(net, train, valid, cfg, None), log
+    with seeded(seed_for(cfg.seed, "cussp", row)):
+        net = _clone(encoder)
+        (xt, yt), (xv, yv) = train, valid
+        dls = dataloaders(Labelled(xt, yt, aug, twin=True, seed=seed_for(cfg.seed, row, "train")),
+                          Labelled(xv, yv, aug, twin=True, seed=seed_for(cfg.seed, row, "valid")), cfg.bs)
+        learn = Learner(dls, net, loss_func=JointLoss(w_bt, w_ce, cfg.lambd, pos_weight(yt)), wd=1e-4,
+                        cbs=callbacks("CUSSP", cfg.bf16))
+        log = _fit(learn, cfg.epochs, cfg.lr, row)
+        return learner(net, train, valid, cfg, None), log
 
 
 def learner(net: nn.Module, train: tuple, valid: tuple, cfg: CUSSPConfig, aug: PatchAug | None,
@@ -228,18 +228,19 @@ def fit_siamese(encoder: CUSSPNet, train: tuple, valid: tuple, cfg: CUSSPConfig,
                 ) -> tuple[Learner, list[dict]]:
     """CUSSP-SIAM: only the encoder's last block trainable; contrastive Siamese training on (non-MR, MR or
     non-MR) pairs, then the MLP (and that block) on the labelled cines with weighted cross-entropy."""
-    seed_everything(seed_for(cfg.seed, "cussp", row))
-    net = _clone(encoder).freeze_all_but_last_block()
-    (xt, yt), (xv, yv) = train, valid
-    if len(set(np.asarray(yv).tolist())) < 2:  # a tiny cohort's validation split may hold one class only
-        xv, yv = xt, yt
-    dls = dataloaders(SiamesePairs(xt, yt, aug, seed=seed_for(cfg.seed, row, "pairs")),
-               SiamesePairs(xv, yv, None, n_pairs=max(8, len(yv)), seed=seed_for(cfg.seed, row, "valid-pairs")),
-               cfg.bs)
-    siam = Learner(dls, Siamese(net), loss_func=ContrastiveLoss(cfg.margin), wd=1e-4, cbs=callbacks("CUSSP", cfg.bf16))
-    logs = [_fit(siam, cfg.siam_epochs, cfg.lr, f"{row} siamese")]
-    learn = learner(net, train, valid, cfg, aug, row)
-    logs.append(_fit(learn, cfg.epochs, cfg.lr, f"{row} classifier"))
+    with seeded(seed_for(cfg.seed, "cussp", row)):
+        net = _clone(encoder).freeze_all_but_last_block()
+        (xt, yt), (xv, yv) = train, valid
+        if len(set(np.asarray(yv).tolist())) < 2:  # a tiny cohort's validation split may hold one class only
+            xv, yv = xt, yt
+        dls = dataloaders(SiamesePairs(xt, yt, aug, seed=seed_for(cfg.seed, row, "pairs")),
+                          SiamesePairs(xv, yv, None, n_pairs=max(8, len(yv)),
+                                       seed=seed_for(cfg.seed, row, "valid-pairs")), cfg.bs)
+        siam = Learner(dls, Siamese(net), loss_func=ContrastiveLoss(cfg.margin), wd=1e-4,
+                       cbs=callbacks("CUSSP", cfg.bf16))
+        logs = [_fit(siam, cfg.siam_epochs, cfg.lr, f"{row} siamese")]
+        learn = learner(net, train, valid, cfg, aug, row)
+        logs.append(_fit(learn, cfg.epochs, cfg.lr, f"{row} classifier"))
     return learn, logs
 
 
@@ -247,19 +248,17 @@ def fit_supervised(train: tuple, valid: tuple, cfg: CUSSPConfig, aug: PatchAug, 
                    ) -> tuple[Learner, dict]:
     """Beyond the paper: the same ResNet-18 and head trained on the labelled cines alone, from a random start
     with every layer trainable (what the self-supervised rows must beat to earn their pretraining)."""
-    seed_everything(seed_for(cfg.seed, "cussp", row))
-    (xt, _), _ = train, valid
-    net = network(xt.shape[1], cfg)
-    learn = learner(net, train, valid, cfg, aug, row)
-    return learn, _fit(learn, cfg.epochs, cfg.lr, row)
+    with seeded(seed_for(cfg.seed, "cussp", row)):
+        learn = learner(network(train[0].shape[1], cfg), train, valid, cfg, aug, row)
+        return learn, _fit(learn, cfg.epochs, cfg.lr, row)
 
 
 def fit_cnn_lstm(train: tuple, valid: tuple, cfg: CUSSPConfig, aug: PatchAug) -> tuple[Learner, dict]:
     """The CNN-LSTM baseline on centre-of-mass crops, trained end to end with weighted cross-entropy."""
-    seed_everything(seed_for(cfg.seed, "cussp", "CNN-LSTM"))
-    net = CNNLSTM(cfg.cnn_growth, cfg.cnn_blocks, cfg.cnn_init, cfg.lstm_hidden, cfg.pretrained)
-    learn = learner(net, train, valid, cfg, aug, "CNN-LSTM")
-    return learn, _fit(learn, cfg.cnn_epochs, cfg.lr, "CNN-LSTM")
+    with seeded(seed_for(cfg.seed, "cussp", "CNN-LSTM")):
+        net = CNNLSTM(cfg.cnn_growth, cfg.cnn_blocks, cfg.cnn_init, cfg.lstm_hidden, cfg.pretrained)
+        learn = learner(net, train, valid, cfg, aug, "CNN-LSTM")
+        return learn, _fit(learn, cfg.cnn_epochs, cfg.lr, "CNN-LSTM")
 
 
 def fit(row: str, encoders: dict[str, CUSSPNet], train: tuple, valid: tuple, cfg: CUSSPConfig, aug: PatchAug

@@ -16,7 +16,7 @@ from fastai.optimizer import Adam
 from ...learn import callbacks, history
 from ...learn import load as load_exported
 from ...models.tempreg import tempreg_net
-from ...utils import seed_everything
+from ...utils import seeded
 from .curves import decode, frame_diff
 
 
@@ -104,10 +104,10 @@ def learner(dls: DataLoaders, method: str = "TempReg-Net", beta: float = 1.0, al
 def fit(dls: DataLoaders, method: str, epochs: int, lr: float, seed: int = 0, **kw) -> tuple[Learner, dict]:
     """Train one method from `seed` (every method starts from the same random state, so only the model and loss
     differ) with a one-cycle schedule; the learner and a summary row (seconds, last validation loss and aFD)."""
-    seed_everything(seed)
-    learn = learner(dls, method, **kw)
-    t0 = time.perf_counter()
-    learn.fit_one_cycle(epochs, lr)
+    with seeded(seed):
+        learn = learner(dls, method, **kw)
+        t0 = time.perf_counter()
+        learn.fit_one_cycle(epochs, lr)
     v = history(learn).iloc[-1]
     return learn, dict(method=method, train_s=time.perf_counter() - t0, valid_loss=v["valid_loss"],
                        valid_aFD_ED=v["afd_ed"], valid_aFD_ES=v["afd_es"])

@@ -22,7 +22,7 @@ from fastai.learner import Learner
 from torch import nn
 
 from ...learn import callbacks, dataloaders, history
-from ...utils import seed_everything
+from ...utils import seeded
 
 
 class GatedABMIL(nn.Module):
@@ -141,12 +141,12 @@ def fit_probe(h: np.ndarray, mask: np.ndarray, y: pd.DataFrame, kinds: dict[str,
     y_std = y.iloc[train].std().where(is_reg, 1.0).replace(0, 1.0).fillna(1.0)
     ys = ((y - y_mean) / y_std).to_numpy(np.float32)
     hs = ((h - f_mean) / f_std).astype(np.float32)
-    seed_everything(cfg.seed)
-    model = Probe(h.shape[-1], len(tasks), cfg.hidden, cfg.dropout)
-    dls = dataloaders(Bags(hs[train], mask[train], ys[train]), Bags(hs[valid], mask[valid], ys[valid]), cfg.bs)
-    learn = Learner(dls, model, loss_func=probe_loss(torch.as_tensor(~is_reg)), wd=cfg.wd, path=Path(path),
-                    model_dir=".", cbs=callbacks("HeartMAE probe"))
-    with learn.no_bar(), learn.no_logging(), contextlib.redirect_stdout(io.StringIO()):
-        learn.fit(cfg.epochs, cfg.lr, cbs=SaveModelCallback(fname=f"probe_{cfg.seed}", with_opt=False))
+    with seeded(cfg.seed):
+        model = Probe(h.shape[-1], len(tasks), cfg.hidden, cfg.dropout)
+        dls = dataloaders(Bags(hs[train], mask[train], ys[train]), Bags(hs[valid], mask[valid], ys[valid]), cfg.bs)
+        learn = Learner(dls, model, loss_func=probe_loss(torch.as_tensor(~is_reg)), wd=cfg.wd, path=Path(path),
+                        model_dir=".", cbs=callbacks("HeartMAE probe"))
+        with learn.no_bar(), learn.no_logging(), contextlib.redirect_stdout(io.StringIO()):
+            learn.fit(cfg.epochs, cfg.lr, cbs=SaveModelCallback(fname=f"probe_{cfg.seed}", with_opt=False))
     (Path(path) / f"probe_{cfg.seed}.pth").unlink(missing_ok=True)
     return FittedProbe(learn.model.eval(), tasks, dict(kinds), f_mean, f_std, y_mean, y_std, history(learn))

@@ -21,7 +21,7 @@ from torch import nn
 
 from ...learn import callbacks, dataloaders, history
 from ...models.mae_st import MAESize, VideoMAE, check_target, mae_loss
-from ...utils import atomic_file, seed_everything, seed_for
+from ...utils import atomic_file, seed_for, seeded
 from .data import CineSet, Clips
 
 BASE = "MAE-ViT-B"
@@ -96,17 +96,18 @@ def mae_objective(weighted: bool, size: MAESize, target: str):
 
 
 def network(cfg: HeartMAEConfig, seed: int | None = None) -> VideoMAE:
-    """A freshly initialised MAE of the configured shape (seeded)."""
-    seed_everything(cfg.seed if seed is None else seed)
-    return VideoMAE(cfg.shape)
+    """A freshly initialised MAE of the configured shape, from `seed` (default: the config's)."""
+    with seeded(cfg.seed if seed is None else seed):
+        return VideoMAE(cfg.shape)
 
 
 def learner(row: str, cines: CineSet, cfg: HeartMAEConfig, mean: float, std: float, path: str | Path,
             init: VideoMAE | None = None) -> Learner:
-    """The Learner of one family row on the training and validation views of `cines`."""
+    """The Learner of one family row on the training and validation views of `cines` (its initial weights and
+    batch order from the caller's random state: `pretrain` seeds it by row)."""
     spec = FAMILY[row]
     seed = seed_for(cfg.seed, "06", row)
-    mae = network(cfg, seed)
+    mae = VideoMAE(cfg.shape)
     if init is not None:
         mae.load_state_dict(init.state_dict())
     kw = dict(size=cfg.size, frames=cfg.frames, mean=mean, std=std, min_side=cfg.min_side)
@@ -133,12 +134,13 @@ def pretrain(row: str, cines: CineSet, cfg: HeartMAEConfig, mean: float, std: fl
              init: VideoMAE | None = None) -> tuple[VideoMAE, dict]:
     """Train one family row; the checkpoint of best validation loss is kept (the paper keeps MAE-ViT-B's best)."""
     epochs = cfg.epochs_base if FAMILY[row]["init"] is None else cfg.epochs
-    learn = learner(row, cines, cfg, mean, std, out, init)
     name = f"mae_{row}".replace(" ", "_")
-    t0 = time.perf_counter()
-    with learn.no_bar(), learn.no_logging(), contextlib.redirect_stdout(io.StringIO()):  # "Better model found"
-        learn.fit(epochs, cfg.lr, cbs=[ParamScheduler({"lr": schedule(cfg.lr, cfg.warmup_epochs / epochs)}),
-                                       SaveModelCallback(fname=name, with_opt=False)])
+    with seeded(seed_for(cfg.seed, "06", row)):
+        learn = learner(row, cines, cfg, mean, std, out, init)
+        t0 = time.perf_counter()
+        with learn.no_bar(), learn.no_logging(), contextlib.redirect_stdout(io.StringIO()):  # "Better model found"
+            learn.fit(epochs, cfg.lr, cbs=[ParamScheduler({"lr": schedule(cfg.lr, cfg.warmup_epochs / epochs)}),
+                                           SaveModelCallback(fname=name, with_opt=False)])
     distrib_barrier()  # data-parallel: every process has loaded the best epoch before process 0 removes it
     if not rank_distrib():
         (Path(out) / f"{name}.pth").unlink(missing_ok=True)  # the callback's copy of the best epoch, now loaded

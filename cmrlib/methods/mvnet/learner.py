@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ...learn import callbacks, device, export, record_settings, reusable
-from ...utils import atomic_write_text, seed_for
+from ...utils import atomic_write_text, seed_for, seeded
 from .data import Aug, PointFrames, Track
 from .geometry import S1_SIZE, MVnetError
 from .predict import MVnet, load, model_path
@@ -106,11 +106,11 @@ def fit(train: Sequence[Track], valid: Sequence[Track], cfg: MVConfig, view: str
     models, log = [], []
     for stage, ep in ((1, e1), (2, e2)):
         # by view and stage, not by convention: the A / B / mixed models start alike, so only their labels differ
-        torch.manual_seed(seed_for(cfg.seed, "mvnet", view, "stage", stage, "init"))
         t0 = time.perf_counter()
-        learn = train_stage(train, valid, stage, cfg.model(stage), ep, cfg.bs, cfg.lr, cfg.schedule, cfg.perturb_mm,
-                            seed=seed_for(cfg.seed, "mvnet", view, "stage", stage, "data"), quiet=quiet,
-                            frames_per_cine=cfg.frames_per_cine)
+        with seeded(seed_for(cfg.seed, "mvnet", view, "stage", stage, "init")):
+            learn = train_stage(train, valid, stage, cfg.model(stage), ep, cfg.bs, cfg.lr, cfg.schedule,
+                                cfg.perturb_mm, seed=seed_for(cfg.seed, "mvnet", view, "stage", stage, "data"),
+                                quiet=quiet, frames_per_cine=cfg.frames_per_cine)
         loss, err = learn.validate() if len(valid) else (float("nan"), float("nan"))
         log.append(dict(prefix=prefix, view=view, stage=stage, epochs=ep, n_train_frames=len(learn.dls.train.dataset),
                         valid_loss=float(loss), valid_err_px=float(err), seconds=time.perf_counter() - t0))

@@ -18,6 +18,7 @@ from ...labels import NAMES
 from ...learn import callbacks
 from ...learn import load as load_exported
 from ...models import unet11
+from ...utils import seeded
 
 
 class DiceCE:
@@ -105,11 +106,13 @@ def as_model(model) -> torch.nn.Module:
     return model.model if isinstance(model, Learner) else model
 
 
-def fit(dls, epochs: int, lr: float, width: float = 0.25, init=None, **kwargs) -> Learner:
-    """`learner` + fit_one_cycle, optionally starting from another segmenter's weights (phantom pre-training)."""
-    learn = learner(dls, width=width, **kwargs)
-    if init is not None:
-        learn.model.load_state_dict(as_model(init).state_dict())
-    if epochs > 0:
-        learn.fit_one_cycle(epochs, lr)
+def fit(dls, epochs: int, lr: float, width: float = 0.25, init=None, seed: int = 0, **kwargs) -> Learner:
+    """`learner` + fit_one_cycle from `seed`, optionally starting from another segmenter's weights (phantom
+    pre-training)."""
+    with seeded(seed):
+        learn = learner(dls, width=width, **kwargs)
+        if init is not None:
+            learn.model.load_state_dict(as_model(init).state_dict())
+        if epochs > 0:
+            learn.fit_one_cycle(epochs, lr)
     return learn

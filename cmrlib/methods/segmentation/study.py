@@ -74,7 +74,7 @@ class Study(Base):
         (self.out / "models").mkdir(exist_ok=True)
         self.data_kw = dict(size=p["size"], spacing=p["spacing_mm"], bs=p["bs"], seed=p["seed"],
                             max_frames=p["max_frames"], progress=False)
-        self.model_kw = dict(width=p["width"], pretrained=p["pretrained"], bf16=p["bf16"])
+        self.model_kw = dict(width=p["width"], pretrained=p["pretrained"], bf16=p["bf16"], seed=p["seed"])
         self.on_dask = dict(progress=False, scheduler=self.client)  # each cine one task where Dask runs
         self.models, self.timings, self.calibration = {}, {}, {}
         self.acdc_store = self.acdc_agree = None

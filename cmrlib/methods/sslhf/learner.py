@@ -22,7 +22,7 @@ from ...learn import (BestWeights, WeightedBCE, callbacks, check_finite, dataloa
                      step_decay)
 from ...learn import load as load_exported
 from ...models.sslhf import Classifier3D, Restorer3D, densenet121_3d, pad16, resnet50_3d
-from ...utils import seed_everything, seed_for
+from ...utils import seed_for, seeded
 from .data import Labelled, Restoration
 
 # the proxy's corruptions per row: SSLHF uses all three, ablations B-D drop one each
@@ -80,20 +80,30 @@ def pretrain(pool: np.ndarray, valid: np.ndarray, cfg: SSLHFConfig, kinds=CORRUP
              ) -> tuple[Restorer3D, dict]:
     """The restoration proxy trained for about `cfg.proxy_steps` steps to undo `kinds` of corruption on the
     unlabelled patches `pool` (N, T, S, S); `valid` patches give its validation loss."""
-    seed_everything(seed_for(cfg.seed, "sslhf", "proxy-init"))  # every proxy starts from the same weights
-    net = Restorer3D(cfg.widths)
-    dls = dataloaders(Restoration(pool, kinds, seed_for(cfg.seed, "sslhf", "proxy", tag)),
-                      Restoration(valid, kinds, seed_for(cfg.seed, "sslhf", "proxy-valid", tag), augment=False),
-                      cfg.proxy_bs)
-    learn = Learner(dls, net, loss_func=nn.MSELoss(), wd=0.0, cbs=callbacks("SSLHF proxy", cfg.bf16))
-    epochs = max(1, math.ceil(cfg.proxy_steps / max(1, len(pool) // cfg.proxy_bs)))
-    return net, dict(_fit(learn, epochs, cfg.proxy_lr, cfg.proxy_decay_every, f"proxy {tag}"), n_patches=len(pool))
+    with seeded(seed_for(cfg.seed, "sslhf", "proxy-init")):  # every proxy starts from the same weights
+        net = Restorer3D(cfg.widths)
+        dls = dataloaders(Restoration(pool, kinds, seed_for(cfg.seed, "sslhf", "proxy", tag)),
+                          Restoration(valid, kinds, seed_for(cfg.seed, "sslhf", "proxy-valid", tag), augment=False),
+                          cfg.proxy_bs)
+        learn = Learner(dls, net, loss_func=nn.MSELoss(), wd=0.0, cbs=callbacks("SSLHF proxy", cfg.bf16))
+        epochs = max(1, math.ceil(cfg.proxy_steps / max(1, len(pool) // cfg.proxy_bs)))
+        log = _fit(learn, epochs, cfg.proxy_lr, cfg.proxy_decay_every, f"proxy {tag}")
+    return net, dict(log, n_patches=len(pool))
 
 
 def network(row: str, cfg: SSLHFConfig, restorers: dict[str, Restorer3D] | None = None) -> nn.Module:
     """The untrained classifier of one row: the encoder from that row's proxy (SSLHF, B-D), a random encoder (A),
     or a MONAI baseline; every row with the same name starts from the same weights."""
-    seed_everything(seed_for(cfg.seed, "sslhf", "init", row))
+    with seeded(_init_seed(row, cfg)):
+        return _classifier(row, cfg, restorers)
+
+
+def _init_seed(row: str, cfg: SSLHFConfig) -> int:
+    return seed_for(cfg.seed, "sslhf", "init", row)
+
+
+def _classifier(row: str, cfg: SSLHFConfig, restorers: dict[str, Restorer3D] | None) -> nn.Module:
+    """`network` drawing its initial weights from the caller's random state."""
     if row in BASELINES:
         return (resnet50_3d(cfg.resnet_widen, cfg.groups) if row == BASELINES[0]
                 else densenet121_3d(cfg.densenet_init, cfg.densenet_growth, cfg.groups))
@@ -121,8 +131,10 @@ def fit(row: str, train: tuple, valid: tuple, cfg: SSLHFConfig, restorers: dict[
     patches; the rate whose best validation loss is lowest is kept. The log says which, and what each gave."""
     best, tried = None, {}
     for lr in lrs or cfg.lrs:
-        learn = learner(network(row, cfg, restorers), train, valid, cfg, seed_for(cfg.seed, "sslhf", row, tag))
-        log = _fit(learn, cfg.epochs, float(lr), cfg.decay_every, f"{row} {tag}".strip(), cfg.patience, quiet=True)
+        with seeded(_init_seed(row, cfg)):
+            learn = learner(_classifier(row, cfg, restorers), train, valid, cfg, seed_for(cfg.seed, "sslhf", row, tag))
+            log = _fit(learn, cfg.epochs, float(lr), cfg.decay_every, f"{row} {tag}".strip(), cfg.patience,
+                       quiet=True)
         tried[f"{lr:g}"] = round(log["valid_loss"], 4)
         if best is None or log["valid_loss"] < best[1]["valid_loss"]:
             best = (learn, log)
