@@ -21,8 +21,6 @@ from cmrlib.store import CohortStore
 
 from io_fixtures import link_acdc
 
-pytestmark = pytest.mark.xdist_group("dask")  # one LocalCluster per test worker, started once
-
 
 @pytest.fixture(scope="module")
 def dask_client():

@@ -15,7 +15,6 @@ from cmrlib import predictor
 from cmrlib.methods import edes, mvnet
 from cmrlib.phantom import make_cohort
 
-pytestmark = pytest.mark.xdist_group("fit")
 ONE_METHOD = {"methods": ["TempReg-Net"], "epochs": 3}
 
 

@@ -10,11 +10,11 @@ import pytest
 from cmrlib import runner
 from cmrlib.store import CohortStore
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("notebooks")]
+pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
+@pytest.fixture(scope="session")  # once per pytest worker: its tests rerun notebooks in the folder, so workers
+def smoke_run(tmp_path_factory):   # do not share one
     out = tmp_path_factory.mktemp("smoke")
     try:
         path = runner.run("smoke", out=out)
