@@ -99,6 +99,7 @@ def network(row: str, cfg: SSLHFConfig, restorers: dict[str, Restorer3D] | None 
 
 
 def _init_seed(row: str, cfg: SSLHFConfig) -> int:
+    """The seed a row's network starts from: every learning rate tried, and `network`, start from the same weights."""
     return seed_for(cfg.seed, "sslhf", "init", row)
 
 
