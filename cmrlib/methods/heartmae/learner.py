@@ -101,12 +101,17 @@ def network(cfg: HeartMAEConfig, seed: int | None = None) -> VideoMAE:
         return VideoMAE(cfg.shape)
 
 
+def row_seed(cfg: HeartMAEConfig, row: str) -> int:
+    """One family row's seed: its initial weights, batch order and clip draws, whatever ran before it."""
+    return seed_for(cfg.seed, "06", row)
+
+
 def learner(row: str, cines: CineSet, cfg: HeartMAEConfig, mean: float, std: float, path: str | Path,
             init: VideoMAE | None = None) -> Learner:
     """The Learner of one family row on the training and validation views of `cines` (its initial weights and
     batch order from the caller's random state: `pretrain` seeds it by row)."""
     spec = FAMILY[row]
-    seed = seed_for(cfg.seed, "06", row)
+    seed = row_seed(cfg, row)
     mae = VideoMAE(cfg.shape)
     if init is not None:
         mae.load_state_dict(init.state_dict())
@@ -135,7 +140,7 @@ def pretrain(row: str, cines: CineSet, cfg: HeartMAEConfig, mean: float, std: fl
     """Train one family row; the checkpoint of best validation loss is kept (the paper keeps MAE-ViT-B's best)."""
     epochs = cfg.epochs_base if FAMILY[row]["init"] is None else cfg.epochs
     name = f"mae_{row}".replace(" ", "_")
-    with seeded(seed_for(cfg.seed, "06", row)):
+    with seeded(row_seed(cfg, row)):
         learn = learner(row, cines, cfg, mean, std, out, init)
         t0 = time.perf_counter()
         with learn.no_bar(), learn.no_logging(), contextlib.redirect_stdout(io.StringIO()):  # "Better model found"
