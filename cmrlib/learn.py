@@ -122,19 +122,23 @@ class ValidateLast(Callback):
 
 class BestWeights(TrackerCallback):
     """Early stopping on the validation loss with the best epoch's weights restored at the end (kept in memory: no
-    file). `best_epoch` and `best` say where it was."""
+    file). `best_epoch` and `best` say where it was. `min_epochs`: epochs trained before one may be kept (and the
+    patience starts), so that a validation loss that is lowest before the network has learned anything cannot
+    keep a near-untrained network."""
 
     order = TrackerCallback.order + 3
 
-    def __init__(self, patience: int = 5, monitor: str = "valid_loss"):
+    def __init__(self, patience: int = 5, monitor: str = "valid_loss", min_epochs: int = 1):
         super().__init__(monitor=monitor)
-        self.patience = patience
+        self.patience, self.min_epochs = patience, max(1, int(min_epochs))
 
     def before_fit(self):
         super().before_fit()
         self.wait, self.best_epoch, self.state = 0, -1, None
 
     def after_epoch(self):
+        if self.epoch < self.min_epochs - 1:
+            return
         super().after_epoch()
         if self.new_best:
             self.wait, self.best_epoch = 0, self.epoch

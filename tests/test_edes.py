@@ -239,3 +239,41 @@ def test_segmentation_baseline_picks_max_and_min_of_the_lv_curve(stack):
     seg = segmentation.Predictor({"SAX": _BrightIsLV(), "LAX": _BrightIsLV()})
     r = seg_detect(seg, toy_cine(n=20, ed=15, es=4, size=24, stack=stack, power=1.0))  # linear: no pixel ties
     assert (r["ed"], r["es"]) == (15, 4) and r["curve"].shape == (20,)
+
+
+def _disc_cine(subject: str, view: str, radii, label: int = 1) -> Cine:
+    """A toy long-axis cine whose only label is a disc of the given radius per frame."""
+    yy, xx = np.mgrid[:32, :32]
+    labels = np.stack([((yy - 16) ** 2 + (xx - 16) ** 2 <= r * r) * label for r in radii]).astype(np.uint8)
+    return Cine(subject=subject, view=view, pixels=labels.astype(np.float32), spacing=(1.5, 1.5),
+                frame_times=np.arange(len(radii)) * 30.0, labels=labels)
+
+
+def test_pseudo_reference_takes_every_view_s_ed_es_from_its_subject_s_4ch_lv_area():
+    from cmrlib.labels import LA, LV
+    from cmrlib.methods.edes.evaluate import pseudo_reference
+
+    radii = np.array([9, 10, 11, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 4, 5, 6, 7, 8, 8.5, 8.7])  # ED 3, ES 12
+    four = _disc_cine("s1", "4CH", radii, LV)
+    two = _disc_cine("s1", "2CH", radii[::-1], LA)  # no LV: takes the 4CH frames
+    other = _disc_cine("s2", "2CH", radii, LA)  # no labelled 4CH: left out
+    short = _disc_cine("s1", "3CH", radii[:10], LV)  # another number of frames: left out
+    out = pseudo_reference([four, two, other, short])
+    assert [(c.subject, c.view, c.ed, c.es) for c in out] == [("s1", "4CH", 3, 12), ("s1", "2CH", 3, 12)]
+    assert all(c.meta["ed_es_from"] == "4CH pseudo-label LV area" for c in out) and four.ed is None
+
+
+def test_the_ukbb_demo_reads_with_its_pseudo_labels_under_pseudonyms(data_dir):
+    from cmrlib.io.ukbb_cardiac import read_demo
+
+    demo = data_dir / "ukbb-demo"
+    if not demo.is_dir():
+        pytest.skip(f"no UK Biobank demo under {data_dir}")
+    subjects = read_demo(demo)
+    assert list(subjects) == ["ukbb-demo-1", "ukbb-demo-2"]
+    for name, cines in subjects.items():
+        by_view = {c.view: c for c in cines}
+        assert sorted(by_view) == ["2CH", "3CH", "4CH"] and all(c.n_frames == 50 for c in cines)
+        assert set(np.unique(by_view["4CH"].labels)) == {0, 1, 2, 3, 4, 5}
+        assert set(np.unique(by_view["2CH"].labels)) == {0, 4} and by_view["3CH"].labels is None
+        assert by_view["4CH"].meta["labels_are"] == "pseudo" and all(c.subject == name for c in cines)

@@ -57,6 +57,31 @@ def test_history_by_name_and_export_load_roundtrip(tmp_path):
         L.load(tmp_path / "nope.pkl", "classifier", "notebook 07")
 
 
+class Opposite(Pairs):
+    """Targets of the opposite sign: the better a network fits `Pairs`, the worse it does here."""
+
+    def __getitem__(self, i):
+        x, y = super().__getitem__(i)
+        return x, -y
+
+
+@pytest.mark.parametrize("min_epochs, best, ran", [(1, 0, 3), (4, 3, 6)])
+def test_best_weights_keeps_no_epoch_before_min_epochs_and_restores_the_kept_one(tmp_path, min_epochs, best, ran):
+    torch.manual_seed(0)
+    x = torch.randn(64, 3)
+    dls = DataLoaders(DataLoader(Pairs(x[:48]), bs=16, shuffle=True), DataLoader(Opposite(x[48:]), bs=16),
+                      device="cpu")
+    learn = Learner(dls, nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 1)), loss_func=MSELossFlat(),
+                    path=tmp_path)
+    stop = L.BestWeights(patience=2, min_epochs=min_epochs)
+    with learn.no_bar(), learn.no_logging():
+        learn.fit(20, 1e-2, cbs=[stop])
+    h = L.history(learn)
+    assert h["valid_loss"].is_monotonic_increasing  # every epoch makes the validation loss worse
+    assert stop.best_epoch == best and len(h) == ran
+    assert float(learn.validate()[0]) == pytest.approx(h["valid_loss"].iloc[best], rel=1e-5)
+
+
 def test_load_encoder_copies_only_the_encoder(tmp_path):
     torch.manual_seed(0)
     pre = nn.Sequential(nn.Linear(3, 8), nn.Linear(8, 2))  # an "encoder" (0) and a pretext head (1)

@@ -38,6 +38,29 @@ def evaluate(detectors: dict[str, Callable[[Cine], dict]], cines: Iterable[Cine]
     return pd.DataFrame(rows)
 
 
+def pseudo_reference(cines: Iterable[Cine]) -> list[Cine]:
+    """Cines with the ED/ES their subject's 4CH labels imply (largest and smallest LV area; `meta['ed_es_from']`
+    says so), for real cines whose labels are a network's pseudo-labels: every view of a subject takes its 4CH
+    cine's frames (the same cycle in as many phases, another breath-hold); subjects without a labelled 4CH are
+    left out."""
+    from dataclasses import replace
+
+    from ...labels import LV
+    from ...measure import area_curve, ed_es_from_curve
+
+    cines = list(cines)
+    ref = {}
+    for c in cines:
+        if c.view == "4CH" and c.labels is not None and (c.labels == LV).any():
+            ref[c.subject] = (ed_es_from_curve(area_curve(c.labels, c.spacing[-2:], LV)), c.n_frames)
+    out = []
+    for c in cines:
+        if c.subject in ref and ref[c.subject][1] == c.n_frames:
+            (ed, es), _ = ref[c.subject]
+            out.append(replace(c, ed=int(ed), es=int(es), meta={**c.meta, "ed_es_from": "4CH pseudo-label LV area"}))
+    return out
+
+
 def plateau(curve, i: int, tol: float = 0.005) -> int:
     """How many frames of a volume curve lie within `tol` (relative) of its value at frame i: more than one or two
     means the extremum at i is shared by visually identical frames, so a label there is ambiguous."""

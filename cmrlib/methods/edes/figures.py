@@ -14,9 +14,9 @@ def _scaled(c: np.ndarray) -> np.ndarray:
 
 
 def curves_figure(df: pd.DataFrame, n: int = 4, delta: float = 3.0, upsilon: float = 1 / 3,
-                  mark_method: str | None = None, title: str = "test cine"):
+                  mark_method: str | None = None, title: str = "test cine", reference: str = "true"):
     """Predicted (scaled) vs label curves for the first `n` cines that kept curves (see `evaluate(keep_curves=)`),
-    with the true ED/ES when known and the frames `mark_method` picked."""
+    with the reference ED/ES when known (`reference` names it: true, pseudo) and the frames `mark_method` picked."""
     import matplotlib.pyplot as plt
 
     from ...plots import curve_plot
@@ -30,12 +30,13 @@ def curves_figure(df: pd.DataFrame, n: int = 4, delta: float = 3.0, upsilon: flo
         if not pd.isna(r["ed"]):
             curves["label (eq. 4)"] = label_curve(r["n_frames"], r["ed"], r["es"], delta, upsilon)
         curves.update({m: _scaled(c) for m, c in zip(g["method"], g["curve"])})
-        marks = {} if pd.isna(r["ed"]) else {"ED true": r["ed"], "ES true": r["es"]}
+        marks = {} if pd.isna(r["ed"]) else {f"ED {reference}": r["ed"], f"ES {reference}": r["es"]}
         if mark_method is not None and mark_method in set(g["method"]):
             p = g[g["method"] == mark_method].iloc[0]
             marks.update({f"ED {mark_method}": p["ed_pred"], f"ES {mark_method}": p["es_pred"]})
+        name = r["cine"] if "cine" in g else f"{title} {k + 1}"
         curve_plot(ax, curves, marks=marks, ylabel="curve (scaled to [0, 1])" if k == 0 else "",
-                   title=f"{title} {k + 1} ({r['view']}, {r['n_frames']} frames)")
+                   title=f"{name} ({r['view']}, {r['n_frames']} frames)")
     fig.tight_layout()
     return fig
 

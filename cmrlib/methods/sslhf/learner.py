@@ -49,6 +49,7 @@ class SSLHFConfig:
     bs: int = 8
     lrs: tuple = (1e-5, 1e-4, 1e-3)          # learning rates tried for every row (the paper's 1e-5 among them)
     patience: int = 5                        # epochs without a better validation loss before a fit stops
+    min_epochs: int = 5                      # epochs every classifier fit trains before one may be kept
     decay_every: int = 10                    # epochs between halvings of the classifier's lr
     resnet_widen: float = 1.0                # 3D ResNet-50 width factor (1: the standard network)
     densenet_init: int = 64                  # 3D DenseNet-121 stem width and growth rate (64 / 32: the standard)
@@ -59,12 +60,13 @@ class SSLHFConfig:
 
 
 def _fit(learn: Learner, epochs: int, lr: float, every: int, what: str, patience: int | None = None,
-         quiet: bool = False) -> dict:
+         quiet: bool = False, min_epochs: int = 1) -> dict:
     """Adam with the step schedule (and early stopping on the validation loss, the best epoch's weights kept, when
-    `patience` is given); a summary row (seconds, epochs run, best epoch, losses). `quiet`: no per-epoch table (the
-    classifiers' hundreds of fits are summarised by their log instead)."""
+    `patience` is given; none of the first `min_epochs` but the last may be kept); a summary row (seconds, epochs
+    run, best epoch, losses). `quiet`: no per-epoch table (the classifiers' hundreds of fits are summarised by
+    their log instead)."""
     t0 = time.perf_counter()
-    stop = [BestWeights(patience)] if patience else []
+    stop = [BestWeights(patience, min_epochs=min(min_epochs, epochs))] if patience else []
     with contextlib.ExitStack() as silent:
         if quiet:
             silent.enter_context(learn.no_bar())
@@ -129,13 +131,13 @@ def fit(row: str, train: tuple, valid: tuple, cfg: SSLHFConfig, restorers: dict[
         tag: str = "", lrs: tuple | None = None) -> tuple[Learner, dict]:
     """Train one row of Tables II-III on labelled patches (x (N, T, S, S), y 0/1) with the paper's schedule at each
     learning rate of `lrs` (default `cfg.lrs`), each from the same start and stopped early on the validation
-    patches; the rate whose best validation loss is lowest is kept. The log says which, and what each gave."""
+    patches (after at least `cfg.min_epochs`); the rate whose best validation loss is lowest is kept. The log says which, and what each gave."""
     best, tried = None, {}
     for lr in lrs or cfg.lrs:
         with seeded(_init_seed(row, cfg)):
             learn = learner(_classifier(row, cfg, restorers), train, valid, cfg, seed_for(cfg.seed, "sslhf", row, tag))
             log = _fit(learn, cfg.epochs, float(lr), cfg.decay_every, f"{row} {tag}".strip(), cfg.patience,
-                       quiet=True)
+                       quiet=True, min_epochs=cfg.min_epochs)
         tried[f"{lr:g}"] = round(log["valid_loss"], 4)
         if best is None or log["valid_loss"] < best[1]["valid_loss"]:
             best = (learn, log)

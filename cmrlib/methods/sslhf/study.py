@@ -72,6 +72,8 @@ class Study(Base):
         "bs": 8,
         "lrs": [1e-5, 1e-4, 1e-3],   # learning rates tried for every row and fold, the best on validation kept (the paper: 1e-5)
         "patience": 5,
+        "min_epochs": 5,             # epochs every fit trains before one may be kept: a validation loss lowest in the first
+                                     # epochs (the network still near its start) would keep a near-constant classifier
         "decay_every": 10,
         "resnet_widen": 1.0,
         "densenet_init": 64,

@@ -1,0 +1,47 @@
+"""A subject folder in the layout of the ukbb_cardiac pipeline (Bai et al., JCMR 2018): long-axis cines
+`la_2ch` / `la_3ch` / `la_4ch` beside the network's segmentations `seg4_la_4ch` (LV, MYO, RV, LA, RA at every
+frame) and `seg_la_2ch` (LA). Those labels are a network's output: each cine records them as pseudo-labels
+(`meta['label_source']` names the convention, `meta['labels_are']` says "pseudo"), never as ground truth.
+
+The same cines read with the NIfTI source and a sidecar per file (`{"view": "4CH", "labels":
+"seg4_la_4ch.nii.gz", "label_source": "ukbb_la_4ch"}`); this reader gives those arguments itself, for folders
+that cannot be written to (the pipeline's output, a shared read-only copy)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..record import Cine
+from .errors import IngestError
+from .nifti import read_nifti_cine
+
+# view -> (cine file, its segmentation, the segmentation's label convention in `labels.SOURCE_MAPS`)
+LAYOUT = {"2CH": ("la_2ch", "seg_la_2ch", "ukbb_la_2ch"),
+          "3CH": ("la_3ch", None, None),
+          "4CH": ("la_4ch", "seg4_la_4ch", "ukbb_la_4ch")}
+
+
+def read_subject(folder: str | Path, subject: str) -> list[Cine]:
+    """The long-axis cines of one subject folder, each with its pseudo-labels where the pipeline made them;
+    `subject` is the pseudonym the cines carry (never the folder's name, which may be an EID)."""
+    folder, out = Path(folder), []
+    for view, (name, seg, source) in LAYOUT.items():
+        cine_path = folder / f"{name}.nii.gz"
+        if not cine_path.exists():
+            continue
+        seg_path = folder / f"{seg}.nii.gz" if seg else None
+        has_seg = seg_path is not None and seg_path.exists()
+        cine = read_nifti_cine(cine_path, view, subject=subject, labels=seg_path.name if has_seg else None,
+                               label_source=source if has_seg else None, source="ukbb_cardiac")
+        if has_seg:
+            cine.meta["labels_are"] = "pseudo"
+        out.append(cine)
+    if not out:
+        raise IngestError(folder, f"no long-axis cine ({', '.join(n + '.nii.gz' for n, _, _ in LAYOUT.values())})")
+    return out
+
+
+def read_demo(root: str | Path) -> dict[str, list[Cine]]:
+    """Every subject folder under `root` (the UK Biobank demo: `1/`, `2/`), pseudonymised `ukbb-demo-<k>` in
+    sorted order: pseudonym -> its cines."""
+    folders = sorted(p for p in Path(root).iterdir() if p.is_dir() and (p / "la_4ch.nii.gz").exists())
+    return {f"ukbb-demo-{k + 1}": read_subject(f, f"ukbb-demo-{k + 1}") for k, f in enumerate(folders)}
