@@ -345,6 +345,18 @@ def valve_track(labels: np.ndarray) -> np.ndarray:
     return out
 
 
+def fill_gaps(points: np.ndarray) -> np.ndarray:
+    """Linearly interpolate frames without hinge points (NaN) along time, cyclically."""
+    p = points.reshape(len(points), -1).copy()
+    t = np.arange(len(p))
+    ok = np.isfinite(p).all(axis=1)
+    if ok.sum() < 2:
+        raise MeasureError("fewer than two frames with a valve")
+    for j in range(p.shape[1]):
+        p[:, j] = np.interp(t, t[ok], p[ok, j], period=len(p))
+    return p.reshape(points.shape)
+
+
 def mv_displacement(points, spacing: Sequence[float], ed: int, apex=None) -> np.ndarray:
     """(T,) valve displacement in mm: mean signed perpendicular distance of the K points to the ED valve line.
 

@@ -289,3 +289,15 @@ def test_report_carries_sslhf_tables_and_differences(tmp_path):
     text = report.report(run)
     assert "SSLHF Table I" in text and "0.860 (0.800-0.920)" in text and "0.8505" in text
     assert [x for x in text.splitlines() if x.startswith("| A: no proxy")]
+
+
+def test_pseudo_point_error_pairs_the_unordered_reference_points_and_uses_mm():
+    from cmrlib.measure import fill_gaps
+    from cmrlib.methods.mvnet.evaluate import pseudo_point_error
+
+    labels = np.stack([two_chambers() for _ in range(6)])
+    labels[2] = 0  # a frame without a valve: interpolated from its neighbours
+    ref = fill_gaps(valve_track(labels))
+    assert np.isfinite(ref).all() and ref[2] == pytest.approx(ref[1])
+    pred = ref[:, ::-1] + np.array([3.0, 0.0])  # the other point order, 3 px to the right
+    assert pseudo_point_error(pred, ref, (2.0, 1.5)) == pytest.approx(4.5)  # 3 px x 1.5 mm

@@ -19,25 +19,13 @@ from matplotlib.figure import Figure
 from .. import plots, stats
 from ..longform import (LONG_COLUMNS, PHANTOM_REFERENCES, STAGE_METHODS, from_columns, from_table1,
                         implied_volumes, view_of)
-from ..measure import UNITS, MeasureError, average_views, mv_displacement, valve_measures, valve_track
+from ..measure import UNITS, MeasureError, average_views, fill_gaps, mv_displacement, valve_measures, valve_track
 from ..store import CohortStore
 
 __all__ = ["LONG_COLUMNS", "view_of", "from_table1", "from_columns", "implied_volumes", "mask_mapse", "collect",
            "summarise", "method_vs_method", "by_condition", "yardstick", "icc_heatmap", "headline_figure"]
 
 HEADLINE = ("LVEDV", "LVESV", "LVEF", "LVM", "RVEF", "LAVmax", "MAPSE", "e_prime")
-
-
-def _fill_gaps(points: np.ndarray) -> np.ndarray:
-    """Linearly interpolate frames without hinge points (NaN) along time, cyclically."""
-    p = points.reshape(len(points), -1).copy()
-    t = np.arange(len(p))
-    ok = np.isfinite(p).all(axis=1)
-    if ok.sum() < 2:
-        raise MeasureError("fewer than two frames with a valve")
-    for j in range(p.shape[1]):
-        p[:, j] = np.interp(t, t[ok], p[ok, j], period=len(p))
-    return p.reshape(points.shape)
 
 
 MASK_MEASURES = ("MAPSE", "s_prime", "e_prime", "a_prime")  # what `mask_mapse` reads from the valve track
@@ -52,7 +40,7 @@ def mask_mapse(store: CohortStore, labels: Mapping[str, np.ndarray]) -> tuple[pd
     for cid, lab in labels.items():
         c = store.read(cid)
         try:
-            d = mv_displacement(_fill_gaps(valve_track(lab)), c.spacing[-2:], int(c.ed))
+            d = mv_displacement(fill_gaps(valve_track(lab)), c.spacing[-2:], int(c.ed))
         except MeasureError as e:
             errors.append(dict(subject=str(c.subject), view=c.view, error=str(e)))
             continue

@@ -62,6 +62,14 @@ def clinical(views: dict[str, tuple[np.ndarray, Track]], window: int | None = 5)
     return {k: m[k] for k in ("MAPSE", "s_prime", "e_prime", "a_prime")}
 
 
+def pseudo_point_error(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float]) -> float:
+    """Mean distance (mm) of predicted (T, 2, 2) valve points from a pseudo-reference's (`measure.valve_track` on a
+    network's labels: its two points come in no fixed order), the points paired the way that fits the cine best;
+    frames without a reference point are left out."""
+    ref = np.asarray(ref, float)
+    return float(min(np.nanmean(point_errors(pred, ref[:, order], spacing[-2:])) for order in ([0, 1], [1, 0])))
+
+
 def evaluate(predictions: dict[str, list[dict[str, np.ndarray]]], tests: dict[str, list[Track]],
              observers: dict[str, dict[str, list[np.ndarray]]] | None = None,
              window: int | None = 5) -> tuple[pd.DataFrame, pd.DataFrame]:
