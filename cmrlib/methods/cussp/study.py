@@ -13,7 +13,7 @@ from fastprogress.fastprogress import progress_bar
 from ...learn import attempt, config_from, reusable, record_settings
 from ...measure import subject_measures
 from ...study import Study as Base
-from ...utils import atomic_file, rng, seed_for
+from ...utils import atomic_file, data_root, rng, seed_for
 from .data import PatchAug, PatchSet, labelled, mr_labels, preprocess_store, unlabelled
 from .evaluate import auc_gap, evaluate, recall_by_grade, table2, thresholds, validation_table
 from .figures import budget_figure, grade_figure, pool_figure, preprocessing_figure, roc_pr_figure
@@ -35,7 +35,7 @@ class Study(Base):
     PARAMS: ClassVar[dict] = {
         # study
         **Base.RUN,  # profile, seed, run_dir, figures_dir
-        "data_dir": None,            # unused: the cohort is the run's store (notebook 00: the phantom or real data)
+        "data_dir": None,            # real-data root (ukbb-demo/, mvnet-dicom-sample/) for the real-cine check; None: $CMRLIB_DATA
         "labels_csv": None,          # subject, mr (0/1) for a real cohort (the phantom's labels are its mr_grade)
         "anatomy": "segmenter",      # where the LA, LV and valve are found: "segmenter" (the run's segmentation
                                      # Predictor) or "labels" (the store's own label maps)
@@ -88,7 +88,7 @@ class Study(Base):
         self.cfg = config_from(CUSSPConfig, self.p)
         self.augment, self.pretrain_augment = PatchAug.make(self.p["aug"]), PatchAug.make(self.p["pretrain_aug"])
         self.find = self.anatomy("LAX")  # cine -> canonical labels at every frame
-        self.models, self.failed, self.encoders = {}, [], {}
+        self.models, self.failed, self.encoders, self.real = {}, [], {}, None
 
     # ------------------------------------------------------------ cohort and preprocessing
 
@@ -532,6 +532,81 @@ class Study(Base):
                                              n_boot=int(self.p["n_boot"]), seed=seed_for(self.p["seed"], "cussp",
                                                                                          "gap")))
 
+    def _real_4ch(self) -> list:
+        """(name, cine) of the real 4CH cines under the data root: the UK Biobank demo's (with pseudo-labels) and
+        the DICOM sample's."""
+        root, real = data_root(self.p["data_dir"]), []
+        if root is None:
+            print("real cines skipped: no data_dir and $CMRLIB_DATA is not set")
+            return real
+        from ...io import read_dicom_series
+        from ...io.ukbb_cardiac import read_demo
+
+        if (root / "ukbb-demo").is_dir():
+            real += [(f"{c.subject} 4CH", c) for cs in read_demo(root / "ukbb-demo").values() for c in cs
+                     if c.view == "4CH"]
+        if (root / "mvnet-dicom-sample" / "4ch").is_dir():
+            real += [(f"DICOM {c.view}", c) for c in read_dicom_series(root / "mvnet-dicom-sample" / "4ch")
+                     if c.view == "4CH"]
+        if not real:
+            print(f"real cines skipped: no ukbb-demo/ or mvnet-dicom-sample/4ch/ under {root}")
+        return real
+
+    def real_cines(self) -> pd.DataFrame | None:
+        """Every network row on the real 4CH cines, none of which was trained on: whether the valve was found (on
+        the run's segmentation), how far the patch centre lies from the annulus midpoint of the cine's pseudo-labels
+        (mm; the UK Biobank demo's), and each row's MR probability (no MR label: none to score against); a
+        figure of each cine's valve line, patch and equalised patch (the paper's Fig. 8)."""
+        from ...io.errors import IngestError
+        from ...labels import NoLabels
+        from ...measure import MeasureError, valve_hinges
+        from .data import ed_es, preprocess
+        from .valve import ValveError, valve_patch
+
+        rows, cases = [], []
+        for name, c in self._real_4ch():
+            row = dict(cine=name, frames=c.n_frames)
+            try:
+                labels = self.find(c)
+                ed, _ = ed_es(c, labels)
+                vp = valve_patch(c, labels, ed, self.prep["size"], self.prep["patch_mm"])
+                inputs = preprocess(c, labels, **self.prep)
+            except (ValveError, MeasureError, NoLabels, IngestError) as e:
+                rows.append(dict(row, valve=f"not found: {e}"))
+                continue
+            row["valve"] = "found"
+            if c.labels is not None and c.labelled[vp.frame]:
+                mid = valve_hinges(c.labels[vp.frame]).mean(0)
+                row["centre_from_pseudo_mm"] = float(np.linalg.norm((np.asarray(vp.valve.center) - mid)
+                                                                    * np.asarray(c.spacing[-2:])[::-1]))
+            for r, m in self.models.items():
+                x = inputs[INPUTS[r]]
+                row[f"P(MR) {r}"] = float(scores(m.model, np.asarray(x)[None])[0]) if x is not None else np.nan
+            rows.append(row)
+            cases.append((name, c, labels))
+        if not rows:
+            return None
+        self.real = pd.DataFrame(rows)
+        self.nb.table(self.real, "real_cines")
+        if cases:
+            self.nb.figure(preprocessing_figure(cases), "04_real_patches",
+                           "CUSSP's preprocessing on real 4CH cines (no MR label): the valve line on the run's "
+                           "segmentation (red), the patch (yellow), the LA-equalised frame, the patch over the "
+                           "cycle")
+        return self.real
+
+    def _real_checks(self) -> list[tuple]:
+        """The real-cine targets (none without real cines): a valve on every real 4CH cine, and the patch centre
+        within 8 mm of the pseudo-label annulus midpoint on every cine that has one."""
+        real = self.real
+        if real is None:
+            return []
+        out = [("real 4CH cines without a valve", int((real.valve != "found").sum()), "<=", 0)]
+        if "centre_from_pseudo_mm" in real and real.centre_from_pseudo_mm.notna().any():
+            out.append(("real 4CH: largest patch-centre distance from the pseudo-label annulus midpoint (mm)",
+                        float(real.centre_from_pseudo_mm.max()), "<=", 8.0))
+        return out
+
     def export(self) -> str | None:
         """Every row's model, and the row validation ranks first (ROC-AUC) as the run's CUSSP Predictor with its
         patch settings and threshold (CUSSP-SIAM-25 when validation ranks nothing); the Predictor's row."""
@@ -579,6 +654,7 @@ class Study(Base):
              - max(val(r, "f1") for r in JOINT_WEIGHTS), ">", 0.0),
             (f"CUSSP-SIAM-25 minus supervised test ROC-AUC at {gap['budget']} MR training cines (mean of draws)",
              gap["gap"], ">", 0.0),
+            *self._real_checks(),
             ("notebook 04 wall time (min)", self.minutes(), "<=", 30.0),
         ])
         self.nb.table(pd.DataFrame(self.logs), "train_log")
