@@ -277,3 +277,15 @@ def test_the_ukbb_demo_reads_with_its_pseudo_labels_under_pseudonyms(data_dir):
         assert set(np.unique(by_view["4CH"].labels)) == {0, 1, 2, 3, 4, 5}
         assert set(np.unique(by_view["2CH"].labels)) == {0, 4} and by_view["3CH"].labels is None
         assert by_view["4CH"].meta["labels_are"] == "pseudo" and all(c.subject == name for c in cines)
+
+
+def test_the_ukbb_demo_sax_pseudo_label_measures_are_those_of_a_healthy_heart(data_dir):
+    from cmrlib.io.ukbb_cardiac import demo_folders, sax_measures
+
+    demo = data_dir / "ukbb-demo"
+    if not demo.is_dir():
+        pytest.skip(f"no UK Biobank demo under {data_dir}")
+    for folder in demo_folders(demo).values():
+        m = sax_measures(folder)
+        assert 55 <= m["LVEF"] <= 75 and 100 <= m["LVEDV"] <= 250 and 50 <= m["LVM"] <= 200
+    assert sax_measures(data_dir) == {}  # no SAX segmentation there

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..record import Cine
+from .common import canonical, gt_truths, load_nifti, sax_spacing, to_rows_cols, zooms
 from .errors import IngestError
 from .nifti import read_nifti_cine
 
@@ -40,8 +41,28 @@ def read_subject(folder: str | Path, subject: str) -> list[Cine]:
     return out
 
 
-def read_demo(root: str | Path) -> dict[str, list[Cine]]:
-    """Every subject folder under `root` (the UK Biobank demo: `1/`, `2/`), pseudonymised `ukbb-demo-<k>` in
-    sorted order: pseudonym -> its cines."""
+def sax_measures(folder: str | Path) -> dict:
+    """LV and RV volumes, EFs and LV mass from the pipeline's SAX segmentation at ED and ES (`seg_sa_ED`,
+    `seg_sa_ES`; slice summation), measures of pseudo-labels; {} when the folder has none."""
+    import numpy as np
+
+    paths = [Path(folder) / f"seg_sa_{k}.nii.gz" for k in ("ED", "ES")]
+    if not all(p.exists() for p in paths):
+        return {}
+    masks = []
+    for p in paths:
+        arr, img = load_nifti(p, 3)
+        masks.append(canonical(to_rows_cols(arr), "ukbb_sax", p))
+    return gt_truths(np.stack(masks), sax_spacing(zooms(img)), 0, 1)
+
+
+def demo_folders(root: str | Path) -> dict[str, Path]:
+    """Every subject folder under `root` (the UK Biobank demo: `1/`, `2/`) by its pseudonym `ukbb-demo-<k>`, in
+    sorted order."""
     folders = sorted(p for p in Path(root).iterdir() if p.is_dir() and (p / "la_4ch.nii.gz").exists())
-    return {f"ukbb-demo-{k + 1}": read_subject(f, f"ukbb-demo-{k + 1}") for k, f in enumerate(folders)}
+    return {f"ukbb-demo-{k + 1}": f for k, f in enumerate(folders)}
+
+
+def read_demo(root: str | Path) -> dict[str, list[Cine]]:
+    """Every demo subject's long-axis cines: pseudonym -> its cines."""
+    return {name: read_subject(folder, name) for name, folder in demo_folders(root).items()}

@@ -4,6 +4,7 @@ every task group for each encoder, the paper's Tables 1-2 and condition metrics 
 features for notebook 08 and the run's HeartMAE Predictor."""
 from __future__ import annotations
 
+import contextlib
 from typing import ClassVar
 
 import numpy as np
@@ -13,7 +14,7 @@ from ...learn import config_from
 from ...longform import PHANTOM_REFERENCES, from_columns
 from ...models.weights import WeightsUnavailable
 from ...study import Study as Base
-from ...utils import seed_for
+from ...utils import data_root, seed_for
 from .baselines import EXPERT, expert_features, logistic_probs
 from .data import CineSet, Clips, intensity_stats, preprocess_store
 from .evaluate import (EF_COLUMNS, PAPER_FEATURES, PAPER_TABLE1, PAPER_TABLE2, beside_paper,
@@ -40,7 +41,7 @@ class Study(Base):
     PARAMS: ClassVar[dict] = {
         # study
         **Base.RUN,  # profile, seed, run_dir, figures_dir
-        "data_dir": None,            # unused: the cohort is the run's store (notebook 00: the phantom or real data)
+        "data_dir": None,            # real-data root (ukbb-demo/, acdc/) for the real-cine table; None: $CMRLIB_DATA
         "targets_csv": None,         # subject + numeric or 0/1 columns: the heads for a real cohort (the phantom: its truths)
         "kinetics_weights": None,    # torchvision's r3d_18-b3b3357e.pth; None: torch's hub cache (row left out when absent)
         "expert_baseline": True,     # segment every subject (the run's segmentation Predictor) for the expert-features
@@ -99,7 +100,7 @@ class Study(Base):
         self.prep = dict(load=int(p["load"]), cycle=int(p["cycle"]), sax_k=int(p["sax_slices"]),
                          sigma_mm=float(p["sigma_mm"]))
         self.ready = self.paper_tasks = False
-        self.probes, self.preds = {}, {}
+        self.probes, self.preds, self.predictor = {}, {}, None
 
     def prepare(self) -> pd.DataFrame:
         """Every view resampled to one cycle with its optical-flow weight map (cached per cohort and settings);
@@ -364,9 +365,66 @@ class Study(Base):
             print(f"{len(long)} rows for notebook 07")
         if "HeartMAE" in self.models:
             p = self.p
-            self.nb.predictor(Predictor.from_model(self.models["HeartMAE"], self.cfg, self.mean, self.std, {
+            self.predictor = Predictor.from_model(self.models["HeartMAE"], self.cfg, self.mean, self.std, {
                 g: self.probes["HeartMAE", g] for g in dict.fromkeys(groups.values())}, self.prep, p["crops"],
-                p["clips"], "HeartMAE", self.nb.provenance(self.store, None)))
+                p["clips"], "HeartMAE", self.nb.provenance(self.store, None))
+            self.nb.predictor(self.predictor)
+
+    def _real_subjects(self) -> list[tuple[str, list, dict, str]]:
+        """(name, cines, reference measures, what the reference is) of every real subject under the data root:
+        the UK Biobank demo's 2CH and 4CH cines (its SAX is ED/ES only: no cine) with the measures of its
+        pseudo-labels (SAX ED/ES segmentation; LA of 2CH + 4CH), ACDC patient090's SAX cine with its manual masks'."""
+        from ...io.ukbb_cardiac import demo_folders, read_subject, sax_measures
+        from ...measure import MeasureError, la_measures
+
+        root, out = data_root(self.p["data_dir"]), []
+        if root is None:
+            print("real cines skipped: no data_dir and $CMRLIB_DATA is not set")
+            return out
+        if (root / "ukbb-demo").is_dir():
+            for name, folder in demo_folders(root / "ukbb-demo").items():
+                cines = [c for c in read_subject(folder, name) if c.view in ("2CH", "4CH")]
+                ref = sax_measures(folder)
+                lax = {c.view: c for c in cines if c.labels is not None}
+                if set(lax) == {"2CH", "4CH"}:
+                    with contextlib.suppress(MeasureError):
+                        ref |= la_measures(lax["2CH"].labels, lax["2CH"].spacing, lax["4CH"].labels,
+                                           lax["4CH"].spacing)
+                out.append((name, cines, ref, "pseudo-labels (a network's)"))
+        acdc = root / "acdc" / "training" / "patient090"
+        if (acdc / "patient090_4d.nii.gz").exists():
+            from ...io.acdc import read_acdc_patient
+
+            c = read_acdc_patient(acdc)
+            out.append(("ACDC patient090", [c], dict(c.meta), "manual masks (ED/ES)"))
+        if not out:
+            print(f"real cines skipped: no ukbb-demo/ or ACDC patient090 under {root}")
+        return out
+
+    def real_cines(self) -> pd.DataFrame | None:
+        """The run's HeartMAE Predictor on every real subject, none of which it trained on: predicted LVEF and LAEF
+        (and the other EF columns) beside those measured from the subject's segmentations (written)."""
+        from ...predictor import NotApplicable
+
+        if self.predictor is None:
+            print("real cines skipped: no HeartMAE Predictor in this run (it needs the probes' targets)")
+            return None
+        rows = []
+        for name, cines, ref, what in self._real_subjects():
+            row = dict(subject=name, views="+".join(sorted({c.view for c in cines})), reference=what)
+            try:
+                pred = self.predictor.predict(cines).measures
+            except NotApplicable as e:
+                rows.append(dict(row, note=str(e)))
+                continue
+            for k in EF_COLUMNS:
+                row |= {f"{k}_pred": pred.get(k, np.nan), f"{k}_ref": ref.get(k, np.nan)}
+            rows.append(row)
+        if not rows:
+            return None
+        self.real = pd.DataFrame(rows)
+        self.nb.table(self.real, "real_cines")
+        return self.real
 
     def train(self, finish=None, rows: int | None = None) -> list[dict]:
         """What `cmrlib fit heartmae` runs: the views, then the first `rows` of the four masked autoencoders (all by
