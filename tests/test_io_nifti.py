@@ -86,3 +86,20 @@ def test_synthetic_sax_batch_without_real_data(tmp_path):
     assert [b["error"] for b in store.report()["bad"]] == ["CorruptFileError"]
     again = ingest("nifti", tmp_path / "in", tmp_path / "cohort", progress=False).report()
     assert again["n_already_done"] == 1 and again["n_bad"] == 1
+
+
+def test_a_mask_a_sidecar_names_is_never_read_as_a_cine_whatever_its_name(tmp_path):
+    """ukbb_cardiac names its 4-chamber segmentation `seg4_la_4ch`: no mask naming rule catches it, the sidecar does."""
+    r = np.random.default_rng(0)
+    lab = np.zeros((12, 10, 1, 6), np.uint8)
+    lab[2:6, 2:6], lab[6:10, 2:6] = 1, 4  # UK Biobank 4CH convention: 1 LV, 4 LA
+    for subject, name in (("s1", "a_seg4"), ("s2", "seg4_la_4ch")):  # sorted before and after the cine
+        folder = tmp_path / "in" / subject
+        nii(r.random((12, 10, 1, 6)).astype(np.float32), folder / "la_4ch.nii.gz", (1.8, 1.8, 8.0), dt_s=0.03)
+        nii(lab, folder / f"{name}.nii.gz", (1.8, 1.8, 8.0), dt_s=0.03)
+        (folder / "la_4ch.json").write_text(json.dumps(dict(view="4CH", labels=f"{name}.nii.gz",
+                                                            label_source="ukbb_la_4ch")))
+    store = ingest("nifti", tmp_path / "in", tmp_path / "cohort", progress=False)
+    assert store.ids() == ["s1_4CH", "s2_4CH"] and not store.report()["notes"]
+    c = store.read("s1_4CH")
+    assert c.meta["label_source"] == "ukbb_la_4ch" and (c.labels == LA).sum() == 6 * 16

@@ -133,14 +133,30 @@ def _pair_mask(path: Path) -> Path | None:
     return None
 
 
+def _named_masks(files: list[Path]) -> set[Path]:
+    """The files some sidecar names as its cine's `labels` (whatever they are called, e.g. ukbb_cardiac's
+    `seg4_la_4ch`): label maps, never cines."""
+    out = set()
+    for f in files:
+        try:
+            lab = read_sidecar(f).get("labels")
+        except MetadataError:
+            continue
+        if isinstance(lab, str):
+            out.add((f.parent / lab).resolve())
+    return out
+
+
 def find(root: str | Path, **_) -> list[Item]:
-    """One item per subject: NIfTI images grouped by sidecar 'subject', else by their folder below root."""
+    """One item per subject: NIfTI images grouped by sidecar 'subject', else by their folder below root; masks
+    (by name, or named by a sidecar) are not items."""
     root = Path(root)
     files = sorted(p for s in NIFTI_SUFFIXES for p in walk(root, f"*{s}"))
+    masks = _named_masks(files)
     groups: dict[str, list[Path]] = {}
     origin: dict[str, Path] = {}
     for f in files:
-        if is_mask_name(f):
+        if is_mask_name(f) or f.resolve() in masks:
             continue
         try:
             subj = read_sidecar(f).get("subject")
