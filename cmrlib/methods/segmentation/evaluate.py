@@ -9,6 +9,7 @@ import pandas as pd
 from scipy import ndimage
 
 from ...labels import NAMES
+from ...record import Cine
 from ...store import CohortStore
 
 
@@ -34,19 +35,22 @@ def hd95(pred: np.ndarray, truth: np.ndarray, label: int, spacing: Sequence[floa
     return float(np.percentile(np.concatenate([d_to_t[sp], d_to_p[st]]), 95))
 
 
-def evaluate(source: CohortStore | str | Path, predictions: Mapping[str, np.ndarray],
+def evaluate(source: CohortStore | str | Path | Mapping[str, Cine], predictions: Mapping[str, np.ndarray],
              labels: Sequence[int] | None = None) -> pd.DataFrame:
     """Dice and HD95 per cine, labelled frame and structure (SAX: over the whole stack), with ED/ES flags and the
-    structure's true and predicted pixel counts.
+    structure's true and predicted pixel counts; `source` a store, or cines by id (cines read outside a store).
 
     Structures default to those the cine's truth contains; a structure predicted where the truth
     has none at that frame scores Dice 0.
     """
-    store = source if isinstance(source, CohortStore) else CohortStore(source)
-    splits = store.splits()
+    if isinstance(source, Mapping):
+        read, splits = source.__getitem__, {}
+    else:
+        store = source if isinstance(source, CohortStore) else CohortStore(source)
+        read, splits = store.read, store.splits()
     rows = []
     for cid, pred in predictions.items():
-        c = store.read(cid)
+        c = read(cid)
         if c.labels is None:
             continue
         if pred.shape != c.labels.shape:

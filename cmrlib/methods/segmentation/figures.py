@@ -10,16 +10,26 @@ import pandas as pd
 from ...store import CohortStore
 
 
+def _frame(source: CohortStore | Mapping, cine_id: str, t: int) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Image, truth and whether it is a SAX stack, of one frame of a cine in a store or in cines by id."""
+    if isinstance(source, Mapping):
+        c = source[cine_id]
+        return c.pixels[t], c.labels[t], c.is_stack
+    c = source.read(cine_id, frames=[t])
+    return c.pixels[0], c.labels[0], c.is_stack
+
+
 def case_panels(source: CohortStore | str | Path, predictions: Mapping[str, np.ndarray], ranked: pd.DataFrame,
                 picks: Sequence[int]) -> dict:
-    """Images, truths, predictions (2D; SAX: the slice with most foreground) and titles for `plots.cases_figure`."""
-    store = source if isinstance(source, CohortStore) else CohortStore(source)
+    """Images, truths, predictions (2D; SAX: the slice with most foreground) and titles for `plots.cases_figure`;
+    `source` a store, or cines by id."""
+    source = source if isinstance(source, (Mapping, CohortStore)) else CohortStore(source)
     out = dict(images=[], truths=[], preds=[], scores=[], titles=[])
     for rank, i in zip(("best", "median", "worst"), picks):
         r = ranked.iloc[i]
-        c = store.read(r.cine_id, frames=[int(r.frame)])
-        img, tru, pre = c.pixels[0], c.labels[0], predictions[r.cine_id][int(r.frame)]
-        if c.is_stack:
+        img, tru, stack = _frame(source, r.cine_id, int(r.frame))
+        pre = predictions[r.cine_id][int(r.frame)]
+        if stack:
             z = int((tru > 0).sum(axis=(1, 2)).argmax())
             img, tru, pre = img[z], tru[z], pre[z]
         out["images"].append(img), out["truths"].append(tru), out["preds"].append(pre)
