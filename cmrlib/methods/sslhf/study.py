@@ -12,7 +12,7 @@ import pandas as pd
 from ...learn import config_from, precision
 from ...study import Study as Base
 from ...transforms.corrupt import corrupt, random_frame_cover, random_local_shuffle, random_patch_cover
-from ...utils import rng, seed_for
+from ...utils import data_root, rng, seed_for
 from . import crossval
 from .data import CLASSES, HFREF_BELOW, HFPatches, hf_labels, patient_folds, preprocess_store
 from .evaluate import TABLES, detectability, differences, fold_metrics, mean_roc, summary, table
@@ -32,7 +32,7 @@ class Study(Base):
     PARAMS: ClassVar[dict] = {
         # study
         **Base.RUN,  # profile, seed, run_dir, figures_dir
-        "data_dir": None,            # unused: the cohort is the run's store (notebook 00: the phantom or real data)
+        "data_dir": None,            # real-data root (acdc/) for the real-cine table; None: $CMRLIB_DATA
         "labels_csv": None,          # subject + lvef (%) or hf_class (HFrEF / HFpEF): a real cohort's heart-failure patients
         "anatomy": "segmenter",      # where the LV is found: "segmenter" (the run's segmentation Predictor) or "labels"
                                      # (the store's own label maps)
@@ -91,7 +91,7 @@ class Study(Base):
         self.prep = dict(size=int(p["size"]), patch_mm=float(p["patch_mm"]), n_frames=int(p["n_frames"]),
                          min_frames=int(p["min_frames"]), max_slices=p["max_slices"], min_lv_px=int(p["min_lv_px"]),
                          clip_pct=float(p["clip_pct"]))
-        self.ready, self.gate_summary, self._per_fold = False, None, {}
+        self.ready, self.gate_summary, self._per_fold, self.predictor_file = False, None, {}, None
 
     def cohort(self) -> pd.DataFrame | None:
         """The heart-failure patients and their classes (a phantom HF cohort made here, or `labels_csv`); LVEF per
@@ -247,8 +247,9 @@ class Study(Base):
             save(model, self.out / "models" / f"{r}_fold{f}.pkl", self.cfg)
         sslhf_folds = {f: m for (r, f), m in kept.items() if r == "SSLHF"}
         if sslhf_folds:  # every fold's SSLHF classifier, their probabilities averaged: the run's SSLHF Predictor
-            self.nb.predictor(Predictor.from_folds(sslhf_folds, "SSLHF", self.prep, provenance=self.nb.provenance(
-                self.hf_store, None, anatomy=p["anatomy"])))
+            self.predictor_file = self.nb.predictor(Predictor.from_folds(
+                sslhf_folds, "SSLHF", self.prep, provenance=self.nb.provenance(self.hf_store, None,
+                                                                               anatomy=p["anatomy"])))
         self.fm = fold_metrics(self.pred)
         self.summ = summary(self.fm)
         self.nb.table(self.fm, "fold_metrics")
@@ -340,6 +341,31 @@ class Study(Base):
                        "against the number of labelled training patients per fold.")
         return curve_summ.query("level == 'patient' and metric == 'auc'").pivot(index="fraction", columns="row",
                                                                                 values="mean")
+
+    def real_cines(self) -> pd.DataFrame | None:
+        """The run's SSLHF Predictor on the real SAX cines here: ACDC patient090's (ACDC's others and the UK Biobank
+        demo's SAX hold ED and ES only, too few frames for a patch over the cycle); its HFrEF probability beside
+        the LVEF of the cine's manual masks, or why it cannot read the cine (written)."""
+        from ...predictor import NotApplicable, load
+
+        root = data_root(self.p["data_dir"])
+        acdc = root / "acdc" / "training" / "patient090" if root else None
+        if self.predictor_file is None or acdc is None or not (acdc / "patient090_4d.nii.gz").exists():
+            print("real cines skipped: " + ("no SSLHF Predictor in this run" if self.predictor_file is None else
+                                             f"no ACDC patient090 4D cine under {acdc or 'a data root'}"))
+            return None
+        from ...io.acdc import read_acdc_patient
+
+        cine = read_acdc_patient(acdc)
+        row = dict(cine="ACDC patient090 SAX", frames=cine.n_frames, LVEF_manual=cine.meta.get("LVEF"),
+                   class_by_LVEF="HFrEF" if (cine.meta.get("LVEF") or 100) < HFREF_BELOW else "not HFrEF")
+        try:
+            row["HFrEF_probability"] = load(self.predictor_file).predict(cine).measures["HFrEF probability"]
+        except NotApplicable as e:
+            row["note"] = str(e)
+        self.real = pd.DataFrame([row])
+        self.nb.table(self.real, "real_cines")
+        return self.real
 
     def checks(self) -> pd.DataFrame | None:
         """The paper's targets, no collapsed run, the gate and the notebook's time (written with the training log)."""
