@@ -244,7 +244,7 @@ class Study(Base):
         if root is None:
             print("real cines skipped: no data_dir and $CMRLIB_DATA is not set")
             return real
-        from ...io import read_dicom_series, read_nifti_cine
+        from ...io import read_dicom_series
 
         for vdir in ("2ch", "4ch"):
             path = root / "mvnet-dicom-sample" / vdir
@@ -328,7 +328,10 @@ class Study(Base):
             ("inference s per cine (1 s per 2-view patient)", self.sec_per_cine, "<=", 0.5),
             *self._pseudo_check(),
         ])
+        pseudo = self._pseudo_check()
+        note = (f"{pseudo[0][0]}: {pseudo[0][1]:.1f}" if pseudo else
+                "real cines run without a reference (qualitative only)")
         self.nb.predictor(Predictor.from_trackers(self.trackers, self.p["velocity_window"], self.nb.provenance(
-            self.store, None, note="real cines run without a reference (qualitative only)")))
+            self.store, None, note=note)))
         print(f"notebook 03 ran in {self.minutes() * 60:.0f} s (profile {self.p['profile']})")
         return targets
