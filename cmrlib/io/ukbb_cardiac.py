@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from ..record import Cine
 from .common import canonical, gt_truths, load_nifti, sax_spacing, to_rows_cols, zooms
 from .errors import IngestError
@@ -44,8 +46,6 @@ def read_subject(folder: str | Path, subject: str) -> list[Cine]:
 def sax_measures(folder: str | Path) -> dict:
     """LV and RV volumes, EFs and LV mass from the pipeline's SAX segmentation at ED and ES (`seg_sa_ED`,
     `seg_sa_ES`; slice summation), measures of pseudo-labels; {} when the folder has none."""
-    import numpy as np
-
     paths = [Path(folder) / f"seg_sa_{k}.nii.gz" for k in ("ED", "ES")]
     if not all(p.exists() for p in paths):
         return {}

@@ -4,6 +4,7 @@ on validation, Table 2 on test with bootstrap CIs, the pool-size and label-budge
 Predictor."""
 from __future__ import annotations
 
+import contextlib
 from typing import ClassVar
 
 import numpy as np
@@ -576,9 +577,10 @@ class Study(Base):
                 continue
             row["valve"] = "found"
             if c.labels is not None and c.labelled[vp.frame]:
-                mid = valve_hinges(c.labels[vp.frame]).mean(0)
-                row["centre_from_pseudo_mm"] = float(np.linalg.norm((np.asarray(vp.valve.center) - mid)
-                                                                    * np.asarray(c.spacing[-2:])[::-1]))
+                with contextlib.suppress(MeasureError):  # no LV/LA border in the pseudo-labels: no distance
+                    mid = valve_hinges(c.labels[vp.frame]).mean(0)
+                    row["centre_from_pseudo_mm"] = float(np.linalg.norm((np.asarray(vp.valve.center) - mid)
+                                                                        * np.asarray(c.spacing[-2:])[::-1]))
             for r, m in self.models.items():
                 x = inputs[INPUTS[r]]
                 row[f"P(MR) {r}"] = float(scores(m.model, np.asarray(x)[None])[0]) if x is not None else np.nan
