@@ -550,7 +550,7 @@ class Study(Base):
             real += [(f"DICOM {c.view}", c) for c in read_dicom_series(root / "mvnet-dicom-sample" / "4ch")
                      if c.view == "4CH"]
         if not real:
-            print(f"real cines skipped: no ukbb-demo/ or mvnet-dicom-sample/4ch/ under {root}")
+            print("real cines skipped: no ukbb-demo/ or mvnet-dicom-sample/4ch/ under the data root")
         return real
 
     def real_cines(self) -> pd.DataFrame | None:

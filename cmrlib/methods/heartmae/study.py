@@ -398,7 +398,7 @@ class Study(Base):
             c = read_acdc_patient(acdc)
             out.append(("ACDC patient090", [c], dict(c.meta), "manual masks (ED/ES)"))
         if not out:
-            print(f"real cines skipped: no ukbb-demo/ or ACDC patient090 under {root}")
+            print("real cines skipped: no ukbb-demo/ or ACDC patient090 under the data root")
         return out
 
     def real_cines(self) -> pd.DataFrame | None:

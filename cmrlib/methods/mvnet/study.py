@@ -259,7 +259,7 @@ class Study(Base):
             real += [(f"{c.subject} {c.view}", c) for cs in read_demo(demo).values() for c in cs
                      if c.view in self.trackers]
         else:
-            print(f"skipped: {demo} not found")
+            print("UK Biobank demo skipped: no ukbb-demo/ under the data root")
         return real
 
     def real_cines(self) -> pd.DataFrame | None:

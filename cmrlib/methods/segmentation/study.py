@@ -303,7 +303,7 @@ class Study(Base):
         root = data_root(self.p["data_dir"])
         demo = root / "ukbb-demo" if root else None
         if demo is None or not demo.is_dir():
-            print(f"UK Biobank demo skipped: no folder {demo or 'ukbb-demo under a data root'}")
+            print("UK Biobank demo skipped: no ukbb-demo/ under the data root (set data_dir or $CMRLIB_DATA)")
             return None
         from ...io.ukbb_cardiac import read_demo
         from .predict import predict

@@ -352,7 +352,7 @@ class Study(Base):
         acdc = root / "acdc" / "training" / "patient090" if root else None
         if self.predictor_file is None or acdc is None or not (acdc / "patient090_4d.nii.gz").exists():
             print("real cines skipped: " + ("no SSLHF Predictor in this run" if self.predictor_file is None else
-                                             f"no ACDC patient090 4D cine under {acdc or 'a data root'}"))
+                                             "no ACDC patient090 4D cine under the data root"))
             return None
         from ...io.acdc import read_acdc_patient
 
