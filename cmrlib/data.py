@@ -28,7 +28,7 @@ from .transforms import (Affine2D, ClutterAug, IntensityAug, LabelIntensityAug, 
                          normalise)
 from .utils import rng, seed_for, seeded
 
-__all__ = ["FrameGeometry", "FrameSet", "cine_frames", "frame_items", "seg_block", "seg_dls", "pick_subjects", "CODES",
+__all__ = ["FrameGeometry", "FrameSet", "cine_frames", "cine_frame_set", "frame_items", "seg_block", "seg_dls", "pick_subjects", "CODES",
            "to_image"]
 
 
@@ -130,6 +130,34 @@ def frame_items(source: CohortStore | str | Path, views: Sequence[str] = ("SAX",
     return FrameSet(np.stack(xs).astype(np.float32), np.stack(ys).astype(np.uint8), pd.DataFrame(rows), geometry)
 
 
+def cine_frame_set(cines: Sequence[Cine], geometry: FrameGeometry = FrameGeometry()) -> FrameSet:
+    """Every labelled frame of cines held in memory (real cines read with their own labels, outside a store) on
+    the model grid: the extra training frames `seg_dls` joins to a store's."""
+    xs, ys, rows = [], [], []
+    for c in cines:
+        if c.labels is None or c.is_stack:
+            raise ValueError(f"{c.cine_id}: extra training frames need a labelled 2D cine")
+        idx = np.flatnonzero(c.labelled).tolist()
+        x, y, _ = cine_frames(c, geometry, idx)
+        xs.append(x)
+        ys.append(y)
+        rows += [dict(cine_id=c.cine_id, subject=str(c.subject), view=c.view, split="train", frame=t, slice=0,
+                      is_ed=t == c.ed, is_es=t == c.es) for t in idx]
+    if not rows:
+        raise ValueError("no labelled frames in the extra cines")
+    return FrameSet(np.concatenate(xs).astype(np.float32), np.concatenate(ys).astype(np.uint8), pd.DataFrame(rows),
+                    geometry)
+
+
+def _with_extra(tr: FrameSet, extra: FrameSet, share: float) -> FrameSet:
+    """Training frames plus `extra` frames cycled until they are `share` of the whole (a few real frames among
+    many phantom ones would otherwise barely move the loss)."""
+    n = max(len(extra), int(round(share * len(tr) / (1 - share))))
+    idx = np.resize(np.arange(len(extra)), n)
+    info = pd.concat([tr.info, extra.info.iloc[idx]], ignore_index=True)
+    return FrameSet(np.concatenate([tr.x, extra.x[idx]]), np.concatenate([tr.y, extra.y[idx]]), info, tr.geometry)
+
+
 def _cap(fs: FrameSet, n: int, seed: int) -> FrameSet:
     """At most n frames of a set (a seeded random subset, kept in order)."""
     return fs if len(fs) <= n else fs.subset(np.sort(rng(seed).choice(len(fs), n, replace=False)))
@@ -161,7 +189,7 @@ def seg_dls(source: CohortStore | str | Path, views: Sequence[str] = ("SAX",), s
             subjects: Sequence[str] | None = None, frame_step: int = 1, max_frames: int | None = None,
             valid_frac: float = 0.2, aug: dict | None = None, intensity: dict | None = None,
             clutter: dict | list[dict] | None = None, label_intensity: dict | None = None, wall: dict | None = None,
-            progress: bool = True) -> DataLoaders:
+            extra: Sequence[Cine] = (), extra_share: float = 0.25, progress: bool = True) -> DataLoaders:
     """Segmentation DataLoaders from a cohort store; the geometry rides along as `dls.geometry`.
 
     `subjects` restricts the training subjects (e.g. fine-tuning on 10 patients); `max_frames` caps the training
@@ -170,6 +198,8 @@ def seg_dls(source: CohortStore | str | Path, views: Sequence[str] = ("SAX",), s
     no `valid` cines (or `valid=None`), a seeded `valid_frac` of the training subjects is held out.
     `aug` / `intensity` / `clutter` / `label_intensity` / `wall` are keyword arguments of `SegAffine` /
     `IntensityAug` / `ClutterAug` (or a list of them) / `LabelIntensityAug` / `WallAug` (None: off).
+    `extra`: labelled cines outside the store (real frames with their own labels) whose every labelled frame joins
+    the training set, cycled to `extra_share` of it; never validation.
     """
     with seeded(seed):  # the loaders' shuffling draws from it
         geom = FrameGeometry(size=size, spacing=spacing, norm=norm)
@@ -189,6 +219,8 @@ def seg_dls(source: CohortStore | str | Path, views: Sequence[str] = ("SAX",), s
         if max_frames is not None:
             tr = _cap(tr, max_frames, seed_for(seed, "seg_dls", "train frames"))
             va = _cap(va, max(1, max_frames // 4), seed_for(seed, "seg_dls", "valid frames"))
+        if extra:
+            tr = _with_extra(tr, cine_frame_set(extra, geom), extra_share)
         items = [(x, y, False) for x, y in zip(tr.x, tr.y)] + [(x, y, True) for x, y in zip(va.x, va.y)]
         block = seg_block(aug, intensity, clutter, seed, label_intensity, wall)
         dls = block.dataloaders(items, bs=bs, num_workers=0, verbose=False)

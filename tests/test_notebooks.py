@@ -10,11 +10,13 @@ import pytest
 from cmrlib import runner
 from cmrlib.store import CohortStore
 
-pytestmark = pytest.mark.slow
+# one worker takes every test here (`make test` runs `--dist loadgroup`), so the smoke run happens once, not once
+# per worker, while the other worker takes the rest of the suite
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("smoke_run")]
 
 
 @pytest.fixture(scope="session")  # once per pytest worker: its tests rerun notebooks in the folder, so workers
-def smoke_run(tmp_path_factory):   # do not share one
+def smoke_run(tmp_path_factory):   # must not share one
     out = tmp_path_factory.mktemp("smoke")
     try:
         path = runner.run("smoke", out=out)

@@ -218,6 +218,21 @@ def test_max_frames_caps_training_and_validation(store):
     assert len(dls.train_ds) == 20 and len(dls.valid_ds) == 5
 
 
+def test_extra_cines_join_training_at_their_share_and_never_validation(store):
+    """Real frames read outside the store (a demo subject with its pseudo-labels) are cycled into the training set
+    until they are `extra_share` of it; validation stays the store's."""
+    real = [toy_cine("real1", "4CH", t=5, seed=99)]
+    base = seg_dls(store, ["4CH"], size=64, spacing=2.0, bs=4, progress=False)
+    dls = seg_dls(store, ["4CH"], size=64, spacing=2.0, bs=4, extra=real, extra_share=0.5, progress=False)
+    info = dls.info.set_index("role")
+    assert len(dls.train_ds) == 2 * len(base.train_ds) and len(dls.valid_ds) == len(base.valid_ds)
+    assert (info.loc["train", "subject"] == "real1").sum() == len(base.train_ds)
+    assert "real1" not in set(info.loc["valid", "subject"])
+    assert sorted(set(info.loc["train"].query("subject == 'real1'")["frame"])) == list(range(5))
+    with pytest.raises(ValueError, match="labelled 2D cine"):
+        seg_dls(store, ["4CH"], size=64, spacing=2.0, extra=[toy_cine("real2", "SAX")], progress=False)
+
+
 def test_keep_largest_drops_stray_blobs():
     lab = np.zeros((2, 30, 30), np.uint8)
     lab[0, 5:15, 5:15] = LV

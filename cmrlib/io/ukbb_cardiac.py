@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..record import Cine
+from ..utils import data_root
 from .common import canonical, gt_truths, load_nifti, sax_spacing, to_rows_cols, zooms
 from .errors import IngestError
 from .nifti import read_nifti_cine
@@ -23,13 +24,13 @@ LAYOUT = {"2CH": ("la_2ch", "seg_la_2ch", "ukbb_la_2ch"),
           "4CH": ("la_4ch", "seg4_la_4ch", "ukbb_la_4ch")}
 
 
-def read_subject(folder: str | Path, subject: str) -> list[Cine]:
-    """The long-axis cines of one subject folder, each with its pseudo-labels where the pipeline made them;
-    `subject` is the pseudonym the cines carry (never the folder's name, which may be an EID)."""
+def read_subject(folder: str | Path, subject: str, views: tuple[str, ...] = tuple(LAYOUT)) -> list[Cine]:
+    """The long-axis cines of `views` in one subject folder, each with its pseudo-labels where the pipeline made
+    them; `subject` is the pseudonym the cines carry (never the folder's name, which may be an EID)."""
     folder, out = Path(folder), []
     for view, (name, seg, source) in LAYOUT.items():
         cine_path = folder / f"{name}.nii.gz"
-        if not cine_path.exists():
+        if view not in views or not cine_path.exists():
             continue
         seg_path = folder / f"{seg}.nii.gz" if seg else None
         has_seg = seg_path is not None and seg_path.exists()
@@ -39,7 +40,8 @@ def read_subject(folder: str | Path, subject: str) -> list[Cine]:
             cine.meta["labels_are"] = "pseudo"
         out.append(cine)
     if not out:
-        raise IngestError(folder, f"no long-axis cine ({', '.join(n + '.nii.gz' for n, _, _ in LAYOUT.values())})")
+        names = ", ".join(LAYOUT[v][0] + ".nii.gz" for v in views)
+        raise IngestError(folder, f"no long-axis cine ({names})")
     return out
 
 
@@ -63,6 +65,26 @@ def demo_folders(root: str | Path) -> dict[str, Path]:
     return {f"ukbb-demo-{k + 1}": f for k, f in enumerate(folders)}
 
 
-def read_demo(root: str | Path) -> dict[str, list[Cine]]:
-    """Every demo subject's long-axis cines: pseudonym -> its cines."""
-    return {name: read_subject(folder, name) for name, folder in demo_folders(root).items()}
+def read_demo(root: str | Path, views: tuple[str, ...] = tuple(LAYOUT)) -> dict[str, list[Cine]]:
+    """Every demo subject's long-axis cines of `views`: pseudonym -> its cines."""
+    return {name: read_subject(folder, name, views) for name, folder in demo_folders(root).items()}
+
+
+def demo_root(data_dir: str | Path | None = None) -> Path | None:
+    """`ukbb-demo/` under the real-data root (`data_dir`, else $CMRLIB_DATA); None, with the reason printed, when
+    there is none (the line names no folder: a data root may hold a person's name)."""
+    root = data_root(data_dir)
+    if root is None or not (root / "ukbb-demo").is_dir():
+        print("UK Biobank demo skipped: no ukbb-demo/ under the data root (set data_dir or $CMRLIB_DATA)")
+        return None
+    return root / "ukbb-demo"
+
+
+def demo_cines(data_dir: str | Path | None = None, views: tuple[str, ...] = tuple(LAYOUT),
+               labelled: bool = False) -> list[Cine]:
+    """The demo's cines of `views` (only those with pseudo-labels when `labelled`), subject by subject; [] when the
+    data root has no demo (the reason printed)."""
+    demo = demo_root(data_dir)
+    if demo is None:
+        return []
+    return [c for cs in read_demo(demo, views).values() for c in cs if not labelled or c.labels is not None]

@@ -108,12 +108,13 @@ class PatchSet:
 def preprocess(cine: Cine, labels: np.ndarray, size: int = 64, patch_mm: float = 1.8, frames: int = 30,
                window: int = 25, crop_size: int = 64, crop_mm: float = 2.5) -> dict:
     """One 4CH cine -> its cycle patch (from ED, resampled to `frames`), its systolic window (None, with the
-    reason, if the cine is too short) and its CNN-LSTM crop; ValveError / MeasureError when no valve."""
+    reason, if the cine is too short), its CNN-LSTM crop and the `ValvePatch` they came from (`valve`, for
+    figures and checks); ValveError / MeasureError when no valve."""
     ed, es = ed_es(cine, labels)
     patch = valve_patch(cine, labels, ed, size, patch_mm)
     out = dict(cycle=resample_cycle(np.roll(patch.pixels, -ed, axis=0), frames),
                crops=resample_cycle(np.roll(com_crop(cine, crop_size, crop_mm), -ed, axis=0), frames),
-               window=None, window_error=None)
+               window=None, window_error=None, valve=patch)
     try:
         out["window"] = systolic_window(patch.pixels, es, window)
     except ValveError as e:

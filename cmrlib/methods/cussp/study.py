@@ -541,11 +541,9 @@ class Study(Base):
             print("real cines skipped: no data_dir and $CMRLIB_DATA is not set")
             return real
         from ...io import read_dicom_series
-        from ...io.ukbb_cardiac import read_demo
+        from ...io.ukbb_cardiac import demo_cines
 
-        if (root / "ukbb-demo").is_dir():
-            real += [(f"{c.subject} 4CH", c) for cs in read_demo(root / "ukbb-demo").values() for c in cs
-                     if c.view == "4CH"]
+        real += [(f"{c.subject} 4CH", c) for c in demo_cines(root, ("4CH",))]
         if (root / "mvnet-dicom-sample" / "4ch").is_dir():
             real += [(f"DICOM {c.view}", c) for c in read_dicom_series(root / "mvnet-dicom-sample" / "4ch")
                      if c.view == "4CH"]
@@ -561,17 +559,16 @@ class Study(Base):
         from ...io.errors import IngestError
         from ...labels import NoLabels
         from ...measure import MeasureError, valve_hinges
-        from .data import ed_es, preprocess
-        from .valve import ValveError, valve_patch
+        from .data import preprocess
+        from .valve import ValveError
 
         rows, cases = [], []
         for name, c in self._real_4ch():
             row = dict(cine=name, frames=c.n_frames)
             try:
                 labels = self.find(c)
-                ed, _ = ed_es(c, labels)
-                vp = valve_patch(c, labels, ed, self.prep["size"], self.prep["patch_mm"])
                 inputs = preprocess(c, labels, **self.prep)
+                vp = inputs["valve"]
             except (ValveError, MeasureError, NoLabels, IngestError) as e:
                 rows.append(dict(row, valve=f"not found: {e}"))
                 continue

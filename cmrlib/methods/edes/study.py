@@ -201,14 +201,11 @@ class Study(Base):
         """Every detector on the UK Biobank demo's 2CH, 3CH and 4CH cines against the ED/ES that each subject's 4CH
         pseudo-labels imply (largest and smallest LV area; a network's labels, so a pseudo-reference; written with
         the curves)."""
-        root = data_root(self.p["data_dir"])
-        demo = root / "ukbb-demo" if root else None
-        if demo is None or not demo.is_dir():
-            print("UK Biobank demo skipped: no ukbb-demo/ under the data root (set data_dir or $CMRLIB_DATA)")
-            return None
-        from ...io.ukbb_cardiac import read_demo
+        from ...io.ukbb_cardiac import demo_cines
 
-        cines = pseudo_reference(c for cs in read_demo(demo).values() for c in cs)
+        cines = pseudo_reference(demo_cines(self.p["data_dir"]))
+        if not cines:
+            return None
         ukbb = evaluate(self.found, cines, total=len(cines), keep_curves=len(cines))
         ukbb["cine"] = [f"{c.subject} {c.view}" for c in cines for _ in self.found]
         cols = ["cine", "method", "n_frames", "ed", "es", "ed_pred", "es_pred", "fd_ed", "fd_es", "sec"]

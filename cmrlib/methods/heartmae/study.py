@@ -374,16 +374,17 @@ class Study(Base):
         """(name, cines, reference measures, what the reference is) of every real subject under the data root:
         the UK Biobank demo's 2CH and 4CH cines (its SAX is ED/ES only: no cine) with the measures of its
         pseudo-labels (SAX ED/ES segmentation; LA of 2CH + 4CH), ACDC patient090's SAX cine with its manual masks'."""
-        from ...io.ukbb_cardiac import demo_folders, read_subject, sax_measures
+        from ...io.ukbb_cardiac import demo_folders, demo_root, read_subject, sax_measures
         from ...measure import MeasureError, la_measures
 
         root, out = data_root(self.p["data_dir"]), []
         if root is None:
             print("real cines skipped: no data_dir and $CMRLIB_DATA is not set")
             return out
-        if (root / "ukbb-demo").is_dir():
-            for name, folder in demo_folders(root / "ukbb-demo").items():
-                cines = [c for c in read_subject(folder, name) if c.view in ("2CH", "4CH")]
+        demo = demo_root(root)
+        if demo is not None:
+            for name, folder in demo_folders(demo).items():
+                cines = read_subject(folder, name, ("2CH", "4CH"))
                 ref = sax_measures(folder)
                 lax = {c.view: c for c in cines if c.labels is not None}
                 if set(lax) == {"2CH", "4CH"}:

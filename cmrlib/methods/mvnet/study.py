@@ -252,15 +252,9 @@ class Study(Base):
                 real += [(f"DICOM {c.view}", c) for c in read_dicom_series(path) if c.view in self.trackers]
             else:
                 print(f"skipped: {path} not found")
-        demo = root / "ukbb-demo"
-        if demo.is_dir():
-            from ...io.ukbb_cardiac import read_demo
+        from ...io.ukbb_cardiac import demo_cines
 
-            real += [(f"{c.subject} {c.view}", c) for cs in read_demo(demo).values() for c in cs
-                     if c.view in self.trackers]
-        else:
-            print("UK Biobank demo skipped: no ukbb-demo/ under the data root")
-        return real
+        return real + [(f"{c.subject} {c.view}", c) for c in demo_cines(root, tuple(self.trackers))]
 
     def real_cines(self) -> pd.DataFrame | None:
         """The phantom-trained trackers on real cines: the measures and an overlay figure each; where a cine has
