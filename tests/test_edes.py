@@ -279,6 +279,20 @@ def test_the_ukbb_demo_reads_with_its_pseudo_labels_under_pseudonyms(data_dir):
         assert by_view["4CH"].meta["labels_are"] == "pseudo" and all(c.subject == name for c in cines)
 
 
+def test_demo_cines_filters_views_and_labels_and_skips_with_a_line_naming_no_folder(data_dir, tmp_path, capsys):
+    from cmrlib.io.ukbb_cardiac import demo_cines
+
+    private = tmp_path / "DOE^JANE"
+    private.mkdir()
+    assert demo_cines(private) == []
+    said = capsys.readouterr().out
+    assert "no ukbb-demo/" in said and "DOE" not in said
+    if not (data_dir / "ukbb-demo").is_dir():
+        pytest.skip(f"no UK Biobank demo under {data_dir}")
+    cines = demo_cines(data_dir, ("3CH", "4CH"), labelled=True)
+    assert [(c.subject, c.view) for c in cines] == [("ukbb-demo-1", "4CH"), ("ukbb-demo-2", "4CH")]
+
+
 def test_the_ukbb_demo_sax_pseudo_label_measures_are_those_of_a_healthy_heart(data_dir):
     from cmrlib.io.ukbb_cardiac import demo_folders, sax_measures
 

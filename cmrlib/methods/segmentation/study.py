@@ -337,18 +337,17 @@ class Study(Base):
         if not cines:
             return None
         self.fit_lax_real(list(cines.values()))
-        scores = []
-        for name in [m for m in ("lax", "lax_real") if m in self.models]:
-            pred = {cid: predict(self.models[name], c) for cid, c in cines.items()}
-            sc = evaluate(cines, pred).assign(model=name)
-            sc["trained_on"] = (name == "lax_real") & (sc["subject"].astype(str) == self.p["lax_real_subject"])
-            scores.append(sc)
-        self.real_scores = pd.concat(scores, ignore_index=True)
-        self.real_table = summarise(self.real_scores, by=("model", "subject", "view", "structure"))
-        held = self.real_scores[(self.real_scores.model == name) & ~self.real_scores.trained_on]
-        self._cases({k: c for k, c in cines.items() if k in set(held.cine_id)}, pred, held, "01_cases_ukbb",
-                    f"the {name} long-axis model on the UK Biobank demo cines it did not train on: best, median and "
-                    "worst frames by Dice, the pseudo-labels (a network's) beside the prediction")
+        names = [m for m in ("lax", "lax_real") if m in self.models]
+        preds = {name: {cid: predict(self.models[name], c) for cid, c in cines.items()} for name in names}
+        sc = pd.concat([evaluate(cines, preds[name]).assign(model=name) for name in names], ignore_index=True)
+        sc["trained_on"] = (sc.model == "lax_real") & (sc.subject.astype(str) == self.p["lax_real_subject"])
+        self.real_scores = sc
+        self.real_table = summarise(sc, by=("model", "subject", "view", "structure"))
+        shown = names[-1]  # the fine-tuned model where there is one
+        held = sc[(sc.model == shown) & ~sc.trained_on]
+        self._cases({k: c for k, c in cines.items() if k in set(held.cine_id)}, preds[shown], held, "01_cases_ukbb",
+                    f"the {shown} long-axis model on the UK Biobank demo cines of subjects it did not train on: best, "
+                    "median and worst frames by Dice, the pseudo-labels (a network's) beside the prediction")
         self.nb.table(self.real_scores, "scores_ukbb_pseudo.csv")
         self.nb.table(self.real_table, "dice_ukbb_pseudo.csv", index=True)
         if "lax_real" in self.models:
