@@ -10,9 +10,9 @@ import pytest
 from cmrlib import runner
 from cmrlib.store import CohortStore
 
-# one worker takes every test here (`make test` runs `--dist loadgroup`), so the smoke run happens once, not once
-# per worker, while the other worker takes the rest of the suite
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("smoke_run")]
+# one worker takes every test of this file (`make test` runs `--dist loadfile`), so the smoke run happens once, not
+# once per worker, while the other worker takes other files
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="session")  # once per pytest worker: its tests rerun notebooks in the folder, so workers
