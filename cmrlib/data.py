@@ -28,8 +28,8 @@ from .transforms import (Affine2D, ClutterAug, IntensityAug, LabelIntensityAug, 
                          normalise)
 from .utils import rng, seed_for, seeded
 
-__all__ = ["FrameGeometry", "FrameSet", "cine_frames", "cine_frame_set", "frame_items", "seg_block", "seg_dls", "pick_subjects", "CODES",
-           "to_image"]
+__all__ = ["FrameGeometry", "FrameSet", "cine_frames", "cine_frame_set", "frame_items", "seg_block", "seg_dls",
+           "pick_subjects", "CODES", "to_image"]
 
 
 

@@ -251,7 +251,7 @@ class Study(Base):
             if path.exists():
                 real += [(f"DICOM {c.view}", c) for c in read_dicom_series(path) if c.view in self.trackers]
             else:
-                print(f"skipped: {path} not found")
+                print(f"skipped: no mvnet-dicom-sample/{vdir}/ under the data root")
         from ...io.ukbb_cardiac import demo_cines
 
         return real + [(f"{c.subject} {c.view}", c) for c in demo_cines(root, tuple(self.trackers))]
