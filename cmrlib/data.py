@@ -97,6 +97,21 @@ def _select(store: CohortStore, views: Sequence[str], splits: str | Sequence[str
     return m
 
 
+def _add_frames(cine: Cine, idx: Sequence[int], split: str, geometry: FrameGeometry, xs: list, ys: list, rows: list,
+                ed: int | None, es: int | None, pick: Sequence[int] | None = None) -> None:
+    """Append a cine's frames `pick` (None: all, a cine read as the original's frames `idx`) on the model grid to
+    xs / ys, SAX slices each their own 2D frame, with one `info` row each naming the original frame."""
+    x, y, _ = cine_frames(cine, geometry, pick)
+    if not cine.is_stack:  # a long-axis frame is a one-slice stack
+        x, y = x[:, None], y[:, None]
+    for j, t in enumerate(idx):
+        for z in range(x.shape[1]):
+            xs.append(x[j, z])
+            ys.append(y[j, z])
+            rows.append(dict(cine_id=cine.cine_id, subject=str(cine.subject), view=cine.view, split=split, frame=t,
+                             slice=z, is_ed=t == ed, is_es=t == es))
+
+
 def frame_items(source: CohortStore | str | Path, views: Sequence[str] = ("SAX",),
                 splits: str | Sequence[str] | None = "train", geometry: FrameGeometry = FrameGeometry(),
                 subjects: Sequence[str] | None = None, frame_step: int = 1, progress: bool = True) -> FrameSet:
@@ -115,16 +130,7 @@ def frame_items(source: CohortStore | str | Path, views: Sequence[str] = ("SAX",
         idx = _pick_frames(np.asarray(g["labelled"][:]).astype(bool), a.get("ed"), a.get("es"), frame_step)
         if not idx:
             continue
-        cine = store.read(r.cine_id, frames=idx)
-        x, y, _ = cine_frames(cine, geometry)
-        if not cine.is_stack:  # a long-axis frame is a one-slice stack
-            x, y = x[:, None], y[:, None]
-        for j, t in enumerate(idx):
-            for z in range(x.shape[1]):
-                xs.append(x[j, z])
-                ys.append(y[j, z])
-                rows.append(dict(cine_id=r.cine_id, subject=str(r.subject), view=r.view, split=r.split, frame=t,
-                                 slice=z, is_ed=t == a.get("ed"), is_es=t == a.get("es")))
+        _add_frames(store.read(r.cine_id, frames=idx), idx, r.split, geometry, xs, ys, rows, a.get("ed"), a.get("es"))
     if not xs:
         raise ValueError(f"{store.root}: the selected cines of views {list(views)} carry no labelled frames")
     return FrameSet(np.stack(xs).astype(np.float32), np.stack(ys).astype(np.uint8), pd.DataFrame(rows), geometry)
@@ -138,15 +144,10 @@ def cine_frame_set(cines: Sequence[Cine], geometry: FrameGeometry = FrameGeometr
         if c.labels is None or c.is_stack:
             raise ValueError(f"{c.cine_id}: extra training frames need a labelled 2D cine")
         idx = np.flatnonzero(c.labelled).tolist()
-        x, y, _ = cine_frames(c, geometry, idx)
-        xs.append(x)
-        ys.append(y)
-        rows += [dict(cine_id=c.cine_id, subject=str(c.subject), view=c.view, split="train", frame=t, slice=0,
-                      is_ed=t == c.ed, is_es=t == c.es) for t in idx]
+        _add_frames(c, idx, "train", geometry, xs, ys, rows, c.ed, c.es, pick=idx)
     if not rows:
         raise ValueError("no labelled frames in the extra cines")
-    return FrameSet(np.concatenate(xs).astype(np.float32), np.concatenate(ys).astype(np.uint8), pd.DataFrame(rows),
-                    geometry)
+    return FrameSet(np.stack(xs).astype(np.float32), np.stack(ys).astype(np.uint8), pd.DataFrame(rows), geometry)
 
 
 def _with_extra(tr: FrameSet, extra: FrameSet, share: float) -> FrameSet:
