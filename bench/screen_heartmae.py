@@ -5,11 +5,14 @@ middle clip of each view) of the validation subjects beside a random encoder and
 gate). Test subjects are never read. One CSV row per variant, appended to OUT/screen.csv.
 
 Usage: python bench/screen_heartmae.py RUN_DIR OUT '[{"tag": "token", "target": "token", "epochs_base": 8}, ...]'
-RUN_DIR holds notebook 00's default cohort; a variant sets HeartMAEConfig fields (MAE-ViT-B's 90 % random masking).
+    [STUDY_PARAMS]
+RUN_DIR holds notebook 00's default cohort; a variant sets HeartMAEConfig fields (MAE-ViT-B's 90 % random masking);
+STUDY_PARAMS (JSON) sets notebook-06 parameters for every variant, e.g. '{"heart_mm": 150}' for the preprocessing.
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 import time
 from pathlib import Path
@@ -41,16 +44,16 @@ def screen(study: Study, tag: str, **settings) -> dict:
     r = ridge(feats, study.cines.table, study.y.loc[s], study.kinds, [s[i] for i in role["train"]],
               [s[i] for i in role["valid"]])
     ef = r[r.task == "LVEF"].set_index("encoder")
-    return dict(tag=tag, **settings, train_s=round(seconds), valid_loss=summary["valid_loss"],
+    return dict(tag=tag, **settings, heart_mm=study.p["heart_mm"], train_s=round(seconds), valid_loss=summary["valid_loss"],
                 masked_loss=gate["mae"], copy_rule=gate["copy rule"], mean_rule=gate["mean rule"],
                 random_network=gate["random network"], lvef_mae=ef.at["mae", "valid_MAE"],
                 lvef_mae_random=ef.at["random", "valid_MAE"], lvef_mae_training_mean=ef["mean_rule_MAE"].iloc[0])
 
 
-def main(run_dir: str, out: str, variants: str):
+def main(run_dir: str, out: str, variants: str, study_params: str = "{}"):
     profile = yaml.safe_load((Path(__file__).parents[1] / "cmrlib/profiles/default.yaml").read_text())
     params = Study.parameters(profile, "default", {"run_dir": run_dir, "figures_dir": str(Path(out) / "figures"),
-                                                   "expert_baseline": False, "workers": 1})
+                                                   "expert_baseline": False, "workers": 1, **json.loads(study_params)})
     study = Study(params, out=out)
     study.prepare()
     study.targets_table()
@@ -58,4 +61,4 @@ def main(run_dir: str, out: str, variants: str):
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main(*sys.argv[1:5])

@@ -49,6 +49,39 @@ def _finish(learn, path: Path) -> tuple[float, str]:
 
 
 @contextlib.contextmanager
+def _clocked(seconds: list[float]):
+    """Every fastai Learner made inside appends the wall time of each epoch's training pass to `seconds` (a
+    validation alone, which fastai also runs as an epoch, adds nothing)."""
+    from fastai.callback.core import Callback
+    from fastai.learner import defaults
+
+    class EpochClock(Callback):
+        order = 100
+
+        def before_train(self):
+            self.t0 = time.perf_counter()
+
+        def after_train(self):
+            seconds.append(round(time.perf_counter() - self.t0, 2))
+
+    defaults.callbacks.append(EpochClock)
+    try:
+        yield
+    finally:
+        defaults.callbacks.remove(EpochClock)
+
+
+def _hardware(epoch_seconds: list[float]) -> dict[str, Any]:
+    """Where the fit ran and what it cost there: the GPU's name and peak memory, or the CPU threads."""
+    import torch
+
+    if torch.cuda.is_available():
+        return dict(device=torch.cuda.get_device_name(), peak_gpu_mib=round(torch.cuda.max_memory_allocated() / 2**20),
+                    epoch_seconds=epoch_seconds)
+    return dict(device="cpu", threads=torch.get_num_threads(), epoch_seconds=epoch_seconds)
+
+
+@contextlib.contextmanager
 def _quiet():
     """Progress bars and per-epoch tables from process 0 only (the others would print them again)."""
     from .distributed import rank
@@ -93,13 +126,13 @@ def fit(method: str, profile: str = "smoke", run_dir: str | Path | None = None, 
     except StudyError as e:
         raise FitError(str(e)) from None
     p.update(run_dir=str(run), figures_dir=str(out / "figures"))
-    t0 = time.perf_counter()
-    with data_parallel(), _quiet():
+    t0, epochs = time.perf_counter(), []
+    with data_parallel(), _quiet(), _clocked(epochs):
         s = study(p, out=out)
         seed_everything(seed_for(p["seed"], "fit", method))
         rows = s.train(_finish, fit_rows)
     record = dict(method=method, profile=name, processes=world_size(), batch_per_process=p.get("bs"),
-                  seconds=round(time.perf_counter() - t0, 2), rows=rows, versions=package_versions(),
+                  seconds=round(time.perf_counter() - t0, 2), hardware=_hardware(epochs), rows=rows, versions=package_versions(),
                   parameters=runner.path_references(p, {}))  # a user's data paths as $VAR references, as run.json
     if rank() == 0:
         atomic_write_json(out / "fit.json", record)

@@ -35,7 +35,10 @@ def test_unknown_method_or_missing_cohort_is_a_clear_error(tmp_path, capsys):
 def test_mvnet_fit_exports_both_stages_of_each_view(run, tmp_path):
     rec = fit("mvnet", "smoke", run, dict(epochs1=1, epochs2=1), out=tmp_path)
     assert [r["model"] for r in rec["rows"]] == ["2CH stage 1", "2CH stage 2", "4CH stage 1", "4CH stage 2"]
-    assert json.loads((tmp_path / "fit.json").read_text())["processes"] == 1
+    record = json.loads((tmp_path / "fit.json").read_text())
+    assert record["processes"] == 1
+    hw = record["hardware"]  # where it ran and each epoch's seconds: one epoch per stage and view
+    assert hw["device"] == "cpu" and hw["threads"] >= 1 and len(hw["epoch_seconds"]) == 4
     tracker = mvnet.load(tmp_path, "4CH")
     assert tracker.view == "4CH"
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from cmrlib.methods import heartmae as hm
+from cmrlib.record import Cine
 from cmrlib.tables import TableError
 from cmrlib.models.mae_st import MAESize, VideoMAE, mae_loss, mask_noise, patchify, target_frames, unpatchify
 
@@ -114,6 +115,19 @@ def test_flow_weight_finds_the_moving_structure():
     assert not still.any()
     with pytest.raises(hm.CineInputError, match="frames"):
         hm.flow_weight(f[:3], sigma_px=2.0)
+
+
+def test_heart_box_centres_the_crop_on_the_moving_structure_and_pads_past_the_edge():
+    f = _moving_square()  # the square travels over rows 32-62 at columns 20-34 of a 96-px still background
+    top, left, side = hm.heart_box(f, spacing_mm=2.0, side_mm=60.0, sigma_mm=4.0, load=96)
+    assert side == 30 and abs(top + side / 2 - 47) <= 4 and abs(left + side / 2 - 27) <= 4
+    assert hm.heart_box(np.repeat(f[:1], 20, 0), 2.0, 60.0, 4.0, load=96) == (33, 33, 30)  # still: the centre
+    sq = hm.square_frames(f, 48, (-10, -10, 40))  # a box hanging off the top-left corner: zero-padded there
+    assert sq.shape == (20, 48, 48) and not sq[:, :10, :10].any() and sq[:, 20:].any()
+    whole, heart = (hm.preprocess_cine(Cine("s", "4CH", f.astype(np.float32), (2.0, 2.0), np.arange(20) * 40.0), load=32,
+                                       cycle=20, sigma_mm=4.0, heart_mm=mm)[0] for mm in (None, 60.0))
+    assert whole[1].shape == heart[1].shape == (20, 32, 32)
+    assert (heart[1] > 200).mean() > 2 * (whole[1] > 200).mean()  # the square fills more of the frame
 
 
 def test_clip_views_move_frames_and_map_together():

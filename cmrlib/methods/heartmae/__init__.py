@@ -12,7 +12,7 @@ one model), `load`, `Predictor` (one subject's cines -> every probed measure), `
 from ...learn import dataloaders
 from .baselines import EXPERT, expert_features, logistic_probs
 from .data import (VIEWS, CineInputError, CineSet, Clips, ClipView, flow_weight, inference_views, intensity_stats,
-                   preprocess_cine, preprocess_store, random_view, sax_slices, square_frames)
+                   heart_box, preprocess_cine, preprocess_store, random_view, sax_slices, square_frames)
 from .evaluate import (PAPER_FEATURES, PAPER_TABLE1, PAPER_TABLE2, beside_paper, classification_metrics_table,
                        condition_table, evaluate, regression_metrics, table1, table2, wilcoxon, wins, with_ci)
 from ...models.weights import WeightsUnavailable
@@ -31,7 +31,7 @@ from .predictor import Predictor
 
 __all__ = ["Predictor", "Study", "dataloaders", "EXPERT", "expert_features", "logistic_probs", "VIEWS", "CineInputError", "CineSet",
            "Clips", "ClipView", "flow_weight", "inference_views", "intensity_stats", "preprocess_cine",
-           "preprocess_store", "random_view", "sax_slices", "square_frames", "PAPER_FEATURES", "PAPER_TABLE1",
+           "preprocess_store", "random_view", "sax_slices", "square_frames", "heart_box", "PAPER_FEATURES", "PAPER_TABLE1",
            "PAPER_TABLE2", "beside_paper", "classification_metrics_table", "condition_table", "evaluate", "regression_metrics", "table1", "table2",
            "wilcoxon", "wins", "with_ci", "KINETICS", "WeightsUnavailable", "bags", "cached_features", "extract",
            "kinetics_encoder", "mae_encoder", "attention_by_view", "attention_figure", "condition_figure",

@@ -1,7 +1,7 @@
 """HeartMAE's inputs: every chosen cine of a subject as square 8-bit frames, its optical-flow weight map, clips.
 
 Each cine (a SAX slice, a 2CH or a 4CH) is resampled to `cycle` frames over its cardiac cycle (UK Biobank has 50),
-centre-cropped to a square, resized to `load` px (the paper's 256 before 224 crops) and max-scaled to [0, 1], kept as
+cropped to a square (the centred one, or `heart_mm` round the moving heart), resized to `load` px (the paper's 256 before 224 crops) and max-scaled to [0, 1], kept as
 8 bits. Its motion map W (eq. 2) is the mean Farneback optical-flow
 magnitude between every 5th frame (OpenCV, on those 8-bit frames), Gaussian-smoothed and max-scaled to [0, 1]:
 computed once per cine and stored beside the frames. A clip is a `ClipView` (start frame, square crop, flips) applied
@@ -42,12 +42,18 @@ def sax_slices(n_slices: int, k: int) -> list[int]:
     return sorted({int(round(q * (n_slices - 1))) for q in np.linspace(0.2, 0.8, k)})
 
 
-def square_frames(pixels: np.ndarray, load: int) -> np.ndarray:
-    """(T, H, W) -> (T, load, load) uint8: the centred square, resized (area), max-scaled to 0..255."""
+def square_frames(pixels: np.ndarray, load: int, box: tuple[int, int, int] | None = None) -> np.ndarray:
+    """(T, H, W) -> (T, load, load) uint8: the centred square (or `box`: top, left, side px, zero-padded where it
+    leaves the image), resized (area), max-scaled to 0..255."""
     t, h, w = pixels.shape
     s = min(h, w)
     y0, x0 = (h - s) // 2, (w - s) // 2
-    sq = np.asarray(pixels[:, y0:y0 + s, x0:x0 + s], dtype=np.float32)
+    if box is None:
+        sq = np.asarray(pixels[:, y0:y0 + s, x0:x0 + s], dtype=np.float32)
+    else:
+        (y0, x0, s), sq = box, np.zeros((t, box[2], box[2]), np.float32)
+        ys, xs = slice(max(y0, 0), min(y0 + s, h)), slice(max(x0, 0), min(x0 + s, w))
+        sq[:, ys.start - y0:ys.stop - y0, xs.start - x0:xs.stop - x0] = pixels[:, ys, xs]
     top = float(sq.max())
     if not np.isfinite(top) or top <= 0:
         raise CineInputError("blank or non-finite image")
@@ -69,6 +75,24 @@ def flow_weight(frames: np.ndarray, sigma_px: float, step: int = 5, still_px: fl
         mags.append(np.hypot(flow[..., 0], flow[..., 1]))
     w = cv2.GaussianBlur(np.mean(mags, 0).astype(np.float32), (0, 0), sigma_px)
     return w / w.max() if w.max() > still_px else np.zeros_like(w)
+
+
+def heart_box(frames: np.ndarray, spacing_mm: float, side_mm: float, sigma_mm: float, load: int = 72
+              ) -> tuple[int, int, int]:
+    """(top, left, side) px of a `side_mm` square centred on where the cine moves most: the centroid of its optical-
+    flow map over the whole centred square (the beating heart; no segmentation, so it runs on any cine). A still
+    cine keeps the image centre."""
+    h, w = frames.shape[1:]
+    s = min(h, w)
+    sq = square_frames(frames, load)
+    mm = s * spacing_mm / load
+    m = flow_weight(sq, sigma_mm / mm) ** 2  # squared: the strongest motion leads, faint background motion does not
+    yy, xx = np.mgrid[:load, :load] + 0.5
+    cy, cx = ((float((m * yy).sum() / m.sum()), float((m * xx).sum() / m.sum())) if m.sum() > 0
+              else (load / 2, load / 2))
+    side = max(int(round(side_mm / spacing_mm)), 1)
+    cy, cx = (h - s) / 2 + cy * s / load, (w - s) / 2 + cx * s / load
+    return int(round(cy - side / 2)), int(round(cx - side / 2)), side
 
 
 def cine_views(cine: Cine, sax_k: int) -> list[tuple[str, np.ndarray]]:
@@ -120,16 +144,19 @@ class CineSet:
 
 
 def preprocess_cine(cine: Cine, load: int = 72, cycle: int = 30, sax_k: int = 3, sigma_mm: float = 18.0,
-                    min_frames: int = 10) -> list[tuple[str, np.ndarray, np.ndarray]]:
+                    heart_mm: float | None = None, min_frames: int = 10) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """(view_id, frames (cycle, load, load) uint8, motion map (load, load)) of every view HeartMAE takes from a
-    cine. `sigma_mm` is the paper's 10 px at UK Biobank's 1.8 mm, converted to this cine's resized pixels. A
-    cine of fewer than `min_frames` (ACDC's ED/ES pairs) is refused: resampling would invent its motion."""
+    cine. `sigma_mm` is the paper's 10 px at UK Biobank's 1.8 mm, converted to this cine's resized pixels.
+    `heart_mm`: a square of that many mm centred on the moving heart (`heart_box`) instead of the whole field of
+    view. A cine of fewer than `min_frames` (ACDC's ED/ES pairs) is refused: resampling would invent its motion."""
     if cine.n_frames < min_frames:
         raise CineInputError(f"{cine.n_frames} frames: HeartMAE needs a cine of at least {min_frames}")
-    out = []
+    out, spacing = [], float(cine.spacing[-1])
     for vid, px in cine_views(cine, sax_k):
-        sq = square_frames(resample_cycle(px, cycle), load)
-        mm = min(px.shape[1:]) * float(cine.spacing[-1]) / load
+        frames = resample_cycle(px, cycle)
+        box = heart_box(frames, spacing, heart_mm, sigma_mm, load) if heart_mm else None
+        sq = square_frames(frames, load, box)
+        mm = (box[2] if box else min(px.shape[1:])) * spacing / load
         out.append((vid, sq, flow_weight(sq, sigma_mm / mm)))
     return out
 

@@ -18,7 +18,7 @@ from .heads import FittedProbe
 from .learner import HeartMAEConfig
 from .tasks import TASK_UNITS
 
-VIEW_KEYS = ("load", "cycle", "sax_k", "sigma_mm")  # `preprocess_cine`'s settings
+VIEW_KEYS = ("load", "cycle", "sax_k", "sigma_mm", "heart_mm")  # `preprocess_cine`'s settings
 
 
 class Predictor(Base):
@@ -31,7 +31,7 @@ class Predictor(Base):
     @classmethod
     def from_model(cls, model: VideoMAE, cfg: HeartMAEConfig, mean: float, std: float, probes: dict[str, FittedProbe],
                    prep: dict, crops: int, clips: int, row: str, provenance: dict | None = None) -> "Predictor":
-        settings = {k: prep[k] for k in VIEW_KEYS} | dict(crops=int(crops), clips=int(clips), config=asdict(cfg),
+        settings = {k: prep.get(k) for k in VIEW_KEYS} | dict(crops=int(crops), clips=int(clips), config=asdict(cfg),
                                                           mean=float(mean), std=float(std))
         return cls({"encoder": model.eval(), **{f"probe {g}": p for g, p in probes.items()}}, settings,
                    provenance=provenance, model=row)
@@ -42,7 +42,7 @@ class Predictor(Base):
         views, why = [], []
         for c in cines:
             try:
-                views += preprocess_cine(c, *(p[k] for k in VIEW_KEYS))
+                views += preprocess_cine(c, **{k: p.get(k) for k in VIEW_KEYS if k in p})
             except CineInputError as e:
                 why.append(f"{c.view}: {e}")
         if not views:

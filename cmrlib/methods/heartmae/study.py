@@ -54,6 +54,7 @@ class Study(Base):
         "cycle": 30,                 # frames per cardiac cycle after resampling (UK Biobank: 50)
         "load": 72,                  # px of the stored square frames (the paper: 256 before 224 crops)
         "sigma_mm": 18.0,            # smoothing of the motion map: the paper's 10 px at UK Biobank's 1.8 mm
+        "heart_mm": None,            # a square of this many mm round the moving heart (ours); None: the whole field
         # network (the paper: size 224, frames 24, patch 16, tubelet 4, dim 768, depth 12, heads 12, decoder 512 x 4)
         "size": 64,
         "frames": 16,
@@ -98,7 +99,8 @@ class Study(Base):
                                      epochs=int(p["probe_epochs"]), bs=int(p["probe_bs"]), lr=float(p["probe_lr"]),
                                      wd=float(p["probe_wd"]), seed=seed_for(p["seed"], "06", "probe"))
         self.prep = dict(load=int(p["load"]), cycle=int(p["cycle"]), sax_k=int(p["sax_slices"]),
-                         sigma_mm=float(p["sigma_mm"]))
+                         sigma_mm=float(p["sigma_mm"]),
+                         heart_mm=float(p["heart_mm"]) if p["heart_mm"] else None)
         self.ready = self.paper_tasks = False
         self.probes, self.preds, self.predictor = {}, {}, None
 
