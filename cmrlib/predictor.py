@@ -112,6 +112,28 @@ class Predictor:
     def _predict(self, cines: list[Cine]) -> Prediction:
         raise NotImplementedError
 
+    def content_key(self) -> str:
+        """A hash of what the Predictor computes (its nets with their weights and attributes, its preprocessing, the
+        predictors it needs), never of its provenance: caches built on its output stay valid when the same models
+        are exported again by a later run."""
+        import hashlib
+        import json
+        import pickle
+
+        import torch
+
+        h = hashlib.sha256(json.dumps([self.method, self.prep, self.needs], sort_keys=True, default=str).encode())
+        for name, net in sorted(self.nets.items()):
+            h.update(name.encode())
+            if not isinstance(net, torch.nn.Module):
+                h.update(pickle.dumps(net))
+                continue
+            for k, t in net.state_dict().items():
+                h.update(k.encode() + t.detach().cpu().contiguous().numpy().tobytes())
+            public = {k: v for k, v in vars(net).items() if not k.startswith("_") and k != "training"}
+            h.update(pickle.dumps(sorted(public.items(), key=lambda kv: kv[0])))  # geometry, decision offsets
+        return h.hexdigest()[:16]
+
     def save(self, path: str | os.PathLike) -> Path:
         """Write atomically (readers see the old file or the whole new one)."""
         import torch

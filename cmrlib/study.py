@@ -4,7 +4,6 @@ draws the figures; its notebook calls one step a cell, and `cmrlib fit METHOD` c
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -130,16 +129,15 @@ class Study:
         return seg.labels
 
     def anatomy_key(self) -> str:
-        """What a cache built with `anatomy` depends on: 'labels', or a hash of the segmentation Predictor's bytes
-        (never its path, which may name a person)."""
+        """What a cache built with `anatomy` depends on: 'labels', or the segmentation Predictor's content key (its
+        weights and settings: never its path, which may name a person, nor its provenance)."""
         if self.p["anatomy"] == "labels":
             return "labels"
         return self._segmentation_key
 
     @functools.cached_property
     def _segmentation_key(self) -> str:
-        path = self._segmentation_file
-        return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else "absent"
+        return self.segmentation().content_key() if self._segmentation_file.is_file() else "absent"
 
     def phantom_more(self, name: str, n: int, views: tuple[str, ...], start: int | None = None, **config):
         """`n` more phantom subjects made like the cohort's (its generator and settings, `config` over them; subject

@@ -43,6 +43,20 @@ def test_a_predictor_round_trips_and_predicts_from_the_cines_alone(tmp_path, sub
     assert tab.set_index("measure").loc["LVEF", "unit"] == "%"
 
 
+def test_content_key_follows_the_weights_and_decision_offsets_not_the_provenance(tmp_path):
+    p = segmenter()
+    key = p.content_key()
+    again = predictor.load(p.save(tmp_path / "segmentation.predictor"))
+    again.provenance = dict(trained_on="phantom", commit="another run")
+    assert again.content_key() == key  # the same models exported again: caches built on them stay valid
+    again.nets["SAX"].log_prior = np.ones(6, np.float32)  # calibrated decision offsets change what it predicts
+    assert again.content_key() != key
+    changed = segmenter()
+    with torch.no_grad():
+        changed.nets["LAX"].weight.add_(1.0)
+    assert changed.content_key() != key
+
+
 def test_load_names_the_file_and_refuses_what_is_not_a_predictor(tmp_path):
     with pytest.raises(predictor.PredictorError, match="nothing.predictor: no predictor file"):
         predictor.load(tmp_path / "nothing.predictor")
