@@ -320,3 +320,24 @@ def test_fit_or_load_reuses_a_tracker_trained_with_the_same_settings(tmp_path):
     stamp = (tmp_path / "A_4CH_stage1.pkl").stat().st_mtime_ns
     fit_or_load(tracks[:3], tracks[3:], MVConfig(**{**cfg.__dict__, "epochs2": 2}), "4CH", tmp_path, quiet=True)
     assert (tmp_path / "A_4CH_stage1.pkl").stat().st_mtime_ns != stamp  # other settings: trained again
+
+
+def test_pseudo_reference_puts_the_lateral_hinge_first_and_needs_lv_and_la_at_every_frame():
+    from cmrlib.labels import LA, LV, RV
+    from cmrlib.methods.mvnet.evaluate import pseudo_reference
+
+    lab = np.zeros((4, 60, 60), np.uint8)
+    lab[:, 30:55, 20:40] = LV  # the LA sits on the LV, the RV beside it on the right: the septal hinge is the right one
+    lab[:, 12:30, 22:38] = LA
+    lab[:, 30:55, 44:56] = RV
+    for t in range(4):
+        lab[t, 30:30 + t, 20:40] = 0  # the valve line moves down over the frames
+    ref = pseudo_reference(lab)
+    assert ref.shape == (4, 2, 2) and np.isfinite(ref).all()
+    assert (ref[:, 0, 0] < ref[:, 1, 0]).all()  # x: lateral (left) first, septal (right) second
+    mirrored = pseudo_reference(lab[:, :, ::-1])
+    assert (mirrored[:, 0, 0] > mirrored[:, 1, 0]).all()  # the RV on the left: the left hinge is now septal
+    assert np.allclose(ref[:, :, 1], mirrored[:, :, 1])
+    no_la = lab.copy()
+    no_la[2][no_la[2] == LA] = 0
+    assert pseudo_reference(no_la) is None and pseudo_reference(None) is None

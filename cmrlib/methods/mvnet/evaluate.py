@@ -62,6 +62,22 @@ def clinical(views: dict[str, tuple[np.ndarray, Track]], window: int | None = 5)
     return {k: m[k] for k in ("MAPSE", "s_prime", "e_prime", "a_prime")}
 
 
+def pseudo_reference(labels: np.ndarray | None) -> np.ndarray | None:
+    """(T, 2, 2) annulus points where a 4CH label cine's LV and LA meet (`measure.valve_track`; a frame without a
+    valve line interpolated from its neighbours) in the phantom's order (lateral, then septal: the septal hinge
+    is the one nearer the RV); None without LV and LA at every frame. Without an RV the order is left as found."""
+    from ...labels import LA, LV, RV
+    from ...measure import fill_gaps, valve_track
+
+    if labels is None or not all((f == LV).any() and (f == LA).any() for f in labels):
+        return None
+    pts = fill_gaps(valve_track(labels))
+    rv = [np.argwhere(f == RV)[:, ::-1].mean(0) if (f == RV).any() else np.full(2, np.nan) for f in labels]
+    d = np.linalg.norm(pts - np.asarray(rv)[:, None], axis=-1)  # (T, 2) px from the RV's centroid, (x, y)
+    swap = np.nanmean(d[:, 0] - d[:, 1]) < 0 if np.isfinite(d).any() else False  # point 0 the nearer: swap
+    return pts[:, ::-1].copy() if swap else pts
+
+
 def pseudo_point_error(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float]) -> float:
     """Mean distance (mm) of predicted (T, 2, 2) valve points from a pseudo-reference's (`measure.valve_track` on a
     network's labels: its two points come in no fixed order), the points paired the way that fits the cine best;
