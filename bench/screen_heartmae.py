@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import torch
 import yaml
 
 from cmrlib.methods.heartmae import Study
@@ -25,6 +26,8 @@ from cmrlib.methods.heartmae.features import extract, mae_encoder
 from cmrlib.methods.heartmae.gates import pretext, ridge
 from cmrlib.methods.heartmae.learner import BASE, FAMILY, network, pretrain
 from screening import screen_variants  # bench/screening.py
+
+POOLS = ("mean", "mean+motion")  # the clip features each model is probed with (`VideoMAE.features`)
 
 
 def screen(study: Study, tag: str, **settings) -> dict:
@@ -38,16 +41,20 @@ def screen(study: Study, tag: str, **settings) -> dict:
     clips = Clips(study.cines.take(study._valid_rows()), cfg.size, cfg.frames, study.mean, study.std, train=False)
     gate = dict(pretext({"mae": model}, rnd, clips, ratio, masking, 7, target=cfg.target)[["model", "masked_loss"]]
                 .to_numpy())
-    feats = {name: extract(mae_encoder(net, study.mean, study.std), study.cines, cfg.size, cfg.frames, 1, 1,
-                           progress=False) for name, net in (("mae", model), ("random", rnd))}
+    torch.save(model.state_dict(), study.out / f"m_{tag}" / "mae.pt")  # for later feature variants
+    feats = {f"{name} {pool}": extract(mae_encoder(net, study.mean, study.std, pool), study.cines, cfg.size,
+                                       cfg.frames, 1, 1, progress=False)
+             for name, net in (("mae", model), ("random", rnd)) for pool in POOLS}
     s, role = study.subjects, study.role
     r = ridge(feats, study.cines.table, study.y.loc[s], study.kinds, [s[i] for i in role["train"]],
               [s[i] for i in role["valid"]])
     ef = r[r.task == "LVEF"].set_index("encoder")
-    return dict(tag=tag, **settings, heart_mm=study.p["heart_mm"], train_s=round(seconds), valid_loss=summary["valid_loss"],
-                masked_loss=gate["mae"], copy_rule=gate["copy rule"], mean_rule=gate["mean rule"],
-                random_network=gate["random network"], lvef_mae=ef.at["mae", "valid_MAE"],
-                lvef_mae_random=ef.at["random", "valid_MAE"], lvef_mae_training_mean=ef["mean_rule_MAE"].iloc[0])
+    lvef = {f"lvef_mae_{name}{'' if pool == 'mean' else '_' + pool}".replace(" ", "_").replace("+", "_"):
+            ef.at[f"{name} {pool}", "valid_MAE"] for name in ("mae", "random") for pool in POOLS}
+    return dict(tag=tag, **settings, heart_mm=study.p["heart_mm"], train_s=round(seconds),
+                valid_loss=summary["valid_loss"], masked_loss=gate["mae"], copy_rule=gate["copy rule"],
+                mean_rule=gate["mean rule"], random_network=gate["random network"], **lvef,
+                lvef_mae_training_mean=ef["mean_rule_MAE"].iloc[0])
 
 
 def main(run_dir: str, out: str, variants: str, study_params: str = "{}"):

@@ -323,7 +323,7 @@ def test_fit_or_load_reuses_a_tracker_trained_with_the_same_settings(tmp_path):
 
 
 def test_pseudo_reference_puts_the_lateral_hinge_first_and_needs_lv_and_la_at_every_frame():
-    from cmrlib.labels import LA, LV, RV
+    from cmrlib.labels import LA, LV, MYO, RV
     from cmrlib.methods.mvnet.evaluate import pseudo_reference
 
     lab = np.zeros((4, 60, 60), np.uint8)
@@ -332,12 +332,19 @@ def test_pseudo_reference_puts_the_lateral_hinge_first_and_needs_lv_and_la_at_ev
     lab[:, 30:55, 44:56] = RV
     for t in range(4):
         lab[t, 30:30 + t, 20:40] = 0  # the valve line moves down over the frames
-    ref = pseudo_reference(lab)
+    ref = pseudo_reference(lab, (1.0, 1.0))
     assert ref.shape == (4, 2, 2) and np.isfinite(ref).all()
     assert (ref[:, 0, 0] < ref[:, 1, 0]).all()  # x: lateral (left) first, septal (right) second
-    mirrored = pseudo_reference(lab[:, :, ::-1])
+    mirrored = pseudo_reference(lab[:, :, ::-1], (1.0, 1.0))
     assert (mirrored[:, 0, 0] > mirrored[:, 1, 0]).all()  # the RV on the left: the left hinge is now septal
     assert np.allclose(ref[:, :, 1], mirrored[:, :, 1])
     no_la = lab.copy()
     no_la[2][no_la[2] == LA] = 0
-    assert pseudo_reference(no_la) is None and pseudo_reference(None) is None
+    assert pseudo_reference(no_la, (1.0, 1.0)) is None and pseudo_reference(None, (1.0, 1.0)) is None
+    sliver = lab.copy()  # frame 1's LV reaches the LA through a 4-px gap in the myocardium: no annulus
+    sliver[1, 30:33, 20:40] = MYO
+    sliver[1, 30:33, 28:32] = LV
+    unfilled = pseudo_reference(sliver, (1.0, 1.0), fill=False)
+    assert np.isnan(unfilled[1]).all() and np.isfinite(unfilled[[0, 2, 3]]).all()
+    filled = pseudo_reference(sliver, (1.0, 1.0))
+    assert np.allclose(filled[1], (filled[0] + filled[2]) / 2)

@@ -136,9 +136,17 @@ class VideoMAE(nn.Module):
             t = blk(t)
         return self.norm(t)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """One vector per clip: the mean of the encoder's tokens (no masking), as used frozen downstream."""
-        return self.encode(x).mean(1)
+    def features(self, x: torch.Tensor, pool: str = "mean") -> torch.Tensor:
+        """One vector per clip from the encoder's tokens (no masking), as used frozen downstream: their mean
+        ('mean'), or with 'mean+motion' also each channel's SD over the clip's time steps of the tokens' mean at
+        each step (how much the clip changes through the cycle, which a mean over time averages away)."""
+        z = self.encode(x)
+        if pool == "mean":
+            return z.mean(1)
+        if pool != "mean+motion":
+            raise ValueError(f"pool is 'mean' or 'mean+motion', got {pool!r}")
+        steps = z.reshape(z.shape[0], self.size.frames // self.size.tubelet, -1, z.shape[-1]).mean(2)
+        return torch.cat([z.mean(1), steps.std(1)], 1)
 
     def decode(self, latent: torch.Tensor, restore: torch.Tensor) -> torch.Tensor:
         """Pixels of every token from the visible tokens' latents; `restore` undoes the shuffle of `split`."""

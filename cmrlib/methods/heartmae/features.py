@@ -25,10 +25,10 @@ KINETICS = "transfer (Kinetics-400 R3D-18)"
 KINETICS_MEAN, KINETICS_STD = (0.43216, 0.394666, 0.37645), (0.22803, 0.22145, 0.216989)
 
 
-def mae_encoder(model: VideoMAE, mean: float, std: float) -> Encoder:
-    """The MAE's frozen feature on clips normalised as in its pretraining."""
+def mae_encoder(model: VideoMAE, mean: float, std: float, pool: str = "mean") -> Encoder:
+    """The MAE's frozen feature (`VideoMAE.features` with `pool`) on clips normalised as in its pretraining."""
     model.eval()
-    return lambda clips: model.features(((clips - mean) / std)[:, None])
+    return lambda clips: model.features(((clips - mean) / std)[:, None], pool)
 
 
 def kinetics_encoder(path: str | os.PathLike | None = None) -> Encoder:

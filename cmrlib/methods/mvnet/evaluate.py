@@ -62,20 +62,27 @@ def clinical(views: dict[str, tuple[np.ndarray, Track]], window: int | None = 5)
     return {k: m[k] for k in ("MAPSE", "s_prime", "e_prime", "a_prime")}
 
 
-def pseudo_reference(labels: np.ndarray | None) -> np.ndarray | None:
-    """(T, 2, 2) annulus points where a 4CH label cine's LV and LA meet (`measure.valve_track`; a frame without a
-    valve line interpolated from its neighbours) in the phantom's order (lateral, then septal: the septal hinge
-    is the one nearer the RV); None without LV and LA at every frame. Without an RV the order is left as found."""
+def pseudo_reference(labels: np.ndarray | None, spacing: Sequence[float], fill: bool = True,
+                     min_mm: float = 15.0) -> np.ndarray | None:
+    """(T, 2, 2) annulus points where a 4CH label cine's LV and LA meet (`measure.valve_track`) in the phantom's
+    order (lateral, then septal: the septal hinge is the one nearer the RV; a frame without an RV keeps its
+    order); None without LV and LA at every frame. A frame whose two hinges lie under `min_mm` apart (an adult
+    annulus spans 25-35 mm: the border search found a sliver, not the valve) has no reference: NaN, or with
+    `fill` interpolated from its neighbours like a frame without a valve line."""
     from ...labels import LA, LV, RV
     from ...measure import fill_gaps, valve_track
 
     if labels is None or not all((f == LV).any() and (f == LA).any() for f in labels):
         return None
-    pts = fill_gaps(valve_track(labels))
+    pts = valve_track(labels)
+    pts[np.linalg.norm(_mm(pts[:, 0] - pts[:, 1], spacing), axis=-1) < min_mm] = np.nan
     rv = [np.argwhere(f == RV)[:, ::-1].mean(0) if (f == RV).any() else np.full(2, np.nan) for f in labels]
-    d = np.linalg.norm(pts - np.asarray(rv)[:, None], axis=-1)  # (T, 2) px from the RV's centroid, (x, y)
-    swap = np.nanmean(d[:, 0] - d[:, 1]) < 0 if np.isfinite(d).any() else False  # point 0 the nearer: swap
-    return pts[:, ::-1].copy() if swap else pts
+    d = np.linalg.norm(pts - np.asarray(rv)[:, None], axis=-1)  # (T, 2) px from each frame's RV centroid, (x, y)
+    swap = d[:, 0] < d[:, 1]  # frame by frame: the hinges come in no fixed order
+    pts[swap] = pts[swap][:, ::-1]
+    if np.isfinite(pts).all(axis=(1, 2)).sum() < 2:
+        return None
+    return fill_gaps(pts) if fill else pts
 
 
 def pseudo_point_error(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float]) -> float:

@@ -269,7 +269,7 @@ class Study(Base):
         (written)."""
         p, cfg = self.p, self.cfg
         real = [Track(c.pixels, c.spacing, ref, c.frame_times, 0, c.subject, c.view) for c in cines
-                if c.subject == p["real_subject"] and c.view == "4CH" and (ref := pseudo_reference(c.labels)) is not None]
+                if c.subject == p["real_subject"] and c.view == "4CH" and (ref := pseudo_reference(c.labels, c.spacing)) is not None]
         if not p["epochs_real"] or not real or "4CH" not in self.trackers:
             print(f"no fine-tuned 4CH tracker (epochs_real={p['epochs_real']}, {len(real)} demo 4CH cines of "
                   f"{p['real_subject']!r} with a pseudo-reference)")
@@ -310,13 +310,13 @@ class Study(Base):
     def real_cines(self) -> pd.DataFrame | None:
         """The trackers on real cines: the measures and an overlay figure each; where a cine has LV and LA
         pseudo-labels (the UK Biobank demo's 4CH), the annulus they imply (`pseudo_reference`) is a pseudo-reference:
-        point error in mm, and MAPSE and e' from both. The phantom tracker on every cine, the fine-tuned 4CH one
+        point error in mm over the frames with a plausible valve line (`ref_frames`), and MAPSE and e' from both. The phantom tracker on every cine, the fine-tuned 4CH one
         (`fit_real`) on the 4CH cines with its training subject marked (`trained_on`)."""
         real = self._real()
         self.fit_real([c for _, c in real])
         rows = []
         for name, c in real:
-            ref = pseudo_reference(c.labels)
+            ref = pseudo_reference(c.labels, c.spacing)
             trackers = {"phantom": self.trackers[c.view]}
             if self.real_tracker is not None and c.view == "4CH":
                 trackers["fine-tuned"] = self.real_tracker
@@ -349,8 +349,10 @@ class Study(Base):
         if which == "phantom":
             shown["stage 1"] = out["1"]
         shown[f"1+2+2 ({which})"] = out["1+2+2"]
-        if ref is not None:
-            row.update(point_err_mm=pseudo_point_error(out["1+2+2"], ref, c.spacing),
+        if ref is not None:  # scored on the frames with a valve line of their own, the measures on the filled track
+            scored = pseudo_reference(c.labels, c.spacing, fill=False)
+            row.update(point_err_mm=pseudo_point_error(out["1+2+2"], scored, c.spacing),
+                       ref_frames=int(np.isfinite(scored).all(axis=(1, 2)).sum()),
                        **{f"{k}_pseudo": v for k, v in clinical({c.view: (ref, tr)}, self.p["velocity_window"]).items()})
         return row
 
