@@ -160,6 +160,19 @@ def test_cineset_round_trips_and_ignores_other_settings(tmp_path):
     assert back.rows("test").tolist() == [1]
 
 
+def test_motion_pooling_adds_the_sd_over_time_steps_to_the_token_mean():
+    torch.manual_seed(0)
+    model = VideoMAE(SMALL).eval()
+    x = torch.randn(3, 1, SMALL.frames, SMALL.size, SMALL.size)
+    with torch.no_grad():
+        mean, both = model.features(x), model.features(x, "mean+motion")
+        z = model.encode(x).reshape(3, SMALL.frames // SMALL.tubelet, -1, SMALL.dim).mean(2)
+    assert both.shape == (3, 2 * SMALL.dim) and torch.allclose(both[:, :SMALL.dim], mean)
+    assert torch.allclose(both[:, SMALL.dim:], z.std(1))
+    with pytest.raises(ValueError, match="pool"):
+        model.features(x, "max")
+
+
 def test_padded_attention_bags_give_each_subject_what_a_batch_of_one_gives():
     torch.manual_seed(0)
     pool = hm.GatedABMIL(6, 4)

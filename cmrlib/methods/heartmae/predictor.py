@@ -30,9 +30,10 @@ class Predictor(Base):
 
     @classmethod
     def from_model(cls, model: VideoMAE, cfg: HeartMAEConfig, mean: float, std: float, probes: dict[str, FittedProbe],
-                   prep: dict, crops: int, clips: int, row: str, provenance: dict | None = None) -> "Predictor":
+                   prep: dict, crops: int, clips: int, row: str, provenance: dict | None = None,
+                   pool: str = "mean") -> "Predictor":
         settings = {k: prep.get(k) for k in VIEW_KEYS} | dict(crops=int(crops), clips=int(clips), config=asdict(cfg),
-                                                          mean=float(mean), std=float(std))
+                                                          mean=float(mean), std=float(std), pool=pool)
         return cls({"encoder": model.eval(), **{f"probe {g}": p for g, p in probes.items()}}, settings,
                    provenance=provenance, model=row)
 
@@ -49,7 +50,7 @@ class Predictor(Base):
             raise NotApplicable("; ".join(why) or "no view to read")
         table = pd.DataFrame(dict(view_id=[v[0] for v in views], subject="patient"))
         cs = CineSet(np.stack([v[1] for v in views]), np.stack([v[2] for v in views]), table)
-        enc = mae_encoder(self.nets["encoder"], p["mean"], p["std"])
+        enc = mae_encoder(self.nets["encoder"], p["mean"], p["std"], p.get("pool", "mean"))
         return extract(enc, cs, cfg.size, cfg.frames, p["crops"], p["clips"], progress=False), table
 
     def _predict(self, cines: list[Cine]) -> Prediction:

@@ -79,6 +79,7 @@ class Study(Base):
         "target": "dataset",         # the loss's pixels: normalised by the training set (the paper) or per token
         "bf16": False,
         # inference and probes
+        "pool": "mean",              # clip feature: the tokens' mean (the paper's) or "mean+motion" (with their SD over time; ours)
         "crops": 3,                  # K spatial crops per clip
         "clips": 2,                  # T temporal clips per cine
         "probe_hidden": 64,
@@ -182,8 +183,9 @@ class Study(Base):
         """Every encoder's features of every view (K crops x T clips; cached per encoder and settings): the four
         MAEs, a random encoder and, when its weights are here, Kinetics-400's; their shapes."""
         p, cfg = self.p, self.cfg
-        encoders = {row: mae_encoder(m, self.mean, self.std) for row, m in self.models.items()}
-        encoders[RANDOM] = mae_encoder(network(cfg, seed_for(p["seed"], "06", "random")), self.mean, self.std)
+        encoders = {row: mae_encoder(m, self.mean, self.std, p["pool"]) for row, m in self.models.items()}
+        encoders[RANDOM] = mae_encoder(network(cfg, seed_for(p["seed"], "06", "random")), self.mean, self.std,
+                                       p["pool"])
         try:
             encoders[KINETICS] = kinetics_encoder(p["kinetics_weights"])
         except WeightsUnavailable as e:
@@ -192,7 +194,8 @@ class Study(Base):
         with self.nb.timer("feature extraction"):
             for name, enc in encoders.items():
                 key = dict(model=name, config=cfg.__dict__ if name != KINETICS else None, crops=p["crops"],
-                           clips=p["clips"], views=len(self.cines), prep=self.prep)
+                           clips=p["clips"], views=len(self.cines), prep=self.prep,
+                           pool=p["pool"] if name != KINETICS else None)
                 fname = self.out / f"features_{name.split(' ')[0]}.npz"
                 self.feats[name] = cached_features(fname, key, lambda enc=enc: extract(
                     enc, self.cines, cfg.size, cfg.frames, int(p["crops"]), int(p["clips"])))
@@ -369,7 +372,7 @@ class Study(Base):
             p = self.p
             self.predictor = Predictor.from_model(self.models["HeartMAE"], self.cfg, self.mean, self.std, {
                 g: self.probes["HeartMAE", g] for g in dict.fromkeys(groups.values())}, self.prep, p["crops"],
-                p["clips"], "HeartMAE", self.nb.provenance(self.store, None))
+                p["clips"], "HeartMAE", self.nb.provenance(self.store, None), pool=p["pool"])
             self.nb.predictor(self.predictor)
 
     def _real_subjects(self) -> list[tuple[str, list, dict, str]]:
