@@ -137,12 +137,12 @@ def frame_items(source: CohortStore | str | Path, views: Sequence[str] = ("SAX",
 
 
 def cine_frame_set(cines: Sequence[Cine], geometry: FrameGeometry = FrameGeometry()) -> FrameSet:
-    """Every labelled frame of cines held in memory (real cines read with their own labels, outside a store) on
-    the model grid: the extra training frames `seg_dls` joins to a store's."""
+    """Every labelled frame of cines held in memory (real cines read with their own labels, outside a store; SAX
+    slices each their own frame) on the model grid: the extra training frames `seg_dls` joins to a store's."""
     xs, ys, rows = [], [], []
     for c in cines:
-        if c.labels is None or c.is_stack:
-            raise ValueError(f"{c.cine_id}: extra training frames need a labelled 2D cine")
+        if c.labels is None:
+            raise ValueError(f"{c.cine_id}: extra training frames need a labelled cine")
         idx = np.flatnonzero(c.labelled).tolist()
         _add_frames(c, idx, "train", geometry, xs, ys, rows, c.ed, c.es, pick=idx)
     if not rows:

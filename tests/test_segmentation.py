@@ -229,8 +229,14 @@ def test_extra_cines_join_training_at_their_share_and_never_validation(store):
     assert (info.loc["train", "subject"] == "real1").sum() == len(base.train_ds)
     assert "real1" not in set(info.loc["valid", "subject"])
     assert sorted(set(info.loc["train"].query("subject == 'real1'")["frame"])) == list(range(5))
-    with pytest.raises(ValueError, match="labelled 2D cine"):
-        seg_dls(store, ["4CH"], size=64, spacing=2.0, extra=[toy_cine("real2", "SAX")], progress=False)
+    sax = seg_dls(store, ["SAX"], size=64, spacing=2.0, bs=4, extra=[toy_cine("real2", "SAX")], extra_share=0.5,
+                  progress=False)  # a real SAX stack (ACDC's manual masks): every slice of every labelled frame
+    real_sax = sax.info.set_index("role").loc["train"].query("subject == 'real2'")
+    assert set(zip(real_sax["frame"], real_sax["slice"])) == {(t, z) for t in range(4) for z in range(3)}
+    unlabelled = toy_cine("real3", "4CH")
+    unlabelled.labels = None
+    with pytest.raises(ValueError, match="real3.*labelled cine"):
+        seg_dls(store, ["4CH"], size=64, spacing=2.0, extra=[unlabelled], progress=False)
 
 
 def test_keep_largest_drops_stray_blobs():
