@@ -132,8 +132,8 @@ def fit(method: str, profile: str = "smoke", run_dir: str | Path | None = None, 
         seed_everything(seed_for(p["seed"], "fit", method))
         rows = s.train(_finish, fit_rows)
     record = dict(method=method, profile=name, processes=world_size(), batch_per_process=p.get("bs"),
-                  seconds=round(time.perf_counter() - t0, 2), hardware=_hardware(epochs), rows=rows, versions=package_versions(),
-                  parameters=runner.path_references(p, {}))  # a user's data paths as $VAR references, as run.json
+                  seconds=round(time.perf_counter() - t0, 2), hardware=_hardware(epochs), rows=rows,
+                  versions=package_versions(), parameters=runner.path_references(p, {}))  # a user's data paths as $VAR references, as run.json
     if rank() == 0:
         atomic_write_json(out / "fit.json", record)
     return record

@@ -1,8 +1,8 @@
 """HeartMAE's inputs: every chosen cine of a subject as square 8-bit frames, its optical-flow weight map, clips.
 
 Each cine (a SAX slice, a 2CH or a 4CH) is resampled to `cycle` frames over its cardiac cycle (UK Biobank has 50),
-cropped to a square (the centred one, or `heart_mm` round the moving heart), resized to `load` px (the paper's 256 before 224 crops) and max-scaled to [0, 1], kept as
-8 bits. Its motion map W (eq. 2) is the mean Farneback optical-flow
+cropped to a square (the centred one, or `heart_mm` round the moving heart), resized to `load` px (the paper's 256
+before 224 crops) and max-scaled to [0, 1], kept as 8 bits. Its motion map W (eq. 2) is the mean Farneback optical-flow
 magnitude between every 5th frame (OpenCV, on those 8-bit frames), Gaussian-smoothed and max-scaled to [0, 1]:
 computed once per cine and stored beside the frames. A clip is a `ClipView` (start frame, square crop, flips) applied
 to frames and map alike; training draws views at random (`random_view`), inference uses the paper's fixed K x T
