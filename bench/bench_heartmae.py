@@ -14,11 +14,13 @@ import numpy as np
 import torch
 from child import child, main
 
-# the network (MAESize fields), the batch of the pretraining step, the stored frame side and frames per cycle
+# the network (MAESize fields), the batch of the pretraining step, the stored frame side, frames per cycle and
+# the clip feature's pooling (each profile's notebook-06 setting)
 SIZES = {"default": dict(net=dict(size=64, frames=16, patch=8, tubelet=4, dim=192, depth=6, heads=3, dec_dim=128,
-                                  dec_depth=2, dec_heads=4, pred_frames=8), bs=16, load=72, cycle=30),
+                                  dec_depth=2, dec_heads=4, pred_frames=8), bs=16, load=72, cycle=30,
+                    pool="mean+motion"),
          "paper": dict(net=dict(size=224, frames=24, patch=16, tubelet=4, dim=768, depth=12, heads=12, dec_dim=512,
-                                dec_depth=4, dec_heads=16, pred_frames=12), bs=4, load=256, cycle=50)}
+                                dec_depth=4, dec_heads=16, pred_frames=12), bs=4, load=256, cycle=50, pool="mean")}
 
 
 def _model(name: str):
@@ -37,7 +39,7 @@ def cines_per_second(name: str = "default", n: int = 16, threads: int = 2) -> fl
     rng = np.random.default_rng(0)
     cines = CineSet(rng.integers(0, 255, (n, s["cycle"], s["load"], s["load"]), dtype=np.uint8),
                     np.zeros((n, s["load"], s["load"]), np.float32), pd.DataFrame(dict(view_id=range(n))))
-    enc = mae_encoder(_model(name), 0.3, 0.2)
+    enc = mae_encoder(_model(name), 0.3, 0.2, s["pool"])
     extract(enc, cines.take(range(2)), s["net"]["size"], s["net"]["frames"], progress=False)
     t0 = time.perf_counter()
     extract(enc, cines, s["net"]["size"], s["net"]["frames"], bs=8, progress=False)

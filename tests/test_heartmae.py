@@ -124,8 +124,8 @@ def test_heart_box_centres_the_crop_on_the_moving_structure_and_pads_past_the_ed
     assert hm.heart_box(np.repeat(f[:1], 20, 0), 2.0, 60.0, 4.0, load=96) == (33, 33, 30)  # still: the centre
     sq = hm.square_frames(f, 48, (-10, -10, 40))  # a box hanging off the top-left corner: zero-padded there
     assert sq.shape == (20, 48, 48) and not sq[:, :10, :10].any() and sq[:, 20:].any()
-    whole, heart = (hm.preprocess_cine(Cine("s", "4CH", f.astype(np.float32), (2.0, 2.0), np.arange(20) * 40.0), load=32,
-                                       cycle=20, sigma_mm=4.0, heart_mm=mm)[0] for mm in (None, 60.0))
+    cine = Cine("s", "4CH", f.astype(np.float32), (2.0, 2.0), np.arange(20) * 40.0)
+    whole, heart = (hm.preprocess_cine(cine, load=32, cycle=20, sigma_mm=4.0, heart_mm=mm)[0] for mm in (None, 60.0))
     assert whole[1].shape == heart[1].shape == (20, 32, 32)
     assert (heart[1] > 200).mean() > 2 * (whole[1] > 200).mean()  # the square fills more of the frame
 

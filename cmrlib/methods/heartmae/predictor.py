@@ -32,7 +32,7 @@ class Predictor(Base):
     def from_model(cls, model: VideoMAE, cfg: HeartMAEConfig, mean: float, std: float, probes: dict[str, FittedProbe],
                    prep: dict, crops: int, clips: int, row: str, provenance: dict | None = None,
                    pool: str = "mean") -> "Predictor":
-        settings = {k: prep.get(k) for k in VIEW_KEYS} | dict(crops=int(crops), clips=int(clips), config=asdict(cfg),
+        settings = {k: prep[k] for k in VIEW_KEYS} | dict(crops=int(crops), clips=int(clips), config=asdict(cfg),
                                                           mean=float(mean), std=float(std), pool=pool)
         return cls({"encoder": model.eval(), **{f"probe {g}": p for g, p in probes.items()}}, settings,
                    provenance=provenance, model=row)
@@ -43,7 +43,7 @@ class Predictor(Base):
         views, why = [], []
         for c in cines:
             try:
-                views += preprocess_cine(c, **{k: p.get(k) for k in VIEW_KEYS if k in p})
+                views += preprocess_cine(c, **{k: p[k] for k in VIEW_KEYS if k in p})  # older files: no heart_mm
             except CineInputError as e:
                 why.append(f"{c.view}: {e}")
         if not views:

@@ -263,16 +263,15 @@ class Study(Base):
 
         return real + [(f"{c.subject} {c.view}", c) for c in demo_cines(root, tuple(self.trackers))]
 
-    def fit_real(self, cines: list) -> MVnet | None:
+    def fit_real(self, cines: list[tuple]) -> MVnet | None:
         """The 4CH tracker fine-tuned, both stages, from the phantom one on the phantom's training tracks plus one
-        demo subject's 4CH cine (`real_subject`) with the annulus its pseudo-labels imply (`pseudo_reference`),
-        repeated to `real_share` of the training cines and monitored on phantom validation only: the other demo
-        subject is never trained on nor used for a choice. Its phantom test error beside the phantom tracker's
-        (written)."""
+        demo subject's 4CH cine (`real_subject`) with the annulus its pseudo-labels imply (`cines`: (cine, filled
+        pseudo-reference or None) pairs), repeated to `real_share` of the training cines and monitored on phantom
+        validation only: the other demo subject is never trained on nor used for a choice. Its phantom test error
+        beside the phantom tracker's (written)."""
         p, cfg = self.p, self.cfg
-        mine = [c for c in cines if c.subject == p["real_subject"] and c.view == "4CH"]
-        real = [Track(c.pixels, c.spacing, ref, c.frame_times, 0, c.subject, c.view) for c in mine
-                if (ref := pseudo_reference(c.labels, c.spacing)) is not None]
+        real = [Track(c.pixels, c.spacing, ref, c.frame_times, 0, c.subject, c.view) for c, ref in cines
+                if c.subject == p["real_subject"] and c.view == "4CH" and ref is not None]
         if not p["epochs_real"] or not real or "4CH" not in self.trackers:
             print(f"no fine-tuned 4CH tracker (epochs_real={p['epochs_real']}, {len(real)} demo 4CH cines of "
                   f"{p['real_subject']!r} with a pseudo-reference)")
@@ -316,17 +315,22 @@ class Study(Base):
         pseudo-reference: point error in mm over the frames with a plausible valve line (`ref_frames`), and MAPSE
         and e' from both. The phantom tracker on every cine, the fine-tuned 4CH one (`fit_real`) on the 4CH cines
         with its training subject marked (`trained_on`)."""
-        real = self._real()
-        self.fit_real([c for _, c in real])
+        from ...measure import fill_gaps
+
+        # scored on the frames with a valve line of their own, the measures and the training on the filled track
+        real = []
+        for name, c in self._real():
+            scored = pseudo_reference(c.labels, c.spacing, fill=False)
+            real.append((name, c, scored, None if scored is None else fill_gaps(scored)))
+        self.fit_real([(c, ref) for _, c, _, ref in real])
         rows = []
-        for name, c in real:
-            ref = pseudo_reference(c.labels, c.spacing)
+        for name, c, scored, ref in real:
             trackers = {"phantom": self.trackers[c.view]}
             if self.real_tracker is not None and c.view == "4CH":
                 trackers["fine-tuned"] = self.real_tracker
             shown = {}
             for which, tracker in trackers.items():
-                rows.append(self._real_row(name, c, which, tracker, ref, shown))
+                rows.append(self._real_row(name, c, which, tracker, scored, ref, shown))
             if ref is not None:
                 shown["pseudo-labels"] = ref
             fig = tracking_figure(c.pixels, shown, c.spacing, title=name)
@@ -339,9 +343,11 @@ class Study(Base):
         self.nb.table(self.real_tab, "real_cines")
         return self.real_tab
 
-    def _real_row(self, name: str, c, which: str, tracker: MVnet, ref: np.ndarray | None, shown: dict) -> dict:
-        """One tracker on one real cine: its measures, beside the pseudo-reference's where there is one; its tracks
-        join `shown` for the figure."""
+    def _real_row(self, name: str, c, which: str, tracker: MVnet, scored: np.ndarray | None, ref: np.ndarray | None,
+                  shown: dict) -> dict:
+        """One tracker on one real cine: its point error against the pseudo-reference's frames with a valve line
+        (`scored`) and its measures beside the filled reference's (`ref`), where there is one; its tracks join
+        `shown` for the figure."""
         t0 = time.perf_counter()
         out = tracker.track(c.pixels, c.spacing)
         dt = time.perf_counter() - t0
@@ -353,8 +359,7 @@ class Study(Base):
         if which == "phantom":
             shown["stage 1"] = out["1"]
         shown[f"1+2+2 ({which})"] = out["1+2+2"]
-        if ref is not None:  # scored on the frames with a valve line of their own, the measures on the filled track
-            scored = pseudo_reference(c.labels, c.spacing, fill=False)
+        if ref is not None:
             row.update(point_err_mm=pseudo_point_error(out["1+2+2"], scored, c.spacing),
                        ref_frames=int(np.isfinite(scored).all(axis=(1, 2)).sum()),
                        **{f"{k}_pseudo": v for k, v in clinical({c.view: (ref, tr)}, self.p["velocity_window"]).items()})

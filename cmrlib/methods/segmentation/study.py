@@ -287,10 +287,13 @@ class Study(Base):
                                                                 extra_share=p["real_share"]), init=self.models["sax"])
         self.timings["SAX fine-tuning on phantom + ACDC (s)"] = time.perf_counter() - t0
         phantom_ids = [i for i in self.ph_pred if i.endswith("_SAX")]
+        made = {("sax", "phantom test"): self.ph_pred, ("acdc", "ACDC held-out"): self.acdc_pred}  # earlier steps'
         rows = {}
         for name in [m for m in ("sax", "acdc", "sax_real") if m in self.models]:
             for data, st, ids in (("phantom test", self.store, phantom_ids), ("ACDC held-out", acdc, self.acdc_test)):
-                sc = evaluate(st, predict_store(self.models[name], st, ids, **self.on_dask))
+                pred = ({i: made[name, data][i] for i in ids} if (name, data) in made else
+                        predict_store(self.models[name], st, ids, **self.on_dask))
+                sc = evaluate(st, pred)
                 rows[name, data] = summarise(sc, by=("structure",)).xs("all", level="phase")["dice_mean"]
         self.sax_models = pd.DataFrame(rows).T.rename_axis(["model", "data"])
         self.nb.table(self.sax_models, "dice_sax_models.csv", index=True)
