@@ -48,3 +48,22 @@ def test_image_stats_contrast_of_known_frame():
     f[lab == L.LV] = 0.9
     s = realism.image_stats([f], [lab]).iloc[0]
     assert s["contrast"] == pytest.approx((0.9 - 0.3) / (0.9 + 0.3), rel=1e-3)
+
+
+def test_report_has_a_row_per_phantom_acquisition_and_view(data_dir, acdc_dir, tmp_path):
+    """The realism report on four ACDC patients and the UK Biobank demo 4CH cines: the cohort's SAX and 4CH rows and
+    the SAX row at ACDC's acquisition, each an AUC over both domains' frames."""
+    import os
+
+    (tmp_path / "acdc" / "training").mkdir(parents=True)
+    for p in sorted(acdc_dir.glob("patient*"))[:4]:
+        os.symlink(p, tmp_path / "acdc" / "training" / p.name)
+    if not (data_dir / "ukbb-demo-lax").exists():
+        pytest.skip(f"ukbb-demo-lax not found under {data_dir}")
+    os.symlink(data_dir / "ukbb-demo-lax", tmp_path / "ukbb-demo-lax")
+    r = realism.report(tmp_path, n=4, seed=0, config={"matrix": 128})
+    aucs = r["aucs"]
+    assert list(zip(aucs.phantom, aucs.view)) == [("cohort's acquisition", "SAX"), ("cohort's acquisition", "4CH"),
+                                                  ("ACDC's acquisition", "SAX")]
+    assert aucs.auc.between(0, 1).all() and (aucs.frames_phantom > 0).all() and (aucs.frames_real > 0).all()
+    assert {"ACDC SAX", "phantom SAX"} == set(r["stats_sax"].columns)
