@@ -52,7 +52,7 @@ def test_image_stats_contrast_of_known_frame():
 
 def test_report_has_a_row_per_phantom_acquisition_and_view(data_dir, acdc_dir, tmp_path):
     """The realism report on four ACDC patients and the UK Biobank demo 4CH cines: the cohort's SAX and 4CH rows and
-    the SAX row at ACDC's acquisition, each an AUC over both domains' frames."""
+    the SAX rows at ACDC's acquisition (flat and textured thorax), each an AUC over both domains' frames."""
     import os
 
     (tmp_path / "acdc" / "training").mkdir(parents=True)
@@ -64,6 +64,7 @@ def test_report_has_a_row_per_phantom_acquisition_and_view(data_dir, acdc_dir, t
     r = realism.report(tmp_path, n=4, seed=0, config={"matrix": 128})
     aucs = r["aucs"]
     assert list(zip(aucs.phantom, aucs.view)) == [("cohort's acquisition", "SAX"), ("cohort's acquisition", "4CH"),
-                                                  ("ACDC's acquisition", "SAX")]
+                                                  ("ACDC's acquisition", "SAX"),
+                                                  ("ACDC's acquisition, textured thorax", "SAX")]
     assert aucs.auc.between(0, 1).all() and (aucs.frames_phantom > 0).all() and (aucs.frames_real > 0).all()
     assert {"ACDC SAX", "phantom SAX"} == set(r["stats_sax"].columns)

@@ -149,7 +149,7 @@ def make_cohort(out: str | Path, n: int = 24, seed: int = 0, views=("SAX", "2CH"
     another recipe (seed, start, views, config) is refused (`CohortMismatch`), or with `renew` (a notebook's own
     derived cohort) emptied and made afresh; a folder of real cines is always refused."""
     cfg = PhantomConfig.make(config_overrides, n_frames=n_frames)
-    cfg_d = {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.__dict__.items()}
+    cfg_d = cfg.record()
     views = tuple(views)
     bad = [v for v in views if v not in VIEW_CODE]
     if bad:

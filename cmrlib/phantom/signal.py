@@ -164,8 +164,11 @@ def body_image(geom: Geometry, plane: Plane, tis: dict, rng: np.random.Generator
     epi = (env >= 2) & (tex(7.0) > b.get("epi_fat_thr", -0.1))  # patchy epicardial fat (elsewhere: what lies outside)
     img[epi] = tis["fat"] * (0.85 + 0.1 * tex(3.0)[epi])
     fatmask = (skin & ~wall) | (breast & ~gland & ~wall) | epi | ant
-    img = img.reshape(H, W) * (1.0 + 0.05 * tex(1.0).reshape(H, W))
-    return india_ink(img, fatmask.reshape(H, W), plane.px).astype(np.float32)
+    img = india_ink(img.reshape(H, W) * (1.0 + 0.05 * tex(1.0).reshape(H, W)), fatmask.reshape(H, W), plane.px)
+    grain = geom.recipe["acquisition"].get("body_grain", 0.0)
+    if grain:  # tissue texture (fat septa, muscle fibres, parenchyma): real tissues are not flat
+        img *= np.clip(1.0 + grain * (tex(4.0) + tex(1.0)).reshape(H, W), 0.2, None)
+    return img.astype(np.float32)
 
 
 def india_ink(img: np.ndarray, fat: np.ndarray, px: float) -> np.ndarray:

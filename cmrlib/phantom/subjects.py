@@ -30,6 +30,9 @@ JET_RANGES = {
 LATE_SYSTOLIC = 0.2  # share of mild jets that are late-systolic (prolapse), starting at 40-60 % of systole
 
 
+LATER_KNOBS = ("body_grain",)  # PhantomConfig fields recorded only when set (`PhantomConfig.record`)
+
+
 @dataclass
 class PhantomConfig:
     """Cohort-level knobs: acquisition geometry, image quality and condition prevalences."""
@@ -46,6 +49,7 @@ class PhantomConfig:
     bias: tuple[float, float] = (0.15, 0.45)  # coil bias-field amplitude
     tissue_spread: float = SPREAD  # per-subject log-SD of each tissue's signal relative to blood (contrast variety)
     heart_detail: bool = False  # RV pool darker than the LV, wall-anchored papillary muscles, trabecular fingers
+    body_grain: float = 0.0  # tissue texture of the thorax (SD of two multiplicative fields, 4 mm and 1 mm); 0: flat
     p_hfref: float = 0.14
     p_hfpef: float = 0.14
     # LVEF (%) of each heart-failure class: mean, SD, low, high of a truncated normal. The defaults keep the classes
@@ -66,6 +70,13 @@ class PhantomConfig:
     planning_error_deg: float = 4.0  # SD of plane obliquity
     trigger_jitter_ms: float = 4.0
     artefacts: bool = True  # False: no misregistration, no planning error, no jitter (clean geometry for tests)
+
+    def record(self) -> dict:
+        """The config as JSON-ready values; a knob added after the first cohorts is left out at its default, so a
+        store made before it keeps its identity."""
+        later = {f.name: f.default for f in fields(self) if f.name in LATER_KNOBS}
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()
+                if not (k in later and v == later[k])}
 
     @classmethod
     def make(cls, config: "PhantomConfig | dict | None" = None, **overrides) -> "PhantomConfig":
@@ -274,6 +285,7 @@ def sample_acquisition(rng: np.random.Generator, cfg: PhantomConfig) -> dict:
         sax_misreg_mm=float(rng.uniform(1.0, 3.5)) if misreg else 0.0,
         snr=float(rng.uniform(*cfg.snr)), kspace=float(rng.uniform(*cfg.kspace)), bias=float(rng.uniform(*cfg.bias)),
         pe_ratio=float(rng.uniform(0.75, 0.95)), ghost=float(rng.uniform(0.0, 0.05)), tissue_spread=cfg.tissue_spread,
+        **({"body_grain": cfg.body_grain} if cfg.body_grain else {}),
     )
 
 
