@@ -115,12 +115,13 @@ class Study(Base):
               f"{best:.4f})")
 
     def _train(self, name: str, st: CohortStore, views, epochs: int, recipe_name: str, path, settings: dict,
-               finish=None, data_kw: dict | None = None, **fit_kw) -> dict:
-        """Model `name` reused, or trained, calibrated and exported (by `finish` under `cmrlib fit`); its summary."""
+               finish=None, data_kw=None, **fit_kw) -> dict:
+        """Model `name` reused, or trained, calibrated and exported (by `finish` under `cmrlib fit`); its summary.
+        data_kw: more `dataloaders` arguments, or a function giving them (called only when the model is trained)."""
         if finish is None and self._reuse(name, path, settings):
             return dict(model=name, reused=True)
         dls = dataloaders(st, views, **{**self.data_kw, **recipe(self.p["augmentation"][recipe_name])},
-                          **(data_kw or {}))
+                          **((data_kw() if callable(data_kw) else data_kw) or {}))
         print(f"{name}: {len(dls.train_ds)} training / {len(dls.valid_ds)} validation frames")
         t0 = time.perf_counter()
         self.models[name] = fit(dls, epochs, self.p["lr"], **fit_kw, **self.model_kw)
@@ -275,16 +276,17 @@ class Study(Base):
             print(f"no phantom + ACDC SAX model (epochs_sax_real={p['epochs_sax_real']}, "
                   f"{'no' if acdc is None else 'an'} ACDC store)")
             return None
-        train = [acdc.read(i) for i in acdc.select(view="SAX", split="train")]
+        train = [str(i) for i in acdc.select(view="SAX", split="train")]
         settings = dict({**self.data_kw, **recipe(p["augmentation"]["sax"])}, views=["SAX"],
                         epochs=p["epochs_sax_real"], lr=p["lr"], frame_step=p["frame_step"],
-                        extra=[c.cine_id for c in train], real_share=p["real_share"], init="sax",
+                        extra=train, real_share=p["real_share"], init="sax",
                         calibrate_cines=p["calibrate_cines"], cohort=self.store.fingerprint(), acdc=acdc.fingerprint(),
                         **self.model_kw)
         t0 = time.perf_counter()
         self._train("sax_real", self.store, ["SAX"], p["epochs_sax_real"], "sax", self.out / "models" /
-                    "seg_sax_real.pkl", settings, data_kw=dict(frame_step=p["frame_step"], extra=train,
-                                                                extra_share=p["real_share"]), init=self.models["sax"])
+                    "seg_sax_real.pkl", settings, init=self.models["sax"],
+                    data_kw=lambda: dict(frame_step=p["frame_step"], extra=[acdc.read(i) for i in train],
+                                         extra_share=p["real_share"]))  # ACDC's cines read only to train
         self.timings["SAX fine-tuning on phantom + ACDC (s)"] = time.perf_counter() - t0
         phantom_ids = [i for i in self.ph_pred if i.endswith("_SAX")]
         made = {("sax", "phantom test"): self.ph_pred, ("acdc", "ACDC held-out"): self.acdc_pred}  # earlier steps'
