@@ -369,11 +369,11 @@ ACDC_LIKE = dict(ACDC_ACQUISITION, body_grain=0.15)
 
 def report(data_root: str | Path, n: int = 40, seed: int = 0, n_acdc: int | None = None, config: dict | None = None,
            matched: bool = True) -> dict:
-    """Domain AUCs, image statistics and volume tables of phantom vs real data (the README numbers).
+    """Domain AUCs (one row per phantom and view) and image statistics of phantom vs real frames (README numbers).
 
     config: PhantomConfig overrides of the phantom as the cohort draws it; `matched` adds SAX rows with the phantom
-    drawn at ACDC's acquisition (`ACDC_ACQUISITION`), then also with a textured thorax (`ACDC_LIKE`). The real 4CH cines are UK Biobank's 1.8-mm acquisition, which
-    the cohort's draws already match, so 4CH has one row."""
+    drawn at ACDC's acquisition (`ACDC_ACQUISITION`), then also with a textured thorax (`ACDC_LIKE`). The real 4CH
+    cines are UK Biobank's 1.8-mm acquisition, which the cohort's draws already match, so 4CH has one row."""
     base = dict(n_frames=20, **(config or {}))
     re = real_frames(data_root, n_acdc)
     ph = phantom_frames(n, seed, base)
