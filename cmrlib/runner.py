@@ -19,8 +19,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .params import MAX_YAML_BYTES, check_value, load_yaml, parse_override
 from .utils import atomic_write_json, atomic_write_text, cpu_bf16, data_path, git_commit, package_versions
 
@@ -230,7 +228,10 @@ def earlier_notebooks(p: Plan) -> list[dict]:
             and r.get("notebook") not in mine]
 
 
-def _record(p: Plan, results: list[dict], started: float, status: str, earlier: list[dict]) -> Path:
+def _record(p: Plan, results: list[dict], started: float, status: str) -> Path:
+    """Write run.json: this plan's notebooks beside the finished ones already recorded there, read again now so a
+    second `--only` run into the same folder, finished meanwhile, keeps its rows."""
+    earlier = earlier_notebooks(p)
     seeds = sorted({params.get("seed") for _, params in p.steps if "seed" in params})
     return atomic_write_json(p.out / "run.json", {
         "profile": p.profile, "status": status, "out": str(p.out), "figures": str(p.figures),
@@ -316,14 +317,14 @@ def _execute(p: Plan, log) -> Path:
 
     (p.out / "notebooks").mkdir(parents=True, exist_ok=True)
     p.figures.mkdir(parents=True, exist_ok=True)
-    started, results, earlier = time.time(), [], earlier_notebooks(p)
+    started, results = time.time(), []
     for i, (nb, params) in enumerate(p.steps, 1):
         dst = p.out / "notebooks" / nb.name
         log(f"[{i}/{len(p.steps)}] {nb.stem} ({p.profile}) ...")
         t0 = time.time()
         row = {"notebook": nb.name, "parameters": params, "output": str(dst), "git_commit": git_commit(ROOT),
                "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
-        _record(p, [*results, dict(row, status="running")], started, "running", earlier)
+        _record(p, [*results, dict(row, status="running")], started, "running")
         try:
             pm.execute_notebook(str(nb), str(dst), parameters=params, cwd=str(ROOT), kernel_name="python3",
                                 progress_bar=False, log_output=False, kernel_manager_class=_kernel_manager())
@@ -332,14 +333,14 @@ def _execute(p: Plan, log) -> Path:
             error = redact(f"{e.ename}: {e.evalue}", p.env)
             row.update(status="failed", wall_s=round(time.time() - t0, 2), failed_cell=e.cell_index, error=error)
             results.append(row)
-            _record(p, results, started, "failed", earlier)
+            _record(p, results, started, "failed")
             raise NotebookFailed(f"{nb.name} failed in cell {e.cell_index}: {error}\npartial notebook: {dst}") from None
         redact_notebook(dst, p.env)
         row.update(status="ok", wall_s=round(time.time() - t0, 2))
         results.append(row)
-        _record(p, results, started, "running", earlier)
+        _record(p, results, started, "running")
         log(f"[{i}/{len(p.steps)}] {nb.stem} ok in {row['wall_s']:.1f} s (total {time.time() - started:.0f} s)")
-    return _record(p, results, started, "ok", earlier)
+    return _record(p, results, started, "ok")
 
 
 def rerun(run_dir: str | Path, only: list[str], figures=None, log=print) -> Path:
