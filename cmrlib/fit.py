@@ -131,9 +131,10 @@ def fit(method: str, profile: str = "smoke", run_dir: str | Path | None = None, 
         s = study(p, out=out)
         seed_everything(seed_for(p["seed"], "fit", method))
         rows = s.train(_finish, fit_rows)
+    # parameters: a user's data paths as $VAR references, as run.json holds them
     record = dict(method=method, profile=name, processes=world_size(), batch_per_process=p.get("bs"),
                   seconds=round(time.perf_counter() - t0, 2), hardware=_hardware(epochs), rows=rows,
-                  versions=package_versions(), parameters=runner.path_references(p, {}))  # a user's data paths as $VAR references, as run.json
+                  versions=package_versions(), parameters=runner.path_references(p, {}))
     if rank() == 0:
         atomic_write_json(out / "fit.json", record)
     return record
