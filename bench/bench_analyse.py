@@ -23,7 +23,7 @@ TARGET_S = 15.0
 def timings(run_dir: Path, threads: int = 2) -> dict[str, float]:
     """Seconds per method (second of two calls: the first loads code and warms caches) and for the whole report."""
     torch.set_num_threads(threads)
-    predictors, missing = run_predictors(run_dir)
+    predictors, missing, _ = run_predictors(run_dir)
     cines = list(simulate_subject(1, seed=0, views=("SAX", "2CH", "4CH")).values())
     run_all(predictors, cines, log=lambda *_: None)
     t0 = time.perf_counter()

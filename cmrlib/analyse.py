@@ -12,6 +12,8 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
+import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -19,11 +21,15 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from .predictor import METHODS, NotApplicable, Prediction, Predictor, run_predictors
+from .predictor import METHODS, NOTEBOOKS, NotApplicable, Prediction, Predictor, run_predictors
 from .record import Cine
 from .utils import atomic_write_json, atomic_write_text
 
 PATIENT = "patient"  # the only name the report gives the patient
+REPORT_KIND = "cmrlib analyse report"  # report.json says so: a folder holding one may be replaced (--force)
+REPORT_FILES = ("report.html", "measures.csv", "report.json")
+SYSTEM = tuple(Path(p) for p in ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc",
+                                 "/run", "/sbin", "/srv", "/sys", "/usr", "/var"))  # never written into
 TITLES = {"segmentation": "Volumes, function and mass (segmentation, notebook 01)",
           "edes": "End-diastole and end-systole (TempReg-Net, notebook 02)",
           "mvnet": "Mitral annulus motion (MVnet, notebook 03)",
@@ -249,8 +255,7 @@ def write_report(results: list[dict], cines: list[Cine], notes: list[dict], miss
         body.append(sec)
         tables.append(tab)
     for m, why in missing.items():
-        body.append(f"<h2>{html.escape(TITLES[m])}</h2><p class='na'>not available: this run has no predictor "
-                    f"({html.escape(why.split(':', 1)[-1].strip())})</p>")
+        body.append(f"<h2>{html.escape(TITLES[m])}</h2><p class='na'>not available: {html.escape(why)}</p>")
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>cmrlib report</title><style>{CSS}</style>"
             f"</head><body>{''.join(body)}</body></html>")
     tables = [t for t in tables if len(t)]
@@ -259,25 +264,62 @@ def write_report(results: list[dict], cines: list[Cine], notes: list[dict], miss
     atomic_write_text(files["html"], page)
     atomic_write_text(files["csv"], measures.to_csv(index=False))
     atomic_write_json(files["json"], dict(
-        cines=[dict(view=c.view, frames=c.n_frames) for c in cines],
+        kind=REPORT_KIND, cines=[dict(view=c.view, frames=c.n_frames) for c in cines],
         methods=[dict(method=r["method"], model=r["model"], available=r["result"] is not None, why=r["why"],
                       seconds=round(r["seconds"], 3), provenance=r["provenance"]) for r in results],
         missing=missing, skipped_files=len(notes)))
     return files
 
 
-def analyse(patient: str | Path, run_dir: str | Path, out: str | Path,
-            log: Callable[[str], None] = print) -> dict[str, Path]:
-    """Read one patient, run every Predictor of the run, write the report; the files written."""
-    run_dir, out = Path(run_dir), Path(out)
+def check_out(out: Path, patient: Path, run_dir: Path, force: bool = False) -> Path:
+    """The report folder, refused when it is a system folder, the patient's or the run's folder (or inside one),
+    or a non-empty folder that is not a cmrlib report (one that is needs `force` to be replaced)."""
+    o = out.resolve()
+    if o == Path(o.anchor) or o == Path.home().resolve() or any(o == s or s in o.parents for s in SYSTEM):
+        raise AnalyseError(f"--out {out}: a system folder; give a folder of its own for the report")
+    for what, folder in (("the patient's folder", patient), ("the run folder", run_dir)):
+        f = folder.resolve()
+        if o == f or f in o.parents:
+            raise AnalyseError(f"--out {out.name or out} lies in {what}; give a folder of its own for the report")
+    if o.exists() and not o.is_dir():
+        raise AnalyseError(f"--out {out.name} is a file, not a folder")
+    if o.is_dir() and any(o.iterdir()):
+        if not _holds_report(o):
+            raise AnalyseError(f"--out {out.name or out} is not empty and holds no cmrlib report; give a new folder")
+        if not force:
+            raise AnalyseError(f"--out {out.name or out} holds a cmrlib report already (--force replaces it)")
+    return out
+
+
+def _holds_report(folder: Path) -> bool:
+    """Whether a folder holds a cmrlib report and nothing else."""
+    try:
+        kind = json.loads((folder / "report.json").read_text()).get("kind")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return kind == REPORT_KIND and all(p.name in REPORT_FILES for p in folder.iterdir())
+
+
+def analyse(patient: str | Path, run_dir: str | Path, out: str | Path, log: Callable[[str], None] = print,
+            skip_broken: bool = False, force: bool = False, warn: Callable[[str], None] | None = None
+            ) -> dict[str, Path]:
+    """Read one patient, run every Predictor of the run, write the report; the files written. A predictor that
+    exists but cannot be opened is an error (`skip_broken`: a warning, and the report says so)."""
+    run_dir, out, patient = Path(run_dir), Path(out), Path(patient)
     if not run_dir.is_dir():
         raise AnalyseError(f"--run {run_dir.name}: not a folder (a run folder made by `cmrlib run`)")
-    if out.exists() and not out.is_dir():
-        raise AnalyseError(f"--out {out.name} is a file, not a folder")
+    check_out(out, patient, run_dir, force)
     t0 = time.perf_counter()
-    predictors, missing = run_predictors(run_dir)
+    predictors, absent, broken = run_predictors(run_dir)
+    for m, why in broken.items():
+        (warn or _stderr)(f"cmrlib: predictor {m} cannot be opened: {why}")
+    if broken and not skip_broken:
+        raise AnalyseError(f"--run {run_dir.name}: {len(broken)} predictor(s) cannot be opened "
+                           f"({', '.join(broken)}; reasons above); --skip-broken reports without them")
     if not predictors:
         raise AnalyseError(f"--run {run_dir.name}: no predictors/ (run the notebooks 01-06 there first)")
+    missing = {m: f"this run has no predictor (notebook {NOTEBOOKS[m]} writes it)" for m in absent}
+    missing |= {m: f"its predictor cannot be opened ({why})" for m, why in broken.items()}
     cines, notes = read_patient(patient)
     log(f"read {len(cines)} cine(s): {', '.join(c.view for c in cines)}; {len(predictors)} predictor(s) loaded "
         f"({time.perf_counter() - t0:.2f} s)")
@@ -286,3 +328,7 @@ def analyse(patient: str | Path, run_dir: str | Path, out: str | Path,
     files = write_report(results, cines, notes, missing, out)
     log(f"report: {files['html']} ({time.perf_counter() - t0:.1f} s in all)")
     return files
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr)

@@ -39,7 +39,7 @@ def _report(a) -> int:
 def _analyse(a) -> int:
     from .analyse import analyse
 
-    analyse(a.patient, a.run, a.out)
+    analyse(a.patient, a.run, a.out, skip_broken=a.skip_broken, force=a.force)
     return 0
 
 
@@ -115,7 +115,11 @@ def parser() -> argparse.ArgumentParser:
                         allow_abbrev=False)
     an.add_argument("patient", help="the patient's folder: DICOM, NIfTI cines, UK Biobank zips or an ACDC patient")
     an.add_argument("--run", required=True, help="a run folder whose predictors/ the notebooks wrote")
-    an.add_argument("--out", required=True, help="the report's folder (report.html, measures.csv, report.json)")
+    an.add_argument("--out", required=True, help="the report's folder (report.html, measures.csv, report.json): a new "
+                                                 "or empty folder outside the patient's and the run's folders")
+    an.add_argument("--force", action="store_true", help="replace the cmrlib report --out already holds")
+    an.add_argument("--skip-broken", action="store_true", help="report without the predictors that cannot be "
+                                                              "opened (named on stderr and in the report)")
     an.set_defaults(fn=_analyse)
     g = sub.add_parser("ingest", help="ingest a real data source into a cohort store", allow_abbrev=False)
     g.add_argument("source", choices=SOURCES, help=" | ".join(SOURCES))

@@ -27,12 +27,14 @@ from .store import CohortStore
 from .transforms import (Affine2D, ClutterAug, IntensityAug, LabelIntensityAug, SegAffine, WallAug, fit_affine,
                          normalise)
 from .utils import rng, seed_for, seeded
+from .modelfile import record
 
 __all__ = ["FrameGeometry", "FrameSet", "cine_frames", "cine_frame_set", "frame_items", "seg_block", "seg_dls",
            "pick_subjects", "CODES", "to_image"]
 
 
 
+@record
 @dataclass(frozen=True)
 class FrameGeometry:
     """How frames reach a model: output grid side, pixel spacing in mm (None: fit the frame) and normalisation."""

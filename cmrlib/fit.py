@@ -102,8 +102,9 @@ def fit(method: str, profile: str = "smoke", run_dir: str | Path | None = None, 
     if fit_rows is not None and fit_rows < 1:
         raise FitError(f"--rows must be at least 1, got {fit_rows}")
     name = runner.profile_name(profile)
-    run = Path(run_dir or runner.ROOT / "runs" / name)
-    out = Path(out or run / "fit" / method)
+    # resolved once, from the folder the command runs in: the checks and the Study then read the same folders
+    run = Path(run_dir or runner.ROOT / "runs" / name).resolve()
+    out = Path(out or run / "fit" / method).resolve()
     for what, folder in (("--run", run), ("--out", out)):
         if folder.exists() and not folder.is_dir():
             raise FitError(f"{what} {folder.name} is a file, not a folder")

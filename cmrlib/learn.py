@@ -6,8 +6,8 @@ training history, pretrained encoders into classifiers, and reuse of a model tra
     history(learn)                       # epoch, train_loss, valid_loss, <metric names>
     with fitting(row="A", fold=2): ...   # a non-finite loss raises NonFiniteLoss naming method, row, fold, epoch
     model, failure = attempt(dict(row="A", fold=2), fit_one_row, ...)  # the row recorded as failed, not raised
-    export(learn, "runs/x/01/models/seg_sax.pkl")
-    learn = load("runs/x/01/models/seg_sax.pkl")
+    export(learn, "runs/x/01/models/seg_sax.model")   # model.json + weights.safetensors, never a pickle
+    model = load("runs/x/01/models/seg_sax.model")
 """
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ import contextvars
 import dataclasses
 import json
 import os
-import warnings
 from pathlib import Path
 from typing import Mapping
 
@@ -26,9 +25,10 @@ import torch
 import torch.nn.functional as F
 from fastai.callback.core import Callback, CancelFitException, CancelValidException
 from fastai.callback.tracker import TerminateOnNaNCallback, TrackerCallback
-from fastai.learner import Learner, load_learner
+from fastai.learner import Learner
 
-from .utils import atomic_file, atomic_write_json, cpu_bf16, to_jsonable
+from . import modelfile
+from .utils import atomic_write_json, cpu_bf16, to_jsonable
 
 __all__ = ["device", "BestWeights", "CPUBFloat16", "cpu_bf16", "bf16_callbacks", "precision", "callbacks",
            "NonFinite", "NonFiniteLoss", "FiniteLoss", "fitting", "attempt", "check_finite", "export", "load",
@@ -269,28 +269,22 @@ def step_decay(lr: float, epochs: int, every: int, factor: float = 0.5):
     return lambda pos: lr * factor ** int(pos * epochs // every)
 
 
-def export(learn: Learner, path: str | os.PathLike) -> Path:
-    """Export a learner (model, loss, transforms; no data) atomically to `path`: readers see the old file or the
-    whole new one, never half of it."""
-    path = Path(path)
-    old_path = learn.path
-    try:
-        learn.path = path.parent
-        with atomic_file(path) as tmp:
-            learn.export(tmp.name)
-    finally:
-        learn.path = old_path
-    return path
+def export(learn: Learner | torch.nn.Module, path: str | os.PathLike, **meta) -> Path:
+    """A learner's trained network (no data, no loss, no code) as a model folder at `path`, written atomically:
+    readers see the old folder or the whole new one. `meta`: plain values kept beside it."""
+    return modelfile.save(path, learn.model if isinstance(learn, Learner) else learn, **meta)
 
 
-def load(path: str | os.PathLike, what: str = "model", made_by: str = "its notebook") -> Learner:
-    """Reload an exported learner on the CPU; a missing file says which notebook makes it."""
+def load(path: str | os.PathLike, what: str = "model", made_by: str = "its notebook") -> torch.nn.Module:
+    """A network `export` wrote, in eval mode on the CPU; a missing folder says which notebook makes it, a broken
+    one is a `ModelFileError` naming it."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no exported {what} (run {made_by} first)")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        return load_learner(path, cpu=True)
+    model, _ = modelfile.load(path)
+    if not isinstance(model, torch.nn.Module):
+        raise modelfile.ModelFileError(f"{path.name}: holds a {type(model).__name__}, not a {what}")
+    return model.eval()
 
 
 def history(learn: Learner) -> pd.DataFrame:

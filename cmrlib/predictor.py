@@ -6,7 +6,8 @@ setting they were trained with, so a caller needs only the file and a patient's 
     result.table()                       # method, model, measure, value, unit, cine
 
 A Predictor that needs another (CUSSP and SSLHF find the heart with notebook 01's segmenter) keeps it by
-reference (its file name beside its own) and `load` brings it along. `provenance` says where a model came from:
+reference (its method's name: the predictor of that name in the same `predictors/` folder) and `load` brings
+it along. `provenance` says where a model came from:
 the run, its commit, the cohort it was trained on (a phantom model is a demonstration, never a clinical
 estimate) and what real-data check, if any, stands behind its numbers.
 """
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
@@ -22,15 +22,14 @@ from typing import Any, ClassVar, Sequence
 import pandas as pd
 
 from .record import Cine
-from .utils import atomic_file
 
 SUFFIX = ".predictor"
-FORMAT = 1  # the file layout; `load` refuses another
 METHODS = ("segmentation", "edes", "mvnet", "cussp", "sslhf", "heartmae")  # notebooks 01-06
+NOTEBOOKS = {m: f"{i:02d}" for i, m in enumerate(METHODS, 1)}  # the notebook that trains each
 
 
 class PredictorError(ValueError):
-    """A predictor file that is missing, is not a predictor, or was written in another format."""
+    """A predictor that is missing, is not a predictor, or cannot be opened: the message names it and why."""
 
 
 class NotApplicable(ValueError):
@@ -78,8 +77,8 @@ def of_view(cines: Sequence[Cine], *views: str) -> list[Cine]:
 class Predictor:
     """A trained model with its preprocessing: `predict(cine or cines) -> Prediction`, `save(path)`, `load(path)`.
 
-    nets: the torch modules (or objects holding them); prep: every preprocessing setting the nets were trained
-    with; needs: other predictors by file name (resolved beside this one); provenance: where it came from."""
+    nets: the torch modules (or records holding them); prep: every preprocessing setting the nets were trained
+    with; needs: other predictors by method name (found beside this one); provenance: where it came from."""
 
     method: ClassVar[str] = ""
     views: ClassVar[tuple[str, ...]] = ()  # the views it reads
@@ -113,35 +112,20 @@ class Predictor:
         raise NotImplementedError
 
     def content_key(self) -> str:
-        """A hash of what the Predictor computes (its nets with their weights and attributes, its preprocessing, the
+        """A hash of what the Predictor computes (its nets with their weights and settings, its preprocessing, the
         predictors it needs), never of its provenance: caches built on its output stay valid when the same models
         are exported again by a later run."""
-        import hashlib
-        import json
-        import pickle
+        from .modelfile import fingerprint
 
-        import torch
-
-        h = hashlib.sha256(json.dumps([self.method, self.prep, self.needs], sort_keys=True, default=str).encode())
-        for name, net in sorted(self.nets.items()):
-            h.update(name.encode())
-            if not isinstance(net, torch.nn.Module):
-                h.update(pickle.dumps(net))
-                continue
-            for k, t in net.state_dict().items():
-                h.update(k.encode() + t.detach().cpu().contiguous().numpy().tobytes())
-            public = {k: v for k, v in vars(net).items() if not k.startswith("_") and k != "training"}
-            h.update(pickle.dumps(sorted(public.items(), key=lambda kv: kv[0])))  # geometry, decision offsets
-        return h.hexdigest()[:16]
+        return fingerprint(dict(method=self.method, prep=self.prep, needs=self.needs, nets=self.nets))
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write atomically (readers see the old file or the whole new one)."""
-        import torch
+        """Write the folder (`predictor.json` + `weights.safetensors`) atomically: readers see the old one or the
+        whole new one."""
+        from .modelfile import write
 
-        with atomic_file(path) as tmp:
-            torch.save(dict(format=FORMAT, method=self.method, model=self.model, nets=self.nets, prep=self.prep,
-                            needs=self.needs, provenance=self.provenance), tmp)
-        return Path(path)
+        return write(path, dict(method=self.method, model=self.model, prep=self.prep, needs=self.needs,
+                                provenance=self.provenance, nets=self.nets), kind="predictor")
 
 
 def predictor_class(method: str) -> type[Predictor]:
@@ -150,30 +134,32 @@ def predictor_class(method: str) -> type[Predictor]:
 
 
 def load(path: str | os.PathLike, loaded: dict[Path, Predictor] | None = None) -> Predictor:
-    """The Predictor in a file written by `Predictor.save` (on the CPU), with the predictors it needs; `loaded`
-    (file -> Predictor) shares one copy of a file several predictors need."""
-    import torch
+    """The Predictor in a folder written by `Predictor.save` (on the CPU), with the predictors it needs (by name,
+    from the same `predictors/` folder only); `loaded` (folder -> Predictor) shares one copy of a predictor several
+    others need. Nothing in the folder is ever unpickled or run."""
+    from .modelfile import ModelFileError, read
 
     path = Path(path)
     loaded = {} if loaded is None else loaded
     if path in loaded:
         return loaded[path]
-    if not path.is_file():
-        raise PredictorError(f"{path.name}: no predictor file here (its notebook writes it into <run>/predictors)")
+    if not path.exists():
+        raise PredictorError(f"{path.name}: no predictor here (its notebook writes it into <run>/predictors)")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            got = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:
-        raise PredictorError(f"{path.name}: not a predictor file ({type(e).__name__})") from None
-    if not isinstance(got, dict) or got.get("format") != FORMAT or got.get("method") not in METHODS:
-        raise PredictorError(f"{path.name}: not a cmrlib predictor of format {FORMAT}")
-    p = predictor_class(got["method"])(got["nets"], got["prep"], got["needs"], got["provenance"], got["model"])
-    for name, file in p.needs.items():
-        p.needed[name] = load(path.parent / file, loaded)
-    for net in p.nets.values():
-        if hasattr(net, "eval"):
-            net.eval()
+        got = read(path, kind="predictor")
+    except ModelFileError as e:
+        raise PredictorError(str(e)) from None
+    keys = {"method", "model", "prep", "needs", "provenance", "nets"}
+    if set(got) != keys or got["method"] not in METHODS:
+        raise PredictorError(f"{path.name}: not a cmrlib predictor (method {str(got.get('method'))[:40]!r})")
+    if not all(isinstance(got[k], dict) for k in ("prep", "needs", "provenance", "nets")):
+        raise PredictorError(f"{path.name}: prep, needs, provenance and nets must be mappings")
+    p = predictor_class(got["method"])(got["nets"], got["prep"], got["needs"], got["provenance"], str(got["model"]))
+    for name, method in p.needs.items():
+        if method not in METHODS:
+            raise PredictorError(f"{path.name}: needs {name!r} from {str(method)[:40]!r}, which is not a predictor "
+                                 f"name ({', '.join(METHODS)})")
+        p.needed[name] = load(path.parent / file_name(method), loaded)
     loaded[path] = p
     return p
 
@@ -183,13 +169,18 @@ def file_name(method: str) -> str:
     return f"{method}{SUFFIX}"
 
 
-def run_predictors(run_dir: str | os.PathLike) -> tuple[dict[str, Predictor], dict[str, str]]:
-    """Every method's predictor a run folder holds, and why the others are absent."""
+def run_predictors(run_dir: str | os.PathLike) -> tuple[dict[str, Predictor], dict[str, str], dict[str, str]]:
+    """Every method's predictor a run folder holds; why the others are absent; and those that exist but cannot be
+    opened (damaged, of another format, or needing one of those), each with its reason."""
     folder = Path(run_dir) / "predictors"
-    have, why, loaded = {}, {}, {}
+    have, absent, broken, loaded = {}, {}, {}, {}
     for m in METHODS:
+        path = folder / file_name(m)
+        if not path.exists():
+            absent[m] = f"{path.name}: no predictor here (notebook {NOTEBOOKS[m]} writes it)"
+            continue
         try:
-            have[m] = load(folder / file_name(m), loaded)  # the segmentation file is read once, for all
+            have[m] = load(path, loaded)  # the segmentation predictor is read once, for all
         except PredictorError as e:
-            why[m] = str(e)
-    return have, why
+            broken[m] = str(e)
+    return have, absent, broken

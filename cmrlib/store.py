@@ -32,6 +32,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import time
 import uuid
 from functools import partial
@@ -210,10 +211,13 @@ class CohortStore:
         """Hold the cohort's write lock (one writer at a time, so cleaning leftovers never hits a live write)."""
         self.root.mkdir(parents=True, exist_ok=True)
         lock = self.own(self.root / ".lock")
-        try:  # never through a link (O_NOFOLLOW), never truncating: the lock file holds nothing
-            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        try:  # never through a link (O_NOFOLLOW), never truncating, never waiting (a FIFO): it holds nothing
+            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0), 0o644)
         except OSError as e:
             raise StoreError(f"cohort {self.root.name}: cannot open its lock file ({e.strerror})") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise StoreError(f"cohort {self.root.name}: its lock file .lock is not a plain file")
         with os.fdopen(fd, "w") as f:
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -103,11 +103,13 @@ class Study:
     def _segmentation(self):
         from .predictor import PredictorError, load
 
+        if not self._segmentation_file.exists():
+            raise FileNotFoundError(f"notebook {self.number} needs notebook 01's segmenters: no "
+                                    f"{self._segmentation_file.name} (run notebook 01 on this run folder first)")
         try:
             return load(self._segmentation_file)
         except PredictorError as e:
-            raise FileNotFoundError(f"notebook {self.number} needs notebook 01's segmenters: {e} (run notebook 01 "
-                                    "on this run folder first)") from None
+            raise PredictorError(f"notebook {self.number} cannot open notebook 01's segmenters: {e}") from None
 
     def segmentation(self):
         """The run's segmentation Predictor (notebook 01's), read once per Study, or a clear error naming what to

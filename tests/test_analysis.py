@@ -242,7 +242,7 @@ def test_splice_readme_replaces_only_between_markers(tmp_path):
     s = readme.read_text()
     assert "new numbers" in s and "old numbers" not in s and s.startswith("# title") and s.endswith("## after\n")
     (tmp_path / "plain.md").write_text("# no markers\n")
-    with pytest.raises(report.ReportError, match="no results markers"):
+    with pytest.raises(report.ReportError, match="needs each results marker once"):
         report.splice_readme(tmp_path / "plain.md", "x")
 
 
@@ -314,3 +314,35 @@ def test_pseudo_point_error_pairs_the_unordered_reference_points_and_uses_mm():
     assert np.isfinite(ref).all() and ref[2] == pytest.approx(ref[1])
     pred = ref[:, ::-1] + np.array([3.0, 0.0])  # the other point order, 3 px to the right
     assert pseudo_point_error(pred, ref, (2.0, 1.5)) == pytest.approx(4.5)  # 3 px x 1.5 mm
+
+
+def test_report_escapes_every_cell_and_refuses_a_marker(tmp_path):
+    run = fake_run(tmp_path)
+    table = run / "02" / "afd_table.csv"
+    df = pd.read_csv(table)
+    df.loc[1, "method"] = "<script>alert(1)</script> a|b\nnext <img src=x onerror=alert(1)>"
+    df.to_csv(table, index=False)
+    text = report.report(run)
+    row = [line for line in text.splitlines() if "alert" in line]
+    assert len(row) == 1 and "<script>" not in text and "<img" not in text
+    assert "&lt;script&gt;" in row[0] and "a\\|b next" in row[0]
+    assert row[0].count(" | ") == text.splitlines()[text.splitlines().index(row[0]) - 1].count(" | ")
+    df.loc[1, "method"] = report.MARKERS[1]
+    df.to_csv(table, index=False)
+    with pytest.raises(report.ReportError, match="holds a results marker"):
+        report.report(run)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{report.MARKERS[0]}\nold\n{report.MARKERS[1]}\n{report.MARKERS[1]}\n")
+    with pytest.raises(report.ReportError, match="needs each results marker once"):
+        report.splice_readme(readme, "new\n")
+
+
+@pytest.mark.parametrize("damage", ["run.json", "02/targets.csv"])
+def test_a_damaged_run_file_is_one_line_naming_it(tmp_path, damage, capsys):
+    from cmrlib.cli import main
+
+    run = fake_run(tmp_path)
+    (run / damage).write_bytes(b"\x00\xff{not json or csv\n\"unterminated")
+    assert main(["report", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and damage.split("/")[-1] in err and "Traceback" not in err

@@ -237,7 +237,7 @@ def test_siamese_training_moves_only_the_last_block_and_exports(tmp_path):
     assert [r["stage"] for r in logs] == ["CUSSP-SIAM siamese", "CUSSP-SIAM classifier"]
     assert all(torch.equal(before[k], v) for k, v in enc.state_dict().items())  # the shared encoder is untouched
     s = cussp.scores(learn.model, x)
-    path = cussp.save(learn, tmp_path / "siam.pkl")
+    path = cussp.save(learn, tmp_path / "siam.model")
     assert np.allclose(cussp.scores(cussp.load(path), x), s, atol=1e-6)
     with pytest.raises(ValueError, match="unknown CUSSP row"):
         cussp.fit("CUSSP-9", {"cycle": enc}, (x, y), (x[:4], y[:4]), cfg, cussp.PatchAug())

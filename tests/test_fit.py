@@ -7,11 +7,10 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from cmrlib import cli
 from cmrlib.fit import FitError, fit
-from cmrlib import predictor
+from cmrlib import modelfile, predictor
 from cmrlib.methods import edes, mvnet
 from cmrlib.phantom import make_cohort
 
@@ -66,9 +65,8 @@ def test_cussp_fit_is_its_study_and_writes_a_predictor_that_predicts(run, tmp_pa
                 cnn_epochs=1, rf_iter=2, n_boot=20, eval_splits=["valid", "test"])
     rec = fit("cussp", "smoke", run, tiny, out=tmp_path)
     assert {"pretrain cycle", "pretrain window"} <= {r.get("stage") for r in rec["rows"]}
-    with pytest.raises(predictor.PredictorError, match="segmentation.predictor: no predictor file"):
+    with pytest.raises(predictor.PredictorError, match="segmentation.predictor: no predictor here"):
         predictor.load(tmp_path / "cussp.predictor")  # it finds the valve with the run's segmenter, kept by name
-    (tmp_path / "cussp.predictor").replace(tmp_path / "moved.predictor")
-    saved = torch.load(tmp_path / "moved.predictor", weights_only=False)
-    assert saved["needs"] == {"segmenter": "segmentation.predictor"}
+    saved = modelfile.read(tmp_path / "cussp.predictor", kind="predictor")
+    assert saved["needs"] == {"segmenter": "segmentation"}
     assert {"size", "patch_mm", "frames", "window", "threshold"} <= set(saved["prep"])

@@ -2,12 +2,15 @@
 attention-MIL probe and the tables."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
 from cmrlib.methods import heartmae as hm
+from cmrlib.modelfile import ModelFileError
 from cmrlib.record import Cine
 from cmrlib.tables import TableError
 from cmrlib.models.mae_st import MAESize, VideoMAE, mae_loss, mask_noise, patchify, target_frames, unpatchify
@@ -335,15 +338,19 @@ def test_pretraining_memorises_a_few_clips(tmp_path):
     assert last < 0.35 * first, (first, last)
 
 
-def test_an_encoder_saved_without_a_target_loads_as_per_token_so_it_is_not_reused(tmp_path):
+def test_an_encoder_round_trips_with_its_config_and_a_config_that_does_not_fit_is_refused(tmp_path):
     cfg = hm.HeartMAEConfig(size=16, frames=8, patch=4, tubelet=2, dim=16, depth=1, heads=2, dec_dim=16, dec_depth=1,
                             dec_heads=2, pred_frames=4)
-    path = hm.save(VideoMAE(cfg.shape), cfg, tmp_path / "MAE-ViT-B.pt", mean=0.2, std=0.1)
-    assert hm.load(path)[1] == cfg
-    got = torch.load(path, weights_only=False)
-    del got["config"]["target"]  # a file from before the loss target was a setting (trained on per-token targets)
-    torch.save(got, path)
-    assert hm.load(path)[1].target == "token" != cfg.target
+    model = VideoMAE(cfg.shape)
+    path = hm.save(model, cfg, tmp_path / "MAE-ViT-B.model", mean=0.2, std=0.1)
+    again, cfg2, meta = hm.load(path)
+    assert cfg2 == cfg and meta == dict(mean=0.2, std=0.1)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+    doc = json.loads((path / "model.json").read_text())
+    doc["body"]["meta"]["config"]["no_such_setting"] = 1  # a config from another version of the code
+    (path / "model.json").write_text(json.dumps(doc))
+    with pytest.raises(ModelFileError, match="MAE-ViT-B.model: its config does not fit HeartMAEConfig"):
+        hm.load(path)
 
 
 def test_expert_baseline_drops_a_measure_no_training_subject_has():

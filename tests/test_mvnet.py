@@ -314,12 +314,12 @@ def test_fit_or_load_reuses_a_tracker_trained_with_the_same_settings(tmp_path):
     pd.testing.assert_frame_equal(log, log2)
     a, b = first.track_cine(tracks[3]), again.track_cine(tracks[3])
     np.testing.assert_allclose(a["1+2+2"], b["1+2+2"], atol=1e-5)
-    stamp = (tmp_path / "A_4CH_stage1.pkl").stat().st_mtime_ns
+    stamp = (tmp_path / "A_4CH_stage1.model" / "weights.safetensors").stat().st_mtime_ns
     fit_or_load(tracks[:3], tracks[3:], cfg, "4CH", tmp_path, quiet=True, retrain=True)
-    assert (tmp_path / "A_4CH_stage1.pkl").stat().st_mtime_ns != stamp
-    stamp = (tmp_path / "A_4CH_stage1.pkl").stat().st_mtime_ns
+    assert (tmp_path / "A_4CH_stage1.model" / "weights.safetensors").stat().st_mtime_ns != stamp
+    stamp = (tmp_path / "A_4CH_stage1.model" / "weights.safetensors").stat().st_mtime_ns
     fit_or_load(tracks[:3], tracks[3:], MVConfig(**{**cfg.__dict__, "epochs2": 2}), "4CH", tmp_path, quiet=True)
-    assert (tmp_path / "A_4CH_stage1.pkl").stat().st_mtime_ns != stamp  # other settings: trained again
+    assert (tmp_path / "A_4CH_stage1.model" / "weights.safetensors").stat().st_mtime_ns != stamp  # other settings: trained again
 
 
 def test_pseudo_reference_puts_the_lateral_hinge_first_and_needs_lv_and_la_at_every_frame():

@@ -138,3 +138,68 @@ def test_analyse_reports_a_real_patient_with_every_method(smoke_run, data_dir, t
         text = f.read_text(errors="ignore")
         assert not [part for part in Path(patient).parts if len(part) > 2 and part in text]
         assert "SIEMENS" not in text and str(data_dir) not in text
+
+
+def _said(p, cines):
+    """What a predictor says about one subject: its table, or why it cannot say anything."""
+    from cmrlib import predictor
+
+    try:
+        return p.predict(cines).table()
+    except predictor.NotApplicable as e:
+        return str(e)
+
+
+def test_every_predictor_predicts_the_same_after_save_and_load(smoke_run, tmp_path):
+    """A predictor written again and read back computes exactly what it did: same content key, same measures."""
+    from cmrlib import predictor
+
+    out, _ = smoke_run
+    store = CohortStore(out / "cohort")
+    subject = store.manifest().query("split == 'test'").subject.iloc[0]
+    cines = [store.read(i) for i in store.manifest().query("subject == @subject").cine_id]
+    have, absent, broken = predictor.run_predictors(out)
+    assert set(have) == set(predictor.METHODS) and not absent and not broken
+    for m, p in have.items():
+        p.save(tmp_path / "predictors" / predictor.file_name(m))
+    again, _, _ = predictor.run_predictors(tmp_path)
+    for m in predictor.METHODS:
+        assert again[m].content_key() == have[m].content_key(), m
+        before, after = _said(have[m], cines), _said(again[m], cines)
+        if isinstance(before, str):
+            assert before == after, m
+        else:
+            pd.testing.assert_frame_equal(before, after, check_exact=True)
+
+
+def test_a_payload_planted_in_a_run_folder_runs_nothing_in_a_notebook(smoke_run, tmp_path):
+    """A shared run folder whose segmentation predictor was replaced by a pickle: notebook 07 stops with the
+    file's name and the payload never runs."""
+    import os
+    import pickle
+    import shutil
+
+    class Payload:
+        def __reduce__(self):
+            return os.system, (f"touch {tmp_path / 'pwned'}",)
+
+    out, _ = smoke_run
+    shared = tmp_path / "shared_run"
+    shared.mkdir()
+    for entry in out.iterdir():  # the run as received, its analysis notebooks writing into folders of their own
+        if entry.name in ("predictors", "07", "figures"):
+            continue
+        if entry.name == "run.json":
+            shutil.copy(entry, shared / entry.name)
+        else:
+            (shared / entry.name).symlink_to(entry)
+    planted = shared / "predictors" / "segmentation.predictor"
+    shutil.copytree(out / "predictors", shared / "predictors")
+    (planted / "predictor.json").write_bytes(pickle.dumps(Payload()))
+    with pytest.raises(runner.NotebookFailed, match="segmentation.predictor"):
+        runner.rerun(shared, ["07"], figures=tmp_path / "figures", log=lambda *_: None)
+    shutil.rmtree(planted)
+    planted.write_bytes(pickle.dumps(Payload()))
+    with pytest.raises(runner.NotebookFailed, match="segmentation.predictor"):
+        runner.rerun(shared, ["07"], figures=tmp_path / "figures", log=lambda *_: None)
+    assert not (tmp_path / "pwned").exists()

@@ -12,6 +12,8 @@ from cmrlib import predictor
 from cmrlib.analyse import AnalyseError, analyse, read_patient
 from cmrlib.cli import main
 from cmrlib.methods import cussp, segmentation
+from cmrlib.models import unet11
+from cmrlib.models.cussp import mlp_head
 from cmrlib.phantom import simulate_subject
 
 SMALL = dict(n_frames=10, matrix=64, pixel_mm=3.0)
@@ -23,9 +25,9 @@ def subject():
 
 
 def segmenter() -> segmentation.Predictor:
-    """A one-layer segmenter (untrained: the protocol, not the accuracy, is under test)."""
+    """A narrow segmenter (untrained: the protocol, not the accuracy, is under test)."""
     torch.manual_seed(0)
-    return segmentation.Predictor({"SAX": torch.nn.Conv2d(1, 6, 1), "LAX": torch.nn.Conv2d(1, 6, 1)},
+    return segmentation.Predictor({"SAX": unet11(6, width=0.0625).eval(), "LAX": unet11(6, width=0.0625).eval()},
                                   provenance=dict(trained_on="phantom"))
 
 
@@ -53,26 +55,27 @@ def test_content_key_follows_the_weights_and_decision_offsets_not_the_provenance
     assert again.content_key() != key
     changed = segmenter()
     with torch.no_grad():
-        changed.nets["LAX"].weight.add_(1.0)
+        next(changed.nets["LAX"].parameters()).add_(1.0)
     assert changed.content_key() != key
 
 
 def test_load_names_the_file_and_refuses_what_is_not_a_predictor(tmp_path):
-    with pytest.raises(predictor.PredictorError, match="nothing.predictor: no predictor file"):
+    with pytest.raises(predictor.PredictorError, match="nothing.predictor: no predictor here"):
         predictor.load(tmp_path / "nothing.predictor")
     (tmp_path / "text.predictor").write_text("not a model")
-    with pytest.raises(predictor.PredictorError, match="text.predictor: not a predictor file"):
+    with pytest.raises(predictor.PredictorError, match="text.predictor: a file of an older cmrlib format"):
         predictor.load(tmp_path / "text.predictor")
-    torch.save(dict(format=99, method="cussp"), tmp_path / "future.predictor")
-    with pytest.raises(predictor.PredictorError, match="future.predictor: not a cmrlib predictor of format 1"):
+    future = segmenter().save(tmp_path / "future.predictor") / "predictor.json"
+    future.write_text(future.read_text().replace('"format": 2', '"format": 99'))
+    with pytest.raises(predictor.PredictorError, match="future.predictor: predictor.json has format 99"):
         predictor.load(tmp_path / "future.predictor")
 
 
 def test_a_needed_predictor_travels_by_reference(tmp_path, subject):
     prep = dict(size=32, patch_mm=2.0, frames=10, window=5, crop_size=32, crop_mm=3.0)
-    p = cussp.Predictor.from_model(torch.nn.Linear(2, 1), "CUSSP-SIAM", prep, 0.5)
+    p = cussp.Predictor.from_model(mlp_head(2, 4), "CUSSP-SIAM", prep, 0.5)
     p.save(tmp_path / "cussp.predictor")
-    with pytest.raises(predictor.PredictorError, match="segmentation.predictor: no predictor file"):
+    with pytest.raises(predictor.PredictorError, match="segmentation.predictor: no predictor here"):
         predictor.load(tmp_path / "cussp.predictor")
     segmenter().save(tmp_path / "segmentation.predictor")
     again = predictor.load(tmp_path / "cussp.predictor")
@@ -122,3 +125,42 @@ def test_analyse_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
         assert says in err and err.count("\n") == 1
     with pytest.raises(AnalyseError, match="no predictors/"):
         analyse(tmp_path / "empty", tmp_path / "empty", tmp_path / "out")
+
+
+def test_analyse_out_is_a_folder_of_its_own(tmp_path, subject, capsys):
+    run = tmp_path / "run"
+    segmenter().save(run / "predictors" / "segmentation.predictor")
+    patient = _nifti_patient(tmp_path / "patient", subject)
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "mine.txt").write_text("keep me")
+    for out, says in (("/", "a system folder"), ("/etc/cmrlib", "a system folder"),
+                      (str(patient), "lies in the patient's folder"), (str(patient / "r"), "lies in the patient's"),
+                      (str(run / "predictors"), "lies in the run folder"),
+                      (str(tmp_path / "notes"), "is not empty and holds no cmrlib report")):
+        assert main(["analyse", str(patient), "--run", str(run), "--out", out]) == 2
+        assert says in capsys.readouterr().err
+    assert sorted(p.name for p in patient.iterdir()) == ["la_2ch.nii.gz", "la_4ch.nii.gz"]
+    assert not (run / "predictors" / "report.html").exists() and not Path("/report.html").exists()
+    out = tmp_path / "report"
+    assert main(["analyse", str(patient), "--run", str(run), "--out", str(out)]) == 0
+    assert main(["analyse", str(patient), "--run", str(run), "--out", str(out)]) == 2
+    assert "holds a cmrlib report already (--force replaces it)" in capsys.readouterr().err
+    assert main(["analyse", str(patient), "--run", str(run), "--out", str(out), "--force"]) == 0
+
+
+def test_a_predictor_that_cannot_be_opened_is_named_and_fails_the_command(tmp_path, subject, capsys):
+    run = tmp_path / "run"
+    seg = segmenter().save(run / "predictors" / "segmentation.predictor")
+    prep = dict(size=32, patch_mm=2.0, frames=10, window=5, crop_size=32, crop_mm=3.0)
+    cussp.Predictor.from_model(mlp_head(2, 4), "CUSSP-SIAM", prep, 0.5).save(run / "predictors" / "cussp.predictor")
+    weights = run / "predictors" / "cussp.predictor" / "weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[:64])  # truncated in transit
+    patient = _nifti_patient(tmp_path / "patient", subject)
+    assert main(["analyse", str(patient), "--run", str(run), "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert "predictor cussp cannot be opened: cussp.predictor: weights.safetensors is damaged" in err
+    assert "1 predictor(s) cannot be opened (cussp" in err and not (tmp_path / "a").exists()
+    assert main(["analyse", str(patient), "--run", str(run), "--out", str(tmp_path / "b"), "--skip-broken"]) == 0
+    page = (tmp_path / "b" / "report.html").read_text()
+    assert "not available: its predictor cannot be opened (cussp.predictor: weights.safetensors is damaged" in page
+    assert seg.is_dir()

@@ -192,9 +192,9 @@ def test_train_export_reload_predict(store, tmp_path):
     learn = learner(dls, width=0.125, bf16=True)
     assert [m.name for m in learn.metrics] == ["dice_LV", "dice_MYO", "dice_RV"]
     learn.fit_one_cycle(2, 3e-3)  # converge-free: the test pins the plumbing, not accuracy
-    path = export(learn, tmp_path / "models" / "seg_sax.pkl")
+    path = export(learn, tmp_path / "models" / "seg_sax.model")
     again = load(path)
-    assert isinstance(again.model, UNet11) and again.model.geometry == dls.geometry
+    assert isinstance(again, UNet11) and again.geometry == dls.geometry
     c = store.read("toy05_SAX")
     np.testing.assert_array_equal(predict(again, c), predict(learn, c))
     as_model(learn).log_prior = np.array([0, 0.3, -0.2, 0, 0, 0], np.float32)  # a calibrated decision travels too

@@ -211,7 +211,7 @@ def test_one_tiny_cross_validation_runs_the_rows_and_exports(tmp_path):
     net = sslhf.network("SSLHF", cfg, restorers)
     assert all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(net.encoder.state_dict().values(),
                                                                     rest.encoder.state_dict().values()))
-    path = sslhf.save(kept[("SSLHF", 0)], tmp_path / "m.pkl", cfg)
+    path = sslhf.save(kept[("SSLHF", 0)], tmp_path / "m.model")
     model = sslhf.load(path)
     assert np.allclose(sslhf.scores(model, x[:3]), sslhf.scores(kept[("SSLHF", 0)], x[:3]), atol=1e-6)
     with pytest.raises(ValueError, match="pretrain it first"):
@@ -222,10 +222,11 @@ def test_the_predictor_scores_a_cine_through_its_patches_and_averages_the_folds(
     """Exported with its patch settings and its segmenter by reference, reloaded, it needs only the cine."""
     from cmrlib import predictor
     from cmrlib.methods import segmentation
+    from cmrlib.models import unet11
 
     cine, lab = stack_with_lv(t=16, size=48)
 
-    segmentation.Predictor({"SAX": torch.nn.Conv2d(1, 6, 1)}).save(tmp_path / predictor.file_name("segmentation"))
+    segmentation.Predictor({"SAX": unet11(6, width=0.0625)}).save(tmp_path / predictor.file_name("segmentation"))
     cfg = sslhf.SSLHFConfig(widths=(2, 2, 4, 4, 4), hidden=(4, 4))
     folds = {k: sslhf.network("A: no proxy", cfg) for k in (0, 1)}
     prep = dict(size=16, patch_mm=2.0, n_frames=16, min_frames=16, max_slices=3, min_lv_px=20, clip_pct=99.5)

@@ -311,3 +311,11 @@ def test_7_every_path_parameter_the_runner_passes_as_a_reference_is_expanded_by_
         study = importlib.import_module(f"cmrlib.methods.{method}").Study
         passed = {k for k in study.PARAMS if runner.is_path_param(k)} - set(runner.INJECTED) - {"data_dir"}
         assert passed <= set(study.PATHS), f"{method}: {sorted(passed - set(study.PATHS))} reach it unexpanded"
+
+def test_a_special_file_as_the_lock_is_refused_never_waited_on(tmp_path):
+    store = CohortStore(tmp_path / "cohort")
+    store.root.mkdir()
+    os.mkfifo(store.root / ".lock")
+    with pytest.raises(StoreError, match="lock file"):
+        with store.writer():
+            pass

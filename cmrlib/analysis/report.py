@@ -6,6 +6,7 @@ the README states what the latest run measured and nothing typed by hand.
 """
 from __future__ import annotations
 
+import html
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -26,15 +27,30 @@ HEADLINE_MEASURES = ["LVEDV", "LVESV", "LVEF", "LVM", "RVEF", "LAVmax", "MAPSE",
 
 
 class ReportError(FileNotFoundError):
-    """The run folder lacks what the report needs (run.json)."""
+    """The run folder lacks what the report needs (run.json), or holds a file the report cannot read or show."""
 
 
 def load_run(run_dir: str | Path) -> dict:
-    """run.json of a run folder; a clear error when the folder holds no run."""
+    """run.json of a run folder; a clear error when the folder holds no run or a damaged one."""
     f = Path(run_dir) / "run.json"
     if not f.exists():
         raise ReportError(f"{f}: no run record (run `cmrlib run` with --out {run_dir} first)")
-    return json.loads(f.read_text())
+    try:
+        run = json.loads(f.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ReportError(f"{f}: not a readable run record ({type(e).__name__})") from None
+    if not isinstance(run, dict) or not isinstance(run.get("notebooks", []), list) \
+            or not all(isinstance(r, dict) and isinstance(r.get("notebook"), str) for r in run.get("notebooks", [])):
+        raise ReportError(f"{f}: not a cmrlib run record")
+    return run
+
+
+def read_table(f: Path) -> pd.DataFrame:
+    """A run folder's CSV table; a damaged one is a `ReportError` naming it."""
+    try:
+        return pd.read_csv(f)
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        raise ReportError(f"{f}: not a readable table ({type(e).__name__})") from None
 
 
 def notebook_table(run: dict) -> pd.DataFrame:
@@ -47,15 +63,19 @@ def notebook_table(run: dict) -> pd.DataFrame:
 
 def targets_table(run_dir: str | Path) -> pd.DataFrame:
     """Every notebook's targets (`NN/targets.csv`) in one table, with the notebook number."""
-    parts = [pd.read_csv(f).assign(notebook=f.parent.name) for f in sorted(Path(run_dir).glob("[0-9][0-9]/targets.csv"))]
+    cols = ["notebook", "figure", "value", "goal", "target", "met"]
+    parts = [read_table(f).assign(notebook=f.parent.name) for f in sorted(Path(run_dir).glob("[0-9][0-9]/targets.csv"))]
     if not parts:
-        return pd.DataFrame(columns=["notebook", "figure", "value", "goal", "target", "met"])
-    return pd.concat(parts, ignore_index=True)[["notebook", "figure", "value", "goal", "target", "met"]]
+        return pd.DataFrame(columns=cols)
+    bad = [c for c in cols if not all(c in p for p in parts)]
+    if bad:
+        raise ReportError(f"{run_dir}: a targets.csv lacks column(s) {bad}")
+    return pd.concat(parts, ignore_index=True)[cols]
 
 
 def _read(run_dir: Path, rel: str) -> pd.DataFrame | None:
     f = run_dir / rel
-    return pd.read_csv(f) if f.exists() else None
+    return read_table(f) if f.exists() else None
 
 
 def _segmentation(run: Path):
@@ -139,8 +159,20 @@ def headlines(run_dir: str | Path) -> list[tuple[str, pd.DataFrame]]:
     return [t for h in HEADLINES for t in h(Path(run_dir))]
 
 
+def cell(v):
+    """A value as it may stand in a markdown table: HTML escaped, `|` escaped, on one line; a cell holding one of
+    the README's markers is refused (it would make the block impossible to find again)."""
+    if not isinstance(v, str):
+        return v
+    if any(m in v for m in MARKERS) or "results:start" in v or "results:end" in v:
+        raise ReportError(f"a table cell holds a results marker ({v[:40]!r}): refused")
+    return html.escape(" ".join(v.split()), quote=False).replace("|", "\\|")
+
+
 def _md(df: pd.DataFrame) -> str:
-    return df.astype(object).where(df.notna(), None).to_markdown(index=False, floatfmt="g", missingval="–")
+    df = df.rename(columns=lambda c: cell(str(c)))
+    shown = df.map(cell).astype(object).where(df.notna(), None)
+    return shown.to_markdown(index=False, floatfmt="g", missingval="–")
 
 
 def _shown(path: Path) -> str:
@@ -157,7 +189,7 @@ def report(run_dir: str | Path) -> str:
     run = load_run(run_dir)
     nbs = notebook_table(run)
     tg = targets_table(run_dir)
-    lines = [f"Profile `{run.get('profile')}`, commit `{(run.get('git_commit') or '')[:7]}`, started "
+    lines = [f"Profile `{cell(str(run.get('profile')))}`, commit `{(run.get('git_commit') or '')[:7]}`, started "
              f"{run.get('started', '')[:10]}; {nbs['minutes'].sum():.0f} min of notebooks "
              f"(`cmrlib run --profile {run.get('profile')}`; this report: `cmrlib report {_shown(run_dir)}`).", "",
              _md(nbs), ""]
@@ -165,7 +197,7 @@ def report(run_dir: str | Path) -> str:
         tg = tg.assign(met=tg["met"].map({True: "yes", False: "**no**"}), value=tg["value"].round(3))
         lines += [f"**Targets**: {int((tg['met'] == 'yes').sum())} of {len(tg)} met.", "", _md(tg), ""]
     for title, table in headlines(run_dir):
-        lines += [f"**{title}**", "", _md(table), ""]
+        lines += [f"**{cell(title)}**", "", _md(table), ""]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -196,12 +228,15 @@ def figure_index(run_dir: str | Path, figures_dir: str | Path) -> str:
 
 
 def splice_readme(readme: str | Path, text: str) -> Path:
-    """Replace what lies between the README's result markers with `text` (atomically); an error without markers."""
+    """Replace what lies between the README's result markers with `text` (atomically); an error unless the README
+    holds each marker exactly once, in order, and `text` holds neither."""
     readme = Path(readme)
     s = readme.read_text()
     start, end = MARKERS
-    if start not in s or end not in s or s.index(start) > s.index(end):
-        raise ReportError(f"{readme}: no results markers ({start!r} ... {end!r}) to write between")
+    if s.count(start) != 1 or s.count(end) != 1 or s.index(start) > s.index(end):
+        raise ReportError(f"{readme}: needs each results marker once, in order ({start!r} ... {end!r})")
+    if start in text or end in text:
+        raise ReportError("the report holds a results marker: refused")
     head, rest = s.split(start, 1)
     tail = rest.split(end, 1)[1]
     return atomic_write_text(readme, f"{head}{start}\n{text.rstrip()}\n{end}{tail}")

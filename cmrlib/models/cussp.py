@@ -15,6 +15,7 @@ from torchvision.models import DenseNet
 from torchvision.models.resnet import BasicBlock, ResNet
 
 from .weights import cached_state
+from ..modelfile import architecture
 
 RESNET18_URL = "https://download.pytorch.org/models/resnet18-f37072cd.pth"
 DENSENET121_URL = "https://download.pytorch.org/models/densenet121-a639ec97.pth"
@@ -91,6 +92,7 @@ def contrastive_loss(e1: torch.Tensor, e2: torch.Tensor, different: torch.Tensor
     return ((1 - y) * d.pow(2) + y * F.relu(margin - d).pow(2)).mean()
 
 
+@architecture
 def mlp_head(dim_in: int, hidden: int = 256, out: int = 1, dropout: float = 0.2) -> nn.Sequential:
     """The 3-layer MLP classifier on top of the encoder, its input standardised (BatchNorm): self-supervised
     features come at any scale, and unscaled they left the head unable to fit the training cines."""
@@ -106,6 +108,7 @@ def centre_crop(x: torch.Tensor, size: int | None) -> torch.Tensor:
     return x[..., top:top + size, left:left + size]
 
 
+@architecture
 class CUSSPNet(nn.Module):
     """Encoder + Barlow Twins projector + MLP head. `forward(x)` on (B, 2, F, H, W) view pairs gives (z1, z2,
     logit1, logit2) for the training losses; `classify(x)` on (B, F, H, W) gives the MR logit. The encoder sees
@@ -187,6 +190,7 @@ def _densenet_key(k: str) -> str:
     return re.sub(r"(norm|relu|conv)\.((?:[12]))\.", r"\1\2.", k)
 
 
+@architecture
 class CNNLSTM(nn.Module):
     """Per-frame DenseNet features -> bidirectional LSTM over the frames -> MLP: (B, T, H, W) -> (B,) MR logit."""
 

@@ -13,10 +13,12 @@ from dataclasses import dataclass
 import torch
 from timm.models.vision_transformer import Block
 from torch import nn
+from ..modelfile import architecture, record
 
 MASKINGS = ("random", "tube")
 
 
+@record
 @dataclass(frozen=True)
 class MAESize:
     """The network's shape: the paper's ViT-B is `MAESize(224, 24, 16, 4, 768, 12, 12, 512, 4, 16, 12)`."""
@@ -103,6 +105,7 @@ class SeparablePos(nn.Module):
         return (self.time[:, :, None, :] + self.space[:, None, :, :]).flatten(1, 2)
 
 
+@architecture
 class VideoMAE(nn.Module):
     """Encoder + decoder of the spatiotemporal MAE for (B, 1, T, H, W) clips."""
 

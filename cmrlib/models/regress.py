@@ -14,6 +14,7 @@ from torchvision.models import get_model, get_model_weights
 from torchvision.models.resnet import BasicBlock, conv1x1
 
 from .weights import WeightsUnavailable, cached_state
+from ..modelfile import architecture
 
 ARCHS = ("tiny", "resnet18", "resnet34", "resnet50")
 
@@ -131,6 +132,7 @@ def torchvision_regressor(arch: str = "resnet50", n_out: int = 4, in_ch: int = 1
     return m
 
 
+@architecture
 def point_regressor(arch: str = "tiny", n_out: int = 4, in_ch: int = 1, pretrained: bool = False,
                     widths: Sequence[int] = (16, 32, 64, 128), blocks: Sequence[int] = (1, 1, 1, 1),
                     head: str = "pool", coords: bool = False, window: int | None = None) -> nn.Module:

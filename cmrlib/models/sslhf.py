@@ -12,6 +12,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from ..modelfile import architecture
 
 
 def pad16(x: torch.Tensor) -> torch.Tensor:
@@ -50,6 +51,7 @@ class Encoder3D(nn.Module):
         return feats
 
 
+@architecture
 class Restorer3D(nn.Module):
     """The restoration proxy: encoder, then four transposed convolutions up, each followed by two convolutions on
     the upsampled features joined with the encoder's (U-Net skips), a last 3x3x3 convolution and a 1x1x1 one to a
@@ -73,6 +75,7 @@ class Restorer3D(nn.Module):
         return self.out(y)[..., :t, :h, :w]
 
 
+@architecture
 class Classifier3D(nn.Module):
     """The encoder (initialised from the restorer or at random), a global max-pool and three fully connected
     layers (Kaiming init) -> one logit per patch (HFrEF). The pooled features are standardised first (BatchNorm,
@@ -106,6 +109,7 @@ def _group_norm(groups: int) -> tuple:
     return ("group", {"num_groups": groups})
 
 
+@architecture
 def resnet50_3d(widen: float = 1.0, groups: int = 8) -> nn.Module:
     """MONAI's 3D ResNet-50 (bottleneck blocks 3-4-6-3) with GroupNorm, one input channel, one logit (Table III);
     `widen` scales every width (1.0: the paper's network)."""
@@ -115,6 +119,7 @@ def resnet50_3d(widen: float = 1.0, groups: int = 8) -> nn.Module:
                          num_classes=1, widen_factor=widen, norm=_group_norm(groups)))
 
 
+@architecture
 def densenet121_3d(init_features: int = 64, growth_rate: int = 32, groups: int = 8) -> nn.Module:
     """MONAI's 3D DenseNet-121 (blocks 6-12-24-16) with GroupNorm, one input channel, one logit (Table III);
     64 / 32 are the paper's widths. Every axis needs at least 32 voxels (five halvings)."""

@@ -11,6 +11,7 @@ import torch
 from fastai.layers import ConvLayer, ResBlock
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from ..modelfile import architecture
 
 __all__ = ["frame_encoder", "TempRegNet", "tempreg_net", "valid_frames", "motion_channel"]
 
@@ -99,6 +100,7 @@ class TempRegNet(nn.Module):
         return h.gather(1, mid[..., None].expand(-1, -1, h.shape[-1]))
 
 
+@architecture
 def tempreg_net(kind: str = "tempreg", **kwargs) -> TempRegNet:
     """Build a model by method name: 'tempreg' (CNN+LSTM) or 'cnnreg' (CNN + per-frame regression)."""
     if kind not in ("tempreg", "cnnreg"):

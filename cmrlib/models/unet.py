@@ -12,6 +12,7 @@ from torch import nn
 from torchvision.models import vgg
 
 from .weights import WeightsUnavailable, cached_state
+from ..modelfile import architecture
 
 __all__ = ["UNet11", "WeightsUnavailable", "unet11", "vgg11_encoder"]
 
@@ -113,6 +114,7 @@ class UNet11(nn.Module):
         return self.final(x)
 
 
+@architecture
 def unet11(n_classes: int = 6, width: float = 1.0, pretrained: bool = False, bn: bool = True, in_ch: int = 1) -> UNet11:
     """A TernausNet11 U-Net; `pretrained=True` loads cached ImageNet VGG11 weights or raises `WeightsUnavailable`."""
     return UNet11(n_classes=n_classes, width=width, in_ch=in_ch, bn=bn, pretrained=pretrained)

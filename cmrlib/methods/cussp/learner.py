@@ -23,6 +23,7 @@ from ...learn import load as load_exported
 from ...models.cussp import CNNLSTM, CUSSPNet, barlow_twins_loss, contrastive_loss
 from ...utils import seed_for, seeded
 from .data import Labelled, PatchAug, SiamesePairs, TwinViews
+from ...modelfile import architecture
 
 # rows of the paper's Table 2 -> (Barlow weight, cross-entropy weight) of the joint objective
 JOINT_WEIGHTS = {"CUSSP-1": (0.9, 0.1), "CUSSP-2": (0.5, 0.5), "CUSSP-3": (0.1, 0.9)}
@@ -104,6 +105,7 @@ class ContrastiveLoss:
         return contrastive_loss(pred[0], pred[1], different, self.margin)
 
 
+@architecture
 class Classifier(nn.Module):
     """A network's `classify` as its forward (what the classifier Learner trains and exports)."""
 
@@ -115,6 +117,7 @@ class Classifier(nn.Module):
         return self.net.classify(x)
 
 
+@architecture
 class Siamese(nn.Module):
     """Both cines of a pair through the same encoder: (B, 2, F, S, S) -> (e1, e2)."""
 
@@ -321,4 +324,4 @@ def save(learn: Learner, path: str | Path) -> Path:
 
 def load(path: str | Path) -> nn.Module:
     """A CUSSP or CNN-LSTM classifier exported by notebook 04, ready for `predict`."""
-    return load_exported(path, "CUSSP classifier", "notebook 04").model.eval()
+    return load_exported(path, "CUSSP classifier", "notebook 04")

@@ -7,7 +7,7 @@ import numpy as np
 from torch import nn
 
 from ...measure import MeasureError
-from ...predictor import NotApplicable, Prediction, file_name
+from ...predictor import NotApplicable, Prediction
 from ...predictor import Predictor as Base
 from ...record import Cine
 from .data import preprocess
@@ -19,17 +19,17 @@ PATCH_KEYS = ("size", "patch_mm", "frames", "window", "crop_size", "crop_mm")  #
 
 class Predictor(Base):
     """nets: {'classifier'}; prep: the patch settings, `input` (cycle, window or crops) and the validation
-    `threshold`; needs: {'segmenter': the segmentation predictor's file}."""
+    `threshold`; needs: {'segmenter': 'segmentation'}."""
 
     method = "cussp"
     views = ("4CH",)
 
     @classmethod
     def from_model(cls, model: nn.Module, row: str, prep: dict, threshold: float,
-                   segmenter_file: str = file_name("segmentation"), provenance: dict | None = None) -> "Predictor":
+                   segmenter: str = "segmentation", provenance: dict | None = None) -> "Predictor":
         """Row: a Table-2 row name (its input follows from it)."""
         settings = {k: prep[k] for k in PATCH_KEYS} | dict(input=INPUTS[row], threshold=float(threshold))
-        return cls({"classifier": model.eval()}, settings, dict(segmenter=segmenter_file), provenance, row)
+        return cls({"classifier": model.eval()}, settings, dict(segmenter=segmenter), provenance, row)
 
     def probability(self, cine: Cine) -> tuple[float, dict]:
         """The MR probability of one 4CH cine, and its preprocessed inputs."""

@@ -11,14 +11,15 @@ import numpy as np
 import pandas as pd
 from fastprogress.fastprogress import progress_bar
 
+from ... import modelfile
 from ...learn import attempt, config_from, reusable, record_settings
 from ...measure import subject_measures
 from ...study import Study as Base
-from ...utils import atomic_file, data_root, rng, seed_for
+from ...utils import data_root, rng, seed_for
 from .data import PatchAug, PatchSet, labelled, mr_labels, preprocess_store, unlabelled
 from .evaluate import auc_gap, evaluate, recall_by_grade, table2, thresholds, validation_table
 from .figures import budget_figure, grade_figure, pool_figure, preprocessing_figure, roc_pr_figure
-from .learner import (INPUTS, JOINT_WEIGHTS, SUPERVISED, CUSSPConfig, fit, fit_siamese, fit_supervised, network,
+from .learner import (INPUTS, JOINT_WEIGHTS, SUPERVISED, CUSSPConfig, fit, fit_siamese, fit_supervised,
                       pretrain, probe, random_forest, save, scores)
 from .predictor import Predictor
 
@@ -254,20 +255,15 @@ class Study(Base):
         """`pretrain` on `pool`, or its saved result when this pool, validation set and these settings made it."""
         import hashlib
 
-        import torch
-
-        path = self.out / "encoders" / f"{tag.replace(' ', '_')}.pt"
+        path = self.out / "encoders" / f"{tag.replace(' ', '_')}.model"
         digest = lambda a: hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()[:16]
         settings = dict(config=self.cfg.__dict__, aug=self.pretrain_augment.__dict__, pool=digest(pool),
                         valid=digest(self._xy(inp, "valid")[0]), tag=tag)
         if reusable(path, settings):
-            saved = torch.load(path, weights_only=False)
-            net = network(pool.shape[1], self.cfg)
-            net.load_state_dict(saved["state"])
-            return net, dict(saved["row"], reused=True)
+            net, meta = modelfile.load(path)
+            return net, dict(meta["row"], reused=True)
         net, row = pretrain(pool, self._xy(inp, "valid")[0], self.cfg, self.pretrain_augment, tag)
-        with atomic_file(path) as tmp:
-            torch.save(dict(state=net.state_dict(), row=row), tmp)
+        modelfile.save(path, net, row=row)
         record_settings(path, settings)
         return net, dict(row, reused=False)
 
@@ -610,7 +606,7 @@ class Study(Base):
         """Every row's model, and the row validation ranks first (ROC-AUC) as the run's CUSSP Predictor with its
         patch settings and threshold (CUSSP-SIAM-25 when validation ranks nothing); the Predictor's row."""
         for r, m in self.models.items():
-            save(m, self.out / "models" / f"{r}.pkl")
+            save(m, self.out / "models" / f"{r}.model")
         ranked = validation_table(self.valid, self.thr).query("row in @self.models").set_index("row").roc_auc.dropna()
         best, how = ((ranked.idxmax(), "validation ROC-AUC") if len(ranked) else
                      ("CUSSP-SIAM-25", "the paper's headline row (validation ranks no row)"))

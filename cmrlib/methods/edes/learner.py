@@ -114,10 +114,10 @@ def fit(dls: DataLoaders, method: str, epochs: int, lr: float, seed: int = 0, **
 
 
 def model_file(method: str) -> str:
-    """The file a trained method is exported to in a models folder ('CNN+Reg' -> cnn_reg.pkl)."""
-    return f"{method.lower().replace(' ', '_').replace('/', '').replace('+', '_')}.pkl"
+    """The file a trained method is exported to in a models folder ('CNN+Reg' -> cnn_reg.model)."""
+    return f"{method.lower().replace(' ', '_').replace('/', '').replace('+', '_')}.model"
 
 
 def load(path: str | Path) -> torch.nn.Module:
     """A trained ED/ES network exported with `cmrlib.learn.export`, ready for `predict`."""
-    return load_exported(path, "ED/ES model", "notebook 02").model.eval()
+    return load_exported(path, "ED/ES model", "notebook 02")

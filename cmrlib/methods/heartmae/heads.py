@@ -23,6 +23,7 @@ from torch import nn
 
 from ...learn import callbacks, dataloaders, history
 from ...utils import seeded
+from ...modelfile import architecture, record
 
 
 class GatedABMIL(nn.Module):
@@ -39,6 +40,7 @@ class GatedABMIL(nn.Module):
         return (a[..., None] * h).sum(1), a
 
 
+@architecture
 class Probe(nn.Module):
     """Standardised features -> shared gated ABMIL -> one linear output per task."""
 
@@ -91,6 +93,7 @@ class ProbeConfig:
     seed: int = 0
 
 
+@record
 @dataclass
 class FittedProbe:
     """A trained probe with what turns its inputs and outputs into measures: feature and target scaling."""

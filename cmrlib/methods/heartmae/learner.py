@@ -11,7 +11,6 @@ from functools import partial
 from pathlib import Path
 
 import pandas as pd
-import torch
 from fastai.callback.schedule import ParamScheduler, SchedCos, SchedLin, combine_scheds
 from fastai.callback.tracker import SaveModelCallback
 from fastai.learner import Learner
@@ -21,7 +20,8 @@ from torch import nn
 
 from ...learn import callbacks, dataloaders, history
 from ...models.mae_st import MAESize, VideoMAE, check_target, mae_loss
-from ...utils import atomic_file, seed_for, seeded
+from ... import modelfile
+from ...utils import seed_for, seeded
 from .data import CineSet, Clips
 
 BASE = "MAE-ViT-B"
@@ -158,12 +158,12 @@ def pretrain(row: str, cines: CineSet, cfg: HeartMAEConfig, mean: float, std: fl
 
 def pretrain_family(cines: CineSet, cfg: HeartMAEConfig, mean: float, std: float, out: str | Path,
                     rows=tuple(FAMILY)) -> tuple[dict[str, VideoMAE], pd.DataFrame, dict[str, pd.DataFrame]]:
-    """MAE-ViT-B first, the others from its best checkpoint, each saved as `out/<row>.pt`; a row saved earlier with
+    """MAE-ViT-B first, the others from its best checkpoint, each saved as `out/<row>.model`; a row saved earlier with
     the same settings is loaded instead (a re-run resumes). (models, summary per row, new loss histories)."""
     models, summaries, histories = {}, [], {}
     Path(out).mkdir(parents=True, exist_ok=True)
     for row in rows:
-        path = Path(out) / f"{row}.pt"
+        path = Path(out) / f"{row}.model"
         if path.exists():
             model, old, meta = load(path)
             if old == cfg and (meta.get("mean"), meta.get("std")) == (mean, std):
@@ -181,11 +181,9 @@ def pretrain_family(cines: CineSet, cfg: HeartMAEConfig, mean: float, std: float
 
 
 def save(model: VideoMAE, cfg: HeartMAEConfig, path: str | Path, **meta) -> Path:
-    """Weights with the config and what else made them (intensity `mean`, `std`; a training `summary`), written
-    atomically (torch.save)."""
-    with atomic_file(path) as tmp:
-        torch.save(dict(state=model.state_dict(), config=asdict(cfg), meta=meta), tmp)
-    return Path(path)
+    """The network with its config and what else made it (intensity `mean`, `std`; a training `summary`) as a model
+    folder, written atomically."""
+    return modelfile.save(path, model, config=asdict(cfg), **meta)
 
 
 def load(path: str | Path) -> tuple[VideoMAE, HeartMAEConfig, dict]:
@@ -193,8 +191,11 @@ def load(path: str | Path) -> tuple[VideoMAE, HeartMAEConfig, dict]:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no HeartMAE-family encoder here (notebook 06 saves them in 06/models)")
-    got = torch.load(path, map_location="cpu", weights_only=False)
-    cfg = HeartMAEConfig(**{"target": "token", **got["config"]})  # saved before the choice: per-token targets
-    model = VideoMAE(cfg.shape)
-    model.load_state_dict(got["state"])
-    return model.eval(), cfg, got["meta"]
+    model, meta = modelfile.load(path)
+    if not isinstance(model, VideoMAE) or not isinstance(meta.get("config"), dict):
+        raise modelfile.ModelFileError(f"{path.name}: not a HeartMAE-family encoder")
+    try:
+        cfg = HeartMAEConfig(**meta.pop("config"))
+    except TypeError as e:
+        raise modelfile.ModelFileError(f"{path.name}: its config does not fit HeartMAEConfig ({e})") from None
+    return model.eval(), cfg, meta

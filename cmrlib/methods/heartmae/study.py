@@ -434,7 +434,7 @@ class Study(Base):
 
     def train(self, finish=None, rows: int | None = None) -> list[dict]:
         """What `cmrlib fit heartmae` runs: the views, then the first `rows` of the four masked autoencoders (all by
-        default), each saved by process 0 as `<row>.pt` with its summary; one summary per row. The probes and the
+        default), each saved by process 0 as `<row>.model` with its summary; one summary per row. The probes and the
         run's Predictor need the subjects' targets: notebook 06 fits them."""
         from ...distributed import rank
         from .learner import pretrain, save
@@ -448,7 +448,7 @@ class Study(Base):
             models[row], s = pretrain(row, self.cines, self.cfg, self.mean, self.std, self.out, models.get(init))
             s.pop("history")
             if rank() == 0:
-                save(models[row], self.cfg, self.out / f"{row}.pt", mean=self.mean, std=self.std, summary=s)
+                save(models[row], self.cfg, self.out / f"{row}.model", mean=self.mean, std=self.std, summary=s)
             summaries.append(s)
             if len(summaries) == rows:
                 break

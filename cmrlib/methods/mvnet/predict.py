@@ -16,8 +16,10 @@ from ...store import CohortStore
 from ...transforms import Affine2D
 from .data import Track
 from .geometry import MVnetError, frames_input, from_unit, stage1_geometry, standardise
+from ...modelfile import record
 
 
+@record
 @dataclass
 class MVnet:
     """A trained tracker for one view: stage-1 and stage-2 regressors; `track` runs 1, 1+2, 1+2+2 on a cine."""
@@ -30,8 +32,8 @@ class MVnet:
     tta: float | None = None
 
     def __post_init__(self):
-        self.stage1.eval()
-        self.stage2.eval()
+        for stage in (self.stage1, self.stage2):  # as trained (channels-last: faster CPU convolutions), so a tracker
+            stage.eval().to(memory_format=torch.channels_last)  # read from its file computes exactly the same
 
     @torch.inference_mode()
     def _predict(self, model: nn.Module, pixels: np.ndarray, geom: Affine2D,
@@ -86,7 +88,7 @@ def smooth_track(points: np.ndarray, window: int | None, polyorder: int = 2) -> 
 
 def model_path(folder: str | Path, view: str, stage: int, prefix: str = "A") -> Path:
     """Where a stage's exported Learner lives."""
-    return Path(folder) / f"{prefix}_{view}_stage{stage}.pkl"
+    return Path(folder) / f"{prefix}_{view}_stage{stage}.model"
 
 
 def predict_all(trackers: dict[str, MVnet], tests: dict[str, list[Track]]) -> dict[str, list[dict[str, np.ndarray]]]:
@@ -98,9 +100,9 @@ def predict_all(trackers: dict[str, MVnet], tests: dict[str, list[Track]]) -> di
 
 def load(folder: str | Path, view: str, prefix: str = "A", n_refine: int = 2, smooth: int | None = None,
          tta: float | None = None) -> MVnet:
-    """The tracker of one view exported by `fit` into a models folder (`{prefix}_{view}_stage{1,2}.pkl`)."""
+    """The tracker of one view exported by `fit` into a models folder (`{prefix}_{view}_stage{1,2}.model`)."""
     stages = [load_exported(model_path(folder, view, s, prefix), f"MVnet stage-{s} model for {view}",
-                            "notebook 03").model for s in (1, 2)]
+                            "notebook 03") for s in (1, 2)]
     return MVnet(stages[0], stages[1], view, n_refine, smooth, tta)
 
 

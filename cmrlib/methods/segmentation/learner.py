@@ -88,12 +88,12 @@ def class_weights(counts: np.ndarray, cap: float = 10.0) -> torch.Tensor:
     return torch.tensor(w, dtype=torch.float32)
 
 
-def load(path: str | Path) -> Learner:
-    """Reload a segmenter exported with `cmrlib.learn.export` (model, geometry, decision log-prior) on the CPU."""
+def load(path: str | Path) -> torch.nn.Module:
+    """A segmenter exported with `cmrlib.learn.export` (network, geometry, decision log-prior) on the CPU."""
     return load_exported(path, "segmenter", "notebook 01")
 
 
-MODEL_FILES = {"SAX": "seg_sax.pkl", "LAX": "seg_lax.pkl"}  # exported segmenters by kind, in a models folder
+MODEL_FILES = {"SAX": "seg_sax.model", "LAX": "seg_lax.model"}  # exported segmenters by kind, in a models folder
 
 
 def model_file(folder: str | Path, kind: str) -> Path:

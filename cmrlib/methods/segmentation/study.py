@@ -227,7 +227,7 @@ class Study(Base):
         t0 = time.perf_counter()
         settings = dict({**self.data_kw, **recipe(p["augmentation"]["acdc"])}, epochs=p["epochs_acdc"], lr=p["lr"],
                         calibrate_cines=p["calibrate_cines"], cohort=acdc.fingerprint(), **self.model_kw)
-        self._train("acdc", acdc, ["SAX"], p["epochs_acdc"], "acdc", self.out / "models" / "seg_sax_acdc.pkl",
+        self._train("acdc", acdc, ["SAX"], p["epochs_acdc"], "acdc", self.out / "models" / "seg_sax_acdc.model",
                     settings)
         self.timings["ACDC training (s)"] = time.perf_counter() - t0
         self.acdc_test = acdc.select(view="SAX", split="test")
@@ -284,7 +284,7 @@ class Study(Base):
                         **self.model_kw)
         t0 = time.perf_counter()
         self._train("sax_real", self.store, ["SAX"], p["epochs_sax_real"], "sax", self.out / "models" /
-                    "seg_sax_real.pkl", settings, init=self.models["sax"],
+                    "seg_sax_real.model", settings, init=self.models["sax"],
                     data_kw=lambda: dict(frame_step=p["frame_step"], extra=[acdc.read(i) for i in train],
                                          extra_share=p["real_share"]))  # ACDC's cines read only to train
         self.timings["SAX fine-tuning on phantom + ACDC (s)"] = time.perf_counter() - t0
@@ -358,7 +358,7 @@ class Study(Base):
                         calibrate_cines=p["calibrate_cines"], cohort=self.store.fingerprint(), **self.model_kw)
         t0 = time.perf_counter()
         row = self._train("lax_real", self.store, ["2CH", "4CH"], p["epochs_lax_real"], "lax_real",
-                          self.out / "models" / "seg_lax_real.pkl", settings, data_kw=extra,
+                          self.out / "models" / "seg_lax_real.model", settings, data_kw=extra,
                           balance=p["balance_lax"], init=self.models["lax"])
         self.timings["long-axis fine-tuning on the demo (s)"] = time.perf_counter() - t0
         return row

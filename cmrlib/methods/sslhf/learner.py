@@ -173,16 +173,11 @@ def restore(restorer: Restorer3D, x: np.ndarray) -> np.ndarray:
     return restorer(torch.as_tensor(np.asarray(x, np.float32)[:, None])).numpy()[:, 0]
 
 
-def save(trained: Learner | nn.Module, path: str | Path, cfg: SSLHFConfig | None = None) -> Path:
-    """Export a trained classifier (no data) for `load` / `predict`: its Learner, or the network alone (wrapped in
-    an empty classifier Learner of `cfg`)."""
-    if isinstance(trained, nn.Module):
-        empty = (np.zeros((0, 1, 1, 1), np.float32), np.zeros(0))
-        trained = Learner(dataloaders(Labelled(*empty), Labelled(*empty), 1), trained,
-                          loss_func=WeightedBCE(), cbs=callbacks("SSLHF", (cfg or SSLHFConfig()).bf16))
+def save(trained: Learner | nn.Module, path: str | Path) -> Path:
+    """Export a trained classifier (its network, no data) for `load` / `predict`."""
     return export(trained, path)
 
 
 def load(path: str | Path) -> nn.Module:
     """An SSLHF (or ablation / baseline) classifier exported by notebook 05, ready for `predict`."""
-    return load_exported(path, "SSLHF classifier", "notebook 05").model.eval()
+    return load_exported(path, "SSLHF classifier", "notebook 05")

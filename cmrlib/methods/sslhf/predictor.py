@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from torch import nn
 
-from ...predictor import NotApplicable, Prediction, file_name
+from ...predictor import NotApplicable, Prediction
 from ...predictor import Predictor as Base
 from ...record import Cine
 from .data import PatchError, ed_frame, preprocess
@@ -16,17 +16,17 @@ PATCH_KEYS = ("size", "patch_mm", "n_frames", "min_frames", "max_slices", "min_l
 
 
 class Predictor(Base):
-    """nets: 'fold<k>' -> classifier; prep: the patch settings; needs: {'segmenter': the segmentation
-    predictor's file}."""
+    """nets: 'fold<k>' -> classifier; prep: the patch settings; needs: {'segmenter':
+    'segmentation'}."""
 
     method = "sslhf"
     views = ("SAX",)
 
     @classmethod
     def from_folds(cls, models: dict[int, nn.Module], row: str, prep: dict,
-                   segmenter_file: str = file_name("segmentation"), provenance: dict | None = None) -> "Predictor":
+                   segmenter: str = "segmentation", provenance: dict | None = None) -> "Predictor":
         return cls({f"fold{k}": m.eval() for k, m in sorted(models.items())}, {k: prep[k] for k in PATCH_KEYS},
-                   dict(segmenter=segmenter_file), provenance, row)
+                   dict(segmenter=segmenter), provenance, row)
 
     def patches(self, cine: Cine) -> tuple[np.ndarray, list[int]]:
         """The classifier inputs of one SAX cine and their slice indices."""

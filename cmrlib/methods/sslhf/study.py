@@ -244,7 +244,7 @@ class Study(Base):
             print(failed.to_string())
         self.nb.table(self.pred, "predictions")
         for (r, f), model in kept.items():
-            save(model, self.out / "models" / f"{r}_fold{f}.pkl", self.cfg)
+            save(model, self.out / "models" / f"{r}_fold{f}.model")
         sslhf_folds = {f: m for (r, f), m in kept.items() if r == "SSLHF"}
         if sslhf_folds:  # every fold's SSLHF classifier, their probabilities averaged: the run's SSLHF Predictor
             self.predictor_file = self.nb.predictor(Predictor.from_folds(
