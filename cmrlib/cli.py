@@ -78,6 +78,17 @@ def _ingest(a) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    """A count of at least 1 (argparse says which option and value otherwise)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
+
+
 def parser() -> argparse.ArgumentParser:
     from .io import SOURCES
 
@@ -126,7 +137,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("path", help="the source folder")
     g.add_argument("--out", required=True, help="cohort folder to write")
     g.add_argument("--pseudonyms", help="file (yours, kept private) mapping real IDs to pseudonyms")
-    g.add_argument("--workers", type=int, default=1, help="Dask worker processes of a local cluster (1: this process)")
+    g.add_argument("--workers", type=_positive, default=1, help="Dask worker processes of a local cluster (1: this process)")
     g.add_argument("--scheduler", help="a Dask scheduler address (tcp://host:8786) or scheduler file (*.json)")
     g.set_defaults(fn=_ingest)
     return ap

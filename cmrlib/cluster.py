@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import logging
 import pickle
 import threading
@@ -80,6 +81,13 @@ def connect(scheduler: Any, timeout_s: float = CONNECT_TIMEOUT_S):
             raise SchedulerUnreachable(f"no Dask scheduler file at {scheduler} (start one with `dask scheduler "
                                        f"--scheduler-file {scheduler}`, or leave --scheduler out for a local cluster)")
         kw = dict(scheduler_file=str(Path(scheduler).expanduser()))
+        try:
+            info = json.loads(Path(kw["scheduler_file"]).read_text())
+        except (OSError, ValueError, UnicodeDecodeError):
+            info = None
+        if not isinstance(info, dict) or not isinstance(info.get("address"), str):
+            raise SchedulerUnreachable(f"{Path(scheduler).name}: not a Dask scheduler file (JSON with an "
+                                       "'address'); start one with `dask scheduler --scheduler-file FILE`")
     made: dict = {}
 
     def make():

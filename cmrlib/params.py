@@ -102,7 +102,7 @@ def _kind(v: Any) -> str:
 
 
 # a value of the first kind may stand where the notebook's default is of the second
-FITS = {("int", "float"), ("int", "bool"), ("bool", "int")}
+FITS = {("int", "float"), ("int", "bool")}  # `true` is no count: n_subjects=true is refused
 WORDS = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string", "list": "a [list]",
          "mapping": "a {mapping}"}
 

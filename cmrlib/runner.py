@@ -73,6 +73,10 @@ def load_profile(profile: str) -> dict[str, dict[str, Any]]:
     bad = [k for k, v in data.items() if v is not None and not isinstance(v, dict)]
     if bad:
         raise RunError(f"profile {profile!r}: section {bad[0]!r} is not a mapping of parameters (name: value)")
+    odd = [k for k in data if not re.fullmatch(r"common|\d\d", str(k))]
+    if odd:
+        raise RunError(f"profile {profile!r}: section {str(odd[0])!r} is neither 'common' nor a notebook number "
+                       "('00' ... '09', quoted)")
     return {str(k): (v or {}) for k, v in data.items()}
 
 
@@ -133,12 +137,17 @@ def is_path_param(name: str) -> bool:
     return name.endswith(PATH_PARAMS) and name not in INJECTED
 
 
+RUNNER_SET = ("profile", "run_dir", "figures_dir")  # parameters the run sets from its own options
+PRIVATE_PATHS = ("pseudonym_file",)  # named in run.json and the notebooks by a hash only
+
+
 def path_references(params: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
     """Path parameters as `$VAR` references, the real paths put in `env` for the kernel (which inherits it).
 
     A source folder's path may name a person (`/data/MUELLER_HANS/...`): run.json and the executed notebook hold
     `$CMRLIB_DATA/<relative path>` for paths under the data root (`data_dir` or $CMRLIB_DATA), and
-    `$CMRLIB_PATH_<hash>` for any other, never the path itself. Notebooks expand them with `utils.data_path`.
+    `$CMRLIB_PATH_<hash>` for any other, and for a private file (`PRIVATE_PATHS`: the pseudonym table, whose own
+    name may be a person's) wherever it lies; never the path itself. Notebooks expand them with `utils.data_path`.
     """
     out = dict(params)
     if params.get("data_dir"):
@@ -149,7 +158,7 @@ def path_references(params: dict[str, Any], env: dict[str, str]) -> dict[str, An
         if k == "data_dir" or not is_path_param(k) or not isinstance(v, str) or not v or v.startswith("$"):
             continue
         real = data_path(v).resolve()
-        if root and real.is_relative_to(Path(root).resolve()):
+        if root and real.is_relative_to(Path(root).resolve()) and k not in PRIVATE_PATHS:
             rel = real.relative_to(Path(root).resolve()).as_posix()
             out[k] = "$CMRLIB_DATA" + (f"/{rel}" if rel != "." else "")
         else:
@@ -168,15 +177,22 @@ def plan(profile: str, only=None, overrides=None, out=None, figures=None, notebo
         if folder.exists() and not folder.is_dir():
             raise RunError(f"{what} {folder.name} is a file, not a folder")
     overrides = dict(overrides or {})
+    fixed = sorted(set(overrides) & set(RUNNER_SET))
+    if fixed:
+        raise RunError(f"parameter {fixed[0]} is set by the run itself (--profile, --out, --figures), not by -p")
     nbs = discover(notebooks, only)
     if not nbs:
         raise RunError(f"no notebooks found in {notebooks}")
+    numbers = {nb.name[:2] for nb in discover(notebooks)}
+    stray = sorted(k for k in prof if k != "common" and k not in numbers)
+    if stray:
+        raise RunError(f"profile {profile!r}: section {stray[0]!r} names no notebook (have {', '.join(sorted(numbers))})")
     p = Plan(profile, out, figures)
     used = set()
     for nb in nbs:
         decl = declared(nb)
         params = _merge(prof, profile, nb, decl, overrides)
-        params.update({k: v for k, v in dict(profile=profile, run_dir=str(out), figures_dir=str(figures)).items()
+        params.update({k: v for k, v in dict(zip(RUNNER_SET, (profile, str(out), str(figures)))).items()
                        if k in decl})
         used |= set(decl)
         p.steps.append((nb, path_references(params, p.env)))

@@ -74,6 +74,11 @@ def test_unreachable_scheduler_is_one_clear_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and err.startswith("cmrlib: error: no Dask scheduler file at")
     assert not (tmp_path / "c").exists()  # nothing written, no report left saying "running"
+    for garbage in ("", "[1, 2]", "\x00\xff", '{"address": 5}'):
+        (tmp_path / "garbage.json").write_text(garbage)
+        with pytest.raises(SchedulerUnreachable, match="garbage.json: not a Dask scheduler file"):
+            with client(str(tmp_path / "garbage.json"), timeout_s=1):
+                pass
 
 
 @pytest.fixture(scope="module")

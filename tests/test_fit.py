@@ -31,8 +31,11 @@ def test_unknown_method_or_missing_cohort_is_a_clear_error(tmp_path, capsys):
     assert "no cohort with cines (run notebook 00 first" in capsys.readouterr().err
 
 
-def test_mvnet_fit_exports_both_stages_of_each_view(run, tmp_path):
-    rec = fit("mvnet", "smoke", run, dict(epochs1=1, epochs2=1), out=tmp_path)
+def test_mvnet_fit_exports_both_stages_of_each_view(run, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a run folder given relative to a folder other than the project's
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "mine").symlink_to(run)
+    rec = fit("mvnet", "smoke", "runs/mine", dict(epochs1=1, epochs2=1), out=".")
     assert [r["model"] for r in rec["rows"]] == ["2CH stage 1", "2CH stage 2", "4CH stage 1", "4CH stage 2"]
     record = json.loads((tmp_path / "fit.json").read_text())
     assert record["processes"] == 1

@@ -80,8 +80,22 @@ def _label7(m):
     return m
 
 
+def _info(key: str, value: str):
+    """Set one Info.cfg key."""
+    def edit(d):
+        f = d / "Info.cfg"
+        f.chmod(0o644)
+        f.write_text("".join(f"{k}: {value}\n" if k == key else f"{k}:{v}\n" for k, v in
+                             (ln.split(":", 1) for ln in f.read_text().splitlines() if ":" in ln)))
+        return f
+    return edit
+
+
 CORRUPTIONS = {  # name: (make the damage, return the file it hit), expected error, message pattern
     "Info.cfg without ES": (_drop_es, MetadataError, r"lacks key.*ES"),
+    "Info.cfg height -5": (_info("Height", "-5"), MetadataError, "Height -5 is outside a human range"),
+    "Info.cfg weight NaN": (_info("Weight", "NaN"), MetadataError, "Weight NaN is outside a human range"),
+    "Info.cfg ES past the cine": (_info("ES", "99"), MetadataError, r"ES 99 is not a frame of 1\.\.\d+"),
     "missing frame file": (_delete_frame, MissingFileError, "not found"),
     "truncated mask": (lambda d: truncate(sorted(d.glob("*_gt.nii.gz"))[0]), CorruptFileError, "cannot read"),
     "mask shape mismatch": (_edit_mask(lambda m: m[:-4]), ShapeMismatchError, "mask shape"),

@@ -83,3 +83,16 @@ def test_pseudonym_file_required_and_outside(zips, tmp_path):
         ingest("ukbb", zips, tmp_path / "cohort", progress=False)
     with pytest.raises(PseudonymError, match="outside"):
         ingest("ukbb", zips, tmp_path / "cohort", pseudonym_file=tmp_path / "cohort" / "p.csv", progress=False)
+
+
+@pytest.mark.parametrize("content", [b"\x00\xff\xfe garbage", b"", b"name,who\nx,y\n"])
+def test_a_damaged_pseudonym_file_is_one_line_that_never_names_it(zips, tmp_path, capsys, content):
+    from cmrlib import cli, runner
+
+    pfile = tmp_path / "MUELLER_HANS_ids.csv"  # a user who named the file after a person
+    pfile.write_bytes(content)
+    code = cli.main(["ingest", "ukbb", str(zips), "--out", str(tmp_path / "cohort"), "--pseudonyms", str(pfile)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "the pseudonym file" in err and "MUELLER" not in err
+    refs = runner.path_references(dict(pseudonym_file=str(pfile), source_path=str(zips)), {"CMRLIB_DATA": str(tmp_path)})
+    assert "MUELLER" not in str(refs) and refs["pseudonym_file"].startswith("$CMRLIB_PATH_")

@@ -17,7 +17,7 @@ from cmrlib.predictor import METHODS
 
 PKG = Path(__file__).resolve().parent.parent / "cmrlib"
 LAYERS = [
-    {"labels", "record", "utils", "cluster", "params"},
+    {"labels", "record", "utils", "cluster", "params", "modelfile"},
     {"store"},
     {"transforms", "models", "measure", "stats", "plots", "data", "io", "phantom", "tables"},
     {"results", "learn", "distributed", "predictor", "study", "longform"},

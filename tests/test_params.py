@@ -111,11 +111,28 @@ def test_values_that_fit_pass_unchanged():
     ('"00": [1, 2]\n', "section '00' is not a mapping"),
     ("- a\n- b\n", "is not a mapping of sections"),
     ('"00": {seed: !!omap [{a: 1}]}\n', "!!omap is not allowed"),
+    ("comon:\n  seed: 1\n", "section 'comon' is neither 'common' nor a notebook number"),
+    ('"10":\n  seed: 1\n', "section '10' names no notebook"),
 ])
 def test_a_broken_profile_is_one_line(tmp_path, capsys, text, message):
     prof = tmp_path / "p.yaml"
     prof.write_text(text)
     assert message in one_line_error(capsys, ["run", "--profile", str(prof), "--out", str(tmp_path / "o")])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "-p", "run_dir=/tmp/elsewhere"], "parameter run_dir is set by the run itself"),
+    (["run", "-p", "n_subjects=true", "--only", "00"], "parameter n_subjects: expected an integer"),
+])
+def test_a_parameter_the_run_sets_or_a_flag_as_a_count_is_refused(tmp_path, capsys, args, message):
+    assert message in one_line_error(capsys, [*args, "--out", str(tmp_path / "o")])
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_count_option_below_one_is_refused_by_the_command_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["ingest", "acdc", str(tmp_path), "--out", str(tmp_path / "c"), "--workers", "-4"])
+    assert e.value.code == 2 and "--workers: must be at least 1, got -4" in capsys.readouterr().err
 
 
 def test_an_out_folder_that_is_a_file_is_one_line_for_run_and_fit(tmp_path, capsys):

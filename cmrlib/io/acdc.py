@@ -17,6 +17,7 @@ from .errors import InconsistentSpacingError, MetadataError, MissingFileError, M
 
 NAME = "acdc"
 INFO_KEYS = ("ED", "ES", "Group", "Height", "Weight", "NbFrame")
+HUMAN = {"Height": (40.0, 250.0), "Weight": (2.0, 400.0), "NbFrame": (2, 1000)}  # cm, kg, frames (NaN fails too)
 NO_TIMING = "unknown: ACDC gives no frame timing (NaN)"
 
 
@@ -36,10 +37,17 @@ def read_info(path: str | Path) -> dict:
     missing = [k for k in INFO_KEYS if not kv.get(k)]
     require(not missing, path, f"Info.cfg lacks key(s) {missing}", MetadataError)
     try:
-        return dict(ED=int(kv["ED"]), ES=int(kv["ES"]), Group=kv["Group"], Height=float(kv["Height"]),
+        info = dict(ED=int(kv["ED"]), ES=int(kv["ES"]), Group=kv["Group"], Height=float(kv["Height"]),
                     Weight=float(kv["Weight"]), NbFrame=int(kv["NbFrame"]))
     except ValueError as e:
         raise MetadataError(path, f"Info.cfg has a malformed value ({e})") from e
+    for key, (low, high) in HUMAN.items():
+        require(low <= info[key] <= high, path, f"Info.cfg {key} {kv[key]} is outside a human range ({low:g}-{high:g})",
+                MetadataError)
+    for key in ("ED", "ES"):
+        require(1 <= info[key] <= info["NbFrame"], path, f"Info.cfg {key} {info[key]} is not a frame of "
+                f"1..{info['NbFrame']}", MetadataError)
+    return info
 
 
 def _frame(folder: Path, pid: str, n: int) -> tuple[np.ndarray, tuple, np.ndarray | None, Path]:

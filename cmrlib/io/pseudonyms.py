@@ -25,14 +25,17 @@ class Pseudonyms:
     def __init__(self, path: str | Path, prefix: str):
         self.path, self.prefix = Path(path).expanduser().resolve(), prefix
         self.map: dict[str, str] = {}
-        if self.path.exists():
+        if self.path.exists():  # its name is never printed: the user may have named it after a person
             if not self.path.is_file():  # a FIFO or device would block or never end
-                raise PseudonymError(f"pseudonym file {self.path.name}: not a regular file")
+                raise PseudonymError("the pseudonym file is not a regular file")
             if self.path.stat().st_size > MAX_TABLE_BYTES:
-                raise PseudonymError(f"pseudonym file {self.path.name}: larger than {MAX_TABLE_BYTES >> 20} MiB")
-            rows = list(csv.reader(io.StringIO(self.path.read_text())))
+                raise PseudonymError(f"the pseudonym file is larger than {MAX_TABLE_BYTES >> 20} MiB")
+            try:
+                rows = list(csv.reader(io.StringIO(self.path.read_text())))
+            except (UnicodeDecodeError, csv.Error) as e:
+                raise PseudonymError(f"the pseudonym file is not a readable CSV ({type(e).__name__})") from None
             if not rows or [c.strip() for c in rows[0][:2]] != ["key", "pseudonym"]:
-                raise PseudonymError(f"{self.path.name}: not a pseudonym file (expected header 'key,pseudonym')")
+                raise PseudonymError("the pseudonym file is not one (expected header 'key,pseudonym')")
             self.map = {r[0]: r[1] for r in rows[1:] if len(r) >= 2}
 
     def check_outside(self, folder: str | Path) -> "Pseudonyms":

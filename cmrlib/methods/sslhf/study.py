@@ -4,6 +4,7 @@ learning rate chosen on each fold's validation patients, the fold-paired differe
 Predictor."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -11,6 +12,7 @@ import pandas as pd
 
 from ...learn import config_from, precision
 from ...study import Study as Base
+from ...study import StudyError
 from ...transforms.corrupt import corrupt, random_frame_cover, random_local_shuffle, random_patch_cover
 from ...utils import data_root, rng, seed_for
 from . import crossval
@@ -113,6 +115,10 @@ class Study(Base):
         else:
             self.hf_store = store
             self.labels = hf_labels(store, p["labels_csv"])
+            if not len(self.labels):
+                raise StudyError(f"labels_csv {Path(p['labels_csv']).name}: none of its "
+                                 f"{len(self.labels.attrs['unknown'])} subject(s) has a SAX cine in this cohort; "
+                                 "nothing was trained (the table's `subject` column must hold the store's ids)")
             self.pool_store = store
             self.pool_ids = [c for c in store.select(view="SAX")
                              if c.rsplit("_", 1)[0] in set(self.labels.attrs["unlabelled"])]
