@@ -112,3 +112,14 @@ def test_stratified_splits_deterministic():
     for g in "ABC":
         n = Counter(a[s] for s in subjects if strata[s] == g)
         assert (n["train"], n["valid"], n["test"]) == (14, 3, 3)
+
+
+def test_an_id_collision_between_private_inputs_never_names_the_other_folder(tmp_path):
+    from cmrlib.io.batch import check_subjects
+    from cmrlib.io.common import Item
+
+    items = [Item(key=k, paths=(tmp_path / k,), subject="ukbb000001", private=True)
+             for k in ("DOE_JANE_1234567", "ROE_RICHARD_7654321")]
+    ok, bad = check_subjects(items, tmp_path)
+    assert not ok and len(bad) == 2
+    assert all("another input" in str(b) and "DOE" not in str(b) and "ROE" not in str(b) for b in bad), bad

@@ -102,8 +102,9 @@ def check_subjects(items: list[Item], root: Path) -> tuple[list[Item], list[dict
         if len(group) == 1:
             ok.append(group[0])
             continue
-        for it in group:
-            others = ", ".join(_rel(o.source_of_id, root) for o in group if o is not it)
+        for it in group:  # a private input (an identifying folder name) is never named in another's row
+            others = ", ".join("another input" if o.private else _rel(o.source_of_id, root)
+                               for o in group if o is not it)
             err = MetadataError(it.source_of_id, f"maps to subject {subject} as {others} does: rename one")
             bad.append(_bad_row(err, it, root))
     return sorted(ok, key=lambda it: it.subject), bad
