@@ -79,6 +79,28 @@ def stratified_split(strata: dict[str, str], seed: int = 0, fractions=(0.7, 0.15
     return out
 
 
+def grouped_folds(strata: dict[str, str], k: int = 5, seed: int = 0,
+                  together: Sequence[Sequence[str]] = ()) -> dict[str, int]:
+    """Subject -> fold 0..k-1, each stratum dealt round the folds in a seeded order, subjects listed `together` (one
+    exam segmented twice) in one fold; a pure function of the subjects, their strata and the seed."""
+    if k < 2:
+        raise ValueError(f"grouped_folds: k must be at least 2, got {k}")
+    unit = {str(s): str(s) for s in strata}
+    for group in together:
+        members = sorted(str(s) for s in group if str(s) in unit)
+        for s in members:
+            unit[s] = members[0]
+    units: dict[str, list[str]] = {}  # stratum -> its units (named by their first subject)
+    for s in sorted(unit):
+        if unit[s] == s:
+            units.setdefault(str(strata[s]), []).append(s)
+    r, fold_of, nxt = rng(seed), {}, 0
+    for key in sorted(units):
+        for u in r.permutation(units[key]):
+            fold_of[str(u)], nxt = nxt % k, nxt + 1
+    return {s: fold_of[unit[s]] for s in sorted(unit)}
+
+
 MANIFEST_COLUMNS = ("cine_id", "subject", "view", "source", "split", "n_frames", "n_slices", "height", "width",
                     "spacing_mm", "ed", "es", "path")
 

@@ -26,6 +26,40 @@ class StudyError(ValueError):
     """A Study cannot start: an unknown parameter, or the run folder lacks what the experiment needs."""
 
 
+class StudySkipped(RuntimeError):
+    """A step that cannot run here (no real data under the data root, too few patients): its reason, shown by the
+    notebook instead of a table."""
+
+
+REAL_SAX = "acdc-cine"  # the real SAX cohort's folder under the data root: ACDC's cropped cines + reference.csv
+REAL_SAX_STORE = "real_sax"  # its store in a run folder, shared by every notebook that uses it
+
+
+def real_sax_cohort(root: Path | None, out: Path, seed: int = 0, k: int = 5):
+    """The real SAX cohort: ACDC's cine patients ingested once into `out` (a later call resumes and reuses it),
+    their truths from the full manual labels (`reference.csv`, never the crop's masks), and each patient's fold of
+    a `k`-fold split stratified by diagnosis, the two segmentations of one exam in one fold. (store, subjects table:
+    subject, group, fold and the truths)."""
+    from .io import ingest
+    from .io.acdc import REFERENCE, REFERENCE_FROM, SAME_EXAM
+    from .store import grouped_folds
+
+    folder = None if root is None else Path(root) / REAL_SAX
+    if folder is None or not (folder / REFERENCE).is_file():
+        raise StudySkipped(f"no real SAX cines: {REAL_SAX}/{REFERENCE} is not under "
+                           f"{'the data root' if root is None else Path(root).name} (set data_dir or $CMRLIB_DATA)")
+    store = ingest("acdc", folder, out, seed=seed, progress=False)
+    man = store.manifest().query("view == 'SAX' and truth_from == @REFERENCE_FROM").drop_duplicates("subject")
+    if len(man) < 2 * k:
+        raise StudySkipped(f"{len(man)} real SAX patients with reference truths: fewer than two per fold of {k}")
+    strata = dict(zip(man.subject, man.group))
+    folds = grouped_folds(strata, k, seed, SAME_EXAM)
+    cols = ["subject", "cine_id", "group", "n_frames", "ed", "es", "LVEDV", "LVESV", "LVEF", "RVEF", "LVM",
+            "bsa_m2", "lv_in_crop"]
+    table = man[cols].assign(fold=man.subject.map(folds)).sort_values("subject").reset_index(drop=True)
+    return store, table
+
+
 def own_labels(cine: Cine):
     """A cine's own label maps at every frame (the phantom's truth, a cohort's manual or pseudo-labels)."""
     if cine.labels is None or not cine.labelled.all():
@@ -140,6 +174,15 @@ class Study:
     @functools.cached_property
     def _segmentation_key(self) -> str:
         return self.segmentation().content_key() if self._segmentation_file.is_file() else "absent"
+
+    def real_sax(self, k: int = 5):
+        """The run's real SAX cohort and its folds (`real_sax_cohort` in `<run>/real_sax`); `StudySkipped` when the
+        data root has none."""
+        from .utils import data_root
+
+        with self.nb.timer("real SAX cohort"):
+            return real_sax_cohort(data_root(self.p.get("data_dir")), self.nb.run_dir / REAL_SAX_STORE,
+                                   self.p["seed"], k)
 
     def phantom_more(self, name: str, n: int, views: tuple[str, ...], start: int | None = None, **config):
         """`n` more phantom subjects made like the cohort's (its generator and settings, `config` over them; subject

@@ -2,6 +2,10 @@
 
 Layout: `patientNNN/Info.cfg` (ED, ES 1-based; Group, Height, Weight, NbFrame),
 `patientNNN_frameXX.nii.gz` + `_gt.nii.gz` at the ED and ES frames, optionally `patientNNN_4d.nii.gz`.
+
+A folder of cropped cines (`acdc-cine/`) holds `reference.csv` beside its patient folders: the volumes, EF and mass
+from the full, uncropped manual labels. When present, those are each subject's truths (`truth_from` says so), never
+the crop's own masks, which cut part of the heart.
 """
 from __future__ import annotations
 
@@ -19,6 +23,10 @@ NAME = "acdc"
 INFO_KEYS = ("ED", "ES", "Group", "Height", "Weight", "NbFrame")
 HUMAN = {"Height": (40.0, 250.0), "Weight": (2.0, 400.0), "NbFrame": (2, 1000)}  # cm, kg, frames (NaN fails too)
 NO_TIMING = "unknown: ACDC gives no frame timing (NaN)"
+REFERENCE = "reference.csv"  # beside the patient folders of cropped cines: truths from the full manual labels
+REFERENCE_TRUTHS = ("LVEDV", "LVESV", "LVEF", "RVEDV", "RVESV", "RVEF", "LVM")
+REFERENCE_FROM = "reference.csv (ACDC's full, uncropped manual labels)"
+SAME_EXAM = (("acdc074", "acdc076"),)  # one exam segmented twice in ACDC: always in one split, or an observer pair
 
 
 def acdc_subject(folder_name: str) -> str:
@@ -64,8 +72,33 @@ def _frame(folder: Path, pid: str, n: int) -> tuple[np.ndarray, tuple, np.ndarra
     return to_rows_cols(arr).astype(np.float32), zooms(img), mask, f
 
 
-def read_acdc_patient(folder: str | Path, subject: str | None = None) -> Cine:
-    """One ACDC patient -> a SAX cine: ED and ES frames (T=2, ed=0, es=1), or all frames when the 4D cine exists."""
+def read_reference(root: str | Path) -> dict[str, dict] | None:
+    """Folder name -> truths (volumes in mL, EF in %, mass in g; `lv_in_crop`) from `reference.csv` beside the
+    patient folders, or None when the folder has none."""
+    import pandas as pd
+
+    f = Path(root) / REFERENCE
+    if not f.is_file():
+        return None
+    try:
+        tab = pd.read_csv(f)
+        tab = tab[["patient", *REFERENCE_TRUTHS, "lv_in_crop"]].set_index("patient").astype(float)
+    except (ValueError, KeyError, pd.errors.ParserError) as e:
+        raise MetadataError(f, f"not a reference table ({type(e).__name__}: {str(e)[:80]})") from None
+    return {str(k): {c: (round(v, 3) if np.isfinite(v) else None) for c, v in row.items()} for k, row in
+            tab.iterrows()}
+
+
+def with_reference(cine: Cine, truths: dict) -> Cine:
+    """The cine with the reference's truths in place of its own masks' (a crop's masks cut part of the heart)."""
+    cine.meta = {k: v for k, v in cine.meta.items() if k not in ("LVSV", "RVSV")}
+    cine.meta.update(truths, truth_from=REFERENCE_FROM)
+    return cine
+
+
+def read_acdc_patient(folder: str | Path, subject: str | None = None, reference: dict | None = None) -> Cine:
+    """One ACDC patient -> a SAX cine: ED and ES frames (T=2, ed=0, es=1), or all frames when the 4D cine exists;
+    `reference`: truths from the full labels that replace those of the masks beside it."""
     folder = Path(folder)
     pid = folder.name
     info = read_info(folder / "Info.cfg")
@@ -99,16 +132,20 @@ def read_acdc_patient(folder: str | Path, subject: str | None = None) -> Cine:
         pixels, ed, es, times = np.stack([ed_vol, es_vol]), 0, 1, np.full(2, np.nan, np.float32)
         meta.update(has_4d=False, source_frames=[ed1 - 1, es1 - 1])
     masks = {i: m for i, m in ((ed, ed_mask), (es, es_mask)) if m is not None}
-    return keyframe_cine(ed_file, subject, "SAX", pixels, spacing, times, ed, es, masks, NAME, meta)
+    cine = keyframe_cine(ed_file, subject, "SAX", pixels, spacing, times, ed, es, masks, NAME, meta)
+    return with_reference(cine, reference) if reference is not None else cine
 
 
 def find(root: str | Path, **_) -> list[Item]:
     """Every patient folder (one holding Info.cfg) under root; root may itself be a patient folder."""
     root = Path(root)
     folders = sorted({p.parent for p in walk(root, "Info.cfg")})
-    return [Item(key=f.name, paths=(f,), subject=acdc_subject(f.name),
-                 label=str(f)) for f in folders]
+    refs = {f.parent: read_reference(f.parent) for f in folders}  # a cropped-cine folder's reference.csv
+    return [Item(key=f.name, paths=(f,), subject=acdc_subject(f.name), label=str(f),
+                 opts=dict(reference=refs[f.parent].get(f.name)) if refs[f.parent] else {}) for f in folders]
 
 
 def read(item: Item, notes: list) -> list[Cine]:
-    return [read_acdc_patient(item.paths[0], item.subject)]
+    if "reference" in item.opts and item.opts["reference"] is None:
+        raise MetadataError(item.paths[0].parent / REFERENCE, f"no row for {item.paths[0].name}")
+    return [read_acdc_patient(item.paths[0], item.subject, item.opts.get("reference"))]

@@ -1,0 +1,79 @@
+"""The real SAX cohort: ACDC's cropped cines ingested with their truths from the full labels (`reference.csv`, never
+the crop's masks) and patient-grouped, diagnosis-stratified folds that keep one exam's two segmentations together."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from io_fixtures import nii
+
+from cmrlib.io.acdc import REFERENCE_FROM
+from cmrlib.store import grouped_folds
+from cmrlib.study import StudySkipped, real_sax_cohort
+
+GROUPS = ("DCM", "HCM", "MINF", "NOR", "RV")
+
+
+def cine_folder(root: Path, n_per_group: int = 2, frames: int = 6) -> Path:
+    """An `acdc-cine/` folder of tiny patients (a disc LV that shrinks to ES) with `reference.csv` truths that
+    differ from what the crop's masks give."""
+    folder = root / "acdc-cine"
+    rows, pid = [], 0
+    yy, xx = np.mgrid[:24, :24]
+    for g in GROUPS:
+        for _ in range(n_per_group):
+            pid += 1
+            name = f"patient{pid:03d}" if pid not in (3, 4) else ("patient074", "patient076")[pid - 3]
+            d = folder / name
+            d.mkdir(parents=True)
+            radius = np.linspace(7, 4, frames // 2).tolist() + np.linspace(4, 7, frames - frames // 2).tolist()
+            lv = np.stack([((yy - 12) ** 2 + (xx - 12) ** 2 < r * r) for r in radius])  # (T, H, W)
+            cine = np.repeat((lv * 200 + 20).astype(np.uint8)[:, None], 3, 1)  # (T, Z, H, W)
+            nii(np.transpose(cine, (3, 2, 1, 0)), d / f"{name}_4d.nii.gz", (1.5, 1.5, 10.0))
+            es = frames // 2
+            for t in (0, es - 1):
+                nii(np.transpose(cine[t], (2, 1, 0)), d / f"{name}_frame{t + 1:02d}.nii.gz", (1.5, 1.5, 10.0))
+                nii(np.transpose((lv[t] * 3).astype(np.uint8)[None].repeat(3, 0), (2, 1, 0)),
+                    d / f"{name}_frame{t + 1:02d}_gt.nii.gz", (1.5, 1.5, 10.0))
+            (d / "Info.cfg").write_text(f"ED: 1\nES: {es}\nGroup: {g}\nHeight: 170\nNbFrame: {frames}\nWeight: 70\n")
+            rows.append(dict(patient=name, group=g, ed=1, es=es, n_frames=frames, transposed=0, lv_in_crop=0.8,
+                             LVEDV=150.0 + pid, LVESV=60.0, LVEF=round(100 * (90 + pid) / (150 + pid), 1), RVEDV=140.0,
+                             RVESV=60.0, RVEF=57.1, LVM=110.0, note="", included=1))
+    pd.DataFrame(rows).to_csv(folder / "reference.csv", index=False)
+    return folder
+
+
+def test_folds_are_stratified_grouped_and_a_pure_function_of_the_seed():
+    strata = {f"s{i:02d}": GROUPS[i % 5] for i in range(30)}
+    folds = grouped_folds(strata, 5, seed=3, together=[("s07", "s12")])
+    assert folds["s07"] == folds["s12"]
+    counts = pd.crosstab(pd.Series(strata), pd.Series(folds))
+    assert counts.shape == (5, 5) and (counts.max(axis=1) - counts.min(axis=1) <= 2).all()
+    shuffled = dict(reversed(list(strata.items())))
+    assert grouped_folds(shuffled, 5, seed=3, together=[("s12", "s07")]) == folds
+    assert grouped_folds(strata, 5, seed=4, together=[("s07", "s12")]) != folds
+
+
+def test_the_real_cohort_takes_its_truths_from_the_reference_and_keeps_one_exam_in_one_fold(tmp_path):
+    cine_folder(tmp_path)
+    store, table = real_sax_cohort(tmp_path, tmp_path / "run" / "real_sax", seed=0, k=5)
+    assert len(table) == 10 and set(table.group) == set(GROUPS) and table.fold.between(0, 4).all()
+    pair = table.set_index("subject").loc[["acdc074", "acdc076"], "fold"]
+    assert pair.nunique() == 1
+    ref = pd.read_csv(tmp_path / "acdc-cine" / "reference.csv")
+    got = table.set_index("subject")["LVEDV"]
+    want = pd.Series(ref.LVEDV.to_numpy(), index=["acdc" + p[-3:] for p in ref.patient])
+    pd.testing.assert_series_equal(got.sort_index(), want.sort_index(), check_names=False)
+    c = store.read(table.cine_id.iloc[0])
+    assert c.meta["truth_from"] == REFERENCE_FROM and c.n_frames == 6 and "LVSV" not in c.meta
+    again, table2 = real_sax_cohort(tmp_path, tmp_path / "run" / "real_sax", seed=0, k=5)  # reused, the same
+    pd.testing.assert_frame_equal(table, table2)
+
+
+def test_without_the_real_folder_the_step_is_skipped_with_its_reason(tmp_path):
+    with pytest.raises(StudySkipped, match="no real SAX cines: acdc-cine/reference.csv is not under"):
+        real_sax_cohort(tmp_path, tmp_path / "out")
+    with pytest.raises(StudySkipped, match="the data root"):
+        real_sax_cohort(None, tmp_path / "out")
