@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -78,6 +78,16 @@ class Cine:
     def frame_interval(self) -> float:
         """Mean time between frames in ms."""
         return float(np.diff(self.frame_times).mean()) if self.n_frames > 1 else float("nan")
+
+    def rolled(self, k: int) -> "Cine":
+        """The same cycle started `k` frames later (frames, labels, landmarks and ED/ES rolled together; the frame
+        times kept): an R-wave-triggered cine has ED at frame 0, which a detector must not learn to expect."""
+        k, n = int(k), self.n_frames
+        roll = lambda a: None if a is None else np.roll(a, k, axis=0)
+        at = lambda i: None if i is None else (int(i) + k) % n
+        return replace(self, pixels=roll(self.pixels), labels=roll(self.labels), labelled=roll(self.labelled),
+                       landmarks={name: roll(v) for name, v in self.landmarks.items()}, ed=at(self.ed), es=at(self.es),
+                       meta={**self.meta, "rolled_by": k})
 
     def validate(self) -> "Cine":
         """Raise `RecordError` when shapes, spacing or indices disagree."""

@@ -101,6 +101,11 @@ def grouped_folds(strata: dict[str, str], k: int = 5, seed: int = 0,
     return {s: fold_of[unit[s]] for s in sorted(unit)}
 
 
+def fold_roles(fold: int, k: int = 5) -> dict[str, list[int]]:
+    """Cross-validation's rotation (SSLHF's): fold `fold` is test, the next one validation, the other k-2 train."""
+    return dict(test=[fold], valid=[(fold + 1) % k], train=[(fold + j) % k for j in range(2, k)])
+
+
 MANIFEST_COLUMNS = ("cine_id", "subject", "view", "source", "split", "n_frames", "n_slices", "height", "width",
                     "spacing_mm", "ed", "es", "path")
 

@@ -33,6 +33,7 @@ class StudySkipped(RuntimeError):
 
 REAL_SAX = "acdc-cine"  # the real SAX cohort's folder under the data root: ACDC's cropped cines + reference.csv
 REAL_SAX_STORE = "real_sax"  # its store in a run folder, shared by every notebook that uses it
+PHANTOM_SAX_SEGMENTER = "01/models/seg_sax.model"  # notebook 01's phantom-only SAX model: it never saw a real patient
 
 
 def real_sax_cohort(root: Path | None, out: Path, seed: int = 0, k: int = 5):
@@ -49,7 +50,8 @@ def real_sax_cohort(root: Path | None, out: Path, seed: int = 0, k: int = 5):
         raise StudySkipped(f"no real SAX cines: {REAL_SAX}/{REFERENCE} is not under "
                            f"{'the data root' if root is None else Path(root).name} (set data_dir or $CMRLIB_DATA)")
     store = ingest("acdc", folder, out, seed=seed, progress=False)
-    man = store.manifest().query("view == 'SAX' and truth_from == @REFERENCE_FROM").drop_duplicates("subject")
+    man = store.manifest()
+    man = man[(man.view == "SAX") & (man.truth_from == REFERENCE_FROM)].drop_duplicates("subject")
     if len(man) < 2 * k:
         raise StudySkipped(f"{len(man)} real SAX patients with reference truths: fewer than two per fold of {k}")
     strata = dict(zip(man.subject, man.group))
@@ -174,6 +176,14 @@ class Study:
     @functools.cached_property
     def _segmentation_key(self) -> str:
         return self.segmentation().content_key() if self._segmentation_file.is_file() else "absent"
+
+    def step(self, fn: Callable, *args, **kwargs):
+        """One notebook step; one that cannot run here (`StudySkipped`) prints its reason instead of a table."""
+        try:
+            return fn(*args, **kwargs)
+        except StudySkipped as e:
+            print(f"skipped: {e}")
+            return None
 
     def real_sax(self, k: int = 5):
         """The run's real SAX cohort and its folds (`real_sax_cohort` in `<run>/real_sax`); `StudySkipped` when the

@@ -77,3 +77,21 @@ def test_without_the_real_folder_the_step_is_skipped_with_its_reason(tmp_path):
         real_sax_cohort(tmp_path, tmp_path / "out")
     with pytest.raises(StudySkipped, match="the data root"):
         real_sax_cohort(None, tmp_path / "out")
+
+
+def test_a_rolled_cine_keeps_frames_labels_and_ed_es_together():
+    from cmrlib.record import Cine
+
+    t = np.arange(6, dtype=np.float32)
+    px = np.broadcast_to(t[:, None, None], (6, 4, 4)).copy()
+    labels = (px > 2).astype(np.uint8)
+    c = Cine("s1", "4CH", px, (1.0, 1.0), t * 40, labels=labels, ed=0, es=3,
+             landmarks={"truth": np.repeat(t[:, None, None], 2, 1).repeat(2, 2)})
+    r = c.rolled(4)
+    assert (r.ed, r.es) == (4, 1) and r.meta["rolled_by"] == 4
+    assert r.pixels[r.ed, 0, 0] == c.pixels[c.ed, 0, 0] and r.pixels[r.es, 0, 0] == c.pixels[c.es, 0, 0]
+    assert np.array_equal(r.labels[r.es], c.labels[c.es]) and r.landmarks["truth"][r.es, 0, 0] == 3
+    np.testing.assert_array_equal(r.frame_times, c.frame_times)  # the time grid is the acquisition's
+    assert c.ed == 0 and c.pixels[0, 0, 0] == 0  # the original is untouched
+    back = r.rolled(-4)
+    assert np.array_equal(back.pixels, c.pixels) and (back.ed, back.es) == (c.ed, c.es)

@@ -91,3 +91,20 @@ def afd_table(df: pd.DataFrame, order: Sequence[str] | None = None) -> pd.DataFr
         t["method"] = pd.Categorical(t["method"], [m for m in order if m in set(t["method"])], ordered=True)
         t = t.sort_values(["method", "view"]).reset_index(drop=True)
     return t
+
+
+def real_afd_table(res: pd.DataFrame, short_frames: int = 20) -> pd.DataFrame:
+    """Per method on real cines: aFD ED and ES with 95 % CIs over the cines, and ES again on the short
+    acquisitions (fewer than `short_frames` frames), beside the paper's aFD."""
+    from ...stats import mean_ci
+
+    paper = {"TempReg-Net": (0.38, 0.44), "TempReg-Net w/o TSC": (0.47, 0.52), "CNN+Reg": (1.30, 1.97)}
+    rows = []
+    for method, g in res.groupby("method", sort=False):
+        (ed, ed_lo, ed_hi), (es, es_lo, es_hi) = mean_ci(g["fd_ed"]), mean_ci(g["fd_es"])
+        short = g[g["n_frames"] < short_frames]
+        base = method.split(" (")[0]
+        rows.append(dict(method=method, n=len(g), aFD_ED=ed, ED_low=ed_lo, ED_high=ed_hi, aFD_ES=es, ES_low=es_lo,
+                         ES_high=es_hi, n_short=len(short), aFD_ES_short=short["fd_es"].mean() if len(short) else
+                         np.nan, paper_ED=paper.get(base, (np.nan,))[0], paper_ES=paper.get(base, (np.nan, np.nan))[1]))
+    return pd.DataFrame(rows).round(3)

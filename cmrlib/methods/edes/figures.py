@@ -59,3 +59,27 @@ def afd_figure(table: pd.DataFrame):
     axes[1].legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def real_figure(real: pd.DataFrame, phantom: pd.DataFrame | None = None):
+    """aFD per method on real patients (95 % CI), the paper's value and, where given, the phantom test split's value
+    of the same network: where the models stand on patients, beside where they stood on the phantom."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 0.45 * len(real) + 1.4), sharey=True)
+    y = np.arange(len(real))[::-1]
+    for ax, ph in zip(axes, ("ED", "ES")):
+        mean = real[f"aFD_{ph}"].to_numpy(float)
+        lo, hi = real[f"{ph}_low"].to_numpy(float), real[f"{ph}_high"].to_numpy(float)
+        ax.errorbar(mean, y, xerr=[mean - np.nan_to_num(lo, nan=mean), np.nan_to_num(hi, nan=mean) - mean], fmt="o",
+                    color="tab:blue", capsize=3, label="real patients (95 % CI)")
+        ax.scatter(real[f"paper_{ph}"], y, marker="x", color="k", label="paper", zorder=3)
+        if phantom is not None:
+            ph_val = [phantom[f"aFD_{ph}"].get(m.split(" (")[0], np.nan) for m in real["method"]]
+            ax.scatter(ph_val, y, marker="s", facecolors="none", edgecolors="tab:orange", label="phantom test split")
+        ax.set_title(f"{ph}: mean absolute frame difference (frames)", fontsize=10)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(y, real["method"])
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    return fig

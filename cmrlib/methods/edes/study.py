@@ -5,19 +5,22 @@ Predictor."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from functools import partial
 from typing import ClassVar
 
 import pandas as pd
 
-from ...learn import export, record_settings, reusable
+from ...learn import BestWeights, export, record_settings, reusable
 from ...longform import implied_volumes
+from ...study import PHANTOM_SAX_SEGMENTER
 from ...study import Study as Base
-from ...utils import data_root
-from .data import dataloaders, seq_items
-from .evaluate import afd_table, evaluate, label_plateaus, pseudo_reference
-from .figures import afd_figure, curves_figure
-from .learner import METHODS, fit, load, model_file
+from ...utils import data_root, rng, seed_for, seeded
+from .data import SeqItem, dataloaders, seq_frames, seq_items
+from ...store import fold_roles
+from .evaluate import afd_table, evaluate, label_plateaus, pseudo_reference, real_afd_table
+from .figures import afd_figure, curves_figure, real_figure
+from .learner import METHODS, fit, learner, load, model_file
 from .predict import predict, seg_detect
 from .predictor import Predictor
 
@@ -25,7 +28,8 @@ MODEL_KEYS = ("widths", "blocks", "hidden", "bidirectional", "cyclic", "motion",
 
 
 class Study(Base):
-    """Notebook 02: `prepare`, `fit`, `evaluate`, `ordering`, `sharp_ed`, `figures`, `real_acdc`, `real_ukbb`, `checks`."""
+    """Notebook 02: `prepare`, `fit`, `evaluate`, `ordering`, `sharp_ed`, `figures`, `real_patients`, `real_acdc`,
+    `real_ukbb`, `checks`."""
 
     method = "edes"
     number = "02"
@@ -37,6 +41,10 @@ class Study(Base):
         "max_cines": None,  # at most this many cines per split and view (None: all)
         "methods": ["CNN+Reg", "TempReg-Net w/o TSC", "TempReg-Net"],
         "n_show": 4,  # test cines drawn in the curve figure
+        "real_folds": 5,  # real SAX patients: folds by patient (test fold, the next for validation, the rest train)
+        "real_epochs": 8,  # real SAX patients: fine-tuning epochs from each method's phantom model (best on validation)
+        "real_lr": 1e-3,  # real SAX patients: fine-tuning learning rate (one-cycle)
+        "short_frames": 20,  # real SAX patients: acquisitions with fewer frames are reported apart (ES is harder)
         "sharp_plateau": 2,  # the breakdown keeps test cines whose ED volume plateau is at most this many frames wide
         "retrain": False,  # True: train again even where {run_dir}/02/models holds a model trained with these settings
         # model
@@ -66,7 +74,7 @@ class Study(Base):
             raise ValueError(f"unknown methods {unknown}; choose from {list(METHODS)}")
         self.model_kw = {k: self.p[k] for k in MODEL_KEYS}
         (self.out / "models").mkdir(exist_ok=True)
-        self.models, self.real_check, self.real_pseudo = {}, None, None
+        self.models, self.real_check, self.real_pseudo, self.real_table = {}, None, None, None
 
     def prepare(self) -> None:
         """The training and validation sequences (frames fitted and zoomed) and the test cines."""
@@ -179,6 +187,86 @@ class Study(Base):
         self.nb.figure(afd_figure(self.table), "02_afd",
                        "average absolute frame difference of each ED/ES method per view (whiskers: SD)")
 
+    def real_patients(self) -> pd.DataFrame:
+        """Table 1 on real patients: the real SAX cohort (`Study.real_sax`; ED is frame 0 in ACDC, so each cine is
+        rolled by an offset drawn from the seed), folds by patient. Each method starts from its phantom model and
+        is fine-tuned on the training folds (best epoch on the validation fold), then scored on the test fold; the
+        phantom models alone and the segmentation baseline (notebook 01's phantom-only SAX segmenter: it never saw
+        an ACDC patient) are scored on every patient. Per-cine predictions and the table with 95 % CIs (written);
+        `StudySkipped` without the real cohort."""
+        p = self.p
+        store, subjects = self.real_sax(p["real_folds"])
+        shifts = rng(seed_for(p["seed"], "edes", "real shift"))
+        cines = {r.subject: store.read(r.cine_id).rolled(shifts.integers(int(r.n_frames)))
+                 for r in subjects.itertuples()}
+        folds = subjects.set_index("subject")["fold"]
+        found = {f"{m} (phantom only)": partial(predict, self.models[m], size=p["size"], zoom=p["zoom"])
+                 for m in p["methods"]}
+        seg = self.phantom_sax_segmenter()
+        if seg is not None:
+            found = {"Segmentation (LV curve)": partial(seg_detect, seg), **found}
+        with self.nb.timer("real patients: phantom models"):
+            parts = [evaluate(found, cines.values(), total=len(cines)).assign(fold=lambda d: d.cine_id.map(
+                {c.cine_id: folds[s] for s, c in cines.items()}))]
+        items = {s: SeqItem(seq_frames(c, p["size"], zoom=p["zoom"]), int(c.ed), int(c.es), c.cine_id, c.view)
+                 for s, c in cines.items()}
+        logs = []
+        with self.nb.timer("real patients: fine-tuning"):
+            for k in range(p["real_folds"]):
+                roles = fold_roles(k, p["real_folds"])
+                tuned, log = self._fine_tune(items, folds, roles, k)
+                logs += log
+                test = [c for s, c in cines.items() if folds[s] in roles["test"]]
+                parts.append(evaluate(tuned, test, total=len(test)).assign(fold=k))
+        res = pd.concat(parts, ignore_index=True)
+        res["short"] = res["n_frames"] < p["short_frames"]
+        self.nb.table(res, "real_predictions")
+        self.nb.table(pd.DataFrame(logs), "real_training")
+        self.real_table = real_afd_table(res, p["short_frames"])
+        self.nb.table(self.real_table, "real_afd_table")
+        n = len(cines)
+        self.nb.figure(real_figure(self.real_table, getattr(self, "allv", None)), "02_real_afd",
+                       f"ED/ES detectors on {n} real ACDC SAX cines (cyclically shifted; fine-tuned rows scored on "
+                       "held-out folds) with 95 % CIs, beside the paper's and the phantom test split's aFD")
+        t = self.real_table.set_index("method")
+        if "TempReg-Net (fine-tuned)" in t.index:
+            r = t.loc["TempReg-Net (fine-tuned)"]
+            self.real_check = (f"{n} real ACDC SAX cines, cyclically shifted, 5-fold by patient: fine-tuned "
+                               f"TempReg-Net aFD ED {r.aFD_ED:.2f}, ES {r.aFD_ES:.2f} frames")
+        return self.real_table
+
+    def phantom_sax_segmenter(self):
+        """Notebook 01's phantom-only SAX segmenter as a segmentation Predictor (None when the run has none)."""
+        from ...learn import load as load_model
+        from ...predictor import predictor_class
+
+        path = self.nb.run_dir / PHANTOM_SAX_SEGMENTER
+        if not path.exists():
+            print(f"segmentation baseline skipped on real patients: no {PHANTOM_SAX_SEGMENTER} in this run")
+            return None
+        return predictor_class("segmentation")({"SAX": load_model(path, "SAX segmenter", "notebook 01")},
+                                               model="phantom-only SAX segmenter")
+
+    def _fine_tune(self, items: dict, folds: pd.Series, roles: dict, k: int) -> tuple[dict, list[dict]]:
+        """Every method's phantom model fine-tuned on the training folds' sequences, the best epoch on the
+        validation fold kept; the detectors and a log row per method."""
+        p = self.p
+        split = {s: next((r for r, fs in roles.items() if folds[s] in fs), "test") for s in items}
+        seqs = [replace(it, split=split[s]) for s, it in items.items() if split[s] in ("train", "valid")]
+        dls = dataloaders(seqs, bs=p["bs"], delta=p["delta"], upsilon=p["upsilon"], seed=seed_for(p["seed"], "real", k))
+        found, log = {}, []
+        for m in p["methods"]:
+            with seeded(seed_for(p["seed"], "edes", "real", m, k)):
+                learn = learner(dls, m, beta=p["beta"], alpha=p["alpha"], path=self.out, **self.model_kw)
+                learn.model.load_state_dict(self.models[m].state_dict())
+                best = BestWeights(patience=p["real_epochs"], min_epochs=1)
+                with learn.no_bar(), learn.no_logging():
+                    learn.fit_one_cycle(p["real_epochs"], p["real_lr"], cbs=[best])
+            found[f"{m} (fine-tuned)"] = partial(predict, learn.model.eval(), size=p["size"], zoom=p["zoom"])
+            log.append(dict(fold=k, method=m, best_epoch=best.best_epoch, valid_loss=float(best.best),
+                            train=sum(s.split == "train" for s in seqs), valid=sum(s.split == "valid" for s in seqs)))
+        return found, log
+
     def real_acdc(self) -> pd.DataFrame | None:
         """Every detector on ACDC patient090's SAX cine (labelled ED and ES; written): the Predictor's real check."""
         root = data_root(self.p["data_dir"])
@@ -231,6 +319,17 @@ class Study(Base):
             worst = self.real_pseudo[self.real_pseudo.method == "TempReg-Net"][["fd_ed", "fd_es"]].to_numpy().max()
             checks.append(("TempReg-Net on every UKBB demo cine: largest frame difference from the 4CH "
                            "pseudo-labels' ED/ES", float(worst), "<=", 2))
+        if self.real_table is not None:
+            t = self.real_table.set_index("method")
+            rows = [m for m in ("Segmentation (LV curve)", "CNN+Reg (fine-tuned)", "TempReg-Net w/o TSC (fine-tuned)",
+                                "TempReg-Net (fine-tuned)") if m in t.index]
+            if "TempReg-Net (fine-tuned)" in t.index:
+                r, mean_fd = t.loc["TempReg-Net (fine-tuned)"], (t.aFD_ED + t.aFD_ES)[rows] / 2
+                checks += [("real SAX patients: TempReg-Net aFD ED (frames)", r.aFD_ED, "<=", 0.5),
+                           ("real SAX patients: TempReg-Net aFD ES (frames)", r.aFD_ES, "<=", 1.0),
+                           ("real SAX patients: TempReg-Net's mean aFD minus the best of the other rows",
+                            float(mean_fd["TempReg-Net (fine-tuned)"] - mean_fd.drop("TempReg-Net (fine-tuned)").min()),
+                            "<", 0.0)]
         targets = self.nb.targets(checks)
         exported = "TempReg-Net" if "TempReg-Net" in self.models else self.p["methods"][-1]
         self.nb.predictor(Predictor.from_model(self.models[exported], exported, self.p["size"], self.p["zoom"],

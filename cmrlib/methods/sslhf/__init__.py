@@ -9,8 +9,9 @@ DenseNet-121 with GroupNorm. Verbs: `dataloaders`, `learner`, `pretrain` (the pr
 `Predictor` (a SAX cine -> HFrEF probability, the folds averaged), `evaluate` (per-fold metrics, Tables I-III with CIs).
 """
 from ...learn import dataloaders
+from ...store import fold_roles
 from .data import (CLASSES, HFREF_BELOW, CineFlip, HFLabelsError, HFPatches, Labelled, PatchError, Restoration,
-                   ed_frame, fold_roles, hf_class, hf_labels, lv_patch, lv_slices, patient_folds, pick_slices,
+                   ed_frame, hf_class, hf_labels, lv_patch, lv_slices, patient_folds, pick_slices,
                    preprocess, preprocess_store, random_flip, subsample_patients)
 from .evaluate import (PAPER, TABLES, at_level, detectability, differences, fold_metrics, mean_roc, patient_scores,
                        summary, table)

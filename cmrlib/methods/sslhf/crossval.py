@@ -11,7 +11,8 @@ import pandas as pd
 
 from ...learn import attempt
 from ...utils import seed_for
-from .data import HFPatches, fold_roles, subsample_patients
+from ...store import fold_roles
+from .data import HFPatches, subsample_patients
 from .learner import PROXIES, SSLHFConfig, features, fit, pretrain, scores
 
 

@@ -211,11 +211,6 @@ def patient_folds(labels: pd.DataFrame, k: int = 5, seed: int = 0) -> pd.Series:
     return pd.Series(fold, index=labels.subject.to_numpy(), name="fold")
 
 
-def fold_roles(fold: int, k: int = 5) -> dict[str, list[int]]:
-    """The paper's rotation: fold `fold` is test, the next one validation, the other k-2 train."""
-    return dict(test=[fold], valid=[(fold + 1) % k], train=[(fold + j) % k for j in range(2, k)])
-
-
 def subsample_patients(labels: pd.DataFrame, fraction: float, seed: int) -> pd.DataFrame:
     """A class-stratified `fraction` of the patients (at least one per class): the learning curve's smaller sets."""
     if fraction >= 1:
