@@ -31,6 +31,16 @@ class StudySkipped(RuntimeError):
     notebook instead of a table."""
 
 
+def step(fn: Callable, *args, **kwargs):
+    """`fn(...)`, or None with the reason printed when it cannot run here (`StudySkipped`): what a notebook cell
+    shows instead of a table."""
+    try:
+        return fn(*args, **kwargs)
+    except StudySkipped as e:
+        print(f"skipped: {e}")
+        return None
+
+
 REAL_SAX = "acdc-cine"  # the real SAX cohort's folder under the data root: ACDC's cropped cines + reference.csv
 REAL_SAX_STORE = "real_sax"  # its store in a run folder, shared by every notebook that uses it
 PHANTOM_SAX_SEGMENTER = "01/models/seg_sax.model"  # notebook 01's phantom-only SAX model: it never saw a real patient
@@ -179,11 +189,7 @@ class Study:
 
     def step(self, fn: Callable, *args, **kwargs):
         """One notebook step; one that cannot run here (`StudySkipped`) prints its reason instead of a table."""
-        try:
-            return fn(*args, **kwargs)
-        except StudySkipped as e:
-            print(f"skipped: {e}")
-            return None
+        return step(fn, *args, **kwargs)
 
     def real_sax(self, k: int = 5):
         """The run's real SAX cohort and its folds (`real_sax_cohort` in `<run>/real_sax`); `StudySkipped` when the

@@ -95,3 +95,35 @@ def test_a_rolled_cine_keeps_frames_labels_and_ed_es_together():
     assert c.ed == 0 and c.pixels[0, 0, 0] == 0  # the original is untouched
     back = r.rolled(-4)
     assert np.array_equal(back.pixels, c.pixels) and (back.ed, back.es) == (c.ed, c.es)
+
+
+class Perfect:
+    """A segmenter that returns the manual ED mask at ED and the ES mask at every other frame."""
+
+    nets = {"SAX": None}
+
+    def labels(self, c):
+        return np.stack([c.labels[c.ed] if t == c.ed else c.labels[c.es] for t in range(c.n_frames)])
+
+
+def test_real_agreement_scores_each_segmenter_only_where_it_never_trained(tmp_path):
+    from cmrlib.analysis import agreement as ag
+
+    cine_folder(tmp_path)
+    store, subjects = real_sax_cohort(tmp_path, tmp_path / "real_sax", seed=0, k=5)
+    cines = {r.subject: store.read(r.cine_id) for r in subjects.itertuples()}
+    full = {s: c for s, c in cines.items()}  # the synthetic crop is the whole field here
+    held = set(subjects.subject[:4])
+    long = ag.real_sax(subjects, full, cines, {"perfect": (Perfect(), held), "everyone": (Perfect(), None)},
+                       progress=False)
+    assert list(long.columns) == ag.LONG_COLUMNS and set(long.cohort) == {ag.REAL_COHORT}
+    per = long.groupby("method").subject.nunique()
+    assert per["perfect, crop"] == 4 and per["everyone, crop"] == 10 and per["second observer (074/076)"] == 1
+    crop = long[long.method == "everyone, crop"]
+    np.testing.assert_allclose(crop.value, crop.reference)  # the same masks: the same crop volumes
+    ed = long[(long.method == "everyone, LV curve") & (long.measure == "ED frame")]
+    assert (ed.value - ed.reference).abs().max() <= 1
+    assert ag._cyclic_value(29, 0, 30) == -1 and ag._cyclic_value(2, 0, 30) == 2
+    full_rows = long[long.method == "everyone, full field"].set_index(["subject", "measure"])
+    ref = subjects.set_index("subject")
+    assert full_rows.loc[("acdc001", "LVEDV"), "reference"] == ref.loc["acdc001", "LVEDV"]  # reference.csv's truth

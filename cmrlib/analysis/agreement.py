@@ -23,7 +23,8 @@ from ..measure import UNITS, MeasureError, average_views, fill_gaps, mv_displace
 from ..store import CohortStore
 
 __all__ = ["LONG_COLUMNS", "view_of", "from_table1", "from_columns", "implied_volumes", "mask_mapse", "collect",
-           "summarise", "method_vs_method", "by_condition", "yardstick", "icc_heatmap", "headline_figure"]
+           "summarise", "method_vs_method", "by_condition", "yardstick", "icc_heatmap", "headline_figure",
+           "real_sax", "real_sax_from_run", "real_figure", "never_trained_on"]
 
 HEADLINE = ("LVEDV", "LVESV", "LVEF", "LVM", "RVEF", "LAVmax", "MAPSE", "e_prime")
 
@@ -168,3 +169,113 @@ def headline_figure(long: pd.DataFrame, chosen: Mapping[str, str], cohort: str =
             axes[1, j].axhspan(ba["loa_low"], ba["loa_high"], color="0.85", zorder=0, label="observer 2 LoA")
             axes[1, j].legend(fontsize=6, loc="lower left")
     return fig
+
+
+# ---------------------------------------------------------------- real patients: ACDC's SAX cines
+
+REAL_COHORT = "ACDC real"
+REAL_MEASURES = ("LVEDV", "LVESV", "LVEF")
+
+
+def never_trained_on(run_dir: str | Path) -> set[str]:
+    """The ACDC subjects notebook 01's phantom + ACDC segmenter never trained on: those outside the training split
+    of the ACDC store it trained from (`<run>/01/acdc`); empty when the run has no such store."""
+    store = CohortStore(Path(run_dir) / "01" / "acdc")
+    if not store.cines_dir.exists():
+        return set()
+    return {s for s, split in store.splits().items() if split != "train"}
+
+
+def _cyclic_value(pred: int, ref: int, n: int) -> int:
+    """A predicted frame as the reference plus the signed cyclic difference (frame 29 of 30 beside 0 is -1)."""
+    d = (int(pred) - int(ref)) % n
+    return int(ref) + (d - n if d > n // 2 else d)
+
+
+def real_sax(subjects: pd.DataFrame, full_field: Mapping[str, object], cines: Mapping[str, object],
+             segmenters: Mapping[str, tuple[object, set[str] | None]], progress: bool = True) -> pd.DataFrame:
+    """Long rows of the real SAX cohort (cohort 'ACDC real'), each segmenter scored only on the patients it never
+    trained on (`segmenters`: name -> (segmentation Predictor, the subjects it may score; None: all)):
+    - LV volumes and EF from the full-field ED/ES frames (ACDC's own, uncropped) against `reference.csv`;
+    - ED and ES frames picked by its LV volume curve over every frame of the cropped cine against the annotated ones;
+    - within-crop LV volumes at the annotated frames against the manual masks on the same crop grid;
+    - the exam ACDC segmented twice (074 and 076) as a second observer of the same heart."""
+    from fastprogress.fastprogress import progress_bar
+
+    from ..labels import LV
+    from ..measure import ed_es_from_curve, sax_measures, volume_curve
+
+    ref = subjects.set_index("subject")
+    rows = []
+    for name, (seg, allowed) in segmenters.items():
+        todo = [s for s in ref.index if allowed is None or s in allowed]
+        for s in progress_bar(todo, leave=False) if progress else todo:
+            cond = ref.loc[s, "group"]
+            if s in full_field:
+                c = full_field[s]
+                m = sax_measures(seg.labels(c), c.spacing, ed=int(c.ed), es=int(c.es))
+                rows += [dict(subject=s, measure=k, method=f"{name}, full field", value=m[k], reference=ref.loc[s, k],
+                              reference_kind="reference.csv (full manual labels)", condition=cond)
+                         for k in REAL_MEASURES]
+            c = cines[s]
+            lab = seg.labels(c)
+            ed, es = ed_es_from_curve(volume_curve(lab, c.spacing, LV))
+            rows += [dict(subject=s, measure=f"{k} frame", method=f"{name}, LV curve", condition=cond,
+                          value=_cyclic_value(p, r, c.n_frames), reference=int(r), reference_kind="ACDC annotation")
+                     for k, p, r in (("ED", ed, c.ed), ("ES", es, c.es))]
+            crop = sax_measures(c.labels[[c.ed, c.es]], c.spacing, ed=0, es=1)
+            auto = sax_measures(lab[[c.ed, c.es]], c.spacing, ed=0, es=1)
+            rows += [dict(subject=s, measure=f"{k} (crop)", method=f"{name}, crop", value=auto[k], reference=crop[k],
+                          reference_kind="manual masks on the crop", condition=cond) for k in REAL_MEASURES]
+    for a, b in (("acdc074", "acdc076"),):
+        if a in ref.index and b in ref.index:
+            rows += [dict(subject=a, measure=k, method="second observer (074/076)", value=ref.loc[b, k],
+                          reference=ref.loc[a, k], reference_kind="reference.csv (full manual labels)",
+                          condition=ref.loc[a, "group"]) for k in REAL_MEASURES]
+    out = pd.DataFrame(rows).assign(cohort=REAL_COHORT, split="never trained on")
+    out["view"] = "SAX"
+    out["unit"] = out["measure"].map(lambda m: "frame" if m.endswith("frame") else UNITS.get(m.split(" ")[0], ""))
+    return out.reindex(columns=LONG_COLUMNS)
+
+
+def real_figure(long: pd.DataFrame) -> Figure:
+    """Regression and Bland-Altman panels of LVEDV, LVESV and LVEF from the full-field frames and of the ED and ES
+    frames from the LV curve, each for the segmenter that never trained on the patients scored (the run's where it
+    has a held-out set of three or more, else the phantom-only one)."""
+    real = long[long.cohort == REAL_COHORT].dropna(subset=["value", "reference"])
+    counts = real.groupby("method").size()
+    who = "run's segmenter" if any(m.startswith("run's") and counts[m] >= 3 for m in counts.index) else \
+        "phantom-only segmenter"
+    chosen = {**{m: f"{who}, full field" for m in REAL_MEASURES}, "ED frame": f"{who}, LV curve",
+              "ES frame": f"{who}, LV curve"}
+    return headline_figure(long, chosen, REAL_COHORT)
+
+
+def real_sax_from_run(run_dir: str | Path, root: Path | None, seed: int = 0, segmentation=None,
+                      progress: bool = True) -> pd.DataFrame:
+    """`real_sax` on a run folder: the real SAX cohort (`study.real_sax_cohort`, in `<run>/real_sax`), ACDC's
+    full-field ED/ES frames of the same patients, notebook 01's phantom-only SAX segmenter on every patient and the
+    run's segmentation Predictor (`segmentation`) on the patients it never trained on. `StudySkipped` without the
+    real cohort."""
+    from .. import modelfile
+    from ..io.acdc import read_acdc_patient
+    from ..learn import load as load_model
+    from ..predictor import predictor_class
+    from ..study import PHANTOM_SAX_SEGMENTER, REAL_SAX_STORE, real_sax_cohort
+
+    run_dir = Path(run_dir)
+    store, subjects = real_sax_cohort(root, run_dir / REAL_SAX_STORE, seed)
+    training = Path(root) / "acdc" / "training"
+    full = {s: read_acdc_patient(training / f"patient{s[-3:]}", s) for s in subjects.subject
+            if (training / f"patient{s[-3:]}" / "Info.cfg").is_file()}
+    cines = {r.subject: store.read(r.cine_id) for r in subjects.itertuples()}
+    segs, phantom_key = {}, None
+    if (run_dir / PHANTOM_SAX_SEGMENTER).exists():
+        net = load_model(run_dir / PHANTOM_SAX_SEGMENTER, "SAX segmenter", "notebook 01")
+        segs["phantom-only segmenter"] = (predictor_class("segmentation")({"SAX": net}), None)
+        phantom_key = modelfile.fingerprint(net)
+    if segmentation is not None and "SAX" in segmentation.nets \
+            and modelfile.fingerprint(segmentation.nets["SAX"]) != phantom_key:
+        held_out = never_trained_on(run_dir)
+        segs["run's segmenter"] = (segmentation, held_out & set(subjects.subject))
+    return real_sax(subjects, full, cines, segs, progress)
