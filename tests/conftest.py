@@ -44,3 +44,19 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+BROWSERS = ("/usr/bin/chromium", "/usr/bin/chromium-browser")  # Debian's package; never a downloaded build
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless system Chromium through Playwright; skip with the reason when either is missing."""
+    exe = next((b for b in BROWSERS if Path(b).exists()), None)
+    if exe is None:
+        pytest.skip("no system Chromium (`apt-get install chromium`; .ci/run installs it when it runs as root)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (`make install`)")
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=exe, args=["--no-sandbox", "--disable-gpu"])
+        yield b
+        b.close()
