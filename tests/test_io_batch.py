@@ -35,9 +35,9 @@ def count_reads(monkeypatch):
     calls = Counter()
     real = acdc_mod.read_acdc_patient
 
-    def counted(folder, subject=None):
+    def counted(folder, subject=None, reference=None):
         calls[subject] += 1
-        return real(folder, subject)
+        return real(folder, subject, reference)
     monkeypatch.setattr(acdc_mod, "read_acdc_patient", counted)
     return calls
 

@@ -8,7 +8,8 @@ from . import agreement, clusters, report
 
 EVERY = ("measures_long.csv", "targets.csv", "figures.json")  # any notebook may write these
 RUN_FILES = {
-    "01": ("dice_phantom.csv", "dice_acdc.csv", "dice_sim2real.csv", "measures_phantom.csv"),
+    "01": ("dice_phantom.csv", "dice_acdc.csv", "dice_sim2real.csv", "measures_phantom.csv",
+           "acdc", "models/seg_sax.model"),  # ACDC's store (its training split), the phantom-only SAX model
     "02": ("afd_table.csv",),
     "03": ("agreement_by_stage.csv", "spatial_frames.csv", "conventions.csv", "clinical_subjects.csv"),
     "04": ("table2.csv", "pool_curve.csv"),
@@ -16,6 +17,6 @@ RUN_FILES = {
     "06": ("table1.csv", "table2.csv", "wins.csv", "wilcoxon.csv", "conditions_*.csv", "subject_features_*.csv"),
     "07": ("agreement.csv", "measures.csv"),
     "08": ("rand_indices.csv",),
-}  # besides run.json, cohort/ (the store) and predictors/ (the methods' Predictors)
+}  # besides run.json, cohort/ (the store), real_sax/ (the real SAX cohort) and predictors/ (the methods' Predictors)
 
 __all__ = ["agreement", "clusters", "report", "EVERY", "RUN_FILES"]
