@@ -127,3 +127,13 @@ def test_real_agreement_scores_each_segmenter_only_where_it_never_trained(tmp_pa
     full_rows = long[long.method == "everyone, full field"].set_index(["subject", "measure"])
     ref = subjects.set_index("subject")
     assert full_rows.loc[("acdc001", "LVEDV"), "reference"] == ref.loc["acdc001", "LVEDV"]  # reference.csv's truth
+
+
+def test_frame_differences_count_cyclically_and_say_how_many_are_within_one_frame():
+    from cmrlib.analysis import agreement as ag
+
+    long = pd.DataFrame(dict(cohort=ag.REAL_COHORT, measure=["ED frame"] * 4 + ["LVEF"], method="m",
+                             value=[-1, 0, 2, 0, 50.0], reference=[0, 0, 0, 0, 55.0]))
+    f = ag.frame_differences(long).set_index("frame")
+    assert list(f.index) == ["ED"] and f.loc["ED", "n"] == 4 and f.loc["ED", "mean_abs"] == 0.75
+    assert f.loc["ED", "within_1"] == 0.75 and f.loc["ED", "largest"] == 2

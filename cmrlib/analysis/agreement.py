@@ -24,7 +24,7 @@ from ..store import CohortStore
 
 __all__ = ["LONG_COLUMNS", "view_of", "from_table1", "from_columns", "implied_volumes", "mask_mapse", "collect",
            "summarise", "method_vs_method", "by_condition", "yardstick", "icc_heatmap", "headline_figure",
-           "real_sax", "real_sax_from_run", "real_figure", "never_trained_on"]
+           "real_sax", "real_sax_from_run", "real_figure", "frame_differences", "never_trained_on"]
 
 HEADLINE = ("LVEDV", "LVESV", "LVEF", "LVM", "RVEF", "LAVmax", "MAPSE", "e_prime")
 
@@ -236,6 +236,21 @@ def real_sax(subjects: pd.DataFrame, full_field: Mapping[str, object], cines: Ma
     out["view"] = "SAX"
     out["unit"] = out["measure"].map(lambda m: "frame" if m.endswith("frame") else UNITS.get(m.split(" ")[0], ""))
     return out.reindex(columns=LONG_COLUMNS)
+
+
+def frame_differences(long: pd.DataFrame) -> pd.DataFrame:
+    """Per method and frame (ED, ES) on the real cohort: absolute frame differences from the annotation (mean with
+    its 95 % CI, median, largest, share within one frame). Agreement statistics need a spread of references, and ACDC
+    annotates ED at frame 0 in almost every cine."""
+    f = long[(long.cohort == REAL_COHORT) & long.measure.str.endswith(" frame")].dropna(subset=["value", "reference"])
+    rows = []
+    for (method, measure), g in f.groupby(["method", "measure"], sort=False):
+        d = (g["value"] - g["reference"]).abs()
+        mean, lo, hi = stats.mean_ci(d)
+        rows.append(dict(method=method, frame=measure.split()[0], n=len(d), mean_abs=mean, low=lo, high=hi,
+                         median=float(d.median()), largest=float(d.max()), within_1=float((d <= 1).mean())))
+    return pd.DataFrame(rows, columns=["method", "frame", "n", "mean_abs", "low", "high", "median", "largest",
+                                       "within_1"])
 
 
 def real_figure(long: pd.DataFrame) -> Figure:
