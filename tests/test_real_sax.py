@@ -137,3 +137,17 @@ def test_frame_differences_count_cyclically_and_say_how_many_are_within_one_fram
     f = ag.frame_differences(long).set_index("frame")
     assert list(f.index) == ["ED"] and f.loc["ED", "n"] == 4 and f.loc["ED", "mean_abs"] == 0.75
     assert f.loc["ED", "within_1"] == 0.75 and f.loc["ED", "largest"] == 2
+
+
+def test_the_real_figure_leaves_out_a_frame_whose_reference_never_varies():
+    from cmrlib.analysis import agreement as ag
+
+    rng = np.random.default_rng(0)
+    rows = [dict(cohort=ag.REAL_COHORT, subject=f"s{i}", measure=m, method=f"run's segmenter, {kind}",
+                 value=ref + rng.normal(), reference=ref)
+            for i in range(5) for m, kind, ref in (("LVEF", "full field", 40.0 + 5 * i), ("ED frame", "LV curve", 0.0),
+                                                    ("ES frame", "LV curve", 10.0 + i))]
+    fig = ag.real_figure(pd.DataFrame(rows))
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert any(t.startswith("LVEF") for t in titles) and any(t.startswith("ES frame") for t in titles)
+    assert not any(t.startswith("ED frame") for t in titles)

@@ -256,14 +256,17 @@ def frame_differences(long: pd.DataFrame) -> pd.DataFrame:
 def real_figure(long: pd.DataFrame) -> Figure:
     """Regression and Bland-Altman panels of LVEDV, LVESV and LVEF from the full-field frames and of the ED and ES
     frames from the LV curve, each for the segmenter that never trained on the patients scored (the run's where it
-    has a held-out set of three or more, else the phantom-only one)."""
+    has a held-out set of three or more, else the phantom-only one); a measure whose reference never varies (ED is
+    frame 0 in almost every ACDC cine) has no regression to draw and is left to `frame_differences`."""
     real = long[long.cohort == REAL_COHORT].dropna(subset=["value", "reference"])
     counts = real.groupby("method").size()
     who = "run's segmenter" if any(m.startswith("run's") and counts[m] >= 3 for m in counts.index) else \
         "phantom-only segmenter"
     chosen = {**{m: f"{who}, full field" for m in REAL_MEASURES}, "ED frame": f"{who}, LV curve",
               "ES frame": f"{who}, LV curve"}
-    return headline_figure(long, chosen, REAL_COHORT)
+    spread = {m: meth for m, meth in chosen.items()
+              if real[(real.measure == m) & (real.method == meth)]["reference"].nunique() > 1}
+    return headline_figure(long, spread, REAL_COHORT)
 
 
 def real_sax_from_run(run_dir: str | Path, root: Path | None, seed: int = 0, segmentation=None,
