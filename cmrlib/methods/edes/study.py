@@ -13,11 +13,11 @@ import pandas as pd
 
 from ...learn import BestWeights, export, record_settings, reusable
 from ...longform import implied_volumes
+from ...store import fold_roles
 from ...study import PHANTOM_SAX_SEGMENTER
 from ...study import Study as Base
 from ...utils import data_root, rng, seed_for, seeded
 from .data import SeqItem, dataloaders, seq_frames, seq_items
-from ...store import fold_roles
 from .evaluate import afd_table, evaluate, label_plateaus, pseudo_reference, real_afd_table
 from .figures import afd_figure, curves_figure, real_figure
 from .learner import METHODS, fit, learner, load, model_file
