@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from .predictor import METHODS, NOTEBOOKS, NotApplicable, Prediction, Predictor, run_predictors
+from .predictor import METHODS, NotApplicable, Prediction, Predictor, run_predictors
 from .record import Cine
 from .utils import atomic_write_json, atomic_write_text
 
@@ -318,8 +318,7 @@ def analyse(patient: str | Path, run_dir: str | Path, out: str | Path, log: Call
                            f"({', '.join(broken)}; reasons above); --skip-broken reports without them")
     if not predictors:
         raise AnalyseError(f"--run {run_dir.name}: no predictors/ (run the notebooks 01-06 there first)")
-    missing = {m: f"this run has no predictor (notebook {NOTEBOOKS[m]} writes it)" for m in absent}
-    missing |= {m: f"its predictor cannot be opened ({why})" for m, why in broken.items()}
+    missing = absent | {m: f"its predictor cannot be opened ({why})" for m, why in broken.items()}
     cines, notes = read_patient(patient)
     log(f"read {len(cines)} cine(s): {', '.join(c.view for c in cines)}; {len(predictors)} predictor(s) loaded "
         f"({time.perf_counter() - t0:.2f} s)")

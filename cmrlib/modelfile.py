@@ -72,8 +72,9 @@ def architecture(obj):
         def __init__(self, *args, **kwargs):
             init(self, *args, **kwargs)
             if type(self) is obj:  # a subclass registers itself
-                self.__dict__["_arch"] = (name, _bound(init, (self, *args), kwargs))
-                self.__dict__["_arch"][1].pop("self")
+                called = _bound(init, (self, *args), kwargs)
+                del called["self"]
+                self.__dict__["_arch"] = (name, called)
 
         obj.__init__ = __init__
         ARCHITECTURES[name] = obj

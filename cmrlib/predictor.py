@@ -177,7 +177,7 @@ def run_predictors(run_dir: str | os.PathLike) -> tuple[dict[str, Predictor], di
     for m in METHODS:
         path = folder / file_name(m)
         if not path.exists():
-            absent[m] = f"{path.name}: no predictor here (notebook {NOTEBOOKS[m]} writes it)"
+            absent[m] = f"this run has no predictor (notebook {NOTEBOOKS[m]} writes it)"
             continue
         try:
             have[m] = load(path, loaded)  # the segmentation predictor is read once, for all

@@ -11,6 +11,8 @@ from fastprogress.fastprogress import progress_bar
 from ...record import Cine
 from .curves import frame_diff
 
+PAPER_AFD = {"CNN+Reg": (1.30, 1.97), "TempReg-Net w/o TSC": (0.47, 0.52), "TempReg-Net": (0.38, 0.44)}  # Table 1
+
 
 def evaluate(detectors: dict[str, Callable[[Cine], dict]], cines: Iterable[Cine], total: int | None = None,
              keep_curves: int = 0) -> pd.DataFrame:
@@ -98,13 +100,12 @@ def real_afd_table(res: pd.DataFrame, short_frames: int = 20) -> pd.DataFrame:
     acquisitions (fewer than `short_frames` frames), beside the paper's aFD."""
     from ...stats import mean_ci
 
-    paper = {"TempReg-Net": (0.38, 0.44), "TempReg-Net w/o TSC": (0.47, 0.52), "CNN+Reg": (1.30, 1.97)}
     rows = []
     for method, g in res.groupby("method", sort=False):
         (ed, ed_lo, ed_hi), (es, es_lo, es_hi) = mean_ci(g["fd_ed"]), mean_ci(g["fd_es"])
         short = g[g["n_frames"] < short_frames]
-        base = method.split(" (")[0]
+        paper_ed, paper_es = PAPER_AFD.get(method.split(" (")[0], (np.nan, np.nan))  # "X (fine-tuned)" is X
         rows.append(dict(method=method, n=len(g), aFD_ED=ed, ED_low=ed_lo, ED_high=ed_hi, aFD_ES=es, ES_low=es_lo,
                          ES_high=es_hi, n_short=len(short), aFD_ES_short=short["fd_es"].mean() if len(short) else
-                         np.nan, paper_ED=paper.get(base, (np.nan,))[0], paper_ES=paper.get(base, (np.nan, np.nan))[1]))
+                         np.nan, paper_ED=paper_ed, paper_ES=paper_es))
     return pd.DataFrame(rows).round(3)

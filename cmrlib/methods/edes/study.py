@@ -18,7 +18,7 @@ from ...study import PHANTOM_SAX_SEGMENTER
 from ...study import Study as Base
 from ...utils import data_root, rng, seed_for, seeded
 from .data import SeqItem, dataloaders, seq_frames, seq_items
-from .evaluate import afd_table, evaluate, label_plateaus, pseudo_reference, real_afd_table
+from .evaluate import PAPER_AFD, afd_table, evaluate, label_plateaus, pseudo_reference, real_afd_table
 from .figures import afd_figure, curves_figure, real_figure
 from .learner import METHODS, fit, learner, load, model_file
 from .predict import predict, seg_detect
@@ -310,8 +310,9 @@ class Study(Base):
         Predictor with its frame size, zoom and real-data check."""
         allv, order, checks = self.allv, self.order, []
         if "TempReg-Net" in allv.index:
-            checks += [("TempReg-Net aFD ED (frames)", allv.loc["TempReg-Net", "aFD_ED"], "<=", 0.38),
-                       ("TempReg-Net aFD ES (frames)", allv.loc["TempReg-Net", "aFD_ES"], "<=", 0.44)]
+            paper_ed, paper_es = PAPER_AFD["TempReg-Net"]
+            checks += [("TempReg-Net aFD ED (frames)", allv.loc["TempReg-Net", "aFD_ED"], "<=", paper_ed),
+                       ("TempReg-Net aFD ES (frames)", allv.loc["TempReg-Net", "aFD_ES"], "<=", paper_es)]
         if len(order) == 3:
             checks.append(("paper's ordering: smallest step up in mean aFD", float(self.mean_fd[order].diff().min()),
                            ">", 0.0))
