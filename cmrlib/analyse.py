@@ -15,16 +15,20 @@ import io
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import pandas as pd
 
+from .io.ukbb_cardiac import LAYOUT as UKBB_CARDIAC
+from .plausible import SEXES
 from .predictor import METHODS, NotApplicable, Prediction, Predictor, run_predictors
 from .record import Cine
 from .utils import atomic_write_json, atomic_write_text
 
+INPUT_KINDS = ("frames", "timing", "space")  # what an input QC flag spoils (`io.qa.acquisition_flags`)
 PATIENT = "patient"  # the only name the report gives the patient
 REPORT_KIND = "cmrlib analyse report"  # report.json says so: a folder holding one may be replaced (--force)
 REPORT_FILES = ("report.html", "measures.csv", "report.json")
@@ -56,6 +60,9 @@ def _source(folder: Path) -> tuple[str, list[Path]]:
         return "acdc", []
     if any(p.suffix == ".zip" for p in files):
         return "ukbb", []
+    if any((folder / f"{name}.nii.gz").is_file() and seg and (folder / f"{seg}.nii.gz").is_file()
+           for name, seg, _ in UKBB_CARDIAC.values()):
+        return "ukbb_cardiac", []  # ukbb_cardiac's output folder: its seg*_ files are label maps
     if nifti:
         return "nifti", nifti
     if any(is_dicom_file(p) for p in files):
@@ -64,7 +71,8 @@ def _source(folder: Path) -> tuple[str, list[Path]]:
 
 
 def read_patient(path: str | Path) -> tuple[list[Cine], list[dict]]:
-    """One patient's cines (subject 'patient') and the reader's notes (files it passed over, and why)."""
+    """One patient's cines (subject 'patient') and the reader's notes: each file it passed over (its path inside the
+    patient's folder) and why. Two cines of one view (two patients' files in one folder) are refused, never merged."""
     from .io import IngestError
     from .io.batch import read_item, source_module
     from .io.common import Item
@@ -87,9 +95,37 @@ def read_patient(path: str | Path) -> tuple[list[Cine], list[dict]]:
             from .io.acdc import read_acdc_patient
 
             return [read_acdc_patient(folder, subject=PATIENT)], []
-        return read_item(source, item)
+        if source == "ukbb_cardiac":
+            from .io.ukbb_cardiac import read_subject
+
+            return read_subject(folder, PATIENT), []
+        cines, notes = read_item(source, item)
     except IngestError as e:
         raise AnalyseError(f"{folder.name}: {e}") from None
+    twice = [c.view for c in cines for n in notes if n.get("error") == "DuplicateView" and c.view in n["message"]]
+    if twice:
+        names = ", ".join(_files_of_view(folder, nifti, twice[0])) or "see the folder"
+        raise AnalyseError(f"{folder.name}: two {twice[0]} cines ({names}): give one patient's cines per folder")
+    return cines, [dict(file=_inside(folder, n.get("file", "")), reason=f"{n.get('error')}: {n.get('message')}")
+                   for n in notes]
+
+
+def _files_of_view(folder: Path, files: list[Path], view: str) -> list[str]:
+    """The image files (masks aside) whose names say `view`: what to name when a view comes twice."""
+    from .io.common import guess_view
+    from .io.nifti import _named_masks, is_mask_name
+
+    masks = _named_masks(files)
+    return [_inside(folder, f) for f in files
+            if guess_view(f.name) == view and not is_mask_name(f) and f.resolve() not in masks]
+
+
+def _inside(folder: Path, file) -> str:
+    """A file's path inside the patient's folder (the folder's own name may identify the patient)."""
+    try:
+        return str(Path(file).resolve().relative_to(folder.resolve()))
+    except ValueError:
+        return Path(str(file)).name
 
 
 # ---------------------------------------------------------------- running the predictors
@@ -205,69 +241,191 @@ def figure_for(method: str, res: Prediction, cines: dict[str, Cine]) -> str:
 # ---------------------------------------------------------------- the report
 
 
-def _provenance_line(p: dict) -> str:
-    """Where a model came from, in one sentence."""
-    where = f"run '{p.get('run', '?')}' (notebook {p.get('notebook', '?')}, commit {str(p.get('commit'))[:10]})"
-    return f"Trained in {where} on a {p.get('trained_on', 'unknown')} cohort of {p.get('subjects', '?')} subjects."
+@dataclass
+class Body:
+    """The patient's sex and body size, from the options or the files (used for normal ranges, never printed)."""
+
+    sex: str | None = None
+    height_cm: float | None = None
+    weight_kg: float | None = None
+    given: str = "none"  # where they came from, for the report
+
+    @property
+    def bsa(self) -> float | None:
+        from .measure import bsa_mosteller
+
+        ok = self.height_cm and self.weight_kg and self.height_cm > 0 and self.weight_kg > 0
+        return float(bsa_mosteller(self.height_cm, self.weight_kg)) if ok else None
 
 
-def _section(r: dict, cines: dict[str, Cine]) -> tuple[str, pd.DataFrame]:
-    """One method's HTML and its measures."""
+def body_of(cines: list[Cine], sex: str | None = None, height_cm: float | None = None,
+            weight_kg: float | None = None) -> Body:
+    """The options where given, else what the files say (DICOM header, ACDC's Info.cfg)."""
+    meta = next((c.meta for c in cines if c.meta.get("height_cm") or c.meta.get("sex")), {})
+    from_files = sex is None and height_cm is None and weight_kg is None and bool(meta)
+    return Body(sex if sex is not None else meta.get("sex"), height_cm or meta.get("height_cm"),
+                weight_kg or meta.get("weight_kg"),
+                "the files' headers" if from_files else "the options" if (sex or height_cm or weight_kg) else "none")
+
+
+def check_results(results: list[dict], cines: list[Cine], body: Body) -> tuple[pd.DataFrame, pd.DataFrame, list]:
+    """Every number of every method checked at once (ED/ES frames agree across methods): (measures with flag,
+    normal range, z; the measures these views cannot show; each cine's input QC row)."""
+    from .io.qa import acquisition
+    from .plausible import check
+
+    qc = [acquisition(c) for c in cines]
+    tabs = [r["result"].table() for r in results if r["result"] is not None]
+    tabs = [t for t in tabs if len(t)]
+    tab = pd.concat(tabs, ignore_index=True) if tabs else pd.DataFrame(columns=list(Prediction.COLUMNS))
+    checked, hidden = check(tab, {c.view for c in cines}, {c.view: c.n_frames for c in cines}, body.sex, body.bsa,
+                            {q["view"]: {k: q[f"{k}_flags"] for k in INPUT_KINDS} for q in qc})
+    return checked, hidden, qc
+
+
+def run_profile(run_dir: Path) -> str:
+    """The profile a run folder was made with (its run.json), '?' when it does not say."""
+    try:
+        got = json.loads((run_dir / "run.json").read_text()[:1 << 20]).get("profile")
+    except (OSError, ValueError, AttributeError):
+        return "?"
+    return got if isinstance(got, str) else "?"
+
+
+def _pedigree(p: dict, profile: str) -> str:
+    """Where a model came from and what stands behind it: profile, training data, its real-data check."""
+    where = (f"run '{p.get('run', '?')}' (profile {p.get('profile', profile)}, notebook {p.get('notebook', '?')}, "
+             f"commit {str(p.get('commit'))[:10]})")
+    check = p.get("real_check")
+    return (f"Trained in {where} on a {p.get('trained_on', 'unknown')} cohort of {p.get('subjects', '?')} subjects. "
+            + (f"Real-data check: {check}." if check else "No real-data check stands behind these numbers."))
+
+
+def banners(provenance: dict, profile: str) -> list[str]:
+    """The warnings a model's numbers carry: a smoke profile (tiny models), a phantom-only training."""
+    out = []
+    if provenance.get("profile", profile) == "smoke":
+        out.append("Smoke profile: a tiny model trained for minutes to test the code. Its numbers mean nothing.")
+    if provenance.get("trained_on") == "phantom":
+        out.append("Demonstration only: trained on the built-in phantom, never on patients. Not a clinical estimate.")
+    return out
+
+
+def _fmt(v) -> str:
+    return "—" if v is None or not np.isfinite(v) else f"{v:.3g}"
+
+
+def measures_html(tab: pd.DataFrame) -> str:
+    """A method's checked measures: each flagged number marked with the rules it breaks."""
+    head = "<tr><th>measure</th><th>value</th><th>unit</th><th>normal</th><th>vs normal</th><th>check</th></tr>"
+    rows = []
+    for r in tab.itertuples():
+        vs = "" if not r.vs_normal else r.vs_normal if np.isnan(r.z) else f"{r.vs_normal} (z {r.z:+.1f})"
+        check = f"&#9888; {html.escape(r.flag)}" if r.flag else "ok"
+        rows.append(f"<tr class='{'flagged' if r.flag else 'ok'}'><td>{html.escape(r.measure)}</td>"
+                    f"<td>{_fmt(r.value)}</td><td>{html.escape(r.unit)}</td><td>{html.escape(r.normal)}</td>"
+                    f"<td>{html.escape(vs)}</td><td class='check'>{check}</td></tr>")
+    return f"<table class='measures'>{head}{''.join(rows)}</table>"
+
+
+def _section(r: dict, cines: dict[str, Cine], tab: pd.DataFrame, hidden: pd.DataFrame, profile: str) -> str:
+    """One method's HTML: its pedigree, its checked numbers and its figure."""
     m, p, res = r["method"], r["provenance"], r["result"]
     parts = [f"<h2>{html.escape(TITLES[m])}</h2>"]
-    if p.get("trained_on") == "phantom":
-        parts.append('<p class="warn">Demonstration only: this model was trained on the built-in phantom, never on '
-                     'patients. Its numbers are not clinical estimates.</p>')
-    check = p.get("real_check")
-    parts.append(f"<p class='prov'>{html.escape(_provenance_line(p))} Model: {html.escape(r['model'])}. "
-                 + (f"Real-data check: {html.escape(check)}." if check else
-                    "<b>No real-data check stands behind these numbers.</b>") + "</p>")
+    parts += [f'<p class="warn">{html.escape(b)}</p>' for b in banners(p, profile)]
+    parts.append(f"<p class='prov'>{html.escape(_pedigree(p, profile))} Model: {html.escape(r['model'])}.</p>")
     if res is None:
         parts.append(f"<p class='na'>{html.escape(r['why'])}</p>")
-        return "\n".join(parts), pd.DataFrame()
-    tab = res.table()
-    shown = tab.assign(value=tab.value.map(lambda v: f"{v:.3g}"))[["measure", "value", "unit", "cine"]]
-    parts.append(shown.to_html(index=False, border=0, classes="measures"))
+        return "\n".join(parts)
+    parts.append(measures_html(tab))
+    if len(hidden):
+        parts.append(f"<p class='na'>Not measurable from these views (not shown): "
+                     f"{html.escape(', '.join(hidden.measure))}.</p>")
     if res.note:
         parts.append(f"<p class='na'>{html.escape(res.note)}</p>")
+    if m == "segmentation" and res.detail.get("uncertainty"):
+        parts.append(_uncertainty_html(res.detail["uncertainty"]))
     try:
         parts.append(figure_for(m, res, cines))
     except Exception as e:  # a figure that cannot be drawn never costs the numbers
         parts.append(f"<p class='na'>figure not drawn: {html.escape(type(e).__name__)}</p>")
     parts.append(f"<p class='time'>{r['seconds']:.2f} s</p>")
-    return "\n".join(parts), tab
+    return "\n".join(parts)
+
+
+def _uncertainty_html(unc: dict[str, dict[str, float]]) -> str:
+    """The segmenter's mean softmax entropy inside each structure (0 sure, 1 a guess), per view."""
+    rows = "".join(f"<tr><td>{html.escape(v)}</td><td>{html.escape(k)}</td><td>{e:.3f}</td></tr>"
+                   for v, d in unc.items() for k, e in d.items())
+    return ("<p class='prov'>Segmentation uncertainty (mean softmax entropy inside each structure; 0 = certain, "
+            f"1 = uniform):</p><table class='measures'><tr><th>view</th><th>structure</th><th>entropy</th></tr>"
+            f"{rows}</table>")
+
+
+def input_html(qc: list[dict], notes: list[dict], body: Body) -> str:
+    """The input QC: each cine's acquisition with its flags, the files passed over, what body data was used."""
+    cols = ("view", "frames", "frame_ms", "cycle_ms", "pixel_mm", "slice_mm", "slices")
+    head = "".join(f"<th>{c}</th>" for c in cols) + "<th>check</th>"
+    rows = []
+    for q in qc:
+        flags = "; ".join(q[f"{k}_flags"] for k in INPUT_KINDS if q[f"{k}_flags"])
+        cells = "".join(f"<td>{html.escape('—' if q[c] is None else str(q[c]))}</td>" for c in cols)
+        rows.append(f"<tr class='{'flagged' if flags else 'ok'}'>{cells}<td class='check'>"
+                    f"{'&#9888; ' + html.escape(flags) if flags else 'ok'}</td></tr>")
+    parts = ["<h2>Input</h2>", f"<table class='measures'><tr>{head}</tr>{''.join(rows)}</table>"]
+    if notes:
+        items = "".join(f"<li>{html.escape(n['file'])}: {html.escape(n['reason'])}</li>" for n in notes)
+        parts.append(f"<p class='na'>{len(notes)} file(s) passed over:</p><ul class='skipped'>{items}</ul>")
+    sex = "given" if body.sex else "not given (no sex-specific normal range)"
+    size = "given (BSA-indexed measures added)" if body.bsa else "not given"
+    parts.append(f"<p class='prov'>Sex: {sex}; height and weight: {size}; from {html.escape(body.given)}. "
+                 "Their values are used, never shown.</p>")
+    return "\n".join(parts)
 
 
 CSS = """body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}h2{border-bottom:1px solid #ccc}
 .warn{background:#fff3cd;padding:.4em}.na{color:#a00}.prov,.time{color:#555;font-size:90%}
-table.measures td,table.measures th{padding:2px 10px;text-align:left}img{max-width:100%}"""
+table.measures td,table.measures th{padding:2px 10px;text-align:left}img{max-width:100%}
+tr.flagged td{background:#fde2e2}tr.flagged td.check{color:#a00}td.check{font-size:90%}"""
 
 
 def write_report(results: list[dict], cines: list[Cine], notes: list[dict], missing: dict[str, str],
-                 out: Path) -> dict[str, Path]:
+                 out: Path, body: Body | None = None, profile: str = "?") -> dict[str, Path]:
     """report.html, measures.csv and report.json in `out`, each written atomically."""
+    from .plausible import REFERENCE_SOURCE, RULES, SV_RULE
+
+    body = body or Body()
     by_id = {c.cine_id: c for c in cines}
+    checked, hidden, qc = check_results(results, cines, body)
+    n_flag, n_num = int((checked.flag != "").sum()), len(checked)
     views = ", ".join(f"{c.view} ({c.n_frames} frames)" for c in cines)
-    body = [f"<h1>cmrlib report: one {PATIENT}, every method</h1><p>Cines read: {html.escape(views)}.</p>"]
-    tables = []
+    body_html = [f"<h1>cmrlib report: one {PATIENT}, every method</h1><p>Cines read: {html.escape(views)}.</p>",
+                 f"<p class='{'warn' if n_flag else 'prov'}' id='flag-summary'>{n_flag} of {n_num} numbers flagged: "
+                 "each breaks a human bound, a consistency rule or rests on implausible input (see its row).</p>"]
+    body_html += [f'<p class="warn">{html.escape(b)}</p>' for b in
+                  sorted({b for r in results for b in banners(r["provenance"], profile)})]
+    body_html.append(input_html(qc, notes, body))
     for r in results:
-        sec, tab = _section(r, by_id)
-        body.append(sec)
-        tables.append(tab)
+        mine = checked[checked.method == r["method"]]
+        body_html.append(_section(r, by_id, mine, hidden[hidden.method == r["method"]], profile))
     for m, why in missing.items():
-        body.append(f"<h2>{html.escape(TITLES[m])}</h2><p class='na'>not available: {html.escape(why)}</p>")
+        body_html.append(f"<h2>{html.escape(TITLES[m])}</h2><p class='na'>not available: {html.escape(why)}</p>")
+    rules = "; ".join([r.text for r in RULES] + [SV_RULE])
+    body_html.append(f"<h2>How the numbers are checked</h2><p class='prov'>Human bounds and these rules: "
+                     f"{html.escape(rules)}; ED and ES frames of one cine agree across methods within 2 frames. "
+                     f"Normal ranges: {html.escape(REFERENCE_SOURCE)}.</p>")
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>cmrlib report</title><style>{CSS}</style>"
-            f"</head><body>{''.join(body)}</body></html>")
-    tables = [t for t in tables if len(t)]
-    measures = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=list(Prediction.COLUMNS))
+            f"</head><body>{''.join(body_html)}</body></html>")
     files = dict(html=out / "report.html", csv=out / "measures.csv", json=out / "report.json")
     atomic_write_text(files["html"], page)
-    atomic_write_text(files["csv"], measures.to_csv(index=False))
+    atomic_write_text(files["csv"], checked.to_csv(index=False))
     atomic_write_json(files["json"], dict(
-        kind=REPORT_KIND, cines=[dict(view=c.view, frames=c.n_frames) for c in cines],
+        kind=REPORT_KIND, profile=profile, cines=[dict(view=c.view, frames=c.n_frames) for c in cines], input=qc,
         methods=[dict(method=r["method"], model=r["model"], available=r["result"] is not None, why=r["why"],
-                      seconds=round(r["seconds"], 3), provenance=r["provenance"]) for r in results],
-        missing=missing, skipped_files=len(notes)))
+                      seconds=round(r["seconds"], 3), provenance=r["provenance"],
+                      warnings=banners(r["provenance"], profile)) for r in results],
+        missing=missing, numbers=n_num, flagged=n_flag, not_measurable=hidden.measure.tolist(),
+        skipped_files=notes, reference_ranges=REFERENCE_SOURCE))
     return files
 
 
@@ -300,16 +458,20 @@ def _holds_report(folder: Path) -> bool:
     return kind == REPORT_KIND and all(p.name in REPORT_FILES for p in folder.iterdir())
 
 
-def analyse(patient: str | Path, run_dir: str | Path, out: str | Path, log: Callable[[str], None] = print,
-            skip_broken: bool = False, force: bool = False, warn: Callable[[str], None] | None = None
-            ) -> dict[str, Path]:
-    """Read one patient, run every Predictor of the run, write the report; the files written. A predictor that
-    exists but cannot be opened is an error (`skip_broken`: a warning, and the report says so)."""
-    run_dir, out, patient = Path(run_dir), Path(out), Path(patient)
+@dataclass
+class Models:
+    """A run's predictors loaded once: those that can be used, why the others cannot, and the run's profile."""
+
+    predictors: dict[str, Predictor]
+    missing: dict[str, str]
+    profile: str
+
+
+def load_models(run_dir: Path, skip_broken: bool = False, warn: Callable[[str], None] | None = None) -> Models:
+    """Every Predictor of a run. One that exists but cannot be opened is an error (`skip_broken`: a warning, and
+    the report says so)."""
     if not run_dir.is_dir():
         raise AnalyseError(f"--run {run_dir.name}: not a folder (a run folder made by `cmrlib run`)")
-    check_out(out, patient, run_dir, force)
-    t0 = time.perf_counter()
     predictors, absent, broken = run_predictors(run_dir)
     for m, why in broken.items():
         (warn or _stderr)(f"cmrlib: predictor {m} cannot be opened: {why}")
@@ -319,12 +481,37 @@ def analyse(patient: str | Path, run_dir: str | Path, out: str | Path, log: Call
     if not predictors:
         raise AnalyseError(f"--run {run_dir.name}: no predictors/ (run the notebooks 01-06 there first)")
     missing = absent | {m: f"its predictor cannot be opened ({why})" for m, why in broken.items()}
+    return Models(predictors, missing, run_profile(run_dir))
+
+
+def report_patient(patient: Path, models: Models, out: Path, log: Callable[[str], None] = print,
+                   sex: str | None = None, height_cm: float | None = None, weight_kg: float | None = None
+                   ) -> dict[str, Path]:
+    """One patient through loaded models into a report folder; the files written."""
     cines, notes = read_patient(patient)
-    log(f"read {len(cines)} cine(s): {', '.join(c.view for c in cines)}; {len(predictors)} predictor(s) loaded "
-        f"({time.perf_counter() - t0:.2f} s)")
-    results = run_all(predictors, cines, log)
+    log(f"read {len(cines)} cine(s): {', '.join(c.view for c in cines)}")
+    results = run_all(models.predictors, cines, log)
     out.mkdir(parents=True, exist_ok=True)
-    files = write_report(results, cines, notes, missing, out)
+    return write_report(results, cines, notes, models.missing, out, body_of(cines, sex, height_cm, weight_kg),
+                        models.profile)
+
+
+def analyse(patient: str | Path, run_dir: str | Path, out: str | Path, log: Callable[[str], None] = print,
+            skip_broken: bool = False, force: bool = False, warn: Callable[[str], None] | None = None,
+            sex: str | None = None, height_cm: float | None = None, weight_kg: float | None = None
+            ) -> dict[str, Path]:
+    """Read one patient, run every Predictor of the run, write the report; the files written. sex, height_cm,
+    weight_kg: for normal ranges and BSA (else from the files' headers where they say)."""
+    run_dir, out, patient = Path(run_dir), Path(out), Path(patient)
+    if sex is not None and sex not in SEXES:
+        raise AnalyseError(f"--sex {sex[:20]!r}: give one of {', '.join(SEXES)}")
+    if not run_dir.is_dir():
+        raise AnalyseError(f"--run {run_dir.name}: not a folder (a run folder made by `cmrlib run`)")
+    check_out(out, patient, run_dir, force)
+    t0 = time.perf_counter()
+    models = load_models(run_dir, skip_broken, warn)
+    log(f"{len(models.predictors)} predictor(s) loaded ({time.perf_counter() - t0:.2f} s)")
+    files = report_patient(patient, models, out, log, sex, height_cm, weight_kg)
     log(f"report: {files['html']} ({time.perf_counter() - t0:.1f} s in all)")
     return files
 

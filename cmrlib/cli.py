@@ -37,9 +37,16 @@ def _report(a) -> int:
 
 
 def _analyse(a) -> int:
-    from .analyse import analyse
+    from .analyse import AnalyseError, analyse
+    from .analyse_batch import analyse_cohort, is_cohort
 
-    analyse(a.patient, a.run, a.out, skip_broken=a.skip_broken, force=a.force)
+    if a.cohort or is_cohort(a.patient):
+        if a.sex or a.height or a.weight:
+            raise AnalyseError("--sex, --height and --weight are one patient's; a cohort's come from its files")
+        analyse_cohort(a.patient, a.run, a.out, skip_broken=a.skip_broken, force=a.force)
+    else:
+        analyse(a.patient, a.run, a.out, skip_broken=a.skip_broken, force=a.force, sex=a.sex, height_cm=a.height,
+                weight_kg=a.weight)
     return 0
 
 
@@ -124,11 +131,19 @@ def parser() -> argparse.ArgumentParser:
     t.set_defaults(fn=_fit)
     an = sub.add_parser("analyse", help="one patient's cines through every method of a run: an HTML report",
                         allow_abbrev=False)
-    an.add_argument("patient", help="the patient's folder: DICOM, NIfTI cines, UK Biobank zips or an ACDC patient")
+    an.add_argument("patient", help="the patient's folder (DICOM, NIfTI cines, UK Biobank zips or an ACDC patient), or "
+                                    "a cohort's folder with one such sub-folder per subject")
     an.add_argument("--run", required=True, help="a run folder whose predictors/ the notebooks wrote")
     an.add_argument("--out", required=True, help="the report's folder (report.html, measures.csv, report.json): a new "
                                                  "or empty folder outside the patient's and the run's folders")
-    an.add_argument("--force", action="store_true", help="replace the cmrlib report --out already holds")
+    an.add_argument("--force", action="store_true", help="replace the cmrlib report --out already holds (a cohort: "
+                                                         "redo every subject)")
+    an.add_argument("--cohort", action="store_true", help="read the folder as one subject per sub-folder (found by "
+                                                          "itself for ACDC, NIfTI and UK Biobank folders; DICOM "
+                                                          "cohorts need it)")
+    an.add_argument("--sex", choices=("male", "female"), help="for the normal ranges (else the DICOM header's)")
+    an.add_argument("--height", type=float, metavar="CM", help="height in cm, with --weight: BSA-indexed measures")
+    an.add_argument("--weight", type=float, metavar="KG", help="weight in kg")
     an.add_argument("--skip-broken", action="store_true", help="report without the predictors that cannot be "
                                                               "opened (named on stderr and in the report)")
     an.set_defaults(fn=_analyse)

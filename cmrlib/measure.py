@@ -224,8 +224,12 @@ def resample_cycle(x, n: int) -> np.ndarray:
 
 
 def _max_min(prefix: str, vol: np.ndarray) -> dict:
-    """max/min volume, SV and EF of an atrium from its per-frame volume curve."""
-    vmax, vmin = float(np.nanmax(vol)), float(np.nanmin(vol))
+    """max/min volume, SV and EF of an atrium from its per-frame volume curve (NaN where it is never found)."""
+    vol = np.asarray(vol, dtype=float)
+    if not np.isfinite(vol).any():
+        vmax = vmin = float("nan")
+    else:
+        vmax, vmin = float(np.nanmax(vol)), float(np.nanmin(vol))
     e = ejection(vmax, vmin)
     return {f"{prefix}Vmax": vmax, f"{prefix}Vmin": vmin, f"{prefix}SV": e["sv"], f"{prefix}EF": e["ef"]}
 

@@ -19,10 +19,10 @@ PKG = Path(__file__).resolve().parent.parent / "cmrlib"
 LAYERS = [
     {"labels", "record", "utils", "cluster", "params", "modelfile"},
     {"store"},
-    {"transforms", "models", "measure", "stats", "plots", "data", "io", "phantom", "tables"},
+    {"transforms", "models", "measure", "stats", "plots", "data", "io", "phantom", "tables", "plausible"},
     {"results", "learn", "distributed", "predictor", "study", "longform"},
     {"methods"},
-    {"analysis", "analyse"},
+    {"analysis", "analyse", "analyse_batch"},
     {"runner", "fit", "cli", "__main__", "__init__", "profiles"},
 ]
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}

@@ -207,7 +207,8 @@ def test_a_payload_planted_in_a_run_folder_runs_nothing_in_a_notebook(smoke_run,
 
 def test_the_report_renders_in_a_browser_as_a_person_sees_it(smoke_run, data_dir, tmp_path, browser):
     """`cmrlib analyse` on the real DICOM sample, opened in headless Chromium: no console error, every image decoded,
-    every method's section there, and no DICOM identity field or folder name anywhere in the page."""
+    every method's section there, the flags and normal-range columns visible, and no DICOM identity field or folder
+    name anywhere in the page."""
     import pydicom
 
     from cmrlib.analyse import TITLES, analyse
@@ -224,11 +225,14 @@ def test_the_report_renders_in_a_browser_as_a_person_sees_it(smoke_run, data_dir
     page.wait_for_load_state("load")
     images = page.eval_on_selector_all("img", "els => els.map(e => [e.complete, e.naturalWidth])")
     headings = page.eval_on_selector_all("h2", "els => els.map(e => e.textContent)")
+    flags_seen = page.is_visible("#flag-summary") and page.locator("tr.flagged td.check").first.is_visible()
+    columns = page.eval_on_selector_all("table.measures th", "els => els.map(e => e.textContent)")
     text = page.inner_text("body") + page.content()
     page.close()
     assert not errors, errors
     assert images and all(done and width > 0 for done, width in images), images
-    assert set(TITLES.values()) <= set(headings), headings
+    assert set(TITLES.values()) <= set(headings) and "Input" in headings, headings
+    assert flags_seen and {"normal", "vs normal", "check"} <= set(columns)  # a smoke model's numbers are flagged
     ds = pydicom.dcmread(next(p for p in sorted(patient.rglob("*")) if p.is_file() and p.suffix.lower() == ".dcm"),
                          stop_before_pixels=True)
     private = [str(ds.get(k, "")) for k in ("PatientName", "PatientID", "InstitutionName", "StationName",

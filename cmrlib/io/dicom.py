@@ -264,6 +264,23 @@ def _normal(f: Frame) -> np.ndarray:
     return n / (np.linalg.norm(n) + 1e-12)
 
 
+def body(f: Frame) -> dict:
+    """Sex, height and weight from the header when it gives them (for normal ranges and BSA; never printed)."""
+    from .common import body_meta
+
+    out = {}
+    sex = str(f.get("PatientSex", "")).strip().upper()
+    if sex in ("M", "F"):
+        out["sex"] = "male" if sex == "M" else "female"
+    try:
+        height_cm, weight_kg = 100 * float(f.get("PatientSize", 0)), float(f.get("PatientWeight", 0))
+    except (TypeError, ValueError):
+        return out
+    if 40 <= height_cm <= 250 and 2 <= weight_kg <= 400:
+        out.update(body_meta(height_cm, weight_kg))
+    return out
+
+
 def _meta(s: Slice, how: str, mode: str) -> dict:
     """Whitelisted acquisition tags plus geometry (never identifiers)."""
     f = s.first
@@ -277,6 +294,7 @@ def _meta(s: Slice, how: str, mode: str) -> dict:
                 m[key] = str(v)
     if m.get("rr_interval_ms"):
         m["heart_rate_bpm"] = round(60000.0 / float(m["rr_interval_ms"]), 2)
+    m.update(body(f))
     m.update(series_description=f.desc, view_from=how, grouped_by=mode,
              image_orientation=None if f.iop is None else np.round(f.iop, 6).tolist(),
              image_position=None if f.ipp is None else np.round(f.ipp, 3).tolist())

@@ -77,16 +77,31 @@ def decide(probs: np.ndarray, prior: np.ndarray) -> np.ndarray:
     return (probs * np.exp(prior)).argmax(-1).astype(np.uint8)
 
 
-def predict(model, cine: Cine, bs: int = 32, largest: bool = True, bf16: bool | None = None) -> np.ndarray:
+def add_entropy(acc: dict[int, list[float]], probs: np.ndarray, labels: np.ndarray) -> None:
+    """Add one frame's normalised softmax entropy (0 sure, 1 uniform) summed over each structure's pixels to `acc`."""
+    ent = -(probs * np.log(np.clip(probs, 1e-8, 1.0))).sum(-1) / np.log(probs.shape[-1])
+    for k in np.unique(labels):
+        if k:
+            inside = labels == k
+            a = acc.setdefault(int(k), [0.0, 0])
+            a[0] += float(ent[inside].sum())
+            a[1] += int(inside.sum())
+
+
+def predict(model, cine: Cine, bs: int = 32, largest: bool = True, bf16: bool | None = None,
+            entropy: dict[int, list[float]] | None = None) -> np.ndarray:
     """Canonical labels for every frame (and slice) of `cine`, on the cine's own grid (uint8, pixels' shape).
 
     The decision uses the model's calibrated `log_prior` (`calibrate_prior`). largest: keep each structure's largest
-    connected component per frame (`keep_largest`). bf16: see `frame_probs`."""
+    connected component per frame (`keep_largest`). bf16: see `frame_probs`. entropy: a dict that gathers each
+    label's entropy sum and pixel count (`add_entropy`), the model's uncertainty on this cine."""
     n_z = cine.pixels.shape[1] if cine.is_stack else 1
     out = np.empty((cine.n_frames, n_z, *cine.pixels.shape[-2:]), dtype=np.uint8)  # (T, Z, H, W)
     prior = log_prior(model)
     for (t, z), p in frame_probs(model, cine, bs, bf16):
         out[t, z] = decide(p, prior)
+        if entropy is not None:
+            add_entropy(entropy, p, out[t, z])
     if largest:  # a (1, H, W) frame connects like a 2D one
         out = np.stack([keep_largest(f) for f in out])
     return out.reshape(cine.pixels.shape)

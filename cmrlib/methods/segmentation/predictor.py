@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...labels import LV
+from ...labels import LV, NAMES
 from ...measure import UNITS, MeasureError, ed_es_from_curve, la_measures, ra_measures, sax_measures, volume_curve
 from ...predictor import NotApplicable, Prediction
 from ...predictor import Predictor as Base
@@ -27,24 +27,30 @@ class Predictor(Base):
         return cls({k: as_model(m).eval() for k, m in segmenters.items()}, {}, provenance=provenance,
                    model=" + ".join(f"{k} segmenter" for k in segmenters))
 
-    def labels(self, cine: Cine) -> np.ndarray:
-        """Canonical labels at every frame of a cine, by the segmenter of its view."""
+    def labels(self, cine: Cine, entropy: dict | None = None) -> np.ndarray:
+        """Canonical labels at every frame of a cine, by the segmenter of its view (`entropy`: see `predict`)."""
         kind = KINDS.get(cine.view)
         if kind not in self.nets:
             raise NotApplicable(f"no {kind or cine.view} segmenter in this predictor (has {', '.join(self.nets)})")
-        return predict(self.nets[kind], cine)
+        return predict(self.nets[kind], cine, entropy=entropy)
 
     def _predict(self, cines: list[Cine]) -> Prediction:
         out = Prediction(self.method, self.model)
-        labelled = {}
+        labelled, uncertainty = {}, {}
         for c in cines:
             if KINDS[c.view] in self.nets:
-                labelled[c.view] = (c, self.labels(c))
+                acc: dict = {}
+                labelled[c.view] = (c, self.labels(c, acc))
+                uncertainty[c.view] = {NAMES[k]: s / n for k, (s, n) in sorted(acc.items()) if n}
         if not labelled:
             raise NotApplicable(f"no segmenter for {', '.join(c.view for c in cines)} (has {', '.join(self.nets)})")
         out.detail["labels"] = {c.cine_id: lab for c, lab in labelled.values()}
         out.detail["ed_es"] = {c.cine_id: ed_es_from_curve(volume_curve(lab, c.spacing, LV))  # max/min LV curve
                                for c, lab in labelled.values()}
+        out.detail["uncertainty"] = uncertainty  # mean softmax entropy (0-1) inside each structure, per view
+        for c, _ in labelled.values():
+            for name, t in zip(("ED", "ES"), out.detail["ed_es"][c.cine_id]):
+                out.add(f"{name} ({c.view})", t, "frame", c.cine_id)  # the LV volume curve's largest and smallest
         if "SAX" in labelled:
             c, lab = labelled["SAX"]
             try:

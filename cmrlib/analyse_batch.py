@@ -1,0 +1,178 @@
+"""`cmrlib analyse COHORT --run RUN --out OUT`: one report per subject (one sub-folder each), `summary.csv` with a row
+per subject (every measure and its flags) and an index page; models loaded once, resumable.
+
+Subjects are named S001, S002 ... in the sorted order of their folders; no folder name reaches a report, the
+summary or the index. A finished subject is not redone when the cohort and the models are unchanged.
+"""
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from .analyse import (CSS, INPUT_KINDS, REPORT_FILES, SYSTEM, AnalyseError, Models, _source, load_models,
+                      report_patient)
+from .io.common import guess_view
+from .utils import atomic_write_json, atomic_write_text
+
+BATCH_KIND = "cmrlib analyse batch"
+BATCH_FILES = ("index.html", "summary.csv", "batch.json")
+AUTO_SOURCES = ("acdc", "nifti", "ukbb", "ukbb_cardiac")  # a DICOM patient's sub-folders may be its series
+
+
+def subject_folders(folder: Path) -> list[Path]:
+    """The sub-folders of a cohort folder, sorted, hidden ones aside."""
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _kind(folder: Path) -> str | None:
+    try:
+        return _source(folder)[0]
+    except AnalyseError:
+        return None
+
+
+def is_cohort(folder: str | Path) -> bool:
+    """Whether a folder holds one subject per sub-folder and no cines of its own: two or more sub-folders, none
+    named after a view, each an ACDC, NIfTI or UK Biobank patient (DICOM cohorts are named with --cohort)."""
+    folder = Path(folder)
+    if not folder.is_dir() or any(p.is_file() and not p.name.lower().endswith((".md", ".txt", ".csv", ".json"))
+                                  for p in folder.iterdir()):
+        return False
+    subs = subject_folders(folder)
+    return len(subs) >= 2 and not any(guess_view(p.name) for p in subs) and all(_kind(p) in AUTO_SOURCES
+                                                                               for p in subs)
+
+
+def _key(*parts: str) -> str:
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def models_key(models: Models) -> str:
+    """What the reports depend on besides the cines: every predictor's content, the missing ones, the profile."""
+    return _key(models.profile, *(f"{m}:{p.content_key()}" for m, p in sorted(models.predictors.items())),
+                *sorted(models.missing))
+
+
+def check_batch_out(out: Path, cohort: Path, run_dir: Path) -> None:
+    """The batch folder: not a system folder, not inside the cohort or the run, empty or a cmrlib batch."""
+    o = out.resolve()
+    if o == Path(o.anchor) or o == Path.home().resolve() or any(o == s or s in o.parents for s in SYSTEM):
+        raise AnalyseError(f"--out {out}: a system folder; give a folder of its own for the reports")
+    for what, folder in (("the cohort folder", cohort), ("the run folder", run_dir)):
+        f = folder.resolve()
+        if o == f or f in o.parents:
+            raise AnalyseError(f"--out {out.name or out} lies in {what}; give a folder of its own for the reports")
+    if o.exists() and not o.is_dir():
+        raise AnalyseError(f"--out {out.name} is a file, not a folder")
+    if o.is_dir() and any(o.iterdir()) and _batch_state(o) is None:
+        raise AnalyseError(f"--out {out.name or out} is not empty and holds no cmrlib batch; give a new folder")
+
+
+def _batch_state(out: Path) -> dict | None:
+    try:
+        state = json.loads((out / "batch.json").read_text()[:1 << 24])
+    except (OSError, ValueError):
+        return None
+    return state if isinstance(state, dict) and state.get("kind") == BATCH_KIND else None
+
+
+def _done(folder: Path) -> bool:
+    """Whether a subject's report was finished (report.json is written last)."""
+    try:
+        return json.loads((folder / "report.json").read_text()).get("kind") == "cmrlib analyse report"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def summary_row(name: str, folder: Path, status: str) -> dict:
+    """One subject's row: status, views, how many numbers and flags, every measure's value and all its flags."""
+    row = dict(subject=name, status=status)
+    if not _done(folder):
+        return row
+    rep = json.loads((folder / "report.json").read_text())
+    tab = pd.read_csv(folder / "measures.csv").fillna(dict(flag=""))
+    row.update(views="+".join(c["view"] for c in rep["cines"]), numbers=rep["numbers"], flagged=rep["flagged"],
+               input_flags=sum(any(q[f"{k}_flags"] for k in INPUT_KINDS) for q in rep["input"]),
+               skipped_files=len(rep["skipped_files"]))
+    for r in tab.itertuples():
+        row[f"{r.method}: {r.measure}"] = r.value
+    row["flags"] = " | ".join(f"{r.method} {r.measure}: {r.flag}" for r in tab.itertuples() if r.flag)
+    return row
+
+
+def index_html(summary: pd.DataFrame, profile: str) -> str:
+    """The cohort's index page: one line per subject with its flags, linking its report."""
+    rows = []
+    for r in summary.itertuples():
+        ok = r.status == "reported"
+        link = f"<a href='{r.subject}/report.html'>{r.subject}</a>" if ok else r.subject
+        cells = [link, html.escape(r.status), html.escape(str(getattr(r, "views", "") or "")),
+                 "" if not ok else f"{int(r.flagged)} of {int(r.numbers)}"]
+        rows.append(f"<tr class='{'ok' if ok and not r.flagged else 'flagged'}'>"
+                    + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    done = summary[summary.status == "reported"]
+    any_flag = (done.flagged > 0).mean() if len(done) else float("nan")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>cmrlib cohort reports</title>"
+            f"<style>{CSS}</style></head><body><h1>cmrlib: {len(summary)} subjects</h1>"
+            f"<p class='prov'>Models of a {html.escape(profile)} run. {len(done)} reported, "
+            f"{len(summary) - len(done)} not; {any_flag:.0%} of the reported subjects have a flagged number. "
+            "Subjects are numbered in the sorted order of their folders.</p>"
+            "<table class='measures'><tr><th>subject</th><th>status</th><th>views</th><th>flagged numbers</th></tr>"
+            + "".join(rows) + "</table></body></html>")
+
+
+def analyse_cohort(cohort: str | Path, run_dir: str | Path, out: str | Path, log: Callable[[str], None] = print,
+                   skip_broken: bool = False, force: bool = False, warn: Callable[[str], None] | None = None,
+                   progress: bool = True) -> dict[str, Path]:
+    """Every subject folder of a cohort through the run's predictors (loaded once): a report each, summary.csv,
+    index.html and batch.json in `out`. A subject that fails is recorded and the others go on; a rerun redoes only
+    the unfinished ones (`force`: all) while the cohort's folders and the models are unchanged."""
+    from tqdm.auto import tqdm
+
+    cohort, run_dir, out = Path(cohort), Path(run_dir), Path(out)
+    if not cohort.is_dir():
+        raise AnalyseError(f"{cohort.name}: not a folder (give a folder with one sub-folder per subject)")
+    check_batch_out(out, cohort, run_dir)
+    folders = subject_folders(cohort)
+    if not folders:
+        raise AnalyseError(f"{cohort.name}: no sub-folders (one per subject)")
+    t0 = time.perf_counter()
+    models = load_models(run_dir, skip_broken, warn)
+    names = [f"S{i:03d}" for i in range(1, len(folders) + 1)]
+    keys = dict(cohort=_key(*(f.name for f in folders)), models=models_key(models))
+    state = _batch_state(out) if out.is_dir() else None
+    if state is not None and {k: state.get(k) for k in keys} != keys and not force:
+        raise AnalyseError(f"--out {out.name}: holds reports of another cohort or other models (--force redoes all)")
+    log(f"{len(folders)} subjects, {len(models.predictors)} predictor(s) loaded ({time.perf_counter() - t0:.1f} s)")
+    out.mkdir(parents=True, exist_ok=True)
+    status: dict[str, str] = {}
+    for name, folder in tqdm(list(zip(names, folders)), desc="subjects", disable=not progress):
+        dest = out / name
+        if _done(dest) and not force:
+            status[name] = "reported"
+            continue
+        try:
+            report_patient(folder, models, dest, log=lambda _: None)
+            status[name] = "reported"
+        except Exception as e:  # one subject's bad files never stop the cohort
+            status[name] = f"failed: {type(e).__name__}: {str(e).replace(folder.name, name)}"[:300]
+            log(f"  {name}: {status[name]}")
+    summary = pd.DataFrame([summary_row(n, out / n, status[n]) for n in names])
+    files = dict(html=out / "index.html", csv=out / "summary.csv", json=out / "batch.json")
+    atomic_write_text(files["csv"], summary.to_csv(index=False))
+    atomic_write_text(files["html"], index_html(summary, models.profile))
+    atomic_write_json(files["json"], dict(kind=BATCH_KIND, **keys, subjects=len(names), profile=models.profile,
+                                          reported=int((summary.status == "reported").sum()),
+                                          seconds=round(time.perf_counter() - t0, 1)))
+    log(f"{(summary.status == 'reported').sum()} of {len(names)} reported: {files['html']} "
+        f"({time.perf_counter() - t0:.1f} s)")
+    return files
+
+
+__all__ = ["analyse_cohort", "is_cohort", "BATCH_FILES", "REPORT_FILES"]
