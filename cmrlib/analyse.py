@@ -296,8 +296,9 @@ def _pedigree(p: dict, profile: str) -> str:
     """Where a model came from and what stands behind it: profile, training data, its real-data check."""
     where = (f"run '{p.get('run', '?')}' (profile {p.get('profile', profile)}, notebook {p.get('notebook', '?')}, "
              f"commit {str(p.get('commit'))[:10]})")
-    check = p.get("real_check")
-    return (f"Trained in {where} on a {p.get('trained_on', 'unknown')} cohort of {p.get('subjects', '?')} subjects. "
+    check, real = p.get("real_check"), p.get("real_training")
+    return (f"Trained in {where} on a {p.get('trained_on', 'unknown')} cohort of {p.get('subjects', '?')} subjects"
+            + (f" and on real patients: {real}. " if real else ". ")
             + (f"Real-data check: {check}." if check else "No real-data check stands behind these numbers."))
 
 
@@ -306,7 +307,7 @@ def banners(provenance: dict, profile: str) -> list[str]:
     out = []
     if provenance.get("profile", profile) == "smoke":
         out.append("Smoke profile: a tiny model trained for minutes to test the code. Its numbers mean nothing.")
-    if provenance.get("trained_on") == "phantom":
+    if provenance.get("trained_on") == "phantom" and not provenance.get("real_training"):
         out.append("Demonstration only: trained on the built-in phantom, never on patients. Not a clinical estimate.")
     return out
 
@@ -344,7 +345,7 @@ def _section(r: dict, cines: dict[str, Cine], tab: pd.DataFrame, hidden: pd.Data
     if res.note:
         parts.append(f"<p class='na'>{html.escape(res.note)}</p>")
     if m == "segmentation" and res.detail.get("uncertainty"):
-        parts.append(_uncertainty_html(res.detail["uncertainty"]))
+        parts.append(_uncertainty_html(res.detail))
     try:
         parts.append(figure_for(m, res, cines))
     except Exception as e:  # a figure that cannot be drawn never costs the numbers
@@ -353,13 +354,31 @@ def _section(r: dict, cines: dict[str, Cine], tab: pd.DataFrame, hidden: pd.Data
     return "\n".join(parts)
 
 
-def _uncertainty_html(unc: dict[str, dict[str, float]]) -> str:
-    """The segmenter's mean softmax entropy inside each structure (0 sure, 1 a guess), per view."""
-    rows = "".join(f"<tr><td>{html.escape(v)}</td><td>{html.escape(k)}</td><td>{e:.3f}</td></tr>"
-                   for v, d in unc.items() for k, e in d.items())
+def unfamiliar(detail: dict) -> dict[str, list[str]]:
+    """view -> the structures the segmenter is less sure of on this cine than on 95 % of its validation cines."""
+    ref = detail.get("uncertainty_p95", {})
+    return {v: [k for k, e in d.items() if k in ref.get(v, {}) and e > ref[v][k]]
+            for v, d in detail.get("uncertainty", {}).items() if v in ref}
+
+
+def _uncertainty_html(detail: dict) -> str:
+    """The segmenter's mean softmax entropy inside each structure (0 sure, 1 a guess), per view, beside the 95th
+    percentile on its validation cines where the predictor carries it."""
+    ref, odd = detail.get("uncertainty_p95", {}), unfamiliar(detail)
+    rows = []
+    for v, d in detail["uncertainty"].items():
+        for k, e in d.items():
+            p95 = ref.get(v, {}).get(k)
+            flag = k in odd.get(v, [])
+            rows.append(f"<tr class='{'flagged' if flag else 'ok'}'><td>{html.escape(v)}</td><td>{html.escape(k)}</td>"
+                        f"<td>{e:.3f}</td><td>{'—' if p95 is None else f'{p95:.3f}'}</td><td class='check'>"
+                        + ("&#9888; less sure than on 95 % of its validation cines: this cine may look unlike its "
+                           "training data" if flag else "ok" if p95 is not None else "no validation yardstick")
+                        + "</td></tr>")
     return ("<p class='prov'>Segmentation uncertainty (mean softmax entropy inside each structure; 0 = certain, "
-            f"1 = uniform):</p><table class='measures'><tr><th>view</th><th>structure</th><th>entropy</th></tr>"
-            f"{rows}</table>")
+            "1 = uniform), beside its 95th percentile on the model's validation cines:</p><table class='measures'>"
+            "<tr><th>view</th><th>structure</th><th>entropy</th><th>validation p95</th><th>check</th></tr>"
+            f"{''.join(rows)}</table>")
 
 
 def input_html(qc: list[dict], notes: list[dict], body: Body) -> str:
@@ -404,6 +423,12 @@ def write_report(results: list[dict], cines: list[Cine], notes: list[dict], miss
                  "each breaks a human bound, a consistency rule or rests on implausible input (see its row).</p>"]
     body_html += [f'<p class="warn">{html.escape(b)}</p>' for b in
                   sorted({b for r in results for b in banners(r["provenance"], profile)})]
+    seg = next((r["result"] for r in results if r["method"] == "segmentation" and r["result"] is not None), None)
+    odd = {v: ks for v, ks in unfamiliar(seg.detail).items() if ks} if seg is not None else {}
+    if odd:
+        where = "; ".join(f"{v}: {', '.join(ks)}" for v, ks in odd.items())
+        body_html.append(f"<p class='warn'>Unlike its training data? The segmenter is less sure here than on 95 % of "
+                         f"its validation cines ({html.escape(where)}).</p>")
     body_html.append(input_html(qc, notes, body))
     for r in results:
         mine = checked[checked.method == r["method"]]
@@ -424,7 +449,7 @@ def write_report(results: list[dict], cines: list[Cine], notes: list[dict], miss
         methods=[dict(method=r["method"], model=r["model"], available=r["result"] is not None, why=r["why"],
                       seconds=round(r["seconds"], 3), provenance=r["provenance"],
                       warnings=banners(r["provenance"], profile)) for r in results],
-        missing=missing, numbers=n_num, flagged=n_flag, not_measurable=hidden.measure.tolist(),
+        missing=missing, numbers=n_num, flagged=n_flag, unfamiliar=odd, not_measurable=hidden.measure.tolist(),
         skipped_files=notes, reference_ranges=REFERENCE_SOURCE))
     return files
 

@@ -192,3 +192,21 @@ def test_a_cohort_gives_one_report_per_subject_a_summary_and_resumes(tmp_path, s
     nifti_patient(cohort / "ZED_1111111", subject)
     with pytest.raises(AnalyseError, match="another cohort or other models"):
         analyse_cohort(cohort, broken_run, tmp_path / "out", log=lambda *_: None, progress=False)
+
+
+def test_a_cine_the_segmenter_is_unsure_of_is_called_unlike_its_training_data(tmp_path, subject):
+    from cmrlib.methods.segmentation.predict import uncertainty_reference
+
+    torch.manual_seed(0)
+    nets = {"SAX": unet11(6, width=0.0625).eval(), "LAX": unet11(6, width=0.0625).eval()}
+    store = type("Store", (), {"read": lambda self, cid: subject[cid]})()
+    ref = uncertainty_reference(nets["LAX"], store, ["2CH", "4CH"])
+    assert ref and all(0.0 <= v <= 1.0 for v in ref.values())
+    sure = {k: 0.0 for k in ref}  # a yardstick no cine can stay under
+    run = tmp_path / "run"
+    segmentation.Predictor.from_models(nets, dict(trained_on="phantom"), {"LAX": sure, "SAX": sure}).save(
+        run / "predictors" / "segmentation.predictor")
+    files = analyse(nifti_patient(tmp_path / "p", subject), run, tmp_path / "r", log=lambda *_: None)
+    rep, page = json.loads(files["json"].read_text()), files["html"].read_text()
+    assert set(rep["unfamiliar"]) == {"2CH", "4CH"} and "Unlike its training data?" in page
+    assert "validation p95" in page

@@ -107,6 +107,24 @@ def predict(model, cine: Cine, bs: int = 32, largest: bool = True, bf16: bool | 
     return out.reshape(cine.pixels.shape)
 
 
+def mean_entropy(acc: dict[int, list[float]]) -> dict[str, float]:
+    """Structure name -> mean normalised entropy from an `add_entropy` accumulator."""
+    return {NAMES[k]: s / n for k, (s, n) in sorted(acc.items()) if n}
+
+
+def uncertainty_reference(model, store: CohortStore, ids: Sequence[str], q: float = 95.0) -> dict[str, float]:
+    """Structure name -> the q-th percentile over validation cines of the model's mean entropy inside it: a new
+    cine above it is more uncertain than (100 - q) % of what the model was checked on, a sign it looks unlike its
+    training data."""
+    per_cine = []
+    for cid in ids:
+        acc: dict = {}
+        predict(model, store.read(cid), entropy=acc)
+        per_cine.append(mean_entropy(acc))
+    names = sorted({k for d in per_cine for k in d})
+    return {k: float(np.percentile([d[k] for d in per_cine if k in d], q)) for k in names}
+
+
 def _calibration_frames(cine: Cine, frame_step: int) -> list[int]:
     """Labelled frames used to calibrate: every `frame_step`-th labelled frame plus ED and ES."""
     lab = np.flatnonzero(cine.labelled)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...labels import LV, NAMES
+from ...labels import LV
 from ...measure import UNITS, MeasureError, ed_es_from_curve, la_measures, ra_measures, sax_measures, volume_curve
 from ...predictor import NotApplicable, Prediction
 from ...predictor import Predictor as Base
 from ...record import Cine
 from .learner import as_model
-from .predict import predict
+from .predict import mean_entropy, predict
 
 KINDS = {"SAX": "SAX", "2CH": "LAX", "3CH": "LAX", "4CH": "LAX"}  # which segmenter reads a view
 
@@ -22,9 +22,12 @@ class Predictor(Base):
     views = ("SAX", "2CH", "4CH")
 
     @classmethod
-    def from_models(cls, segmenters: dict, provenance: dict | None = None) -> "Predictor":
-        """From notebook 01's segmenters by kind (Learners or modules)."""
-        return cls({k: as_model(m).eval() for k, m in segmenters.items()}, {}, provenance=provenance,
+    def from_models(cls, segmenters: dict, provenance: dict | None = None,
+                    uncertainty_p95: dict[str, dict[str, float]] | None = None) -> "Predictor":
+        """From notebook 01's segmenters by kind (Learners or modules); `uncertainty_p95`: per kind, each structure's
+        95th-percentile entropy on validation cines (`uncertainty_reference`), the yardstick of a new cine's."""
+        prep = {"uncertainty_p95": uncertainty_p95} if uncertainty_p95 else {}
+        return cls({k: as_model(m).eval() for k, m in segmenters.items()}, prep, provenance=provenance,
                    model=" + ".join(f"{k} segmenter" for k in segmenters))
 
     def labels(self, cine: Cine, entropy: dict | None = None) -> np.ndarray:
@@ -41,13 +44,15 @@ class Predictor(Base):
             if KINDS[c.view] in self.nets:
                 acc: dict = {}
                 labelled[c.view] = (c, self.labels(c, acc))
-                uncertainty[c.view] = {NAMES[k]: s / n for k, (s, n) in sorted(acc.items()) if n}
+                uncertainty[c.view] = mean_entropy(acc)
         if not labelled:
             raise NotApplicable(f"no segmenter for {', '.join(c.view for c in cines)} (has {', '.join(self.nets)})")
         out.detail["labels"] = {c.cine_id: lab for c, lab in labelled.values()}
         out.detail["ed_es"] = {c.cine_id: ed_es_from_curve(volume_curve(lab, c.spacing, LV))  # max/min LV curve
                                for c, lab in labelled.values()}
         out.detail["uncertainty"] = uncertainty  # mean softmax entropy (0-1) inside each structure, per view
+        ref = self.prep.get("uncertainty_p95", {})
+        out.detail["uncertainty_p95"] = {v: ref[KINDS[v]] for v in uncertainty if KINDS[v] in ref}
         for c, _ in labelled.values():
             for name, t in zip(("ED", "ES"), out.detail["ed_es"][c.cine_id]):
                 out.add(f"{name} ({c.view})", t, "frame", c.cine_id)  # the LV volume curve's largest and smallest

@@ -21,7 +21,7 @@ from ...utils import data_root
 from .evaluate import evaluate, frame_scores, summarise
 from .figures import case_panels
 from .learner import as_model, dataloaders, fit, load, model_file
-from .predict import calibrate_prior, log_prior, predict_store
+from .predict import calibrate_prior, log_prior, predict_store, uncertainty_reference
 from .predictor import Predictor
 from .recipes import recipe
 
@@ -60,7 +60,7 @@ class Study(Base):
         "augmentation": {"sax": "randomised", "lax": "phantom", "acdc": "real", "lax_real": "randomised"},  # recipe per model: methods.segmentation.RECIPES
         "epochs_sax": 1,  # phantom SAX model
         "epochs_lax": 1,  # phantom long-axis (2CH + 4CH) model
-        "calibrate_cines": 4,  # validation cines per view that calibrate each model's decision (per-class log-prior); 0: off
+        "calibrate_cines": 4,  # validation cines per view that calibrate each model's decision (per-class log-prior) and set its uncertainty yardstick; 0: off
         "balance_lax": True,  # long-axis model: class-weighted cross-entropy, so the small RV and RA are learned too
         "frame_step": 25,  # phantom training frames: every k-th frame of each cine, plus ED and ES
         "max_frames": None,  # at most this many training frames per model (a seeded subset; validation: a quarter); None: all
@@ -99,6 +99,17 @@ class Study(Base):
         self._show_prior(name)
         print(f"{name}: reusing {path.name}, trained with these settings (retrain=True trains again)")
         return True
+
+    def _uncertainty_p95(self, sax: str, lax: str) -> dict[str, dict[str, float]]:
+        """Each exported model's 95th-percentile structure entropy on its validation cines (`calibrate_cines` per
+        view; ACDC's for the SAX model fine-tuned on it): what `cmrlib analyse` holds a new cine's against."""
+        n = self.p["calibrate_cines"]
+        if not n:
+            return {}
+        sax_store = self.acdc_store if sax == "sax_real" else self.store
+        return {kind: uncertainty_reference(self.models[name], st, st.select(views, "valid", n))
+                for kind, name, st, views in (("SAX", sax, sax_store, "SAX"), ("LAX", lax, self.store, ("2CH", "4CH")))
+                if st.select(views, "valid", n)}
 
     def _calibrate(self, name: str, st: CohortStore, views) -> None:
         """Fit model `name`'s decision log-prior on validation cines (never on test) and keep it in the model."""
@@ -461,8 +472,11 @@ class Study(Base):
             real_check.append(f"SAX model fine-tuned on phantom + ACDC: held-out ACDC LV Dice "
                               f"{self.sax_models.loc[('sax_real', 'ACDC held-out'), 'LV']:.2f}")
         print(f"the run's segmentation Predictor: SAX {sax!r} model, long-axis {lax!r} model")
+        n_real = sum(split == "train" for split in self.acdc_store.splits().values()) if sax == "sax_real" else 0
+        real = dict(real_training=f"ACDC, {n_real} patients (SAX model)") if n_real else {}
         self.nb.predictor(Predictor.from_models({"SAX": self.models[sax], "LAX": self.models[lax]},
-                                                self.nb.provenance(self.store, "; ".join(real_check) or None)))
+                                                self.nb.provenance(self.store, "; ".join(real_check) or None,
+                                                                   **real), self._uncertainty_p95(sax, lax)))
         self.nb.timings.update(self.timings)
         self.nb.save_timings()
         return targets, pd.Series(self.timings)
