@@ -344,8 +344,12 @@ def _section(r: dict, cines: dict[str, Cine], tab: pd.DataFrame, hidden: pd.Data
                      f"{html.escape(', '.join(hidden.measure))}.</p>")
     if res.note:
         parts.append(f"<p class='na'>{html.escape(res.note)}</p>")
-    if m == "segmentation" and res.detail.get("uncertainty"):
-        parts.append(_uncertainty_html(res.detail))
+    if m == "segmentation":
+        parts.append("<p class='prov'>ED and ES here are the frames of the largest and smallest LV volume in this "
+                     "segmentation; TempReg-Net names its own below, and a disagreement of more than 2 frames is "
+                     "flagged in both.</p>")
+        if res.detail.get("uncertainty"):
+            parts.append(_uncertainty_html(res.detail))
     try:
         parts.append(figure_for(m, res, cines))
     except Exception as e:  # a figure that cannot be drawn never costs the numbers
