@@ -385,6 +385,11 @@ def _uncertainty_html(detail: dict) -> str:
             f"{''.join(rows)}</table>")
 
 
+def _cell(v) -> str:
+    """A QC value as shown: '—' where the file does not say."""
+    return "—" if v is None or (isinstance(v, float) and not np.isfinite(v)) else str(v)
+
+
 def input_html(qc: list[dict], notes: list[dict], body: Body) -> str:
     """The input QC: each cine's acquisition with its flags, the files passed over, what body data was used."""
     cols = ("view", "frames", "frame_ms", "cycle_ms", "pixel_mm", "slice_mm", "slices")
@@ -392,7 +397,7 @@ def input_html(qc: list[dict], notes: list[dict], body: Body) -> str:
     rows = []
     for q in qc:
         flags = "; ".join(q[f"{k}_flags"] for k in INPUT_KINDS if q[f"{k}_flags"])
-        cells = "".join(f"<td>{html.escape('—' if q[c] is None else str(q[c]))}</td>" for c in cols)
+        cells = "".join(f"<td>{html.escape(_cell(q[c]))}</td>" for c in cols)
         rows.append(f"<tr class='{'flagged' if flags else 'ok'}'>{cells}<td class='check'>"
                     f"{'&#9888; ' + html.escape(flags) if flags else 'ok'}</td></tr>")
     parts = ["<h2>Input</h2>", f"<table class='measures'><tr>{head}</tr>{''.join(rows)}</table>"]
