@@ -47,8 +47,8 @@ lock:
 
 reproduce: $(STAMP)
 	$(BIN)/cmrlib run --profile $(PROFILE) --figures figures
-	# the README's results section is the default run's report (notebook 09), never typed by hand
-	if [ "$(PROFILE)" = default ]; then $(BIN)/cmrlib report runs/default --readme README.md; fi
+	# docs/results.md is the default run's report (notebook 09), never typed by hand
+	if [ "$(PROFILE)" = default ]; then $(BIN)/cmrlib report runs/default --readme docs/results.md; fi
 
 smoke: $(STAMP)
 	$(BIN)/cmrlib run --profile smoke

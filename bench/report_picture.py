@@ -6,6 +6,7 @@ Usage: python bench/report_picture.py PATIENT_FOLDER [run_dir] [out_png]
 """
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 import tempfile
@@ -36,7 +37,20 @@ def picture(patient: Path, run_dir: Path, png: Path) -> Path:
         png.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(png), full_page=False)
         browser.close()
+    record_caption(png, f"the first screen of `cmrlib analyse` on {patient.parent.name}/{patient.name} with the "
+                        f"Predictors of run '{run_dir.name}', as Chromium shows it")
     return png
+
+
+def record_caption(png: Path, caption: str) -> None:
+    """The figure index's caption for a figure no notebook drew (`figures/captions.json`)."""
+    from cmrlib.analysis.report import EXTRA_CAPTIONS
+    from cmrlib.utils import atomic_write_json
+
+    path = png.parent / EXTRA_CAPTIONS
+    got = json.loads(path.read_text()) if path.is_file() else {}
+    got[png.stem] = dict(caption=caption, notebook="analyse", file=png.name)
+    atomic_write_json(path, got)
 
 
 if __name__ == "__main__":

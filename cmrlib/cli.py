@@ -1,7 +1,7 @@
 """Command line: `cmrlib run` executes the notebooks, `cmrlib ingest` builds a cohort from real data, `cmrlib fit`
 trains one method (alone or under `accelerate launch`), `cmrlib analyse` reports one patient with every method
 of a run, `cmrlib figures` re-runs notebook 09 on a finished run,
-`cmrlib report` prints (or splices into the README) a run's results."""
+`cmrlib report` prints (or splices into docs/results.md) a run's results."""
 from __future__ import annotations
 
 import argparse
@@ -118,7 +118,8 @@ def parser() -> argparse.ArgumentParser:
     f.set_defaults(fn=_figures)
     rp = sub.add_parser("report", help="a run's results as markdown", allow_abbrev=False)
     rp.add_argument("run_dir", help="a run folder (with run.json)")
-    rp.add_argument("--readme", help="write the report between this README's result markers instead of printing it")
+    rp.add_argument("--readme", help="write the report between the result markers of this page (docs/results.md) "
+                                     "instead of printing it")
     rp.set_defaults(fn=_report)
     t = sub.add_parser("fit", help="train one method with a profile (under `accelerate launch`: on N GPUs or CPU "
                                    "processes)", allow_abbrev=False)

@@ -1,8 +1,8 @@
 """The run's results report and figure index (notebook 09), written from the run folder alone.
 
 `report(run_dir)` is markdown: the run's profile, commit, date and wall times (run.json), every notebook's targets
-and its headline tables beside the papers' numbers. `splice_readme` puts it between the README's result markers, so
-the README states what the latest run measured and nothing typed by hand.
+and its headline tables beside the papers' numbers. `splice_readme` puts it between the result markers of
+docs/results.md, so that page states what the latest run measured and nothing typed by hand.
 """
 from __future__ import annotations
 
@@ -201,6 +201,9 @@ def report(run_dir: str | Path) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+EXTRA_CAPTIONS = "captions.json"  # in the figures folder: {stem: {caption, notebook, file}} of figures no notebook drew
+
+
 def figure_index(run_dir: str | Path, figures_dir: str | Path) -> str:
     """figures/README.md: one line per figure in the folder with its caption, notebook and the run's commit."""
     run_dir, figures_dir = Path(run_dir), Path(figures_dir)
@@ -208,8 +211,9 @@ def figure_index(run_dir: str | Path, figures_dir: str | Path) -> str:
     commits = {r["notebook"][:2]: (r.get("git_commit") or "")[:7]
                for r in run.get("notebooks", [])}
     captions = {}
-    for f in sorted(run_dir.glob("[0-9][0-9]/figures.json")):
-        captions.update(json.loads(f.read_text()))
+    for f in sorted(run_dir.glob("[0-9][0-9]/figures.json")) + [figures_dir / EXTRA_CAPTIONS]:
+        if f.is_file():  # EXTRA_CAPTIONS: figures drawn outside the notebooks (the report's picture)
+            captions.update(json.loads(f.read_text()))
     rows = []
     for png in sorted(figures_dir.rglob("*.png")):
         rel = png.relative_to(figures_dir)
@@ -221,8 +225,10 @@ def figure_index(run_dir: str | Path, figures_dir: str | Path) -> str:
                          notebook=nb,
                          commit=commits.get(nb, "")))
     head = [f"# Figures of run `{run_dir.name}` (profile `{run.get('profile')}`)", "",
-            "Written by notebook 09 (`cmrlib figures RUN_DIR`) from the run folder; regenerated, not edited.",
-            "`paper/` holds the table-based figures again in one paper style, each with a PDF copy.", ""]
+            "Written by notebook 09 (`cmrlib figures RUN_DIR`) from the run folder; regenerated, not edited."]
+    if (figures_dir / "paper").is_dir():
+        head.append("`paper/` holds the table-based figures again in one paper style, each with a PDF copy.")
+    head.append("")
     table = pd.DataFrame(rows, columns=["figure", "shows", "notebook", "commit"])
     return "\n".join(head) + "\n" + _md(table) + "\n"
 
