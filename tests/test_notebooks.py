@@ -221,7 +221,7 @@ def test_the_report_renders_in_a_browser_as_a_person_sees_it(smoke_run, data_dir
     patient = data_dir / "mvnet-dicom-sample"
     if not patient.exists():
         pytest.skip("mvnet-dicom-sample not in the real-data folder")
-    files = analyse(patient, out, tmp_path / "report", log=lambda *_: None)
+    files = analyse(patient, out, tmp_path / "report", log=lambda *_: None, sex="female")
     page, errors = browser.new_page(), []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: errors.append(str(e)))
@@ -231,12 +231,15 @@ def test_the_report_renders_in_a_browser_as_a_person_sees_it(smoke_run, data_dir
     headings = page.eval_on_selector_all("h2", "els => els.map(e => e.textContent)")
     flags_seen = page.is_visible("#flag-summary") and page.locator("tr.flagged td.check").first.is_visible()
     columns = page.eval_on_selector_all("table.measures th", "els => els.map(e => e.textContent)")
+    lvef_range = page.locator("tr:has(td:text-is('LVEF')) td:nth-child(4)").first
+    lvef_range = lvef_range.inner_text() if lvef_range.is_visible() else ""
     text = page.inner_text("body") + page.content()
     page.close()
     assert not errors, errors
     assert images and all(done and width > 0 for done, width in images), images
     assert set(TITLES.values()) <= set(headings) and "Input" in headings, headings
     assert flags_seen and {"normal", "vs normal", "check"} <= set(columns)  # a smoke model's numbers are flagged
+    assert lvef_range == "51-71" and "female" not in text  # the sex sets the range and is never shown
     ds = pydicom.dcmread(next(p for p in sorted(patient.rglob("*")) if p.is_file() and p.suffix.lower() == ".dcm"),
                          stop_before_pixels=True)
     private = [str(ds.get(k, "")) for k in ("PatientName", "PatientID", "InstitutionName", "StationName",
