@@ -463,18 +463,26 @@ def write_report(results: list[dict], cines: list[Cine], notes: list[dict], miss
     return files
 
 
-def check_out(out: Path, patient: Path, run_dir: Path, force: bool = False) -> Path:
-    """The report folder, refused when it is a system folder, the patient's or the run's folder (or inside one),
-    or a non-empty folder that is not a cmrlib report (one that is needs `force` to be replaced)."""
+def own_folder(out: Path, **around: Path) -> Path:
+    """`out` resolved, refused when it is a system folder or a file, or is or lies in one of `around` (name ->
+    folder, e.g. the patient's or the run's)."""
     o = out.resolve()
     if o == Path(o.anchor) or o == Path.home().resolve() or any(o == s or s in o.parents for s in SYSTEM):
         raise AnalyseError(f"--out {out}: a system folder; give a folder of its own for the report")
-    for what, folder in (("the patient's folder", patient), ("the run folder", run_dir)):
+    for what, folder in around.items():
         f = folder.resolve()
         if o == f or f in o.parents:
-            raise AnalyseError(f"--out {out.name or out} lies in {what}; give a folder of its own for the report")
+            raise AnalyseError(f"--out {out.name or out} lies in {what}; give a folder of its own "
+                               "for the report")
     if o.exists() and not o.is_dir():
         raise AnalyseError(f"--out {out.name} is a file, not a folder")
+    return o
+
+
+def check_out(out: Path, patient: Path, run_dir: Path, force: bool = False) -> Path:
+    """The report folder, refused when it is a system folder, the patient's or the run's folder (or inside one),
+    or a non-empty folder that is not a cmrlib report (one that is needs `force` to be replaced)."""
+    o = own_folder(out, **{"the patient's folder": patient, "the run folder": run_dir})
     if o.is_dir() and any(o.iterdir()):
         if not _holds_report(o):
             raise AnalyseError(f"--out {out.name or out} is not empty and holds no cmrlib report; give a new folder")

@@ -15,7 +15,7 @@ from typing import Callable
 
 import pandas as pd
 
-from .analyse import (CSS, INPUT_KINDS, REPORT_FILES, SYSTEM, AnalyseError, Models, _source, load_models,
+from .analyse import (CSS, INPUT_KINDS, REPORT_FILES, AnalyseError, Models, _source, load_models, own_folder,
                       report_patient)
 from .io.common import guess_view
 from .utils import atomic_write_json, atomic_write_text
@@ -61,15 +61,7 @@ def models_key(models: Models) -> str:
 
 def check_batch_out(out: Path, cohort: Path, run_dir: Path) -> None:
     """The batch folder: not a system folder, not inside the cohort or the run, empty or a cmrlib batch."""
-    o = out.resolve()
-    if o == Path(o.anchor) or o == Path.home().resolve() or any(o == s or s in o.parents for s in SYSTEM):
-        raise AnalyseError(f"--out {out}: a system folder; give a folder of its own for the reports")
-    for what, folder in (("the cohort folder", cohort), ("the run folder", run_dir)):
-        f = folder.resolve()
-        if o == f or f in o.parents:
-            raise AnalyseError(f"--out {out.name or out} lies in {what}; give a folder of its own for the reports")
-    if o.exists() and not o.is_dir():
-        raise AnalyseError(f"--out {out.name} is a file, not a folder")
+    o = own_folder(out, **{"the cohort folder": cohort, "the run folder": run_dir})
     if o.is_dir() and any(o.iterdir()) and _batch_state(o) is None:
         raise AnalyseError(f"--out {out.name or out} is not empty and holds no cmrlib batch; give a new folder")
 

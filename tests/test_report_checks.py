@@ -178,6 +178,8 @@ def test_a_cohort_gives_one_report_per_subject_a_summary_and_resumes(tmp_path, s
     shutil.rmtree(cohort / "empty_ROW_0000001")
     assert is_cohort(cohort) and not is_cohort(cohort / "DOE_1234567")
     (cohort / "empty_ROW_0000001").mkdir()
+    with pytest.raises(AnalyseError, match="lies in the cohort folder"):
+        analyse_cohort(cohort, broken_run, cohort / "reports", log=lambda *_: None, progress=False)
     files = analyse_cohort(cohort, broken_run, tmp_path / "out", log=lambda *_: None, progress=False)
     summary = pd.read_csv(files["csv"])
     assert list(summary.subject) == ["S001", "S002", "S003"]
