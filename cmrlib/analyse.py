@@ -24,7 +24,7 @@ import pandas as pd
 
 from .io.ukbb_cardiac import LAYOUT as UKBB_CARDIAC
 from .plausible import SEXES
-from .predictor import METHODS, NotApplicable, Prediction, Predictor, run_predictors
+from .predictor import METHODS, NotApplicable, Prediction, Predictor, predictor_class, run_predictors
 from .record import Cine
 from .utils import atomic_write_json, atomic_write_text
 
@@ -34,12 +34,6 @@ REPORT_KIND = "cmrlib analyse report"  # report.json says so: a folder holding o
 REPORT_FILES = ("report.html", "measures.csv", "report.json")
 SYSTEM = tuple(Path(p) for p in ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc",
                                  "/run", "/sbin", "/srv", "/sys", "/usr", "/var"))  # never written into
-TITLES = {"segmentation": "Volumes, function and mass (segmentation, notebook 01)",
-          "edes": "End-diastole and end-systole (TempReg-Net, notebook 02)",
-          "mvnet": "Mitral annulus motion (MVnet, notebook 03)",
-          "cussp": "Mitral regurgitation (CUSSP, notebook 04)",
-          "sslhf": "HFrEF vs HFpEF (SSLHF, notebook 05)",
-          "heartmae": "Measures from the foundation model (HeartMAE, notebook 06)"}
 
 
 class AnalyseError(ValueError):
@@ -147,7 +141,7 @@ def run_all(predictors: dict[str, Predictor], cines: list[Cine], log: Callable[[
         dt = time.perf_counter() - t0
         log(f"  {m:<13} {dt:6.2f} s  {why or f'{len(res.measures)} measure(s)'}")
         out.append(dict(method=m, result=res, why=why, seconds=dt, provenance=predictors[m].provenance,
-                        model=predictors[m].model))
+                        model=predictors[m].model, predictor=predictors[m]))
     return out
 
 
@@ -162,80 +156,6 @@ def _png(fig) -> str:
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
     plt.close(fig)
     return f'<img src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
-
-
-def _frame(c: Cine, t: int) -> np.ndarray:
-    """Frame t of a cine (SAX: the middle slice)."""
-    px = c.pixels[t]
-    return px[px.shape[0] // 2] if c.is_stack else px
-
-
-def _overlay(ax, img, lab=None):
-    """An image with label contours."""
-    ax.imshow(img, cmap="gray")
-    if lab is not None:
-        for k, col in zip(range(1, 6), ("tab:red", "tab:orange", "tab:blue", "tab:green", "tab:purple")):
-            if (lab == k).any():
-                ax.contour(lab == k, levels=[0.5], colors=col, linewidths=0.8)
-    ax.axis("off")
-
-
-def figure_for(method: str, res: Prediction, cines: dict[str, Cine]) -> str:
-    """The picture that shows what a method saw and said about this patient ('' when there is none)."""
-    import matplotlib.pyplot as plt
-
-    from .methods.heartmae import view_kind
-
-    if method == "segmentation":
-        labs = res.detail.get("labels", {})
-        fig, axes = plt.subplots(1, 2 * len(labs), figsize=(3 * 2 * len(labs), 3), squeeze=False)
-        for i, (cid, lab) in enumerate(labs.items()):
-            c = cines[cid]
-            for j, (name, t) in enumerate(zip(("ED", "ES"), res.detail["ed_es"][cid])):
-                ax = axes[0, 2 * i + j]
-                _overlay(ax, _frame(c, t), lab[t][lab.shape[1] // 2] if c.is_stack else lab[t])
-                ax.set_title(f"{c.view} {name} (frame {t})", fontsize=9)
-        return _png(fig)
-    if method == "edes":
-        fig, ax = plt.subplots(figsize=(6, 2.6))
-        for cid, r in res.detail.items():
-            ax.plot(r["curve"], label=f"{cines[cid].view}: ED {r['ed']}, ES {r['es']}")
-        ax.set(xlabel="frame", ylabel="predicted curve (1 ED, 0 ES)")
-        ax.legend(fontsize=8)
-        return _png(fig)
-    if method == "mvnet":
-        fig, axes = plt.subplots(1, len(res.detail), figsize=(3.2 * len(res.detail), 3.2), squeeze=False)
-        for ax, (cid, pts) in zip(axes[0], res.detail.items()):
-            _overlay(ax, _frame(cines[cid], 0))
-            for k, col in ((0, "tab:red"), (1, "tab:cyan")):
-                ax.plot(pts[:, k, 0], pts[:, k, 1], color=col, lw=0.8)
-                ax.plot(*pts[0, k], "o", color=col, ms=3)
-            ax.set_title(f"{cines[cid].view}: annulus points over the cycle", fontsize=9)
-        return _png(fig)
-    if method == "cussp":
-        patch = np.asarray(res.detail["patch"])
-        ts = np.linspace(0, len(patch) - 1, 6).astype(int)
-        fig, axes = plt.subplots(1, 6, figsize=(12, 2.2))
-        for ax, t in zip(axes, ts):
-            _overlay(ax, patch[t])
-            ax.set_title(f"frame {t}", fontsize=8)
-        fig.suptitle("valve patch (LA above, LV below), equalised over the LA", fontsize=9)
-        return _png(fig)
-    if method == "sslhf":
-        fig, ax = plt.subplots(figsize=(4.5, 2.4))
-        ax.bar([f"slice {s}" for s in res.detail["slices"]], res.detail["patches"], color="tab:red")
-        ax.set(ylim=(0, 1), ylabel="HFrEF probability", title="per LV patch (mean of the folds)")
-        return _png(fig)
-    if method == "heartmae":
-        att = next((v for k, v in res.detail.items() if k.startswith("attention")), None)
-        if not att:
-            return ""
-        by_view = pd.Series(att).groupby(view_kind).sum()
-        fig, ax = plt.subplots(figsize=(4.5, 2.4))
-        by_view.plot.bar(ax=ax, color="tab:blue")
-        ax.set(ylabel="attention", title="how much each view weighs")
-        return _png(fig)
-    return ""
 
 
 # ---------------------------------------------------------------- the report
@@ -331,8 +251,8 @@ def measures_html(tab: pd.DataFrame) -> str:
 
 def _section(r: dict, cines: dict[str, Cine], tab: pd.DataFrame, hidden: pd.DataFrame, profile: str) -> str:
     """One method's HTML: its pedigree, its checked numbers and its figure."""
-    m, p, res = r["method"], r["provenance"], r["result"]
-    parts = [f"<h2>{html.escape(TITLES[m])}</h2>"]
+    p, res, model = r["provenance"], r["result"], r["predictor"]
+    parts = [f"<h2>{html.escape(model.title)}</h2>"]
     parts += [f'<p class="warn">{html.escape(b)}</p>' for b in banners(p, profile)]
     parts.append(f"<p class='prov'>{html.escape(_pedigree(p, profile))} Model: {html.escape(r['model'])}.</p>")
     if res is None:
@@ -342,16 +262,13 @@ def _section(r: dict, cines: dict[str, Cine], tab: pd.DataFrame, hidden: pd.Data
     if len(hidden):
         parts.append(f"<p class='na'>Not measurable from these views (not shown): "
                      f"{html.escape(', '.join(hidden.measure))}.</p>")
-    if res.note:
-        parts.append(f"<p class='na'>{html.escape(res.note)}</p>")
-    if m == "segmentation":
-        parts.append("<p class='prov'>ED and ES here are the frames of the largest and smallest LV volume in this "
-                     "segmentation; TempReg-Net names its own below, and a disagreement of more than 2 frames is "
-                     "flagged in both.</p>")
-        if res.detail.get("uncertainty"):
-            parts.append(_uncertainty_html(res.detail))
+    parts += [f"<p class='na'>{html.escape(res.note)}</p>"] if res.note else []
+    parts += [f"<p class='prov'>{html.escape(model.remark)}</p>"] if model.remark else []
+    if res.detail.get("uncertainty"):
+        parts.append(_uncertainty_html(res.detail))
     try:
-        parts.append(figure_for(m, res, cines))
+        fig = model.figure(res, cines)
+        parts.append("" if fig is None else _png(fig))
     except Exception as e:  # a figure that cannot be drawn never costs the numbers
         parts.append(f"<p class='na'>figure not drawn: {html.escape(type(e).__name__)}</p>")
     parts.append(f"<p class='time'>{r['seconds']:.2f} s</p>")
@@ -432,7 +349,8 @@ def write_report(results: list[dict], cines: list[Cine], notes: list[dict], miss
                  "each breaks a human bound, a consistency rule or rests on implausible input (see its row).</p>"]
     body_html += [f'<p class="warn">{html.escape(b)}</p>' for b in
                   sorted({b for r in results for b in banners(r["provenance"], profile)})]
-    seg = next((r["result"] for r in results if r["method"] == "segmentation" and r["result"] is not None), None)
+    seg = next((r["result"] for r in results if r["result"] is not None and r["result"].detail.get("uncertainty")),
+               None)  # the model that measures its uncertainty per structure: the segmenter
     odd = {v: ks for v, ks in unfamiliar(seg.detail).items() if ks} if seg is not None else {}
     if odd:
         where = "; ".join(f"{v}: {', '.join(ks)}" for v, ks in odd.items())
@@ -443,7 +361,8 @@ def write_report(results: list[dict], cines: list[Cine], notes: list[dict], miss
         mine = checked[checked.method == r["method"]]
         body_html.append(_section(r, by_id, mine, hidden[hidden.method == r["method"]], profile))
     for m, why in missing.items():
-        body_html.append(f"<h2>{html.escape(TITLES[m])}</h2><p class='na'>not available: {html.escape(why)}</p>")
+        body_html.append(f"<h2>{html.escape(predictor_class(m).title)}</h2><p class='na'>not available: "
+                         f"{html.escape(why)}</p>")
     rules = "; ".join([r.text for r in RULES] + [SV_RULE])
     body_html.append(f"<h2>How the numbers are checked</h2><p class='prov'>Human bounds and these rules: "
                      f"{html.escape(rules)}; ED and ES frames of one cine agree across methods within 2 frames. "

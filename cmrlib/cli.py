@@ -8,6 +8,7 @@ import argparse
 import sys
 
 from . import runner
+from .predictor import METHODS
 
 
 def _run(a) -> int:
@@ -123,7 +124,7 @@ def parser() -> argparse.ArgumentParser:
     rp.set_defaults(fn=_report)
     t = sub.add_parser("fit", help="train one method with a profile (under `accelerate launch`: on N GPUs or CPU "
                                    "processes)", allow_abbrev=False)
-    t.add_argument("method", help="segmentation | edes | mvnet | heartmae")
+    t.add_argument("method", help=" | ".join(METHODS))
     t.add_argument("--profile", default="smoke", help=f"one of: {', '.join(runner.profiles())}, or your own .yaml")
     t.add_argument("--run", help="the run folder whose cohort it trains on (default runs/<profile>)")
     t.add_argument("--out", help="where models and fit.json go (default <run>/fit/<method>)")

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import runner
+from .predictor import METHODS  # each one's Study in cmrlib.methods
 from .store import CohortStore
 from .study import StudyError
 from .utils import atomic_write_json, package_versions, seed_everything, seed_for
@@ -32,7 +33,6 @@ class FitError(ValueError):
     """A fit cannot start: unknown method, or the run folder lacks what the method trains on."""
 
 
-METHODS = ("segmentation", "edes", "mvnet", "cussp", "sslhf", "heartmae")  # each one's Study in cmrlib.methods
 
 
 def _finish(learn, path: Path) -> tuple[float, str]:

@@ -92,6 +92,15 @@ def overlay(ax: Axes, image: np.ndarray, mask: np.ndarray | None = None, points=
 
 
 
+def shown_frame(cine, t: int, labels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Frame t of a cine and of its label maps as one picture shows them (a SAX stack: its middle slice)."""
+    px = cine.pixels[t]
+    if not cine.is_stack:
+        return px, None if labels is None else labels[t]
+    mid = px.shape[0] // 2
+    return px[mid], None if labels is None else labels[t][mid]
+
+
 def view_gallery(store, manifest) -> Figure:
     """Each view's first cine at ED and ES with its labels (any source; the middle slice of a stack)."""
     ids = manifest.groupby("view")["cine_id"].first().tolist()

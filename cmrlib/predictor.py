@@ -82,6 +82,8 @@ class Predictor:
 
     method: ClassVar[str] = ""
     views: ClassVar[tuple[str, ...]] = ()  # the views it reads
+    title: ClassVar[str] = ""  # its section's heading in a patient report
+    remark: ClassVar[str] = ""  # what a reader of its section should know about how its numbers are read
 
     def __init__(self, nets: dict[str, Any], prep: dict | None = None, needs: dict[str, str] | None = None,
                  provenance: dict | None = None, model: str = ""):
@@ -110,6 +112,11 @@ class Predictor:
 
     def _predict(self, cines: list[Cine]) -> Prediction:
         raise NotImplementedError
+
+    def figure(self, prediction: Prediction, cines: dict[str, Cine]):
+        """The matplotlib figure showing what the model saw and said about one patient (cine id -> Cine); None when
+        the method has no picture."""
+        return None
 
     def content_key(self) -> str:
         """A hash of what the Predictor computes (its nets with their weights and settings, its preprocessing, the

@@ -24,7 +24,8 @@ from .utils import atomic_write_json, atomic_write_text, cpu_bf16, data_path, gi
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
-INJECTED = ("profile", "run_dir", "figures_dir")  # set by the runner for every notebook that declares them
+INJECTED = ("profile", "run_dir", "figures_dir", "budget_min")  # set by the run (options, budgets), never by -p
+BUDGETS = "budgets"  # a profile's section of minutes per notebook number (the 2-core CPU for smoke and default)
 PATH_PARAMS = ("_path", "_dir", "_file", "_csv")  # parameters (by name ending) that point at a user's own data
 NB_RE = re.compile(r"^(\d\d)_[\w-]+\.ipynb$")
 
@@ -48,8 +49,8 @@ def profile_name(profile: str) -> str:
 
 
 def load_profile(profile: str) -> dict[str, dict[str, Any]]:
-    """The profile's sections ('common' and one per notebook number): a shipped name or your own YAML file, read as
-    plain data (`params.load_yaml`: no tags, no aliases)."""
+    """The profile's sections ('common', one per notebook number, and 'budgets': minutes per notebook): a shipped
+    name or your own YAML file, read as plain data (`params.load_yaml`: no tags, no aliases)."""
     if profile.endswith((".yaml", ".yml")):
         path = Path(profile)
         if not path.is_file():
@@ -73,11 +74,21 @@ def load_profile(profile: str) -> dict[str, dict[str, Any]]:
     bad = [k for k, v in data.items() if v is not None and not isinstance(v, dict)]
     if bad:
         raise RunError(f"profile {profile!r}: section {bad[0]!r} is not a mapping of parameters (name: value)")
-    odd = [k for k in data if not re.fullmatch(r"common|\d\d", str(k))]
+    odd = [k for k in data if not re.fullmatch(rf"common|{BUDGETS}|\d\d", str(k))]
     if odd:
-        raise RunError(f"profile {profile!r}: section {str(odd[0])!r} is neither 'common' nor a notebook number "
-                       "('00' ... '09', quoted)")
+        raise RunError(f"profile {profile!r}: section {str(odd[0])!r} is neither 'common', '{BUDGETS}' nor a notebook "
+                       "number ('00' ... '09', quoted)")
+    check_budgets(data.get(BUDGETS) or {}, profile)
     return {str(k): (v or {}) for k, v in data.items()}
+
+
+def check_budgets(budgets: dict, profile: str) -> None:
+    """A budgets section maps quoted notebook numbers to a positive number of minutes."""
+    for k, v in budgets.items():
+        if not re.fullmatch(r"\d\d", str(k)):
+            raise RunError(f"profile {profile!r}: budget {str(k)!r} is not a notebook number ('00' ... '09', quoted)")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 10_000:
+            raise RunError(f"profile {profile!r}: budget of notebook {k} is not a number of minutes above 0")
 
 
 def discover(notebooks: str | Path = NOTEBOOKS, only: list[str] | None = None) -> list[Path]:
@@ -131,13 +142,13 @@ class Plan:
     figures: Path
     steps: list[tuple[Path, dict[str, Any]]] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    budgets: dict[str, float | None] = field(default_factory=dict)  # notebook file name -> minutes it may take
 
 
 def is_path_param(name: str) -> bool:
     return name.endswith(PATH_PARAMS) and name not in INJECTED
 
 
-RUNNER_SET = ("profile", "run_dir", "figures_dir")  # parameters the run sets from its own options
 PRIVATE_PATHS = ("pseudonym_file",)  # named in run.json and the notebooks by a hash only
 
 
@@ -177,25 +188,30 @@ def plan(profile: str, only=None, overrides=None, out=None, figures=None, notebo
         if folder.exists() and not folder.is_dir():
             raise RunError(f"{what} {folder.name} is a file, not a folder")
     overrides = dict(overrides or {})
-    fixed = sorted(set(overrides) & set(RUNNER_SET))
+    fixed = sorted(set(overrides) & set(INJECTED))
     if fixed:
-        raise RunError(f"parameter {fixed[0]} is set by the run itself (--profile, --out, --figures), not by -p")
+        raise RunError(f"parameter {fixed[0]} is set by the run itself (--profile, --out, --figures, the profile's "
+                       f"{BUDGETS}), not by -p")
     nbs = discover(notebooks, only)
     if not nbs:
         raise RunError(f"no notebooks found in {notebooks}")
     numbers = {nb.name[:2] for nb in discover(notebooks)}
-    stray = sorted(k for k in prof if k != "common" and k not in numbers)
-    if stray:
-        raise RunError(f"profile {profile!r}: section {stray[0]!r} names no notebook (have {', '.join(sorted(numbers))})")
+    for what, keys in (("section", set(prof) - {"common", BUDGETS}), ("budget", set(prof.get(BUDGETS, {})))):
+        stray = sorted(keys - numbers)
+        if stray:
+            raise RunError(f"profile {profile!r}: {what} {stray[0]!r} names no notebook (have "
+                           f"{', '.join(sorted(numbers))})")
     p = Plan(profile, out, figures)
     used = set()
     for nb in nbs:
         decl = declared(nb)
         params = _merge(prof, profile, nb, decl, overrides)
-        params.update({k: v for k, v in dict(zip(RUNNER_SET, (profile, str(out), str(figures)))).items()
+        budget = prof.get(BUDGETS, {}).get(nb.name[:2])
+        params.update({k: v for k, v in dict(zip(INJECTED, (profile, str(out), str(figures), budget))).items()
                        if k in decl})
         used |= set(decl)
         p.steps.append((nb, path_references(params, p.env)))
+        p.budgets[nb.name] = budget
     unknown = set(overrides) - used
     if unknown:
         raise RunError(f"unknown parameter(s) {', '.join(sorted(unknown))}: no selected notebook declares them")
@@ -335,11 +351,11 @@ def _execute(p: Plan, log) -> Path:
     p.figures.mkdir(parents=True, exist_ok=True)
     started, results = time.time(), []
     for i, (nb, params) in enumerate(p.steps, 1):
-        dst = p.out / "notebooks" / nb.name
-        log(f"[{i}/{len(p.steps)}] {nb.stem} ({p.profile}) ...")
+        dst, budget = p.out / "notebooks" / nb.name, p.budgets.get(nb.name)
+        log(f"[{i}/{len(p.steps)}] {nb.stem} ({p.profile}{_budget_text(budget)}) ...")
         t0 = time.time()
         row = {"notebook": nb.name, "parameters": params, "output": str(dst), "git_commit": git_commit(ROOT),
-               "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+               "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "budget_min": budget}
         _record(p, [*results, dict(row, status="running")], started, "running")
         try:
             pm.execute_notebook(str(nb), str(dst), parameters=params, cwd=str(ROOT), kernel_name="python3",
@@ -355,8 +371,20 @@ def _execute(p: Plan, log) -> Path:
         row.update(status="ok", wall_s=round(time.time() - t0, 2))
         results.append(row)
         _record(p, results, started, "running")
-        log(f"[{i}/{len(p.steps)}] {nb.stem} ok in {row['wall_s']:.1f} s (total {time.time() - started:.0f} s)")
+        log(progress_line(i, len(p.steps), nb.stem, row["wall_s"], budget, time.time() - started))
     return _record(p, results, started, "ok")
+
+
+def _budget_text(budget: float | None) -> str:
+    return "" if budget is None else f", budget {budget:g} min"
+
+
+def progress_line(i: int, n: int, stem: str, wall_s: float, budget: float | None, total_s: float) -> str:
+    """What `make reproduce` prints as each notebook ends: its time against its budget, and the run's so far."""
+    minutes = wall_s / 60
+    against = "" if budget is None else f" (budget {budget:g} min{', OVER BUDGET' if minutes > budget else ''})"
+    shown = f"{minutes:.2f}" if minutes < 10 else f"{minutes:.1f}"  # 1.04 of a 1-min budget reads as over
+    return f"[{i}/{n}] {stem} ok in {shown} min{against}; run so far {total_s / 60:.1f} min"
 
 
 def rerun(run_dir: str | Path, only: list[str], figures=None, log=print) -> Path:

@@ -87,7 +87,8 @@ class Study:
 
     method: ClassVar[str] = ""
     number: ClassVar[str] = ""
-    RUN: ClassVar[dict[str, Any]] = {"profile": "smoke", "seed": 0, "run_dir": "runs/smoke", "figures_dir": "figures"}
+    RUN: ClassVar[dict[str, Any]] = {"profile": "smoke", "seed": 0, "run_dir": "runs/smoke", "figures_dir": "figures",
+                                     "budget_min": None}
     PARAMS: ClassVar[dict[str, Any]] = {}  # RUN and the experiment's own
     PATHS: ClassVar[tuple[str, ...]] = ()  # parameters that name a user's file (passed as $VAR references)
 
@@ -138,6 +139,11 @@ class Study:
     def minutes(self) -> float:
         """Wall time since the Study started (the notebooks' time target)."""
         return (time.perf_counter() - self.t_start) / 60
+
+    def time_target(self) -> list[tuple[str, float, str, float]]:
+        """The notebook's wall time against its profile's budget, as a target row (none without a budget)."""
+        budget = self.p["budget_min"]
+        return [] if budget is None else [(f"notebook {self.number} wall time (min)", self.minutes(), "<=", budget)]
 
     @functools.cached_property
     def _segmentation_file(self) -> Path:

@@ -223,6 +223,15 @@ def test_report_states_the_run_targets_and_paper_numbers(tmp_path):
         report.report(tmp_path / "02")
 
 
+def test_the_timing_table_marks_each_notebook_over_its_budget():
+    run = {"notebooks": [{"notebook": "04_x.ipynb", "status": "ok", "wall_s": 1803.0, "budget_min": 30},
+                         {"notebook": "05_y.ipynb", "status": "ok", "wall_s": 600.0, "budget_min": 30},
+                         {"notebook": "06_z.ipynb", "status": "ok", "wall_s": 60.0}]}  # a run from before budgets
+    t = report.notebook_table(run)
+    assert t.within.tolist() == ["**over**", "yes", ""] and t.minutes.tolist() == [30.05, 10.0, 1.0]
+    assert report._of_budget(t) == "" and report._of_budget(t.iloc[:2]) == " (budget 60 min)"
+
+
 def test_figure_index_lists_captions(tmp_path):
     run = fake_run(tmp_path)
     figs = tmp_path / "figs"

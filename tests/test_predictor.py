@@ -100,6 +100,22 @@ def _nifti_patient(folder: Path, subject: dict) -> Path:
     return folder
 
 
+@pytest.mark.parametrize("method", predictor.METHODS)
+def test_each_method_names_its_report_section_itself(method):
+    """A patient report learns a method's heading and picture from its Predictor, never from a list of its own."""
+    cls = predictor.predictor_class(method)
+    assert cls.method == method and f"notebook {predictor.NOTEBOOKS[method]}" in cls.title
+    assert cls.figure is not predictor.Predictor.figure  # every method draws what it saw
+
+
+def test_the_segmenters_picture_shows_each_cines_ed_and_es(subject):
+    cines = list(subject.values())
+    p = segmenter()
+    fig = p.figure(p.predict(cines), {c.cine_id: c for c in cines})
+    titles = [ax.get_title() for ax in fig.axes]
+    assert len(titles) == 2 * len(cines) and all(" ED (frame " in t for t in titles[::2])
+
+
 def test_analyse_writes_the_report_and_says_what_is_not_available(tmp_path, subject):
     run = tmp_path / "run"
     segmenter().save(run / "predictors" / "segmentation.predictor")

@@ -116,6 +116,40 @@ def test_failure_names_notebook_and_cell_and_keeps_partial(nbdir, prof, tmp_path
     assert (out / "notebooks" / "02_broken.ipynb").exists()
 
 
+def test_budgets_reach_the_notebooks_that_declare_them_the_log_and_the_record(nbdir, tmp_path):
+    make_nb(nbdir / "00_first.ipynb", "seed = 0\nrun_dir = 'x'\nbudget_min = None\n",
+            "from pathlib import Path\nPath(run_dir, 'budget.txt').write_text(repr(budget_min))\n"
+            "Path(run_dir, 'first.txt').write_text('1')")
+    prof = tmp_path / "timed.yaml"
+    prof.write_text(yaml.safe_dump({"budgets": {"00": 0.5, "01": 1e-9}, "common": {"seed": 0}}))
+    out, lines = tmp_path / "run", []
+    path = runner.execute(runner.plan(str(prof), out=out, notebooks=nbdir), log=lines.append)
+    assert (out / "budget.txt").read_text() == "0.5"  # 01 does not declare it: only the runner knows its budget
+    assert [r["budget_min"] for r in json.loads(path.read_text())["notebooks"]] == [0.5, 1e-9]
+    assert "budget 0.5 min" in lines[0] and "budget 0.5 min)" in lines[1] and "OVER" not in lines[1]
+    assert "OVER BUDGET" in lines[3] and "run so far" in lines[3]
+
+
+@pytest.mark.parametrize("budgets, match", [({"1": 3}, "not a notebook number"), ({"00": 0}, "above 0"),
+                                            ({"00": True}, "above 0"), ({"00": "ten"}, "above 0"),
+                                            ({"07": 3}, "names no notebook")])
+def test_a_budget_is_minutes_for_a_notebook_that_exists(nbdir, tmp_path, budgets, match):
+    prof = tmp_path / "bad.yaml"
+    prof.write_text(yaml.safe_dump({"budgets": budgets}))
+    with pytest.raises(runner.RunError, match=match):
+        runner.plan(str(prof), out=tmp_path / "run", notebooks=nbdir)
+
+
+def test_the_budget_is_the_runs_own_never_an_override(nbdir, prof, tmp_path):
+    with pytest.raises(runner.RunError, match="set by the run itself"):
+        runner.plan(prof, overrides={"budget_min": 100}, out=tmp_path, notebooks=nbdir)
+
+
+def test_the_default_run_fits_two_and_a_half_hours():
+    budgets = runner.load_profile("default")[runner.BUDGETS]
+    assert sorted(budgets) == [nb.name[:2] for nb in runner.discover()] and sum(budgets.values()) <= 150
+
+
 @pytest.mark.parametrize("profile", runner.profiles())
 def test_profiles_only_set_declared_parameters(profile, tmp_path):
     """Every key of every shipped profile is a parameter of its notebook (planning checks it)."""

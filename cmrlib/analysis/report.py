@@ -54,11 +54,15 @@ def read_table(f: Path) -> pd.DataFrame:
 
 
 def notebook_table(run: dict) -> pd.DataFrame:
-    """One row per notebook of the run: status, wall time in minutes and the commit it ran at."""
-    rows = [dict(notebook=r["notebook"].removesuffix(".ipynb"), status=r.get("status"),
-                 minutes=round(r.get("wall_s", np.nan) / 60, 1),
-                 commit=(r.get("git_commit") or "")[:7]) for r in run.get("notebooks", [])]
-    return pd.DataFrame(rows, columns=["notebook", "status", "minutes", "commit"])
+    """One row per notebook of the run: status, wall time in minutes beside its profile's budget (over marked), and
+    the commit it ran at."""
+    rows = []
+    for r in run.get("notebooks", []):
+        minutes, budget = round(r.get("wall_s", np.nan) / 60, 2), r.get("budget_min")
+        rows.append(dict(notebook=r["notebook"].removesuffix(".ipynb"), status=r.get("status"), minutes=minutes,
+                         budget=budget, within="" if budget is None else "**over**" if minutes > budget else "yes",
+                         commit=(r.get("git_commit") or "")[:7]))
+    return pd.DataFrame(rows, columns=["notebook", "status", "minutes", "budget", "within", "commit"])
 
 
 def targets_table(run_dir: str | Path) -> pd.DataFrame:
@@ -183,6 +187,12 @@ def _shown(path: Path) -> str:
         return path.name
 
 
+def _of_budget(nbs: pd.DataFrame) -> str:
+    """' (budget N min)' when every notebook of the run has a budget."""
+    budgets = pd.to_numeric(nbs["budget"], errors="coerce")
+    return f" (budget {budgets.sum():g} min)" if len(nbs) and budgets.notna().all() else ""
+
+
 def report(run_dir: str | Path) -> str:
     """The results report of a run folder as markdown."""
     run_dir = Path(run_dir)
@@ -190,7 +200,7 @@ def report(run_dir: str | Path) -> str:
     nbs = notebook_table(run)
     tg = targets_table(run_dir)
     lines = [f"Profile `{cell(str(run.get('profile')))}`, commit `{(run.get('git_commit') or '')[:7]}`, started "
-             f"{run.get('started', '')[:10]}; {nbs['minutes'].sum():.0f} min of notebooks "
+             f"{run.get('started', '')[:10]}; {nbs['minutes'].sum():.1f} min of notebooks{_of_budget(nbs)} "
              f"(`cmrlib run --profile {run.get('profile')}`; this report: `cmrlib report {_shown(run_dir)}`).", "",
              _md(nbs), ""]
     if len(tg):

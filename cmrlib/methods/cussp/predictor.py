@@ -10,6 +10,7 @@ from ...measure import MeasureError
 from ...predictor import NotApplicable, Prediction
 from ...predictor import Predictor as Base
 from ...record import Cine
+from ...plots import overlay
 from .data import preprocess
 from .learner import INPUTS, scores
 from .valve import ValveError
@@ -23,6 +24,7 @@ class Predictor(Base):
 
     method = "cussp"
     views = ("4CH",)
+    title = "Mitral regurgitation (CUSSP, notebook 04)"
 
     @classmethod
     def from_model(cls, model: nn.Module, row: str, prep: dict, threshold: float,
@@ -49,3 +51,14 @@ class Predictor(Base):
         out.add("MR probability", prob, "", c.cine_id)
         out.add("MR (at the validation threshold)", float(prob >= self.prep["threshold"]), "yes=1", c.cine_id)
         return out
+
+    def figure(self, prediction: Prediction, cines: dict[str, Cine]):
+        """Six frames of the valve patch the classifier read."""
+        import matplotlib.pyplot as plt
+
+        patch = np.asarray(prediction.detail["patch"])
+        fig, axes = plt.subplots(1, 6, figsize=(12, 2.2))
+        for ax, t in zip(axes, np.linspace(0, len(patch) - 1, 6).astype(int)):
+            overlay(ax, patch[t], title=f"frame {t}")
+        fig.suptitle("valve patch (LA above, LV below), equalised over the LA", fontsize=9)
+        return fig

@@ -14,6 +14,7 @@ class Predictor(Base):
 
     method = "edes"
     views = ("SAX", "2CH", "4CH")
+    title = "End-diastole and end-systole (TempReg-Net, notebook 02)"
 
     @classmethod
     def from_model(cls, model: nn.Module, name: str, size: int, zoom: float, smooth: int = 1,
@@ -29,3 +30,14 @@ class Predictor(Base):
             out.add(f"ES ({c.view})", r["es"], "frame", c.cine_id)
             out.detail[c.cine_id] = r
         return out
+
+    def figure(self, prediction: Prediction, cines: dict[str, Cine]):
+        """The regressed curve of each cine with the ED and ES it implies."""
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 2.6))
+        for cid, r in prediction.detail.items():
+            ax.plot(r["curve"], label=f"{cines[cid].view}: ED {r['ed']}, ES {r['es']}")
+        ax.set(xlabel="frame", ylabel="predicted curve (1 ED, 0 ES)")
+        ax.legend(fontsize=8)
+        return fig

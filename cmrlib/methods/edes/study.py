@@ -35,7 +35,7 @@ class Study(Base):
     number = "02"
     PARAMS: ClassVar[dict] = {
         # study
-        **Base.RUN,  # profile, seed, run_dir, figures_dir
+        **Base.RUN,  # profile, seed, run_dir, figures_dir, budget_min
         "data_dir": None,  # real-data root; None: $CMRLIB_DATA (real-data sections are skipped when absent)
         "views": ["SAX", "2CH", "4CH"],  # one model is trained over all of them; the table reports each and all together
         "max_cines": None,  # at most this many cines per split and view (None: all)

@@ -27,6 +27,7 @@ class Predictor(Base):
 
     method = "heartmae"
     views = ("SAX", "2CH", "4CH")
+    title = "Measures from the foundation model (HeartMAE, notebook 06)"
 
     @classmethod
     def from_model(cls, model: VideoMAE, cfg: HeartMAEConfig, mean: float, std: float, probes: dict[str, FittedProbe],
@@ -66,3 +67,17 @@ class Predictor(Base):
                 out.add(task, v, "probability" if probe.kinds[task] == "cls" else TASK_UNITS.get(task, ""), used)
             out.detail[f"attention {name[6:]}"] = dict(zip(names[0], probe.pooled(h, mask)[1][0].tolist()))
         return out
+
+    def figure(self, prediction: Prediction, cines: dict[str, Cine]):
+        """How much attention the probes give each view (None when they keep none)."""
+        import matplotlib.pyplot as plt
+
+        from .figures import view_kind
+
+        att = next((v for k, v in prediction.detail.items() if k.startswith("attention")), None)
+        if not att:
+            return None
+        fig, ax = plt.subplots(figsize=(4.5, 2.4))
+        pd.Series(att).groupby(view_kind).sum().plot.bar(ax=ax, color="tab:blue")
+        ax.set(ylabel="attention", title="how much each view weighs")
+        return fig

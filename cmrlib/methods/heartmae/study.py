@@ -40,7 +40,7 @@ class Study(Base):
     PATHS = ("targets_csv", "kinetics_weights")
     PARAMS: ClassVar[dict] = {
         # study
-        **Base.RUN,  # profile, seed, run_dir, figures_dir
+        **Base.RUN,  # profile, seed, run_dir, figures_dir, budget_min
         "data_dir": None,            # real-data root (ukbb-demo/, acdc/) for the real-cine table; None: $CMRLIB_DATA
         "targets_csv": None,         # subject + numeric or 0/1 columns: the heads for a real cohort (the phantom: its truths)
         "kinetics_weights": None,    # torchvision's r3d_18-b3b3357e.pth; None: torch's hub cache (row left out when absent)
@@ -480,4 +480,4 @@ class Study(Base):
             ("HeartMAE ridge LVEF MAE minus the random encoder's (validation, EF points)",
              ridge.query("task == 'LVEF' and encoder == 'HeartMAE'").valid_MAE.mean()
              - ridge.query("task == 'LVEF' and encoder == @RANDOM").valid_MAE.mean(), "<=", -2.0),
-            ("notebook minutes", minutes, "<=", 30 if self.p["profile"] == "default" else 60)])
+            *self.time_target()])

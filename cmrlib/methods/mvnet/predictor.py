@@ -6,6 +6,7 @@ from ...measure import UNITS
 from ...predictor import NotApplicable, Prediction
 from ...predictor import Predictor as Base
 from ...record import Cine
+from ...plots import overlay, shown_frame
 from .data import tracks_from_cines
 from .evaluate import clinical
 from .predict import MVnet
@@ -16,6 +17,7 @@ class Predictor(Base):
 
     method = "mvnet"
     views = ("2CH", "4CH")
+    title = "Mitral annulus motion (MVnet, notebook 03)"
 
     @classmethod
     def from_trackers(cls, trackers: dict[str, MVnet], velocity_window: int | None,
@@ -39,3 +41,15 @@ class Predictor(Base):
         for k, v in clinical(views, self.prep["velocity_window"]).items():
             out.add(k, v, UNITS[k], used)
         return out
+
+    def figure(self, prediction: Prediction, cines: dict[str, Cine]):
+        """The two annulus points' paths over the cycle on each cine's first frame."""
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, len(prediction.detail), figsize=(3.2 * len(prediction.detail), 3.2), squeeze=False)
+        for ax, (cid, pts) in zip(axes[0], prediction.detail.items()):
+            overlay(ax, shown_frame(cines[cid], 0)[0], title=f"{cines[cid].view}: annulus points over the cycle")
+            for k, col in ((0, "tab:red"), (1, "tab:cyan")):
+                ax.plot(pts[:, k, 0], pts[:, k, 1], color=col, lw=0.8)
+                ax.plot(*pts[0, k], "o", color=col, ms=3)
+        return fig

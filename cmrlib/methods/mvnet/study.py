@@ -41,7 +41,7 @@ class Study(Base):
     number = "03"
     PARAMS: ClassVar[dict] = {
         # study
-        **Base.RUN,  # profile, seed, run_dir, figures_dir
+        **Base.RUN,  # profile, seed, run_dir, figures_dir, budget_min
         "data_dir": None,            # real-data root (mvnet-dicom-sample/, ukbb-demo/); None -> $CMRLIB_DATA
         "views": ["2CH", "4CH"],
         "max_train": None,           # cap on training cines per view (None: all)

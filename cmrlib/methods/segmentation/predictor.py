@@ -9,6 +9,7 @@ from ...measure import UNITS, MeasureError, ed_es_from_curve, la_measures, ra_me
 from ...predictor import NotApplicable, Prediction
 from ...predictor import Predictor as Base
 from ...record import Cine
+from ...plots import overlay, shown_frame
 from .learner import as_model
 from .predict import mean_entropy, predict
 
@@ -20,6 +21,9 @@ class Predictor(Base):
 
     method = "segmentation"
     views = ("SAX", "2CH", "4CH")
+    title = "Volumes, function and mass (segmentation, notebook 01)"
+    remark = ("ED and ES here are the frames of the largest and smallest LV volume in this segmentation; "
+              "TempReg-Net names its own below, and a disagreement of more than 2 frames is flagged in both.")
 
     @classmethod
     def from_models(cls, segmenters: dict, provenance: dict | None = None,
@@ -75,3 +79,16 @@ class Predictor(Base):
                 out.add(k, v, UNITS.get(k, ""), c4.cine_id if c2 is None or k.startswith("RA")
                         else f"{c2.cine_id}+{c4.cine_id}")
         return out
+
+    def figure(self, prediction: Prediction, cines: dict[str, Cine]):
+        """Each cine's ED and ES frames with the segmentation's contours."""
+        import matplotlib.pyplot as plt
+
+        labs = prediction.detail.get("labels", {})
+        fig, axes = plt.subplots(1, 2 * len(labs), figsize=(6 * len(labs), 3), squeeze=False)
+        for i, (cid, lab) in enumerate(labs.items()):
+            c = cines[cid]
+            for j, (name, t) in enumerate(zip(("ED", "ES"), prediction.detail["ed_es"][cid])):
+                overlay(axes[0, 2 * i + j], *shown_frame(c, t, lab), mode="contour",
+                        title=f"{c.view} {name} (frame {t})")
+        return fig

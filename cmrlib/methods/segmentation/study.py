@@ -39,7 +39,7 @@ class Study(Base):
     number = "01"
     PARAMS: ClassVar[dict] = {
         # study
-        **Base.RUN,  # profile, seed, run_dir, figures_dir
+        **Base.RUN,  # profile, seed, run_dir, figures_dir, budget_min
         "data_dir": None,  # real-data root; None: $CMRLIB_DATA (ACDC sections are skipped when absent)
         "max_test_cines": 1,  # phantom test cines scored per view (None: all)
         "acdc_store": None,  # ingested ACDC store; None: the cohort if 00 ingested ACDC, else ingest into {run_dir}/01/acdc

@@ -21,6 +21,7 @@ class Predictor(Base):
 
     method = "sslhf"
     views = ("SAX",)
+    title = "HFrEF vs HFpEF (SSLHF, notebook 05)"
 
     @classmethod
     def from_folds(cls, models: dict[int, nn.Module], row: str, prep: dict,
@@ -44,3 +45,12 @@ class Predictor(Base):
                                                               folds=per_fold.mean(1).tolist()))
         out.add("HFrEF probability", float(per_fold.mean()), "", c.cine_id)
         return out
+
+    def figure(self, prediction: Prediction, cines: dict[str, Cine]):
+        """The HFrEF probability of each LV patch (the patient's is their mean)."""
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(4.5, 2.4))
+        ax.bar([f"slice {s}" for s in prediction.detail["slices"]], prediction.detail["patches"], color="tab:red")
+        ax.set(ylim=(0, 1), ylabel="HFrEF probability", title="per LV patch (mean of the folds)")
+        return fig
