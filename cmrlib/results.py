@@ -26,6 +26,7 @@ from .utils import atomic_write_json, atomic_write_text, git_commit, seed_everyt
 ROOT = Path(__file__).resolve().parent.parent  # the project: relative run and figure folders start here
 GOALS = (">=", "<=", "<", ">", "within")  # how a value meets its target ("within": |value| <= target)
 TIMING_COLUMNS = ("seconds", "sec", "sec_per_seq", "sec_per_cine", "train_s", "wall_s")  # differ run to run
+HEADLINES = "headlines.json"  # in a notebook's folder: {table file: title} of the tables the run's report shows
 
 
 def project_path(path: str | Path) -> Path:
@@ -73,6 +74,17 @@ class Notebook:
         """Write a result table atomically as `<out>/<name>.csv`."""
         name = name if name.endswith(".csv") else f"{name}.csv"
         return atomic_write_text(self.out / name, df.to_csv(index=index))
+
+    def headline(self, name: str, title: str, df: pd.DataFrame | None = None) -> Path:
+        """List `<out>/<name>.csv` (written now when `df` is given) under `title` in `<out>/headlines.json`, the
+        tables the run's report shows from this notebook, in the order listed, without knowing its method."""
+        csv = name if name.endswith(".csv") else f"{name}.csv"
+        path = self.table(df, csv) if df is not None else self.out / csv
+        index = self.out / HEADLINES
+        known = json.loads(index.read_text()) if index.exists() else {}
+        known[path.name] = title
+        atomic_write_json(index, known)
+        return path
 
     @contextlib.contextmanager
     def timer(self, step: str):

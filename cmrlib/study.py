@@ -7,7 +7,7 @@ import functools
 import json
 import time
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Iterator
 
 import pandas as pd
 
@@ -234,7 +234,19 @@ class Study:
         raise NotImplementedError
 
     def targets(self, checks: list[tuple[str, float, str, float]]) -> pd.DataFrame:
-        """The notebook's checks (`Notebook.targets`) and its timings, written."""
+        """The notebook's last step: its checks (`Notebook.targets`), its headline tables and its timings, written."""
         t = self.nb.targets(checks)
+        for name, title, table in self.headline_tables():
+            self.nb.headline(name, title, table)
         self.nb.save_timings()
         return t
+
+    def headline_tables(self) -> Iterator[tuple[str, str, pd.DataFrame | None]]:
+        """(table file, title, table) for the run's report, beside the paper's numbers; a table of None is one this
+        notebook already wrote under that name. None unless a method lists some."""
+        return iter(())
+
+    def written(self, name: str) -> pd.DataFrame | None:
+        """A table this notebook wrote (`<out>/<name>.csv`); None when this run did not write it."""
+        f = self.nb.out / f"{name}.csv"
+        return pd.read_csv(f) if f.exists() else None

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from types import SimpleNamespace
 
 import matplotlib
 
@@ -11,12 +13,13 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from cmrlib import runner, stats  # noqa: E402
+from cmrlib import results, runner, stats  # noqa: E402
 from cmrlib.analysis import agreement as ag  # noqa: E402
 from cmrlib.analysis import clusters as cl  # noqa: E402
 from cmrlib.analysis import report  # noqa: E402
 from cmrlib.labels import LA, LV  # noqa: E402
 from cmrlib.measure import MeasureError, valve_hinges, valve_track  # noqa: E402
+from cmrlib.methods import cussp, edes, sslhf  # noqa: E402
 from cmrlib.plots import save_figure  # noqa: E402
 
 
@@ -200,6 +203,15 @@ def test_a_rank_test_on_clusters_too_small_is_a_row_that_says_so(sizes):
 
 # ---------------------------------------------------------------- report, index, README, run record
 
+def list_headlines(run: Path, number: str, study) -> None:
+    """What a Study's last step does with the tables its notebook wrote: its headline tables, listed for the report
+    (`Study.headline_tables` reads only `written`, so a stand-in for the Study will do)."""
+    nb = results.Notebook(number, run, run / "figures", 0)
+    stand_in = SimpleNamespace(written=lambda name: pd.read_csv(f) if (f := nb.out / f"{name}.csv").exists() else None)
+    for name, title, table in study.headline_tables(stand_in):
+        nb.headline(name, title, table)
+
+
 def fake_run(tmp_path, commit="abc1234def"):
     (tmp_path / "02").mkdir(parents=True)
     (tmp_path / "run.json").write_text(json.dumps({
@@ -210,6 +222,7 @@ def fake_run(tmp_path, commit="abc1234def"):
     pd.DataFrame({"method": ["TempReg-Net", "New"], "view": ["all", "all"], "n": [3, 3], "aFD_ED": [0.3, 0.5],
                   "SD_ED": [0.1, 0.1], "aFD_ES": [0.2, 0.4], "SD_ES": [0.1, 0.1]}).to_csv(
         tmp_path / "02" / "afd_table.csv", index=False)
+    list_headlines(tmp_path, "02", edes.Study)
     return tmp_path
 
 
@@ -230,6 +243,24 @@ def test_the_timing_table_marks_each_notebook_over_its_budget():
     t = report.notebook_table(run)
     assert t.within.tolist() == ["**over**", "yes", ""] and t.minutes.tolist() == [30.05, 10.0, 1.0]
     assert report._of_budget(t) == "" and report._of_budget(t.iloc[:2]) == " (budget 60 min)"
+
+
+@pytest.mark.parametrize("listed", [{"../../secret.csv": "x"}, {"/etc/passwd": "x"}, {"a.csv": 3}, ["a.csv"]])
+def test_a_headline_list_names_only_tables_of_its_own_folder(tmp_path, listed):
+    run = fake_run(tmp_path)
+    (run / "02" / "headlines.json").write_text(json.dumps(listed))
+    with pytest.raises(report.ReportError, match="headline list|not a table of this notebook's folder"):
+        report.report(run)
+
+
+def test_the_report_shows_the_tables_a_notebook_lists_in_its_order_and_knows_no_method(tmp_path):
+    run = fake_run(tmp_path)
+    nb = results.Notebook("06", run, run / "figures", 0)
+    nb.headline("second", "listed second", pd.DataFrame({"x": [2]}))
+    nb.headline("first", "listed first", pd.DataFrame({"x": [1]}))
+    nb.headline("second", "listed second, written again", pd.DataFrame({"x": [3]}))
+    titles = [t for t, _ in report.headlines(run)]
+    assert titles[-2:] == ["06 · listed second, written again", "06 · listed first"] and titles[0].startswith("02 · ")
 
 
 def test_figure_index_lists_captions(tmp_path):
@@ -296,6 +327,7 @@ def test_report_carries_cussp_table2_beside_the_paper(tmp_path):
     (run / "04").mkdir()
     pd.DataFrame({"row": ["CUSSP-SIAM-25"], "F1": ["0.70 (0.40-0.90)"], "AUC": ["0.90 (0.80-0.97)"],
                   "paper F1": [0.69], "paper AUC": [0.88]}).to_csv(run / "04" / "table2.csv", index=False)
+    list_headlines(run, "04", cussp.Study)
     text = report.report(run)
     line = [x for x in text.splitlines() if x.startswith("| CUSSP-SIAM-25")][0]
     assert "0.70 (0.40-0.90)" in line and "0.69" in line and "0.88" in line
@@ -308,6 +340,7 @@ def test_report_carries_sslhf_tables_and_differences(tmp_path):
         run / "05" / "table_I.csv", index=False)
     pd.DataFrame({"row": ["A: no proxy"], "difference": [0.031], "ci_low": [-0.01], "ci_high": [0.07]}).to_csv(
         run / "05" / "differences.csv", index=False)
+    list_headlines(run, "05", sslhf.Study)
     text = report.report(run)
     assert "SSLHF Table I" in text and "0.860 (0.800-0.920)" in text and "0.8505" in text
     assert [x for x in text.splitlines() if x.startswith("| A: no proxy")]
@@ -327,7 +360,7 @@ def test_pseudo_point_error_pairs_the_unordered_reference_points_and_uses_mm():
 
 def test_report_escapes_every_cell_and_refuses_a_marker(tmp_path):
     run = fake_run(tmp_path)
-    table = run / "02" / "afd_table.csv"
+    table = run / "02" / "headline_afd.csv"
     df = pd.read_csv(table)
     df.loc[1, "method"] = "<script>alert(1)</script> a|b\nnext <img src=x onerror=alert(1)>"
     df.to_csv(table, index=False)

@@ -44,6 +44,18 @@ def test_each_notebook_leaves_a_figure(smoke_run):
         assert found, f"{r['notebook']} wrote no figure"
 
 
+def test_each_method_notebook_lists_its_headline_tables_for_the_report(smoke_run):
+    """The report learns every method's tables from the notebooks' own lists, in notebook order."""
+    from cmrlib.analysis import report
+
+    out, _ = smoke_run
+    listed = {f.parent.name: json.loads(f.read_text()) for f in out.glob("[0-9][0-9]/headlines.json")}
+    assert sorted(listed) == ["01", "02", "03", "04", "05", "06"] and all(listed.values()), listed
+    assert all((out / nn / name).is_file() for nn, names in listed.items() for name in names)
+    shown = [title for title, _ in report.headlines(out) if title[:2] in listed]
+    assert shown == [f"{nn} · {title}" for nn in sorted(listed) for title in listed[nn].values()]
+
+
 def test_analysis_notebooks_read_the_run_and_rerun_identically(smoke_run):
     """07-09 use only the run folder: a second run of them on it writes byte-identical tables and report."""
     from cmrlib.analysis.agreement import LONG_COLUMNS

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,8 +22,6 @@ __all__ = ["ReportError", "load_run", "notebook_table", "targets_table", "headli
            "splice_readme", "MARKERS"]
 
 MARKERS = ("<!-- results:start (written by `cmrlib report`; edits here are overwritten) -->", "<!-- results:end -->")
-# TempReg-Net Table (aFD in frames, ED and ES): the paper's rows beside ours
-PAPER_AFD = {"CNN+Reg": (1.30, 1.97), "TempReg-Net w/o TSC": (0.47, 0.52), "TempReg-Net": (0.38, 0.44)}
 HEADLINE_MEASURES = ["LVEDV", "LVESV", "LVEF", "LVM", "RVEF", "LAVmax", "MAPSE", "e_prime"]
 
 
@@ -82,64 +81,21 @@ def _read(run_dir: Path, rel: str) -> pd.DataFrame | None:
     return read_table(f) if f.exists() else None
 
 
-def _segmentation(run: Path):
-    if (d := _read(run, "01/dice_phantom.csv")) is not None:
-        d = d[d["phase"] == "all"].pivot_table(index="view", columns="structure", values="dice_mean")
-        yield "01 · segmentation: phantom test Dice (every frame)", d.round(3).reset_index()
-    acdc = [(name, d) for name, rel in (("ACDC-trained", "01/dice_acdc.csv"), ("phantom-trained", "01/dice_sim2real.csv"))
-            if (d := _read(run, rel)) is not None]
-    if acdc:
-        d = pd.concat([d.assign(model=name) for name, d in acdc])
-        d = d.pivot_table(index=["model", "phase"], columns="structure", values="dice_mean").round(3).reset_index()
-        yield "01 · segmentation: ACDC held-out Dice (ED, ES)", d
-
-
-def _edes(run: Path):
-    if (d := _read(run, "02/afd_table.csv")) is not None:
-        d = d[d["view"] == "all"][["method", "n", "aFD_ED", "aFD_ES"]].copy()
-        d["paper aFD_ED"] = d["method"].map(lambda m: PAPER_AFD.get(m, (np.nan,))[0])
-        d["paper aFD_ES"] = d["method"].map(lambda m: PAPER_AFD.get(m, (np.nan, np.nan))[1])
-        yield "02 · ED/ES frames: average absolute frame difference (phantom test, all views)", d.round(2)
-
-
-def _mvnet(run: Path):
-    if (d := _read(run, "03/agreement_by_stage.csv")) is not None:
-        yield ("03 · MVnet: agreement with observer 1 per stage (phantom test)",
-               d[["measure", "unit", "n", "bias", "loa_low", "loa_high", "mae", "icc2"]].round(3))
-
-
-def _cussp(run: Path):
-    if (d := _read(run, "04/table2.csv")) is not None:
-        yield ("04 · CUSSP: MR classification on the test split (95 % bootstrap CI; threshold chosen on validation), "
-               "beside the paper's Table 2", d)
-    if (d := _read(run, "04/pool_curve.csv")) is not None:
-        d = d[d["metric"].isin(["f1", "roc_auc"])].pivot_table(index="pool_cines", columns="metric",
-                                                                values="value").round(3).reset_index()
-        yield "04 · CUSSP-SIAM-25 as the unlabelled pool grows (test F1, ROC-AUC)", d
-
-
-def _sslhf(run: Path):
-    for name in ("I", "II", "III"):
-        if (d := _read(run, f"05/table_{name}.csv")) is not None:
-            yield (f"05 · SSLHF Table {name}: HFrEF vs HFpEF, mean over five test folds (95 % CI), beside the "
-                   "paper's values", d)
-    if (d := _read(run, "05/differences.csv")) is not None:
-        yield "05 · SSLHF minus each row, patient-level AUC fold by fold (95 % CI)", d.round(3)
-
-
-def _heartmae(run: Path):
-    if (d := _read(run, "06/table1.csv")) is not None:
-        yield "06 · HeartMAE Table 1: EF mean absolute error (EF points, 95 % CI), beside the paper's", d
-    if (d := _read(run, "06/wins.csv")) is not None:
-        w = _read(run, "06/wilcoxon.csv")
-        yield ("06 · cardiac measures each MAE model predicts best (Fig. S1)"
-               + ("" if w is None else f"; HeartMAE vs MAE-ViT-B: lower scaled MAE on {int(w['a_better'][0])} of "
-                  f"{int(w['tasks'][0])}, Wilcoxon p = {w['p'][0]:.3g}"), d)
-    for metric in ("AP", "AUROC"):
-        if (d := _read(run, f"06/conditions_{metric}.csv")) is not None:
-            yield f"06 · conditions: {metric} per model on the test subjects (95 % CI; Fig. 2)", d
-    if (d := _read(run, "06/table2.csv")) is not None:
-        yield "06 · HeartMAE Table 2: extracardiac MAE (95 % CI) and Pearson r, beside the paper's", d
+def notebook_headlines(run_dir: Path):
+    """(title, table) of each table notebooks 01-06 list in their `headlines.json` (`Notebook.headline`), in notebook
+    order: the report knows no method. A listed name must be a plain CSV file of that notebook's own folder."""
+    for index in sorted(run_dir.glob("[0-9][0-9]/headlines.json")):
+        try:
+            listed = json.loads(index.read_text()[:1 << 20])
+        except (OSError, ValueError) as e:
+            raise ReportError(f"{index}: not a readable headline list ({type(e).__name__})") from None
+        if not isinstance(listed, dict):
+            raise ReportError(f"{index}: not a headline list (table file -> title)")
+        for name, title in listed.items():
+            if not (isinstance(title, str) and re.fullmatch(r"[\w.-]+\.csv", str(name))):
+                raise ReportError(f"{index}: {str(name)[:40]!r} is not a table of this notebook's folder")
+            if (index.parent / name).is_file():
+                yield f"{index.parent.name} · {title}", read_table(index.parent / name)
 
 
 def _agreement(run: Path):
@@ -154,8 +110,7 @@ def _clusters(run: Path):
         yield "08 · clusters (AF against healthy): adjusted Rand index", d.round(3)
 
 
-HEADLINES: list[Callable[[Path], object]] = [_segmentation, _edes, _mvnet, _cussp, _sslhf, _heartmae,
-                                                 _agreement, _clusters]
+HEADLINES: list[Callable[[Path], object]] = [notebook_headlines, _agreement, _clusters]
 
 
 def headlines(run_dir: str | Path) -> list[tuple[str, pd.DataFrame]]:

@@ -454,6 +454,22 @@ class Study(Base):
                 break
         return summaries
 
+    def headline_tables(self):
+        """Tables 1 and 2 beside the paper's, the measures each model predicts best, the conditions' scores."""
+        if self.written("table1") is not None:
+            yield "table1", "HeartMAE Table 1: EF mean absolute error (EF points, 95 % CI), beside the paper's", None
+        if self.written("wins") is not None:
+            w = self.written("wilcoxon")
+            yield ("wins", "cardiac measures each MAE model predicts best (Fig. S1)"
+                   + ("" if w is None else f"; HeartMAE vs MAE-ViT-B: lower scaled MAE on {int(w['a_better'][0])} of "
+                      f"{int(w['tasks'][0])}, Wilcoxon p = {w['p'][0]:.3g}"), None)
+        for metric in ("AP", "AUROC"):
+            if self.written(f"conditions_{metric}") is not None:
+                yield (f"conditions_{metric}", f"conditions: {metric} per model on the test subjects (95 % CI; "
+                       "Fig. 2)", None)
+        if self.written("table2") is not None:
+            yield ("table2", "HeartMAE Table 2: extracardiac MAE (95 % CI) and Pearson r, beside the paper's", None)
+
     def checks(self) -> pd.DataFrame | None:
         """The paper's targets, both gates and the notebook's time (written with the timings)."""
         minutes = self.minutes()

@@ -441,6 +441,18 @@ class Study(Base):
         self.lax_phantom = summarise(both, by=("model", "view", "structure")).xs("all", level="phase")["dice_mean"]
         self.nb.table(self.lax_phantom.unstack("model"), "dice_phantom_lax_models.csv", index=True)
 
+    def headline_tables(self):
+        """Phantom test Dice (every frame) per view, and ACDC held-out Dice (ED, ES) of both SAX models."""
+        if (d := self.written("dice_phantom")) is not None:
+            d = d[d["phase"] == "all"].pivot_table(index="view", columns="structure", values="dice_mean")
+            yield "headline_dice_phantom", "segmentation: phantom test Dice (every frame)", d.round(3).reset_index()
+        acdc = [(name, d) for name, table in (("ACDC-trained", "dice_acdc"), ("phantom-trained", "dice_sim2real"))
+                if (d := self.written(table)) is not None]
+        if acdc:
+            d = pd.concat([d.assign(model=name) for name, d in acdc])
+            d = d.pivot_table(index=["model", "phase"], columns="structure", values="dice_mean").round(3).reset_index()
+            yield "headline_dice_acdc", "segmentation: ACDC held-out Dice (ED, ES)", d
+
     def checks(self) -> tuple[pd.DataFrame, pd.Series]:
         """The Dice and measure targets (written); the phantom SAX model and the `lax_predictor` long-axis model
         become the run's segmentation Predictor with the real-data checks behind them. Targets and step timings."""
@@ -467,7 +479,7 @@ class Study(Base):
         if agree is not None and {"LVEF", "LVEDV"} <= set(agree.index):
             checks += [("ACDC held-out LVEF MAE (points)", float(agree.loc["LVEF", "mae"]), "<=", 5.0),
                        ("ACDC held-out LVEDV ICC", float(agree.loc["LVEDV", "icc2"]), ">=", 0.95)]
-        targets = self.nb.targets(checks)
+        targets = self.targets(checks)
         if sax == "sax_real":
             real_check.append(f"SAX model fine-tuned on phantom + ACDC: held-out ACDC LV Dice "
                               f"{self.sax_models.loc[('sax_real', 'ACDC held-out'), 'LV']:.2f}")

@@ -373,6 +373,15 @@ class Study(Base):
         self.nb.table(self.real, "real_cines")
         return self.real
 
+    def headline_tables(self):
+        """Tables I-III beside the paper's, and SSLHF's fold-paired differences from each row."""
+        for name in ("I", "II", "III"):
+            if self.written(f"table_{name}") is not None:
+                yield (f"table_{name}", f"SSLHF Table {name}: HFrEF vs HFpEF, mean over five test folds (95 % CI), "
+                       "beside the paper's values", None)
+        if (d := self.written("differences")) is not None:
+            yield "headline_differences", "SSLHF minus each row, patient-level AUC fold by fold (95 % CI)", d.round(3)
+
     def checks(self) -> pd.DataFrame | None:
         """The paper's targets, no collapsed run, the gate and the notebook's time (written with the training log)."""
         if not self.ready:
