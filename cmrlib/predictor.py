@@ -24,7 +24,8 @@ import pandas as pd
 from .record import Cine
 
 SUFFIX = ".predictor"
-METHODS = ("segmentation", "edes", "mvnet", "cussp", "sslhf", "heartmae")  # notebooks 01-06
+METHODS = ("segmentation", "edes", "mvnet", "cussp", "sslhf", "heartmae")  # notebooks 01-06: the one list
+SEGMENTER = "segmentation"  # the method whose Predictor finds the heart for others (CUSSP, SSLHF, notebook 07)
 NOTEBOOKS = {m: f"{i:02d}" for i, m in enumerate(METHODS, 1)}  # the notebook that trains each
 
 

@@ -147,9 +147,9 @@ class Study:
 
     @functools.cached_property
     def _segmentation_file(self) -> Path:
-        from .predictor import file_name
+        from .predictor import SEGMENTER, file_name
 
-        return self.nb.run_dir / "predictors" / file_name("segmentation")
+        return self.nb.run_dir / "predictors" / file_name(SEGMENTER)
 
     @functools.cached_property
     def _segmentation(self):

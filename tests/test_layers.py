@@ -99,3 +99,32 @@ def test_the_layering_check_sees_an_import_of_another_method(tmp_path):
     mod.parent.mkdir()
     mod.write_text("from ..segmentation import predict\nfrom .. import edes\nimport cmrlib.methods.mvnet.data\n")
     assert _method_imports(mod) == {"segmentation", "edes", "mvnet"}
+
+
+def named_methods(source: str) -> set[str]:
+    """The methods a module outside the methods names: as a string, or by importing a method's package."""
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Constant) and node.value in METHODS:
+            found.add(node.value)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            dotted = [getattr(node, "module", None) or ""] + [a.name for a in node.names]
+            found |= {part for d in dotted for part in d.split(".") if part in METHODS}
+    return found
+
+
+ONE_LIST = PKG / "predictor.py"  # METHODS, and SEGMENTER: the method whose Predictor others use to find the heart
+
+
+def test_outside_the_methods_only_the_one_list_names_a_method():
+    """A new method touches its package, its notebook and the profiles: the library beside them never names one."""
+    offenders = {str(p.relative_to(PKG)): sorted(found) for p in MODULES
+                 if "methods" not in p.relative_to(PKG).parts and p != ONE_LIST
+                 and (found := named_methods(p.read_text()))}
+    assert not offenders, f"these modules name a method outside cmrlib/methods/ and {ONE_LIST.name}: {offenders}"
+
+
+def test_the_one_list_check_sees_a_method_named_or_imported():
+    assert named_methods("x = 'cussp'\nfrom .methods.heartmae import view_kind\nimport cmrlib.methods.edes\n") == \
+        {"cussp", "heartmae", "edes"}
+    assert named_methods("segmenter = 'the segmentation model'\n") == set()

@@ -278,7 +278,7 @@ def real_sax_from_run(run_dir: str | Path, root: Path | None, seed: int = 0, seg
     from .. import modelfile
     from ..io.acdc import read_acdc_patient
     from ..learn import load as load_model
-    from ..predictor import predictor_class
+    from ..predictor import SEGMENTER, predictor_class
     from ..study import PHANTOM_SAX_SEGMENTER, REAL_SAX_STORE, real_sax_cohort
 
     run_dir = Path(run_dir)
@@ -290,7 +290,7 @@ def real_sax_from_run(run_dir: str | Path, root: Path | None, seed: int = 0, seg
     segs, phantom_key = {}, None
     if (run_dir / PHANTOM_SAX_SEGMENTER).exists():
         net = load_model(run_dir / PHANTOM_SAX_SEGMENTER, "SAX segmenter", "notebook 01")
-        segs["phantom-only segmenter"] = (predictor_class("segmentation")({"SAX": net}), None)
+        segs["phantom-only segmenter"] = (predictor_class(SEGMENTER)({"SAX": net}), None)
         phantom_key = modelfile.fingerprint(net)
     if segmentation is not None and "SAX" in segmentation.nets \
             and modelfile.fingerprint(segmentation.nets["SAX"]) != phantom_key:
