@@ -1,8 +1,8 @@
 """`cmrlib fit METHOD --profile P`: a method's Study trains (`Study.train`, the steps its notebook runs to make
 its models) with the Study's parameters as the profile sets them, alone or under `accelerate launch` (N GPUs, or N
-CPU processes over gloo; `cmrlib.distributed`). The models, the method's Predictor where training makes one, and
-`fit.json` (settings, processes, seconds, final validation loss) go to `<run>/fit/<method>/`; process 0 writes
-them. Only the segmentation, ED/ES and MVnet training and HeartMAE's pretraining split their batches over the
+CPU processes over gloo; `cmrlib.distributed`). The models, the method's Predictor (segmentation, ED/ES, CUSSP and
+SSLHF; MVnet's and HeartMAE's need notebook 03's inference choice and notebook 06's probes) and `fit.json`
+(settings, processes, seconds, final validation loss) go to `<run>/fit/<method>/`; process 0 writes them. Only the segmentation, ED/ES and MVnet training and HeartMAE's pretraining split their batches over the
 processes; CUSSP and SSLHF train in one process.
 
     cmrlib fit edes --profile smoke --run runs/smoke

@@ -61,6 +61,20 @@ def test_two_cpu_processes_end_where_one_with_the_doubled_batch_does(run, tmp_pa
     assert abs(a["valid_loss"] - b["valid_loss"]) < 0.1 * a["valid_loss"], (a["valid_loss"], b["valid_loss"])
     model = edes.load(tmp_path / "two" / b["model"])  # process 0 exported a working model
     assert sum(p.numel() for p in model.parameters()) > 0
+    for folder in ("one", "two"):  # and the run's ED/ES Predictor, without a real-data check behind it
+        p = predictor.load(tmp_path / folder / "edes.predictor")
+        assert p.model == "TempReg-Net" and p.provenance["real_check"] is None
+
+
+def test_segmentation_fit_leaves_the_runs_predictor_that_predicts(run, tmp_path):
+    from cmrlib.store import CohortStore
+
+    fit("segmentation", "smoke", run, dict(epochs_sax=1, epochs_lax=1, acdc_limit=0), out=tmp_path)
+    p = predictor.load(tmp_path / "segmentation.predictor")
+    store = CohortStore(run / "cohort")
+    sax = store.read(store.select(view="SAX", split="test")[0])
+    assert {"SAX", "LAX"} == set(p.nets) and set(p.prep["uncertainty_p95"]) <= {"SAX", "LAX"}
+    assert "LVEDV" in p.predict(sax).measures
 
 
 def test_cussp_fit_is_its_study_and_writes_a_predictor_that_predicts(run, tmp_path):

@@ -122,9 +122,22 @@ class Study(Base):
         return history
 
     def train(self, finish=None, rows: int | None = None) -> list[dict]:
-        """What `cmrlib fit edes` runs: the sequences, then every method trained and exported by `finish`."""
+        """What `cmrlib fit edes` runs: the sequences, then every method trained and exported by `finish`, and the
+        run's ED/ES Predictor (process 0; no real-data check: notebook 02 adds it)."""
+        from ...distributed import rank
+
         self.prepare()
-        return self.fit(finish).to_dict("records")
+        log = self.fit(finish).to_dict("records")
+        if rank() == 0:
+            self.write_predictor()
+        return log
+
+    def write_predictor(self, real_check: str | None = None):
+        """TempReg-Net (or the last method trained) as the run's ED/ES Predictor, with its frame settings and the
+        real-data check behind it."""
+        exported = "TempReg-Net" if "TempReg-Net" in self.models else self.p["methods"][-1]
+        return self.nb.predictor(Predictor.from_model(self.models[exported], exported, self.p["size"], self.p["zoom"],
+                                                      provenance=self.nb.provenance(self.store, real_check)))
 
     def detectors(self) -> dict:
         """Each method's ED/ES detector, after the segmentation baseline (the LV volume curve of the run's
@@ -345,7 +358,5 @@ class Study(Base):
                             float(mean_fd["TempReg-Net (fine-tuned)"] - mean_fd.drop("TempReg-Net (fine-tuned)").min()),
                             "<", 0.0)]
         targets = self.targets(checks)
-        exported = "TempReg-Net" if "TempReg-Net" in self.models else self.p["methods"][-1]
-        self.nb.predictor(Predictor.from_model(self.models[exported], exported, self.p["size"], self.p["zoom"],
-                                               provenance=self.nb.provenance(self.store, self.real_check)))
+        self.write_predictor(self.real_check)
         return targets

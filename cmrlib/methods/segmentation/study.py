@@ -162,8 +162,21 @@ class Study(Base):
         return pd.DataFrame(rows)
 
     def train(self, finish=None, rows: int | None = None) -> list[dict]:
-        """What `cmrlib fit segmentation` runs: both phantom models, trained, calibrated and exported by `finish`."""
-        return self.fit(finish).to_dict("records")
+        """What `cmrlib fit segmentation` runs: both phantom models, trained, calibrated and exported by `finish`,
+        and the run's segmentation Predictor (process 0; no real-data check: notebook 01 adds it)."""
+        from ...distributed import rank
+
+        log = self.fit(finish).to_dict("records")
+        if rank() == 0:
+            self.write_predictor("sax", "lax")
+        return log
+
+    def write_predictor(self, sax: str, lax: str, real_check: str | None = None, **provenance):
+        """The run's segmentation Predictor from the SAX and long-axis models named, with each one's validation
+        uncertainty yardstick and the real-data check behind it."""
+        return self.nb.predictor(Predictor.from_models({"SAX": self.models[sax], "LAX": self.models[lax]},
+                                                       self.nb.provenance(self.store, real_check, **provenance),
+                                                       self._uncertainty_p95(sax, lax)))
 
     def evaluate(self) -> tuple[pd.DataFrame | None, pd.DataFrame]:
         """Both models on the phantom's test cines: the calibrated log-priors and Dice per view and structure
@@ -486,9 +499,7 @@ class Study(Base):
         print(f"the run's segmentation Predictor: SAX {sax!r} model, long-axis {lax!r} model")
         n_real = sum(split == "train" for split in self.acdc_store.splits().values()) if sax == "sax_real" else 0
         real = dict(real_training=f"ACDC, {n_real} patients (SAX model)") if n_real else {}
-        self.nb.predictor(Predictor.from_models({"SAX": self.models[sax], "LAX": self.models[lax]},
-                                                self.nb.provenance(self.store, "; ".join(real_check) or None,
-                                                                   **real), self._uncertainty_p95(sax, lax)))
+        self.write_predictor(sax, lax, "; ".join(real_check) or None, **real)
         self.nb.timings.update(self.timings)
         self.nb.save_timings()
         return targets, pd.Series(self.timings)
