@@ -15,7 +15,7 @@ import pandas as pd
 from ...learn import BestWeights, export, record_settings, reusable
 from ...longform import implied_volumes
 from ...store import fold_roles
-from ...study import PHANTOM_SAX_SEGMENTER
+from ...study import PHANTOM_SAX_SEGMENTER, StudySkipped
 from ...study import Study as Base
 from ...utils import data_root, rng, seed_for, seeded
 from .data import SeqItem, dataloaders, seq_frames, seq_items
@@ -281,13 +281,14 @@ class Study(Base):
                             train=sum(s.split == "train" for s in seqs), valid=sum(s.split == "valid" for s in seqs)))
         return found, log
 
-    def real_acdc(self) -> pd.DataFrame | None:
-        """Every detector on ACDC patient090's SAX cine (labelled ED and ES; written): the Predictor's real check."""
+    def real_acdc(self) -> pd.DataFrame:
+        """Every detector on ACDC patient090's SAX cine (labelled ED and ES; written): the Predictor's real check;
+        `StudySkipped` without that cine."""
         root = data_root(self.p["data_dir"])
         acdc = root / "acdc" / "training" / "patient090" if root else None
         if acdc is None or not (acdc / "patient090_4d.nii.gz").exists():
-            print(f"ACDC patient090 skipped: no 4D cine under {acdc or 'a data root (set data_dir or $CMRLIB_DATA)'}")
-            return None
+            raise StudySkipped(f"ACDC patient090: no 4D cine under "
+                               f"{acdc.name if acdc else 'a data root (set data_dir or $CMRLIB_DATA)'}")
         from ...io.acdc import read_acdc_patient
 
         real = evaluate(self.found, [read_acdc_patient(acdc)])
@@ -299,15 +300,15 @@ class Study(Base):
                                f"{fd.loc['TempReg-Net', 'fd_ed']:.0f}, ES {fd.loc['TempReg-Net', 'fd_es']:.0f}")
         return real[cols]
 
-    def real_ukbb(self) -> pd.DataFrame | None:
+    def real_ukbb(self) -> pd.DataFrame:
         """Every detector on the UK Biobank demo's 2CH, 3CH and 4CH cines against the ED/ES that each subject's 4CH
         pseudo-labels imply (largest and smallest LV area; a network's labels, so a pseudo-reference; written with
-        the curves)."""
+        the curves); `StudySkipped` without the demo."""
         from ...io.ukbb_cardiac import demo_cines
 
         cines = pseudo_reference(demo_cines(self.p["data_dir"]))
         if not cines:
-            return None
+            raise StudySkipped("no UK Biobank demo cines with 4CH pseudo-labels under the data root")
         ukbb = evaluate(self.found, cines, total=len(cines), keep_curves=len(cines))
         ukbb["cine"] = [f"{c.subject} {c.view}" for c in cines for _ in self.found]
         cols = ["cine", "method", "n_frames", "ed", "es", "ed_pred", "es_pred", "fd_ed", "fd_es", "sec"]
