@@ -23,12 +23,12 @@ import numpy as np
 import pandas as pd
 
 from .io.ukbb_cardiac import LAYOUT as UKBB_CARDIAC
-from .plausible import SEXES
+from .plausible import SEXES, SPOILS
 from .predictor import METHODS, NotApplicable, Prediction, Predictor, predictor_class, run_predictors
 from .record import Cine
 from .utils import atomic_write_json, atomic_write_text
 
-INPUT_KINDS = ("frames", "timing", "space")  # what an input QC flag spoils (`io.qa.acquisition_flags`)
+INPUT_KINDS = tuple(SPOILS)  # the kinds of input QC flag (`io.qa.acquisition_flags`), by what each spoils
 PATIENT = "patient"  # the only name the report gives the patient
 REPORT_KIND = "cmrlib analyse report"  # report.json says so: a folder holding one may be replaced (--force)
 REPORT_FILES = ("report.html", "measures.csv", "report.json")
@@ -410,13 +410,17 @@ def check_out(out: Path, patient: Path, run_dir: Path, force: bool = False) -> P
     return out
 
 
-def _holds_report(folder: Path) -> bool:
-    """Whether a folder holds a cmrlib report and nothing else."""
+def finished_report(folder: Path) -> bool:
+    """Whether a folder holds a finished cmrlib report (its report.json, written last, says so)."""
     try:
-        kind = json.loads((folder / "report.json").read_text()).get("kind")
+        return json.loads((folder / "report.json").read_text()).get("kind") == REPORT_KIND
     except (OSError, ValueError, AttributeError):
         return False
-    return kind == REPORT_KIND and all(p.name in REPORT_FILES for p in folder.iterdir())
+
+
+def _holds_report(folder: Path) -> bool:
+    """Whether a folder holds a cmrlib report and nothing else."""
+    return finished_report(folder) and all(p.name in REPORT_FILES for p in folder.iterdir())
 
 
 @dataclass

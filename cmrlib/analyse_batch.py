@@ -15,8 +15,8 @@ from typing import Callable
 
 import pandas as pd
 
-from .analyse import (CSS, INPUT_KINDS, REPORT_FILES, AnalyseError, Models, _source, load_models, own_folder,
-                      report_patient)
+from .analyse import (CSS, INPUT_KINDS, REPORT_FILES, AnalyseError, Models, _source, finished_report, load_models,
+                      own_folder, report_patient)
 from .io.common import guess_view
 from .utils import atomic_write_json, atomic_write_text
 
@@ -74,18 +74,10 @@ def _batch_state(out: Path) -> dict | None:
     return state if isinstance(state, dict) and state.get("kind") == BATCH_KIND else None
 
 
-def _done(folder: Path) -> bool:
-    """Whether a subject's report was finished (report.json is written last)."""
-    try:
-        return json.loads((folder / "report.json").read_text()).get("kind") == "cmrlib analyse report"
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
 def summary_row(name: str, folder: Path, status: str) -> dict:
     """One subject's row: status, views, how many numbers and flags, every measure's value and all its flags."""
     row = dict(subject=name, status=status)
-    if not _done(folder):
+    if not finished_report(folder):
         return row
     rep = json.loads((folder / "report.json").read_text())
     tab = pd.read_csv(folder / "measures.csv").fillna(dict(flag=""))
@@ -146,7 +138,7 @@ def analyse_cohort(cohort: str | Path, run_dir: str | Path, out: str | Path, log
     status: dict[str, str] = {}
     for name, folder in tqdm(list(zip(names, folders)), desc="subjects", disable=not progress):
         dest = out / name
-        if _done(dest) and not force:
+        if finished_report(dest) and not force:
             status[name] = "reported"
             continue
         try:

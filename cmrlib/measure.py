@@ -18,7 +18,7 @@ from .labels import LA, LV, MYO, RA, RV
 from .record import Cine
 from .store import CohortStore
 
-__all__ = ["subject_measures", "measure_pairs", "MODEL_KEYS", "MeasureError", "UNITS", "simpson_volume", "volume_curve", "area_curve", "ed_es_from_curve", "ejection",
+__all__ = ["subject_measures", "measure_pairs", "MODEL_KEYS", "MeasureError", "UNITS", "simpson_volume", "volume_curve", "area_curve", "ed_es_from_curve", "frame_diff", "ejection",
            "lv_mass", "cardiac_output", "bsa_mosteller", "index_bsa", "chamber_area", "chamber_length",
            "area_length_biplane", "area_length_single", "sax_measures", "la_measures", "ra_measures", "table1",
            "valve_hinges", "valve_track", "mv_displacement", "average_views", "mapse", "mv_velocity", "velocity_peaks", "valve_measures", "mv_measures"]
@@ -82,6 +82,15 @@ def volume_curve(labels: np.ndarray, spacing: Sequence[float], label: Label) -> 
         raise MeasureError(f"volume_curve: labels must be (T,Z,H,W) or (T,H,W), got shape {m.shape}")
     sp = _check_spacing(m, spacing, 3, "volume_curve")
     return _is(m, label).sum(axis=(1, 2, 3)) * sp.prod() / 1000.0
+
+
+def frame_diff(pred, true, n) -> np.ndarray:
+    """Cyclic frame distance |pred - true| on a cycle of n frames (frame 0 and frame n-1 are neighbours); n = 0
+    (the cycle unknown): the plain distance."""
+    d, n = np.abs(np.asarray(pred) - np.asarray(true)), np.asarray(n)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        c = d % np.where(n > 0, n, 1)
+    return np.where(n > 0, np.minimum(c, n - c), d)
 
 
 def ed_es_from_curve(curve, tol: float = 0.0) -> tuple[int, int]:

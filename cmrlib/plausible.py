@@ -14,6 +14,8 @@ from typing import Callable, Iterable
 import numpy as np
 import pandas as pd
 
+from .measure import frame_diff
+
 # Any adult human heart, disease included (a value outside is a measurement failure, not a finding).
 BOUNDS = {"LVEDV": (30, 700), "LVESV": (5, 650), "LVSV": (10, 250), "LVEF": (5, 90), "LVM": (30, 500),
           "LVCO": (1, 15), "RVEDV": (30, 700), "RVESV": (5, 650), "RVSV": (10, 250), "RVEF": (5, 90),
@@ -100,12 +102,6 @@ def views_of(cine: str) -> set[str]:
     return {part.rsplit("_", 1)[-1] for part in str(cine).split("+") if part}
 
 
-def cyclic_gap(a: float, b: float, n: int) -> float:
-    """Frames between two frames of a cycle of n frames."""
-    d = abs(a - b) % n if n else abs(a - b)
-    return min(d, n - d) if n else d
-
-
 def _flags_of_value(row, n_frames: dict[str, int]) -> list[str]:
     """Flags one number earns on its own: not measured, outside human bounds, a frame outside its cine."""
     v = row.value
@@ -146,7 +142,7 @@ def _frame_flags(tab: pd.DataFrame, n_frames: dict[str, int]) -> dict[int, list[
         n = n_frames.get(view, 0)
         for i, a in g.iterrows():
             for j, b in g.iterrows():
-                if a.method != b.method and cyclic_gap(a.value, b.value, n) > FRAMES_APART:
+                if a.method != b.method and frame_diff(a.value, b.value, n) > FRAMES_APART:
                     out.setdefault(i, []).append(f"{which} frame {b.value:g} by {b.method} is more than "
                                                  f"{FRAMES_APART} frames away")
     return out

@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from ..record import Cine
-from .common import (Item, body_meta, canonical, check_shape, frame_interval_ms, frame_times, keyframe_cine,
+from .common import (BODY, Item, body_meta, canonical, check_shape, frame_interval_ms, frame_times, keyframe_cine,
                      load_nifti, require, sax_spacing, to_rows_cols, walk, zooms)
 from .errors import InconsistentSpacingError, MetadataError, MissingFileError, MissingFramesError, MixedFrameSizeError
 
 NAME = "acdc"
 INFO_KEYS = ("ED", "ES", "Group", "Height", "Weight", "NbFrame")
-HUMAN = {"Height": (40.0, 250.0), "Weight": (2.0, 400.0), "NbFrame": (2, 1000)}  # cm, kg, frames (NaN fails too)
+HUMAN = {"Height": BODY["height_cm"], "Weight": BODY["weight_kg"], "NbFrame": (2, 1000)}  # cm, kg, frames (NaN fails)
 NO_TIMING = "unknown: ACDC gives no frame timing (NaN)"
 REFERENCE = "reference.csv"  # beside the patient folders of cropped cines: truths from the full manual labels
 REFERENCE_TRUTHS = ("LVEDV", "LVESV", "LVEF", "RVEDV", "RVESV", "RVEF", "LVM")

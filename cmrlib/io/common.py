@@ -256,6 +256,14 @@ def gt_truths(labels: np.ndarray, spacing: tuple, ed: int, es: int) -> dict:
     return {k: (round(float(v), 3) if np.isfinite(v) else None) for k, v in m.items() if k not in ("ED", "ES")}
 
 
+BODY = {"height_cm": (40.0, 250.0), "weight_kg": (2.0, 400.0)}  # a person's height and weight (a reader refuses others)
+
+
+def human_body(height_cm: float, weight_kg: float) -> bool:
+    """Whether a height (cm) and weight (kg) are a person's (NaN is not)."""
+    return all(lo <= v <= hi for v, (lo, hi) in zip((height_cm, weight_kg), BODY.values()))
+
+
 def body_meta(height_cm, weight_kg) -> dict:
     """Height, weight and Mosteller BSA when both are known."""
     from ..measure import bsa_mosteller

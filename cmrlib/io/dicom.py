@@ -266,7 +266,7 @@ def _normal(f: Frame) -> np.ndarray:
 
 def body(f: Frame) -> dict:
     """Sex, height and weight from the header when it gives them (for normal ranges and BSA; never printed)."""
-    from .common import body_meta
+    from .common import body_meta, human_body
 
     out = {}
     sex = str(f.get("PatientSex", "")).strip().upper()
@@ -276,7 +276,7 @@ def body(f: Frame) -> dict:
         height_cm, weight_kg = 100 * float(f.get("PatientSize", 0)), float(f.get("PatientWeight", 0))
     except (TypeError, ValueError):
         return out
-    if 40 <= height_cm <= 250 and 2 <= weight_kg <= 400:
+    if human_body(height_cm, weight_kg):
         out.update(body_meta(height_cm, weight_kg))
     return out
 

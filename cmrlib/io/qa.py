@@ -81,7 +81,7 @@ def acquisition_flags(view: str, frames: int, frame_ms: float, pixel_mm: tuple[f
 
 def acquisition(cine) -> dict:
     """One row of a cine's input QC: view, frames, frame interval, spacing, coverage, and its flags by kind."""
-    stack = cine.pixels.ndim == 4
+    stack = cine.is_stack
     pixel = tuple(float(s) for s in cine.spacing[-2:])
     slice_mm = float(cine.spacing[0]) if stack else None
     slices = int(cine.pixels.shape[1]) if stack else 1

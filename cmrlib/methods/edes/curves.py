@@ -4,6 +4,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.ndimage import uniform_filter1d
 
+from ...measure import frame_diff  # noqa: F401  (this package's cyclic frame distance)
+
 
 def label_curve(n: int, ed: int, es: int, delta: float = 3.0, upsilon: float = 1 / 3) -> np.ndarray:
     """The paper's eq. 4 volume-like target for a cycle of `n` frames starting at any phase (0-based ED, ES).
@@ -18,12 +20,6 @@ def label_curve(n: int, ed: int, es: int, delta: float = 3.0, upsilon: float = 1
     sys = np.clip((sys_len - a) / sys_len, 0, 1) ** delta
     dia = np.clip((a - sys_len) / (n - sys_len), 0, 1) ** upsilon
     return np.where(a <= sys_len, sys, dia).astype(np.float32)
-
-
-def frame_diff(pred, true, n) -> np.ndarray:
-    """Cyclic frame distance |pred - true| on a cycle of n frames (frame 0 and frame n-1 are neighbours)."""
-    d = np.abs(np.asarray(pred) - np.asarray(true)) % np.asarray(n)
-    return np.minimum(d, np.asarray(n) - d)
 
 
 def decode(curve: np.ndarray, smooth: int = 1) -> tuple[int, int]:
