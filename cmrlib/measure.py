@@ -474,6 +474,14 @@ MODEL_KEYS = {"LVEDV": "lv_edv_ml", "LVESV": "lv_esv_ml", "LVSV": "lv_sv_ml", "L
               "RAVmin": "ra_min_ml", "RAEF": "ra_ef"}
 
 
+def table1_frames(store: CohortStore, cine_id: str) -> list[int] | None:
+    """The frames Table 1 needs segmented: a SAX stack's recorded ED and ES (its volumes, EF and mass read no
+    others: a fifteenth of a 30-frame cine), else every frame (None: the atrial curves of a long-axis cine)."""
+    a = store.attrs(cine_id)
+    ed, es = a.get("ed"), a.get("es")
+    return [int(ed), int(es)] if a.get("view") == "SAX" and ed is not None and es is not None and ed != es else None
+
+
 def _table1_inputs(cines: dict[str, Cine], labels_of, predicted: bool) -> dict:
     """table1 keyword arguments from one subject's cines and a cine -> label maps accessor (None: unusable).
 
@@ -483,7 +491,10 @@ def _table1_inputs(cines: dict[str, Cine], labels_of, predicted: bool) -> dict:
     whole = lambda c: predicted or bool(c.labelled.all())
     sax = cines.get("SAX")
     if sax is not None and (lab := labels_of(sax)) is not None:
-        ed, es = (None, None) if whole(sax) and sax.n_frames > 2 else (sax.ed, sax.es)  # whole cine: curve max/min
+        if predicted and len(lab) == 2 < sax.n_frames:  # predicted at the recorded ED and ES only (table1_frames)
+            ed, es = 0, 1
+        else:  # a whole cine: the volume curve's max/min
+            ed, es = (None, None) if whole(sax) and sax.n_frames > 2 else (sax.ed, sax.es)
         kw.update(sax=lab, sax_spacing=sax.spacing, ed=ed, es=es)
     for view, k, sp in (("4CH", "la_4ch", "sp_4ch"), ("2CH", "la_2ch", "sp_2ch")):
         c = cines.get(view)
@@ -496,8 +507,9 @@ def _table1_inputs(cines: dict[str, Cine], labels_of, predicted: bool) -> dict:
 
 
 def subject_measures(source: CohortStore | str | Path, predictions: Mapping[str, np.ndarray]) -> pd.DataFrame:
-    """Table-1 measures per subject from predicted labels (`<m>_auto`), true labels (`<m>_ref`) and, for the
-    phantom, its generating values (`<m>_model`); BSA and heart rate from the subject's meta."""
+    """Table-1 measures per subject from predicted labels (`<m>_auto`: every frame, or a SAX stack's frames of
+    `table1_frames`), true labels (`<m>_ref`) and, for the phantom, its generating values (`<m>_model`); BSA and
+    heart rate from the subject's meta."""
     store = source if isinstance(source, CohortStore) else CohortStore(source)
     splits = store.splits()
     by_subject: dict[str, dict[str, Cine]] = {}

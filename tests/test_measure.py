@@ -269,3 +269,21 @@ def test_mv_measures_and_view_average():
 ])
 def test_ed_es_plateaus(curve, tol, expected):
     assert M.ed_es_from_curve(curve, tol=tol) == expected
+
+
+def test_table1_segments_a_sax_stack_at_its_recorded_ed_and_es_only(tmp_path):
+    """The forest's and HeartMAE's expert measures need a SAX stack's ED and ES frames, a long-axis cine whole."""
+    from cmrlib.phantom import make_cohort
+
+    store = make_cohort(tmp_path / "c", n=1, seed=2, views=("SAX", "4CH"), workers=1, progress=False, n_frames=8,
+                        matrix=64, pixel_mm=3.0)
+    sax_id, lax_id = (store.select(view=v)[0] for v in ("SAX", "4CH"))
+    a = store.attrs(sax_id)
+    assert M.table1_frames(store, sax_id) == [a["ed"], a["es"]] and M.table1_frames(store, lax_id) is None
+    two = store.read(sax_id, M.table1_frames(store, sax_id))
+    assert (two.ed, two.es, two.n_frames) == (0, 1, 2)
+    whole = store.read(sax_id)
+    row = M.subject_measures(store, {sax_id: two.labels, lax_id: store.read(lax_id).labels}).iloc[0]
+    expect = M.sax_measures(whole.labels, whole.spacing, ed=a["ed"], es=a["es"])
+    assert row["LVEDV_auto"] == pytest.approx(expect["LVEDV"]) and row["LVEF_auto"] == pytest.approx(expect["LVEF"])
+    assert np.isfinite(row["LAVmax_auto"])

@@ -218,6 +218,25 @@ def test_one_tiny_cross_validation_runs_the_rows_and_exports(tmp_path):
         sslhf.network("B: no frame covering", cfg, {})
 
 
+def test_rates_chosen_on_the_first_fold_train_every_other_fold():
+    """With lr_from_first_fold only fold 0 searches; each later fold trains at the rate its row kept there."""
+    g = np.random.default_rng(1)
+    labels = pd.DataFrame(dict(subject=[f"p{i}" for i in range(9)], hfref=[1, 0, 1] * 3, lvef=np.nan))
+    patches = sslhf.HFPatches(g.normal(0, 1, (9, 16, 16, 16)).astype(np.float32), labels.subject.to_numpy(),
+                              np.zeros(9, int))
+    cfg = sslhf.SSLHFConfig(widths=(2, 2, 2, 2, 2), hidden=(2, 2), epochs=1, bs=4, lrs=(1e-4, 1e-2), patience=1,
+                            min_epochs=1, resnet_widen=0.0625, groups=2, lr_from_first_fold=True)
+    rows = ("A: no proxy", "3D ResNet-50")
+    _, logs, _ = crossval.cross_validate(patches, labels, sslhf.patient_folds(labels, 3), rows, cfg, lambda f: {},
+                                         keep=(), progress=False)
+    by = {(r["row"], r["fold"]): r for r in logs}
+    assert len(by) == 2 * 3 and all(r["status"] == "ok" for r in logs)
+    for row in rows:
+        assert set(json.loads(by[(row, 0)]["lr_search"])) == {"0.0001", "0.01"}
+        for fold in (1, 2):
+            assert json.loads(by[(row, fold)]["lr_search"]).keys() == {f"{by[(row, 0)]['lr']:g}"}
+
+
 def test_the_predictor_scores_a_cine_through_its_patches_and_averages_the_folds(tmp_path):
     """Exported with its patch settings and its segmenter by reference, reloaded, it needs only the cine."""
     from cmrlib import predictor

@@ -13,7 +13,7 @@ from fastprogress.fastprogress import progress_bar
 
 from ... import modelfile
 from ...learn import attempt, config_from, reusable, record_settings
-from ...measure import subject_measures
+from ...measure import subject_measures, table1_frames
 from ...study import Study as Base
 from ...utils import data_root, rng, seed_for
 from .data import PatchAug, PatchSet, labelled, mr_labels, preprocess_store, unlabelled
@@ -200,7 +200,8 @@ class Study(Base):
                 for name, st in self.stores.items():
                     m = self.manifest[self.manifest.store == name]
                     ids = m[m.view.isin(["SAX", "2CH", "4CH"]) & m.subject.isin(self.labels.subject)].cine_id
-                    preds = {cid: self.lax_cache[cid] if cid in self.lax_cache else find(st.read(cid))
+                    segment = lambda cid: find(st.read(cid, table1_frames(st, cid)))  # a SAX stack: ED and ES only
+                    preds = {cid: self.lax_cache[cid] if cid in self.lax_cache else segment(cid)
                              for cid in progress_bar(list(ids), leave=False)} if find is not None else {}
                     parts.append(subject_measures(st, preds))
                 measures = pd.concat(parts, ignore_index=True).assign(anatomy=anatomy)

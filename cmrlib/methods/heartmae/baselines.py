@@ -12,7 +12,7 @@ from sklearn.metrics import average_precision_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from ...measure import MeasureError, table1
+from ...measure import MeasureError, table1, table1_frames
 from ...store import CohortStore
 
 EXPERT = "expert features (segmentation)"
@@ -24,9 +24,7 @@ def subject_measures(store: CohortStore, subject: str, segmenter) -> dict:
     ids = {v: f"{subject}_{v}" for v in ("SAX", "2CH", "4CH")}
     kw, meta = {}, {}
     if ids["SAX"] in store and "SAX" in segmenter.nets:
-        a = store.attrs(ids["SAX"])
-        frames = [a["ed"], a["es"]] if a.get("ed") is not None and a.get("es") is not None else None
-        sax = store.read(ids["SAX"], frames)
+        sax = store.read(ids["SAX"], table1_frames(store, ids["SAX"]))
         kw.update(sax=segmenter.labels(sax), sax_spacing=sax.spacing, ed=sax.ed, es=sax.es)
         meta = sax.meta
     for view, k, sp in (("4CH", "la_4ch", "sp_4ch"), ("2CH", "la_2ch", "sp_2ch")):

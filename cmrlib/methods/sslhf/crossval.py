@@ -82,30 +82,50 @@ def cross_validate(patches: HFPatches, labels: pd.DataFrame, folds: pd.Series, r
                    client=None) -> tuple[pd.DataFrame, list, dict]:
     """Train each row in each fold and score its validation and test patches. `restorers(fold)` gives the proxies
     the self-supervised rows start from; `chosen` (row, fold) -> learning rate pins the rate a (row, fold) trains
-    at (the learning curve reuses what the full run chose on validation), else every rate of `cfg.lrs` is tried.
+    at (the learning curve reuses what the full run chose on validation), else every rate of `cfg.lrs` is tried:
+    in every fold, or with `cfg.lr_from_first_fold` in the first fold only, whose validation patients then choose
+    each row's rate for the other folds.
     With a Dask `client` every (fold, row) is a task of its own, on one torch thread (Dask starts its workers with
     OMP_NUM_THREADS=1; small 3D networks use a second thread poorly); every fit seeds itself, so the tables do not
     depend on the order.
     Returns the predictions (row, fold, fraction, split, subject, slice, y, score), the training log (`status` ok
     or failed, with the `reason`; `lr` the rate kept) and the trained networks of the `keep` rows by (row, fold)."""
-    from ...cluster import map_tasks
-
     k = int(folds.max()) + 1
     proxies = {f: restorers(f) for f in range(k)} if any(r in PROXIES for r in rows) else {}
     items = [(fold, row) for fold in range(k) for row in rows]
-    args = (patches, labels, folds, cfg, proxies, fraction, dict(chosen or {}), tuple(keep))
+    chosen = dict(chosen or {})
+    first = [it for it in items if it[0] == 0]
+    waves = [first, items[len(first):]] if cfg.lr_from_first_fold and not chosen and len(cfg.lrs) > 1 else [items]
     done = {}
-    for item, res, err in map_tasks(_one_run, items, client, args=args, desc="SSLHF rows x folds", unit="fit",
-                                    progress=progress):
-        if err is not None:
-            raise err
-        done[item] = res
+    for wave in waves:
+        chosen.update(_first_fold_rates(done, k))
+        args = (patches, labels, folds, cfg, proxies, fraction, dict(chosen), tuple(keep))
+        done.update(_run_items(wave, args, client, progress))
     logs = [done[it][0] for it in items]
     preds = [done[it][1] for it in items if done[it][1] is not None]
     kept = {(row, fold): done[(fold, row)][2] for fold, row in items if done[(fold, row)][2] is not None}
     pred = pd.concat(preds, ignore_index=True) if preds else pd.DataFrame(
         columns=["row", "fold", "fraction", "split", "subject", "slice", "y", "score"])
     return pred, logs, kept
+
+
+def _first_fold_rates(done: dict, k: int) -> dict[tuple[str, int], float]:
+    """(row, fold) -> the rate each row kept in fold 0, for folds 1..k-1 (none for a row that failed there)."""
+    return {(row, f): float(res[0]["lr"]) for (fold, row), res in done.items()
+            if fold == 0 and res[0].get("status") == "ok" for f in range(1, k)}
+
+
+def _run_items(items: list, args: tuple, client, progress: bool) -> dict:
+    """(fold, row) -> what `_one_run` returned, for each item (Dask tasks when a client is given)."""
+    from ...cluster import map_tasks
+
+    done = {}
+    for item, res, err in map_tasks(_one_run, items, client, args=args, desc="SSLHF rows x folds", unit="fit",
+                                    progress=progress):
+        if err is not None:
+            raise err
+        done[item] = res
+    return done
 
 
 def failures(logs: Sequence[dict]) -> pd.DataFrame:

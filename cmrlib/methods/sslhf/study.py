@@ -73,6 +73,7 @@ class Study(Base):
         "epochs": 30,                # most epochs per fit; each stops when its validation loss has not improved for `patience`
         "bs": 8,
         "lrs": [1e-5, 1e-4, 1e-3],   # learning rates tried for every row and fold, the best on validation kept (the paper: 1e-5)
+        "lr_from_first_fold": False, # True: the rates tried in the first fold only, each row's winner there kept in the others
         "patience": 5,
         "min_epochs": 5,             # epochs every fit trains before one may be kept: a validation loss lowest in the first
                                      # epochs (the network still near its start) would keep a near-constant classifier
@@ -233,7 +234,7 @@ class Study(Base):
 
     def fit(self) -> pd.DataFrame | None:
         """Every (row, fold) at each rate of `lrs`, the rate and early stop chosen on the fold's validation
-        patients (Dask tasks when a cluster runs); failures, predictions and models written, the SSLHF Predictor
+        patients (or the rate on the first fold's, with `lr_from_first_fold`) (Dask tasks when a cluster runs); failures, predictions and models written, the SSLHF Predictor
         (every fold's classifier) exported; the rate kept per row and fold."""
         if not self.ready:
             return None
