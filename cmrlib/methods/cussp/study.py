@@ -146,7 +146,7 @@ class Study(Base):
         n_frames = int(p["frames"] or self.manifest.query("view == '4CH'").n_frames.median())
         self.prep = dict(size=int(p["size"]), patch_mm=float(p["patch_mm"]), frames=n_frames, window=int(p["window"]),
                          crop_size=int(p["crop_size"]), crop_mm=float(p["crop_mm"]))
-        self.lax_cache, self.patch_sets = {}, {}
+        self.lax_cache, self.patch_sets, self._budget_models = {}, {}, {}
         self._labelled_subjects = set(self.labels.subject)
         with self.nb.timer("preprocessing"):
             for name, st in (*self.stores.items(), ("pool", self.pool)):
@@ -412,6 +412,10 @@ class Study(Base):
             n_pool = int(round(frac * len(full_pool)))
             if frac == 1.0:
                 s, th = test["CUSSP-SIAM-25"][1], self.thr["CUSSP-SIAM-25"]
+            elif frac == 0.0:  # no unlabelled cines: the random start, the budget curve's random row on every cine
+                if (model := self._full_budget_random_siam25()) is None:
+                    continue  # its failure is recorded
+                s, th = self._scored(model, "window")
             else:
                 pick = np.sort(rng(seed_for(p["seed"], "cussp", "pool", frac)).choice(len(full_pool), n_pool,
                                                                                      replace=False))
@@ -484,6 +488,20 @@ class Study(Base):
                            "from the Barlow Twins encoder and from a random one, and the supervised ResNet-18.")
         return self.budget.groupby(["budget", "row"]).roc_auc.mean().unstack("row")
 
+    def _full_budget(self) -> tuple[int, list[str]]:
+        """The budget of every training MR cine: its size and subjects (every training subject)."""
+        train_lab = self.data["window"]["train"][2]
+        n_mr = int(train_lab.mr.sum())
+        return n_mr, self._budget_subjects(train_lab, n_mr, seed_for(seed_for(self.p["seed"], "cussp", "budget"),
+                                                                     n_mr, 0))
+
+    def _full_budget_random_siam25(self):
+        """CUSSP-SIAM-25 from the random start on every training cine: the pool curve's first point and the
+        budget curve's last random-encoder one, trained once."""
+        n_mr, pick = self._full_budget()
+        return self._budget_fit("CUSSP-SIAM-25", "random", {"window": self._random_encoder("window")}, pick,
+                                f"CUSSP-SIAM-25 (random encoder) budget {n_mr}/0")
+
     @staticmethod
     def _budget_subjects(lab: pd.DataFrame, budget: int, seed: int) -> list[str]:
         """`budget` MR training subjects and non-MR ones in the training split's proportion, drawn with `seed`."""
@@ -493,8 +511,15 @@ class Study(Base):
         return sorted([*g.choice(pos, budget, replace=False), *g.choice(neg, n_neg, replace=False)])
 
     def _budget_fit(self, like: str, enc: str | None, random_enc: dict, subjects: list[str], tag: str):
-        """One label-budget model: `like`'s training on the budget's cines from the chosen encoder; None when it
-        failed (recorded)."""
+        """One label-budget model: `like`'s training on the budget's cines from the chosen encoder (once per
+        row, encoder and cines); None when it failed (recorded)."""
+        key = (like, enc, tuple(subjects))
+        if key not in self._budget_models:
+            self._budget_models[key] = self._train_budget_model(like, enc, random_enc, subjects, tag)
+        return self._budget_models[key]
+
+    def _train_budget_model(self, like: str, enc: str | None, random_enc: dict, subjects: list[str], tag: str):
+        """`_budget_fit`'s training."""
         inp = INPUTS[like]
         train, valid = self._xy(inp, "train", subjects), self._xy(inp, "valid")
         if enc == "pretrained" and inp not in self.encoders:
