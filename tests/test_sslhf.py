@@ -206,7 +206,8 @@ def test_one_tiny_cross_validation_runs_the_rows_and_exports(tmp_path):
     assert all(json.loads(r["lr_search"]).keys() == {f"{chosen[(r['row'], r['fold'])]:g}"} for r in again_logs)
     gate = crossval.probe({"proxy": rest.encoder, "random": sslhf.network("A: no proxy", cfg).encoder},
                           patches, labels, folds)
-    assert len(gate) == 2 * 3 and gate.auc.between(0, 1).all() and (gate.valid_patients > 0).all()
+    assert len(gate) == 2 * 3 * 5 and gate.auc.between(0, 1).all() and (gate.valid_patients > 0).all()
+    assert sorted(gate.level.unique()) == [1, 2, 3, 4, 5] and (gate.deepest == (gate.level == 5)).all()
     assert pred.score.between(0, 1).all() and (pred.groupby(["row", "split"]).subject.nunique() == 10).all()
     net = sslhf.network("SSLHF", cfg, restorers)
     assert all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(net.encoder.state_dict().values(),

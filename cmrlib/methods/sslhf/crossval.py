@@ -143,31 +143,34 @@ def chosen_rates(logs: Sequence[dict], fraction: float = 1.0) -> dict[tuple[str,
 
 def probe(encoders: dict | Callable[[int], dict], patches: HFPatches, labels: pd.DataFrame, folds: pd.Series
           ) -> pd.DataFrame:
-    """The gate before any classifier: a logistic regression on each frozen encoder's pooled features (`encoders`:
-    name -> encoder, or fold -> that dict), trained on a fold's training patches and scored on its validation
-    patients (patient = mean of its patches), every fold. A proxy encoder that does not beat a random one has
-    learned nothing the classifier can use."""
+    """The gate before any classifier: a logistic regression on each frozen encoder's pooled features at each of
+    its levels (`encoders`: name -> encoder, or fold -> that dict), trained on a fold's training patches and scored
+    on its validation patients (patient = mean of its patches), every fold. A proxy encoder whose deepest level
+    (the one the classifier pools) does not beat a random one has learned nothing the classifier can use; the
+    shallower levels say where what it learned sits (a U-Net's skips let its decoder restore from them)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    cache: dict[int, np.ndarray] = {}
+    cache: dict[int, list[np.ndarray]] = {}
     rows = []
+    y = labels.set_index("subject").hfref.reindex(patches.subject).to_numpy(int)
     for fold in range(int(folds.max()) + 1):
         named = encoders(fold) if callable(encoders) else encoders
         for enc in named.values():
             if id(enc) not in cache:
                 cache[id(enc)] = features(enc, patches.x)
-        feats = {name: cache[id(enc)] for name, enc in named.items()}
         parts = fold_patients(labels, folds, fold)
         tr, va = (np.isin(patches.subject, parts[r].subject) for r in ("train", "valid"))
-        y = labels.set_index("subject").hfref.reindex(patches.subject).to_numpy(int)
-        for name, f in feats.items():
-            clf = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000, class_weight="balanced"))
-            clf.fit(f[tr], y[tr])
-            pat = pd.DataFrame(dict(subject=patches.subject[va], y=y[va], p=clf.predict_proba(f[va])[:, 1]))
-            pat = pat.groupby("subject").agg(y=("y", "first"), p=("p", "mean"))
-            auc = roc_auc_score(pat.y, pat.p) if pat.y.nunique() == 2 else np.nan
-            rows.append(dict(encoder=name, fold=fold, valid_patients=len(pat), auc=auc))
+        for name, enc in named.items():
+            for level, f in enumerate(cache[id(enc)]):
+                clf = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000,
+                                                                         class_weight="balanced"))
+                clf.fit(f[tr], y[tr])
+                pat = pd.DataFrame(dict(subject=patches.subject[va], y=y[va], p=clf.predict_proba(f[va])[:, 1]))
+                pat = pat.groupby("subject").agg(y=("y", "first"), p=("p", "mean"))
+                auc = roc_auc_score(pat.y, pat.p) if pat.y.nunique() == 2 else np.nan
+                rows.append(dict(encoder=name, level=level + 1, deepest=level == len(cache[id(enc)]) - 1, fold=fold,
+                                 valid_patients=len(pat), auc=auc))
     return pd.DataFrame(rows)

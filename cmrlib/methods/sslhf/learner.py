@@ -146,15 +146,19 @@ def fit(row: str, train: tuple, valid: tuple, cfg: SSLHFConfig, restorers: dict[
     return learn, dict(log, row=row, lr_search=json.dumps(tried))
 
 
-def features(model: nn.Module, x: np.ndarray, bs: int = 16) -> np.ndarray:
-    """What a classifier's head sees, per patch: the encoder's deepest features max-pooled over the patch
-    (N, channels), for the probe that checks an encoder against a random one."""
+def features(model: nn.Module, x: np.ndarray, bs: int = 16) -> list[np.ndarray]:
+    """What each encoder level holds, per patch: its features max-pooled over the patch, (N, channels) for each of
+    the five levels (the last is what a classifier's head sees), for the probe that checks an encoder against a
+    random one level by level."""
     enc = model.encoder if isinstance(model, Classifier3D) else model
     enc = enc.eval()
     with torch.inference_mode():
-        out = [torch.amax(enc(pad16(torch.as_tensor(np.asarray(x[i:i + bs, None], np.float32))))[-1], dim=(2, 3, 4))
+        out = [[torch.amax(f, dim=(2, 3, 4)) for f in enc(pad16(torch.as_tensor(np.asarray(x[i:i + bs, None],
+                                                                                           np.float32))))]
                for i in range(0, len(x), bs)]
-    return torch.cat(out).numpy() if out else np.zeros((0, enc.widths[-1]), np.float32)
+    if not out:
+        return [np.zeros((0, w), np.float32) for w in enc.widths]
+    return [torch.cat([batch[level] for batch in out]).numpy() for level in range(len(enc.widths))]
 
 
 @torch.inference_mode()

@@ -94,7 +94,7 @@ class Study(Base):
         self.prep = dict(size=int(p["size"]), patch_mm=float(p["patch_mm"]), n_frames=int(p["n_frames"]),
                          min_frames=int(p["min_frames"]), max_slices=p["max_slices"], min_lv_px=int(p["min_lv_px"]),
                          clip_pct=float(p["clip_pct"]))
-        self.ready, self.gate_summary, self._per_fold, self.predictor_file = False, None, {}, None
+        self.ready, self.gate_summary, self.gate_levels, self._per_fold, self.predictor_file = False, None, None, {}, None
 
     def cohort(self) -> pd.DataFrame | None:
         """The heart-failure patients and their classes (a phantom HF cohort made here, or `labels_csv`); LVEF per
@@ -222,14 +222,17 @@ class Study(Base):
 
     def gate(self) -> pd.DataFrame | None:
         """The encoder gate: a probe of the frozen proxy encoder against a random one on each fold's validation
-        patients (written); probe AUC by encoder."""
+        patients, at each encoder level (written; printed by level); the deepest level's probe AUC by encoder."""
         if not self.ready or "SSLHF" not in self.proxy_rows:
             return None
         random_encoder = network(NO_PROXY, self.cfg).encoder
         gate = crossval.probe(lambda fold: {"SSLHF proxy": self.restorers(fold)["SSLHF"].encoder,
                                             "random": random_encoder}, self.patches, self.labels, self.fold_of)
         self.nb.table(gate, "gate_probe")
-        self.gate_summary = gate.groupby("encoder").auc.agg(["mean", "std", "count"]).round(3)
+        self.gate_summary = gate[gate.deepest].groupby("encoder").auc.agg(["mean", "std", "count"]).round(3)
+        self.gate_levels = gate.pivot_table(index="level", columns="encoder", values="auc", aggfunc="mean").round(3)
+        print("probe AUC by encoder level, mean over folds (level 5: the deepest, the one the classifier pools):")
+        print(self.gate_levels.to_string())
         return self.gate_summary
 
     def fit(self) -> pd.DataFrame | None:
