@@ -22,6 +22,23 @@ def test_restorer_has_the_papers_layers_and_keeps_the_shape():
     assert [f.shape[-1] for f in feats] == [32, 16, 8, 4, 2]  # four pools
 
 
+@pytest.mark.parametrize("skips", [4, 0])
+def test_a_restorer_without_skips_restores_only_through_the_deepest_level(skips):
+    """Silencing the deepest level leaves a U-Net restoring from its skips; with none kept, nothing is restored."""
+    torch.manual_seed(0)
+    net = Restorer3D((2, 2, 4, 4, 4), skips).eval()
+    net.encoder.levels[4].register_forward_hook(lambda m, i, out: torch.zeros_like(out))
+    a, b = torch.randn(2, 1, 1, 16, 16, 16)
+    with torch.no_grad():
+        same = torch.allclose(net(a), net(b))
+    assert same == (skips == 0) and sum(net.joined) == skips
+
+
+def test_a_restorer_refuses_a_skip_count_it_does_not_have():
+    with pytest.raises(ValueError, match="0 to 4"):
+        Restorer3D(skips=5)
+
+
 def test_classifier_reuses_the_restorer_encoder_and_gives_one_logit_per_patch():
     torch.manual_seed(0)
     restorer, clf = Restorer3D(W), Classifier3D(W, hidden=(8, 4))

@@ -55,14 +55,20 @@ class Encoder3D(nn.Module):
 class Restorer3D(nn.Module):
     """The restoration proxy: encoder, then four transposed convolutions up, each followed by two convolutions on
     the upsampled features joined with the encoder's (U-Net skips), a last 3x3x3 convolution and a 1x1x1 one to a
-    single channel (ten decoder convolutions, as the paper's)."""
+    single channel (ten decoder convolutions, as the paper's). `skips` keeps that many of the joins, the deepest
+    first (4: the paper's U-Net; 0: every restored pixel passes through the deepest level, the one the
+    classifier pools)."""
 
-    def __init__(self, widths: Sequence[int] = (16, 32, 64, 128, 256)):
+    def __init__(self, widths: Sequence[int] = (16, 32, 64, 128, 256), skips: int = 4):
         super().__init__()
+        if not 0 <= skips <= 4:
+            raise ValueError(f"skips counts the decoder's joins with the encoder, 0 to 4; got {skips}")
         self.encoder = Encoder3D(widths)
         w = self.encoder.widths
+        self.joined = [i >= 4 - skips for i in reversed(range(4))]  # per decoder stage, deepest first
         self.up = nn.ModuleList(nn.ConvTranspose3d(w[i + 1], w[i], 2, stride=2) for i in reversed(range(4)))
-        self.dec = nn.ModuleList(_double_conv(2 * w[i], w[i]) for i in reversed(range(4)))
+        self.dec = nn.ModuleList(_double_conv((2 if j else 1) * w[i], w[i])
+                                 for i, j in zip(reversed(range(4)), self.joined))
         self.out = nn.Sequential(nn.Conv3d(w[0], w[0], 3, padding=1, bias=False), nn.BatchNorm3d(w[0]),
                                  nn.ReLU(inplace=True), nn.Conv3d(w[0], 1, 1))
 
@@ -70,8 +76,8 @@ class Restorer3D(nn.Module):
         t, h, w = x.shape[-3:]
         feats = self.encoder(pad16(x))
         y = feats[-1]
-        for up, dec, skip in zip(self.up, self.dec, reversed(feats[:-1])):
-            y = dec(torch.cat([up(y), skip], 1))
+        for up, dec, skip, joined in zip(self.up, self.dec, reversed(feats[:-1]), self.joined):
+            y = dec(torch.cat([up(y), skip], 1) if joined else up(y))
         return self.out(y)[..., :t, :h, :w]
 
 

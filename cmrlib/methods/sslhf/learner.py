@@ -45,6 +45,7 @@ class SSLHFConfig:
     proxy_bs: int = 8
     proxy_lr: float = 1e-3
     proxy_decay_every: int = 20              # epochs between halvings of the proxy's lr
+    proxy_skips: int = 4                     # the proxy decoder's joins with the encoder, deepest first (4: U-Net)
     epochs: int = 30                         # most epochs of every classifier row (early stopping may end it sooner)
     bs: int = 8
     lrs: tuple = (1e-5, 1e-4, 1e-3)          # learning rates tried for every row (the paper's 1e-5 among them)
@@ -84,7 +85,7 @@ def pretrain(pool: np.ndarray, valid: np.ndarray, cfg: SSLHFConfig, kinds=CORRUP
     """The restoration proxy trained for about `cfg.proxy_steps` steps to undo `kinds` of corruption on the
     unlabelled patches `pool` (N, T, S, S); `valid` patches give its validation loss."""
     with seeded(seed_for(cfg.seed, "sslhf", "proxy-init")):  # every proxy starts from the same weights
-        net = Restorer3D(cfg.widths)
+        net = Restorer3D(cfg.widths, cfg.proxy_skips)
         dls = dataloaders(Restoration(pool, kinds, seed_for(cfg.seed, "sslhf", "proxy", tag)),
                           Restoration(valid, kinds, seed_for(cfg.seed, "sslhf", "proxy-valid", tag), augment=False),
                           cfg.proxy_bs)

@@ -70,6 +70,7 @@ class Study(Base):
         "proxy_bs": 8,
         "proxy_lr": 1e-3,
         "proxy_decay_every": 20,
+        "proxy_skips": 4,            # the proxy decoder's joins with the encoder, deepest first (4: the paper's U-Net)
         "epochs": 30,                # most epochs per fit; each stops when its validation loss has not improved for `patience`
         "bs": 8,
         "lrs": [1e-5, 1e-4, 1e-3],   # learning rates tried for every row and fold, the best on validation kept (the paper: 1e-5)
