@@ -323,3 +323,40 @@ def test_rows_and_folds_on_dask_give_the_tables_of_one_process():
     pd.testing.assert_frame_equal(here, there, check_exact=False, atol=1e-3, rtol=0)
     searched = [(json.loads(a["lr_search"]), json.loads(b["lr_search"])) for a, b in zip(logs_here, logs_there)]
     assert searched and all(a.keys() == b.keys() and a == pytest.approx(b, abs=1e-3) for a, b in searched)
+
+
+def test_the_real_patients_section_runs_the_rows_on_a_real_cohort_by_its_own_folds(tmp_path):
+    """A tiny phantom run and a tiny `acdc-cine/` folder: the real rows are trained and scored by the real cohort's
+    patient folds, the gate chooses the SSLHF row's proxy, and the tables and checks say so."""
+    from test_real_sax import cine_folder
+
+    from cmrlib.phantom import make_cohort
+    from cmrlib.store import CohortStore
+
+    make_cohort(tmp_path / "run" / "cohort", n=4, seed=0, views=("SAX",), n_frames=16, matrix=48, pixel_mm=4.0,
+                progress=False)
+    folder = cine_folder(tmp_path / "data", frames=16)
+    ref = pd.read_csv(folder / "reference.csv")
+    ref["LVEF"] = [30.0, 60.0] * (len(ref) // 2)  # both classes in every diagnosis
+    ref.to_csv(folder / "reference.csv", index=False)
+    rows = ["SSLHF", "A: no proxy"]
+    study = sslhf.Study({"run_dir": str(tmp_path / "run"), "figures_dir": str(tmp_path / "figures"),
+                         "data_dir": str(tmp_path / "data"), "anatomy": "labels", "threads": None,
+                         "hf_patients": 9, "n_folds": 3, "rows": rows, "real_rows": rows, "max_slices": 1,
+                         "min_lv_px": 5, "widths": [2, 2, 2, 2, 2], "hidden": [2, 2], "proxy_steps": 2,
+                         "proxy_bs": 2, "epochs": 1, "bs": 4, "lrs": [1e-3], "patience": 1, "min_epochs": 1,
+                         "real_proxy_steps": 1, "curve_fractions": []})
+    study.cohort(), study.prepare(), study.folds(), study.proxy()
+    real = study.real_patients()
+    assert list(real.index) == rows
+    log = pd.read_csv(study.out / "real_train_log.csv")
+    assert set(log.row) == set(rows) and set(log.fold) == {0, 1, 2} and (log.status == "ok").all()
+    pred = pd.read_csv(study.out / "real_predictions.csv", dtype={"subject": str})
+    real_subjects = set(CohortStore(tmp_path / "run" / "real_sax").manifest().subject)
+    assert set(pred[pred.split == "test"].subject) == real_subjects  # every real patient tested, by its own fold
+    assert pred[pred.split == "test"].groupby(["row", "subject"]).fold.nunique().max() == 1
+    assert study.real_proxy in ("pool proxy", "pool + real proxy")
+    gate = pd.read_csv(study.out / "real_gate_probe.csv")
+    assert set(gate.encoder) == {"pool proxy", "pool + real proxy", "random"}
+    names = [name for name, *_ in study._real_targets()]
+    assert "real patients: SSLHF patient AUC" in names and len(names) == 4

@@ -163,14 +163,15 @@ def probe(encoders: dict | Callable[[int], dict], patches: HFPatches, labels: pd
                 cache[id(enc)] = features(enc, patches.x)
         parts = fold_patients(labels, folds, fold)
         tr, va = (np.isin(patches.subject, parts[r].subject) for r in ("train", "valid"))
+        both = len(np.unique(y[tr])) == 2  # a fold whose training patients are of one class has no probe (NaN)
         for name, enc in named.items():
             for level, f in enumerate(cache[id(enc)]):
                 clf = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000,
                                                                          class_weight="balanced"))
-                clf.fit(f[tr], y[tr])
-                pat = pd.DataFrame(dict(subject=patches.subject[va], y=y[va], p=clf.predict_proba(f[va])[:, 1]))
+                p = clf.fit(f[tr], y[tr]).predict_proba(f[va])[:, 1] if both else np.full(int(va.sum()), np.nan)
+                pat = pd.DataFrame(dict(subject=patches.subject[va], y=y[va], p=p))
                 pat = pat.groupby("subject").agg(y=("y", "first"), p=("p", "mean"))
-                auc = roc_auc_score(pat.y, pat.p) if pat.y.nunique() == 2 else np.nan
+                auc = roc_auc_score(pat.y, pat.p) if both and pat.y.nunique() == 2 else np.nan
                 rows.append(dict(encoder=name, level=level + 1, deepest=level == len(cache[id(enc)]) - 1, fold=fold,
                                  valid_patients=len(pat), auc=auc))
     return pd.DataFrame(rows)

@@ -79,3 +79,32 @@ def learning_curve_figure(summ: pd.DataFrame, n_patients: pd.Series) -> Figure:
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def real_figure(real: pd.DataFrame, phantom: pd.DataFrame | None, rows) -> Figure:
+    """Patient-level test AUC per row (mean over folds, 95 % CI): the real patients, the phantom (when run) and
+    the paper's value, one line of points per row; 0.5 marks chance."""
+    from .evaluate import PAPER
+
+    fig, ax = plt.subplots(figsize=(6.2, 0.55 * len(rows) + 1.3))
+    sources = [("real patients", real, "tab:red", -0.18), ("phantom", phantom, "tab:blue", 0.0)]
+    for i, row in enumerate(rows):
+        for j, (name, summ, color, dy) in enumerate(sources):
+            if summ is None:
+                continue
+            s = summ[(summ.row == row) & (summ.level == "patient") & (summ.metric == "auc")]
+            if "fraction" in s:
+                s = s[s.fraction == 1.0]
+            if len(s) and np.isfinite(s["mean"].iloc[0]):
+                m, lo, hi = s[["mean", "ci_low", "ci_high"]].iloc[0]
+                ax.errorbar(m, i + dy, xerr=[[m - lo], [hi - m]], fmt="o", color=color, capsize=3,
+                            label=name if i == 0 else None)
+        if row in PAPER.index:
+            ax.plot(PAPER.loc[row, ("patient", "auc")], i + 0.18, "k^", label="paper" if i == 0 else None)
+    ax.axvline(0.5, color="k", ls=":", lw=0.8)
+    ax.set_yticks(range(len(rows)), rows)
+    ax.invert_yaxis()
+    ax.set(xlabel="patient-level AUC, test folds (95 % CI)", xlim=(0.0, 1.02))
+    ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    return fig

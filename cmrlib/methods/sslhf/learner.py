@@ -80,12 +80,15 @@ def _fit(learn: Learner, epochs: int, lr: float, every: int, what: str, patience
                 train_loss=float(h["train_loss"].iloc[best]), valid_loss=float(h["valid_loss"].iloc[best]))
 
 
-def pretrain(pool: np.ndarray, valid: np.ndarray, cfg: SSLHFConfig, kinds=CORRUPTIONS, tag: str = "SSLHF"
-             ) -> tuple[Restorer3D, dict]:
+def pretrain(pool: np.ndarray, valid: np.ndarray, cfg: SSLHFConfig, kinds=CORRUPTIONS, tag: str = "SSLHF",
+             start: Restorer3D | None = None) -> tuple[Restorer3D, dict]:
     """The restoration proxy trained for about `cfg.proxy_steps` steps to undo `kinds` of corruption on the
-    unlabelled patches `pool` (N, T, S, S); `valid` patches give its validation loss."""
+    unlabelled patches `pool` (N, T, S, S), from `start`'s weights (a copy) or the shared initialisation; `valid`
+    patches give its validation loss."""
     with seeded(seed_for(cfg.seed, "sslhf", "proxy-init")):  # every proxy starts from the same weights
         net = Restorer3D(cfg.widths, cfg.proxy_skips)
+        if start is not None:
+            net.load_state_dict(start.state_dict())
         dls = dataloaders(Restoration(pool, kinds, seed_for(cfg.seed, "sslhf", "proxy", tag)),
                           Restoration(valid, kinds, seed_for(cfg.seed, "sslhf", "proxy-valid", tag), augment=False),
                           cfg.proxy_bs)

@@ -12,13 +12,13 @@ import pandas as pd
 
 from ...learn import config_from, precision
 from ...study import Study as Base
-from ...study import StudyError
+from ...study import StudyError, StudySkipped
 from ...transforms.corrupt import corrupt, random_frame_cover, random_local_shuffle, random_patch_cover
 from ...utils import data_root, rng, seed_for
 from . import crossval
-from .data import CLASSES, HFREF_BELOW, HFPatches, hf_labels, patient_folds, preprocess_store
+from .data import CLASSES, HFREF_BELOW, HFPatches, hf_class, hf_labels, patient_folds, preprocess_store
 from .evaluate import TABLES, detectability, differences, fold_metrics, mean_roc, summary, table
-from .figures import ef_figure, learning_curve_figure, restoration_figure, roc_figure
+from .figures import ef_figure, learning_curve_figure, real_figure, restoration_figure, roc_figure
 from .learner import NO_PROXY, PROXIES, SSLHFConfig, network, pretrain, restore, save
 from .predictor import Predictor
 
@@ -54,6 +54,9 @@ class Study(Base):
         "proxy_data": "pool",        # "pool": the store's SAX cines outside the HF cohort; "folds": per fold (the paper's way)
         "curve_fractions": [0.5, 0.25],  # shares of each fold's training patients for the learning curve (1.0 is the main run)
         "curve_rows": ["SSLHF", "A: no proxy"],
+        "real_rows": ["SSLHF", "A: no proxy", "3D ResNet-50", "3D DenseNet-121"],  # rows on the real SAX patients
+        "real_proxy_steps": 100,     # the pool's SSLHF proxy trained on further, per fold, on the real training and
+                                     # validation patients' patches (never the test fold's)
         # patches
         "size": 32,                  # px per side
         "patch_mm": 3.0,             # mm per patch pixel
@@ -353,6 +356,83 @@ class Study(Base):
         return curve_summ.query("level == 'patient' and metric == 'auc'").pivot(index="fraction", columns="row",
                                                                                 values="mean")
 
+    def real_patients(self) -> pd.DataFrame:
+        """Tables II-III's `real_rows` on the real SAX cohort (`Study.real_sax`: ACDC cines, reduced vs preserved
+        LVEF by the 50 % rule on the full manual labels' LVEF, five folds by patient): the same patches, gate, rows,
+        rate choice and tables as the phantom's. The SSLHF row starts from the proxy the gate ranks first on the
+        real validation patients: the pool's, or the pool's trained on further on each fold's real training and
+        validation patches. Tables, differences, gate and figure written; `StudySkipped` without the real
+        cohort or the proxy."""
+        p = self.p
+        if not self.ready or "SSLHF" not in getattr(self, "shared", {}):
+            raise StudySkipped("the real patients' SSLHF row starts from the pool's proxy; this run trained none "
+                               "(proxy_data='pool' and the SSLHF row)")
+        store, subjects = self.real_sax(int(p["n_folds"]))
+        labels = pd.DataFrame(dict(subject=subjects.subject, lvef=subjects.LVEF, hfref=hf_class(subjects.LVEF),
+                                   group=subjects.group, lvef_true=np.nan))
+        with self.nb.timer("real patients: patches"):
+            key = dict(self.prep, ids=subjects.cine_id.tolist(), cohort=store.fingerprint(), anatomy=p["anatomy"],
+                       segmenter=self.anatomy_key())
+            patches = self.cached(HFPatches, "real_patches", key, lambda: preprocess_store(
+                store, self.segment, subjects.cine_id.tolist(), progress=False, **self.prep))
+        self.nb.table(patches.failures, "real_preprocessing_failures")
+        labels = labels[labels.subject.isin(set(patches.subject))].reset_index(drop=True)
+        folds = subjects.set_index("subject").fold.reindex(labels.subject)
+        print(f"{len(labels)} real patients with patches ({len(patches.failures)} cines left out: "
+              f"real_preprocessing_failures), {int(labels.hfref.sum())} with LVEF below {HFREF_BELOW:g} %; "
+              f"{len(patches)} patches")
+        proxies = self._real_proxies(patches, labels, folds)
+        rows = [r for r in p["real_rows"] if r in p["rows"]]
+        with self.nb.timer("real patients: classifiers"):
+            pred, logs, _ = crossval.cross_validate(patches, labels, folds, rows, self.cfg,
+                                                    lambda fold: {"SSLHF": proxies[fold]}, keep=(),
+                                                    client=self.client)
+        self.nb.table(pd.DataFrame(logs), "real_train_log")
+        self.nb.table(pred, "real_predictions")
+        self.real_fm = fold_metrics(pred)
+        self.real_summ = summary(self.real_fm)
+        self.real_pred = pred
+        self.nb.table(self.real_summ, "real_summary")
+        self.real_table = table(self.real_summ, rows, n_folds=int(p["n_folds"]))
+        self.nb.table(self.real_table, "real_table", index=True)
+        self.real_diffs = differences(self.real_fm)
+        self.nb.table(self.real_diffs, "real_differences")
+        self.real_power = detectability(self.real_fm, len(labels), "SSLHF", "A: no proxy")
+        self.nb.table(pd.DataFrame([self.real_power]), "real_detectability")
+        self.nb.figure(real_figure(self.real_summ, getattr(self, "summ", None), rows), "05_real_patients",
+                       f"Patient-level test AUC (mean over five folds, 95 % CI) on {len(labels)} real ACDC SAX cines "
+                       "(reduced vs preserved LVEF) beside the phantom's and the paper's, per row.")
+        return self.real_table
+
+    def _real_proxies(self, patches: HFPatches, labels: pd.DataFrame, folds: pd.Series) -> dict:
+        """Fold -> the SSLHF proxy the gate ranks first on the real validation patients (mean deepest-level probe
+        AUC over the folds): the pool's as it is, or trained on further on the fold's real training and validation
+        patches (`real_proxy_steps`); the gate table written."""
+        import dataclasses
+
+        cfg, pool = self.cfg, self.shared["SSLHF"]
+        tuned = {}
+        with self.nb.timer("real patients: proxies"):
+            for fold in range(int(folds.max()) + 1):
+                parts = crossval.fold_patients(labels, folds, fold)
+                seen = patches.take(pd.concat([parts["train"], parts["valid"]]).subject)
+                tuned[fold], log = pretrain(seen.x, patches.take(parts["valid"].subject).x,
+                                            dataclasses.replace(cfg, proxy_steps=int(self.p["real_proxy_steps"])),
+                                            PROXIES["SSLHF"], f"SSLHF real fold {fold}", start=pool)
+                self.logs.append(dict(log, fold=fold, stage=f"real proxy fold {fold}"))
+        random_encoder = network(NO_PROXY, cfg).encoder
+        gate = crossval.probe(lambda fold: {"pool proxy": pool.encoder, "pool + real proxy": tuned[fold].encoder,
+                                            "random": random_encoder}, patches, labels, folds)
+        self.nb.table(gate, "real_gate_probe")
+        self.real_gate = gate[gate.deepest].groupby("encoder").auc.mean()
+        self.real_gate_levels = gate.pivot_table(index="level", columns="encoder", values="auc", aggfunc="mean")
+        print("real validation patients, probe AUC by encoder level (mean over folds; 5: the classifier's):")
+        print(self.real_gate_levels.round(3).to_string())
+        self.real_proxy = "pool + real proxy" if (self.real_gate["pool + real proxy"] >= self.real_gate["pool proxy"]
+                                                  ) else "pool proxy"
+        print(f"the SSLHF row starts from the {self.real_proxy} (the higher deepest-level probe AUC)")
+        return tuned if self.real_proxy == "pool + real proxy" else {f: pool for f in tuned}
+
     def real_cines(self) -> pd.DataFrame | None:
         """The run's SSLHF Predictor on the real SAX cines here: ACDC patient090's (ACDC's others and the UK Biobank
         demo's SAX hold ED and ES only, too few frames for a patch over the cycle); its HFrEF probability beside
@@ -386,6 +466,9 @@ class Study(Base):
                        "beside the paper's values", None)
         if (d := self.written("differences")) is not None:
             yield "headline_differences", "SSLHF minus each row, patient-level AUC fold by fold (95 % CI)", d.round(3)
+        if self.written("real_table") is not None:
+            yield ("real_table", "SSLHF on real ACDC SAX patients (reduced vs preserved LVEF, five folds by patient; "
+                   "95 % CI), beside the paper's values", None)
 
     def checks(self) -> pd.DataFrame | None:
         """The paper's targets, no collapsed run, the gate and the notebook's time (written with the training log)."""
@@ -405,5 +488,21 @@ class Study(Base):
              int((test.groupby(["row", "fold", "fraction"]).score.std() < 0.03).sum()), "<=", 0),
             ("gate: proxy minus random encoder, probe AUC on validation",
              gate.get("SSLHF proxy", np.nan) - gate.get("random", np.nan), ">", 0.0),
+            *self._real_targets(),
             *self.time_target(),
         ])
+
+    def _real_targets(self) -> list[tuple]:
+        """The paper's SSLHF target, the proxy's gain and gate, and no collapsed run, on the real patients (none
+        when they did not run)."""
+        if getattr(self, "real_summ", None) is None:
+            return []
+        val = self.real_summ.query("level == 'patient' and metric == 'auc'").set_index("row")["mean"]
+        test = self.real_pred[self.real_pred.split == "test"]
+        return [("real patients: SSLHF patient AUC", val.get("SSLHF", np.nan), ">=", 0.85),
+                ("real patients: SSLHF minus A: no proxy (patient AUC)",
+                 val.get("SSLHF", np.nan) - val.get("A: no proxy", np.nan), ">", 0.0),
+                (f"real patients: gate, {self.real_proxy} minus random encoder, probe AUC on validation",
+                 self.real_gate[self.real_proxy] - self.real_gate["random"], ">", 0.0),
+                ("real patients: (row, fold) runs with near-constant test scores (SD < 0.03)",
+                 int((test.groupby(["row", "fold"]).score.std() < 0.03).sum()), "<=", 0)]
