@@ -363,3 +363,30 @@ def test_expert_baseline_drops_a_measure_no_training_subject_has():
     x.loc["s11", "laef"] = 40.0  # only a test subject has it
     probs, chosen = logistic_probs(x, y, subjects[:8], subjects[8:10], subjects[10:])
     assert list(probs.index) == subjects[10:] and np.isfinite(probs["af"]).all() and "af" in chosen
+
+
+def test_real_patients_read_out_lvef_by_fold_roles_and_pair_each_encoder_with_the_random_one():
+    """The fold's roles label the views; the ridge chooses its strength on validation and scores test only; the
+    table pairs every encoder's out-of-fold errors with the random encoder's."""
+    from cmrlib.methods.heartmae import real
+    from cmrlib.methods.heartmae.data import CineSet
+
+    subjects = [f"s{i:02d}" for i in range(20)]
+    folds = pd.Series([i % 5 for i in range(20)], index=subjects)
+    table = pd.DataFrame(dict(view_id=subjects, cine_id=subjects, subject=subjects, view="SAX", split="train"))
+    views = real.fold_views(CineSet(np.zeros((20, 2, 4, 4), np.uint8), np.zeros((20, 4, 4), np.float32), table),
+                            folds, 0)
+    assert set(views.table.loc[folds.to_numpy() == 0, "split"]) == {"test"}
+    assert set(views.table.loc[folds.to_numpy() == 1, "split"]) == {"valid"}
+    g = np.random.default_rng(0)
+    lvef = pd.Series(g.uniform(20, 70, 20), index=subjects)
+    informative = pd.DataFrame(dict(a=lvef + g.normal(0, 1, 20), b=g.normal(0, 1, 20)), index=subjects)
+    roles = {r: views.table.loc[views.table.split == r, "subject"].tolist() for r in ("train", "valid", "test")}
+    test, valid_mae, alpha = real.ridge_fold(informative, lvef, roles)
+    assert list(test.index) == roles["test"] and valid_mae < 5 and alpha in real.ALPHAS
+    pred = pd.concat([pd.DataFrame(dict(encoder=name, subject=subjects, reference=lvef.to_numpy(),
+                                        predicted=(lvef + shift).to_numpy()))
+                      for name, shift in (("random encoder", 10.0), ("ours", 2.0))])
+    t = real.lvef_table(pred, "random encoder", 200, 0).set_index("encoder")
+    assert t.at["ours", "MAE"] == pytest.approx(2.0) and t.at["ours", "minus_random"] == pytest.approx(-8.0)
+    assert t.at["ours", "minus_random_high"] < 0 and t.at["random encoder", "minus_random"] == 0

@@ -27,7 +27,7 @@ PAPER_TABLE2 = pd.DataFrame({"age MAE": [2.90, 2.89, 2.81, 2.79, 4.70], "age r":
 PAPER_FEATURES = dict(tasks=99, heartmae_wins=86, lvef_mae=3.09)
 
 
-def _boot_mae(err: np.ndarray, n_boot: int, seed) -> tuple[float, float]:
+def boot_mae_ci(err: np.ndarray, n_boot: int, seed) -> tuple[float, float]:
     """Percentile 95 % CI of the mean absolute error over resampled subjects."""
     if n_boot == 0 or len(err) < 2:
         return np.nan, np.nan
@@ -47,7 +47,7 @@ def regression_metrics(preds: Mapping[str, pd.DataFrame], truth: pd.DataFrame, s
             if len(both) < 2:
                 continue
             err = (both["p"] - both["t"]).to_numpy()
-            lo, hi = _boot_mae(err, n_boot, seed)
+            lo, hi = boot_mae_ci(err, n_boot, seed)
             r = np.corrcoef(both["p"], both["t"])[0, 1] if both["p"].std() > 0 else np.nan
             rows.append(dict(model=model, task=task, n=len(both), MAE=float(np.abs(err).mean()), MAE_low=lo,
                              MAE_high=hi, scaled_MAE=float(np.abs(err).mean() / scale[task]), r=float(r)))

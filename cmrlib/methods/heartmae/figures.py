@@ -145,3 +145,22 @@ def attention_by_view(attention: np.ndarray, names: Sequence[Sequence[str]]) -> 
     per = pd.DataFrame([pd.Series(a[:len(n)], index=[view_kind(v) for v in n]).groupby(level=0).sum()
                         for a, n in zip(attention, names)])
     return pd.DataFrame({"view": per.columns, "attention": per.mean().to_numpy(), "sd": per.std().to_numpy()})
+
+
+def real_lvef_figure(pred: pd.DataFrame, table: pd.DataFrame):
+    """One panel per encoder: each real patient's out-of-fold LVEF read-out against the reference, the identity
+    line, and the MAE with its CI in the title (best first)."""
+    encs = table["encoder"].tolist()
+    fig, axes = plt.subplots(1, len(encs), figsize=(2.9 * len(encs), 3.1), sharex=True, sharey=True, squeeze=False)
+    values = pred[["predicted", "reference"]].to_numpy(float)
+    lo, hi = float(np.nanmin(values)) - 3, float(np.nanmax(values)) + 3
+    for ax, row in zip(axes[0], table.itertuples()):
+        d = pred[pred["encoder"] == row.encoder]
+        ax.scatter(d["reference"], d["predicted"], s=10, alpha=0.7)
+        ax.plot([lo, hi], [lo, hi], "k:", lw=0.8)
+        ax.set_title(f"{row.encoder}\nMAE {row.MAE:.1f} [{row.ci_low:.1f}, {row.ci_high:.1f}]", fontsize=8)
+        ax.set_xlabel("reference LVEF (%)")
+    axes[0, 0].set_ylabel("read-out LVEF (%)")
+    axes[0, 0].set(xlim=(lo, hi), ylim=(lo, hi))
+    fig.tight_layout()
+    return fig

@@ -5,6 +5,7 @@ features for notebook 08 and the run's HeartMAE Predictor."""
 from __future__ import annotations
 
 import contextlib
+from dataclasses import replace
 from typing import ClassVar
 
 import numpy as np
@@ -14,6 +15,7 @@ from ...learn import config_from
 from ...longform import PHANTOM_REFERENCES, from_columns
 from ...models.weights import WeightsUnavailable
 from ...study import Study as Base
+from ...study import StudySkipped
 from ...utils import data_root, seed_for
 from .baselines import EXPERT, expert_features, logistic_probs
 from .data import CineSet, Clips, intensity_stats, preprocess_store
@@ -21,11 +23,12 @@ from .evaluate import (EF_COLUMNS, PAPER_FEATURES, PAPER_TABLE1, PAPER_TABLE2, b
                        classification_metrics_table, condition_table, evaluate, table1, table2, wilcoxon, wins)
 from .features import KINETICS, bags, cached_features, extract, kinetics_encoder, mae_encoder
 from .figures import (attention_by_view, attention_figure, condition_figure, flow_figure, pretraining_figure,
-                      reconstruct, reconstruction_figure, scaled_mae_figure)
+                      real_lvef_figure, reconstruct, reconstruction_figure, scaled_mae_figure)
 from .gates import pretext as pretext_gate
 from .gates import ridge as ridge_gate
 from .heads import ProbeConfig, fit_probe
-from .learner import FAMILY, RANDOM, HeartMAEConfig, network, pretrain_family
+from . import real
+from .learner import FAMILY, RANDOM, HeartMAEConfig, network, pretrain, pretrain_family
 from .predictor import Predictor
 from .tasks import GROUPS, phantom_targets, table_targets
 
@@ -90,6 +93,7 @@ class Study(Base):
         "probe_wd": 1e-4,
         "n_boot": 1000,
         "n_show": 3,                 # subjects shown in the attention and reconstruction figures
+        "real_epochs": 4,            # real SAX patients: HeartMAE's pretraining continued per fold on the training patients
     }
 
     def __init__(self, params: dict, out=None):
@@ -375,6 +379,78 @@ class Study(Base):
                 p["clips"], "HeartMAE", self.nb.provenance(self.store, None), pool=p["pool"])
             self.nb.predictor(self.predictor)
 
+    def real_patients(self) -> pd.DataFrame:
+        """LVEF of real patients from frozen features: the real SAX cohort (`Study.real_sax`, LVEF from the full
+        manual labels), five folds by patient. Per fold, HeartMAE's pretraining continues on the training patients'
+        SAX views (`real_epochs`); a ridge read-out of LVEF is trained on the training patients (its strength chosen
+        on the validation ones) on the features of that model, of HeartMAE as the phantom left it, of a random
+        encoder and of the run's segmentation measures of the same cines; the test patients are scored once.
+        The pretext gate and the features gate on each fold's validation patients, the out-of-fold table and the
+        figure written; `StudySkipped` without the real cohort or a trained HeartMAE."""
+        if "HeartMAE" not in getattr(self, "models", {}):
+            raise StudySkipped("no trained HeartMAE in this run: pretrain first")
+        p, cfg = self.p, self.cfg
+        store, subjects = self.real_sax(5)
+        ids = subjects.cine_id.tolist()
+        with self.nb.timer("real patients: views"):
+            key = dict(self.prep, ids=ids, cohort=store.fingerprint())
+            cines = self.cached(CineSet, "real_views", key, lambda: preprocess_store(
+                store, ids, progress=False, scheduler=self.client, **self.prep))
+        self.nb.table(cines.failures, "real_preprocessing_failures")
+        subjects = subjects[subjects.subject.isin(set(cines.table["subject"]))]
+        folds, lvef = subjects.set_index("subject").fold, subjects.set_index("subject").LVEF
+        names = subjects.subject.tolist()
+
+        def features(model, mean: float, std: float) -> pd.DataFrame:
+            enc = mae_encoder(model, mean, std, p["pool"])
+            return real.subject_features(extract(enc, cines, cfg.size, cfg.frames, int(p["crops"]), int(p["clips"]),
+                                                 progress=False), cines.table, names)
+
+        random_mae = network(cfg, seed_for(p["seed"], "06", "random"))
+        with self.nb.timer("real patients: features"):
+            fixed = {"HeartMAE (phantom)": features(self.models["HeartMAE"], self.mean, self.std),
+                     RANDOM: features(random_mae, self.mean, self.std)}
+            if self.p["expert_baseline"]:
+                fixed[EXPERT], bad = expert_features(store, names, self.segmentation(), progress=False)
+                self.nb.table(bad, "real_expert_failures")
+        preds, gates, pretexts = [], [], []
+        for fold in range(int(folds.max()) + 1):
+            fc = real.fold_views(cines, folds, fold)
+            mean, std = intensity_stats(fc.take(fc.rows("train")))
+            with self.nb.timer("real patients: pretraining"):
+                tuned, summary = pretrain("HeartMAE", fc, replace(cfg, epochs=int(p["real_epochs"])), mean, std,
+                                          self.out / "real_models", init=self.models["HeartMAE"])
+                summary.pop("history")
+            self.logs.append(dict(summary, fold=fold, stage="real pretraining"))
+            spec = FAMILY["HeartMAE"]
+            clips = Clips(fc.take(fc.rows("valid")), cfg.size, cfg.frames, mean, std, train=False)
+            pretexts.append(pretext_gate({"HeartMAE (phantom + real)": tuned}, random_mae, clips, spec["ratio"],
+                                         spec["masking"], seed_for(p["seed"], "06", "real pretext", fold),
+                                         target=cfg.target).assign(fold=fold))
+            roles = {r: [s for s in names if s in set(fc.table.loc[fc.table.split == r, "subject"])]
+                     for r in ("train", "valid", "test")}
+            with self.nb.timer("real patients: features"):
+                feats = {"HeartMAE (phantom + real)": features(tuned, mean, std), **fixed}
+            for enc, x in feats.items():
+                test, valid_mae, alpha = real.ridge_fold(x.reindex(names), lvef, roles)
+                gates.append(dict(encoder=enc, fold=fold, valid_MAE=valid_mae, alpha=alpha))
+                preds.append(pd.DataFrame(dict(encoder=enc, fold=fold, subject=test.index, predicted=test.to_numpy(),
+                                               reference=lvef.reindex(test.index).to_numpy())))
+        self.real_pred = pd.concat(preds, ignore_index=True)
+        self.real_gate = pd.DataFrame(gates)
+        self.real_pretext = pd.concat(pretexts, ignore_index=True)
+        for name, t in (("real_predictions", self.real_pred), ("real_features_gate", self.real_gate),
+                        ("real_pretext_gate", self.real_pretext)):
+            self.nb.table(t, name)
+        self.real_table = real.lvef_table(self.real_pred, RANDOM, int(p["n_boot"]), seed_for(p["seed"], "06", "real"))
+        self.nb.table(self.real_table, "real_lvef")
+        self.nb.figure(real_lvef_figure(self.real_pred, self.real_table), "06_real_patients",
+                       f"LVEF of {len(names)} real ACDC patients (reference: the full manual labels) against the ridge "
+                       "read-out of each encoder's frozen features, out of fold; MAE with its 95 % bootstrap CI.")
+        print("validation LVEF MAE of the ridge per encoder (mean over folds):")
+        print(self.real_gate.groupby("encoder").valid_MAE.mean().round(2).to_string())
+        return self.real_table
+
     def _real_subjects(self) -> list[tuple[str, list, dict, str]]:
         """(name, cines, reference measures, what the reference is) of every real subject under the data root:
         the UK Biobank demo's 2CH and 4CH cines (its SAX is ED/ES only: no cine) with the measures of its
@@ -496,4 +572,21 @@ class Study(Base):
             ("HeartMAE ridge LVEF MAE minus the random encoder's (validation, EF points)",
              ridge.query("task == 'LVEF' and encoder == 'HeartMAE'").valid_MAE.mean()
              - ridge.query("task == 'LVEF' and encoder == @RANDOM").valid_MAE.mean(), "<=", -2.0),
+            *self._real_targets(),
             *self.time_target()])
+
+    def _real_targets(self) -> list[tuple]:
+        """On the real patients (when they ran): HeartMAE's LVEF MAE, its gain over the random encoder on the test
+        patients and on validation (the features gate), and its masked loss against the copy rule's."""
+        if getattr(self, "real_table", None) is None:
+            return []
+        t, g = self.real_table.set_index("encoder"), self.real_gate.groupby("encoder").valid_MAE.mean()
+        pt = self.real_pretext.groupby("model").masked_loss.mean()
+        ours = "HeartMAE (phantom + real)"
+        return [("real patients: HeartMAE LVEF MAE (EF points)", t.at[ours, "MAE"], "<=", 8.0),
+                ("real patients: HeartMAE LVEF MAE minus the random encoder's (test, EF points)",
+                 t.at[ours, "minus_random"], "<=", -1.0),
+                ("real patients: features gate, HeartMAE minus random encoder (validation LVEF MAE)",
+                 g[ours] - g[RANDOM], "<", 0.0),
+                ("real patients: HeartMAE masked loss minus the copy rule's (validation)",
+                 pt[ours] - pt["copy rule"], "<", 0.0)]
