@@ -187,6 +187,35 @@ def test_clusters_find_three_blobs_and_score_against_the_truth():
     assert test["p"] < 0.01 and test["n0"] == 12 and test["note"] == ""
 
 
+def test_bsa_adjustment_removes_a_linear_dependence_on_body_size():
+    rng = np.random.default_rng(6)
+    bsa = rng.uniform(1.5, 2.3, 40)
+    f = pd.DataFrame({"volume": 80 * bsa + rng.normal(0, 2, 40), "other": rng.normal(0, 1, 40)})
+    adj = cl.adjust(f, bsa)
+    assert abs(np.corrcoef(adj["volume"], bsa)[0, 1]) < 1e-9 and np.corrcoef(f["volume"], bsa)[0, 1] > 0.9
+
+
+def test_the_ari_against_diagnosis_stands_out_of_its_permutation_null_only_when_it_should():
+    rng = np.random.default_rng(7)
+    truth = np.repeat(["DCM", "HCM", "NOR"], 10)
+    found = cl.permutation_ari(np.repeat([0, 1, 2], 10), truth, seed=0, n_perm=199)
+    assert found["ARI"] == pytest.approx(1.0) and found["p"] == pytest.approx(1 / 200) and found["null_95"] < 0.2
+    chance = cl.permutation_ari(rng.integers(0, 3, 30), truth, seed=0, n_perm=199)
+    assert chance["p"] > 0.05
+    blobs = np.array([[0, 0], [8, 0], [0, 8]])[np.repeat([0, 1, 2], 10)] + rng.normal(0, 0.5, (30, 2))
+    subjects = pd.DataFrame(dict(subject=[f"s{i}" for i in range(30)], group=truth, bsa_m2=rng.uniform(1.5, 2.2, 30)))
+    sets = {"HeartMAE": pd.DataFrame(blobs, index=subjects.subject),
+            "random": pd.DataFrame(rng.normal(0, 1, (30, 2)), index=subjects.subject),
+            "tiny": pd.DataFrame(rng.normal(0, 1, (2, 2)), index=subjects.subject[:2])}
+    t = cl.real_diagnoses(sets, subjects, [2, 3, 4], seed=0, n_perm=199)
+    assert len(t) == 6 and set(t.adjustment) == {"raw", "BSA-adjusted"}
+    heart = t[t.features == "HeartMAE"].set_index("adjustment")
+    assert heart.at["raw", "k"] == 3 and heart.at["raw", "p"] < 0.05
+    assert t[t.features == "tiny"].note.str.startswith("not testable").all()
+    assert cl.learned_p(t) == pytest.approx(heart.p.min())
+    assert len(cl.real_figure(t).axes) == 1
+
+
 @pytest.mark.parametrize("sizes", [(7, 1), (8, 0), (1, 1)])
 def test_a_rank_test_on_clusters_too_small_is_a_row_that_says_so(sizes):
     """A 7/1 split of 8 subjects (notebook 08 in smoke) is a row that says the test was not possible, and why."""

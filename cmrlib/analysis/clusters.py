@@ -14,8 +14,9 @@ from matplotlib.figure import Figure
 from ..stats import not_testable
 from ..utils import rng as _rng
 
-__all__ = ["ClusterError", "balanced_subset", "standardise", "sex_adjust", "choose_k", "cluster", "rand_indices",
-           "two_cluster_test", "clustermap", "embed", "embedding_figure"]
+__all__ = ["ClusterError", "balanced_subset", "standardise", "sex_adjust", "adjust", "choose_k", "cluster",
+           "rand_indices", "permutation_ari", "read_real", "real_diagnoses", "learned_p", "real_figure", "two_cluster_test", "clustermap",
+           "embed", "embedding_figure"]
 
 
 class ClusterError(ValueError):
@@ -46,9 +47,15 @@ def standardise(features: pd.DataFrame) -> pd.DataFrame:
 
 def sex_adjust(features: pd.DataFrame, sex: Sequence) -> pd.DataFrame:
     """Each feature's residual after a least-squares fit on sex (HeartMAE's adjustment), re-standardised."""
+    return adjust(features, (np.asarray(sex) == np.asarray(sex)[0]).astype(float))
+
+
+def adjust(features: pd.DataFrame, covariate: Sequence[float]) -> pd.DataFrame:
+    """Each feature's residual after a least-squares fit on one numeric covariate (sex as 0/1, BSA in m2),
+    re-standardised; a constant covariate leaves the features standardised only."""
     from sklearn.linear_model import LinearRegression
 
-    x = (np.asarray(sex) == np.asarray(sex)[0]).astype(float)[:, None]
+    x = np.asarray(covariate, dtype=float)[:, None]
     if x.min() == x.max():
         return standardise(features)
     res = features - LinearRegression().fit(x, features.to_numpy()).predict(x)
@@ -81,6 +88,86 @@ def rand_indices(labels: np.ndarray, truths: Mapping[str, Sequence]) -> dict[str
     from sklearn.metrics import adjusted_rand_score
 
     return {f"ARI vs {k}": float(adjusted_rand_score(np.asarray(v).astype(str), labels)) for k, v in truths.items()}
+
+
+def permutation_ari(labels: np.ndarray, truth: Sequence, seed, n_perm: int = 1000) -> dict[str, float]:
+    """The clusters' ARI against `truth`, and its null: the ARI against `n_perm` random relabellings of the
+    subjects (the same group sizes). p = (1 + relabellings at least as high) / (1 + n_perm)."""
+    from sklearn.metrics import adjusted_rand_score
+
+    t = np.asarray(truth).astype(str)
+    ari = float(adjusted_rand_score(t, labels))
+    g = _rng(seed)
+    null = np.array([adjusted_rand_score(g.permutation(t), labels) for _ in range(n_perm)])
+    return dict(ARI=ari, null_95=float(np.quantile(null, 0.95)), p=float((1 + (null >= ari).sum()) / (1 + n_perm)))
+
+
+def read_real(run_dir) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
+    """The real patients' feature sets and their diagnosis and BSA, as notebook 06 wrote them; `StudySkipped`
+    when it did not (no real cohort under the data root, or 06 has not run)."""
+    from pathlib import Path
+
+    from ..study import StudySkipped
+
+    folder = Path(run_dir) / "06"
+    files = sorted(folder.glob("real_subject_features_*.csv"))
+    if not files or not (folder / "real_subjects.csv").exists():
+        raise StudySkipped("no real patients' features in 06/: notebook 06 writes them when the data root holds "
+                           "acdc-cine/")
+    sets = {f.stem.removeprefix("real_subject_features_"): pd.read_csv(f, dtype={"subject": str}).set_index("subject")
+            for f in files}
+    return sets, pd.read_csv(folder / "real_subjects.csv", dtype={"subject": str})
+
+
+def real_diagnoses(feature_sets: Mapping[str, pd.DataFrame], subjects: pd.DataFrame, ks: Sequence[int], seed,
+                   n_perm: int = 1000) -> pd.DataFrame:
+    """Each feature set of the real patients clustered raw and adjusted for BSA (Ward, k by silhouette), its ARI
+    against the diagnosis (`subjects`: subject, group, bsa_m2) with the permutation null; a set too small to
+    cluster gets a row whose note says why."""
+    subj = subjects.set_index("subject")
+    rows = []
+    for name, feats in feature_sets.items():
+        f = feats.reindex(subj.index).dropna(axis=1, how="all")
+        keep = f.notna().all(axis=1) & subj.bsa_m2.notna()
+        f, s = f[keep], subj[keep]
+        for adj, x in (("raw", standardise(f)), ("BSA-adjusted", adjust(f.dropna(axis=1), s.bsa_m2))):
+            try:
+                k, _ = choose_k(x.to_numpy(), ks)
+            except ClusterError as e:
+                rows.append(dict(features=name, adjustment=adj, n=len(x), note=not_testable(e)))
+                continue
+            res = permutation_ari(cluster(x.to_numpy(), k), s.group, seed, n_perm)
+            rows.append(dict(features=name, adjustment=adj, n=len(x), k=k, **res, note=""))
+    return pd.DataFrame(rows, columns=["features", "adjustment", "n", "k", "ARI", "null_95", "p", "note"])
+
+
+LEARNED_NOT = ("random", "expert")  # the real feature sets that learned nothing (a random encoder) or no features
+
+
+def learned_p(table: pd.DataFrame) -> float:
+    """The smallest permutation p of a learned feature set (the MAE family) against diagnosis, raw or adjusted."""
+    learned = table[~table["features"].isin(LEARNED_NOT)]
+    return float(learned["p"].min()) if learned["p"].notna().any() else float("nan")
+
+
+def real_figure(table: pd.DataFrame) -> Figure:
+    """ARI against diagnosis per feature set, raw and BSA-adjusted, beside the 95th percentile of its permutation
+    null (a bar above its tick is a grouping by diagnosis chance would rarely give)."""
+    d = table.dropna(subset=["ARI"])
+    fig, ax = plt.subplots(figsize=(6.4, 0.45 * d["features"].nunique() + 1.4))
+    names = list(dict.fromkeys(d["features"]))
+    for j, (adj, colour) in enumerate((("raw", "tab:blue"), ("BSA-adjusted", "tab:orange"))):
+        e = d[d["adjustment"] == adj].set_index("features").reindex(names)
+        y = np.arange(len(names)) + (j - 0.5) * 0.36
+        ax.barh(y, e["ARI"], height=0.34, color=colour, label=adj)
+        ax.plot(e["null_95"], y, "k|", ms=9, label="permutation null, 95th percentile" if j == 0 else None)
+    ax.set_yticks(range(len(names)), names)
+    ax.invert_yaxis()
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set(xlabel="ARI of the clusters against ACDC's five diagnoses")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
 
 
 def two_cluster_test(values: Sequence[float], labels: np.ndarray) -> dict:

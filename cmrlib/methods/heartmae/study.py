@@ -408,11 +408,13 @@ class Study(Base):
 
         random_mae = network(cfg, seed_for(p["seed"], "06", "random"))
         with self.nb.timer("real patients: features"):
-            fixed = {"HeartMAE (phantom)": features(self.models["HeartMAE"], self.mean, self.std),
-                     RANDOM: features(random_mae, self.mean, self.std)}
+            family = {row: features(m, self.mean, self.std) for row, m in self.models.items()}
+            fixed = {"HeartMAE (phantom)": family["HeartMAE"], RANDOM: features(random_mae, self.mean, self.std)}
             if self.p["expert_baseline"]:
                 fixed[EXPERT], bad = expert_features(store, names, self.segmentation(), progress=False)
                 self.nb.table(bad, "real_expert_failures")
+        self._export_real(subjects, {**family, RANDOM: fixed[RANDOM], **({EXPERT: fixed[EXPERT]} if EXPERT in fixed
+                                                                          else {})})
         preds, gates, pretexts = [], [], []
         for fold in range(int(folds.max()) + 1):
             fc = real.fold_views(cines, folds, fold)
@@ -450,6 +452,14 @@ class Study(Base):
         print("validation LVEF MAE of the ridge per encoder (mean over folds):")
         print(self.real_gate.groupby("encoder").valid_MAE.mean().round(2).to_string())
         return self.real_table
+
+    def _export_real(self, subjects: pd.DataFrame, feature_sets: dict[str, pd.DataFrame]) -> None:
+        """For notebook 08: the real patients' diagnosis and BSA, and each feature set's subject features (the
+        family as the phantom left it, the random encoder, the segmentation measures)."""
+        self.nb.table(subjects[["subject", "group", "bsa_m2", "LVEF"]], "real_subjects")
+        for name, x in feature_sets.items():
+            self.nb.table(x.rename_axis("subject").rename(columns=str), f"real_subject_features_{name.split(' ')[0]}",
+                          index=True)
 
     def _real_subjects(self) -> list[tuple[str, list, dict, str]]:
         """(name, cines, reference measures, what the reference is) of every real subject under the data root:
