@@ -105,17 +105,12 @@ def _agreement(run: Path):
         yield "07 · agreement with the reference, headline measures", d[cols].round(3)
 
 
-def _clusters(run: Path):
-    if (d := _read(run, "08/rand_indices.csv")) is not None:
-        yield "08 · clusters (AF against healthy): adjusted Rand index", d.round(3)
-
-
-HEADLINES: list[Callable[[Path], object]] = [notebook_headlines, _agreement, _clusters]
+HEADLINES: list[Callable[[Path], object]] = [notebook_headlines, _agreement]
 
 
 def headlines(run_dir: str | Path) -> list[tuple[str, pd.DataFrame]]:
     """(title, table) of every headline table the run folder has, in notebook order."""
-    return [t for h in HEADLINES for t in h(Path(run_dir))]
+    return sorted((t for h in HEADLINES for t in h(Path(run_dir))), key=lambda t: t[0][:2])  # notebook order
 
 
 def cell(v):
