@@ -9,7 +9,6 @@ from __future__ import annotations
 import html
 import json
 import re
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,6 @@ __all__ = ["ReportError", "load_run", "notebook_table", "targets_table", "headli
            "splice_readme", "MARKERS"]
 
 MARKERS = ("<!-- results:start (written by `cmrlib report`; edits here are overwritten) -->", "<!-- results:end -->")
-HEADLINE_MEASURES = ["LVEDV", "LVESV", "LVEF", "LVM", "RVEF", "LAVmax", "MAPSE", "e_prime"]
 
 
 class ReportError(FileNotFoundError):
@@ -76,13 +74,8 @@ def targets_table(run_dir: str | Path) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)[cols]
 
 
-def _read(run_dir: Path, rel: str) -> pd.DataFrame | None:
-    f = run_dir / rel
-    return read_table(f) if f.exists() else None
-
-
 def notebook_headlines(run_dir: Path):
-    """(title, table) of each table notebooks 01-06 list in their `headlines.json` (`Notebook.headline`), in notebook
+    """(title, table) of each table the notebooks list in their `headlines.json` (`Notebook.headline`), in notebook
     order: the report knows no method. A listed name must be a plain CSV file of that notebook's own folder."""
     for index in sorted(run_dir.glob("[0-9][0-9]/headlines.json")):
         try:
@@ -98,19 +91,9 @@ def notebook_headlines(run_dir: Path):
                 yield f"{index.parent.name} · {title}", read_table(index.parent / name)
 
 
-def _agreement(run: Path):
-    if (d := _read(run, "07/agreement.csv")) is not None:
-        d = d[d["measure"].isin(HEADLINE_MEASURES)]
-        cols = ["cohort", "measure", "method", "n", "bias", "loa_low", "loa_high", "icc2", "ccc", "mae"]
-        yield "07 · agreement with the reference, headline measures", d[cols].round(3)
-
-
-HEADLINES: list[Callable[[Path], object]] = [notebook_headlines, _agreement]
-
-
 def headlines(run_dir: str | Path) -> list[tuple[str, pd.DataFrame]]:
     """(title, table) of every headline table the run folder has, in notebook order."""
-    return sorted((t for h in HEADLINES for t in h(Path(run_dir))), key=lambda t: t[0][:2])  # notebook order
+    return list(notebook_headlines(Path(run_dir)))
 
 
 def cell(v):

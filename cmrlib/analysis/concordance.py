@@ -1,0 +1,154 @@
+"""Notebook 07's steps: every measure the method notebooks wrote against its reference in one long table, MAPSE
+from the segmentation masks, the real SAX patients, Bland-Altman / ICC / CCC per cohort x measure x method, the
+figures, the second-reader yardstick, method against method and bias by condition."""
+from __future__ import annotations
+
+from typing import ClassVar
+
+import pandas as pd
+
+from ..predictor import SEGMENTER
+from ..study import Study, StudySkipped
+from ..utils import data_root
+from . import agreement as ag
+
+LAX_MASKS = "segmentation (LAX masks)"
+MVNET = "MVnet 1+2+2"  # notebook 03's full MVnet: the valve measures' headline method
+# the headline figure's method per measure, and the method-against-method pairs
+HEADLINE_METHODS = {**{m: SEGMENTER for m in ("LVEDV", "LVESV", "LVEF", "LVM", "RVEF", "LAVmax")},
+                    "MAPSE": MVNET, "e_prime": MVNET}
+PAIRS = [("MAPSE", MVNET, LAX_MASKS), ("e_prime", MVNET, LAX_MASKS),
+         ("LVEF", "ED/ES: TempReg-Net", "ED/ES: Segmentation (LV curve)"), ("LVEF", SEGMENTER, "HeartMAE")]
+SHOWN = ["cohort", "measure", "method", "unit", "n", "bias", "bias_low", "bias_high", "loa_low", "loa_high", "icc2",
+         "icc2_low", "icc2_high", "ccc", "mae", "slope", "note"]
+
+
+class Agreement(Study):
+    """Notebook 07: `collect`, `mask_mapse`, `real_patients`, `statistics`, `figures`, `comparisons`,
+    `by_condition`, `checks`."""
+
+    method = "agreement"
+    number = "07"
+    PARAMS: ClassVar[dict] = {
+        **Study.RUN,  # profile, seed, run_dir, figures_dir, budget_min
+        "mask_mapse": True,          # MAPSE, s', e', a' from 01's long-axis masks on 03's subjects (needs 01's models)
+        "min_n": 3,                  # pairs a statistic needs; groups with fewer keep a row with the reason
+        "real_patients": True,       # the real SAX cohort (acdc-cine/ under the data root): volumes, EF and ED/ES frames
+        "data_dir": None,            # real-data root; None: $CMRLIB_DATA (the real section is skipped when absent)
+        "threads": 1,                # torch CPU threads for the long-axis segmentation
+    }
+
+    def collect(self) -> pd.DataFrame:
+        """The long table (subject x measure x method with its reference) of every notebook's measures; subjects
+        and measures per cohort and method."""
+        with self.nb.timer("collect"):
+            self.long = ag.collect(self.nb.run_dir)
+        print(f"{len(self.long)} rows from {self.long['method'].nunique()} methods, "
+              f"{self.long['measure'].nunique()} measures")
+        return self.long.groupby(["cohort", "method"]).agg(subjects=("subject", "nunique"),
+                                                           measures=("measure", "nunique"))
+
+    def _segmenter(self):
+        """The run's segmentation Predictor, or None (printed: why) when this run has none."""
+        if not self._segmentation_file.exists():
+            print(f"{self._segmentation_file.name}: absent (notebook 01 has not run on this folder)")
+            return None
+        return self.segmentation()
+
+    def mask_mapse(self) -> pd.DataFrame:
+        """MAPSE and the annulus velocities from the segmenter's long-axis masks on notebook 03's subjects, added
+        to the long table (which is written); the cines left out. `StudySkipped` when off or without 03 or 01."""
+        clinical = self.nb.run_dir / "03" / "clinical_subjects.csv"
+        seg = self._segmenter() if self.p["mask_mapse"] and clinical.exists() else None
+        if seg is None or "LAX" not in seg.nets:
+            self.nb.table(self.long, "measures")
+            raise StudySkipped("MAPSE from masks: " + ("turned off" if not self.p["mask_mapse"] else
+                                                       "no notebook 03 results in this run" if not clinical.exists()
+                                                       else "no long-axis segmenter in this run"))
+        store, subj = self.store, pd.read_csv(clinical)
+        known = set(store.ids())
+        ids = [cid for s in subj["subject"] for cid in (f"{s}_2CH", f"{s}_4CH") if cid in known]
+        with self.nb.timer("long-axis segmentation + hinge points"):
+            masks = {cid: seg.labels(store.read(cid)) for cid in ids}
+            mask_table, skipped = ag.mask_mapse(store, masks)
+        cond = self.long.drop_duplicates("subject").set_index("subject")["condition"].to_dict()
+        both = subj.merge(mask_table.add_suffix("_mask").rename(columns={"subject_mask": "subject"}), on="subject")
+        self.long = pd.concat([self.long, ag.from_columns(both, {"mask": LAX_MASKS}, "phantom", "observer 1", cond)],
+                              ignore_index=True)
+        self.nb.table(self.long, "measures")
+        print(f"{len(mask_table)} subjects measured from masks; {len(skipped)} cine(s) left out")
+        return skipped
+
+    def real_patients(self) -> pd.DataFrame:
+        """The real SAX cohort's volumes, EF and ED/ES frames against ACDC's reference, each segmenter only on
+        patients it never trained on, added to the long table (written); the frame differences. `StudySkipped`
+        when off or without the cohort."""
+        if not self.p["real_patients"]:
+            raise StudySkipped("real patients turned off (real_patients=False)")
+        with self.nb.timer("real patients"):
+            real = ag.real_sax_from_run(self.nb.run_dir, data_root(self.p["data_dir"]), self.p["seed"],
+                                        self._segmenter())
+        self.real = real
+        self.long = pd.concat([self.long, real], ignore_index=True)
+        self.nb.table(real, "real_long")
+        print(real.groupby("method").subject.nunique().rename("patients").to_string())
+        frames = ag.frame_differences(real)
+        self.nb.table(frames, "real_frames")
+        return frames
+
+    def statistics(self) -> pd.DataFrame:
+        """Bias, limits of agreement, ICC(2,1), CCC and MAE per cohort x measure x method (written); the headline
+        measures' rows."""
+        with self.nb.timer("statistics"):
+            self.summary = ag.summarise(self.long, min_n=self.p["min_n"])
+        self.nb.table(self.summary, "agreement")
+        return self.summary[self.summary["measure"].isin(ag.HEADLINE)][SHOWN]
+
+    def figures(self) -> pd.DataFrame | None:
+        """ICC heat maps (phantom, ACDC), the headline regression and Bland-Altman panels, and the real patients'
+        figure; the real patients' statistics (None without them)."""
+        s = self.summary
+        self.nb.figure(ag.icc_heatmap(s, "phantom"), "07_icc_phantom",
+                       "ICC(2,1) of every measure and method against the phantom's reference")
+        if (s["cohort"] == "acdc").any():
+            self.nb.figure(ag.icc_heatmap(s, "acdc"), "07_icc_acdc", "ICC(2,1) of the segmentation measures on ACDC")
+        self.nb.figure(ag.headline_figure(self.long, HEADLINE_METHODS, "phantom"), "07_headline",
+                       "regression and Bland-Altman panels of the headline measures (phantom test split)")
+        if getattr(self, "real", None) is None:
+            return None
+        self.nb.figure(ag.real_figure(self.long), "07_real", "real ACDC patients: LV volumes and EF from the "
+                       "full-field frames against the reference, and the ED/ES frames the LV curve picks against the "
+                       "annotation, for a segmenter that never trained on the patients shown")
+        return s[s["cohort"] == ag.REAL_COHORT][[c for c in SHOWN if c not in ("cohort", "ccc", "slope")]]
+
+    def comparisons(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Each method's limits of agreement against the second observer's (the yardstick) and method against
+        method on the same subjects (both written)."""
+        yard = ag.yardstick(self.summary)
+        self.nb.table(yard, "yardstick")
+        mvm = ag.method_vs_method(self.long, PAIRS)
+        self.nb.table(mvm, "method_vs_method")
+        cols = ["measure", "method_a", "method_b", "n", "bias", "loa_low", "loa_high", "icc2", "ccc", "note"]
+        return yard, mvm[cols] if len(mvm) else mvm
+
+    def by_condition(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Bias per condition (written); the headline methods' bias and n by condition on the phantom."""
+        cond = ag.by_condition(self.long, min_n=self.p["min_n"])
+        self.nb.table(cond, "by_condition")
+        shown = cond[cond["measure"].isin(["LVEF", "LVEDV", "MAPSE", "e_prime"]) & (cond["cohort"] == "phantom")
+                     & cond["method"].isin([SEGMENTER, MVNET, LAX_MASKS])]
+        return tuple(shown.pivot_table(index=["measure", "method"], columns="condition", values=v)
+                     for v in ("bias", "n"))
+
+    def headline_tables(self):
+        """The headline measures' agreement with their reference, every cohort."""
+        d = self.summary[self.summary["measure"].isin(ag.HEADLINE)]
+        cols = ["cohort", "measure", "method", "n", "bias", "loa_low", "loa_high", "icc2", "ccc", "mae"]
+        yield "headline_agreement", "agreement with the reference, headline measures", d[cols].round(3)
+
+    def checks(self) -> pd.DataFrame:
+        """Every headline measure has an agreement row with a statistic on the phantom."""
+        s = self.summary
+        ph = s[(s["cohort"] == "phantom") & s["icc2"].notna()] if "icc2" in s else s.iloc[:0]
+        covered = len(set(ph["measure"]) & set(ag.HEADLINE))
+        return self.targets([("headline measures with an agreement row", covered, ">=", len(ag.HEADLINE))])
