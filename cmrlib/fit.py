@@ -115,11 +115,10 @@ def fit(method: str, profile: str = "smoke", run_dir: str | Path | None = None, 
     if not store.splits():
         raise FitError(f"{run.name}: the cohort has no train/valid/test splits (splits.csv); run notebook 00 again "
                        "on this run folder to rebuild them")
-    import importlib
-
     from .distributed import data_parallel, rank, world_size
+    from .predictor import study_class
 
-    study = importlib.import_module(f"cmrlib.methods.{method}").Study
+    study = study_class(method)
     # one process per `accelerate` rank: no Dask workers of its own unless asked for
     one = {"workers": 1} if "workers" in study.PARAMS else {}
     try:

@@ -141,6 +141,11 @@ def predictor_class(method: str) -> type[Predictor]:
     return importlib.import_module(f"cmrlib.methods.{method}").Predictor
 
 
+def study_class(method: str):
+    """A method's Study class (its notebook's experiment), defined in its method's package."""
+    return importlib.import_module(f"cmrlib.methods.{method}").Study
+
+
 def load(path: str | os.PathLike, loaded: dict[Path, Predictor] | None = None) -> Predictor:
     """The Predictor in a folder written by `Predictor.save` (on the CPU), with the predictors it needs (by name,
     from the same `predictors/` folder only); `loaded` (folder -> Predictor) shares one copy of a predictor several

@@ -241,6 +241,14 @@ class Study:
         self.nb.save_timings()
         return t
 
+    PAPER_FIGURES: ClassVar[tuple[str, ...]] = ()  # the paper-style figures `paper_figures` draws from a run
+
+    @classmethod
+    def paper_figures(cls, run_dir: Path) -> Iterator[tuple[str, Any]]:
+        """(name, figure) of each paper-style figure this notebook's tables in `run_dir` allow (notebook 09 draws
+        them from the run folder alone); none unless a Study lists some in `PAPER_FIGURES`."""
+        return iter(())
+
     def headline_tables(self) -> Iterator[tuple[str, str, pd.DataFrame | None]]:
         """(table file, title, table) for the run's report, beside the paper's numbers; a table of None is one this
         notebook already wrote under that name. None unless a method lists some."""

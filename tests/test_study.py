@@ -10,11 +10,12 @@ import pytest
 from cmrlib import runner
 from cmrlib.analysis.clustering import Clustering
 from cmrlib.analysis.concordance import Agreement
+from cmrlib.analysis.reporting import Figures
 from cmrlib.methods import cussp, edes, heartmae, mvnet, segmentation, sslhf
 from cmrlib.runner import load_profile
 from cmrlib.study import StudyError
 
-STUDIES = [segmentation.Study, edes.Study, mvnet.Study, cussp.Study, sslhf.Study, heartmae.Study, Agreement, Clustering]
+STUDIES = [segmentation.Study, edes.Study, mvnet.Study, cussp.Study, sslhf.Study, heartmae.Study, Agreement, Clustering, Figures]
 USER_PATHS = ("_csv", "_weights")  # parameters that name a user's file
 
 

@@ -151,6 +151,20 @@ class Clustering(Study):
                        "permutation null")
         return self.real_ari
 
+    PAPER_FIGURES = ("08_rand_indices",)
+
+    @classmethod
+    def paper_figures(cls, run_dir):
+        """The clusters' ARI against disease and sex, raw and sex-adjusted, per feature set."""
+        if (f := run_dir / "08" / "rand_indices.csv").exists():
+            r = pd.read_csv(f)
+            long = r.melt(id_vars=["features", "adjustment"], value_vars=[c for c in r if c.startswith("ARI")],
+                          var_name="against", value_name="ARI")
+            g = sns.catplot(long, x="against", y="ARI", hue="adjustment", col="features", kind="bar", height=3,
+                            aspect=1.1)
+            g.set_titles("{col_name}")
+            yield "08_rand_indices", g.figure
+
     def headline_tables(self):
         """The clusters against disease and sex, and the real patients' against diagnosis."""
         yield "rand_indices", f"clusters ({self.case_name} against healthy): adjusted Rand index", None

@@ -140,6 +140,16 @@ class Agreement(Study):
         return tuple(shown.pivot_table(index=["measure", "method"], columns="condition", values=v)
                      for v in ("bias", "n"))
 
+    PAPER_FIGURES = ("07_icc_phantom", "07_headline")
+
+    @classmethod
+    def paper_figures(cls, run_dir):
+        """ICC of every measure and method, and the headline measures' regression and Bland-Altman panels."""
+        if (f := run_dir / "07" / "agreement.csv").exists():
+            yield "07_icc_phantom", ag.icc_heatmap(pd.read_csv(f), "phantom")
+            yield "07_headline", ag.headline_figure(pd.read_csv(run_dir / "07" / "measures.csv"), HEADLINE_METHODS,
+                                                    "phantom")
+
     def headline_tables(self):
         """The headline measures' agreement with their reference, every cohort."""
         d = self.summary[self.summary["measure"].isin(ag.HEADLINE)]

@@ -320,6 +320,14 @@ class Study(Base):
         self.real_pseudo = table
         return table
 
+    PAPER_FIGURES = ("02_afd",)
+
+    @classmethod
+    def paper_figures(cls, run_dir):
+        """The average absolute frame difference of each ED/ES method."""
+        if (f := run_dir / "02" / "afd_table.csv").exists():
+            yield "02_afd", afd_figure(pd.read_csv(f))
+
     def headline_tables(self):
         """Table 1 on the phantom's test split beside the paper's rows, and on the real SAX patients."""
         if (d := self.written("afd_table")) is not None:

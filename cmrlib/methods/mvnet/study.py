@@ -379,6 +379,18 @@ class Study(Base):
         return [(f"UKBB demo 4CH, {which} tracker, held-out cines: mean distance from the pseudo-label annulus (mm)",
                  held["point_err_mm"].mean(), "<=", 4.0)]
 
+    PAPER_FIGURES = ("03_spatial_errors", "03_displacement_error", "03_conventions")
+
+    @classmethod
+    def paper_figures(cls, run_dir):
+        """MVnet's spatial and displacement errors, and its annulus conventions against each other."""
+        if (f := run_dir / "03" / "spatial_frames.csv").exists():
+            frames = pd.read_csv(f)
+            yield "03_spatial_errors", spatial_figure(frames)
+            yield "03_displacement_error", displacement_figure(frames)
+        if (f := run_dir / "03" / "conventions.csv").exists():
+            yield "03_conventions", heatmap_figure(pd.read_csv(f))
+
     def headline_tables(self):
         """Agreement with observer 1 per stage on the phantom's test split."""
         if (d := self.written("agreement_by_stage")) is not None:

@@ -454,6 +454,15 @@ class Study(Base):
         self.lax_phantom = summarise(both, by=("model", "view", "structure")).xs("all", level="phase")["dice_mean"]
         self.nb.table(self.lax_phantom.unstack("model"), "dice_phantom_lax_models.csv", index=True)
 
+    PAPER_FIGURES = ("01_agreement_phantom",)
+
+    @classmethod
+    def paper_figures(cls, run_dir):
+        """Agreement of the segmentation measures with the phantom's truths."""
+        f = run_dir / "01" / "measures_phantom.csv"
+        if f.exists() and (pairs := measure_pairs(m := pd.read_csv(f), ref="model")):
+            yield "01_agreement_phantom", plots.agreement_figure(m, pairs, units=UNITS)
+
     def headline_tables(self):
         """Phantom test Dice (every frame) per view, and ACDC held-out Dice (ED, ES) of both SAX models."""
         if (d := self.written("dice_phantom")) is not None:
