@@ -15,7 +15,7 @@ from ... import modelfile
 from ...learn import attempt, config_from, reusable, record_settings
 from ...measure import subject_measures, table1_frames
 from ...study import Study as Base
-from ...utils import data_root, rng, seed_for
+from ...utils import rng, seed_for
 from .data import PatchAug, PatchSet, labelled, mr_labels, preprocess_store, unlabelled
 from .evaluate import auc_gap, evaluate, recall_by_grade, table2, thresholds, validation_table
 from .figures import budget_figure, grade_figure, pool_figure, preprocessing_figure, roc_pr_figure
@@ -558,20 +558,9 @@ class Study(Base):
     def _real_4ch(self) -> list:
         """(name, cine) of the real 4CH cines under the data root: the UK Biobank demo's (with pseudo-labels) and
         the DICOM sample's."""
-        root, real = data_root(self.p["data_dir"]), []
-        if root is None:
-            print("real cines skipped: no data_dir and $CMRLIB_DATA is not set")
-            return real
-        from ...io import read_dicom_series
-        from ...io.ukbb_cardiac import demo_cines
+        from ...io.real import real_cines
 
-        real += [(f"{c.subject} 4CH", c) for c in demo_cines(root, ("4CH",))]
-        if (root / "mvnet-dicom-sample" / "4ch").is_dir():
-            real += [(f"DICOM {c.view}", c) for c in read_dicom_series(root / "mvnet-dicom-sample" / "4ch")
-                     if c.view == "4CH"]
-        if not real:
-            print("real cines skipped: no ukbb-demo/ or mvnet-dicom-sample/4ch/ under the data root")
-        return real
+        return real_cines(self.p["data_dir"], ("4CH",))
 
     def real_cines(self) -> pd.DataFrame | None:
         """Every network row on the real 4CH cines, none of which was trained on: whether the valve was found (on

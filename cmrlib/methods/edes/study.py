@@ -17,7 +17,7 @@ from ...longform import implied_volumes
 from ...store import fold_roles
 from ...study import PHANTOM_SAX_SEGMENTER, StudySkipped
 from ...study import Study as Base
-from ...utils import data_root, rng, seed_for, seeded
+from ...utils import rng, seed_for, seeded
 from .data import SeqItem, dataloaders, seq_frames, seq_items
 from .evaluate import PAPER_AFD, afd_table, evaluate, label_plateaus, pseudo_reference, real_afd_table
 from .figures import afd_figure, curves_figure, real_figure
@@ -284,14 +284,13 @@ class Study(Base):
     def real_acdc(self) -> pd.DataFrame:
         """Every detector on ACDC patient090's SAX cine (labelled ED and ES; written): the Predictor's real check;
         `StudySkipped` without that cine."""
-        root = data_root(self.p["data_dir"])
-        acdc = root / "acdc" / "training" / "patient090" if root else None
-        if acdc is None or not (acdc / "patient090_4d.nii.gz").exists():
-            raise StudySkipped(f"ACDC patient090: no 4D cine under "
-                               f"{acdc.name if acdc else 'a data root (set data_dir or $CMRLIB_DATA)'}")
-        from ...io.acdc import read_acdc_patient
+        from ...io.real import MANUAL, real_subjects
 
-        real = evaluate(self.found, [read_acdc_patient(acdc)])
+        cines = [c for s in real_subjects(self.p["data_dir"], ("SAX",)) if s.reference_is == MANUAL for c in s.cines]
+        if not cines:
+            raise StudySkipped("no full ACDC SAX cine (acdc/training/patientNNN/patientNNN_4d.nii.gz) under the data "
+                               "root (set data_dir or $CMRLIB_DATA)")
+        real = evaluate(self.found, cines)
         cols = ["method", "view", "n_frames", "ed", "es", "ed_pred", "es_pred", "fd_ed", "fd_es", "sec"]
         self.nb.table(real[cols], "real_acdc_patient090")
         fd = real.set_index("method")
@@ -304,9 +303,11 @@ class Study(Base):
         """Every detector on the UK Biobank demo's 2CH, 3CH and 4CH cines against the ED/ES that each subject's 4CH
         pseudo-labels imply (largest and smallest LV area; a network's labels, so a pseudo-reference; written with
         the curves); `StudySkipped` without the demo."""
-        from ...io.ukbb_cardiac import demo_cines
+        from ...io.real import PSEUDO, real_subjects
 
-        cines = pseudo_reference(demo_cines(self.p["data_dir"]))
+        lax = ("2CH", "3CH", "4CH")
+        cines = pseudo_reference([c for s in real_subjects(self.p["data_dir"], lax) if s.reference_is == PSEUDO
+                                  for c in s.cines])
         if not cines:
             raise StudySkipped("no UK Biobank demo cines with 4CH pseudo-labels under the data root")
         ukbb = evaluate(self.found, cines, total=len(cines), keep_curves=len(cines))

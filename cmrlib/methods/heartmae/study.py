@@ -4,7 +4,6 @@ every task group for each encoder, the paper's Tables 1-2 and condition metrics 
 features for notebook 08 and the run's HeartMAE Predictor."""
 from __future__ import annotations
 
-import contextlib
 from dataclasses import replace
 from typing import ClassVar
 
@@ -16,7 +15,7 @@ from ...longform import PHANTOM_REFERENCES, from_columns
 from ...models.weights import WeightsUnavailable
 from ...study import Study as Base
 from ...study import StudySkipped
-from ...utils import data_root, seed_for
+from ...utils import seed_for
 from .baselines import EXPERT, expert_features, logistic_probs
 from .data import CineSet, Clips, intensity_stats, preprocess_store
 from .evaluate import (EF_COLUMNS, PAPER_FEATURES, PAPER_TABLE1, PAPER_TABLE2, beside_paper,
@@ -462,36 +461,13 @@ class Study(Base):
                           index=True)
 
     def _real_subjects(self) -> list[tuple[str, list, dict, str]]:
-        """(name, cines, reference measures, what the reference is) of every real subject under the data root:
-        the UK Biobank demo's 2CH and 4CH cines (its SAX is ED/ES only: no cine) with the measures of its
-        pseudo-labels (SAX ED/ES segmentation; LA of 2CH + 4CH), ACDC patient090's SAX cine with its manual masks'."""
-        from ...io.ukbb_cardiac import demo_folders, demo_root, read_subject, sax_measures
-        from ...measure import MeasureError, la_measures
+        """(name, cines, reference measures, what the reference is) of every real subject under the data root with
+        a reference (`io.real`): the UK Biobank demo's 2CH and 4CH cines (its SAX is ED/ES only: no cine) with the
+        measures of its pseudo-labels, ACDC's full-cine patients with their manual masks'."""
+        from ...io.real import NONE, real_subjects
 
-        root, out = data_root(self.p["data_dir"]), []
-        if root is None:
-            print("real cines skipped: no data_dir and $CMRLIB_DATA is not set")
-            return out
-        demo = demo_root(root)
-        if demo is not None:
-            for name, folder in demo_folders(demo).items():
-                cines = read_subject(folder, name, ("2CH", "4CH"))
-                ref = sax_measures(folder)
-                lax = {c.view: c for c in cines if c.labels is not None}
-                if set(lax) == {"2CH", "4CH"}:
-                    with contextlib.suppress(MeasureError):
-                        ref |= la_measures(lax["2CH"].labels, lax["2CH"].spacing, lax["4CH"].labels,
-                                           lax["4CH"].spacing)
-                out.append((name, cines, ref, "pseudo-labels (a network's)"))
-        acdc = root / "acdc" / "training" / "patient090"
-        if (acdc / "patient090_4d.nii.gz").exists():
-            from ...io.acdc import read_acdc_patient
-
-            c = read_acdc_patient(acdc)
-            out.append(("ACDC patient090", [c], dict(c.meta), "manual masks (ED/ES)"))
-        if not out:
-            print("real cines skipped: no ukbb-demo/ or ACDC patient090 under the data root")
-        return out
+        return [(s.name, s.cines, s.reference, s.reference_is)
+                for s in real_subjects(self.p["data_dir"], ("SAX", "2CH", "4CH")) if s.reference_is != NONE]
 
     def real_cines(self) -> pd.DataFrame | None:
         """The run's HeartMAE Predictor on every real subject, none of which it trained on: predicted LVEF and LAEF

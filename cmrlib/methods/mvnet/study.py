@@ -17,7 +17,7 @@ from ...learn import config_from, export
 from ...longform import STAGE_METHODS, from_columns
 from ...plots import agreement_figure
 from ...stats import agreement_table
-from ...utils import data_root, seed_for, seeded
+from ...utils import seed_for, seeded
 from ...study import Study as Base, StudyError
 from .data import Track, load_cines, mixed_tracks, tracks_from_cines
 from .evaluate import (choose_inference, clinical, convention_matrix, evaluate, observer_frames,
@@ -244,24 +244,12 @@ class Study(Base):
 
     def _real(self) -> list:
         """(name, cine) of the real DICOM and UK-Biobank-style cines under the data root that a tracker reads."""
-        root, real = data_root(self.p["data_dir"]), []
         if not self.p["real_cines"]:
             print("real cines skipped (real_cines=False)")
-            return real
-        if root is None:
-            print("real cines skipped: no data_dir and $CMRLIB_DATA is not set")
-            return real
-        from ...io import read_dicom_series
+            return []
+        from ...io.real import real_cines
 
-        for vdir in ("2ch", "4ch"):
-            path = root / "mvnet-dicom-sample" / vdir
-            if path.exists():
-                real += [(f"DICOM {c.view}", c) for c in read_dicom_series(path) if c.view in self.trackers]
-            else:
-                print(f"skipped: no mvnet-dicom-sample/{vdir}/ under the data root")
-        from ...io.ukbb_cardiac import demo_cines
-
-        return real + [(f"{c.subject} {c.view}", c) for c in demo_cines(root, tuple(self.trackers))]
+        return real_cines(self.p["data_dir"], tuple(self.trackers))
 
     def fit_real(self, cines: list[tuple]) -> MVnet | None:
         """The 4CH tracker fine-tuned, both stages, from the phantom one on the phantom's training tracks plus one

@@ -393,10 +393,10 @@ class Study(Base):
         phantom-only model, and the one fine-tuned on one demo subject (`fit_lax_real`) with its training subject
         marked; that model's phantom test Dice beside (all written, with the best, median and worst held-out
         frames)."""
-        from ...io.ukbb_cardiac import demo_cines
+        from ...io.real import real_cines
         from .predict import predict
 
-        cines = {f"{c.subject}_{c.view}": c for c in demo_cines(self.p["data_dir"], ("2CH", "4CH"), labelled=True)}
+        cines = {f"{c.subject}_{c.view}": c for _, c in real_cines(self.p["data_dir"], ("2CH", "4CH"), labelled=True)}
         if not cines:
             return None
         self.fit_lax_real(list(cines.values()))

@@ -14,7 +14,7 @@ from ...learn import config_from, precision
 from ...study import Study as Base
 from ...study import StudyError, StudySkipped
 from ...transforms.corrupt import corrupt, random_frame_cover, random_local_shuffle, random_patch_cover
-from ...utils import data_root, rng, seed_for
+from ...utils import rng, seed_for
 from . import crossval
 from .data import CLASSES, HFREF_BELOW, HFPatches, hf_class, hf_labels, patient_folds, preprocess_store
 from .evaluate import TABLES, detectability, differences, fold_metrics, mean_roc, summary, table
@@ -437,24 +437,26 @@ class Study(Base):
         """The run's SSLHF Predictor on the real SAX cines here: ACDC patient090's (ACDC's others and the UK Biobank
         demo's SAX hold ED and ES only, too few frames for a patch over the cycle); its HFrEF probability beside
         the LVEF of the cine's manual masks, or why it cannot read the cine (written)."""
+        from ...io.real import MANUAL, real_subjects
         from ...predictor import NotApplicable, load
 
-        root = data_root(self.p["data_dir"])
-        acdc = root / "acdc" / "training" / "patient090" if root else None
-        if self.predictor_file is None or acdc is None or not (acdc / "patient090_4d.nii.gz").exists():
-            print("real cines skipped: " + ("no SSLHF Predictor in this run" if self.predictor_file is None else
-                                             "no ACDC patient090 4D cine under the data root"))
+        if self.predictor_file is None:
+            print("real cines skipped: no SSLHF Predictor in this run")
             return None
-        from ...io.acdc import read_acdc_patient
-
-        cine = read_acdc_patient(acdc)
-        row = dict(cine="ACDC patient090 SAX", frames=cine.n_frames, LVEF_manual=cine.meta.get("LVEF"),
-                   class_by_LVEF="HFrEF" if (cine.meta.get("LVEF") or 100) < HFREF_BELOW else "not HFrEF")
-        try:
-            row["HFrEF_probability"] = load(self.predictor_file).predict(cine).measures["HFrEF probability"]
-        except NotApplicable as e:
-            row["note"] = str(e)
-        self.real = pd.DataFrame([row])
+        full = [s for s in real_subjects(self.p["data_dir"], ("SAX",)) if s.reference_is == MANUAL]
+        if not full:
+            print("real cines skipped: no full ACDC SAX cine under the data root")
+            return None
+        rows, predictor = [], load(self.predictor_file)
+        for name, cine in (pair for s in full for pair in s.named()):
+            row = dict(cine=name, frames=cine.n_frames, LVEF_manual=cine.meta.get("LVEF"),
+                       class_by_LVEF="HFrEF" if (cine.meta.get("LVEF") or 100) < HFREF_BELOW else "not HFrEF")
+            try:
+                row["HFrEF_probability"] = predictor.predict(cine).measures["HFrEF probability"]
+            except NotApplicable as e:
+                row["note"] = str(e)
+            rows.append(row)
+        self.real = pd.DataFrame(rows)
         self.nb.table(self.real, "real_cines")
         return self.real
 

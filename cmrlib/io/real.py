@@ -1,0 +1,100 @@
+"""The real subjects under a data root, found in one place for every notebook: the UK Biobank demo's long-axis cines
+(with its pipeline's pseudo-labels), ACDC's training patients stored with a full 4D cine beside their labelled
+ED/ES frames, and the Siemens DICOM sample's 2CH and 4CH cines. Each comes with the reference its labels give and
+what that reference is. The real SAX cohort of cropped cines (`acdc-cine/`) has a reader of its own
+(`cmrlib.study.real_sax_cohort`): its truths come from `reference.csv`, not its cines."""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..measure import MeasureError, la_measures
+from ..record import Cine
+from ..utils import data_root
+
+DICOM_SAMPLE = "mvnet-dicom-sample"  # its view folders: 2ch/, 4ch/
+ACDC_TRAINING = Path("acdc") / "training"
+PSEUDO, MANUAL, NONE = "pseudo-labels (a network's)", "manual masks (ED/ES)", "none"
+
+
+@dataclass
+class RealSubject:
+    """One real subject's cines of the views asked for, the reference measures its labels give, and their kind."""
+
+    name: str                                     # a pseudonym or the public dataset's own patient number
+    cines: list[Cine]
+    reference: dict = field(default_factory=dict)
+    reference_is: str = NONE
+
+    def named(self) -> list[tuple[str, Cine]]:
+        """(name, cine) per cine, e.g. 'ukbb-demo-1 4CH'."""
+        return [(f"{self.name} {c.view}", c) for c in self.cines]
+
+
+def real_subjects(data_dir: str | Path | None, views: Sequence[str] = ("SAX", "2CH", "3CH", "4CH"),
+                  labelled: bool = False) -> list[RealSubject]:
+    """Every real subject under the data root (`data_dir`, else $CMRLIB_DATA) with a cine of `views` (only cines
+    with labels when `labelled`): the UK Biobank demo's, ACDC's full-cine patients', the DICOM sample's, in that
+    order. What is absent is printed without naming a folder (a data root may hold a person's name)."""
+    root = data_root(data_dir)
+    if root is None:
+        print("real cines skipped: no data_dir and $CMRLIB_DATA is not set")
+        return []
+    found = [*_ukbb_demo(root, views), *_acdc_full(root, views), *_dicom_sample(root, views)]
+    out = []
+    for s in found:
+        s.cines = [c for c in s.cines if c.view in views and (not labelled or c.labels is not None)]
+        if s.cines:
+            out.append(s)
+    if not out:
+        print(f"real cines skipped: no real {'/'.join(views)} cine under the data root")
+    return out
+
+
+def real_cines(data_dir: str | Path | None, views: Sequence[str], labelled: bool = False) -> list[tuple[str, Cine]]:
+    """(name, cine) of every real cine of `views` (`real_subjects`, flattened)."""
+    return [pair for s in real_subjects(data_dir, views, labelled) for pair in s.named()]
+
+
+def _ukbb_demo(root: Path, views: Sequence[str]) -> list[RealSubject]:
+    """The demo's subjects: long-axis cines with pseudo-labels; reference from its SAX ED/ES segmentation and the
+    biplane LA of its 2CH + 4CH pseudo-labels."""
+    from .ukbb_cardiac import LAYOUT, demo_folders, read_subject, sax_measures
+
+    if not (root / "ukbb-demo").is_dir() or not set(views) & set(LAYOUT):
+        return []
+    out = []
+    for name, folder in demo_folders(root / "ukbb-demo").items():
+        cines = read_subject(folder, name, tuple(v for v in LAYOUT if v in views or v in ("2CH", "4CH")))
+        ref = sax_measures(folder)
+        lax = {c.view: c for c in cines if c.labels is not None}
+        if {"2CH", "4CH"} <= set(lax):
+            with contextlib.suppress(MeasureError):
+                ref |= la_measures(lax["2CH"].labels, lax["2CH"].spacing, lax["4CH"].labels, lax["4CH"].spacing)
+        out.append(RealSubject(name, cines, ref, PSEUDO))
+    return out
+
+
+def _acdc_full(root: Path, views: Sequence[str]) -> list[RealSubject]:
+    """ACDC's training patients stored with their full 4D cine: the SAX cine with its manual ED/ES masks, and the
+    volumes those masks give as the reference."""
+    from .acdc import read_acdc_patient
+
+    if "SAX" not in views or not (root / ACDC_TRAINING).is_dir():
+        return []
+    out = []
+    for folder in sorted(p for p in (root / ACDC_TRAINING).iterdir() if (p / f"{p.name}_4d.nii.gz").exists()):
+        c = read_acdc_patient(folder)
+        out.append(RealSubject(f"ACDC {folder.name}", [c], dict(c.meta), MANUAL))
+    return out
+
+
+def _dicom_sample(root: Path, views: Sequence[str]) -> list[RealSubject]:
+    """The DICOM sample's cines of the asked views (2CH, 4CH), without labels."""
+    from .dicom import read_dicom_series
+
+    cines = [c for v in ("2ch", "4ch") if v.upper() in views and (root / DICOM_SAMPLE / v).is_dir()
+             for c in read_dicom_series(root / DICOM_SAMPLE / v)]
+    return [RealSubject("DICOM", cines)] if cines else []
