@@ -43,6 +43,12 @@ def test_mvnet_fit_exports_both_stages_of_each_view(run, tmp_path, monkeypatch):
     assert hw["device"] == "cpu" and hw["threads"] >= 1 and len(hw["epoch_seconds"]) == 4
     tracker = mvnet.load(tmp_path, "4CH")
     assert tracker.view == "4CH"
+    p = predictor.load(tmp_path / "mvnet.predictor")  # the run's Predictor, its inference chosen on validation
+    assert p.provenance["note"].startswith("phantom trackers")
+    from cmrlib.store import CohortStore
+
+    store = CohortStore(run / "cohort")
+    assert "MAPSE" in p.predict(store.read(store.select(view="4CH", split="test")[0])).measures
 
 
 def test_two_cpu_processes_end_where_one_with_the_doubled_batch_does(run, tmp_path):
@@ -87,3 +93,19 @@ def test_cussp_fit_is_its_study_and_writes_a_predictor_that_predicts(run, tmp_pa
     saved = modelfile.read(tmp_path / "cussp.predictor", kind="predictor")
     assert saved["needs"] == {"segmenter": "segmentation"}
     assert {"size", "patch_mm", "frames", "window", "threshold"} <= set(saved["prep"])
+
+
+def test_heartmae_fit_goes_on_to_the_probes_and_leaves_the_runs_predictor(tmp_path):
+    """With all four autoencoders and enough subjects for the probes (two in test), `fit` ends as notebook 06."""
+    from cmrlib.store import CohortStore
+
+    run = tmp_path / "run"
+    make_cohort(run / "cohort", n=20, seed=1, n_frames=16, matrix=64, pixel_mm=3.5, progress=False)
+    rec = fit("heartmae", "smoke", run, dict(probe_epochs=2, n_boot=10, crops=1, clips=1, expert_baseline=False),
+              out=tmp_path / "fit")
+    assert [r["model"] for r in rec["rows"]] == ["MAE-ViT-B", "MAE-tube", "MAE-95", "HeartMAE"]
+    p = predictor.load(tmp_path / "fit" / "heartmae.predictor")
+    store = CohortStore(run / "cohort")
+    cines = [store.read(cid) for cid in store.select(view="4CH", split="test")[:1]]
+    assert "LVEF" in p.predict(cines).measures
+

@@ -496,8 +496,9 @@ class Study(Base):
 
     def train(self, finish=None, rows: int | None = None) -> list[dict]:
         """What `cmrlib fit heartmae` runs: the views, then the first `rows` of the four masked autoencoders (all by
-        default), each saved by process 0 as `<row>.model` with its summary; one summary per row. The probes and the
-        run's Predictor need the subjects' targets: notebook 06 fits them."""
+        default), each saved by process 0 as `<row>.model` with its summary; with all four and the subjects'
+        targets, process 0 goes on as notebook 06 does: features, probes and the run's HeartMAE Predictor. One
+        summary per row."""
         from ...distributed import rank
         from .learner import pretrain, save
 
@@ -514,6 +515,13 @@ class Study(Base):
             summaries.append(s)
             if len(summaries) == rows:
                 break
+        if rank() == 0 and set(FAMILY) <= set(models):
+            self.models = models
+            self.features()
+            self.targets_table()
+            if self.ready:
+                self.fit()
+                self.export()
         return summaries
 
     def headline_tables(self):

@@ -118,14 +118,28 @@ class Study(Base):
 
     def train(self, finish=None, rows: int | None = None) -> list[dict]:
         """What `cmrlib fit mvnet` runs: both stages per view, written by process 0 (under `accelerate` each
-        process trains on its share of every batch); one row per stage with the validation loss `fit` logs."""
+        process trains on its share of every batch), the inference settings chosen on the validation cines and the
+        run's MVnet Predictor (process 0; the phantom trackers, no real-data check: notebook 03 adds it); one row
+        per stage with the validation loss `fit` logs."""
         self.prepare()
-        rows = []
+        rows, self.trackers = [], {}
         for v in self.p["views"]:
-            _, log = fit(self.tracks["obsA"][v]["train"], self.tracks["obsA"][v]["valid"], self.cfg, v,
-                         self.out if rank() == 0 else None, "A", quiet=True)
+            self.trackers[v], log = fit(self.tracks["obsA"][v]["train"], self.tracks["obsA"][v]["valid"], self.cfg,
+                                        v, self.out if rank() == 0 else None, "A", quiet=True)
             rows += [dict(r, model=f"{v} stage {r['stage']}") for r in log.to_dict("records")]
+        if rank() == 0:
+            self.choose_inference()
+            self.write_predictor("phantom trackers (cmrlib fit): no real-data check")
         return rows
+
+    def write_predictor(self, note: str):
+        """The run's MVnet Predictor: the phantom trackers, the 4CH one fine-tuned on a real subject when
+        `real_tracker` is 'real' and one was, with the velocity window and `note` on its real-data check."""
+        trackers = dict(self.trackers)
+        if self.p["real_tracker"] == "real" and self.real_tracker is not None:
+            trackers["4CH"] = self.real_tracker
+        return self.nb.predictor(Predictor.from_trackers(trackers, self.p["velocity_window"], self.nb.provenance(
+            self.store, None, note=note)))
 
     def choose_inference(self) -> pd.DataFrame | None:
         """With `smooth='valid'`: the smoothing window and test-time crops with the smallest |mean| + SD of the
@@ -401,13 +415,9 @@ class Study(Base):
             ("inference s per cine (1 s per 2-view patient)", self.sec_per_cine, "<=", 0.5),
             *self._pseudo_check(),
         ])
-        trackers, carried = dict(self.trackers), "phantom"
-        if self.p["real_tracker"] == "real" and self.real_tracker is not None:
-            trackers["4CH"], carried = self.real_tracker, "fine-tuned"
+        carried = "fine-tuned" if self.p["real_tracker"] == "real" and self.real_tracker is not None else "phantom"
         pseudo = self._pseudo_check(carried)  # the tracker the Predictor carries, not the one the target scores
-        note = (f"{pseudo[0][0]}: {pseudo[0][1]:.1f}" if pseudo else
-                "real cines run without a reference (qualitative only)")
-        self.nb.predictor(Predictor.from_trackers(trackers, self.p["velocity_window"], self.nb.provenance(
-            self.store, None, note=note)))
+        self.write_predictor(f"{pseudo[0][0]}: {pseudo[0][1]:.1f}" if pseudo else
+                             "real cines run without a reference (qualitative only)")
         print(f"notebook 03 ran in {self.minutes() * 60:.0f} s (profile {self.p['profile']})")
         return targets
