@@ -24,7 +24,8 @@ import pandas as pd
 
 from .io.ukbb_cardiac import LAYOUT as UKBB_CARDIAC
 from .plausible import SEXES, SPOILS
-from .predictor import METHODS, NotApplicable, Prediction, Predictor, predictor_class, run_predictors
+from . import predictor as registry  # the one list of methods, read when a report is made
+from .predictor import NotApplicable, Prediction, Predictor, predictor_class, run_predictors
 from .record import Cine
 from .utils import atomic_write_json, atomic_write_text
 
@@ -128,7 +129,7 @@ def _inside(folder: Path, file) -> str:
 def run_all(predictors: dict[str, Predictor], cines: list[Cine], log: Callable[[str], None] = print) -> list[dict]:
     """Every predictor on the patient: per method its Prediction or why there is none, and its seconds."""
     out = []
-    for m in METHODS:
+    for m in registry.METHODS:
         if m not in predictors:
             continue
         t0 = time.perf_counter()

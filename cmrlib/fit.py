@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import runner
-from .predictor import METHODS  # each one's Study in cmrlib.methods
+from . import predictor as registry  # the one list of methods, each one's Study in cmrlib.methods
 from .store import CohortStore
 from .study import StudyError
 from .utils import atomic_write_json, package_versions, seed_everything, seed_for
@@ -97,8 +97,8 @@ def fit(method: str, profile: str = "smoke", run_dir: str | Path | None = None, 
         out: str | Path | None = None, fit_rows: int | None = None) -> dict[str, Any]:
     """Train `method` with the profile's parameters for its notebook (plus overrides) on the run's cohort. Every
     check that needs no training (method, rows, folders, parameter values, the cohort) comes first, in one line."""
-    if method not in METHODS:
-        raise FitError(f"unknown method {method!r}; `cmrlib fit` trains: {', '.join(METHODS)}")
+    if method not in registry.METHODS:
+        raise FitError(f"unknown method {method!r}; `cmrlib fit` trains: {', '.join(registry.METHODS)}")
     if fit_rows is not None and fit_rows < 1:
         raise FitError(f"--rows must be at least 1, got {fit_rows}")
     name = runner.profile_name(profile)

@@ -26,7 +26,6 @@ from .record import Cine
 SUFFIX = ".predictor"
 METHODS = ("segmentation", "edes", "mvnet", "cussp", "sslhf", "heartmae")  # notebooks 01-06: the one list
 SEGMENTER = "segmentation"  # the method whose Predictor finds the heart for others (CUSSP, SSLHF, notebook 07)
-NOTEBOOKS = {m: f"{i:02d}" for i, m in enumerate(METHODS, 1)}  # the notebook that trains each
 
 
 class PredictorError(ValueError):
@@ -190,7 +189,7 @@ def run_predictors(run_dir: str | os.PathLike) -> tuple[dict[str, Predictor], di
     for m in METHODS:
         path = folder / file_name(m)
         if not path.exists():
-            absent[m] = f"this run has no predictor (notebook {NOTEBOOKS[m]} writes it)"
+            absent[m] = f"this run has no predictor (notebook {study_class(m).number} writes it)"
             continue
         try:
             have[m] = load(path, loaded)  # the segmentation predictor is read once, for all

@@ -104,7 +104,7 @@ def _nifti_patient(folder: Path, subject: dict) -> Path:
 def test_each_method_names_its_report_section_itself(method):
     """A patient report learns a method's heading and picture from its Predictor, never from a list of its own."""
     cls = predictor.predictor_class(method)
-    assert cls.method == method and f"notebook {predictor.NOTEBOOKS[method]}" in cls.title
+    assert cls.method == method and f"notebook {predictor.study_class(method).number}" in cls.title
     assert cls.figure is not predictor.Predictor.figure  # every method draws what it saw
 
 
