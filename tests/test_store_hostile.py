@@ -4,7 +4,6 @@ cohorts, 5 identifiers in failure messages, 6 the report scrubbed by structure, 
 a zero-byte NIfTI, path parameters passed as references). Everything is built under the test's tmp_path; no network."""
 from __future__ import annotations
 
-import importlib
 
 import json
 import os
@@ -305,10 +304,10 @@ def test_7_a_scheduler_that_accepts_but_never_answers_is_one_line_within_the_tim
 
 
 def test_7_every_path_parameter_the_runner_passes_as_a_reference_is_expanded_by_its_study():
-    from cmrlib.fit import METHODS
+    from cmrlib.predictor import METHODS, study_class
 
     for method in METHODS:
-        study = importlib.import_module(f"cmrlib.methods.{method}").Study
+        study = study_class(method)
         passed = {k for k in study.PARAMS if runner.is_path_param(k)} - set(runner.INJECTED) - {"data_dir"}
         assert passed <= set(study.PATHS), f"{method}: {sorted(passed - set(study.PATHS))} reach it unexpanded"
 

@@ -13,7 +13,7 @@ RUN_FILES = {
     # phantom-only SAX model
     "02": ("afd_table.csv",),
     "03": ("spatial_frames.csv", "conventions.csv", "clinical_subjects.csv"),
-    "06": ("subject_features_*.csv",),
+    "06": ("subject_features_*.csv", "real_subject_features_*.csv", "real_subjects.csv"),  # the real patients' too
     "07": ("agreement.csv", "measures.csv"),
     "08": ("rand_indices.csv",),
 }  # besides run.json, cohort/ (the store), real_sax/ (the real SAX cohort) and predictors/ (the methods' Predictors)

@@ -109,14 +109,14 @@ def read_real(run_dir) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
 
     from ..study import StudySkipped
 
-    folder = Path(run_dir) / "06"
-    files = sorted(folder.glob("real_subject_features_*.csv"))
-    if not files or not (folder / "real_subjects.csv").exists():
+    files = sorted((Path(run_dir) / "06").glob("real_subject_features_*.csv"))
+    subjects = Path(run_dir) / "06" / "real_subjects.csv"
+    if not files or not subjects.exists():
         raise StudySkipped("no real patients' features in 06/: notebook 06 writes them when the data root holds "
                            "acdc-cine/")
     sets = {f.stem.removeprefix("real_subject_features_"): pd.read_csv(f, dtype={"subject": str}).set_index("subject")
             for f in files}
-    return sets, pd.read_csv(folder / "real_subjects.csv", dtype={"subject": str})
+    return sets, pd.read_csv(subjects, dtype={"subject": str})
 
 
 def real_diagnoses(feature_sets: Mapping[str, pd.DataFrame], subjects: pd.DataFrame, ks: Sequence[int], seed,
