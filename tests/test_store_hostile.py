@@ -4,7 +4,6 @@ cohorts, 5 identifiers in failure messages, 6 the report scrubbed by structure, 
 a zero-byte NIfTI, path parameters passed as references). Everything is built under the test's tmp_path; no network."""
 from __future__ import annotations
 
-
 import json
 import os
 import shutil
