@@ -241,8 +241,9 @@ class Study(Base):
 
     def fit(self) -> pd.DataFrame | None:
         """Every (row, fold) at each rate of `lrs`, the rate and early stop chosen on the fold's validation
-        patients (or the rate on the first fold's, with `lr_from_first_fold`) (Dask tasks when a cluster runs); failures, predictions and models written, the SSLHF Predictor
-        (every fold's classifier) exported; the rate kept per row and fold."""
+        patients (the rate on the first fold's with `lr_from_first_fold`; Dask tasks when a cluster runs);
+        failures, predictions and models written, the SSLHF Predictor (every fold's classifier) exported; the rate
+        kept per row and fold."""
         if not self.ready:
             return None
         p = self.p
