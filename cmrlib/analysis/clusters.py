@@ -15,8 +15,8 @@ from ..stats import not_testable
 from ..utils import rng as _rng
 
 __all__ = ["ClusterError", "balanced_subset", "standardise", "sex_adjust", "adjust", "choose_k", "cluster",
-           "rand_indices", "permutation_ari", "read_real", "real_diagnoses", "learned_p", "real_figure", "two_cluster_test", "clustermap",
-           "embed", "embedding_figure"]
+           "rand_indices", "permutation_ari", "read_real", "real_diagnoses", "learned_p", "real_figure",
+           "two_cluster_test", "clustermap", "embed", "embedding_figure"]
 
 
 class ClusterError(ValueError):
