@@ -43,7 +43,9 @@ def pretraining_step(profile: str, threads: int = 2, repeats: int = 4) -> float:
     import yaml
 
     from cmrlib.learn import config_from
-    from cmrlib.methods.cussp import CUSSPConfig, PatchAug, Study, TwinViews, network
+    from cmrlib.methods.cussp import Study
+    from cmrlib.methods.cussp.data import PatchAug, TwinViews
+    from cmrlib.methods.cussp.learner import CUSSPConfig, network
     from cmrlib.methods.cussp.learner import BarlowLoss
 
     torch.set_num_threads(threads)

@@ -41,7 +41,8 @@ def rows(threads: int | tuple[int, ...] = (1, 2), model: str | None = None, repe
     208 x 180 4CH cine (one and two threads by default: on a busy 2-core machine one is often faster)."""
     import torch
 
-    from cmrlib.methods.edes import predict, predict_curve, seq_frames
+    from cmrlib.methods.edes.data import seq_frames
+    from cmrlib.methods.edes.predict import predict, predict_curve
     from cmrlib.models.tempreg import tempreg_net
     from cmrlib.record import Cine
 

@@ -33,7 +33,8 @@ def cines_per_second(name: str = "default", n: int = 16, threads: int = 2) -> fl
     """Cines through `extract` (3 crops x 2 clips each) per second, preprocessing excluded (cached per run)."""
     import pandas as pd
 
-    from cmrlib.methods.heartmae import CineSet, extract, mae_encoder
+    from cmrlib.methods.heartmae.data import CineSet
+    from cmrlib.methods.heartmae.features import extract, mae_encoder
     torch.set_num_threads(threads)
     s = SIZES[name]
     rng = np.random.default_rng(0)

@@ -19,22 +19,23 @@ from cmrlib.runner import load_profile
 TARGET_S = 1.0
 
 
-def _trackers(run_dir: str | None, profile: str = "default") -> dict[str, mv.MVnet]:
+def _trackers(run_dir: str | None, profile: str = "default") -> dict[str, mv.predict.MVnet]:
     """Trained trackers from a run folder, else freshly initialised ones with the profile's architecture."""
     models = Path(run_dir) / "03" / "models" if run_dir else None
     p = load_profile(profile).get("03", {})
-    if models is not None and all(mv.model_path(models, v, s).exists() for v in mv.VIEWS for s in (1, 2)):
-        return {v: mv.load(models, v, tta=p.get("tta")) for v in mv.VIEWS}
+    if models is not None and all(mv.predict.model_path(models, v, s).exists()
+                                  for v in mv.geometry.VIEWS for s in (1, 2)):
+        return {v: mv.predict.load(models, v, tta=p.get("tta")) for v in mv.geometry.VIEWS}
     keys = ("arch", "widths", "blocks", "head", "coords", "n_refine", "window2", "tta")
-    cfg = mv.MVConfig(**{k: (tuple(p[k]) if isinstance(p[k], list) else p[k]) for k in keys if k in p})
+    cfg = mv.learner.MVConfig(**{k: (tuple(p[k]) if isinstance(p[k], list) else p[k]) for k in keys if k in p})
     torch.manual_seed(0)
-    return {v: mv.MVnet(cfg.model(1), cfg.model(2), v, cfg.n_refine, tta=cfg.tta) for v in mv.VIEWS}
+    return {v: mv.predict.MVnet(cfg.model(1), cfg.model(2), v, cfg.n_refine, tta=cfg.tta) for v in mv.geometry.VIEWS}
 
 
 def _patient(n_frames: int = 40, shape=(208, 208), seed: int = 0) -> dict[str, np.ndarray]:
     """A 2CH and a 4CH cine of UK-Biobank-like size (content does not change the run time)."""
     g = np.random.default_rng(seed)
-    return {v: g.gamma(2.0, 50.0, (n_frames, *shape)).astype(np.float32) for v in mv.VIEWS}
+    return {v: g.gamma(2.0, 50.0, (n_frames, *shape)).astype(np.float32) for v in mv.geometry.VIEWS}
 
 
 def seconds_per_patient(run_dir: str | None = None, threads: int = 2, n_frames: int = 40, repeats: int = 5) -> float:

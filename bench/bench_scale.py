@@ -109,7 +109,7 @@ def segment_rows() -> list[dict]:
     import torch
 
     from cmrlib.io import ingest
-    from cmrlib.methods.segmentation import predict_store
+    from cmrlib.methods.segmentation.predict import predict_store
     src = _lax_root()
     if src is None:
         return [dict(figure="segmentation scaling", value="skipped: no $CMRLIB_DATA/ukbb-demo-lax", target="")]
@@ -216,7 +216,7 @@ def per_cine_costs() -> dict:
 
     from cmrlib.io import ingest
     from cmrlib.methods import heartmae as hm
-    from cmrlib.methods.segmentation import predict_store
+    from cmrlib.methods.segmentation.predict import predict_store
     from cmrlib.store import CohortStore
     from bench_heartmae import cines_per_second
     src = _lax_root()
@@ -230,7 +230,7 @@ def per_cine_costs() -> dict:
         ids = store.ids()[:4]
         model = _segmenter(1.0, 224)  # the paper-size TernausNet11
         t_seg = _timed(lambda: predict_store(model, store, ids[:2], progress=False)) / 2
-        t_flow = _timed(lambda: hm.preprocess_store(store, ids, progress=False, load=256, cycle=50)) / len(ids)
+        t_flow = _timed(lambda: hm.data.preprocess_store(store, ids, progress=False, load=256, cycle=50)) / len(ids)
     t_feat = 2 / cines_per_second("paper", n=2, threads=1)  # ViT-B, 3 crops x 2 clips of 24 frames at 224 px
     return {"ingest (NIfTI read, checks, zarr write)": t_ingest, "segmentation (TernausNet11, width 1, 224 px)": t_seg,
             "optical flow (Farneback, 50 frames at 256 px)": t_flow, "features (ViT-B, 6 views)": t_feat}

@@ -33,7 +33,8 @@ def _case(view: str, threads: int, model_path: str | None, repeats: int, q) -> N
     from cmrlib.data import FrameGeometry
     from cmrlib.models import unet11
     from cmrlib.record import Cine
-    from cmrlib.methods.segmentation import load, predict
+    from cmrlib.methods.segmentation.learner import load
+    from cmrlib.methods.segmentation.predict import predict
     from cmrlib.utils import peak_rss_mib
 
     torch.set_num_threads(threads)
@@ -58,8 +59,29 @@ def _case(view: str, threads: int, model_path: str | None, repeats: int, q) -> N
     q.put(dict(seconds=best, peak_mib=rss1, extra_mib=rss1 - rss0))
 
 
+def calibration_seconds(threads: int, pixels: int = 20_000_000, frames: int = 112, priors: int = 5) -> float:
+    """Seconds to score one candidate log-prior in `calibrate_prior` (127 per SAX model in the default profile) on
+    `pixels` calibration pixels of random class scores over `frames` time frames (the default run's 16 SAX
+    validation cines give 112 frames, 20 M pixels)."""
+    import torch
+
+    from cmrlib.labels import NAMES
+    from cmrlib.methods.segmentation.predict import _Frames, mean_dice
+
+    torch.set_num_threads(threads)
+    g = np.random.default_rng(0)
+    per = pixels // frames
+    probs = [g.dirichlet(np.ones(len(NAMES)), per).astype(np.float16) for _ in range(frames)]
+    truths = [g.integers(0, 4, per, dtype=np.uint8) for _ in range(frames)]
+    scored = _Frames(probs, truths)
+    t0 = time.perf_counter()
+    for k in range(priors):
+        mean_dice(scored, None, np.full(len(NAMES), 0.1 * k, np.float32), [1, 2, 3])
+    return (time.perf_counter() - t0) / priors
+
+
 def rows(threads: int = 2, model: str | None = None, repeats: int = 3) -> list[dict]:
-    """Benchmark rows: seconds per cine and peak memory for the 4CH and SAX cases."""
+    """Benchmark rows: seconds per cine and peak memory for the 4CH and SAX cases, and one calibration step."""
     ctx = mp.get_context("spawn")
     out, p = [], default_params()
     tag = f"width {p['width']}, {p['size']}px @ {p['spacing_mm']} mm, {threads} thread(s)"
@@ -74,6 +96,8 @@ def rows(threads: int = 2, model: str | None = None, repeats: int = 3) -> list[d
                         target=f"<= {c['target']}"))
         out.append(dict(figure=f"peak RSS segmenting the {what} (MiB; +{r['extra_mib']:.0f} MiB over the loaded model)",
                         value=round(r["peak_mib"], 1), target="report"))
+    out.append(dict(figure=f"score one candidate log-prior on 20 M calibration pixels (s; {threads} thread(s))",
+                    value=round(calibration_seconds(threads), 3), target="report"))
     return out
 
 

@@ -27,7 +27,7 @@ def _net(size: dict):
 
 def seconds_per_patient(name: str, threads: int = 2, repeats: int = 3) -> float:
     """Median wall time to score one patient's patches (the mean of their probabilities is eq. 3)."""
-    from cmrlib.methods.sslhf import scores
+    from cmrlib.methods.sslhf.learner import scores
     torch.set_num_threads(threads)
     size = SIZES[name]
     net, x = _net(size), np.random.default_rng(0).normal(0, 1, (size["patches"], *size["shape"])).astype(np.float32)

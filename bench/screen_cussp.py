@@ -17,7 +17,9 @@ from pathlib import Path
 
 import yaml
 
-from cmrlib.methods.cussp import PatchAug, Study, labelled, pretrain, probe, unlabelled
+from cmrlib.methods.cussp import Study
+from cmrlib.methods.cussp.data import PatchAug, labelled, unlabelled
+from cmrlib.methods.cussp.learner import pretrain, probe
 from cmrlib.utils import seed_for
 from screening import screen_variants  # bench/screening.py
 

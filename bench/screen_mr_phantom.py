@@ -29,18 +29,18 @@ def main(out: str, n: str = "500", config: str = "{}", seeds: str = "0") -> list
     p, cohort = cussp.Study.parameters(prof, "default"), prof["00"]
     store = make_cohort(Path(out) / "cohort", n=int(n), seed=7, views=("4CH",), start=1000, progress=False,
                         n_frames=cohort["n_frames"], **{**cohort["phantom_config"], **json.loads(config)})
-    patches = cussp.preprocess_store(store, own_labels, store.select(view="4CH"), frames=cohort["n_frames"],
+    patches = cussp.data.preprocess_store(store, own_labels, store.select(view="4CH"), frames=cohort["n_frames"],
                                      window=int(p["window"]), progress=False)
-    labels = cussp.mr_labels(store)
-    train, held = (cussp.labelled(patches, labels, s, "window") for s in ("train", ["valid", "test"]))
+    labels = cussp.data.mr_labels(store)
+    train, held = (cussp.data.labelled(patches, labels, s, "window") for s in ("train", ["valid", "test"]))
     return [supervised_auc(train, held, dict(p, seed=int(seed)), p["aug"]) for seed in seeds.split(",")]
 
 
 def supervised_auc(train, held, p: dict, aug: dict) -> dict:
     """The supervised ResNet-18 of training seed p["seed"]: its ROC-AUC on the held-out cines, overall and by grade."""
-    cfg = config_from(cussp.CUSSPConfig, p)
-    learn, log = cussp.fit_supervised(train[:2], held[:2], cfg, cussp.PatchAug.make(aug))
-    s, y, g = cussp.scores(learn.model, held[0]), held[1], held[2].grade.to_numpy()
+    cfg = config_from(cussp.learner.CUSSPConfig, p)
+    learn, log = cussp.learner.fit_supervised(train[:2], held[:2], cfg, cussp.data.PatchAug.make(aug))
+    s, y, g = cussp.learner.scores(learn.model, held[0]), held[1], held[2].grade.to_numpy()
     row = dict(seed=cfg.seed, n_train=len(train[1]), n_train_mr=int(train[1].sum()), n_scored=len(y),
                n_scored_mr=int(y.sum()),
                roc_auc=round(roc_auc_score(y, s), 3), train_loss=round(log["train_loss"], 3))

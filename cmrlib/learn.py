@@ -351,7 +351,7 @@ def config_from(cls, params: Mapping, **replace):
         if f.name not in params and f.name not in replace:
             continue
         v = replace[f.name] if f.name in replace else params[f.name]
-        kind = str(f.type)
+        kind = str(f.type).removesuffix(" | None")
         if v is not None and kind.startswith("tuple"):
             v = tuple(v)
         elif v is not None and kind in CASTS:

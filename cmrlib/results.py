@@ -136,8 +136,10 @@ class Notebook:
 
 def setup(number: str, run_dir: str | Path, figures_dir: str | Path, seed: int, threads: int | None = None
           ) -> Notebook:
-    """Start a notebook: folders resolved from the project root and created, every RNG seeded, torch threads set."""
+    """Start a notebook: folders resolved from the project root and created, every RNG seeded, torch threads set,
+    tables shown to three decimals."""
     seed_everything(int(seed))
+    pd.set_option("display.precision", 3)
     if threads is not None:
         import torch
 

@@ -194,8 +194,18 @@ class Study:
         return self.segmentation().content_key() if self._segmentation_file.is_file() else "absent"
 
     def step(self, fn: Callable, *args, **kwargs):
-        """One notebook step; one that cannot run here (`StudySkipped`) prints its reason instead of a table."""
-        return step(fn, *args, **kwargs)
+        """One notebook step and its result: a table returned, several (a tuple, or a dict by title) shown one
+        after another; one that cannot run here (`StudySkipped`) prints its reason instead."""
+        out = step(fn, *args, **kwargs)
+        if not isinstance(out, (tuple, dict)):
+            return out
+        from IPython.display import display
+
+        for title, t in out.items() if isinstance(out, dict) else ((None, t) for t in out):
+            if title is not None:
+                print(title)
+            display(t)
+        return None
 
     def real_sax(self, k: int = 5):
         """The run's real SAX cohort and its folds (`real_sax_cohort` in `<run>/real_sax`); `StudySkipped` when the

@@ -98,12 +98,12 @@ def test_phantom_cohort_on_dask_matches_one_process(tmp_path, dask_client, cohor
 def test_optical_flow_and_segmentation_on_dask_match_one_process(dask_client, cohort):
     from cmrlib.data import FrameGeometry
     from cmrlib.methods import heartmae as hm
-    from cmrlib.methods.segmentation import predict_store
+    from cmrlib.methods.segmentation.predict import predict_store
     from cmrlib.models import unet11
 
     ids = cohort.select(view=["4CH", "2CH"])
-    here = hm.preprocess_store(cohort, ids, progress=False, load=32, cycle=8)
-    there = hm.preprocess_store(cohort, ids, progress=False, load=32, cycle=8, scheduler=dask_client)
+    here = hm.data.preprocess_store(cohort, ids, progress=False, load=32, cycle=8)
+    there = hm.data.preprocess_store(cohort, ids, progress=False, load=32, cycle=8, scheduler=dask_client)
     assert here.table.equals(there.table) and len(here.table) == len(ids)
     np.testing.assert_array_equal(here.frames, there.frames)
     np.testing.assert_array_equal(here.weight, there.weight)
@@ -138,8 +138,8 @@ def test_ed_es_over_a_store_on_dask_matches_one_process(dask_client, cohort):
     torch.manual_seed(0)
     model = tempreg_net(widths=(4, 8), blocks=(1, 1), hidden=8).eval()
     ids = cohort.ids()
-    a = edes.predict_store(model, cohort, ids, size=32, progress=False)
-    b = edes.predict_store(model, cohort, ids, size=32, progress=False, scheduler=dask_client)
+    a = edes.predict.predict_store(model, cohort, ids, size=32, progress=False)
+    b = edes.predict.predict_store(model, cohort, ids, size=32, progress=False, scheduler=dask_client)
     assert [(a[i]["ed"], a[i]["es"]) for i in ids] == [(b[i]["ed"], b[i]["es"]) for i in ids]
     np.testing.assert_allclose(a[ids[0]]["curve"], b[ids[0]]["curve"], rtol=1e-5)
 

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from cmrlib.methods.edes import (SeqItem, TempRegLoss, dataloaders, decode, frame_diff, label_curve, learner,
-                                 mid_slice, seq_frames, tsc_loss)
+from cmrlib.methods.edes.curves import decode, frame_diff, label_curve
+from cmrlib.methods.edes.data import SeqItem, dataloaders, mid_slice, seq_frames
+from cmrlib.methods.edes.learner import TempRegLoss, learner, tsc_loss
 from cmrlib.models.tempreg import tempreg_net
 from cmrlib.record import Cine
 
@@ -178,7 +179,7 @@ def test_dls_pad_batches_and_learner_trains_one_step(tmp_path):
 def test_roll_cycle_moves_frames_and_curve_together_on_train_only():
     from fastai.torch_core import TensorImage
 
-    from cmrlib.methods.edes import RollCycle
+    from cmrlib.methods.edes.data import RollCycle
     x = TensorImage(torch.arange(10.0).view(10, 1, 1).expand(10, 2, 2).clone())
     y = torch.from_numpy(label_curve(10, 0, 4))
     for _ in range(5):
@@ -210,7 +211,7 @@ def test_motion_channel_cancels_what_does_not_move():
 
 
 def test_plateau_counts_frames_that_share_the_extremum():
-    from cmrlib.methods.edes import plateau
+    from cmrlib.methods.edes.evaluate import plateau
     v = np.array([100.0, 120.0, 150.0, 150.2, 150.0, 130.0, 80.0, 60.0, 60.1, 90.0])
     assert plateau(v, 3) == 3  # 150, 150.2, 150 lie within 0.5 % of 150.2
     assert plateau(v, 7) == 2 and plateau(v, 7, tol=0.0) == 1
@@ -235,7 +236,7 @@ class _BrightIsLV(torch.nn.Module):
 @pytest.mark.parametrize("stack", [0, 3])
 def test_segmentation_baseline_picks_max_and_min_of_the_lv_curve(stack):
     from cmrlib.methods import segmentation
-    from cmrlib.methods.edes import seg_detect
+    from cmrlib.methods.edes.predict import seg_detect
     seg = segmentation.Predictor({"SAX": _BrightIsLV(), "LAX": _BrightIsLV()})
     r = seg_detect(seg, toy_cine(n=20, ed=15, es=4, size=24, stack=stack, power=1.0))  # linear: no pixel ties
     assert (r["ed"], r["es"]) == (15, 4) and r["curve"].shape == (20,)

@@ -41,7 +41,7 @@ def test_mvnet_fit_exports_both_stages_of_each_view(run, tmp_path, monkeypatch):
     assert record["processes"] == 1
     hw = record["hardware"]  # where it ran and each epoch's seconds: one epoch per stage and view
     assert hw["device"] == "cpu" and hw["threads"] >= 1 and len(hw["epoch_seconds"]) == 4
-    tracker = mvnet.load(tmp_path, "4CH")
+    tracker = mvnet.predict.load(tmp_path, "4CH")
     assert tracker.view == "4CH"
     p = predictor.load(tmp_path / "mvnet.predictor")  # the run's Predictor, its inference chosen on validation
     assert p.provenance["note"].startswith("phantom trackers")
@@ -65,7 +65,7 @@ def test_two_cpu_processes_end_where_one_with_the_doubled_batch_does(run, tmp_pa
     assert (one["processes"], two["processes"]) == (1, 2) and two["batch_per_process"] == 4
     (a,), (b,) = one["rows"], two["rows"]
     assert abs(a["valid_loss"] - b["valid_loss"]) < 0.1 * a["valid_loss"], (a["valid_loss"], b["valid_loss"])
-    model = edes.load(tmp_path / "two" / b["model"])  # process 0 exported a working model
+    model = edes.learner.load(tmp_path / "two" / b["model"])  # process 0 exported a working model
     assert sum(p.numel() for p in model.parameters()) > 0
     for folder in ("one", "two"):  # and the run's ED/ES Predictor, without a real-data check behind it
         p = predictor.load(tmp_path / folder / "edes.predictor")

@@ -13,6 +13,7 @@ from cmrlib.methods import heartmae as hm
 from cmrlib.modelfile import ModelFileError
 from cmrlib.record import Cine
 from cmrlib.tables import TableError
+from cmrlib.models.weights import WeightsUnavailable
 from cmrlib.models.mae_st import MAESize, VideoMAE, mae_loss, mask_noise, patchify, target_frames, unpatchify
 
 SMALL = MAESize(size=16, frames=8, patch=4, tubelet=2, dim=16, depth=1, heads=2, dec_dim=16, dec_depth=1,
@@ -85,14 +86,14 @@ def test_targets_are_the_normalised_pixels_or_each_tokens_own_standardisation():
     with pytest.raises(ValueError, match="target normalisation"):
         targets(x, SMALL, "frame")
     with pytest.raises(ValueError, match="target normalisation"):
-        hm.HeartMAEConfig(target="frame")
+        hm.learner.HeartMAEConfig(target="frame")
 
 
 @pytest.mark.parametrize("target", ["dataset", "token"])
 def test_reconstruction_keeps_the_visible_patches_and_fills_the_hidden(target):
     torch.manual_seed(0)
     clip = torch.randn(1, SMALL.frames, SMALL.size, SMALL.size)
-    truth, shown, recon = hm.reconstruct(VideoMAE(SMALL), clip, 0.75, "random", 0, target)
+    truth, shown, recon = hm.figures.reconstruct(VideoMAE(SMALL), clip, 0.75, "random", 0, target)
     hidden = np.isnan(shown)
     assert 0 < hidden.mean() < 1 and np.isfinite(recon).all()
     assert np.array_equal(recon[~hidden], truth[~hidden]) and not np.allclose(recon[hidden], truth[hidden])
@@ -111,24 +112,24 @@ def _moving_square(n: int = 20, size: int = 96) -> np.ndarray:
 
 def test_flow_weight_finds_the_moving_structure():
     f = _moving_square()
-    w = hm.flow_weight(f, sigma_px=2.0)
+    w = hm.data.flow_weight(f, sigma_px=2.0)
     assert w.shape == f.shape[1:] and w.min() >= 0 and np.isclose(w.max(), 1.0)
     assert w[32:62, 20:34].mean() > 3 * w[:, 70:].mean()  # the square's travel outweighs the still background
-    still = hm.flow_weight(np.repeat(f[:1], 20, 0), sigma_px=2.0)
+    still = hm.data.flow_weight(np.repeat(f[:1], 20, 0), sigma_px=2.0)
     assert not still.any()
-    with pytest.raises(hm.CineInputError, match="frames"):
-        hm.flow_weight(f[:3], sigma_px=2.0)
+    with pytest.raises(hm.data.CineInputError, match="frames"):
+        hm.data.flow_weight(f[:3], sigma_px=2.0)
 
 
 def test_heart_box_centres_the_crop_on_the_moving_structure_and_pads_past_the_edge():
     f = _moving_square()  # the square travels over rows 32-62 at columns 20-34 of a 96-px still background
-    top, left, side = hm.heart_box(f, spacing_mm=2.0, side_mm=60.0, sigma_mm=4.0, load=96)
+    top, left, side = hm.data.heart_box(f, spacing_mm=2.0, side_mm=60.0, sigma_mm=4.0, load=96)
     assert side == 30 and abs(top + side / 2 - 47) <= 4 and abs(left + side / 2 - 27) <= 4
-    assert hm.heart_box(np.repeat(f[:1], 20, 0), 2.0, 60.0, 4.0, load=96) == (33, 33, 30)  # still: the centre
-    sq = hm.square_frames(f, 48, (-10, -10, 40))  # a box hanging off the top-left corner: zero-padded there
+    assert hm.data.heart_box(np.repeat(f[:1], 20, 0), 2.0, 60.0, 4.0, load=96) == (33, 33, 30)  # still: the centre
+    sq = hm.data.square_frames(f, 48, (-10, -10, 40))  # a box hanging off the top-left corner: zero-padded there
     assert sq.shape == (20, 48, 48) and not sq[:, :10, :10].any() and sq[:, 20:].any()
     cine = Cine("s", "4CH", f.astype(np.float32), (2.0, 2.0), np.arange(20) * 40.0)
-    whole, heart = (hm.preprocess_cine(cine, load=32, cycle=20, sigma_mm=4.0, heart_mm=mm)[0] for mm in (None, 60.0))
+    whole, heart = (hm.data.preprocess_cine(cine, load=32, cycle=20, sigma_mm=4.0, heart_mm=mm)[0] for mm in (None, 60.0))
     assert whole[1].shape == heart[1].shape == (20, 32, 32)
     assert (heart[1] > 200).mean() > 2 * (whole[1] > 200).mean()  # the square fills more of the frame
 
@@ -136,30 +137,30 @@ def test_heart_box_centres_the_crop_on_the_moving_structure_and_pads_past_the_ed
 def test_clip_views_move_frames_and_map_together():
     stack = np.random.default_rng(0).integers(0, 255, (12, 20, 20)).astype(np.uint8)
     weight = np.random.default_rng(1).random((20, 20)).astype(np.float32)
-    v = hm.ClipView(2, (1, 3, 16), 16, 8, flip_ud=True, flip_lr=True)
+    v = hm.data.ClipView(2, (1, 3, 16), 16, 8, flip_ud=True, flip_lr=True)
     clip, w = v(stack, weight)
     assert clip.shape == (8, 16, 16) and w.shape == (16, 16)
     np.testing.assert_array_equal(clip[0], stack[2, 1:17, 3:19][::-1, ::-1])
     np.testing.assert_array_equal(w, weight[1:17, 3:19][::-1, ::-1])
-    views = hm.inference_views(30, 72, 64, 16, k=3, t=2)
+    views = hm.data.inference_views(30, 72, 64, 16, k=3, t=2)
     assert [(u.start, u.box[1]) for u in views] == [(0, 0), (0, 4), (0, 8), (14, 0), (14, 4), (14, 8)]
-    a = hm.random_view(30, 72, 64, 16, np.random.default_rng(5))
-    assert a == hm.random_view(30, 72, 64, 16, np.random.default_rng(5)) and 64 <= a.box[2] <= 72
+    a = hm.data.random_view(30, 72, 64, 16, np.random.default_rng(5))
+    assert a == hm.data.random_view(30, 72, 64, 16, np.random.default_rng(5)) and 64 <= a.box[2] <= 72
 
 
 def test_sax_slices_spread_over_the_middle_of_the_stack():
-    assert hm.sax_slices(10, 3) == [2, 4, 7]
-    assert hm.sax_slices(2, 3) == [0, 1]
+    assert hm.data.sax_slices(10, 3) == [2, 4, 7]
+    assert hm.data.sax_slices(2, 3) == [0, 1]
 
 
 def test_cineset_round_trips_and_ignores_other_settings(tmp_path):
-    cs = hm.CineSet(np.zeros((2, 4, 8, 8), np.uint8), np.ones((2, 8, 8), np.float32),
+    cs = hm.data.CineSet(np.zeros((2, 4, 8, 8), np.uint8), np.ones((2, 8, 8), np.float32),
                     pd.DataFrame(dict(view_id=["a", "b"], cine_id=["a", "b"], subject=["s1", "s2"], view=["2CH", "4CH"],
                                       split=["train", "test"])))
     cs.save(tmp_path / "c.npz", {"load": 8})
-    back = hm.CineSet.load(tmp_path / "c.npz", {"load": 8})
+    back = hm.data.CineSet.load(tmp_path / "c.npz", {"load": 8})
     assert back.table.equals(cs.table) and back.frames.shape == cs.frames.shape and len(back.failures) == 0
-    assert hm.CineSet.load(tmp_path / "c.npz", {"load": 16}) is None
+    assert hm.data.CineSet.load(tmp_path / "c.npz", {"load": 16}) is None
     assert back.rows("test").tolist() == [1]
 
 
@@ -178,7 +179,7 @@ def test_motion_pooling_adds_the_sd_over_time_steps_to_the_token_mean():
 
 def test_padded_attention_bags_give_each_subject_what_a_batch_of_one_gives():
     torch.manual_seed(0)
-    pool = hm.GatedABMIL(6, 4)
+    pool = hm.heads.GatedABMIL(6, 4)
     a, b = torch.randn(1, 3, 6), torch.randn(1, 5, 6)
     padded = torch.zeros(2, 5, 6)
     padded[0, :3], padded[1] = a[0], b[0]
@@ -199,20 +200,20 @@ def test_probe_learns_targets_carried_by_the_views():
                      index=[f"s{i}" for i in range(n)])
     y.iloc[0, 0] = np.nan  # a missing target contributes nothing
     kinds = {"ef": "reg", "sick": "cls"}
-    cfg = hm.ProbeConfig(epochs=40, bs=8, lr=1e-2)
+    cfg = hm.heads.ProbeConfig(epochs=40, bs=8, lr=1e-2)
     train, valid, test = np.arange(80), np.arange(80, 100), np.arange(100, 120)
-    probe = hm.fit_probe(h, mask, y, kinds, train, valid, cfg)
+    probe = hm.heads.fit_probe(h, mask, y, kinds, train, valid, cfg)
     out = probe.predict(h[test], mask[test], y.index[test])
     assert np.abs(out["ef"] - y["ef"].iloc[test]).mean() < 0.6 * np.abs(y["ef"].iloc[test] - 55).mean()
     assert ((out["sick"] > 0.5) == (y["sick"].iloc[test] > 0.5)).mean() >= 0.7
-    again = hm.fit_probe(h, mask, y, kinds, train, valid, cfg).predict(h[test], mask[test], y.index[test])
+    again = hm.heads.fit_probe(h, mask, y, kinds, train, valid, cfg).predict(h[test], mask[test], y.index[test])
     pd.testing.assert_frame_equal(out, again)  # seeded: the same probe twice
 
 
 def test_bags_group_views_by_subject_with_names():
     table = pd.DataFrame(dict(view_id=["a_2CH", "a_SAX:3", "b_4CH"], subject=["a", "a", "b"]))
     f = np.arange(3 * 2 * 4, dtype=np.float32).reshape(3, 2, 4)
-    h, mask, names = hm.bags(f, table, ["a", "b"])
+    h, mask, names = hm.features.bags(f, table, ["a", "b"])
     assert h.shape == (2, 4, 4) and mask.sum(1).tolist() == [4, 2]
     assert names[0] == ["a_2CH#0", "a_2CH#1", "a_SAX:3#0", "a_SAX:3#1"]
     np.testing.assert_array_equal(h[1, :2], f[2])
@@ -223,7 +224,7 @@ def test_phantom_targets_map_every_truth_in_one_place():
                           lv_ef=[60.0, 50.0], bsa_m2=[2.0, 1.0], mapse_mm=[12, 9], hf_class=["none", "HFrEF"],
                           mr_grade=[0, 2], af=[False, True], hcm=[False, False], mi=[True, False], age=[50, 60],
                           bmi=[25, 30], sbp=[120, 140], dbp=[80, 90], sex=["M", "F"]))
-    y, kinds, groups = hm.phantom_targets(m)
+    y, kinds, groups = hm.tasks.phantom_targets(m)
     assert y.loc["p1", "LVEDVi"] == 75.0 and y.loc["p2", "HFrEF"] == 1 and y.loc["p2", "MR"] == 1
     assert y.loc["p1", "sex (male)"] == 1 and kinds["sex (male)"] == "cls" and kinds["LVEF"] == "reg"
     assert groups["MAPSE"] == "cardiac" and groups["AF"] == "conditions" and groups["age"] == "extracardiac"
@@ -233,29 +234,29 @@ def test_targets_table_errors_name_the_file(tmp_path):
     bad = tmp_path / "mine.csv"
     bad.write_text("id,lvef\n1,50\n")
     with pytest.raises(TableError, match=r"targets table mine.csv: missing column\(s\) \['subject'\]"):
-        hm.table_targets(bad)
+        hm.tasks.table_targets(bad)
     good = tmp_path / "t.csv"
     good.write_text("subject,lvef,af\ns1,50,0\ns2,60,1\n")
-    y, kinds, groups = hm.table_targets(good)
+    y, kinds, groups = hm.tasks.table_targets(good)
     assert kinds == {"lvef": "reg", "af": "cls"} and set(groups.values()) == {"targets"}
 
 
 def test_missing_video_weights_say_where_and_what(tmp_path):
-    with pytest.raises(hm.WeightsUnavailable, match="not available offline: expected .*none.pth"):
-        hm.kinetics_encoder(tmp_path / "none.pth")
+    with pytest.raises(WeightsUnavailable, match="not available offline: expected .*none.pth"):
+        hm.features.kinetics_encoder(tmp_path / "none.pth")
 
 
 def test_tables_count_wins_and_test_the_pair():
     rng = np.random.default_rng(0)
     truth = pd.DataFrame(rng.normal(50, 10, (30, 6)), columns=["LVEF", "LAEF", "RVEF", "RAEF", "LVM", "age"])
     preds = {m: truth + rng.normal(0, s, truth.shape) for m, s in (("MAE-ViT-B", 4.0), ("HeartMAE", 2.0))}
-    reg = hm.regression_metrics(preds, truth, truth.std(), n_boot=200, seed=0)
+    reg = hm.evaluate.regression_metrics(preds, truth, truth.std(), n_boot=200, seed=0)
     assert set(reg["task"]) == set(truth.columns) and (reg["MAE_low"] <= reg["MAE"]).all()
-    won = hm.wins(reg, ["MAE-ViT-B", "HeartMAE"]).set_index("model")
+    won = hm.evaluate.wins(reg, ["MAE-ViT-B", "HeartMAE"]).set_index("model")
     assert won.at["HeartMAE", "tasks won"] == 6 and won.at["HeartMAE", "of tasks"] == 6
-    w = hm.wilcoxon(reg)
+    w = hm.evaluate.wilcoxon(reg)
     assert w["a_better"] == 6 and w["p"] < 0.05
-    t1 = hm.table1(reg)
+    t1 = hm.evaluate.table1(reg)
     assert list(t1.columns) == ["LVEF", "LAEF", "RVEF", "RAEF"] and "[" in t1.loc["HeartMAE", "LVEF"]
 
 
@@ -272,7 +273,7 @@ def test_a_store_with_bad_cines_records_them_and_keeps_the_good(tmp_path):
                  frame_times=np.arange(20) * 40.0)
     for c in (good, pair, blank):
         store.write(c)
-    cs = hm.preprocess_store(store, store.ids(), progress=False, load=32, cycle=16)
+    cs = hm.data.preprocess_store(store, store.ids(), progress=False, load=32, cycle=16)
     assert cs.table["cine_id"].tolist() == [good.cine_id] and cs.frames.shape == (1, 16, 32, 32)
     reasons = dict(zip(cs.failures["cine_id"], cs.failures["reason"]))
     assert "2 frames" in reasons[pair.cine_id] and "blank" in reasons[blank.cine_id]
@@ -282,7 +283,7 @@ def test_kinetics_encoder_reads_a_local_weights_file(tmp_path):
     from torchvision.models.video import r3d_18
     torch.manual_seed(0)
     torch.save(r3d_18(weights=None).state_dict(), tmp_path / "r3d.pth")
-    enc = hm.kinetics_encoder(tmp_path / "r3d.pth")
+    enc = hm.features.kinetics_encoder(tmp_path / "r3d.pth")
     with torch.no_grad():
         assert enc(torch.rand(2, 8, 32, 32)).shape == (2, 512)
 
@@ -291,7 +292,7 @@ def test_a_condition_with_one_class_among_test_subjects_is_a_row_that_says_so():
     subjects = [f"s{i}" for i in range(8)]
     truth = pd.DataFrame({"AF": [0, 1] * 4, "MI": [0] * 8}, index=subjects)
     preds = {"HeartMAE": pd.DataFrame({"AF": np.linspace(0, 1, 8), "MI": np.linspace(0, 1, 8)}, index=subjects)}
-    t = hm.classification_metrics_table(preds, truth, ["AF", "MI"], n_boot=50).set_index("task")
+    t = hm.evaluate.classification_metrics_table(preds, truth, ["AF", "MI"], n_boot=50).set_index("task")
     assert t.loc["AF", "note"] == "" and 0 <= t.loc["AF", "AUROC"] <= 1
     assert t.loc["MI", "note"].startswith("not testable: 0 positive and 8 negative cases")
     assert np.isnan(t.loc["MI", "AUROC"]) and t.loc["MI", "n"] == 8
@@ -303,10 +304,10 @@ def test_the_copy_rule_copies_the_nearest_visible_frame_and_the_mean_rule_the_vi
     t = torch.arange(16, dtype=torch.float32).view(1, 16, 1).expand(1, 16, 3).clone()
     mask = torch.ones(1, 16)
     mask[0, [0, 5]] = 0  # visible: time 0 place 0, time 1 place 1
-    pred = hm.copy_rule(t, mask, size.grid)
+    pred = hm.gates.copy_rule(t, mask, size.grid)
     assert pred[0, 8, 0] == 0 and pred[0, 13, 0] == 5  # place 0 from time 0; place 1 (time 3) from time 1
     assert pred[0, 2, 0] == 2.5  # place 2 never visible: the mean of the visible tokens
-    assert torch.allclose(hm.mean_rule(t, mask), torch.full_like(t, 2.5))
+    assert torch.allclose(hm.gates.mean_rule(t, mask), torch.full_like(t, 2.5))
 
 
 def test_pretraining_memorises_a_few_clips(tmp_path):
@@ -326,11 +327,11 @@ def test_pretraining_memorises_a_few_clips(tmp_path):
                                 200, 40) for k in range(t)])
     table = pd.DataFrame(dict(view_id=[f"v{i}" for i in range(n)], cine_id=[f"c{i}" for i in range(n)],
                               subject=[f"s{i}" for i in range(n)], view="4CH", split="train"))
-    cines = hm.CineSet(np.asarray(frames, np.uint8), np.zeros((n, load, load), np.float32), table)
-    cfg = hm.HeartMAEConfig(size=16, frames=4, patch=4, tubelet=2, dim=64, depth=2, heads=2, dec_dim=64, dec_depth=1,
+    cines = hm.data.CineSet(np.asarray(frames, np.uint8), np.zeros((n, load, load), np.float32), table)
+    cfg = hm.learner.HeartMAEConfig(size=16, frames=4, patch=4, tubelet=2, dim=64, depth=2, heads=2, dec_dim=64, dec_depth=1,
                             dec_heads=2, pred_frames=2, load=load, min_side=16, bs=8, repeats=1, blr=0.032,
                             target="token")  # 3 visible tokens place no disc, so only per-token targets are learnable
-    learn = hm.learner("MAE-ViT-B", cines, cfg, *hm.intensity_stats(cines), tmp_path)
+    learn = hm.learner.learner("MAE-ViT-B", cines, cfg, *hm.data.intensity_stats(cines), tmp_path)
     learn.dls.train.dataset.train = False  # the same centre clip of each cine every step
     with learn.no_bar(), learn.no_logging():
         learn.fit(150, cfg.lr, cbs=[ParamScheduler({"lr": schedule(cfg.lr, 0.1)})])
@@ -339,18 +340,18 @@ def test_pretraining_memorises_a_few_clips(tmp_path):
 
 
 def test_an_encoder_round_trips_with_its_config_and_a_config_that_does_not_fit_is_refused(tmp_path):
-    cfg = hm.HeartMAEConfig(size=16, frames=8, patch=4, tubelet=2, dim=16, depth=1, heads=2, dec_dim=16, dec_depth=1,
+    cfg = hm.learner.HeartMAEConfig(size=16, frames=8, patch=4, tubelet=2, dim=16, depth=1, heads=2, dec_dim=16, dec_depth=1,
                             dec_heads=2, pred_frames=4)
     model = VideoMAE(cfg.shape)
-    path = hm.save(model, cfg, tmp_path / "MAE-ViT-B.model", mean=0.2, std=0.1)
-    again, cfg2, meta = hm.load(path)
+    path = hm.learner.save(model, cfg, tmp_path / "MAE-ViT-B.model", mean=0.2, std=0.1)
+    again, cfg2, meta = hm.learner.load(path)
     assert cfg2 == cfg and meta == dict(mean=0.2, std=0.1)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
     doc = json.loads((path / "model.json").read_text())
     doc["body"]["meta"]["config"]["no_such_setting"] = 1  # a config from another version of the code
     (path / "model.json").write_text(json.dumps(doc))
     with pytest.raises(ModelFileError, match="MAE-ViT-B.model: its config does not fit HeartMAEConfig"):
-        hm.load(path)
+        hm.learner.load(path)
 
 
 def test_expert_baseline_drops_a_measure_no_training_subject_has():

@@ -18,7 +18,7 @@ from cmrlib.methods import cussp, segmentation, sslhf
 from cmrlib.methods import heartmae as hm
 from cmrlib.methods.cussp.learner import Classifier
 from cmrlib.methods.heartmae.heads import FittedProbe, Probe
-from cmrlib.methods.mvnet import MVnet
+from cmrlib.methods.mvnet.predict import MVnet
 from cmrlib.modelfile import ModelFileError
 from cmrlib.models import unet11
 from cmrlib.models.cussp import CUSSPNet, mlp_head
@@ -119,8 +119,8 @@ def _planted(tmp_path: Path, marker: Path) -> dict[str, Path]:
 def test_a_planted_payload_creates_nothing_in_any_loader(tmp_path):
     marker = tmp_path / "pwned"
     cases = _planted(tmp_path, marker)
-    loaders = {"modelfile.load": modelfile.load, "learn.load": learn.load, "segmentation.load": segmentation.load,
-               "cussp.load": cussp.load, "sslhf.load": sslhf.load, "heartmae.load": hm.load}
+    loaders = {"modelfile.load": modelfile.load, "learn.load": learn.load, "segmentation.load": segmentation.learner.load,
+               "cussp.load": cussp.learner.load, "sslhf.load": sslhf.learner.load, "heartmae.load": hm.learner.load}
     for case, path in cases.items():
         for name, load in loaders.items():
             with pytest.raises(ModelFileError) as e:

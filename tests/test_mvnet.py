@@ -7,10 +7,13 @@ import pytest
 import torch
 
 from cmrlib.models.regress import SoftArgmax, WeightsUnavailable, point_regressor
-from cmrlib.methods.mvnet import (S1_SIZE, STD_RES, STD_SIZE, MVnet, MVnetError, PointFrames, Track, choose_inference,
-                                  clinical, evaluate, from_unit, observer_frames, perturb_points,
-                                  pooled_displacement_error, smooth_track, spatial_errors, stage1_geometry, standardise,
-                                  to_unit, train_stage, tta_shifts)
+from cmrlib.methods.mvnet.data import PointFrames, Track
+from cmrlib.methods.mvnet.evaluate import (choose_inference, clinical, evaluate, observer_frames,
+                                           pooled_displacement_error, spatial_errors)
+from cmrlib.methods.mvnet.geometry import (S1_SIZE, STD_RES, STD_SIZE, MVnetError, from_unit, perturb_points,
+                                           stage1_geometry, standardise, to_unit)
+from cmrlib.methods.mvnet.learner import train_stage
+from cmrlib.methods.mvnet.predict import MVnet, smooth_track, tta_shifts
 
 torch.set_num_threads(1)
 
@@ -166,7 +169,7 @@ def test_local_softargmax_removes_centre_pull():
 
 
 def test_stage2_model_gets_the_window():
-    from cmrlib.methods.mvnet import MVConfig
+    from cmrlib.methods.mvnet.learner import MVConfig
 
     cfg = MVConfig(head="softargmax", window2=2)
     assert cfg.model(1).head.window is None and cfg.model(2).head.window == 2
@@ -303,7 +306,7 @@ def test_tta_averages_back_to_the_single_crop_for_an_equivariant_model():
 
 
 def test_fit_or_load_reuses_a_tracker_trained_with_the_same_settings(tmp_path):
-    from cmrlib.methods.mvnet import MVConfig, fit_or_load
+    from cmrlib.methods.mvnet.learner import MVConfig, fit_or_load
 
     tracks = [toy_track(a, n=4) for a in (10, 20, 30, 40)]
     for i, t in enumerate(tracks):

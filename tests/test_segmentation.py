@@ -11,8 +11,9 @@ from cmrlib.labels import LV, MYO, NAMES, RV
 from cmrlib.models import UNet11, WeightsUnavailable, unet11
 from cmrlib.record import Cine
 from cmrlib.learn import export
-from cmrlib.methods.segmentation import (as_model, calibrate_prior, class_weights, decide, dice, evaluate, hd95,
-                                         keep_largest, learner, load, log_prior, mean_dice, predict, summarise)
+from cmrlib.methods.segmentation.evaluate import dice, evaluate, hd95, summarise
+from cmrlib.methods.segmentation.learner import as_model, class_weights, learner, load
+from cmrlib.methods.segmentation.predict import calibrate_prior, decide, keep_largest, log_prior, mean_dice, predict
 from cmrlib.methods.segmentation.predict import _calibration_frames
 from cmrlib.store import CohortStore
 

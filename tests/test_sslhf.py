@@ -14,6 +14,7 @@ from cmrlib.methods import sslhf
 from cmrlib.methods.sslhf import crossval
 from cmrlib.phantom import make_cohort
 from cmrlib.record import Cine
+from cmrlib.store import fold_roles
 from cmrlib.stats import accuracy_threshold
 from cmrlib.tables import TableError
 
@@ -42,7 +43,7 @@ def stack_with_lv(t=16, z=4, size=48, lv_slices=(1, 2), centre=(30, 20)) -> tupl
 
 
 def test_labels_follow_the_50_percent_rule_on_the_measured_lvef(hf_store):
-    lab = sslhf.hf_labels(hf_store)
+    lab = sslhf.data.hf_labels(hf_store)
     m = hf_store.manifest().drop_duplicates("subject").set_index("subject")
     assert len(lab) == 6 and set(m.hf_class) <= {"HFrEF", "HFpEF"}
     assert (lab.hfref == (lab.lvef < 50)).all()
@@ -54,12 +55,12 @@ def test_labels_table_checks_names_and_records(tmp_path, hf_store):
     subs = sorted(hf_store.manifest().subject.unique())
     good = tmp_path / "labels.csv"
     pd.DataFrame(dict(subject=[subs[0], subs[1], "nobody"], lvef=[35.0, 62.0, 40.0])).to_csv(good, index=False)
-    lab = sslhf.hf_labels(hf_store, good)
+    lab = sslhf.data.hf_labels(hf_store, good)
     assert lab.set_index("subject").hfref.to_dict() == {subs[0]: 1, subs[1]: 0}
     assert lab.attrs["unknown"] == ["nobody"] and set(lab.attrs["unlabelled"]) == set(subs[2:])
     cls = tmp_path / "classes.csv"
     pd.DataFrame(dict(subject=[subs[0]], hf_class=["HFpEF"])).to_csv(cls, index=False)
-    assert sslhf.hf_labels(hf_store, cls).hfref.tolist() == [0]
+    assert sslhf.data.hf_labels(hf_store, cls).hfref.tolist() == [0]
     for bad, msg in ((dict(subject=[subs[0]], lvef=[140.0]), "line 2, column lvef: '140.0' is not a percentage"),
                      (dict(subject=[subs[0]], hf_class=["HFmrEF"]), "'HFmrEF' is not one of HFpEF, HFrEF"),
                      (dict(patient=[subs[0]], lvef=[40.0]), r"missing column\(s\) \['subject'\]"),
@@ -67,30 +68,30 @@ def test_labels_table_checks_names_and_records(tmp_path, hf_store):
         f = tmp_path / "bad.csv"
         pd.DataFrame(bad).to_csv(f, index=False)
         with pytest.raises(TableError, match=msg):
-            sslhf.hf_labels(hf_store, f)
+            sslhf.data.hf_labels(hf_store, f)
 
 
 def test_patch_is_centred_on_the_lv_of_each_lv_slice_and_z_scored():
     cine, lab = stack_with_lv()
-    x, slices = sslhf.preprocess(cine, lab, size=16, patch_mm=2.0, n_frames=32, max_slices=3)
+    x, slices = sslhf.data.preprocess(cine, lab, size=16, patch_mm=2.0, n_frames=32, max_slices=3)
     assert slices == [1, 2] and x.shape == (2, 32, 16, 16)
     assert np.allclose(x.mean(axis=(1, 2, 3)), 0, atol=1e-4) and np.allclose(x.std(axis=(1, 2, 3)), 1, atol=1e-3)
     centre = x[0, 0, 6:10, 6:10].mean()
     corner = x[0, 0, :3, :3].mean()
     assert centre > corner + 1.0  # the bright LV disc sits at the patch centre
-    assert sslhf.pick_slices(list(range(10)), 3) == [0, 4, 9] and sslhf.pick_slices([2, 5], None) == [2, 5]
+    assert sslhf.data.pick_slices(list(range(10)), 3) == [0, 4, 9] and sslhf.data.pick_slices([2, 5], None) == [2, 5]
 
 
 def test_bad_cines_raise_a_typed_error_naming_the_cine():
     cine, lab = stack_with_lv(lv_slices=())
-    with pytest.raises(sslhf.PatchError, match="s1_SAX: no slice with the LV"):
-        sslhf.preprocess(cine, lab)
+    with pytest.raises(sslhf.data.PatchError, match="s1_SAX: no slice with the LV"):
+        sslhf.data.preprocess(cine, lab)
     short, lab = stack_with_lv(t=8)
-    with pytest.raises(sslhf.PatchError, match="8 frames, fewer than the 16"):
-        sslhf.preprocess(short, lab)
+    with pytest.raises(sslhf.data.PatchError, match="8 frames, fewer than the 16"):
+        sslhf.data.preprocess(short, lab)
     flat = Cine(subject="s2", view="SAX", pixels=np.zeros((16, 8, 8)), spacing=(2.0, 2.0), frame_times=np.arange(16.0))
-    with pytest.raises(sslhf.PatchError, match="not a SAX stack"):
-        sslhf.preprocess(flat, np.zeros((1, 8, 8)))
+    with pytest.raises(sslhf.data.PatchError, match="not a SAX stack"):
+        sslhf.data.preprocess(flat, np.zeros((1, 8, 8)))
 
 
 def test_preprocess_store_records_failures_and_round_trips(tmp_path, hf_store):
@@ -104,38 +105,38 @@ def test_preprocess_store_records_failures_and_round_trips(tmp_path, hf_store):
             lab[..., (yy - 32) ** 2 + (xx - 32) ** 2 <= 64] = LV
         return lab
 
-    ps = sslhf.preprocess_store(hf_store, segment, ids, progress=False, size=16, patch_mm=4.0, n_frames=16,
+    ps = sslhf.data.preprocess_store(hf_store, segment, ids, progress=False, size=16, patch_mm=4.0, n_frames=16,
                                 max_slices=2)
     assert len(ps) == 10 and set(ps.failures.subject) == {"ph0051"} and "no slice" in ps.failures.reason[0]
     ps.save(tmp_path / "p.npz", dict(size=16))
-    back = sslhf.HFPatches.load(tmp_path / "p.npz", dict(size=16))
+    back = sslhf.data.HFPatches.load(tmp_path / "p.npz", dict(size=16))
     assert np.array_equal(back.x, ps.x) and list(back.subject) == list(ps.subject) and len(back.failures) == 1
-    assert sslhf.HFPatches.load(tmp_path / "p.npz", dict(size=32)) is None
+    assert sslhf.data.HFPatches.load(tmp_path / "p.npz", dict(size=32)) is None
     assert set(ps.take(["ph0052"]).subject) == {"ph0052"}
 
 
 def test_folds_group_patients_stratify_and_rotate():
     labels = pd.DataFrame(dict(subject=[f"p{i:02d}" for i in range(30)], hfref=[1] * 10 + [0] * 20))
-    folds = sslhf.patient_folds(labels, 5, seed=1)
+    folds = sslhf.data.patient_folds(labels, 5, seed=1)
     assert folds.value_counts().tolist() == [6] * 5
     assert (labels.assign(f=labels.subject.map(folds)).groupby("f").hfref.sum() == 2).all()
-    roles = sslhf.fold_roles(4)
+    roles = fold_roles(4)
     assert roles == dict(test=[4], valid=[0], train=[1, 2, 3])
     parts = crossval.fold_patients(labels, folds, 0, fraction=0.5, seed=0)
     assert len(parts["train"]) == 9 and parts["train"].hfref.sum() == 3 and len(parts["test"]) == 6
     assert not set(parts["train"].subject) & (set(parts["valid"].subject) | set(parts["test"].subject))
-    with pytest.raises(sslhf.HFLabelsError, match="5 patients of each class"):
-        sslhf.patient_folds(labels.iloc[6:], 5)
+    with pytest.raises(sslhf.data.HFLabelsError, match="5 patients of each class"):
+        sslhf.data.patient_folds(labels.iloc[6:], 5)
 
 
 def test_cine_flip_is_invertible_and_the_datasets_are_seeded():
     x = np.random.default_rng(0).random((4, 6, 6)).astype(np.float32)
-    for f in (sslhf.CineFlip(True, False, True, 1), sslhf.CineFlip(False, True, False, 3), sslhf.random_flip(
+    for f in (sslhf.data.CineFlip(True, False, True, 1), sslhf.data.CineFlip(False, True, False, 3), sslhf.data.random_flip(
             np.random.default_rng(2))):
         assert np.array_equal(f.inverse(f(x)), x)
-    assert np.array_equal(sslhf.CineFlip(flip_t=True)(x), x[::-1])
-    a = sslhf.Restoration(np.stack([x, x]), ("frame",), seed=3)
-    b = sslhf.Restoration(np.stack([x, x]), ("frame",), seed=3)
+    assert np.array_equal(sslhf.data.CineFlip(flip_t=True)(x), x[::-1])
+    a = sslhf.data.Restoration(np.stack([x, x]), ("frame",), seed=3)
+    b = sslhf.data.Restoration(np.stack([x, x]), ("frame",), seed=3)
     (ca, oa), (cb, ob) = a[0], b[0]
     assert np.array_equal(ca, cb) and np.array_equal(oa, ob) and ca.shape == (1, 4, 6, 6)
     covered = [t for t in range(4) if not np.array_equal(ca[0, t], oa[0, t])]
@@ -159,21 +160,21 @@ def fake_predictions(rows=("SSLHF", "A: no proxy"), folds=3, n=12, seed=0) -> pd
 
 def test_tables_average_folds_with_cis_and_patients_average_patches():
     pred = fake_predictions()
-    pat = sslhf.patient_scores(pred)
+    pat = sslhf.evaluate.patient_scores(pred)
     one = pred[(pred.row == "SSLHF") & (pred.fold == 0) & (pred.split == "test") & (pred.subject == "f0test0")]
     assert pat.set_index(["row", "fold", "split", "subject"]).score[("SSLHF", 0, "test", "f0test0")] == pytest.approx(
         one.score.mean())
-    fm = sslhf.fold_metrics(pred)
+    fm = sslhf.evaluate.fold_metrics(pred)
     assert set(fm.level) == {"patch", "patient"} and len(fm) == 2 * 3 * 2
-    summ = sslhf.summary(fm)
+    summ = sslhf.evaluate.summary(fm)
     s = summ[(summ.row == "SSLHF") & (summ.level == "patient") & (summ.metric == "auc")].iloc[0]
     assert s["mean"] == pytest.approx(fm[(fm.row == "SSLHF") & (fm.level == "patient")].auc.mean())
     assert s.ci_low <= s["mean"] <= s.ci_high and s.paper == pytest.approx(0.8505)
-    t = sslhf.table(summ, ["A: no proxy", "SSLHF"])
+    t = sslhf.evaluate.table(summ, ["A: no proxy", "SSLHF"])
     assert list(t.index) == ["A: no proxy", "SSLHF"] and t.loc["SSLHF", "patient AUC (paper)"] == 0.8505
-    d = sslhf.differences(fm)
+    d = sslhf.evaluate.differences(fm)
     assert d.row.tolist() == ["A: no proxy"] and d.difference.iloc[0] > 0 and d.folds.iloc[0] == 3
-    roc = sslhf.mean_roc(pred, "patient")
+    roc = sslhf.evaluate.mean_roc(pred, "patient")
     assert roc.groupby("row").fpr.size().tolist() == [101, 101] and (roc.tpr.between(0, 1)).all()
 
 
@@ -186,14 +187,14 @@ def test_one_tiny_cross_validation_runs_the_rows_and_exports(tmp_path):
     g = np.random.default_rng(0)
     labels = pd.DataFrame(dict(subject=[f"p{i}" for i in range(10)], hfref=[1, 0] * 5, lvef=np.nan))
     x = g.normal(0, 1, (10, 32, 32, 32)).astype(np.float32)
-    patches = sslhf.HFPatches(x, labels.subject.to_numpy(), np.zeros(10, int))
-    folds = sslhf.patient_folds(labels, 3)
-    cfg = sslhf.SSLHFConfig(widths=(2, 2, 4, 4, 4), hidden=(4, 4), proxy_steps=1, proxy_bs=4, epochs=2, bs=4,
+    patches = sslhf.data.HFPatches(x, labels.subject.to_numpy(), np.zeros(10, int))
+    folds = sslhf.data.patient_folds(labels, 3)
+    cfg = sslhf.learner.SSLHFConfig(widths=(2, 2, 4, 4, 4), hidden=(4, 4), proxy_steps=1, proxy_bs=4, epochs=2, bs=4,
                             lrs=(1e-4, 1e-3), patience=1, resnet_widen=0.0625, densenet_init=8, densenet_growth=4,
                             groups=2)
-    rest, log = sslhf.pretrain(x[:8], x[8:], cfg, ("patch",))
+    rest, log = sslhf.learner.pretrain(x[:8], x[8:], cfg, ("patch",))
     assert log["n_patches"] == 8 and np.isfinite(log["train_loss"])
-    restorers = {r: rest for r in sslhf.PROXIES}
+    restorers = {r: rest for r in sslhf.learner.PROXIES}
     rows = ("SSLHF", "3D DenseNet-121")
     pred, logs, kept = crossval.cross_validate(patches, labels, folds, rows, cfg, lambda f: restorers, progress=False)
     assert set(pred.row) == set(rows) and len(logs) == 2 * 3 and set(kept) == {("SSLHF", f) for f in range(3)}
@@ -204,31 +205,31 @@ def test_one_tiny_cross_validation_runs_the_rows_and_exports(tmp_path):
     again, again_logs, _ = crossval.cross_validate(patches, labels, folds, rows, cfg, lambda f: restorers,
                                                    keep=(), progress=False, chosen=chosen)
     assert all(json.loads(r["lr_search"]).keys() == {f"{chosen[(r['row'], r['fold'])]:g}"} for r in again_logs)
-    gate = crossval.probe({"proxy": rest.encoder, "random": sslhf.network("A: no proxy", cfg).encoder},
+    gate = crossval.probe({"proxy": rest.encoder, "random": sslhf.learner.network("A: no proxy", cfg).encoder},
                           patches, labels, folds)
     assert len(gate) == 2 * 3 * 5 and gate.auc.between(0, 1).all() and (gate.valid_patients > 0).all()
     assert sorted(gate.level.unique()) == [1, 2, 3, 4, 5] and (gate.deepest == (gate.level == 5)).all()
     assert pred.score.between(0, 1).all() and (pred.groupby(["row", "split"]).subject.nunique() == 10).all()
-    net = sslhf.network("SSLHF", cfg, restorers)
+    net = sslhf.learner.network("SSLHF", cfg, restorers)
     assert all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(net.encoder.state_dict().values(),
                                                                     rest.encoder.state_dict().values()))
-    path = sslhf.save(kept[("SSLHF", 0)], tmp_path / "m.model")
-    model = sslhf.load(path)
-    assert np.allclose(sslhf.scores(model, x[:3]), sslhf.scores(kept[("SSLHF", 0)], x[:3]), atol=1e-6)
+    path = sslhf.learner.save(kept[("SSLHF", 0)], tmp_path / "m.model")
+    model = sslhf.learner.load(path)
+    assert np.allclose(sslhf.learner.scores(model, x[:3]), sslhf.learner.scores(kept[("SSLHF", 0)], x[:3]), atol=1e-6)
     with pytest.raises(ValueError, match="pretrain it first"):
-        sslhf.network("B: no frame covering", cfg, {})
+        sslhf.learner.network("B: no frame covering", cfg, {})
 
 
 def test_rates_chosen_on_the_first_fold_train_every_other_fold():
     """With lr_from_first_fold only fold 0 searches; each later fold trains at the rate its row kept there."""
     g = np.random.default_rng(1)
     labels = pd.DataFrame(dict(subject=[f"p{i}" for i in range(9)], hfref=[1, 0, 1] * 3, lvef=np.nan))
-    patches = sslhf.HFPatches(g.normal(0, 1, (9, 16, 16, 16)).astype(np.float32), labels.subject.to_numpy(),
+    patches = sslhf.data.HFPatches(g.normal(0, 1, (9, 16, 16, 16)).astype(np.float32), labels.subject.to_numpy(),
                               np.zeros(9, int))
-    cfg = sslhf.SSLHFConfig(widths=(2, 2, 2, 2, 2), hidden=(2, 2), epochs=1, bs=4, lrs=(1e-4, 1e-2), patience=1,
+    cfg = sslhf.learner.SSLHFConfig(widths=(2, 2, 2, 2, 2), hidden=(2, 2), epochs=1, bs=4, lrs=(1e-4, 1e-2), patience=1,
                             min_epochs=1, resnet_widen=0.0625, groups=2, lr_from_first_fold=True)
     rows = ("A: no proxy", "3D ResNet-50")
-    _, logs, _ = crossval.cross_validate(patches, labels, sslhf.patient_folds(labels, 3), rows, cfg, lambda f: {},
+    _, logs, _ = crossval.cross_validate(patches, labels, sslhf.data.patient_folds(labels, 3), rows, cfg, lambda f: {},
                                          keep=(), progress=False)
     by = {(r["row"], r["fold"]): r for r in logs}
     assert len(by) == 2 * 3 and all(r["status"] == "ok" for r in logs)
@@ -247,8 +248,8 @@ def test_the_predictor_scores_a_cine_through_its_patches_and_averages_the_folds(
     cine, lab = stack_with_lv(t=16, size=48)
 
     segmentation.Predictor({"SAX": unet11(6, width=0.0625)}).save(tmp_path / predictor.file_name("segmentation"))
-    cfg = sslhf.SSLHFConfig(widths=(2, 2, 4, 4, 4), hidden=(4, 4))
-    folds = {k: sslhf.network("A: no proxy", cfg) for k in (0, 1)}
+    cfg = sslhf.learner.SSLHFConfig(widths=(2, 2, 4, 4, 4), hidden=(4, 4))
+    folds = {k: sslhf.learner.network("A: no proxy", cfg) for k in (0, 1)}
     prep = dict(size=16, patch_mm=2.0, n_frames=16, min_frames=16, max_slices=3, min_lv_px=20, clip_pct=99.5)
     sslhf.Predictor.from_folds(folds, "A: no proxy", prep).save(tmp_path / "sslhf.predictor")
     p = predictor.load(tmp_path / "sslhf.predictor")
@@ -265,18 +266,18 @@ def test_a_fold_with_one_class_in_test_says_its_auc_is_not_testable():
     pred = fake_predictions()
     one_class = (pred.fold == 1) & (pred.split == "test")
     pred.loc[one_class, "y"] = 0
-    fm = sslhf.fold_metrics(pred)
+    fm = sslhf.evaluate.fold_metrics(pred)
     bad = fm[fm.fold == 1]
     assert bad.auc.isna().all() and bad.note.str.startswith("AUC not testable: 0 HFrEF and").all()
     assert (fm[fm.fold != 1].note == "").all() and fm[fm.fold != 1].auc.notna().all()
-    summ = sslhf.summary(fm)
+    summ = sslhf.evaluate.summary(fm)
     assert (summ[summ.metric == "auc"].folds == 2).all() and (summ[summ.metric == "acc"].folds == 3).all()
-    t = sslhf.table(summ, ["SSLHF", "3D ResNet-50"], n_folds=3)
+    t = sslhf.evaluate.table(summ, ["SSLHF", "3D ResNet-50"], n_folds=3)
     assert t.loc["SSLHF", "patient AUC"].endswith("(2 folds)") and t.loc["3D ResNet-50", "patient AUC"] == "failed"
 
 
 def test_a_row_that_trains_into_nan_is_reported_and_left_out_while_the_others_go_on(monkeypatch):
-    learner_module = sslhf.fit.__globals__
+    learner_module = sslhf.learner.fit.__globals__
     make = learner_module["_classifier"]
 
     def classifier(row, cfg, restorers=None):
@@ -289,9 +290,9 @@ def test_a_row_that_trains_into_nan_is_reported_and_left_out_while_the_others_go
     g = np.random.default_rng(1)
     labels = pd.DataFrame(dict(subject=[f"p{i}" for i in range(9)], hfref=[1, 0, 0] * 3, lvef=np.nan))
     x = g.normal(0, 1, (9, 16, 16, 16)).astype(np.float32)
-    patches = sslhf.HFPatches(x, labels.subject.to_numpy(), np.zeros(9, int))
-    folds = sslhf.patient_folds(labels, 3)
-    cfg = sslhf.SSLHFConfig(widths=(2, 2, 2, 2, 2), hidden=(2, 2), epochs=1, bs=4)
+    patches = sslhf.data.HFPatches(x, labels.subject.to_numpy(), np.zeros(9, int))
+    folds = sslhf.data.patient_folds(labels, 3)
+    cfg = sslhf.learner.SSLHFConfig(widths=(2, 2, 2, 2, 2), hidden=(2, 2), epochs=1, bs=4)
     pred, logs, kept = crossval.cross_validate(patches, labels, folds, ("A: no proxy", "3D ResNet-50"), cfg,
                                                lambda f: {}, keep=("A: no proxy",), progress=False)
     failed = crossval.failures(logs)
@@ -299,7 +300,7 @@ def test_a_row_that_trains_into_nan_is_reported_and_left_out_while_the_others_go
     assert failed.reason.str.contains("training loss nan at epoch 0").all()
     assert set(pred.row) == {"3D ResNet-50"} and np.isfinite(pred.score).all() and not kept
     assert [r["status"] for r in logs].count("ok") == 3
-    t = sslhf.table(sslhf.summary(sslhf.fold_metrics(pred)), ["A: no proxy", "3D ResNet-50"], n_folds=3)
+    t = sslhf.evaluate.table(sslhf.evaluate.summary(sslhf.evaluate.fold_metrics(pred)), ["A: no proxy", "3D ResNet-50"], n_folds=3)
     assert (t.loc["A: no proxy", ["patch AUC", "patient AUC"]] == "failed").all()
 
 
@@ -312,9 +313,9 @@ def test_rows_and_folds_on_dask_give_the_tables_of_one_process():
     g = np.random.default_rng(2)
     labels = pd.DataFrame(dict(subject=[f"p{i}" for i in range(9)], hfref=[1, 0, 0] * 3, lvef=np.nan))
     x = g.normal(0, 1, (9, 16, 16, 16)).astype(np.float32)
-    patches = sslhf.HFPatches(x, labels.subject.to_numpy(), np.zeros(9, int))
-    folds = sslhf.patient_folds(labels, 3)
-    cfg = sslhf.SSLHFConfig(widths=(2, 2, 2, 2, 2), hidden=(2, 2), epochs=2, bs=4, lrs=(1e-3,), patience=1)
+    patches = sslhf.data.HFPatches(x, labels.subject.to_numpy(), np.zeros(9, int))
+    folds = sslhf.data.patient_folds(labels, 3)
+    cfg = sslhf.learner.SSLHFConfig(widths=(2, 2, 2, 2, 2), hidden=(2, 2), epochs=2, bs=4, lrs=(1e-3,), patience=1)
     here, logs_here, _ = crossval.cross_validate(patches, labels, folds, ("A: no proxy",), cfg, lambda f: {},
                                                  keep=(), progress=False)
     with cluster.client("local", 2) as c:

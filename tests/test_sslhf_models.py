@@ -84,9 +84,9 @@ def test_every_first_layer_unit_of_the_head_is_alive_on_proxy_initialised_featur
 
     g = np.random.default_rng(0)
     x = g.normal(0, 1, (24, 16, 16, 16)).astype(np.float32)
-    cfg = sslhf.SSLHFConfig(widths=(4, 8, 8, 16, 32), hidden=(32, 16), proxy_steps=20, proxy_bs=4)
-    proxy, _ = sslhf.pretrain(x[:16], x[16:], cfg, ("shuffle", "patch"))
-    clf = sslhf.network("SSLHF", cfg, {"SSLHF": proxy}).train()
+    cfg = sslhf.learner.SSLHFConfig(widths=(4, 8, 8, 16, 32), hidden=(32, 16), proxy_steps=20, proxy_bs=4)
+    proxy, _ = sslhf.learner.pretrain(x[:16], x[16:], cfg, ("shuffle", "patch"))
+    clf = sslhf.learner.network("SSLHF", cfg, {"SSLHF": proxy}).train()
     with torch.no_grad():
         pooled = torch.amax(clf.encoder(torch.as_tensor(x[:, None]))[-1], dim=(2, 3, 4))
         first = clf.head[2](clf.head[1](clf.head[0](pooled)))  # BatchNorm, Linear, ReLU

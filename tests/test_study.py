@@ -76,3 +76,37 @@ def test_a_labels_table_that_matches_no_subject_stops_notebook_05_in_one_line(tm
                          "anatomy": "labels", "labels_csv": str(tmp_path / "labels.csv"), "threads": None})
     with pytest.raises(StudyError, match="labels_csv labels.csv: none of its 2 subject\\(s\\) has a SAX cine"):
         study.cohort()
+
+
+@pytest.mark.parametrize("package", [segmentation, edes, mvnet, cussp, sslhf, heartmae], ids=lambda p: p.__name__)
+def test_a_method_package_exports_its_study_and_predictor_only(package):
+    import inspect
+
+    public = {n for n, v in vars(package).items() if not n.startswith("_") and not inspect.ismodule(v)}
+    assert package.__all__ == ["Predictor", "Study"] and public == {"Predictor", "Study"}
+
+
+def test_a_step_shows_each_table_it_returns_or_why_it_cannot_run(capsys):
+    import pandas as pd
+
+    from cmrlib.study import Study, StudySkipped
+
+    def no_real_data():
+        raise StudySkipped("no real cines under the data root")
+
+    assert Study.step(None, no_real_data) is None
+    assert capsys.readouterr().out.strip() == "skipped: no real cines under the data root"
+    t = pd.DataFrame({"LVEF": [55.0]})
+    assert Study.step(None, lambda: t) is t
+    assert Study.step(None, lambda: {"Table I": t, "Table II": t.assign(LVEF=31.0)}) is None
+    out = capsys.readouterr().out
+    assert out.index("Table I") < out.index("55.0") < out.index("Table II") < out.index("31.0")
+
+
+def test_a_step_without_its_data_raises_study_skipped_with_the_reason(tmp_path):
+    from cmrlib.study import StudySkipped
+
+    study = segmentation.Study.__new__(segmentation.Study)
+    study.acdc_store = None
+    with pytest.raises(StudySkipped, match="no ACDC store"):
+        study.fit_acdc()

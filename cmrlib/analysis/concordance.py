@@ -104,9 +104,8 @@ class Agreement(Study):
         self.nb.table(self.summary, "agreement")
         return self.summary[self.summary["measure"].isin(ag.HEADLINE)][SHOWN]
 
-    def figures(self) -> pd.DataFrame | None:
-        """ICC heat maps (phantom, ACDC), the headline regression and Bland-Altman panels, and the real patients'
-        figure; the real patients' statistics (None without them)."""
+    def figures(self) -> None:
+        """ICC heat maps (phantom, ACDC) and the headline regression and Bland-Altman panels."""
         s = self.summary
         self.nb.figure(ag.icc_heatmap(s, "phantom"), "07_icc_phantom",
                        "ICC(2,1) of every measure and method against the phantom's reference")
@@ -114,8 +113,12 @@ class Agreement(Study):
             self.nb.figure(ag.icc_heatmap(s, "acdc"), "07_icc_acdc", "ICC(2,1) of the segmentation measures on ACDC")
         self.nb.figure(ag.headline_figure(self.long, HEADLINE_METHODS, "phantom"), "07_headline",
                        "regression and Bland-Altman panels of the headline measures (phantom test split)")
+
+    def real_statistics(self) -> pd.DataFrame:
+        """The real patients' figure and statistics; `StudySkipped` when `real_patients` did not run."""
         if getattr(self, "real", None) is None:
-            return None
+            raise StudySkipped("no real patients in this run (see the real-patients step)")
+        s = self.summary
         self.nb.figure(ag.real_figure(self.long), "07_real", "real ACDC patients: LV volumes and EF from the "
                        "full-field frames against the reference, and the ED/ES frames the LV curve picks against the "
                        "annotation, for a segmenter that never trained on the patients shown")

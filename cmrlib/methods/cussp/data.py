@@ -105,6 +105,18 @@ class PatchSet:
                    failures=pd.DataFrame(meta["failures"], columns=["cine_id", "subject", "reason"]))
 
 
+@dataclass(frozen=True)
+class PatchSettings:
+    """`preprocess`'s settings, declared once: the Study takes them from its parameters (`config_from`), its
+    Predictor carries them beside the classifier."""
+    size: int
+    patch_mm: float
+    frames: int
+    window: int
+    crop_size: int
+    crop_mm: float
+
+
 def preprocess(cine: Cine, labels: np.ndarray, size: int = 64, patch_mm: float = 1.8, frames: int = 30,
                window: int = 25, crop_size: int = 64, crop_mm: float = 2.5) -> dict:
     """One 4CH cine -> its cycle patch (from ED, resampled to `frames`), its systolic window (None, with the

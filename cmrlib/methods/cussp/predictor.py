@@ -3,19 +3,20 @@ threshold; on a 4CH cine it segments (through the segmentation Predictor), place
 the patch, and scores."""
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import numpy as np
 from torch import nn
 
+from ...learn import config_from
 from ...measure import MeasureError
 from ...predictor import NotApplicable, Prediction
 from ...predictor import Predictor as Base
 from ...record import Cine
 from ...plots import overlay
-from .data import preprocess
+from .data import PatchSettings, preprocess
 from .learner import INPUTS, scores
 from .valve import ValveError
-
-PATCH_KEYS = ("size", "patch_mm", "frames", "window", "crop_size", "crop_mm")  # `preprocess`'s settings
 
 
 class Predictor(Base):
@@ -30,14 +31,14 @@ class Predictor(Base):
     def from_model(cls, model: nn.Module, row: str, prep: dict, threshold: float,
                    segmenter: str = "segmentation", provenance: dict | None = None) -> "Predictor":
         """Row: a Table-2 row name (its input follows from it)."""
-        settings = {k: prep[k] for k in PATCH_KEYS} | dict(input=INPUTS[row], threshold=float(threshold))
+        settings = asdict(config_from(PatchSettings, prep)) | dict(input=INPUTS[row], threshold=float(threshold))
         return cls({"classifier": model.eval()}, settings, dict(segmenter=segmenter), provenance, row)
 
     def probability(self, cine: Cine) -> tuple[float, dict]:
         """The MR probability of one 4CH cine, and its preprocessed inputs."""
         labels = self.need("segmenter").labels(cine)
         try:
-            p = preprocess(cine, labels, **{k: self.prep[k] for k in PATCH_KEYS})
+            p = preprocess(cine, labels, **asdict(config_from(PatchSettings, self.prep)))
         except (ValveError, MeasureError) as e:
             raise NotApplicable(f"no valve patch: {e}") from None
         if p[self.prep["input"]] is None:

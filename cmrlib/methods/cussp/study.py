@@ -5,6 +5,7 @@ Predictor."""
 from __future__ import annotations
 
 import contextlib
+from dataclasses import asdict
 from typing import ClassVar
 
 import numpy as np
@@ -14,9 +15,9 @@ from fastprogress.fastprogress import progress_bar
 from ... import modelfile
 from ...learn import attempt, config_from, reusable, record_settings
 from ...measure import subject_measures, table1_frames
-from ...study import Study as Base
+from ...study import Study as Base, StudySkipped
 from ...utils import rng, seed_for
-from .data import PatchAug, PatchSet, labelled, mr_labels, preprocess_store, unlabelled
+from .data import PatchAug, PatchSet, PatchSettings, labelled, mr_labels, preprocess_store, unlabelled
 from .evaluate import auc_gap, evaluate, recall_by_grade, table2, thresholds, validation_table
 from .figures import budget_figure, grade_figure, pool_figure, preprocessing_figure, roc_pr_figure
 from .learner import (INPUTS, JOINT_WEIGHTS, SUPERVISED, CUSSPConfig, fit, fit_siamese, fit_supervised,
@@ -144,8 +145,7 @@ class Study(Base):
         failures by reason (the failures table written)."""
         p = self.p
         n_frames = int(p["frames"] or self.manifest.query("view == '4CH'").n_frames.median())
-        self.prep = dict(size=int(p["size"]), patch_mm=float(p["patch_mm"]), frames=n_frames, window=int(p["window"]),
-                         crop_size=int(p["crop_size"]), crop_mm=float(p["crop_mm"]))
+        self.prep = asdict(config_from(PatchSettings, p, frames=n_frames))
         self.lax_cache, self.patch_sets, self._budget_models = {}, {}, {}
         self._labelled_subjects = set(self.labels.subject)
         with self.nb.timer("preprocessing"):
@@ -560,9 +560,12 @@ class Study(Base):
         the DICOM sample's."""
         from ...io.real import real_cines
 
-        return real_cines(self.p["data_dir"], ("4CH",))
+        found = real_cines(self.p["data_dir"], ("4CH",))
+        if not found:
+            raise StudySkipped("no real 4CH cines under the data root (set data_dir or $CMRLIB_DATA)")
+        return found
 
-    def real_cines(self) -> pd.DataFrame | None:
+    def real_cines(self) -> pd.DataFrame:
         """Every network row on the real 4CH cines, none of which was trained on: whether the valve was found (on
         the run's segmentation), how far the patch centre lies from the annulus midpoint of the cine's pseudo-labels
         (mm; the UK Biobank demo's), and each row's MR probability (no MR label: none to score against); a
@@ -594,8 +597,6 @@ class Study(Base):
                 row[f"P(MR) {r}"] = float(scores(m.model, np.asarray(x)[None])[0]) if x is not None else np.nan
             rows.append(row)
             cases.append((name, c, labels))
-        if not rows:
-            return None
         self.real = pd.DataFrame(rows)
         self.nb.table(self.real, "real_cines")
         if cases:
@@ -617,7 +618,7 @@ class Study(Base):
                         float(real.centre_from_pseudo_mm.max()), "<=", 8.0))
         return out
 
-    def export(self) -> str | None:
+    def export(self) -> str:
         """Every row's model, and the row validation ranks first (ROC-AUC) as the run's CUSSP Predictor with its
         patch settings and threshold (CUSSP-SIAM-25 when validation ranks nothing); the Predictor's row."""
         for r, m in self.models.items():
@@ -626,7 +627,7 @@ class Study(Base):
         best, how = ((ranked.idxmax(), "validation ROC-AUC") if len(ranked) else
                      ("CUSSP-SIAM-25", "the paper's headline row (validation ranks no row)"))
         if best not in self.models:
-            return None
+            raise StudySkipped(f"no {best} model in this run (its fit failed: see the failures table)")
         self.nb.predictor(Predictor.from_model(self.models[best].model, best, self.prep, self.thr[best],
                                                provenance=self.nb.provenance(self.store, None,
                                                                              anatomy=self.p["anatomy"], chosen_by=how)))
@@ -641,7 +642,7 @@ class Study(Base):
         self.pretrain()
         train_log, _ = self.fit()
         self.evaluate()
-        self.export()
+        self.step(self.export)
         return train_log.to_dict("records")
 
     def headline_tables(self):

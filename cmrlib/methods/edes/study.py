@@ -180,12 +180,13 @@ class Study(Base):
         print("paper's ordering (mean of ED and ES aFD):", " < ".join(f"{m} {mean_fd[m]:.3f}" for m in order),
               "-> holds" if list(mean_fd[order]) == sorted(mean_fd[order]) else "-> does not hold")
 
-    def sharp_ed(self) -> pd.DataFrame | None:
-        """The table again on test cines whose true ED plateau is at most `sharp_plateau` frames (written)."""
+    def sharp_ed(self) -> pd.DataFrame:
+        """The table again on test cines whose true ED plateau is at most `sharp_plateau` frames (written);
+        `StudySkipped` without true volume curves."""
         res, k = self.res, self.p["sharp_plateau"]
         if not res["ed_plateau"].notna().any():
-            print("no true volume curves in this cohort: the plateau breakdown needs the phantom's lv_volume_curve_ml")
-            return None
+            raise StudySkipped("no true volume curves in this cohort: the plateau breakdown needs the phantom's "
+                               "lv_volume_curve_ml")
         sharp = res[res["ed_plateau"] <= k]
         print(f"{sharp['cine_id'].nunique()} of {res['cine_id'].nunique()} test cines have an ED plateau of at most "
               f"{k} frames (within 0.5 % of the maximum volume)")
@@ -216,7 +217,7 @@ class Study(Base):
         folds = subjects.set_index("subject")["fold"]
         found = {f"{m} (phantom only)": partial(predict, self.models[m], size=p["size"], zoom=p["zoom"])
                  for m in p["methods"]}
-        seg = self.phantom_sax_segmenter()
+        seg = self._phantom_sax_segmenter()
         if seg is not None:
             found = {"Segmentation (LV curve)": partial(seg_detect, seg), **found}
         with self.nb.timer("real patients: phantom models"):
@@ -249,7 +250,7 @@ class Study(Base):
                                f"TempReg-Net aFD ED {r.aFD_ED:.2f}, ES {r.aFD_ES:.2f} frames")
         return self.real_table
 
-    def phantom_sax_segmenter(self):
+    def _phantom_sax_segmenter(self):
         """Notebook 01's phantom-only SAX segmenter as a segmentation Predictor (None when the run has none)."""
         from ...learn import load as load_model
         from ...predictor import predictor_class

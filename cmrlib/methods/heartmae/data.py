@@ -143,6 +143,17 @@ class CineSet:
         return cls(a["frames"], a["weight"].astype(np.float32), table, fails)
 
 
+@dataclass(frozen=True)
+class ViewSettings:
+    """`preprocess_cine`'s settings, declared once: the Study takes them from its parameters (`config_from`; the
+    parameter `sax_slices` is `sax_k`), its Predictor carries them beside the encoder."""
+    load: int
+    cycle: int
+    sax_k: int
+    sigma_mm: float
+    heart_mm: float | None = None
+
+
 def preprocess_cine(cine: Cine, load: int = 72, cycle: int = 30, sax_k: int = 3, sigma_mm: float = 18.0,
                     heart_mm: float | None = None, min_frames: int = 10) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """(view_id, frames (cycle, load, load) uint8, motion map (load, load)) of every view HeartMAE takes from a

@@ -8,17 +8,16 @@ from dataclasses import asdict
 import numpy as np
 import pandas as pd
 
+from ...learn import config_from
 from ...models.mae_st import VideoMAE
 from ...predictor import NotApplicable, Prediction
 from ...predictor import Predictor as Base
 from ...record import Cine
-from .data import CineInputError, CineSet, preprocess_cine
+from .data import CineInputError, CineSet, ViewSettings, preprocess_cine
 from .features import bags, extract, mae_encoder
 from .heads import FittedProbe
 from .learner import HeartMAEConfig
 from .tasks import TASK_UNITS
-
-VIEW_KEYS = ("load", "cycle", "sax_k", "sigma_mm", "heart_mm")  # `preprocess_cine`'s settings
 
 
 class Predictor(Base):
@@ -33,8 +32,8 @@ class Predictor(Base):
     def from_model(cls, model: VideoMAE, cfg: HeartMAEConfig, mean: float, std: float, probes: dict[str, FittedProbe],
                    prep: dict, crops: int, clips: int, row: str, provenance: dict | None = None,
                    pool: str = "mean") -> "Predictor":
-        settings = {k: prep[k] for k in VIEW_KEYS} | dict(crops=int(crops), clips=int(clips), config=asdict(cfg),
-                                                          mean=float(mean), std=float(std), pool=pool)
+        settings = asdict(config_from(ViewSettings, prep)) | dict(
+            crops=int(crops), clips=int(clips), config=asdict(cfg), mean=float(mean), std=float(std), pool=pool)
         return cls({"encoder": model.eval(), **{f"probe {g}": p for g, p in probes.items()}}, settings,
                    provenance=provenance, model=row)
 
@@ -44,7 +43,7 @@ class Predictor(Base):
         views, why = [], []
         for c in cines:
             try:
-                views += preprocess_cine(c, **{k: p[k] for k in VIEW_KEYS if k in p})  # older files: no heart_mm
+                views += preprocess_cine(c, **asdict(config_from(ViewSettings, p)))
             except CineInputError as e:
                 why.append(f"{c.view}: {e}")
         if not views:

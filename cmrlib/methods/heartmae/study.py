@@ -4,7 +4,7 @@ every task group for each encoder, the paper's Tables 1-2 and condition metrics 
 features for notebook 08 and the run's HeartMAE Predictor."""
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import asdict, replace
 from typing import ClassVar
 
 import numpy as np
@@ -17,7 +17,7 @@ from ...study import Study as Base
 from ...study import StudySkipped
 from ...utils import seed_for
 from .baselines import EXPERT, expert_features, logistic_probs
-from .data import CineSet, Clips, intensity_stats, preprocess_store
+from .data import CineSet, Clips, ViewSettings, intensity_stats, preprocess_store
 from .evaluate import (EF_COLUMNS, PAPER_FEATURES, PAPER_TABLE1, PAPER_TABLE2, beside_paper,
                        classification_metrics_table, condition_table, evaluate, table1, table2, wilcoxon, wins)
 from .features import KINETICS, bags, cached_features, extract, kinetics_encoder, mae_encoder
@@ -102,9 +102,7 @@ class Study(Base):
         self.probe_cfg = ProbeConfig(hidden=int(p["probe_hidden"]), dropout=float(p["probe_dropout"]),
                                      epochs=int(p["probe_epochs"]), bs=int(p["probe_bs"]), lr=float(p["probe_lr"]),
                                      wd=float(p["probe_wd"]), seed=seed_for(p["seed"], "06", "probe"))
-        self.prep = dict(load=int(p["load"]), cycle=int(p["cycle"]), sax_k=int(p["sax_slices"]),
-                         sigma_mm=float(p["sigma_mm"]),
-                         heart_mm=float(p["heart_mm"]) if p["heart_mm"] else None)
+        self.prep = asdict(config_from(ViewSettings, p, sax_k=p["sax_slices"]))
         self.ready = self.paper_tasks = False
         self.probes, self.preds, self.predictor = {}, {}, None
 
@@ -229,12 +227,22 @@ class Study(Base):
         self.paper_tasks = self.ready and set(GROUPS) <= set(self.groups.values())  # the phantom's three groups
         return {r: len(v) for r, v in role.items()}
 
-    def fit(self) -> pd.DataFrame | None:
+    def _probes_ready(self) -> None:
+        """`StudySkipped` when `targets_table` found too few subjects with targets for the probes."""
+        if not self.ready:
+            raise StudySkipped("too few subjects with targets for the probes (a real cohort needs targets_csv)")
+
+    def _paper_tasks_ready(self) -> None:
+        """`StudySkipped` without the paper's three task groups (cardiac, conditions, demographics)."""
+        if not self.paper_tasks:
+            raise StudySkipped("the paper's tables need its three task groups (cardiac measures, conditions, "
+                               "demographics): the phantom's targets have them")
+
+    def fit(self) -> pd.DataFrame:
         """An attention-MIL probe per encoder and task group on the training subjects (early stop on validation),
         scored once on test with bootstrap CIs (written); scaled MAE per task and model."""
         self.bagged = {name: bags(f, self.cines.table, self.subjects) for name, f in self.feats.items()}
-        if not self.ready:
-            return None
+        self._probes_ready()
         y, role, subjects = self.y, self.role, self.subjects
         with self.nb.timer("probes"):
             for name, (h, mask, _) in self.bagged.items():
@@ -253,11 +261,10 @@ class Study(Base):
         self.order = [m for m in [*FAMILY, RANDOM, KINETICS] if m in self.preds]
         return self.reg.pivot(index="task", columns="model", values="scaled_MAE")
 
-    def features_gate(self) -> pd.DataFrame | None:
+    def features_gate(self) -> pd.DataFrame:
         """A ridge of each encoder's mean features on validation beside the training-mean rule (written); the EF
         columns' validation MAE."""
-        if not self.ready:
-            return None
+        self._probes_ready()
         s = self.subjects
         self.ridge = ridge_gate(self.feats, self.cines.table, self.y.loc[s], self.kinds,
                                 [s[i] for i in self.role["train"]], [s[i] for i in self.role["valid"]])
@@ -266,18 +273,16 @@ class Study(Base):
         return (r[r["task"].isin(EF_COLUMNS)].pivot(index="task", columns="encoder", values="valid_MAE")
                 .assign(**{"training mean": r.groupby("task")["mean_rule_MAE"].first()}))
 
-    def table1(self) -> pd.DataFrame | None:
+    def table1(self) -> pd.DataFrame:
         """The paper's Table 1 (cardiac measures) beside its numbers (written)."""
-        if not self.paper_tasks:
-            return None
+        self._paper_tasks_ready()
         t1 = beside_paper(table1(self.reg).reindex(self.order), PAPER_TABLE1)
         self.nb.table(t1, "table1")
         return t1
 
-    def cardiac(self) -> pd.DataFrame | None:
+    def cardiac(self) -> pd.DataFrame:
         """Tasks won per model, HeartMAE against MAE-ViT-B (Wilcoxon) and the scaled-MAE figure (written)."""
-        if not self.paper_tasks:
-            return None
+        self._paper_tasks_ready()
         self.cardiac_reg = self.reg[self.reg["task"].map(self.groups) == "cardiac"]
         self.won = wins(self.cardiac_reg, list(FAMILY))
         wil = wilcoxon(self.cardiac_reg)
@@ -297,7 +302,7 @@ class Study(Base):
         y, s, role = self.y, self.subjects, self.role
         cls_tasks = [t for t in (y.columns if self.ready else []) if self.groups[t] == "conditions"]
         if not cls_tasks:
-            return {}
+            raise StudySkipped("no condition among the targets")
         cls = self.cls
         if self.p["expert_baseline"]:
             seg = self.segmentation()
@@ -329,18 +334,16 @@ class Study(Base):
                        "average precision and AUROC per condition and model with 95 % bootstrap CIs (Fig. 2)")
         return out
 
-    def table2(self) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    def table2(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         """The paper's Table 2 (demographics) beside its numbers (written), and sex AUROC per model."""
-        if not self.paper_tasks:
-            return None
+        self._paper_tasks_ready()
         t2 = beside_paper(table2(self.reg).reindex(self.order), PAPER_TABLE2)
         self.nb.table(t2, "table2")
         return t2, self.cls[self.cls["task"] == "sex (male)"][["model", "AUROC", "AUROC_low", "AUROC_high"]]
 
-    def attention(self) -> pd.DataFrame | None:
+    def attention(self) -> pd.DataFrame:
         """HeartMAE's cardiac-probe attention over each test subject's views (figure) and by view (written)."""
-        if not self.paper_tasks:
-            return None
+        self._paper_tasks_ready()
         h, mask, names = self.bagged["HeartMAE"]
         att = self.probes["HeartMAE", "cardiac"].pooled(h, mask)[1]
         test = self.role["test"]
@@ -354,8 +357,7 @@ class Study(Base):
     def export(self) -> None:
         """Each encoder's pooled subject features (notebook 08), HeartMAE's test measures in the long shape
         (notebook 07) and the run's HeartMAE Predictor (the encoder with every group's probe)."""
-        if not self.ready:
-            return
+        self._probes_ready()
         groups, subjects = self.groups, self.subjects
         first = next(iter(dict.fromkeys(groups.values())))
         for name, (h, mask, _) in self.bagged.items():
@@ -412,24 +414,14 @@ class Study(Base):
             if self.p["expert_baseline"]:
                 fixed[EXPERT], bad = expert_features(store, names, self.segmentation(), progress=False)
                 self.nb.table(bad, "real_expert_failures")
-        self._export_real(subjects, {**family, RANDOM: fixed[RANDOM], **({EXPERT: fixed[EXPERT]} if EXPERT in fixed
-                                                                          else {})})
+        self._export_real(subjects, {**family, **{k: x for k, x in fixed.items() if k != "HeartMAE (phantom)"}})
         preds, gates, pretexts = [], [], []
         for fold in range(int(folds.max()) + 1):
             fc = real.fold_views(cines, folds, fold)
-            mean, std = intensity_stats(fc.take(fc.rows("train")))
-            with self.nb.timer("real patients: pretraining"):
-                tuned, summary = pretrain("HeartMAE", fc, replace(cfg, epochs=int(p["real_epochs"])), mean, std,
-                                          self.out / "real_models", init=self.models["HeartMAE"])
-                summary.pop("history")
-            self.logs.append(dict(summary, fold=fold, stage="real pretraining"))
-            spec = FAMILY["HeartMAE"]
-            clips = Clips(fc.take(fc.rows("valid")), cfg.size, cfg.frames, mean, std, train=False)
-            pretexts.append(pretext_gate({"HeartMAE (phantom + real)": tuned}, random_mae, clips, spec["ratio"],
-                                         spec["masking"], seed_for(p["seed"], "06", "real pretext", fold),
-                                         target=cfg.target).assign(fold=fold))
-            roles = {r: [s for s in names if s in set(fc.table.loc[fc.table.split == r, "subject"])]
-                     for r in ("train", "valid", "test")}
+            tuned, mean, std = self._real_pretrain(fc, fold)
+            pretexts.append(self._real_pretext(tuned, random_mae, fc, mean, std, fold))
+            role = fc.table.drop_duplicates("subject").set_index("subject")["split"]
+            roles = {r: [s for s in names if role[s] == r] for r in ("train", "valid", "test")}
             with self.nb.timer("real patients: features"):
                 feats = {"HeartMAE (phantom + real)": features(tuned, mean, std), **fixed}
             for enc, x in feats.items():
@@ -452,6 +444,24 @@ class Study(Base):
         print(self.real_gate.groupby("encoder").valid_MAE.mean().round(2).to_string())
         return self.real_table
 
+    def _real_pretrain(self, fc: CineSet, fold: int):
+        """HeartMAE's pretraining continued on one fold's real training views (`real_epochs`): the model and the
+        training views' intensity mean and SD."""
+        mean, std = intensity_stats(fc.take(fc.rows("train")))
+        with self.nb.timer("real patients: pretraining"):
+            tuned, summary = pretrain("HeartMAE", fc, replace(self.cfg, epochs=int(self.p["real_epochs"])), mean, std,
+                                      self.out / "real_models", init=self.models["HeartMAE"])
+            summary.pop("history")
+        self.logs.append(dict(summary, fold=fold, stage="real pretraining"))
+        return tuned, mean, std
+
+    def _real_pretext(self, tuned, random_mae, fc: CineSet, mean: float, std: float, fold: int) -> pd.DataFrame:
+        """The pretext gate of the fold's model against the random encoder on its real validation views."""
+        cfg, spec = self.cfg, FAMILY["HeartMAE"]
+        clips = Clips(fc.take(fc.rows("valid")), cfg.size, cfg.frames, mean, std, train=False)
+        return pretext_gate({"HeartMAE (phantom + real)": tuned}, random_mae, clips, spec["ratio"], spec["masking"],
+                            seed_for(self.p["seed"], "06", "real pretext", fold), target=cfg.target).assign(fold=fold)
+
     def _export_real(self, subjects: pd.DataFrame, feature_sets: dict[str, pd.DataFrame]) -> None:
         """For notebook 08: the real patients' diagnosis and BSA, and each feature set's subject features (the
         family as the phantom left it, the random encoder, the segmentation measures)."""
@@ -469,16 +479,18 @@ class Study(Base):
         return [(s.name, s.cines, s.reference, s.reference_is)
                 for s in real_subjects(self.p["data_dir"], ("SAX", "2CH", "4CH")) if s.reference_is != NONE]
 
-    def real_cines(self) -> pd.DataFrame | None:
+    def real_cines(self) -> pd.DataFrame:
         """The run's HeartMAE Predictor on every real subject, none of which it trained on: predicted LVEF and LAEF
         (and the other EF columns) beside those measured from the subject's segmentations (written)."""
         from ...predictor import NotApplicable
 
         if self.predictor is None:
-            print("real cines skipped: no HeartMAE Predictor in this run (it needs the probes' targets)")
-            return None
+            raise StudySkipped("no HeartMAE Predictor in this run (it needs the probes' targets)")
+        subjects = self._real_subjects()
+        if not subjects:
+            raise StudySkipped("no real subject with a reference under the data root (set data_dir or $CMRLIB_DATA)")
         rows = []
-        for name, cines, ref, what in self._real_subjects():
+        for name, cines, ref, what in subjects:
             row = dict(subject=name, views="+".join(sorted({c.view for c in cines})), reference=what)
             try:
                 pred = self.predictor.predict(cines).measures
@@ -488,8 +500,6 @@ class Study(Base):
             for k in EF_COLUMNS:
                 row |= {f"{k}_pred": pred.get(k, np.nan), f"{k}_ref": ref.get(k, np.nan)}
             rows.append(row)
-        if not rows:
-            return None
         self.real = pd.DataFrame(rows)
         self.nb.table(self.real, "real_cines")
         return self.real
@@ -540,13 +550,13 @@ class Study(Base):
         if self.written("table2") is not None:
             yield ("table2", "HeartMAE Table 2: extracardiac MAE (95 % CI) and Pearson r, beside the paper's", None)
 
-    def checks(self) -> pd.DataFrame | None:
+    def checks(self) -> pd.DataFrame:
         """The paper's targets, both gates and the notebook's time (written with the timings)."""
         minutes = self.minutes()
         print(f"notebook 06 ran in {minutes * 60:.0f} s (profile {self.p['profile']})")
         if not self.paper_tasks:
             self.nb.save_timings()
-            return None
+            raise StudySkipped("the paper's targets need its three task groups: only the timings written")
         reg, family, pretext, ridge = self.reg, list(FAMILY), self.pretext, self.ridge
         ef = reg[reg["task"].isin(EF_COLUMNS)].pivot(index="task", columns="model", values="MAE")
         mean_scaled = self.cardiac_reg.groupby("model")["scaled_MAE"].mean()

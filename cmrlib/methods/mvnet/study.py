@@ -18,7 +18,7 @@ from ...longform import STAGE_METHODS, from_columns
 from ...plots import agreement_figure
 from ...stats import agreement_table
 from ...utils import seed_for, seeded
-from ...study import Study as Base, StudyError
+from ...study import Study as Base, StudyError, StudySkipped
 from .data import Track, load_cines, mixed_tracks, tracks_from_cines
 from .evaluate import (choose_inference, clinical, convention_matrix, evaluate, observer_frames,
                        pooled_displacement_error, pseudo_point_error, pseudo_reference, summarise_spatial)
@@ -141,9 +141,10 @@ class Study(Base):
         return self.nb.predictor(Predictor.from_trackers(trackers, self.p["velocity_window"], self.nb.provenance(
             self.store, None, note=note)))
 
-    def choose_inference(self) -> pd.DataFrame | None:
+    def choose_inference(self) -> pd.DataFrame:
         """With `smooth='valid'`: the smoothing window and test-time crops with the smallest |mean| + SD of the
-        displacement error on validation cines, set on every tracker (written); the candidates."""
+        displacement error on validation cines, set on every tracker (written); the candidates, or the one setting
+        the profile fixes."""
         p, choices = self.p, None
         smooth, tta = p["smooth"], p["tta"]
         if smooth == "valid":
@@ -157,7 +158,7 @@ class Study(Base):
             for tr in self.trackers.values():
                 tr.smooth, tr.tta = smooth, tta
         print(f"track smoothing window: {smooth}; test-time crop shift: {tta} px")
-        return choices
+        return choices if choices is not None else pd.DataFrame([dict(smooth=smooth, tta=tta, chosen_by="profile")])
 
     def evaluate(self) -> pd.DataFrame:
         """Every stage on the test cines: point, angle and displacement errors per frame, the clinical measures per
@@ -235,13 +236,12 @@ class Study(Base):
             self.logs.append(log)
         return trk
 
-    def conventions(self) -> pd.DataFrame | None:
+    def conventions(self) -> pd.DataFrame:
         """Trackers trained on convention A, B and mixed, each against the A and B references (the paper's Fig. 6;
-        written)."""
+        written); `StudySkipped` with `variability` off."""
         p = self.p
         if not p["variability"]:
-            print("variability experiment skipped (variability=False)")
-            return None
+            raise StudySkipped("variability experiment off (variability=False)")
         vviews = list(p["variability_views"] or p["views"])
         ep = tuple(p["variability_epochs"]) if p["variability_epochs"] else None
         var_tests = {"A": {v: self.tests[v] for v in vviews}, "B": {v: self.tracks["obsB"][v]["test"] for v in vviews}}
@@ -259,13 +259,15 @@ class Study(Base):
     def _real(self) -> list:
         """(name, cine) of the real DICOM and UK-Biobank-style cines under the data root that a tracker reads."""
         if not self.p["real_cines"]:
-            print("real cines skipped (real_cines=False)")
-            return []
+            raise StudySkipped("real cines off (real_cines=False)")
         from ...io.real import real_cines
 
-        return real_cines(self.p["data_dir"], tuple(self.trackers))
+        found = real_cines(self.p["data_dir"], tuple(self.trackers))
+        if not found:
+            raise StudySkipped("no real DICOM or UK Biobank cines under the data root (set data_dir or $CMRLIB_DATA)")
+        return found
 
-    def fit_real(self, cines: list[tuple]) -> MVnet | None:
+    def _fit_real(self, cines: list[tuple]) -> MVnet | None:
         """The 4CH tracker fine-tuned, both stages, from the phantom one on the phantom's training tracks plus one
         demo subject's 4CH cine (`real_subject`) with the annulus its pseudo-labels imply (`cines`: (cine, filled
         pseudo-reference or None) pairs), repeated to `real_share` of the training cines and monitored on phantom
@@ -311,12 +313,12 @@ class Study(Base):
         self.phantom_fine_tuned = pd.DataFrame(rows).set_index("tracker")
         self.nb.table(self.phantom_fine_tuned, "phantom_4ch_trackers", index=True)
 
-    def real_cines(self) -> pd.DataFrame | None:
+    def real_cines(self) -> pd.DataFrame:
         """The trackers on real cines: the measures and an overlay figure each; where a cine has LV and LA
         pseudo-labels (the UK Biobank demo's 4CH), the annulus they imply (`pseudo_reference`) is a
         pseudo-reference: point error in mm over the frames with a plausible valve line (`ref_frames`), and MAPSE
-        and e' from both. The phantom tracker on every cine, the fine-tuned 4CH one (`fit_real`) on the 4CH cines
-        with its training subject marked (`trained_on`)."""
+        and e' from both. The phantom tracker on every cine, the fine-tuned 4CH one (`_fit_real`) on the 4CH cines
+        with its training subject marked (`trained_on`); `StudySkipped` without real cines."""
         from ...measure import fill_gaps
 
         # scored on the frames with a valve line of their own, the measures and the training on the filled track
@@ -324,7 +326,7 @@ class Study(Base):
         for name, c in self._real():
             scored = pseudo_reference(c.labels, c.spacing, fill=False)
             real.append((name, c, scored, None if scored is None else fill_gaps(scored)))
-        self.fit_real([(c, ref) for _, c, _, ref in real])
+        self._fit_real([(c, ref) for _, c, _, ref in real])
         rows = []
         for name, c, scored, ref in real:
             trackers = {"phantom": self.trackers[c.view]}
@@ -339,8 +341,6 @@ class Study(Base):
             slug = name.lower().replace(" ", "_").replace("#", "")
             self.nb.figure(fig, f"03_real_{slug}", "MVnet tracked valve points on a real cine"
                            + (", with the annulus its pseudo-labels imply" if ref is not None else " (no reference)"))
-        if not rows:
-            return None
         self.real_tab = pd.DataFrame(rows)
         self.nb.table(self.real_tab, "real_cines")
         return self.real_tab

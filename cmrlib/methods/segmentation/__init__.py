@@ -3,18 +3,12 @@ with `cmrlib.learn.export`), `predict` whole cines with a calibrated decision (`
 Dice / HD95 (Table-1 measures from its labels: `cmrlib.measure.subject_measures`).
 
 Other methods use it only through its `Predictor` (both segmenters, their `labels(cine)` and Table-1 measures).
+
+The package exports `Study` (notebook 01's experiment) and `Predictor` (the model with its preprocessing); the rest
+lives in its modules (`evaluate`, `figures`, `learner`, `predict`, `recipes`).
 """
-from .evaluate import dice, evaluate, frame_scores, hd95, summarise
-from .figures import case_panels
-from .learner import (MODEL_FILES, ClassDice, DiceCE, as_model, class_weights, dataloaders, fit, learner, load,
-                      model_file)
-from .predict import (NoLabels, calibrate_prior, decide, frame_probs, keep_largest, log_prior, mean_dice, predict,
-                      predict_store)
-from .recipes import RECIPES, recipe
+from . import evaluate, figures, learner, predict, recipes  # noqa: F401  (reached as segmentation.<module>.<name>)
 from .predictor import Predictor
 from .study import Study
 
-__all__ = ["Predictor", "Study", "dataloaders", "learner", "fit", "load", "predict", "evaluate", "DiceCE", "ClassDice", "class_weights",
-           "RECIPES", "recipe", "MODEL_FILES", "model_file", "as_model",
-           "frame_probs", "log_prior", "decide", "calibrate_prior", "NoLabels",
-           "mean_dice", "predict_store", "keep_largest", "dice", "hd95", "summarise", "frame_scores", "case_panels"]
+__all__ = ["Predictor", "Study"]

@@ -131,13 +131,31 @@ def _calibration_frames(cine: Cine, frame_step: int) -> list[int]:
     return sorted(set(lab[::frame_step].tolist()) | ({cine.ed, cine.es} & set(lab.tolist())))
 
 
-def mean_dice(probs: Sequence[np.ndarray], truths: Sequence[np.ndarray], prior: np.ndarray,
+class _Frames:
+    """Calibration frames flattened once: every pixel's class scores (float32, as `decide` computes them) and its
+    frame and true label as one code, so scoring a prior is one weighted argmax and one bincount (in torch, on
+    every thread)."""
+
+    def __init__(self, probs: Sequence[np.ndarray], truths: Sequence[np.ndarray]):
+        n = len(NAMES)
+        self.scores = torch.from_numpy(np.concatenate([np.asarray(p).reshape(-1, n) for p in probs]).astype(np.float32))
+        self.codes = torch.from_numpy(np.concatenate([(i * n + np.asarray(t, np.int64).ravel()) * n
+                                                      for i, t in enumerate(truths)]))
+        self.n_frames = len(truths)
+
+    def confusion(self, prior: np.ndarray) -> np.ndarray:
+        """(frames, truth, prediction) pixel counts when deciding with `prior`."""
+        n = len(NAMES)
+        pred = (self.scores * torch.from_numpy(np.exp(prior, dtype=np.float32))).argmax(-1)
+        counts = torch.bincount(self.codes + pred, minlength=self.n_frames * n * n)
+        return counts.numpy().reshape(self.n_frames, n, n)
+
+
+def mean_dice(probs: Sequence[np.ndarray] | _Frames, truths: Sequence[np.ndarray] | None, prior: np.ndarray,
               labels: Sequence[int]) -> float:
     """Mean over `labels` of the mean per-frame Dice (as `evaluate` scores, frames where a label is absent from
-    both prediction and truth skipped) when deciding with `prior`."""
-    n = len(NAMES)
-    conf = np.stack([np.bincount((t.astype(np.int64) * n + decide(p, prior)).ravel(), minlength=n * n).reshape(n, n)
-                     for p, t in zip(probs, truths)])  # (frames, truth, pred)
+    both prediction and truth skipped) when deciding with `prior` (`probs` already flattened: `truths` None)."""
+    conf = (probs if isinstance(probs, _Frames) else _Frames(probs, truths)).confusion(prior)
     per_label = []
     for lab in labels:
         inter, size = conf[:, lab, lab], conf[:, lab, :].sum(1) + conf[:, :, lab].sum(1)
@@ -166,17 +184,18 @@ def calibrate_prior(model, source: CohortStore | str | Path, ids: Sequence[str],
                 truths.append(c.labels[t].reshape(-1, *c.pixels.shape[-2:]))
                 present |= set(np.unique(truths[-1]).tolist())
             probs[-1].append(p.astype(np.float16))
-    probs = [np.stack(p) for p in probs]  # per frame (Z, H, W, C) float16; `decide` computes in float32
+    frames = _Frames([np.stack(p) for p in probs], truths)  # per frame (Z, H, W, C) float16, scored in float32
+    del probs
     labels = sorted(present - {0})
     prior, trace = np.zeros(len(NAMES), dtype=np.float32), []
-    best = mean_dice(probs, truths, prior, labels)
+    best = mean_dice(frames, None, prior, labels)
     trace.append(dict(sweep=0, label="none", offset=0.0, mean_dice=best))
     for sweep in range(1, sweeps + 1):
         for lab in labels:
             for off in grid:
                 cand = prior.copy()
                 cand[lab] = off
-                score = mean_dice(probs, truths, cand, labels)
+                score = mean_dice(frames, None, cand, labels)
                 trace.append(dict(sweep=sweep, label=NAMES[lab], offset=float(off), mean_dice=score))
                 if score > best + 1e-6:
                     best, prior = score, cand

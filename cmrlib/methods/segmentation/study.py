@@ -16,7 +16,7 @@ from ...learn import export, record_settings, reusable
 from ...longform import PHANTOM_REFERENCES, from_table1
 from ...measure import UNITS, measure_pairs, subject_measures
 from ...store import CohortStore
-from ...study import Study as Base
+from ...study import Study as Base, StudySkipped
 from ...utils import data_root
 from .evaluate import evaluate, frame_scores, summarise
 from .figures import case_panels
@@ -33,7 +33,8 @@ def dice_all(table: pd.DataFrame, *key) -> float:
 
 class Study(Base):
     """Notebook 01: `fit`, `evaluate`, `ra_check`, `cases_figure`, `acdc`, `fit_acdc`, `sim_to_real`,
-    `phantom_agreement`, `acdc_agreement`, `checks`."""
+    `fine_tune_vs_scratch`, `sax_real`, `phantom_agreement`, `acdc_agreement`, `real_lax`, `lax_fine_tuning_cost`,
+    `checks`."""
 
     method = "segmentation"
     number = "01"
@@ -194,13 +195,13 @@ class Study(Base):
         priors = pd.DataFrame(self.calibration).T.rename_axis("model") if self.calibration else None
         return priors, self.ph_table
 
-    def ra_check(self) -> pd.DataFrame | None:
+    def ra_check(self) -> pd.DataFrame:
         """4CH RA Dice over all frames, over frames with a true RA of at least 100 px, and frames without one
         (written)."""
         sc = self.ph_scores
         ra = sc[(sc["view"] == "4CH") & (sc["structure"] == "RA")]
         if not len(ra):
-            return None
+            raise StudySkipped("no 4CH test cine with a right atrium in this cohort")
         check = ra.groupby("cine_id").apply(lambda d: pd.Series({
             "dice_all": d["dice"].mean(), "dice_ra_ge_100px": d.loc[d["truth_px"] >= 100, "dice"].mean(),
             "frames_no_true_ra": (d["truth_px"] == 0).sum(), "frames": len(d)}), include_groups=False)
@@ -218,9 +219,9 @@ class Study(Base):
         cases = case_panels(st, pred, ranked, plots.pick_cases(ranked["dice"]))
         self.nb.figure(plots.cases_figure(**cases, score_name="mean Dice"), name, caption)
 
-    def acdc(self) -> pd.DataFrame | None:
+    def acdc(self) -> pd.DataFrame:
         """The ACDC store (`acdc_store`, the cohort when notebook 00 ingested ACDC, or ACDC ingested here from the
-        data root); patients per group and split, or None (with the reason) when there is none."""
+        data root); patients per group and split; `StudySkipped` when there is none."""
         p = self.p
         root = data_root(p["data_dir"])
         acdc_dir = root / "acdc" / "training" if root else None
@@ -231,8 +232,7 @@ class Study(Base):
             self.acdc_store = CohortStore(acdc_store)
         elif acdc_dir is None or not acdc_dir.exists():
             why = "no data_dir / $CMRLIB_DATA" if root is None else f"{acdc_dir} not found"
-            print(f"ACDC sections skipped: no ACDC training folder ({why})")
-            return None
+            raise StudySkipped(f"no ACDC training folder ({why}): the ACDC sections need it")
         else:
             from ...io import ingest
 
@@ -242,12 +242,16 @@ class Study(Base):
             self.timings["ACDC ingest (s)"] = time.perf_counter() - t0
         return self.acdc_store.manifest().groupby(["group", "split"]).size().unstack(fill_value=0)
 
-    def fit_acdc(self) -> pd.DataFrame | None:
+    def _acdc(self) -> CohortStore:
+        """The ACDC store `acdc` found; `StudySkipped` without one."""
+        if self.acdc_store is None:
+            raise StudySkipped("no ACDC store in this run (see `acdc`)")
+        return self.acdc_store
+
+    def fit_acdc(self) -> pd.DataFrame:
         """A SAX model trained on ACDC's training patients (or reused), scored on its held-out patients (written,
         with the case figure)."""
-        acdc, p = self.acdc_store, self.p
-        if acdc is None:
-            return None
+        acdc, p = self._acdc(), self.p
         t0 = time.perf_counter()
         settings = dict({**self.data_kw, **recipe(p["augmentation"]["acdc"])}, epochs=p["epochs_acdc"], lr=p["lr"],
                         calibrate_cines=p["calibrate_cines"], cohort=acdc.fingerprint(), **self.model_kw)
@@ -264,18 +268,23 @@ class Study(Base):
                     "best, median and worst ACDC held-out frames by Dice, truth beside prediction")
         return self.acdc_table
 
-    def sim_to_real(self) -> tuple[pd.DataFrame, pd.DataFrame] | None:
-        """The phantom SAX model on every ACDC cine, and fine-tuning it on a few patients against the same
-        schedule from scratch (written)."""
-        acdc, p = self.acdc_store, self.p
-        if acdc is None:
-            return None
+    def sim_to_real(self) -> pd.DataFrame:
+        """The phantom SAX model on every ACDC cine (written)."""
+        acdc = self._acdc()
         t0 = time.perf_counter()
         s2r_pred = predict_store(self.models["sax"], acdc, acdc.select(view="SAX"), **self.on_dask)
         self.s2r_scores = evaluate(acdc, s2r_pred)
         self.s2r_table = summarise(self.s2r_scores, by=("structure",))
         self.nb.table(self.s2r_scores, "scores_sim2real.csv")
         self.nb.table(self.s2r_table, "dice_sim2real.csv", index=True)
+        self.timings["sim-to-real (s)"] = time.perf_counter() - t0
+        return self.s2r_table
+
+    def fine_tune_vs_scratch(self) -> pd.DataFrame:
+        """The phantom SAX model fine-tuned on a few ACDC patients against the same schedule from scratch, on the
+        held-out patients (written)."""
+        acdc, p = self._acdc(), self.p
+        t0 = time.perf_counter()
         few = pick_subjects(acdc, p["n_finetune"], split="train", by="group", seed=p["seed"])
         dls_few = dataloaders(acdc, ["SAX"], subjects=few, **self.data_kw, **recipe(p["augmentation"]["acdc"]))
         print(f"fine-tuning on {len(few)} patients ({len(dls_few.train_ds)} slices)")
@@ -286,20 +295,18 @@ class Study(Base):
             rows.append(summarise(sc, by=("structure",)).xs("all", level="phase")["dice_mean"].rename(how))
         ft_table = pd.DataFrame(rows).rename_axis("training")
         self.nb.table(ft_table, "finetune_vs_scratch.csv", index=True)
-        self.timings["sim-to-real (s)"] = time.perf_counter() - t0
-        return self.s2r_table, ft_table
+        self.timings["fine-tune vs scratch (s)"] = time.perf_counter() - t0
+        return ft_table
 
-    def sax_real(self) -> pd.DataFrame | None:
+    def sax_real(self) -> pd.DataFrame:
         """The SAX model fine-tuned from the phantom one on the phantom's frames plus the ED/ES frames of ACDC's
         training patients with their manual masks (`real_share` of the training frames, cycled), under the SAX
         recipe, monitored on phantom validation only; then the phantom-only, ACDC-only and phantom + ACDC models on
         the phantom's SAX test cines and ACDC's held-out patients (written): which model a SAX Predictor should
         carry."""
-        acdc, p = self.acdc_store, self.p
-        if acdc is None or not p["epochs_sax_real"]:
-            print(f"no phantom + ACDC SAX model (epochs_sax_real={p['epochs_sax_real']}, "
-                  f"{'no' if acdc is None else 'an'} ACDC store)")
-            return None
+        acdc, p = self._acdc(), self.p
+        if not p["epochs_sax_real"]:
+            raise StudySkipped("no phantom + ACDC SAX model (epochs_sax_real=0)")
         train = [str(i) for i in acdc.select(view="SAX", split="train")]
         settings = dict({**self.data_kw, **recipe(p["augmentation"]["sax"])}, views=["SAX"],
                         epochs=p["epochs_sax_real"], lr=p["lr"], frame_step=p["frame_step"],
@@ -325,45 +332,41 @@ class Study(Base):
         self.nb.table(self.sax_models, "dice_sax_models.csv", index=True)
         return self.sax_models
 
-    def phantom_agreement(self) -> pd.DataFrame | None:
+    def phantom_agreement(self) -> pd.DataFrame:
         """Table-1 measures of the phantom's test subjects against its generating values (written with the
         figure)."""
         self.ph_meas = subject_measures(self.store, self.ph_pred)
         self.nb.table(self.ph_meas, "measures_phantom.csv")
         pairs = measure_pairs(self.ph_meas, ref="model")
         if not pairs:
-            print(f"phantom agreement skipped: fewer than 3 test subjects with every view ({len(self.ph_meas)} "
-                  "subjects)")
-            return None
+            raise StudySkipped(f"fewer than 3 test subjects with every view ({len(self.ph_meas)} subjects)")
         agree = stats.agreement_table(self.ph_meas, pairs, units=UNITS)
         self.nb.table(agree, "agreement_phantom.csv", index=True)
         self.nb.figure(plots.agreement_figure(self.ph_meas, pairs, units=UNITS), "01_agreement_phantom",
                        "regression and Bland-Altman of the segmentation measures against the phantom's values")
         return agree
 
-    def acdc_agreement(self) -> pd.DataFrame | None:
-        """ACDC held-out measures against its ground-truth masks (written with the figure), then every measure in
-        the run folder's long shape for notebook 07."""
+    def acdc_agreement(self) -> pd.DataFrame:
+        """Every measure in the run folder's long shape for notebook 07 (the phantom's, and ACDC's where there is
+        an ACDC store); ACDC held-out measures against its ground-truth masks (written with the figure)."""
         long = [from_table1(self.ph_meas, "phantom", "segmentation", PHANTOM_REFERENCES)]
-        acdc = self.acdc_store
-        if acdc is not None:
-            meas = subject_measures(acdc, self.acdc_pred)
+        meas = subject_measures(self.acdc_store, self.acdc_pred) if self.acdc_store is not None else None
+        if meas is not None:
             self.nb.table(meas, "measures_acdc.csv")
             long.append(from_table1(meas, "acdc", "segmentation", {"ref": "ground-truth masks"}))
-            pairs = measure_pairs(meas, ref="ref")
-            if pairs:
-                self.acdc_agree = stats.agreement_table(meas, pairs, units=UNITS)
-                self.nb.table(self.acdc_agree, "agreement_acdc.csv", index=True)
-                shown = {k: pairs[k] for k in ("LVEDV", "LVEF", "RVEDV", "LVM") if k in pairs}
-                self.nb.figure(plots.agreement_figure(meas, shown, units=UNITS), "01_agreement_acdc",
-                               "regression and Bland-Altman of the segmentation measures against ACDC's ground-truth "
-                               "masks")
-            else:
-                print(f"ACDC agreement skipped: fewer than 3 held-out patients with measures ({len(meas)} patients)")
         self.nb.table(pd.concat(long, ignore_index=True), "measures_long")
+        self._acdc()
+        pairs = measure_pairs(meas, ref="ref")
+        if not pairs:
+            raise StudySkipped(f"fewer than 3 held-out ACDC patients with measures ({len(meas)} patients)")
+        self.acdc_agree = stats.agreement_table(meas, pairs, units=UNITS)
+        self.nb.table(self.acdc_agree, "agreement_acdc.csv", index=True)
+        shown = {k: pairs[k] for k in ("LVEDV", "LVEF", "RVEDV", "LVM") if k in pairs}
+        self.nb.figure(plots.agreement_figure(meas, shown, units=UNITS), "01_agreement_acdc",
+                       "regression and Bland-Altman of the segmentation measures against ACDC's ground-truth masks")
         return self.acdc_agree
 
-    def fit_lax_real(self, cines: list) -> dict | None:
+    def _fit_lax_real(self, cines: list) -> dict | None:
         """The long-axis model fine-tuned from the phantom one on the phantom's frames plus every 4CH frame of one
         demo subject (`lax_real_subject`) with its pseudo-labels, under the `lax_real` recipe (bias field, noise,
         blur, lower resolution, rotation), monitored on the phantom's validation frames only: the demo's other
@@ -387,10 +390,10 @@ class Study(Base):
         self.timings["long-axis fine-tuning on the demo (s)"] = time.perf_counter() - t0
         return row
 
-    def real_lax(self) -> pd.DataFrame | None:
+    def real_lax(self) -> pd.DataFrame:
         """The long-axis models on the UK Biobank demo's 2CH and 4CH cines, every frame, against the demo's
         segmentations, a network's (Bai et al. 2018), so a pseudo-reference (its 2CH has the LA only): the
-        phantom-only model, and the one fine-tuned on one demo subject (`fit_lax_real`) with its training subject
+        phantom-only model, and the one fine-tuned on one demo subject (`_fit_lax_real`) with its training subject
         marked; that model's phantom test Dice beside (all written, with the best, median and worst held-out
         frames)."""
         from ...io.real import real_cines
@@ -398,8 +401,9 @@ class Study(Base):
 
         cines = {f"{c.subject}_{c.view}": c for _, c in real_cines(self.p["data_dir"], ("2CH", "4CH"), labelled=True)}
         if not cines:
-            return None
-        self.fit_lax_real(list(cines.values()))
+            raise StudySkipped("no UK Biobank demo 2CH/4CH cines with segmentations under the data root (set "
+                               "data_dir or $CMRLIB_DATA)")
+        self._fit_lax_real(list(cines.values()))
         names = [m for m in ("lax", "lax_real") if m in self.models]
         preds = {name: {cid: predict(self.models[name], c) for cid, c in cines.items()} for name in names}
         sc = pd.concat([evaluate(cines, preds[name]).assign(model=name) for name in names], ignore_index=True)
@@ -416,6 +420,13 @@ class Study(Base):
         if "lax_real" in self.models:
             self._phantom_after_fine_tuning()
         return self.real_table
+
+    def lax_fine_tuning_cost(self) -> pd.DataFrame:
+        """Phantom test Dice of the fine-tuned long-axis model beside the phantom-only one's: what the real frames
+        cost on the phantom; `StudySkipped` without a fine-tuned model."""
+        if "lax_real" not in self.models:
+            raise StudySkipped("no long-axis model fine-tuned on a demo subject in this run")
+        return self.lax_phantom.unstack("model")
 
     def _held_out(self, model: str) -> list[str]:
         """The demo subjects long-axis model `model` never trained on."""

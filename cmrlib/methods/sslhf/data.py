@@ -110,6 +110,19 @@ def lv_patch(frames: np.ndarray, centre: tuple[float, float], pixel_mm: float, s
     return clip_zscore(resample_cycle(crop, n_frames), lo=0.0, hi=clip_pct)
 
 
+@dataclass(frozen=True)
+class PatchSettings:
+    """`preprocess`'s settings, declared once: the Study takes them from its parameters (`config_from`), its
+    Predictor carries them beside every fold's classifier."""
+    size: int
+    patch_mm: float
+    n_frames: int
+    min_frames: int
+    max_slices: int | None
+    min_lv_px: int
+    clip_pct: float
+
+
 def preprocess(cine: Cine, ed_labels: np.ndarray, size: int = 32, patch_mm: float = 3.0, n_frames: int = 32,
                min_frames: int = 16, max_slices: int | None = 3, min_lv_px: int = 20, clip_pct: float = 99.5
                ) -> tuple[np.ndarray, list[int]]:

@@ -3,16 +3,17 @@ cine it finds the LV on the ED frame (through the segmentation Predictor), cuts 
 averages the patches' HFrEF probabilities (eq. 3) and then the folds' patient probabilities."""
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import numpy as np
 from torch import nn
 
+from ...learn import config_from
 from ...predictor import NotApplicable, Prediction
 from ...predictor import Predictor as Base
 from ...record import Cine
-from .data import PatchError, ed_frame, preprocess
+from .data import PatchError, PatchSettings, ed_frame, preprocess
 from .learner import scores
-
-PATCH_KEYS = ("size", "patch_mm", "n_frames", "min_frames", "max_slices", "min_lv_px", "clip_pct")
 
 
 class Predictor(Base):
@@ -26,7 +27,7 @@ class Predictor(Base):
     @classmethod
     def from_folds(cls, models: dict[int, nn.Module], row: str, prep: dict,
                    segmenter: str = "segmentation", provenance: dict | None = None) -> "Predictor":
-        return cls({f"fold{k}": m.eval() for k, m in sorted(models.items())}, {k: prep[k] for k in PATCH_KEYS},
+        return cls({f"fold{k}": m.eval() for k, m in sorted(models.items())}, asdict(config_from(PatchSettings, prep)),
                    dict(segmenter=segmenter), provenance, row)
 
     def patches(self, cine: Cine) -> tuple[np.ndarray, list[int]]:

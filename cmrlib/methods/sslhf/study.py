@@ -4,6 +4,7 @@ learning rate chosen on each fold's validation patients, the fold-paired differe
 Predictor."""
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import ClassVar
 
@@ -16,7 +17,7 @@ from ...study import StudyError, StudySkipped
 from ...transforms.corrupt import corrupt, random_frame_cover, random_local_shuffle, random_patch_cover
 from ...utils import rng, seed_for
 from . import crossval
-from .data import CLASSES, HFREF_BELOW, HFPatches, hf_class, hf_labels, patient_folds, preprocess_store
+from .data import CLASSES, HFREF_BELOW, HFPatches, PatchSettings, hf_class, hf_labels, patient_folds, preprocess_store
 from .evaluate import TABLES, detectability, differences, fold_metrics, mean_roc, summary, table
 from .figures import ef_figure, learning_curve_figure, real_figure, restoration_figure, roc_figure
 from .learner import NO_PROXY, PROXIES, SSLHFConfig, network, pretrain, restore, save
@@ -95,25 +96,22 @@ class Study(Base):
         self.cfg = config_from(SSLHFConfig, self.p)  # the parameters that name its fields
         print("training arithmetic:", precision(self.cfg.bf16))  # bf16 only where the CPU computes it natively
         p = self.p
-        self.prep = dict(size=int(p["size"]), patch_mm=float(p["patch_mm"]), n_frames=int(p["n_frames"]),
-                         min_frames=int(p["min_frames"]), max_slices=p["max_slices"], min_lv_px=int(p["min_lv_px"]),
-                         clip_pct=float(p["clip_pct"]))
+        self.prep = asdict(config_from(PatchSettings, p))
         self.ready, self.gate_summary, self.gate_levels, self._per_fold, self.predictor_file = False, None, None, {}, None
 
-    def cohort(self) -> pd.DataFrame | None:
+    def cohort(self) -> pd.DataFrame:
         """The heart-failure patients and their classes (a phantom HF cohort made here, or `labels_csv`); LVEF per
-        class, or None (with the reason) when the store has real cines and no labels."""
+        class; `StudySkipped` when the store has real cines and no labels."""
         p, store = self.p, self.store
         self.phenotype = None
         if p["labels_csv"] is None:
             self.hf_store = self.phantom_more("hf_cohort", p["hf_patients"], ("SAX",), start=p["hf_first_index"],
                                               **p["hf_config"])
             if self.hf_store is None:
-                print("This store holds real cines but no heart-failure labels. Notebook 05 needs labels_csv: a CSV "
-                      "with a `subject` column (the store's subject ids) and either `lvef` (LVEF in %, HFrEF below 50) "
-                      "or `hf_class` (HFrEF / HFpEF), one row per heart-failure patient with a SAX cine. Nothing was "
-                      "trained.")
-                return None
+                raise StudySkipped("this store holds real cines but no heart-failure labels. Notebook 05 needs "
+                                   "labels_csv: a CSV with a `subject` column (the store's subject ids) and either "
+                                   "`lvef` (LVEF in %, HFrEF below 50) or `hf_class` (HFrEF / HFpEF), one row per "
+                                   "heart-failure patient with a SAX cine. Nothing was trained.")
             self.labels = hf_labels(self.hf_store)
             self.pool_store, self.pool_ids = store, store.select(view="SAX")
             self.phenotype = self.hf_store.manifest().drop_duplicates("subject").set_index("subject").hf_class
@@ -129,8 +127,7 @@ class Study(Base):
                              if c.rsplit("_", 1)[0] in set(self.labels.attrs["unlabelled"])]
         labels = self.labels
         self.ready = len(labels) > 0
-        if not self.ready:
-            return None
+        self._cohort_ready()
         if labels.attrs["unknown"]:
             print(f"{len(labels.attrs['unknown'])} subjects in the labels table are not in the store; ignored")
         if p["labels_csv"] is not None and labels.attrs["unlabelled"]:
@@ -142,11 +139,17 @@ class Study(Base):
         self.nb.table(labels, "labels")
         return counts
 
+    def _cohort_ready(self) -> None:
+        """`StudySkipped` when `cohort` found no heart-failure patients: every later step needs them."""
+        if not self.ready:
+            raise StudySkipped("no heart-failure patients in this run (see the cohort step)")
+
     def lvef_figure(self) -> None:
         """Measured LVEF by phenotype, and against the truth (how many labels measurement error flips)."""
-        labels = self.labels if self.ready else None
-        if labels is None or not labels.lvef.notna().any():
-            return
+        self._cohort_ready()
+        labels = self.labels
+        if not labels.lvef.notna().any():
+            raise StudySkipped("the labels give classes without LVEF: no LVEF figure")
         self.nb.figure(ef_figure(labels, self.phenotype), "05_lvef",
                        "Heart-failure cohort of notebook 05: measured LVEF by phantom phenotype with the 50 % rule "
                        "(left), and measured against true LVEF (right; red: labels on the other side of the truth).")
@@ -156,11 +159,10 @@ class Study(Base):
             print(f"{near} patients have a true LVEF within 5 points of 50 %; {wrong} of {len(labels)} labels "
                   "disagree with the true LVEF (measurement error)")
 
-    def prepare(self) -> tuple[pd.DataFrame, pd.DataFrame | str] | None:
+    def prepare(self) -> tuple[pd.DataFrame, pd.DataFrame | str]:
         """LV patches of the cohort and the pool (cached per cohort, settings and anatomy); patients and patches
         per class, and the failures by reason (the failures table written)."""
-        if not self.ready:
-            return None
+        self._cohort_ready()
         sets = {}
         with self.nb.timer("patches"):
             for name, st, ids in (("cohort", self.hf_store, self.hf_store.select(view="SAX")),
@@ -184,18 +186,16 @@ class Study(Base):
             index=CLASSES), failures.groupby(["store", "reason"]).size().rename("cines").reset_index()
             if len(failures) else "every cine gave patches")
 
-    def folds(self) -> pd.DataFrame | None:
+    def folds(self) -> pd.DataFrame:
         """Patient-grouped stratified folds; patients per fold and class."""
-        if not self.ready:
-            return None
+        self._cohort_ready()
         self.fold_of = patient_folds(self.labels, int(self.p["n_folds"]), seed_for(self.p["seed"], "sslhf", "folds"))
         return self.labels.assign(fold=self.labels.subject.map(self.fold_of)).groupby(["fold", "hfref"]).size(
         ).unstack().rename(columns=CLASSES)
 
-    def proxy(self) -> pd.DataFrame | None:
+    def proxy(self) -> pd.DataFrame:
         """The restoration proxies (`proxy_data`: once on the pool, or per fold on first use); their training log."""
-        if not self.ready:
-            return None
+        self._cohort_ready()
         p, cfg = self.p, self.cfg
         self.proxy_rows = [r for r in p["rows"] if r in PROXIES]
         if p["proxy_data"] == "pool":
@@ -224,11 +224,12 @@ class Study(Base):
             self.logs.extend(fl)
         return self._per_fold[fold]
 
-    def gate(self) -> pd.DataFrame | None:
+    def gate(self) -> pd.DataFrame:
         """The encoder gate: a probe of the frozen proxy encoder against a random one on each fold's validation
         patients, at each encoder level (written; printed by level); the deepest level's probe AUC by encoder."""
-        if not self.ready or "SSLHF" not in self.proxy_rows:
-            return None
+        self._cohort_ready()
+        if "SSLHF" not in self.proxy_rows:
+            raise StudySkipped("no SSLHF row in this profile's rows: no proxy to gate")
         random_encoder = network(NO_PROXY, self.cfg).encoder
         gate = crossval.probe(lambda fold: {"SSLHF proxy": self.restorers(fold)["SSLHF"].encoder,
                                             "random": random_encoder}, self.patches, self.labels, self.fold_of)
@@ -239,13 +240,12 @@ class Study(Base):
         print(self.gate_levels.to_string())
         return self.gate_summary
 
-    def fit(self) -> pd.DataFrame | None:
+    def fit(self) -> pd.DataFrame:
         """Every (row, fold) at each rate of `lrs`, the rate and early stop chosen on the fold's validation
         patients (the rate on the first fold's with `lr_from_first_fold`; Dask tasks when a cluster runs);
         failures, predictions and models written, the SSLHF Predictor (every fold's classifier) exported; the rate
         kept per row and fold."""
-        if not self.ready:
-            return None
+        self._cohort_ready()
         p = self.p
         with self.nb.timer("classifiers"):
             self.pred, self.fit_logs, kept = crossval.cross_validate(self.patches, self.labels, self.fold_of,
@@ -275,8 +275,10 @@ class Study(Base):
     def train(self, finish=None, rows: int | None = None) -> list[dict]:
         """What `cmrlib fit sslhf` runs: the cohort, patches, folds, proxies and every (row, fold) with its models
         and the run's Predictor; the training log."""
-        if self.cohort() is None:
-            raise ValueError("no heart-failure labels: the SSLHF study needs labels_csv for a real cohort")
+        try:
+            self.cohort()
+        except StudySkipped as e:
+            raise ValueError(f"the SSLHF study needs heart-failure labels: {e}") from e
         self.prepare()
         self.folds()
         self.proxy()
@@ -284,21 +286,19 @@ class Study(Base):
         return self.logs
 
     def evaluate(self) -> dict[str, pd.DataFrame]:
-        """Tables I-III (mean over folds with CIs) for the rows run (written)."""
-        if not self.ready:
-            return {}
+        """Tables I-III (mean over folds with CIs) for the rows run (written), by title."""
+        self._cohort_ready()
         out = {}
         for name, table_rows in TABLES.items():
             present = [r for r in table_rows if r in self.p["rows"]]
             if present:
-                out[name] = table(self.summ, present, n_folds=int(self.p["n_folds"]))
-                self.nb.table(out[name], f"table_{name}", index=True)
+                out[f"Table {name}"] = table(self.summ, present, n_folds=int(self.p["n_folds"]))
+                self.nb.table(out[f"Table {name}"], f"table_{name}", index=True)
         return out
 
-    def differences(self) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    def differences(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         """SSLHF minus each row, fold-paired, with CIs; and the cohort size that would detect each gap (written)."""
-        if not self.ready:
-            return None
+        self._cohort_ready()
         diffs = differences(self.fm)
         self.nb.table(diffs, "differences")
         power = pd.DataFrame([detectability(self.fm, len(self.labels), "SSLHF", r) for r in self.p["rows"]
@@ -308,8 +308,7 @@ class Study(Base):
 
     def figures(self) -> None:
         """The paper's Fig. 4: mean test ROC curves at patch and patient level."""
-        if not self.ready:
-            return
+        self._cohort_ready()
         roc = pd.concat([mean_roc(self.pred, level) for level in ("patch", "patient")], ignore_index=True)
         self.nb.table(roc, "mean_roc")
         self.nb.figure(roc_figure(roc, self.summ), "05_roc",
@@ -318,8 +317,9 @@ class Study(Base):
 
     def restoration_figure(self) -> None:
         """The paper's Fig. 3: a patch corrupted spatially and temporally, and the proxy's restorations."""
-        if not self.ready or "SSLHF" not in self.p["rows"]:
-            return
+        self._cohort_ready()
+        if "SSLHF" not in self.p["rows"]:
+            raise StudySkipped("no SSLHF row in this profile's rows: no proxy to show")
         g = rng(seed_for(self.p["seed"], "sslhf", "figure"))
         x = (self.pool.x if len(self.pool) else self.patches.x)[0]
         spatial = corrupt(x, [random_local_shuffle(x, g), random_patch_cover(x, g)])
@@ -333,12 +333,14 @@ class Study(Base):
                        "05_restoration", "SSLHF Fig. 3: a pool patch (ED frame) with local shuffling and patch "
                        "covering, and a frame replaced by noise, each with the proxy's restoration.")
 
-    def learning_curve(self) -> pd.DataFrame | None:
+    def learning_curve(self) -> pd.DataFrame:
         """`curve_rows` again on fractions of each fold's training patients at the rates chosen above (figure and
         table written); patient AUC by fraction."""
         p = self.p
-        if not (self.ready and p["curve_fractions"] and all(r in p["rows"] for r in p["curve_rows"])):
-            return None
+        self._cohort_ready()
+        if not (p["curve_fractions"] and all(r in p["rows"] for r in p["curve_rows"])):
+            raise StudySkipped(f"no learning curve: curve_fractions {p['curve_fractions']} or a curve row of "
+                               f"{p['curve_rows']} not run")
         curve = [self.pred[self.pred.row.isin(p["curve_rows"])]]
         with self.nb.timer("learning curve"):
             for frac in p["curve_fractions"]:
@@ -434,7 +436,7 @@ class Study(Base):
         print(f"the SSLHF row starts from the {self.real_proxy} (the higher deepest-level probe AUC)")
         return tuned if self.real_proxy == "pool + real proxy" else {f: pool for f in tuned}
 
-    def real_cines(self) -> pd.DataFrame | None:
+    def real_cines(self) -> pd.DataFrame:
         """The run's SSLHF Predictor on the real SAX cines here: ACDC patient090's (ACDC's others and the UK Biobank
         demo's SAX hold ED and ES only, too few frames for a patch over the cycle); its HFrEF probability beside
         the LVEF of the cine's manual masks, or why it cannot read the cine (written)."""
@@ -442,12 +444,10 @@ class Study(Base):
         from ...predictor import NotApplicable, load
 
         if self.predictor_file is None:
-            print("real cines skipped: no SSLHF Predictor in this run")
-            return None
+            raise StudySkipped("no SSLHF Predictor in this run")
         full = [s for s in real_subjects(self.p["data_dir"], ("SAX",)) if s.reference_is == MANUAL]
         if not full:
-            print("real cines skipped: no full ACDC SAX cine under the data root")
-            return None
+            raise StudySkipped("no full ACDC SAX cine under the data root (set data_dir or $CMRLIB_DATA)")
         rows, predictor = [], load(self.predictor_file)
         for name, cine in (pair for s in full for pair in s.named()):
             row = dict(cine=name, frames=cine.n_frames, LVEF_manual=cine.meta.get("LVEF"),
@@ -473,10 +473,9 @@ class Study(Base):
             yield ("real_table", "SSLHF on real ACDC SAX patients (reduced vs preserved LVEF, five folds by patient; "
                    "95 % CI), beside the paper's values", None)
 
-    def checks(self) -> pd.DataFrame | None:
+    def checks(self) -> pd.DataFrame:
         """The paper's targets, no collapsed run, the gate and the notebook's time (written with the training log)."""
-        if not self.ready:
-            return None
+        self._cohort_ready()
         self.nb.table(pd.DataFrame(self.logs), "train_log")
         val = self.summ[self.summ.fraction == 1.0].set_index(["row", "level", "metric"])["mean"]
         val = lambda r, level, metric, _v=val: _v.get((r, level, metric), np.nan)  # NaN: the row failed in every fold
