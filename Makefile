@@ -13,7 +13,7 @@ export CMRLIB_DATA
 PYTEST_ARGS ?=
 NB_STRIP_KEYS := metadata.language_info
 
-.PHONY: install test test-latest lock reproduce smoke bench lab clean-runs
+.PHONY: install test test-latest lock reproduce smoke bench paper-check lab clean-runs
 
 install: $(STAMP)
 
@@ -55,6 +55,14 @@ smoke: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+
+# the paper profile on this CPU before anyone rents a GPU (bench/paper_check.py: the papers' networks, sizes and
+# batches, cohort and schedules cut): every notebook, every method's fit in one process and in two, and the cost
+# of the full schedules projected to a GPU (bench/paper_cost.py)
+paper-check: $(STAMP)
+	$(BIN)/python bench/paper_check.py runs/paper-check
+	$(BIN)/python bench/paper_check.py runs/paper-check --fits
+	$(BIN)/python bench/paper_cost.py --json runs/paper-check/paper_cost.json
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root,)

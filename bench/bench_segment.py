@@ -66,7 +66,7 @@ def calibration_seconds(threads: int, pixels: int = 20_000_000, frames: int = 11
     import torch
 
     from cmrlib.labels import NAMES
-    from cmrlib.methods.segmentation.predict import _Frames, mean_dice
+    from cmrlib.methods.segmentation.predict import _Frames
 
     torch.set_num_threads(threads)
     g = np.random.default_rng(0)
@@ -76,7 +76,7 @@ def calibration_seconds(threads: int, pixels: int = 20_000_000, frames: int = 11
     scored = _Frames(probs, truths)
     t0 = time.perf_counter()
     for k in range(priors):
-        mean_dice(scored, None, np.full(len(NAMES), 0.1 * k, np.float32), [1, 2, 3])
+        scored.mean_dice(np.full(len(NAMES), 0.1 * k, np.float32), [1, 2, 3])
     return (time.perf_counter() - t0) / priors
 
 

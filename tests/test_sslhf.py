@@ -361,3 +361,21 @@ def test_the_real_patients_section_runs_the_rows_on_a_real_cohort_by_its_own_fol
     assert set(gate.encoder) == {"pool proxy", "pool + real proxy", "random"}
     names = [name for name, *_ in study._real_targets()]
     assert "real patients: SSLHF patient AUC" in names and len(names) == 4
+
+
+def test_a_fit_whose_dask_worker_dies_is_a_failed_row_and_the_others_keep_theirs(monkeypatch):
+    from distributed import KilledWorker
+
+    from cmrlib import cluster
+
+    def two_tasks(fn, items, client, args=(), **kw):  # the second task's workers all died (as past their memory)
+        yield items[0], (dict(row="SSLHF", fold=0, status="ok"), None, None), None
+        yield items[1], None, KilledWorker("fit-1", None, 3)
+
+    monkeypatch.setattr(cluster, "map_tasks", two_tasks)
+    args = (None, None, None, None, {}, 1.0, {}, ())  # patches, labels, folds, cfg, proxies, fraction, chosen, keep
+    done = crossval._run_items([(0, "SSLHF"), (1, "SSLHF")], args, client=None, progress=False)
+    assert done[(0, "SSLHF")][0]["status"] == "ok"
+    log, preds, model = done[(1, "SSLHF")]
+    assert (log["status"], log["row"], log["fold"], preds, model) == ("failed", "SSLHF", 1, None, None)
+    assert "fits_on_workers=False" in log["reason"]

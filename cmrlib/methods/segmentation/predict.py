@@ -133,13 +133,13 @@ def _calibration_frames(cine: Cine, frame_step: int) -> list[int]:
 
 class _Frames:
     """Calibration frames flattened once: every pixel's class scores (float32, as `decide` computes them) and its
-    frame and true label as one code, so scoring a prior is one weighted argmax and one bincount (in torch, on
-    every thread)."""
+    frame and true label as one int32 code, so scoring a prior is one weighted argmax and one bincount (in torch,
+    on every thread)."""
 
     def __init__(self, probs: Sequence[np.ndarray], truths: Sequence[np.ndarray]):
         n = len(NAMES)
         self.scores = torch.from_numpy(np.concatenate([np.asarray(p).reshape(-1, n) for p in probs]).astype(np.float32))
-        self.codes = torch.from_numpy(np.concatenate([(i * n + np.asarray(t, np.int64).ravel()) * n
+        self.codes = torch.from_numpy(np.concatenate([((i * n + np.asarray(t, np.int64).ravel()) * n).astype(np.int32)
                                                       for i, t in enumerate(truths)]))
         self.n_frames = len(truths)
 
@@ -150,17 +150,21 @@ class _Frames:
         counts = torch.bincount(self.codes + pred, minlength=self.n_frames * n * n)
         return counts.numpy().reshape(self.n_frames, n, n)
 
+    def mean_dice(self, prior: np.ndarray, labels: Sequence[int]) -> float:
+        """Mean over `labels` of the mean per-frame Dice when deciding with `prior` (`mean_dice`)."""
+        conf = self.confusion(prior)
+        per_label = []
+        for lab in labels:
+            inter, size = conf[:, lab, lab], conf[:, lab, :].sum(1) + conf[:, :, lab].sum(1)
+            per_label.append(np.mean(2 * inter[size > 0] / size[size > 0]) if (size > 0).any() else np.nan)
+        return float(np.nanmean(per_label))
 
-def mean_dice(probs: Sequence[np.ndarray] | _Frames, truths: Sequence[np.ndarray] | None, prior: np.ndarray,
+
+def mean_dice(probs: Sequence[np.ndarray], truths: Sequence[np.ndarray], prior: np.ndarray,
               labels: Sequence[int]) -> float:
     """Mean over `labels` of the mean per-frame Dice (as `evaluate` scores, frames where a label is absent from
-    both prediction and truth skipped) when deciding with `prior` (`probs` already flattened: `truths` None)."""
-    conf = (probs if isinstance(probs, _Frames) else _Frames(probs, truths)).confusion(prior)
-    per_label = []
-    for lab in labels:
-        inter, size = conf[:, lab, lab], conf[:, lab, :].sum(1) + conf[:, :, lab].sum(1)
-        per_label.append(np.mean(2 * inter[size > 0] / size[size > 0]) if (size > 0).any() else np.nan)
-    return float(np.nanmean(per_label))
+    both prediction and truth skipped) when deciding with `prior`."""
+    return _Frames(probs, truths).mean_dice(prior, labels)
 
 
 def calibrate_prior(model, source: CohortStore | str | Path, ids: Sequence[str], frame_step: int = 5,
@@ -188,14 +192,14 @@ def calibrate_prior(model, source: CohortStore | str | Path, ids: Sequence[str],
     del probs
     labels = sorted(present - {0})
     prior, trace = np.zeros(len(NAMES), dtype=np.float32), []
-    best = mean_dice(frames, None, prior, labels)
+    best = frames.mean_dice(prior, labels)
     trace.append(dict(sweep=0, label="none", offset=0.0, mean_dice=best))
     for sweep in range(1, sweeps + 1):
         for lab in labels:
             for off in grid:
                 cand = prior.copy()
                 cand[lab] = off
-                score = mean_dice(frames, None, cand, labels)
+                score = frames.mean_dice(cand, labels)
                 trace.append(dict(sweep=sweep, label=NAMES[lab], offset=float(off), mean_dice=score))
                 if score > best + 1e-6:
                     best, prior = score, cand

@@ -354,8 +354,9 @@ class Study(Base):
         if meas is not None:
             self.nb.table(meas, "measures_acdc.csv")
             long.append(from_table1(meas, "acdc", "segmentation", {"ref": "ground-truth masks"}))
-        self.nb.table(pd.concat(long, ignore_index=True), "measures_long")
-        self._acdc()
+        self.nb.table(pd.concat(long, ignore_index=True), "measures_long")  # the phantom's rows even without ACDC
+        if meas is None:
+            raise StudySkipped("no ACDC store in this run (see `acdc`)")
         pairs = measure_pairs(meas, ref="ref")
         if not pairs:
             raise StudySkipped(f"fewer than 3 held-out ACDC patients with measures ({len(meas)} patients)")

@@ -119,10 +119,17 @@ def _run_items(items: list, args: tuple, client, progress: bool) -> dict:
     """(fold, row) -> what `_one_run` returned, for each item (Dask tasks when a client is given)."""
     from ...cluster import map_tasks
 
+    from distributed import KilledWorker
+
     done = {}
     for item, res, err in map_tasks(_one_run, items, client, args=args, desc="SSLHF rows x folds", unit="fit",
                                     progress=progress):
-        if err is not None:
+        if isinstance(err, KilledWorker):  # the fit's worker died (its memory share, most often): a failed row
+            fold, row = item
+            res = (dict(method="SSLHF", row=row, fold=fold, fraction=args[5], status="failed",
+                        reason="its Dask worker died (most often: past its share of memory); fits_on_workers=False "
+                               "runs the fits one at a time in the notebook's process"), None, None)
+        elif err is not None:
             raise err
         done[item] = res
     return done

@@ -42,6 +42,8 @@ class Study(Base):
         "threads": 2,
         "workers": 1,  # Dask worker processes on this machine for the data-parallel steps (1: run them in this process)
         "scheduler": None,  # a Dask scheduler instead: address (tcp://host:8786) or scheduler file; "local": a LocalCluster
+        "fits_on_workers": True,  # the (row, fold) fits as Dask tasks when a cluster runs; False: one at a time
+                                  # in this process (one GPU, or 3D networks past a worker's share of memory)
         # phantom heart-failure cohort (used when the store is a phantom and labels_csv is None)
         "hf_patients": 184,          # the paper's 184
         "hf_first_index": 100000,    # first subject index: numbers notebook 00 and 04 never use
@@ -94,6 +96,7 @@ class Study(Base):
         super().__init__(params, out)
         self.segment = self.anatomy("SAX")  # cine -> canonical labels (the ED frame's, for the patches)
         self.cfg = config_from(SSLHFConfig, self.p)  # the parameters that name its fields
+        self.fit_client = self.client if self.p["fits_on_workers"] else None
         print("training arithmetic:", precision(self.cfg.bf16))  # bf16 only where the CPU computes it natively
         p = self.p
         self.prep = asdict(config_from(PatchSettings, p))
@@ -193,8 +196,9 @@ class Study(Base):
         return self.labels.assign(fold=self.labels.subject.map(self.fold_of)).groupby(["fold", "hfref"]).size(
         ).unstack().rename(columns=CLASSES)
 
-    def proxy(self) -> pd.DataFrame:
-        """The restoration proxies (`proxy_data`: once on the pool, or per fold on first use); their training log."""
+    def proxy(self) -> pd.DataFrame | None:
+        """The restoration proxies (`proxy_data`: once on the pool, or per fold on first use); the pool's training
+        log (None per fold: nothing has trained yet)."""
         self._cohort_ready()
         p, cfg = self.p, self.cfg
         self.proxy_rows = [r for r in p["rows"] if r in PROXIES]
@@ -209,7 +213,11 @@ class Study(Base):
                 for r in self.proxy_rows:
                     self.shared[r], log = pretrain(self.pool.x, held, cfg, PROXIES[r], r)
                     self.logs.append(log)
-        elif p["proxy_data"] != "folds":
+        elif p["proxy_data"] == "folds":
+            print("the proxies train on each fold's training patients when the fold first needs them "
+                  "(proxy_data='folds'); their logs join the run's train_log")
+            return None
+        else:
             raise ValueError(f"proxy_data is 'pool' or 'folds', got {p['proxy_data']!r}")
         return pd.DataFrame(self.logs)
 
@@ -250,7 +258,7 @@ class Study(Base):
         with self.nb.timer("classifiers"):
             self.pred, self.fit_logs, kept = crossval.cross_validate(self.patches, self.labels, self.fold_of,
                                                                      p["rows"], self.cfg, self.restorers,
-                                                                     client=self.client)
+                                                                     client=self.fit_client)
         self.logs += self.fit_logs
         failed = crossval.failures(self.fit_logs)
         self.nb.table(failed, "failed_runs")
@@ -346,7 +354,7 @@ class Study(Base):
             for frac in p["curve_fractions"]:
                 pr, cl, _ = crossval.cross_validate(self.patches, self.labels, self.fold_of, p["curve_rows"], self.cfg,
                                                     self.restorers, float(frac), keep=(),
-                                                    chosen=crossval.chosen_rates(self.fit_logs), client=self.client)
+                                                    chosen=crossval.chosen_rates(self.fit_logs), client=self.fit_client)
                 curve.append(pr)
                 self.logs += cl
         curve = pd.concat(curve, ignore_index=True)
@@ -389,7 +397,7 @@ class Study(Base):
         with self.nb.timer("real patients: classifiers"):
             pred, logs, _ = crossval.cross_validate(patches, labels, folds, rows, self.cfg,
                                                     lambda fold: {"SSLHF": proxies[fold]}, keep=(),
-                                                    client=self.client)
+                                                    client=self.fit_client)
         self.nb.table(pd.DataFrame(logs), "real_train_log")
         self.nb.table(pred, "real_predictions")
         self.real_fm = fold_metrics(pred)

@@ -1,0 +1,187 @@
+"""The `paper` profile proven on the CPU: every notebook 00-09 at the papers' networks, widths, input sizes, frames,
+patch sizes, batches, preprocessing and augmentation, with only the cohort sizes and schedule lengths cut (SHORT
+below) so the whole run takes under an hour on 2 cores. A shape error in a full-width network, a step that assumes
+UK Biobank's cohort, or a cache that grows with it meets us here instead of on rented hardware.
+
+Usage: python bench/paper_check.py OUT [--only 00 01 ...] [--data DIR] [--fits [METHOD ...]]
+Each notebook runs on its own (`cmrlib run --profile OUT/paper_check.yaml --only NN --out OUT/run`), so one that
+fails is a row with its error and the ones after it still run; OUT/paper_check.json holds every row (notebook,
+status, minutes, peak memory, error) and this prints them as a table. Without --data the real-patient sections skip
+(their reasons are in the notebooks); with it they run at the paper's sizes too.
+
+`--fits` instead trains each method with `cmrlib fit METHOD --profile OUT/paper_check.yaml` on the run's cohort twice:
+in one process at the profile's batch B, and under `accelerate launch` in two CPU processes (gloo) at B/2 each
+where the method splits its batches (segmentation, ED/ES, MVnet, HeartMAE; CUSSP and SSLHF train whole in each
+process), and compares the final validation losses (OUT/paper_fits.json, a second table).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from cmrlib import runner  # noqa: E402
+from cmrlib.utils import atomic_write_json  # noqa: E402
+
+NOTEBOOKS = [f"{i:02d}" for i in range(10)]
+
+# What is cut, and only this: subjects, cines, frames per epoch, epochs, steps, folds, draws, resamples, searches.
+# The machine's own settings follow this machine (2 cores: 2 threads, 2 Dask workers).
+SHORT = {
+    "common": dict(workers=2),
+    "00": dict(n_subjects=24, realism_subjects=0, realism_acdc=4),
+    "01": dict(threads=2, epochs_sax=1, epochs_lax=1, max_frames=48, calibrate_cines=1, max_test_cines=1,
+               acdc_limit=4, epochs_acdc=1, n_finetune=2, epochs_finetune=1, epochs_lax_real=1, epochs_sax_real=1),
+    "02": dict(threads=2, epochs=1, max_cines=4, real_epochs=1, real_folds=3, n_show=2),
+    "03": dict(threads=2, epochs1=1, epochs2=1, max_train=3, max_test=2, eval_splits=["valid", "test"],
+               variability_epochs=[1, 1], epochs_real=1),
+    "04": dict(threads=2, anatomy="labels", mr_subjects=24, mr_config={"p_mr": [0.25, 0.15, 0.1]}, pool_subjects=8,
+               budgets=[4], budget_draws=1, eval_splits=["valid", "test"], n_boot=50, rf_iter=3, pretrain_steps=3,
+               epochs=1, siam_epochs=1, cnn_epochs=1),
+    "05": dict(threads=2, anatomy="labels", hf_patients=16, n_folds=2, max_slices=1, curve_fractions=[],
+               rows=["SSLHF", "3D ResNet-50", "3D DenseNet-121"], real_rows=["SSLHF"], proxy_steps=2,
+               real_proxy_steps=2, epochs=1, min_epochs=1, patience=1, lrs=[0.00001]),
+    "06": dict(threads=2, sax_slices=1, crops=1, clips=1, epochs_base=1, epochs=1, warmup_epochs=0, repeats=1,
+               probe_epochs=2, n_boot=50, n_show=1, real_epochs=1),
+    "07": dict(real_patients=False),
+    "08": dict(n_perm=50),
+}
+# Cut beyond sizes and schedules, each for a stated reason:
+# - 04 and 05 find the anatomy from the phantom's own masks (`anatomy: labels`): a segmenter trained for one epoch
+#   finds no valve or ventricle to crop round; the crops, patches and networks are the paper's either way.
+# - 04's MR subjects are enriched (as the smoke profile's) so a cohort this small holds MR in every split.
+# - 05 runs SSLHF and the two 3D baselines: rows A-D are SSLHF's network with one proxy transform left out.
+# - 06 reads each cine's features from one crop of one clip (the paper's 3 x 2 is six passes of the same ViT-B at
+#   the same size: 35 min of the hour on this CPU).
+# - 07's real SAX agreement segments 65 cines at every frame (notebook 01's models; no network of its own).
+
+
+def profile(out: Path) -> Path:
+    """The paper profile with SHORT laid over its sections, written as OUT/paper_check.yaml (plain YAML)."""
+    prof = copy.deepcopy(runner.load_profile("paper"))
+    for section, values in SHORT.items():
+        prof.setdefault(section, {}).update(values)
+    path = out / "paper_check.yaml"
+    path.write_text("# bench/paper_check.py: the paper profile, cohort sizes and schedules cut (SHORT)\n"
+                    + yaml.safe_dump(prof, sort_keys=False))
+    return path
+
+
+# a fresh parent per notebook, so the largest process it reaped (the kernel, a Dask worker) is that notebook's
+PEAK = ("import resource, subprocess, sys; rc = subprocess.call(sys.argv[1:]); "
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(rc)")
+
+
+def run_notebook(nb: str, prof: Path, out: Path, data: str | None) -> dict:
+    """One notebook in a child `cmrlib run`; its status, minutes, the peak memory of its largest process and the error, if any."""
+    env = dict(os.environ)
+    env.pop("CMRLIB_DATA", None)
+    if data:
+        env["CMRLIB_DATA"] = str(Path(data).resolve())
+    t0 = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", PEAK, sys.executable, "-m", "cmrlib", "run", "--profile", str(prof),
+                           "--only", nb, "--out", str(out / "run")], cwd=ROOT, env=env, capture_output=True, text=True)
+    peak_kib = int(done.stdout.strip().splitlines()[-1])
+    row = dict(notebook=nb, status="ok" if done.returncode == 0 else "failed",
+               minutes=round((time.perf_counter() - t0) / 60, 2), peak_gib=round(peak_kib / 2**20, 2))
+    if done.returncode:
+        row["error"] = (done.stderr.strip().splitlines() or ["(no message)"])[-1][:400]
+    return row
+
+
+SPLIT_BATCH = {"segmentation": "bs", "edes": "bs", "mvnet": "bs", "heartmae": "bs"}  # split over the processes
+FIT_METHODS = ["segmentation", "edes", "mvnet", "cussp", "sslhf", "heartmae"]
+
+
+def fit_once(method: str, prof: Path, out: Path, processes: int) -> dict:
+    """`cmrlib fit` in one process or two (accelerate, gloo); its record, or the error it stopped with."""
+    params = runner.load_profile(str(prof))
+    section = {**params.get("common", {}), **params.get(NOTEBOOK_OF[method], {})}
+    key = SPLIT_BATCH.get(method)
+    extra = ["-p", f"{key}={max(section[key] // processes, 1)}"] if key else []
+    if method == "heartmae":
+        extra += ["--rows", "1"]  # MAE-ViT-B stands for the family: the other rows are the same network
+    launch = ([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m"]
+              if processes > 1 else [sys.executable, "-m"])
+    where = out / "fit" / method / f"{processes}p"
+    t0 = time.perf_counter()
+    done = subprocess.run([*launch, "cmrlib", "fit", method, "--profile", str(prof), "--run", str(out / "run"),
+                           "--out", str(where), *extra], cwd=ROOT, capture_output=True, text=True)
+    row = dict(method=method, processes=processes, minutes=round((time.perf_counter() - t0) / 60, 2),
+               batch_per_process=int(extra[1].split("=")[1]) if key else None)
+    if done.returncode:
+        return dict(row, status="failed", error=(done.stderr.strip().splitlines() or ["(no message)"])[-1][:400])
+    rec = json.loads((where / "fit.json").read_text())
+    losses = [r.get("valid_loss") for r in rec.get("rows", []) if isinstance(r, dict)]
+    return dict(row, status="ok", valid_loss=next((v for v in losses if v is not None), None))
+
+
+NOTEBOOK_OF = {"segmentation": "01", "edes": "02", "mvnet": "03", "cussp": "04", "sslhf": "05", "heartmae": "06"}
+
+
+def fits_table(rows: list[dict]) -> str:
+    head = ("| method | processes | batch per process | minutes | validation loss | status |\n"
+            "|---|---|---|---|---|---|\n")
+    return head + "\n".join(f"| {r['method']} | {r['processes']} | {r['batch_per_process'] or 'whole'} | "
+                            f"{r['minutes']} | {r.get('valid_loss') if r.get('valid_loss') is not None else ''} | "
+                            f"{r['status']} {r.get('error', '')} |" for r in rows)
+
+
+def table(rows: list[dict]) -> str:
+    head = "| notebook | status | minutes | peak memory (GiB) | error |\n|---|---|---|---|---|\n"
+    return head + "\n".join(f"| {r['notebook']} | {r['status']} | {r['minutes']} | {r['peak_gib']} | "
+                            f"{r.get('error', '')} |" for r in rows)
+
+
+def run_fits(methods: list[str], prof: Path, out: Path) -> int:
+    """Each method in one process, then in two; OUT/paper_fits.json and a table."""
+    where = out / "paper_fits.json"
+    rows = [r for r in (json.loads(where.read_text()) if where.exists() else []) if r["method"] not in methods]
+    for m in methods:
+        for n in (1, 2):
+            print(f"paper check: cmrlib fit {m} in {n} process(es) ...", flush=True)
+            rows.append(fit_once(m, prof, out, n))
+            atomic_write_json(where, rows)
+            print(fits_table(rows[-1:]).splitlines()[-1], flush=True)
+    print(fits_table(rows))
+    return int(any(r["status"] != "ok" for r in rows))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("out", help="scratch folder: the profile, the run and paper_check.json")
+    ap.add_argument("--only", nargs="+", default=NOTEBOOKS, choices=NOTEBOOKS)
+    ap.add_argument("--data", help="real-data root for the real-patient sections (default: none, they skip)")
+    ap.add_argument("--fits", nargs="*", choices=FIT_METHODS,
+                    help="instead of the notebooks: train these methods (default: all) on OUT/run's cohort "
+                         "(notebook 00 first) in one process and in two")
+    a = ap.parse_args(argv)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    prof, where = profile(out), out / "paper_check.json"
+    rows = [r for r in (json.loads(where.read_text()) if where.exists() else []) if r["notebook"] not in a.only]
+    if a.fits is not None:
+        return run_fits(a.fits or FIT_METHODS, prof, out)
+    for nb in a.only:
+        print(f"paper check: notebook {nb} ...", flush=True)
+        rows.append(run_notebook(nb, prof, out, a.data))
+        rows.sort(key=lambda r: r["notebook"])
+        atomic_write_json(where, rows)
+        print(table([r for r in rows if r["notebook"] == nb]).splitlines()[-1], flush=True)
+    print(table(rows))
+    return int(any(r["status"] != "ok" for r in rows))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
