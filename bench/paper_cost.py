@@ -173,7 +173,8 @@ def _saved_bytes(net, x) -> int:
     return sum(n for ptr, n in seen.items() if ptr not in params)
 
 
-PROBE = {"DenseNet-121 + LSTM (50 x 64 px)": (2, 3)}  # its head's BatchNorm needs two samples
+# the batches activations are counted at: 2 and 3 where a BatchNorm1d head needs two samples to train
+PROBE = {"DenseNet-121 + LSTM (50 x 64 px)": (2, 3), "SSLHF classifier (40 x 288 x 288)": (2, 3)}
 
 
 def measure(name: str) -> dict:

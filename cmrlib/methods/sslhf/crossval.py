@@ -117,9 +117,9 @@ def _first_fold_rates(done: dict, k: int) -> dict[tuple[str, int], float]:
 
 def _run_items(items: list, args: tuple, client, progress: bool) -> dict:
     """(fold, row) -> what `_one_run` returned, for each item (Dask tasks when a client is given)."""
-    from ...cluster import map_tasks
-
     from distributed import KilledWorker
+
+    from ...cluster import map_tasks
 
     done = {}
     for item, res, err in map_tasks(_one_run, items, client, args=args, desc="SSLHF rows x folds", unit="fit",
