@@ -62,7 +62,7 @@ SHORT = {
 # - 04's MR subjects are enriched (as the smoke profile's) so a cohort this small holds MR in every split.
 # - 05 runs SSLHF and the two 3D baselines: rows A-D are SSLHF's network with one proxy transform left out.
 # - 06 reads each cine's features from one crop of one clip (the paper's 3 x 2 is six passes of the same ViT-B at
-#   the same size: 35 min of the hour on this CPU).
+#   the same size: its feature step took about 19 min on this CPU, about 3 with one pass).
 # - 07's real SAX agreement segments 65 cines at every frame (notebook 01's models; no network of its own).
 
 
@@ -83,7 +83,8 @@ PEAK = ("import resource, subprocess, sys; rc = subprocess.call(sys.argv[1:]); "
 
 
 def run_notebook(nb: str, prof: Path, out: Path, data: str | None) -> dict:
-    """One notebook in a child `cmrlib run`; its status, minutes, the peak memory of its largest process and the error, if any."""
+    """One notebook in a child `cmrlib run`: its status, minutes, the peak memory of its largest process and the
+    error, if any."""
     env = dict(os.environ)
     env.pop("CMRLIB_DATA", None)
     if data:
@@ -101,6 +102,7 @@ def run_notebook(nb: str, prof: Path, out: Path, data: str | None) -> dict:
 
 SPLIT_BATCH = {"segmentation": "bs", "edes": "bs", "mvnet": "bs", "heartmae": "bs"}  # split over the processes
 FIT_METHODS = ["segmentation", "edes", "mvnet", "cussp", "sslhf", "heartmae"]
+NOTEBOOK_OF = {"segmentation": "01", "edes": "02", "mvnet": "03", "cussp": "04", "sslhf": "05", "heartmae": "06"}
 
 
 def fit_once(method: str, prof: Path, out: Path, processes: int) -> dict:
@@ -126,8 +128,6 @@ def fit_once(method: str, prof: Path, out: Path, processes: int) -> dict:
     losses = [r.get("valid_loss") for r in rec.get("rows", []) if isinstance(r, dict)]
     return dict(row, status="ok", valid_loss=next((v for v in losses if v is not None), None))
 
-
-NOTEBOOK_OF = {"segmentation": "01", "edes": "02", "mvnet": "03", "cussp": "04", "sslhf": "05", "heartmae": "06"}
 
 
 def fits_table(rows: list[dict]) -> str:
