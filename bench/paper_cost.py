@@ -2,8 +2,7 @@
 a method trains, at the paper profile's input size and batch, its parameters, the forward + backward FLOPs per
 sample (`torch.utils.flop_counter`), the activation memory per sample (the tensors autograd saves for the backward
 pass, counted at batch 1 and 2, or 2 and 3 where a BatchNorm head needs two: the difference is one sample's,
-the rest is fixed), a CPU training step's seconds
-and the step's peak memory (each network in a fresh process).
+the rest is fixed), a CPU training step's seconds and the step's peak memory (each network in a fresh process).
 
 Projected GPU hours = FLOPs per sample x samples the paper profile's schedule trains / (A100 peak x utilisation);
 the memory at the paper's batch = weights, gradients and Adam's two moments (16 bytes per parameter) + fixed + batch
@@ -26,7 +25,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-GPU = dict(name="A100 80 GB", tflops=312.0, utilisation=0.4, memory_gb=80.0)  # bf16 dense peak; a typical share
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_scale import A100  # noqa: E402  (the projection bench/bench_scale.py makes for HeartMAE, the same GPU)
+
+GPU = dict(A100, name="A100 80 GB", memory_gb=80.0)
 TRAIN = 560  # training subjects of the paper profile's 800-subject cohort (70 / 15 / 15 split)
 
 
@@ -45,8 +47,9 @@ class Net:
 def _unet(bs):
     import torch
 
+    from cmrlib.labels import NAMES
     from cmrlib.models.unet import unet11
-    return unet11(n_classes=6, width=1.0), (torch.randn(bs, 1, 224, 224),)
+    return unet11(n_classes=len(NAMES), width=1.0), (torch.randn(bs, 1, 224, 224),)
 
 
 def _tempreg(bs):
