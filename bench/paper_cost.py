@@ -3,6 +3,9 @@ a method trains, at the paper profile's input size and batch, its parameters, th
 sample (`torch.utils.flop_counter`), the activation memory per sample (the tensors autograd saves for the backward
 pass, counted at batch 1 and 2, or 2 and 3 where a BatchNorm head needs two: the difference is one sample's,
 the rest is fixed), a CPU training step's seconds and the step's peak memory (each network in a fresh process).
+Networks, input sizes, batches and schedules are read from `cmrlib/profiles/paper.yaml` through each method's Study
+parameters and settings classes, as `cmrlib fit --profile paper` trains them; only the cohort's frames per cine and
+SAX slices per subject are stated here.
 
 Projected GPU hours = FLOPs per sample x samples the paper profile's schedule trains / (A100 peak x utilisation);
 the memory at the paper's batch = weights, gradients and Adam's two moments (16 bytes per parameter) + fixed + batch
@@ -29,7 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_scale import A100  # noqa: E402  (the projection bench/bench_scale.py makes for HeartMAE, the same GPU)
 
 GPU = dict(A100, name="A100 80 GB", memory_gb=80.0)
-TRAIN = 560  # training subjects of the paper profile's 800-subject cohort (70 / 15 / 15 split)
+FRAMES = 50  # frames per cine of the paper profile's cohort (the phantom at UK Biobank's 50)
+SAX_SLICES = 10.6  # SAX slices per phantom subject at the paper profile's 208 px (a 24-subject cohort's mean)
 
 
 @dataclass(frozen=True)
@@ -44,112 +48,159 @@ class Net:
     reported: str = ""       # the paper's own training time, where it gives one
 
 
+def paper(method: str) -> dict:
+    """The method's Study parameters as the `paper` profile sets them (what `cmrlib fit --profile paper` trains)."""
+    from cmrlib import runner
+    from cmrlib.predictor import study_class
+    return study_class(method).parameters(runner.load_profile("paper"), "paper")
+
+
+def _config(method: str, cls_path: str):
+    """The method's settings dataclass (`module:Class`) from its paper parameters, as its Study builds it."""
+    import importlib
+
+    from cmrlib.learn import config_from
+    mod, cls = cls_path.split(":")
+    return config_from(getattr(importlib.import_module(mod), cls), paper(method))
+
+
 def _unet(bs):
     import torch
 
     from cmrlib.labels import NAMES
     from cmrlib.models.unet import unet11
-    return unet11(n_classes=len(NAMES), width=1.0), (torch.randn(bs, 1, 224, 224),)
+    p = paper("segmentation")
+    return unet11(n_classes=len(NAMES), width=p["width"]), (torch.randn(bs, 1, p["size"], p["size"]),)
 
 
 def _tempreg(bs):
     import torch
 
+    from cmrlib.methods.edes.study import MODEL_KEYS
     from cmrlib.models.tempreg import tempreg_net
-    net = tempreg_net("tempreg", widths=(64, 128, 256, 512), blocks=(2, 2, 2, 2), hidden=512, bidirectional=False,
-                      dropout=0.2)
-    return net, (torch.randn(bs, 50, 1, 224, 224),)
+    p = paper("edes")
+    net = tempreg_net("tempreg", **{k: p[k] for k in MODEL_KEYS})
+    return net, (torch.randn(bs, FRAMES, 1, p["size"], p["size"]),)
 
 
-def _resnet50(bs, size):
+def _mvnet(bs, stage):
     import torch
 
-    from cmrlib.models.regress import point_regressor
-    return point_regressor("resnet50", 4, 1), (torch.randn(bs, 1, *size),)
+    from cmrlib.methods.mvnet.geometry import S1_SIZE, STD_SIZE
+    cfg = _config("mvnet", "cmrlib.methods.mvnet.learner:MVConfig")
+    return cfg.model(stage), (torch.randn(bs, 1, *(S1_SIZE if stage == 1 else STD_SIZE)),)
 
 
 def _barlow(bs):
     import torch
 
-    from cmrlib.models.cussp import CUSSPNet
-    net = CUSSPNet(50, width=64, proj_dims=(2048, 2048), hidden=256, input_px=32, stem="authors")
-    return net, (torch.randn(bs, 2, 50, 64, 64),)
+    from cmrlib.methods.cussp.learner import network
+    cfg, size = _config("cussp", "cmrlib.methods.cussp.learner:CUSSPConfig"), paper("cussp")["size"]
+    return network(FRAMES, cfg), (torch.randn(bs, 2, FRAMES, size, size),)
 
 
 def _cnn_lstm(bs):
     import torch
 
     from cmrlib.models.cussp import CNNLSTM
-    return CNNLSTM(32, (6, 12, 24, 16), 64, 128), (torch.randn(bs, 50, 64, 64),)
+    cfg, crop = _config("cussp", "cmrlib.methods.cussp.learner:CUSSPConfig"), paper("cussp")["crop_size"]
+    return CNNLSTM(cfg.cnn_growth, cfg.cnn_blocks, cfg.cnn_init, cfg.lstm_hidden), (torch.randn(bs, FRAMES, crop, crop),)
 
 
-def _restorer(bs):
+def _sslhf(bs, row):
     import torch
 
+    from cmrlib.methods.sslhf.learner import BASELINES, _classifier
     from cmrlib.models.sslhf import Restorer3D
-    return Restorer3D((16, 32, 64, 128, 256), 4), (torch.randn(bs, 1, 40, 288, 288),)
-
-
-def _sslhf_classifier(bs, row="SSLHF"):
-    import torch
-
-    from cmrlib.models.sslhf import Classifier3D, densenet121_3d, resnet50_3d
-    net = {"SSLHF": lambda: Classifier3D((16, 32, 64, 128, 256), (128, 32), 0.3),
-           "3D ResNet-50": lambda: resnet50_3d(1.0, 8),
-           "3D DenseNet-121": lambda: densenet121_3d(64, 32, 8)}[row]()
-    return net, (torch.randn(bs, 1, 40, 288, 288),)
+    p, cfg = paper("sslhf"), _config("sslhf", "cmrlib.methods.sslhf.learner:SSLHFConfig")
+    if row == "proxy":
+        net = Restorer3D(cfg.widths, cfg.proxy_skips)
+    else:  # SSLHF's classifier from a fresh proxy (a proxy's weights cost what a random one's do)
+        net = _classifier(row, cfg, None if row in BASELINES else {row: Restorer3D(cfg.widths, cfg.proxy_skips)})
+    return net, (torch.randn(bs, 1, p["n_frames"], p["size"], p["size"]),)
 
 
 def _mae(bs):
     import torch
 
-    from cmrlib.models.mae_st import MAESize, VideoMAE
+    from cmrlib.methods.heartmae.learner import FAMILY
+    from cmrlib.models.mae_st import VideoMAE
+    cfg = _config("heartmae", "cmrlib.methods.heartmae.learner:HeartMAEConfig")
+    ratio = FAMILY["HeartMAE"]["ratio"]
 
-    class Masked(torch.nn.Module):  # the pretraining step: 90 % of the tokens masked at random
+    class Masked(torch.nn.Module):  # the pretraining step: the paper's share of the tokens masked at random
         def __init__(self):
             super().__init__()
-            self.mae = VideoMAE(MAESize(size=224, frames=24, patch=16, tubelet=4, dim=768, depth=12, heads=12,
-                                        dec_dim=512, dec_depth=4, dec_heads=16, pred_frames=12))
+            self.mae = VideoMAE(cfg.shape)
 
         def forward(self, x):
-            return self.mae(x, 0.9, "random")[0]
-    return Masked(), (torch.randn(bs, 1, 24, 224, 224),)
+            return self.mae(x, ratio, "random")[0]
+    return Masked(), (torch.randn(bs, 1, cfg.frames, cfg.size, cfg.size),)
 
 
-SAX_FRAMES = TRAIN * 10.6 * 27  # 10.6 SAX slices per phantom subject, every 2nd of 50 frames plus ED and ES
-BUILD = {
-    "TernausNet11 (SAX, 224 px)": _unet,
-    "ResNet-18 + LSTM (50 frames, 224 px)": _tempreg,
-    "ResNet-50 stage 1 (160 px)": lambda bs: _resnet50(bs, (160, 160)),
-    "ResNet-50 stage 2 (118 x 162 px)": lambda bs: _resnet50(bs, (118, 162)),
-    "ResNet-18 + Barlow Twins (view pairs, 50 x 64 px)": _barlow,
-    "DenseNet-121 + LSTM (50 x 64 px)": _cnn_lstm,
-    "3D U-Net proxy (40 x 288 x 288)": _restorer,
-    "SSLHF classifier (40 x 288 x 288)": _sslhf_classifier,
-    "3D ResNet-50 (40 x 288 x 288)": lambda bs: _sslhf_classifier(bs, "3D ResNet-50"),
-    "3D DenseNet-121 (40 x 288 x 288)": lambda bs: _sslhf_classifier(bs, "3D DenseNet-121"),
-    "ViT-B MAE (24 x 224 x 224, 90 % masked)": _mae,
-}
-NETS = [
-    Net("segmentation", "TernausNet11 (SAX, 224 px)", 16, SAX_FRAMES * 40 + TRAIN * 2 * 27 * 40,
-        "SAX 40 epochs of 160k frames, long axis 40 of 30k (same cost per frame)"),
-    Net("edes", "ResNet-18 + LSTM (50 frames, 224 px)", 8, 3 * 60 * TRAIN * 3,
-        "3 methods x 60 epochs x 1,680 cines (3 views) of 50 frames"),
-    Net("mvnet", "ResNet-50 stage 1 (160 px)", 32, 3 * 2 * 60 * TRAIN * 50,
-        "3 conventions x 2 views x 60 epochs x 28k frames", "108-420 h per MVnet (Titan RTX; both stages, 3 views)"),
-    Net("mvnet", "ResNet-50 stage 2 (118 x 162 px)", 32, 3 * 2 * 60 * TRAIN * 50, "as stage 1"),
-    Net("cussp", "ResNet-18 + Barlow Twins (view pairs, 50 x 64 px)", 64, 4 * 10_000 * 64,
-        "4 pretrainings (pool fractions) x 10,000 steps x 64 pairs"),
-    Net("cussp", "DenseNet-121 + LSTM (50 x 64 px)", 32, 30 * TRAIN, "30 epochs x 560 4CH cines"),
-    Net("sslhf", "3D U-Net proxy (40 x 288 x 288)", 4, 4 * 20_000 * 4, "4 proxies (SSLHF, B-D) x 20,000 steps x 4"),
-    Net("sslhf", "SSLHF classifier (40 x 288 x 288)", 4, 5 * 3 * 5 * 60 * 110 * 10,
-        "5 rows x 3 rates x 5 folds x at most 60 epochs x 1,100 slices (110 patients)"),
-    Net("sslhf", "3D ResNet-50 (40 x 288 x 288)", 4, 3 * 5 * 60 * 110 * 10, "3 rates x 5 folds x 60 epochs x 1,100"),
-    Net("sslhf", "3D DenseNet-121 (40 x 288 x 288)", 4, 3 * 5 * 60 * 110 * 10, "as 3D ResNet-50"),
-    Net("heartmae", "ViT-B MAE (24 x 224 x 224, 90 % masked)", 224, (200 + 3 * 100) * TRAIN * 7 * 4,
-        "MAE-ViT-B 200 epochs + 3 rows x 100, of 15.7k clips (7 views x 4 repeats)",
-        "24 days on 4 A100s for MAE-ViT-B's 200 epochs on UK Biobank; each later row half that"),
-]
+def nets() -> list[Net]:
+    """Every network with the paper profile's batch and schedule (its section of `paper.yaml`)."""
+    from cmrlib import runner
+    from cmrlib.methods.heartmae.learner import FAMILY
+    from cmrlib.methods.sslhf.learner import BASELINES, PROXIES
+    train = round(0.7 * runner.load_profile("paper")["00"]["n_subjects"])  # the cohort's 70 / 15 / 15 split
+    seg, ed, mv, cu, hf, mae = (paper(m) for m in ("segmentation", "edes", "mvnet", "cussp", "sslhf", "heartmae"))
+    sax = train * SAX_SLICES * (FRAMES // seg["frame_step"] + 2)  # every frame_step-th frame plus ED and ES
+    lax = train * 2 * (FRAMES // seg["frame_step"] + 2)
+    conv = 3  # MVnet's annotation conventions (A, B, C), each trained
+    proxies = [r for r in hf["rows"] if r in PROXIES]
+    learned = [r for r in hf["rows"] if r not in BASELINES]
+    slices = round(0.6 * hf["hf_patients"]) * 10  # 3 of 5 folds train, about 10 LV slices each
+    fits = len(hf["lrs"]) * hf["n_folds"] * hf["epochs"] * slices
+    family = mae["epochs_base"] + (len(FAMILY) - 1) * mae["epochs"]  # MAE-ViT-B, then the rows it starts
+    pretrainings = len(({float(f) for f in cu["pool_fractions"]} | {1.0}) - {0.0})  # 0: no pool, no pretraining
+    clips = train * (mae["sax_slices"] + 2) * mae["repeats"]
+    return [
+        Net("segmentation", f"TernausNet11 (SAX, {seg['size']} px)", seg["bs"], sax * seg["epochs_sax"] + lax * seg["epochs_lax"],
+            f"SAX {seg['epochs_sax']} epochs of {sax / 1e3:,.0f}k frames, long axis {seg['epochs_lax']} of "
+            f"{lax / 1e3:,.0f}k (same cost per frame)"),
+        Net("edes", f"ResNet-18 + LSTM ({FRAMES} frames, {ed['size']} px)", ed["bs"],
+            len(ed["methods"]) * ed["epochs"] * train * len(ed["views"]),
+            f"{len(ed['methods'])} methods x {ed['epochs']} epochs x {train * len(ed['views']):,} cines "
+            f"({len(ed['views'])} views) of {FRAMES} frames"),
+        Net("mvnet", "ResNet-50 stage 1 (160 px)", mv["bs"], conv * len(mv["views"]) * mv["epochs1"] * train * FRAMES,
+            f"{conv} conventions x {len(mv['views'])} views x {mv['epochs1']} epochs x {train * FRAMES / 1e3:,.0f}k "
+            "frames", "108-420 h per MVnet (Titan RTX; both stages, 3 views)"),
+        Net("mvnet", "ResNet-50 stage 2 (118 x 162 px)", mv["bs"],
+            conv * len(mv["views"]) * mv["epochs2"] * train * FRAMES, "as stage 1"),
+        Net("cussp", f"ResNet-18 + Barlow Twins (view pairs, {FRAMES} x {cu['size']} px)", cu["pretrain_bs"],
+            pretrainings * cu["pretrain_steps"] * cu["pretrain_bs"],
+            f"{pretrainings} pretrainings (pool fractions) x {cu['pretrain_steps']:,} steps x "
+            f"{cu['pretrain_bs']} pairs"),
+        Net("cussp", f"DenseNet-121 + LSTM ({FRAMES} x {cu['crop_size']} px)", cu["bs"], cu["cnn_epochs"] * train,
+            f"{cu['cnn_epochs']} epochs x {train} 4CH cines"),
+        Net("sslhf", f"3D U-Net proxy ({hf['n_frames']} x {hf['size']} x {hf['size']})", hf["proxy_bs"],
+            len(proxies) * hf["proxy_steps"] * hf["proxy_bs"],
+            f"{len(proxies)} proxies x {hf['proxy_steps']:,} steps x {hf['proxy_bs']}"),
+        Net("sslhf", f"SSLHF classifier ({hf['n_frames']} x {hf['size']} x {hf['size']})", hf["bs"],
+            len(learned) * fits, f"{len(learned)} rows x {len(hf['lrs'])} rates x {hf['n_folds']} folds x at most "
+            f"{hf['epochs']} epochs x {slices:,} slices"),
+        *[Net("sslhf", f"{b} ({hf['n_frames']} x {hf['size']} x {hf['size']})", hf["bs"], fits,
+              f"{len(hf['lrs'])} rates x {hf['n_folds']} folds x {hf['epochs']} epochs x {slices:,}")
+          for b in BASELINES if b in hf["rows"]],
+        Net("heartmae", f"ViT-B MAE ({mae['frames']} x {mae['size']} x {mae['size']}, "
+            f"{FAMILY['HeartMAE']['ratio'] * 100:.0f} % masked)", mae["bs"], family * clips,
+            f"MAE-ViT-B {mae['epochs_base']} epochs + {len(FAMILY) - 1} rows x {mae['epochs']}, of "
+            f"{clips / 1e3:,.1f}k clips ({mae['sax_slices'] + 2} views x {mae['repeats']} repeats)",
+            "24 days on 4 A100s for MAE-ViT-B's 200 epochs on UK Biobank; each later row half that"),
+    ]
+
+
+def builder(name: str):
+    """The function that builds `name`'s network and a batch of its input."""
+    from cmrlib.methods.sslhf.learner import BASELINES
+    kind = name.split(" (")[0]
+    table = {"TernausNet11": _unet, "ResNet-18 + LSTM": _tempreg, "ResNet-50 stage 1": lambda bs: _mvnet(bs, 1),
+             "ResNet-50 stage 2": lambda bs: _mvnet(bs, 2), "ResNet-18 + Barlow Twins": _barlow,
+             "DenseNet-121 + LSTM": _cnn_lstm, "3D U-Net proxy": lambda bs: _sslhf(bs, "proxy"),
+             "SSLHF classifier": lambda bs: _sslhf(bs, "SSLHF"), "ViT-B MAE": _mae,
+             **{b: (lambda bs, b=b: _sslhf(bs, b)) for b in BASELINES}}
+    return table[kind]
 
 
 def _loss(out):
@@ -177,7 +228,7 @@ def _saved_bytes(net, x) -> int:
 
 
 # the batches activations are counted at: 2 and 3 where a BatchNorm1d head needs two samples to train
-PROBE = {"DenseNet-121 + LSTM (50 x 64 px)": (2, 3), "SSLHF classifier (40 x 288 x 288)": (2, 3)}
+PROBE = ("DenseNet-121 + LSTM", "SSLHF classifier")
 
 
 def measure(name: str) -> dict:
@@ -186,15 +237,16 @@ def measure(name: str) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
     torch.set_num_threads(2)
     torch.manual_seed(0)
-    b1, b2 = PROBE.get(name, (1, 2))
-    net, x1 = BUILD[name](b1)
+    b1, b2 = (2, 3) if name.split(" (")[0] in PROBE else (1, 2)
+    build = builder(name)
+    net, x1 = build(b1)
     net.train()
-    _, x2 = BUILD[name](b2)
+    _, x2 = build(b2)
     a1, a2 = _saved_bytes(net, x1), _saved_bytes(net, x2)
     per = (a2 - a1) / (b2 - b1)
     with FlopCounterMode(display=False) as fc:
         _loss(net(*x2)).backward()
-    _, x2 = BUILD[name](2)
+    _, x2 = build(2)
     opt = torch.optim.Adam(net.parameters(), 1e-4)
     t0 = time.perf_counter()
     opt.zero_grad()
@@ -232,7 +284,7 @@ def main(argv=None) -> int:
         print(json.dumps(measure(a.step)))
         return 0
     rows = []
-    for net in NETS:
+    for net in nets():
         print(f"measuring {net.name} ...", file=sys.stderr, flush=True)
         done = subprocess.run([sys.executable, __file__, "--step", net.name], capture_output=True, text=True)
         if done.returncode:

@@ -58,9 +58,11 @@ def _fit(a) -> int:
     from .distributed import rank
 
     if rank() == 0:  # the other processes would print the same lines
-        for r in rec["rows"]:
-            print(f"{a.method}: {r.get('method') or r.get('model')}: validation loss {r['valid_loss']:.4f} "
-                  f"({rec['processes']} process(es), batch {rec['batch_per_process']} each)")
+        for r in (r for r in rec["rows"] if r.get("valid_loss") is not None):  # a failed row has none
+            name = next((r[k] for k in ("method", "model", "stage", "row") if r.get(k)), "")
+            print(f"{a.method}: {name}: validation loss {r['valid_loss']:.4f} "
+                  f"({rec['processes']} process(es), per process: "
+                  f"{', '.join(f'{k} {v}' for k, v in rec['batch_per_process'].items())})")
     return 0
 
 

@@ -42,8 +42,13 @@ class DataParallel(DistributedTrainer):
     """`DistributedTrainer` for GPUs (NCCL, synchronised batch norm) or CPU processes (gloo)."""
 
     def __init__(self):
+        from accelerate import DistributedDataParallelKwargs
+
         gpu = torch.cuda.is_available()
-        super().__init__(sync_bn=gpu, cpu=not gpu)
+        # a network whose step leaves some parameters out of the loss (CUSSP's classifier head while Barlow Twins
+        # pretrains the encoder) would stop DistributedDataParallel at its second step without it
+        super().__init__(sync_bn=gpu, cpu=not gpu,
+                         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
 
     def _wrap_dl(self, dl):
         return dl if isinstance(dl, DistributedDL) else SplitDL(dl, device=self.learn.model.device)
@@ -60,6 +65,19 @@ def data_parallel():
         yield
     finally:
         defaults.callbacks.remove(DataParallel)
+
+
+@contextlib.contextmanager
+def main_process_first():
+    """Process 0 runs the block before the others (accelerate's `main_process_first`): what it writes (a phantom
+    cohort a Study makes) the others then find instead of writing the same folder at the same time."""
+    if world_size() <= 1:
+        yield
+        return
+    from accelerate import PartialState
+
+    with PartialState(cpu=not torch.cuda.is_available()).main_process_first():  # as DataParallel's Accelerator
+        yield
 
 
 def single(learn: Learner) -> Learner:

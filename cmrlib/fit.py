@@ -2,8 +2,9 @@
 its models) with the Study's parameters as the profile sets them, alone or under `accelerate launch` (N GPUs, or N
 CPU processes over gloo; `cmrlib.distributed`). The models, the method's Predictor (segmentation, ED/ES, CUSSP and
 SSLHF; MVnet's and HeartMAE's need notebook 03's inference choice and notebook 06's probes) and `fit.json`
-(settings, processes, seconds, final validation loss) go to `<run>/fit/<method>/`; process 0 writes them. Only the segmentation, ED/ES and MVnet training and HeartMAE's pretraining split their batches over the
-processes; CUSSP and SSLHF train in one process.
+(settings, processes, seconds, final validation loss) go to `<run>/fit/<method>/`; process 0 writes them. Every
+fastai Learner a method trains splits its epochs over the processes, each at the batches its Study names
+(`Study.BATCHES`).
 
     cmrlib fit edes --profile smoke --run runs/smoke
     accelerate launch --multi_gpu --num_processes 4 -m cmrlib fit heartmae --profile paper --run runs/paper
@@ -132,8 +133,9 @@ def fit(method: str, profile: str = "smoke", run_dir: str | Path | None = None, 
         seed_everything(seed_for(p["seed"], "fit", method))
         rows = s.train(_finish, fit_rows)
     # parameters: a user's data paths as $VAR references, as run.json holds them
-    record = dict(method=method, profile=name, processes=world_size(), batch_per_process=p.get("bs"),
-                  seconds=round(time.perf_counter() - t0, 2), hardware=_hardware(epochs), rows=rows,
+    record = dict(method=method, profile=name, processes=world_size(),
+                  batch_per_process={k: p[k] for k in study.BATCHES}, seconds=round(time.perf_counter() - t0, 2),
+                  hardware=_hardware(epochs), rows=rows,
                   versions=package_versions(), parameters=runner.path_references(p, {}))
     if rank() == 0:
         atomic_write_json(out / "fit.json", record)

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from fastai.callback.core import Callback, CancelFitException, CancelValidException
 from fastai.callback.tracker import TerminateOnNaNCallback, TrackerCallback
 from fastai.learner import Learner
+from fastai.torch_core import get_model
 
 from . import modelfile
 from .utils import atomic_write_json, cpu_bf16, to_jsonable
@@ -142,7 +143,7 @@ class BestWeights(TrackerCallback):
         super().after_epoch()
         if self.new_best:
             self.wait, self.best_epoch = 0, self.epoch
-            self.state = {k: v.detach().clone() for k, v in self.learn.model.state_dict().items()}
+            self.state = {k: v.detach().clone() for k, v in get_model(self.learn.model).state_dict().items()}
             return
         self.wait += 1
         if self.wait >= self.patience:
@@ -150,8 +151,8 @@ class BestWeights(TrackerCallback):
 
     def after_fit(self):
         super().after_fit()
-        if self.state is not None:
-            self.learn.model.load_state_dict(self.state)
+        if self.state is not None:  # into the network itself, wrapped for data-parallel training or not
+            get_model(self.learn.model).load_state_dict(self.state)
 
 
 def bf16_callbacks(bf16: bool) -> list[Callback]:

@@ -103,6 +103,8 @@ def grouped_folds(strata: dict[str, str], k: int = 5, seed: int = 0,
 
 def fold_roles(fold: int, k: int = 5) -> dict[str, list[int]]:
     """Cross-validation's rotation (SSLHF's): fold `fold` is test, the next one validation, the other k-2 train."""
+    if k < 3:  # two folds would leave no training fold: every fit would train on nothing
+        raise ValueError(f"cross-validation needs at least 3 folds (test, validation, training), got {k}")
     return dict(test=[fold], valid=[(fold + 1) % k], train=[(fold + j) % k for j in range(2, k)])
 
 

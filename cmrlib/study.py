@@ -91,6 +91,9 @@ class Study:
                                      "budget_min": None}
     PARAMS: ClassVar[dict[str, Any]] = {}  # RUN and the experiment's own
     PATHS: ClassVar[tuple[str, ...]] = ()  # parameters that name a user's file (passed as $VAR references)
+    # its batch parameters: under `accelerate launch` (`cmrlib fit`) every fastai Learner trains data-parallel, each
+    # process at this batch on its share of every epoch, so N processes at B train like one process at N x B
+    BATCHES: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, params: dict[str, Any], out: str | Path | None = None):
         unknown = set(params) - set(self.PARAMS)
@@ -224,7 +227,9 @@ class Study:
             return None
         ph = json.loads(made.read_text())
         first = ph.get("start", 0) + ph["n"] if start is None else start
-        with self.nb.timer(f"{name} generation"):
+        from .distributed import main_process_first
+
+        with self.nb.timer(f"{name} generation"), main_process_first():  # under `accelerate`: process 0 writes it
             return make_cohort(self.out / name, n=int(n), seed=ph["seed"], views=views, scheduler=self.client,
                                start=int(first), progress=True, renew=True, **{**ph["config"], **config})
 

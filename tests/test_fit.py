@@ -62,7 +62,7 @@ def test_two_cpu_processes_end_where_one_with_the_doubled_batch_does(run, tmp_pa
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     two = json.loads((tmp_path / "two" / "fit.json").read_text())
-    assert (one["processes"], two["processes"]) == (1, 2) and two["batch_per_process"] == 4
+    assert (one["processes"], two["processes"]) == (1, 2) and two["batch_per_process"] == {"bs": 4}
     (a,), (b,) = one["rows"], two["rows"]
     assert abs(a["valid_loss"] - b["valid_loss"]) < 0.1 * a["valid_loss"], (a["valid_loss"], b["valid_loss"])
     model = edes.learner.load(tmp_path / "two" / b["model"])  # process 0 exported a working model
@@ -70,6 +70,28 @@ def test_two_cpu_processes_end_where_one_with_the_doubled_batch_does(run, tmp_pa
     for folder in ("one", "two"):  # and the run's ED/ES Predictor, without a real-data check behind it
         p = predictor.load(tmp_path / folder / "edes.predictor")
         assert p.model == "TempReg-Net" and p.provenance["real_check"] is None
+
+
+TWO_PROCESSES = {  # each makes a phantom cohort of its own first; CUSSP's pretraining leaves its head out of the loss
+    "cussp": ["anatomy=labels", "pool_subjects=0", "pool_fractions=[]", "pretrain_steps=2", "epochs=1",
+              "siam_epochs=1", "cnn_epochs=1", "rf_iter=2", "n_boot=20", "bs=8", "pretrain_bs=8"],
+    "sslhf": ["anatomy=labels", "rows=[SSLHF]", "proxy_steps=2", "epochs=1", "bs=2", "proxy_bs=2"],
+}
+
+
+@pytest.mark.parametrize("method", sorted(TWO_PROCESSES))
+def test_cussp_and_sslhf_train_in_two_cpu_processes(run, tmp_path, method):
+    """Process 0 makes the Study's own phantom cohort before the other reads it, a step that leaves parameters out
+    of its loss trains, and the best epoch's weights go back into the unwrapped network."""
+    sets = [a for kv in TWO_PROCESSES[method] for a in ("-p", kv)]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "-m", "cmrlib", "fit", method, "--profile", "smoke", "--run", str(run), "--out", str(tmp_path), *sets]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rec = json.loads((tmp_path / "fit.json").read_text())
+    assert rec["processes"] == 2 and set(rec["batch_per_process"]) == set(predictor.study_class(method).BATCHES)
+    assert any(r.get("valid_loss") is not None for r in rec["rows"])
 
 
 def test_segmentation_fit_leaves_the_runs_predictor_that_predicts(run, tmp_path):

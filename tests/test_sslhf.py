@@ -122,6 +122,8 @@ def test_folds_group_patients_stratify_and_rotate():
     assert (labels.assign(f=labels.subject.map(folds)).groupby("f").hfref.sum() == 2).all()
     roles = fold_roles(4)
     assert roles == dict(test=[4], valid=[0], train=[1, 2, 3])
+    with pytest.raises(ValueError, match="at least 3 folds"):  # two folds would train on no patient
+        sslhf.data.patient_folds(labels, 2)
     parts = crossval.fold_patients(labels, folds, 0, fraction=0.5, seed=0)
     assert len(parts["train"]) == 9 and parts["train"].hfref.sum() == 3 and len(parts["test"]) == 6
     assert not set(parts["train"].subject) & (set(parts["valid"].subject) | set(parts["test"].subject))
@@ -373,9 +375,10 @@ def test_a_fit_whose_dask_worker_dies_is_a_failed_row_and_the_others_keep_theirs
         yield items[1], None, KilledWorker("fit-1", None, 3)
 
     monkeypatch.setattr(cluster, "map_tasks", two_tasks)
-    args = (None, None, None, None, {}, 1.0, {}, ())  # patches, labels, folds, cfg, proxies, fraction, chosen, keep
-    done = crossval._run_items([(0, "SSLHF"), (1, "SSLHF")], args, client=None, progress=False)
+    args = (None, None, None, None, {}, 0.5, {}, ())  # patches, labels, folds, cfg, proxies, fraction, chosen, keep
+    done = crossval._run_items([(0, "SSLHF"), (1, "SSLHF")], args, client=None, progress=False, fraction=0.5)
     assert done[(0, "SSLHF")][0]["status"] == "ok"
     log, preds, model = done[(1, "SSLHF")]
-    assert (log["status"], log["row"], log["fold"], preds, model) == ("failed", "SSLHF", 1, None, None)
+    assert (log["status"], log["row"], log["fold"], log["fraction"], preds, model) == ("failed", "SSLHF", 1, 0.5, None,
+                                                                                        None)
     assert "fits_on_workers=False" in log["reason"]

@@ -8,6 +8,7 @@ from typing import ClassVar
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
+from fastprogress.fastprogress import progress_bar
 
 from ..stats import not_testable
 from ..study import Study
@@ -52,15 +53,17 @@ class Clustering(Study):
         return chosen.groupby(["disease", "sex"]).size().unstack(fill_value=0)
 
     def features(self) -> dict[str, tuple]:
-        """The segmentation Predictor's Table-1 measures of the chosen subjects (every frame of SAX, 2CH and 4CH)
-        and each HeartMAE-family model's subject features from notebook 06; their shapes."""
-        from ..measure import subject_measures
+        """The segmentation Predictor's Table-1 measures of the chosen subjects (a SAX stack at its ED and ES, 2CH
+        and 4CH at every frame, as notebook 04's) and each HeartMAE-family model's subject features from notebook
+        06; their shapes."""
+        from ..measure import subject_measures, table1_frames
 
         store, seg = self.store, self.segmentation()
         ids = set(store.ids())
         wanted = [f"{s}_{v}" for s in self.chosen["subject"] for v in ("SAX", "2CH", "4CH") if f"{s}_{v}" in ids]
         with self.nb.timer("Table-1 measures"):
-            meas = subject_measures(store, {cid: seg.labels(store.read(cid)) for cid in wanted}).set_index("subject")
+            labels = {cid: seg.labels(store.read(cid, table1_frames(store, cid))) for cid in progress_bar(wanted)}
+            meas = subject_measures(store, labels).set_index("subject")
         self.auto = meas[[c for c in meas.columns if c.endswith("_auto")]].rename(columns=lambda c: c[:-5])
         self.sets = {SEGMENTATION: self.auto}
         for f in sorted((self.nb.run_dir / "06").glob("subject_features_*.csv")):

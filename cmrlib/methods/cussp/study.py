@@ -35,6 +35,7 @@ class Study(Base):
     method = "cussp"
     number = "04"
     PATHS = ("labels_csv",)
+    BATCHES = ("bs", "pretrain_bs")
     PARAMS: ClassVar[dict] = {
         # study
         **Base.RUN,  # profile, seed, run_dir, figures_dir, budget_min

@@ -34,6 +34,7 @@ class Study(Base):
 
     method = "edes"
     number = "02"
+    BATCHES = ("bs",)
     PARAMS: ClassVar[dict] = {
         # study
         **Base.RUN,  # profile, seed, run_dir, figures_dir, budget_min

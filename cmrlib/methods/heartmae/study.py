@@ -40,6 +40,7 @@ class Study(Base):
     method = "heartmae"
     number = "06"
     PATHS = ("targets_csv", "kinetics_weights")
+    BATCHES = ("bs", "probe_bs")
     PARAMS: ClassVar[dict] = {
         # study
         **Base.RUN,  # profile, seed, run_dir, figures_dir, budget_min

@@ -39,6 +39,7 @@ class Study(Base):
 
     method = "mvnet"
     number = "03"
+    BATCHES = ("bs",)
     PARAMS: ClassVar[dict] = {
         # study
         **Base.RUN,  # profile, seed, run_dir, figures_dir, budget_min

@@ -38,6 +38,7 @@ class Study(Base):
 
     method = "segmentation"
     number = "01"
+    BATCHES = ("bs",)
     PARAMS: ClassVar[dict] = {
         # study
         **Base.RUN,  # profile, seed, run_dir, figures_dir, budget_min

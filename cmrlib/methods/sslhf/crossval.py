@@ -100,7 +100,7 @@ def cross_validate(patches: HFPatches, labels: pd.DataFrame, folds: pd.Series, r
     for wave in waves:
         chosen.update(_first_fold_rates(done, k))
         args = (patches, labels, folds, cfg, proxies, fraction, dict(chosen), tuple(keep))
-        done.update(_run_items(wave, args, client, progress))
+        done.update(_run_items(wave, args, client, progress, fraction))
     logs = [done[it][0] for it in items]
     preds = [done[it][1] for it in items if done[it][1] is not None]
     kept = {(row, fold): done[(fold, row)][2] for fold, row in items if done[(fold, row)][2] is not None}
@@ -115,8 +115,9 @@ def _first_fold_rates(done: dict, k: int) -> dict[tuple[str, int], float]:
             if fold == 0 and res[0].get("status") == "ok" for f in range(1, k)}
 
 
-def _run_items(items: list, args: tuple, client, progress: bool) -> dict:
-    """(fold, row) -> what `_one_run` returned, for each item (Dask tasks when a client is given)."""
+def _run_items(items: list, args: tuple, client, progress: bool, fraction: float) -> dict:
+    """(fold, row) -> what `_one_run` returned, for each item (Dask tasks when a client is given); `fraction`
+    names a failed row's share of training patients."""
     from distributed import KilledWorker
 
     from ...cluster import map_tasks
@@ -126,7 +127,7 @@ def _run_items(items: list, args: tuple, client, progress: bool) -> dict:
                                     progress=progress):
         if isinstance(err, KilledWorker):  # the fit's worker died (its memory share, most often): a failed row
             fold, row = item
-            res = (dict(method="SSLHF", row=row, fold=fold, fraction=args[5], status="failed",
+            res = (dict(method="SSLHF", row=row, fold=fold, fraction=fraction, status="failed",
                         reason="its Dask worker died (most often: past its share of memory); fits_on_workers=False "
                                "runs the fits one at a time in the notebook's process"), None, None)
         elif err is not None:

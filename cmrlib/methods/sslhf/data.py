@@ -17,7 +17,7 @@ from ...measure import resample_cycle
 from ...tables import TableError, one_of, percent, read_table, subject
 from ...labels import NoLabels
 from ...record import Cine
-from ...store import CohortStore
+from ...store import CohortStore, fold_roles
 from ...transforms.corrupt import corrupt, random_corruption
 from ...transforms.geometry import Affine2D
 from ...transforms.intensity import clip_zscore
@@ -214,6 +214,7 @@ def preprocess_store(store: CohortStore, segment: Callable[[Cine], np.ndarray], 
 def patient_folds(labels: pd.DataFrame, k: int = 5, seed: int = 0) -> pd.Series:
     """Each patient's fold 0..k-1, stratified by class (scikit-learn), patients being the unit."""
     from sklearn.model_selection import StratifiedKFold
+    fold_roles(0, k)  # fewer than 3 folds leave no training fold: say so before any patch is read
     y = labels.hfref.to_numpy(int)
     if np.bincount(y, minlength=2).min() < k:
         raise HFLabelsError(f"{k}-fold cross-validation needs {k} patients of each class; got "

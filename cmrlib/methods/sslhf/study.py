@@ -32,6 +32,7 @@ class Study(Base):
     method = "sslhf"
     number = "05"
     PATHS = ("labels_csv",)
+    BATCHES = ("bs", "proxy_bs")
     PARAMS: ClassVar[dict] = {
         # study
         **Base.RUN,  # profile, seed, run_dir, figures_dir, budget_min
