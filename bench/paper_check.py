@@ -131,9 +131,14 @@ def fit_once(method: str, prof: Path, out: Path, processes: int) -> dict:
                batch_per_process={k: max(int(base[k]) // processes, 1) for k in study.BATCHES})
     if done.returncode:
         return dict(row, status="failed", error=(done.stderr.strip().splitlines() or ["(no message)"])[-1][:400])
+    return dict(row, status="ok", valid_losses=fit_losses(where))
+
+
+def fit_losses(where: Path) -> dict[str, float]:
+    """Each trained row's final validation loss in a `cmrlib fit` record, by the row's name."""
     rec = json.loads((where / "fit.json").read_text())
-    losses = [r.get("valid_loss") for r in rec.get("rows", []) if isinstance(r, dict)]
-    return dict(row, status="ok", valid_loss=next((v for v in losses if v is not None), None))
+    name = lambda r: next((str(r[k]) for k in ("method", "model", "stage", "row") if r.get(k)), "")
+    return {name(r): r["valid_loss"] for r in rec.get("rows", []) if r.get("valid_loss") is not None}
 
 
 def _batches(b) -> str:
@@ -141,11 +146,18 @@ def _batches(b) -> str:
 
 
 def fits_table(rows: list[dict]) -> str:
-    head = ("| method | processes | batch per process | minutes | validation loss | status |\n"
-            "|---|---|---|---|---|---|\n")
+    """One row per method and process count: the first and the last row the fit trained, with their losses."""
+    head = ("| method | processes | batch per process | minutes | first row: validation loss | last row: validation "
+            "loss | status |\n|---|---|---|---|---|---|---|\n")
+    ends = lambda r: (list((r.get("valid_losses") or {}).items()) or [("", "")])
     return head + "\n".join(f"| {r['method']} | {r['processes']} | {_batches(r['batch_per_process'])} | "
-                            f"{r['minutes']} | {r.get('valid_loss') if r.get('valid_loss') is not None else ''} | "
+                            f"{r['minutes']} | {_loss(ends(r)[0])} | {_loss(ends(r)[-1])} | "
                             f"{r['status']} {r.get('error', '')} |" for r in rows)
+
+
+def _loss(item: tuple) -> str:
+    name, loss = item
+    return f"{name} {loss:.4f}" if name else ""
 
 
 def table(rows: list[dict]) -> str:
