@@ -110,13 +110,13 @@ def _cnn_lstm(bs):
 def _sslhf(bs, row):
     import torch
 
-    from cmrlib.methods.sslhf.learner import BASELINES, _classifier
+    from cmrlib.methods.sslhf.learner import BASELINES, network
     from cmrlib.models.sslhf import Restorer3D
     p, cfg = paper("sslhf"), _config("sslhf", "cmrlib.methods.sslhf.learner:SSLHFConfig")
     if row == "proxy":
         net = Restorer3D(cfg.widths, cfg.proxy_skips)
     else:  # SSLHF's classifier from a fresh proxy (a proxy's weights cost what a random one's do)
-        net = _classifier(row, cfg, None if row in BASELINES else {row: Restorer3D(cfg.widths, cfg.proxy_skips)})
+        net = network(row, cfg, None if row in BASELINES else {row: Restorer3D(cfg.widths, cfg.proxy_skips)})
     return net, (torch.randn(bs, 1, p["n_frames"], p["size"], p["size"]),)
 
 
