@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from cmrlib import runner  # noqa: E402
 from cmrlib.utils import atomic_write_json  # noqa: E402
+from cmrlib.fit import row_name  # noqa: E402
 
 NOTEBOOKS = [f"{i:02d}" for i in range(10)]
 
@@ -65,7 +66,8 @@ SHORT = {
 #   activations for its backward pass (bench/paper_cost.py), beyond this machine's 24 GiB; at 4 the notebook's
 #   kernel is killed for memory. SSLHF's classifier head (BatchNorm1d) needs at least 2. The proxies keep batch 4.
 # - 06 reads each cine's features from one crop of one clip (the paper's 3 x 2 is six passes of the same ViT-B at
-#   the same size: its feature step took about 19 min on this CPU, about 3 with one pass).
+#   the same size: with one pass the feature step takes 10.2 min on this CPU for five encoders and 72 cines,
+#   06/timings.csv of the check at 2fd48f8).
 # - 07's real SAX agreement segments 65 cines at every frame (notebook 01's models; no network of its own).
 
 
@@ -137,8 +139,7 @@ def fit_once(method: str, prof: Path, out: Path, processes: int) -> dict:
 def fit_losses(where: Path) -> dict[str, float]:
     """Each trained row's final validation loss in a `cmrlib fit` record, by the row's name."""
     rec = json.loads((where / "fit.json").read_text())
-    name = lambda r: next((str(r[k]) for k in ("method", "model", "stage", "row") if r.get(k)), "")
-    return {name(r): r["valid_loss"] for r in rec.get("rows", []) if r.get("valid_loss") is not None}
+    return {row_name(r): r["valid_loss"] for r in rec.get("rows", []) if r.get("valid_loss") is not None}
 
 
 def _batches(b) -> str:

@@ -52,15 +52,14 @@ def _analyse(a) -> int:
 
 
 def _fit(a) -> int:
-    from .fit import fit
+    from .fit import fit, row_name
 
     rec = fit(a.method, a.profile, a.run, runner.parse_overrides(a.p), a.out, a.rows)
     from .distributed import rank
 
     if rank() == 0:  # the other processes would print the same lines
         for r in (r for r in rec["rows"] if r.get("valid_loss") is not None):  # a failed row has none
-            name = next((r[k] for k in ("method", "model", "stage", "row") if r.get(k)), "")
-            print(f"{a.method}: {name}: validation loss {r['valid_loss']:.4f} "
+            print(f"{a.method}: {row_name(r)}: validation loss {r['valid_loss']:.4f} "
                   f"({rec['processes']} process(es), per process: "
                   f"{', '.join(f'{k} {v}' for k, v in rec['batch_per_process'].items())})")
     return 0

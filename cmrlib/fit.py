@@ -34,6 +34,9 @@ class FitError(ValueError):
     """A fit cannot start: unknown method, or the run folder lacks what the method trains on."""
 
 
+def row_name(row: dict) -> str:
+    """A fit row's name: its method, model, stage or row, whichever it records first (the record's rows differ)."""
+    return next((str(row[k]) for k in ("method", "model", "stage", "row") if row.get(k)), "")
 
 
 def _finish(learn, path: Path) -> tuple[float, str]:
