@@ -303,8 +303,8 @@ class Study(Base):
         """The SAX model fine-tuned from the phantom one on the phantom's frames plus the ED/ES frames of ACDC's
         training patients with their manual masks (`real_share` of the training frames, cycled), under the SAX
         recipe, monitored on phantom validation only; then the phantom-only, ACDC-only and phantom + ACDC models on
-        the phantom's SAX test cines and ACDC's held-out patients (written): which model a SAX Predictor should
-        carry."""
+        the phantom's SAX test cines, ACDC's validation patients (where a schedule is chosen) and its held-out
+        patients (written): which model a SAX Predictor should carry."""
         acdc, p = self._acdc(), self.p
         if not p["epochs_sax_real"]:
             raise StudySkipped("no phantom + ACDC SAX model (epochs_sax_real=0)")
@@ -322,9 +322,12 @@ class Study(Base):
         self.timings["SAX fine-tuning on phantom + ACDC (s)"] = time.perf_counter() - t0
         phantom_ids = [i for i in self.ph_pred if i.endswith("_SAX")]
         made = {("sax", "phantom test"): self.ph_pred, ("acdc", "ACDC held-out"): self.acdc_pred}  # earlier steps'
-        rows = {}
+        rows, acdc_valid = {}, acdc.select(view="SAX", split="valid")
         for name in [m for m in ("sax", "acdc", "sax_real") if m in self.models]:
-            for data, st, ids in (("phantom test", self.store, phantom_ids), ("ACDC held-out", acdc, self.acdc_test)):
+            for data, st, ids in (("phantom test", self.store, phantom_ids), ("ACDC validation", acdc, acdc_valid),
+                                  ("ACDC held-out", acdc, self.acdc_test)):
+                if not ids:
+                    continue
                 pred = ({i: made[name, data][i] for i in ids} if (name, data) in made else
                         predict_store(self.models[name], st, ids, **self.on_dask))
                 sc = evaluate(st, pred)
