@@ -4,8 +4,8 @@ sample (`torch.utils.flop_counter`), the activation memory per sample (the tenso
 pass, counted at batch 1 and 2, or 2 and 3 where a BatchNorm head needs two: the difference is one sample's,
 the rest is fixed), a CPU training step's seconds and the step's peak memory (each network in a fresh process).
 Networks, input sizes, batches and schedules are read from `cmrlib/profiles/paper.yaml` through each method's Study
-parameters and settings classes, as `cmrlib fit --profile paper` trains them; only the cohort's frames per cine and
-SAX slices per subject are stated here.
+parameters and settings classes, as `cmrlib fit --profile paper` trains them; the cohort's frames per cine and SAX
+slices per subject from the paper profile's phantom recipes, by the renderer's own slice rule (`paper_cohort`).
 
 Projected GPU hours = FLOPs per sample x samples the paper profile's schedule trains / (A100 peak x utilisation);
 the memory at the paper's batch = weights, gradients and Adam's two moments (16 bytes per parameter) + fixed + batch
@@ -25,6 +25,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -32,8 +34,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_scale import A100  # noqa: E402  (the projection bench/bench_scale.py makes for HeartMAE, the same GPU)
 
 GPU = dict(A100, name="A100 80 GB", memory_gb=80.0)
-FRAMES = 50  # frames per cine of the paper profile's cohort (the phantom at UK Biobank's 50)
-SAX_SLICES = 10.6  # SAX slices per phantom subject at the paper profile's 208 px (a 24-subject cohort's mean)
+
+COHORT_DRAWS = 200  # subjects whose recipes give the paper cohort's mean SAX slice count
+
+
+def paper_cohort() -> tuple[int, float]:
+    """Frames per cine and mean SAX slices per subject of the paper profile's phantom cohort, from its first
+    `COHORT_DRAWS` subjects' recipes (drawn, not rendered)."""
+    from cmrlib import runner
+    from cmrlib.phantom.anatomy import Heart, sax_slice_count
+    from cmrlib.phantom.subjects import sample_recipe
+    prof = runner.load_profile("paper")
+    cfg = dict(prof["00"]["phantom_config"], n_frames=prof["00"]["n_frames"])
+    slices = []
+    for i in range(COHORT_DRAWS):
+        r = sample_recipe(i, prof["common"]["seed"], cfg)
+        a = r["acquisition"]
+        slices.append(a["n_slices"] or sax_slice_count(Heart(r, np.zeros(1)).L_ed, a["sax_spacing_mm"]))
+    return int(a["n_frames"]), float(np.mean(slices))
+
+
+FRAMES, SAX_SLICES = paper_cohort()
 
 
 @dataclass(frozen=True)
@@ -143,11 +164,13 @@ def nets() -> list[Net]:
     from cmrlib import runner
     from cmrlib.methods.heartmae.learner import FAMILY
     from cmrlib.methods.sslhf.learner import BASELINES, PROXIES
-    train = round(0.7 * runner.load_profile("paper")["00"]["n_subjects"])  # the cohort's 70 / 15 / 15 split
+    from cmrlib.methods.mvnet.study import CONVENTIONS
+    from cmrlib.store import SPLIT_FRACTIONS
+    train = round(SPLIT_FRACTIONS[0] * runner.load_profile("paper")["00"]["n_subjects"])
     seg, ed, mv, cu, hf, mae = (paper(m) for m in ("segmentation", "edes", "mvnet", "cussp", "sslhf", "heartmae"))
     sax = train * SAX_SLICES * (FRAMES // seg["frame_step"] + 2)  # every frame_step-th frame plus ED and ES
     lax = train * 2 * (FRAMES // seg["frame_step"] + 2)
-    conv = 3  # MVnet's annotation conventions (A, B, C), each trained
+    conv = len(CONVENTIONS) if mv["variability"] else 1  # MVnet's trackers, one per annotation convention
     proxies = [r for r in hf["rows"] if r in PROXIES]
     learned = [r for r in hf["rows"] if r not in BASELINES]
     slices = round(0.6 * hf["hf_patients"]) * 10  # 3 of 5 folds train, about 10 LV slices each

@@ -49,11 +49,12 @@ from .record import Cine, is_safe_id
 from .utils import OutsideFolderError, atomic_dir, atomic_write_json, atomic_write_text, inside, rng, to_jsonable
 
 SPLITS = ("train", "valid", "test")
+SPLIT_FRACTIONS = (0.7, 0.15, 0.15)  # of SPLITS, per stratum
 PIXEL_SCALES = tuple(2.0 ** -k for k in range(11))  # exact quanta tried coarsest first: scanner integers 1, phantom 1/512
 FRAME_CODEC = BloscCodec(cname="zstd", clevel=5, shuffle="bitshuffle")  # -20 % vs zarr's default zstd on uint16 cines
 
 
-def stratified_split(strata: dict[str, str], seed: int = 0, fractions=(0.7, 0.15, 0.15)) -> dict[str, str]:
+def stratified_split(strata: dict[str, str], seed: int = 0, fractions=SPLIT_FRACTIONS) -> dict[str, str]:
     """Subject -> train/valid/test, each stratum split in proportion, deterministic for the seed.
 
     Within a stratum the shuffled subjects sit at evenly spaced points shifted by a random offset, so each

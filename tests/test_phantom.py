@@ -10,7 +10,7 @@ import pytest
 
 from cmrlib import labels as L
 from cmrlib.phantom import PhantomConfig, make_cohort, sample_recipe, simulate_subject
-from cmrlib.phantom.anatomy import truths
+from cmrlib.phantom.anatomy import Heart, sax_slice_count, truths
 from cmrlib.phantom.cohort import chamber_colours
 from cmrlib.phantom.signal import Textures
 from cmrlib.record import LANDMARKS
@@ -92,6 +92,15 @@ def test_cine_contract():
     rec = json.loads(sax.meta["recipe"])
     again = simulate_subject(rec)["SAX"]
     assert np.array_equal(again.pixels, sax.pixels) and np.array_equal(again.labels, sax.labels)
+
+
+
+def test_a_recipe_alone_gives_its_sax_slice_count():
+    """The paper-cost projection counts a cohort's SAX slices from recipes without rendering them."""
+    for i in range(3):
+        recipe, cine = sample_recipe(i, 1, TINY), simulate_subject(i, 1, TINY, views=("SAX",))["SAX"]
+        a = recipe["acquisition"]
+        assert cine.pixels.shape[1] == sax_slice_count(Heart(recipe, np.zeros(1)).L_ed, a["sax_spacing_mm"])
 
 
 def test_same_seed_bit_identical():

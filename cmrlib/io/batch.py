@@ -30,7 +30,7 @@ import numpy as np
 
 from ..cluster import client, map_tasks
 from ..record import RecordError, is_safe_id
-from ..store import CohortStore, stratified_split
+from ..store import SPLIT_FRACTIONS, CohortStore, stratified_split
 from ..utils import atomic_write_json
 from .common import Item, note
 from .errors import IngestError, MetadataError
@@ -41,7 +41,6 @@ SOURCES = ("acdc", "mnms", "mnms2", "ukbb", "dicom", "nifti")
 PSEUDONYMS = {"ukbb": "required", "dicom": "optional", "nifti": "optional"}  # sources whose ids may identify people
 PREFIX = {"ukbb": "ukbb", "dicom": "sub", "nifti": "sub"}
 STRATA = ("group", "pathology", "disease")  # meta keys splits are stratified on, first present wins
-FRACTIONS = (0.7, 0.15, 0.15)
 REPORT_EVERY_S = 5.0  # report.json is rewritten at most this often while a run goes on
 
 
@@ -236,7 +235,7 @@ def ingest_item(source: str, item: Item, root: str | Path, input_root: str | Pat
 # ---------------------------------------------------------------- splits
 
 
-def update_splits(store: CohortStore, seed: int = 0, fractions=FRACTIONS) -> dict[str, str]:
+def update_splits(store: CohortStore, seed: int = 0, fractions=SPLIT_FRACTIONS) -> dict[str, str]:
     """Every subject's split, computed afresh from the whole cohort: a pure function of the participants, their
     strata (the first of `STRATA` their meta has) and the seed, whatever order the subjects arrived in or how often
     an ingest was interrupted.
@@ -278,7 +277,7 @@ def _run(source: str, todo: list[Item], root: Path, input_root: Path, c, progres
 
 def ingest(source: str, path: str | Path, out: str | Path, *, pseudonym_file: str | Path | None = None,
            workers: int = 1, scheduler=None, progress: bool = True, limit: int | None = None, seed: int = 0,
-           fractions: tuple[float, float, float] = FRACTIONS, **source_opts) -> CohortStore:
+           fractions: tuple[float, float, float] = SPLIT_FRACTIONS, **source_opts) -> CohortStore:
     """Ingest a source folder into the cohort store at `out`; bad subjects go to `store.report()`, re-runs resume.
 
     source: one of SOURCES. pseudonym_file: CSV mapping private ids to pseudonyms (required for ukbb, optional

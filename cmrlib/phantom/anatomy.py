@@ -123,6 +123,11 @@ def ellipse_disc_overlap(pr, qt, c, r, n: int = 64) -> np.ndarray:
     return 2 * np.minimum(he, hd).sum(-1) * span / n
 
 
+def sax_slice_count(long_axis_mm: float, spacing_mm: float) -> int:
+    """Slices of a base-to-apex SAX stack: the ED long axis plus half a slice above the base, both ends included."""
+    return int(np.ceil((long_axis_mm + 0.5 * spacing_mm) / spacing_mm)) + 1
+
+
 class Heart:
     """Per-frame shape parameters of one subject's heart, solved from its recipe at the given phases."""
 

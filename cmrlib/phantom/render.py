@@ -17,7 +17,7 @@ import numpy as np
 from numba import njit
 
 from .. import labels as L
-from .anatomy import N_THETA, THETA, Heart
+from .anatomy import N_THETA, THETA, Heart, sax_slice_count
 
 L_DIR, P_DIR, S_DIR = np.eye(3)
 
@@ -116,7 +116,7 @@ class Geometry:
         u, v = _inplane(n, L_DIR, P_DIR, a["inplane_deg"]["SAX"])
         sp = a["sax_spacing_mm"]
         top = 0.5 * sp
-        nz = a["n_slices"] or int(np.ceil((self.heart.L_ed + top) / sp)) + 1
+        nz = a["n_slices"] or sax_slice_count(self.heart.L_ed, sp)
         shift = np.random.default_rng([self.recipe["noise_seed"], 11]).normal(0, a["sax_misreg_mm"] or 0.0, (nz, 2))
         planes = []
         for k in range(nz):

@@ -12,6 +12,7 @@ import numpy as np
 from . import motion
 from .signal import SPREAD
 
+UKBB_FRAMES = 50  # frames per cine when PhantomConfig.n_frames is None: UK Biobank's cine
 CONDITIONS = ("healthy", "HFrEF", "HFpEF", "MR", "MI", "AF", "HCM")
 # MR grade -> (LV EDV, LA max) enlargement factor above 1 (x U(0.7, 1.3)) in the per-subject MR model
 MR_REMODELLING = {1: (0.0, 0.0), 2: (0.1, 0.2), 3: (0.25, 0.45)}
@@ -262,7 +263,7 @@ def sample_geometry(rng: np.random.Generator, cov: dict, cond: dict, fn: dict) -
 
 def sample_acquisition(rng: np.random.Generator, cfg: PhantomConfig) -> dict:
     """Frames, spacing, matrix, planning error, start phase, jitter, misregistration and image quality."""
-    n_frames = 50 if cfg.n_frames is None else int(_draw(rng, tuple(cfg.n_frames)) if isinstance(cfg.n_frames, (tuple, list)) else cfg.n_frames)
+    n_frames = UKBB_FRAMES if cfg.n_frames is None else int(_draw(rng, tuple(cfg.n_frames)) if isinstance(cfg.n_frames, (tuple, list)) else cfg.n_frames)
     px = float(_draw(rng, tuple(cfg.pixel_mm)) if isinstance(cfg.pixel_mm, (tuple, list)) else cfg.pixel_mm)
     matrix = (int(cfg.matrix), int(cfg.matrix)) if np.isscalar(cfg.matrix) else tuple(int(m) for m in cfg.matrix)
     art = cfg.artefacts

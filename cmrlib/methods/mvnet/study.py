@@ -32,6 +32,8 @@ AGREEMENT = {"MAPSE MVnet": ("MAPSE_1+2+2", "MAPSE_ref"), "MAPSE observer 2": ("
              "MAPSE true motion": ("MAPSE_truth", "MAPSE_ref"), "e' MVnet": ("e_prime_1+2+2", "e_prime_ref"),
              "e' observer 2": ("e_prime_obsA2", "e_prime_ref"), "e' true motion": ("e_prime_truth", "e_prime_ref")}
 
+CONVENTIONS = ("A", "B", "mixed")  # the annotation conventions a tracker is trained on (the paper's Fig. 6)
+
 
 class Study(Base):
     """Notebook 03: `prepare`, `fit`, `choose_inference`, `evaluate`, `example_figure`, `agreement`,
@@ -247,7 +249,7 @@ class Study(Base):
         ep = tuple(p["variability_epochs"]) if p["variability_epochs"] else None
         var_tests = {"A": {v: self.tests[v] for v in vviews}, "B": {v: self.tracks["obsB"][v]["test"] for v in vviews}}
         var_preds = {} if ep else {"A": {v: self.preds[v] for v in vviews}}  # a shorter budget retrains A too
-        for name in [n for n in ("A", "B", "mixed") if n not in var_preds]:
+        for name in [n for n in CONVENTIONS if n not in var_preds]:
             var_preds[name] = predict_all(self._convention_trackers(name, vviews, ep), var_tests["A"])
         print(f"convention models: views {vviews}, epochs {ep or (self.cfg.epochs1, self.cfg.epochs2)}")
         conv = convention_matrix(var_preds, var_tests, window=p["velocity_window"])
