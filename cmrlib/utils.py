@@ -155,12 +155,18 @@ def to_jsonable(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+RUN_OUTPUTS = ("figures", "docs/results.md")  # what `make reproduce` itself writes into the repository
+
+
 def git_commit(cwd: str | os.PathLike | None = None) -> str | None:
-    """The current commit (with '-dirty' when the tree has changes), or None outside git."""
+    """The current commit (with '-dirty' when the tree has changes other than a run's own outputs, `RUN_OUTPUTS`),
+    or None outside git."""
     try:
         run = lambda *a: subprocess.run(["git", *a], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
         sha = run("rev-parse", "HEAD")
-        return sha + ("-dirty" if run("status", "--porcelain", "--untracked-files=no") else "")
+        changed = run("status", "--porcelain", "--untracked-files=no", "--", ":/",
+                      *(f":(top,exclude){p}" for p in RUN_OUTPUTS))
+        return sha + ("-dirty" if changed else "")
     except (OSError, subprocess.CalledProcessError):
         return None
 

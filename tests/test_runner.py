@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import nbformat
@@ -205,3 +206,22 @@ def test_a_notebook_saved_by_jupyterlab_strips_back_to_the_committed_file(tmp_pa
         out = subprocess.run([sys.executable, "-m", "nbstripout", "--extra-keys", keys, "-t", str(saved)],
                              capture_output=True, text=True, check=True).stdout
         assert out == committed, f"{nb.name}: the committed form is not what the filter leaves"
+
+
+def test_a_runs_own_figures_and_report_leave_its_commit_clean(tmp_path):
+    """`make reproduce` writes figures/ and docs/results.md into the repository: its later notebooks still name a
+    clean commit, while a changed source file marks it dirty."""
+    from cmrlib.utils import RUN_OUTPUTS, git_commit
+    git = lambda *a: subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *a], cwd=tmp_path, check=True)
+    files = [tmp_path / p / "x.png" if not p.endswith(".md") else tmp_path / p for p in RUN_OUTPUTS]
+    for f in [*files, tmp_path / "src" / "a.py"]:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text("a")
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-qm", "start")
+    for f in files:
+        f.write_text("b")
+    assert not git_commit(tmp_path / "src").endswith("-dirty")
+    (tmp_path / "src" / "a.py").write_text("b")
+    assert git_commit(tmp_path).endswith("-dirty")
