@@ -111,9 +111,10 @@ class Study(Base):
         with these settings and cines, unless `retrain`); the training log (written)."""
         self.trackers, self.logs = {}, []
         for v in self.p["views"]:
-            self.trackers[v], log = fit_or_load(self.tracks["obsA"][v]["train"], self.tracks["obsA"][v]["valid"],
-                                                self.cfg, v, self.models_dir, "A", retrain=self.p["retrain"],
-                                                cohort=self.store.fingerprint())
+            with self.nb.timer(f"{v} tracker, convention A"):
+                self.trackers[v], log = fit_or_load(self.tracks["obsA"][v]["train"], self.tracks["obsA"][v]["valid"],
+                                                    self.cfg, v, self.models_dir, "A", retrain=self.p["retrain"],
+                                                    cohort=self.store.fingerprint())
             self.logs.append(log)
         train_log = pd.concat(self.logs, ignore_index=True)
         self.nb.table(train_log, "train_log")
@@ -168,7 +169,8 @@ class Study(Base):
         subject and their long shape for notebook 07 (written, with the paper's Fig. 4/5); errors per stage."""
         p = self.p
         t0 = time.perf_counter()
-        self.preds = predict_all(self.trackers, self.tests)
+        with self.nb.timer("test inference"):
+            self.preds = predict_all(self.trackers, self.tests)
         n_cines = sum(len(t) for t in self.tests.values())
         self.sec_per_cine = (time.perf_counter() - t0) / max(n_cines, 1)
         self.frames, self.subj = evaluate(self.preds, self.tests, self.obs, window=p["velocity_window"])
@@ -250,7 +252,8 @@ class Study(Base):
         var_tests = {"A": {v: self.tests[v] for v in vviews}, "B": {v: self.tracks["obsB"][v]["test"] for v in vviews}}
         var_preds = {} if ep else {"A": {v: self.preds[v] for v in vviews}}  # a shorter budget retrains A too
         for name in [n for n in CONVENTIONS if n not in var_preds]:
-            var_preds[name] = predict_all(self._convention_trackers(name, vviews, ep), var_tests["A"])
+            with self.nb.timer(f"trackers, convention {name}"):
+                var_preds[name] = predict_all(self._convention_trackers(name, vviews, ep), var_tests["A"])
         print(f"convention models: views {vviews}, epochs {ep or (self.cfg.epochs1, self.cfg.epochs2)}")
         conv = convention_matrix(var_preds, var_tests, window=p["velocity_window"])
         self.nb.table(conv, "conventions")
@@ -329,7 +332,8 @@ class Study(Base):
         for name, c in self._real():
             scored = pseudo_reference(c.labels, c.spacing, fill=False)
             real.append((name, c, scored, None if scored is None else fill_gaps(scored)))
-        self._fit_real([(c, ref) for _, c, _, ref in real])
+        with self.nb.timer("4CH tracker fine-tuned on the demo"):
+            self._fit_real([(c, ref) for _, c, _, ref in real])
         rows = []
         for name, c, scored, ref in real:
             trackers = {"phantom": self.trackers[c.view]}
