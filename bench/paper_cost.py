@@ -17,6 +17,7 @@ Usage: python bench/paper_cost.py [--json OUT.json]   (about 10 min on 2 cores; 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import resource
 import subprocess
@@ -38,23 +39,21 @@ GPU = dict(A100, name="A100 80 GB", memory_gb=80.0)
 COHORT_DRAWS = 200  # subjects whose recipes give the paper cohort's mean SAX slice count
 
 
+@functools.cache
 def paper_cohort() -> tuple[int, float]:
-    """Frames per cine and mean SAX slices per subject of the paper profile's phantom cohort, from its first
-    `COHORT_DRAWS` subjects' recipes (drawn, not rendered)."""
+    """Frames per cine (the recipes' mean, rounded: a range is drawn per subject) and mean SAX slices per subject of
+    the paper profile's phantom cohort, from its first `COHORT_DRAWS` subjects' recipes (drawn, not rendered)."""
     from cmrlib import runner
     from cmrlib.phantom.anatomy import Heart, sax_slice_count
     from cmrlib.phantom.subjects import sample_recipe
     prof = runner.load_profile("paper")
     cfg = dict(prof["00"]["phantom_config"], n_frames=prof["00"]["n_frames"])
-    slices = []
+    frames, slices = [], []
     for i in range(COHORT_DRAWS):
-        r = sample_recipe(i, prof["common"]["seed"], cfg)
-        a = r["acquisition"]
+        a = (r := sample_recipe(i, prof["common"]["seed"], cfg))["acquisition"]
+        frames.append(a["n_frames"])
         slices.append(a["n_slices"] or sax_slice_count(Heart(r, np.zeros(1)).L_ed, a["sax_spacing_mm"]))
-    return int(a["n_frames"]), float(np.mean(slices))
-
-
-FRAMES, SAX_SLICES = paper_cohort()
+    return round(float(np.mean(frames))), float(np.mean(slices))
 
 
 @dataclass(frozen=True)
@@ -101,7 +100,7 @@ def _tempreg(bs):
     from cmrlib.models.tempreg import tempreg_net
     p = paper("edes")
     net = tempreg_net("tempreg", **{k: p[k] for k in MODEL_KEYS})
-    return net, (torch.randn(bs, FRAMES, 1, p["size"], p["size"]),)
+    return net, (torch.randn(bs, paper_cohort()[0], 1, p["size"], p["size"]),)
 
 
 def _mvnet(bs, stage):
@@ -117,7 +116,8 @@ def _barlow(bs):
 
     from cmrlib.methods.cussp.learner import network
     cfg, size = _config("cussp", "cmrlib.methods.cussp.learner:CUSSPConfig"), paper("cussp")["size"]
-    return network(FRAMES, cfg), (torch.randn(bs, 2, FRAMES, size, size),)
+    frames = paper_cohort()[0]
+    return network(frames, cfg), (torch.randn(bs, 2, frames, size, size),)
 
 
 def _cnn_lstm(bs):
@@ -125,7 +125,8 @@ def _cnn_lstm(bs):
 
     from cmrlib.models.cussp import CNNLSTM
     cfg, crop = _config("cussp", "cmrlib.methods.cussp.learner:CUSSPConfig"), paper("cussp")["crop_size"]
-    return CNNLSTM(cfg.cnn_growth, cfg.cnn_blocks, cfg.cnn_init, cfg.lstm_hidden), (torch.randn(bs, FRAMES, crop, crop),)
+    return CNNLSTM(cfg.cnn_growth, cfg.cnn_blocks, cfg.cnn_init, cfg.lstm_hidden), (
+        torch.randn(bs, paper_cohort()[0], crop, crop),)
 
 
 def _sslhf(bs, row):
@@ -166,10 +167,11 @@ def nets() -> list[Net]:
     from cmrlib.methods.sslhf.learner import BASELINES, PROXIES
     from cmrlib.methods.mvnet.study import CONVENTIONS
     from cmrlib.store import SPLIT_FRACTIONS
+    frames, sax_slices = paper_cohort()
     train = round(SPLIT_FRACTIONS[0] * runner.load_profile("paper")["00"]["n_subjects"])
     seg, ed, mv, cu, hf, mae = (paper(m) for m in ("segmentation", "edes", "mvnet", "cussp", "sslhf", "heartmae"))
-    sax = train * SAX_SLICES * (FRAMES // seg["frame_step"] + 2)  # every frame_step-th frame plus ED and ES
-    lax = train * 2 * (FRAMES // seg["frame_step"] + 2)
+    sax = train * sax_slices * (frames // seg["frame_step"] + 2)  # every frame_step-th frame plus ED and ES
+    lax = train * 2 * (frames // seg["frame_step"] + 2)
     conv = len(CONVENTIONS) if mv["variability"] else 1  # MVnet's trackers, one per annotation convention
     proxies = [r for r in hf["rows"] if r in PROXIES]
     learned = [r for r in hf["rows"] if r not in BASELINES]
@@ -182,20 +184,20 @@ def nets() -> list[Net]:
         Net("segmentation", f"TernausNet11 (SAX, {seg['size']} px)", seg["bs"], sax * seg["epochs_sax"] + lax * seg["epochs_lax"],
             f"SAX {seg['epochs_sax']} epochs of {sax / 1e3:,.0f}k frames, long axis {seg['epochs_lax']} of "
             f"{lax / 1e3:,.0f}k (same cost per frame)"),
-        Net("edes", f"ResNet-18 + LSTM ({FRAMES} frames, {ed['size']} px)", ed["bs"],
+        Net("edes", f"ResNet-18 + LSTM ({frames} frames, {ed['size']} px)", ed["bs"],
             len(ed["methods"]) * ed["epochs"] * train * len(ed["views"]),
             f"{len(ed['methods'])} methods x {ed['epochs']} epochs x {train * len(ed['views']):,} cines "
-            f"({len(ed['views'])} views) of {FRAMES} frames"),
-        Net("mvnet", "ResNet-50 stage 1 (160 px)", mv["bs"], conv * len(mv["views"]) * mv["epochs1"] * train * FRAMES,
-            f"{conv} conventions x {len(mv['views'])} views x {mv['epochs1']} epochs x {train * FRAMES / 1e3:,.0f}k "
+            f"({len(ed['views'])} views) of {frames} frames"),
+        Net("mvnet", "ResNet-50 stage 1 (160 px)", mv["bs"], conv * len(mv["views"]) * mv["epochs1"] * train * frames,
+            f"{conv} conventions x {len(mv['views'])} views x {mv['epochs1']} epochs x {train * frames / 1e3:,.0f}k "
             "frames", "108-420 h per MVnet (Titan RTX; both stages, 3 views)"),
         Net("mvnet", "ResNet-50 stage 2 (118 x 162 px)", mv["bs"],
-            conv * len(mv["views"]) * mv["epochs2"] * train * FRAMES, "as stage 1"),
-        Net("cussp", f"ResNet-18 + Barlow Twins (view pairs, {FRAMES} x {cu['size']} px)", cu["pretrain_bs"],
+            conv * len(mv["views"]) * mv["epochs2"] * train * frames, "as stage 1"),
+        Net("cussp", f"ResNet-18 + Barlow Twins (view pairs, {frames} x {cu['size']} px)", cu["pretrain_bs"],
             pretrainings * cu["pretrain_steps"] * cu["pretrain_bs"],
             f"{pretrainings} pretrainings (pool fractions) x {cu['pretrain_steps']:,} steps x "
             f"{cu['pretrain_bs']} pairs"),
-        Net("cussp", f"DenseNet-121 + LSTM ({FRAMES} x {cu['crop_size']} px)", cu["bs"], cu["cnn_epochs"] * train,
+        Net("cussp", f"DenseNet-121 + LSTM ({frames} x {cu['crop_size']} px)", cu["bs"], cu["cnn_epochs"] * train,
             f"{cu['cnn_epochs']} epochs x {train} 4CH cines"),
         Net("sslhf", f"3D U-Net proxy ({hf['n_frames']} x {hf['size']} x {hf['size']})", hf["proxy_bs"],
             len(proxies) * hf["proxy_steps"] * hf["proxy_bs"],
