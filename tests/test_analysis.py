@@ -299,8 +299,20 @@ def test_figure_index_lists_captions(tmp_path):
     save_figure(fig, figs, "02_afd")
     (run / "02" / "figures.json").write_text(json.dumps({"02_afd": {"caption": "aFD bars", "notebook": "02"}}))
     index = report.figure_index(run, figs)
-    line = [x for x in index.splitlines() if "02_afd.png" in x][0]
+    line = [x for x in index.splitlines() if "[02_afd.png]" in x][0]
     assert "aFD bars" in line and "abc1234" in line
+
+
+def test_a_paper_style_copy_takes_its_notebook_figures_caption_or_is_shown_uncaptioned(tmp_path):
+    run = fake_run(tmp_path)
+    figs = tmp_path / "figs"
+    for folder, name in ((figs, "02_afd"), (figs / "paper", "02_afd"), (figs / "paper", "08_rand_indices")):
+        fig, _ = plt.subplots()
+        save_figure(fig, folder, name)
+    (run / "02" / "figures.json").write_text(json.dumps({"02_afd": {"caption": "aFD bars", "notebook": "02"}}))
+    lines = report.figure_index(run, figs).splitlines()
+    assert "paper style (PNG + PDF) of aFD bars" in [x for x in lines if "paper/02_afd.png" in x][0]
+    assert "(no caption recorded)" in [x for x in lines if "paper/08_rand_indices.png" in x][0]
 
 
 def test_splice_readme_replaces_only_between_markers(tmp_path):

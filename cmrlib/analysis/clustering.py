@@ -99,6 +99,9 @@ class Clustering(Study):
         self.ari = pd.DataFrame(rows).reindex(columns=["features", "adjustment", "k", "silhouette",
                                                        f"ARI vs {self.case_name}", "ARI vs sex", "note"])
         self.nb.table(self.ari, "rand_indices")
+        if self.ari["ARI vs sex"].notna().any():
+            self.nb.figure(cl.ari_figure(self.ari), "08_rand_indices", f"adjusted Rand index of each feature set's "
+                           f"clusters against {self.case_name} and against sex, raw and sex-adjusted")
         self.nb.table(pd.concat(sil_rows, ignore_index=True) if sil_rows else
                       pd.DataFrame(columns=["k", "silhouette"]), "silhouette")
         return self.ari
@@ -160,13 +163,7 @@ class Clustering(Study):
     def paper_figures(cls, run_dir):
         """The clusters' ARI against disease and sex, raw and sex-adjusted, per feature set."""
         if (f := run_dir / "08" / "rand_indices.csv").exists():
-            r = pd.read_csv(f)
-            long = r.melt(id_vars=["features", "adjustment"], value_vars=[c for c in r if c.startswith("ARI")],
-                          var_name="against", value_name="ARI")
-            g = sns.catplot(long, x="against", y="ARI", hue="adjustment", col="features", kind="bar", height=3,
-                            aspect=1.1)
-            g.set_titles("{col_name}")
-            yield "08_rand_indices", g.figure
+            yield "08_rand_indices", cl.ari_figure(pd.read_csv(f))
 
     def headline_tables(self):
         """The clusters against disease and sex, and the real patients' against diagnosis."""

@@ -15,7 +15,7 @@ from ..stats import not_testable
 from ..utils import rng as _rng
 
 __all__ = ["ClusterError", "balanced_subset", "standardise", "sex_adjust", "adjust", "choose_k", "cluster",
-           "rand_indices", "permutation_ari", "read_real", "real_diagnoses", "learned_p", "real_figure",
+           "rand_indices", "ari_figure", "permutation_ari", "read_real", "real_diagnoses", "learned_p", "real_figure",
            "two_cluster_test", "clustermap", "embed", "embedding_figure"]
 
 
@@ -168,6 +168,16 @@ def real_figure(table: pd.DataFrame) -> Figure:
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     return fig
+
+
+def ari_figure(table: pd.DataFrame) -> Figure:
+    """The `rand_indices` table as bars: each feature set's clusters against disease and sex, raw and sex-adjusted
+    (the paper's claim is a sex-adjusted bar against disease well above zero)."""
+    long = table.melt(id_vars=["features", "adjustment"], value_vars=[c for c in table if c.startswith("ARI")],
+                      var_name="against", value_name="ARI")
+    g = sns.catplot(long, x="against", y="ARI", hue="adjustment", col="features", kind="bar", height=3, aspect=1.1)
+    g.set_titles("{col_name}")
+    return g.figure
 
 
 def two_cluster_test(values: Sequence[float], labels: np.ndarray) -> dict:

@@ -163,7 +163,8 @@ def figure_index(run_dir: str | Path, figures_dir: str | Path) -> str:
         info = captions.get(png.stem, {}) if rel.parent == Path(".") else {}
         nb = info.get("notebook", "09" if rel.parent.name == "paper" else png.stem[:2])
         if rel.parent.name == "paper":
-            info = dict(caption=f"paper style (PNG + PDF) of {captions.get(png.stem, {}).get('caption', png.stem)}")
+            drawn = captions.get(png.stem, {}).get("caption")  # the notebook's own caption of the same figure
+            info = dict(caption=f"paper style (PNG + PDF) of {drawn}") if drawn else {}
         rows.append(dict(figure=f"[{rel}]({rel.as_posix()})", shows=info.get("caption", "(no caption recorded)"),
                          notebook=nb,
                          commit=commits.get(nb, "")))
