@@ -233,6 +233,17 @@ def banners(provenance: dict, profile: str) -> list[str]:
     return out
 
 
+def page_banners(results: list[dict], profile: str) -> list[str]:
+    """Each section's warning once at the top of the page, naming the sections it holds for (so a phantom-only
+    method's warning does not seem to cover a model trained on patients)."""
+    held: dict[str, list[str]] = {}
+    for r in results:
+        title = r["predictor"].title
+        for b in banners(r["provenance"], profile):
+            held.setdefault(b, []).append(title[title.find("(") + 1:title.rfind(")")] if "(" in title else title)
+    return [f"{b} Sections: {'; '.join(names)}." for b, names in held.items()]
+
+
 def _fmt(v) -> str:
     return "—" if v is None or not np.isfinite(v) else f"{v:.3g}"
 
@@ -348,8 +359,7 @@ def write_report(results: list[dict], cines: list[Cine], notes: list[dict], miss
     body_html = [f"<h1>cmrlib report: one {PATIENT}, every method</h1><p>Cines read: {html.escape(views)}.</p>",
                  f"<p class='{'warn' if n_flag else 'prov'}' id='flag-summary'>{n_flag} of {n_num} numbers flagged: "
                  "each breaks a human bound, a consistency rule or rests on implausible input (see its row).</p>"]
-    body_html += [f'<p class="warn">{html.escape(b)}</p>' for b in
-                  sorted({b for r in results for b in banners(r["provenance"], profile)})]
+    body_html += [f'<p class="warn">{html.escape(b)}</p>' for b in page_banners(results, profile)]
     seg = next((r["result"] for r in results if r["result"] is not None and r["result"].detail.get("uncertainty")),
                None)  # the model that measures its uncertainty per structure: the segmenter
     odd = {v: ks for v, ks in unfamiliar(seg.detail).items() if ks} if seg is not None else {}

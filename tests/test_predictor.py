@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from cmrlib import predictor
-from cmrlib.analyse import AnalyseError, analyse, read_patient
+from cmrlib.analyse import AnalyseError, analyse, page_banners, read_patient
 from cmrlib.cli import main
 from cmrlib.methods import cussp, segmentation
 from cmrlib.models import unet11
@@ -114,6 +114,14 @@ def test_the_segmenters_picture_shows_each_cines_ed_and_es(subject):
     fig = p.figure(p.predict(cines), {c.cine_id: c for c in cines})
     titles = [ax.get_title() for ax in fig.axes]
     assert len(titles) == 2 * len(cines) and all(" ED (frame " in t for t in titles[::2])
+
+
+def test_the_page_top_names_the_sections_a_phantom_only_warning_holds_for():
+    phantom = dict(trained_on="phantom", profile="default")
+    results = [dict(predictor=segmentation.Predictor, provenance=dict(phantom, real_training="ACDC, 70 patients")),
+               dict(predictor=cussp.Predictor, provenance=phantom)]
+    (top,) = page_banners(results, "default")
+    assert top.startswith("Demonstration only") and top.endswith("Sections: CUSSP, notebook 04.")
 
 
 def test_analyse_writes_the_report_and_says_what_is_not_available(tmp_path, subject):
