@@ -175,7 +175,8 @@ def ari_figure(table: pd.DataFrame) -> Figure:
     (the paper's claim is a sex-adjusted bar against disease well above zero)."""
     long = table.melt(id_vars=["features", "adjustment"], value_vars=[c for c in table if c.startswith("ARI")],
                       var_name="against", value_name="ARI")
-    g = sns.catplot(long, x="against", y="ARI", hue="adjustment", col="features", kind="bar", height=3, aspect=1.1)
+    g = sns.catplot(long, x="against", y="ARI", hue="adjustment", col="features", col_wrap=3, kind="bar", height=2.6,
+                    aspect=1.2)
     g.set_titles("{col_name}")
     return g.figure
 
