@@ -1,6 +1,8 @@
 """`cmrlib analyse` on real cohorts with a run's Predictors (loaded once, 2 CPU threads):
 - the 65 real SAX cine folders of `acdc-cine/`: minutes for the batch (target <= 10), how many numbers and subjects
   are flagged, beside the published automatic QC (26-32 % of subjects flagged) and clinicians' (11-15 %);
+- which checks flag the cropped cines' subjects, and how often the segmenter is less sure than on 95 % of its
+  validation cines;
 - the same patients' full-field folders in `acdc/training/` (the cines are crops: their volumes are partial): the
   report's LVEDV, LVESV and LVEF against `acdc-cine/reference.csv` (MAE, bias, limits of agreement) over the
   patients the run's segmenter never trained on.
@@ -10,10 +12,12 @@ Usage: python bench/bench_report_cohort.py [run_dir] [data_dir]   (defaults runs
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
@@ -44,6 +48,24 @@ def flag_rows(summary: pd.DataFrame, what: str) -> list[dict]:
                  target="")]
 
 
+def rule_rows(summary: pd.DataFrame, what: str) -> list[dict]:
+    """Subjects each check flags (a flag's rule, whatever measure it is on), most frequent first."""
+    rules = Counter()
+    for flags in summary.loc[summary.status == "reported", "flags"].fillna(""):
+        rules.update({rule for f in flags.split(" | ") if ": " in f for rule in f.split(": ", 1)[1].split("; ")})
+    return [dict(figure=f"{what}: subjects flagged by '{rule}'", value=n, target="")
+            for rule, n in rules.most_common()]
+
+
+def unfamiliar_rows(reports: Path, what: str) -> list[dict]:
+    """Subjects whose segmenter is less sure than on 95 % of its validation cines, and in which structures."""
+    odd = [json.loads(f.read_text()).get("unfamiliar", {}) for f in sorted(reports.glob("*/report.json"))]
+    per = Counter(f"{view} {k}" for o in odd for view, ks in o.items() for k in ks)
+    return [dict(figure=f"{what}: subjects with the segmenter less sure than on 95 % of its validation cines",
+                 value=f"{sum(map(bool, odd))} of {len(odd)} ({', '.join(f'{k} {n}' for k, n in per.most_common())})",
+                 target="")]
+
+
 def full_field_cohort(data: Path, patients: list[str], tmp: Path) -> Path:
     """A cohort folder of links to ACDC's full-field patient folders (the data stays where it is)."""
     folder = tmp / "acdc-full-field"
@@ -68,7 +90,8 @@ def rows(run_dir: str | None = None, data_dir: str | None = None) -> list[dict]:
         cines, minutes = batch(data / "acdc-cine", run, tmp / "cines")
         out.append(dict(figure=f"batch over the {len(cines)} acdc-cine folders, minutes", value=round(minutes, 2),
                         target=f"<= {TARGET_MIN}"))
-        out += flag_rows(cines, "acdc-cine")
+        out += flag_rows(cines, "acdc-cine") + rule_rows(cines, "acdc-cine")
+        out += unfamiliar_rows(tmp / "cines", "acdc-cine")
         if (data / "acdc" / "training").is_dir():
             full, minutes = batch(full_field_cohort(data, patients, tmp), run, tmp / "full")
             out += flag_rows(full, "ACDC full field")
