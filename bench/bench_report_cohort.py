@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -49,10 +50,11 @@ def flag_rows(summary: pd.DataFrame, what: str) -> list[dict]:
 
 
 def rule_rows(summary: pd.DataFrame, what: str) -> list[dict]:
-    """Subjects each check flags (a flag's rule, whatever measure it is on), most frequent first."""
+    """Subjects each check flags per method (whatever measure and frame it is on), most frequent first."""
     rules = Counter()
     for flags in summary.loc[summary.status == "reported", "flags"].fillna(""):
-        rules.update({rule for f in flags.split(" | ") if ": " in f for rule in f.split(": ", 1)[1].split("; ")})
+        rules.update({f"{f.split()[0]}: {re.sub(r'frame [0-9]+', 'frame N', rule)}"  # f: 'METHOD MEASURE: RULES'
+                      for f in flags.split(" | ") if ": " in f for rule in f.split(": ", 1)[1].split("; ")})
     return [dict(figure=f"{what}: subjects flagged by '{rule}'", value=n, target="")
             for rule, n in rules.most_common()]
 
