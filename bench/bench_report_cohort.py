@@ -49,21 +49,19 @@ def flag_rows(summary: pd.DataFrame, what: str) -> list[dict]:
                  target="")]
 
 
-def rule_rows(summary: pd.DataFrame, what: str) -> list[dict]:
-    """Subjects each check flags per method (whatever measure and frame it is on), most frequent first."""
-    rules = Counter()
-    for flags in summary.loc[summary.status == "reported", "flags"].fillna(""):
-        rules.update({f"{f.split()[0]}: {re.sub(r'frame [0-9]+', 'frame N', rule)}"  # f: 'METHOD MEASURE: RULES'
-                      for f in flags.split(" | ") if ": " in f for rule in f.split(": ", 1)[1].split("; ")})
-    return [dict(figure=f"{what}: subjects flagged by '{rule}'", value=n, target="")
-            for rule, n in rules.most_common()]
-
-
-def unfamiliar_rows(reports: Path, what: str) -> list[dict]:
-    """Subjects whose segmenter is less sure than on 95 % of its validation cines, and in which structures."""
-    odd = [json.loads(f.read_text()).get("unfamiliar", {}) for f in sorted(reports.glob("*/report.json"))]
+def check_rows(reports: Path, what: str) -> list[dict]:
+    """From each subject's report: the subjects each check flags per method (whatever frame it names), most
+    frequent first, and those whose segmenter is less sure than on 95 % of its validation cines, by structure."""
+    rules, odd = Counter(), []
+    for folder in sorted(p.parent for p in reports.glob("*/report.json")):
+        tab = pd.read_csv(folder / "measures.csv").fillna(dict(flag=""))
+        rules.update({f"{r.method}: {re.sub(r'frame [0-9]+', 'frame N', rule)}"
+                      for r in tab.itertuples() if r.flag for rule in r.flag.split("; ")})
+        odd.append(json.loads((folder / "report.json").read_text()).get("unfamiliar", {}))
     per = Counter(f"{view} {k}" for o in odd for view, ks in o.items() for k in ks)
-    return [dict(figure=f"{what}: subjects with the segmenter less sure than on 95 % of its validation cines",
+    return [*(dict(figure=f"{what}: subjects flagged by '{rule}'", value=n, target="")
+              for rule, n in rules.most_common()),
+            dict(figure=f"{what}: subjects with the segmenter less sure than on 95 % of its validation cines",
                  value=f"{sum(map(bool, odd))} of {len(odd)} ({', '.join(f'{k} {n}' for k, n in per.most_common())})",
                  target="")]
 
@@ -92,8 +90,7 @@ def rows(run_dir: str | None = None, data_dir: str | None = None) -> list[dict]:
         cines, minutes = batch(data / "acdc-cine", run, tmp / "cines")
         out.append(dict(figure=f"batch over the {len(cines)} acdc-cine folders, minutes", value=round(minutes, 2),
                         target=f"<= {TARGET_MIN}"))
-        out += flag_rows(cines, "acdc-cine") + rule_rows(cines, "acdc-cine")
-        out += unfamiliar_rows(tmp / "cines", "acdc-cine")
+        out += flag_rows(cines, "acdc-cine") + check_rows(tmp / "cines", "acdc-cine")
         if (data / "acdc" / "training").is_dir():
             full, minutes = batch(full_field_cohort(data, patients, tmp), run, tmp / "full")
             out += flag_rows(full, "ACDC full field")

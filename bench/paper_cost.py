@@ -5,7 +5,7 @@ pass, counted at batch 1 and 2, or 2 and 3 where a BatchNorm head needs two: the
 the rest is fixed), a CPU training step's seconds and the step's peak memory (each network in a fresh process).
 Networks, input sizes, batches and schedules are read from `cmrlib/profiles/paper.yaml` through each method's Study
 parameters and settings classes, as `cmrlib fit --profile paper` trains them; the cohort's frames per cine and SAX
-slices per subject from the paper profile's phantom recipes, by the renderer's own slice rule (`paper_cohort`).
+slices per subject from the paper profile's phantom recipes, by the renderer's own slice rule (`paper_sax_slices`).
 
 Projected GPU hours = FLOPs per sample x samples the paper profile's schedule trains / (A100 peak x utilisation);
 the memory at the paper's batch = weights, gradients and Adam's two moments (16 bytes per parameter) + fixed + batch
@@ -40,20 +40,26 @@ COHORT_DRAWS = 200  # subjects whose recipes give the paper cohort's mean SAX sl
 
 
 @functools.cache
-def paper_cohort() -> tuple[int, float]:
-    """Frames per cine (the recipes' mean, rounded: a range is drawn per subject) and mean SAX slices per subject of
-    the paper profile's phantom cohort, from its first `COHORT_DRAWS` subjects' recipes (drawn, not rendered)."""
+def _paper_recipes() -> tuple[dict, ...]:
+    """The first `COHORT_DRAWS` subjects' recipes of the paper profile's phantom cohort (drawn, not rendered)."""
     from cmrlib import runner
-    from cmrlib.phantom.anatomy import Heart, sax_slice_count
     from cmrlib.phantom.subjects import sample_recipe
     prof = runner.load_profile("paper")
     cfg = dict(prof["00"]["phantom_config"], n_frames=prof["00"]["n_frames"])
-    frames, slices = [], []
-    for i in range(COHORT_DRAWS):
-        a = (r := sample_recipe(i, prof["common"]["seed"], cfg))["acquisition"]
-        frames.append(a["n_frames"])
-        slices.append(a["n_slices"] or sax_slice_count(Heart(r, np.zeros(1)).L_ed, a["sax_spacing_mm"]))
-    return round(float(np.mean(frames))), float(np.mean(slices))
+    return tuple(sample_recipe(i, prof["common"]["seed"], cfg) for i in range(COHORT_DRAWS))
+
+
+def paper_frames() -> int:
+    """Frames per cine of the paper cohort (the recipes' mean, rounded: a range may be drawn per subject)."""
+    return round(float(np.mean([r["acquisition"]["n_frames"] for r in _paper_recipes()])))
+
+
+def paper_sax_slices() -> float:
+    """Mean SAX slices per subject of the paper cohort, by the renderer's own slice rule."""
+    from cmrlib.phantom.anatomy import Heart, sax_slice_count
+    return float(np.mean([r["acquisition"]["n_slices"] or sax_slice_count(Heart(r, np.zeros(1)).L_ed,
+                                                                           r["acquisition"]["sax_spacing_mm"])
+                          for r in _paper_recipes()]))
 
 
 @dataclass(frozen=True)
@@ -100,7 +106,7 @@ def _tempreg(bs):
     from cmrlib.models.tempreg import tempreg_net
     p = paper("edes")
     net = tempreg_net("tempreg", **{k: p[k] for k in MODEL_KEYS})
-    return net, (torch.randn(bs, paper_cohort()[0], 1, p["size"], p["size"]),)
+    return net, (torch.randn(bs, paper_frames(), 1, p["size"], p["size"]),)
 
 
 def _mvnet(bs, stage):
@@ -116,7 +122,7 @@ def _barlow(bs):
 
     from cmrlib.methods.cussp.learner import network
     cfg, size = _config("cussp", "cmrlib.methods.cussp.learner:CUSSPConfig"), paper("cussp")["size"]
-    frames = paper_cohort()[0]
+    frames = paper_frames()
     return network(frames, cfg), (torch.randn(bs, 2, frames, size, size),)
 
 
@@ -126,7 +132,7 @@ def _cnn_lstm(bs):
     from cmrlib.models.cussp import CNNLSTM
     cfg, crop = _config("cussp", "cmrlib.methods.cussp.learner:CUSSPConfig"), paper("cussp")["crop_size"]
     return CNNLSTM(cfg.cnn_growth, cfg.cnn_blocks, cfg.cnn_init, cfg.lstm_hidden), (
-        torch.randn(bs, paper_cohort()[0], crop, crop),)
+        torch.randn(bs, paper_frames(), crop, crop),)
 
 
 def _sslhf(bs, row):
@@ -167,7 +173,7 @@ def nets() -> list[Net]:
     from cmrlib.methods.sslhf.learner import BASELINES, PROXIES
     from cmrlib.methods.mvnet.study import CONVENTIONS
     from cmrlib.store import SPLIT_FRACTIONS
-    frames, sax_slices = paper_cohort()
+    frames, sax_slices = paper_frames(), paper_sax_slices()
     train = round(SPLIT_FRACTIONS[0] * runner.load_profile("paper")["00"]["n_subjects"])
     seg, ed, mv, cu, hf, mae = (paper(m) for m in ("segmentation", "edes", "mvnet", "cussp", "sslhf", "heartmae"))
     sax = train * sax_slices * (frames // seg["frame_step"] + 2)  # every frame_step-th frame plus ED and ES
