@@ -46,11 +46,12 @@ REAL_SAX_STORE = "real_sax"  # its store in a run folder, shared by every notebo
 PHANTOM_SAX_SEGMENTER = "01/models/seg_sax.model"  # notebook 01's phantom-only SAX model: it never saw a real patient
 
 
-def real_sax_cohort(root: Path | None, out: Path, seed: int = 0, k: int = 5):
+def real_sax_cohort(root: Path | None, out: Path, seed: int = 0, k: int = 5, per_group: int | None = None):
     """The real SAX cohort: ACDC's cine patients ingested once into `out` (a later call resumes and reuses it),
     their truths from the full manual labels (`reference.csv`, never the crop's masks), and each patient's fold of
-    a `k`-fold split stratified by diagnosis, the two segmentations of one exam in one fold. (store, subjects table:
-    subject, group, fold and the truths)."""
+    a `k`-fold split stratified by diagnosis, the two segmentations of one exam in one fold; `per_group`: only the
+    first patients (by id) of each diagnosis, for a quick run. (store, subjects table: subject, group, fold and the
+    truths)."""
     from .io import ingest
     from .io.acdc import REFERENCE, REFERENCE_FROM, SAME_EXAM
     from .store import grouped_folds
@@ -62,6 +63,8 @@ def real_sax_cohort(root: Path | None, out: Path, seed: int = 0, k: int = 5):
     store = ingest("acdc", folder, out, seed=seed, progress=False)
     man = store.manifest()
     man = man[(man.view == "SAX") & (man.truth_from == REFERENCE_FROM)].drop_duplicates("subject")
+    if per_group is not None:
+        man = man.sort_values("subject").groupby("group").head(int(per_group))
     if len(man) < 2 * k:
         raise StudySkipped(f"{len(man)} real SAX patients with reference truths: fewer than two per fold of {k}")
     strata = dict(zip(man.subject, man.group))
@@ -217,7 +220,7 @@ class Study:
 
         with self.nb.timer("real SAX cohort"):
             return real_sax_cohort(data_root(self.p.get("data_dir")), self.nb.run_dir / REAL_SAX_STORE,
-                                   self.p["seed"], k)
+                                   self.p["seed"], k, self.p.get("real_per_group"))
 
     def phantom_more(self, name: str, n: int, views: tuple[str, ...], start: int | None = None, **config):
         """`n` more phantom subjects made like the cohort's (its generator and settings, `config` over them; subject

@@ -72,6 +72,16 @@ def test_the_real_cohort_takes_its_truths_from_the_reference_and_keeps_one_exam_
     pd.testing.assert_frame_equal(table, table2)
 
 
+def test_a_quick_run_keeps_the_first_patients_of_each_diagnosis(tmp_path):
+    cine_folder(tmp_path, n_per_group=3)
+    _, every = real_sax_cohort(tmp_path, tmp_path / "real_sax", seed=0, k=5)
+    _, few = real_sax_cohort(tmp_path, tmp_path / "real_sax", seed=0, k=5, per_group=2)
+    assert len(every) == 15 and len(few) == 10 and (few.groupby("group").size() == 2).all()
+    assert set(few.subject) == set(every.sort_values("subject").groupby("group").head(2).subject)
+    with pytest.raises(StudySkipped, match="5 real SAX patients with reference truths: fewer than two per fold of 5"):
+        real_sax_cohort(tmp_path, tmp_path / "real_sax", seed=0, k=5, per_group=1)
+
+
 def test_without_the_real_folder_the_step_is_skipped_with_its_reason(tmp_path):
     with pytest.raises(StudySkipped, match="no real SAX cines: acdc-cine/reference.csv is not under"):
         real_sax_cohort(tmp_path, tmp_path / "out")

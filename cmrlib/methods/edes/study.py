@@ -44,6 +44,7 @@ class Study(Base):
         "methods": ["CNN+Reg", "TempReg-Net w/o TSC", "TempReg-Net"],
         "n_show": 4,  # test cines drawn in the curve figure
         "real_folds": 5,  # real SAX patients: folds by patient (test fold, the next for validation, the rest train)
+        "real_per_group": None,  # real SAX patients kept per diagnosis, the first by id (None: all)
         "real_epochs": 8,  # real SAX patients: fine-tuning epochs from each method's phantom model (best on validation)
         "real_lr": 1e-3,  # real SAX patients: fine-tuning learning rate (one-cycle)
         "short_frames": 20,  # real SAX patients: acquisitions with fewer frames are reported apart (ES is harder)

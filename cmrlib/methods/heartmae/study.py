@@ -93,6 +93,7 @@ class Study(Base):
         "probe_wd": 1e-4,
         "n_boot": 1000,
         "n_show": 3,                 # subjects shown in the attention and reconstruction figures
+        "real_per_group": None,      # real SAX patients kept per diagnosis, the first by id (None: all)
         "real_epochs": 4,            # real SAX patients: HeartMAE's pretraining continued per fold on the training patients
     }
 

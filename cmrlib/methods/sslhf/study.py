@@ -59,6 +59,7 @@ class Study(Base):
         "curve_fractions": [0.5, 0.25],  # shares of each fold's training patients for the learning curve (1.0 is the main run)
         "curve_rows": ["SSLHF", "A: no proxy"],
         "real_rows": ["SSLHF", "A: no proxy", "3D ResNet-50", "3D DenseNet-121"],  # rows on the real SAX patients
+        "real_per_group": None,      # real SAX patients kept per diagnosis, the first by id (None: all)
         "real_proxy_steps": 100,     # the pool's SSLHF proxy trained on further, per fold, on the real training and
                                      # validation patients' patches (never the test fold's)
         # patches
