@@ -315,6 +315,21 @@ def test_a_paper_style_copy_takes_its_notebook_figures_caption_or_is_shown_uncap
     assert "(no caption recorded)" in [x for x in lines if "paper/08_rand_indices.png" in x][0]
 
 
+def test_an_ari_table_of_notes_only_draws_no_paper_copy(tmp_path):
+    """08 draws no ARI figure when it could cluster nothing, so 09 draws no uncaptioned paper copy of it."""
+    from cmrlib.analysis.clustering import Clustering
+
+    (tmp_path / "08").mkdir()
+    cols = ["features", "adjustment", "k", "silhouette", "ARI vs disease", "ARI vs sex", "note"]
+    notes = pd.DataFrame([dict(features="HeartMAE", adjustment="raw", note="not testable: 3 subjects")], columns=cols)
+    notes.to_csv(tmp_path / "08" / "rand_indices.csv", index=False)
+    assert list(Clustering.paper_figures(tmp_path)) == []
+    done = notes.assign(k=2, silhouette=0.4, **{"ARI vs disease": 0.5, "ARI vs sex": 0.0}, note="")
+    done.to_csv(tmp_path / "08" / "rand_indices.csv", index=False)
+    assert [name for name, _ in Clustering.paper_figures(tmp_path)] == ["08_rand_indices"]
+    plt.close("all")
+
+
 def test_splice_readme_replaces_only_between_markers(tmp_path):
     readme = tmp_path / "README.md"
     start, end = report.MARKERS

@@ -19,6 +19,11 @@ SEGMENTATION = "segmentation measures"
 PREFERRED = "HeartMAE"  # the feature set of the paper's figures when notebook 06 wrote it
 
 
+def clustered(ari: pd.DataFrame) -> bool:
+    """Whether any feature set was clustered (an ARI table of notes only has nothing to draw)."""
+    return bool(ari["ARI vs sex"].notna().any())
+
+
 class Clustering(Study):
     """Notebook 08: `subjects`, `features`, `clusters`, `clustermaps`, `laef`, `umap`, `real_patients`, `checks`."""
 
@@ -99,7 +104,7 @@ class Clustering(Study):
         self.ari = pd.DataFrame(rows).reindex(columns=["features", "adjustment", "k", "silhouette",
                                                        f"ARI vs {self.case_name}", "ARI vs sex", "note"])
         self.nb.table(self.ari, "rand_indices")
-        if self.ari["ARI vs sex"].notna().any():
+        if clustered(self.ari):
             self.nb.figure(cl.ari_figure(self.ari), "08_rand_indices", f"adjusted Rand index of each feature set's "
                            f"clusters against {self.case_name} and against sex, raw and sex-adjusted")
         self.nb.table(pd.concat(sil_rows, ignore_index=True) if sil_rows else
@@ -162,8 +167,8 @@ class Clustering(Study):
     @classmethod
     def paper_figures(cls, run_dir):
         """The clusters' ARI against disease and sex, raw and sex-adjusted, per feature set."""
-        if (f := run_dir / "08" / "rand_indices.csv").exists():
-            yield "08_rand_indices", cl.ari_figure(pd.read_csv(f))
+        if (f := run_dir / "08" / "rand_indices.csv").exists() and clustered(ari := pd.read_csv(f)):
+            yield "08_rand_indices", cl.ari_figure(ari)
 
     def headline_tables(self):
         """The clusters against disease and sex, and the real patients' against diagnosis."""
