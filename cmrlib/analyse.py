@@ -238,9 +238,9 @@ def page_banners(results: list[dict], profile: str) -> list[str]:
     method's warning does not seem to cover a model trained on patients)."""
     held: dict[str, list[str]] = {}
     for r in results:
-        title = r["predictor"].title
+        name = r["predictor"].short_name or r["predictor"].title
         for b in banners(r["provenance"], profile):
-            held.setdefault(b, []).append(title[title.find("(") + 1:title.rfind(")")] if "(" in title else title)
+            held.setdefault(b, []).append(name)
     return [f"{b} Sections: {'; '.join(names)}." for b, names in held.items()]
 
 

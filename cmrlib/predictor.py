@@ -83,6 +83,7 @@ class Predictor:
     method: ClassVar[str] = ""
     views: ClassVar[tuple[str, ...]] = ()  # the views it reads
     title: ClassVar[str] = ""  # its section's heading in a patient report
+    short_name: ClassVar[str] = ""  # how the page's banners name its section (empty: by its title)
     remark: ClassVar[str] = ""  # what a reader of its section should know about how its numbers are read
 
     def __init__(self, nets: dict[str, Any], prep: dict | None = None, needs: dict[str, str] | None = None,

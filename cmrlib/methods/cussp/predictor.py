@@ -25,7 +25,8 @@ class Predictor(Base):
 
     method = "cussp"
     views = ("4CH",)
-    title = "Mitral regurgitation (CUSSP, notebook 04)"
+    short_name = "CUSSP, notebook 04"
+    title = f"Mitral regurgitation ({short_name})"
 
     @classmethod
     def from_model(cls, model: nn.Module, row: str, prep: dict, threshold: float,

@@ -14,7 +14,8 @@ class Predictor(Base):
 
     method = "edes"
     views = ("SAX", "2CH", "4CH")
-    title = "End-diastole and end-systole (TempReg-Net, notebook 02)"
+    short_name = "TempReg-Net, notebook 02"
+    title = f"End-diastole and end-systole ({short_name})"
 
     @classmethod
     def from_model(cls, model: nn.Module, name: str, size: int, zoom: float, smooth: int = 1,

@@ -26,7 +26,8 @@ class Predictor(Base):
 
     method = "heartmae"
     views = ("SAX", "2CH", "4CH")
-    title = "Measures from the foundation model (HeartMAE, notebook 06)"
+    short_name = "HeartMAE, notebook 06"
+    title = f"Measures from the foundation model ({short_name})"
 
     @classmethod
     def from_model(cls, model: VideoMAE, cfg: HeartMAEConfig, mean: float, std: float, probes: dict[str, FittedProbe],

@@ -17,7 +17,8 @@ class Predictor(Base):
 
     method = "mvnet"
     views = ("2CH", "4CH")
-    title = "Mitral annulus motion (MVnet, notebook 03)"
+    short_name = "MVnet, notebook 03"
+    title = f"Mitral annulus motion ({short_name})"
 
     @classmethod
     def from_trackers(cls, trackers: dict[str, MVnet], velocity_window: int | None,

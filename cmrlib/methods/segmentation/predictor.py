@@ -21,7 +21,8 @@ class Predictor(Base):
 
     method = "segmentation"
     views = ("SAX", "2CH", "4CH")
-    title = "Volumes, function and mass (segmentation, notebook 01)"
+    short_name = "segmentation, notebook 01"
+    title = f"Volumes, function and mass ({short_name})"
     remark = ("ED and ES here are the frames of the largest and smallest LV volume in this segmentation; "
               "TempReg-Net names its own below, and a disagreement of more than 2 frames is flagged in both.")
 

@@ -22,7 +22,8 @@ class Predictor(Base):
 
     method = "sslhf"
     views = ("SAX",)
-    title = "HFrEF vs HFpEF (SSLHF, notebook 05)"
+    short_name = "SSLHF, notebook 05"
+    title = f"HFrEF vs HFpEF ({short_name})"
 
     @classmethod
     def from_folds(cls, models: dict[int, nn.Module], row: str, prep: dict,
