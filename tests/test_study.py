@@ -110,3 +110,32 @@ def test_a_step_without_its_data_raises_study_skipped_with_the_reason(tmp_path):
     study.acdc_store = None
     with pytest.raises(StudySkipped, match="no ACDC store"):
         study.fit_acdc()
+
+
+def test_a_runs_table1_measures_are_segmented_once_per_segmenter_and_shared(tmp_path):
+    """Notebooks 06 and 08 read one table of the cohort's Table-1 measures per segmentation Predictor (named by its
+    content, so a retrained segmenter gets its own): a second Study segments nothing."""
+    from cmrlib.measure import subject_measures, table1_frames
+    from cmrlib.models import unet11
+    from cmrlib.phantom import make_cohort
+
+    run = tmp_path / "run"
+    store = make_cohort(run / "cohort", n=2, seed=2, views=("SAX", "4CH"), workers=1, progress=False, n_frames=8,
+                        matrix=64, pixel_mm=3.0)
+    nets = {"SAX": unet11(6, width=0.0625), "LAX": unet11(6, width=0.0625)}
+    segmentation.Predictor(nets).save(run / "predictors" / "segmentation.predictor")
+    subjects = sorted(store.manifest().subject.unique())
+
+    def measured(calls: list):
+        study = Clustering({"run_dir": str(run)})
+        study.segmentation().labels = lambda c: calls.append(c.cine_id) or c.labels  # the cines' own masks
+        return study.table1_measures(study.store, subjects, progress=False)
+
+    first, second = [], []
+    table = measured(first)
+    assert len(first) == 4 and list(table.index) == subjects and measured(second).equals(table) and not second
+    key = segmentation.Predictor(nets).content_key()[:16]
+    assert [f.name for f in (run / "table1").iterdir()] == [f"cohort-{key}.csv"]
+    reads = {c: store.read(c, table1_frames(store, c)).labels for c in store.ids()}
+    want = subject_measures(store, reads).set_index("subject")
+    assert table["LVEF_auto"].to_numpy() == pytest.approx(want["LVEF_auto"].to_numpy())

@@ -8,7 +8,6 @@ from typing import ClassVar
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
-from fastprogress.fastprogress import progress_bar
 
 from ..stats import not_testable
 from ..study import Study
@@ -61,15 +60,9 @@ class Clustering(Study):
         """The segmentation Predictor's Table-1 measures of the chosen subjects (a SAX stack at its ED and ES, 2CH
         and 4CH at every frame, as notebook 04's) and each HeartMAE-family model's subject features from notebook
         06; their shapes."""
-        from ..measure import subject_measures, table1_frames
-
-        store, seg = self.store, self.segmentation()
-        ids = set(store.ids())
-        wanted = [f"{s}_{v}" for s in self.chosen["subject"] for v in ("SAX", "2CH", "4CH") if f"{s}_{v}" in ids]
-        with self.nb.timer("Table-1 measures"):
-            labels = {cid: seg.labels(store.read(cid, table1_frames(store, cid))) for cid in progress_bar(wanted)}
-            meas = subject_measures(store, labels).set_index("subject")
-        self.auto = meas[[c for c in meas.columns if c.endswith("_auto")]].rename(columns=lambda c: c[:-5])
+        with self.nb.timer("Table-1 measures"):  # notebook 06's expert features segmented them: read, not redone
+            meas = self.table1_measures(self.store, self.chosen["subject"])
+        self.auto = meas.drop(columns="error_auto", errors="ignore").rename(columns=lambda c: c.removesuffix("_auto"))
         self.sets = {SEGMENTATION: self.auto}
         for f in sorted((self.nb.run_dir / "06").glob("subject_features_*.csv")):
             self.sets[f.stem.removeprefix("subject_features_")] = pd.read_csv(f).set_index("subject")

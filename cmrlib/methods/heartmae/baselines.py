@@ -6,50 +6,23 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-from fastprogress.fastprogress import progress_bar
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from ...measure import MeasureError, table1, table1_frames
-from ...store import CohortStore
 
 EXPERT = "expert features (segmentation)"
 
 
-def subject_measures(store: CohortStore, subject: str, segmenter) -> dict:
-    """Table-1 measures of one subject from its predicted masks: the SAX stack at ED and ES only (a tenth of the
-    frames; the phantom and most sources record them) or every frame, 2CH and 4CH cines whole (atrial curves)."""
-    ids = {v: f"{subject}_{v}" for v in ("SAX", "2CH", "4CH")}
-    kw, meta = {}, {}
-    if ids["SAX"] in store and "SAX" in segmenter.nets:
-        sax = store.read(ids["SAX"], table1_frames(store, ids["SAX"]))
-        kw.update(sax=segmenter.labels(sax), sax_spacing=sax.spacing, ed=sax.ed, es=sax.es)
-        meta = sax.meta
-    for view, k, sp in (("4CH", "la_4ch", "sp_4ch"), ("2CH", "la_2ch", "sp_2ch")):
-        if ids[view] in store and "LAX" in segmenter.nets:
-            c = store.read(ids[view])
-            kw.update({k: segmenter.labels(c), sp: c.spacing})
-            meta = meta or c.meta
-    if "la_2ch" in kw and "la_4ch" not in kw:
-        kw.pop("la_2ch"), kw.pop("sp_2ch")
-    m = table1(**kw, bsa=meta.get("bsa_m2"), hr_bpm=meta.get("hr_bpm")) if kw else {}
-    return {k: v for k, v in m.items() if k not in ("ED", "ES", "BSA", "HR")}
-
-
-def expert_features(store: CohortStore, subjects: Sequence[str], segmenter, progress: bool = True
-                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(subject-indexed measures, failures with reasons) by the segmentation Predictor `segmenter`: a subject
-    whose masks give no measure is recorded."""
-    rows, fails = {}, []
-    for s in progress_bar(list(subjects), display=progress, leave=False):
-        try:
-            rows[s] = subject_measures(store, s, segmenter)
-        except MeasureError as e:
-            fails.append(dict(subject=s, reason=str(e)))
-    return (pd.DataFrame.from_dict(rows, orient="index").rename_axis("subject"),
-            pd.DataFrame(fails, columns=["subject", "reason"]))
+def expert_features(measures: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(subject-indexed measures, failures with reasons) from the run's Table-1 measures (`Study.table1_measures`):
+    a subject whose masks gave no measure is a failure, not a row of missing values."""
+    err = measures["error_auto"] if "error_auto" in measures else pd.Series(None, index=measures.index, dtype=object)
+    failed = err.notna().to_numpy()
+    fails = pd.DataFrame({"subject": measures.index[failed], "reason": err[failed].to_numpy()})
+    kept = measures.loc[~failed].drop(columns="error_auto", errors="ignore")
+    return kept.rename(columns=lambda c: c.removesuffix("_auto")), fails
 
 
 def logistic_probs(x: pd.DataFrame, y: pd.DataFrame, train: Sequence[str], valid: Sequence[str],

@@ -307,15 +307,10 @@ class Study(Base):
             raise StudySkipped("no condition among the targets")
         cls = self.cls
         if self.p["expert_baseline"]:
-            seg = self.segmentation()
             with self.nb.timer("expert features"):
-                path = self.out / "expert_measures.csv"
-                if path.exists():
-                    expert = pd.read_csv(path).set_index("subject")
-                else:
-                    expert, bad = expert_features(self.store, s, seg)
-                    self.nb.table(bad, "expert_failures")
-                    self.nb.table(expert, "expert_measures", index=True)
+                expert, bad = expert_features(self.table1_measures(self.store, s))
+                self.nb.table(bad, "expert_failures")
+                self.nb.table(expert, "expert_measures", index=True)
                 kept = lambda rows: [s[i] for i in rows if s[i] in expert.index]
                 probs, chosen = logistic_probs(expert, y[cls_tasks], kept(role["train"]), kept(role["valid"]),
                                                kept(role["test"]))
@@ -414,7 +409,7 @@ class Study(Base):
             family = {row: features(m, self.mean, self.std) for row, m in self.models.items()}
             fixed = {"HeartMAE (phantom)": family["HeartMAE"], RANDOM: features(random_mae, self.mean, self.std)}
             if self.p["expert_baseline"]:
-                fixed[EXPERT], bad = expert_features(store, names, self.segmentation(), progress=False)
+                fixed[EXPERT], bad = expert_features(self.table1_measures(store, names, progress=False))
                 self.nb.table(bad, "real_expert_failures")
         self._export_real(subjects, {**family, **{k: x for k, x in fixed.items() if k != "HeartMAE (phantom)"}})
         preds, gates, pretexts = [], [], []
