@@ -11,7 +11,6 @@ from sklearn.metrics import average_precision_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-
 EXPERT = "expert features (segmentation)"
 
 
