@@ -182,14 +182,14 @@ class Study:
         from fastprogress.fastprogress import progress_bar
 
         from .measure import subject_measures, table1_frames
-        from .methods.segmentation.predictor import KINDS
         from .utils import atomic_file
 
         seg, wanted = self.segmentation(), sorted(set(subjects))
         path = self.nb.run_dir / "table1" / f"{Path(store.root).name}-{self._segmentation_key[:16]}.csv"
         have = pd.read_csv(path, dtype={"subject": str}) if path.exists() else pd.DataFrame({"subject": []})
         todo = set(wanted) - set(have.subject)
-        ids = [f"{s}_{v}" for s in sorted(todo) for v in TABLE1_VIEWS if f"{s}_{v}" in store and KINDS[v] in seg.nets]
+        kind = lambda view: "SAX" if view == "SAX" else "LAX"  # which of the Predictor's nets reads a view
+        ids = [f"{s}_{v}" for s in sorted(todo) for v in TABLE1_VIEWS if f"{s}_{v}" in store and kind(v) in seg.nets]
         if ids:
             labels = {c: seg.labels(store.read(c, table1_frames(store, c))) for c in progress_bar(ids, display=progress)}
             new = subject_measures(store, labels)
