@@ -474,6 +474,9 @@ MODEL_KEYS = {"LVEDV": "lv_edv_ml", "LVESV": "lv_esv_ml", "LVSV": "lv_sv_ml", "L
               "RAVmin": "ra_min_ml", "RAEF": "ra_ef"}
 
 
+TABLE1_VIEWS = ("SAX", "2CH", "4CH")  # the views Table 1 reads: ventricles from the SAX stack, the atria biplane
+
+
 def table1_frames(store: CohortStore, cine_id: str) -> list[int] | None:
     """The frames Table 1 needs segmented: a SAX stack's recorded ED and ES (its volumes, EF and mass read no
     others: a fifteenth of a 30-frame cine), else every frame (None: the atrial curves of a long-axis cine)."""

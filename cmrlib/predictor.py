@@ -96,6 +96,10 @@ class Predictor:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.model!r}, nets={list(self.nets)}, prep={self.prep})"
 
+    def reads(self, view: str) -> bool:
+        """Whether one of its nets reads cines of this view."""
+        return view in self.views
+
     def need(self, name: str) -> "Predictor":
         """A predictor this one depends on (loaded with it)."""
         if name not in self.needed:

@@ -44,7 +44,6 @@ def step(fn: Callable, *args, **kwargs):
 REAL_SAX = "acdc-cine"  # the real SAX cohort's folder under the data root: ACDC's cropped cines + reference.csv
 REAL_SAX_STORE = "real_sax"  # its store in a run folder, shared by every notebook that uses it
 PHANTOM_SAX_SEGMENTER = "01/models/seg_sax.model"  # notebook 01's phantom-only SAX model: it never saw a real patient
-TABLE1_VIEWS = ("SAX", "2CH", "4CH")  # the views Table 1 reads: ventricles from the SAX stack, the atria biplane
 
 
 def real_sax_cohort(root: Path | None, out: Path, seed: int = 0, k: int = 5, per_group: int | None = None):
@@ -181,15 +180,14 @@ class Study:
         `<run>/table1/` (notebooks 06 and 08 read the same cohort), a subject not there yet segmented and added."""
         from fastprogress.fastprogress import progress_bar
 
-        from .measure import subject_measures, table1_frames
+        from .measure import TABLE1_VIEWS, subject_measures, table1_frames
         from .utils import atomic_file
 
         seg, wanted = self.segmentation(), sorted(set(subjects))
         path = self.nb.run_dir / "table1" / f"{Path(store.root).name}-{self._segmentation_key[:16]}.csv"
         have = pd.read_csv(path, dtype={"subject": str}) if path.exists() else pd.DataFrame({"subject": []})
         todo = set(wanted) - set(have.subject)
-        kind = lambda view: "SAX" if view == "SAX" else "LAX"  # which of the Predictor's nets reads a view
-        ids = [f"{s}_{v}" for s in sorted(todo) for v in TABLE1_VIEWS if f"{s}_{v}" in store and kind(v) in seg.nets]
+        ids = [f"{s}_{v}" for s in sorted(todo) for v in TABLE1_VIEWS if seg.reads(v) and f"{s}_{v}" in store]
         if ids:
             labels = {c: seg.labels(store.read(c, table1_frames(store, c))) for c in progress_bar(ids, display=progress)}
             new = subject_measures(store, labels)
@@ -197,7 +195,8 @@ class Study:
             have = pd.concat([have, new], ignore_index=True).sort_values("subject")
             with atomic_file(path) as tmp:
                 have.to_csv(tmp, index=False)
-        return have.set_index("subject").reindex([s for s in wanted if s in set(have.subject)])
+        done = set(have.subject)
+        return have.set_index("subject").reindex([s for s in wanted if s in done])
 
     def anatomy(self, kind: str) -> Callable[[Cine], Any]:
         """Where this Study finds the heart (`anatomy`): the run's `kind` ('SAX' or 'LAX') segmenter or the cines'

@@ -14,7 +14,7 @@ from fastprogress.fastprogress import progress_bar
 
 from ... import modelfile
 from ...learn import attempt, config_from, reusable, record_settings
-from ...measure import subject_measures, table1_frames
+from ...measure import TABLE1_VIEWS, subject_measures, table1_frames
 from ...study import Study as Base, StudySkipped
 from ...utils import rng, seed_for
 from .data import PatchAug, PatchSet, PatchSettings, labelled, mr_labels, preprocess_store, unlabelled
@@ -200,7 +200,7 @@ class Study(Base):
                 parts = []
                 for name, st in self.stores.items():
                     m = self.manifest[self.manifest.store == name]
-                    ids = m[m.view.isin(["SAX", "2CH", "4CH"]) & m.subject.isin(self.labels.subject)].cine_id
+                    ids = m[m.view.isin(TABLE1_VIEWS) & m.subject.isin(self.labels.subject)].cine_id
                     segment = lambda cid: find(st.read(cid, table1_frames(st, cid)))  # a SAX stack: ED and ES only
                     preds = {cid: self.lax_cache[cid] if cid in self.lax_cache else segment(cid)
                              for cid in progress_bar(list(ids), leave=False)} if find is not None else {}

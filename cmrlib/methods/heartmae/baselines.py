@@ -17,7 +17,7 @@ EXPERT = "expert features (segmentation)"
 def expert_features(measures: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(subject-indexed measures, failures with reasons) from the run's Table-1 measures (`Study.table1_measures`):
     a subject whose masks gave no measure is a failure, not a row of missing values."""
-    err = measures["error_auto"] if "error_auto" in measures else pd.Series(None, index=measures.index, dtype=object)
+    err = measures.get("error_auto", pd.Series(None, index=measures.index, dtype=object))
     failed = err.notna().to_numpy()
     fails = pd.DataFrame({"subject": measures.index[failed], "reason": err[failed].to_numpy()})
     kept = measures.loc[~failed].drop(columns="error_auto", errors="ignore")

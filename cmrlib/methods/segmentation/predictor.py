@@ -35,12 +35,16 @@ class Predictor(Base):
         return cls({k: as_model(m).eval() for k, m in segmenters.items()}, prep, provenance=provenance,
                    model=" + ".join(f"{k} segmenter" for k in segmenters))
 
+    def reads(self, view: str) -> bool:
+        """Whether it holds the segmenter of this view (SAX, or LAX for the long-axis views)."""
+        return KINDS.get(view) in self.nets
+
     def labels(self, cine: Cine, entropy: dict | None = None) -> np.ndarray:
         """Canonical labels at every frame of a cine, by the segmenter of its view (`entropy`: see `predict`)."""
-        kind = KINDS.get(cine.view)
-        if kind not in self.nets:
-            raise NotApplicable(f"no {kind or cine.view} segmenter in this predictor (has {', '.join(self.nets)})")
-        return predict(self.nets[kind], cine, entropy=entropy)
+        if not self.reads(cine.view):
+            raise NotApplicable(f"no {KINDS.get(cine.view, cine.view)} segmenter in this predictor (has "
+                                f"{', '.join(self.nets)})")
+        return predict(self.nets[KINDS[cine.view]], cine, entropy=entropy)
 
     def _predict(self, cines: list[Cine]) -> Prediction:
         out = Prediction(self.method, self.model)
