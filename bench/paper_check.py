@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from cmrlib import runner  # noqa: E402
 from cmrlib.utils import atomic_write_json  # noqa: E402
+from cmrlib.distributed import launch_command  # noqa: E402
 from cmrlib.fit import row_name  # noqa: E402
 
 NOTEBOOKS = [f"{i:02d}" for i in range(10)]
@@ -133,9 +134,7 @@ def fit_once(method: str, prof: Path, out: Path, processes: int) -> dict:
     base = study.parameters(runner.load_profile(str(prof)), prof.stem, sets)
     for key in study.BATCHES:
         extra += ["-p", f"{key}={max(int(base[key]) // processes, 1)}"]
-    launch = ([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m"]
-              if processes > 1 else [sys.executable, "-m"])
+    launch = launch_command(processes) if processes > 1 else [sys.executable, "-m"]
     where = out / "fit" / method / f"{processes}p"
     t0 = time.perf_counter()
     done = subprocess.run([*launch, "cmrlib", "fit", method, "--profile", str(prof), "--run", str(out / "run"),

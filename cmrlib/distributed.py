@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 
 import torch
 from fastai.distributed import DistributedDL, DistributedTrainer
@@ -26,9 +27,40 @@ def rank() -> int:
     return int(os.environ.get("RANK", 0))
 
 
+def launch_command(processes: int) -> list[str]:
+    """The `accelerate launch` words before `cmrlib ...` that start `processes` processes on a free port of their
+    own: two launches started at once on accelerate's default port can join one process group and fail."""
+    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
+            "--num_machines", "1", "--main_process_port", "0", "--mixed_precision", "no", "--dynamo_backend", "no",
+            "-m"]
+
+
 class SplitDL(DistributedDL):
-    """fastai's DistributedDL, whose epoch order rank 0 broadcasts through CPU tensors when the backend is gloo
-    (fastai's own moves it to the GPU, which NCCL needs and a CPU process does not have)."""
+    """fastai's DistributedDL with an equal share of every epoch for each process, at least two samples of a
+    training set (a training batch of one stops batch norm), its last short batch dropped by the one-process rule
+    applied to the share, and the epoch order that rank 0 broadcasts sent through CPU tensors under gloo (fastai's
+    own moves it to the GPU, which NCCL needs and a CPU process does not have)."""
+
+    def __init__(self, dl, rank=None, world_size=None, device=None):
+        super().__init__(dl, rank=rank, world_size=world_size, device=device)
+        if self.dl.shuffle:  # `cmrlib.learn.dataloaders`: drop the last short batch when there is more than one
+            self.dl.drop_last = self.drop_last = self.share() > self.bs
+
+    def share(self) -> int:
+        """Samples each process takes from an epoch."""
+        n = self.dl.n
+        share = -(-n // self.world_size)
+        return max(share, 2) if self.dl.shuffle and n > 1 else share
+
+    def __len__(self):
+        return self.share() // self.bs if self.drop_last else -(-self.share() // self.bs)
+
+    def get_idxs(self):
+        idxs = self._broadcast(list(self.dl.get_idxs()), 0)
+        self.n, share = len(idxs), self.share()
+        self.n_padded = share * self.world_size  # repeats from the start of the epoch fill the shares, as fastai's
+        idxs = (idxs * -(-self.n_padded // self.n))[:self.n_padded]
+        return idxs[self.rank * share:(self.rank + 1) * share]
 
     def _broadcast(self, t, rank):
         if torch.distributed.get_backend() == "nccl":

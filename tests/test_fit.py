@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 import pytest
 
 from cmrlib import cli
 from cmrlib.fit import FitError, fit
 from cmrlib import modelfile, predictor
+from cmrlib.distributed import SplitDL, launch_command
 from cmrlib.methods import edes, mvnet
 from cmrlib.phantom import make_cohort
 
@@ -55,9 +55,7 @@ def test_two_cpu_processes_end_where_one_with_the_doubled_batch_does(run, tmp_pa
     private = str(tmp_path / "MUELLER_HANS" / "models")  # a path parameter naming a person never reaches fit.json
     one = fit("edes", "smoke", run, dict(ONE_METHOD, bs=8, data_dir=private), out=tmp_path / "one")
     assert "MUELLER" not in (tmp_path / "one" / "fit.json").read_text()
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "-m", "cmrlib", "fit", "edes", "--profile", "smoke", "--run", str(run), "--out", str(tmp_path / "two"),
+    cmd = [*launch_command(2), "cmrlib", "fit", "edes", "--profile", "smoke", "--run", str(run), "--out", str(tmp_path / "two"),
            "-p", "methods=[TempReg-Net]", "-p", "epochs=3", "-p", "bs=4"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -84,9 +82,7 @@ def test_cussp_and_sslhf_train_in_two_cpu_processes(run, tmp_path, method):
     """Process 0 makes the Study's own phantom cohort before the other reads it, a step that leaves parameters out
     of its loss trains, and the best epoch's weights go back into the unwrapped network."""
     sets = [a for kv in TWO_PROCESSES[method] for a in ("-p", kv)]
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "-m", "cmrlib", "fit", method, "--profile", "smoke", "--run", str(run), "--out", str(tmp_path), *sets]
+    cmd = [*launch_command(2), "cmrlib", "fit", method, "--profile", "smoke", "--run", str(run), "--out", str(tmp_path), *sets]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     rec = json.loads((tmp_path / "fit.json").read_text())
@@ -131,3 +127,23 @@ def test_heartmae_fit_goes_on_to_the_probes_and_leaves_the_runs_predictor(tmp_pa
     cines = [store.read(cid) for cid in store.select(view="4CH", split="test")[:1]]
     assert "LVEF" in p.predict(cines).measures
 
+
+
+class Unsent(SplitDL):
+    """SplitDL as process `rank` of two sees it, every process given one epoch order with no process group."""
+
+    def _broadcast(self, t, rank):
+        return sorted(t)
+
+
+@pytest.mark.parametrize("n,bs", [(n, bs) for n in range(2, 10) for bs in (1, 2, 3, 4)])
+def test_each_process_trains_on_equal_batches_never_one_sample_of_a_set_of_two(n, bs):
+    from cmrlib.learn import dataloaders
+
+    train = list(range(n))
+    ranks = [Unsent(dataloaders(train, train, bs).train, rank=r, world_size=2, device="cpu") for r in (0, 1)]
+    epochs = [[b.tolist() for b in dl] for dl in ranks]
+    assert len(epochs[0]) == len(epochs[1]) == len(ranks[0]) > 0  # the same steps in both: no process waits
+    assert all(len(b) >= min(bs, 2) for e in epochs for b in e)  # batch norm sees two samples whenever bs allows
+    seen = {i for e in epochs for b in e for i in b}
+    assert seen == set(train) or ranks[0].drop_last  # only a dropped last batch leaves samples out of an epoch
