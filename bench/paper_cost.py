@@ -12,11 +12,17 @@ the memory at the paper's batch = weights, gradients and Adam's two moments (16 
 x per-sample activations, against 80 GB. Both are estimates from counts, not GPU measurements: data loading,
 augmentation and evaluation come on top.
 
-Usage: python bench/paper_cost.py [--json OUT.json]   (about 10 min on 2 cores; prints one Markdown table)
+With `--gpu` (on a machine with a CUDA GPU) it measures instead: each network at the paper profile's batch, the
+seconds of an Adam step in float32 (what `cmrlib fit` trains in on a GPU, under the run's deterministic settings)
+and under bfloat16 autocast, the step's peak GPU memory, and the paper profile's schedule in GPU hours at those
+step times (the network's steps alone: data loading and evaluation come on top).
+
+Usage: python bench/paper_cost.py [--json OUT.json] [--gpu]   (about 10 min on 2 cores; prints one Markdown table)
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import resource
@@ -288,6 +294,81 @@ def measure(name: str) -> dict:
                 peak_rss_gib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
 
 
+def measure_gpu(net: Net, steps: int = 5) -> dict:
+    """One network on the GPU at the paper profile's batch: seconds per Adam step and peak memory, in float32 and
+    under bfloat16 autocast, after two warm-up steps; 'out of memory' where a step does not fit."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from cmrlib.utils import seed_everything
+    seed_everything(0)  # as `cmrlib fit`: deterministic algorithms, cuDNN's autotuner off
+    model, x = builder(net.name)(net.batch)
+    model, x = model.cuda().train(), tuple(t.cuda() for t in x)
+    opt = torch.optim.Adam(model.parameters(), 1e-4)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        _loss(model(*x)).backward()
+        opt.step()
+    with FlopCounterMode(display=False) as fc:
+        step()
+    row = dict(params=sum(p.numel() for p in model.parameters()), flops_per_sample=fc.get_total_flops() / net.batch)
+    for precision in ("float32", "bf16"):
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        autocast = torch.autocast("cuda", torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+        try:
+            with autocast:
+                step(), step()
+                torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                for _ in range(steps):
+                    step()
+                torch.cuda.synchronize()
+        except torch.cuda.OutOfMemoryError:
+            row[precision] = "out of memory"
+            continue
+        s_step = (time.perf_counter() - t0) / steps
+        row[precision] = dict(s_step=s_step, peak_gb=torch.cuda.max_memory_allocated() / 1e9,
+                              tflops=row["flops_per_sample"] * net.batch / s_step / 1e12,
+                              gpu_hours=net.samples / (net.batch / s_step) / 3600)
+    del model, x, opt
+    torch.cuda.empty_cache()
+    return row
+
+
+def gpu_table(rows: list[dict], gpu: str) -> str:
+    def cell(m, key, fmt):
+        return format(m[key], fmt) if isinstance(m, dict) else m
+    head = (f"| method | network (input) | batch | parameters (M) | GFLOP per sample | {gpu}: s per step float32 | "
+            "TFLOP/s | peak GB | schedule's GPU hours | s per step bf16 | TFLOP/s | peak GB | schedule's GPU hours |\n"
+            + "|---" * 13 + "|\n")
+    return head + "\n".join(
+        f"| {r['method']} | {r['name']} | {r['batch']} | {r['params'] / 1e6:.1f} | {r['flops_per_sample'] / 1e9:,.0f} | "
+        + " | ".join(f"{cell(r[p], 's_step', '.3f')} | {cell(r[p], 'tflops', '.0f')} | {cell(r[p], 'peak_gb', '.1f')} | "
+                     f"{cell(r[p], 'gpu_hours', ',.1f')}" for p in ("float32", "bf16")) + " |" for r in rows)
+
+
+def run_gpu(json_path: str | None) -> int:
+    """`--gpu`: every network measured on this machine's GPU in this process, one after another."""
+    import torch
+    gpu = torch.cuda.get_device_name(0)
+    rows = []
+    for net in nets():
+        print(f"measuring {net.name} at batch {net.batch} on {gpu} ...", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        try:
+            rows.append({**net.__dict__, **measure_gpu(net)})
+        except Exception as e:  # a network that fails is a row of the table, not the end of the check
+            rows.append({**net.__dict__, "error": f"{type(e).__name__}: {str(e)[:300]}"})
+        print(f"  {time.perf_counter() - t0:.0f} s: {rows[-1].get('error') or rows[-1]['float32']}", file=sys.stderr,
+              flush=True)
+        if json_path:
+            Path(json_path).write_text(json.dumps(dict(gpu=gpu, torch=torch.__version__, rows=rows), indent=1))
+    print(gpu_table([r for r in rows if "error" not in r], gpu))
+    return int(any("error" in r for r in rows))
+
+
 def project(net: Net, m: dict) -> dict:
     """GPU hours of the paper profile's schedule and the memory of one step at its batch, from the counts."""
     gpu_s = m["flops_per_sample"] * net.samples / (GPU["tflops"] * 1e12 * GPU["utilisation"])
@@ -310,7 +391,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--step", help=argparse.SUPPRESS)  # the child: measure one network, print its JSON line
     ap.add_argument("--json", help="write the rows here too")
+    ap.add_argument("--gpu", action="store_true", help="measure every network's step on this machine's GPU instead")
     a = ap.parse_args(argv)
+    if a.gpu:
+        return run_gpu(a.json)
     if a.step:
         print(json.dumps(measure(a.step)))
         return 0
