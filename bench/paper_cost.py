@@ -338,15 +338,17 @@ def measure_gpu(net: Net, steps: int = 5) -> dict:
 
 
 def gpu_table(rows: list[dict], gpu: str) -> str:
-    def cell(m, key, fmt):
-        return format(m[key], fmt) if isinstance(m, dict) else m
+    """The `--gpu` rows as Markdown: each precision's step seconds, TFLOP/s, peak GB and the schedule's hours."""
+    def cells(m) -> str:
+        if not isinstance(m, dict):  # "out of memory"
+            return " | ".join([m] * 4)
+        return f"{m['s_step']:.3f} | {m['tflops']:.0f} | {m['peak_gb']:.1f} | {m['gpu_hours']:,.1f}"
     head = (f"| method | network (input) | batch | parameters (M) | GFLOP per sample | {gpu}: s per step float32 | "
             "TFLOP/s | peak GB | schedule's GPU hours | s per step bf16 | TFLOP/s | peak GB | schedule's GPU hours |\n"
             + "|---" * 13 + "|\n")
     return head + "\n".join(
-        f"| {r['method']} | {r['name']} | {r['batch']} | {r['params'] / 1e6:.1f} | {r['flops_per_sample'] / 1e9:,.0f} | "
-        + " | ".join(f"{cell(r[p], 's_step', '.3f')} | {cell(r[p], 'tflops', '.0f')} | {cell(r[p], 'peak_gb', '.1f')} | "
-                     f"{cell(r[p], 'gpu_hours', ',.1f')}" for p in ("float32", "bf16")) + " |" for r in rows)
+        f"| {r['method']} | {r['name']} | {r['batch']} | {r['params'] / 1e6:.1f} | {r['flops_per_sample'] / 1e9:,.0f} "
+        f"| {cells(r['float32'])} | {cells(r['bf16'])} |" for r in rows)
 
 
 def run_gpu(json_path: str | None) -> int:

@@ -55,8 +55,8 @@ def test_two_cpu_processes_end_where_one_with_the_doubled_batch_does(run, tmp_pa
     private = str(tmp_path / "MUELLER_HANS" / "models")  # a path parameter naming a person never reaches fit.json
     one = fit("edes", "smoke", run, dict(ONE_METHOD, bs=8, data_dir=private), out=tmp_path / "one")
     assert "MUELLER" not in (tmp_path / "one" / "fit.json").read_text()
-    cmd = [*launch_command(2), "cmrlib", "fit", "edes", "--profile", "smoke", "--run", str(run), "--out", str(tmp_path / "two"),
-           "-p", "methods=[TempReg-Net]", "-p", "epochs=3", "-p", "bs=4"]
+    cmd = [*launch_command(2), "cmrlib", "fit", "edes", "--profile", "smoke", "--run", str(run),
+           "--out", str(tmp_path / "two"), "-p", "methods=[TempReg-Net]", "-p", "epochs=3", "-p", "bs=4"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     two = json.loads((tmp_path / "two" / "fit.json").read_text())
@@ -82,7 +82,8 @@ def test_cussp_and_sslhf_train_in_two_cpu_processes(run, tmp_path, method):
     """Process 0 makes the Study's own phantom cohort before the other reads it, a step that leaves parameters out
     of its loss trains, and the best epoch's weights go back into the unwrapped network."""
     sets = [a for kv in TWO_PROCESSES[method] for a in ("-p", kv)]
-    cmd = [*launch_command(2), "cmrlib", "fit", method, "--profile", "smoke", "--run", str(run), "--out", str(tmp_path), *sets]
+    cmd = [*launch_command(2), "cmrlib", "fit", method, "--profile", "smoke", "--run", str(run), "--out",
+           str(tmp_path), *sets]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     rec = json.loads((tmp_path / "fit.json").read_text())
@@ -126,7 +127,6 @@ def test_heartmae_fit_goes_on_to_the_probes_and_leaves_the_runs_predictor(tmp_pa
     store = CohortStore(run / "cohort")
     cines = [store.read(cid) for cid in store.select(view="4CH", split="test")[:1]]
     assert "LVEF" in p.predict(cines).measures
-
 
 
 class Unsent(SplitDL):
