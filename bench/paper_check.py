@@ -175,12 +175,28 @@ def table(rows: list[dict]) -> str:
                             f"{r.get('error', '')} |" for r in rows)
 
 
-def run_fits(methods: list[str], prof: Path, out: Path) -> int:
+def ensure_cohort(prof: Path, out: Path) -> None:
+    """OUT/run's phantom cohort as notebook 00 makes it (`make_cohort` with the profile's section 00), when there is
+    none: the fits then run where Jupyter is not installed (a GPU machine with the library's packages alone)."""
+    if (out / "run" / "cohort" / "phantom.json").exists():
+        return
+    from cmrlib.phantom import make_cohort
+    prof_d = runner.load_profile(str(prof))
+    p = {**prof_d.get("common", {}), **prof_d["00"]}
+    n_frames = p.get("n_frames")
+    print(f"paper check: notebook 00's cohort of {p['n_subjects']} phantom subjects ...", flush=True)
+    make_cohort(out / "run" / "cohort", n=int(p["n_subjects"]), seed=int(p.get("seed", 0)),
+                n_frames=tuple(n_frames) if isinstance(n_frames, list) else n_frames,
+                progress=False, **p["phantom_config"])
+
+
+def run_fits(methods: list[str], prof: Path, out: Path, processes: list[int]) -> int:
     """Each method in one process, then in two; OUT/paper_fits.json and a table."""
+    ensure_cohort(prof, out)
     where = out / "paper_fits.json"
     rows = [r for r in (json.loads(where.read_text()) if where.exists() else []) if r["method"] not in methods]
     for m in methods:
-        for n in (1, 2):
+        for n in processes:
             print(f"paper check: cmrlib fit {m} in {n} process(es) ...", flush=True)
             rows.append(fit_once(m, prof, out, n))
             atomic_write_json(where, rows)
@@ -196,14 +212,16 @@ def main(argv=None) -> int:
     ap.add_argument("--data", help="real-data root for the real-patient sections (default: none, they skip)")
     ap.add_argument("--fits", nargs="*", choices=FIT_METHODS,
                     help="instead of the notebooks: train these methods (default: all) on OUT/run's cohort "
-                         "(notebook 00 first) in one process and in two")
+                         "(made as notebook 00 makes it when absent) in one process and in two")
+    ap.add_argument("--processes", nargs="+", type=int, default=[1, 2],
+                    help="with --fits: the process counts to train in (a one-GPU machine: 1)")
     a = ap.parse_args(argv)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     prof, where = profile(out), out / "paper_check.json"
     rows = [r for r in (json.loads(where.read_text()) if where.exists() else []) if r["notebook"] not in a.only]
     if a.fits is not None:
-        return run_fits(a.fits or FIT_METHODS, prof, out)
+        return run_fits(a.fits or FIT_METHODS, prof, out, a.processes)
     for nb in a.only:
         print(f"paper check: notebook {nb} ...", flush=True)
         rows.append(run_notebook(nb, prof, out, a.data))
