@@ -251,6 +251,16 @@ def test_keep_largest_drops_stray_blobs():
     assert (out == RV).sum() == 4
 
 
+def test_the_balanced_loss_computes_on_the_device_of_its_predictions():
+    """On a GPU the class weights must follow the predictions: fastai moves only nn.Module losses (the meta device
+    stands in for a GPU on this machine)."""
+    from cmrlib.methods.segmentation.learner import DiceCE
+    loss = DiceCE(class_weights=class_weights(np.array([9000, 900, 90, 10])))
+    pred = torch.randn(2, 4, 8, 8, device="meta")
+    out = loss(pred, torch.zeros(2, 8, 8, dtype=torch.long, device="meta"))
+    assert out.device.type == "meta" and loss.ce.func.weight.device.type == "meta"
+
+
 def test_class_weights_favour_rare_structures():
     w = class_weights(np.array([9000, 900, 90, 0, 10, 0]), cap=50.0)
     assert w[0] < w[1] < w[2] < w[4] and w[3] == w[5] == 1.0

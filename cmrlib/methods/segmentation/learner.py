@@ -30,6 +30,7 @@ class DiceCE:
         self.dice_weight = dice_weight
 
     def __call__(self, pred: torch.Tensor, targ: torch.Tensor) -> torch.Tensor:
+        self.ce.to(pred.device)  # the class weights where the predictions are (fastai moves only nn.Module losses)
         return self.ce(pred, targ) + self.dice_weight * self.dice(pred, targ)
 
     def activation(self, x: torch.Tensor) -> torch.Tensor:
