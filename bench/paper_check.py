@@ -191,7 +191,7 @@ def ensure_cohort(prof: Path, out: Path) -> None:
 
 
 def run_fits(methods: list[str], prof: Path, out: Path, processes: list[int]) -> int:
-    """Each method in one process, then in two; OUT/paper_fits.json and a table."""
+    """Each method in each of `processes` process counts; OUT/paper_fits.json and a table."""
     ensure_cohort(prof, out)
     where = out / "paper_fits.json"
     rows = [r for r in (json.loads(where.read_text()) if where.exists() else []) if r["method"] not in methods]
