@@ -15,7 +15,7 @@ import pandas as pd
 import yaml
 
 from cmrlib.methods.heartmae import Study
-from cmrlib.methods.heartmae.features import KINETICS, bags, cached_features
+from cmrlib.methods.heartmae.features import bags, cached_features
 from cmrlib.methods.heartmae.gates import ridge
 from cmrlib.methods.heartmae.heads import fit_probe
 from cmrlib.methods.heartmae.learner import FAMILY, RANDOM
@@ -23,14 +23,12 @@ from cmrlib.utils import seed_everything
 
 
 def cached(study: Study, run_06: Path, name: str) -> np.ndarray:
-    """The features notebook 06 saved for `name` under this study's settings (an error if they differ)."""
-    p, cfg = study.p, study.cfg
-    key = dict(model=name, config=cfg.__dict__ if name != KINETICS else None, crops=p["crops"], clips=p["clips"],
-               views=len(study.cines), prep=study.prep, pool=p["pool"] if name != KINETICS else None)
+    """The features notebook 06 saved in `run_06` for `name` under this study's settings (an error if they differ)."""
+    path = run_06 / study.features_file(name).name
 
     def missing():
-        raise FileNotFoundError(f"{run_06}: no features of {name} with the default profile's settings")
-    return cached_features(run_06 / f"features_{name.split(' ')[0]}.npz", key, missing)
+        raise FileNotFoundError(f"{path}: no features of {name} with the default profile's settings")
+    return cached_features(path, study.features_key(name), missing)
 
 
 def validation_scores(study: Study, feats: np.ndarray) -> dict:

@@ -14,6 +14,7 @@ import shutil
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -26,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 INJECTED = ("profile", "run_dir", "figures_dir", "budget_min")  # set by the run (options, budgets), never by -p
 BUDGETS = "budgets"  # a profile's section of minutes per notebook number (the 2-core CPU for smoke and default)
+TOGETHER = "together"  # a profile's groups of consecutive notebooks that run side by side (one core each)
 PATH_PARAMS = ("_path", "_dir", "_file", "_csv")  # parameters (by name ending) that point at a user's own data
 NB_RE = re.compile(r"^(\d\d)_[\w-]+\.ipynb$")
 
@@ -49,8 +51,9 @@ def profile_name(profile: str) -> str:
 
 
 def load_profile(profile: str) -> dict[str, dict[str, Any]]:
-    """The profile's sections ('common', one per notebook number, and 'budgets': minutes per notebook): a shipped
-    name or your own YAML file, read as plain data (`params.load_yaml`: no tags, no aliases)."""
+    """The profile's sections ('common', one per notebook number, 'budgets': minutes per notebook, and 'together':
+    groups of notebooks run side by side): a shipped name or your own YAML file, read as plain data
+    (`params.load_yaml`: no tags, no aliases)."""
     if profile.endswith((".yaml", ".yml")):
         path = Path(profile)
         if not path.is_file():
@@ -71,15 +74,16 @@ def load_profile(profile: str) -> dict[str, dict[str, Any]]:
         return {}
     if not isinstance(data, dict):
         raise RunError(f"profile {profile!r} is not a mapping of sections ('common', '00', '01', ...)")
-    bad = [k for k, v in data.items() if v is not None and not isinstance(v, dict)]
+    bad = [k for k, v in data.items() if k != TOGETHER and v is not None and not isinstance(v, dict)]
     if bad:
         raise RunError(f"profile {profile!r}: section {bad[0]!r} is not a mapping of parameters (name: value)")
-    odd = [k for k in data if not re.fullmatch(rf"common|{BUDGETS}|\d\d", str(k))]
+    odd = [k for k in data if not re.fullmatch(rf"common|{BUDGETS}|{TOGETHER}|\d\d", str(k))]
     if odd:
-        raise RunError(f"profile {profile!r}: section {str(odd[0])!r} is neither 'common', '{BUDGETS}' nor a notebook "
-                       "number ('00' ... '09', quoted)")
+        raise RunError(f"profile {profile!r}: section {str(odd[0])!r} is neither 'common', '{BUDGETS}', "
+                       f"'{TOGETHER}' nor a notebook number ('00' ... '09', quoted)")
     check_budgets(data.get(BUDGETS) or {}, profile)
-    return {str(k): (v or {}) for k, v in data.items()}
+    check_together(data.get(TOGETHER) or [], profile)
+    return {str(k): (v or ([] if k == TOGETHER else {})) for k, v in data.items()}
 
 
 def check_budgets(budgets: dict, profile: str) -> None:
@@ -89,6 +93,48 @@ def check_budgets(budgets: dict, profile: str) -> None:
             raise RunError(f"profile {profile!r}: budget {str(k)!r} is not a notebook number ('00' ... '09', quoted)")
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 10_000:
             raise RunError(f"profile {profile!r}: budget of notebook {k} is not a number of minutes above 0")
+
+
+def check_together(groups, profile: str) -> None:
+    """A together section is a list of groups, each two or more quoted notebook numbers, none in two groups."""
+    seen = set()
+    if not isinstance(groups, list):
+        raise RunError(f"profile {profile!r}: '{TOGETHER}' is not a list of notebook groups ([[\"02\", \"03\"]])")
+    for g in groups:
+        if not (isinstance(g, list) and len(g) > 1 and all(isinstance(k, str) and re.fullmatch(r"\d\d", k) for k in g)):
+            raise RunError(f"profile {profile!r}: {TOGETHER} group {str(g)[:40]!r} is not two or more quoted notebook "
+                           "numbers")
+        again = seen & set(g)
+        if again:
+            raise RunError(f"profile {profile!r}: notebook {min(again)} is in two {TOGETHER} groups")
+        seen |= set(g)
+
+
+def waves(numbers: list[str], groups: list[list[str]], profile: str = "") -> list[list[int]]:
+    """The run's order as waves of step indices: a group's notebooks in one wave (they run side by side), every
+    other notebook alone. A group must be consecutive notebooks, so none waits on one that runs beside it later."""
+    group_of = {k: tuple(sorted(g)) for g in groups for k in g}
+    for g in set(group_of.values()):
+        between = [n for n in numbers if g[0] < n < g[-1] and n not in g]
+        if between:
+            raise RunError(f"profile {profile!r}: {TOGETHER} group {list(g)} is not consecutive: notebook "
+                           f"{between[0]} lies between them")
+    out: list[list[int]] = []
+    for i, n in enumerate(numbers):
+        if out and n in group_of and group_of[n] == group_of.get(numbers[out[-1][0]]):
+            out[-1].append(i)
+        else:
+            out.append([i])
+    return out
+
+
+def run_budget(profile: str) -> float:
+    """The profile's minutes for a whole run: each wave's largest notebook budget, summed (side by side, the
+    notebooks of a group take the time of the longest)."""
+    prof = load_profile(profile)
+    budgets = prof.get(BUDGETS, {})
+    numbers = sorted(budgets)
+    return sum(max(budgets[numbers[i]] for i in w) for w in waves(numbers, prof.get(TOGETHER, []), profile))
 
 
 def discover(notebooks: str | Path = NOTEBOOKS, only: list[str] | None = None) -> list[Path]:
@@ -141,6 +187,7 @@ class Plan:
     out: Path
     figures: Path
     steps: list[tuple[Path, dict[str, Any]]] = field(default_factory=list)
+    waves: list[list[int]] = field(default_factory=list)  # step indices; a wave's notebooks run side by side
     env: dict[str, str] = field(default_factory=dict)
     budgets: dict[str, float | None] = field(default_factory=dict)  # notebook file name -> minutes it may take
 
@@ -196,7 +243,8 @@ def plan(profile: str, only=None, overrides=None, out=None, figures=None, notebo
     if not nbs:
         raise RunError(f"no notebooks found in {notebooks}")
     numbers = {nb.name[:2] for nb in discover(notebooks)}
-    for what, keys in (("section", set(prof) - {"common", BUDGETS}), ("budget", set(prof.get(BUDGETS, {})))):
+    for what, keys in (("section", set(prof) - {"common", BUDGETS, TOGETHER}), ("budget", set(prof.get(BUDGETS, {}))),
+                       (f"{TOGETHER} group", {k for g in prof.get(TOGETHER, []) for k in g})):
         stray = sorted(keys - numbers)
         if stray:
             raise RunError(f"profile {profile!r}: {what} {stray[0]!r} names no notebook (have "
@@ -215,6 +263,8 @@ def plan(profile: str, only=None, overrides=None, out=None, figures=None, notebo
     unknown = set(overrides) - used
     if unknown:
         raise RunError(f"unknown parameter(s) {', '.join(sorted(unknown))}: no selected notebook declares them")
+    waves(sorted(numbers), prof.get(TOGETHER, []), profile)  # every group consecutive among all the notebooks
+    p.waves = waves([nb.name[:2] for nb in nbs], prof.get(TOGETHER, []), profile)
     return p
 
 
@@ -338,41 +388,74 @@ def _kernel_manager():
 
 
 def execute(p: Plan, log=print) -> Path:
-    """Execute the plan in order; stop at the first failure (keeping its partial notebook); write run.json."""
+    """Execute the plan wave by wave (a wave's notebooks side by side); stop after the wave of the first failure
+    (keeping its partial notebook); write run.json."""
     with environ(p.env):  # the kernels see the real paths behind the `$VAR` parameters; this process keeps its own
         return _execute(p, log)
 
 
 def _execute(p: Plan, log) -> Path:
+    (p.out / "notebooks").mkdir(parents=True, exist_ok=True)
+    p.figures.mkdir(parents=True, exist_ok=True)
+    started, results, n = time.time(), [], len(p.steps)
+    for wave in p.waves or [[i] for i in range(n)]:
+        rows = [_started_row(p, i) for i in wave]
+        for i, row in zip(wave, rows):
+            beside = "".join(f", beside {Path(o).stem}" for o in row.get("together", []))
+            log(f"[{i + 1}/{n}] {p.steps[i][0].stem} ({p.profile}{_budget_text(row['budget_min'])}{beside}) ...")
+        _record(p, [*results, *(dict(r, status="running") for r in rows)], started, "running")
+
+        def one(k: int) -> dict:
+            i, row = wave[k], rows[k]
+            _execute_notebook(p, i, row)
+            if row["status"] == "ok":
+                log(progress_line(i + 1, n, p.steps[i][0].stem, row["wall_s"], row["budget_min"], time.time() - started))
+            return row
+
+        if len(wave) == 1:
+            one(0)
+        else:  # each notebook in its own kernel; this process only waits on them
+            with ThreadPoolExecutor(len(wave)) as pool:
+                list(pool.map(one, range(len(wave))))
+        results += rows
+        failed = [r for r in rows if r["status"] == "failed"]
+        _record(p, results, started, "failed" if failed else "running")
+        if failed:
+            r = failed[0]
+            raise NotebookFailed(f"{r['notebook']} failed in cell {r['failed_cell']}: {r['error']}\n"
+                                 f"partial notebook: {r['output']}")
+    return _record(p, results, started, "ok")
+
+
+def _started_row(p: Plan, i: int) -> dict:
+    """The record of step i as it starts (the other notebooks of its wave named in `together`)."""
+    nb, params = p.steps[i]
+    wave = next((w for w in p.waves if i in w), [i])
+    row = {"notebook": nb.name, "parameters": params, "output": str(p.out / "notebooks" / nb.name),
+           "git_commit": git_commit(ROOT), "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+           "budget_min": p.budgets.get(nb.name)}
+    if len(wave) > 1:
+        row["together"] = [p.steps[j][0].name for j in wave if j != i]
+    return row
+
+
+def _execute_notebook(p: Plan, i: int, row: dict) -> None:
+    """Run step i through papermill; its row gains status, wall time and, on failure, the cell and the error."""
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
-    (p.out / "notebooks").mkdir(parents=True, exist_ok=True)
-    p.figures.mkdir(parents=True, exist_ok=True)
-    started, results = time.time(), []
-    for i, (nb, params) in enumerate(p.steps, 1):
-        dst, budget = p.out / "notebooks" / nb.name, p.budgets.get(nb.name)
-        log(f"[{i}/{len(p.steps)}] {nb.stem} ({p.profile}{_budget_text(budget)}) ...")
-        t0 = time.time()
-        row = {"notebook": nb.name, "parameters": params, "output": str(dst), "git_commit": git_commit(ROOT),
-               "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "budget_min": budget}
-        _record(p, [*results, dict(row, status="running")], started, "running")
-        try:
-            pm.execute_notebook(str(nb), str(dst), parameters=params, cwd=str(ROOT), kernel_name="python3",
-                                progress_bar=False, log_output=False, kernel_manager_class=_kernel_manager())
-        except PapermillExecutionError as e:
-            redact_notebook(dst, p.env)
-            error = redact(f"{e.ename}: {e.evalue}", p.env)
-            row.update(status="failed", wall_s=round(time.time() - t0, 2), failed_cell=e.cell_index, error=error)
-            results.append(row)
-            _record(p, results, started, "failed")
-            raise NotebookFailed(f"{nb.name} failed in cell {e.cell_index}: {error}\npartial notebook: {dst}") from None
+    nb, params = p.steps[i]
+    dst, t0 = Path(row["output"]), time.time()
+    try:
+        pm.execute_notebook(str(nb), str(dst), parameters=params, cwd=str(ROOT), kernel_name="python3",
+                            progress_bar=False, log_output=False, kernel_manager_class=_kernel_manager())
+    except PapermillExecutionError as e:
         redact_notebook(dst, p.env)
-        row.update(status="ok", wall_s=round(time.time() - t0, 2))
-        results.append(row)
-        _record(p, results, started, "running")
-        log(progress_line(i, len(p.steps), nb.stem, row["wall_s"], budget, time.time() - started))
-    return _record(p, results, started, "ok")
+        row.update(status="failed", wall_s=round(time.time() - t0, 2), failed_cell=e.cell_index,
+                   error=redact(f"{e.ename}: {e.evalue}", p.env))
+        return
+    redact_notebook(dst, p.env)
+    row.update(status="ok", wall_s=round(time.time() - t0, 2))
 
 
 def _budget_text(budget: float | None) -> str:

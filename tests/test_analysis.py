@@ -271,7 +271,10 @@ def test_the_timing_table_marks_each_notebook_over_its_budget():
                          {"notebook": "06_z.ipynb", "status": "ok", "wall_s": 60.0}]}  # a run from before budgets
     t = report.notebook_table(run)
     assert t.within.tolist() == ["**over**", "yes", ""] and t.minutes.tolist() == [30.05, 10.0, 1.0]
-    assert report._of_budget(t) == "" and report._of_budget(t.iloc[:2]) == " (budget 60 min)"
+    assert report._of_budget(run) == "" and report._of_budget({"notebooks": run["notebooks"][:2]}) == " (budget 60 min)"
+    run["notebooks"][0]["together"] = ["05_y.ipynb"]  # side by side: the pair's larger budget counts once
+    run["notebooks"][1].update(together=["04_x.ipynb"], budget_min=20)
+    assert report._of_budget({"notebooks": run["notebooks"][:2]}) == " (budget 30 min)"
 
 
 @pytest.mark.parametrize("listed", [{"../../secret.csv": "x"}, {"/etc/passwd": "x"}, {"a.csv": 3}, ["a.csv"]])

@@ -111,7 +111,7 @@ def test_values_that_fit_pass_unchanged():
     ('"00": [1, 2]\n', "section '00' is not a mapping"),
     ("- a\n- b\n", "is not a mapping of sections"),
     ('"00": {seed: !!omap [{a: 1}]}\n', "!!omap is not allowed"),
-    ("comon:\n  seed: 1\n", "section 'comon' is neither 'common', 'budgets' nor a notebook number"),
+    ("comon:\n  seed: 1\n", "section 'comon' is neither 'common', 'budgets', 'together' nor a notebook number"),
     ('"10":\n  seed: 1\n', "section '10' names no notebook"),
     ('budgets:\n  "10": 5\n', "budget '10' names no notebook"),
     ('budgets:\n  "00": -1\n', "budget of notebook 00 is not a number of minutes above 0"),

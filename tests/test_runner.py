@@ -148,7 +148,7 @@ def test_the_budget_is_the_runs_own_never_an_override(nbdir, prof, tmp_path):
 
 def test_the_default_run_fits_two_and_a_half_hours():
     budgets = runner.load_profile("default")[runner.BUDGETS]
-    assert sorted(budgets) == [nb.name[:2] for nb in runner.discover()] and sum(budgets.values()) <= 150
+    assert sorted(budgets) == [nb.name[:2] for nb in runner.discover()] and runner.run_budget("default") <= 150
 
 
 @pytest.mark.parametrize("profile", runner.profiles())
@@ -225,3 +225,63 @@ def test_a_runs_own_figures_and_report_leave_its_commit_clean(tmp_path):
     assert not git_commit(tmp_path / "src").endswith("-dirty")
     (tmp_path / "src" / "a.py").write_text("b")
     assert git_commit(tmp_path).endswith("-dirty")
+
+
+RENDEZVOUS = ("import time\nfrom pathlib import Path\nPath(run_dir, '{me}.txt').write_text('here')\n"
+              "t0 = time.time()\nwhile not Path(run_dir, '{other}.txt').exists():\n"
+              "    assert time.time() - t0 < 120, 'the other notebook never ran beside this one'\n    time.sleep(0.1)\n")
+
+
+def test_a_together_group_runs_side_by_side_and_the_record_names_it(nbdir, tmp_path):
+    """Each notebook of the group waits for a file the other writes: run one after the other, the first would wait
+    in vain."""
+    make_nb(nbdir / "01_second.ipynb", "seed = 0\nrun_dir = 'x'\n", RENDEZVOUS.format(me="b", other="c"))
+    make_nb(nbdir / "02_third.ipynb", "seed = 0\nrun_dir = 'x'\n", RENDEZVOUS.format(me="c", other="b"))
+    prof = tmp_path / "pair.yaml"
+    prof.write_text(yaml.safe_dump({"together": [["01", "02"]], "budgets": {"00": 1, "01": 2, "02": 3}}))
+    out, lines = tmp_path / "run", []
+    p = runner.plan(str(prof), out=out, notebooks=nbdir)
+    assert p.waves == [[0], [1, 2]]
+    rec = json.loads(runner.execute(p, log=lines.append).read_text())
+    assert rec["status"] == "ok" and [r.get("together") for r in rec["notebooks"]] == [
+        None, ["02_third.ipynb"], ["01_second.ipynb"]]
+    assert runner.run_budget(str(prof)) == 4  # 00's minute, then the pair's longer budget
+    from cmrlib.analysis.report import report
+    assert "(budget 4 min)" in report(out)
+
+
+def test_a_failure_in_a_group_lets_the_other_finish_and_stops_the_run(nbdir, tmp_path):
+    make_nb(nbdir / "01_second.ipynb", "seed = 0\nrun_dir = 'x'\n", "raise ValueError('boom')")
+    make_nb(nbdir / "02_third.ipynb", "seed = 0\nrun_dir = 'x'\n",
+            "import time\nfrom pathlib import Path\ntime.sleep(2)\nPath(run_dir, 'third.txt').write_text('done')")
+    make_nb(nbdir / "03_fourth.ipynb", "seed = 0\nrun_dir = 'x'\n", "from pathlib import Path\n"
+            "Path(run_dir, 'fourth.txt').write_text('ran')")
+    prof = tmp_path / "pair.yaml"
+    prof.write_text(yaml.safe_dump({"together": [["01", "02"]]}))
+    out = tmp_path / "run"
+    with pytest.raises(runner.NotebookFailed, match=r"01_second.ipynb failed in cell \d+: ValueError: boom"):
+        runner.execute(runner.plan(str(prof), out=out, notebooks=nbdir), log=lambda *_: None)
+    rec = json.loads((out / "run.json").read_text())
+    assert rec["status"] == "failed" and [r["status"] for r in rec["notebooks"]] == ["ok", "failed", "ok"]
+    assert (out / "third.txt").exists() and not (out / "fourth.txt").exists()
+
+
+@pytest.mark.parametrize("together, match", [([["00", "02"]], "not consecutive: notebook 01"),
+                                             ([["00", "01"], ["01", "02"]], "notebook 01 is in two"),
+                                             ([["00"]], "two or more"), ([[0, 1]], "two or more"),
+                                             ("00 01", "not a list"), ([["00", "07"]], "names no notebook")])
+def test_a_together_group_is_consecutive_notebooks_each_in_one_group(nbdir, tmp_path, together, match):
+    make_nb(nbdir / "02_third.ipynb", "seed = 0\nrun_dir = 'x'\n", "pass")
+    prof = tmp_path / "bad.yaml"
+    prof.write_text(yaml.safe_dump({"together": together}))
+    with pytest.raises(runner.RunError, match=match):
+        runner.plan(str(prof), out=tmp_path / "run", notebooks=nbdir)
+
+
+def test_notebook_minutes_count_side_by_side_notebooks_once():
+    from cmrlib.analysis.report import notebook_minutes
+    run = {"notebooks": [{"notebook": "00_a.ipynb", "started": "2026-01-01T00:00:00+00:00", "wall_s": 60},
+                         {"notebook": "01_b.ipynb", "started": "2026-01-01T00:01:00+00:00", "wall_s": 120},
+                         {"notebook": "02_c.ipynb", "started": "2026-01-01T00:01:00+00:00", "wall_s": 180},
+                         {"notebook": "03_d.ipynb", "started": "2026-01-02T00:00:00+00:00", "wall_s": 60}]}
+    assert notebook_minutes(run) == (5.0, 7.0)  # 1, then 3 (the pair, side by side), then 1 a day later; each: 7

@@ -252,10 +252,15 @@ def test_keep_largest_drops_stray_blobs():
 
 
 def test_the_balanced_loss_computes_on_the_device_of_its_predictions():
-    """On a GPU the class weights must follow the predictions: fastai moves only nn.Module losses (the meta device
-    stands in for a GPU on this machine)."""
+    """On a GPU the class weights must follow the model: fastai's `before_fit` moves the loss to the model's device
+    when it is an nn.Module or a BaseLoss, and DiceCE's `to` takes its weights along (the meta device stands in for a
+    GPU on this machine)."""
+    from fastai.losses import BaseLoss
+
     from cmrlib.methods.segmentation.learner import DiceCE
     loss = DiceCE(class_weights=class_weights(np.array([9000, 900, 90, 10])))
+    assert isinstance(loss, (torch.nn.Module, BaseLoss))
+    loss.to(torch.device("meta"))
     pred = torch.randn(2, 4, 8, 8, device="meta")
     out = loss(pred, torch.zeros(2, 8, 8, dtype=torch.long, device="meta"))
     assert out.device.type == "meta" and loss.ce.func.weight.device.type == "meta"

@@ -6,6 +6,7 @@ docs/results.md, so that page states what the latest run measured and nothing ty
 """
 from __future__ import annotations
 
+import datetime as dt
 import html
 import json
 import re
@@ -120,10 +121,41 @@ def _shown(path: Path) -> str:
         return path.name
 
 
-def _of_budget(nbs: pd.DataFrame) -> str:
-    """' (budget N min)' when every notebook of the run has a budget."""
-    budgets = pd.to_numeric(nbs["budget"], errors="coerce")
-    return f" (budget {budgets.sum():g} min)" if len(nbs) and budgets.notna().all() else ""
+def _of_budget(run: dict) -> str:
+    """' (budget N min)' when every notebook of the run has a budget: notebooks run side by side (`together`)
+    count the largest of their budgets once."""
+    rows = {r["notebook"]: r for r in run.get("notebooks", [])}
+    if not rows or any(r.get("budget_min") is None for r in rows.values()):
+        return ""
+    waves = {tuple(sorted([name, *r.get("together", [])])) for name, r in rows.items()}
+    return f" (budget {sum(max(rows[n]['budget_min'] for n in w if n in rows) for w in waves):g} min)"
+
+
+def notebook_minutes(run: dict) -> tuple[float, float]:
+    """(minutes the notebooks ran by the clock, minutes they took each): the first is the union of their intervals
+    (`started` + `wall_s`), less than the second where notebooks ran side by side (a profile's `together`)."""
+    spans, total = [], 0.0
+    for r in run.get("notebooks", []):
+        wall = float(r.get("wall_s") or 0.0)
+        total += wall
+        try:
+            t0 = dt.datetime.fromisoformat(str(r["started"])).timestamp()
+        except (KeyError, ValueError):  # a record without its start: counted as if alone
+            t0 = None
+        spans.append((t0, wall))
+    clock, end = 0.0, -np.inf
+    for t0, wall in sorted((s for s in spans if s[0] is not None), key=lambda s: s[0]):
+        clock += max(0.0, t0 + wall - max(t0, end))
+        end = max(end, t0 + wall)
+    clock += sum(wall for t0, wall in spans if t0 is None)
+    return clock / 60, total / 60
+
+
+def _run_minutes(run: dict) -> str:
+    """'N min of notebooks', with their summed minutes where some ran side by side."""
+    clock, each = notebook_minutes(run)
+    side = f", {each:.1f} min summed over notebooks run side by side" if each - clock > 0.05 else ""
+    return f"{clock:.1f} min of notebooks{side}"
 
 
 def report(run_dir: str | Path) -> str:
@@ -133,7 +165,7 @@ def report(run_dir: str | Path) -> str:
     nbs = notebook_table(run)
     tg = targets_table(run_dir)
     lines = [f"Profile `{cell(str(run.get('profile')))}`, commit `{(run.get('git_commit') or '')[:7]}`, started "
-             f"{run.get('started', '')[:10]}; {nbs['minutes'].sum():.1f} min of notebooks{_of_budget(nbs)} "
+             f"{run.get('started', '')[:10]}; {_run_minutes(run)}{_of_budget(run)} "
              f"(`cmrlib run --profile {run.get('profile')}`; this report: `cmrlib report {_shown(run_dir)}`).", "",
              _md(nbs), ""]
     if len(tg):

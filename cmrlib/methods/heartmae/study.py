@@ -5,6 +5,7 @@ features for notebook 08 and the run's HeartMAE Predictor."""
 from __future__ import annotations
 
 from dataclasses import asdict, replace
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -196,13 +197,20 @@ class Study(Base):
         self.feats = {}
         with self.nb.timer("feature extraction"):
             for name, enc in encoders.items():
-                key = dict(model=name, config=cfg.__dict__ if name != KINETICS else None, crops=p["crops"],
-                           clips=p["clips"], views=len(self.cines), prep=self.prep,
-                           pool=p["pool"] if name != KINETICS else None)
-                fname = self.out / f"features_{name.split(' ')[0]}.npz"
-                self.feats[name] = cached_features(fname, key, lambda enc=enc: extract(
-                    enc, self.cines, cfg.size, cfg.frames, int(p["crops"]), int(p["clips"])))
+                self.feats[name] = cached_features(self.features_file(name), self.features_key(name),
+                                                   lambda enc=enc: extract(enc, self.cines, cfg.size, cfg.frames,
+                                                                           int(p["crops"]), int(p["clips"])))
         return {k: v.shape for k, v in self.feats.items()}
+
+    def features_key(self, name: str) -> dict:
+        """The settings encoder `name`'s cached features were extracted with (a change recomputes them)."""
+        p, own = self.p, name != KINETICS
+        return dict(model=name, config=self.cfg.__dict__ if own else None, crops=p["crops"], clips=p["clips"],
+                    views=len(self.cines), prep=self.prep, pool=p["pool"] if own else None)
+
+    def features_file(self, name: str) -> Path:
+        """Where encoder `name`'s features of the run's views are cached."""
+        return self.out / f"features_{name.split(' ')[0]}.npz"
 
     def targets_table(self) -> dict[str, int]:
         """The heads' targets (`targets_csv`, or the phantom's truths) and the subjects per split; `ready` says

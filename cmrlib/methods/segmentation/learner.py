@@ -21,17 +21,22 @@ from ...models import unet11
 from ...utils import seeded
 
 
-class DiceCE:
+class DiceCE(torch.nn.Module):
     """Soft Dice + cross-entropy over the class axis (robust to small structures and to class imbalance)."""
 
     def __init__(self, dice_weight: float = 1.0, axis: int = 1, class_weights: torch.Tensor | None = None):
+        super().__init__()
         self.ce = CrossEntropyLossFlat(axis=axis, weight=class_weights)
         self.dice = DiceLoss(axis=axis, smooth=1.0, reduction="mean")
         self.dice_weight = dice_weight
 
-    def __call__(self, pred: torch.Tensor, targ: torch.Tensor) -> torch.Tensor:
-        self.ce.to(pred.device)  # the class weights where the predictions are (fastai moves only nn.Module losses)
+    def forward(self, pred: torch.Tensor, targ: torch.Tensor) -> torch.Tensor:
         return self.ce(pred, targ) + self.dice_weight * self.dice(pred, targ)
+
+    def to(self, device):
+        """The class weights to `device` too: fastai moves a module loss to the model's device before each fit."""
+        self.ce.to(device)
+        return super().to(device)
 
     def activation(self, x: torch.Tensor) -> torch.Tensor:
         return F.softmax(x, dim=1)
