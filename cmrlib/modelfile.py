@@ -11,7 +11,9 @@ naming the file and the problem.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import functools
 import hashlib
 import importlib
@@ -344,16 +346,25 @@ def write(folder: str | os.PathLike, body: dict, kind: str = "model") -> Path:
 
 
 def _swap(new: Path, folder: Path) -> None:
-    """Put folder `new` where `folder` is (an older folder, or a file of an older format, goes)."""
-    if folder.is_symlink() or folder.is_file():
-        folder.unlink()
-    if folder.is_dir():
+    """Put folder `new` where `folder` is (an older folder, or a file of an older format, goes). Another process
+    writing the same folder at the same time (each process of a data-parallel fit) puts its whole folder there
+    between the two moves; that one goes too, and the last writer's folder stays."""
+    for _ in range(100):
+        if folder.is_symlink() or folder.is_file():
+            folder.unlink()
         old = folder.with_name(f".{folder.name}.{uuid.uuid4().hex}.old")
-        os.replace(folder, old)
-        os.replace(new, folder)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(new, folder)
+        if folder.is_dir():
+            with contextlib.suppress(FileNotFoundError):  # the other writer moved it away first
+                os.replace(folder, old)
+        try:
+            os.replace(new, folder)
+            return
+        except OSError as e:
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+        finally:
+            shutil.rmtree(old, ignore_errors=True)
+    raise ModelFileError(f"{folder}: another process kept writing this folder; nothing was replaced")
 
 
 def read(folder: str | os.PathLike, kind: str = "model") -> dict:

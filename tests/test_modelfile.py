@@ -207,3 +207,23 @@ def test_saving_again_replaces_the_folder_whole(tmp_path):
     model, meta = modelfile.load(path)
     assert meta == dict(epoch=2) and model[1].out_features == 8
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.model"]  # no temporary or old folder left
+
+
+def test_two_processes_writing_one_folder_leave_one_whole_folder(tmp_path, monkeypatch):
+    """Each process of a data-parallel fit may write the same model folder: another writer's folder that lands
+    between this writer's two moves goes too, and the folder left is one writer's whole folder."""
+    path = modelfile.save(tmp_path / "m.model", mlp_head(2, 4), epoch=1)
+    replace, raced = os.replace, []
+
+    def another_writer_first(src, dst):
+        if Path(src).name.endswith(".tmp") and not raced:  # the other process's whole folder arrives first
+            raced.append(tmp_path / "other.model")
+            modelfile.write(raced[0], dict(model=mlp_head(2, 6), meta=dict(epoch=3)))
+            replace(raced[0], dst)
+        replace(src, dst)
+
+    monkeypatch.setattr(modelfile.os, "replace", another_writer_first)
+    modelfile.save(path, mlp_head(2, 8), epoch=2)
+    model, meta = modelfile.load(path)
+    assert raced and meta == dict(epoch=2) and model[1].out_features == 8
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.model"]

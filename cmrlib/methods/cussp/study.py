@@ -13,6 +13,7 @@ import pandas as pd
 from fastprogress.fastprogress import progress_bar
 
 from ... import modelfile
+from ...distributed import rank
 from ...learn import attempt, config_from, reusable, record_settings
 from ...measure import TABLE1_VIEWS, subject_measures, table1_frames
 from ...study import Study as Base, StudySkipped
@@ -265,8 +266,9 @@ class Study(Base):
             net, meta = modelfile.load(path)
             return net, dict(meta["row"], reused=True)
         net, row = pretrain(pool, self._xy(inp, "valid")[0], self.cfg, self.pretrain_augment, tag)
-        modelfile.save(path, net, row=row)
-        record_settings(path, settings)
+        if rank() == 0:  # data-parallel: every process holds the same encoder, process 0 writes it
+            modelfile.save(path, net, row=row)
+            record_settings(path, settings)
         return net, dict(row, reused=False)
 
     def _random_encoder(self, inp: str):
