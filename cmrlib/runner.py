@@ -27,7 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 INJECTED = ("profile", "run_dir", "figures_dir", "budget_min")  # set by the run (options, budgets), never by -p
 BUDGETS = "budgets"  # a profile's section of minutes per notebook number (the 2-core CPU for smoke and default)
-TOGETHER = "together"  # a profile's groups of consecutive notebooks that run side by side (one core each)
+TOGETHER = "together"  # a profile's groups of notebooks that run side by side, sharing the cores
+SHARED = ("threads", "workers")  # a notebook of a group of k gets 1/k of each (at least 1) unless -p sets it
 PATH_PARAMS = ("_path", "_dir", "_file", "_csv")  # parameters (by name ending) that point at a user's own data
 NB_RE = re.compile(r"^(\d\d)_[\w-]+\.ipynb$")
 
@@ -110,31 +111,32 @@ def check_together(groups, profile: str) -> None:
         seen |= set(g)
 
 
-def waves(numbers: list[str], groups: list[list[str]], profile: str = "") -> list[list[int]]:
-    """The run's order as waves of step indices: a group's notebooks in one wave (they run side by side), every
-    other notebook alone. A group must be consecutive notebooks, so none waits on one that runs beside it later."""
-    group_of = {k: tuple(sorted(g)) for g in groups for k in g}
-    for g in set(group_of.values()):
-        between = [n for n in numbers if g[0] < n < g[-1] and n not in g]
-        if between:
-            raise RunError(f"profile {profile!r}: {TOGETHER} group {list(g)} is not consecutive: notebook "
-                           f"{between[0]} lies between them")
-    out: list[list[int]] = []
-    for i, n in enumerate(numbers):
-        if out and n in group_of and group_of[n] == group_of.get(numbers[out[-1][0]]):
-            out[-1].append(i)
-        else:
-            out.append([i])
+def waves(names: list[str], groups) -> list[list[int]]:
+    """The run's order as waves of indices into `names` (sorted notebook numbers or file names): a group's notebooks
+    in one wave where its first one stands (they run side by side), every other notebook alone in its turn. A
+    notebook numbered between a group's members runs after the group: the profile says why none reads another's
+    outputs."""
+    group_of = {m: tuple(g) for g in groups for m in g}
+    out, placed = [], set()
+    for name in names:
+        if name not in placed:
+            members = group_of.get(name, (name,))
+            out.append([j for j, other in enumerate(names) if other in members and other not in placed])
+            placed.update(members)
     return out
 
 
+def budget_by_waves(budgets: dict[str, float], groups) -> float:
+    """Minutes for a whole run: each wave's largest budget, summed (side by side, the notebooks of a group take the
+    time of the longest)."""
+    names = sorted(budgets)
+    return sum(max(budgets[names[i]] for i in w) for w in waves(names, groups))
+
+
 def run_budget(profile: str) -> float:
-    """The profile's minutes for a whole run: each wave's largest notebook budget, summed (side by side, the
-    notebooks of a group take the time of the longest)."""
+    """The profile's minutes for a whole run (`budget_by_waves` of its budgets and together groups)."""
     prof = load_profile(profile)
-    budgets = prof.get(BUDGETS, {})
-    numbers = sorted(budgets)
-    return sum(max(budgets[numbers[i]] for i in w) for w in waves(numbers, prof.get(TOGETHER, []), profile))
+    return budget_by_waves(prof.get(BUDGETS, {}), prof.get(TOGETHER, []))
 
 
 def discover(notebooks: str | Path = NOTEBOOKS, only: list[str] | None = None) -> list[Path]:
@@ -263,9 +265,18 @@ def plan(profile: str, only=None, overrides=None, out=None, figures=None, notebo
     unknown = set(overrides) - used
     if unknown:
         raise RunError(f"unknown parameter(s) {', '.join(sorted(unknown))}: no selected notebook declares them")
-    waves(sorted(numbers), prof.get(TOGETHER, []), profile)  # every group consecutive among all the notebooks
-    p.waves = waves([nb.name[:2] for nb in nbs], prof.get(TOGETHER, []), profile)
+    p.waves = waves([nb.name[:2] for nb in nbs], prof.get(TOGETHER, []))
+    for wave in p.waves:
+        for i in wave:
+            p.steps[i][1].update(share_cores(p.steps[i][1], len(wave), overrides))
     return p
+
+
+def share_cores(params: dict[str, Any], k: int, overrides: dict) -> dict[str, Any]:
+    """A notebook's thread and worker counts when it runs beside k - 1 others: each 1/k of the profile's (at least
+    1), so the group keeps the cores the profile gives one notebook; what -p sets stays as set."""
+    return {key: max(1, params[key] // k) for key in SHARED
+            if k > 1 and key not in overrides and isinstance(params.get(key), int)}
 
 
 def _merge(prof: dict, profile: str, nb: Path, decl: dict, overrides: dict) -> dict[str, Any]:
@@ -399,7 +410,7 @@ def _execute(p: Plan, log) -> Path:
     p.figures.mkdir(parents=True, exist_ok=True)
     started, results, n = time.time(), [], len(p.steps)
     for wave in p.waves or [[i] for i in range(n)]:
-        rows = [_started_row(p, i) for i in wave]
+        rows = [_started_row(p, i, wave) for i in wave]
         for i, row in zip(wave, rows):
             beside = "".join(f", beside {Path(o).stem}" for o in row.get("together", []))
             log(f"[{i + 1}/{n}] {p.steps[i][0].stem} ({p.profile}{_budget_text(row['budget_min'])}{beside}) ...")
@@ -427,10 +438,9 @@ def _execute(p: Plan, log) -> Path:
     return _record(p, results, started, "ok")
 
 
-def _started_row(p: Plan, i: int) -> dict:
+def _started_row(p: Plan, i: int, wave: list[int]) -> dict:
     """The record of step i as it starts (the other notebooks of its wave named in `together`)."""
     nb, params = p.steps[i]
-    wave = next((w for w in p.waves if i in w), [i])
     row = {"notebook": nb.name, "parameters": params, "output": str(p.out / "notebooks" / nb.name),
            "git_commit": git_commit(ROOT), "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
            "budget_min": p.budgets.get(nb.name)}

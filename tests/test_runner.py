@@ -266,11 +266,25 @@ def test_a_failure_in_a_group_lets_the_other_finish_and_stops_the_run(nbdir, tmp
     assert (out / "third.txt").exists() and not (out / "fourth.txt").exists()
 
 
-@pytest.mark.parametrize("together, match", [([["00", "02"]], "not consecutive: notebook 01"),
-                                             ([["00", "01"], ["01", "02"]], "notebook 01 is in two"),
+def test_a_group_runs_where_its_first_notebook_stands_each_on_its_share_of_the_cores(nbdir, tmp_path):
+    """00 and 02 side by side, each with half the profile's threads and workers (-p keeps what it sets), then 01;
+    run alone, a notebook keeps the profile's counts."""
+    make_nb(nbdir / "02_third.ipynb", "seed = 0\nrun_dir = 'x'\nthreads = 1\nworkers = 1\n", "pass")
+    prof = tmp_path / "pair.yaml"
+    prof.write_text(yaml.safe_dump({"together": [["00", "02"]], "common": {"threads": 4, "workers": 2},
+                                    "budgets": {"00": 1, "01": 2, "02": 3}}))
+    p = runner.plan(str(prof), out=tmp_path / "run", notebooks=nbdir, overrides={"workers": 2})
+    assert p.waves == [[0, 2], [1]] and runner.run_budget(str(prof)) == 5
+    assert {k: p.steps[2][1][k] for k in runner.SHARED} == {"threads": 2, "workers": 2}
+    alone = runner.plan(str(prof), only=["02"], out=tmp_path / "run", notebooks=nbdir)
+    assert alone.waves == [[0]] and {k: alone.steps[0][1][k] for k in runner.SHARED} == {"threads": 4, "workers": 2}
+    assert runner.budget_by_waves({"a": 1, "b": 2, "c": 3}, [["a", "b"], ["b", "c"]]) == 5  # b counted once
+
+
+@pytest.mark.parametrize("together, match", [([["00", "01"], ["01", "02"]], "notebook 01 is in two"),
                                              ([["00"]], "two or more"), ([[0, 1]], "two or more"),
                                              ("00 01", "not a list"), ([["00", "07"]], "names no notebook")])
-def test_a_together_group_is_consecutive_notebooks_each_in_one_group(nbdir, tmp_path, together, match):
+def test_a_together_group_is_notebooks_each_in_one_group(nbdir, tmp_path, together, match):
     make_nb(nbdir / "02_third.ipynb", "seed = 0\nrun_dir = 'x'\n", "pass")
     prof = tmp_path / "bad.yaml"
     prof.write_text(yaml.safe_dump({"together": together}))

@@ -127,8 +127,10 @@ def _of_budget(run: dict) -> str:
     rows = {r["notebook"]: r for r in run.get("notebooks", [])}
     if not rows or any(r.get("budget_min") is None for r in rows.values()):
         return ""
-    waves = {tuple(sorted([name, *r.get("together", [])])) for name, r in rows.items()}
-    return f" (budget {sum(max(rows[n]['budget_min'] for n in w if n in rows) for w in waves):g} min)"
+    from ..runner import budget_by_waves
+
+    groups = [[name, *r["together"]] for name, r in rows.items() if r.get("together")]
+    return f" (budget {budget_by_waves({n: r['budget_min'] for n, r in rows.items()}, groups):g} min)"
 
 
 def notebook_minutes(run: dict) -> tuple[float, float]:
