@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .params import MAX_YAML_BYTES, check_value, load_yaml, parse_override
+from .schedule import budget_by_waves, waves
 from .utils import atomic_write_json, atomic_write_text, cpu_bf16, data_path, git_commit, package_versions
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -109,28 +110,6 @@ def check_together(groups, profile: str) -> None:
         if again:
             raise RunError(f"profile {profile!r}: notebook {min(again)} is in two {TOGETHER} groups")
         seen |= set(g)
-
-
-def waves(names: list[str], groups) -> list[list[int]]:
-    """The run's order as waves of indices into `names` (sorted notebook numbers or file names): a group's notebooks
-    in one wave where its first one stands (they run side by side), every other notebook alone in its turn. A
-    notebook numbered between a group's members runs after the group: the profile says why none reads another's
-    outputs."""
-    group_of = {m: tuple(g) for g in groups for m in g}
-    out, placed = [], set()
-    for name in names:
-        if name not in placed:
-            members = group_of.get(name, (name,))
-            out.append([j for j, other in enumerate(names) if other in members and other not in placed])
-            placed.update(members)
-    return out
-
-
-def budget_by_waves(budgets: dict[str, float], groups) -> float:
-    """Minutes for a whole run: each wave's largest budget, summed (side by side, the notebooks of a group take the
-    time of the longest)."""
-    names = sorted(budgets)
-    return sum(max(budgets[names[i]] for i in w) for w in waves(names, groups))
 
 
 def run_budget(profile: str) -> float:

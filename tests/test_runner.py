@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from cmrlib import cli, runner
+from cmrlib.schedule import budget_by_waves
 
 STANDARD = ("profile", "seed", "run_dir", "figures_dir", "data_dir")
 ANALYSIS = ("07", "08", "09")  # read the run folder only: no real-data root of their own
@@ -278,7 +279,7 @@ def test_a_group_runs_where_its_first_notebook_stands_each_on_its_share_of_the_c
     assert {k: p.steps[2][1][k] for k in runner.SHARED} == {"threads": 2, "workers": 2}
     alone = runner.plan(str(prof), only=["02"], out=tmp_path / "run", notebooks=nbdir)
     assert alone.waves == [[0]] and {k: alone.steps[0][1][k] for k in runner.SHARED} == {"threads": 4, "workers": 2}
-    assert runner.budget_by_waves({"a": 1, "b": 2, "c": 3}, [["a", "b"], ["b", "c"]]) == 5  # b counted once
+    assert budget_by_waves({"a": 1, "b": 2, "c": 3}, [["a", "b"], ["b", "c"]]) == 5  # b counted once
 
 
 @pytest.mark.parametrize("together, match", [([["00", "01"], ["01", "02"]], "notebook 01 is in two"),

@@ -127,7 +127,7 @@ def _of_budget(run: dict) -> str:
     rows = {r["notebook"]: r for r in run.get("notebooks", [])}
     if not rows or any(r.get("budget_min") is None for r in rows.values()):
         return ""
-    from ..runner import budget_by_waves
+    from ..schedule import budget_by_waves
 
     groups = [[name, *r["together"]] for name, r in rows.items() if r.get("together")]
     return f" (budget {budget_by_waves({n: r['budget_min'] for n, r in rows.items()}, groups):g} min)"
