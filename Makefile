@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml $(LOCK)
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 # the newest versions pyproject.toml allows, no lock, in a venv of their own: does an upgrade keep the tests green?
 test-latest:
@@ -36,7 +36,7 @@ test-latest:
 	$(PYTHON) -m venv $(LATEST)
 	$(LATEST)/bin/python -m pip install --quiet -e ".[dev]"
 	$(LATEST)/bin/python -m pip freeze --exclude-editable > $(LATEST)/versions.txt
-	$(LATEST)/bin/python -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
+	$(LATEST)/bin/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 # requirements.lock from pyproject.toml: the newest versions it allows, for every platform and Python >= 3.11
 lock:

@@ -388,6 +388,9 @@ def _execute(p: Plan, log) -> Path:
     (p.out / "notebooks").mkdir(parents=True, exist_ok=True)
     p.figures.mkdir(parents=True, exist_ok=True)
     started, results, n = time.time(), [], len(p.steps)
+    note = float32_note(p)
+    if note:
+        log(note)
     for wave in p.waves or [[i] for i in range(n)]:
         rows = [_started_row(p, i, wave) for i in wave]
         for i, row in zip(wave, rows):
@@ -415,6 +418,17 @@ def _execute(p: Plan, log) -> Path:
             raise NotebookFailed(f"{r['notebook']} failed in cell {r['failed_cell']}: {r['error']}\n"
                                  f"partial notebook: {r['output']}")
     return _record(p, results, started, "ok")
+
+
+def float32_note(p: Plan, native_bf16: bool | None = None) -> str | None:
+    """The line a run prints first when notebooks set to train in bfloat16 (`bf16: true`) meet a CPU that lacks it:
+    they train in float32 there, slower than budgets measured with it, and their learned numbers differ."""
+    wanting = [nb.name[:2] for nb, params in p.steps if params.get("bf16")]
+    if not wanting or (cpu_bf16() if native_bf16 is None else native_bf16):
+        return None
+    return (f"note: this CPU computes no bfloat16 (no AVX512-BF16 or AMX), so notebooks {', '.join(wanting)} "
+            "(bf16: true) train in float32: slower than their budgets, which were measured on a CPU with it, and "
+            "with learned numbers that differ from a bf16 run's")
 
 
 def _started_row(p: Plan, i: int, wave: list[int]) -> dict:

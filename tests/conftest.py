@@ -10,6 +10,13 @@ from cmrlib.utils import data_root as _data_root
 
 HERE = Path(__file__).resolve().parent
 _SIBLING = HERE.parent.parent / "shared" / "data"
+LONGEST = "test_notebooks.py"  # the smoke run of every notebook and the tests that reread it
+
+
+def pytest_collection_modifyitems(items):
+    """The longest file first: under `make test` (two workers, whole files, `--no-loadscope-reorder`) one worker
+    starts the smoke run at once and the other takes the remaining files beside it."""
+    items.sort(key=lambda item: item.path.name != LONGEST)
 
 
 def real_data_dir() -> Path | None:

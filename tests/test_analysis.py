@@ -277,6 +277,19 @@ def test_the_timing_table_marks_each_notebook_over_its_budget():
     assert report._of_budget({"notebooks": run["notebooks"][:2]}) == " (budget 30 min)"
 
 
+def test_the_report_says_when_bf16_notebooks_trained_in_float32(tmp_path):
+    run_dir = fake_run(tmp_path)
+    rec = json.loads((run_dir / "run.json").read_text())
+    rec["notebooks"][0]["parameters"] = {"bf16": True}
+    for native, shown in ((True, False), (None, False), (False, True)):  # None: a record from before the field
+        (run_dir / "run.json").write_text(json.dumps(dict(rec, **({} if native is None else {"cpu_bf16": native}))))
+        text = report.report(run_dir)
+        assert ("notebooks 02 (`bf16: true`) trained in float32" in text) is shown
+    rec["notebooks"][0]["parameters"] = {"bf16": False}
+    (run_dir / "run.json").write_text(json.dumps(dict(rec, cpu_bf16=False)))
+    assert "float32" not in report.report(run_dir)
+
+
 @pytest.mark.parametrize("listed", [{"../../secret.csv": "x"}, {"/etc/passwd": "x"}, {"a.csv": 3}, ["a.csv"]])
 def test_a_headline_list_names_only_tables_of_its_own_folder(tmp_path, listed):
     run = fake_run(tmp_path)

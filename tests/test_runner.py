@@ -132,6 +132,17 @@ def test_budgets_reach_the_notebooks_that_declare_them_the_log_and_the_record(nb
     assert "OVER BUDGET" in lines[3] and "run so far" in lines[3]
 
 
+def test_a_run_says_first_when_its_bf16_notebooks_train_in_float32(nbdir, tmp_path):
+    make_nb(nbdir / "00_first.ipynb", "seed = 0\nrun_dir = 'x'\nbf16 = False\n", "pass")
+    prof = tmp_path / "bf16.yaml"
+    prof.write_text(yaml.safe_dump({"common": {"seed": 0}, "00": {"bf16": True}}))
+    p = runner.plan(str(prof), out=tmp_path / "run", notebooks=nbdir)
+    assert runner.float32_note(p, native_bf16=True) is None
+    assert "notebooks 00 (bf16: true) train in float32" in runner.float32_note(p, native_bf16=False)
+    p.steps[0][1]["bf16"] = False
+    assert runner.float32_note(p, native_bf16=False) is None
+
+
 @pytest.mark.parametrize("budgets, match", [({"1": 3}, "not a notebook number"), ({"00": 0}, "above 0"),
                                             ({"00": True}, "above 0"), ({"00": "ten"}, "above 0"),
                                             ({"07": 3}, "names no notebook")])

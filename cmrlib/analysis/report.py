@@ -160,6 +160,17 @@ def _run_minutes(run: dict) -> str:
     return f"{clock:.1f} min of notebooks{side}"
 
 
+def _float32_note(run: dict) -> str:
+    """A line under the timing table when the run's CPU had no bfloat16 for notebooks set to train in it."""
+    wanting = [str(r.get("notebook", ""))[:2] for r in run.get("notebooks", [])
+               if (r.get("parameters") or {}).get("bf16")]
+    if run.get("cpu_bf16") is not False or not wanting:
+        return ""
+    return (f"This run's CPU computes no bfloat16: notebooks {', '.join(wanting)} (`bf16: true`) trained in float32, "
+            "slower than their budgets (measured on a CPU with AVX512-BF16), and their learned numbers differ from a "
+            "bf16 run's.")
+
+
 def report(run_dir: str | Path) -> str:
     """The results report of a run folder as markdown."""
     run_dir = Path(run_dir)
@@ -170,6 +181,8 @@ def report(run_dir: str | Path) -> str:
              f"{run.get('started', '')[:10]}; {_run_minutes(run)}{_of_budget(run)} "
              f"(`cmrlib run --profile {run.get('profile')}`; this report: `cmrlib report {_shown(run_dir)}`).", "",
              _md(nbs), ""]
+    if _float32_note(run):
+        lines += [_float32_note(run), ""]
     if len(tg):
         tg = tg.assign(met=tg["met"].map({True: "yes", False: "**no**"}), value=tg["value"].round(3))
         lines += [f"**Targets**: {int((tg['met'] == 'yes').sum())} of {len(tg)} met.", "", _md(tg), ""]
