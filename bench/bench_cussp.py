@@ -18,7 +18,7 @@ import torch
 
 from cmrlib import predictor
 from cmrlib.phantom import simulate_subject
-from cmrlib.utils import cpu_bf16, peak_rss_mib
+from cmrlib.utils import peak_rss_mib, trains_bf16_on_cpu
 
 TARGET_S = 1.0
 
@@ -56,7 +56,7 @@ def pretraining_step(profile: str, threads: int = 2, repeats: int = 4) -> float:
     views = TwinViews(np.random.default_rng(0).random((bs, frames, size, size)).astype(np.float16), aug, 0)
     net = network(frames, cfg)
     opt, loss = torch.optim.Adam(net.parameters(), cfg.pretrain_lr), BarlowLoss(cfg.lambd)
-    bf16 = cfg.bf16 and bool(cpu_bf16())
+    bf16 = trains_bf16_on_cpu(cfg.bf16)
 
     def once():
         t0 = time.perf_counter()

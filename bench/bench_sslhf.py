@@ -8,22 +8,35 @@ and memory do not depend on the weights.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 from child import child, main
 
-# patch (T, H, W), encoder widths, patches per patient, batch of the training step (each profile's `bs`; the head's
-# BatchNorm needs at least 2), bf16 on the CPU
-SIZES = {"default": dict(shape=(32, 32, 32), widths=(4, 8, 16, 32, 64), hidden=(32, 16), patches=2, bs=8, bf16=True),
-         "paper": dict(shape=(40, 288, 288), widths=(16, 32, 64, 128, 256), hidden=(128, 32), patches=8, bs=4,
-                       bf16=False)}
+PAPER_PATCHES = 8  # patches per patient where the profile keeps every LV slice (`max_slices: null`)
+
+
+def size_of(profile: str) -> dict:
+    """Notebook 05's network and batch in a profile: patch (T, H, W), encoder widths, head, patches per patient, the
+    training batch (`bs`) and bf16, read from the profile as `cmrlib fit sslhf` reads them."""
+    import yaml
+
+    from cmrlib.methods.sslhf import Study
+    prof = yaml.safe_load((Path(__file__).parents[1] / "cmrlib/profiles" / f"{profile}.yaml").read_text())
+    p = Study.parameters(prof, profile)
+    return dict(shape=(int(p["n_frames"]), int(p["size"]), int(p["size"])), widths=tuple(p["widths"]),
+                hidden=tuple(p["hidden"]), patches=int(p["max_slices"] or PAPER_PATCHES), bs=int(p["bs"]),
+                bf16=bool(p["bf16"]))
+
+
+SIZES = {name: size_of(name) for name in ("default", "paper")}
 
 
 def _bf16(size: dict) -> bool:
     """bf16 autocast where the size asks for it and the CPU computes it natively, as the notebooks decide."""
-    from cmrlib.utils import cpu_bf16
-    return size["bf16"] and cpu_bf16()
+    from cmrlib.utils import trains_bf16_on_cpu
+    return trains_bf16_on_cpu(size["bf16"])
 
 
 def _net(size: dict):
@@ -66,7 +79,8 @@ def train_step(name: str) -> dict:
 
 
 def training_rate(bf16: bool, steps: int = 6) -> float:
-    """Training patches per second of the default-size classifier (batch 8, 2 threads), float32 or bf16 autocast."""
+    """Training patches per second of the default-size classifier (the default profile's batch, 2 threads), float32
+    or bf16 autocast."""
     torch.set_num_threads(2)
     size = SIZES["default"]
     net = _net(size)
@@ -87,7 +101,7 @@ def rows(which: str = "all") -> list[dict]:
     out = []
     if which in ("all", "default"):
         native = "" if _bf16(SIZES["default"]) else "; this CPU has no native bf16"
-        out.append(dict(figure=f"SSLHF training patches/s at the default size, float32 / bf16 autocast (batch 8, 2 threads{native})",
+        out.append(dict(figure=f"SSLHF training patches/s at the default size, float32 / bf16 autocast (batch {SIZES['default']['bs']}, 2 threads{native})",
                         value=f"{training_rate(False):.0f} / {training_rate(True):.0f}", target=""))
     for name in (SIZES if which == "all" else [which]):
         s = SIZES[name]

@@ -183,10 +183,8 @@ def ensure_cohort(prof: Path, out: Path) -> None:
     from cmrlib.phantom import make_cohort
     prof_d = runner.load_profile(str(prof))
     p = {**prof_d.get("common", {}), **prof_d["00"]}
-    n_frames = p.get("n_frames")
     print(f"paper check: notebook 00's cohort of {p['n_subjects']} phantom subjects ...", flush=True)
-    make_cohort(out / "run" / "cohort", n=int(p["n_subjects"]), seed=int(p.get("seed", 0)),
-                n_frames=tuple(n_frames) if isinstance(n_frames, list) else n_frames,
+    make_cohort(out / "run" / "cohort", n=int(p["n_subjects"]), seed=int(p.get("seed", 0)), n_frames=p.get("n_frames"),
                 progress=False, **p["phantom_config"])
 
 

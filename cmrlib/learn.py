@@ -29,7 +29,7 @@ from fastai.learner import Learner
 from fastai.torch_core import get_model
 
 from . import modelfile
-from .utils import atomic_write_json, cpu_bf16, to_jsonable
+from .utils import atomic_write_json, cpu_bf16, to_jsonable, trains_bf16_on_cpu
 
 __all__ = ["device", "BestWeights", "CPUBFloat16", "cpu_bf16", "bf16_callbacks", "precision", "callbacks",
            "NonFinite", "NonFiniteLoss", "FiniteLoss", "fitting", "attempt", "check_finite", "export", "load",
@@ -158,7 +158,7 @@ class BestWeights(TrackerCallback):
 def bf16_callbacks(bf16: bool) -> list[Callback]:
     """The callbacks that give `bf16` training: CPU bfloat16 autocast where the CPU computes bfloat16 natively
     (elsewhere it is emulated and slower than float32), nothing on a GPU or when off."""
-    return [CPUBFloat16()] if bf16 and device().type == "cpu" and cpu_bf16() else []
+    return [CPUBFloat16()] if device().type == "cpu" and trains_bf16_on_cpu(bf16) else []
 
 
 def precision(bf16: bool) -> str:

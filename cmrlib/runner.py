@@ -22,7 +22,8 @@ from typing import Any
 
 from .params import MAX_YAML_BYTES, check_value, load_yaml, parse_override
 from .schedule import budget_by_waves, waves
-from .utils import atomic_write_json, atomic_write_text, cpu_bf16, data_path, git_commit, package_versions
+from .utils import (atomic_write_json, atomic_write_text, cpu_bf16, data_path, float32_sentence, git_commit,
+                    package_versions, trains_bf16_on_cpu)
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
@@ -420,15 +421,10 @@ def _execute(p: Plan, log) -> Path:
     return _record(p, results, started, "ok")
 
 
-def float32_note(p: Plan, native_bf16: bool | None = None) -> str | None:
-    """The line a run prints first when notebooks set to train in bfloat16 (`bf16: true`) meet a CPU that lacks it:
-    they train in float32 there, slower than budgets measured with it, and their learned numbers differ."""
-    wanting = [nb.name[:2] for nb, params in p.steps if params.get("bf16")]
-    if not wanting or (cpu_bf16() if native_bf16 is None else native_bf16):
-        return None
-    return (f"note: this CPU computes no bfloat16 (no AVX512-BF16 or AMX), so notebooks {', '.join(wanting)} "
-            "(bf16: true) train in float32: slower than their budgets, which were measured on a CPU with it, and "
-            "with learned numbers that differ from a bf16 run's")
+def float32_note(p: Plan) -> str | None:
+    """The line a run prints first when notebooks set to train in bfloat16 meet a CPU that lacks it."""
+    wanting = [nb.name[:2] for nb, params in p.steps if params.get("bf16") and not trains_bf16_on_cpu(params["bf16"])]
+    return f"note: {float32_sentence(wanting)}" if wanting else None
 
 
 def _started_row(p: Plan, i: int, wave: list[int]) -> dict:

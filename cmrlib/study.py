@@ -177,14 +177,16 @@ class Study:
     def table1_measures(self, store, subjects, progress: bool = True) -> pd.DataFrame:
         """The segmentation Predictor's Table-1 measures of `subjects` in `store` (`<measure>_auto` and, where a
         chamber gave none, `error_auto`; indexed by subject, sorted): segmented once per run, store and Predictor in
-        `<run>/table1/` (notebooks 06 and 08 read the same cohort), a subject not there yet segmented and added."""
+        `<run>/table1/` (notebooks 06 and 08 read the same cohort; named by the store's content, so a cohort made again
+        in its folder is segmented again), a subject not there yet segmented and added."""
         from fastprogress.fastprogress import progress_bar
 
         from .measure import TABLE1_VIEWS, subject_measures, table1_frames
         from .utils import atomic_file
 
         seg, wanted = self.segmentation(), sorted(set(subjects))
-        path = self.nb.run_dir / "table1" / f"{Path(store.root).name}-{self._segmentation_key[:16]}.csv"
+        path = (self.nb.run_dir / "table1"
+                / f"{Path(store.root).name}-{store.fingerprint()}-{self._segmentation_key[:16]}.csv")
         have = pd.read_csv(path, dtype={"subject": str}) if path.exists() else pd.DataFrame({"subject": []})
         todo = set(wanted) - set(have.subject)
         ids = [f"{s}_{v}" for s in sorted(todo) for v in TABLE1_VIEWS if seg.reads(v) and f"{s}_{v}" in store]

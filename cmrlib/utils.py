@@ -214,3 +214,16 @@ def cpu_bf16() -> bool:
     except OSError:
         return False
     return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def trains_bf16_on_cpu(bf16: bool) -> bool:
+    """Whether `bf16: true` gives bfloat16 autocast on this CPU: only where it computes bfloat16 natively (emulated
+    bfloat16 is slower than float32, so elsewhere it trains in float32)."""
+    return bool(bf16) and cpu_bf16()
+
+
+def float32_sentence(notebooks: list[str]) -> str:
+    """What a run on a CPU without bfloat16 says of its notebooks set to train in it, in its log and its report."""
+    return (f"notebooks {', '.join(notebooks)} (`bf16: true`) train in float32 on this CPU, which computes no "
+            "bfloat16 (no AVX512-BF16 or AMX): slower than their budgets, which were measured on a CPU with it, and "
+            "with learned numbers that differ from a bf16 run's")

@@ -284,7 +284,7 @@ def test_the_report_says_when_bf16_notebooks_trained_in_float32(tmp_path):
     for native, shown in ((True, False), (None, False), (False, True)):  # None: a record from before the field
         (run_dir / "run.json").write_text(json.dumps(dict(rec, **({} if native is None else {"cpu_bf16": native}))))
         text = report.report(run_dir)
-        assert ("notebooks 02 (`bf16: true`) trained in float32" in text) is shown
+        assert ("notebooks 02 (`bf16: true`) train in float32" in text) is shown
     rec["notebooks"][0]["parameters"] = {"bf16": False}
     (run_dir / "run.json").write_text(json.dumps(dict(rec, cpu_bf16=False)))
     assert "float32" not in report.report(run_dir)

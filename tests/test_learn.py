@@ -12,6 +12,7 @@ from fastai.learner import Learner
 from fastai.losses import MSELossFlat
 from torch import nn
 
+import cmrlib.utils
 from cmrlib import learn as L
 from cmrlib.models.cussp import mlp_head
 
@@ -144,10 +145,10 @@ def test_a_seeded_block_repeats_and_hands_the_caller_back_its_random_state():
 
 def test_bf16_callbacks_only_when_asked_and_the_cpu_has_bf16(monkeypatch):
     assert L.bf16_callbacks(False) == [] and L.precision(False) == "float32"
-    monkeypatch.setattr(L, "cpu_bf16", lambda: True)
+    monkeypatch.setattr(cmrlib.utils, "cpu_bf16", lambda: True)
     cbs = L.bf16_callbacks(True)
     assert (len(cbs) == 1 and isinstance(cbs[0], L.CPUBFloat16)) if L.device().type == "cpu" else cbs == []
-    monkeypatch.setattr(L, "cpu_bf16", lambda: False)  # emulated bf16 is slower than float32: not used
+    monkeypatch.setattr(cmrlib.utils, "cpu_bf16", lambda: False)  # emulated bf16 is slower than float32: not used
     assert L.bf16_callbacks(True) == [] and L.precision(True) == "float32"
 
 

@@ -114,6 +114,7 @@ def test_frame_count_ranges():
     cfg = PhantomConfig(n_frames=(20, 30))
     n = {sample_recipe(i, 0, cfg)["acquisition"]["n_frames"] for i in range(40)}
     assert min(n) >= 20 and max(n) <= 30 and len(n) > 3
+    assert PhantomConfig.make(n_frames=[20, 30]) == cfg  # a profile's YAML list is the same range
     with pytest.raises(TypeError):
         PhantomConfig.make(nframes=20)
 

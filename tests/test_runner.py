@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import nbformat
 import pytest
 import yaml
 
+import cmrlib.utils
 from cmrlib import cli, runner
 from cmrlib.schedule import budget_by_waves
 
@@ -132,15 +134,17 @@ def test_budgets_reach_the_notebooks_that_declare_them_the_log_and_the_record(nb
     assert "OVER BUDGET" in lines[3] and "run so far" in lines[3]
 
 
-def test_a_run_says_first_when_its_bf16_notebooks_train_in_float32(nbdir, tmp_path):
+def test_a_run_says_first_when_its_bf16_notebooks_train_in_float32(nbdir, tmp_path, monkeypatch):
     make_nb(nbdir / "00_first.ipynb", "seed = 0\nrun_dir = 'x'\nbf16 = False\n", "pass")
     prof = tmp_path / "bf16.yaml"
     prof.write_text(yaml.safe_dump({"common": {"seed": 0}, "00": {"bf16": True}}))
     p = runner.plan(str(prof), out=tmp_path / "run", notebooks=nbdir)
-    assert runner.float32_note(p, native_bf16=True) is None
-    assert "notebooks 00 (bf16: true) train in float32" in runner.float32_note(p, native_bf16=False)
+    monkeypatch.setattr(cmrlib.utils, "cpu_bf16", lambda: True)
+    assert runner.float32_note(p) is None
+    monkeypatch.setattr(cmrlib.utils, "cpu_bf16", lambda: False)
+    assert "notebooks 00 (`bf16: true`) train in float32" in runner.float32_note(p)
     p.steps[0][1]["bf16"] = False
-    assert runner.float32_note(p, native_bf16=False) is None
+    assert runner.float32_note(p) is None
 
 
 @pytest.mark.parametrize("budgets, match", [({"1": 3}, "not a notebook number"), ({"00": 0}, "above 0"),
@@ -237,6 +241,8 @@ def test_a_runs_own_figures_and_report_leave_its_commit_clean(tmp_path):
     assert not git_commit(tmp_path / "src").endswith("-dirty")
     (tmp_path / "src" / "a.py").write_text("b")
     assert git_commit(tmp_path).endswith("-dirty")
+    recipe = (Path(__file__).parents[1] / "Makefile").read_text().split("\nreproduce:")[1].split("\n\n")[0]
+    assert set(re.findall(r"--(?:figures|readme) ([^\s;]+)", recipe)) == set(RUN_OUTPUTS)  # what `make reproduce` writes
 
 
 RENDEZVOUS = ("import time\nfrom pathlib import Path\nPath(run_dir, '{me}.txt').write_text('here')\n"

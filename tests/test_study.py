@@ -4,6 +4,7 @@ notebook file."""
 from __future__ import annotations
 
 import ast
+import shutil
 
 import pytest
 
@@ -135,7 +136,13 @@ def test_a_runs_table1_measures_are_segmented_once_per_segmenter_and_shared(tmp_
     table = measured(first)
     assert len(first) == 4 and list(table.index) == subjects and measured(second).equals(table) and not second
     key = segmentation.Predictor(nets).content_key()[:16]
-    assert [f.name for f in (run / "table1").iterdir()] == [f"cohort-{key}.csv"]
+    assert [f.name for f in (run / "table1").iterdir()] == [f"cohort-{store.fingerprint()}-{key}.csv"]
     reads = {c: store.read(c, table1_frames(store, c)).labels for c in store.ids()}
     want = subject_measures(store, reads).set_index("subject")
     assert table["LVEF_auto"].to_numpy() == pytest.approx(want["LVEF_auto"].to_numpy())
+
+    shutil.rmtree(run / "cohort")  # the same folder, other subjects: its own table, segmented again
+    store = make_cohort(run / "cohort", n=2, seed=3, views=("SAX", "4CH"), workers=1, progress=False, n_frames=8,
+                        matrix=64, pixel_mm=3.0)
+    third = []
+    assert not measured(third).equals(table) and len(third) == 4 and len(list((run / "table1").iterdir())) == 2

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..results import ROOT
-from ..utils import atomic_write_text
+from ..utils import atomic_write_text, float32_sentence
 
 __all__ = ["ReportError", "load_run", "notebook_table", "targets_table", "headlines", "report", "figure_index",
            "splice_readme", "MARKERS"]
@@ -166,9 +166,7 @@ def _float32_note(run: dict) -> str:
                if (r.get("parameters") or {}).get("bf16")]
     if run.get("cpu_bf16") is not False or not wanting:
         return ""
-    return (f"This run's CPU computes no bfloat16: notebooks {', '.join(wanting)} (`bf16: true`) trained in float32, "
-            "slower than their budgets (measured on a CPU with AVX512-BF16), and their learned numbers differ from a "
-            "bf16 run's.")
+    return f"In this run, {float32_sentence(wanting)}."
 
 
 def report(run_dir: str | Path) -> str:

@@ -81,9 +81,11 @@ class PhantomConfig:
 
     @classmethod
     def make(cls, config: "PhantomConfig | dict | None" = None, **overrides) -> "PhantomConfig":
-        """Config from None, a dict or a config, with keyword overrides; unknown keys raise."""
+        """Config from None, a dict or a config, with keyword overrides; unknown keys raise. A list (YAML and
+        papermill give ranges and prevalences as lists) becomes the tuple the field declares."""
         base = asdict(config) if isinstance(config, PhantomConfig) else dict(config or {})
         base.update(overrides)
+        base = {k: tuple(v) if isinstance(v, list) else v for k, v in base.items()}
         known = {f.name for f in fields(cls)}
         bad = sorted(set(base) - known)
         if bad:
