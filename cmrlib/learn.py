@@ -16,6 +16,7 @@ import contextvars
 import dataclasses
 import json
 import os
+import random
 from pathlib import Path
 from typing import Mapping
 
@@ -239,13 +240,20 @@ def attempt(what: Mapping, fn, *args, **kwargs):
             return None, {**dict(what), "status": "failed", "reason": e.problem}
 
 
-def dataloaders(train, valid, bs: int):
+def dataloaders(train, valid, bs: int, order_seed: int | None = None):
     """fastai DataLoaders over two map-style datasets that draw their own augmentation from seeded generators
-    (training shuffled, its last incomplete batch dropped when there is more than one batch)."""
+    (training shuffled, its last incomplete batch dropped when there is more than one batch).
+
+    order_seed: the training batches' order from a generator of its own. fastai otherwise seeds it from Python's
+    global `random`, which a Dask worker's event loop also draws from (sizing results, retry jitter) while a task
+    runs: a fit on a worker then shuffles differently from run to run. None keeps fastai's draw."""
     from fastai.data.core import DataLoaders
     from fastai.data.load import DataLoader
-    return DataLoaders(DataLoader(train, bs=bs, shuffle=True, drop_last=len(train) > bs),
-                       DataLoader(valid, bs=bs * 2), device=device())
+    dls = DataLoaders(DataLoader(train, bs=bs, shuffle=True, drop_last=len(train) > bs),
+                      DataLoader(valid, bs=bs * 2), device=device())
+    if order_seed is not None:
+        dls.train.rng = random.Random(order_seed)
+    return dls
 
 
 def pos_weight(y) -> float:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import fastai.callback.schedule  # noqa: F401
+import random
 import shutil
 
 import pytest
@@ -141,6 +142,21 @@ def test_a_seeded_block_repeats_and_hands_the_caller_back_its_random_state():
                        if any(call in p.read_text() for call in ("seed_everything(", "torch.manual_seed(",
                                                                  "np.random.seed(", "random.seed(")))
     assert reseeding == ["fit.py", "results.py", "utils.py"]
+
+
+def test_a_training_order_of_its_own_ignores_what_else_draws_from_the_global_random():
+    """A fit on a Dask worker shares Python's global `random` with the worker's event loop, which draws from it while
+    the task runs: with `order_seed` the batches' order comes from the loader's own generator."""
+    data = [torch.tensor([float(i)]) for i in range(24)]
+
+    def order(global_seed: int, order_seed: int | None) -> list[float]:
+        random.seed(global_seed)  # another thread's draws leave the global state anywhere
+        dls = L.dataloaders(data, data, bs=4, order_seed=order_seed)
+        return [float(v) for epoch in range(2) for batch in dls.train for v in batch.flatten()]
+
+    assert order(0, 7) == order(1, 7) and order(0, 7) != order(0, 8)
+    assert sorted(order(0, 7)[:24]) == [float(i) for i in range(24)]  # every item once per epoch, shuffled
+    assert order(0, None) != order(1, None)  # fastai's own draw follows the global state
 
 
 def test_bf16_callbacks_only_when_asked_and_the_cpu_has_bf16(monkeypatch):

@@ -91,7 +91,7 @@ def pretrain(pool: np.ndarray, valid: np.ndarray, cfg: SSLHFConfig, kinds=CORRUP
             net.load_state_dict(start.state_dict())
         dls = dataloaders(Restoration(pool, kinds, seed_for(cfg.seed, "sslhf", "proxy", tag)),
                           Restoration(valid, kinds, seed_for(cfg.seed, "sslhf", "proxy-valid", tag), augment=False),
-                          cfg.proxy_bs)
+                          cfg.proxy_bs, order_seed=seed_for(cfg.seed, "sslhf", "proxy-order", tag))
         learn = Learner(dls, net, loss_func=nn.MSELoss(), wd=0.0, cbs=callbacks("SSLHF proxy", cfg.bf16))
         epochs = max(1, math.ceil(cfg.proxy_steps / max(1, len(pool) // cfg.proxy_bs)))
         log = _fit(learn, epochs, cfg.proxy_lr, cfg.proxy_decay_every, f"proxy {tag}")
@@ -128,7 +128,8 @@ def _classifier(row: str, cfg: SSLHFConfig, restorers: dict[str, Restorer3D] | N
 def learner(net: nn.Module, train: tuple, valid: tuple, cfg: SSLHFConfig, seed: int = 0) -> Learner:
     """A classifier Learner: flipped and rotated training patches, weighted BCE for the class imbalance."""
     (xt, yt), (xv, yv) = train, valid
-    dls = dataloaders(Labelled(xt, yt, augment=True, seed=seed), Labelled(xv, yv), cfg.bs)
+    dls = dataloaders(Labelled(xt, yt, augment=True, seed=seed), Labelled(xv, yv), cfg.bs,
+                      order_seed=seed_for(seed, "order"))  # on a Dask worker: nothing from the global `random`
     return Learner(dls, net, loss_func=WeightedBCE(pos_weight(yt)), wd=1e-4, cbs=callbacks("SSLHF", cfg.bf16))
 
 
