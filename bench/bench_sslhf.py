@@ -101,7 +101,9 @@ def rows(which: str = "all") -> list[dict]:
     out = []
     if which in ("all", "default"):
         native = "" if _bf16(SIZES["default"]) else "; this CPU has no native bf16"
-        out.append(dict(figure=f"SSLHF training patches/s at the default size, float32 / bf16 autocast (batch {SIZES['default']['bs']}, 2 threads{native})",
+        bs = SIZES["default"]["bs"]
+        out.append(dict(figure=f"SSLHF training patches/s at the default size, float32 / bf16 autocast (batch {bs}, "
+                               f"2 threads{native})",
                         value=f"{training_rate(False):.0f} / {training_rate(True):.0f}", target=""))
     for name in (SIZES if which == "all" else [which]):
         s = SIZES[name]

@@ -19,6 +19,8 @@ import contextlib
 import json
 import logging
 import pickle
+import random
+import sys
 import threading
 import uuid
 from functools import partial
@@ -49,6 +51,8 @@ def client(scheduler: Any = None, workers: int = 1, timeout_s: float = CONNECT_T
         yield None
         return
     from distributed import Client
+
+    sizes_without_global_random()
 
     if isinstance(scheduler, Client):
         yield scheduler
@@ -110,6 +114,24 @@ def connect(scheduler: Any, timeout_s: float = CONNECT_TIMEOUT_S):
                                "leave --scheduler out for a local cluster")
 
 
+_OWN_SAMPLES = random.Random(0)  # Dask's size estimates of long lists sample from this, not the global `random`
+
+
+def sizes_without_global_random() -> None:
+    """Dask sizes every message and result on its event loop thread, sampling long lists and tuples with Python's
+    global `random`, while this process's fits draw from that state too (fastai's batch order and augmentation):
+    a fit beside an open client, or a task on a worker, would then train differently from run to run. Dask's
+    estimate stays; its samples come from a generator of its own."""
+    from dask.sizeof import sizeof
+
+    def sizeof_python_collection(seq):
+        if len(seq) <= 10:
+            return sys.getsizeof(seq) + sum(map(sizeof, seq))
+        return sys.getsizeof(seq) + int(len(seq) / 10 * sum(map(sizeof, _OWN_SAMPLES.sample(seq, 10))))
+
+    sizeof.register((list, tuple))(sizeof_python_collection)
+
+
 def n_threads(c) -> int:
     """Worker threads the cluster has now (at least 1)."""
     return max(1, sum(c.nthreads().values()))
@@ -154,6 +176,7 @@ def _with_shared(item, blob: bytes, fn: Callable, batch: str):
     """One task: `fn(item, *args)`, the batch's arguments unpickled once per worker. They travel as one pickle
     because Dask's own torch serialiser fails on some modules (an LSTM that has run a forward pass)."""
     if batch not in _SHARED:
+        sizes_without_global_random()  # this worker's event loop sizes the results
         _SHARED.clear()
         _SHARED[batch] = pickle.loads(blob)
     return fn(item, *_SHARED[batch])

@@ -244,9 +244,10 @@ def dataloaders(train, valid, bs: int, order_seed: int | None = None):
     """fastai DataLoaders over two map-style datasets that draw their own augmentation from seeded generators
     (training shuffled, its last incomplete batch dropped when there is more than one batch).
 
-    order_seed: the training batches' order from a generator of its own. fastai otherwise seeds it from Python's
-    global `random`, which a Dask worker's event loop also draws from (sizing results, retry jitter) while a task
-    runs: a fit on a worker then shuffles differently from run to run. None keeps fastai's draw."""
+    order_seed: the training batches' order from a generator of its own, for a fit that runs on a Dask worker.
+    fastai otherwise seeds it from Python's global `random`, which the worker's own code may draw from while the task
+    runs (`cmrlib.cluster.sizes_without_global_random` keeps Dask's size estimates off it; retries and the like
+    remain). None keeps fastai's draw."""
     from fastai.data.core import DataLoaders
     from fastai.data.load import DataLoader
     dls = DataLoaders(DataLoader(train, bs=bs, shuffle=True, drop_last=len(train) > bs),

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
+import sys
 import threading
 import time
 
@@ -44,6 +46,27 @@ def test_in_process_unless_asked():
     assert not wants_dask(None, 1) and wants_dask(None, 2) and wants_dask("tcp://h:8786", 1)
     with client(None, 1) as c:
         assert c is None
+
+
+def _sizing_leaves_the_global_random(seed: int) -> bool:
+    """Whether Dask's size estimate of long lists and tuples leaves Python's global random state where it was."""
+    from dask.sizeof import sizeof
+    random.seed(seed)
+    want = random.random()
+    random.seed(seed)
+    sizeof([list(range(50))] * 40), sizeof(tuple(range(100)))
+    return random.random() == want
+
+
+def test_dask_sizes_long_lists_without_the_global_random(dask_client):
+    """Dask's event loop sizes every message and result while a fit in the same process draws from the global
+    `random` (fastai's batch order): in this process, holding a client, and in its workers, it draws elsewhere."""
+    from dask.sizeof import sizeof
+    assert _sizing_leaves_the_global_random(0)
+    got = [res for _, res, err in map_tasks(_sizing_leaves_the_global_random, range(2), dask_client, progress=False)]
+    assert got == [True, True]
+    assert sizeof([b"x" * 100] * 50) == sys.getsizeof([b"x"] * 50) + 50 * 100  # Dask's estimate, unchanged
+    assert sizeof((b"ab", b"c")) == sys.getsizeof((b"ab", b"c")) + 3
 
 
 @pytest.mark.parametrize("on_dask", [False, True])

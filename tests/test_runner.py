@@ -242,7 +242,7 @@ def test_a_runs_own_figures_and_report_leave_its_commit_clean(tmp_path):
     (tmp_path / "src" / "a.py").write_text("b")
     assert git_commit(tmp_path).endswith("-dirty")
     recipe = (Path(__file__).parents[1] / "Makefile").read_text().split("\nreproduce:")[1].split("\n\n")[0]
-    assert set(re.findall(r"--(?:figures|readme) ([^\s;]+)", recipe)) == set(RUN_OUTPUTS)  # what `make reproduce` writes
+    assert set(re.findall(r"--(?:figures|readme) ([^\s;]+)", recipe)) == set(RUN_OUTPUTS)  # what it writes
 
 
 RENDEZVOUS = ("import time\nfrom pathlib import Path\nPath(run_dir, '{me}.txt').write_text('here')\n"
