@@ -179,8 +179,8 @@ def report(run_dir: str | Path) -> str:
              f"{run.get('started', '')[:10]}; {_run_minutes(run)}{_of_budget(run)} "
              f"(`cmrlib run --profile {run.get('profile')}`; this report: `cmrlib report {_shown(run_dir)}`).", "",
              _md(nbs), ""]
-    if _float32_note(run):
-        lines += [_float32_note(run), ""]
+    if note := _float32_note(run):
+        lines += [note, ""]
     if len(tg):
         tg = tg.assign(met=tg["met"].map({True: "yes", False: "**no**"}), value=tg["value"].round(3))
         lines += [f"**Targets**: {int((tg['met'] == 'yes').sum())} of {len(tg)} met.", "", _md(tg), ""]
