@@ -52,6 +52,7 @@ SPLITS = ("train", "valid", "test")
 SPLIT_FRACTIONS = (0.7, 0.15, 0.15)  # of SPLITS, per stratum
 PIXEL_SCALES = tuple(2.0 ** -k for k in range(11))  # exact quanta tried coarsest first: scanner integers 1, phantom 1/512
 FRAME_CODEC = BloscCodec(cname="zstd", clevel=5, shuffle="bitshuffle")  # -20 % vs zarr's default zstd on uint16 cines
+CHUNK_BYTES = 1 << 20  # whole frames per chunk up to this size: zarr's cost is per chunk, a frame of a small cine is tiny
 
 
 def stratified_split(strata: dict[str, str], seed: int = 0, fractions=SPLIT_FRACTIONS) -> dict[str, str]:
@@ -191,6 +192,13 @@ def pack_pixels(pixels: np.ndarray) -> tuple[np.ndarray, float | None]:
     return px, None
 
 
+def frame_chunks(a: np.ndarray) -> tuple[int, ...]:
+    """Chunks of whole frames, as many as fit in `CHUNK_BYTES` (at least one): a frame still reads on its own from
+    a big SAX stack, while a small cine is a chunk or two rather than one per frame."""
+    frame = a[0].nbytes if len(a) else 1
+    return (max(1, min(len(a), CHUNK_BYTES // max(frame, 1))),) + a.shape[1:]
+
+
 def unpack_pixels(stored: np.ndarray, scale: float | None) -> np.ndarray:
     """Float32 pixels from what `pack_pixels` stored (bit-exact: the scales are powers of two)."""
     px = np.asarray(stored).astype(np.float32)
@@ -318,19 +326,18 @@ class CohortStore:
             return False
 
     def write(self, cine: Cine, overwrite: bool = False) -> Path:
-        """Write one cine atomically (chunked per frame, compressed); skip if present unless overwrite."""
+        """Write one cine atomically (compressed, whole frames per chunk); skip if present unless overwrite."""
         cine.validate()
         dst = self.path(cine.cine_id)
         if dst.exists() and not overwrite:
             return dst
         with atomic_dir(dst) as tmp:
             g = zarr.open_group(str(tmp), mode="w")
-            chunks = (1,) + cine.pixels.shape[1:]
             packed, scale = pack_pixels(cine.pixels)
-            g.create_array("pixels", data=packed, chunks=chunks, compressors=FRAME_CODEC)
+            g.create_array("pixels", data=packed, chunks=frame_chunks(packed), compressors=FRAME_CODEC)
             g.create_array("frame_times", data=cine.frame_times)
             if cine.labels is not None:
-                g.create_array("labels", data=cine.labels, chunks=chunks, compressors=FRAME_CODEC)
+                g.create_array("labels", data=cine.labels, chunks=frame_chunks(cine.labels), compressors=FRAME_CODEC)
                 g.create_array("labelled", data=cine.labelled.astype(np.uint8))
             for name, pts in cine.landmarks.items():
                 g.create_array(f"landmarks/{name}", data=pts)
@@ -373,30 +380,29 @@ class CohortStore:
         a = dict(g.attrs)
         sel = slice(None) if frames is None else (frames if isinstance(frames, slice) else list(frames))
         take = (lambda arr: arr[sel]) if isinstance(sel, slice) else (lambda arr: arr.get_orthogonal_selection((sel,)))
-        keys = set(g.array_keys())
-        lm = {}
-        if "landmarks" in set(g.group_keys()):
-            lg = g["landmarks"]
-            lm = {k: np.asarray(take(lg[k])) for k in lg.array_keys()}
+        arrays = {k: v for k, v in g.members(max_depth=None) if isinstance(v, zarr.Array)}  # one listing
+        lm = {k.removeprefix("landmarks/"): np.asarray(take(arrays[k])) for k in sorted(arrays)
+              if k.startswith("landmarks/")}
         ed, es = a.get("ed"), a.get("es")
         if frames is not None:  # re-index ED/ES into the selected frames (None when not selected)
             idx = np.arange(a["shape"][0])[sel].tolist()
             ed = idx.index(ed) if ed in idx else None
             es = idx.index(es) if es in idx else None
         return Cine(
-            subject=a["subject"], view=a["view"], pixels=unpack_pixels(take(g["pixels"]), a.get("pixel_scale")),
-            spacing=tuple(a["spacing"]), frame_times=np.asarray(take(g["frame_times"])),
-            labels=np.asarray(take(g["labels"])) if "labels" in keys else None,
-            labelled=np.asarray(take(g["labelled"])).astype(bool) if "labelled" in keys else None,
+            subject=a["subject"], view=a["view"], pixels=unpack_pixels(take(arrays["pixels"]), a.get("pixel_scale")),
+            spacing=tuple(a["spacing"]), frame_times=np.asarray(take(arrays["frame_times"])),
+            labels=np.asarray(take(arrays["labels"])) if "labels" in arrays else None,
+            labelled=np.asarray(take(arrays["labelled"])).astype(bool) if "labelled" in arrays else None,
             landmarks=lm, ed=ed, es=es, source=a.get("source", "unknown"), meta=a.get("meta", {}))
 
     def lazy(self, cine_id: str, array: str = "pixels"):
-        """One array of a cine as a `dask.array` over its zarr chunks (a frame each): nothing is read until it is
-        computed, so a big cohort's cines can be sliced, reduced or mapped frame by frame. Pixels come as float32."""
+        """One array of a cine as a `dask.array` of a frame per chunk: nothing is read until it is computed, so a big
+        cohort's cines can be sliced, reduced or mapped frame by frame. Pixels come as float32."""
         import dask.array as da
 
         g = self.group(cine_id)
-        a = da.from_zarr(g[array])
+        z = g[array]
+        a = da.from_zarr(z, chunks=(1,) + z.shape[1:])
         if array != "pixels":
             return a
         scale = g.attrs.get("pixel_scale")

@@ -53,6 +53,29 @@ def test_pixels_packed_losslessly(tmp_path, pixels, stored, scale):
     assert r.pixels.dtype == np.float32 and np.array_equal(r.pixels, c.pixels)
 
 
+def test_a_chunk_holds_whole_frames_up_to_its_size_and_a_frame_a_chunk_still_reads(tmp_path, monkeypatch):
+    import zarr
+
+    from cmrlib import store as S
+
+    s = CohortStore(tmp_path)
+    small = cine(landmarks={"truth": np.ones((4, 2, 2), np.float32)})
+    s.write(small)
+    assert s.group(small.cine_id)["pixels"].chunks == (4, 3, 6, 7)  # a small cine is one chunk
+    frame = s.group(small.cine_id)["pixels"].dtype.itemsize * 3 * 6 * 7  # bytes of one stored frame
+    monkeypatch.setattr(S, "CHUNK_BYTES", 3 * frame - 1)  # two frames of pixels fit, not three
+    s.write(small, overwrite=True)
+    assert s.group(small.cine_id)["pixels"].chunks == (2, 3, 6, 7)
+    monkeypatch.setattr(S, "CHUNK_BYTES", 1)  # a frame bigger than a chunk is a chunk of its own
+    s.write(small, overwrite=True)
+    assert s.group(small.cine_id)["pixels"].chunks == (1, 3, 6, 7)
+    g = zarr.open_group(str(s.path(small.cine_id)), mode="r")
+    assert g["pixels"].nchunks == 4
+    r = s.read(small.cine_id, frames=[1, 2])
+    assert np.array_equal(r.labels, small.labels[1:3]) and np.array_equal(r.landmarks["truth"], np.ones((2, 2, 2)))
+    assert s.lazy(small.cine_id).chunks[0] == (1,) * 4
+
+
 def test_frame_subset_reindexes_ed_es(tmp_path):
     s = CohortStore(tmp_path)
     s.write(cine())
