@@ -89,6 +89,19 @@ def test_cussp_and_sslhf_train_in_two_cpu_processes(run, tmp_path, method):
     rec = json.loads((tmp_path / "fit.json").read_text())
     assert rec["processes"] == 2 and set(rec["batch_per_process"]) == set(predictor.study_class(method).BATCHES)
     assert any(r.get("valid_loss") is not None for r in rec["rows"])
+    if method == "cussp":
+        cussp_fit_is_its_study_with_a_predictor(rec, tmp_path)
+
+
+def cussp_fit_is_its_study_with_a_predictor(rec: dict, out):
+    """CUSSP's fit runs its Study's pretraining stages and leaves a Predictor that finds the valve with the run's
+    segmenter, named, not copied (so it loads only beside one)."""
+    assert {"pretrain cycle", "pretrain window"} <= {r.get("stage") for r in rec["rows"]}
+    with pytest.raises(predictor.PredictorError, match="segmentation.predictor: no predictor here"):
+        predictor.load(out / "cussp.predictor")
+    saved = modelfile.read(out / "cussp.predictor", kind="predictor")
+    assert saved["needs"] == {"segmenter": "segmentation"}
+    assert {"size", "patch_mm", "frames", "window", "threshold"} <= set(saved["prep"])
 
 
 def test_segmentation_fit_leaves_the_runs_predictor_that_predicts(run, tmp_path):
@@ -100,18 +113,6 @@ def test_segmentation_fit_leaves_the_runs_predictor_that_predicts(run, tmp_path)
     sax = store.read(store.select(view="SAX", split="test")[0])
     assert {"SAX", "LAX"} == set(p.nets) and set(p.prep["uncertainty_p95"]) <= {"SAX", "LAX"}
     assert "LVEDV" in p.predict(sax).measures
-
-
-def test_cussp_fit_is_its_study_and_writes_a_predictor_that_predicts(run, tmp_path):
-    tiny = dict(anatomy="labels", pool_subjects=0, pool_fractions=[], pretrain_steps=2, epochs=1, siam_epochs=1,
-                cnn_epochs=1, rf_iter=2, n_boot=20, eval_splits=["valid", "test"])
-    rec = fit("cussp", "smoke", run, tiny, out=tmp_path)
-    assert {"pretrain cycle", "pretrain window"} <= {r.get("stage") for r in rec["rows"]}
-    with pytest.raises(predictor.PredictorError, match="segmentation.predictor: no predictor here"):
-        predictor.load(tmp_path / "cussp.predictor")  # it finds the valve with the run's segmenter, kept by name
-    saved = modelfile.read(tmp_path / "cussp.predictor", kind="predictor")
-    assert saved["needs"] == {"segmenter": "segmentation"}
-    assert {"size", "patch_mm", "frames", "window", "threshold"} <= set(saved["prep"])
 
 
 def test_heartmae_fit_goes_on_to_the_probes_and_leaves_the_runs_predictor(tmp_path):
