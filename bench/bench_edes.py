@@ -8,11 +8,11 @@ network only = the forward pass on prepared frames. Timings on a shared CPU are 
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import numpy as np
 import yaml
+from timing import median_seconds
 
 PROFILE = Path(__file__).resolve().parents[1] / "cmrlib" / "profiles" / "default.yaml"
 KEYS = ("widths", "blocks", "hidden", "bidirectional", "cyclic", "motion")
@@ -27,13 +27,7 @@ def default_params() -> dict:
 
 def _rate(fn, repeats: int) -> float:
     """Calls per second of fn (after one warm-up), median of `repeats` timed calls."""
-    fn()
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return 1.0 / float(np.median(ts))
+    return 1.0 / median_seconds(fn, repeats)
 
 
 def rows(threads: int | tuple[int, ...] = (1, 2), model: str | None = None, repeats: int = 10) -> list[dict]:

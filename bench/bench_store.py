@@ -10,24 +10,14 @@ from __future__ import annotations
 
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from timing import median_seconds
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 SIZES = {"smoke": dict(n_frames=20, matrix=96, pixel_mm=2.5), "default": dict(n_frames=30, matrix=128, pixel_mm=1.8)}
-
-
-def median_ms(fn, repeats: int = 7) -> float:
-    """Median wall milliseconds of `fn()` after one warm-up call."""
-    fn()
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return 1000 * sorted(ts)[len(ts) // 2]
 
 
 def rows() -> list[dict]:
@@ -42,13 +32,13 @@ def rows() -> list[dict]:
             for view in ("4CH", "SAX"):
                 cine = cines[view]
                 cid = store.write(cine).name.removesuffix(".zarr")
-                write = median_ms(lambda: store.write(cine, overwrite=True))
-                read = median_ms(lambda: store.read(cid))
+                write = 1000 * median_seconds(lambda: store.write(cine, overwrite=True), 7)
+                read = 1000 * median_seconds(lambda: store.read(cid), 7)
                 shape = "x".join(map(str, cine.pixels.shape))
                 out.append(dict(figure=f"store: write / read one {view} cine ({profile} size, {shape}, labels)",
                                 value=f"{write:.0f} / {read:.0f} ms", target="report"))
                 if view == "SAX" and profile == "default":
-                    both = median_ms(lambda: store.read(cid, [cine.ed, cine.es]))
+                    both = 1000 * median_seconds(lambda: store.read(cid, [cine.ed, cine.es]), 7)
                     out.append(dict(figure=f"store: read a {shape} SAX stack's ED and ES frames only",
                                     value=f"{both:.0f} ms", target="report"))
     return out
