@@ -195,8 +195,8 @@ def pack_pixels(pixels: np.ndarray) -> tuple[np.ndarray, float | None]:
 def frame_chunks(a: np.ndarray) -> tuple[int, ...]:
     """Chunks of whole frames, as many as fit in `CHUNK_BYTES` (at least one): a frame still reads on its own from
     a big SAX stack, while a small cine is a chunk or two rather than one per frame."""
-    frame = a[0].nbytes if len(a) else 1
-    return (max(1, min(len(a), CHUNK_BYTES // max(frame, 1))),) + a.shape[1:]
+    frame = max(a[0].nbytes, 1) if len(a) else 1
+    return (max(1, min(len(a), CHUNK_BYTES // frame)),) + a.shape[1:]
 
 
 def unpack_pixels(stored: np.ndarray, scale: float | None) -> np.ndarray:
