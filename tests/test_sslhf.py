@@ -294,7 +294,7 @@ def test_a_row_that_trains_into_nan_is_reported_and_left_out_while_the_others_go
     x = g.normal(0, 1, (9, 16, 16, 16)).astype(np.float32)
     patches = sslhf.data.HFPatches(x, labels.subject.to_numpy(), np.zeros(9, int))
     folds = sslhf.data.patient_folds(labels, 3)
-    cfg = sslhf.learner.SSLHFConfig(widths=(2, 2, 2, 2, 2), hidden=(2, 2), epochs=1, bs=4)
+    cfg = sslhf.learner.SSLHFConfig(widths=(2, 2, 2, 2, 2), hidden=(2, 2), epochs=1, bs=4, resnet_widen=0.125)
     pred, logs, kept = crossval.cross_validate(patches, labels, folds, ("A: no proxy", "3D ResNet-50"), cfg,
                                                lambda f: {}, keep=("A: no proxy",), progress=False)
     failed = crossval.failures(logs)

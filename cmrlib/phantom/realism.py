@@ -368,20 +368,21 @@ ACDC_LIKE = dict(ACDC_ACQUISITION, body_grain=0.15)
 
 
 def report(data_root: str | Path, n: int = 40, seed: int = 0, n_acdc: int | None = None, config: dict | None = None,
-           matched: bool = True) -> dict:
+           matched: bool = True, epochs: int = 8) -> dict:
     """Domain AUCs (one row per phantom and view) and image statistics of phantom vs real frames (README numbers).
 
     config: PhantomConfig overrides of the phantom as the cohort draws it; `matched` adds SAX rows with the phantom
     drawn at ACDC's acquisition (`ACDC_ACQUISITION`), then also with a textured thorax (`ACDC_LIKE`). The real 4CH
-    cines are UK Biobank's 1.8-mm acquisition, which the cohort's draws already match, so 4CH has one row."""
+    cines are UK Biobank's 1.8-mm acquisition, which the cohort's draws already match, so 4CH has one row. `epochs`:
+    the domain classifier's, in every fold."""
     base = dict(n_frames=20, **(config or {}))
     re = real_frames(data_root, n_acdc)
     ph = phantom_frames(n, seed, base)
-    rows = [_auc_row("cohort's acquisition", "SAX", "ACDC", ph, re, seed),
-            _auc_row("cohort's acquisition", "4CH", "UK Biobank", ph, re, seed)]
+    rows = [_auc_row("cohort's acquisition", "SAX", "ACDC", ph, re, seed, epochs),
+            _auc_row("cohort's acquisition", "4CH", "UK Biobank", ph, re, seed, epochs)]
     for name, cfg in ({"ACDC's acquisition": ACDC_ACQUISITION, "ACDC's acquisition, textured thorax": ACDC_LIKE}
                       if matched else {}).items():
-        rows.append(_auc_row(name, "SAX", "ACDC", phantom_frames(n, seed, {**base, **cfg}), re, seed))
+        rows.append(_auc_row(name, "SAX", "ACDC", phantom_frames(n, seed, {**base, **cfg}), re, seed, epochs))
     stats_sax = pd.concat([summarise(image_stats(re["sax"], re["sax_labels"], (MM, MM)), "ACDC SAX"),
                            summarise(image_stats(ph["sax"], ph["sax_labels"], (MM, MM)), "phantom SAX")], axis=1)
     stats_4ch = pd.concat([summarise(image_stats(re["lax"]), "UKBB-style 4CH"),
@@ -389,11 +390,11 @@ def report(data_root: str | Path, n: int = 40, seed: int = 0, n_acdc: int | None
     return dict(aucs=pd.DataFrame(rows), stats_sax=stats_sax, stats_4ch=stats_4ch)
 
 
-def _auc_row(phantom: str, view: str, real: str, ph: dict, re: dict, seed: int) -> dict:
+def _auc_row(phantom: str, view: str, real: str, ph: dict, re: dict, seed: int, epochs: int) -> dict:
     """One domain-AUC row: phantom vs real frames of one view, each subject's frames kept in one fold."""
     key, groups = ("sax", "sax_groups") if view == "SAX" else ("lax", "lax_groups")
     return dict(phantom=phantom, view=view, real=real,
-                auc=domain_auc(ph[key], re[key], seed, groups=ph[groups] + re[groups]),
+                auc=domain_auc(ph[key], re[key], seed, groups=ph[groups] + re[groups], epochs=epochs),
                 frames_phantom=len(ph[key]), frames_real=len(re[key]))
 
 
