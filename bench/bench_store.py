@@ -31,7 +31,8 @@ def rows() -> list[dict]:
             cines = simulate_subject(0, 0, size)
             for view in ("4CH", "SAX"):
                 cine = cines[view]
-                cid = store.write(cine).name.removesuffix(".zarr")
+                cid = cine.cine_id
+                store.write(cine)
                 write = 1000 * median_seconds(lambda: store.write(cine, overwrite=True), 7)
                 read = 1000 * median_seconds(lambda: store.read(cid), 7)
                 shape = "x".join(map(str, cine.pixels.shape))

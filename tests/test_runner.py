@@ -218,7 +218,7 @@ def test_a_notebook_saved_by_jupyterlab_strips_back_to_the_committed_file(tmp_pa
                 c.outputs = [nbformat.v4.new_output("stream", name="stdout", text="ran\n")]
         nbformat.write(node, tmp_path / nb.name)
     saved = [str(tmp_path / nb.name) for nb in runner.discover()]
-    subprocess.run([sys.executable, "-m", "nbstripout", "--extra-keys", keys, *saved], check=True)  # one process, in place
+    subprocess.run([sys.executable, "-m", "nbstripout", "--extra-keys", keys, *saved], check=True)  # in place
     changed = [nb.name for nb in runner.discover() if (tmp_path / nb.name).read_text() != nb.read_text()]
     assert not changed, f"the committed form is not what the filter leaves: {changed}"
 
