@@ -65,9 +65,11 @@ def _source(folder: Path) -> tuple[str, list[Path]]:
     raise AnalyseError(f"{folder.name}: no DICOM, NIfTI, UK Biobank zip or ACDC patient files found")
 
 
-def read_patient(path: str | Path) -> tuple[list[Cine], list[dict]]:
+def read_patient(path: str | Path, views: dict[int, str] | None = None) -> tuple[list[Cine], list[dict]]:
     """One patient's cines (subject 'patient') and the reader's notes: each file it passed over (its path inside the
-    patient's folder) and why. Two cines of one view (two patients' files in one folder) are refused, never merged."""
+    patient's folder) and why, and for a DICOM folder each series with its role (`series`: its table row). Two
+    cines of one view (two patients' files in one folder) are refused, never merged. `views`: {series number:
+    view or 'skip'} over the DICOM sorting rules."""
     from .io import IngestError
     from .io.batch import read_item, source_module
     from .io.common import Item
@@ -76,6 +78,8 @@ def read_patient(path: str | Path) -> tuple[list[Cine], list[dict]]:
     if not folder.is_dir():
         raise AnalyseError(f"{folder.name}: not a folder (give the patient's folder of cines)")
     source, nifti = _source(folder)
+    if views and source != "dicom":
+        raise AnalyseError(f"--view names DICOM series; {folder.name} holds {source} files")
     if source == "ukbb":
         items = source_module("ukbb").find(folder)
         if len(items) != 1:
@@ -84,7 +88,7 @@ def read_patient(path: str | Path) -> tuple[list[Cine], list[dict]]:
     elif source == "nifti":
         item = Item(key=PATIENT, paths=tuple(nifti), subject=PATIENT)
     else:
-        item = Item(key=PATIENT, paths=(folder,), subject=PATIENT)
+        item = Item(key=PATIENT, paths=(folder,), subject=PATIENT, opts={"views": views} if views else {})
     try:
         if source == "acdc":
             from .io.acdc import read_acdc_patient
@@ -101,8 +105,8 @@ def read_patient(path: str | Path) -> tuple[list[Cine], list[dict]]:
     if twice:
         names = ", ".join(_files_of_view(folder, nifti, twice[0])) or "see the folder"
         raise AnalyseError(f"{folder.name}: two {twice[0]} cines ({names}): give one patient's cines per folder")
-    return cines, [dict(file=_inside(folder, n.get("file", "")), reason=f"{n.get('error')}: {n.get('message')}")
-                   for n in notes]
+    return cines, [dict(file=_inside(folder, n.get("file", "")), reason=f"{n.get('error')}: {n.get('message')}",
+                        **({"series": n["series"]} if "series" in n else {})) for n in notes]
 
 
 def _files_of_view(folder: Path, files: list[Path], view: str) -> list[str]:
@@ -316,11 +320,33 @@ def _uncertainty_html(detail: dict) -> str:
 
 def _cell(v) -> str:
     """A QC value as shown: '—' where the file does not say."""
-    return "—" if v is None or (isinstance(v, float) and not np.isfinite(v)) else str(v)
+    if v is None or (isinstance(v, float) and not np.isfinite(v)):
+        return "—"
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+SERIES_COLUMNS = ("series", "description", "files", "frames", "slices", "orientation", "role", "reason")
+
+
+def series_html(rows: list[dict]) -> str:
+    """Every series of a DICOM folder with the role it was given and the rule that gave it."""
+    if not rows:
+        return ""
+    head = "".join(f"<th>{c}</th>" for c in SERIES_COLUMNS)
+    kind = lambda role: "flagged" if role == "failed" else "ok" if role.startswith("cine") and role != "cine other" \
+        else "skip"
+    body = "".join(f"<tr class='{kind(r['role'])}'>"
+                   + "".join(f"<td>{html.escape(_cell(r.get(c)))}</td>" for c in SERIES_COLUMNS) + "</tr>"
+                   for r in rows)
+    read = sum(r["role"].startswith("cine") and r["role"] != "cine other" for r in rows)
+    return (f"<p class='prov' id='series-summary'>{len(rows)} series in the folder, {read} read as cines (a series "
+            "sorted wrongly: name its view with <code>--view SERIES=VIEW</code>):</p>"
+            f"<table class='measures' id='series'><tr>{head}</tr>{body}</table>")
 
 
 def input_html(qc: list[dict], notes: list[dict], body: Body) -> str:
-    """The input QC: each cine's acquisition with its flags, the files passed over, what body data was used."""
+    """The input QC: each cine's acquisition with its flags, every series of a DICOM folder with its role, the
+    files passed over, what body data was used."""
     cols = ("view", "frames", "frame_ms", "cycle_ms", "pixel_mm", "slice_mm", "slices")
     head = "".join(f"<th>{c}</th>" for c in cols) + "<th>check</th>"
     rows = []
@@ -329,7 +355,9 @@ def input_html(qc: list[dict], notes: list[dict], body: Body) -> str:
         cells = "".join(f"<td>{html.escape(_cell(q[c]))}</td>" for c in cols)
         rows.append(f"<tr class='{'flagged' if flags else 'ok'}'>{cells}<td class='check'>"
                     f"{'&#9888; ' + html.escape(flags) if flags else 'ok'}</td></tr>")
-    parts = ["<h2>Input</h2>", f"<table class='measures'><tr>{head}</tr>{''.join(rows)}</table>"]
+    parts = ["<h2>Input</h2>", f"<table class='measures'><tr>{head}</tr>{''.join(rows)}</table>",
+             series_html([n["series"] for n in notes if "series" in n])]
+    notes = [n for n in notes if "series" not in n]
     if notes:
         items = "".join(f"<li>{html.escape(n['file'])}: {html.escape(n['reason'])}</li>" for n in notes)
         parts.append(f"<p class='na'>{len(notes)} file(s) passed over:</p><ul class='skipped'>{items}</ul>")
@@ -343,7 +371,7 @@ def input_html(qc: list[dict], notes: list[dict], body: Body) -> str:
 CSS = """body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}h2{border-bottom:1px solid #ccc}
 .warn{background:#fff3cd;padding:.4em}.na{color:#a00}.prov,.time{color:#555;font-size:90%}
 table.measures td,table.measures th{padding:2px 10px;text-align:left}img{max-width:100%}
-tr.flagged td{background:#fde2e2}tr.flagged td.check{color:#a00}td.check{font-size:90%}"""
+tr.flagged td{background:#fde2e2}tr.flagged td.check{color:#a00}td.check{font-size:90%}tr.skip td{color:#777}"""
 
 
 def write_report(results: list[dict], cines: list[Cine], notes: list[dict], missing: dict[str, str],
@@ -389,7 +417,8 @@ def write_report(results: list[dict], cines: list[Cine], notes: list[dict], miss
                       seconds=round(r["seconds"], 3), provenance=r["provenance"],
                       warnings=banners(r["provenance"], profile)) for r in results],
         missing=missing, numbers=n_num, flagged=n_flag, unfamiliar=odd, not_measurable=hidden.measure.tolist(),
-        skipped_files=notes, reference_ranges=REFERENCE_SOURCE))
+        series=[n["series"] for n in notes if "series" in n], skipped_files=[n for n in notes if "series" not in n],
+        reference_ranges=REFERENCE_SOURCE))
     return files
 
 
@@ -461,10 +490,10 @@ def load_models(run_dir: Path, skip_broken: bool = False, warn: Callable[[str], 
 
 
 def report_patient(patient: Path, models: Models, out: Path, log: Callable[[str], None] = print,
-                   sex: str | None = None, height_cm: float | None = None, weight_kg: float | None = None
-                   ) -> dict[str, Path]:
+                   sex: str | None = None, height_cm: float | None = None, weight_kg: float | None = None,
+                   views: dict[int, str] | None = None) -> dict[str, Path]:
     """One patient through loaded models into a report folder; the files written."""
-    cines, notes = read_patient(patient)
+    cines, notes = read_patient(patient, views)
     log(f"read {len(cines)} cine(s): {', '.join(c.view for c in cines)}")
     results = run_all(models.predictors, cines, log)
     out.mkdir(parents=True, exist_ok=True)
@@ -474,10 +503,11 @@ def report_patient(patient: Path, models: Models, out: Path, log: Callable[[str]
 
 def analyse(patient: str | Path, run_dir: str | Path, out: str | Path, log: Callable[[str], None] = print,
             skip_broken: bool = False, force: bool = False, warn: Callable[[str], None] | None = None,
-            sex: str | None = None, height_cm: float | None = None, weight_kg: float | None = None
-            ) -> dict[str, Path]:
+            sex: str | None = None, height_cm: float | None = None, weight_kg: float | None = None,
+            views: dict[int, str] | None = None) -> dict[str, Path]:
     """Read one patient, run every Predictor of the run, write the report; the files written. sex, height_cm,
-    weight_kg: for normal ranges and BSA (else from the files' headers where they say)."""
+    weight_kg: for normal ranges and BSA (else from the files' headers where they say); views: {DICOM series
+    number: view or 'skip'} over the sorting rules."""
     run_dir, out, patient = Path(run_dir), Path(out), Path(patient)
     if sex is not None and sex not in SEXES:
         raise AnalyseError(f"--sex {sex[:20]!r}: give one of {', '.join(SEXES)}")
@@ -487,7 +517,7 @@ def analyse(patient: str | Path, run_dir: str | Path, out: str | Path, log: Call
     t0 = time.perf_counter()
     models = load_models(run_dir, skip_broken, warn)
     log(f"{len(models.predictors)} predictor(s) loaded ({time.perf_counter() - t0:.2f} s)")
-    files = report_patient(patient, models, out, log, sex, height_cm, weight_kg)
+    files = report_patient(patient, models, out, log, sex, height_cm, weight_kg, views)
     log(f"report: {files['html']} ({time.perf_counter() - t0:.1f} s in all)")
     return files
 

@@ -41,13 +41,17 @@ def _analyse(a) -> int:
     from .analyse import AnalyseError, analyse
     from .analyse_batch import analyse_cohort, is_cohort
 
+    from .io.exam import parse_overrides
+
+    views = parse_overrides(a.view) if a.view else None
     if a.cohort or is_cohort(a.patient):
-        if a.sex or a.height or a.weight:
-            raise AnalyseError("--sex, --height and --weight are one patient's; a cohort's come from its files")
+        if a.sex or a.height or a.weight or views:
+            raise AnalyseError("--sex, --height, --weight and --view are one patient's; a cohort's come from its "
+                               "files")
         analyse_cohort(a.patient, a.run, a.out, skip_broken=a.skip_broken, force=a.force)
     else:
         analyse(a.patient, a.run, a.out, skip_broken=a.skip_broken, force=a.force, sex=a.sex, height_cm=a.height,
-                weight_kg=a.weight)
+                weight_kg=a.weight, views=views)
     return 0
 
 
@@ -71,8 +75,12 @@ SHOW_BAD = 20  # bad items printed one per line; the rest are counted (all are i
 def _ingest(a) -> int:
     from .io import ingest
 
+    from .io import IngestError
+
+    if a.view and a.source != "dicom":
+        raise IngestError("--view", "names DICOM series: give it with the dicom source")
     store = ingest(a.source, a.path, a.out, pseudonym_file=a.pseudonyms, workers=a.workers,
-                   scheduler=a.scheduler)
+                   scheduler=a.scheduler, **({"views": a.view} if a.view else {}))
     rep = store.report()
     bad = rep.get("bad", [])
     for b in bad[:SHOW_BAD]:
@@ -147,6 +155,8 @@ def parser() -> argparse.ArgumentParser:
     an.add_argument("--sex", choices=("male", "female"), help="for the normal ranges (else the DICOM header's)")
     an.add_argument("--height", type=float, metavar="CM", help="height in cm, with --weight: BSA-indexed measures")
     an.add_argument("--weight", type=float, metavar="KG", help="weight in kg")
+    an.add_argument("--view", action="append", metavar="SERIES=VIEW", help="a DICOM series' view over the sorting "
+                    "rules (SAX, 2CH, 3CH, 4CH, other or skip), by series number as the report's series table shows it")
     an.add_argument("--skip-broken", action="store_true", help="report without the predictors that cannot be "
                                                               "opened (named on stderr and in the report)")
     an.set_defaults(fn=_analyse)
@@ -157,6 +167,8 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--pseudonyms", help="file (yours, kept private) mapping real IDs to pseudonyms")
     g.add_argument("--workers", type=_positive, default=1, help="Dask worker processes of a local cluster (1: this process)")
     g.add_argument("--scheduler", help="a Dask scheduler address (tcp://host:8786) or scheduler file (*.json)")
+    g.add_argument("--view", action="append", metavar="SERIES=VIEW", help="dicom: a series' view over the sorting "
+                   "rules (SAX, 2CH, 3CH, 4CH, other or skip), by series number (report.json lists every series)")
     g.set_defaults(fn=_ingest)
     return ap
 

@@ -1,7 +1,6 @@
 """Shared fixtures: the real-data folder (skips with a reason when absent) and small temp cohorts."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -51,6 +50,26 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def broken_run(tmp_path_factory) -> Path:
+    """A run whose only predictor is an untrained segmenter (a deliberately broken model): the report's every
+    other method says why it is absent."""
+    import json
+
+    import torch
+
+    from cmrlib.methods import segmentation
+    from cmrlib.models import unet11
+
+    run = tmp_path_factory.mktemp("broken") / "run"
+    torch.manual_seed(0)
+    nets = {"SAX": unet11(6, width=0.0625).eval(), "LAX": unet11(6, width=0.0625).eval()}
+    segmentation.Predictor(nets, provenance=dict(trained_on="phantom")).save(run / "predictors" /
+                                                                            "segmentation.predictor")
+    (run / "run.json").write_text(json.dumps(dict(profile="smoke")))
+    return run
 
 
 BROWSERS = ("/usr/bin/chromium", "/usr/bin/chromium-browser")  # Debian's package; never a downloaded build

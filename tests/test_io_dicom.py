@@ -31,7 +31,7 @@ def test_sample_cines(data_dir, files):
     np.testing.assert_allclose(c.frame_times, times, rtol=1e-6)
     np.testing.assert_array_equal(c.pixels[0], first.pixel_array)  # DICOM rows/cols kept as stored
     assert c.spacing == pytest.approx(tuple(float(x) for x in first.PixelSpacing))
-    assert c.meta["view_from"] == "folder name" and c.meta["grouped_by"].startswith("geometry")
+    assert c.meta["view_from"] == "its folder's name" and c.meta["grouped_by"].startswith("geometry")
 
 
 def test_sax_stack_order_and_spacing(files, tmp_path):
@@ -137,7 +137,8 @@ def test_non_cine_series_beside_a_cine_is_noted(files, tmp_path):
     copy_series(files[:1], tmp_path / "s" / "localizer", desc="localizer")
     notes = []
     (c,) = read_dicom_series(tmp_path / "s", notes=notes)
-    assert c.view == "4CH" and [n["error"] for n in notes] == ["NonCineError"]
+    roles = sorted((n["series"]["role"], n["series"]["reason"]) for n in notes if n["error"] == "Series")
+    assert c.view == "4CH" and roles == [("cine 4CH", "its description"), ("skipped", "survey / localizer (its description)")]
 
 
 def test_batch_subjects(data_dir, files, tmp_path):

@@ -363,7 +363,7 @@ def test_11_no_cine_says_which_file_and_why(tmp_path):
     dicom(tmp_path / "in" / "s1" / "IM000.dcm", t=0.0, inst=1, series=generate_uid(), desc="localizer")
     store = ingest("dicom", tmp_path / "in", tmp_path / "c", progress=False)
     (bad,) = store.report()["bad"]
-    assert bad["file"] == "s1/IM000.dcm" and "single frame" in bad["message"]
+    assert bad["file"] == "s1/IM000.dcm" and "localizer" in bad["message"]
     nifti(tmp_path / "nii" / "s1" / "sa_ED.nii.gz", RNG.random((8, 8, 3)).astype(np.float32))  # a key frame only
     store = ingest("nifti", tmp_path / "nii", tmp_path / "c2", progress=False)
     (bad,) = store.report()["bad"]

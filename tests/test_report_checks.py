@@ -120,18 +120,6 @@ def subject():
     return simulate_subject(1, seed=0, config=SMALL, views=("SAX", "2CH", "4CH"))
 
 
-@pytest.fixture(scope="module")
-def broken_run(tmp_path_factory) -> Path:
-    """A run whose segmenter is untrained: a deliberately broken model."""
-    run = tmp_path_factory.mktemp("broken") / "run"
-    torch.manual_seed(0)
-    nets = {"SAX": unet11(6, width=0.0625).eval(), "LAX": unet11(6, width=0.0625).eval()}
-    segmentation.Predictor(nets, provenance=dict(trained_on="phantom")).save(run / "predictors" /
-                                                                            "segmentation.predictor")
-    (run / "run.json").write_text(json.dumps(dict(profile="smoke")))
-    return run
-
-
 def nifti_patient(folder: Path, subject: dict, frame_ms: float | None = None, prefix: str = "") -> Path:
     """A patient folder of NIfTI long-axis cines named as UK Biobank names them."""
     import nibabel as nib

@@ -1,12 +1,11 @@
-"""Any DICOM folder: find the cine series, order frames by trigger time, stack SAX slices along the slice normal.
+"""Any DICOM folder, one cine series or a scanner's whole unsorted exam: the cines in it, SAX slices stacked.
 
-Grouping: by SeriesInstanceUID; when every file carries its own series UID (some anonymisers randomise UIDs,
-as in the MVnet sample) files are grouped by plane orientation instead. Within a
-series, files at one position are one slice; its frames are ordered by TriggerTime (then InstanceNumber).
-View: an explicit `view`, else the series description / protocol name, else the folder name, else a series of
->= 3 parallel slices is SAX. SAX slices of all series are stacked base -> apex (sorted along the slice normal
-pointed toward the patient's left-anterior-inferior, where the apex lies), spacing = the slice gap.
-Only a whitelist of acquisition tags reaches `meta`: never PatientName, PatientID, BirthDate, dates or places.
+Headers are read once and every series sorted (`cmrlib.io.exam`: a role and the rule that gave it); pixels are
+decoded for the chosen series only. Within a series, files at one position are one slice; its frames are ordered
+by TriggerTime (then InstanceNumber). SAX slices of all chosen series are stacked base -> apex (sorted along the
+slice normal pointed toward the patient's left-anterior-inferior, where the apex lies), spacing = the slice gap.
+Only a whitelist of acquisition tags reaches `meta`: never PatientName, PatientID, BirthDate, dates, places or
+the series description (only the view it names).
 """
 from __future__ import annotations
 
@@ -20,9 +19,11 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from ..record import Cine
-from .common import Item, check_finite, guess_view, make_cine, note, real_subfolders, require, walk
+from .common import Item, check_finite, guess_view, make_cine, real_subfolders, require, walk
 from .errors import (CorruptFileError, IngestError, InconsistentSpacingError, InvalidSpacingError, MissingFramesError,
                      MixedFrameSizeError, NoPixelDataError, NonCineError, UnknownViewError)
+from .exam import (APEX_LPS, NON_IMAGE_SOPS, VIEWS, Header, Image, Quiet, Series, group_series, is_cine, one_person,
+                   parse_overrides, read_headers, series_notes, sort_series, view_hint)
 
 NAME = "dicom"
 # acquisition tags copied into meta (whitelist: nothing that identifies a person, a date or a place)
@@ -30,13 +31,10 @@ SAFE_TAGS = {"Manufacturer": "manufacturer", "ManufacturerModelName": "model", "
              "SliceThickness": "slice_thickness_mm", "RepetitionTime": "tr_ms", "EchoTime": "te_ms",
              "FlipAngle": "flip_deg", "NominalInterval": "rr_interval_ms",
              "CardiacNumberOfImages": "cardiac_number_of_images"}
-APEX_LPS = np.array([1.0, -1.0, -1.0]) / np.sqrt(3.0)  # patient left, anterior, inferior: where the apex points
-HARMLESS = (NonCineError, UnknownViewError)  # other acquisitions of a study: noted, not fatal
-NON_IMAGE_SOPS = ("1.2.840.10008.1.3.10",)  # Media Storage Directory (DICOMDIR)
 
 
 @dataclass
-class Frame:
+class Frame(Header):
     """One decoded DICOM image and how to name it in errors (never a patient identifier)."""
 
     name: str
@@ -44,30 +42,6 @@ class Frame:
     pixels: np.ndarray
     folder: str = ""
     desc: str = ""
-
-    def get(self, tag: str, default=None):
-        v = self.ds.get(tag, default)
-        return default if v is None or v == "" else v
-
-    @property
-    def time(self) -> float | None:
-        t = self.get("TriggerTime")
-        return None if t is None else float(t)
-
-    @property
-    def iop(self) -> np.ndarray | None:
-        v = self.get("ImageOrientationPatient")
-        return None if v is None else np.asarray(v, dtype=float)
-
-    @property
-    def ipp(self) -> np.ndarray | None:
-        v = self.get("ImagePositionPatient")
-        return None if v is None else np.asarray(v, dtype=float)
-
-    @property
-    def pixel_spacing(self) -> tuple[float, float] | None:
-        v = self.get("PixelSpacing")
-        return None if v is None else (float(v[0]), float(v[1]))
 
 
 # ---------------------------------------------------------------- reading files
@@ -121,40 +95,17 @@ def read_frame(src: str | Path | bytes, name: str | None = None, folder: str = "
     return f
 
 
-def read_folder_frames(folder: str | Path) -> list[Frame]:
-    """Decode every DICOM image under a folder."""
-    folder = Path(folder)
-    out = []
-    for p in dicom_files(folder):
-        f = read_frame(p, str(p), folder=p.parent.name)
-        if f is not None:
-            out.append(f)
-    return out
+def decode(im: Image) -> Frame:
+    """An image's pixels: decoded now from its file, or the frame it came with (a zip member)."""
+    if im.frame is not None:
+        return im.frame
+    f = read_frame(im.path, im.name, folder=im.folder)
+    if f is None:
+        raise NonCineError(im.name, "not an image")
+    return f
 
 
-# ---------------------------------------------------------------- grouping into slices and series
-
-
-def _round(v, nd):
-    return None if v is None else tuple(np.round(np.asarray(v, dtype=float), nd).tolist())
-
-
-def _geometry(f: Frame) -> tuple:
-    """Plane orientation: what files of one anonymised series share (size/spacing are checked, not grouped on)."""
-    return _round(f.iop, 3)
-
-
-def group_series(frames: list[Frame]) -> tuple[dict[str, list[Frame]], str]:
-    """Series UID -> frames; by geometry when every file has its own series UID (randomised by an anonymiser)."""
-    uids = [str(f.get("SeriesInstanceUID", "")) for f in frames]
-    if len(frames) > 1 and len(set(uids)) == len(frames):
-        keys, mode = [repr(_geometry(f)) for f in frames], "geometry (each file had its own series UID)"
-    else:
-        keys, mode = uids, "SeriesInstanceUID"
-    groups: dict[str, list[Frame]] = defaultdict(list)
-    for k, f in zip(keys, frames, strict=True):
-        groups[k].append(f)
-    return dict(groups), mode
+# ---------------------------------------------------------------- slices
 
 
 def split_slices(frames: list[Frame]) -> list[list[Frame]]:
@@ -163,6 +114,10 @@ def split_slices(frames: list[Frame]) -> list[list[Frame]]:
     for f in frames:
         groups[(_round(f.ipp, 2), _round(f.iop, 3))].append(f)
     return list(groups.values())
+
+
+def _round(v, nd):
+    return None if v is None else tuple(np.round(np.asarray(v, dtype=float), nd).tolist())
 
 
 @dataclass
@@ -242,20 +197,6 @@ def make_slice(frames: list[Frame], notes: list | None = None) -> Slice:
 # ---------------------------------------------------------------- views and records
 
 
-def _view_of(s: Slice, n_parallel: int, view: str | None) -> tuple[str, str]:
-    """(view, how it was decided) for a slice; UnknownViewError when nothing tells."""
-    if view:
-        return view.upper(), "parameter"
-    f = s.first
-    if v := guess_view(f.desc):
-        return v, "series description"
-    if v := guess_view(f.folder):
-        return v, "folder name"
-    if n_parallel >= 3:
-        return "SAX", "geometry (>= 3 parallel slices)"
-    raise UnknownViewError(f.name, f"cannot tell the view of series {f.desc or '(no description)'!r}; pass view=")
-
-
 def _normal(f: Frame) -> np.ndarray:
     iop = f.iop
     if iop is None:
@@ -281,8 +222,9 @@ def body(f: Frame) -> dict:
     return out
 
 
-def _meta(s: Slice, how: str, mode: str) -> dict:
-    """Whitelisted acquisition tags plus geometry (never identifiers)."""
+def _meta(s: Slice, series: Series, mode: str) -> dict:
+    """Whitelisted acquisition tags, geometry and how the series was chosen (never identifiers, never the
+    description: only the view it gives)."""
     f = s.first
     m = {}
     for tag, key in SAFE_TAGS.items():
@@ -295,8 +237,8 @@ def _meta(s: Slice, how: str, mode: str) -> dict:
     if m.get("rr_interval_ms"):
         m["heart_rate_bpm"] = round(60000.0 / float(m["rr_interval_ms"]), 2)
     m.update(body(f))
-    m.update(series_description=f.desc, view_from=how, grouped_by=mode,
-             image_orientation=None if f.iop is None else np.round(f.iop, 6).tolist(),
+    m.update(series_number=series.number, view_hint=view_hint(series.desc), view_from=series.reason,
+             grouped_by=mode, image_orientation=None if f.iop is None else np.round(f.iop, 6).tolist(),
              image_position=None if f.ipp is None else np.round(f.ipp, 3).tolist())
     return m
 
@@ -356,70 +298,118 @@ def _sax_cine(slices: list[Slice], subject: str, meta: dict, source: str, notes:
                      frame_times=times.mean(axis=0), source=source, meta=meta)
 
 
-def cines_from_frames(frames: list[Frame], subject: str, view: str | None = None, source: str = NAME,
-                      notes: list | None = None, rejected: list | None = None) -> list[Cine]:
-    """Decoded DICOM frames -> cines (one per long-axis series, one SAX stack); harmless rejections become notes
-    (and their errors are appended to `rejected`)."""
+def _slices(series: Series, notes: list) -> list[Slice]:
+    """The chosen images of a series decoded into time-ordered slices (typed errors on damage)."""
+    return [make_slice(fs, notes) for fs in split_slices([decode(im) for im in series.chosen])]
+
+
+def _cine(chosen: list[Series], subject: str, mode: str, source: str, notes: list) -> Cine:
+    """The cine of one chosen view: a LAX series, or the SAX stack from its series."""
+    first = chosen[0]
+    if first.view == "SAX":
+        slices = [sl for s in chosen for sl in _slices(s, notes)]
+        return _sax_cine(slices, subject, _meta(slices[0], first, mode), source, notes)
+    (sl,) = _slices(first, notes)
+    return _lax_cine(sl, subject, first.view, _meta(sl, first, mode), source)
+
+
+def cines_from_images(images: list[Image], subject: str, view: str | None = None, source: str = NAME,
+                      notes: list | None = None, overrides: dict[int, str] | None = None,
+                      header_errors: list[IngestError] = ()) -> list[Cine]:
+    """An exam's images -> its cines (SAX stack first, then 2CH, 3CH, 4CH): every series sorted
+    (`exam.sort_series`) and noted with its role and rule; a chosen series that cannot be read is a note and the
+    others go on. No cine at all raises the most telling error, listing what each series was."""
     notes = [] if notes is None else notes
-    rejected = [] if rejected is None else rejected
-    series, mode = group_series(frames)
-    sax: list[tuple[Slice, str]] = []
-    out: list[Cine] = []
-    for fs in series.values():
-        groups = split_slices(fs)
-        parallel = len({_round(_normal(g[0]), 2) for g in groups}) == 1
-        n_parallel = len(groups) if parallel else 0
-        for g in groups:
-            try:
-                s = make_slice(g, notes)
-                v, how = _view_of(s, n_parallel, view)
-            except HARMLESS as e:
-                notes.append(note(e))
-                rejected.append(e)
-                continue
-            if v == "SAX":
-                sax.append((s, how))
-            else:
-                out.append(_lax_cine(s, subject, v, _meta(s, how, mode), source))
-    if sax:
-        out.insert(0, _sax_cine([s for s, _ in sax], subject, _meta(sax[0][0], sax[0][1], mode), source, notes))
+    series, mode = group_series(images)
+    one_person(series, f"{subject} ({len(series)} series)")
+    sort_series(series, view, overrides)
+    out, errors = [], list(header_errors)
+    for v in VIEWS:
+        chosen = [s for s in series if s.view == v and is_cine(s)]
+        if not chosen:
+            continue
+        try:
+            out.append(_cine(chosen, subject, mode, source, notes))
+        except IngestError as e:
+            errors.append(e)
+            for s in chosen:
+                s.role, s.reason = "failed", f"{type(e).__name__}: {e.problem}"
+    notes.extend(series_notes(series, mode))
+    if not out:
+        raise _no_cine(series, errors)
     return out
 
 
-def read_dicom_series(folder: str | Path, view: str | None = None, *, subject: str | None = None,
-                      notes: list | None = None) -> list[Cine]:
-    """Every cine in a DICOM folder (SAX slices stacked); non-cine series are skipped with a reason in `notes`.
+def _no_cine(series: list[Series], errors: list[IngestError]) -> IngestError:
+    """Why a folder gave no cine: the first damage found (its type and file), else an unknown view, else 'no cine
+    series', each with what every series was."""
+    what = "; ".join(f"{s.label}: {s.role}, {s.reason}" for s in series[:12]) + (" ..." if len(series) > 12 else "")
+    if errors:
+        e = errors[0]
+        return type(e)(e.path, f"{e.problem} (no cine could be read: {what})")
+    unknown = [s for s in series if s.reason.startswith("cannot tell the view")]
+    if unknown:
+        return UnknownViewError(unknown[0].first.name, f"cannot tell the view of {unknown[0].label}; pass view= or "
+                                                        f"--view SERIES=VIEW ({what})")
+    return NonCineError(series[0].first.name if series else "", f"no cine series: {what}")
 
-    Damaged input (corrupt/truncated files, no pixel data, mixed frame sizes, missing frames, inconsistent
-    spacing) raises its typed `IngestError`; a folder with no cine raises why its series were rejected
-    (UnknownViewError first: a cine whose view is unknown is the fixable case).
+
+def cines_from_frames(frames: list[Frame], subject: str, view: str | None = None, source: str = NAME,
+                      notes: list | None = None) -> list[Cine]:
+    """Decoded DICOM frames (a zip's members) -> cines, sorted like a folder's series."""
+    notes = [] if notes is None else notes
+    images = [Image(name=f.name, ds=f.ds, folder=f.folder, frame=f) for f in frames]
+    with Quiet() as quiet:
+        try:
+            return cines_from_images(images, subject, view, source, notes)
+        finally:
+            notes.extend(quiet.note(subject))
+
+
+def read_dicom_series(folder: str | Path, view: str | None = None, *, subject: str | None = None,
+                      notes: list | None = None, views: dict[int, str] | None = None) -> list[Cine]:
+    """Every cine in a DICOM folder, from one series to a whole unsorted exam: headers read once, each series
+    given a role (`cmrlib.io.exam`), pixels read for the chosen series only; `notes` get one row per series
+    (error 'Series', with its table row), one per file that could not be read and one that counts pydicom's
+    warnings. `view`: every cine series is that view; `views`: {series number: view or 'skip'} over the rules.
+
+    A series that cannot be read is a note on it; the others still make cines. A folder with no cine raises the
+    typed error of the damage found (`CorruptFileError`, `MissingFramesError`, ...), else `UnknownViewError`, else
+    `NonCineError`, each listing what every series was.
     """
     folder = Path(folder)
     notes = [] if notes is None else notes
-    frames = read_folder_frames(folder)
-    require(bool(frames), folder, "no DICOM images found", NonCineError)
-    rejected: list[IngestError] = []
-    cines = cines_from_frames(frames, subject or folder.name, view, NAME, notes, rejected)
-    if not cines:
-        raise sorted(rejected, key=lambda e: not isinstance(e, UnknownViewError))[0]
-    return cines
+    with Quiet() as quiet:  # pydicom warns when a value is first read, long after the file was opened
+        try:
+            images, unreadable = read_headers(dicom_files(folder))
+            require(bool(images) or bool(unreadable), folder, "no DICOM images found", NonCineError)
+            errors = [n.pop("exception") for n in unreadable]
+            notes.extend(unreadable)
+            if not images:
+                raise errors[0]
+            return cines_from_images(images, subject or folder.name, view, NAME, notes, views, errors)
+        finally:
+            notes.extend(quiet.note(str(folder)))
 
 
 # ---------------------------------------------------------------- batch source
 
 
-def find(root: str | Path, subject_level: int | None = None, **_) -> list[Item]:
+def find(root: str | Path, subject_level: int | None = None, views: dict | list | None = None, **_) -> list[Item]:
     """Subjects: root itself when it holds DICOM files directly or its sub-folders are named by view (`2ch/`,
-    `4ch/`, `sax/`), or with subject_level=0; otherwise each sub-folder is a subject."""
+    `4ch/`, `sax/`), or with subject_level=0; otherwise each sub-folder is a subject. `views`: {series number:
+    view or 'skip'} (or `N=VIEW` strings) over the sorting rules, for every subject."""
     root = Path(root)
     dirs = real_subfolders(root)
     direct = any(p.is_file() and is_dicom_file(p) for p in root.iterdir())
     by_view = bool(dirs) and all(guess_view(d.name) for d in dirs)
     level = subject_level if subject_level is not None else (0 if direct or by_view else 1)
+    opts = {"views": parse_overrides(views)} if views else {}
     if level == 0:
-        return [Item(key=root.name, paths=(root,), subject=root.name, label=str(root))]
-    return [Item(key=d.name, paths=(d,), subject=d.name, label=str(d)) for d in dirs]
+        return [Item(key=root.name, paths=(root,), subject=root.name, label=str(root), opts=opts)]
+    return [Item(key=d.name, paths=(d,), subject=d.name, label=str(d), opts=opts) for d in dirs]
 
 
 def read(item: Item, notes: list) -> list[Cine]:
-    return read_dicom_series(item.paths[0], item.opts.get("view"), subject=item.subject, notes=notes)
+    return read_dicom_series(item.paths[0], item.opts.get("view"), subject=item.subject, notes=notes,
+                             views=item.opts.get("views"))

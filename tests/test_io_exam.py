@@ -1,0 +1,181 @@
+"""A scanner's whole exam folder in, the right cines out: every series sorted by a rule a user can read, in each
+vendor's naming and with the descriptions stripped, on synthetic exams written with pydicom (`phantom.exam`)."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import warnings
+
+import numpy as np
+import pandas as pd
+import pydicom
+import pytest
+from pydicom.uid import generate_uid
+
+from cmrlib.cli import main
+from cmrlib.io import CorruptFileError, IngestError, ingest, read_dicom_series
+from cmrlib.io.exam import ROLES, SortError, parse_overrides, safe_description
+from cmrlib.phantom.exam import IDENTITY, VENDORS, write_exam
+
+SMALL = dict(n_frames=12, matrix=48, pixel_mm=3.0)
+CINES = {"SAX": 4, "2CH": 6, "3CH": 7, "4CH": 23}  # the series each view must come from (23: the repeated 4CH)
+PRIVATE = [v for k, v in IDENTITY.items() if k != "PatientSex"] + ["DOE", "JANE", "ELSEWHERE"]
+
+
+@pytest.fixture(scope="module")
+def exams(tmp_path_factory):
+    """One exam per vendor's naming and one without descriptions, written once for the module."""
+    root = tmp_path_factory.mktemp("exams")
+    made = {(v, True): write_exam(root / v, v, config=SMALL) for v in VENDORS}
+    made["philips", False] = write_exam(root / "anonymous", "philips", descriptions=False, config=SMALL)
+    made["siemens", False] = write_exam(root / "anonymous_siemens", "siemens", descriptions=False, config=SMALL)
+    return made
+
+
+def sorted_exam(folder, **kw):
+    notes = []
+    cines = read_dicom_series(folder, notes=notes, **kw)
+    rows = pd.DataFrame([n["series"] for n in notes if n["error"] == "Series"]).set_index("series")
+    return cines, rows, [n for n in notes if n["error"] != "Series"]
+
+
+@pytest.mark.parametrize("vendor, described", [*((v, True) for v in VENDORS), ("philips", False),
+                                               ("siemens", False)])
+def test_exactly_the_cines_are_chosen_and_every_other_series_has_its_rule(exams, vendor, described):
+    cines, rows, others = sorted_exam(exams[vendor, described])
+    assert {c.view: c.meta["series_number"] for c in cines} == CINES
+    assert len(rows) == 24 and set(rows.role) <= set(ROLES) and rows.reason.str.len().gt(0).all()
+    read = rows[rows.role.isin(["cine SAX stack", "cine 2CH", "cine 3CH", "cine 4CH"])]
+    assert sorted(read.index) == sorted(CINES.values())
+    assert set(rows.loc[[8], "role"]) == {"cine other"}  # the RVOT
+    assert set(rows.drop(index=[*CINES.values(), 8]).role) == {"skipped"}
+    why = rows.reason.to_dict()
+    assert why[5].startswith("a repeated 4CH: series 23") and "flow" in why[9] and "flow" in why[10]
+    assert ("Look-Locker" in why[15] and "Look-Locker" in why[16] and "3D" in why[21] and "3D" in why[22]
+            and "single phase" in why[19] and "secondary" in why[24])
+    assert "survey" in why[1] and "survey" in why[2]
+    sax = next(c for c in cines if c.view == "SAX")
+    assert sax.pixels.shape[:2] == (SMALL["n_frames"], rows.loc[4, "slices"]) and not others
+    if not described:
+        assert rows.description.eq("").all() and all(why[n].startswith("geometry") for n in CINES.values())
+
+
+def test_a_description_that_holds_an_identifier_is_withheld_but_still_names_the_view():
+    words = {"DOE", "JANE", "PID-4455667"}
+    assert safe_description("4ch_sense", words) == "4ch_sense"
+    assert safe_description("DOE 4ch", words) == "(withheld)" and safe_description("x\u00e9", words) == "(withheld)"
+
+
+def test_a_sax_stack_split_over_two_series_is_stacked_whole(exams, tmp_path):
+    folder = shutil.copytree(exams["ge", True], tmp_path / "split")
+    uid, moved = generate_uid(), 0
+    for f in folder.iterdir():
+        ds = pydicom.dcmread(f)
+        if int(ds.SeriesNumber) == 4 and int(ds.InstanceNumber) > 6 * SMALL["n_frames"]:  # slices 7..
+            ds.SeriesInstanceUID, ds.SeriesNumber = uid, 25
+            ds.save_as(f, enforce_file_format=True)
+            moved += 1
+    cines, rows, _ = sorted_exam(folder)
+    sax = next(c for c in cines if c.view == "SAX")
+    assert moved and rows.loc[25, "role"] == rows.loc[4, "role"] == "cine SAX stack"
+    assert sax.pixels.shape[1] == rows.loc[4, "slices"] + rows.loc[25, "slices"]
+    assert "stacked with series 4, series 25" in rows.loc[25, "reason"]
+
+
+def test_a_damaged_series_is_a_note_and_the_others_are_read(exams, tmp_path):
+    folder = shutil.copytree(exams["siemens", True], tmp_path / "damaged")
+    two_ch = [f for f in sorted(folder.iterdir()) if int(pydicom.dcmread(f, stop_before_pixels=True).SeriesNumber) == 6]
+    two_ch[3].write_bytes(two_ch[3].read_bytes()[:-500])  # pixel data cut short
+    (folder / "IM_garbage").write_bytes(b"\0" * 128 + b"DICM" + b"\x01" * 40)
+    cines, rows, others = sorted_exam(folder)
+    assert sorted(c.view for c in cines) == ["3CH", "4CH", "SAX"]
+    assert rows.loc[6, "role"] == "failed" and "CorruptFileError" in rows.loc[6, "reason"]
+    assert [n["error"] for n in others] == ["CorruptFileError"] and others[0]["file"].endswith("IM_garbage")
+
+
+def test_no_cine_at_all_lists_what_every_series_was(exams, tmp_path):
+    folder = tmp_path / "nothing"
+    folder.mkdir()
+    for f in exams["philips", True].iterdir():
+        if int(pydicom.dcmread(f, stop_before_pixels=True).SeriesNumber) in (1, 9, 15):
+            shutil.copy(f, folder / f.name)
+    with pytest.raises(IngestError, match=r"no cine series: series 1: skipped, survey.*series 9: skipped, "
+                                          r"phase-contrast.*series 15: skipped, T1/T2 mapping"):
+        read_dicom_series(folder)
+
+
+def test_two_peoples_exams_in_one_folder_are_refused_naming_series_not_people(exams, tmp_path):
+    folder = shutil.copytree(exams["philips", True], tmp_path / "two")
+    write_exam(tmp_path / "other", "ge", config=SMALL, person=dict(PatientName="ROE^RICHARD", PatientID="PID-1"))
+    for f in (tmp_path / "other").iterdir():
+        shutil.copy(f, folder / f"B{f.name}")
+    with pytest.raises(SortError, match="files of 2 different patients") as e:
+        read_dicom_series(folder)
+    assert "series 1" in str(e.value) and not [w for w in (*PRIVATE, "ROE", "PID-1") if w in str(e.value)]
+
+
+def test_a_users_view_overrides_every_rule(exams):
+    cines, rows, _ = sorted_exam(exams["philips", False], views={5: "4CH", 8: "skip", 7: "other"})
+    assert {c.view: c.meta["series_number"] for c in cines} == {"SAX": 4, "2CH": 6, "4CH": 5}
+    assert rows.loc[8, "reason"] == "skipped by --view" and rows.loc[7, "role"] == "cine other"
+    assert rows.loc[23, "reason"] == "a repeated 4CH: series 5, named by --view, is read"
+    assert parse_overrides(["7=4ch", " 8 = skip"]) == {7: "4CH", 8: "skip"}
+    for bad in (["7"], ["x=4CH"], ["7=LVOT"]):
+        with pytest.raises(SortError, match="--view"):
+            parse_overrides(bad)
+    with pytest.raises(SortError, match="no series 99"):
+        read_dicom_series(exams["philips", False], views={99: "SAX"})
+
+
+def test_a_vendors_nonconforming_values_are_counted_not_printed(exams, tmp_path, capfd):
+    folder = shutil.copytree(exams["philips", True], tmp_path / "vendor")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # writing them warns too
+        for f in sorted(folder.iterdir()):
+            ds = pydicom.dcmread(f, stop_before_pixels=True)
+            if int(ds.SeriesNumber) <= 3:  # a leading zero in a UID component, as some vendors write them
+                ds = pydicom.dcmread(f)
+                ds.SeriesInstanceUID = f"1.3.46.670589.011.0.0.11.4.2.0.8743.5.{int(ds.SeriesNumber)}"
+                ds.save_as(f, enforce_file_format=True)
+    capfd.readouterr()
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        cines, rows, others = sorted_exam(folder)
+    assert len(cines) == 4 and not seen and not capfd.readouterr().err
+    (counted,) = [n for n in others if n["error"] == "ReaderWarnings"]
+    assert re.search(r"warned \d+ time\(s\) about nonconforming values: Invalid value for VR UI", counted["message"])
+    assert "670589" not in counted["message"]
+
+
+def test_analyse_reads_a_mixed_exam_and_shows_every_series_without_identifiers(exams, broken_run, tmp_path):
+    from cmrlib.predictor import METHODS, predictor_class
+
+    out = tmp_path / "report"
+    assert main(["analyse", str(exams["siemens", True]), "--run", str(broken_run), "--out", str(out)]) == 0
+    page, rep = (out / "report.html").read_text(), json.loads((out / "report.json").read_text())
+    assert all(predictor_class(m).title in page for m in METHODS)
+    assert len(rep["series"]) == 24 and "24 series in the folder, 4 read as cines" in page
+    assert sorted(c["view"] for c in rep["cines"]) == ["2CH", "3CH", "4CH", "SAX"]
+    assert "cine_trufi_retro_4ch" in page and "flow_ao_fl2d_venc150" in page
+    texts = [p.read_text(errors="ignore") for p in out.iterdir()]
+    assert not [w for w in PRIVATE if any(w in t for t in texts)]
+
+
+def test_ingest_sorts_each_subjects_exam_and_writes_the_series_into_its_report(exams, tmp_path):
+    root = tmp_path / "exams"
+    shutil.copytree(exams["siemens", False], root / "s01")
+    store = ingest("dicom", root, tmp_path / "cohort", progress=False, views=["8=skip"])
+    assert store.ids() == ["s01_2CH", "s01_3CH", "s01_4CH", "s01_SAX"]
+    rows = [n["series"] for n in store.report()["notes"] if n["error"] == "Series"]
+    assert len(rows) == 24 and {r["series"]: r["reason"] for r in rows}[8] == "skipped by --view"
+    assert store.read("s01_4CH").meta["view_from"].startswith("geometry")
+    text = (tmp_path / "cohort" / "report.json").read_text()
+    assert not [w for w in PRIVATE if w in text]
+    np.testing.assert_array_equal(store.read("s01_SAX").pixels.shape[:2], (SMALL["n_frames"], rows[3]["slices"]))
+
+
+def test_a_dicom_folder_that_is_only_garbage_says_which_file(tmp_path):
+    (tmp_path / "IM_1").write_bytes(b"\0" * 128 + b"DICM" + b"\x02" * 10)
+    with pytest.raises(CorruptFileError, match="IM_1"):
+        read_dicom_series(tmp_path)
