@@ -18,7 +18,7 @@ import json
 import os
 import random
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -297,6 +297,9 @@ def load(path: str | os.PathLike, what: str = "model", made_by: str = "its noteb
     return model.eval()
 
 
+load_model = load  # `load` under a name a parameter called `load` does not hide
+
+
 def history(learn: Learner) -> pd.DataFrame:
     """The recorder's per-epoch values by name (epoch, train_loss, valid_loss, metrics...), never by position."""
     names = [n for n in learn.recorder.metric_names if n not in ("epoch", "time")]
@@ -348,6 +351,24 @@ def reusable(model_path: str | os.PathLike, settings: Mapping) -> bool:
         return json.loads(f.read_text()) == _canonical(settings)
     except json.JSONDecodeError:
         return False
+
+
+def fit_or_reuse(path: str | os.PathLike, settings: Mapping, fit: Callable[[], Any], finish=None, *,
+                 retrain: bool = False, reuse: bool = True, load: Callable[[Path], Any] | None = None,
+                 save: Callable[[Any, Path], Any] | None = None) -> tuple[Any, bool, Any]:
+    """The one reuse rule of every model a Study makes: the model at `path` when it was trained with exactly these
+    `settings` (`reusable`) and neither `retrain`, `finish` nor `reuse=False` asks for training; else `fit()`, saved
+    there (`save`, by default `export`) with its settings, or handed to `finish(model, path)` (`cmrlib fit`'s export,
+    whose result is returned). `load` defaults to this module's `load`. (model, reused, finish's result or None)."""
+    path = Path(path)
+    if reuse and finish is None and not retrain and reusable(path, settings):
+        return (load or load_model)(path), True, None
+    model = fit()
+    if finish is not None:
+        return model, False, finish(model, path)
+    (save or export)(model, path)
+    record_settings(path, settings)
+    return model, False, None
 
 
 CASTS = {"int": int, "float": float, "bool": bool}

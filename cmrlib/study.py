@@ -12,11 +12,13 @@ from typing import Any, Callable, ClassVar, Iterator
 import pandas as pd
 
 from . import cluster
+from .io.real import REAL_SAX_STORE, real_sax_cohort
 from .labels import NoLabels
 from .params import check_value
 from .phantom import make_cohort
 from .record import Cine
 from .results import Notebook, setup
+from .skipped import StudySkipped
 from .utils import data_path
 
 ANATOMY = ("segmenter", "labels")  # where a method finds the heart in a cine
@@ -24,11 +26,6 @@ ANATOMY = ("segmenter", "labels")  # where a method finds the heart in a cine
 
 class StudyError(ValueError):
     """A Study cannot start: an unknown parameter, or the run folder lacks what the experiment needs."""
-
-
-class StudySkipped(RuntimeError):
-    """A step that cannot run here (no real data under the data root, too few patients): its reason, shown by the
-    notebook instead of a table."""
 
 
 def step(fn: Callable, *args, **kwargs):
@@ -39,40 +36,6 @@ def step(fn: Callable, *args, **kwargs):
     except StudySkipped as e:
         print(f"skipped: {e}")
         return None
-
-
-REAL_SAX = "acdc-cine"  # the real SAX cohort's folder under the data root: ACDC's cropped cines + reference.csv
-REAL_SAX_STORE = "real_sax"  # its store in a run folder, shared by every notebook that uses it
-PHANTOM_SAX_SEGMENTER = "01/models/seg_sax.model"  # notebook 01's phantom-only SAX model: it never saw a real patient
-
-
-def real_sax_cohort(root: Path | None, out: Path, seed: int = 0, k: int = 5, per_group: int | None = None):
-    """The real SAX cohort: ACDC's cine patients ingested once into `out` (a later call resumes and reuses it),
-    their truths from the full manual labels (`reference.csv`, never the crop's masks), and each patient's fold of
-    a `k`-fold split stratified by diagnosis, the two segmentations of one exam in one fold; `per_group`: only the
-    first patients (by id) of each diagnosis, for a quick run. (store, subjects table: subject, group, fold and the
-    truths)."""
-    from .io import ingest
-    from .io.acdc import REFERENCE, REFERENCE_FROM, SAME_EXAM
-    from .store import grouped_folds
-
-    folder = None if root is None else Path(root) / REAL_SAX
-    if folder is None or not (folder / REFERENCE).is_file():
-        raise StudySkipped(f"no real SAX cines: {REAL_SAX}/{REFERENCE} is not under "
-                           f"{'the data root' if root is None else Path(root).name} (set data_dir or $CMRLIB_DATA)")
-    store = ingest("acdc", folder, out, seed=seed, progress=False)
-    man = store.manifest()
-    man = man[(man.view == "SAX") & (man.truth_from == REFERENCE_FROM)].drop_duplicates("subject")
-    if per_group is not None:
-        man = man.sort_values("subject").groupby("group").head(int(per_group))
-    if len(man) < 2 * k:
-        raise StudySkipped(f"{len(man)} real SAX patients with reference truths: fewer than two per fold of {k}")
-    strata = dict(zip(man.subject, man.group))
-    folds = grouped_folds(strata, k, seed, SAME_EXAM)
-    cols = ["subject", "cine_id", "group", "n_frames", "ed", "es", "LVEDV", "LVESV", "LVEF", "RVEF", "LVM",
-            "bsa_m2", "lv_in_crop"]
-    table = man[cols].assign(fold=man.subject.map(folds)).sort_values("subject").reset_index(drop=True)
-    return store, table
 
 
 def own_labels(cine: Cine):
@@ -174,6 +137,28 @@ class Study:
         run."""
         return self._segmentation
 
+    @functools.cached_property
+    def phantom_segmenter(self):
+        """Notebook 01's phantom-only SAX segmenter as a segmentation Predictor (it never saw a real patient: the
+        baseline real-data steps score on every patient); None when the run has none."""
+        from .predictor import SEGMENTER, predictor_class
+
+        return predictor_class(SEGMENTER).phantom_only(self.nb.run_dir)
+
+    def optional(self, name: str):
+        """A named result, or None when its step cannot run here (`StudySkipped`): what a summary step such as
+        `checks` reads of the sections that may be absent."""
+        try:
+            return getattr(self, name)
+        except StudySkipped:
+            return None
+
+    def fit_or_reuse(self, path: Path, settings: dict, fit: Callable[[], Any], finish=None, **how):
+        """`learn.fit_or_reuse`, the one reuse rule of every model, with this Study's `retrain`."""
+        from .learn import fit_or_reuse
+
+        return fit_or_reuse(path, settings, fit, finish, retrain=bool(self.p.get("retrain", False)), **how)
+
     def table1_measures(self, store, subjects, progress: bool = True) -> pd.DataFrame:
         """The segmentation Predictor's Table-1 measures of `subjects` in `store` (`<measure>_auto` and, where a
         chamber gave none, `error_auto`; indexed by subject, sorted): segmented once per run, store and Predictor in
@@ -240,8 +225,8 @@ class Study:
         return None
 
     def real_sax(self, k: int = 5):
-        """The run's real SAX cohort and its folds (`real_sax_cohort` in `<run>/real_sax`); `StudySkipped` when the
-        data root has none."""
+        """The run's real SAX cohort and its folds (`io.real.real_sax_cohort` in `<run>/real_sax`); `StudySkipped`
+        when the data root has none."""
         from .utils import data_root
 
         with self.nb.timer("real SAX cohort"):
@@ -273,8 +258,9 @@ class Study:
         return got
 
     def train(self, finish=None, rows: int | None = None) -> list[dict]:
-        """What `cmrlib fit` runs: the steps that make the method's models (`finish(learn, path)` exports one and
-        gives its validation loss; `rows`: the first rows only, where a method trains rows in sequence)."""
+        """What `cmrlib fit` runs: the method's models trained (`finish(learn, path)` exports each and gives its
+        validation loss; `rows`: the first rows only, where a method trains rows in sequence), then its Predictor;
+        the training log."""
         raise NotImplementedError
 
     def targets(self, checks: list[tuple[str, float, str, float]]) -> pd.DataFrame:

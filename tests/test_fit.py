@@ -41,7 +41,7 @@ def test_mvnet_fit_exports_both_stages_of_each_view(run, tmp_path, monkeypatch):
     assert record["processes"] == 1
     hw = record["hardware"]  # where it ran and each epoch's seconds: one epoch per stage and view
     assert hw["device"] == "cpu" and hw["threads"] >= 1 and len(hw["epoch_seconds"]) == 4
-    tracker = mvnet.predict.load(tmp_path, "4CH")
+    tracker = mvnet.predict.load(tmp_path / "models", "4CH")  # where every Study keeps its models
     assert tracker.view == "4CH"
     p = predictor.load(tmp_path / "mvnet.predictor")  # the run's Predictor, its inference chosen on validation
     assert p.provenance["note"].startswith("phantom trackers")

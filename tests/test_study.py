@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import shutil
 
+import pandas as pd
 import pytest
 
 from cmrlib import runner
@@ -107,9 +108,13 @@ def test_a_step_shows_each_table_it_returns_or_why_it_cannot_run(capsys):
 def test_a_step_without_its_data_raises_study_skipped_with_the_reason(tmp_path):
     from cmrlib.study import StudySkipped
 
+    class Store:  # a phantom cohort's store, as far as the ACDC step looks
+        def manifest(self):
+            return pd.DataFrame(dict(source=["phantom"]))
+
     study = segmentation.Study.__new__(segmentation.Study)
-    study.acdc_store = None
-    with pytest.raises(StudySkipped, match="no ACDC store"):
+    study.p, study.store = dict(data_dir=str(tmp_path), acdc_store=None), Store()
+    with pytest.raises(StudySkipped, match="no ACDC training folder"):
         study.fit_acdc()
 
 

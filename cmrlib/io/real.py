@@ -2,7 +2,7 @@
 (with its pipeline's pseudo-labels), ACDC's training patients stored with a full 4D cine beside their labelled
 ED/ES frames, and the Siemens DICOM sample's 2CH and 4CH cines. Each comes with the reference its labels give and
 what that reference is. The real SAX cohort of cropped cines (`acdc-cine/`) has a reader of its own
-(`cmrlib.study.real_sax_cohort`): its truths come from `reference.csv`, not its cines."""
+(`real_sax_cohort`): its truths come from `reference.csv`, not its cines."""
 from __future__ import annotations
 
 import contextlib
@@ -12,11 +12,43 @@ from pathlib import Path
 
 from ..measure import MeasureError, la_measures
 from ..record import Cine
+from ..skipped import StudySkipped
 from ..utils import data_root
 
 DICOM_SAMPLE = "mvnet-dicom-sample"  # its view folders: 2ch/, 4ch/
 ACDC_TRAINING = Path("acdc") / "training"
 PSEUDO, MANUAL, NONE = "pseudo-labels (a network's)", "manual masks (ED/ES)", "none"
+REAL_SAX = "acdc-cine"  # the real SAX cohort's folder under the data root: ACDC's cropped cines + reference.csv
+REAL_SAX_STORE = "real_sax"  # its store in a run folder, shared by every notebook that uses it
+
+
+def real_sax_cohort(root: Path | None, out: Path, seed: int = 0, k: int = 5, per_group: int | None = None):
+    """The real SAX cohort: ACDC's cine patients ingested once into `out` (a later call resumes and reuses it),
+    their truths from the full manual labels (`reference.csv`, never the crop's masks), and each patient's fold of
+    a `k`-fold split stratified by diagnosis, the two segmentations of one exam in one fold; `per_group`: only the
+    first patients (by id) of each diagnosis, for a quick run. (store, subjects table: subject, group, fold and the
+    truths); `StudySkipped` without the folder or with too few patients."""
+    from ..store import grouped_folds
+    from .acdc import REFERENCE, REFERENCE_FROM, SAME_EXAM
+    from .batch import ingest
+
+    folder = None if root is None else Path(root) / REAL_SAX
+    if folder is None or not (folder / REFERENCE).is_file():
+        raise StudySkipped(f"no real SAX cines: {REAL_SAX}/{REFERENCE} is not under "
+                           f"{'the data root' if root is None else Path(root).name} (set data_dir or $CMRLIB_DATA)")
+    store = ingest("acdc", folder, out, seed=seed, progress=False)
+    man = store.manifest()
+    man = man[(man.view == "SAX") & (man.truth_from == REFERENCE_FROM)].drop_duplicates("subject")
+    if per_group is not None:
+        man = man.sort_values("subject").groupby("group").head(int(per_group))
+    if len(man) < 2 * k:
+        raise StudySkipped(f"{len(man)} real SAX patients with reference truths: fewer than two per fold of {k}")
+    strata = dict(zip(man.subject, man.group))
+    folds = grouped_folds(strata, k, seed, SAME_EXAM)
+    cols = ["subject", "cine_id", "group", "n_frames", "ed", "es", "LVEDV", "LVESV", "LVEF", "RVEF", "LVM",
+            "bsa_m2", "lv_in_crop"]
+    table = man[cols].assign(fold=man.subject.map(folds)).sort_values("subject").reset_index(drop=True)
+    return store, table
 
 
 @dataclass

@@ -80,7 +80,7 @@ def afd_es(pred, targ):
     return _batch_fd(pred, targ, 1)
 
 
-METHODS = {  # name -> (model kind, use the temporal structured loss)
+DETECTORS = {  # Table 1 row -> (model kind, use the temporal structured loss)
     "CNN+Reg": ("cnnreg", False),
     "TempReg-Net w/o TSC": ("tempreg", False),
     "TempReg-Net": ("tempreg", True),
@@ -89,13 +89,13 @@ METHODS = {  # name -> (model kind, use the temporal structured loss)
 
 def learner(dls: DataLoaders, method: str = "TempReg-Net", beta: float = 1.0, alpha: float = 1e-4,
                  path: str | Path = ".", **model_kw) -> Learner:
-    """A fastai Learner for one method of `METHODS`: MSE (+ beta * TSC) with alpha as a true L2 penalty.
+    """A fastai Learner for one row of `DETECTORS`: MSE (+ beta * TSC) with alpha as a true L2 penalty.
 
     `Adam(decouple_wd=False)` adds alpha * w to every gradient, i.e. the gradient of the paper's
     (alpha / 2) * ||w||^2 loss term, rather than AdamW's decoupled decay; BatchNorm and bias are not decayed."""
-    if method not in METHODS:
-        raise ValueError(f"unknown ED/ES method {method!r}; expected one of {list(METHODS)}")
-    kind, tsc = METHODS[method]
+    if method not in DETECTORS:
+        raise ValueError(f"unknown ED/ES method {method!r}; expected one of {list(DETECTORS)}")
+    kind, tsc = DETECTORS[method]
     return Learner(dls, tempreg_net(kind, **model_kw), loss_func=TempRegLoss(beta if tsc else 0.0),
                    opt_func=partial(Adam, decouple_wd=False), wd=alpha, metrics=[afd_ed, afd_es], path=path,
                    cbs=callbacks("ED/ES"))

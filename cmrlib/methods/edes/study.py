@@ -5,32 +5,70 @@ Predictor."""
 from __future__ import annotations
 
 import time
-from dataclasses import replace
-from functools import partial
+from dataclasses import dataclass, replace
+from functools import cached_property, partial
 from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 
-from ...learn import BestWeights, export, record_settings, reusable
+from ...learn import BestWeights
 from ...longform import implied_volumes
 from ...store import fold_roles
-from ...study import PHANTOM_SAX_SEGMENTER, StudySkipped
 from ...study import Study as Base
+from ...study import StudySkipped
 from ...utils import rng, seed_for, seeded
 from .data import SeqItem, dataloaders, seq_frames, seq_items
 from .evaluate import PAPER_AFD, afd_table, evaluate, label_plateaus, pseudo_reference, real_afd_table
 from .figures import afd_figure, curves_figure, real_figure
-from .learner import METHODS, fit, learner, load, model_file
+from .learner import DETECTORS, fit, learner, load, model_file
 from .predict import predict, seg_detect
 from .predictor import Predictor
 
 MODEL_KEYS = ("widths", "blocks", "hidden", "bidirectional", "cyclic", "motion", "dropout")
 
 
+@dataclass(frozen=True)
+class Sequences:
+    """The training and validation sequences and their loaders, the test cines, and what preparing them took."""
+
+    items: list[SeqItem]
+    dls: object
+    test_ids: list[str]
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """Every row's network and the training table (one row per method; `reused` when loaded)."""
+
+    nets: dict
+    log: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class TestResults:
+    """Every detector on the test cines: per cine, Table 1, its all-views rows and the mean of ED and ES aFD."""
+
+    per_cine: pd.DataFrame
+    table: pd.DataFrame
+    allv: pd.DataFrame
+    order: list[str]
+    mean_fd: pd.Series
+
+
+@dataclass(frozen=True)
+class RealResult:
+    """A real-cine table and the one line a Predictor's provenance keeps of it (None: no TempReg-Net row)."""
+
+    table: pd.DataFrame
+    check: str | None = None
+
+
 class Study(Base):
-    """Notebook 02: `prepare`, `fit`, `evaluate`, `ordering`, `sharp_ed`, `figures`, `real_patients`, `real_acdc`,
-    `real_ukbb`, `checks`."""
+    """Notebook 02. Steps: `prepare`, `fit`, `evaluate`, `ordering`, `sharp_ed`, `figures`, `real_patients`,
+    `real_acdc`, `real_ukbb`, `checks`; what they share is named: `sequences`, `models`, `detectors`,
+    `test_results`, `real_results`, `real_patient090`, `real_demo`."""
 
     method = "edes"
     number = "02"
@@ -72,80 +110,99 @@ class Study(Base):
 
     def __init__(self, params: dict, out=None):
         super().__init__(params, out)
-        unknown = [m for m in self.p["methods"] if m not in METHODS]
+        unknown = [m for m in self.p["methods"] if m not in DETECTORS]
         if unknown:
-            raise ValueError(f"unknown methods {unknown}; choose from {list(METHODS)}")
+            raise ValueError(f"unknown methods {unknown}; choose from {list(DETECTORS)}")
         self.model_kw = {k: self.p[k] for k in MODEL_KEYS}
         (self.out / "models").mkdir(exist_ok=True)
-        self.models, self.real_check, self.real_pseudo, self.real_table = {}, None, None, None
 
-    def prepare(self) -> None:
+    @cached_property
+    def sequences(self) -> Sequences:
         """The training and validation sequences (frames fitted and zoomed) and the test cines."""
         p, store = self.p, self.store
         t0 = time.perf_counter()
-        self.items = [it for split in ("train", "valid")
-                      for it in seq_items(store, store.select(p["views"], split, p["max_cines"], interleave=True),
-                                          p["size"], split, zoom=p["zoom"])]
-        self.dls = dataloaders(self.items, bs=p["bs"], delta=p["delta"], upsilon=p["upsilon"], seed=p["seed"])
-        self.test_ids = store.select(p["views"], "test", p["max_cines"], interleave=True)
-        items = self.items
-        print(f"{sum(i.split == 'train' for i in items)} train, {sum(i.split == 'valid' for i in items)} valid, "
-              f"{len(self.test_ids)} test sequences; {min(i.n_frames for i in items)}-"
-              f"{max(i.n_frames for i in items)} frames; prepared in {time.perf_counter() - t0:.1f} s")
+        items = [it for split in ("train", "valid")
+                 for it in seq_items(store, store.select(p["views"], split, p["max_cines"], interleave=True),
+                                     p["size"], split, zoom=p["zoom"])]
+        dls = dataloaders(items, bs=p["bs"], delta=p["delta"], upsilon=p["upsilon"], seed=p["seed"])
+        return Sequences(items, dls, store.select(p["views"], "test", p["max_cines"], interleave=True),
+                         time.perf_counter() - t0)
 
-    def fit(self, finish=None) -> pd.DataFrame:
-        """Every method on the same sequences, seed and schedule; a model the run folder holds with exactly these
-        settings is reused unless `retrain`; `finish(learn, path)` (`cmrlib fit`) exports instead and gives the
-        validation loss. The training table (written)."""
+    def prepare(self) -> None:
+        """The sequences' counts and frame range."""
+        seq = self.sequences
+        items = seq.items
+        print(f"{sum(i.split == 'train' for i in items)} train, {sum(i.split == 'valid' for i in items)} valid, "
+              f"{len(seq.test_ids)} test sequences; {min(i.n_frames for i in items)}-"
+              f"{max(i.n_frames for i in items)} frames; prepared in {seq.seconds:.1f} s")
+
+    def make_models(self, finish=None) -> Fitted:
+        """Every method on the same sequences, seed and schedule, each reused when the run folder holds it with
+        exactly these settings (`fit_or_reuse`; `finish`: `cmrlib fit`'s export, which gives the validation loss);
+        the training table written."""
         p, out = self.p, self.out
         trained = pd.read_csv(out / "training.csv").set_index("method") if (out / "training.csv").exists() else None
-        history = []
+        nets, history = {}, []
         for m in p["methods"]:
             fname = f"models/{model_file(m)}"
             settings = dict(method=m, views=p["views"], size=p["size"], zoom=p["zoom"], epochs=p["epochs"], lr=p["lr"],
                             bs=p["bs"], alpha=p["alpha"], beta=p["beta"], delta=p["delta"], upsilon=p["upsilon"],
                             max_cines=p["max_cines"], seed=p["seed"], cohort=self.store.fingerprint(), **self.model_kw)
-            if (finish is None and not p["retrain"] and trained is not None and m in trained.index
-                    and reusable(out / fname, settings)):
-                self.models[m] = load(out / fname)
+            row: dict = {}
+
+            def train_one(m=m, row=row):
+                learn, fitted = fit(self.sequences.dls, m, p["epochs"], p["lr"], p["seed"], beta=p["beta"],
+                                    alpha=p["alpha"], path=out, **self.model_kw)
+                row.update(fitted)
+                return learn
+
+            # a model whose training row is gone is trained again: the table keeps every row's numbers
+            net, reused, finished = self.fit_or_reuse(out / fname, settings, train_one, finish, load=load,
+                                                      reuse=trained is not None and m in trained.index)
+            if reused:
+                nets[m] = net
                 history.append(dict(method=m, **trained.loc[m].drop("reused").to_dict(), reused=True))
                 continue
-            learn, row = fit(self.dls, m, p["epochs"], p["lr"], p["seed"], beta=p["beta"], alpha=p["alpha"], path=out,
-                             **self.model_kw)
-            if finish is None:
-                export(learn, out / fname)
-                record_settings(out / fname, settings)
-            else:
-                row["valid_loss"] = finish(learn, out / fname)[0]
-            self.models[m] = learn.model.eval()
+            if finished is not None:
+                row["valid_loss"] = finished[0]
+            nets[m] = net.model.eval()
             history.append(dict(row, model=fname, reused=False))
         history = pd.DataFrame(history)
         self.nb.table(history, "training")
-        return history
+        return Fitted(nets, history)
+
+    @cached_property
+    def models(self) -> Fitted:
+        """Every method's network (trained, or reused from the run folder) and the training table."""
+        return self.make_models()
+
+    def fit(self) -> pd.DataFrame:
+        """The training table: per method its time, last validation loss and aFD; `reused` where loaded."""
+        return self.models.log
 
     def train(self, finish=None, rows: int | None = None) -> list[dict]:
-        """What `cmrlib fit edes` runs: the sequences, then every method trained and exported by `finish`, and the
-        run's ED/ES Predictor (process 0; no real-data check: notebook 02 adds it)."""
+        """What `cmrlib fit edes` runs: the models, exported by `finish`, then the run's ED/ES Predictor (process 0;
+        no real-data check: notebook 02 adds it)."""
         from ...distributed import rank
 
-        self.prepare()
-        log = self.fit(finish).to_dict("records")
+        fitted = self.make_models(finish)
         if rank() == 0:
-            self.write_predictor()
-        return log
+            self.write_predictor(fitted.nets)
+        return fitted.log.to_dict("records")
 
-    def write_predictor(self, real_check: str | None = None):
+    def write_predictor(self, nets: dict, real_check: str | None = None):
         """TempReg-Net (or the last method trained) as the run's ED/ES Predictor, with its frame settings and the
         real-data check behind it."""
-        exported = "TempReg-Net" if "TempReg-Net" in self.models else self.p["methods"][-1]
-        return self.nb.predictor(Predictor.from_model(self.models[exported], exported, self.p["size"], self.p["zoom"],
+        exported = "TempReg-Net" if "TempReg-Net" in nets else self.p["methods"][-1]
+        return self.nb.predictor(Predictor.from_model(nets[exported], exported, self.p["size"], self.p["zoom"],
                                                       provenance=self.nb.provenance(self.store, real_check)))
 
+    @cached_property
     def detectors(self) -> dict:
         """Each method's ED/ES detector, after the segmentation baseline (the LV volume curve of the run's
         segmentation Predictor) when the run has one."""
         p = self.p
-        found = {m: partial(predict, self.models[m], size=p["size"], zoom=p["zoom"]) for m in p["methods"]}
+        found = {m: partial(predict, self.models.nets[m], size=p["size"], zoom=p["zoom"]) for m in p["methods"]}
         try:
             seg = self.segmentation()
         except FileNotFoundError as e:
@@ -153,31 +210,35 @@ class Study(Base):
             return found
         return {"Segmentation (LV curve)": partial(seg_detect, seg), **found}
 
-    def evaluate(self) -> pd.DataFrame:
-        """Every detector on the test cines: the paper's Table 1 (aFD per method and view; written with the
-        predictions and, on the phantom, the volumes the frames imply for notebook 07)."""
-        store = self.store
-        self.found = self.detectors()
-        res = evaluate(self.found, (store.read(i) for i in self.test_ids), total=len(self.test_ids),
+    @cached_property
+    def test_results(self) -> TestResults:
+        """Every detector on the test cines: the predictions and the paper's Table 1 (aFD per method and view), with
+        the volumes the frames imply on the phantom for notebook 07 (written)."""
+        store, test_ids = self.store, self.sequences.test_ids
+        res = evaluate(self.detectors, (store.read(i) for i in test_ids), total=len(test_ids),
                        keep_curves=self.p["n_show"])
-        self.res = res.merge(label_plateaus(store, self.test_ids), on="cine_id", how="left")
-        self.table = afd_table(self.res, order=list(self.found))
-        self.nb.table(self.res.drop(columns="curve", errors="ignore"), "test_predictions")
+        res = res.merge(label_plateaus(store, test_ids), on="cine_id", how="left")
+        table = afd_table(res, order=list(self.detectors))
+        self.nb.table(res.drop(columns="curve", errors="ignore"), "test_predictions")
         manifest = store.manifest()
         if "lv_volume_curve_ml" in manifest:  # what each method's frames cost in mL on the true volume curve
-            self.nb.table(implied_volumes(self.res, manifest), "measures_long")
-        self.nb.table(self.table, "afd_table")
-        self.allv = self.table[self.table["view"] == "all"].set_index("method")
-        self.order = [m for m in ("TempReg-Net", "TempReg-Net w/o TSC", "CNN+Reg") if m in self.allv.index]
-        self.mean_fd = (self.allv["aFD_ED"] + self.allv["aFD_ES"]) / 2
-        return self.table
+            self.nb.table(implied_volumes(res, manifest), "measures_long")
+        self.nb.table(table, "afd_table")
+        allv = table[table["view"] == "all"].set_index("method")
+        order = [m for m in ("TempReg-Net", "TempReg-Net w/o TSC", "CNN+Reg") if m in allv.index]
+        return TestResults(res, table, allv, order, (allv["aFD_ED"] + allv["aFD_ES"]) / 2)
+
+    def evaluate(self) -> pd.DataFrame:
+        """The paper's Table 1 on the test cines."""
+        return self.test_results.table
 
     def ordering(self) -> None:
         """TempReg-Net against the paper's aFD, and whether the paper's ordering of the three methods holds."""
-        allv, order, mean_fd = self.allv, self.order, self.mean_fd
+        t = self.test_results
+        allv, order, mean_fd = t.allv, t.order, t.mean_fd
         if "TempReg-Net" in allv.index:
-            t = allv.loc["TempReg-Net"]
-            print(f"TempReg-Net, all views: aFD ED {t.aFD_ED:.3f} (target <= 0.38), ES {t.aFD_ES:.3f} "
+            r = allv.loc["TempReg-Net"]
+            print(f"TempReg-Net, all views: aFD ED {r.aFD_ED:.3f} (target <= 0.38), ES {r.aFD_ES:.3f} "
                   "(target <= 0.44)")
         print("paper's ordering (mean of ED and ES aFD):", " < ".join(f"{m} {mean_fd[m]:.3f}" for m in order),
               "-> holds" if list(mean_fd[order]) == sorted(mean_fd[order]) else "-> does not hold")
@@ -185,26 +246,27 @@ class Study(Base):
     def sharp_ed(self) -> pd.DataFrame:
         """The table again on test cines whose true ED plateau is at most `sharp_plateau` frames (written);
         `StudySkipped` without true volume curves."""
-        res, k = self.res, self.p["sharp_plateau"]
+        res, k = self.test_results.per_cine, self.p["sharp_plateau"]
         if not res["ed_plateau"].notna().any():
             raise StudySkipped("no true volume curves in this cohort: the plateau breakdown needs the phantom's "
                                "lv_volume_curve_ml")
         sharp = res[res["ed_plateau"] <= k]
         print(f"{sharp['cine_id'].nunique()} of {res['cine_id'].nunique()} test cines have an ED plateau of at most "
               f"{k} frames (within 0.5 % of the maximum volume)")
-        table_sharp = afd_table(sharp, order=list(self.found))
+        table_sharp = afd_table(sharp, order=list(self.detectors))
         self.nb.table(table_sharp, "afd_table_sharp_ed")
         return table_sharp[table_sharp["view"] == "all"]
 
     def figures(self) -> None:
         """Predicted curves on test cines with the true ED and ES, and the aFD per method and view."""
-        p = self.p
-        self.nb.figure(curves_figure(self.res, p["n_show"], p["delta"], p["upsilon"], mark_method="TempReg-Net"),
+        p, t = self.p, self.test_results
+        self.nb.figure(curves_figure(t.per_cine, p["n_show"], p["delta"], p["upsilon"], mark_method="TempReg-Net"),
                        "02_curves", "ED/ES methods' frame curves on test cines, with the true ED and ES marked")
-        self.nb.figure(afd_figure(self.table), "02_afd",
+        self.nb.figure(afd_figure(t.table), "02_afd",
                        "average absolute frame difference of each ED/ES method per view (whiskers: SD)")
 
-    def real_patients(self) -> pd.DataFrame:
+    @cached_property
+    def real_results(self) -> RealResult:
         """Table 1 on real patients: the real SAX cohort (`Study.real_sax`; ED is frame 0 in ACDC, so each cine is
         rolled by an offset drawn from the seed), folds by patient. Each method starts from its phantom model and
         is fine-tuned on the training folds (best epoch on the validation fold), then scored on the test fold; the
@@ -217,11 +279,12 @@ class Study(Base):
         cines = {r.subject: store.read(r.cine_id).rolled(shifts.integers(int(r.n_frames)))
                  for r in subjects.itertuples()}
         folds = subjects.set_index("subject")["fold"]
-        found = {f"{m} (phantom only)": partial(predict, self.models[m], size=p["size"], zoom=p["zoom"])
+        found = {f"{m} (phantom only)": partial(predict, self.models.nets[m], size=p["size"], zoom=p["zoom"])
                  for m in p["methods"]}
-        seg = self._phantom_sax_segmenter()
-        if seg is not None:
-            found = {"Segmentation (LV curve)": partial(seg_detect, seg), **found}
+        if self.phantom_segmenter is None:
+            print("segmentation baseline skipped on real patients: no phantom-only SAX segmenter in this run")
+        else:
+            found = {"Segmentation (LV curve)": partial(seg_detect, self.phantom_segmenter), **found}
         with self.nb.timer("real patients: phantom models"):
             parts = [evaluate(found, cines.values(), total=len(cines)).assign(fold=lambda d: d.cine_id.map(
                 {c.cine_id: folds[s] for s, c in cines.items()}))]
@@ -239,30 +302,23 @@ class Study(Base):
         res["short"] = res["n_frames"] < p["short_frames"]
         self.nb.table(res, "real_predictions")
         self.nb.table(pd.DataFrame(logs), "real_training")
-        self.real_table = real_afd_table(res, p["short_frames"])
-        self.nb.table(self.real_table, "real_afd_table")
+        table = real_afd_table(res, p["short_frames"])
+        self.nb.table(table, "real_afd_table")
         n = len(cines)
-        self.nb.figure(real_figure(self.real_table, getattr(self, "allv", None)), "02_real_afd",
+        self.nb.figure(real_figure(table, self.test_results.allv), "02_real_afd",
                        f"ED/ES detectors on {n} real ACDC SAX cines (cyclically shifted; fine-tuned rows scored on "
                        "held-out folds) with 95 % CIs, beside the paper's and the phantom test split's aFD")
-        t = self.real_table.set_index("method")
+        t = table.set_index("method")
+        check = None
         if "TempReg-Net (fine-tuned)" in t.index:
             r = t.loc["TempReg-Net (fine-tuned)"]
-            self.real_check = (f"{n} real ACDC SAX cines, cyclically shifted, 5-fold by patient: fine-tuned "
-                               f"TempReg-Net aFD ED {r.aFD_ED:.2f}, ES {r.aFD_ES:.2f} frames")
-        return self.real_table
+            check = (f"{n} real ACDC SAX cines, cyclically shifted, 5-fold by patient: fine-tuned TempReg-Net aFD ED "
+                     f"{r.aFD_ED:.2f}, ES {r.aFD_ES:.2f} frames")
+        return RealResult(table, check)
 
-    def _phantom_sax_segmenter(self):
-        """Notebook 01's phantom-only SAX segmenter as a segmentation Predictor (None when the run has none)."""
-        from ...learn import load as load_model
-        from ...predictor import predictor_class
-
-        path = self.nb.run_dir / PHANTOM_SAX_SEGMENTER
-        if not path.exists():
-            print(f"segmentation baseline skipped on real patients: no {PHANTOM_SAX_SEGMENTER} in this run")
-            return None
-        return predictor_class("segmentation")({"SAX": load_model(path, "SAX segmenter", "notebook 01")},
-                                               model="phantom-only SAX segmenter")
+    def real_patients(self) -> pd.DataFrame:
+        """Table 1 on the real SAX patients, with 95 % CIs."""
+        return self.real_results.table
 
     def _fine_tune(self, items: dict, folds: pd.Series, roles: dict, k: int) -> tuple[dict, list[dict]]:
         """Every method's phantom model fine-tuned on the training folds' sequences, the best epoch on the
@@ -275,7 +331,7 @@ class Study(Base):
         for m in p["methods"]:
             with seeded(seed_for(p["seed"], "edes", "real", m, k)):
                 learn = learner(dls, m, beta=p["beta"], alpha=p["alpha"], path=self.out, **self.model_kw)
-                learn.model.load_state_dict(self.models[m].state_dict())
+                learn.model.load_state_dict(self.models.nets[m].state_dict())
                 best = BestWeights(patience=p["real_epochs"], min_epochs=1)
                 with learn.no_bar(), learn.no_logging():
                     learn.fit_one_cycle(p["real_epochs"], p["real_lr"], cbs=[best])
@@ -284,7 +340,8 @@ class Study(Base):
                             train=sum(s.split == "train" for s in seqs), valid=sum(s.split == "valid" for s in seqs)))
         return found, log
 
-    def real_acdc(self) -> pd.DataFrame:
+    @cached_property
+    def real_patient090(self) -> RealResult:
         """Every detector on ACDC patient090's SAX cine (labelled ED and ES; written): the Predictor's real check;
         `StudySkipped` without that cine."""
         from ...io.real import MANUAL, real_subjects
@@ -293,16 +350,22 @@ class Study(Base):
         if not cines:
             raise StudySkipped("no full ACDC SAX cine (acdc/training/patientNNN/patientNNN_4d.nii.gz) under the data "
                                "root (set data_dir or $CMRLIB_DATA)")
-        real = evaluate(self.found, cines)
+        real = evaluate(self.detectors, cines)
         cols = ["method", "view", "n_frames", "ed", "es", "ed_pred", "es_pred", "fd_ed", "fd_es", "sec"]
         self.nb.table(real[cols], "real_acdc_patient090")
         fd = real.set_index("method")
+        check = None
         if "TempReg-Net" in fd.index:
-            self.real_check = (f"one real ACDC SAX cine with labelled ED/ES: frame difference ED "
-                               f"{fd.loc['TempReg-Net', 'fd_ed']:.0f}, ES {fd.loc['TempReg-Net', 'fd_es']:.0f}")
-        return real[cols]
+            check = (f"one real ACDC SAX cine with labelled ED/ES: frame difference ED "
+                     f"{fd.loc['TempReg-Net', 'fd_ed']:.0f}, ES {fd.loc['TempReg-Net', 'fd_es']:.0f}")
+        return RealResult(real[cols], check)
 
-    def real_ukbb(self) -> pd.DataFrame:
+    def real_acdc(self) -> pd.DataFrame:
+        """Every detector on ACDC patient090's labelled SAX cine."""
+        return self.real_patient090.table
+
+    @cached_property
+    def real_demo(self) -> pd.DataFrame:
         """Every detector on the UK Biobank demo's 2CH, 3CH and 4CH cines against the ED/ES that each subject's 4CH
         pseudo-labels imply (largest and smallest LV area; a network's labels, so a pseudo-reference; written with
         the curves); `StudySkipped` without the demo."""
@@ -313,16 +376,20 @@ class Study(Base):
                                   for c in s.cines])
         if not cines:
             raise StudySkipped("no UK Biobank demo cines with 4CH pseudo-labels under the data root")
-        ukbb = evaluate(self.found, cines, total=len(cines), keep_curves=len(cines))
-        ukbb["cine"] = [f"{c.subject} {c.view}" for c in cines for _ in self.found]
+        found = self.detectors
+        ukbb = evaluate(found, cines, total=len(cines), keep_curves=len(cines))
+        ukbb["cine"] = [f"{c.subject} {c.view}" for c in cines for _ in found]
         cols = ["cine", "method", "n_frames", "ed", "es", "ed_pred", "es_pred", "fd_ed", "fd_es", "sec"]
         table = ukbb[cols].rename(columns={"ed": "ed_pseudo", "es": "es_pseudo"})
         self.nb.table(table, "real_ukbb_pseudo")
         self.nb.figure(curves_figure(ukbb, len(cines), mark_method="TempReg-Net", reference="pseudo"),
                        "02_ukbb_curves", "ED/ES detectors on the UK Biobank demo's long-axis cines, with the frames "
                        "the 4CH pseudo-labels imply (largest and smallest LV area)")
-        self.real_pseudo = table
         return table
+
+    def real_ukbb(self) -> pd.DataFrame:
+        """Every detector on the UK Biobank demo's long-axis cines against their pseudo-labels' ED/ES."""
+        return self.real_demo
 
     PAPER_FIGURES = ("02_afd",)
 
@@ -346,30 +413,35 @@ class Study(Base):
 
     def checks(self) -> pd.DataFrame:
         """The paper's aFD targets and ordering (written); TempReg-Net (or the last method) becomes the run's ED/ES
-        Predictor with its frame size, zoom and real-data check."""
-        allv, order, checks = self.allv, self.order, []
+        Predictor with its frame size, zoom and real-data check (patient090's, else the real patients')."""
+        t = self.test_results
+        allv, order, checks = t.allv, t.order, []
         if "TempReg-Net" in allv.index:
             paper_ed, paper_es = PAPER_AFD["TempReg-Net"]
             checks += [("TempReg-Net aFD ED (frames)", allv.loc["TempReg-Net", "aFD_ED"], "<=", paper_ed),
                        ("TempReg-Net aFD ES (frames)", allv.loc["TempReg-Net", "aFD_ES"], "<=", paper_es)]
         if len(order) == 3:
-            checks.append(("paper's ordering: smallest step up in mean aFD", float(self.mean_fd[order].diff().min()),
+            checks.append(("paper's ordering: smallest step up in mean aFD", float(t.mean_fd[order].diff().min()),
                            ">", 0.0))
-        if self.real_pseudo is not None and "TempReg-Net" in set(self.real_pseudo.method):
-            worst = self.real_pseudo[self.real_pseudo.method == "TempReg-Net"][["fd_ed", "fd_es"]].to_numpy().max()
+        demo = self.optional("real_demo")
+        if demo is not None and "TempReg-Net" in set(demo.method):
+            worst = demo[demo.method == "TempReg-Net"][["fd_ed", "fd_es"]].to_numpy().max()
             checks.append(("TempReg-Net on every UKBB demo cine: largest frame difference from the 4CH "
                            "pseudo-labels' ED/ES", float(worst), "<=", 2))
-        if self.real_table is not None:
-            t = self.real_table.set_index("method")
+        real = self.optional("real_results")
+        if real is not None:
+            rt = real.table.set_index("method")
             rows = [m for m in ("Segmentation (LV curve)", "CNN+Reg (fine-tuned)", "TempReg-Net w/o TSC (fine-tuned)",
-                                "TempReg-Net (fine-tuned)") if m in t.index]
-            if "TempReg-Net (fine-tuned)" in t.index:
-                r, mean_fd = t.loc["TempReg-Net (fine-tuned)"], (t.aFD_ED + t.aFD_ES)[rows] / 2
+                                "TempReg-Net (fine-tuned)") if m in rt.index]
+            if "TempReg-Net (fine-tuned)" in rt.index:
+                r, mean_fd = rt.loc["TempReg-Net (fine-tuned)"], (rt.aFD_ED + rt.aFD_ES)[rows] / 2
                 checks += [("real SAX patients: TempReg-Net aFD ED (frames)", r.aFD_ED, "<=", 0.5),
                            ("real SAX patients: TempReg-Net aFD ES (frames)", r.aFD_ES, "<=", 1.0),
                            ("real SAX patients: TempReg-Net's mean aFD minus the best of the other rows",
                             float(mean_fd["TempReg-Net (fine-tuned)"] - mean_fd.drop("TempReg-Net (fine-tuned)").min()),
                             "<", 0.0)]
         targets = self.targets(checks)
-        self.write_predictor(self.real_check)
+        one = self.optional("real_patient090")
+        self.write_predictor(self.models.nets, (one.check if one is not None and one.check else None)
+                             or (real.check if real is not None else None))
         return targets

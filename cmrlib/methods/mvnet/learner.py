@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ...learn import callbacks, device, export, record_settings, reusable
+from ...learn import callbacks, device, export, fit_or_reuse
 from ...utils import atomic_write_text, seed_for, seeded
 from .data import Aug, PointFrames, Track
 from .geometry import S1_SIZE, MVnetError
@@ -99,9 +99,11 @@ class MVConfig:
 
 
 def fit(train: Sequence[Track], valid: Sequence[Track], cfg: MVConfig, view: str = "",
-              models_dir: str | Path | None = None, prefix: str = "A", quiet: bool = False,
-              epochs: tuple[int, int] | None = None) -> tuple["MVnet", pd.DataFrame]:
-    """Train stage 1 then stage 2 for one view, export both Learners, and return the tracker and a log table."""
+        models_dir: str | Path | None = None, prefix: str = "A", quiet: bool = False,
+        epochs: tuple[int, int] | None = None, finish=None) -> tuple["MVnet", pd.DataFrame]:
+    """Train stage 1 then stage 2 for one view, export both Learners into `models_dir` (or hand each to
+    `finish(learn, path)`, `cmrlib fit`'s export, whose validation loss the log keeps), and return the tracker and a
+    log table."""
     e1, e2 = epochs or (cfg.epochs1, cfg.epochs2)
     models, log = [], []
     for stage, ep in ((1, e1), (2, e2)):
@@ -112,10 +114,12 @@ def fit(train: Sequence[Track], valid: Sequence[Track], cfg: MVConfig, view: str
                                 cfg.perturb_mm, seed=seed_for(cfg.seed, "mvnet", view, "stage", stage, "data"),
                                 quiet=quiet, frames_per_cine=cfg.frames_per_cine)
         loss, err = learn.validate() if len(valid) else (float("nan"), float("nan"))
+        if finish is not None:
+            loss = finish(learn, model_path(models_dir or ".", view, stage, prefix))[0]
+        elif models_dir is not None:
+            export(learn, model_path(models_dir, view, stage, prefix))
         log.append(dict(prefix=prefix, view=view, stage=stage, epochs=ep, n_train_frames=len(learn.dls.train.dataset),
                         valid_loss=float(loss), valid_err_px=float(err), seconds=time.perf_counter() - t0))
-        if models_dir is not None:
-            export(learn, model_path(models_dir, view, stage, prefix))
         models.append(learn.model)
     return MVnet(models[0], models[1], view, cfg.n_refine, cfg.smooth, cfg.tta), pd.DataFrame(log)
 
@@ -125,18 +129,19 @@ INFERENCE_ONLY = ("n_refine", "smooth", "tta")  # MVConfig fields that do not ch
 
 def fit_or_load(train: Sequence[Track], valid: Sequence[Track], cfg: MVConfig, view: str, models_dir: str | Path,
                 prefix: str = "A", quiet: bool = False, epochs: tuple[int, int] | None = None,
-                retrain: bool = False, cohort: str = "") -> tuple[MVnet, pd.DataFrame]:
-    """`fit`, or the tracker `models_dir` already holds when it was trained with the same settings and
-    cines of the same cohort (`CohortStore.fingerprint`; each stage seeds itself, so a loaded tracker is the one
-    training would give again)."""
+                retrain: bool = False, cohort: str = "", finish=None) -> tuple[MVnet, pd.DataFrame]:
+    """`fit`, or the tracker `models_dir` already holds when it was trained with the same settings and cines of the
+    same cohort (`CohortStore.fingerprint`; each stage seeds itself, so a loaded tracker is the one training would
+    give again): `learn.fit_or_reuse` on the stage-1 model, the log beside it."""
     settings = dict({k: v for k, v in dataclasses.asdict(cfg).items() if k not in INFERENCE_ONLY}, view=view,
                     prefix=prefix, epochs=list(epochs or (cfg.epochs1, cfg.epochs2)), cohort=cohort,
                     train=[t.subject for t in train], valid=[t.subject for t in valid])
+    if finish is not None:  # `cmrlib fit`: trained, each stage handed to `finish`
+        return fit(train, valid, cfg, view, models_dir, prefix, quiet, epochs, finish)
     first, log_file = model_path(models_dir, view, 1, prefix), Path(models_dir) / f"{prefix}_{view}_log.csv"
-    if not retrain and log_file.exists() and model_path(models_dir, view, 2, prefix).exists() \
-            and reusable(first, settings):
-        return load(models_dir, view, prefix, cfg.n_refine, cfg.smooth, cfg.tta), pd.read_csv(log_file)
-    tracker, log = fit(train, valid, cfg, view, models_dir, prefix, quiet, epochs)
-    atomic_write_text(log_file, log.to_csv(index=False))
-    record_settings(first, settings)
+    (tracker, log), _, _ = fit_or_reuse(
+        first, settings, lambda: fit(train, valid, cfg, view, models_dir, prefix, quiet, epochs),
+        retrain=retrain, reuse=log_file.exists() and model_path(models_dir, view, 2, prefix).exists(),
+        load=lambda _: (load(models_dir, view, prefix, cfg.n_refine, cfg.smooth, cfg.tta), pd.read_csv(log_file)),
+        save=lambda made, _: atomic_write_text(log_file, made[1].to_csv(index=False)))
     return tracker, log

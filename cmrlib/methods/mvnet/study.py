@@ -7,6 +7,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import time
+from dataclasses import dataclass
+from functools import cached_property
 from typing import ClassVar
 
 import numpy as np
@@ -24,7 +26,7 @@ from .evaluate import (choose_inference, clinical, convention_matrix, evaluate, 
                        pooled_displacement_error, pseudo_point_error, pseudo_reference, summarise_spatial)
 from .figures import displacement_figure, heatmap_figure, spatial_figure, tracking_figure
 from .geometry import STAGES
-from .learner import MVConfig, fit, fit_or_load, train_stage
+from .learner import MVConfig, fit_or_load, train_stage
 from .predict import MVnet, model_path, predict_all, tta_shifts
 from .predictor import Predictor
 
@@ -35,9 +37,69 @@ AGREEMENT = {"MAPSE MVnet": ("MAPSE_1+2+2", "MAPSE_ref"), "MAPSE observer 2": ("
 CONVENTIONS = ("A", "B", "mixed")  # the annotation conventions a tracker is trained on (the paper's Fig. 6)
 
 
+@dataclass(frozen=True)
+class Tracks:
+    """Each view's cines and valve tracks by split and annotation, the second observer's and the true tracks of
+    the test cines, and the test tracks (observer 1, convention A)."""
+
+    cines: dict
+    tracks: dict
+    obs: dict
+    tests: dict
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """Trackers by view and their training log."""
+
+    nets: dict
+    log: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class Inference:
+    """The smoothing window and test-time crop shift kept, and the candidates scored on validation (None: the
+    profile's setting)."""
+
+    smooth: int | None
+    tta: float | None
+    choices: pd.DataFrame | None
+
+
+@dataclass(frozen=True)
+class TestResults:
+    """The test cines tracked: predictions by view, errors per frame, clinical measures per subject, seconds per
+    cine."""
+
+    preds: dict
+    frames: pd.DataFrame
+    subj: pd.DataFrame
+    sec_per_cine: float
+
+
+@dataclass(frozen=True)
+class Conventions:
+    """The convention matrix, the convention trackers' logs, their views and epochs."""
+
+    matrix: pd.DataFrame
+    logs: list
+    views: list
+    epochs: tuple
+
+
+@dataclass(frozen=True)
+class RealTracked:
+    """The trackers on the real cines, and the 4CH tracker fine-tuned on a demo subject (None: none)."""
+
+    table: pd.DataFrame
+    tuned: MVnet | None
+
+
 class Study(Base):
-    """Notebook 03: `prepare`, `fit`, `choose_inference`, `evaluate`, `example_figure`, `agreement`,
-    `reference_noise`, `conventions`, `real_cines`, `checks`."""
+    """Notebook 03. Steps: `prepare`, `fit`, `choose_inference`, `evaluate`, `example_figure`, `agreement`,
+    `reference_noise`, `conventions`, `real_cines`, `checks`; what they share is named: `data`,
+    `phantom_trackers`, `inference`, `trackers`, `test_results`, `agreement_tables`, `convention_runs`,
+    `real_results`."""
 
     method = "mvnet"
     number = "03"
@@ -87,180 +149,229 @@ class Study(Base):
         # the parameters that name MVConfig's fields ("valid": the smoothing is chosen on validation cines)
         self.cfg = config_from(MVConfig, p, smooth=None if p["smooth"] == "valid" else p["smooth"])
         self.models_dir = self.out / "models"
-        self.real_tab, self.real_tracker = None, None
         if p["real_tracker"] not in ("phantom", "real"):
             raise StudyError(f"real_tracker is 'phantom' or 'real', got {p['real_tracker']!r}")
 
-    def prepare(self) -> pd.DataFrame:
-        """Each view's cines and valve tracks by annotation (observer 1 convention A and B, observer 2, the truth);
-        cines per view and split."""
+    @cached_property
+    def data(self) -> Tracks:
+        """Each view's cines and valve tracks by annotation (observer 1 convention A and B, observer 2, the truth)."""
         p, store, views = self.p, self.store, self.p["views"]
-        self.cines = {v: {s: load_cines(store, v, s, p["max_train"]) for s in ("train", "valid")} for v in views}
+        cines = {v: {s: load_cines(store, v, s, p["max_train"]) for s in ("train", "valid")} for v in views}
         for v in views:
-            self.cines[v]["test"] = [c for s in p["eval_splits"] for c in load_cines(store, v, s, p["max_test"])]
-        self.tracks = {k: {v: {s: tracks_from_cines(cs, k) for s, cs in by.items()} for v, by in self.cines.items()}
-                       for k in ("obsA", "obsB")}
-        self.obs = {k: {v: [c.landmarks[k] for c in self.cines[v]["test"]] for v in views} for k in ("obsA2", "truth")}
-        self.tests = {v: self.tracks["obsA"][v]["test"] for v in views}
+            cines[v]["test"] = [c for s in p["eval_splits"] for c in load_cines(store, v, s, p["max_test"])]
+        tracks = {k: {v: {s: tracks_from_cines(cs, k) for s, cs in by.items()} for v, by in cines.items()}
+                  for k in ("obsA", "obsB")}
+        obs = {k: {v: [c.landmarks[k] for c in cines[v]["test"]] for v in views} for k in ("obsA2", "truth")}
+        return Tracks(cines, tracks, obs, {v: tracks["obsA"][v]["test"] for v in views})
+
+    def prepare(self) -> pd.DataFrame:
+        """Cines per view and split."""
         return pd.DataFrame([{"view": v, **{s: len(cs) for s, cs in by.items()},
                               "frames/cine": int(np.median([len(c.pixels) for c in by["train"]]))}
-                             for v, by in self.cines.items()])
+                             for v, by in self.data.cines.items()])
 
-    def fit(self) -> pd.DataFrame:
+    def _tracker(self, view: str, name: str, cfg: MVConfig, epochs=None, finish=None) -> tuple[MVnet, pd.DataFrame]:
+        """A view's tracker trained on annotation convention `name` ('A', 'B' or 'mixed'), or reused
+        (`fit_or_load`, the protocol's reuse rule); with its log."""
+        p, by = self.p, self.data.cines[view]
+        if name == "mixed":
+            tr, va = (mixed_tracks(by[s], seed=seed_for(p["seed"], "mixed", s)) for s in ("train", "valid"))
+        else:
+            tr, va = (self.data.tracks["obsA" if name == "A" else "obsB"][view][s] for s in ("train", "valid"))
+        prefix = f"conv{name}" if epochs else name
+        return fit_or_load(tr, va, cfg, view, self.models_dir, prefix, quiet=finish is not None, epochs=epochs,
+                           retrain=p["retrain"], cohort=self.store.fingerprint(), finish=finish)
+
+    def make_trackers(self, finish=None) -> Fitted:
         """Stage 1 then stage 2 of each view's convention-A tracker (reused when the run folder holds one trained
-        with these settings and cines, unless `retrain`); the training log (written)."""
-        self.trackers, self.logs = {}, []
+        with these settings and cines, unless `retrain`; `finish`: `cmrlib fit`'s export); their training log."""
+        nets, logs = {}, []
         for v in self.p["views"]:
             with self.nb.timer(f"{v} tracker, convention A"):
-                self.trackers[v], log = fit_or_load(self.tracks["obsA"][v]["train"], self.tracks["obsA"][v]["valid"],
-                                                    self.cfg, v, self.models_dir, "A", retrain=self.p["retrain"],
-                                                    cohort=self.store.fingerprint())
-            self.logs.append(log)
-        train_log = pd.concat(self.logs, ignore_index=True)
-        self.nb.table(train_log, "train_log")
-        return train_log
+                nets[v], log = self._tracker(v, "A", self.cfg, finish=finish)
+            logs.append(log)
+        return Fitted(nets, pd.concat(logs, ignore_index=True))
+
+    @cached_property
+    def phantom_trackers(self) -> Fitted:
+        """Each view's convention-A tracker as trained (inference settings not yet chosen), and the log."""
+        return self.make_trackers()
+
+    def fit(self) -> pd.DataFrame:
+        """The convention-A trackers' training log (`reused` rows come from the run folder)."""
+        return self.phantom_trackers.log
+
+    def choose(self, trackers: dict[str, MVnet]) -> Inference:
+        """With `smooth='valid'`: the smoothing window and test-time crops with the smallest |mean| + SD of the
+        displacement error on the validation cines (the candidates written); else the profile's setting."""
+        p = self.p
+        smooth, tta, choices = p["smooth"], p["tta"], None
+        if smooth == "valid":
+            valid_tracks = {v: ts for v in p["views"] if len(ts := self.data.tracks["obsA"][v]["valid"])}
+            choice = dict(smooth=None, tta=tta)
+            if valid_tracks:
+                choice, choices = choose_inference(trackers, valid_tracks, ttas=(None, tta) if tta else (None,))
+                self.nb.table(choices, "inference_valid")
+            smooth, tta = choice["smooth"], choice["tta"]
+        for tr in trackers.values():
+            tr.smooth, tr.tta = smooth, tta
+        return Inference(smooth, tta, choices)
+
+    @cached_property
+    def inference(self) -> Inference:
+        """The smoothing and test-time crops chosen for the phantom trackers (`choose`), set on them."""
+        return self.choose(self.phantom_trackers.nets)
+
+    @cached_property
+    def trackers(self) -> dict[str, MVnet]:
+        """The convention-A trackers with the chosen smoothing and test-time crops."""
+        _ = self.inference  # the chosen settings, set on the trackers
+        return self.phantom_trackers.nets
+
+    @cached_property
+    def tuned_cfg(self) -> MVConfig:
+        """The run's MVnet settings with the chosen smoothing and crops (the convention and real trackers run alike)."""
+        return dataclasses.replace(self.cfg, smooth=self.inference.smooth, tta=self.inference.tta)
+
+    def choose_inference(self) -> pd.DataFrame:
+        """The smoothing window and test-time crop shift kept, with the candidates where they were chosen."""
+        inf = self.inference
+        print(f"track smoothing window: {inf.smooth}; test-time crop shift: {inf.tta} px")
+        return inf.choices if inf.choices is not None else pd.DataFrame([dict(smooth=inf.smooth, tta=inf.tta,
+                                                                              chosen_by="profile")])
 
     def train(self, finish=None, rows: int | None = None) -> list[dict]:
-        """What `cmrlib fit mvnet` runs: both stages per view, written by process 0 (under `accelerate` each
-        process trains on its share of every batch), the inference settings chosen on the validation cines and the
-        run's MVnet Predictor (process 0; the phantom trackers, no real-data check: notebook 03 adds it); one row
-        per stage with the validation loss `fit` logs."""
-        self.prepare()
-        rows, self.trackers = [], {}
-        for v in self.p["views"]:
-            self.trackers[v], log = fit(self.tracks["obsA"][v]["train"], self.tracks["obsA"][v]["valid"], self.cfg,
-                                        v, self.out if rank() == 0 else None, "A", quiet=True)
-            rows += [dict(r, model=f"{v} stage {r['stage']}") for r in log.to_dict("records")]
+        """What `cmrlib fit mvnet` runs: both stages per view, each handed to `finish` (under `accelerate` each
+        process trains on its share of every batch), then, in process 0, the inference settings chosen on the
+        validation cines and the run's MVnet Predictor (the phantom trackers, no real-data check: notebook 03 adds
+        it); one row per stage with its validation loss."""
+        fitted = self.make_trackers(finish)
         if rank() == 0:
-            self.choose_inference()
-            self.write_predictor("phantom trackers (cmrlib fit): no real-data check")
-        return rows
+            self.choose(fitted.nets)
+            self.write_predictor(fitted.nets, "phantom trackers (cmrlib fit): no real-data check")
+        return [dict(r, model=f"{r['view']} stage {r['stage']}") for r in fitted.log.to_dict("records")]
 
-    def write_predictor(self, note: str):
+    def write_predictor(self, trackers: dict[str, MVnet], note: str, real_tracker: MVnet | None = None):
         """The run's MVnet Predictor: the phantom trackers, the 4CH one fine-tuned on a real subject when
         `real_tracker` is 'real' and one was, with the velocity window and `note` on its real-data check."""
-        trackers = dict(self.trackers)
-        if self.p["real_tracker"] == "real" and self.real_tracker is not None:
-            trackers["4CH"] = self.real_tracker
+        trackers = dict(trackers)
+        if self.p["real_tracker"] == "real" and real_tracker is not None:
+            trackers["4CH"] = real_tracker
         return self.nb.predictor(Predictor.from_trackers(trackers, self.p["velocity_window"], self.nb.provenance(
             self.store, None, note=note)))
 
-    def choose_inference(self) -> pd.DataFrame:
-        """With `smooth='valid'`: the smoothing window and test-time crops with the smallest |mean| + SD of the
-        displacement error on validation cines, set on every tracker (written); the candidates, or the one setting
-        the profile fixes."""
-        p, choices = self.p, None
-        smooth, tta = p["smooth"], p["tta"]
-        if smooth == "valid":
-            valid_tracks = {v: ts for v in p["views"] if len(ts := self.tracks["obsA"][v]["valid"])}
-            choice = dict(smooth=None, tta=tta)
-            if valid_tracks:
-                choice, choices = choose_inference(self.trackers, valid_tracks, ttas=(None, tta) if tta else (None,))
-                self.nb.table(choices, "inference_valid")
-            smooth, tta = choice["smooth"], choice["tta"]
-            self.cfg = dataclasses.replace(self.cfg, smooth=smooth, tta=tta)  # the convention models run alike
-            for tr in self.trackers.values():
-                tr.smooth, tr.tta = smooth, tta
-        print(f"track smoothing window: {smooth}; test-time crop shift: {tta} px")
-        return choices if choices is not None else pd.DataFrame([dict(smooth=smooth, tta=tta, chosen_by="profile")])
-
-    def evaluate(self) -> pd.DataFrame:
+    @cached_property
+    def test_results(self) -> TestResults:
         """Every stage on the test cines: point, angle and displacement errors per frame, the clinical measures per
-        subject and their long shape for notebook 07 (written, with the paper's Fig. 4/5); errors per stage."""
-        p = self.p
+        subject and their long shape for notebook 07 (written), and the seconds per cine."""
+        p, tests = self.p, self.data.tests
         t0 = time.perf_counter()
         with self.nb.timer("test inference"):
-            self.preds = predict_all(self.trackers, self.tests)
-        n_cines = sum(len(t) for t in self.tests.values())
-        self.sec_per_cine = (time.perf_counter() - t0) / max(n_cines, 1)
-        self.frames, self.subj = evaluate(self.preds, self.tests, self.obs, window=p["velocity_window"])
-        spatial = summarise_spatial(self.frames)
-        self.nb.table(self.frames, "spatial_frames")
-        self.nb.table(spatial, "spatial_summary")
-        self.nb.table(self.subj, "clinical_subjects")
+            preds = predict_all(self.trackers, tests)
+        sec_per_cine = (time.perf_counter() - t0) / max(sum(len(t) for t in tests.values()), 1)
+        frames, subj = evaluate(preds, tests, self.data.obs, window=p["velocity_window"])
+        self.nb.table(frames, "spatial_frames")
+        self.nb.table(summarise_spatial(frames), "spatial_summary")
+        self.nb.table(subj, "clinical_subjects")
         m = self.store.manifest().drop_duplicates("subject").set_index("subject")
         conditions = m["condition"].to_dict() if "condition" in m else {}
-        self.nb.table(from_columns(self.subj, STAGE_METHODS, "phantom", "observer 1", conditions), "measures_long")
-        print(f"inference: {self.sec_per_cine:.2f} s per cine (1+{'+'.join(['2'] * self.cfg.n_refine)}, "
-              f"{len(tta_shifts(self.cfg.tta))} crops in the last pass, {p['threads']} threads, shared CPU)")
-        self.nb.figure(spatial_figure(self.frames), "03_spatial_errors",
+        self.nb.table(from_columns(subj, STAGE_METHODS, "phantom", "observer 1", conditions), "measures_long")
+        return TestResults(preds, frames, subj, sec_per_cine)
+
+    def evaluate(self) -> pd.DataFrame:
+        """Errors per stage and view on the test cines, with the paper's Fig. 4/5."""
+        t = self.test_results
+        print(f"inference: {t.sec_per_cine:.2f} s per cine (1+{'+'.join(['2'] * self.cfg.n_refine)}, "
+              f"{len(tta_shifts(self.inference.tta))} crops in the last pass, {self.p['threads']} threads, shared CPU)")
+        self.nb.figure(spatial_figure(t.frames), "03_spatial_errors",
                        "MVnet point errors per stage and view (the paper's Fig. 4/5)")
-        self.nb.figure(displacement_figure(self.frames), "03_displacement_error",
+        self.nb.figure(displacement_figure(t.frames), "03_displacement_error",
                        "MVnet valve displacement error per stage over the cycle")
-        return spatial
+        return summarise_spatial(t.frames)
 
     def example_figure(self) -> None:
         """The reference and tracked points over a typical test cine of the last view."""
         v0 = self.p["views"][-1]
-        tests = self.tests[v0]
+        tests = self.data.tests[v0]
         i0 = int(np.argsort([np.ptp(t.points[:, :, 1]) for t in tests])[len(tests) // 2])  # a typical case
         t = tests[i0]
-        fig = tracking_figure(t.pixels, {"reference": t.points, "MVnet 1+2+2": self.preds[v0][i0]["1+2+2"]},
+        fig = tracking_figure(t.pixels, {"reference": t.points,
+                                         "MVnet 1+2+2": self.test_results.preds[v0][i0]["1+2+2"]},
                               t.spacing, title=f"{v0} test case", ed=t.ed)
         self.nb.figure(fig, "03_tracking_example", "MVnet tracked valve points on a test cine, per stage")
 
-    def agreement(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+    @cached_property
+    def agreement_tables(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         """MAPSE and e' of MVnet, a second observer and the true motion against the reference, overall and per
-        stage (the paper's Tables 4/5; written with the figure)."""
-        subj = self.subj
+        stage (the paper's Tables 4/5; written)."""
+        subj = self.test_results.subj
         units = {k: ("mm" if k.startswith("MAPSE") else "cm/s") for k in AGREEMENT}
         n_subj = int(subj[["MAPSE_ref", "MAPSE_1+2+2"]].notna().all(axis=1).sum())
         if n_subj < 3:
             raise ValueError(f"only {n_subj} evaluated subjects: agreement statistics need >= 3 (use a larger cohort)")
-        self.agree = agreement_table(subj, AGREEMENT, units).reset_index()
+        agree = agreement_table(subj, AGREEMENT, units).reset_index()
         stage_pairs = {f"{m} stage {s}": (f"{m}_{s}", f"{m}_ref") for m in ("MAPSE", "e_prime") for s in STAGES}
         by_stage = agreement_table(subj, stage_pairs, {k: ("mm" if "MAPSE" in k else "cm/s") for k in stage_pairs}
                                    ).reset_index()
-        self.nb.table(self.agree, "agreement")
+        self.nb.table(agree, "agreement")
         self.nb.table(by_stage, "agreement_by_stage")
+        return agree, by_stage
+
+    def agreement(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The agreement tables and their figure (MVnet and a second observer against observer 1)."""
+        agree, by_stage = self.agreement_tables
+        units = {k: ("mm" if k.startswith("MAPSE") else "cm/s") for k in AGREEMENT}
         shown = ("MAPSE MVnet", "e' MVnet", "MAPSE observer 2", "e' observer 2")
-        self.nb.figure(agreement_figure(subj, {k: AGREEMENT[k] for k in shown}, units), "03_agreement",
-                       "MAPSE and e' of MVnet and of a second observer against observer 1")
+        self.nb.figure(agreement_figure(self.test_results.subj, {k: AGREEMENT[k] for k in shown}, units),
+                       "03_agreement", "MAPSE and e' of MVnet and of a second observer against observer 1")
         cols = ["measure", "unit", "n", "ref_str", "auto_str", "bias", "sd", "icc2", "icc2_low", "icc2_high", "r"]
-        return self.agree[cols], by_stage[cols]
+        return agree[cols], by_stage[cols]
 
     def reference_noise(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         """How far observer 2 and the true motion sit from the reference, beside MVnet (written)."""
-        ref_noise = pd.concat([observer_frames(self.obs, self.tests), self.frames[self.frames["stage"] == "1+2+2"]],
+        frames = self.test_results.frames
+        ref_noise = pd.concat([observer_frames(self.data.obs, self.data.tests), frames[frames["stage"] == "1+2+2"]],
                               ignore_index=True)
         pooled = pooled_displacement_error(ref_noise)
         self.nb.table(pooled, "reference_noise")
         return summarise_spatial(ref_noise), pooled
 
-    def _convention_trackers(self, name: str, views: list[str], ep) -> dict:
-        """Trackers trained on convention `name` ('A', 'B' or 'mixed'), trained or reused."""
-        p, trk = self.p, {}
-        for v in views:
-            by = self.cines[v]
-            tr, va = ((self.tracks["obsA" if name == "A" else "obsB"][v][s] for s in ("train", "valid"))
-                      if name != "mixed" else
-                      (mixed_tracks(by["train"], seed=seed_for(p["seed"], "mixed", "train")),
-                       mixed_tracks(by["valid"], seed=seed_for(p["seed"], "mixed", "valid"))))
-            trk[v], log = fit_or_load(tr, va, self.cfg, v, self.models_dir, f"conv{name}" if ep else name, epochs=ep,
-                                      retrain=p["retrain"], cohort=self.store.fingerprint())
-            self.logs.append(log)
-        return trk
-
-    def conventions(self) -> pd.DataFrame:
-        """Trackers trained on convention A, B and mixed, each against the A and B references (the paper's Fig. 6;
-        written); `StudySkipped` with `variability` off."""
+    @cached_property
+    def convention_runs(self) -> Conventions:
+        """Trackers trained on convention A, B and mixed (trained or reused), each against the A and B references
+        (the paper's Fig. 6; written); `StudySkipped` with `variability` off."""
         p = self.p
         if not p["variability"]:
             raise StudySkipped("variability experiment off (variability=False)")
         vviews = list(p["variability_views"] or p["views"])
         ep = tuple(p["variability_epochs"]) if p["variability_epochs"] else None
-        var_tests = {"A": {v: self.tests[v] for v in vviews}, "B": {v: self.tracks["obsB"][v]["test"] for v in vviews}}
-        var_preds = {} if ep else {"A": {v: self.preds[v] for v in vviews}}  # a shorter budget retrains A too
+        tests = self.data.tests
+        var_tests = {"A": {v: tests[v] for v in vviews}, "B": {v: self.data.tracks["obsB"][v]["test"] for v in vviews}}
+        var_preds = {} if ep else {"A": {v: self.test_results.preds[v] for v in vviews}}  # a shorter budget retrains A
+        logs = []
         for name in [n for n in CONVENTIONS if n not in var_preds]:
             with self.nb.timer(f"trackers, convention {name}"):
-                var_preds[name] = predict_all(self._convention_trackers(name, vviews, ep), var_tests["A"])
-        print(f"convention models: views {vviews}, epochs {ep or (self.cfg.epochs1, self.cfg.epochs2)}")
+                made = {v: self._tracker(v, name, self.tuned_cfg, ep) for v in vviews}
+                logs += [log for _, log in made.values()]
+                var_preds[name] = predict_all({v: tr for v, (tr, _) in made.items()}, var_tests["A"])
         conv = convention_matrix(var_preds, var_tests, window=p["velocity_window"])
         self.nb.table(conv, "conventions")
-        self.nb.table(pd.concat(self.logs, ignore_index=True), "train_log")
-        self.nb.figure(heatmap_figure(conv), "03_conventions",
+        return Conventions(conv, logs, vviews, ep or (self.cfg.epochs1, self.cfg.epochs2))
+
+    def conventions(self) -> pd.DataFrame:
+        """The convention matrix and its figure (Fig. 6)."""
+        c = self.convention_runs
+        print(f"convention models: views {c.views}, epochs {c.epochs}")
+        self.nb.figure(heatmap_figure(c.matrix), "03_conventions",
                        "MVnet errors trained on one annotation convention and tested on another (Fig. 6)")
-        return conv
+        return c.matrix
+
+    def train_log(self) -> pd.DataFrame:
+        """Every tracker's training rows: convention A's, then the convention experiment's (written)."""
+        conv = self.optional("convention_runs")
+        log = pd.concat([self.phantom_trackers.log, *(conv.logs if conv is not None else [])], ignore_index=True)
+        self.nb.table(log, "train_log")
+        return log
 
     def _real(self) -> list:
         """(name, cine) of the real DICOM and UK-Biobank-style cines under the data root that a tracker reads."""
@@ -268,7 +379,7 @@ class Study(Base):
             raise StudySkipped("real cines off (real_cines=False)")
         from ...io.real import real_cines
 
-        found = real_cines(self.p["data_dir"], tuple(self.trackers))
+        found = real_cines(self.p["data_dir"], tuple(self.p["views"]))
         if not found:
             raise StudySkipped("no real DICOM or UK Biobank cines under the data root (set data_dir or $CMRLIB_DATA)")
         return found
@@ -286,12 +397,12 @@ class Study(Base):
             print(f"no fine-tuned 4CH tracker (epochs_real={p['epochs_real']}, {len(real)} demo 4CH cines of "
                   f"{p['real_subject']!r} with a pseudo-reference)")
             return None
-        phantom = self.tracks["obsA"]["4CH"]["train"]
+        phantom = self.data.tracks["obsA"]["4CH"]["train"]
         repeats = max(1, round(p["real_share"] / (1 - p["real_share"]) * len(phantom) / len(real)))
         t0, stages = time.perf_counter(), []
         for stage, base in ((1, self.trackers["4CH"].stage1), (2, self.trackers["4CH"].stage2)):
             with seeded(seed_for(p["seed"], "mvnet", "real", stage, "init")):
-                learn = train_stage(phantom + real * repeats, self.tracks["obsA"]["4CH"]["valid"], stage,
+                learn = train_stage(phantom + real * repeats, self.data.tracks["obsA"]["4CH"]["valid"], stage,
                                     copy.deepcopy(base), p["epochs_real"], cfg.bs, cfg.lr, cfg.schedule,
                                     cfg.perturb_mm, seed=seed_for(p["seed"], "mvnet", "real", stage, "data"),
                                     quiet=True, frames_per_cine=cfg.frames_per_cine)
@@ -299,27 +410,27 @@ class Study(Base):
                 export(learn, model_path(self.models_dir, "4CH", stage, "real"))
             stages.append(learn.model)
         chosen = self.trackers["4CH"]
-        self.real_tracker = MVnet(stages[0], stages[1], "4CH", chosen.n_refine, chosen.smooth, chosen.tta)
+        tuned = MVnet(stages[0], stages[1], "4CH", chosen.n_refine, chosen.smooth, chosen.tta)
         print(f"4CH tracker fine-tuned on {p['real_subject']} ({len(real)} cine x {repeats} beside {len(phantom)} "
               f"phantom cines, {p['epochs_real']} epochs per stage) in {time.perf_counter() - t0:.0f} s")
-        self._phantom_after_fine_tuning()
-        return self.real_tracker
+        self._phantom_after_fine_tuning(tuned)
+        return tuned
 
-    def _phantom_after_fine_tuning(self) -> None:
+    def _phantom_after_fine_tuning(self, tuned: MVnet) -> None:
         """Phantom 4CH test point and displacement errors of both 4CH trackers (written): what the real cine costs
         on the phantom."""
-        tests = {"4CH": self.tests["4CH"]}
-        both = {"phantom": self.preds["4CH"], "fine-tuned": predict_all({"4CH": self.real_tracker}, tests)["4CH"]}
+        tests = {"4CH": self.data.tests["4CH"]}
+        both = {"phantom": self.test_results.preds["4CH"], "fine-tuned": predict_all({"4CH": tuned}, tests)["4CH"]}
         rows = []
         for name, preds in both.items():
             fr, _ = evaluate({"4CH": preds}, tests, window=self.p["velocity_window"])
             fr = fr[fr["stage"] == "1+2+2"]
             rows.append(dict(tracker=name, point_err_mm=fr["err_mm"].mean(), disp_err_mean_mm=fr["disp_err_mm"].mean(),
                              disp_err_sd_mm=fr["disp_err_mm"].std()))
-        self.phantom_fine_tuned = pd.DataFrame(rows).set_index("tracker")
-        self.nb.table(self.phantom_fine_tuned, "phantom_4ch_trackers", index=True)
+        self.nb.table(pd.DataFrame(rows).set_index("tracker"), "phantom_4ch_trackers", index=True)
 
-    def real_cines(self) -> pd.DataFrame:
+    @cached_property
+    def real_results(self) -> RealTracked:
         """The trackers on real cines: the measures and an overlay figure each; where a cine has LV and LA
         pseudo-labels (the UK Biobank demo's 4CH), the annulus they imply (`pseudo_reference`) is a
         pseudo-reference: point error in mm over the frames with a plausible valve line (`ref_frames`), and MAPSE
@@ -333,12 +444,12 @@ class Study(Base):
             scored = pseudo_reference(c.labels, c.spacing, fill=False)
             real.append((name, c, scored, None if scored is None else fill_gaps(scored)))
         with self.nb.timer("4CH tracker fine-tuned on the demo"):
-            self._fit_real([(c, ref) for _, c, _, ref in real])
+            tuned = self._fit_real([(c, ref) for _, c, _, ref in real])
         rows = []
         for name, c, scored, ref in real:
             trackers = {"phantom": self.trackers[c.view]}
-            if self.real_tracker is not None and c.view == "4CH":
-                trackers["fine-tuned"] = self.real_tracker
+            if tuned is not None and c.view == "4CH":
+                trackers["fine-tuned"] = tuned
             shown = {}
             for which, tracker in trackers.items():
                 rows.append(self._real_row(name, c, which, tracker, scored, ref, shown))
@@ -348,9 +459,13 @@ class Study(Base):
             slug = name.lower().replace(" ", "_").replace("#", "")
             self.nb.figure(fig, f"03_real_{slug}", "MVnet tracked valve points on a real cine"
                            + (", with the annulus its pseudo-labels imply" if ref is not None else " (no reference)"))
-        self.real_tab = pd.DataFrame(rows)
-        self.nb.table(self.real_tab, "real_cines")
-        return self.real_tab
+        table = pd.DataFrame(rows)
+        self.nb.table(table, "real_cines")
+        return RealTracked(table, tuned)
+
+    def real_cines(self) -> pd.DataFrame:
+        """The trackers' measures on the real cines, and their error against the demo's pseudo-reference."""
+        return self.real_results.table
 
     def _real_row(self, name: str, c, which: str, tracker: MVnet, scored: np.ndarray | None, ref: np.ndarray | None,
                   shown: dict) -> dict:
@@ -378,7 +493,8 @@ class Study(Base):
         """The real-cine target (none without a pseudo-reference): the 4CH annulus within 4 mm of the points the UK
         Biobank demo's 4CH pseudo-labels imply, on average over the cines tracker `which` ('phantom' or
         'fine-tuned'; by default the fine-tuned one where there is one) never trained on."""
-        tab = self.real_tab
+        real = self.optional("real_results")
+        tab = None if real is None else real.table
         if tab is None or "point_err_mm" not in tab or tab["point_err_mm"].isna().all():
             return []
         which = which or ("fine-tuned" if (tab["tracker"] == "fine-tuned").any() else "phantom")
@@ -407,10 +523,11 @@ class Study(Base):
                    d[["measure", "unit", "n", "bias", "loa_low", "loa_high", "mae", "icc2"]].round(3))
 
     def checks(self) -> pd.DataFrame:
-        """The paper's agreement, displacement and speed targets (written); the trackers with the chosen smoothing
-        and crops become the run's MVnet Predictor."""
-        a = self.agree.set_index("measure")
-        frames = self.frames
+        """The paper's agreement, displacement and speed targets (written, with the training log); the trackers with
+        the chosen smoothing and crops become the run's MVnet Predictor."""
+        a = self.agreement_tables[0].set_index("measure")
+        t = self.test_results
+        frames = t.frames
         f3 = frames[frames["stage"] == "1+2+2"]
         e1, e3 = frames.loc[frames["stage"] == "1", "err_mm"].mean(), f3["err_mm"].mean()
         targets = self.targets([
@@ -419,12 +536,15 @@ class Study(Base):
             ("displacement error mean (mm)", f3["disp_err_mm"].mean(), "within", 0.10),
             ("displacement error SD (mm)", f3["disp_err_mm"].std(), "<=", 0.97),
             ("Euclidean error 1+2+2 vs 1 (mm)", e3 - e1, "<", 0.0),
-            ("inference s per cine (1 s per 2-view patient)", self.sec_per_cine, "<=", 0.5),
+            ("inference s per cine (1 s per 2-view patient)", t.sec_per_cine, "<=", 0.5),
             *self._pseudo_check(),
         ])
-        carried = "fine-tuned" if self.p["real_tracker"] == "real" and self.real_tracker is not None else "phantom"
+        self.train_log()
+        real = self.optional("real_results")
+        tuned = None if real is None else real.tuned
+        carried = "fine-tuned" if self.p["real_tracker"] == "real" and tuned is not None else "phantom"
         pseudo = self._pseudo_check(carried)  # the tracker the Predictor carries, not the one the target scores
-        self.write_predictor(f"{pseudo[0][0]}: {pseudo[0][1]:.1f}" if pseudo else
-                             "real cines run without a reference (qualitative only)")
+        self.write_predictor(self.trackers, f"{pseudo[0][0]}: {pseudo[0][1]:.1f}" if pseudo else
+                             "real cines run without a reference (qualitative only)", tuned)
         print(f"notebook 03 ran in {self.minutes() * 60:.0f} s (profile {self.p['profile']})")
         return targets

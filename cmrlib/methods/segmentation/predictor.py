@@ -2,9 +2,12 @@
 calibrated decision), and the Table-1 measures from their labels."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from ...labels import LV
+from ...learn import load
 from ...measure import UNITS, MeasureError, ed_es_from_curve, la_measures, ra_measures, sax_measures, volume_curve
 from ...predictor import NotApplicable, Prediction
 from ...predictor import Predictor as Base
@@ -14,6 +17,7 @@ from .learner import as_model
 from .predict import mean_entropy, predict
 
 KINDS = {"SAX": "SAX", "2CH": "LAX", "3CH": "LAX", "4CH": "LAX"}  # which segmenter reads a view
+PHANTOM_SAX = "01/models/seg_sax.model"  # notebook 01's phantom-only SAX model in a run folder: it never saw a patient
 
 
 class Predictor(Base):
@@ -34,6 +38,14 @@ class Predictor(Base):
         prep = {"uncertainty_p95": uncertainty_p95} if uncertainty_p95 else {}
         return cls({k: as_model(m).eval() for k, m in segmenters.items()}, prep, provenance=provenance,
                    model=" + ".join(f"{k} segmenter" for k in segmenters))
+
+    @classmethod
+    def phantom_only(cls, run_dir) -> "Predictor | None":
+        """Notebook 01's phantom-only SAX segmenter of a run folder (`PHANTOM_SAX`), or None when it has none."""
+        path = Path(run_dir) / PHANTOM_SAX
+        if not path.exists():
+            return None
+        return cls({"SAX": load(path, "SAX segmenter", "notebook 01")}, model="phantom-only SAX segmenter")
 
     def reads(self, view: str) -> bool:
         """Whether it holds the segmenter of this view (SAX, or LAX for the long-axis views)."""

@@ -5,6 +5,8 @@ segmentation Predictor."""
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import ClassVar
 
 import pandas as pd
@@ -12,7 +14,6 @@ import pandas as pd
 from ... import plots, stats
 from ...data import pick_subjects
 from ...labels import NAMES
-from ...learn import export, record_settings, reusable
 from ...longform import PHANTOM_REFERENCES, from_table1
 from ...measure import UNITS, measure_pairs, subject_measures
 from ...store import CohortStore
@@ -31,10 +32,58 @@ def dice_all(table: pd.DataFrame, *key) -> float:
     return float(table.loc[(*key, "all"), "dice_mean"])
 
 
+def _prior(model) -> pd.Series:
+    """A model's decision log-prior by structure (what calibration set)."""
+    return pd.Series(log_prior(model).astype(float), index=[NAMES[k] for k in sorted(NAMES)]).round(2)
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """Models by name and their summary rows."""
+
+    nets: dict
+    log: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A model on some cines: predictions by cine, Dice per frame (`scores`) and per structure (`table`); the
+    model and the cines' ids where they matter later."""
+
+    pred: dict
+    scores: pd.DataFrame
+    table: pd.DataFrame
+    model: object = None
+    ids: list = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Agreed:
+    """Measures against their reference: the measures, the pairs compared, the agreement table."""
+
+    measures: pd.DataFrame
+    pairs: dict
+    table: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class RealLax:
+    """The long-axis models on the demo's cines: models by name, cines, predictions, scores, Dice table, and the
+    fine-tuned model's phantom test Dice beside the phantom-only one's (None without it)."""
+
+    models: dict
+    cines: dict
+    preds: dict
+    scores: pd.DataFrame
+    table: pd.DataFrame
+    on_phantom: pd.Series | None
+
+
 class Study(Base):
-    """Notebook 01: `fit`, `evaluate`, `ra_check`, `cases_figure`, `acdc`, `fit_acdc`, `sim_to_real`,
+    """Notebook 01. Steps: `fit`, `evaluate`, `ra_check`, `cases_figure`, `acdc`, `fit_acdc`, `sim_to_real`,
     `fine_tune_vs_scratch`, `sax_real`, `phantom_agreement`, `acdc_agreement`, `real_lax`, `lax_fine_tuning_cost`,
-    `checks`."""
+    `checks`; what they share is named: `phantom_models`, `phantom_test`, `acdc_cohort`, `acdc_model`, `sim2real`,
+    `sax_real_model`, `sax_models`, `phantom_measures`, `acdc_measures`, `real_lax_models`."""
 
     method = "segmentation"
     number = "01"
@@ -84,122 +133,128 @@ class Study(Base):
                             max_frames=p["max_frames"], progress=False)
         self.model_kw = dict(width=p["width"], pretrained=p["pretrained"], bf16=p["bf16"], seed=p["seed"])
         self.on_dask = dict(progress=False, scheduler=self.client)  # each cine one task where Dask runs
-        self.models, self.timings, self.calibration = {}, {}, {}
-        self.acdc_store = self.acdc_agree = self.real_table = None
 
-    def _show_prior(self, name: str) -> None:
-        """Keep model `name`'s decision log-prior for the calibration table."""
-        prior = log_prior(self.models[name]).astype(float)
-        self.calibration[name] = pd.Series(prior, index=[NAMES[k] for k in sorted(NAMES)]).round(2)
+    # ------------------------------------------------------------ training, the one way every model is made
 
-    def _reuse(self, name: str, path, settings: dict) -> bool:
-        """The one reuse rule: model `name` from the run folder when it was trained with exactly these settings
-        (and `retrain` is off)."""
-        if self.p["retrain"] or not reusable(path, settings):
-            return False
-        self.models[name] = load(path)
-        self._show_prior(name)
-        print(f"{name}: reusing {path.name}, trained with these settings (retrain=True trains again)")
-        return True
+    def _calibrate(self, name: str, model, st: CohortStore, views) -> None:
+        """Fit a model's decision log-prior on validation cines (never on test) and keep it in the model."""
+        n = self.p["calibrate_cines"]
+        ids = st.select(views, "valid", n) if n else []
+        if not ids:
+            return
+        prior, trace = calibrate_prior(model, st, ids, progress=False)
+        as_model(model).log_prior = prior
+        self.nb.table(trace, f"calibration_{name}.csv")
+        none, best = trace["mean_dice"].iloc[0], trace["mean_dice"].max()
+        print(f"{name}: decision log-prior {_prior(model).to_dict()} (validation mean Dice {none:.4f} -> {best:.4f})")
 
-    def _uncertainty_p95(self, sax: str, lax: str) -> dict[str, dict[str, float]]:
+    def _train(self, name: str, st: CohortStore, views, epochs: int, recipe_name: str, path, settings: dict,
+               finish=None, data_kw=None, **fit_kw) -> tuple[object, dict]:
+        """Model `name` reused (`fit_or_reuse`), or trained, calibrated and exported (by `finish` under `cmrlib fit`);
+        the model and its summary row. data_kw: more `dataloaders` arguments, or a function giving them (called only
+        when the model is trained)."""
+        t0 = time.perf_counter()
+
+        def train():
+            dls = dataloaders(st, views, **{**self.data_kw, **recipe(self.p["augmentation"][recipe_name])},
+                              **((data_kw() if callable(data_kw) else data_kw) or {}))
+            print(f"{name}: {len(dls.train_ds)} training / {len(dls.valid_ds)} validation frames")
+            model = fit(dls, epochs, self.p["lr"], **fit_kw, **self.model_kw)
+            self._calibrate(name, model, st, views)
+            return model
+
+        model, reused, finished = self.fit_or_reuse(path, settings, train, finish, load=load)
+        if reused:
+            print(f"{name}: reusing {path.name}, trained with these settings (retrain=True trains again)")
+            return model, dict(model=name, reused=True)
+        train_s = time.perf_counter() - t0
+        if finished is not None:
+            valid_loss, file = finished
+            return model, dict(model=name, train_s=train_s, valid_loss=valid_loss, file=file)
+        return model, dict(model=name, train_s=train_s, reused=False)
+
+    def make_phantom_models(self, finish=None) -> Fitted:
+        """The phantom SAX model and the 2CH + 4CH model (reused when the run folder holds them with these
+        settings; `finish`: `cmrlib fit`'s export); a summary row per model."""
+        p, store = self.p, self.store
+        nets, rows = {}, []
+        with self.nb.timer("phantom training (s)"):
+            for name, views, epochs, balance in (("sax", ["SAX"], p["epochs_sax"], False),
+                                                 ("lax", ["2CH", "4CH"], p["epochs_lax"], p["balance_lax"])):
+                aug_kw = recipe(p["augmentation"][name])
+                settings = dict({**self.data_kw, **aug_kw}, views=views, epochs=epochs, lr=p["lr"], balance=balance,
+                                frame_step=p["frame_step"], calibrate_cines=p["calibrate_cines"],
+                                cohort=store.fingerprint(), **self.model_kw)
+                nets[name], row = self._train(name, store, views, epochs, name,
+                                              model_file(self.out / "models", name.upper()), settings, finish,
+                                              dict(frame_step=p["frame_step"]), balance=balance)
+                rows.append(row)
+        return Fitted(nets, pd.DataFrame(rows))
+
+    @cached_property
+    def phantom_models(self) -> Fitted:
+        """The phantom SAX model and the long-axis (2CH + 4CH) model, trained or reused, and their summary."""
+        return self.make_phantom_models()
+
+    def fit(self) -> pd.DataFrame:
+        """A summary row per phantom model (`reused` where loaded)."""
+        return self.phantom_models.log
+
+    def train(self, finish=None, rows: int | None = None) -> list[dict]:
+        """What `cmrlib fit segmentation` runs: both phantom models, exported by `finish`, then the run's
+        segmentation Predictor (process 0; no real-data check: notebook 01 adds it)."""
+        from ...distributed import rank
+
+        fitted = self.make_phantom_models(finish)
+        if rank() == 0:
+            self.write_predictor(fitted.nets["sax"], fitted.nets["lax"])
+        return fitted.log.to_dict("records")
+
+    def _uncertainty_p95(self, sax, sax_store: CohortStore, lax) -> dict[str, dict[str, float]]:
         """Each exported model's 95th-percentile structure entropy on its validation cines (`calibrate_cines` per
         view; ACDC's for the SAX model fine-tuned on it): what `cmrlib analyse` holds a new cine's against."""
         n = self.p["calibrate_cines"]
         if not n:
             return {}
-        sax_store = self.acdc_store if sax == "sax_real" else self.store
-        return {kind: uncertainty_reference(self.models[name], st, st.select(views, "valid", n))
-                for kind, name, st, views in (("SAX", sax, sax_store, "SAX"), ("LAX", lax, self.store, ("2CH", "4CH")))
+        return {kind: uncertainty_reference(model, st, st.select(views, "valid", n))
+                for kind, model, st, views in (("SAX", sax, sax_store, "SAX"), ("LAX", lax, self.store, ("2CH", "4CH")))
                 if st.select(views, "valid", n)}
 
-    def _calibrate(self, name: str, st: CohortStore, views) -> None:
-        """Fit model `name`'s decision log-prior on validation cines (never on test) and keep it in the model."""
-        n = self.p["calibrate_cines"]
-        ids = st.select(views, "valid", n) if n else []
-        if not ids:
-            return
-        prior, trace = calibrate_prior(self.models[name], st, ids, progress=False)
-        as_model(self.models[name]).log_prior = prior
-        self.nb.table(trace, f"calibration_{name}.csv")
-        self._show_prior(name)
-        none, best = trace["mean_dice"].iloc[0], trace["mean_dice"].max()
-        print(f"{name}: decision log-prior {self.calibration[name].to_dict()} (validation mean Dice {none:.4f} -> "
-              f"{best:.4f})")
-
-    def _train(self, name: str, st: CohortStore, views, epochs: int, recipe_name: str, path, settings: dict,
-               finish=None, data_kw=None, **fit_kw) -> dict:
-        """Model `name` reused, or trained, calibrated and exported (by `finish` under `cmrlib fit`); its summary.
-        data_kw: more `dataloaders` arguments, or a function giving them (called only when the model is trained)."""
-        if finish is None and self._reuse(name, path, settings):
-            return dict(model=name, reused=True)
-        dls = dataloaders(st, views, **{**self.data_kw, **recipe(self.p["augmentation"][recipe_name])},
-                          **((data_kw() if callable(data_kw) else data_kw) or {}))
-        print(f"{name}: {len(dls.train_ds)} training / {len(dls.valid_ds)} validation frames")
-        t0 = time.perf_counter()
-        self.models[name] = fit(dls, epochs, self.p["lr"], **fit_kw, **self.model_kw)
-        self._calibrate(name, st, views)
-        train_s = time.perf_counter() - t0
-        if finish is not None:
-            valid_loss, file = finish(self.models[name], path)
-            return dict(model=name, train_s=train_s, valid_loss=valid_loss, file=file)
-        export(self.models[name], path)
-        record_settings(path, settings)
-        return dict(model=name, train_s=train_s, reused=False)
-
-    def fit(self, finish=None) -> pd.DataFrame:
-        """The phantom SAX model and the 2CH + 4CH model (reused when the run folder holds them with these
-        settings; `finish`: `cmrlib fit`'s export); a summary row per model."""
-        p, store = self.p, self.store
-        t0, rows = time.perf_counter(), []
-        for name, views, epochs, balance in (("sax", ["SAX"], p["epochs_sax"], False),
-                                             ("lax", ["2CH", "4CH"], p["epochs_lax"], p["balance_lax"])):
-            aug_kw = recipe(p["augmentation"][name])
-            settings = dict({**self.data_kw, **aug_kw}, views=views, epochs=epochs, lr=p["lr"], balance=balance,
-                            frame_step=p["frame_step"], calibrate_cines=p["calibrate_cines"],
-                            cohort=store.fingerprint(), **self.model_kw)
-            rows.append(self._train(name, store, views, epochs, name, model_file(self.out / "models", name.upper()),
-                                    settings, finish, dict(frame_step=p["frame_step"]), balance=balance))
-        self.timings["phantom training (s)"] = time.perf_counter() - t0
-        return pd.DataFrame(rows)
-
-    def train(self, finish=None, rows: int | None = None) -> list[dict]:
-        """What `cmrlib fit segmentation` runs: both phantom models, trained, calibrated and exported by `finish`,
-        and the run's segmentation Predictor (process 0; no real-data check: notebook 01 adds it)."""
-        from ...distributed import rank
-
-        log = self.fit(finish).to_dict("records")
-        if rank() == 0:
-            self.write_predictor("sax", "lax")
-        return log
-
-    def write_predictor(self, sax: str, lax: str, real_check: str | None = None, **provenance):
-        """The run's segmentation Predictor from the SAX and long-axis models named, with each one's validation
-        uncertainty yardstick and the real-data check behind it."""
-        return self.nb.predictor(Predictor.from_models({"SAX": self.models[sax], "LAX": self.models[lax]},
+    def write_predictor(self, sax, lax, sax_store: CohortStore | None = None, real_check: str | None = None,
+                        **provenance):
+        """The run's segmentation Predictor from a SAX and a long-axis model, with each one's validation
+        uncertainty yardstick (the SAX model's on `sax_store`, by default the cohort) and the real-data check behind
+        it."""
+        return self.nb.predictor(Predictor.from_models({"SAX": sax, "LAX": lax},
                                                        self.nb.provenance(self.store, real_check, **provenance),
-                                                       self._uncertainty_p95(sax, lax)))
+                                                       self._uncertainty_p95(sax, sax_store or self.store, lax)))
 
-    def evaluate(self) -> tuple[pd.DataFrame | None, pd.DataFrame]:
-        """Both models on the phantom's test cines: the calibrated log-priors and Dice per view and structure
+    # ------------------------------------------------------------ the phantom's test split
+
+    @cached_property
+    def phantom_test(self) -> Scored:
+        """Both phantom models on the phantom's test cines: predictions, Dice per frame and per view and structure
         (written)."""
-        t0 = time.perf_counter()
-        store, m = self.store, self.models
-        ids = store.select(["SAX", "2CH", "4CH"], "test", self.p["max_test_cines"])
-        self.ph_pred = {**predict_store(m["sax"], store, [i for i in ids if i.endswith("_SAX")], **self.on_dask),
-                        **predict_store(m["lax"], store, [i for i in ids if not i.endswith("_SAX")], **self.on_dask)}
-        self.ph_scores = evaluate(store, self.ph_pred)
-        self.ph_table = summarise(self.ph_scores, by=("view", "structure"))
-        self.nb.table(self.ph_scores, "scores_phantom.csv")
-        self.nb.table(self.ph_table, "dice_phantom.csv", index=True)
-        self.timings["phantom inference + scoring (s)"] = time.perf_counter() - t0
-        priors = pd.DataFrame(self.calibration).T.rename_axis("model") if self.calibration else None
-        return priors, self.ph_table
+        store, m = self.store, self.phantom_models.nets
+        with self.nb.timer("phantom inference + scoring (s)"):
+            ids = store.select(["SAX", "2CH", "4CH"], "test", self.p["max_test_cines"])
+            pred = {**predict_store(m["sax"], store, [i for i in ids if i.endswith("_SAX")], **self.on_dask),
+                    **predict_store(m["lax"], store, [i for i in ids if not i.endswith("_SAX")], **self.on_dask)}
+            scores = evaluate(store, pred)
+            table = summarise(scores, by=("view", "structure"))
+            self.nb.table(scores, "scores_phantom.csv")
+            self.nb.table(table, "dice_phantom.csv", index=True)
+        return Scored(pred, scores, table)
+
+    def evaluate(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The phantom models' calibrated log-priors and their Dice per view and structure on the test cines."""
+        priors = pd.DataFrame({name: _prior(m) for name, m in self.phantom_models.nets.items()}).T.rename_axis("model")
+        return priors, self.phantom_test.table
 
     def ra_check(self) -> pd.DataFrame:
         """4CH RA Dice over all frames, over frames with a true RA of at least 100 px, and frames without one
         (written)."""
-        sc = self.ph_scores
+        sc = self.phantom_test.scores
         ra = sc[(sc["view"] == "4CH") & (sc["structure"] == "RA")]
         if not len(ra):
             raise StudySkipped("no 4CH test cine with a right atrium in this cohort")
@@ -212,7 +267,8 @@ class Study(Base):
 
     def cases_figure(self) -> None:
         """The best, median and worst phantom test frames by Dice."""
-        self._cases(self.store, self.ph_pred, self.ph_scores, "01_cases_phantom",
+        t = self.phantom_test
+        self._cases(self.store, t.pred, t.scores, "01_cases_phantom",
                     "best, median and worst phantom test frames by Dice, truth beside prediction")
 
     def _cases(self, st: CohortStore | dict, pred: dict, scores: pd.DataFrame, name: str, caption: str) -> None:
@@ -220,92 +276,97 @@ class Study(Base):
         cases = case_panels(st, pred, ranked, plots.pick_cases(ranked["dice"]))
         self.nb.figure(plots.cases_figure(**cases, score_name="mean Dice"), name, caption)
 
-    def acdc(self) -> pd.DataFrame:
-        """The ACDC store (`acdc_store`, the cohort when notebook 00 ingested ACDC, or ACDC ingested here from the
-        data root); patients per group and split; `StudySkipped` when there is none."""
+    # ------------------------------------------------------------ ACDC
+
+    @cached_property
+    def acdc_cohort(self) -> CohortStore:
+        """The ACDC store: `acdc_store`, the cohort when notebook 00 ingested ACDC, or ACDC ingested here from the
+        data root; `StudySkipped` when there is none."""
         p = self.p
         root = data_root(p["data_dir"])
         acdc_dir = root / "acdc" / "training" if root else None
-        acdc_store = p["acdc_store"]
-        if acdc_store is None and set(self.store.manifest()["source"]) == {"acdc"}:  # 00 ingested ACDC
-            acdc_store = self.store.root
-        if acdc_store is not None and len(CohortStore(acdc_store)):
-            self.acdc_store = CohortStore(acdc_store)
-        elif acdc_dir is None or not acdc_dir.exists():
+        given = p["acdc_store"]
+        if given is None and set(self.store.manifest()["source"]) == {"acdc"}:  # 00 ingested ACDC
+            given = self.store.root
+        if given is not None and len(CohortStore(given)):
+            return CohortStore(given)
+        if acdc_dir is None or not acdc_dir.exists():
             why = "no data_dir / $CMRLIB_DATA" if root is None else f"{acdc_dir} not found"
             raise StudySkipped(f"no ACDC training folder ({why}): the ACDC sections need it")
-        else:
-            from ...io import ingest
+        from ...io import ingest
 
-            t0 = time.perf_counter()
-            self.acdc_store = ingest("acdc", acdc_dir, self.out / "acdc", limit=p["acdc_limit"], seed=p["seed"],
-                                     **self.on_dask)
-            self.timings["ACDC ingest (s)"] = time.perf_counter() - t0
-        return self.acdc_store.manifest().groupby(["group", "split"]).size().unstack(fill_value=0)
+        with self.nb.timer("ACDC ingest (s)"):
+            return ingest("acdc", acdc_dir, self.out / "acdc", limit=p["acdc_limit"], seed=p["seed"], **self.on_dask)
 
-    def _acdc(self) -> CohortStore:
-        """The ACDC store `acdc` found; `StudySkipped` without one."""
-        if self.acdc_store is None:
-            raise StudySkipped("no ACDC store in this run (see `acdc`)")
-        return self.acdc_store
+    def acdc(self) -> pd.DataFrame:
+        """ACDC's patients per group and split."""
+        return self.acdc_cohort.manifest().groupby(["group", "split"]).size().unstack(fill_value=0)
+
+    @cached_property
+    def acdc_model(self) -> Scored:
+        """A SAX model trained on ACDC's training patients (or reused), on its held-out patients: predictions, Dice
+        per frame and per structure (written); the model in `model`."""
+        acdc, p = self.acdc_cohort, self.p
+        with self.nb.timer("ACDC training (s)"):
+            settings = dict({**self.data_kw, **recipe(p["augmentation"]["acdc"])}, epochs=p["epochs_acdc"],
+                            lr=p["lr"], calibrate_cines=p["calibrate_cines"], cohort=acdc.fingerprint(),
+                            **self.model_kw)
+            model, _ = self._train("acdc", acdc, ["SAX"], p["epochs_acdc"], "acdc",
+                                   self.out / "models" / "seg_sax_acdc.model", settings)
+        test = acdc.select(view="SAX", split="test")
+        pred = predict_store(model, acdc, test, **self.on_dask)
+        scores = evaluate(acdc, pred)
+        table = summarise(scores, by=("structure",))
+        self.nb.table(scores, "scores_acdc.csv")
+        self.nb.table(table, "dice_acdc.csv", index=True)
+        return Scored(pred, scores, table, model, test)
 
     def fit_acdc(self) -> pd.DataFrame:
-        """A SAX model trained on ACDC's training patients (or reused), scored on its held-out patients (written,
-        with the case figure)."""
-        acdc, p = self._acdc(), self.p
-        t0 = time.perf_counter()
-        settings = dict({**self.data_kw, **recipe(p["augmentation"]["acdc"])}, epochs=p["epochs_acdc"], lr=p["lr"],
-                        calibrate_cines=p["calibrate_cines"], cohort=acdc.fingerprint(), **self.model_kw)
-        self._train("acdc", acdc, ["SAX"], p["epochs_acdc"], "acdc", self.out / "models" / "seg_sax_acdc.model",
-                    settings)
-        self.timings["ACDC training (s)"] = time.perf_counter() - t0
-        self.acdc_test = acdc.select(view="SAX", split="test")
-        self.acdc_pred = predict_store(self.models["acdc"], acdc, self.acdc_test, **self.on_dask)
-        scores = evaluate(acdc, self.acdc_pred)
-        self.acdc_table = summarise(scores, by=("structure",))
-        self.nb.table(scores, "scores_acdc.csv")
-        self.nb.table(self.acdc_table, "dice_acdc.csv", index=True)
-        self._cases(acdc, self.acdc_pred, scores, "01_cases_acdc",
+        """The ACDC-trained SAX model's Dice on ACDC's held-out patients, with the case figure."""
+        t = self.acdc_model
+        self._cases(self.acdc_cohort, t.pred, t.scores, "01_cases_acdc",
                     "best, median and worst ACDC held-out frames by Dice, truth beside prediction")
-        return self.acdc_table
+        return t.table
+
+    @cached_property
+    def sim2real(self) -> Scored:
+        """The phantom SAX model on every ACDC cine: Dice per frame and per structure (written)."""
+        acdc = self.acdc_cohort
+        with self.nb.timer("sim-to-real (s)"):
+            pred = predict_store(self.phantom_models.nets["sax"], acdc, acdc.select(view="SAX"), **self.on_dask)
+            scores = evaluate(acdc, pred)
+            table = summarise(scores, by=("structure",))
+            self.nb.table(scores, "scores_sim2real.csv")
+            self.nb.table(table, "dice_sim2real.csv", index=True)
+        return Scored(pred, scores, table)
 
     def sim_to_real(self) -> pd.DataFrame:
-        """The phantom SAX model on every ACDC cine (written)."""
-        acdc = self._acdc()
-        t0 = time.perf_counter()
-        s2r_pred = predict_store(self.models["sax"], acdc, acdc.select(view="SAX"), **self.on_dask)
-        self.s2r_scores = evaluate(acdc, s2r_pred)
-        self.s2r_table = summarise(self.s2r_scores, by=("structure",))
-        self.nb.table(self.s2r_scores, "scores_sim2real.csv")
-        self.nb.table(self.s2r_table, "dice_sim2real.csv", index=True)
-        self.timings["sim-to-real (s)"] = time.perf_counter() - t0
-        return self.s2r_table
+        """The phantom SAX model's Dice on every ACDC cine."""
+        return self.sim2real.table
 
     def fine_tune_vs_scratch(self) -> pd.DataFrame:
         """The phantom SAX model fine-tuned on a few ACDC patients against the same schedule from scratch, on the
         held-out patients (written)."""
-        acdc, p = self._acdc(), self.p
-        t0 = time.perf_counter()
-        few = pick_subjects(acdc, p["n_finetune"], split="train", by="group", seed=p["seed"])
-        dls_few = dataloaders(acdc, ["SAX"], subjects=few, **self.data_kw, **recipe(p["augmentation"]["acdc"]))
-        print(f"fine-tuning on {len(few)} patients ({len(dls_few.train_ds)} slices)")
-        rows = []
-        for how, init in (("phantom-pretrained", self.models["sax"]), ("from scratch", None)):
-            learn = fit(dls_few, p["epochs_finetune"], p["lr"], init=init, **self.model_kw)
-            sc = evaluate(acdc, predict_store(learn, acdc, self.acdc_test, **self.on_dask))
-            rows.append(summarise(sc, by=("structure",)).xs("all", level="phase")["dice_mean"].rename(how))
-        ft_table = pd.DataFrame(rows).rename_axis("training")
-        self.nb.table(ft_table, "finetune_vs_scratch.csv", index=True)
-        self.timings["fine-tune vs scratch (s)"] = time.perf_counter() - t0
+        acdc, p = self.acdc_cohort, self.p
+        with self.nb.timer("fine-tune vs scratch (s)"):
+            few = pick_subjects(acdc, p["n_finetune"], split="train", by="group", seed=p["seed"])
+            dls_few = dataloaders(acdc, ["SAX"], subjects=few, **self.data_kw, **recipe(p["augmentation"]["acdc"]))
+            print(f"fine-tuning on {len(few)} patients ({len(dls_few.train_ds)} slices)")
+            rows = []
+            for how, init in (("phantom-pretrained", self.phantom_models.nets["sax"]), ("from scratch", None)):
+                learn = fit(dls_few, p["epochs_finetune"], p["lr"], init=init, **self.model_kw)
+                sc = evaluate(acdc, predict_store(learn, acdc, self.acdc_model.ids, **self.on_dask))
+                rows.append(summarise(sc, by=("structure",)).xs("all", level="phase")["dice_mean"].rename(how))
+            ft_table = pd.DataFrame(rows).rename_axis("training")
+            self.nb.table(ft_table, "finetune_vs_scratch.csv", index=True)
         return ft_table
 
-    def sax_real(self) -> pd.DataFrame:
+    @cached_property
+    def sax_real_model(self):
         """The SAX model fine-tuned from the phantom one on the phantom's frames plus the ED/ES frames of ACDC's
         training patients with their manual masks (`real_share` of the training frames, cycled), under the SAX
-        recipe, monitored on phantom validation only; then the phantom-only, ACDC-only and phantom + ACDC models on
-        the phantom's SAX test cines, ACDC's validation patients (where a schedule is chosen) and its held-out
-        patients (written): which model a SAX Predictor should carry."""
-        acdc, p = self._acdc(), self.p
+        recipe, monitored on phantom validation only (trained or reused); `StudySkipped` with epochs_sax_real=0."""
+        acdc, p = self.acdc_cohort, self.p
         if not p["epochs_sax_real"]:
             raise StudySkipped("no phantom + ACDC SAX model (epochs_sax_real=0)")
         train = [str(i) for i in acdc.select(view="SAX", split="train")]
@@ -314,47 +375,69 @@ class Study(Base):
                         extra=train, real_share=p["real_share"], init="sax",
                         calibrate_cines=p["calibrate_cines"], cohort=self.store.fingerprint(), acdc=acdc.fingerprint(),
                         **self.model_kw)
-        t0 = time.perf_counter()
-        self._train("sax_real", self.store, ["SAX"], p["epochs_sax_real"], "sax", self.out / "models" /
-                    "seg_sax_real.model", settings, init=self.models["sax"],
-                    data_kw=lambda: dict(frame_step=p["frame_step"], extra=[acdc.read(i) for i in train],
-                                         extra_share=p["real_share"]))  # ACDC's cines read only to train
-        self.timings["SAX fine-tuning on phantom + ACDC (s)"] = time.perf_counter() - t0
-        phantom_ids = [i for i in self.ph_pred if i.endswith("_SAX")]
-        made = {("sax", "phantom test"): self.ph_pred, ("acdc", "ACDC held-out"): self.acdc_pred}  # earlier steps'
+        with self.nb.timer("SAX fine-tuning on phantom + ACDC (s)"):
+            model, _ = self._train("sax_real", self.store, ["SAX"], p["epochs_sax_real"], "sax", self.out / "models" /
+                                   "seg_sax_real.model", settings, init=self.phantom_models.nets["sax"],
+                                   data_kw=lambda: dict(frame_step=p["frame_step"], extra=[acdc.read(i) for i in train],
+                                                        extra_share=p["real_share"]))  # ACDC read only to train
+        return model
+
+    @cached_property
+    def sax_models(self) -> pd.DataFrame:
+        """The phantom-only, ACDC-only and phantom + ACDC SAX models on the phantom's SAX test cines, ACDC's
+        validation patients (where a schedule is chosen) and its held-out patients (written): which model a SAX
+        Predictor should carry."""
+        acdc = self.acdc_cohort
+        models = {"sax": self.phantom_models.nets["sax"], "acdc": self.acdc_model.model, "sax_real": self.sax_real_model}
+        made = {("sax", "phantom test"): self.phantom_test.pred, ("acdc", "ACDC held-out"): self.acdc_model.pred}
+        phantom_ids = [i for i in self.phantom_test.pred if i.endswith("_SAX")]
         rows, acdc_valid = {}, acdc.select(view="SAX", split="valid")
-        for name in [m for m in ("sax", "acdc", "sax_real") if m in self.models]:
+        for name, model in models.items():
             for data, st, ids in (("phantom test", self.store, phantom_ids), ("ACDC validation", acdc, acdc_valid),
-                                  ("ACDC held-out", acdc, self.acdc_test)):
+                                  ("ACDC held-out", acdc, self.acdc_model.ids)):
                 if not ids:
                     continue
                 pred = ({i: made[name, data][i] for i in ids} if (name, data) in made else
-                        predict_store(self.models[name], st, ids, **self.on_dask))
+                        predict_store(model, st, ids, **self.on_dask))
                 sc = evaluate(st, pred)
                 rows[name, data] = summarise(sc, by=("structure",)).xs("all", level="phase")["dice_mean"]
-        self.sax_models = pd.DataFrame(rows).T.rename_axis(["model", "data"])
-        self.nb.table(self.sax_models, "dice_sax_models.csv", index=True)
+        table = pd.DataFrame(rows).T.rename_axis(["model", "data"])
+        self.nb.table(table, "dice_sax_models.csv", index=True)
+        return table
+
+    def sax_real(self) -> pd.DataFrame:
+        """Each SAX model's Dice on the phantom's test cines and ACDC's validation and held-out patients."""
         return self.sax_models
 
+    # ------------------------------------------------------------ measures against their references
+
+    @cached_property
+    def phantom_measures(self) -> pd.DataFrame:
+        """Table-1 measures of the phantom's test subjects from their segmentations (written)."""
+        meas = subject_measures(self.store, self.phantom_test.pred)
+        self.nb.table(meas, "measures_phantom.csv")
+        return meas
+
     def phantom_agreement(self) -> pd.DataFrame:
-        """Table-1 measures of the phantom's test subjects against its generating values (written with the
-        figure)."""
-        self.ph_meas = subject_measures(self.store, self.ph_pred)
-        self.nb.table(self.ph_meas, "measures_phantom.csv")
-        pairs = measure_pairs(self.ph_meas, ref="model")
+        """The phantom test subjects' measures against its generating values (written with the figure)."""
+        meas = self.phantom_measures
+        pairs = measure_pairs(meas, ref="model")
         if not pairs:
-            raise StudySkipped(f"fewer than 3 test subjects with every view ({len(self.ph_meas)} subjects)")
-        agree = stats.agreement_table(self.ph_meas, pairs, units=UNITS)
+            raise StudySkipped(f"fewer than 3 test subjects with every view ({len(meas)} subjects)")
+        agree = stats.agreement_table(meas, pairs, units=UNITS)
         self.nb.table(agree, "agreement_phantom.csv", index=True)
-        self.nb.figure(plots.agreement_figure(self.ph_meas, pairs, units=UNITS), "01_agreement_phantom",
+        self.nb.figure(plots.agreement_figure(meas, pairs, units=UNITS), "01_agreement_phantom",
                        "regression and Bland-Altman of the segmentation measures against the phantom's values")
         return agree
 
-    def acdc_agreement(self) -> pd.DataFrame:
-        """Every measure in the run folder's long shape for notebook 07 (the phantom's, and ACDC's where there is
-        an ACDC store); ACDC held-out measures against its ground-truth masks (written with the figure)."""
-        long = [from_table1(self.ph_meas, "phantom", "segmentation", PHANTOM_REFERENCES)]
-        meas = subject_measures(self.acdc_store, self.acdc_pred) if self.acdc_store is not None else None
+    @cached_property
+    def acdc_measures(self) -> Agreed:
+        """Every measure in the run folder's long shape for notebook 07 (the phantom's, and ACDC's held-out patients'
+        where there is an ACDC store), and ACDC's measures against its ground-truth masks (written);
+        `StudySkipped` without ACDC (the phantom's rows written first)."""
+        long = [from_table1(self.phantom_measures, "phantom", "segmentation", PHANTOM_REFERENCES)]
+        acdc = self.optional("acdc_cohort")
+        meas = subject_measures(acdc, self.acdc_model.pred) if acdc is not None else None
         if meas is not None:
             self.nb.table(meas, "measures_acdc.csv")
             long.append(from_table1(meas, "acdc", "segmentation", {"ref": "ground-truth masks"}))
@@ -364,19 +447,26 @@ class Study(Base):
         pairs = measure_pairs(meas, ref="ref")
         if not pairs:
             raise StudySkipped(f"fewer than 3 held-out ACDC patients with measures ({len(meas)} patients)")
-        self.acdc_agree = stats.agreement_table(meas, pairs, units=UNITS)
-        self.nb.table(self.acdc_agree, "agreement_acdc.csv", index=True)
-        shown = {k: pairs[k] for k in ("LVEDV", "LVEF", "RVEDV", "LVM") if k in pairs}
-        self.nb.figure(plots.agreement_figure(meas, shown, units=UNITS), "01_agreement_acdc",
-                       "regression and Bland-Altman of the segmentation measures against ACDC's ground-truth masks")
-        return self.acdc_agree
+        agree = stats.agreement_table(meas, pairs, units=UNITS)
+        self.nb.table(agree, "agreement_acdc.csv", index=True)
+        return Agreed(meas, pairs, agree)
 
-    def _fit_lax_real(self, cines: list) -> dict | None:
+    def acdc_agreement(self) -> pd.DataFrame:
+        """ACDC's held-out measures against its ground-truth masks, with the figure."""
+        a = self.acdc_measures
+        shown = {k: a.pairs[k] for k in ("LVEDV", "LVEF", "RVEDV", "LVM") if k in a.pairs}
+        self.nb.figure(plots.agreement_figure(a.measures, shown, units=UNITS), "01_agreement_acdc",
+                       "regression and Bland-Altman of the segmentation measures against ACDC's ground-truth masks")
+        return a.table
+
+    # ------------------------------------------------------------ long-axis cines of real hearts
+
+    def _fit_lax_real(self, cines: list):
         """The long-axis model fine-tuned from the phantom one on the phantom's frames plus every 4CH frame of one
         demo subject (`lax_real_subject`) with its pseudo-labels, under the `lax_real` recipe (bias field, noise,
         blur, lower resolution, rotation), monitored on the phantom's validation frames only: the demo's other
-        subject stays unseen. The 2CH pseudo-labels mark the LA alone (the rest is unlabelled, not background), so
-        they are not trained on."""
+        subject stays unseen; None when there is none to train. The 2CH pseudo-labels mark the LA alone (the rest
+        is unlabelled, not background), so they are not trained on."""
         p = self.p
         train = [c for c in cines if c.subject == p["lax_real_subject"] and c.view == "4CH"]
         if not p["epochs_lax_real"] or not train:
@@ -388,19 +478,19 @@ class Study(Base):
                         epochs=p["epochs_lax_real"], lr=p["lr"], balance=p["balance_lax"], frame_step=p["frame_step"],
                         extra=[c.cine_id for c in train], real_share=p["real_share"], init="lax",
                         calibrate_cines=p["calibrate_cines"], cohort=self.store.fingerprint(), **self.model_kw)
-        t0 = time.perf_counter()
-        row = self._train("lax_real", self.store, ["2CH", "4CH"], p["epochs_lax_real"], "lax_real",
-                          self.out / "models" / "seg_lax_real.model", settings, data_kw=extra,
-                          balance=p["balance_lax"], init=self.models["lax"])
-        self.timings["long-axis fine-tuning on the demo (s)"] = time.perf_counter() - t0
-        return row
+        with self.nb.timer("long-axis fine-tuning on the demo (s)"):
+            model, _ = self._train("lax_real", self.store, ["2CH", "4CH"], p["epochs_lax_real"], "lax_real",
+                                   self.out / "models" / "seg_lax_real.model", settings, data_kw=extra,
+                                   balance=p["balance_lax"], init=self.phantom_models.nets["lax"])
+        return model
 
-    def real_lax(self) -> pd.DataFrame:
+    @cached_property
+    def real_lax_models(self) -> RealLax:
         """The long-axis models on the UK Biobank demo's 2CH and 4CH cines, every frame, against the demo's
-        segmentations, a network's (Bai et al. 2018), so a pseudo-reference (its 2CH has the LA only): the
+        segmentations, a network's (Bai et al. 2018), so a pseudo-reference (its 2CH has the LA alone): the
         phantom-only model, and the one fine-tuned on one demo subject (`_fit_lax_real`) with its training subject
-        marked; that model's phantom test Dice beside (all written, with the best, median and worst held-out
-        frames)."""
+        marked; that model's phantom test Dice beside the phantom-only one's (all written); `StudySkipped` without
+        the demo."""
         from ...io.real import real_cines
         from .predict import predict
 
@@ -408,67 +498,75 @@ class Study(Base):
         if not cines:
             raise StudySkipped("no UK Biobank demo 2CH/4CH cines with segmentations under the data root (set "
                                "data_dir or $CMRLIB_DATA)")
-        self._fit_lax_real(list(cines.values()))
-        names = [m for m in ("lax", "lax_real") if m in self.models]
-        preds = {name: {cid: predict(self.models[name], c) for cid, c in cines.items()} for name in names}
-        sc = pd.concat([evaluate(cines, preds[name]).assign(model=name) for name in names], ignore_index=True)
+        models = {"lax": self.phantom_models.nets["lax"]}
+        if (tuned := self._fit_lax_real(list(cines.values()))) is not None:
+            models["lax_real"] = tuned
+        preds = {name: {cid: predict(m, c) for cid, c in cines.items()} for name, m in models.items()}
+        sc = pd.concat([evaluate(cines, preds[name]).assign(model=name) for name in models], ignore_index=True)
         sc["trained_on"] = (sc.model == "lax_real") & (sc.subject.astype(str) == self.p["lax_real_subject"])
-        self.real_scores = sc
-        self.real_table = summarise(sc, by=("model", "subject", "view", "structure"))
-        shown = names[-1]  # the fine-tuned model where there is one
-        held = sc[(sc.model == shown) & ~sc.trained_on]
-        self._cases({k: c for k, c in cines.items() if k in set(held.cine_id)}, preds[shown], held, "01_cases_ukbb",
-                    f"the {shown} long-axis model on the UK Biobank demo cines of subjects it did not train on: best, "
-                    "median and worst frames by Dice, the pseudo-labels (a network's) beside the prediction")
-        self.nb.table(self.real_scores, "scores_ukbb_pseudo.csv")
-        self.nb.table(self.real_table, "dice_ukbb_pseudo.csv", index=True)
-        if "lax_real" in self.models:
-            self._phantom_after_fine_tuning()
-        return self.real_table
+        table = summarise(sc, by=("model", "subject", "view", "structure"))
+        self.nb.table(sc, "scores_ukbb_pseudo.csv")
+        self.nb.table(table, "dice_ukbb_pseudo.csv", index=True)
+        on_phantom = self._phantom_after_fine_tuning(tuned) if tuned is not None else None
+        return RealLax(models, cines, preds, sc, table, on_phantom)
+
+    def real_lax(self) -> pd.DataFrame:
+        """The long-axis models' Dice on the demo's cines against its pseudo-labels, with the best, median and worst
+        frames of the subjects the shown model never trained on."""
+        r = self.real_lax_models
+        shown = list(r.models)[-1]  # the fine-tuned model where there is one
+        held = r.scores[(r.scores.model == shown) & ~r.scores.trained_on]
+        self._cases({k: c for k, c in r.cines.items() if k in set(held.cine_id)}, r.preds[shown], held,
+                    "01_cases_ukbb", f"the {shown} long-axis model on the UK Biobank demo cines of subjects it did not "
+                    "train on: best, median and worst frames by Dice, the pseudo-labels (a network's) beside the "
+                    "prediction")
+        return r.table
 
     def lax_fine_tuning_cost(self) -> pd.DataFrame:
         """Phantom test Dice of the fine-tuned long-axis model beside the phantom-only one's: what the real frames
         cost on the phantom; `StudySkipped` without a fine-tuned model."""
-        if "lax_real" not in self.models:
+        on_phantom = self.real_lax_models.on_phantom
+        if on_phantom is None:
             raise StudySkipped("no long-axis model fine-tuned on a demo subject in this run")
-        return self.lax_phantom.unstack("model")
+        return on_phantom.unstack("model")
 
-    def _held_out(self, model: str) -> list[str]:
+    def _held_out(self, table: pd.DataFrame, model: str) -> list[str]:
         """The demo subjects long-axis model `model` never trained on."""
-        subjects = self.real_table.loc[model].index.get_level_values("subject").unique()
+        subjects = table.loc[model].index.get_level_values("subject").unique()
         return [s for s in subjects if model == "lax" or s != self.p["lax_real_subject"]]
 
-    def _real_checks(self) -> list[tuple]:
+    def _real_checks(self, r: RealLax | None) -> list[tuple]:
         """The real 4CH Dice targets against the pseudo-labels, on each demo subject the fine-tuned long-axis model
         (else the phantom one) never trained on."""
-        if self.real_table is None:
+        if r is None:
             return []
-        model = "lax_real" if "lax_real" in self.models else "lax"
-        subjects = self._held_out(model)
+        model = list(r.models)[-1]
         return [(f"{model} on held-out {sub} 4CH {s} Dice vs pseudo-labels",
-                 dice_all(self.real_table, model, sub, "4CH", s), ">=", t)
-                for sub in subjects
+                 dice_all(r.table, model, sub, "4CH", s), ">=", t)
+                for sub in self._held_out(r.table, model)
                 for s, t in (("LV", 0.85), ("MYO", 0.70), ("RV", 0.80), ("LA", 0.85), ("RA", 0.80))
-                if (model, sub, "4CH", s, "all") in self.real_table.index]
+                if (model, sub, "4CH", s, "all") in r.table.index]
 
-    def _lax_summary(self, model: str) -> str:
+    def _lax_summary(self, table: pd.DataFrame, model: str) -> str:
         """One line for the Predictor's provenance: a long-axis model's 4CH Dice on the demo subjects it never
         trained on."""
-        subjects = self._held_out(model)
-        dice = self.real_table.loc[(model, subjects), "dice_mean"].xs("all", level="phase").xs("4CH", level="view")
+        subjects = self._held_out(table, model)
+        dice = table.loc[(model, subjects), "dice_mean"].xs("all", level="phase").xs("4CH", level="view")
         how = "fine-tuned on one UK Biobank demo subject's pseudo-labels" if model == "lax_real" else "phantom-only"
         return (f"{how} long-axis model: mean 4CH Dice {dice.mean():.2f} against the pseudo-labels of "
                 f"{len(subjects)} UK Biobank demo subject(s) it did not train on")
 
-    def _phantom_after_fine_tuning(self) -> None:
+    def _phantom_after_fine_tuning(self, tuned) -> pd.Series:
         """Phantom test Dice of the fine-tuned long-axis model beside the phantom-only one's (written): what the
         real frames cost on the phantom."""
-        ids = [i for i in self.ph_pred if not i.endswith("_SAX")]
-        pred = predict_store(self.models["lax_real"], self.store, ids, **self.on_dask)
-        both = pd.concat([self.ph_scores[self.ph_scores.cine_id.isin(ids)].assign(model="lax"),
+        t = self.phantom_test
+        ids = [i for i in t.pred if not i.endswith("_SAX")]
+        pred = predict_store(tuned, self.store, ids, **self.on_dask)
+        both = pd.concat([t.scores[t.scores.cine_id.isin(ids)].assign(model="lax"),
                           evaluate(self.store, pred).assign(model="lax_real")], ignore_index=True)
-        self.lax_phantom = summarise(both, by=("model", "view", "structure")).xs("all", level="phase")["dice_mean"]
-        self.nb.table(self.lax_phantom.unstack("model"), "dice_phantom_lax_models.csv", index=True)
+        on_phantom = summarise(both, by=("model", "view", "structure")).xs("all", level="phase")["dice_mean"]
+        self.nb.table(on_phantom.unstack("model"), "dice_phantom_lax_models.csv", index=True)
+        return on_phantom
 
     PAPER_FIGURES = ("01_agreement_phantom",)
 
@@ -492,39 +590,44 @@ class Study(Base):
             yield "headline_dice_acdc", "segmentation: ACDC held-out Dice (ED, ES)", d
 
     def checks(self) -> tuple[pd.DataFrame, pd.Series]:
-        """The Dice and measure targets (written); the phantom SAX model and the `lax_predictor` long-axis model
-        become the run's segmentation Predictor with the real-data checks behind them. Targets and step timings."""
-        ph = self.ph_table
+        """The Dice and measure targets (written); the `sax_predictor` SAX model and the `lax_predictor` long-axis
+        model become the run's segmentation Predictor with the real-data checks behind them. Targets and step
+        timings."""
+        ph, p = self.phantom_test.table, self.p
         checks = [("phantom SAX LV Dice", dice_all(ph, "SAX", "LV"), ">=", 0.93),
                   ("phantom SAX MYO Dice", dice_all(ph, "SAX", "MYO"), ">=", 0.85)]
         checks += [(f"phantom 4CH {s} Dice", dice_all(ph, "4CH", s), ">=", 0.90) for s in ("LA", "RA")
                    if ("4CH", s, "all") in ph.index]
-        lax = "lax_real" if self.p["lax_predictor"] == "real" and "lax_real" in self.models else "lax"
-        sax = "sax_real" if self.p["sax_predictor"] == "real" and "sax_real" in self.models else "sax"
+        acdc, real = self.optional("acdc_cohort"), self.optional("real_lax_models")
+        sax_real = self.optional("sax_real_model") if acdc is not None else None
+        lax = "lax_real" if p["lax_predictor"] == "real" and real is not None and "lax_real" in real.models else "lax"
+        sax = "sax_real" if p["sax_predictor"] == "real" and sax_real is not None else "sax"
         real_check = []
-        if self.acdc_store is not None:
-            checks += [(f"ACDC held-out {s} Dice", dice_all(self.acdc_table, s), ">=", t)
+        if acdc is not None:
+            checks += [(f"ACDC held-out {s} Dice", dice_all(self.acdc_model.table, s), ">=", t)
                        for s, t in (("LV", 0.90), ("MYO", 0.80), ("RV", 0.80))]
-            checks += [("sim-to-real LV Dice (all ACDC)", dice_all(self.s2r_table, "LV"), ">=", 0.80)]
-            real_check.append(f"phantom-only SAX model on {self.s2r_scores.cine_id.nunique()} ACDC cines (manual "
-                              f"masks): LV Dice {dice_all(self.s2r_table, 'LV'):.2f}")
-        if self.real_table is not None:
-            real_check.append(self._lax_summary(lax))
+            checks += [("sim-to-real LV Dice (all ACDC)", dice_all(self.sim2real.table, "LV"), ">=", 0.80)]
+            real_check.append(f"phantom-only SAX model on {self.sim2real.scores.cine_id.nunique()} ACDC cines (manual "
+                              f"masks): LV Dice {dice_all(self.sim2real.table, 'LV'):.2f}")
+        if real is not None:
+            real_check.append(self._lax_summary(real.table, lax))
         elif real_check:
             real_check.append("the long-axis model has no real-data check")
-        checks += self._real_checks()
-        agree = self.acdc_agree
-        if agree is not None and {"LVEF", "LVEDV"} <= set(agree.index):
-            checks += [("ACDC held-out LVEF MAE (points)", float(agree.loc["LVEF", "mae"]), "<=", 5.0),
-                       ("ACDC held-out LVEDV ICC", float(agree.loc["LVEDV", "icc2"]), ">=", 0.95)]
+        checks += self._real_checks(real)
+        agree = self.optional("acdc_measures")
+        if agree is not None and {"LVEF", "LVEDV"} <= set(agree.table.index):
+            checks += [("ACDC held-out LVEF MAE (points)", float(agree.table.loc["LVEF", "mae"]), "<=", 5.0),
+                       ("ACDC held-out LVEDV ICC", float(agree.table.loc["LVEDV", "icc2"]), ">=", 0.95)]
         targets = self.targets(checks)
         if sax == "sax_real":
             real_check.append(f"SAX model fine-tuned on phantom + ACDC: held-out ACDC LV Dice "
                               f"{self.sax_models.loc[('sax_real', 'ACDC held-out'), 'LV']:.2f}")
         print(f"the run's segmentation Predictor: SAX {sax!r} model, long-axis {lax!r} model")
-        n_real = sum(split == "train" for split in self.acdc_store.splits().values()) if sax == "sax_real" else 0
-        real = dict(real_training=f"ACDC, {n_real} patients (SAX model)") if n_real else {}
-        self.write_predictor(sax, lax, "; ".join(real_check) or None, **real)
-        self.nb.timings.update(self.timings)
+        n_real = sum(split == "train" for split in acdc.splits().values()) if sax == "sax_real" else 0
+        provenance = dict(real_training=f"ACDC, {n_real} patients (SAX model)") if n_real else {}
+        nets = self.phantom_models.nets
+        self.write_predictor(sax_real if sax == "sax_real" else nets["sax"],
+                             real.models[lax] if lax == "lax_real" else nets["lax"],
+                             acdc if sax == "sax_real" else None, "; ".join(real_check) or None, **provenance)
         self.nb.save_timings()
-        return targets, pd.Series(self.timings)
+        return targets, pd.Series(self.nb.timings)
