@@ -28,9 +28,10 @@ def screen(study: Study, tag: str, input: str = "window", pretrain_aug: dict | N
     """One variant's validation row."""
     cfg = dataclasses.replace(study.cfg, **{k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()})
     aug = PatchAug.make(pretrain_aug if pretrain_aug is not None else study.p["pretrain_aug"])
-    test = study.labels.subject[study.labels.split == "test"].tolist()
-    pool = unlabelled(list(study.patch_sets.values()), input, exclude=test)
-    train, valid = (labelled(study.labelled_set, study.labels, s, input)[:2] for s in ("train", "valid"))
+    labels, patches = study.labelled_cohort.labels, study.patches
+    test = labels.subject[labels.split == "test"].tolist()
+    pool = unlabelled(list(patches.sets.values()), input, exclude=test)
+    train, valid = (labelled(patches.labelled, labels, s, input)[:2] for s in ("train", "valid"))
     t0 = time.time()
     net, row = pretrain(pool, valid[0], cfg, aug, tag)
     seconds = time.time() - t0
@@ -47,8 +48,6 @@ def main(run_dir: str, out: str, variants: str):
     params = Study.parameters(profile, "default", {"run_dir": run_dir, "figures_dir": str(Path(out) / "figures"),
                                                    "workers": 1})
     study = Study(params, out=out)
-    study.cohort()
-    study.prepare()
     screen_variants(study, screen, variants, out)
 
 

@@ -27,13 +27,14 @@ from screening import screen_variants  # bench/screening.py
 def screen(study: Study, tag: str, **settings) -> dict:
     """One variant's validation row: the proxy's and the random encoder's probe AUC at each level."""
     cfg = dataclasses.replace(study.cfg, **settings)
-    held = study.pool.x[rng(seed_for(study.p["seed"], "sslhf", "proxy-held")).choice(
-        len(study.pool), min(len(study.pool), 32), replace=False)]  # the Study's own held-out pool patches
+    pool = study.patches.pool
+    held = pool.x[rng(seed_for(study.p["seed"], "sslhf", "proxy-held")).choice(
+        len(pool), min(len(pool), 32), replace=False)]  # the Study's own held-out pool patches
     t0 = time.time()
-    proxy, log = pretrain(study.pool.x, held, cfg, PROXIES["SSLHF"], f"SSLHF {tag}")
+    proxy, log = pretrain(pool.x, held, cfg, PROXIES["SSLHF"], f"SSLHF {tag}")
     seconds = time.time() - t0
-    gate = crossval.probe({"proxy": proxy.encoder, "random": network(NO_PROXY, cfg).encoder}, study.patches,
-                          study.labels, study.fold_of)
+    gate = crossval.probe({"proxy": proxy.encoder, "random": network(NO_PROXY, cfg).encoder}, study.patches.patches,
+                          study.patches.labels, study.fold_of)
     by = gate.pivot_table(index="level", columns="encoder", values="auc", aggfunc="mean")
     levels = {f"{enc}_L{lv}": round(float(by.at[lv, enc]), 3) for enc in ("proxy", "random") for lv in by.index}
     return dict(tag=tag, **settings, train_s=round(seconds), valid_mse=round(float(log["valid_loss"]), 4), **levels,
@@ -45,9 +46,6 @@ def main(run_dir: str, out: str, variants: str, study_params: str = "{}"):
     params = Study.parameters(profile, "default", {"run_dir": run_dir, "figures_dir": str(Path(out) / "figures"),
                                                    "workers": 1, **json.loads(study_params)})
     study = Study(params, out=out)
-    study.cohort()
-    study.prepare()
-    study.folds()
     screen_variants(study, screen, variants, out)
 
 

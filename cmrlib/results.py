@@ -25,7 +25,8 @@ from .utils import atomic_write_json, atomic_write_text, git_commit, seed_everyt
 
 ROOT = Path(__file__).resolve().parent.parent  # the project: relative run and figure folders start here
 GOALS = (">=", "<=", "<", ">", "within")  # how a value meets its target ("within": |value| <= target)
-TIMING_COLUMNS = ("seconds", "sec", "sec_per_seq", "sec_per_cine", "train_s", "wall_s")  # differ run to run
+TIMING_COLUMNS = ("seconds", "sec", "sec_per_seq", "sec_per_cine", "train_s", "wall_s", "mean_fit_time", "std_fit_time",
+                  "mean_score_time", "std_score_time")  # differ run to run
 TIMED_TARGET = r"wall time|s per |seconds"  # a target row that times something (its value differs run to run)
 HEADLINES = "headlines.json"  # in a notebook's folder: {table file: title} of the tables the run's report shows
 

@@ -5,7 +5,8 @@ Predictor."""
 from __future__ import annotations
 
 import contextlib
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
+from functools import cached_property
 from typing import ClassVar
 
 import numpy as np
@@ -14,7 +15,7 @@ from fastprogress.fastprogress import progress_bar
 
 from ... import modelfile
 from ...distributed import rank
-from ...learn import attempt, config_from, reusable, record_settings
+from ...learn import attempt, config_from
 from ...measure import TABLE1_VIEWS, subject_measures, table1_frames
 from ...study import Study as Base, StudySkipped
 from ...utils import rng, seed_for
@@ -29,9 +30,96 @@ TABLE1 = ["LAVmax", "LAVmin", "LASV", "LAEF", "RAVmax", "RAVmin", "RASV", "RAEF"
           "LVCO", "LVM", "RVESV", "RVEDV", "RVSV", "RVEF"]  # the paper's Table 1: the forest's measures (per BSA)
 
 
+@dataclass(frozen=True)
+class Cohort:
+    """The labelled stores by name, the unlabelled pool's store (None: none), the MR labels and the labelled
+    stores' manifest."""
+
+    stores: dict
+    pool: object
+    labels: pd.DataFrame
+    manifest: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class Patches:
+    """The patch settings, the patch sets by store, the labelled ones joined, the labelled cines' anatomy (the
+    forest's measures reuse it) and the failures."""
+
+    prep: dict
+    sets: dict
+    labelled: PatchSet
+    lax_cache: dict
+    failures: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """The split of each role ("eval": the scored splits), each input's (x, y, labels) per role, the scored
+    subjects."""
+
+    splits: dict
+    data: dict
+    test_subjects: list
+
+
+@dataclass(frozen=True)
+class Made:
+    """What a training step made (by name, or one model), its log rows and its failures."""
+
+    nets: object
+    logs: list
+    failed: list
+
+
+@dataclass(frozen=True)
+class Forest:
+    """The forest's labels and measures per role, and the fitted forest."""
+
+    data: dict
+    Xs: dict
+    model: object
+
+
+@dataclass(frozen=True)
+class Scored:
+    """Every row on validation and test: (y, scores) by row, test grades, thresholds, Table 2's long metrics, the
+    rows that scored and the ones that failed."""
+
+    valid: dict
+    test: dict
+    grades: dict
+    thr: dict
+    long: pd.DataFrame
+    models: dict
+    failed: list
+
+
+@dataclass(frozen=True)
+class Curve:
+    """A curve's table, its fits' log rows and failures."""
+
+    table: pd.DataFrame
+    logs: list
+    failed: list
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The label-budget curve's table, the test (y, scores) by (budget, draw, row), its fits' log rows and
+    failures."""
+
+    table: pd.DataFrame
+    scores: dict
+    logs: list
+    failed: list
+
+
 class Study(Base):
-    """Notebook 04: `cohort`, `prepare`, `forest_measures`, `pretrain`, `gate`, `fit`, `evaluate`, `figures`,
-    `pool_curve`, `budget_curve`, `export`, `checks`."""
+    """Notebook 04. Steps: `cohort`, `prepare`, `preprocessing_figure`, `forest_measures`, `pretrain`, `gate`,
+    `fit`, `evaluate`, `figures`, `pool_curve`, `budget_curve`, `real_cines`, `export`, `checks`; what they share
+    is named: `labelled_cohort`, `patches`, `measures`, `inputs`, `pretrained`, `deep_rows`, `gate_table`, `forest`,
+    `scored`, `pool_result`, `random_siam25`, `budget_result`, `real_results`."""
 
     method = "cussp"
     number = "04"
@@ -93,35 +181,39 @@ class Study(Base):
         self.cfg = config_from(CUSSPConfig, self.p)
         self.augment, self.pretrain_augment = PatchAug.make(self.p["aug"]), PatchAug.make(self.p["pretrain_aug"])
         self.find = self.anatomy("LAX")  # cine -> canonical labels at every frame
-        self.models, self.failed, self.encoders, self.real = {}, [], {}, None
 
     # ------------------------------------------------------------ cohort and preprocessing
 
-    def cohort(self) -> pd.DataFrame:
+    @cached_property
+    def labelled_cohort(self) -> Cohort:
         """MR labels per subject (the cohort's and the labelled subjects made here) and the unlabelled pool (new
-        phantom subjects, 4CH only); cines per split/class."""
+        phantom subjects, 4CH only)."""
         p = self.p
         n_labelled = int(p["mr_subjects"]) if p["labels_csv"] is None else 0
         extra = self.phantom_more("labelled", n_labelled, ("SAX", "2CH", "4CH"), **dict(p["mr_config"]))
-        self.stores = {"cohort": self.store, **({"labelled": extra} if extra is not None else {})}
-        self.pool = self.phantom_more("pool", p["pool_subjects"], ("4CH",),
-                                      start=self._after_cohort() + (len(extra.manifest().subject.unique())
-                                                                    if extra is not None else 0))
+        stores = {"cohort": self.store, **({"labelled": extra} if extra is not None else {})}
+        pool = self.phantom_more("pool", p["pool_subjects"], ("4CH",),
+                                 start=self._after_cohort() + (len(extra.manifest().subject.unique())
+                                                               if extra is not None else 0))
         parts = [mr_labels(st, p["labels_csv"] if name == "cohort" else None).assign(store=name)
-                 for name, st in self.stores.items()]
-        self.labels = pd.concat(parts, ignore_index=True)
-        self.labels.attrs = parts[0].attrs
-        if self.labels.attrs["unknown"]:
-            print(f"{len(self.labels.attrs['unknown'])} subjects in the labels table are not in the store; ignored")
-        if self.labels.attrs["unlabelled"]:
-            print(f"{len(self.labels.attrs['unlabelled'])} subjects with a 4CH cine have no label: pretraining pool "
-                  "only")
-        self.manifest = pd.concat([st.manifest().assign(store=n) for n, st in self.stores.items()], ignore_index=True)
-        counts = self.labels.groupby(["split", "mr"]).size().unstack(fill_value=0).reindex(columns=[0, 1],
-                                                                                         fill_value=0)
+                 for name, st in stores.items()]
+        labels = pd.concat(parts, ignore_index=True)
+        labels.attrs = parts[0].attrs
+        manifest = pd.concat([st.manifest().assign(store=n) for n, st in stores.items()], ignore_index=True)
+        return Cohort(stores, pool, labels, manifest)
+
+    def cohort(self) -> pd.DataFrame:
+        """Cines per split and class, and the unlabelled pool."""
+        c = self.labelled_cohort
+        labels = c.labels
+        if labels.attrs["unknown"]:
+            print(f"{len(labels.attrs['unknown'])} subjects in the labels table are not in the store; ignored")
+        if labels.attrs["unlabelled"]:
+            print(f"{len(labels.attrs['unlabelled'])} subjects with a 4CH cine have no label: pretraining pool only")
+        counts = labels.groupby(["split", "mr"]).size().unstack(fill_value=0).reindex(columns=[0, 1], fill_value=0)
         counts = counts.rename(columns={0: "non-MR", 1: "MR"})
         counts["MR %"] = (100 * counts["MR"] / counts.sum(axis=1)).round(1)
-        counts.loc["unlabelled pool"] = [len(self.pool) if self.pool is not None else 0, 0, np.nan]
+        counts.loc["unlabelled pool"] = [len(c.pool) if c.pool is not None else 0, 0, np.nan]
         return counts
 
     def _after_cohort(self) -> int:
@@ -133,51 +225,55 @@ class Study(Base):
 
     def _read(self, cine_id: str):
         """A cine of the labelled stores."""
-        return self.stores[self.manifest.set_index("cine_id").store[cine_id]].read(cine_id)
+        c = self.labelled_cohort
+        return c.stores[c.manifest.set_index("cine_id").store[cine_id]].read(cine_id)
 
-    def _segment(self, cine):
-        """The cine's anatomy, kept for the labelled cines (the forest's measures reuse it)."""
-        labels_ = self.find(cine)
-        if cine.subject in self._labelled_subjects:
-            self.lax_cache[cine.cine_id] = labels_
-        return labels_
+    @cached_property
+    def patches(self) -> Patches:
+        """Valve patches of every 4CH cine (cached per store, settings and anatomy), the labelled cines' anatomy
+        kept for the forest's measures, and the failures (written)."""
+        p, c = self.p, self.labelled_cohort
+        n_frames = int(p["frames"] or c.manifest.query("view == '4CH'").n_frames.median())
+        prep = asdict(config_from(PatchSettings, p, frames=n_frames))
+        lax_cache, sets, subjects = {}, {}, set(c.labels.subject)
 
-    def prepare(self) -> tuple[pd.DataFrame, pd.DataFrame | str]:
-        """Valve patches of every 4CH cine (cached per store, settings and anatomy); the cines per store and the
-        failures by reason (the failures table written)."""
-        p = self.p
-        n_frames = int(p["frames"] or self.manifest.query("view == '4CH'").n_frames.median())
-        self.prep = asdict(config_from(PatchSettings, p, frames=n_frames))
-        self.lax_cache, self.patch_sets, self._budget_models = {}, {}, {}
-        self._labelled_subjects = set(self.labels.subject)
+        def segment(cine):  # the cine's anatomy, kept for the labelled cines (the forest's measures reuse it)
+            labels_ = self.find(cine)
+            if cine.subject in subjects:
+                lax_cache[cine.cine_id] = labels_
+            return labels_
+
         with self.nb.timer("preprocessing"):
-            for name, st in (*self.stores.items(), ("pool", self.pool)):
+            for name, st in (*c.stores.items(), ("pool", c.pool)):
                 if st is None:
                     continue
                 ids = st.select(view="4CH")
-                key = dict(self.prep, ids=ids, cohort=st.fingerprint(), anatomy=p["anatomy"],
-                           segmenter=self.anatomy_key())
-                self.patch_sets[name] = self.cached(PatchSet, f"patches_{name}", key,
-                                                    lambda st=st, ids=ids: preprocess_store(st, self._segment, ids,
-                                                                                            **self.prep))
-        self.labelled_set = PatchSet.join([self.patch_sets[n] for n in self.stores])
-        failures = pd.concat([ps.failures.assign(store=n) for n, ps in self.patch_sets.items()], ignore_index=True)
+                key = dict(prep, ids=ids, cohort=st.fingerprint(), anatomy=p["anatomy"], segmenter=self.anatomy_key())
+                sets[name] = self.cached(PatchSet, f"patches_{name}", key,
+                                         lambda st=st, ids=ids: preprocess_store(st, segment, ids, **prep))
+        failures = pd.concat([ps.failures.assign(store=n) for n, ps in sets.items()], ignore_index=True)
         self.nb.table(failures, "preprocessing_failures")
+        return Patches(prep, sets, PatchSet.join([sets[n] for n in c.stores]), lax_cache, failures)
+
+    def prepare(self) -> tuple[pd.DataFrame, pd.DataFrame | str]:
+        """The cines per store and the failures by reason."""
+        ps_, failures = self.patches.sets, self.patches.failures
         per_store = pd.DataFrame({n: dict(cines=len(ps) + ps.failures.cine_id.nunique() - int((~ps.has_window).sum()),
                                           patches=len(ps), windows=int(ps.has_window.sum()),
                                           left_out=len(set(ps.failures.cine_id) - set(ps.cine_ids)))
-                                  for n, ps in self.patch_sets.items()}).T
+                                  for n, ps in ps_.items()}).T
         return per_store, (failures.groupby(["store", "reason"]).size().rename("cines").reset_index() if len(failures)
                            else "every cine preprocessed")
 
     def preprocessing_figure(self) -> None:
         """The paper's Fig. 8 for the most severe MR subject, a mild one and a non-MR one."""
-        show, have = [], self.labels[self.labels.subject.isin(self.labelled_set.subjects)]
+        c = self.labelled_cohort
+        show, have = [], c.labels[c.labels.subject.isin(self.patches.labelled.subjects)]
         for pick, title in ((have[have.mr == 1].sort_values("grade", ascending=False), "MR"),
                             (have[have.grade == 1], "MR"), (have[have.mr == 0], "no MR")):
             if len(pick) and not any(s == pick.subject.iloc[0] for s, _ in show):
                 sub = pick.subject.iloc[0]
-                cine = self._read(self.manifest.query("view == '4CH' and subject == @sub").cine_id.iloc[0])
+                cine = self._read(c.manifest.query("view == '4CH' and subject == @sub").cine_id.iloc[0])
                 grade = pick.set_index("subject").grade.get(sub)
                 show.append((sub, (f"{title}" + (f" (grade {int(grade)})" if pd.notna(grade) and grade > 0 else ""),
                                    cine, self.find(cine))))
@@ -187,35 +283,40 @@ class Study(Base):
                            "patch (yellow), the frame equalised over the LA's intensities, and the valve patch over the "
                            "cycle, for a severe and a mild MR subject and one without MR.")
 
-    def forest_measures(self) -> pd.DataFrame:
+    @cached_property
+    def measures(self) -> pd.DataFrame:
         """The 18 Table-1 measures per BSA from the run's segmentations (cached per anatomy): the forest's input."""
-        anatomy = self.p["anatomy"]
+        anatomy, c = self.p["anatomy"], self.labelled_cohort
+        lax_cache = self.patches.lax_cache
         path = self.out / "table1_measures.csv"
         with self.nb.timer("forest measures"):
             cached = pd.read_csv(path, dtype={"subject": str}) if path.exists() else None
-            if (cached is not None and set(cached.subject) >= set(self.labels.subject)
+            if (cached is not None and set(cached.subject) >= set(c.labels.subject)
                     and set(cached.get("anatomy", [])) == {anatomy}):
                 measures = cached
             else:
                 find = self.find if anatomy == "labels" else self._sax_and_lax()
                 parts = []
-                for name, st in self.stores.items():
-                    m = self.manifest[self.manifest.store == name]
-                    ids = m[m.view.isin(TABLE1_VIEWS) & m.subject.isin(self.labels.subject)].cine_id
+                for name, st in c.stores.items():
+                    m = c.manifest[c.manifest.store == name]
+                    ids = m[m.view.isin(TABLE1_VIEWS) & m.subject.isin(c.labels.subject)].cine_id
                     segment = lambda cid: find(st.read(cid, table1_frames(st, cid)))  # a SAX stack: ED and ES only
-                    preds = {cid: self.lax_cache[cid] if cid in self.lax_cache else segment(cid)
+                    preds = {cid: lax_cache[cid] if cid in lax_cache else segment(cid)
                              for cid in progress_bar(list(ids), leave=False)} if find is not None else {}
                     parts.append(subject_measures(st, preds))
                 measures = pd.concat(parts, ignore_index=True).assign(anatomy=anatomy)
                 self.nb.table(measures, "table1_measures")
         feats = measures.set_index("subject")
-        bsa = self.manifest.drop_duplicates("subject").set_index("subject").bsa_m2
-        self.X = pd.DataFrame({m: feats[f"{m}_auto"] / bsa.reindex(feats.index) for m in TABLE1
-                               if f"{m}_auto" in feats})
-        print(f"{self.X.shape[1]} measures; subjects with every measure: {int(self.X.notna().all(axis=1).sum())} of "
-              f"{len(self.X)} (scikit-learn's forest splits on missing values, so a subject with an unmeasured chamber "
+        bsa = c.manifest.drop_duplicates("subject").set_index("subject").bsa_m2
+        return pd.DataFrame({m: feats[f"{m}_auto"] / bsa.reindex(feats.index) for m in TABLE1 if f"{m}_auto" in feats})
+
+    def forest_measures(self) -> pd.DataFrame:
+        """The forest's input: the Table-1 measures per BSA."""
+        X = self.measures
+        print(f"{X.shape[1]} measures; subjects with every measure: {int(X.notna().all(axis=1).sum())} of "
+              f"{len(X)} (scikit-learn's forest splits on missing values, so a subject with an unmeasured chamber "
               "stays in)")
-        return self.X
+        return X
 
     def _sax_and_lax(self):
         """Labels by view from the run's segmenters when it has a SAX one too (the forest's ventricular measures);
@@ -223,9 +324,18 @@ class Study(Base):
         seg = self.segmentation()
         return seg.labels if "SAX" in seg.nets else None
 
+    @cached_property
+    def inputs(self) -> Inputs:
+        """Each model input of each split ("eval": the scored splits) and the scored subjects (no stage sees them)."""
+        p, labels = self.p, self.labelled_cohort.labels
+        splits = {"train": "train", "valid": "valid", "eval": p["eval_splits"]}
+        data = {inp: {k: labelled(self.patches.labelled, labels, s, inp) for k, s in splits.items()}
+                for inp in ("cycle", "window", "crops")}
+        return Inputs(splits, data, labels.subject[labels.split.isin(p["eval_splits"])].tolist())
+
     def _xy(self, inp: str, split: str, subjects=None):
         """(x, y) of one input and split, optionally only some subjects' cines (a label budget)."""
-        x, y, lab = self.data[inp][split]
+        x, y, lab = self.inputs.data[inp][split]
         if subjects is None:
             return x, y
         keep = lab.subject.isin(set(subjects)).to_numpy()
@@ -233,26 +343,25 @@ class Study(Base):
 
     # ------------------------------------------------------------ pretraining and its gate
 
-    def pretrain(self) -> pd.DataFrame:
+    @cached_property
+    def pretrained(self) -> Made:
         """A Barlow Twins encoder per input (full cycle, systolic window) on the unlabelled pool, reused from
-        `encoders/` when pretrained before with exactly these settings and cines; the pretraining rows."""
-        p = self.p
-        self.test_subjects = self.labels.subject[self.labels.split.isin(p["eval_splits"])].tolist()
-        self.splits = {"train": "train", "valid": "valid", "eval": p["eval_splits"]}  # "eval": the scored splits
-        self.data = {inp: {k: labelled(self.labelled_set, self.labels, s, inp) for k, s in self.splits.items()}
-                     for inp in ("cycle", "window", "crops")}
-        rows = []
+        `encoders/` when pretrained before with exactly these settings and cines."""
+        encoders, rows, failed = {}, [], []
         with self.nb.timer("pretraining"):
             for inp in ("cycle", "window"):
-                pool_x = unlabelled(list(self.patch_sets.values()), inp, exclude=self.test_subjects)
+                pool_x = unlabelled(list(self.patches.sets.values()), inp, exclude=self.inputs.test_subjects)
                 done, failure = attempt(dict(method="CUSSP", row=f"pretrain {inp}"), self._encoder, pool_x, inp, inp)
                 if failure:
-                    self.failed.append(failure)
+                    failed.append(failure)
                     continue
-                self.encoders[inp], row = done
+                encoders[inp], row = done
                 rows.append(row)
-        self.logs += rows
-        return pd.DataFrame(rows)
+        return Made(encoders, rows, failed)
+
+    def pretrain(self) -> pd.DataFrame:
+        """The pretraining rows."""
+        return pd.DataFrame(self.pretrained.logs)
 
     def _encoder(self, pool: np.ndarray, inp: str, tag: str):
         """`pretrain` on `pool`, or its saved result when this pool, validation set and these settings made it."""
@@ -262,39 +371,50 @@ class Study(Base):
         digest = lambda a: hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()[:16]
         settings = dict(config=self.cfg.__dict__, aug=self.pretrain_augment.__dict__, pool=digest(pool),
                         valid=digest(self._xy(inp, "valid")[0]), tag=tag)
-        if reusable(path, settings):
-            net, meta = modelfile.load(path)
+        made: dict = {}
+
+        def fit():
+            net, made["row"] = pretrain(pool, self._xy(inp, "valid")[0], self.cfg, self.pretrain_augment, tag)
+            return net
+
+        def save(net, path):
+            if rank() == 0:  # data-parallel: every process holds the same encoder, process 0 writes it
+                modelfile.save(path, net, row=made["row"])
+
+        net, reused, _ = self.fit_or_reuse(path, settings, fit, load=lambda path: modelfile.load(path), save=save)
+        if reused:
+            net, meta = net
             return net, dict(meta["row"], reused=True)
-        net, row = pretrain(pool, self._xy(inp, "valid")[0], self.cfg, self.pretrain_augment, tag)
-        if rank() == 0:  # data-parallel: every process holds the same encoder, process 0 writes it
-            modelfile.save(path, net, row=row)
-            record_settings(path, settings)
-        return net, dict(row, reused=False)
+        return net, dict(made["row"], reused=False)
 
     def _random_encoder(self, inp: str):
         """The pretrained encoder's random start (the same initialisation, no pretraining): its yardstick."""
         return pretrain(self._xy(inp, "train")[0][:0], self._xy(inp, "valid")[0], self.cfg, self.pretrain_augment,
                         "random")[0]
 
-    def gate(self) -> pd.DataFrame:
+    @cached_property
+    def gate_table(self) -> pd.DataFrame:
         """Before any downstream row: a linear probe of MR on each frozen encoder's features (fit on training,
         scored on validation) for the Barlow Twins encoder, its random start and the supervised ResNet-18 (the
-        row beyond the paper, trained here); the table (written) and the gap the checks hold to 0.05."""
+        row beyond the paper; written)."""
         rows, seed = [], seed_for(self.p["seed"], "cussp", "probe")
-        self._fit_row(SUPERVISED)
+        models, encoders = self.deep_rows.nets, self.pretrained.nets
         with self.nb.timer("gate"):
             for inp in ("cycle", "window"):
                 train, valid = self._xy(inp, "train"), self._xy(inp, "valid")
-                nets = {"Barlow Twins": self.encoders.get(inp), "random": self._random_encoder(inp),
-                        "supervised": (self.models[SUPERVISED].model.net if inp == "cycle" and SUPERVISED in
-                                       self.models else None)}
+                nets = {"Barlow Twins": encoders.get(inp), "random": self._random_encoder(inp),
+                        "supervised": (models[SUPERVISED].model.net if inp == "cycle" and SUPERVISED in
+                                       models else None)}
                 for name, net in nets.items():
                     if net is not None:
                         rows.append(dict(input=inp, encoder=name, valid_auc=probe(net, train, valid, seed),
                                          n_train=len(train[1]), n_valid=len(valid[1]), n_valid_mr=int(valid[1].sum())))
-        self.gate_table = pd.DataFrame(rows, columns=["input", "encoder", "valid_auc", "n_train", "n_valid",
-                                                      "n_valid_mr"])
-        self.nb.table(self.gate_table, "gate")
+        table = pd.DataFrame(rows, columns=["input", "encoder", "valid_auc", "n_train", "n_valid", "n_valid_mr"])
+        self.nb.table(table, "gate")
+        return table
+
+    def gate(self) -> pd.DataFrame:
+        """The gate's probe AUC by input and encoder; the checks hold Barlow Twins minus random to 0.05."""
         return self.gate_table.pivot(index="input", columns="encoder", values="valid_auc")
 
     def gate_gap(self, inp: str) -> float:
@@ -304,97 +424,126 @@ class Study(Base):
 
     # ------------------------------------------------------------ the rows of Table 2
 
-    def _fit_row(self, r: str) -> None:
-        """One deep row of Table 2 (not again when trained): its model kept, its log rows added, or its failure."""
-        if r in self.models:
-            return
-        inp = INPUTS[r]
+    def _fit_row(self, r: str, finish=None) -> tuple[object, list, dict | None]:
+        """One deep row of Table 2: its Learner (handed to `finish` under `cmrlib fit`), log rows and failure."""
+        inp, encoders = INPUTS[r], self.pretrained.nets
         if len(set(self._xy(inp, "train")[1].tolist())) < 2:
-            self.failed.append(dict(method="CUSSP", row=r, status="not trained",
-                                    reason=f"{len(self._xy(inp, 'train')[1])} training cines of one class or none"))
-            return
-        if r not in (SUPERVISED, "CNN-LSTM") and inp not in self.encoders:
-            self.failed.append(dict(method="CUSSP", row=r, status="not trained", reason=f"no {inp} encoder"))
-            return
+            return None, [], dict(method="CUSSP", row=r, status="not trained",
+                                  reason=f"{len(self._xy(inp, 'train')[1])} training cines of one class or none")
+        if r not in (SUPERVISED, "CNN-LSTM") and inp not in encoders:
+            return None, [], dict(method="CUSSP", row=r, status="not trained", reason=f"no {inp} encoder")
         with self.nb.timer(r):
-            done, failure = attempt(dict(method="CUSSP", row=r), fit, r, self.encoders, self._xy(inp, "train"),
+            done, failure = attempt(dict(method="CUSSP", row=r), fit, r, encoders, self._xy(inp, "train"),
                                     self._xy(inp, "valid"), self.cfg, self.augment)
         if failure:
-            self.failed.append(failure)
-            return
-        self.models[r], rows = done
-        self.logs += rows
+            return None, [], failure
+        learn, rows = done
+        if finish is not None:  # its validation loss over the whole validation set, as `cmrlib fit` reports it
+            rows = [*rows[:-1], dict(rows[-1], valid_loss=finish(learn, self.out / "models" / f"{r}.model")[0])]
+        return learn, rows, None
+
+    def make_rows(self, finish=None) -> Made:
+        """Every deep row of Table 2 from a copy of its pretrained encoder, the supervised ResNet-18 first (the gate
+        reads it); the Learners, their log rows and the rows that did not train."""
+        nets, logs, failed = {}, [], []
+        for r in [SUPERVISED, *(r for r in INPUTS if r != SUPERVISED)]:
+            learn, rows, failure = self._fit_row(r, finish)
+            if failure:
+                failed.append(failure)
+                continue
+            nets[r] = learn
+            logs += rows
+        return Made(nets, logs, failed)
+
+    @cached_property
+    def deep_rows(self) -> Made:
+        """Every deep row of Table 2 trained, with the log rows and the rows that did not train."""
+        return self.make_rows()
+
+    @cached_property
+    def forest(self) -> Forest:
+        """The random forest on Table-1 measures, its settings from a cross-validated search on training (the
+        search written)."""
+        labels, X = self.labelled_cohort.labels, self.measures
+        with self.nb.timer("random forest"):
+            data = {k: labels[labels.split.isin(np.atleast_1d(s))].set_index("subject")
+                    for k, s in self.inputs.splits.items()}
+            Xs = {s: X.reindex(d.index) for s, d in data.items()}  # a missing measure stays NaN
+            model, search = random_forest(Xs["train"], data["train"].mr.reindex(Xs["train"].index).to_numpy(),
+                                          n_iter=int(self.p["rf_iter"]), seed=seed_for(self.p["seed"], "cussp", "rf"))
+            self.nb.table(search.sort_values("rank_test_score").head(10), "rf_search")
+        return Forest(data, Xs, model)
 
     def fit(self) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """Every network row from a copy of its pretrained encoder, and the forest; the training log and the rows
-        that did not train (both written)."""
-        for r in INPUTS:
-            self._fit_row(r)
-        self._fit_forest()
-        train_log = pd.DataFrame(self.logs)
-        self.nb.table(train_log, "train_log")
-        failed = self.failures()
+        """The encoders' and rows' training log and the rows that did not train; the forest's settings."""
+        print("forest:", {k: v for k, v in self.forest.model.get_params().items()
+                          if k in ("n_estimators", "max_depth", "max_features", "min_samples_leaf")})
+        failed = pd.DataFrame(self.pretrained.failed + self.deep_rows.failed,
+                              columns=["method", "row", "status", "reason"])
         if len(failed):
             print(f"{len(failed)} rows did not train and are left out of the tables")
-        return train_log, failed
+        return pd.DataFrame(self.pretrained.logs + self.deep_rows.logs), failed
+
+    def train_log(self) -> pd.DataFrame:
+        """Every training row of the notebook, in the order the steps make them (written)."""
+        log = pd.DataFrame(self.pretrained.logs + self.deep_rows.logs + self._curve_logs())
+        self.nb.table(log, "train_log")
+        return log
 
     def failures(self) -> pd.DataFrame:
         """The rows and fits that did not train or score, with the reason (written)."""
-        failed = pd.DataFrame(self.failed, columns=["method", "row", "status", "reason"])
+        failed = pd.DataFrame(self.pretrained.failed + self.deep_rows.failed + self.scored.failed
+                              + self._curve_failures(), columns=["method", "row", "status", "reason"])
         self.nb.table(failed, "failed_rows")
         return failed
 
-    def _fit_forest(self) -> None:
-        """The random forest on Table-1 measures, its settings from a cross-validated search on training."""
-        with self.nb.timer("random forest"):
-            self.rf_data = {k: self.labels[self.labels.split.isin(np.atleast_1d(s))].set_index("subject")
-                            for k, s in self.splits.items()}
-            self.Xs = {s: self.X.reindex(d.index) for s, d in self.rf_data.items()}  # a missing measure stays NaN
-            self.forest, rf_search = random_forest(
-                self.Xs["train"], self.rf_data["train"].mr.reindex(self.Xs["train"].index).to_numpy(),
-                n_iter=int(self.p["rf_iter"]), seed=seed_for(self.p["seed"], "cussp", "rf"))
-            self.nb.table(rf_search.sort_values("rank_test_score").head(10), "rf_search")
-            print("forest:", {k: v for k, v in self.forest.get_params().items()
-                              if k in ("n_estimators", "max_depth", "max_features", "min_samples_leaf")})
+    def score(self, rows: Made) -> Scored:
+        """Every row and the forest scored on validation (its threshold: best F1) and once on the evaluated splits:
+        the validation table and Table 2 with bootstrap CIs (both written); a row with non-finite scores is a
+        failure and leaves the tables."""
+        rf, Xs, forest = self.forest.data, self.forest.Xs, self.forest.model
+        data = self.inputs.data
+        valid, test, grades, models, failed = {}, {}, {}, dict(rows.nets), []
+        if len(Xs["valid"]):
+            valid["RF"] = (rf["valid"].mr.reindex(Xs["valid"].index).to_numpy(), forest.predict_proba(Xs["valid"])[:, 1])
+        test["RF"] = (rf["eval"].mr.reindex(Xs["eval"].index).to_numpy(), forest.predict_proba(Xs["eval"])[:, 1])
+        grades["RF"] = rf["eval"].grade.reindex(Xs["eval"].index).to_numpy()
+        for r in [r for r in INPUTS if r in models]:
+            inp = INPUTS[r]
+            xe, ye, te = data[inp]["eval"]
+            got, failure = attempt(dict(method="CUSSP", row=r), lambda m=models[r].model, i=inp: (
+                scores(m, data[i]["valid"][0]), scores(m, xe)))
+            if failure:  # non-finite scores never reach a metric
+                failed.append(failure)
+                models.pop(r)
+                continue
+            valid[r], test[r], grades[r] = (data[inp]["valid"][1], got[0]), (ye, got[1]), te.grade.to_numpy()
+        thr = thresholds(valid)
+        self.nb.table(validation_table(valid, thr), "validation")
+        long = evaluate(test, thr, n_boot=int(self.p["n_boot"]), seed=seed_for(self.p["seed"], "cussp", "boot"))
+        self.nb.table(long, "metrics")
+        self.nb.table(table2(long), "table2", index=True)
+        return Scored(valid, test, grades, thr, long, models, failed)
+
+    @cached_property
+    def scored(self) -> Scored:
+        """The trained rows and the forest scored (`score`)."""
+        return self.score(self.deep_rows)
 
     def evaluate(self) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """Every row scored on validation (its threshold: best F1) and once on the evaluated splits; the validation
-        table and Table 2 with bootstrap CIs (both written)."""
-        rf, Xs = self.rf_data, self.Xs
-        valid, test, grades = {}, {}, {}
-        if len(Xs["valid"]):
-            valid["RF"] = (rf["valid"].mr.reindex(Xs["valid"].index).to_numpy(),
-                           self.forest.predict_proba(Xs["valid"])[:, 1])
-        test["RF"] = (rf["eval"].mr.reindex(Xs["eval"].index).to_numpy(), self.forest.predict_proba(Xs["eval"])[:, 1])
-        grades["RF"] = rf["eval"].grade.reindex(Xs["eval"].index).to_numpy()
-        for r in [r for r in INPUTS if r in self.models]:
-            inp = INPUTS[r]
-            xe, ye, te = self.data[inp]["eval"]
-            scored, failure = attempt(dict(method="CUSSP", row=r), lambda m=self.models[r].model, i=inp: (
-                scores(m, self.data[i]["valid"][0]), scores(m, xe)))
-            if failure:  # non-finite scores never reach a metric
-                self.failed.append(failure)
-                self.models.pop(r)
-                continue
-            valid[r], test[r], grades[r] = (self.data[inp]["valid"][1], scored[0]), (ye, scored[1]), te.grade.to_numpy()
-        self.valid, self.test, self.grades = valid, test, grades
-        self.thr = thresholds(valid)
-        vt = validation_table(valid, self.thr)
-        self.nb.table(vt, "validation")
-        self.long = evaluate(test, self.thr, n_boot=int(self.p["n_boot"]), seed=seed_for(self.p["seed"], "cussp", "boot"))
-        tab = table2(self.long)
-        self.nb.table(self.long, "metrics")
-        self.nb.table(tab, "table2", index=True)
-        return vt, tab
+        """The validation table and Table 2."""
+        sc = self.scored
+        return validation_table(sc.valid, sc.thr), table2(sc.long)
 
     def figures(self) -> pd.DataFrame:
         """ROC and precision-recall curves (the paper's Fig. 5) and recall by MR grade (written); recall per row
         and grade."""
-        self.nb.figure(roc_pr_figure(self.test, self.thr), "04_roc_pr",
+        sc = self.scored
+        self.nb.figure(roc_pr_figure(sc.test, sc.thr), "04_roc_pr",
                        "CUSSP Table 2 rows on the test split: ROC and precision-recall curves, dots at each row's "
                        "validation-chosen threshold; the last row's point is annotated (recall, precision, F1, "
                        "threshold) as in the paper's Fig. 5.")
-        by_grade = pd.concat([recall_by_grade(self.grades[r], {r: self.test[r][1]}, self.thr) for r in self.test],
+        by_grade = pd.concat([recall_by_grade(sc.grades[r], {r: sc.test[r][1]}, sc.thr) for r in sc.test],
                              ignore_index=True)
         self.nb.table(by_grade, "recall_by_grade")
         if by_grade.n.sum():
@@ -402,38 +551,54 @@ class Study(Base):
                            "Recall on the test split by MR grade (1 mild, 2 moderate, 3 severe) for every Table 2 row.")
         return by_grade.pivot(index="row", columns="grade", values="recall")
 
-    def pool_curve(self) -> pd.DataFrame:
-        """CUSSP-SIAM-25 again from encoders pretrained on fractions of the pool, at equal steps (figure written);
-        F1 and ROC-AUC by pool size."""
-        p, test = self.p, self.test
-        rows = []
-        full_pool = unlabelled(list(self.patch_sets.values()), "window", exclude=self.test_subjects)
-        fractions = sorted(set(float(f) for f in p["pool_fractions"]) | {1.0}) if "CUSSP-SIAM-25" in test else []
+    # ------------------------------------------------------------ pool size and label budget
+
+    def _pool_fractions(self) -> list[float]:
+        """The pool curve's fractions (1.0 is Table 2's row); none when CUSSP-SIAM-25 did not train."""
+        fr = sorted(set(float(f) for f in self.p["pool_fractions"]) | {1.0})
+        return fr if "CUSSP-SIAM-25" in self.scored.test else []
+
+    @cached_property
+    def pool_result(self) -> Curve:
+        """CUSSP-SIAM-25 again from encoders pretrained on fractions of the pool, at equal steps (written): F1 and
+        ROC-AUC by pool size, with the fits' log rows."""
+        p, sc = self.p, self.scored
+        rows, logs, failed = [], [], []
+        full_pool = unlabelled(list(self.patches.sets.values()), "window", exclude=self.inputs.test_subjects)
+        fractions = self._pool_fractions()
         if not fractions:
             print("CUSSP-SIAM-25 did not train (see failed_rows): no pool-size curve")
         for frac in fractions:
             n_pool = int(round(frac * len(full_pool)))
             if frac == 1.0:
-                s, th = test["CUSSP-SIAM-25"][1], self.thr["CUSSP-SIAM-25"]
+                s, th = sc.test["CUSSP-SIAM-25"][1], sc.thr["CUSSP-SIAM-25"]
             elif frac == 0.0:  # no unlabelled cines: the random start, the budget curve's random row on every cine
-                if (model := self._full_budget_random_siam25()) is None:
-                    continue  # its failure is recorded
-                s, th = self._scored(model, "window")
+                full = self.random_siam25
+                logs += full.logs
+                failed += full.failed
+                if full.nets is None:
+                    continue
+                s, th = self._scored(full.nets, "window")
             else:
                 pick = np.sort(rng(seed_for(p["seed"], "cussp", "pool", frac)).choice(len(full_pool), n_pool,
                                                                                      replace=False))
                 with self.nb.timer("pool experiment"):
                     enc, row = self._encoder(full_pool[pick], "window", f"window {frac:.2f}")
-                    learn, logs = fit_siamese(enc, self._xy("window", "train"), self._xy("window", "valid"), self.cfg,
-                                              self.augment, f"CUSSP-SIAM-25 pool {frac:.2f}")
-                self.logs += [row, *logs]
+                    learn, fit_logs = fit_siamese(enc, self._xy("window", "train"), self._xy("window", "valid"),
+                                                  self.cfg, self.augment, f"CUSSP-SIAM-25 pool {frac:.2f}")
+                logs += [row, *fit_logs]
                 s, th = self._scored(learn.model, "window")
-            m = evaluate({"CUSSP-SIAM-25": (test["CUSSP-SIAM-25"][0], s)}, {"CUSSP-SIAM-25": th},
+            m = evaluate({"CUSSP-SIAM-25": (sc.test["CUSSP-SIAM-25"][0], s)}, {"CUSSP-SIAM-25": th},
                          n_boot=int(p["n_boot"]), seed=seed_for(p["seed"], "cussp", "boot"))
             rows.append(m.assign(pool_fraction=frac, pool_cines=n_pool))
         curve = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(
             columns=["row", "metric", "value", "ci_low", "ci_high", "pool_fraction", "pool_cines"])
         self.nb.table(curve, "pool_curve")
+        return Curve(curve, logs, failed)
+
+    def pool_curve(self) -> pd.DataFrame:
+        """Test F1 and ROC-AUC by the number of unlabelled cines pretrained on, with the figure."""
+        curve = self.pool_result.table
         if len(curve):
             self.nb.figure(pool_figure(curve), "04_pool_size",
                            "CUSSP-SIAM-25 test F1 and ROC-AUC (95 % CI) against the number of unlabelled cines its "
@@ -444,66 +609,28 @@ class Study(Base):
         """A classifier's scores on the evaluated splits and its threshold from the validation split."""
         vx, vy = self._xy(inp, "valid")
         th = thresholds({"r": (vy, scores(model, vx))})["r"]
-        return scores(model, self.data[inp]["eval"][0]), th
+        return scores(model, self.inputs.data[inp]["eval"][0]), th
 
     # the label-budget curve's rows: name -> (Table 2 row it trains like, encoder: pretrained, random or none)
     BUDGET_ROWS = {"CUSSP-SIAM": ("CUSSP-SIAM", "pretrained"), "CUSSP-SIAM-25": ("CUSSP-SIAM-25", "pretrained"),
                    "CUSSP-SIAM (random encoder)": ("CUSSP-SIAM", "random"),
                    "CUSSP-SIAM-25 (random encoder)": ("CUSSP-SIAM-25", "random"), SUPERVISED: (SUPERVISED, None)}
 
-    def budget_curve(self) -> pd.DataFrame:
-        """The paper's claim where it can show: the Siamese rows from the Barlow Twins encoder against the same rows
-        from a random encoder and the supervised ResNet-18, trained on `budgets` MR cines (with their share of
-        non-MR cines; `budget_draws` draws each) and on every training cine; thresholds from validation, test once.
-        The per-draw table and the figure written; mean test ROC-AUC by budget and row."""
-        p = self.p
-        seed = seed_for(p["seed"], "cussp", "budget")
-        train_lab = self.data["window"]["train"][2]  # subjects with both inputs
-        n_mr = int(train_lab.mr.sum())
-        budgets = [int(b) for b in p["budgets"] if 0 < int(b) < n_mr]
-        rows, self.budget_scores = [], {}
-        random_enc = {inp: self._random_encoder(inp) for inp in ("cycle", "window")}
-        with self.nb.timer("label budgets"):
-            for budget in [*budgets, n_mr]:
-                for draw in range(int(p["budget_draws"]) if budget < n_mr else 1):
-                    pick = self._budget_subjects(train_lab, budget, seed_for(seed, budget, draw))
-                    for name, (like, enc) in self.BUDGET_ROWS.items():
-                        if budget == n_mr and enc != "random" and like in self.models:
-                            model = self.models[like].model  # every training cine: Table 2's own row
-                        else:
-                            model = self._budget_fit(like, enc, random_enc, pick, f"{name} budget {budget}/{draw}")
-                        if model is None:
-                            continue
-                        inp = INPUTS[like]
-                        s, th = self._scored(model, inp)
-                        y = self.data[inp]["eval"][1]
-                        self.budget_scores[(budget, draw, name)] = (y, s)
-                        m = evaluate({name: (y, s)}, {name: th}, n_boot=0).set_index("metric").value
-                        rows.append(dict(budget=budget, draw=draw, row=name, n_train=len(pick),
-                                         n_train_mr=budget, threshold=th, f1=m.get("f1"), roc_auc=m.get("roc_auc")))
-        self.budget = pd.DataFrame(rows, columns=["budget", "draw", "row", "n_train", "n_train_mr", "threshold", "f1",
-                                                  "roc_auc"])
-        self.nb.table(self.budget, "budget_curve")
-        if len(self.budget):
-            self.nb.figure(budget_figure(self.budget), "04_label_budget",
-                           "Test ROC-AUC and F1 against the number of MR training cines (each with its share of non-MR "
-                           "cines; mean and range over draws; the last point: every training cine): the Siamese rows "
-                           "from the Barlow Twins encoder and from a random one, and the supervised ResNet-18.")
-        return self.budget.groupby(["budget", "row"]).roc_auc.mean().unstack("row")
-
     def _full_budget(self) -> tuple[int, list[str]]:
         """The budget of every training MR cine: its size and subjects (every training subject)."""
-        train_lab = self.data["window"]["train"][2]
+        train_lab = self.inputs.data["window"]["train"][2]
         n_mr = int(train_lab.mr.sum())
         return n_mr, self._budget_subjects(train_lab, n_mr, seed_for(seed_for(self.p["seed"], "cussp", "budget"),
                                                                      n_mr, 0))
 
-    def _full_budget_random_siam25(self):
-        """CUSSP-SIAM-25 from the random start on every training cine: the pool curve's first point and the
-        budget curve's last random-encoder one, trained once."""
+    @cached_property
+    def random_siam25(self) -> Made:
+        """CUSSP-SIAM-25 from the random start on every training cine: the pool curve's first point and the budget
+        curve's last random-encoder one, trained once (`nets`: its model, or None when it failed)."""
         n_mr, pick = self._full_budget()
-        return self._budget_fit("CUSSP-SIAM-25", "random", {"window": self._random_encoder("window")}, pick,
-                                f"CUSSP-SIAM-25 (random encoder) budget {n_mr}/0")
+        model, logs, failure = self._budget_fit("CUSSP-SIAM-25", "random", {"window": self._random_encoder("window")},
+                                                pick, f"CUSSP-SIAM-25 (random encoder) budget {n_mr}/0")
+        return Made(model, logs, [failure] if failure else [])
 
     @staticmethod
     def _budget_subjects(lab: pd.DataFrame, budget: int, seed: int) -> list[str]:
@@ -514,49 +641,110 @@ class Study(Base):
         return sorted([*g.choice(pos, budget, replace=False), *g.choice(neg, n_neg, replace=False)])
 
     def _budget_fit(self, like: str, enc: str | None, random_enc: dict, subjects: list[str], tag: str):
-        """One label-budget model: `like`'s training on the budget's cines from the chosen encoder (once per
-        row, encoder and cines); None when it failed (recorded)."""
-        key = (like, enc, tuple(subjects))
-        if key not in self._budget_models:
-            self._budget_models[key] = self._train_budget_model(like, enc, random_enc, subjects, tag)
-        return self._budget_models[key]
-
-    def _train_budget_model(self, like: str, enc: str | None, random_enc: dict, subjects: list[str], tag: str):
-        """`_budget_fit`'s training."""
+        """One label-budget model: `like`'s training on the budget's cines from the chosen encoder; (model or None,
+        log rows, failure or None)."""
         inp = INPUTS[like]
         train, valid = self._xy(inp, "train", subjects), self._xy(inp, "valid")
-        if enc == "pretrained" and inp not in self.encoders:
-            return None
+        if enc == "pretrained" and inp not in self.pretrained.nets:
+            return None, [], None
         with self.nb.timer("label budgets fits"):
             if like == SUPERVISED:
                 done, failure = attempt(dict(method="CUSSP", row=tag), fit_supervised, train, valid, self.cfg,
                                         self.augment, tag)
                 logs = [done[1]] if done else []
             else:
-                encoder = self.encoders[inp] if enc == "pretrained" else random_enc[inp]
+                encoder = self.pretrained.nets[inp] if enc == "pretrained" else random_enc[inp]
                 done, failure = attempt(dict(method="CUSSP", row=tag), fit_siamese, encoder, train, valid, self.cfg,
                                         self.augment, tag)
                 logs = done[1] if done else []
-        if failure:
-            self.failed.append(failure)
-            return None
-        self.logs += logs
-        return done[0].model
+        return (None, [], failure) if failure else (done[0].model, logs, None)
+
+    @cached_property
+    def budget_result(self) -> Budget:
+        """The paper's claim where it can show: the Siamese rows from the Barlow Twins encoder against the same rows
+        from a random encoder and the supervised ResNet-18, trained on `budgets` MR cines (with their share of
+        non-MR cines; `budget_draws` draws each) and on every training cine; thresholds from validation, test once.
+        The per-draw table (written), the test scores by (budget, draw, row), the fits' log rows and failures."""
+        p = self.p
+        seed = seed_for(p["seed"], "cussp", "budget")
+        train_lab = self.inputs.data["window"]["train"][2]  # subjects with both inputs
+        n_mr = int(train_lab.mr.sum())
+        budgets = [int(b) for b in p["budgets"] if 0 < int(b) < n_mr]
+        rows, by_draw, logs, failed, made = [], {}, [], [], {}
+        full_key = ("CUSSP-SIAM-25", "random", tuple(self._full_budget()[1]))
+        in_pool = 0.0 in self._pool_fractions()  # the pool curve trained the full-budget random SIAM-25 first
+        random_enc = {inp: self._random_encoder(inp) for inp in ("cycle", "window")}
+        models = self.scored.models
+        with self.nb.timer("label budgets"):
+            for budget in [*budgets, n_mr]:
+                for draw in range(int(p["budget_draws"]) if budget < n_mr else 1):
+                    pick = self._budget_subjects(train_lab, budget, seed_for(seed, budget, draw))
+                    for name, (like, enc) in self.BUDGET_ROWS.items():
+                        key = (like, enc, tuple(pick))
+                        if budget == n_mr and enc != "random" and like in models:
+                            model = models[like].model  # every training cine: Table 2's own row
+                        elif key == full_key:
+                            full = self.random_siam25
+                            if not in_pool and key not in made:
+                                logs += full.logs
+                                failed += full.failed
+                            made[key] = model = full.nets
+                        elif key in made:
+                            model = made[key]
+                        else:
+                            model, fit_logs, failure = self._budget_fit(like, enc, random_enc, pick,
+                                                                        f"{name} budget {budget}/{draw}")
+                            made[key] = model
+                            logs += fit_logs
+                            failed += [failure] if failure else []
+                        if model is None:
+                            continue
+                        inp = INPUTS[like]
+                        s, th = self._scored(model, inp)
+                        y = self.inputs.data[inp]["eval"][1]
+                        by_draw[(budget, draw, name)] = (y, s)
+                        m = evaluate({name: (y, s)}, {name: th}, n_boot=0).set_index("metric").value
+                        rows.append(dict(budget=budget, draw=draw, row=name, n_train=len(pick),
+                                         n_train_mr=budget, threshold=th, f1=m.get("f1"), roc_auc=m.get("roc_auc")))
+        table = pd.DataFrame(rows, columns=["budget", "draw", "row", "n_train", "n_train_mr", "threshold", "f1",
+                                            "roc_auc"])
+        self.nb.table(table, "budget_curve")
+        return Budget(table, by_draw, logs, failed)
+
+    def budget_curve(self) -> pd.DataFrame:
+        """Mean test ROC-AUC by label budget and row, with the figure."""
+        table = self.budget_result.table
+        if len(table):
+            self.nb.figure(budget_figure(table), "04_label_budget",
+                           "Test ROC-AUC and F1 against the number of MR training cines (each with its share of non-MR "
+                           "cines; mean and range over draws; the last point: every training cine): the Siamese rows "
+                           "from the Barlow Twins encoder and from a random one, and the supervised ResNet-18.")
+        return table.groupby(["budget", "row"]).roc_auc.mean().unstack("row")
+
+    def _curve_logs(self) -> list[dict]:
+        """The pool and budget curves' log rows, in the order the notebook makes them."""
+        return self.pool_result.logs + self.budget_result.logs
+
+    def _curve_failures(self) -> list[dict]:
+        return self.pool_result.failed + self.budget_result.failed
 
     def budget_gap(self, budget: int | None = None) -> dict:
         """CUSSP-SIAM-25 minus the supervised ResNet-18 in test ROC-AUC at a budget (the smallest by default), the
         draws' mean with a bootstrap CI over the test cines."""
-        if not self.budget_scores:
+        by_draw = self.budget_result.scores
+        if not by_draw:
             return dict(budget=np.nan, gap=np.nan, ci_low=np.nan, ci_high=np.nan)
-        budget = min(b for b, _, _ in self.budget_scores) if budget is None else budget
-        pair = [(self.budget_scores.get((budget, d, "CUSSP-SIAM-25")), self.budget_scores.get((budget, d, SUPERVISED)))
-                for d in sorted({d for b, d, _ in self.budget_scores if b == budget})]
+        budget = min(b for b, _, _ in by_draw) if budget is None else budget
+        pair = [(by_draw.get((budget, d, "CUSSP-SIAM-25")), by_draw.get((budget, d, SUPERVISED)))
+                for d in sorted({d for b, d, _ in by_draw if b == budget})]
         pair = [(a, b) for a, b in pair if a is not None and b is not None]
         if not pair or not np.array_equal(pair[0][0][0], pair[0][1][0]):  # the two rows score different cines
             return dict(budget=budget, gap=np.nan, ci_low=np.nan, ci_high=np.nan)
         return dict(budget=budget, **auc_gap(pair[0][0][0], [a[1] for a, _ in pair], [b[1] for _, b in pair],
                                              n_boot=int(self.p["n_boot"]), seed=seed_for(self.p["seed"], "cussp",
                                                                                          "gap")))
+
+    # ------------------------------------------------------------ real cines and the run's Predictor
 
     def _real_4ch(self) -> list:
         """(name, cine) of the real 4CH cines under the data root: the UK Biobank demo's (with pseudo-labels) and
@@ -568,23 +756,24 @@ class Study(Base):
             raise StudySkipped("no real 4CH cines under the data root (set data_dir or $CMRLIB_DATA)")
         return found
 
-    def real_cines(self) -> pd.DataFrame:
+    @cached_property
+    def real_results(self) -> pd.DataFrame:
         """Every network row on the real 4CH cines, none of which was trained on: whether the valve was found (on
         the run's segmentation), how far the patch centre lies from the annulus midpoint of the cine's pseudo-labels
         (mm; the UK Biobank demo's), and each row's MR probability (no MR label: none to score against); a
-        figure of each cine's valve line, patch and equalised patch (the paper's Fig. 8)."""
+        figure of each cine's valve line, patch and equalised patch (the paper's Fig. 8; both written)."""
         from ...io.errors import IngestError
         from ...labels import NoLabels
         from ...measure import MeasureError, valve_hinges
         from .data import preprocess
         from .valve import ValveError
 
-        rows, cases = [], []
+        rows, cases, prep, models = [], [], self.patches.prep, self.scored.models
         for name, c in self._real_4ch():
             row = dict(cine=name, frames=c.n_frames)
             try:
                 labels = self.find(c)
-                inputs = preprocess(c, labels, **self.prep)
+                inputs = preprocess(c, labels, **prep)
                 vp = inputs["valve"]
             except (ValveError, MeasureError, NoLabels, IngestError) as e:
                 rows.append(dict(row, valve=f"not found: {e}"))
@@ -595,24 +784,28 @@ class Study(Base):
                     mid = valve_hinges(c.labels[vp.frame]).mean(0)
                     row["centre_from_pseudo_mm"] = float(np.linalg.norm((np.asarray(vp.valve.center) - mid)
                                                                         * np.asarray(c.spacing[-2:])[::-1]))
-            for r, m in self.models.items():
+            for r, m in models.items():
                 x = inputs[INPUTS[r]]
                 row[f"P(MR) {r}"] = float(scores(m.model, np.asarray(x)[None])[0]) if x is not None else np.nan
             rows.append(row)
             cases.append((name, c, labels))
-        self.real = pd.DataFrame(rows)
-        self.nb.table(self.real, "real_cines")
+        real = pd.DataFrame(rows)
+        self.nb.table(real, "real_cines")
         if cases:
             self.nb.figure(preprocessing_figure(cases), "04_real_patches",
                            "CUSSP's preprocessing on real 4CH cines (no MR label): the valve line on the run's "
                            "segmentation (red), the patch (yellow), the LA-equalised frame, the patch over the "
                            "cycle")
-        return self.real
+        return real
+
+    def real_cines(self) -> pd.DataFrame:
+        """Every network row on the real 4CH cines: the valve, the patch centre's distance, the MR probabilities."""
+        return self.real_results
 
     def _real_checks(self) -> list[tuple]:
         """The real-cine targets (none without real cines): a valve on every real 4CH cine, and the patch centre
         within 8 mm of the pseudo-label annulus midpoint on every cine that has one."""
-        real = self.real
+        real = self.optional("real_results")
         if real is None:
             return []
         out = [("real 4CH cines without a valve", int((real.valve != "found").sum()), "<=", 0)]
@@ -621,32 +814,34 @@ class Study(Base):
                         float(real.centre_from_pseudo_mm.max()), "<=", 8.0))
         return out
 
-    def export(self) -> str:
-        """Every row's model, and the row validation ranks first (ROC-AUC) as the run's CUSSP Predictor with its
-        patch settings and threshold (CUSSP-SIAM-25 when validation ranks nothing); the Predictor's row."""
-        for r, m in self.models.items():
-            save(m, self.out / "models" / f"{r}.model")
-        ranked = validation_table(self.valid, self.thr).query("row in @self.models").set_index("row").roc_auc.dropna()
+    def write_predictor(self, models: dict, sc: Scored) -> str:
+        """The row validation ranks first (ROC-AUC) as the run's CUSSP Predictor with its patch settings and
+        threshold (CUSSP-SIAM-25 when validation ranks nothing); the Predictor's row."""
+        ranked = validation_table(sc.valid, sc.thr).query("row in @models").set_index("row").roc_auc.dropna()
         best, how = ((ranked.idxmax(), "validation ROC-AUC") if len(ranked) else
                      ("CUSSP-SIAM-25", "the paper's headline row (validation ranks no row)"))
-        if best not in self.models:
+        if best not in models:
             raise StudySkipped(f"no {best} model in this run (its fit failed: see the failures table)")
-        self.nb.predictor(Predictor.from_model(self.models[best].model, best, self.prep, self.thr[best],
+        self.nb.predictor(Predictor.from_model(models[best].model, best, self.patches.prep, sc.thr[best],
                                                provenance=self.nb.provenance(self.store, None,
                                                                              anatomy=self.p["anatomy"], chosen_by=how)))
         return best
 
+    def export(self) -> str:
+        """Every row's model, and the row validation ranks first as the run's CUSSP Predictor; that row."""
+        models = self.scored.models
+        for r, m in models.items():
+            save(m, self.out / "models" / f"{r}.model")
+        return self.write_predictor(models, self.scored)
+
     def train(self, finish=None, rows: int | None = None) -> list[dict]:
-        """What `cmrlib fit cussp` runs: labels and pool, patches, the forest's measures, the encoders, every row,
-        the validation thresholds (Table 2 scored too) and the models with the run's Predictor; the training log."""
-        self.cohort()
-        self.prepare()
-        self.forest_measures()
-        self.pretrain()
-        train_log, _ = self.fit()
-        self.evaluate()
-        self.step(self.export)
-        return train_log.to_dict("records")
+        """What `cmrlib fit cussp` runs: the encoders and every row, each row handed to `finish`, then the forest,
+        the validation thresholds (Table 2 scored too) and, in process 0, the run's Predictor; the training log."""
+        made = self.make_rows(finish)
+        sc = self.score(made)
+        if rank() == 0:
+            self.step(self.write_predictor, sc.models, sc)
+        return pd.DataFrame(self.pretrained.logs + made.logs).to_dict("records")
 
     def headline_tables(self):
         """Table 2 beside the paper's, and the test scores as the unlabelled pool grows."""
@@ -661,9 +856,10 @@ class Study(Base):
     def checks(self) -> pd.DataFrame:
         """The gate, the phantom task's difficulty, the paper's targets, the label-budget comparison and the
         notebook's time (written, with the training log, the failures and timings)."""
-        val = self.long.set_index(["row", "metric"]).value
+        sc = self.scored
+        val = sc.long.set_index(["row", "metric"]).value
         val = lambda r, metric, _v=val: _v.get((r, metric), np.nan)  # NaN: the row did not train or was not testable
-        supervised = validation_table(self.valid, self.thr).set_index("row").roc_auc.get(SUPERVISED, np.nan)
+        supervised = validation_table(sc.valid, sc.thr).set_index("row").roc_auc.get(SUPERVISED, np.nan)
         gap = self.budget_gap()
         targets = self.targets([
             ("gate: Barlow Twins minus random encoder, probe ROC-AUC (validation, systolic window)",
@@ -681,6 +877,6 @@ class Study(Base):
             *self._real_checks(),
             *self.time_target(),
         ])
-        self.nb.table(pd.DataFrame(self.logs), "train_log")
+        self.train_log()
         self.failures()
         return targets

@@ -4,7 +4,8 @@ learning rate chosen on each fold's validation patients, the fold-paired differe
 Predictor."""
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import ClassVar
 
@@ -24,10 +25,76 @@ from .learner import NO_PROXY, PROXIES, SSLHFConfig, network, pretrain, restore,
 from .predictor import Predictor
 
 
+@dataclass(frozen=True)
+class HFCohort:
+    """The heart-failure patients' store and labels, the unlabelled pool's store and cines, the phantom's
+    phenotypes (None for a real cohort)."""
+
+    hf_store: object
+    labels: pd.DataFrame
+    pool_store: object
+    pool_ids: list
+    phenotype: pd.Series | None
+
+
+@dataclass(frozen=True)
+class HFSets:
+    """The cohort's and the pool's patches, the labelled patients that gave a patch, and the failures."""
+
+    patches: HFPatches
+    pool: HFPatches
+    labels: pd.DataFrame
+    failures: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class Made:
+    """What a training step made and its log rows."""
+
+    nets: object
+    logs: list
+
+
+@dataclass(frozen=True)
+class CrossValidated:
+    """The cross-validation: test predictions, the fits' log rows, fold metrics, their summary, the Predictor's
+    file (None: no SSLHF row trained)."""
+
+    pred: pd.DataFrame
+    fit_logs: list
+    fm: pd.DataFrame
+    summ: pd.DataFrame
+    predictor_file: Path | None
+
+
+@dataclass(frozen=True)
+class RealProxies:
+    """The SSLHF proxy each real fold starts from, the further pretraining's log rows, which proxy the gate kept
+    and the deepest-level probe AUC by encoder."""
+
+    nets: dict
+    logs: list
+    name: str
+    gate: pd.Series
+
+
+@dataclass(frozen=True)
+class RealCV:
+    """The real patients' table, predictions, summary, the proxies' log rows, the proxy kept and the gate."""
+
+    table: pd.DataFrame
+    pred: pd.DataFrame
+    summary: pd.DataFrame
+    logs: list
+    proxy: str
+    gate: pd.Series
+
+
 class Study(Base):
-    """Notebook 05: `cohort`, `lvef_figure`, `prepare`, `folds`, `proxy`, `gate`, `fit`, `evaluate`,
-    `differences`, `figures`, `restoration_figure`, `learning_curve`, `checks`; every step after `cohort` does
-    nothing when the cohort has no heart-failure labels (`ready`)."""
+    """Notebook 05. Steps: `cohort`, `lvef_figure`, `prepare`, `folds`, `proxy`, `gate`, `fit`, `evaluate`,
+    `differences`, `figures`, `restoration_figure`, `learning_curve`, `real_patients`, `real_cines`, `checks`;
+    what they share is named: `hf_cohort` (`StudySkipped` without heart-failure patients, so every step says why),
+    `patches`, `fold_of`, `pool_proxies`, `gate_table`, `cv`, `curve`, `real_results`."""
 
     method = "sslhf"
     number = "05"
@@ -100,39 +167,43 @@ class Study(Base):
         self.cfg = config_from(SSLHFConfig, self.p)  # the parameters that name its fields
         self.fit_client = self.client if self.p["fits_on_workers"] else None
         print("training arithmetic:", precision(self.cfg.bf16))  # bf16 only where the CPU computes it natively
-        p = self.p
-        self.prep = asdict(config_from(PatchSettings, p))
-        self.ready, self.gate_summary, self.gate_levels, self._per_fold, self.predictor_file = False, None, None, {}, None
+        self.prep = asdict(config_from(PatchSettings, self.p))
+        self._fold_proxies: dict = {}  # proxy_data='folds': each fold's proxies and log rows, trained on first use
 
-    def cohort(self) -> pd.DataFrame:
-        """The heart-failure patients and their classes (a phantom HF cohort made here, or `labels_csv`); LVEF per
-        class; `StudySkipped` when the store has real cines and no labels."""
+    @cached_property
+    def hf_cohort(self) -> HFCohort:
+        """The heart-failure patients and their classes (a phantom HF cohort made here, or `labels_csv`; written)
+        and the unlabelled pool; `StudySkipped` when the store has real cines and no labels, or none is labelled."""
         p, store = self.p, self.store
-        self.phenotype = None
+        phenotype = None
         if p["labels_csv"] is None:
-            self.hf_store = self.phantom_more("hf_cohort", p["hf_patients"], ("SAX",), start=p["hf_first_index"],
-                                              **p["hf_config"])
-            if self.hf_store is None:
+            hf_store = self.phantom_more("hf_cohort", p["hf_patients"], ("SAX",), start=p["hf_first_index"],
+                                         **p["hf_config"])
+            if hf_store is None:
                 raise StudySkipped("this store holds real cines but no heart-failure labels. Notebook 05 needs "
                                    "labels_csv: a CSV with a `subject` column (the store's subject ids) and either "
                                    "`lvef` (LVEF in %, HFrEF below 50) or `hf_class` (HFrEF / HFpEF), one row per "
                                    "heart-failure patient with a SAX cine. Nothing was trained.")
-            self.labels = hf_labels(self.hf_store)
-            self.pool_store, self.pool_ids = store, store.select(view="SAX")
-            self.phenotype = self.hf_store.manifest().drop_duplicates("subject").set_index("subject").hf_class
+            labels = hf_labels(hf_store)
+            pool_store, pool_ids = store, store.select(view="SAX")
+            phenotype = hf_store.manifest().drop_duplicates("subject").set_index("subject").hf_class
         else:
-            self.hf_store = store
-            self.labels = hf_labels(store, p["labels_csv"])
-            if not len(self.labels):
+            hf_store = store
+            labels = hf_labels(store, p["labels_csv"])
+            if not len(labels):
                 raise StudyError(f"labels_csv {Path(p['labels_csv']).name}: none of its "
-                                 f"{len(self.labels.attrs['unknown'])} subject(s) has a SAX cine in this cohort; "
+                                 f"{len(labels.attrs['unknown'])} subject(s) has a SAX cine in this cohort; "
                                  "nothing was trained (the table's `subject` column must hold the store's ids)")
-            self.pool_store = store
-            self.pool_ids = [c for c in store.select(view="SAX")
-                             if c.rsplit("_", 1)[0] in set(self.labels.attrs["unlabelled"])]
-        labels = self.labels
-        self.ready = len(labels) > 0
-        self._cohort_ready()
+            pool_store = store
+            pool_ids = [c for c in store.select(view="SAX") if c.rsplit("_", 1)[0] in set(labels.attrs["unlabelled"])]
+        if not len(labels):
+            raise StudySkipped("no heart-failure patients in this run (see the cohort step)")
+        self.nb.table(labels, "labels")
+        return HFCohort(hf_store, labels, pool_store, pool_ids, phenotype)
+
+    def cohort(self) -> pd.DataFrame:
+        """The heart-failure patients per class with their LVEF."""
+        p, labels = self.p, self.hf_cohort.labels
         if labels.attrs["unknown"]:
             print(f"{len(labels.attrs['unknown'])} subjects in the labels table are not in the store; ignored")
         if p["labels_csv"] is not None and labels.attrs["unlabelled"]:
@@ -141,21 +212,15 @@ class Study(Base):
                                              lvef_sd=("lvef", "std"), lvef_min=("lvef", "min"),
                                              lvef_max=("lvef", "max"))
         counts.index = [CLASSES[i] for i in counts.index]
-        self.nb.table(labels, "labels")
         return counts
-
-    def _cohort_ready(self) -> None:
-        """`StudySkipped` when `cohort` found no heart-failure patients: every later step needs them."""
-        if not self.ready:
-            raise StudySkipped("no heart-failure patients in this run (see the cohort step)")
 
     def lvef_figure(self) -> None:
         """Measured LVEF by phenotype, and against the truth (how many labels measurement error flips)."""
-        self._cohort_ready()
-        labels = self.labels
+        c = self.hf_cohort
+        labels = c.labels
         if not labels.lvef.notna().any():
             raise StudySkipped("the labels give classes without LVEF: no LVEF figure")
-        self.nb.figure(ef_figure(labels, self.phenotype), "05_lvef",
+        self.nb.figure(ef_figure(labels, c.phenotype), "05_lvef",
                        "Heart-failure cohort of notebook 05: measured LVEF by phantom phenotype with the 50 % rule "
                        "(left), and measured against true LVEF (right; red: labels on the other side of the truth).")
         if labels.lvef_true.notna().any():
@@ -164,174 +229,202 @@ class Study(Base):
             print(f"{near} patients have a true LVEF within 5 points of 50 %; {wrong} of {len(labels)} labels "
                   "disagree with the true LVEF (measurement error)")
 
-    def prepare(self) -> tuple[pd.DataFrame, pd.DataFrame | str]:
-        """LV patches of the cohort and the pool (cached per cohort, settings and anatomy); patients and patches
-        per class, and the failures by reason (the failures table written)."""
-        self._cohort_ready()
+    @cached_property
+    def patches(self) -> HFSets:
+        """LV patches of the cohort and the pool (cached per cohort, settings and anatomy), the failures (written),
+        and the labelled patients that gave a patch."""
+        c = self.hf_cohort
         sets = {}
         with self.nb.timer("patches"):
-            for name, st, ids in (("cohort", self.hf_store, self.hf_store.select(view="SAX")),
-                                  ("pool", self.pool_store, self.pool_ids)):
-                ids = [c for c in ids if name == "pool" or c.rsplit("_", 1)[0] in set(self.labels.subject)]
+            for name, st, ids in (("cohort", c.hf_store, c.hf_store.select(view="SAX")),
+                                  ("pool", c.pool_store, c.pool_ids)):
+                ids = [i for i in ids if name == "pool" or i.rsplit("_", 1)[0] in set(c.labels.subject)]
                 key = dict(self.prep, ids=ids, cohort=st.fingerprint(), anatomy=self.p["anatomy"],
                            segmenter=self.anatomy_key())
                 sets[name] = self.cached(HFPatches, f"patches_{name}", key,
                                          lambda st=st, ids=ids: preprocess_store(st, self.segment, ids, **self.prep))
-        self.patches, self.pool = sets["cohort"], sets["pool"]
         failures = pd.concat([s.failures.assign(store=n) for n, s in sets.items()], ignore_index=True)
         self.nb.table(failures, "preprocessing_failures")
-        no_patch = sorted(set(self.labels.subject) - set(self.patches.subject))
+        labels = c.labels[c.labels.subject.isin(set(sets["cohort"].subject))].reset_index(drop=True)
+        return HFSets(sets["cohort"], sets["pool"], labels, failures)
+
+    def prepare(self) -> tuple[pd.DataFrame, pd.DataFrame | str]:
+        """Patients and patches per class, and the failures by reason."""
+        ps, failures = self.patches, self.patches.failures
+        no_patch = sorted(set(self.hf_cohort.labels.subject) - set(ps.patches.subject))
         if no_patch:
             print(f"{len(no_patch)} labelled patients gave no patch and are left out (reasons in "
                   "preprocessing_failures)")
-        self.labels = self.labels[self.labels.subject.isin(set(self.patches.subject))].reset_index(drop=True)
-        used = self.labels.assign(patches=self.labels.subject.map(pd.Series(self.patches.subject).value_counts()))
-        print(f"unlabelled pool: {len(self.pool)} patches from {len(set(self.pool.subject))} subjects")
+        used = ps.labels.assign(patches=ps.labels.subject.map(pd.Series(ps.patches.subject).value_counts()))
+        print(f"unlabelled pool: {len(ps.pool)} patches from {len(set(ps.pool.subject))} subjects")
         return (used.groupby("hfref").agg(patients=("subject", "size"), patches=("patches", "sum")).rename(
             index=CLASSES), failures.groupby(["store", "reason"]).size().rename("cines").reset_index()
             if len(failures) else "every cine gave patches")
 
+    @cached_property
+    def fold_of(self) -> dict:
+        """Each patient's fold: patient-grouped, stratified."""
+        return patient_folds(self.patches.labels, int(self.p["n_folds"]), seed_for(self.p["seed"], "sslhf", "folds"))
+
     def folds(self) -> pd.DataFrame:
-        """Patient-grouped stratified folds; patients per fold and class."""
-        self._cohort_ready()
-        self.fold_of = patient_folds(self.labels, int(self.p["n_folds"]), seed_for(self.p["seed"], "sslhf", "folds"))
-        return self.labels.assign(fold=self.labels.subject.map(self.fold_of)).groupby(["fold", "hfref"]).size(
+        """Patients per fold and class."""
+        labels = self.patches.labels
+        return labels.assign(fold=labels.subject.map(self.fold_of)).groupby(["fold", "hfref"]).size(
         ).unstack().rename(columns=CLASSES)
 
-    def proxy(self) -> pd.DataFrame | None:
-        """The restoration proxies (`proxy_data`: once on the pool, or per fold on first use); the pool's training
-        log (None per fold: nothing has trained yet)."""
-        self._cohort_ready()
-        p, cfg = self.p, self.cfg
-        self.proxy_rows = [r for r in p["rows"] if r in PROXIES]
-        if p["proxy_data"] == "pool":
-            if len(self.pool) < 2 * cfg.proxy_bs:
-                raise ValueError(f"the unlabelled pool has {len(self.pool)} patches; use proxy_data='folds' to train "
-                                 "the proxy on each fold's training patients")
-            held = self.pool.x[rng(seed_for(p["seed"], "sslhf", "proxy-held")).choice(
-                len(self.pool), min(len(self.pool), 32), replace=False)]
-            with self.nb.timer("proxy"):
-                self.shared = {}
-                for r in self.proxy_rows:
-                    self.shared[r], log = pretrain(self.pool.x, held, cfg, PROXIES[r], r)
-                    self.logs.append(log)
-        elif p["proxy_data"] == "folds":
+    @cached_property
+    def proxy_rows(self) -> list[str]:
+        """The rows that start from a restoration proxy."""
+        return [r for r in self.p["rows"] if r in PROXIES]
+
+    @cached_property
+    def pool_proxies(self) -> Made:
+        """The restoration proxies trained once on the unlabelled pool (`proxy_data='pool'`), with their log rows;
+        `StudySkipped` when they train per fold instead."""
+        p, cfg, pool = self.p, self.cfg, self.patches.pool
+        if p["proxy_data"] == "folds":
+            raise StudySkipped("the proxies train on each fold's training patients when the fold first needs them "
+                               "(proxy_data='folds')")
+        if p["proxy_data"] != "pool":
+            raise ValueError(f"proxy_data is 'pool' or 'folds', got {p['proxy_data']!r}")
+        if len(pool) < 2 * cfg.proxy_bs:
+            raise ValueError(f"the unlabelled pool has {len(pool)} patches; use proxy_data='folds' to train "
+                             "the proxy on each fold's training patients")
+        held = pool.x[rng(seed_for(p["seed"], "sslhf", "proxy-held")).choice(len(pool), min(len(pool), 32),
+                                                                            replace=False)]
+        shared, logs = {}, []
+        with self.nb.timer("proxy"):
+            for r in self.proxy_rows:
+                shared[r], log = pretrain(pool.x, held, cfg, PROXIES[r], r)
+                logs.append(log)
+        return Made(shared, logs)
+
+    def proxy(self) -> pd.DataFrame:
+        """The pool's proxies' training log (`proxy_data='pool'`)."""
+        if self.p["proxy_data"] == "folds":
             print("the proxies train on each fold's training patients when the fold first needs them "
                   "(proxy_data='folds'); their logs join the run's train_log")
             return None
-        else:
-            raise ValueError(f"proxy_data is 'pool' or 'folds', got {p['proxy_data']!r}")
-        return pd.DataFrame(self.logs)
+        return pd.DataFrame(self.pool_proxies.logs)
 
     def restorers(self, fold: int) -> dict:
         """The proxies a fold's classifiers start from: the pool's, or the fold's own, trained on first use."""
         if self.p["proxy_data"] == "pool":
-            return self.shared
-        if fold not in self._per_fold:
+            return self.pool_proxies.nets
+        if fold not in self._fold_proxies:
             with self.nb.timer("proxy"):
-                self._per_fold[fold], fl = crossval.fold_proxies(self.patches, self.labels, self.fold_of, fold,
-                                                                 self.cfg, self.proxy_rows)
-            self.logs.extend(fl)
-        return self._per_fold[fold]
+                self._fold_proxies[fold] = crossval.fold_proxies(self.patches.patches, self.patches.labels,
+                                                                 self.fold_of, fold, self.cfg, self.proxy_rows)
+        return self._fold_proxies[fold][0]
 
-    def gate(self) -> pd.DataFrame:
+    def _proxy_logs(self) -> list[dict]:
+        """The proxies' log rows: the pool's, or every fold's in fold order."""
+        if self.p["proxy_data"] == "pool":
+            return self.pool_proxies.logs
+        for fold in range(int(self.p["n_folds"])):
+            self.restorers(fold)
+        return [row for fold in sorted(self._fold_proxies) for row in self._fold_proxies[fold][1]]
+
+    @cached_property
+    def gate_table(self) -> pd.DataFrame:
         """The encoder gate: a probe of the frozen proxy encoder against a random one on each fold's validation
-        patients, at each encoder level (written; printed by level); the deepest level's probe AUC by encoder."""
-        self._cohort_ready()
+        patients, at each encoder level (written)."""
         if "SSLHF" not in self.proxy_rows:
             raise StudySkipped("no SSLHF row in this profile's rows: no proxy to gate")
         random_encoder = network(NO_PROXY, self.cfg).encoder
         gate = crossval.probe(lambda fold: {"SSLHF proxy": self.restorers(fold)["SSLHF"].encoder,
-                                            "random": random_encoder}, self.patches, self.labels, self.fold_of)
+                                            "random": random_encoder}, self.patches.patches, self.patches.labels,
+                              self.fold_of)
         self.nb.table(gate, "gate_probe")
-        self.gate_summary = gate[gate.deepest].groupby("encoder").auc.agg(["mean", "std", "count"]).round(3)
-        self.gate_levels = gate.pivot_table(index="level", columns="encoder", values="auc", aggfunc="mean").round(3)
-        print("probe AUC by encoder level, mean over folds (level 5: the deepest, the one the classifier pools):")
-        print(self.gate_levels.to_string())
-        return self.gate_summary
+        return gate
 
-    def fit(self) -> pd.DataFrame:
+    def gate(self) -> pd.DataFrame:
+        """The deepest level's probe AUC by encoder (printed by level)."""
+        gate = self.gate_table
+        levels = gate.pivot_table(index="level", columns="encoder", values="auc", aggfunc="mean").round(3)
+        print("probe AUC by encoder level, mean over folds (level 5: the deepest, the one the classifier pools):")
+        print(levels.to_string())
+        return gate[gate.deepest].groupby("encoder").auc.agg(["mean", "std", "count"]).round(3)
+
+    @cached_property
+    def cv(self) -> CrossValidated:
         """Every (row, fold) at each rate of `lrs`, the rate and early stop chosen on the fold's validation
         patients (the rate on the first fold's with `lr_from_first_fold`; Dask tasks when a cluster runs);
-        failures, predictions and models written, the SSLHF Predictor (every fold's classifier) exported; the rate
-        kept per row and fold."""
-        self._cohort_ready()
-        p = self.p
+        failures, predictions, fold metrics and models written, and the run's SSLHF Predictor (every fold's
+        classifier, their probabilities averaged)."""
+        p, ps = self.p, self.patches
         with self.nb.timer("classifiers"):
-            self.pred, self.fit_logs, kept = crossval.cross_validate(self.patches, self.labels, self.fold_of,
-                                                                     p["rows"], self.cfg, self.restorers,
-                                                                     client=self.fit_client)
-        self.logs += self.fit_logs
-        failed = crossval.failures(self.fit_logs)
+            pred, fit_logs, kept = crossval.cross_validate(ps.patches, ps.labels, self.fold_of, p["rows"], self.cfg,
+                                                           self.restorers, client=self.fit_client)
+        failed = crossval.failures(fit_logs)
         self.nb.table(failed, "failed_runs")
         if len(failed):
             print(f"{len(failed)} (row, fold) runs failed and are left out of the tables:")
             print(failed.to_string())
-        self.nb.table(self.pred, "predictions")
+        self.nb.table(pred, "predictions")
         for (r, f), model in kept.items():
             save(model, self.out / "models" / f"{r}_fold{f}.model")
         sslhf_folds = {f: m for (r, f), m in kept.items() if r == "SSLHF"}
-        if sslhf_folds:  # every fold's SSLHF classifier, their probabilities averaged: the run's SSLHF Predictor
-            self.predictor_file = self.nb.predictor(Predictor.from_folds(
-                sslhf_folds, "SSLHF", self.prep, provenance=self.nb.provenance(self.hf_store, None,
+        predictor_file = None
+        if sslhf_folds:
+            predictor_file = self.nb.predictor(Predictor.from_folds(
+                sslhf_folds, "SSLHF", self.prep, provenance=self.nb.provenance(self.hf_cohort.hf_store, None,
                                                                                anatomy=p["anatomy"])))
-        self.fm = fold_metrics(self.pred)
-        self.summ = summary(self.fm)
-        self.nb.table(self.fm, "fold_metrics")
-        self.nb.table(self.summ, "summary")
-        rates = pd.DataFrame([r for r in self.fit_logs if r.get("status") == "ok"])
-        return rates.pivot(index="row", columns="fold", values="lr").reindex(p["rows"])
+        fm = fold_metrics(pred)
+        summ = summary(fm)
+        self.nb.table(fm, "fold_metrics")
+        self.nb.table(summ, "summary")
+        return CrossValidated(pred, fit_logs, fm, summ, predictor_file)
+
+    def fit(self) -> pd.DataFrame:
+        """The learning rate kept per row and fold."""
+        rates = pd.DataFrame([r for r in self.cv.fit_logs if r.get("status") == "ok"])
+        return rates.pivot(index="row", columns="fold", values="lr").reindex(self.p["rows"])
 
     def train(self, finish=None, rows: int | None = None) -> list[dict]:
         """What `cmrlib fit sslhf` runs: the cohort, patches, folds, proxies and every (row, fold) with its models
-        and the run's Predictor; the training log."""
+        and the run's Predictor; the training log. Each classifier is kept on its fold's validation patients inside
+        the cross-validation and saved by it, so `finish` exports none."""
         try:
-            self.cohort()
+            self.hf_cohort
         except StudySkipped as e:
             raise ValueError(f"the SSLHF study needs heart-failure labels: {e}") from e
-        self.prepare()
-        self.folds()
-        self.proxy()
-        self.fit()
-        return self.logs
+        return self._proxy_logs() + self.cv.fit_logs
 
     def evaluate(self) -> dict[str, pd.DataFrame]:
         """Tables I-III (mean over folds with CIs) for the rows run (written), by title."""
-        self._cohort_ready()
         out = {}
         for name, table_rows in TABLES.items():
             present = [r for r in table_rows if r in self.p["rows"]]
             if present:
-                out[f"Table {name}"] = table(self.summ, present, n_folds=int(self.p["n_folds"]))
+                out[f"Table {name}"] = table(self.cv.summ, present, n_folds=int(self.p["n_folds"]))
                 self.nb.table(out[f"Table {name}"], f"table_{name}", index=True)
         return out
 
     def differences(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         """SSLHF minus each row, fold-paired, with CIs; and the cohort size that would detect each gap (written)."""
-        self._cohort_ready()
-        diffs = differences(self.fm)
+        diffs = differences(self.cv.fm)
         self.nb.table(diffs, "differences")
-        power = pd.DataFrame([detectability(self.fm, len(self.labels), "SSLHF", r) for r in self.p["rows"]
+        power = pd.DataFrame([detectability(self.cv.fm, len(self.patches.labels), "SSLHF", r) for r in self.p["rows"]
                               if r != "SSLHF"])
         self.nb.table(power, "detectability")
         return diffs, power
 
     def figures(self) -> None:
         """The paper's Fig. 4: mean test ROC curves at patch and patient level."""
-        self._cohort_ready()
-        roc = pd.concat([mean_roc(self.pred, level) for level in ("patch", "patient")], ignore_index=True)
+        roc = pd.concat([mean_roc(self.cv.pred, level) for level in ("patch", "patient")], ignore_index=True)
         self.nb.table(roc, "mean_roc")
-        self.nb.figure(roc_figure(roc, self.summ), "05_roc",
+        self.nb.figure(roc_figure(roc, self.cv.summ), "05_roc",
                        "SSLHF Fig. 4: mean test ROC curves over the five folds at patch level (left) and patient "
                        "level (right) for SSLHF, its ablations and the 3D baselines; band: SSLHF's fold SD.")
 
     def restoration_figure(self) -> None:
         """The paper's Fig. 3: a patch corrupted spatially and temporally, and the proxy's restorations."""
-        self._cohort_ready()
         if "SSLHF" not in self.p["rows"]:
             raise StudySkipped("no SSLHF row in this profile's rows: no proxy to show")
         g = rng(seed_for(self.p["seed"], "sslhf", "figure"))
-        x = (self.pool.x if len(self.pool) else self.patches.x)[0]
+        ps = self.patches
+        x = (ps.pool.x if len(ps.pool) else ps.patches.x)[0]
         spatial = corrupt(x, [random_local_shuffle(x, g), random_patch_cover(x, g)])
         fc = random_frame_cover(x, g)
         temporal = corrupt(x, [fc])
@@ -343,41 +436,47 @@ class Study(Base):
                        "05_restoration", "SSLHF Fig. 3: a pool patch (ED frame) with local shuffling and patch "
                        "covering, and a frame replaced by noise, each with the proxy's restoration.")
 
-    def learning_curve(self) -> pd.DataFrame:
-        """`curve_rows` again on fractions of each fold's training patients at the rates chosen above (figure and
-        table written); patient AUC by fraction."""
-        p = self.p
-        self._cohort_ready()
+    @cached_property
+    def curve(self) -> Made:
+        """`curve_rows` again on fractions of each fold's training patients at the rates chosen above: the summary
+        (written) and the fits' log rows; `StudySkipped` without a fraction or a curve row."""
+        p, ps, cv = self.p, self.patches, self.cv
         if not (p["curve_fractions"] and all(r in p["rows"] for r in p["curve_rows"])):
             raise StudySkipped(f"no learning curve: curve_fractions {p['curve_fractions']} or a curve row of "
                                f"{p['curve_rows']} not run")
-        curve = [self.pred[self.pred.row.isin(p["curve_rows"])]]
+        curve, logs = [cv.pred[cv.pred.row.isin(p["curve_rows"])]], []
         with self.nb.timer("learning curve"):
             for frac in p["curve_fractions"]:
-                pr, cl, _ = crossval.cross_validate(self.patches, self.labels, self.fold_of, p["curve_rows"], self.cfg,
+                pr, cl, _ = crossval.cross_validate(ps.patches, ps.labels, self.fold_of, p["curve_rows"], self.cfg,
                                                     self.restorers, float(frac), keep=(),
-                                                    chosen=crossval.chosen_rates(self.fit_logs), client=self.fit_client)
+                                                    chosen=crossval.chosen_rates(cv.fit_logs), client=self.fit_client)
                 curve.append(pr)
-                self.logs += cl
-        curve = pd.concat(curve, ignore_index=True)
-        curve_summ = summary(fold_metrics(curve))
-        n_train = pd.DataFrame(self.logs).query("row in @p['curve_rows']").groupby("fraction").train_patients.mean()
-        self.nb.table(curve_summ, "learning_curve")
-        self.nb.figure(learning_curve_figure(curve_summ, n_train), "05_learning_curve",
+                logs += cl
+        summ = summary(fold_metrics(pd.concat(curve, ignore_index=True)))
+        self.nb.table(summ, "learning_curve")
+        return Made(summ, logs)
+
+    def learning_curve(self) -> pd.DataFrame:
+        """Patient AUC by fraction of the training patients, with the figure."""
+        summ, logs = self.curve.nets, pd.DataFrame(self.cv.fit_logs + self.curve.logs)
+        n_train = logs[logs.row.isin(self.p["curve_rows"])].groupby("fraction").train_patients.mean()
+        self.nb.figure(learning_curve_figure(summ, n_train), "05_learning_curve",
                        "Patient-level test AUC (mean over five folds, 95 % CI) of SSLHF and the no-proxy ablation "
                        "against the number of labelled training patients per fold.")
-        return curve_summ.query("level == 'patient' and metric == 'auc'").pivot(index="fraction", columns="row",
-                                                                                values="mean")
+        return summ.query("level == 'patient' and metric == 'auc'").pivot(index="fraction", columns="row",
+                                                                          values="mean")
 
-    def real_patients(self) -> pd.DataFrame:
+    @cached_property
+    def real_results(self) -> RealCV:
         """Tables II-III's `real_rows` on the real SAX cohort (`Study.real_sax`: ACDC cines, reduced vs preserved
         LVEF by the 50 % rule on the full manual labels' LVEF, five folds by patient): the same patches, gate, rows,
         rate choice and tables as the phantom's. The SSLHF row starts from the proxy the gate ranks first on the
         real validation patients: the pool's, or the pool's trained on further on each fold's real training and
         validation patches. Tables, differences, gate and figure written; `StudySkipped` without the real
-        cohort or the proxy."""
+        cohort or the pool's SSLHF proxy."""
         p = self.p
-        if not self.ready or "SSLHF" not in getattr(self, "shared", {}):
+        proxies = self.optional("pool_proxies")
+        if proxies is None or "SSLHF" not in proxies.nets:
             raise StudySkipped("the real patients' SSLHF row starts from the pool's proxy; this run trained none "
                                "(proxy_data='pool' and the SSLHF row)")
         store, subjects = self.real_sax(int(p["n_folds"]))
@@ -394,37 +493,38 @@ class Study(Base):
         print(f"{len(labels)} real patients with patches ({len(patches.failures)} cines left out: "
               f"real_preprocessing_failures), {int(labels.hfref.sum())} with LVEF below {HFREF_BELOW:g} %; "
               f"{len(patches)} patches")
-        proxies = self._real_proxies(patches, labels, folds)
+        chosen = self._real_proxies(patches, labels, folds, proxies.nets["SSLHF"])
         rows = [r for r in p["real_rows"] if r in p["rows"]]
         with self.nb.timer("real patients: classifiers"):
-            pred, logs, _ = crossval.cross_validate(patches, labels, folds, rows, self.cfg,
-                                                    lambda fold: {"SSLHF": proxies[fold]}, keep=(),
-                                                    client=self.fit_client)
-        self.nb.table(pd.DataFrame(logs), "real_train_log")
+            pred, fit_logs, _ = crossval.cross_validate(patches, labels, folds, rows, self.cfg,
+                                                        lambda fold: {"SSLHF": chosen.nets[fold]}, keep=(),
+                                                        client=self.fit_client)
+        self.nb.table(pd.DataFrame(fit_logs), "real_train_log")
         self.nb.table(pred, "real_predictions")
-        self.real_fm = fold_metrics(pred)
-        self.real_summ = summary(self.real_fm)
-        self.real_pred = pred
-        self.nb.table(self.real_summ, "real_summary")
-        self.real_table = table(self.real_summ, rows, n_folds=int(p["n_folds"]))
-        self.nb.table(self.real_table, "real_table", index=True)
-        self.real_diffs = differences(self.real_fm)
-        self.nb.table(self.real_diffs, "real_differences")
-        self.real_power = detectability(self.real_fm, len(labels), "SSLHF", "A: no proxy")
-        self.nb.table(pd.DataFrame([self.real_power]), "real_detectability")
-        self.nb.figure(real_figure(self.real_summ, getattr(self, "summ", None), rows), "05_real_patients",
+        fm = fold_metrics(pred)
+        summ = summary(fm)
+        self.nb.table(summ, "real_summary")
+        real_table = table(summ, rows, n_folds=int(p["n_folds"]))
+        self.nb.table(real_table, "real_table", index=True)
+        self.nb.table(differences(fm), "real_differences")
+        self.nb.table(pd.DataFrame([detectability(fm, len(labels), "SSLHF", "A: no proxy")]), "real_detectability")
+        self.nb.figure(real_figure(summ, self.cv.summ, rows), "05_real_patients",
                        f"Patient-level test AUC (mean over five folds, 95 % CI) on {len(labels)} real ACDC SAX cines "
                        "(reduced vs preserved LVEF) beside the phantom's and the paper's, per row.")
-        return self.real_table
+        return RealCV(real_table, pred, summ, chosen.logs, chosen.name, chosen.gate)
 
-    def _real_proxies(self, patches: HFPatches, labels: pd.DataFrame, folds: pd.Series) -> dict:
+    def real_patients(self) -> pd.DataFrame:
+        """The real patients' table (Tables II-III's rows)."""
+        return self.real_results.table
+
+    def _real_proxies(self, patches: HFPatches, labels: pd.DataFrame, folds: pd.Series, pool):
         """Fold -> the SSLHF proxy the gate ranks first on the real validation patients (mean deepest-level probe
         AUC over the folds): the pool's as it is, or trained on further on the fold's real training and validation
         patches (`real_proxy_steps`); the gate table written."""
         import dataclasses
 
-        cfg, pool = self.cfg, self.shared["SSLHF"]
-        tuned = {}
+        cfg = self.cfg
+        tuned, logs = {}, []
         with self.nb.timer("real patients: proxies"):
             for fold in range(int(folds.max()) + 1):
                 parts = crossval.fold_patients(labels, folds, fold)
@@ -432,19 +532,18 @@ class Study(Base):
                 tuned[fold], log = pretrain(seen.x, patches.take(parts["valid"].subject).x,
                                             dataclasses.replace(cfg, proxy_steps=int(self.p["real_proxy_steps"])),
                                             PROXIES["SSLHF"], f"SSLHF real fold {fold}", start=pool)
-                self.logs.append(dict(log, fold=fold, stage=f"real proxy fold {fold}"))
+                logs.append(dict(log, fold=fold, stage=f"real proxy fold {fold}"))
         random_encoder = network(NO_PROXY, cfg).encoder
         gate = crossval.probe(lambda fold: {"pool proxy": pool.encoder, "pool + real proxy": tuned[fold].encoder,
                                             "random": random_encoder}, patches, labels, folds)
         self.nb.table(gate, "real_gate_probe")
-        self.real_gate = gate[gate.deepest].groupby("encoder").auc.mean()
-        self.real_gate_levels = gate.pivot_table(index="level", columns="encoder", values="auc", aggfunc="mean")
+        deepest = gate[gate.deepest].groupby("encoder").auc.mean()
+        levels = gate.pivot_table(index="level", columns="encoder", values="auc", aggfunc="mean")
         print("real validation patients, probe AUC by encoder level (mean over folds; 5: the classifier's):")
-        print(self.real_gate_levels.round(3).to_string())
-        self.real_proxy = "pool + real proxy" if (self.real_gate["pool + real proxy"] >= self.real_gate["pool proxy"]
-                                                  ) else "pool proxy"
-        print(f"the SSLHF row starts from the {self.real_proxy} (the higher deepest-level probe AUC)")
-        return tuned if self.real_proxy == "pool + real proxy" else {f: pool for f in tuned}
+        print(levels.round(3).to_string())
+        name = "pool + real proxy" if deepest["pool + real proxy"] >= deepest["pool proxy"] else "pool proxy"
+        print(f"the SSLHF row starts from the {name} (the higher deepest-level probe AUC)")
+        return RealProxies(tuned if name == "pool + real proxy" else {f: pool for f in tuned}, logs, name, deepest)
 
     def real_cines(self) -> pd.DataFrame:
         """The run's SSLHF Predictor on the real SAX cines here: ACDC patient090's (ACDC's others and the UK Biobank
@@ -453,12 +552,12 @@ class Study(Base):
         from ...io.real import MANUAL, real_subjects
         from ...predictor import NotApplicable, load
 
-        if self.predictor_file is None:
+        if self.cv.predictor_file is None:
             raise StudySkipped("no SSLHF Predictor in this run")
         full = [s for s in real_subjects(self.p["data_dir"], ("SAX",)) if s.reference_is == MANUAL]
         if not full:
             raise StudySkipped("no full ACDC SAX cine under the data root (set data_dir or $CMRLIB_DATA)")
-        rows, predictor = [], load(self.predictor_file)
+        rows, predictor = [], load(self.cv.predictor_file)
         for name, cine in (pair for s in full for pair in s.named()):
             row = dict(cine=name, frames=cine.n_frames, LVEF_manual=cine.meta.get("LVEF"),
                        class_by_LVEF="HFrEF" if (cine.meta.get("LVEF") or 100) < HFREF_BELOW else "not HFrEF")
@@ -467,9 +566,9 @@ class Study(Base):
             except NotApplicable as e:
                 row["note"] = str(e)
             rows.append(row)
-        self.real = pd.DataFrame(rows)
-        self.nb.table(self.real, "real_cines")
-        return self.real
+        real = pd.DataFrame(rows)
+        self.nb.table(real, "real_cines")
+        return real
 
     def headline_tables(self):
         """Tables I-III beside the paper's, and SSLHF's fold-paired differences from each row."""
@@ -483,14 +582,24 @@ class Study(Base):
             yield ("real_table", "SSLHF on real ACDC SAX patients (reduced vs preserved LVEF, five folds by patient; "
                    "95 % CI), beside the paper's values", None)
 
+    def train_log(self) -> pd.DataFrame:
+        """Every training row of the notebook: the proxies', the classifiers', the learning curve's and the real
+        patients' proxies' (written)."""
+        curve, real = self.optional("curve"), self.optional("real_results")
+        log = pd.DataFrame(self._proxy_logs() + self.cv.fit_logs + (curve.logs if curve is not None else [])
+                           + (real.logs if real is not None else []))
+        self.nb.table(log, "train_log")
+        return log
+
     def checks(self) -> pd.DataFrame:
         """The paper's targets, no collapsed run, the gate and the notebook's time (written with the training log)."""
-        self._cohort_ready()
-        self.nb.table(pd.DataFrame(self.logs), "train_log")
-        val = self.summ[self.summ.fraction == 1.0].set_index(["row", "level", "metric"])["mean"]
+        self.train_log()
+        val = self.cv.summ[self.cv.summ.fraction == 1.0].set_index(["row", "level", "metric"])["mean"]
         val = lambda r, level, metric, _v=val: _v.get((r, level, metric), np.nan)  # NaN: the row failed in every fold
-        gate = self.gate_summary["mean"] if self.gate_summary is not None else pd.Series(dtype=float)
-        test = self.pred[self.pred.split == "test"]
+        gate = self.optional("gate_table")
+        gate = (gate[gate.deepest].groupby("encoder").auc.mean().round(3) if gate is not None  # as the gate shows it
+                else pd.Series(dtype=float))
+        test = self.cv.pred[self.cv.pred.split == "test"]
         return self.targets([
             ("SSLHF patient AUC", val("SSLHF", "patient", "auc"), ">=", 0.85),
             ("SSLHF patient ACC", val("SSLHF", "patient", "acc"), ">=", 0.82),
@@ -507,14 +616,15 @@ class Study(Base):
     def _real_targets(self) -> list[tuple]:
         """The paper's SSLHF target, the proxy's gain and gate, and no collapsed run, on the real patients (none
         when they did not run)."""
-        if getattr(self, "real_summ", None) is None:
+        real = self.optional("real_results")
+        if real is None:
             return []
-        val = self.real_summ.query("level == 'patient' and metric == 'auc'").set_index("row")["mean"]
-        test = self.real_pred[self.real_pred.split == "test"]
+        val = real.summary.query("level == 'patient' and metric == 'auc'").set_index("row")["mean"]
+        test = real.pred[real.pred.split == "test"]
         return [("real patients: SSLHF patient AUC", val.get("SSLHF", np.nan), ">=", 0.85),
                 ("real patients: SSLHF minus A: no proxy (patient AUC)",
                  val.get("SSLHF", np.nan) - val.get("A: no proxy", np.nan), ">", 0.0),
-                (f"real patients: gate, {self.real_proxy} minus random encoder, probe AUC on validation",
-                 self.real_gate[self.real_proxy] - self.real_gate["random"], ">", 0.0),
+                (f"real patients: gate, {real.proxy} minus random encoder, probe AUC on validation",
+                 real.gate[real.proxy] - real.gate["random"], ">", 0.0),
                 ("real patients: (row, fold) runs with near-constant test scores (SD < 0.03)",
                  int((test.groupby(["row", "fold"]).score.std() < 0.03).sum()), "<=", 0)]
