@@ -34,19 +34,20 @@ def screen(study: Study, tag: str, **settings) -> dict:
     """One variant's validation row."""
     cfg = dataclasses.replace(study.cfg, **settings)
     ratio, masking = FAMILY[BASE]["ratio"], FAMILY[BASE]["masking"]
+    v, t = study.views, study.task_targets
     t0 = time.time()
-    model, summary = pretrain(BASE, study.cines, cfg, study.mean, study.std, study.out / f"m_{tag}")
+    model, summary = pretrain(BASE, v.cines, cfg, v.mean, v.std, study.out / f"m_{tag}")
     seconds = time.time() - t0
     rnd = network(cfg, 123)
-    clips = Clips(study.cines.take(study._valid_rows()), cfg.size, cfg.frames, study.mean, study.std, train=False)
+    clips = Clips(v.cines.take(study._valid_rows()), cfg.size, cfg.frames, v.mean, v.std, train=False)
     gate = dict(pretext({"mae": model}, rnd, clips, ratio, masking, 7, target=cfg.target)[["model", "masked_loss"]]
                 .to_numpy())
     torch.save(model.state_dict(), study.out / f"m_{tag}" / "mae.pt")  # for later feature variants
-    feats = {f"{name} {pool}": extract(mae_encoder(net, study.mean, study.std, pool), study.cines, cfg.size,
+    feats = {f"{name} {pool}": extract(mae_encoder(net, v.mean, v.std, pool), v.cines, cfg.size,
                                        cfg.frames, 1, 1, progress=False)
              for name, net in (("mae", model), ("random", rnd)) for pool in POOLS}
-    s, role = study.subjects, study.role
-    r = ridge(feats, study.cines.table, study.y.loc[s], study.kinds, [s[i] for i in role["train"]],
+    s, role = t.subjects, t.role
+    r = ridge(feats, v.cines.table, t.y.loc[s], t.kinds, [s[i] for i in role["train"]],
               [s[i] for i in role["valid"]])
     ef = r[r.task == "LVEF"].set_index("encoder")
     lvef = {f"lvef_mae_{name}{'' if pool == 'mean' else '_' + pool}".replace(" ", "_").replace("+", "_"):
@@ -62,8 +63,6 @@ def main(run_dir: str, out: str, variants: str, study_params: str = "{}"):
     params = Study.parameters(profile, "default", {"run_dir": run_dir, "figures_dir": str(Path(out) / "figures"),
                                                    "expert_baseline": False, "workers": 1, **json.loads(study_params)})
     study = Study(params, out=out)
-    study.prepare()
-    study.targets_table()
     screen_variants(study, screen, variants, out)
 
 

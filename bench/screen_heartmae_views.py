@@ -33,20 +33,21 @@ def cached(study: Study, run_06: Path, name: str) -> np.ndarray:
 
 def validation_scores(study: Study, feats: np.ndarray) -> dict:
     """The probes' validation error on these features (one probe per task group, best epoch on validation)."""
-    y, role, s = study.y, study.role, study.subjects
-    h, mask, _ = bags(feats, study.cines.table, s)
+    t = study.task_targets
+    y, role, s, table = t.y, t.role, t.subjects, study.views.cines.table
+    h, mask, _ = bags(feats, table, s)
     valid = [s[i] for i in role["valid"]]
     preds = []
-    for g in dict.fromkeys(study.groups.values()):
-        tasks = [t for t in y.columns if study.groups[t] == g]
+    for g in dict.fromkeys(t.groups.values()):
+        tasks = [k for k in y.columns if t.groups[k] == g]
         seed_everything(0)
-        probe = fit_probe(h, mask, y.loc[s, tasks], study.kinds, role["train"], role["valid"], study.probe_cfg)
+        probe = fit_probe(h, mask, y.loc[s, tasks], t.kinds, role["train"], role["valid"], study.probe_cfg)
         preds.append(probe.predict(h[role["valid"]], mask[role["valid"]], valid))
     pred = pd.concat(preds, axis=1)
-    reg = [t for t in y.columns if study.kinds[t] == "reg"]
+    reg = [k for k in y.columns if t.kinds[k] == "reg"]
     err = (pred[reg] - y.loc[valid, reg]).abs().mean()
     scale = y.loc[[s[i] for i in role["train"]], reg].std()
-    gate = ridge({"f": feats}, study.cines.table, y.loc[s], study.kinds, [s[i] for i in role["train"]], valid)
+    gate = ridge({"f": feats}, table, y.loc[s], t.kinds, [s[i] for i in role["train"]], valid)
     return dict(scaled_mae=float((err / scale).mean()), lvef_mae=float(err["LVEF"]),
                 ridge_lvef_mae=float(gate.set_index("task").at["LVEF", "valid_MAE"]))
 
@@ -56,8 +57,6 @@ def main(run_dir: str, out: str) -> int:
     params = Study.parameters(profile, "default", {"run_dir": run_dir, "figures_dir": str(Path(out) / "figures"),
                                                    "expert_baseline": False, "workers": 1})
     study = Study(params, out=out)
-    study.prepare()
-    study.targets_table()
     k, t = int(params["crops"]), int(params["clips"])
     centre = [c * k + k // 2 for c in range(t)]  # `inference_views`: clip-major, crops left / centre / right
     rows = []

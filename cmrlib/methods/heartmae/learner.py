@@ -18,7 +18,7 @@ from fastai.optimizer import Adam
 from fastai.torch_core import distrib_barrier, rank_distrib
 from torch import nn
 
-from ...learn import callbacks, dataloaders, history
+from ...learn import callbacks, dataloaders, fit_or_reuse, history
 from ...models.mae_st import MAESize, VideoMAE, check_target, mae_loss
 from ... import modelfile
 from ...utils import seed_for, seeded
@@ -157,26 +157,38 @@ def pretrain(row: str, cines: CineSet, cfg: HeartMAEConfig, mean: float, std: fl
 
 
 def pretrain_family(cines: CineSet, cfg: HeartMAEConfig, mean: float, std: float, out: str | Path,
-                    rows=tuple(FAMILY)) -> tuple[dict[str, VideoMAE], pd.DataFrame, dict[str, pd.DataFrame]]:
-    """MAE-ViT-B first, the others from its best checkpoint, each saved as `out/<row>.model`; a row saved earlier with
-    the same settings is loaded instead (a re-run resumes). (models, summary per row, new loss histories)."""
+                    rows=tuple(FAMILY), reuse: bool = True
+                    ) -> tuple[dict[str, VideoMAE], pd.DataFrame, dict[str, pd.DataFrame]]:
+    """MAE-ViT-B first, the others from its best checkpoint, each saved as `out/<row>.model` by process 0; a row
+    saved earlier with the same settings and intensity statistics is loaded instead (`learn.fit_or_reuse`, the one
+    reuse rule; `reuse=False` trains every row). (models, summary per row, new loss histories)."""
     models, summaries, histories = {}, [], {}
     Path(out).mkdir(parents=True, exist_ok=True)
     for row in rows:
-        path = Path(out) / f"{row}.model"
-        if path.exists():
-            model, old, meta = load(path)
-            if old == cfg and (meta.get("mean"), meta.get("std")) == (mean, std):
-                models[row] = model
-                summaries.append(dict(meta.get("summary", {}), model=row, reused=True))
-                continue
         init = FAMILY[row]["init"]
         if init and init not in models:
             raise ValueError(f"{row} starts from {init}: pretrain {init} first (rows={rows})")
-        models[row], s = pretrain(row, cines, cfg, mean, std, out, models[init] if init else None)
-        histories[row] = s.pop("history")
-        save(models[row], cfg, path, mean=mean, std=std, summary=s)
-        summaries.append(dict(s, reused=False))
+        made: dict = {}
+
+        def fit(row=row, init=init):
+            model, made["summary"] = pretrain(row, cines, cfg, mean, std, out, models[init] if init else None)
+            made["history"] = made["summary"].pop("history")
+            return model
+
+        def keep(model, path):
+            if not rank_distrib():
+                save(model, cfg, path, mean=mean, std=std, summary=made["summary"])
+
+        model, reused, _ = fit_or_reuse(Path(out) / f"{row}.model", dict(row=row, config=asdict(cfg), mean=mean,
+                                                                        std=std), fit, reuse=reuse, load=load,
+                                        save=keep)
+        if reused:
+            model, _, meta = model
+            summaries.append(dict(meta.get("summary", {}), model=row, reused=True))
+        else:
+            histories[row] = made["history"]
+            summaries.append(dict(made["summary"], reused=False))
+        models[row] = model
     return models, pd.DataFrame(summaries), histories
 
 

@@ -4,7 +4,8 @@ every task group for each encoder, the paper's Tables 1-2 and condition metrics 
 features for notebook 08 and the run's HeartMAE Predictor."""
 from __future__ import annotations
 
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
+from functools import cached_property
 from pathlib import Path
 from typing import ClassVar
 
@@ -33,10 +34,77 @@ from .predictor import Predictor
 from .tasks import GROUPS, phantom_targets, table_targets
 
 
+@dataclass(frozen=True)
+class Views:
+    """Every view resampled with its motion map, and the training views' intensity mean and SD."""
+
+    cines: CineSet
+    mean: float
+    std: float
+
+
+@dataclass(frozen=True)
+class Family:
+    """The masked autoencoders by row and their summaries."""
+
+    models: dict
+    summary: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class Targets:
+    """The heads' targets: whether the cohort is the phantom, the targets, their kinds and task groups, the
+    subjects with targets and each split's rows of them, the test subjects, and whether there are enough for the
+    probes and the paper's three task groups."""
+
+    phantom: bool
+    y: pd.DataFrame | None
+    kinds: dict
+    groups: dict
+    subjects: list
+    role: dict
+    test_subjects: list
+    ready: bool
+    paper_tasks: bool
+
+
+@dataclass(frozen=True)
+class Probes:
+    """The attention-MIL probes by (encoder, group), test predictions by encoder, the regression and classification
+    tables, and the encoders in table order."""
+
+    probes: dict
+    preds: dict
+    reg: pd.DataFrame
+    cls: pd.DataFrame
+    order: list
+
+
+@dataclass(frozen=True)
+class Cardiac:
+    """The cardiac measures' rows of the regression table, the tasks each model wins and the Wilcoxon test."""
+
+    reg: pd.DataFrame
+    won: pd.DataFrame
+    wilcoxon: dict
+
+
+@dataclass(frozen=True)
+class RealLVEF:
+    """The real patients' LVEF table, out-of-fold predictions, features gate and pretext gate."""
+
+    table: pd.DataFrame
+    pred: pd.DataFrame
+    gate: pd.DataFrame
+    pretext: pd.DataFrame
+
+
 class Study(Base):
-    """Notebook 06: `prepare`, `flow_figures`, `pretrain`, `pretraining_figure`, `pretext_gate`, `reconstruction_figure`, `features`,
-    `targets_table`, `fit`, `features_gate`, `table1`, `cardiac`, `conditions`, `table2`, `attention`, `export`,
-    `checks`."""
+    """Notebook 06. Steps: `prepare`, `flow_figures`, `pretrain`, `pretraining_figure`, `pretext_gate`,
+    `reconstruction_figure`, `features`, `targets_table`, `fit`, `features_gate`, `table1`, `cardiac`, `conditions`,
+    `table2`, `attention`, `export`, `real_patients`, `real_cines`, `checks`; what they share is named: `views`,
+    `family`, `pretext`, `encoder_features`, `task_targets` (with `probe_targets` and `paper_targets`, which say why
+    when there are too few), `bagged`, `probes`, `ridge`, `cardiac_result`, `predictor`, `real_results`."""
 
     method = "heartmae"
     number = "06"
@@ -106,44 +174,58 @@ class Study(Base):
                                      epochs=int(p["probe_epochs"]), bs=int(p["probe_bs"]), lr=float(p["probe_lr"]),
                                      wd=float(p["probe_wd"]), seed=seed_for(p["seed"], "06", "probe"))
         self.prep = asdict(config_from(ViewSettings, p, sax_k=p["sax_slices"]))
-        self.ready = self.paper_tasks = False
-        self.probes, self.preds, self.predictor = {}, {}, None
 
-    def prepare(self) -> pd.DataFrame:
-        """Every view resampled to one cycle with its optical-flow weight map (cached per cohort and settings);
-        views per split."""
+    @cached_property
+    def views(self) -> Views:
+        """Every view resampled to one cycle with its optical-flow weight map (cached per cohort and settings; the
+        failures written), and the training views' intensity mean and SD."""
         ids = self.store.select(view=["SAX", "2CH", "3CH", "4CH"])
         with self.nb.timer("preprocessing"):
             key = dict(self.prep, ids=ids, cohort=self.store.fingerprint())  # this cohort and these settings only
-            self.cines = self.cached(CineSet, "cines", key, lambda: preprocess_store(self.store, ids,
-                                                                                     scheduler=self.client,
-                                                                                     **self.prep))
-        cines = self.cines
+            cines = self.cached(CineSet, "cines", key, lambda: preprocess_store(self.store, ids, scheduler=self.client,
+                                                                                **self.prep))
         self.nb.table(cines.failures, "preprocessing_failures")
-        self.mean, self.std = intensity_stats(cines.take(cines.rows("train")))
+        mean, std = intensity_stats(cines.take(cines.rows("train")))
+        return Views(cines, mean, std)
+
+    def prepare(self) -> pd.DataFrame:
+        """Views per split and view."""
+        v = self.views
+        cines = v.cines
         print(f"{len(cines)} views of {cines.table['subject'].nunique()} subjects ({len(cines.failures)} cines left "
-              f"out); training intensity mean {self.mean:.3f}, SD {self.std:.3f}")
+              f"out); training intensity mean {v.mean:.3f}, SD {v.std:.3f}")
         return cines.table.groupby(["split", "view"]).size().unstack(fill_value=0)
 
     def flow_figures(self) -> None:
         """A 4CH and a SAX cine with their motion weight maps."""
-        t = self.cines.table
+        cines = self.views.cines
+        t = cines.table
         for i in t.index[t["view"] == "4CH"].tolist()[:1] + t.index[t["view"] == "SAX"].tolist()[:1]:
-            fig = flow_figure(self.cines.frames[i], self.cines.weight[i], f"{t.at[i, 'view']} cine, subject "
+            fig = flow_figure(cines.frames[i], cines.weight[i], f"{t.at[i, 'view']} cine, subject "
                               f"{t.at[i, 'subject']}")
             self.nb.figure(fig, f"06_flow_{t.at[i, 'view']}", "a cine's frames and its optical-flow weight map W "
                            "(mean Farneback magnitude, smoothed, max-scaled)")
 
-    def pretrain(self) -> pd.DataFrame:
-        """The four masked autoencoders (kept models reused); their summaries and histories written."""
-        out = self.out
+    def make_family(self, rows=tuple(FAMILY), reuse: bool = True) -> Family:
+        """The masked autoencoders of `rows` (`pretrain_family`: each reused when the run folder holds it with these
+        settings, unless `reuse` is off); their summaries and new loss histories written."""
+        v = self.views
         with self.nb.timer("pretraining"):
-            self.models, pretraining, new_histories = pretrain_family(self.cines, self.cfg, self.mean, self.std,
-                                                                      out / "models")
-        for row, h in new_histories.items():
+            models, summary, histories = pretrain_family(v.cines, self.cfg, v.mean, v.std, self.out / "models", rows,
+                                                         reuse)
+        for row, h in histories.items():
             self.nb.table(h, f"pretraining_history_{row}")
-        self.nb.table(pretraining, "pretraining")
-        return pretraining
+        self.nb.table(summary, "pretraining")
+        return Family(models, summary)
+
+    @cached_property
+    def family(self) -> Family:
+        """The four masked autoencoders (trained, or reused) and their summaries."""
+        return self.make_family()
+
+    def pretrain(self) -> pd.DataFrame:
+        """The four masked autoencoders' summaries."""
+        return self.family.summary
 
     def pretraining_figure(self) -> None:
         """Each model's masked-token loss per epoch, from the histories in the notebook's folder."""
@@ -155,165 +237,204 @@ class Study(Base):
                            "masked-token loss per epoch of the four MAE models (HeartMAE's is weighted)")
 
     def _valid_rows(self):
-        rows = self.cines.rows("valid")
-        return rows if len(rows) else self.cines.rows("train")
+        rows = self.views.cines.rows("valid")
+        return rows if len(rows) else self.views.cines.rows("train")
 
-    def pretext_gate(self) -> pd.DataFrame:
+    @cached_property
+    def pretext(self) -> pd.DataFrame:
         """Each model's masked loss on validation clips beside a random network's and the copy and mean rules'
-        (written); masked loss by row and model."""
-        seed = self.p["seed"]
-        gate_clips = Clips(self.cines.take(self._valid_rows()), self.cfg.size, self.cfg.frames, self.mean, self.std,
+        (written)."""
+        seed, v, models = self.p["seed"], self.views, self.family.models
+        gate_clips = Clips(v.cines.take(self._valid_rows()), self.cfg.size, self.cfg.frames, v.mean, v.std,
                            train=False)
         random_mae = network(self.cfg, seed_for(seed, "06", "random"))
         with self.nb.timer("pretext gate"):
-            self.pretext = pd.concat([pretext_gate({row: self.models[row]}, random_mae, gate_clips, spec["ratio"],
-                                                   spec["masking"], seed_for(seed, "06", "pretext"),
-                                                   target=self.cfg.target).assign(row=row)
-                                      for row, spec in FAMILY.items() if row in self.models], ignore_index=True)
-        self.nb.table(self.pretext, "pretext_gate")
+            table = pd.concat([pretext_gate({row: models[row]}, random_mae, gate_clips, spec["ratio"],
+                                            spec["masking"], seed_for(seed, "06", "pretext"),
+                                            target=self.cfg.target).assign(row=row)
+                               for row, spec in FAMILY.items() if row in models], ignore_index=True)
+        self.nb.table(table, "pretext_gate")
+        return table
+
+    def pretext_gate(self) -> pd.DataFrame:
+        """Masked loss by row and model on the validation clips."""
         return self.pretext.pivot(index="row", columns="model", values="masked_loss")
 
     def reconstruction_figure(self) -> None:
         """A validation clip as each model reconstructs it from its visible patches."""
-        clipset = Clips(self.cines.take(self._valid_rows()[:1]), self.cfg.size, self.cfg.frames, self.mean, self.std,
+        v = self.views
+        clipset = Clips(v.cines.take(self._valid_rows()[:1]), self.cfg.size, self.cfg.frames, v.mean, v.std,
                         train=False)
         clip = clipset[0][0]
-        examples = {row: reconstruct(self.models[row], clip, FAMILY[row]["ratio"], FAMILY[row]["masking"],
+        examples = {row: reconstruct(self.family.models[row], clip, FAMILY[row]["ratio"], FAMILY[row]["masking"],
                                      seed_for(self.p["seed"], "06", "show"), self.cfg.target) for row in FAMILY}
         self.nb.figure(reconstruction_figure(examples), "06_reconstructions", "a validation clip: the frames "
                        "reconstructed, the visible patches and each model's reconstruction")
 
-    def features(self) -> dict[str, tuple]:
+    @cached_property
+    def encoder_features(self) -> dict:
         """Every encoder's features of every view (K crops x T clips; cached per encoder and settings): the four
-        MAEs, a random encoder and, when its weights are here, Kinetics-400's; their shapes."""
-        p, cfg = self.p, self.cfg
-        encoders = {row: mae_encoder(m, self.mean, self.std, p["pool"]) for row, m in self.models.items()}
-        encoders[RANDOM] = mae_encoder(network(cfg, seed_for(p["seed"], "06", "random")), self.mean, self.std,
-                                       p["pool"])
+        MAEs, a random encoder and, when its weights are here, Kinetics-400's."""
+        p, cfg, v = self.p, self.cfg, self.views
+        encoders = {row: mae_encoder(m, v.mean, v.std, p["pool"]) for row, m in self.family.models.items()}
+        encoders[RANDOM] = mae_encoder(network(cfg, seed_for(p["seed"], "06", "random")), v.mean, v.std, p["pool"])
         try:
             encoders[KINETICS] = kinetics_encoder(p["kinetics_weights"])
         except WeightsUnavailable as e:
             print(f"transfer row left out: {e}")
-        self.feats = {}
+        feats = {}
         with self.nb.timer("feature extraction"):
             for name, enc in encoders.items():
-                self.feats[name] = cached_features(self.features_file(name), self.features_key(name),
-                                                   lambda enc=enc: extract(enc, self.cines, cfg.size, cfg.frames,
-                                                                           int(p["crops"]), int(p["clips"])))
-        return {k: v.shape for k, v in self.feats.items()}
+                feats[name] = cached_features(self.features_file(name), self.features_key(name),
+                                              lambda enc=enc: extract(enc, v.cines, cfg.size, cfg.frames,
+                                                                      int(p["crops"]), int(p["clips"])))
+        return feats
+
+    def features(self) -> dict[str, tuple]:
+        """The features' shapes by encoder."""
+        return {k: v.shape for k, v in self.encoder_features.items()}
 
     def features_key(self, name: str) -> dict:
         """The settings encoder `name`'s cached features were extracted with (a change recomputes them)."""
         p, own = self.p, name != KINETICS
         return dict(model=name, config=self.cfg.__dict__ if own else None, crops=p["crops"], clips=p["clips"],
-                    views=len(self.cines), prep=self.prep, pool=p["pool"] if own else None)
+                    views=len(self.views.cines), prep=self.prep, pool=p["pool"] if own else None)
 
     def features_file(self, name: str) -> Path:
         """Where encoder `name`'s features of the run's views are cached."""
         return self.out / f"features_{name.split(' ')[0]}.npz"
 
-    def targets_table(self) -> dict[str, int]:
-        """The heads' targets (`targets_csv`, or the phantom's truths) and the subjects per split; `ready` says
-        whether there are enough for the probes."""
+    @cached_property
+    def task_targets(self) -> Targets:
+        """The heads' targets (`targets_csv`, or the phantom's truths), the subjects with targets and their roles,
+        and whether there are enough for the probes and the paper's three task groups."""
         store = self.store
-        self.phantom = (store.root / "phantom.json").exists()
+        phantom = (store.root / "phantom.json").exists()
         if self.p["targets_csv"] is not None:
-            self.y, self.kinds, self.groups = table_targets(self.p["targets_csv"])
-        elif self.phantom:
-            self.y, self.kinds, self.groups = phantom_targets(store.manifest())
+            y, kinds, groups = table_targets(self.p["targets_csv"])
+        elif phantom:
+            y, kinds, groups = phantom_targets(store.manifest())
         else:
-            self.y, self.kinds, self.groups = None, {}, {}
-            print("no targets: a real cohort needs targets_csv for the probes; pretraining and features are done")
+            y, kinds, groups = None, {}, {}
         splits = store.splits()
-        y = self.y
-        self.subjects = sorted(set(self.cines.table["subject"]) & (set(y.index) if y is not None else set()))
-        self.role = {r: np.array([i for i, s in enumerate(self.subjects) if splits.get(s) == r], dtype=int)
-                     for r in ("train", "valid", "test")}
-        self.test_subjects = [self.subjects[i] for i in self.role["test"]]
-        role = self.role
-        self.ready = y is not None and len(role["train"]) > 1 and len(role["valid"]) > 0 and len(role["test"]) > 1
-        if not self.ready:
+        subjects = sorted(set(self.views.cines.table["subject"]) & (set(y.index) if y is not None else set()))
+        role = {r: np.array([i for i, s in enumerate(subjects) if splits.get(s) == r], dtype=int)
+                for r in ("train", "valid", "test")}
+        ready = y is not None and len(role["train"]) > 1 and len(role["valid"]) > 0 and len(role["test"]) > 1
+        return Targets(phantom, y, kinds, groups, subjects, role, [subjects[i] for i in role["test"]], ready,
+                       ready and set(GROUPS) <= set(groups.values()))  # the phantom's three groups
+
+    def targets_table(self) -> dict[str, int]:
+        """Subjects with targets per split (whether the probes can run)."""
+        t = self.task_targets
+        if t.y is None:
+            print("no targets: a real cohort needs targets_csv for the probes; pretraining and features are done")
+        if not t.ready:
             print("too few subjects with targets: the probes are skipped")
-        self.paper_tasks = self.ready and set(GROUPS) <= set(self.groups.values())  # the phantom's three groups
-        return {r: len(v) for r, v in role.items()}
+        return {r: len(v) for r, v in t.role.items()}
 
-    def _probes_ready(self) -> None:
-        """`StudySkipped` when `targets_table` found too few subjects with targets for the probes."""
-        if not self.ready:
+    @cached_property
+    def probe_targets(self) -> Targets:
+        """The targets when there are enough subjects for the probes; `StudySkipped` otherwise."""
+        if not self.task_targets.ready:
             raise StudySkipped("too few subjects with targets for the probes (a real cohort needs targets_csv)")
+        return self.task_targets
 
-    def _paper_tasks_ready(self) -> None:
-        """`StudySkipped` without the paper's three task groups (cardiac, conditions, demographics)."""
-        if not self.paper_tasks:
+    @cached_property
+    def paper_targets(self) -> Targets:
+        """The targets when they hold the paper's three task groups; `StudySkipped` otherwise."""
+        if not self.task_targets.paper_tasks:
             raise StudySkipped("the paper's tables need its three task groups (cardiac measures, conditions, "
                                "demographics): the phantom's targets have them")
+        return self.task_targets
 
-    def fit(self) -> pd.DataFrame:
+    @cached_property
+    def bagged(self) -> dict:
+        """Each encoder's features as bags of views per subject with targets."""
+        return {name: bags(f, self.views.cines.table, self.task_targets.subjects)
+                for name, f in self.encoder_features.items()}
+
+    @cached_property
+    def probes(self) -> Probes:
         """An attention-MIL probe per encoder and task group on the training subjects (early stop on validation),
-        scored once on test with bootstrap CIs (written); scaled MAE per task and model."""
-        self.bagged = {name: bags(f, self.cines.table, self.subjects) for name, f in self.feats.items()}
-        self._probes_ready()
-        y, role, subjects = self.y, self.role, self.subjects
+        scored once on test with bootstrap CIs (written)."""
+        t = self.probe_targets
+        y, role, subjects = t.y, t.role, t.subjects
+        probes, preds = {}, {}
         with self.nb.timer("probes"):
             for name, (h, mask, _) in self.bagged.items():
                 parts = []
-                for g in dict.fromkeys(self.groups.values()):
-                    tasks = [t for t in y.columns if self.groups[t] == g]
-                    self.probes[name, g] = fit_probe(h, mask, y.loc[subjects, tasks], self.kinds, role["train"],
-                                                     role["valid"], self.probe_cfg, self.out)
-                    parts.append(self.probes[name, g].predict(h[role["test"]], mask[role["test"]], self.test_subjects))
-                self.preds[name] = pd.concat(parts, axis=1)
+                for g in dict.fromkeys(t.groups.values()):
+                    tasks = [k for k in y.columns if t.groups[k] == g]
+                    probes[name, g] = fit_probe(h, mask, y.loc[subjects, tasks], t.kinds, role["train"],
+                                                role["valid"], self.probe_cfg, self.out)
+                    parts.append(probes[name, g].predict(h[role["test"]], mask[role["test"]], t.test_subjects))
+                preds[name] = pd.concat(parts, axis=1)
         scale = y.loc[[subjects[i] for i in role["train"]]].std()
-        self.reg, self.cls = evaluate(self.preds, y, self.kinds, scale, int(self.p["n_boot"]),
-                                      seed_for(self.p["seed"], "06", "boot"))
-        self.nb.table(self.reg, "regression")
-        self.nb.table(pd.concat(self.preds, names=["model"]), "test_predictions", index=True)
-        self.order = [m for m in [*FAMILY, RANDOM, KINETICS] if m in self.preds]
-        return self.reg.pivot(index="task", columns="model", values="scaled_MAE")
+        reg, cls = evaluate(preds, y, t.kinds, scale, int(self.p["n_boot"]), seed_for(self.p["seed"], "06", "boot"))
+        self.nb.table(reg, "regression")
+        self.nb.table(pd.concat(preds, names=["model"]), "test_predictions", index=True)
+        order = [m for m in [*FAMILY, RANDOM, KINETICS] if m in preds]
+        return Probes(probes, preds, reg, cls, order)
+
+    def fit(self) -> pd.DataFrame:
+        """Scaled MAE per task and model on the test subjects."""
+        return self.probes.reg.pivot(index="task", columns="model", values="scaled_MAE")
+
+    @cached_property
+    def ridge(self) -> pd.DataFrame:
+        """A ridge of each encoder's mean features on validation beside the training-mean rule (written)."""
+        t = self.probe_targets
+        s = t.subjects
+        table = ridge_gate(self.encoder_features, self.views.cines.table, t.y.loc[s], t.kinds,
+                           [s[i] for i in t.role["train"]], [s[i] for i in t.role["valid"]])
+        self.nb.table(table, "features_gate")
+        return table
 
     def features_gate(self) -> pd.DataFrame:
-        """A ridge of each encoder's mean features on validation beside the training-mean rule (written); the EF
-        columns' validation MAE."""
-        self._probes_ready()
-        s = self.subjects
-        self.ridge = ridge_gate(self.feats, self.cines.table, self.y.loc[s], self.kinds,
-                                [s[i] for i in self.role["train"]], [s[i] for i in self.role["valid"]])
-        self.nb.table(self.ridge, "features_gate")
+        """The EF columns' validation MAE by encoder, beside the training-mean rule."""
         r = self.ridge
         return (r[r["task"].isin(EF_COLUMNS)].pivot(index="task", columns="encoder", values="valid_MAE")
                 .assign(**{"training mean": r.groupby("task")["mean_rule_MAE"].first()}))
 
     def table1(self) -> pd.DataFrame:
         """The paper's Table 1 (cardiac measures) beside its numbers (written)."""
-        self._paper_tasks_ready()
-        t1 = beside_paper(table1(self.reg).reindex(self.order), PAPER_TABLE1)
+        _ = self.paper_targets  # StudySkipped without the paper's task groups
+        t1 = beside_paper(table1(self.probes.reg).reindex(self.probes.order), PAPER_TABLE1)
         self.nb.table(t1, "table1")
         return t1
 
-    def cardiac(self) -> pd.DataFrame:
-        """Tasks won per model, HeartMAE against MAE-ViT-B (Wilcoxon) and the scaled-MAE figure (written)."""
-        self._paper_tasks_ready()
-        self.cardiac_reg = self.reg[self.reg["task"].map(self.groups) == "cardiac"]
-        self.won = wins(self.cardiac_reg, list(FAMILY))
-        wil = wilcoxon(self.cardiac_reg)
-        self.nb.table(self.won, "wins")
+    @cached_property
+    def cardiac_result(self) -> Cardiac:
+        """Tasks won per model and HeartMAE against MAE-ViT-B (Wilcoxon) over the cardiac measures (written)."""
+        groups = self.paper_targets.groups
+        reg = self.probes.reg[self.probes.reg["task"].map(groups) == "cardiac"]
+        won, wil = wins(reg, list(FAMILY)), wilcoxon(reg)
+        self.nb.table(won, "wins")
         self.nb.table(pd.DataFrame([wil]), "wilcoxon")
+        return Cardiac(reg, won, wil)
+
+    def cardiac(self) -> pd.DataFrame:
+        """Tasks won per model, the Wilcoxon comparison and the scaled-MAE figure."""
+        c = self.cardiac_result
+        wil = c.wilcoxon
         print(f"HeartMAE vs MAE-ViT-B over {wil['tasks']} cardiac measures: lower scaled MAE on {wil['a_better']}, "
               f"median difference {wil['median_difference']:+.3f}, Wilcoxon W = {wil['W']:.0f}, p = {wil['p']:.3g} "
               f"(the paper: HeartMAE best on {PAPER_FEATURES['heartmae_wins']} of {PAPER_FEATURES['tasks']}, "
               "p < 0.001)")
-        self.nb.figure(scaled_mae_figure(self.cardiac_reg, [RANDOM, *FAMILY]), "06_scaled_mae",
+        self.nb.figure(scaled_mae_figure(c.reg, [RANDOM, *FAMILY]), "06_scaled_mae",
                        "MAE / training SD of every regressed cardiac measure per model (Fig. S1)")
-        return self.won
+        return c.won
 
     def conditions(self) -> dict[str, pd.DataFrame]:
         """AP and AUROC per condition and model, with the expert-features baseline (a logistic regression on the
         segmentation Predictor's measures) when `expert_baseline` is on (written with the figure)."""
-        y, s, role = self.y, self.subjects, self.role
-        cls_tasks = [t for t in (y.columns if self.ready else []) if self.groups[t] == "conditions"]
+        t = self.task_targets
+        y, s, role = t.y, t.subjects, t.role
+        cls_tasks = [k for k in (y.columns if t.ready else []) if t.groups[k] == "conditions"]
         if not cls_tasks:
             raise StudySkipped("no condition among the targets")
-        cls = self.cls
+        cls = self.probes.cls
         if self.p["expert_baseline"]:
             with self.nb.timer("expert features"):
                 expert, bad = expert_features(self.table1_measures(self.store, s))
@@ -328,64 +449,74 @@ class Study(Base):
             print(f"expert features: {expert.shape[1]} measures of {len(expert)} subjects; C per condition {chosen}")
         else:
             print("expert-features row left out: expert_baseline is off")
-        self.cls = cls
         self.nb.table(cls, "conditions")
         out = {}
         for metric in ("AP", "AUROC"):
             out[metric] = condition_table(cls[cls["task"].isin(cls_tasks)], metric)
             self.nb.table(out[metric], f"conditions_{metric}", index=True)
-        shown = [m for m in [*self.order, EXPERT] if m in set(cls["model"])]
+        shown = [m for m in [*self.probes.order, EXPERT] if m in set(cls["model"])]
         self.nb.figure(condition_figure(cls[cls["task"].isin(cls_tasks)], shown), "06_conditions",
                        "average precision and AUROC per condition and model with 95 % bootstrap CIs (Fig. 2)")
         return out
 
     def table2(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         """The paper's Table 2 (demographics) beside its numbers (written), and sex AUROC per model."""
-        self._paper_tasks_ready()
-        t2 = beside_paper(table2(self.reg).reindex(self.order), PAPER_TABLE2)
+        _ = self.paper_targets  # StudySkipped without the paper's task groups
+        pr = self.probes
+        t2 = beside_paper(table2(pr.reg).reindex(pr.order), PAPER_TABLE2)
         self.nb.table(t2, "table2")
-        return t2, self.cls[self.cls["task"] == "sex (male)"][["model", "AUROC", "AUROC_low", "AUROC_high"]]
+        return t2, pr.cls[pr.cls["task"] == "sex (male)"][["model", "AUROC", "AUROC_low", "AUROC_high"]]
 
     def attention(self) -> pd.DataFrame:
         """HeartMAE's cardiac-probe attention over each test subject's views (figure) and by view (written)."""
-        self._paper_tasks_ready()
+        t = self.paper_targets
         h, mask, names = self.bagged["HeartMAE"]
-        att = self.probes["HeartMAE", "cardiac"].pooled(h, mask)[1]
-        test = self.role["test"]
+        att = self.probes.probes["HeartMAE", "cardiac"].pooled(h, mask)[1]
+        test = t.role["test"]
         pick = test[: int(self.p["n_show"])]
-        self.nb.figure(attention_figure(att[pick], [names[i] for i in pick], [self.subjects[i] for i in pick]),
+        self.nb.figure(attention_figure(att[pick], [names[i] for i in pick], [t.subjects[i] for i in pick]),
                        "06_attention", "ABMIL attention of HeartMAE's cardiac probe over each test subject's views")
         by_view = attention_by_view(att[test], [names[i] for i in test])
         self.nb.table(by_view, "attention_by_view")
         return by_view
 
-    def export(self) -> None:
+    @cached_property
+    def predictor(self) -> Predictor | None:
         """Each encoder's pooled subject features (notebook 08), HeartMAE's test measures in the long shape
-        (notebook 07) and the run's HeartMAE Predictor (the encoder with every group's probe)."""
-        self._probes_ready()
-        groups, subjects = self.groups, self.subjects
+        (notebook 07) and the run's HeartMAE Predictor (the encoder with every group's probe; None without
+        HeartMAE), all written."""
+        t, pr = self.probe_targets, self.probes
+        groups, subjects = t.groups, t.subjects
         first = next(iter(dict.fromkeys(groups.values())))
         for name, (h, mask, _) in self.bagged.items():
-            z = self.probes[name, first].pooled(h, mask)[0]
+            z = pr.probes[name, first].pooled(h, mask)[0]
             self.nb.table(pd.DataFrame(z, index=pd.Index(subjects, name="subject")).add_prefix("f"),
                           f"subject_features_{name.split(' ')[0]}", index=True)
-        if self.paper_tasks and self.phantom:
-            cardiac = [t for t in self.preds["HeartMAE"].columns if groups[t] == "cardiac"]
-            wide = self.preds["HeartMAE"][cardiac].add_suffix("_heartmae").join(
-                self.y.loc[self.test_subjects, cardiac].add_suffix("_model"))
+        if t.paper_tasks and t.phantom:
+            cardiac = [k for k in pr.preds["HeartMAE"].columns if groups[k] == "cardiac"]
+            wide = pr.preds["HeartMAE"][cardiac].add_suffix("_heartmae").join(
+                t.y.loc[t.test_subjects, cardiac].add_suffix("_model"))
             conditions = self.store.manifest().drop_duplicates("subject").set_index("subject")["condition"].to_dict()
             long = from_columns(wide.reset_index(), {"heartmae": "HeartMAE"}, "phantom", PHANTOM_REFERENCES["model"],
                                 conditions, ref="model")
             self.nb.table(long, "measures_long")
             print(f"{len(long)} rows for notebook 07")
-        if "HeartMAE" in self.models:
-            p = self.p
-            self.predictor = Predictor.from_model(self.models["HeartMAE"], self.cfg, self.mean, self.std, {
-                g: self.probes["HeartMAE", g] for g in dict.fromkeys(groups.values())}, self.prep, p["crops"],
-                p["clips"], "HeartMAE", self.nb.provenance(self.store, None), pool=p["pool"])
-            self.nb.predictor(self.predictor)
+        if "HeartMAE" not in self.family.models:
+            return None
+        p, v = self.p, self.views
+        made = Predictor.from_model(self.family.models["HeartMAE"], self.cfg, v.mean, v.std, {
+            g: pr.probes["HeartMAE", g] for g in dict.fromkeys(groups.values())}, self.prep, p["crops"], p["clips"],
+            "HeartMAE", self.nb.provenance(self.store, None), pool=p["pool"])
+        self.nb.predictor(made)
+        return made
 
-    def real_patients(self) -> pd.DataFrame:
+    def export(self) -> None:
+        """The subjects' features, HeartMAE's measures for notebook 07 and the run's HeartMAE Predictor."""
+        if self.predictor is None:
+            print("no HeartMAE model in this run: no Predictor")
+
+    @cached_property
+    def real_results(self) -> RealLVEF:
         """LVEF of real patients from frozen features: the real SAX cohort (`Study.real_sax`, LVEF from the full
         manual labels), five folds by patient. Per fold, HeartMAE's pretraining continues on the training patients'
         SAX views (`real_epochs`); a ridge read-out of LVEF is trained on the training patients (its strength chosen
@@ -393,9 +524,10 @@ class Study(Base):
         encoder and of the run's segmentation measures of the same cines; the test patients are scored once.
         The pretext gate and the features gate on each fold's validation patients, the out-of-fold table and the
         figure written; `StudySkipped` without the real cohort or a trained HeartMAE."""
-        if "HeartMAE" not in getattr(self, "models", {}):
+        models = self.family.models
+        if "HeartMAE" not in models:
             raise StudySkipped("no trained HeartMAE in this run: pretrain first")
-        p, cfg = self.p, self.cfg
+        p, cfg, v = self.p, self.cfg, self.views
         store, subjects = self.real_sax(5)
         ids = subjects.cine_id.tolist()
         with self.nb.timer("real patients: views"):
@@ -414,8 +546,8 @@ class Study(Base):
 
         random_mae = network(cfg, seed_for(p["seed"], "06", "random"))
         with self.nb.timer("real patients: features"):
-            family = {row: features(m, self.mean, self.std) for row, m in self.models.items()}
-            fixed = {"HeartMAE (phantom)": family["HeartMAE"], RANDOM: features(random_mae, self.mean, self.std)}
+            family = {row: features(m, v.mean, v.std) for row, m in models.items()}
+            fixed = {"HeartMAE (phantom)": family["HeartMAE"], RANDOM: features(random_mae, v.mean, v.std)}
             if self.p["expert_baseline"]:
                 fixed[EXPERT], bad = expert_features(self.table1_measures(store, names, progress=False))
                 self.nb.table(bad, "real_expert_failures")
@@ -434,30 +566,31 @@ class Study(Base):
                 gates.append(dict(encoder=enc, fold=fold, valid_MAE=valid_mae, alpha=alpha))
                 preds.append(pd.DataFrame(dict(encoder=enc, fold=fold, subject=test.index, predicted=test.to_numpy(),
                                                reference=lvef.reindex(test.index).to_numpy())))
-        self.real_pred = pd.concat(preds, ignore_index=True)
-        self.real_gate = pd.DataFrame(gates)
-        self.real_pretext = pd.concat(pretexts, ignore_index=True)
-        for name, t in (("real_predictions", self.real_pred), ("real_features_gate", self.real_gate),
-                        ("real_pretext_gate", self.real_pretext)):
+        pred, gate = pd.concat(preds, ignore_index=True), pd.DataFrame(gates)
+        pretext = pd.concat(pretexts, ignore_index=True)
+        for name, t in (("real_predictions", pred), ("real_features_gate", gate), ("real_pretext_gate", pretext)):
             self.nb.table(t, name)
-        self.real_table = real.lvef_table(self.real_pred, RANDOM, int(p["n_boot"]), seed_for(p["seed"], "06", "real"))
-        self.nb.table(self.real_table, "real_lvef")
-        self.nb.figure(real_lvef_figure(self.real_pred, self.real_table), "06_real_patients",
+        table = real.lvef_table(pred, RANDOM, int(p["n_boot"]), seed_for(p["seed"], "06", "real"))
+        self.nb.table(table, "real_lvef")
+        self.nb.figure(real_lvef_figure(pred, table), "06_real_patients",
                        f"LVEF of {len(names)} real ACDC patients (reference: the full manual labels) against the ridge "
                        "read-out of each encoder's frozen features, out of fold; MAE with its 95 % bootstrap CI.")
+        return RealLVEF(table, pred, gate, pretext)
+
+    def real_patients(self) -> pd.DataFrame:
+        """The real patients' LVEF from each encoder's features, out of fold."""
+        r = self.real_results
         print("validation LVEF MAE of the ridge per encoder (mean over folds):")
-        print(self.real_gate.groupby("encoder").valid_MAE.mean().round(2).to_string())
-        return self.real_table
+        print(r.gate.groupby("encoder").valid_MAE.mean().round(2).to_string())
+        return r.table
 
     def _real_pretrain(self, fc: CineSet, fold: int):
         """HeartMAE's pretraining continued on one fold's real training views (`real_epochs`): the model and the
         training views' intensity mean and SD."""
         mean, std = intensity_stats(fc.take(fc.rows("train")))
         with self.nb.timer("real patients: pretraining"):
-            tuned, summary = pretrain("HeartMAE", fc, replace(self.cfg, epochs=int(self.p["real_epochs"])), mean, std,
-                                      self.out / "real_models", init=self.models["HeartMAE"])
-            summary.pop("history")
-        self.logs.append(dict(summary, fold=fold, stage="real pretraining"))
+            tuned, _ = pretrain("HeartMAE", fc, replace(self.cfg, epochs=int(self.p["real_epochs"])), mean, std,
+                                self.out / "real_models", init=self.family.models["HeartMAE"])
         return tuned, mean, std
 
     def _real_pretext(self, tuned, random_mae, fc: CineSet, mean: float, std: float, fold: int) -> pd.DataFrame:
@@ -489,7 +622,8 @@ class Study(Base):
         (and the other EF columns) beside those measured from the subject's segmentations (written)."""
         from ...predictor import NotApplicable
 
-        if self.predictor is None:
+        predictor = self.optional("predictor")
+        if predictor is None:
             raise StudySkipped("no HeartMAE Predictor in this run (it needs the probes' targets)")
         subjects = self._real_subjects()
         if not subjects:
@@ -498,46 +632,28 @@ class Study(Base):
         for name, cines, ref, what in subjects:
             row = dict(subject=name, views="+".join(sorted({c.view for c in cines})), reference=what)
             try:
-                pred = self.predictor.predict(cines).measures
+                pred = predictor.predict(cines).measures
             except NotApplicable as e:
                 rows.append(dict(row, note=str(e)))
                 continue
             for k in EF_COLUMNS:
                 row |= {f"{k}_pred": pred.get(k, np.nan), f"{k}_ref": ref.get(k, np.nan)}
             rows.append(row)
-        self.real = pd.DataFrame(rows)
-        self.nb.table(self.real, "real_cines")
-        return self.real
+        table = pd.DataFrame(rows)
+        self.nb.table(table, "real_cines")
+        return table
 
     def train(self, finish=None, rows: int | None = None) -> list[dict]:
         """What `cmrlib fit heartmae` runs: the views, then the first `rows` of the four masked autoencoders (all by
-        default), each saved by process 0 as `<row>.model` with its summary; with all four and the subjects'
-        targets, process 0 goes on as notebook 06 does: features, probes and the run's HeartMAE Predictor. One
-        summary per row."""
+        default), trained (`make_family`, the notebook's one path; each saved by process 0 in its own format, so
+        `finish`, which exports a whole Learner, is not used); with all four and the subjects' targets, process 0
+        goes on as notebook 06 does: features, probes and the run's HeartMAE Predictor. One summary per row."""
         from ...distributed import rank
-        from .learner import pretrain, save
 
-        self.prepare()
-        models, summaries = {}, []
-        for row in FAMILY:
-            init = FAMILY[row]["init"]
-            if init is not None and init not in models:
-                continue
-            models[row], s = pretrain(row, self.cines, self.cfg, self.mean, self.std, self.out, models.get(init))
-            s.pop("history")
-            if rank() == 0:
-                save(models[row], self.cfg, self.out / f"{row}.model", mean=self.mean, std=self.std, summary=s)
-            summaries.append(s)
-            if len(summaries) == rows:
-                break
-        if rank() == 0 and set(FAMILY) <= set(models):
-            self.models = models
-            self.features()
-            self.targets_table()
-            if self.ready:
-                self.fit()
-                self.export()
-        return summaries
+        family = self.make_family(tuple(FAMILY)[:rows], reuse=False)
+        if rank() == 0 and set(FAMILY) <= set(family.models) and self.task_targets.ready:
+            _ = self.predictor  # the `family` it reads reuses the models just saved
+        return [{k: v for k, v in r.items() if k != "reused"} for r in family.summary.to_dict("records")]
 
     def headline_tables(self):
         """Tables 1 and 2 beside the paper's, the measures each model predicts best, the conditions' scores."""
@@ -559,13 +675,13 @@ class Study(Base):
         """The paper's targets, both gates and the notebook's time (written with the timings)."""
         minutes = self.minutes()
         print(f"notebook 06 ran in {minutes * 60:.0f} s (profile {self.p['profile']})")
-        if not self.paper_tasks:
+        if not self.task_targets.paper_tasks:
             self.nb.save_timings()
             raise StudySkipped("the paper's targets need its three task groups: only the timings written")
-        reg, family, pretext, ridge = self.reg, list(FAMILY), self.pretext, self.ridge
+        reg, family, pretext, ridge = self.probes.reg, list(FAMILY), self.pretext, self.ridge
         ef = reg[reg["task"].isin(EF_COLUMNS)].pivot(index="task", columns="model", values="MAE")
-        mean_scaled = self.cardiac_reg.groupby("model")["scaled_MAE"].mean()
-        won_by = self.won.set_index("model")
+        mean_scaled = self.cardiac_result.reg.groupby("model")["scaled_MAE"].mean()
+        won_by = self.cardiac_result.won.set_index("model")
         return self.targets([
             ("HeartMAE LVEF MAE (EF points)", ef.at["LVEF", "HeartMAE"], "<=", 3.09),
             ("EF columns where HeartMAE is best of the four", int((ef[family].idxmin(axis=1) == "HeartMAE").sum()),
@@ -587,10 +703,11 @@ class Study(Base):
     def _real_targets(self) -> list[tuple]:
         """On the real patients (when they ran): HeartMAE's LVEF MAE, its gain over the random encoder on the test
         patients and on validation (the features gate), and its masked loss against the copy rule's."""
-        if getattr(self, "real_table", None) is None:
+        r = self.optional("real_results")
+        if r is None:
             return []
-        t, g = self.real_table.set_index("encoder"), self.real_gate.groupby("encoder").valid_MAE.mean()
-        pt = self.real_pretext.groupby("model").masked_loss.mean()
+        t, g = r.table.set_index("encoder"), r.gate.groupby("encoder").valid_MAE.mean()
+        pt = r.pretext.groupby("model").masked_loss.mean()
         ours = "HeartMAE (phantom + real)"
         return [("real patients: HeartMAE LVEF MAE (EF points)", t.at[ours, "MAE"], "<=", 8.0),
                 ("real patients: HeartMAE LVEF MAE minus the random encoder's (test, EF points)",
