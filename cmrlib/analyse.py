@@ -413,9 +413,9 @@ def write_report(results: list[dict], cines: list[Cine], notes: list[dict], miss
     atomic_write_text(files["csv"], checked.to_csv(index=False))
     atomic_write_json(files["json"], dict(
         kind=REPORT_KIND, profile=profile, cines=[dict(view=c.view, frames=c.n_frames) for c in cines], input=qc,
-        methods=[dict(method=r["method"], model=r["model"], available=r["result"] is not None, why=r["why"],
-                      seconds=round(r["seconds"], 3), provenance=r["provenance"],
-                      warnings=banners(r["provenance"], profile)) for r in results],
+        methods=[dict(method=r["method"], model=r["model"], content_key=r["predictor"].content_key(),
+                      available=r["result"] is not None, why=r["why"], seconds=round(r["seconds"], 3),
+                      provenance=r["provenance"], warnings=banners(r["provenance"], profile)) for r in results],
         missing=missing, numbers=n_num, flagged=n_flag, unfamiliar=odd, not_measurable=hidden.measure.tolist(),
         series=[n["series"] for n in notes if "series" in n], skipped_files=[n for n in notes if "series" not in n],
         reference_ranges=REFERENCE_SOURCE))

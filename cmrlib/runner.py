@@ -273,22 +273,6 @@ def _merge(prof: dict, profile: str, nb: Path, decl: dict, overrides: dict) -> d
     return {k: check_value(k, v, decl.get(k)) for k, v in merged.items()}
 
 
-def parameters(number: str, profile: str, overrides: dict | None = None, notebooks=NOTEBOOKS) -> dict[str, Any]:
-    """Notebook `number`'s parameters as a run with `profile` sets them: the notebook's own (literal) defaults, the
-    profile's, then `overrides` (a name the notebook does not declare is an error). What `cmrlib fit` trains with."""
-    (nb,) = discover(notebooks, [number])
-    decl, overrides = declared(nb), dict(overrides or {})
-    unknown = set(overrides) - set(decl)
-    if unknown:
-        raise RunError(f"unknown parameter(s) {', '.join(sorted(unknown))}: not declared by {nb.name}")
-    params = {}
-    for k, src in decl.items():
-        with contextlib.suppress(ValueError, SyntaxError):
-            params[k] = ast.literal_eval(src)
-    prof = load_profile(profile)
-    return {**params, **_merge(prof, profile_name(profile), nb, decl, overrides), "profile": profile_name(profile)}
-
-
 def earlier_notebooks(p: Plan) -> list[dict]:
     """The records of notebooks an earlier run of the same profile left in this run folder and this plan does not
     re-run (`--only 07 08 09` on a finished run keeps 00-06 in run.json)."""

@@ -333,7 +333,7 @@ def test_a_paper_style_copy_takes_its_notebook_figures_caption_or_is_shown_uncap
 
 def test_an_ari_table_of_notes_only_draws_no_paper_copy(tmp_path):
     """08 draws no ARI figure when it could cluster nothing, so 09 draws no uncaptioned paper copy of it."""
-    from cmrlib.analysis.clustering import Clustering
+    from cmrlib.analysis.clustering_study import Clustering
 
     (tmp_path / "08").mkdir()
     cols = ["features", "adjustment", "k", "silhouette", "ARI vs disease", "ARI vs sex", "note"]

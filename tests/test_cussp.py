@@ -314,7 +314,7 @@ def test_a_pretrained_encoder_is_reused_only_for_the_same_cines_and_settings(tmp
     g = np.random.default_rng(0)
     pool, valid = g.random((12, 4, 16, 16)).astype(np.float32), g.random((4, 4, 16, 16)).astype(np.float32)
     study = cussp.Study.__new__(cussp.Study)
-    study.nb = SimpleNamespace(out=tmp_path)
+    study.nb, study.p = SimpleNamespace(out=tmp_path), {}
     study.cfg = cussp.learner.CUSSPConfig(width=4, proj_dims=(8, 8), hidden=4, input_px=None, pretrain_steps=2,
                                   pretrain_bs=4)
     study.pretrain_augment = cussp.data.PatchAug()

@@ -149,6 +149,7 @@ def test_a_vendors_nonconforming_values_are_counted_not_printed(exams, tmp_path,
 
 
 def test_analyse_reads_a_mixed_exam_and_shows_every_series_without_identifiers(exams, broken_run, tmp_path):
+    from cmrlib import predictor
     from cmrlib.predictor import METHODS, predictor_class
 
     out = tmp_path / "report"
@@ -156,6 +157,8 @@ def test_analyse_reads_a_mixed_exam_and_shows_every_series_without_identifiers(e
     page, rep = (out / "report.html").read_text(), json.loads((out / "report.json").read_text())
     assert all(predictor_class(m).title in page for m in METHODS)
     assert len(rep["series"]) == 24 and "24 series in the folder, 4 read as cines" in page
+    made = predictor.load(broken_run / "predictors" / "segmentation.predictor")  # the weights that made the report
+    assert [m["content_key"] for m in rep["methods"] if m["available"]] == [made.content_key()]
     assert sorted(c["view"] for c in rep["cines"]) == ["2CH", "3CH", "4CH", "SAX"]
     assert "cine_trufi_retro_4ch" in page and "flow_ao_fl2d_venc150" in page
     texts = [p.read_text(errors="ignore") for p in out.iterdir()]

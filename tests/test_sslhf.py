@@ -349,8 +349,7 @@ def test_the_real_patients_section_runs_the_rows_on_a_real_cohort_by_its_own_fol
                          "min_lv_px": 5, "widths": [2, 2, 2, 2, 2], "hidden": [2, 2], "proxy_steps": 2,
                          "proxy_bs": 2, "epochs": 1, "bs": 4, "lrs": [1e-3], "patience": 1, "min_epochs": 1,
                          "real_proxy_steps": 1, "curve_fractions": []})
-    study.cohort(), study.prepare(), study.folds(), study.proxy()
-    real = study.real_patients()
+    real = study.real_patients()  # the cohort, patches, folds and the pool's proxy it needs: asked for by name
     assert list(real.index) == rows
     log = pd.read_csv(study.out / "real_train_log.csv")
     assert set(log.row) == set(rows) and set(log.fold) == {0, 1, 2} and (log.status == "ok").all()
@@ -358,7 +357,7 @@ def test_the_real_patients_section_runs_the_rows_on_a_real_cohort_by_its_own_fol
     real_subjects = set(CohortStore(tmp_path / "run" / "real_sax").manifest().subject)
     assert set(pred[pred.split == "test"].subject) == real_subjects  # every real patient tested, by its own fold
     assert pred[pred.split == "test"].groupby(["row", "subject"]).fold.nunique().max() == 1
-    assert study.real_proxy in ("pool proxy", "pool + real proxy")
+    assert study.real_results.proxy in ("pool proxy", "pool + real proxy")
     gate = pd.read_csv(study.out / "real_gate_probe.csv")
     assert set(gate.encoder) == {"pool proxy", "pool + real proxy", "random"}
     names = [name for name, *_ in study._real_targets()]

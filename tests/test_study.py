@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 
 from cmrlib import runner
-from cmrlib.analysis.clustering import Clustering
-from cmrlib.analysis.concordance import Agreement
-from cmrlib.analysis.reporting import Figures
+from cmrlib.analysis.clustering_study import Clustering
+from cmrlib.analysis.agreement_study import Agreement
+from cmrlib.analysis.figures_study import Figures
 from cmrlib.methods import cussp, edes, heartmae, mvnet, segmentation, sslhf
 from cmrlib.runner import load_profile
 from cmrlib.study import StudyError

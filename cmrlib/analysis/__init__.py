@@ -1,5 +1,5 @@
-"""The analysis layer across methods, read from a run folder only: agreement (notebook 07), clustering (08), the
-report and figure index (09).
+"""The analysis layer across methods, read from a run folder only: agreement (notebook 07's Study in
+`agreement_study`), clustering (08's in `clustering_study`), the report and figure index (09's in `figures_study`).
 
 `RUN_FILES` is the run folder's contract: what each notebook hands to the analysis. The analysis reads nothing
 else of a notebook's folder (`tests/test_contract.py` reads the code and fails when it names another file).

@@ -269,17 +269,15 @@ def real_figure(long: pd.DataFrame) -> Figure:
     return headline_figure(long, spread, REAL_COHORT)
 
 
-def real_sax_from_run(run_dir: str | Path, root: Path | None, seed: int = 0, segmentation=None,
+def real_sax_from_run(run_dir: str | Path, root: Path | None, seed: int = 0, segmentation=None, phantom=None,
                       progress: bool = True) -> pd.DataFrame:
-    """`real_sax` on a run folder: the real SAX cohort (`study.real_sax_cohort`, in `<run>/real_sax`), ACDC's
-    full-field ED/ES frames of the same patients, notebook 01's phantom-only SAX segmenter on every patient and the
-    run's segmentation Predictor (`segmentation`) on the patients it never trained on. `StudySkipped` without the
-    real cohort."""
+    """`real_sax` on a run folder: the real SAX cohort (`io.real.real_sax_cohort`, in `<run>/real_sax`), ACDC's
+    full-field ED/ES frames of the same patients, notebook 01's phantom-only SAX segmenter (`phantom`, a segmentation
+    Predictor: `Study.phantom_segmenter`) on every patient and the run's segmentation Predictor (`segmentation`) on
+    the patients it never trained on. `StudySkipped` without the real cohort."""
     from .. import modelfile
     from ..io.acdc import read_acdc_patient
-    from ..learn import load as load_model
-    from ..predictor import SEGMENTER, predictor_class
-    from ..study import PHANTOM_SAX_SEGMENTER, REAL_SAX_STORE, real_sax_cohort
+    from ..io.real import REAL_SAX_STORE, real_sax_cohort
 
     run_dir = Path(run_dir)
     store, subjects = real_sax_cohort(root, run_dir / REAL_SAX_STORE, seed)
@@ -288,10 +286,9 @@ def real_sax_from_run(run_dir: str | Path, root: Path | None, seed: int = 0, seg
             if (training / f"patient{s[-3:]}" / "Info.cfg").is_file()}
     cines = {r.subject: store.read(r.cine_id) for r in subjects.itertuples()}
     segs, phantom_key = {}, None
-    if (run_dir / PHANTOM_SAX_SEGMENTER).exists():
-        net = load_model(run_dir / PHANTOM_SAX_SEGMENTER, "SAX segmenter", "notebook 01")
-        segs["phantom-only segmenter"] = (predictor_class(SEGMENTER)({"SAX": net}), None)
-        phantom_key = modelfile.fingerprint(net)
+    if phantom is not None:
+        segs["phantom-only segmenter"] = (phantom, None)
+        phantom_key = modelfile.fingerprint(phantom.nets["SAX"])
     if segmentation is not None and "SAX" in segmentation.nets \
             and modelfile.fingerprint(segmentation.nets["SAX"]) != phantom_key:
         held_out = never_trained_on(run_dir)

@@ -6,12 +6,12 @@ motion map W, cached once per run. Pretraining (`learner`): the network of `cmrl
 scratch and the others from its best checkpoint. Features (`features`): K x T views per cine through a frozen
 encoder (or a Kinetics video network when its weights are on disk). Probes (`heads`): gated ABMIL + linear heads per
 task group (`tasks`). Baseline of expert features (`baselines`). The pretext and features gates on validation
-views (`gates`). Verbs: `dataloaders`, `learner`, `fit` (pretrain one model), `load`, `Predictor` (one subject's
-cines -> every probed measure), `evaluate` (regression and classification tables with CIs).
+views (`gates`).
 
-The package exports `Study` (notebook 06's experiment) and `Predictor` (the model with its preprocessing); the rest
-lives in its modules (`baselines`, `data`, `evaluate`, `features`, `figures`, `gates`, `heads`, `learner`, `real`,
-`tasks`).
+The package exports `Study` (notebook 06's experiment: one step a cell, what the steps share named as cached
+properties such as `views`, `family`, `probes`, `real_results`) and `Predictor` (the encoder with every group's
+probe: one subject's cines -> every probed measure); the rest lives in its modules (`baselines`, `data`,
+`evaluate`, `features`, `figures`, `gates`, `heads`, `learner`, `real`, `tasks`).
 """
 from . import (baselines, data, evaluate, features, figures, gates, heads, learner, real, tasks)  # noqa: F401
 from .predictor import Predictor

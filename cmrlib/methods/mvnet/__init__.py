@@ -6,8 +6,9 @@ on the standardised frames and repeating it gives 1+2+2. Test-time crops and tem
 validation cines (`choose_inference`); the `Predictor` keeps them with each view's tracker and gives MAPSE, s', e'
 and a'. Points are (x, y) pixels in `cmrlib.record.LANDMARKS` order.
 
-The package exports `Study` (notebook 03's experiment) and `Predictor` (the model with its preprocessing); the rest
-lives in its modules (`data`, `evaluate`, `figures`, `geometry`, `learner`, `predict`).
+The package exports `Study` (notebook 03's experiment: one step a cell, what the steps share named as cached
+properties such as `data`, `trackers`, `test_results`) and `Predictor` (the trackers with their inference
+settings); the rest lives in its modules (`data`, `evaluate`, `figures`, `geometry`, `learner`, `predict`).
 """
 from . import data, evaluate, figures, geometry, learner, predict  # noqa: F401  (reached as mvnet.<module>.<name>)
 from .predictor import Predictor

@@ -1,11 +1,11 @@
-"""Segmentation, a TernausNet11 per view: `dataloaders` (`cmrlib.data.seg_dls`), `learner`, `fit`, `load` (export
-with `cmrlib.learn.export`), `predict` whole cines with a calibrated decision (`calibrate_prior`), `evaluate`
-Dice / HD95 (Table-1 measures from its labels: `cmrlib.measure.subject_measures`).
+"""Segmentation, a TernausNet11 per view: whole cines segmented with a calibrated decision (`predict`), Dice per
+view and structure (`evaluate`), the Table-1 measures from its labels (`cmrlib.measure.subject_measures`).
 
 Other methods use it only through its `Predictor` (both segmenters, their `labels(cine)` and Table-1 measures).
 
-The package exports `Study` (notebook 01's experiment) and `Predictor` (the model with its preprocessing); the rest
-lives in its modules (`evaluate`, `figures`, `learner`, `predict`, `recipes`).
+The package exports `Study` (notebook 01's experiment: one step a cell, what the steps share named as cached
+properties such as `phantom_models`, `acdc_model`, `real_lax_models`) and `Predictor` (the segmenters with their
+frame geometry); the rest lives in its modules (`evaluate`, `figures`, `learner`, `predict`, `recipes`).
 """
 from . import evaluate, figures, learner, predict, recipes  # noqa: F401  (reached as segmentation.<module>.<name>)
 from .predictor import Predictor

@@ -5,12 +5,12 @@ around the LV over the whole cycle, clipped and z-scored), labels by the paper's
 patient-grouped stratified 5-fold cross-validation. Models: a 3D U-Net-like restorer pretrained to undo local
 pixel shuffling, patch covering and frame covering, whose encoder starts the classifier (max-pool and three fully
 connected layers, weighted BCE); ablations A (no proxy), B-D (one corruption left out); MONAI's 3D ResNet-50 and
-DenseNet-121 with GroupNorm. Verbs: `dataloaders`, `learner`, `pretrain` (the proxy), `fit` (one row), `load`,
-`Predictor` (a SAX cine -> HFrEF probability, the folds averaged), `evaluate` (per-fold metrics, Tables I-III with
-CIs).
+DenseNet-121 with GroupNorm.
 
-The package exports `Study` (notebook 05's experiment) and `Predictor` (the model with its preprocessing); the rest
-lives in its modules (`crossval`, `data`, `evaluate`, `figures`, `learner`).
+The package exports `Study` (notebook 05's experiment: one step a cell, what the steps share named as cached
+properties such as `hf_cohort`, `patches`, `cv`, `real_results`) and `Predictor` (every fold's classifier, their
+HFrEF probabilities averaged); the rest lives in its modules (`crossval`, `data`, `evaluate`, `figures`,
+`learner`).
 """
 from . import crossval, data, evaluate, figures, learner  # noqa: F401  (reached as sslhf.<module>.<name>)
 from .predictor import Predictor

@@ -2,6 +2,7 @@
 index and the results report. It knows no method: each notebook's Study says which figures its tables allow."""
 from __future__ import annotations
 
+from functools import cached_property
 from typing import ClassVar
 
 import matplotlib.pyplot as plt
@@ -13,8 +14,8 @@ from ..predictor import METHODS, study_class
 from ..study import Study
 from ..utils import atomic_write_text
 from . import report
-from .clustering import Clustering
-from .concordance import Agreement
+from .clustering_study import Clustering
+from .agreement_study import Agreement
 
 
 def notebook_studies() -> list[type[Study]]:
@@ -23,7 +24,8 @@ def notebook_studies() -> list[type[Study]]:
 
 
 class Figures(Study):
-    """Notebook 09: `paper_figures`, `figure_index`, `report`, `checks`."""
+    """Notebook 09. Steps: `paper_figures`, `figure_index`, `report`, `checks`; what they share is named:
+    `drawn`."""
 
     method = "figures"
     number = "09"
@@ -32,7 +34,8 @@ class Figures(Study):
         "vector": "pdf",             # vector copy beside each paper-style PNG: pdf | svg | None
     }
 
-    def paper_figures(self) -> pd.DataFrame:
+    @cached_property
+    def drawn(self) -> pd.DataFrame:
         """Each notebook's paper-style figures from its tables, as PNG and the vector copy in `<figures>/paper/`;
         per notebook, the figures it lists and those drawn."""
         sns.set_theme(context="paper", style="whitegrid", font_scale=0.9)
@@ -48,7 +51,10 @@ class Figures(Study):
             if study.PAPER_FIGURES:
                 rows.append(dict(notebook=study.number, ran=study.number in ran, listed=len(study.PAPER_FIGURES),
                                  drawn=len(drawn), figures=", ".join(drawn)))
-        self.drawn = pd.DataFrame(rows)
+        return pd.DataFrame(rows)
+
+    def paper_figures(self) -> pd.DataFrame:
+        """Per notebook, the paper-style figures it lists and those drawn."""
         return self.drawn
 
     def figure_index(self) -> str:

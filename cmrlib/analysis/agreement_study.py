@@ -3,6 +3,8 @@ from the segmentation masks, the real SAX patients, Bland-Altman / ICC / CCC per
 figures, the second-reader yardstick, method against method and bias by condition."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import cached_property
 from typing import ClassVar
 
 import pandas as pd
@@ -23,9 +25,19 @@ SHOWN = ["cohort", "measure", "method", "unit", "n", "bias", "bias_low", "bias_h
          "icc2_low", "icc2_high", "ccc", "mae", "slope", "note"]
 
 
+@dataclass(frozen=True)
+class Masked:
+    """The valve measures from the long-axis masks in the long shape, the cines left out, the subjects measured."""
+
+    rows: pd.DataFrame
+    skipped: pd.DataFrame
+    subjects: int
+
+
 class Agreement(Study):
-    """Notebook 07: `collect`, `mask_mapse`, `real_patients`, `statistics`, `figures`, `comparisons`,
-    `by_condition`, `checks`."""
+    """Notebook 07. Steps: `collect`, `mask_mapse`, `real_patients`, `statistics`, `figures`, `real_statistics`,
+    `comparisons`, `by_condition`, `checks`; what they share is named: `collected`, `mask_rows`, `measures`,
+    `real_rows`, `long`, `summary`."""
 
     method = "agreement"
     number = "07"
@@ -38,15 +50,17 @@ class Agreement(Study):
         "threads": 1,                # torch CPU threads for the long-axis segmentation
     }
 
-    def collect(self) -> pd.DataFrame:
-        """The long table (subject x measure x method with its reference) of every notebook's measures; subjects
-        and measures per cohort and method."""
+    @cached_property
+    def collected(self) -> pd.DataFrame:
+        """The long table (subject x measure x method with its reference) of every notebook's measures."""
         with self.nb.timer("collect"):
-            self.long = ag.collect(self.nb.run_dir)
-        print(f"{len(self.long)} rows from {self.long['method'].nunique()} methods, "
-              f"{self.long['measure'].nunique()} measures")
-        return self.long.groupby(["cohort", "method"]).agg(subjects=("subject", "nunique"),
-                                                           measures=("measure", "nunique"))
+            return ag.collect(self.nb.run_dir)
+
+    def collect(self) -> pd.DataFrame:
+        """Subjects and measures per cohort and method."""
+        long = self.collected
+        print(f"{len(long)} rows from {long['method'].nunique()} methods, {long['measure'].nunique()} measures")
+        return long.groupby(["cohort", "method"]).agg(subjects=("subject", "nunique"), measures=("measure", "nunique"))
 
     def _segmenter(self):
         """The run's segmentation Predictor, or None (printed: why) when this run has none."""
@@ -55,13 +69,13 @@ class Agreement(Study):
             return None
         return self.segmentation()
 
-    def mask_mapse(self) -> pd.DataFrame:
-        """MAPSE and the annulus velocities from the segmenter's long-axis masks on notebook 03's subjects, added
-        to the long table (which is written); the cines left out. `StudySkipped` when off or without 03 or 01."""
+    @cached_property
+    def mask_rows(self) -> Masked:
+        """MAPSE and the annulus velocities from the segmenter's long-axis masks on notebook 03's subjects, in the
+        long shape, and the cines left out; `StudySkipped` when off or without 03 or 01."""
         clinical = self.nb.run_dir / "03" / "clinical_subjects.csv"
         seg = self._segmenter() if self.p["mask_mapse"] and clinical.exists() else None
         if seg is None or "LAX" not in seg.nets:
-            self.nb.table(self.long, "measures")
             raise StudySkipped("MAPSE from masks: " + ("turned off" if not self.p["mask_mapse"] else
                                                        "no notebook 03 results in this run" if not clinical.exists()
                                                        else "no long-axis segmenter in this run"))
@@ -71,37 +85,63 @@ class Agreement(Study):
         with self.nb.timer("long-axis segmentation + hinge points"):
             masks = {cid: seg.labels(store.read(cid)) for cid in ids}
             mask_table, skipped = ag.mask_mapse(store, masks)
-        cond = self.long.drop_duplicates("subject").set_index("subject")["condition"].to_dict()
+        cond = self.collected.drop_duplicates("subject").set_index("subject")["condition"].to_dict()
         both = subj.merge(mask_table.add_suffix("_mask").rename(columns={"subject_mask": "subject"}), on="subject")
-        self.long = pd.concat([self.long, ag.from_columns(both, {"mask": LAX_MASKS}, "phantom", "observer 1", cond)],
-                              ignore_index=True)
-        self.nb.table(self.long, "measures")
-        print(f"{len(mask_table)} subjects measured from masks; {len(skipped)} cine(s) left out")
-        return skipped
+        return Masked(ag.from_columns(both, {"mask": LAX_MASKS}, "phantom", "observer 1", cond), skipped,
+                      len(mask_table))
 
-    def real_patients(self) -> pd.DataFrame:
+    @cached_property
+    def measures(self) -> pd.DataFrame:
+        """Every notebook's measures with the mask-derived valve measures where there are some (written: what
+        notebook 09 and the report read)."""
+        masked = self.optional("mask_rows")
+        long = self.collected if masked is None else pd.concat([self.collected, masked.rows], ignore_index=True)
+        self.nb.table(long, "measures")
+        return long
+
+    def mask_mapse(self) -> pd.DataFrame:
+        """The cines the mask-derived measures left out; `StudySkipped` when off or without 03 or 01."""
+        _ = self.measures  # written with or without the mask rows
+        masked = self.mask_rows
+        print(f"{masked.subjects} subjects measured from masks; {len(masked.skipped)} cine(s) left out")
+        return masked.skipped
+
+    @cached_property
+    def real_rows(self) -> pd.DataFrame:
         """The real SAX cohort's volumes, EF and ED/ES frames against ACDC's reference, each segmenter only on
-        patients it never trained on, added to the long table (written); the frame differences. `StudySkipped`
-        when off or without the cohort."""
+        patients it never trained on (written); `StudySkipped` when off or without the cohort."""
         if not self.p["real_patients"]:
             raise StudySkipped("real patients turned off (real_patients=False)")
         with self.nb.timer("real patients"):
             real = ag.real_sax_from_run(self.nb.run_dir, data_root(self.p["data_dir"]), self.p["seed"],
-                                        self._segmenter())
-        self.real = real
-        self.long = pd.concat([self.long, real], ignore_index=True)
+                                        self._segmenter(), self.phantom_segmenter)
         self.nb.table(real, "real_long")
+        return real
+
+    @cached_property
+    def long(self) -> pd.DataFrame:
+        """Every measure the statistics read: the notebooks', the masks' and the real patients'."""
+        real = self.optional("real_rows")
+        return self.measures if real is None else pd.concat([self.measures, real], ignore_index=True)
+
+    def real_patients(self) -> pd.DataFrame:
+        """The real patients per method and the ED/ES frame differences (written)."""
+        real = self.real_rows
         print(real.groupby("method").subject.nunique().rename("patients").to_string())
         frames = ag.frame_differences(real)
         self.nb.table(frames, "real_frames")
         return frames
 
-    def statistics(self) -> pd.DataFrame:
-        """Bias, limits of agreement, ICC(2,1), CCC and MAE per cohort x measure x method (written); the headline
-        measures' rows."""
+    @cached_property
+    def summary(self) -> pd.DataFrame:
+        """Bias, limits of agreement, ICC(2,1), CCC and MAE per cohort x measure x method (written)."""
         with self.nb.timer("statistics"):
-            self.summary = ag.summarise(self.long, min_n=self.p["min_n"])
-        self.nb.table(self.summary, "agreement")
+            summary = ag.summarise(self.long, min_n=self.p["min_n"])
+        self.nb.table(summary, "agreement")
+        return summary
+
+    def statistics(self) -> pd.DataFrame:
+        """The headline measures' agreement rows."""
         return self.summary[self.summary["measure"].isin(ag.HEADLINE)][SHOWN]
 
     def figures(self) -> None:
@@ -115,8 +155,8 @@ class Agreement(Study):
                        "regression and Bland-Altman panels of the headline measures (phantom test split)")
 
     def real_statistics(self) -> pd.DataFrame:
-        """The real patients' figure and statistics; `StudySkipped` when `real_patients` did not run."""
-        if getattr(self, "real", None) is None:
+        """The real patients' figure and statistics; `StudySkipped` without them."""
+        if self.optional("real_rows") is None:
             raise StudySkipped("no real patients in this run (see the real-patients step)")
         s = self.summary
         self.nb.figure(ag.real_figure(self.long), "07_real", "real ACDC patients: LV volumes and EF from the "

@@ -3,6 +3,8 @@ numbers, each feature set clustered raw and sex-adjusted, the clusters against d
 main clusters, a UMAP), and the real patients' feature sets clustered against ACDC's diagnoses."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import cached_property
 from typing import ClassVar
 
 import matplotlib.pyplot as plt
@@ -23,8 +25,30 @@ def clustered(ari: pd.DataFrame) -> bool:
     return bool(ari["ARI vs sex"].notna().any())
 
 
+@dataclass(frozen=True)
+class Cases:
+    """The subjects clustered (the case and healthy ones), the case's flag and its name in the tables."""
+
+    chosen: pd.DataFrame
+    case: str
+    name: str
+
+
+@dataclass(frozen=True)
+class FeatureSets:
+    """The segmentation measures of the subjects measured, every feature set by name, those subjects (indexed),
+    their tracks and the feature set the figures show."""
+
+    auto: pd.DataFrame
+    sets: dict
+    chosen: pd.DataFrame
+    tracks: pd.DataFrame
+    first: str
+
+
 class Clustering(Study):
-    """Notebook 08: `subjects`, `features`, `clusters`, `clustermaps`, `laef`, `umap`, `real_patients`, `checks`."""
+    """Notebook 08. Steps: `subjects`, `features`, `clusters`, `clustermaps`, `laef`, `umap`, `real_patients`,
+    `checks`; what they share is named: `cases`, `feature_sets`, `ari`, `real_ari`."""
 
     method = "clustering"
     number = "08"
@@ -37,53 +61,61 @@ class Clustering(Study):
         "threads": 1,                # torch CPU threads for the segmentation
     }
 
-    def subjects(self) -> pd.DataFrame:
+    @cached_property
+    def cases(self) -> Cases:
         """Every `case` subject and as many healthy ones drawn with the run's seed (every diseased subject when
-        there are too few); subjects by disease and sex."""
+        there are too few)."""
         p = self.p
         s = self.store.manifest().drop_duplicates("subject").reset_index(drop=True)
         s["healthy"] = s["condition"] == "healthy"
         s["diseased"] = ~s["healthy"]
         seed = seed_for(p["seed"], "08", "subset")
-        self.case, self.case_name = p["case"], str(p["case"]).upper()
+        case, name = p["case"], str(p["case"]).upper()
         try:
-            chosen = cl.balanced_subset(s, self.case, "healthy", seed, p["min_per_group"])
+            chosen = cl.balanced_subset(s, case, "healthy", seed, p["min_per_group"])
         except cl.ClusterError as e:
             print(f"{e}: clustering every diseased subject against healthy ones instead")
             chosen = cl.balanced_subset(s, "diseased", "healthy", seed, 1)
-            self.case, self.case_name = "diseased", "any condition"
-        chosen["disease"] = chosen[self.case].map({True: self.case_name, False: "healthy"})
-        self.chosen = chosen
-        return chosen.groupby(["disease", "sex"]).size().unstack(fill_value=0)
+            case, name = "diseased", "any condition"
+        chosen["disease"] = chosen[case].map({True: name, False: "healthy"})
+        return Cases(chosen, case, name)
 
-    def features(self) -> dict[str, tuple]:
+    def subjects(self) -> pd.DataFrame:
+        """The chosen subjects by disease and sex."""
+        return self.cases.chosen.groupby(["disease", "sex"]).size().unstack(fill_value=0)
+
+    @cached_property
+    def feature_sets(self) -> FeatureSets:
         """The segmentation Predictor's Table-1 measures of the chosen subjects (a SAX stack at its ED and ES, 2CH
         and 4CH at every frame, as notebook 04's) and each HeartMAE-family model's subject features from notebook
-        06; their shapes."""
+        06, the subjects measured, their tracks (disease, sex, age, LAEF) and the set the figures show."""
         with self.nb.timer("Table-1 measures"):  # notebook 06's expert features segmented them: read, not redone
-            meas = self.table1_measures(self.store, self.chosen["subject"])
-        self.auto = meas.drop(columns="error_auto", errors="ignore").rename(columns=lambda c: c.removesuffix("_auto"))
-        self.sets = {SEGMENTATION: self.auto}
+            meas = self.table1_measures(self.store, self.cases.chosen["subject"])
+        auto = meas.drop(columns="error_auto", errors="ignore").rename(columns=lambda c: c.removesuffix("_auto"))
+        sets = {SEGMENTATION: auto}
         for f in sorted((self.nb.run_dir / "06").glob("subject_features_*.csv")):
-            self.sets[f.stem.removeprefix("subject_features_")] = pd.read_csv(f).set_index("subject")
-        self.chosen = self.chosen.set_index("subject").loc[self.auto.index]
-        c = self.chosen
-        self.tracks = pd.DataFrame({"disease": c["disease"], "sex": c["sex"], "age": c["age"],
-                                    "LAEF": self.auto.get("LAEF")})
-        self.first = PREFERRED if PREFERRED in self.sets else next(iter(self.sets))
-        return {k: v.shape for k, v in self.sets.items()}
+            sets[f.stem.removeprefix("subject_features_")] = pd.read_csv(f).set_index("subject")
+        c = self.cases.chosen.set_index("subject").loc[auto.index]
+        tracks = pd.DataFrame({"disease": c["disease"], "sex": c["sex"], "age": c["age"], "LAEF": auto.get("LAEF")})
+        return FeatureSets(auto, sets, c, tracks, PREFERRED if PREFERRED in sets else next(iter(sets)))
+
+    def features(self) -> dict[str, tuple]:
+        """Each feature set's shape."""
+        return {k: v.shape for k, v in self.feature_sets.sets.items()}
 
     def _adjusted(self, name: str, adjustment: str) -> pd.DataFrame:
-        feats = self.sets[name].reindex(self.chosen.index)
-        return cl.standardise(feats) if adjustment == "raw" else cl.sex_adjust(feats.dropna(axis=1),
-                                                                              self.chosen["sex"])
+        fs = self.feature_sets
+        feats = fs.sets[name].reindex(fs.chosen.index)
+        return cl.standardise(feats) if adjustment == "raw" else cl.sex_adjust(feats.dropna(axis=1), fs.chosen["sex"])
 
-    def clusters(self) -> pd.DataFrame:
+    @cached_property
+    def ari(self) -> pd.DataFrame:
         """Each feature set raw and sex-adjusted: the cluster count with the best silhouette and the ARI against
         disease and sex (written, with every silhouette)."""
         rows, sil_rows = [], []
-        truths = {self.case_name: self.chosen["disease"], "sex": self.chosen["sex"]}
-        for name in self.sets:
+        fs, name_ = self.feature_sets, self.cases.name
+        truths = {name_: fs.chosen["disease"], "sex": fs.chosen["sex"]}
+        for name in fs.sets:
             for adj in ("raw", "sex-adjusted"):
                 x = self._adjusted(name, adj).to_numpy()
                 try:
@@ -94,33 +126,39 @@ class Clustering(Study):
                 sil_rows.append(sil.assign(features=name, adjustment=adj))
                 rows.append(dict(features=name, adjustment=adj, k=k, silhouette=sil["silhouette"].max(),
                                  **cl.rand_indices(cl.cluster(x, k), truths), note=""))
-        self.ari = pd.DataFrame(rows).reindex(columns=["features", "adjustment", "k", "silhouette",
-                                                       f"ARI vs {self.case_name}", "ARI vs sex", "note"])
-        self.nb.table(self.ari, "rand_indices")
-        if clustered(self.ari):
-            self.nb.figure(cl.ari_figure(self.ari), "08_rand_indices", f"adjusted Rand index of each feature set's "
-                           f"clusters against {self.case_name} and against sex, raw and sex-adjusted")
+        ari = pd.DataFrame(rows).reindex(columns=["features", "adjustment", "k", "silhouette", f"ARI vs {name_}",
+                                                  "ARI vs sex", "note"])
+        self.nb.table(ari, "rand_indices")
         self.nb.table(pd.concat(sil_rows, ignore_index=True) if sil_rows else
                       pd.DataFrame(columns=["k", "silhouette"]), "silhouette")
+        return ari
+
+    def clusters(self) -> pd.DataFrame:
+        """The clusters' ARI against disease and sex, with the figure."""
+        if clustered(self.ari):
+            self.nb.figure(cl.ari_figure(self.ari), "08_rand_indices", f"adjusted Rand index of each feature set's "
+                           f"clusters against {self.cases.name} and against sex, raw and sex-adjusted")
         return self.ari
 
     def clustermaps(self) -> None:
         """The paper's Fig. 3, S2 and S3: clustered heat maps of the first feature set, raw and sex-adjusted."""
-        for adj in ("raw", "sex-adjusted") if len(self.chosen) >= 3 else ():
-            fig = cl.clustermap(self._adjusted(self.first, adj), self.tracks,
-                                f"{self.first}, {adj}: {self.case_name} and healthy subjects")
-            self.nb.figure(fig, f"08_clustermap_{adj.split('-')[0]}", f"clustered heat map of the {self.first} "
+        fs = self.feature_sets
+        for adj in ("raw", "sex-adjusted") if len(fs.chosen) >= 3 else ():
+            fig = cl.clustermap(self._adjusted(fs.first, adj), fs.tracks,
+                                f"{fs.first}, {adj}: {self.cases.name} and healthy subjects")
+            self.nb.figure(fig, f"08_clustermap_{adj.split('-')[0]}", f"clustered heat map of the {fs.first} "
                            f"({adj}) with disease, sex, age and LAEF tracks")
             plt.show()
 
     def laef(self) -> pd.DataFrame:
         """LAEF in the two main sex-adjusted clusters: a Mann-Whitney U test and the figure (written)."""
-        x = self._adjusted(self.first, "sex-adjusted").to_numpy()
+        fs = self.feature_sets
+        x = self._adjusted(fs.first, "sex-adjusted").to_numpy()
         two = cl.cluster(x, 2) if len(x) >= 2 else [0] * len(x)
-        test = pd.DataFrame([cl.two_cluster_test(self.tracks["LAEF"], two)])  # its note: a cluster too small
+        test = pd.DataFrame([cl.two_cluster_test(fs.tracks["LAEF"], two)])  # its note: a cluster too small
         self.nb.table(test, "laef_clusters")
         fig, ax = plt.subplots(figsize=(4, 3.5), constrained_layout=True)
-        laef = self.tracks.assign(cluster=two).dropna(subset=["LAEF"])  # a subject whose LA was not found
+        laef = fs.tracks.assign(cluster=two).dropna(subset=["LAEF"])  # a subject whose LA was not found
         if len(laef):
             sns.boxplot(data=laef, x="cluster", y="LAEF", hue="disease", ax=ax)
         else:
@@ -133,23 +171,29 @@ class Clustering(Study):
 
     def umap(self) -> None:
         """A UMAP of the first feature set coloured by sex, LV mass and disease (skipped, with why, when too few)."""
-        x = self._adjusted(self.first, "raw")
+        fs = self.feature_sets
+        x = self._adjusted(fs.first, "raw")
         try:
             xy = cl.embed(x.to_numpy(), seed_for(self.p["seed"], "08", "umap"))
         except cl.ClusterError as e:
             print(f"UMAP skipped: {e}")
             return
-        fig = cl.embedding_figure(xy, {"sex": self.chosen["sex"], "LV mass (g)": self.auto["LVM"].to_numpy(),
-                                       "disease": self.chosen["disease"]}, self.first)
-        self.nb.figure(fig, "08_umap", f"UMAP of the {self.first} coloured by sex, LV mass and disease")
+        fig = cl.embedding_figure(xy, {"sex": fs.chosen["sex"], "LV mass (g)": fs.auto["LVM"].to_numpy(),
+                                       "disease": fs.chosen["disease"]}, fs.first)
+        self.nb.figure(fig, "08_umap", f"UMAP of the {fs.first} coloured by sex, LV mass and disease")
 
-    def real_patients(self) -> pd.DataFrame:
+    @cached_property
+    def real_ari(self) -> pd.DataFrame:
         """The real patients' feature sets (notebook 06) clustered against ACDC's diagnoses, raw and BSA-adjusted,
-        with the permutation null (table and figure written); `StudySkipped` when 06 wrote none."""
+        with the permutation null (written); `StudySkipped` when 06 wrote none."""
         sets, subjects = cl.read_real(self.nb.run_dir)
         p = self.p
-        self.real_ari = cl.real_diagnoses(sets, subjects, p["ks"], seed_for(p["seed"], "08", "real"), p["n_perm"])
-        self.nb.table(self.real_ari, "real_ari")
+        real_ari = cl.real_diagnoses(sets, subjects, p["ks"], seed_for(p["seed"], "08", "real"), p["n_perm"])
+        self.nb.table(real_ari, "real_ari")
+        return real_ari
+
+    def real_patients(self) -> pd.DataFrame:
+        """The real patients' clusters against ACDC's diagnoses, with the figure."""
         self.nb.figure(cl.real_figure(self.real_ari), "08_real_diagnoses", "ARI of each feature set's clusters "
                        "against ACDC's five diagnoses, raw and BSA-adjusted, beside the 95th percentile of its "
                        "permutation null")
@@ -165,18 +209,19 @@ class Clustering(Study):
 
     def headline_tables(self):
         """The clusters against disease and sex, and the real patients' against diagnosis."""
-        yield "rand_indices", f"clusters ({self.case_name} against healthy): adjusted Rand index", None
-        if getattr(self, "real_ari", None) is not None:
+        yield "rand_indices", f"clusters ({self.cases.name} against healthy): adjusted Rand index", None
+        if self.optional("real_ari") is not None:
             yield "real_ari", "real patients' clusters against ACDC's diagnoses (ARI, permutation null)", None
 
     def checks(self) -> pd.DataFrame:
         """Every feature set clustered raw and adjusted, the sex adjustment lowering the ARI against sex, and on
         the real patients a learned feature set's clusters beyond the null."""
-        first = self.ari[self.ari["features"] == self.first].set_index("adjustment")["ARI vs sex"]
+        ari, fs = self.ari, self.feature_sets
+        first = ari[ari["features"] == fs.first].set_index("adjustment")["ARI vs sex"]
         first = first.reindex(["raw", "sex-adjusted"])
-        real = getattr(self, "real_ari", None)
+        real = self.optional("real_ari")
         return self.targets([
-            ("feature sets clustered raw and adjusted", int(self.ari["k"].notna().sum()), ">=", 2 * len(self.sets)),
+            ("feature sets clustered raw and adjusted", int(ari["k"].notna().sum()), ">=", 2 * len(fs.sets)),
             ("ARI vs sex, adjusted minus raw", first["sex-adjusted"] - first["raw"], "<=", 0.0),
             *([] if real is None else [("real patients: smallest permutation p of a learned feature set's ARI vs "
                                         "diagnosis", cl.learned_p(real), "<", 0.05)])])
