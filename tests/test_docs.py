@@ -37,3 +37,23 @@ def test_the_readme_is_short_and_the_figures_light():
     assert len((ROOT / "README.md").read_text().splitlines()) <= 300
     sizes = [p.stat().st_size for p in (ROOT / "figures").rglob("*") if p.is_file()]
     assert max(sizes) < 1 << 20 and sum(sizes) < 20 << 20
+
+
+def long_sentences(markdown: str, most: int = 40) -> list[str]:
+    """The prose sentences of a markdown page with more than `most` words (code blocks, tables, headings and images
+    aside; list items and paragraphs apart)."""
+    text = re.sub(r"```.*?```", "", markdown, flags=re.S)
+    found = []
+    for para in re.split(r"\n\s*\n", text):
+        lines = [ln for ln in para.splitlines() if ln.strip() and not ln.startswith(("|", "![", "#"))]
+        for item in re.split(r"\n(?=- )", "\n".join(lines)):
+            prose = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", " ".join(item.split()))
+            found += [s for s in re.split(r"(?<=[.!?])\s+(?=[A-Z0-9`*(])", prose) if len(s.split()) > most]
+    return found
+
+
+def test_the_readme_reads_in_sentences_a_newcomer_can_follow():
+    """No README sentence over 40 words: the front door, its measurements in docs/ as tables."""
+    assert not long_sentences((ROOT / "README.md").read_text())
+    page = "A short one. Long " + "word " * 40 + "ends.\n\n| a table " + "cell " * 60 + "|"
+    assert [len(s.split()) for s in long_sentences(page)] == [42]
