@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -27,18 +27,25 @@ from .plausible import SEXES, SPOILS
 from . import predictor as registry  # the one list of methods, read when a report is made
 from .predictor import NotApplicable, Prediction, Predictor, predictor_class, run_predictors
 from .record import Cine
-from .utils import atomic_write_json, atomic_write_text
+from .utils import atomic_write_json, atomic_write_text, spreadsheet_safe
 
 INPUT_KINDS = tuple(SPOILS)  # the kinds of input QC flag (`io.qa.acquisition_flags`), by what each spoils
 PATIENT = "patient"  # the only name the report gives the patient
 REPORT_KIND = "cmrlib analyse report"  # report.json says so: a folder holding one may be replaced (--force)
 REPORT_FILES = ("report.html", "measures.csv", "report.json")
 SYSTEM = tuple(Path(p) for p in ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc",
-                                 "/run", "/sbin", "/srv", "/sys", "/usr", "/var"))  # never written into
+                                 "/run", "/sbin", "/srv", "/sys", "/usr", "/var"))  # never written into, nor below
+MOUNTS = tuple(Path(p) for p in ("/home", "/media", "/mnt", "/opt", "/root"))  # never written into (below: yes)
 
 
 class AnalyseError(ValueError):
-    """A patient path or run folder `cmrlib analyse` cannot use: one line saying which and why."""
+    """A patient path or run folder `cmrlib analyse` cannot use: one line saying which and why. A patient's files
+    also keep the parts apart (`problem`, `file` inside the patient's folder, `kind` of error), so a cohort's
+    summary can name them under a pseudonym."""
+
+    def __init__(self, message: str, problem: str | None = None, file: str | None = None, kind: str | None = None):
+        super().__init__(message)
+        self.problem, self.file, self.kind = problem, file, kind
 
 
 # ---------------------------------------------------------------- reading one patient
@@ -62,7 +69,8 @@ def _source(folder: Path) -> tuple[str, list[Path]]:
         return "nifti", nifti
     if any(is_dicom_file(p) for p in files):
         return "dicom", []
-    raise AnalyseError(f"{folder.name}: no DICOM, NIfTI, UK Biobank zip or ACDC patient files found")
+    why = "no DICOM, NIfTI, UK Biobank zip or ACDC patient files found"
+    raise AnalyseError(f"{folder.name}: {why}", why)
 
 
 def read_patient(path: str | Path, views: dict[int, str] | None = None) -> tuple[list[Cine], list[dict]]:
@@ -83,7 +91,8 @@ def read_patient(path: str | Path, views: dict[int, str] | None = None) -> tuple
     if source == "ukbb":
         items = source_module("ukbb").find(folder)
         if len(items) != 1:
-            raise AnalyseError(f"{folder.name}: {len(items)} UK Biobank participants; give one patient's zips")
+            why = f"{len(items)} UK Biobank participants; give one patient's zips"
+            raise AnalyseError(f"{folder.name}: {why}", why)
         item = Item(key=PATIENT, paths=items[0].paths, subject=PATIENT, private=True)
     elif source == "nifti":
         item = Item(key=PATIENT, paths=tuple(nifti), subject=PATIENT)
@@ -100,11 +109,12 @@ def read_patient(path: str | Path, views: dict[int, str] | None = None) -> tuple
             return read_subject(folder, PATIENT), []
         cines, notes = read_item(source, item)
     except IngestError as e:
-        raise AnalyseError(f"{folder.name}: {e}") from None
+        raise AnalyseError(f"{folder.name}: {e}", e.problem, _inside(folder, e.path), type(e).__name__) from None
     twice = [c.view for c in cines for n in notes if n.get("error") == "DuplicateView" and c.view in n["message"]]
     if twice:
         names = ", ".join(_files_of_view(folder, nifti, twice[0])) or "see the folder"
-        raise AnalyseError(f"{folder.name}: two {twice[0]} cines ({names}): give one patient's cines per folder")
+        why = f"two {twice[0]} cines: give one patient's cines per folder"
+        raise AnalyseError(f"{folder.name}: two {twice[0]} cines ({names}): give one patient's cines per folder", why)
     return cines, [dict(file=_inside(folder, n.get("file", "")), reason=f"{n.get('error')}: {n.get('message')}",
                         **({"series": n["series"]} if "series" in n else {})) for n in notes]
 
@@ -177,19 +187,48 @@ class Body:
 
     @property
     def bsa(self) -> float | None:
+        """Mosteller's BSA when height and weight are a person's and give a person's BSA; None otherwise."""
+        from .io.common import human_body
         from .measure import bsa_mosteller
 
-        ok = self.height_cm and self.weight_kg and self.height_cm > 0 and self.weight_kg > 0
-        return float(bsa_mosteller(self.height_cm, self.weight_kg)) if ok else None
+        if self.height_cm is None or self.weight_kg is None or not human_body(self.height_cm, self.weight_kg):
+            return None
+        bsa = float(bsa_mosteller(self.height_cm, self.weight_kg))
+        return bsa if BSA_M2[0] <= bsa <= BSA_M2[1] else None
+
+
+BSA_M2 = (0.2, 3.5)  # a person's body surface area (m2): a newborn's to the largest adult's
+BMI = (6.0, 150.0)  # a person's body-mass index (kg/m2): each height and weight may be a person's, the pair not
+
+
+def check_body(height_cm: float | None, weight_kg: float | None) -> None:
+    """Refuse a height or weight option that is no person's, and a pair whose BSA is none (`io.common.BODY`, the
+    same bounds the readers hold a file's values to), naming the option."""
+    from .io.common import BODY
+    from .measure import bsa_mosteller
+
+    for option, v, (lo, hi), unit in (("--height", height_cm, BODY["height_cm"], "cm"),
+                                      ("--weight", weight_kg, BODY["weight_kg"], "kg")):
+        if v is not None and not (np.isfinite(v) and lo <= v <= hi):
+            raise AnalyseError(f"{option} {v:g} {unit}: give a person's ({lo:g}-{hi:g} {unit})")
+    if height_cm is not None and weight_kg is not None:
+        bsa, bmi = float(bsa_mosteller(height_cm, weight_kg)), weight_kg / (height_cm / 100) ** 2
+        pair = f"--height {height_cm:g} cm with --weight {weight_kg:g} kg"
+        if not BMI[0] <= bmi <= BMI[1]:
+            raise AnalyseError(f"{pair}: a BMI of {bmi:.1f} kg/m2, no person's ({BMI[0]:g}-{BMI[1]:g})")
+        if not BSA_M2[0] <= bsa <= BSA_M2[1]:
+            raise AnalyseError(f"{pair}: a BSA of {bsa:.2f} m2, no person's ({BSA_M2[0]:g}-{BSA_M2[1]:g} m2)")
 
 
 def body_of(cines: list[Cine], sex: str | None = None, height_cm: float | None = None,
             weight_kg: float | None = None) -> Body:
-    """The options where given, else what the files say (DICOM header, ACDC's Info.cfg)."""
+    """The options where given (checked: `check_body`), else what the files say (DICOM header, ACDC's Info.cfg)."""
+    check_body(height_cm, weight_kg)
     meta = next((c.meta for c in cines if c.meta.get("height_cm") or c.meta.get("sex")), {})
     from_files = sex is None and height_cm is None and weight_kg is None and bool(meta)
-    return Body(sex if sex is not None else meta.get("sex"), height_cm or meta.get("height_cm"),
-                weight_kg or meta.get("weight_kg"),
+    return Body(sex if sex is not None else meta.get("sex"),
+                height_cm if height_cm is not None else meta.get("height_cm"),
+                weight_kg if weight_kg is not None else meta.get("weight_kg"),
                 "the files' headers" if from_files else "the options" if (sex or height_cm or weight_kg) else "none")
 
 
@@ -210,11 +249,13 @@ def check_results(results: list[dict], cines: list[Cine], body: Body) -> tuple[p
 
 def run_profile(run_dir: Path) -> str:
     """The profile a run folder was made with (its run.json), '?' when it does not say."""
+    from .runfiles import RunFileError, read_json
+
     try:
-        got = json.loads((run_dir / "run.json").read_text()[:1 << 20]).get("profile")
-    except (OSError, ValueError, AttributeError):
+        got = read_json(run_dir, run_dir / "run.json").get("profile")
+    except RunFileError:
         return "?"
-    return got if isinstance(got, str) else "?"
+    return got if isinstance(got, str) and re.fullmatch(r"[\w.-]{1,64}", got) else "?"
 
 
 def _pedigree(p: dict, profile: str) -> str:
@@ -375,8 +416,10 @@ tr.flagged td{background:#fde2e2}tr.flagged td.check{color:#a00}td.check{font-si
 
 
 def write_report(results: list[dict], cines: list[Cine], notes: list[dict], missing: dict[str, str],
-                 out: Path, body: Body | None = None, profile: str = "?") -> dict[str, Path]:
-    """report.html, measures.csv and report.json in `out`, each written atomically."""
+                 out: Path, body: Body | None = None, profile: str = "?", made_from: str | None = None
+                 ) -> dict[str, Path]:
+    """report.html, measures.csv and report.json in `out`, each written atomically; `made_from`: a fingerprint of the
+    patient's files (a cohort's reports are redone when it changes)."""
     from .plausible import REFERENCE_SOURCE, RULES, SV_RULE
 
     body = body or Body()
@@ -410,7 +453,7 @@ def write_report(results: list[dict], cines: list[Cine], notes: list[dict], miss
             f"</head><body>{''.join(body_html)}</body></html>")
     files = dict(html=out / "report.html", csv=out / "measures.csv", json=out / "report.json")
     atomic_write_text(files["html"], page)
-    atomic_write_text(files["csv"], checked.to_csv(index=False))
+    atomic_write_text(files["csv"], spreadsheet_safe(checked).to_csv(index=False))
     atomic_write_json(files["json"], dict(
         kind=REPORT_KIND, profile=profile, cines=[dict(view=c.view, frames=c.n_frames) for c in cines], input=qc,
         methods=[dict(method=r["method"], model=r["model"], content_key=r["predictor"].content_key(),
@@ -418,7 +461,7 @@ def write_report(results: list[dict], cines: list[Cine], notes: list[dict], miss
                       provenance=r["provenance"], warnings=banners(r["provenance"], profile)) for r in results],
         missing=missing, numbers=n_num, flagged=n_flag, unfamiliar=odd, not_measurable=hidden.measure.tolist(),
         series=[n["series"] for n in notes if "series" in n], skipped_files=[n for n in notes if "series" not in n],
-        reference_ranges=REFERENCE_SOURCE))
+        reference_ranges=REFERENCE_SOURCE, made_from=made_from))
     return files
 
 
@@ -426,7 +469,8 @@ def own_folder(out: Path, **around: Path) -> Path:
     """`out` resolved, refused when it is a system folder or a file, or is or lies in one of `around` (name ->
     folder, e.g. the patient's or the run's)."""
     o = out.resolve()
-    if o == Path(o.anchor) or o == Path.home().resolve() or any(o == s or s in o.parents for s in SYSTEM):
+    if o == Path(o.anchor) or o == Path.home().resolve() or o in MOUNTS or any(o == s or s in o.parents
+                                                                              for s in SYSTEM):
         raise AnalyseError(f"--out {out}: a system folder; give a folder of its own for the report")
     for what, folder in around.items():
         f = folder.resolve()
@@ -452,9 +496,11 @@ def check_out(out: Path, patient: Path, run_dir: Path, force: bool = False) -> P
 
 def finished_report(folder: Path) -> bool:
     """Whether a folder holds a finished cmrlib report (its report.json, written last, says so)."""
+    from .runfiles import RunFileError, read_json
+
     try:
-        return json.loads((folder / "report.json").read_text()).get("kind") == REPORT_KIND
-    except (OSError, ValueError, AttributeError):
+        return read_json(folder, folder / "report.json").get("kind") == REPORT_KIND
+    except RunFileError:
         return False
 
 
@@ -491,14 +537,14 @@ def load_models(run_dir: Path, skip_broken: bool = False, warn: Callable[[str], 
 
 def report_patient(patient: Path, models: Models, out: Path, log: Callable[[str], None] = print,
                    sex: str | None = None, height_cm: float | None = None, weight_kg: float | None = None,
-                   views: dict[int, str] | None = None) -> dict[str, Path]:
+                   views: dict[int, str] | None = None, made_from: str | None = None) -> dict[str, Path]:
     """One patient through loaded models into a report folder; the files written."""
     cines, notes = read_patient(patient, views)
     log(f"read {len(cines)} cine(s): {', '.join(c.view for c in cines)}")
     results = run_all(models.predictors, cines, log)
     out.mkdir(parents=True, exist_ok=True)
     return write_report(results, cines, notes, models.missing, out, body_of(cines, sex, height_cm, weight_kg),
-                        models.profile)
+                        models.profile, made_from)
 
 
 def analyse(patient: str | Path, run_dir: str | Path, out: str | Path, log: Callable[[str], None] = print,
@@ -511,6 +557,7 @@ def analyse(patient: str | Path, run_dir: str | Path, out: str | Path, log: Call
     run_dir, out, patient = Path(run_dir), Path(out), Path(patient)
     if sex is not None and sex not in SEXES:
         raise AnalyseError(f"--sex {sex[:20]!r}: give one of {', '.join(SEXES)}")
+    check_body(height_cm, weight_kg)  # before anything is read or loaded
     if not run_dir.is_dir():
         raise AnalyseError(f"--run {run_dir.name}: not a folder (a run folder made by `cmrlib run`)")
     check_out(out, patient, run_dir, force)

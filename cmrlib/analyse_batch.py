@@ -1,14 +1,15 @@
 """`cmrlib analyse COHORT --run RUN --out OUT`: one report per subject (one sub-folder each), `summary.csv` with a row
 per subject (every measure and its flags) and an index page; models loaded once, resumable.
 
-Subjects are named S001, S002 ... in the sorted order of their folders; no folder name reaches a report, the
-summary or the index. A finished subject is not redone when the cohort and the models are unchanged.
+Subjects are named S001, S002 ... in the sorted order of their folders; no folder or file name reaches a report, the
+summary or the index. `batch.json` is written before the first subject, so a killed batch resumes; a finished
+subject is not redone while its files (`made_from`), the cohort's folders and the models are unchanged.
 """
 from __future__ import annotations
 
 import hashlib
 import html
-import json
+import re
 import time
 from pathlib import Path
 from typing import Callable
@@ -18,7 +19,8 @@ import pandas as pd
 from .analyse import (CSS, INPUT_KINDS, REPORT_FILES, AnalyseError, Models, _source, finished_report, load_models,
                       own_folder, report_patient)
 from .io.common import guess_view
-from .utils import atomic_write_json, atomic_write_text
+from .runfiles import RunFileError, read_csv, read_json
+from .utils import atomic_write_json, atomic_write_text, spreadsheet_safe
 
 BATCH_KIND = "cmrlib analyse batch"
 BATCH_FILES = ("index.html", "summary.csv", "batch.json")
@@ -59,19 +61,67 @@ def models_key(models: Models) -> str:
                 *sorted(models.missing))
 
 
-def check_batch_out(out: Path, cohort: Path, run_dir: Path) -> None:
-    """The batch folder: not a system folder, not inside the cohort or the run, empty or a cmrlib batch."""
+def check_batch_out(out: Path, cohort: Path, run_dir: Path, force: bool = False) -> None:
+    """The batch folder: not a system folder, not inside the cohort or the run; empty, a cmrlib batch, or (with
+    `force`) a folder of nothing but a batch's files and subject folders (a batch killed before its record)."""
     o = own_folder(out, **{"the cohort folder": cohort, "the run folder": run_dir})
-    if o.is_dir() and any(o.iterdir()) and _batch_state(o) is None:
-        raise AnalyseError(f"--out {out.name or out} is not empty and holds no cmrlib batch; give a new folder")
+    if not o.is_dir() or not any(o.iterdir()) or _batch_state(o) is not None:
+        return
+    if force and all(SUBJECT.fullmatch(p.name) or p.name in BATCH_FILES for p in o.iterdir()):
+        return
+    raise AnalyseError(f"--out {out.name or out} is not empty and holds no cmrlib batch; give a new folder"
+                       + ("" if force else " (--force takes over one that holds only a batch's subject folders)"))
+
+
+SUBJECT = re.compile(r"S\d{3,}")  # a subject's folder in a batch: its pseudonym
 
 
 def _batch_state(out: Path) -> dict | None:
     try:
-        state = json.loads((out / "batch.json").read_text()[:1 << 24])
-    except (OSError, ValueError):
+        state = read_json(out, out / "batch.json")
+    except RunFileError:
         return None
-    return state if isinstance(state, dict) and state.get("kind") == BATCH_KIND else None
+    return state if state.get("kind") == BATCH_KIND else None
+
+
+def made_from(folder: Path) -> str:
+    """What a subject's report was made from: each file's path inside its folder, size and modification time (a
+    file replaced by another patient's changes it)."""
+    from .io.common import walk
+
+    parts = []
+    for p in walk(folder):
+        st = p.stat()
+        parts.append(f"{p.relative_to(folder).as_posix()}|{st.st_size}|{st.st_mtime_ns}")
+    return _key(*parts)
+
+
+def _made_from(report: Path) -> str | None:
+    """The input fingerprint a finished report was made from (None: not finished, or from before fingerprints)."""
+    try:
+        return read_json(report, report / "report.json").get("made_from")
+    except RunFileError:
+        return None
+
+
+def masked(file: str | None) -> str:
+    """A file's path inside a subject's folder with every name replaced (folder and file names can be a patient's),
+    its extension kept: what a summary may show of it."""
+    if not file:
+        return ""
+    parts = Path(file).parts
+    last = parts[-1]
+    ext = "".join(Path(last).suffixes[-2:]) if "." in last else ""
+    return "/".join(["…"] * (len(parts) - 1) + [f"…{ext}"])
+
+
+def failure(e: Exception) -> str:
+    """Why a subject has no report, as its summary row may say it: the error's kind, the masked file, the problem
+    (an error cmrlib did not foresee: its kind only, as its text could hold anything)."""
+    if isinstance(e, AnalyseError) and e.problem:
+        where = masked(e.file)
+        return f"failed: {e.kind or 'AnalyseError'}: " + (f"{where}: " if where else "") + e.problem[:240]
+    return f"failed: {type(e).__name__}"
 
 
 def summary_row(name: str, folder: Path, status: str) -> dict:
@@ -79,8 +129,8 @@ def summary_row(name: str, folder: Path, status: str) -> dict:
     row = dict(subject=name, status=status)
     if not finished_report(folder):
         return row
-    rep = json.loads((folder / "report.json").read_text())
-    tab = pd.read_csv(folder / "measures.csv").fillna(dict(flag=""))
+    rep = read_json(folder, folder / "report.json")
+    tab = read_csv(folder, folder / "measures.csv").fillna(dict(flag=""))
     row.update(views="+".join(c["view"] for c in rep["cines"]), numbers=rep["numbers"], flagged=rep["flagged"],
                input_flags=sum(any(q[f"{k}_flags"] for k in INPUT_KINDS) for q in rep["input"]),
                skipped_files=len(rep["skipped_files"]))
@@ -115,14 +165,15 @@ def analyse_cohort(cohort: str | Path, run_dir: str | Path, out: str | Path, log
                    skip_broken: bool = False, force: bool = False, warn: Callable[[str], None] | None = None,
                    progress: bool = True) -> dict[str, Path]:
     """Every subject folder of a cohort through the run's predictors (loaded once): a report each, summary.csv,
-    index.html and batch.json in `out`. A subject that fails is recorded and the others go on; a rerun redoes only
-    the unfinished ones (`force`: all) while the cohort's folders and the models are unchanged."""
+    index.html and batch.json in `out`. batch.json is written first, so a killed batch resumes; a subject that fails
+    is recorded and the others go on; a rerun redoes a subject whose report is unfinished or whose files changed
+    (`made_from`), and every subject with `force`."""
     from tqdm.auto import tqdm
 
     cohort, run_dir, out = Path(cohort), Path(run_dir), Path(out)
     if not cohort.is_dir():
         raise AnalyseError(f"{cohort.name}: not a folder (give a folder with one sub-folder per subject)")
-    check_batch_out(out, cohort, run_dir)
+    check_batch_out(out, cohort, run_dir, force)
     folders = subject_folders(cohort)
     if not folders:
         raise AnalyseError(f"{cohort.name}: no sub-folders (one per subject)")
@@ -135,23 +186,25 @@ def analyse_cohort(cohort: str | Path, run_dir: str | Path, out: str | Path, log
         raise AnalyseError(f"--out {out.name}: holds reports of another cohort or other models (--force redoes all)")
     log(f"{len(folders)} subjects, {len(models.predictors)} predictor(s) loaded ({time.perf_counter() - t0:.1f} s)")
     out.mkdir(parents=True, exist_ok=True)
+    files = dict(html=out / "index.html", csv=out / "summary.csv", json=out / "batch.json")
+    record = dict(kind=BATCH_KIND, **keys, subjects=len(names), profile=models.profile)
+    atomic_write_json(files["json"], dict(record, status="running"))  # a killed batch resumes from here
     status: dict[str, str] = {}
     for name, folder in tqdm(list(zip(names, folders)), desc="subjects", disable=not progress):
-        dest = out / name
-        if finished_report(dest) and not force:
+        dest, made = out / name, made_from(folder)
+        if not force and finished_report(dest) and _made_from(dest) == made:
             status[name] = "reported"
             continue
         try:
-            report_patient(folder, models, dest, log=lambda _: None)
+            report_patient(folder, models, dest, log=lambda _: None, made_from=made)
             status[name] = "reported"
         except Exception as e:  # one subject's bad files never stop the cohort
-            status[name] = f"failed: {type(e).__name__}: {str(e).replace(folder.name, name)}"[:300]
+            status[name] = failure(e)
             log(f"  {name}: {status[name]}")
     summary = pd.DataFrame([summary_row(n, out / n, status[n]) for n in names])
-    files = dict(html=out / "index.html", csv=out / "summary.csv", json=out / "batch.json")
-    atomic_write_text(files["csv"], summary.to_csv(index=False))
+    atomic_write_text(files["csv"], spreadsheet_safe(summary).to_csv(index=False))
     atomic_write_text(files["html"], index_html(summary, models.profile))
-    atomic_write_json(files["json"], dict(kind=BATCH_KIND, **keys, subjects=len(names), profile=models.profile,
+    atomic_write_json(files["json"], dict(record, status="complete",
                                           reported=int((summary.status == "reported").sum()),
                                           seconds=round(time.perf_counter() - t0, 1)))
     log(f"{(summary.status == 'reported').sum()} of {len(names)} reported: {files['html']} "

@@ -182,11 +182,13 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from .fit import FitError
     from .io import IngestError, PseudonymError
     from .params import ParamError
+    from .runfiles import RunFileError
     from .store import StoreBusyError, StoreError
     from .tables import TableError
 
     return (runner.RunError, runner.NotebookFailed, IngestError, PseudonymError, StoreBusyError, StoreError,
-            ReportError, SchedulerUnreachable, AnalyseError, PredictorError, FitError, ParamError, TableError)
+            ReportError, SchedulerUnreachable, AnalyseError, PredictorError, FitError, ParamError, TableError,
+            RunFileError)
 
 
 def main(argv=None) -> int:

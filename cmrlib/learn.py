@@ -344,12 +344,14 @@ def record_settings(model_path: str | os.PathLike, settings: Mapping) -> Path:
 def reusable(model_path: str | os.PathLike, settings: Mapping) -> bool:
     """Whether an exported model can stand in for training it again: it exists and was trained with exactly these
     settings (a notebook opened on an existing run folder then shows its results without retraining)."""
+    from .runfiles import RunFileError, read_json
+
     f = _settings_file(model_path)
     if not (Path(model_path).exists() and f.exists()):
         return False
-    try:
-        return json.loads(f.read_text()) == _canonical(settings)
-    except json.JSONDecodeError:
+    try:  # a regular file beside the model, never a FIFO or a link out of its folder
+        return read_json(f.parent, f, kind=None) == _canonical(settings)
+    except RunFileError:
         return False
 
 

@@ -34,7 +34,8 @@ WEIGHTS = "weights.safetensors"
 MAX_JSON_BYTES = 16 * 2**20  # a model's JSON is settings and names: anything larger is not one of ours
 ARCHITECTURES: dict[str, Callable] = {}  # name -> factory of a torch module (`@architecture`)
 RECORDS: dict[str, type] = {}  # name -> dataclass whose fields a model file may hold (`@record`)
-_NAME = re.compile(r"^cmrlib(\.[a-z_][a-z0-9_]*)+:[A-Za-z_][A-Za-z0-9_]*$")
+_NAME = re.compile(r"^cmrlib(\.[a-z][a-z0-9_]*)+:[A-Za-z][A-Za-z0-9_]*$")  # no part may start with "_"
+IMPORTABLE = ("cmrlib.models.", "cmrlib.methods.")  # the only modules a name may import: where factories live
 
 
 class ModelFileError(ValueError):
@@ -104,9 +105,10 @@ def _registered(name: str, table: dict, what: str):
     """A registry entry by name, importing its cmrlib module first (the name says which); nothing else."""
     if not isinstance(name, str) or not _NAME.match(name):
         raise ModelFileError(f"{what} {str(name)[:80]!r} is not a cmrlib name")
-    if name not in table:
+    module = name.split(":")[0]
+    if name not in table and module.startswith(IMPORTABLE) and not module.endswith(".__main__"):
         try:
-            importlib.import_module(name.split(":")[0])
+            importlib.import_module(module)
         except ImportError:
             pass
     if name not in table:
@@ -286,6 +288,19 @@ class _Reader:
             setattr(m, k, x)
         return m
 
+    def _fits(self, v, state: dict) -> None:
+        """Before the network is built: built on torch's meta device (shapes only, no memory, with a reader of its
+        own), its weights' names, shapes and dtypes must be the file's, so hostile arguments cost nothing (a network
+        that cannot be built on the meta device is checked once built)."""
+        import torch
+
+        try:
+            with torch.device("meta"):
+                own = _Reader(self.tensors)._build(v).state_dict()
+        except Exception:  # what the real build then says
+            return
+        _check_state(v["$module"], own, state)
+
     def _args(self, args) -> dict:
         if not isinstance(args, dict):
             raise ModelFileError("constructor arguments are not a mapping")
@@ -295,26 +310,35 @@ class _Reader:
     def _module(self, v):
         import torch
 
-        m = self._build(v)
         state = v.get("state")
         if not isinstance(state, dict):
             raise ModelFileError(f"{v['$module']}: no weights listed")
         state = {k: self._tensor(key) for k, key in state.items()}
-        own = m.state_dict()
-        missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-        if missing or extra:
-            raise ModelFileError(f"{v['$module']}: the weights do not fit the network "
-                                 f"(missing {missing[:3]}, unexpected {extra[:3]})")
+        self._fits(v, state)
+        m = self._build(v)
+        _check_state(v["$module"], m.state_dict(), state)
         nonfinite = [k for k, t in state.items() if t.is_floating_point() and not bool(t.isfinite().all())]
         if nonfinite:
             raise ModelFileError(f"{v['$module']}: non-finite weights (NaN or inf) in {nonfinite[:3]}")
-        bad = [k for k, t in state.items() if tuple(t.shape) != tuple(own[k].shape)]
-        if bad:
-            raise ModelFileError(f"{v['$module']}: shape mismatch for {bad[:3]} "
-                                 f"({tuple(state[bad[0]].shape)} in the file, {tuple(own[bad[0]].shape)} in the network)")
         with torch.no_grad():
             m.load_state_dict(state, strict=True)
         return m.eval()
+
+
+def _check_state(name: str, own: dict, state: dict) -> None:
+    """A file's weights fit a network exactly: the same names, shapes and dtypes (a cast is never made)."""
+    missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    if missing or extra:
+        raise ModelFileError(f"{name}: the weights do not fit the network (missing {missing[:3]}, unexpected "
+                             f"{extra[:3]})")
+    bad = [k for k, t in state.items() if tuple(t.shape) != tuple(own[k].shape)]
+    if bad:
+        raise ModelFileError(f"{name}: shape mismatch for {bad[:3]} ({tuple(state[bad[0]].shape)} in the file, "
+                             f"{tuple(own[bad[0]].shape)} in the network)")
+    cast = [k for k, t in state.items() if t.dtype != own[k].dtype]
+    if cast:
+        raise ModelFileError(f"{name}: dtype mismatch for {cast[:3]} ({state[cast[0]].dtype} in the file, "
+                             f"{own[cast[0]].dtype} in the network)")
 
 
 # ---- the folder -------------------------------------------------------------------------------------------------
@@ -389,8 +413,12 @@ def _read(folder: Path, kind: str) -> dict:
     if meta.stat().st_size > MAX_JSON_BYTES:
         raise ModelFileError(f"{meta.name} is {meta.stat().st_size / 2**20:.0f} MiB: too large to be a model's "
                              f"settings (at most {MAX_JSON_BYTES // 2**20} MiB)")
-    try:
-        doc = json.loads(meta.read_bytes())
+    from .runfiles import RunFileError, loads, read_bytes
+
+    try:  # a regular file (never a FIFO), each object's keys once: a repeated key would silently win
+        doc = loads(read_bytes(folder, meta, MAX_JSON_BYTES))
+    except RunFileError as e:
+        raise ModelFileError(str(e)) from None
     except (ValueError, RecursionError) as e:
         raise ModelFileError(f"{meta.name} is not valid JSON ({str(e)[:80]})") from None
     if not isinstance(doc, dict) or doc.get("kind") != kind or "body" not in doc:

@@ -150,18 +150,37 @@ def study_class(method: str):
     return importlib.import_module(f"cmrlib.methods.{method}").Study
 
 
-def load(path: str | os.PathLike, loaded: dict[Path, Predictor] | None = None) -> Predictor:
+def load(path: str | os.PathLike, loaded: dict | None = None) -> Predictor:
     """The Predictor in a folder written by `Predictor.save` (on the CPU), with the predictors it needs (by name,
-    from the same `predictors/` folder only); `loaded` (folder -> Predictor) shares one copy of a predictor several
-    others need. Nothing in the folder is ever unpickled or run."""
+    from the same `predictors/` folder only); `loaded` (folder -> Predictor, or the error it gave) shares one copy of
+    a predictor several others need and reads a broken one once. A folder named for one method must hold that
+    method's predictor, and a `needs` cycle is refused. Nothing in the folder is ever unpickled or run."""
     from .modelfile import ModelFileError, read
 
     path = Path(path)
     loaded = {} if loaded is None else loaded
     if path in loaded:
+        if loaded[path] is LOADING:
+            raise PredictorError(f"{path.name}: its predictors need each other (a cycle); refused")
+        if isinstance(loaded[path], PredictorError):
+            raise loaded[path]
         return loaded[path]
     if not path.exists():
         raise PredictorError(f"{path.name}: no predictor here (its notebook writes it into <run>/predictors)")
+    loaded[path] = LOADING
+    try:
+        p = _load(path, loaded, read, ModelFileError)
+    except PredictorError as e:
+        loaded[path] = e
+        raise
+    loaded[path] = p
+    return p
+
+
+LOADING = object()  # a predictor being loaded: met again, its needs run in a cycle
+
+
+def _load(path: Path, loaded: dict, read, ModelFileError) -> Predictor:
     try:
         got = read(path, kind="predictor")
     except ModelFileError as e:
@@ -169,6 +188,9 @@ def load(path: str | os.PathLike, loaded: dict[Path, Predictor] | None = None) -
     keys = {"method", "model", "prep", "needs", "provenance", "nets"}
     if set(got) != keys or got["method"] not in METHODS:
         raise PredictorError(f"{path.name}: not a cmrlib predictor (method {str(got.get('method'))[:40]!r})")
+    if path.name.endswith(SUFFIX) and path.name != file_name(got["method"]):
+        raise PredictorError(f"{path.name}: holds the {got['method']} predictor; a folder of that name holds "
+                             f"{path.name.removesuffix(SUFFIX)}'s")
     if not all(isinstance(got[k], dict) for k in ("prep", "needs", "provenance", "nets")):
         raise PredictorError(f"{path.name}: prep, needs, provenance and nets must be mappings")
     p = predictor_class(got["method"])(got["nets"], got["prep"], got["needs"], got["provenance"], str(got["model"]))
@@ -177,7 +199,6 @@ def load(path: str | os.PathLike, loaded: dict[Path, Predictor] | None = None) -
             raise PredictorError(f"{path.name}: needs {name!r} from {str(method)[:40]!r}, which is not a predictor "
                                  f"name ({', '.join(METHODS)})")
         p.needed[name] = load(path.parent / file_name(method), loaded)
-    loaded[path] = p
     return p
 
 

@@ -11,7 +11,6 @@ timings and the developer targets check, so a notebook's cells keep to the scien
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .plots import save_figure
+from .runfiles import check_tree, read_json, writable
 from .store import CohortStore
 from .utils import atomic_write_json, atomic_write_text, git_commit, seed_everything
 
@@ -65,6 +65,26 @@ class Notebook:
         """The notebook's own folder, `<run_dir>/<number>` unless `folder` is set."""
         return self.folder or self.run_dir / self.number
 
+    @property
+    def root(self) -> Path:
+        """The folder everything this notebook writes must stay in: the run folder (`cmrlib fit`: its own folder)."""
+        return self.folder or self.run_dir
+
+    def guard(self) -> None:
+        """Refuse a run folder whose folders this notebook writes into are, or hold, links that lead out of it (a
+        received run folder can carry them): models, tables and Predictors never land elsewhere, and replacing one
+        never deletes anything there."""
+        if self.folder is None:
+            check_tree(self.root, self.out, self.predictors or self.run_dir / "predictors")
+        else:  # `cmrlib fit`'s own folder (the user's: it may hold anything): where the fit writes in it
+            check_tree(self.root, self.out / "models")
+        check_tree(self.run_dir, self.run_dir / "table1")  # the run's cache of Table-1 measures, shared
+
+    def _write(self, path: Path) -> Path:
+        """`path` once it is a place inside the run folder, no link (`runfiles.writable`)."""
+        writable(self.root, path)
+        return path
+
     def cohort(self) -> CohortStore:
         """The run's cohort store (written by notebook 00); a clear error when it is missing."""
         store = CohortStore(self.run_dir / "cohort")
@@ -75,15 +95,15 @@ class Notebook:
     def table(self, df: pd.DataFrame, name: str, index: bool = False) -> Path:
         """Write a result table atomically as `<out>/<name>.csv`."""
         name = name if name.endswith(".csv") else f"{name}.csv"
-        return atomic_write_text(self.out / name, df.to_csv(index=index))
+        return atomic_write_text(self._write(self.out / name), df.to_csv(index=index))
 
     def headline(self, name: str, title: str, df: pd.DataFrame | None = None) -> Path:
         """List `<out>/<name>.csv` (written now when `df` is given) under `title` in `<out>/headlines.json`, the
         tables the run's report shows from this notebook, in the order listed, without knowing its method."""
         csv = name if name.endswith(".csv") else f"{name}.csv"
         path = self.table(df, csv) if df is not None else self.out / csv
-        index = self.out / HEADLINES
-        known = json.loads(index.read_text()) if index.exists() else {}
+        index = self._write(self.out / HEADLINES)
+        known = read_json(self.root, index) if index.exists() else {}
         known[path.name] = title
         atomic_write_json(index, known)
         return path
@@ -101,8 +121,8 @@ class Notebook:
         """Save a figure (`plots.save_figure`) and record its caption in `<out>/figures.json` for the index
         notebook 09 writes."""
         path = save_figure(fig, self.figures_dir, name, close=close, vector=vector)
-        index = self.out / "figures.json"
-        known = json.loads(index.read_text()) if index.exists() else {}
+        index = self._write(self.out / "figures.json")
+        known = read_json(self.root, index) if index.exists() else {}
         known[path.stem] = dict(caption=caption, notebook=self.number, file=str(path.name))
         atomic_write_json(index, dict(sorted(known.items())))
         return path
@@ -126,7 +146,8 @@ class Notebook:
         """Write a method's Predictor into the run's `predictors/` folder (what `cmrlib analyse` reads)."""
         from .predictor import file_name
 
-        return predictor.save((self.predictors or self.run_dir / "predictors") / file_name(predictor.method))
+        folder = self.predictors or self.run_dir / "predictors"
+        return predictor.save(self._write(folder / file_name(predictor.method)))
 
     def targets(self, checks: list[tuple[str, float, str, float]]) -> pd.DataFrame:
         """The developer targets (figure, value, goal, target) with `met`, written as `<out>/targets.csv`."""
@@ -147,6 +168,7 @@ def setup(number: str, run_dir: str | Path, figures_dir: str | Path, seed: int, 
 
         torch.set_num_threads(int(threads))
     nb = Notebook(str(number), project_path(run_dir), project_path(figures_dir), int(seed))
+    nb.guard()
     nb.out.mkdir(parents=True, exist_ok=True)
     nb.figures_dir.mkdir(parents=True, exist_ok=True)
     return nb

@@ -276,9 +276,11 @@ def _merge(prof: dict, profile: str, nb: Path, decl: dict, overrides: dict) -> d
 def earlier_notebooks(p: Plan) -> list[dict]:
     """The records of notebooks an earlier run of the same profile left in this run folder and this plan does not
     re-run (`--only 07 08 09` on a finished run keeps 00-06 in run.json)."""
+    from .runfiles import RunFileError, read_json
+
     try:
-        old = json.loads((p.out / "run.json").read_text())
-    except (OSError, ValueError):
+        old = read_json(p.out, p.out / "run.json")
+    except RunFileError:
         return []
     mine = {nb.name for nb, _ in p.steps}
     return [r for r in old.get("notebooks", []) if old.get("profile") == p.profile and r.get("status") == "ok"
@@ -455,10 +457,17 @@ def progress_line(i: int, n: int, stem: str, wall_s: float, budget: float | None
 
 def rerun(run_dir: str | Path, only: list[str], figures=None, log=print) -> Path:
     """Run some notebooks again on a finished run folder, with the run's own profile and figure folder."""
+    from .runfiles import RunFileError, read_json
+
     f = Path(run_dir) / "run.json"
     if not f.exists():
         raise RunError(f"{f}: no run record (run `cmrlib run --out {run_dir}` first)")
-    old = json.loads(f.read_text())
+    try:
+        old = read_json(Path(run_dir), f)
+    except RunFileError as e:
+        raise RunError(str(e)) from None
+    if not isinstance(old.get("profile"), str) or not isinstance(old.get("figures", ""), (str, type(None))):
+        raise RunError("run.json: no profile to run with (not a cmrlib run record)")
     return run(old["profile"], only, None, run_dir, figures or old.get("figures"), log=log)
 
 

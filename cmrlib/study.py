@@ -73,6 +73,7 @@ class Study:
             self.nb.folder = Path(out)
             self.nb.predictors = Path(out)
             self.nb.out.mkdir(parents=True, exist_ok=True)
+            self.nb.guard()
         self.client = None
         if "workers" in self.PARAMS:  # one task per subject or cine for the data-parallel steps
             self.client = cluster.start(p["scheduler"], p["workers"])

@@ -1,7 +1,8 @@
 """The one reader of a user's tables (MR labels for notebook 04, heart-failure labels for 05, targets for 06): a
-regular file of bounded size, every column read with its declared type, the first bad cell named by file and line,
-and a subject listed twice with different values refused. Messages name the file, never its folder (a folder may
-carry a patient's name) and never a subject's value (the table may hold real identifiers).
+regular file of bounded size, every column read with its declared type, the first bad cell named by file, line and
+column, and a subject listed twice with different values refused. Messages name the file, never its folder (a
+folder may carry a patient's name), and never a cell's or a header's text (a table may hold real identifiers, and
+a table without its header row has a patient's row there).
 
     tab = read_table(path, {"subject": SUBJECT, "mr": ZERO_ONE}, what="labels table")
 """
@@ -15,7 +16,6 @@ import stat
 from pathlib import Path
 from typing import Callable, Mapping
 
-import numpy as np
 import pandas as pd
 
 MAX_TABLE_BYTES = 64 << 20  # a million subjects with a few columns is about 30 MB
@@ -36,12 +36,15 @@ def subject(text: str) -> str:
 
 
 def number(text: str) -> float:
-    """A finite number, or NaN for an empty cell."""
+    """A finite number, or NaN for an empty cell (the message never repeats the cell)."""
     if not text.strip():
         return math.nan
-    v = float(text)
+    try:
+        v = float(text)
+    except ValueError:
+        raise ValueError("not a number") from None
     if not math.isfinite(v):
-        raise ValueError(f"{text!r} is not a finite number")
+        raise ValueError("not a finite number")
     return v
 
 
@@ -49,7 +52,7 @@ def zero_one(text: str) -> float:
     """0 or 1, or NaN for an empty cell."""
     v = number(text)
     if not (math.isnan(v) or v in (0.0, 1.0)):
-        raise ValueError(f"{text!r} is not 0 or 1")
+        raise ValueError("not 0 or 1")
     return v
 
 
@@ -57,7 +60,7 @@ def percent(text: str) -> float:
     """A percentage 0-100, or NaN for an empty cell."""
     v = number(text)
     if not (math.isnan(v) or 0 <= v <= 100):
-        raise ValueError(f"{text!r} is not a percentage 0-100")
+        raise ValueError("not a percentage 0-100")
     return v
 
 
@@ -67,7 +70,7 @@ def one_of(*choices: str) -> Parser:
         if not text.strip():
             return math.nan
         if text.strip() not in choices:
-            raise ValueError(f"{text.strip()!r} is not one of {', '.join(choices)}")
+            raise ValueError(f"not one of {', '.join(choices)}")
         return text.strip()
     return parse
 
@@ -111,24 +114,26 @@ def read_table(path: str | os.PathLike, columns: Mapping[str, Parser], *, requir
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as e:
         raise TableError(f"{what} {name}: not a CSV table ({str(e).splitlines()[0][:120]})") from None
     header = [c.strip() for c in next(csv.reader(io.StringIO(text)), [])]
-    twice = sorted({c for c in header if header.count(c) > 1})
+    twice = [i + 1 for i, c in enumerate(header) if header.count(c) > 1]
     if twice:  # pandas would rename the second one silently
-        raise TableError(f"{what} {name}: column {twice[0]!r} appears twice in the header")
+        raise TableError(f"{what} {name}: line 1, columns {twice[0]} and {twice[1]} have the same name")
     raw.columns = [str(c).strip() for c in raw.columns]
     missing = [c for c in required if c not in raw.columns]
-    if missing:
-        raise TableError(f"{what} {name}: missing column(s) {missing}; it has {list(raw.columns)[:10]}")
+    if missing:  # its header's cells are not named: without a header row they are a patient's
+        raise TableError(f"{what} {name}: line 1 (the header, {len(raw.columns)} columns) lacks the column(s) "
+                         f"{missing}: the first line must name the columns")
     if any_of and not set(any_of) & set(raw.columns):
         raise TableError(f"{what} {name}: needs at least one of the columns {list(any_of)}")
     parsers = {c: columns.get(c, extra) for c in raw.columns if c in columns or extra is not None}
     out = {}
-    for col, parse in parsers.items():
+    for j, (col, parse) in enumerate(parsers.items()):
         values = []
         for i, cell in enumerate(raw[col]):
             try:
                 values.append(parse(cell))
-            except ValueError as e:
-                raise TableError(f"{what} {name}: line {i + 2}, column {col}: {e}") from None
+            except ValueError as e:  # the column by its position too: a header may hold anything
+                shown = col if col in columns else f"{list(raw.columns).index(col) + 1}"
+                raise TableError(f"{what} {name}: line {i + 2}, column {shown}: {e}") from None
         out[col] = values
     tab = pd.DataFrame(out, index=raw.index)
     return _one_row_per_key(tab, key, name, what)

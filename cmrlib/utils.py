@@ -100,6 +100,30 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return Path(path)
 
 
+SPREADSHEET_FORMULA = ("=", "+", "-", "@", "\t", "\r")  # a text cell starting so is run by a spreadsheet
+
+
+def spreadsheet_safe(df):
+    """A table to write as CSV for people to open: a text cell a spreadsheet would run as a formula (`=`, `+`, `-`,
+    `@`, tab, CR first) gets a leading apostrophe (the OWASP rule); numbers and other text stay as they are."""
+    def safe(v):
+        if isinstance(v, str) and v.startswith(SPREADSHEET_FORMULA):
+            try:
+                float(v)
+                return v  # a negative number written as text
+            except ValueError:
+                return "'" + v
+        return v
+
+    import pandas as pd
+
+    out = df.copy()
+    for c in out.columns:
+        if not (pd.api.types.is_numeric_dtype(out[c]) or pd.api.types.is_bool_dtype(out[c])):
+            out[c] = out[c].map(safe)
+    return out.rename(columns=lambda c: safe(c) if isinstance(c, str) else c)
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Atomically write JSON (numpy scalars and arrays converted)."""
     return atomic_write_text(path, json.dumps(obj, indent=2, default=to_jsonable) + "\n")

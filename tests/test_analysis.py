@@ -241,11 +241,13 @@ def list_headlines(run: Path, number: str, study) -> None:
         nb.headline(name, title, table)
 
 
-def fake_run(tmp_path, commit="abc1234def"):
+def fake_run(tmp_path, commit="abc1234def", also=("04_mr_classification", "05_hf_classification")):
+    """A run record of notebook 02 (and `also`, finished) with 02's targets and Table 1."""
     (tmp_path / "02").mkdir(parents=True)
     (tmp_path / "run.json").write_text(json.dumps({
         "profile": "smoke", "git_commit": commit, "started": "2026-01-01T00:00:00+00:00",
-        "notebooks": [{"notebook": "02_ed_es.ipynb", "status": "ok", "wall_s": 60.0, "git_commit": commit}]}))
+        "notebooks": [{"notebook": f"{nb}.ipynb", "status": "ok", "wall_s": 60.0, "git_commit": commit}
+                      for nb in ("02_ed_es", *also)]}))
     pd.DataFrame({"figure": ["aFD ED"], "value": [0.3], "goal": ["<="], "target": [0.38], "met": [True]}).to_csv(
         tmp_path / "02" / "targets.csv", index=False)
     pd.DataFrame({"method": ["TempReg-Net", "New"], "view": ["all", "all"], "n": [3, 3], "aFD_ED": [0.3, 0.5],
@@ -256,7 +258,7 @@ def fake_run(tmp_path, commit="abc1234def"):
 
 
 def test_report_states_the_run_targets_and_paper_numbers(tmp_path):
-    text = report.report(fake_run(tmp_path))
+    text = report.report(fake_run(tmp_path, also=()))
     assert "Profile `smoke`, commit `abc1234`" in text and "1 of 1 met" in text
     afd = [line for line in text.splitlines() if line.startswith("| TempReg-Net")][0]
     assert "0.38" in afd and "0.44" in afd  # the paper's row beside ours

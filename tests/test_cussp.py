@@ -156,10 +156,10 @@ def test_labels_table_checks_and_records(tmp_path, tiny_store):
     assert lab.subject.tolist() == [subs[0]] and lab.attrs["unknown"] == ["nobody"]
     assert set(lab.attrs["unlabelled"]) == set(subs[1:])
     pd.DataFrame(dict(subject=[subs[0]], mr=[2])).to_csv(f, index=False)
-    with pytest.raises(TableError, match="labels.csv: line 2, column mr: '2' is not 0 or 1"):
+    with pytest.raises(TableError, match="labels.csv: line 2, column mr: not 0 or 1"):
         cussp.data.mr_labels(store, f)
     pd.DataFrame(dict(subject=[subs[0]])).to_csv(f, index=False)
-    with pytest.raises(TableError, match="missing column"):
+    with pytest.raises(TableError, match="lacks the column"):
         cussp.data.mr_labels(store, f)
     phantom = cussp.data.mr_labels(store)
     grades = store.manifest().drop_duplicates("subject").set_index("subject").mr_grade

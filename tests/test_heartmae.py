@@ -233,7 +233,8 @@ def test_phantom_targets_map_every_truth_in_one_place():
 def test_targets_table_errors_name_the_file(tmp_path):
     bad = tmp_path / "mine.csv"
     bad.write_text("id,lvef\n1,50\n")
-    with pytest.raises(TableError, match=r"targets table mine.csv: missing column\(s\) \['subject'\]"):
+    with pytest.raises(TableError, match=r"targets table mine.csv: line 1 \(the header, 2 columns\) lacks the "
+                                         r"column\(s\) \['subject'\]"):
         hm.tasks.table_targets(bad)
     good = tmp_path / "t.csv"
     good.write_text("subject,lvef,af\ns1,50,0\ns2,60,1\n")

@@ -138,7 +138,8 @@ def test_non_cine_series_beside_a_cine_is_noted(files, tmp_path):
     notes = []
     (c,) = read_dicom_series(tmp_path / "s", notes=notes)
     roles = sorted((n["series"]["role"], n["series"]["reason"]) for n in notes if n["error"] == "Series")
-    assert c.view == "4CH" and roles == [("cine 4CH", "its description"), ("skipped", "survey / localizer (its description)")]
+    assert c.view == "4CH" and roles == [("cine 4CH", "its description"),
+                                         ("skipped", "survey / localizer (its description)")]
 
 
 def test_batch_subjects(data_dir, files, tmp_path):

@@ -1,6 +1,7 @@
 """The package's layering, read from its import statements: a module never imports one from a layer above it.
 
-Layers, bottom to top: records, conventions, the run schedule, the Dask helpers and the one "skipped" error -> the cohort store -> data, models,
+Layers, bottom to top: records, conventions, the run schedule, the Dask helpers and the one "skipped" error -> the
+cohort store -> data, models,
 measurements, statistics, figures, readers and the phantom -> the shared learning, data-parallel training, results
 Predictor and Study protocols and the long measures shape -> the methods -> the analysis across methods and of one patient -> the runner, `cmrlib fit`
 and CLI. Inside the methods layer, a method uses another only through the Predictor protocol.
@@ -17,7 +18,7 @@ from cmrlib.predictor import METHODS
 
 PKG = Path(__file__).resolve().parent.parent / "cmrlib"
 LAYERS = [
-    {"labels", "record", "utils", "cluster", "params", "modelfile", "schedule", "skipped"},
+    {"labels", "record", "utils", "cluster", "params", "modelfile", "schedule", "skipped", "runfiles"},
     {"store"},
     {"transforms", "models", "measure", "stats", "plots", "data", "io", "phantom", "tables", "plausible"},
     {"results", "learn", "distributed", "predictor", "study", "longform"},

@@ -61,9 +61,9 @@ def test_labels_table_checks_names_and_records(tmp_path, hf_store):
     cls = tmp_path / "classes.csv"
     pd.DataFrame(dict(subject=[subs[0]], hf_class=["HFpEF"])).to_csv(cls, index=False)
     assert sslhf.data.hf_labels(hf_store, cls).hfref.tolist() == [0]
-    for bad, msg in ((dict(subject=[subs[0]], lvef=[140.0]), "line 2, column lvef: '140.0' is not a percentage"),
-                     (dict(subject=[subs[0]], hf_class=["HFmrEF"]), "'HFmrEF' is not one of HFpEF, HFrEF"),
-                     (dict(patient=[subs[0]], lvef=[40.0]), r"missing column\(s\) \['subject'\]"),
+    for bad, msg in ((dict(subject=[subs[0]], lvef=[140.0]), "line 2, column lvef: not a percentage"),
+                     (dict(subject=[subs[0]], hf_class=["HFmrEF"]), "column hf_class: not one of HFpEF, HFrEF"),
+                     (dict(patient=[subs[0]], lvef=[40.0]), r"lacks the column\(s\) \['subject'\]"),
                      (dict(subject=[subs[0], subs[0]], lvef=[40.0, 41.0]), "lines 2 and 3 give the same subject")):
         f = tmp_path / "bad.csv"
         pd.DataFrame(bad).to_csv(f, index=False)

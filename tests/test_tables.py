@@ -29,17 +29,34 @@ def test_reads_typed_columns_and_drops_exact_repeats(tmp_path):
 
 
 @pytest.mark.parametrize("text, message", [
-    ("subject,mr\na,1\nb,2\n", "line 3, column mr: '2' is not 0 or 1"),
-    ("subject,mr\na,1\nb,inf\n", "line 3, column mr: 'inf' is not a finite number"),
+    ("subject,mr\na,1\nb,2\n", "line 3, column mr: not 0 or 1$"),
+    ("subject,mr\na,1\nb,inf\n", "line 3, column mr: not a finite number$"),
+    ("subject,mr\na,1\nb,DOE^JANE\n", "line 3, column mr: not a number$"),
     ("subject,mr\na,1\n,0\n", "line 3, column subject: an empty subject"),
-    ("subject\na\n", r"missing column\(s\) \['mr'\]"),
-    ("subject,mr,mr\na,1,1\n", "not a CSV table|appears twice"),
+    ("subject\na\n", r"line 1 \(the header, 1 columns\) lacks the column\(s\) \['mr'\]"),
+    ("subject,mr,mr\na,1,1\n", "not a CSV table|line 1, columns 2 and 3 have the same name"),
     ("", "not a CSV table"),
 ])
 def test_the_first_bad_cell_is_named_by_file_line_and_column(tmp_path, text, message):
     f = write(tmp_path / "t.csv", text)
     with pytest.raises(TableError, match=message):
         read_table(f, LABELS, required=("subject", "mr"), what="MR labels table")
+
+
+def test_a_table_without_its_header_never_shows_its_first_row(tmp_path):
+    """A table whose header row is missing has a patient's row where the column names should be: the message names
+    the line and what is missing, never those cells."""
+    f = write(tmp_path / "t.csv", "PAT001,DOE^JANE,1\nPAT002,ROE^RICHARD,0\n")
+    with pytest.raises(TableError) as err:
+        read_table(f, LABELS, required=("subject", "mr"))
+    assert "line 1" in str(err.value) and not [w for w in ("PAT00", "DOE", "JANE", "ROE") if w in str(err.value)]
+    f = write(tmp_path / "u.csv", "subject,PAT001,PAT001\na,1,1\n")
+    with pytest.raises(TableError) as err:
+        read_table(f, LABELS, required=("subject",), extra=T.number)
+    assert "PAT001" not in str(err.value)
+    f = write(tmp_path / "v.csv", "subject,DOE^JANE\na,x\n")
+    with pytest.raises(TableError, match="line 2, column 2: not a number$"):
+        read_table(f, LABELS, required=("subject",), extra=T.number)
 
 
 def test_one_subject_with_two_different_labels_is_refused_naming_lines_not_the_subject(tmp_path):

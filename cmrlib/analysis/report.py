@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import html
-import json
 import re
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ..results import ROOT
+from ..runfiles import RunFileError, read_csv, read_json
 from ..utils import atomic_write_text, float32_sentence
 
 __all__ = ["ReportError", "load_run", "notebook_table", "targets_table", "headlines", "report", "figure_index",
@@ -28,27 +28,49 @@ class ReportError(FileNotFoundError):
     """The run folder lacks what the report needs (run.json), or holds a file the report cannot read or show."""
 
 
+RUN_FIELDS = {"profile": str, "git_commit": str, "started": str, "notebooks": list}  # what the report shows of run.json
+NOTEBOOK_FIELDS = {"notebook": str, "status": str, "wall_s": (int, float), "budget_min": (int, float),
+                   "git_commit": str, "started": str, "together": list, "parameters": dict}
+SHOWN_NAME = re.compile(r"[\w.-]{1,64}")  # a profile's or notebook's name as the report may print it
+
+
+def _checked(record: dict, fields: dict, where: str) -> dict:
+    """A record whose fields the report reads have the types it expects (None stands for absent)."""
+    for k, kind in fields.items():
+        if record.get(k) is not None and (not isinstance(record[k], kind) or isinstance(record[k], bool)):
+            raise ReportError(f"{where}: its field {k!r} is not a {getattr(kind, '__name__', 'number')}")
+    return record
+
+
 def load_run(run_dir: str | Path) -> dict:
-    """run.json of a run folder; a clear error when the folder holds no run or a damaged one."""
-    f = Path(run_dir) / "run.json"
-    if not f.exists():
+    """run.json of a run folder (read as `runfiles` reads a run's files: a regular file inside it, bounded); a clear
+    error when the folder holds no run or a damaged one."""
+    run_dir = Path(run_dir)
+    f = run_dir / "run.json"
+    if not f.exists() and not f.is_symlink():
         raise ReportError(f"{f}: no run record (run `cmrlib run` with --out {run_dir} first)")
     try:
-        run = json.loads(f.read_text())
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ReportError(f"{f}: not a readable run record ({type(e).__name__})") from None
-    if not isinstance(run, dict) or not isinstance(run.get("notebooks", []), list) \
-            or not all(isinstance(r, dict) and isinstance(r.get("notebook"), str) for r in run.get("notebooks", [])):
-        raise ReportError(f"{f}: not a cmrlib run record")
+        run = read_json(run_dir, f)
+    except RunFileError as e:
+        raise ReportError(f"{run_dir.name}/{e}") from None
+    _checked(run, RUN_FIELDS, "run.json")
+    for r in run.get("notebooks") or []:
+        if not isinstance(r, dict) or not isinstance(r.get("notebook"), str) \
+                or not SHOWN_NAME.fullmatch(r["notebook"]):
+            raise ReportError("run.json: not a cmrlib run record (a notebook entry without its name)")
+        _checked(r, NOTEBOOK_FIELDS, f"run.json's {r['notebook']}")
+    if run.get("profile") is not None and not SHOWN_NAME.fullmatch(run["profile"]):
+        raise ReportError("run.json: its profile is not a profile's name")
     return run
 
 
-def read_table(f: Path) -> pd.DataFrame:
-    """A run folder's CSV table; a damaged one is a `ReportError` naming it."""
+def read_table(f: Path, run_dir: Path | None = None) -> pd.DataFrame:
+    """A run folder's CSV table (`runfiles.read_csv`: a regular file inside the run folder, bounded); a damaged
+    one is a `ReportError` naming it."""
     try:
-        return pd.read_csv(f)
-    except (ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
-        raise ReportError(f"{f}: not a readable table ({type(e).__name__})") from None
+        return read_csv(run_dir or f.parent.parent, f)
+    except RunFileError as e:
+        raise ReportError(str(e)) from None
 
 
 def notebook_table(run: dict) -> pd.DataFrame:
@@ -63,10 +85,18 @@ def notebook_table(run: dict) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["notebook", "status", "minutes", "budget", "within", "commit"])
 
 
-def targets_table(run_dir: str | Path) -> pd.DataFrame:
-    """Every notebook's targets (`NN/targets.csv`) in one table, with the notebook number."""
+def finished(run: dict) -> set[str]:
+    """The numbers of the notebooks that ran to their end in this run (run.json's records): another notebook's
+    folder may hold the tables of an older run, or half of a killed one."""
+    return {r["notebook"][:2] for r in run.get("notebooks") or [] if r.get("status") == "ok"}
+
+
+def targets_table(run_dir: str | Path, only: set[str] | None = None) -> pd.DataFrame:
+    """Every notebook's targets (`NN/targets.csv`) in one table, with the notebook number (`only`: these
+    notebooks')."""
     cols = ["notebook", "figure", "value", "goal", "target", "met"]
-    parts = [read_table(f).assign(notebook=f.parent.name) for f in sorted(Path(run_dir).glob("[0-9][0-9]/targets.csv"))]
+    parts = [read_table(f, Path(run_dir)).assign(notebook=f.parent.name)
+             for f in sorted(Path(run_dir).glob("[0-9][0-9]/targets.csv")) if only is None or f.parent.name in only]
     if not parts:
         return pd.DataFrame(columns=cols)
     bad = [c for c in cols if not all(c in p for p in parts)]
@@ -75,26 +105,29 @@ def targets_table(run_dir: str | Path) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)[cols]
 
 
-def notebook_headlines(run_dir: Path):
+def notebook_headlines(run_dir: Path, only: set[str] | None = None):
     """(title, table) of each table the notebooks list in their `headlines.json` (`Notebook.headline`), in notebook
-    order: the report knows no method. A listed name must be a plain CSV file of that notebook's own folder."""
+    order (`only`: these notebooks'): the report knows no method. A listed name must be a plain CSV file of that
+    notebook's own folder."""
     for index in sorted(run_dir.glob("[0-9][0-9]/headlines.json")):
+        if only is not None and index.parent.name not in only:
+            continue
         try:
-            listed = json.loads(index.read_text()[:1 << 20])
-        except (OSError, ValueError) as e:
-            raise ReportError(f"{index}: not a readable headline list ({type(e).__name__})") from None
+            listed = read_json(run_dir, index, kind=None)
+        except RunFileError as e:
+            raise ReportError(f"not a readable headline list: {e}") from None
         if not isinstance(listed, dict):
             raise ReportError(f"{index}: not a headline list (table file -> title)")
         for name, title in listed.items():
             if not (isinstance(title, str) and re.fullmatch(r"[\w.-]+\.csv", str(name))):
                 raise ReportError(f"{index}: {str(name)[:40]!r} is not a table of this notebook's folder")
-            if (index.parent / name).is_file():
-                yield f"{index.parent.name} · {title}", read_table(index.parent / name)
+            if (index.parent / name).exists() or (index.parent / name).is_symlink():
+                yield f"{index.parent.name} · {title}", read_table(index.parent / name, run_dir)
 
 
-def headlines(run_dir: str | Path) -> list[tuple[str, pd.DataFrame]]:
-    """(title, table) of every headline table the run folder has, in notebook order."""
-    return list(notebook_headlines(Path(run_dir)))
+def headlines(run_dir: str | Path, only: set[str] | None = None) -> list[tuple[str, pd.DataFrame]]:
+    """(title, table) of every headline table the run folder has, in notebook order (`only`: these notebooks')."""
+    return list(notebook_headlines(Path(run_dir), only))
 
 
 def cell(v):
@@ -174,17 +207,22 @@ def report(run_dir: str | Path) -> str:
     run_dir = Path(run_dir)
     run = load_run(run_dir)
     nbs = notebook_table(run)
-    tg = targets_table(run_dir)
+    done = finished(run)
+    tg = targets_table(run_dir, done)
     lines = [f"Profile `{cell(str(run.get('profile')))}`, commit `{(run.get('git_commit') or '')[:7]}`, started "
              f"{run.get('started', '')[:10]}; {_run_minutes(run)}{_of_budget(run)} "
              f"(`cmrlib run --profile {run.get('profile')}`; this report: `cmrlib report {_shown(run_dir)}`).", "",
              _md(nbs), ""]
     if note := _float32_note(run):
         lines += [note, ""]
+    unfinished = [f"{r['notebook'][:2]} ({cell(str(r.get('status')))})" for r in run.get("notebooks") or []
+                  if r["notebook"][:2] not in done]
+    if unfinished:
+        lines += [f"Not finished in this run, their tables not shown: {', '.join(unfinished)}.", ""]
     if len(tg):
         tg = tg.assign(met=tg["met"].map({True: "yes", False: "**no**"}), value=tg["value"].round(3))
         lines += [f"**Targets**: {int((tg['met'] == 'yes').sum())} of {len(tg)} met.", "", _md(tg), ""]
-    for title, table in headlines(run_dir):
+    for title, table in headlines(run_dir, done):
         lines += [f"**{cell(title)}**", "", _md(table), ""]
     return "\n".join(lines).rstrip() + "\n"
 
@@ -199,9 +237,14 @@ def figure_index(run_dir: str | Path, figures_dir: str | Path) -> str:
     commits = {r["notebook"][:2]: (r.get("git_commit") or "")[:7]
                for r in run.get("notebooks", [])}
     captions = {}
-    for f in sorted(run_dir.glob("[0-9][0-9]/figures.json")) + [figures_dir / EXTRA_CAPTIONS]:
-        if f.is_file():  # EXTRA_CAPTIONS: figures drawn outside the notebooks (the report's picture)
-            captions.update(json.loads(f.read_text()))
+    for root, f in [(run_dir, f) for f in sorted(run_dir.glob("[0-9][0-9]/figures.json"))] + [
+            (figures_dir, figures_dir / EXTRA_CAPTIONS)]:
+        if f.exists() or f.is_symlink():  # EXTRA_CAPTIONS: figures drawn outside the notebooks (the report's picture)
+            try:
+                found = read_json(root, f)
+            except RunFileError as e:
+                raise ReportError(f"not a readable caption list: {e}") from None
+            captions.update({k: v for k, v in found.items() if isinstance(v, dict)})
     rows = []
     for png in sorted(figures_dir.rglob("*.png")):
         rel = png.relative_to(figures_dir)

@@ -606,8 +606,8 @@ def sort_series(series: list[Series], view: str | None = None, overrides: dict[i
     overrides = dict(overrides or {})
     unknown = sorted(set(overrides) - {s.number for s in series})
     if unknown:
-        raise SortError("--view", f"no series {unknown[0]} in this folder (series: "
-                                  f"{', '.join(str(s.number) for s in series if s.number is not None) or 'unnumbered'})")
+        numbers = ", ".join(str(s.number) for s in series if s.number is not None) or "unnumbered"
+        raise SortError("--view", f"no series {unknown[0]} in this folder (series: {numbers})")
     words = identifiers([im for s in series for im in s.images])
     for s in series:
         s.description = safe_description(s.desc, words)

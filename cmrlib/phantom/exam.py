@@ -47,7 +47,8 @@ NAMES = {  # the series descriptions each vendor's protocols give, by kind
                     morph="t1_fl3d_whole_heart", mra="fl3d_ce_mra", capture="Evidence document"),
     "ge": dict(manufacturer="GE MEDICAL SYSTEMS", survey=("3-Plane Loc", "3-Plane Loc BH"), ref="ASSET Cal",
                sax="FIESTA CINE SAX", ch2="FIESTA CINE 2CH", ch3="FIESTA CINE LVOT", ch4="FIESTA CINE 4CH",
-               rvot="FIESTA CINE RVOT", flow=("PC VENC 150 AO", "PC VENC 150 MPA", "PC VENC 100 RPA", "PC VENC 100 LPA"),
+               rvot="FIESTA CINE RVOT",
+               flow=("PC VENC 150 AO", "PC VENC 150 MPA", "PC VENC 100 RPA", "PC VENC 100 LPA"),
                lge=("MDE SAX", "MDE PSIR SAX"), ll="TI Scout", molli="MOLLI SAX MID", t1map="T1 MAP MOLLI",
                single=("Double IR FSE SAX", "SSFSE AX", "Triple IR 4CH"), morph="3D FIESTA WH", mra="MRA 3D CE",
                capture="Screen Save"),
@@ -198,8 +199,8 @@ def write_exam(folder: str | Path, vendor: str = "philips", descriptions: bool =
         ims = [dict(pixels=w.noise(p.shape), plane=p, ti=300.0, time=400.0, image_type=kind) for p in sax_planes]
         w.series(13 + i, desc, ims)
     mid = sax_planes[len(sax_planes) // 2]
-    w.series(15, names["ll"], [dict(pixels=w.noise(mid.shape), plane=mid, time=round(float(t), 2), ti=round(float(t) + 110, 1))
-                               for t in times])
+    w.series(15, names["ll"], [dict(pixels=w.noise(mid.shape), plane=mid, time=round(float(t), 2),
+                                    ti=round(float(t) + 110, 1)) for t in times])
     w.series(16, names["molli"], [dict(pixels=w.noise(mid.shape), plane=mid, time=500.0, ti=float(ti))
                                   for ti in (100, 180, 260, 1100, 1180, 2100, 2180, 3100)])
     w.series(17, names["t1map"], [dict(pixels=w.noise(mid.shape), plane=mid, time=500.0,
@@ -219,7 +220,8 @@ def write_exam(folder: str | Path, vendor: str = "philips", descriptions: bool =
 def _flow(w: Writer, plane: Plane, times: np.ndarray, vendor: str, phase_only: bool, magnitude_only: bool
           ) -> list[dict]:
     """A phase-contrast series: magnitude and phase images at every phase (Siemens: one or the other per series)."""
-    mag = dict(image_type=["ORIGINAL", "PRIMARY", "M", "ND"], sequence="fl2d1r4_v150in" if vendor == "siemens" else None)
+    mag = dict(image_type=["ORIGINAL", "PRIMARY", "M", "ND"],
+               sequence="fl2d1r4_v150in" if vendor == "siemens" else None)
     pha = dict(image_type=["ORIGINAL", "PRIMARY", "P", "ND"] if vendor != "philips" else
                ["ORIGINAL", "PRIMARY", "VELOCITY MAP", "P", "PCA"])
     kinds = [pha] if phase_only else [mag] if magnitude_only else [mag, pha]

@@ -505,7 +505,8 @@ class Study(Base):
         data = self.inputs.data
         valid, test, grades, models, failed = {}, {}, {}, dict(rows.nets), []
         if len(Xs["valid"]):
-            valid["RF"] = (rf["valid"].mr.reindex(Xs["valid"].index).to_numpy(), forest.predict_proba(Xs["valid"])[:, 1])
+            valid["RF"] = (rf["valid"].mr.reindex(Xs["valid"].index).to_numpy(),
+                           forest.predict_proba(Xs["valid"])[:, 1])
         test["RF"] = (rf["eval"].mr.reindex(Xs["eval"].index).to_numpy(), forest.predict_proba(Xs["eval"])[:, 1])
         grades["RF"] = rf["eval"].grade.reindex(Xs["eval"].index).to_numpy()
         for r in [r for r in INPUTS if r in models]:

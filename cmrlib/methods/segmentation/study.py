@@ -388,7 +388,8 @@ class Study(Base):
         validation patients (where a schedule is chosen) and its held-out patients (written): which model a SAX
         Predictor should carry."""
         acdc = self.acdc_cohort
-        models = {"sax": self.phantom_models.nets["sax"], "acdc": self.acdc_model.model, "sax_real": self.sax_real_model}
+        models = {"sax": self.phantom_models.nets["sax"], "acdc": self.acdc_model.model,
+                  "sax_real": self.sax_real_model}
         made = {("sax", "phantom test"): self.phantom_test.pred, ("acdc", "ACDC held-out"): self.acdc_model.pred}
         phantom_ids = [i for i in self.phantom_test.pred if i.endswith("_SAX")]
         rows, acdc_valid = {}, acdc.select(view="SAX", split="valid")
