@@ -35,7 +35,8 @@ MAX_JSON_BYTES = 16 * 2**20  # a model's JSON is settings and names: anything la
 ARCHITECTURES: dict[str, Callable] = {}  # name -> factory of a torch module (`@architecture`)
 RECORDS: dict[str, type] = {}  # name -> dataclass whose fields a model file may hold (`@record`)
 _NAME = re.compile(r"^cmrlib(\.[a-z][a-z0-9_]*)+:[A-Za-z][A-Za-z0-9_]*$")  # no part may start with "_"
-IMPORTABLE = ("cmrlib.models.", "cmrlib.methods.")  # the only modules a name may import: where factories live
+IMPORTABLE = ("cmrlib.data", "cmrlib.models.", "cmrlib.methods.")  # the only modules a name may import: where the
+# factories and records live (`tests/test_modelfile.py` checks every module that registers one is among them)
 
 
 class ModelFileError(ValueError):
@@ -101,12 +102,18 @@ def record(cls):
     return cls
 
 
+def importable(module: str) -> bool:
+    """Whether a model file's name may import `module`: one where factories and records are registered."""
+    return any(module == p or (p.endswith(".") and module.startswith(p)) for p in IMPORTABLE) \
+        and not module.endswith(".__main__")
+
+
 def _registered(name: str, table: dict, what: str):
     """A registry entry by name, importing its cmrlib module first (the name says which); nothing else."""
     if not isinstance(name, str) or not _NAME.match(name):
         raise ModelFileError(f"{what} {str(name)[:80]!r} is not a cmrlib name")
     module = name.split(":")[0]
-    if name not in table and module.startswith(IMPORTABLE) and not module.endswith(".__main__"):
+    if name not in table and importable(module):
         try:
             importlib.import_module(module)
         except ImportError:

@@ -227,3 +227,14 @@ def test_two_processes_writing_one_folder_leave_one_whole_folder(tmp_path, monke
     model, meta = modelfile.load(path)
     assert raced and meta == dict(epoch=2) and model[1].out_features == 8
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.model"]
+
+
+def test_every_module_that_registers_a_factory_or_record_may_be_imported_by_a_model_file():
+    """A model file imports only where factories and records live (`modelfile.IMPORTABLE`); a module that registers
+    one elsewhere would make its models unreadable."""
+    pkg = Path(modelfile.__file__).parent
+    registering = {".".join(("cmrlib", *p.relative_to(pkg).with_suffix("").parts)) for p in pkg.rglob("*.py")
+                   if p.name != "modelfile.py" and ("@architecture" in (t := p.read_text()) or "@record" in t
+                                                    or "modelfile.record" in t or "@modelfile" in t)}
+    assert registering and all(modelfile.importable(m) for m in registering), registering
+    assert not modelfile.importable("cmrlib.cli") and not modelfile.importable("cmrlib.__main__")
