@@ -13,7 +13,7 @@ export CMRLIB_DATA
 PYTEST_ARGS ?=
 NB_STRIP_KEYS := metadata.language_info
 
-.PHONY: install test test-latest lock reproduce smoke bench paper-check lab clean-runs
+.PHONY: install test test-latest lock reproduce smoke bench peer paper-check lab clean-runs
 
 install: $(STAMP)
 
@@ -55,6 +55,11 @@ smoke: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+
+# the peer segmenter beside cmrlib's (bench/peer_segmentation.py): the `peer` extra, then myopari's wheel alone
+peer: $(STAMP)
+	$(BIN)/python -m pip install --quiet --no-deps "myopari==0.1.6"
+	$(BIN)/python -m pip install --quiet -e ".[peer]"
 
 # the paper profile on this CPU before anyone rents a GPU (bench/paper_check.py: the papers' networks, sizes and
 # batches, cohort and schedules cut): every notebook, every method's fit in one process and in two, and the cost

@@ -54,6 +54,17 @@ def mean_ci(x, conf: float = 0.95) -> tuple[float, float, float]:
     return m, float(m - h), float(m + h)
 
 
+def paired_bootstrap(a, b, n_boot: int = 2000, seed=0, conf: float = 0.95) -> tuple[float, float, float]:
+    """Mean of a - b over paired units with its percentile bootstrap interval (units resampled with replacement,
+    NaN pairs dropped): (difference, low, high)."""
+    x, y = paired(a, b)
+    d = x - y
+    idx = np.random.default_rng(seed).integers(0, d.size, size=(n_boot, d.size))
+    boots = d[idx].mean(1)
+    lo, hi = np.percentile(boots, [50 * (1 - conf), 50 * (1 + conf)])
+    return float(d.mean()), float(lo), float(hi)
+
+
 def bland_altman(auto, ref, conf: float = 0.95) -> dict:
     """Bias (auto - ref), SD of differences and 95 % limits of agreement with their CIs (Bland & Altman 1999).
 

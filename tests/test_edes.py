@@ -242,6 +242,56 @@ def test_segmentation_baseline_picks_max_and_min_of_the_lv_curve(stack):
     assert (r["ed"], r["es"]) == (15, 4) and r["curve"].shape == (20,)
 
 
+def test_the_volume_curve_predictor_saves_and_reads_its_frames_through_the_run_segmenter(tmp_path):
+    """The shipped ED/ES Predictor may be the run segmenter's LV volume curve: no network of its own, the segmenter
+    found beside it, the smoothing kept; saved and loaded it names the same frames as `seg_detect`."""
+    from cmrlib import predictor
+    from cmrlib.data import FrameGeometry
+    from cmrlib.methods import edes, segmentation
+    from cmrlib.methods.edes.predict import seg_detect
+    from cmrlib.models import unet11
+    torch.manual_seed(0)
+    net = unet11(n_classes=6, width=0.125).eval()  # untrained: its labels are arbitrary but the same both ways
+    net.geometry = FrameGeometry(size=32, spacing=None)
+    segmentation.Predictor({"SAX": net}).save(tmp_path / predictor.file_name("segmentation"))
+    seg = predictor.load(tmp_path / predictor.file_name("segmentation"))
+    edes.Predictor.from_volume_curve(smooth=3).save(tmp_path / predictor.file_name("edes"))
+    back = predictor.load(tmp_path / predictor.file_name("edes"))
+    cine = toy_cine(n=20, ed=15, es=4, size=24, stack=3, power=1.0)
+    got = back.predict(cine).table().set_index("measure")["value"]
+    want = seg_detect(seg, cine, smooth=3)
+    assert back.detector == "volume curve" and not back.nets
+    assert (got["ED (SAX)"], got["ES (SAX)"]) == (want["ed"], want["es"])
+
+
+def test_combine_averages_two_detectors_on_the_cycle():
+    """Frames 19 and 1 of 20 average to 0, not 10: the mean is taken on the cycle."""
+    from cmrlib.methods.edes.predict import combine
+    r = combine(dict(curve=None, ed=19, es=6), dict(ed=1, es=8), 20)
+    assert (r["ed"], r["es"]) == (0, 7)
+
+
+def test_the_seam_control_finds_where_a_rolled_recording_jumps():
+    """A cine whose last frames are missing and which is then rolled jumps at its true ED: the seam control finds
+    that frame and nothing else about the heart."""
+    cine = toy_cine(n=24, ed=0, es=8, size=24, power=1.0)
+    cut = Cine("toy", "4CH", cine.pixels[:20], cine.spacing, cine.frame_times[:20], ed=0, es=8).rolled(7)
+    from cmrlib.methods.edes.predict import seam_detect
+    assert seam_detect(cut)["ed"] == cut.ed
+
+
+def test_choose_ranks_by_es_then_ed_and_the_paired_table_is_against_the_choice():
+    from cmrlib.methods.edes.evaluate import choose, paired_table
+    import pandas as pd
+    rows = [dict(method=m, cine_id=f"c{i}", fd_ed=ed, fd_es=es) for m, ed, es in
+            (("a", 0, 2), ("b", 3, 1), ("c", 1, 1)) for i in range(4)]
+    res = pd.DataFrame(rows)
+    best, table = choose(res, ["a", "b", "c"])
+    assert best == "c" and list(table.method) == ["a", "b", "c"]
+    pair = paired_table(res, best).set_index("method")
+    assert pair.loc["b", "diff_ED"] == 2 and pair.loc["a", "diff_ES"] == 1 and pair.loc["a", "n"] == 4
+
+
 def _disc_cine(subject: str, view: str, radii, label: int = 1) -> Cine:
     """A toy long-axis cine whose only label is a disc of the given radius per frame."""
     yy, xx = np.mgrid[:32, :32]

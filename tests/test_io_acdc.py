@@ -117,13 +117,17 @@ def test_damaged_patient_raises_typed_error(case, acdc_dir, tmp_path):
 
 @pytest.mark.realdata
 def test_full_acdc_ingest(acdc_dir, tmp_path):
-    """All 100 patients: 100 SAX cines, stratified splits (each group 70/15/15), every mapping anatomically sane."""
+    """All 100 patients: 100 SAX cines, stratified splits by exam (each group's 70/15/15 of its exams; patients 074
+    and 076, one exam segmented twice, in one split), every mapping anatomically sane."""
     store = ingest("acdc", acdc_dir, tmp_path / "cohort", progress=False)
     m = store.manifest()
     assert len(m) == 100 and store.report()["n_bad"] == 0
     assert m["label_anatomy_ok"].all()
-    counts = m.groupby("group")["split"].value_counts().unstack()
-    assert (counts["train"] == 14).all() and (counts["valid"] == 3).all() and (counts["test"] == 3).all()
+    assert m.set_index("subject").loc[["acdc074", "acdc076"], "split"].nunique() == 1
+    exams = m.assign(exam=m["participant"].fillna(m["subject"])).drop_duplicates("exam")
+    counts = exams.groupby("group")["split"].value_counts().unstack()
+    want = {g: [14, 3, 3] for g in ("DCM", "HCM", "MINF", "RV")} | {"NOR": [14, 2, 3]}  # NOR: 19 exams
+    assert counts[["train", "valid", "test"]].T.to_dict("list") == want
     assert m[["LVEDV", "LVESV", "RVEDV", "RVESV", "LVM"]].gt(0).all().all()
     ef = m.groupby("group")["LVEF"].mean()
     assert (m["LVEF"] < 100).all() and ef["DCM"] < ef["NOR"]

@@ -29,6 +29,12 @@ REFERENCE_FROM = "reference.csv (ACDC's full, uncropped manual labels)"
 SAME_EXAM = (("acdc074", "acdc076"),)  # one exam segmented twice in ACDC: always in one split, or an observer pair
 
 
+def exam_of(subject: str) -> str:
+    """The exam an ACDC subject belongs to (the first subject of its `SAME_EXAM` group, else itself): splits and
+    folds keep one exam together, and it counts once."""
+    return next((g[0] for g in SAME_EXAM if subject in g), subject)
+
+
 def acdc_subject(folder_name: str) -> str:
     """'patient001' -> 'acdc001' (ACDC ids are already anonymous)."""
     digits = re.sub(r"\D", "", folder_name)
@@ -115,6 +121,8 @@ def read_acdc_patient(folder: str | Path, subject: str | None = None, reference:
     meta = dict(group=info["Group"], nb_frames=nb, **body_meta(info["Height"], info["Weight"]), frame_times=NO_TIMING,
                 label_source=NAME)
     subject = subject or acdc_subject(pid)
+    if exam_of(subject) != subject:  # one exam segmented twice: the split groups by participant
+        meta["participant"] = exam_of(subject)
     cine4d = folder / f"{pid}_4d.nii.gz"
     if cine4d.exists():
         arr, img = load_nifti(cine4d)

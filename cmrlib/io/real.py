@@ -51,6 +51,18 @@ def real_sax_cohort(root: Path | None, out: Path, seed: int = 0, k: int = 5, per
     return store, table
 
 
+SEGMENTER_STORE = Path("01") / "acdc"  # the ACDC store notebook 01 splits and trains its real segmenter from
+
+
+def segmenter_split(run_dir: str | Path) -> dict[str, str]:
+    """ACDC patient -> their split in notebook 01 ('train': the run's segmenter learned their masks; 'valid': they
+    chose its settings; 'test': neither); empty when the run has no such store."""
+    from ..store import CohortStore
+
+    store = CohortStore(Path(run_dir) / SEGMENTER_STORE)
+    return store.splits() if store.cines_dir.exists() else {}
+
+
 @dataclass
 class RealSubject:
     """One real subject's cines of the views asked for, the reference measures its labels give, and their kind."""

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..record import Cine
 from ..utils import data_root
-from .common import canonical, gt_truths, load_nifti, sax_spacing, to_rows_cols, zooms
+from .common import canonical, gt_truths, keyframe_cine, load_nifti, sax_spacing, to_rows_cols, zooms
 from .errors import IngestError
 from .nifti import read_nifti_cine
 
@@ -56,6 +56,26 @@ def sax_measures(folder: str | Path) -> dict:
         arr, img = load_nifti(p, 3)
         masks.append(canonical(to_rows_cols(arr), "ukbb_sax", p))
     return gt_truths(np.stack(masks), sax_spacing(zooms(img)), 0, 1)
+
+
+def read_sax_keyframes(folder: str | Path, subject: str) -> Cine | None:
+    """The SAX stacks at ED and ES (`sa_ED`, `sa_ES`) as a two-frame SAX cine with the pipeline's segmentation as
+    pseudo-labels (`meta['labels_are']`); None when the folder has no such stacks."""
+    folder = Path(folder)
+    names = [(folder / f"sa_{k}.nii.gz", folder / f"seg_sa_{k}.nii.gz") for k in ("ED", "ES")]
+    if not all(a.exists() and b.exists() for a, b in names):
+        return None
+    stacks, masks, img = [], {}, None
+    for t, (image, seg) in enumerate(names):
+        arr, img = load_nifti(image, 3)
+        stacks.append(to_rows_cols(arr[..., 0] if arr.ndim == 4 else arr).astype(np.float32))
+        lab, _ = load_nifti(seg, 3)
+        masks[t] = canonical(to_rows_cols(lab[..., 0] if lab.ndim == 4 else lab), "ukbb_sax", seg)
+    if stacks[0].shape != stacks[1].shape:
+        raise IngestError(names[1][0], f"shape {stacks[1].shape} != the ED stack's {stacks[0].shape}")
+    meta = dict(labels_are="pseudo", label_source="ukbb_sax")
+    return keyframe_cine(names[0][0], subject, "SAX", np.stack(stacks), sax_spacing(zooms(img)),
+                         np.full(2, np.nan, np.float32), 0, 1, masks, "ukbb_cardiac", meta)
 
 
 def demo_folders(root: str | Path) -> dict[str, Path]:

@@ -96,8 +96,9 @@ def afd_table(df: pd.DataFrame, order: Sequence[str] | None = None) -> pd.DataFr
 
 
 def real_afd_table(res: pd.DataFrame, short_frames: int = 20) -> pd.DataFrame:
-    """Per method on real cines: aFD ED and ES with 95 % CIs over the cines, and ES again on the short
-    acquisitions (fewer than `short_frames` frames), beside the paper's aFD."""
+    """Per method on real cines: aFD ED and ES with 95 % CIs over the cines, the same as % of the cycle, the share
+    of cines within one frame, and ES again on the short acquisitions (fewer than `short_frames` frames), beside
+    the paper's aFD."""
     from ...stats import mean_ci
 
     rows = []
@@ -106,6 +107,57 @@ def real_afd_table(res: pd.DataFrame, short_frames: int = 20) -> pd.DataFrame:
         short = g[g["n_frames"] < short_frames]
         paper_ed, paper_es = PAPER_AFD.get(method.split(" (")[0], (np.nan, np.nan))  # "X (fine-tuned)" is X
         rows.append(dict(method=method, n=len(g), aFD_ED=ed, ED_low=ed_lo, ED_high=ed_hi, aFD_ES=es, ES_low=es_lo,
-                         ES_high=es_hi, n_short=len(short), aFD_ES_short=short["fd_es"].mean() if len(short) else
-                         np.nan, paper_ED=paper_ed, paper_ES=paper_es))
+                         ES_high=es_hi, ED_pct_cycle=100 * (g["fd_ed"] / g["n_frames"]).mean(),
+                         ES_pct_cycle=100 * (g["fd_es"] / g["n_frames"]).mean(),
+                         ED_within_1=100 * (g["fd_ed"] <= 1).mean(), ES_within_1=100 * (g["fd_es"] <= 1).mean(),
+                         n_short=len(short), aFD_ES_short=short["fd_es"].mean() if len(short) else np.nan,
+                         paper_ED=paper_ed, paper_ES=paper_es))
+    return pd.DataFrame(rows).round(3)
+
+
+def combined_rows(res: pd.DataFrame, first: str, second: str, name: str) -> pd.DataFrame:
+    """Per-cine rows of a detector that averages two others' frames on the cycle (`predict.combine`), from the
+    rows both have for the same cine."""
+    from .predict import combine
+
+    cols = ["cine_id", "ed_pred", "es_pred"]
+    pair = res[res.method == first].merge(res[res.method == second][cols], on="cine_id", suffixes=("", "_2"))
+    out = pair.drop(columns=["ed_pred_2", "es_pred_2"]).assign(method=name)
+    both = [combine(dict(curve=None, ed=r.ed_pred, es=r.es_pred), dict(ed=r.ed_pred_2, es=r.es_pred_2), r.n_frames)
+            for r in pair.itertuples()]
+    out["ed_pred"], out["es_pred"] = [b["ed"] for b in both], [b["es"] for b in both]
+    out["fd_ed"] = frame_diff(out["ed_pred"], out["ed"], out["n_frames"]).astype(int)
+    out["fd_es"] = frame_diff(out["es_pred"], out["es"], out["n_frames"]).astype(int)
+    out["sec"] = pair["sec"].to_numpy() + res[res.method == second].set_index("cine_id")["sec"].reindex(
+        pair["cine_id"]).to_numpy()
+    return out.drop(columns="curve", errors="ignore")
+
+
+def choose(res: pd.DataFrame, candidates: Sequence[str]) -> tuple[str, pd.DataFrame]:
+    """The candidate with the smallest ES aFD on these cines (ED breaks a tie; ES is image-defined, ED is the
+    trigger's), and the candidates' scores."""
+    g = res[res.method.isin(candidates)].groupby("method")[["fd_es", "fd_ed"]].mean()
+    g = g.reindex([c for c in candidates if c in g.index])
+    ranked = g.sort_values(["fd_es", "fd_ed"], kind="stable")
+    return str(ranked.index[0]), g.rename(columns={"fd_es": "aFD_ES", "fd_ed": "aFD_ED"}).reset_index()
+
+
+def paired_table(res: pd.DataFrame, against: str, seed=0) -> pd.DataFrame:
+    """Every method against one on the same cines: the mean paired difference in ED and ES frame error with its
+    bootstrap 95 % interval over the cines (negative: that method is closer to the reference)."""
+    from ...stats import paired_bootstrap
+
+    ref = res[res.method == against].set_index("cine_id")
+    rows = []
+    for method, g in res.groupby("method", sort=False):
+        if method == against:
+            continue
+        g = g.set_index("cine_id")
+        common = g.index.intersection(ref.index)
+        row = dict(method=method, against=against, n=len(common))
+        for ph in ("ed", "es"):
+            d, lo, hi = (paired_bootstrap(g.loc[common, f"fd_{ph}"], ref.loc[common, f"fd_{ph}"], seed=seed)
+                         if len(common) >= 2 else (np.nan,) * 3)
+            row.update({f"diff_{ph.upper()}": d, f"diff_{ph.upper()}_low": lo, f"diff_{ph.upper()}_high": hi})
+        rows.append(row)
     return pd.DataFrame(rows).round(3)

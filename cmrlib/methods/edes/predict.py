@@ -36,12 +36,31 @@ def predict_store(model: torch.nn.Module, store: CohortStore, ids: Sequence[str]
                      workers=workers, desc="ED/ES", progress=progress)
 
 
-def seg_detect(segmenter, cine: Cine) -> dict:
-    """Baseline 1: ED = max, ES = min of the segmented LV blood-pool volume (SAX stack) or area (long axis) curve;
-    `segmenter`: the segmentation Predictor."""
-    from ...measure import ed_es_from_curve, volume_curve
+def seg_detect(segmenter, cine: Cine, smooth: int = 1) -> dict:
+    """Baseline 1: ED = max, ES = min of the segmented LV blood-pool volume (SAX stack) or area (long axis) curve,
+    after a circular moving average of `smooth` frames; `segmenter`: the segmentation Predictor."""
+    from ...measure import volume_curve
 
-    labels = segmenter.labels(cine)
-    curve = volume_curve(labels, cine.spacing, LV)
-    ed, es = ed_es_from_curve(curve)
+    curve = volume_curve(segmenter.labels(cine), cine.spacing, LV)
+    ed, es = decode(curve, smooth)
     return dict(curve=curve, ed=ed, es=es)
+
+
+def seam_detect(cine: Cine, systole: float = 1 / 3) -> dict:
+    """The seam control: ED = the frame after the largest frame-to-frame change (cyclic), ES `systole` of the cycle
+    later. A cine rolled so that its recording's end meets its start has a jump there, at the true ED; a detector
+    no better than this may be reading the seam, not the heart."""
+    x = np.asarray(cine.pixels, dtype=np.float32).reshape(cine.n_frames, -1)
+    x = (x - x.mean()) / (x.std() + 1e-6)
+    jump = np.abs(x - np.roll(x, 1, axis=0)).mean(1)  # jump[t]: frame t-1 to frame t
+    ed = int(np.argmax(jump))
+    return dict(curve=jump, ed=ed, es=int(round(ed + systole * cine.n_frames)) % cine.n_frames)
+
+
+def combine(first: dict, second: dict, n: int) -> dict:
+    """Two detectors' ED and ES averaged on the cycle (the circular mean of each pair, rounded to a frame)."""
+    def mean(a: int, b: int) -> int:
+        ang = 2 * np.pi * np.array([a, b]) / n
+        return int(round(np.angle(np.exp(1j * ang).mean()) / (2 * np.pi) * n)) % n
+
+    return dict(curve=first["curve"], ed=mean(first["ed"], second["ed"]), es=mean(first["es"], second["es"]))

@@ -1,44 +1,97 @@
-"""The ED/ES Predictor: a TempReg-Net (or a baseline network) with the frame size and zoom it was trained at."""
+"""The ED/ES Predictor: the detector notebook 02 validated on real hearts. A network (TempReg-Net or a baseline,
+with the frame size and zoom it was trained at), the LV volume curve of the run's segmenter, or both averaged on
+the cycle."""
 from __future__ import annotations
 
 from torch import nn
 
-from ...predictor import Prediction
+from ...predictor import NotApplicable, Prediction, PredictorError
 from ...predictor import Predictor as Base
 from ...record import Cine
-from .predict import predict
+from .predict import combine, predict, seg_detect
+
+NETWORK, VOLUME_CURVE, COMBINED = "network", "volume curve", "combined"  # what a Predictor's `detector` may be
+DETECTOR_KINDS = (NETWORK, VOLUME_CURVE, COMBINED)
 
 
 class Predictor(Base):
-    """nets: {'net': the ED/ES network}; prep: size, zoom, smooth (frames of the circular moving average)."""
+    """nets: {'net': the ED/ES network} (none for the volume curve); prep: detector (`DETECTOR_KINDS`), the
+    network's size, zoom and smooth, the curve's curve_smooth (frames of each circular moving average); needs:
+    {'segmenter': 'segmentation'} where the LV volume curve takes part."""
 
     method = "edes"
     views = ("SAX", "2CH", "4CH")
-    short_name = "TempReg-Net, notebook 02"
+    short_name = "ED/ES, notebook 02"
     title = f"End-diastole and end-systole ({short_name})"
 
     @classmethod
     def from_model(cls, model: nn.Module, name: str, size: int, zoom: float, smooth: int = 1,
                    provenance: dict | None = None) -> "Predictor":
-        return cls({"net": model.eval()}, dict(size=int(size), zoom=float(zoom), smooth=int(smooth)),
+        """A network alone."""
+        return cls({"net": model.eval()}, dict(detector=NETWORK, size=int(size), zoom=float(zoom), smooth=int(smooth)),
                    provenance=provenance, model=name)
+
+    @classmethod
+    def from_volume_curve(cls, smooth: int = 1, provenance: dict | None = None,
+                          segmenter: str = "segmentation") -> "Predictor":
+        """The LV volume curve of the run's segmentation Predictor: ED its largest, ES its smallest frame."""
+        return cls({}, dict(detector=VOLUME_CURVE, curve_smooth=int(smooth)), dict(segmenter=segmenter), provenance,
+                   "LV volume curve of the run's segmenter")
+
+    @classmethod
+    def combined(cls, model: nn.Module, name: str, size: int, zoom: float, smooth: int = 1, curve_smooth: int = 1,
+                 provenance: dict | None = None, segmenter: str = "segmentation") -> "Predictor":
+        """A network and the LV volume curve, their frames averaged on the cycle."""
+        return cls({"net": model.eval()}, dict(detector=COMBINED, size=int(size), zoom=float(zoom), smooth=int(smooth),
+                                               curve_smooth=int(curve_smooth)), dict(segmenter=segmenter), provenance,
+                   f"{name} + LV volume curve")
+
+    @property
+    def detector(self) -> str:
+        """Which detector this is (a file without the key holds a network)."""
+        kind = self.prep.get("detector", NETWORK)
+        if kind not in DETECTOR_KINDS:
+            raise PredictorError(f"edes: unknown detector {str(kind)[:40]!r}; one of {DETECTOR_KINDS}")
+        return kind
+
+    def reads(self, view: str) -> bool:
+        """The volume curve reads the views the segmenter reads; a network reads SAX, 2CH and 4CH."""
+        if self.detector == NETWORK:
+            return view in self.views
+        return view in self.views and self.need("segmenter").reads(view)
+
+    def detect(self, cine: Cine) -> dict:
+        """ED, ES (0-based frames) and the curve they were read from, for one cine."""
+        kind = self.detector
+        net = {k: self.prep[k] for k in ("size", "zoom", "smooth")} if kind != VOLUME_CURVE else None
+        if kind == NETWORK:
+            return predict(self.nets["net"], cine, **net)
+        curve = seg_detect(self.need("segmenter"), cine, self.prep.get("curve_smooth", 1))
+        if kind == VOLUME_CURVE:
+            return curve
+        return combine(curve, predict(self.nets["net"], cine, **net), cine.n_frames)
 
     def _predict(self, cines: list[Cine]) -> Prediction:
         out = Prediction(self.method, self.model)
         for c in cines:
-            r = predict(self.nets["net"], c, **self.prep)
+            if not self.reads(c.view):
+                continue
+            r = self.detect(c)
             out.add(f"ED ({c.view})", r["ed"], "frame", c.cine_id)
             out.add(f"ES ({c.view})", r["es"], "frame", c.cine_id)
             out.detail[c.cine_id] = r
+        if not out.detail:
+            raise NotApplicable(f"the run's segmenter reads none of these views ({', '.join(c.view for c in cines)})")
         return out
 
     def figure(self, prediction: Prediction, cines: dict[str, Cine]):
-        """The regressed curve of each cine with the ED and ES it implies."""
+        """The curve each cine's ED and ES were read from."""
         import matplotlib.pyplot as plt
 
         fig, ax = plt.subplots(figsize=(6, 2.6))
         for cid, r in prediction.detail.items():
             ax.plot(r["curve"], label=f"{cines[cid].view}: ED {r['ed']}, ES {r['es']}")
-        ax.set(xlabel="frame", ylabel="predicted curve (1 ED, 0 ES)")
+        ylabel = "LV volume (mL) or area" if self.detector != NETWORK else "predicted curve (1 ED, 0 ES)"
+        ax.set(xlabel="frame", ylabel=ylabel)
         ax.legend(fontsize=8)
         return fig

@@ -44,8 +44,10 @@ def frame_probs(model, cine: Cine, bs: int = 32, bf16: bool | None = None, frame
     """Yield (frame, slice) index and softmax class scores (H, W, C) on the cine's own grid, one 2D frame at a time.
 
     frames: only these time frames (None: all). bf16: CPU bfloat16 autocast with channels-last memory (None: when the
-    CPU has native bf16, see `cpu_bf16`). Outside the model's field of view every score is 0."""
+    CPU has native bf16, see `cpu_bf16`). A model whose `tta` is set averages its scores with those of the
+    left-right mirrored frame (mirrored back). Outside the model's field of view every score is 0."""
     net = as_model(model).eval()
+    mirror = bool(getattr(net, "tta", False))
     geom: FrameGeometry = getattr(net, "geometry", None) or FrameGeometry()
     aff = geom.affine(cine)
     stack = cine.pixels if cine.is_stack else cine.pixels[:, None]  # (T, Z, H, W)
@@ -61,10 +63,18 @@ def frame_probs(model, cine: Cine, bs: int = 32, bf16: bool | None = None, frame
     for i in range(0, len(flat), bs):
         xb = flat[i:i + bs].to(dev)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=fast):
-            logits = net(xb.contiguous(memory_format=torch.channels_last) if fast else xb)
-        p = F.softmax(logits.float(), dim=1).permute(0, 2, 3, 1).contiguous().cpu().numpy()
+            p = _scores(net, xb, fast)
+            if mirror:
+                p = (p + _scores(net, xb.flip(-1), fast).flip(-1)) / 2
+        p = p.permute(0, 2, 3, 1).contiguous().cpu().numpy()
         for j, pj in enumerate(p):
             yield keys[i + j], cv2.warpAffine(pj, m, dsize, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+
+
+def _scores(net, xb: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """Softmax class scores (N, C, S, S) of a batch of frames, in float32."""
+    logits = net(xb.contiguous(memory_format=torch.channels_last) if channels_last else xb)
+    return F.softmax(logits.float(), dim=1)
 
 
 def log_prior(model) -> np.ndarray:

@@ -28,7 +28,7 @@ class Predictor(Base):
     short_name = "segmentation, notebook 01"
     title = f"Volumes, function and mass ({short_name})"
     remark = ("ED and ES here are the frames of the largest and smallest LV volume in this segmentation; "
-              "TempReg-Net names its own below, and a disagreement of more than 2 frames is flagged in both.")
+              "notebook 02's ED/ES detector names its own below, and a disagreement of more than 2 frames is flagged in both.")
 
     @classmethod
     def from_models(cls, segmenters: dict, provenance: dict | None = None,
