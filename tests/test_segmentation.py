@@ -2,18 +2,20 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch import nn
 
 from cmrlib.data import CODES, FrameGeometry, cine_frames, frame_items, seg_dls
-from cmrlib.labels import LV, MYO, NAMES, RV
+from cmrlib.labels import BG, LV, MYO, NAMES, RV
 from cmrlib.models import UNet11, WeightsUnavailable, unet11
 from cmrlib.record import Cine
 from cmrlib.learn import export
 from cmrlib.methods.segmentation.evaluate import dice, evaluate, hd95, summarise
 from cmrlib.methods.segmentation.learner import as_model, class_weights, learner, load
-from cmrlib.methods.segmentation.predict import calibrate_prior, decide, keep_largest, log_prior, mean_dice, predict
+from cmrlib.methods.segmentation.predict import (calibrate_prior, decide, frame_probs, keep_largest, log_prior,
+                                                 mean_dice, predict)
 from cmrlib.methods.segmentation.predict import _calibration_frames
 from cmrlib.store import CohortStore
 
@@ -124,6 +126,44 @@ def test_predict_maps_back_to_the_cine_grid(store):
         assert pred.shape == c.pixels.shape and pred.dtype == np.uint8
         for lab in (LV, MYO, RV):
             assert dice(pred, c.labels, lab) > 0.95
+
+
+class LeftIsLV(nn.Module):
+    """Calls the left half of every frame LV and the right half RV: a model that knows no mirror symmetry."""
+
+    def __init__(self, geometry):
+        super().__init__()
+        self.geometry, self.w = geometry, nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        s = torch.zeros(x.shape[0], len(NAMES), *x.shape[2:]) + self.w
+        half = x.shape[-1] // 2
+        s[:, LV, :, :half], s[:, RV, :, half:] = 1.0, 1.0
+        return s
+
+
+def test_mirrored_inference_averages_the_frame_and_its_mirror_image(store):
+    """With `tta` the scores are the mean of the frame's and the mirrored frame's (mirrored back): a model that
+    knows only left from right then cannot choose, so every class ties where it called LV or RV alone."""
+    c = store.read("toy05_4CH")
+    net = LeftIsLV(FrameGeometry(size=64, spacing=None))
+    (_, plain), = list(frame_probs(net, c, frames=[0]))
+    net.tta = True
+    (_, mirrored), = list(frame_probs(net, c, frames=[0]))
+    inside = plain.sum(-1) > 0
+    assert (plain[inside].max(-1) > plain[inside][:, BG] + 0.2).all()
+    np.testing.assert_allclose(mirrored[..., LV][inside], mirrored[..., RV][inside], atol=0.02)
+
+
+def test_the_sax_model_is_chosen_on_acdc_validation_among_those_that_keep_the_phantom():
+    from cmrlib.methods.segmentation.evaluate import choose_sax
+    rows = {("sax", "phantom validation"): 0.90, ("sax", "ACDC validation"): 0.70,
+            ("acdc", "phantom validation"): 0.80, ("acdc", "ACDC validation"): 0.89,
+            ("sax_real", "phantom validation"): 0.89, ("sax_real", "ACDC validation"): 0.85,
+            ("acdc", "ACDC held-out"): 0.99}  # held-out rows never choose
+    table = pd.DataFrame({"LV": rows}).rename_axis(["model", "data"])
+    assert choose_sax(table, 0.02)[0] == "sax_real"
+    assert choose_sax(table, 0.2)[0] == "acdc"
 
 
 def test_decide_weights_class_scores():

@@ -178,12 +178,11 @@ REAL_MEASURES = ("LVEDV", "LVESV", "LVEF")
 
 
 def never_trained_on(run_dir: str | Path) -> set[str]:
-    """The ACDC subjects notebook 01's phantom + ACDC segmenter never trained on: those outside the training split
-    of the ACDC store it trained from (`<run>/01/acdc`); empty when the run has no such store."""
-    store = CohortStore(Path(run_dir) / "01" / "acdc")
-    if not store.cines_dir.exists():
-        return set()
-    return {s for s, split in store.splits().items() if split != "train"}
+    """The ACDC subjects notebook 01's real segmenter neither trained on nor chose a setting with: its held-out
+    (test) split of the ACDC store it trained from (`<run>/01/acdc`); empty when the run has no such store."""
+    from ..io.real import segmenter_split
+
+    return {s for s, split in segmenter_split(run_dir).items() if split == "test"}
 
 
 def _cyclic_value(pred: int, ref: int, n: int) -> int:
@@ -232,7 +231,7 @@ def real_sax(subjects: pd.DataFrame, full_field: Mapping[str, object], cines: Ma
             rows += [dict(subject=a, measure=k, method="second observer (074/076)", value=ref.loc[b, k],
                           reference=ref.loc[a, k], reference_kind="reference.csv (full manual labels)",
                           condition=ref.loc[a, "group"]) for k in REAL_MEASURES]
-    out = pd.DataFrame(rows).assign(cohort=REAL_COHORT, split="never trained on")
+    out = pd.DataFrame(rows).assign(cohort=REAL_COHORT, split="held out")
     out["view"] = "SAX"
     out["unit"] = out["measure"].map(lambda m: "frame" if m.endswith("frame") else UNITS.get(m.split(" ")[0], ""))
     return out.reindex(columns=LONG_COLUMNS)

@@ -224,4 +224,4 @@ class Clustering(Study):
             ("feature sets clustered raw and adjusted", int(ari["k"].notna().sum()), ">=", 2 * len(fs.sets)),
             ("ARI vs sex, adjusted minus raw", first["sex-adjusted"] - first["raw"], "<=", 0.0),
             *([] if real is None else [("real patients: smallest permutation p of a learned feature set's ARI vs "
-                                        "diagnosis", cl.learned_p(real), "<", 0.05)])])
+                                        "diagnosis, Bonferroni-corrected", cl.learned_p(real), "<", 0.05)])])

@@ -79,3 +79,12 @@ def summarise(scores: pd.DataFrame, by: Sequence[str] = ("view", "structure")) -
 def frame_scores(scores: pd.DataFrame) -> pd.DataFrame:
     """Mean Dice over structures per cine and frame (the ranking behind best/median/worst figures)."""
     return scores.groupby(["cine_id", "view", "frame"], as_index=False)["dice"].mean()
+
+
+def choose_sax(table: pd.DataFrame, margin: float, baseline: str = "sax") -> tuple[str, pd.DataFrame]:
+    """The SAX model with the highest mean Dice on ACDC's validation patients among those whose mean Dice on the
+    phantom's validation cines is within `margin` of `baseline`'s; `table`: (model, data) rows of Dice per
+    structure, as `Study.sax_models` writes. The choice and the two means per model."""
+    t = table.mean(axis=1).unstack("data")[["phantom validation", "ACDC validation"]]
+    keep = t[t["phantom validation"] >= t.loc[baseline, "phantom validation"] - margin]
+    return str(keep["ACDC validation"].idxmax()), t

@@ -1,6 +1,7 @@
 """Named augmentation recipes for the segmentation feed: keyword arguments of `dataloaders` (`cmrlib.data.seg_dls`).
 
-- `real`: an affine (rotation, scale, shift) and intensity jitter (gamma, contrast, noise, blur): real images.
+- `real`: an affine (rotation, scale, shift, a left-right mirror on half the frames) and intensity jitter (gamma,
+  contrast, noise, blur): real images.
 - `phantom`: the same plus distractor blobs in the background, since the phantom's scenes are emptier than a chest.
 - `randomised`: domain randomisation for sim-to-real: a wider affine, coil bias field and lower resolution,
   per-structure random contrast (SynthSeg-style), distractor blobs, dark papillary spots inside the LV blood pool
@@ -16,7 +17,7 @@ CLUTTER = {"n": 8, "p": 0.8}  # ClutterAug: distractor blobs in the background
 LV_SPOTS = {"n": 4, "radius": [1.5, 4.0], "labels": [1], "level": [5, 40], "p": 0.5}  # ClutterAug: dark LV spots
 
 RECIPES = {
-    "real": {"aug": AFFINE, "intensity": INTENSITY},
+    "real": {"aug": {**AFFINE, "flip_p": 0.5}, "intensity": INTENSITY},  # mirrored too: test-time mirroring is fair
     "phantom": {"aug": AFFINE, "intensity": INTENSITY, "clutter": CLUTTER},
     "randomised": {
         "aug": {"degrees": 45, "scale": [0.7, 1.4], "translate": 0.1, "flip_p": 0.0, "elastic": 0.0},
