@@ -56,13 +56,17 @@ def test_folds_are_stratified_grouped_and_a_pure_function_of_the_seed():
     assert grouped_folds(strata, 5, seed=4, together=[("s07", "s12")]) != folds
 
 
-def test_the_real_cohort_takes_its_truths_from_the_reference_and_keeps_one_exam_in_one_fold(tmp_path):
-    cine_folder(tmp_path)
+def test_the_real_cohort_takes_its_truths_from_the_reference_and_counts_one_exam_once(tmp_path):
+    """ACDC segmented one exam twice (074, 076): the cohort keeps it once, the other segmentation's truths beside
+    it as a second observer's."""
+    cine_folder(tmp_path, n_per_group=3)
     store, table = real_sax_cohort(tmp_path, tmp_path / "run" / "real_sax", seed=0, k=5)
-    assert len(table) == 10 and set(table.group) == set(GROUPS) and table.fold.between(0, 4).all()
-    pair = table.set_index("subject").loc[["acdc074", "acdc076"], "fold"]
-    assert pair.nunique() == 1
-    ref = pd.read_csv(tmp_path / "acdc-cine" / "reference.csv")
+    assert len(table) == 14 and set(table.group) == set(GROUPS) and table.fold.between(0, 4).all()
+    assert "acdc076" not in set(table.subject)
+    ref = pd.read_csv(tmp_path / "acdc-cine" / "reference.csv").set_index("patient")
+    one = table.set_index("subject").loc["acdc074"]
+    assert one.LVEDV_second == ref.loc["patient076", "LVEDV"] and table.LVEDV_second.notna().sum() == 1
+    ref = ref.drop(index="patient076").reset_index()
     got = table.set_index("subject")["LVEDV"]
     want = pd.Series(ref.LVEDV.to_numpy(), index=["acdc" + p[-3:] for p in ref.patient])
     pd.testing.assert_series_equal(got.sort_index(), want.sort_index(), check_names=False)
@@ -76,7 +80,7 @@ def test_a_quick_run_keeps_the_first_patients_of_each_diagnosis(tmp_path):
     cine_folder(tmp_path, n_per_group=3)
     _, every = real_sax_cohort(tmp_path, tmp_path / "real_sax", seed=0, k=5)
     _, few = real_sax_cohort(tmp_path, tmp_path / "real_sax", seed=0, k=5, per_group=2)
-    assert len(every) == 15 and len(few) == 10 and (few.groupby("group").size() == 2).all()
+    assert len(every) == 14 and len(few) == 10 and (few.groupby("group").size() == 2).all()  # 076 is 074's exam
     assert set(few.subject) == set(every.sort_values("subject").groupby("group").head(2).subject)
     with pytest.raises(StudySkipped, match="5 real SAX patients with reference truths: fewer than two per fold of 5"):
         real_sax_cohort(tmp_path, tmp_path / "real_sax", seed=0, k=5, per_group=1)
@@ -119,7 +123,7 @@ class Perfect:
 def test_real_agreement_scores_each_segmenter_only_where_it_never_trained(tmp_path):
     from cmrlib.analysis import agreement as ag
 
-    cine_folder(tmp_path)
+    cine_folder(tmp_path, n_per_group=3)
     store, subjects = real_sax_cohort(tmp_path, tmp_path / "real_sax", seed=0, k=5)
     cines = {r.subject: store.read(r.cine_id) for r in subjects.itertuples()}
     full = {s: c for s, c in cines.items()}  # the synthetic crop is the whole field here
@@ -128,7 +132,7 @@ def test_real_agreement_scores_each_segmenter_only_where_it_never_trained(tmp_pa
                        progress=False)
     assert list(long.columns) == ag.LONG_COLUMNS and set(long.cohort) == {ag.REAL_COHORT}
     per = long.groupby("method").subject.nunique()
-    assert per["perfect, crop"] == 4 and per["everyone, crop"] == 10 and per["second observer (074/076)"] == 1
+    assert per["perfect, crop"] == 4 and per["everyone, crop"] == 14 and per["second observer (074/076)"] == 1
     crop = long[long.method == "everyone, crop"]
     np.testing.assert_allclose(crop.value, crop.reference)  # the same masks: the same crop volumes
     ed = long[(long.method == "everyone, LV curve") & (long.measure == "ED frame")]

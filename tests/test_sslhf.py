@@ -168,10 +168,13 @@ def test_tables_average_folds_with_cis_and_patients_average_patches():
         one.score.mean())
     fm = sslhf.evaluate.fold_metrics(pred)
     assert set(fm.level) == {"patch", "patient"} and len(fm) == 2 * 3 * 2
-    summ = sslhf.evaluate.summary(fm)
+    summ = sslhf.evaluate.pooled_summary(pred, fm, seed=0, n_boot=200)
     s = summ[(summ.row == "SSLHF") & (summ.level == "patient") & (summ.metric == "auc")].iloc[0]
-    assert s["mean"] == pytest.approx(fm[(fm.row == "SSLHF") & (fm.level == "patient")].auc.mean())
-    assert s.ci_low <= s["mean"] <= s.ci_high and s.paper == pytest.approx(0.8505)
+    test = pat[(pat.row == "SSLHF") & (pat.split == "test")]
+    from sklearn.metrics import roc_auc_score
+    assert s["mean"] == pytest.approx(roc_auc_score(test.y, test.score)) and s.folds == 3  # pooled out of fold
+    assert 0 <= s.ci_low <= s["mean"] <= s.ci_high <= 1 and s.paper == pytest.approx(0.8505)
+    assert summ[["ci_low", "ci_high"]].stack().between(0, 1).all()  # an interval of an AUC or an accuracy
     t = sslhf.evaluate.table(summ, ["A: no proxy", "SSLHF"])
     assert list(t.index) == ["A: no proxy", "SSLHF"] and t.loc["SSLHF", "patient AUC (paper)"] == 0.8505
     d = sslhf.evaluate.differences(fm)
@@ -222,8 +225,9 @@ def test_one_tiny_cross_validation_runs_the_rows_and_exports(tmp_path):
         sslhf.learner.network("B: no frame covering", cfg, {})
 
 
-def test_rates_chosen_on_the_first_fold_train_every_other_fold():
-    """With lr_from_first_fold only fold 0 searches; each later fold trains at the rate its row kept there."""
+def test_rates_chosen_on_the_first_fold_train_the_folds_that_do_not_test_its_choosers():
+    """With lr_from_first_fold folds 0 and 1 search (fold 1 tests fold 0's validation patients, so it chooses on
+    its own); fold 2 trains at the rate each row kept in fold 0."""
     g = np.random.default_rng(1)
     labels = pd.DataFrame(dict(subject=[f"p{i}" for i in range(9)], hfref=[1, 0, 1] * 3, lvef=np.nan))
     patches = sslhf.data.HFPatches(g.normal(0, 1, (9, 16, 16, 16)).astype(np.float32), labels.subject.to_numpy(),
@@ -236,9 +240,9 @@ def test_rates_chosen_on_the_first_fold_train_every_other_fold():
     by = {(r["row"], r["fold"]): r for r in logs}
     assert len(by) == 2 * 3 and all(r["status"] == "ok" for r in logs)
     for row in rows:
-        assert set(json.loads(by[(row, 0)]["lr_search"])) == {"0.0001", "0.01"}
-        for fold in (1, 2):
-            assert json.loads(by[(row, fold)]["lr_search"]).keys() == {f"{by[(row, 0)]['lr']:g}"}
+        for fold in (0, 1):
+            assert set(json.loads(by[(row, fold)]["lr_search"])) == {"0.0001", "0.01"}
+        assert json.loads(by[(row, 2)]["lr_search"]).keys() == {f"{by[(row, 0)]['lr']:g}"}
 
 
 def test_the_predictor_scores_a_cine_through_its_patches_and_averages_the_folds(tmp_path):
@@ -272,10 +276,10 @@ def test_a_fold_with_one_class_in_test_says_its_auc_is_not_testable():
     bad = fm[fm.fold == 1]
     assert bad.auc.isna().all() and bad.note.str.startswith("AUC not testable: 0 HFrEF and").all()
     assert (fm[fm.fold != 1].note == "").all() and fm[fm.fold != 1].auc.notna().all()
-    summ = sslhf.evaluate.summary(fm)
-    assert (summ[summ.metric == "auc"].folds == 2).all() and (summ[summ.metric == "acc"].folds == 3).all()
+    summ = sslhf.evaluate.pooled_summary(pred, fm, seed=0, n_boot=50)  # pooled, the one-class fold counts too
+    assert (summ.folds == 3).all() and summ["mean"].notna().all()
     t = sslhf.evaluate.table(summ, ["SSLHF", "3D ResNet-50"], n_folds=3)
-    assert t.loc["SSLHF", "patient AUC"].endswith("(2 folds)") and t.loc["3D ResNet-50", "patient AUC"] == "failed"
+    assert "folds" not in t.loc["SSLHF", "patient AUC"] and t.loc["3D ResNet-50", "patient AUC"] == "failed"
 
 
 def test_a_row_that_trains_into_nan_is_reported_and_left_out_while_the_others_go_on(monkeypatch):
@@ -302,7 +306,8 @@ def test_a_row_that_trains_into_nan_is_reported_and_left_out_while_the_others_go
     assert failed.reason.str.contains("training loss nan at epoch 0").all()
     assert set(pred.row) == {"3D ResNet-50"} and np.isfinite(pred.score).all() and not kept
     assert [r["status"] for r in logs].count("ok") == 3
-    t = sslhf.evaluate.table(sslhf.evaluate.summary(sslhf.evaluate.fold_metrics(pred)), ["A: no proxy", "3D ResNet-50"], n_folds=3)
+    fm = sslhf.evaluate.fold_metrics(pred)
+    t = sslhf.evaluate.table(sslhf.evaluate.pooled_summary(pred, fm, n_boot=20), ["A: no proxy", "3D ResNet-50"], n_folds=3)
     assert (t.loc["A: no proxy", ["patch AUC", "patient AUC"]] == "failed").all()
 
 
@@ -354,7 +359,7 @@ def test_the_real_patients_section_runs_the_rows_on_a_real_cohort_by_its_own_fol
     log = pd.read_csv(study.out / "real_train_log.csv")
     assert set(log.row) == set(rows) and set(log.fold) == {0, 1, 2} and (log.status == "ok").all()
     pred = pd.read_csv(study.out / "real_predictions.csv", dtype={"subject": str})
-    real_subjects = set(CohortStore(tmp_path / "run" / "real_sax").manifest().subject)
+    real_subjects = set(CohortStore(tmp_path / "run" / "real_sax").manifest().subject) - {"acdc076"}  # 074's exam
     assert set(pred[pred.split == "test"].subject) == real_subjects  # every real patient tested, by its own fold
     assert pred[pred.split == "test"].groupby(["row", "subject"]).fold.nunique().max() == 1
     assert study.real_results.proxy in ("pool proxy", "pool + real proxy") or "folds" in study.real_results.proxy
@@ -381,3 +386,17 @@ def test_a_fit_whose_dask_worker_dies_is_a_failed_row_and_the_others_keep_theirs
     assert (log["status"], log["row"], log["fold"], log["fraction"], preds, model) == ("failed", "SSLHF", 1, 0.5, None,
                                                                                         None)
     assert "fits_on_workers=False" in log["reason"]
+
+
+@pytest.mark.parametrize("k", [3, 4, 5])
+def test_no_fold_trains_at_a_rate_its_own_test_patients_chose(k):
+    """With `lr_from_first_fold`, fold 0's validation patients choose each row's rate for the folds that do not
+    choose their own: none of those folds tests on them, and the fold that does chooses on its own validation."""
+    from cmrlib.methods.sslhf.crossval import _choosing_folds, _first_fold_rates
+    from cmrlib.store import fold_roles
+    choosers = fold_roles(0, k)["valid"]
+    done = {(0, "SSLHF"): (dict(status="ok", lr=3e-4), None, None)}
+    reused = _first_fold_rates(done, k)
+    assert set(choosers) <= set(_choosing_folds(k))
+    assert all(fold_roles(f, k)["test"][0] not in choosers for _, f in reused)
+    assert {f for _, f in reused} == set(range(k)) - set(_choosing_folds(k))

@@ -198,7 +198,8 @@ def real_sax(subjects: pd.DataFrame, full_field: Mapping[str, object], cines: Ma
     - LV volumes and EF from the full-field ED/ES frames (ACDC's own, uncropped) against `reference.csv`;
     - ED and ES frames picked by its LV volume curve over every frame of the cropped cine against the annotated ones;
     - within-crop LV volumes at the annotated frames against the manual masks on the same crop grid;
-    - the exam ACDC segmented twice (074 and 076) as a second observer of the same heart."""
+    - the exam ACDC segmented twice (074 and 076; the cohort keeps 074 with 076's truths as `<measure>_second`)
+      as a second observer of the same heart."""
     from fastprogress.fastprogress import progress_bar
 
     from ..labels import LV
@@ -226,11 +227,10 @@ def real_sax(subjects: pd.DataFrame, full_field: Mapping[str, object], cines: Ma
             auto = sax_measures(lab[[c.ed, c.es]], c.spacing, ed=0, es=1)
             rows += [dict(subject=s, measure=f"{k} (crop)", method=f"{name}, crop", value=auto[k], reference=crop[k],
                           reference_kind="manual masks on the crop", condition=cond) for k in REAL_MEASURES]
-    for a, b in (("acdc074", "acdc076"),):
-        if a in ref.index and b in ref.index:
-            rows += [dict(subject=a, measure=k, method="second observer (074/076)", value=ref.loc[b, k],
-                          reference=ref.loc[a, k], reference_kind="reference.csv (full manual labels)",
-                          condition=ref.loc[a, "group"]) for k in REAL_MEASURES]
+    for a in ref.index[ref["LVEF_second"].notna()] if "LVEF_second" in ref else []:
+        rows += [dict(subject=a, measure=k, method="second observer (074/076)", value=ref.loc[a, f"{k}_second"],
+                      reference=ref.loc[a, k], reference_kind="reference.csv (full manual labels)",
+                      condition=ref.loc[a, "group"]) for k in REAL_MEASURES]
     out = pd.DataFrame(rows).assign(cohort=REAL_COHORT, split="held out")
     out["view"] = "SAX"
     out["unit"] = out["measure"].map(lambda m: "frame" if m.endswith("frame") else UNITS.get(m.split(" ")[0], ""))

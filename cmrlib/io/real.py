@@ -20,16 +20,18 @@ ACDC_TRAINING = Path("acdc") / "training"
 PSEUDO, MANUAL, NONE = "pseudo-labels (a network's)", "manual masks (ED/ES)", "none"
 REAL_SAX = "acdc-cine"  # the real SAX cohort's folder under the data root: ACDC's cropped cines + reference.csv
 REAL_SAX_STORE = "real_sax"  # its store in a run folder, shared by every notebook that uses it
+SECOND_OBSERVER = ("LVEDV", "LVESV", "LVEF")  # the real SAX table's `<measure>_second`: an exam's other segmentation
 
 
 def real_sax_cohort(root: Path | None, out: Path, seed: int = 0, k: int = 5, per_group: int | None = None):
     """The real SAX cohort: ACDC's cine patients ingested once into `out` (a later call resumes and reuses it),
-    their truths from the full manual labels (`reference.csv`, never the crop's masks), and each patient's fold of
-    a `k`-fold split stratified by diagnosis, the two segmentations of one exam in one fold; `per_group`: only the
-    first patients (by id) of each diagnosis, for a quick run. (store, subjects table: subject, group, fold and the
+    their truths from the full manual labels (`reference.csv`, never the crop's masks), one exam once (ACDC segmented
+    patient 074's exam twice, as 076: the first is kept), and each patient's fold of a `k`-fold split stratified by
+    diagnosis; `per_group`: only the first patients (by id) of each diagnosis, for a quick run. The exam's second
+    segmentation's truths ride along as `<measure>_second` (`SECOND_OBSERVER`). (store, subjects table: subject, group, fold and the
     truths); `StudySkipped` without the folder or with too few patients."""
     from ..store import grouped_folds
-    from .acdc import REFERENCE, REFERENCE_FROM, SAME_EXAM
+    from .acdc import REFERENCE, REFERENCE_FROM, SAME_EXAM, exam_of
     from .batch import ingest
 
     folder = None if root is None else Path(root) / REAL_SAX
@@ -39,6 +41,9 @@ def real_sax_cohort(root: Path | None, out: Path, seed: int = 0, k: int = 5, per
     store = ingest("acdc", folder, out, seed=seed, progress=False)
     man = store.manifest()
     man = man[(man.view == "SAX") & (man.truth_from == REFERENCE_FROM)].drop_duplicates("subject")
+    first = man.subject.map(exam_of) == man.subject  # one exam segmented twice counts once: its first segmentation
+    second = {exam_of(r.subject): r for r in man[~first].itertuples()}  # the other, kept as a second observer
+    man = man[first]
     if per_group is not None:
         man = man.sort_values("subject").groupby("group").head(int(per_group))
     if len(man) < 2 * k:
@@ -48,6 +53,8 @@ def real_sax_cohort(root: Path | None, out: Path, seed: int = 0, k: int = 5, per
     cols = ["subject", "cine_id", "group", "n_frames", "ed", "es", "LVEDV", "LVESV", "LVEF", "RVEF", "LVM",
             "bsa_m2", "lv_in_crop"]
     table = man[cols].assign(fold=man.subject.map(folds)).sort_values("subject").reset_index(drop=True)
+    for k in SECOND_OBSERVER:
+        table[f"{k}_second"] = table.subject.map(lambda s, k=k: getattr(second[s], k) if s in second else float("nan"))
     return store, table
 
 

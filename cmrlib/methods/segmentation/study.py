@@ -125,7 +125,7 @@ class Study(Base):
         "epochs_sax_real": 1,  # the SAX model fine-tuned on phantom + ACDC's training patients (manual masks); 0: none
         "sax_real_share": 0.25,  # share of that model's training frames that are ACDC's (cycled)
         "sax_real_frames": None,  # at most this many phantom frames beside them (a seeded subset); None: max_frames
-        "phantom_margin": 0.02,  # sax_predictor="best": a model may lose at most this much mean Dice on phantom validation cines
+        "phantom_margin": 0.02,  # with sax_predictor "best", a model may lose at most this much mean Dice on phantom validation cines
         "sax_predictor": "phantom",  # SAX model the run's segmentation Predictor carries: "phantom", "real" (phantom + ACDC), "acdc" (ACDC only) or "best" (the highest mean Dice on ACDC's validation patients)
         "lax_predictor": "phantom",  # long-axis model the run's segmentation Predictor carries: "phantom" or "real" (the fine-tuned one)
     }

@@ -83,8 +83,8 @@ def cross_validate(patches: HFPatches, labels: pd.DataFrame, folds: pd.Series, r
     """Train each row in each fold and score its validation and test patches. `restorers(fold)` gives the proxies
     the self-supervised rows start from; `chosen` (row, fold) -> learning rate pins the rate a (row, fold) trains
     at (the learning curve reuses what the full run chose on validation), else every rate of `cfg.lrs` is tried:
-    in every fold, or with `cfg.lr_from_first_fold` in the first fold only, whose validation patients then choose
-    each row's rate for the other folds.
+    in every fold, or with `cfg.lr_from_first_fold` in the first fold, whose validation patients then choose each
+    row's rate for the other folds, and in the fold those patients are the test patients of (`_choosing_folds`).
     With a Dask `client` every (fold, row) is a task of its own, on one torch thread (Dask starts its workers with
     OMP_NUM_THREADS=1; small 3D networks use a second thread poorly); every fit seeds itself, so the tables do not
     depend on the order.
@@ -94,8 +94,9 @@ def cross_validate(patches: HFPatches, labels: pd.DataFrame, folds: pd.Series, r
     proxies = {f: restorers(f) for f in range(k)} if any(r in PROXIES for r in rows) else {}
     items = [(fold, row) for fold in range(k) for row in rows]
     chosen = dict(chosen or {})
-    first = [it for it in items if it[0] == 0]
-    waves = [first, items[len(first):]] if cfg.lr_from_first_fold and not chosen and len(cfg.lrs) > 1 else [items]
+    first = [it for it in items if it[0] in _choosing_folds(k)]
+    rest = [it for it in items if it not in first]
+    waves = [first, rest] if cfg.lr_from_first_fold and not chosen and len(cfg.lrs) > 1 else [items]
     done = {}
     for wave in waves:
         chosen.update(_first_fold_rates(done, k))
@@ -109,10 +110,18 @@ def cross_validate(patches: HFPatches, labels: pd.DataFrame, folds: pd.Series, r
     return pred, logs, kept
 
 
+def _choosing_folds(k: int) -> tuple[int, ...]:
+    """The folds that try every rate with `lr_from_first_fold`: fold 0, whose validation patients choose the rate
+    the others reuse, and the fold whose test patients those are (it chooses on its own validation patients), so
+    no fold's rate depends on its own test patients."""
+    return tuple(sorted({0, *fold_roles(0, k)["valid"]}))
+
+
 def _first_fold_rates(done: dict, k: int) -> dict[tuple[str, int], float]:
-    """(row, fold) -> the rate each row kept in fold 0, for folds 1..k-1 (none for a row that failed there)."""
+    """(row, fold) -> the rate each row kept in fold 0, for the folds that did not choose their own (none for a row
+    that failed there)."""
     return {(row, f): float(res[0]["lr"]) for (fold, row), res in done.items()
-            if fold == 0 and res[0].get("status") == "ok" for f in range(1, k)}
+            if fold == 0 and res[0].get("status") == "ok" for f in range(k) if f not in _choosing_folds(k)}
 
 
 def _run_items(items: list, args: tuple, client, progress: bool, fraction: float) -> dict:

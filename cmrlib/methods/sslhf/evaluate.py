@@ -1,6 +1,7 @@
 """SSLHF's Tables I-III from out-of-fold predictions: patch- and patient-level (eq. 3: the mean of a patient's patch
-probabilities) AUC and accuracy per fold at thresholds chosen on that fold's validation patients, their mean over
-the folds with a t-based 95 % CI, paired differences from SSLHF, and mean ROC curves (the paper's Fig. 4)."""
+probabilities) AUC and accuracy per fold at thresholds chosen on that fold's validation patients, the pooled
+out-of-fold AUC and accuracy with a patient-bootstrap 95 % CI, paired differences from SSLHF, and mean ROC curves
+(the paper's Fig. 4)."""
 from __future__ import annotations
 
 import numpy as np
@@ -56,19 +57,46 @@ def fold_metrics(pred: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=[*_keys(pred), "level", "auc", "acc", "threshold", "n", "n_hfref", "note"])
 
 
-def summary(fm: pd.DataFrame) -> pd.DataFrame:
-    """Mean over folds with its 95 % CI for every model, level and metric, beside the paper's value (`folds`: the
-    folds with a value)."""
+def pooled_summary(pred: pd.DataFrame, fm: pd.DataFrame, seed=0, n_boot: int = 1000,
+                   conf: float = 0.95) -> pd.DataFrame:
+    """Every model's test predictions pooled over its folds (each scored by its own fold's model, accuracy at its
+    fold's validation threshold from `fm`), with percentile intervals from a patient bootstrap stratified by class
+    (a patient's patches resampled together): an interval of one AUC, inside [0, 1]; `folds`: the folds pooled."""
+    from sklearn.metrics import roc_auc_score
+
+    from ...utils import rng
+
     keys = [c for c in fm.columns if c not in ("fold", "level", "auc", "acc", "threshold", "n", "n_hfref", "note")]
     rows = []
-    for key, g in fm.groupby(keys + ["level"], sort=False):
-        for metric in ("auc", "acc"):
-            mean, lo, hi = mean_ci(g[metric])
-            row = dict(zip(keys + ["level"], key), metric=metric, mean=mean, ci_low=lo, ci_high=hi,
-                       folds=int(np.isfinite(g[metric].astype(float)).sum()))
-            name = row.get("row")
-            row["paper"] = PAPER.loc[name, (row["level"], metric)] if name in PAPER.index else np.nan
-            rows.append(row)
+    for level in ("patch", "patient"):
+        d = at_level(pred, level)
+        thr = fm[fm.level == level].set_index(keys + ["fold"])["threshold"]
+        for key, g in d[d.split == "test"].groupby(keys, sort=False):
+            key = key if isinstance(key, tuple) else (key,)
+            t = thr.reindex([(*key, f) for f in g.fold]).to_numpy(float)
+            correct = ((g.score.to_numpy() >= t).astype(int) == g.y.to_numpy()).astype(float)
+            y, s = g.y.to_numpy(int), g.score.to_numpy(float)
+            both = len(np.unique(y)) == 2
+            value = dict(auc=roc_auc_score(y, s) if both else np.nan, acc=float(correct.mean()))
+            boots = {"auc": [], "acc": []}
+            if both:
+                patients = g.groupby("subject").y.first()
+                where = {p: np.flatnonzero(g.subject.to_numpy() == p) for p in patients.index}
+                gen = rng(seed)
+                for _ in range(n_boot):
+                    pick = np.concatenate([gen.choice(patients.index[patients == c], (patients == c).sum())
+                                           for c in (0, 1)])
+                    ix = np.concatenate([where[p] for p in pick])
+                    boots["auc"].append(roc_auc_score(y[ix], s[ix]))
+                    boots["acc"].append(correct[ix].mean())
+            for metric in ("auc", "acc"):
+                lo, hi = (np.percentile(boots[metric], [50 * (1 - conf), 50 * (1 + conf)]) if boots[metric]
+                          else (np.nan, np.nan))
+                row = dict(zip(keys, key), level=level, metric=metric, mean=value[metric], ci_low=float(lo),
+                           ci_high=float(hi), folds=int(g.fold.nunique()))
+                name = row.get("row")
+                row["paper"] = PAPER.loc[name, (level, metric)] if name in PAPER.index else np.nan
+                rows.append(row)
     return pd.DataFrame(rows, columns=[*keys, "level", "metric", "mean", "ci_low", "ci_high", "folds", "paper"])
 
 

@@ -49,7 +49,7 @@ class SSLHFConfig:
     epochs: int = 30                         # most epochs of every classifier row (early stopping may end it sooner)
     bs: int = 8
     lrs: tuple = (1e-5, 1e-4, 1e-3)          # learning rates tried for every row (the paper's 1e-5 among them)
-    lr_from_first_fold: bool = False         # each row's rate chosen on the first fold's validation, kept in the rest
+    lr_from_first_fold: bool = False         # each row's rate chosen on fold 0's validation, kept where no test patient chose it
     patience: int = 5                        # epochs without a better validation loss before a fit stops
     min_epochs: int = 5                      # epochs every classifier fit trains before one may be kept
     decay_every: int = 10                    # epochs between halvings of the classifier's lr

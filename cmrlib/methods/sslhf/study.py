@@ -19,7 +19,7 @@ from ...transforms.corrupt import corrupt, random_frame_cover, random_local_shuf
 from ...utils import rng, seed_for
 from . import crossval
 from .data import CLASSES, HFREF_BELOW, HFPatches, PatchSettings, hf_class, hf_labels, patient_folds, preprocess_store
-from .evaluate import TABLES, detectability, differences, fold_metrics, mean_roc, summary, table
+from .evaluate import TABLES, detectability, differences, fold_metrics, mean_roc, pooled_summary, table
 from .figures import ef_figure, learning_curve_figure, real_figure, restoration_figure, roc_figure
 from .learner import NO_PROXY, PROXIES, SSLHFConfig, network, pretrain, restore, save
 from .predictor import Predictor
@@ -149,7 +149,7 @@ class Study(Base):
         "epochs": 30,                # most epochs per fit; each stops when its validation loss has not improved for `patience`
         "bs": 8,
         "lrs": [1e-5, 1e-4, 1e-3],   # learning rates tried for every row and fold, the best on validation kept (the paper: 1e-5)
-        "lr_from_first_fold": False, # True: the rates tried in the first fold only, each row's winner there kept in the others
+        "lr_from_first_fold": False, # True: the rates tried in folds 0 and 1 only, fold 0's winner kept in the others
         "patience": 5,
         "min_epochs": 5,             # epochs every fit trains before one may be kept: a validation loss lowest in the first
                                      # epochs (the network still near its start) would keep a near-constant classifier
@@ -349,7 +349,7 @@ class Study(Base):
     @cached_property
     def cv(self) -> CrossValidated:
         """Every (row, fold) at each rate of `lrs`, the rate and early stop chosen on the fold's validation
-        patients (the rate on the first fold's with `lr_from_first_fold`; Dask tasks when a cluster runs);
+        patients (with `lr_from_first_fold`, fold 0's rate in folds 2-4; Dask tasks when a cluster runs);
         failures, predictions, fold metrics and models written, and the run's SSLHF Predictor (every fold's
         classifier, their probabilities averaged)."""
         p, ps = self.p, self.patches
@@ -371,7 +371,7 @@ class Study(Base):
                 sslhf_folds, "SSLHF", self.prep, provenance=self.nb.provenance(self.hf_cohort.hf_store, None,
                                                                                anatomy=p["anatomy"])))
         fm = fold_metrics(pred)
-        summ = summary(fm)
+        summ = pooled_summary(pred, fm, seed=seed_for(p["seed"], "sslhf", "bootstrap"))
         self.nb.table(fm, "fold_metrics")
         self.nb.table(summ, "summary")
         return CrossValidated(pred, fit_logs, fm, summ, predictor_file)
@@ -392,7 +392,7 @@ class Study(Base):
         return self._proxy_logs() + self.cv.fit_logs
 
     def evaluate(self) -> dict[str, pd.DataFrame]:
-        """Tables I-III (mean over folds with CIs) for the rows run (written), by title."""
+        """Tables I-III (pooled out of fold, patient-bootstrap CIs) for the rows run (written), by title."""
         out = {}
         for name, table_rows in TABLES.items():
             present = [r for r in table_rows if r in self.p["rows"]]
@@ -452,7 +452,8 @@ class Study(Base):
                                                     chosen=crossval.chosen_rates(cv.fit_logs), client=self.fit_client)
                 curve.append(pr)
                 logs += cl
-        summ = summary(fold_metrics(pd.concat(curve, ignore_index=True)))
+        curve = pd.concat(curve, ignore_index=True)
+        summ = pooled_summary(curve, fold_metrics(curve), seed=seed_for(p["seed"], "sslhf", "bootstrap"))
         self.nb.table(summ, "learning_curve")
         return Made(summ, logs)
 
@@ -461,7 +462,7 @@ class Study(Base):
         summ, logs = self.curve.nets, pd.DataFrame(self.cv.fit_logs + self.curve.logs)
         n_train = logs[logs.row.isin(self.p["curve_rows"])].groupby("fraction").train_patients.mean()
         self.nb.figure(learning_curve_figure(summ, n_train), "05_learning_curve",
-                       "Patient-level test AUC (mean over five folds, 95 % CI) of SSLHF and the no-proxy ablation "
+                       "Patient-level test AUC (pooled over five folds, patient-bootstrap 95 % CI) of SSLHF and the no-proxy ablation "
                        "against the number of labelled training patients per fold.")
         return summ.query("level == 'patient' and metric == 'auc'").pivot(index="fraction", columns="row",
                                                                           values="mean")
@@ -502,14 +503,14 @@ class Study(Base):
         self.nb.table(pd.DataFrame(fit_logs), "real_train_log")
         self.nb.table(pred, "real_predictions")
         fm = fold_metrics(pred)
-        summ = summary(fm)
+        summ = pooled_summary(pred, fm, seed=seed_for(p["seed"], "sslhf", "bootstrap"))
         self.nb.table(summ, "real_summary")
         real_table = table(summ, rows, n_folds=int(p["n_folds"]))
         self.nb.table(real_table, "real_table", index=True)
         self.nb.table(differences(fm), "real_differences")
         self.nb.table(pd.DataFrame([detectability(fm, len(labels), "SSLHF", "A: no proxy")]), "real_detectability")
         self.nb.figure(real_figure(summ, self.cv.summ, rows), "05_real_patients",
-                       f"Patient-level test AUC (mean over five folds, 95 % CI) on {len(labels)} real ACDC SAX cines "
+                       f"Patient-level test AUC (pooled over five folds, patient-bootstrap 95 % CI) on {len(labels)} real ACDC SAX cines "
                        "(reduced vs preserved LVEF) beside the phantom's and the paper's, per row.")
         return RealCV(real_table, pred, summ, chosen.logs, chosen.name, chosen.gate)
 
@@ -541,14 +542,15 @@ class Study(Base):
         levels = gate.pivot_table(index="level", columns="encoder", values="auc", aggfunc="mean")
         print("real validation patients, probe AUC by encoder level (mean over folds; 5: the classifier's):")
         print(levels.round(3).to_string())
-        per_fold = gate[gate.deepest].pivot_table(index="fold", columns="encoder", values="auc")
-        kept = {f: "pool + real proxy" if per_fold.loc[f, "pool + real proxy"] >= per_fold.loc[f, "pool proxy"]
-                else "pool proxy" for f in tuned}  # each fold by its own validation patients (NaN: the pool's)
+        auc = gate[gate.deepest].set_index(["fold", "encoder"]).auc
+        at = lambda f, name: auc.get((f, name), np.nan)  # noqa: E731 (NaN: no probe in that fold)
+        kept = {f: "pool + real proxy" if at(f, "pool + real proxy") >= at(f, "pool proxy") else "pool proxy"
+                for f in tuned}  # each fold by its own validation patients (no probe: the pool's)
         name = next(iter(set(kept.values()))) if len(set(kept.values())) == 1 else \
             f"pool + real proxy in {sum(v != 'pool proxy' for v in kept.values())} of {len(kept)} folds"
         print(f"the SSLHF row starts from the {name} (per fold, the higher deepest-level probe AUC on that fold's "
               "validation patients)")
-        chosen = np.nanmean([per_fold.loc[f, kept[f]] for f in kept])  # the kept proxies' validation AUC
+        chosen = np.nanmean([at(f, kept[f]) for f in kept]) if auc.notna().any() else np.nan  # the kept ones' AUC
         return RealProxies({f: tuned[f] if kept[f] != "pool proxy" else pool for f in tuned}, logs, name,
                            pd.concat([deepest, pd.Series({"kept": chosen})]))
 
@@ -581,7 +583,7 @@ class Study(Base):
         """Tables I-III beside the paper's, and SSLHF's fold-paired differences from each row."""
         for name in ("I", "II", "III"):
             if self.written(f"table_{name}") is not None:
-                yield (f"table_{name}", f"SSLHF Table {name}: HFrEF vs HFpEF, mean over five test folds (95 % CI), "
+                yield (f"table_{name}", f"SSLHF Table {name}: HFrEF vs HFpEF, pooled over five test folds (patient-bootstrap 95 % CI), "
                        "beside the paper's values", None)
         if (d := self.written("differences")) is not None:
             yield "headline_differences", "SSLHF minus each row, patient-level AUC fold by fold (95 % CI)", d.round(3)
