@@ -265,7 +265,8 @@ class Study(Base):
         p = self.p
         seqs = list(self.real_cines.items.values())
         epochs = max(1, int(np.median(real.best_epochs))) if real.best_epochs else p["real_epochs"]
-        dls = dataloaders(seqs, bs=p["bs"], delta=p["delta"], upsilon=p["upsilon"], seed=seed_for(p["seed"], "all"))
+        dls = dataloaders(seqs, bs=p["bs"], delta=p["delta"], upsilon=p["upsilon"],
+                          seed=seed_for(p["seed"], "real", "all"))
         with seeded(seed_for(p["seed"], "edes", "real", "all")):
             learn = learner(dls, "TempReg-Net", beta=p["beta"], alpha=p["alpha"], path=self.out, **self.model_kw)
             learn.model.load_state_dict(self.models.nets["TempReg-Net"].state_dict())

@@ -6,6 +6,7 @@
 - `randomised`: domain randomisation for sim-to-real: a wider affine, coil bias field and lower resolution,
   per-structure random contrast (SynthSeg-style), distractor blobs, dark papillary spots inside the LV blood pool
   and a thicker wall round a smaller cavity; each on part of the samples (`p`), so plain frames are seen too.
+- `randomised_mirrored`: `randomised` with a left-right mirror on half the frames (phantom + ACDC).
 """
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ RECIPES = {
         "clutter": [CLUTTER, LV_SPOTS],
     },
 }
+RECIPES["randomised_mirrored"] = copy.deepcopy(RECIPES["randomised"])  # the same, mirrored on half the frames:
+RECIPES["randomised_mirrored"]["aug"]["flip_p"] = 0.5  # for a model that may be read with test-time mirroring
 
 
 def recipe(name: str) -> dict:

@@ -110,7 +110,7 @@ class Study(Base):
         "lr": 1e-2,
         "pretrained": False,  # ImageNet VGG11 encoder: needs width 1.0 and the weights in the local torch cache
         "bf16": True,  # bfloat16 autocast while training on the CPU (about 1.5-2x faster on AVX512-BF16 CPUs)
-        "augmentation": {"sax": "randomised", "lax": "phantom", "acdc": "real", "lax_real": "randomised"},  # recipe per model: methods.segmentation.RECIPES
+        "augmentation": {"sax": "randomised", "lax": "phantom", "acdc": "real", "sax_real": "randomised_mirrored", "lax_real": "randomised"},  # recipe per model: methods.segmentation.RECIPES
         "epochs_sax": 1,  # phantom SAX model
         "epochs_lax": 1,  # phantom long-axis (2CH + 4CH) model
         "calibrate_cines": 4,  # validation cines per view that calibrate each model's decision (per-class log-prior) and set its uncertainty yardstick; 0: off
@@ -377,13 +377,13 @@ class Study(Base):
         if not p["epochs_sax_real"]:
             raise StudySkipped("no phantom + ACDC SAX model (epochs_sax_real=0)")
         train = [str(i) for i in acdc.select(view="SAX", split="train")]
-        settings = dict({**self.real_kw, **recipe(p["augmentation"]["sax"])}, views=["SAX"],
+        settings = dict({**self.real_kw, **recipe(p["augmentation"]["sax_real"])}, views=["SAX"],
                         epochs=p["epochs_sax_real"], lr=p["lr"], frame_step=p["frame_step"],
                         extra=train, real_share=p["sax_real_share"], phantom_frames=p["sax_real_frames"], init="sax",
                         calibrate_cines=p["calibrate_cines"], cohort=self.store.fingerprint(), acdc=acdc.fingerprint(),
                         **self.model_kw)
         with self.nb.timer("SAX fine-tuning on phantom + ACDC (s)"):
-            model, _ = self._train("sax_real", self.store, ["SAX"], p["epochs_sax_real"], "sax", self.out / "models" /
+            model, _ = self._train("sax_real", self.store, ["SAX"], p["epochs_sax_real"], "sax_real", self.out / "models" /
                                    "seg_sax_real.model", settings, init=self.phantom_models.nets["sax"],
                                    data_kw=lambda: dict(self.real_kw, frame_step=p["frame_step"],
                                                         max_frames=p["sax_real_frames"] or p["max_frames"],
