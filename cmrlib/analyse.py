@@ -239,12 +239,34 @@ def check_results(results: list[dict], cines: list[Cine], body: Body) -> tuple[p
     from .plausible import check
 
     qc = [acquisition(c) for c in cines]
-    tabs = [r["result"].table() for r in results if r["result"] is not None]
+    tabs = [with_intervals(r["result"].table(), r["provenance"]) for r in results if r["result"] is not None]
     tabs = [t for t in tabs if len(t)]
     tab = pd.concat(tabs, ignore_index=True) if tabs else pd.DataFrame(columns=list(Prediction.COLUMNS))
     checked, hidden = check(tab, {c.view for c in cines}, {c.view: c.n_frames for c in cines}, body.sex, body.bsa,
                             {q["view"]: {k: q[f"{k}_flags"] for k in INPUT_KINDS} for q in qc})
     return checked, hidden, qc
+
+
+def with_intervals(tab: pd.DataFrame, provenance: dict) -> pd.DataFrame:
+    """A method's measures with the calibrated interval its Predictor carries for each (`low`, `high`; NaN where
+    none): value +- the conformal half-width from real patients it never trained on, kept inside human bounds."""
+    from .plausible import bounds
+
+    cal = provenance.get("intervals") or {}
+    low, high = [], []
+    for r in tab.itertuples():
+        c, b = cal.get(r.measure), bounds(r.measure, r.unit) or (-np.inf, np.inf)
+        ok = isinstance(c, dict) and np.isfinite(r.value) and b[0] <= r.value <= b[1]
+        hw = float(c["half_width"]) if ok else np.nan
+        low.append(max(r.value - hw, b[0]) if ok else np.nan)
+        high.append(min(r.value + hw, b[1]) if ok else np.nan)
+    return tab.assign(low=low, high=high)
+
+
+def real_checked(provenance: dict) -> bool:
+    """Whether a method's numbers have a real-data check behind them (then they reach the main table and its
+    counts; the others are research outputs)."""
+    return bool(provenance.get("real_check")) and provenance.get("profile") != "smoke"
 
 
 def run_profile(run_dir: Path) -> str:
@@ -293,15 +315,30 @@ def _fmt(v) -> str:
     return "—" if v is None or not np.isfinite(v) else f"{v:.3g}"
 
 
-def measures_html(tab: pd.DataFrame) -> str:
-    """A method's checked measures: each flagged number marked with the rules it breaks."""
-    head = "<tr><th>measure</th><th>value</th><th>unit</th><th>normal</th><th>vs normal</th><th>check</th></tr>"
+TIER_CLASS = {"": "ok", "not measurable": "na-row", "withheld": "flagged", "uncertain": "uncertain"}
+
+
+def _interval(r, cal: dict) -> str:
+    """'24-38 (90 %, 30 patients)' for a number with a calibrated interval, '' otherwise."""
+    c = cal.get(r.measure)
+    if not isinstance(c, dict) or not np.isfinite(getattr(r, "low", np.nan)):
+        return ""
+    return f"{_fmt(r.low)}-{_fmt(r.high)} ({c.get('level', 0.9):.0%}, calibrated on {c.get('n', '?')} patients)"
+
+
+def measures_html(tab: pd.DataFrame, cal: dict | None = None) -> str:
+    """A method's checked measures: each number with its calibrated interval, its tier and why, and its place
+    against the normal range."""
+    head = ("<tr><th>measure</th><th>value</th><th>interval</th><th>unit</th><th>normal</th><th>vs normal</th>"
+            "<th>check</th></tr>")
     rows = []
     for r in tab.itertuples():
         vs = "" if not r.vs_normal else r.vs_normal if np.isnan(r.z) else f"{r.vs_normal} (z {r.z:+.1f})"
-        check = f"&#9888; {html.escape(r.flag)}" if r.flag else "ok"
-        rows.append(f"<tr class='{'flagged' if r.flag else 'ok'}'><td>{html.escape(r.measure)}</td>"
-                    f"<td>{_fmt(r.value)}</td><td>{html.escape(r.unit)}</td><td>{html.escape(r.normal)}</td>"
+        check = f"{'&#9888; ' if r.tier in ('withheld', 'uncertain') else ''}{r.tier}: {html.escape(r.flag)}" \
+            if r.tier else "ok"
+        rows.append(f"<tr class='{TIER_CLASS[r.tier]}'><td>{html.escape(r.measure)}</td>"
+                    f"<td>{_fmt(r.value)}</td><td class='interval'>{html.escape(_interval(r, cal or {}))}</td>"
+                    f"<td>{html.escape(r.unit)}</td><td>{html.escape(r.normal)}</td>"
                     f"<td>{html.escape(vs)}</td><td class='check'>{check}</td></tr>")
     return f"<table class='measures'>{head}{''.join(rows)}</table>"
 
@@ -315,7 +352,7 @@ def _section(r: dict, cines: dict[str, Cine], tab: pd.DataFrame, hidden: pd.Data
     if res is None:
         parts.append(f"<p class='na'>{html.escape(r['why'])}</p>")
         return "\n".join(parts)
-    parts.append(measures_html(tab))
+    parts.append(measures_html(tab, p.get("intervals")))
     if len(hidden):
         parts.append(f"<p class='na'>Not measurable from these views (not shown): "
                      f"{html.escape(', '.join(hidden.measure))}.</p>")
@@ -412,7 +449,9 @@ def input_html(qc: list[dict], notes: list[dict], body: Body) -> str:
 CSS = """body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}h2{border-bottom:1px solid #ccc}
 .warn{background:#fff3cd;padding:.4em}.na{color:#a00}.prov,.time{color:#555;font-size:90%}
 table.measures td,table.measures th{padding:2px 10px;text-align:left}img{max-width:100%}
-tr.flagged td{background:#fde2e2}tr.flagged td.check{color:#a00}td.check{font-size:90%}tr.skip td{color:#777}"""
+tr.flagged td{background:#fde2e2}tr.flagged td.check{color:#a00}td.check{font-size:90%}tr.skip td{color:#777}
+tr.uncertain td{background:#fff3cd}tr.na-row td{color:#888}details.research{margin-top:2em}
+details.research>summary{font-size:120%;cursor:pointer}#tier-summary{font-size:115%}"""
 
 
 def write_report(results: list[dict], cines: list[Cine], notes: list[dict], missing: dict[str, str],
@@ -420,17 +459,22 @@ def write_report(results: list[dict], cines: list[Cine], notes: list[dict], miss
                  ) -> dict[str, Path]:
     """report.html, measures.csv and report.json in `out`, each written atomically; `made_from`: a fingerprint of the
     patient's files (a cohort's reports are redone when it changes)."""
-    from .plausible import REFERENCE_SOURCE, RULES, SV_RULE
+    from .plausible import CUTOFFS, REFERENCE_SOURCE, RULES, tier_counts
 
     body = body or Body()
     by_id = {c.cine_id: c for c in cines}
     checked, hidden, qc = check_results(results, cines, body)
-    n_flag, n_num = int((checked.flag != "").sum()), len(checked)
+    main = [r for r in results if real_checked(r["provenance"])]
+    research = [r for r in results if not real_checked(r["provenance"])]
+    counted = checked[checked.method.isin([r["method"] for r in main])]
+    tiers = tier_counts(counted)
     views = ", ".join(f"{c.view} ({c.n_frames} frames)" for c in cines)
     body_html = [f"<h1>cmrlib report: one {PATIENT}, every method</h1><p>Cines read: {html.escape(views)}.</p>",
-                 f"<p class='{'warn' if n_flag else 'prov'}' id='flag-summary'>{n_flag} of {n_num} numbers flagged: "
-                 "each breaks a human bound, a consistency rule or rests on implausible input (see its row).</p>"]
-    body_html += [f'<p class="warn">{html.escape(b)}</p>' for b in page_banners(results, profile)]
+                 f"<p class='{'warn' if tiers['withheld'] + tiers['uncertain'] else 'prov'}' id='tier-summary'>"
+                 f"{tiers['withheld']} withheld, {tiers['uncertain']} uncertain, {tiers['abnormal']} abnormal "
+                 f"(of {len(counted)} numbers from methods with a real-data check; {tiers['not_measurable']} not "
+                 "measurable from these cines, uncounted).</p>"]
+    body_html += [f'<p class="warn">{html.escape(b)}</p>' for b in page_banners(main, profile)]
     seg = next((r["result"] for r in results if r["result"] is not None and r["result"].detail.get("uncertainty")),
                None)  # the model that measures its uncertainty per structure: the segmenter
     odd = {v: ks for v, ks in unfamiliar(seg.detail).items() if ks} if seg is not None else {}
@@ -439,16 +483,31 @@ def write_report(results: list[dict], cines: list[Cine], notes: list[dict], miss
         body_html.append(f"<p class='warn'>Unlike its training data? The segmenter is less sure here than on 95 % of "
                          f"its validation cines ({html.escape(where)}).</p>")
     body_html.append(input_html(qc, notes, body))
-    for r in results:
-        mine = checked[checked.method == r["method"]]
-        body_html.append(_section(r, by_id, mine, hidden[hidden.method == r["method"]], profile))
+    sections = {r["method"]: _section(r, by_id, checked[checked.method == r["method"]],
+                                      hidden[hidden.method == r["method"]], profile) for r in results}
+    body_html += [sections[r["method"]] for r in main]
+    if not main:
+        body_html.append("<p class='na' id='no-main'>No method of this run has a real-data check: every number is "
+                         "a research output below.</p>")
     for m, why in missing.items():
         body_html.append(f"<h2>{html.escape(predictor_class(m).title)}</h2><p class='na'>not available: "
                          f"{html.escape(why)}</p>")
-    rules = "; ".join([r.text for r in RULES] + [SV_RULE])
-    body_html.append(f"<h2>How the numbers are checked</h2><p class='prov'>Human bounds and these rules: "
-                     f"{html.escape(rules)}; ED and ES frames of one cine agree across methods within 2 frames. "
-                     f"Normal ranges: {html.escape(REFERENCE_SOURCE)}.</p>")
+    if research:
+        body_html.append(f"<details class='research' id='research'><summary>Research outputs: {len(research)} "
+                         "method(s) without a real-data check, outside every count</summary>"
+                         "<p class='prov'>Each section says what stands behind it; none of these numbers is a "
+                         "clinical estimate.</p>" + "".join(sections[r["method"]] for r in research) + "</details>")
+    rules = "; ".join(r.text for r in RULES)
+    cuts = "; ".join(f"{m} {', '.join(f'{c:g}' for c in cs)}" for m, cs in CUTOFFS.items())
+    body_html.append(f"<h2>How the numbers are checked</h2><p class='prov'>Three tiers, never summed. <b>Not "
+                     "measurable</b>: the cines cannot give the number (no frame times, too few frames). "
+                     "<b>Withheld</b>: outside human bounds, breaking one of these identities "
+                     f"({html.escape(rules)}), or read from implausible spacing. <b>Uncertain</b>: its 90 % interval "
+                     f"(split-conformal, from real patients the model never trained on) crosses a clinical cut-off "
+                     f"({html.escape(cuts)} %). <b>Abnormal</b>: a sound number outside the normal range for the "
+                     f"patient's sex. The LV-RV stroke-volume gap is shown as a measure (regurgitation or shunt "
+                     f"volume, or basal contouring), never as a flag. Normal ranges: "
+                     f"{html.escape(REFERENCE_SOURCE)}.</p>")
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>cmrlib report</title><style>{CSS}</style>"
             f"</head><body>{''.join(body_html)}</body></html>")
     files = dict(html=out / "report.html", csv=out / "measures.csv", json=out / "report.json")
@@ -458,8 +517,10 @@ def write_report(results: list[dict], cines: list[Cine], notes: list[dict], miss
         kind=REPORT_KIND, profile=profile, cines=[dict(view=c.view, frames=c.n_frames) for c in cines], input=qc,
         methods=[dict(method=r["method"], model=r["model"], content_key=r["predictor"].content_key(),
                       available=r["result"] is not None, why=r["why"], seconds=round(r["seconds"], 3),
-                      provenance=r["provenance"], warnings=banners(r["provenance"], profile)) for r in results],
-        missing=missing, numbers=n_num, flagged=n_flag, unfamiliar=odd, not_measurable=hidden.measure.tolist(),
+                      provenance=r["provenance"], warnings=banners(r["provenance"], profile),
+                      real_checked=real_checked(r["provenance"])) for r in results],
+        missing=missing, numbers=len(counted), **tiers, research=[r["method"] for r in research], unfamiliar=odd,
+        not_in_these_views=hidden.measure.tolist(),
         series=[n["series"] for n in notes if "series" in n], skipped_files=[n for n in notes if "series" not in n],
         reference_ranges=REFERENCE_SOURCE, made_from=made_from))
     return files

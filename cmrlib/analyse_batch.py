@@ -19,6 +19,7 @@ import pandas as pd
 from .analyse import (CSS, INPUT_KINDS, REPORT_FILES, AnalyseError, Models, _source, finished_report, load_models,
                       own_folder, report_patient)
 from .io.common import guess_view
+from .plausible import TIER_KEYS
 from .runfiles import RunFileError, read_csv, read_json
 from .utils import atomic_write_json, atomic_write_text, spreadsheet_safe
 
@@ -125,40 +126,47 @@ def failure(e: Exception) -> str:
 
 
 def summary_row(name: str, folder: Path, status: str) -> dict:
-    """One subject's row: status, views, how many numbers and flags, every measure's value and all its flags."""
+    """One subject's row: status, views, how many numbers in the main table and in each tier, every measure's value
+    and every tier's reasons."""
     row = dict(subject=name, status=status)
     if not finished_report(folder):
         return row
     rep = read_json(folder, folder / "report.json")
     tab = read_csv(folder, folder / "measures.csv").fillna(dict(flag=""))
-    row.update(views="+".join(c["view"] for c in rep["cines"]), numbers=rep["numbers"], flagged=rep["flagged"],
-               input_flags=sum(any(q[f"{k}_flags"] for k in INPUT_KINDS) for q in rep["input"]),
+    row.update(views="+".join(c["view"] for c in rep["cines"]), numbers=rep["numbers"],
+               **{t: rep.get(t, 0) for t in TIER_KEYS}, input_flags=sum(any(q[f"{k}_flags"] for k in INPUT_KINDS) for q in rep["input"]),
                skipped_files=len(rep["skipped_files"]))
     for r in tab.itertuples():
         row[f"{r.method}: {r.measure}"] = r.value
-    row["flags"] = " | ".join(f"{r.method} {r.measure}: {r.flag}" for r in tab.itertuples() if r.flag)
+    row["flags"] = " | ".join(f"{r.method} {r.measure}: {r.tier}: {r.flag}" for r in tab.itertuples() if r.flag)
     return row
 
 
+def suspect(summary: pd.DataFrame) -> pd.Series:
+    """Whether each reported subject has a withheld or uncertain number in its main table."""
+    return (summary.get("withheld", 0) + summary.get("uncertain", 0)) > 0
+
+
 def index_html(summary: pd.DataFrame, profile: str) -> str:
-    """The cohort's index page: one line per subject with its flags, linking its report."""
+    """The cohort's index page: one line per subject with its tiers, linking its report."""
     rows = []
     for r in summary.itertuples():
         ok = r.status == "reported"
         link = f"<a href='{r.subject}/report.html'>{r.subject}</a>" if ok else r.subject
-        cells = [link, html.escape(r.status), html.escape(str(getattr(r, "views", "") or "")),
-                 "" if not ok else f"{int(r.flagged)} of {int(r.numbers)}"]
-        rows.append(f"<tr class='{'ok' if ok and not r.flagged else 'flagged'}'>"
+        counts = "" if not ok else " / ".join(f"{int(getattr(r, t))}" for t in ("withheld", "uncertain", "abnormal"))
+        cells = [link, html.escape(r.status), html.escape(str(getattr(r, "views", "") or "")), counts]
+        bad = not ok or getattr(r, "withheld", 0) > 0
+        rows.append(f"<tr class='{'flagged' if bad else 'uncertain' if ok and r.uncertain else 'ok'}'>"
                     + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     done = summary[summary.status == "reported"]
-    any_flag = (done.flagged > 0).mean() if len(done) else float("nan")
+    share = suspect(done).mean() if len(done) else float("nan")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>cmrlib cohort reports</title>"
             f"<style>{CSS}</style></head><body><h1>cmrlib: {len(summary)} subjects</h1>"
             f"<p class='prov'>Models of a {html.escape(profile)} run. {len(done)} reported, "
-            f"{len(summary) - len(done)} not; {any_flag:.0%} of the reported subjects have a flagged number. "
-            "Subjects are numbered in the sorted order of their folders.</p>"
-            "<table class='measures'><tr><th>subject</th><th>status</th><th>views</th><th>flagged numbers</th></tr>"
-            + "".join(rows) + "</table></body></html>")
+            f"{len(summary) - len(done)} not; {share:.0%} of the reported subjects have a withheld or uncertain "
+            "number. Subjects are numbered in the sorted order of their folders.</p>"
+            "<table class='measures'><tr><th>subject</th><th>status</th><th>views</th>"
+            "<th>withheld / uncertain / abnormal</th></tr>" + "".join(rows) + "</table></body></html>")
 
 
 def analyse_cohort(cohort: str | Path, run_dir: str | Path, out: str | Path, log: Callable[[str], None] = print,

@@ -1,6 +1,7 @@
 """Command line: `cmrlib run` executes the notebooks, `cmrlib ingest` builds a cohort from real data, `cmrlib fit`
 trains one method (alone or under `accelerate launch`), `cmrlib analyse` reports one patient with every method
-of a run, `cmrlib figures` re-runs notebook 09 on a finished run,
+of a run, `cmrlib validate` calibrates a run's segmenter on a site's own contoured patients, `cmrlib figures`
+re-runs notebook 09 on a finished run,
 `cmrlib report` prints (or splices into docs/results.md) a run's results."""
 from __future__ import annotations
 
@@ -52,6 +53,13 @@ def _analyse(a) -> int:
     else:
         analyse(a.patient, a.run, a.out, skip_broken=a.skip_broken, force=a.force, sex=a.sex, height_cm=a.height,
                 weight_kg=a.weight, views=views)
+    return 0
+
+
+def _validate(a) -> int:
+    from .validate import validate
+
+    validate(a.cohort, a.run, a.out, a.reference)
     return 0
 
 
@@ -160,6 +168,14 @@ def parser() -> argparse.ArgumentParser:
     an.add_argument("--skip-broken", action="store_true", help="report without the predictors that cannot be "
                                                               "opened (named on stderr and in the report)")
     an.set_defaults(fn=_analyse)
+    va = sub.add_parser("validate", help="a site's own contoured patients against a run's segmenter: agreement, "
+                        "and a new run folder whose intervals are calibrated on them", allow_abbrev=False)
+    va.add_argument("cohort", help="a folder with one sub-folder per patient (any folder `cmrlib analyse` reads)")
+    va.add_argument("--run", required=True, help="the run folder whose segmenter is validated (left untouched)")
+    va.add_argument("--out", required=True, help="a new folder: the validated run (its predictors, validation/)")
+    va.add_argument("--reference", metavar="CSV", help="reference values by folder name (columns: patient, and any "
+                    "of LVEDV, LVESV, LVSV, LVEF, LVM, RVEDV, RVESV, RVSV, RVEF); else the SAX masks at ED and ES")
+    va.set_defaults(fn=_validate)
     g = sub.add_parser("ingest", help="ingest a real data source into a cohort store", allow_abbrev=False)
     g.add_argument("source", choices=SOURCES, help=" | ".join(SOURCES))
     g.add_argument("path", help="the source folder")

@@ -212,6 +212,33 @@ def agreement_table(df: pd.DataFrame, pairs: Mapping[str, tuple[str, str]], unit
     return pd.DataFrame(rows).set_index("measure")
 
 
+def conformal_half_width(residuals, level: float = 0.9) -> float:
+    """Split-conformal half-width: the ceil((n+1) level)-th smallest |auto - ref| of patients the model never
+    trained on, so a new patient's interval value +- it holds their reference with probability >= level (inf when
+    too few patients for that level)."""
+    r = np.sort(np.abs(np.asarray(residuals, float)[np.isfinite(residuals)]))
+    k = int(np.ceil((len(r) + 1) * level))
+    return float(r[k - 1]) if 0 < k <= len(r) else float("inf")
+
+
+def conformal_coverage(residuals, level: float = 0.9) -> float:
+    """Out-of-fold coverage of `conformal_half_width`: each patient's interval calibrated on the others."""
+    r = np.abs(np.asarray(residuals, float)[np.isfinite(residuals)])
+    return float(np.mean([r[i] <= conformal_half_width(np.delete(r, i), level) for i in range(len(r))])) \
+        if len(r) > 1 else float("nan")
+
+
+def conformal_intervals(df: pd.DataFrame, pairs: Mapping[str, tuple[str, str]], level: float = 0.9) -> pd.DataFrame:
+    """One row per measure: patients, half-width of its `level` interval, out-of-fold coverage (auto, ref columns
+    as in `agreement_table`)."""
+    rows = []
+    for name, (ac, rc) in pairs.items():
+        a, r = paired(df[ac], df[rc], min_n=3)
+        rows.append(dict(measure=name, n=len(a), level=level, half_width=conformal_half_width(a - r, level),
+                         coverage=conformal_coverage(a - r, level)))
+    return pd.DataFrame(rows).set_index("measure")
+
+
 METRICS = ("precision", "recall", "specificity", "f1", "roc_auc", "pr_auc", "accuracy", "positive_accuracy",
            "negative_accuracy")
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -283,16 +284,21 @@ def test_the_report_renders_in_a_browser_as_a_person_sees_it(smoke_run, data_dir
     page.wait_for_load_state("load")
     images = page.eval_on_selector_all("img", "els => els.map(e => [e.complete, e.naturalWidth])")
     headings = page.eval_on_selector_all("h2", "els => els.map(e => e.textContent)")
-    flags_seen = page.is_visible("#flag-summary") and page.locator("tr.flagged td.check").first.is_visible()
+    headline = page.inner_text("#tier-summary") if page.is_visible("#tier-summary") else ""
+    row = "#research tr.flagged td.check, #research tr.uncertain td.check, #research tr.ok td.check"
+    hidden_before = not page.locator(row).first.is_visible()  # research outputs start collapsed
+    page.click("#research > summary")
+    shown_after = page.locator(row).first.is_visible()
     columns = page.eval_on_selector_all("table.measures th", "els => els.map(e => e.textContent)")
-    lvef_range = page.locator("tr:has(td:text-is('LVEF')) td:nth-child(4)").first
+    lvef_range = page.locator("tr:has(td:text-is('LVEF')) td:nth-child(5)").first
     lvef_range = lvef_range.inner_text() if lvef_range.is_visible() else ""
     text = page.inner_text("body") + page.content()
     page.close()
     assert not errors, errors
     assert images and all(done and width > 0 for done, width in images), images
     assert set(TITLES.values()) <= set(headings) and "Input" in headings, headings
-    assert flags_seen and {"normal", "vs normal", "check"} <= set(columns)  # a smoke model's numbers are flagged
+    assert headline.startswith("0 withheld, 0 uncertain, 0 abnormal")  # a smoke model's numbers are never counted
+    assert hidden_before and shown_after and {"interval", "normal", "vs normal", "check"} <= set(columns)
     assert lvef_range == "51-71" and "female" not in text  # the sex sets the range and is never shown
     ds = pydicom.dcmread(next(p for p in sorted(patient.rglob("*")) if p.is_file() and p.suffix.lower() == ".dcm"),
                          stop_before_pixels=True)
@@ -300,3 +306,32 @@ def test_the_report_renders_in_a_browser_as_a_person_sees_it(smoke_run, data_dir
                                             "ReferringPhysicianName", "AccessionNumber")]
     private += [patient.name, str(data_dir)]
     assert not [v for v in private if len(v) > 2 and v in text]
+
+
+def test_a_checked_methods_interval_and_the_tier_headline_in_a_browser(smoke_run, data_dir, tmp_path, browser):
+    """The report as a person sees it when one method has a real-data check: its numbers in the main table with
+    their calibrated interval, the tier headline counting only them, every other method collapsed under research
+    outputs."""
+    from cmrlib.analyse import load_models, read_patient, run_all, write_report
+
+    out, _ = smoke_run
+    patient = data_dir / "mvnet-dicom-sample"
+    if not patient.exists():
+        pytest.skip("mvnet-dicom-sample not in the real-data folder")
+    models = load_models(out)
+    cines, notes = read_patient(patient)
+    results = run_all(models.predictors, cines, log=lambda *_: None)
+    seg = next(r for r in results if r["method"] == "segmentation")
+    seg["result"].add("LAVmax", 60.0, "mL", seg["result"].cines.get("LAVmax", "patient_4CH"))
+    seg["provenance"] = dict(seg["provenance"], profile="default", real_check="a check on real patients",
+                             intervals={"LAVmax": dict(half_width=12.0, n=30, level=0.9, coverage=0.9)})
+    files = write_report(results, cines, notes, models.missing, tmp_path / "report", profile="default")
+    page = browser.new_page()
+    page.goto(files["html"].resolve().as_uri())
+    headline = page.inner_text("#tier-summary")
+    interval = page.locator("tr:has(td:text-is('LAVmax')) td.interval").first.inner_text()
+    research_closed = not page.locator("#research td.check").first.is_visible()
+    page.close()
+    assert re.match(r"\d+ withheld, \d+ uncertain, \d+ abnormal \(of \d+ numbers from methods with a real-data",
+                    headline)
+    assert interval == "48-72 (90%, calibrated on 30 patients)" and research_closed

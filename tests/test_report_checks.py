@@ -1,6 +1,8 @@
-"""A patient report flags every number it cannot vouch for: human bounds, consistency rules, the views a measure
-needs, implausible acquisition metadata, and the normal range for the patient's sex; a cohort folder gives one
-report per subject, resumably, and never merges two subjects' cines."""
+"""A patient report sorts every number into one tier, never summed: not measurable (the cines cannot give it),
+withheld (human bounds, consistency rules, implausible spacing), uncertain (a calibrated interval across a clinical
+cut-off), and apart from these abnormal (the normal range for the patient's sex); only methods with a real-data
+check reach the main table; a cohort folder gives one report per subject, resumably, and never merges two
+subjects' cines."""
 from __future__ import annotations
 
 import json
@@ -14,7 +16,7 @@ import pytest
 import torch
 
 from cmrlib import plausible
-from cmrlib.analyse import AnalyseError, analyse, read_patient
+from cmrlib.analyse import AnalyseError, _interval, analyse, read_patient, with_intervals
 from cmrlib.analyse_batch import analyse_cohort, is_cohort
 from cmrlib.cli import main
 from cmrlib.io.qa import acquisition_flags
@@ -42,10 +44,11 @@ HEALTHY = [("LVEDV", 150.0, "mL"), ("LVESV", 60.0, "mL"), ("LVSV", 90.0, "mL"), 
            ("LVM", 110.0, "g")]
 
 
-def test_every_impossible_number_is_flagged_with_the_rule_it_breaks():
+def test_every_impossible_number_is_withheld_with_the_rule_it_breaks():
     got, _ = plausible.check(table(IMPOSSIBLE), {"SAX"})
     f = flags(got)
-    assert all(f.values()), f
+    assert all(f.values()) and set(got.tier) == {"withheld"}, f
+    assert plausible.SV_GAP not in set(got.measure)  # no gap from stroke volumes no heart has
     assert "outside human range" in f["LVEDV"] and "outside human range" in f["RVEF"]
     assert "breaks RVEDV >= RVESV" in f["RVESV"] and "outside human range" in f["LVM"]
     lax, _ = plausible.check(table([("MAPSE", 0.06, "mm"), ("e_prime", 0.02, "cm/s")], "mvnet", "2CH+4CH"),
@@ -55,7 +58,8 @@ def test_every_impossible_number_is_flagged_with_the_rule_it_breaks():
 
 def test_a_healthy_consistent_heart_is_not_flagged_and_sits_in_its_normal_range():
     got, hidden = plausible.check(table(HEALTHY), {"SAX"}, sex="male", bsa=2.0)
-    assert not any(got.flag) and hidden.empty
+    assert not any(got.flag) and not any(got.tier) and hidden.empty
+    assert plausible.tier_counts(got) == dict(withheld=0, uncertain=0, abnormal=0, not_measurable=0)
     ef = got.set_index("measure").loc["LVEF"]
     assert ef.vs_normal == "within" and ef.normal == "48-68" and ef.z == pytest.approx(0.4)
     lvmi = got.set_index("measure").loc["LVMi"]  # indexed from BSA where a normal range exists
@@ -66,17 +70,29 @@ def test_a_healthy_consistent_heart_is_not_flagged_and_sits_in_its_normal_range(
     assert nosex.normal[0] == "" and "sex" in nosex.vs_normal[0]
 
 
-def test_consistency_rules_catch_numbers_that_do_not_add_up():
+def test_consistency_rules_catch_numbers_that_do_not_add_up_and_the_sv_gap_is_a_measure():
     rows = [r if r[0] != "LVSV" else ("LVSV", 70.0, "mL") for r in HEALTHY]  # EDV - ESV = 90, not 70
-    f = flags(plausible.check(table(rows), {"SAX"})[0])
+    got = plausible.check(table(rows), {"SAX"})[0]
+    f = flags(got)
     assert "breaks LVEDV - LVESV = LVSV" in f["LVSV"] and "breaks LVEF = LVSV / LVEDV" in f["LVEF"]
+    assert got.set_index("measure").loc["LVEF", "tier"] == "withheld"
     unequal = [r if r[0] not in ("RVESV", "RVSV", "RVEF") else {"RVESV": ("RVESV", 110.0, "mL"),
                "RVSV": ("RVSV", 50.0, "mL"), "RVEF": ("RVEF", 31.25, "%")}[r[0]] for r in HEALTHY]
-    assert plausible.SV_RULE in flags(plausible.check(table(unequal), {"SAX"})[0])["RVSV"]
-    mr = pd.concat([table(unequal), table([("MR (at the validation threshold)", 1.0, "yes=1")], "cussp")])
-    assert not flags(plausible.check(mr, {"SAX", "4CH"})[0])["RVSV"]  # a leaking valve explains unequal volumes
+    gap = plausible.check(table(unequal), {"SAX"})[0].set_index("measure")
+    assert gap.loc[plausible.SV_GAP, "value"] == pytest.approx(40.0) and not any(gap.flag)  # a measure, not a flag
     atria = plausible.check(table([("LAVmax", 40.0, "mL"), ("LAVmin", 60.0, "mL")], cine="patient_4CH"), {"4CH"})[0]
     assert "breaks LAVmax >= LAVmin" in flags(atria)["LAVmax"]
+
+
+def test_an_interval_across_a_clinical_cutoff_is_uncertain_and_abnormal_stands_apart():
+    tab = table([("LVEF", 38.0, "%"), ("LVEDV", 150.0, "mL")]).assign(low=[30.0, 130.0], high=[46.0, 170.0])
+    got = plausible.check(tab, {"SAX"}, sex="male")[0].set_index("measure")
+    assert got.loc["LVEF", "tier"] == "uncertain" and "crosses the 35, 40" in got.loc["LVEF", "flag"]
+    assert got.loc["LVEDV", "tier"] == "" and got.loc["LVEF", "vs_normal"] == "below"
+    counts = plausible.tier_counts(got.reset_index())
+    assert counts == dict(withheld=0, uncertain=1, abnormal=1, not_measurable=0)
+    sure = plausible.check(table([("LVEF", 60.0, "%")]).assign(low=[52.0], high=[68.0]), {"SAX"})[0]
+    assert sure.tier[0] == ""
 
 
 def test_a_measure_these_views_cannot_show_is_withheld_and_a_missing_one_says_so():
@@ -88,15 +104,15 @@ def test_a_measure_these_views_cannot_show_is_withheld_and_a_missing_one_says_so
     assert flags(nan)["LAVmax"] == "could not be measured from these cines"
 
 
-def test_ed_and_es_frames_named_by_two_methods_must_agree_cyclically():
-    def frames(seg_ed, edes_ed, n=30):
-        tab = pd.concat([table([("ED (SAX)", seg_ed, "frame")]), table([("ED (SAX)", edes_ed, "frame")], "edes")])
-        return plausible.check(tab, {"SAX"}, {"SAX": n})[0]
-
-    assert not any(frames(0, 29).flag) and not any(frames(3, 5).flag)  # frame 29 is one before frame 0
-    far = frames(0, 10)
-    assert all("more than 2 frames away" in f for f in far.flag)
-    assert "outside the cine's 30 frames" in flags(frames(0, 31))["ED (SAX)"]
+def test_a_frame_outside_its_cine_is_withheld_and_one_from_two_frames_is_not_measurable():
+    tab = pd.concat([table([("ED (SAX)", 0, "frame")]), table([("ED (SAX)", 10, "frame")], "edes")])
+    got = plausible.check(tab, {"SAX"}, {"SAX": 30})[0]
+    assert not any(got.tier)  # two methods' frames are each checked on their own, never against each other
+    assert flags(plausible.check(table([("ED (SAX)", 31, "frame")]), {"SAX"}, {"SAX": 30})[0])["ED (SAX)"] \
+        == "frame 31 is outside the cine's 30 frames"
+    two = plausible.check(table([("ES (SAX)", 1, "frame"), ("LVEF", 60.0, "%")]), {"SAX"}, {"SAX": 2},
+                          input_flags={"SAX": dict(frames="2 frames: fewer than the 10 a cardiac cycle needs")})[0]
+    assert list(two.tier) == ["not measurable", ""]
 
 
 def test_implausible_acquisition_metadata_is_flagged_by_what_it_spoils():
@@ -109,6 +125,7 @@ def test_implausible_acquisition_metadata_is_flagged_by_what_it_spoils():
     tab = table([("e_prime", 9.0, "cm/s"), ("LVEF", 60.0, "%"), ("ED (2CH)", 3, "frame")], "mvnet", "2CH")
     got = plausible.check(tab, {"2CH"}, {"2CH": 50}, input_flags={"2CH": dict(timing="frame interval 1000 ms")})[0]
     assert "2CH cine: frame interval 1000 ms" in flags(got)["e_prime"] and not flags(got)["LVEF"]
+    assert got.set_index("measure").loc["e_prime", "tier"] == "not measurable"  # no velocity without frame times
     assert not flags(got)["ED (2CH)"]  # frame numbers stand without frame times
 
 
@@ -135,17 +152,18 @@ def nifti_patient(folder: Path, subject: dict, frame_ms: float | None = None, pr
     return folder
 
 
-def test_a_broken_models_report_flags_its_numbers_and_says_smoke(tmp_path, subject, broken_run):
+def test_a_broken_models_report_is_a_research_output_outside_every_count(tmp_path, subject, broken_run):
     patient = nifti_patient(tmp_path / "SMITH^JOHN", subject, frame_ms=1000.0)
     files = analyse(patient, broken_run, tmp_path / "report", log=lambda *_: None, sex="female")
     page, rep = files["html"].read_text(), json.loads(files["json"].read_text())
-    tab = pd.read_csv(files["csv"]).fillna(dict(flag=""))
-    assert "Smoke profile" in page and rep["profile"] == "smoke" and "Smoke profile" in rep["methods"][0]["warnings"][0]
-    assert rep["flagged"] == (tab.flag != "").sum() > 0 and f"{rep['flagged']} of {rep['numbers']}" in page
+    tab = pd.read_csv(files["csv"]).fillna(dict(flag="", tier=""))
+    assert "Smoke profile" in rep["methods"][0]["warnings"][0] and rep["profile"] == "smoke"
+    assert rep["research"] == ["segmentation"] and rep["numbers"] == 0 and rep["withheld"] == 0
+    assert "0 withheld, 0 uncertain, 0 abnormal" in page and "<details class='research'" in page
     bad = tab[[plausible.bounds(m, u) is not None and np.isfinite(v) and not
                plausible.bounds(m, u)[0] <= v <= plausible.bounds(m, u)[1]
                for m, v, u in zip(tab.measure, tab.value, tab.unit)]]
-    assert (bad.flag != "").all()  # no number outside human bounds goes unflagged
+    assert (bad.tier == "withheld").all()  # no number outside human bounds goes unmarked, counted or not
     assert all("frame interval 1000 ms" in q["timing_flags"] for q in rep["input"]) and "SMITH" not in page and "female" not in page
 
 
@@ -172,7 +190,7 @@ def test_a_cohort_gives_one_report_per_subject_a_summary_and_resumes(tmp_path, s
     summary = pd.read_csv(files["csv"])
     assert list(summary.subject) == ["S001", "S002", "S003"]
     assert list(summary.status[:2]) == ["reported", "reported"] and summary.status[2].startswith("failed")
-    assert (summary.flagged[:2] > 0).all() and "segmentation: LAVmax" in summary.columns
+    assert (summary.numbers[:2] == 0).all() and "segmentation: LAVmax" in summary.columns  # smoke: research only
     text = "".join(re.sub(r"base64,[A-Za-z0-9+/=]+", "", p.read_text()) for p in (tmp_path / "out").rglob("*")
                    if p.suffix in (".html", ".csv", ".json"))  # the figures' bytes aside
     assert not [n for n in ("DOE", "ROE", "ROW", "1234567", "7654321", "0000001") if n in text]
@@ -182,6 +200,27 @@ def test_a_cohort_gives_one_report_per_subject_a_summary_and_resumes(tmp_path, s
     nifti_patient(cohort / "ZED_1111111", subject)
     with pytest.raises(AnalyseError, match="another cohort or other models"):
         analyse_cohort(cohort, broken_run, tmp_path / "out", log=lambda *_: None, progress=False)
+
+
+def test_a_checked_method_reaches_the_main_table_with_its_calibrated_interval(tmp_path, subject):
+    torch.manual_seed(0)
+    nets = {"SAX": unet11(6, width=0.0625).eval(), "LAX": unet11(6, width=0.0625).eval()}
+    cal = dict(half_width=12.0, n=30, level=0.9, coverage=0.9)
+    prov = dict(trained_on="acdc", profile="default", real_check="a check on real patients",
+                intervals={m: cal for m in ("LAVmax", "LAVmin")})
+    run = tmp_path / "run"
+    segmentation.Predictor(nets, provenance=prov).save(run / "predictors" / "segmentation.predictor")
+    files = analyse(nifti_patient(tmp_path / "p", subject), run, tmp_path / "r", log=lambda *_: None)
+    rep, page = json.loads(files["json"].read_text()), files["html"].read_text()
+    tab = pd.read_csv(files["csv"]).set_index("measure")
+    assert rep["research"] == [] and rep["numbers"] == len(tab) and "id='research'" not in page
+    assert {rep[t] for t in plausible.TIER_KEYS} and rep["methods"][0]["real_checked"]
+    assert "<th>interval</th>" in page and tab.index.isin(["LAVmax"]).any()
+    shown = with_intervals(table([("LAVmax", 60.0, "mL"), ("LAVmin", 5.0, "mL"), ("MAPSE", 9.0, "mm")]), prov)
+    assert shown.low.tolist()[:2] == [48.0, 3.0] and shown.high.tolist()[:2] == [72.0, 17.0]  # inside human bounds
+    assert np.isnan(shown.low[2])  # no calibration for MAPSE: no interval
+    row = next(shown.assign(measure=shown.measure).itertuples())
+    assert _interval(row, prov["intervals"]) == "48-72 (90%, calibrated on 30 patients)"
 
 
 def test_a_cine_the_segmenter_is_unsure_of_is_called_unlike_its_training_data(tmp_path, subject):

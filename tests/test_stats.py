@@ -167,3 +167,15 @@ def test_classification_errors():
         S.classification_metrics([1, 1, 1], [0.2, 0.4, 0.9])
     with pytest.raises(S.StatsError, match="binary"):
         S.classification_metrics([0, 2, 1], [0.2, 0.4, 0.9])
+
+
+def test_conformal_intervals_cover_new_patients_at_their_level():
+    from cmrlib.stats import conformal_coverage, conformal_half_width, conformal_intervals
+
+    r = np.arange(1.0, 21.0)  # |residuals| 1..20: the 90 % half-width is the ceil(21 * 0.9) = 19th smallest
+    assert conformal_half_width(r, 0.9) == 19.0 and conformal_half_width(r[:5], 0.9) == float("inf")
+    noise = np.random.default_rng(0).normal(0, 5, 400)
+    assert 0.87 <= conformal_coverage(noise, 0.9) <= 0.93  # out of fold, each patient calibrated on the others
+    df = pd.DataFrame(dict(EF_auto=50 + noise[:40], EF_ref=np.full(40, 50.0)))
+    t = conformal_intervals(df, {"LVEF": ("EF_auto", "EF_ref")})
+    assert t.loc["LVEF", "n"] == 40 and t.loc["LVEF", "half_width"] > 0

@@ -28,7 +28,7 @@ class Predictor(Base):
     short_name = "segmentation, notebook 01"
     title = f"Volumes, function and mass ({short_name})"
     remark = ("ED and ES here are the frames of the largest and smallest LV volume in this segmentation; "
-              "notebook 02's ED/ES detector names its own below, and a disagreement of more than 2 frames is flagged in both.")
+              "notebook 02's ED/ES detector names its own, checked on real cines of its own.")
 
     @classmethod
     def from_models(cls, segmenters: dict, provenance: dict | None = None,

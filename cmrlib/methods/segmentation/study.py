@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import ClassVar
 
+import numpy as np
 import pandas as pd
 
 from ... import plots, stats
@@ -25,6 +26,8 @@ from .learner import as_model, dataloaders, fit, load, model_file
 from .predict import calibrate_prior, log_prior, predict_store, uncertainty_reference
 from .predictor import Predictor
 from .recipes import recipe
+
+INTERVAL_MEASURES = ("LVEDV", "LVESV", "LVSV", "LVEF", "LVM", "RVEDV", "RVESV", "RVSV", "RVEF")  # calibrated
 
 
 def dice_all(table: pd.DataFrame, *key) -> float:
@@ -598,6 +601,17 @@ class Study(Base):
         subjects = table.loc[model].index.get_level_values("subject").unique()
         return [s for s in subjects if model == "lax" or s != self.p["lax_real_subject"]]
 
+    def intervals(self, agree: Agreed) -> dict[str, dict]:
+        """90 % split-conformal intervals of the shipped model's measures from ACDC's held-out patients (written
+        with their out-of-fold coverage): what the report prints beside a patient's number."""
+        pairs = {m: agree.pairs[m] for m in INTERVAL_MEASURES if m in agree.pairs}
+        t = stats.conformal_intervals(agree.measures, pairs, level=0.9)
+        self.nb.table(t, "intervals.csv", index=True)
+        print(t.round(3).to_string())
+        return {m: dict(half_width=round(r.half_width, 3), n=int(r.n), level=r.level, coverage=round(r.coverage, 3),
+                        calibrated_on="ACDC held-out patients (manual masks)")
+                for m, r in t.iterrows() if np.isfinite(r.half_width)}
+
     def _real_checks(self, r: RealLax | None) -> list[tuple]:
         """The real 4CH Dice targets against the pseudo-labels, on each demo subject the fine-tuned long-axis model
         (else the phantom one) never trained on."""
@@ -680,6 +694,9 @@ class Study(Base):
         if agree is not None and {"LVEF", "LVEDV"} <= set(agree.table.index):
             checks += [("ACDC held-out LVEF MAE (points)", float(agree.table.loc["LVEF", "mae"]), "<=", 4.0),
                        ("ACDC held-out LVEDV ICC", float(agree.table.loc["LVEDV", "icc2"]), ">=", 0.95)]
+        intervals = self.intervals(agree) if agree is not None else {}
+        if "LVEF" in intervals:
+            checks += [("LVEF 90 % interval coverage, out of fold", intervals["LVEF"]["coverage"], ">=", 0.85)]
         if sax != "sax":
             d = self.sax_models.loc[(sax, "ACDC held-out")]
             checks += [(f"shipped SAX model ({sax}): ACDC held-out {s} Dice", float(d[s]), ">=", t)
@@ -691,6 +708,7 @@ class Study(Base):
         print(f"the run's segmentation Predictor: SAX {sax!r} model, long-axis {lax!r} model")
         n_real = sum(split == "train" for split in acdc.splits().values()) if sax != "sax" else 0
         provenance = dict(real_training=f"ACDC, {n_real} patients (SAX model)") if n_real else {}
+        provenance |= dict(intervals=intervals) if intervals else {}
         shipped = self._sax_model(sax)
         as_model(shipped).tta = bool(p["tta"])
         self.write_predictor(shipped, real.models[lax] if lax == "lax_real" else self.phantom_models.nets["lax"],

@@ -1,0 +1,177 @@
+"""`cmrlib validate COHORT --run RUN --out OUT`: a site's own contoured patients against the run's segmenter.
+
+Each patient's folder goes through the run's segmentation Predictor; its LV and RV volumes, EF and mass are set
+against the site's reference (a CSV of reference values by folder name, or the ED/ES masks an ACDC-layout folder
+carries). The site gets Bland-Altman and ICC per measure, and 90 % intervals recalibrated on its patients
+(split-conformal, coverage checked leaving each patient out). OUT is a new run folder: the run's Predictors, the
+segmenter's now carrying the site's intervals (its weights unchanged; the original run untouched), and
+`validation/` with the tables and the figure. `cmrlib analyse --run OUT` then prints the site's intervals and says
+so. Patients are S001, S002... in the sorted order of their folders; no folder name is written.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from . import stats
+from .analyse import AnalyseError, own_folder, read_patient
+from .analyse_batch import failure, subject_folders
+from .predictor import run_predictors
+from .utils import atomic_write_json, atomic_write_text, spreadsheet_safe
+
+MEASURES = ("LVEDV", "LVESV", "LVSV", "LVEF", "LVM", "RVEDV", "RVESV", "RVSV", "RVEF")  # calibrated when given
+LEVEL = 0.9
+MIN_PATIENTS = 10  # fewer cannot give a 90 % interval (ceil((n + 1) 0.9) <= n needs n >= 9) nor a useful ICC
+VALIDATION = "validation"  # OUT's folder of tables
+UNITS = {m: "%" if m.endswith("EF") else "g" if m == "LVM" else "mL" for m in MEASURES}
+
+
+def read_reference(path: Path | None) -> dict[str, dict[str, float]]:
+    """folder name -> reference values from a CSV with a `patient` column and measure columns (any of MEASURES)."""
+    if path is None:
+        return {}
+    from .tables import number, read_table
+
+    t = read_table(path, {"patient": str.strip, **{m: number for m in MEASURES}}, required=("patient",),
+                   any_of=MEASURES, what="reference table", key="patient")
+    cols = [m for m in MEASURES if m in t.columns]
+    return {str(r["patient"]): {m: float(r[m]) for m in cols if pd.notna(r[m])} for _, r in t.iterrows()}
+
+
+def reference_of(cines, given: dict[str, float] | None) -> dict[str, float]:
+    """A patient's reference: the CSV's row where given, else the truths of the SAX masks at ED and ES."""
+    if given:
+        return given
+    sax = next((c for c in cines if c.view == "SAX"), None)
+    meta = sax.meta if sax is not None and sax.meta.get("truth_from") else {}
+    return {m: float(meta[m]) for m in MEASURES if meta.get(m) is not None}
+
+
+def measure_cohort(folders: list[Path], segmenter, refs: dict[str, dict], log: Callable[[str], None],
+                   progress: bool = True) -> pd.DataFrame:
+    """One row per patient (S001...): status, and each measure's `_auto` and `_ref`."""
+    from tqdm.auto import tqdm
+
+    rows = []
+    for i, folder in enumerate(tqdm(folders, desc="patients", disable=not progress), start=1):
+        row = dict(subject=f"S{i:03d}", status="measured")
+        try:
+            cines, _ = read_patient(folder)
+            ref = reference_of(cines, refs.get(folder.name))
+            if not ref:
+                raise AnalyseError(f"{folder.name}: no reference (no --reference row, no SAX masks at ED and ES)",
+                                   "no reference (no --reference row, no SAX masks at ED and ES)")
+            got = segmenter.predict(cines).measures
+            row |= {f"{m}_auto": got.get(m, np.nan) for m in ref} | {f"{m}_ref": v for m, v in ref.items()}
+        except Exception as e:  # one patient's bad files never stop the site's validation
+            row["status"] = failure(e)
+            log(f"  {row['subject']}: {row['status']}")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def pairs_of(table: pd.DataFrame) -> dict[str, tuple[str, str]]:
+    """The measures with an automatic and a reference value for at least MIN_PATIENTS patients."""
+    return {m: (f"{m}_auto", f"{m}_ref") for m in MEASURES if {f"{m}_auto", f"{m}_ref"} <= set(table.columns)
+            and (table[f"{m}_auto"].notna() & table[f"{m}_ref"].notna()).sum() >= MIN_PATIENTS}
+
+
+def interval_table(table: pd.DataFrame, pairs: dict, run_cal: dict) -> pd.DataFrame:
+    """Per measure: the site's half-width and its out-of-fold coverage beside the run's half-width and how often
+    that one holds the site's patients."""
+    site = stats.conformal_intervals(table, pairs, LEVEL)
+    for m, (a, r) in pairs.items():
+        hw = (run_cal.get(m) or {}).get("half_width", np.nan)
+        err = (table[a] - table[r]).abs().dropna()
+        site.loc[m, "run_half_width"] = hw
+        site.loc[m, "run_coverage"] = float((err <= hw).mean()) if np.isfinite(hw) else np.nan
+    return site
+
+
+def site_intervals(site: pd.DataFrame, name: str) -> dict[str, dict]:
+    """The Predictor's `intervals` from the site's table."""
+    return {m: dict(half_width=round(float(r.half_width), 3), n=int(r.n), level=LEVEL,
+                    coverage=round(float(r.coverage), 3), calibrated_on=f"{name}: {int(r.n)} site patients")
+            for m, r in site.iterrows() if np.isfinite(r.half_width)}
+
+
+def _copy_run(run: Path, dest: Path) -> None:
+    """The run's predictors and run.json into `dest` (hard links where the disk allows: the files never change)."""
+    def link(src, dst):
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    shutil.copytree(run / "predictors", dest / "predictors", copy_function=link)
+    if (run / "run.json").is_file():
+        shutil.copy2(run / "run.json", dest / "run.json")
+
+
+def validate(cohort: str | Path, run_dir: str | Path, out: str | Path, reference: str | Path | None = None,
+             log: Callable[[str], None] = print, progress: bool = True) -> dict[str, Path]:
+    """The site's patients against the run's segmenter; OUT a new run folder whose segmenter carries the site's
+    intervals. The files written."""
+    cohort, run_dir, out = Path(cohort), Path(run_dir), Path(out)
+    if not cohort.is_dir():
+        raise AnalyseError(f"{cohort.name}: not a folder (one sub-folder per patient)")
+    o = own_folder(out, **{"the cohort folder": cohort, "the run folder": run_dir})
+    if o.exists() and any(o.iterdir()):
+        raise AnalyseError(f"--out {out.name}: not empty; give a new folder for the validated run")
+    predictors, _, broken = run_predictors(run_dir)
+    if "segmentation" not in predictors:
+        raise AnalyseError(f"--run {run_dir.name}: no segmentation predictor to validate"
+                           + (f" ({broken['segmentation']})" if "segmentation" in broken else ""))
+    folders = subject_folders(cohort)
+    t0 = time.perf_counter()
+    table = measure_cohort(folders, predictors["segmentation"], read_reference(Path(reference) if reference else None),
+                           log, progress)
+    done = table[table.status == "measured"]
+    pairs = pairs_of(done)
+    if not pairs:
+        raise AnalyseError(f"{cohort.name}: fewer than {MIN_PATIENTS} patients with a measure and its reference "
+                           f"({len(done)} of {len(table)} measured)")
+    seg = predictors["segmentation"]
+    run_cal = dict(seg.provenance.get("intervals") or {})
+    agree = stats.agreement_table(done, pairs, units=UNITS)
+    site = interval_table(done, pairs, run_cal)
+    tmp = o  # built in place: validation.json, written last, says it is finished
+    tmp.mkdir(parents=True, exist_ok=True)
+    _copy_run(run_dir, tmp)
+    name = f"validated {time.strftime('%Y-%m-%d')}"
+    seg.provenance = dict(seg.provenance, intervals=run_cal | site_intervals(site, name), validation=dict(
+        patients=len(done), measures=list(pairs), from_run=run_dir.name, date=time.strftime("%Y-%m-%d")))
+    shutil.rmtree(tmp / "predictors" / "segmentation.predictor")  # the links only: the run's files stay
+    seg.save(tmp / "predictors" / "segmentation.predictor")
+    v = tmp / VALIDATION
+    v.mkdir()
+    atomic_write_text(v / "measures.csv", spreadsheet_safe(table).to_csv(index=False))
+    atomic_write_text(v / "agreement.csv", agree.to_csv())
+    atomic_write_text(v / "intervals.csv", site.to_csv())
+    _figure(done, pairs, v / "agreement.png")
+    atomic_write_json(v / "validation.json", dict(
+        kind="cmrlib validation", from_run=run_dir.name, patients=len(table), measured=len(done), level=LEVEL,
+        failed=table[table.status != "measured"][["subject", "status"]].to_dict("records"),
+        intervals=json.loads(site.to_json(orient="index")), seconds=round(time.perf_counter() - t0, 1)))
+    log(f"{len(done)} of {len(table)} patients measured; validated run: {o} ({time.perf_counter() - t0:.1f} s)")
+    return dict(run=o, agreement=o / VALIDATION / "agreement.csv", intervals=o / VALIDATION / "intervals.csv",
+                measures=o / VALIDATION / "measures.csv", figure=o / VALIDATION / "agreement.png")
+
+
+def _figure(table: pd.DataFrame, pairs: dict, path: Path) -> None:
+    """Regression and Bland-Altman per measure (LV volumes and EF)."""
+    import matplotlib.pyplot as plt
+
+    from .plots import agreement_figure
+
+    shown = {m: p for m, p in pairs.items() if m in ("LVEDV", "LVESV", "LVEF", "LVM")}
+    fig = agreement_figure(table, shown or pairs, units=UNITS)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

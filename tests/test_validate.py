@@ -1,0 +1,97 @@
+"""`cmrlib validate`: a site's contoured patients against a run's segmenter give agreement tables and a new run
+folder whose segmenter carries intervals calibrated on them; the original run is untouched and the report says
+which calibration it used."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from cmrlib.analyse import AnalyseError, analyse
+from cmrlib.cli import main
+from cmrlib.methods import segmentation
+from cmrlib.models import unet11
+from cmrlib.phantom import simulate_subject
+from cmrlib.predictor import Prediction
+from cmrlib.validate import validate
+
+N = 12
+NOISE = np.array([-6.0, 5.0, -4.0, 3.0, -2.0, 1.0, 0.5, -1.5, 2.5, -3.5, 4.5, -5.5])  # LVEF auto - ref, points
+
+
+def _sax_folder(folder, subject):
+    """A patient folder holding one NIfTI SAX cine named as UK Biobank names it."""
+    import nibabel as nib
+
+    folder.mkdir(parents=True)
+    c = subject["SAX"]
+    arr = np.transpose(c.pixels, (3, 2, 1, 0)).astype(np.float32)
+    img = nib.Nifti1Image(arr, np.diag([c.spacing[2], c.spacing[1], c.spacing[0], 1.0]))
+    img.header.set_xyzt_units("mm", "msec")
+    img.header["pixdim"][4] = float(np.diff(c.frame_times).mean())
+    nib.save(img, folder / "sa.nii.gz")
+
+
+@pytest.fixture
+def site(tmp_path, monkeypatch):
+    """A run with a (tiny) segmentation predictor, a site of 12 patients and their reference CSV; the segmenter's
+    numbers are the reference plus known errors."""
+    subject = simulate_subject(1, seed=0, config=dict(n_frames=6, matrix=48, pixel_mm=3.0), views=("SAX",))
+    names = [f"DOE_{i:07d}" for i in range(N)]
+    for name in names:
+        _sax_folder(tmp_path / "site" / name, subject)
+    ref = pd.DataFrame(dict(patient=names, LVEDV=150.0 + np.arange(N), LVESV=70.0 + np.arange(N) / 2, LVEF=40.0 + 2 * np.arange(N)))
+    ref.to_csv(tmp_path / "reference.csv", index=False)
+    order = iter(range(10 ** 6))
+
+    def predict(self, cines):
+        i = next(order) % N
+        out = Prediction("segmentation", "m")
+        out.add("LVEDV", 150.0 + i + 2 * NOISE[i], "mL", "patient_SAX")
+        out.add("LVESV", 70.0 + i / 2 + NOISE[i], "mL", "patient_SAX")
+        out.add("LVEF", 40.0 + 2 * i + NOISE[i], "%", "patient_SAX")
+        return out
+
+    monkeypatch.setattr(segmentation.Predictor, "predict", predict)
+    torch.manual_seed(0)
+    run = tmp_path / "run"
+    prov = dict(trained_on="acdc", profile="default", real_check="ACDC held-out",
+                intervals={"LVEF": dict(half_width=2.0, n=30, level=0.9, coverage=0.9)})
+    segmentation.Predictor({"SAX": unet11(6, width=0.0625).eval()}, provenance=prov).save(
+        run / "predictors" / "segmentation.predictor")
+    (run / "run.json").write_text(json.dumps(dict(profile="default")))
+    return tmp_path, run
+
+
+def test_a_site_recalibrates_the_intervals_into_a_new_run_and_leaves_the_run_untouched(site):
+    tmp, run = site
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    files = validate(tmp / "site", run, tmp / "validated", tmp / "reference.csv", log=lambda *_: None,
+                     progress=False)
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before  # the run untouched
+    t = pd.read_csv(files["intervals"], index_col=0)
+    assert t.loc["LVEF", "n"] == N and t.loc["LVEF", "half_width"] == 6.0  # ceil(13 * 0.9) = 12th of |errors|
+    assert t.loc["LVEF", "run_half_width"] == 2.0 and t.loc["LVEF", "run_coverage"] == pytest.approx(4 / 12)
+    agree = pd.read_csv(files["agreement"], index_col=0)
+    assert agree.loc["LVEF", "bias"] == pytest.approx(NOISE.mean()) and agree.loc["LVEF", "n"] == N
+    got = json.loads((files["run"] / "predictors" / "segmentation.predictor" / "predictor.json").read_text())
+    assert "site patients" in json.dumps(got) and files["figure"].stat().st_size > 0
+    text = "".join(p.read_text() for p in files["run"].rglob("*") if p.suffix in (".csv", ".json"))
+    assert "DOE" not in text  # the site's folder names never leave it
+    report = analyse(tmp / "site" / "DOE_0000000", files["run"], tmp / "report", log=lambda *_: None)
+    assert "calibrated on 12 patients" in report["html"].read_text()
+
+
+def test_validate_refuses_too_few_patients_and_a_folder_in_the_run(site):
+    tmp, run = site
+    with pytest.raises(AnalyseError, match="lies in the run folder"):
+        validate(tmp / "site", run, run / "validated", tmp / "reference.csv", log=lambda *_: None, progress=False)
+    few = tmp / "few"
+    few.mkdir()
+    for name in sorted(p.name for p in (tmp / "site").iterdir())[:5]:
+        (few / name).symlink_to(tmp / "site" / name, target_is_directory=True)
+    assert main(["validate", str(few), "--run", str(run), "--out", str(tmp / "v"), "--reference",
+                 str(tmp / "reference.csv")]) == 2
