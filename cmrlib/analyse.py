@@ -263,10 +263,10 @@ def with_intervals(tab: pd.DataFrame, provenance: dict) -> pd.DataFrame:
     return tab.assign(low=low, high=high)
 
 
-def real_checked(provenance: dict) -> bool:
-    """Whether a method's numbers have a real-data check behind them (then they reach the main table and its
-    counts; the others are research outputs)."""
-    return bool(provenance.get("real_check")) and provenance.get("profile") != "smoke"
+def real_checked(provenance: dict, profile: str = "?") -> bool:
+    """Whether a method's numbers have a real-data check behind them, outside a smoke run (then they reach the main
+    table and its counts; the others are research outputs)."""
+    return bool(provenance.get("real_check")) and provenance.get("profile", profile) != "smoke"
 
 
 def run_profile(run_dir: Path) -> str:
@@ -464,8 +464,8 @@ def write_report(results: list[dict], cines: list[Cine], notes: list[dict], miss
     body = body or Body()
     by_id = {c.cine_id: c for c in cines}
     checked, hidden, qc = check_results(results, cines, body)
-    main = [r for r in results if real_checked(r["provenance"])]
-    research = [r for r in results if not real_checked(r["provenance"])]
+    main = [r for r in results if real_checked(r["provenance"], profile)]
+    research = [r for r in results if not real_checked(r["provenance"], profile)]
     counted = checked[checked.method.isin([r["method"] for r in main])]
     tiers = tier_counts(counted)
     views = ", ".join(f"{c.view} ({c.n_frames} frames)" for c in cines)
@@ -518,7 +518,7 @@ def write_report(results: list[dict], cines: list[Cine], notes: list[dict], miss
         methods=[dict(method=r["method"], model=r["model"], content_key=r["predictor"].content_key(),
                       available=r["result"] is not None, why=r["why"], seconds=round(r["seconds"], 3),
                       provenance=r["provenance"], warnings=banners(r["provenance"], profile),
-                      real_checked=real_checked(r["provenance"])) for r in results],
+                      real_checked=real_checked(r["provenance"], profile)) for r in results],
         missing=missing, numbers=len(counted), **tiers, research=[r["method"] for r in research], unfamiliar=odd,
         not_in_these_views=hidden.measure.tolist(),
         series=[n["series"] for n in notes if "series" in n], skipped_files=[n for n in notes if "series" not in n],

@@ -132,7 +132,8 @@ def summary_row(name: str, folder: Path, status: str) -> dict:
     if not finished_report(folder):
         return row
     rep = read_json(folder, folder / "report.json")
-    tab = read_csv(folder, folder / "measures.csv").fillna(dict(flag=""))
+    tab = read_csv(folder, folder / "measures.csv")
+    tab = tab.assign(**{c: tab[c].astype(object).fillna("") for c in ("flag", "tier") if c in tab})
     row.update(views="+".join(c["view"] for c in rep["cines"]), numbers=rep["numbers"],
                **{t: rep.get(t, 0) for t in TIER_KEYS}, input_flags=sum(any(q[f"{k}_flags"] for k in INPUT_KINDS) for q in rep["input"]),
                skipped_files=len(rep["skipped_files"]))

@@ -179,7 +179,8 @@ def with_indexed(tab: pd.DataFrame, bsa: float | None) -> pd.DataFrame:
     for _, r in tab.iterrows():
         name = f"{r.measure}i"
         if name in REFERENCE and not ((tab.method == r.method) & (tab.measure == name)).any():
-            rows.append(r.to_dict() | dict(measure=name, value=r.value / bsa, unit=f"{r.unit}/m²"))
+            rows.append(r.to_dict() | dict(measure=name, value=r.value / bsa, unit=f"{r.unit}/m²",
+                                            **{k: r[k] / bsa for k in ("low", "high") if k in r}))
     return pd.concat([tab, pd.DataFrame(rows)], ignore_index=True) if rows else tab
 
 

@@ -228,14 +228,29 @@ def conformal_coverage(residuals, level: float = 0.9) -> float:
         if len(r) > 1 else float("nan")
 
 
-def conformal_intervals(df: pd.DataFrame, pairs: Mapping[str, tuple[str, str]], level: float = 0.9) -> pd.DataFrame:
-    """One row per measure: patients, half-width of its `level` interval, out-of-fold coverage (auto, ref columns
-    as in `agreement_table`)."""
+def conformal_cross_coverage(groups, level: float = 0.9) -> float:
+    """Coverage with each group of patients (a split) held out: its interval calibrated on the other groups."""
+    groups = [np.abs(np.asarray(g, float)) for g in groups]
+    hits = [np.abs(g) <= conformal_half_width(np.concatenate(groups[:i] + groups[i + 1:]), level)
+            for i, g in enumerate(groups)]
+    return float(np.concatenate(hits).mean()) if len(groups) > 1 else float("nan")
+
+
+def conformal_intervals(df: pd.DataFrame, pairs: Mapping[str, tuple[str, str]], level: float = 0.9,
+                        by: str | None = None) -> pd.DataFrame:
+    """One row per measure: patients, half-width of its `level` interval, coverage leaving each patient out, and
+    with `by` (a column such as the split) coverage of each group calibrated on the others (auto, ref columns as in
+    `agreement_table`)."""
     rows = []
     for name, (ac, rc) in pairs.items():
         a, r = paired(df[ac], df[rc], min_n=3)
-        rows.append(dict(measure=name, n=len(a), level=level, half_width=conformal_half_width(a - r, level),
-                         coverage=conformal_coverage(a - r, level)))
+        row = dict(measure=name, n=len(a), level=level, half_width=conformal_half_width(a - r, level),
+                   coverage=conformal_coverage(a - r, level))
+        if by is not None:
+            d = df[df[ac].notna() & df[rc].notna()]
+            row["coverage_across"] = conformal_cross_coverage(
+                [(g[ac] - g[rc]).to_numpy(float) for _, g in d.groupby(by)], level)
+        rows.append(row)
     return pd.DataFrame(rows).set_index("measure")
 
 

@@ -23,7 +23,7 @@ import pandas as pd
 from . import stats
 from .analyse import AnalyseError, own_folder, read_patient
 from .analyse_batch import failure, subject_folders
-from .predictor import run_predictors
+from .predictor import SEGMENTER, file_name, run_predictors
 from .utils import atomic_write_json, atomic_write_text, spreadsheet_safe
 
 MEASURES = ("LVEDV", "LVESV", "LVSV", "LVEF", "LVM", "RVEDV", "RVESV", "RVSV", "RVEF")  # calibrated when given
@@ -126,19 +126,19 @@ def validate(cohort: str | Path, run_dir: str | Path, out: str | Path, reference
     if o.exists() and any(o.iterdir()):
         raise AnalyseError(f"--out {out.name}: not empty; give a new folder for the validated run")
     predictors, _, broken = run_predictors(run_dir)
-    if "segmentation" not in predictors:
+    if SEGMENTER not in predictors:
         raise AnalyseError(f"--run {run_dir.name}: no segmentation predictor to validate"
-                           + (f" ({broken['segmentation']})" if "segmentation" in broken else ""))
+                           + (f" ({broken[SEGMENTER]})" if SEGMENTER in broken else ""))
     folders = subject_folders(cohort)
     t0 = time.perf_counter()
-    table = measure_cohort(folders, predictors["segmentation"], read_reference(Path(reference) if reference else None),
+    table = measure_cohort(folders, predictors[SEGMENTER], read_reference(Path(reference) if reference else None),
                            log, progress)
     done = table[table.status == "measured"]
     pairs = pairs_of(done)
     if not pairs:
         raise AnalyseError(f"{cohort.name}: fewer than {MIN_PATIENTS} patients with a measure and its reference "
                            f"({len(done)} of {len(table)} measured)")
-    seg = predictors["segmentation"]
+    seg = predictors[SEGMENTER]
     run_cal = dict(seg.provenance.get("intervals") or {})
     agree = stats.agreement_table(done, pairs, units=UNITS)
     site = interval_table(done, pairs, run_cal)
@@ -148,8 +148,8 @@ def validate(cohort: str | Path, run_dir: str | Path, out: str | Path, reference
     name = f"validated {time.strftime('%Y-%m-%d')}"
     seg.provenance = dict(seg.provenance, intervals=run_cal | site_intervals(site, name), validation=dict(
         patients=len(done), measures=list(pairs), from_run=run_dir.name, date=time.strftime("%Y-%m-%d")))
-    shutil.rmtree(tmp / "predictors" / "segmentation.predictor")  # the links only: the run's files stay
-    seg.save(tmp / "predictors" / "segmentation.predictor")
+    shutil.rmtree(tmp / "predictors" / file_name(SEGMENTER))  # the links only: the run's files stay
+    seg.save(tmp / "predictors" / file_name(SEGMENTER))
     v = tmp / VALIDATION
     v.mkdir()
     atomic_write_text(v / "measures.csv", spreadsheet_safe(table).to_csv(index=False))

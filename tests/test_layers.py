@@ -23,7 +23,7 @@ LAYERS = [
     {"transforms", "models", "measure", "stats", "plots", "data", "io", "phantom", "tables", "plausible"},
     {"results", "learn", "distributed", "predictor", "study", "longform"},
     {"methods"},
-    {"analysis", "analyse", "analyse_batch"},
+    {"analysis", "analyse", "analyse_batch", "validate"},
     {"runner", "fit", "cli", "__main__", "__init__", "profiles"},
 ]
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}

@@ -93,6 +93,8 @@ def test_an_interval_across_a_clinical_cutoff_is_uncertain_and_abnormal_stands_a
     assert counts == dict(withheld=0, uncertain=1, abnormal=1, not_measurable=0)
     sure = plausible.check(table([("LVEF", 60.0, "%")]).assign(low=[52.0], high=[68.0]), {"SAX"})[0]
     assert sure.tier[0] == ""
+    mass = plausible.check(table([("LVM", 110.0, "g")]).assign(low=[90.0], high=[130.0]), {"SAX"}, bsa=2.0)[0]
+    assert mass.set_index("measure").loc["LVMi", ["low", "high"]].tolist() == [45.0, 65.0]  # indexed with its value
 
 
 def test_a_measure_these_views_cannot_show_is_withheld_and_a_missing_one_says_so():
@@ -156,7 +158,7 @@ def test_a_broken_models_report_is_a_research_output_outside_every_count(tmp_pat
     patient = nifti_patient(tmp_path / "SMITH^JOHN", subject, frame_ms=1000.0)
     files = analyse(patient, broken_run, tmp_path / "report", log=lambda *_: None, sex="female")
     page, rep = files["html"].read_text(), json.loads(files["json"].read_text())
-    tab = pd.read_csv(files["csv"]).fillna(dict(flag="", tier=""))
+    tab = pd.read_csv(files["csv"], dtype=dict(flag=str, tier=str)).fillna(dict(flag="", tier=""))
     assert "Smoke profile" in rep["methods"][0]["warnings"][0] and rep["profile"] == "smoke"
     assert rep["research"] == ["segmentation"] and rep["numbers"] == 0 and rep["withheld"] == 0
     assert "0 withheld, 0 uncertain, 0 abnormal" in page and "<details class='research'" in page

@@ -179,3 +179,14 @@ def test_conformal_intervals_cover_new_patients_at_their_level():
     df = pd.DataFrame(dict(EF_auto=50 + noise[:40], EF_ref=np.full(40, 50.0)))
     t = conformal_intervals(df, {"LVEF": ("EF_auto", "EF_ref")})
     assert t.loc["LVEF", "n"] == 40 and t.loc["LVEF", "half_width"] > 0
+
+
+def test_conformal_coverage_across_groups_calibrates_each_group_on_the_others():
+    from cmrlib.stats import conformal_cross_coverage, conformal_intervals
+
+    a, b = np.arange(1.0, 11.0), np.arange(1.0, 11.0) * 3  # b's errors are three times a's
+    assert conformal_cross_coverage([a, a], 0.9) == 1.0
+    assert conformal_cross_coverage([a, b], 0.9) == pytest.approx(13 / 20)  # a all held by b's 30; b held to 10
+    df = pd.DataFrame(dict(x_auto=np.r_[a, b], x_ref=0.0, split=["valid"] * 10 + ["test"] * 10))
+    t = conformal_intervals(df, {"X": ("x_auto", "x_ref")}, by="split")
+    assert t.loc["X", "coverage_across"] == pytest.approx(13 / 20) and t.loc["X", "n"] == 20

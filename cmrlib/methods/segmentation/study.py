@@ -602,14 +602,20 @@ class Study(Base):
         return [s for s in subjects if model == "lax" or s != self.p["lax_real_subject"]]
 
     def intervals(self, agree: Agreed) -> dict[str, dict]:
-        """90 % split-conformal intervals of the shipped model's measures from ACDC's held-out patients (written
-        with their out-of-fold coverage): what the report prints beside a patient's number."""
+        """90 % split-conformal intervals of the shipped model's measures from ACDC's validation and held-out
+        patients, neither trained on (written with their coverage leaving each patient out): what the report prints
+        beside a patient's number."""
+        acdc = self.acdc_cohort
+        valid = predict_store(self._sax_model(self.shipped_sax), acdc, acdc.select(view="SAX", split="valid"),
+                              **self.on_dask)
+        patients = pd.concat([subject_measures(acdc, valid), agree.measures], ignore_index=True)
         pairs = {m: agree.pairs[m] for m in INTERVAL_MEASURES if m in agree.pairs}
-        t = stats.conformal_intervals(agree.measures, pairs, level=0.9)
+        t = stats.conformal_intervals(patients, pairs, level=0.9, by="split")
         self.nb.table(t, "intervals.csv", index=True)
         print(t.round(3).to_string())
         return {m: dict(half_width=round(r.half_width, 3), n=int(r.n), level=r.level, coverage=round(r.coverage, 3),
-                        calibrated_on="ACDC held-out patients (manual masks)")
+                        coverage_across=round(r.coverage_across, 3),
+                        calibrated_on="ACDC validation and held-out patients (manual masks)")
                 for m, r in t.iterrows() if np.isfinite(r.half_width)}
 
     def _real_checks(self, r: RealLax | None) -> list[tuple]:
@@ -696,7 +702,8 @@ class Study(Base):
                        ("ACDC held-out LVEDV ICC", float(agree.table.loc["LVEDV", "icc2"]), ">=", 0.95)]
         intervals = self.intervals(agree) if agree is not None else {}
         if "LVEF" in intervals:
-            checks += [("LVEF 90 % interval coverage, out of fold", intervals["LVEF"]["coverage"], ">=", 0.85)]
+            checks += [("LVEF 90 % interval coverage, each split calibrated on the other",
+                        intervals["LVEF"]["coverage_across"], ">=", 0.85)]
         if sax != "sax":
             d = self.sax_models.loc[(sax, "ACDC held-out")]
             checks += [(f"shipped SAX model ({sax}): ACDC held-out {s} Dice", float(d[s]), ">=", t)
