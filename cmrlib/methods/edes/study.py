@@ -226,12 +226,14 @@ class Study(Base):
 
     def train(self, finish=None, rows: int | None = None) -> list[dict]:
         """What `cmrlib fit edes` runs: the models, exported by `finish`, then the run's ED/ES Predictor (process 0):
-        the detector chosen on real patients where the data root has them, else phantom TempReg-Net."""
-        from ...distributed import rank
+        the detector chosen on real patients where the data root has them and one process trains, else phantom
+        TempReg-Net."""
+        from ...distributed import rank, world_size
 
         fitted = self.make_models(finish)
-        if rank() == 0:
-            self.write_predictor(fitted.nets, self.optional("real_results"))
+        self.__dict__["models"] = fitted  # `models`, as the real section reads them: trained once
+        if rank() == 0:  # the real section fine-tunes in one process (notebook 02 runs it; several processes: not)
+            self.write_predictor(fitted.nets, self.optional("real_results") if world_size() <= 1 else None)
         return fitted.log.to_dict("records")
 
     def write_predictor(self, nets: dict, real: RealCines | None = None, check: str | None = None):
@@ -370,7 +372,8 @@ class Study(Base):
             fixed, seconds = self._fixed_detectors()
             parts = [evaluate(fixed, cines.values(), total=len(cines))]
             ran = parts[0].method.isin([run_curve(k) for k in p["curve_smooth"]])  # each costs the one segmentation
-            parts[0].loc[ran, "sec"] = parts[0].loc[ran, "cine_id"].map(seconds)
+            if ran.any():  # a run without its segmenter (`cmrlib fit` on a bare cohort) has no curve rows
+                parts[0].loc[ran, "sec"] = parts[0].loc[ran, "cine_id"].map(seconds).astype(float)
         logs = []
         with self.nb.timer("real patients: fine-tuning"):
             for k in range(p["real_folds"]):
