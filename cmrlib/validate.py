@@ -4,7 +4,7 @@ Each patient's folder goes through the run's segmentation Predictor; its LV and 
 against the site's reference (a CSV of reference values by folder name, or the ED/ES masks an ACDC-layout folder
 carries). The site gets Bland-Altman and ICC per measure, and 90 % intervals recalibrated on its patients
 (split-conformal, coverage checked leaving each patient out). OUT is a new run folder: the run's Predictors, the
-segmenter's now carrying the site's intervals (its weights unchanged; the original run untouched), and
+segmenter's carrying the site's intervals (its weights unchanged; the original run untouched), and
 `validation/` with the tables and the figure. `cmrlib analyse --run OUT` then prints the site's intervals and says
 so. Patients are S001, S002... in the sorted order of their folders; no folder name is written.
 """
