@@ -231,7 +231,7 @@ def conformal_coverage(residuals, level: float = 0.9) -> float:
 def conformal_cross_coverage(groups, level: float = 0.9) -> float:
     """Coverage with each group of patients (a split) held out: its interval calibrated on the other groups."""
     groups = [np.abs(np.asarray(g, float)) for g in groups]
-    hits = [np.abs(g) <= conformal_half_width(np.concatenate(groups[:i] + groups[i + 1:]), level)
+    hits = [g <= conformal_half_width(np.concatenate(groups[:i] + groups[i + 1:]), level)
             for i, g in enumerate(groups)]
     return float(np.concatenate(hits).mean()) if len(groups) > 1 else float("nan")
 

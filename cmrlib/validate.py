@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from . import stats
+from .measure import UNITS
 from .analyse import AnalyseError, own_folder, read_patient
 from .analyse_batch import failure, subject_folders
 from .predictor import SEGMENTER, file_name, run_predictors
@@ -30,7 +31,6 @@ MEASURES = ("LVEDV", "LVESV", "LVSV", "LVEF", "LVM", "RVEDV", "RVESV", "RVSV", "
 LEVEL = 0.9
 MIN_PATIENTS = 10  # fewer cannot give a 90 % interval (ceil((n + 1) 0.9) <= n needs n >= 9) nor a useful ICC
 VALIDATION = "validation"  # OUT's folder of tables
-UNITS = {m: "%" if m.endswith("EF") else "g" if m == "LVM" else "mL" for m in MEASURES}
 
 
 def read_reference(path: Path | None) -> dict[str, dict[str, float]]:
@@ -142,15 +142,14 @@ def validate(cohort: str | Path, run_dir: str | Path, out: str | Path, reference
     run_cal = dict(seg.provenance.get("intervals") or {})
     agree = stats.agreement_table(done, pairs, units=UNITS)
     site = interval_table(done, pairs, run_cal)
-    tmp = o  # built in place: validation.json, written last, says it is finished
-    tmp.mkdir(parents=True, exist_ok=True)
-    _copy_run(run_dir, tmp)
+    o.mkdir(parents=True, exist_ok=True)  # built in place: validation.json, written last, says it is finished
+    _copy_run(run_dir, o)
     name = f"validated {time.strftime('%Y-%m-%d')}"
     seg.provenance = dict(seg.provenance, intervals=run_cal | site_intervals(site, name), validation=dict(
         patients=len(done), measures=list(pairs), from_run=run_dir.name, date=time.strftime("%Y-%m-%d")))
-    shutil.rmtree(tmp / "predictors" / file_name(SEGMENTER))  # the links only: the run's files stay
-    seg.save(tmp / "predictors" / file_name(SEGMENTER))
-    v = tmp / VALIDATION
+    shutil.rmtree(o / "predictors" / file_name(SEGMENTER))  # the links only: the run's files stay
+    seg.save(o / "predictors" / file_name(SEGMENTER))
+    v = o / VALIDATION
     v.mkdir()
     atomic_write_text(v / "measures.csv", spreadsheet_safe(table).to_csv(index=False))
     atomic_write_text(v / "agreement.csv", agree.to_csv())
