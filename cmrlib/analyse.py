@@ -326,6 +326,20 @@ def _interval(r, cal: dict) -> str:
     return f"{_fmt(r.low)}-{_fmt(r.high)} ({c.get('level', 0.9):.0%}, calibrated on {c.get('n', '?')} patients)"
 
 
+def calibration(provenance: dict) -> str:
+    """Which calibration the intervals come from: the run's own, or a site's `cmrlib validate` (and its fine-tune)."""
+    v, cal = provenance.get("validation"), provenance.get("intervals") or {}
+    if v:
+        ft = v.get("fine_tuned") or {}
+        mae = (ft.get("mae") or {}).get("LVEF")
+        tuned = (f"; SAX segmenter fine-tuned on {ft.get('patients')} of them" + (
+            f", LVEF MAE {mae['mae_run']:.1f} -> {mae['mae_fine_tuned']:.1f} points out of fold" if mae else "")
+                 ) if ft else ""
+        return f"Intervals from a site validation ({v.get('patients')} patients, {v.get('date')}{tuned})."
+    where = sorted({c.get("calibrated_on") for c in cal.values() if isinstance(c, dict) and c.get("calibrated_on")})
+    return f"Intervals calibrated on {'; '.join(where)}." if where else ""
+
+
 def measures_html(tab: pd.DataFrame, cal: dict | None = None) -> str:
     """A method's checked measures: each number with its calibrated interval, its tier and why, and its place
     against the normal range."""
@@ -353,6 +367,7 @@ def _section(r: dict, cines: dict[str, Cine], tab: pd.DataFrame, hidden: pd.Data
         parts.append(f"<p class='na'>{html.escape(r['why'])}</p>")
         return "\n".join(parts)
     parts.append(measures_html(tab, p.get("intervals")))
+    parts += [f"<p class='prov calibration'>{html.escape(c)}</p>" for c in [calibration(p)] if c]
     if len(hidden):
         parts.append(f"<p class='na'>Not measurable from these views (not shown): "
                      f"{html.escape(', '.join(hidden.measure))}.</p>")
@@ -518,7 +533,8 @@ def write_report(results: list[dict], cines: list[Cine], notes: list[dict], miss
         methods=[dict(method=r["method"], model=r["model"], content_key=r["predictor"].content_key(),
                       available=r["result"] is not None, why=r["why"], seconds=round(r["seconds"], 3),
                       provenance=r["provenance"], warnings=banners(r["provenance"], profile),
-                      real_checked=real_checked(r["provenance"], profile)) for r in results],
+                      real_checked=real_checked(r["provenance"], profile),
+                      calibration=calibration(r["provenance"])) for r in results],
         missing=missing, numbers=len(counted), **tiers, research=[r["method"] for r in research], unfamiliar=odd,
         not_in_these_views=hidden.measure.tolist(),
         series=[n["series"] for n in notes if "series" in n], skipped_files=[n for n in notes if "series" not in n],

@@ -232,6 +232,20 @@ def seg_dls(source: CohortStore | str | Path, views: Sequence[str] = ("SAX",), s
         return dls
 
 
+def cine_dls(cines: Sequence[Cine], geometry: FrameGeometry, bs: int = 16, seed: int = 0, aug: dict | None = None,
+             intensity: dict | None = None) -> DataLoaders:
+    """Segmentation DataLoaders over every labelled frame of cines held in memory (a site's own contours, for
+    fine-tuning a trained segmenter at its geometry): all of them train and none validates, since no choice is
+    made on them."""
+    with seeded(seed):
+        fs = cine_frame_set(cines, geometry)
+        block = seg_block(aug, intensity, seed=seed)
+        dls = block.dataloaders([(x, y, False) for x, y in zip(fs.x, fs.y)], bs=bs, num_workers=0, verbose=False)
+        dls.geometry, dls.views, dls.vocab = geometry, tuple(sorted({c.view for c in cines})), CODES
+        dls.info = fs.info.assign(role="train")
+        return dls
+
+
 def pick_subjects(source: CohortStore | str | Path, n: int, split: str = "train", by: str = "group",
                   seed: int = 0) -> list[str]:
     """`n` subjects of a split spread evenly over the strata of manifest column `by` (seeded round robin)."""

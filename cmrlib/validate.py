@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -25,12 +26,14 @@ from .measure import UNITS
 from .analyse import AnalyseError, own_folder, read_patient
 from .analyse_batch import failure, subject_folders
 from .predictor import SEGMENTER, file_name, run_predictors
-from .utils import atomic_write_json, atomic_write_text, spreadsheet_safe
+from .record import Cine
+from .utils import atomic_write_json, atomic_write_text, rng, seed_for, spreadsheet_safe
 
 MEASURES = ("LVEDV", "LVESV", "LVSV", "LVEF", "LVM", "RVEDV", "RVESV", "RVSV", "RVEF")  # calibrated when given
 LEVEL = 0.9
 MIN_PATIENTS = 10  # fewer cannot give a 90 % interval (ceil((n + 1) 0.9) <= n needs n >= 9) nor a useful ICC
 VALIDATION = "validation"  # OUT's folder of tables
+FINE_TUNE = dict(folds=5, epochs=10, lr=1e-3, seed=0, bf16=False)  # --fine-tune's schedule: fixed, never chosen on the site
 
 
 def read_reference(path: Path | None) -> dict[str, dict[str, float]]:
@@ -55,13 +58,14 @@ def reference_of(cines, given: dict[str, float] | None) -> dict[str, float]:
 
 
 def measure_cohort(folders: list[Path], segmenter, refs: dict[str, dict], log: Callable[[str], None],
-                   progress: bool = True) -> pd.DataFrame:
-    """One row per patient (S001...): status, and each measure's `_auto` and `_ref`."""
+                   progress: bool = True, subjects: list[str] | None = None) -> pd.DataFrame:
+    """One row per patient (S001..., or `subjects`): status, and each measure's `_auto` and `_ref`."""
     from tqdm.auto import tqdm
 
+    names = subjects or [f"S{i:03d}" for i in range(1, len(folders) + 1)]
     rows = []
-    for i, folder in enumerate(tqdm(folders, desc="patients", disable=not progress), start=1):
-        row = dict(subject=f"S{i:03d}", status="measured")
+    for name, folder in zip(tqdm(names, desc="patients", disable=not progress), folders, strict=True):
+        row = dict(subject=name, status="measured")
         try:
             cines, _ = read_patient(folder)
             ref = reference_of(cines, refs.get(folder.name))
@@ -75,6 +79,78 @@ def measure_cohort(folders: list[Path], segmenter, refs: dict[str, dict], log: C
             log(f"  {row['subject']}: {row['status']}")
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def contoured_frames(folder: Path) -> Cine | None:
+    """A patient's SAX cine cut to its contoured frames (what fine-tuning learns from), or None without masks."""
+    cines, _ = read_patient(folder)
+    c = next((c for c in cines if c.view == "SAX" and c.labels is not None and c.labelled.any()), None)
+    if c is None:
+        return None
+    idx = np.flatnonzero(c.labelled)
+    at = {int(t): i for i, t in enumerate(idx)}
+    return replace(c, pixels=c.pixels[idx], labels=c.labels[idx], labelled=np.ones(len(idx), bool),
+                   frame_times=c.frame_times[idx], landmarks={}, ed=at.get(c.ed), es=at.get(c.es))
+
+
+def fold_of(n: int, folds: int, seed: int) -> np.ndarray:
+    """Each of n patients' fold (0..folds-1), balanced and drawn from the seed."""
+    return rng(seed_for(seed, "validate", "folds")).permutation(np.arange(n) % folds)
+
+
+def fine_tune_cv(folders: list[Path], subjects: list[str], segmenter, refs: dict[str, dict], tune: dict,
+                 log: Callable[[str], None], progress: bool = True):
+    """The segmenter's SAX network fine-tuned on the site's contours: scored by cross-validation inside the cohort
+    (each patient measured by a model fine-tuned without them; the table `measure_cohort` gives), and the model
+    fine-tuned on every contoured patient, to ship. (out-of-fold table, final network, the patients it learnt)"""
+    from tqdm.auto import tqdm
+
+    from .methods.segmentation.learner import fine_tune
+
+    frames = {}
+    for name, folder in zip(subjects, folders, strict=True):
+        try:
+            c = contoured_frames(folder)
+        except Exception:  # measure_cohort has recorded why
+            c = None
+        if c is not None:
+            frames[name] = c
+    if len(frames) < MIN_PATIENTS:
+        raise AnalyseError(f"--fine-tune needs SAX masks in at least {MIN_PATIENTS} patients' folders (ACDC layout: "
+                           f"ED and ES masks); {len(frames)} have them")
+    names = sorted(frames)
+    fold = dict(zip(names, fold_of(len(names), min(tune["folds"], len(names)), tune["seed"])))
+    sax = segmenter.nets["SAX"]
+    fit = lambda cines: fine_tune(sax, cines, tune["epochs"], tune["lr"], tune["seed"], bf16=tune["bf16"])
+    rows = []
+    for k in tqdm(sorted(set(fold.values())), desc="fine-tune folds", disable=not progress):
+        tuned = fit([frames[n] for n in names if fold[n] != k])
+        held = [n for n in names if fold[n] == k]
+        rows.append(measure_cohort([folders[subjects.index(n)] for n in held], with_sax(segmenter, tuned), refs,
+                                   log, progress=False, subjects=held))
+    table = pd.concat(rows, ignore_index=True).assign(fold=lambda t: t.subject.map(fold))
+    return table.sort_values("subject").reset_index(drop=True), fit([frames[n] for n in names]), names
+
+
+def with_sax(segmenter, net):
+    """The same segmentation Predictor with another SAX network."""
+    return type(segmenter)({**segmenter.nets, "SAX": net}, segmenter.prep, segmenter.needs, segmenter.provenance,
+                           segmenter.model)
+
+
+def fine_tune_table(before: pd.DataFrame, after: pd.DataFrame, pairs: dict, seed: int) -> pd.DataFrame:
+    """Per measure, on the patients both measured: MAE of the run's segmenter and of the fine-tuned one (out of
+    fold), and the paired difference (after - before) with its 95 % bootstrap interval."""
+    both = before.merge(after, on="subject", suffixes=("", "_ft"))
+    rows = []
+    for m, (a, r) in pairs.items():
+        if f"{a}_ft" not in both:
+            continue
+        e0, e1 = (both[a] - both[r]).abs(), (both[f"{a}_ft"] - both[r]).abs()
+        d, lo, hi = stats.paired_bootstrap(e1, e0, seed=seed)
+        rows.append(dict(measure=m, n=int((e0.notna() & e1.notna()).sum()), mae_run=e0.mean(),
+                         mae_fine_tuned=e1.mean(), difference=d, ci_low=lo, ci_high=hi))
+    return pd.DataFrame(rows).set_index("measure")
 
 
 def pairs_of(table: pd.DataFrame) -> dict[str, tuple[str, str]]:
@@ -116,9 +192,12 @@ def _copy_run(run: Path, dest: Path) -> None:
 
 
 def validate(cohort: str | Path, run_dir: str | Path, out: str | Path, reference: str | Path | None = None,
-             log: Callable[[str], None] = print, progress: bool = True) -> dict[str, Path]:
+             log: Callable[[str], None] = print, progress: bool = True, fine_tune: bool | dict = False
+             ) -> dict[str, Path]:
     """The site's patients against the run's segmenter; OUT a new run folder whose segmenter carries the site's
-    intervals. The files written."""
+    intervals. fine_tune: also adapt the SAX network on the site's contours (True, or settings over `FINE_TUNE`),
+    scored by cross-validation inside the cohort; OUT's segmenter is then the one fine-tuned on every contoured
+    patient, its intervals from the out-of-fold errors. The files written."""
     cohort, run_dir, out = Path(cohort), Path(run_dir), Path(out)
     if not cohort.is_dir():
         raise AnalyseError(f"{cohort.name}: not a folder (one sub-folder per patient)")
@@ -130,38 +209,58 @@ def validate(cohort: str | Path, run_dir: str | Path, out: str | Path, reference
         raise AnalyseError(f"--run {run_dir.name}: no segmentation predictor to validate"
                            + (f" ({broken[SEGMENTER]})" if SEGMENTER in broken else ""))
     folders = subject_folders(cohort)
+    subjects = [f"S{i:03d}" for i in range(1, len(folders) + 1)]
+    refs = read_reference(Path(reference) if reference else None)
     t0 = time.perf_counter()
-    table = measure_cohort(folders, predictors[SEGMENTER], read_reference(Path(reference) if reference else None),
-                           log, progress)
+    seg = predictors[SEGMENTER]
+    table = measure_cohort(folders, seg, refs, log, progress)
     done = table[table.status == "measured"]
     pairs = pairs_of(done)
     if not pairs:
         raise AnalyseError(f"{cohort.name}: fewer than {MIN_PATIENTS} patients with a measure and its reference "
                            f"({len(done)} of {len(table)} measured)")
-    seg = predictors[SEGMENTER]
     run_cal = dict(seg.provenance.get("intervals") or {})
     agree = stats.agreement_table(done, pairs, units=UNITS)
-    site = interval_table(done, pairs, run_cal)
+    calibrating, tuned = done, None
+    if fine_tune:
+        tune = FINE_TUNE | (fine_tune if isinstance(fine_tune, dict) else {})
+        oof, net, learnt = fine_tune_cv(folders, subjects, seg, refs, tune, log, progress)
+        calibrating = oof[oof.status == "measured"]
+        tuned = fine_tune_table(done, calibrating, pairs, tune["seed"])
+        seg = with_sax(seg, net)
+        seg.model = seg.model.replace("SAX segmenter", f"SAX segmenter fine-tuned on {len(learnt)} site patients")
+        for m, r in tuned.iterrows():
+            log(f"  {m}: MAE {r.mae_run:.2f} -> {r.mae_fine_tuned:.2f} fine-tuned, out of fold ({int(r.n)} patients)")
+    site = interval_table(calibrating, pairs_of(calibrating), run_cal)
     o.mkdir(parents=True, exist_ok=True)  # built in place: validation.json, written last, says it is finished
     _copy_run(run_dir, o)
-    name = f"validated {time.strftime('%Y-%m-%d')}"
-    seg.provenance = dict(seg.provenance, intervals=run_cal | site_intervals(site, name), validation=dict(
-        patients=len(done), measures=list(pairs), from_run=run_dir.name, date=time.strftime("%Y-%m-%d")))
+    name = f"validated {time.strftime('%Y-%m-%d')}" + (" (fine-tuned)" if fine_tune else "")
+    record = dict(patients=len(done), measures=list(pairs), from_run=run_dir.name, date=time.strftime("%Y-%m-%d"))
+    if tuned is not None:
+        record["fine_tuned"] = dict({k: tune[k] for k in ("folds", "epochs", "lr", "seed")}, patients=len(learnt),
+                                    mae=tuned[["mae_run", "mae_fine_tuned"]].round(3).to_dict("index"))
+    seg.provenance = dict(seg.provenance, intervals=run_cal | site_intervals(site, name), validation=record)
     shutil.rmtree(o / "predictors" / file_name(SEGMENTER))  # the links only: the run's files stay
     seg.save(o / "predictors" / file_name(SEGMENTER))
     v = o / VALIDATION
     v.mkdir()
+    files = dict(run=o, agreement=v / "agreement.csv", intervals=v / "intervals.csv", measures=v / "measures.csv",
+                 figure=v / "agreement.png")
     atomic_write_text(v / "measures.csv", spreadsheet_safe(table).to_csv(index=False))
     atomic_write_text(v / "agreement.csv", agree.to_csv())
     atomic_write_text(v / "intervals.csv", site.to_csv())
-    _figure(done, pairs, v / "agreement.png")
+    if tuned is not None:
+        files |= dict(fine_tune=v / "fine_tune.csv", measures_fine_tuned=v / "measures_fine_tuned.csv")
+        atomic_write_text(files["fine_tune"], tuned.to_csv())
+        atomic_write_text(files["measures_fine_tuned"], spreadsheet_safe(calibrating).to_csv(index=False))
+    _figure(done, pairs, files["figure"])
     atomic_write_json(v / "validation.json", dict(
         kind="cmrlib validation", from_run=run_dir.name, patients=len(table), measured=len(done), level=LEVEL,
         failed=table[table.status != "measured"][["subject", "status"]].to_dict("records"),
-        intervals=json.loads(site.to_json(orient="index")), seconds=round(time.perf_counter() - t0, 1)))
+        intervals=json.loads(site.to_json(orient="index")), fine_tuned=record.get("fine_tuned"),
+        seconds=round(time.perf_counter() - t0, 1)))
     log(f"{len(done)} of {len(table)} patients measured; validated run: {o} ({time.perf_counter() - t0:.1f} s)")
-    return dict(run=o, agreement=o / VALIDATION / "agreement.csv", intervals=o / VALIDATION / "intervals.csv",
-                measures=o / VALIDATION / "measures.csv", figure=o / VALIDATION / "agreement.png")
+    return files
 
 
 def _figure(table: pd.DataFrame, pairs: dict, path: Path) -> None:

@@ -400,3 +400,27 @@ def test_no_fold_trains_at_a_rate_its_own_test_patients_chose(k):
     assert set(choosers) <= set(_choosing_folds(k))
     assert all(fold_roles(f, k)["test"][0] not in choosers for _, f in reused)
     assert {f for _, f in reused} == set(range(k)) - set(_choosing_folds(k))
+
+
+def test_the_measurement_row_is_the_50_percent_rule_on_each_test_patient():
+    from cmrlib.methods.sslhf.evaluate import MEASUREMENT, fold_metrics, measurement_rows, pooled_summary
+
+    subjects = [f"p{i}" for i in range(8)]
+    lvef = pd.Series([20.0, 35.0, 49.0, 52.0, 60.0, 45.0, 70.0, np.nan], index=subjects)
+    y = (lvef < 50).astype(int).to_numpy().copy()
+    y[3] = 1  # a reduced patient the segmenter measures at 52 %: a miss of the rule
+    rows = []
+    for fold in (0, 1):
+        for i, s in enumerate(subjects):
+            split = "test" if i % 2 == fold else "valid"
+            rows += [dict(row="SSLHF", fold=fold, fraction=1.0, split=split, subject=s, slice=k, y=y[i], score=0.3)
+                     for k in range(3)]  # three patches per patient
+    pred = pd.DataFrame(rows)
+    m = measurement_rows(pred, lvef)
+    assert set(m.row) == {MEASUREMENT} and set(m.split) == {"test"}
+    assert sorted(m.subject) == subjects[:7]  # one row per patient measured; p7 has no LVEF
+    assert m.set_index("subject").score["p2"] > 0.5 > m.set_index("subject").score["p3"]
+    fm = fold_metrics(m)
+    assert (fm.threshold == 0.5).all()  # no validation rows: the threshold is the 50 % rule's
+    acc = pooled_summary(m, fm, n_boot=50).query("level == 'patient' and metric == 'acc'")["mean"].iloc[0]
+    assert acc == pytest.approx(6 / 7)

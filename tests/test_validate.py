@@ -3,6 +3,7 @@ folder whose segmenter carries intervals calibrated on them; the original run is
 which calibration it used."""
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -12,11 +13,13 @@ import torch
 
 from cmrlib.analyse import AnalyseError, analyse
 from cmrlib.cli import main
+from cmrlib.data import FrameGeometry
+from cmrlib.labels import SOURCE_MAPS
 from cmrlib.methods import segmentation
 from cmrlib.models import unet11
 from cmrlib.phantom import simulate_subject
-from cmrlib.predictor import Prediction
-from cmrlib.validate import validate
+from cmrlib.predictor import Prediction, run_predictors
+from cmrlib.validate import contoured_frames, validate
 
 N = 12
 NOISE = np.array([-6.0, 5.0, -4.0, 3.0, -2.0, 1.0, 0.5, -1.5, 2.5, -3.5, 4.5, -5.5])  # LVEF auto - ref, points
@@ -95,3 +98,82 @@ def test_validate_refuses_too_few_patients_and_a_folder_in_the_run(site):
         (few / name).symlink_to(tmp / "site" / name, target_is_directory=True)
     assert main(["validate", str(few), "--run", str(run), "--out", str(tmp / "v"), "--reference",
                  str(tmp / "reference.csv")]) == 2
+
+
+ACDC_CODE = {canon: code for code, canon in SOURCE_MAPS["acdc"].items()}  # canonical label -> ACDC's
+
+
+def _acdc_folder(folder, c, k: int):
+    """An ACDC-layout patient folder (Info.cfg, ED and ES frames with their masks) from a phantom SAX cine."""
+    import nibabel as nib
+
+    folder.mkdir(parents=True)
+    pid = f"patient{k:03d}"
+    (folder / "Info.cfg").write_text(f"ED: {c.ed + 1}\nES: {c.es + 1}\nGroup: NOR\nHeight: 175\nWeight: 75\n"
+                                     f"NbFrame: {c.n_frames}\n")
+    zooms = np.diag([c.spacing[2], c.spacing[1], c.spacing[0], 1.0])
+    to_acdc = np.vectorize(lambda v: ACDC_CODE.get(int(v), 0), otypes=[np.uint8])
+    for t in (c.ed, c.es):
+        nib.save(nib.Nifti1Image(np.transpose(c.pixels[t], (2, 1, 0)).astype(np.float32), zooms),
+                 folder / f"{pid}_frame{t + 1:02d}.nii.gz")
+        nib.save(nib.Nifti1Image(np.transpose(to_acdc(c.labels[t]), (2, 1, 0)), zooms),
+                 folder / f"{pid}_frame{t + 1:02d}_gt.nii.gz")
+
+
+@pytest.fixture
+def contoured(tmp_path):
+    """A site of 10 patients in ACDC's layout (ED and ES masks) and a run with a tiny SAX segmenter at 32 px."""
+    for k in range(10):
+        c = simulate_subject(k, seed=0, config=dict(n_frames=6, matrix=48, pixel_mm=3.0), views=("SAX",))["SAX"]
+        _acdc_folder(tmp_path / "site" / f"patient{k + 1:03d}", c, k + 1)
+    torch.manual_seed(0)
+    net = unet11(6, width=0.0625).eval()
+    net.geometry = FrameGeometry(size=32, spacing=4.5)
+    run = tmp_path / "run"
+    prov = dict(trained_on="acdc", profile="default", real_check="ACDC held-out",
+                intervals={"LVEF": dict(half_width=2.0, n=30, level=0.9, coverage=0.9)})
+    segmentation.Predictor({"SAX": net}, provenance=prov).save(run / "predictors" / "segmentation.predictor")
+    (run / "run.json").write_text(json.dumps(dict(profile="default")))
+    return tmp_path, run
+
+
+def test_fine_tuning_is_scored_out_of_fold_and_ships_the_model_tuned_on_every_patient(contoured, monkeypatch):
+    from cmrlib.methods.segmentation import learner
+
+    tmp, run = contoured
+    seen, real = [], learner.fine_tune
+    key = lambda c: hashlib.sha1(c.pixels.tobytes()).hexdigest()
+    folders = sorted((tmp / "site").iterdir())
+    subject_of = {key(contoured_frames(f)): f"S{i:03d}" for i, f in enumerate(folders, start=1)}
+
+    def recording(model, cines, *a, **kw):  # which patients each fine-tune learnt from
+        seen.append({subject_of[key(c)] for c in cines})
+        return real(model, cines, *a, **kw)
+
+    monkeypatch.setattr(learner, "fine_tune", recording)
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    files = validate(tmp / "site", run, tmp / "tuned", log=lambda *_: None, progress=False,
+                     fine_tune=dict(folds=2, epochs=1))
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    oof = pd.read_csv(files["measures_fine_tuned"])
+    assert len(seen) == 3 and len(seen[-1]) == 10  # two folds, then every patient for the shipped model
+    for k, learnt in enumerate(seen[:2]):  # a patient is measured only by the model that did not learn from them
+        assert set(oof[oof.fold == k].subject) == set(subject_of.values()) - learnt
+    t = pd.read_csv(files["fine_tune"], index_col=0)
+    assert t.loc["RVEDV", "n"] == 10 and {"mae_run", "mae_fine_tuned", "ci_low", "ci_high"} <= set(t.columns)
+    shipped = run_predictors(files["run"])[0]["segmentation"]
+    original = run_predictors(run)[0]["segmentation"]
+    assert shipped.provenance["validation"]["fine_tuned"]["patients"] == 10
+    assert not all(torch.equal(a, b) for a, b in zip(shipped.nets["SAX"].state_dict().values(),
+                                                     original.nets["SAX"].state_dict().values()))
+    assert shipped.nets["SAX"].geometry == original.nets["SAX"].geometry
+    report = analyse(tmp / "site" / "patient001", files["run"], tmp / "report", log=lambda *_: None)
+    assert "fine-tuned on 10 of them" in report["html"].read_text()
+
+
+def test_fine_tuning_needs_masks(site):
+    tmp, run = site
+    with pytest.raises(AnalyseError, match="--fine-tune needs SAX masks"):
+        validate(tmp / "site", run, tmp / "v", tmp / "reference.csv", log=lambda *_: None, progress=False,
+                 fine_tune=True)
+    assert not (tmp / "v").exists()

@@ -1,6 +1,7 @@
 """Segmentation learner (TernausNet11, Dice + cross-entropy, per-class Dice metrics), training, export and reload."""
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Sequence
 
@@ -12,7 +13,7 @@ from fastai.learner import Learner
 from fastai.losses import CrossEntropyLossFlat, DiceLoss
 from fastai.metrics import DiceMulti
 
-from ...data import FrameGeometry
+from ...data import FrameGeometry, cine_dls
 from ...data import seg_dls as dataloaders  # noqa: F401  (the method's feed: cmrlib.data's segmentation DataBlock)
 from ...labels import NAMES
 from ...learn import callbacks
@@ -64,13 +65,15 @@ class ClassDice(DiceMulti):
 
 def learner(dls, width: float = 0.25, pretrained: bool = False, bn: bool = True, dice_weight: float = 1.0,
                 labels: Sequence[int] | None = None, path: str | Path = ".", bf16: bool = False, balance: bool = False,
-                **kwargs) -> Learner:
+                model: torch.nn.Module | None = None, **kwargs) -> Learner:
     """A fastai Learner for a TernausNet11 on `seg_dls` DataLoaders; the data geometry travels on the model.
 
     bf16: train with CPU bfloat16 autocast (`CPUBFloat16`). balance: weight the cross-entropy by inverse square-root
-    class frequency (`class_weights`), so small structures (RA, RV in long axis) are learned early."""
-    model = unet11(n_classes=len(NAMES), width=width, pretrained=pretrained, bn=bn)
-    model.geometry, model.views = getattr(dls, "geometry", FrameGeometry()), getattr(dls, "views", ())
+    class frequency (`class_weights`), so small structures (RA, RV in long axis) are learned early. model: train this
+    network (its geometry kept) instead of a new one."""
+    if model is None:
+        model = unet11(n_classes=len(NAMES), width=width, pretrained=pretrained, bn=bn)
+        model.geometry, model.views = getattr(dls, "geometry", FrameGeometry()), getattr(dls, "views", ())
     counts = _label_counts(dls)
     labels = [k for k in sorted(NAMES) if k and counts[k]] if labels is None else labels  # default: those present
     cbs = list(kwargs.pop("cbs", [])) + callbacks("segmentation", bf16)
@@ -97,6 +100,22 @@ def class_weights(counts: np.ndarray, cap: float = 10.0) -> torch.Tensor:
 def load(path: str | Path) -> torch.nn.Module:
     """A segmenter exported with `cmrlib.learn.export` (network, geometry, decision log-prior) on the CPU."""
     return load_exported(path, "segmenter", "notebook 01")
+
+
+def fine_tune(model, cines: Sequence, epochs: int, lr: float, seed: int = 0, bs: int = 8, bf16: bool = False,
+              recipe_name: str = "real") -> torch.nn.Module:
+    """A copy of a trained segmenter fine-tuned on the labelled frames of real cines (a site's own contours) at its
+    own geometry, its decision prior and test-time mirroring kept: the original is never changed."""
+    from .recipes import recipe
+
+    net = copy.deepcopy(as_model(model)).train()
+    geom = getattr(net, "geometry", None) or FrameGeometry()
+    dls = cine_dls(cines, geom, bs=bs, seed=seed, **recipe(recipe_name))
+    with seeded(seed):
+        learn = learner(dls, model=net, bf16=bf16)
+        with learn.no_bar(), learn.no_logging():  # the caller shows progress over its folds
+            learn.fit_one_cycle(epochs, lr)
+    return learn.model.eval()
 
 
 MODEL_FILES = {"SAX": "seg_sax.model", "LAX": "seg_lax.model"}  # exported segmenters by kind, in a models folder

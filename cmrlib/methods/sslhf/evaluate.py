@@ -40,6 +40,18 @@ def at_level(pred: pd.DataFrame, level: str) -> pd.DataFrame:
     return pred if level == "patch" else patient_scores(pred)
 
 
+MEASUREMENT = "segmentation LVEF < 50 %"  # the measurement baseline on real patients: the run's segmenter's LVEF
+
+
+def measurement_rows(pred: pd.DataFrame, lvef: pd.Series) -> pd.DataFrame:
+    """The measurement baseline as a model's predictions: each test patient's segmented LVEF as a score, 0.5 at
+    50 % (higher: lower EF) and no validation rows, so its threshold stays the 50 % rule; one score per patient, so
+    patch and patient level agree. A patient without a segmented LVEF is left out."""
+    test = pred[pred.split == "test"].drop_duplicates(["fold", "fraction", "subject"])
+    test = test.assign(row=MEASUREMENT, slice=0, score=0.5 + (50.0 - test.subject.map(lvef).astype(float)) / 100.0)
+    return test.dropna(subset=["score"])[list(pred.columns)].reset_index(drop=True)
+
+
 def fold_metrics(pred: pd.DataFrame) -> pd.DataFrame:
     """Per model and level: test AUC and accuracy at the accuracy-maximising threshold of the validation split. A test
     fold with one class only has no AUC: its `note` says so with the class counts."""

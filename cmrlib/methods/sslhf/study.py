@@ -19,7 +19,8 @@ from ...transforms.corrupt import corrupt, random_frame_cover, random_local_shuf
 from ...utils import rng, seed_for
 from . import crossval
 from .data import CLASSES, HFREF_BELOW, HFPatches, PatchSettings, hf_class, hf_labels, patient_folds, preprocess_store
-from .evaluate import TABLES, detectability, differences, fold_metrics, mean_roc, pooled_summary, table
+from .evaluate import (MEASUREMENT, TABLES, detectability, differences, fold_metrics, mean_roc, measurement_rows,
+                       pooled_summary, table)
 from .figures import ef_figure, learning_curve_figure, real_figure, restoration_figure, roc_figure
 from .learner import NO_PROXY, PROXIES, SSLHFConfig, network, pretrain, restore, save
 from .predictor import Predictor
@@ -501,6 +502,10 @@ class Study(Base):
                                                         lambda fold: {"SSLHF": chosen.nets[fold]}, keep=(),
                                                         client=self.fit_client)
         self.nb.table(pd.DataFrame(fit_logs), "real_train_log")
+        lvef = self._segmented_lvef(store, labels)
+        if lvef is not None:
+            pred = pd.concat([pred, measurement_rows(pred, lvef)], ignore_index=True)
+            rows = [*rows, MEASUREMENT]
         self.nb.table(pred, "real_predictions")
         fm = fold_metrics(pred)
         summ = pooled_summary(pred, fm, seed=seed_for(p["seed"], "sslhf", "bootstrap"))
@@ -513,6 +518,21 @@ class Study(Base):
                        f"Patient-level test AUC (pooled over five folds, patient-bootstrap 95 % CI) on {len(labels)} real ACDC SAX cines "
                        "(reduced vs preserved LVEF) beside the phantom's and the paper's, per row.")
         return RealCV(real_table, pred, summ, chosen.logs, chosen.name, chosen.gate)
+
+    def _segmented_lvef(self, store, labels: pd.DataFrame) -> pd.Series | None:
+        """Each real patient's LVEF from the run's segmenter (the measurement a cardiologist already has; it trained
+        on the full-field ED and ES masks of notebook 01's ACDC training patients), or None without one."""
+        if not self._segmentation_file.exists():
+            print("no measurement row: this run has no segmentation Predictor (notebook 01)")
+            return None
+        with self.nb.timer("real patients: segmented LVEF"):
+            meas = self.table1_measures(store, labels.subject, progress=False)
+        if "LVEF_auto" not in meas:
+            return None
+        got = meas["LVEF_auto"]
+        print(f"measurement row: the run's segmenter's LVEF on {int(got.notna().sum())} of {len(labels)} real "
+              "patients, reduced when below 50 % (no threshold learnt)")
+        return got
 
     def real_patients(self) -> pd.DataFrame:
         """The real patients' table (Tables II-III's rows)."""
