@@ -32,6 +32,8 @@ UNITS = {"BSA": "m²", "HR": "bpm", "LVEDV": "mL", "LVESV": "mL", "LVSV": "mL", 
          "LAEF": "%", "RAVmax": "mL", "RAVmin": "mL", "RASV": "mL", "RAEF": "%", "MAPSE": "mm", "s_prime": "cm/s",
          "e_prime": "cm/s", "a_prime": "cm/s"}
 UNITS.update({f"{k}i": f"{u}/m²" for k, u in list(UNITS.items()) if u in ("mL", "g", "L/min")})
+SAX_VOLUMES = ("LVEDV", "LVESV", "LVSV", "LVEF", "LVM", "RVEDV", "RVESV", "RVSV", "RVEF")  # a SAX stack's measures
+# with a real reference: what the segmenter's 90 % intervals calibrate and what `cmrlib validate` compares
 INDEXED = ("LVEDV", "LVESV", "LVSV", "LVM", "LVCO", "RVEDV", "RVESV", "RVSV", "LAVmax", "LAVmin", "LASV", "RAVmax",
            "RAVmin", "RASV")
 

@@ -22,14 +22,13 @@ import numpy as np
 import pandas as pd
 
 from . import stats
-from .measure import UNITS
+from .measure import SAX_VOLUMES, UNITS
 from .analyse import AnalyseError, own_folder, read_patient
 from .analyse_batch import failure, subject_folders
 from .predictor import SEGMENTER, file_name, run_predictors
 from .record import Cine
 from .utils import atomic_write_json, atomic_write_text, rng, seed_for, spreadsheet_safe
 
-MEASURES = ("LVEDV", "LVESV", "LVSV", "LVEF", "LVM", "RVEDV", "RVESV", "RVSV", "RVEF")  # calibrated when given
 LEVEL = 0.9
 MIN_PATIENTS = 10  # fewer cannot give a 90 % interval (ceil((n + 1) 0.9) <= n needs n >= 9) nor a useful ICC
 VALIDATION = "validation"  # OUT's folder of tables
@@ -37,14 +36,14 @@ FINE_TUNE = dict(folds=5, epochs=10, lr=1e-3, seed=0, bf16=False)  # --fine-tune
 
 
 def read_reference(path: Path | None) -> dict[str, dict[str, float]]:
-    """folder name -> reference values from a CSV with a `patient` column and measure columns (any of MEASURES)."""
+    """folder name -> reference values from a CSV with a `patient` column and measure columns (any of SAX_VOLUMES)."""
     if path is None:
         return {}
     from .tables import number, read_table
 
-    t = read_table(path, {"patient": str.strip, **{m: number for m in MEASURES}}, required=("patient",),
-                   any_of=MEASURES, what="reference table", key="patient")
-    cols = [m for m in MEASURES if m in t.columns]
+    t = read_table(path, {"patient": str.strip, **{m: number for m in SAX_VOLUMES}}, required=("patient",),
+                   any_of=SAX_VOLUMES, what="reference table", key="patient")
+    cols = [m for m in SAX_VOLUMES if m in t.columns]
     return {str(r["patient"]): {m: float(r[m]) for m in cols if pd.notna(r[m])} for _, r in t.iterrows()}
 
 
@@ -54,7 +53,7 @@ def reference_of(cines, given: dict[str, float] | None) -> dict[str, float]:
         return given
     sax = next((c for c in cines if c.view == "SAX"), None)
     meta = sax.meta if sax is not None and sax.meta.get("truth_from") else {}
-    return {m: float(meta[m]) for m in MEASURES if meta.get(m) is not None}
+    return {m: float(meta[m]) for m in SAX_VOLUMES if meta.get(m) is not None}
 
 
 def measure_cohort(folders: list[Path], segmenter, refs: dict[str, dict], log: Callable[[str], None],
@@ -155,7 +154,7 @@ def fine_tune_table(before: pd.DataFrame, after: pd.DataFrame, pairs: dict, seed
 
 def pairs_of(table: pd.DataFrame) -> dict[str, tuple[str, str]]:
     """The measures with an automatic and a reference value for at least MIN_PATIENTS patients."""
-    return {m: (f"{m}_auto", f"{m}_ref") for m in MEASURES if {f"{m}_auto", f"{m}_ref"} <= set(table.columns)
+    return {m: (f"{m}_auto", f"{m}_ref") for m in SAX_VOLUMES if {f"{m}_auto", f"{m}_ref"} <= set(table.columns)
             and (table[f"{m}_auto"].notna() & table[f"{m}_ref"].notna()).sum() >= MIN_PATIENTS}
 
 

@@ -16,7 +16,7 @@ from ... import plots, stats
 from ...data import pick_subjects
 from ...labels import NAMES
 from ...longform import PHANTOM_REFERENCES, from_table1
-from ...measure import UNITS, measure_pairs, subject_measures
+from ...measure import SAX_VOLUMES, UNITS, measure_pairs, subject_measures
 from ...store import CohortStore
 from ...study import Study as Base, StudySkipped
 from ...utils import data_root
@@ -27,7 +27,6 @@ from .predict import calibrate_prior, log_prior, predict_store, uncertainty_refe
 from .predictor import Predictor
 from .recipes import recipe
 
-INTERVAL_MEASURES = ("LVEDV", "LVESV", "LVSV", "LVEF", "LVM", "RVEDV", "RVESV", "RVSV", "RVEF")  # calibrated
 
 
 def dice_all(table: pd.DataFrame, *key) -> float:
@@ -609,7 +608,7 @@ class Study(Base):
         valid = predict_store(self._sax_model(self.shipped_sax), acdc, acdc.select(view="SAX", split="valid"),
                               **self.on_dask)
         patients = pd.concat([subject_measures(acdc, valid), agree.measures], ignore_index=True)
-        pairs = {m: agree.pairs[m] for m in INTERVAL_MEASURES if m in agree.pairs}
+        pairs = {m: agree.pairs[m] for m in SAX_VOLUMES if m in agree.pairs}
         t = stats.conformal_intervals(patients, pairs, level=0.9, by="split")
         self.nb.table(t, "intervals.csv", index=True)
         print(t.round(3).to_string())
