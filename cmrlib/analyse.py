@@ -335,7 +335,8 @@ def calibration(provenance: dict) -> str:
         tuned = (f"; SAX segmenter fine-tuned on {ft.get('patients')} of them" + (
             f", LVEF MAE {mae['mae_run']:.1f} -> {mae['mae_fine_tuned']:.1f} points out of fold" if mae else "")
                  ) if ft else ""
-        return f"Intervals from a site validation ({v.get('patients')} patients, {v.get('date')}{tuned})."
+        qc = "; the entropy check measured against the same patients" if v.get("uncertainty_p95") else ""
+        return f"Intervals from a site validation ({v.get('patients')} patients, {v.get('date')}{tuned}{qc})."
     where = sorted({c.get("calibrated_on") for c in cal.values() if isinstance(c, dict) and c.get("calibrated_on")})
     return f"Intervals calibrated on {'; '.join(where)}." if where else ""
 

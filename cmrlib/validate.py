@@ -4,8 +4,8 @@ Each patient's folder goes through the run's segmentation Predictor; its LV and 
 against the site's reference (a CSV of reference values by folder name, or the ED/ES masks an ACDC-layout folder
 carries). The site gets Bland-Altman and ICC per measure, and 90 % intervals recalibrated on its patients
 (split-conformal, coverage checked leaving each patient out). OUT is a new run folder: the run's Predictors, the
-segmenter's carrying the site's intervals (its weights unchanged; the original run untouched), and
-`validation/` with the tables and the figure. `cmrlib analyse --run OUT` then prints the site's intervals and says
+segmenter's carrying the site's intervals and the site's yardstick for the report's entropy check (its weights
+unchanged unless `--fine-tune`, below; the original run untouched), and `validation/` with the tables and the figure. `cmrlib analyse --run OUT` then prints the site's intervals and says
 so. Patients are S001, S002... in the sorted order of their folders; no folder name is written.
 """
 from __future__ import annotations
@@ -32,6 +32,8 @@ from .utils import atomic_write_json, atomic_write_text, rng, seed_for, spreadsh
 LEVEL = 0.9
 MIN_PATIENTS = 10  # fewer cannot give a 90 % interval (ceil((n + 1) 0.9) <= n needs n >= 9) nor a useful ICC
 VALIDATION = "validation"  # OUT's folder of tables
+ENTROPY = "entropy_"  # a measures table's column prefix: the segmenter's mean SAX entropy inside a structure
+QC_QUANTILE = 95.0  # the entropy yardstick: a cine less sure than this percentile of the calibrating patients is flagged
 FINE_TUNE = dict(folds=5, epochs=10, lr=1e-3, seed=0, bf16=False)  # --fine-tune's schedule: fixed, never chosen on the site
 
 
@@ -71,8 +73,10 @@ def measure_cohort(folders: list[Path], segmenter, refs: dict[str, dict], log: C
             if not ref:
                 raise AnalyseError(f"{folder.name}: no reference (no --reference row, no SAX masks at ED and ES)",
                                    "no reference (no --reference row, no SAX masks at ED and ES)")
-            got = segmenter.predict(cines).measures
+            pred = segmenter.predict(cines)
+            got, entropy = pred.measures, (pred.detail.get("uncertainty") or {}).get("SAX") or {}
             row |= {f"{m}_auto": got.get(m, np.nan) for m in ref} | {f"{m}_ref": v for m, v in ref.items()}
+            row |= {f"{ENTROPY}{k}": v for k, v in entropy.items()}
         except Exception as e:  # one patient's bad files never stop the site's validation
             row["status"] = failure(e)
             log(f"  {row['subject']}: {row['status']}")
@@ -170,6 +174,24 @@ def interval_table(table: pd.DataFrame, pairs: dict, run_cal: dict) -> pd.DataFr
     return site
 
 
+def qc_table(table: pd.DataFrame, run_p95: dict[str, float]) -> pd.DataFrame:
+    """Per structure, the entropy yardstick of the report's check "less sure than on 95 % of its validation cines":
+    the run's, the site's (the 95th percentile over the site's patients) and the share of the site's patients
+    above each (the site's left out one patient at a time, so that it is not scored on the patients that set it)."""
+    rows = []
+    for col in [c for c in table.columns if c.startswith(ENTROPY)]:
+        e = table[col].dropna().to_numpy(float)
+        if len(e) < MIN_PATIENTS:
+            continue
+        k = col[len(ENTROPY):]
+        loo = np.mean([e[i] > np.percentile(np.delete(e, i), QC_QUANTILE) for i in range(len(e))])
+        run = run_p95.get(k, np.nan)
+        rows.append(dict(structure=k, n=len(e), run_p95=run, site_p95=float(np.percentile(e, QC_QUANTILE)),
+                         run_flags=float((e > run).mean()) if np.isfinite(run) else np.nan, site_flags=float(loo)))
+    return pd.DataFrame(rows, columns=["structure", "n", "run_p95", "site_p95", "run_flags", "site_flags"]
+                        ).set_index("structure")
+
+
 def site_intervals(site: pd.DataFrame, name: str) -> dict[str, dict]:
     """The Predictor's `intervals` from the site's table."""
     return {m: dict(half_width=round(float(r.half_width), 3), n=int(r.n), level=LEVEL,
@@ -238,16 +260,22 @@ def validate(cohort: str | Path, run_dir: str | Path, out: str | Path, reference
     if tuned is not None:
         record["fine_tuned"] = dict({k: tune[k] for k in ("folds", "epochs", "lr", "seed")}, patients=len(learnt),
                                     mae=tuned[["mae_run", "mae_fine_tuned"]].round(3).to_dict("index"))
+    qc = qc_table(calibrating, ((seg.prep.get("uncertainty_p95") or {}).get("SAX")) or {})
+    if len(qc):  # the report's entropy check measured against the site's patients
+        seg.prep = dict(seg.prep, uncertainty_p95={**(seg.prep.get("uncertainty_p95") or {}),
+                                                   "SAX": qc.site_p95.round(5).to_dict()})
+        record["uncertainty_p95"] = f"SAX: the {QC_QUANTILE:g}th percentile over {int(qc.n.max())} site patients"
     seg.provenance = dict(seg.provenance, intervals=run_cal | site_intervals(site, name), validation=record)
     shutil.rmtree(o / "predictors" / file_name(SEGMENTER))  # the links only: the run's files stay
     seg.save(o / "predictors" / file_name(SEGMENTER))
     v = o / VALIDATION
     v.mkdir()
     files = dict(run=o, agreement=v / "agreement.csv", intervals=v / "intervals.csv", measures=v / "measures.csv",
-                 figure=v / "agreement.png")
+                 figure=v / "agreement.png", qc=v / "qc.csv")
     atomic_write_text(v / "measures.csv", spreadsheet_safe(table).to_csv(index=False))
     atomic_write_text(v / "agreement.csv", agree.to_csv())
     atomic_write_text(v / "intervals.csv", site.to_csv())
+    atomic_write_text(files["qc"], qc.to_csv())
     if tuned is not None:
         files |= dict(fine_tune=v / "fine_tune.csv", measures_fine_tuned=v / "measures_fine_tuned.csv")
         atomic_write_text(files["fine_tune"], tuned.to_csv())
@@ -257,6 +285,7 @@ def validate(cohort: str | Path, run_dir: str | Path, out: str | Path, reference
         kind="cmrlib validation", from_run=run_dir.name, patients=len(table), measured=len(done), level=LEVEL,
         failed=table[table.status != "measured"][["subject", "status"]].to_dict("records"),
         intervals=json.loads(site.to_json(orient="index")), fine_tuned=record.get("fine_tuned"),
+        qc=json.loads(qc.to_json(orient="index")),
         seconds=round(time.perf_counter() - t0, 1)))
     log(f"{len(done)} of {len(table)} patients measured; validated run: {o} ({time.perf_counter() - t0:.1f} s)")
     return files

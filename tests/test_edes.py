@@ -354,3 +354,33 @@ def test_the_ukbb_demo_sax_pseudo_label_measures_are_those_of_a_healthy_heart(da
         m = sax_measures(folder)
         assert 55 <= m["LVEF"] <= 75 and 100 <= m["LVEDV"] <= 250 and 50 <= m["LVM"] <= 200
     assert sax_measures(data_dir) == {}  # no SAX segmentation there
+
+
+def test_template_fit_reads_every_frame_where_an_argmax_reads_the_peak():
+    from cmrlib.methods.edes.curves import fit_template, read_frames
+
+    n, ed, es = 20, 7, 14
+    truth = label_curve(n, ed, es)
+    assert fit_template(truth) == (ed, es)
+    assert fit_template(0.4 * truth + 0.3) == (ed, es)  # any positive scale and offset
+    noisy = truth.copy()
+    noisy[(ed - 2) % n] += 0.08  # a flat diastolic top (0.95 two frames early): a little noise wins the argmax
+    assert decode(noisy)[0] == (ed - 2) % n and fit_template(noisy) == (ed, es)
+    noise = np.random.default_rng(0).normal(0, 0.1, (50, n))
+    hits = [fit_template(truth + e) for e in noise]  # every frame votes: right in most noisy curves
+    assert np.mean([frame_diff(h[0], ed, n) <= 1 and frame_diff(h[1], es, n) <= 1 for h in hits]) >= 0.9
+    with pytest.raises(ValueError, match="unknown decoder"):
+        read_frames(truth, decoder="peak")
+
+
+def test_the_predictor_keeps_its_decoder_and_refuses_an_unknown_one():
+    from cmrlib.methods.edes import Predictor
+    from cmrlib.predictor import PredictorError
+
+    net = tempreg_net()
+    assert "decoder" not in Predictor.from_model(net, "n", 64, 1.0).prep  # extremes: the files made before
+    p = Predictor.from_model(net, "n", 64, 1.0, decoder="template")
+    assert p.decoder == "template"
+    p.prep["decoder"] = "peak"
+    with pytest.raises(PredictorError, match="unknown decoder"):
+        p.decoder

@@ -167,6 +167,8 @@ def test_fine_tuning_is_scored_out_of_fold_and_ships_the_model_tuned_on_every_pa
     assert not all(torch.equal(a, b) for a, b in zip(shipped.nets["SAX"].state_dict().values(),
                                                      original.nets["SAX"].state_dict().values()))
     assert shipped.nets["SAX"].geometry == original.nets["SAX"].geometry
+    qc = pd.read_csv(files["qc"], index_col=0)  # the report's entropy check now measured against the site
+    assert len(qc) and shipped.prep["uncertainty_p95"]["SAX"] == pytest.approx(qc.site_p95.to_dict(), abs=1e-5)
     report = analyse(tmp / "site" / "patient001", files["run"], tmp / "report", log=lambda *_: None)
     assert "fine-tuned on 10 of them" in report["html"].read_text()
 
@@ -177,3 +179,14 @@ def test_fine_tuning_needs_masks(site):
         validate(tmp / "site", run, tmp / "v", tmp / "reference.csv", log=lambda *_: None, progress=False,
                  fine_tune=True)
     assert not (tmp / "v").exists()
+
+
+def test_the_entropy_yardstick_is_the_sites_95th_percentile_scored_leaving_each_patient_out():
+    from cmrlib.validate import qc_table
+
+    e = np.linspace(0.10, 0.29, 20)  # 20 patients' mean LV entropy
+    t = qc_table(pd.DataFrame({"entropy_LV": e, "entropy_RV": [np.nan] * 20}), {"LV": 0.15})
+    assert list(t.index) == ["LV"]  # RV has no entropies: no yardstick
+    assert t.loc["LV", "site_p95"] == pytest.approx(np.percentile(e, 95))
+    assert t.loc["LV", "run_flags"] == pytest.approx(14 / 20)  # the run's yardstick flags most of this site
+    assert t.loc["LV", "site_flags"] == pytest.approx(2 / 20)  # left out, the two largest are above the others' p95

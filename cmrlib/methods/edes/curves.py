@@ -1,7 +1,10 @@
 """The eq. 4 volume-like target curve, cyclic frame differences and decoding a curve into ED and ES."""
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
+
 from scipy.ndimage import uniform_filter1d
 
 from ...measure import frame_diff  # noqa: F401  (this package's cyclic frame distance)
@@ -30,3 +33,36 @@ def decode(curve: np.ndarray, smooth: int = 1) -> tuple[int, int]:
     if smooth > 1:
         c = uniform_filter1d(c, size=int(smooth), mode="wrap")
     return int(np.argmax(c)), int(np.argmin(c))
+
+
+DECODERS = ("argmax", "template")  # how a predicted curve becomes ED and ES: its extremes, or the closest eq. 4 curve
+
+
+@lru_cache(maxsize=64)
+def _templates(n: int, delta: float, upsilon: float) -> tuple[np.ndarray, np.ndarray]:
+    """Every (ED, ES) pair of an n-frame cycle and its eq. 4 curve, centred: (P, 2) pairs and (P, n) curves."""
+    pairs = np.array([(ed, es) for ed in range(n) for es in range(n) if ed != es])
+    t = np.stack([label_curve(n, ed, es, delta, upsilon) for ed, es in pairs]).astype(np.float64)
+    return pairs, t - t.mean(1, keepdims=True)
+
+
+def fit_template(curve: np.ndarray, delta: float = 3.0, upsilon: float = 1 / 3) -> tuple[int, int]:
+    """ED and ES of the eq. 4 curve that fits a predicted one best (least squares, any positive scale and offset):
+    every frame votes, where an argmax hears only the peak, and the target's flat diastolic top (0.02 below its
+    peak one frame before ED) is where an argmax lands early on noise."""
+    c = np.asarray(curve, dtype=np.float64)
+    if len(c) < 3:
+        return decode(c)
+    pairs, t = _templates(len(c), float(delta), float(upsilon))
+    cov = t @ (c - c.mean())
+    fit = np.where(cov > 0, cov ** 2 / (t ** 2).sum(1), -np.inf)  # the variance each template explains
+    ed, es = pairs[int(np.argmax(fit))]
+    return int(ed), int(es)
+
+
+def read_frames(curve: np.ndarray, smooth: int = 1, decoder: str = "argmax", delta: float = 3.0,
+                upsilon: float = 1 / 3) -> tuple[int, int]:
+    """ED and ES from a predicted curve by `decoder` (one of DECODERS)."""
+    if decoder not in DECODERS:
+        raise ValueError(f"unknown decoder {decoder!r}; one of {DECODERS}")
+    return decode(curve, smooth) if decoder == "argmax" else fit_template(curve, delta, upsilon)

@@ -9,7 +9,7 @@ import torch
 from ...labels import LV
 from ...record import Cine
 from ...store import CohortStore
-from .curves import decode
+from .curves import decode, read_frames
 from .data import seq_frames
 
 
@@ -22,10 +22,10 @@ def predict_curve(model: torch.nn.Module, frames: np.ndarray) -> np.ndarray:
 
 
 def predict(model: torch.nn.Module, cine: Cine, size: int, zoom: float = 1.0, z: int | None = None,
-           smooth: int = 1) -> dict:
-    """End to end on a `Cine`: frames -> predicted curve -> ED/ES (0-based)."""
+           smooth: int = 1, decoder: str = "argmax") -> dict:
+    """End to end on a `Cine`: frames -> predicted curve -> ED/ES (0-based; `curves.read_frames`' decoder)."""
     curve = predict_curve(model, seq_frames(cine, size, z, zoom=zoom))
-    ed, es = decode(curve, smooth)
+    ed, es = read_frames(curve, smooth, decoder)
     return dict(curve=curve, ed=ed, es=es)
 
 

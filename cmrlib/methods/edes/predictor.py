@@ -8,6 +8,7 @@ from torch import nn
 from ...predictor import NotApplicable, Prediction, PredictorError
 from ...predictor import Predictor as Base
 from ...record import Cine
+from .curves import DECODERS
 from .predict import combine, predict, seg_detect
 
 NETWORK, VOLUME_CURVE, COMBINED = "network", "volume curve", "combined"  # what a Predictor's `detector` may be
@@ -16,7 +17,7 @@ DETECTOR_KINDS = (NETWORK, VOLUME_CURVE, COMBINED)
 
 class Predictor(Base):
     """nets: {'net': the ED/ES network} (none for the volume curve); prep: detector (`DETECTOR_KINDS`), the
-    network's size, zoom and smooth, the curve's curve_smooth (frames of each circular moving average); needs:
+    network's size, zoom, smooth and decoder, the curve's curve_smooth (frames of each circular moving average); needs:
     {'segmenter': 'segmentation'} where the LV volume curve takes part."""
 
     method = "edes"
@@ -26,9 +27,10 @@ class Predictor(Base):
 
     @classmethod
     def from_model(cls, model: nn.Module, name: str, size: int, zoom: float, smooth: int = 1,
-                   provenance: dict | None = None) -> "Predictor":
-        """A network alone."""
-        return cls({"net": model.eval()}, dict(detector=NETWORK, size=int(size), zoom=float(zoom), smooth=int(smooth)),
+                   provenance: dict | None = None, decoder: str = "argmax") -> "Predictor":
+        """A network alone (`decoder`: how its curve becomes ED and ES, `curves.DECODERS`)."""
+        prep = dict(detector=NETWORK, size=int(size), zoom=float(zoom), smooth=int(smooth))
+        return cls({"net": model.eval()}, prep | ({"decoder": decoder} if decoder != "argmax" else {}),
                    provenance=provenance, model=name)
 
     @classmethod
@@ -54,6 +56,14 @@ class Predictor(Base):
             raise PredictorError(f"edes: unknown detector {str(kind)[:40]!r}; one of {DETECTOR_KINDS}")
         return kind
 
+    @property
+    def decoder(self) -> str:
+        """How the network's curve becomes ED and ES (a file without the key: its extremes)."""
+        dec = self.prep.get("decoder", "argmax")
+        if dec not in DECODERS:
+            raise PredictorError(f"edes: unknown decoder {str(dec)[:40]!r}; one of {DECODERS}")
+        return dec
+
     def reads(self, view: str) -> bool:
         """The volume curve reads the views the segmenter reads; a network reads SAX, 2CH and 4CH."""
         if self.detector == NETWORK:
@@ -63,7 +73,8 @@ class Predictor(Base):
     def detect(self, cine: Cine) -> dict:
         """ED, ES (0-based frames) and the curve they were read from, for one cine."""
         kind = self.detector
-        net = {k: self.prep[k] for k in ("size", "zoom", "smooth")} if kind != VOLUME_CURVE else None
+        net = ({k: self.prep[k] for k in ("size", "zoom", "smooth")} | {"decoder": self.decoder}
+               if kind != VOLUME_CURVE else None)
         if kind == NETWORK:
             return predict(self.nets["net"], cine, **net)
         curve = seg_detect(self.need("segmenter"), cine, self.prep.get("curve_smooth", 1))

@@ -88,6 +88,7 @@ class RealCines:
     shipped: str
     kind: str  # the shipped detector's `predictor.DETECTOR_KINDS` entry
     smooth: int  # its curve's circular moving average (frames)
+    decoder: str  # how its network's curve becomes ED and ES (`curves.DECODERS`)
     held_out: pd.DataFrame  # every detector on the held-out patients, with its paired difference from the shipped
     check: str | None
     best_epochs: list[int]
@@ -96,6 +97,7 @@ class RealCines:
 SEAM = "Seam control (largest frame-to-frame change)"
 PHANTOM_CURVE = "LV volume curve (phantom-only segmenter)"
 NETWORK_ROW = "TempReg-Net (fine-tuned)"
+TEMPLATE_ROW = "TempReg-Net (fine-tuned, template fit)"  # the same curves, ED and ES from the closest eq. 4 curve
 
 
 def run_curve(smooth: int) -> str:
@@ -245,7 +247,8 @@ class Study(Base):
             exported = "TempReg-Net" if "TempReg-Net" in nets else p["methods"][-1]
             return self.nb.predictor(Predictor.from_model(nets[exported], exported, p["size"], p["zoom"],
                                                           provenance=self.nb.provenance(self.store, check)))
-        chose = (f"chosen on {int(real.choice.n.iloc[0])} ACDC validation patients among fine-tuned TempReg-Net, "
+        chose = (f"chosen on {int(real.choice.n.iloc[0])} ACDC validation patients among fine-tuned TempReg-Net "
+                 "(its curve read by extremes or by template fit), "
                  "the run segmenter's LV volume curve and their average")
         if real.kind == VOLUME_CURVE:
             seg = self.segmentation().provenance.get("real_training")
@@ -256,7 +259,7 @@ class Study(Base):
         net, n = self.real_network(real)
         prov = self.nb.provenance(self.store, real.check, real_training=f"{n} real ACDC SAX cines; {chose}")
         made = (Predictor.from_model(net, "TempReg-Net (fine-tuned on real patients)", p["size"], p["zoom"],
-                                     provenance=prov) if real.kind == NETWORK else
+                                     provenance=prov, decoder=real.decoder) if real.kind == NETWORK else
                 Predictor.combined(net, "TempReg-Net (fine-tuned on real patients)", p["size"], p["zoom"],
                                    curve_smooth=real.smooth, provenance=prov))
         return self.nb.predictor(made)
@@ -443,8 +446,9 @@ class Study(Base):
                        f"ED/ES detectors on {n} real ACDC SAX cines (cyclically shifted; fine-tuned rows scored on "
                        "held-out folds) with 95 % CIs, beside the paper's and the phantom test split's aFD")
         methods = set(res.method)
-        kinds = {NETWORK_ROW: (NETWORK, 1), **{run_curve(k): (VOLUME_CURVE, k) for k in p["curve_smooth"]},
-                 **{combined(k): (COMBINED, k) for k in p["curve_smooth"]}}
+        kinds = {NETWORK_ROW: (NETWORK, 1, "argmax"), TEMPLATE_ROW: (NETWORK, 1, "template"),
+                 **{run_curve(k): (VOLUME_CURVE, k, "argmax") for k in p["curve_smooth"]},
+                 **{combined(k): (COMBINED, k, "argmax") for k in p["curve_smooth"]}}
         candidates = [m for m in kinds if m in methods]
         valid, test = (res[res.segmenter_split == s] for s in ("valid", "test"))
         if not candidates or valid.empty or test.empty:
@@ -500,6 +504,8 @@ class Study(Base):
                 with learn.no_bar(), learn.no_logging():
                     learn.fit_one_cycle(p["real_epochs"], p["real_lr"], cbs=[best])
             found[f"{m} (fine-tuned)"] = partial(predict, learn.model.eval(), size=p["size"], zoom=p["zoom"])
+            if f"{m} (fine-tuned)" == NETWORK_ROW:
+                found[TEMPLATE_ROW] = partial(predict, learn.model, size=p["size"], zoom=p["zoom"], decoder="template")
             log.append(dict(fold=k, method=m, best_epoch=best.best_epoch, valid_loss=float(best.best),
                             train=sum(s.split == "train" for s in seqs), valid=sum(s.split == "valid" for s in seqs)))
         return found, log
