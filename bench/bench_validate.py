@@ -1,7 +1,9 @@
 """`cmrlib validate` as a site would use it: the run's segmenter calibrated on 20 real patients, checked on the
 others. The site is `acdc-cine/` (65 real SAX cines cropped around the heart, every frame; reference volumes from
 the full manual labels in `reference.csv`): a field of view unlike the full-field frames the run's intervals were
-calibrated on, so its errors differ. The first 20 folders (sorted) calibrate; the other 45 are held out.
+calibrated on, so its errors differ. The first 20 folders (sorted) calibrate; the other 45 are held out. ACDC
+numbers its patients by diagnosis, so the site's 20 are 13 DCM and 7 HCM patients and the held-out 45 mostly MINF,
+NOR and RV: a site that calibrates on a sample unlike the patients it then reports.
 
 Per measure: the run's and the site's 90 % half-widths, and how often each holds the held-out patients' reference
 (target: the site's interval moves coverage toward 90 %), and how many held-out patients the report's entropy check
