@@ -5,8 +5,9 @@ against the site's reference (a CSV of reference values by folder name, or the E
 carries). The site gets Bland-Altman and ICC per measure, and 90 % intervals recalibrated on its patients
 (split-conformal, coverage checked leaving each patient out). OUT is a new run folder: the run's Predictors, the
 segmenter's carrying the site's intervals and the site's yardstick for the report's entropy check (its weights
-unchanged unless `--fine-tune`, below; the original run untouched), and `validation/` with the tables and the figure. `cmrlib analyse --run OUT` then prints the site's intervals and says
-so. Patients are S001, S002... in the sorted order of their folders; no folder name is written.
+unchanged unless `--fine-tune`; the original run untouched), and `validation/` with the tables and the figure.
+`cmrlib analyse --run OUT` then prints the site's intervals and says so. Patients are S001, S002... in the sorted
+order of their folders; no folder name is written.
 """
 from __future__ import annotations
 
@@ -33,8 +34,8 @@ LEVEL = 0.9
 MIN_PATIENTS = 10  # fewer cannot give a 90 % interval (ceil((n + 1) 0.9) <= n needs n >= 9) nor a useful ICC
 VALIDATION = "validation"  # OUT's folder of tables
 ENTROPY = "entropy_"  # a measures table's column prefix: the segmenter's mean SAX entropy inside a structure
-QC_QUANTILE = 95.0  # the entropy yardstick: a cine less sure than this percentile of the calibrating patients is flagged
-FINE_TUNE = dict(folds=5, epochs=10, lr=1e-3, seed=0, bf16=False)  # --fine-tune's schedule: fixed, never chosen on the site
+QC_QUANTILE = 95.0  # the entropy yardstick: a cine less sure than this percentile of the site's patients is flagged
+FINE_TUNE = dict(folds=5, epochs=10, lr=1e-3, seed=0, bf16=False)  # --fine-tune's schedule, never chosen on the site
 
 
 def read_reference(path: Path | None) -> dict[str, dict[str, float]]:
@@ -123,8 +124,10 @@ def fine_tune_cv(folders: list[Path], subjects: list[str], segmenter, refs: dict
                            f"ED and ES masks); {len(frames)} have them")
     names = sorted(frames)
     fold = dict(zip(names, fold_of(len(names), min(tune["folds"], len(names)), tune["seed"])))
-    sax = segmenter.nets["SAX"]
-    fit = lambda cines: fine_tune(sax, cines, tune["epochs"], tune["lr"], tune["seed"], bf16=tune["bf16"])
+
+    def fit(cines):
+        return fine_tune(segmenter.nets["SAX"], cines, tune["epochs"], tune["lr"], tune["seed"], bf16=tune["bf16"])
+
     rows = []
     for k in tqdm(sorted(set(fold.values())), desc="fine-tune folds", disable=not progress):
         tuned = fit([frames[n] for n in names if fold[n] != k])

@@ -4,7 +4,6 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
-
 from scipy.ndimage import uniform_filter1d
 
 from ...measure import frame_diff  # noqa: F401  (this package's cyclic frame distance)

@@ -17,8 +17,8 @@ DETECTOR_KINDS = (NETWORK, VOLUME_CURVE, COMBINED)
 
 class Predictor(Base):
     """nets: {'net': the ED/ES network} (none for the volume curve); prep: detector (`DETECTOR_KINDS`), the
-    network's size, zoom, smooth and decoder, the curve's curve_smooth (frames of each circular moving average); needs:
-    {'segmenter': 'segmentation'} where the LV volume curve takes part."""
+    network's size, zoom, smooth and decoder, the curve's curve_smooth (frames of each circular moving average);
+    needs: {'segmenter': 'segmentation'} where the LV volume curve takes part."""
 
     method = "edes"
     views = ("SAX", "2CH", "4CH")

@@ -20,6 +20,7 @@ from ...learn import callbacks
 from ...learn import load as load_exported
 from ...models import unet11
 from ...utils import seeded
+from .recipes import recipe
 
 
 class DiceCE(torch.nn.Module):
@@ -106,8 +107,6 @@ def fine_tune(model, cines: Sequence, epochs: int, lr: float, seed: int = 0, bs:
               recipe_name: str = "real") -> torch.nn.Module:
     """A copy of a trained segmenter fine-tuned on the labelled frames of real cines (a site's own contours) at its
     own geometry, its decision prior and test-time mirroring kept: the original is never changed."""
-    from .recipes import recipe
-
     net = copy.deepcopy(as_model(model)).train()
     geom = getattr(net, "geometry", None) or FrameGeometry()
     dls = cine_dls(cines, geom, bs=bs, seed=seed, **recipe(recipe_name))

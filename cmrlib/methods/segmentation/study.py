@@ -28,7 +28,6 @@ from .predictor import Predictor
 from .recipes import recipe
 
 
-
 def dice_all(table: pd.DataFrame, *key) -> float:
     """Mean Dice over all labelled frames for one (view,) structure of a summary table."""
     return float(table.loc[(*key, "all"), "dice_mean"])
