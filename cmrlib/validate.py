@@ -105,11 +105,9 @@ def fold_of(n: int, folds: int, seed: int) -> np.ndarray:
 def fine_tune_cv(folders: list[Path], subjects: list[str], segmenter, refs: dict[str, dict], tune: dict,
                  log: Callable[[str], None], progress: bool = True):
     """The segmenter's SAX network fine-tuned on the site's contours: scored by cross-validation inside the cohort
-    (each patient measured by a model fine-tuned without them; the table `measure_cohort` gives), and the model
-    fine-tuned on every contoured patient, to ship. (out-of-fold table, final network, the patients it learnt)"""
+    (each patient measured by a model fine-tuned without them; the table `measure_cohort` gives), and the Predictor
+    fine-tuned on every contoured patient, to ship. (out-of-fold table, that Predictor, the patients it learnt)"""
     from tqdm.auto import tqdm
-
-    from .methods.segmentation.learner import fine_tune
 
     frames = {}
     for name, folder in zip(subjects, folders, strict=True):
@@ -125,23 +123,17 @@ def fine_tune_cv(folders: list[Path], subjects: list[str], segmenter, refs: dict
     names = sorted(frames)
     fold = dict(zip(names, fold_of(len(names), min(tune["folds"], len(names)), tune["seed"])))
 
-    def fit(cines):
-        return fine_tune(segmenter.nets["SAX"], cines, tune["epochs"], tune["lr"], tune["seed"], bf16=tune["bf16"])
+    def fit(learn: list[str]):
+        return segmenter.fine_tuned([frames[n] for n in learn], tune["epochs"], tune["lr"], tune["seed"],
+                                    bf16=tune["bf16"])
 
     rows = []
     for k in tqdm(sorted(set(fold.values())), desc="fine-tune folds", disable=not progress):
-        tuned = fit([frames[n] for n in names if fold[n] != k])
         held = [n for n in names if fold[n] == k]
-        rows.append(measure_cohort([folders[subjects.index(n)] for n in held], with_sax(segmenter, tuned), refs,
-                                   log, progress=False, subjects=held))
+        rows.append(measure_cohort([folders[subjects.index(n)] for n in held], fit([n for n in names if n not in held]),
+                                   refs, log, progress=False, subjects=held))
     table = pd.concat(rows, ignore_index=True).assign(fold=lambda t: t.subject.map(fold))
-    return table.sort_values("subject").reset_index(drop=True), fit([frames[n] for n in names]), names
-
-
-def with_sax(segmenter, net):
-    """The same segmentation Predictor with another SAX network."""
-    return type(segmenter)({**segmenter.nets, "SAX": net}, segmenter.prep, segmenter.needs, segmenter.provenance,
-                           segmenter.model)
+    return table.sort_values("subject").reset_index(drop=True), fit(names), names
 
 
 def fine_tune_table(before: pd.DataFrame, after: pd.DataFrame, pairs: dict, seed: int) -> pd.DataFrame:
@@ -248,10 +240,9 @@ def validate(cohort: str | Path, run_dir: str | Path, out: str | Path, reference
     calibrating, tuned = done, None
     if fine_tune:
         tune = FINE_TUNE | (fine_tune if isinstance(fine_tune, dict) else {})
-        oof, net, learnt = fine_tune_cv(folders, subjects, seg, refs, tune, log, progress)
+        oof, seg, learnt = fine_tune_cv(folders, subjects, seg, refs, tune, log, progress)
         calibrating = oof[oof.status == "measured"]
         tuned = fine_tune_table(done, calibrating, pairs, tune["seed"])
-        seg = with_sax(seg, net)
         seg.model = seg.model.replace("SAX segmenter", f"SAX segmenter fine-tuned on {len(learnt)} site patients")
         for m, r in tuned.iterrows():
             log(f"  {m}: MAE {r.mae_run:.2f} -> {r.mae_fine_tuned:.2f} fine-tuned, out of fold ({int(r.n)} patients)")

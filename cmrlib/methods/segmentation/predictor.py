@@ -47,6 +47,14 @@ class Predictor(Base):
             return None
         return cls({"SAX": load(path, "SAX segmenter", "notebook 01")}, model="phantom-only SAX segmenter")
 
+    def fine_tuned(self, cines: list[Cine], epochs: int, lr: float, seed: int = 0, bf16: bool = False) -> "Predictor":
+        """A copy whose SAX segmenter is fine-tuned on these labelled SAX cines (a site's own contours,
+        `learner.fine_tune`); this Predictor stays as it is."""
+        from .learner import fine_tune
+
+        net = fine_tune(self.nets["SAX"], cines, epochs, lr, seed, bf16=bf16)
+        return type(self)({**self.nets, "SAX": net}, self.prep, self.needs, self.provenance, self.model)
+
     def reads(self, view: str) -> bool:
         """Whether it holds the segmenter of this view (SAX, or LAX for the long-axis views)."""
         return KINDS.get(view) in self.nets
