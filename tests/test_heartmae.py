@@ -368,8 +368,8 @@ def test_expert_baseline_drops_a_measure_no_training_subject_has():
 
 
 def test_real_patients_read_out_lvef_by_fold_roles_and_pair_each_encoder_with_the_random_one():
-    """The fold's roles label the views; the ridge chooses its strength on validation and scores test only; the
-    table pairs every encoder's out-of-fold errors with the random encoder's."""
+    """The fold's roles label the views; the pooled ridge chooses its strength leaving one non-test patient out and
+    scores test only; the table pairs every encoder's out-of-fold errors with the random encoder's."""
     from cmrlib.methods.heartmae import real
     from cmrlib.methods.heartmae.data import CineSet
 
@@ -384,11 +384,90 @@ def test_real_patients_read_out_lvef_by_fold_roles_and_pair_each_encoder_with_th
     lvef = pd.Series(g.uniform(20, 70, 20), index=subjects)
     informative = pd.DataFrame(dict(a=lvef + g.normal(0, 1, 20), b=g.normal(0, 1, 20)), index=subjects)
     roles = {r: views.table.loc[views.table.split == r, "subject"].tolist() for r in ("train", "valid", "test")}
-    test, valid_mae, alpha = real.ridge_fold(informative, lvef, roles)
-    assert list(test.index) == roles["test"] and valid_mae < 5 and alpha in real.ALPHAS
+    test, cv_mae, alpha = real.pooled_lvef(informative, lvef, roles)
+    assert list(test.index) == roles["test"] and cv_mae < 5 and alpha in real.ALPHAS
     pred = pd.concat([pd.DataFrame(dict(encoder=name, subject=subjects, reference=lvef.to_numpy(),
                                         predicted=(lvef + shift).to_numpy()))
                       for name, shift in (("random encoder", 10.0), ("ours", 2.0))])
     t = real.lvef_table(pred, "random encoder", 200, 0).set_index("encoder")
     assert t.at["ours", "MAE"] == pytest.approx(2.0) and t.at["ours", "minus_random"] == pytest.approx(-8.0)
     assert t.at["ours", "minus_random_high"] < 0 and t.at["random encoder", "minus_random"] == 0
+
+
+def _frame_cohort(n: int = 20, windows: int = 8, slices: int = 3, seed: int = 0):
+    """Synthetic patients whose LV area curves (three slices, `windows` steps) have a known EF, a feature that is
+    the area plus noise and one that is noise only."""
+    from cmrlib.methods.heartmae import real
+
+    g = np.random.default_rng(seed)
+    subjects = [f"s{i:02d}" for i in range(n)]
+    ef = pd.Series(g.uniform(20, 70, n), index=subjects)
+    phase = np.cos(2 * np.pi * np.arange(windows) / windows)  # 1 at ED, -1 at ES
+    area = np.stack([g.uniform(800, 1500) * (1 - ef[s] / 100 * (1 - phase) / 2) for s in subjects
+                     for _ in range(slices)])  # (views, windows)
+    table = pd.DataFrame(dict(subject=np.repeat(subjects, slices), view_id=[f"{s}:{z}" for s in subjects
+                                                                           for z in range(slices)]))
+    rows = real.frame_rows(table, windows, area)
+    informative = np.c_[rows.area + g.normal(0, 20, len(rows)), g.normal(0, 1, (len(rows), 3))]
+    return subjects, ef, rows, informative, g.normal(0, 1, (len(rows), 4))
+
+
+def test_frame_resolved_read_out_reads_ef_from_the_predicted_area_curve_of_test_patients_only():
+    """A feature that carries the blood-pool area reads EF from each test patient's curve; noise reads about the
+    mean; the segmenter's own areas (the ceiling) read it best; changing a test patient's LVEF leaves every fit
+    (strength, predictions of the others) as it was."""
+    from cmrlib.methods.heartmae import real
+
+    subjects, ef, rows, informative, noise = _frame_cohort()
+    roles = {"train": subjects[:12], "valid": subjects[12:16], "test": subjects[16:]}
+    test, cv_area, alpha, area_mae = real.frame_lvef(informative, rows, ef, roles)
+    assert list(test.index) == roles["test"] and alpha in real.ALPHAS and area_mae < 0.5
+    assert np.abs(test - ef[roles["test"]]).mean() < 3
+    noisy, *_ = real.frame_lvef(noise, rows, ef, roles)
+    assert np.abs(noisy - ef[roles["test"]]).mean() > 5
+    ceiling = real.area_lvef(rows, ef, roles)
+    assert np.abs(ceiling - ef[roles["test"]]).mean() < 1
+    changed = ef.copy()
+    changed[roles["test"][0]] = 99.0
+    again, cv_again, alpha_again, _ = real.frame_lvef(informative, rows, changed, roles)
+    assert alpha_again == alpha and cv_again == cv_area and np.allclose(again, test)
+
+
+def test_fold_readouts_read_each_representation_its_ways_and_pair_frames_with_pooled():
+    """A representation with pooled and frame features gets both read-outs, one with frames only just that one,
+    the segmenter's areas always; `readout_gain` pairs the two read-outs of the same patients."""
+    from cmrlib.methods.heartmae import real
+
+    subjects, ef, rows, informative, noise = _frame_cohort()
+    pooled = pd.DataFrame(dict(a=ef + np.random.default_rng(1).normal(0, 3, len(ef))), index=subjects)
+    roles = {"train": subjects[:12], "valid": subjects[12:16], "test": subjects[16:]}
+    enc = {"both": real.Encoded(pooled, informative), "frames only": real.Encoded(frames=noise)}
+    pred, gate = real.fold_readouts(enc, rows.assign(pos=np.arange(len(rows))), ef, roles, fold=0)
+    got = set(map(tuple, pred[["encoder", "readout"]].drop_duplicates().to_numpy()))
+    assert got == {("both", real.POOLED), ("both", real.FRAMES), ("frames only", real.FRAMES),
+                   (real.AREAS, real.FRAMES)}
+    assert set(pred.subject) == set(roles["test"]) and len(gate) == 4
+    gain = real.readout_gain(pred, 200, 0).set_index("encoder")
+    assert list(gain.index) == ["both"] and gain.at["both", "n"] == len(roles["test"])
+
+
+def test_split_steps_pools_exactly_as_the_model_and_keeps_each_clip_step_in_time_order():
+    """The step means of `extract` give the clip features `VideoMAE.features` gives, and the frame-resolved rows
+    follow `step_windows`' order; a window's mean is the frames' mean."""
+    from cmrlib.methods.heartmae import real
+    from cmrlib.models.mae_st import MAESize, VideoMAE
+
+    torch.manual_seed(0)
+    net = VideoMAE(MAESize(size=16, frames=8, pred_frames=4, patch=8, tubelet=4, dim=16, depth=1, heads=2,
+                           dec_dim=8, dec_depth=1, dec_heads=2)).eval()
+    x = torch.rand(3, 1, 8, 16, 16)
+    with torch.no_grad():
+        steps = net.step_means(x).numpy()  # (3 clips, 2 steps, 16)
+        for pool in ("mean", "mean+motion"):
+            _, clips = real.split_steps(steps.reshape(1, 3, -1), 3, 1, 2, pool)
+            assert np.allclose(clips[0], net.features(x, pool).numpy(), atol=1e-5)
+    frames, _ = real.split_steps(steps.reshape(1, 3, -1), 3, 1, 2, "mean")
+    assert np.allclose(frames[0], steps.mean(0), atol=1e-6)
+    wins = real.step_windows(30, 72, 64, 16, 4, 3, 2)
+    assert wins[0] == (0, 4) and wins[3] == (12, 16) and wins[4] == (14, 18) and wins[-1] == (26, 30)
+    assert np.allclose(real.window_means(np.arange(30.0), wins[:1]), [1.5])

@@ -143,13 +143,16 @@ class VideoMAE(nn.Module):
         """One vector per clip from the encoder's tokens (no masking), as used frozen downstream: their mean
         ('mean'), or with 'mean+motion' also each channel's SD over the clip's time steps of the tokens' mean at
         each step (how much the clip changes through the cycle, which a mean over time averages away)."""
-        z = self.encode(x)
-        if pool == "mean":
-            return z.mean(1)
-        if pool != "mean+motion":
+        if pool not in ("mean", "mean+motion"):
             raise ValueError(f"pool is 'mean' or 'mean+motion', got {pool!r}")
-        steps = z.reshape(z.shape[0], self.size.frames // self.size.tubelet, -1, z.shape[-1]).mean(2)
-        return torch.cat([z.mean(1), steps.std(1)], 1)
+        steps = self.step_means(x)
+        return steps.mean(1) if pool == "mean" else torch.cat([steps.mean(1), steps.std(1)], 1)
+
+    def step_means(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, time steps, dim): the encoder's tokens (no masking) averaged over space at each tubelet step, the
+        frame-resolved feature (each step holds the same number of tokens, so their mean is the clip's mean)."""
+        z = self.encode(x)
+        return z.reshape(z.shape[0], self.size.frames // self.size.tubelet, -1, z.shape[-1]).mean(2)
 
     def decode(self, latent: torch.Tensor, restore: torch.Tensor) -> torch.Tensor:
         """Pixels of every token from the visible tokens' latents; `restore` undoes the shuffle of `split`."""

@@ -101,14 +101,19 @@ class UNet11(nn.Module):
         self.n_classes, self.width, self.geometry = n_classes, width, None
         self.hparams: dict[str, Any] = dict(n_classes=n_classes, width=width, in_ch=in_ch, bn=bn, pretrained=pretrained)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-1] % 32 or x.shape[-2] % 32:
-            raise ValueError(f"UNet11 input sides must be multiples of 32, got {tuple(x.shape[-2:])}")
+    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The encoder's stage outputs, finest first: the skips the decoder reads, and frozen features."""
         skips = []
         for i, s in enumerate(self.stages):
             x = s(x if i == 0 else self.pool(x))
             skips.append(x)
-        x = self.center(self.pool(x))
+        return skips
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] % 32 or x.shape[-2] % 32:
+            raise ValueError(f"UNet11 input sides must be multiples of 32, got {tuple(x.shape[-2:])}")
+        skips = self.encode(x)
+        x = self.center(self.pool(skips[-1]))
         for dec, skip in zip((self.dec5, self.dec4, self.dec3, self.dec2, self.dec1), reversed(skips)):
             x = dec(torch.cat([x, skip], 1))
         return self.final(x)

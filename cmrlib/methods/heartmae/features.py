@@ -31,6 +31,13 @@ def mae_encoder(model: VideoMAE, mean: float, std: float, pool: str = "mean") ->
     return lambda clips: model.features(((clips - mean) / std)[:, None], pool)
 
 
+def mae_steps(model: VideoMAE, mean: float, std: float) -> Encoder:
+    """The MAE's token means at each time step of a clip, flattened to (B, steps x dim): one pass gives both the
+    frame-resolved features and, averaged, the pooled ones."""
+    model.eval()
+    return lambda clips: model.step_means(((clips - mean) / std)[:, None]).flatten(1)
+
+
 def kinetics_encoder(path: str | os.PathLike | None = None) -> Encoder:
     """torchvision's R3D-18 trained on Kinetics-400 (natural videos), its pooled 512 features of grey clips; the
     weights from `path` or torch's cache (`models.weights.WeightsUnavailable` when neither has them)."""

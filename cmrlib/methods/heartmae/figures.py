@@ -164,3 +164,22 @@ def real_lvef_figure(pred: pd.DataFrame, table: pd.DataFrame):
     axes[0, 0].set(xlim=(lo, hi), ylim=(lo, hi))
     fig.tight_layout()
     return fig
+
+
+def readout_figure(pooled: pd.DataFrame, frames: pd.DataFrame):
+    """LVEF MAE with its 95 % CI per representation: the pooled read-out and the frame-resolved one side by side,
+    best frame-resolved first."""
+    encs = list(dict.fromkeys([*frames["encoder"], *pooled["encoder"]]))
+    fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(encs) + 1.2))
+    for dy, (table, label, colour) in enumerate(((pooled, "pooled", "tab:grey"),
+                                                  (frames, "frame-resolved", "tab:blue"))):
+        t = table.set_index("encoder").reindex(encs)
+        y = np.arange(len(encs)) + (dy - 0.5) * 0.3
+        ax.errorbar(t["MAE"], y, xerr=[t["MAE"] - t["ci_low"], t["ci_high"] - t["MAE"]], fmt="o", color=colour,
+                    label=label, capsize=2)
+    ax.set_yticks(np.arange(len(encs)), encs, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("LVEF MAE, out of fold (EF points)")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    return fig

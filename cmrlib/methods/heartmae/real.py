@@ -1,20 +1,35 @@
-"""HeartMAE on real SAX patients: each fold's views labelled by role, a ridge read-out of LVEF from frozen subject
-features trained on the fold's training patients (its strength chosen on the validation patients), and the
-out-of-fold errors summarised with bootstrap CIs, paired against the random encoder."""
+"""HeartMAE on real SAX patients: each fold's views labelled by role, two read-outs of LVEF from frozen features
+trained on the fold's training and validation patients (the test patients scored once), and the out-of-fold errors
+summarised with bootstrap CIs, paired against the random encoder.
+
+- pooled: one mean feature per patient, a ridge on its principal components (strength by leave-one-patient-out);
+- frame-resolved: each (SAX slice, clip time step) feature regressed on the LV blood-pool area the run's segmenter
+  finds over the same frames (strength by patient-grouped CV), the patient's area curve summed over slices and its
+  (max - min) / max read as EF, mapped to LVEF by a line fitted on the training patients' out-of-fold curves.
+"""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from ...store import fold_roles
 from ...utils import rng
-from .data import CineSet
+from .data import CineSet, inference_views
 from .evaluate import boot_mae_ci
 from .gates import subject_means
 
-ALPHAS = np.logspace(-2, 4, 13)  # ridge strengths tried on the validation patients
+ALPHAS = np.logspace(-2, 4, 13)  # ridge strengths tried by cross-validation on the non-test patients
+POOLED, FRAMES = "pooled", "frame-resolved"          # the two read-outs
+AREAS = "segmenter areas (the read-out's target)"   # the frame-resolved read-out's ceiling: its target, no features
+PIXELS = "raw pixels"                                # the control: each time step's mean image, shrunk
+SEGMENTER = "segmenter encoder"                      # the run's SAX segmenter's deepest stage: frozen features that
+                                                     # were trained to find the blood pool
+N_PCA = 32                        # principal components of the features a read-out regresses on (at most)
+FRAME_SPLITS = 10                 # patient-grouped folds choosing the frame-resolved ridge's strength
+PIXEL_SIDE = 16                   # the raw-pixel control: each time step's mean image at 16 x 16 px
 
 
 def fold_views(cines: CineSet, folds: pd.Series, fold: int) -> CineSet:
@@ -25,25 +40,118 @@ def fold_views(cines: CineSet, folds: pd.Series, fold: int) -> CineSet:
     return CineSet(cines.frames, cines.weight, table, cines.failures)
 
 
-def ridge_fold(x: pd.DataFrame, y: pd.Series, roles: Mapping[str, list[str]]) -> tuple[pd.Series, float, float]:
-    """A standardised ridge of `y` on the subject features `x` (subject-indexed; missing values take the training
-    median): fitted on the training patients at each of `ALPHAS`, the one with the lowest validation MAE refitted
-    on training and validation and applied to the test patients. (test predictions, validation MAE, alpha)."""
+def ridge_cv(x: np.ndarray, y: np.ndarray, groups: np.ndarray, max_splits: int | None = None):
+    """Standardise, project on at most `N_PCA` principal components, ridge: the strength (of `ALPHAS`) with the
+    lowest MAE over patient-grouped folds (leave one patient out, or `max_splits` folds), refitted on all rows.
+    (model, cross-validated MAE, alpha, each row's out-of-fold prediction at that alpha)."""
+    from sklearn.decomposition import PCA
     from sklearn.linear_model import Ridge
+    from sklearn.model_selection import GridSearchCV, GroupKFold, LeaveOneGroupOut, cross_val_predict
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    tr, va, te = (list(roles[r]) for r in ("train", "valid", "test"))
-    median = x.loc[tr].median()
+    n_groups = len(np.unique(groups))
+    cv = LeaveOneGroupOut() if max_splits is None or n_groups <= max_splits else GroupKFold(max_splits)
+    splits = list(cv.split(x, y, groups))
+    smallest = min(len(tr) for tr, _ in splits)
+    pipe = make_pipeline(StandardScaler(), PCA(min(N_PCA, smallest - 1, x.shape[1]), random_state=0), Ridge())
+    search = GridSearchCV(pipe, {"ridge__alpha": ALPHAS}, cv=splits, scoring="neg_mean_absolute_error").fit(x, y)
+    oof = cross_val_predict(search.best_estimator_, x, y, cv=splits)
+    return search.best_estimator_, float(-search.best_score_), float(search.best_params_["ridge__alpha"]), oof
+
+
+def pooled_lvef(x: pd.DataFrame, y: pd.Series, roles: Mapping[str, list[str]]) -> tuple[pd.Series, float, float]:
+    """The pooled read-out: `ridge_cv` of `y` on the subject features `x` (subject-indexed; missing values take the
+    training median), leaving one training or validation patient out, applied to the test patients.
+    (test predictions, cross-validated MAE, alpha)."""
+    fit_on, te = list(roles["train"]) + list(roles["valid"]), list(roles["test"])
+    median = x.loc[fit_on].median()
     x = x.loc[:, median.notna()].fillna(median)
+    model, cv_mae, alpha, _ = ridge_cv(x.loc[fit_on].to_numpy(), y.loc[fit_on].to_numpy(), np.asarray(fit_on))
+    return pd.Series(model.predict(x.loc[te].to_numpy()), index=te), cv_mae, alpha
 
-    def fit(alpha: float, rows: list[str]):
-        return make_pipeline(StandardScaler(), Ridge(alpha=alpha)).fit(x.loc[rows], y.loc[rows])
 
-    maes = [float(np.abs(fit(a, tr).predict(x.loc[va]) - y.loc[va]).mean()) for a in ALPHAS]
-    best = int(np.argmin(maes))
-    model = fit(ALPHAS[best], tr + va)
-    return pd.Series(model.predict(x.loc[te]), index=te), maes[best], float(ALPHAS[best])
+def step_windows(n_frames: int, load: int, size: int, frames: int, tubelet: int, k: int, t: int
+                 ) -> list[tuple[int, int]]:
+    """(first, last + 1) frame of every (clip, time step) of `inference_views`' `t` clips, in clip then step order."""
+    starts = [v.start for v in inference_views(n_frames, load, size, frames, k, t)[::k]]
+    return [(s + j * tubelet, s + (j + 1) * tubelet) for s in starts for j in range(frames // tubelet)]
+
+
+def window_means(x: np.ndarray, windows: list[tuple[int, int]]) -> np.ndarray:
+    """(T, ...) per-frame values -> (windows, ...) their mean over each window's frames."""
+    return np.stack([np.asarray(x[a:b], np.float64).mean(0) for a, b in windows])
+
+
+def split_steps(features: np.ndarray, k: int, t: int, n_steps: int, pool: str) -> tuple[np.ndarray, np.ndarray]:
+    """`extract`'s (views, k x t, n_steps x dim) step means -> (views, t x n_steps, dim) frame-resolved features
+    (the k crops averaged) and (views, k x t, dim') pooled clip features as `VideoMAE.features` gives them."""
+    f = np.asarray(features, np.float64).reshape(len(features), t, k, n_steps, -1)
+    frames = f.mean(2).reshape(len(features), t * n_steps, -1)
+    clips = f.reshape(len(features), t * k, n_steps, -1)
+    mean = clips.mean(2)
+    return frames, (mean if pool == "mean" else np.concatenate([mean, clips.std(2, ddof=1)], -1))
+
+
+def pixel_steps(frames: np.ndarray, windows: list[tuple[int, int]], size: int, side: int = PIXEL_SIDE) -> np.ndarray:
+    """The raw-pixel control: (views, windows, side x side) each window's mean image of the centre crop, shrunk."""
+    import cv2
+
+    y = (frames.shape[-1] - size) // 2
+    crop = frames[:, :, y:y + size, y:y + size].astype(np.float32) / 255
+    return np.stack([[cv2.resize(m, (side, side), interpolation=cv2.INTER_AREA).ravel()
+                      for m in window_means(v, windows).astype(np.float32)] for v in crop])
+
+
+def segmenter_windows(seg, cine, view_ids, cycle: int, windows: list[tuple[int, int]]
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """For the views (`<cine_id>:<slice>`) of one SAX cine: (views, windows) the segmenter's mean LV area (mm^2) and
+    (views, windows, C) its encoder's features over each window of the cycle resampled to `cycle` frames."""
+    from ...labels import LV
+    from ...measure import area_curve, resample_cycle
+
+    zs = [int(str(v).rsplit(":", 1)[1]) for v in view_ids]
+    labels = seg.labels(cine)
+    area = [window_means(resample_cycle(area_curve(labels[:, z], cine.spacing[-2:], LV), cycle), windows)
+            for z in zs]
+    feats = resample_cycle(seg.encoder_features(cine, zs), cycle)  # (cycle, views, C)
+    return np.stack(area), window_means(feats, windows).transpose(1, 0, 2)
+
+
+def curve_ef(values: np.ndarray, rows: pd.DataFrame) -> pd.Series:
+    """Per subject, EF (%) of the area curve: the windows' values summed over its slices, (max - min) / max."""
+    c = rows.assign(v=values).groupby(["subject", "window"]).v.sum().groupby(level=0)
+    return ((c.max() - c.min()) / c.max().where(c.max() > 0) * 100).rename("curve_EF")
+
+
+def frame_lvef(x: np.ndarray, rows: pd.DataFrame, lvef: pd.Series, roles: Mapping[str, list[str]]
+               ) -> tuple[pd.Series, float, float, float]:
+    """The frame-resolved read-out (module docstring): `x` one feature row per `rows` row (subject, window, area
+    in mm^2). (test LVEF, cross-validated area MAE in cm^2, alpha, test area MAE in cm^2)."""
+    fit_on = set(roles["train"]) | set(roles["valid"])
+    on, te = rows.subject.isin(fit_on).to_numpy(), rows.subject.isin(set(roles["test"])).to_numpy()
+    model, cv_mae, alpha, oof = ridge_cv(x[on], rows.area.to_numpy()[on], rows.subject.to_numpy()[on], FRAME_SPLITS)
+    area = model.predict(x[te])
+    test = calibrated_ef(curve_ef(oof, rows[on]), curve_ef(area, rows[te]), lvef)
+    return test, cv_mae / 100, alpha, float(np.abs(area - rows.area.to_numpy()[te]).mean() / 100)
+
+
+def calibrated_ef(fit_curve: pd.Series, test_curve: pd.Series, lvef: pd.Series) -> pd.Series:
+    """Test patients' LVEF from their curve EF by the least-squares line from curve EF to LVEF of the fitting
+    patients (a curve of three mid slices at four-frame steps reads EF low; the line maps it to the full stack). A
+    curve with no positive area has no EF: it reads as the fitting patients' mean LVEF."""
+    ok = fit_curve.dropna()
+    y = lvef.reindex(ok.index).to_numpy()
+    slope, icpt = np.polyfit(ok.to_numpy(), y, 1)
+    return (icpt + slope * test_curve).fillna(float(y.mean())).rename("predicted")
+
+
+def area_lvef(rows: pd.DataFrame, lvef: pd.Series, roles: Mapping[str, list[str]]) -> pd.Series:
+    """The read-out's ceiling: the segmenter's own window areas through the same curve and line, no features."""
+    fit_on = rows.subject.isin(set(roles["train"]) | set(roles["valid"])).to_numpy()
+    te = rows.subject.isin(set(roles["test"])).to_numpy()
+    return calibrated_ef(curve_ef(rows.area.to_numpy()[fit_on], rows[fit_on]),
+                         curve_ef(rows.area.to_numpy()[te], rows[te]), lvef)
 
 
 def subject_features(features: np.ndarray, table: pd.DataFrame, subjects: list[str]) -> pd.DataFrame:
@@ -66,3 +174,63 @@ def lvef_table(pred: pd.DataFrame, reference: str, n_boot: int, seed: int) -> pd
         rows.append(dict(encoder=enc, n=len(e), MAE=float(e.mean()), ci_low=lo, ci_high=hi,
                          minus_random=float(d.mean()), minus_random_low=float(d_lo), minus_random_high=float(d_hi)))
     return pd.DataFrame(rows).sort_values("MAE").reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One representation of the real patients: a pooled row per subject and/or a frame-resolved row per window
+    row (`frame_rows`' order); None where it is not read that way."""
+
+    pooled: pd.DataFrame | None = None
+    frames: np.ndarray | None = None
+
+
+def frame_rows(table: pd.DataFrame, n_windows: int, area: np.ndarray) -> pd.DataFrame:
+    """One row per (view, window) in `table`'s view order: subject, view_id, window, area (mm^2, the segmenter's
+    mean LV area over the window's frames) and pos (the row's place in a (views x windows) feature array); rows
+    without a finite area left out."""
+    rows = pd.DataFrame(dict(subject=np.repeat(table["subject"].to_numpy(), n_windows),
+                             view_id=np.repeat(table["view_id"].to_numpy(), n_windows),
+                             window=np.tile(np.arange(n_windows), len(table)), area=np.asarray(area).ravel()))
+    rows["pos"] = np.arange(len(rows))
+    return rows[np.isfinite(rows.area)].reset_index(drop=True)
+
+
+def fold_readouts(encoded: Mapping[str, Encoded], rows: pd.DataFrame, lvef: pd.Series,
+                  roles: Mapping[str, list[str]], fold: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Both read-outs of every representation on one outer fold, and the target's own curve (`AREAS`): the test
+    patients' LVEF (encoder, readout, fold, subject, predicted, reference) and each fit's gate row (its
+    cross-validated MAE on the non-test patients: EF points pooled, cm^2 of area frame-resolved; the test
+    patients' area MAE)."""
+    preds, gates = [], []
+
+    def add(enc: str, readout: str, test: pd.Series, **gate):
+        gates.append(dict(encoder=enc, readout=readout, fold=fold, **gate))
+        preds.append(pd.DataFrame(dict(encoder=enc, readout=readout, fold=fold, subject=test.index,
+                                       predicted=test.to_numpy(), reference=lvef.reindex(test.index).to_numpy())))
+
+    for enc, e in encoded.items():
+        if e.pooled is not None:
+            test, cv, alpha = pooled_lvef(e.pooled, lvef, roles)
+            add(enc, POOLED, test, cv_MAE=cv, alpha=alpha)
+        if e.frames is not None:
+            test, cv, alpha, area_mae = frame_lvef(e.frames[rows.pos.to_numpy()], rows, lvef, roles)
+            add(enc, FRAMES, test, cv_area_MAE_cm2=cv, alpha=alpha, test_area_MAE_cm2=area_mae)
+    add(AREAS, FRAMES, area_lvef(rows, lvef, roles), test_area_MAE_cm2=0.0)
+    return pd.concat(preds, ignore_index=True), pd.DataFrame(gates)
+
+
+def readout_gain(pred: pd.DataFrame, n_boot: int, seed: int) -> pd.DataFrame:
+    """Per representation read both ways: its pooled and frame-resolved LVEF MAE on the same test patients and
+    their paired difference (frame-resolved minus pooled) with a patient-bootstrap CI."""
+    err = (pred.assign(err=(pred.predicted - pred.reference).abs())
+           .pivot_table(index="subject", columns=["encoder", "readout"], values="err"))
+    rows = []
+    for enc in sorted({e for e, r in err.columns if (e, POOLED) in err and (e, FRAMES) in err}):
+        d = (err[(enc, FRAMES)] - err[(enc, POOLED)]).dropna().to_numpy()
+        idx = rng(seed).integers(0, len(d), (n_boot, len(d))) if n_boot and len(d) > 1 else None
+        lo, hi = np.percentile(d[idx].mean(1), [2.5, 97.5]) if idx is not None else (np.nan, np.nan)
+        rows.append(dict(encoder=enc, n=len(d), pooled_MAE=float(err[(enc, POOLED)].mean()),
+                         frames_MAE=float(err[(enc, FRAMES)].mean()), frames_minus_pooled=float(d.mean()),
+                         ci_low=float(lo), ci_high=float(hi)))
+    return pd.DataFrame(rows)

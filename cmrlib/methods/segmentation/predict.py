@@ -71,6 +71,21 @@ def frame_probs(model, cine: Cine, bs: int = 32, bf16: bool | None = None, frame
             yield keys[i + j], cv2.warpAffine(pj, m, dsize, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
 
 
+@torch.inference_mode()
+def encoder_features(model, cine: Cine, slices: Sequence[int], bs: int = 32) -> np.ndarray:
+    """(T, slices, C) the segmenter's deepest encoder stage averaged over space, per frame of the chosen SAX slices
+    at the segmenter's own geometry: frozen features of a network trained to find the blood pool."""
+    net = as_model(model).eval()
+    geom: FrameGeometry = getattr(net, "geometry", None) or FrameGeometry()
+    aff = geom.affine(cine)
+    stack = (cine.pixels if cine.is_stack else cine.pixels[:, None])[:, list(slices)]
+    x = np.stack([aff.image(normalise(f, geom.norm)) for f in stack])  # (T, Z', S, S)
+    flat = torch.from_numpy(x.reshape(-1, 1, *x.shape[-2:]))
+    dev = next(net.parameters()).device
+    out = [net.encode(flat[i:i + bs].to(dev))[-1].mean((2, 3)).float().cpu().numpy() for i in range(0, len(flat), bs)]
+    return np.concatenate(out).reshape(len(stack), len(slices), -1)
+
+
 def _scores(net, xb: torch.Tensor, channels_last: bool) -> torch.Tensor:
     """Softmax class scores (N, C, S, S) of a batch of frames, in float32."""
     logits = net(xb.contiguous(memory_format=torch.channels_last) if channels_last else xb)

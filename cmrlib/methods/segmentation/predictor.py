@@ -14,7 +14,7 @@ from ...predictor import Predictor as Base
 from ...record import Cine
 from ...plots import overlay, shown_frame
 from .learner import as_model
-from .predict import mean_entropy, predict
+from .predict import encoder_features, mean_entropy, predict
 
 KINDS = {"SAX": "SAX", "2CH": "LAX", "3CH": "LAX", "4CH": "LAX"}  # which segmenter reads a view
 PHANTOM_SAX = "01/models/seg_sax.model"  # notebook 01's phantom-only SAX model in a run folder: it never saw a patient
@@ -58,6 +58,12 @@ class Predictor(Base):
     def reads(self, view: str) -> bool:
         """Whether it holds the segmenter of this view (SAX, or LAX for the long-axis views)."""
         return KINDS.get(view) in self.nets
+
+    def encoder_features(self, cine: Cine, slices: list[int]) -> np.ndarray:
+        """(T, slices, C) the SAX segmenter's frozen encoder features of these slices (`predict.encoder_features`)."""
+        if "SAX" not in self.nets or not cine.is_stack:
+            raise NotApplicable("encoder features need a SAX segmenter and a SAX stack")
+        return encoder_features(self.nets["SAX"], cine, slices)
 
     def labels(self, cine: Cine, entropy: dict | None = None) -> np.ndarray:
         """Canonical labels at every frame of a cine, by the segmenter of its view (`entropy`: see `predict`)."""
