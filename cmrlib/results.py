@@ -6,7 +6,8 @@ timings and the developer targets check, so a notebook's cells keep to the scien
         ...
     nb.table(scores, "scores")                       # -> <run_dir>/01/scores.csv, atomically
     nb.figure(fig, "01_cases", "best, median and worst test frame")  # -> figures_dir, caption indexed
-    nb.targets([("phantom SAX LV Dice", 0.94, ">=", 0.93)])
+    nb.targets([("phantom SAX LV Dice", 0.94, ">=", 0.93),
+                Target("LVEF MAE minus the peer's", -0.4, "<", 0.0, low=-0.9, high=0.1, n=15, test="paired bootstrap")])
 """
 from __future__ import annotations
 
@@ -38,14 +39,62 @@ def project_path(path: str | Path) -> Path:
     return p if p.is_absolute() else ROOT / p
 
 
-def meets(value: float, goal: str, target: float) -> bool:
-    """Whether a measured value meets its target under `goal` (one of GOALS); NaN never does."""
+TARGET_COLUMNS = ["figure", "value", "low", "high", "n", "test", "goal", "target", "met"]
+ESTIMATE = "estimate"  # a target row's test when it carries no interval: the estimate alone decides
+
+
+@dataclass(frozen=True)
+class Target:
+    """One developer target: the estimate, its goal and threshold, and what backs it: its interval (low, high),
+    how many units (patients, folds, cines) it stands on and the test that gave the interval."""
+
+    figure: str
+    value: float
+    goal: str
+    target: float
+    low: float = np.nan
+    high: float = np.nan
+    n: float = np.nan
+    test: str = ESTIMATE
+
+    @property
+    def met(self) -> bool:
+        """`meets` on this row: the one rule every notebook and the report use."""
+        return meets(self.value, self.goal, self.target, self.low, self.high)
+
+
+def meets(value: float, goal: str, target: float, low: float = np.nan, high: float = np.nan) -> bool:
+    """Whether a measured value meets its target under `goal` (one of GOALS); NaN never does. With an interval
+    (low, high), all of it must: a difference whose CI crosses the threshold is not met."""
     if goal not in GOALS:
         raise ValueError(f"unknown goal {goal!r}; one of {GOALS}")
     if value is None or not np.isfinite(value):
         return False
-    return {">=": value >= target, "<=": value <= target, "<": value < target, ">": value > target,
-            "within": abs(value) <= target}[goal]
+    has = [x for x in (low, high) if x is not None and np.isfinite(x)]
+    ends = [value, *has]
+    check = {">=": lambda v: v >= target, "<=": lambda v: v <= target, "<": lambda v: v < target,
+             ">": lambda v: v > target, "within": lambda v: abs(v) <= target}[goal]
+    return bool(all(check(v) for v in ends))
+
+
+def targets_frame(rows) -> pd.DataFrame:
+    """Target rows (`Target`s, or (figure, value, goal, target) tuples) as one table whose `met` is `meets`'."""
+    ts = [r if isinstance(r, Target) else Target(*r) for r in rows]
+    df = pd.DataFrame([dict(figure=t.figure, value=t.value, low=t.low, high=t.high, n=t.n, test=t.test,
+                            goal=t.goal, target=t.target, met=t.met) for t in ts], columns=TARGET_COLUMNS)
+    return df
+
+
+def recomputed(df: pd.DataFrame) -> pd.DataFrame:
+    """A written targets table with `met` computed again by `meets` (a table from before intervals gets empty
+    interval, n and test columns): what the report shows, whatever the file says."""
+    df = df.copy()
+    for c, fill in (("low", np.nan), ("high", np.nan), ("n", np.nan), ("test", ESTIMATE)):
+        df[c] = df[c] if c in df else fill
+    num = lambda c: pd.to_numeric(df[c], errors="coerce")
+    df["met"] = [meets(v, g, t, lo, hi) for v, g, t, lo, hi in
+                 zip(num("value"), df["goal"], num("target"), num("low"), num("high"), strict=True)]
+    return df[TARGET_COLUMNS]
 
 
 @dataclass
@@ -149,10 +198,10 @@ class Notebook:
         folder = self.predictors or self.run_dir / "predictors"
         return predictor.save(self._write(folder / file_name(predictor.method)))
 
-    def targets(self, checks: list[tuple[str, float, str, float]]) -> pd.DataFrame:
-        """The developer targets (figure, value, goal, target) with `met`, written as `<out>/targets.csv`."""
-        df = pd.DataFrame(checks, columns=["figure", "value", "goal", "target"])
-        df["met"] = [meets(v, g, t) for v, g, t in zip(df["value"], df["goal"], df["target"], strict=True)]
+    def targets(self, checks: list) -> pd.DataFrame:
+        """The developer targets (`Target`s, or (figure, value, goal, target) tuples) with `met` from `meets`,
+        written as `<out>/targets.csv`."""
+        df = targets_frame(checks)
         self.table(df, "targets")
         return df
 

@@ -47,9 +47,25 @@ def test_tables_timings_and_targets(tmp_path):
     t = nb.targets([("dice", 0.94, ">=", 0.93), ("bias", -0.2, "within", 0.1), ("sd", np.nan, "<=", 1.0),
                     ("gain", -0.1, "<", 0.0)])
     assert t["met"].tolist() == [True, False, False, True]
-    assert pd.read_csv(nb.out / "targets.csv").columns.tolist() == ["figure", "value", "goal", "target", "met"]
+    assert pd.read_csv(nb.out / "targets.csv").columns.tolist() == results.TARGET_COLUMNS
     with pytest.raises(ValueError, match="goal"):
         results.meets(1.0, "about", 1.0)
+
+
+def test_met_is_one_rule_and_an_interval_must_clear_the_target_whole():
+    """A difference below 0 whose CI crosses 0 is not met; the same row with its CI below 0 is; a row without an
+    interval is judged on its estimate; the report recomputes `met` from the row whatever the file says."""
+    T = results.Target
+    rows = [T("gain", -0.3, "<", 0.0, low=-0.8, high=0.2, n=15, test="paired bootstrap"),
+            T("gain", -0.3, "<", 0.0, low=-0.5, high=-0.1, n=15, test="paired bootstrap"),
+            T("AUC", 0.9, ">=", 0.85, low=0.8, high=0.95, n=59, test="patient bootstrap"),
+            T("bias", 0.05, "within", 0.1, low=-0.05, high=0.12), ("dice", 0.94, ">=", 0.93)]
+    assert results.targets_frame(rows)["met"].tolist() == [False, True, False, False, True]
+    assert [r.met for r in rows[:4]] == [False, True, False, False]
+    tampered = results.targets_frame(rows).assign(met=True)
+    assert results.recomputed(tampered)["met"].tolist() == [False, True, False, False, True]
+    old = pd.DataFrame({"figure": ["x"], "value": [1.0], "goal": [">="], "target": [2.0], "met": [True]})
+    assert results.recomputed(old)[["met", "test"]].values.tolist() == [[False, results.ESTIMATE]]
 
 
 def test_pretrained_weights_come_from_the_cache_only(tmp_path, monkeypatch):

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
+from cmrlib import results
 from cmrlib.labels import LV
 from cmrlib.methods import sslhf
 from cmrlib.methods.sslhf import crossval
@@ -365,8 +366,11 @@ def test_the_real_patients_section_runs_the_rows_on_a_real_cohort_by_its_own_fol
     assert study.real_results.proxy in ("pool proxy", "pool + real proxy") or "folds" in study.real_results.proxy
     gate = pd.read_csv(study.out / "real_gate_probe.csv")
     assert set(gate.encoder) == {"pool proxy", "pool + real proxy", "random"}
-    names = [name for name, *_ in study._real_targets()]
-    assert "real patients: SSLHF minus A: no proxy (patient AUC)" in names and len(names) == 3
+    rows = results.targets_frame(study._real_targets()).set_index("figure")
+    assert len(rows) == 3
+    gain = rows.loc["real patients: SSLHF minus A: no proxy (patient AUC)"]
+    assert gain.test.startswith("paired patient bootstrap") and gain.n == len(real_subjects)
+    assert gain.low <= gain.value <= gain.high or np.isnan(gain.value)
 
 
 def test_a_fit_whose_dask_worker_dies_is_a_failed_row_and_the_others_keep_theirs(monkeypatch):

@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
+from ..results import Target
 from ..stats import not_testable
 from ..study import Study
 from ..utils import seed_for
@@ -223,5 +224,13 @@ class Clustering(Study):
         return self.targets([
             ("feature sets clustered raw and adjusted", int(ari["k"].notna().sum()), ">=", 2 * len(fs.sets)),
             ("ARI vs sex, adjusted minus raw", first["sex-adjusted"] - first["raw"], "<=", 0.0),
-            *([] if real is None else [("real patients: smallest permutation p of a learned feature set's ARI vs "
-                                        "diagnosis, Bonferroni-corrected", cl.learned_p(real), "<", 0.05)])])
+            *([] if real is None else [self._real_target(real)])])
+
+    def _real_target(self, real: pd.DataFrame) -> Target:
+        """The smallest permutation p of a learned feature set against diagnosis, Bonferroni-corrected, with the
+        patients it stands on and the test named."""
+        learned = real[~real["features"].isin(cl.LEARNED_NOT)]
+        tested, n = int(learned["p"].notna().sum()), learned["n"].max()
+        return Target("real patients: smallest permutation p of a learned feature set's ARI vs diagnosis, "
+                      "Bonferroni-corrected", cl.learned_p(real), "<", 0.05, n=n,
+                      test=f"permutation, Bonferroni over {tested} rows")

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..results import ROOT
+from ..results import ROOT, TARGET_COLUMNS, recomputed
 from ..runfiles import RunFileError, read_csv, read_json
 from ..utils import atomic_write_text, float32_sentence
 
@@ -94,15 +94,26 @@ def finished(run: dict) -> set[str]:
 def targets_table(run_dir: str | Path, only: set[str] | None = None) -> pd.DataFrame:
     """Every notebook's targets (`NN/targets.csv`) in one table, with the notebook number (`only`: these
     notebooks')."""
-    cols = ["notebook", "figure", "value", "goal", "target", "met"]
+    cols = ["notebook", *TARGET_COLUMNS]
     parts = [read_table(f, Path(run_dir)).assign(notebook=f.parent.name)
              for f in sorted(Path(run_dir).glob("[0-9][0-9]/targets.csv")) if only is None or f.parent.name in only]
     if not parts:
         return pd.DataFrame(columns=cols)
-    bad = [c for c in cols if not all(c in p for p in parts)]
+    bad = [c for c in ("figure", "value", "goal", "target") if not all(c in p for p in parts)]
     if bad:
         raise ReportError(f"{run_dir}: a targets.csv lacks column(s) {bad}")
-    return pd.concat(parts, ignore_index=True)[cols]
+    return pd.concat([recomputed(p).assign(notebook=p["notebook"].iloc[0]) for p in parts], ignore_index=True)[cols]
+
+
+def targets_shown(tg: pd.DataFrame) -> pd.DataFrame:
+    """The targets table as the report prints it: the value with its interval, n and test, and met as yes / no."""
+    num = lambda c: pd.to_numeric(tg[c], errors="coerce")
+    interval = [f"[{lo:.3g}, {hi:.3g}]" if np.isfinite(lo) and np.isfinite(hi) else ""
+                for lo, hi in zip(num("low"), num("high"))]
+    return pd.DataFrame({"notebook": tg["notebook"], "figure": tg["figure"], "value": num("value").round(3),
+                         "interval": interval, "n": [f"{v:.0f}" if np.isfinite(v) else "" for v in num("n")],
+                         "test": tg["test"], "goal": tg["goal"], "target": tg["target"],
+                         "met": tg["met"].map({True: "yes", False: "**no**"})})
 
 
 def notebook_headlines(run_dir: Path, only: set[str] | None = None):
@@ -220,8 +231,8 @@ def report(run_dir: str | Path) -> str:
     if unfinished:
         lines += [f"Not finished in this run, their tables not shown: {', '.join(unfinished)}.", ""]
     if len(tg):
-        tg = tg.assign(met=tg["met"].map({True: "yes", False: "**no**"}), value=tg["value"].round(3))
-        lines += [f"**Targets**: {int((tg['met'] == 'yes').sum())} of {len(tg)} met.", "", _md(tg), ""]
+        lines += [f"**Targets**: {int(tg['met'].sum())} of {len(tg)} met (with an interval, all of it must meet "
+                  "the target).", "", _md(targets_shown(tg)), ""]
     for title, table in headlines(run_dir, done):
         lines += [f"**{cell(title)}**", "", _md(table), ""]
     return "\n".join(lines).rstrip() + "\n"

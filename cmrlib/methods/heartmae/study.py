@@ -16,6 +16,7 @@ from fastprogress.fastprogress import progress_bar
 from ...learn import config_from
 from ...longform import PHANTOM_REFERENCES, from_columns
 from ...models.weights import WeightsUnavailable
+from ...results import Target
 from ...study import Study as Base
 from ...study import StudySkipped
 from ...utils import load_arrays, save_arrays, seed_for
@@ -777,13 +778,16 @@ class Study(Base):
         g = r.gate[r.gate.readout == real.POOLED].groupby("encoder").cv_MAE.mean()
         pt = r.pretext.groupby("model").masked_loss.mean()
         ours = "HeartMAE (phantom + real)" if "HeartMAE (phantom + real)" in t.index else "HeartMAE (phantom)"
-        gain = r.gain.set_index("encoder")
-        return [("real patients: HeartMAE LVEF MAE (EF points)", t.at[ours, "MAE"], "<=", 8.0),
-                ("real patients: HeartMAE LVEF MAE minus the random encoder's (test, EF points)",
-                 t.at[ours, "minus_random"], "<=", -1.0),
+        row, gain = t.loc[ours], r.gain.set_index("encoder").loc[ours]
+        boot = "patient bootstrap, 95 %"
+        return [Target("real patients: HeartMAE LVEF MAE (EF points)", row.MAE, "<=", 8.0, row.ci_low, row.ci_high,
+                       row.n, boot),
+                Target("real patients: HeartMAE LVEF MAE minus the random encoder's (test, EF points)",
+                       row.minus_random, "<=", -1.0, row.minus_random_low, row.minus_random_high, row.n,
+                       f"paired {boot}"),
                 ("real patients: features gate, HeartMAE minus random encoder (cross-validated LVEF MAE)",
                  g[ours] - g[RANDOM], "<", 0.0),
                 ("real patients: HeartMAE masked loss minus the copy rule's (validation)",
                  pt[ours] - pt["copy rule"], "<", 0.0),
-                ("real patients: HeartMAE frame-resolved minus pooled LVEF MAE (test, EF points)",
-                 gain.at[ours, "frames_minus_pooled"], "<", 0.0)]
+                Target("real patients: HeartMAE frame-resolved minus pooled LVEF MAE (test, EF points)",
+                       gain.frames_minus_pooled, "<", 0.0, gain.ci_low, gain.ci_high, gain.n, f"paired {boot}")]

@@ -112,6 +112,30 @@ def pooled_summary(pred: pd.DataFrame, fm: pd.DataFrame, seed=0, n_boot: int = 1
     return pd.DataFrame(rows, columns=[*keys, "level", "metric", "mean", "ci_low", "ci_high", "folds", "paper"])
 
 
+def paired_auc(pred: pd.DataFrame, ref: str, other: str, seed=0, n_boot: int = 1000,
+               conf: float = 0.95) -> tuple[float, float, float, int]:
+    """`ref`'s pooled patient-level test AUC minus `other`'s on the patients both scored, with the percentile
+    interval of a patient bootstrap stratified by class (both rows resampled together): (difference, low, high, n
+    patients); NaNs when a row is missing or the patients hold one class."""
+    from sklearn.metrics import roc_auc_score
+
+    from ...utils import rng
+
+    d = patient_scores(pred[(pred.split == "test") & pred.row.isin([ref, other])])
+    s = d.pivot_table(index="subject", columns="row", values="score").dropna()
+    if ref not in s or other not in s:
+        return np.nan, np.nan, np.nan, 0
+    y = d.groupby("subject").y.first().reindex(s.index).to_numpy(int)
+    if len(np.unique(y)) < 2:
+        return np.nan, np.nan, np.nan, len(s)
+    a, b = s[ref].to_numpy(), s[other].to_numpy()
+    diff = lambda ix: roc_auc_score(y[ix], a[ix]) - roc_auc_score(y[ix], b[ix])
+    gen, cls = rng(seed), [np.flatnonzero(y == c) for c in (0, 1)]
+    boots = [diff(np.concatenate([gen.choice(c, len(c)) for c in cls])) for _ in range(n_boot)]
+    lo, hi = np.percentile(boots, [50 * (1 - conf), 50 * (1 + conf)]) if boots else (np.nan, np.nan)
+    return float(diff(np.arange(len(y)))), float(lo), float(hi), len(y)
+
+
 def table(summ: pd.DataFrame, rows, digits: int = 3, n_folds: int | None = None) -> pd.DataFrame:
     """The paper's layout for some rows: 'mean (low-high)' per level and metric, the paper's value beside each; a row
     that trained in no fold reads 'failed', one that trained in fewer than `n_folds` says in how many."""
