@@ -371,6 +371,10 @@ def test_template_fit_reads_every_frame_where_an_argmax_reads_the_peak():
     assert np.mean([frame_diff(h[0], ed, n) <= 1 and frame_diff(h[1], es, n) <= 1 for h in hits]) >= 0.9
     with pytest.raises(ValueError, match="unknown decoder"):
         read_frames(truth, decoder="peak")
+    dip = noisy.copy()
+    dip[(es + 1) % n] = -0.2  # a sharp trough one frame after the template's ES
+    assert read_frames(dip, decoder="hybrid") == (fit_template(dip)[0], (es + 1) % n)
+    assert read_frames(dip, decoder="hybrid")[0] == read_frames(dip, decoder="template")[0]
 
 
 def test_the_predictor_keeps_its_decoder_and_refuses_an_unknown_one():

@@ -34,7 +34,8 @@ def decode(curve: np.ndarray, smooth: int = 1) -> tuple[int, int]:
     return int(np.argmax(c)), int(np.argmin(c))
 
 
-DECODERS = ("argmax", "template")  # how a predicted curve becomes ED and ES: its extremes, or the closest eq. 4 curve
+DECODERS = ("argmax", "template", "hybrid")  # how a predicted curve becomes ED and ES: its extremes, the closest
+                                            # eq. 4 curve, or ED from that curve and ES from the minimum
 
 
 @lru_cache(maxsize=64)
@@ -61,7 +62,11 @@ def fit_template(curve: np.ndarray, delta: float = 3.0, upsilon: float = 1 / 3) 
 
 def read_frames(curve: np.ndarray, smooth: int = 1, decoder: str = "argmax", delta: float = 3.0,
                 upsilon: float = 1 / 3) -> tuple[int, int]:
-    """ED and ES from a predicted curve by `decoder` (one of DECODERS)."""
+    """ED and ES from a predicted curve by `decoder` (one of DECODERS). 'hybrid' keeps each decoder where it reads
+    best: ED from the template (the flat diastolic top misleads an argmax), ES from the minimum (a sharp trough)."""
     if decoder not in DECODERS:
         raise ValueError(f"unknown decoder {decoder!r}; one of {DECODERS}")
-    return decode(curve, smooth) if decoder == "argmax" else fit_template(curve, delta, upsilon)
+    if decoder == "argmax":
+        return decode(curve, smooth)
+    ed, es = fit_template(curve, delta, upsilon)
+    return (ed, decode(curve, smooth)[1]) if decoder == "hybrid" else (ed, es)

@@ -101,6 +101,7 @@ SEAM = "Seam control (largest frame-to-frame change)"
 PHANTOM_CURVE = "LV volume curve (phantom-only segmenter)"
 NETWORK_ROW = "TempReg-Net (fine-tuned)"
 TEMPLATE_ROW = "TempReg-Net (fine-tuned, template fit)"  # the same curves, ED and ES from the closest eq. 4 curve
+HYBRID_ROW = "TempReg-Net (fine-tuned, template ED, minimum ES)"  # the same curves: ED by template, ES by minimum
 
 
 def run_curve(smooth: int) -> str:
@@ -251,7 +252,7 @@ class Study(Base):
             return self.nb.predictor(Predictor.from_model(nets[exported], exported, p["size"], p["zoom"],
                                                           provenance=self.nb.provenance(self.store, check)))
         chose = (f"chosen on {int(real.choice.n.iloc[0])} ACDC validation patients among fine-tuned TempReg-Net "
-                 "(its curve read by extremes or by template fit), "
+                 "(its curve read by extremes, by template fit, or ED by template and ES by the minimum), "
                  "the run segmenter's LV volume curve and their average")
         if real.kind == VOLUME_CURVE:
             seg = self.segmentation().provenance.get("real_training")
@@ -450,6 +451,7 @@ class Study(Base):
                        "held-out folds) with 95 % CIs, beside the paper's and the phantom test split's aFD")
         methods = set(res.method)
         kinds = {NETWORK_ROW: (NETWORK, 1, "argmax"), TEMPLATE_ROW: (NETWORK, 1, "template"),
+                 HYBRID_ROW: (NETWORK, 1, "hybrid"),
                  **{run_curve(k): (VOLUME_CURVE, k, "argmax") for k in p["curve_smooth"]},
                  **{combined(k): (COMBINED, k, "argmax") for k in p["curve_smooth"]}}
         candidates = [m for m in kinds if m in methods]
@@ -508,7 +510,8 @@ class Study(Base):
                     learn.fit_one_cycle(p["real_epochs"], p["real_lr"], cbs=[best])
             found[f"{m} (fine-tuned)"] = partial(predict, learn.model.eval(), size=p["size"], zoom=p["zoom"])
             if f"{m} (fine-tuned)" == NETWORK_ROW:
-                found[TEMPLATE_ROW] = partial(predict, learn.model, size=p["size"], zoom=p["zoom"], decoder="template")
+                for row, dec in ((TEMPLATE_ROW, "template"), (HYBRID_ROW, "hybrid")):
+                    found[row] = partial(predict, learn.model, size=p["size"], zoom=p["zoom"], decoder=dec)
             log.append(dict(fold=k, method=m, best_epoch=best.best_epoch, valid_loss=float(best.best),
                             train=sum(s.split == "train" for s in seqs), valid=sum(s.split == "valid" for s in seqs)))
         return found, log

@@ -636,7 +636,8 @@ class Study(Base):
             self.nb.table(t, name)
         self.nb.figure(real_lvef_figure(pred[pred.readout == real.POOLED], pooled), "06_real_patients",
                        f"LVEF of {n} real ACDC patients (reference: the full manual labels) against the pooled "
-                       "read-out of each representation's frozen features, out of fold; MAE with its 95 % bootstrap CI.")
+                       "read-out of each representation's frozen features, out of fold; MAE with its 95 % "
+                       "bootstrap CI.")
         self.nb.figure(readout_figure(pooled, frames), "06_real_frames",
                        f"LVEF MAE of {n} real ACDC patients, out of fold, by representation: one pooled feature per "
                        "patient against each slice and time step read as LV area, the curve's EF mapped to LVEF.")
