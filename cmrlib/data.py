@@ -224,12 +224,7 @@ def seg_dls(source: CohortStore | str | Path, views: Sequence[str] = ("SAX",), s
             va = _cap(va, max(1, max_frames // 4), seed_for(seed, "seg_dls", "valid frames"))
         if extra:
             tr = _with_extra(tr, cine_frame_set(extra, geom), extra_share)
-        items = [(x, y, False) for x, y in zip(tr.x, tr.y)] + [(x, y, True) for x, y in zip(va.x, va.y)]
-        block = seg_block(aug, intensity, clutter, seed, label_intensity, wall)
-        dls = block.dataloaders(items, bs=bs, num_workers=0, verbose=False)
-        dls.geometry, dls.views, dls.vocab = geom, tuple(views), CODES
-        dls.info = pd.concat([tr.info.assign(role="train"), va.info.assign(role="valid")], ignore_index=True)
-        return dls
+        return _loaders(seg_block(aug, intensity, clutter, seed, label_intensity, wall), tr, va, geom, views, bs)
 
 
 def cine_dls(cines: Sequence[Cine], geometry: FrameGeometry, bs: int = 16, seed: int = 0, aug: dict | None = None,
@@ -238,12 +233,19 @@ def cine_dls(cines: Sequence[Cine], geometry: FrameGeometry, bs: int = 16, seed:
     fine-tuning a trained segmenter at its geometry): all of them train and none validates, since no choice is
     made on them."""
     with seeded(seed):
-        fs = cine_frame_set(cines, geometry)
-        block = seg_block(aug, intensity, seed=seed)
-        dls = block.dataloaders([(x, y, False) for x, y in zip(fs.x, fs.y)], bs=bs, num_workers=0, verbose=False)
-        dls.geometry, dls.views, dls.vocab = geometry, tuple(sorted({c.view for c in cines})), CODES
-        dls.info = fs.info.assign(role="train")
-        return dls
+        return _loaders(seg_block(aug, intensity, seed=seed), cine_frame_set(cines, geometry), None, geometry,
+                        sorted({c.view for c in cines}), bs)
+
+
+def _loaders(block, tr, va, geometry: FrameGeometry, views: Sequence[str], bs: int) -> DataLoaders:
+    """The DataLoaders of a training and (None: no) validation frame set, with the geometry, views, vocabulary and
+    each frame's info (its role) riding along."""
+    sets = [(tr, False)] + ([(va, True)] if va is not None else [])
+    items = [(x, y, is_valid) for fs, is_valid in sets for x, y in zip(fs.x, fs.y)]
+    dls = block.dataloaders(items, bs=bs, num_workers=0, verbose=False)
+    dls.geometry, dls.views, dls.vocab = geometry, tuple(views), CODES
+    dls.info = pd.concat([fs.info.assign(role="valid" if v else "train") for fs, v in sets], ignore_index=True)
+    return dls
 
 
 def pick_subjects(source: CohortStore | str | Path, n: int, split: str = "train", by: str = "group",
