@@ -60,8 +60,10 @@ def reference_of(cines, given: dict[str, float] | None) -> dict[str, float]:
 
 
 def measure_cohort(folders: list[Path], segmenter, refs: dict[str, dict], log: Callable[[str], None],
-                   progress: bool = True, subjects: list[str] | None = None) -> pd.DataFrame:
-    """One row per patient (S001..., or `subjects`): status, and each measure's `_auto` and `_ref`."""
+                   progress: bool = True, subjects: list[str] | None = None,
+                   contoured: dict[str, Cine] | None = None) -> pd.DataFrame:
+    """One row per patient (S001..., or `subjects`): status, and each measure's `_auto` and `_ref`. `contoured`:
+    filled with each patient's contoured SAX frames (`contoured_frames`) from the same read."""
     from tqdm.auto import tqdm
 
     names = subjects or [f"S{i:03d}" for i in range(1, len(folders) + 1)]
@@ -70,6 +72,8 @@ def measure_cohort(folders: list[Path], segmenter, refs: dict[str, dict], log: C
         row = dict(subject=name, status="measured")
         try:
             cines, _ = read_patient(folder)
+            if contoured is not None and (c := contoured_frames(cines)) is not None:
+                contoured[name] = c
             ref = reference_of(cines, refs.get(folder.name))
             if not ref:
                 raise AnalyseError(f"{folder.name}: no reference (no --reference row, no SAX masks at ED and ES)",
@@ -85,9 +89,8 @@ def measure_cohort(folders: list[Path], segmenter, refs: dict[str, dict], log: C
     return pd.DataFrame(rows)
 
 
-def contoured_frames(folder: Path) -> Cine | None:
+def contoured_frames(cines: list[Cine]) -> Cine | None:
     """A patient's SAX cine cut to its contoured frames (what fine-tuning learns from), or None without masks."""
-    cines, _ = read_patient(folder)
     c = next((c for c in cines if c.view == "SAX" and c.labels is not None and c.labelled.any()), None)
     if c is None:
         return None
@@ -102,21 +105,14 @@ def fold_of(n: int, folds: int, seed: int) -> np.ndarray:
     return rng(seed_for(seed, "validate", "folds")).permutation(np.arange(n) % folds)
 
 
-def fine_tune_cv(folders: list[Path], subjects: list[str], segmenter, refs: dict[str, dict], tune: dict,
-                 log: Callable[[str], None], progress: bool = True):
-    """The segmenter's SAX network fine-tuned on the site's contours: scored by cross-validation inside the cohort
-    (each patient measured by a model fine-tuned without them; the table `measure_cohort` gives), and the Predictor
-    fine-tuned on every contoured patient, to ship. (out-of-fold table, that Predictor, the patients it learnt)"""
+def fine_tune_cv(folders: list[Path], subjects: list[str], frames: dict[str, Cine], segmenter,
+                 refs: dict[str, dict], tune: dict, log: Callable[[str], None], progress: bool = True):
+    """The segmenter's SAX network fine-tuned on the site's contours (`frames`: each contoured patient's frames, as
+    `measure_cohort` kept them): scored by cross-validation inside the cohort (each patient measured by a model
+    fine-tuned without them; the table `measure_cohort` gives), and the Predictor fine-tuned on every contoured
+    patient, to ship. (out-of-fold table, that Predictor, the patients it learnt)"""
     from tqdm.auto import tqdm
 
-    frames = {}
-    for name, folder in zip(subjects, folders, strict=True):
-        try:
-            c = contoured_frames(folder)
-        except Exception:  # measure_cohort has recorded why
-            c = None
-        if c is not None:
-            frames[name] = c
     if len(frames) < MIN_PATIENTS:
         raise AnalyseError(f"--fine-tune needs SAX masks in at least {MIN_PATIENTS} patients' folders (ACDC layout: "
                            f"ED and ES masks); {len(frames)} have them")
@@ -229,7 +225,8 @@ def validate(cohort: str | Path, run_dir: str | Path, out: str | Path, reference
     refs = read_reference(Path(reference) if reference else None)
     t0 = time.perf_counter()
     seg = predictors[SEGMENTER]
-    table = measure_cohort(folders, seg, refs, log, progress)
+    contoured: dict[str, Cine] = {}
+    table = measure_cohort(folders, seg, refs, log, progress, contoured=contoured if fine_tune else None)
     done = table[table.status == "measured"]
     pairs = pairs_of(done)
     if not pairs:
@@ -240,7 +237,7 @@ def validate(cohort: str | Path, run_dir: str | Path, out: str | Path, reference
     calibrating, tuned = done, None
     if fine_tune:
         tune = FINE_TUNE | (fine_tune if isinstance(fine_tune, dict) else {})
-        oof, seg, learnt = fine_tune_cv(folders, subjects, seg, refs, tune, log, progress)
+        oof, seg, learnt = fine_tune_cv(folders, subjects, contoured, seg, refs, tune, log, progress)
         calibrating = oof[oof.status == "measured"]
         tuned = fine_tune_table(done, calibrating, pairs, tune["seed"])
         seg.model = seg.model.replace("SAX segmenter", f"SAX segmenter fine-tuned on {len(learnt)} site patients")

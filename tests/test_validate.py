@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from cmrlib.analyse import AnalyseError, analyse
+from cmrlib.analyse import AnalyseError, analyse, read_patient
 from cmrlib.cli import main
 from cmrlib.data import FrameGeometry
 from cmrlib.labels import SOURCE_MAPS
@@ -144,7 +144,7 @@ def test_fine_tuning_is_scored_out_of_fold_and_ships_the_model_tuned_on_every_pa
     seen, real = [], learner.fine_tune
     key = lambda c: hashlib.sha1(c.pixels.tobytes()).hexdigest()
     folders = sorted((tmp / "site").iterdir())
-    subject_of = {key(contoured_frames(f)): f"S{i:03d}" for i, f in enumerate(folders, start=1)}
+    subject_of = {key(contoured_frames(read_patient(f)[0])): f"S{i:03d}" for i, f in enumerate(folders, start=1)}
 
     def recording(model, cines, *a, **kw):  # which patients each fine-tune learnt from
         seen.append({subject_of[key(c)] for c in cines})
