@@ -259,13 +259,24 @@ def validate(cohort: str | Path, run_dir: str | Path, out: str | Path, reference
     seg.provenance = dict(seg.provenance, intervals=run_cal | site_intervals(site, name), validation=record)
     shutil.rmtree(o / "predictors" / file_name(SEGMENTER))  # the links only: the run's files stay
     seg.save(o / "predictors" / file_name(SEGMENTER))
+    files = _write_validation(o, table, done, pairs, agree, site, qc, calibrating, tuned, record, run_dir.name,
+                              time.perf_counter() - t0)
+    log(f"{len(done)} of {len(table)} patients measured; validated run: {o} ({time.perf_counter() - t0:.1f} s)")
+    return files
+
+
+def _write_validation(o: Path, table: pd.DataFrame, done: pd.DataFrame, pairs: dict, agree: pd.DataFrame,
+                      site: pd.DataFrame, qc: pd.DataFrame, calibrating: pd.DataFrame, tuned: pd.DataFrame | None,
+                      record: dict, from_run: str, seconds: float) -> dict[str, Path]:
+    """The validated run's `validation/` folder: measures, agreement, intervals, QC, the fine-tune's tables, the
+    figure, and validation.json last (it says the folder is finished). The files written."""
     v = o / VALIDATION
     v.mkdir()
     files = dict(run=o, agreement=v / "agreement.csv", intervals=v / "intervals.csv", measures=v / "measures.csv",
                  figure=v / "agreement.png", qc=v / "qc.csv")
-    atomic_write_text(v / "measures.csv", spreadsheet_safe(table).to_csv(index=False))
-    atomic_write_text(v / "agreement.csv", agree.to_csv())
-    atomic_write_text(v / "intervals.csv", site.to_csv())
+    atomic_write_text(files["measures"], spreadsheet_safe(table).to_csv(index=False))
+    atomic_write_text(files["agreement"], agree.to_csv())
+    atomic_write_text(files["intervals"], site.to_csv())
     atomic_write_text(files["qc"], qc.to_csv())
     if tuned is not None:
         files |= dict(fine_tune=v / "fine_tune.csv", measures_fine_tuned=v / "measures_fine_tuned.csv")
@@ -273,12 +284,10 @@ def validate(cohort: str | Path, run_dir: str | Path, out: str | Path, reference
         atomic_write_text(files["measures_fine_tuned"], spreadsheet_safe(calibrating).to_csv(index=False))
     _figure(done, pairs, files["figure"])
     atomic_write_json(v / "validation.json", dict(
-        kind="cmrlib validation", from_run=run_dir.name, patients=len(table), measured=len(done), level=LEVEL,
+        kind="cmrlib validation", from_run=from_run, patients=len(table), measured=len(done), level=LEVEL,
         failed=table[table.status != "measured"][["subject", "status"]].to_dict("records"),
         intervals=json.loads(site.to_json(orient="index")), fine_tuned=record.get("fine_tuned"),
-        qc=json.loads(qc.to_json(orient="index")),
-        seconds=round(time.perf_counter() - t0, 1)))
-    log(f"{len(done)} of {len(table)} patients measured; validated run: {o} ({time.perf_counter() - t0:.1f} s)")
+        qc=json.loads(qc.to_json(orient="index")), seconds=round(seconds, 1)))
     return files
 
 
