@@ -15,7 +15,10 @@ With fine-tuning (the default; --no-fine-tune leaves it out), the same 20 patien
 segmenter (`validate --fine-tune`): its 5-fold CV inside the site, and the held-out 45 patients' MAE before and
 after with a paired bootstrap interval.
 
-Usage: python bench/bench_validate.py [run_dir] [data_dir] [--no-fine-tune]
+With --stratified the site is instead the first 4 patients of each of ACDC's five diagnoses (20), the held-out 45
+the rest: a site whose sample looks like the patients it then reports.
+
+Usage: python bench/bench_validate.py [run_dir] [data_dir] [--no-fine-tune] [--stratified]
        (defaults runs/default, $CMRLIB_DATA or ../shared/data)
 """
 from __future__ import annotations
@@ -34,6 +37,7 @@ from cmrlib.stats import paired_bootstrap
 from cmrlib.validate import measure_cohort, read_reference, validate
 
 CALIBRATE = 20
+PER_GROUP = 4  # --stratified: site patients per diagnosis (5 x 4 = CALIBRATE)
 SHOWN = ("LVEDV", "LVESV", "LVEF", "LVM")
 
 
@@ -52,7 +56,17 @@ def held_out_table(run: Path, folders: list[Path], ref: dict) -> pd.DataFrame:
     return held[held.status == "measured"]
 
 
-def rows(run_dir: str | None = None, data_dir: str | None = None, fine_tune: bool = True) -> list[dict]:
+def site_split(folders: list[Path], reference: Path, stratified: bool) -> tuple[list[Path], list[Path]]:
+    """(site, held out): the first CALIBRATE folders, or with `stratified` the first PER_GROUP of each diagnosis."""
+    if not stratified:
+        return folders[:CALIBRATE], folders[CALIBRATE:]
+    group = pd.read_csv(reference).set_index("patient")["group"].dropna()
+    site = [f for g in sorted(group.unique()) for f in [f for f in folders if group.get(f.name) == g][:PER_GROUP]]
+    return site, [f for f in folders if f not in site]
+
+
+def rows(run_dir: str | None = None, data_dir: str | None = None, fine_tune: bool = True,
+         stratified: bool = False) -> list[dict]:
     run = Path(run_dir or "runs/default")
     data = Path(data_dir or os.environ.get("CMRLIB_DATA") or "../shared/data")
     cines = data / "acdc-cine"
@@ -61,22 +75,23 @@ def rows(run_dir: str | None = None, data_dir: str | None = None, fine_tune: boo
     torch.set_num_threads(2)
     ref = read_reference(cines / "reference.csv")
     folders = sorted(p for p in cines.iterdir() if p.is_dir() and p.name in ref)
+    site_folders, held_folders = site_split(folders, cines / "reference.csv", stratified)
     quiet = dict(log=lambda *_: None, progress=False)
     out = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        site = link_cohort(folders[:CALIBRATE], tmp / "site")
+        site = link_cohort(site_folders, tmp / "site")
         files = validate(site, run, tmp / "validated", cines / "reference.csv", **quiet)
         cal = pd.read_csv(files["intervals"], index_col=0)
         qc = pd.read_csv(files["qc"], index_col=0)
-        held = held_out_table(run, folders[CALIBRATE:], ref)
+        held = held_out_table(run, held_folders, ref)
         if fine_tune:
             t0 = time.perf_counter()
             tuned = validate(site, run, tmp / "tuned", cines / "reference.csv", fine_tune=True, **quiet)
             seconds = time.perf_counter() - t0
             cv = pd.read_csv(tuned["fine_tune"], index_col=0)
             cal_ft = pd.read_csv(tuned["intervals"], index_col=0)
-            held_ft = held_out_table(tuned["run"], folders[CALIBRATE:], ref)
+            held_ft = held_out_table(tuned["run"], held_folders, ref)
     for m in SHOWN:
         if m not in cal.index:
             continue
@@ -111,6 +126,6 @@ def rows(run_dir: str | None = None, data_dir: str | None = None, fine_tune: boo
 
 
 if __name__ == "__main__":
-    args = [a for a in sys.argv[1:] if a != "--no-fine-tune"]
-    for r in rows(*args[:2], fine_tune="--no-fine-tune" not in sys.argv):
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    for r in rows(*args[:2], fine_tune="--no-fine-tune" not in sys.argv, stratified="--stratified" in sys.argv):
         print(f"{r['figure']} | {r['value']} | {r['target']}")
