@@ -128,9 +128,9 @@ def test_predict_maps_back_to_the_cine_grid(store):
             assert dice(pred, c.labels, lab) > 0.95
 
 
-def test_encoder_features_are_the_deepest_stage_per_frame_of_the_chosen_slices(store):
-    """One pooled vector per (frame, chosen slice) at the segmenter's geometry; the network's output unchanged by
-    exposing its encoder."""
+def test_encoder_features_pool_every_stage_per_frame_of_the_chosen_slices(store):
+    """One vector per (frame, chosen slice) at the segmenter's geometry, every encoder stage pooled; the network's
+    output unchanged by exposing its encoder."""
     from cmrlib.methods.segmentation.predict import encoder_features
 
     torch.manual_seed(0)
@@ -138,7 +138,8 @@ def test_encoder_features_are_the_deepest_stage_per_frame_of_the_chosen_slices(s
     net.geometry = FrameGeometry(size=64, spacing=2.0)
     c = store.read("toy05_SAX")
     f = encoder_features(net, c, [0, 2])
-    assert f.shape == (c.n_frames, 2, net.encode(torch.zeros(1, 1, 64, 64))[-1].shape[1]) and np.isfinite(f).all()
+    channels = sum(s.shape[1] for s in net.encode(torch.zeros(1, 1, 64, 64)))
+    assert f.shape == (c.n_frames, 2, channels) and np.isfinite(f).all()
     assert not np.allclose(f[:, 0], f[:, 1])
     x = torch.rand(2, 1, 64, 64)
     with torch.no_grad():

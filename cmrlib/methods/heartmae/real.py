@@ -25,9 +25,9 @@ ALPHAS = np.logspace(-2, 4, 13)  # ridge strengths tried by cross-validation on 
 POOLED, FRAMES = "pooled", "frame-resolved"          # the two read-outs
 AREAS = "segmenter areas (the read-out's target)"   # the frame-resolved read-out's ceiling: its target, no features
 PIXELS = "raw pixels"                                # the control: each time step's mean image, shrunk
-SEGMENTER = "segmenter encoder"                      # the run's SAX segmenter's deepest stage: frozen features that
-                                                     # were trained to find the blood pool
-N_PCA = 32                        # principal components of the features a read-out regresses on (at most)
+SEGMENTER = "segmenter encoder"                      # the run's SAX segmenter's encoder stages, pooled: frozen
+                                                     # features that were trained to find the blood pool
+N_PCA = (8, 32, 128)              # principal components a read-out may regress on, chosen with the strength
 FRAME_SPLITS = 10                 # patient-grouped folds choosing the frame-resolved ridge's strength
 PIXEL_SIDE = 16                   # the raw-pixel control: each time step's mean image at 16 x 16 px
 
@@ -41,9 +41,10 @@ def fold_views(cines: CineSet, folds: pd.Series, fold: int) -> CineSet:
 
 
 def ridge_cv(x: np.ndarray, y: np.ndarray, groups: np.ndarray, max_splits: int | None = None):
-    """Standardise, project on at most `N_PCA` principal components, ridge: the strength (of `ALPHAS`) with the
-    lowest MAE over patient-grouped folds (leave one patient out, or `max_splits` folds), refitted on all rows.
-    (model, cross-validated MAE, alpha, each row's out-of-fold prediction at that alpha)."""
+    """Standardise, project on principal components, ridge: the number of components (of `N_PCA`, at most what the
+    folds allow) and the strength (of `ALPHAS`) with the lowest MAE over patient-grouped folds (leave one patient
+    out, or `max_splits` folds), refitted on all rows. (model, cross-validated MAE, alpha, each row's out-of-fold
+    prediction at those settings)."""
     from sklearn.decomposition import PCA
     from sklearn.linear_model import Ridge
     from sklearn.model_selection import GridSearchCV, GroupKFold, LeaveOneGroupOut, cross_val_predict
@@ -53,9 +54,10 @@ def ridge_cv(x: np.ndarray, y: np.ndarray, groups: np.ndarray, max_splits: int |
     n_groups = len(np.unique(groups))
     cv = LeaveOneGroupOut() if max_splits is None or n_groups <= max_splits else GroupKFold(max_splits)
     splits = list(cv.split(x, y, groups))
-    smallest = min(len(tr) for tr, _ in splits)
-    pipe = make_pipeline(StandardScaler(), PCA(min(N_PCA, smallest - 1, x.shape[1]), random_state=0), Ridge())
-    search = GridSearchCV(pipe, {"ridge__alpha": ALPHAS}, cv=splits, scoring="neg_mean_absolute_error").fit(x, y)
+    most = min(min(len(tr) for tr, _ in splits) - 1, x.shape[1])
+    pipe = make_pipeline(StandardScaler(), PCA(random_state=0), Ridge())
+    grid = {"ridge__alpha": ALPHAS, "pca__n_components": sorted({min(k, most) for k in N_PCA})}
+    search = GridSearchCV(pipe, grid, cv=splits, scoring="neg_mean_absolute_error").fit(x, y)
     oof = cross_val_predict(search.best_estimator_, x, y, cv=splits)
     return search.best_estimator_, float(-search.best_score_), float(search.best_params_["ridge__alpha"]), oof
 

@@ -603,7 +603,7 @@ class Study(Base):
         cycle, and its encoder's features (None without a SAX segmenter); segmented once per run and cohort."""
         cycle = cines.frames.shape[1]
         key = dict(segmentation=self._segmentation_key, cohort=store.fingerprint(), views=cines.table.view_id.tolist(),
-                   windows=windows, cycle=cycle)
+                   windows=windows, cycle=cycle, encoder="every stage, mean over space")
         got = load_arrays(self.out / "real_frame_targets.npz", key)
         if got is not None:
             a = got[0]

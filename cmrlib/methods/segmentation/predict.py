@@ -73,8 +73,9 @@ def frame_probs(model, cine: Cine, bs: int = 32, bf16: bool | None = None, frame
 
 @torch.inference_mode()
 def encoder_features(model, cine: Cine, slices: Sequence[int], bs: int = 32) -> np.ndarray:
-    """(T, slices, C) the segmenter's deepest encoder stage averaged over space, per frame of the chosen SAX slices
-    at the segmenter's own geometry: frozen features of a network trained to find the blood pool."""
+    """(T, slices, C) every encoder stage of the segmenter averaged over space and concatenated (fine to deep), per
+    frame of the chosen SAX slices at the segmenter's own geometry: frozen features of a network trained to find
+    the blood pool."""
     net = as_model(model).eval()
     geom: FrameGeometry = getattr(net, "geometry", None) or FrameGeometry()
     aff = geom.affine(cine)
@@ -82,7 +83,8 @@ def encoder_features(model, cine: Cine, slices: Sequence[int], bs: int = 32) -> 
     x = np.stack([aff.image(normalise(f, geom.norm)) for f in stack])  # (T, Z', S, S)
     flat = torch.from_numpy(x.reshape(-1, 1, *x.shape[-2:]))
     dev = next(net.parameters()).device
-    out = [net.encode(flat[i:i + bs].to(dev))[-1].mean((2, 3)).float().cpu().numpy() for i in range(0, len(flat), bs)]
+    out = [torch.cat([f.mean((2, 3)) for f in net.encode(flat[i:i + bs].to(dev))], 1).float().cpu().numpy()
+           for i in range(0, len(flat), bs)]
     return np.concatenate(out).reshape(len(stack), len(slices), -1)
 
 
