@@ -42,24 +42,37 @@ def fold_views(cines: CineSet, folds: pd.Series, fold: int) -> CineSet:
 
 def ridge_cv(x: np.ndarray, y: np.ndarray, groups: np.ndarray, max_splits: int | None = None):
     """Standardise, project on principal components, ridge: the number of components (of `N_PCA`, at most what the
-    folds allow) and the strength (of `ALPHAS`) with the lowest MAE over patient-grouped folds (leave one patient
-    out, or `max_splits` folds), refitted on all rows. (model, cross-validated MAE, alpha, each row's out-of-fold
-    prediction at those settings)."""
-    from sklearn.decomposition import PCA
+    folds allow) and the strength (of `ALPHAS`) with the lowest out-of-fold MAE over patient-grouped folds (leave one
+    patient out, or `max_splits` folds), refitted on all rows. (model, cross-validated MAE, alpha, each row's
+    out-of-fold prediction at those settings)."""
     from sklearn.linear_model import Ridge
-    from sklearn.model_selection import GridSearchCV, GroupKFold, LeaveOneGroupOut, cross_val_predict
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    from sklearn.model_selection import GroupKFold, LeaveOneGroupOut
 
     n_groups = len(np.unique(groups))
     cv = LeaveOneGroupOut() if max_splits is None or n_groups <= max_splits else GroupKFold(max_splits)
     splits = list(cv.split(x, y, groups))
     most = min(min(len(tr) for tr, _ in splits) - 1, x.shape[1])
-    pipe = make_pipeline(StandardScaler(), PCA(random_state=0), Ridge())
-    grid = {"ridge__alpha": ALPHAS, "pca__n_components": sorted({min(k, most) for k in N_PCA})}
-    search = GridSearchCV(pipe, grid, cv=splits, scoring="neg_mean_absolute_error").fit(x, y)
-    oof = cross_val_predict(search.best_estimator_, x, y, cv=splits)
-    return search.best_estimator_, float(-search.best_score_), float(search.best_params_["ridge__alpha"]), oof
+    ks = sorted({min(k, most) for k in N_PCA})
+    oof = np.zeros((len(ks), len(ALPHAS), len(y)))
+    for tr, te in splits:  # one projection per split: the first k components of the largest are PCA(k)'s
+        proj = _projection(max(ks)).fit(x[tr])
+        z_tr, z_te = proj.transform(x[tr]), proj.transform(x[te])
+        for i, k in enumerate(ks):
+            for j, a in enumerate(ALPHAS):
+                oof[i, j, te] = Ridge(alpha=a).fit(z_tr[:, :k], y[tr]).predict(z_te[:, :k])
+    mae = np.abs(oof - y).mean(-1)
+    i, j = np.unravel_index(int(np.argmin(mae)), mae.shape)
+    model = _projection(ks[i], Ridge(alpha=ALPHAS[j])).fit(x, y)
+    return model, float(mae[i, j]), float(ALPHAS[j]), oof[i, j]
+
+
+def _projection(k: int, *then):
+    """Standardisation, the first `k` principal components (exact SVD, so fewer components are a prefix), `then`."""
+    from sklearn.decomposition import PCA
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), PCA(k, svd_solver="full"), *then)
 
 
 def pooled_lvef(x: pd.DataFrame, y: pd.Series, roles: Mapping[str, list[str]]) -> tuple[pd.Series, float, float]:
