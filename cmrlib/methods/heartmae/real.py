@@ -2,9 +2,10 @@
 trained on the fold's training and validation patients (the test patients scored once), and the out-of-fold errors
 summarised with bootstrap CIs, paired against the random encoder.
 
-- pooled: one mean feature per patient, a ridge on its principal components (strength by leave-one-patient-out);
+- pooled: one mean feature per patient, a ridge on its principal components (their number and the strength by
+  leave-one-patient-out);
 - frame-resolved: each (SAX slice, clip time step) feature regressed on the LV blood-pool area the run's segmenter
-  finds over the same frames (strength by patient-grouped CV), the patient's area curve summed over slices and its
+  finds over the same frames (settings by patient-grouped CV), the patient's area curve summed over slices and its
   (max - min) / max read as EF, mapped to LVEF by a line fitted on the training patients' out-of-fold curves.
 """
 from __future__ import annotations
@@ -178,6 +179,9 @@ def lvef_table(pred: pd.DataFrame, reference: str, n_boot: int, seed: int) -> pd
     """Per encoder: the out-of-fold LVEF MAE with its bootstrap CI over patients, and its paired difference from
     `reference` (the random encoder) with the CI of that difference."""
     rows = []
+    if pred.empty:
+        return pd.DataFrame(columns=["encoder", "n", "MAE", "ci_low", "ci_high", "minus_random", "minus_random_low",
+                                     "minus_random_high"])
     err = (pred.pivot(index="subject", columns="encoder", values="predicted")
            .sub(pred.groupby("subject").reference.first(), axis=0).abs())
     idx = rng(seed).integers(0, len(err), (n_boot, len(err))) if n_boot and len(err) > 1 else None
@@ -228,10 +232,11 @@ def fold_readouts(encoded: Mapping[str, Encoded], rows: pd.DataFrame, lvef: pd.S
         if e.pooled is not None:
             test, cv, alpha = pooled_lvef(e.pooled, lvef, roles)
             add(enc, POOLED, test, cv_MAE=cv, alpha=alpha)
-        if e.frames is not None:
+        if e.frames is not None and len(rows):
             test, cv, alpha, area_mae = frame_lvef(e.frames[rows.pos.to_numpy()], rows, lvef, roles)
             add(enc, FRAMES, test, cv_area_MAE_cm2=cv, alpha=alpha, test_area_MAE_cm2=area_mae)
-    add(AREAS, FRAMES, area_lvef(rows, lvef, roles), test_area_MAE_cm2=0.0)
+    if len(rows):  # no rows: the run has no SAX segmenter to give the areas
+        add(AREAS, FRAMES, area_lvef(rows, lvef, roles), test_area_MAE_cm2=0.0)
     return pd.concat(preds, ignore_index=True), pd.DataFrame(gates)
 
 
@@ -248,4 +253,5 @@ def readout_gain(pred: pd.DataFrame, n_boot: int, seed: int) -> pd.DataFrame:
         rows.append(dict(encoder=enc, n=len(d), pooled_MAE=float(err[(enc, POOLED)].mean()),
                          frames_MAE=float(err[(enc, FRAMES)].mean()), frames_minus_pooled=float(d.mean()),
                          ci_low=float(lo), ci_high=float(hi)))
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["encoder", "n", "pooled_MAE", "frames_MAE", "frames_minus_pooled", "ci_low",
+                                       "ci_high"])

@@ -779,7 +779,7 @@ class Study(Base):
         g = r.gate[r.gate.readout == real.POOLED].groupby("encoder").cv_MAE.mean()
         pt = r.pretext.groupby("model").masked_loss.mean()
         ours = "HeartMAE (phantom + real)" if "HeartMAE (phantom + real)" in t.index else "HeartMAE (phantom)"
-        row, gain = t.loc[ours], r.gain.set_index("encoder").loc[ours]
+        row, gain = t.loc[ours], r.gain.set_index("encoder").reindex([ours]).iloc[0]
         boot = "patient bootstrap, 95 %"
         return [Target("real patients: HeartMAE LVEF MAE (EF points)", row.MAE, "<=", 8.0, row.ci_low, row.ci_high,
                        row.n, boot),
