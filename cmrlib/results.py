@@ -80,9 +80,8 @@ def meets(value: float, goal: str, target: float, low: float = np.nan, high: flo
 def targets_frame(rows) -> pd.DataFrame:
     """Target rows (`Target`s, or (figure, value, goal, target) tuples) as one table whose `met` is `meets`'."""
     ts = [r if isinstance(r, Target) else Target(*r) for r in rows]
-    df = pd.DataFrame([dict(figure=t.figure, value=t.value, low=t.low, high=t.high, n=t.n, test=t.test,
-                            goal=t.goal, target=t.target, met=t.met) for t in ts], columns=TARGET_COLUMNS)
-    return df
+    return pd.DataFrame([dict(figure=t.figure, value=t.value, low=t.low, high=t.high, n=t.n, test=t.test,
+                              goal=t.goal, target=t.target, met=t.met) for t in ts], columns=TARGET_COLUMNS)
 
 
 def recomputed(df: pd.DataFrame) -> pd.DataFrame:

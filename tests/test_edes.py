@@ -388,3 +388,20 @@ def test_the_predictor_keeps_its_decoder_and_refuses_an_unknown_one():
     p.prep["decoder"] = "peak"
     with pytest.raises(PredictorError, match="unknown decoder"):
         p.decoder
+
+
+def test_averaging_mid_slices_reads_the_mean_of_their_curves():
+    """`slices` averages the network's curves of that many slices about the mid one (inside the stack); a given `z`
+    or a single-slice cine reads one curve as before."""
+    from cmrlib.methods.edes.data import seq_frames
+    from cmrlib.methods.edes.predict import around_mid, predict, predict_curve
+
+    cine = toy_cine(stack=5)
+    assert around_mid(cine, 3) == [1, 2, 3] and around_mid(cine, 9) == [0, 1, 2, 3, 4]
+    torch.manual_seed(0)
+    net = tempreg_net(widths=(4, 8, 16), blocks=(1, 1, 1), hidden=8)
+    cine.pixels[:, 1] += np.random.default_rng(0).normal(0, 0.5, cine.pixels[:, 1].shape)  # a noisy slice
+    mean = np.mean([predict_curve(net, seq_frames(cine, 32, z)) for z in (1, 2, 3)], 0)
+    assert np.allclose(predict(net, cine, 32, slices=3)["curve"], mean, atol=1e-6)
+    assert not np.allclose(mean, predict_curve(net, seq_frames(cine, 32, 2)), atol=1e-4)
+    assert np.allclose(predict(net, cine, 32, z=2, slices=3)["curve"], predict_curve(net, seq_frames(cine, 32, 2)))

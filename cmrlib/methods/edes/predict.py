@@ -10,7 +10,7 @@ from ...labels import LV
 from ...record import Cine
 from ...store import CohortStore
 from .curves import decode, read_frames
-from .data import seq_frames
+from .data import mid_slice, seq_frames
 
 
 @torch.no_grad()
@@ -22,11 +22,21 @@ def predict_curve(model: torch.nn.Module, frames: np.ndarray) -> np.ndarray:
 
 
 def predict(model: torch.nn.Module, cine: Cine, size: int, zoom: float = 1.0, z: int | None = None,
-           smooth: int = 1, decoder: str = "argmax") -> dict:
-    """End to end on a `Cine`: frames -> predicted curve -> ED/ES (0-based; `curves.read_frames`' decoder)."""
-    curve = predict_curve(model, seq_frames(cine, size, z, zoom=zoom))
+           smooth: int = 1, decoder: str = "argmax", slices: int = 1) -> dict:
+    """End to end on a `Cine`: frames -> predicted curve -> ED/ES (0-based; `curves.read_frames`' decoder).
+    `slices`: on a SAX stack (no `z` given), the curves of that many slices about the mid-ventricular one averaged,
+    so one slice's noise does not move the extremes."""
+    zs = [z] if z is not None or not cine.is_stack or slices <= 1 else around_mid(cine, slices)
+    curve = np.mean([predict_curve(model, seq_frames(cine, size, k, zoom=zoom)) for k in zs], 0)
     ed, es = read_frames(curve, smooth, decoder)
     return dict(curve=curve, ed=ed, es=es)
+
+
+def around_mid(cine: Cine, n: int) -> list[int]:
+    """`n` neighbouring SAX slices centred on the mid-ventricular one, inside the stack."""
+    mid, depth = mid_slice(cine), cine.pixels.shape[1]
+    first = int(np.clip(mid - n // 2, 0, max(depth - n, 0)))
+    return list(range(first, min(first + n, depth)))
 
 
 def predict_store(model: torch.nn.Module, store: CohortStore, ids: Sequence[str], size: int, zoom: float = 1.0,

@@ -102,6 +102,7 @@ PHANTOM_CURVE = "LV volume curve (phantom-only segmenter)"
 NETWORK_ROW = "TempReg-Net (fine-tuned)"
 TEMPLATE_ROW = "TempReg-Net (fine-tuned, template fit)"  # the same curves, ED and ES from the closest eq. 4 curve
 HYBRID_ROW = "TempReg-Net (fine-tuned, template ED, minimum ES)"  # the same curves: ED by template, ES by minimum
+SLICES_ROW = "TempReg-Net (fine-tuned, 3 mid slices averaged)"  # its curves on 3 slices about the mid one, averaged
 
 
 def run_curve(smooth: int) -> str:
@@ -512,6 +513,7 @@ class Study(Base):
             if f"{m} (fine-tuned)" == NETWORK_ROW:
                 for row, dec in ((TEMPLATE_ROW, "template"), (HYBRID_ROW, "hybrid")):
                     found[row] = partial(predict, learn.model, size=p["size"], zoom=p["zoom"], decoder=dec)
+                found[SLICES_ROW] = partial(predict, learn.model, size=p["size"], zoom=p["zoom"], slices=3)
             log.append(dict(fold=k, method=m, best_epoch=best.best_epoch, valid_loss=float(best.best),
                             train=sum(s.split == "train" for s in seqs), valid=sum(s.split == "valid" for s in seqs)))
         return found, log
