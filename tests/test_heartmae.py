@@ -471,3 +471,21 @@ def test_split_steps_pools_exactly_as_the_model_and_keeps_each_clip_step_in_time
     wins = real.step_windows(30, 72, 64, 16, 4, 3, 2)
     assert wins[0] == (0, 4) and wins[3] == (12, 16) and wins[4] == (14, 18) and wins[-1] == (26, 30)
     assert np.allclose(real.window_means(np.arange(30.0), wins[:1]), [1.5])
+
+
+def test_ridge_paths_are_the_ridge_fits_on_each_prefix_of_components():
+    """The closed form gives what scikit-learn's Ridge fits on the first k principal-component scores, at every
+    strength."""
+    from sklearn.linear_model import Ridge
+
+    from cmrlib.methods.heartmae import real
+
+    g = np.random.default_rng(0)
+    x = g.normal(size=(120, 20))
+    y = 3 * x[:, 0] + g.normal(size=120)
+    proj = real._projection(12).fit(x[:90])
+    z_tr, z_te = proj.transform(x[:90]), proj.transform(x[90:])
+    paths = real._ridge_paths(z_tr, y[:90], z_te, [4, 12])
+    for i, k in enumerate((4, 12)):
+        for j, a in enumerate(real.ALPHAS):
+            assert np.allclose(paths[i, j], Ridge(alpha=a).fit(z_tr[:, :k], y[:90]).predict(z_te[:, :k]))
