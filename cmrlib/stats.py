@@ -327,6 +327,17 @@ def _metrics_rows(y: np.ndarray, s: np.ndarray, threshold: float) -> pd.DataFram
                                  negative_accuracy=spec))
 
 
+def paired_auc_difference(y, a, b, n_boot: int = 1000, seed=0, conf: float = 0.95) -> tuple[float, float, float]:
+    """ROC-AUC of scores `a` minus that of `b` on the same units (labels `y`), with the percentile interval of a
+    bootstrap resampling each class separately, both scores resampled together: (difference, low, high)."""
+    y, a, b = (np.asarray(v) for v in (y, a, b))
+    d = _auc_rows(y[None], a[None])[0] - _auc_rows(y[None], b[None])[0]
+    idx = _stratified_indices(y, n_boot, seed)
+    boots = _auc_rows(y[idx], a[idx])[0] - _auc_rows(y[idx], b[idx])[0]
+    lo, hi = np.percentile(boots, [50 * (1 - conf), 50 * (1 + conf)])
+    return float(d[0]), float(lo), float(hi)
+
+
 def bootstrap_ci(boots: pd.DataFrame, conf: float = 0.95) -> pd.DataFrame:
     """Percentile CIs (ci_low, ci_high) of every column of a table of bootstrap replicates (NaNs ignored)."""
     q = (1 - conf) / 2

@@ -190,3 +190,15 @@ def test_conformal_coverage_across_groups_calibrates_each_group_on_the_others():
     df = pd.DataFrame(dict(x_auto=np.r_[a, b], x_ref=0.0, split=["valid"] * 10 + ["test"] * 10))
     t = conformal_intervals(df, {"X": ("x_auto", "x_ref")}, by="split")
     assert t.loc["X", "coverage_across"] == pytest.approx(13 / 20) and t.loc["X", "n"] == 20
+
+
+def test_paired_auc_difference_is_sklearns_difference_with_a_stratified_interval():
+    """The estimate is the difference of the two ROC-AUCs; the interval holds it; a score against itself is 0."""
+    from sklearn.metrics import roc_auc_score
+
+    g = np.random.default_rng(0)
+    y = np.r_[np.zeros(30), np.ones(25)].astype(int)
+    a, b = y + g.normal(0, 1, 55), y + g.normal(0, 2, 55)
+    d, lo, hi = S.paired_auc_difference(y, a, b, 300, seed=0)
+    assert d == pytest.approx(roc_auc_score(y, a) - roc_auc_score(y, b)) and lo <= d <= hi
+    assert S.paired_auc_difference(y, a, a, 50, seed=0) == (0.0, 0.0, 0.0)

@@ -102,7 +102,8 @@ def targets_table(run_dir: str | Path, only: set[str] | None = None) -> pd.DataF
     bad = [c for c in ("figure", "value", "goal", "target") if not all(c in p for p in parts)]
     if bad:
         raise ReportError(f"{run_dir}: a targets.csv lacks column(s) {bad}")
-    return pd.concat([recomputed(p).assign(notebook=p["notebook"].iloc[0]) for p in parts], ignore_index=True)[cols]
+    every = pd.concat(parts, ignore_index=True)
+    return recomputed(every).assign(notebook=every["notebook"])[cols]
 
 
 def targets_shown(tg: pd.DataFrame) -> pd.DataFrame:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ...stats import paired_bootstrap
 from ...store import fold_roles
 from ...utils import rng
 from .data import CineSet, inference_views
@@ -254,11 +255,10 @@ def readout_gain(pred: pd.DataFrame, n_boot: int, seed: int) -> pd.DataFrame:
            .pivot_table(index="subject", columns=["encoder", "readout"], values="err"))
     rows = []
     for enc in sorted({e for e, r in err.columns if (e, POOLED) in err and (e, FRAMES) in err}):
-        d = (err[(enc, FRAMES)] - err[(enc, POOLED)]).dropna().to_numpy()
-        idx = rng(seed).integers(0, len(d), (n_boot, len(d))) if n_boot and len(d) > 1 else None
-        lo, hi = np.percentile(d[idx].mean(1), [2.5, 97.5]) if idx is not None else (np.nan, np.nan)
-        rows.append(dict(encoder=enc, n=len(d), pooled_MAE=float(err[(enc, POOLED)].mean()),
-                         frames_MAE=float(err[(enc, FRAMES)].mean()), frames_minus_pooled=float(d.mean()),
-                         ci_low=float(lo), ci_high=float(hi)))
+        both = err[[(enc, FRAMES), (enc, POOLED)]].dropna()
+        d, lo, hi = (paired_bootstrap(both.iloc[:, 0], both.iloc[:, 1], n_boot, seed) if n_boot and len(both) > 1
+                     else (float((both.iloc[:, 0] - both.iloc[:, 1]).mean()), np.nan, np.nan))
+        rows.append(dict(encoder=enc, n=len(both), pooled_MAE=float(err[(enc, POOLED)].mean()),
+                         frames_MAE=float(err[(enc, FRAMES)].mean()), frames_minus_pooled=d, ci_low=lo, ci_high=hi))
     return pd.DataFrame(rows, columns=["encoder", "n", "pooled_MAE", "frames_MAE", "frames_minus_pooled", "ci_low",
                                        "ci_high"])

@@ -577,26 +577,25 @@ class Study(Base):
             fc = real.fold_views(cines, folds, fold)
             role = fc.table.drop_duplicates("subject").set_index("subject")["split"]
             roles = {r: [s for s in names if role[s] == r] for r in ("train", "valid", "test")}
-            tuned = self._real_tuned(fc, fold, encoded, pretexts)
+            tuned, pretext = self._real_tuned(fc, fold, encoded)
+            pretexts.append(pretext)
             pred, gate = real.fold_readouts({**tuned, **fixed}, rows, lvef, roles, fold)
             preds.append(pred)
             gates.append(gate)
         return self._real_tables(pd.concat(preds, ignore_index=True), pd.concat(gates, ignore_index=True),
                                  pd.concat(pretexts, ignore_index=True), len(names))
 
-    def _real_tuned(self, fc: CineSet, fold: int, encoded, pretexts: list) -> dict:
-        """With `real_epochs`: HeartMAE's pretraining continued on the fold's training patients, its features, and
-        its pretext gate appended to `pretexts`; else the phantom HeartMAE's pretext gate on the fold's validation
-        views and no extra row."""
+    def _real_tuned(self, fc: CineSet, fold: int, encoded) -> tuple[dict, pd.DataFrame]:
+        """With `real_epochs`: HeartMAE's pretraining continued on the fold's training patients, its features and
+        its pretext gate; else no extra row and the phantom HeartMAE's pretext gate on the fold's validation views."""
         if not int(self.p["real_epochs"]):
             v = self.views
-            pretexts.append(self._real_pretext("HeartMAE (phantom)", self.family.models["HeartMAE"], fc, v.mean,
-                                               v.std, fold))
-            return {}
+            return {}, self._real_pretext("HeartMAE (phantom)", self.family.models["HeartMAE"], fc, v.mean, v.std,
+                                          fold)
         tuned, mean, std = self._real_pretrain(fc, fold)
-        pretexts.append(self._real_pretext("HeartMAE (phantom + real)", tuned, fc, mean, std, fold))
+        gate = self._real_pretext("HeartMAE (phantom + real)", tuned, fc, mean, std, fold)
         with self.nb.timer("real patients: features"):
-            return {"HeartMAE (phantom + real)": encoded(tuned, mean, std)}
+            return {"HeartMAE (phantom + real)": encoded(tuned, mean, std)}, gate
 
     def _real_frame_targets(self, store, cines: CineSet, windows) -> tuple[np.ndarray, np.ndarray | None]:
         """Per view and window: the run's segmenter's mean LV blood-pool area (mm^2) over the window's frames of the

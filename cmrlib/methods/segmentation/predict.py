@@ -18,7 +18,7 @@ from ...labels import NAMES, NoLabels
 from ...learn import cpu_bf16
 from ...record import Cine
 from ...store import CohortStore
-from ...transforms import normalise
+from ...transforms import Affine2D, normalise
 from .learner import as_model
 
 
@@ -39,6 +39,19 @@ def keep_largest(labels: np.ndarray) -> np.ndarray:
     return out
 
 
+def model_frames(net, cine: Cine, frames: Sequence[int] | None = None, slices: Sequence[int] | None = None
+                 ) -> tuple[np.ndarray, Affine2D, list[int]]:
+    """The cine's frames (all, or `frames`) and slices (all, or `slices`) normalised and resampled to the network's
+    geometry, (T', Z', S, S); the map back to the cine's grid; the frame indices."""
+    geom: FrameGeometry = getattr(net, "geometry", None) or FrameGeometry()
+    aff = geom.affine(cine)
+    stack = cine.pixels if cine.is_stack else cine.pixels[:, None]  # (T, Z, H, W)
+    if slices is not None:
+        stack = stack[:, list(slices)]
+    ts = list(range(len(stack))) if frames is None else list(frames)
+    return np.stack([aff.image(normalise(stack[t], geom.norm)) for t in ts]), aff, ts
+
+
 @torch.inference_mode()
 def frame_probs(model, cine: Cine, bs: int = 32, bf16: bool | None = None, frames: Sequence[int] | None = None):
     """Yield (frame, slice) index and softmax class scores (H, W, C) on the cine's own grid, one 2D frame at a time.
@@ -48,11 +61,7 @@ def frame_probs(model, cine: Cine, bs: int = 32, bf16: bool | None = None, frame
     left-right mirrored frame (mirrored back). Outside the model's field of view every score is 0."""
     net = as_model(model).eval()
     mirror = bool(getattr(net, "tta", False))
-    geom: FrameGeometry = getattr(net, "geometry", None) or FrameGeometry()
-    aff = geom.affine(cine)
-    stack = cine.pixels if cine.is_stack else cine.pixels[:, None]  # (T, Z, H, W)
-    ts = range(len(stack)) if frames is None else list(frames)
-    x = np.stack([aff.image(normalise(stack[t], geom.norm)) for t in ts])  # (T', Z, S, S)
+    x, aff, ts = model_frames(net, cine, frames)  # (T', Z, S, S)
     keys = [(t, z) for t in ts for z in range(x.shape[1])]
     flat = torch.from_numpy(x.reshape(-1, 1, *x.shape[-2:]))
     dev = next(net.parameters()).device
@@ -77,15 +86,12 @@ def encoder_features(model, cine: Cine, slices: Sequence[int], bs: int = 32) -> 
     frame of the chosen SAX slices at the segmenter's own geometry: frozen features of a network trained to find
     the blood pool."""
     net = as_model(model).eval()
-    geom: FrameGeometry = getattr(net, "geometry", None) or FrameGeometry()
-    aff = geom.affine(cine)
-    stack = (cine.pixels if cine.is_stack else cine.pixels[:, None])[:, list(slices)]
-    x = np.stack([aff.image(normalise(f, geom.norm)) for f in stack])  # (T, Z', S, S)
+    x, _, _ = model_frames(net, cine, slices=slices)  # (T, Z', S, S)
     flat = torch.from_numpy(x.reshape(-1, 1, *x.shape[-2:]))
     dev = next(net.parameters()).device
     out = [torch.cat([f.mean((2, 3)) for f in net.encode(flat[i:i + bs].to(dev))], 1).float().cpu().numpy()
            for i in range(0, len(flat), bs)]
-    return np.concatenate(out).reshape(len(stack), len(slices), -1)
+    return np.concatenate(out).reshape(len(x), len(slices), -1)
 
 
 def _scores(net, xb: torch.Tensor, channels_last: bool) -> torch.Tensor:

@@ -114,12 +114,10 @@ def pooled_summary(pred: pd.DataFrame, fm: pd.DataFrame, seed=0, n_boot: int = 1
 
 def paired_auc(pred: pd.DataFrame, ref: str, other: str, seed=0, n_boot: int = 1000,
                conf: float = 0.95) -> tuple[float, float, float, int]:
-    """`ref`'s pooled patient-level test AUC minus `other`'s on the patients both scored, with the percentile
-    interval of a patient bootstrap stratified by class (both rows resampled together): (difference, low, high, n
-    patients); NaNs when a row is missing or the patients hold one class."""
-    from sklearn.metrics import roc_auc_score
-
-    from ...utils import rng
+    """`ref`'s pooled patient-level test AUC minus `other`'s on the patients both scored, with the interval of a
+    patient bootstrap stratified by class (`stats.paired_auc_difference`): (difference, low, high, n patients);
+    NaNs when a row is missing or the patients hold one class."""
+    from ...stats import paired_auc_difference
 
     d = patient_scores(pred[(pred.split == "test") & pred.row.isin([ref, other])])
     s = d.pivot_table(index="subject", columns="row", values="score").dropna()
@@ -128,12 +126,7 @@ def paired_auc(pred: pd.DataFrame, ref: str, other: str, seed=0, n_boot: int = 1
     y = d.groupby("subject").y.first().reindex(s.index).to_numpy(int)
     if len(np.unique(y)) < 2:
         return np.nan, np.nan, np.nan, len(s)
-    a, b = s[ref].to_numpy(), s[other].to_numpy()
-    diff = lambda ix: roc_auc_score(y[ix], a[ix]) - roc_auc_score(y[ix], b[ix])
-    gen, cls = rng(seed), [np.flatnonzero(y == c) for c in (0, 1)]
-    boots = [diff(np.concatenate([gen.choice(c, len(c)) for c in cls])) for _ in range(n_boot)]
-    lo, hi = np.percentile(boots, [50 * (1 - conf), 50 * (1 + conf)]) if boots else (np.nan, np.nan)
-    return float(diff(np.arange(len(y)))), float(lo), float(hi), len(y)
+    return (*paired_auc_difference(y, s[ref].to_numpy(), s[other].to_numpy(), n_boot, seed, conf), len(y))
 
 
 def table(summ: pd.DataFrame, rows, digits: int = 3, n_folds: int | None = None) -> pd.DataFrame:
