@@ -405,3 +405,91 @@ def test_averaging_mid_slices_reads_the_mean_of_their_curves():
     assert np.allclose(predict(net, cine, 32, slices=3)["curve"], mean, atol=1e-6)
     assert not np.allclose(mean, predict_curve(net, seq_frames(cine, 32, 2)), atol=1e-4)
     assert np.allclose(predict(net, cine, 32, z=2, slices=3)["curve"], predict_curve(net, seq_frames(cine, 32, 2)))
+
+
+def test_resampling_a_cycle_keeps_its_shape_and_maps_frames_back():
+    """A cine resampled to a fixed length is the same cycle: resampled and back, a smooth curve is unchanged within
+    interpolation error; the same length is the identity; ED and ES land on the nearest resampled frame."""
+    from cmrlib.methods.edes.data import resample_cycle, resampled_index
+
+    t = np.arange(23)
+    curve = np.cos(2 * np.pi * t / 23).astype(np.float32)
+    np.testing.assert_allclose(resample_cycle(curve, 23), curve, atol=1e-6)
+    back = resample_cycle(resample_cycle(curve, 30), 23)
+    assert np.abs(back - curve).max() < 0.02
+    frames = np.random.default_rng(0).random((12, 4, 4)).astype(np.float32)
+    up = resample_cycle(frames, 24)
+    assert up.shape == (24, 4, 4) and np.allclose(up[::2], frames)  # every second frame is an acquired one
+    np.testing.assert_allclose(up[1], (frames[0] + frames[1]) / 2, rtol=1e-6)
+    np.testing.assert_allclose(up[-1], (frames[-1] + frames[0]) / 2, rtol=1e-6)  # the cycle wraps
+    assert resampled_index(6, 12, 24) == 12 and resampled_index(11, 12, 30) == 28 and resampled_index(0, 17, 30) == 0
+
+
+def test_a_real_item_trains_on_every_lv_slice_and_validates_on_the_mid_one():
+    """Every-slice training: a training sequence draws one of the LV slices each time it is read, a validation
+    sequence reads the mid slice; resampled items carry their ED and ES on the new frames."""
+    import random
+
+    from cmrlib.labels import LV
+    from cmrlib.methods.edes.data import Reading, _get_x, lv_slices, real_item
+
+    cine = toy_cine(n=12, ed=1, es=5, stack=6)
+    cine.pixels += np.arange(6, dtype=np.float32)[None, :, None, None] * 0.1 * np.linspace(0, 1, 24)  # each slice
+    # its own gradient, so that the slices stay apart after normalising
+    labels = np.zeros(cine.pixels.shape, np.uint8)
+    labels[[1, 5], 1:5, 10:14, 10:14] = LV  # LV labelled on slices 1-4 at ED and ES
+    cine.labels, cine.labelled = labels, np.isin(np.arange(12), [1, 5])
+    assert lv_slices(cine) == [1, 2, 3, 4] and mid_slice(cine) == 3 and mid_slice(cine, masks=False) == 3
+    plain = real_item(cine, 16, 1.0)
+    assert plain.stack is None and plain.n_frames == 12
+    every = real_item(cine, 16, 1.0, Reading(slices=3, every_slice=True))
+    assert every.stack.shape == (12, 4, 16, 16)
+    np.testing.assert_allclose(every.stack[:, 2], every.frames)  # slice 3 is the mid one
+    random.seed(0)
+    drawn = {int(np.argmin([np.abs(_get_x(every).numpy() - every.stack[:, k]).max() for k in range(4)]))
+             for _ in range(40)}
+    assert drawn == {0, 1, 2, 3}  # every LV slice is drawn
+    valid = SeqItem(every.frames, every.ed, every.es, "toy", "SAX", "valid", every.stack)
+    assert all(np.allclose(_get_x(valid).numpy(), every.frames) for _ in range(5))
+    fixed = real_item(cine, 16, 1.0, Reading(frames=30))
+    assert fixed.n_frames == 30 and (fixed.ed, fixed.es) == (round(30 / 12), round(5 * 30 / 12))
+
+
+def test_a_network_reads_the_stack_middle_without_masks_and_at_a_fixed_length():
+    """At test the slice comes from the stack, never from masks; a fixed-length reading returns a curve on the
+    cine's own frames, the plain curve when the length is the cine's."""
+    from cmrlib.labels import LV
+    from cmrlib.methods.edes.predict import around_mid, predict, predict_curve
+
+    cine = toy_cine(n=16, ed=2, es=8, stack=7)
+    labels = np.zeros(cine.pixels.shape, np.uint8)
+    labels[2, :2, 10:14, 10:14] = LV  # masks on the first two slices only
+    cine.labels, cine.labelled = labels, np.arange(16) == 2
+    assert mid_slice(cine) == 1 and around_mid(cine, 1) == [3]  # a training cine's masks never pick the test slice
+    torch.manual_seed(0)
+    net = tempreg_net(widths=(4, 8, 16), blocks=(1, 1, 1), hidden=8)
+    plain = predict(net, cine, 32)["curve"]
+    np.testing.assert_allclose(plain, predict_curve(net, seq_frames(cine, 32, 3)), atol=1e-6)
+    np.testing.assert_allclose(predict(net, cine, 32, frames=16)["curve"], plain, atol=1e-6)
+    out = predict(net, cine, 32, frames=30)
+    assert out["curve"].shape == (16,) and 0 <= out["ed"] < 16 and 0 <= out["es"] < 16
+
+
+def test_the_predictor_keeps_its_reading_and_refuses_one_out_of_bounds():
+    """slices and frames travel in the model file; a file without them reads one slice at the cine's frames; a
+    file's reading out of bounds is refused with the key named."""
+    from cmrlib.methods.edes import Predictor
+    from cmrlib.methods.edes.data import Reading
+    from cmrlib.predictor import PredictorError
+
+    net = tempreg_net()
+    plain = Predictor.from_model(net, "n", 64, 1.0)
+    assert not {"slices", "frames"} & set(plain.prep) and plain.reading == dict(slices=1, frames=None)
+    p = Predictor.from_model(net, "n", 64, 1.0, reading=Reading(slices=3, every_slice=True, frames=30))
+    assert p.reading == dict(slices=3, frames=30)
+    for key, bad in (("slices", 0), ("slices", 50), ("slices", "3"), ("frames", 2), ("frames", 10 ** 6),
+                     ("frames", 30.5), ("slices", True)):
+        q = Predictor.from_model(net, "n", 64, 1.0)
+        q.prep[key] = bad
+        with pytest.raises(PredictorError, match=key):
+            q.reading

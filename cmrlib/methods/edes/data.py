@@ -21,17 +21,46 @@ from ...transforms import IntensityAug, SegAffine, fit_affine, normalise
 from .curves import label_curve
 
 
-def mid_slice(cine: Cine) -> int:
-    """The mid-ventricular slice of a SAX stack: the middle of the slices where LV is labelled, else the middle one."""
+def mid_slice(cine: Cine, masks: bool = True) -> int:
+    """The mid-ventricular slice of a SAX stack: the middle of the slices where LV is labelled (masks: a training
+    cine's), else the middle one (a patient's cine at test: chosen without masks)."""
     if not cine.is_stack:
         return 0
-    z = cine.pixels.shape[1]
-    if cine.labels is not None and cine.labelled is not None and cine.labelled.any():
-        lv = (cine.labels[cine.labelled] == LV).any(axis=(0, 2, 3))
-        if lv.any():
-            zs = np.flatnonzero(lv)
-            return int(zs[len(zs) // 2])
-    return z // 2
+    zs = lv_slices(cine) if masks else []
+    return int(zs[len(zs) // 2]) if zs else cine.pixels.shape[1] // 2
+
+
+def lv_slices(cine: Cine) -> list[int]:
+    """The SAX slices where the LV is labelled in any labelled frame (none: an unlabelled cine or a long axis)."""
+    if not cine.is_stack or cine.labels is None or cine.labelled is None or not cine.labelled.any():
+        return []
+    return np.flatnonzero((cine.labels[cine.labelled] == LV).any(axis=(0, 2, 3))).tolist()
+
+
+@dataclass(frozen=True)
+class Reading:
+    """How TempReg-Net reads a SAX stack: the curves of `slices` neighbouring mid slices averaged at test (chosen
+    without masks), one random LV slice per sequence and epoch in training (`every_slice`; else the mid slice), the
+    cycle resampled to `frames` frames and the curve mapped back (None: the cine's own frames)."""
+
+    slices: int = 1
+    every_slice: bool = False
+    frames: int | None = None
+
+
+def resample_cycle(x: np.ndarray, n: int) -> np.ndarray:
+    """`x` (T, ...) resampled to `n` samples of the same cycle along its first axis (linear, wrapping past the end):
+    a cine to a fixed length, or a curve back to its cine's frames."""
+    x = np.asarray(x)
+    t = np.arange(n) * len(x) / n
+    lo = np.floor(t).astype(int)
+    w = (t - lo).reshape(-1, *([1] * (x.ndim - 1)))
+    return ((1 - w) * x[lo % len(x)] + w * x[(lo + 1) % len(x)]).astype(np.float32)
+
+
+def resampled_index(i: int, n_from: int, n_to: int) -> int:
+    """Frame `i` of an `n_from`-frame cycle on the same cycle resampled to `n_to` frames (nearest)."""
+    return int(round(i * n_to / n_from)) % n_to
 
 
 def seq_frames(cine: Cine, size: int, z: int | None = None, norm: str = "zscore", zoom: float = 1.0) -> np.ndarray:
@@ -56,10 +85,25 @@ class SeqItem:
     cine_id: str
     view: str
     split: str = "train"
+    stack: np.ndarray | None = None  # (T, Z, S, S) every LV slice: a training sequence draws one per epoch
 
     @property
     def n_frames(self) -> int:
         return len(self.frames)
+
+
+def real_item(cine: Cine, size: int, zoom: float, reading: Reading = Reading()) -> SeqItem:
+    """A labelled real cine prepared as `reading` trains on it: its mid slice (the validation sequence), every LV
+    slice beside it when `every_slice`, both resampled to `reading.frames` with ED and ES mapped."""
+    frames = seq_frames(cine, size, zoom=zoom)
+    zs = lv_slices(cine) if reading.every_slice else []
+    stack = np.stack([seq_frames(cine, size, z, zoom=zoom) for z in zs], 1) if zs else None
+    ed, es = int(cine.ed), int(cine.es)
+    if reading.frames:
+        n, m = cine.n_frames, int(reading.frames)
+        frames, ed, es = resample_cycle(frames, m), resampled_index(ed, n, m), resampled_index(es, n, m)
+        stack = resample_cycle(stack, m) if stack is not None else None
+    return SeqItem(frames, ed, es, cine.cine_id, cine.view, stack=stack)
 
 
 def seq_items(store, ids: Sequence[str], size: int, split: str = "train", norm: str = "zscore",
@@ -75,7 +119,9 @@ def seq_items(store, ids: Sequence[str], size: int, split: str = "train", norm: 
 
 
 def _get_x(it: SeqItem) -> TensorImage:
-    return TensorImage(torch.from_numpy(np.ascontiguousarray(it.frames, dtype=np.float32)))
+    """The sequence's frames: a training sequence with every slice draws one of them each time it is read."""
+    x = it.frames if it.stack is None or it.split != "train" else it.stack[:, random.randrange(it.stack.shape[1])]
+    return TensorImage(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
 
 
 def label_of(delta: float = 3.0, upsilon: float = 1 / 3) -> Callable[[SeqItem], torch.Tensor]:

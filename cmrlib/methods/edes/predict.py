@@ -10,7 +10,7 @@ from ...labels import LV
 from ...record import Cine
 from ...store import CohortStore
 from .curves import decode, read_frames
-from .data import mid_slice, seq_frames
+from .data import mid_slice, resample_cycle, seq_frames
 
 
 @torch.no_grad()
@@ -22,19 +22,31 @@ def predict_curve(model: torch.nn.Module, frames: np.ndarray) -> np.ndarray:
 
 
 def predict(model: torch.nn.Module, cine: Cine, size: int, zoom: float = 1.0, z: int | None = None,
-           smooth: int = 1, decoder: str = "argmax", slices: int = 1) -> dict:
+           smooth: int = 1, decoder: str = "argmax", slices: int = 1, frames: int | None = None) -> dict:
     """End to end on a `Cine`: frames -> predicted curve -> ED/ES (0-based; `curves.read_frames`' decoder).
-    `slices`: on a SAX stack (no `z` given), the curves of that many slices about the mid-ventricular one averaged,
-    so one slice's noise does not move the extremes."""
-    zs = [z] if z is not None or not cine.is_stack or slices <= 1 else around_mid(cine, slices)
-    curve = np.mean([predict_curve(model, seq_frames(cine, size, k, zoom=zoom)) for k in zs], 0)
+    A SAX stack is read on its middle slice, chosen without masks (or `z`); `slices`: the curves of that many
+    slices about it averaged, so one slice's noise does not move the extremes. `frames`: the cycle resampled to
+    that many frames for the network and its curve mapped back onto the cine's frames."""
+    zs = [z] if z is not None else around_mid(cine, slices)
+    curve = np.mean([_slice_curve(model, seq_frames(cine, size, k, zoom=zoom), frames) for k in zs], 0)
     ed, es = read_frames(curve, smooth, decoder)
     return dict(curve=curve, ed=ed, es=es)
 
 
+def _slice_curve(model: torch.nn.Module, seq: np.ndarray, frames: int | None) -> np.ndarray:
+    """One slice's predicted curve on its own frames, read at `frames` frames when given."""
+    if not frames:
+        return predict_curve(model, seq)
+    return resample_cycle(predict_curve(model, resample_cycle(seq, int(frames))), len(seq))
+
+
 def around_mid(cine: Cine, n: int) -> list[int]:
-    """`n` neighbouring SAX slices centred on the mid-ventricular one, inside the stack."""
-    mid, depth = mid_slice(cine), cine.pixels.shape[1]
+    """`n` neighbouring SAX slices centred on the stack's middle one (no masks: a patient's cine has none), inside
+    the stack; [0] for a single-slice cine."""
+    if not cine.is_stack:
+        return [0]
+    mid, depth = mid_slice(cine, masks=False), cine.pixels.shape[1]
+    n = max(int(n), 1)
     first = int(np.clip(mid - n // 2, 0, max(depth - n, 0)))
     return list(range(first, min(first + n, depth)))
 

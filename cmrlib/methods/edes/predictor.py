@@ -9,16 +9,18 @@ from ...predictor import NotApplicable, Prediction, PredictorError
 from ...predictor import Predictor as Base
 from ...record import Cine
 from .curves import DECODERS
+from .data import Reading
 from .predict import combine, predict, seg_detect
 
 NETWORK, VOLUME_CURVE, COMBINED = "network", "volume curve", "combined"  # what a Predictor's `detector` may be
 DETECTOR_KINDS = (NETWORK, VOLUME_CURVE, COMBINED)
+MAX_SLICES, MIN_FRAMES, MAX_FRAMES = 9, 8, 200  # the bounds a model file's reading must keep
 
 
 class Predictor(Base):
     """nets: {'net': the ED/ES network} (none for the volume curve); prep: detector (`DETECTOR_KINDS`), the
-    network's size, zoom, smooth and decoder, the curve's curve_smooth (frames of each circular moving average);
-    needs: {'segmenter': 'segmentation'} where the LV volume curve takes part."""
+    network's size, zoom, smooth, decoder, slices and frames (`data.Reading`), the curve's curve_smooth (frames of
+    each circular moving average); needs: {'segmenter': 'segmentation'} where the LV volume curve takes part."""
 
     method = "edes"
     views = ("SAX", "2CH", "4CH")
@@ -27,11 +29,15 @@ class Predictor(Base):
 
     @classmethod
     def from_model(cls, model: nn.Module, name: str, size: int, zoom: float, smooth: int = 1,
-                   provenance: dict | None = None, decoder: str = "argmax") -> "Predictor":
-        """A network alone (`decoder`: how its curve becomes ED and ES, `curves.DECODERS`)."""
+                   provenance: dict | None = None, decoder: str = "argmax", reading: Reading = Reading()
+                   ) -> "Predictor":
+        """A network alone (`decoder`: how its curve becomes ED and ES, `curves.DECODERS`; `reading`: the slices
+        averaged and the frames resampled to at test, `data.Reading`)."""
         prep = dict(detector=NETWORK, size=int(size), zoom=float(zoom), smooth=int(smooth))
-        return cls({"net": model.eval()}, prep | ({"decoder": decoder} if decoder != "argmax" else {}),
-                   provenance=provenance, model=name)
+        prep |= {"decoder": decoder} if decoder != "argmax" else {}
+        prep |= {"slices": int(reading.slices)} if reading.slices != 1 else {}
+        prep |= {"frames": int(reading.frames)} if reading.frames else {}
+        return cls({"net": model.eval()}, prep, provenance=provenance, model=name)
 
     @classmethod
     def from_volume_curve(cls, smooth: int = 1, provenance: dict | None = None,
@@ -64,6 +70,20 @@ class Predictor(Base):
             raise PredictorError(f"edes: unknown decoder {str(dec)[:40]!r}; one of {DECODERS}")
         return dec
 
+    @property
+    def reading(self) -> dict:
+        """The slices the network's curves average and the frames it reads the cycle at (a file without the keys:
+        one slice, the cine's own frames)."""
+        slices, frames = self.prep.get("slices", 1), self.prep.get("frames")
+        if not isinstance(slices, int) or isinstance(slices, bool) or not 1 <= slices <= MAX_SLICES:
+            raise PredictorError(f"edes: slices must be a whole number from 1 to {MAX_SLICES}, not "
+                                 f"{str(slices)[:20]!r}")
+        if frames is not None and (not isinstance(frames, int) or isinstance(frames, bool)
+                                   or not MIN_FRAMES <= frames <= MAX_FRAMES):
+            raise PredictorError(f"edes: frames must be a whole number from {MIN_FRAMES} to {MAX_FRAMES}, not "
+                                 f"{str(frames)[:20]!r}")
+        return dict(slices=slices, frames=frames)
+
     def reads(self, view: str) -> bool:
         """The volume curve reads the views the segmenter reads; a network reads SAX, 2CH and 4CH."""
         if self.detector == NETWORK:
@@ -73,7 +93,7 @@ class Predictor(Base):
     def detect(self, cine: Cine) -> dict:
         """ED, ES (0-based frames) and the curve they were read from, for one cine."""
         kind = self.detector
-        net = ({k: self.prep[k] for k in ("size", "zoom", "smooth")} | {"decoder": self.decoder}
+        net = ({k: self.prep[k] for k in ("size", "zoom", "smooth")} | {"decoder": self.decoder} | self.reading
                if kind != VOLUME_CURVE else None)
         if kind == NETWORK:
             return predict(self.nets["net"], cine, **net)

@@ -21,7 +21,7 @@ from ...study import Study as Base
 from ...study import StudySkipped
 from ...utils import rng, seed_for, seeded
 from .curves import decode
-from .data import SeqItem, dataloaders, seq_frames, seq_items
+from .data import Reading, SeqItem, dataloaders, real_item, seq_items
 from .evaluate import (PAPER_AFD, afd_table, choose, combined_rows, evaluate, label_plateaus, paired_table,
                        pseudo_reference, real_afd_table)
 from .figures import afd_figure, curves_figure, real_figure
@@ -92,6 +92,8 @@ class RealCines:
     kind: str  # the shipped detector's `predictor.DETECTOR_KINDS` entry
     smooth: int  # its curve's circular moving average (frames)
     decoder: str  # how its network's curve becomes ED and ES (`curves.DECODERS`)
+    reading: Reading  # the slices its network averages, trains on and the frames it reads at (`data.Reading`)
+    trained_as: str  # its network's fine-tuning, a `trainings` key ('' for none)
     held_out: pd.DataFrame  # every detector on the held-out patients, with its paired difference from the shipped
     check: str | None
     best_epochs: list[int]
@@ -103,6 +105,30 @@ NETWORK_ROW = "TempReg-Net (fine-tuned)"
 TEMPLATE_ROW = "TempReg-Net (fine-tuned, template fit)"  # the same curves, ED and ES from the closest eq. 4 curve
 HYBRID_ROW = "TempReg-Net (fine-tuned, template ED, minimum ES)"  # the same curves: ED by template, ES by minimum
 SLICES_ROW = "TempReg-Net (fine-tuned, 3 mid slices averaged)"  # its curves on 3 slices about the mid one, averaged
+
+
+def trainings(frames: int) -> dict[str, Reading]:
+    """TempReg-Net's fine-tunings on real patients by name, each with how it reads a cine: the mid slice as
+    acquired, every LV slice in training (3 mid slices averaged at test), every cine resampled to `frames` frames,
+    and both; one change at a time, so each one's effect shows."""
+    return {"TempReg-Net": Reading(), "TempReg-Net on every slice": Reading(slices=3, every_slice=True),
+            f"TempReg-Net at {frames} frames": Reading(frames=frames),
+            f"TempReg-Net on every slice at {frames} frames": Reading(slices=3, every_slice=True, frames=frames)}
+
+
+def network_rows(frames: int) -> dict[str, tuple[str, Reading, str]]:
+    """The real table's fine-tuned TempReg-Net rows: each one's fine-tuning (`trainings`), how it reads a cine at
+    test and its decoder (`curves.DECODERS`); every one a candidate for the shipped detector."""
+    every, fixed, both = list(trainings(frames))[1:]
+    three = Reading(slices=3)
+    return {NETWORK_ROW: ("TempReg-Net", Reading(), "argmax"), TEMPLATE_ROW: ("TempReg-Net", Reading(), "template"),
+            HYBRID_ROW: ("TempReg-Net", Reading(), "hybrid"), SLICES_ROW: ("TempReg-Net", three, "argmax"),
+            "TempReg-Net (fine-tuned on every slice, 3 mid slices averaged)": (every, three, "argmax"),
+            f"TempReg-Net (fine-tuned and read at {frames} frames)": (fixed, Reading(frames=frames), "argmax"),
+            f"TempReg-Net (fine-tuned on every slice at {frames} frames, 3 mid slices averaged)":
+                (both, Reading(slices=3, frames=frames), "argmax"),
+            f"TempReg-Net (fine-tuned on every slice at {frames} frames, 3 mid slices; template ED, minimum ES)":
+                (both, Reading(slices=3, frames=frames), "hybrid")}
 
 
 def run_curve(smooth: int) -> str:
@@ -135,6 +161,7 @@ class Study(Base):
         "real_per_group": None,  # real SAX patients kept per diagnosis, the first by id (None: all)
         "real_epochs": 8,  # real SAX patients: fine-tuning epochs from each method's phantom model (best on validation)
         "real_lr": 1e-3,  # real SAX patients: fine-tuning learning rate (one-cycle)
+        "real_frames": 30,  # real SAX patients: the fixed length TempReg-Net's resampled readings train and read at
         "short_frames": 20,  # real SAX patients: acquisitions with fewer frames are reported apart (ES is harder)
         "curve_smooth": [1, 3, 5],  # real SAX patients: circular moving averages of the LV volume curve, one chosen on validation
         "sharp_plateau": 2,  # the breakdown keeps test cines whose ED volume plateau is at most this many frames wide
@@ -253,7 +280,8 @@ class Study(Base):
             return self.nb.predictor(Predictor.from_model(nets[exported], exported, p["size"], p["zoom"],
                                                           provenance=self.nb.provenance(self.store, check)))
         chose = (f"chosen on {int(real.choice.n.iloc[0])} ACDC validation patients among fine-tuned TempReg-Net "
-                 "(its curve read by extremes, by template fit, or ED by template and ES by the minimum), "
+                 "(on the mid slice or every slice, at the cine's frames or resampled; its curve read by extremes, "
+                 "by template fit, or ED by template and ES by the minimum; one slice or 3 mid slices averaged), "
                  "the run segmenter's LV volume curve and their average")
         if real.kind == VOLUME_CURVE:
             seg = self.segmentation().provenance.get("real_training")
@@ -264,16 +292,18 @@ class Study(Base):
         net, n = self.real_network(real)
         prov = self.nb.provenance(self.store, real.check, real_training=f"{n} real ACDC SAX cines; {chose}")
         made = (Predictor.from_model(net, "TempReg-Net (fine-tuned on real patients)", p["size"], p["zoom"],
-                                     provenance=prov, decoder=real.decoder) if real.kind == NETWORK else
+                                     provenance=prov, decoder=real.decoder, reading=real.reading)
+                if real.kind == NETWORK else
                 Predictor.combined(net, "TempReg-Net (fine-tuned on real patients)", p["size"], p["zoom"],
                                    curve_smooth=real.smooth, provenance=prov))
         return self.nb.predictor(made)
 
     def real_network(self, real: RealCines):
-        """TempReg-Net fine-tuned from its phantom model on every real SAX patient for the folds' median best epoch
-        (nothing left to choose on), and how many cines it learned from."""
+        """TempReg-Net fine-tuned from its phantom model on every real SAX patient, as the shipped row's fine-tuning
+        (`trainings`), for the folds' median best epoch (nothing left to choose on); and how many cines it learned
+        from."""
         p = self.p
-        seqs = list(self.real_cines.items.values())
+        seqs = list(self.real_items[real.trained_as or "TempReg-Net"].values())
         epochs = max(1, int(np.median(real.best_epochs))) if real.best_epochs else p["real_epochs"]
         dls = dataloaders(seqs, bs=p["bs"], delta=p["delta"], upsilon=p["upsilon"],
                           seed=seed_for(p["seed"], "real", "all"))
@@ -361,9 +391,18 @@ class Study(Base):
         shifts = rng(seed_for(p["seed"], "edes", "real shift"))
         cines = {r.subject: store.read(r.cine_id).rolled(shifts.integers(int(r.n_frames)))
                  for r in subjects.itertuples()}
-        items = {s: SeqItem(seq_frames(c, p["size"], zoom=p["zoom"]), int(c.ed), int(c.es), c.cine_id, c.view)
-                 for s, c in cines.items()}
+        items = {s: real_item(c, p["size"], p["zoom"]) for s, c in cines.items()}
         return RealSax(cines, subjects.set_index("subject")["fold"], items)
+
+    @cached_property
+    def real_items(self) -> dict[str, dict[str, SeqItem]]:
+        """The real patients' sequences as each fine-tuning of `trainings` learns from them, by subject."""
+        p, cines = self.p, self.real_cines.cines
+        out = {}
+        for name, reading in trainings(p["real_frames"]).items():
+            out[name] = self.real_cines.items if reading == Reading() else {
+                s: real_item(c, p["size"], p["zoom"], reading) for s, c in cines.items()}
+        return out
 
     @cached_property
     def real_results(self) -> RealCines:
@@ -375,7 +414,7 @@ class Study(Base):
         averages on notebook 01's validation patients (the run's segmenter never learned their masks) and compared
         on its held-out ones, paired. Written; `StudySkipped` without the real cohort."""
         p = self.p
-        cines, folds, items = self.real_cines.cines, self.real_cines.folds, self.real_cines.items
+        cines, folds = self.real_cines.cines, self.real_cines.folds
         with self.nb.timer("real patients: phantom models and curves"):
             fixed, seconds = self._fixed_detectors()
             parts = [evaluate(fixed, cines.values(), total=len(cines))]
@@ -386,7 +425,7 @@ class Study(Base):
         with self.nb.timer("real patients: fine-tuning"):
             for k in range(p["real_folds"]):
                 roles = fold_roles(k, p["real_folds"])
-                tuned, log = self._fine_tune(items, folds, roles, k)
+                tuned, log = self._fine_tune(folds, roles, k)
                 logs += log
                 test = [c for s, c in cines.items() if folds[s] in roles["test"]]
                 parts.append(evaluate(tuned, test, total=len(test)))
@@ -451,10 +490,10 @@ class Study(Base):
                        f"ED/ES detectors on {n} real ACDC SAX cines (cyclically shifted; fine-tuned rows scored on "
                        "held-out folds) with 95 % CIs, beside the paper's and the phantom test split's aFD")
         methods = set(res.method)
-        kinds = {NETWORK_ROW: (NETWORK, 1, "argmax"), TEMPLATE_ROW: (NETWORK, 1, "template"),
-                 HYBRID_ROW: (NETWORK, 1, "hybrid"),
-                 **{run_curve(k): (VOLUME_CURVE, k, "argmax") for k in p["curve_smooth"]},
-                 **{combined(k): (COMBINED, k, "argmax") for k in p["curve_smooth"]}}
+        kinds = {**{row: (NETWORK, 1, dec, reading, name)
+                    for row, (name, reading, dec) in network_rows(p["real_frames"]).items()},
+                 **{run_curve(k): (VOLUME_CURVE, k, "argmax", Reading(), "") for k in p["curve_smooth"]},
+                 **{combined(k): (COMBINED, k, "argmax", Reading(), "TempReg-Net") for k in p["curve_smooth"]}}
         candidates = [m for m in kinds if m in methods]
         valid, test = (res[res.segmenter_split == s] for s in ("valid", "test"))
         if not candidates or valid.empty or test.empty:
@@ -476,7 +515,7 @@ class Study(Base):
             r = table.set_index("method").loc[NETWORK_ROW]
             check = (f"{n} real ACDC SAX cines, cyclically shifted, 5-fold by patient: fine-tuned TempReg-Net aFD ED "
                      f"{r.aFD_ED:.2f}, ES {r.aFD_ES:.2f} frames")
-        best = [int(g["best_epoch"]) for g in logs if g["method"] == "TempReg-Net"]
+        best = [int(g["best_epoch"]) for g in logs if g["method"] == (kinds[shipped][4] or "TempReg-Net")]
         return RealCines(res, table, choice, shipped, *kinds[shipped], held, check, best)
 
     def real_patients(self) -> pd.DataFrame:
@@ -494,29 +533,40 @@ class Study(Base):
         print(r.choice.round(3).to_string(index=False))
         return r.held_out
 
-    def _fine_tune(self, items: dict, folds: pd.Series, roles: dict, k: int) -> tuple[dict, list[dict]]:
-        """Every method's phantom model fine-tuned on the training folds' sequences, the best epoch on the
-        validation fold kept; the detectors and a log row per method."""
+    def _fine_tune(self, folds: pd.Series, roles: dict, k: int) -> tuple[dict, list[dict]]:
+        """Every method's phantom model fine-tuned on the training folds' sequences, TempReg-Net's also each other
+        way of `trainings`, the best epoch on the validation fold kept; the detectors (each method, every row of
+        `network_rows`) and a log row per fine-tuning."""
         p = self.p
-        split = {s: next((r for r, fs in roles.items() if folds[s] in fs), "test") for s in items}
-        seqs = [replace(it, split=split[s]) for s, it in items.items() if split[s] in ("train", "valid")]
-        dls = dataloaders(seqs, bs=p["bs"], delta=p["delta"], upsilon=p["upsilon"], seed=seed_for(p["seed"], "real", k))
-        found, log = {}, []
-        for m in p["methods"]:
-            with seeded(seed_for(p["seed"], "edes", "real", m, k)):
-                learn = learner(dls, m, beta=p["beta"], alpha=p["alpha"], path=self.out, **self.model_kw)
-                learn.model.load_state_dict(self.models.nets[m].state_dict())
-                best = BestWeights(patience=p["real_epochs"], min_epochs=1)
-                with learn.no_bar(), learn.no_logging():
-                    learn.fit_one_cycle(p["real_epochs"], p["real_lr"], cbs=[best])
-            found[f"{m} (fine-tuned)"] = partial(predict, learn.model.eval(), size=p["size"], zoom=p["zoom"])
-            if f"{m} (fine-tuned)" == NETWORK_ROW:
-                for row, dec in ((TEMPLATE_ROW, "template"), (HYBRID_ROW, "hybrid")):
-                    found[row] = partial(predict, learn.model, size=p["size"], zoom=p["zoom"], decoder=dec)
-                found[SLICES_ROW] = partial(predict, learn.model, size=p["size"], zoom=p["zoom"], slices=3)
-            log.append(dict(fold=k, method=m, best_epoch=best.best_epoch, valid_loss=float(best.best),
-                            train=sum(s.split == "train" for s in seqs), valid=sum(s.split == "valid" for s in seqs)))
+        nets, log = {}, []
+        for name, items in self.real_items.items():
+            methods = p["methods"] if name == "TempReg-Net" else [m for m in p["methods"] if m == "TempReg-Net"]
+            split = {s: next((r for r, fs in roles.items() if folds[s] in fs), "test") for s in items}
+            seqs = [replace(it, split=split[s]) for s, it in items.items() if split[s] in ("train", "valid")]
+            dls = dataloaders(seqs, bs=p["bs"], delta=p["delta"], upsilon=p["upsilon"],
+                              seed=seed_for(p["seed"], "real", k))
+            for m in methods:
+                key = m if name == "TempReg-Net" else name
+                nets[key], best = self._tune_one(m, dls, seed_for(p["seed"], "edes", "real", key, k))
+                log.append(dict(fold=k, method=key, best_epoch=best.best_epoch, valid_loss=float(best.best),
+                                train=sum(s.split == "train" for s in seqs), valid=sum(s.split == "valid" for s in seqs)))
+        found = {f"{m} (fine-tuned)": partial(predict, nets[m], size=p["size"], zoom=p["zoom"]) for m in p["methods"]}
+        for row, (name, reading, decoder) in network_rows(p["real_frames"]).items():
+            if name in nets:
+                found[row] = partial(predict, nets[name], size=p["size"], zoom=p["zoom"], decoder=decoder,
+                                     slices=reading.slices, frames=reading.frames)
         return found, log
+
+    def _tune_one(self, method: str, dls, seed: int):
+        """One method's phantom model fine-tuned on `dls` for `real_epochs`, its best epoch on validation kept."""
+        p = self.p
+        with seeded(seed):
+            learn = learner(dls, method, beta=p["beta"], alpha=p["alpha"], path=self.out, **self.model_kw)
+            learn.model.load_state_dict(self.models.nets[method].state_dict())
+            best = BestWeights(patience=p["real_epochs"], min_epochs=1)
+            with learn.no_bar(), learn.no_logging():
+                learn.fit_one_cycle(p["real_epochs"], p["real_lr"], cbs=[best])
+        return learn.model.eval(), best
 
     @cached_property
     def real_patient090(self) -> RealResult:
