@@ -242,9 +242,11 @@ def test_segmentation_baseline_picks_max_and_min_of_the_lv_curve(stack):
     assert (r["ed"], r["es"]) == (15, 4) and r["curve"].shape == (20,)
 
 
-def test_the_volume_curve_predictor_saves_and_reads_its_frames_through_the_run_segmenter(tmp_path):
+@pytest.mark.parametrize("decoder", ["argmax", "hybrid"])
+def test_the_volume_curve_predictor_saves_and_reads_its_frames_through_the_run_segmenter(tmp_path, decoder):
     """The shipped ED/ES Predictor may be the run segmenter's LV volume curve: no network of its own, the segmenter
-    found beside it, the smoothing kept; saved and loaded it names the same frames as `seg_detect`."""
+    found beside it, the smoothing and the decoder kept; saved and loaded it names the same frames as
+    `seg_detect`."""
     from cmrlib import predictor
     from cmrlib.data import FrameGeometry
     from cmrlib.methods import edes, segmentation
@@ -255,12 +257,12 @@ def test_the_volume_curve_predictor_saves_and_reads_its_frames_through_the_run_s
     net.geometry = FrameGeometry(size=32, spacing=None)
     segmentation.Predictor({"SAX": net}).save(tmp_path / predictor.file_name("segmentation"))
     seg = predictor.load(tmp_path / predictor.file_name("segmentation"))
-    edes.Predictor.from_volume_curve(smooth=3).save(tmp_path / predictor.file_name("edes"))
+    edes.Predictor.from_volume_curve(smooth=3, decoder=decoder).save(tmp_path / predictor.file_name("edes"))
     back = predictor.load(tmp_path / predictor.file_name("edes"))
     cine = toy_cine(n=20, ed=15, es=4, size=24, stack=3, power=1.0)
     got = back.predict(cine).table().set_index("measure")["value"]
-    want = seg_detect(seg, cine, smooth=3)
-    assert back.detector == "volume curve" and not back.nets
+    want = seg_detect(seg, cine, smooth=3, decoder=decoder)
+    assert back.detector == "volume curve" and not back.nets and back.decoder == decoder
     assert (got["ED (SAX)"], got["ES (SAX)"]) == (want["ed"], want["es"])
 
 
@@ -288,8 +290,26 @@ def test_choose_ranks_by_es_then_ed_and_the_paired_table_is_against_the_choice()
     res = pd.DataFrame(rows)
     best, table = choose(res, ["a", "b", "c"])
     assert best == "c" and list(table.method) == ["a", "b", "c"]
+    assert list(table.within_1se) == [False, False, True]  # b ties on ES but is worse on ED on every cine
     pair = paired_table(res, best).set_index("method")
     assert pair.loc["b", "diff_ED"] == 2 and pair.loc["a", "diff_ES"] == 1 and pair.loc["a", "n"] == 4
+
+
+def test_choose_keeps_the_simplest_candidate_a_noisy_margin_cannot_beat():
+    """One standard error: a simpler detector listed first stays chosen when the best beats it by less than the
+    paired difference's SE, and loses when the best beats it on every cine."""
+    from cmrlib.methods.edes.evaluate import choose
+    import pandas as pd
+    simple_es = [0, 2, 0, 1, 0, 2, 1, 0]  # mean 0.75
+    best_es = [1, 0, 0, 0, 1, 1, 0, 2]  # mean 0.625: better by 0.125, SE of the difference about 0.4
+    rows = [dict(method=m, cine_id=f"c{i}", fd_ed=1, fd_es=e) for m, es in (("curve", simple_es), ("net", best_es))
+            for i, e in enumerate(es)]
+    chosen, table = choose(pd.DataFrame(rows), ["curve", "net"])
+    t = table.set_index("method")
+    assert chosen == "curve" and t.loc["curve", "ES_margin"] == 0.125 and t.loc["curve", "ES_se"] > 0.125
+    clear = [dict(method=m, cine_id=f"c{i}", fd_ed=1, fd_es=e + (m == "curve")) for m in ("curve", "net")
+             for i, e in enumerate(best_es)]
+    assert choose(pd.DataFrame(clear), ["curve", "net"])[0] == "net"
 
 
 def _disc_cine(subject: str, view: str, radii, label: int = 1) -> Cine:

@@ -134,12 +134,24 @@ def combined_rows(res: pd.DataFrame, first: str, second: str, name: str) -> pd.D
 
 
 def choose(res: pd.DataFrame, candidates: Sequence[str]) -> tuple[str, pd.DataFrame]:
-    """The candidate with the smallest ES aFD on these cines (ED breaks a tie; ES is image-defined, ED is the
-    trigger's), and the candidates' scores."""
-    g = res[res.method.isin(candidates)].groupby("method")[["fd_es", "fd_ed"]].mean()
+    """The simplest candidate (the first of `candidates`) within one standard error of the best on these cines, in
+    ES and in ED (the paired difference's SE over the cines); the best has the smallest ES aFD, ED breaking a tie
+    (ES is image-defined, ED the trigger's). A margin a few patients cannot tell from noise buys no more complex
+    detector. Also the candidates' scores, margins over the best and whether each is within one SE."""
+    r = res[res.method.isin(candidates)]
+    g = r.groupby("method")[["fd_es", "fd_ed"]].mean()
     g = g.reindex([c for c in candidates if c in g.index])
-    ranked = g.sort_values(["fd_es", "fd_ed"], kind="stable")
-    return str(ranked.index[0]), g.rename(columns={"fd_es": "aFD_ES", "fd_ed": "aFD_ED"}).reset_index()
+    best = g.sort_values(["fd_es", "fd_ed"], kind="stable").index[0]
+    within = pd.Series(True, index=g.index)
+    for ph in ("es", "ed"):
+        fd = r.pivot_table(index="cine_id", columns="method", values=f"fd_{ph}")
+        d = fd.sub(fd[best], axis=0)
+        margin, se = d.mean().reindex(g.index), (d.std(ddof=1) / np.sqrt(d.count())).reindex(g.index).fillna(0.0)
+        g[f"{ph.upper()}_margin"], g[f"{ph.upper()}_se"] = margin, se
+        within &= margin <= se + 1e-12
+    g["within_1se"] = within
+    chosen = str(within[within].index[0])
+    return chosen, g.rename(columns={"fd_es": "aFD_ES", "fd_ed": "aFD_ED"}).reset_index()
 
 
 def paired_table(res: pd.DataFrame, against: str, seed=0) -> pd.DataFrame:

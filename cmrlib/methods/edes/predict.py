@@ -9,7 +9,7 @@ import torch
 from ...labels import LV
 from ...record import Cine
 from ...store import CohortStore
-from .curves import decode, read_frames
+from .curves import read_frames
 from .data import mid_slice, resample_cycle, seq_frames
 
 
@@ -58,13 +58,14 @@ def predict_store(model: torch.nn.Module, store: CohortStore, ids: Sequence[str]
                      workers=workers, desc="ED/ES", progress=progress)
 
 
-def seg_detect(segmenter, cine: Cine, smooth: int = 1) -> dict:
+def seg_detect(segmenter, cine: Cine, smooth: int = 1, decoder: str = "argmax") -> dict:
     """Baseline 1: ED = max, ES = min of the segmented LV blood-pool volume (SAX stack) or area (long axis) curve,
-    after a circular moving average of `smooth` frames; `segmenter`: the segmentation Predictor."""
+    after a circular moving average of `smooth` frames (or another `curves.DECODERS` reading of the same curve);
+    `segmenter`: the segmentation Predictor."""
     from ...measure import volume_curve
 
     curve = volume_curve(segmenter.labels(cine), cine.spacing, LV)
-    ed, es = decode(curve, smooth)
+    ed, es = read_frames(curve, smooth, decoder)
     return dict(curve=curve, ed=ed, es=es)
 
 

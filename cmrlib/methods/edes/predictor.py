@@ -40,11 +40,13 @@ class Predictor(Base):
         return cls({"net": model.eval()}, prep, provenance=provenance, model=name)
 
     @classmethod
-    def from_volume_curve(cls, smooth: int = 1, provenance: dict | None = None,
-                          segmenter: str = "segmentation") -> "Predictor":
-        """The LV volume curve of the run's segmentation Predictor: ED its largest, ES its smallest frame."""
-        return cls({}, dict(detector=VOLUME_CURVE, curve_smooth=int(smooth)), dict(segmenter=segmenter), provenance,
-                   "LV volume curve of the run's segmenter")
+    def from_volume_curve(cls, smooth: int = 1, provenance: dict | None = None, segmenter: str = "segmentation",
+                          decoder: str = "argmax") -> "Predictor":
+        """The LV volume curve of the run's segmentation Predictor: ED its largest, ES its smallest frame (or as
+        `decoder` reads it, `curves.DECODERS`)."""
+        prep = dict(detector=VOLUME_CURVE, curve_smooth=int(smooth))
+        prep |= {"decoder": decoder} if decoder != "argmax" else {}
+        return cls({}, prep, dict(segmenter=segmenter), provenance, "LV volume curve of the run's segmenter")
 
     @classmethod
     def combined(cls, model: nn.Module, name: str, size: int, zoom: float, smooth: int = 1, curve_smooth: int = 1,
@@ -64,7 +66,8 @@ class Predictor(Base):
 
     @property
     def decoder(self) -> str:
-        """How the network's curve becomes ED and ES (a file without the key: its extremes)."""
+        """How the network's curve (the volume curve's, when it stands alone) becomes ED and ES (a file without the
+        key: its extremes)."""
         dec = self.prep.get("decoder", "argmax")
         if dec not in DECODERS:
             raise PredictorError(f"edes: unknown decoder {str(dec)[:40]!r}; one of {DECODERS}")
@@ -97,9 +100,9 @@ class Predictor(Base):
                if kind != VOLUME_CURVE else None)
         if kind == NETWORK:
             return predict(self.nets["net"], cine, **net)
-        curve = seg_detect(self.need("segmenter"), cine, self.prep.get("curve_smooth", 1))
         if kind == VOLUME_CURVE:
-            return curve
+            return seg_detect(self.need("segmenter"), cine, self.prep.get("curve_smooth", 1), self.decoder)
+        curve = seg_detect(self.need("segmenter"), cine, self.prep.get("curve_smooth", 1))
         return combine(curve, predict(self.nets["net"], cine, **net), cine.n_frames)
 
     def _predict(self, cines: list[Cine]) -> Prediction:

@@ -20,7 +20,7 @@ from ...store import fold_roles
 from ...study import Study as Base
 from ...study import StudySkipped
 from ...utils import rng, seed_for, seeded
-from .curves import decode
+from .curves import read_frames
 from .data import Reading, SeqItem, dataloaders, real_item, seq_items
 from .evaluate import (PAPER_AFD, afd_table, choose, combined_rows, evaluate, label_plateaus, paired_table,
                        pseudo_reference, real_afd_table)
@@ -131,9 +131,14 @@ def network_rows(frames: int) -> dict[str, tuple[str, Reading, str]]:
                 (both, Reading(slices=3, frames=frames), "hybrid")}
 
 
-def run_curve(smooth: int) -> str:
-    """The name of the run segmenter's LV volume-curve row at a smoothing."""
-    return f"LV volume curve (run segmenter, smooth {smooth})"
+def run_curve(smooth: int, decoder: str = "argmax") -> str:
+    """The name of the run segmenter's LV volume-curve row at a smoothing, read by its extremes or (hybrid) ED by
+    the closest eq. 4 curve and ES by the minimum."""
+    reading = "; template ED, minimum ES" if decoder == "hybrid" else ""
+    return f"LV volume curve (run segmenter, smooth {smooth}{reading})"
+
+
+CURVE_DECODERS = ("argmax", "hybrid")  # the readings of the run segmenter's LV volume curve scored on real patients
 
 
 def combined(smooth: int) -> str:
@@ -282,12 +287,13 @@ class Study(Base):
         chose = (f"chosen on {int(real.choice.n.iloc[0])} ACDC validation patients among fine-tuned TempReg-Net "
                  "(on the mid slice or every slice, at the cine's frames or resampled; its curve read by extremes, "
                  "by template fit, or ED by template and ES by the minimum; one slice or 3 mid slices averaged), "
-                 "the run segmenter's LV volume curve and their average")
+                 "the run segmenter's LV volume curve (by its extremes, or ED by template and ES by the minimum) "
+                 "and their average")
         if real.kind == VOLUME_CURVE:
             seg = self.segmentation().provenance.get("real_training")
             made = Predictor.from_volume_curve(real.smooth, self.nb.provenance(
                 self.store, real.check, real_training=f"none of its own; it reads the run's segmenter"
-                f"{f' (trained on {seg})' if seg else ''}; {chose}"))
+                f"{f' (trained on {seg})' if seg else ''}; {chose}"), decoder=real.decoder)
             return self.nb.predictor(made)
         net, n = self.real_network(real)
         prov = self.nb.provenance(self.store, real.check, real_training=f"{n} real ACDC SAX cines; {chose}")
@@ -418,7 +424,8 @@ class Study(Base):
         with self.nb.timer("real patients: phantom models and curves"):
             fixed, seconds = self._fixed_detectors()
             parts = [evaluate(fixed, cines.values(), total=len(cines))]
-            ran = parts[0].method.isin([run_curve(k) for k in p["curve_smooth"]])  # each costs the one segmentation
+            ran = parts[0].method.isin([run_curve(k, d) for k in p["curve_smooth"] for d in CURVE_DECODERS])  # each
+            # costs the one segmentation
             if ran.any():  # a run without its segmenter (`cmrlib fit` on a bare cohort) has no curve rows
                 parts[0].loc[ran, "sec"] = parts[0].loc[ran, "cine_id"].map(seconds).astype(float)
         logs = []
@@ -461,15 +468,16 @@ class Study(Base):
         memo: dict[str, np.ndarray] = {}
         seconds: dict[str, float] = {}
 
-        def curve(cine, smooth):
+        def curve(cine, smooth, decoder):
             if cine.cine_id not in memo:
                 t0 = time.perf_counter()
                 memo[cine.cine_id] = seg_detect(seg, cine)["curve"]
                 seconds[cine.cine_id] = time.perf_counter() - t0
             c = memo[cine.cine_id]
-            return dict(curve=c, **dict(zip(("ed", "es"), decode(c, smooth))))
+            return dict(curve=c, **dict(zip(("ed", "es"), read_frames(c, smooth, decoder))))
 
-        return {**{run_curve(k): partial(curve, smooth=k) for k in p["curve_smooth"]}, **found}, seconds
+        return {**{run_curve(k, d): partial(curve, smooth=k, decoder=d) for d in CURVE_DECODERS
+                   for k in p["curve_smooth"]}, **found}, seconds
 
     def _segmenter_split(self, folds: pd.Series) -> dict[str, str]:
         """Each real patient's part in choosing the shipped detector: notebook 01's split of ACDC ('train': the run's
@@ -490,9 +498,10 @@ class Study(Base):
                        f"ED/ES detectors on {n} real ACDC SAX cines (cyclically shifted; fine-tuned rows scored on "
                        "held-out folds) with 95 % CIs, beside the paper's and the phantom test split's aFD")
         methods = set(res.method)
-        kinds = {**{row: (NETWORK, 1, dec, reading, name)
+        kinds = {**{run_curve(k, d): (VOLUME_CURVE, k, d, Reading(), "") for d in CURVE_DECODERS  # simplest first
+                    for k in p["curve_smooth"]},
+                 **{row: (NETWORK, 1, dec, reading, name)
                     for row, (name, reading, dec) in network_rows(p["real_frames"]).items()},
-                 **{run_curve(k): (VOLUME_CURVE, k, "argmax", Reading(), "") for k in p["curve_smooth"]},
                  **{combined(k): (COMBINED, k, "argmax", Reading(), "TempReg-Net") for k in p["curve_smooth"]}}
         candidates = [m for m in kinds if m in methods]
         valid, test = (res[res.segmenter_split == s] for s in ("valid", "test"))
