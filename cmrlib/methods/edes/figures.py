@@ -66,7 +66,7 @@ def real_figure(real: pd.DataFrame, phantom: pd.DataFrame | None = None):
     of the same network: where the models stand on patients, beside where they stood on the phantom."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 0.45 * len(real) + 1.4), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 0.45 * len(real) + 1.6), sharey=True)
     y = np.arange(len(real))[::-1]
     for ax, ph in zip(axes, ("ED", "ES")):
         mean = real[f"aFD_{ph}"].to_numpy(float)
@@ -77,9 +77,10 @@ def real_figure(real: pd.DataFrame, phantom: pd.DataFrame | None = None):
         if phantom is not None:
             ph_val = [phantom[f"aFD_{ph}"].get(m.split(" (")[0], np.nan) for m in real["method"]]
             ax.scatter(ph_val, y, marker="s", facecolors="none", edgecolors="tab:orange", label="phantom test split")
-        ax.set_title(f"{ph}: mean absolute frame difference (frames)", fontsize=10)
+        ax.set_title(ph, fontsize=10)
         ax.grid(axis="x", alpha=0.3)
     axes[0].set_yticks(y, real["method"])
+    fig.supxlabel("mean absolute frame difference (frames)", fontsize=10, y=0.7 / fig.get_figheight())
     fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=3, fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.tight_layout(rect=(0, 0.9 / fig.get_figheight(), 1, 1))
     return fig
