@@ -92,7 +92,7 @@ class RealCines:
     kind: str  # the shipped detector's `predictor.DETECTOR_KINDS` entry
     smooth: int  # its curve's circular moving average (frames)
     decoder: str  # how its network's curve becomes ED and ES (`curves.DECODERS`)
-    reading: Reading  # the slices its network averages, trains on and the frames it reads at (`data.Reading`)
+    reading: Reading  # the slices its network averages and the frames it reads the cycle at (`data.Reading`)
     trained_as: str  # its network's fine-tuning, a `trainings` key ('' for none)
     held_out: pd.DataFrame  # every detector on the held-out patients, with its paired difference from the shipped
     check: str | None
