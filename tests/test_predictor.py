@@ -45,6 +45,37 @@ def test_a_predictor_round_trips_and_predicts_from_the_cines_alone(tmp_path, sub
     assert tab.set_index("measure").loc["LVEF", "unit"] == "%"
 
 
+def test_a_cine_segmented_once_serves_every_method_that_reads_its_labels(subject, monkeypatch):
+    """The segmentation Predictor keeps the last cines' labels by content: a second read of the same cine (ED/ES's
+    volume curve after the measures) gives the same labels and entropy without segmenting again; changed pixels,
+    or mirroring switched on, segment again; the kept labels are never handed out to be written into."""
+    import pickle
+
+    from cmrlib.methods.segmentation import predictor as seg_predictor
+
+    p, sax = segmenter(), subject["SAX"]
+    calls = []
+    real = seg_predictor.predict
+    monkeypatch.setattr(seg_predictor, "predict", lambda *a, **k: calls.append(1) or real(*a, **k))
+    first_acc, again_acc = {}, {}
+    first = p.labels(sax, first_acc)
+    again = p.labels(sax, again_acc)
+    assert len(calls) == 1 and np.array_equal(first, again) and first_acc == again_acc and first_acc
+    again[:] = 0  # the caller's copy
+    assert np.array_equal(p.labels(sax), first) and len(calls) == 1
+    changed = sax.rolled(1)
+    p.labels(changed)
+    assert len(calls) == 2
+    p.nets["SAX"].tta = True
+    p.labels(sax)
+    assert len(calls) == 3
+    p.nets["SAX"].tta = False
+    assert "_labelled" not in pickle.loads(pickle.dumps(p)).__dict__  # a worker gets the networks, not the labels
+    p.forget()
+    p.labels(sax)
+    assert len(calls) == 4
+
+
 def test_content_key_follows_the_weights_and_decision_offsets_not_the_provenance(tmp_path):
     p = segmenter()
     key = p.content_key()

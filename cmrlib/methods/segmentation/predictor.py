@@ -2,6 +2,7 @@
 calibrated decision), and the Table-1 measures from their labels."""
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +15,19 @@ from ...predictor import Predictor as Base
 from ...record import Cine
 from ...plots import overlay, shown_frame
 from .learner import as_model
-from .predict import encoder_features, mean_entropy, predict
+from .predict import encoder_features, log_prior, mean_entropy, predict
 
 KINDS = {"SAX": "SAX", "2CH": "LAX", "3CH": "LAX", "4CH": "LAX"}  # which segmenter reads a view
+MEMO_CINES = 4  # cines whose labels a Predictor keeps (one patient's views)
 PHANTOM_SAX = "01/models/seg_sax.model"  # notebook 01's phantom-only SAX model in a run folder: it never saw a patient
+
+
+def _content_key(cine: Cine, net) -> tuple:
+    """What a cine's labels depend on: its pixels, spacing and view, and the network with its decision offsets and
+    whether it mirrors."""
+    digest = hashlib.blake2b(np.ascontiguousarray(cine.pixels).tobytes(), digest_size=16).hexdigest()
+    return (digest, cine.pixels.shape, str(cine.pixels.dtype), tuple(map(float, cine.spacing)), cine.view, id(net),
+            bool(getattr(net, "tta", False)), tuple(np.asarray(log_prior(net), dtype=float).tolist()))
 
 
 class Predictor(Base):
@@ -65,12 +75,38 @@ class Predictor(Base):
             raise NotApplicable("encoder features need a SAX segmenter and a SAX stack")
         return encoder_features(self.nets["SAX"], cine, slices)
 
+    def forget(self) -> None:
+        """Drop the labels kept from earlier cines (a benchmark that times segmenting the same cine again)."""
+        self.__dict__.pop("_labelled", None)
+
+    def __getstate__(self) -> dict:
+        """Pickled (to a worker process) without the labels it keeps."""
+        return {k: v for k, v in self.__dict__.items() if k != "_labelled"}
+
     def labels(self, cine: Cine, entropy: dict | None = None) -> np.ndarray:
-        """Canonical labels at every frame of a cine, by the segmenter of its view (`entropy`: see `predict`)."""
+        """Canonical labels at every frame of a cine, by the segmenter of its view (`entropy`: see `predict`). The
+        last few cines' labels are kept by content, so a method that reads the segmentation after another (ED/ES's
+        volume curve after the measures) does not segment the same cine again."""
         if not self.reads(cine.view):
             raise NotApplicable(f"no {KINDS.get(cine.view, cine.view)} segmenter in this predictor (has "
                                 f"{', '.join(self.nets)})")
-        return predict(self.nets[KINDS[cine.view]], cine, entropy=entropy)
+        net = self.nets[KINDS[cine.view]]
+        key = _content_key(cine, net)
+        memo = self.__dict__.setdefault("_labelled", {})
+        if key not in memo:
+            acc: dict = {}
+            lab = predict(net, cine, entropy=acc)
+            lab.flags.writeable = False
+            memo[key] = (lab, acc)
+            while len(memo) > MEMO_CINES:
+                memo.pop(next(iter(memo)))
+        lab, acc = memo[key]
+        if entropy is not None:
+            for k, (total, count) in acc.items():
+                a = entropy.setdefault(k, [0.0, 0])
+                a[0] += total
+                a[1] += count
+        return lab.copy()
 
     def _predict(self, cines: list[Cine]) -> Prediction:
         out = Prediction(self.method, self.model)
