@@ -430,7 +430,8 @@ def test_averaging_mid_slices_reads_the_mean_of_their_curves():
 def test_resampling_a_cycle_keeps_its_shape_and_maps_frames_back():
     """A cine resampled to a fixed length is the same cycle: resampled and back, a smooth curve is unchanged within
     interpolation error; the same length is the identity; ED and ES land on the nearest resampled frame."""
-    from cmrlib.methods.edes.data import resample_cycle, resampled_index
+    from cmrlib.measure import resample_cycle
+    from cmrlib.methods.edes.data import resampled_index
 
     t = np.arange(23)
     curve = np.cos(2 * np.pi * t / 23).astype(np.float32)
@@ -451,7 +452,7 @@ def test_a_real_item_trains_on_every_lv_slice_and_validates_on_the_mid_one():
     import random
 
     from cmrlib.labels import LV
-    from cmrlib.methods.edes.data import Reading, _get_x, lv_slices, real_item
+    from cmrlib.methods.edes.data import _get_x, lv_slices, real_item, resampled
 
     cine = toy_cine(n=12, ed=1, es=5, stack=6)
     cine.pixels += np.arange(6, dtype=np.float32)[None, :, None, None] * 0.1 * np.linspace(0, 1, 24)  # each slice
@@ -462,7 +463,7 @@ def test_a_real_item_trains_on_every_lv_slice_and_validates_on_the_mid_one():
     assert lv_slices(cine) == [1, 2, 3, 4] and mid_slice(cine) == 3 and mid_slice(cine, masks=False) == 3
     plain = real_item(cine, 16, 1.0)
     assert plain.stack is None and plain.n_frames == 12
-    every = real_item(cine, 16, 1.0, Reading(slices=3, every_slice=True))
+    every = real_item(cine, 16, 1.0, every_slice=True)
     assert every.stack.shape == (12, 4, 16, 16)
     np.testing.assert_allclose(every.stack[:, 2], every.frames)  # slice 3 is the mid one
     random.seed(0)
@@ -471,7 +472,7 @@ def test_a_real_item_trains_on_every_lv_slice_and_validates_on_the_mid_one():
     assert drawn == {0, 1, 2, 3}  # every LV slice is drawn
     valid = SeqItem(every.frames, every.ed, every.es, "toy", "SAX", "valid", every.stack)
     assert all(np.allclose(_get_x(valid).numpy(), every.frames) for _ in range(5))
-    fixed = real_item(cine, 16, 1.0, Reading(frames=30))
+    fixed = resampled(real_item(cine, 16, 1.0), 30)
     assert fixed.n_frames == 30 and (fixed.ed, fixed.es) == (round(30 / 12), round(5 * 30 / 12))
 
 

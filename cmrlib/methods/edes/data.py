@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Callable, Sequence
 
@@ -16,6 +16,7 @@ from fastai.vision.augment import RandTransform
 from fastprogress.fastprogress import progress_bar
 
 from ...labels import LV
+from ...measure import resample_cycle
 from ...record import Cine
 from ...transforms import IntensityAug, SegAffine, fit_affine, normalise
 from .curves import label_curve
@@ -46,16 +47,6 @@ class Reading:
     slices: int = 1
     every_slice: bool = False
     frames: int | None = None
-
-
-def resample_cycle(x: np.ndarray, n: int) -> np.ndarray:
-    """`x` (T, ...) resampled to `n` samples of the same cycle along its first axis (linear, wrapping past the end):
-    a cine to a fixed length, or a curve back to its cine's frames."""
-    x = np.asarray(x)
-    t = np.arange(n) * len(x) / n
-    lo = np.floor(t).astype(int)
-    w = (t - lo).reshape(-1, *([1] * (x.ndim - 1)))
-    return ((1 - w) * x[lo % len(x)] + w * x[(lo + 1) % len(x)]).astype(np.float32)
 
 
 def resampled_index(i: int, n_from: int, n_to: int) -> int:
@@ -92,18 +83,21 @@ class SeqItem:
         return len(self.frames)
 
 
-def real_item(cine: Cine, size: int, zoom: float, reading: Reading = Reading()) -> SeqItem:
-    """A labelled real cine prepared as `reading` trains on it: its mid slice (the validation sequence), every LV
-    slice beside it when `every_slice`, both resampled to `reading.frames` with ED and ES mapped."""
-    frames = seq_frames(cine, size, zoom=zoom)
-    zs = lv_slices(cine) if reading.every_slice else []
+def real_item(cine: Cine, size: int, zoom: float, every_slice: bool = False) -> SeqItem:
+    """A labelled real cine prepared for fine-tuning: its mid slice (the validation sequence) and, with
+    `every_slice`, every LV slice beside it (a training sequence draws one per epoch)."""
+    zs = lv_slices(cine) if every_slice else []
     stack = np.stack([seq_frames(cine, size, z, zoom=zoom) for z in zs], 1) if zs else None
-    ed, es = int(cine.ed), int(cine.es)
-    if reading.frames:
-        n, m = cine.n_frames, int(reading.frames)
-        frames, ed, es = resample_cycle(frames, m), resampled_index(ed, n, m), resampled_index(es, n, m)
-        stack = resample_cycle(stack, m) if stack is not None else None
-    return SeqItem(frames, ed, es, cine.cine_id, cine.view, stack=stack)
+    return SeqItem(seq_frames(cine, size, zoom=zoom), int(cine.ed), int(cine.es), cine.cine_id, cine.view,
+                   stack=stack)
+
+
+def resampled(item: SeqItem, n: int) -> SeqItem:
+    """A prepared sequence on the same cycle at `n` frames (`measure.resample_cycle`), ED and ES mapped."""
+    m = item.n_frames
+    return replace(item, frames=resample_cycle(item.frames, n), ed=resampled_index(item.ed, m, n),
+                   es=resampled_index(item.es, m, n),
+                   stack=None if item.stack is None else resample_cycle(item.stack, n))
 
 
 def seq_items(store, ids: Sequence[str], size: int, split: str = "train", norm: str = "zscore",

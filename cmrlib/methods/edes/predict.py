@@ -10,7 +10,8 @@ from ...labels import LV
 from ...record import Cine
 from ...store import CohortStore
 from .curves import read_frames
-from .data import mid_slice, resample_cycle, seq_frames
+from ...measure import resample_cycle
+from .data import mid_slice, seq_frames
 
 
 @torch.no_grad()

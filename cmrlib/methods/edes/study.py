@@ -21,7 +21,7 @@ from ...study import Study as Base
 from ...study import StudySkipped
 from ...utils import rng, seed_for, seeded
 from .curves import read_frames
-from .data import Reading, SeqItem, dataloaders, real_item, seq_items
+from .data import Reading, SeqItem, dataloaders, real_item, resampled, seq_items
 from .evaluate import (PAPER_AFD, afd_table, choose, combined_rows, evaluate, label_plateaus, paired_table,
                        pseudo_reference, real_afd_table)
 from .figures import afd_figure, curves_figure, real_figure
@@ -119,16 +119,16 @@ def trainings(frames: int) -> dict[str, Reading]:
 def network_rows(frames: int) -> dict[str, tuple[str, Reading, str]]:
     """The real table's fine-tuned TempReg-Net rows: each one's fine-tuning (`trainings`), how it reads a cine at
     test and its decoder (`curves.DECODERS`); every one a candidate for the shipped detector."""
-    every, fixed, both = list(trainings(frames))[1:]
-    three = Reading(slices=3)
-    return {NETWORK_ROW: ("TempReg-Net", Reading(), "argmax"), TEMPLATE_ROW: ("TempReg-Net", Reading(), "template"),
-            HYBRID_ROW: ("TempReg-Net", Reading(), "hybrid"), SLICES_ROW: ("TempReg-Net", three, "argmax"),
-            "TempReg-Net (fine-tuned on every slice, 3 mid slices averaged)": (every, three, "argmax"),
-            f"TempReg-Net (fine-tuned and read at {frames} frames)": (fixed, Reading(frames=frames), "argmax"),
+    t = trainings(frames)
+    plain, every, fixed, both = t
+    return {NETWORK_ROW: (plain, t[plain], "argmax"), TEMPLATE_ROW: (plain, t[plain], "template"),
+            HYBRID_ROW: (plain, t[plain], "hybrid"), SLICES_ROW: (plain, Reading(slices=3), "argmax"),
+            "TempReg-Net (fine-tuned on every slice, 3 mid slices averaged)": (every, t[every], "argmax"),
+            f"TempReg-Net (fine-tuned and read at {frames} frames)": (fixed, t[fixed], "argmax"),
             f"TempReg-Net (fine-tuned on every slice at {frames} frames, 3 mid slices averaged)":
-                (both, Reading(slices=3, frames=frames), "argmax"),
+                (both, t[both], "argmax"),
             f"TempReg-Net (fine-tuned on every slice at {frames} frames, 3 mid slices; template ED, minimum ES)":
-                (both, Reading(slices=3, frames=frames), "hybrid")}
+                (both, t[both], "hybrid")}
 
 
 def run_curve(smooth: int, decoder: str = "argmax") -> str:
@@ -402,13 +402,13 @@ class Study(Base):
 
     @cached_property
     def real_items(self) -> dict[str, dict[str, SeqItem]]:
-        """The real patients' sequences as each fine-tuning of `trainings` learns from them, by subject."""
-        p, cines = self.p, self.real_cines.cines
-        out = {}
-        for name, reading in trainings(p["real_frames"]).items():
-            out[name] = self.real_cines.items if reading == Reading() else {
-                s: real_item(c, p["size"], p["zoom"], reading) for s, c in cines.items()}
-        return out
+        """The real patients' sequences as each fine-tuning of `trainings` learns from them, by subject: the mid
+        slice or every LV slice, prepared once, resampled where the fine-tuning reads a fixed length."""
+        p, plain = self.p, self.real_cines.items
+        every = {s: real_item(c, p["size"], p["zoom"], every_slice=True) for s, c in self.real_cines.cines.items()}
+        return {name: {s: resampled(it, r.frames) if r.frames else it
+                       for s, it in (every if r.every_slice else plain).items()}
+                for name, r in trainings(p["real_frames"]).items()}
 
     @cached_property
     def real_results(self) -> RealCines:

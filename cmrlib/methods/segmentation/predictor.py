@@ -25,7 +25,8 @@ PHANTOM_SAX = "01/models/seg_sax.model"  # notebook 01's phantom-only SAX model 
 def _content_key(cine: Cine, net) -> tuple:
     """What a cine's labels depend on: its pixels, spacing and view, and the network with its decision offsets and
     whether it mirrors."""
-    digest = hashlib.blake2b(np.ascontiguousarray(cine.pixels).tobytes(), digest_size=16).hexdigest()
+    pixels = memoryview(np.ascontiguousarray(cine.pixels)).cast("B")  # hashed in place, not copied
+    digest = hashlib.blake2b(pixels, digest_size=16).hexdigest()
     return (digest, cine.pixels.shape, str(cine.pixels.dtype), tuple(map(float, cine.spacing)), cine.view, id(net),
             bool(getattr(net, "tta", False)), tuple(np.asarray(log_prior(net), dtype=float).tolist()))
 

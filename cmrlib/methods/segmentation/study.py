@@ -439,7 +439,7 @@ class Study(Base):
         return best
 
     @cached_property
-    def mirrored(self) -> pd.DataFrame:
+    def inference(self) -> pd.DataFrame:
         """The shipped SAX model on ACDC's validation patients as it decides (each structure's largest connected
         component), with mirrored test-time augmentation, and without the largest-component filter (mean Dice per
         structure; written): what `tta` buys and what the filter keeps."""
@@ -465,7 +465,7 @@ class Study(Base):
         """Each SAX model's Dice on the phantom's validation and test cines and ACDC's validation and held-out
         patients; the model the run ships and what mirroring adds on ACDC's validation patients."""
         print(f"the run's SAX segmenter: {self.shipped_sax!r}")
-        print(self.mirrored.round(4).to_string())
+        print(self.inference.round(4).to_string())
         return self.sax_models
 
     # ------------------------------------------------------------ measures against their references
