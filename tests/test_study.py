@@ -118,6 +118,21 @@ def test_a_step_without_its_data_raises_study_skipped_with_the_reason(tmp_path):
         study.fit_acdc()
 
 
+def test_without_the_acdc_only_model_its_step_skips_and_it_cannot_be_shipped():
+    """epochs_acdc=0 (the default profile) leaves the ACDC-only yardstick out: its step says so, `checks` reads it
+    as absent, and asking to ship it is an error rather than another model in its place."""
+    from cmrlib.study import StudySkipped
+
+    study = segmentation.Study.__new__(segmentation.Study)
+    study.p = dict(epochs_acdc=0, sax_predictor="acdc")
+    study.__dict__["acdc_cohort"] = object()  # an ACDC store is there; only the model is not trained
+    with pytest.raises(StudySkipped, match="epochs_acdc=0"):
+        study.fit_acdc()
+    assert study.optional("acdc_model") is None
+    with pytest.raises(ValueError, match="epochs_acdc=0"):
+        study.shipped_sax
+
+
 def test_a_runs_table1_measures_are_segmented_once_per_segmenter_and_shared(tmp_path):
     """Notebooks 06 and 08 read one table of the cohort's Table-1 measures per segmentation Predictor (named by its
     content, so a retrained segmenter gets its own): a second Study segments nothing."""
