@@ -157,10 +157,11 @@ class Study(Base):
         print(f"{name}: decision log-prior {_prior(model).to_dict()} (validation mean Dice {none:.4f} -> {best:.4f})")
 
     def _train(self, name: str, st: CohortStore, views, epochs: int, recipe_name: str, path, settings: dict,
-               finish=None, data_kw=None, **fit_kw) -> tuple[object, dict]:
+               finish=None, data_kw=None, calibrate_on: CohortStore | None = None, **fit_kw) -> tuple[object, dict]:
         """Model `name` reused (`fit_or_reuse`), or trained, calibrated and exported (by `finish` under `cmrlib fit`);
         the model and its summary row. data_kw: more `dataloaders` arguments, or a function giving them (called only
-        when the model is trained)."""
+        when the model is trained). calibrate_on: the store whose validation cines calibrate its decision (default
+        `st`)."""
         t0 = time.perf_counter()
 
         def train():
@@ -168,7 +169,7 @@ class Study(Base):
                                             **((data_kw() if callable(data_kw) else data_kw) or {})})
             print(f"{name}: {len(dls.train_ds)} training / {len(dls.valid_ds)} validation frames")
             model = fit(dls, epochs, self.p["lr"], **fit_kw, **self.model_kw)
-            self._calibrate(name, model, st, views)
+            self._calibrate(name, model, calibrate_on or st, views)
             return model
 
         model, reused, finished = self.fit_or_reuse(path, settings, train, finish, load=load)
@@ -390,7 +391,8 @@ class Study(Base):
         """The SAX model fine-tuned from the phantom one on the phantom's frames plus the ED/ES frames of ACDC's
         training patients with their manual masks (`sax_real_share` of the training frames, cycled; at most
         `sax_real_frames` phantom frames), under the SAX
-        recipe, monitored on phantom validation only (trained or reused); `StudySkipped` with epochs_sax_real=0."""
+        recipe, monitored on phantom validation only, its decision calibrated on ACDC's validation patients (the
+        real hearts it is shipped to read; trained or reused); `StudySkipped` with epochs_sax_real=0."""
         acdc, p = self.acdc_cohort, self.p
         if not p["epochs_sax_real"]:
             raise StudySkipped("no phantom + ACDC SAX model (epochs_sax_real=0)")
@@ -398,11 +400,12 @@ class Study(Base):
         settings = dict({**self.real_kw, **recipe(p["augmentation"]["sax_real"])}, views=["SAX"],
                         epochs=p["epochs_sax_real"], lr=p["lr"], frame_step=p["frame_step"],
                         extra=train, real_share=p["sax_real_share"], phantom_frames=p["sax_real_frames"], init="sax",
-                        calibrate_cines=p["calibrate_cines"], cohort=self.store.fingerprint(), acdc=acdc.fingerprint(),
-                        **self.model_kw)
+                        calibrate_cines=p["calibrate_cines"], calibrate_on="ACDC validation",
+                        cohort=self.store.fingerprint(), acdc=acdc.fingerprint(), **self.model_kw)
         with self.nb.timer("SAX fine-tuning on phantom + ACDC (s)"):
             model, _ = self._train("sax_real", self.store, ["SAX"], p["epochs_sax_real"], "sax_real", self.out / "models" /
                                    "seg_sax_real.model", settings, init=self.phantom_models.nets["sax"],
+                                   calibrate_on=acdc,
                                    data_kw=lambda: dict(self.real_kw, frame_step=p["frame_step"],
                                                         max_frames=p["sax_real_frames"] or p["max_frames"],
                                                         extra_share=p["sax_real_share"],
