@@ -329,8 +329,7 @@ class Study(Base):
                             **self.model_kw)
             model, _ = self._train("acdc", acdc, ["SAX"], p["epochs_acdc"], "acdc",
                                    self.out / "models" / "seg_sax_acdc.model", settings, data_kw=self.real_kw)
-        return self._held_out_scores(model, predict_store(model, self.acdc_cohort, self.acdc_held_out, **self.on_dask),
-                                     "acdc")
+        return self._held_out_scores(model, predict_store(model, acdc, self.acdc_held_out, **self.on_dask), "acdc")
 
     def _held_out_scores(self, model, pred: dict, name: str) -> Scored:
         """A SAX model's labels of ACDC's held-out patients scored: Dice per frame and per structure (written as
