@@ -7,10 +7,10 @@ import numpy as np
 import torch
 
 from ...labels import LV
+from ...measure import resample_cycle
 from ...record import Cine
 from ...store import CohortStore
 from .curves import read_frames
-from ...measure import resample_cycle
 from .data import mid_slice, seq_frames
 
 

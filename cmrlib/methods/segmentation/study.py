@@ -5,7 +5,7 @@ segmentation Predictor."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from typing import ClassVar
 
@@ -49,13 +49,12 @@ class Fitted:
 @dataclass(frozen=True)
 class Scored:
     """A model on some cines: predictions by cine, Dice per frame (`scores`) and per structure (`table`); the
-    model and the cines' ids where they matter later."""
+    model where it matters later."""
 
     pred: dict
     scores: pd.DataFrame
     table: pd.DataFrame
     model: object = None
-    ids: list = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -329,16 +328,16 @@ class Study(Base):
                             **self.model_kw)
             model, _ = self._train("acdc", acdc, ["SAX"], p["epochs_acdc"], "acdc",
                                    self.out / "models" / "seg_sax_acdc.model", settings, data_kw=self.real_kw)
-        return self._held_out_scores(model, predict_store(model, acdc, self.acdc_held_out, **self.on_dask), "acdc")
+        return self._acdc_scored(model, predict_store(model, acdc, self.acdc_held_out, **self.on_dask), "acdc")
 
-    def _held_out_scores(self, model, pred: dict, name: str) -> Scored:
-        """A SAX model's labels of ACDC's held-out patients scored: Dice per frame and per structure (written as
-        scores_{name} and dice_{name})."""
+    def _acdc_scored(self, model, pred: dict, name: str) -> Scored:
+        """A SAX model's labels of ACDC cines scored against the manual masks: Dice per frame and per structure
+        (written as scores_{name} and dice_{name})."""
         scores = evaluate(self.acdc_cohort, pred)
         table = summarise(scores, by=("structure",))
         self.nb.table(scores, f"scores_{name}.csv")
         self.nb.table(table, f"dice_{name}.csv", index=True)
-        return Scored(pred, scores, table, model, self.acdc_held_out)
+        return Scored(pred, scores, table, model)
 
     def _held_out_pred(self, name: str) -> dict:
         """SAX model `name`'s labels of ACDC's held-out patients, segmented once per study."""
@@ -355,14 +354,10 @@ class Study(Base):
     @cached_property
     def sim2real(self) -> Scored:
         """The phantom SAX model on every ACDC cine: Dice per frame and per structure (written)."""
-        acdc = self.acdc_cohort
+        acdc, model = self.acdc_cohort, self.phantom_models.nets["sax"]
         with self.nb.timer("sim-to-real (s)"):
-            pred = predict_store(self.phantom_models.nets["sax"], acdc, acdc.select(view="SAX"), **self.on_dask)
-            scores = evaluate(acdc, pred)
-            table = summarise(scores, by=("structure",))
-            self.nb.table(scores, "scores_sim2real.csv")
-            self.nb.table(table, "dice_sim2real.csv", index=True)
-        return Scored(pred, scores, table)
+            return self._acdc_scored(model, predict_store(model, acdc, acdc.select(view="SAX"), **self.on_dask),
+                                     "sim2real")
 
     def sim_to_real(self) -> pd.DataFrame:
         """The phantom SAX model's Dice on every ACDC cine."""
@@ -539,7 +534,7 @@ class Study(Base):
         `dice_acdc_shipped`); the ACDC-only model's labels where the run ships the phantom one and has it, so the
         real measures are a real-trained model's."""
         name = "acdc" if self.shipped_sax == "sax" and self.optional("acdc_model") is not None else self.shipped_sax
-        return self._held_out_scores(self._sax_model(name), self._held_out_pred(name), "acdc_shipped")
+        return self._acdc_scored(self._sax_model(name), self._held_out_pred(name), "acdc_shipped")
 
     def acdc_agreement(self) -> pd.DataFrame:
         """ACDC's held-out measures against its ground-truth masks, with the figure and the shipped model's best,
