@@ -24,8 +24,8 @@ from fastprogress.fastprogress import progress_bar
 from .labels import CODES
 from .record import Cine
 from .store import CohortStore
-from .transforms import (Affine2D, ClutterAug, IntensityAug, LabelIntensityAug, SegAffine, WallAug, fit_affine,
-                         normalise)
+from .transforms import (Affine2D, ClutterAug, HeartCrop, IntensityAug, LabelIntensityAug, SegAffine, WallAug,
+                         fit_affine, normalise)
 from .utils import rng, seed_for, seeded
 from .modelfile import record
 
@@ -172,13 +172,14 @@ def to_image(a: np.ndarray) -> TensorImage:
 
 
 def seg_block(aug: dict | None = None, intensity: dict | None = None, clutter: dict | list[dict] | None = None,
-              seed: int = 0, label_intensity: dict | None = None, wall: dict | None = None) -> DataBlock:
+              seed: int = 0, label_intensity: dict | None = None, wall: dict | None = None,
+              crop: dict | None = None) -> DataBlock:
     """The segmentation DataBlock: (frame, labels, is_valid) items -> image, canonical `MaskBlock`, cmrlib augmentation
-    (keyword arguments of `SegAffine`, `IntensityAug`, `LabelIntensityAug`, `WallAug`, and `ClutterAug` or a list of
-    them; None leaves one out)."""
+    (keyword arguments of `SegAffine`, `IntensityAug`, `LabelIntensityAug`, `WallAug`, `ClutterAug` or a list of
+    them, and `HeartCrop` for training windows smaller than the canvas; None leaves one out)."""
     clutters = [] if clutter is None else [clutter] if isinstance(clutter, dict) else list(clutter)
     chosen = ((SegAffine, aug), (IntensityAug, intensity), (LabelIntensityAug, label_intensity), (WallAug, wall),
-              *((ClutterAug, kw) for kw in clutters))
+              *((ClutterAug, kw) for kw in clutters), (HeartCrop, crop))
     item_tfms = [tfm(**kw, seed=seed) for tfm, kw in chosen if kw is not None]
     return DataBlock(blocks=(TransformBlock(type_tfms=to_image), MaskBlock(codes=CODES)),
                      get_x=ItemGetter(0), get_y=ItemGetter(1), splitter=FuncSplitter(ItemGetter(2)),
@@ -192,15 +193,17 @@ def seg_dls(source: CohortStore | str | Path, views: Sequence[str] = ("SAX",), s
             subjects: Sequence[str] | None = None, frame_step: int = 1, max_frames: int | None = None,
             valid_frac: float = 0.2, aug: dict | None = None, intensity: dict | None = None,
             clutter: dict | list[dict] | None = None, label_intensity: dict | None = None, wall: dict | None = None,
-            extra: Sequence[Cine] = (), extra_share: float = 0.25, progress: bool = True) -> DataLoaders:
+            crop: dict | None = None, extra: Sequence[Cine] = (), extra_share: float = 0.25,
+            progress: bool = True) -> DataLoaders:
     """Segmentation DataLoaders from a cohort store; the geometry rides along as `dls.geometry`.
 
     `subjects` restricts the training subjects (e.g. fine-tuning on 10 patients); `max_frames` caps the training
     frames, and a quarter of it the validation frames (seeded random subsets, for large cohorts on a CPU budget);
     when the store has
     no `valid` cines (or `valid=None`), a seeded `valid_frac` of the training subjects is held out.
-    `aug` / `intensity` / `clutter` / `label_intensity` / `wall` are keyword arguments of `SegAffine` /
-    `IntensityAug` / `ClutterAug` (or a list of them) / `LabelIntensityAug` / `WallAug` (None: off).
+    `aug` / `intensity` / `clutter` / `label_intensity` / `wall` / `crop` are keyword arguments of `SegAffine` /
+    `IntensityAug` / `ClutterAug` (or a list of them) / `LabelIntensityAug` / `WallAug` / `HeartCrop` (None: off;
+    `crop` makes the training frames a window round the heart, validation frames stay whole).
     `extra`: labelled cines outside the store (real frames with their own labels) whose every labelled frame joins
     the training set, cycled to `extra_share` of it; never validation.
     """
@@ -224,7 +227,8 @@ def seg_dls(source: CohortStore | str | Path, views: Sequence[str] = ("SAX",), s
             va = _cap(va, max(1, max_frames // 4), seed_for(seed, "seg_dls", "valid frames"))
         if extra:
             tr = _with_extra(tr, cine_frame_set(extra, geom), extra_share)
-        return _loaders(seg_block(aug, intensity, clutter, seed, label_intensity, wall), tr, va, geom, views, bs)
+        return _loaders(seg_block(aug, intensity, clutter, seed, label_intensity, wall, crop), tr, va, geom, views,
+                        bs)
 
 
 def cine_dls(cines: Sequence[Cine], geometry: FrameGeometry, bs: int = 16, seed: int = 0, aug: dict | None = None,

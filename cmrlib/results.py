@@ -145,6 +145,12 @@ class Notebook:
         name = name if name.endswith(".csv") else f"{name}.csv"
         return atomic_write_text(self._write(self.out / name), df.to_csv(index=index))
 
+    def forget(self, *names: str) -> None:
+        """Remove the tables `<out>/<name>.csv` an earlier run wrote for a step this run skips, so that no headline or
+        report reads them as this run's."""
+        for name in names:
+            self._write(self.out / (name if name.endswith(".csv") else f"{name}.csv")).unlink(missing_ok=True)
+
     def headline(self, name: str, title: str, df: pd.DataFrame | None = None) -> Path:
         """List `<out>/<name>.csv` (written now when `df` is given) under `title` in `<out>/headlines.json`, the
         tables the run's report shows from this notebook, in the order listed, without knowing its method."""

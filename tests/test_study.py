@@ -118,16 +118,22 @@ def test_a_step_without_its_data_raises_study_skipped_with_the_reason(tmp_path):
         study.fit_acdc()
 
 
-def test_without_the_acdc_only_model_its_step_skips_and_it_cannot_be_shipped():
-    """epochs_acdc=0 (the default profile) leaves the ACDC-only yardstick out: its step says so, `checks` reads it
-    as absent, and asking to ship it is an error rather than another model in its place."""
+def test_without_the_acdc_only_model_its_step_skips_and_it_cannot_be_shipped(tmp_path):
+    """epochs_acdc=0 (the default profile) leaves the ACDC-only yardstick out: its step says so, an earlier run's
+    tables of it in the same folder go (no headline shows them as this run's), `checks` reads it as absent, and
+    asking to ship it is an error rather than another model in its place."""
+    from cmrlib.results import Notebook
     from cmrlib.study import StudySkipped
 
     study = segmentation.Study.__new__(segmentation.Study)
     study.p = dict(epochs_acdc=0, sax_predictor="acdc")
+    study.nb = Notebook("01", tmp_path, tmp_path / "figures", 0)
+    stale = study.nb.table(pd.DataFrame({"dice_mean": [0.9]}), "dice_acdc")
+    kept = study.nb.table(pd.DataFrame({"dice_mean": [0.9]}), "dice_acdc_shipped")
     study.__dict__["acdc_cohort"] = object()  # an ACDC store is there; only the model is not trained
     with pytest.raises(StudySkipped, match="epochs_acdc=0"):
         study.fit_acdc()
+    assert not stale.exists() and kept.exists() and study.written("dice_acdc") is None
     assert study.optional("acdc_model") is None
     with pytest.raises(ValueError, match="epochs_acdc=0"):
         study.shipped_sax

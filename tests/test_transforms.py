@@ -7,8 +7,8 @@ import torch
 from fastai.torch_core import TensorImage, TensorMask
 from fastai.vision.core import TensorPoint
 
-from cmrlib.transforms import (Affine2D, ClutterAug, IntensityAug, LabelIntensityAug, RandomAffine2D, SegAffine,
-                               WallAug, bias_field, clip_zscore, degrade, fit_affine, median_iqr, normalise,
+from cmrlib.transforms import (Affine2D, ClutterAug, HeartCrop, IntensityAug, LabelIntensityAug, RandomAffine2D,
+                               SegAffine, WallAug, bias_field, clip_zscore, degrade, fit_affine, median_iqr, normalise,
                                remap_labels, thicken_wall)
 
 CASES = [
@@ -256,3 +256,26 @@ def test_seg_block_adds_the_wall_aug_only_when_asked():
 
     with_wall, without = ([type(t).__name__ for t in b.item_tfms] for b in (seg_block(wall={"p": 0.5}), seg_block()))
     assert "WallAug" in with_wall and "WallAug" not in without
+
+
+def test_heart_crop_keeps_the_heart_in_a_seeded_window_on_training_only():
+    """A training window of `size` px round the labelled structures (image and mask cut alike, the heart inside for
+    any jitter up to a quarter of the window), the same window for a seed, whole frames for validation and a random
+    window where nothing is labelled; the segmentation feed crops after every other augmentation."""
+    from cmrlib.data import seg_block
+
+    img, msk = dot_image(h=128, w=128, xy=(90.0, 40.0), r=10)
+    b = (TensorImage(torch.from_numpy(img)[None]), TensorMask(torch.from_numpy(msk)))
+    for seed in range(5):
+        x, y = HeartCrop(size=64, seed=seed)(b, split_idx=0)
+        assert x.shape == (1, 64, 64) and y.shape == (64, 64) and isinstance(y, TensorMask)
+        assert int((y > 0).sum()) == int((b[1] > 0).sum())  # the whole disc inside
+        assert np.array_equal((x[0].numpy() > 0.5) * 3, y.numpy())  # image and mask cut alike
+    again = HeartCrop(size=64, seed=3)(b, split_idx=0)
+    assert torch.equal(again[0], HeartCrop(size=64, seed=3)(b, split_idx=0)[0])
+    xv, yv = HeartCrop(size=64, seed=0)(b, split_idx=1)
+    assert torch.equal(xv, b[0]) and torch.equal(yv, b[1])
+    empty = (b[0], TensorMask(torch.zeros_like(b[1])))
+    assert HeartCrop(size=64, seed=0)(empty, split_idx=0)[1].shape == (64, 64)
+    tfms = sorted(seg_block(aug={}, wall={}, crop={"size": 64}).item_tfms, key=lambda t: t.order)
+    assert type(tfms[-1]).__name__ == "HeartCrop"

@@ -203,3 +203,28 @@ class WallAug(PairAug):
     def apply(self, b, g):
         img, msk = thicken_wall(_np(b[0]), _np(b[1]), float(g.uniform(*self.frac)), self.inner, self.outer)
         return (TensorImage(torch.from_numpy(img)), TensorMask(torch.from_numpy(msk)), *b[2:])
+
+
+class HeartCrop(PairAug):
+    """Crop (image, mask) items to a `size`-px window round the labelled structures' centre, shifted at random by up
+    to `jitter` of the window (training only): a fully convolutional segmenter learns from the heart and its
+    surroundings at about half the cost of the whole canvas, and still reads whole frames. Frames with no label get
+    a random window."""
+
+    order = 30  # after every other augmentation, which see the whole canvas
+
+    def __init__(self, size: int = 96, jitter: float = 0.25, seed: int | None = 0):
+        super().__init__(1.0, seed)
+        self.size, self.jitter = int(size), float(jitter)
+
+    def apply(self, b, g):
+        msk = _np(b[1])
+        h, w = msk.shape[-2:]
+        if self.size >= min(h, w):
+            return b
+        fg = np.argwhere(msk > 0)
+        centre = fg.mean(0) if len(fg) else np.array([g.uniform(0, h), g.uniform(0, w)])
+        centre = centre + g.uniform(-1, 1, 2) * self.jitter * self.size
+        y0, x0 = (int(np.clip(round(c - self.size / 2), 0, n - self.size)) for c, n in zip(centre, (h, w)))
+        win = (..., slice(y0, y0 + self.size), slice(x0, x0 + self.size))
+        return (TensorImage(b[0][win].contiguous()), TensorMask(b[1][win].contiguous()), *b[2:])

@@ -106,6 +106,7 @@ class Study(Base):
         "size": 64,  # model grid side in px (multiple of 32)
         "spacing_mm": 3.6,  # model pixel spacing; size x spacing_mm is the field of view around the image centre
         "real_spacing_mm": None,  # pixel spacing of the models trained on ACDC (ACDC-only, phantom + ACDC); None: spacing_mm
+        "crop_sax": None,  # SAX models train on windows of this many px round the heart (`HeartCrop`) and read whole frames; None: the whole canvas
         "tta": False,  # the run's SAX segmenter averages its scores with the mirrored frame's (twice the inference time)
         "bs": 16,
         "lr": 1e-2,
@@ -139,6 +140,7 @@ class Study(Base):
                             max_frames=p["max_frames"], progress=False)
         self.real_kw = {**self.data_kw, "spacing": p["real_spacing_mm"] or p["spacing_mm"]}  # models trained on ACDC
         self.model_kw = dict(width=p["width"], pretrained=p["pretrained"], bf16=p["bf16"], seed=p["seed"])
+        self.crop_kw = {"crop": {"size": p["crop_sax"]}} if p["crop_sax"] else {}  # SAX training windows
         self.on_dask = dict(progress=False, scheduler=self.client)  # each cine one task where Dask runs
 
     # ------------------------------------------------------------ training, the one way every model is made
@@ -160,12 +162,14 @@ class Study(Base):
         """Model `name` reused (`fit_or_reuse`), or trained, calibrated and exported (by `finish` under `cmrlib fit`);
         the model and its summary row. data_kw: more `dataloaders` arguments, or a function giving them (called only
         when the model is trained). calibrate_on: the store whose validation cines calibrate its decision (default
-        `st`)."""
+        `st`). SAX models train on `crop_sax` windows where the profile sets it."""
         t0 = time.perf_counter()
+        crop = self.crop_kw if list(views) == ["SAX"] else {}
+        settings = {**settings, **crop}
 
         def train():
             dls = dataloaders(st, views, **{**self.data_kw, **recipe(self.p["augmentation"][recipe_name]),
-                                            **((data_kw() if callable(data_kw) else data_kw) or {})})
+                                            **((data_kw() if callable(data_kw) else data_kw) or {}), **crop})
             print(f"{name}: {len(dls.train_ds)} training / {len(dls.valid_ds)} validation frames")
             model = fit(dls, epochs, self.p["lr"], **fit_kw, **self.model_kw)
             self._calibrate(name, model, calibrate_on or st, views)
@@ -321,6 +325,7 @@ class Study(Base):
         per frame and per structure (written); the model in `model`. `StudySkipped` with epochs_acdc=0."""
         acdc, p = self.acdc_cohort, self.p
         if not p["epochs_acdc"]:
+            self.nb.forget("scores_acdc", "dice_acdc", "calibration_acdc")  # an earlier run's, in a reused folder
             raise StudySkipped("no ACDC-only SAX model (epochs_acdc=0; the paper profile trains it)")
         with self.nb.timer("ACDC training (s)"):
             settings = dict({**self.real_kw, **recipe(p["augmentation"]["acdc"])}, epochs=p["epochs_acdc"],
@@ -369,7 +374,8 @@ class Study(Base):
         acdc, p = self.acdc_cohort, self.p
         with self.nb.timer("fine-tune vs scratch (s)"):
             few = pick_subjects(acdc, p["n_finetune"], split="train", by="group", seed=p["seed"])
-            dls_few = dataloaders(acdc, ["SAX"], subjects=few, **self.data_kw, **recipe(p["augmentation"]["acdc"]))
+            dls_few = dataloaders(acdc, ["SAX"], subjects=few, **self.data_kw, **recipe(p["augmentation"]["acdc"]),
+                                  **self.crop_kw)
             print(f"fine-tuning on {len(few)} patients ({len(dls_few.train_ds)} slices)")
             rows = []
             for how, init in (("phantom-pretrained", self.phantom_models.nets["sax"]), ("from scratch", None)):
