@@ -312,6 +312,20 @@ def test_choose_keeps_the_simplest_candidate_a_noisy_margin_cannot_beat():
     assert choose(pd.DataFrame(clear), ["curve", "net"])[0] == "net"
 
 
+def test_choose_measures_against_the_best_at_both_phases_not_at_es_alone():
+    """A detector with the smallest ES error but the largest ED error is not the yardstick: measured against it,
+    every candidate better at ED would pass the ED test and only ES would count. The best is the smallest ED + ES."""
+    from cmrlib.methods.edes.evaluate import choose
+    import pandas as pd
+    curve = dict(fd_es=[1, 1, 2, 1, 1, 1, 2, 1], fd_ed=[1] * 8)  # 1.25 / 1.0
+    sharp_es = dict(fd_es=[1, 0, 1, 1, 0, 1, 1, 0], fd_ed=[3, 2] * 4)  # 0.625 / 2.5
+    rows = [dict(method=m, cine_id=f"c{i}", fd_es=e, fd_ed=d) for m, fd in (("curve", curve), ("net", sharp_es))
+            for i, (e, d) in enumerate(zip(fd["fd_es"], fd["fd_ed"]))]
+    chosen, table = choose(pd.DataFrame(rows), ["curve", "net"])
+    t = table.set_index("method")
+    assert chosen == "curve" and not t.loc["net", "within_1se"] and t.loc["net", "ED_margin"] == 1.5
+
+
 def _disc_cine(subject: str, view: str, radii, label: int = 1) -> Cine:
     """A toy long-axis cine whose only label is a disc of the given radius per frame."""
     yy, xx = np.mgrid[:32, :32]
