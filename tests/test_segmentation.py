@@ -230,6 +230,8 @@ def test_evaluate_rows(store):
     assert df["is_ed"].sum() == 2 * 3 and (df["split"] == "valid").all()
     tab = summarise(df)
     assert tab.loc[("SAX", "RV", "all"), "n"] == 4
+    dice_only = evaluate(store, preds, with_hd95=False)  # a comparison that reads only Dice skips the distances
+    assert dice_only["hd95"].isna().all() and dice_only.drop(columns="hd95").equals(df.drop(columns="hd95"))
 
 
 def test_unet_shapes_and_offline_weights(tmp_path, monkeypatch):

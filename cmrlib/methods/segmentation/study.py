@@ -380,7 +380,7 @@ class Study(Base):
             rows = []
             for how, init in (("phantom-pretrained", self.phantom_models.nets["sax"]), ("from scratch", None)):
                 learn = fit(dls_few, p["epochs_finetune"], p["lr"], init=init, **self.model_kw)
-                sc = evaluate(acdc, predict_store(learn, acdc, self.acdc_held_out, **self.on_dask))
+                sc = evaluate(acdc, predict_store(learn, acdc, self.acdc_held_out, **self.on_dask), with_hd95=False)
                 rows.append(summarise(sc, by=("structure",)).xs("all", level="phase")["dice_mean"].rename(how))
             ft_table = pd.DataFrame(rows).rename_axis("training")
             self.nb.table(ft_table, "finetune_vs_scratch.csv", index=True)
@@ -435,7 +435,7 @@ class Study(Base):
                 pred = (self._held_out_pred(name) if data == "ACDC held-out" else
                         {i: self.phantom_test.pred[i] for i in ids} if (name, data) == ("sax", "phantom test") else
                         predict_store(model, st, ids, **self.on_dask))
-                sc = evaluate(st, pred)
+                sc = evaluate(st, pred, with_hd95=False)
                 rows[name, data] = summarise(sc, by=("structure",)).xs("all", level="phase")["dice_mean"]
         table = pd.DataFrame(rows).T.rename_axis(["model", "data"])
         self.nb.table(table, "dice_sax_models.csv", index=True)
@@ -473,7 +473,7 @@ class Study(Base):
                                    ("plain, every component kept", False, False)):
             as_model(model).tta = tta
             sc = evaluate(acdc, predict_store(model, acdc, acdc.select(view="SAX", split="valid"), largest=largest,
-                                              **self.on_dask))
+                                              **self.on_dask), with_hd95=False)
             rows[name] = summarise(sc, by=("structure",)).xs("all", level="phase")["dice_mean"]
         as_model(model).tta = bool(self.p["tta"])
         table = pd.DataFrame(rows).T.rename_axis("inference")
@@ -675,7 +675,7 @@ class Study(Base):
         ids = [i for i in t.pred if not i.endswith("_SAX")]
         pred = predict_store(tuned, self.store, ids, **self.on_dask)
         both = pd.concat([t.scores[t.scores.cine_id.isin(ids)].assign(model="lax"),
-                          evaluate(self.store, pred).assign(model="lax_real")], ignore_index=True)
+                          evaluate(self.store, pred, with_hd95=False).assign(model="lax_real")], ignore_index=True)
         on_phantom = summarise(both, by=("model", "view", "structure")).xs("all", level="phase")["dice_mean"]
         self.nb.table(on_phantom.unstack("model"), "dice_phantom_lax_models.csv", index=True)
         return on_phantom
