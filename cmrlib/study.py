@@ -286,6 +286,7 @@ class Study:
         return iter(())
 
     def written(self, name: str) -> pd.DataFrame | None:
-        """A table this notebook wrote (`<out>/<name>.csv`); None when this run did not write it."""
+        """A table in this notebook's folder (`<out>/<name>.csv`), None where there is none: a reused folder keeps
+        an earlier run's tables, so a step that skips removes its own (`Notebook.forget`)."""
         f = self.nb.out / f"{name}.csv"
         return pd.read_csv(f) if f.exists() else None
