@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from fastai.callback.core import Callback, CancelFitException, CancelValidException
+from fastai.callback.schedule import SchedLin, SchedPoly, combine_scheds
 from fastai.callback.tracker import TerminateOnNaNCallback, TrackerCallback
 from fastai.learner import Learner
 from fastai.torch_core import get_model
@@ -277,6 +278,14 @@ def step_decay(lr: float, epochs: int, every: int, factor: float = 0.5):
     """A fastai `ParamScheduler` function: `lr` multiplied by `factor` every `every` epochs (the step schedules of
     papers trained with plain Adam)."""
     return lambda pos: lr * factor ** int(pos * epochs // every)
+
+
+def poly_decay(lr: float, warmup: float = 0.05, power: float = 0.9):
+    """A fastai `ParamScheduler` function: a linear warm-up over the first `warmup` of training, then lr * (1 - t) **
+    power to zero (nnU-Net's polynomial schedule; the warm-up keeps Adam's first steps from an inherited
+    network small)."""
+    warmup = min(max(warmup, 1e-3), 0.999)
+    return combine_scheds([warmup, 1 - warmup], [SchedLin(lr * 1e-2, lr), SchedPoly(lr, 0.0, power)])
 
 
 def export(learn: Learner | torch.nn.Module, path: str | os.PathLike, **meta) -> Path:

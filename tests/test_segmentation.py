@@ -267,6 +267,23 @@ def test_train_export_reload_predict(store, tmp_path):
     assert torch.equal(x, x2) and torch.equal(y, y2)
 
 
+def test_poly_schedule_warms_up_then_decays_to_zero(store):
+    """`fit(schedule="poly")` trains under nnU-Net's polynomial decay after a short warm-up: the recorded rates rise
+    to lr, then fall monotonically towards 0; an unknown schedule is refused by name."""
+    from cmrlib.methods.segmentation.learner import fit
+
+    torch.set_num_threads(1)
+    dls = seg_dls(store, ["SAX"], size=64, spacing=2.0, bs=4, seed=0, progress=False)
+    learn = fit(dls, 2, 1e-3, width=0.125, schedule="poly")
+    lrs = np.array(learn.recorder.lrs)
+    peak = int(lrs.argmax())
+    assert lrs.max() == pytest.approx(1e-3, rel=0.05) and lrs[0] < 0.1 * lrs.max()
+    assert np.all(np.diff(lrs[:peak + 1]) > 0) and np.all(np.diff(lrs[peak:]) <= 0)
+    assert lrs[-1] < 0.1 * lrs.max() and peak < 0.1 * len(lrs) + 1
+    with pytest.raises(ValueError, match="cosine"):
+        fit(dls, 1, 1e-3, width=0.125, schedule="cosine")
+
+
 def test_holds_out_training_subjects_without_a_valid_split(store):
     dls = seg_dls(store, ["4CH"], size=64, spacing=2.0, bs=4, valid=None, valid_frac=0.25, progress=False)
     roles = dls.info.groupby("role")["subject"].unique()

@@ -8,7 +8,8 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from fastai.callback import progress, schedule  # noqa: F401  (progress bars, Learner.fit_one_cycle)
+import fastai.callback.progress  # noqa: F401  (progress bars)
+from fastai.callback.schedule import ParamScheduler  # also patches in Learner.fit_one_cycle
 from fastai.learner import Learner
 from fastai.losses import CrossEntropyLossFlat, DiceLoss
 from fastai.metrics import DiceMulti
@@ -16,7 +17,7 @@ from fastai.metrics import DiceMulti
 from ...data import FrameGeometry, cine_dls
 from ...data import seg_dls as dataloaders  # noqa: F401  (the method's feed: cmrlib.data's segmentation DataBlock)
 from ...labels import NAMES
-from ...learn import callbacks
+from ...learn import callbacks, poly_decay
 from ...learn import load as load_exported
 from ...models import unet11
 from ...utils import seeded
@@ -130,13 +131,21 @@ def as_model(model) -> torch.nn.Module:
     return model.model if isinstance(model, Learner) else model
 
 
-def fit(dls, epochs: int, lr: float, width: float = 0.25, init=None, seed: int = 0, **kwargs) -> Learner:
-    """`learner` + fit_one_cycle from `seed`, optionally starting from another segmenter's weights (phantom
-    pre-training)."""
+SCHEDULES = ("one_cycle", "poly")  # fastai's one-cycle; nnU-Net's polynomial decay (`cmrlib.learn.poly_decay`)
+
+
+def fit(dls, epochs: int, lr: float, width: float = 0.25, init=None, seed: int = 0, schedule: str = "one_cycle",
+        **kwargs) -> Learner:
+    """`learner` + training from `seed` under a learning-rate `schedule` (`SCHEDULES`), optionally starting from
+    another segmenter's weights (phantom pre-training)."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule {schedule!r}: expected one of {', '.join(SCHEDULES)}")
     with seeded(seed):
         learn = learner(dls, width=width, **kwargs)
         if init is not None:
             learn.model.load_state_dict(as_model(init).state_dict())
-        if epochs > 0:
+        if epochs > 0 and schedule == "poly":
+            learn.fit(epochs, lr, cbs=ParamScheduler({"lr": poly_decay(lr)}))
+        elif epochs > 0:
             learn.fit_one_cycle(epochs, lr)
     return learn

@@ -127,6 +127,7 @@ class Study(Base):
         "epochs_sax_real": 1,  # the SAX model fine-tuned on phantom + ACDC's training patients (manual masks); 0: none
         "sax_real_share": 0.25,  # share of that model's training frames that are ACDC's (cycled)
         "sax_real_frames": None,  # at most this many phantom frames beside them (a seeded subset); None: max_frames
+        "sax_real_schedule": "one_cycle",  # its learning-rate schedule: "one_cycle" (fastai's) or "poly" (nnU-Net's decay, after a 5 % warm-up)
         "phantom_margin": 0.02,  # with sax_predictor "best", a model may lose at most this much mean Dice on phantom validation cines
         "sax_predictor": "phantom",  # SAX model the run's segmentation Predictor carries: "phantom", "real" (phantom + ACDC), "acdc" (ACDC only) or "best" (the highest mean Dice on ACDC's validation patients)
         "lax_predictor": "phantom",  # long-axis model the run's segmentation Predictor carries: "phantom" or "real" (the fine-tuned one)
@@ -401,11 +402,12 @@ class Study(Base):
                         epochs=p["epochs_sax_real"], lr=p["lr"], frame_step=p["frame_step"],
                         extra=train, real_share=p["sax_real_share"], phantom_frames=p["sax_real_frames"], init="sax",
                         calibrate_cines=p["calibrate_cines"], calibrate_on="ACDC validation",
-                        cohort=self.store.fingerprint(), acdc=acdc.fingerprint(), **self.model_kw)
+                        cohort=self.store.fingerprint(), acdc=acdc.fingerprint(), **self.model_kw,
+                        **({"schedule": p["sax_real_schedule"]} if p["sax_real_schedule"] != "one_cycle" else {}))  # one-cycle: no key
         with self.nb.timer("SAX fine-tuning on phantom + ACDC (s)"):
             model, _ = self._train("sax_real", self.store, ["SAX"], p["epochs_sax_real"], "sax_real", self.out / "models" /
                                    "seg_sax_real.model", settings, init=self.phantom_models.nets["sax"],
-                                   calibrate_on=acdc,
+                                   calibrate_on=acdc, schedule=p["sax_real_schedule"],
                                    data_kw=lambda: dict(self.real_kw, frame_step=p["frame_step"],
                                                         max_frames=p["sax_real_frames"] or p["max_frames"],
                                                         extra_share=p["sax_real_share"],
