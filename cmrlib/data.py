@@ -43,9 +43,10 @@ class FrameGeometry:
     spacing: float | None = 1.5
     norm: str = "zscore"
 
-    def affine(self, cine: Cine) -> Affine2D:
-        """The base map from this cine's frame grid to the model grid (centred crop/pad at `spacing`)."""
-        return fit_affine(cine.pixels.shape[-2:], self.size, cine.spacing[-2:], self.spacing)
+    def affine(self, cine: Cine, centre: tuple[float, float] | None = None) -> Affine2D:
+        """The base map from this cine's frame grid to the model grid (crop/pad at `spacing` round the frame's centre,
+        or round `centre`, (x, y) in the cine's pixels)."""
+        return fit_affine(cine.pixels.shape[-2:], self.size, cine.spacing[-2:], self.spacing, center=centre)
 
 
 def cine_frames(cine: Cine, geom: FrameGeometry, frames: Sequence[int] | None = None,

@@ -173,6 +173,45 @@ def test_mirrored_inference_averages_the_frame_and_its_mirror_image(store):
     np.testing.assert_allclose(mirrored[..., LV][inside], mirrored[..., RV][inside], atol=0.02)
 
 
+class BrightIsLV(nn.Module):
+    """Calls every pixel brighter than 80 % of the frame's brightest LV: the toy's blood pool, wherever it is."""
+
+    def __init__(self, geometry):
+        super().__init__()
+        self.geometry, self.w = geometry, nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        s = torch.zeros(x.shape[0], len(NAMES), *x.shape[2:]) + self.w
+        s[:, BG] = 1.0
+        s[:, LV] = 2.0 * (x[:, 0] > 0.8 * x.amax(dim=(1, 2, 3))[:, None, None])
+        return s
+
+
+def test_a_heart_centred_reading_follows_a_heart_away_from_the_frame_centre(store):
+    """The heart's centre is found on the cine's grid. With the field of view moved 90 mm to one side (the heart 45 mm
+    off the frame's centre), a 48-px canvas round the frame's centre cuts the LV; the heart-centred reading reads
+    round where the first frame shows the heart, so its LV is whole again."""
+    from cmrlib.methods.segmentation.predict import heart_centre, predict_off_centre
+
+    c = store.read("toy05_4CH")
+    net = BrightIsLV(FrameGeometry(size=48, spacing=1.8))
+    lv = c.labels == LV
+    k = 20  # 36 mm at 1.8 mm a pixel: the heart 18 mm off the centre, inside the canvas
+    moved = Cine(subject="toy", view="4CH", pixels=np.pad(c.pixels, [(0, 0), (0, 0), (k, 0)]), spacing=c.spacing,
+                 frame_times=c.frame_times)
+    y, x = np.argwhere(lv[0]).mean(0)
+    assert heart_centre(net, moved) == pytest.approx((x + k, y), abs=1.0)
+    frame_centred = predict_off_centre(net, c, 90.0, centred=False)
+    heart_centred = predict_off_centre(net, c, 90.0, centred=True)
+    assert heart_centred.shape == c.labels.shape
+    assert dice(frame_centred, c.labels, LV) < 0.9 < 0.97 < dice(heart_centred, c.labels, LV)
+    net.centred = True  # the model's own setting, as a shipped Predictor carries it
+    np.testing.assert_array_equal(predict_off_centre(net, c, 90.0), heart_centred)
+    blank = Cine(subject="toy", view="4CH", pixels=np.zeros_like(c.pixels), spacing=c.spacing,
+                 frame_times=c.frame_times)
+    assert heart_centre(net, blank) is None  # no heart found: the frame's centre stays
+
+
 def test_the_sax_model_is_chosen_on_acdc_validation_among_those_that_keep_the_phantom():
     from cmrlib.methods.segmentation.evaluate import choose_sax
     rows = {("sax", "phantom validation"): 0.90, ("sax", "ACDC validation"): 0.70,
@@ -259,8 +298,10 @@ def test_train_export_reload_predict(store, tmp_path):
     c = store.read("toy05_SAX")
     np.testing.assert_array_equal(predict(again, c), predict(learn, c))
     as_model(learn).log_prior = np.array([0, 0.3, -0.2, 0, 0, 0], np.float32)  # a calibrated decision travels too
+    as_model(learn).centred = True  # and how it reads a frame
     again = load(export(learn, path))
     np.testing.assert_array_equal(log_prior(again), log_prior(learn))
+    assert again.centred is True
     # a seeded rebuild gives the same first batch (augmentation included)
     again = seg_dls(store, ["SAX"], size=64, spacing=2.0, bs=8, seed=0, aug=dict(degrees=10), progress=False)
     x2, y2 = again.one_batch()

@@ -39,12 +39,13 @@ def keep_largest(labels: np.ndarray) -> np.ndarray:
     return out
 
 
-def model_frames(net, cine: Cine, frames: Sequence[int] | None = None, slices: Sequence[int] | None = None
-                 ) -> tuple[np.ndarray, Affine2D, list[int]]:
+def model_frames(net, cine: Cine, frames: Sequence[int] | None = None, slices: Sequence[int] | None = None,
+                 centre: tuple[float, float] | None = None) -> tuple[np.ndarray, Affine2D, list[int]]:
     """The cine's frames (all, or `frames`) and slices (all, or `slices`) normalised and resampled to the network's
-    geometry, (T', Z', S, S); the map back to the cine's grid; the frame indices."""
+    geometry round the frame's centre (or `centre`, (x, y) in the cine's pixels), (T', Z', S, S); the map back to
+    the cine's grid; the frame indices."""
     geom: FrameGeometry = getattr(net, "geometry", None) or FrameGeometry()
-    aff = geom.affine(cine)
+    aff = geom.affine(cine, centre)
     stack = cine.pixels if cine.is_stack else cine.pixels[:, None]  # (T, Z, H, W)
     if slices is not None:
         stack = stack[:, list(slices)]
@@ -52,16 +53,35 @@ def model_frames(net, cine: Cine, frames: Sequence[int] | None = None, slices: S
     return np.stack([aff.image(normalise(stack[t], geom.norm)) for t in ts]), aff, ts
 
 
+def heart_centre(model, cine: Cine, frame: int = 0, bf16: bool | None = None) -> tuple[float, float] | None:
+    """(x, y) in the cine's pixels: the centroid of the largest connected body of heart the network finds in one
+    frame (every slice) read round the frame's centre; None when it finds none. A second reading centred there
+    sees the heart where training's windows put it, whatever the scanner's field of view."""
+    prior = log_prior(model)
+    heart = np.stack([decide(p, prior) > 0 for _, p in frame_probs(model, cine, bf16=bf16, frames=[frame],
+                                                                    centred=False)])
+    heart = keep_largest(heart.astype(np.uint8))
+    if not heart.any():
+        return None
+    y, x = np.argwhere(heart)[:, -2:].mean(0)
+    return float(x), float(y)
+
+
 @torch.inference_mode()
-def frame_probs(model, cine: Cine, bs: int = 32, bf16: bool | None = None, frames: Sequence[int] | None = None):
+def frame_probs(model, cine: Cine, bs: int = 32, bf16: bool | None = None, frames: Sequence[int] | None = None,
+                centred: bool | None = None):
     """Yield (frame, slice) index and softmax class scores (H, W, C) on the cine's own grid, one 2D frame at a time.
 
     frames: only these time frames (None: all). bf16: CPU bfloat16 autocast with channels-last memory (None: when the
     CPU has native bf16, see `cpu_bf16`). A model whose `tta` is set averages its scores with those of the
-    left-right mirrored frame (mirrored back). Outside the model's field of view every score is 0."""
+    left-right mirrored frame (mirrored back). centred (None: the model's `centred`): read every frame round the
+    heart the first frame shows (`heart_centre`) instead of round the frame's centre. Outside the model's field of
+    view every score is 0."""
     net = as_model(model).eval()
     mirror = bool(getattr(net, "tta", False))
-    x, aff, ts = model_frames(net, cine, frames)  # (T', Z, S, S)
+    centred = bool(getattr(net, "centred", False)) if centred is None else centred
+    centre = heart_centre(net, cine, frame=0 if frames is None else list(frames)[0], bf16=bf16) if centred else None
+    x, aff, ts = model_frames(net, cine, frames, centre=centre)  # (T', Z, S, S)
     keys = [(t, z) for t in ts for z in range(x.shape[1])]
     flat = torch.from_numpy(x.reshape(-1, 1, *x.shape[-2:]))
     dev = next(net.parameters()).device
@@ -122,22 +142,33 @@ def add_entropy(acc: dict[int, list[float]], probs: np.ndarray, labels: np.ndarr
 
 
 def predict(model, cine: Cine, bs: int = 32, largest: bool = True, bf16: bool | None = None,
-            entropy: dict[int, list[float]] | None = None) -> np.ndarray:
+            entropy: dict[int, list[float]] | None = None, centred: bool | None = None) -> np.ndarray:
     """Canonical labels for every frame (and slice) of `cine`, on the cine's own grid (uint8, pixels' shape).
 
     The decision uses the model's calibrated `log_prior` (`calibrate_prior`). largest: keep each structure's largest
-    connected component per frame (`keep_largest`). bf16: see `frame_probs`. entropy: a dict that gathers each
-    label's entropy sum and pixel count (`add_entropy`), the model's uncertainty on this cine."""
+    connected component per frame (`keep_largest`). bf16, centred: see `frame_probs`. entropy: a dict that gathers
+    each label's entropy sum and pixel count (`add_entropy`), the model's uncertainty on this cine."""
     n_z = cine.pixels.shape[1] if cine.is_stack else 1
     out = np.empty((cine.n_frames, n_z, *cine.pixels.shape[-2:]), dtype=np.uint8)  # (T, Z, H, W)
     prior = log_prior(model)
-    for (t, z), p in frame_probs(model, cine, bs, bf16):
+    for (t, z), p in frame_probs(model, cine, bs, bf16, centred=centred):
         out[t, z] = decide(p, prior)
         if entropy is not None:
             add_entropy(entropy, p, out[t, z])
     if largest:  # a (1, H, W) frame connects like a 2D one
         out = np.stack([keep_largest(f) for f in out])
     return out.reshape(cine.pixels.shape)
+
+
+def predict_off_centre(model, cine: Cine, shift_mm: float, **kwargs) -> np.ndarray:
+    """`predict` (keyword arguments passed on) of the cine as a scanner whose field of view sits `shift_mm` to one
+    side would show it (each frame padded on the left), mapped back onto the cine's grid: how a reading copes with
+    a heart away from the frame's centre."""
+    k = int(round(shift_mm / float(cine.spacing[-1])))
+    pixels = np.pad(cine.pixels, [(0, 0)] * (cine.pixels.ndim - 1) + [(k, 0)])
+    moved = Cine(subject=cine.subject, view=cine.view, pixels=pixels, spacing=cine.spacing,
+                 frame_times=cine.frame_times)
+    return predict(model, moved, **kwargs)[..., k:]
 
 
 def mean_entropy(acc: dict[int, list[float]]) -> dict[str, float]:

@@ -23,12 +23,13 @@ PHANTOM_SAX = "01/models/seg_sax.model"  # notebook 01's phantom-only SAX model 
 
 
 def _content_key(cine: Cine, net) -> tuple:
-    """What a cine's labels depend on: its pixels, spacing and view, and the network with its decision offsets and
-    whether it mirrors."""
+    """What a cine's labels depend on: its pixels, spacing and view, and the network with its decision offsets,
+    whether it mirrors and whether it centres on the heart."""
     pixels = memoryview(np.ascontiguousarray(cine.pixels)).cast("B")  # hashed in place, not copied
     digest = hashlib.blake2b(pixels, digest_size=16).hexdigest()
     return (digest, cine.pixels.shape, str(cine.pixels.dtype), tuple(map(float, cine.spacing)), cine.view, id(net),
-            bool(getattr(net, "tta", False)), tuple(np.asarray(log_prior(net), dtype=float).tolist()))
+            bool(getattr(net, "tta", False)), bool(getattr(net, "centred", False)),
+            tuple(np.asarray(log_prior(net), dtype=float).tolist()))
 
 
 class Predictor(Base):

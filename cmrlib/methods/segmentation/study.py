@@ -23,9 +23,11 @@ from ...utils import data_root
 from .evaluate import choose_sax, evaluate, frame_scores, summarise
 from .figures import case_panels
 from .learner import as_model, dataloaders, fit, load, model_file
-from .predict import calibrate_prior, log_prior, predict_store, uncertainty_reference
+from .predict import calibrate_prior, log_prior, predict_off_centre, predict_store, uncertainty_reference
 from .predictor import Predictor
 from .recipes import recipe
+
+OFF_CENTRE_MM = 60.0  # how far the inference comparison moves the field of view off ACDC's heart-centred frames
 
 
 def dice_all(table: pd.DataFrame, *key) -> float:
@@ -108,6 +110,7 @@ class Study(Base):
         "real_spacing_mm": None,  # pixel spacing of the models trained on ACDC (ACDC-only, phantom + ACDC); None: spacing_mm
         "crop_sax": None,  # SAX models train on windows of this many px round the heart (`HeartCrop`) and read whole frames; None: the whole canvas
         "tta": False,  # the run's SAX segmenter averages its scores with the mirrored frame's (twice the inference time)
+        "centred": False,  # SAX models read each cine round the heart its first frame shows, not round the frame's centre (one frame more)
         "bs": 16,
         "lr": 1e-2,
         "pretrained": False,  # ImageNet VGG11 encoder: needs width 1.0 and the weights in the local torch cache
@@ -173,10 +176,12 @@ class Study(Base):
                                             **((data_kw() if callable(data_kw) else data_kw) or {}), **crop})
             print(f"{name}: {len(dls.train_ds)} training / {len(dls.valid_ds)} validation frames")
             model = fit(dls, epochs, self.p["lr"], **fit_kw, **self.model_kw)
+            self._read_as_shipped(model, views)
             self._calibrate(name, model, calibrate_on or st, views)
             return model
 
         model, reused, finished = self.fit_or_reuse(path, settings, train, finish, load=load)
+        self._read_as_shipped(model, views)
         if reused:
             print(f"{name}: reusing {path.name}, trained with these settings (retrain=True trains again)")
             return model, dict(model=name, reused=True)
@@ -185,6 +190,12 @@ class Study(Base):
             valid_loss, file = finished
             return model, dict(model=name, train_s=train_s, valid_loss=valid_loss, file=file)
         return model, dict(model=name, train_s=train_s, reused=False)
+
+    def _read_as_shipped(self, model, views) -> None:
+        """A SAX model reads round the heart where the profile says so (`centred`), in every comparison and in the
+        Predictor alike."""
+        if list(views) == ["SAX"]:
+            as_model(model).centred = bool(self.p["centred"])
 
     def make_phantom_models(self, finish=None) -> Fitted:
         """The phantom SAX model and the 2CH + 4CH model (reused when the run folder holds them with these
@@ -467,20 +478,31 @@ class Study(Base):
     @cached_property
     def inference(self) -> pd.DataFrame:
         """The shipped SAX model on ACDC's validation patients as it decides (each structure's largest connected
-        component), with mirrored test-time augmentation, and without the largest-component filter (mean Dice per
-        structure; written): what `tta` buys and what the filter keeps."""
-        acdc, model = self.acdc_cohort, self._sax_model(self.shipped_sax)
-        rows = {}
-        for name, tta, largest in (("plain", False, True), ("mirrored", True, True),
-                                   ("plain, every component kept", False, False)):
+        component, read round the heart or the frame's centre as `centred` says), with mirrored test-time
+        augmentation, without the largest-component filter, read the other way round, and with the field of view
+        moved `OFF_CENTRE_MM` off the heart both ways (mean Dice per structure; written): what each choice buys."""
+        acdc, model, p = self.acdc_cohort, self._sax_model(self.shipped_sax), self.p
+        ids, rows = acdc.select(view="SAX", split="valid"), {}
+        centred, other = bool(p["centred"]), "frame-centred" if p["centred"] else "heart-centred"
+        for name, tta, kw in (("plain", False, {}), ("mirrored", True, {}),
+                              ("plain, every component kept", False, dict(largest=False)),
+                              (f"plain, {other}", False, dict(centred=not centred))):
             as_model(model).tta = tta
-            sc = evaluate(acdc, predict_store(model, acdc, acdc.select(view="SAX", split="valid"), largest=largest,
-                                              **self.on_dask), with_hd95=False)
-            rows[name] = summarise(sc, by=("structure",)).xs("all", level="phase")["dice_mean"]
-        as_model(model).tta = bool(self.p["tta"])
+            rows[name] = self._valid_dice(acdc, predict_store(model, acdc, ids, **kw, **self.on_dask))
+        as_model(model).tta = False
+        for how in (False, True):
+            rows[f"field of view {OFF_CENTRE_MM:.0f} mm off the heart, {'heart' if how else 'frame'}-centred"] = \
+                self._valid_dice(acdc, {i: predict_off_centre(model, acdc.read(i), OFF_CENTRE_MM, centred=how)
+                                        for i in ids})
+        as_model(model).tta = bool(p["tta"])
         table = pd.DataFrame(rows).T.rename_axis("inference")
         self.nb.table(table, "tta_acdc_validation.csv", index=True)
         return table
+
+    @staticmethod
+    def _valid_dice(store: CohortStore, pred: dict) -> pd.Series:
+        """Mean Dice per structure over ED and ES of these predictions."""
+        return summarise(evaluate(store, pred, with_hd95=False), by=("structure",)).xs("all", level="phase")["dice_mean"]
 
     def _sax_model(self, name: str):
         """A SAX model by its row name in `sax_models`."""
