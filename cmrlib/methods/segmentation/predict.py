@@ -53,18 +53,24 @@ def model_frames(net, cine: Cine, frames: Sequence[int] | None = None, slices: S
     return np.stack([aff.image(normalise(stack[t], geom.norm)) for t in ts]), aff, ts
 
 
+@torch.inference_mode()
 def heart_centre(model, cine: Cine, frame: int = 0, bf16: bool | None = None) -> tuple[float, float] | None:
     """(x, y) in the cine's pixels: the centroid of the largest connected body of heart the network finds in one
-    frame (every slice) read round the frame's centre; None when it finds none. A second reading centred there
-    sees the heart where training's windows put it, whatever the scanner's field of view."""
-    prior = log_prior(model)
-    heart = np.stack([decide(p, prior) > 0 for _, p in frame_probs(model, cine, bf16=bf16, frames=[frame],
-                                                                    centred=False)])
-    heart = keep_largest(heart.astype(np.uint8))
+    frame (every slice, read once round the frame's centre, unmirrored); None when it finds none. A second reading
+    centred there sees the heart where training's windows put it, whatever the scanner's field of view."""
+    net = as_model(model).eval()
+    x, aff, _ = model_frames(net, cine, [frame])  # (1, Z, S, S)
+    dev = next(net.parameters()).device
+    fast = dev.type == "cpu" and (cpu_bf16() if bf16 is None else bf16)
+    xb = torch.from_numpy(x.reshape(-1, 1, *x.shape[-2:])).to(dev)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=fast):
+        p = _scores(net.to(memory_format=torch.channels_last) if fast else net, xb, fast)
+    heart = keep_largest((decide(p.permute(0, 2, 3, 1).cpu().numpy(), log_prior(net)) > 0).astype(np.uint8))
     if not heart.any():
         return None
-    y, x = np.argwhere(heart)[:, -2:].mean(0)
-    return float(x), float(y)
+    gy, gx = np.argwhere(heart)[:, -2:].mean(0)  # on the model grid
+    cx, cy = aff.inverse_matrix @ np.array([gx, gy, 1.0])
+    return float(cx), float(cy)
 
 
 @torch.inference_mode()

@@ -192,10 +192,10 @@ class Study(Base):
         return model, dict(model=name, train_s=train_s, reused=False)
 
     def _read_as_shipped(self, model, views) -> None:
-        """A SAX model reads round the heart where the profile says so (`centred`), in every comparison and in the
-        Predictor alike."""
+        """A SAX model reads round the heart and mirrors where the profile says so (`centred`, `tta`), in every
+        comparison and in the Predictor alike."""
         if list(views) == ["SAX"]:
-            as_model(model).centred = bool(self.p["centred"])
+            as_model(model).centred, as_model(model).tta = bool(self.p["centred"]), bool(self.p["tta"])
 
     def make_phantom_models(self, finish=None) -> Fitted:
         """The phantom SAX model and the 2CH + 4CH model (reused when the run folder holds them with these
