@@ -109,7 +109,7 @@ class Study(Base):
         "spacing_mm": 3.6,  # model pixel spacing; size x spacing_mm is the field of view around the image centre
         "real_spacing_mm": None,  # pixel spacing of the models trained on ACDC (ACDC-only, phantom + ACDC); None: spacing_mm
         "crop_sax": None,  # SAX models train on windows of this many px round the heart (`HeartCrop`) and read whole frames; None: the whole canvas
-        "tta": False,  # the run's SAX segmenter averages its scores with the mirrored frame's (twice the inference time)
+        "tta": False,  # SAX models that learned from mirrored frames average their scores with the mirrored frame's (twice the inference time)
         "centred": False,  # SAX models read each cine round the heart its first frame shows, not round the frame's centre (one frame more)
         "bs": 16,
         "lr": 1e-2,
@@ -176,12 +176,12 @@ class Study(Base):
                                             **((data_kw() if callable(data_kw) else data_kw) or {}), **crop})
             print(f"{name}: {len(dls.train_ds)} training / {len(dls.valid_ds)} validation frames")
             model = fit(dls, epochs, self.p["lr"], **fit_kw, **self.model_kw)
-            self._read_as_shipped(model, views)
+            self._read_as_shipped(model, views, recipe_name)
             self._calibrate(name, model, calibrate_on or st, views)
             return model
 
         model, reused, finished = self.fit_or_reuse(path, settings, train, finish, load=load)
-        self._read_as_shipped(model, views)
+        self._read_as_shipped(model, views, recipe_name)
         if reused:
             print(f"{name}: reusing {path.name}, trained with these settings (retrain=True trains again)")
             return model, dict(model=name, reused=True)
@@ -191,11 +191,14 @@ class Study(Base):
             return model, dict(model=name, train_s=train_s, valid_loss=valid_loss, file=file)
         return model, dict(model=name, train_s=train_s, reused=False)
 
-    def _read_as_shipped(self, model, views) -> None:
-        """A SAX model reads round the heart and mirrors where the profile says so (`centred`, `tta`), in every
-        comparison and in the Predictor alike."""
+    def _read_as_shipped(self, model, views, recipe_name: str) -> None:
+        """A SAX model reads round the heart where the profile says so (`centred`), and mirrors (`tta`) only if it
+        learned from mirrored frames (a phantom model's RV is always on one side): in every comparison and in the
+        Predictor alike."""
         if list(views) == ["SAX"]:
-            as_model(model).centred, as_model(model).tta = bool(self.p["centred"]), bool(self.p["tta"])
+            mirrored = recipe(self.p["augmentation"][recipe_name])["aug"].get("flip_p", 0) > 0
+            as_model(model).centred = bool(self.p["centred"])
+            as_model(model).tta = bool(self.p["tta"]) and mirrored
 
     def make_phantom_models(self, finish=None) -> Fitted:
         """The phantom SAX model and the 2CH + 4CH model (reused when the run folder holds them with these
@@ -482,7 +485,7 @@ class Study(Base):
         augmentation, without the largest-component filter, read the other way round, and with the field of view
         moved `OFF_CENTRE_MM` off the heart both ways (mean Dice per structure; written): what each choice buys."""
         acdc, model, p = self.acdc_cohort, self._sax_model(self.shipped_sax), self.p
-        ids, rows = acdc.select(view="SAX", split="valid"), {}
+        ids, rows, shipped_tta = acdc.select(view="SAX", split="valid"), {}, bool(getattr(as_model(model), "tta", False))
         centred, other = bool(p["centred"]), "frame-centred" if p["centred"] else "heart-centred"
         for name, tta, kw in (("plain", False, {}), ("mirrored", True, {}),
                               ("plain, every component kept", False, dict(largest=False)),
@@ -494,7 +497,7 @@ class Study(Base):
             rows[f"field of view {OFF_CENTRE_MM:.0f} mm off the heart, {'heart' if how else 'frame'}-centred"] = \
                 self._valid_dice(acdc, {i: predict_off_centre(model, acdc.read(i), OFF_CENTRE_MM, centred=how)
                                         for i in ids})
-        as_model(model).tta = bool(p["tta"])
+        as_model(model).tta = shipped_tta
         table = pd.DataFrame(rows).T.rename_axis("inference")
         self.nb.table(table, "tta_acdc_validation.csv", index=True)
         return table
@@ -773,7 +776,6 @@ class Study(Base):
         provenance = dict(real_training=f"ACDC, {n_real} patients (SAX model)") if n_real else {}
         provenance |= dict(intervals=intervals) if intervals else {}
         shipped = self._sax_model(sax)
-        as_model(shipped).tta = bool(p["tta"])
         self.write_predictor(shipped, real.models[lax] if lax == "lax_real" else self.phantom_models.nets["lax"],
                              acdc if sax != "sax" else None, "; ".join(real_check) or None, **provenance)
         self.nb.save_timings()
