@@ -139,6 +139,23 @@ def test_without_the_acdc_only_model_its_step_skips_and_it_cannot_be_shipped(tmp
         study.shipped_sax
 
 
+def test_sax_models_read_as_shipped_and_mirror_only_what_learned_mirrored_frames():
+    """`centred` reaches every SAX model; `tta` only those whose recipe mirrored their training frames (the phantom
+    model's RV is always on one side, so its mirrored reading would average two different hearts); long-axis models
+    keep their own reading."""
+    from torch import nn
+
+    study = segmentation.Study.__new__(segmentation.Study)
+    study.p = dict(centred=True, tta=True, augmentation={"sax": "randomised", "sax_real": "randomised_mirrored",
+                                                         "lax": "phantom"})
+    phantom, tuned, lax = nn.Linear(1, 1), nn.Linear(1, 1), nn.Linear(1, 1)
+    study._read_as_shipped(phantom, ["SAX"], "sax")
+    study._read_as_shipped(tuned, ["SAX"], "sax_real")
+    study._read_as_shipped(lax, ["2CH", "4CH"], "lax")
+    assert (phantom.centred, phantom.tta) == (True, False) and (tuned.centred, tuned.tta) == (True, True)
+    assert not hasattr(lax, "centred") and not hasattr(lax, "tta")
+
+
 def test_a_runs_table1_measures_are_segmented_once_per_segmenter_and_shared(tmp_path):
     """Notebooks 06 and 08 read one table of the cohort's Table-1 measures per segmentation Predictor (named by its
     content, so a retrained segmenter gets its own): a second Study segments nothing."""
