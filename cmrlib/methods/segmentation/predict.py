@@ -60,8 +60,7 @@ def heart_centre(model, cine: Cine, frame: int = 0, bf16: bool | None = None) ->
     centred there sees the heart where training's windows put it, whatever the scanner's field of view."""
     net = as_model(model).eval()
     x, aff, _ = model_frames(net, cine, [frame])  # (1, Z, S, S)
-    dev = next(net.parameters()).device
-    fast = dev.type == "cpu" and (cpu_bf16() if bf16 is None else bf16)
+    dev, fast = _device(net, bf16)
     xb = torch.from_numpy(x.reshape(-1, 1, *x.shape[-2:])).to(dev)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=fast):
         p = _scores(net.to(memory_format=torch.channels_last) if fast else net, xb, fast)
@@ -90,8 +89,7 @@ def frame_probs(model, cine: Cine, bs: int = 32, bf16: bool | None = None, frame
     x, aff, ts = model_frames(net, cine, frames, centre=centre)  # (T', Z, S, S)
     keys = [(t, z) for t in ts for z in range(x.shape[1])]
     flat = torch.from_numpy(x.reshape(-1, 1, *x.shape[-2:]))
-    dev = next(net.parameters()).device
-    fast = dev.type == "cpu" and (cpu_bf16() if bf16 is None else bf16)
+    dev, fast = _device(net, bf16)
     if fast:
         net = net.to(memory_format=torch.channels_last)
     m, dsize = aff.matrix, (int(cine.pixels.shape[-1]), int(cine.pixels.shape[-2]))
@@ -118,6 +116,12 @@ def encoder_features(model, cine: Cine, slices: Sequence[int], bs: int = 32) -> 
     out = [torch.cat([f.mean((2, 3)) for f in net.encode(flat[i:i + bs].to(dev))], 1).float().cpu().numpy()
            for i in range(0, len(flat), bs)]
     return np.concatenate(out).reshape(len(x), len(slices), -1)
+
+
+def _device(net, bf16: bool | None) -> tuple[torch.device, bool]:
+    """The network's device, and whether to read on it in CPU bfloat16 (`bf16`; None: when the CPU has it natively)."""
+    dev = next(net.parameters()).device
+    return dev, dev.type == "cpu" and (cpu_bf16() if bf16 is None else bf16)
 
 
 def _scores(net, xb: torch.Tensor, channels_last: bool) -> torch.Tensor:
