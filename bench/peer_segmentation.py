@@ -11,8 +11,9 @@ Cases:
 - notebook 01's held-out ACDC patients at ED and ES against ACDC's manual masks (cmrlib never trained on nor chose
   anything with them; which ACDC patients trained myopari's model is not documented, so its row may be optimistic).
 
-Prints Dice per structure, LV and RV volumes against the reference's and seconds per stack for both, and writes
-`peer_segmentation.csv` (per stack) into --out.
+Prints Dice per structure, LV and RV volumes against the reference's and seconds per stack for both, where each
+model's LV volume error lies (slices left empty, cavity called myocardium), and writes `peer_segmentation.csv` (per
+stack) and `peer_segmentation_slices.csv` (per slice) into --out.
 """
 from __future__ import annotations
 
@@ -91,9 +92,21 @@ def stacks(run: Path, data: Path | None) -> list[tuple[str, str, Cine]]:
     return out
 
 
-def score(name: str, labels_of, cine: Cine) -> list[dict]:
-    """One row per labelled frame: Dice per structure, LV and RV volumes and the seconds the stack took."""
-    rows = []
+def lv_by_slice(pred: np.ndarray, truth: np.ndarray, spacing) -> list[dict]:
+    """Where a stack's LV volume error lies: per slice with LV in either, its LV in mL (model, reference), and the
+    reference's LV the model calls myocardium or background."""
+    ml = float(np.prod(spacing)) / 1000
+    ref_lv = truth == LV
+    return [dict(slice=z, LV_ml=(pred[z] == LV).sum() * ml, LV_ml_ref=ref_lv[z].sum() * ml,
+                 ref_LV_as_MYO_ml=(ref_lv[z] & (pred[z] == MYO)).sum() * ml,
+                 ref_LV_as_background_ml=(ref_lv[z] & (pred[z] == 0)).sum() * ml)
+            for z in range(len(truth)) if ref_lv[z].any() or (pred[z] == LV).any()]
+
+
+def score(name: str, labels_of, cine: Cine) -> tuple[list[dict], list[dict]]:
+    """One row per labelled frame (Dice per structure, LV and RV volumes and the seconds the stack took) and one
+    per slice of each (`lv_by_slice`)."""
+    rows, slices = [], []
     for t in np.flatnonzero(cine.labelled):
         t0 = time.perf_counter()
         pred = labels_of(cine, t)
@@ -106,7 +119,19 @@ def score(name: str, labels_of, cine: Cine) -> list[dict]:
             row[f"{s}_ml"] = float(volume_curve(pred[None], cine.spacing, k)[0])
             row[f"{s}_ml_ref"] = float(volume_curve(truth[None], cine.spacing, k)[0])
         rows.append(row)
-    return rows
+        slices += [dict(model=name, frame=row["frame"], **r) for r in lv_by_slice(pred, truth, cine.spacing)]
+    return rows, slices
+
+
+def missed_slices(slices: pd.DataFrame) -> pd.DataFrame:
+    """Per set and model: the reference's LV (mL per stack) on slices where the model finds under a tenth of it
+    (an end of the stack left out), and the reference's LV it calls myocardium on the others."""
+    empty = slices["LV_ml"] < 0.1 * slices["LV_ml_ref"]
+    per = slices.assign(on_empty_slices=slices["LV_ml_ref"].where(empty, 0.0),
+                        as_MYO_elsewhere=slices["ref_LV_as_MYO_ml"].where(~empty, 0.0),
+                        empty_slices=empty.astype(int))
+    stacks = per.groupby(["set", "model", "case", "frame"])[["empty_slices", "on_empty_slices", "as_MYO_elsewhere"]].sum()
+    return stacks.groupby(["set", "model"]).mean().round(2)
 
 
 def main() -> None:
@@ -131,7 +156,8 @@ def main() -> None:
     cases = stacks(run, data_root(args.data))
     if not cases:
         raise SystemExit("no real SAX stacks: give --data (or set $CMRLIB_DATA) and a run with notebook 01's ACDC split")
-    rows = []
+    rows, slices = [], []
+
     def ours_of(c: Cine, t: int) -> np.ndarray:
         return ours.labels(Cine(subject=c.subject, view="SAX", pixels=c.pixels[t:t + 1], spacing=c.spacing,
                                 frame_times=c.frame_times[t:t + 1]))[0]
@@ -140,11 +166,14 @@ def main() -> None:
     ours.forget()  # and the labels it kept, so the first stack is timed too
     for kind, case, cine in cases:
         for name, fn in (("cmrlib", ours_of), ("myopari 0.1.6", lambda c, t: peer.labels(c.pixels[t]))):
-            rows += [dict(set=kind, case=case, **r) for r in score(name, fn, cine)]
-    df = pd.DataFrame(rows)
+            frames, by_slice = score(name, fn, cine)
+            rows += [dict(set=kind, case=case, **r) for r in frames]
+            slices += [dict(set=kind, case=case, **r) for r in by_slice]
+    df, by_slice = pd.DataFrame(rows), pd.DataFrame(slices)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     df.to_csv(out / "peer_segmentation.csv", index=False)
+    by_slice.to_csv(out / "peer_segmentation_slices.csv", index=False)
     df["LV_abs_ml"] = (df["LV_ml"] - df["LV_ml_ref"]).abs()
     df["RV_abs_ml"] = (df["RV_ml"] - df["RV_ml_ref"]).abs()
     cols = ["dice_LV", "dice_MYO", "dice_RV", "LV_abs_ml", "RV_abs_ml", "seconds"]
@@ -152,7 +181,11 @@ def main() -> None:
     summary.insert(0, "stacks", df.groupby(["set", "model"]).size())
     pd.set_option("display.width", 200)
     print(summary.to_string())
-    print(f"\nper stack: {out / 'peer_segmentation.csv'}; mean absolute volume errors in mL against the reference's")
+    print("\nwhere the LV goes, mL per stack: the reference's LV on slices a model leaves (almost) empty of it, and "
+          "the reference's LV it calls myocardium on the others")
+    print(missed_slices(by_slice).to_string())
+    print(f"\nper stack: {out / 'peer_segmentation.csv'}, per slice: {out / 'peer_segmentation_slices.csv'}; "
+          "mean absolute volume errors in mL against the reference's")
 
 
 if __name__ == "__main__":

@@ -156,6 +156,23 @@ def test_sax_models_read_as_shipped_and_mirror_only_what_learned_mirrored_frames
     assert not hasattr(lax, "centred") and not hasattr(lax, "tta")
 
 
+def test_a_reused_sax_model_read_another_way_has_its_decision_calibrated_again(tmp_path):
+    """A model file holds the decision calibrated under the reading it was trained with; reused under a profile that
+    reads another way (round the heart, mirrored), it is calibrated again on validation cines; read the same way, not."""
+    from torch import nn
+
+    study = segmentation.Study.__new__(segmentation.Study)
+    study.p = dict(centred=True, tta=True, augmentation={"sax_real": "randomised_mirrored"}, retrain=False)
+    study.crop_kw, calibrated = {}, []
+    study._calibrate = lambda name, model, st, views: calibrated.append(name)
+    net = nn.Linear(1, 1)
+    study.fit_or_reuse = lambda path, settings, fit, finish=None, **how: (net, True, None)
+    model, row = study._train("sax_real", None, ["SAX"], 1, "sax_real", tmp_path / "m.model", {})
+    assert row["reused"] and (model.centred, model.tta) == (True, True) and calibrated == ["sax_real"]
+    study._train("sax_real", None, ["SAX"], 1, "sax_real", tmp_path / "m.model", {})
+    assert calibrated == ["sax_real"]  # it already reads the profile's way
+
+
 def test_a_runs_table1_measures_are_segmented_once_per_segmenter_and_shared(tmp_path):
     """Notebooks 06 and 08 read one table of the cohort's Table-1 measures per segmentation Predictor (named by its
     content, so a retrained segmenter gets its own): a second Study segments nothing."""

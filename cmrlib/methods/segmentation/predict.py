@@ -14,7 +14,7 @@ from fastprogress.fastprogress import progress_bar
 from scipy import ndimage
 
 from ...data import FrameGeometry
-from ...labels import NAMES, NoLabels
+from ...labels import NAMES
 from ...learn import cpu_bf16
 from ...record import Cine
 from ...store import CohortStore

@@ -35,6 +35,11 @@ def dice_all(table: pd.DataFrame, *key) -> float:
     return float(table.loc[(*key, "all"), "dice_mean"])
 
 
+def mean_dice(store: CohortStore, pred: dict) -> pd.Series:
+    """Mean Dice per structure over the labelled frames (ED and ES) of these predictions: every SAX comparison's row."""
+    return summarise(evaluate(store, pred, with_hd95=False), by=("structure",)).xs("all", level="phase")["dice_mean"]
+
+
 def _prior(model) -> pd.Series:
     """A model's decision log-prior by structure (what calibration set)."""
     return pd.Series(log_prior(model).astype(float), index=[NAMES[k] for k in sorted(NAMES)]).round(2)
@@ -181,9 +186,10 @@ class Study(Base):
             return model
 
         model, reused, finished = self.fit_or_reuse(path, settings, train, finish, load=load)
-        self._read_as_shipped(model, views, recipe_name)
         if reused:
             print(f"{name}: reusing {path.name}, trained with these settings (retrain=True trains again)")
+            if self._read_as_shipped(model, views, recipe_name):  # its decision was fitted under another reading
+                self._calibrate(name, model, calibrate_on or st, views)
             return model, dict(model=name, reused=True)
         train_s = time.perf_counter() - t0
         if finished is not None:
@@ -191,14 +197,17 @@ class Study(Base):
             return model, dict(model=name, train_s=train_s, valid_loss=valid_loss, file=file)
         return model, dict(model=name, train_s=train_s, reused=False)
 
-    def _read_as_shipped(self, model, views, recipe_name: str) -> None:
+    def _read_as_shipped(self, model, views, recipe_name: str) -> bool:
         """A SAX model reads round the heart where the profile says so (`centred`), and mirrors (`tta`) only if it
         learned from mirrored frames (a phantom model's RV is always on one side): in every comparison and in the
-        Predictor alike."""
-        if list(views) == ["SAX"]:
-            mirrored = recipe(self.p["augmentation"][recipe_name])["aug"].get("flip_p", 0) > 0
-            as_model(model).centred = bool(self.p["centred"])
-            as_model(model).tta = bool(self.p["tta"]) and mirrored
+        Predictor alike. Whether that changed how it reads (a reused model's decision then needs calibrating again)."""
+        if list(views) != ["SAX"]:
+            return False
+        net = as_model(model)
+        before = (bool(getattr(net, "centred", False)), bool(getattr(net, "tta", False)))
+        net.centred = bool(self.p["centred"])
+        net.tta = bool(self.p["tta"]) and recipe(self.p["augmentation"][recipe_name])["aug"].get("flip_p", 0) > 0
+        return (net.centred, net.tta) != before
 
     def make_phantom_models(self, finish=None) -> Fitted:
         """The phantom SAX model and the 2CH + 4CH model (reused when the run folder holds them with these
@@ -395,8 +404,7 @@ class Study(Base):
             rows = []
             for how, init in (("phantom-pretrained", self.phantom_models.nets["sax"]), ("from scratch", None)):
                 learn = fit(dls_few, p["epochs_finetune"], p["lr"], init=init, **self.model_kw)
-                sc = evaluate(acdc, predict_store(learn, acdc, self.acdc_held_out, **self.on_dask), with_hd95=False)
-                rows.append(summarise(sc, by=("structure",)).xs("all", level="phase")["dice_mean"].rename(how))
+                rows.append(mean_dice(acdc, predict_store(learn, acdc, self.acdc_held_out, **self.on_dask)).rename(how))
             ft_table = pd.DataFrame(rows).rename_axis("training")
             self.nb.table(ft_table, "finetune_vs_scratch.csv", index=True)
         return ft_table
@@ -451,8 +459,7 @@ class Study(Base):
                 pred = (self._held_out_pred(name) if data == "ACDC held-out" else
                         {i: self.phantom_test.pred[i] for i in ids} if (name, data) == ("sax", "phantom test") else
                         predict_store(model, st, ids, **self.on_dask))
-                sc = evaluate(st, pred, with_hd95=False)
-                rows[name, data] = summarise(sc, by=("structure",)).xs("all", level="phase")["dice_mean"]
+                rows[name, data] = mean_dice(st, pred)
         table = pd.DataFrame(rows).T.rename_axis(["model", "data"])
         self.nb.table(table, "dice_sax_models.csv", index=True)
         return table
@@ -491,21 +498,16 @@ class Study(Base):
                               ("plain, every component kept", False, dict(largest=False)),
                               (f"plain, {other}", False, dict(centred=not centred))):
             as_model(model).tta = tta
-            rows[name] = self._valid_dice(acdc, predict_store(model, acdc, ids, **kw, **self.on_dask))
+            rows[name] = mean_dice(acdc, predict_store(model, acdc, ids, **kw, **self.on_dask))
         as_model(model).tta = False
         for how in (False, True):
             rows[f"field of view {OFF_CENTRE_MM:.0f} mm off the heart, {'heart' if how else 'frame'}-centred"] = \
-                self._valid_dice(acdc, {i: predict_off_centre(model, acdc.read(i), OFF_CENTRE_MM, centred=how)
+                mean_dice(acdc, {i: predict_off_centre(model, acdc.read(i), OFF_CENTRE_MM, centred=how)
                                         for i in ids})
         as_model(model).tta = shipped_tta
         table = pd.DataFrame(rows).T.rename_axis("inference")
         self.nb.table(table, "tta_acdc_validation.csv", index=True)
         return table
-
-    @staticmethod
-    def _valid_dice(store: CohortStore, pred: dict) -> pd.Series:
-        """Mean Dice per structure over ED and ES of these predictions."""
-        return summarise(evaluate(store, pred, with_hd95=False), by=("structure",)).xs("all", level="phase")["dice_mean"]
 
     def _sax_model(self, name: str):
         """A SAX model by its row name in `sax_models`."""
