@@ -33,6 +33,11 @@ def subject_folders(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
+def pseudonyms(n: int) -> list[str]:
+    """S001, S002, ...: the names a cohort's subjects go by in every output, never their folders' names."""
+    return [f"S{i:03d}" for i in range(1, n + 1)]
+
+
 def _kind(folder: Path) -> str | None:
     try:
         return _source(folder)[0]
@@ -188,7 +193,7 @@ def analyse_cohort(cohort: str | Path, run_dir: str | Path, out: str | Path, log
         raise AnalyseError(f"{cohort.name}: no sub-folders (one per subject)")
     t0 = time.perf_counter()
     models = load_models(run_dir, skip_broken, warn)
-    names = [f"S{i:03d}" for i in range(1, len(folders) + 1)]
+    names = pseudonyms(len(folders))
     keys = dict(cohort=_key(*(f.name for f in folders)), models=models_key(models))
     state = _batch_state(out) if out.is_dir() else None
     if state is not None and {k: state.get(k) for k in keys} != keys and not force:

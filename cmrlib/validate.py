@@ -25,7 +25,7 @@ import pandas as pd
 from . import stats
 from .measure import SAX_VOLUMES, UNITS
 from .analyse import AnalyseError, own_folder, read_patient
-from .analyse_batch import failure, subject_folders
+from .analyse_batch import failure, pseudonyms, subject_folders
 from .predictor import SEGMENTER, file_name, run_predictors
 from .record import Cine
 from .utils import atomic_write_json, atomic_write_text, rng, seed_for, spreadsheet_safe
@@ -66,7 +66,7 @@ def measure_cohort(folders: list[Path], segmenter, refs: dict[str, dict], log: C
     filled with each patient's contoured SAX frames (`contoured_frames`) from the same read."""
     from tqdm.auto import tqdm
 
-    names = subjects or [f"S{i:03d}" for i in range(1, len(folders) + 1)]
+    names = subjects or pseudonyms(len(folders))
     rows = []
     for name, folder in zip(tqdm(names, desc="patients", disable=not progress), folders, strict=True):
         row = dict(subject=name, status="measured")
@@ -221,12 +221,12 @@ def validate(cohort: str | Path, run_dir: str | Path, out: str | Path, reference
         raise AnalyseError(f"--run {run_dir.name}: no segmentation predictor to validate"
                            + (f" ({broken[SEGMENTER]})" if SEGMENTER in broken else ""))
     folders = subject_folders(cohort)
-    subjects = [f"S{i:03d}" for i in range(1, len(folders) + 1)]
+    subjects = pseudonyms(len(folders))
     refs = read_reference(Path(reference) if reference else None)
     t0 = time.perf_counter()
     seg = predictors[SEGMENTER]
     contoured: dict[str, Cine] = {}
-    table = measure_cohort(folders, seg, refs, log, progress, contoured=contoured if fine_tune else None)
+    table = measure_cohort(folders, seg, refs, log, progress, subjects, contoured=contoured if fine_tune else None)
     done = table[table.status == "measured"]
     pairs = pairs_of(done)
     if not pairs:
