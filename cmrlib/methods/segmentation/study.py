@@ -168,8 +168,8 @@ class Study(Base):
 
     def _train(self, name: str, st: CohortStore, views, epochs: int, recipe_name: str, path, settings: dict,
                finish=None, data_kw=None, calibrate_on: CohortStore | None = None, **fit_kw) -> tuple[object, dict]:
-        """Model `name` reused (`fit_or_reuse`), or trained, calibrated and exported (by `finish` under `cmrlib fit`);
-        the model and its summary row. data_kw: more `dataloaders` arguments, or a function giving them (called only
+        """Model `name` reused (`fit_or_reuse`; calibrated again when the profile reads it another way), or trained,
+        calibrated and exported (by `finish` under `cmrlib fit`); the model and its summary row. data_kw: more `dataloaders` arguments, or a function giving them (called only
         when the model is trained). calibrate_on: the store whose validation cines calibrate its decision (default
         `st`). SAX models train on `crop_sax` windows where the profile sets it."""
         t0 = time.perf_counter()
@@ -502,8 +502,7 @@ class Study(Base):
         as_model(model).tta = False
         for how in (False, True):
             rows[f"field of view {OFF_CENTRE_MM:.0f} mm off the heart, {'heart' if how else 'frame'}-centred"] = \
-                mean_dice(acdc, {i: predict_off_centre(model, acdc.read(i), OFF_CENTRE_MM, centred=how)
-                                        for i in ids})
+                mean_dice(acdc, {i: predict_off_centre(model, acdc.read(i), OFF_CENTRE_MM, centred=how) for i in ids})
         as_model(model).tta = shipped_tta
         table = pd.DataFrame(rows).T.rename_axis("inference")
         self.nb.table(table, "tta_acdc_validation.csv", index=True)
