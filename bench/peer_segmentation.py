@@ -10,6 +10,7 @@ Cases:
   pseudo-labels, Bai et al. 2018: a peer reference, not ground truth);
 - notebook 01's held-out ACDC patients at ED and ES against ACDC's manual masks (cmrlib never trained on nor chose
   anything with them; which ACDC patients trained myopari's model is not documented, so its row may be optimistic).
+The MVnet DICOM sample is not a case: it holds 2CH and 4CH views without contours, and the peer reads SAX only.
 
 Prints Dice per structure, LV and RV volumes against the reference's and seconds per stack for both, where each
 model's LV volume error lies (slices left empty, cavity called myocardium), and writes `peer_segmentation.csv` (per
