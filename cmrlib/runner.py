@@ -287,15 +287,16 @@ def earlier_notebooks(p: Plan) -> list[dict]:
             and r.get("notebook") not in mine]
 
 
-def _record(p: Plan, results: list[dict], started: float, status: str) -> Path:
+def _record(p: Plan, results: list[dict], started: float, status: str, commit: str | None) -> Path:
     """Write run.json: this plan's notebooks beside the finished ones already recorded there, read again now so a
-    second `--only` run into the same folder, finished meanwhile, keeps its rows."""
+    second `--only` run into the same folder, finished meanwhile, keeps its rows; `commit`: the code's as the run
+    started (a commit made while it runs is not the code it ran)."""
     earlier = earlier_notebooks(p)
     seeds = sorted({params.get("seed") for _, params in p.steps if "seed" in params})
     return atomic_write_json(p.out / "run.json", {
         "profile": p.profile, "status": status, "out": str(p.out), "figures": str(p.figures),
         "started": dt.datetime.fromtimestamp(started, dt.timezone.utc).isoformat(timespec="seconds"),
-        "wall_s": round(time.time() - started, 2), "git_commit": git_commit(ROOT), "seeds": seeds,
+        "wall_s": round(time.time() - started, 2), "git_commit": commit, "seeds": seeds,
         "python": sys.version.split()[0], "platform": platform.platform(), "versions": package_versions(),
         "cpu_bf16": cpu_bf16(),  # a notebook whose `bf16` is true trains in bfloat16 on the CPU only where this holds
         "notebooks": sorted(earlier + results, key=lambda r: r["notebook"])})
@@ -374,7 +375,7 @@ def execute(p: Plan, log=print) -> Path:
 def _execute(p: Plan, log) -> Path:
     (p.out / "notebooks").mkdir(parents=True, exist_ok=True)
     p.figures.mkdir(parents=True, exist_ok=True)
-    started, results, n = time.time(), [], len(p.steps)
+    started, results, n, commit = time.time(), [], len(p.steps), git_commit(ROOT)
     note = float32_note(p)
     if note:
         log(note)
@@ -383,7 +384,7 @@ def _execute(p: Plan, log) -> Path:
         for i, row in zip(wave, rows):
             beside = "".join(f", beside {Path(o).stem}" for o in row.get("together", []))
             log(f"[{i + 1}/{n}] {p.steps[i][0].stem} ({p.profile}{_budget_text(row['budget_min'])}{beside}) ...")
-        _record(p, [*results, *(dict(r, status="running") for r in rows)], started, "running")
+        _record(p, [*results, *(dict(r, status="running") for r in rows)], started, "running", commit)
 
         def one(k: int) -> dict:
             i, row = wave[k], rows[k]
@@ -399,12 +400,12 @@ def _execute(p: Plan, log) -> Path:
                 list(pool.map(one, range(len(wave))))
         results += rows
         failed = [r for r in rows if r["status"] == "failed"]
-        _record(p, results, started, "failed" if failed else "running")
+        _record(p, results, started, "failed" if failed else "running", commit)
         if failed:
             r = failed[0]
             raise NotebookFailed(f"{r['notebook']} failed in cell {r['failed_cell']}: {r['error']}\n"
                                  f"partial notebook: {r['output']}")
-    return _record(p, results, started, "ok")
+    return _record(p, results, started, "ok", commit)
 
 
 def float32_note(p: Plan) -> str | None:

@@ -388,11 +388,11 @@ def test_a_run_finishing_after_another_keeps_the_others_notebooks_in_run_json(tm
     """Two `--only` runs into one folder: the later writer re-reads run.json, so the one that finished meanwhile
     keeps its row."""
     p = runner.plan("smoke", only=["09"], out=tmp_path)
-    runner._record(p, [{"notebook": "09_figures.ipynb", "status": "running"}], 0.0, "running")
+    runner._record(p, [{"notebook": "09_figures.ipynb", "status": "running"}], 0.0, "running", "a")
     other = {"notebook": "00_cohort.ipynb", "status": "ok", "git_commit": "b"}  # written by the other run meanwhile
     rec = json.loads((tmp_path / "run.json").read_text())
     (tmp_path / "run.json").write_text(json.dumps(dict(rec, notebooks=rec["notebooks"] + [other])))
-    runner._record(p, [{"notebook": "09_figures.ipynb", "status": "ok"}], 0.0, "ok")
+    runner._record(p, [{"notebook": "09_figures.ipynb", "status": "ok"}], 0.0, "ok", "a")
     rows = json.loads((tmp_path / "run.json").read_text())["notebooks"]
     assert [(r["notebook"], r["status"]) for r in rows] == [("00_cohort.ipynb", "ok"), ("09_figures.ipynb", "ok")]
 

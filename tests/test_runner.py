@@ -1,6 +1,7 @@
 """The papermill runner: planning errors before anything runs, run records, failure reporting."""
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import subprocess
@@ -108,6 +109,17 @@ def test_run_writes_outputs_and_record(nbdir, prof, tmp_path):
     assert all(r["wall_s"] >= 0 for r in rec["notebooks"]) and rec["versions"]["torch"]
     assert isinstance(rec["cpu_bf16"], bool)  # which arithmetic `bf16: true` gave on this machine
     assert (out / "notebooks" / "00_first.ipynb").exists()
+
+
+def test_run_json_names_the_commit_the_run_started_at(nbdir, prof, tmp_path, monkeypatch):
+    """A commit made while a run goes on is not the code it ran: run.json keeps the commit read as it started
+    (each notebook's row the one read as that notebook started)."""
+    commits = itertools.chain(["start", "first notebook", "second notebook"], itertools.repeat("later"))
+    monkeypatch.setattr(runner, "git_commit", lambda *_: next(commits))
+    path = runner.execute(runner.plan(prof, out=tmp_path / "run", notebooks=nbdir), log=lambda *_: None)
+    rec = json.loads(path.read_text())
+    assert rec["git_commit"] == "start"
+    assert [r["git_commit"] for r in rec["notebooks"]] == ["first notebook", "second notebook"]
 
 
 def test_failure_names_notebook_and_cell_and_keeps_partial(nbdir, prof, tmp_path):
