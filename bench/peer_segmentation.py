@@ -131,7 +131,8 @@ def missed_slices(slices: pd.DataFrame) -> pd.DataFrame:
     per = slices.assign(on_empty_slices=slices["LV_ml_ref"].where(empty, 0.0),
                         as_MYO_elsewhere=slices["ref_LV_as_MYO_ml"].where(~empty, 0.0),
                         empty_slices=empty.astype(int))
-    stacks = per.groupby(["set", "model", "case", "frame"])[["empty_slices", "on_empty_slices", "as_MYO_elsewhere"]].sum()
+    cols = ["empty_slices", "on_empty_slices", "as_MYO_elsewhere"]
+    stacks = per.groupby(["set", "model", "case", "frame"])[cols].sum()
     return stacks.groupby(["set", "model"]).mean().round(2)
 
 

@@ -158,7 +158,8 @@ def test_sax_models_read_as_shipped_and_mirror_only_what_learned_mirrored_frames
 
 def test_a_reused_sax_model_read_another_way_has_its_decision_calibrated_again(tmp_path):
     """A model file holds the decision calibrated under the reading it was trained with; reused under a profile that
-    reads another way (round the heart, mirrored), it is calibrated again on validation cines; read the same way, not."""
+    reads another way (round the heart, mirrored), it is calibrated again on validation cines; read the same way,
+    not."""
     from torch import nn
 
     study = segmentation.Study.__new__(segmentation.Study)

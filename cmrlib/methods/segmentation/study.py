@@ -169,8 +169,8 @@ class Study(Base):
     def _train(self, name: str, st: CohortStore, views, epochs: int, recipe_name: str, path, settings: dict,
                finish=None, data_kw=None, calibrate_on: CohortStore | None = None, **fit_kw) -> tuple[object, dict]:
         """Model `name` reused (`fit_or_reuse`; calibrated again when the profile reads it another way), or trained,
-        calibrated and exported (by `finish` under `cmrlib fit`); the model and its summary row. data_kw: more `dataloaders` arguments, or a function giving them (called only
-        when the model is trained). calibrate_on: the store whose validation cines calibrate its decision (default
+        calibrated and exported (by `finish` under `cmrlib fit`); the model and its summary row. data_kw: more
+        `dataloaders` arguments, or a function giving them (called only when the model is trained). calibrate_on: the store whose validation cines calibrate its decision (default
         `st`). SAX models train on `crop_sax` windows where the profile sets it."""
         t0 = time.perf_counter()
         crop = self.crop_kw if list(views) == ["SAX"] else {}
@@ -492,7 +492,8 @@ class Study(Base):
         augmentation, without the largest-component filter, read the other way round, and with the field of view
         moved `OFF_CENTRE_MM` off the heart both ways (mean Dice per structure; written): what each choice buys."""
         acdc, model, p = self.acdc_cohort, self._sax_model(self.shipped_sax), self.p
-        ids, rows, shipped_tta = acdc.select(view="SAX", split="valid"), {}, bool(getattr(as_model(model), "tta", False))
+        ids, rows = acdc.select(view="SAX", split="valid"), {}
+        shipped_tta = bool(getattr(as_model(model), "tta", False))
         centred, other = bool(p["centred"]), "frame-centred" if p["centred"] else "heart-centred"
         for name, tta, kw in (("plain", False, {}), ("mirrored", True, {}),
                               ("plain, every component kept", False, dict(largest=False)),
