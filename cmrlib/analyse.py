@@ -269,6 +269,35 @@ def real_checked(provenance: dict, profile: str = "?") -> bool:
     return bool(provenance.get("real_check")) and provenance.get("profile", profile) != "smoke"
 
 
+def model_kind(cine: str) -> str:
+    """Which of a method's models read a number: 'SAX' for a SAX stack, 'LAX' for long-axis views."""
+    from .plausible import views_of
+
+    views = views_of(cine)
+    if views == {"SAX"}:
+        return "SAX"
+    return "LAX" if views and views <= {"2CH", "3CH", "4CH"} else "+".join(sorted(views))
+
+
+def research_reason(row, provenance: dict, profile: str = "?") -> str:
+    """'' for a number the main table may state, else why it is a research output: its method has no real-data
+    check, the model that read it has no passed check of its own (`model_checks` in the provenance), or it has no
+    calibrated interval."""
+    if not real_checked(provenance, profile):
+        return "its method has no real-data check"
+    checks = provenance.get("model_checks") or {}
+    if checks:
+        kind = model_kind(row.cine)
+        c = checks.get(kind)
+        if not (isinstance(c, dict) and c.get("passed")):
+            what = c.get("check") if isinstance(c, dict) else "none"
+            return f"the {kind} model has no passed real-data check of its own ({what})"
+    low, high = getattr(row, "low", np.nan), getattr(row, "high", np.nan)
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return "no calibrated interval from real patients"
+    return ""
+
+
 def run_profile(run_dir: Path) -> str:
     """The profile a run folder was made with (its run.json), '?' when it does not say."""
     from .runfiles import RunFileError, read_json
@@ -318,6 +347,13 @@ def _fmt(v) -> str:
 TIER_CLASS = {"": "ok", "not measurable": "na-row", "withheld": "flagged", "uncertain": "uncertain"}
 
 
+def abnormal(vs_normal: str, graded: str) -> bool:
+    """Outside every sex's normal range, or graded below normal (`plausible.abnormal`)."""
+    from .plausible import abnormal as outside
+
+    return outside(vs_normal, graded)
+
+
 def _interval(r, cal: dict) -> str:
     """'24-38 (90 %, 30 patients)' for a number with a calibrated interval, '' otherwise."""
     c = cal.get(r.measure)
@@ -348,10 +384,14 @@ def measures_html(tab: pd.DataFrame, cal: dict | None = None) -> str:
             "<th>check</th></tr>")
     rows = []
     for r in tab.itertuples():
+        graded = getattr(r, "grade", "") or ""
         vs = "" if not r.vs_normal else r.vs_normal if np.isnan(r.z) else f"{r.vs_normal} (z {r.z:+.1f})"
+        vs = "; ".join(x for x in (vs, graded and f"{graded} ({r.measure} grade)") if x)
+        odd = abnormal(r.vs_normal, graded)
         check = f"{'&#9888; ' if r.tier in ('withheld', 'uncertain') else ''}{r.tier}: {html.escape(r.flag)}" \
-            if r.tier else "ok"
-        rows.append(f"<tr class='{TIER_CLASS[r.tier]}'><td>{html.escape(r.measure)}</td>"
+            if r.tier else "<b>abnormal</b>" if odd else "ok"
+        css = "abnormal" if odd and not r.tier else TIER_CLASS[r.tier]
+        rows.append(f"<tr class='{css}'><td>{html.escape(r.measure)}</td>"
                     f"<td>{_fmt(r.value)}</td><td class='interval'>{html.escape(_interval(r, cal or {}))}</td>"
                     f"<td>{html.escape(r.unit)}</td><td>{html.escape(r.normal)}</td>"
                     f"<td>{html.escape(vs)}</td><td class='check'>{check}</td></tr>")
@@ -383,6 +423,15 @@ def _section(r: dict, cines: dict[str, Cine], tab: pd.DataFrame, hidden: pd.Data
         parts.append(f"<p class='na'>figure not drawn: {html.escape(type(e).__name__)}</p>")
     parts.append(f"<p class='time'>{r['seconds']:.2f} s</p>")
     return "\n".join(parts)
+
+
+def _aside(r: dict, rows: pd.DataFrame) -> str:
+    """A main-table method's other numbers, for the research section: why each is there, then the numbers."""
+    if not len(rows):
+        return ""
+    why = "; ".join(dict.fromkeys(rows.research))
+    return (f"<h3>{html.escape(r['predictor'].title)}: numbers outside the main table</h3>"
+            f"<p class='prov'>{html.escape(why)}.</p>{measures_html(rows, r['provenance'].get('intervals'))}")
 
 
 def unfamiliar(detail: dict) -> dict[str, list[str]]:
@@ -419,6 +468,8 @@ def _cell(v) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
+VIEW_WORDS = {"SAX": "short-axis (SAX stack)", "2CH": "LV two-chamber (2CH)", "3CH": "three-chamber (3CH)",
+              "4CH": "four-chamber (4CH)"}
 SERIES_COLUMNS = ("series", "description", "files", "frames", "slices", "orientation", "role", "reason")
 
 
@@ -438,9 +489,9 @@ def series_html(rows: list[dict]) -> str:
             f"<table class='measures' id='series'><tr>{head}</tr>{body}</table>")
 
 
-def input_html(qc: list[dict], notes: list[dict], body: Body) -> str:
+def input_html(qc: list[dict], notes: list[dict], body: Body, views: set[str] = frozenset()) -> str:
     """The input QC: each cine's acquisition with its flags, every series of a DICOM folder with its role, the
-    files passed over, what body data was used."""
+    views the exam lacks, the files passed over, what body data was used."""
     cols = ("view", "frames", "frame_ms", "cycle_ms", "pixel_mm", "slice_mm", "slices")
     head = "".join(f"<th>{c}</th>" for c in cols) + "<th>check</th>"
     rows = []
@@ -451,6 +502,10 @@ def input_html(qc: list[dict], notes: list[dict], body: Body) -> str:
                     f"{'&#9888; ' + html.escape(flags) if flags else 'ok'}</td></tr>")
     parts = ["<h2>Input</h2>", f"<table class='measures'><tr>{head}</tr>{''.join(rows)}</table>",
              series_html([n["series"] for n in notes if "series" in n])]
+    lacking = [v for v in ("SAX", "2CH", "3CH", "4CH") if v not in views]
+    if lacking and views:
+        parts.append(f"<p class='na' id='views-lacking'>No {', '.join(VIEW_WORDS[v] for v in lacking)} cine was read "
+                     "from this exam: the measures that need it are not shown.</p>")
     notes = [n for n in notes if "series" not in n]
     if notes:
         items = "".join(f"<li>{html.escape(n['file'])}: {html.escape(n['reason'])}</li>" for n in notes)
@@ -466,7 +521,8 @@ CSS = """body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222
 .warn{background:#fff3cd;padding:.4em}.na{color:#a00}.prov,.time{color:#555;font-size:90%}
 table.measures td,table.measures th{padding:2px 10px;text-align:left}img{max-width:100%}
 tr.flagged td{background:#fde2e2}tr.flagged td.check{color:#a00}td.check{font-size:90%}tr.skip td{color:#777}
-tr.uncertain td{background:#fff3cd}tr.na-row td{color:#888}details.research{margin-top:2em}
+tr.uncertain td{background:#fff3cd}tr.na-row td{color:#888}tr.abnormal td{background:#e8ecfb}
+details.research{margin-top:2em}
 details.research>summary{font-size:120%;cursor:pointer}#tier-summary{font-size:115%}"""
 
 
@@ -475,21 +531,27 @@ def write_report(results: list[dict], cines: list[Cine], notes: list[dict], miss
                  ) -> dict[str, Path]:
     """report.html, measures.csv and report.json in `out`, each written atomically; `made_from`: a fingerprint of the
     patient's files (a cohort's reports are redone when it changes)."""
-    from .plausible import CUTOFFS, REFERENCE_SOURCE, RULES, tier_counts
+    from .plausible import CUTOFFS, EF_WIDTH, RULES, SIZE_WIDTH, SYSTOLE, VIEWS_APART, sources_of, tier_counts
 
     body = body or Body()
     by_id = {c.cine_id: c for c in cines}
     checked, hidden, qc = check_results(results, cines, body)
-    main = [r for r in results if real_checked(r["provenance"], profile)]
-    research = [r for r in results if not real_checked(r["provenance"], profile)]
-    counted = checked[checked.method.isin([r["method"] for r in main])]
+    prov = {r["method"]: r["provenance"] for r in results}
+    checked = checked.assign(research=[research_reason(r, prov.get(r.method, {}), profile)
+                                       for r in checked.itertuples()])
+    counted = checked[checked.research == ""]
+    in_main = {r["method"] for r in results if real_checked(r["provenance"], profile)
+               and (r["result"] is None or (counted.method == r["method"]).any())}
+    main = [r for r in results if r["method"] in in_main]
+    research = [r for r in results if r["method"] not in in_main]
     tiers = tier_counts(counted)
     views = ", ".join(f"{c.view} ({c.n_frames} frames)" for c in cines)
     body_html = [f"<h1>cmrlib report: one {PATIENT}, every method</h1><p>Cines read: {html.escape(views)}.</p>",
-                 f"<p class='{'warn' if tiers['withheld'] + tiers['uncertain'] else 'prov'}' id='tier-summary'>"
-                 f"{tiers['withheld']} withheld, {tiers['uncertain']} uncertain, {tiers['abnormal']} abnormal "
-                 f"(of {len(counted)} numbers from methods with a real-data check; {tiers['not_measurable']} not "
-                 "measurable from these cines, uncounted).</p>"]
+                 f"<p class='{'warn' if tiers['withheld'] + tiers['uncertain'] + tiers['abnormal'] else 'prov'}' "
+                 f"id='tier-summary'>{tiers['withheld']} withheld, {tiers['uncertain']} uncertain, "
+                 f"{tiers['abnormal']} abnormal (of {len(counted)} numbers from models with a passed real-data check "
+                 f"and a calibrated interval; {tiers['not_measurable']} not measurable from these cines, "
+                 "uncounted).</p>"]
     body_html += [f'<p class="warn">{html.escape(b)}</p>' for b in page_banners(main, profile)]
     seg = next((r["result"] for r in results if r["result"] is not None and r["result"].detail.get("uncertainty")),
                None)  # the model that measures its uncertainty per structure: the segmenter
@@ -498,32 +560,43 @@ def write_report(results: list[dict], cines: list[Cine], notes: list[dict], miss
         where = "; ".join(f"{v}: {', '.join(ks)}" for v, ks in odd.items())
         body_html.append(f"<p class='warn'>Unlike its training data? The segmenter is less sure here than on 95 % of "
                          f"its validation cines ({html.escape(where)}).</p>")
-    body_html.append(input_html(qc, notes, body))
-    sections = {r["method"]: _section(r, by_id, checked[checked.method == r["method"]],
-                                      hidden[hidden.method == r["method"]], profile) for r in results}
+    body_html.append(input_html(qc, notes, body, {c.view for c in cines}))
+    mine = lambda m, rows: rows[rows.method == m]  # noqa: E731
+    sections = {r["method"]: _section(r, by_id, mine(r["method"], counted if r["method"] in in_main else checked),
+                                      mine(r["method"], hidden), profile) for r in results}
     body_html += [sections[r["method"]] for r in main]
     if not main:
-        body_html.append("<p class='na' id='no-main'>No method of this run has a real-data check: every number is "
-                         "a research output below.</p>")
+        body_html.append("<p class='na' id='no-main'>No model of this run has a passed real-data check and a "
+                         "calibrated interval: every number is a research output below.</p>")
     for m, why in missing.items():
         body_html.append(f"<h2>{html.escape(predictor_class(m).title)}</h2><p class='na'>not available: "
                          f"{html.escape(why)}</p>")
-    if research:
-        body_html.append(f"<details class='research' id='research'><summary>Research outputs: {len(research)} "
-                         "method(s) without a real-data check, outside every count</summary>"
-                         "<p class='prov'>Each section says what stands behind it; none of these numbers is a "
-                         "clinical estimate.</p>" + "".join(sections[r["method"]] for r in research) + "</details>")
+    aside = [_aside(r, mine(r["method"], checked[checked.research != ""])) for r in main]
+    aside = [a for a in aside if a] + [sections[r["method"]] for r in research]
+    if aside:
+        n_out = int((checked.research != "").sum())
+        body_html.append(f"<details class='research' id='research'><summary>Research outputs: {n_out} number(s) "
+                         "without a passed real-data check of their own model or a calibrated interval, outside "
+                         "every count</summary><p class='prov'>Each section says what stands behind it; none of these "
+                         "numbers is a clinical estimate.</p>" + "".join(aside) + "</details>")
     rules = "; ".join(r.text for r in RULES)
     cuts = "; ".join(f"{m} {', '.join(f'{c:g}' for c in cs)}" for m, cs in CUTOFFS.items())
-    body_html.append(f"<h2>How the numbers are checked</h2><p class='prov'>Three tiers, never summed. <b>Not "
-                     "measurable</b>: the cines cannot give the number (no frame times, too few frames). "
-                     "<b>Withheld</b>: outside human bounds, breaking one of these identities "
-                     f"({html.escape(rules)}), or read from implausible spacing. <b>Uncertain</b>: its 90 % interval "
-                     f"(split-conformal, from real patients the model never trained on) crosses a clinical cut-off "
-                     f"({html.escape(cuts)} %). <b>Abnormal</b>: a sound number outside the normal range for the "
-                     f"patient's sex. The LV-RV stroke-volume gap is shown as a measure (regurgitation or shunt "
-                     f"volume, or basal contouring), never as a flag. Normal ranges: "
-                     f"{html.escape(REFERENCE_SOURCE)}.</p>")
+    refs = sources_of(checked.measure)
+    body_html.append(f"<h2>How the numbers are checked</h2><p class='prov'>The main table holds a number only when the "
+                     "model that read it passed a real-data check of its own and carries an interval calibrated on "
+                     "real patients. Three tiers, never summed. <b>Not measurable</b>: the cines cannot give the "
+                     "number (no frame times, too few frames). <b>Withheld</b>: outside human bounds, breaking one of "
+                     f"these identities ({html.escape(rules)}), read from implausible spacing, or at ED/ES frames "
+                     f"whose systole spans less than {100 * SYSTOLE[0]:.0f} % or more than {100 * SYSTOLE[1]:.0f} % "
+                     f"of the cycle or whose views disagree by more than {100 * VIEWS_APART:.0f} % of it. "
+                     "<b>Uncertain</b>: its 90 % interval (split-conformal, from real patients the model never "
+                     f"trained on) crosses a clinical cut-off ({html.escape(cuts)} %), or reaches further than "
+                     f"±{EF_WIDTH:g} points (EF) or ±{100 * SIZE_WIDTH:.0f} % (volumes, mass). <b>Abnormal</b>: a "
+                     "number outside the normal range for the patient's sex (without the sex: outside the range of "
+                     "either sex; inside one, the page says for which), or a clinical grade below normal. The LV-RV "
+                     "stroke-volume gap is shown as a measure (regurgitation or shunt volume, or basal contouring), "
+                     "never as a flag. Normal ranges and grades: "
+                     + html.escape("; ".join(sorted(set(refs.values()))) or "none for these measures") + ".</p>")
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>cmrlib report</title><style>{CSS}</style>"
             f"</head><body>{''.join(body_html)}</body></html>")
     files = dict(html=out / "report.html", csv=out / "measures.csv", json=out / "report.json")
@@ -536,10 +609,12 @@ def write_report(results: list[dict], cines: list[Cine], notes: list[dict], miss
                       provenance=r["provenance"], warnings=banners(r["provenance"], profile),
                       real_checked=real_checked(r["provenance"], profile),
                       calibration=calibration(r["provenance"])) for r in results],
-        missing=missing, numbers=len(counted), **tiers, research=[r["method"] for r in research], unfamiliar=odd,
+        missing=missing, numbers=len(counted), **tiers, research=[r["method"] for r in research],
+        research_numbers=checked.loc[checked.research != "", ["method", "measure", "research"]].to_dict("records"),
+        unfamiliar=odd,
         not_in_these_views=hidden.measure.tolist(),
         series=[n["series"] for n in notes if "series" in n], skipped_files=[n for n in notes if "series" not in n],
-        reference_ranges=REFERENCE_SOURCE, made_from=made_from))
+        reference_ranges=refs, made_from=made_from))
     return files
 
 

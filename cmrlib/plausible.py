@@ -30,6 +30,12 @@ NOT_MEASURABLE, WITHHELD, UNCERTAIN = "not measurable", "withheld", "uncertain"
 TIERS = (NOT_MEASURABLE, WITHHELD, UNCERTAIN)  # measurement tiers, the first that applies; '' for a sound number
 ABNORMAL = ("below", "above")  # a sound or uncertain number's place against the normal range that makes it abnormal
 CUTOFFS = {"LVEF": (35.0, 40.0, 50.0)}  # %: device therapy (35), HFrEF (40), HFmrEF (50) decisions
+EF_WIDTH = 10.0  # points: an EF whose interval reaches further than this either side is uncertain
+SIZE_WIDTH = 0.25  # a volume or mass whose interval reaches further than this share of it either side is uncertain
+SIZE_UNITS = ("mL", "g", "mL/m²", "g/m²")
+SYSTOLE = (0.20, 0.55)  # share of the cycle from ED to ES (cyclic): outside it, ED and ES are withheld
+VIEWS_APART = 0.15  # share of the cycle: one method's ED (or ES) of two views further apart is withheld in both
+MIN_CYCLE = 10  # frames: fewer, and a cine's ED/ES are annotated picks (ACDC's two-frame stacks), not a cycle's
 CANNOT_EXIST = ("frames", "timing")  # input-flag kinds whose spoiled numbers cannot exist from these cines
 TIER_KEYS = ("withheld", "uncertain", "abnormal", "not_measurable")  # `tier_counts`' keys, report.json's too
 SV_GAP = "LVSV - RVSV"
@@ -39,13 +45,33 @@ DERIVED = {f"{c}{m}": (f"{c}EDV", f"{c}ESV") for c in ("LV", "RV") for m in ("SV
 NEEDS_VIEWS = {"LA": ("2CH", "4CH"), "RA": ("4CH",), "MAPSE": ("2CH", "4CH"), "s_prime": ("2CH", "4CH"),
                "e_prime": ("2CH", "4CH"), "a_prime": ("2CH", "4CH"), "TAPSE": ("4CH",)}
 
-# Normal ranges: mean and SD by sex, from Petersen SE et al., J Cardiovasc Magn Reson 2017;19:18 (UK Biobank, 804
-# healthy Caucasians aged 45-74, 1.5 T SSFP, papillary muscles in the LV volume), the values its abstract states.
-REFERENCE = {"LVEF": {"male": (58.0, 5.0), "female": (61.0, 5.0)},
+# Normal ranges: mean and SD by sex (normal = mean ± 1.96 SD), each with its source. UK Biobank (Petersen SE et al.,
+# J Cardiovasc Magn Reson 2017;19:18): 804 healthy Caucasians aged 45-74, 1.5 T SSFP, papillary muscles in the LV
+# volume; all ages together (the paper's age bands are not held here). LV mass is held indexed only.
+UKB = "petersen2017"
+REFERENCE = {"LVEDV": {"male": (166.0, 32.0), "female": (124.0, 21.0)},
+             "LVESV": {"male": (69.0, 16.0), "female": (49.0, 11.0)},
+             "LVSV": {"male": (96.0, 20.0), "female": (75.0, 14.0)},
+             "LVEF": {"male": (58.0, 5.0), "female": (61.0, 5.0)},
              "LVMi": {"male": (53.0, 9.0), "female": (42.0, 7.0)}}
-REFERENCE_SOURCE = ("Petersen SE, Aung N, Sanghvi MM, et al. Reference ranges for cardiac structure and function using "
-                    "CMR in Caucasians from the UK Biobank population cohort. J Cardiovasc Magn Reson 2017;19:18 "
-                    "(healthy adults aged 45-74; normal = mean ± 1.96 SD)")
+REFERENCE_OF = {m: UKB for m in REFERENCE}
+# Clinical grades, whatever the sex: (grade, its upper limit, whether the limit belongs to it) from the lowest;
+# above the last one is normal. LVEF: the heart-failure categories of the ESC 2021 guidelines (<= 40 reduced,
+# 41-49 mildly reduced); RVEF: the RV-function criteria of the 2010 ARVC Task Force (<= 40, 40-45).
+GRADES = {"LVEF": (("reduced", 40.0, True), ("mildly reduced", 50.0, False)),
+          "RVEF": (("reduced", 40.0, True), ("mildly reduced", 45.0, True))}
+GRADE_OF = {"LVEF": "esc2021", "RVEF": "arvc2010"}
+NORMAL_GRADE = "normal"
+SOURCES = {
+    UKB: ("Petersen SE, Aung N, Sanghvi MM, et al. Reference ranges for cardiac structure and function using CMR in "
+          "Caucasians from the UK Biobank population cohort. J Cardiovasc Magn Reson 2017;19:18 (healthy adults "
+          "aged 45-74; normal = mean ± 1.96 SD)"),
+    "esc2021": ("McDonagh TA, Metra M, Adamo M, et al. 2021 ESC Guidelines for the diagnosis and treatment of acute "
+                "and chronic heart failure. Eur Heart J 2021;42:3599-3726 (LVEF < 40 reduced, 40-49 mildly reduced)"),
+    "arvc2010": ("Marcus FI, McKenna WJ, Sherrill D, et al. Diagnosis of arrhythmogenic right ventricular "
+                 "cardiomyopathy/dysplasia: proposed modification of the Task Force Criteria. Circulation "
+                 "2010;121:1533-41 (RVEF <= 40 and 40-45 % as its CMR criteria)")}
+REFERENCE_SOURCE = "; ".join(SOURCES.values())
 Z_NORMAL = 1.96
 SEXES = ("male", "female")
 SPOILS = dict(frames={"frame", "cm/s", "L/min", "L/min/m²", "bpm"},  # the units a metadata flag makes untrustworthy
@@ -122,9 +148,72 @@ def _value_reasons(row, n_frames: dict[str, int]) -> dict[str, list[str]]:
     if b and not b[0] <= v <= b[1]:
         return {WITHHELD: [f"outside human range {b[0]:.3g}-{b[1]:.3g} {row.unit}".rstrip()]}
     lo, hi = getattr(row, "low", np.nan), getattr(row, "high", np.nan)
-    crossed = [c for c in CUTOFFS.get(row.measure, ()) if np.isfinite(lo) and np.isfinite(hi) and lo < c < hi]
-    return {UNCERTAIN: [f"its interval {lo:.3g}-{hi:.3g} crosses the {', '.join(f'{c:g}' for c in crossed)} "
-                        f"{row.unit} cut-off".replace("  ", " ")]} if crossed else {}
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return {}
+    crossed = [c for c in CUTOFFS.get(row.measure, ()) if lo < c < hi]
+    why = [f"its interval {lo:.3g}-{hi:.3g} crosses the {', '.join(f'{c:g}' for c in crossed)} "
+           f"{row.unit} cut-off".replace("  ", " ")] if crossed else []
+    why += [w] if (w := _too_wide(row.measure, v, lo, hi, row.unit)) else []
+    return {UNCERTAIN: why} if why else {}
+
+
+def _too_wide(measure: str, v: float, lo: float, hi: float, unit: str) -> str | None:
+    """Why an interval is too wide to mean anything clinically (EF beyond ±10 points, a volume or mass beyond
+    ±25 %), None when it is not."""
+    half = (hi - lo) / 2
+    if unit == "%" and measure.endswith("EF") and half > EF_WIDTH:
+        return f"its interval {lo:.3g}-{hi:.3g} is wider than ±{EF_WIDTH:g} points"
+    if unit in SIZE_UNITS and half > SIZE_WIDTH * abs(v):
+        return f"its interval {lo:.3g}-{hi:.3g} is wider than ±{SIZE_WIDTH:.0%}"
+    return None
+
+
+def _view_of_frame(measure: str) -> str:
+    """'ED (4CH)' -> '4CH'."""
+    return measure.split(" (", 1)[1].rstrip(")")
+
+
+def _cyclic(a: float, b: float) -> float:
+    d = abs(a - b) % 1.0
+    return min(d, 1.0 - d)
+
+
+def frame_flags(tab: pd.DataFrame, n_frames: dict[str, int]) -> dict[int, list[str]]:
+    """row -> why its ED/ES frame is withheld: systole outside 20-55 % of the cycle, or two views of one method
+    (each with a plausible systole) disagreeing by more than 15 % of it; then each LV or RV number read at a
+    withheld frame (cines of 10 frames or more: fewer hold annotated picks, not a cycle)."""
+    out: dict[int, list[str]] = {}
+    for _, g in tab.groupby("method"):
+        at: dict[str, dict[str, tuple[int, float, int]]] = {}
+        for i, r in g.iterrows():
+            phase, n = frame_of(r.measure), 0
+            if phase and r.unit == "frame" and np.isfinite(r.value):
+                n = n_frames.get(_view_of_frame(r.measure), 0)
+            if n >= MIN_CYCLE:
+                at.setdefault(_view_of_frame(r.measure), {})[phase] = (i, float(r.value), n)
+        for v, d in at.items():
+            if {"ED", "ES"} <= set(d):
+                (i, ed, n), (j, es, _) = d["ED"], d["ES"]
+                share = ((es - ed) % n) / n
+                if not SYSTOLE[0] <= share <= SYSTOLE[1]:
+                    why = (f"systole from ED (frame {ed:g}) to ES (frame {es:g}) spans {100 * share:.0f} % of the "
+                           f"{n}-frame cycle, outside {100 * SYSTOLE[0]:.0f}-{100 * SYSTOLE[1]:.0f} %")
+                    out.setdefault(i, []).append(why)
+                    out.setdefault(j, []).append(why)
+        sound = {v: d for v, d in sorted(at.items()) if not any(i in out for i, _, _ in d.values())}
+        for phase in ("ED", "ES"):  # views whose own systole is plausible, against each other
+            pos = {v: (d[phase][0], d[phase][1] / d[phase][2]) for v, d in sound.items() if phase in d}
+            for a, b in ((a, b) for a in pos for b in pos if a < b):
+                if (gap := _cyclic(pos[a][1], pos[b][1])) > VIEWS_APART:
+                    why = (f"{phase} of the {a} and {b} cines lie {100 * gap:.0f} % of the cycle apart (more than "
+                           f"{100 * VIEWS_APART:.0f} %)")
+                    out.setdefault(pos[a][0], []).append(why)
+                    out.setdefault(pos[b][0], []).append(why)
+        bad = {_view_of_frame(tab.measure[i]) for i in out if i in g.index}
+        for i, r in g.iterrows():
+            if r.unit != "frame" and r.measure[:2] in ("LV", "RV") and views_of(r.cine) & bad:
+                out.setdefault(i, []).append(f"read at withheld ED/ES frames ({', '.join(sorted(views_of(r.cine) & bad))})")
+    return out
 
 
 def _rule_flags(values: dict[str, float]) -> dict[str, list[str]]:
@@ -158,17 +247,59 @@ def with_sv_gap(tab: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([tab, pd.DataFrame(rows)], ignore_index=True) if rows else tab
 
 
+def grade(measure: str, value: float) -> str:
+    """A measure's clinical grade whatever the sex ('reduced', 'mildly reduced', 'normal'); '' without one."""
+    if measure not in GRADES or value is None or not np.isfinite(value):
+        return ""
+    for name, limit, closed in GRADES[measure]:
+        if value < limit or (closed and value == limit):
+            return name
+    return NORMAL_GRADE
+
+
+def _range(measure: str, sex: str) -> tuple[float, float]:
+    mean, sd = REFERENCE[measure][sex]
+    return mean - Z_NORMAL * sd, mean + Z_NORMAL * sd
+
+
+def _place(value: float, lo: float, hi: float) -> str:
+    return "below" if value < lo else "above" if value > hi else "within"
+
+
+WORD = {"male": "a man", "female": "a woman"}
+
+
 def reference(measure: str, value: float, sex: str | None) -> tuple[str, float, str]:
-    """(normal range text, z, below/within/above) of a measure for a sex; ('', nan, why) without one."""
-    ref = REFERENCE.get(measure)
-    if ref is None:
+    """(normal range text, z, place) of a measure against its normal range. With the sex: 'below', 'within' or
+    'above' and the z. Without it: a place every sex's range agrees on, else each sex's ('within for a woman, above
+    for a man'), no z. ('', nan, '') where no range is held."""
+    if measure not in REFERENCE or value is None or not np.isfinite(value):
         return "", math.nan, ""
-    if sex not in SEXES:
-        return "", math.nan, "give the patient's sex for a normal range"
-    mean, sd = ref[sex]
-    z = (value - mean) / sd
-    where = "below" if z < -Z_NORMAL else "above" if z > Z_NORMAL else "within"
-    return f"{mean - Z_NORMAL * sd:.0f}-{mean + Z_NORMAL * sd:.0f}", round(z, 2), where  # the sex is never printed
+    if sex in SEXES:
+        mean, sd = REFERENCE[measure][sex]
+        lo, hi = _range(measure, sex)
+        return f"{lo:.0f}-{hi:.0f}", round((value - mean) / sd, 2), _place(value, lo, hi)  # the sex is never printed
+    ranges = {s: _range(measure, s) for s in ("female", "male")}
+    places = {s: _place(value, *r) for s, r in ranges.items()}
+    text = ", ".join(f"{'women' if s == 'female' else 'men'} {lo:.0f}-{hi:.0f}" for s, (lo, hi) in ranges.items())
+    if len(set(places.values())) == 1:
+        return text, math.nan, next(iter(places.values()))
+    return text, math.nan, ", ".join(f"{'normal' if p == 'within' else p} for {WORD[s]}" for s, p in places.items())
+
+
+def abnormal(vs_normal: str, graded: str) -> bool:
+    """Outside the normal range of every sex it may be, or a clinical grade other than normal."""
+    return vs_normal in ABNORMAL or graded not in ("", NORMAL_GRADE)
+
+
+def sources_of(measures: Iterable[str]) -> dict[str, str]:
+    """measure -> the source of its normal range or grade, for report.json."""
+    out = {}
+    for m in measures:
+        keys = [k for k in (REFERENCE_OF.get(m), GRADE_OF.get(m)) if k]
+        if keys:
+            out[m] = "; ".join(SOURCES[k] for k in keys)
+    return out
 
 
 def with_indexed(tab: pd.DataFrame, bsa: float | None) -> pd.DataFrame:
@@ -198,6 +329,8 @@ def check(tab: pd.DataFrame, views: Iterable[str], n_frames: dict[str, int] | No
     shown = tab.measure.map(lambda m: measurable(m, views))
     hidden, tab = tab[~shown].reset_index(drop=True), tab[shown].reset_index(drop=True)
     reasons = {i: _value_reasons(r, n_frames) for i, r in enumerate(tab.itertuples())}
+    for i, why in frame_flags(tab, n_frames).items():
+        reasons[i].setdefault(WITHHELD, []).extend(why)
     for method, g in tab.groupby("method"):
         broken = _rule_flags(dict(zip(g.measure, g.value)))
         for i, r in g.iterrows():
@@ -217,13 +350,16 @@ def check(tab: pd.DataFrame, views: Iterable[str], n_frames: dict[str, int] | No
     tiers = [next((t for t in TIERS if reasons[i].get(t)), "") for i in range(len(tab))]
     refs = [reference(r.measure, r.value, sex) for r in tab.itertuples()]
     tab = tab.assign(tier=tiers, flag=["; ".join(reasons[i].get(t, [])) for i, t in enumerate(tiers)],
-                     normal=[x[0] for x in refs], z=[x[1] for x in refs], vs_normal=[x[2] for x in refs])
+                     normal=[x[0] for x in refs], z=[x[1] for x in refs], vs_normal=[x[2] for x in refs],
+                     grade=[grade(r.measure, r.value) for r in tab.itertuples()])
     return tab, hidden
 
 
 def tier_counts(tab: pd.DataFrame) -> dict[str, int]:
-    """How many numbers are withheld, uncertain, abnormal (a sound or uncertain number outside the normal range)
-    and not measurable: the report's headline, never summed."""
-    abnormal = tab.vs_normal.isin(ABNORMAL) & tab.tier.isin(("", UNCERTAIN))
+    """How many numbers are withheld, uncertain, abnormal (a sound or uncertain number outside the normal range of
+    every sex it may be, or graded below normal) and not measurable: the report's headline, never summed."""
+    graded = tab["grade"] if "grade" in tab else pd.Series("", index=tab.index)
+    odd = pd.Series([abnormal(v, g) for v, g in zip(tab.vs_normal, graded)], index=tab.index, dtype=bool)
     return dict(withheld=int((tab.tier == WITHHELD).sum()), uncertain=int((tab.tier == UNCERTAIN).sum()),
-                abnormal=int(abnormal.sum()), not_measurable=int((tab.tier == NOT_MEASURABLE).sum()))
+                abnormal=int((odd & tab.tier.isin(("", UNCERTAIN))).sum()),
+                not_measurable=int((tab.tier == NOT_MEASURABLE).sum()))

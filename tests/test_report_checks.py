@@ -66,8 +66,53 @@ def test_a_healthy_consistent_heart_is_not_flagged_and_sits_in_its_normal_range(
     assert lvmi.value == pytest.approx(55.0) and lvmi.unit == "g/m²" and lvmi.vs_normal == "within"
     female, _ = plausible.check(table([("LVEF", 45.0, "%")]), {"SAX"}, sex="female")
     assert female.vs_normal[0] == "below" and female.z[0] == pytest.approx(-3.2)
-    nosex, _ = plausible.check(table([("LVEF", 45.0, "%")]), {"SAX"})
-    assert nosex.normal[0] == "" and "sex" in nosex.vs_normal[0]
+    nosex, _ = plausible.check(table([("LVEF", 45.0, "%"), ("LVEDV", 170.0, "mL")]), {"SAX"})
+    ef, edv = nosex.set_index("measure").loc["LVEF"], nosex.set_index("measure").loc["LVEDV"]
+    assert ef.normal == "women 51-71, men 48-68" and ef.vs_normal == "below" and ef.grade == "mildly reduced"
+    assert edv.vs_normal == "above for a woman, normal for a man" and np.isnan(edv.z)  # no z without the sex
+
+
+def test_without_the_sex_a_failing_heart_is_abnormal_and_its_lvef_graded():
+    """ACDC patient001's numbers (dilated cardiomyopathy), no sex given: outside every sex's range is abnormal."""
+    rows = [("LVEDV", 257.0, "mL"), ("LVESV", 197.0, "mL"), ("LVSV", 60.0, "mL"), ("LVEF", 23.3, "%"),
+            ("RVEDV", 150.0, "mL"), ("RVESV", 117.0, "mL"), ("RVSV", 33.0, "mL"), ("RVEF", 22.0, "%")]
+    got = plausible.check(table(rows), {"SAX"})[0].set_index("measure")
+    assert got.loc["LVEF", "vs_normal"] == "below" and got.loc["LVEF", "grade"] == "reduced"
+    assert got.loc["LVEDV", "vs_normal"] == "above" and got.loc["LVESV", "vs_normal"] == "above"
+    assert got.loc["RVEF", "grade"] == "reduced" and got.loc["RVEF", "vs_normal"] == ""  # a grade, no range held
+    assert plausible.tier_counts(got.reset_index())["abnormal"] == 4  # LVEDV, LVESV, LVEF, RVEF
+    between = plausible.check(table([("LVEF", 50.0, "%")]), {"SAX"})[0].iloc[0]
+    assert between.vs_normal == "below for a woman, normal for a man" and between.grade == "normal"
+    assert plausible.tier_counts(pd.DataFrame([between]))["abnormal"] == 0  # normal for one sex: not abnormal
+    assert [plausible.grade("LVEF", v) for v in (40.0, 40.5, 49.9, 50.0)] == \
+        ["reduced", "mildly reduced", "mildly reduced", "normal"]
+    assert [plausible.grade("RVEF", v) for v in (40.0, 45.0, 45.1)] == ["reduced", "mildly reduced", "normal"]
+    assert set(plausible.sources_of(["LVEF", "RVEF", "LVEDV", "MAPSE"])) == {"LVEF", "RVEF", "LVEDV"}
+
+
+def test_an_interval_too_wide_to_mean_anything_makes_the_number_uncertain():
+    tab = table([("RVEF", 22.1, "%"), ("LVEF", 60.0, "%"), ("LVEDV", 150.0, "mL"), ("LVESV", 60.0, "mL")])
+    got = plausible.check(tab.assign(low=[5.0, 52.0, 100.0, 50.0], high=[41.0, 68.0, 200.0, 70.0]), {"SAX"})[0]
+    f, tiers = flags(got), dict(zip(got.measure, got.tier))
+    assert tiers == dict(RVEF="uncertain", LVEF="", LVEDV="uncertain", LVESV="")
+    assert "wider than ±10 points" in f["RVEF"] and "wider than ±25%" in f["LVEDV"]
+
+
+def test_frames_whose_systole_makes_no_sense_are_withheld_with_what_was_read_at_them():
+    """The UK Biobank demo's 4CH read ED at frame 47 and ES at 38 of 50: 82 % of the cycle in systole."""
+    tab = pd.concat([table([("ED (4CH)", 47, "frame"), ("ES (4CH)", 38, "frame"), ("LVEDV", 150.0, "mL")],
+                           cine="patient_4CH"),
+                     table([("ED (SAX)", 0, "frame"), ("ES (SAX)", 16, "frame"), ("LVEF", 60.0, "%")]),
+                     table([("ED (2CH)", 0, "frame"), ("ES (2CH)", 25, "frame")], cine="patient_2CH")])
+    got = plausible.check(tab, {"SAX", "2CH", "4CH"}, {"SAX": 50, "2CH": 50, "4CH": 50})[0]
+    f = dict(zip(got.measure + " " + got.cine, got.flag))
+    assert "spans 82 % of the 50-frame cycle" in f["ED (4CH) patient_4CH"] and "read at withheld" in \
+        f["LVEDV patient_4CH"]
+    assert "lie 18 % of the cycle apart" in f["ES (2CH) patient_2CH"] and "18 %" in f["ES (SAX) patient_SAX"]
+    assert "read at withheld ED/ES frames (SAX)" in f["LVEF patient_SAX"]
+    assert not f["ED (SAX) patient_SAX"] and not f["ED (2CH) patient_2CH"]  # the 4CH's own frames are not compared
+    two = plausible.check(table([("ED (SAX)", 0, "frame"), ("ES (SAX)", 1, "frame")]), {"SAX"}, {"SAX": 2})[0]
+    assert not any(two.flag)  # two annotated frames are no cycle
 
 
 def test_consistency_rules_catch_numbers_that_do_not_add_up_and_the_sv_gap_is_a_measure():
@@ -204,25 +249,45 @@ def test_a_cohort_gives_one_report_per_subject_a_summary_and_resumes(tmp_path, s
         analyse_cohort(cohort, broken_run, tmp_path / "out", log=lambda *_: None, progress=False)
 
 
-def test_a_checked_method_reaches_the_main_table_with_its_calibrated_interval(tmp_path, subject):
+def test_a_number_reaches_the_main_table_only_from_a_model_with_its_own_passed_check_and_an_interval(tmp_path,
+                                                                                                     subject):
+    """patient001's failing heart (no sex given) reads abnormal; the long-axis numbers of a model without its own
+    passed check, and frames without an interval, are research outputs."""
+    from cmrlib.analyse import Body, write_report
+    from cmrlib.predictor import Prediction
+
     torch.manual_seed(0)
     nets = {"SAX": unet11(6, width=0.0625).eval(), "LAX": unet11(6, width=0.0625).eval()}
-    cal = dict(half_width=12.0, n=30, level=0.9, coverage=0.9)
+    cal = lambda hw: dict(half_width=hw, n=30, level=0.9, coverage=0.9)  # noqa: E731
     prov = dict(trained_on="acdc", profile="default", real_check="a check on real patients",
-                intervals={m: cal for m in ("LAVmax", "LAVmin")})
-    run = tmp_path / "run"
-    segmentation.Predictor(nets, provenance=prov).save(run / "predictors" / "segmentation.predictor")
-    files = analyse(nifti_patient(tmp_path / "p", subject), run, tmp_path / "r", log=lambda *_: None)
+                intervals=dict(LVEDV=cal(12.0), LVESV=cal(12.0), LVEF=cal(5.0), RVEF=cal(19.0), LAVmax=cal(8.0)),
+                model_checks=dict(SAX=dict(check="SAX on 15 held-out ACDC patients", passed=True),
+                                  LAX=dict(check="phantom-only long-axis model", passed=False)))
+    pred = segmentation.Predictor(nets, provenance=prov)
+    res = Prediction("segmentation", "m")
+    for m, v, u in (("LVEDV", 257.0, "mL"), ("LVESV", 197.0, "mL"), ("LVEF", 23.3, "%"), ("RVEF", 22.1, "%")):
+        res.add(m, v, u, "patient_SAX")
+    for m, v, u in (("LAVmax", 60.0, "mL"), ("ED (4CH)", 9, "frame"), ("ES (4CH)", 8, "frame")):
+        res.add(m, v, u, "patient_4CH")
+    results = [dict(method="segmentation", result=res, why=None, seconds=0.1, provenance=prov, model="m",
+                    predictor=pred)]
+    cines = [subject[k] for k in sorted(subject)]
+    files = write_report(results, cines, [], {}, tmp_path, Body(), "default")
     rep, page = json.loads(files["json"].read_text()), files["html"].read_text()
+    assert rep["numbers"] == 4 and (rep["abnormal"], rep["uncertain"], rep["withheld"]) == (4, 1, 0)
+    aside = {r["measure"]: r["research"] for r in rep["research_numbers"]}
+    assert set(aside) == {"LAVmax", "ED (4CH)", "ES (4CH)"} and "LAX model has no passed" in aside["LAVmax"]
+    assert "4 abnormal" in page and "phantom-only long-axis model" in page and "<b>abnormal</b>" in page
     tab = pd.read_csv(files["csv"]).set_index("measure")
-    assert rep["research"] == [] and rep["numbers"] == len(tab) and "id='research'" not in page
-    assert {rep[t] for t in plausible.TIER_KEYS} and rep["methods"][0]["real_checked"]
-    assert "<th>interval</th>" in page and tab.index.isin(["LAVmax"]).any()
-    shown = with_intervals(table([("LAVmax", 60.0, "mL"), ("LAVmin", 5.0, "mL"), ("MAPSE", 9.0, "mm")]), prov)
+    assert tab.loc["LVEF", "grade"] == "reduced" and tab.loc["LVEDV", "vs_normal"] == "above"
+    assert "spans 90 % of the 10-frame cycle" in tab.loc["ED (4CH)", "flag"]
+    assert "LVEF" in rep["reference_ranges"] and "ESC" in rep["reference_ranges"]["LVEF"]
+    shown = with_intervals(table([("LAVmax", 60.0, "mL"), ("LAVmin", 5.0, "mL"), ("MAPSE", 9.0, "mm")]),
+                           dict(intervals=dict(LAVmax=cal(12.0), LAVmin=cal(12.0))))
     assert shown.low.tolist()[:2] == [48.0, 3.0] and shown.high.tolist()[:2] == [72.0, 17.0]  # inside human bounds
     assert np.isnan(shown.low[2])  # no calibration for MAPSE: no interval
     row = next(shown.assign(measure=shown.measure).itertuples())
-    assert _interval(row, prov["intervals"]) == "48-72 (90%, calibrated on 30 patients)"
+    assert _interval(row, dict(LAVmax=cal(12.0))) == "48-72 (90%, calibrated on 30 patients)"
 
 
 def test_a_cine_the_segmenter_is_unsure_of_is_called_unlike_its_training_data(tmp_path, subject):

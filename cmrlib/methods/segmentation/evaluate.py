@@ -10,6 +10,7 @@ from scipy import ndimage
 
 from ...labels import NAMES
 from ...record import Cine
+from ...results import meets
 from ...store import CohortStore
 
 
@@ -89,3 +90,10 @@ def choose_sax(table: pd.DataFrame, margin: float, baseline: str = "sax") -> tup
     t = table.mean(axis=1).unstack("data")[["phantom validation", "ACDC validation"]]
     keep = t[t["phantom validation"] >= t.loc[baseline, "phantom validation"] - margin]
     return str(keep["ACDC validation"].idxmax()), t
+
+
+def model_check(rows: list[tuple], text: str) -> dict:
+    """One model's own real-data check for the patient report: what it is, and whether every target of it is met
+    (no target: not passed)."""
+    return dict(check=text or "no real-data check", passed=bool(rows) and all(meets(v, g, t) for _, v, g, t in rows),
+                targets=len(rows))

@@ -20,7 +20,7 @@ from ...measure import SAX_VOLUMES, UNITS, measure_pairs, subject_measures
 from ...store import CohortStore
 from ...study import Study as Base, StudySkipped
 from ...utils import data_root
-from .evaluate import choose_sax, evaluate, frame_scores, summarise
+from .evaluate import choose_sax, evaluate, frame_scores, model_check, summarise
 from .figures import case_panels
 from .learner import as_model, dataloaders, fit, load, model_file
 from .predict import calibrate_prior, log_prior, predict_off_centre, predict_store, uncertainty_reference
@@ -772,13 +772,19 @@ class Study(Base):
             real_check.append(f"SAX model ({'ACDC only' if sax == 'acdc' else 'phantom + ACDC'}) on "
                               f"{len(self.acdc_held_out)} held-out ACDC patients (manual masks, ED and ES): LV / MYO / "
                               f"RV Dice {d['LV']:.3f} / {d['MYO']:.3f} / {d['RV']:.3f}")
+        sax_rows = [c for c in checks if c[0].startswith(("shipped SAX model", "ACDC held-out"))]
+        lax_text = self._lax_summary(real.table, lax) if real is not None else "no real-data check"
+        model_checks = dict(SAX=model_check(sax_rows, "; ".join(c for c in real_check if "SAX model" in c)),
+                            LAX=model_check(self._real_checks(real), lax_text))
         targets = self.targets(checks)
         print(f"the run's segmentation Predictor: SAX {sax!r} model, long-axis {lax!r} model")
         n_real = sum(split == "train" for split in acdc.splits().values()) if sax != "sax" else 0
         provenance = dict(real_training=f"ACDC, {n_real} patients (SAX model)") if n_real else {}
         provenance |= dict(intervals=intervals) if intervals else {}
+        provenance |= dict(model_checks=model_checks)
         shipped = self._sax_model(sax)
         self.write_predictor(shipped, real.models[lax] if lax == "lax_real" else self.phantom_models.nets["lax"],
                              acdc if sax != "sax" else None, "; ".join(real_check) or None, **provenance)
         self.nb.save_timings()
         return targets, pd.Series(self.nb.timings)
+
