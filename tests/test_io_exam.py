@@ -128,6 +128,36 @@ def test_a_users_view_overrides_every_rule(exams):
         read_dicom_series(exams["philips", False], views={99: "SAX"})
 
 
+def redescribe(folder, descriptions: dict[int, str], image_types: dict[int, list[str]] = {}) -> None:  # noqa: B006
+    """Give series new descriptions (and image types) in place, as another scanner's protocol names them."""
+    for f in sorted(folder.iterdir()):
+        ds = pydicom.dcmread(f)
+        n = int(ds.SeriesNumber)
+        if n in descriptions or n in image_types:
+            if n in descriptions:
+                ds.SeriesDescription = ds.ProtocolName = descriptions[n]
+            if n in image_types:
+                ds.ImageType = image_types[n]
+            ds.save_as(f, enforce_file_format=True)
+
+
+@pytest.mark.parametrize("right", ["RT 2CH", "RV 2CH", "rv_inflow_cine", "RVOT"])
+def test_a_right_heart_view_is_never_the_lv_two_chamber_and_psir_is_late_enhancement(exams, tmp_path, right,
+                                                                                     broken_run):
+    """An exam with a right-heart two-chamber cine, an RVOT and no LV 2CH; its PSIR holds phase images."""
+    folder = shutil.copytree(exams["philips", True], tmp_path / "exam")
+    redescribe(folder, {6: right, 8: "RVOT"}, {14: ["ORIGINAL", "PRIMARY", "P", "PSIR"]})
+    cines, rows, _ = sorted_exam(folder)
+    assert {c.view for c in cines} == {"SAX", "3CH", "4CH"}  # no 2CH chosen, though one plane lies where it would
+    assert rows.loc[6, "role"] == "cine other" and "right-heart view" in rows.loc[6, "reason"]
+    assert rows.loc[14, "reason"].startswith("late enhancement") and rows.loc[13, "reason"].startswith("late")
+    if right == "RT 2CH":
+        out = tmp_path / "report"
+        assert main(["analyse", str(folder), "--run", str(broken_run), "--out", str(out)]) == 0
+        page = (out / "report.html").read_text()
+        assert "No LV two-chamber (2CH) cine was read from this exam" in page
+
+
 def test_a_vendors_nonconforming_values_are_counted_not_printed(exams, tmp_path, capfd):
     folder = shutil.copytree(exams["philips", True], tmp_path / "vendor")
     with warnings.catch_warnings():

@@ -5,13 +5,15 @@ late enhancement, T1 maps, 3D blocks. `sort_series` gives each series one role a
 
     cine SAX stack | cine 2CH | cine 3CH | cine 4CH | cine other | skipped | failed
 
-Skipped, in this order (the first rule that holds is the one recorded): phase-contrast flow (ImageType P/PHASE/
-VELOCITY, a flow description, or two image types sharing every trigger time), T1/T2 mapping or Look-Locker (a
-mapping description, or the inversion time varying at one position), late enhancement/PSIR, survey/localizer
-(a description, or single images at several orientations), 3D acquisitions, derived/secondary images, no trigger
-time, a single phase, fewer than `MIN_FRAMES` phases, two acquisitions in one series. What remains is a cine; its
-view comes from the series description or protocol name (Siemens `trufi`/`sax`/`4ch`, Philips `sa_sense`/`lvot`,
-GE `FIESTA SAX`, UK Biobank `CINE_segmented_LAX_4Ch`), else its folder's name, else geometry: parallel slices at
+Skipped, in this order (the first rule that holds is the one recorded): late enhancement/PSIR (its phase images
+are no flow), phase-contrast flow (ImageType P/PHASE/VELOCITY, a flow description, or two image types sharing every
+trigger time), T1/T2 mapping or Look-Locker (a mapping description, or the inversion time varying at one
+position), survey/localizer (a description, or single images at several orientations), 3D acquisitions,
+derived/secondary images, no trigger time, a single phase, fewer than `MIN_FRAMES` phases, two acquisitions in one
+series. What remains is a cine; a description naming a right-heart view (RT 2CH, RV 2CH, RV inflow, RVOT) makes it
+'cine other', never the LV's 2CH/3CH/4CH; else its view comes from the series description or protocol name (Siemens
+`trufi`/`sax`/`4ch`, Philips `sa_sense`/`lvot`, GE `FIESTA SAX`, UK Biobank `CINE_segmented_LAX_4Ch`), else its
+folder's name, else geometry: parallel slices at
 three or more positions are the SAX stack; a single plane that holds the LV long axis (the SAX stack's normal, or
 the line two long-axis planes share) is 2CH, 4CH or 3CH by its angle about that axis, measured from the patient's
 anterior toward the lateral wall (2CH about 70 deg, 4CH about 140, 3CH about 178, as measured on real exams),
@@ -63,9 +65,10 @@ IDENTIFIERS = ("PatientName", "PatientID", "OtherPatientIDs", "PatientBirthDate"
                "InstitutionName", "ReferringPhysicianName", "OperatorsName", "PerformingPhysicianName")
 PERSON = ("PatientID", "PatientName", "PatientBirthDate")  # files that differ here come from two people
 
-# description patterns (lower case), by what they name; view patterns sit in `common._VIEW_PATTERNS`
+# description patterns (lower case), by what they name; view patterns sit in `common._VIEW_PATTERNS`; an "inflow"
+# or "outflow" is a view (RV inflow, LV outflow tract), never phase-contrast flow
 _FLOW_SEQUENCE = r"_v\d+|v\d+in|(?<![a-z])pc"  # Siemens names a phase-contrast sequence by its velocity encoding
-_FLOW = r"flow|(?<![a-z])pc(?![a-z])|venc|phase[\s_-]*contrast|velocity|(?<![a-z])vel(?![a-z])|_p$"
+_FLOW = r"(?<!in)(?<!out)flow|(?<![a-z])pc(?![a-z])|venc|phase[\s_-]*contrast|velocity|(?<![a-z])vel(?![a-z])|_p$"
 _MAPPING = (r"molli|shmolli|sasha|t1[\s_-]*map|t2[\s_-]*map|t2\*|t2star|look[\s_-]*locker|(?<![a-z])ll(?![a-z])|"
             r"ti[\s_-]*scout|t1[\s_-]*scout|mapping|(?<![a-z])map(?![a-z])")
 _LGE = r"psir|(?<![a-z])lge(?![a-z])|late|delayed|(?<![a-z])mde(?![a-z])|(?<![a-z])de(?![a-z])|enhancement"
@@ -76,6 +79,10 @@ _OTHER_VIEW = (r"rvot|rv[\s_-]*(out|in)flow|rv[\s_-]*2\s*ch|rv[\s_-]*long|corona
                r"(?<![a-z])tv(?![a-z])|tricuspid|aort|(?<![a-z])ao(?![a-z])|sagittal|(?<![a-z])sag(?![a-z])|"
                r"transverse|axial|(?<![a-z])tra(?![a-z])")
 _3CH = r"lvot|(?<![0-9])3\s*[-_ ]?\s*ch|three[\s_-]*chamber"
+# right-heart views: never the LV's 2CH, 3CH or 4CH whatever else the description says
+_RIGHT_HEART = (r"(?<![a-z])(rt|rv|right)[\s_-]*(ventric\w*[\s_-]*)?(2|two|3|three|4|four)[\s_-]*(ch|chamber)|"
+                r"rv[\s_-]*(in|out)[\s_-]*flow|rvot|(?<![a-z])rv[\s_-]*(vla|long|lax)|right[\s_-]*(heart|ventric)|"
+                r"tricuspid|(?<![a-z])tv(?![a-z])")
 PHASE_TYPES = {"P", "PHASE", "VELOCITY", "VELOCITY MAP", "PHASE MAP", "PHASE CONTRAST P"}
 SAFE_TEXT = re.compile(r"^[A-Za-z0-9 _+\-.()/#:,]{1,64}$")
 
@@ -382,6 +389,11 @@ def safe_description(desc: str, words: set[str]) -> str:
     return desc
 
 
+def right_heart(text: str | None) -> bool:
+    """Whether a description names a right-heart view (RT 2CH, RV 2CH, RV inflow, RVOT): never the LV's."""
+    return bool(text) and re.search(_RIGHT_HEART, str(text).lower()) is not None
+
+
 def view_hint(*texts: str | None) -> str | None:
     """The view a description or folder name gives: SAX, 2CH, 3CH, 4CH, 'other' (RVOT, aorta, ...) or None."""
     from .common import guess_view
@@ -390,7 +402,7 @@ def view_hint(*texts: str | None) -> str | None:
         if not t:
             continue
         s = str(t).lower()
-        if re.search(_OTHER_VIEW, s):
+        if right_heart(s) or re.search(_OTHER_VIEW, s):
             return "other"
         if re.search(_3CH, s):
             return "3CH"
@@ -490,8 +502,8 @@ def _repeated_times(s: Series) -> str | None:
     return None
 
 
-SKIP_RULES = (_phase_contrast, _mapping, _late_enhancement, _survey, _three_d, _derived, _untimed, _few_frames,
-              _repeated_times)
+SKIP_RULES = (_late_enhancement, _phase_contrast, _mapping, _survey, _three_d, _derived, _untimed, _few_frames,
+              _repeated_times)  # late enhancement first: a PSIR series holds phase images too
 
 
 def skip_reason(s: Series) -> str | None:
@@ -628,6 +640,9 @@ def sort_series(series: list[Series], view: str | None = None, overrides: dict[i
             continue
         if view:
             _choose(s, view.upper(), "the view given")
+        elif right_heart(s.desc):
+            _choose(s, "other", "its description names a right-heart view (never the LV 2CH, 3CH or 4CH)"
+                    + ("" if s.description == s.desc else " (withheld)"))
         elif v := view_hint(s.desc):
             _choose(s, v, "its description" if s.description == s.desc else "its description (withheld)")
         elif v := view_hint(s.first.folder):
