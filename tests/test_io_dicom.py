@@ -72,7 +72,7 @@ def test_truncated_file(files, tmp_path):
     d = copy_series(files[:5], tmp_path / "s", desc="4ch")
     f = d / "IM0002.dcm"
     f.write_bytes(f.read_bytes()[:-5000])
-    with pytest.raises(CorruptFileError, match="IM0002.dcm"):
+    with pytest.raises(CorruptFileError, match="file 3 of 5"):  # by its place, never its name
         read_dicom_series(d)
 
 
@@ -81,7 +81,7 @@ def test_no_pixel_data(files, tmp_path):
         if i == 3:
             del ds.PixelData
     d = copy_series(files[:5], tmp_path / "s", desc="4ch", edit=strip)
-    with pytest.raises(NoPixelDataError, match="IM0003.dcm"):
+    with pytest.raises(NoPixelDataError, match="file 4 of 5"):
         read_dicom_series(d)
 
 
@@ -91,7 +91,7 @@ def test_mixed_frame_sizes(files, tmp_path):
             a = ds.pixel_array[:-8]
             ds.Rows, ds.PixelData = a.shape[0], a.tobytes()
     d = copy_series(files[:5], tmp_path / "s", desc="4ch", edit=crop)
-    with pytest.raises(MixedFrameSizeError, match="IM0002.dcm"):
+    with pytest.raises(MixedFrameSizeError, match="file 3 of 5"):
         read_dicom_series(d)
 
 

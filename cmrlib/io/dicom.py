@@ -64,6 +64,22 @@ def dicom_files(folder: str | Path) -> list[Path]:
     return [p for p in walk(folder) if is_dicom_file(p)]
 
 
+def by_structure(files: list[Path]):
+    """How notes and errors name a file of a folder: by its place ('file 12 of 480'), never by its name, which a
+    scanner's export often builds from the patient's name or id."""
+    place = {p: f"file {i} of {len(files)}" for i, p in enumerate(files, 1)}
+    return lambda p: place.get(p, "a file")
+
+
+def _why(e: Exception, src, name: str) -> str:
+    """A reader's exception as one line, the file's path and name in it replaced by how the file is named."""
+    text = f"{type(e).__name__}: {e}"
+    if not isinstance(src, bytes):
+        for part in sorted({str(src), Path(src).name}, key=len, reverse=True):
+            text = text.replace(part, name)
+    return text
+
+
 def read_frame(src: str | Path | bytes, name: str | None = None, folder: str = "", desc: str | None = None
                ) -> Frame | None:
     """Read and decode one DICOM image (None for non-image objects such as a DICOMDIR); typed errors otherwise."""
@@ -71,9 +87,9 @@ def read_frame(src: str | Path | bytes, name: str | None = None, folder: str = "
     try:
         ds = pydicom.dcmread(io.BytesIO(src) if isinstance(src, bytes) else str(src), force=True)
     except Exception as e:  # pydicom raises many types on garbage
-        raise CorruptFileError(name, f"unreadable DICOM ({type(e).__name__}: {e})") from e
+        raise CorruptFileError(name, f"unreadable DICOM ({_why(e, src, name)})") from e
     sop = str(ds.get("SOPClassUID", ""))
-    if sop in NON_IMAGE_SOPS or Path(name).name.upper() == "DICOMDIR":
+    if sop in NON_IMAGE_SOPS or (not isinstance(src, bytes) and Path(src).name.upper() == "DICOMDIR"):
         return None
     has_px = any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"))
     if not has_px:
@@ -83,7 +99,7 @@ def read_frame(src: str | Path | bytes, name: str | None = None, folder: str = "
     try:
         px = ds.pixel_array
     except Exception as e:
-        raise CorruptFileError(name, f"pixel data truncated or undecodable ({type(e).__name__}: {e})") from e
+        raise CorruptFileError(name, f"pixel data truncated or undecodable ({_why(e, src, name)})") from e
     if px.ndim != 2:
         raise NonCineError(name, f"multi-frame / colour DICOM (pixel array {px.shape}) is not supported")
     px = px.astype(np.float32) * float(ds.get("RescaleSlope", 1) or 1) + float(ds.get("RescaleIntercept", 0) or 0)
@@ -381,7 +397,8 @@ def read_dicom_series(folder: str | Path, view: str | None = None, *, subject: s
     notes = [] if notes is None else notes
     with Quiet() as quiet:  # pydicom warns when a value is first read, long after the file was opened
         try:
-            images, unreadable = read_headers(dicom_files(folder))
+            files = dicom_files(folder)
+            images, unreadable = read_headers(files, by_structure(files))
             require(bool(images) or bool(unreadable), folder, "no DICOM images found", NonCineError)
             errors = [n.pop("exception") for n in unreadable]
             notes.extend(unreadable)
@@ -389,7 +406,7 @@ def read_dicom_series(folder: str | Path, view: str | None = None, *, subject: s
                 raise errors[0]
             return cines_from_images(images, subject or folder.name, view, NAME, notes, views, errors)
         finally:
-            notes.extend(quiet.note(str(folder)))
+            notes.extend(quiet.note("the folder"))
 
 
 # ---------------------------------------------------------------- batch source

@@ -84,6 +84,7 @@ _RIGHT_HEART = (r"(?<![a-z])(rt|rv|right)[\s_-]*(ventric\w*[\s_-]*)?(2|two|3|thr
                 r"rv[\s_-]*(in|out)[\s_-]*flow|rvot|(?<![a-z])rv[\s_-]*(vla|long|lax)|right[\s_-]*(heart|ventric)|"
                 r"tricuspid|(?<![a-z])tv(?![a-z])")
 PHASE_TYPES = {"P", "PHASE", "VELOCITY", "VELOCITY MAP", "PHASE MAP", "PHASE CONTRAST P"}
+_DATE = (r"(?<!\d)(\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4}|(19|20)\d{6})(?!\d)")  # any spelling
 SAFE_TEXT = re.compile(r"^[A-Za-z0-9 _+\-.()/#:,]{1,64}$")
 
 
@@ -200,8 +201,9 @@ class Series:
 
     @property
     def label(self) -> str:
-        """How the series is named in notes and errors: its number (descriptions can name people)."""
-        return f"series {self.number}" if self.number is not None else f"the series of {Path(self.first.name).name}"
+        """How the series is named in notes and errors: its number, else its first file's place (descriptions and
+        file names can name people)."""
+        return f"series {self.number}" if self.number is not None else f"the unnumbered series of {self.first.name}"
 
     @property
     def desc(self) -> str:
@@ -366,7 +368,7 @@ def one_person(series: list[Series], where: str) -> None:
 def identifiers(images: list[Image]) -> set[str]:
     """The header's identifying words (name parts, ids, dates, places, staff), upper case, 2 characters or more."""
     out: set[str] = set()
-    for im in images[:50]:
+    for im in images:
         for tag in IDENTIFIERS:
             v = im.get(tag)
             if v is None:
@@ -378,13 +380,14 @@ def identifiers(images: list[Image]) -> set[str]:
 
 
 def safe_description(desc: str, words: set[str]) -> str:
-    """The description as shown, or '(withheld)' when it holds an identifying word, odd characters or 65+ chars."""
+    """The description as shown, or '(withheld)' when it holds an identifying word (from any file of the exam), a
+    date in any spelling, odd characters or 65+ chars."""
     if not desc:
         return ""
     if not SAFE_TEXT.match(desc):
         return "(withheld)"
     tokens = set(re.split(r"[\s_+\-.()/#:,]+", desc.upper()))
-    if tokens & words or any(len(w) >= 4 and w in desc.upper() for w in words):
+    if tokens & words or any(len(w) >= 4 and w in desc.upper() for w in words) or re.search(_DATE, desc):
         return "(withheld)"
     return desc
 
