@@ -5,7 +5,10 @@
 - which checks put the cropped cines' numbers in a tier, and how often the segmenter is less sure than on 95 % of
   its validation cines;
 - the same patients' full-field folders in `acdc/training/` (the cines are crops: their volumes are partial): the
-  report's LVEDV, LVESV and LVEF against `acdc-cine/reference.csv` (MAE, bias, limits of agreement) over the
+  report's abnormal flag on the LV (LVEDV, LVESV, LVEF, sex and size unknown) against the same rule on the
+  reference volumes: sensitivity, specificity, every reference LVEF < 40 % flagged, the NOR patients flagged
+  (target <= 2 of 13), by diagnosis, over every patient and over those the segmenter never trained on;
+  the report's LVEDV, LVESV and LVEF against `acdc-cine/reference.csv` (MAE, bias, limits of agreement) over the
   patients the run's segmenter neither trained on nor chose anything with; the segmenter's 90 % intervals with
   their out-of-fold coverage; and each check scored against the real error of the patients it never trained on
   (validation and held-out): its hit rate (|dLVEF| > 10 points or |dLVEDV| > 20 mL) and false-alarm rate
@@ -32,7 +35,7 @@ from cmrlib.analyse_batch import analyse_cohort, suspect
 from cmrlib.analysis.agreement import never_trained_on
 from cmrlib.io.acdc import acdc_subject
 from cmrlib.io.real import segmenter_split
-from cmrlib.plausible import TIER_KEYS
+from cmrlib.plausible import TIER_KEYS, abnormal, grade, reference
 from cmrlib.predictor import run_predictors
 from cmrlib.stats import agreement
 
@@ -120,6 +123,41 @@ def check_rows(reports: Path, what: str) -> list[dict]:
                  target="")]
 
 
+LV = ("LVEDV", "LVESV", "LVEF")
+
+
+def lv_abnormal(values: dict[str, float]) -> bool:
+    """The report's rule with sex and size unknown: any LV measure outside both sexes' range or graded below
+    normal."""
+    return any(abnormal(reference(m, v, None)[2], grade(m, v)) for m, v in values.items())
+
+
+def flagged(folder: Path) -> bool:
+    """Whether a report's main table calls the LV abnormal (a sound or uncertain LVEDV, LVESV or LVEF)."""
+    tab = pd.read_csv(folder / "measures.csv", dtype=str, keep_default_na=False)
+    tab = tab[tab.measure.isin(LV) & tab.tier.isin(("", "uncertain")) & tab.research.eq("")]
+    return any(abnormal(v, g) for v, g in zip(tab.vs_normal, tab.grade))
+
+
+def grading_rows(reports: Path, summary: pd.DataFrame, ref: pd.DataFrame, what: str) -> list[dict]:
+    """The report's abnormal LV flag against the same rule on the reference volumes: sensitivity, specificity,
+    reference LVEF < 40 % flagged, NOR patients flagged, and by diagnosis."""
+    got = summary[summary.status == "reported"].merge(ref, on="patient")
+    got = got.assign(flag=[flagged(reports / s) for s in got.subject],
+                     truth=[lv_abnormal({m: float(r[m]) for m in LV}) for _, r in got.iterrows()])
+    pos, neg, low, nor = got[got.truth], got[~got.truth], got[got.LVEF < 40], got[got.group == "NOR"]
+    by = got.groupby("group").agg(flagged=("flag", "sum"), reference=("truth", "sum"), n=("flag", "size"))
+    return [dict(figure=f"{what}: abnormal LV flag against the reference volumes' own grading ({len(pos)} abnormal, "
+                        f"{len(neg)} not)", value=f"sensitivity {pos.flag.mean():.2f}, specificity "
+                        f"{(~neg.flag).mean():.2f}", target=""),
+            dict(figure=f"{what}: reference LVEF < 40 % reported abnormal", value=f"{int(low.flag.sum())} of "
+                        f"{len(low)}", target="all"),
+            dict(figure=f"{what}: NOR patients with an abnormal LV measure", value=f"{int(nor.flag.sum())} of "
+                        f"{len(nor)} (reference volumes: {int(nor.truth.sum())})", target="<= 2 of 13"),
+            dict(figure=f"{what}: flagged / reference-abnormal / patients by diagnosis",
+                 value="; ".join(f"{g} {r.flagged}/{r.reference}/{r.n}" for g, r in by.iterrows()), target="")]
+
+
 def full_field_cohort(data: Path, patients: list[str], tmp: Path) -> Path:
     """A cohort folder of links to ACDC's full-field patient folders (the data stays where it is)."""
     folder = tmp / "acdc-full-field"
@@ -155,6 +193,9 @@ def rows(run_dir: str | None = None, data_dir: str | None = None) -> list[dict]:
             scored = full[full.patient.map(acdc_subject).isin(untrained)].merge(ref, on="patient")
             error = pd.DataFrame(dict(dLVEF=scored["segmentation: LVEF"] - scored.LVEF,
                                       dLVEDV=scored["segmentation: LVEDV"] - scored.LVEDV)).set_index(scored.subject)
+            out += grading_rows(tmp / "full", full, ref, "ACDC full field, every patient")
+            out += grading_rows(tmp / "full", full[full.patient.map(acdc_subject).isin(held)], ref,
+                                "ACDC full field, patients the segmenter never trained on")
             out += interval_rows(run)
             out += rule_scores(tmp / "full", error, "ACDC full field, validation and held-out patients")
             for m in MEASURES:

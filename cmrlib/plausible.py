@@ -38,8 +38,8 @@ VIEWS_APART = 0.15  # share of the cycle: one method's ED (or ES) of two views f
 MIN_CYCLE = 10  # frames: fewer, and a cine's ED/ES are annotated picks (ACDC's two-frame stacks), not a cycle's
 CANNOT_EXIST = ("frames", "timing")  # input-flag kinds whose spoiled numbers cannot exist from these cines
 TIER_KEYS = ("withheld", "uncertain", "abnormal", "not_measurable")  # `tier_counts`' keys, report.json's too
-SV_GAP = "LVSV - RVSV"
-DERIVED = {f"{c}{m}": (f"{c}EDV", f"{c}ESV") for c in ("LV", "RV") for m in ("SV", "EF")}  # computed from parts  # the stroke-volume gap, reported as a measure
+SV_GAP = "LVSV - RVSV"  # the stroke-volume gap, reported as a measure
+DERIVED = {f"{c}{m}": (f"{c}EDV", f"{c}ESV") for c in ("LV", "RV") for m in ("SV", "EF")}  # computed from parts
 
 # The views a measure is read from: from other views a method can only guess it.
 NEEDS_VIEWS = {"LA": ("2CH", "4CH"), "RA": ("4CH",), "MAPSE": ("2CH", "4CH"), "s_prime": ("2CH", "4CH"),
@@ -211,8 +211,8 @@ def frame_flags(tab: pd.DataFrame, n_frames: dict[str, int]) -> dict[int, list[s
                     out.setdefault(pos[b][0], []).append(why)
         bad = {_view_of_frame(tab.measure[i]) for i in out if i in g.index}
         for i, r in g.iterrows():
-            if r.unit != "frame" and r.measure[:2] in ("LV", "RV") and views_of(r.cine) & bad:
-                out.setdefault(i, []).append(f"read at withheld ED/ES frames ({', '.join(sorted(views_of(r.cine) & bad))})")
+            if r.unit != "frame" and r.measure[:2] in ("LV", "RV") and (at_bad := sorted(views_of(r.cine) & bad)):
+                out.setdefault(i, []).append(f"read at withheld ED/ES frames ({', '.join(at_bad)})")
     return out
 
 

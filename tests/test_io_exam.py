@@ -180,6 +180,31 @@ def test_files_named_after_the_patient_and_dated_descriptions_never_reach_a_repo
     assert not [w for w in private if any(w in t for t in texts)]
 
 
+def test_one_folder_is_one_person_and_one_study(exams, tmp_path):
+    """Another person's 2CH series in the folder (identifiers blank, another study and frame of reference) is set
+    aside; files exported twice are read once; a --view naming a flow series as the 4CH leaves the real 4CH read."""
+    folder = shutil.copytree(exams["philips", True], tmp_path / "exam")
+    study, frame, series = generate_uid(), generate_uid(), generate_uid()
+    for i, f in enumerate(sorted(folder.iterdir())):
+        ds = pydicom.dcmread(f)
+        if int(ds.SeriesNumber) == 6:
+            ds.StudyInstanceUID, ds.FrameOfReferenceUID, ds.SeriesInstanceUID = study, frame, series
+            ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+            ds.SeriesNumber, ds.PatientName, ds.PatientID, ds.PatientBirthDate = 31, "", "", ""
+            ds.save_as(folder / f"other_{i:05d}", enforce_file_format=True)
+        if int(ds.SeriesNumber) == 7:  # the 3CH, exported twice
+            shutil.copy(f, folder / f"twice_{i:05d}")
+    cines, rows, others = sorted_exam(folder)
+    assert {c.view: c.meta["series_number"] for c in cines} == CINES  # series 6 still the 2CH, 7 the 3CH
+    assert rows.loc[31, "role"] == "skipped" and "another study" in rows.loc[31, "reason"]
+    assert any(n["error"] == "RepeatedFiles" for n in others)
+    taken, rows, _ = sorted_exam(folder, views={31: "2CH"})  # the user may still take it
+    assert {c.view: c.meta["series_number"] for c in taken}["2CH"] == 31
+    flow, rows, _ = sorted_exam(exams["philips", True], views={9: "4CH"})
+    assert {c.view: c.meta["series_number"] for c in flow}["4CH"] == 23 and rows.loc[9, "role"] == "failed"
+    assert rows.loc[23, "reason"].startswith("read instead of series 9")
+
+
 def test_a_vendors_nonconforming_values_are_counted_not_printed(exams, tmp_path, capfd):
     folder = shutil.copytree(exams["philips", True], tmp_path / "vendor")
     with warnings.catch_warnings():

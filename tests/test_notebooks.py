@@ -332,6 +332,44 @@ def test_a_checked_methods_interval_and_the_tier_headline_in_a_browser(smoke_run
     interval = page.locator("tr:has(td:text-is('LAVmax')) td.interval").first.inner_text()
     research_closed = not page.locator("#research td.check").first.is_visible()
     page.close()
-    assert re.match(r"\d+ withheld, \d+ uncertain, \d+ abnormal \(of \d+ numbers from methods with a real-data",
-                    headline)
+    assert re.match(r"\d+ withheld, \d+ uncertain, \d+ abnormal \(of \d+ numbers from models with a passed "
+                    "real-data check", headline)
     assert interval == "48-72 (90%, calibrated on 30 patients)" and research_closed
+
+
+def test_a_failing_heart_reads_abnormal_in_a_browser_with_no_sex_given(smoke_run, data_dir, tmp_path, browser):
+    """ACDC patient001 (dilated cardiomyopathy) with its reference volumes in the main table, as a SAX model with its
+    own passed check and calibrated intervals would give them, no sex given: the headline counts them abnormal, each
+    row says so, the LVEF is graded reduced, and the RV numbers without an interval are research outputs."""
+    from cmrlib.analyse import load_models, read_patient, run_all, write_report
+    from cmrlib.predictor import Prediction
+
+    patient, ref = data_dir / "acdc" / "training" / "patient001", data_dir / "acdc-cine" / "reference.csv"
+    if not (patient.is_dir() and ref.is_file()):
+        pytest.skip("ACDC patient001 or acdc-cine/reference.csv not in the real-data folder")
+    out, _ = smoke_run
+    models = load_models(out)
+    cines, notes = read_patient(patient)
+    results = run_all(models.predictors, cines, log=lambda *_: None)
+    seg = next(r for r in results if r["method"] == "segmentation")
+    truth = pd.read_csv(ref).set_index("patient").loc["patient001"]
+    res = Prediction("segmentation", seg["result"].model)
+    for m in ("LVEDV", "LVESV", "LVEF", "LVM", "RVEDV", "RVESV", "RVEF"):
+        res.add(m, float(truth[m]), {"LVEF": "%", "RVEF": "%", "LVM": "g"}.get(m, "mL"), cines[0].cine_id)
+    cal = lambda hw: dict(half_width=hw, n=29, level=0.9, coverage=0.93)  # noqa: E731
+    seg["result"] = res
+    seg["provenance"] = dict(seg["provenance"], profile="default", real_check="SAX model on held-out ACDC patients",
+                             intervals=dict(LVEDV=cal(12.6), LVESV=cal(11.4), LVEF=cal(5.1), LVM=cal(20.9)),
+                             model_checks=dict(SAX=dict(check="SAX model on held-out ACDC patients", passed=True)))
+    files = write_report(results, cines, notes, models.missing, tmp_path / "report", profile="default")
+    page = browser.new_page()
+    page.goto(files["html"].resolve().as_uri())
+    headline = page.inner_text("#tier-summary")
+    lvef = page.locator("tr.abnormal:has(td:text-is('LVEF'))").first
+    lvef_text = lvef.inner_text() if lvef.is_visible() else ""
+    abnormal_rows = page.locator("tr.abnormal").count()
+    rvef_hidden = not page.locator("tr:has(td:text-is('RVEF'))").first.is_visible()
+    page.close()
+    assert re.match(r"0 withheld, 0 uncertain, 4 abnormal \(of 5 numbers", headline), headline  # LVEDV, LVESV,
+    assert "reduced (LVEF grade)" in lvef_text and "abnormal" in lvef_text  # LVEF and the indexed LV mass
+    assert "women 51-71, men 48-68" in lvef_text and abnormal_rows >= 4 and rvef_hidden  # RV: research, collapsed

@@ -22,8 +22,8 @@ from ..record import Cine
 from .common import Item, check_finite, guess_view, make_cine, real_subfolders, require, walk
 from .errors import (CorruptFileError, IngestError, InconsistentSpacingError, InvalidSpacingError, MissingFramesError,
                      MixedFrameSizeError, NoPixelDataError, NonCineError, UnknownViewError)
-from .exam import (APEX_LPS, NON_IMAGE_SOPS, VIEWS, Header, Image, Quiet, Series, group_series, is_cine, one_person,
-                   parse_overrides, read_headers, series_notes, sort_series, view_hint)
+from .exam import (APEX_LPS, NON_IMAGE_SOPS, VIEWS, Header, Image, Quiet, Series, fallbacks, group_series, is_cine,
+                   once_each, one_person, parse_overrides, read_headers, series_notes, sort_series, view_hint)
 
 NAME = "dicom"
 # acquisition tags copied into meta (whitelist: nothing that identifies a person, a date or a place)
@@ -336,6 +336,10 @@ def cines_from_images(images: list[Image], subject: str, view: str | None = None
     (`exam.sort_series`) and noted with its role and rule; a chosen series that cannot be read is a note and the
     others go on. No cine at all raises the most telling error, listing what each series was."""
     notes = [] if notes is None else notes
+    images, repeats = once_each(images)
+    if repeats:
+        notes.append(dict(file="the folder", error="RepeatedFiles", message=f"{repeats} file(s) repeat another's "
+                          "SOPInstanceUID (exported twice): each image read once"))
     series, mode = group_series(images)
     one_person(series, f"{subject} ({len(series)} series)")
     sort_series(series, view, overrides)
@@ -344,12 +348,19 @@ def cines_from_images(images: list[Image], subject: str, view: str | None = None
         chosen = [s for s in series if s.view == v and is_cine(s)]
         if not chosen:
             continue
-        try:
-            out.append(_cine(chosen, subject, mode, source, notes))
-        except IngestError as e:
-            errors.append(e)
-            for s in chosen:
-                s.role, s.reason = "failed", f"{type(e).__name__}: {e.problem}"
+        tries = [chosen] + ([[s] for s in fallbacks(series, chosen[0])] if v != "SAX" else [])
+        for i, attempt in enumerate(tries):
+            try:
+                out.append(_cine(attempt, subject, mode, source, notes))
+            except IngestError as e:
+                errors.append(e)
+                for s in attempt:
+                    s.role, s.reason = "failed", f"{type(e).__name__}: {e.problem}"
+                continue
+            if i:  # a displaced series read after the kept one gave no cine
+                attempt[0].role = f"cine {v}"
+                attempt[0].reason = f"read instead of {chosen[0].label}, which gave no cine"
+            break
     notes.extend(series_notes(series, mode))
     if not out:
         raise _no_cine(series, errors)

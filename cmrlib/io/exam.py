@@ -59,7 +59,8 @@ HEADER_TAGS = ["SeriesInstanceUID", "SeriesNumber", "SeriesDescription", "Protoc
                "Rows", "Columns", "InversionTime", "MRAcquisitionType", "CardiacNumberOfImages", "SOPClassUID",
                "AcquisitionTime", "SliceThickness", "PatientName", "PatientID", "OtherPatientIDs", "PatientBirthDate",
                "AccessionNumber", "InstitutionName", "ReferringPhysicianName", "OperatorsName",
-               "PerformingPhysicianName", "StudyID", "ScanningSequence", "SequenceName"]
+               "PerformingPhysicianName", "StudyID", "ScanningSequence", "SequenceName", "StudyInstanceUID",
+               "FrameOfReferenceUID", "SOPInstanceUID"]
 NON_IMAGE_SOPS = ("1.2.840.10008.1.3.10",)  # Media Storage Directory (DICOMDIR)
 IDENTIFIERS = ("PatientName", "PatientID", "OtherPatientIDs", "PatientBirthDate", "AccessionNumber",
                "InstitutionName", "ReferringPhysicianName", "OperatorsName", "PerformingPhysicianName")
@@ -333,6 +334,35 @@ def read_headers(files: list[Path], name=str) -> tuple[list[Image], list[dict]]:
 
 
 # ---------------------------------------------------------------- grouping and checks
+
+
+def once_each(images: list[Image]) -> tuple[list[Image], int]:
+    """The images with each SOPInstanceUID once (an export that wrote some files twice), and how many were
+    repeats."""
+    seen: set[str] = set()
+    out = []
+    for im in images:
+        uid = str(im.get("SOPInstanceUID", "") or "")
+        if uid and uid in seen:
+            continue
+        seen.add(uid)
+        out.append(im)
+    return out, len(images) - len(out)
+
+
+def _uid(s: Series, tag: str) -> str:
+    return str(s.first.get(tag, "") or "").strip()
+
+
+def other_study(s: Series, sax: Series) -> str | None:
+    """Why a series is another person's or another exam's than the SAX stack's (its StudyInstanceUID or
+    FrameOfReferenceUID differs where both say), None when it is not."""
+    for tag, what in (("StudyInstanceUID", "another study"), ("FrameOfReferenceUID", "another frame of reference")):
+        a, b = _uid(s, tag), _uid(sax, tag)
+        if a and b and a != b:
+            return (f"{what} than the SAX stack's ({tag} differs from {sax.label}'s): set aside as perhaps another "
+                    "person's (--view SERIES=VIEW takes it)")
+    return None
 
 
 def group_series(images: list[Image]) -> tuple[list[Series], str]:
@@ -653,7 +683,19 @@ def sort_series(series: list[Series], view: str | None = None, overrides: dict[i
         elif s.n_slices >= 3 and len(s.normals) == 1:
             _choose(s, "SAX", f"geometry: {s.n_slices} parallel slices")
     _stack(cines)
+    _same_study(cines)
     _lax(cines)
+
+
+def _same_study(cines: list[Series]) -> None:
+    """Set aside every series (but those a user named) of another study or frame of reference than the SAX stack."""
+    sax = [s for s in cines if s.view == "SAX" and is_cine(s)]
+    if not sax:
+        return
+    main = max(sax, key=lambda s: (s.n_slices, s.number or 0))
+    for s in cines:
+        if s is not main and s.reason != "--view" and s.role != "skipped" and (why := other_study(s, main)):
+            _skip(s, why)
 
 
 def _stack(cines: list[Series]) -> None:
@@ -724,7 +766,16 @@ def _lax(cines: list[Series]) -> None:
             why = "named by --view" if keep.reason == "--view" else "acquired later"
             for s in same:
                 if s is not keep:
+                    chosen = s.chosen
                     _skip(s, f"a repeated {v}: {keep.label}, {why}, is read")
+                    s.view, s.chosen = v, chosen  # read instead when the kept series gives no cine (`fallbacks`)
+
+
+def fallbacks(series: list[Series], kept: Series) -> list[Series]:
+    """The series a kept long-axis series displaced (latest first): read in turn when it gives no cine."""
+    others = [s for s in series if s is not kept and s.role == "skipped" and s.view == kept.view
+              and s.reason.startswith(f"a repeated {kept.view}")]
+    return sorted(others, key=lambda s: s.number if s.number is not None else -1, reverse=True)
 
 
 def is_cine(s: Series) -> bool:
