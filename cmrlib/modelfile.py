@@ -279,6 +279,7 @@ class _Reader:
     def _build(self, v) -> Any:
         factory = _registered(v["$module"], ARCHITECTURES, "architecture")
         args = self._args(v.get("args", {}))
+        _bounded(v["$module"], args)
         if "pretrained" in args:
             args["pretrained"] = False  # the weights come from this file, never from a download or a cache
         try:
@@ -297,15 +298,18 @@ class _Reader:
 
     def _fits(self, v, state: dict) -> None:
         """Before the network is built: built on torch's meta device (shapes only, no memory, with a reader of its
-        own), its weights' names, shapes and dtypes must be the file's, so hostile arguments cost nothing (a network
-        that cannot be built on the meta device is checked once built)."""
+        own), its weights' names, shapes and dtypes must be the file's, so hostile arguments cost nothing; one the
+        meta device cannot build is refused, never built for real."""
         import torch
 
         try:
             with torch.device("meta"):
                 own = _Reader(self.tensors)._build(v).state_dict()
-        except Exception:  # what the real build then says
-            return
+        except ModelFileError:
+            raise
+        except Exception as e:  # never a real build of what the meta device refused
+            raise ModelFileError(f"{v['$module']}: cannot be built from the file's arguments ({type(e).__name__}: "
+                                 f"{str(e)[:200]})") from None
         _check_state(v["$module"], own, state)
 
     def _args(self, args) -> dict:
@@ -330,6 +334,32 @@ class _Reader:
         with torch.no_grad():
             m.load_state_dict(state, strict=True)
         return m.eval()
+
+
+ARG_LIMIT = 65536  # no constructor argument of a cmrlib network (a width, depth, size or count) comes near it
+ARG_ITEMS = 64  # nor a list of more settings
+
+
+def _bounded(name: str, args: dict) -> None:
+    """Refuse a constructor argument no cmrlib network takes (a number beyond ±ARG_LIMIT or not finite, a list of
+    more than ARG_ITEMS) before anything is built: a hostile count costs nothing."""
+    def check(k, x, depth=0):
+        if isinstance(x, bool) or x is None or isinstance(x, str):
+            return
+        if isinstance(x, (int, float)):
+            if not math.isfinite(x) or abs(x) > ARG_LIMIT:
+                raise ModelFileError(f"{name}: argument {str(k)[:40]} = {x:g} is beyond any network's "
+                                     f"(±{ARG_LIMIT})")
+        elif isinstance(x, (list, tuple)):
+            if len(x) > ARG_ITEMS or depth > 4:
+                raise ModelFileError(f"{name}: argument {str(k)[:40]} holds {len(x)} items (at most {ARG_ITEMS})")
+            for y in x:
+                check(k, y, depth + 1)
+        elif isinstance(x, dict):
+            for kk, y in x.items():
+                check(kk, y, depth + 1)
+    for k, x in args.items():
+        check(k, x)
 
 
 def _check_state(name: str, own: dict, state: dict) -> None:

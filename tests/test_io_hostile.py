@@ -20,6 +20,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pydicom
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
@@ -29,7 +30,7 @@ from cmrlib.io import (CorruptFileError, IngestError, MetadataError, MissingFram
                        read_dicom_series, read_nifti_cine)
 from cmrlib.io.batch import update_splits
 from cmrlib.io.common import walk
-from cmrlib.io.errors import InvalidSpacingError
+from cmrlib.io.errors import InvalidSpacingError, NonCineError
 from cmrlib.record import Cine, RecordError
 from cmrlib.store import CohortStore, StoreError
 
@@ -487,3 +488,19 @@ def _profile(tmp_path: Path) -> Path:
     p = tmp_path / "p.yaml"
     p.write_text("common: {}\n")
     return p
+
+
+def test_a_huge_or_hugely_declared_dicom_frame_is_refused_before_it_is_read(tmp_path):
+    """A PixelData element of 3 GiB (a sparse file) or a frame declared 30000 x 30000 pixels: one typed error
+    naming the file by its place, within seconds, nothing decoded."""
+    huge = dicom_cine(tmp_path / "huge", n=4)
+    with open(huge / "IM001.dcm", "r+b") as f:
+        f.truncate(3 * 2**30)  # sparse: the disk holds no 3 GiB
+    with pytest.raises(NonCineError, match=r"file 2 of 4: a file of 3072 MB: larger than any single cine frame"):
+        within(20, read_dicom_series, huge, "4CH")
+    wide = dicom_cine(tmp_path / "wide", n=4)
+    ds = pydicom.dcmread(wide / "IM002.dcm")
+    ds.Rows = ds.Columns = 30000
+    ds.save_as(wide / "IM002.dcm", enforce_file_format=True)
+    with pytest.raises(CorruptFileError, match=r"file 3 of 4: declared 30000 x 30000 pixels"):
+        within(20, read_dicom_series, wide, "4CH")

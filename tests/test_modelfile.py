@@ -238,3 +238,25 @@ def test_every_module_that_registers_a_factory_or_record_may_be_imported_by_a_mo
                                                     or "modelfile.record" in t or "@modelfile" in t)}
     assert registering and all(modelfile.importable(m) for m in registering), registering
     assert not modelfile.importable("cmrlib.cli") and not modelfile.importable("cmrlib.__main__")
+
+
+@pytest.mark.parametrize("name, field, value", [("tempreg", "blocks", [10_000_000, 1]), ("unet", "width", 1e6),
+                                                ("unet", "width", 500.0), ("unet", "n_classes", float("inf"))])
+def test_a_hostile_constructor_argument_is_refused_before_anything_is_built(tmp_path, name, field, value):
+    """One number in a model file's constructor (a count of ten million blocks, a width a million times the usual)
+    is one line within seconds and no memory: bounded before the meta build, and the meta build never falls back to
+    a real one."""
+    import resource
+    import time
+
+    make, _ = NETS[name]
+    path = modelfile.save(tmp_path / "m.model", make())
+    doc_file = path / "model.json"
+    doc = json.loads(doc_file.read_text())
+    doc["body"]["model"]["args"][field] = value
+    doc_file.write_text(json.dumps(doc))
+    before, t0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf_counter()
+    with pytest.raises(ModelFileError, match=f"{path.name}: .*(beyond any network|cannot be built|do not fit|shape)"):
+        modelfile.load(path)
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert time.perf_counter() - t0 < 10 and grown_mb < 1024

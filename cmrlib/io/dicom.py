@@ -64,6 +64,10 @@ def dicom_files(folder: str | Path) -> list[Path]:
     return [p for p in walk(folder) if is_dicom_file(p)]
 
 
+MAX_FRAME_BYTES = 64 * 2**20  # one 2D frame of a cine is well under 1 MB; a larger file is read no further
+MAX_SIDE = 4096  # pixels: a frame declared larger is not decoded
+
+
 def by_structure(files: list[Path]):
     """How notes and errors name a file of a folder: by its place ('file 12 of 480'), never by its name, which a
     scanner's export often builds from the patient's name or id."""
@@ -84,6 +88,9 @@ def read_frame(src: str | Path | bytes, name: str | None = None, folder: str = "
                ) -> Frame | None:
     """Read and decode one DICOM image (None for non-image objects such as a DICOMDIR); typed errors otherwise."""
     name = str(name or src)
+    size = len(src) if isinstance(src, bytes) else Path(src).stat().st_size
+    require(size <= MAX_FRAME_BYTES, name, f"a file of {size / 2**20:.0f} MB: larger than any single cine frame "
+            f"({MAX_FRAME_BYTES // 2**20} MB), not read", NonCineError)
     try:
         ds = pydicom.dcmread(io.BytesIO(src) if isinstance(src, bytes) else str(src), force=True)
     except Exception as e:  # pydicom raises many types on garbage
@@ -96,6 +103,9 @@ def read_frame(src: str | Path | bytes, name: str | None = None, folder: str = "
         if "Rows" not in ds or "Columns" not in ds:
             raise CorruptFileError(name, "truncated or not an image: the header ends before Rows/Columns/PixelData")
         raise NoPixelDataError(name, "DICOM has no pixel data (stripped, or the file is truncated before it)")
+    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    require(0 < rows <= MAX_SIDE and 0 < cols <= MAX_SIDE, name, f"declared {rows} x {cols} pixels: no cine frame's "
+            f"size (each side 1-{MAX_SIDE}), not decoded", CorruptFileError)
     try:
         px = ds.pixel_array
     except Exception as e:
