@@ -20,7 +20,7 @@ from .analyse import (CSS, INPUT_KINDS, REPORT_FILES, AnalyseError, Models, _sou
                       own_folder, report_patient)
 from .io.common import guess_view
 from .plausible import TIER_KEYS
-from .runfiles import RunFileError, read_csv, read_json
+from .runfiles import RunFileError, guard, read_csv, read_json
 from .utils import atomic_write_json, atomic_write_text, spreadsheet_safe
 
 BATCH_KIND = "cmrlib analyse batch"
@@ -199,8 +199,12 @@ def analyse_cohort(cohort: str | Path, run_dir: str | Path, out: str | Path, log
     if state is not None and {k: state.get(k) for k in keys} != keys and not force:
         raise AnalyseError(f"--out {out.name}: holds reports of another cohort or other models (--force redoes all)")
     log(f"{len(folders)} subjects, {len(models.predictors)} predictor(s) loaded ({time.perf_counter() - t0:.1f} s)")
-    out.mkdir(parents=True, exist_ok=True)
     files = dict(html=out / "index.html", csv=out / "summary.csv", json=out / "batch.json")
+    try:  # every place the batch writes, before it writes: no link, nothing leading out of --out
+        guard(out, *files.values(), *(out / n for n in names))
+    except RunFileError as e:
+        raise AnalyseError(f"--out {out.name}: {e}") from None
+    out.mkdir(parents=True, exist_ok=True)
     record = dict(kind=BATCH_KIND, **keys, subjects=len(names), profile=models.profile)
     atomic_write_json(files["json"], dict(record, status="running"))  # a killed batch resumes from here
     status: dict[str, str] = {}

@@ -95,6 +95,17 @@ def check_tree(root: str | os.PathLike, *folders: str | os.PathLike) -> None:
                                "hold its own files)")
 
 
+def guard(root: str | os.PathLike, *places: str | os.PathLike) -> None:
+    """Before anything is written: refuse each place (a file or folder cmrlib creates or replaces under `root`) that
+    is a link, resolves outside `root`, or is a folder holding a link that leads out (`writable`, `links_out`)."""
+    for place in places:
+        place = Path(place)
+        if place.exists() or place.is_symlink():
+            writable(root, place)
+        if place.is_dir():
+            check_tree(root, place)
+
+
 def read_bytes(root: str | os.PathLike, path: str | os.PathLike, limit: int = MAX_TABLE_BYTES) -> bytes:
     """A run-folder file's bytes: a regular file inside the run folder of at most `limit` bytes (a FIFO or a device
     is never opened: it could block or never end)."""

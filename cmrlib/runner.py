@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .params import MAX_YAML_BYTES, check_value, load_yaml, parse_override
+from .runfiles import guard
 from .schedule import budget_by_waves, waves
 from .utils import (atomic_write_json, atomic_write_text, cpu_bf16, data_path, float32_sentence, git_commit,
                     package_versions, trains_bf16_on_cpu)
@@ -372,7 +373,17 @@ def execute(p: Plan, log=print) -> Path:
         return _execute(p, log)
 
 
+def write_places(p: Plan) -> list[tuple[Path, Path]]:
+    """(root, place) of every file or folder the run itself creates or replaces: run.json, notebooks/ and each
+    executed notebook, the figure folder (inside the run or its own root); each notebook guards its own folder."""
+    return [(p.out, p.out / "run.json"), (p.out, p.out / "notebooks"),
+            *((p.out, p.out / "notebooks" / nb.name) for nb, _ in p.steps),
+            (p.out if p.out in p.figures.parents else p.figures, p.figures)]
+
+
 def _execute(p: Plan, log) -> Path:
+    for root, place in write_places(p):  # before anything is written
+        guard(root, place)
     (p.out / "notebooks").mkdir(parents=True, exist_ok=True)
     p.figures.mkdir(parents=True, exist_ok=True)
     started, results, n, commit = time.time(), [], len(p.steps), git_commit(ROOT)

@@ -12,8 +12,6 @@ order of their folders; no folder name is written.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -28,6 +26,7 @@ from .analyse import AnalyseError, own_folder, read_patient
 from .analyse_batch import failure, pseudonyms, subject_folders
 from .predictor import SEGMENTER, file_name, run_predictors
 from .record import Cine
+from .runfiles import RunFileError, read_json
 from .utils import atomic_write_json, atomic_write_text, rng, seed_for, spreadsheet_safe
 
 LEVEL = 0.9
@@ -190,17 +189,25 @@ def site_intervals(site: pd.DataFrame, name: str) -> dict[str, dict]:
             for m, r in site.iterrows() if np.isfinite(r.half_width)}
 
 
-def _copy_run(run: Path, dest: Path) -> None:
-    """The run's predictors and run.json into `dest` (hard links where the disk allows: the files never change)."""
-    def link(src, dst):
-        try:
-            os.link(src, dst)
-        except OSError:
-            shutil.copy2(src, dst)
+def run_record(run: Path) -> dict | None:
+    """The run's run.json through the checked reader (None where there is none): one that is a link, a FIFO, too
+    large or not JSON is an error, never an unknown profile."""
+    f = run / "run.json"
+    if not (f.exists() or f.is_symlink()):
+        return None
+    try:
+        return read_json(run, f)
+    except RunFileError as e:
+        raise AnalyseError(f"--run {run.name}: {e}") from None
 
-    shutil.copytree(run / "predictors", dest / "predictors", copy_function=link)
-    if (run / "run.json").is_file():
-        shutil.copy2(run / "run.json", dest / "run.json")
+
+def _copy_run(predictors: dict, record: dict | None, dest: Path) -> None:
+    """The run's predictors as loaded and checked, saved anew, and its run record, into `dest`: nothing is copied
+    as found (no link, FIFO or stray file of the run travels, and no hard link ties the two runs)."""
+    for m, pred in predictors.items():
+        pred.save(dest / "predictors" / file_name(m))
+    if record is not None:
+        atomic_write_json(dest / "run.json", record)
 
 
 def validate(cohort: str | Path, run_dir: str | Path, out: str | Path, reference: str | Path | None = None,
@@ -216,11 +223,15 @@ def validate(cohort: str | Path, run_dir: str | Path, out: str | Path, reference
     o = own_folder(out, **{"the cohort folder": cohort, "the run folder": run_dir})
     if o.exists() and any(o.iterdir()):
         raise AnalyseError(f"--out {out.name}: not empty; give a new folder for the validated run")
+    folders = subject_folders(cohort)
+    if len(folders) < MIN_PATIENTS:  # counted before anything is measured
+        raise AnalyseError(f"{cohort.name}: {len(folders)} patient folder(s); a validation needs at least "
+                           f"{MIN_PATIENTS}")
+    run_json = run_record(run_dir)
     predictors, _, broken = run_predictors(run_dir)
     if SEGMENTER not in predictors:
         raise AnalyseError(f"--run {run_dir.name}: no segmentation predictor to validate"
                            + (f" ({broken[SEGMENTER]})" if SEGMENTER in broken else ""))
-    folders = subject_folders(cohort)
     subjects = pseudonyms(len(folders))
     refs = read_reference(Path(reference) if reference else None)
     t0 = time.perf_counter()
@@ -245,7 +256,7 @@ def validate(cohort: str | Path, run_dir: str | Path, out: str | Path, reference
             log(f"  {m}: MAE {r.mae_run:.2f} -> {r.mae_fine_tuned:.2f} fine-tuned, out of fold ({int(r.n)} patients)")
     site = interval_table(calibrating, pairs_of(calibrating), run_cal)
     o.mkdir(parents=True, exist_ok=True)  # built in place: validation.json, written last, says it is finished
-    _copy_run(run_dir, o)
+    _copy_run({m: p for m, p in predictors.items() if m != SEGMENTER}, run_json, o)
     name = f"validated {time.strftime('%Y-%m-%d')}" + (" (fine-tuned)" if fine_tune else "")
     record = dict(patients=len(done), measures=list(pairs), from_run=run_dir.name, date=time.strftime("%Y-%m-%d"))
     if tuned is not None:
@@ -257,7 +268,6 @@ def validate(cohort: str | Path, run_dir: str | Path, out: str | Path, reference
                                                    "SAX": qc.site_p95.round(5).to_dict()})
         record["uncertainty_p95"] = f"SAX: the {QC_QUANTILE:g}th percentile over {int(qc.n.max())} site patients"
     seg.provenance = dict(seg.provenance, intervals=run_cal | site_intervals(site, name), validation=record)
-    shutil.rmtree(o / "predictors" / file_name(SEGMENTER))  # the links only: the run's files stay
     seg.save(o / "predictors" / file_name(SEGMENTER))
     files = _write_validation(o, table, done, pairs, agree, site, qc, calibrating, tuned, record, run_dir.name,
                               time.perf_counter() - t0)

@@ -336,3 +336,93 @@ def test_a_fifo_where_settings_belong_is_never_opened(tmp_path):
     os.mkfifo(settings)
     t0 = time.perf_counter()
     assert not reusable(model, dict(a=1)) and time.perf_counter() - t0 < 5
+
+
+# ---------------------------------------------------------------- every place a run, a batch, a validation writes
+
+
+def _tiny_plan(tmp_path, figures=None):
+    """A plan of one trivial notebook into tmp_path / 'run' (the places it writes come from `write_places`)."""
+    import nbformat
+
+    from cmrlib import runner
+
+    nbs = tmp_path / "nbs"
+    nbs.mkdir(exist_ok=True)
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("seed = 0", metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell("print(seed)")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, nbs / "00_x.ipynb")
+    (tmp_path / "p.yaml").write_text("common: {}\n")
+    return runner.plan(str(tmp_path / "p.yaml"), out=tmp_path / "run", figures=figures, notebooks=nbs)
+
+
+@pytest.mark.parametrize("where", range(4))
+def test_a_link_at_any_place_the_run_writes_is_refused_before_anything_is_written(tmp_path, where):
+    """Each place `runner.write_places` names (run.json, notebooks/, each executed notebook, the figure folder),
+    planted with a link to a colleague's folder or file: one line, nothing written there."""
+    from cmrlib import runner
+
+    plan = _tiny_plan(tmp_path)
+    places = runner.write_places(plan)
+    assert len(places) == 4
+    _, place = places[where]
+    victim = tmp_path / "victim"
+    (victim / "sub").mkdir(parents=True)
+    (victim / "sub" / "keep.txt").write_text("a colleague's file")
+    place.parent.mkdir(parents=True, exist_ok=True)
+    target = victim / "sub" if place.suffix not in (".json", ".ipynb") else victim / "sub" / "keep.txt"
+    place.symlink_to(target, target_is_directory=target.is_dir())
+    before = tree(victim)
+    with pytest.raises(RunFileError, match="link"):
+        runner.execute(plan, log=lambda *_: None)
+    assert tree(victim) == before
+
+
+@pytest.mark.parametrize("planted", ["S001", "S002", "summary.csv", "index.html"])
+def test_a_link_where_a_batch_writes_is_refused_and_its_target_untouched(tmp_path, subject, broken_run, planted):
+    folder = cohort(tmp_path / "cohort", subject)
+    out = tmp_path / "out"
+    analyse_cohort(folder, broken_run, out, log=lambda *_: None, progress=False)
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("a colleague's file")
+    before = tree(victim)
+    p = out / planted
+    shutil.rmtree(p) if p.is_dir() else p.unlink()
+    p.symlink_to(victim if planted.startswith("S") else victim / "keep.txt", target_is_directory=planted[0] == "S")
+    with pytest.raises(AnalyseError, match=f"{planted}: a link"):
+        analyse_cohort(folder, broken_run, out, log=lambda *_: None, progress=False, force=True)
+    assert tree(victim) == before
+
+
+def test_validate_builds_its_run_from_checked_reads_only(tmp_path, monkeypatch):
+    """The source run's run.json a link to a private file: an error, never a silent unknown profile; a link, a FIFO
+    or a stray file in predictors/ never travels; no file of the validated run is a hard link into the source."""
+    import cmrlib.validate as v
+
+    run = tmp_path / "run"
+    segmentation.Predictor({"SAX": unet11(6, width=0.0625).eval()}).save(run / "predictors" / "segmentation.predictor")
+    private = tmp_path / "private.txt"
+    private.write_text("someone's notes")
+    (run / "run.json").symlink_to(private)
+    with pytest.raises(AnalyseError, match="run.json: a link"):
+        v.run_record(run)
+    (run / "run.json").unlink()
+    (run / "run.json").write_text(json.dumps(dict(profile="default")))
+    (run / "predictors" / "notes.txt").symlink_to(private)
+    os.mkfifo(run / "predictors" / "pipe")
+    preds, _, _ = predictor.run_predictors(run)
+    out = tmp_path / "validated"
+    v._copy_run(preds, v.run_record(run), out)
+    written = [p for p in out.rglob("*")]
+    assert sorted(p.name for p in (out / "predictors").iterdir()) == ["segmentation.predictor"]
+    assert all(p.is_dir() or (p.is_file() and not p.is_symlink() and p.stat().st_nlink == 1) for p in written)
+    assert json.loads((out / "run.json").read_text()) == dict(profile="default")
+    few = tmp_path / "few"
+    for i in range(3):
+        (few / f"p{i}").mkdir(parents=True)
+    monkeypatch.setattr(v, "measure_cohort", lambda *a, **k: pytest.fail("measured before counting"))
+    with pytest.raises(AnalyseError, match="3 patient folder"):
+        v.validate(few, run, tmp_path / "o", log=lambda *_: None, progress=False)
