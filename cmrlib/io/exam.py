@@ -23,7 +23,8 @@ slices of every series that agrees with the largest stack's orientation are stac
 
 Headers are read once without pixels (`stop_before_pixels`); pixels are read later for the chosen series only.
 pydicom's warnings about a vendor's nonconforming values are counted, never printed per file. Descriptions can
-hold names: one is shown only when it holds none of the header's identifiers (`safe_description`).
+hold names, dates and other words no rule can vet: a description is shown only as what the sorter read in it
+(`what_it_names`: a view, or the kind of series), never as its text.
 """
 from __future__ import annotations
 
@@ -57,13 +58,9 @@ REPEAT = np.cos(np.deg2rad(10.0))  # an unnamed long-axis plane this close to a 
 HEADER_TAGS = ["SeriesInstanceUID", "SeriesNumber", "SeriesDescription", "ProtocolName", "ImageType",
                "TriggerTime", "InstanceNumber", "ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing",
                "Rows", "Columns", "InversionTime", "MRAcquisitionType", "CardiacNumberOfImages", "SOPClassUID",
-               "AcquisitionTime", "SliceThickness", "PatientName", "PatientID", "OtherPatientIDs", "PatientBirthDate",
-               "AccessionNumber", "InstitutionName", "ReferringPhysicianName", "OperatorsName",
-               "PerformingPhysicianName", "StudyID", "ScanningSequence", "SequenceName", "StudyInstanceUID",
-               "FrameOfReferenceUID", "SOPInstanceUID"]
+               "AcquisitionTime", "SliceThickness", "PatientName", "PatientID", "PatientBirthDate", "ScanningSequence",
+               "SequenceName", "StudyInstanceUID", "FrameOfReferenceUID", "SOPInstanceUID"]  # identity: PERSON alone
 NON_IMAGE_SOPS = ("1.2.840.10008.1.3.10",)  # Media Storage Directory (DICOMDIR)
-IDENTIFIERS = ("PatientName", "PatientID", "OtherPatientIDs", "PatientBirthDate", "AccessionNumber",
-               "InstitutionName", "ReferringPhysicianName", "OperatorsName", "PerformingPhysicianName")
 PERSON = ("PatientID", "PatientName", "PatientBirthDate")  # files that differ here come from two people
 
 # description patterns (lower case), by what they name; view patterns sit in `common._VIEW_PATTERNS`; an "inflow"
@@ -85,8 +82,6 @@ _RIGHT_HEART = (r"(?<![a-z])(rt|rv|right)[\s_-]*(ventric\w*[\s_-]*)?(2|two|3|thr
                 r"rv[\s_-]*(in|out)[\s_-]*flow|rvot|(?<![a-z])rv[\s_-]*(vla|long|lax)|right[\s_-]*(heart|ventric)|"
                 r"tricuspid|(?<![a-z])tv(?![a-z])")
 PHASE_TYPES = {"P", "PHASE", "VELOCITY", "VELOCITY MAP", "PHASE MAP", "PHASE CONTRAST P"}
-_DATE = (r"(?<!\d)(\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4}|(19|20)\d{6})(?!\d)")  # any spelling
-SAFE_TEXT = re.compile(r"^[A-Za-z0-9 _+\-.()/#:,]{1,64}$")
 
 
 class SortError(IngestError):
@@ -186,7 +181,7 @@ class Series:
     view: str | None = None
     reason: str = ""
     chosen: list[Image] = field(default_factory=list)  # the images read as a cine (a LAX series: one position)
-    description: str = ""  # as shown: the description, or '(withheld)' when it may name the patient
+    description: str = ""  # as shown: what the sorter read in the description (`what_it_names`), never its text
 
     @property
     def first(self) -> Image:
@@ -337,15 +332,16 @@ def read_headers(files: list[Path], name=str) -> tuple[list[Image], list[dict]]:
 
 
 def once_each(images: list[Image]) -> tuple[list[Image], int]:
-    """The images with each SOPInstanceUID once (an export that wrote some files twice), and how many were
-    repeats."""
-    seen: set[str] = set()
+    """The images with each SOPInstanceUID once at its place and time (an export that wrote some files twice), and
+    how many were repeats."""
+    seen: set[tuple] = set()
     out = []
     for im in images:
         uid = str(im.get("SOPInstanceUID", "") or "")
-        if uid and uid in seen:
+        key = (uid, str(im.get("SeriesInstanceUID", "")), _round(im.ipp, 1), im.time)  # one image, written twice
+        if uid and key in seen:
             continue
-        seen.add(uid)
+        seen.add(key)
         out.append(im)
     return out, len(images) - len(out)
 
@@ -395,31 +391,20 @@ def one_person(series: list[Series], where: str) -> None:
                                "patient's exam per folder")
 
 
-def identifiers(images: list[Image]) -> set[str]:
-    """The header's identifying words (name parts, ids, dates, places, staff), upper case, 2 characters or more."""
-    out: set[str] = set()
-    for im in images:
-        for tag in IDENTIFIERS:
-            v = im.get(tag)
-            if v is None:
-                continue
-            for part in re.split(r"[\^\s,;=/\\_.-]+", str(v).upper()):
-                if len(part) >= 2:
-                    out.add(part)
-    return out
-
-
-def safe_description(desc: str, words: set[str]) -> str:
-    """The description as shown, or '(withheld)' when it holds an identifying word (from any file of the exam), a
-    date in any spelling, odd characters or 65+ chars."""
+def what_it_names(desc: str) -> str:
+    """What the sorter reads in a description, shown in its place (a description may hold a name or a date that no
+    rule can vet): the view it names, a right-heart view, or the kind of series its words give; '' for none."""
     if not desc:
         return ""
-    if not SAFE_TEXT.match(desc):
-        return "(withheld)"
-    tokens = set(re.split(r"[\s_+\-.()/#:,]+", desc.upper()))
-    if tokens & words or any(len(w) >= 4 and w in desc.upper() for w in words) or re.search(_DATE, desc):
-        return "(withheld)"
-    return desc
+    low = desc.lower()
+    for pattern, kind in ((_LGE, "late enhancement"), (_FLOW, "flow"), (_MAPPING, "mapping"), (_SURVEY, "survey"),
+                          (_3D, "3D")):
+        if re.search(pattern, low):
+            return f"names {kind}"
+    if right_heart(low):
+        return "names a right-heart view"
+    hint = view_hint(desc)
+    return f"names {'another view' if hint == 'other' else hint}" if hint else "names no view"
 
 
 def right_heart(text: str | None) -> bool:
@@ -653,9 +638,8 @@ def sort_series(series: list[Series], view: str | None = None, overrides: dict[i
     if unknown:
         numbers = ", ".join(str(s.number) for s in series if s.number is not None) or "unnumbered"
         raise SortError("--view", f"no series {unknown[0]} in this folder (series: {numbers})")
-    words = identifiers([im for s in series for im in s.images])
     for s in series:
-        s.description = safe_description(s.desc, words)
+        s.description = what_it_names(s.desc)
     cines = []
     for s in series:
         forced = overrides.get(s.number) if s.number is not None else None
@@ -674,10 +658,9 @@ def sort_series(series: list[Series], view: str | None = None, overrides: dict[i
         if view:
             _choose(s, view.upper(), "the view given")
         elif right_heart(s.desc):
-            _choose(s, "other", "its description names a right-heart view (never the LV 2CH, 3CH or 4CH)"
-                    + ("" if s.description == s.desc else " (withheld)"))
+            _choose(s, "other", "its description names a right-heart view (never the LV 2CH, 3CH or 4CH)")
         elif v := view_hint(s.desc):
-            _choose(s, v, "its description" if s.description == s.desc else "its description (withheld)")
+            _choose(s, v, "its description")
         elif v := view_hint(s.first.folder):
             _choose(s, v, "its folder's name")
         elif s.n_slices >= 3 and len(s.normals) == 1:
