@@ -80,9 +80,11 @@ def read_patient(path: str | Path, views: dict[int, str] | None = None) -> tuple
     view or 'skip'} over the DICOM sorting rules."""
     from .io import IngestError
     from .io.batch import read_item, source_module
-    from .io.common import Item
+    from .io.common import Item, loop_reason
 
     folder = Path(path)
+    if why := loop_reason(folder):
+        raise AnalyseError(f"{folder.name}: {why}", why)
     if not folder.is_dir():
         raise AnalyseError(f"{folder.name}: not a folder (give the patient's folder of cines)")
     source, nifti = _source(folder)

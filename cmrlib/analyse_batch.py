@@ -18,7 +18,7 @@ import pandas as pd
 
 from .analyse import (CSS, INPUT_KINDS, REPORT_FILES, AnalyseError, Models, _source, finished_report, load_models,
                       own_folder, report_patient)
-from .io.common import guess_view
+from .io.common import guess_view, loop_reason
 from .plausible import TIER_KEYS
 from .runfiles import RunFileError, guard, read_csv, read_json
 from .utils import atomic_write_json, atomic_write_text, spreadsheet_safe
@@ -29,8 +29,9 @@ AUTO_SOURCES = ("acdc", "nifti", "ukbb", "ukbb_cardiac")  # a DICOM patient's su
 
 
 def subject_folders(folder: Path) -> list[Path]:
-    """The sub-folders of a cohort folder, sorted, hidden ones aside."""
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    """The sub-folders of a cohort folder, sorted, hidden ones aside; a link that loops is one too, a subject that
+    fails with its reason, never left out unseen."""
+    return sorted(p for p in folder.iterdir() if (p.is_dir() or loop_reason(p)) and not p.name.startswith("."))
 
 
 def pseudonyms(n: int) -> list[str]:
@@ -39,6 +40,8 @@ def pseudonyms(n: int) -> list[str]:
 
 
 def _kind(folder: Path) -> str | None:
+    if loop_reason(folder):
+        return None
     try:
         return _source(folder)[0]
     except AnalyseError:
@@ -95,6 +98,8 @@ def made_from(folder: Path) -> str:
     file replaced by another patient's changes it)."""
     from .io.common import walk
 
+    if why := loop_reason(folder):
+        return _key(why)  # a subject that fails with its reason
     parts = []
     for p in walk(folder):
         st = p.stat()

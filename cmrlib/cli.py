@@ -209,9 +209,32 @@ def _user_errors() -> tuple[type[Exception], ...]:
             RunFileError)
 
 
+PATH_OPTIONS = ("out", "figures", "run", "run_dir", "patient", "cohort", "path", "reference", "pseudonyms", "readme",
+                "profile")  # the options that name a file or folder
+
+
+def check_paths(a) -> None:
+    """Refuse a path option the file system cannot take (a NUL byte, a name over its length limit) in one line,
+    naming the option, before anything runs."""
+    import os
+
+    for dest in PATH_OPTIONS:
+        v = getattr(a, dest, None)
+        if not isinstance(v, str):
+            continue
+        option = dest if dest in ("patient", "cohort", "path", "run_dir") else f"--{dest.replace('_', '-')}"
+        if "\0" in v:
+            raise runner.RunError(f"{option}: a path with a NUL byte")
+        size = max([len(part.encode()) for part in v.split(os.sep) if len(part.encode()) > 255] or [0])
+        if size or len(v.encode()) > 4095:
+            raise runner.RunError(f"{option}: a name longer than the file system allows "
+                                  f"({size or len(v.encode())} bytes)")
+
+
 def main(argv=None) -> int:
     a = parser().parse_args(argv)
     try:
+        check_paths(a)
         return a.fn(a)
     except _user_errors() as e:
         print(f"cmrlib: error: {e}", file=sys.stderr)

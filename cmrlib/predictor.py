@@ -178,6 +178,34 @@ def load(path: str | os.PathLike, loaded: dict | None = None) -> Predictor:
 
 
 LOADING = object()  # a predictor being loaded: met again, its needs run in a cycle
+TEXT_FIELDS = ("run", "notebook", "commit", "trained_on", "cohort", "real_check", "real_training", "created",
+               "profile")  # a Predictor's provenance: text (or none) the report prints
+NUMBER = (int, float)
+
+
+def provenance_problem(prov: dict) -> str | None:
+    """What is wrong with a provenance's fields the report reads (their types), None when nothing is: a model file
+    of the wrong shape is refused when opened, never when a report is half written."""
+    for k in TEXT_FIELDS:
+        if prov.get(k) is not None and not isinstance(prov[k], (str, int)):
+            return f"{k} is a {type(prov[k]).__name__}, not text"
+    cal = prov.get("intervals")
+    if cal is not None:
+        if not isinstance(cal, dict):
+            return "intervals is not a mapping"
+        for m, c in cal.items():
+            if not (isinstance(c, dict) and isinstance(c.get("half_width"), NUMBER) and isinstance(c.get("n"), NUMBER)
+                    and all(isinstance(c.get(f, 0.9), NUMBER) for f in ("level", "coverage"))):
+                return f"intervals of {str(m)[:20]} are not a half-width and a count"
+    checks = prov.get("model_checks")
+    if checks is not None and not (isinstance(checks, dict) and all(
+            isinstance(c, dict) and isinstance(c.get("passed"), bool) and isinstance(c.get("check", ""), str)
+            for c in checks.values())):
+        return "model_checks is not a check and its outcome per model"
+    for k in ("validation",):
+        if prov.get(k) is not None and not isinstance(prov[k], dict):
+            return f"{k} is not a mapping"
+    return None
 
 
 def _load(path: Path, loaded: dict, read, ModelFileError) -> Predictor:
@@ -193,6 +221,8 @@ def _load(path: Path, loaded: dict, read, ModelFileError) -> Predictor:
                              f"{path.name.removesuffix(SUFFIX)}'s")
     if not all(isinstance(got[k], dict) for k in ("prep", "needs", "provenance", "nets")):
         raise PredictorError(f"{path.name}: prep, needs, provenance and nets must be mappings")
+    if why := provenance_problem(got["provenance"]):
+        raise PredictorError(f"{path.name}: provenance {why}")
     p = predictor_class(got["method"])(got["nets"], got["prep"], got["needs"], got["provenance"], str(got["model"]))
     for name, method in p.needs.items():
         if method not in METHODS:

@@ -226,13 +226,14 @@ def test_5_symlink_loops_walked_once(tmp_path):
     assert store.report()["n_subjects"] == 1 and store.ids() == ["acdc001_SAX"]
 
 
-def test_5_dicom_loop_is_not_a_subject(tmp_path):
+def test_5_dicom_loop_is_not_read_but_recorded(tmp_path):
     root = tmp_path / "in"
     dicom_cine(root / "s1", desc="cine 4ch")
     os.symlink(root, root / "s1" / "loop")
     os.symlink(root, root / "zz_loop")
     store = within(20, ingest, "dicom", root, tmp_path / "c", progress=False)
-    assert store.ids() == ["s1_4CH"] and store.report()["n_subjects"] == 1
+    (bad,) = store.report()["bad"]  # recorded with its reason, never a subject read, never left out unseen
+    assert store.ids() == ["s1_4CH"] and store.report()["n_subjects"] == 2 and "link back" in bad["message"]
     assert store.read("s1_4CH").n_frames == 8
 
 

@@ -219,3 +219,19 @@ def test_a_predictor_that_cannot_be_opened_is_named_and_fails_the_command(tmp_pa
     page = (tmp_path / "b" / "report.html").read_text()
     assert "not available: its predictor cannot be opened (cussp.predictor: weights.safetensors is damaged" in page
     assert seg.is_dir()
+
+
+@pytest.mark.parametrize("field, value", [("trained_on", [1]), ("real_check", {"a": 1}), ("intervals", 5),
+                                          ("intervals", {"LVEF": {"half_width": "wide", "n": 3}}),
+                                          ("model_checks", {"SAX": {"passed": "yes"}}), ("validation", [1])])
+def test_a_provenance_field_of_the_wrong_type_is_refused_when_opened(tmp_path, field, value):
+    """Not when a report is half written: the file is named with the field and the problem."""
+    import json
+
+    path = tmp_path / "segmentation.predictor"
+    segmentation.Predictor({"SAX": unet11(6, width=0.0625).eval()}, provenance=dict(trained_on="acdc")).save(path)
+    doc = json.loads((path / "predictor.json").read_text())
+    doc["body"]["provenance"][field] = value
+    (path / "predictor.json").write_text(json.dumps(doc))
+    with pytest.raises(predictor.PredictorError, match=f"segmentation.predictor: provenance {field}"):
+        predictor.load(path)

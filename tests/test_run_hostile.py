@@ -426,3 +426,27 @@ def test_validate_builds_its_run_from_checked_reads_only(tmp_path, monkeypatch):
     monkeypatch.setattr(v, "measure_cohort", lambda *a, **k: pytest.fail("measured before counting"))
     with pytest.raises(AnalyseError, match="3 patient folder"):
         v.validate(few, run, tmp_path / "o", log=lambda *_: None, progress=False)
+
+
+@pytest.mark.parametrize("argv", [["run", "--only", "09", "--out", "a\0b"], ["run", "--only", "09", "--out", "x" * 300],
+                                  ["ingest", "acdc", ".", "--out", "y" * 300],
+                                  ["analyse", "p\0", "--run", "r", "--out", "o"]])
+def test_a_path_the_file_system_cannot_take_is_one_line(argv, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and ("NUL byte" in err or "longer than the file system allows" in err)
+
+
+@pytest.mark.parametrize("loop", ["itself", "the cohort"])
+def test_a_link_that_loops_in_a_cohort_is_a_failed_subject_never_left_out(tmp_path, subject, broken_run, loop):
+    from cmrlib.io import ingest
+
+    folder = cohort(tmp_path / "cohort", subject, names=("A_1", "B_2"))
+    link = folder / "C_3"
+    link.symlink_to(link if loop == "itself" else folder, target_is_directory=True)
+    files = analyse_cohort(folder, broken_run, tmp_path / "out", log=lambda *_: None, progress=False)
+    summary = pd.read_csv(files["csv"])
+    assert len(summary) == 3 and summary.status[2].startswith("failed") and "link" in summary.status[2]
+    store = ingest("nifti", folder, tmp_path / "store", progress=False)
+    bad = store.report()["bad"]
+    assert len(bad) == 1 and "link" in bad[0]["message"]

@@ -32,7 +32,7 @@ from ..cluster import client, map_tasks
 from ..record import RecordError, is_safe_id
 from ..store import SPLIT_FRACTIONS, CohortStore, stratified_split
 from ..utils import atomic_write_json
-from .common import Item, note
+from .common import Item, loop_reason, note
 from .errors import IngestError, MetadataError
 from .pseudonyms import PseudonymError, Pseudonyms
 from .qa import anatomy_ok
@@ -161,6 +161,16 @@ def scrub(row: dict, item: Item) -> dict:
         if isinstance(out.get(field), str):
             out[field] = _hide(out[field], key, pseudonym)
     return out
+
+
+def looped(root: Path, items: list[Item]) -> list[dict]:
+    """A bad row for each link under the source folder that loops or leads back above it (`loop_reason`) and no
+    subject was read from: recorded, never left out unseen."""
+    if not root.is_dir():
+        return []
+    read = {p for it in items for p in it.paths}
+    return [dict(file=p.name, subject="", error="IngestError", message=why)
+            for p in sorted(root.iterdir()) if p not in read and (why := loop_reason(p))]
 
 
 def _bad_row(err: Exception, item: Item, root: Path) -> dict:
@@ -301,6 +311,7 @@ def ingest(source: str, path: str | Path, out: str | Path, *, pseudonym_file: st
         store.clean_temporaries()
         update_splits(store, seed, fractions)  # heals what a killed run left: cines without a split, a damaged file
         items, refused = check_subjects(assign_subjects(items, ps), path)
+        refused += looped(path, items)
         items = items[:limit]
         todo = [it for it in items if not is_done(store, source, it)]
         bad, notes, n_ok, n_cines, last = list(refused), [], 0, 0, 0.0

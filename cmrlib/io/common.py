@@ -317,6 +317,8 @@ def walk(root: str | Path, pattern: str = "*") -> list[Path]:
     """Files under root matching a glob pattern, following symlinked folders but visiting each real folder and file
     once (a link loop or a second link to the same patient is not read twice), sorted; hidden names skipped."""
     root = Path(root)
+    if why := loop_reason(root):
+        raise IngestError(root.name, why)
     if root.is_file():
         return [root] if fnmatch.fnmatch(root.name, pattern) else []
     out, seen_dirs, seen_files = [], set(), set()
@@ -336,12 +338,31 @@ def walk(root: str | Path, pattern: str = "*") -> list[Path]:
     return sorted(out)
 
 
+def loop_reason(p: Path) -> str | None:
+    """Why a link cannot be a subject's folder (it loops, or leads back to the folder holding it or above), None
+    for anything else."""
+    if not p.is_symlink():
+        return None
+    try:
+        real = p.resolve(strict=True)
+    except (OSError, RuntimeError):
+        return "a link that loops or leads nowhere: not read"
+    holder = p.parent.resolve()
+    return "a link back to the folder that holds it, or above: not read" if holder.is_relative_to(real) else None
+
+
 def real_subfolders(root: str | Path) -> list[Path]:
-    """Visible sub-folders of root, each real folder once, leaving out links back to root or above it (loops)."""
+    """Visible sub-folders of root, each real folder once; a link that loops or leads back to root or above is kept
+    as a subject that fails with its reason (`loop_reason`), never left out unseen."""
     root = Path(root)
     top, out, seen = root.resolve(), [], set()
     for p in sorted(root.iterdir(), key=lambda p: (p.is_symlink(), p.name)):
-        if not p.is_dir() or p.name.startswith("."):
+        if p.name.startswith("."):
+            continue
+        if loop_reason(p):
+            out.append(p)
+            continue
+        if not p.is_dir():
             continue
         real = p.resolve()
         if real in seen or top.is_relative_to(real):
