@@ -118,6 +118,16 @@ def _at_least(name: str) -> int | None:
     return None
 
 
+def _at_most(name: str) -> int | None:
+    """The largest value a count parameter may take, by its name (None: no bound): a phantom cohort beyond what a
+    disk holds, or a fold count beyond any cohort, is refused before anything is made."""
+    if name == "n_subjects" or name.endswith("_subjects"):
+        return 100_000
+    if name == "n_folds":
+        return 100
+    return None
+
+
 def check_value(name: str, value: Any, default_source: str | None) -> Any:
     """`value` when it fits parameter `name` (its kind that of the notebook's literal default, counts within their
     bounds, views among the canonical ones); ParamError naming the parameter otherwise. None always fits (off)."""
@@ -135,6 +145,9 @@ def check_value(name: str, value: Any, default_source: str | None) -> Any:
     low = _at_least(name)
     if low is not None and got in ("int", "float") and value < low:
         raise ParamError(f"parameter {name}: must be at least {low}, got {value!r}")
+    high = _at_most(name)
+    if high is not None and got in ("int", "float") and value > high:
+        raise ParamError(f"parameter {name}: at most {high:,}, got {value!r}")
     if name in ("views", "view"):
         bad = [v for v in (value if isinstance(value, list) else [value]) if v not in VIEWS]
         if bad:

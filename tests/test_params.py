@@ -88,6 +88,8 @@ def test_dates_stay_strings_and_non_finite_numbers_are_refused():
     ("bs", 0, "8", "must be at least 1, got 0"),
     ("seed", -1, "0", "must be at least 0"),
     ("n_folds", 1, "5", "must be at least 2"),
+    ("n_subjects", 10**12, "8", "at most 100,000, got 1000000000000"),
+    ("n_folds", 10**6, "5", "at most 100,"),
     ("lr", "fast", "1e-3", "expected a number"),
     ("views", ["XYZ"], '["2CH", "4CH"]', "'XYZ' is not a view"),
     ("bf16", "yes", "False", "expected true or false"),
