@@ -326,3 +326,15 @@ def test_a_pretrained_encoder_is_reused_only_for_the_same_cines_and_settings(tmp
     assert not study._encoder(pool[:8], "window", "window")[1]["reused"]
     study.cfg = cussp.learner.CUSSPConfig(**{**study.cfg.__dict__, "pretrain_lr": 3e-4})
     assert not study._encoder(pool[:8], "window", "window")[1]["reused"]
+
+
+def test_cached_table1_measures_serve_only_the_segmenter_that_made_them():
+    """After notebook 01 retrains, the forest's measures are made again (the segmenter's content key differs)."""
+    from cmrlib.methods.cussp.evaluate import measures_reusable
+
+    cached = pd.DataFrame(dict(subject=["a", "b"], anatomy="segmenter", made_by="key-1", LVEDV_auto=[1.0, 2.0]))
+    assert measures_reusable(cached, ["a", "b"], "segmenter", "key-1")
+    assert not measures_reusable(cached, ["a", "b"], "segmenter", "key-2")  # retrained
+    assert not measures_reusable(cached.drop(columns="made_by"), ["a"], "segmenter", "key-1")  # made before keys
+    assert not measures_reusable(cached, ["a", "b", "c"], "segmenter", "key-1")
+    assert not measures_reusable(cached, ["a"], "labels", "key-1") and not measures_reusable(None, [], "x", "k")

@@ -104,3 +104,11 @@ def auc_gap(y: np.ndarray, scores_a: Sequence[np.ndarray], scores_b: Sequence[np
     boot = [gap(np.r_[g.choice(pos, len(pos)), g.choice(neg, len(neg))]) for _ in range(n_boot)]
     lo, hi = (np.percentile(boot, [50 * (1 - conf), 50 * (1 + conf)]) if boot else (np.nan, np.nan))
     return dict(gap=gap(np.arange(len(y))), ci_low=float(lo), ci_high=float(hi))
+
+
+def measures_reusable(cached: pd.DataFrame | None, subjects, anatomy: str, made_by: str) -> bool:
+    """Whether a cached Table-1 measures table serves: every subject, the same anatomy, and made by the same
+    segmenter (its content key, or 'labels'), so a retrained segmenter's measures are never the old one's."""
+    return (cached is not None and set(cached.subject) >= set(subjects)
+            and set(cached.get("anatomy", [])) == {anatomy}
+            and set(cached.get("made_by", pd.Series(dtype=str)).astype(str)) == {made_by})

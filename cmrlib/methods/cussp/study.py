@@ -20,7 +20,8 @@ from ...measure import TABLE1_VIEWS, subject_measures, table1_frames
 from ...study import Study as Base, StudySkipped
 from ...utils import rng, seed_for
 from .data import PatchAug, PatchSet, PatchSettings, labelled, mr_labels, preprocess_store, unlabelled
-from .evaluate import auc_gap, evaluate, recall_by_grade, table2, thresholds, validation_table
+from .evaluate import (auc_gap, evaluate, measures_reusable, recall_by_grade, table2, thresholds,
+                       validation_table)
 from .figures import budget_figure, grade_figure, pool_figure, preprocessing_figure, roc_pr_figure
 from .learner import (INPUTS, JOINT_WEIGHTS, SUPERVISED, CUSSPConfig, fit, fit_siamese, fit_supervised,
                       pretrain, probe, random_forest, save, scores)
@@ -285,14 +286,14 @@ class Study(Base):
 
     @cached_property
     def measures(self) -> pd.DataFrame:
-        """The 18 Table-1 measures per BSA from the run's segmentations (cached per anatomy): the forest's input."""
-        anatomy, c = self.p["anatomy"], self.labelled_cohort
+        """The 18 Table-1 measures per BSA from the run's segmentations (cached per anatomy and the segmenter's
+        content key: a retrained segmenter measures again): the forest's input."""
+        anatomy, c, made_by = self.p["anatomy"], self.labelled_cohort, self.anatomy_key()
         lax_cache = self.patches.lax_cache
         path = self.out / "table1_measures.csv"
         with self.nb.timer("forest measures"):
-            cached = pd.read_csv(path, dtype={"subject": str}) if path.exists() else None
-            if (cached is not None and set(cached.subject) >= set(c.labels.subject)
-                    and set(cached.get("anatomy", [])) == {anatomy}):
+            cached = pd.read_csv(path, dtype={"subject": str, "made_by": str}) if path.exists() else None
+            if measures_reusable(cached, c.labels.subject, anatomy, made_by):
                 measures = cached
             else:
                 find = self.find if anatomy == "labels" else self._sax_and_lax()
@@ -304,7 +305,7 @@ class Study(Base):
                     preds = {cid: lax_cache[cid] if cid in lax_cache else segment(cid)
                              for cid in progress_bar(list(ids), leave=False)} if find is not None else {}
                     parts.append(subject_measures(st, preds))
-                measures = pd.concat(parts, ignore_index=True).assign(anatomy=anatomy)
+                measures = pd.concat(parts, ignore_index=True).assign(anatomy=anatomy, made_by=made_by)
                 self.nb.table(measures, "table1_measures")
         feats = measures.set_index("subject")
         bsa = c.manifest.drop_duplicates("subject").set_index("subject").bsa_m2
