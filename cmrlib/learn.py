@@ -370,13 +370,16 @@ def fit_or_reuse(path: str | os.PathLike, settings: Mapping, fit: Callable[[], A
     """The one reuse rule of every model a Study makes: the model at `path` when it was trained with exactly these
     `settings` (`reusable`) and neither `retrain`, `finish` nor `reuse=False` asks for training; else `fit()`, saved
     there (`save`, by default `export`) with its settings, or handed to `finish(model, path)` (`cmrlib fit`'s export,
-    whose result is returned). `load` defaults to this module's `load`. (model, reused, finish's result or None)."""
+    whose result is returned; its file then carries the settings too). `load` defaults to this module's `load`. (model, reused, finish's result or None)."""
     path = Path(path)
     if reuse and finish is None and not retrain and reusable(path, settings):
         return (load or load_model)(path), True, None
     model = fit()
     if finish is not None:
-        return model, False, finish(model, path)
+        done = finish(model, path)
+        if path.exists():  # exported (process 0): reusable with these settings, as a Study's own export is
+            record_settings(path, settings)
+        return model, False, done
     (save or export)(model, path)
     record_settings(path, settings)
     return model, False, None

@@ -12,6 +12,7 @@ timings and the developer targets check, so a notebook's cells keep to the scien
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -230,8 +231,9 @@ def setup(number: str, run_dir: str | Path, figures_dir: str | Path, seed: int, 
 
 def compare_runs(a: str | Path, b: str | Path, ignore: tuple[str, ...] = TIMING_COLUMNS) -> pd.DataFrame:
     """Every result table (CSV) two run folders do not share identically, timing columns, timed target rows and
-    timings.csv aside: one row per table with what differs ('only in a', 'only in b', 'columns', 'shape', or the
-    differing columns). Empty when a refactor left every result as it was."""
+    timings.csv aside, and every notebook's list of headline tables: one row per table with what differs ('only in
+    a', 'only in b', 'columns', 'shape', 'headlines', or the differing columns). Empty when a refactor left every
+    result as it was."""
     a, b = Path(a), Path(b)
     tables = lambda root: {p.relative_to(root) for p in root.rglob("*.csv")
                            if "cohort" not in p.relative_to(root).parts and p.name != "timings.csv"}
@@ -250,4 +252,7 @@ def compare_runs(a: str | Path, b: str | Path, ignore: tuple[str, ...] = TIMING_
         elif not da.equals(db):
             cols = [c for c in da.columns if not da[c].equals(db[c])]
             rows.append(dict(table=str(t), differs=", ".join(cols)))
+    lists = lambda root: {p.relative_to(root): json.loads(p.read_text()) for p in root.glob("*/headlines.json")}
+    ha, hb = lists(a), lists(b)  # the tables each notebook lists for the report
+    rows += [dict(table=str(t), differs="headlines") for t in sorted(set(ha) | set(hb)) if ha.get(t) != hb.get(t)]
     return pd.DataFrame(rows, columns=["table", "differs"])

@@ -24,6 +24,19 @@ from .utils import data_path
 ANATOMY = ("segmenter", "labels")  # where a method finds the heart in a cine
 
 
+
+class Lazy(dict):
+    """A mapping whose value for a key is made on first access (`make(key)`) and kept: a cached property per key,
+    so a Study's per-fold or per-model pieces are named state too (`Study.fold_proxies[fold]`)."""
+
+    def __init__(self, make: Callable[[Any], Any]):
+        super().__init__()
+        self.make = make
+
+    def __missing__(self, key):
+        value = self[key] = self.make(key)
+        return value
+
 class StudyError(ValueError):
     """A Study cannot start: an unknown parameter, or the run folder lacks what the experiment needs."""
 

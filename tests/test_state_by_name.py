@@ -43,11 +43,31 @@ def guards(source: str) -> list[str]:
     return found
 
 
+MUTATORS = {"append", "extend", "update", "add", "setdefault", "insert", "pop", "clear"}
+
+
+def filled_later(source: str) -> list[str]:
+    """`Class.method: what` for every write into `self.__dict__` and every container attribute of `self` filled
+    (an item set, or append/update/...) outside `__init__`: state a later cell would find, or miss."""
+    out = []
+    for cls in (c for c in ast.parse(source).body if isinstance(c, ast.ClassDef)):
+        for fn in (m for m in cls.body if isinstance(m, ast.FunctionDef) and m.name != "__init__"):
+            for x in ast.walk(fn):
+                own = lambda n: isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == "self"
+                if isinstance(x, ast.Subscript) and isinstance(x.ctx, ast.Store) and own(x.value):
+                    out.append(f"{cls.name}.{fn.name}: self.{x.value.attr}[...] = ...")
+                elif (isinstance(x, ast.Call) and isinstance(x.func, ast.Attribute) and x.func.attr in MUTATORS
+                      and own(x.func.value)):
+                    out.append(f"{cls.name}.{fn.name}: self.{x.func.value.attr}.{x.func.attr}(...)")
+    return out
+
+
 @pytest.mark.parametrize("path", STUDIES, ids=lambda p: str(p.relative_to(PKG)))
 def test_no_step_hands_state_to_another_by_attribute(path):
     source = path.read_text()
     assert not handed_on(source), handed_on(source)
     assert not guards(source), guards(source)
+    assert not filled_later(source), filled_later(source)
 
 
 def test_the_checker_finds_an_attribute_a_step_sets_for_another_and_the_guards():
@@ -72,5 +92,15 @@ def test_the_checker_finds_an_attribute_a_step_sets_for_another_and_the_guards()
                 return self.items
     ''')
     assert handed_on(bad) == ["S.items (set in ['prepare'], read in ['fit'])"]
+    planted = textwrap.dedent('''
+        class S:
+            def __init__(self):
+                self.seen = {}
+            def fit(self):
+                self.__dict__["models"] = 1
+                self.seen.update(a=1)
+    ''')
+    assert filled_later(planted) == ["S.fit: self.__dict__[...] = ...", "S.fit: self.seen.update(...)"]
+    assert not filled_later(good)
     assert guards(bad) == ["guard _cohort_ready", "getattr(self, ...) with a default at line 10"]
     assert not handed_on(good) and not guards(good)

@@ -269,8 +269,7 @@ class Study(Base):
         TempReg-Net."""
         from ...distributed import rank, world_size
 
-        fitted = self.make_models(finish)
-        self.__dict__["models"] = fitted  # `models`, as the real section reads them: trained once
+        fitted = self.make_models(finish)  # saved in the run folder: `models` reads them back, never trains again
         if rank() == 0:  # the real section fine-tunes in one process (notebook 02 runs it; several processes: not)
             self.write_predictor(fitted.nets, self.optional("real_results") if world_size() <= 1 else None)
         return fitted.log.to_dict("records")

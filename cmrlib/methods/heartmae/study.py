@@ -403,12 +403,17 @@ class Study(Base):
         return (r[r["task"].isin(EF_COLUMNS)].pivot(index="task", columns="encoder", values="valid_MAE")
                 .assign(**{"training mean": r.groupby("task")["mean_rule_MAE"].first()}))
 
-    def table1(self) -> pd.DataFrame:
+    @cached_property
+    def table1_result(self) -> pd.DataFrame:
         """The paper's Table 1 (cardiac measures) beside its numbers (written)."""
         _ = self.paper_targets  # StudySkipped without the paper's task groups
         t1 = beside_paper(table1(self.probes.reg).reindex(self.probes.order), PAPER_TABLE1)
         self.nb.table(t1, "table1")
         return t1
+
+    def table1(self) -> pd.DataFrame:
+        """The paper's Table 1 (cardiac measures) beside its numbers."""
+        return self.table1_result
 
     @cached_property
     def cardiac_result(self) -> Cardiac:
@@ -433,8 +438,18 @@ class Study(Base):
         return c.won
 
     def conditions(self) -> dict[str, pd.DataFrame]:
-        """AP and AUROC per condition and model, with the expert-features baseline (a logistic regression on the
-        segmentation Predictor's measures) when `expert_baseline` is on (written with the figure)."""
+        """AP and AUROC per condition and model, with the expert-features baseline when `expert_baseline` is on,
+        and the figure."""
+        cls, cls_tasks, out = self.condition_result
+        shown = [m for m in [*self.probes.order, EXPERT] if m in set(cls["model"])]
+        self.nb.figure(condition_figure(cls[cls["task"].isin(cls_tasks)], shown), "06_conditions",
+                       "average precision and AUROC per condition and model with 95 % bootstrap CIs (Fig. 2)")
+        return out
+
+    @cached_property
+    def condition_result(self) -> tuple[pd.DataFrame, list[str], dict[str, pd.DataFrame]]:
+        """(scores, condition tasks, AP and AUROC tables) per condition and model, with the expert-features baseline
+        (a logistic regression on the segmentation Predictor's measures) when `expert_baseline` is on (written)."""
         t = self.task_targets
         y, s, role = t.y, t.subjects, t.role
         cls_tasks = [k for k in (y.columns if t.ready else []) if t.groups[k] == "conditions"]
@@ -460,18 +475,20 @@ class Study(Base):
         for metric in ("AP", "AUROC"):
             out[metric] = condition_table(cls[cls["task"].isin(cls_tasks)], metric)
             self.nb.table(out[metric], f"conditions_{metric}", index=True)
-        shown = [m for m in [*self.probes.order, EXPERT] if m in set(cls["model"])]
-        self.nb.figure(condition_figure(cls[cls["task"].isin(cls_tasks)], shown), "06_conditions",
-                       "average precision and AUROC per condition and model with 95 % bootstrap CIs (Fig. 2)")
-        return out
+        return cls, cls_tasks, out
+
+    @cached_property
+    def table2_result(self) -> pd.DataFrame:
+        """The paper's Table 2 (demographics) beside its numbers (written)."""
+        _ = self.paper_targets  # StudySkipped without the paper's task groups
+        t2 = beside_paper(table2(self.probes.reg).reindex(self.probes.order), PAPER_TABLE2)
+        self.nb.table(t2, "table2")
+        return t2
 
     def table2(self) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """The paper's Table 2 (demographics) beside its numbers (written), and sex AUROC per model."""
-        _ = self.paper_targets  # StudySkipped without the paper's task groups
-        pr = self.probes
-        t2 = beside_paper(table2(pr.reg).reindex(pr.order), PAPER_TABLE2)
-        self.nb.table(t2, "table2")
-        return t2, pr.cls[pr.cls["task"] == "sex (male)"][["model", "AUROC", "AUROC_low", "AUROC_high"]]
+        """The paper's Table 2 (demographics) beside its numbers, and sex AUROC per model."""
+        cls = self.probes.cls
+        return self.table2_result, cls[cls["task"] == "sex (male)"][["model", "AUROC", "AUROC_low", "AUROC_high"]]
 
     def attention(self) -> pd.DataFrame:
         """HeartMAE's cardiac-probe attention over each test subject's views (figure) and by view (written)."""
@@ -723,19 +740,19 @@ class Study(Base):
         return [{k: v for k, v in r.items() if k != "reused"} for r in family.summary.to_dict("records")]
 
     def headline_tables(self):
-        """Tables 1 and 2 beside the paper's, the measures each model predicts best, the conditions' scores."""
-        if self.written("table1") is not None:
+        """Tables 1 and 2 beside the paper's, the measures each model predicts best, the conditions' scores: asked
+        for by name, so each is computed (and written) here when no step has asked for it yet."""
+        if self.optional("table1_result") is not None:
             yield "table1", "HeartMAE Table 1: EF mean absolute error (EF points, 95 % CI), beside the paper's", None
-        if self.written("wins") is not None:
-            w = self.written("wilcoxon")
-            yield ("wins", "cardiac measures each MAE model predicts best (Fig. S1)"
-                   + ("" if w is None else f"; HeartMAE vs MAE-ViT-B: lower scaled MAE on {int(w['a_better'][0])} of "
-                      f"{int(w['tasks'][0])}, Wilcoxon p = {w['p'][0]:.3g}"), None)
-        for metric in ("AP", "AUROC"):
-            if self.written(f"conditions_{metric}") is not None:
+        if (c := self.optional("cardiac_result")) is not None:
+            w = c.wilcoxon
+            yield ("wins", "cardiac measures each MAE model predicts best (Fig. S1); HeartMAE vs MAE-ViT-B: lower "
+                   f"scaled MAE on {int(w['a_better'])} of {int(w['tasks'])}, Wilcoxon p = {w['p']:.3g}", None)
+        if (cond := self.optional("condition_result")) is not None:
+            for metric in cond[2]:
                 yield (f"conditions_{metric}", f"conditions: {metric} per model on the test subjects (95 % CI; "
                        "Fig. 2)", None)
-        if self.written("table2") is not None:
+        if self.optional("table2_result") is not None:
             yield ("table2", "HeartMAE Table 2: extracardiac MAE (95 % CI) and Pearson r, beside the paper's", None)
 
     def checks(self) -> pd.DataFrame:

@@ -18,7 +18,7 @@ from ...labels import NAMES
 from ...longform import PHANTOM_REFERENCES, from_table1
 from ...measure import SAX_VOLUMES, UNITS, measure_pairs, subject_measures
 from ...store import CohortStore
-from ...study import Study as Base, StudySkipped
+from ...study import Lazy, Study as Base, StudySkipped
 from ...utils import data_root
 from .evaluate import choose_sax, evaluate, frame_scores, model_check, summarise
 from .figures import case_panels
@@ -368,13 +368,11 @@ class Study(Base):
         self.nb.table(table, f"dice_{name}.csv", index=True)
         return Scored(pred, scores, table, model)
 
-    def _held_out_pred(self, name: str) -> dict:
-        """SAX model `name`'s labels of ACDC's held-out patients, segmented once per study."""
-        cache = self.__dict__.setdefault("_held_out_preds", {})
-        if name not in cache:
-            cache[name] = (self.acdc_model.pred if name == "acdc" else
-                           predict_store(self._sax_model(name), self.acdc_cohort, self.acdc_held_out, **self.on_dask))
-        return cache[name]
+    @cached_property
+    def held_out_preds(self) -> Lazy:
+        """SAX model name -> its labels of ACDC's held-out patients, segmented once per study on first use."""
+        return Lazy(lambda name: self.acdc_model.pred if name == "acdc" else
+                    predict_store(self._sax_model(name), self.acdc_cohort, self.acdc_held_out, **self.on_dask))
 
     def fit_acdc(self) -> pd.DataFrame:
         """The ACDC-only SAX model's Dice on ACDC's held-out patients."""
@@ -456,7 +454,7 @@ class Study(Base):
                                   ("ACDC held-out", acdc, self.acdc_held_out)):
                 if not ids:
                     continue
-                pred = (self._held_out_pred(name) if data == "ACDC held-out" else
+                pred = (self.held_out_preds[name] if data == "ACDC held-out" else
                         {i: self.phantom_test.pred[i] for i in ids} if (name, data) == ("sax", "phantom test") else
                         predict_store(model, st, ids, **self.on_dask))
                 rows[name, data] = mean_dice(st, pred)
@@ -569,7 +567,7 @@ class Study(Base):
         `dice_acdc_shipped`); the ACDC-only model's labels where the run ships the phantom one and has it, so the
         real measures are a real-trained model's."""
         name = "acdc" if self.shipped_sax == "sax" and self.optional("acdc_model") is not None else self.shipped_sax
-        return self._acdc_scored(self._sax_model(name), self._held_out_pred(name), "acdc_shipped")
+        return self._acdc_scored(self._sax_model(name), self.held_out_preds[name], "acdc_shipped")
 
     def acdc_agreement(self) -> pd.DataFrame:
         """ACDC's held-out measures against its ground-truth masks, with the figure and the shipped model's best,

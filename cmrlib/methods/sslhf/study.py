@@ -14,7 +14,7 @@ import pandas as pd
 
 from ...learn import config_from, precision
 from ...results import Target
-from ...study import Study as Base
+from ...study import Lazy, Study as Base
 from ...study import StudyError, StudySkipped
 from ...transforms.corrupt import corrupt, random_frame_cover, random_local_shuffle, random_patch_cover
 from ...utils import rng, seed_for
@@ -170,7 +170,6 @@ class Study(Base):
         self.fit_client = self.client if self.p["fits_on_workers"] else None
         print("training arithmetic:", precision(self.cfg.bf16))  # bf16 only where the CPU computes it natively
         self.prep = asdict(config_from(PatchSettings, self.p))
-        self._fold_proxies: dict = {}  # proxy_data='folds': each fold's proxies and log rows, trained on first use
 
     @cached_property
     def hf_cohort(self) -> HFCohort:
@@ -313,19 +312,22 @@ class Study(Base):
         """The proxies a fold's classifiers start from: the pool's, or the fold's own, trained on first use."""
         if self.p["proxy_data"] == "pool":
             return self.pool_proxies.nets
-        if fold not in self._fold_proxies:
+        return self.fold_proxies[fold][0]
+
+    @cached_property
+    def fold_proxies(self) -> Lazy:
+        """proxy_data='folds': fold -> its proxies and log rows, trained on first use."""
+        def train(fold):
             with self.nb.timer("proxy"):
-                self._fold_proxies[fold] = crossval.fold_proxies(self.patches.patches, self.patches.labels,
-                                                                 self.fold_of, fold, self.cfg, self.proxy_rows)
-        return self._fold_proxies[fold][0]
+                return crossval.fold_proxies(self.patches.patches, self.patches.labels, self.fold_of, fold, self.cfg,
+                                             self.proxy_rows)
+        return Lazy(train)
 
     def _proxy_logs(self) -> list[dict]:
         """The proxies' log rows: the pool's, or every fold's in fold order."""
         if self.p["proxy_data"] == "pool":
             return self.pool_proxies.logs
-        for fold in range(int(self.p["n_folds"])):
-            self.restorers(fold)
-        return [row for fold in sorted(self._fold_proxies) for row in self._fold_proxies[fold][1]]
+        return [row for fold in range(int(self.p["n_folds"])) for row in self.fold_proxies[fold][1]]
 
     @cached_property
     def gate_table(self) -> pd.DataFrame:
@@ -393,8 +395,9 @@ class Study(Base):
             raise ValueError(f"the SSLHF study needs heart-failure labels: {e}") from e
         return self._proxy_logs() + self.cv.fit_logs
 
-    def evaluate(self) -> dict[str, pd.DataFrame]:
-        """Tables I-III (pooled out of fold, patient-bootstrap CIs) for the rows run (written), by title."""
+    @cached_property
+    def paper_tables(self) -> dict[str, pd.DataFrame]:
+        """Tables I-III (pooled out of fold, patient-bootstrap CIs) for the rows run, by title (written)."""
         out = {}
         for name, table_rows in TABLES.items():
             present = [r for r in table_rows if r in self.p["rows"]]
@@ -403,7 +406,8 @@ class Study(Base):
                 self.nb.table(out[f"Table {name}"], f"table_{name}", index=True)
         return out
 
-    def differences(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+    @cached_property
+    def row_differences(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         """SSLHF minus each row, fold-paired, with CIs; and the cohort size that would detect each gap (written)."""
         diffs = differences(self.cv.fm)
         self.nb.table(diffs, "differences")
@@ -411,6 +415,14 @@ class Study(Base):
                               if r != "SSLHF"])
         self.nb.table(power, "detectability")
         return diffs, power
+
+    def evaluate(self) -> dict[str, pd.DataFrame]:
+        """Tables I-III, by title."""
+        return self.paper_tables
+
+    def differences(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """SSLHF minus each row with CIs, and the cohort size that would detect each gap."""
+        return self.row_differences
 
     def figures(self) -> None:
         """The paper's Fig. 4: mean test ROC curves at patch and patient level."""
@@ -602,13 +614,13 @@ class Study(Base):
 
     def headline_tables(self):
         """Tables I-III beside the paper's, and SSLHF's fold-paired differences from each row."""
-        for name in ("I", "II", "III"):
-            if self.written(f"table_{name}") is not None:
-                yield (f"table_{name}", f"SSLHF Table {name}: HFrEF vs HFpEF, pooled over five test folds (patient-bootstrap 95 % CI), "
-                       "beside the paper's values", None)
-        if (d := self.written("differences")) is not None:
-            yield "headline_differences", "SSLHF minus each row, patient-level AUC fold by fold (95 % CI)", d.round(3)
-        if self.written("real_table") is not None:
+        for name in ("I", "II", "III"):  # by name: computed (and written) here when no step has asked yet
+            if f"Table {name}" in (self.optional("paper_tables") or {}):
+                yield (f"table_{name}", f"SSLHF Table {name}: HFrEF vs HFpEF, pooled over five test folds "
+                       "(patient-bootstrap 95 % CI), beside the paper's values", None)
+        if (d := self.optional("row_differences")) is not None:
+            yield "headline_differences", "SSLHF minus each row, patient-level AUC fold by fold (95 % CI)", d[0].round(3)
+        if self.optional("real_results") is not None:
             yield ("real_table", "SSLHF on real ACDC SAX patients (reduced vs preserved LVEF, five folds by patient; "
                    "95 % CI), beside the paper's values", None)
 
