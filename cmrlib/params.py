@@ -153,3 +153,13 @@ def check_value(name: str, value: Any, default_source: str | None) -> Any:
         if bad:
             raise ParamError(f"parameter {name}: {bad[0]!r} is not a view; choose among {', '.join(VIEWS)}")
     return value
+
+
+def merge(profile: dict, number: str, declared: dict[str, str | None], overrides: dict | None = None) -> dict:
+    """The one profile merge (the runner's and `cmrlib fit`'s): the profile's common keys a notebook declares, its
+    own section, then the overrides it declares, each value checked against its default (`declared`: name -> the
+    default's source text)."""
+    merged = {k: v for k, v in profile.get("common", {}).items() if k in declared}
+    merged.update(profile.get(number, {}))
+    merged.update({k: v for k, v in (overrides or {}).items() if k in declared})
+    return {k: check_value(k, v, declared.get(k)) for k, v in merged.items()}

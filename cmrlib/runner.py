@@ -20,7 +20,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .params import MAX_YAML_BYTES, check_value, load_yaml, parse_override
+from .params import MAX_YAML_BYTES, load_yaml, merge, parse_override
 from .runfiles import guard
 from .schedule import budget_by_waves, waves
 from .utils import (atomic_write_json, atomic_write_text, cpu_bf16, data_path, float32_sentence, git_commit,
@@ -268,10 +268,7 @@ def _merge(prof: dict, profile: str, nb: Path, decl: dict, overrides: dict) -> d
     if unknown:
         raise RunError(f"profile {profile!r} section {nb.name[:2]!r} sets {sorted(unknown)}, "
                        f"not parameters of {nb.name}")
-    merged = {k: v for k, v in prof.get("common", {}).items() if k in decl}
-    merged.update(section)
-    merged.update({k: v for k, v in overrides.items() if k in decl})
-    return {k: check_value(k, v, decl.get(k)) for k, v in merged.items()}
+    return merge(prof, nb.name[:2], decl, overrides)
 
 
 def earlier_notebooks(p: Plan) -> list[dict]:

@@ -14,7 +14,7 @@ import pandas as pd
 from . import cluster
 from .io.real import REAL_SAX_STORE, real_sax_cohort
 from .labels import NoLabels
-from .params import check_value
+from .params import merge
 from .phantom import make_cohort
 from .record import Cine
 from .results import Notebook, setup
@@ -109,11 +109,8 @@ class Study:
         if unknown:
             raise StudyError(f"profile {name!r} or the overrides set {sorted(unknown)}, not parameters of the "
                              f"{cls.method} study")
-        merged = {k: v for k, v in profile.get("common", {}).items() if k in cls.PARAMS}
-        merged.update(section)
-        merged.update(overrides or {})
-        return {**cls.PARAMS, **{k: check_value(k, v, repr(cls.PARAMS[k])) for k, v in merged.items()},
-                "profile": name}
+        declared = {k: repr(v) for k, v in cls.PARAMS.items()}
+        return {**cls.PARAMS, **merge(profile, cls.number, declared, overrides), "profile": name}
 
     @property
     def out(self) -> Path:

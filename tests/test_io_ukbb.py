@@ -15,12 +15,15 @@ from cmrlib.io.ukbb import parse_manifest
 EID, EID2 = "7654321", "7000123"
 
 
-def _series(files, desc):
+def _series(files, desc, study=None):
+    """One series of sample files; `study`: the StudyInstanceUID of the visit it belongs to (the sample's 2CH and 4CH
+    were anonymised as two studies, a visit's series share one)."""
     uid = generate_uid()
     out = []
     for i, f in enumerate(files):
         ds = pydicom.dcmread(str(f))
         ds.SeriesInstanceUID, ds.InstanceNumber, ds.CardiacNumberOfImages = uid, i + 1, len(files)
+        ds.StudyInstanceUID = study or ds.StudyInstanceUID
         ds.SeriesDescription = desc
         out.append(ds)
     return out
@@ -34,7 +37,7 @@ def zips(data_dir, tmp_path_factory):
         pytest.skip("MVnet DICOM sample not found")
     root = tmp_path_factory.mktemp("ukbb") / "zips"
     ukbb_zip(root / f"{EID}_20208_2_0.zip", EID, {
-        "CINE_segmented_LAX_2Ch": _series(f2[:10], "CINE_segmented_LAX_2Ch"),
+        "CINE_segmented_LAX_2Ch": _series(f2[:10], "CINE_segmented_LAX_2Ch", pydicom.dcmread(f4[0]).StudyInstanceUID),
         "CINE_segmented_LAX_4Ch": _series(f4[:10], "CINE_segmented_LAX_4Ch"),
         "flow_250_tp_AoV_bh_ePAT@c": _series(f4[:3], "flow_250_tp_AoV_bh_ePAT@c")})
     sax: dict[str, list] = {}

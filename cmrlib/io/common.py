@@ -191,7 +191,7 @@ def frame_times(n: int, interval_ms: float) -> np.ndarray:
 
 _VIEW_PATTERNS = {
     "2CH": r"(?<![0-9])2\s*[-_ ]?\s*ch|two[\s_-]*chamber|(?<![a-z])vla(?![a-z])|vertical[\s_-]*long",
-    "3CH": r"(?<![0-9])3\s*[-_ ]?\s*ch|three[\s_-]*chamber",
+    "3CH": r"lvot|(?<![0-9])3\s*[-_ ]?\s*ch|three[\s_-]*chamber",
     "4CH": r"(?<![0-9])4\s*[-_ ]?\s*ch|four[\s_-]*chamber|(?<![a-z])hla(?![a-z])|horizontal[\s_-]*long",
     "SAX": r"sax|short[\s_-]*axis|(?<![a-z])sa(?![a-z])",
 }

@@ -76,7 +76,6 @@ _3D = r"(?<![a-z0-9])3d(?![a-z0-9])|mra|angio|whole[\s_-]*heart|navigator"
 _OTHER_VIEW = (r"rvot|rv[\s_-]*(out|in)flow|rv[\s_-]*2\s*ch|rv[\s_-]*long|coronal|(?<![a-z])cor(?![a-z])|"
                r"(?<![a-z])tv(?![a-z])|tricuspid|aort|(?<![a-z])ao(?![a-z])|sagittal|(?<![a-z])sag(?![a-z])|"
                r"transverse|axial|(?<![a-z])tra(?![a-z])")
-_3CH = r"lvot|(?<![0-9])3\s*[-_ ]?\s*ch|three[\s_-]*chamber"
 # right-heart views: never the LV's 2CH, 3CH or 4CH whatever else the description says
 _RIGHT_HEART = (r"(?<![a-z])(rt|rv|right)[\s_-]*(ventric\w*[\s_-]*)?(2|two|3|three|4|four)[\s_-]*(ch|chamber)|"
                 r"rv[\s_-]*(in|out)[\s_-]*flow|rvot|(?<![a-z])rv[\s_-]*(vla|long|lax)|right[\s_-]*(heart|ventric)|"
@@ -422,9 +421,7 @@ def view_hint(*texts: str | None) -> str | None:
         s = str(t).lower()
         if right_heart(s) or re.search(_OTHER_VIEW, s):
             return "other"
-        if re.search(_3CH, s):
-            return "3CH"
-        if v := guess_view(s):
+        if v := guess_view(s):  # the one view guesser (`common._VIEW_PATTERNS`)
             return v
     return None
 
