@@ -364,6 +364,16 @@ def reusable(model_path: str | os.PathLike, settings: Mapping) -> bool:
         return False
 
 
+
+@dataclasses.dataclass(frozen=True)
+class Fitted:
+    """What a Study's training step made: its networks by name and their training table (one row per model;
+    `reused` where loaded)."""
+
+    nets: dict
+    log: Any
+
+
 def fit_or_reuse(path: str | os.PathLike, settings: Mapping, fit: Callable[[], Any], finish=None, *,
                  retrain: bool = False, reuse: bool = True, load: Callable[[Path], Any] | None = None,
                  save: Callable[[Any, Path], Any] | None = None) -> tuple[Any, bool, Any]:

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ...io.real import segmenter_split
-from ...learn import BestWeights
+from ...learn import BestWeights, Fitted
 from ...longform import implied_volumes
 from ...results import Target
 from ...store import fold_roles
@@ -42,14 +42,6 @@ class Sequences:
     dls: object
     test_ids: list[str]
     seconds: float
-
-
-@dataclass(frozen=True)
-class Fitted:
-    """Every row's network and the training table (one row per method; `reused` when loaded)."""
-
-    nets: dict
-    log: pd.DataFrame
 
 
 @dataclass(frozen=True)

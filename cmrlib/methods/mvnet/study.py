@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ...distributed import rank
-from ...learn import config_from, export
+from ...learn import Fitted, config_from, export
 from ...longform import STAGE_METHODS, from_columns
 from ...plots import agreement_figure
 from ...stats import agreement_table
@@ -46,14 +46,6 @@ class Tracks:
     tracks: dict
     obs: dict
     tests: dict
-
-
-@dataclass(frozen=True)
-class Fitted:
-    """Trackers by view and their training log."""
-
-    nets: dict
-    log: pd.DataFrame
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ import pandas as pd
 from ... import plots, stats
 from ...data import pick_subjects
 from ...labels import NAMES
+from ...learn import Fitted
 from ...longform import PHANTOM_REFERENCES, from_table1
 from ...measure import SAX_VOLUMES, UNITS, measure_pairs, subject_measures
 from ...store import CohortStore
@@ -43,14 +44,6 @@ def mean_dice(store: CohortStore, pred: dict) -> pd.Series:
 def _prior(model) -> pd.Series:
     """A model's decision log-prior by structure (what calibration set)."""
     return pd.Series(log_prior(model).astype(float), index=[NAMES[k] for k in sorted(NAMES)]).round(2)
-
-
-@dataclass(frozen=True)
-class Fitted:
-    """Models by name and their summary rows."""
-
-    nets: dict
-    log: pd.DataFrame
 
 
 @dataclass(frozen=True)
