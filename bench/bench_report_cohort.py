@@ -133,10 +133,9 @@ def lv_abnormal(values: dict[str, float]) -> bool:
 
 
 def flagged(folder: Path) -> bool:
-    """Whether a report's main table calls the LV abnormal (a sound or uncertain LVEDV, LVESV or LVEF)."""
+    """Whether a report's main table calls the LV abnormal (its LVEDV, LVESV or LVEF counted abnormal)."""
     tab = pd.read_csv(folder / "measures.csv", dtype=str, keep_default_na=False)
-    tab = tab[tab.measure.isin(LV) & tab.tier.isin(("", "uncertain")) & tab.research.eq("")]
-    return any(abnormal(v, g) for v, g in zip(tab.vs_normal, tab.grade))
+    return bool((tab.measure.isin(LV) & tab.research.eq("") & tab.abnormal.eq("True")).any())
 
 
 def grading_rows(reports: Path, summary: pd.DataFrame, ref: pd.DataFrame, what: str) -> list[dict]:

@@ -349,12 +349,6 @@ def _fmt(v) -> str:
 TIER_CLASS = {"": "ok", "not measurable": "na-row", "withheld": "flagged", "uncertain": "uncertain"}
 
 
-def abnormal(vs_normal: str, graded: str) -> bool:
-    """Outside every sex's normal range, or graded below normal (`plausible.abnormal`)."""
-    from .plausible import abnormal as outside
-
-    return outside(vs_normal, graded)
-
 
 def _interval(r, cal: dict) -> str:
     """'24-38 (90 %, 30 patients)' for a number with a calibrated interval, '' otherwise."""
@@ -389,9 +383,10 @@ def measures_html(tab: pd.DataFrame, cal: dict | None = None) -> str:
         graded = getattr(r, "grade", "") or ""
         vs = "" if not r.vs_normal else r.vs_normal if np.isnan(r.z) else f"{r.vs_normal} (z {r.z:+.1f})"
         vs = "; ".join(x for x in (vs, graded and f"{graded} ({r.measure} grade)") if x)
-        odd = abnormal(r.vs_normal, graded)
+        odd = bool(getattr(r, "abnormal", False))
         check = f"{'&#9888; ' if r.tier in ('withheld', 'uncertain') else ''}{r.tier}: {html.escape(r.flag)}" \
             if r.tier else "<b>abnormal</b>" if odd else "ok"
+        check += "; <b>abnormal</b> across its whole interval" if odd and r.tier else ""
         css = "abnormal" if odd and not r.tier else TIER_CLASS[r.tier]
         rows.append(f"<tr class='{css}'><td>{html.escape(r.measure)}</td>"
                     f"<td>{_fmt(r.value)}</td><td class='interval'>{html.escape(_interval(r, cal or {}))}</td>"

@@ -352,14 +352,23 @@ def check(tab: pd.DataFrame, views: Iterable[str], n_frames: dict[str, int] | No
     tab = tab.assign(tier=tiers, flag=["; ".join(reasons[i].get(t, [])) for i, t in enumerate(tiers)],
                      normal=[x[0] for x in refs], z=[x[1] for x in refs], vs_normal=[x[2] for x in refs],
                      grade=[grade(r.measure, r.value) for r in tab.itertuples()])
-    return tab, hidden
+    return tab.assign(abnormal=[counts_abnormal(r, sex) for r in tab.itertuples()]), hidden
+
+
+def counts_abnormal(row, sex: str | None) -> bool:
+    """Whether a number counts as abnormal: sound and outside the normal range of every sex it may be (or graded
+    below normal); an uncertain one only when its whole interval is (an RVEF of 30 whose interval reaches 49 may
+    be normal); a withheld or unmeasurable one never."""
+    if row.tier not in ("", UNCERTAIN) or not abnormal(row.vs_normal, row.grade):
+        return False
+    if row.tier == "":
+        return True
+    ends = [getattr(row, k, np.nan) for k in ("low", "high")]
+    return all(np.isfinite(e) and abnormal(reference(row.measure, e, sex)[2], grade(row.measure, e)) for e in ends)
 
 
 def tier_counts(tab: pd.DataFrame) -> dict[str, int]:
-    """How many numbers are withheld, uncertain, abnormal (a sound or uncertain number outside the normal range of
-    every sex it may be, or graded below normal) and not measurable: the report's headline, never summed."""
-    graded = tab["grade"] if "grade" in tab else pd.Series("", index=tab.index)
-    odd = pd.Series([abnormal(v, g) for v, g in zip(tab.vs_normal, graded)], index=tab.index, dtype=bool)
+    """How many numbers are withheld, uncertain, abnormal (`counts_abnormal`) and not measurable: the report's
+    headline, never summed."""
     return dict(withheld=int((tab.tier == WITHHELD).sum()), uncertain=int((tab.tier == UNCERTAIN).sum()),
-                abnormal=int((odd & tab.tier.isin(("", UNCERTAIN))).sum()),
-                not_measurable=int((tab.tier == NOT_MEASURABLE).sum()))
+                abnormal=int(tab.abnormal.astype(bool).sum()), not_measurable=int((tab.tier == NOT_MEASURABLE).sum()))

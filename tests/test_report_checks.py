@@ -96,6 +96,10 @@ def test_an_interval_too_wide_to_mean_anything_makes_the_number_uncertain():
     f, tiers = flags(got), dict(zip(got.measure, got.tier))
     assert tiers == dict(RVEF="uncertain", LVEF="", LVEDV="uncertain", LVESV="")
     assert "wider than ±10 points" in f["RVEF"] and "wider than ±25%" in f["LVEDV"]
+    rv = table([("RVEF", 30.3, "%"), ("LVEF", 24.8, "%")]).assign(low=[11.7, 16.2], high=[48.8, 33.5])
+    got = plausible.check(rv, {"SAX"})[0].set_index("measure")  # patient001: an RVEF that may be normal
+    assert got.loc["RVEF", "grade"] == "reduced" and not got.loc["RVEF", "abnormal"]  # ... is not counted abnormal
+    assert got.loc["LVEF", "abnormal"] and plausible.tier_counts(got.reset_index())["abnormal"] == 1
 
 
 def test_frames_whose_systole_makes_no_sense_are_withheld_with_what_was_read_at_them():
