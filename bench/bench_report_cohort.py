@@ -193,6 +193,9 @@ def rows(run_dir: str | None = None, data_dir: str | None = None) -> list[dict]:
             error = pd.DataFrame(dict(dLVEF=scored["segmentation: LVEF"] - scored.LVEF,
                                       dLVEDV=scored["segmentation: LVEDV"] - scored.LVEDV)).set_index(scored.subject)
             out += grading_rows(tmp / "full", full, ref, "ACDC full field, every patient")
+            cines = set(ref.patient[ref.included == 1])
+            out += grading_rows(tmp / "full", full[full.patient.isin(cines)], ref,
+                                f"ACDC full field, the {len(cines)} patients of acdc-cine")
             out += grading_rows(tmp / "full", full[full.patient.map(acdc_subject).isin(held)], ref,
                                 "ACDC full field, patients the segmenter never trained on")
             out += interval_rows(run)
