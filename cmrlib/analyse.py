@@ -349,7 +349,6 @@ def _fmt(v) -> str:
 TIER_CLASS = {"": "ok", "not measurable": "na-row", "withheld": "flagged", "uncertain": "uncertain"}
 
 
-
 def _interval(r, cal: dict) -> str:
     """'24-38 (90 %, 30 patients)' for a number with a calibrated interval, '' otherwise."""
     c = cal.get(r.measure)
