@@ -76,7 +76,8 @@ def _source(folder: Path) -> tuple[str, list[Path]]:
 def read_patient(path: str | Path, views: dict[int, str] | None = None) -> tuple[list[Cine], list[dict]]:
     """One patient's cines (subject 'patient') and the reader's notes: each file it passed over (its path inside the
     patient's folder) and why, and for a DICOM folder each series with its role (`series`: its table row). Two
-    cines of one view (two patients' files in one folder) are refused, never merged. `views`: {series number:
+    cines of one view, NIfTI sidecars naming two subjects or NIfTI cines in two folders (two patients' files in one
+    folder) are refused, never merged. `views`: {series number:
     view or 'skip'} over the DICOM sorting rules."""
     from .io import IngestError
     from .io.batch import read_item, source_module
@@ -109,6 +110,8 @@ def read_patient(path: str | Path, views: dict[int, str] | None = None) -> tuple
             from .io.ukbb_cardiac import read_subject
 
             return read_subject(folder, PATIENT), []
+        if source == "nifti" and (why := _two_people(nifti)):
+            raise AnalyseError(f"{folder.name}: {why}: give one patient's cines per folder", why)
         cines, notes = read_item(source, item)
     except IngestError as e:
         raise AnalyseError(f"{folder.name}: {e}", e.problem, _inside(folder, e.path), type(e).__name__) from None
@@ -119,6 +122,21 @@ def read_patient(path: str | Path, views: dict[int, str] | None = None) -> tuple
         raise AnalyseError(f"{folder.name}: two {twice[0]} cines ({names}): give one patient's cines per folder", why)
     return cines, [dict(file=_inside(folder, n.get("file", "")), reason=f"{n.get('error')}: {n.get('message')}",
                         **({"series": n["series"]} if "series" in n else {})) for n in notes]
+
+
+def _two_people(nifti: list[Path]) -> str | None:
+    """Why a folder's NIfTI cines are more than one person's, None when nothing says so. NIfTI carries no identity,
+    so the evidence is what a cohort reads as two subjects: sidecars naming two, or images in two folders."""
+    from .io.nifti import _named_masks, read_sidecar
+
+    masks = _named_masks(nifti)
+    images = [f for f in nifti if f.resolve() not in masks]
+    subjects = {str(s) for f in images if (s := read_sidecar(f).get("subject")) is not None}
+    if len(subjects) > 1:
+        return f"sidecars name {len(subjects)} subjects"
+    if len(places := {f.parent for f in images}) > 1:
+        return f"cines in {len(places)} folders (each folder of a cohort is one subject)"
+    return None
 
 
 def _files_of_view(folder: Path, files: list[Path], view: str) -> list[str]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
@@ -85,6 +86,7 @@ class Predictor:
     title: ClassVar[str] = ""  # its section's heading in a patient report
     short_name: ClassVar[str] = ""  # how the page's banners name its section (empty: by its title)
     remark: ClassVar[str] = ""  # what a reader of its section should know about how its numbers are read
+    roles: ClassVar[dict[str, tuple[type, ...]]] = {}  # a net's name (a regular expression) -> the classes it may be
 
     def __init__(self, nets: dict[str, Any], prep: dict | None = None, needs: dict[str, str] | None = None,
                  provenance: dict | None = None, model: str = ""):
@@ -99,6 +101,34 @@ class Predictor:
     def reads(self, view: str) -> bool:
         """Whether one of its nets reads cines of this view."""
         return view in self.views
+
+    def wanted(self) -> tuple[tuple[str, ...], tuple[str, ...], dict[str, str]]:
+        """What it cannot read a cine without, as its settings say: the nets it must hold (each a `roles` pattern
+        one of its nets matches), its preprocessing settings, and the predictors it must name (its name for each ->
+        that predictor's method)."""
+        return (), (), {}
+
+    def content_problem(self) -> str | None:
+        """Why its nets, settings or needs cannot be this method's (a file whose role contradicts what it holds),
+        None when they can: such a file is refused when it opens, never half way through a patient."""
+        kinds = ", ".join(self.roles) or "none"
+        for name, net in self.nets.items():
+            allowed = next((t for r, t in self.roles.items() if re.fullmatch(r, str(name))), None)
+            if allowed is None:
+                return f"a net named {str(name)[:40]!r} has no place in a {self.method} predictor (nets: {kinds})"
+            if not isinstance(net, allowed):
+                return (f"its {str(name)[:40]!r} net is a {type(net).__name__}, not a "
+                        f"{' or '.join(t.__name__ for t in allowed)}")
+        nets, prep, needs = self.wanted()
+        for r in nets:
+            if not any(re.fullmatch(r, str(n)) for n in self.nets):
+                return f"it holds no {r} net"
+        if missing := [k for k in prep if k not in self.prep]:
+            return f"its settings lack {', '.join(missing)}"
+        for name, method in needs.items():
+            if self.needs.get(name) != method:
+                return f"it must name its {name} (the {method} predictor), not {str(self.needs.get(name))[:40]!r}"
+        return None
 
     def need(self, name: str) -> "Predictor":
         """A predictor this one depends on (loaded with it)."""
@@ -228,6 +258,13 @@ def _load(path: Path, loaded: dict, read, ModelFileError) -> Predictor:
         if method not in METHODS:
             raise PredictorError(f"{path.name}: needs {name!r} from {str(method)[:40]!r}, which is not a predictor "
                                  f"name ({', '.join(METHODS)})")
+    try:
+        why = p.content_problem()
+    except PredictorError as e:  # a setting its checks read is itself unknown
+        why = str(e)
+    if why:
+        raise PredictorError(f"{path.name}: {why}")
+    for name, method in p.needs.items():
         p.needed[name] = load(path.parent / file_name(method), loaded)
     return p
 

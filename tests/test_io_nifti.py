@@ -103,3 +103,15 @@ def test_a_mask_a_sidecar_names_is_never_read_as_a_cine_whatever_its_name(tmp_pa
     assert store.ids() == ["s1_4CH", "s2_4CH"] and not store.report()["notes"]
     c = store.read("s1_4CH")
     assert c.meta["label_source"] == "ukbb_la_4ch" and (c.labels == LA).sum() == 6 * 16
+
+
+def test_an_unknown_label_source_names_the_file_that_gave_it(tmp_path):
+    lab = np.zeros((12, 10, 1, 6), np.uint8)
+    nii(np.random.default_rng(0).random((12, 10, 1, 6)).astype(np.float32), tmp_path / "la_4ch.nii.gz",
+        (1.8, 1.8, 8.0), dt_s=0.03)
+    nii(lab, tmp_path / "m.nii.gz", (1.8, 1.8, 8.0), dt_s=0.03)
+    (tmp_path / "la_4ch.json").write_text(json.dumps(dict(labels="m.nii.gz", label_source="mine")))
+    with pytest.raises(MetadataError, match=r"la_4ch.json: unknown label_source 'mine'"):
+        read_nifti_cine(tmp_path / "la_4ch.nii.gz")
+    with pytest.raises(MetadataError, match=r"la_4ch.nii.gz: unknown label_source 'yours'"):
+        read_nifti_cine(tmp_path / "la_4ch.nii.gz", label_source="yours")

@@ -13,7 +13,7 @@ from cmrlib.analyse import AnalyseError, analyse, page_banners, read_patient
 from cmrlib.cli import main
 from cmrlib.methods import cussp, segmentation
 from cmrlib.models import unet11
-from cmrlib.models.cussp import mlp_head
+from cmrlib.models.cussp import CUSSPNet
 from cmrlib.phantom import simulate_subject
 
 SMALL = dict(n_frames=10, matrix=64, pixel_mm=3.0)
@@ -104,7 +104,7 @@ def test_load_names_the_file_and_refuses_what_is_not_a_predictor(tmp_path):
 
 def test_a_needed_predictor_travels_by_reference(tmp_path, subject):
     prep = dict(size=32, patch_mm=2.0, frames=10, window=5, crop_size=32, crop_mm=3.0)
-    p = cussp.Predictor.from_model(mlp_head(2, 4), "CUSSP-SIAM", prep, 0.5)
+    p = cussp.Predictor.from_model(CUSSPNet(10, 8, (16, 16), 8), "CUSSP-SIAM", prep, 0.5)
     p.save(tmp_path / "cussp.predictor")
     with pytest.raises(predictor.PredictorError, match="segmentation.predictor: no predictor here"):
         predictor.load(tmp_path / "cussp.predictor")
@@ -207,7 +207,7 @@ def test_a_predictor_that_cannot_be_opened_is_named_and_fails_the_command(tmp_pa
     run = tmp_path / "run"
     seg = segmenter().save(run / "predictors" / "segmentation.predictor")
     prep = dict(size=32, patch_mm=2.0, frames=10, window=5, crop_size=32, crop_mm=3.0)
-    cussp.Predictor.from_model(mlp_head(2, 4), "CUSSP-SIAM", prep, 0.5).save(run / "predictors" / "cussp.predictor")
+    cussp.Predictor.from_model(CUSSPNet(10, 8, (16, 16), 8), "CUSSP-SIAM", prep, 0.5).save(run / "predictors" / "cussp.predictor")
     weights = run / "predictors" / "cussp.predictor" / "weights.safetensors"
     weights.write_bytes(weights.read_bytes()[:64])  # truncated in transit
     patient = _nifti_patient(tmp_path / "patient", subject)

@@ -225,6 +225,21 @@ def test_a_folder_of_two_patients_is_refused_naming_the_files(tmp_path, subject)
         read_patient(folder)
 
 
+def test_nifti_cines_a_cohort_would_read_as_two_subjects_are_refused(tmp_path, subject):
+    folder = nifti_patient(tmp_path / "split", subject)
+    (folder / "B").mkdir()
+    (folder / "la_4ch.nii.gz").rename(folder / "B" / "la_4ch.nii.gz")  # another person's 4CH in a folder of its own
+    with pytest.raises(AnalyseError, match="split: cines in 2 folders .each folder of a cohort is one subject.: give"):
+        read_patient(folder)
+    (folder / "B" / "la_4ch.nii.gz").rename(folder / "la_4ch.nii.gz")
+    for name, who in (("la_2ch", "S1"), ("la_4ch", "S2")):
+        (folder / f"{name}.json").write_text(json.dumps({"subject": who}))
+    with pytest.raises(AnalyseError, match="split: sidecars name 2 subjects: give one patient's cines per folder"):
+        read_patient(folder)
+    (folder / "la_4ch.json").write_text(json.dumps({"subject": "S1"}))
+    assert sorted(c.view for c in read_patient(folder)[0]) == ["2CH", "4CH"]
+
+
 def test_a_cohort_gives_one_report_per_subject_a_summary_and_resumes(tmp_path, subject, broken_run):
     cohort = tmp_path / "cohort"
     for name in ("DOE_1234567", "ROE_7654321"):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 
@@ -304,6 +305,56 @@ def test_only_the_registered_factories_are_ever_imported_or_called(saved, name, 
     with pytest.raises(predictor.PredictorError, match="not a cmrlib name|unknown architecture"):
         predictor.load(saved)
     assert not ran
+
+
+def _moved(saved, method):
+    """The segmentation predictor's folder presented as another method's."""
+    edit(saved, lambda b: b.update(method=method))
+    return shutil.move(saved, saved.parent / predictor.file_name(method))
+
+
+def test_a_predictor_whose_nets_contradict_its_role_is_refused_when_it_opens(saved):
+    edit(saved, lambda b: b["nets"].update(ECG=b["nets"].pop("SAX")))
+    with pytest.raises(predictor.PredictorError, match="a net named 'ECG' has no place in a segmentation predictor"):
+        predictor.load(saved)
+    segmentation.Predictor({}).save(saved)
+    with pytest.raises(predictor.PredictorError, match=re.escape("segmentation.predictor: it holds no SAX|LAX net")):
+        predictor.load(saved)
+
+
+@pytest.mark.parametrize("method, message", [
+    ("mvnet", "a net named 'SAX' has no place in a mvnet predictor"),
+    ("heartmae", "a net named 'SAX' has no place in a heartmae predictor"),
+    ("sslhf", "a net named 'SAX' has no place in a sslhf predictor"),
+])
+def test_a_segmenter_relabelled_as_another_method_is_refused_when_it_opens(saved, method, message):
+    with pytest.raises(predictor.PredictorError, match=f"{method}.predictor: {message}"):
+        predictor.load(_moved(saved, method))
+
+
+def test_a_net_of_another_class_or_settings_missing_are_refused_before_any_patient(saved, tmp_path, subject):
+    from cmrlib.methods import cussp, mvnet
+    from cmrlib.models.cussp import CUSSPNet
+
+    folder = saved.parent
+    mvnet.Predictor({"2CH": unet11(6, width=0.0625)}, {"velocity_window": 5}).save(folder / "mvnet.predictor")
+    with pytest.raises(predictor.PredictorError, match="mvnet.predictor: its '2CH' net is a UNet11, not a MVnet"):
+        predictor.load(folder / "mvnet.predictor")
+    prep = dict(size=32, patch_mm=2.0, frames=10, window=5, crop_size=32, crop_mm=3.0)
+    p = cussp.Predictor.from_model(CUSSPNet(10, 8, (16, 16), 8), "CUSSP-SIAM", prep, 0.5)
+    del p.prep["threshold"]
+    p.needs["segmenter"] = "edes"
+    p.save(folder / "cussp.predictor")
+    with pytest.raises(predictor.PredictorError, match="cussp.predictor: its settings lack threshold"):
+        predictor.load(folder / "cussp.predictor")
+    p.prep["threshold"] = 0.5
+    p.save(folder / "cussp.predictor")
+    with pytest.raises(predictor.PredictorError, match="must name its segmenter .the segmentation predictor., not "
+                                                       "'edes'"):
+        predictor.load(folder / "cussp.predictor")
+    patient = nifti_patient(tmp_path / "patient", subject)
+    assert main(["analyse", str(patient), "--run", str(folder.parent), "--out", str(tmp_path / "r")]) == 2
+    assert not (tmp_path / "r").exists()
 
 
 def test_a_key_given_twice_is_refused(saved):

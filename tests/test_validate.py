@@ -82,8 +82,9 @@ def test_a_site_recalibrates_the_intervals_into_a_new_run_and_leaves_the_run_unt
     assert agree.loc["LVEF", "bias"] == pytest.approx(NOISE.mean()) and agree.loc["LVEF", "n"] == N
     got = json.loads((files["run"] / "predictors" / "segmentation.predictor" / "predictor.json").read_text())
     assert "site patients" in json.dumps(got) and files["figure"].stat().st_size > 0
-    text = "".join(p.read_text() for p in files["run"].rglob("*") if p.suffix in (".csv", ".json"))
-    assert "DOE" not in text  # the site's folder names never leave it
+    written = [p.read_bytes() for p in (tmp / "validated").rglob("*") if p.is_file()]
+    assert files["run"].is_relative_to(tmp / "validated") and len(written) > 4
+    assert not [b for b in written if b"DOE" in b]  # the site's folder names never leave it, in any file it writes
     report = analyse(tmp / "site" / "DOE_0000000", files["run"], tmp / "report", log=lambda *_: None)
     assert "calibrated on 12 patients" in report["html"].read_text()
 

@@ -98,8 +98,8 @@ def read_nifti_cine(path: str | Path, view: str | None = None, ed: int | None = 
     if lab_path:
         lab_path = path.parent / lab_path if not Path(lab_path).is_absolute() else Path(lab_path)
         src = label_source or side.get("label_source", "canonical")
-        require(src in SOURCE_MAPS, lab_path, f"unknown label_source {src!r}; one of {sorted(SOURCE_MAPS)}",
-                MetadataError)
+        require(src in SOURCE_MAPS, path if label_source else sidecar_path(path),  # where the name was given
+                f"unknown label_source {str(src)[:40]!r}; one of {sorted(SOURCE_MAPS)}", MetadataError)
         m, _ = load_nifti(lab_path, dims)
         check_shape(m, arr.shape, lab_path, path)
         lab = canonical(_frames(m, view, lab_path), src, lab_path)

@@ -3,20 +3,23 @@ threshold; on a 4CH cine it segments (through the segmentation Predictor), place
 the patch, and scores."""
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, fields
 
 import numpy as np
 from torch import nn
 
 from ...learn import config_from
 from ...measure import MeasureError
-from ...predictor import NotApplicable, Prediction
+from ...models.cussp import CNNLSTM, CUSSPNet
+from ...predictor import SEGMENTER, NotApplicable, Prediction
 from ...predictor import Predictor as Base
 from ...record import Cine
 from ...plots import overlay
 from .data import PatchSettings, preprocess
-from .learner import INPUTS, scores
+from .learner import INPUTS, Classifier, scores
 from .valve import ValveError
+
+PATCH_FIELDS = tuple(f.name for f in fields(PatchSettings))
 
 
 class Predictor(Base):
@@ -27,6 +30,11 @@ class Predictor(Base):
     views = ("4CH",)
     short_name = "CUSSP, notebook 04"
     title = f"Mitral regurgitation ({short_name})"
+    roles = {"classifier": (CUSSPNet, Classifier, CNNLSTM)}
+
+    def wanted(self) -> tuple[tuple[str, ...], tuple[str, ...], dict[str, str]]:
+        """The classifier, its patch settings, input and threshold, and the run's segmenter (to find the valve)."""
+        return ("classifier",), (*PATCH_FIELDS, "input", "threshold"), {"segmenter": SEGMENTER}
 
     @classmethod
     def from_model(cls, model: nn.Module, row: str, prep: dict, threshold: float,

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from ...predictor import NotApplicable, Prediction, PredictorError
+from ...models.tempreg import TempRegNet
+
+from ...predictor import SEGMENTER, NotApplicable, Prediction, PredictorError
 from ...predictor import Predictor as Base
 from ...record import Cine
 from .curves import DECODERS
@@ -26,6 +28,7 @@ class Predictor(Base):
     views = ("SAX", "2CH", "4CH")
     short_name = "ED/ES, notebook 02"
     title = f"End-diastole and end-systole ({short_name})"
+    roles = {"net": (TempRegNet,)}
 
     @classmethod
     def from_model(cls, model: nn.Module, name: str, size: int, zoom: float, smooth: int = 1,
@@ -86,6 +89,13 @@ class Predictor(Base):
             raise PredictorError(f"edes: frames must be a whole number from {MIN_FRAMES} to {MAX_FRAMES}, not "
                                  f"{str(frames)[:20]!r}")
         return dict(slices=slices, frames=frames)
+
+    def wanted(self) -> tuple[tuple[str, ...], tuple[str, ...], dict[str, str]]:
+        """A network and its input size and zoom, or the run's segmenter, or both (as the detector says); its
+        decoder and reading known."""
+        kind, _, _ = self.detector, self.decoder, self.reading
+        net = (("net",), ("size", "zoom")) if kind != VOLUME_CURVE else ((), ())
+        return *net, ({"segmenter": SEGMENTER} if kind != NETWORK else {})
 
     def reads(self, view: str) -> bool:
         """The volume curve reads the views the segmenter reads; a network reads SAX, 2CH and 4CH."""

@@ -3,7 +3,7 @@ multiview probes trained on its frozen features; on one subject's cines it gives
 unit) and the probe's attention over the views."""
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, fields
 
 import numpy as np
 import pandas as pd
@@ -28,6 +28,12 @@ class Predictor(Base):
     views = ("SAX", "2CH", "4CH")
     short_name = "HeartMAE, notebook 06"
     title = f"Measures from the foundation model ({short_name})"
+    roles = {"encoder": (VideoMAE,), "probe .+": (FittedProbe,)}
+
+    def wanted(self) -> tuple[tuple[str, ...], tuple[str, ...], dict[str, str]]:
+        """The encoder with its view settings, clip sampling, config and intensity scaling, and a probe."""
+        view = tuple(f.name for f in fields(ViewSettings))
+        return ("encoder", "probe .+"), (*view, "crops", "clips", "config", "mean", "std"), {}
 
     @classmethod
     def from_model(cls, model: VideoMAE, cfg: HeartMAEConfig, mean: float, std: float, probes: dict[str, FittedProbe],

@@ -19,6 +19,11 @@ class Predictor(Base):
     views = ("2CH", "4CH")
     short_name = "MVnet, notebook 03"
     title = f"Mitral annulus motion ({short_name})"
+    roles = {"2CH|4CH": (MVnet,)}
+
+    def wanted(self) -> tuple[tuple[str, ...], tuple[str, ...], dict[str, str]]:
+        """A tracker of a 2CH or 4CH cine and the window of its velocities."""
+        return ("2CH|4CH",), ("velocity_window",), {}
 
     @classmethod
     def from_trackers(cls, trackers: dict[str, MVnet], velocity_window: int | None,

@@ -9,6 +9,7 @@ import numpy as np
 
 from ...labels import LV
 from ...learn import load
+from ...models import UNet11
 from ...measure import UNITS, MeasureError, ed_es_from_curve, la_measures, ra_measures, sax_measures, volume_curve
 from ...predictor import NotApplicable, Prediction
 from ...predictor import Predictor as Base
@@ -41,6 +42,11 @@ class Predictor(Base):
     title = f"Volumes, function and mass ({short_name})"
     remark = ("ED and ES here are the frames of the largest and smallest LV volume in this segmentation; "
               "notebook 02's ED/ES detector names its own, checked on real cines of its own.")
+    roles = {"SAX|LAX": (UNet11,)}
+
+    def wanted(self) -> tuple[tuple[str, ...], tuple[str, ...], dict[str, str]]:
+        """A SAX or a long-axis segmenter, or both."""
+        return ("SAX|LAX",), (), {}
 
     @classmethod
     def from_models(cls, segmenters: dict, provenance: dict | None = None,

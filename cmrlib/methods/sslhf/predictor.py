@@ -3,13 +3,14 @@ cine it finds the LV on the ED frame (through the segmentation Predictor), cuts 
 averages the patches' HFrEF probabilities (eq. 3) and then the folds' patient probabilities."""
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, fields
 
 import numpy as np
 from torch import nn
 
 from ...learn import config_from
-from ...predictor import NotApplicable, Prediction
+from ...models.sslhf import Classifier3D
+from ...predictor import SEGMENTER, NotApplicable, Prediction
 from ...predictor import Predictor as Base
 from ...record import Cine
 from .data import PatchError, PatchSettings, ed_frame, preprocess
@@ -24,6 +25,11 @@ class Predictor(Base):
     views = ("SAX",)
     short_name = "SSLHF, notebook 05"
     title = f"HFrEF vs HFpEF ({short_name})"
+    roles = {r"fold\d+": (Classifier3D,)}
+
+    def wanted(self) -> tuple[tuple[str, ...], tuple[str, ...], dict[str, str]]:
+        """A classifier per fold, its patch settings, and the run's segmenter (to find the LV)."""
+        return (r"fold\d+",), tuple(f.name for f in fields(PatchSettings)), {"segmenter": SEGMENTER}
 
     @classmethod
     def from_folds(cls, models: dict[int, nn.Module], row: str, prep: dict,
@@ -35,7 +41,7 @@ class Predictor(Base):
         """The classifier inputs of one SAX cine and their slice indices."""
         ed_labels = self.need("segmenter").labels(ed_frame(cine))[0]
         try:
-            return preprocess(cine, ed_labels, **self.prep)
+            return preprocess(cine, ed_labels, **asdict(config_from(PatchSettings, self.prep)))
         except PatchError as e:
             raise NotApplicable(str(e)) from None
 
