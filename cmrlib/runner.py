@@ -173,6 +173,8 @@ class Plan:
     waves: list[list[int]] = field(default_factory=list)  # step indices; a wave's notebooks run side by side
     env: dict[str, str] = field(default_factory=dict)
     budgets: dict[str, float | None] = field(default_factory=dict)  # notebook file name -> minutes it may take
+    fixed: set[str] = field(default_factory=set)  # parameters -p set: the run never changes them
+    cores: dict[str, Any] = field(default_factory=dict)  # the CPU's cores and those free as the run started
 
 
 def is_path_param(name: str) -> bool:
@@ -232,7 +234,7 @@ def plan(profile: str, only=None, overrides=None, out=None, figures=None, notebo
         if stray:
             raise RunError(f"profile {profile!r}: {what} {stray[0]!r} names no notebook (have "
                            f"{', '.join(sorted(numbers))})")
-    p = Plan(profile, out, figures)
+    p = Plan(profile, out, figures, fixed=set(overrides))
     used = set()
     for nb in nbs:
         decl = declared(nb)
@@ -251,6 +253,34 @@ def plan(profile: str, only=None, overrides=None, out=None, figures=None, notebo
         for i in wave:
             p.steps[i][1].update(share_cores(p.steps[i][1], len(wave), overrides))
     return p
+
+
+WAIT_POLICY = {"OMP_WAIT_POLICY": "PASSIVE"}  # a kernel's OpenMP threads sleep at a barrier, never spin on a core
+# another process holds (set unless the caller's environment sets its own)
+
+
+def free_cores(sample_s: float = 0.5) -> int:
+    """The cores no other process is using as the run starts (at least 1): the CPU's idle share over a short
+    sample, in whole cores."""
+    import psutil
+
+    n = os.cpu_count() or 1
+    busy = psutil.cpu_percent(interval=sample_s) / 100
+    return max(1, min(n, int(round(n * (1 - busy)))))
+
+
+def fit_to_free_cores(p: Plan, free: int) -> None:
+    """Each notebook's threads and workers at most its share of the free cores (a wave of k notebooks: 1/k each,
+    at least 1), the profile's number when that is smaller; what -p sets stays as set. Recorded in `p.cores`."""
+    p.cores = dict(cpu=os.cpu_count() or 1, free_at_start=free, wait_policy=os.environ.get(
+        "OMP_WAIT_POLICY", p.env.get("OMP_WAIT_POLICY", "")))
+    for wave in p.waves or [[i] for i in range(len(p.steps))]:
+        share = max(1, free // len(wave))
+        for i in wave:
+            params = p.steps[i][1]
+            for key in SHARED:
+                if key not in p.fixed and isinstance(params.get(key), int) and params[key] > share:
+                    params[key] = share
 
 
 def share_cores(params: dict[str, Any], k: int, overrides: dict) -> dict[str, Any]:
@@ -297,6 +327,7 @@ def _record(p: Plan, results: list[dict], started: float, status: str, commit: s
         "wall_s": round(time.time() - started, 2), "git_commit": commit, "seeds": seeds,
         "python": sys.version.split()[0], "platform": platform.platform(), "versions": package_versions(),
         "cpu_bf16": cpu_bf16(),  # a notebook whose `bf16` is true trains in bfloat16 on the CPU only where this holds
+        "cores": p.cores,  # the CPU's cores, those free as the run started, and OpenMP's wait policy
         "notebooks": sorted(earlier + results, key=lambda r: r["notebook"])})
 
 
@@ -363,9 +394,16 @@ def _kernel_manager():
     return IPCKernelManager
 
 
-def execute(p: Plan, log=print) -> Path:
-    """Execute the plan wave by wave (a wave's notebooks side by side); stop after the wave of the first failure
-    (keeping its partial notebook); write run.json."""
+def execute(p: Plan, log=print, free: int | None = None) -> Path:
+    """Execute the plan wave by wave (a wave's notebooks side by side), their threads fitted to the cores free as it
+    starts (`free`: that number, measured when None) and OpenMP told to wait passively; stop after the wave of the
+    first failure (keeping its partial notebook); write run.json."""
+    if "OMP_WAIT_POLICY" not in os.environ:
+        p.env.update(WAIT_POLICY)
+    fit_to_free_cores(p, free_cores() if free is None else free)
+    if p.cores["free_at_start"] < p.cores["cpu"]:
+        log(f"note: {p.cores['free_at_start']} of {p.cores['cpu']} cores free as the run starts: each notebook's "
+            "threads and workers fitted to them (run.json records both)")
     with environ(p.env):  # the kernels see the real paths behind the `$VAR` parameters; this process keeps its own
         return _execute(p, log)
 

@@ -328,3 +328,24 @@ def test_notebook_minutes_count_side_by_side_notebooks_once():
                          {"notebook": "02_c.ipynb", "started": "2026-01-01T00:01:00+00:00", "wall_s": 180},
                          {"notebook": "03_d.ipynb", "started": "2026-01-02T00:00:00+00:00", "wall_s": 60}]}
     assert notebook_minutes(run) == (5.0, 7.0)  # 1, then 3 (the pair, side by side), then 1 a day later; each: 7
+
+
+def test_threads_fit_the_cores_free_as_the_run_starts_and_openmp_waits_passively(tmp_path, monkeypatch):
+    """One core taken by another process: each notebook's threads and workers at most the free core (a wave of two
+    share it, one each), what -p sets stays as set, and run.json says so; the kernels see OMP_WAIT_POLICY=PASSIVE."""
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    d = tmp_path / "nbs"
+    d.mkdir()
+    for name in ("00_a", "01_b", "02_c"):
+        make_nb(d / f"{name}.ipynb", "seed = 0\nrun_dir = 'x'\nthreads = 1\nworkers = 1\n",
+                f"import os\nfrom pathlib import Path\nPath(run_dir, '{name}.txt').write_text("
+                "f\"{threads} {workers} {os.environ.get('OMP_WAIT_POLICY')}\")")
+    prof = tmp_path / "busy.yaml"
+    prof.write_text(yaml.safe_dump({"common": {"seed": 0, "threads": 4, "workers": 4}, "together": [["01", "02"]]}))
+    p = runner.plan(str(prof), overrides={"workers": 3}, out=tmp_path / "run", notebooks=d)
+    rec = json.loads(runner.execute(p, log=lambda *_: None, free=2).read_text())
+    said = {n: (tmp_path / "run" / f"{n}.txt").read_text() for n in ("00_a", "01_b", "02_c")}
+    assert said == {"00_a": "2 3 PASSIVE", "01_b": "1 3 PASSIVE", "02_c": "1 3 PASSIVE"}
+    assert rec["cores"]["free_at_start"] == 2 and rec["cores"]["wait_policy"] == "PASSIVE"
+    assert [r["parameters"]["threads"] for r in rec["notebooks"]] == [2, 1, 1]
+    assert 1 <= runner.free_cores(0.05) <= rec["cores"]["cpu"]
