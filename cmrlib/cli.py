@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from . import runner
 from .predictor import METHODS
@@ -30,11 +31,17 @@ def _figures(a) -> int:
 def _report(a) -> int:
     from .analysis import report
 
-    text = report.report(a.run_dir)
-    if a.readme:
-        print(f"results written into {report.splice_readme(a.readme, text)}")
-    else:
-        print(text, end="")
+    if a.check:
+        drifted = [line for page in a.check for line in report.drift(a.run_dir, page)]
+        for line in drifted:
+            print(line)
+        print(f"{len(drifted)} line(s) differ from run {Path(a.run_dir).name}"
+              if drifted else f"every marked block is run {Path(a.run_dir).name}'s")
+        return 1 if drifted else 0
+    for page in a.readme or []:
+        print(f"results written into {report.fill(a.run_dir, page)}")
+    if not a.readme:
+        print(report.report(a.run_dir), end="")
     return 0
 
 
@@ -136,8 +143,12 @@ def parser() -> argparse.ArgumentParser:
     f.set_defaults(fn=_figures)
     rp = sub.add_parser("report", help="a run's results as markdown", allow_abbrev=False)
     rp.add_argument("run_dir", help="a run folder (with run.json)")
-    rp.add_argument("--readme", help="write the report between the result markers of this page (docs/results.md) "
-                                     "instead of printing it")
+    rp.add_argument("--readme", nargs="+", metavar="PAGE",
+                    help="write the report between the results markers and the results table between the glance "
+                         "markers of these pages (README.md, docs/results.md) instead of printing it")
+    rp.add_argument("--check", nargs="+", metavar="PAGE",
+                    help="name every line between these pages' markers that differs from what the run writes "
+                         "there (exit 1 when any does); writes nothing")
     rp.set_defaults(fn=_report)
     t = sub.add_parser("fit", help="train one method with a profile (under `accelerate launch`: on N GPUs or CPU "
                                    "processes)", allow_abbrev=False)
@@ -210,7 +221,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
 
 
 PATH_OPTIONS = ("out", "figures", "run", "run_dir", "patient", "cohort", "path", "reference", "pseudonyms", "readme",
-                "profile")  # the options that name a file or folder
+                "check", "profile")  # the options that name a file or folder (or a list of them)
 
 
 def check_paths(a) -> None:
@@ -218,8 +229,9 @@ def check_paths(a) -> None:
     naming the option, before anything runs."""
     import os
 
-    for dest in PATH_OPTIONS:
-        v = getattr(a, dest, None)
+    given = [(dest, v) for dest in PATH_OPTIONS for v in (lambda x: x if isinstance(x, list) else [x])(
+        getattr(a, dest, None))]
+    for dest, v in given:
         if not isinstance(v, str):
             continue
         option = dest if dest in ("patient", "cohort", "path", "run_dir") else f"--{dest.replace('_', '-')}"

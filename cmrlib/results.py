@@ -31,6 +31,7 @@ TIMING_COLUMNS = ("seconds", "sec", "sec_per_seq", "sec_per_cine", "train_s", "w
                   "mean_score_time", "std_score_time")  # differ run to run
 TIMED_TARGET = r"wall time|s per |seconds"  # a target row that times something (its value differs run to run)
 HEADLINES = "headlines.json"  # in a notebook's folder: {table file: title} of the tables the run's report shows
+GLANCE = "glance.json"  # in a notebook's folder: its row of the README's results table (`Notebook.glance`)
 
 
 def project_path(path: str | Path) -> Path:
@@ -162,6 +163,11 @@ class Notebook:
         known[path.name] = title
         atomic_write_json(index, known)
         return path
+
+    def glance(self, row: dict) -> Path:
+        """Write `<out>/glance.json`: the notebook's row of the README's results table (method, headline, the paper's
+        number, and the targets whose values its phantom and real cells show: `report.glance`)."""
+        return atomic_write_json(self._write(self.out / GLANCE), row)
 
     @contextlib.contextmanager
     def timer(self, step: str):

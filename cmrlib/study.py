@@ -277,10 +277,16 @@ class Study:
     def targets(self, checks: list[tuple[str, float, str, float]]) -> pd.DataFrame:
         """The notebook's last step: its checks (`Notebook.targets`), its headline tables and its timings, written."""
         t = self.nb.targets(checks)
+        if self.GLANCE:
+            self.nb.glance(dict(self.GLANCE, notebook=self.number))
         for name, title, table in self.headline_tables():
             self.nb.headline(name, title, table)
         self.nb.save_timings()
         return t
+
+    # the notebook's row of the README's results table: method, headline, paper (the paper's own number), and per
+    # cell ("phantom", "real") the targets it shows, each (label, regular expression over the target's name)
+    GLANCE: ClassVar[dict[str, Any]] = {}
 
     PAPER_FIGURES: ClassVar[tuple[str, ...]] = ()  # the paper-style figures `paper_figures` draws from a run
 

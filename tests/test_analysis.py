@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -17,6 +18,7 @@ from cmrlib import results, runner, stats  # noqa: E402
 from cmrlib.analysis import agreement as ag  # noqa: E402
 from cmrlib.analysis import clusters as cl  # noqa: E402
 from cmrlib.analysis import report  # noqa: E402
+from cmrlib.cli import main  # noqa: E402
 from cmrlib.labels import LA, LV  # noqa: E402
 from cmrlib.measure import MeasureError, valve_hinges, valve_track  # noqa: E402
 from cmrlib.methods import cussp, edes, sslhf  # noqa: E402
@@ -354,6 +356,48 @@ def test_an_ari_table_of_notes_only_draws_no_paper_copy(tmp_path):
     done.to_csv(tmp_path / "08" / "rand_indices.csv", index=False)
     assert [name for name, _ in Clustering.paper_figures(tmp_path)] == ["08_rand_indices"]
     plt.close("all")
+
+
+def _glanced(tmp_path):
+    """fake_run with 02's results row and a second, interval-bearing target."""
+    run = fake_run(tmp_path, also=())
+    pd.DataFrame({"figure": ["TempReg-Net aFD ED (frames)", "real SAX patients (9, out of fold): fine-tuned TempReg-Net aFD ES (frames)"],
+                  "value": [0.3, 1.25], "low": [None, 0.5], "high": [None, 2.0], "goal": ["<=", "<="],
+                  "target": [0.38, 1.0], "met": [True, False]}).to_csv(run / "02" / "targets.csv", index=False)
+    (run / "02" / "glance.json").write_text(json.dumps(dict(edes.Study.GLANCE, notebook="02")))
+    return run
+
+
+def test_the_readme_results_table_is_the_runs_targets_and_a_check_names_every_number_that_drifts(tmp_path, capsys):
+    run = _glanced(tmp_path / "run")
+    t = report.glance_table(run)
+    row = t.set_index("method").loc["TempReg-Net (02)"]
+    assert row["paper"] == "0.38 / 0.44" and row["phantom"] == "ED 0.3"
+    assert row["real patients"] == "fine-tuned TempReg-Net ES, out of fold 1.25 [0.5, 2]"
+    assert row["target met"] == "phantom yes, real no"
+    readme = tmp_path / "README.md"
+    start, end = report.GLANCE_MARKERS
+    readme.write_text(f"# title\n\n{start}\ntyped by hand\n{end}\n\n## after\n")
+    assert main(["report", str(run), "--check", str(readme)]) == 1
+    assert "README.md line 4: 'typed by hand' -> " in capsys.readouterr().out
+    assert main(["report", str(run), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert "commit `abc1234`" in text and "| TempReg-Net (02) |" in text and text.endswith("## after\n")
+    capsys.readouterr()
+    assert main(["report", str(run), "--check", str(readme)]) == 0
+    readme.write_text(text.replace("1.25 [0.5, 2]", "1.20 [0.5, 2]"))
+    assert main(["report", str(run), "--check", str(readme)]) == 1
+    out = capsys.readouterr().out
+    assert "README.md line " in out and ": 1.20 -> 1.25" in out and "1 line(s) differ from run run" in out
+    for number in re.findall(r"\d+\.\d+", report.glance_table(run)[["phantom", "real patients"]].to_string()):
+        assert float(number) in {0.3, 1.25, 0.5}  # every number the table shows is one of the run's targets
+
+
+def test_a_results_row_of_the_wrong_shape_is_one_line(tmp_path):
+    run = _glanced(tmp_path)
+    (run / "02" / "glance.json").write_text(json.dumps(dict(method="x", headline="y", paper="z", real=[["a"]])))
+    with pytest.raises(report.ReportError, match="02/glance.json: not a results row"):
+        report.glance_table(run)
 
 
 def test_splice_readme_replaces_only_between_markers(tmp_path):

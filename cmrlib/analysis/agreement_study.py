@@ -41,6 +41,8 @@ class Agreement(Study):
 
     method = "agreement"
     number = "07"
+    GLANCE = dict(method="agreement", headline="LVEF MAE of the run's segmenter vs the reference (points)",
+                  paper="– (none)", phantom=[], real=[["LVEF MAE", "real patients: segmenter LVEF MAE*"]])
     PARAMS: ClassVar[dict] = {
         **Study.RUN,  # profile, seed, run_dir, figures_dir, budget_min
         "mask_mapse": True,          # MAPSE, s', e', a' from 01's long-axis masks on 03's subjects (needs 01's models)
@@ -200,8 +202,13 @@ class Agreement(Study):
         yield "headline_agreement", "agreement with the reference, headline measures", d[cols].round(3)
 
     def checks(self) -> pd.DataFrame:
-        """Every headline measure has an agreement row with a statistic on the phantom."""
+        """Every headline measure has an agreement row with a statistic on the phantom; on the real patients, each
+        segmenter's LVEF within 6 points of the reference on average."""
         s = self.summary
         ph = s[(s["cohort"] == "phantom") & s["icc2"].notna()] if "icc2" in s else s.iloc[:0]
         covered = len(set(ph["measure"]) & set(ag.HEADLINE))
-        return self.targets([("headline measures with an agreement row", covered, ">=", len(ag.HEADLINE))])
+        real = s[(s["cohort"] == ag.REAL_COHORT) & (s["measure"] == "LVEF") & s["method"].str.endswith(", full field")]
+        return self.targets([("headline measures with an agreement row", covered, ">=", len(ag.HEADLINE)),
+                             *[(f"real patients: segmenter LVEF MAE vs the reference (points; "
+                                f"{r.method.removesuffix(', full field')}, {int(r.n)} patients)", r.mae, "<=", 6.0)
+                               for r in real.itertuples()]])

@@ -53,6 +53,10 @@ class Clustering(Study):
 
     method = "clustering"
     number = "08"
+    GLANCE = dict(method="clustering", headline="ARI of the clusters; learned features vs diagnosis",
+                  paper="– (AF split after sex adjustment)",
+                  phantom=[["ARI vs sex, adjusted minus raw", "ARI vs sex, adjusted minus raw"]],
+                  real=[["smallest learned p (Bonferroni)", "real patients: smallest permutation p*"]])
     PARAMS: ClassVar[dict] = {
         **Study.RUN,  # profile, seed, run_dir, figures_dir, budget_min
         "case": "af",                # the condition flag clustered against healthy subjects

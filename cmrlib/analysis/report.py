@@ -1,12 +1,16 @@
 """The run's results report and figure index (notebook 09), written from the run folder alone.
 
 `report(run_dir)` is markdown: the run's profile, commit, date and wall times (run.json), every notebook's targets
-and its headline tables beside the papers' numbers. `splice_readme` puts it between the result markers of
-docs/results.md, so that page states what the latest run measured and nothing typed by hand.
+and its headline tables beside the papers' numbers. `glance(run_dir)` is the README's results table, a row per
+notebook from its `glance.json` and its targets. `fill` puts each between its markers on a page (the report in
+docs/results.md, the table in the README), and `drift` names every number a page shows that the run does not, so
+that no page states a number typed by hand.
 """
 from __future__ import annotations
 
 import datetime as dt
+import difflib
+import fnmatch
 import html
 import re
 from pathlib import Path
@@ -18,10 +22,12 @@ from ..results import ROOT, TARGET_COLUMNS, recomputed
 from ..runfiles import RunFileError, read_csv, read_json
 from ..utils import atomic_write_text, float32_sentence
 
-__all__ = ["ReportError", "load_run", "notebook_table", "targets_table", "headlines", "report", "figure_index",
-           "splice_readme", "MARKERS"]
+__all__ = ["ReportError", "load_run", "notebook_table", "targets_table", "headlines", "report", "glance",
+           "figure_index", "splice_readme", "fill", "drift", "MARKERS", "GLANCE_MARKERS"]
 
 MARKERS = ("<!-- results:start (written by `cmrlib report`; edits here are overwritten) -->", "<!-- results:end -->")
+GLANCE_MARKERS = ("<!-- glance:start (written by `cmrlib report --readme`; edits here are overwritten) -->",
+                  "<!-- glance:end -->")
 
 
 class ReportError(FileNotFoundError):
@@ -147,7 +153,7 @@ def cell(v):
     the README's markers is refused (it would make the block impossible to find again)."""
     if not isinstance(v, str):
         return v
-    if any(m in v for m in MARKERS) or "results:start" in v or "results:end" in v:
+    if any(m in v for m in (*MARKERS, *GLANCE_MARKERS)) or re.search(r"(results|glance):(start|end)", v):
         raise ReportError(f"a table cell holds a results marker ({v[:40]!r}): refused")
     return html.escape(" ".join(v.split()), quote=False).replace("|", "\\|")
 
@@ -239,6 +245,71 @@ def report(run_dir: str | Path) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+GLANCE_CELLS = {"phantom": "phantom", "real": "real patients"}  # glance.json's cells -> the table's columns
+GLANCE_TEXT = ("method", "headline", "paper")
+
+
+def _glance_row(f: Path, run_dir: Path) -> dict:
+    """A notebook's glance.json, checked: text fields, and per cell a list of (label, pattern) pairs."""
+    try:
+        g = read_json(run_dir, f)
+    except RunFileError as e:
+        raise ReportError(f"not a readable results row: {e}") from None
+    ok = isinstance(g, dict) and all(isinstance(g.get(k), str) for k in GLANCE_TEXT) and all(
+        isinstance(g.get(c, []), list) and all(isinstance(x, list) and len(x) == 2 and all(
+            isinstance(y, str) and len(y) <= 200 for y in x) for x in g.get(c, [])) for c in GLANCE_CELLS)
+    if not ok:
+        raise ReportError(f"{f.parent.name}/{f.name}: not a results row (method, headline, paper; per cell a list of "
+                          "label and target-name pairs)")
+    return g
+
+
+def _value(row) -> str:
+    """A target's value as the results table shows it: 3 significant digits, with its interval when it has one."""
+    num = lambda v: f"{v:.3g}" if abs(v) < 1000 else f"{v:.0f}"
+    v, lo, hi = (pd.to_numeric(pd.Series([row.get(k)]), errors="coerce").iloc[0] for k in ("value", "low", "high"))
+    if not np.isfinite(v):
+        return "not measured"
+    return num(v) + (f" [{num(lo)}, {num(hi)}]" if np.isfinite(lo) and np.isfinite(hi) else "")
+
+
+def glance_table(run_dir: str | Path) -> pd.DataFrame:
+    """The README's results table: a row per finished notebook with a glance.json, each cell the values of the
+    targets it names (by label; `fnmatch` patterns over the targets' names) and whether every one of them is met."""
+    run_dir = Path(run_dir)
+    done = finished(load_run(run_dir))
+    tg = targets_table(run_dir, done)
+    rows = []
+    for f in sorted(run_dir.glob("[0-9][0-9]/glance.json")):
+        if f.parent.name not in done:
+            continue
+        g, mine = _glance_row(f, run_dir), tg[tg["notebook"] == f.parent.name]
+        row, met = {"method": f"{g['method']} ({f.parent.name})", "headline": g["headline"], "paper": g["paper"]}, []
+        for cell_name, column in GLANCE_CELLS.items():
+            shown = []
+            for label, pattern in g.get(cell_name, []):
+                for _, r in mine[[fnmatch.fnmatchcase(str(n), pattern) for n in mine["figure"]]].iterrows():
+                    shown.append(f"{label} {_value(r)}")
+                    met.append((cell_name, bool(r["met"])))
+            row[column] = "; ".join(shown) or "–"
+        said = [f"{c} {'yes' if all(m for k, m in met if k == c) else 'no'}" for c in GLANCE_CELLS
+                if any(k == c for k, _ in met)]
+        row["target met"] = ", ".join(said) or "–"
+        rows.append(row)
+    return pd.DataFrame(rows, columns=[*GLANCE_TEXT, *GLANCE_CELLS.values(), "target met"])
+
+
+def glance(run_dir: str | Path) -> str:
+    """The README's results table as markdown, under one line naming the run it comes from."""
+    run_dir = Path(run_dir)
+    run = load_run(run_dir)
+    head = (f"From one run: `{_shown(run_dir)}`, profile `{cell(str(run.get('profile')))}`, commit "
+            f"`{(run.get('git_commit') or '')[:7]}`, {_run_minutes(run)}. Each cell is the run's targets "
+            "(`NN/targets.csv`) by name, with its interval where it has one; met: every one of them (all of an "
+            "interval).")
+    return f"{head}\n\n{_md(glance_table(run_dir))}\n"
+
+
 EXTRA_CAPTIONS = "captions.json"  # in the figures folder: {stem: {caption, notebook, file}} of figures no notebook drew
 
 
@@ -277,16 +348,62 @@ def figure_index(run_dir: str | Path, figures_dir: str | Path) -> str:
     return "\n".join(head) + "\n" + _md(table) + "\n"
 
 
-def splice_readme(readme: str | Path, text: str) -> Path:
-    """Replace what lies between the README's result markers with `text` (atomically); an error unless the README
-    holds each marker exactly once, in order, and `text` holds neither."""
-    readme = Path(readme)
-    s = readme.read_text()
-    start, end = MARKERS
-    if s.count(start) != 1 or s.count(end) != 1 or s.index(start) > s.index(end):
-        raise ReportError(f"{readme}: needs each results marker once, in order ({start!r} ... {end!r})")
+def _spliced(page: str, name: str, text: str, markers: tuple[str, str]) -> str:
+    """`page` with `text` between its markers; an error unless the page holds each marker exactly once, in order,
+    and `text` holds neither."""
+    start, end = markers
+    if page.count(start) != 1 or page.count(end) != 1 or page.index(start) > page.index(end):
+        raise ReportError(f"{name}: needs each results marker once, in order ({start!r} ... {end!r})")
     if start in text or end in text:
         raise ReportError("the report holds a results marker: refused")
-    head, rest = s.split(start, 1)
-    tail = rest.split(end, 1)[1]
-    return atomic_write_text(readme, f"{head}{start}\n{text.rstrip()}\n{end}{tail}")
+    head, rest = page.split(start, 1)
+    return f"{head}{start}\n{text.rstrip()}\n{end}{rest.split(end, 1)[1]}"
+
+
+def splice_readme(readme: str | Path, text: str, markers: tuple[str, str] = MARKERS) -> Path:
+    """Replace what lies between a page's markers (the results report's by default) with `text`, atomically."""
+    readme = Path(readme)
+    return atomic_write_text(readme, _spliced(readme.read_text(), readme.name, text, markers))
+
+
+def filled(run_dir: str | Path, page: str | Path) -> str:
+    """A page as the run would write it: the report between its results markers, the results table between its
+    glance markers (a page holds either or both); an error when it holds neither."""
+    page = Path(page)
+    text, parts = page.read_text(), []
+    for markers, make in ((MARKERS, report), (GLANCE_MARKERS, glance)):
+        if markers[0] in text or markers[1] in text:
+            text = _spliced(text, page.name, make(run_dir), markers)
+            parts.append(markers)
+    if not parts:
+        raise ReportError(f"{page.name}: holds no results or glance markers")
+    return text
+
+
+def fill(run_dir: str | Path, page: str | Path) -> Path:
+    """Write the run's report and results table between a page's markers (`filled`), atomically."""
+    return atomic_write_text(Path(page), filled(run_dir, page))
+
+
+NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+def drift(run_dir: str | Path, page: str | Path) -> list[str]:
+    """Every line between a page's markers that differs from what the run writes there, as `page line N: what the
+    page says -> what the run says` (its numbers when only numbers differ); empty when the page is the run's."""
+    page = Path(page)
+    now, run = page.read_text().splitlines(), filled(run_dir, page).splitlines()
+    out = []
+    for op, a0, a1, b0, b1 in difflib.SequenceMatcher(a=now, b=run, autojunk=False).get_opcodes():
+        if op == "equal":
+            continue
+        for k in range(max(a1 - a0, b1 - b0)):
+            a = now[a0 + k] if a0 + k < a1 else ""
+            b = run[b0 + k] if b0 + k < b1 else ""
+            na, nb = NUMBER.findall(a), NUMBER.findall(b)
+            if NUMBER.sub("#", a) == NUMBER.sub("#", b):
+                said = ", ".join(f"{x} -> {y}" for x, y in zip(na, nb) if x != y)
+            else:
+                said = f"{a[:100]!r} -> {b[:100]!r}"
+            out.append(f"{page.name} line {a0 + k + 1}: {said}")
+    return out

@@ -124,6 +124,9 @@ class Study(Base):
 
     method = "cussp"
     number = "04"
+    GLANCE = dict(method="CUSSP", headline="CUSSP-SIAM-25 F1 / ROC-AUC", paper="0.69 / 0.88",
+                  phantom=[["F1", "CUSSP-SIAM-25 F1"], ["ROC-AUC", "CUSSP-SIAM-25 ROC-AUC"]],
+                  real=[["largest patch-centre distance (mm; no MR labels)", "real 4CH: largest patch-centre*"]])
     PATHS = ("labels_csv",)
     BATCHES = ("bs", "pretrain_bs")
     PARAMS: ClassVar[dict] = {

@@ -113,6 +113,10 @@ class Study(Base):
 
     method = "heartmae"
     number = "06"
+    GLANCE = dict(method="HeartMAE", headline="LVEF MAE (points)", paper="3.09",
+                  phantom=[["LVEF MAE", "HeartMAE LVEF MAE (EF points)"]],
+                  real=[["LVEF MAE", "real patients: HeartMAE LVEF MAE (EF points)"],
+                        ["minus the random encoder's", "real patients: HeartMAE LVEF MAE minus the random encoder's*"]])
     PATHS = ("targets_csv", "kinetics_weights")
     BATCHES = ("bs", "probe_bs")
     PARAMS: ClassVar[dict] = {

@@ -95,6 +95,9 @@ class Study(Base):
 
     method = "mvnet"
     number = "03"
+    GLANCE = dict(method="MVnet", headline="ICC MAPSE / e'", paper="0.94 / 0.93",
+                  phantom=[["MAPSE", "MAPSE ICC (MVnet vs ref)"], ["e'", "e' ICC (MVnet vs ref)"]],
+                  real=[["annulus from the UK Biobank pseudo-labels (mm)", "UKBB demo 4CH, * tracker, held-out cines*"]])
     BATCHES = ("bs",)
     PARAMS: ClassVar[dict] = {
         # study

@@ -88,6 +88,10 @@ class Study(Base):
 
     method = "segmentation"
     number = "01"
+    GLANCE = dict(method="segmentation", headline="held-out ACDC Dice; LVEF MAE (points)", paper="– (none)",
+                  phantom=[["SAX LV Dice", "phantom SAX LV Dice"]],
+                  real=[[f"{s} Dice", f"shipped SAX model (*): ACDC held-out {s} Dice"] for s in ("LV", "MYO", "RV")]
+                  + [["LVEF MAE", "ACDC held-out LVEF MAE (points)"]])
     BATCHES = ("bs",)
     PARAMS: ClassVar[dict] = {
         # study

@@ -100,6 +100,9 @@ class Study(Base):
 
     method = "sslhf"
     number = "05"
+    GLANCE = dict(method="SSLHF", headline="patient AUC / ACC", paper="0.85 / 0.82",
+                  phantom=[["AUC", "SSLHF patient AUC"], ["ACC", "SSLHF patient ACC"]],
+                  real=[["SSLHF minus no proxy, patient AUC", "real patients: SSLHF minus A: no proxy (patient AUC)"]])
     PATHS = ("labels_csv",)
     BATCHES = ("bs", "proxy_bs")
     PARAMS: ClassVar[dict] = {
