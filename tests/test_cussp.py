@@ -300,8 +300,8 @@ def test_auc_gap_is_paired_over_draws_with_a_bootstrap_ci():
 
 def test_a_label_budget_draws_its_mr_cines_and_the_training_share_of_the_others():
     lab = pd.DataFrame(dict(subject=[f"s{i:02d}" for i in range(40)], mr=[1] * 8 + [0] * 32))
-    pick = cussp.Study._budget_subjects(lab, 4, seed=3)
-    assert pick == cussp.Study._budget_subjects(lab, 4, seed=3) != cussp.Study._budget_subjects(lab, 4, seed=4)
+    pick = cussp.curves.budget_subjects(lab, 4, seed=3)
+    assert pick == cussp.curves.budget_subjects(lab, 4, seed=3) != cussp.curves.budget_subjects(lab, 4, seed=4)
     mr = set(lab.subject[lab.mr == 1])
     assert len(set(pick) & mr) == 4 and len(set(pick) - mr) == 16 and len(set(pick)) == 20
 
@@ -318,7 +318,7 @@ def test_a_pretrained_encoder_is_reused_only_for_the_same_cines_and_settings(tmp
     study.cfg = cussp.learner.CUSSPConfig(width=4, proj_dims=(8, 8), hidden=4, input_px=None, pretrain_steps=2,
                                   pretrain_bs=4)
     study.pretrain_augment = cussp.data.PatchAug()
-    study._xy = lambda inp, split: (valid, np.zeros(4))
+    study.inputs = SimpleNamespace(xy=lambda inp, split: (valid, np.zeros(4)))
     net, row = study._encoder(pool, "window", "window")
     again, row2 = study._encoder(pool, "window", "window")
     assert not row["reused"] and row2["reused"]

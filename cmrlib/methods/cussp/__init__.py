@@ -10,10 +10,10 @@ random start with a linear probe of frozen features.
 
 The package exports `Study` (notebook 04's experiment: one step a cell, what the steps share named as cached
 properties such as `patches`, `pretrained`, `deep_rows`, `scored`) and `Predictor` (the row validation ranks first,
-with its patch settings and threshold: a 4CH cine -> MR probability); the rest lives in its modules (`data`,
-`evaluate`, `figures`, `learner`, `valve`).
+with its patch settings and threshold: a 4CH cine -> MR probability); the rest lives in its modules (`curves`: the
+pool-size and label-budget curves; `data`, `evaluate`, `figures`, `learner`, `real`: the real 4CH cines; `valve`).
 """
-from . import data, evaluate, figures, learner, valve  # noqa: F401  (reached as cussp.<module>.<name>)
+from . import curves, data, evaluate, figures, learner, real, valve  # noqa: F401  (reached as cussp.<module>.<name>)
 from .predictor import Predictor
 from .study import Study
 

@@ -4,7 +4,6 @@ on validation, Table 2 on test with bootstrap CIs, the pool-size and label-budge
 Predictor."""
 from __future__ import annotations
 
-import contextlib
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from typing import ClassVar
@@ -18,14 +17,16 @@ from ...distributed import rank
 from ...learn import attempt, config_from
 from ...measure import TABLE1_VIEWS, subject_measures, table1_frames
 from ...study import Study as Base, StudySkipped
-from ...utils import rng, seed_for
+from ...utils import seed_for
 from .data import PatchAug, PatchSet, PatchSettings, labelled, mr_labels, preprocess_store, unlabelled
-from .evaluate import (auc_gap, evaluate, measures_reusable, recall_by_grade, table2, thresholds,
-                       validation_table)
+from .curves import (Budget, Curve, Inputs, Made, Training, budget_gap, label_budget, pool_curve,
+                     pool_fractions, random_siam25)
+from .evaluate import evaluate, measures_reusable, recall_by_grade, table2, thresholds, validation_table
 from .figures import budget_figure, grade_figure, pool_figure, preprocessing_figure, roc_pr_figure
-from .learner import (INPUTS, JOINT_WEIGHTS, SUPERVISED, CUSSPConfig, fit, fit_siamese, fit_supervised,
-                      pretrain, probe, random_forest, save, scores)
+from .learner import (INPUTS, JOINT_WEIGHTS, SUPERVISED, CUSSPConfig, fit, pretrain, probe, random_forest, save,
+                      scores)
 from .predictor import Predictor
+from .real import real_checks, real_rows
 
 TABLE1 = ["LAVmax", "LAVmin", "LASV", "LAEF", "RAVmax", "RAVmin", "RASV", "RAEF", "LVESV", "LVEDV", "LVSV", "LVEF",
           "LVCO", "LVM", "RVESV", "RVEDV", "RVSV", "RVEF"]  # the paper's Table 1: the forest's measures (per BSA)
@@ -55,25 +56,6 @@ class Patches:
 
 
 @dataclass(frozen=True)
-class Inputs:
-    """The split of each role ("eval": the scored splits), each input's (x, y, labels) per role, the scored
-    subjects."""
-
-    splits: dict
-    data: dict
-    test_subjects: list
-
-
-@dataclass(frozen=True)
-class Made:
-    """What a training step made (by name, or one model), its log rows and its failures."""
-
-    nets: object
-    logs: list
-    failed: list
-
-
-@dataclass(frozen=True)
 class Forest:
     """The forest's labels and measures per role, and the fitted forest."""
 
@@ -93,26 +75,6 @@ class Scored:
     thr: dict
     long: pd.DataFrame
     models: dict
-    failed: list
-
-
-@dataclass(frozen=True)
-class Curve:
-    """A curve's table, its fits' log rows and failures."""
-
-    table: pd.DataFrame
-    logs: list
-    failed: list
-
-
-@dataclass(frozen=True)
-class Budget:
-    """The label-budget curve's table, the test (y, scores) by (budget, draw, row), its fits' log rows and
-    failures."""
-
-    table: pd.DataFrame
-    scores: dict
-    logs: list
     failed: list
 
 
@@ -337,14 +299,6 @@ class Study(Base):
                 for inp in ("cycle", "window", "crops")}
         return Inputs(splits, data, labels.subject[labels.split.isin(p["eval_splits"])].tolist())
 
-    def _xy(self, inp: str, split: str, subjects=None):
-        """(x, y) of one input and split, optionally only some subjects' cines (a label budget)."""
-        x, y, lab = self.inputs.data[inp][split]
-        if subjects is None:
-            return x, y
-        keep = lab.subject.isin(set(subjects)).to_numpy()
-        return x[keep], y[keep]
-
     # ------------------------------------------------------------ pretraining and its gate
 
     @cached_property
@@ -374,11 +328,11 @@ class Study(Base):
         path = self.out / "encoders" / f"{tag.replace(' ', '_')}.model"
         digest = lambda a: hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()[:16]
         settings = dict(config=self.cfg.__dict__, aug=self.pretrain_augment.__dict__, pool=digest(pool),
-                        valid=digest(self._xy(inp, "valid")[0]), tag=tag)
+                        valid=digest(self.inputs.xy(inp, "valid")[0]), tag=tag)
         made: dict = {}
 
         def fit():
-            net, made["row"] = pretrain(pool, self._xy(inp, "valid")[0], self.cfg, self.pretrain_augment, tag)
+            net, made["row"] = pretrain(pool, self.inputs.xy(inp, "valid")[0], self.cfg, self.pretrain_augment, tag)
             return net
 
         def save(net, path):
@@ -393,7 +347,7 @@ class Study(Base):
 
     def _random_encoder(self, inp: str):
         """The pretrained encoder's random start (the same initialisation, no pretraining): its yardstick."""
-        return pretrain(self._xy(inp, "train")[0][:0], self._xy(inp, "valid")[0], self.cfg, self.pretrain_augment,
+        return pretrain(self.inputs.xy(inp, "train")[0][:0], self.inputs.xy(inp, "valid")[0], self.cfg, self.pretrain_augment,
                         "random")[0]
 
     @cached_property
@@ -405,7 +359,7 @@ class Study(Base):
         models, encoders = self.deep_rows.nets, self.pretrained.nets
         with self.nb.timer("gate"):
             for inp in ("cycle", "window"):
-                train, valid = self._xy(inp, "train"), self._xy(inp, "valid")
+                train, valid = self.inputs.xy(inp, "train"), self.inputs.xy(inp, "valid")
                 nets = {"Barlow Twins": encoders.get(inp), "random": self._random_encoder(inp),
                         "supervised": (models[SUPERVISED].model.net if inp == "cycle" and SUPERVISED in
                                        models else None)}
@@ -431,14 +385,14 @@ class Study(Base):
     def _fit_row(self, r: str, finish=None) -> tuple[object, list, dict | None]:
         """One deep row of Table 2: its Learner (handed to `finish` under `cmrlib fit`), log rows and failure."""
         inp, encoders = INPUTS[r], self.pretrained.nets
-        if len(set(self._xy(inp, "train")[1].tolist())) < 2:
+        if len(set(self.inputs.xy(inp, "train")[1].tolist())) < 2:
             return None, [], dict(method="CUSSP", row=r, status="not trained",
-                                  reason=f"{len(self._xy(inp, 'train')[1])} training cines of one class or none")
+                                  reason=f"{len(self.inputs.xy(inp, 'train')[1])} training cines of one class or none")
         if r not in (SUPERVISED, "CNN-LSTM") and inp not in encoders:
             return None, [], dict(method="CUSSP", row=r, status="not trained", reason=f"no {inp} encoder")
         with self.nb.timer(r):
-            done, failure = attempt(dict(method="CUSSP", row=r), fit, r, encoders, self._xy(inp, "train"),
-                                    self._xy(inp, "valid"), self.cfg, self.augment)
+            done, failure = attempt(dict(method="CUSSP", row=r), fit, r, encoders, self.inputs.xy(inp, "train"),
+                                    self.inputs.xy(inp, "valid"), self.cfg, self.augment)
         if failure:
             return None, [], failure
         learn, rows = done
@@ -558,48 +512,28 @@ class Study(Base):
 
     # ------------------------------------------------------------ pool size and label budget
 
+    @cached_property
+    def training(self) -> Training:
+        """How the curves train and score a row: config, augmentation, seed, bootstrap."""
+        return Training(self.cfg, self.augment, int(self.p["seed"]), int(self.p["n_boot"]))
+
     def _pool_fractions(self) -> list[float]:
-        """The pool curve's fractions (1.0 is Table 2's row); none when CUSSP-SIAM-25 did not train."""
-        fr = sorted(set(float(f) for f in self.p["pool_fractions"]) | {1.0})
-        return fr if "CUSSP-SIAM-25" in self.scored.test else []
+        return pool_fractions(self.p["pool_fractions"], "CUSSP-SIAM-25" in self.scored.test)
 
     @cached_property
     def pool_result(self) -> Curve:
-        """CUSSP-SIAM-25 again from encoders pretrained on fractions of the pool, at equal steps (written): F1 and
-        ROC-AUC by pool size, with the fits' log rows."""
-        p, sc = self.p, self.scored
-        rows, logs, failed = [], [], []
-        full_pool = unlabelled(list(self.patches.sets.values()), "window", exclude=self.inputs.test_subjects)
-        fractions = self._pool_fractions()
+        """CUSSP-SIAM-25 again from encoders pretrained on fractions of the pool, at equal steps (`curves.pool_curve`;
+        written): F1 and ROC-AUC by pool size, with the fits' log rows."""
+        sc, fractions = self.scored, self._pool_fractions()
         if not fractions:
             print("CUSSP-SIAM-25 did not train (see failed_rows): no pool-size curve")
-        for frac in fractions:
-            n_pool = int(round(frac * len(full_pool)))
-            if frac == 1.0:
-                s, th = sc.test["CUSSP-SIAM-25"][1], sc.thr["CUSSP-SIAM-25"]
-            elif frac == 0.0:  # no unlabelled cines: the random start, the budget curve's random row on every cine
-                full = self.random_siam25
-                logs += full.logs
-                failed += full.failed
-                if full.nets is None:
-                    continue
-                s, th = self._scored(full.nets, "window")
-            else:
-                pick = np.sort(rng(seed_for(p["seed"], "cussp", "pool", frac)).choice(len(full_pool), n_pool,
-                                                                                     replace=False))
-                with self.nb.timer("pool experiment"):
-                    enc, row = self._encoder(full_pool[pick], "window", f"window {frac:.2f}")
-                    learn, fit_logs = fit_siamese(enc, self._xy("window", "train"), self._xy("window", "valid"),
-                                                  self.cfg, self.augment, f"CUSSP-SIAM-25 pool {frac:.2f}")
-                logs += [row, *fit_logs]
-                s, th = self._scored(learn.model, "window")
-            m = evaluate({"CUSSP-SIAM-25": (sc.test["CUSSP-SIAM-25"][0], s)}, {"CUSSP-SIAM-25": th},
-                         n_boot=int(p["n_boot"]), seed=seed_for(p["seed"], "cussp", "boot"))
-            rows.append(m.assign(pool_fraction=frac, pool_cines=n_pool))
-        curve = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(
-            columns=["row", "metric", "value", "ci_low", "ci_high", "pool_fraction", "pool_cines"])
-        self.nb.table(curve, "pool_curve")
-        return Curve(curve, logs, failed)
+        full_pool = unlabelled(list(self.patches.sets.values()), "window", exclude=self.inputs.test_subjects)
+        own = (sc.test["CUSSP-SIAM-25"], sc.thr["CUSSP-SIAM-25"]) if fractions else None
+        with self.nb.timer("pool experiment"):
+            curve = pool_curve(self.inputs, full_pool, fractions, own, lambda: self.random_siam25,
+                               lambda pool, tag: self._encoder(pool, "window", tag), self.training)
+        self.nb.table(curve.table, "pool_curve")
+        return curve
 
     def pool_curve(self) -> pd.DataFrame:
         """Test F1 and ROC-AUC by the number of unlabelled cines pretrained on, with the figure."""
@@ -610,111 +544,23 @@ class Study(Base):
                            "Barlow Twins encoder was pretrained on (0: random encoder), at equal pretraining steps.")
         return curve[curve.metric.isin(["f1", "roc_auc"])].pivot(index="pool_cines", columns="metric", values="value")
 
-    def _scored(self, model, inp: str) -> tuple[np.ndarray, float]:
-        """A classifier's scores on the evaluated splits and its threshold from the validation split."""
-        vx, vy = self._xy(inp, "valid")
-        th = thresholds({"r": (vy, scores(model, vx))})["r"]
-        return scores(model, self.inputs.data[inp]["eval"][0]), th
-
-    # the label-budget curve's rows: name -> (Table 2 row it trains like, encoder: pretrained, random or none)
-    BUDGET_ROWS = {"CUSSP-SIAM": ("CUSSP-SIAM", "pretrained"), "CUSSP-SIAM-25": ("CUSSP-SIAM-25", "pretrained"),
-                   "CUSSP-SIAM (random encoder)": ("CUSSP-SIAM", "random"),
-                   "CUSSP-SIAM-25 (random encoder)": ("CUSSP-SIAM-25", "random"), SUPERVISED: (SUPERVISED, None)}
-
-    def _full_budget(self) -> tuple[int, list[str]]:
-        """The budget of every training MR cine: its size and subjects (every training subject)."""
-        train_lab = self.inputs.data["window"]["train"][2]
-        n_mr = int(train_lab.mr.sum())
-        return n_mr, self._budget_subjects(train_lab, n_mr, seed_for(seed_for(self.p["seed"], "cussp", "budget"),
-                                                                     n_mr, 0))
-
     @cached_property
     def random_siam25(self) -> Made:
-        """CUSSP-SIAM-25 from the random start on every training cine: the pool curve's first point and the budget
-        curve's last random-encoder one, trained once (`nets`: its model, or None when it failed)."""
-        n_mr, pick = self._full_budget()
-        model, logs, failure = self._budget_fit("CUSSP-SIAM-25", "random", {"window": self._random_encoder("window")},
-                                                pick, f"CUSSP-SIAM-25 (random encoder) budget {n_mr}/0")
-        return Made(model, logs, [failure] if failure else [])
-
-    @staticmethod
-    def _budget_subjects(lab: pd.DataFrame, budget: int, seed: int) -> list[str]:
-        """`budget` MR training subjects and non-MR ones in the training split's proportion, drawn with `seed`."""
-        g = rng(seed)
-        pos, neg = lab.subject[lab.mr == 1].to_numpy(), lab.subject[lab.mr == 0].to_numpy()
-        n_neg = min(len(neg), int(round(budget * len(neg) / max(1, len(pos)))))
-        return sorted([*g.choice(pos, budget, replace=False), *g.choice(neg, n_neg, replace=False)])
-
-    def _budget_fit(self, like: str, enc: str | None, random_enc: dict, subjects: list[str], tag: str):
-        """One label-budget model: `like`'s training on the budget's cines from the chosen encoder; (model or None,
-        log rows, failure or None)."""
-        inp = INPUTS[like]
-        train, valid = self._xy(inp, "train", subjects), self._xy(inp, "valid")
-        if enc == "pretrained" and inp not in self.pretrained.nets:
-            return None, [], None
-        with self.nb.timer("label budgets fits"):
-            if like == SUPERVISED:
-                done, failure = attempt(dict(method="CUSSP", row=tag), fit_supervised, train, valid, self.cfg,
-                                        self.augment, tag)
-                logs = [done[1]] if done else []
-            else:
-                encoder = self.pretrained.nets[inp] if enc == "pretrained" else random_enc[inp]
-                done, failure = attempt(dict(method="CUSSP", row=tag), fit_siamese, encoder, train, valid, self.cfg,
-                                        self.augment, tag)
-                logs = done[1] if done else []
-        return (None, [], failure) if failure else (done[0].model, logs, None)
+        """CUSSP-SIAM-25 from the random start on every training cine, trained once (`curves.random_siam25`)."""
+        with self.nb.timer("label budgets"):
+            return random_siam25(self.inputs, self._random_encoder("window"), self.training)
 
     @cached_property
     def budget_result(self) -> Budget:
-        """The paper's claim where it can show: the Siamese rows from the Barlow Twins encoder against the same rows
-        from a random encoder and the supervised ResNet-18, trained on `budgets` MR cines (with their share of
-        non-MR cines; `budget_draws` draws each) and on every training cine; thresholds from validation, test once.
-        The per-draw table (written), the test scores by (budget, draw, row), the fits' log rows and failures."""
-        p = self.p
-        seed = seed_for(p["seed"], "cussp", "budget")
-        train_lab = self.inputs.data["window"]["train"][2]  # subjects with both inputs
-        n_mr = int(train_lab.mr.sum())
-        budgets = [int(b) for b in p["budgets"] if 0 < int(b) < n_mr]
-        rows, by_draw, logs, failed, made = [], {}, [], [], {}
-        full_key = ("CUSSP-SIAM-25", "random", tuple(self._full_budget()[1]))
-        in_pool = 0.0 in self._pool_fractions()  # the pool curve trained the full-budget random SIAM-25 first
+        """The Siamese rows from the Barlow Twins encoder against the same rows from a random encoder and the
+        supervised ResNet-18 on `budgets` MR training cines (`curves.label_budget`; the per-draw table written)."""
         random_enc = {inp: self._random_encoder(inp) for inp in ("cycle", "window")}
-        models = self.scored.models
         with self.nb.timer("label budgets"):
-            for budget in [*budgets, n_mr]:
-                for draw in range(int(p["budget_draws"]) if budget < n_mr else 1):
-                    pick = self._budget_subjects(train_lab, budget, seed_for(seed, budget, draw))
-                    for name, (like, enc) in self.BUDGET_ROWS.items():
-                        key = (like, enc, tuple(pick))
-                        if budget == n_mr and enc != "random" and like in models:
-                            model = models[like].model  # every training cine: Table 2's own row
-                        elif key == full_key:
-                            full = self.random_siam25
-                            if not in_pool and key not in made:
-                                logs += full.logs
-                                failed += full.failed
-                            made[key] = model = full.nets
-                        elif key in made:
-                            model = made[key]
-                        else:
-                            model, fit_logs, failure = self._budget_fit(like, enc, random_enc, pick,
-                                                                        f"{name} budget {budget}/{draw}")
-                            made[key] = model
-                            logs += fit_logs
-                            failed += [failure] if failure else []
-                        if model is None:
-                            continue
-                        inp = INPUTS[like]
-                        s, th = self._scored(model, inp)
-                        y = self.inputs.data[inp]["eval"][1]
-                        by_draw[(budget, draw, name)] = (y, s)
-                        m = evaluate({name: (y, s)}, {name: th}, n_boot=0).set_index("metric").value
-                        rows.append(dict(budget=budget, draw=draw, row=name, n_train=len(pick),
-                                         n_train_mr=budget, threshold=th, f1=m.get("f1"), roc_auc=m.get("roc_auc")))
-        table = pd.DataFrame(rows, columns=["budget", "draw", "row", "n_train", "n_train_mr", "threshold", "f1",
-                                            "roc_auc"])
-        self.nb.table(table, "budget_curve")
-        return Budget(table, by_draw, logs, failed)
+            budget = label_budget(self.inputs, self.p["budgets"], self.p["budget_draws"], self.pretrained.nets,
+                                  random_enc, self.scored.models, lambda: self.random_siam25,
+                                  0.0 in self._pool_fractions(), self.training)
+        self.nb.table(budget.table, "budget_curve")
+        return budget
 
     def budget_curve(self) -> pd.DataFrame:
         """Mean test ROC-AUC by label budget and row, with the figure."""
@@ -734,20 +580,8 @@ class Study(Base):
         return self.pool_result.failed + self.budget_result.failed
 
     def budget_gap(self, budget: int | None = None) -> dict:
-        """CUSSP-SIAM-25 minus the supervised ResNet-18 in test ROC-AUC at a budget (the smallest by default), the
-        draws' mean with a bootstrap CI over the test cines."""
-        by_draw = self.budget_result.scores
-        if not by_draw:
-            return dict(budget=np.nan, gap=np.nan, ci_low=np.nan, ci_high=np.nan)
-        budget = min(b for b, _, _ in by_draw) if budget is None else budget
-        pair = [(by_draw.get((budget, d, "CUSSP-SIAM-25")), by_draw.get((budget, d, SUPERVISED)))
-                for d in sorted({d for b, d, _ in by_draw if b == budget})]
-        pair = [(a, b) for a, b in pair if a is not None and b is not None]
-        if not pair or not np.array_equal(pair[0][0][0], pair[0][1][0]):  # the two rows score different cines
-            return dict(budget=budget, gap=np.nan, ci_low=np.nan, ci_high=np.nan)
-        return dict(budget=budget, **auc_gap(pair[0][0][0], [a[1] for a, _ in pair], [b[1] for _, b in pair],
-                                             n_boot=int(self.p["n_boot"]), seed=seed_for(self.p["seed"], "cussp",
-                                                                                         "gap")))
+        """CUSSP-SIAM-25 minus the supervised ResNet-18 in test ROC-AUC at a budget (`curves.budget_gap`)."""
+        return budget_gap(self.budget_result.scores, budget, int(self.p["n_boot"]), int(self.p["seed"]))
 
     # ------------------------------------------------------------ real cines and the run's Predictor
 
@@ -763,38 +597,10 @@ class Study(Base):
 
     @cached_property
     def real_results(self) -> pd.DataFrame:
-        """Every network row on the real 4CH cines, none of which was trained on: whether the valve was found (on
-        the run's segmentation), how far the patch centre lies from the annulus midpoint of the cine's pseudo-labels
-        (mm; the UK Biobank demo's), and each row's MR probability (no MR label: none to score against); a
-        figure of each cine's valve line, patch and equalised patch (the paper's Fig. 8; both written)."""
-        from ...io.errors import IngestError
-        from ...labels import NoLabels
-        from ...measure import MeasureError, valve_hinges
-        from .data import preprocess
-        from .valve import ValveError
-
-        rows, cases, prep, models = [], [], self.patches.prep, self.scored.models
-        for name, c in self._real_4ch():
-            row = dict(cine=name, frames=c.n_frames)
-            try:
-                labels = self.find(c)
-                inputs = preprocess(c, labels, **prep)
-                vp = inputs["valve"]
-            except (ValveError, MeasureError, NoLabels, IngestError) as e:
-                rows.append(dict(row, valve=f"not found: {e}"))
-                continue
-            row["valve"] = "found"
-            if c.labels is not None and c.labelled[vp.frame]:
-                with contextlib.suppress(MeasureError):  # no LV/LA border in the pseudo-labels: no distance
-                    mid = valve_hinges(c.labels[vp.frame]).mean(0)
-                    row["centre_from_pseudo_mm"] = float(np.linalg.norm((np.asarray(vp.valve.center) - mid)
-                                                                        * np.asarray(c.spacing[-2:])[::-1]))
-            for r, m in models.items():
-                x = inputs[INPUTS[r]]
-                row[f"P(MR) {r}"] = float(scores(m.model, np.asarray(x)[None])[0]) if x is not None else np.nan
-            rows.append(row)
-            cases.append((name, c, labels))
-        real = pd.DataFrame(rows)
+        """Every network row on the real 4CH cines, none of which was trained on (`real.real_rows`; no MR label:
+        none to score against), and a figure of each cine's valve line, patch and equalised patch (the paper's
+        Fig. 8; both written)."""
+        real, cases = real_rows(self._real_4ch(), self.find, self.patches.prep, self.scored.models)
         self.nb.table(real, "real_cines")
         if cases:
             self.nb.figure(preprocessing_figure(cases), "04_real_patches",
@@ -806,18 +612,6 @@ class Study(Base):
     def real_cines(self) -> pd.DataFrame:
         """Every network row on the real 4CH cines: the valve, the patch centre's distance, the MR probabilities."""
         return self.real_results
-
-    def _real_checks(self) -> list[tuple]:
-        """The real-cine targets (none without real cines): a valve on every real 4CH cine, and the patch centre
-        within 8 mm of the pseudo-label annulus midpoint on every cine that has one."""
-        real = self.optional("real_results")
-        if real is None:
-            return []
-        out = [("real 4CH cines without a valve", int((real.valve != "found").sum()), "<=", 0)]
-        if "centre_from_pseudo_mm" in real and real.centre_from_pseudo_mm.notna().any():
-            out.append(("real 4CH: largest patch-centre distance from the pseudo-label annulus midpoint (mm)",
-                        float(real.centre_from_pseudo_mm.max()), "<=", 8.0))
-        return out
 
     def write_predictor(self, models: dict, sc: Scored) -> str:
         """The row validation ranks first (ROC-AUC) as the run's CUSSP Predictor with its patch settings and
@@ -880,7 +674,7 @@ class Study(Base):
              - max(val(r, "f1") for r in JOINT_WEIGHTS), ">", 0.0),
             (f"CUSSP-SIAM-25 minus supervised test ROC-AUC at {gap['budget']} MR training cines (mean of draws)",
              gap["gap"], ">", 0.0),
-            *self._real_checks(),
+            *real_checks(self.optional("real_results")),
             *self.time_target(),
         ])
         self.train_log()
