@@ -8,9 +8,10 @@ and a'. Points are (x, y) pixels in `cmrlib.record.LANDMARKS` order.
 
 The package exports `Study` (notebook 03's experiment: one step a cell, what the steps share named as cached
 properties such as `data`, `trackers`, `test_results`) and `Predictor` (the trackers with their inference
-settings); the rest lives in its modules (`data`, `evaluate`, `figures`, `geometry`, `learner`, `predict`).
+settings); the rest lives in its modules (`data`, `evaluate`, `figures`, `geometry`, `learner`, `predict`,
+`real`: the real cines and the 4CH tracker fine-tuned on one demo subject).
 """
-from . import data, evaluate, figures, geometry, learner, predict  # noqa: F401  (reached as mvnet.<module>.<name>)
+from . import data, evaluate, figures, geometry, learner, predict, real  # noqa: F401  (reached as mvnet.<module>.<name>)
 from .predictor import Predictor
 from .study import Study
 

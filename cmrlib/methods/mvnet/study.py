@@ -4,7 +4,6 @@ and e' against the reference and a second observer, the reference's own noise, t
 real cines, and the run's MVnet Predictor."""
 from __future__ import annotations
 
-import copy
 import dataclasses
 import time
 from dataclasses import dataclass
@@ -19,16 +18,17 @@ from ...learn import Fitted, config_from, export
 from ...longform import STAGE_METHODS, from_columns
 from ...plots import agreement_figure
 from ...stats import agreement_table
-from ...utils import seed_for, seeded
+from ...utils import seed_for
 from ...study import Study as Base, StudyError, StudySkipped
-from .data import Track, load_cines, mixed_tracks, tracks_from_cines
-from .evaluate import (choose_inference, clinical, convention_matrix, evaluate, observer_frames,
-                       pooled_displacement_error, pseudo_point_error, pseudo_reference, summarise_spatial)
+from .data import load_cines, mixed_tracks, tracks_from_cines
+from .evaluate import (choose_inference, convention_matrix, evaluate, observer_frames, pooled_displacement_error,
+                       summarise_spatial)
 from .figures import displacement_figure, heatmap_figure, spatial_figure, tracking_figure
 from .geometry import STAGES
-from .learner import MVConfig, fit_or_load, train_stage
+from .learner import MVConfig, fit_or_load
 from .predict import MVnet, model_path, predict_all, tta_shifts
 from .predictor import Predictor
+from .real import RealTracked, Tuning, fine_tune_4ch, pseudo_check, real_row, with_references
 
 AGREEMENT = {"MAPSE MVnet": ("MAPSE_1+2+2", "MAPSE_ref"), "MAPSE observer 2": ("MAPSE_obsA2", "MAPSE_ref"),
              "MAPSE true motion": ("MAPSE_truth", "MAPSE_ref"), "e' MVnet": ("e_prime_1+2+2", "e_prime_ref"),
@@ -77,14 +77,6 @@ class Conventions:
     logs: list
     views: list
     epochs: tuple
-
-
-@dataclass(frozen=True)
-class RealTracked:
-    """The trackers on the real cines, and the 4CH tracker fine-tuned on a demo subject (None: none)."""
-
-    table: pd.DataFrame
-    tuned: MVnet | None
 
 
 class Study(Base):
@@ -380,35 +372,20 @@ class Study(Base):
         return found
 
     def _fit_real(self, cines: list[tuple]) -> MVnet | None:
-        """The 4CH tracker fine-tuned, both stages, from the phantom one on the phantom's training tracks plus one
-        demo subject's 4CH cine (`real_subject`) with the annulus its pseudo-labels imply (`cines`: (cine, filled
-        pseudo-reference or None) pairs), repeated to `real_share` of the training cines and monitored on phantom
-        validation only: the other demo subject is never trained on nor used for a choice. Its phantom test error
-        beside the phantom tracker's (written)."""
-        p, cfg = self.p, self.cfg
-        real = [Track(c.pixels, c.spacing, ref, c.frame_times, 0, c.subject, c.view) for c, ref in cines
-                if c.subject == p["real_subject"] and c.view == "4CH" and ref is not None]
-        if not p["epochs_real"] or not real or "4CH" not in self.trackers:
-            print(f"no fine-tuned 4CH tracker (epochs_real={p['epochs_real']}, {len(real)} demo 4CH cines of "
-                  f"{p['real_subject']!r} with a pseudo-reference)")
+        """The 4CH tracker fine-tuned on one demo subject (`real.fine_tune_4ch`; its stages exported) and its phantom
+        test error beside the phantom tracker's (written); None when it is not fine-tuned."""
+        p = self.p
+        if "4CH" not in self.trackers:
+            print("no fine-tuned 4CH tracker (no phantom 4CH tracker)")
             return None
-        phantom = self.data.tracks["obsA"]["4CH"]["train"]
-        repeats = max(1, round(p["real_share"] / (1 - p["real_share"]) * len(phantom) / len(real)))
-        t0, stages = time.perf_counter(), []
-        for stage, base in ((1, self.trackers["4CH"].stage1), (2, self.trackers["4CH"].stage2)):
-            with seeded(seed_for(p["seed"], "mvnet", "real", stage, "init")):
-                learn = train_stage(phantom + real * repeats, self.data.tracks["obsA"]["4CH"]["valid"], stage,
-                                    copy.deepcopy(base), p["epochs_real"], cfg.bs, cfg.lr, cfg.schedule,
-                                    cfg.perturb_mm, seed=seed_for(p["seed"], "mvnet", "real", stage, "data"),
-                                    quiet=True, frames_per_cine=cfg.frames_per_cine)
-            if rank() == 0:
-                export(learn, model_path(self.models_dir, "4CH", stage, "real"))
-            stages.append(learn.model)
-        chosen = self.trackers["4CH"]
-        tuned = MVnet(stages[0], stages[1], "4CH", chosen.n_refine, chosen.smooth, chosen.tta)
-        print(f"4CH tracker fine-tuned on {p['real_subject']} ({len(real)} cine x {repeats} beside {len(phantom)} "
-              f"phantom cines, {p['epochs_real']} epochs per stage) in {time.perf_counter() - t0:.0f} s")
-        self._phantom_after_fine_tuning(tuned)
+        save = lambda learn, stage: export(learn, model_path(self.models_dir, "4CH", stage, "real")) if rank() == 0 \
+            else None
+        tuned, said = fine_tune_4ch(cines, self.trackers["4CH"], self.data.tracks["obsA"]["4CH"]["train"],
+                                    self.data.tracks["obsA"]["4CH"]["valid"], self.cfg,
+                                    Tuning(p["epochs_real"], p["real_share"], p["real_subject"], p["seed"]), save)
+        print(said)
+        if tuned is not None:
+            self._phantom_after_fine_tuning(tuned)
         return tuned
 
     def _phantom_after_fine_tuning(self, tuned: MVnet) -> None:
@@ -426,33 +403,24 @@ class Study(Base):
 
     @cached_property
     def real_results(self) -> RealTracked:
-        """The trackers on real cines: the measures and an overlay figure each; where a cine has LV and LA
-        pseudo-labels (the UK Biobank demo's 4CH), the annulus they imply (`pseudo_reference`) is a
-        pseudo-reference: point error in mm over the frames with a plausible valve line (`ref_frames`), and MAPSE
-        and e' from both. The phantom tracker on every cine, the fine-tuned 4CH one (`_fit_real`) on the 4CH cines
-        with its training subject marked (`trained_on`); `StudySkipped` without real cines."""
-        from ...measure import fill_gaps
-
-        # scored on the frames with a valve line of their own, the measures and the training on the filled track
-        real = []
-        for name, c in self._real():
-            scored = pseudo_reference(c.labels, c.spacing, fill=False)
-            real.append((name, c, scored, None if scored is None else fill_gaps(scored)))
+        """The trackers on real cines (`real.real_row`): the measures and an overlay figure each, the point error
+        against the pseudo-reference where a cine has one; the phantom tracker on every cine, the fine-tuned 4CH one
+        on the 4CH cines with its training subject marked (`trained_on`); `StudySkipped` without real cines."""
+        found = with_references(self._real())
         with self.nb.timer("4CH tracker fine-tuned on the demo"):
-            tuned = self._fit_real([(c, ref) for _, c, _, ref in real])
+            tuned = self._fit_real([(c, ref) for _, c, _, ref in found])
         rows = []
-        for name, c, scored, ref in real:
-            trackers = {"phantom": self.trackers[c.view]}
-            if tuned is not None and c.view == "4CH":
-                trackers["fine-tuned"] = tuned
+        for name, c, scored, ref in found:
+            trackers = {"phantom": self.trackers[c.view], **({"fine-tuned": tuned} if tuned is not None
+                                                             and c.view == "4CH" else {})}
             shown = {}
-            for which, tracker in trackers.items():
-                rows.append(self._real_row(name, c, which, tracker, scored, ref, shown))
+            rows += [real_row(name, c, which, tracker, scored, ref, shown, self.p["real_subject"],
+                              self.p["velocity_window"]) for which, tracker in trackers.items()]
             if ref is not None:
                 shown["pseudo-labels"] = ref
-            fig = tracking_figure(c.pixels, shown, c.spacing, title=name)
             slug = name.lower().replace(" ", "_").replace("#", "")
-            self.nb.figure(fig, f"03_real_{slug}", "MVnet tracked valve points on a real cine"
+            self.nb.figure(tracking_figure(c.pixels, shown, c.spacing, title=name), f"03_real_{slug}",
+                           "MVnet tracked valve points on a real cine"
                            + (", with the annulus its pseudo-labels imply" if ref is not None else " (no reference)"))
         table = pd.DataFrame(rows)
         self.nb.table(table, "real_cines")
@@ -462,42 +430,9 @@ class Study(Base):
         """The trackers' measures on the real cines, and their error against the demo's pseudo-reference."""
         return self.real_results.table
 
-    def _real_row(self, name: str, c, which: str, tracker: MVnet, scored: np.ndarray | None, ref: np.ndarray | None,
-                  shown: dict) -> dict:
-        """One tracker on one real cine: its point error against the pseudo-reference's frames with a valve line
-        (`scored`) and its measures beside the filled reference's (`ref`), where there is one; its tracks join
-        `shown` for the figure."""
-        t0 = time.perf_counter()
-        out = tracker.track(c.pixels, c.spacing)
-        dt = time.perf_counter() - t0
-        tr = Track(c.pixels, c.spacing, None, c.frame_times, 0, name, c.view)
-        row = dict(cine=name, view=c.view, tracker=which,
-                   trained_on=which == "fine-tuned" and str(c.subject) == self.p["real_subject"], frames=c.n_frames,
-                   spacing_mm=round(c.spacing[0], 3), seconds=dt,
-                   **clinical({c.view: (out["1+2+2"], tr)}, self.p["velocity_window"]))
-        if which == "phantom":
-            shown["stage 1"] = out["1"]
-        shown[f"1+2+2 ({which})"] = out["1+2+2"]
-        if ref is not None:
-            row.update(point_err_mm=pseudo_point_error(out["1+2+2"], scored, c.spacing),
-                       ref_frames=int(np.isfinite(scored).all(axis=(1, 2)).sum()),
-                       **{f"{k}_pseudo": v for k, v in clinical({c.view: (ref, tr)}, self.p["velocity_window"]).items()})
-        return row
-
     def _pseudo_check(self, which: str | None = None) -> list[tuple]:
-        """The real-cine target (none without a pseudo-reference): the 4CH annulus within 4 mm of the points the UK
-        Biobank demo's 4CH pseudo-labels imply, on average over the cines tracker `which` ('phantom' or
-        'fine-tuned'; by default the fine-tuned one where there is one) never trained on."""
         real = self.optional("real_results")
-        tab = None if real is None else real.table
-        if tab is None or "point_err_mm" not in tab or tab["point_err_mm"].isna().all():
-            return []
-        which = which or ("fine-tuned" if (tab["tracker"] == "fine-tuned").any() else "phantom")
-        held = tab[(tab["tracker"] == which) & ~tab["trained_on"] & tab["point_err_mm"].notna()]
-        if held.empty:
-            return []
-        return [(f"UKBB demo 4CH, {which} tracker, held-out cines: mean distance from the pseudo-label annulus (mm)",
-                 held["point_err_mm"].mean(), "<=", 4.0)]
+        return pseudo_check(None if real is None else real.table, which)
 
     PAPER_FIGURES = ("03_spatial_errors", "03_displacement_error", "03_conventions")
 
