@@ -7,9 +7,10 @@ run's segmentation Predictor.
 
 The package exports `Study` (notebook 02's experiment: one step a cell, what the steps share named as cached
 properties such as `sequences`, `models`, `test_results`) and `Predictor` (the network with its frame settings:
-`predict(cines)`); the rest lives in its modules (`curves`, `data`, `evaluate`, `figures`, `learner`, `predict`).
+`predict(cines)`); the rest lives in its modules (`curves`, `data`, `evaluate`, `figures`, `learner`, `predict`,
+`real`: the detectors on real SAX patients, out of fold, and the choice of the shipped one).
 """
-from . import curves, data, evaluate, figures, learner, predict  # noqa: F401  (reached as edes.<module>.<name>)
+from . import curves, data, evaluate, figures, learner, predict, real  # noqa: F401  (reached as edes.<module>.<name>)
 from .predictor import Predictor
 from .study import Study
 

@@ -5,7 +5,7 @@ Predictor."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import cached_property, partial
 from typing import ClassVar
 
@@ -13,21 +13,21 @@ import numpy as np
 import pandas as pd
 
 from ...io.real import segmenter_split
-from ...learn import BestWeights, Fitted
+from ...learn import Fitted
 from ...longform import implied_volumes
 from ...results import Target
 from ...store import fold_roles
 from ...study import Study as Base
 from ...study import StudySkipped
-from ...utils import rng, seed_for, seeded
-from .curves import read_frames
-from .data import Reading, SeqItem, dataloaders, real_item, resampled, seq_items
-from .evaluate import (PAPER_AFD, afd_table, choose, combined_rows, evaluate, label_plateaus, paired_table,
-                       pseudo_reference, real_afd_table)
+from ...utils import rng, seed_for
+from .data import SeqItem, dataloaders, real_item, resampled, seq_items
+from .evaluate import PAPER_AFD, afd_table, evaluate, label_plateaus, pseudo_reference, real_afd_table
 from .figures import afd_figure, curves_figure, real_figure
-from .learner import DETECTORS, fit, learner, load, model_file
-from .predict import predict, seam_detect, seg_detect
-from .predictor import COMBINED, NETWORK, VOLUME_CURVE, Predictor
+from .learner import DETECTORS, fit, load, model_file
+from .predict import predict, seg_detect
+from .predictor import NETWORK, VOLUME_CURVE, Predictor
+from .real import (CURVE_DECODERS, NETWORK_ROW, RealCines, RealResult, RealSax, Tuning, check_line, detector_kinds,
+                   fine_tune_fold, fixed_detectors, per_cine, run_curve, ship, trainings, tune_one)
 
 MODEL_KEYS = ("widths", "blocks", "hidden", "bidirectional", "cyclic", "motion", "dropout")
 
@@ -53,89 +53,6 @@ class TestResults:
     allv: pd.DataFrame
     order: list[str]
     mean_fd: pd.Series
-
-
-@dataclass(frozen=True)
-class RealResult:
-    """A real-cine table and the one line a Predictor's provenance keeps of it (None: no TempReg-Net row)."""
-
-    table: pd.DataFrame
-    check: str | None = None
-
-
-@dataclass(frozen=True)
-class RealSax:
-    """The real SAX patients' cines (rolled), folds and prepared sequences, by subject."""
-
-    cines: dict
-    folds: pd.Series
-    items: dict
-
-
-@dataclass(frozen=True)
-class RealCines:
-    """The real SAX patients' detectors scored per cine (out of fold where trained), the table over every cine,
-    the detector chosen on notebook 01's validation patients and its comparison on its held-out ones."""
-
-    per_cine: pd.DataFrame
-    table: pd.DataFrame
-    choice: pd.DataFrame
-    shipped: str
-    kind: str  # the shipped detector's `predictor.DETECTOR_KINDS` entry
-    smooth: int  # its curve's circular moving average (frames)
-    decoder: str  # how its network's curve becomes ED and ES (`curves.DECODERS`)
-    reading: Reading  # the slices its network averages and the frames it reads the cycle at (`data.Reading`)
-    trained_as: str  # its network's fine-tuning, a `trainings` key ('' for none)
-    held_out: pd.DataFrame  # every detector on the held-out patients, with its paired difference from the shipped
-    check: str | None
-    best_epochs: list[int]
-
-
-SEAM = "Seam control (largest frame-to-frame change)"
-PHANTOM_CURVE = "LV volume curve (phantom-only segmenter)"
-NETWORK_ROW = "TempReg-Net (fine-tuned)"
-TEMPLATE_ROW = "TempReg-Net (fine-tuned, template fit)"  # the same curves, ED and ES from the closest eq. 4 curve
-HYBRID_ROW = "TempReg-Net (fine-tuned, template ED, minimum ES)"  # the same curves: ED by template, ES by minimum
-SLICES_ROW = "TempReg-Net (fine-tuned, 3 mid slices averaged)"  # its curves on 3 slices about the mid one, averaged
-
-
-def trainings(frames: int) -> dict[str, Reading]:
-    """TempReg-Net's fine-tunings on real patients by name, each with how it reads a cine: the mid slice as
-    acquired, every LV slice in training (3 mid slices averaged at test), every cine resampled to `frames` frames,
-    and both; one change at a time, so each one's effect shows."""
-    return {"TempReg-Net": Reading(), "TempReg-Net on every slice": Reading(slices=3, every_slice=True),
-            f"TempReg-Net at {frames} frames": Reading(frames=frames),
-            f"TempReg-Net on every slice at {frames} frames": Reading(slices=3, every_slice=True, frames=frames)}
-
-
-def network_rows(frames: int) -> dict[str, tuple[str, Reading, str]]:
-    """The real table's fine-tuned TempReg-Net rows: each one's fine-tuning (`trainings`), how it reads a cine at
-    test and its decoder (`curves.DECODERS`); every one a candidate for the shipped detector."""
-    t = trainings(frames)
-    plain, every, fixed, both = t
-    return {NETWORK_ROW: (plain, t[plain], "argmax"), TEMPLATE_ROW: (plain, t[plain], "template"),
-            HYBRID_ROW: (plain, t[plain], "hybrid"), SLICES_ROW: (plain, Reading(slices=3), "argmax"),
-            "TempReg-Net (fine-tuned on every slice, 3 mid slices averaged)": (every, t[every], "argmax"),
-            f"TempReg-Net (fine-tuned and read at {frames} frames)": (fixed, t[fixed], "argmax"),
-            f"TempReg-Net (fine-tuned on every slice at {frames} frames, 3 mid slices averaged)":
-                (both, t[both], "argmax"),
-            f"TempReg-Net (fine-tuned on every slice at {frames} frames, 3 mid slices; template ED, minimum ES)":
-                (both, t[both], "hybrid")}
-
-
-def run_curve(smooth: int, decoder: str = "argmax") -> str:
-    """The name of the run segmenter's LV volume-curve row at a smoothing, read by its extremes or (hybrid) ED by
-    the closest eq. 4 curve and ES by the minimum."""
-    reading = "; template ED, minimum ES" if decoder == "hybrid" else ""
-    return f"LV volume curve (run segmenter, smooth {smooth}{reading})"
-
-
-CURVE_DECODERS = ("argmax", "hybrid")  # the readings of the run segmenter's LV volume curve scored on real patients
-
-
-def combined(smooth: int) -> str:
-    """The name of the row that averages fine-tuned TempReg-Net and the run segmenter's curve on the cycle."""
-    return f"TempReg-Net + LV volume curve (smooth {smooth})"
 
 
 class Study(Base):
@@ -308,12 +225,9 @@ class Study(Base):
         epochs = max(1, int(np.median(real.best_epochs))) if real.best_epochs else p["real_epochs"]
         dls = dataloaders(seqs, bs=p["bs"], delta=p["delta"], upsilon=p["upsilon"],
                           seed=seed_for(p["seed"], "real", "all"))
-        with seeded(seed_for(p["seed"], "edes", "real", "all")):
-            learn = learner(dls, "TempReg-Net", beta=p["beta"], alpha=p["alpha"], path=self.out, **self.model_kw)
-            learn.model.load_state_dict(self.models.nets["TempReg-Net"].state_dict())
-            with learn.no_bar(), learn.no_logging():
-                learn.fit_one_cycle(epochs, p["real_lr"])
-        return learn.model.eval(), len(seqs)
+        net, _ = tune_one("TempReg-Net", self.models.nets["TempReg-Net"].state_dict(), dls,
+                          seed_for(p["seed"], "edes", "real", "all"), self.tuning, epochs=epochs, best=False)
+        return net, len(seqs)
 
     @cached_property
     def detectors(self) -> dict:
@@ -406,73 +320,44 @@ class Study(Base):
                 for name, r in trainings(p["real_frames"]).items()}
 
     @cached_property
+    def tuning(self) -> Tuning:
+        """How the phantom models are fine-tuned on real patients (`real.Tuning`)."""
+        return Tuning.of(self.p, self.out, self.model_kw)
+
+    @cached_property
     def real_results(self) -> RealCines:
-        """The ED/ES detectors on real patients (`real_cines`), folds by patient. Each network starts from its
-        phantom model and is fine-tuned on the training folds (best epoch on the validation fold), then scored on
-        the test fold; the phantom models alone, the seam control and the LV volume curves of the phantom-only and
-        the run's segmenter (each smoothing in `curve_smooth`) on every patient; fine-tuned TempReg-Net and the
-        curve averaged on the cycle. The detector the run ships is chosen among TempReg-Net, the curves and their
-        averages on notebook 01's validation patients (the run's segmenter never learned their masks) and compared
-        on its held-out ones, paired. Written; `StudySkipped` without the real cohort."""
+        """The ED/ES detectors on real patients (`real_cines`), folds by patient: the phantom models alone, the seam
+        control and the LV volume curves on every patient (`real.fixed_detectors`), each network fine-tuned on the
+        training folds and scored on the test fold (`real.fine_tune_fold`); the detector the run ships chosen on
+        notebook 01's validation patients and compared on its held-out ones, paired (`real.ship`). Written;
+        `StudySkipped` without the real cohort."""
         p = self.p
         cines, folds = self.real_cines.cines, self.real_cines.folds
         with self.nb.timer("real patients: phantom models and curves"):
-            fixed, seconds = self._fixed_detectors()
+            try:
+                seg = self.segmentation()
+            except FileNotFoundError as e:
+                print(f"run segmenter's volume curve skipped on real patients: {e}")
+                seg = None
+            fixed, seconds = fixed_detectors(self.models.nets, p["methods"], p["size"], p["zoom"],
+                                             self.phantom_segmenter, seg, p["curve_smooth"])
             parts = [evaluate(fixed, cines.values(), total=len(cines))]
             ran = parts[0].method.isin([run_curve(k, d) for k in p["curve_smooth"] for d in CURVE_DECODERS])  # each
             # costs the one segmentation
             if ran.any():  # a run without its segmenter (`cmrlib fit` on a bare cohort) has no curve rows
                 parts[0].loc[ran, "sec"] = parts[0].loc[ran, "cine_id"].map(seconds).astype(float)
-        logs = []
+        logs, starts = [], {m: self.models.nets[m].state_dict() for m in p["methods"]}
         with self.nb.timer("real patients: fine-tuning"):
             for k in range(p["real_folds"]):
                 roles = fold_roles(k, p["real_folds"])
-                tuned, log = self._fine_tune(folds, roles, k)
+                tuned, log = fine_tune_fold(self.real_items, folds, roles, k, p["methods"], starts, self.tuning)
                 logs += log
                 test = [c for s, c in cines.items() if folds[s] in roles["test"]]
                 parts.append(evaluate(tuned, test, total=len(test)))
-        res = pd.concat(parts, ignore_index=True)
-        curves = [m for m in map(run_curve, p["curve_smooth"]) if m in set(res.method)]
-        if NETWORK_ROW in set(res.method):
-            res = pd.concat([res] + [combined_rows(res, NETWORK_ROW, run_curve(k), combined(k))
-                                     for k in p["curve_smooth"] if run_curve(k) in curves], ignore_index=True)
-        subject = {c.cine_id: s for s, c in cines.items()}
-        res["subject"] = res["cine_id"].map(subject)
-        res["fold"] = res["subject"].map(folds)
-        res["segmenter_split"] = res["subject"].map(self._segmenter_split(folds)).fillna("none")
-        res["short"] = res["n_frames"] < p["short_frames"]
+        res = per_cine(parts, cines, folds, self._segmenter_split(folds), p["short_frames"], p["curve_smooth"])
         self.nb.table(res.drop(columns="curve", errors="ignore"), "real_predictions")
         self.nb.table(pd.DataFrame(logs), "real_training")
         return self._real_tables(res, logs)
-
-    def _fixed_detectors(self) -> tuple[dict, dict[str, float]]:
-        """The real-patient detectors that train on none of them: the phantom networks, the seam control and the LV
-        volume curves (the run segmenter's once per cine, each smoothing read from it); and the seconds each cine's
-        segmentation took."""
-        p = self.p
-        found = {f"{m} (phantom only)": partial(predict, self.models.nets[m], size=p["size"], zoom=p["zoom"])
-                 for m in p["methods"]}
-        found[SEAM] = seam_detect
-        if self.phantom_segmenter is not None:
-            found[PHANTOM_CURVE] = partial(seg_detect, self.phantom_segmenter)
-        try:
-            seg = self.segmentation()
-        except FileNotFoundError as e:
-            print(f"run segmenter's volume curve skipped on real patients: {e}")
-            return found, {}
-        memo: dict[str, np.ndarray] = {}
-        seconds: dict[str, float] = {}
-
-        def curve(cine, smooth, decoder):
-            if cine.cine_id not in memo:
-                t0 = time.perf_counter()
-                memo[cine.cine_id] = seg_detect(seg, cine)["curve"]
-                seconds[cine.cine_id] = time.perf_counter() - t0
-            c = memo[cine.cine_id]
-            return dict(curve=c, **dict(zip(("ed", "es"), read_frames(c, smooth, decoder))))
-
-        return {**{run_curve(k, d): partial(curve, smooth=k, decoder=d) for d in CURVE_DECODERS
-                   for k in p["curve_smooth"]}, **found}, seconds
 
     def _segmenter_split(self, folds: pd.Series) -> dict[str, str]:
         """Each real patient's part in choosing the shipped detector: notebook 01's split of ACDC ('train': the run's
@@ -484,7 +369,8 @@ class Study(Base):
         return {s: "valid" if f == 0 else "test" for s, f in folds.items()}
 
     def _real_tables(self, res: pd.DataFrame, logs: list[dict]) -> RealCines:
-        """The real tables from the per-cine rows: every cine, the choice on validation, the held-out comparison."""
+        """The real tables from the per-cine rows: every cine, the choice on validation, the held-out comparison
+        (written, with the figure)."""
         p = self.p
         table = real_afd_table(res, p["short_frames"])
         self.nb.table(table, "real_afd_table")
@@ -492,35 +378,13 @@ class Study(Base):
         self.nb.figure(real_figure(table, self.test_results.allv), "02_real_afd",
                        f"ED/ES detectors on {n} real ACDC SAX cines (cyclically shifted; fine-tuned rows scored on "
                        "held-out folds) with 95 % CIs, beside the paper's and the phantom test split's aFD")
-        methods = set(res.method)
-        kinds = {**{run_curve(k, d): (VOLUME_CURVE, k, d, Reading(), "") for d in CURVE_DECODERS  # simplest first
-                    for k in p["curve_smooth"]},
-                 **{row: (NETWORK, 1, dec, reading, name)
-                    for row, (name, reading, dec) in network_rows(p["real_frames"]).items()},
-                 **{combined(k): (COMBINED, k, "argmax", Reading(), "TempReg-Net") for k in p["curve_smooth"]}}
-        candidates = [m for m in kinds if m in methods]
-        valid, test = (res[res.segmenter_split == s] for s in ("valid", "test"))
-        if not candidates or valid.empty or test.empty:
-            shipped, choice, held = NETWORK_ROW, pd.DataFrame(), pd.DataFrame()
-        else:
-            shipped, choice = choose(valid, candidates)
-            choice = choice.assign(n=valid.cine_id.nunique(), chosen=lambda d: d.method == shipped)
-            pair = paired_table(test, shipped, seed=seed_for(p["seed"], "edes", "paired")).drop(columns="against")
-            held = real_afd_table(test, p["short_frames"]).merge(pair.drop(columns="n"), on="method", how="left")
+        kinds = detector_kinds(p["curve_smooth"], p["real_frames"])
+        shipped, choice, held = ship(res, kinds, p["short_frames"], p["seed"])
+        if not choice.empty:
             self.nb.table(choice, "real_choice")
             self.nb.table(held, "real_afd_held_out")
-        check = None
-        if not held.empty:
-            r = held.set_index("method").loc[shipped]
-            check = (f"{int(r.n)} real ACDC SAX cines (cyclically shifted) that neither trained the run's segmenter "
-                     f"nor chose this detector: aFD ED {r.aFD_ED:.2f}, ES {r.aFD_ES:.2f} frames, ED within 1 frame "
-                     f"in {r.ED_within_1:.0f} %")
-        elif NETWORK_ROW in methods:
-            r = table.set_index("method").loc[NETWORK_ROW]
-            check = (f"{n} real ACDC SAX cines, cyclically shifted, 5-fold by patient: fine-tuned TempReg-Net aFD ED "
-                     f"{r.aFD_ED:.2f}, ES {r.aFD_ES:.2f} frames")
         best = [int(g["best_epoch"]) for g in logs if g["method"] == (kinds[shipped][4] or "TempReg-Net")]
-        return RealCines(res, table, choice, shipped, *kinds[shipped], held, check, best)
+        return RealCines(res, table, choice, shipped, *kinds[shipped], held, check_line(held, table, shipped, n), best)
 
     def real_patients(self) -> pd.DataFrame:
         """Table 1 on the real SAX patients, with 95 % CIs, as % of the cycle and as the share within one frame."""
@@ -536,41 +400,6 @@ class Study(Base):
         print(f"chosen on {int(r.choice.n.iloc[0])} validation patients: {r.shipped}")
         print(r.choice.round(3).to_string(index=False))
         return r.held_out
-
-    def _fine_tune(self, folds: pd.Series, roles: dict, k: int) -> tuple[dict, list[dict]]:
-        """Every method's phantom model fine-tuned on the training folds' sequences, TempReg-Net's also each other
-        way of `trainings`, the best epoch on the validation fold kept; the detectors (each method, every row of
-        `network_rows`) and a log row per fine-tuning."""
-        p = self.p
-        nets, log = {}, []
-        for name, items in self.real_items.items():
-            methods = p["methods"] if name == "TempReg-Net" else [m for m in p["methods"] if m == "TempReg-Net"]
-            split = {s: next((r for r, fs in roles.items() if folds[s] in fs), "test") for s in items}
-            seqs = [replace(it, split=split[s]) for s, it in items.items() if split[s] in ("train", "valid")]
-            dls = dataloaders(seqs, bs=p["bs"], delta=p["delta"], upsilon=p["upsilon"],
-                              seed=seed_for(p["seed"], "real", k))
-            for m in methods:
-                key = m if name == "TempReg-Net" else name
-                nets[key], best = self._tune_one(m, dls, seed_for(p["seed"], "edes", "real", key, k))
-                log.append(dict(fold=k, method=key, best_epoch=best.best_epoch, valid_loss=float(best.best),
-                                train=sum(s.split == "train" for s in seqs), valid=sum(s.split == "valid" for s in seqs)))
-        found = {f"{m} (fine-tuned)": partial(predict, nets[m], size=p["size"], zoom=p["zoom"]) for m in p["methods"]}
-        for row, (name, reading, decoder) in network_rows(p["real_frames"]).items():
-            if name in nets:
-                found[row] = partial(predict, nets[name], size=p["size"], zoom=p["zoom"], decoder=decoder,
-                                     slices=reading.slices, frames=reading.frames)
-        return found, log
-
-    def _tune_one(self, method: str, dls, seed: int):
-        """One method's phantom model fine-tuned on `dls` for `real_epochs`, its best epoch on validation kept."""
-        p = self.p
-        with seeded(seed):
-            learn = learner(dls, method, beta=p["beta"], alpha=p["alpha"], path=self.out, **self.model_kw)
-            learn.model.load_state_dict(self.models.nets[method].state_dict())
-            best = BestWeights(patience=p["real_epochs"], min_epochs=1)
-            with learn.no_bar(), learn.no_logging():
-                learn.fit_one_cycle(p["real_epochs"], p["real_lr"], cbs=[best])
-        return learn.model.eval(), best
 
     @cached_property
     def real_patient090(self) -> RealResult:

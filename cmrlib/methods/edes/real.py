@@ -1,0 +1,248 @@
+"""TempReg-Net's detectors on real SAX patients, folds by patient: each network fine-tuned from its phantom model on
+the training folds (best epoch on the validation fold) and scored on the test fold; the phantom models, the seam
+control and the LV volume curves on every patient; the detector the run ships chosen on notebook 01's validation
+patients and compared, paired, on its held-out ones. Plain functions of the named pieces the Study hands them."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from functools import partial
+
+import numpy as np
+import pandas as pd
+
+from ...learn import BestWeights
+from ...utils import seed_for, seeded
+from .curves import read_frames
+from .data import Reading, dataloaders
+from .evaluate import choose, combined_rows, paired_table, real_afd_table
+from .learner import learner
+from .predict import predict, seam_detect, seg_detect
+from .predictor import COMBINED, NETWORK, VOLUME_CURVE
+
+
+@dataclass(frozen=True)
+class RealResult:
+    """A real-cine table and the one line a Predictor's provenance keeps of it (None: no TempReg-Net row)."""
+
+    table: pd.DataFrame
+    check: str | None = None
+
+
+@dataclass(frozen=True)
+class RealSax:
+    """The real SAX patients' cines (rolled), folds and prepared sequences, by subject."""
+
+    cines: dict
+    folds: pd.Series
+    items: dict
+
+
+@dataclass(frozen=True)
+class RealCines:
+    """The real SAX patients' detectors scored per cine (out of fold where trained), the table over every cine,
+    the detector chosen on notebook 01's validation patients and its comparison on its held-out ones."""
+
+    per_cine: pd.DataFrame
+    table: pd.DataFrame
+    choice: pd.DataFrame
+    shipped: str
+    kind: str  # the shipped detector's `predictor.DETECTOR_KINDS` entry
+    smooth: int  # its curve's circular moving average (frames)
+    decoder: str  # how its network's curve becomes ED and ES (`curves.DECODERS`)
+    reading: Reading  # the slices its network averages and the frames it reads the cycle at (`data.Reading`)
+    trained_as: str  # its network's fine-tuning, a `trainings` key ('' for none)
+    held_out: pd.DataFrame  # every detector on the held-out patients, with its paired difference from the shipped
+    check: str | None
+    best_epochs: list[int]
+
+
+SEAM = "Seam control (largest frame-to-frame change)"
+PHANTOM_CURVE = "LV volume curve (phantom-only segmenter)"
+NETWORK_ROW = "TempReg-Net (fine-tuned)"
+TEMPLATE_ROW = "TempReg-Net (fine-tuned, template fit)"  # the same curves, ED and ES from the closest eq. 4 curve
+HYBRID_ROW = "TempReg-Net (fine-tuned, template ED, minimum ES)"  # the same curves: ED by template, ES by minimum
+SLICES_ROW = "TempReg-Net (fine-tuned, 3 mid slices averaged)"  # its curves on 3 slices about the mid one, averaged
+
+
+def trainings(frames: int) -> dict[str, Reading]:
+    """TempReg-Net's fine-tunings on real patients by name, each with how it reads a cine: the mid slice as
+    acquired, every LV slice in training (3 mid slices averaged at test), every cine resampled to `frames` frames,
+    and both; one change at a time, so each one's effect shows."""
+    return {"TempReg-Net": Reading(), "TempReg-Net on every slice": Reading(slices=3, every_slice=True),
+            f"TempReg-Net at {frames} frames": Reading(frames=frames),
+            f"TempReg-Net on every slice at {frames} frames": Reading(slices=3, every_slice=True, frames=frames)}
+
+
+def network_rows(frames: int) -> dict[str, tuple[str, Reading, str]]:
+    """The real table's fine-tuned TempReg-Net rows: each one's fine-tuning (`trainings`), how it reads a cine at
+    test and its decoder (`curves.DECODERS`); every one a candidate for the shipped detector."""
+    t = trainings(frames)
+    plain, every, fixed, both = t
+    return {NETWORK_ROW: (plain, t[plain], "argmax"), TEMPLATE_ROW: (plain, t[plain], "template"),
+            HYBRID_ROW: (plain, t[plain], "hybrid"), SLICES_ROW: (plain, Reading(slices=3), "argmax"),
+            "TempReg-Net (fine-tuned on every slice, 3 mid slices averaged)": (every, t[every], "argmax"),
+            f"TempReg-Net (fine-tuned and read at {frames} frames)": (fixed, t[fixed], "argmax"),
+            f"TempReg-Net (fine-tuned on every slice at {frames} frames, 3 mid slices averaged)":
+                (both, t[both], "argmax"),
+            f"TempReg-Net (fine-tuned on every slice at {frames} frames, 3 mid slices; template ED, minimum ES)":
+                (both, t[both], "hybrid")}
+
+
+def run_curve(smooth: int, decoder: str = "argmax") -> str:
+    """The name of the run segmenter's LV volume-curve row at a smoothing, read by its extremes or (hybrid) ED by
+    the closest eq. 4 curve and ES by the minimum."""
+    reading = "; template ED, minimum ES" if decoder == "hybrid" else ""
+    return f"LV volume curve (run segmenter, smooth {smooth}{reading})"
+
+
+CURVE_DECODERS = ("argmax", "hybrid")  # the readings of the run segmenter's LV volume curve scored on real patients
+
+
+def combined(smooth: int) -> str:
+    """The name of the row that averages fine-tuned TempReg-Net and the run segmenter's curve on the cycle."""
+    return f"TempReg-Net + LV volume curve (smooth {smooth})"
+
+
+
+
+def fixed_detectors(nets: dict, methods: list, size: int, zoom: float, phantom_segmenter, seg, curve_smooth: list
+                    ) -> tuple[dict, dict[str, float]]:
+    """The real-patient detectors that train on none of them: the phantom networks, the seam control and the LV
+    volume curves (the run segmenter's, `seg`, once per cine, each smoothing read from it; None: none); and the
+    seconds each cine's segmentation took (filled as they run)."""
+    found = {f"{m} (phantom only)": partial(predict, nets[m], size=size, zoom=zoom) for m in methods}
+    found[SEAM] = seam_detect
+    if phantom_segmenter is not None:
+        found[PHANTOM_CURVE] = partial(seg_detect, phantom_segmenter)
+    if seg is None:
+        return found, {}
+    memo: dict[str, np.ndarray] = {}
+    seconds: dict[str, float] = {}
+
+    def curve(cine, smooth, decoder):
+        if cine.cine_id not in memo:
+            t0 = time.perf_counter()
+            memo[cine.cine_id] = seg_detect(seg, cine)["curve"]
+            seconds[cine.cine_id] = time.perf_counter() - t0
+        c = memo[cine.cine_id]
+        return dict(curve=c, **dict(zip(("ed", "es"), read_frames(c, smooth, decoder))))
+
+    return {**{run_curve(k, d): partial(curve, smooth=k, decoder=d) for d in CURVE_DECODERS
+               for k in curve_smooth}, **found}, seconds
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """How a phantom model is fine-tuned on real patients: the run's seed and the notebook's training settings."""
+
+    seed: int
+    epochs: int
+    lr: float
+    bs: int
+    delta: float
+    upsilon: float
+    beta: float
+    alpha: float
+    size: int
+    zoom: float
+    frames: int
+    path: object
+    model_kw: dict
+
+    @classmethod
+    def of(cls, p: dict, path, model_kw: dict) -> "Tuning":
+        """From notebook 02's parameters, the folder its learners write into and the network's settings."""
+        return cls(p["seed"], p["real_epochs"], p["real_lr"], p["bs"], p["delta"], p["upsilon"], p["beta"],
+                   p["alpha"], p["size"], p["zoom"], p["real_frames"], path, model_kw)
+
+
+def tune_one(method: str, start: dict, dls, seed: int, how: Tuning, epochs: int | None = None, best: bool = True):
+    """One method's network from its phantom weights (`start`) fine-tuned on `dls` (one cycle of `epochs`, the
+    notebook's by default; `best`: the best epoch on validation kept); the network and its `BestWeights` (None)."""
+    with seeded(seed):
+        learn = learner(dls, method, beta=how.beta, alpha=how.alpha, path=how.path, **how.model_kw)
+        learn.model.load_state_dict(start)
+        keep = BestWeights(patience=how.epochs, min_epochs=1) if best else None
+        with learn.no_bar(), learn.no_logging():
+            learn.fit_one_cycle(epochs or how.epochs, how.lr, cbs=[keep] if keep else None)
+    return learn.model.eval(), keep
+
+
+def fine_tune_fold(real_items: dict, folds: pd.Series, roles: dict, k: int, methods: list, starts: dict,
+                   how: Tuning) -> tuple[dict, list[dict]]:
+    """Every method's phantom model (`starts`: its weights) fine-tuned on fold k's training sequences, TempReg-Net's
+    also each other way of `trainings`, the best epoch on the validation fold kept; the detectors (each method,
+    every row of `network_rows`) and a log row per fine-tuning."""
+    nets, log = {}, []
+    for name, items in real_items.items():
+        chosen = methods if name == "TempReg-Net" else [m for m in methods if m == "TempReg-Net"]
+        split = {s: next((r for r, fs in roles.items() if folds[s] in fs), "test") for s in items}
+        seqs = [replace(it, split=split[s]) for s, it in items.items() if split[s] in ("train", "valid")]
+        dls = dataloaders(seqs, bs=how.bs, delta=how.delta, upsilon=how.upsilon, seed=seed_for(how.seed, "real", k))
+        for m in chosen:
+            key = m if name == "TempReg-Net" else name
+            nets[key], best = tune_one(m, starts[m], dls, seed_for(how.seed, "edes", "real", key, k), how)
+            log.append(dict(fold=k, method=key, best_epoch=best.best_epoch, valid_loss=float(best.best),
+                            train=sum(s.split == "train" for s in seqs), valid=sum(s.split == "valid" for s in seqs)))
+    found = {f"{m} (fine-tuned)": partial(predict, nets[m], size=how.size, zoom=how.zoom) for m in methods}
+    for row, (name, reading, decoder) in network_rows(how.frames).items():
+        if name in nets:
+            found[row] = partial(predict, nets[name], size=how.size, zoom=how.zoom, decoder=decoder,
+                                 slices=reading.slices, frames=reading.frames)
+    return found, log
+
+
+def per_cine(parts: list[pd.DataFrame], cines: dict, folds: pd.Series, split: dict, short_frames: int,
+             curve_smooth: list) -> pd.DataFrame:
+    """Every detector's rows on the real cines in one table, fine-tuned TempReg-Net averaged with each run curve on
+    the cycle added, each row's patient, fold, part in notebook 01's split and whether its cine is short."""
+    res = pd.concat(parts, ignore_index=True)
+    curves = [m for m in map(run_curve, curve_smooth) if m in set(res.method)]
+    if NETWORK_ROW in set(res.method):
+        res = pd.concat([res] + [combined_rows(res, NETWORK_ROW, run_curve(k), combined(k))
+                                 for k in curve_smooth if run_curve(k) in curves], ignore_index=True)
+    subject = {c.cine_id: s for s, c in cines.items()}
+    res["subject"] = res["cine_id"].map(subject)
+    res["fold"] = res["subject"].map(folds)
+    res["segmenter_split"] = res["subject"].map(split).fillna("none")
+    res["short"] = res["n_frames"] < short_frames
+    return res
+
+
+def detector_kinds(curve_smooth: list, frames: int) -> dict[str, tuple]:
+    """Every candidate for the shipped detector (simplest first) -> (kind, smoothing, decoder, reading, its
+    fine-tuning)."""
+    return {**{run_curve(k, d): (VOLUME_CURVE, k, d, Reading(), "") for d in CURVE_DECODERS for k in curve_smooth},
+            **{row: (NETWORK, 1, dec, reading, name) for row, (name, reading, dec) in network_rows(frames).items()},
+            **{combined(k): (COMBINED, k, "argmax", Reading(), "TempReg-Net") for k in curve_smooth}}
+
+
+def ship(res: pd.DataFrame, kinds: dict, short_frames: int, seed: int) -> tuple[str, pd.DataFrame, pd.DataFrame]:
+    """The detector chosen among `kinds` on notebook 01's validation patients, the choice table, and every detector
+    on its held-out patients with its paired difference from the chosen (fine-tuned TempReg-Net and empty tables
+    when either set of patients is empty)."""
+    candidates = [m for m in kinds if m in set(res.method)]
+    valid, test = (res[res.segmenter_split == s] for s in ("valid", "test"))
+    if not candidates or valid.empty or test.empty:
+        return NETWORK_ROW, pd.DataFrame(), pd.DataFrame()
+    shipped, choice = choose(valid, candidates)
+    choice = choice.assign(n=valid.cine_id.nunique(), chosen=lambda d: d.method == shipped)
+    pair = paired_table(test, shipped, seed=seed_for(seed, "edes", "paired")).drop(columns="against")
+    held = real_afd_table(test, short_frames).merge(pair.drop(columns="n"), on="method", how="left")
+    return shipped, choice, held
+
+
+def check_line(held: pd.DataFrame, table: pd.DataFrame, shipped: str, n: int) -> str | None:
+    """The one line a Predictor's provenance keeps of the real patients: the shipped detector on its held-out
+    patients, else fine-tuned TempReg-Net on every cine out of fold (None: neither ran)."""
+    if not held.empty:
+        r = held.set_index("method").loc[shipped]
+        return (f"{int(r.n)} real ACDC SAX cines (cyclically shifted) that neither trained the run's segmenter "
+                f"nor chose this detector: aFD ED {r.aFD_ED:.2f}, ES {r.aFD_ES:.2f} frames, ED within 1 frame "
+                f"in {r.ED_within_1:.0f} %")
+    if NETWORK_ROW in set(table.method):
+        r = table.set_index("method").loc[NETWORK_ROW]
+        return (f"{n} real ACDC SAX cines, cyclically shifted, 5-fold by patient: fine-tuned TempReg-Net aFD ED "
+                f"{r.aFD_ED:.2f}, ES {r.aFD_ES:.2f} frames")
+    return None
