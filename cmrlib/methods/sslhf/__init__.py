@@ -10,9 +10,9 @@ DenseNet-121 with GroupNorm.
 The package exports `Study` (notebook 05's experiment: one step a cell, what the steps share named as cached
 properties such as `hf_cohort`, `patches`, `cv`, `real_results`) and `Predictor` (every fold's classifier, their
 HFrEF probabilities averaged); the rest lives in its modules (`crossval`, `data`, `evaluate`, `figures`,
-`learner`).
+`learner`, `real`: the real SAX patients' proxies, gate and tables).
 """
-from . import crossval, data, evaluate, figures, learner  # noqa: F401  (reached as sslhf.<module>.<name>)
+from . import crossval, data, evaluate, figures, learner, real  # noqa: F401  (reached as sslhf.<module>.<name>)
 from .predictor import Predictor
 from .study import Study
 

@@ -19,12 +19,12 @@ from ...study import StudyError, StudySkipped
 from ...transforms.corrupt import corrupt, random_frame_cover, random_local_shuffle, random_patch_cover
 from ...utils import rng, seed_for
 from . import crossval
-from .data import CLASSES, HFREF_BELOW, HFPatches, PatchSettings, hf_class, hf_labels, patient_folds, preprocess_store
-from .evaluate import (MEASUREMENT, TABLES, detectability, differences, fold_metrics, mean_roc, measurement_rows,
-                       paired_auc, pooled_summary, table)
+from .data import CLASSES, HFREF_BELOW, HFPatches, PatchSettings, hf_labels, patient_folds, preprocess_store
+from .evaluate import TABLES, detectability, differences, fold_metrics, mean_roc, paired_auc, pooled_summary, table
 from .figures import ef_figure, learning_curve_figure, real_figure, restoration_figure, roc_figure
 from .learner import NO_PROXY, PROXIES, SSLHFConfig, network, pretrain, restore, save
 from .predictor import Predictor
+from .real import RealCV, RealProxies, real_labels, real_proxies, real_tables
 
 
 @dataclass(frozen=True)
@@ -67,29 +67,6 @@ class CrossValidated:
     fm: pd.DataFrame
     summ: pd.DataFrame
     predictor_file: Path | None
-
-
-@dataclass(frozen=True)
-class RealProxies:
-    """The SSLHF proxy each real fold starts from, the further pretraining's log rows, which proxy the gate kept
-    and the deepest-level probe AUC by encoder."""
-
-    nets: dict
-    logs: list
-    name: str
-    gate: pd.Series
-
-
-@dataclass(frozen=True)
-class RealCV:
-    """The real patients' table, predictions, summary, the proxies' log rows, the proxy kept and the gate."""
-
-    table: pd.DataFrame
-    pred: pd.DataFrame
-    summary: pd.DataFrame
-    logs: list
-    proxy: str
-    gate: pd.Series
 
 
 class Study(Base):
@@ -486,20 +463,17 @@ class Study(Base):
 
     @cached_property
     def real_results(self) -> RealCV:
-        """Tables II-III's `real_rows` on the real SAX cohort (`Study.real_sax`: ACDC cines, reduced vs preserved
-        LVEF by the 50 % rule on the full manual labels' LVEF, five folds by patient): the same patches, gate, rows,
-        rate choice and tables as the phantom's. The SSLHF row starts from the proxy the gate ranks first on the
-        real validation patients: the pool's, or the pool's trained on further on each fold's real training and
-        validation patches. Tables, differences, gate and figure written; `StudySkipped` without the real
-        cohort or the pool's SSLHF proxy."""
+        """Tables II-III's `real_rows` on the real SAX cohort (`Study.real_sax`; `real.real_labels`): the same
+        patches, gate, rows, rate choice and tables as the phantom's; the SSLHF row from the proxy the gate ranks
+        first on each fold's validation patients (`real.real_proxies`). Tables, differences, gate and figure
+        written; `StudySkipped` without the real cohort or the pool's SSLHF proxy."""
         p = self.p
         proxies = self.optional("pool_proxies")
         if proxies is None or "SSLHF" not in proxies.nets:
             raise StudySkipped("the real patients' SSLHF row starts from the pool's proxy; this run trained none "
                                "(proxy_data='pool' and the SSLHF row)")
         store, subjects = self.real_sax(int(p["n_folds"]))
-        labels = pd.DataFrame(dict(subject=subjects.subject, lvef=subjects.LVEF, hfref=hf_class(subjects.LVEF),
-                                   group=subjects.group, lvef_true=np.nan))
+        labels = real_labels(subjects)
         with self.nb.timer("real patients: patches"):
             key = dict(self.prep, ids=subjects.cine_id.tolist(), cohort=store.fingerprint(), anatomy=p["anatomy"],
                        segmenter=self.anatomy_key())
@@ -511,29 +485,34 @@ class Study(Base):
         print(f"{len(labels)} real patients with patches ({len(patches.failures)} cines left out: "
               f"real_preprocessing_failures), {int(labels.hfref.sum())} with LVEF below {HFREF_BELOW:g} %; "
               f"{len(patches)} patches")
-        chosen = self._real_proxies(patches, labels, folds, proxies.nets["SSLHF"])
+        with self.nb.timer("real patients: proxies"):
+            chosen, gate = real_proxies(patches, labels, folds, proxies.nets["SSLHF"], self.cfg,
+                                        self.p["real_proxy_steps"])
+        self._show_real_gate(gate, chosen)
         rows = [r for r in p["real_rows"] if r in p["rows"]]
         with self.nb.timer("real patients: classifiers"):
             pred, fit_logs, _ = crossval.cross_validate(patches, labels, folds, rows, self.cfg,
                                                         lambda fold: {"SSLHF": chosen.nets[fold]}, keep=(),
                                                         client=self.fit_client)
         self.nb.table(pd.DataFrame(fit_logs), "real_train_log")
-        lvef = self._segmented_lvef(store, labels)
-        if lvef is not None:
-            pred = pd.concat([pred, measurement_rows(pred, lvef)], ignore_index=True)
-            rows = [*rows, MEASUREMENT]
-        self.nb.table(pred, "real_predictions")
-        fm = fold_metrics(pred)
-        summ = pooled_summary(pred, fm, seed=seed_for(p["seed"], "sslhf", "bootstrap"))
-        self.nb.table(summ, "real_summary")
-        real_table = table(summ, rows, n_folds=int(p["n_folds"]))
-        self.nb.table(real_table, "real_table", index=True)
-        self.nb.table(differences(fm), "real_differences")
-        self.nb.table(pd.DataFrame([detectability(fm, len(labels), "SSLHF", "A: no proxy")]), "real_detectability")
-        self.nb.figure(real_figure(summ, self.cv.summ, rows), "05_real_patients",
+        rows, tables = real_tables(pred, self._segmented_lvef(store, labels), rows, int(p["n_folds"]), len(labels),
+                                   p["seed"])
+        for name in ("real_predictions", "real_summary", "real_table", "real_differences", "real_detectability"):
+            self.nb.table(tables[name], name, index=name == "real_table")
+        self.nb.figure(real_figure(tables["real_summary"], self.cv.summ, rows), "05_real_patients",
                        f"Patient-level test AUC (pooled over five folds, patient-bootstrap 95 % CI) on {len(labels)} real ACDC SAX cines "
                        "(reduced vs preserved LVEF) beside the phantom's and the paper's, per row.")
-        return RealCV(real_table, pred, summ, chosen.logs, chosen.name, chosen.gate)
+        return RealCV(tables["real_table"], tables["real_predictions"], tables["real_summary"], chosen.logs,
+                      chosen.name, chosen.gate)
+
+    def _show_real_gate(self, gate: pd.DataFrame, chosen: RealProxies) -> None:
+        """The real gate's table (written), its probe AUC by encoder level, and the proxy the SSLHF row starts from."""
+        self.nb.table(gate, "real_gate_probe")
+        levels = gate.pivot_table(index="level", columns="encoder", values="auc", aggfunc="mean")
+        print("real validation patients, probe AUC by encoder level (mean over folds; 5: the classifier's):")
+        print(levels.round(3).to_string())
+        print(f"the SSLHF row starts from the {chosen.name} (per fold, the higher deepest-level probe AUC on that "
+              "fold's validation patients)")
 
     def _segmented_lvef(self, store, labels: pd.DataFrame) -> pd.Series | None:
         """Each real patient's LVEF from the run's segmenter (the measurement a cardiologist already has; it trained
@@ -553,42 +532,6 @@ class Study(Base):
     def real_patients(self) -> pd.DataFrame:
         """The real patients' table (Tables II-III's rows)."""
         return self.real_results.table
-
-    def _real_proxies(self, patches: HFPatches, labels: pd.DataFrame, folds: pd.Series, pool):
-        """Fold -> the SSLHF proxy the gate ranks first on that fold's validation patients (deepest-level probe AUC;
-        no test patient takes part): the pool's as it is, or trained on further on the fold's real training and
-        validation patches (`real_proxy_steps`); the gate table written."""
-        import dataclasses
-
-        cfg = self.cfg
-        tuned, logs = {}, []
-        with self.nb.timer("real patients: proxies"):
-            for fold in range(int(folds.max()) + 1):
-                parts = crossval.fold_patients(labels, folds, fold)
-                seen = patches.take(pd.concat([parts["train"], parts["valid"]]).subject)
-                tuned[fold], log = pretrain(seen.x, patches.take(parts["valid"].subject).x,
-                                            dataclasses.replace(cfg, proxy_steps=int(self.p["real_proxy_steps"])),
-                                            PROXIES["SSLHF"], f"SSLHF real fold {fold}", start=pool)
-                logs.append(dict(log, fold=fold, stage=f"real proxy fold {fold}"))
-        random_encoder = network(NO_PROXY, cfg).encoder
-        gate = crossval.probe(lambda fold: {"pool proxy": pool.encoder, "pool + real proxy": tuned[fold].encoder,
-                                            "random": random_encoder}, patches, labels, folds)
-        self.nb.table(gate, "real_gate_probe")
-        deepest = gate[gate.deepest].groupby("encoder").auc.mean()
-        levels = gate.pivot_table(index="level", columns="encoder", values="auc", aggfunc="mean")
-        print("real validation patients, probe AUC by encoder level (mean over folds; 5: the classifier's):")
-        print(levels.round(3).to_string())
-        auc = gate[gate.deepest].set_index(["fold", "encoder"]).auc
-        at = lambda f, name: auc.get((f, name), np.nan)  # noqa: E731 (NaN: no probe in that fold)
-        kept = {f: "pool + real proxy" if at(f, "pool + real proxy") >= at(f, "pool proxy") else "pool proxy"
-                for f in tuned}  # each fold by its own validation patients (no probe: the pool's)
-        name = next(iter(set(kept.values()))) if len(set(kept.values())) == 1 else \
-            f"pool + real proxy in {sum(v != 'pool proxy' for v in kept.values())} of {len(kept)} folds"
-        print(f"the SSLHF row starts from the {name} (per fold, the higher deepest-level probe AUC on that fold's "
-              "validation patients)")
-        chosen = np.nanmean([at(f, kept[f]) for f in kept]) if auc.notna().any() else np.nan  # the kept ones' AUC
-        return RealProxies({f: tuned[f] if kept[f] != "pool proxy" else pool for f in tuned}, logs, name,
-                           pd.concat([deepest, pd.Series({"kept": chosen})]))
 
     def real_cines(self) -> pd.DataFrame:
         """The run's SSLHF Predictor on the real SAX cines here: ACDC patient090's (ACDC's others and the UK Biobank
