@@ -361,7 +361,8 @@ def test_an_ari_table_of_notes_only_draws_no_paper_copy(tmp_path):
 def _glanced(tmp_path):
     """fake_run with 02's results row and a second, interval-bearing target."""
     run = fake_run(tmp_path, also=())
-    pd.DataFrame({"figure": ["TempReg-Net aFD ED (frames)", "real SAX patients (9, out of fold): fine-tuned TempReg-Net aFD ES (frames)"],
+    pd.DataFrame({"figure": ["TempReg-Net aFD ED (frames)",
+                             "real SAX patients (9, out of fold): fine-tuned TempReg-Net aFD ES (frames)"],
                   "value": [0.3, 1.25], "low": [None, 0.5], "high": [None, 2.0], "goal": ["<=", "<="],
                   "target": [0.38, 1.0], "met": [True, False]}).to_csv(run / "02" / "targets.csv", index=False)
     (run / "02" / "glance.json").write_text(json.dumps(dict(edes.Study.GLANCE, notebook="02")))

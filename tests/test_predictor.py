@@ -207,7 +207,8 @@ def test_a_predictor_that_cannot_be_opened_is_named_and_fails_the_command(tmp_pa
     run = tmp_path / "run"
     seg = segmenter().save(run / "predictors" / "segmentation.predictor")
     prep = dict(size=32, patch_mm=2.0, frames=10, window=5, crop_size=32, crop_mm=3.0)
-    cussp.Predictor.from_model(CUSSPNet(10, 8, (16, 16), 8), "CUSSP-SIAM", prep, 0.5).save(run / "predictors" / "cussp.predictor")
+    cussp.Predictor.from_model(CUSSPNet(10, 8, (16, 16), 8), "CUSSP-SIAM", prep, 0.5).save(
+        run / "predictors" / "cussp.predictor")
     weights = run / "predictors" / "cussp.predictor" / "weights.safetensors"
     weights.write_bytes(weights.read_bytes()[:64])  # truncated in transit
     patient = _nifti_patient(tmp_path / "patient", subject)

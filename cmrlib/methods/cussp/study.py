@@ -347,7 +347,8 @@ class Study(Base):
 
     def _random_encoder(self, inp: str):
         """The pretrained encoder's random start (the same initialisation, no pretraining): its yardstick."""
-        return pretrain(self.inputs.xy(inp, "train")[0][:0], self.inputs.xy(inp, "valid")[0], self.cfg, self.pretrain_augment,
+        return pretrain(self.inputs.xy(inp, "train")[0][:0], self.inputs.xy(inp, "valid")[0], self.cfg,
+                        self.pretrain_augment,
                         "random")[0]
 
     @cached_property

@@ -64,8 +64,10 @@ class Study(Base):
     number = "02"
     GLANCE = dict(method="TempReg-Net", headline="aFD ED / ES (frames)", paper="0.38 / 0.44",
                   phantom=[["ED", "TempReg-Net aFD ED (frames)"], ["ES", "TempReg-Net aFD ES (frames)"]],
-                  real=[["fine-tuned TempReg-Net ES, out of fold", "real SAX patients (*): fine-tuned TempReg-Net aFD ES*"],
-                        ["shipped detector ES, held out", "real SAX patients held out (*): shipped detector (*) aFD ES*"]])
+                  real=[["fine-tuned TempReg-Net ES, out of fold",
+                         "real SAX patients (*): fine-tuned TempReg-Net aFD ES*"],
+                        ["shipped detector ES, held out",
+                         "real SAX patients held out (*): shipped detector (*) aFD ES*"]])
     BATCHES = ("bs",)
     PARAMS: ClassVar[dict] = {
         # study

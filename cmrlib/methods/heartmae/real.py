@@ -262,3 +262,50 @@ def readout_gain(pred: pd.DataFrame, n_boot: int, seed: int) -> pd.DataFrame:
                          frames_MAE=float(err[(enc, FRAMES)].mean()), frames_minus_pooled=d, ci_low=lo, ci_high=hi))
     return pd.DataFrame(rows, columns=["encoder", "n", "pooled_MAE", "frames_MAE", "frames_minus_pooled", "ci_low",
                                        "ci_high"])
+
+
+def encode(model, mean: float, std: float, cines: CineSet, names: list[str], cfg, k: int, t: int, pool: str
+           ) -> Encoded:
+    """A masked autoencoder's frozen features of every view: per subject, pooled, and per (view, time step)."""
+    from .features import extract, mae_steps
+
+    steps = extract(mae_steps(model, mean, std), cines, cfg.size, cfg.frames, k, t, progress=False)
+    frames, pooled = split_steps(steps, k, t, cfg.frames // cfg.tubelet, pool)
+    return Encoded(subject_features(pooled, cines.table, names), frames.reshape(-1, frames.shape[-1]))
+
+
+def cross_fold(cines: CineSet, folds: pd.Series, names: list[str], fixed: Mapping[str, Encoded], tuned_for,
+               rows: pd.DataFrame, lvef: pd.Series) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Every read-out of every representation, fold by fold: `tuned_for(fold views, fold)` gives the fold's own
+    representations and its pretext gate; the fixed ones are read as they are. The out-of-fold predictions, the
+    features gates and the pretext gates."""
+    preds, gates, pretexts = [], [], []
+    for fold in range(int(folds.max()) + 1):
+        fc = fold_views(cines, folds, fold)
+        role = fc.table.drop_duplicates("subject").set_index("subject")["split"]
+        roles = {r: [s for s in names if role[s] == r] for r in ("train", "valid", "test")}
+        tuned, pretext = tuned_for(fc, fold)
+        pred, gate = fold_readouts({**tuned, **fixed}, rows, lvef, roles, fold)
+        preds.append(pred)
+        gates.append(gate)
+        pretexts.append(pretext)
+    return tuple(pd.concat(x, ignore_index=True) for x in (preds, gates, pretexts))
+
+
+def predictor_rows(predictor, subjects: list[tuple], columns: tuple[str, ...]) -> pd.DataFrame:
+    """The run's HeartMAE Predictor on each real subject ((name, cines, reference measures, what the reference
+    is)): its `columns` beside the reference's, or why it cannot read the subject."""
+    from ...predictor import NotApplicable
+
+    rows = []
+    for name, cines, ref, what in subjects:
+        row = dict(subject=name, views="+".join(sorted({c.view for c in cines})), reference=what)
+        try:
+            pred = predictor.predict(cines).measures
+        except NotApplicable as e:
+            rows.append(dict(row, note=str(e)))
+            continue
+        for k in columns:
+            row |= {f"{k}_pred": pred.get(k, np.nan), f"{k}_ref": ref.get(k, np.nan)}
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -24,7 +24,7 @@ from .baselines import EXPERT, expert_features, logistic_probs
 from .data import CineSet, Clips, ViewSettings, intensity_stats, preprocess_store
 from .evaluate import (EF_COLUMNS, PAPER_FEATURES, PAPER_TABLE1, PAPER_TABLE2, beside_paper,
                        classification_metrics_table, condition_table, evaluate, table1, table2, wilcoxon, wins)
-from .features import KINETICS, bags, cached_features, extract, kinetics_encoder, mae_encoder, mae_steps
+from .features import KINETICS, bags, cached_features, extract, kinetics_encoder, mae_encoder
 from .figures import (attention_by_view, attention_figure, condition_figure, flow_figure, pretraining_figure,
                       readout_figure, real_lvef_figure, reconstruct, reconstruction_figure, scaled_mae_figure)
 from .gates import pretext as pretext_gate
@@ -566,17 +566,14 @@ class Study(Base):
         subjects = subjects[subjects.subject.isin(set(cines.table["subject"]))]
         folds, lvef = subjects.set_index("subject").fold, subjects.set_index("subject").LVEF
         names = subjects.subject.tolist()
-        k, t, n_steps = int(p["crops"]), int(p["clips"]), cfg.frames // cfg.tubelet
+        k, t = int(p["crops"]), int(p["clips"])
         windows = real.step_windows(cines.frames.shape[1], cines.frames.shape[-1], cfg.size, cfg.frames,
                                     cfg.tubelet, k, t)
         area, seg_steps = self._real_frame_targets(store, cines, windows)
         rows = real.frame_rows(cines.table, len(windows), area)
 
         def encoded(model, mean: float, std: float) -> real.Encoded:
-            steps = extract(mae_steps(model, mean, std), cines, cfg.size, cfg.frames, k, t, progress=False)
-            frames, pooled = real.split_steps(steps, k, t, n_steps, p["pool"])
-            return real.Encoded(real.subject_features(pooled, cines.table, names),
-                                frames.reshape(-1, frames.shape[-1]))
+            return real.encode(model, mean, std, cines, names, cfg, k, t, p["pool"])
 
         with self.nb.timer("real patients: features"):
             family = {row: encoded(m, v.mean, v.std) for row, m in models.items()}
@@ -593,18 +590,9 @@ class Study(Base):
         self._export_real(subjects, {**{r: e.pooled for r, e in family.items()},
                                      **{n: e.pooled for n, e in fixed.items()
                                         if e.pooled is not None and n != "HeartMAE (phantom)"}})
-        preds, gates, pretexts = [], [], []
-        for fold in range(int(folds.max()) + 1):
-            fc = real.fold_views(cines, folds, fold)
-            role = fc.table.drop_duplicates("subject").set_index("subject")["split"]
-            roles = {r: [s for s in names if role[s] == r] for r in ("train", "valid", "test")}
-            tuned, pretext = self._real_tuned(fc, fold, encoded)
-            pretexts.append(pretext)
-            pred, gate = real.fold_readouts({**tuned, **fixed}, rows, lvef, roles, fold)
-            preds.append(pred)
-            gates.append(gate)
-        return self._real_tables(pd.concat(preds, ignore_index=True), pd.concat(gates, ignore_index=True),
-                                 pd.concat(pretexts, ignore_index=True), len(names))
+        pred, gate, pretext = real.cross_fold(cines, folds, names, fixed,
+                                              lambda fc, fold: self._real_tuned(fc, fold, encoded), rows, lvef)
+        return self._real_tables(pred, gate, pretext, len(names))
 
     def _real_tuned(self, fc: CineSet, fold: int, encoded) -> tuple[dict, pd.DataFrame]:
         """With `real_epochs`: HeartMAE's pretraining continued on the fold's training patients, its features and
@@ -708,26 +696,13 @@ class Study(Base):
     def real_cines(self) -> pd.DataFrame:
         """The run's HeartMAE Predictor on every real subject, none of which it trained on: predicted LVEF and LAEF
         (and the other EF columns) beside those measured from the subject's segmentations (written)."""
-        from ...predictor import NotApplicable
-
         predictor = self.optional("predictor")
         if predictor is None:
             raise StudySkipped("no HeartMAE Predictor in this run (it needs the probes' targets)")
         subjects = self._real_subjects()
         if not subjects:
             raise StudySkipped("no real subject with a reference under the data root (set data_dir or $CMRLIB_DATA)")
-        rows = []
-        for name, cines, ref, what in subjects:
-            row = dict(subject=name, views="+".join(sorted({c.view for c in cines})), reference=what)
-            try:
-                pred = predictor.predict(cines).measures
-            except NotApplicable as e:
-                rows.append(dict(row, note=str(e)))
-                continue
-            for k in EF_COLUMNS:
-                row |= {f"{k}_pred": pred.get(k, np.nan), f"{k}_ref": ref.get(k, np.nan)}
-            rows.append(row)
-        table = pd.DataFrame(rows)
+        table = real.predictor_rows(predictor, subjects, EF_COLUMNS)
         self.nb.table(table, "real_cines")
         return table
 

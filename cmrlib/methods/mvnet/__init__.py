@@ -11,7 +11,7 @@ properties such as `data`, `trackers`, `test_results`) and `Predictor` (the trac
 settings); the rest lives in its modules (`data`, `evaluate`, `figures`, `geometry`, `learner`, `predict`,
 `real`: the real cines and the 4CH tracker fine-tuned on one demo subject).
 """
-from . import data, evaluate, figures, geometry, learner, predict, real  # noqa: F401  (reached as mvnet.<module>.<name>)
+from . import data, evaluate, figures, geometry, learner, predict, real  # noqa: F401  (mvnet.<module>.<name>)
 from .predictor import Predictor
 from .study import Study
 

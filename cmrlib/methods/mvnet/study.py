@@ -89,7 +89,8 @@ class Study(Base):
     number = "03"
     GLANCE = dict(method="MVnet", headline="ICC MAPSE / e'", paper="0.94 / 0.93",
                   phantom=[["MAPSE", "MAPSE ICC (MVnet vs ref)"], ["e'", "e' ICC (MVnet vs ref)"]],
-                  real=[["annulus from the UK Biobank pseudo-labels (mm)", "UKBB demo 4CH, * tracker, held-out cines*"]])
+                  real=[["annulus from the UK Biobank pseudo-labels (mm)",
+                         "UKBB demo 4CH, * tracker, held-out cines*"]])
     BATCHES = ("bs",)
     PARAMS: ClassVar[dict] = {
         # study
