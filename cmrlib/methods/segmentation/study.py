@@ -26,14 +26,10 @@ from .figures import case_panels
 from .learner import as_model, dataloaders, fit, load, model_file
 from .predict import calibrate_prior, log_prior, predict_off_centre, predict_store, uncertainty_reference
 from .predictor import Predictor
+from .real import RealLax, dice_all, lax_checks, lax_scores, lax_summary
 from .recipes import recipe
 
 OFF_CENTRE_MM = 60.0  # how far the inference comparison moves the field of view off ACDC's heart-centred frames
-
-
-def dice_all(table: pd.DataFrame, *key) -> float:
-    """Mean Dice over all labelled frames for one (view,) structure of a summary table."""
-    return float(table.loc[(*key, "all"), "dice_mean"])
 
 
 def mean_dice(store: CohortStore, pred: dict) -> pd.Series:
@@ -64,19 +60,6 @@ class Agreed:
     measures: pd.DataFrame
     pairs: dict
     table: pd.DataFrame
-
-
-@dataclass(frozen=True)
-class RealLax:
-    """The long-axis models on the demo's cines: models by name, cines, predictions, scores, Dice table, and the
-    fine-tuned model's phantom test Dice beside the phantom-only one's (None without it)."""
-
-    models: dict
-    cines: dict
-    preds: dict
-    scores: pd.DataFrame
-    table: pd.DataFrame
-    on_phantom: pd.Series | None
 
 
 class Study(Base):
@@ -611,7 +594,6 @@ class Study(Base):
         marked; that model's phantom test Dice beside the phantom-only one's (all written); `StudySkipped` without
         the demo."""
         from ...io.real import real_cines
-        from .predict import predict
 
         cines = {f"{c.subject}_{c.view}": c for _, c in real_cines(self.p["data_dir"], ("2CH", "4CH"), labelled=True)}
         if not cines:
@@ -620,10 +602,7 @@ class Study(Base):
         models = {"lax": self.phantom_models.nets["lax"]}
         if (tuned := self._fit_lax_real(list(cines.values()))) is not None:
             models["lax_real"] = tuned
-        preds = {name: {cid: predict(m, c) for cid, c in cines.items()} for name, m in models.items()}
-        sc = pd.concat([evaluate(cines, preds[name]).assign(model=name) for name in models], ignore_index=True)
-        sc["trained_on"] = (sc.model == "lax_real") & (sc.subject.astype(str) == self.p["lax_real_subject"])
-        table = summarise(sc, by=("model", "subject", "view", "structure"))
+        preds, sc, table = lax_scores(models, cines, self.p["lax_real_subject"])
         self.nb.table(sc, "scores_ukbb_pseudo.csv")
         self.nb.table(table, "dice_ukbb_pseudo.csv", index=True)
         on_phantom = self._phantom_after_fine_tuning(tuned) if tuned is not None else None
@@ -649,11 +628,6 @@ class Study(Base):
             raise StudySkipped("no long-axis model fine-tuned on a demo subject in this run")
         return on_phantom.unstack("model")
 
-    def _held_out(self, table: pd.DataFrame, model: str) -> list[str]:
-        """The demo subjects long-axis model `model` never trained on."""
-        subjects = table.loc[model].index.get_level_values("subject").unique()
-        return [s for s in subjects if model == "lax" or s != self.p["lax_real_subject"]]
-
     def intervals(self, agree: Agreed) -> dict[str, dict]:
         """90 % split-conformal intervals of the shipped model's measures from ACDC's validation and held-out
         patients, neither trained on (written with their coverage leaving each patient out): what the report prints
@@ -670,27 +644,6 @@ class Study(Base):
                         coverage_across=round(r.coverage_across, 3),
                         calibrated_on="ACDC validation and held-out patients (manual masks)")
                 for m, r in t.iterrows() if np.isfinite(r.half_width)}
-
-    def _real_checks(self, r: RealLax | None, model: str | None = None) -> list[tuple]:
-        """The real 4CH Dice targets against the pseudo-labels, on each demo subject a long-axis model (by default the
-        fine-tuned one, else the phantom one) never trained on."""
-        if r is None:
-            return []
-        model = model or list(r.models)[-1]
-        return [(f"{model} on held-out {sub} 4CH {s} Dice vs pseudo-labels",
-                 dice_all(r.table, model, sub, "4CH", s), ">=", t)
-                for sub in self._held_out(r.table, model)
-                for s, t in (("LV", 0.85), ("MYO", 0.70), ("RV", 0.80), ("LA", 0.85), ("RA", 0.80))
-                if (model, sub, "4CH", s, "all") in r.table.index]
-
-    def _lax_summary(self, table: pd.DataFrame, model: str) -> str:
-        """One line for the Predictor's provenance: a long-axis model's 4CH Dice on the demo subjects it never
-        trained on."""
-        subjects = self._held_out(table, model)
-        dice = table.loc[(model, subjects), "dice_mean"].xs("all", level="phase").xs("4CH", level="view")
-        how = "fine-tuned on one UK Biobank demo subject's pseudo-labels" if model == "lax_real" else "phantom-only"
-        return (f"{how} long-axis model: mean 4CH Dice {dice.mean():.2f} against the pseudo-labels of "
-                f"{len(subjects)} UK Biobank demo subject(s) it did not train on")
 
     def _phantom_after_fine_tuning(self, tuned) -> pd.Series:
         """Phantom test Dice of the fine-tuned long-axis model beside the phantom-only one's (written): what the
@@ -748,10 +701,10 @@ class Study(Base):
             real_check.append(f"phantom-only SAX model on {self.sim2real.scores.cine_id.nunique()} ACDC cines (manual "
                               f"masks): LV Dice {dice_all(self.sim2real.table, 'LV'):.2f}")
         if real is not None:
-            real_check.append(self._lax_summary(real.table, lax))
+            real_check.append(lax_summary(real.table, lax, self.p["lax_real_subject"]))
         elif real_check:
             real_check.append("the long-axis model has no real-data check")
-        checks += self._real_checks(real)
+        checks += lax_checks(real, self.p["lax_real_subject"])
         agree = self.optional("acdc_measures")
         if agree is not None and {"LVEF", "LVEDV"} <= set(agree.table.index):
             checks += [("ACDC held-out LVEF MAE (points)", float(agree.table.loc["LVEF", "mae"]), "<=", 4.0),
@@ -768,9 +721,9 @@ class Study(Base):
                               f"{len(self.acdc_held_out)} held-out ACDC patients (manual masks, ED and ES): LV / MYO / "
                               f"RV Dice {d['LV']:.3f} / {d['MYO']:.3f} / {d['RV']:.3f}")
         sax_rows = [c for c in checks if c[0].startswith(("shipped SAX model", "ACDC held-out"))]
-        lax_text = self._lax_summary(real.table, lax) if real is not None else "no real-data check"
+        lax_text = lax_summary(real.table, lax, self.p["lax_real_subject"]) if real is not None else "no real-data check"
         model_checks = dict(SAX=model_check(sax_rows, "; ".join(c for c in real_check if "SAX model" in c)),
-                            LAX=model_check(self._real_checks(real, lax), lax_text))  # the shipped one's
+                            LAX=model_check(lax_checks(real, self.p["lax_real_subject"], lax), lax_text))  # the shipped one's
         targets = self.targets(checks)
         print(f"the run's segmentation Predictor: SAX {sax!r} model, long-axis {lax!r} model")
         n_real = sum(split == "train" for split in acdc.splits().values()) if sax != "sax" else 0

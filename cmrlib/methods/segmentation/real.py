@@ -1,0 +1,69 @@
+"""The long-axis segmenters on the UK Biobank demo's 2CH and 4CH cines, every frame, against the demo's
+segmentations: a network's (Bai et al. 2018), so a pseudo-reference (its 2CH has the LA alone). The phantom-only
+model and the one fine-tuned on one demo subject, each scored on the subjects it never trained on; the Dice targets
+and the one line the Predictor's provenance keeps. Plain functions of the named pieces the Study hands them."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from .evaluate import evaluate, summarise
+
+LAX_TARGETS = (("LV", 0.85), ("MYO", 0.70), ("RV", 0.80), ("LA", 0.85), ("RA", 0.80))  # 4CH Dice vs pseudo-labels
+
+
+@dataclass(frozen=True)
+class RealLax:
+    """The long-axis models on the demo's cines: models by name, cines, predictions, scores, Dice table, and the
+    fine-tuned model's phantom test Dice beside the phantom-only one's (None without it)."""
+
+    models: dict
+    cines: dict
+    preds: dict
+    scores: pd.DataFrame
+    table: pd.DataFrame
+    on_phantom: pd.Series | None
+
+
+def dice_all(table: pd.DataFrame, *key) -> float:
+    """Mean Dice over all labelled frames for one (view,) structure of a summary table."""
+    return float(table.loc[(*key, "all"), "dice_mean"])
+
+
+def lax_scores(models: dict, cines: dict, trained_on: str) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+    """Every long-axis model on every demo cine: the predictions, the per-frame scores (the fine-tuned model's
+    training subject marked) and the Dice table by model, subject, view and structure."""
+    from .predict import predict
+
+    preds = {name: {cid: predict(m, c) for cid, c in cines.items()} for name, m in models.items()}
+    sc = pd.concat([evaluate(cines, preds[name]).assign(model=name) for name in models], ignore_index=True)
+    sc["trained_on"] = (sc.model == "lax_real") & (sc.subject.astype(str) == trained_on)
+    return preds, sc, summarise(sc, by=("model", "subject", "view", "structure"))
+
+
+def held_out(table: pd.DataFrame, model: str, trained_on: str) -> list[str]:
+    """The demo subjects long-axis model `model` never trained on."""
+    subjects = table.loc[model].index.get_level_values("subject").unique()
+    return [s for s in subjects if model == "lax" or s != trained_on]
+
+
+def lax_checks(r: RealLax | None, trained_on: str, model: str | None = None) -> list[tuple]:
+    """The real 4CH Dice targets against the pseudo-labels, on each demo subject a long-axis model (by default the
+    fine-tuned one, else the phantom one) never trained on."""
+    if r is None:
+        return []
+    model = model or list(r.models)[-1]
+    return [(f"{model} on held-out {sub} 4CH {s} Dice vs pseudo-labels", dice_all(r.table, model, sub, "4CH", s), ">=",
+             t) for sub in held_out(r.table, model, trained_on) for s, t in LAX_TARGETS
+            if (model, sub, "4CH", s, "all") in r.table.index]
+
+
+def lax_summary(table: pd.DataFrame, model: str, trained_on: str) -> str:
+    """One line for the Predictor's provenance: a long-axis model's 4CH Dice on the demo subjects it never trained
+    on."""
+    subjects = held_out(table, model, trained_on)
+    dice = table.loc[(model, subjects), "dice_mean"].xs("all", level="phase").xs("4CH", level="view")
+    how = "fine-tuned on one UK Biobank demo subject's pseudo-labels" if model == "lax_real" else "phantom-only"
+    return (f"{how} long-axis model: mean 4CH Dice {dice.mean():.2f} against the pseudo-labels of "
+            f"{len(subjects)} UK Biobank demo subject(s) it did not train on")
