@@ -12,7 +12,7 @@ import pandas as pd
 
 from ...learn import attempt
 from ...utils import rng, seed_for
-from .data import PatchAug
+from .data import Inputs, PatchAug
 from .evaluate import auc_gap, evaluate, thresholds
 from .learner import INPUTS, SUPERVISED, CUSSPConfig, fit_siamese, fit_supervised, scores
 
@@ -22,24 +22,6 @@ BUDGET_ROWS = {"CUSSP-SIAM": ("CUSSP-SIAM", "pretrained"), "CUSSP-SIAM-25": ("CU
                "CUSSP-SIAM-25 (random encoder)": ("CUSSP-SIAM-25", "random"), SUPERVISED: (SUPERVISED, None)}
 POOL_COLUMNS = ["row", "metric", "value", "ci_low", "ci_high", "pool_fraction", "pool_cines"]
 BUDGET_COLUMNS = ["budget", "draw", "row", "n_train", "n_train_mr", "threshold", "f1", "roc_auc"]
-
-
-@dataclass(frozen=True)
-class Inputs:
-    """The split of each role ("eval": the scored splits), each input's (x, y, labels) per role, the scored
-    subjects."""
-
-    splits: dict
-    data: dict
-    test_subjects: list
-
-    def xy(self, inp: str, split: str, subjects=None) -> tuple[np.ndarray, np.ndarray]:
-        """(x, y) of one input and split, optionally only some subjects' cines (a label budget)."""
-        x, y, lab = self.data[inp][split]
-        if subjects is None:
-            return x, y
-        keep = lab.subject.isin(set(subjects)).to_numpy()
-        return x[keep], y[keep]
 
 
 @dataclass(frozen=True)

@@ -320,3 +320,21 @@ def unlabelled(sets: Sequence[PatchSet], input: str = "cycle", exclude: Sequence
     parts = [np.asarray(getattr(ps, input)[[i for i, s in enumerate(ps.subjects) if s not in skip
                                             and (input != "window" or ps.has_window[i])]]) for ps in sets]
     return np.concatenate(parts) if parts else np.zeros((0,))
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """The split of each role ("eval": the scored splits), each input's (x, y, labels) per role, the scored
+    subjects."""
+
+    splits: dict
+    data: dict
+    test_subjects: list
+
+    def xy(self, inp: str, split: str, subjects=None) -> tuple[np.ndarray, np.ndarray]:
+        """(x, y) of one input and split, optionally only some subjects' cines (a label budget)."""
+        x, y, lab = self.data[inp][split]
+        if subjects is None:
+            return x, y
+        keep = lab.subject.isin(set(subjects)).to_numpy()
+        return x[keep], y[keep]

@@ -2,6 +2,7 @@
 MR grade, and the paper's numbers beside them."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -112,3 +113,56 @@ def measures_reusable(cached: pd.DataFrame | None, subjects, anatomy: str, made_
     return (cached is not None and set(cached.subject) >= set(subjects)
             and set(cached.get("anatomy", [])) == {anatomy}
             and set(cached.get("made_by", pd.Series(dtype=str)).astype(str)) == {made_by})
+
+
+@dataclass(frozen=True)
+class Forest:
+    """The forest's labels and measures per role, and the fitted forest."""
+
+    data: dict
+    Xs: dict
+    model: object
+
+
+@dataclass(frozen=True)
+class Scored:
+    """Every row on validation and test: (y, scores) by row, test grades, thresholds, Table 2's long metrics, the
+    rows that scored and the ones that failed."""
+
+    valid: dict
+    test: dict
+    grades: dict
+    thr: dict
+    long: pd.DataFrame
+    models: dict
+    failed: list
+
+
+def score_rows(nets: dict, forest: Forest, inputs, n_boot: int, seed: int) -> Scored:
+    """Every trained row (`nets`: Learners by row) and the forest scored on validation (its threshold: best F1) and
+    once on the evaluated splits, Table 2's metrics with bootstrap CIs; a row with non-finite scores is a failure
+    and leaves the tables."""
+    from ...learn import attempt
+    from ...utils import seed_for
+    from .learner import INPUTS, scores
+
+    rf, Xs, data = forest.data, forest.Xs, inputs.data
+    valid, test, grades, models, failed = {}, {}, {}, dict(nets), []
+    if len(Xs["valid"]):
+        valid["RF"] = (rf["valid"].mr.reindex(Xs["valid"].index).to_numpy(),
+                       forest.model.predict_proba(Xs["valid"])[:, 1])
+    test["RF"] = (rf["eval"].mr.reindex(Xs["eval"].index).to_numpy(), forest.model.predict_proba(Xs["eval"])[:, 1])
+    grades["RF"] = rf["eval"].grade.reindex(Xs["eval"].index).to_numpy()
+    for r in [r for r in INPUTS if r in models]:
+        inp = INPUTS[r]
+        xe, ye, te = data[inp]["eval"]
+        got, failure = attempt(dict(method="CUSSP", row=r), lambda m=models[r].model, i=inp: (
+            scores(m, data[i]["valid"][0]), scores(m, xe)))
+        if failure:  # non-finite scores never reach a metric
+            failed.append(failure)
+            models.pop(r)
+            continue
+        valid[r], test[r], grades[r] = (data[inp]["valid"][1], got[0]), (ye, got[1]), te.grade.to_numpy()
+    thr = thresholds(valid)
+    long = evaluate(test, thr, n_boot=n_boot, seed=seed_for(seed, "cussp", "boot"))
+    return Scored(valid, test, grades, thr, long, models, failed)

@@ -18,13 +18,13 @@ from ...learn import attempt, config_from
 from ...measure import TABLE1_VIEWS, subject_measures, table1_frames
 from ...study import Study as Base, StudySkipped
 from ...utils import seed_for
-from .data import PatchAug, PatchSet, PatchSettings, labelled, mr_labels, preprocess_store, unlabelled
-from .curves import (Budget, Curve, Inputs, Made, Training, budget_gap, label_budget, pool_curve,
-                     pool_fractions, random_siam25)
-from .evaluate import evaluate, measures_reusable, recall_by_grade, table2, thresholds, validation_table
+from .data import Inputs, PatchAug, PatchSet, PatchSettings, labelled, mr_labels, preprocess_store, unlabelled
+from .curves import (Budget, Curve, Made, Training, budget_gap, label_budget, pool_curve, pool_fractions,
+                     random_siam25)
+from .evaluate import (Forest, Scored, measures_reusable, recall_by_grade, score_rows, table2,
+                       validation_table)
 from .figures import budget_figure, grade_figure, pool_figure, preprocessing_figure, roc_pr_figure
-from .learner import (INPUTS, JOINT_WEIGHTS, SUPERVISED, CUSSPConfig, fit, pretrain, probe, random_forest, save,
-                      scores)
+from .learner import INPUTS, JOINT_WEIGHTS, SUPERVISED, CUSSPConfig, fit, pretrain, probe, random_forest, save
 from .predictor import Predictor
 from .real import real_checks, real_rows
 
@@ -53,29 +53,6 @@ class Patches:
     labelled: PatchSet
     lax_cache: dict
     failures: pd.DataFrame
-
-
-@dataclass(frozen=True)
-class Forest:
-    """The forest's labels and measures per role, and the fitted forest."""
-
-    data: dict
-    Xs: dict
-    model: object
-
-
-@dataclass(frozen=True)
-class Scored:
-    """Every row on validation and test: (y, scores) by row, test grades, thresholds, Table 2's long metrics, the
-    rows that scored and the ones that failed."""
-
-    valid: dict
-    test: dict
-    grades: dict
-    thr: dict
-    long: pd.DataFrame
-    models: dict
-    failed: list
 
 
 class Study(Base):
@@ -457,33 +434,13 @@ class Study(Base):
         return failed
 
     def score(self, rows: Made) -> Scored:
-        """Every row and the forest scored on validation (its threshold: best F1) and once on the evaluated splits:
-        the validation table and Table 2 with bootstrap CIs (both written); a row with non-finite scores is a
-        failure and leaves the tables."""
-        rf, Xs, forest = self.forest.data, self.forest.Xs, self.forest.model
-        data = self.inputs.data
-        valid, test, grades, models, failed = {}, {}, {}, dict(rows.nets), []
-        if len(Xs["valid"]):
-            valid["RF"] = (rf["valid"].mr.reindex(Xs["valid"].index).to_numpy(),
-                           forest.predict_proba(Xs["valid"])[:, 1])
-        test["RF"] = (rf["eval"].mr.reindex(Xs["eval"].index).to_numpy(), forest.predict_proba(Xs["eval"])[:, 1])
-        grades["RF"] = rf["eval"].grade.reindex(Xs["eval"].index).to_numpy()
-        for r in [r for r in INPUTS if r in models]:
-            inp = INPUTS[r]
-            xe, ye, te = data[inp]["eval"]
-            got, failure = attempt(dict(method="CUSSP", row=r), lambda m=models[r].model, i=inp: (
-                scores(m, data[i]["valid"][0]), scores(m, xe)))
-            if failure:  # non-finite scores never reach a metric
-                failed.append(failure)
-                models.pop(r)
-                continue
-            valid[r], test[r], grades[r] = (data[inp]["valid"][1], got[0]), (ye, got[1]), te.grade.to_numpy()
-        thr = thresholds(valid)
-        self.nb.table(validation_table(valid, thr), "validation")
-        long = evaluate(test, thr, n_boot=int(self.p["n_boot"]), seed=seed_for(self.p["seed"], "cussp", "boot"))
-        self.nb.table(long, "metrics")
-        self.nb.table(table2(long), "table2", index=True)
-        return Scored(valid, test, grades, thr, long, models, failed)
+        """Every row and the forest scored on validation and once on the evaluated splits (`evaluate.score_rows`):
+        the validation table and Table 2 with bootstrap CIs (written)."""
+        sc = score_rows(rows.nets, self.forest, self.inputs, int(self.p["n_boot"]), int(self.p["seed"]))
+        self.nb.table(validation_table(sc.valid, sc.thr), "validation")
+        self.nb.table(sc.long, "metrics")
+        self.nb.table(table2(sc.long), "table2", index=True)
+        return sc
 
     @cached_property
     def scored(self) -> Scored:
