@@ -105,6 +105,35 @@ def test_each_method_notebook_lists_its_headline_tables_for_the_report(smoke_run
     assert shown == [f"{nn} · {title}" for nn in sorted(listed) for title in listed[nn].values()]
 
 
+def test_the_readme_results_table_is_the_smoke_runs_and_the_drift_check_passes_on_it(smoke_run, tmp_path, capsys):
+    """A row per notebook 01-08 from its glance.json; every number a cell shows is one of that notebook's targets;
+    a page filled from the run has no drift, and one number changed is named."""
+    import numpy as np
+
+    from cmrlib.analysis import report
+    from cmrlib.cli import main
+
+    out, _ = smoke_run
+    t = report.glance_table(out)
+    assert [m[-3:-1] for m in t["method"]] == ["01", "02", "03", "04", "05", "06", "07", "08"]
+    tg = report.targets_table(out)
+    for (method, cells) in zip(t["method"], t[["phantom", "real patients"]].itertuples(index=False)):
+        shown = {f"{v:.3g}" for v in pd.to_numeric(tg[tg.notebook == method[-3:-1]].value, errors="coerce")
+                 if np.isfinite(v)}
+        for cell in cells:
+            for number in re.findall(r"(?<![\[\d.,-])-?\d+\.?\d*(?:e-?\d+)?(?= \[|;|$)", cell):
+                assert number in shown, (method, cell, number)
+    page = tmp_path / "README.md"
+    page.write_text(f"# cmrlib\n\n{report.GLANCE_MARKERS[0]}\n{report.GLANCE_MARKERS[1]}\n")
+    assert main(["report", str(out), "--readme", str(page)]) == 0
+    assert main(["report", str(out), "--check", str(page)]) == 0
+    first = next(x for x in re.findall(r"\| (-?\d+\.\d+)", page.read_text()))
+    page.write_text(page.read_text().replace(f"| {first}", "| 123.5", 1))
+    capsys.readouterr()
+    assert main(["report", str(out), "--check", str(page)]) == 1
+    assert f"123.5 -> {first}" in capsys.readouterr().out
+
+
 def test_analysis_notebooks_read_the_run_and_rerun_identically(smoke_run):
     """07-09 use only the run folder: a second run of them on it writes byte-identical tables and report."""
     from cmrlib.analysis.agreement import LONG_COLUMNS
