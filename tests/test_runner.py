@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -139,7 +140,7 @@ def test_budgets_reach_the_notebooks_that_declare_them_the_log_and_the_record(nb
     prof = tmp_path / "timed.yaml"
     prof.write_text(yaml.safe_dump({"budgets": {"00": 0.5, "01": 1e-9}, "common": {"seed": 0}}))
     out, lines = tmp_path / "run", []
-    path = runner.execute(runner.plan(str(prof), out=out, notebooks=nbdir), log=lines.append)
+    path = runner.execute(runner.plan(str(prof), out=out, notebooks=nbdir), log=lines.append, free=os.cpu_count())
     assert (out / "budget.txt").read_text() == "0.5"  # 01 does not declare it: only the runner knows its budget
     assert [r["budget_min"] for r in json.loads(path.read_text())["notebooks"]] == [0.5, 1e-9]
     assert "budget 0.5 min" in lines[0] and "budget 0.5 min)" in lines[1] and "OVER" not in lines[1]

@@ -6,8 +6,9 @@ else of a notebook's folder (`tests/test_contract.py` reads the code and fails w
 """
 from . import agreement, clusters, report
 
-EVERY = ("measures_long.csv", "targets.csv", "figures.json", "headlines.json")  # any notebook (headlines.json: the
-# tables a notebook lists for the report, read by name from its own folder)
+EVERY = ("measures_long.csv", "targets.csv", "figures.json", "headlines.json", "glance.json")  # any notebook
+# (headlines.json: the tables a notebook lists for the report, read by name from its own folder; glance.json: its
+# row of the README's results table)
 RUN_FILES = {
     "01": ("measures_phantom.csv", "acdc", "models/seg_sax.model"),  # ACDC's store (its training split), the
     # phantom-only SAX model

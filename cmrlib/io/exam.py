@@ -73,8 +73,8 @@ _LGE = r"psir|(?<![a-z])lge(?![a-z])|late|delayed|(?<![a-z])mde(?![a-z])|(?<![a-
 _SURVEY = (r"survey|locali[sz]er|(?<![a-z])loc(?![a-z])|scout|pilot|3[\s_-]*plane|tri[\s_-]*plane|"
            r"(?<![a-z])ref(?![a-z])|sense[\s_-]*ref|calibration|(?<![a-z])cal(?![a-z])")
 _3D = r"(?<![a-z0-9])3d(?![a-z0-9])|mra|angio|whole[\s_-]*heart|navigator"
-_OTHER_VIEW = (r"rvot|rv[\s_-]*(out|in)flow|rv[\s_-]*2\s*ch|rv[\s_-]*long|coronal|(?<![a-z])cor(?![a-z])|"
-               r"(?<![a-z])tv(?![a-z])|tricuspid|aort|(?<![a-z])ao(?![a-z])|sagittal|(?<![a-z])sag(?![a-z])|"
+# another plane than the LV's (the right-heart views are `_RIGHT_HEART`'s)
+_OTHER_VIEW = (r"coronal|(?<![a-z])cor(?![a-z])|aort|(?<![a-z])ao(?![a-z])|sagittal|(?<![a-z])sag(?![a-z])|"
                r"transverse|axial|(?<![a-z])tra(?![a-z])")
 # right-heart views: never the LV's 2CH, 3CH or 4CH whatever else the description says
 _RIGHT_HEART = (r"(?<![a-z])(rt|rv|right)[\s_-]*(ventric\w*[\s_-]*)?(2|two|3|three|4|four)[\s_-]*(ch|chamber)|"
