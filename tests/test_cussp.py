@@ -338,3 +338,30 @@ def test_cached_table1_measures_serve_only_the_segmenter_that_made_them():
     assert not measures_reusable(cached.drop(columns="made_by"), ["a"], "segmenter", "key-1")  # made before keys
     assert not measures_reusable(cached, ["a", "b", "c"], "segmenter", "key-1")
     assert not measures_reusable(cached, ["a"], "labels", "key-1") and not measures_reusable(None, [], "x", "k")
+
+
+def test_the_pool_curve_pretrains_on_each_fraction_of_the_pool_and_reuses_table2s_row_for_the_whole(monkeypatch):
+    """A fraction between 0 and 1 (the paper profile's) draws that share of the pool, pretrains on it and trains
+    CUSSP-SIAM-25 from it; the whole pool is Table 2's own row, never trained again."""
+    from types import SimpleNamespace
+
+    from cmrlib.methods.cussp import curves
+
+    lab = pd.DataFrame(dict(subject=[f"s{i}" for i in range(8)], mr=[0, 1] * 4))
+    x, y = np.random.default_rng(0).random((8, 3, 4, 4)).astype(np.float32), lab.mr.to_numpy()
+    inputs = curves.Inputs({}, {"window": {k: (x, y, lab) for k in ("train", "valid", "eval")}}, [])
+    pools = []
+    monkeypatch.setattr(curves, "fit_siamese", lambda enc, tr, va, cfg, aug, tag: (SimpleNamespace(model=enc),
+                                                                                 [dict(row=tag)]))
+    monkeypatch.setattr(curves, "scores", lambda model, xs: y[:len(xs)] * model + np.arange(len(xs)) / 100)
+
+    def encoder(pool, tag):
+        pools.append(len(pool))
+        return 0.5, dict(row=tag)
+
+    how = curves.Training(cfg=None, aug=None, seed=0, n_boot=0)
+    curve = curves.pool_curve(inputs, np.zeros((10, 3, 4, 4), np.float32), [0.5, 1.0], ((y, y * 1.0), 0.5),
+                              lambda: None, encoder, how)
+    assert pools == [5] and sorted(set(curve.table.pool_cines)) == [5, 10]
+    assert curve.logs == [dict(row="window 0.50"), dict(row="CUSSP-SIAM-25 pool 0.50")] and not curve.failed
+    assert curves.pool_curve(inputs, np.zeros((10, 3, 4, 4)), [], None, lambda: None, encoder, how).table.empty
