@@ -75,7 +75,7 @@ def _imports() -> None:
 @contextlib.contextmanager
 def warm_client(workers: int):
     """A LocalCluster whose workers have imported the library (a worker's first task would otherwise pay it)."""
-    from cmrlib.cluster import client
+    from cmrlib.dask_tasks import client
     with client("local", workers) as c:
         c.run(_imports)
         yield c
@@ -137,7 +137,7 @@ def _nothing(x):
 
 
 def overhead_rows() -> list[dict]:
-    from cmrlib.cluster import map_tasks
+    from cmrlib.dask_tasks import map_tasks
     t0 = time.perf_counter()
     with warm_client(2) as c:
         up = time.perf_counter() - t0

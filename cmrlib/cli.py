@@ -207,7 +207,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from .analyse import AnalyseError
     from .analysis.report import ReportError
     from .predictor import PredictorError
-    from .cluster import SchedulerUnreachable
+    from .dask_tasks import SchedulerUnreachable
     from .fit import FitError
     from .io import IngestError, PseudonymError
     from .params import ParamError

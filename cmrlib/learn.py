@@ -247,7 +247,7 @@ def dataloaders(train, valid, bs: int, order_seed: int | None = None):
 
     order_seed: the training batches' order from a generator of its own, for a fit that runs on a Dask worker.
     fastai otherwise seeds it from Python's global `random`, which the worker's own code may draw from while the task
-    runs (`cmrlib.cluster.sizes_without_global_random` keeps Dask's size estimates off it; retries and the like
+    runs (`cmrlib.dask_tasks.sizes_without_global_random` keeps Dask's size estimates off it; retries and the like
     remain). None keeps fastai's draw."""
     from fastai.data.core import DataLoaders
     from fastai.data.load import DataLoader

@@ -411,9 +411,9 @@ class CohortStore:
     def map(self, fn: Callable, cine_ids: Sequence[str], *, args: tuple = (), kwargs: dict | None = None,
             scheduler=None, workers: int = 1, desc: str = "cines", progress: bool = True) -> dict:
         """`fn(*args, cine, **kwargs)` for every listed cine, the cine read where `fn` runs: one Dask task per cine
-        with `scheduler` or `workers` > 1 (`cmrlib.cluster`; `args`, such as a model, go to each worker once), else
+        with `scheduler` or `workers` > 1 (`cmrlib.dask_tasks`; `args`, such as a model, go to each worker once), else
         in this process. cine_id -> result, in the order given; an error is raised with the cine named."""
-        from .cluster import client, map_tasks
+        from .dask_tasks import client, map_tasks
 
         task = partial(_on_cine, root=str(self.root), fn=fn, kwargs=kwargs or {})
         out = {}

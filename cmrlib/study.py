@@ -11,7 +11,7 @@ from typing import Any, Callable, ClassVar, Iterator
 
 import pandas as pd
 
-from . import cluster
+from . import dask_tasks
 from .io.real import REAL_SAX_STORE, real_sax_cohort
 from .labels import NoLabels
 from .params import merge
@@ -89,8 +89,8 @@ class Study:
             self.nb.guard()
         self.client = None
         if "workers" in self.PARAMS:  # one task per subject or cine for the data-parallel steps
-            self.client = cluster.start(p["scheduler"], p["workers"])
-            print("data-parallel steps:", cluster.describe(self.client))
+            self.client = dask_tasks.start(p["scheduler"], p["workers"])
+            print("data-parallel steps:", dask_tasks.describe(self.client))
         self.t_start = time.perf_counter()
         self.store = self.nb.cohort()
         self.logs: list[dict] = []

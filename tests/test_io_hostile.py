@@ -407,7 +407,7 @@ def test_12_one_writer_at_a_time(tmp_path):
 
 PARENT = """
 import os, time
-from cmrlib.cluster import client
+from cmrlib.dask_tasks import client
 if __name__ == "__main__":
     with client("local", 1) as c:
         print(c.submit(os.getpid, pure=False).result(), flush=True)

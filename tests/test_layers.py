@@ -18,7 +18,7 @@ from cmrlib.predictor import METHODS
 
 PKG = Path(__file__).resolve().parent.parent / "cmrlib"
 LAYERS = [
-    {"labels", "record", "utils", "cluster", "params", "modelfile", "schedule", "skipped", "runfiles"},
+    {"labels", "record", "utils", "dask_tasks", "params", "modelfile", "schedule", "skipped", "runfiles"},
     {"store"},
     {"transforms", "models", "measure", "stats", "plots", "data", "io", "phantom", "tables", "plausible"},
     {"results", "learn", "distributed", "predictor", "study", "longform"},

@@ -316,7 +316,7 @@ def test_rows_and_folds_on_dask_give_the_tables_of_one_process():
     """Every (fold, row) seeds itself: run as Dask tasks (one torch thread each) it gives the rows, folds, splits and
     rates one process gives, and its scores to 1e-3 (a worker process's sums can differ in the last digits: the
     README's determinism statement)."""
-    from cmrlib import cluster
+    from cmrlib import dask_tasks
 
     g = np.random.default_rng(2)
     labels = pd.DataFrame(dict(subject=[f"p{i}" for i in range(9)], hfref=[1, 0, 0] * 3, lvef=np.nan))
@@ -326,7 +326,7 @@ def test_rows_and_folds_on_dask_give_the_tables_of_one_process():
     cfg = sslhf.learner.SSLHFConfig(widths=(2, 2, 2, 2, 2), hidden=(2, 2), epochs=2, bs=4, lrs=(1e-3,), patience=1)
     here, logs_here, _ = crossval.cross_validate(patches, labels, folds, ("A: no proxy",), cfg, lambda f: {},
                                                  keep=(), progress=False)
-    with cluster.client("local", 2) as c:
+    with dask_tasks.client("local", 2) as c:
         there, logs_there, _ = crossval.cross_validate(patches, labels, folds, ("A: no proxy",), cfg, lambda f: {},
                                                        keep=(), progress=False, client=c)
     pd.testing.assert_frame_equal(here, there, check_exact=False, atol=1e-3, rtol=0)
@@ -376,13 +376,13 @@ def test_the_real_patients_section_runs_the_rows_on_a_real_cohort_by_its_own_fol
 def test_a_fit_whose_dask_worker_dies_is_a_failed_row_and_the_others_keep_theirs(monkeypatch):
     from distributed import KilledWorker
 
-    from cmrlib import cluster
+    from cmrlib import dask_tasks
 
     def two_tasks(fn, items, client, args=(), **kw):  # the second task's workers all died (as past their memory)
         yield items[0], (dict(row="SSLHF", fold=0, status="ok"), None, None), None
         yield items[1], None, KilledWorker("fit-1", None, 3)
 
-    monkeypatch.setattr(cluster, "map_tasks", two_tasks)
+    monkeypatch.setattr(dask_tasks, "map_tasks", two_tasks)
     args = (None, None, None, None, {}, 0.5, {}, ())  # patches, labels, folds, cfg, proxies, fraction, chosen, keep
     done = crossval._run_items([(0, "SSLHF"), (1, "SSLHF")], args, client=None, progress=False, fraction=0.5)
     assert done[(0, "SSLHF")][0]["status"] == "ok"

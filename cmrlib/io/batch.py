@@ -11,7 +11,7 @@ holds one source (another is refused), and leftovers of a killed run are cleaned
 counts only when its cines are intact, so damage is ingested again; the splits are a pure function of the
 participants and the seed, so an interrupted and resumed run ends with the store an uninterrupted one writes;
 `report.json` and the manifest describe what is on disk while a run goes on; workers stop with their parent.
-Subjects run as Dask tasks (`cmrlib.cluster`) when workers > 1 or a scheduler is named.
+Subjects run as Dask tasks (`cmrlib.dask_tasks`) when workers > 1 or a scheduler is named.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from types import ModuleType
 
 import numpy as np
 
-from ..cluster import client, map_tasks
+from ..dask_tasks import client, map_tasks
 from ..record import RecordError, is_safe_id
 from ..store import SPLIT_FRACTIONS, CohortStore, stratified_split
 from ..utils import atomic_write_json
@@ -291,7 +291,7 @@ def ingest(source: str, path: str | Path, out: str | Path, *, pseudonym_file: st
     """Ingest a source folder into the cohort store at `out`; bad subjects go to `store.report()`, re-runs resume.
 
     source: one of SOURCES. pseudonym_file: CSV mapping private ids to pseudonyms (required for ukbb, optional
-    for dicom/nifti; kept outside `out`). workers / scheduler: one Dask task per subject (`cmrlib.cluster.client`:
+    for dicom/nifti; kept outside `out`). workers / scheduler: one Dask task per subject (`cmrlib.dask_tasks.client`:
     a LocalCluster of `workers` processes, or the scheduler named); workers=1 without one runs here. limit: first N
     subjects only. seed/fractions: train/valid/test split.
     source_opts: passed to the source's `find` (e.g. dicom `subject_level=0`).

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cluster import client, map_tasks
+from ..dask_tasks import client, map_tasks
 from ..measure import ed_es_from_curve
 from ..record import Cine
 from ..store import CohortStore, stratified_split
@@ -142,7 +142,7 @@ def make_cohort(out: str | Path, n: int = 24, seed: int = 0, views=("SAX", "2CH"
                 **config_overrides) -> CohortStore:
     """Write `n` phantom subjects (all views, labels, landmarks, truths) and a stratified split; resumes.
 
-    workers / scheduler: one Dask task per subject (`cmrlib.cluster.client`); workers=1 without a scheduler runs
+    workers / scheduler: one Dask task per subject (`cmrlib.dask_tasks.client`); workers=1 without a scheduler runs
     here. The cines are the same bit for bit either way (each subject's randomness comes from its index).
     start: index of the first subject, so a second store can continue a cohort with new subjects (an unlabelled
     pool beside notebook 00's cohort) under the same seed without repeating any. A folder holding a phantom of

@@ -175,7 +175,7 @@ def preprocess_cine(cine: Cine, load: int = 72, cycle: int = 30, sax_k: int = 3,
 def preprocess_store(store: CohortStore, cine_ids: Sequence[str], progress: bool = True, scheduler=None,
                      workers: int = 1, **prep) -> CineSet:
     """`preprocess_cine` on every listed cine (`prep`: its keywords); a cine that cannot be used is recorded with
-    its reason and the others go on. scheduler / workers: one Dask task per cine (`cmrlib.cluster`)."""
+    its reason and the others go on. scheduler / workers: one Dask task per cine (`cmrlib.dask_tasks`)."""
     splits = store.splits()
     done = store.map(_prepare, cine_ids, kwargs=prep, scheduler=scheduler, workers=workers, desc="optical flow",
                      progress=progress)

@@ -129,7 +129,7 @@ def _run_items(items: list, args: tuple, client, progress: bool, fraction: float
     names a failed row's share of training patients."""
     from distributed import KilledWorker
 
-    from ...cluster import map_tasks
+    from ...dask_tasks import map_tasks
 
     done = {}
     for item, res, err in map_tasks(_one_run, items, client, args=args, desc="SSLHF rows x folds", unit="fit",

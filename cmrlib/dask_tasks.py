@@ -2,8 +2,8 @@
 subject or cine, on a LocalCluster of this machine or on any Dask scheduler (a cluster started by hand, or by
 `dask-jobqueue` on SLURM/PBS; see the README).
 
-    with cluster.client(scheduler=None, workers=2) as client:        # None + 1 worker: no Dask, this process
-        for item, result, error in cluster.map_tasks(fn, items, client, desc="ingest"):
+    with dask_tasks.client(scheduler=None, workers=2) as client:        # None + 1 worker: no Dask, this process
+        for item, result, error in dask_tasks.map_tasks(fn, items, client, desc="ingest"):
             ...
 
 `scheduler`: None (a LocalCluster when workers > 1, else this process), "local" (a LocalCluster), an address

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from cmrlib import cli
-from cmrlib.cluster import SchedulerUnreachable, client, map_tasks, wants_dask
+from cmrlib.dask_tasks import SchedulerUnreachable, client, map_tasks, wants_dask
 from cmrlib.io import ingest
 from cmrlib.phantom import make_cohort
 from cmrlib.store import CohortStore
