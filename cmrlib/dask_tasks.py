@@ -174,7 +174,9 @@ _SHARED: dict[str, tuple] = {}  # in a worker: the shared arguments of the batch
 
 def _with_shared(item, blob: bytes, fn: Callable, batch: str):
     """One task: `fn(item, *args)`, the batch's arguments unpickled once per worker. They travel as one pickle
-    because Dask's own torch serialiser fails on some modules (an LSTM that has run a forward pass)."""
+    because Dask's own torch serialiser fails on some modules (an LSTM that has run a forward pass). The blob is
+    made by this run's own process (`map_tasks`) and sent over the scheduler's connection, as Dask sends every
+    task; no file, run folder or user input is ever unpickled."""
     if batch not in _SHARED:
         sizes_without_global_random()  # this worker's event loop sizes the results
         _SHARED.clear()

@@ -504,9 +504,9 @@ class Study(Base):
 
     @cached_property
     def random_siam25(self) -> Made:
-        """CUSSP-SIAM-25 from the random start on every training cine, trained once (`curves.random_siam25`)."""
-        with self.nb.timer("label budgets"):
-            return random_siam25(self.inputs, self._random_encoder("window"), self.training)
+        """CUSSP-SIAM-25 from the random start on every training cine, trained once (`curves.random_siam25`; timed
+        by the curve that asks first)."""
+        return random_siam25(self.inputs, self._random_encoder("window"), self.training)
 
     @cached_property
     def budget_result(self) -> Budget:

@@ -379,8 +379,10 @@ class Study(Base):
         if "4CH" not in self.trackers:
             print("no fine-tuned 4CH tracker (no phantom 4CH tracker)")
             return None
-        save = lambda learn, stage: export(learn, model_path(self.models_dir, "4CH", stage, "real")) if rank() == 0 \
-            else None
+        def save(learn, stage: int) -> None:  # data-parallel: process 0 writes
+            if rank() == 0:
+                export(learn, model_path(self.models_dir, "4CH", stage, "real"))
+
         tuned, said = fine_tune_4ch(cines, self.trackers["4CH"], self.data.tracks["obsA"]["4CH"]["train"],
                                     self.data.tracks["obsA"]["4CH"]["valid"], self.cfg,
                                     Tuning(p["epochs_real"], p["real_share"], p["real_subject"], p["seed"]), save)
