@@ -312,6 +312,22 @@ def test_choose_keeps_the_simplest_candidate_a_noisy_margin_cannot_beat():
     assert choose(pd.DataFrame(clear), ["curve", "net"])[0] == "net"
 
 
+def test_choose_does_not_count_one_frame_on_one_cine_as_noise():
+    """Integer errors: one frame worse on a single one of n cines is a margin of exactly one SE (1/n); that is not
+    within one SE, while a tie is."""
+    from cmrlib.methods.edes.evaluate import choose
+    import pandas as pd
+    n = 9
+    rows = [dict(method=m, cine_id=f"c{i}", fd_ed=0, fd_es=int(m == "curve" and i == 0)) for m in ("curve", "net")
+            for i in range(n)]
+    chosen, table = choose(pd.DataFrame(rows), ["curve", "net"])
+    t = table.set_index("method")
+    assert t.loc["curve", "ES_margin"] == pytest.approx(1 / n) and t.loc["curve", "ES_se"] == pytest.approx(1 / n)
+    assert chosen == "net" and not t.loc["curve", "within_1se"]
+    tie = pd.DataFrame(rows).assign(fd_es=0)
+    assert choose(tie, ["curve", "net"])[0] == "curve"
+
+
 def test_choose_measures_against_the_best_at_both_phases_not_at_es_alone():
     """A detector with the smallest ES error but the largest ED error is not the yardstick: measured against it,
     every candidate better at ED would pass the ED test and only ES would count. The best is the smallest ED + ES."""

@@ -138,7 +138,9 @@ def choose(res: pd.DataFrame, candidates: Sequence[str]) -> tuple[str, pd.DataFr
     ES and in ED (the paired difference's SE over the cines); the best has the smallest ED + ES aFD, ES then ED
     breaking a tie (ES is image-defined, ED the trigger's), so that a detector good at one phase and the worst at
     the other cannot be the yardstick that admits everything better at that other phase. A margin a few patients
-    cannot tell from noise buys no more complex detector. Also the candidates' scores, margins over the best and
+    cannot tell from noise buys no more complex detector. Frame errors are integers, so a candidate one frame worse
+    on a single one of n cines has margin 1/n and SE 1/n exactly: "within" is strictly below the SE (or no worse at
+    all), so that one cine's frame does not count as noise. Also the candidates' scores, margins over the best and
     whether each is within one SE."""
     r = res[res.method.isin(candidates)]
     g = r.groupby("method")[["fd_es", "fd_ed"]].mean()
@@ -150,7 +152,7 @@ def choose(res: pd.DataFrame, candidates: Sequence[str]) -> tuple[str, pd.DataFr
         d = fd.sub(fd[best], axis=0)
         margin, se = d.mean().reindex(g.index), (d.std(ddof=1) / np.sqrt(d.count())).reindex(g.index).fillna(0.0)
         g[f"{ph.upper()}_margin"], g[f"{ph.upper()}_se"] = margin, se
-        within &= margin <= se + 1e-12
+        within &= (margin <= 1e-12) | (margin < se - 1e-9)
     g["within_1se"] = within
     chosen = str(within[within].index[0])
     return chosen, g.rename(columns={"fd_es": "aFD_ES", "fd_ed": "aFD_ED"}).reset_index()

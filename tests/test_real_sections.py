@@ -1,0 +1,159 @@
+"""Each method's real-patient section (`methods/<m>/real.py`) on small synthetic inputs: no run folder, no real
+data, no trained model."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+
+def lax_table() -> pd.DataFrame:
+    """A long-axis Dice summary: two models, two demo subjects, 4CH LV and MYO; the fine-tuned model trained on
+    subject 1 (its Dice there highest)."""
+    from cmrlib.methods.segmentation.evaluate import summarise
+
+    rows = []
+    for model, subject, structure, dice in [("lax", "1", "LV", 0.80), ("lax", "2", "LV", 0.84),
+                                            ("lax", "1", "MYO", 0.60), ("lax", "2", "MYO", 0.66),
+                                            ("lax_real", "1", "LV", 0.97), ("lax_real", "2", "LV", 0.90),
+                                            ("lax_real", "1", "MYO", 0.95), ("lax_real", "2", "MYO", 0.72)]:
+        rows += [dict(model=model, subject=subject, view="4CH", structure=structure, dice=dice + d, hd95=2.0,
+                      is_ed=f == 0, is_es=f == 1) for f, d in enumerate((-0.01, 0.01))]
+    return summarise(pd.DataFrame(rows), by=("model", "subject", "view", "structure"))
+
+
+def test_the_long_axis_section_scores_each_model_only_on_subjects_it_never_trained_on():
+    from cmrlib.methods.segmentation import real
+
+    t = lax_table()
+    assert real.held_out(t, "lax", "1") == ["1", "2"] and real.held_out(t, "lax_real", "1") == ["2"]
+    assert real.dice_all(t, "lax_real", "2", "4CH", "LV") == pytest.approx(0.90)
+    r = real.RealLax(models={"lax": None, "lax_real": None}, cines={}, preds={}, scores=pd.DataFrame(), table=t,
+                     on_phantom=None)
+    checks = real.lax_checks(r, "1")  # the fine-tuned model by default: subject 2 only, the structures it has
+    assert [(name.split(" on ")[0], round(v, 3), op, target) for name, v, op, target in checks] == [
+        ("lax_real", 0.90, ">=", 0.85), ("lax_real", 0.72, ">=", 0.70)]
+    assert all("held-out 2 4CH" in name for name, *_ in checks)
+    assert len(real.lax_checks(r, "1", model="lax")) == 4 and real.lax_checks(None, "1") == []
+    line = real.lax_summary(t, "lax_real", "1")
+    assert "fine-tuned" in line and "0.81" in line and "1 UK Biobank demo subject(s)" in line
+    assert "phantom-only" in real.lax_summary(t, "lax", "1") and "2 UK Biobank" in real.lax_summary(t, "lax", "1")
+
+
+def detector_rows(kinds: dict[str, tuple[int, int]], n: int = 6) -> pd.DataFrame:
+    """Per-cine rows of detectors (name -> (ED, ES) frame error on every cine but the last, which is 1 worse), on
+    n cines, half notebook 01's validation patients and half its held-out ones."""
+    rows = []
+    for method, (ed, es) in kinds.items():
+        for i in range(n):
+            rows.append(dict(method=method, cine_id=f"c{i}", fd_ed=ed + (i == n - 1), fd_es=es, n_frames=25,
+                             segmenter_split="valid" if i % 2 else "test"))
+    return pd.DataFrame(rows)
+
+
+def test_the_ed_es_section_ships_the_simplest_detector_no_worse_on_validation_and_scores_it_on_held_out_cines():
+    from cmrlib.methods.edes import real
+    from cmrlib.methods.edes.evaluate import real_afd_table
+
+    kinds = real.detector_kinds([1, 3], 20)
+    names = list(kinds)
+    assert names[0] == real.run_curve(1) and real.combined(3) in kinds and real.NETWORK_ROW in kinds
+    assert kinds[real.run_curve(3, "hybrid")][:3] == ("volume curve", 3, "hybrid")
+    assert all(len(v) == 5 for v in kinds.values())
+    res = detector_rows({real.run_curve(1): (2, 2), real.NETWORK_ROW: (0, 0), "Seam control": (5, 5)})
+    shipped, choice, held = real.ship(res, kinds, short_frames=20, seed=0)
+    assert shipped == real.NETWORK_ROW  # the simplest (the curve) is two frames worse: not within one SE
+    assert choice.set_index("method").chosen.to_dict() == {real.run_curve(1): False, real.NETWORK_ROW: True}
+    assert set(choice.n) == {3}
+    h = held.set_index("method")
+    assert set(h.index) == {real.run_curve(1), real.NETWORK_ROW, "Seam control"}
+    assert h.loc["Seam control", "diff_ES"] == pytest.approx(5) and np.isnan(h.loc[real.NETWORK_ROW, "diff_ES"])
+    line = real.check_line(held, res, shipped, 3)
+    assert line.startswith("3 real ACDC SAX cines") and "aFD ED 0.00, ES 0.00" in line
+    assert real.ship(res[res.segmenter_split == "test"], kinds, 20, 0)[1].empty  # no validation cines: no choice
+    table = real_afd_table(res)  # every cine, out of fold
+    assert "5-fold by patient" in real.check_line(pd.DataFrame(), table, shipped, 6)
+    assert real.check_line(pd.DataFrame(), table[table.method != real.NETWORK_ROW], shipped, 6) is None
+
+
+def test_the_ed_es_per_cine_table_adds_the_averaged_rows_and_each_cines_patient_fold_and_split():
+    from cmrlib.methods.edes import real
+
+    def rows(method, ed, es):
+        return pd.DataFrame([dict(method=method, cine_id=f"c{i}", ed=0, es=10, ed_pred=ed, es_pred=es, fd_ed=ed,
+                                  fd_es=abs(es - 10), n_frames=n, sec=0.5) for i, n in enumerate((30, 12))])
+
+    cines = {"p1": SimpleNamespace(cine_id="c0"), "p2": SimpleNamespace(cine_id="c1")}
+    res = real.per_cine([rows(real.NETWORK_ROW, 0, 8), rows(real.run_curve(1), 2, 10)], cines,
+                        folds=pd.Series({"p1": 0, "p2": 3}), split={"p1": "valid"}, short_frames=20, curve_smooth=[1, 3])
+    assert set(res.method) == {real.NETWORK_ROW, real.run_curve(1), real.combined(1)}  # smooth 3 was not run
+    both = res[res.method == real.combined(1)].set_index("cine_id")
+    assert both.loc["c0", "ed_pred"] == 1 and both.loc["c0", "es_pred"] == 9 and both.sec.tolist() == [1.0, 1.0]
+    first = res.drop_duplicates("cine_id").set_index("cine_id")
+    assert first.subject.to_dict() == {"c0": "p1", "c1": "p2"} and first.fold.to_dict() == {"c0": 0, "c1": 3}
+    assert first.segmenter_split.to_dict() == {"c0": "valid", "c1": "none"}
+    assert first.short.to_dict() == {"c0": False, "c1": True}
+
+
+def test_the_mitral_valve_section_checks_only_held_out_cines_against_the_pseudo_annulus():
+    from cmrlib.methods.mvnet import real
+
+    tab = pd.DataFrame(dict(tracker=["phantom", "phantom", "fine-tuned", "fine-tuned"],
+                            trained_on=[False, False, True, False], point_err_mm=[6.0, 2.0, 0.5, 3.0]))
+    [(name, value, op, target)] = real.pseudo_check(tab)  # the fine-tuned tracker, its held-out cine alone
+    assert "fine-tuned" in name and value == 3.0 and (op, target) == ("<=", real.ANNULUS_MM)
+    assert real.pseudo_check(tab, "phantom")[0][1] == 4.0
+    assert real.pseudo_check(tab.assign(point_err_mm=np.nan)) == [] and real.pseudo_check(None) == []
+    assert real.pseudo_check(tab[tab.trained_on | (tab.tracker == "phantom")].assign(
+        tracker=["fine-tuned"] * 3, trained_on=True)) == []
+    unlabelled = SimpleNamespace(labels=None, spacing=(1.0, 1.0))
+    assert real.with_references([("a", unlabelled)]) == [("a", unlabelled, None, None)]
+    tuned, why = real.fine_tune_4ch([(SimpleNamespace(subject="2", view="4CH"), np.zeros((3, 2, 2)))], None, [], [],
+                                    None, real.Tuning(epochs=2, share=0.2, subject="1", seed=0), save=None)
+    assert tuned is None and "0 demo 4CH cines of '1'" in why
+
+
+def test_the_cussp_section_finds_the_valve_or_says_why_and_scores_each_row(monkeypatch):
+    from cmrlib.methods.cussp import real
+    from cmrlib.methods.cussp.valve import ValveError
+
+    def find(c):
+        if c.n_frames == 1:
+            raise ValveError("no LA border")
+        return "labels"
+
+    vp = SimpleNamespace(frame=0, valve=SimpleNamespace(center=(10.0, 10.0)))
+    monkeypatch.setattr(real, "preprocess", lambda c, labels, **_: {"valve": vp, "patch": np.ones((2, 4, 4))})
+    monkeypatch.setattr(real, "INPUTS", {"row": "patch", "none": "missing"})
+    monkeypatch.setattr(real, "scores", lambda model, x: np.array([model * x.mean()]))
+    monkeypatch.setattr(real, "valve_hinges", lambda lab: np.array([[7.0, 6.0], [7.0, 14.0]]))  # midpoint (7, 10)
+    good = SimpleNamespace(n_frames=3, labels=np.zeros((3, 4, 4)), labelled=[True, False, False], spacing=(8, 2, 0.5))
+    bad = SimpleNamespace(n_frames=1, labels=None, labelled=[False], spacing=(8, 1, 1))
+    models = {"row": SimpleNamespace(model=0.25), "none": SimpleNamespace(model=1.0)}
+    rows, cases = real.real_rows([("g", good), ("b", bad)], find, {}, {"row": models["row"]})
+    rows = rows.set_index("cine")
+    assert rows.loc["g", "valve"] == "found" and rows.loc["b", "valve"] == "not found: no LA border"
+    assert rows.loc["g", "centre_from_pseudo_mm"] == pytest.approx(1.5)  # 3 columns from the midpoint at 0.5 mm each
+    assert rows.loc["g", "P(MR) row"] == 0.25 and [c[0] for c in cases] == ["g"]
+    checks = dict((name, (v, t)) for name, v, _, t in real.real_checks(rows.reset_index()))
+    assert checks["real 4CH cines without a valve"] == (1, 0)
+    assert list(checks.values())[1] == (pytest.approx(1.5), real.CENTRE_MM)
+    assert real.real_checks(None) == []
+
+
+def test_the_hf_section_keeps_per_fold_the_proxy_the_gate_ranks_first():
+    from cmrlib.methods.sslhf import real
+
+    labels = real.real_labels(pd.DataFrame(dict(subject=["a", "b"], LVEF=[23.0, 61.0], group=["DCM", "NOR"])))
+    assert labels.hfref.tolist() == [1, 0] and labels.lvef_true.isna().all()
+    gate = pd.DataFrame([dict(fold=f, encoder=e, deepest=True, auc=auc) for f, e, auc in
+                         [(0, real.POOL, 0.7), (0, real.TUNED, 0.8), (0, real.RANDOM, 0.6),
+                          (1, real.POOL, 0.9), (1, real.TUNED, 0.5), (1, real.RANDOM, 0.6)]]
+                        + [dict(fold=0, encoder=real.POOL, deepest=False, auc=0.1)])
+    kept = real.kept_proxies(gate, {0: "tuned0", 1: "tuned1"}, "pool", logs=["log"])
+    assert kept.nets == {0: "tuned0", 1: "pool"} and kept.name == f"{real.TUNED} in 1 of 2 folds"
+    assert kept.gate["kept"] == pytest.approx(0.85) and kept.gate[real.RANDOM] == pytest.approx(0.6)
+    one = real.kept_proxies(gate[gate.fold == 1], {1: "tuned1"}, "pool", logs=[])
+    assert one.name == real.POOL and one.nets == {1: "pool"}
