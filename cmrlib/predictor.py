@@ -209,7 +209,7 @@ def load(path: str | os.PathLike, loaded: dict | None = None) -> Predictor:
 
 LOADING = object()  # a predictor being loaded: met again, its needs run in a cycle
 TEXT_FIELDS = ("run", "notebook", "commit", "trained_on", "cohort", "real_check", "real_training", "created",
-               "profile")  # a Predictor's provenance: text (or none) the report prints
+               "profile", "cross_fitted")  # a Predictor's provenance: text (or none) the report prints
 NUMBER = (int, float)
 
 

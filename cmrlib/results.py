@@ -79,6 +79,30 @@ def meets(value: float, goal: str, target: float, low: float = np.nan, high: flo
     return bool(all(check(v) for v in ends))
 
 
+OVER_UNITS = "t-interval over {}, 95 %"  # the test of a `mean_target`
+
+
+def mean_target(figure: str, values, goal: str, target: float, over: str = "patients") -> Target:
+    """A target on a mean over units (patients, cines; NaN left out), with its t-interval and count: met only when
+    the whole interval is, so a few patients cannot meet a threshold their spread straddles."""
+    from .stats import mean_ci
+
+    v = pd.to_numeric(pd.Series(values), errors="coerce").dropna()
+    mean, low, high = mean_ci(v)
+    return Target(figure, float(mean), goal, target, float(low), float(high), n=len(v), test=OVER_UNITS.format(over))
+
+
+def share_target(figure: str, share: float, n: int, goal: str, target: float, percent: bool = False,
+                 over: str = "units") -> Target:
+    """A target on a share of n units (a fraction, as is `target`), with its Clopper-Pearson 95 % interval: met only
+    when the whole interval is; `percent`: value, target and interval written as percentages."""
+    from scipy.stats import binomtest
+
+    ci, k = binomtest(int(round(share * n)), int(n)).proportion_ci(0.95), 100.0 if percent else 1.0
+    return Target(figure, float(share) * k, goal, target * k, float(ci.low) * k, float(ci.high) * k, n=int(n),
+                  test=f"Clopper-Pearson interval over {over}, 95 %")
+
+
 def targets_frame(rows) -> pd.DataFrame:
     """Target rows (`Target`s, or (figure, value, goal, target) tuples) as one table whose `met` is `meets`'."""
     ts = [r if isinstance(r, Target) else Target(*r) for r in rows]

@@ -148,6 +148,16 @@ class Study:
         run."""
         return self._segmentation
 
+    def real_segmenter(self):
+        """What reads a real ACDC patient: notebook 01's cross-fitted SAX segmenters, each patient by the fold model
+        that never saw it, where the shipped segmenter is of their recipe; else the run's segmentation Predictor."""
+        return self._real_segmenter
+
+    @functools.cached_property
+    def _real_segmenter(self):
+        seg = self.segmentation()
+        return seg.cross_fitted(self.nb.run_dir) or seg
+
     @functools.cached_property
     def phantom_segmenter(self):
         """Notebook 01's phantom-only SAX segmenter as a segmentation Predictor (it never saw a real patient: the
@@ -170,19 +180,20 @@ class Study:
 
         return fit_or_reuse(path, settings, fit, finish, retrain=bool(self.p.get("retrain", False)), **how)
 
-    def table1_measures(self, store, subjects, progress: bool = True) -> pd.DataFrame:
+    def table1_measures(self, store, subjects, progress: bool = True, real: bool = False) -> pd.DataFrame:
         """The segmentation Predictor's Table-1 measures of `subjects` in `store` (`<measure>_auto` and, where a
         chamber gave none, `error_auto`; indexed by subject, sorted): segmented once per run, store and Predictor in
         `<run>/table1/` (notebooks 06 and 08 read the same cohort; named by the store's content, so a cohort made again
-        in its folder is segmented again), a subject not there yet segmented and added."""
+        in its folder is segmented again), a subject not there yet segmented and added. `real`: real ACDC patients,
+        read by `real_segmenter`."""
         from fastprogress.fastprogress import progress_bar
 
         from .measure import TABLE1_VIEWS, subject_measures, table1_frames
         from .utils import atomic_file
 
-        seg, wanted = self.segmentation(), sorted(set(subjects))
-        path = (self.nb.run_dir / "table1"
-                / f"{Path(store.root).name}-{store.fingerprint()}-{self._segmentation_key[:16]}.csv")
+        seg, wanted = self.real_segmenter() if real else self.segmentation(), sorted(set(subjects))
+        key = seg.content_key() if real else self._segmentation_key
+        path = self.nb.run_dir / "table1" / f"{Path(store.root).name}-{store.fingerprint()}-{key[:16]}.csv"
         have = pd.read_csv(path, dtype={"subject": str}) if path.exists() else pd.DataFrame({"subject": []})
         todo = set(wanted) - set(have.subject)
         ids = [f"{s}_{v}" for s in sorted(todo) for v in TABLE1_VIEWS if seg.reads(v) and f"{s}_{v}" in store]
@@ -196,9 +207,10 @@ class Study:
         done = set(have.subject)
         return have.set_index("subject").reindex([s for s in wanted if s in done])
 
-    def anatomy(self, kind: str) -> Callable[[Cine], Any]:
+    def anatomy(self, kind: str, real: bool = False) -> Callable[[Cine], Any]:
         """Where this Study finds the heart (`anatomy`): the run's `kind` ('SAX' or 'LAX') segmenter or the cines'
-        own label maps; a function cine -> canonical labels at every frame."""
+        own label maps; a function cine -> canonical labels at every frame. `real`: real ACDC patients, read by
+        `real_segmenter`."""
         source = self.p["anatomy"]
         if source == "labels":
             return own_labels
@@ -208,14 +220,15 @@ class Study:
         if kind not in seg.nets:
             raise FileNotFoundError(f"notebook {self.number} needs notebook 01's {kind} segmenter; the run's "
                                     f"segmentation predictor has {', '.join(seg.nets)}")
-        return seg.labels
+        return self.real_segmenter().labels if real else seg.labels
 
-    def anatomy_key(self) -> str:
+    def anatomy_key(self, real: bool = False) -> str:
         """What a cache built with `anatomy` depends on: 'labels', or the segmentation Predictor's content key (its
-        weights and settings: never its path, which may name a person, nor its provenance)."""
+        weights and settings: never its path, which may name a person, nor its provenance); `real`: the real
+        segmenter's."""
         if self.p["anatomy"] == "labels":
             return "labels"
-        return self._segmentation_key
+        return self.real_segmenter().content_key() if real else self._segmentation_key
 
     @functools.cached_property
     def _segmentation_key(self) -> str:

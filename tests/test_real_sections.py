@@ -42,43 +42,76 @@ def test_the_long_axis_section_scores_each_model_only_on_subjects_it_never_train
     assert "phantom-only" in real.lax_summary(t, "lax", "1") and "2 UK Biobank" in real.lax_summary(t, "lax", "1")
 
 
-def detector_rows(kinds: dict[str, tuple[int, int]], n: int = 6) -> pd.DataFrame:
-    """Per-cine rows of detectors (name -> (ED, ES) frame error on every cine but the last, which is 1 worse), on
-    n cines, half notebook 01's validation patients and half its held-out ones."""
-    rows = []
-    for method, (ed, es) in kinds.items():
-        for i in range(n):
-            rows.append(dict(method=method, cine_id=f"c{i}", fd_ed=ed + (i == n - 1), fd_es=es, n_frames=25,
-                             segmenter_split="valid" if i % 2 else "test"))
-    return pd.DataFrame(rows)
+def detector_rows(kinds: dict[str, tuple[int, int]], n: int = 9, folds: int = 3) -> pd.DataFrame:
+    """Per-cine rows of detectors (name -> (ED, ES) frame error on every cine but the last, which is 1 worse at ED),
+    on n cines dealt round the folds."""
+    return pd.DataFrame([dict(method=method, cine_id=f"c{i}", fd_ed=ed + (i == n - 1), fd_es=es, n_frames=25,
+                              fold=i % folds) for method, (ed, es) in kinds.items() for i in range(n)])
 
 
-def test_the_ed_es_section_ships_the_simplest_detector_no_worse_on_validation_and_scores_it_on_held_out_cines():
+def test_the_ed_es_section_ships_the_rules_pick_and_scores_the_rule_by_nested_cross_validation():
     from cmrlib.methods.edes import real
     from cmrlib.methods.edes.evaluate import real_afd_table
 
     kinds = real.detector_kinds([1, 3], 20)
-    names = list(kinds)
-    assert names[0] == real.run_curve(1) and real.combined(3) in kinds and real.NETWORK_ROW in kinds
+    assert list(kinds)[0] == real.run_curve(1) and real.combined(3) in kinds and real.NETWORK_ROW in kinds
     assert kinds[real.run_curve(3, "hybrid")][:3] == ("volume curve", 3, "hybrid")
     assert all(len(v) == 5 for v in kinds.values())
     res = detector_rows({real.run_curve(1): (2, 2), real.NETWORK_ROW: (0, 0), "Seam control": (5, 5)})
-    shipped, choice, held = real.ship(res, kinds, short_frames=20, seed=0)
+    shipped, choice, picks, table = real.ship(res, kinds, short_frames=20, seed=0)
     assert shipped == real.NETWORK_ROW  # the simplest (the curve) is two frames worse: not within one SE
     assert choice.set_index("method").chosen.to_dict() == {real.run_curve(1): False, real.NETWORK_ROW: True}
-    assert set(choice.n) == {3}
-    h = held.set_index("method")
-    assert set(h.index) == {real.run_curve(1), real.NETWORK_ROW, "Seam control"}
-    assert h.loc["Seam control", "diff_ES"] == pytest.approx(5) and np.isnan(h.loc[real.NETWORK_ROW, "diff_ES"])
-    line = real.check_line(held, res, shipped, 3)
-    assert line.startswith("3 real ACDC SAX cines") and "aFD ED 0.00, ES 0.00" in line
-    assert real.ship(res[res.segmenter_split == "test"], kinds, 20, 0)[1].empty  # no validation cines: no choice
-    table = real_afd_table(res)  # every cine, out of fold
-    assert "5-fold by patient" in real.check_line(pd.DataFrame(), table, shipped, 6)
-    assert real.check_line(pd.DataFrame(), table[table.method != real.NETWORK_ROW], shipped, 6) is None
+    assert set(choice.n) == {9} and picks.chosen.tolist() == [real.NETWORK_ROW] * 3
+    assert picks[["chosen_on", "scored_on"]].values.tolist() == [[6, 3]] * 3  # no fold chose its own detector
+    t = table.set_index("method")
+    assert set(t.index) == {real.run_curve(1), real.NETWORK_ROW, "Seam control", real.PROCEDURE}
+    assert t.loc[real.PROCEDURE, "aFD_ES"] == 0 and t.loc[real.PROCEDURE, "n"] == 9
+    assert t.loc["Seam control", "diff_ES"] == pytest.approx(5) and np.isnan(t.loc[real.PROCEDURE, "diff_ES"])
+    line = real.check_line(table, res, 9, 3)
+    assert line.startswith("9 real ACDC SAX cines (cyclically shifted), 3 folds") and "aFD ED 0.11, ES 0.00" in line
+    assert real.ship(res.assign(fold=0), kinds, 20, 0)[1].empty  # one fold: nothing to choose without it
+    afd = real_afd_table(res)  # every cine, out of fold
+    assert "5-fold by patient" in real.check_line(pd.DataFrame(), afd, 9, 3)
+    assert real.check_line(pd.DataFrame(), afd[afd.method != real.NETWORK_ROW], 9, 3) is None
 
 
-def test_the_ed_es_per_cine_table_adds_the_averaged_rows_and_each_cines_patient_fold_and_split():
+def test_the_rules_nested_row_reads_each_fold_with_the_pick_made_without_it():
+    """Where the rule's pick depends on the folds it sees, each fold's cines are read by the pick made on the others:
+    the nested row mixes detectors, and its error is what choosing costs."""
+    from cmrlib.methods.edes import real
+
+    rows = []
+    for i in range(9):  # the curve is worse than the network on fold 0's cines only
+        fold = i % 3
+        rows += [dict(method=real.run_curve(1), cine_id=f"c{i}", fd_ed=0, fd_es=3 if fold == 0 else 0, fold=fold,
+                      n_frames=25),
+                 dict(method=real.NETWORK_ROW, cine_id=f"c{i}", fd_ed=0, fd_es=0, fold=fold, n_frames=25)]
+    res = pd.DataFrame(rows)
+    picks, nested = real.nested(res, [real.run_curve(1), real.NETWORK_ROW])
+    assert picks.set_index("fold").chosen.to_dict() == {0: real.run_curve(1), 1: real.NETWORK_ROW,
+                                                        2: real.NETWORK_ROW}
+    assert set(nested.method) == {real.PROCEDURE} and len(nested) == 9
+    assert nested.groupby("fold").fd_es.mean().to_dict() == {0: 3, 1: 0, 2: 0}  # fold 0 read by the curve it missed
+
+
+def test_every_notebook_rolls_a_patients_cine_the_same_way():
+    """`io.real.rolled_cine` draws the roll from the run seed and the patient alone: the same whichever cohort subset
+    a notebook reads, so 02 and 07 score one detector on one cine."""
+    from cmrlib.io.real import rolled_cine
+
+    class Store:
+        def read(self, cine_id):
+            from cmrlib.record import Cine
+            return Cine(cine_id[:-4], "SAX", np.arange(20, dtype=np.float32).reshape(20, 1, 1, 1)
+                        * np.ones((1, 1, 4, 4), np.float32), (8.0, 1.0, 1.0), np.arange(20) * 40.0, ed=0, es=7)
+
+    row = lambda s: SimpleNamespace(subject=s, cine_id=f"{s}_SAX", n_frames=20)  # noqa: E731
+    a, b = rolled_cine(Store(), row("acdc001"), 0), rolled_cine(Store(), row("acdc001"), 0)
+    assert a.ed == b.ed and (a.es - a.ed) % 20 == 7 and a.pixels[a.ed, 0, 0, 0] == 0
+    assert {rolled_cine(Store(), row(f"acdc{i:03d}"), 0).ed for i in range(1, 30)} != {a.ed}  # rolls differ
+
+
+def test_the_ed_es_per_cine_table_adds_the_averaged_rows_and_each_cines_patient_and_fold():
     from cmrlib.methods.edes import real
 
     def rows(method, ed, es):
@@ -87,13 +120,12 @@ def test_the_ed_es_per_cine_table_adds_the_averaged_rows_and_each_cines_patient_
 
     cines = {"p1": SimpleNamespace(cine_id="c0"), "p2": SimpleNamespace(cine_id="c1")}
     res = real.per_cine([rows(real.NETWORK_ROW, 0, 8), rows(real.run_curve(1), 2, 10)], cines,
-                        folds=pd.Series({"p1": 0, "p2": 3}), split={"p1": "valid"}, short_frames=20, curve_smooth=[1, 3])
+                        folds=pd.Series({"p1": 0, "p2": 3}), short_frames=20, curve_smooth=[1, 3])
     assert set(res.method) == {real.NETWORK_ROW, real.run_curve(1), real.combined(1)}  # smooth 3 was not run
     both = res[res.method == real.combined(1)].set_index("cine_id")
     assert both.loc["c0", "ed_pred"] == 1 and both.loc["c0", "es_pred"] == 9 and both.sec.tolist() == [1.0, 1.0]
     first = res.drop_duplicates("cine_id").set_index("cine_id")
     assert first.subject.to_dict() == {"c0": "p1", "c1": "p2"} and first.fold.to_dict() == {"c0": 0, "c1": 3}
-    assert first.segmenter_split.to_dict() == {"c0": "valid", "c1": "none"}
     assert first.short.to_dict() == {"c0": False, "c1": True}
 
 

@@ -202,3 +202,19 @@ def test_paired_auc_difference_is_sklearns_difference_with_a_stratified_interval
     d, lo, hi = S.paired_auc_difference(y, a, b, 300, seed=0)
     assert d == pytest.approx(roc_auc_score(y, a) - roc_auc_score(y, b)) and lo <= d <= hi
     assert S.paired_auc_difference(y, a, a, 50, seed=0) == (0.0, 0.0, 0.0)
+
+
+def test_coverage_by_group_shows_where_one_interval_width_fails():
+    """Each patient's interval calibrated on the others: a group whose errors are three times the rest is covered
+    less, with a binomial interval per group."""
+    import numpy as np
+    import pandas as pd
+
+    from cmrlib.stats import coverage_by
+
+    rng = np.random.default_rng(0)
+    d = pd.DataFrame(dict(a=rng.normal(size=60), r=0.0, fold=np.arange(60) % 5, group=np.repeat(list("ABC"), 20)))
+    d.loc[d.group == "C", "a"] *= 3
+    t = coverage_by(d, {"X": ("a", "r")}, ["fold", "group"]).set_index(["by", "group"])
+    assert t.loc[("group", "C"), "coverage"] < t.loc[("group", "A"), "coverage"] == 1.0
+    assert (t.low <= t.coverage).all() and (t.coverage <= t.high).all() and t.loc["fold"].n.sum() == 60

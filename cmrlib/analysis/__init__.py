@@ -10,8 +10,8 @@ EVERY = ("measures_long.csv", "targets.csv", "figures.json", "headlines.json", "
 # (headlines.json: the tables a notebook lists for the report, read by name from its own folder; glance.json: its
 # row of the README's results table)
 RUN_FILES = {
-    "01": ("measures_phantom.csv", "acdc", "models/seg_sax.model"),  # ACDC's store (its training split), the
-    # phantom-only SAX model
+    "01": ("measures_phantom.csv", "acdc", "models/seg_sax.model", "crossfit.json", "models/seg_sax_real_fold*.model"),
+    # ACDC's store (its training split), the phantom-only SAX model, the cross-fitted SAX models and their folds
     "02": ("afd_table.csv",),
     "03": ("spatial_frames.csv", "conventions.csv", "clinical_subjects.csv"),
     "06": ("subject_features_*.csv", "real_subject_features_*.csv", "real_subjects.csv"),  # the real patients' too

@@ -174,6 +174,7 @@ def headline_figure(long: pd.DataFrame, chosen: Mapping[str, str], cohort: str =
 # ---------------------------------------------------------------- real patients: ACDC's SAX cines
 
 REAL_COHORT = "ACDC real"
+OUT_OF_FOLD = "run's segmenter, out of fold"  # notebook 01's cross-fitted SAX models, each patient by its fold's
 REAL_MEASURES = ("LVEDV", "LVESV", "LVEF")
 
 
@@ -196,7 +197,8 @@ def real_sax(subjects: pd.DataFrame, full_field: Mapping[str, object], cines: Ma
     """Long rows of the real SAX cohort (cohort 'ACDC real'), each segmenter scored only on the patients it never
     trained on (`segmenters`: name -> (segmentation Predictor, the subjects it may score; None: all)):
     - LV volumes and EF from the full-field ED/ES frames (ACDC's own, uncropped) against `reference.csv`;
-    - ED and ES frames picked by its LV volume curve over every frame of the cropped cine against the annotated ones;
+    - ED and ES frames picked by its LV volume curve over every frame of the cropped cine (rolled as notebook 02 rolls
+      it, `io.real.rolled_cine`, so one detector has one number) against the annotated ones;
     - within-crop LV volumes at the annotated frames against the manual masks on the same crop grid;
     - the exam ACDC segmented twice (074 and 076; the cohort keeps 074 with 076's truths as `<measure>_second`)
       as a second observer of the same heart."""
@@ -259,8 +261,9 @@ def real_figure(long: pd.DataFrame) -> Figure:
     frame 0 in almost every ACDC cine) has no regression to draw and is left to `frame_differences`."""
     real = long[long.cohort == REAL_COHORT].dropna(subset=["value", "reference"])
     counts = real.groupby("method").size()
-    who = "run's segmenter" if any(m.startswith("run's") and counts[m] >= 3 for m in counts.index) else \
-        "phantom-only segmenter"
+    run = [m.removesuffix(", full field") for m in counts.index if m.startswith("run's") and
+           m.endswith(", full field") and counts[m] >= 3]
+    who = run[0] if run else "phantom-only segmenter"
     chosen = {**{m: f"{who}, full field" for m in REAL_MEASURES}, "ED frame": f"{who}, LV curve",
               "ES frame": f"{who}, LV curve"}
     spread = {m: meth for m, meth in chosen.items()
@@ -269,27 +272,32 @@ def real_figure(long: pd.DataFrame) -> Figure:
 
 
 def real_sax_from_run(run_dir: str | Path, root: Path | None, seed: int = 0, segmentation=None, phantom=None,
-                      progress: bool = True) -> pd.DataFrame:
+                      progress: bool = True, per_group: int | None = None) -> pd.DataFrame:
     """`real_sax` on a run folder: the real SAX cohort (`io.real.real_sax_cohort`, in `<run>/real_sax`), ACDC's
     full-field ED/ES frames of the same patients, notebook 01's phantom-only SAX segmenter (`phantom`, a segmentation
     Predictor: `Study.phantom_segmenter`) on every patient and the run's segmentation Predictor (`segmentation`) on
-    the patients it never trained on. `StudySkipped` without the real cohort."""
+    the patients it never trained on (every patient, each by the fold model that never saw it, where notebook 01
+    cross-fitted its recipe); `per_group`: only the first patients of each diagnosis. `StudySkipped` without the real
+    cohort."""
     from .. import modelfile
     from ..io.acdc import read_acdc_patient
-    from ..io.real import REAL_SAX_STORE, real_sax_cohort
+    from ..io.real import REAL_SAX_STORE, real_sax_cohort, rolled_cine
 
     run_dir = Path(run_dir)
-    store, subjects = real_sax_cohort(root, run_dir / REAL_SAX_STORE, seed)
+    store, subjects = real_sax_cohort(root, run_dir / REAL_SAX_STORE, seed, per_group=per_group)
     training = Path(root) / "acdc" / "training"
     full = {s: read_acdc_patient(training / f"patient{s[-3:]}", s) for s in subjects.subject
             if (training / f"patient{s[-3:]}" / "Info.cfg").is_file()}
-    cines = {r.subject: store.read(r.cine_id) for r in subjects.itertuples()}
+    cines = {r.subject: rolled_cine(store, r, seed) for r in subjects.itertuples()}
     segs, phantom_key = {}, None
     if phantom is not None:
         segs["phantom-only segmenter"] = (phantom, None)
         phantom_key = modelfile.fingerprint(phantom.nets["SAX"])
     if segmentation is not None and "SAX" in segmentation.nets \
             and modelfile.fingerprint(segmentation.nets["SAX"]) != phantom_key:
-        held_out = never_trained_on(run_dir)
-        segs["run's segmenter"] = (segmentation, held_out & set(subjects.subject))
+        crossed = segmentation.cross_fitted(run_dir)
+        if crossed is not None:  # every patient, each by the fold model that never saw it
+            segs[OUT_OF_FOLD] = (crossed, None)
+        else:
+            segs["run's segmenter"] = (segmentation, never_trained_on(run_dir) & set(subjects.subject))
     return real_sax(subjects, full, cines, segs, progress)

@@ -58,6 +58,15 @@ def real_sax_cohort(root: Path | None, out: Path, seed: int = 0, k: int = 5, per
     return store, table
 
 
+def rolled_cine(store, row, seed: int) -> Cine:
+    """A real SAX cohort cine (`row`: its subjects-table row) rolled by an offset drawn from the run seed and the
+    patient (ACDC's ED is frame 0, which a detector must not learn to expect): every notebook reads a patient's cine
+    with the same roll, so one detector has one number wherever it is scored."""
+    from ..utils import rng, seed_for
+
+    return store.read(row.cine_id).rolled(rng(seed_for(seed, "real shift", row.subject)).integers(int(row.n_frames)))
+
+
 SEGMENTER_STORE = Path("01") / "acdc"  # the ACDC store notebook 01 splits and trains its real segmenter from
 
 

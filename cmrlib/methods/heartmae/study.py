@@ -584,7 +584,7 @@ class Study(Base):
             if seg_steps is not None:
                 fixed[real.SEGMENTER] = real.Encoded(frames=seg_steps.reshape(-1, seg_steps.shape[-1]))
             if self.p["expert_baseline"]:
-                expert, bad = expert_features(self.table1_measures(store, names, progress=False))
+                expert, bad = expert_features(self.table1_measures(store, names, progress=False, real=True))
                 fixed[EXPERT] = real.Encoded(pooled=expert)
                 self.nb.table(bad, "real_expert_failures")
         self._export_real(subjects, {**{r: e.pooled for r, e in family.items()},
@@ -608,15 +608,17 @@ class Study(Base):
 
     def _real_frame_targets(self, store, cines: CineSet, windows) -> tuple[np.ndarray, np.ndarray | None]:
         """Per view and window: the run's segmenter's mean LV blood-pool area (mm^2) over the window's frames of the
-        cycle, and its encoder's features (None without a SAX segmenter); segmented once per run and cohort."""
+        cycle, and its encoder's features (None without a SAX segmenter), each patient read by the cross-fitted model
+        that never saw it where the run has them; segmented once per run and cohort."""
         cycle = cines.frames.shape[1]
-        key = dict(segmentation=self._segmentation_key, cohort=store.fingerprint(), views=cines.table.view_id.tolist(),
+        seg = self.real_segmenter() if self._segmentation_file.exists() else None
+        key = dict(segmentation=seg.content_key() if seg is not None else "absent", cohort=store.fingerprint(),
+                   views=cines.table.view_id.tolist(),
                    windows=windows, cycle=cycle, encoder="every stage, mean over space")
         got = load_arrays(self.out / "real_frame_targets.npz", key)
         if got is not None:
             a = got[0]
             return a["area"], (a["segmenter"] if a["segmenter"].size else None)
-        seg = self.segmentation() if self._segmentation_file.exists() else None
         if seg is None or not seg.reads("SAX"):
             return np.full((len(cines), len(windows)), np.nan), None
         area, feats = np.full((len(cines), len(windows)), np.nan), []

@@ -10,7 +10,7 @@ from scipy import ndimage
 
 from ...labels import NAMES
 from ...record import Cine
-from ...results import meets
+from ...results import Target
 from ...store import CohortStore
 
 
@@ -92,8 +92,8 @@ def choose_sax(table: pd.DataFrame, margin: float, baseline: str = "sax") -> tup
     return str(keep["ACDC validation"].idxmax()), t
 
 
-def model_check(rows: list[tuple], text: str) -> dict:
-    """One model's own real-data check for the patient report: what it is, and whether every target of it is met
-    (no target: not passed)."""
-    return dict(check=text or "no real-data check", passed=bool(rows) and all(meets(v, g, t) for _, v, g, t in rows),
-                targets=len(rows))
+def model_check(rows: list, text: str) -> dict:
+    """One model's own real-data check for the patient report: what it is, and whether every target of it is met,
+    interval and all where it has one (no target: not passed)."""
+    ts = [r if isinstance(r, Target) else Target(*r) for r in rows]
+    return dict(check=text or "no real-data check", passed=bool(ts) and all(t.met for t in ts), targets=len(ts))

@@ -65,6 +65,13 @@ class Predictor(Base):
             return None
         return cls({"SAX": load(path, "SAX segmenter", "notebook 01")}, model="phantom-only SAX segmenter")
 
+    def cross_fitted(self, run_dir):
+        """This Predictor with notebook 01's cross-fitted SAX segmenters of a run folder in turn, each patient read by
+        the fold model that never saw it (`crossfit.CrossFitted`); None when the run has none."""
+        from .crossfit import load as load_crossfit
+
+        return load_crossfit(run_dir, self)
+
     def fine_tuned(self, cines: list[Cine], epochs: int, lr: float, seed: int = 0, bf16: bool = False) -> "Predictor":
         """A copy whose SAX segmenter is fine-tuned on these labelled SAX cines (a site's own contours,
         `learner.fine_tune`); this Predictor stays as it is."""

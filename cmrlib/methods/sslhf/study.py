@@ -476,9 +476,9 @@ class Study(Base):
         labels = real_labels(subjects)
         with self.nb.timer("real patients: patches"):
             key = dict(self.prep, ids=subjects.cine_id.tolist(), cohort=store.fingerprint(), anatomy=p["anatomy"],
-                       segmenter=self.anatomy_key())
+                       segmenter=self.anatomy_key(real=True))
             patches = self.cached(HFPatches, "real_patches", key, lambda: preprocess_store(
-                store, self.segment, subjects.cine_id.tolist(), progress=False, **self.prep))
+                store, self.anatomy("SAX", real=True), subjects.cine_id.tolist(), progress=False, **self.prep))
         self.nb.table(patches.failures, "real_preprocessing_failures")
         labels = labels[labels.subject.isin(set(patches.subject))].reset_index(drop=True)
         folds = subjects.set_index("subject").fold.reindex(labels.subject)
@@ -515,13 +515,13 @@ class Study(Base):
               "fold's validation patients)")
 
     def _segmented_lvef(self, store, labels: pd.DataFrame) -> pd.Series | None:
-        """Each real patient's LVEF from the run's segmenter (the measurement a cardiologist already has; it trained
-        on the full-field ED and ES masks of notebook 01's ACDC training patients), or None without one."""
+        """Each real patient's LVEF from the run's segmenter (the measurement a cardiologist already has), each patient
+        read by the cross-fitted model that never saw it where the run has them; None without a segmenter."""
         if not self._segmentation_file.exists():
             print("no measurement row: this run has no segmentation Predictor (notebook 01)")
             return None
         with self.nb.timer("real patients: segmented LVEF"):
-            meas = self.table1_measures(store, labels.subject, progress=False)
+            meas = self.table1_measures(store, labels.subject, progress=False, real=True)
         if "LVEF_auto" not in meas:
             return None
         got = meas["LVEF_auto"]
