@@ -92,7 +92,8 @@ def test_out_of_fold_targets_are_met_only_when_their_whole_interval_is():
 def test_the_shipped_models_evidence_is_its_recipes_out_of_fold_labels_where_they_exist():
     held = pd.Series(dict(LV=0.95, MYO=0.88, RV=0.90))
     rows, lines = crossfit.sax_evidence("sax_real", held, 15, None, 0, None)
-    assert [r[0] for r in rows] == [f"shipped SAX model (sax_real): ACDC held-out {s} Dice" for s in ("LV", "MYO", "RV")]
+    assert [r[0] for r in rows] == [f"shipped SAX model (sax_real): ACDC held-out {s} Dice"
+                                    for s in ("LV", "MYO", "RV")]
     assert lines == ["SAX model (phantom + ACDC) on 15 held-out ACDC patients (manual masks, ED and ES): LV / MYO / RV "
                      "Dice 0.950 / 0.880 / 0.900"]
     scores = pd.DataFrame([dict(subject=f"p{i}", structure=s, dice=0.9) for i in range(4) for s in ("LV", "MYO", "RV")])

@@ -231,7 +231,8 @@ def nested(res: pd.DataFrame, candidates: list[str]) -> tuple[pd.DataFrame, pd.D
     for k in sorted(res.fold.dropna().unique()):
         inner, outer = res[res.fold != k], res[res.fold == k]
         chosen, _ = choose(inner, candidates)
-        picks.append(dict(fold=int(k), chosen=chosen, chosen_on=inner.cine_id.nunique(), scored_on=outer.cine_id.nunique()))
+        picks.append(dict(fold=int(k), chosen=chosen, chosen_on=inner.cine_id.nunique(),
+                          scored_on=outer.cine_id.nunique()))
         rows.append(outer[outer.method == chosen].assign(method=PROCEDURE))
     return pd.DataFrame(picks), pd.concat(rows, ignore_index=True)
 

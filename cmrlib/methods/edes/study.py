@@ -330,9 +330,9 @@ class Study(Base):
     def real_results(self) -> RealCines:
         """The ED/ES detectors on real patients (`real_cines`), folds by patient: the phantom models alone, the seam
         control and the LV volume curves on every patient (`real.fixed_detectors`), each network fine-tuned on the
-        training folds and scored on the test fold (`real.fine_tune_fold`); the detector the run ships chosen on
-        notebook 01's validation patients and compared on its held-out ones, paired (`real.ship`). Written;
-        `StudySkipped` without the real cohort."""
+        training folds and scored on the test fold (`real.fine_tune_fold`); the detector the rule picks on every cine,
+        and the rule scored by nested cross-validation (`real.ship`). Written; `StudySkipped` without the real
+        cohort."""
         p = self.p
         cines, folds = self.real_cines.cines, self.real_cines.folds
         with self.nb.timer("real patients: phantom models and curves"):
@@ -362,8 +362,8 @@ class Study(Base):
         return self._real_tables(res, logs)
 
     def _real_tables(self, res: pd.DataFrame, logs: list[dict]) -> RealCines:
-        """The real tables from the per-cine rows: every cine, the choice on validation, the held-out comparison
-        (written, with the figure)."""
+        """The real tables from the per-cine rows: every cine, the rule's pick on all of them and the rule scored by
+        nested cross-validation (written, with the figure)."""
         p = self.p
         table = real_afd_table(res, p["short_frames"])
         self.nb.table(table, "real_afd_table")

@@ -429,8 +429,9 @@ class Study(Base):
                         cohort=self.store.fingerprint(), acdc=acdc.fingerprint(), **self.model_kw,
                         **({"schedule": p["sax_real_schedule"]} if p["sax_real_schedule"] != "one_cycle" else {}))  # one-cycle: no key
         model, _ = self._train(name, self.store, ["SAX"], p["epochs_sax_real"], "sax_real",
-                               self.out / "models" / f"seg_{name}.model", settings, init=self.phantom_models.nets["sax"],
-                               calibrate_on=acdc, calibrate_ids=calibrate, schedule=p["sax_real_schedule"],
+                               self.out / "models" / f"seg_{name}.model", settings,
+                               init=self.phantom_models.nets["sax"], calibrate_on=acdc, calibrate_ids=calibrate,
+                               schedule=p["sax_real_schedule"],
                                data_kw=lambda: dict(self.real_kw, frame_step=p["frame_step"],
                                                     max_frames=p["sax_real_frames"] or p["max_frames"],
                                                     extra_share=p["sax_real_share"],
@@ -446,7 +447,8 @@ class Study(Base):
         with sax_real_folds=0 or epochs_sax_real=0."""
         acdc, p, k = self.acdc_cohort, self.p, self.p["sax_real_folds"]
         if not k or not p["epochs_sax_real"]:
-            raise StudySkipped(f"no cross-fitted SAX models (sax_real_folds={k}, epochs_sax_real={p['epochs_sax_real']})")
+            raise StudySkipped(f"no cross-fitted SAX models (sax_real_folds={k}, "
+                               f"epochs_sax_real={p['epochs_sax_real']})")
         sax = acdc.manifest().query("view == 'SAX'")
         folds = acdc_folds(dict(zip(sax.subject, sax.group)), self._cine_folds(k), k, p["seed"])
         cine_of = dict(zip(sax.subject, sax.cine_id))
@@ -593,9 +595,9 @@ class Study(Base):
     @cached_property
     def acdc_measures(self) -> Agreed:
         """Every measure in the run folder's long shape for notebook 07 (the phantom's, and ACDC's where there is an
-        ACDC store: every patient out of fold where the shipped model's recipe is cross-fitted, else the held-out patients
-        of the shipped model, or of the ACDC-only one where the phantom model ships), and ACDC's measures against its ground-truth masks (written); `StudySkipped` without ACDC (the
-        phantom's rows written first)."""
+        ACDC store: every patient out of fold where the shipped model's recipe is cross-fitted, else the held-out
+        patients of the shipped model, or of the ACDC-only one where the phantom model ships), and ACDC's measures
+        against its ground-truth masks (written); `StudySkipped` without ACDC (the phantom's rows written first)."""
         long = [from_table1(self.phantom_measures, "phantom", "segmentation", PHANTOM_REFERENCES)]
         acdc = self.optional("acdc_cohort")
         meas = None
@@ -813,7 +815,7 @@ class Study(Base):
         provenance = dict(real_training=f"ACDC, {n_real} patients (SAX model)") if n_real else {}
         provenance |= dict(intervals=intervals) if intervals else {}
         provenance |= dict(model_checks=model_checks)
-        provenance |= dict(cross_fitted=str(CROSSFIT)) if oof is not None else {}  # its recipe's folds read real patients
+        provenance |= dict(cross_fitted=str(CROSSFIT)) if oof is not None else {}  # its recipe's folds read patients
         shipped = self._sax_model(sax)
         self.write_predictor(shipped, real.models[lax] if lax == "lax_real" else self.phantom_models.nets["lax"],
                              acdc if sax != "sax" else None, "; ".join(real_check) or None, **provenance)
