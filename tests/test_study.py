@@ -165,7 +165,7 @@ def test_a_reused_sax_model_read_another_way_has_its_decision_calibrated_again(t
     study = segmentation.Study.__new__(segmentation.Study)
     study.p = dict(centred=True, tta=True, augmentation={"sax_real": "randomised_mirrored"}, retrain=False)
     study.crop_kw, calibrated = {}, []
-    study._calibrate = lambda name, model, st, views: calibrated.append(name)
+    study._calibrate = lambda name, model, st, views, ids=None: calibrated.append(name)
     net = nn.Linear(1, 1)
     study.fit_or_reuse = lambda path, settings, fit, finish=None, **how: (net, True, None)
     model, row = study._train("sax_real", None, ["SAX"], 1, "sax_real", tmp_path / "m.model", {})
