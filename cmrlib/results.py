@@ -79,17 +79,17 @@ def meets(value: float, goal: str, target: float, low: float = np.nan, high: flo
     return bool(all(check(v) for v in ends))
 
 
-OVER_UNITS = "t-interval over {}, 95 %"  # the test of a `mean_target`
-
-
-def mean_target(figure: str, values, goal: str, target: float, over: str = "patients") -> Target:
-    """A target on a mean over units (patients, cines; NaN left out), with its t-interval and count: met only when
-    the whole interval is, so a few patients cannot meet a threshold their spread straddles."""
-    from .stats import mean_ci
+def mean_target(figure: str, values, goal: str, target: float, over: str = "patients", seed: int | None = None
+                ) -> Target:
+    """A target on a mean over units (patients, cines; NaN left out), with its 95 % interval (a t-interval, or with
+    `seed` a percentile bootstrap over the units) and count: met only when the whole interval is, so a few patients
+    cannot meet a threshold their spread straddles."""
+    from .stats import mean_bootstrap, mean_ci
 
     v = pd.to_numeric(pd.Series(values), errors="coerce").dropna()
-    mean, low, high = mean_ci(v)
-    return Target(figure, float(mean), goal, target, float(low), float(high), n=len(v), test=OVER_UNITS.format(over))
+    mean, low, high = mean_ci(v) if seed is None else mean_bootstrap(v, seed=seed)
+    test = f"t-interval over {over}, 95 %" if seed is None else f"{over.removesuffix('s')} bootstrap, 95 %"
+    return Target(figure, float(mean), goal, target, float(low), float(high), n=len(v), test=test)
 
 
 def share_target(figure: str, share: float, n: int, goal: str, target: float, percent: bool = False,

@@ -54,6 +54,18 @@ def mean_ci(x, conf: float = 0.95) -> tuple[float, float, float]:
     return m, float(m - h), float(m + h)
 
 
+def mean_bootstrap(x, n_boot: int = 2000, seed=0, conf: float = 0.95) -> tuple[float, float, float]:
+    """Mean with its percentile bootstrap interval over the units (resampled with replacement, NaNs dropped):
+    (mean, low, high); no interval under two units."""
+    x = np.asarray(x, dtype=float)
+    x = x[np.isfinite(x)]
+    if x.size < 2:
+        return (float(x.mean()) if x.size else float("nan")), float("nan"), float("nan")
+    means = x[np.random.default_rng(seed).integers(0, x.size, size=(n_boot, x.size))].mean(axis=1)
+    a = (1 - conf) / 2
+    return float(x.mean()), float(np.quantile(means, a)), float(np.quantile(means, 1 - a))
+
+
 def paired_bootstrap(a, b, n_boot: int = 2000, seed=0, conf: float = 0.95) -> tuple[float, float, float]:
     """Mean of a - b over paired units with its percentile bootstrap interval (units resampled with replacement,
     NaN pairs dropped): (difference, low, high)."""

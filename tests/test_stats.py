@@ -218,3 +218,14 @@ def test_coverage_by_group_shows_where_one_interval_width_fails():
     t = coverage_by(d, {"X": ("a", "r")}, ["fold", "group"]).set_index(["by", "group"])
     assert t.loc[("group", "C"), "coverage"] < t.loc[("group", "A"), "coverage"] == 1.0
     assert (t.low <= t.coverage).all() and (t.coverage <= t.high).all() and t.loc["fold"].n.sum() == 60
+
+
+def test_the_bootstrap_mean_interval_holds_the_mean_and_is_seeded():
+    import numpy as np
+
+    from cmrlib.stats import mean_bootstrap
+
+    x = np.r_[np.linspace(0.8, 0.9, 30), np.nan]
+    m, lo, hi = mean_bootstrap(x, seed=3)
+    assert lo < m == np.nanmean(x) < hi and (m, lo, hi) == mean_bootstrap(x, seed=3)
+    assert np.isnan(mean_bootstrap([0.5], seed=0)[1])  # one unit: no interval

@@ -14,13 +14,14 @@ import pandas as pd
 
 from ... import plots, stats
 from ...data import pick_subjects
+from ...io.acdc import exam_of
 from ...labels import NAMES
 from ...learn import Fitted
 from ...longform import PHANTOM_REFERENCES, from_table1
 from ...measure import SAX_VOLUMES, UNITS, measure_pairs, subject_measures
 from ...store import CohortStore
 from ...study import Lazy, Study as Base, StudySkipped
-from ...utils import data_root
+from ...utils import data_root, seed_for
 from .crossfit import CROSSFIT, acdc_folds, coverage_target, fold_subjects, sax_evidence
 from .crossfit import write as crossfit_write
 from .evaluate import choose_sax, evaluate, frame_scores, model_check, summarise
@@ -458,7 +459,8 @@ class Study(Base):
                 role = {r: [s for s in v if s in cine_of] for r, v in fold_subjects(folds, acdc.splits(), fold).items()}
                 models[fold] = self._sax_real(f"sax_real_fold{fold}", [cine_of[s] for s in role["train"]],
                                               [cine_of[s] for s in role["valid"]])
-                pred |= predict_store(models[fold], acdc, [cine_of[s] for s in role["test"]], **self.on_dask)
+                pred |= predict_store(models[fold], acdc, [cine_of[s] for s in role["test"] if exam_of(s) == s],
+                                      **self.on_dask)  # one exam once: 076, 074's exam segmented again, reads along
         crossfit_write(self.nb.run_dir, folds, {f: f"models/seg_sax_real_fold{f}.model" for f in models}, "sax_real")
         return CrossFit(folds, models, self._acdc_scored(None, pred, "acdc_oof"))
 
@@ -798,7 +800,7 @@ class Study(Base):
         sax_rows, lines = sax_evidence(sax, self.sax_models.loc[(sax, "ACDC held-out")] if sax != "sax" else None,
                                        len(self.acdc_held_out) if sax != "sax" else 0,
                                        oof.scored.scores if oof is not None else None, len(oof.models) if oof else 0,
-                                       agree)
+                                       agree, seed_for(p["seed"], "01", "out of fold"))
         real_check += lines
         intervals = self.intervals(agree) if agree is not None else {}
         if "LVEF" in intervals:  # the intervals' own check, not the segmenter's
