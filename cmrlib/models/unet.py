@@ -100,6 +100,7 @@ class UNet11(nn.Module):
         self.final = nn.Conv2d(nf, n_classes, 1)
         self.n_classes, self.width, self.geometry = n_classes, width, None
         self.hparams: dict[str, Any] = dict(n_classes=n_classes, width=width, in_ch=in_ch, bn=bn, pretrained=pretrained)
+        self.to(memory_format=torch.channels_last)  # a CPU training step about a quarter faster (bench/bench_segment.py)
 
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The encoder's stage outputs, finest first: the skips the decoder reads, and frozen features."""
@@ -112,11 +113,13 @@ class UNet11(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] % 32 or x.shape[-2] % 32:
             raise ValueError(f"UNet11 input sides must be multiples of 32, got {tuple(x.shape[-2:])}")
-        skips = self.encode(x)
+        kind = type(x)  # fastai's tensor types dispatch every operation in Python: the network sees a plain tensor
+        skips = self.encode(x.as_subclass(torch.Tensor).contiguous(memory_format=torch.channels_last))
         x = self.center(self.pool(skips[-1]))
         for dec, skip in zip((self.dec5, self.dec4, self.dec3, self.dec2, self.dec1), reversed(skips)):
             x = dec(torch.cat([x, skip], 1))
-        return self.final(x)
+        out = self.final(x)
+        return out if kind is torch.Tensor else out.as_subclass(kind)
 
 
 @architecture

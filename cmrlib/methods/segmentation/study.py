@@ -26,7 +26,7 @@ from .crossfit import CROSSFIT, acdc_folds, coverage_target, fold_subjects, sax_
 from .crossfit import write as crossfit_write
 from .evaluate import choose_sax, evaluate, frame_scores, model_check, summarise
 from .figures import case_panels
-from .learner import as_model, dataloaders, fit, load, model_file
+from .learner import as_model, dataloaders, fit, fit_weights, load, model_file
 from .predict import calibrate_prior, log_prior, predict_off_centre, predict_store, uncertainty_reference
 from .predictor import Predictor
 from .real import RealLax, dice_all, lax_checks, lax_scores, lax_summary
@@ -165,12 +165,13 @@ class Study(Base):
 
     def _train(self, name: str, st: CohortStore, views, epochs: int, recipe_name: str, path, settings: dict,
                finish=None, data_kw=None, calibrate_on: CohortStore | None = None,
-               calibrate_ids: list[str] | None = None, **fit_kw) -> tuple[object, dict]:
+               calibrate_ids: list[str] | None = None, weights=None, **fit_kw) -> tuple[object, dict]:
         """Model `name` reused (`fit_or_reuse`; calibrated again when the profile reads it another way), or trained,
         calibrated and exported (by `finish` under `cmrlib fit`); the model and its summary row. data_kw: more
         `dataloaders` arguments, or a function giving them (called only when the model is trained). calibrate_on:
-        the store whose validation cines (or `calibrate_ids`) calibrate its decision (default `st`). SAX models train
-        on `crop_sax` windows where the profile sets it."""
+        the store whose validation cines (or `calibrate_ids`) calibrate its decision (default `st`). weights: a
+        function giving the trained network's weights (called only when the model is made), instead of training.
+        SAX models train on `crop_sax` windows where the profile sets it."""
         t0 = time.perf_counter()
         crop = self.crop_kw if list(views) == ["SAX"] else {}
         settings = {**settings, **crop}
@@ -179,7 +180,9 @@ class Study(Base):
             dls = dataloaders(st, views, **{**self.data_kw, **recipe(self.p["augmentation"][recipe_name]),
                                             **((data_kw() if callable(data_kw) else data_kw) or {}), **crop})
             print(f"{name}: {len(dls.train_ds)} training / {len(dls.valid_ds)} validation frames")
-            model = fit(dls, epochs, self.p["lr"], **fit_kw, **self.model_kw)
+            if weights is not None:  # trained elsewhere (side by side): the network made from its weights
+                fit_kw["init"] = weights()
+            model = fit(dls, 0 if weights is not None else epochs, self.p["lr"], **fit_kw, **self.model_kw)
             self._read_as_shipped(model, views, recipe_name)
             self._calibrate(name, model, calibrate_on or st, views, calibrate_ids)
             return model
@@ -416,27 +419,79 @@ class Study(Base):
         with self.nb.timer("SAX fine-tuning on phantom + ACDC (s)"):
             return self._sax_real("sax_real", [str(i) for i in self.acdc_cohort.select(view="SAX", split="train")])
 
+    def _sax_real_settings(self, name: str, train: list[str], calibrate: list[str] | None = None) -> dict:
+        """What a network of the phantom + ACDC SAX recipe is trained with (its file's reuse key)."""
+        acdc, p = self.acdc_cohort, self.p
+        return dict({**self.real_kw, **recipe(p["augmentation"]["sax_real"])}, views=["SAX"],
+                    epochs=p["epochs_sax_real"], lr=p["lr"], frame_step=p["frame_step"],
+                    extra=train, real_share=p["sax_real_share"], phantom_frames=p["sax_real_frames"], init="sax",
+                    calibrate_cines=p["calibrate_cines"],
+                    calibrate_on="ACDC validation" if calibrate is None else calibrate,
+                    cohort=self.store.fingerprint(), acdc=acdc.fingerprint(), **self.model_kw, **self.crop_kw,
+                    **({"schedule": p["sax_real_schedule"]} if p["sax_real_schedule"] != "one_cycle" else {}))  # one-cycle: no key
+
+    def _sax_real_data(self) -> dict:
+        """The recipe's data arguments besides its ACDC cines (`dataloaders`)."""
+        p = self.p
+        return dict(self.real_kw, **recipe(p["augmentation"]["sax_real"]), **self.crop_kw, frame_step=p["frame_step"],
+                    max_frames=p["sax_real_frames"] or p["max_frames"], extra_share=p["sax_real_share"])
+
+    def _sax_real_networks(self) -> list[tuple[str, list[str], list[str] | None]]:
+        """(name, ACDC training cines, calibration cines or None: ACDC validation) of every network of the recipe the
+        run makes: the shipped one, then one per cross-fitted fold."""
+        nets = [("sax_real", self._sax_real_train, None)] if self.p["epochs_sax_real"] else []
+        return nets + [(f"sax_real_fold{f}", train, cal) for f, (train, cal, _) in self.crossfit_roles.items()]
+
+    @cached_property
+    def _sax_real_train(self) -> list[str]:
+        """The shipped network's ACDC training cines: ACDC's training patients."""
+        return [str(i) for i in self.acdc_cohort.select(view="SAX", split="train")]
+
+    @cached_property
+    def sax_real_weights(self) -> dict[str, dict]:
+        """The recipe's networks no file holds with their settings yet (the shipped one and each fold's), trained
+        side by side, one per Dask worker on one thread (`learner.fit_weights`): name -> weights."""
+        from ...dask_tasks import map_tasks
+        from ...learn import reusable
+
+        p, models = self.p, self.out / "models"
+        todo = [(name, train) for name, train, cal in self._sax_real_networks()
+                if p.get("retrain") or not reusable(models / f"seg_{name}.model",
+                                                    self._sax_real_settings(name, train, cal))]
+        if not todo:
+            return {}
+        args = (self.store, self.acdc_cohort, self._sax_real_data(), p["epochs_sax_real"], p["lr"],
+                as_model(self.phantom_models.nets["sax"]).state_dict(),
+                dict(self.model_kw, schedule=p["sax_real_schedule"]))
+        out = {}
+        with self.nb.timer("phantom + ACDC SAX networks, side by side (s)"):
+            for (name, _), weights, err in map_tasks(fit_weights, todo, self.client, args=args,
+                                                     desc="phantom + ACDC SAX networks", unit="network"):
+                if err is not None:
+                    raise err
+                out[name] = weights
+        return out
+
+    @cached_property
+    def sax_real_model(self):
+        """The SAX model fine-tuned from the phantom one on the phantom's frames plus the ED/ES frames of ACDC's
+        training patients with their manual masks (`_sax_real`), its decision calibrated on ACDC's validation
+        patients (the real hearts it is shipped to read); `StudySkipped` with epochs_sax_real=0."""
+        if not self.p["epochs_sax_real"]:
+            raise StudySkipped("no phantom + ACDC SAX model (epochs_sax_real=0)")
+        return self._sax_real("sax_real", self._sax_real_train)
+
     def _sax_real(self, name: str, train: list[str], calibrate: list[str] | None = None):
         """The phantom + ACDC SAX recipe: fine-tuned from the phantom model on the phantom's frames plus these ACDC
         cines' ED/ES frames with their manual masks (`sax_real_share` of the training frames, cycled; at most
         `sax_real_frames` phantom frames), under the SAX recipe, monitored on phantom validation only, its decision
-        calibrated on ACDC cines `calibrate` (None: ACDC's validation patients); trained or reused."""
+        calibrated on ACDC cines `calibrate` (None: ACDC's validation patients); reused, or made from the weights
+        `sax_real_weights` trained."""
         acdc, p = self.acdc_cohort, self.p
-        settings = dict({**self.real_kw, **recipe(p["augmentation"]["sax_real"])}, views=["SAX"],
-                        epochs=p["epochs_sax_real"], lr=p["lr"], frame_step=p["frame_step"],
-                        extra=train, real_share=p["sax_real_share"], phantom_frames=p["sax_real_frames"], init="sax",
-                        calibrate_cines=p["calibrate_cines"],
-                        calibrate_on="ACDC validation" if calibrate is None else calibrate,
-                        cohort=self.store.fingerprint(), acdc=acdc.fingerprint(), **self.model_kw,
-                        **({"schedule": p["sax_real_schedule"]} if p["sax_real_schedule"] != "one_cycle" else {}))  # one-cycle: no key
         model, _ = self._train(name, self.store, ["SAX"], p["epochs_sax_real"], "sax_real",
-                               self.out / "models" / f"seg_{name}.model", settings,
-                               init=self.phantom_models.nets["sax"], calibrate_on=acdc, calibrate_ids=calibrate,
-                               schedule=p["sax_real_schedule"],
-                               data_kw=lambda: dict(self.real_kw, frame_step=p["frame_step"],
-                                                    max_frames=p["sax_real_frames"] or p["max_frames"],
-                                                    extra_share=p["sax_real_share"],
-                                                    extra=[acdc.read(i) for i in train]))  # ACDC read only to train
+                               self.out / "models" / f"seg_{name}.model", self._sax_real_settings(name, train, calibrate),
+                               weights=lambda: self.sax_real_weights[name], calibrate_on=acdc, calibrate_ids=calibrate,
+                               data_kw=lambda: dict(self._sax_real_data(), extra=[acdc.read(i) for i in train]))
         return model
 
     @cached_property
@@ -446,23 +501,41 @@ class Study(Base):
         fold, so every ACDC patient's labels come from a model that never saw them; the folds and models written for
         notebooks 02-08 (`crossfit.load`), the labels scored (`scores_acdc_oof`, `dice_acdc_oof`). `StudySkipped`
         with sax_real_folds=0 or epochs_sax_real=0."""
-        acdc, p, k = self.acdc_cohort, self.p, self.p["sax_real_folds"]
-        if not k or not p["epochs_sax_real"]:
-            raise StudySkipped(f"no cross-fitted SAX models (sax_real_folds={k}, "
-                               f"epochs_sax_real={p['epochs_sax_real']})")
-        sax = acdc.manifest().query("view == 'SAX'")
-        folds = acdc_folds(dict(zip(sax.subject, sax.group)), self._cine_folds(k), k, p["seed"])
-        cine_of = dict(zip(sax.subject, sax.cine_id))
+        if not self.crossfit_roles:
+            raise StudySkipped(f"no cross-fitted SAX models (sax_real_folds={self.p['sax_real_folds']}, "
+                               f"epochs_sax_real={self.p['epochs_sax_real']})")
         models, pred = {}, {}
         with self.nb.timer("cross-fitted SAX models (s)"):
-            for fold in range(k):
-                role = {r: [s for s in v if s in cine_of] for r, v in fold_subjects(folds, acdc.splits(), fold).items()}
-                models[fold] = self._sax_real(f"sax_real_fold{fold}", [cine_of[s] for s in role["train"]],
-                                              [cine_of[s] for s in role["valid"]])
-                pred |= predict_store(models[fold], acdc, [cine_of[s] for s in role["test"] if exam_of(s) == s],
-                                      **self.on_dask)  # one exam once: 076, 074's exam segmented again, reads along
+            for fold, (train, calibrate, test) in self.crossfit_roles.items():
+                models[fold] = self._sax_real(f"sax_real_fold{fold}", train, calibrate)
+                pred |= predict_store(models[fold], self.acdc_cohort, test, **self.on_dask)
+        folds = self.crossfit_folds
         crossfit_write(self.nb.run_dir, folds, {f: f"models/seg_sax_real_fold{f}.model" for f in models}, "sax_real")
         return CrossFit(folds, models, self._acdc_scored(None, pred, "acdc_oof"))
+
+    @cached_property
+    def crossfit_folds(self) -> dict[str, int]:
+        """ACDC subject -> its cross-fitting fold (`crossfit.acdc_folds`: the real SAX cohort's folds)."""
+        sax = self.acdc_cohort.manifest().query("view == 'SAX'")
+        k = self.p["sax_real_folds"]
+        return acdc_folds(dict(zip(sax.subject, sax.group)), self._cine_folds(k), k, self.p["seed"])
+
+    @cached_property
+    def crossfit_roles(self) -> dict[int, tuple[list[str], list[str], list[str]]]:
+        """fold -> the ACDC cines its network trains on, calibrates on and segments (`crossfit.fold_subjects`; one
+        exam once: 076, 074's exam, reads along); empty with sax_real_folds=0 or epochs_sax_real=0."""
+        acdc, p = self.acdc_cohort, self.p
+        if not p["sax_real_folds"] or not p["epochs_sax_real"]:
+            return {}
+        sax = acdc.manifest().query("view == 'SAX'")
+        cine_of = dict(zip(sax.subject, sax.cine_id))
+        roles = {}
+        for fold in range(p["sax_real_folds"]):
+            role = {r: [s for s in v if s in cine_of] for r, v in
+                    fold_subjects(self.crossfit_folds, acdc.splits(), fold).items()}
+            roles[fold] = ([cine_of[s] for s in role["train"]], [cine_of[s] for s in role["valid"]],
+                           [cine_of[s] for s in role["test"] if exam_of(s) == s])
+        return roles
 
     def _cine_folds(self, k: int) -> dict[str, int]:
         """The real SAX cohort's folds by subject (empty without the cohort), which the cross-fitted folds follow."""
