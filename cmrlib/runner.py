@@ -255,8 +255,9 @@ def plan(profile: str, only=None, overrides=None, out=None, figures=None, notebo
     return p
 
 
-WAIT_POLICY = {"OMP_WAIT_POLICY": "PASSIVE"}  # a kernel's OpenMP threads sleep at a barrier, never spin on a core
-# another process holds (set unless the caller's environment sets its own)
+WAIT_POLICY = {"OMP_WAIT_POLICY": "PASSIVE"}  # on a busy machine a kernel's OpenMP threads sleep at a barrier, never
+# spin on a core another process holds (unless the caller's environment sets its own); on an idle one OpenMP's own
+# wait, which keeps two threads' small steps fast (bench/bench_seg_train.py)
 
 
 def free_cores(sample_s: float = 0.5) -> int:
@@ -396,11 +397,12 @@ def _kernel_manager():
 
 def execute(p: Plan, log=print, free: int | None = None) -> Path:
     """Execute the plan wave by wave (a wave's notebooks side by side), their threads fitted to the cores free as it
-    starts (`free`: that number, measured when None) and OpenMP told to wait passively; stop after the wave of the
-    first failure (keeping its partial notebook); write run.json."""
-    if "OMP_WAIT_POLICY" not in os.environ:
+    starts (`free`: that number, measured when None) and OpenMP told to wait passively when some are taken; stop
+    after the wave of the first failure (keeping its partial notebook); write run.json."""
+    free = free_cores() if free is None else free
+    if "OMP_WAIT_POLICY" not in os.environ and free < (os.cpu_count() or 1):
         p.env.update(WAIT_POLICY)
-    fit_to_free_cores(p, free_cores() if free is None else free)
+    fit_to_free_cores(p, free)
     if p.cores["free_at_start"] < p.cores["cpu"]:
         log(f"note: {p.cores['free_at_start']} of {p.cores['cpu']} cores free as the run starts: each notebook's "
             "threads and workers fitted to them (run.json records both)")

@@ -331,10 +331,12 @@ def test_notebook_minutes_count_side_by_side_notebooks_once():
     assert notebook_minutes(run) == (5.0, 7.0)  # 1, then 3 (the pair, side by side), then 1 a day later; each: 7
 
 
-def test_threads_fit_the_cores_free_as_the_run_starts_and_openmp_waits_passively(tmp_path, monkeypatch):
-    """One core taken by another process: each notebook's threads and workers at most the free core (a wave of two
-    share it, one each), what -p sets stays as set, and run.json says so; the kernels see OMP_WAIT_POLICY=PASSIVE."""
+def test_threads_fit_the_cores_free_as_the_run_starts_and_openmp_waits_passively_when_some_are_taken(tmp_path, monkeypatch):
+    """Two of four cores taken by other processes: each notebook's threads and workers at most the free cores (a
+    wave of two shares them, one each), what -p sets stays as set, and run.json says so; the kernels see
+    OMP_WAIT_POLICY=PASSIVE."""
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.setattr(runner.os, "cpu_count", lambda: 4)
     d = tmp_path / "nbs"
     d.mkdir()
     for name in ("00_a", "01_b", "02_c"):
@@ -350,3 +352,21 @@ def test_threads_fit_the_cores_free_as_the_run_starts_and_openmp_waits_passively
     assert rec["cores"]["free_at_start"] == 2 and rec["cores"]["wait_policy"] == "PASSIVE"
     assert [r["parameters"]["threads"] for r in rec["notebooks"]] == [2, 1, 1]
     assert 1 <= runner.free_cores(0.05) <= rec["cores"]["cpu"]
+
+
+def test_on_an_idle_machine_openmp_keeps_its_own_wait(tmp_path, monkeypatch):
+    """Every core free as the run starts: the profile's threads, and OpenMP's own wait policy (its passive wait
+    slows two threads' small steps by half: bench/bench_seg_train.py); run.json records no policy."""
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.setattr(runner.os, "cpu_count", lambda: 2)
+    d = tmp_path / "nbs"
+    d.mkdir()
+    make_nb(d / "00_a.ipynb", "seed = 0\nrun_dir = 'x'\nthreads = 1\n",
+            "import os\nfrom pathlib import Path\nPath(run_dir, 'a.txt').write_text("
+            "f\"{threads} {os.environ.get('OMP_WAIT_POLICY')}\")")
+    prof = tmp_path / "idle.yaml"
+    prof.write_text(yaml.safe_dump({"common": {"seed": 0, "threads": 2}}))
+    rec = json.loads(runner.execute(runner.plan(str(prof), out=tmp_path / "run", notebooks=d), log=lambda *_: None,
+                                    free=2).read_text())
+    assert (tmp_path / "run" / "a.txt").read_text() == "2 None"
+    assert rec["cores"]["wait_policy"] == ""

@@ -97,3 +97,45 @@ def model_check(rows: list, text: str) -> dict:
     interval and all where it has one (no target: not passed)."""
     ts = [r if isinstance(r, Target) else Target(*r) for r in rows]
     return dict(check=text or "no real-data check", passed=bool(ts) and all(t.met for t in ts), targets=len(ts))
+
+
+def mean_dice(store: CohortStore | Mapping[str, Cine], pred: dict) -> pd.Series:
+    """Mean Dice per structure over the labelled frames (ED and ES) of these predictions: every SAX comparison's row."""
+    return summarise(evaluate(store, pred, with_hd95=False), by=("structure",)).xs("all", level="phase")["dice_mean"]
+
+
+def model_table(models: dict, sets: dict, known: dict, client=None) -> pd.DataFrame:
+    """Mean Dice per structure of each SAX model (name -> model) on each data set (name -> (store, cine ids); an
+    empty one left out), indexed (model, data); `known`: (model, data) -> predictions already made."""
+    from .predict import predict_store
+
+    rows = {(name, data): mean_dice(st, known.get((name, data)) or predict_store(model, st, ids, progress=False,
+                                                                                scheduler=client))
+            for name, model in models.items() for data, (st, ids) in sets.items() if ids}
+    return pd.DataFrame(rows).T.rename_axis(["model", "data"])
+
+
+def inference_table(model, store: CohortStore, ids: list[str], centred: bool, off_mm: float, client=None
+                    ) -> pd.DataFrame:
+    """A SAX model on cines `ids` as it decides (each structure's largest connected component, read round the heart
+    or the frame's centre as `centred` says), with mirrored test-time augmentation, without the largest-component
+    filter, read the other way round, and with the field of view moved `off_mm` off the heart both ways: mean Dice
+    per structure by way of reading (the model's own mirroring restored)."""
+    from .learner import as_model
+    from .predict import predict_off_centre, predict_store
+
+    net, rows = as_model(model), {}
+    shipped_tta, other = bool(getattr(net, "tta", False)), "frame-centred" if centred else "heart-centred"
+    try:
+        for name, tta, kw in (("plain", False, {}), ("mirrored", True, {}),
+                              ("plain, every component kept", False, dict(largest=False)),
+                              (f"plain, {other}", False, dict(centred=not centred))):
+            net.tta = tta
+            rows[name] = mean_dice(store, predict_store(model, store, ids, progress=False, scheduler=client, **kw))
+        net.tta = False
+        for how in (False, True):
+            rows[f"field of view {off_mm:.0f} mm off the heart, {'heart' if how else 'frame'}-centred"] = mean_dice(
+                store, {i: predict_off_centre(model, store.read(i), off_mm, centred=how) for i in ids})
+    finally:
+        net.tta = shipped_tta
+    return pd.DataFrame(rows).T.rename_axis("inference")

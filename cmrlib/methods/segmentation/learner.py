@@ -151,17 +151,21 @@ def fit(dls, epochs: int, lr: float, width: float = 0.25, init=None, seed: int =
     return learn
 
 
-def fit_weights(job: tuple[str, list[str]], store, extra_store, data_kw: dict, epochs: int, lr: float, init: dict,
-                fit_kw: dict) -> dict:
-    """One network of a batch trained where its task runs (a Dask worker, or this process) on one thread, from
-    `store` plus `extra_store`'s cines `job[1]` (`dataloaders(..., extra=...)`): its weights. On one thread a
-    quarter-width U-Net's bf16 step is as fast as on two, so two workers train two networks in the time of one."""
+def fit_weights(job: tuple[str, dict], store, extra_store, lr: float) -> dict:
+    """One network of a batch trained where its task runs (a Dask worker, or this process) on one thread: `job` is
+    (name, spec), spec's `views`, `data` (`dataloaders` arguments), `extra` (cine ids of `extra_store` joining the
+    training frames), `epochs`, `init` (a state dict or None) and `fit` (`fit` arguments); its weights. A
+    quarter-width U-Net's step is small: one thread computes it in 0.17 s against two threads' 0.13, and a batch's
+    augmentation (0.07 s) runs on one thread anyway, so two networks side by side, one thread each, train in about
+    60 % of the time they take one after the other on two (bench/bench_seg_train.py)."""
+    _, spec = job
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        dls = dataloaders(store, ["SAX"], **{**data_kw, "progress": False},
-                          extra=[extra_store.read(i) for i in job[1]])
-        learn = fit(dls, epochs, lr, init=init, **fit_kw)
+        extra = [extra_store.read(i) for i in spec.get("extra", ())]
+        dls = dataloaders(store, spec["views"], **{**spec["data"], "progress": False},
+                          **({"extra": extra} if extra else {}))
+        learn = fit(dls, spec["epochs"], lr, init=spec.get("init"), **spec["fit"])
         return {k: v.detach().clone() for k, v in learn.model.state_dict().items()}
     finally:
         torch.set_num_threads(threads)

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import ClassVar
 
-import numpy as np
 import pandas as pd
 
 from ... import plots, stats
@@ -18,27 +17,23 @@ from ...io.acdc import exam_of
 from ...labels import NAMES
 from ...learn import Fitted
 from ...longform import PHANTOM_REFERENCES, from_table1
-from ...measure import SAX_VOLUMES, UNITS, measure_pairs, subject_measures
+from ...measure import UNITS, measure_pairs, subject_measures
 from ...store import CohortStore
 from ...study import Lazy, Study as Base, StudySkipped
 from ...utils import data_root, seed_for
 from .crossfit import CROSSFIT, acdc_folds, coverage_target, fold_subjects, sax_evidence
 from .crossfit import write as crossfit_write
-from .evaluate import choose_sax, evaluate, frame_scores, model_check, summarise
+from .evaluate import (choose_sax, evaluate, frame_scores, inference_table, mean_dice, model_check, model_table,
+                       summarise)
 from .figures import case_panels
 from .learner import as_model, dataloaders, fit, fit_weights, load, model_file
-from .predict import calibrate_prior, log_prior, predict_off_centre, predict_store, uncertainty_reference
+from .predict import calibrate_prior, log_prior, predict_store, uncertainty_reference
 from .predictor import Predictor
-from .real import RealLax, dice_all, lax_checks, lax_scores, lax_summary
+from .real import RealLax, dice_all, lax_checks, lax_scores, lax_summary, sax_intervals
 from .recipes import recipe
 
 OUT_OF_FOLD_SPLIT = "out of fold"  # ACDC measures' split when each patient was read by the fold model that never saw it
 OFF_CENTRE_MM = 60.0  # how far the inference comparison moves the field of view off ACDC's heart-centred frames
-
-
-def mean_dice(store: CohortStore, pred: dict) -> pd.Series:
-    """Mean Dice per structure over the labelled frames (ED and ES) of these predictions: every SAX comparison's row."""
-    return summarise(evaluate(store, pred, with_hd95=False), by=("structure",)).xs("all", level="phase")["dice_mean"]
 
 
 def _prior(model) -> pd.Series:
@@ -199,6 +194,26 @@ class Study(Base):
             return model, dict(model=name, train_s=train_s, valid_loss=valid_loss, file=file)
         return model, dict(model=name, train_s=train_s, reused=False)
 
+    def _side_by_side(self, specs: dict[str, tuple], extra_store=None, what: str = "networks") -> dict[str, dict]:
+        """The networks of `specs` (name -> (file, settings, `fit_weights` spec)) that no file holds with their
+        settings yet, trained side by side, one per Dask worker on one thread (`learner.fit_weights`; one after the
+        other in this process without workers): name -> weights."""
+        from ...dask_tasks import map_tasks
+        from ...learn import reusable
+
+        todo = [(name, spec) for name, (path, settings, spec) in specs.items()
+                if self.p.get("retrain") or not reusable(path, settings)]
+        out = {}
+        if todo:
+            with self.nb.timer(f"{what}, side by side (s)"):
+                for (name, _), weights, err in map_tasks(fit_weights, todo, self.client,
+                                                         args=(self.store, extra_store, self.p["lr"]), desc=what,
+                                                         unit="network"):
+                    if err is not None:
+                        raise err
+                    out[name] = weights
+        return out
+
     def _read_as_shipped(self, model, views, recipe_name: str) -> bool:
         """A SAX model reads round the heart where the profile says so (`centred`), and mirrors (`tta`) only if it
         learned from mirrored frames (a phantom model's RV is always on one side): in every comparison and in the
@@ -211,21 +226,36 @@ class Study(Base):
         net.tta = bool(self.p["tta"]) and recipe(self.p["augmentation"][recipe_name])["aug"].get("flip_p", 0) > 0
         return (net.centred, net.tta) != before
 
+    @cached_property
+    def phantom_specs(self) -> dict[str, tuple]:
+        """The phantom SAX and long-axis networks: name -> (file, settings, `fit_weights` spec)."""
+        p, specs = self.p, {}
+        for name, views, epochs, balance in (("sax", ["SAX"], p["epochs_sax"], False),
+                                             ("lax", ["2CH", "4CH"], p["epochs_lax"], p["balance_lax"])):
+            aug_kw, crop = recipe(p["augmentation"][name]), self.crop_kw if name == "sax" else {}
+            settings = dict({**self.data_kw, **aug_kw}, views=views, epochs=epochs, lr=p["lr"], balance=balance,
+                            frame_step=p["frame_step"], calibrate_cines=p["calibrate_cines"],
+                            cohort=self.store.fingerprint(), **self.model_kw, **crop)
+            specs[name] = (model_file(self.out / "models", name.upper()), settings,
+                           dict(views=views, epochs=epochs, fit=dict(self.model_kw, balance=balance),
+                                data={**self.data_kw, **aug_kw, "frame_step": p["frame_step"], **crop}))
+        return specs
+
+    @cached_property
+    def phantom_weights(self) -> dict[str, dict]:
+        """The phantom networks no file holds with their settings yet, trained side by side: name -> weights."""
+        return self._side_by_side(self.phantom_specs, what="phantom networks")
+
     def make_phantom_models(self, finish=None) -> Fitted:
         """The phantom SAX model and the 2CH + 4CH model (reused when the run folder holds them with these
         settings; `finish`: `cmrlib fit`'s export); a summary row per model."""
-        p, store = self.p, self.store
-        nets, rows = {}, []
+        p, nets, rows = self.p, {}, []
         with self.nb.timer("phantom training (s)"):
-            for name, views, epochs, balance in (("sax", ["SAX"], p["epochs_sax"], False),
-                                                 ("lax", ["2CH", "4CH"], p["epochs_lax"], p["balance_lax"])):
-                aug_kw = recipe(p["augmentation"][name])
-                settings = dict({**self.data_kw, **aug_kw}, views=views, epochs=epochs, lr=p["lr"], balance=balance,
-                                frame_step=p["frame_step"], calibrate_cines=p["calibrate_cines"],
-                                cohort=store.fingerprint(), **self.model_kw)
-                nets[name], row = self._train(name, store, views, epochs, name,
-                                              model_file(self.out / "models", name.upper()), settings, finish,
-                                              dict(frame_step=p["frame_step"]), balance=balance)
+            for name, (path, settings, spec) in self.phantom_specs.items():
+                nets[name], row = self._train(name, self.store, spec["views"], spec["epochs"], name, path, settings,
+                                              finish, dict(frame_step=p["frame_step"]), balance=spec["fit"]["balance"],
+                                              weights=(lambda n=name: self.phantom_weights[n]) if finish is None
+                                              else None)
                 rows.append(row)
         return Fitted(nets, pd.DataFrame(rows))
 
@@ -409,16 +439,6 @@ class Study(Base):
             self.nb.table(ft_table, "finetune_vs_scratch.csv", index=True)
         return ft_table
 
-    @cached_property
-    def sax_real_model(self):
-        """The SAX model fine-tuned from the phantom one on the phantom's frames plus the ED/ES frames of ACDC's
-        training patients with their manual masks (`_sax_real`), its decision calibrated on ACDC's validation
-        patients (the real hearts it is shipped to read); `StudySkipped` with epochs_sax_real=0."""
-        if not self.p["epochs_sax_real"]:
-            raise StudySkipped("no phantom + ACDC SAX model (epochs_sax_real=0)")
-        with self.nb.timer("SAX fine-tuning on phantom + ACDC (s)"):
-            return self._sax_real("sax_real", [str(i) for i in self.acdc_cohort.select(view="SAX", split="train")])
-
     def _sax_real_settings(self, name: str, train: list[str], calibrate: list[str] | None = None) -> dict:
         """What a network of the phantom + ACDC SAX recipe is trained with (its file's reuse key)."""
         acdc, p = self.acdc_cohort, self.p
@@ -450,27 +470,13 @@ class Study(Base):
     @cached_property
     def sax_real_weights(self) -> dict[str, dict]:
         """The recipe's networks no file holds with their settings yet (the shipped one and each fold's), trained
-        side by side, one per Dask worker on one thread (`learner.fit_weights`): name -> weights."""
-        from ...dask_tasks import map_tasks
-        from ...learn import reusable
-
-        p, models = self.p, self.out / "models"
-        todo = [(name, train) for name, train, cal in self._sax_real_networks()
-                if p.get("retrain") or not reusable(models / f"seg_{name}.model",
-                                                    self._sax_real_settings(name, train, cal))]
-        if not todo:
-            return {}
-        args = (self.store, self.acdc_cohort, self._sax_real_data(), p["epochs_sax_real"], p["lr"],
-                as_model(self.phantom_models.nets["sax"]).state_dict(),
-                dict(self.model_kw, schedule=p["sax_real_schedule"]))
-        out = {}
-        with self.nb.timer("phantom + ACDC SAX networks, side by side (s)"):
-            for (name, _), weights, err in map_tasks(fit_weights, todo, self.client, args=args,
-                                                     desc="phantom + ACDC SAX networks", unit="network"):
-                if err is not None:
-                    raise err
-                out[name] = weights
-        return out
+        side by side (`_side_by_side`): name -> weights."""
+        p, sax = self.p, as_model(self.phantom_models.nets["sax"]).state_dict()
+        specs = {name: (self.out / "models" / f"seg_{name}.model", self._sax_real_settings(name, train, cal),
+                        dict(views=["SAX"], extra=train, epochs=p["epochs_sax_real"], init=sax,
+                             data=self._sax_real_data(), fit=dict(self.model_kw, schedule=p["sax_real_schedule"])))
+                 for name, train, cal in self._sax_real_networks()}
+        return self._side_by_side(specs, self.acdc_cohort, "phantom + ACDC SAX networks")
 
     @cached_property
     def sax_real_model(self):
@@ -489,7 +495,8 @@ class Study(Base):
         `sax_real_weights` trained."""
         acdc, p = self.acdc_cohort, self.p
         model, _ = self._train(name, self.store, ["SAX"], p["epochs_sax_real"], "sax_real",
-                               self.out / "models" / f"seg_{name}.model", self._sax_real_settings(name, train, calibrate),
+                               self.out / "models" / f"seg_{name}.model",
+                               self._sax_real_settings(name, train, calibrate),
                                weights=lambda: self.sax_real_weights[name], calibrate_on=acdc, calibrate_ids=calibrate,
                                data_kw=lambda: dict(self._sax_real_data(), extra=[acdc.read(i) for i in train]))
         return model
@@ -566,18 +573,13 @@ class Study(Base):
             models["sax_real"] = tuned
         phantom_ids = [i for i in self.phantom_test.pred if i.endswith("_SAX")]
         phantom_valid = self.store.select("SAX", "valid", self.p["calibrate_cines"] or None)
-        rows, acdc_valid = {}, acdc.select(view="SAX", split="valid")
-        for name, model in models.items():
-            for data, st, ids in (("phantom validation", self.store, phantom_valid),
-                                  ("phantom test", self.store, phantom_ids), ("ACDC validation", acdc, acdc_valid),
-                                  ("ACDC held-out", acdc, self.acdc_held_out)):
-                if not ids:
-                    continue
-                pred = (self.held_out_preds[name] if data == "ACDC held-out" else
-                        {i: self.phantom_test.pred[i] for i in ids} if (name, data) == ("sax", "phantom test") else
-                        predict_store(model, st, ids, **self.on_dask))
-                rows[name, data] = mean_dice(st, pred)
-        table = pd.DataFrame(rows).T.rename_axis(["model", "data"])
+        sets = {"phantom validation": (self.store, phantom_valid),
+                "phantom test": (self.store, phantom_ids),
+                "ACDC validation": (acdc, acdc.select(view="SAX", split="valid")),
+                "ACDC held-out": (acdc, self.acdc_held_out)}
+        known = {**{(name, "ACDC held-out"): self.held_out_preds[name] for name in models},
+                 ("sax", "phantom test"): {i: self.phantom_test.pred[i] for i in phantom_ids}}
+        table = model_table(models, sets, known, self.client)
         self.nb.table(table, "dice_sax_models.csv", index=True)
         return table
 
@@ -608,21 +610,9 @@ class Study(Base):
         component, read round the heart or the frame's centre as `centred` says), with mirrored test-time
         augmentation, without the largest-component filter, read the other way round, and with the field of view
         moved `OFF_CENTRE_MM` off the heart both ways (mean Dice per structure; written): what each choice buys."""
-        acdc, model, p = self.acdc_cohort, self._sax_model(self.shipped_sax), self.p
-        ids, rows = acdc.select(view="SAX", split="valid"), {}
-        shipped_tta = bool(getattr(as_model(model), "tta", False))
-        centred, other = bool(p["centred"]), "frame-centred" if p["centred"] else "heart-centred"
-        for name, tta, kw in (("plain", False, {}), ("mirrored", True, {}),
-                              ("plain, every component kept", False, dict(largest=False)),
-                              (f"plain, {other}", False, dict(centred=not centred))):
-            as_model(model).tta = tta
-            rows[name] = mean_dice(acdc, predict_store(model, acdc, ids, **kw, **self.on_dask))
-        as_model(model).tta = False
-        for how in (False, True):
-            rows[f"field of view {OFF_CENTRE_MM:.0f} mm off the heart, {'heart' if how else 'frame'}-centred"] = \
-                mean_dice(acdc, {i: predict_off_centre(model, acdc.read(i), OFF_CENTRE_MM, centred=how) for i in ids})
-        as_model(model).tta = shipped_tta
-        table = pd.DataFrame(rows).T.rename_axis("inference")
+        acdc = self.acdc_cohort
+        table = inference_table(self._sax_model(self.shipped_sax), acdc, acdc.select(view="SAX", split="valid"),
+                                bool(self.p["centred"]), OFF_CENTRE_MM, self.client)
         self.nb.table(table, "tta_acdc_validation.csv", index=True)
         return table
 
@@ -786,25 +776,17 @@ class Study(Base):
         on the others): every ACDC patient out of fold where the run has cross-fitted models (CV+ style), else ACDC's
         validation and held-out patients read by the shipped model; what the report prints beside a patient's number."""
         acdc, meas = self.acdc_cohort, agree.measures
-        if "fold" in meas:
-            by, how = "fold", f"ACDC's {len(meas)} patients, each read by the cross-fitted model that never saw it"
-        else:
+        if "fold" not in meas:  # no cross-fitted models: the shipped model's validation patients join its held-out
             valid = predict_store(self._sax_model(self.shipped_sax), acdc, acdc.select(view="SAX", split="valid"),
                                   **self.on_dask)
             meas = pd.concat([subject_measures(acdc, valid), meas], ignore_index=True)
-            by, how = "split", "ACDC validation and held-out patients"
-        pairs = {m: agree.pairs[m] for m in SAX_VOLUMES if m in agree.pairs}
-        t = stats.conformal_intervals(meas, pairs, level=0.9, by=by)
+        t, cover, record = sax_intervals(meas, agree.pairs)
         self.nb.table(t, "intervals.csv", index=True)
         print(t.round(3).to_string())
-        if by == "fold":  # coverage by fold and by diagnosis, each patient's interval calibrated on the others
-            cover = stats.coverage_by(meas, pairs, ["fold", "group"], level=0.9)
+        if cover is not None:
             self.nb.table(cover, "interval_coverage.csv")
             print(cover[cover.measure == "LVEF"].round(3).to_string(index=False))
-        return {m: dict(half_width=round(r.half_width, 3), n=int(r.n), level=r.level, coverage=round(r.coverage, 3),
-                        coverage_across=round(r.coverage_across, 3), across=by,
-                        calibrated_on=f"{how} (manual masks, ED and ES frames)")
-                for m, r in t.iterrows() if np.isfinite(r.half_width)}
+        return record
 
     def _phantom_after_fine_tuning(self, tuned) -> pd.Series:
         """Phantom test Dice of the fine-tuned long-axis model beside the phantom-only one's (written): what the
