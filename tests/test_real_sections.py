@@ -189,3 +189,51 @@ def test_the_hf_section_keeps_per_fold_the_proxy_the_gate_ranks_first():
     assert kept.gate["kept"] == pytest.approx(0.85) and kept.gate[real.RANDOM] == pytest.approx(0.6)
     one = real.kept_proxies(gate[gate.fold == 1], {1: "tuned1"}, "pool", logs=[])
     assert one.name == real.POOL and one.nets == {1: "pool"}
+
+
+def test_the_heartmae_section_reads_each_views_lv_area_and_encoder_features_over_its_windows():
+    """Two cines (two slices, then one) of a 4-frame cycle: each view's mean LV area over each window of the cycle
+    (slice z's LV covers (z + 1)(t + 1) px of 1 mm^2 at frame t) and its encoder features, in the views' order."""
+    from cmrlib.labels import LV
+    from cmrlib.methods.heartmae.real import segmenter_targets
+
+    class Seg:
+        def labels(self, cine):
+            lab = np.zeros((4, 2, 8, 8), np.uint8)
+            for t in range(4):
+                for z in range(2):
+                    lab[t, z].flat[: (z + 1) * (t + 1)] = LV
+            return lab
+
+        def encoder_features(self, cine, zs):
+            return np.stack([np.stack([np.full(3, 10 * z + t, np.float32) for z in zs]) for t in range(4)])
+
+    class Views:
+        table = pd.DataFrame(dict(cine_id=["a", "a", "b"], view_id=["a:0", "a:1", "b:1"]))
+        frames = np.zeros((3, 4, 8, 8))
+
+        def __len__(self):
+            return 3
+
+    store = SimpleNamespace(read=lambda cid: SimpleNamespace(spacing=(10.0, 1.0, 1.0)))
+    area, enc = segmenter_targets(Seg(), store, Views(), [(0, 2), (2, 4)], progress=False)
+    assert area.tolist() == [[1.5, 3.5], [3.0, 7.0], [3.0, 7.0]]
+    assert enc.shape == (3, 2, 3) and enc[1, 1, 0] == 12.5 and enc[2, 0, 0] == 10.5
+
+
+def test_the_segmentation_section_calibrates_intervals_across_folds_and_reports_coverage_by_fold_and_diagnosis():
+    """Out-of-fold measures of 40 patients in four folds: one interval per measure calibrated across folds, its
+    record saying so, and the coverage per fold and diagnosis; without folds, across splits and no coverage table."""
+    from cmrlib.methods.segmentation.real import sax_intervals
+
+    r = np.random.default_rng(0)
+    ref = r.normal(55, 10, 40)
+    meas = pd.DataFrame(dict(subject=[f"p{i}" for i in range(40)], fold=np.repeat(range(4), 10),
+                             group=np.tile(["NOR", "DCM"], 20), split=np.tile(["valid", "test"], 20),
+                             LVEF_auto=ref + r.normal(0, 3, 40), LVEF_ref=ref))
+    t, cover, record = sax_intervals(meas, {"LVEF": ("LVEF_auto", "LVEF_ref"), "LAEF": ("LVEF_auto", "LVEF_ref")})
+    assert list(t.index) == ["LVEF"] and record["LVEF"]["across"] == "fold" and record["LVEF"]["n"] == 40
+    assert "cross-fitted" in record["LVEF"]["calibrated_on"] and 0 < record["LVEF"]["half_width"] < 15
+    assert set(cover.measure) == {"LVEF"} and set(cover.by) == {"fold", "group"} and cover.n.sum() == 80
+    t, cover, record = sax_intervals(meas.drop(columns="fold"), {"LVEF": ("LVEF_auto", "LVEF_ref")})
+    assert cover is None and record["LVEF"]["across"] == "split"

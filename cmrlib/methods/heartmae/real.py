@@ -142,6 +142,24 @@ def segmenter_windows(seg, cine, view_ids, cycle: int, windows: list[tuple[int, 
     return np.stack(area), window_means(feats, windows).transpose(1, 0, 2)
 
 
+def segmenter_targets(seg, store, cines: CineSet, windows: list[tuple[int, int]], progress: bool = True
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Per view and window of every cine of `cines`: the segmenter's mean LV blood-pool area (mm^2) over the
+    window's frames of the cycle, and (views, windows, C) its encoder's features (`segmenter_windows`)."""
+    from fastprogress.fastprogress import progress_bar
+
+    cycle = cines.frames.shape[1]
+    area, feats = np.full((len(cines), len(windows)), np.nan), []
+    for cid, views in progress_bar(list(cines.table.groupby("cine_id", sort=False).groups.items()), leave=False,
+                                   display=progress):
+        area[views], f = segmenter_windows(seg, store.read(cid), cines.table.view_id[views], cycle, windows)
+        feats.append((views, f))
+    enc = np.zeros((len(cines), len(windows), feats[0][1].shape[-1]), np.float32)
+    for views, f in feats:
+        enc[views] = f
+    return area, enc
+
+
 def curve_ef(values: np.ndarray, rows: pd.DataFrame) -> pd.Series:
     """Per subject, EF (%) of the area curve: the windows' values summed over its slices, (max - min) / max."""
     c = rows.assign(v=values).groupby(["subject", "window"]).v.sum().groupby(level=0)

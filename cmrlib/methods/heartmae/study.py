@@ -11,7 +11,6 @@ from typing import ClassVar
 
 import numpy as np
 import pandas as pd
-from fastprogress.fastprogress import progress_bar
 
 from ...learn import config_from
 from ...longform import PHANTOM_REFERENCES, from_columns
@@ -621,16 +620,8 @@ class Study(Base):
             return a["area"], (a["segmenter"] if a["segmenter"].size else None)
         if seg is None or not seg.reads("SAX"):
             return np.full((len(cines), len(windows)), np.nan), None
-        area, feats = np.full((len(cines), len(windows)), np.nan), []
         with self.nb.timer("real patients: segmenter areas"):
-            for cid, views in progress_bar(list(cines.table.groupby("cine_id", sort=False).groups.items()),
-                                           leave=False):
-                area[views], f = real.segmenter_windows(seg, store.read(cid), cines.table.view_id[views], cycle,
-                                                        windows)
-                feats.append((views, f))
-        enc = np.zeros((len(cines), len(windows), feats[0][1].shape[-1]), np.float32)
-        for views, f in feats:
-            enc[views] = f
+            area, enc = real.segmenter_targets(seg, store, cines, windows)
         save_arrays(self.out / "real_frame_targets.npz", dict(area=area, segmenter=enc), key)
         return area, enc
 

@@ -1,6 +1,7 @@
 """Segmentation learner (TernausNet11, Dice + cross-entropy, per-class Dice metrics), training, export and reload."""
 from __future__ import annotations
 
+import contextlib
 import copy
 from pathlib import Path
 from typing import Sequence
@@ -135,19 +136,22 @@ SCHEDULES = ("one_cycle", "poly")  # fastai's one-cycle; nnU-Net's polynomial de
 
 
 def fit(dls, epochs: int, lr: float, width: float = 0.25, init=None, seed: int = 0, schedule: str = "one_cycle",
-        **kwargs) -> Learner:
+        quiet: bool = False, **kwargs) -> Learner:
     """`learner` + training from `seed` under a learning-rate `schedule` (`SCHEDULES`), optionally starting from
-    another segmenter's weights (a network or its state dict: phantom pre-training)."""
+    another segmenter's weights (a network or its state dict: phantom pre-training); `quiet`: no progress bar or
+    epoch table (a Dask worker's would land in the run's log)."""
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule {schedule!r}: expected one of {', '.join(SCHEDULES)}")
     with seeded(seed):
         learn = learner(dls, width=width, **kwargs)
         if init is not None:
             learn.model.load_state_dict(init if isinstance(init, dict) else as_model(init).state_dict())
-        if epochs > 0 and schedule == "poly":
-            learn.fit(epochs, lr, cbs=ParamScheduler({"lr": poly_decay(lr)}))
-        elif epochs > 0:
-            learn.fit_one_cycle(epochs, lr)
+        with (learn.no_bar() if quiet else contextlib.nullcontext()), \
+                (learn.no_logging() if quiet else contextlib.nullcontext()):
+            if epochs > 0 and schedule == "poly":
+                learn.fit(epochs, lr, cbs=ParamScheduler({"lr": poly_decay(lr)}))
+            elif epochs > 0:
+                learn.fit_one_cycle(epochs, lr)
     return learn
 
 
@@ -165,7 +169,7 @@ def fit_weights(job: tuple[str, dict], store, extra_store, lr: float) -> dict:
         extra = [extra_store.read(i) for i in spec.get("extra", ())]
         dls = dataloaders(store, spec["views"], **{**spec["data"], "progress": False},
                           **({"extra": extra} if extra else {}))
-        learn = fit(dls, spec["epochs"], lr, init=spec.get("init"), **spec["fit"])
+        learn = fit(dls, spec["epochs"], lr, init=spec.get("init"), quiet=True, **spec["fit"])
         return {k: v.detach().clone() for k, v in learn.model.state_dict().items()}
     finally:
         torch.set_num_threads(threads)
