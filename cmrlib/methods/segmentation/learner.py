@@ -158,10 +158,9 @@ def fit(dls, epochs: int, lr: float, width: float = 0.25, init=None, seed: int =
 def fit_weights(job: tuple[str, dict], store, extra_store, lr: float) -> dict:
     """One network of a batch trained where its task runs (a Dask worker, or this process) on one thread: `job` is
     (name, spec), spec's `views`, `data` (`dataloaders` arguments), `extra` (cine ids of `extra_store` joining the
-    training frames), `epochs`, `init` (a state dict or None) and `fit` (`fit` arguments); its weights. A
-    quarter-width U-Net's step is small: one thread computes it in 0.17 s against two threads' 0.13, and a batch's
-    augmentation (0.07 s) runs on one thread anyway, so two networks side by side, one thread each, train in about
-    60 % of the time they take one after the other on two (bench/bench_seg_train.py)."""
+    training frames), `epochs`, `init` (a state dict or None) and `fit` (`fit` arguments); its weights. Networks
+    then train `workers` at a time where there are cores for them (on two vCPUs about as fast as one after the
+    other on two threads: docs/notebooks/01)."""
     _, spec = job
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
