@@ -18,7 +18,6 @@ import atexit
 import contextlib
 import json
 import logging
-import pickle
 import random
 import sys
 import threading
@@ -169,19 +168,21 @@ def describe(c) -> str:
     return f"Dask, {len(c.nthreads())} worker(s) with {n_threads(c)} thread(s) on {kind}"
 
 
-_SHARED: dict[str, tuple] = {}  # in a worker: the shared arguments of the batch it works on, unpickled once
+class Shared:
+    """A batch's shared arguments (a model, settings), sent to every worker once as one object: Dask pickles an
+    object of a type it has no serialiser for whole, so its own torch serialiser, which fails on some modules (an
+    LSTM that has run a forward pass), never sees them."""
+
+    __slots__ = ("args",)
+
+    def __init__(self, args: tuple):
+        self.args = tuple(args)
 
 
-def _with_shared(item, blob: bytes, fn: Callable, batch: str):
-    """One task: `fn(item, *args)`, the batch's arguments unpickled once per worker. They travel as one pickle
-    because Dask's own torch serialiser fails on some modules (an LSTM that has run a forward pass). The blob is
-    made by this run's own process (`map_tasks`) and sent over the scheduler's connection, as Dask sends every
-    task; no file, run folder or user input is ever unpickled."""
-    if batch not in _SHARED:
-        sizes_without_global_random()  # this worker's event loop sizes the results
-        _SHARED.clear()
-        _SHARED[batch] = pickle.loads(blob)
-    return fn(item, *_SHARED[batch])
+def _with_shared(item, shared: Shared, fn: Callable):
+    """One task: `fn(item, *args)` with the batch's shared arguments, which the worker holds once for every task."""
+    sizes_without_global_random()  # this worker's event loop sizes the results
+    return fn(item, *shared.args)
 
 
 def _call(fn: Callable, item, args: tuple) -> tuple[Any, BaseException | None]:
@@ -210,13 +211,11 @@ def map_tasks(fn: Callable, items: Iterable, c=None, *, args: tuple = (), desc: 
 
         batch, owner = uuid.uuid4().hex[:8], {}
         todo = iter(enumerate(items))
-        task = partial(_with_shared, fn=fn, batch=batch)
-        import cloudpickle
-
-        blob = c.scatter(cloudpickle.dumps(tuple(args)), broadcast=True, hash=False)
+        task = partial(_with_shared, fn=fn)
+        shared = c.scatter(Shared(args), broadcast=True, hash=False)
 
         def submit(i, it):
-            f = c.submit(task, it, blob, pure=False, key=f"{desc or 'task'}-{batch}-{i}")
+            f = c.submit(task, it, shared, pure=False, key=f"{desc or 'task'}-{batch}-{i}")
             owner[f.key] = it
             return f
 

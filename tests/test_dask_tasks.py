@@ -69,6 +69,20 @@ def test_dask_sizes_long_lists_without_the_global_random(dask_client):
     assert sizeof((b"ab", b"c")) == sys.getsizeof((b"ab", b"c")) + 3
 
 
+def _lstm_output_sum(x: float, lstm: torch.nn.LSTM) -> float:
+    return float(lstm(torch.full((1, 3, 2), x))[0].sum())
+
+
+def test_shared_model_reaches_workers_as_it_is(dask_client):
+    """A model shared by a batch's tasks (an LSTM that has run a forward pass, which Dask's own torch serialiser
+    cannot send) reaches every worker with its weights and gives the same outputs as in this process."""
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(2, 4, batch_first=True)
+    want = {x: _lstm_output_sum(x, lstm) for x in (0.5, 1.0, 2.0)}
+    got = {x: res for x, res, err in map_tasks(_lstm_output_sum, want, dask_client, args=(lstm,), progress=False)}
+    assert got == want
+
+
 @pytest.mark.parametrize("on_dask", [False, True])
 def test_map_tasks_reports_each_items_error(on_dask, request):
     c = request.getfixturevalue("dask_client") if on_dask else None
