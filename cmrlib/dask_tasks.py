@@ -179,9 +179,14 @@ class Shared:
         self.args = tuple(args)
 
 
+_SIZED = []  # in a worker: whether its event loop sizes results without the global random yet
+
+
 def _with_shared(item, shared: Shared, fn: Callable):
     """One task: `fn(item, *args)` with the batch's shared arguments, which the worker holds once for every task."""
-    sizes_without_global_random()  # this worker's event loop sizes the results
+    if not _SIZED:
+        sizes_without_global_random()  # this worker's event loop sizes the results
+        _SIZED.append(True)
     return fn(item, *shared.args)
 
 
