@@ -341,6 +341,7 @@ def test_the_real_patients_section_runs_the_rows_on_a_real_cohort_by_its_own_fol
 
     from cmrlib.phantom import make_cohort
     from cmrlib.store import CohortStore
+    from cmrlib.methods.sslhf.real import real_checks
 
     make_cohort(tmp_path / "run" / "cohort", n=4, seed=0, views=("SAX",), n_frames=16, matrix=48, pixel_mm=4.0,
                 progress=False)
@@ -366,7 +367,7 @@ def test_the_real_patients_section_runs_the_rows_on_a_real_cohort_by_its_own_fol
     assert study.real_results.proxy in ("pool proxy", "pool + real proxy") or "folds" in study.real_results.proxy
     gate = pd.read_csv(study.out / "real_gate_probe.csv")
     assert set(gate.encoder) == {"pool proxy", "pool + real proxy", "random"}
-    rows = results.targets_frame(study._real_targets()).set_index("figure")
+    rows = results.targets_frame(real_checks(study.real_results, seed=0)).set_index("figure")
     assert len(rows) == 3
     gain = rows.loc["real patients: SSLHF minus A: no proxy (patient AUC)"]
     assert gain.test.startswith("paired patient bootstrap") and gain.n == len(real_subjects)

@@ -8,6 +8,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from ...measure import TABLE1_VIEWS, subject_measures, table1_frames
 from ...stats import METRICS, StatsError, classification_metrics, f1_threshold, not_testable
 
 # Table 2 metric name -> cmrlib.stats metric
@@ -166,3 +167,66 @@ def score_rows(nets: dict, forest: Forest, inputs, n_boot: int, seed: int) -> Sc
     thr = thresholds(valid)
     long = evaluate(test, thr, n_boot=n_boot, seed=seed_for(seed, "cussp", "boot"))
     return Scored(valid, test, grades, thr, long, models, failed)
+
+
+def gate_rows(inputs, encoders: Mapping[str, Mapping], seed: int) -> pd.DataFrame:
+    """A linear probe of MR on each frozen encoder's features (input -> name -> network or None), fit on training
+    and scored on validation: the gate before any downstream row."""
+    from .learner import probe
+
+    rows = []
+    for inp, nets in encoders.items():
+        train, valid = inputs.xy(inp, "train"), inputs.xy(inp, "valid")
+        for name, net in nets.items():
+            if net is not None:
+                rows.append(dict(input=inp, encoder=name, valid_auc=probe(net, train, valid, seed),
+                                 n_train=len(train[1]), n_valid=len(valid[1]), n_valid_mr=int(valid[1].sum())))
+    return pd.DataFrame(rows, columns=["input", "encoder", "valid_auc", "n_train", "n_valid", "n_valid_mr"])
+
+
+def phantom_checks(sc: Scored, gate_gap, budget: dict) -> list[tuple]:
+    """The gate, the phantom task's difficulty, the paper's targets and the label-budget comparison."""
+    from .learner import JOINT_WEIGHTS, SUPERVISED
+
+    got = sc.long.set_index(["row", "metric"]).value
+    val = lambda r, metric: got.get((r, metric), np.nan)  # NaN: the row did not train or was not testable
+    supervised = validation_table(sc.valid, sc.thr).set_index("row").roc_auc.get(SUPERVISED, np.nan)
+    return [("gate: Barlow Twins minus random encoder, probe ROC-AUC (validation, systolic window)",
+             gate_gap("window"), ">=", 0.05),
+            ("gate: Barlow Twins minus random encoder, probe ROC-AUC (validation, full cycle)",
+             gate_gap("cycle"), ">=", 0.05),
+            ("phantom MR task: supervised ResNet-18 validation ROC-AUC (all labels), at least", supervised, ">=", 0.80),
+            ("phantom MR task: supervised ResNet-18 validation ROC-AUC (all labels), at most", supervised, "<=", 0.92),
+            ("CUSSP-SIAM-25 F1", val("CUSSP-SIAM-25", "f1"), ">=", 0.69),
+            ("CUSSP-SIAM-25 ROC-AUC", val("CUSSP-SIAM-25", "roc_auc"), ">=", 0.88),
+            ("Siamese F1 minus best CUSSP-1/2/3 F1", min(val(r, "f1") for r in ("CUSSP-SIAM", "CUSSP-SIAM-25"))
+             - max(val(r, "f1") for r in JOINT_WEIGHTS), ">", 0.0),
+            (f"CUSSP-SIAM-25 minus supervised test ROC-AUC at {budget['budget']} MR training cines (mean of draws)",
+             budget["gap"], ">", 0.0)]
+
+
+TABLE1 = ["LAVmax", "LAVmin", "LASV", "LAEF", "RAVmax", "RAVmin", "RASV", "RAEF", "LVESV", "LVEDV", "LVSV", "LVEF",
+          "LVCO", "LVM", "RVESV", "RVEDV", "RVSV", "RVEF"]  # the paper's Table 1: the forest's measures (per BSA)
+
+
+def segmented_measures(stores: Mapping, manifest: pd.DataFrame, subjects, find, known: Mapping) -> pd.DataFrame:
+    """The Table-1 measures of `subjects` in each store, their cines labelled by `find` (a SAX stack at ED and ES
+    only; a cine in `known` keeps the labels it has there); no labels without `find`."""
+    from fastprogress.fastprogress import progress_bar
+
+    parts = []
+    for name, st in stores.items():
+        m = manifest[manifest.store == name]
+        ids = m[m.view.isin(TABLE1_VIEWS) & m.subject.isin(subjects)].cine_id
+        segment = lambda cid: find(st.read(cid, table1_frames(st, cid)))
+        preds = {cid: known[cid] if cid in known else segment(cid)
+                 for cid in progress_bar(list(ids), leave=False)} if find is not None else {}
+        parts.append(subject_measures(st, preds))
+    return pd.concat(parts, ignore_index=True)
+
+
+def per_bsa(measures: pd.DataFrame, manifest: pd.DataFrame) -> pd.DataFrame:
+    """The forest's input: each Table-1 measure divided by the subject's body-surface area."""
+    feats = measures.set_index("subject")
+    bsa = manifest.drop_duplicates("subject").set_index("subject").bsa_m2
+    return pd.DataFrame({m: feats[f"{m}_auto"] / bsa.reindex(feats.index) for m in TABLE1 if f"{m}_auto" in feats})

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from fastai.learner import Learner
 from torch import nn
 
-from ...learn import ValidateLast, WeightedBCE, callbacks, check_finite, export, history, pos_weight
+from ...learn import ValidateLast, WeightedBCE, callbacks, check_finite, export, fit_or_reuse, history, pos_weight
 from ...learn import dataloaders as shared_loaders
 from ...learn import load as load_exported
 from ...models.cussp import CNNLSTM, CUSSPNet, barlow_twins_loss, contrastive_loss
@@ -325,3 +325,31 @@ def save(learn: Learner, path: str | Path) -> Path:
 def load(path: str | Path) -> nn.Module:
     """A CUSSP or CNN-LSTM classifier exported by notebook 04, ready for `predict`."""
     return load_exported(path, "CUSSP classifier", "notebook 04")
+
+
+def pretrained_encoder(pool: np.ndarray, valid: np.ndarray, cfg: CUSSPConfig, aug: PatchAug, tag: str, path: Path,
+                       retrain: bool = False) -> tuple[CUSSPNet, dict]:
+    """`pretrain` on `pool`, or its saved result when this pool, validation set and these settings made it; the
+    encoder and its log row (`reused` marked)."""
+    import hashlib
+
+    from ...distributed import rank
+    from ... import modelfile
+
+    digest = lambda a: hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()[:16]
+    settings = dict(config=cfg.__dict__, aug=aug.__dict__, pool=digest(pool), valid=digest(valid), tag=tag)
+    made: dict = {}
+
+    def fit():
+        net, made["row"] = pretrain(pool, valid, cfg, aug, tag)
+        return net
+
+    def save(net, path):
+        if rank() == 0:  # data-parallel: every process holds the same encoder, process 0 writes it
+            modelfile.save(path, net, row=made["row"])
+
+    net, reused, _ = fit_or_reuse(path, settings, fit, load=modelfile.load, save=save, retrain=retrain)
+    if reused:
+        net, meta = net
+        return net, dict(meta["row"], reused=True)
+    return net, dict(made["row"], reused=False)

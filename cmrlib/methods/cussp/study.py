@@ -10,27 +10,20 @@ from typing import ClassVar
 
 import numpy as np
 import pandas as pd
-from fastprogress.fastprogress import progress_bar
 
-from ... import modelfile
 from ...distributed import rank
 from ...learn import attempt, config_from
-from ...measure import TABLE1_VIEWS, subject_measures, table1_frames
 from ...study import Study as Base, StudySkipped
 from ...utils import seed_for
 from .data import Inputs, PatchAug, PatchSet, PatchSettings, labelled, mr_labels, preprocess_store, unlabelled
 from .curves import (Budget, Curve, Made, Training, budget_gap, label_budget, pool_curve, pool_fractions,
                      random_siam25)
-from .evaluate import (Forest, Scored, measures_reusable, recall_by_grade, score_rows, table2,
-                       validation_table)
+from .evaluate import (Forest, Scored, gate_rows, measures_reusable, per_bsa, phantom_checks, recall_by_grade,
+                       score_rows, segmented_measures, table2, validation_table)
 from .figures import budget_figure, grade_figure, pool_figure, preprocessing_figure, roc_pr_figure
-from .learner import INPUTS, JOINT_WEIGHTS, SUPERVISED, CUSSPConfig, fit, pretrain, probe, random_forest, save
+from .learner import INPUTS, SUPERVISED, CUSSPConfig, fit, pretrain, pretrained_encoder, random_forest, save
 from .predictor import Predictor
 from .real import real_checks, real_rows
-
-TABLE1 = ["LAVmax", "LAVmin", "LASV", "LAEF", "RAVmax", "RAVmin", "RASV", "RAEF", "LVESV", "LVEDV", "LVSV", "LVEF",
-          "LVCO", "LVM", "RVESV", "RVEDV", "RVSV", "RVEF"]  # the paper's Table 1: the forest's measures (per BSA)
-
 
 @dataclass(frozen=True)
 class Cohort:
@@ -231,27 +224,15 @@ class Study(Base):
         """The 18 Table-1 measures per BSA from the run's segmentations (cached per anatomy and the segmenter's
         content key: a retrained segmenter measures again): the forest's input."""
         anatomy, c, made_by = self.p["anatomy"], self.labelled_cohort, self.anatomy_key()
-        lax_cache = self.patches.lax_cache
         path = self.out / "table1_measures.csv"
         with self.nb.timer("forest measures"):
             cached = pd.read_csv(path, dtype={"subject": str, "made_by": str}) if path.exists() else None
             if measures_reusable(cached, c.labels.subject, anatomy, made_by):
-                measures = cached
-            else:
-                find = self.find if anatomy == "labels" else self._sax_and_lax()
-                parts = []
-                for name, st in c.stores.items():
-                    m = c.manifest[c.manifest.store == name]
-                    ids = m[m.view.isin(TABLE1_VIEWS) & m.subject.isin(c.labels.subject)].cine_id
-                    segment = lambda cid: find(st.read(cid, table1_frames(st, cid)))  # a SAX stack: ED and ES only
-                    preds = {cid: lax_cache[cid] if cid in lax_cache else segment(cid)
-                             for cid in progress_bar(list(ids), leave=False)} if find is not None else {}
-                    parts.append(subject_measures(st, preds))
-                measures = pd.concat(parts, ignore_index=True).assign(anatomy=anatomy, made_by=made_by)
-                self.nb.table(measures, "table1_measures")
-        feats = measures.set_index("subject")
-        bsa = c.manifest.drop_duplicates("subject").set_index("subject").bsa_m2
-        return pd.DataFrame({m: feats[f"{m}_auto"] / bsa.reindex(feats.index) for m in TABLE1 if f"{m}_auto" in feats})
+                return per_bsa(cached, c.manifest)
+            find = self.find if anatomy == "labels" else self._sax_and_lax()
+            measures = segmented_measures(c.stores, c.manifest, c.labels.subject, find, self.patches.lax_cache)
+        self.nb.table(measures.assign(anatomy=anatomy, made_by=made_by), "table1_measures")
+        return per_bsa(measures, c.manifest)
 
     def forest_measures(self) -> pd.DataFrame:
         """The forest's input: the Table-1 measures per BSA."""
@@ -300,27 +281,8 @@ class Study(Base):
 
     def _encoder(self, pool: np.ndarray, inp: str, tag: str):
         """`pretrain` on `pool`, or its saved result when this pool, validation set and these settings made it."""
-        import hashlib
-
-        path = self.out / "encoders" / f"{tag.replace(' ', '_')}.model"
-        digest = lambda a: hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()[:16]
-        settings = dict(config=self.cfg.__dict__, aug=self.pretrain_augment.__dict__, pool=digest(pool),
-                        valid=digest(self.inputs.xy(inp, "valid")[0]), tag=tag)
-        made: dict = {}
-
-        def fit():
-            net, made["row"] = pretrain(pool, self.inputs.xy(inp, "valid")[0], self.cfg, self.pretrain_augment, tag)
-            return net
-
-        def save(net, path):
-            if rank() == 0:  # data-parallel: every process holds the same encoder, process 0 writes it
-                modelfile.save(path, net, row=made["row"])
-
-        net, reused, _ = self.fit_or_reuse(path, settings, fit, load=lambda path: modelfile.load(path), save=save)
-        if reused:
-            net, meta = net
-            return net, dict(meta["row"], reused=True)
-        return net, dict(made["row"], reused=False)
+        return pretrained_encoder(pool, self.inputs.xy(inp, "valid")[0], self.cfg, self.pretrain_augment, tag,
+                                  self.out / "encoders" / f"{tag.replace(' ', '_')}.model", bool(self.p.get("retrain")))
 
     def _random_encoder(self, inp: str):
         """The pretrained encoder's random start (the same initialisation, no pretraining): its yardstick."""
@@ -333,19 +295,12 @@ class Study(Base):
         """Before any downstream row: a linear probe of MR on each frozen encoder's features (fit on training,
         scored on validation) for the Barlow Twins encoder, its random start and the supervised ResNet-18 (the
         row beyond the paper; written)."""
-        rows, seed = [], seed_for(self.p["seed"], "cussp", "probe")
         models, encoders = self.deep_rows.nets, self.pretrained.nets
+        supervised = models[SUPERVISED].model.net if SUPERVISED in models else None
         with self.nb.timer("gate"):
-            for inp in ("cycle", "window"):
-                train, valid = self.inputs.xy(inp, "train"), self.inputs.xy(inp, "valid")
-                nets = {"Barlow Twins": encoders.get(inp), "random": self._random_encoder(inp),
-                        "supervised": (models[SUPERVISED].model.net if inp == "cycle" and SUPERVISED in
-                                       models else None)}
-                for name, net in nets.items():
-                    if net is not None:
-                        rows.append(dict(input=inp, encoder=name, valid_auc=probe(net, train, valid, seed),
-                                         n_train=len(train[1]), n_valid=len(valid[1]), n_valid_mr=int(valid[1].sum())))
-        table = pd.DataFrame(rows, columns=["input", "encoder", "valid_auc", "n_train", "n_valid", "n_valid_mr"])
+            nets = {inp: {"Barlow Twins": encoders.get(inp), "random": self._random_encoder(inp),
+                          "supervised": supervised if inp == "cycle" else None} for inp in ("cycle", "window")}
+            table = gate_rows(self.inputs, nets, seed_for(self.p["seed"], "cussp", "probe"))
         self.nb.table(table, "gate")
         return table
 
@@ -614,24 +569,8 @@ class Study(Base):
     def checks(self) -> pd.DataFrame:
         """The gate, the phantom task's difficulty, the paper's targets, the label-budget comparison and the
         notebook's time (written, with the training log, the failures and timings)."""
-        sc = self.scored
-        val = sc.long.set_index(["row", "metric"]).value
-        val = lambda r, metric, _v=val: _v.get((r, metric), np.nan)  # NaN: the row did not train or was not testable
-        supervised = validation_table(sc.valid, sc.thr).set_index("row").roc_auc.get(SUPERVISED, np.nan)
-        gap = self.budget_gap()
         targets = self.targets([
-            ("gate: Barlow Twins minus random encoder, probe ROC-AUC (validation, systolic window)",
-             self.gate_gap("window"), ">=", 0.05),
-            ("gate: Barlow Twins minus random encoder, probe ROC-AUC (validation, full cycle)",
-             self.gate_gap("cycle"), ">=", 0.05),
-            ("phantom MR task: supervised ResNet-18 validation ROC-AUC (all labels), at least", supervised, ">=", 0.80),
-            ("phantom MR task: supervised ResNet-18 validation ROC-AUC (all labels), at most", supervised, "<=", 0.92),
-            ("CUSSP-SIAM-25 F1", val("CUSSP-SIAM-25", "f1"), ">=", 0.69),
-            ("CUSSP-SIAM-25 ROC-AUC", val("CUSSP-SIAM-25", "roc_auc"), ">=", 0.88),
-            ("Siamese F1 minus best CUSSP-1/2/3 F1", min(val(r, "f1") for r in ("CUSSP-SIAM", "CUSSP-SIAM-25"))
-             - max(val(r, "f1") for r in JOINT_WEIGHTS), ">", 0.0),
-            (f"CUSSP-SIAM-25 minus supervised test ROC-AUC at {gap['budget']} MR training cines (mean of draws)",
-             gap["gap"], ">", 0.0),
+            *phantom_checks(self.scored, self.gate_gap, self.budget_gap()),
             *real_checks(self.optional("real_results")),
             *self.time_target(),
         ])

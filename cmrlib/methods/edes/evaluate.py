@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 from fastprogress.fastprogress import progress_bar
 
+from ...longform import implied_volumes
 from ...record import Cine
 from .curves import frame_diff
 
@@ -177,3 +179,42 @@ def paired_table(res: pd.DataFrame, against: str, seed=0) -> pd.DataFrame:
             row.update({f"diff_{ph.upper()}": d, f"diff_{ph.upper()}_low": lo, f"diff_{ph.upper()}_high": hi})
         rows.append(row)
     return pd.DataFrame(rows).round(3)
+
+
+@dataclass(frozen=True)
+class TestResults:
+    """Every detector on the test cines: per cine, Table 1, its all-views rows and the mean of ED and ES aFD; the
+    volumes each method's frames imply on the phantom's true curves (None without them)."""
+
+    per_cine: pd.DataFrame
+    table: pd.DataFrame
+    allv: pd.DataFrame
+    order: list[str]
+    mean_fd: pd.Series
+    implied: pd.DataFrame | None = None
+
+
+def test_results(detectors: dict, store, test_ids: list[str], n_show: int) -> TestResults:
+    """Every detector on the store's test cines: per cine (with the true ED plateaus), the paper's Table 1, and
+    what each method's frames cost in mL on the true volume curves where the store has them."""
+    res = evaluate(detectors, (store.read(i) for i in test_ids), total=len(test_ids), keep_curves=n_show)
+    res = res.merge(label_plateaus(store, test_ids), on="cine_id", how="left")
+    table = afd_table(res, order=list(detectors))
+    manifest = store.manifest()
+    implied = implied_volumes(res, manifest) if "lv_volume_curve_ml" in manifest else None
+    allv = table[table["view"] == "all"].set_index("method")
+    order = [m for m in ("TempReg-Net", "TempReg-Net w/o TSC", "CNN+Reg") if m in allv.index]
+    return TestResults(res, table, allv, order, (allv["aFD_ED"] + allv["aFD_ES"]) / 2, implied)
+
+
+def phantom_checks(t: TestResults) -> list[tuple]:
+    """The paper's aFD targets for TempReg-Net and its ordering of the three methods, on the phantom's test cines."""
+    checks = []
+    if "TempReg-Net" in t.allv.index:
+        paper_ed, paper_es = PAPER_AFD["TempReg-Net"]
+        checks += [("TempReg-Net aFD ED (frames)", t.allv.loc["TempReg-Net", "aFD_ED"], "<=", paper_ed),
+                   ("TempReg-Net aFD ES (frames)", t.allv.loc["TempReg-Net", "aFD_ES"], "<=", paper_es)]
+    if len(t.order) == 3:
+        checks.append(("paper's ordering: smallest step up in mean aFD", float(t.mean_fd[t.order].diff().min()), ">",
+                       0.0))
+    return checks

@@ -2,18 +2,20 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
 import fastai.callback.schedule  # noqa: F401  (adds Learner.fit_one_cycle)
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from fastai.data.core import DataLoaders
 from fastai.learner import Learner
 from fastai.optimizer import Adam
 
-from ...learn import callbacks, history
+from ...learn import Fitted, callbacks, fit_or_reuse, history
 from ...learn import load as load_exported
 from ...models.tempreg import tempreg_net
 from ...utils import seeded
@@ -121,3 +123,32 @@ def model_file(method: str) -> str:
 def load(path: str | Path) -> torch.nn.Module:
     """A trained ED/ES network exported with `cmrlib.learn.export`, ready for `predict`."""
     return load_exported(path, "ED/ES model", "notebook 02")
+
+
+def make_models(methods: list[str], settings: Callable[[str], dict], train: Callable[[str], tuple], out: Path,
+                finish=None, retrain: bool = False) -> Fitted:
+    """Every method (`train(m)`: its Learner and training row), each reused when `out` holds it with exactly
+    `settings(m)` and a row in `training.csv` (`fit_or_reuse`; `finish`: `cmrlib fit`'s export, which gives the
+    validation loss); the networks and the training table."""
+    trained = pd.read_csv(out / "training.csv").set_index("method") if (out / "training.csv").exists() else None
+    nets, rows = {}, []
+    for m in methods:
+        fname, row = f"models/{model_file(m)}", {}
+
+        def train_one(m=m, row=row):
+            learn, fitted = train(m)
+            row.update(fitted)
+            return learn
+
+        # a model whose training row is gone is trained again: the table keeps every row's numbers
+        net, reused, finished = fit_or_reuse(out / fname, settings(m), train_one, finish, load=load, retrain=retrain,
+                                             reuse=trained is not None and m in trained.index)
+        if reused:
+            nets[m] = net
+            rows.append(dict(method=m, **trained.loc[m].drop("reused").to_dict(), reused=True))
+            continue
+        if finished is not None:
+            row["valid_loss"] = finished[0]
+        nets[m] = net.model.eval()
+        rows.append(dict(row, model=fname, reused=False))
+    return Fitted(nets, pd.DataFrame(rows))

@@ -14,10 +14,12 @@ import numpy as np
 import pandas as pd
 
 from ...learn import BestWeights
+from ...results import Target, share_target
+from ...store import fold_roles
 from ...utils import seed_for, seeded
 from .curves import read_frames
 from .data import Reading, dataloaders
-from .evaluate import choose, combined_rows, paired_table, real_afd_table
+from .evaluate import choose, combined_rows, evaluate, paired_table, real_afd_table
 from .learner import learner
 from .predict import predict, seam_detect, seg_detect
 from .predictor import COMBINED, NETWORK, VOLUME_CURVE
@@ -268,3 +270,58 @@ def check_line(procedure: pd.DataFrame, table: pd.DataFrame, n: int, folds: int)
         return (f"{n} real ACDC SAX cines, cyclically shifted, 5-fold by patient: fine-tuned TempReg-Net aFD ED "
                 f"{r.aFD_ED:.2f}, ES {r.aFD_ES:.2f} frames")
     return None
+
+
+CINES_CI = "t-interval over cines, 95 %"  # what backs a real aFD target row (`evaluate.real_afd_table`)
+CHOSEN_AMONG = ("among fine-tuned TempReg-Net (on the mid slice or every slice, at the cine's frames or resampled; its "
+                "curve read by extremes, by template fit, or ED by template and ES by the minimum; one slice or 3 mid "
+                "slices averaged), the run segmenter's LV volume curve (by its extremes, or ED by template and ES by "
+                "the minimum) and their average")  # what the shipping rule chooses from, as the Predictor says
+
+
+def fixed_rows(nets: dict, methods: list, size: int, zoom: float, phantom_segmenter, seg, curve_smooth: list,
+               cines: dict) -> pd.DataFrame:
+    """The detectors that learn nothing from real patients (`fixed_detectors`) on every real cine, each volume-curve
+    row timed by the one segmentation it costs."""
+    fixed, seconds = fixed_detectors(nets, methods, size, zoom, phantom_segmenter, seg, curve_smooth)
+    rows = evaluate(fixed, cines.values(), total=len(cines))
+    ran = rows.method.isin([run_curve(k, d) for k in curve_smooth for d in CURVE_DECODERS])
+    if ran.any():  # a run without its segmenter (`cmrlib fit` on a bare cohort) has no curve rows
+        rows.loc[ran, "sec"] = rows.loc[ran, "cine_id"].map(seconds).astype(float)
+    return rows
+
+
+def fine_tuned_rows(nets: dict, methods: list, real_items: dict, cines: dict, folds: pd.Series, n_folds: int,
+                    how: Tuning) -> tuple[list[pd.DataFrame], list[dict]]:
+    """Each network fine-tuned on the training folds and scored once on its test fold: the rows per fold and the
+    fine-tunings' logs."""
+    parts, logs, starts = [], [], {m: nets[m].state_dict() for m in methods}
+    for k in range(n_folds):
+        roles = fold_roles(k, n_folds)
+        tuned, log = fine_tune_fold(real_items, folds, roles, k, methods, starts, how)
+        logs += log
+        test = [c for s, c in cines.items() if folds[s] in roles["test"]]
+        parts.append(evaluate(tuned, test, total=len(test)))
+    return parts, logs
+
+
+def real_checks(demo: pd.DataFrame | None, real: RealCines | None) -> list:
+    """On real cines: TempReg-Net against the UK Biobank demo's pseudo-labels, the fine-tuned network and the
+    shipping rule by nested cross-validation on the real SAX patients."""
+    checks = []
+    if demo is not None and "TempReg-Net" in set(demo.method):
+        worst = demo[demo.method == "TempReg-Net"][["fd_ed", "fd_es"]].to_numpy().max()
+        checks.append(("TempReg-Net on every UKBB demo cine: largest frame difference from the 4CH "
+                       "pseudo-labels' ED/ES", float(worst), "<=", 2))
+    if real is not None and NETWORK_ROW in set(real.table.method):
+        r = real.table.set_index("method").loc[NETWORK_ROW]
+        checks.append(Target(f"real SAX patients ({int(r.n)}, out of fold): fine-tuned TempReg-Net aFD ES "
+                             "(frames)", r.aFD_ES, "<=", 1.0, r.ES_low, r.ES_high, r.n, CINES_CI))
+    if real is not None and not real.procedure.empty:
+        r = real.procedure.set_index("method").loc[PROCEDURE]
+        checks += [Target("real SAX patients: the shipping rule by nested cross-validation, aFD ES (frames)",
+                          r.aFD_ES, "<=", 1.0, r.ES_low, r.ES_high, r.n, CINES_CI),
+                   share_target("real SAX patients: the shipping rule by nested cross-validation, ED within 1 "
+                                "frame (% of cines)", r.ED_within_1 / 100, int(r.n), ">=", 0.85, percent=True,
+                                over="cines")]
+    return checks

@@ -14,25 +14,22 @@ import pandas as pd
 
 from ...io.real import rolled_cine
 from ...learn import Fitted
-from ...longform import implied_volumes
-from ...results import Target, share_target
-from ...store import fold_roles
 from ...study import Study as Base
 from ...study import StudySkipped
 from ...utils import seed_for
 from .data import SeqItem, dataloaders, real_item, resampled, seq_items
-from .evaluate import PAPER_AFD, afd_table, evaluate, label_plateaus, pseudo_reference, real_afd_table
+from .evaluate import (PAPER_AFD, TestResults, afd_table, evaluate, phantom_checks, pseudo_reference,
+                       real_afd_table, test_results)
 from .figures import afd_figure, curves_figure, real_figure
-from .learner import DETECTORS, fit, load, model_file
+from .learner import DETECTORS, fit, make_models
 from .predict import predict, seg_detect
 from .predictor import NETWORK, VOLUME_CURVE, Predictor
-from .real import (CURVE_DECODERS, NETWORK_ROW, PROCEDURE, RealCines, RealResult, RealSax, Tuning, check_line,
-                   detector_kinds, fine_tune_fold, fixed_detectors, per_cine, run_curve, ship, trainings, tune_one)
+from .real import (CHOSEN_AMONG, PROCEDURE, RealCines, RealResult, RealSax, Tuning, check_line, detector_kinds,
+                   fine_tuned_rows, fixed_rows, per_cine, real_checks, ship, trainings, tune_one)
 
 MODEL_KEYS = ("widths", "blocks", "hidden", "bidirectional", "cyclic", "motion", "dropout")
 
 SEG_ROW = "Segmentation (LV curve)"  # the segmentation baseline: the run segmenter's LV volume curve
-CINES_CI = "t-interval over cines, 95 %"  # what backs a real aFD target row (`evaluate.real_afd_table`)
 
 
 @dataclass(frozen=True)
@@ -43,17 +40,6 @@ class Sequences:
     dls: object
     test_ids: list[str]
     seconds: float
-
-
-@dataclass(frozen=True)
-class TestResults:
-    """Every detector on the test cines: per cine, Table 1, its all-views rows and the mean of ED and ES aFD."""
-
-    per_cine: pd.DataFrame
-    table: pd.DataFrame
-    allv: pd.DataFrame
-    order: list[str]
-    mean_fd: pd.Series
 
 
 class Study(Base):
@@ -139,36 +125,16 @@ class Study(Base):
         """Every method on the same sequences, seed and schedule, each reused when the run folder holds it with
         exactly these settings (`fit_or_reuse`; `finish`: `cmrlib fit`'s export, which gives the validation loss);
         the training table written."""
-        p, out = self.p, self.out
-        trained = pd.read_csv(out / "training.csv").set_index("method") if (out / "training.csv").exists() else None
-        nets, history = {}, []
-        for m in p["methods"]:
-            fname = f"models/{model_file(m)}"
-            settings = dict(method=m, views=p["views"], size=p["size"], zoom=p["zoom"], epochs=p["epochs"], lr=p["lr"],
-                            bs=p["bs"], alpha=p["alpha"], beta=p["beta"], delta=p["delta"], upsilon=p["upsilon"],
-                            max_cines=p["max_cines"], seed=p["seed"], cohort=self.store.fingerprint(), **self.model_kw)
-            row: dict = {}
-
-            def train_one(m=m, row=row):
-                learn, fitted = fit(self.sequences.dls, m, p["epochs"], p["lr"], p["seed"], beta=p["beta"],
-                                    alpha=p["alpha"], path=out, **self.model_kw)
-                row.update(fitted)
-                return learn
-
-            # a model whose training row is gone is trained again: the table keeps every row's numbers
-            net, reused, finished = self.fit_or_reuse(out / fname, settings, train_one, finish, load=load,
-                                                      reuse=trained is not None and m in trained.index)
-            if reused:
-                nets[m] = net
-                history.append(dict(method=m, **trained.loc[m].drop("reused").to_dict(), reused=True))
-                continue
-            if finished is not None:
-                row["valid_loss"] = finished[0]
-            nets[m] = net.model.eval()
-            history.append(dict(row, model=fname, reused=False))
-        history = pd.DataFrame(history)
-        self.nb.table(history, "training")
-        return Fitted(nets, history)
+        p = self.p
+        settings = lambda m: dict(method=m, views=p["views"], size=p["size"], zoom=p["zoom"], epochs=p["epochs"],
+                                  lr=p["lr"], bs=p["bs"], alpha=p["alpha"], beta=p["beta"], delta=p["delta"],
+                                  upsilon=p["upsilon"], max_cines=p["max_cines"], seed=p["seed"],
+                                  cohort=self.store.fingerprint(), **self.model_kw)
+        train = lambda m: fit(self.sequences.dls, m, p["epochs"], p["lr"], p["seed"], beta=p["beta"], alpha=p["alpha"],
+                              path=self.out, **self.model_kw)
+        made = make_models(p["methods"], settings, train, self.out, finish, bool(p["retrain"]))
+        self.nb.table(made.log, "training")
+        return made
 
     @cached_property
     def models(self) -> Fitted:
@@ -200,11 +166,7 @@ class Study(Base):
             return self.nb.predictor(Predictor.from_model(nets[exported], exported, p["size"], p["zoom"],
                                                           provenance=self.nb.provenance(self.store, check)))
         chose = (f"chosen on {int(real.choice.n.iloc[0])} real ACDC SAX cines, its rule's error by nested "
-                 f"cross-validation, among fine-tuned TempReg-Net "
-                 "(on the mid slice or every slice, at the cine's frames or resampled; its curve read by extremes, "
-                 "by template fit, or ED by template and ES by the minimum; one slice or 3 mid slices averaged), "
-                 "the run segmenter's LV volume curve (by its extremes, or ED by template and ES by the minimum) "
-                 "and their average")
+                 f"cross-validation, {CHOSEN_AMONG}")
         if real.kind == VOLUME_CURVE:
             seg = self.segmentation().provenance.get("real_training")
             made = Predictor.from_volume_curve(real.smooth, self.nb.provenance(
@@ -250,19 +212,12 @@ class Study(Base):
     def test_results(self) -> TestResults:
         """Every detector on the test cines: the predictions and the paper's Table 1 (aFD per method and view), with
         the volumes the frames imply on the phantom for notebook 07 (written)."""
-        store, test_ids = self.store, self.sequences.test_ids
-        res = evaluate(self.detectors, (store.read(i) for i in test_ids), total=len(test_ids),
-                       keep_curves=self.p["n_show"])
-        res = res.merge(label_plateaus(store, test_ids), on="cine_id", how="left")
-        table = afd_table(res, order=list(self.detectors))
-        self.nb.table(res.drop(columns="curve", errors="ignore"), "test_predictions")
-        manifest = store.manifest()
-        if "lv_volume_curve_ml" in manifest:  # what each method's frames cost in mL on the true volume curve
-            self.nb.table(implied_volumes(res, manifest), "measures_long")
-        self.nb.table(table, "afd_table")
-        allv = table[table["view"] == "all"].set_index("method")
-        order = [m for m in ("TempReg-Net", "TempReg-Net w/o TSC", "CNN+Reg") if m in allv.index]
-        return TestResults(res, table, allv, order, (allv["aFD_ED"] + allv["aFD_ES"]) / 2)
+        t = test_results(self.detectors, self.store, self.sequences.test_ids, self.p["n_show"])
+        self.nb.table(t.per_cine.drop(columns="curve", errors="ignore"), "test_predictions")
+        if t.implied is not None:  # what each method's frames cost in mL on the true volume curve
+            self.nb.table(t.implied, "measures_long")
+        self.nb.table(t.table, "afd_table")
+        return t
 
     def evaluate(self) -> pd.DataFrame:
         """The paper's Table 1 on the test cines."""
@@ -341,22 +296,12 @@ class Study(Base):
             except FileNotFoundError as e:
                 print(f"run segmenter's volume curve skipped on real patients: {e}")
                 seg = None
-            fixed, seconds = fixed_detectors(self.models.nets, p["methods"], p["size"], p["zoom"],
-                                             self.phantom_segmenter, seg, p["curve_smooth"])
-            parts = [evaluate(fixed, cines.values(), total=len(cines))]
-            ran = parts[0].method.isin([run_curve(k, d) for k in p["curve_smooth"] for d in CURVE_DECODERS])  # each
-            # costs the one segmentation
-            if ran.any():  # a run without its segmenter (`cmrlib fit` on a bare cohort) has no curve rows
-                parts[0].loc[ran, "sec"] = parts[0].loc[ran, "cine_id"].map(seconds).astype(float)
-        logs, starts = [], {m: self.models.nets[m].state_dict() for m in p["methods"]}
+            parts = [fixed_rows(self.models.nets, p["methods"], p["size"], p["zoom"], self.phantom_segmenter, seg,
+                                p["curve_smooth"], cines)]
         with self.nb.timer("real patients: fine-tuning"):
-            for k in range(p["real_folds"]):
-                roles = fold_roles(k, p["real_folds"])
-                tuned, log = fine_tune_fold(self.real_items, folds, roles, k, p["methods"], starts, self.tuning)
-                logs += log
-                test = [c for s, c in cines.items() if folds[s] in roles["test"]]
-                parts.append(evaluate(tuned, test, total=len(test)))
-        res = per_cine(parts, cines, folds, p["short_frames"], p["curve_smooth"])
+            tuned, logs = fine_tuned_rows(self.models.nets, p["methods"], self.real_items, cines, folds,
+                                          p["real_folds"], self.tuning)
+        res = per_cine(parts + tuned, cines, folds, p["short_frames"], p["curve_smooth"])
         self.nb.table(res.drop(columns="curve", errors="ignore"), "real_predictions")
         self.nb.table(pd.DataFrame(logs), "real_training")
         return self._real_tables(res, logs)
@@ -481,33 +426,8 @@ class Study(Base):
         """The paper's aFD targets and ordering, and the real patients' (written); the detector the rule picks on
         every real patient becomes the run's ED/ES Predictor with the rule's nested check (without real patients:
         phantom TempReg-Net with patient090's)."""
-        t = self.test_results
-        allv, order, checks = t.allv, t.order, []
-        if "TempReg-Net" in allv.index:
-            paper_ed, paper_es = PAPER_AFD["TempReg-Net"]
-            checks += [("TempReg-Net aFD ED (frames)", allv.loc["TempReg-Net", "aFD_ED"], "<=", paper_ed),
-                       ("TempReg-Net aFD ES (frames)", allv.loc["TempReg-Net", "aFD_ES"], "<=", paper_es)]
-        if len(order) == 3:
-            checks.append(("paper's ordering: smallest step up in mean aFD", float(t.mean_fd[order].diff().min()),
-                           ">", 0.0))
-        demo = self.optional("real_demo")
-        if demo is not None and "TempReg-Net" in set(demo.method):
-            worst = demo[demo.method == "TempReg-Net"][["fd_ed", "fd_es"]].to_numpy().max()
-            checks.append(("TempReg-Net on every UKBB demo cine: largest frame difference from the 4CH "
-                           "pseudo-labels' ED/ES", float(worst), "<=", 2))
-        real = self.optional("real_results")
-        if real is not None and NETWORK_ROW in set(real.table.method):
-            r = real.table.set_index("method").loc[NETWORK_ROW]
-            checks.append(Target(f"real SAX patients ({int(r.n)}, out of fold): fine-tuned TempReg-Net aFD ES "
-                                 "(frames)", r.aFD_ES, "<=", 1.0, r.ES_low, r.ES_high, r.n, CINES_CI))
-        if real is not None and not real.procedure.empty:
-            r = real.procedure.set_index("method").loc[PROCEDURE]
-            checks += [Target("real SAX patients: the shipping rule by nested cross-validation, aFD ES (frames)",
-                              r.aFD_ES, "<=", 1.0, r.ES_low, r.ES_high, r.n, CINES_CI),
-                       share_target("real SAX patients: the shipping rule by nested cross-validation, ED within 1 "
-                                    "frame (% of cines)", r.ED_within_1 / 100, int(r.n), ">=", 0.85, percent=True,
-                                    over="cines")]
-        targets = self.targets(checks)
+        phantom, demo, real = self.test_results, self.optional("real_demo"), self.optional("real_results")
+        targets = self.targets(phantom_checks(phantom) + real_checks(demo, real))
         one = self.optional("real_patient090")
         self.write_predictor(self.models.nets, real, one.check if one is not None else None)
         return targets

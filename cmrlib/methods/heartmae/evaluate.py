@@ -4,6 +4,7 @@ tasks each model wins and a Wilcoxon signed-rank test (Fig. S1), AP and AUROC pe
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -11,8 +12,11 @@ import pingouin as pg
 
 from ...stats import StatsError, classification_metrics, fmt_ci, not_testable
 from ...utils import rng
-from .learner import BASE
-from .tasks import EF_COLUMNS
+from .baselines import EXPERT, expert_features, logistic_probs
+from .features import KINETICS
+from .heads import fit_probe
+from .learner import BASE, FAMILY, RANDOM
+from .tasks import EF_COLUMNS, Targets
 
 # the paper's UK Biobank test-set numbers (Table 1: EF MAE in EF points; Table 2: MAE and Pearson r)
 PAPER_TABLE1 = pd.DataFrame({"LVEF": [4.14, 3.34, 3.14, 3.19, 3.15, 3.09], "LAEF": [5.93, np.nan, 4.32, 4.38, 4.31, 4.26],
@@ -137,3 +141,102 @@ def evaluate(preds: Mapping[str, pd.DataFrame], truth: pd.DataFrame, kinds: Mapp
     reg = regression_metrics({m: p[[c for c in p.columns if c in reg_tasks]] for m, p in preds.items()}, truth,
                              scale, n_boot, seed)
     return reg, classification_metrics_table(preds, truth, cls_tasks, n_boot, seed)
+
+
+@dataclass(frozen=True)
+class Probes:
+    """The attention-MIL probes by (encoder, group), test predictions by encoder, the regression and classification
+    tables, and the encoders in table order."""
+
+    probes: dict
+    preds: dict
+    reg: pd.DataFrame
+    cls: pd.DataFrame
+    order: list
+
+
+@dataclass(frozen=True)
+class Cardiac:
+    """The cardiac measures' rows of the regression table, the tasks each model wins and the Wilcoxon test."""
+
+    reg: pd.DataFrame
+    won: pd.DataFrame
+    wilcoxon: dict
+
+
+def fit_probes(bagged: Mapping[str, tuple], t: Targets, cfg, out, n_boot: int, seed) -> Probes:
+    """An attention-MIL probe per encoder and task group on the training subjects (early stop on validation),
+    scored once on test with bootstrap CIs."""
+    y, role, subjects = t.y, t.role, t.subjects
+    probes, preds = {}, {}
+    for name, (h, mask, _) in bagged.items():
+        parts = []
+        for g in dict.fromkeys(t.groups.values()):
+            tasks = [k for k in y.columns if t.groups[k] == g]
+            probes[name, g] = fit_probe(h, mask, y.loc[subjects, tasks], t.kinds, role["train"], role["valid"], cfg,
+                                        out)
+            parts.append(probes[name, g].predict(h[role["test"]], mask[role["test"]], t.test_subjects))
+        preds[name] = pd.concat(parts, axis=1)
+    scale = y.loc[[subjects[i] for i in role["train"]]].std()
+    reg, cls = evaluate(preds, y, t.kinds, scale, n_boot, seed)
+    return Probes(probes, preds, reg, cls, [m for m in [*FAMILY, RANDOM, KINETICS] if m in preds])
+
+
+def cardiac_wins(reg: pd.DataFrame, groups: Mapping[str, str]) -> Cardiac:
+    """Tasks won per model and HeartMAE against MAE-ViT-B (Wilcoxon) over the cardiac measures."""
+    reg = reg[reg["task"].map(groups) == "cardiac"]
+    return Cardiac(reg, wins(reg, list(FAMILY)), wilcoxon(reg))
+
+
+def expert_rows(measures: pd.DataFrame, t: Targets, tasks: list[str], n_boot: int, seed
+                ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict]:
+    """The expert-features baseline of the conditions: a logistic regression on the segmentation measures, its
+    scores on the test subjects; with the measures, the subjects it could not measure and each condition's C."""
+    expert, bad = expert_features(measures)
+    s, role = t.subjects, t.role
+    kept = lambda rows: [s[i] for i in rows if s[i] in expert.index]
+    probs, chosen = logistic_probs(expert, t.y[tasks], kept(role["train"]), kept(role["valid"]), kept(role["test"]))
+    return classification_metrics_table({EXPERT: probs}, t.y, tasks, n_boot, seed), expert, bad, chosen
+
+
+def phantom_checks(reg: pd.DataFrame, cardiac: Cardiac, pretext: pd.DataFrame, ridge: pd.DataFrame) -> list[tuple]:
+    """The paper's phantom targets: HeartMAE's LVEF, the EF columns and cardiac measures it wins, every MAE against
+    the random floor and the copy rule, and the features gate."""
+    family = list(FAMILY)
+    ef = reg[reg["task"].isin(EF_COLUMNS)].pivot(index="task", columns="model", values="MAE")
+    mean_scaled = cardiac.reg.groupby("model")["scaled_MAE"].mean()
+    won_by = cardiac.won.set_index("model")
+    loss = lambda r, m: pretext.query("row == @r and model == @m").masked_loss.iloc[0]
+    ridge_mae = lambda e: ridge.query("task == 'LVEF' and encoder == @e").valid_MAE.mean()
+    return [("HeartMAE LVEF MAE (EF points)", ef.at["LVEF", "HeartMAE"], "<=", 3.09),
+            ("EF columns where HeartMAE is best of the four", int((ef[family].idxmin(axis=1) == "HeartMAE").sum()),
+             ">=", 3),
+            ("share of cardiac measures HeartMAE wins", won_by.at["HeartMAE", "tasks won"]
+             / won_by.at["HeartMAE", "of tasks"], ">", 0.5),
+            *[(f"{m} mean scaled MAE minus the random floor", mean_scaled[m] - mean_scaled[RANDOM], "<", 0.0)
+              for m in family],
+            *[(f"{r} masked loss minus the copy rule's (validation)", loss(r, r) - loss(r, "copy rule"), "<", 0.0)
+              for r in family if r in set(pretext.row)],
+            ("HeartMAE ridge LVEF MAE minus the random encoder's (validation, EF points)",
+             ridge_mae("HeartMAE") - ridge_mae(RANDOM), "<=", -2.0)]
+
+
+def subject_feature_tables(bagged: Mapping[str, tuple], probes: Probes, t: Targets) -> dict[str, pd.DataFrame]:
+    """Each encoder's pooled subject features (its first task group's probe attention), by table name: what
+    notebook 08 clusters."""
+    first, index = next(iter(dict.fromkeys(t.groups.values()))), pd.Index(t.subjects, name="subject")
+    pooled = {name: probes.probes[name, first].pooled(h, mask)[0] for name, (h, mask, _) in bagged.items()}
+    return {f"subject_features_{name.split(' ')[0]}": pd.DataFrame(z, index=index).add_prefix("f")
+            for name, z in pooled.items()}
+
+
+def measures_long(probes: Probes, t: Targets, conditions: Mapping[str, str]) -> pd.DataFrame:
+    """HeartMAE's cardiac measures of the phantom's test subjects beside the generating values, in notebook 07's
+    long shape."""
+    from ...longform import PHANTOM_REFERENCES, from_columns
+
+    cardiac = [k for k in probes.preds["HeartMAE"].columns if t.groups[k] == "cardiac"]
+    wide = probes.preds["HeartMAE"][cardiac].add_suffix("_heartmae").join(
+        t.y.loc[t.test_subjects, cardiac].add_suffix("_model"))
+    return from_columns(wide.reset_index(), {"heartmae": "HeartMAE"}, "phantom", PHANTOM_REFERENCES["model"],
+                        conditions, ref="model")

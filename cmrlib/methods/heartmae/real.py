@@ -16,12 +16,14 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ...results import Target
 from ...stats import paired_bootstrap
 from ...store import fold_roles
 from ...utils import rng
 from .data import CineSet, inference_views
 from .evaluate import boot_mae_ci
 from .gates import subject_means
+from .learner import RANDOM
 
 ALPHAS = np.logspace(-2, 4, 13)  # ridge strengths tried by cross-validation on the non-test patients
 POOLED, FRAMES = "pooled", "frame-resolved"          # the two read-outs
@@ -327,3 +329,46 @@ def predictor_rows(predictor, subjects: list[tuple], columns: tuple[str, ...]) -
             row |= {f"{k}_pred": pred.get(k, np.nan), f"{k}_ref": ref.get(k, np.nan)}
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+@dataclass(frozen=True)
+class RealLVEF:
+    """The real patients' pooled LVEF table, out-of-fold predictions of both read-outs, features gate, pretext
+    gate, frame-resolved LVEF table and frame-resolved minus pooled."""
+
+    table: pd.DataFrame
+    pred: pd.DataFrame
+    gate: pd.DataFrame
+    pretext: pd.DataFrame
+    frames: pd.DataFrame
+    gain: pd.DataFrame
+
+
+def real_tables(pred: pd.DataFrame, gate: pd.DataFrame, pretext: pd.DataFrame, n_boot: int, seed) -> RealLVEF:
+    """Out-of-fold LVEF per read-out with bootstrap CIs beside the random encoder, and frame-resolved minus pooled."""
+    pooled = lvef_table(pred[pred.readout == POOLED], RANDOM, n_boot, seed)
+    frames = lvef_table(pred[pred.readout == FRAMES], RANDOM, n_boot, seed)
+    return RealLVEF(pooled, pred, gate, pretext, frames, readout_gain(pred, n_boot, seed))
+
+
+def real_checks(r: RealLVEF) -> list:
+    """On the real patients: HeartMAE's pooled LVEF MAE, its gain over the random encoder on the test patients and
+    in cross-validation on the others (the features gate), its masked loss against the copy rule's, and its
+    frame-resolved read-out against its pooled one."""
+    t = r.table.set_index("encoder")
+    g = r.gate[r.gate.readout == POOLED].groupby("encoder").cv_MAE.mean()
+    pt = r.pretext.groupby("model").masked_loss.mean()
+    ours = "HeartMAE (phantom + real)" if "HeartMAE (phantom + real)" in t.index else "HeartMAE (phantom)"
+    row, gain = t.loc[ours], r.gain.set_index("encoder").reindex([ours]).iloc[0]
+    boot = "patient bootstrap, 95 %"
+    return [Target("real patients: HeartMAE LVEF MAE (EF points)", row.MAE, "<=", 8.0, row.ci_low, row.ci_high,
+                   row.n, boot),
+            Target("real patients: HeartMAE LVEF MAE minus the random encoder's (test, EF points)",
+                   row.minus_random, "<=", -1.0, row.minus_random_low, row.minus_random_high, row.n,
+                   f"paired {boot}"),
+            ("real patients: features gate, HeartMAE minus random encoder (cross-validated LVEF MAE)",
+             g[ours] - g[RANDOM], "<", 0.0),
+            ("real patients: HeartMAE masked loss minus the copy rule's (validation)",
+             pt[ours] - pt["copy rule"], "<", 0.0),
+            Target("real patients: HeartMAE frame-resolved minus pooled LVEF MAE (test, EF points)",
+                   gain.frames_minus_pooled, "<", 0.0, gain.ci_low, gain.ci_high, gain.n, f"paired {boot}")]

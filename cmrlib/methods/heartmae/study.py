@@ -13,26 +13,25 @@ import numpy as np
 import pandas as pd
 
 from ...learn import config_from
-from ...longform import PHANTOM_REFERENCES, from_columns
 from ...models.weights import WeightsUnavailable
-from ...results import Target
 from ...study import Study as Base
 from ...study import StudySkipped
 from ...utils import load_arrays, save_arrays, seed_for
-from .baselines import EXPERT, expert_features, logistic_probs
+from .baselines import EXPERT, expert_features
 from .data import CineSet, Clips, ViewSettings, intensity_stats, preprocess_store
-from .evaluate import (EF_COLUMNS, PAPER_FEATURES, PAPER_TABLE1, PAPER_TABLE2, beside_paper,
-                       classification_metrics_table, condition_table, evaluate, table1, table2, wilcoxon, wins)
+from .evaluate import (EF_COLUMNS, PAPER_FEATURES, PAPER_TABLE1, PAPER_TABLE2, Cardiac, Probes, beside_paper,
+                       cardiac_wins, condition_table, expert_rows, fit_probes, measures_long, phantom_checks,
+                       subject_feature_tables, table1, table2)
 from .features import KINETICS, bags, cached_features, extract, kinetics_encoder, mae_encoder
 from .figures import (attention_by_view, attention_figure, condition_figure, flow_figure, pretraining_figure,
                       readout_figure, real_lvef_figure, reconstruct, reconstruction_figure, scaled_mae_figure)
 from .gates import pretext as pretext_gate
 from .gates import ridge as ridge_gate
-from .heads import ProbeConfig, fit_probe
+from .heads import ProbeConfig
 from . import real
 from .learner import FAMILY, RANDOM, HeartMAEConfig, network, pretrain, pretrain_family
 from .predictor import Predictor
-from .tasks import GROUPS, phantom_targets, table_targets
+from .tasks import Targets, subject_targets
 
 
 @dataclass(frozen=True)
@@ -50,57 +49,6 @@ class Family:
 
     models: dict
     summary: pd.DataFrame
-
-
-@dataclass(frozen=True)
-class Targets:
-    """The heads' targets: whether the cohort is the phantom, the targets, their kinds and task groups, the
-    subjects with targets and each split's rows of them, the test subjects, and whether there are enough for the
-    probes and the paper's three task groups."""
-
-    phantom: bool
-    y: pd.DataFrame | None
-    kinds: dict
-    groups: dict
-    subjects: list
-    role: dict
-    test_subjects: list
-    ready: bool
-    paper_tasks: bool
-
-
-@dataclass(frozen=True)
-class Probes:
-    """The attention-MIL probes by (encoder, group), test predictions by encoder, the regression and classification
-    tables, and the encoders in table order."""
-
-    probes: dict
-    preds: dict
-    reg: pd.DataFrame
-    cls: pd.DataFrame
-    order: list
-
-
-@dataclass(frozen=True)
-class Cardiac:
-    """The cardiac measures' rows of the regression table, the tasks each model wins and the Wilcoxon test."""
-
-    reg: pd.DataFrame
-    won: pd.DataFrame
-    wilcoxon: dict
-
-
-@dataclass(frozen=True)
-class RealLVEF:
-    """The real patients' pooled LVEF table, out-of-fold predictions of both read-outs, features gate, pretext
-    gate, frame-resolved LVEF table and frame-resolved minus pooled."""
-
-    table: pd.DataFrame
-    pred: pd.DataFrame
-    gate: pd.DataFrame
-    pretext: pd.DataFrame
-    frames: pd.DataFrame
-    gain: pd.DataFrame
 
 
 class Study(Base):
@@ -317,21 +265,7 @@ class Study(Base):
     def task_targets(self) -> Targets:
         """The heads' targets (`targets_csv`, or the phantom's truths), the subjects with targets and their roles,
         and whether there are enough for the probes and the paper's three task groups."""
-        store = self.store
-        phantom = (store.root / "phantom.json").exists()
-        if self.p["targets_csv"] is not None:
-            y, kinds, groups = table_targets(self.p["targets_csv"])
-        elif phantom:
-            y, kinds, groups = phantom_targets(store.manifest())
-        else:
-            y, kinds, groups = None, {}, {}
-        splits = store.splits()
-        subjects = sorted(set(self.views.cines.table["subject"]) & (set(y.index) if y is not None else set()))
-        role = {r: np.array([i for i, s in enumerate(subjects) if splits.get(s) == r], dtype=int)
-                for r in ("train", "valid", "test")}
-        ready = y is not None and len(role["train"]) > 1 and len(role["valid"]) > 0 and len(role["test"]) > 1
-        return Targets(phantom, y, kinds, groups, subjects, role, [subjects[i] for i in role["test"]], ready,
-                       ready and set(GROUPS) <= set(groups.values()))  # the phantom's three groups
+        return subject_targets(self.store, self.p["targets_csv"], self.views.cines.table)
 
     def targets_table(self) -> dict[str, int]:
         """Subjects with targets per split (whether the probes can run)."""
@@ -367,24 +301,12 @@ class Study(Base):
     def probes(self) -> Probes:
         """An attention-MIL probe per encoder and task group on the training subjects (early stop on validation),
         scored once on test with bootstrap CIs (written)."""
-        t = self.probe_targets
-        y, role, subjects = t.y, t.role, t.subjects
-        probes, preds = {}, {}
         with self.nb.timer("probes"):
-            for name, (h, mask, _) in self.bagged.items():
-                parts = []
-                for g in dict.fromkeys(t.groups.values()):
-                    tasks = [k for k in y.columns if t.groups[k] == g]
-                    probes[name, g] = fit_probe(h, mask, y.loc[subjects, tasks], t.kinds, role["train"],
-                                                role["valid"], self.probe_cfg, self.out)
-                    parts.append(probes[name, g].predict(h[role["test"]], mask[role["test"]], t.test_subjects))
-                preds[name] = pd.concat(parts, axis=1)
-        scale = y.loc[[subjects[i] for i in role["train"]]].std()
-        reg, cls = evaluate(preds, y, t.kinds, scale, int(self.p["n_boot"]), seed_for(self.p["seed"], "06", "boot"))
-        self.nb.table(reg, "regression")
-        self.nb.table(pd.concat(preds, names=["model"]), "test_predictions", index=True)
-        order = [m for m in [*FAMILY, RANDOM, KINETICS] if m in preds]
-        return Probes(probes, preds, reg, cls, order)
+            made = fit_probes(self.bagged, self.probe_targets, self.probe_cfg, self.out, int(self.p["n_boot"]),
+                              seed_for(self.p["seed"], "06", "boot"))
+        self.nb.table(made.reg, "regression")
+        self.nb.table(pd.concat(made.preds, names=["model"]), "test_predictions", index=True)
+        return made
 
     def fit(self) -> pd.DataFrame:
         """Scaled MAE per task and model on the test subjects."""
@@ -421,12 +343,10 @@ class Study(Base):
     @cached_property
     def cardiac_result(self) -> Cardiac:
         """Tasks won per model and HeartMAE against MAE-ViT-B (Wilcoxon) over the cardiac measures (written)."""
-        groups = self.paper_targets.groups
-        reg = self.probes.reg[self.probes.reg["task"].map(groups) == "cardiac"]
-        won, wil = wins(reg, list(FAMILY)), wilcoxon(reg)
-        self.nb.table(won, "wins")
-        self.nb.table(pd.DataFrame([wil]), "wilcoxon")
-        return Cardiac(reg, won, wil)
+        c = cardiac_wins(self.probes.reg, self.paper_targets.groups)
+        self.nb.table(c.won, "wins")
+        self.nb.table(pd.DataFrame([c.wilcoxon]), "wilcoxon")
+        return c
 
     def cardiac(self) -> pd.DataFrame:
         """Tasks won per model, the Wilcoxon comparison and the scaled-MAE figure."""
@@ -454,22 +374,17 @@ class Study(Base):
         """(scores, condition tasks, AP and AUROC tables) per condition and model, with the expert-features baseline
         (a logistic regression on the segmentation Predictor's measures) when `expert_baseline` is on (written)."""
         t = self.task_targets
-        y, s, role = t.y, t.subjects, t.role
-        cls_tasks = [k for k in (y.columns if t.ready else []) if t.groups[k] == "conditions"]
+        cls_tasks = [k for k in (t.y.columns if t.ready else []) if t.groups[k] == "conditions"]
         if not cls_tasks:
             raise StudySkipped("no condition among the targets")
         cls = self.probes.cls
         if self.p["expert_baseline"]:
             with self.nb.timer("expert features"):
-                expert, bad = expert_features(self.table1_measures(self.store, s))
-                self.nb.table(bad, "expert_failures")
-                self.nb.table(expert, "expert_measures", index=True)
-                kept = lambda rows: [s[i] for i in rows if s[i] in expert.index]
-                probs, chosen = logistic_probs(expert, y[cls_tasks], kept(role["train"]), kept(role["valid"]),
-                                               kept(role["test"]))
-            cls = pd.concat([cls, classification_metrics_table({EXPERT: probs}, y, cls_tasks, int(self.p["n_boot"]),
-                                                               seed_for(self.p["seed"], "06", "boot"))],
-                            ignore_index=True)
+                rows, expert, bad, chosen = expert_rows(self.table1_measures(self.store, t.subjects), t, cls_tasks,
+                                                        int(self.p["n_boot"]), seed_for(self.p["seed"], "06", "boot"))
+            self.nb.table(bad, "expert_failures")
+            self.nb.table(expert, "expert_measures", index=True)
+            cls = pd.concat([cls, rows], ignore_index=True)
             print(f"expert features: {expert.shape[1]} measures of {len(expert)} subjects; C per condition {chosen}")
         else:
             print("expert-features row left out: expert_baseline is off")
@@ -512,26 +427,18 @@ class Study(Base):
         (notebook 07) and the run's HeartMAE Predictor (the encoder with every group's probe; None without
         HeartMAE), all written."""
         t, pr = self.probe_targets, self.probes
-        groups, subjects = t.groups, t.subjects
-        first = next(iter(dict.fromkeys(groups.values())))
-        for name, (h, mask, _) in self.bagged.items():
-            z = pr.probes[name, first].pooled(h, mask)[0]
-            self.nb.table(pd.DataFrame(z, index=pd.Index(subjects, name="subject")).add_prefix("f"),
-                          f"subject_features_{name.split(' ')[0]}", index=True)
+        for name, table in subject_feature_tables(self.bagged, pr, t).items():
+            self.nb.table(table, name, index=True)
         if t.paper_tasks and t.phantom:
-            cardiac = [k for k in pr.preds["HeartMAE"].columns if groups[k] == "cardiac"]
-            wide = pr.preds["HeartMAE"][cardiac].add_suffix("_heartmae").join(
-                t.y.loc[t.test_subjects, cardiac].add_suffix("_model"))
             conditions = self.store.manifest().drop_duplicates("subject").set_index("subject")["condition"].to_dict()
-            long = from_columns(wide.reset_index(), {"heartmae": "HeartMAE"}, "phantom", PHANTOM_REFERENCES["model"],
-                                conditions, ref="model")
+            long = measures_long(pr, t, conditions)
             self.nb.table(long, "measures_long")
             print(f"{len(long)} rows for notebook 07")
         if "HeartMAE" not in self.family.models:
             return None
         p, v = self.p, self.views
         made = Predictor.from_model(self.family.models["HeartMAE"], self.cfg, v.mean, v.std, {
-            g: pr.probes["HeartMAE", g] for g in dict.fromkeys(groups.values())}, self.prep, p["crops"], p["clips"],
+            g: pr.probes["HeartMAE", g] for g in dict.fromkeys(t.groups.values())}, self.prep, p["crops"], p["clips"],
             "HeartMAE", self.nb.provenance(self.store, None), pool=p["pool"])
         self.nb.predictor(made)
         return made
@@ -542,7 +449,7 @@ class Study(Base):
             print("no HeartMAE model in this run: no Predictor")
 
     @cached_property
-    def real_results(self) -> RealLVEF:
+    def real_results(self) -> real.RealLVEF:
         """LVEF of real patients from frozen features: the real SAX cohort (`Study.real_sax`, LVEF from the full
         manual labels), five folds by patient. Two read-outs (`real`), each fitted on a fold's training and
         validation patients and scoring its test patients once: pooled (one feature per patient) and
@@ -625,15 +532,12 @@ class Study(Base):
         save_arrays(self.out / "real_frame_targets.npz", dict(area=area, segmenter=enc), key)
         return area, enc
 
-    def _real_tables(self, pred: pd.DataFrame, gate: pd.DataFrame, pretext: pd.DataFrame, n: int) -> RealLVEF:
+    def _real_tables(self, pred: pd.DataFrame, gate: pd.DataFrame, pretext: pd.DataFrame, n: int) -> real.RealLVEF:
         """The real section's tables (out-of-fold LVEF per read-out, frame-resolved minus pooled) and figure."""
-        boot, seed = int(self.p["n_boot"]), seed_for(self.p["seed"], "06", "real")
-        for name, t in (("real_predictions", pred), ("real_features_gate", gate), ("real_pretext_gate", pretext)):
-            self.nb.table(t, name)
-        pooled = real.lvef_table(pred[pred.readout == real.POOLED], RANDOM, boot, seed)
-        frames = real.lvef_table(pred[pred.readout == real.FRAMES], RANDOM, boot, seed)
-        gain = real.readout_gain(pred, boot, seed)
-        for name, t in (("real_lvef", pooled), ("real_lvef_frames", frames), ("real_frames_minus_pooled", gain)):
+        r = real.real_tables(pred, gate, pretext, int(self.p["n_boot"]), seed_for(self.p["seed"], "06", "real"))
+        pooled, frames = r.table, r.frames
+        for name, t in (("real_predictions", pred), ("real_features_gate", gate), ("real_pretext_gate", pretext),
+                        ("real_lvef", pooled), ("real_lvef_frames", frames), ("real_frames_minus_pooled", r.gain)):
             self.nb.table(t, name)
         self.nb.figure(real_lvef_figure(pred[pred.readout == real.POOLED], pooled), "06_real_patients",
                        f"LVEF of {n} real ACDC patients (reference: the full manual labels) against the pooled "
@@ -642,7 +546,7 @@ class Study(Base):
         self.nb.figure(readout_figure(pooled, frames), "06_real_frames",
                        f"LVEF MAE of {n} real ACDC patients, out of fold, by representation: one pooled feature per "
                        "patient against each slice and time step read as LV area, the curve's EF mapped to LVEF.")
-        return RealLVEF(pooled, pred, gate, pretext, frames, gain)
+        return r
 
     def real_patients(self) -> dict[str, pd.DataFrame]:
         """The real patients' LVEF from each representation, pooled and frame-resolved, out of fold."""
@@ -734,49 +638,6 @@ class Study(Base):
         if not self.task_targets.paper_tasks:
             self.nb.save_timings()
             raise StudySkipped("the paper's targets need its three task groups: only the timings written")
-        reg, family, pretext, ridge = self.probes.reg, list(FAMILY), self.pretext, self.ridge
-        ef = reg[reg["task"].isin(EF_COLUMNS)].pivot(index="task", columns="model", values="MAE")
-        mean_scaled = self.cardiac_result.reg.groupby("model")["scaled_MAE"].mean()
-        won_by = self.cardiac_result.won.set_index("model")
-        return self.targets([
-            ("HeartMAE LVEF MAE (EF points)", ef.at["LVEF", "HeartMAE"], "<=", 3.09),
-            ("EF columns where HeartMAE is best of the four", int((ef[family].idxmin(axis=1) == "HeartMAE").sum()),
-             ">=", 3),
-            ("share of cardiac measures HeartMAE wins", won_by.at["HeartMAE", "tasks won"]
-             / won_by.at["HeartMAE", "of tasks"], ">", 0.5),
-            *[(f"{m} mean scaled MAE minus the random floor", mean_scaled[m] - mean_scaled[RANDOM], "<", 0.0)
-              for m in family],
-            *[(f"{r} masked loss minus the copy rule's (validation)",
-               pretext.query("row == @r and model == @r").masked_loss.iloc[0]
-               - pretext.query("row == @r and model == 'copy rule'").masked_loss.iloc[0], "<", 0.0)
-              for r in family if r in set(pretext.row)],
-            ("HeartMAE ridge LVEF MAE minus the random encoder's (validation, EF points)",
-             ridge.query("task == 'LVEF' and encoder == 'HeartMAE'").valid_MAE.mean()
-             - ridge.query("task == 'LVEF' and encoder == @RANDOM").valid_MAE.mean(), "<=", -2.0),
-            *self._real_targets(),
-            *self.time_target()])
-
-    def _real_targets(self) -> list[tuple]:
-        """On the real patients (when they ran): HeartMAE's pooled LVEF MAE, its gain over the random encoder on the
-        test patients and in cross-validation on the others (the features gate), its masked loss against the copy
-        rule's, and its frame-resolved read-out against its pooled one."""
         r = self.optional("real_results")
-        if r is None:
-            return []
-        t = r.table.set_index("encoder")
-        g = r.gate[r.gate.readout == real.POOLED].groupby("encoder").cv_MAE.mean()
-        pt = r.pretext.groupby("model").masked_loss.mean()
-        ours = "HeartMAE (phantom + real)" if "HeartMAE (phantom + real)" in t.index else "HeartMAE (phantom)"
-        row, gain = t.loc[ours], r.gain.set_index("encoder").reindex([ours]).iloc[0]
-        boot = "patient bootstrap, 95 %"
-        return [Target("real patients: HeartMAE LVEF MAE (EF points)", row.MAE, "<=", 8.0, row.ci_low, row.ci_high,
-                       row.n, boot),
-                Target("real patients: HeartMAE LVEF MAE minus the random encoder's (test, EF points)",
-                       row.minus_random, "<=", -1.0, row.minus_random_low, row.minus_random_high, row.n,
-                       f"paired {boot}"),
-                ("real patients: features gate, HeartMAE minus random encoder (cross-validated LVEF MAE)",
-                 g[ours] - g[RANDOM], "<", 0.0),
-                ("real patients: HeartMAE masked loss minus the copy rule's (validation)",
-                 pt[ours] - pt["copy rule"], "<", 0.0),
-                Target("real patients: HeartMAE frame-resolved minus pooled LVEF MAE (test, EF points)",
-                       gain.frames_minus_pooled, "<", 0.0, gain.ci_low, gain.ci_high, gain.n, f"paired {boot}")]
+        return self.targets([*phantom_checks(self.probes.reg, self.cardiac_result, self.pretext, self.ridge),
+                             *(real.real_checks(r) if r is not None else []), *self.time_target()])

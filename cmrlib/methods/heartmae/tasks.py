@@ -7,6 +7,7 @@ becomes one group: binary columns classify, the others regress.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -64,3 +65,39 @@ def table_targets(path: str | Path) -> tuple[pd.DataFrame, dict[str, str], dict[
     binary = lambda c: set(np.unique(c.dropna())) <= {0.0, 1.0}
     kinds = {c: "cls" if binary(y[c]) else "reg" for c in y}
     return y, kinds, dict.fromkeys(y, "targets")
+
+
+@dataclass(frozen=True)
+class Targets:
+    """The heads' targets: whether the cohort is the phantom, the targets, their kinds and task groups, the
+    subjects with targets and each split's rows of them, the test subjects, and whether there are enough for the
+    probes and the paper's three task groups."""
+
+    phantom: bool
+    y: pd.DataFrame | None
+    kinds: dict
+    groups: dict
+    subjects: list
+    role: dict
+    test_subjects: list
+    ready: bool
+    paper_tasks: bool
+
+
+def subject_targets(store, targets_csv: str | Path | None, views: pd.DataFrame) -> Targets:
+    """The heads' targets (`targets_csv`, or the phantom's truths) of the subjects with views, their roles by the
+    store's splits, and whether there are enough for the probes and the paper's three task groups."""
+    phantom = (store.root / "phantom.json").exists()
+    if targets_csv is not None:
+        y, kinds, groups = table_targets(targets_csv)
+    elif phantom:
+        y, kinds, groups = phantom_targets(store.manifest())
+    else:
+        y, kinds, groups = None, {}, {}
+    splits = store.splits()
+    subjects = sorted(set(views["subject"]) & (set(y.index) if y is not None else set()))
+    role = {r: np.array([i for i, s in enumerate(subjects) if splits.get(s) == r], dtype=int)
+            for r in ("train", "valid", "test")}
+    ready = y is not None and len(role["train"]) > 1 and len(role["valid"]) > 0 and len(role["test"]) > 1
+    return Targets(phantom, y, kinds, groups, subjects, role, [subjects[i] for i in role["test"]], ready,
+                   ready and set(GROUPS) <= set(groups.values()))  # the phantom's three groups

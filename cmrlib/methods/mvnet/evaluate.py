@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from ...measure import average_views, mv_displacement, valve_measures
+from ...stats import agreement_table
 from .data import Track
 from .geometry import STAGES, standardise
 from .predict import MVnet, predict_all
@@ -182,3 +183,34 @@ def convention_matrix(preds: dict[str, dict], tests: dict[str, dict[str, list[Tr
                              abs_disp_err_mm=f["disp_err_mm"].abs().mean(), disp_err_mm=f["disp_err_mm"].mean(),
                              mapse_bias_mm=(subj[f"MAPSE_{stage}"] - subj["MAPSE_ref"]).mean()))
     return pd.DataFrame(rows)
+
+
+AGREEMENT = {"MAPSE MVnet": ("MAPSE_1+2+2", "MAPSE_ref"), "MAPSE observer 2": ("MAPSE_obsA2", "MAPSE_ref"),
+             "MAPSE true motion": ("MAPSE_truth", "MAPSE_ref"), "e' MVnet": ("e_prime_1+2+2", "e_prime_ref"),
+             "e' observer 2": ("e_prime_obsA2", "e_prime_ref"), "e' true motion": ("e_prime_truth", "e_prime_ref")}
+AGREEMENT_UNITS = {k: ("mm" if k.startswith("MAPSE") else "cm/s") for k in AGREEMENT}
+
+
+def agreement_tables(subj: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """MAPSE and e' of MVnet, a second observer and the true motion against the reference, overall and per stage
+    (the paper's Tables 4/5)."""
+    n_subj = int(subj[["MAPSE_ref", "MAPSE_1+2+2"]].notna().all(axis=1).sum())
+    if n_subj < 3:
+        raise ValueError(f"only {n_subj} evaluated subjects: agreement statistics need >= 3 (use a larger cohort)")
+    agree = agreement_table(subj, AGREEMENT, AGREEMENT_UNITS).reset_index()
+    stage_pairs = {f"{m} stage {s}": (f"{m}_{s}", f"{m}_ref") for m in ("MAPSE", "e_prime") for s in STAGES}
+    by_stage = agreement_table(subj, stage_pairs, {k: ("mm" if "MAPSE" in k else "cm/s") for k in stage_pairs})
+    return agree, by_stage.reset_index()
+
+
+def phantom_checks(agree: pd.DataFrame, frames: pd.DataFrame, sec_per_cine: float) -> list[tuple]:
+    """The paper's agreement, displacement and speed targets on the phantom's test cines."""
+    a = agree.set_index("measure")
+    f3 = frames[frames["stage"] == "1+2+2"]
+    e1, e3 = frames.loc[frames["stage"] == "1", "err_mm"].mean(), f3["err_mm"].mean()
+    return [("MAPSE ICC (MVnet vs ref)", a.loc["MAPSE MVnet", "icc2"], ">=", 0.94),
+            ("e' ICC (MVnet vs ref)", a.loc["e' MVnet", "icc2"], ">=", 0.93),
+            ("displacement error mean (mm)", f3["disp_err_mm"].mean(), "within", 0.10),
+            ("displacement error SD (mm)", f3["disp_err_mm"].std(), "<=", 0.97),
+            ("Euclidean error 1+2+2 vs 1 (mm)", e3 - e1, "<", 0.0),
+            ("inference s per cine (1 s per 2-view patient)", sec_per_cine, "<=", 0.5)]

@@ -17,22 +17,16 @@ from ...distributed import rank
 from ...learn import Fitted, config_from, export
 from ...longform import STAGE_METHODS, from_columns
 from ...plots import agreement_figure
-from ...stats import agreement_table
 from ...utils import seed_for
 from ...study import Study as Base, StudyError, StudySkipped
 from .data import load_cines, mixed_tracks, tracks_from_cines
-from .evaluate import (choose_inference, convention_matrix, evaluate, observer_frames, pooled_displacement_error,
-                       summarise_spatial)
+from .evaluate import (AGREEMENT, AGREEMENT_UNITS, agreement_tables, choose_inference, convention_matrix, evaluate,
+                       observer_frames, phantom_checks, pooled_displacement_error, summarise_spatial)
 from .figures import displacement_figure, heatmap_figure, spatial_figure, tracking_figure
-from .geometry import STAGES
 from .learner import MVConfig, fit_or_load
 from .predict import MVnet, model_path, predict_all, tta_shifts
 from .predictor import Predictor
 from .real import RealTracked, Tuning, fine_tune_4ch, pseudo_check, real_row, with_references
-
-AGREEMENT = {"MAPSE MVnet": ("MAPSE_1+2+2", "MAPSE_ref"), "MAPSE observer 2": ("MAPSE_obsA2", "MAPSE_ref"),
-             "MAPSE true motion": ("MAPSE_truth", "MAPSE_ref"), "e' MVnet": ("e_prime_1+2+2", "e_prime_ref"),
-             "e' observer 2": ("e_prime_obsA2", "e_prime_ref"), "e' true motion": ("e_prime_truth", "e_prime_ref")}
 
 CONVENTIONS = ("A", "B", "mixed")  # the annotation conventions a tracker is trained on (the paper's Fig. 6)
 
@@ -292,15 +286,7 @@ class Study(Base):
     def agreement_tables(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         """MAPSE and e' of MVnet, a second observer and the true motion against the reference, overall and per
         stage (the paper's Tables 4/5; written)."""
-        subj = self.test_results.subj
-        units = {k: ("mm" if k.startswith("MAPSE") else "cm/s") for k in AGREEMENT}
-        n_subj = int(subj[["MAPSE_ref", "MAPSE_1+2+2"]].notna().all(axis=1).sum())
-        if n_subj < 3:
-            raise ValueError(f"only {n_subj} evaluated subjects: agreement statistics need >= 3 (use a larger cohort)")
-        agree = agreement_table(subj, AGREEMENT, units).reset_index()
-        stage_pairs = {f"{m} stage {s}": (f"{m}_{s}", f"{m}_ref") for m in ("MAPSE", "e_prime") for s in STAGES}
-        by_stage = agreement_table(subj, stage_pairs, {k: ("mm" if "MAPSE" in k else "cm/s") for k in stage_pairs}
-                                   ).reset_index()
+        agree, by_stage = agreement_tables(self.test_results.subj)
         self.nb.table(agree, "agreement")
         self.nb.table(by_stage, "agreement_by_stage")
         return agree, by_stage
@@ -308,9 +294,8 @@ class Study(Base):
     def agreement(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         """The agreement tables and their figure (MVnet and a second observer against observer 1)."""
         agree, by_stage = self.agreement_tables
-        units = {k: ("mm" if k.startswith("MAPSE") else "cm/s") for k in AGREEMENT}
         shown = ("MAPSE MVnet", "e' MVnet", "MAPSE observer 2", "e' observer 2")
-        self.nb.figure(agreement_figure(self.test_results.subj, {k: AGREEMENT[k] for k in shown}, units),
+        self.nb.figure(agreement_figure(self.test_results.subj, {k: AGREEMENT[k] for k in shown}, AGREEMENT_UNITS),
                        "03_agreement", "MAPSE and e' of MVnet and of a second observer against observer 1")
         cols = ["measure", "unit", "n", "ref_str", "auto_str", "bias", "sd", "icc2", "icc2_low", "icc2_high", "r"]
         return agree[cols], by_stage[cols]
@@ -458,18 +443,9 @@ class Study(Base):
     def checks(self) -> pd.DataFrame:
         """The paper's agreement, displacement and speed targets (written, with the training log); the trackers with
         the chosen smoothing and crops become the run's MVnet Predictor."""
-        a = self.agreement_tables[0].set_index("measure")
         t = self.test_results
-        frames = t.frames
-        f3 = frames[frames["stage"] == "1+2+2"]
-        e1, e3 = frames.loc[frames["stage"] == "1", "err_mm"].mean(), f3["err_mm"].mean()
         targets = self.targets([
-            ("MAPSE ICC (MVnet vs ref)", a.loc["MAPSE MVnet", "icc2"], ">=", 0.94),
-            ("e' ICC (MVnet vs ref)", a.loc["e' MVnet", "icc2"], ">=", 0.93),
-            ("displacement error mean (mm)", f3["disp_err_mm"].mean(), "within", 0.10),
-            ("displacement error SD (mm)", f3["disp_err_mm"].std(), "<=", 0.97),
-            ("Euclidean error 1+2+2 vs 1 (mm)", e3 - e1, "<", 0.0),
-            ("inference s per cine (1 s per 2-view patient)", t.sec_per_cine, "<=", 0.5),
+            *phantom_checks(self.agreement_tables[0], t.frames, t.sec_per_cine),
             *self._pseudo_check(),
         ])
         self.train_log()

@@ -89,3 +89,32 @@ def sax_intervals(meas: pd.DataFrame, pairs: dict) -> tuple[pd.DataFrame, pd.Dat
                       calibrated_on=f"{how} (manual masks, ED and ES frames)")
               for m, r in t.iterrows() if np.isfinite(r.half_width)}
     return t, cover, record
+
+
+def dice_checks(phantom: pd.DataFrame, acdc_only: pd.DataFrame | None, sim2real: pd.DataFrame | None) -> list[tuple]:
+    """Dice targets of the phantom models on the phantom's test cines, of the ACDC-only model on ACDC's held-out
+    patients and of the phantom SAX model on every ACDC cine (those the run has)."""
+    checks = [("phantom SAX LV Dice", dice_all(phantom, "SAX", "LV"), ">=", 0.93),
+              ("phantom SAX MYO Dice", dice_all(phantom, "SAX", "MYO"), ">=", 0.85)]
+    checks += [(f"phantom 4CH {s} Dice", dice_all(phantom, "4CH", s), ">=", 0.90) for s in ("LA", "RA")
+               if ("4CH", s, "all") in phantom.index]
+    if acdc_only is not None:
+        checks += [(f"ACDC-only model: ACDC held-out {s} Dice", dice_all(acdc_only, s), ">=", t)
+                   for s, t in (("LV", 0.90), ("MYO", 0.80), ("RV", 0.80))]
+    if sim2real is not None:
+        checks += [("sim-to-real LV Dice (all ACDC)", dice_all(sim2real, "LV"), ">=", 0.80)]
+    return checks
+
+
+def real_check_lines(sim2real, real: RealLax | None, lax: str, trained_on: str) -> list[str]:
+    """What the Predictor says about its real-data checks: the phantom SAX model on ACDC's cines, the long-axis
+    model on the UK Biobank demo's."""
+    lines = []
+    if sim2real is not None:
+        lines.append(f"phantom-only SAX model on {sim2real.scores.cine_id.nunique()} ACDC cines (manual masks): LV "
+                     f"Dice {dice_all(sim2real.table, 'LV'):.2f}")
+    if real is not None:
+        lines.append(lax_summary(real.table, lax, trained_on))
+    elif lines:
+        lines.append("the long-axis model has no real-data check")
+    return lines

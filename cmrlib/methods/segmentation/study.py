@@ -29,7 +29,7 @@ from .figures import case_panels
 from .learner import as_model, dataloaders, fit, fit_weights, load, model_file
 from .predict import calibrate_prior, log_prior, predict_store, uncertainty_reference
 from .predictor import Predictor
-from .real import RealLax, dice_all, lax_checks, lax_scores, lax_summary, sax_intervals
+from .real import RealLax, dice_checks, lax_checks, lax_scores, lax_summary, real_check_lines, sax_intervals
 from .recipes import recipe
 
 OUT_OF_FOLD_SPLIT = "out of fold"  # ACDC measures' split when each patient was read by the fold model that never saw it
@@ -830,27 +830,13 @@ class Study(Base):
         """The Dice and measure targets (written); the `sax_predictor` SAX model and the `lax_predictor` long-axis
         model become the run's segmentation Predictor with the real-data checks behind them. Targets and step
         timings."""
-        ph, p = self.phantom_test.table, self.p
-        checks = [("phantom SAX LV Dice", dice_all(ph, "SAX", "LV"), ">=", 0.93),
-                  ("phantom SAX MYO Dice", dice_all(ph, "SAX", "MYO"), ">=", 0.85)]
-        checks += [(f"phantom 4CH {s} Dice", dice_all(ph, "4CH", s), ">=", 0.90) for s in ("LA", "RA")
-                   if ("4CH", s, "all") in ph.index]
-        acdc, real = self.optional("acdc_cohort"), self.optional("real_lax_models")
+        p, acdc, real = self.p, self.optional("acdc_cohort"), self.optional("real_lax_models")
         lax = "lax_real" if p["lax_predictor"] == "real" and real is not None and "lax_real" in real.models else "lax"
-        sax = self.shipped_sax
-        real_check = []
-        if (only := self.optional("acdc_model")) is not None:
-            checks += [(f"ACDC-only model: ACDC held-out {s} Dice", dice_all(only.table, s), ">=", t)
-                       for s, t in (("LV", 0.90), ("MYO", 0.80), ("RV", 0.80))]
-        if acdc is not None:
-            checks += [("sim-to-real LV Dice (all ACDC)", dice_all(self.sim2real.table, "LV"), ">=", 0.80)]
-            real_check.append(f"phantom-only SAX model on {self.sim2real.scores.cine_id.nunique()} ACDC cines (manual "
-                              f"masks): LV Dice {dice_all(self.sim2real.table, 'LV'):.2f}")
-        if real is not None:
-            real_check.append(lax_summary(real.table, lax, self.p["lax_real_subject"]))
-        elif real_check:
-            real_check.append("the long-axis model has no real-data check")
-        checks += lax_checks(real, self.p["lax_real_subject"])
+        sax, only, subject = self.shipped_sax, self.optional("acdc_model"), p["lax_real_subject"]
+        sim = self.sim2real if acdc is not None else None
+        checks = dice_checks(self.phantom_test.table, only.table if only is not None else None,
+                              sim.table if sim is not None else None) + lax_checks(real, subject)
+        real_check = real_check_lines(sim, real, lax, subject)
         oof, agree = self.shipped_oof, self.optional("acdc_measures")
         sax_rows, lines = sax_evidence(sax, self.sax_models.loc[(sax, "ACDC held-out")] if sax != "sax" else None,
                                        len(self.acdc_held_out) if sax != "sax" else 0,
@@ -863,9 +849,9 @@ class Study(Base):
             checks.append(coverage_target(f"LVEF 90 % interval coverage, each {c['across']} calibrated on the others",
                                           c["coverage_across"], c["n"]))
         checks += sax_rows
-        lax_text = lax_summary(real.table, lax, self.p["lax_real_subject"]) if real is not None else "no real-data check"
+        lax_text = lax_summary(real.table, lax, subject) if real is not None else "no real-data check"
         model_checks = dict(SAX=model_check(sax_rows, "; ".join(c for c in real_check if "SAX model" in c)),
-                            LAX=model_check(lax_checks(real, self.p["lax_real_subject"], lax), lax_text))  # the shipped one's
+                            LAX=model_check(lax_checks(real, subject, lax), lax_text))  # the shipped one's
         targets = self.targets(checks)
         print(f"the run's segmentation Predictor: SAX {sax!r} model, long-axis {lax!r} model")
         n_real = sum(split == "train" for split in acdc.splits().values()) if sax != "sax" else 0

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ...results import Target
 from ...stats import accuracy_threshold, binary_metrics, mean_ci, fmt_ci
 from .learner import BASELINES, NO_PROXY, PROXIES
 
@@ -205,3 +206,35 @@ def mean_roc(pred: pd.DataFrame, level: str, points: int = 101) -> pd.DataFrame:
                                            low=np.clip(t.mean(0) - sd, 0, 1), high=np.clip(t.mean(0) + sd, 0, 1))))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
         columns=["row", "level", "fpr", "tpr", "low", "high"])
+
+
+def pooled_target(figure: str, summ: pd.DataFrame, pred: pd.DataFrame, row: str, metric: str, goal: float) -> Target:
+    """A patient-level metric pooled out of fold, with its patient-bootstrap interval, as a target row."""
+    r = summ.query("row == @row and level == 'patient' and metric == @metric")
+    r = r.iloc[0] if len(r) else pd.Series(dict(mean=np.nan, ci_low=np.nan, ci_high=np.nan))
+    n = pred.query("split == 'test' and row == @row").subject.nunique()
+    return Target(figure, r["mean"], ">=", goal, r["ci_low"], r["ci_high"], n, "patient bootstrap, 95 %")
+
+
+def paired_target(figure: str, pred: pd.DataFrame, other: str, seed) -> Target:
+    """SSLHF's pooled patient AUC minus `other`'s with its paired patient-bootstrap interval, as a target row."""
+    d, lo, hi, n = paired_auc(pred, "SSLHF", other, seed=seed)
+    return Target(figure, d, ">", 0.0, lo, hi, n, "paired patient bootstrap, 95 %")
+
+
+def collapsed_runs(pred: pd.DataFrame, by: list[str]) -> int:
+    """(row, fold) runs whose test scores are near-constant (SD < 0.03): a classifier that learnt nothing."""
+    test = pred[pred.split == "test"]
+    return int((test.groupby(by).score.std() < 0.03).sum())
+
+
+def phantom_checks(pred: pd.DataFrame, summ: pd.DataFrame, rows: list[str], gate: pd.Series, seed) -> list:
+    """The paper's AUC and accuracy, SSLHF against every other row, no collapsed run, and the proxy's gate."""
+    full = pred[pred.fraction == 1.0]
+    return [*[pooled_target(f"SSLHF patient {m.upper()}", summ[summ.fraction == 1.0], pred, "SSLHF", m, goal)
+              for m, goal in (("auc", 0.85), ("acc", 0.82))],
+            *[paired_target(f"SSLHF minus {r} (patient AUC)", full, r, seed) for r in rows if r != "SSLHF"],
+            ("(row, fold) runs with near-constant test scores (SD < 0.03)",
+             collapsed_runs(pred, ["row", "fold", "fraction"]), "<=", 0),
+            ("gate: proxy minus random encoder, probe AUC on validation",
+             gate.get("SSLHF proxy", np.nan) - gate.get("random", np.nan), ">", 0.0)]

@@ -13,7 +13,8 @@ import pandas as pd
 from ...utils import seed_for
 from . import crossval
 from .data import HFPatches, hf_class
-from .evaluate import MEASUREMENT, detectability, differences, fold_metrics, measurement_rows, pooled_summary, table
+from .evaluate import (MEASUREMENT, collapsed_runs, detectability, differences, fold_metrics, measurement_rows,
+                       paired_target, pooled_summary, table)
 from .learner import NO_PROXY, PROXIES, SSLHFConfig, network, pretrain
 
 POOL, TUNED, RANDOM = "pool proxy", "pool + real proxy", "random"  # the encoders the real gate probes
@@ -100,3 +101,31 @@ def real_tables(pred: pd.DataFrame, lvef: pd.Series | None, rows: list[str], n_f
     return rows, dict(real_predictions=pred, fold_metrics=fm, real_summary=summ,
                       real_table=table(summ, rows, n_folds=n_folds), real_differences=differences(fm),
                       real_detectability=pd.DataFrame([detectability(fm, n, "SSLHF", "A: no proxy")]))
+
+
+def real_checks(real: RealCV, seed) -> list:
+    """The proxy's gain and gate, and no collapsed run, on the real patients: a pipeline check, with no AUC target,
+    since the measurements already separate this contrast."""
+    return [paired_target("real patients: SSLHF minus A: no proxy (patient AUC)", real.pred, "A: no proxy", seed),
+            (f"real patients: gate, {real.proxy} minus random encoder, probe AUC on validation",
+             real.gate["kept"] - real.gate["random"], ">", 0.0),
+            ("real patients: (row, fold) runs with near-constant test scores (SD < 0.03)",
+             collapsed_runs(real.pred, ["row", "fold"]), "<=", 0)]
+
+
+def predictor_rows(predictor, named_cines, hfref_below: float) -> pd.DataFrame:
+    """A Predictor's HFrEF probability of each (name, cine) beside the LVEF of its manual masks, or why it cannot
+    read the cine."""
+    from ...predictor import NotApplicable
+
+    rows = []
+    for name, cine in named_cines:
+        lvef = cine.meta.get("LVEF")
+        row = dict(cine=name, frames=cine.n_frames, LVEF_manual=lvef,
+                   class_by_LVEF="HFrEF" if (lvef or 100) < hfref_below else "not HFrEF")
+        try:
+            row["HFrEF_probability"] = predictor.predict(cine).measures["HFrEF probability"]
+        except NotApplicable as e:
+            row["note"] = str(e)
+        rows.append(row)
+    return pd.DataFrame(rows)

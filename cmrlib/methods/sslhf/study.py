@@ -13,18 +13,18 @@ import numpy as np
 import pandas as pd
 
 from ...learn import config_from, precision
-from ...results import Target
 from ...study import Lazy, Study as Base
 from ...study import StudyError, StudySkipped
 from ...transforms.corrupt import corrupt, random_frame_cover, random_local_shuffle, random_patch_cover
 from ...utils import rng, seed_for
 from . import crossval
 from .data import CLASSES, HFREF_BELOW, HFPatches, PatchSettings, hf_labels, patient_folds, preprocess_store
-from .evaluate import TABLES, detectability, differences, fold_metrics, mean_roc, paired_auc, pooled_summary, table
+from .evaluate import (TABLES, detectability, differences, fold_metrics, mean_roc, phantom_checks, pooled_summary,
+                       table)
 from .figures import ef_figure, learning_curve_figure, real_figure, restoration_figure, roc_figure
 from .learner import NO_PROXY, PROXIES, SSLHFConfig, network, pretrain, restore, save
 from .predictor import Predictor
-from .real import RealCV, RealProxies, real_labels, real_proxies, real_tables
+from .real import RealCV, RealProxies, predictor_rows, real_labels, real_proxies, real_tables, real_checks
 
 
 @dataclass(frozen=True)
@@ -538,23 +538,15 @@ class Study(Base):
         demo's SAX hold ED and ES only, too few frames for a patch over the cycle); its HFrEF probability beside
         the LVEF of the cine's manual masks, or why it cannot read the cine (written)."""
         from ...io.real import MANUAL, real_subjects
-        from ...predictor import NotApplicable, load
+        from ...predictor import load
 
         if self.cv.predictor_file is None:
             raise StudySkipped("no SSLHF Predictor in this run")
         full = [s for s in real_subjects(self.p["data_dir"], ("SAX",)) if s.reference_is == MANUAL]
         if not full:
             raise StudySkipped("no full ACDC SAX cine under the data root (set data_dir or $CMRLIB_DATA)")
-        rows, predictor = [], load(self.cv.predictor_file)
-        for name, cine in (pair for s in full for pair in s.named()):
-            row = dict(cine=name, frames=cine.n_frames, LVEF_manual=cine.meta.get("LVEF"),
-                       class_by_LVEF="HFrEF" if (cine.meta.get("LVEF") or 100) < HFREF_BELOW else "not HFrEF")
-            try:
-                row["HFrEF_probability"] = predictor.predict(cine).measures["HFrEF probability"]
-            except NotApplicable as e:
-                row["note"] = str(e)
-            rows.append(row)
-        real = pd.DataFrame(rows)
+        named = (pair for s in full for pair in s.named())
+        real = predictor_rows(load(self.cv.predictor_file), named, HFREF_BELOW)
         self.nb.table(real, "real_cines")
         return real
 
@@ -585,41 +577,6 @@ class Study(Base):
         gate = self.optional("gate_table")
         gate = (gate[gate.deepest].groupby("encoder").auc.mean().round(3) if gate is not None  # as the gate shows it
                 else pd.Series(dtype=float))
-        test = self.cv.pred[self.cv.pred.split == "test"]
-        full = self.cv.pred[self.cv.pred.fraction == 1.0]
-        return self.targets([
-            *[self._pooled_target(f"SSLHF patient {m.upper()}", self.cv.summ[self.cv.summ.fraction == 1.0], "SSLHF",
-                                  m, goal) for m, goal in (("auc", 0.85), ("acc", 0.82))],
-            *[self._paired_target(f"SSLHF minus {r} (patient AUC)", full, r) for r in self.p["rows"] if r != "SSLHF"],
-            ("(row, fold) runs with near-constant test scores (SD < 0.03)",
-             int((test.groupby(["row", "fold", "fraction"]).score.std() < 0.03).sum()), "<=", 0),
-            ("gate: proxy minus random encoder, probe AUC on validation",
-             gate.get("SSLHF proxy", np.nan) - gate.get("random", np.nan), ">", 0.0),
-            *self._real_targets(),
-            *self.time_target(),
-        ])
-
-    def _pooled_target(self, figure: str, summ: pd.DataFrame, row: str, metric: str, goal: float) -> Target:
-        """A patient-level metric pooled out of fold, with its patient-bootstrap interval, as a target row."""
-        r = summ.query("row == @row and level == 'patient' and metric == @metric")
-        r = r.iloc[0] if len(r) else pd.Series(dict(mean=np.nan, ci_low=np.nan, ci_high=np.nan))
-        n = self.cv.pred.query("split == 'test' and row == @row").subject.nunique()
-        return Target(figure, r["mean"], ">=", goal, r["ci_low"], r["ci_high"], n, "patient bootstrap, 95 %")
-
-    def _paired_target(self, figure: str, pred: pd.DataFrame, other: str) -> Target:
-        """SSLHF's pooled patient AUC minus `other`'s with its paired patient-bootstrap interval, as a target row."""
-        d, lo, hi, n = paired_auc(pred, "SSLHF", other, seed=seed_for(self.p["seed"], "sslhf", "paired"))
-        return Target(figure, d, ">", 0.0, lo, hi, n, "paired patient bootstrap, 95 %")
-
-    def _real_targets(self) -> list[tuple]:
-        """The proxy's gain and gate, and no collapsed run, on the real patients (none when they did not run): a
-        pipeline check, with no AUC target, since the measurements already separate this contrast."""
-        real = self.optional("real_results")
-        if real is None:
-            return []
-        test = real.pred[real.pred.split == "test"]
-        return [self._paired_target("real patients: SSLHF minus A: no proxy (patient AUC)", real.pred, "A: no proxy"),
-                (f"real patients: gate, {real.proxy} minus random encoder, probe AUC on validation",
-                 real.gate["kept"] - real.gate["random"], ">", 0.0),
-                ("real patients: (row, fold) runs with near-constant test scores (SD < 0.03)",
-                 int((test.groupby(["row", "fold"]).score.std() < 0.03).sum()), "<=", 0)]
+        seed, real = seed_for(self.p["seed"], "sslhf", "paired"), self.optional("real_results")
+        return self.targets([*phantom_checks(self.cv.pred, self.cv.summ, self.p["rows"], gate, seed),
+                             *(real_checks(real, seed) if real is not None else []), *self.time_target()])
