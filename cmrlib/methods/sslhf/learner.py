@@ -22,7 +22,7 @@ from ...learn import (BestWeights, WeightedBCE, callbacks, check_finite, dataloa
                      step_decay)
 from ...learn import load as load_exported
 from ...models.sslhf import Classifier3D, Restorer3D, densenet121_3d, pad16, resnet50_3d
-from ...utils import seed_for, seeded
+from ...utils import rng, seed_for, seeded
 from .data import Labelled, Restoration
 
 # the proxy's corruptions per row: SSLHF uses all three, ablations B-D drop one each
@@ -191,3 +191,14 @@ def save(trained: Learner | nn.Module, path: str | Path) -> Path:
 def load(path: str | Path) -> nn.Module:
     """An SSLHF (or ablation / baseline) classifier exported by notebook 05, ready for `predict`."""
     return load_exported(path, "SSLHF classifier", "notebook 05")
+
+
+def pool_proxies(pool: np.ndarray, rows: list[str], cfg: SSLHFConfig, seed: int) -> tuple[dict, list[dict]]:
+    """The restoration proxy of each row in `rows`, trained once on the unlabelled pool's patches, each judged on
+    the same 32 pool patches held out by seed; the proxies by row and their log rows."""
+    held = pool[rng(seed_for(seed, "sslhf", "proxy-held")).choice(len(pool), min(len(pool), 32), replace=False)]
+    nets, logs = {}, []
+    for r in rows:
+        nets[r], log = pretrain(pool, held, cfg, PROXIES[r], r)
+        logs.append(log)
+    return nets, logs

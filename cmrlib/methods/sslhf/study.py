@@ -22,7 +22,7 @@ from .data import CLASSES, HFREF_BELOW, HFPatches, PatchSettings, hf_labels, pat
 from .evaluate import (TABLES, detectability, differences, fold_metrics, mean_roc, phantom_checks, pooled_summary,
                        table)
 from .figures import ef_figure, learning_curve_figure, real_figure, restoration_figure, roc_figure
-from .learner import NO_PROXY, PROXIES, SSLHFConfig, network, pretrain, restore, save
+from .learner import NO_PROXY, PROXIES, SSLHFConfig, network, pool_proxies, restore, save
 from .predictor import Predictor
 from .real import RealCV, RealProxies, predictor_rows, real_labels, real_proxies, real_tables, real_checks
 
@@ -271,14 +271,8 @@ class Study(Base):
         if len(pool) < 2 * cfg.proxy_bs:
             raise ValueError(f"the unlabelled pool has {len(pool)} patches; use proxy_data='folds' to train "
                              "the proxy on each fold's training patients")
-        held = pool.x[rng(seed_for(p["seed"], "sslhf", "proxy-held")).choice(len(pool), min(len(pool), 32),
-                                                                            replace=False)]
-        shared, logs = {}, []
         with self.nb.timer("proxy"):
-            for r in self.proxy_rows:
-                shared[r], log = pretrain(pool.x, held, cfg, PROXIES[r], r)
-                logs.append(log)
-        return Made(shared, logs)
+            return Made(*pool_proxies(pool.x, self.proxy_rows, cfg, p["seed"]))
 
     def proxy(self) -> pd.DataFrame:
         """The pool's proxies' training log (`proxy_data='pool'`)."""
