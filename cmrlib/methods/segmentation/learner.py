@@ -172,3 +172,39 @@ def fit_weights(job: tuple[str, dict], store, extra_store, lr: float) -> dict:
         return {k: v.detach().clone() for k, v in learn.model.state_dict().items()}
     finally:
         torch.set_num_threads(threads)
+
+
+def phantom_specs(p: dict, data_kw: dict, model_kw: dict, crop_kw: dict, cohort: str, models_dir: Path
+                  ) -> dict[str, tuple]:
+    """The phantom SAX and long-axis networks of a profile: name -> (file, settings (its reuse key), `fit_weights`
+    spec); SAX trains on `crop_kw`'s windows where the profile sets them."""
+    specs = {}
+    for name, views, epochs, balance in (("sax", ["SAX"], p["epochs_sax"], False),
+                                         ("lax", ["2CH", "4CH"], p["epochs_lax"], p["balance_lax"])):
+        aug_kw, crop = recipe(p["augmentation"][name]), crop_kw if name == "sax" else {}
+        settings = dict({**data_kw, **aug_kw}, views=views, epochs=epochs, lr=p["lr"], balance=balance,
+                        frame_step=p["frame_step"], calibrate_cines=p["calibrate_cines"], cohort=cohort, **model_kw,
+                        **crop)
+        specs[name] = (model_file(models_dir, name.upper()), settings,
+                       dict(views=views, epochs=epochs, fit=dict(model_kw, balance=balance),
+                            data={**data_kw, **aug_kw, "frame_step": p["frame_step"], **crop}))
+    return specs
+
+
+def sax_real_settings(p: dict, real_kw: dict, model_kw: dict, crop_kw: dict, train: list[str],
+                      calibrate: list[str] | None, cohort: str, acdc: str) -> dict:
+    """What a network of the phantom + ACDC SAX recipe is trained with (its file's reuse key): its ACDC training
+    and calibration cines, the cohorts' fingerprints and the profile's settings."""
+    return dict({**real_kw, **recipe(p["augmentation"]["sax_real"])}, views=["SAX"],
+                epochs=p["epochs_sax_real"], lr=p["lr"], frame_step=p["frame_step"],
+                extra=train, real_share=p["sax_real_share"], phantom_frames=p["sax_real_frames"], init="sax",
+                calibrate_cines=p["calibrate_cines"],
+                calibrate_on="ACDC validation" if calibrate is None else calibrate,
+                cohort=cohort, acdc=acdc, **model_kw, **crop_kw,
+                **({"schedule": p["sax_real_schedule"]} if p["sax_real_schedule"] != "one_cycle" else {}))  # one-cycle: no key
+
+
+def sax_real_data(p: dict, real_kw: dict, crop_kw: dict) -> dict:
+    """The phantom + ACDC SAX recipe's data arguments besides its ACDC cines (`dataloaders`)."""
+    return dict(real_kw, **recipe(p["augmentation"]["sax_real"]), **crop_kw, frame_step=p["frame_step"],
+                max_frames=p["sax_real_frames"] or p["max_frames"], extra_share=p["sax_real_share"])

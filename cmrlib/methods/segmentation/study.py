@@ -26,7 +26,8 @@ from .crossfit import write as crossfit_write
 from .evaluate import (choose_sax, evaluate, frame_scores, inference_table, mean_dice, model_check, model_table,
                        summarise)
 from .figures import case_panels
-from .learner import as_model, dataloaders, fit, fit_weights, load, model_file
+from .learner import (as_model, dataloaders, fit, fit_weights, load, phantom_specs, sax_real_data,
+                      sax_real_settings)
 from .predict import calibrate_prior, log_prior, predict_store, uncertainty_reference
 from .predictor import Predictor
 from .real import RealLax, dice_checks, lax_checks, lax_scores, lax_summary, real_check_lines, sax_intervals
@@ -229,17 +230,8 @@ class Study(Base):
     @cached_property
     def phantom_specs(self) -> dict[str, tuple]:
         """The phantom SAX and long-axis networks: name -> (file, settings, `fit_weights` spec)."""
-        p, specs = self.p, {}
-        for name, views, epochs, balance in (("sax", ["SAX"], p["epochs_sax"], False),
-                                             ("lax", ["2CH", "4CH"], p["epochs_lax"], p["balance_lax"])):
-            aug_kw, crop = recipe(p["augmentation"][name]), self.crop_kw if name == "sax" else {}
-            settings = dict({**self.data_kw, **aug_kw}, views=views, epochs=epochs, lr=p["lr"], balance=balance,
-                            frame_step=p["frame_step"], calibrate_cines=p["calibrate_cines"],
-                            cohort=self.store.fingerprint(), **self.model_kw, **crop)
-            specs[name] = (model_file(self.out / "models", name.upper()), settings,
-                           dict(views=views, epochs=epochs, fit=dict(self.model_kw, balance=balance),
-                                data={**self.data_kw, **aug_kw, "frame_step": p["frame_step"], **crop}))
-        return specs
+        return phantom_specs(self.p, self.data_kw, self.model_kw, self.crop_kw, self.store.fingerprint(),
+                             self.out / "models")
 
     @cached_property
     def phantom_weights(self) -> dict[str, dict]:
@@ -441,20 +433,12 @@ class Study(Base):
 
     def _sax_real_settings(self, name: str, train: list[str], calibrate: list[str] | None = None) -> dict:
         """What a network of the phantom + ACDC SAX recipe is trained with (its file's reuse key)."""
-        acdc, p = self.acdc_cohort, self.p
-        return dict({**self.real_kw, **recipe(p["augmentation"]["sax_real"])}, views=["SAX"],
-                    epochs=p["epochs_sax_real"], lr=p["lr"], frame_step=p["frame_step"],
-                    extra=train, real_share=p["sax_real_share"], phantom_frames=p["sax_real_frames"], init="sax",
-                    calibrate_cines=p["calibrate_cines"],
-                    calibrate_on="ACDC validation" if calibrate is None else calibrate,
-                    cohort=self.store.fingerprint(), acdc=acdc.fingerprint(), **self.model_kw, **self.crop_kw,
-                    **({"schedule": p["sax_real_schedule"]} if p["sax_real_schedule"] != "one_cycle" else {}))  # one-cycle: no key
+        return sax_real_settings(self.p, self.real_kw, self.model_kw, self.crop_kw, train, calibrate,
+                                 self.store.fingerprint(), self.acdc_cohort.fingerprint())
 
     def _sax_real_data(self) -> dict:
         """The recipe's data arguments besides its ACDC cines (`dataloaders`)."""
-        p = self.p
-        return dict(self.real_kw, **recipe(p["augmentation"]["sax_real"]), **self.crop_kw, frame_step=p["frame_step"],
-                    max_frames=p["sax_real_frames"] or p["max_frames"], extra_share=p["sax_real_share"])
+        return sax_real_data(self.p, self.real_kw, self.crop_kw)
 
     def _sax_real_networks(self) -> list[tuple[str, list[str], list[str] | None]]:
         """(name, ACDC training cines, calibration cines or None: ACDC validation) of every network of the recipe the
