@@ -325,3 +325,26 @@ def real_checks(demo: pd.DataFrame | None, real: RealCines | None) -> list:
                                 "frame (% of cines)", r.ED_within_1 / 100, int(r.n), ">=", 0.85, percent=True,
                                 over="cines")]
     return checks
+
+
+LABELLED_COLUMNS = ["method", "view", "n_frames", "ed", "es", "ed_pred", "es_pred", "fd_ed", "fd_es", "sec"]
+
+
+def labelled_rows(detectors: dict, cines: list) -> tuple[pd.DataFrame, str | None]:
+    """Every detector on real cines with labelled ED and ES: their rows, and phantom TempReg-Net's frame differences
+    as the Predictor's real check (None without it)."""
+    rows = evaluate(detectors, cines)[LABELLED_COLUMNS]
+    fd = rows.set_index("method")
+    if "TempReg-Net" not in fd.index:
+        return rows, None
+    ed, es = fd.loc["TempReg-Net", "fd_ed"], fd.loc["TempReg-Net", "fd_es"]
+    return rows, f"one real ACDC SAX cine with labelled ED/ES: frame difference ED {ed:.0f}, ES {es:.0f}"
+
+
+def pseudo_rows(detectors: dict, cines: list) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every detector on cines whose ED/ES their pseudo-labels imply: the rows with their curves (for the figure),
+    and the table of frames against the pseudo-reference."""
+    rows = evaluate(detectors, cines, total=len(cines), keep_curves=len(cines))
+    rows["cine"] = [f"{c.subject} {c.view}" for c in cines for _ in detectors]
+    cols = ["cine", "method", "n_frames", "ed", "es", "ed_pred", "es_pred", "fd_ed", "fd_es", "sec"]
+    return rows, rows[cols].rename(columns={"ed": "ed_pseudo", "es": "es_pseudo"})

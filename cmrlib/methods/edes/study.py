@@ -18,14 +18,15 @@ from ...study import Study as Base
 from ...study import StudySkipped
 from ...utils import seed_for
 from .data import SeqItem, dataloaders, real_item, resampled, seq_items
-from .evaluate import (PAPER_AFD, TestResults, afd_table, evaluate, phantom_checks, pseudo_reference,
-                       real_afd_table, test_results)
+from .evaluate import (PAPER_AFD, TestResults, afd_table, phantom_checks, pseudo_reference, real_afd_table,
+                       test_results)
 from .figures import afd_figure, curves_figure, real_figure
 from .learner import DETECTORS, fit, make_models
 from .predict import predict, seg_detect
 from .predictor import NETWORK, VOLUME_CURVE, Predictor
 from .real import (CHOSEN_AMONG, PROCEDURE, RealCines, RealResult, RealSax, Tuning, check_line, detector_kinds,
-                   fine_tuned_rows, fixed_rows, per_cine, real_checks, ship, trainings, tune_one)
+                   fine_tuned_rows, fixed_rows, labelled_rows, per_cine, pseudo_rows, real_checks, ship, trainings,
+                   tune_one)
 
 MODEL_KEYS = ("widths", "blocks", "hidden", "bidirectional", "cyclic", "motion", "dropout")
 
@@ -356,15 +357,9 @@ class Study(Base):
         found = self.detectors
         if SEG_ROW in found:  # the patient read by the cross-fitted model that never saw it
             found = {**found, SEG_ROW: partial(seg_detect, self.real_segmenter())}
-        real = evaluate(found, cines)
-        cols = ["method", "view", "n_frames", "ed", "es", "ed_pred", "es_pred", "fd_ed", "fd_es", "sec"]
-        self.nb.table(real[cols], "real_acdc_patient090")
-        fd = real.set_index("method")
-        check = None
-        if "TempReg-Net" in fd.index:
-            check = (f"one real ACDC SAX cine with labelled ED/ES: frame difference ED "
-                     f"{fd.loc['TempReg-Net', 'fd_ed']:.0f}, ES {fd.loc['TempReg-Net', 'fd_es']:.0f}")
-        return RealResult(real[cols], check)
+        table, check = labelled_rows(found, cines)
+        self.nb.table(table, "real_acdc_patient090")
+        return RealResult(table, check)
 
     def real_acdc(self) -> pd.DataFrame:
         """Every detector on ACDC patient090's labelled SAX cine."""
@@ -382,11 +377,7 @@ class Study(Base):
                                   for c in s.cines])
         if not cines:
             raise StudySkipped("no UK Biobank demo cines with 4CH pseudo-labels under the data root")
-        found = self.detectors
-        ukbb = evaluate(found, cines, total=len(cines), keep_curves=len(cines))
-        ukbb["cine"] = [f"{c.subject} {c.view}" for c in cines for _ in found]
-        cols = ["cine", "method", "n_frames", "ed", "es", "ed_pred", "es_pred", "fd_ed", "fd_es", "sec"]
-        table = ukbb[cols].rename(columns={"ed": "ed_pseudo", "es": "es_pseudo"})
+        ukbb, table = pseudo_rows(self.detectors, cines)
         self.nb.table(table, "real_ukbb_pseudo")
         self.nb.figure(curves_figure(ukbb, len(cines), mark_method="TempReg-Net", reference="pseudo"),
                        "02_ukbb_curves", "ED/ES detectors on the UK Biobank demo's long-axis cines, with the frames "

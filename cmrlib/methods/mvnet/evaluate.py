@@ -1,6 +1,8 @@
 """Point, angle and displacement errors, MAPSE and velocities per subject, inference choices on validation cines."""
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -214,3 +216,24 @@ def phantom_checks(agree: pd.DataFrame, frames: pd.DataFrame, sec_per_cine: floa
             ("displacement error SD (mm)", f3["disp_err_mm"].std(), "<=", 0.97),
             ("Euclidean error 1+2+2 vs 1 (mm)", e3 - e1, "<", 0.0),
             ("inference s per cine (1 s per 2-view patient)", sec_per_cine, "<=", 0.5)]
+
+
+@dataclass(frozen=True)
+class TestResults:
+    """The test cines tracked: predictions by view, errors per frame, clinical measures per subject, seconds per
+    cine."""
+
+    preds: dict
+    frames: pd.DataFrame
+    subj: pd.DataFrame
+    sec_per_cine: float
+
+
+def test_results(trackers: dict, tests: dict, obs: dict, window: int) -> TestResults:
+    """Every stage of the trackers on the test cines, timed: point, angle and displacement errors per frame and the
+    clinical measures per subject."""
+    t0 = time.perf_counter()
+    preds = predict_all(trackers, tests)
+    sec_per_cine = (time.perf_counter() - t0) / max(sum(len(t) for t in tests.values()), 1)
+    frames, subj = evaluate(preds, tests, obs, window=window)
+    return TestResults(preds, frames, subj, sec_per_cine)

@@ -5,7 +5,6 @@ real cines, and the run's MVnet Predictor."""
 from __future__ import annotations
 
 import dataclasses
-import time
 from dataclasses import dataclass
 from functools import cached_property
 from typing import ClassVar
@@ -20,8 +19,9 @@ from ...plots import agreement_figure
 from ...utils import seed_for
 from ...study import Study as Base, StudyError, StudySkipped
 from .data import load_cines, mixed_tracks, tracks_from_cines
-from .evaluate import (AGREEMENT, AGREEMENT_UNITS, agreement_tables, choose_inference, convention_matrix, evaluate,
-                       observer_frames, phantom_checks, pooled_displacement_error, summarise_spatial)
+from .evaluate import (AGREEMENT, AGREEMENT_UNITS, TestResults, agreement_tables, choose_inference, convention_matrix,
+                       evaluate, observer_frames, phantom_checks, pooled_displacement_error, summarise_spatial,
+                       test_results)
 from .figures import displacement_figure, heatmap_figure, spatial_figure, tracking_figure
 from .learner import MVConfig, fit_or_load
 from .predict import MVnet, model_path, predict_all, tta_shifts
@@ -50,17 +50,6 @@ class Inference:
     smooth: int | None
     tta: float | None
     choices: pd.DataFrame | None
-
-
-@dataclass(frozen=True)
-class TestResults:
-    """The test cines tracked: predictions by view, errors per frame, clinical measures per subject, seconds per
-    cine."""
-
-    preds: dict
-    frames: pd.DataFrame
-    subj: pd.DataFrame
-    sec_per_cine: float
 
 
 @dataclass(frozen=True)
@@ -246,19 +235,16 @@ class Study(Base):
     def test_results(self) -> TestResults:
         """Every stage on the test cines: point, angle and displacement errors per frame, the clinical measures per
         subject and their long shape for notebook 07 (written), and the seconds per cine."""
-        p, tests = self.p, self.data.tests
-        t0 = time.perf_counter()
         with self.nb.timer("test inference"):
-            preds = predict_all(self.trackers, tests)
-        sec_per_cine = (time.perf_counter() - t0) / max(sum(len(t) for t in tests.values()), 1)
-        frames, subj = evaluate(preds, tests, self.data.obs, window=p["velocity_window"])
+            t = test_results(self.trackers, self.data.tests, self.data.obs, self.p["velocity_window"])
+        frames, subj = t.frames, t.subj
         self.nb.table(frames, "spatial_frames")
         self.nb.table(summarise_spatial(frames), "spatial_summary")
         self.nb.table(subj, "clinical_subjects")
         m = self.store.manifest().drop_duplicates("subject").set_index("subject")
         conditions = m["condition"].to_dict() if "condition" in m else {}
         self.nb.table(from_columns(subj, STAGE_METHODS, "phantom", "observer 1", conditions), "measures_long")
-        return TestResults(preds, frames, subj, sec_per_cine)
+        return t
 
     def evaluate(self) -> pd.DataFrame:
         """Errors per stage and view on the test cines, with the paper's Fig. 4/5."""
