@@ -208,3 +208,30 @@ def sax_real_data(p: dict, real_kw: dict, crop_kw: dict) -> dict:
     """The phantom + ACDC SAX recipe's data arguments besides its ACDC cines (`dataloaders`)."""
     return dict(real_kw, **recipe(p["augmentation"]["sax_real"]), **crop_kw, frame_step=p["frame_step"],
                 max_frames=p["sax_real_frames"] or p["max_frames"], extra_share=p["sax_real_share"])
+
+
+def weights_side_by_side(jobs: list[tuple[str, dict]], client, store, extra_store, lr: float, what: str
+                         ) -> dict[str, dict]:
+    """The networks of `jobs` ((name, `fit_weights` spec)) trained side by side, one per Dask worker on one thread
+    (one after the other in this process without workers): name -> weights."""
+    from ...dask_tasks import map_tasks
+
+    out = {}
+    for (name, _), weights, err in map_tasks(fit_weights, jobs, client, args=(store, extra_store, lr), desc=what,
+                                             unit="network"):
+        if err is not None:
+            raise err
+        out[name] = weights
+    return out
+
+
+def read_as_shipped(model, views, centred: bool, tta: bool, learned_mirrored: bool) -> bool:
+    """A SAX model reads round the heart where `centred` says so, and mirrors (`tta`) only if it learned from
+    mirrored frames (a phantom model's RV is always on one side); whether that changed how it reads (a reused
+    model's decision then needs calibrating again). Other views read as they are."""
+    if list(views) != ["SAX"]:
+        return False
+    net = as_model(model)
+    before = (bool(getattr(net, "centred", False)), bool(getattr(net, "tta", False)))
+    net.centred, net.tta = bool(centred), bool(tta) and learned_mirrored
+    return (net.centred, net.tta) != before

@@ -26,8 +26,8 @@ from .crossfit import write as crossfit_write
 from .evaluate import (choose_sax, evaluate, frame_scores, inference_table, mean_dice, model_check, model_table,
                        summarise)
 from .figures import case_panels
-from .learner import (as_model, dataloaders, fit, fit_weights, load, phantom_specs, sax_real_data,
-                      sax_real_settings)
+from .learner import (as_model, dataloaders, fit, load, phantom_specs, read_as_shipped, sax_real_data,
+                      sax_real_settings, weights_side_by_side)
 from .predict import calibrate_prior, log_prior, predict_store, uncertainty_reference
 from .predictor import Predictor
 from .real import RealLax, dice_checks, lax_checks, lax_scores, lax_summary, real_check_lines, sax_intervals
@@ -197,35 +197,21 @@ class Study(Base):
 
     def _side_by_side(self, specs: dict[str, tuple], extra_store=None, what: str = "networks") -> dict[str, dict]:
         """The networks of `specs` (name -> (file, settings, `fit_weights` spec)) that no file holds with their
-        settings yet, trained side by side, one per Dask worker on one thread (`learner.fit_weights`; one after the
-        other in this process without workers): name -> weights."""
-        from ...dask_tasks import map_tasks
+        settings yet, trained side by side (`learner.weights_side_by_side`): name -> weights."""
         from ...learn import reusable
 
         todo = [(name, spec) for name, (path, settings, spec) in specs.items()
                 if self.p.get("retrain") or not reusable(path, settings)]
-        out = {}
-        if todo:
-            with self.nb.timer(f"{what}, side by side (s)"):
-                for (name, _), weights, err in map_tasks(fit_weights, todo, self.client,
-                                                         args=(self.store, extra_store, self.p["lr"]), desc=what,
-                                                         unit="network"):
-                    if err is not None:
-                        raise err
-                    out[name] = weights
-        return out
+        if not todo:
+            return {}
+        with self.nb.timer(f"{what}, side by side (s)"):
+            return weights_side_by_side(todo, self.client, self.store, extra_store, self.p["lr"], what)
 
     def _read_as_shipped(self, model, views, recipe_name: str) -> bool:
-        """A SAX model reads round the heart where the profile says so (`centred`), and mirrors (`tta`) only if it
-        learned from mirrored frames (a phantom model's RV is always on one side): in every comparison and in the
-        Predictor alike. Whether that changed how it reads (a reused model's decision then needs calibrating again)."""
-        if list(views) != ["SAX"]:
-            return False
-        net = as_model(model)
-        before = (bool(getattr(net, "centred", False)), bool(getattr(net, "tta", False)))
-        net.centred = bool(self.p["centred"])
-        net.tta = bool(self.p["tta"]) and recipe(self.p["augmentation"][recipe_name])["aug"].get("flip_p", 0) > 0
-        return (net.centred, net.tta) != before
+        """The profile's reading (`centred`, `tta`; `learner.read_as_shipped`) set on a model, in every comparison and
+        in the Predictor alike; whether that changed how it reads."""
+        flips = recipe(self.p["augmentation"][recipe_name])["aug"].get("flip_p", 0) > 0
+        return read_as_shipped(model, views, self.p["centred"], self.p["tta"], flips)
 
     @cached_property
     def phantom_specs(self) -> dict[str, tuple]:
