@@ -346,5 +346,5 @@ def pseudo_rows(detectors: dict, cines: list) -> tuple[pd.DataFrame, pd.DataFram
     and the table of frames against the pseudo-reference."""
     rows = evaluate(detectors, cines, total=len(cines), keep_curves=len(cines))
     rows["cine"] = [f"{c.subject} {c.view}" for c in cines for _ in detectors]
-    cols = ["cine", "method", "n_frames", "ed", "es", "ed_pred", "es_pred", "fd_ed", "fd_es", "sec"]
+    cols = ["cine", *(c for c in LABELLED_COLUMNS if c != "view")]  # the view is in the cine's name
     return rows, rows[cols].rename(columns={"ed": "ed_pseudo", "es": "es_pseudo"})
