@@ -257,6 +257,18 @@ class Study:
             return real_sax_cohort(data_root(self.p.get("data_dir")), self.nb.run_dir / REAL_SAX_STORE,
                                    self.p["seed"], k, self.p.get("real_per_group"))
 
+    def real_found(self, views: tuple[str, ...], missing: str, reference: str | None = None, labelled: bool = False
+                   ) -> list:
+        """The real subjects under the data root with a cine of `views` (`io.real.real_subjects`; those whose reference
+        is of kind `reference` where given, any but none for "any"); `StudySkipped` naming what is `missing`."""
+        from .io.real import NONE, real_subjects
+
+        found = [s for s in real_subjects(self.p.get("data_dir"), views, labelled) if reference is None
+                 or s.reference_is == reference or (reference == "any" and s.reference_is != NONE)]
+        if not found:
+            raise StudySkipped(f"no {missing} under the data root (set data_dir or $CMRLIB_DATA)")
+        return found
+
     def phantom_more(self, name: str, n: int, views: tuple[str, ...], start: int | None = None, **config):
         """`n` more phantom subjects made like the cohort's (its generator and settings, `config` over them; subject
         numbers from `start`, by default after the cohort's) in `<out>/<name>`; None for a real cohort."""

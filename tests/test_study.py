@@ -69,14 +69,14 @@ def test_a_path_parameter_given_as_a_reference_reaches_the_study_expanded(tmp_pa
 
 
 def test_a_labels_table_that_matches_no_subject_stops_notebook_05_in_one_line(tmp_path):
-    from cmrlib.methods import sslhf
+    from cmrlib.methods.sslhf.data import HFLabelsError
     from cmrlib.phantom import make_cohort
 
     make_cohort(tmp_path / "run" / "cohort", n=2, seed=0, n_frames=8, matrix=48, pixel_mm=4.0, progress=False)
     (tmp_path / "labels.csv").write_text("subject,lvef\nnobody1,30\nnobody2,60\n")
     study = sslhf.Study({"run_dir": str(tmp_path / "run"), "figures_dir": str(tmp_path / "figures"),
                          "anatomy": "labels", "labels_csv": str(tmp_path / "labels.csv"), "threads": None})
-    with pytest.raises(StudyError, match="labels_csv labels.csv: none of its 2 subject\\(s\\) has a SAX cine"):
+    with pytest.raises(HFLabelsError, match="labels_csv labels.csv: none of its 2 subject\\(s\\) has a SAX cine"):
         study.cohort()
 
 

@@ -338,3 +338,27 @@ class Inputs:
             return x, y
         keep = lab.subject.isin(set(subjects)).to_numpy()
         return x[keep], y[keep]
+
+
+def cohort_counts(labels: pd.DataFrame, pool_cines: int) -> pd.DataFrame:
+    """Cines per split and class (non-MR, MR, MR %), and the unlabelled pool's cines."""
+    counts = labels.groupby(["split", "mr"]).size().unstack(fill_value=0).reindex(columns=[0, 1], fill_value=0)
+    counts = counts.rename(columns={0: "non-MR", 1: "MR"})
+    counts["MR %"] = (100 * counts["MR"] / counts.sum(axis=1)).round(1)
+    counts.loc["unlabelled pool"] = [pool_cines, 0, np.nan]
+    return counts
+
+
+def figure_subjects(labels: pd.DataFrame, have: Sequence[str]) -> list[tuple[str, str]]:
+    """(subject, title) of the most severe MR subject, a mild one (grade 1) and one without MR among `have`, each
+    subject once: the paper's Fig. 8."""
+    shown = []
+    have_ = labels[labels.subject.isin(have)]
+    for pick, title in ((have_[have_.mr == 1].sort_values("grade", ascending=False), "MR"),
+                        (have_[have_.grade == 1], "MR"), (have_[have_.mr == 0], "no MR")):
+        if len(pick) and not any(s == pick.subject.iloc[0] for s, _ in shown):
+            sub = pick.subject.iloc[0]
+            grade = pick.set_index("subject").grade.get(sub)
+            shown.append((sub, title + (f" (grade {int(grade)})" if pd.notna(grade) and grade > 0 else "")))
+    return shown
+

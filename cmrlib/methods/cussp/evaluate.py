@@ -125,6 +125,19 @@ class Forest:
     model: object
 
 
+def fit_forest(labels: pd.DataFrame, X: pd.DataFrame, splits: Mapping, n_iter: int, seed: int
+               ) -> tuple[Forest, pd.DataFrame]:
+    """The random forest on the Table-1 measures `X` of the training subjects (a missing measure stays NaN), its
+    settings from a cross-validated random search (`learner.random_forest`); the forest and the search."""
+    from .learner import random_forest
+
+    data = {k: labels[labels.split.isin(np.atleast_1d(s))].set_index("subject") for k, s in splits.items()}
+    Xs = {s: X.reindex(d.index) for s, d in data.items()}
+    model, search = random_forest(Xs["train"], data["train"].mr.reindex(Xs["train"].index).to_numpy(), n_iter=n_iter,
+                                  seed=seed)
+    return Forest(data, Xs, model), search
+
+
 @dataclass(frozen=True)
 class Scored:
     """Every row on validation and test: (y, scores) by row, test grades, thresholds, Table 2's long metrics, the

@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from fastai.learner import Learner
 from torch import nn
 
-from ...learn import ValidateLast, WeightedBCE, callbacks, check_finite, export, fit_or_reuse, history, pos_weight
+from ...learn import (ValidateLast, WeightedBCE, attempt, callbacks, check_finite, export, fit_or_reuse, history,
+                      pos_weight)
 from ...learn import dataloaders as shared_loaders
 from ...learn import load as load_exported
 from ...models.cussp import CNNLSTM, CUSSPNet, barlow_twins_loss, contrastive_loss
@@ -281,6 +282,24 @@ def fit(row: str, encoders: dict[str, CUSSPNet], train: tuple, valid: tuple, cfg
         learn, log = fit_supervised(train, valid, cfg, aug)
         return learn, [log]
     raise ValueError(f"unknown CUSSP row {row!r}; expected one of {list(INPUTS)}")
+
+
+def fit_row(row: str, encoders: dict[str, CUSSPNet], inputs, cfg: CUSSPConfig, aug: PatchAug, timer
+            ) -> tuple[Learner | None, list[dict], dict | None]:
+    """One deep row of Table 2 on its input's training and validation cines (`inputs`, a `data.Inputs`), timed by
+    `timer(row)`: its Learner and log rows, or the record of why it did not train (one class, no encoder, a loss
+    that is not finite)."""
+    inp = INPUTS[row]
+    train = inputs.xy(inp, "train")
+    if len(set(train[1].tolist())) < 2:
+        return None, [], dict(method="CUSSP", row=row, status="not trained",
+                              reason=f"{len(train[1])} training cines of one class or none")
+    if row not in (SUPERVISED, "CNN-LSTM") and inp not in encoders:
+        return None, [], dict(method="CUSSP", row=row, status="not trained", reason=f"no {inp} encoder")
+    with timer(row):
+        done, failure = attempt(dict(method="CUSSP", row=row), fit, row, encoders, train, inputs.xy(inp, "valid"),
+                                cfg, aug)
+    return (None, [], failure) if failure else (*done, None)
 
 
 # the input each deep row reads from a PatchSet

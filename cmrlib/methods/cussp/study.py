@@ -15,13 +15,14 @@ from ...distributed import rank
 from ...learn import attempt, config_from
 from ...study import Study as Base, StudySkipped
 from ...utils import seed_for
-from .data import Inputs, PatchAug, PatchSet, PatchSettings, labelled, mr_labels, preprocess_store, unlabelled
+from .data import (Inputs, PatchAug, PatchSet, PatchSettings, cohort_counts, figure_subjects, labelled, mr_labels,
+                   preprocess_store, unlabelled)
 from .curves import (Budget, Curve, Made, Training, budget_gap, label_budget, pool_curve, pool_fractions,
                      random_siam25)
-from .evaluate import (Forest, Scored, gate_rows, measures_reusable, per_bsa, phantom_checks, recall_by_grade,
-                       score_rows, segmented_measures, table2, validation_table)
+from .evaluate import (Forest, Scored, fit_forest, gate_rows, measures_reusable, per_bsa, phantom_checks,
+                       recall_by_grade, score_rows, segmented_measures, table2, validation_table)
 from .figures import budget_figure, grade_figure, pool_figure, preprocessing_figure, roc_pr_figure
-from .learner import INPUTS, SUPERVISED, CUSSPConfig, fit, pretrain, pretrained_encoder, random_forest, save
+from .learner import INPUTS, SUPERVISED, CUSSPConfig, fit_row, pretrain, pretrained_encoder, save
 from .predictor import Predictor
 from .real import real_checks, real_rows
 
@@ -146,11 +147,7 @@ class Study(Base):
             print(f"{len(labels.attrs['unknown'])} subjects in the labels table are not in the store; ignored")
         if labels.attrs["unlabelled"]:
             print(f"{len(labels.attrs['unlabelled'])} subjects with a 4CH cine have no label: pretraining pool only")
-        counts = labels.groupby(["split", "mr"]).size().unstack(fill_value=0).reindex(columns=[0, 1], fill_value=0)
-        counts = counts.rename(columns={0: "non-MR", 1: "MR"})
-        counts["MR %"] = (100 * counts["MR"] / counts.sum(axis=1)).round(1)
-        counts.loc["unlabelled pool"] = [len(c.pool) if c.pool is not None else 0, 0, np.nan]
-        return counts
+        return cohort_counts(labels, len(c.pool) if c.pool is not None else 0)
 
     def _after_cohort(self) -> int:
         """The first phantom subject number after the cohort's (where the labelled subjects begin)."""
@@ -203,18 +200,12 @@ class Study(Base):
 
     def preprocessing_figure(self) -> None:
         """The paper's Fig. 8 for the most severe MR subject, a mild one and a non-MR one."""
-        c = self.labelled_cohort
-        show, have = [], c.labels[c.labels.subject.isin(self.patches.labelled.subjects)]
-        for pick, title in ((have[have.mr == 1].sort_values("grade", ascending=False), "MR"),
-                            (have[have.grade == 1], "MR"), (have[have.mr == 0], "no MR")):
-            if len(pick) and not any(s == pick.subject.iloc[0] for s, _ in show):
-                sub = pick.subject.iloc[0]
-                cine = self._read(c.manifest.query("view == '4CH' and subject == @sub").cine_id.iloc[0])
-                grade = pick.set_index("subject").grade.get(sub)
-                show.append((sub, (f"{title}" + (f" (grade {int(grade)})" if pd.notna(grade) and grade > 0 else ""),
-                                   cine, self.find(cine))))
+        c, show = self.labelled_cohort, []
+        for sub, title in figure_subjects(c.labels, list(self.patches.labelled.subjects)):
+            cine = self._read(c.manifest.query("view == '4CH' and subject == @sub").cine_id.iloc[0])
+            show.append((title, cine, self.find(cine)))
         if show:
-            self.nb.figure(preprocessing_figure([c for _, c in show]), "04_preprocessing",
+            self.nb.figure(preprocessing_figure(show), "04_preprocessing",
                            "CUSSP preprocessing (the paper's Fig. 8): ED frame with the SVM valve line (red) and the "
                            "patch (yellow), the frame equalised over the LA's intensities, and the valve patch over the "
                            "cycle, for a severe and a mild MR subject and one without MR.")
@@ -317,21 +308,10 @@ class Study(Base):
 
     def _fit_row(self, r: str, finish=None) -> tuple[object, list, dict | None]:
         """One deep row of Table 2: its Learner (handed to `finish` under `cmrlib fit`), log rows and failure."""
-        inp, encoders = INPUTS[r], self.pretrained.nets
-        if len(set(self.inputs.xy(inp, "train")[1].tolist())) < 2:
-            return None, [], dict(method="CUSSP", row=r, status="not trained",
-                                  reason=f"{len(self.inputs.xy(inp, 'train')[1])} training cines of one class or none")
-        if r not in (SUPERVISED, "CNN-LSTM") and inp not in encoders:
-            return None, [], dict(method="CUSSP", row=r, status="not trained", reason=f"no {inp} encoder")
-        with self.nb.timer(r):
-            done, failure = attempt(dict(method="CUSSP", row=r), fit, r, encoders, self.inputs.xy(inp, "train"),
-                                    self.inputs.xy(inp, "valid"), self.cfg, self.augment)
-        if failure:
-            return None, [], failure
-        learn, rows = done
-        if finish is not None:  # its validation loss over the whole validation set, as `cmrlib fit` reports it
+        learn, rows, failure = fit_row(r, self.pretrained.nets, self.inputs, self.cfg, self.augment, self.nb.timer)
+        if finish is not None and learn is not None:  # its whole validation set's loss, as `cmrlib fit` reports it
             rows = [*rows[:-1], dict(rows[-1], valid_loss=finish(learn, self.out / "models" / f"{r}.model")[0])]
-        return learn, rows, None
+        return learn, rows, failure
 
     def make_rows(self, finish=None) -> Made:
         """Every deep row of Table 2 from a copy of its pretrained encoder, the supervised ResNet-18 first (the gate
@@ -355,15 +335,11 @@ class Study(Base):
     def forest(self) -> Forest:
         """The random forest on Table-1 measures, its settings from a cross-validated search on training (the
         search written)."""
-        labels, X = self.labelled_cohort.labels, self.measures
         with self.nb.timer("random forest"):
-            data = {k: labels[labels.split.isin(np.atleast_1d(s))].set_index("subject")
-                    for k, s in self.inputs.splits.items()}
-            Xs = {s: X.reindex(d.index) for s, d in data.items()}  # a missing measure stays NaN
-            model, search = random_forest(Xs["train"], data["train"].mr.reindex(Xs["train"].index).to_numpy(),
-                                          n_iter=int(self.p["rf_iter"]), seed=seed_for(self.p["seed"], "cussp", "rf"))
+            forest, search = fit_forest(self.labelled_cohort.labels, self.measures, self.inputs.splits,
+                                        int(self.p["rf_iter"]), seed_for(self.p["seed"], "cussp", "rf"))
             self.nb.table(search.sort_values("rank_test_score").head(10), "rf_search")
-        return Forest(data, Xs, model)
+        return forest
 
     def fit(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         """The encoders' and rows' training log and the rows that did not train; the forest's settings."""
@@ -501,12 +477,7 @@ class Study(Base):
     def _real_4ch(self) -> list:
         """(name, cine) of the real 4CH cines under the data root: the UK Biobank demo's (with pseudo-labels) and
         the DICOM sample's."""
-        from ...io.real import real_cines
-
-        found = real_cines(self.p["data_dir"], ("4CH",))
-        if not found:
-            raise StudySkipped("no real 4CH cines under the data root (set data_dir or $CMRLIB_DATA)")
-        return found
+        return [pair for s in self.real_found(("4CH",), "real 4CH cines") for pair in s.named()]
 
     @cached_property
     def real_results(self) -> pd.DataFrame:

@@ -22,7 +22,7 @@ from .data import Reading, dataloaders
 from .evaluate import choose, combined_rows, evaluate, paired_table, real_afd_table
 from .learner import learner
 from .predict import predict, seam_detect, seg_detect
-from .predictor import COMBINED, NETWORK, VOLUME_CURVE
+from .predictor import COMBINED, NETWORK, VOLUME_CURVE, Predictor
 
 
 @dataclass(frozen=True)
@@ -348,3 +348,38 @@ def pseudo_rows(detectors: dict, cines: list) -> tuple[pd.DataFrame, pd.DataFram
     rows["cine"] = [f"{c.subject} {c.view}" for c in cines for _ in detectors]
     cols = ["cine", *(c for c in LABELLED_COLUMNS if c != "view")]  # the view is in the cine's name
     return rows, rows[cols].rename(columns={"ed": "ed_pseudo", "es": "es_pseudo"})
+
+
+def real_cines_result(res: pd.DataFrame, logs: list[dict], short_frames: int, curve_smooth: list, frames: int,
+                      seed: int, folds: int) -> RealCines:
+    """The real patients' per-cine rows summarised: the table over every cine, the detector the rule picks on all of
+    them (`ship`), the rule scored by nested cross-validation, its check line and its network's best epochs."""
+    table = real_afd_table(res, short_frames)
+    kinds = detector_kinds(curve_smooth, frames)
+    shipped, choice, picks, procedure = ship(res, kinds, short_frames, seed)
+    best = [int(g["best_epoch"]) for g in logs if g["method"] == (kinds[shipped][4] or "TempReg-Net")]
+    return RealCines(res, table, choice, shipped, *kinds[shipped], picks, procedure,
+                     check_line(procedure, table, res["cine_id"].nunique(), folds), best)
+
+
+def shipped_predictor(real: "RealCines", provenance, size: int, zoom: float, segmenter_training, network
+                      ) -> Predictor:
+    """The ED/ES Predictor of the detector the rule picked on every real patient, with the rule's nested check:
+    the volume curve (it reads the run's segmenter, `segmenter_training()` saying what that learned from), or
+    TempReg-Net fine-tuned on every real patient (`network()`: the network and its cines), alone or combined with
+    the curve. `provenance(check, **more)` is the run's provenance record."""
+    chose = (f"chosen on {int(real.choice.n.iloc[0])} real ACDC SAX cines, its rule's error by nested "
+             f"cross-validation, {CHOSEN_AMONG}")
+    if real.kind == VOLUME_CURVE:
+        seg = segmenter_training()
+        return Predictor.from_volume_curve(real.smooth, provenance(
+            real.check, real_training=f"none of its own; it reads the run's segmenter"
+            f"{f' (trained on {seg})' if seg else ''}; {chose}"), decoder=real.decoder)
+    net, n = network()
+    prov = provenance(real.check, real_training=f"{n} real ACDC SAX cines; {chose}")
+    name = "TempReg-Net (fine-tuned on real patients)"
+    if real.kind == NETWORK:
+        return Predictor.from_model(net, name, size, zoom, provenance=prov, decoder=real.decoder,
+                                    reading=real.reading)
+    return Predictor.combined(net, name, size, zoom, curve_smooth=real.smooth, provenance=prov)
+

@@ -18,15 +18,13 @@ from ...study import Study as Base
 from ...study import StudySkipped
 from ...utils import seed_for
 from .data import SeqItem, dataloaders, real_item, resampled, seq_items
-from .evaluate import (PAPER_AFD, TestResults, afd_table, phantom_checks, pseudo_reference, real_afd_table,
-                       test_results)
+from .evaluate import PAPER_AFD, TestResults, afd_table, phantom_checks, pseudo_reference, test_results
 from .figures import afd_figure, curves_figure, real_figure
 from .learner import DETECTORS, fit, make_models
 from .predict import predict, seg_detect
-from .predictor import NETWORK, VOLUME_CURVE, Predictor
-from .real import (CHOSEN_AMONG, PROCEDURE, RealCines, RealResult, RealSax, Tuning, check_line, detector_kinds,
-                   fine_tuned_rows, fixed_rows, labelled_rows, per_cine, pseudo_rows, real_checks, ship, trainings,
-                   tune_one)
+from .predictor import Predictor
+from .real import (PROCEDURE, RealCines, RealResult, RealSax, Tuning, fine_tuned_rows, fixed_rows, labelled_rows,
+                   per_cine, pseudo_rows, real_checks, real_cines_result, shipped_predictor, trainings, tune_one)
 
 MODEL_KEYS = ("widths", "blocks", "hidden", "bidirectional", "cyclic", "motion", "dropout")
 
@@ -166,22 +164,9 @@ class Study(Base):
             exported = "TempReg-Net" if "TempReg-Net" in nets else p["methods"][-1]
             return self.nb.predictor(Predictor.from_model(nets[exported], exported, p["size"], p["zoom"],
                                                           provenance=self.nb.provenance(self.store, check)))
-        chose = (f"chosen on {int(real.choice.n.iloc[0])} real ACDC SAX cines, its rule's error by nested "
-                 f"cross-validation, {CHOSEN_AMONG}")
-        if real.kind == VOLUME_CURVE:
-            seg = self.segmentation().provenance.get("real_training")
-            made = Predictor.from_volume_curve(real.smooth, self.nb.provenance(
-                self.store, real.check, real_training=f"none of its own; it reads the run's segmenter"
-                f"{f' (trained on {seg})' if seg else ''}; {chose}"), decoder=real.decoder)
-            return self.nb.predictor(made)
-        net, n = self.real_network(real)
-        prov = self.nb.provenance(self.store, real.check, real_training=f"{n} real ACDC SAX cines; {chose}")
-        made = (Predictor.from_model(net, "TempReg-Net (fine-tuned on real patients)", p["size"], p["zoom"],
-                                     provenance=prov, decoder=real.decoder, reading=real.reading)
-                if real.kind == NETWORK else
-                Predictor.combined(net, "TempReg-Net (fine-tuned on real patients)", p["size"], p["zoom"],
-                                   curve_smooth=real.smooth, provenance=prov))
-        return self.nb.predictor(made)
+        return self.nb.predictor(shipped_predictor(
+            real, lambda c, **more: self.nb.provenance(self.store, c, **more), p["size"], p["zoom"],
+            lambda: self.segmentation().provenance.get("real_training"), lambda: self.real_network(real)))
 
     def real_network(self, real: RealCines):
         """TempReg-Net fine-tuned from its phantom model on every real SAX patient, as the shipped row's fine-tuning
@@ -311,21 +296,18 @@ class Study(Base):
         """The real tables from the per-cine rows: every cine, the rule's pick on all of them and the rule scored by
         nested cross-validation (written, with the figure)."""
         p = self.p
-        table = real_afd_table(res, p["short_frames"])
-        self.nb.table(table, "real_afd_table")
-        n = res["cine_id"].nunique()
-        self.nb.figure(real_figure(table, self.test_results.allv), "02_real_afd",
-                       f"ED/ES detectors on {n} real ACDC SAX cines (cyclically shifted; fine-tuned rows scored on "
-                       "held-out folds) with 95 % CIs, beside the paper's and the phantom test split's aFD")
-        kinds = detector_kinds(p["curve_smooth"], p["real_frames"])
-        shipped, choice, picks, procedure = ship(res, kinds, p["short_frames"], p["seed"])
-        if not choice.empty:
-            self.nb.table(choice, "real_choice")
-            self.nb.table(picks, "real_choice_by_fold")
-            self.nb.table(procedure, "real_afd_nested")
-        best = [int(g["best_epoch"]) for g in logs if g["method"] == (kinds[shipped][4] or "TempReg-Net")]
-        return RealCines(res, table, choice, shipped, *kinds[shipped], picks, procedure,
-                         check_line(procedure, table, n, p["real_folds"]), best)
+        r = real_cines_result(res, logs, p["short_frames"], p["curve_smooth"], p["real_frames"], p["seed"],
+                              p["real_folds"])
+        self.nb.table(r.table, "real_afd_table")
+        self.nb.figure(real_figure(r.table, self.test_results.allv), "02_real_afd",
+                       f"ED/ES detectors on {res['cine_id'].nunique()} real ACDC SAX cines (cyclically shifted; "
+                       "fine-tuned rows scored on held-out folds) with 95 % CIs, beside the paper's and the phantom "
+                       "test split's aFD")
+        if not r.choice.empty:
+            self.nb.table(r.choice, "real_choice")
+            self.nb.table(r.picks, "real_choice_by_fold")
+            self.nb.table(r.procedure, "real_afd_nested")
+        return r
 
     def real_patients(self) -> pd.DataFrame:
         """Table 1 on the real SAX patients, with 95 % CIs, as % of the cycle and as the share within one frame."""
@@ -348,12 +330,10 @@ class Study(Base):
     def real_patient090(self) -> RealResult:
         """Every detector on ACDC patient090's SAX cine (labelled ED and ES; written): the Predictor's real check;
         `StudySkipped` without that cine."""
-        from ...io.real import MANUAL, real_subjects
+        from ...io.real import MANUAL
 
-        cines = [c for s in real_subjects(self.p["data_dir"], ("SAX",)) if s.reference_is == MANUAL for c in s.cines]
-        if not cines:
-            raise StudySkipped("no full ACDC SAX cine (acdc/training/patientNNN/patientNNN_4d.nii.gz) under the data "
-                               "root (set data_dir or $CMRLIB_DATA)")
+        cines = [c for s in self.real_found(("SAX",), "full ACDC SAX cine (acdc/training/patientNNN/patientNNN_4d.nii.gz)",
+                                            MANUAL) for c in s.cines]
         found = self.detectors
         if SEG_ROW in found:  # the patient read by the cross-fitted model that never saw it
             found = {**found, SEG_ROW: partial(seg_detect, self.real_segmenter())}
@@ -370,11 +350,10 @@ class Study(Base):
         """Every detector on the UK Biobank demo's 2CH, 3CH and 4CH cines against the ED/ES that each subject's 4CH
         pseudo-labels imply (largest and smallest LV area; a network's labels, so a pseudo-reference; written with
         the curves); `StudySkipped` without the demo."""
-        from ...io.real import PSEUDO, real_subjects
+        from ...io.real import PSEUDO
 
-        lax = ("2CH", "3CH", "4CH")
-        cines = pseudo_reference([c for s in real_subjects(self.p["data_dir"], lax) if s.reference_is == PSEUDO
-                                  for c in s.cines])
+        cines = pseudo_reference([c for s in self.real_found(("2CH", "3CH", "4CH"), "UK Biobank demo cines with "
+                                                             "pseudo-labels", PSEUDO) for c in s.cines])
         if not cines:
             raise StudySkipped("no UK Biobank demo cines with 4CH pseudo-labels under the data root")
         ukbb, table = pseudo_rows(self.detectors, cines)

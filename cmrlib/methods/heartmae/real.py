@@ -20,6 +20,7 @@ from ...results import Target
 from ...stats import paired_bootstrap
 from ...store import fold_roles
 from ...utils import rng
+from .baselines import EXPERT
 from .data import CineSet, inference_views
 from .evaluate import boot_mae_ci
 from .gates import subject_means
@@ -292,6 +293,19 @@ def encode(model, mean: float, std: float, cines: CineSet, names: list[str], cfg
     steps = extract(mae_steps(model, mean, std), cines, cfg.size, cfg.frames, k, t, progress=False)
     frames, pooled = split_steps(steps, k, t, cfg.frames // cfg.tubelet, pool)
     return Encoded(subject_features(pooled, cines.table, names), frames.reshape(-1, frames.shape[-1]))
+
+
+def fixed_readouts(phantom: Encoded, random: Encoded, cines: CineSet, windows: list[tuple[int, int]], size: int,
+                   segmenter: np.ndarray | None, expert: pd.DataFrame | None) -> dict[str, Encoded]:
+    """The representations no fold changes: HeartMAE as the phantom left it, a random encoder, the raw pixels, the
+    segmenter's encoder (None: no SAX segmenter) and the expert features (None: not asked for)."""
+    fixed = {"HeartMAE (phantom)": phantom, RANDOM: random,
+             PIXELS: Encoded(frames=pixel_steps(cines.frames, windows, size).reshape(-1, PIXEL_SIDE ** 2))}
+    if segmenter is not None:
+        fixed[SEGMENTER] = Encoded(frames=segmenter.reshape(-1, segmenter.shape[-1]))
+    if expert is not None:
+        fixed[EXPERT] = Encoded(pooled=expert)
+    return fixed
 
 
 def cross_fold(cines: CineSet, folds: pd.Series, names: list[str], fixed: Mapping[str, Encoded], tuned_for,

@@ -483,16 +483,11 @@ class Study(Base):
 
         with self.nb.timer("real patients: features"):
             family = {row: encoded(m, v.mean, v.std) for row, m in models.items()}
-            fixed = {"HeartMAE (phantom)": family["HeartMAE"],
-                     RANDOM: encoded(network(cfg, seed_for(p["seed"], "06", "random")), v.mean, v.std),
-                     real.PIXELS: real.Encoded(frames=real.pixel_steps(cines.frames, windows, cfg.size)
-                                               .reshape(-1, real.PIXEL_SIDE ** 2))}
-            if seg_steps is not None:
-                fixed[real.SEGMENTER] = real.Encoded(frames=seg_steps.reshape(-1, seg_steps.shape[-1]))
+            random_mae, expert = encoded(network(cfg, seed_for(p["seed"], "06", "random")), v.mean, v.std), None
             if self.p["expert_baseline"]:
                 expert, bad = expert_features(self.table1_measures(store, names, progress=False, real=True))
-                fixed[EXPERT] = real.Encoded(pooled=expert)
                 self.nb.table(bad, "real_expert_failures")
+            fixed = real.fixed_readouts(family["HeartMAE"], random_mae, cines, windows, cfg.size, seg_steps, expert)
         self._export_real(subjects, {**{r: e.pooled for r, e in family.items()},
                                      **{n: e.pooled for n, e in fixed.items()
                                         if e.pooled is not None and n != "HeartMAE (phantom)"}})
@@ -581,24 +576,14 @@ class Study(Base):
             self.nb.table(x.rename_axis("subject").rename(columns=str), f"real_subject_features_{name.split(' ')[0]}",
                           index=True)
 
-    def _real_subjects(self) -> list[tuple[str, list, dict, str]]:
-        """(name, cines, reference measures, what the reference is) of every real subject under the data root with
-        a reference (`io.real`): the UK Biobank demo's 2CH and 4CH cines (its SAX is ED/ES only: no cine) with the
-        measures of its pseudo-labels, ACDC's full-cine patients with their manual masks'."""
-        from ...io.real import NONE, real_subjects
-
-        return [(s.name, s.cines, s.reference, s.reference_is)
-                for s in real_subjects(self.p["data_dir"], ("SAX", "2CH", "4CH")) if s.reference_is != NONE]
-
     def real_cines(self) -> pd.DataFrame:
         """The run's HeartMAE Predictor on every real subject, none of which it trained on: predicted LVEF and LAEF
         (and the other EF columns) beside those measured from the subject's segmentations (written)."""
         predictor = self.optional("predictor")
         if predictor is None:
             raise StudySkipped("no HeartMAE Predictor in this run (it needs the probes' targets)")
-        subjects = self._real_subjects()
-        if not subjects:
-            raise StudySkipped("no real subject with a reference under the data root (set data_dir or $CMRLIB_DATA)")
+        subjects = [(s.name, s.cines, s.reference, s.reference_is)  # the demo's long axes, ACDC's full cines
+                    for s in self.real_found(("SAX", "2CH", "4CH"), "real subject with a reference", "any")]
         table = real.predictor_rows(predictor, subjects, EF_COLUMNS)
         self.nb.table(table, "real_cines")
         return table

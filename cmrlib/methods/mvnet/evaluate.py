@@ -123,6 +123,18 @@ def evaluate(predictions: dict[str, list[dict[str, np.ndarray]]], tests: dict[st
     return frames[lead + [c for c in frames.columns if c not in lead]], pd.DataFrame(rows)
 
 
+def tracker_costs(preds: dict[str, list], tests: list[Track], window: int | None) -> pd.DataFrame:
+    """Each tracker's (name -> its predictions of the 4CH `tests`) mean point error and displacement error (mean,
+    SD) after every stage, by tracker."""
+    rows = []
+    for name, pred in preds.items():
+        fr, _ = evaluate({"4CH": pred}, {"4CH": tests}, window=window)
+        fr = fr[fr["stage"] == "1+2+2"]
+        rows.append(dict(tracker=name, point_err_mm=fr["err_mm"].mean(), disp_err_mean_mm=fr["disp_err_mm"].mean(),
+                         disp_err_sd_mm=fr["disp_err_mm"].std()))
+    return pd.DataFrame(rows).set_index("tracker")
+
+
 def choose_inference(trackers: dict[str, MVnet], valid: dict[str, list[Track]],
                      windows: Sequence[int | None] = (None, 5, 7),
                      ttas: Sequence[float | None] = (None,)) -> tuple[dict, pd.DataFrame]:

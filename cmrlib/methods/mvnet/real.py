@@ -96,6 +96,23 @@ def real_row(name: str, c, which: str, tracker: MVnet, scored: np.ndarray | None
     return row
 
 
+def real_rows(found: list[tuple], trackers: dict, tuned: MVnet | None, trained_on: str, window: int | None
+              ) -> tuple[pd.DataFrame, list[tuple]]:
+    """The phantom tracker of each cine's view on every real cine, and the fine-tuned one on the 4CH cines
+    (`real_row`): the table, and per cine (name, cine, tracks shown with the pseudo-reference's, reference or
+    None) for its figure."""
+    rows, figures = [], []
+    for name, c, scored, ref in found:
+        which = {"phantom": trackers[c.view], **({"fine-tuned": tuned} if tuned is not None and c.view == "4CH"
+                                                  else {})}
+        shown = {}
+        rows += [real_row(name, c, w, tracker, scored, ref, shown, trained_on, window) for w, tracker in which.items()]
+        if ref is not None:
+            shown["pseudo-labels"] = ref
+        figures.append((name, c, shown, ref))
+    return pd.DataFrame(rows), figures
+
+
 def pseudo_check(tab: pd.DataFrame | None, which: str | None = None) -> list[tuple]:
     """The real-cine target (none without a pseudo-reference): the 4CH annulus within `ANNULUS_MM` of the points the
     UK Biobank demo's 4CH pseudo-labels imply, on average over the cines tracker `which` ('phantom' or 'fine-tuned';

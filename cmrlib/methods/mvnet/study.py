@@ -20,13 +20,13 @@ from ...utils import seed_for
 from ...study import Study as Base, StudyError, StudySkipped
 from .data import load_cines, mixed_tracks, tracks_from_cines
 from .evaluate import (AGREEMENT, AGREEMENT_UNITS, TestResults, agreement_tables, choose_inference, convention_matrix,
-                       evaluate, observer_frames, phantom_checks, pooled_displacement_error, summarise_spatial,
-                       test_results)
+                       observer_frames, phantom_checks, pooled_displacement_error, summarise_spatial, test_results,
+                       tracker_costs)
 from .figures import displacement_figure, heatmap_figure, spatial_figure, tracking_figure
 from .learner import MVConfig, fit_or_load
 from .predict import MVnet, model_path, predict_all, tta_shifts
 from .predictor import Predictor
-from .real import RealTracked, Tuning, fine_tune_4ch, pseudo_check, real_row, with_references
+from .real import RealTracked, Tuning, fine_tune_4ch, pseudo_check, real_rows, with_references
 
 CONVENTIONS = ("A", "B", "mixed")  # the annotation conventions a tracker is trained on (the paper's Fig. 6)
 
@@ -336,12 +336,8 @@ class Study(Base):
         """(name, cine) of the real DICOM and UK-Biobank-style cines under the data root that a tracker reads."""
         if not self.p["real_cines"]:
             raise StudySkipped("real cines off (real_cines=False)")
-        from ...io.real import real_cines
-
-        found = real_cines(self.p["data_dir"], tuple(self.p["views"]))
-        if not found:
-            raise StudySkipped("no real DICOM or UK Biobank cines under the data root (set data_dir or $CMRLIB_DATA)")
-        return found
+        return [pair for s in self.real_found(tuple(self.p["views"]), "real DICOM or UK Biobank cines")
+                for pair in s.named()]
 
     def _fit_real(self, cines: list[tuple]) -> MVnet | None:
         """The 4CH tracker fine-tuned on one demo subject (`real.fine_tune_4ch`; its stages exported) and its phantom
@@ -365,15 +361,10 @@ class Study(Base):
     def _phantom_after_fine_tuning(self, tuned: MVnet) -> None:
         """Phantom 4CH test point and displacement errors of both 4CH trackers (written): what the real cine costs
         on the phantom."""
-        tests = {"4CH": self.data.tests["4CH"]}
-        both = {"phantom": self.test_results.preds["4CH"], "fine-tuned": predict_all({"4CH": tuned}, tests)["4CH"]}
-        rows = []
-        for name, preds in both.items():
-            fr, _ = evaluate({"4CH": preds}, tests, window=self.p["velocity_window"])
-            fr = fr[fr["stage"] == "1+2+2"]
-            rows.append(dict(tracker=name, point_err_mm=fr["err_mm"].mean(), disp_err_mean_mm=fr["disp_err_mm"].mean(),
-                             disp_err_sd_mm=fr["disp_err_mm"].std()))
-        self.nb.table(pd.DataFrame(rows).set_index("tracker"), "phantom_4ch_trackers", index=True)
+        tests = self.data.tests["4CH"]
+        both = {"phantom": self.test_results.preds["4CH"],
+                "fine-tuned": predict_all({"4CH": tuned}, {"4CH": tests})["4CH"]}
+        self.nb.table(tracker_costs(both, tests, self.p["velocity_window"]), "phantom_4ch_trackers", index=True)
 
     @cached_property
     def real_results(self) -> RealTracked:
@@ -383,20 +374,12 @@ class Study(Base):
         found = with_references(self._real())
         with self.nb.timer("4CH tracker fine-tuned on the demo"):
             tuned = self._fit_real([(c, ref) for _, c, _, ref in found])
-        rows = []
-        for name, c, scored, ref in found:
-            trackers = {"phantom": self.trackers[c.view], **({"fine-tuned": tuned} if tuned is not None
-                                                             and c.view == "4CH" else {})}
-            shown = {}
-            rows += [real_row(name, c, which, tracker, scored, ref, shown, self.p["real_subject"],
-                              self.p["velocity_window"]) for which, tracker in trackers.items()]
-            if ref is not None:
-                shown["pseudo-labels"] = ref
+        table, figures = real_rows(found, self.trackers, tuned, self.p["real_subject"], self.p["velocity_window"])
+        for name, c, shown, ref in figures:
             slug = name.lower().replace(" ", "_").replace("#", "")
             self.nb.figure(tracking_figure(c.pixels, shown, c.spacing, title=name), f"03_real_{slug}",
                            "MVnet tracked valve points on a real cine"
                            + (", with the annulus its pseudo-labels imply" if ref is not None else " (no reference)"))
-        table = pd.DataFrame(rows)
         self.nb.table(table, "real_cines")
         return RealTracked(table, tuned)
 

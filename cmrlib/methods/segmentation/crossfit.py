@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ...io.acdc import exam_of
 from ...results import Target, mean_target, share_target
 
 CROSSFIT = Path("01") / "crossfit.json"  # in a run folder: subject -> fold, and each fold's model file
@@ -44,6 +45,20 @@ def fold_subjects(folds: Mapping[str, int], splits: Mapping[str, str], fold: int
         role = "test" if folds[s] == fold else "valid" if splits.get(s) == "valid" else "train"
         out[role].append(s)
     return out
+
+
+def fold_cines(manifest: pd.DataFrame, folds: Mapping[str, int], splits: Mapping[str, str], k: int
+               ) -> dict[int, tuple[list[str], list[str], list[str]]]:
+    """fold -> the SAX cines its network trains on, calibrates on and segments (`fold_subjects`); an exam held
+    twice (074 and 076) is segmented once, under its own id."""
+    sax = manifest.query("view == 'SAX'")
+    cine_of = dict(zip(sax.subject, sax.cine_id))
+    roles = {}
+    for fold in range(k):
+        role = {r: [s for s in v if s in cine_of] for r, v in fold_subjects(folds, splits, fold).items()}
+        roles[fold] = ([cine_of[s] for s in role["train"]], [cine_of[s] for s in role["valid"]],
+                       [cine_of[s] for s in role["test"] if exam_of(s) == s])
+    return roles
 
 
 def dice_targets(scores: pd.DataFrame, seed: int = 0) -> list[Target]:

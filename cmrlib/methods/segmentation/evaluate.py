@@ -78,6 +78,18 @@ def summarise(scores: pd.DataFrame, by: Sequence[str] = ("view", "structure")) -
     return pd.concat(parts).reset_index().set_index([*by, "phase"]).sort_index()
 
 
+def ra_check(scores: pd.DataFrame) -> pd.DataFrame | None:
+    """4CH RA Dice per cine over every frame, over frames with a true RA of at least 100 px, and the frames without
+    one; None without a 4CH cine with an RA."""
+    ra = scores[(scores["view"] == "4CH") & (scores["structure"] == "RA")]
+    if not len(ra):
+        return None
+    check = ra.groupby("cine_id").apply(lambda d: pd.Series({
+        "dice_all": d["dice"].mean(), "dice_ra_ge_100px": d.loc[d["truth_px"] >= 100, "dice"].mean(),
+        "frames_no_true_ra": (d["truth_px"] == 0).sum(), "frames": len(d)}), include_groups=False)
+    return check.astype({"frames_no_true_ra": int, "frames": int})
+
+
 def frame_scores(scores: pd.DataFrame) -> pd.DataFrame:
     """Mean Dice over structures per cine and frame (the ranking behind best/median/worst figures)."""
     return scores.groupby(["cine_id", "view", "frame"], as_index=False)["dice"].mean()
@@ -102,6 +114,21 @@ def model_check(rows: list, text: str) -> dict:
 def mean_dice(store: CohortStore | Mapping[str, Cine], pred: dict) -> pd.Series:
     """Mean Dice per structure over the labelled frames (ED and ES) of these predictions: every SAX comparison's row."""
     return summarise(evaluate(store, pred, with_hd95=False), by=("structure",)).xs("all", level="phase")["dice_mean"]
+
+
+def sax_sets(store: CohortStore, acdc: CohortStore, phantom_pred: dict, n_valid: int | None, held_out: list,
+             held_out_preds, models) -> tuple[dict, dict]:
+    """What `model_table` scores the SAX `models` on: the phantom's validation (`n_valid` cines) and test cines (those
+    `phantom_pred` holds), ACDC's validation and held-out patients; and the labels already made (each model's of the
+    held-out patients, `held_out_preds[name]`, the phantom model's of its test cines)."""
+    phantom_ids = [i for i in phantom_pred if i.endswith("_SAX")]
+    sets = {"phantom validation": (store, store.select("SAX", "valid", n_valid)),
+            "phantom test": (store, phantom_ids),
+            "ACDC validation": (acdc, acdc.select(view="SAX", split="valid")),
+            "ACDC held-out": (acdc, held_out)}
+    known = {**{(name, "ACDC held-out"): held_out_preds[name] for name in models},
+             ("sax", "phantom test"): {i: phantom_pred[i] for i in phantom_ids}}
+    return sets, known
 
 
 def model_table(models: dict, sets: dict, known: dict, client=None) -> pd.DataFrame:

@@ -210,6 +210,15 @@ def sax_real_data(p: dict, real_kw: dict, crop_kw: dict) -> dict:
                 max_frames=p["sax_real_frames"] or p["max_frames"], extra_share=p["sax_real_share"])
 
 
+def lax_real_settings(p: dict, data_kw: dict, model_kw: dict, train: list[str], cohort: str) -> dict:
+    """What the long-axis model fine-tuned on a demo subject's 4CH cines `train` is trained with (its file's reuse
+    key): those cines, the cohort's fingerprint and the profile's settings."""
+    return dict({**data_kw, **recipe(p["augmentation"]["lax_real"])}, views=["2CH", "4CH"],
+                epochs=p["epochs_lax_real"], lr=p["lr"], balance=p["balance_lax"], frame_step=p["frame_step"],
+                extra=list(train), real_share=p["real_share"], init="lax", calibrate_cines=p["calibrate_cines"],
+                cohort=cohort, **model_kw)
+
+
 def weights_side_by_side(jobs: list[tuple[str, dict]], client, store, extra_store, lr: float, what: str
                          ) -> dict[str, dict]:
     """The networks of `jobs` ((name, `fit_weights` spec)) trained side by side, one per Dask worker on one thread

@@ -12,7 +12,8 @@ import pandas as pd
 from ... import stats
 from ...measure import SAX_VOLUMES
 
-from .evaluate import evaluate, summarise
+from .crossfit import CROSSFIT, coverage_target, sax_evidence
+from .evaluate import evaluate, model_check, summarise
 
 LAX_TARGETS = (("LV", 0.85), ("MYO", 0.70), ("RV", 0.80), ("LA", 0.85), ("RA", 0.80))  # 4CH Dice vs pseudo-labels
 
@@ -118,3 +119,70 @@ def real_check_lines(sim2real, real: RealLax | None, lax: str, trained_on: str) 
     elif lines:
         lines.append("the long-axis model has no real-data check")
     return lines
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """The notebook's segmentation targets, the real-data check line its Predictor keeps and the provenance that
+    carries the rest (the real training, the intervals, each shipped model's check, the cross-fitted recipe)."""
+
+    checks: list
+    line: str | None
+    provenance: dict
+
+
+def shipped_evidence(sax: str, lax: str, trained_on: str, phantom: pd.DataFrame, acdc_only, sim2real,
+                     real: RealLax | None, held_out: pd.Series | None, n_held_out: int, oof, agree, intervals: dict,
+                     n_real: int, seed: int) -> Evidence:
+    """The evidence behind the shipped SAX model `sax` and long-axis model `lax`: the Dice targets (`dice_checks`,
+    `lax_checks`), the SAX model's real targets (`crossfit.sax_evidence`: out of fold where `oof`, the cross-fitted
+    models, is its recipe's; else its `held_out` Dice), the LVEF interval's coverage (`intervals`), each shipped
+    model's check (`evaluate.model_check`) and what the Predictor's provenance says (`n_real` ACDC patients
+    trained on)."""
+    checks = dice_checks(phantom, acdc_only.table if acdc_only is not None else None,
+                         sim2real.table if sim2real is not None else None) + lax_checks(real, trained_on)
+    lines = real_check_lines(sim2real, real, lax, trained_on)
+    sax_rows, more = sax_evidence(sax, held_out, n_held_out, oof.scored.scores if oof is not None else None,
+                                  len(oof.models) if oof is not None else 0, agree, seed)
+    lines += more
+    if "LVEF" in intervals:  # the intervals' own check, not the segmenter's
+        c = intervals["LVEF"]
+        checks.append(coverage_target(f"LVEF 90 % interval coverage, each {c['across']} calibrated on the others",
+                                      c["coverage_across"], c["n"]))
+    checks += sax_rows
+    lax_text = lax_summary(real.table, lax, trained_on) if real is not None else "no real-data check"
+    model_checks = dict(SAX=model_check(sax_rows, "; ".join(c for c in lines if "SAX model" in c)),
+                        LAX=model_check(lax_checks(real, trained_on, lax), lax_text))  # the shipped one's
+    provenance = dict(real_training=f"ACDC, {n_real} patients (SAX model)") if n_real else {}
+    provenance |= dict(intervals=intervals) if intervals else {}
+    provenance |= dict(model_checks=model_checks)
+    provenance |= dict(cross_fitted=str(CROSSFIT)) if oof is not None else {}  # its recipe's folds read patients
+    return Evidence(checks, "; ".join(lines) or None, provenance)
+
+
+def fine_tune_vs_scratch(acdc, few: list[str], held_out: list[str], phantom, epochs: int, lr: float, data_kw: dict,
+                         model_kw: dict, on_dask: dict) -> pd.DataFrame:
+    """The phantom SAX model fine-tuned on a few ACDC patients against the same schedule from scratch: mean Dice
+    per structure on the held-out patients, a row per way of training (`data_kw`: the frames' `dataloaders`)."""
+    from .evaluate import mean_dice
+    from .learner import dataloaders, fit
+    from .predict import predict_store
+
+    dls = dataloaders(acdc, ["SAX"], subjects=few, **data_kw)
+    print(f"fine-tuning on {len(few)} patients ({len(dls.train_ds)} slices)")
+    rows = [mean_dice(acdc, predict_store(fit(dls, epochs, lr, init=init, **model_kw), acdc, held_out, **on_dask)
+                      ).rename(how) for how, init in (("phantom-pretrained", phantom), ("from scratch", None))]
+    return pd.DataFrame(rows).rename_axis("training")
+
+
+def lax_on_phantom(tuned, store, pred: dict, scores: pd.DataFrame, on_dask: dict) -> pd.Series:
+    """Phantom test Dice of the fine-tuned long-axis model beside the phantom-only one's (its `pred` and `scores`
+    of the test cines): what the real frames cost on the phantom."""
+    from .predict import predict_store
+
+    ids = [i for i in pred if not i.endswith("_SAX")]
+    both = pd.concat([scores[scores.cine_id.isin(ids)].assign(model="lax"),
+                      evaluate(store, predict_store(tuned, store, ids, **on_dask), with_hd95=False
+                               ).assign(model="lax_real")], ignore_index=True)
+    return summarise(both, by=("model", "view", "structure")).xs("all", level="phase")["dice_mean"]
+

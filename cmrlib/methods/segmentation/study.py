@@ -13,7 +13,6 @@ import pandas as pd
 
 from ... import plots, stats
 from ...data import pick_subjects
-from ...io.acdc import exam_of
 from ...labels import NAMES
 from ...learn import Fitted
 from ...longform import PHANTOM_REFERENCES, from_table1
@@ -21,16 +20,16 @@ from ...measure import UNITS, measure_pairs, subject_measures
 from ...store import CohortStore
 from ...study import Lazy, Study as Base, StudySkipped
 from ...utils import data_root, seed_for
-from .crossfit import CROSSFIT, acdc_folds, coverage_target, fold_subjects, sax_evidence
+from .crossfit import acdc_folds, fold_cines
 from .crossfit import write as crossfit_write
-from .evaluate import (choose_sax, evaluate, frame_scores, inference_table, mean_dice, model_check, model_table,
+from .evaluate import (choose_sax, evaluate, frame_scores, inference_table, model_table, ra_check, sax_sets,
                        summarise)
 from .figures import case_panels
-from .learner import (as_model, dataloaders, fit, load, phantom_specs, read_as_shipped, sax_real_data,
-                      sax_real_settings, weights_side_by_side)
+from .learner import (as_model, dataloaders, fit, lax_real_settings, load, phantom_specs, read_as_shipped,
+                      sax_real_data, sax_real_settings, weights_side_by_side)
 from .predict import calibrate_prior, log_prior, predict_store, uncertainty_reference
 from .predictor import Predictor
-from .real import RealLax, dice_checks, lax_checks, lax_scores, lax_summary, real_check_lines, sax_intervals
+from .real import RealLax, fine_tune_vs_scratch, lax_on_phantom, lax_scores, sax_intervals, shipped_evidence
 from .recipes import recipe
 
 OUT_OF_FOLD_SPLIT = "out of fold"  # ACDC measures' split when each patient was read by the fold model that never saw it
@@ -300,14 +299,9 @@ class Study(Base):
     def ra_check(self) -> pd.DataFrame:
         """4CH RA Dice over all frames, over frames with a true RA of at least 100 px, and frames without one
         (written)."""
-        sc = self.phantom_test.scores
-        ra = sc[(sc["view"] == "4CH") & (sc["structure"] == "RA")]
-        if not len(ra):
+        check = ra_check(self.phantom_test.scores)
+        if check is None:
             raise StudySkipped("no 4CH test cine with a right atrium in this cohort")
-        check = ra.groupby("cine_id").apply(lambda d: pd.Series({
-            "dice_all": d["dice"].mean(), "dice_ra_ge_100px": d.loc[d["truth_px"] >= 100, "dice"].mean(),
-            "frames_no_true_ra": (d["truth_px"] == 0).sum(), "frames": len(d)}), include_groups=False)
-        check = check.astype({"frames_no_true_ra": int, "frames": int})
         self.nb.table(check, "ra_check.csv", index=True)
         return check
 
@@ -406,18 +400,13 @@ class Study(Base):
         acdc, p = self.acdc_cohort, self.p
         with self.nb.timer("fine-tune vs scratch (s)"):
             few = pick_subjects(acdc, p["n_finetune"], split="train", by="group", seed=p["seed"])
-            dls_few = dataloaders(acdc, ["SAX"], subjects=few, **self.data_kw, **recipe(p["augmentation"]["acdc"]),
-                                  **self.crop_kw)
-            print(f"fine-tuning on {len(few)} patients ({len(dls_few.train_ds)} slices)")
-            rows = []
-            for how, init in (("phantom-pretrained", self.phantom_models.nets["sax"]), ("from scratch", None)):
-                learn = fit(dls_few, p["epochs_finetune"], p["lr"], init=init, **self.model_kw)
-                rows.append(mean_dice(acdc, predict_store(learn, acdc, self.acdc_held_out, **self.on_dask)).rename(how))
-            ft_table = pd.DataFrame(rows).rename_axis("training")
+            data = {**self.data_kw, **recipe(p["augmentation"]["acdc"]), **self.crop_kw}
+            ft_table = fine_tune_vs_scratch(acdc, few, self.acdc_held_out, self.phantom_models.nets["sax"],
+                                            p["epochs_finetune"], p["lr"], data, self.model_kw, self.on_dask)
             self.nb.table(ft_table, "finetune_vs_scratch.csv", index=True)
         return ft_table
 
-    def _sax_real_settings(self, name: str, train: list[str], calibrate: list[str] | None = None) -> dict:
+    def _sax_real_settings(self, train: list[str], calibrate: list[str] | None = None) -> dict:
         """What a network of the phantom + ACDC SAX recipe is trained with (its file's reuse key)."""
         return sax_real_settings(self.p, self.real_kw, self.model_kw, self.crop_kw, train, calibrate,
                                  self.store.fingerprint(), self.acdc_cohort.fingerprint())
@@ -442,7 +431,7 @@ class Study(Base):
         """The recipe's networks no file holds with their settings yet (the shipped one and each fold's), trained
         side by side (`_side_by_side`): name -> weights."""
         p, sax = self.p, as_model(self.phantom_models.nets["sax"]).state_dict()
-        specs = {name: (self.out / "models" / f"seg_{name}.model", self._sax_real_settings(name, train, cal),
+        specs = {name: (self.out / "models" / f"seg_{name}.model", self._sax_real_settings(train, cal),
                         dict(views=["SAX"], extra=train, epochs=p["epochs_sax_real"], init=sax,
                              data=self._sax_real_data(), fit=dict(self.model_kw, schedule=p["sax_real_schedule"])))
                  for name, train, cal in self._sax_real_networks()}
@@ -466,7 +455,7 @@ class Study(Base):
         acdc, p = self.acdc_cohort, self.p
         model, _ = self._train(name, self.store, ["SAX"], p["epochs_sax_real"], "sax_real",
                                self.out / "models" / f"seg_{name}.model",
-                               self._sax_real_settings(name, train, calibrate),
+                               self._sax_real_settings(train, calibrate),
                                weights=lambda: self.sax_real_weights[name], calibrate_on=acdc, calibrate_ids=calibrate,
                                data_kw=lambda: dict(self._sax_real_data(), extra=[acdc.read(i) for i in train]))
         return model
@@ -499,20 +488,12 @@ class Study(Base):
 
     @cached_property
     def crossfit_roles(self) -> dict[int, tuple[list[str], list[str], list[str]]]:
-        """fold -> the ACDC cines its network trains on, calibrates on and segments (`crossfit.fold_subjects`; one
-        exam once: 076, 074's exam, reads along); empty with sax_real_folds=0 or epochs_sax_real=0."""
+        """fold -> the ACDC cines its network trains on, calibrates on and segments (`crossfit.fold_cines`); empty
+        with sax_real_folds=0 or epochs_sax_real=0."""
         acdc, p = self.acdc_cohort, self.p
         if not p["sax_real_folds"] or not p["epochs_sax_real"]:
             return {}
-        sax = acdc.manifest().query("view == 'SAX'")
-        cine_of = dict(zip(sax.subject, sax.cine_id))
-        roles = {}
-        for fold in range(p["sax_real_folds"]):
-            role = {r: [s for s in v if s in cine_of] for r, v in
-                    fold_subjects(self.crossfit_folds, acdc.splits(), fold).items()}
-            roles[fold] = ([cine_of[s] for s in role["train"]], [cine_of[s] for s in role["valid"]],
-                           [cine_of[s] for s in role["test"] if exam_of(s) == s])
-        return roles
+        return fold_cines(acdc.manifest(), self.crossfit_folds, acdc.splits(), p["sax_real_folds"])
 
     def _cine_folds(self, k: int) -> dict[str, int]:
         """The real SAX cohort's folds by subject (empty without the cohort), which the cross-fitted folds follow."""
@@ -541,14 +522,8 @@ class Study(Base):
             models["acdc"] = only.model
         if (tuned := self.optional("sax_real_model")) is not None:
             models["sax_real"] = tuned
-        phantom_ids = [i for i in self.phantom_test.pred if i.endswith("_SAX")]
-        phantom_valid = self.store.select("SAX", "valid", self.p["calibrate_cines"] or None)
-        sets = {"phantom validation": (self.store, phantom_valid),
-                "phantom test": (self.store, phantom_ids),
-                "ACDC validation": (acdc, acdc.select(view="SAX", split="valid")),
-                "ACDC held-out": (acdc, self.acdc_held_out)}
-        known = {**{(name, "ACDC held-out"): self.held_out_preds[name] for name in models},
-                 ("sax", "phantom test"): {i: self.phantom_test.pred[i] for i in phantom_ids}}
+        sets, known = sax_sets(self.store, acdc, self.phantom_test.pred, self.p["calibrate_cines"] or None,
+                               self.acdc_held_out, self.held_out_preds, models)
         table = model_table(models, sets, known, self.client)
         self.nb.table(table, "dice_sax_models.csv", index=True)
         return table
@@ -688,10 +663,8 @@ class Study(Base):
                   f"{len(train)} demo 4CH cines of {p['lax_real_subject']!r})")
             return None
         extra = dict(frame_step=p["frame_step"], extra=train, extra_share=p["real_share"])
-        settings = dict({**self.data_kw, **recipe(p["augmentation"]["lax_real"])}, views=["2CH", "4CH"],
-                        epochs=p["epochs_lax_real"], lr=p["lr"], balance=p["balance_lax"], frame_step=p["frame_step"],
-                        extra=[c.cine_id for c in train], real_share=p["real_share"], init="lax",
-                        calibrate_cines=p["calibrate_cines"], cohort=self.store.fingerprint(), **self.model_kw)
+        settings = lax_real_settings(p, self.data_kw, self.model_kw, [c.cine_id for c in train],
+                                     self.store.fingerprint())
         with self.nb.timer("long-axis fine-tuning on the demo (s)"):
             model, _ = self._train("lax_real", self.store, ["2CH", "4CH"], p["epochs_lax_real"], "lax_real",
                                    self.out / "models" / "seg_lax_real.model", settings, data_kw=extra,
@@ -705,12 +678,8 @@ class Study(Base):
         phantom-only model, and the one fine-tuned on one demo subject (`_fit_lax_real`) with its training subject
         marked; that model's phantom test Dice beside the phantom-only one's (all written); `StudySkipped` without
         the demo."""
-        from ...io.real import real_cines
-
-        cines = {f"{c.subject}_{c.view}": c for _, c in real_cines(self.p["data_dir"], ("2CH", "4CH"), labelled=True)}
-        if not cines:
-            raise StudySkipped("no UK Biobank demo 2CH/4CH cines with segmentations under the data root (set "
-                               "data_dir or $CMRLIB_DATA)")
+        cines = {f"{c.subject}_{c.view}": c for s in self.real_found(("2CH", "4CH"), "UK Biobank demo 2CH/4CH cines "
+                                                                     "with segmentations", labelled=True) for c in s.cines}
         models = {"lax": self.phantom_models.nets["lax"]}
         if (tuned := self._fit_lax_real(list(cines.values()))) is not None:
             models["lax_real"] = tuned
@@ -762,11 +731,7 @@ class Study(Base):
         """Phantom test Dice of the fine-tuned long-axis model beside the phantom-only one's (written): what the
         real frames cost on the phantom."""
         t = self.phantom_test
-        ids = [i for i in t.pred if not i.endswith("_SAX")]
-        pred = predict_store(tuned, self.store, ids, **self.on_dask)
-        both = pd.concat([t.scores[t.scores.cine_id.isin(ids)].assign(model="lax"),
-                          evaluate(self.store, pred, with_hd95=False).assign(model="lax_real")], ignore_index=True)
-        on_phantom = summarise(both, by=("model", "view", "structure")).xs("all", level="phase")["dice_mean"]
+        on_phantom = lax_on_phantom(tuned, self.store, t.pred, t.scores, self.on_dask)
         self.nb.table(on_phantom.unstack("model"), "dice_phantom_lax_models.csv", index=True)
         return on_phantom
 
@@ -802,36 +767,19 @@ class Study(Base):
         timings."""
         p, acdc, real = self.p, self.optional("acdc_cohort"), self.optional("real_lax_models")
         lax = "lax_real" if p["lax_predictor"] == "real" and real is not None and "lax_real" in real.models else "lax"
-        sax, only, subject = self.shipped_sax, self.optional("acdc_model"), p["lax_real_subject"]
-        sim = self.sim2real if acdc is not None else None
-        checks = dice_checks(self.phantom_test.table, only.table if only is not None else None,
-                              sim.table if sim is not None else None) + lax_checks(real, subject)
-        real_check = real_check_lines(sim, real, lax, subject)
-        oof, agree = self.shipped_oof, self.optional("acdc_measures")
-        sax_rows, lines = sax_evidence(sax, self.sax_models.loc[(sax, "ACDC held-out")] if sax != "sax" else None,
-                                       len(self.acdc_held_out) if sax != "sax" else 0,
-                                       oof.scored.scores if oof is not None else None, len(oof.models) if oof else 0,
-                                       agree, seed_for(p["seed"], "01", "out of fold"))
-        real_check += lines
+        sax, agree = self.shipped_sax, self.optional("acdc_measures")
         intervals = self.intervals(agree) if agree is not None else {}
-        if "LVEF" in intervals:  # the intervals' own check, not the segmenter's
-            c = intervals["LVEF"]
-            checks.append(coverage_target(f"LVEF 90 % interval coverage, each {c['across']} calibrated on the others",
-                                          c["coverage_across"], c["n"]))
-        checks += sax_rows
-        lax_text = lax_summary(real.table, lax, subject) if real is not None else "no real-data check"
-        model_checks = dict(SAX=model_check(sax_rows, "; ".join(c for c in real_check if "SAX model" in c)),
-                            LAX=model_check(lax_checks(real, subject, lax), lax_text))  # the shipped one's
-        targets = self.targets(checks)
+        shipped_real = sax != "sax"  # an ACDC-trained SAX model, with held-out patients of its own
+        n_real = sum(split == "train" for split in acdc.splits().values()) if shipped_real else 0
+        ev = shipped_evidence(sax, lax, p["lax_real_subject"], self.phantom_test.table, self.optional("acdc_model"),
+                              self.sim2real if acdc is not None else None, real,
+                              self.sax_models.loc[(sax, "ACDC held-out")] if shipped_real else None,
+                              len(self.acdc_held_out) if shipped_real else 0, self.shipped_oof, agree, intervals,
+                              n_real, seed_for(p["seed"], "01", "out of fold"))
+        targets = self.targets(ev.checks)
         print(f"the run's segmentation Predictor: SAX {sax!r} model, long-axis {lax!r} model")
-        n_real = sum(split == "train" for split in acdc.splits().values()) if sax != "sax" else 0
-        provenance = dict(real_training=f"ACDC, {n_real} patients (SAX model)") if n_real else {}
-        provenance |= dict(intervals=intervals) if intervals else {}
-        provenance |= dict(model_checks=model_checks)
-        provenance |= dict(cross_fitted=str(CROSSFIT)) if oof is not None else {}  # its recipe's folds read patients
-        shipped = self._sax_model(sax)
-        self.write_predictor(shipped, real.models[lax] if lax == "lax_real" else self.phantom_models.nets["lax"],
-                             acdc if sax != "sax" else None, "; ".join(real_check) or None, **provenance)
+        self.write_predictor(self._sax_model(sax), real.models[lax] if lax == "lax_real" else
+                             self.phantom_models.nets["lax"], acdc if shipped_real else None, ev.line, **ev.provenance)
         self.nb.save_timings()
         return targets, pd.Series(self.nb.timings)
 

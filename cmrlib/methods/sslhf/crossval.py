@@ -13,6 +13,7 @@ from ...learn import attempt
 from ...utils import seed_for
 from ...store import fold_roles
 from .data import HFPatches, subsample_patients
+from .evaluate import fold_metrics, pooled_summary
 from .learner import PROXIES, SSLHFConfig, features, fit, pretrain, scores
 
 
@@ -108,6 +109,21 @@ def cross_validate(patches: HFPatches, labels: pd.DataFrame, folds: pd.Series, r
     pred = pd.concat(preds, ignore_index=True) if preds else pd.DataFrame(
         columns=["row", "fold", "fraction", "split", "subject", "slice", "y", "score"])
     return pred, logs, kept
+
+
+def learning_curve(patches: HFPatches, labels: pd.DataFrame, folds: pd.Series, rows: Sequence[str], cfg: SSLHFConfig,
+                   restorers: Callable[[int], dict], fractions: Sequence[float], full: pd.DataFrame, chosen: dict,
+                   seed: int, client=None) -> tuple[pd.DataFrame, list]:
+    """`rows` again on each fraction of every fold's training patients at the `chosen` rates, beside the full run's
+    predictions `full`: the pooled summary by fraction and the fits' log rows."""
+    curve, logs = [full[full.row.isin(rows)]], []
+    for frac in fractions:
+        pred, fit_logs, _ = cross_validate(patches, labels, folds, rows, cfg, restorers, float(frac), keep=(),
+                                           chosen=chosen, client=client)
+        curve.append(pred)
+        logs += fit_logs
+    curve = pd.concat(curve, ignore_index=True)
+    return pooled_summary(curve, fold_metrics(curve), seed=seed_for(seed, "sslhf", "bootstrap")), logs
 
 
 def _choosing_folds(k: int) -> tuple[int, ...]:

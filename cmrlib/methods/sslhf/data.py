@@ -17,6 +17,7 @@ from ...measure import resample_cycle
 from ...tables import TableError, one_of, percent, read_table, subject
 from ...labels import NoLabels
 from ...record import Cine
+from ...skipped import StudySkipped
 from ...store import CohortStore, fold_roles
 from ...transforms.corrupt import corrupt, random_corruption
 from ...transforms.geometry import Affine2D
@@ -81,6 +82,59 @@ def hf_labels(store: CohortStore, labels_csv: str | Path | None = None, ef_colum
     out = out.astype({"hfref": int}).sort_values("subject").reset_index(drop=True)
     out.attrs.update(unknown=unknown, unlabelled=sorted(set(sax.index) - set(out.subject)))
     return out
+
+
+@dataclass(frozen=True)
+class HFCohort:
+    """The heart-failure patients' store and labels, the unlabelled pool's store and cines, the phantom's
+    phenotypes (None for a real cohort)."""
+
+    hf_store: object
+    labels: pd.DataFrame
+    pool_store: object
+    pool_ids: list
+    phenotype: pd.Series | None
+
+
+def hf_cohort(store: CohortStore, labels_csv: str | Path | None, made: CohortStore | None) -> HFCohort:
+    """The heart-failure patients and their classes, from the phantom HF cohort `made` (the store's SAX cines are
+    the pool) or from `labels_csv` over the store (its unlabelled SAX subjects are the pool); `StudySkipped` when
+    neither gives a patient."""
+    phenotype = None
+    if labels_csv is None:
+        if made is None:
+            raise StudySkipped("this store holds real cines but no heart-failure labels. Notebook 05 needs "
+                               "labels_csv: a CSV with a `subject` column (the store's subject ids) and either "
+                               "`lvef` (LVEF in %, HFrEF below 50) or `hf_class` (HFrEF / HFpEF), one row per "
+                               "heart-failure patient with a SAX cine. Nothing was trained.")
+        hf_store, labels, pool_ids = made, hf_labels(made), store.select(view="SAX")
+        phenotype = made.manifest().drop_duplicates("subject").set_index("subject").hf_class
+    else:
+        hf_store, labels = store, hf_labels(store, labels_csv)
+        if not len(labels):
+            raise HFLabelsError(f"labels_csv {Path(labels_csv).name}: none of its {len(labels.attrs['unknown'])} "
+                                "subject(s) has a SAX cine in this cohort; nothing was trained (the table's "
+                                "`subject` column must hold the store's ids)")
+        unlabelled = set(labels.attrs["unlabelled"])
+        pool_ids = [c for c in store.select(view="SAX") if c.rsplit("_", 1)[0] in unlabelled]
+    if not len(labels):
+        raise StudySkipped("no heart-failure patients in this run (see the cohort step)")
+    return HFCohort(hf_store, labels, store, pool_ids, phenotype)
+
+
+def cohort_table(labels: pd.DataFrame) -> pd.DataFrame:
+    """Heart-failure patients per class with their LVEF's mean, SD and range."""
+    counts = labels.groupby("hfref").agg(patients=("subject", "size"), lvef_mean=("lvef", "mean"),
+                                         lvef_sd=("lvef", "std"), lvef_min=("lvef", "min"), lvef_max=("lvef", "max"))
+    counts.index = [CLASSES[i] for i in counts.index]
+    return counts
+
+
+def flipped_labels(labels: pd.DataFrame) -> tuple[int, int]:
+    """Patients whose true LVEF lies within 5 points of the rule's threshold, and labels that measurement error puts
+    on the other side of the truth (phantom only)."""
+    wrong = int(((labels.lvef_true < HFREF_BELOW) != (labels.hfref == 1)).sum())
+    return int((labels.lvef_true - HFREF_BELOW).abs().lt(5).sum()), wrong
 
 
 # ---------------------------------------------------------------- patches

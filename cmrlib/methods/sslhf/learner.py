@@ -23,6 +23,7 @@ from ...learn import (BestWeights, WeightedBCE, callbacks, check_finite, dataloa
 from ...learn import load as load_exported
 from ...models.sslhf import Classifier3D, Restorer3D, densenet121_3d, pad16, resnet50_3d
 from ...utils import rng, seed_for, seeded
+from ...transforms.corrupt import corrupt, random_frame_cover, random_local_shuffle, random_patch_cover
 from .data import Labelled, Restoration
 
 # the proxy's corruptions per row: SSLHF uses all three, ablations B-D drop one each
@@ -181,6 +182,19 @@ def restore(restorer: Restorer3D, x: np.ndarray) -> np.ndarray:
     """The proxy's restoration of corrupted patches (N, T, S, S)."""
     restorer = restorer.eval()
     return restorer(torch.as_tensor(np.asarray(x, np.float32)[:, None])).numpy()[:, 0]
+
+
+def restoration_cases(restorer: Restorer3D, x: np.ndarray, seed: int) -> list[tuple]:
+    """One patch (T, S, S) corrupted spatially (local shuffling and a covered patch) and temporally (a frame of
+    noise), with the proxy's restorations: (title, original, corrupted, restored) frames for the paper's Fig. 3."""
+    g = rng(seed)
+    spatial = corrupt(x, [random_local_shuffle(x, g), random_patch_cover(x, g)])
+    cover = random_frame_cover(x, g)
+    temporal = corrupt(x, [cover])
+    restored = restore(restorer, np.stack([spatial, temporal]))
+    t = cover.boxes[0][0]
+    return [("spatial", x[0], spatial[0], restored[0][0]),
+            (f"temporal (frame {t})", x[t], temporal[t], restored[1][t])]
 
 
 def save(trained: Learner | nn.Module, path: str | Path) -> Path:

@@ -12,7 +12,7 @@ import pandas as pd
 
 from ...utils import seed_for
 from . import crossval
-from .data import HFPatches, hf_class
+from .data import HFREF_BELOW, HFPatches, hf_class
 from .evaluate import (MEASUREMENT, collapsed_runs, detectability, differences, fold_metrics, measurement_rows,
                        paired_target, pooled_summary, table)
 from .learner import NO_PROXY, PROXIES, SSLHFConfig, network, pretrain
@@ -101,6 +101,40 @@ def real_tables(pred: pd.DataFrame, lvef: pd.Series | None, rows: list[str], n_f
     return rows, dict(real_predictions=pred, fold_metrics=fm, real_summary=summ,
                       real_table=table(summ, rows, n_folds=n_folds), real_differences=differences(fm),
                       real_detectability=pd.DataFrame([detectability(fm, n, "SSLHF", "A: no proxy")]))
+
+
+@dataclass(frozen=True)
+class RealRun:
+    """The real patients' cross-validation: the patients with patches and their labels, the proxies kept per fold
+    with the gate's table, the fits' log rows, the rows shown and the tables by name (`real_tables`)."""
+
+    labels: pd.DataFrame
+    chosen: RealProxies
+    gate: pd.DataFrame
+    fit_logs: list
+    rows: list[str]
+    tables: dict
+
+
+def real_run(patches: HFPatches, subjects: pd.DataFrame, pool, rows: list[str], cfg: SSLHFConfig, steps: int,
+             n_folds: int, seed: int, timer, measured_lvef, client=None) -> RealRun:
+    """Tables II-III's `rows` on the real SAX cohort's patients with patches (`subjects`, their folds the cohort's):
+    the SSLHF row from the proxy the gate ranks first per fold (`real_proxies`, from the pool's `pool`), every row
+    fitted and scored fold by fold as on the phantom (`crossval.cross_validate`), beside the segmenter's LVEF
+    (`measured_lvef(labels)`, None: no measurement row); each stage timed by `timer`."""
+    labels = real_labels(subjects)
+    labels = labels[labels.subject.isin(set(patches.subject))].reset_index(drop=True)
+    folds = subjects.set_index("subject").fold.reindex(labels.subject)
+    print(f"{len(labels)} real patients with patches ({len(patches.failures)} cines left out: "
+          f"real_preprocessing_failures), {int(labels.hfref.sum())} with LVEF below {HFREF_BELOW:g} %; "
+          f"{len(patches)} patches")
+    with timer("real patients: proxies"):
+        chosen, gate = real_proxies(patches, labels, folds, pool, cfg, steps)
+    with timer("real patients: classifiers"):
+        pred, fit_logs, _ = crossval.cross_validate(patches, labels, folds, rows, cfg,
+                                                    lambda fold: {"SSLHF": chosen.nets[fold]}, keep=(), client=client)
+    shown, tables = real_tables(pred, measured_lvef(labels), rows, n_folds, len(labels), seed)
+    return RealRun(labels, chosen, gate, fit_logs, shown, tables)
 
 
 def real_checks(real: RealCV, seed) -> list:

@@ -9,34 +9,21 @@ from functools import cached_property
 from pathlib import Path
 from typing import ClassVar
 
-import numpy as np
 import pandas as pd
 
 from ...learn import config_from, precision
 from ...study import Lazy, Study as Base
-from ...study import StudyError, StudySkipped
-from ...transforms.corrupt import corrupt, random_frame_cover, random_local_shuffle, random_patch_cover
-from ...utils import rng, seed_for
+from ...study import StudySkipped
+from ...utils import seed_for
 from . import crossval
-from .data import CLASSES, HFREF_BELOW, HFPatches, PatchSettings, hf_labels, patient_folds, preprocess_store
+from .data import (CLASSES, HFREF_BELOW, HFCohort, HFPatches, PatchSettings, cohort_table, flipped_labels, hf_cohort,
+                   patient_folds, preprocess_store)
 from .evaluate import (TABLES, detectability, differences, fold_metrics, mean_roc, phantom_checks, pooled_summary,
                        table)
 from .figures import ef_figure, learning_curve_figure, real_figure, restoration_figure, roc_figure
-from .learner import NO_PROXY, PROXIES, SSLHFConfig, network, pool_proxies, restore, save
+from .learner import NO_PROXY, PROXIES, SSLHFConfig, network, pool_proxies, restoration_cases, save
 from .predictor import Predictor
-from .real import RealCV, RealProxies, predictor_rows, real_labels, real_proxies, real_tables, real_checks
-
-
-@dataclass(frozen=True)
-class HFCohort:
-    """The heart-failure patients' store and labels, the unlabelled pool's store and cines, the phantom's
-    phenotypes (None for a real cohort)."""
-
-    hf_store: object
-    labels: pd.DataFrame
-    pool_store: object
-    pool_ids: list
-    phenotype: pd.Series | None
+from .real import RealCV, RealProxies, predictor_rows, real_checks, real_run
 
 
 @dataclass(frozen=True)
@@ -155,32 +142,12 @@ class Study(Base):
     def hf_cohort(self) -> HFCohort:
         """The heart-failure patients and their classes (a phantom HF cohort made here, or `labels_csv`; written)
         and the unlabelled pool; `StudySkipped` when the store has real cines and no labels, or none is labelled."""
-        p, store = self.p, self.store
-        phenotype = None
-        if p["labels_csv"] is None:
-            hf_store = self.phantom_more("hf_cohort", p["hf_patients"], ("SAX",), start=p["hf_first_index"],
-                                         **p["hf_config"])
-            if hf_store is None:
-                raise StudySkipped("this store holds real cines but no heart-failure labels. Notebook 05 needs "
-                                   "labels_csv: a CSV with a `subject` column (the store's subject ids) and either "
-                                   "`lvef` (LVEF in %, HFrEF below 50) or `hf_class` (HFrEF / HFpEF), one row per "
-                                   "heart-failure patient with a SAX cine. Nothing was trained.")
-            labels = hf_labels(hf_store)
-            pool_store, pool_ids = store, store.select(view="SAX")
-            phenotype = hf_store.manifest().drop_duplicates("subject").set_index("subject").hf_class
-        else:
-            hf_store = store
-            labels = hf_labels(store, p["labels_csv"])
-            if not len(labels):
-                raise StudyError(f"labels_csv {Path(p['labels_csv']).name}: none of its "
-                                 f"{len(labels.attrs['unknown'])} subject(s) has a SAX cine in this cohort; "
-                                 "nothing was trained (the table's `subject` column must hold the store's ids)")
-            pool_store = store
-            pool_ids = [c for c in store.select(view="SAX") if c.rsplit("_", 1)[0] in set(labels.attrs["unlabelled"])]
-        if not len(labels):
-            raise StudySkipped("no heart-failure patients in this run (see the cohort step)")
-        self.nb.table(labels, "labels")
-        return HFCohort(hf_store, labels, pool_store, pool_ids, phenotype)
+        p = self.p
+        made = (self.phantom_more("hf_cohort", p["hf_patients"], ("SAX",), start=p["hf_first_index"],
+                                  **p["hf_config"]) if p["labels_csv"] is None else None)
+        cohort = hf_cohort(self.store, p["labels_csv"], made)
+        self.nb.table(cohort.labels, "labels")
+        return cohort
 
     def cohort(self) -> pd.DataFrame:
         """The heart-failure patients per class with their LVEF."""
@@ -189,11 +156,7 @@ class Study(Base):
             print(f"{len(labels.attrs['unknown'])} subjects in the labels table are not in the store; ignored")
         if p["labels_csv"] is not None and labels.attrs["unlabelled"]:
             print(f"{len(labels.attrs['unlabelled'])} subjects with a SAX cine have no label: unlabelled pool only")
-        counts = labels.groupby("hfref").agg(patients=("subject", "size"), lvef_mean=("lvef", "mean"),
-                                             lvef_sd=("lvef", "std"), lvef_min=("lvef", "min"),
-                                             lvef_max=("lvef", "max"))
-        counts.index = [CLASSES[i] for i in counts.index]
-        return counts
+        return cohort_table(labels)
 
     def lvef_figure(self) -> None:
         """Measured LVEF by phenotype, and against the truth (how many labels measurement error flips)."""
@@ -205,8 +168,7 @@ class Study(Base):
                        "Heart-failure cohort of notebook 05: measured LVEF by phantom phenotype with the 50 % rule "
                        "(left), and measured against true LVEF (right; red: labels on the other side of the truth).")
         if labels.lvef_true.notna().any():
-            wrong = int(((labels.lvef_true < HFREF_BELOW) != (labels.hfref == 1)).sum())
-            near = int((labels.lvef_true - HFREF_BELOW).abs().lt(5).sum())
+            near, wrong = flipped_labels(labels)
             print(f"{near} patients have a true LVEF within 5 points of 50 %; {wrong} of {len(labels)} labels "
                   "disagree with the true LVEF (measurement error)")
 
@@ -410,17 +372,10 @@ class Study(Base):
         """The paper's Fig. 3: a patch corrupted spatially and temporally, and the proxy's restorations."""
         if "SSLHF" not in self.p["rows"]:
             raise StudySkipped("no SSLHF row in this profile's rows: no proxy to show")
-        g = rng(seed_for(self.p["seed"], "sslhf", "figure"))
         ps = self.patches
         x = (ps.pool.x if len(ps.pool) else ps.patches.x)[0]
-        spatial = corrupt(x, [random_local_shuffle(x, g), random_patch_cover(x, g)])
-        fc = random_frame_cover(x, g)
-        temporal = corrupt(x, [fc])
-        restored = restore(self.restorers(0)["SSLHF"], np.stack([spatial, temporal]))
-        t_show = fc.boxes[0][0]
-        self.nb.figure(restoration_figure([("spatial", x[0], spatial[0], restored[0][0]),
-                                           (f"temporal (frame {t_show})", x[t_show], temporal[t_show],
-                                            restored[1][t_show])]),
+        cases = restoration_cases(self.restorers(0)["SSLHF"], x, seed_for(self.p["seed"], "sslhf", "figure"))
+        self.nb.figure(restoration_figure(cases),
                        "05_restoration", "SSLHF Fig. 3: a pool patch (ED frame) with local shuffling and patch "
                        "covering, and a frame replaced by noise, each with the proxy's restoration.")
 
@@ -432,16 +387,10 @@ class Study(Base):
         if not (p["curve_fractions"] and all(r in p["rows"] for r in p["curve_rows"])):
             raise StudySkipped(f"no learning curve: curve_fractions {p['curve_fractions']} or a curve row of "
                                f"{p['curve_rows']} not run")
-        curve, logs = [cv.pred[cv.pred.row.isin(p["curve_rows"])]], []
         with self.nb.timer("learning curve"):
-            for frac in p["curve_fractions"]:
-                pr, cl, _ = crossval.cross_validate(ps.patches, ps.labels, self.fold_of, p["curve_rows"], self.cfg,
-                                                    self.restorers, float(frac), keep=(),
-                                                    chosen=crossval.chosen_rates(cv.fit_logs), client=self.fit_client)
-                curve.append(pr)
-                logs += cl
-        curve = pd.concat(curve, ignore_index=True)
-        summ = pooled_summary(curve, fold_metrics(curve), seed=seed_for(p["seed"], "sslhf", "bootstrap"))
+            summ, logs = crossval.learning_curve(ps.patches, ps.labels, self.fold_of, p["curve_rows"], self.cfg,
+                                                 self.restorers, p["curve_fractions"], cv.pred,
+                                                 crossval.chosen_rates(cv.fit_logs), p["seed"], self.fit_client)
         self.nb.table(summ, "learning_curve")
         return Made(summ, logs)
 
@@ -459,7 +408,7 @@ class Study(Base):
     def real_results(self) -> RealCV:
         """Tables II-III's `real_rows` on the real SAX cohort (`Study.real_sax`; `real.real_labels`): the same
         patches, gate, rows, rate choice and tables as the phantom's; the SSLHF row from the proxy the gate ranks
-        first on each fold's validation patients (`real.real_proxies`). Tables, differences, gate and figure
+        first on each fold's validation patients (`real.real_run`). Tables, differences, gate and figure
         written; `StudySkipped` without the real cohort or the pool's SSLHF proxy."""
         p = self.p
         proxies = self.optional("pool_proxies")
@@ -467,37 +416,25 @@ class Study(Base):
             raise StudySkipped("the real patients' SSLHF row starts from the pool's proxy; this run trained none "
                                "(proxy_data='pool' and the SSLHF row)")
         store, subjects = self.real_sax(int(p["n_folds"]))
-        labels = real_labels(subjects)
         with self.nb.timer("real patients: patches"):
             key = dict(self.prep, ids=subjects.cine_id.tolist(), cohort=store.fingerprint(), anatomy=p["anatomy"],
                        segmenter=self.anatomy_key(real=True))
             patches = self.cached(HFPatches, "real_patches", key, lambda: preprocess_store(
                 store, self.anatomy("SAX", real=True), subjects.cine_id.tolist(), progress=False, **self.prep))
         self.nb.table(patches.failures, "real_preprocessing_failures")
-        labels = labels[labels.subject.isin(set(patches.subject))].reset_index(drop=True)
-        folds = subjects.set_index("subject").fold.reindex(labels.subject)
-        print(f"{len(labels)} real patients with patches ({len(patches.failures)} cines left out: "
-              f"real_preprocessing_failures), {int(labels.hfref.sum())} with LVEF below {HFREF_BELOW:g} %; "
-              f"{len(patches)} patches")
-        with self.nb.timer("real patients: proxies"):
-            chosen, gate = real_proxies(patches, labels, folds, proxies.nets["SSLHF"], self.cfg,
-                                        self.p["real_proxy_steps"])
-        self._show_real_gate(gate, chosen)
-        rows = [r for r in p["real_rows"] if r in p["rows"]]
-        with self.nb.timer("real patients: classifiers"):
-            pred, fit_logs, _ = crossval.cross_validate(patches, labels, folds, rows, self.cfg,
-                                                        lambda fold: {"SSLHF": chosen.nets[fold]}, keep=(),
-                                                        client=self.fit_client)
-        self.nb.table(pd.DataFrame(fit_logs), "real_train_log")
-        rows, tables = real_tables(pred, self._segmented_lvef(store, labels), rows, int(p["n_folds"]), len(labels),
-                                   p["seed"])
+        r = real_run(patches, subjects, proxies.nets["SSLHF"], [x for x in p["real_rows"] if x in p["rows"]], self.cfg,
+                     p["real_proxy_steps"], int(p["n_folds"]), p["seed"], self.nb.timer,
+                     lambda labels: self._segmented_lvef(store, labels), self.fit_client)
+        self._show_real_gate(r.gate, r.chosen)
+        self.nb.table(pd.DataFrame(r.fit_logs), "real_train_log")
         for name in ("real_predictions", "real_summary", "real_table", "real_differences", "real_detectability"):
-            self.nb.table(tables[name], name, index=name == "real_table")
-        self.nb.figure(real_figure(tables["real_summary"], self.cv.summ, rows), "05_real_patients",
-                       f"Patient-level test AUC (pooled over five folds, patient-bootstrap 95 % CI) on {len(labels)} real ACDC SAX cines "
-                       "(reduced vs preserved LVEF) beside the phantom's and the paper's, per row.")
-        return RealCV(tables["real_table"], tables["real_predictions"], tables["real_summary"], chosen.logs,
-                      chosen.name, chosen.gate)
+            self.nb.table(r.tables[name], name, index=name == "real_table")
+        self.nb.figure(real_figure(r.tables["real_summary"], self.cv.summ, r.rows), "05_real_patients",
+                       "Patient-level test AUC (pooled over five folds, patient-bootstrap 95 % CI) on "
+                       f"{len(r.labels)} real ACDC SAX cines (reduced vs preserved LVEF) beside the phantom's and the "
+                       "paper's, per row.")
+        return RealCV(r.tables["real_table"], r.tables["real_predictions"], r.tables["real_summary"], r.chosen.logs,
+                      r.chosen.name, r.chosen.gate)
 
     def _show_real_gate(self, gate: pd.DataFrame, chosen: RealProxies) -> None:
         """The real gate's table (written), its probe AUC by encoder level, and the proxy the SSLHF row starts from."""
@@ -531,14 +468,12 @@ class Study(Base):
         """The run's SSLHF Predictor on the real SAX cines here: ACDC patient090's (ACDC's others and the UK Biobank
         demo's SAX hold ED and ES only, too few frames for a patch over the cycle); its HFrEF probability beside
         the LVEF of the cine's manual masks, or why it cannot read the cine (written)."""
-        from ...io.real import MANUAL, real_subjects
+        from ...io.real import MANUAL
         from ...predictor import load
 
         if self.cv.predictor_file is None:
             raise StudySkipped("no SSLHF Predictor in this run")
-        full = [s for s in real_subjects(self.p["data_dir"], ("SAX",)) if s.reference_is == MANUAL]
-        if not full:
-            raise StudySkipped("no full ACDC SAX cine under the data root (set data_dir or $CMRLIB_DATA)")
+        full = self.real_found(("SAX",), "full ACDC SAX cine", MANUAL)
         named = (pair for s in full for pair in s.named())
         real = predictor_rows(load(self.cv.predictor_file), named, HFREF_BELOW)
         self.nb.table(real, "real_cines")
