@@ -302,6 +302,21 @@ def fit_row(row: str, encoders: dict[str, CUSSPNet], inputs, cfg: CUSSPConfig, a
     return (None, [], failure) if failure else (*done, None)
 
 
+def pretrain_inputs(pools, encoder) -> tuple[dict, list[dict], list[dict]]:
+    """A Barlow Twins encoder per input from its unlabelled pool (`pools`: (input, pool) pairs, made one at a time;
+    `encoder(pool, input, tag)`: pretrained, or its saved result); the encoders, their log rows and the inputs whose
+    loss was not finite."""
+    encoders, rows, failed = {}, [], []
+    for inp, pool in pools:
+        done, failure = attempt(dict(method="CUSSP", row=f"pretrain {inp}"), encoder, pool, inp, inp)
+        if failure:
+            failed.append(failure)
+            continue
+        encoders[inp], row = done
+        rows.append(row)
+    return encoders, rows, failed
+
+
 # the input each deep row reads from a PatchSet
 INPUTS = {"CNN-LSTM": "crops", **{r: "cycle" for r in JOINT_WEIGHTS}, "CUSSP-SIAM": "cycle", "CUSSP-SIAM-25": "window",
           SUPERVISED: "cycle"}

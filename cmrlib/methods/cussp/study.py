@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ...distributed import rank
-from ...learn import attempt, config_from
+from ...learn import config_from
 from ...study import Study as Base, StudySkipped
 from ...utils import seed_for
 from .data import (Inputs, PatchAug, PatchSet, PatchSettings, cohort_counts, figure_subjects, labelled, mr_labels,
@@ -22,7 +22,7 @@ from .curves import (Budget, Curve, Made, Training, budget_gap, label_budget, po
 from .evaluate import (Forest, Scored, fit_forest, gate_rows, measures_reusable, per_bsa, phantom_checks,
                        recall_by_grade, score_rows, segmented_measures, table2, validation_table)
 from .figures import budget_figure, grade_figure, pool_figure, preprocessing_figure, roc_pr_figure
-from .learner import INPUTS, SUPERVISED, CUSSPConfig, fit_row, pretrain, pretrained_encoder, save
+from .learner import INPUTS, SUPERVISED, CUSSPConfig, fit_row, pretrain, pretrain_inputs, pretrained_encoder, save
 from .predictor import Predictor
 from .real import real_checks, real_rows
 
@@ -254,17 +254,10 @@ class Study(Base):
     def pretrained(self) -> Made:
         """A Barlow Twins encoder per input (full cycle, systolic window) on the unlabelled pool, reused from
         `encoders/` when pretrained before with exactly these settings and cines."""
-        encoders, rows, failed = {}, [], []
         with self.nb.timer("pretraining"):
-            for inp in ("cycle", "window"):
-                pool_x = unlabelled(list(self.patches.sets.values()), inp, exclude=self.inputs.test_subjects)
-                done, failure = attempt(dict(method="CUSSP", row=f"pretrain {inp}"), self._encoder, pool_x, inp, inp)
-                if failure:
-                    failed.append(failure)
-                    continue
-                encoders[inp], row = done
-                rows.append(row)
-        return Made(encoders, rows, failed)
+            pools = ((inp, unlabelled(list(self.patches.sets.values()), inp, exclude=self.inputs.test_subjects))
+                     for inp in ("cycle", "window"))
+            return Made(*pretrain_inputs(pools, self._encoder))
 
     def pretrain(self) -> pd.DataFrame:
         """The pretraining rows."""

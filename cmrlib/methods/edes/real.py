@@ -350,6 +350,15 @@ def pseudo_rows(detectors: dict, cines: list) -> tuple[pd.DataFrame, pd.DataFram
     return rows, rows[cols].rename(columns={"ed": "ed_pseudo", "es": "es_pseudo"})
 
 
+def every_patient_network(seqs: list, best_epochs: list[int], epochs: int, start: dict, bs: int, delta: float,
+                          upsilon: float, seed: int, how: Tuning):
+    """TempReg-Net fine-tuned from its phantom weights (`start`) on every real patient's sequence, as the shipped
+    row's fine-tuning, for the folds' median best epoch (`epochs` without them; nothing left to choose on)."""
+    dls = dataloaders(seqs, bs=bs, delta=delta, upsilon=upsilon, seed=seed_for(seed, "real", "all"))
+    n = max(1, int(np.median(best_epochs))) if best_epochs else epochs
+    return tune_one("TempReg-Net", start, dls, seed_for(seed, "edes", "real", "all"), how, epochs=n, best=False)[0]
+
+
 def real_cines_result(res: pd.DataFrame, logs: list[dict], short_frames: int, curve_smooth: list, frames: int,
                       seed: int, folds: int) -> RealCines:
     """The real patients' per-cine rows summarised: the table over every cine, the detector the rule picks on all of

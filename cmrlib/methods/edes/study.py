@@ -16,15 +16,15 @@ from ...io.real import rolled_cine
 from ...learn import Fitted
 from ...study import Study as Base
 from ...study import StudySkipped
-from ...utils import seed_for
 from .data import SeqItem, dataloaders, real_item, resampled, seq_items
 from .evaluate import PAPER_AFD, TestResults, afd_table, phantom_checks, pseudo_reference, test_results
 from .figures import afd_figure, curves_figure, real_figure
 from .learner import DETECTORS, fit, make_models
 from .predict import predict, seg_detect
 from .predictor import Predictor
-from .real import (PROCEDURE, RealCines, RealResult, RealSax, Tuning, fine_tuned_rows, fixed_rows, labelled_rows,
-                   per_cine, pseudo_rows, real_checks, real_cines_result, shipped_predictor, trainings, tune_one)
+from .real import (PROCEDURE, RealCines, RealResult, RealSax, Tuning, every_patient_network, fine_tuned_rows,
+                   fixed_rows, labelled_rows, per_cine, pseudo_rows, real_checks, real_cines_result, shipped_predictor,
+                   trainings)
 
 MODEL_KEYS = ("widths", "blocks", "hidden", "bidirectional", "cyclic", "motion", "dropout")
 
@@ -172,14 +172,10 @@ class Study(Base):
         """TempReg-Net fine-tuned from its phantom model on every real SAX patient, as the shipped row's fine-tuning
         (`trainings`), for the folds' median best epoch (nothing left to choose on); and how many cines it learned
         from."""
-        p = self.p
-        seqs = list(self.real_items[real.trained_as or "TempReg-Net"].values())
-        epochs = max(1, int(np.median(real.best_epochs))) if real.best_epochs else p["real_epochs"]
-        dls = dataloaders(seqs, bs=p["bs"], delta=p["delta"], upsilon=p["upsilon"],
-                          seed=seed_for(p["seed"], "real", "all"))
-        net, _ = tune_one("TempReg-Net", self.models.nets["TempReg-Net"].state_dict(), dls,
-                          seed_for(p["seed"], "edes", "real", "all"), self.tuning, epochs=epochs, best=False)
-        return net, len(seqs)
+        p, seqs = self.p, list(self.real_items[real.trained_as or "TempReg-Net"].values())
+        start = self.models.nets["TempReg-Net"].state_dict()
+        return every_patient_network(seqs, real.best_epochs, p["real_epochs"], start, p["bs"], p["delta"],
+                                     p["upsilon"], p["seed"], self.tuning), len(seqs)
 
     @cached_property
     def detectors(self) -> dict:

@@ -16,9 +16,10 @@ import torch
 from fastprogress.fastprogress import progress_bar
 
 from ...models.mae_st import VideoMAE
-from ...models.weights import cached_state
+from ...models.weights import WeightsUnavailable, cached_state
 from ...utils import load_arrays, save_arrays
 from .data import CineSet, inference_views
+from .learner import RANDOM
 
 Encoder = Callable[[torch.Tensor], torch.Tensor]
 KINETICS = "transfer (Kinetics-400 R3D-18)"
@@ -52,6 +53,19 @@ def kinetics_encoder(path: str | os.PathLike | None = None) -> Encoder:
 
 
 @torch.no_grad()
+def family_encoders(models: dict, random: VideoMAE, mean: float, std: float, pool: str, kinetics_weights
+                    ) -> dict[str, Encoder]:
+    """The encoders whose features the probes read: each MAE's, a random network's (`random`: the row named
+    `learner.RANDOM`) and Kinetics-400's where its weights are here (else left out, saying why)."""
+    encoders = {row: mae_encoder(m, mean, std, pool) for row, m in models.items()}
+    encoders[RANDOM] = mae_encoder(random, mean, std, pool)
+    try:
+        encoders[KINETICS] = kinetics_encoder(kinetics_weights)
+    except WeightsUnavailable as e:
+        print(f"transfer row left out: {e}")
+    return encoders
+
+
 def extract(encoder: Encoder, cines: CineSet, size: int, frames: int, k: int = 3, t: int = 2, bs: int = 32,
             progress: bool = True) -> np.ndarray:
     """(N views, k * t, D) features: every cine through the k crops x t clips of `inference_views`."""

@@ -72,6 +72,14 @@ def pretext(models: Mapping[str, VideoMAE], random: VideoMAE, clips: Clips, rati
                               masking=masking) for name, v in rows.items()])
 
 
+def family_pretext(models: Mapping[str, VideoMAE], specs: Mapping[str, dict], random: VideoMAE, clips: Clips,
+                   seed: int, target: str) -> pd.DataFrame:
+    """`pretext` of each model (by row of `specs`, the family's masking ratio and scheme) beside the same random
+    network and the copy and mean rules, a row per (family row, model)."""
+    return pd.concat([pretext({row: models[row]}, random, clips, spec["ratio"], spec["masking"], seed, target=target)
+                      .assign(row=row) for row, spec in specs.items() if row in models], ignore_index=True)
+
+
 def subject_means(features: np.ndarray, table: pd.DataFrame, subjects: Sequence[str]) -> np.ndarray:
     """(subjects, dim) mean of each subject's view features (`features` (views, ...) in `table`'s order)."""
     f = np.asarray(features, np.float64)

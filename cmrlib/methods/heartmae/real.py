@@ -11,6 +11,7 @@ summarised with bootstrap CIs, paired against the random encoder.
 from __future__ import annotations
 
 from collections.abc import Mapping
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,12 +20,12 @@ import pandas as pd
 from ...results import Target
 from ...stats import paired_bootstrap
 from ...store import fold_roles
-from ...utils import rng
+from ...utils import load_arrays, rng, save_arrays, seed_for
 from .baselines import EXPERT
-from .data import CineSet, inference_views
+from .data import CineSet, Clips, inference_views, intensity_stats
 from .evaluate import boot_mae_ci
-from .gates import subject_means
-from .learner import RANDOM
+from .gates import pretext, subject_means
+from .learner import FAMILY, RANDOM, network, pretrain
 
 ALPHAS = np.logspace(-2, 4, 13)  # ridge strengths tried by cross-validation on the non-test patients
 POOLED, FRAMES = "pooled", "frame-resolved"          # the two read-outs
@@ -160,6 +161,25 @@ def segmenter_targets(seg, store, cines: CineSet, windows: list[tuple[int, int]]
     enc = np.zeros((len(cines), len(windows), feats[0][1].shape[-1]), np.float32)
     for views, f in feats:
         enc[views] = f
+    return area, enc
+
+
+def frame_targets(seg, store, cines: CineSet, windows: list[tuple[int, int]], path, timer
+                  ) -> tuple[np.ndarray, np.ndarray | None]:
+    """`segmenter_targets` of the real views by `seg` (None: the run has no segmenter; NaN areas, no features),
+    saved at `path` with what made them and read from there while the segmenter, cohort, views and windows are the
+    same; the segmentation timed by `timer`."""
+    key = dict(segmentation=seg.content_key() if seg is not None else "absent", cohort=store.fingerprint(),
+               views=cines.table.view_id.tolist(), windows=windows, cycle=cines.frames.shape[1],
+               encoder="every stage, mean over space")
+    got = load_arrays(path, key)
+    if got is not None:
+        return got[0]["area"], (got[0]["segmenter"] if got[0]["segmenter"].size else None)
+    if seg is None or not seg.reads("SAX"):
+        return np.full((len(cines), len(windows)), np.nan), None
+    with timer("real patients: segmenter areas"):
+        area, enc = segmenter_targets(seg, store, cines, windows)
+    save_arrays(path, dict(area=area, segmenter=enc), key)
     return area, enc
 
 
@@ -306,6 +326,31 @@ def fixed_readouts(phantom: Encoded, random: Encoded, cines: CineSet, windows: l
     if expert is not None:
         fixed[EXPERT] = Encoded(pooled=expert)
     return fixed
+
+
+def fold_pretext(name: str, model, fc: CineSet, mean: float, std: float, fold: int, cfg, seed: int) -> pd.DataFrame:
+    """The pretext gate of a HeartMAE against the run's random network on one fold's real validation views."""
+    spec = FAMILY["HeartMAE"]
+    clips = Clips(fc.take(fc.rows("valid")), cfg.size, cfg.frames, mean, std, train=False)
+    return pretext({name: model}, network(cfg, seed_for(seed, "06", "random")), clips, spec["ratio"], spec["masking"],
+                   seed_for(seed, "06", "real pretext", fold), target=cfg.target).assign(fold=fold)
+
+
+def fold_tuning(heartmae, cfg, epochs: int, mean: float, std: float, seed: int, models_dir, timer, encoded):
+    """`cross_fold`'s `tuned_for`: with `epochs`, HeartMAE's pretraining continued on the fold's training views (its
+    features by `encoded(model, mean, std)` and its pretext gate); else no extra row and the phantom HeartMAE's
+    (`heartmae`, its views' `mean` and `std`) pretext gate on the fold's validation views."""
+    def tuned_for(fc: CineSet, fold: int) -> tuple[dict, pd.DataFrame]:
+        if not epochs:
+            return {}, fold_pretext("HeartMAE (phantom)", heartmae, fc, mean, std, fold, cfg, seed)
+        m, s = intensity_stats(fc.take(fc.rows("train")))
+        with timer("real patients: pretraining"):
+            tuned, _ = pretrain("HeartMAE", fc, dataclasses.replace(cfg, epochs=epochs), m, s, models_dir,
+                                init=heartmae)
+        gate = fold_pretext("HeartMAE (phantom + real)", tuned, fc, m, s, fold, cfg, seed)
+        with timer("real patients: features"):
+            return {"HeartMAE (phantom + real)": encoded(tuned, m, s)}, gate
+    return tuned_for
 
 
 def cross_fold(cines: CineSet, folds: pd.Series, names: list[str], fixed: Mapping[str, Encoded], tuned_for,

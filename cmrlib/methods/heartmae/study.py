@@ -4,7 +4,7 @@ every task group for each encoder, the paper's Tables 1-2 and condition metrics 
 features for notebook 08 and the run's HeartMAE Predictor."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import ClassVar
@@ -13,23 +13,22 @@ import numpy as np
 import pandas as pd
 
 from ...learn import config_from
-from ...models.weights import WeightsUnavailable
 from ...study import Study as Base
 from ...study import StudySkipped
-from ...utils import load_arrays, save_arrays, seed_for
+from ...utils import seed_for
 from .baselines import EXPERT, expert_features
 from .data import CineSet, Clips, ViewSettings, intensity_stats, preprocess_store
 from .evaluate import (EF_COLUMNS, PAPER_FEATURES, PAPER_TABLE1, PAPER_TABLE2, Cardiac, Probes, beside_paper,
                        cardiac_wins, condition_table, expert_rows, fit_probes, measures_long, phantom_checks,
                        subject_feature_tables, table1, table2)
-from .features import KINETICS, bags, cached_features, extract, kinetics_encoder, mae_encoder
+from .features import KINETICS, bags, cached_features, extract, family_encoders
 from .figures import (attention_by_view, attention_figure, condition_figure, flow_figure, pretraining_figure,
                       readout_figure, real_lvef_figure, reconstruct, reconstruction_figure, scaled_mae_figure)
-from .gates import pretext as pretext_gate
+from .gates import family_pretext
 from .gates import ridge as ridge_gate
 from .heads import ProbeConfig
 from . import real
-from .learner import FAMILY, RANDOM, HeartMAEConfig, network, pretrain, pretrain_family
+from .learner import FAMILY, RANDOM, HeartMAEConfig, network, pretrain_family
 from .predictor import Predictor
 from .tasks import Targets, subject_targets
 
@@ -204,12 +203,9 @@ class Study(Base):
         seed, v, models = self.p["seed"], self.views, self.family.models
         gate_clips = Clips(v.cines.take(self._valid_rows()), self.cfg.size, self.cfg.frames, v.mean, v.std,
                            train=False)
-        random_mae = network(self.cfg, seed_for(seed, "06", "random"))
         with self.nb.timer("pretext gate"):
-            table = pd.concat([pretext_gate({row: models[row]}, random_mae, gate_clips, spec["ratio"],
-                                            spec["masking"], seed_for(seed, "06", "pretext"),
-                                            target=self.cfg.target).assign(row=row)
-                               for row, spec in FAMILY.items() if row in models], ignore_index=True)
+            table = family_pretext(models, FAMILY, network(self.cfg, seed_for(seed, "06", "random")), gate_clips,
+                                   seed_for(seed, "06", "pretext"), self.cfg.target)
         self.nb.table(table, "pretext_gate")
         return table
 
@@ -233,12 +229,8 @@ class Study(Base):
         """Every encoder's features of every view (K crops x T clips; cached per encoder and settings): the four
         MAEs, a random encoder and, when its weights are here, Kinetics-400's."""
         p, cfg, v = self.p, self.cfg, self.views
-        encoders = {row: mae_encoder(m, v.mean, v.std, p["pool"]) for row, m in self.family.models.items()}
-        encoders[RANDOM] = mae_encoder(network(cfg, seed_for(p["seed"], "06", "random")), v.mean, v.std, p["pool"])
-        try:
-            encoders[KINETICS] = kinetics_encoder(p["kinetics_weights"])
-        except WeightsUnavailable as e:
-            print(f"transfer row left out: {e}")
+        encoders = family_encoders(self.family.models, network(cfg, seed_for(p["seed"], "06", "random")), v.mean,
+                                   v.std, p["pool"], p["kinetics_weights"])
         feats = {}
         with self.nb.timer("feature extraction"):
             for name, enc in encoders.items():
@@ -491,41 +483,17 @@ class Study(Base):
         self._export_real(subjects, {**{r: e.pooled for r, e in family.items()},
                                      **{n: e.pooled for n, e in fixed.items()
                                         if e.pooled is not None and n != "HeartMAE (phantom)"}})
-        pred, gate, pretext = real.cross_fold(cines, folds, names, fixed,
-                                              lambda fc, fold: self._real_tuned(fc, fold, encoded), rows, lvef)
+        tuned_for = real.fold_tuning(models["HeartMAE"], cfg, int(p["real_epochs"]), v.mean, v.std, p["seed"],
+                                     self.out / "real_models", self.nb.timer, encoded)
+        pred, gate, pretext = real.cross_fold(cines, folds, names, fixed, tuned_for, rows, lvef)
         return self._real_tables(pred, gate, pretext, len(names))
-
-    def _real_tuned(self, fc: CineSet, fold: int, encoded) -> tuple[dict, pd.DataFrame]:
-        """With `real_epochs`: HeartMAE's pretraining continued on the fold's training patients, its features and
-        its pretext gate; else no extra row and the phantom HeartMAE's pretext gate on the fold's validation views."""
-        if not int(self.p["real_epochs"]):
-            v = self.views
-            return {}, self._real_pretext("HeartMAE (phantom)", self.family.models["HeartMAE"], fc, v.mean, v.std,
-                                          fold)
-        tuned, mean, std = self._real_pretrain(fc, fold)
-        gate = self._real_pretext("HeartMAE (phantom + real)", tuned, fc, mean, std, fold)
-        with self.nb.timer("real patients: features"):
-            return {"HeartMAE (phantom + real)": encoded(tuned, mean, std)}, gate
 
     def _real_frame_targets(self, store, cines: CineSet, windows) -> tuple[np.ndarray, np.ndarray | None]:
         """Per view and window: the run's segmenter's mean LV blood-pool area (mm^2) over the window's frames of the
         cycle, and its encoder's features (None without a SAX segmenter), each patient read by the cross-fitted model
         that never saw it where the run has them; segmented once per run and cohort."""
-        cycle = cines.frames.shape[1]
         seg = self.real_segmenter() if self._segmentation_file.exists() else None
-        key = dict(segmentation=seg.content_key() if seg is not None else "absent", cohort=store.fingerprint(),
-                   views=cines.table.view_id.tolist(),
-                   windows=windows, cycle=cycle, encoder="every stage, mean over space")
-        got = load_arrays(self.out / "real_frame_targets.npz", key)
-        if got is not None:
-            a = got[0]
-            return a["area"], (a["segmenter"] if a["segmenter"].size else None)
-        if seg is None or not seg.reads("SAX"):
-            return np.full((len(cines), len(windows)), np.nan), None
-        with self.nb.timer("real patients: segmenter areas"):
-            area, enc = real.segmenter_targets(seg, store, cines, windows)
-        save_arrays(self.out / "real_frame_targets.npz", dict(area=area, segmenter=enc), key)
-        return area, enc
+        return real.frame_targets(seg, store, cines, windows, self.out / "real_frame_targets.npz", self.nb.timer)
 
     def _real_tables(self, pred: pd.DataFrame, gate: pd.DataFrame, pretext: pd.DataFrame, n: int) -> real.RealLVEF:
         """The real section's tables (out-of-fold LVEF per read-out, frame-resolved minus pooled) and figure."""
@@ -550,23 +518,6 @@ class Study(Base):
         print(r.gate[r.gate.readout == real.POOLED].groupby("encoder").cv_MAE.mean().round(2).to_string())
         return {"pooled read-out": r.table, "frame-resolved read-out": r.frames,
                 "frame-resolved minus pooled": r.gain}
-
-    def _real_pretrain(self, fc: CineSet, fold: int):
-        """HeartMAE's pretraining continued on one fold's real training views (`real_epochs`): the model and the
-        training views' intensity mean and SD."""
-        mean, std = intensity_stats(fc.take(fc.rows("train")))
-        with self.nb.timer("real patients: pretraining"):
-            tuned, _ = pretrain("HeartMAE", fc, replace(self.cfg, epochs=int(self.p["real_epochs"])), mean, std,
-                                self.out / "real_models", init=self.family.models["HeartMAE"])
-        return tuned, mean, std
-
-    def _real_pretext(self, name: str, model, fc: CineSet, mean: float, std: float, fold: int) -> pd.DataFrame:
-        """The pretext gate of a HeartMAE against a random encoder on the fold's real validation views."""
-        cfg, spec = self.cfg, FAMILY["HeartMAE"]
-        clips = Clips(fc.take(fc.rows("valid")), cfg.size, cfg.frames, mean, std, train=False)
-        random_mae = network(cfg, seed_for(self.p["seed"], "06", "random"))
-        return pretext_gate({name: model}, random_mae, clips, spec["ratio"], spec["masking"],
-                            seed_for(self.p["seed"], "06", "real pretext", fold), target=cfg.target).assign(fold=fold)
 
     def _export_real(self, subjects: pd.DataFrame, feature_sets: dict[str, pd.DataFrame]) -> None:
         """For notebook 08: the real patients' diagnosis and BSA, and each feature set's subject features (the

@@ -104,6 +104,18 @@ def choose_sax(table: pd.DataFrame, margin: float, baseline: str = "sax") -> tup
     return str(keep["ACDC validation"].idxmax()), t
 
 
+SAX_NAMED = {"phantom": "sax", "real": "sax_real", "acdc": "acdc"}  # `sax_predictor` -> its row in `sax_models`
+
+
+def named_sax(choice: str, has_acdc: bool, has_real: bool) -> str:
+    """The SAX model `sax_predictor` names ("phantom", "real" or "acdc"): the phantom one where the phantom + ACDC one
+    was not trained; an error for an ACDC-only model that was not."""
+    name = SAX_NAMED[choice]
+    if name == "acdc" and not has_acdc:
+        raise ValueError("sax_predictor 'acdc' ships the ACDC-only model, which epochs_acdc=0 does not train")
+    return name if name != "sax_real" or has_real else "sax"
+
+
 def model_check(rows: list, text: str) -> dict:
     """One model's own real-data check for the patient report: what it is, and whether every target of it is met,
     interval and all where it has one (no target: not passed)."""

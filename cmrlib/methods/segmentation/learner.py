@@ -155,6 +155,27 @@ def fit(dls, epochs: int, lr: float, width: float = 0.25, init=None, seed: int =
     return learn
 
 
+def made(name: str, st, views, epochs: int, lr: float, data: dict, fit_kw: dict, weights=None) -> Learner:
+    """Segmenter `name` trained on `st`'s `views` (`data`: the `dataloaders` arguments), or made from the weights
+    `weights()` gives (trained elsewhere, side by side)."""
+    dls = dataloaders(st, views, **data)
+    print(f"{name}: {len(dls.train_ds)} training / {len(dls.valid_ds)} validation frames")
+    if weights is not None:
+        return fit(dls, 0, lr, **{**fit_kw, "init": weights()})
+    return fit(dls, epochs, lr, **fit_kw)
+
+
+def summary_row(name: str, reused: bool, train_s: float, finished: tuple | None) -> dict:
+    """A model's row in notebook 01's training summary: reused, or its training time (and, under `cmrlib fit`, the
+    validation loss and file its export reports)."""
+    if reused:
+        return dict(model=name, reused=True)
+    if finished is not None:
+        valid_loss, file = finished
+        return dict(model=name, train_s=train_s, valid_loss=valid_loss, file=file)
+    return dict(model=name, train_s=train_s, reused=False)
+
+
 def fit_weights(job: tuple[str, dict], store, extra_store, lr: float) -> dict:
     """One network of a batch trained where its task runs (a Dask worker, or this process) on one thread: `job` is
     (name, spec), spec's `views`, `data` (`dataloaders` arguments), `extra` (cine ids of `extra_store` joining the

@@ -199,6 +199,15 @@ def uncertainty_reference(model, store: CohortStore, ids: Sequence[str], q: floa
     return {k: float(np.percentile([d[k] for d in per_cine if k in d], q)) for k in names}
 
 
+def uncertainty_references(models: dict, n: int) -> dict[str, dict[str, float]]:
+    """Each model's (kind -> (model, store, views)) 95th-percentile structure entropy on `n` validation cines per
+    view of its store (none with n = 0): what `cmrlib analyse` holds a new cine's against."""
+    if not n:
+        return {}
+    return {kind: uncertainty_reference(model, st, st.select(views, "valid", n))
+            for kind, (model, st, views) in models.items() if st.select(views, "valid", n)}
+
+
 def _calibration_frames(cine: Cine, frame_step: int) -> list[int]:
     """Labelled frames used to calibrate: every `frame_step`-th labelled frame plus ED and ES."""
     lab = np.flatnonzero(cine.labelled)

@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 
 from ... import stats
-from ...measure import SAX_VOLUMES
+from ...measure import SAX_VOLUMES, subject_measures
+from ...store import CohortStore
 
 from .crossfit import CROSSFIT, coverage_target, sax_evidence
 from .evaluate import evaluate, model_check, summarise
@@ -119,6 +120,34 @@ def real_check_lines(sim2real, real: RealLax | None, lax: str, trained_on: str) 
     elif lines:
         lines.append("the long-axis model has no real-data check")
     return lines
+
+
+def acdc_store(given, cohort: CohortStore, data_dir, ingest) -> CohortStore:
+    """The ACDC store: `given` (a store folder), the run's cohort when notebook 00 ingested ACDC, or what
+    `ingest(folder)` makes of ACDC's training folder under the data root; `StudySkipped` when there is none."""
+    from ...skipped import StudySkipped
+    from ...utils import data_root
+
+    if given is None and set(cohort.manifest()["source"]) == {"acdc"}:
+        given = cohort.root
+    if given is not None and len(CohortStore(given)):
+        return CohortStore(given)
+    root = data_root(data_dir)
+    acdc_dir = root / "acdc" / "training" if root else None
+    if acdc_dir is None or not acdc_dir.exists():
+        why = "no data_dir / $CMRLIB_DATA" if root is None else f"{acdc_dir} not found"
+        raise StudySkipped(f"no ACDC training folder ({why}): the ACDC sections need it")
+    return ingest(acdc_dir)
+
+
+OUT_OF_FOLD_SPLIT = "out of fold"  # ACDC measures' split when each patient was read by the fold model that never saw it
+
+
+def acdc_measures(acdc: CohortStore, pred: dict, folds: dict | None) -> pd.DataFrame:
+    """The Table-1 measures of ACDC's patients from `pred` beside their manual masks'; with `folds` (subject -> the
+    cross-fitted fold whose model read them) each row says it is out of fold."""
+    meas = subject_measures(acdc, pred)
+    return meas if folds is None else meas.assign(split=OUT_OF_FOLD_SPLIT, fold=meas.subject.map(folds))
 
 
 @dataclass(frozen=True)

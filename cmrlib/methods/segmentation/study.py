@@ -19,20 +19,20 @@ from ...longform import PHANTOM_REFERENCES, from_table1
 from ...measure import UNITS, measure_pairs, subject_measures
 from ...store import CohortStore
 from ...study import Lazy, Study as Base, StudySkipped
-from ...utils import data_root, seed_for
+from ...utils import seed_for
 from .crossfit import acdc_folds, fold_cines
 from .crossfit import write as crossfit_write
-from .evaluate import (choose_sax, evaluate, frame_scores, inference_table, model_table, ra_check, sax_sets,
+from .evaluate import (choose_sax, evaluate, frame_scores, inference_table, model_table, named_sax, ra_check, sax_sets,
                        summarise)
 from .figures import case_panels
-from .learner import (as_model, dataloaders, fit, lax_real_settings, load, phantom_specs, read_as_shipped,
-                      sax_real_data, sax_real_settings, weights_side_by_side)
-from .predict import calibrate_prior, log_prior, predict_store, uncertainty_reference
+from .learner import (as_model, lax_real_settings, load, made, phantom_specs, read_as_shipped, sax_real_data,
+                      sax_real_settings, summary_row, weights_side_by_side)
+from .predict import calibrate_prior, log_prior, predict_store, uncertainty_references
 from .predictor import Predictor
-from .real import RealLax, fine_tune_vs_scratch, lax_on_phantom, lax_scores, sax_intervals, shipped_evidence
+from .real import (RealLax, acdc_measures, acdc_store, fine_tune_vs_scratch, lax_on_phantom, lax_scores, sax_intervals,
+                   shipped_evidence)
 from .recipes import recipe
 
-OUT_OF_FOLD_SPLIT = "out of fold"  # ACDC measures' split when each patient was read by the fold model that never saw it
 OFF_CENTRE_MM = 60.0  # how far the inference comparison moves the field of view off ACDC's heart-centred frames
 
 
@@ -172,12 +172,9 @@ class Study(Base):
         settings = {**settings, **crop}
 
         def train():
-            dls = dataloaders(st, views, **{**self.data_kw, **recipe(self.p["augmentation"][recipe_name]),
-                                            **((data_kw() if callable(data_kw) else data_kw) or {}), **crop})
-            print(f"{name}: {len(dls.train_ds)} training / {len(dls.valid_ds)} validation frames")
-            if weights is not None:  # trained elsewhere (side by side): the network made from its weights
-                fit_kw["init"] = weights()
-            model = fit(dls, 0 if weights is not None else epochs, self.p["lr"], **fit_kw, **self.model_kw)
+            data = {**self.data_kw, **recipe(self.p["augmentation"][recipe_name]),
+                    **((data_kw() if callable(data_kw) else data_kw) or {}), **crop}
+            model = made(name, st, views, epochs, self.p["lr"], data, {**fit_kw, **self.model_kw}, weights)
             self._read_as_shipped(model, views, recipe_name)
             self._calibrate(name, model, calibrate_on or st, views, calibrate_ids)
             return model
@@ -187,12 +184,7 @@ class Study(Base):
             print(f"{name}: reusing {path.name}, trained with these settings (retrain=True trains again)")
             if self._read_as_shipped(model, views, recipe_name):  # its decision was fitted under another reading
                 self._calibrate(name, model, calibrate_on or st, views, calibrate_ids)
-            return model, dict(model=name, reused=True)
-        train_s = time.perf_counter() - t0
-        if finished is not None:
-            valid_loss, file = finished
-            return model, dict(model=name, train_s=train_s, valid_loss=valid_loss, file=file)
-        return model, dict(model=name, train_s=train_s, reused=False)
+        return model, summary_row(name, reused, time.perf_counter() - t0, finished)
 
     def _side_by_side(self, specs: dict[str, tuple], extra_store=None, what: str = "networks") -> dict[str, dict]:
         """The networks of `specs` (name -> (file, settings, `fit_weights` spec)) that no file holds with their
@@ -255,24 +247,16 @@ class Study(Base):
             self.write_predictor(fitted.nets["sax"], fitted.nets["lax"])
         return fitted.log.to_dict("records")
 
-    def _uncertainty_p95(self, sax, sax_store: CohortStore, lax) -> dict[str, dict[str, float]]:
-        """Each exported model's 95th-percentile structure entropy on its validation cines (`calibrate_cines` per
-        view; ACDC's for the SAX model fine-tuned on it): what `cmrlib analyse` holds a new cine's against."""
-        n = self.p["calibrate_cines"]
-        if not n:
-            return {}
-        return {kind: uncertainty_reference(model, st, st.select(views, "valid", n))
-                for kind, model, st, views in (("SAX", sax, sax_store, "SAX"), ("LAX", lax, self.store, ("2CH", "4CH")))
-                if st.select(views, "valid", n)}
-
     def write_predictor(self, sax, lax, sax_store: CohortStore | None = None, real_check: str | None = None,
                         **provenance):
         """The run's segmentation Predictor from a SAX and a long-axis model, with each one's validation
         uncertainty yardstick (the SAX model's on `sax_store`, by default the cohort) and the real-data check behind
         it."""
+        yardsticks = uncertainty_references({"SAX": (sax, sax_store or self.store, "SAX"),
+                                             "LAX": (lax, self.store, ("2CH", "4CH"))}, self.p["calibrate_cines"])
         return self.nb.predictor(Predictor.from_models({"SAX": sax, "LAX": lax},
                                                        self.nb.provenance(self.store, real_check, **provenance),
-                                                       self._uncertainty_p95(sax, sax_store or self.store, lax)))
+                                                       yardsticks))
 
     # ------------------------------------------------------------ the phantom's test split
 
@@ -323,20 +307,13 @@ class Study(Base):
         """The ACDC store: `acdc_store`, the cohort when notebook 00 ingested ACDC, or ACDC ingested here from the
         data root; `StudySkipped` when there is none."""
         p = self.p
-        root = data_root(p["data_dir"])
-        acdc_dir = root / "acdc" / "training" if root else None
-        given = p["acdc_store"]
-        if given is None and set(self.store.manifest()["source"]) == {"acdc"}:  # 00 ingested ACDC
-            given = self.store.root
-        if given is not None and len(CohortStore(given)):
-            return CohortStore(given)
-        if acdc_dir is None or not acdc_dir.exists():
-            why = "no data_dir / $CMRLIB_DATA" if root is None else f"{acdc_dir} not found"
-            raise StudySkipped(f"no ACDC training folder ({why}): the ACDC sections need it")
-        from ...io import ingest
 
-        with self.nb.timer("ACDC ingest (s)"):
-            return ingest("acdc", acdc_dir, self.out / "acdc", limit=p["acdc_limit"], seed=p["seed"], **self.on_dask)
+        def ingest_here(folder):
+            from ...io import ingest
+
+            with self.nb.timer("ACDC ingest (s)"):
+                return ingest("acdc", folder, self.out / "acdc", limit=p["acdc_limit"], seed=p["seed"], **self.on_dask)
+        return acdc_store(p["acdc_store"], self.store, p["data_dir"], ingest_here)
 
     def acdc(self) -> pd.DataFrame:
         """ACDC's patients per group and split."""
@@ -411,10 +388,6 @@ class Study(Base):
         return sax_real_settings(self.p, self.real_kw, self.model_kw, self.crop_kw, train, calibrate,
                                  self.store.fingerprint(), self.acdc_cohort.fingerprint())
 
-    def _sax_real_data(self) -> dict:
-        """The recipe's data arguments besides its ACDC cines (`dataloaders`)."""
-        return sax_real_data(self.p, self.real_kw, self.crop_kw)
-
     def _sax_real_networks(self) -> list[tuple[str, list[str], list[str] | None]]:
         """(name, ACDC training cines, calibration cines or None: ACDC validation) of every network of the recipe the
         run makes: the shipped one, then one per cross-fitted fold."""
@@ -433,7 +406,7 @@ class Study(Base):
         p, sax = self.p, as_model(self.phantom_models.nets["sax"]).state_dict()
         specs = {name: (self.out / "models" / f"seg_{name}.model", self._sax_real_settings(train, cal),
                         dict(views=["SAX"], extra=train, epochs=p["epochs_sax_real"], init=sax,
-                             data=self._sax_real_data(), fit=dict(self.model_kw, schedule=p["sax_real_schedule"])))
+                             data=sax_real_data(p, self.real_kw, self.crop_kw), fit=dict(self.model_kw, schedule=p["sax_real_schedule"])))
                  for name, train, cal in self._sax_real_networks()}
         return self._side_by_side(specs, self.acdc_cohort, "phantom + ACDC SAX networks")
 
@@ -457,7 +430,8 @@ class Study(Base):
                                self.out / "models" / f"seg_{name}.model",
                                self._sax_real_settings(train, calibrate),
                                weights=lambda: self.sax_real_weights[name], calibrate_on=acdc, calibrate_ids=calibrate,
-                               data_kw=lambda: dict(self._sax_real_data(), extra=[acdc.read(i) for i in train]))
+                               data_kw=lambda: dict(sax_real_data(p, self.real_kw, self.crop_kw),
+                                                    extra=[acdc.read(i) for i in train]))
         return model
 
     @cached_property
@@ -533,16 +507,12 @@ class Study(Base):
         """The SAX model the run's Predictor carries (`sax_predictor`): 'best' is the highest mean Dice on ACDC's
         validation patients among the models that keep the phantom within `phantom_margin` of the phantom model's
         validation Dice (notebooks 02-07 also find the heart in phantom cines); no held-out patient takes part."""
-        p, acdc = self.p, self.optional("acdc_cohort")
-        if acdc is None:
+        p, choice = self.p, self.p["sax_predictor"]
+        if self.optional("acdc_cohort") is None:
             return "sax"
-        choice = p["sax_predictor"]
-        named = {"phantom": "sax", "real": "sax_real", "acdc": "acdc"}
         if choice != "best":
-            name = named[choice]
-            if name == "acdc" and self.optional("acdc_model") is None:
-                raise ValueError("sax_predictor 'acdc' ships the ACDC-only model, which epochs_acdc=0 does not train")
-            return name if name != "sax_real" or self.optional("sax_real_model") is not None else "sax"
+            return named_sax(choice, choice == "acdc" and self.optional("acdc_model") is not None,
+                             choice == "real" and self.optional("sax_real_model") is not None)
         best, t = choose_sax(self.sax_models, p["phantom_margin"])
         print(f"SAX model chosen on ACDC validation (mean Dice; phantom validation within {p['phantom_margin']} of "
               f"the phantom model's): {best}")
@@ -612,10 +582,9 @@ class Study(Base):
         acdc = self.optional("acdc_cohort")
         meas = None
         if acdc is not None:
-            oof = self.shipped_oof
-            meas = subject_measures(acdc, oof.scored.pred if oof is not None else self.shipped_held_out.pred)
-            if oof is not None:  # every patient held out from the model that read them
-                meas = meas.assign(split=OUT_OF_FOLD_SPLIT, fold=meas.subject.map(oof.folds))
+            oof = self.shipped_oof  # every patient held out from the model that read them, where the run has them
+            meas = acdc_measures(acdc, oof.scored.pred if oof is not None else self.shipped_held_out.pred,
+                                 oof.folds if oof is not None else None)
             self.nb.table(meas, "measures_acdc.csv")
             long.append(from_table1(meas, "acdc", "segmentation", {"ref": "ground-truth masks"}))
         self.nb.table(pd.concat(long, ignore_index=True), "measures_long")  # the phantom's rows even without ACDC
