@@ -371,6 +371,45 @@ def cross_fold(cines: CineSet, folds: pd.Series, names: list[str], fixed: Mappin
     return tuple(pd.concat(x, ignore_index=True) for x in (preds, gates, pretexts))
 
 
+@dataclass(frozen=True)
+class ReadOuts:
+    """The real patients' out-of-fold LVEF by representation and read-out, the features and pretext gates, and each
+    fixed representation's pooled subject features (notebook 08 clusters them)."""
+
+    pred: pd.DataFrame
+    gate: pd.DataFrame
+    pretext: pd.DataFrame
+    pooled: dict
+
+
+def read_outs(cines: CineSet, subjects: pd.DataFrame, models: dict, mean: float, std: float, cfg, p: dict, seg, store,
+              out, timer, expert: pd.DataFrame | None) -> ReadOuts:
+    """Both read-outs of every representation of the real patients (`subjects`: subject, fold, LVEF), fold by fold
+    (`cross_fold`): the family as the phantom left it (its views' `mean`, `std`), HeartMAE continued per fold with
+    `p["real_epochs"]` (`fold_tuning`), and the fixed ones (`fixed_readouts`), the frame-resolved read-out against
+    the segmenter `seg`'s LV areas (`frame_targets`, cached in `out`); each stage timed by `timer`."""
+    k, t, seed = int(p["crops"]), int(p["clips"]), p["seed"]
+    names = subjects.subject.tolist()
+    windows = step_windows(cines.frames.shape[1], cines.frames.shape[-1], cfg.size, cfg.frames, cfg.tubelet, k, t)
+    area, seg_steps = frame_targets(seg, store, cines, windows, out / "real_frame_targets.npz", timer)
+
+    def encoded(model, m: float, s: float) -> Encoded:
+        return encode(model, m, s, cines, names, cfg, k, t, p["pool"])
+
+    with timer("real patients: features"):
+        family = {row: encoded(m, mean, std) for row, m in models.items()}
+        random_mae = encoded(network(cfg, seed_for(seed, "06", "random")), mean, std)
+        fixed = fixed_readouts(family["HeartMAE"], random_mae, cines, windows, cfg.size, seg_steps, expert)
+    pooled = {**{r: e.pooled for r, e in family.items()},
+              **{n: e.pooled for n, e in fixed.items() if e.pooled is not None and n != "HeartMAE (phantom)"}}
+    tuned_for = fold_tuning(models["HeartMAE"], cfg, int(p["real_epochs"]), mean, std, seed, out / "real_models", timer,
+                            encoded)
+    by = subjects.set_index("subject")
+    pred, gate, pretext = cross_fold(cines, by.fold, names, fixed, tuned_for,
+                                     frame_rows(cines.table, len(windows), area), by.LVEF)
+    return ReadOuts(pred, gate, pretext, pooled)
+
+
 def predictor_rows(predictor, subjects: list[tuple], columns: tuple[str, ...]) -> pd.DataFrame:
     """The run's HeartMAE Predictor on each real subject ((name, cines, reference measures, what the reference
     is)): its `columns` beside the reference's, or why it cannot read the subject."""

@@ -9,7 +9,6 @@ from functools import cached_property
 from pathlib import Path
 from typing import ClassVar
 
-import numpy as np
 import pandas as pd
 
 from ...learn import config_from
@@ -461,39 +460,15 @@ class Study(Base):
             cines = self.cached(CineSet, "real_views", key, lambda: preprocess_store(
                 store, ids, progress=False, scheduler=self.client, **self.prep))
         self.nb.table(cines.failures, "real_preprocessing_failures")
-        subjects = subjects[subjects.subject.isin(set(cines.table["subject"]))]
-        folds, lvef = subjects.set_index("subject").fold, subjects.set_index("subject").LVEF
-        names = subjects.subject.tolist()
-        k, t = int(p["crops"]), int(p["clips"])
-        windows = real.step_windows(cines.frames.shape[1], cines.frames.shape[-1], cfg.size, cfg.frames,
-                                    cfg.tubelet, k, t)
-        area, seg_steps = self._real_frame_targets(store, cines, windows)
-        rows = real.frame_rows(cines.table, len(windows), area)
-
-        def encoded(model, mean: float, std: float) -> real.Encoded:
-            return real.encode(model, mean, std, cines, names, cfg, k, t, p["pool"])
-
-        with self.nb.timer("real patients: features"):
-            family = {row: encoded(m, v.mean, v.std) for row, m in models.items()}
-            random_mae, expert = encoded(network(cfg, seed_for(p["seed"], "06", "random")), v.mean, v.std), None
-            if self.p["expert_baseline"]:
-                expert, bad = expert_features(self.table1_measures(store, names, progress=False, real=True))
-                self.nb.table(bad, "real_expert_failures")
-            fixed = real.fixed_readouts(family["HeartMAE"], random_mae, cines, windows, cfg.size, seg_steps, expert)
-        self._export_real(subjects, {**{r: e.pooled for r, e in family.items()},
-                                     **{n: e.pooled for n, e in fixed.items()
-                                        if e.pooled is not None and n != "HeartMAE (phantom)"}})
-        tuned_for = real.fold_tuning(models["HeartMAE"], cfg, int(p["real_epochs"]), v.mean, v.std, p["seed"],
-                                     self.out / "real_models", self.nb.timer, encoded)
-        pred, gate, pretext = real.cross_fold(cines, folds, names, fixed, tuned_for, rows, lvef)
-        return self._real_tables(pred, gate, pretext, len(names))
-
-    def _real_frame_targets(self, store, cines: CineSet, windows) -> tuple[np.ndarray, np.ndarray | None]:
-        """Per view and window: the run's segmenter's mean LV blood-pool area (mm^2) over the window's frames of the
-        cycle, and its encoder's features (None without a SAX segmenter), each patient read by the cross-fitted model
-        that never saw it where the run has them; segmented once per run and cohort."""
+        subjects, expert = subjects[subjects.subject.isin(set(cines.table["subject"]))], None
+        if p["expert_baseline"]:
+            with self.nb.timer("real patients: features"):
+                expert, bad = expert_features(self.table1_measures(store, subjects.subject, progress=False, real=True))
+            self.nb.table(bad, "real_expert_failures")
         seg = self.real_segmenter() if self._segmentation_file.exists() else None
-        return real.frame_targets(seg, store, cines, windows, self.out / "real_frame_targets.npz", self.nb.timer)
+        r = real.read_outs(cines, subjects, models, v.mean, v.std, cfg, p, seg, store, self.out, self.nb.timer, expert)
+        self._export_real(subjects, r.pooled)
+        return self._real_tables(r.pred, r.gate, r.pretext, len(subjects))
 
     def _real_tables(self, pred: pd.DataFrame, gate: pd.DataFrame, pretext: pd.DataFrame, n: int) -> real.RealLVEF:
         """The real section's tables (out-of-fold LVEF per read-out, frame-resolved minus pooled) and figure."""
