@@ -164,6 +164,20 @@ def test_cineset_round_trips_and_ignores_other_settings(tmp_path):
     assert back.rows("test").tolist() == [1]
 
 
+def test_the_family_encoders_of_trainable_networks_give_plain_arrays():
+    """The networks come straight from training (their weights require grad): extraction records no graph, so
+    every encoder the probes read, the random one too, gives plain arrays."""
+    torch.manual_seed(0)
+    table = pd.DataFrame(dict(view_id=["a", "b"], cine_id=["a", "b"], subject=["s1", "s2"], view="4CH", split="train"))
+    cines = hm.data.CineSet(np.full((2, 8, 20, 20), 100, np.uint8), np.ones((2, 20, 20), np.float32), table)
+    encoders = hm.features.family_encoders({"HeartMAE": VideoMAE(SMALL)}, VideoMAE(SMALL), 0.4, 0.2, "mean",
+                                           "/nonexistent/r3d_18.pth")
+    assert set(encoders) == {"HeartMAE", hm.learner.RANDOM}  # no Kinetics weights here: that row is left out
+    for enc in encoders.values():
+        x = hm.features.extract(enc, cines, SMALL.size, SMALL.frames, k=1, t=1, progress=False)
+        assert isinstance(x, np.ndarray) and x.shape == (2, 1, SMALL.dim)
+
+
 def test_motion_pooling_adds_the_sd_over_time_steps_to_the_token_mean():
     torch.manual_seed(0)
     model = VideoMAE(SMALL).eval()

@@ -362,3 +362,25 @@ def figure_subjects(labels: pd.DataFrame, have: Sequence[str]) -> list[tuple[str
             shown.append((sub, title + (f" (grade {int(grade)})" if pd.notna(grade) and grade > 0 else "")))
     return shown
 
+
+def stores_labels(stores: Mapping[str, CohortStore], labels_csv=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The MR labels (`mr_labels`; `labels_csv` for the store named "cohort") and the manifests of several stores,
+    each row with its store's name; the labels keep the first store's unknown and unlabelled subjects."""
+    parts = [mr_labels(st, labels_csv if name == "cohort" else None).assign(store=name) for name, st in stores.items()]
+    labels = pd.concat(parts, ignore_index=True)
+    labels.attrs = parts[0].attrs
+    return labels, pd.concat([st.manifest().assign(store=n) for n, st in stores.items()], ignore_index=True)
+
+
+def keeping(find: Callable[[Cine], np.ndarray], subjects) -> tuple[Callable[[Cine], np.ndarray], dict]:
+    """`find` that also keeps the labels it finds for the cines of `subjects` (the forest's measures reuse them),
+    and the dict (cine id -> labels) it keeps them in."""
+    kept, subjects = {}, set(subjects)
+
+    def segment(cine: Cine) -> np.ndarray:
+        labels = find(cine)
+        if cine.subject in subjects:
+            kept[cine.cine_id] = labels
+        return labels
+    return segment, kept
+

@@ -15,8 +15,8 @@ from ...distributed import rank
 from ...learn import config_from
 from ...study import Study as Base, StudySkipped
 from ...utils import seed_for
-from .data import (Inputs, PatchAug, PatchSet, PatchSettings, cohort_counts, figure_subjects, labelled, mr_labels,
-                   preprocess_store, unlabelled)
+from .data import (Inputs, PatchAug, PatchSet, PatchSettings, cohort_counts, figure_subjects, keeping,
+                   labelled, preprocess_store, stores_labels, unlabelled)
 from .curves import (Budget, Curve, Made, Training, budget_gap, label_budget, pool_curve, pool_fractions,
                      random_siam25)
 from .evaluate import (Forest, Scored, fit_forest, gate_rows, measures_reusable, per_bsa, phantom_checks,
@@ -132,12 +132,7 @@ class Study(Base):
         pool = self.phantom_more("pool", p["pool_subjects"], ("4CH",),
                                  start=self._after_cohort() + (len(extra.manifest().subject.unique())
                                                                if extra is not None else 0))
-        parts = [mr_labels(st, p["labels_csv"] if name == "cohort" else None).assign(store=name)
-                 for name, st in stores.items()]
-        labels = pd.concat(parts, ignore_index=True)
-        labels.attrs = parts[0].attrs
-        manifest = pd.concat([st.manifest().assign(store=n) for n, st in stores.items()], ignore_index=True)
-        return Cohort(stores, pool, labels, manifest)
+        return Cohort(stores, pool, *stores_labels(stores, p["labels_csv"]))
 
     def cohort(self) -> pd.DataFrame:
         """Cines per split and class, and the unlabelled pool."""
@@ -168,14 +163,8 @@ class Study(Base):
         p, c = self.p, self.labelled_cohort
         n_frames = int(p["frames"] or c.manifest.query("view == '4CH'").n_frames.median())
         prep = asdict(config_from(PatchSettings, p, frames=n_frames))
-        lax_cache, sets, subjects = {}, {}, set(c.labels.subject)
-
-        def segment(cine):  # the cine's anatomy, kept for the labelled cines (the forest's measures reuse it)
-            labels_ = self.find(cine)
-            if cine.subject in subjects:
-                lax_cache[cine.cine_id] = labels_
-            return labels_
-
+        segment, lax_cache = keeping(self.find, c.labels.subject)
+        sets = {}
         with self.nb.timer("preprocessing"):
             for name, st in (*c.stores.items(), ("pool", c.pool)):
                 if st is None:

@@ -52,7 +52,6 @@ def kinetics_encoder(path: str | os.PathLike | None = None) -> Encoder:
     return lambda clips: net((clips[:, None].expand(-1, 3, -1, -1, -1) - m) / s)
 
 
-@torch.no_grad()
 def family_encoders(models: dict, random: VideoMAE, mean: float, std: float, pool: str, kinetics_weights
                     ) -> dict[str, Encoder]:
     """The encoders whose features the probes read: each MAE's, a random network's (`random`: the row named
@@ -66,6 +65,7 @@ def family_encoders(models: dict, random: VideoMAE, mean: float, std: float, poo
     return encoders
 
 
+@torch.no_grad()
 def extract(encoder: Encoder, cines: CineSet, size: int, frames: int, k: int = 3, t: int = 2, bs: int = 32,
             progress: bool = True) -> np.ndarray:
     """(N views, k * t, D) features: every cine through the k crops x t clips of `inference_views`."""

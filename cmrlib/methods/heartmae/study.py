@@ -441,14 +441,9 @@ class Study(Base):
 
     @cached_property
     def real_results(self) -> real.RealLVEF:
-        """LVEF of real patients from frozen features: the real SAX cohort (`Study.real_sax`, LVEF from the full
-        manual labels), five folds by patient. Two read-outs (`real`), each fitted on a fold's training and
-        validation patients and scoring its test patients once: pooled (one feature per patient) and
-        frame-resolved (each slice and time step against the run's segmenter's LV area over it). Read that way:
-        HeartMAE as the phantom left it (and, with `real_epochs`, continued per fold on the training patients), a
-        random encoder, the raw pixels, the segmenter's own encoder, the segmenter's areas themselves and the run's
-        segmentation measures. Gates, tables and figures written; `StudySkipped` without the real cohort or a
-        trained HeartMAE."""
+        """LVEF of the real SAX cohort's patients (`Study.real_sax`; the full manual labels' LVEF) from frozen features,
+        pooled and frame-resolved, out of fold (`real.read_outs`); gates, tables and figures written; `StudySkipped`
+        without the real cohort or a trained HeartMAE."""
         models = self.family.models
         if "HeartMAE" not in models:
             raise StudySkipped("no trained HeartMAE in this run: pretrain first")

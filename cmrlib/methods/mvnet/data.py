@@ -10,6 +10,7 @@ import torch
 from ...record import Cine
 from ...transforms import Affine2D, RandomAffine2D, median_iqr
 from ...utils import rng as _rng
+from ...utils import seed_for
 from .geometry import S1_SIZE, STD_SIZE, MVnetError, perturb_points, stage1_geometry, standardise, to_unit
 
 
@@ -128,3 +129,38 @@ class PointFrames(torch.utils.data.Dataset):
         img = median_iqr(g.image(t.pixels[f]))
         y = to_unit(g.points(t.points[f]), self.size).reshape(-1)
         return torch.from_numpy(img)[None], torch.from_numpy(y)
+
+
+@dataclass(frozen=True)
+class Tracks:
+    """Each view's cines and valve tracks by split and annotation, the second observer's and the true tracks of
+    the test cines, and the test tracks (observer 1, convention A)."""
+
+    cines: dict
+    tracks: dict
+    obs: dict
+    tests: dict
+
+
+def load_tracks(store, views: Sequence[str], max_train: int | None, max_test: int | None, eval_splits: Sequence[str]
+                ) -> Tracks:
+    """Each view's training and validation cines (at most `max_train` per split) and its test cines (`max_test` of
+    each split in `eval_splits`), with their tracks by annotation (observer 1 conventions A and B), the second
+    observer's and the true test tracks."""
+    cines = {v: {s: load_cines(store, v, s, max_train) for s in ("train", "valid")} for v in views}
+    for v in views:
+        cines[v]["test"] = [c for s in eval_splits for c in load_cines(store, v, s, max_test)]
+    tracks = {k: {v: {s: tracks_from_cines(cs, k) for s, cs in by.items()} for v, by in cines.items()}
+              for k in ("obsA", "obsB")}
+    obs = {k: {v: [c.landmarks[k] for c in cines[v]["test"]] for v in views} for k in ("obsA2", "truth")}
+    return Tracks(cines, tracks, obs, {v: tracks["obsA"][v]["test"] for v in views})
+
+
+def convention_tracks(view: str, name: str, data: Tracks, seed: int) -> tuple[list[Track], list[Track]]:
+    """A view's training and validation tracks of annotation convention `name`: observer 1's A or B, or "mixed"
+    (each cine's convention drawn from `seed`)."""
+    if name == "mixed":
+        by = data.cines[view]
+        return tuple(mixed_tracks(by[s], seed=seed_for(seed, "mixed", s)) for s in ("train", "valid"))
+    return tuple(data.tracks["obsA" if name == "A" else "obsB"][view][s] for s in ("train", "valid"))
+

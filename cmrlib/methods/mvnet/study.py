@@ -16,9 +16,8 @@ from ...distributed import rank
 from ...learn import Fitted, config_from, export
 from ...longform import STAGE_METHODS, from_columns
 from ...plots import agreement_figure
-from ...utils import seed_for
 from ...study import Study as Base, StudyError, StudySkipped
-from .data import load_cines, mixed_tracks, tracks_from_cines
+from .data import Tracks, convention_tracks, load_tracks
 from .evaluate import (AGREEMENT, AGREEMENT_UNITS, TestResults, agreement_tables, choose_inference, convention_matrix,
                        observer_frames, phantom_checks, pooled_displacement_error, summarise_spatial, test_results,
                        tracker_costs)
@@ -29,17 +28,6 @@ from .predictor import Predictor
 from .real import RealTracked, Tuning, fine_tune_4ch, pseudo_check, real_rows, with_references
 
 CONVENTIONS = ("A", "B", "mixed")  # the annotation conventions a tracker is trained on (the paper's Fig. 6)
-
-
-@dataclass(frozen=True)
-class Tracks:
-    """Each view's cines and valve tracks by split and annotation, the second observer's and the true tracks of
-    the test cines, and the test tracks (observer 1, convention A)."""
-
-    cines: dict
-    tracks: dict
-    obs: dict
-    tests: dict
 
 
 @dataclass(frozen=True)
@@ -126,14 +114,8 @@ class Study(Base):
     @cached_property
     def data(self) -> Tracks:
         """Each view's cines and valve tracks by annotation (observer 1 convention A and B, observer 2, the truth)."""
-        p, store, views = self.p, self.store, self.p["views"]
-        cines = {v: {s: load_cines(store, v, s, p["max_train"]) for s in ("train", "valid")} for v in views}
-        for v in views:
-            cines[v]["test"] = [c for s in p["eval_splits"] for c in load_cines(store, v, s, p["max_test"])]
-        tracks = {k: {v: {s: tracks_from_cines(cs, k) for s, cs in by.items()} for v, by in cines.items()}
-                  for k in ("obsA", "obsB")}
-        obs = {k: {v: [c.landmarks[k] for c in cines[v]["test"]] for v in views} for k in ("obsA2", "truth")}
-        return Tracks(cines, tracks, obs, {v: tracks["obsA"][v]["test"] for v in views})
+        p = self.p
+        return load_tracks(self.store, p["views"], p["max_train"], p["max_test"], p["eval_splits"])
 
     def prepare(self) -> pd.DataFrame:
         """Cines per view and split."""
@@ -144,11 +126,8 @@ class Study(Base):
     def _tracker(self, view: str, name: str, cfg: MVConfig, epochs=None, finish=None) -> tuple[MVnet, pd.DataFrame]:
         """A view's tracker trained on annotation convention `name` ('A', 'B' or 'mixed'), or reused
         (`fit_or_load`, the protocol's reuse rule); with its log."""
-        p, by = self.p, self.data.cines[view]
-        if name == "mixed":
-            tr, va = (mixed_tracks(by[s], seed=seed_for(p["seed"], "mixed", s)) for s in ("train", "valid"))
-        else:
-            tr, va = (self.data.tracks["obsA" if name == "A" else "obsB"][view][s] for s in ("train", "valid"))
+        p = self.p
+        tr, va = convention_tracks(view, name, self.data, p["seed"])
         prefix = f"conv{name}" if epochs else name
         return fit_or_load(tr, va, cfg, view, self.models_dir, prefix, quiet=finish is not None, epochs=epochs,
                            retrain=p["retrain"], cohort=self.store.fingerprint(), finish=finish)
