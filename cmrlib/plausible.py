@@ -235,6 +235,12 @@ def _within(measure: str, value: float, unit: str) -> bool:
     return value is not None and bool(np.isfinite(value)) and b[0] <= value <= b[1]
 
 
+def outside_bounds(values: pd.Series, measure: str, unit: str) -> pd.Series:
+    """Which numbers lie outside the measure's human bounds: measurement failures a report withholds (missing
+    values are not)."""
+    return values.notna() & ~values.map(lambda v: _within(measure, v, unit)).astype(bool)
+
+
 def with_sv_gap(tab: pd.DataFrame) -> pd.DataFrame:
     """The measures plus each method's LV minus RV stroke volume, where it gives both (a measure, not a flag)."""
     rows = []

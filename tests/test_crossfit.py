@@ -102,3 +102,20 @@ def test_the_shipped_models_evidence_is_its_recipes_out_of_fold_labels_where_the
     assert [r.figure for r in rows] == [f"ACDC out-of-fold {s} Dice" for s in ("LV", "MYO", "RV")]
     assert len(lines) == 2 and "cross-fitted over 5 folds of ACDC, each of 4 patients" in lines[1]
     assert crossfit.sax_evidence("sax", None, 0, None, 0, None) == ([], [])  # the phantom model: no real evidence
+
+
+def test_a_plain_reading_is_a_copy_that_reads_once_unmirrored_and_leaves_the_shipped_one_as_it_is():
+    """CUSSP's forest reads SAX stacks plainly (chosen on validation); every other method still reads them as the
+    Predictor ships, so the plain copy shares the weights and changes only how it reads."""
+    from cmrlib.methods.segmentation.predictor import Predictor
+    from cmrlib.models import unet11
+
+    net = unet11(width=0.125)
+    net.tta, net.centred = True, True
+    shipped = Predictor.from_models({"SAX": net, "LAX": unet11(width=0.125)})
+    plain = shipped.plain()
+    assert (plain.nets["SAX"].tta, plain.nets["SAX"].centred) == (False, False)
+    assert (shipped.nets["SAX"].tta, shipped.nets["SAX"].centred) == (True, True)
+    assert plain.nets["SAX"].state_dict().keys() == shipped.nets["SAX"].state_dict().keys()
+    assert all(a is b for a, b in zip(plain.nets["SAX"].parameters(), shipped.nets["SAX"].parameters()))
+    assert plain.nets["LAX"] is shipped.nets["LAX"]

@@ -13,7 +13,7 @@ import pandas as pd
 
 from ...distributed import rank
 from ...learn import config_from
-from ...study import Study as Base, StudySkipped
+from ...study import Study as Base, StudyError, StudySkipped
 from ...utils import seed_for
 from .data import (Inputs, PatchAug, PatchSet, PatchSettings, cohort_counts, figure_subjects, keeping,
                    labelled, preprocess_store, stores_labels, unlabelled)
@@ -69,6 +69,8 @@ class Study(Base):
         "labels_csv": None,          # subject, mr (0/1) for a real cohort (the phantom's labels are its mr_grade)
         "anatomy": "segmenter",      # where the LA, LV and valve are found: "segmenter" (the run's segmentation
                                      # Predictor) or "labels" (the store's own label maps)
+        "forest_reading": "plain",   # how the segmenter reads the forest's SAX stacks: "plain" (each frame once,
+                                     # unmirrored, round the frame's centre) or "shipped" (as its Predictor reads them)
         "mr_subjects": 340,          # more labelled phantom subjects (every view) made here beside the cohort's; 0: none
         "mr_config": {},             # phantom settings of those subjects over the cohort's (e.g. p_mr)
         "pool_subjects": 480,        # extra unlabelled phantom subjects (4CH only) for pretraining; 0: the cohort's cines only
@@ -118,6 +120,8 @@ class Study(Base):
         self.cfg = config_from(CUSSPConfig, self.p)
         self.augment, self.pretrain_augment = PatchAug.make(self.p["aug"]), PatchAug.make(self.p["pretrain_aug"])
         self.find = self.anatomy("LAX")  # cine -> canonical labels at every frame
+        if self.p["forest_reading"] not in ("plain", "shipped"):
+            raise StudyError(f"forest_reading is 'plain' or 'shipped', got {self.p['forest_reading']!r}")
 
     # ------------------------------------------------------------ cohort and preprocessing
 
@@ -203,7 +207,8 @@ class Study(Base):
     def measures(self) -> pd.DataFrame:
         """The 18 Table-1 measures per BSA from the run's segmentations (cached per anatomy and the segmenter's
         content key: a retrained segmenter measures again): the forest's input."""
-        anatomy, c, made_by = self.p["anatomy"], self.labelled_cohort, self.anatomy_key()
+        anatomy, c, reading = self.p["anatomy"], self.labelled_cohort, self.p["forest_reading"]
+        made_by = self.anatomy_key() + (f", SAX read {reading}" if anatomy == "segmenter" else "")
         path = self.out / "table1_measures.csv"
         with self.nb.timer("forest measures"):
             cached = pd.read_csv(path, dtype={"subject": str, "made_by": str}) if path.exists() else None
@@ -223,10 +228,10 @@ class Study(Base):
         return X
 
     def _sax_and_lax(self):
-        """Labels by view from the run's segmenters when it has a SAX one too (the forest's ventricular measures);
-        None when it has not."""
+        """Labels by view from the run's segmenters when it has a SAX one too (the forest's ventricular measures),
+        its SAX stacks read as `forest_reading` says; None when it has not."""
         seg = self.segmentation()
-        return seg.labels if "SAX" in seg.nets else None
+        return (seg.plain() if self.p["forest_reading"] == "plain" else seg).labels if "SAX" in seg.nets else None
 
     @cached_property
     def inputs(self) -> Inputs:

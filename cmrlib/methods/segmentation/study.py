@@ -30,7 +30,7 @@ from .learner import (as_model, lax_real_settings, load, made, phantom_specs, re
 from .predict import calibrate_prior, log_prior, predict_store, uncertainty_references
 from .predictor import Predictor
 from .real import (RealLax, acdc_measures, acdc_store, fine_tune_vs_scratch, lax_on_phantom, lax_scores, sax_intervals,
-                   shipped_evidence)
+                   shipped_evidence, withheld_measures)
 from .recipes import recipe
 
 OFF_CENTRE_MM = 60.0  # how far the inference comparison moves the field of view off ACDC's heart-centred frames
@@ -64,11 +64,13 @@ class CrossFit:
 
 @dataclass(frozen=True)
 class Agreed:
-    """Measures against their reference: the measures, the pairs compared, the agreement table."""
+    """Measures against their reference: the measures, the pairs compared, the agreement table and the measures a
+    patient report withholds (outside human bounds)."""
 
     measures: pd.DataFrame
     pairs: dict
     table: pd.DataFrame
+    withheld: pd.DataFrame
 
 
 class Study(Base):
@@ -577,7 +579,8 @@ class Study(Base):
         """Every measure in the run folder's long shape for notebook 07 (the phantom's, and ACDC's where there is an
         ACDC store: every patient out of fold where the shipped model's recipe is cross-fitted, else the held-out
         patients of the shipped model, or of the ACDC-only one where the phantom model ships), and ACDC's measures
-        against its ground-truth masks (written); `StudySkipped` without ACDC (the phantom's rows written first)."""
+        against its ground-truth masks with those a report withholds (written); `StudySkipped` without ACDC (the
+        phantom's rows written first)."""
         long = [from_table1(self.phantom_measures, "phantom", "segmentation", PHANTOM_REFERENCES)]
         acdc = self.optional("acdc_cohort")
         meas = None
@@ -593,9 +596,10 @@ class Study(Base):
         pairs = measure_pairs(meas, ref="ref")
         if not pairs:
             raise StudySkipped(f"fewer than 3 ACDC patients with measures ({len(meas)} patients)")
-        agree = stats.agreement_table(meas, pairs, units=UNITS)
+        agree, withheld = stats.agreement_table(meas, pairs, units=UNITS), withheld_measures(meas)
         self.nb.table(agree, "agreement_acdc.csv", index=True)
-        return Agreed(meas, pairs, agree)
+        self.nb.table(withheld, "withheld_acdc.csv")
+        return Agreed(meas, pairs, agree, withheld)
 
     @cached_property
     def shipped_held_out(self) -> Scored:
@@ -609,6 +613,9 @@ class Study(Base):
         """ACDC's held-out measures against its ground-truth masks, with the figure and the shipped model's best,
         median and worst held-out frames."""
         a, t = self.acdc_measures, self.shipped_held_out
+        if len(a.withheld):  # kept in the agreement: a failure is part of the pathway's error
+            print(f"{len(a.withheld)} measures outside human bounds, which a patient report withholds as measurement "
+                  f"failures:\n{a.withheld.round(1).to_string(index=False)}")
         self._cases(self.acdc_cohort, t.pred, t.scores, "01_cases_acdc",
                     "the shipped SAX model on ACDC's held-out patients: best, median and worst frames by Dice, truth "
                     "beside prediction")

@@ -12,6 +12,7 @@ from typing import ClassVar
 import pandas as pd
 
 from ...learn import config_from, precision
+from ...plausible import outside_bounds
 from ...study import Lazy, Study as Base
 from ...study import StudySkipped
 from ...utils import seed_for
@@ -455,9 +456,11 @@ class Study(Base):
             meas = self.table1_measures(store, labels.subject, progress=False, real=True)
         if "LVEF_auto" not in meas:
             return None
-        got = meas["LVEF_auto"]
+        failed = outside_bounds(meas["LVEF_auto"], "LVEF", "%")  # withheld as the patient report withholds it
+        got = meas["LVEF_auto"].mask(failed)
         print(f"measurement row: the run's segmenter's LVEF on {int(got.notna().sum())} of {len(labels)} real "
-              "patients, reduced when below 50 % (no threshold learnt)")
+              f"patients, reduced when below 50 % (no threshold learnt); {int(failed.sum())} outside human bounds "
+              "(a failed segmentation) give no call")
         return got
 
     def real_patients(self) -> pd.DataFrame:
