@@ -328,8 +328,8 @@ class Study(Base):
         `StudySkipped` without that cine."""
         from ...io.real import MANUAL
 
-        cines = [c for s in self.real_found(("SAX",), "full ACDC SAX cine (acdc/training/patientNNN/patientNNN_4d.nii.gz)",
-                                            MANUAL) for c in s.cines]
+        found = self.real_found(("SAX",), "full ACDC SAX cine (acdc/training/patientNNN/patientNNN_4d.nii.gz)", MANUAL)
+        cines = [c for s in found for c in s.cines]
         found = self.detectors
         if SEG_ROW in found:  # the patient read by the cross-fitted model that never saw it
             found = {**found, SEG_ROW: partial(seg_detect, self.real_segmenter())}
@@ -348,8 +348,8 @@ class Study(Base):
         the curves); `StudySkipped` without the demo."""
         from ...io.real import PSEUDO
 
-        cines = pseudo_reference([c for s in self.real_found(("2CH", "3CH", "4CH"), "UK Biobank demo cines with "
-                                                             "pseudo-labels", PSEUDO) for c in s.cines])
+        found = self.real_found(("2CH", "3CH", "4CH"), "UK Biobank demo cines with pseudo-labels", PSEUDO)
+        cines = pseudo_reference([c for s in found for c in s.cines])
         if not cines:
             raise StudySkipped("no UK Biobank demo cines with 4CH pseudo-labels under the data root")
         ukbb, table = pseudo_rows(self.detectors, cines)

@@ -406,9 +406,9 @@ class Study(Base):
         """The recipe's networks no file holds with their settings yet (the shipped one and each fold's), trained
         side by side (`_side_by_side`): name -> weights."""
         p, sax = self.p, as_model(self.phantom_models.nets["sax"]).state_dict()
+        data, fit = sax_real_data(p, self.real_kw, self.crop_kw), dict(self.model_kw, schedule=p["sax_real_schedule"])
         specs = {name: (self.out / "models" / f"seg_{name}.model", self._sax_real_settings(train, cal),
-                        dict(views=["SAX"], extra=train, epochs=p["epochs_sax_real"], init=sax,
-                             data=sax_real_data(p, self.real_kw, self.crop_kw), fit=dict(self.model_kw, schedule=p["sax_real_schedule"])))
+                        dict(views=["SAX"], extra=train, epochs=p["epochs_sax_real"], init=sax, data=data, fit=fit))
                  for name, train, cal in self._sax_real_networks()}
         return self._side_by_side(specs, self.acdc_cohort, "phantom + ACDC SAX networks")
 
@@ -654,8 +654,8 @@ class Study(Base):
         phantom-only model, and the one fine-tuned on one demo subject (`_fit_lax_real`) with its training subject
         marked; that model's phantom test Dice beside the phantom-only one's (all written); `StudySkipped` without
         the demo."""
-        cines = {f"{c.subject}_{c.view}": c for s in self.real_found(("2CH", "4CH"), "UK Biobank demo 2CH/4CH cines "
-                                                                     "with segmentations", labelled=True) for c in s.cines}
+        found = self.real_found(("2CH", "4CH"), "UK Biobank demo 2CH/4CH cines with segmentations", labelled=True)
+        cines = {f"{c.subject}_{c.view}": c for s in found for c in s.cines}
         models = {"lax": self.phantom_models.nets["lax"]}
         if (tuned := self._fit_lax_real(list(cines.values()))) is not None:
             models["lax_real"] = tuned
