@@ -182,6 +182,15 @@ def score_rows(nets: dict, forest: Forest, inputs, n_boot: int, seed: int) -> Sc
     return Scored(valid, test, grades, thr, long, models, failed)
 
 
+def shipped_row(sc: "Scored", models: Mapping) -> tuple[str, str]:
+    """The row the run's Predictor carries: the trained row validation ranks first by ROC-AUC, or CUSSP-SIAM-25, the
+    paper's headline row, when validation ranks none; with how it was chosen."""
+    ranked = validation_table(sc.valid, sc.thr).query("row in @models").set_index("row").roc_auc.dropna()
+    if len(ranked):
+        return ranked.idxmax(), "validation ROC-AUC"
+    return "CUSSP-SIAM-25", "the paper's headline row (validation ranks no row)"
+
+
 def gate_rows(inputs, encoders: Mapping[str, Mapping], seed: int) -> pd.DataFrame:
     """A linear probe of MR on each frozen encoder's features (input -> name -> network or None), fit on training
     and scored on validation: the gate before any downstream row."""

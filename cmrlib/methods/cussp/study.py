@@ -20,7 +20,7 @@ from .data import (Inputs, PatchAug, PatchSet, PatchSettings, cohort_counts, fig
 from .curves import (Budget, Curve, Made, Training, budget_gap, label_budget, pool_curve, pool_fractions,
                      random_siam25)
 from .evaluate import (Forest, Scored, fit_forest, gate_rows, measures_reusable, per_bsa, phantom_checks,
-                       recall_by_grade, score_rows, segmented_measures, table2, validation_table)
+                       recall_by_grade, score_rows, segmented_measures, shipped_row, table2, validation_table)
 from .figures import budget_figure, grade_figure, pool_figure, preprocessing_figure, roc_pr_figure
 from .learner import INPUTS, SUPERVISED, CUSSPConfig, fit_row, pretrain, pretrain_inputs, pretrained_encoder, save
 from .predictor import Predictor
@@ -487,9 +487,7 @@ class Study(Base):
     def write_predictor(self, models: dict, sc: Scored) -> str:
         """The row validation ranks first (ROC-AUC) as the run's CUSSP Predictor with its patch settings and
         threshold (CUSSP-SIAM-25 when validation ranks nothing); the Predictor's row."""
-        ranked = validation_table(sc.valid, sc.thr).query("row in @models").set_index("row").roc_auc.dropna()
-        best, how = ((ranked.idxmax(), "validation ROC-AUC") if len(ranked) else
-                     ("CUSSP-SIAM-25", "the paper's headline row (validation ranks no row)"))
+        best, how = shipped_row(sc, models)
         if best not in models:
             raise StudySkipped(f"no {best} model in this run (its fit failed: see the failures table)")
         self.nb.predictor(Predictor.from_model(models[best].model, best, self.patches.prep, sc.thr[best],

@@ -17,7 +17,7 @@ from ...learn import callbacks, device, export, fit_or_reuse
 from ...utils import atomic_write_text, seed_for, seeded
 from .data import Aug, PointFrames, Track
 from .geometry import S1_SIZE, MVnetError
-from .predict import MVnet, load, model_path
+from .predict import MVnet, load, model_path, predict_all
 
 
 def point_error_px(pred: torch.Tensor, targ: torch.Tensor, size: tuple[int, int] = S1_SIZE) -> torch.Tensor:
@@ -145,3 +145,17 @@ def fit_or_load(train: Sequence[Track], valid: Sequence[Track], cfg: MVConfig, v
         load=lambda _: (load(models_dir, view, prefix, cfg.n_refine, cfg.smooth, cfg.tta), pd.read_csv(log_file)),
         save=lambda made, _: atomic_write_text(log_file, made[1].to_csv(index=False)))
     return tracker, log
+
+
+def convention_predictions(views: Sequence[str], names: Sequence[str], make, tests: dict, timer
+                           ) -> tuple[dict, list]:
+    """Each annotation convention's trackers (`make(view, name)`: trained or reused, with its log) on the test cines
+    (`tests`: view -> tracks), timed per convention: the predictions by convention and view, and the logs."""
+    preds, logs = {}, []
+    for name in names:
+        with timer(f"trackers, convention {name}"):
+            made = {v: make(v, name) for v in views}
+            logs += [log for _, log in made.values()]
+            preds[name] = predict_all({v: tr for v, (tr, _) in made.items()}, tests)
+    return preds, logs
+

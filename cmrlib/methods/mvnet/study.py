@@ -22,7 +22,7 @@ from .evaluate import (AGREEMENT, AGREEMENT_UNITS, TestResults, agreement_tables
                        observer_frames, phantom_checks, pooled_displacement_error, summarise_spatial, test_results,
                        tracker_costs)
 from .figures import displacement_figure, heatmap_figure, spatial_figure, tracking_figure
-from .learner import MVConfig, fit_or_load
+from .learner import MVConfig, convention_predictions, fit_or_load
 from .predict import MVnet, model_path, predict_all, tta_shifts
 from .predictor import Predictor
 from .real import RealTracked, Tuning, fine_tune_4ch, pseudo_check, real_rows, with_references
@@ -286,13 +286,10 @@ class Study(Base):
         tests = self.data.tests
         var_tests = {"A": {v: tests[v] for v in vviews}, "B": {v: self.data.tracks["obsB"][v]["test"] for v in vviews}}
         var_preds = {} if ep else {"A": {v: self.test_results.preds[v] for v in vviews}}  # a shorter budget retrains A
-        logs = []
-        for name in [n for n in CONVENTIONS if n not in var_preds]:
-            with self.nb.timer(f"trackers, convention {name}"):
-                made = {v: self._tracker(v, name, self.tuned_cfg, ep) for v in vviews}
-                logs += [log for _, log in made.values()]
-                var_preds[name] = predict_all({v: tr for v, (tr, _) in made.items()}, var_tests["A"])
-        conv = convention_matrix(var_preds, var_tests, window=p["velocity_window"])
+        more, logs = convention_predictions(vviews, [n for n in CONVENTIONS if n not in var_preds],
+                                            lambda v, n: self._tracker(v, n, self.tuned_cfg, ep), var_tests["A"],
+                                            self.nb.timer)
+        conv = convention_matrix({**var_preds, **more}, var_tests, window=p["velocity_window"])
         self.nb.table(conv, "conventions")
         return Conventions(conv, logs, vviews, ep or (self.cfg.epochs1, self.cfg.epochs2))
 
