@@ -5,7 +5,7 @@ random search on the training split), scored on the validation split. Test subje
 
 Usage: python bench/screen_forest_reading.py RUN_DIR
 RUN_DIR holds notebooks 00, 01 and 04 of the default profile (04's patches and labelled subjects are reused).
-Prints one row per reading: validation ROC-AUC, the subjects and the seconds the reading took.
+Prints a row per reading as it is scored: validation ROC-AUC, the validation cines and the seconds the reading took.
 """
 from __future__ import annotations
 
@@ -40,7 +40,8 @@ def main(run_dir: str) -> None:
     p = Study.parameters(runner.load_profile("default"), "default")
     p.update(run_dir=run_dir, figures_dir=f"{run_dir}/screen_figures")
     study = Study(p)
-    print(pd.DataFrame([validation_auc(study, r) for r in ("shipped", "plain")]).to_string(index=False))
+    for reading in ("shipped", "plain"):  # one row as each reading is scored
+        print(pd.DataFrame([validation_auc(study, reading)]).to_string(index=False), flush=True)
 
 
 if __name__ == "__main__":
