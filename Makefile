@@ -13,7 +13,7 @@ export CMRLIB_DATA
 PYTEST_ARGS ?=
 NB_STRIP_KEYS := metadata.language_info
 
-.PHONY: install test test-latest lock reproduce smoke bench peer paper-check lab clean-runs
+.PHONY: install test test-latest lock reproduce release smoke bench peer paper-check lab clean-runs
 
 install: $(STAMP)
 
@@ -49,6 +49,14 @@ reproduce: $(STAMP)
 	$(BIN)/cmrlib run --profile $(PROFILE) --figures figures
 	# docs/results.md is the default run's report (notebook 09), never typed by hand
 	if [ "$(PROFILE)" = default ]; then $(BIN)/cmrlib report runs/default --readme docs/results.md; fi
+
+# the release (docs/development.md): the default run, then the README's results table and docs/running.md's minutes
+# from it, the drift check of every generated block, and the notebook pages' numbers its tables do not hold (to read)
+release:
+	$(MAKE) reproduce PROFILE=default
+	$(BIN)/cmrlib report runs/default --readme README.md docs/running.md
+	$(BIN)/cmrlib report runs/default --check README.md docs/results.md docs/running.md
+	-$(BIN)/cmrlib report runs/default --trace docs/notebooks/0[0-8]_*.md
 
 smoke: $(STAMP)
 	$(BIN)/cmrlib run --profile smoke

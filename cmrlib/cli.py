@@ -38,6 +38,11 @@ def _report(a) -> int:
         print(f"{len(drifted)} line(s) differ from run {Path(a.run_dir).name}"
               if drifted else f"every marked block is run {Path(a.run_dir).name}'s")
         return 1 if drifted else 0
+    if a.trace:
+        lines = [line for page in a.trace for line in report.untraced(a.run_dir, page)]
+        print("\n".join(lines) if lines else "every number of these pages is in the run's tables")
+        print(f"{len(lines)} line(s) hold a number the run's tables do not")
+        return 1 if lines else 0
     for page in a.readme or []:
         print(f"results written into {report.fill(a.run_dir, page)}")
     if not a.readme:
@@ -144,11 +149,16 @@ def parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="a run's results as markdown", allow_abbrev=False)
     rp.add_argument("run_dir", help="a run folder (with run.json)")
     rp.add_argument("--readme", nargs="+", metavar="PAGE",
-                    help="write the report between the results markers and the results table between the glance "
-                         "markers of these pages (README.md, docs/results.md) instead of printing it")
+                    help="write the report between the results markers, the results table between the glance "
+                         "markers and the minutes between the timing markers of these pages (docs/results.md, "
+                         "README.md, docs/running.md) instead of printing it")
     rp.add_argument("--check", nargs="+", metavar="PAGE",
                     help="name every line between these pages' markers that differs from what the run writes "
                          "there (exit 1 when any does); writes nothing")
+    rp.add_argument("--trace", nargs="+", metavar="PAGE",
+                    help="name every line of these notebook pages (docs/notebooks/NN_*.md) holding a decimal number "
+                         "that no table of the run's notebook NN holds (lines naming another commit or a bench aside): "
+                         "what to read when a run updates the pages; writes nothing")
     rp.set_defaults(fn=_report)
     t = sub.add_parser("fit", help="train one method with a profile (under `accelerate launch`: on N GPUs or CPU "
                                    "processes)", allow_abbrev=False)

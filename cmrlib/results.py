@@ -171,6 +171,11 @@ class Notebook:
         name = name if name.endswith(".csv") else f"{name}.csv"
         return atomic_write_text(self._write(self.out / name), df.to_csv(index=index))
 
+    def tables(self, named: dict[str, pd.DataFrame], index: tuple[str, ...] = ()) -> None:
+        """Write several result tables (`table`) from name -> table, those named in `index` with their index."""
+        for name, df in named.items():
+            self.table(df, name, index=name in index)
+
     def forget(self, *names: str) -> None:
         """Remove the tables `<out>/<name>.csv` an earlier run wrote for a step this run skips, so that no headline or
         report reads them as this run's."""

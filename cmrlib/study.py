@@ -269,6 +269,10 @@ class Study:
             raise StudySkipped(f"no {missing} under the data root (set data_dir or $CMRLIB_DATA)")
         return found
 
+    def real_named(self, views: tuple[str, ...], missing: str, reference: str | None = None) -> list[tuple]:
+        """(name, cine) of every cine of `real_found`'s subjects: what a Predictor reads, named as its tables show."""
+        return [pair for s in self.real_found(views, missing, reference) for pair in s.named()]
+
     def phantom_more(self, name: str, n: int, views: tuple[str, ...], start: int | None = None, **config):
         """`n` more phantom subjects made like the cohort's (its generator and settings, `config` over them; subject
         numbers from `start`, by default after the cohort's) in `<out>/<name>`; None for a real cohort."""

@@ -289,6 +289,30 @@ def test_the_timing_table_marks_each_notebook_over_its_budget():
     assert report._of_budget({"notebooks": run["notebooks"][:2]}) == " (budget 30 min)"
 
 
+def test_the_running_page_takes_its_minutes_and_largest_steps_from_the_run(tmp_path):
+    run = fake_run(tmp_path)
+    rec = json.loads((run / "run.json").read_text())
+    when = {"02": ("00:00", 1500, 30, ["05_hf_classification.ipynb"]), "05": ("00:00", 2400, 35, ["02_ed_es.ipynb"]),
+            "04": ("00:40", 600, 10, [])}  # 02 beside 05, then 04
+    for r in rec["notebooks"]:
+        start, wall, budget, together = when[r["notebook"][:2]]
+        r.update(started=f"2026-01-01T{start}:00+00:00", wall_s=wall, budget_min=budget, together=together)
+    (run / "run.json").write_text(json.dumps(rec))
+    pd.DataFrame({"step": ["pretraining", "a plot"], "seconds": [400.0, 20.0]}).to_csv(run / "02" / "timings.csv",
+                                                                                        index=False)
+    text = re.sub(" +", " ", report.timing(run))
+    assert "commit `abc1234`: 50.0 min by the clock (budget 45 min), 75.0 min summed over the notebooks" in text
+    assert "| 02 and 05 side by side | 25.0 and 40.0 | 30 and 35 | abc1234 |" in text
+    assert "| 04 | 10.0 | 10 | abc1234 |" in text and "Over budget: 05 (40.0 against 35)." in text
+    assert "| 02 | pretraining | 6.7 |" in text and "a plot" not in text
+    page = tmp_path / "running.md"
+    start, end = report.TIMING_MARKERS
+    page.write_text(f"# Run time\n\n{start}\n50 minutes, typed\n{end}\n")
+    assert report.drift(run, page)
+    report.fill(run, page)
+    assert "| 04 | 10.0 |" in re.sub(" +", " ", page.read_text()) and report.drift(run, page) == []
+
+
 def test_the_report_says_when_bf16_notebooks_trained_in_float32(tmp_path):
     run_dir = fake_run(tmp_path)
     rec = json.loads((run_dir / "run.json").read_text())
@@ -392,6 +416,20 @@ def test_the_readme_results_table_is_the_runs_targets_and_a_check_names_every_nu
     assert "README.md line " in out and ": 1.20 -> 1.25" in out and "1 line(s) differ from run run" in out
     for number in re.findall(r"\d+\.\d+", report.glance_table(run)[["phantom", "real patients"]].to_string()):
         assert float(number) in {0.3, 1.25, 0.5}  # every number the table shows is one of the run's targets
+
+
+def test_a_page_number_no_table_of_its_notebook_holds_is_named(tmp_path, capsys):
+    run = fake_run(tmp_path / "run", also=())  # 02's afd_table: aFD_ED 0.3, 0.5; SD 0.1; aFD_ES 0.2, 0.4
+    page = tmp_path / "02_ed_es.md"
+    page.write_text("TempReg-Net's aFD ED is 0.30 (SD 0.1) and ES 0.2.\nThe new row reads 0.45 against 0.4.\n"
+                    "At 1a2b3c4 it read 0.77 (another run).\n| New | 0.50 | -0.4 |\n")
+    assert report.untraced(run, page) == ["02_ed_es.md line 2: 0.45"]
+    assert main(["report", str(run), "--trace", str(page)]) == 1
+    assert "1 line(s) hold a number" in capsys.readouterr().out
+    page.write_text("0.3 and 0.40\n")
+    assert main(["report", str(run), "--trace", str(page)]) == 0
+    with pytest.raises(report.ReportError, match="no notebook '05' folder"):
+        report.untraced(run, tmp_path / "05_hf.md")
 
 
 def test_a_results_row_of_the_wrong_shape_is_one_line(tmp_path):

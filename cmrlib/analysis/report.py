@@ -2,8 +2,9 @@
 
 `report(run_dir)` is markdown: the run's profile, commit, date and wall times (run.json), every notebook's targets
 and its headline tables beside the papers' numbers. `glance(run_dir)` is the README's results table, a row per
-notebook from its `glance.json` and its targets. `fill` puts each between its markers on a page (the report in
-docs/results.md, the table in the README), and `drift` names every number a page shows that the run does not, so
+notebook from its `glance.json` and its targets. `timing(run_dir)` is docs/running.md's minutes per notebook and
+its largest steps. `fill` puts each between its markers on a page (the report in docs/results.md, the table in the
+README, the minutes in docs/running.md), and `drift` names every number a page shows that the run does not, so
 that no page states a number typed by hand.
 """
 from __future__ import annotations
@@ -23,11 +24,13 @@ from ..runfiles import RunFileError, read_csv, read_json
 from ..utils import atomic_write_text, float32_sentence
 
 __all__ = ["ReportError", "load_run", "notebook_table", "targets_table", "headlines", "report", "glance",
-           "figure_index", "splice_readme", "fill", "drift", "MARKERS", "GLANCE_MARKERS"]
+           "figure_index", "timing", "splice_readme", "fill", "drift", "untraced", "MARKERS", "GLANCE_MARKERS", "TIMING_MARKERS"]
 
 MARKERS = ("<!-- results:start (written by `cmrlib report`; edits here are overwritten) -->", "<!-- results:end -->")
 GLANCE_MARKERS = ("<!-- glance:start (written by `cmrlib report --readme`; edits here are overwritten) -->",
                   "<!-- glance:end -->")
+TIMING_MARKERS = ("<!-- timing:start (written by `cmrlib report --readme`; edits here are overwritten) -->",
+                  "<!-- timing:end -->")
 
 
 class ReportError(FileNotFoundError):
@@ -153,7 +156,8 @@ def cell(v):
     the README's markers is refused (it would make the block impossible to find again)."""
     if not isinstance(v, str):
         return v
-    if any(m in v for m in (*MARKERS, *GLANCE_MARKERS)) or re.search(r"(results|glance):(start|end)", v):
+    if any(m in v for m in (*MARKERS, *GLANCE_MARKERS, *TIMING_MARKERS)) or re.search(
+            r"(results|glance|timing):(start|end)", v):
         raise ReportError(f"a table cell holds a results marker ({v[:40]!r}): refused")
     return html.escape(" ".join(v.split()), quote=False).replace("|", "\\|")
 
@@ -242,6 +246,58 @@ def report(run_dir: str | Path) -> str:
                   "the target).", "", _md(targets_shown(tg)), ""]
     for title, table in headlines(run_dir, done):
         lines += [f"**{cell(title)}**", "", _md(table), ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def side_by_side(run: dict) -> list[list[dict]]:
+    """The run's notebook records in run order, those run side by side (`together`) in one group."""
+    rows, groups, seen = run.get("notebooks") or [], [], set()
+    for r in rows:
+        if r["notebook"] not in seen:
+            group = [r] + [o for o in rows if o["notebook"] in (r.get("together") or []) and o["notebook"] not in seen
+                           and o is not r]
+            seen.update(o["notebook"] for o in group)
+            groups.append(group)
+    return groups
+
+
+def _steps(run_dir: Path, run: dict, least_min: float) -> pd.DataFrame:
+    """Every step of a finished notebook (`NN/timings.csv`) that took at least `least_min` minutes."""
+    rows = []
+    for nb in sorted(finished(run)):
+        f = run_dir / nb / "timings.csv"
+        if f.is_file():
+            t = read_table(f, run_dir)
+            rows += [dict(notebook=nb, step=str(r.step), minutes=round(r.seconds / 60, 1))
+                     for r in t.itertuples() if r.seconds / 60 >= least_min]
+    return pd.DataFrame(rows, columns=["notebook", "step", "minutes"])
+
+
+def timing(run_dir: str | Path, least_min: float = 3.0) -> str:
+    """The run's minutes as docs/running.md shows them: its total by the clock against the budget, each notebook's
+    minutes against its budget (those run side by side on one row), and every step of at least `least_min` min."""
+    run_dir = Path(run_dir)
+    run = load_run(run_dir)
+    clock, each = notebook_minutes(run)
+    rows, over = [], []
+    for group in side_by_side(run):
+        names = [r["notebook"][:2] for r in group]
+        minutes = [r.get("wall_s", np.nan) / 60 for r in group]
+        budgets = [r.get("budget_min") for r in group]
+        over += [f"{n} ({m:.1f} against {b:g})" for n, m, b in zip(names, minutes, budgets)
+                 if b is not None and m > b]
+        rows.append(dict(notebook=" and ".join(names) + (" side by side" if len(group) > 1 else ""),
+                         minutes=" and ".join(f"{m:.1f}" for m in minutes),
+                         budget=" and ".join("–" if b is None else f"{b:g}" for b in budgets),
+                         commit=", ".join(sorted({(r.get("git_commit") or "")[:7] for r in group}))))
+    lines = [f"From one run: `{_shown(run_dir)}`, profile `{cell(str(run.get('profile')))}`, commit "
+             f"`{(run.get('git_commit') or '')[:7]}`: {clock:.1f} min by the clock{_of_budget(run)}, {each:.1f} "
+             "min summed over the notebooks.", "",
+             _md(pd.DataFrame(rows, columns=["notebook", "minutes", "budget", "commit"])), "",
+             f"Over budget: {', '.join(over)}." if over else "Every notebook kept its budget.", ""]
+    steps = _steps(run_dir, run, least_min)
+    if len(steps):
+        lines += [f"Every step of at least {least_min:g} min (`NN/timings.csv`):", "", _md(steps)]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -368,15 +424,15 @@ def splice_readme(readme: str | Path, text: str, markers: tuple[str, str] = MARK
 
 def filled(run_dir: str | Path, page: str | Path) -> str:
     """A page as the run would write it: the report between its results markers, the results table between its
-    glance markers (a page holds either or both); an error when it holds neither."""
+    glance markers, the minutes between its timing markers (a page holds any of them); an error when it holds none."""
     page = Path(page)
     text, parts = page.read_text(), []
-    for markers, make in ((MARKERS, report), (GLANCE_MARKERS, glance)):
+    for markers, make in ((MARKERS, report), (GLANCE_MARKERS, glance), (TIMING_MARKERS, timing)):
         if markers[0] in text or markers[1] in text:
             text = _spliced(text, page.name, make(run_dir), markers)
             parts.append(markers)
     if not parts:
-        raise ReportError(f"{page.name}: holds no results or glance markers")
+        raise ReportError(f"{page.name}: holds no results, glance or timing markers")
     return text
 
 
@@ -406,4 +462,35 @@ def drift(run_dir: str | Path, page: str | Path) -> list[str]:
             else:
                 said = f"{a[:100]!r} -> {b[:100]!r}"
             out.append(f"{page.name} line {a0 + k + 1}: {said}")
+    return out
+
+
+DECIMAL = re.compile(r"(?<![\w.])\d+\.\d+(?![\w.])")  # a number with a decimal point, as prose and tables show it
+ELSEWHERE = re.compile(r"\b(?=[0-9a-f]*\d)[0-9a-f]{7}\b|bench/")  # a line naming another run's commit or a bench
+
+
+def shown_values(folder: Path, root: Path, max_bytes: int = 2_000_000) -> set[str]:
+    """Every number of a notebook folder's tables as a page may show it (1-4 decimals, either sign dropped)."""
+    shown = set()
+    for f in sorted(folder.rglob("*.csv")):
+        if f.stat().st_size <= max_bytes:
+            cells = read_table(f, root).apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float).ravel()
+            for v in np.abs(cells[np.isfinite(cells)]):
+                shown.update(f"{v:.{d}f}" for d in range(1, 5))
+    return shown
+
+
+def untraced(run_dir: str | Path, page: str | Path) -> list[str]:
+    """Every decimal number a notebook page (`NN_*.md`) shows that no table of the run's notebook NN holds at the
+    shown precision, as `page line N: numbers`; lines naming another run's commit or a bench aside. What a run's
+    update of the page reads first."""
+    run_dir, page = Path(run_dir), Path(page)
+    folder = run_dir / page.name[:2]
+    if not folder.is_dir():
+        raise ReportError(f"{page.name}: the run has no notebook {page.name[:2]!r} folder")
+    shown, out = shown_values(folder, run_dir), []
+    for k, line in enumerate(page.read_text().splitlines(), start=1):
+        missing = [x for x in DECIMAL.findall(line) if x not in shown]
+        if missing and not ELSEWHERE.search(line):
+            out.append(f"{page.name} line {k}: {', '.join(missing)}")
     return out

@@ -355,9 +355,8 @@ class Study(Base):
         """Every row and the forest scored on validation and once on the evaluated splits (`evaluate.score_rows`):
         the validation table and Table 2 with bootstrap CIs (written)."""
         sc = score_rows(rows.nets, self.forest, self.inputs, int(self.p["n_boot"]), int(self.p["seed"]))
-        self.nb.table(validation_table(sc.valid, sc.thr), "validation")
-        self.nb.table(sc.long, "metrics")
-        self.nb.table(table2(sc.long), "table2", index=True)
+        self.nb.tables({"validation": validation_table(sc.valid, sc.thr), "metrics": sc.long,
+                        "table2": table2(sc.long)}, index=("table2",))
         return sc
 
     @cached_property
@@ -464,7 +463,7 @@ class Study(Base):
     def _real_4ch(self) -> list:
         """(name, cine) of the real 4CH cines under the data root: the UK Biobank demo's (with pseudo-labels) and
         the DICOM sample's."""
-        return [pair for s in self.real_found(("4CH",), "real 4CH cines") for pair in s.named()]
+        return self.real_named(("4CH",), "real 4CH cines")
 
     @cached_property
     def real_results(self) -> pd.DataFrame:

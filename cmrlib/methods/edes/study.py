@@ -284,8 +284,8 @@ class Study(Base):
             tuned, logs = fine_tuned_rows(self.models.nets, p["methods"], self.real_items, cines, folds,
                                           p["real_folds"], self.tuning)
         res = per_cine(parts + tuned, cines, folds, p["short_frames"], p["curve_smooth"])
-        self.nb.table(res.drop(columns="curve", errors="ignore"), "real_predictions")
-        self.nb.table(pd.DataFrame(logs), "real_training")
+        self.nb.tables({"real_predictions": res.drop(columns="curve", errors="ignore"),
+                        "real_training": pd.DataFrame(logs)})
         return self._real_tables(res, logs)
 
     def _real_tables(self, res: pd.DataFrame, logs: list[dict]) -> RealCines:
@@ -300,9 +300,7 @@ class Study(Base):
                        "fine-tuned rows scored on held-out folds) with 95 % CIs, beside the paper's and the phantom "
                        "test split's aFD")
         if not r.choice.empty:
-            self.nb.table(r.choice, "real_choice")
-            self.nb.table(r.picks, "real_choice_by_fold")
-            self.nb.table(r.procedure, "real_afd_nested")
+            self.nb.tables({"real_choice": r.choice, "real_choice_by_fold": r.picks, "real_afd_nested": r.procedure})
         return r
 
     def real_patients(self) -> pd.DataFrame:

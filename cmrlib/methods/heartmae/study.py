@@ -295,8 +295,8 @@ class Study(Base):
         with self.nb.timer("probes"):
             made = fit_probes(self.bagged, self.probe_targets, self.probe_cfg, self.out, int(self.p["n_boot"]),
                               seed_for(self.p["seed"], "06", "boot"))
-        self.nb.table(made.reg, "regression")
-        self.nb.table(pd.concat(made.preds, names=["model"]), "test_predictions", index=True)
+        self.nb.tables({"regression": made.reg, "test_predictions": pd.concat(made.preds, names=["model"])},
+                       index=("test_predictions",))
         return made
 
     def fit(self) -> pd.DataFrame:
@@ -335,8 +335,7 @@ class Study(Base):
     def cardiac_result(self) -> Cardiac:
         """Tasks won per model and HeartMAE against MAE-ViT-B (Wilcoxon) over the cardiac measures (written)."""
         c = cardiac_wins(self.probes.reg, self.paper_targets.groups)
-        self.nb.table(c.won, "wins")
-        self.nb.table(pd.DataFrame([c.wilcoxon]), "wilcoxon")
+        self.nb.tables({"wins": c.won, "wilcoxon": pd.DataFrame([c.wilcoxon])})
         return c
 
     def cardiac(self) -> pd.DataFrame:
@@ -373,8 +372,7 @@ class Study(Base):
             with self.nb.timer("expert features"):
                 rows, expert, bad, chosen = expert_rows(self.table1_measures(self.store, t.subjects), t, cls_tasks,
                                                         int(self.p["n_boot"]), seed_for(self.p["seed"], "06", "boot"))
-            self.nb.table(bad, "expert_failures")
-            self.nb.table(expert, "expert_measures", index=True)
+            self.nb.tables({"expert_failures": bad, "expert_measures": expert}, index=("expert_measures",))
             cls = pd.concat([cls, rows], ignore_index=True)
             print(f"expert features: {expert.shape[1]} measures of {len(expert)} subjects; C per condition {chosen}")
         else:
@@ -469,9 +467,8 @@ class Study(Base):
         """The real section's tables (out-of-fold LVEF per read-out, frame-resolved minus pooled) and figure."""
         r = real.real_tables(pred, gate, pretext, int(self.p["n_boot"]), seed_for(self.p["seed"], "06", "real"))
         pooled, frames = r.table, r.frames
-        for name, t in (("real_predictions", pred), ("real_features_gate", gate), ("real_pretext_gate", pretext),
-                        ("real_lvef", pooled), ("real_lvef_frames", frames), ("real_frames_minus_pooled", r.gain)):
-            self.nb.table(t, name)
+        self.nb.tables({"real_predictions": pred, "real_features_gate": gate, "real_pretext_gate": pretext,
+                        "real_lvef": pooled, "real_lvef_frames": frames, "real_frames_minus_pooled": r.gain})
         self.nb.figure(real_lvef_figure(pred[pred.readout == real.POOLED], pooled), "06_real_patients",
                        f"LVEF of {n} real ACDC patients (reference: the full manual labels) against the pooled "
                        "read-out of each representation's frozen features, out of fold; MAE with its 95 % "

@@ -217,9 +217,8 @@ class Study(Base):
         with self.nb.timer("test inference"):
             t = test_results(self.trackers, self.data.tests, self.data.obs, self.p["velocity_window"])
         frames, subj = t.frames, t.subj
-        self.nb.table(frames, "spatial_frames")
-        self.nb.table(summarise_spatial(frames), "spatial_summary")
-        self.nb.table(subj, "clinical_subjects")
+        self.nb.tables({"spatial_frames": frames, "spatial_summary": summarise_spatial(frames),
+                        "clinical_subjects": subj})
         m = self.store.manifest().drop_duplicates("subject").set_index("subject")
         conditions = m["condition"].to_dict() if "condition" in m else {}
         self.nb.table(from_columns(subj, STAGE_METHODS, "phantom", "observer 1", conditions), "measures_long")
@@ -252,8 +251,7 @@ class Study(Base):
         """MAPSE and e' of MVnet, a second observer and the true motion against the reference, overall and per
         stage (the paper's Tables 4/5; written)."""
         agree, by_stage = agreement_tables(self.test_results.subj)
-        self.nb.table(agree, "agreement")
-        self.nb.table(by_stage, "agreement_by_stage")
+        self.nb.tables({"agreement": agree, "agreement_by_stage": by_stage})
         return agree, by_stage
 
     def agreement(self) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -312,8 +310,7 @@ class Study(Base):
         """(name, cine) of the real DICOM and UK-Biobank-style cines under the data root that a tracker reads."""
         if not self.p["real_cines"]:
             raise StudySkipped("real cines off (real_cines=False)")
-        return [pair for s in self.real_found(tuple(self.p["views"]), "real DICOM or UK Biobank cines")
-                for pair in s.named()]
+        return self.real_named(tuple(self.p["views"]), "real DICOM or UK Biobank cines")
 
     def _fit_real(self, cines: list[tuple]) -> MVnet | None:
         """The 4CH tracker fine-tuned on one demo subject (`real.fine_tune_4ch`; its stages exported) and its phantom

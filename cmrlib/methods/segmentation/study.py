@@ -273,8 +273,7 @@ class Study(Base):
                     **predict_store(m["lax"], store, [i for i in ids if not i.endswith("_SAX")], **self.on_dask)}
             scores = evaluate(store, pred)
             table = summarise(scores, by=("view", "structure"))
-            self.nb.table(scores, "scores_phantom.csv")
-            self.nb.table(table, "dice_phantom.csv", index=True)
+            self.nb.tables({"scores_phantom": scores, "dice_phantom": table}, index=("dice_phantom",))
         return Scored(pred, scores, table)
 
     def evaluate(self) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -347,8 +346,7 @@ class Study(Base):
         (written as scores_{name} and dice_{name})."""
         scores = evaluate(self.acdc_cohort, pred)
         table = summarise(scores, by=("structure",))
-        self.nb.table(scores, f"scores_{name}.csv")
-        self.nb.table(table, f"dice_{name}.csv", index=True)
+        self.nb.tables({f"scores_{name}": scores, f"dice_{name}": table}, index=(f"dice_{name}",))
         return Scored(pred, scores, table, model)
 
     @cached_property
@@ -597,8 +595,7 @@ class Study(Base):
         if not pairs:
             raise StudySkipped(f"fewer than 3 ACDC patients with measures ({len(meas)} patients)")
         agree, withheld = stats.agreement_table(meas, pairs, units=UNITS), withheld_measures(meas)
-        self.nb.table(agree, "agreement_acdc.csv", index=True)
-        self.nb.table(withheld, "withheld_acdc.csv")
+        self.nb.tables({"agreement_acdc": agree, "withheld_acdc": withheld}, index=("agreement_acdc",))
         return Agreed(meas, pairs, agree, withheld)
 
     @cached_property
@@ -660,8 +657,7 @@ class Study(Base):
         if (tuned := self._fit_lax_real(list(cines.values()))) is not None:
             models["lax_real"] = tuned
         preds, sc, table = lax_scores(models, cines, self.p["lax_real_subject"])
-        self.nb.table(sc, "scores_ukbb_pseudo.csv")
-        self.nb.table(table, "dice_ukbb_pseudo.csv", index=True)
+        self.nb.tables({"scores_ukbb_pseudo": sc, "dice_ukbb_pseudo": table}, index=("dice_ukbb_pseudo",))
         on_phantom = self._phantom_after_fine_tuning(tuned) if tuned is not None else None
         return RealLax(models, cines, preds, sc, table, on_phantom)
 

@@ -313,8 +313,7 @@ class Study(Base):
                                                                                anatomy=p["anatomy"])))
         fm = fold_metrics(pred)
         summ = pooled_summary(pred, fm, seed=seed_for(p["seed"], "sslhf", "bootstrap"))
-        self.nb.table(fm, "fold_metrics")
-        self.nb.table(summ, "summary")
+        self.nb.tables({"fold_metrics": fm, "summary": summ})
         return CrossValidated(pred, fit_logs, fm, summ, predictor_file)
 
     def fit(self) -> pd.DataFrame:
@@ -476,8 +475,7 @@ class Study(Base):
 
         if self.cv.predictor_file is None:
             raise StudySkipped("no SSLHF Predictor in this run")
-        full = self.real_found(("SAX",), "full ACDC SAX cine", MANUAL)
-        named = (pair for s in full for pair in s.named())
+        named = self.real_named(("SAX",), "full ACDC SAX cine", MANUAL)
         real = predictor_rows(load(self.cv.predictor_file), named, HFREF_BELOW)
         self.nb.table(real, "real_cines")
         return real
