@@ -297,6 +297,15 @@ class Study:
             got.save(path, key)
         return got
 
+    def prepared(self, kind, name: str, store, ids: list, settings: dict, build: Callable[[], Any],
+                 anatomy: bool = False, real: bool = False):
+        """A store's cines preprocessed (`build()`) through `cached`, keyed by the settings, the cines and the store's
+        content, and with `anatomy` by what found the heart (`anatomy_key`): one key rule for every preprocessing."""
+        key = dict(settings, ids=ids, cohort=store.fingerprint())
+        if anatomy:
+            key.update(anatomy=self.p["anatomy"], segmenter=self.anatomy_key(real=real))
+        return self.cached(kind, name, key, build)
+
     def train(self, finish=None, rows: int | None = None) -> list[dict]:
         """What `cmrlib fit` runs: the method's models trained (`finish(learn, path)` exports each and gives its
         validation loss; `rows`: the first rows only, where a method trains rows in sequence), then its Predictor;

@@ -174,9 +174,8 @@ class Study(Base):
                 if st is None:
                     continue
                 ids = st.select(view="4CH")
-                key = dict(prep, ids=ids, cohort=st.fingerprint(), anatomy=p["anatomy"], segmenter=self.anatomy_key())
-                sets[name] = self.cached(PatchSet, f"patches_{name}", key,
-                                         lambda st=st, ids=ids: preprocess_store(st, segment, ids, **prep))
+                sets[name] = self.prepared(PatchSet, f"patches_{name}", st, ids, prep, lambda st=st, ids=ids:
+                                           preprocess_store(st, segment, ids, **prep), anatomy=True)
         failures = pd.concat([ps.failures.assign(store=n) for n, ps in sets.items()], ignore_index=True)
         self.nb.table(failures, "preprocessing_failures")
         return Patches(prep, sets, PatchSet.join([sets[n] for n in c.stores]), lax_cache, failures)

@@ -136,9 +136,8 @@ class Study(Base):
         failures written), and the training views' intensity mean and SD."""
         ids = self.store.select(view=["SAX", "2CH", "3CH", "4CH"])
         with self.nb.timer("preprocessing"):
-            key = dict(self.prep, ids=ids, cohort=self.store.fingerprint())  # this cohort and these settings only
-            cines = self.cached(CineSet, "cines", key, lambda: preprocess_store(self.store, ids, scheduler=self.client,
-                                                                                **self.prep))
+            cines = self.prepared(CineSet, "cines", self.store, ids, self.prep, lambda: preprocess_store(
+                self.store, ids, scheduler=self.client, **self.prep))
         self.nb.table(cines.failures, "preprocessing_failures")
         mean, std = intensity_stats(cines.take(cines.rows("train")))
         return Views(cines, mean, std)
@@ -449,8 +448,7 @@ class Study(Base):
         store, subjects = self.real_sax(5)
         ids = subjects.cine_id.tolist()
         with self.nb.timer("real patients: views"):
-            key = dict(self.prep, ids=ids, cohort=store.fingerprint())
-            cines = self.cached(CineSet, "real_views", key, lambda: preprocess_store(
+            cines = self.prepared(CineSet, "real_views", store, ids, self.prep, lambda: preprocess_store(
                 store, ids, progress=False, scheduler=self.client, **self.prep))
         self.nb.table(cines.failures, "real_preprocessing_failures")
         subjects, expert = subjects[subjects.subject.isin(set(cines.table["subject"]))], None

@@ -183,10 +183,8 @@ class Study(Base):
             for name, st, ids in (("cohort", c.hf_store, c.hf_store.select(view="SAX")),
                                   ("pool", c.pool_store, c.pool_ids)):
                 ids = [i for i in ids if name == "pool" or i.rsplit("_", 1)[0] in set(c.labels.subject)]
-                key = dict(self.prep, ids=ids, cohort=st.fingerprint(), anatomy=self.p["anatomy"],
-                           segmenter=self.anatomy_key())
-                sets[name] = self.cached(HFPatches, f"patches_{name}", key,
-                                         lambda st=st, ids=ids: preprocess_store(st, self.segment, ids, **self.prep))
+                sets[name] = self.prepared(HFPatches, f"patches_{name}", st, ids, self.prep, lambda st=st, ids=ids:
+                                           preprocess_store(st, self.segment, ids, **self.prep), anatomy=True)
         failures = pd.concat([s.failures.assign(store=n) for n, s in sets.items()], ignore_index=True)
         self.nb.table(failures, "preprocessing_failures")
         labels = c.labels[c.labels.subject.isin(set(sets["cohort"].subject))].reset_index(drop=True)
@@ -417,10 +415,9 @@ class Study(Base):
                                "(proxy_data='pool' and the SSLHF row)")
         store, subjects = self.real_sax(int(p["n_folds"]))
         with self.nb.timer("real patients: patches"):
-            key = dict(self.prep, ids=subjects.cine_id.tolist(), cohort=store.fingerprint(), anatomy=p["anatomy"],
-                       segmenter=self.anatomy_key(real=True))
-            patches = self.cached(HFPatches, "real_patches", key, lambda: preprocess_store(
-                store, self.anatomy("SAX", real=True), subjects.cine_id.tolist(), progress=False, **self.prep))
+            ids = subjects.cine_id.tolist()
+            patches = self.prepared(HFPatches, "real_patches", store, ids, self.prep, lambda: preprocess_store(
+                store, self.anatomy("SAX", real=True), ids, progress=False, **self.prep), anatomy=True, real=True)
         self.nb.table(patches.failures, "real_preprocessing_failures")
         r = real_run(patches, subjects, proxies.nets["SSLHF"], [x for x in p["real_rows"] if x in p["rows"]], self.cfg,
                      p["real_proxy_steps"], int(p["n_folds"]), p["seed"], self.nb.timer,
