@@ -302,8 +302,8 @@ def test_the_running_page_takes_its_minutes_and_largest_steps_from_the_run(tmp_p
                                                                                         index=False)
     text = re.sub(" +", " ", report.timing(run))
     assert "commit `abc1234`: 50.0 min by the clock (budget 45 min), 75.0 min summed over the notebooks" in text
-    assert "| 02 and 05 side by side | 25.0 and 40.0 | 30 and 35 | abc1234 |" in text
-    assert "| 04 | 10.0 | 10 | abc1234 |" in text and "Over budget: 05 (40.0 against 35)." in text
+    assert "| 02 and 05 side by side | 25.0 and 40.0 | 30 and 35 | `abc1234` |" in text
+    assert "| 04 | 10.0 | 10 | `abc1234` |" in text and "Over budget: 05 (40.0 against 35)." in text
     assert "| 02 | pretraining | 6.7 |" in text and "a plot" not in text
     page = tmp_path / "running.md"
     start, end = report.TIMING_MARKERS

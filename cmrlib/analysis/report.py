@@ -289,12 +289,14 @@ def timing(run_dir: str | Path, least_min: float = 3.0) -> str:
         rows.append(dict(notebook=" and ".join(names) + (" side by side" if len(group) > 1 else ""),
                          minutes=" and ".join(f"{m:.1f}" for m in minutes),
                          budget=" and ".join("–" if b is None else f"{b:g}" for b in budgets),
-                         commit=", ".join(sorted({(r.get("git_commit") or "")[:7] for r in group}))))
+                         commit=", ".join(sorted({f"`{(r.get('git_commit') or '')[:7]}`" for r in group}))))
     lines = [f"From one run: `{_shown(run_dir)}`, profile `{cell(str(run.get('profile')))}`, commit "
              f"`{(run.get('git_commit') or '')[:7]}`: {clock:.1f} min by the clock{_of_budget(run)}, {each:.1f} "
              "min summed over the notebooks.", "",
              _md(pd.DataFrame(rows, columns=["notebook", "minutes", "budget", "commit"])), "",
              f"Over budget: {', '.join(over)}." if over else "Every notebook kept its budget.", ""]
+    if note := _float32_note(run):
+        lines += [note, ""]
     steps = _steps(run_dir, run, least_min)
     if len(steps):
         lines += [f"Every step of at least {least_min:g} min (`NN/timings.csv`):", "", _md(steps)]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+import time
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Callable, Sequence
@@ -110,6 +111,27 @@ def seq_items(store, ids: Sequence[str], size: int, split: str = "train", norm: 
             raise ValueError(f"{store.root}: cine {cid} has no ED/ES label")
         out.append(SeqItem(seq_frames(c, size, norm=norm, zoom=zoom), int(c.ed), int(c.es), cid, c.view, split))
     return out
+
+
+@dataclass(frozen=True)
+class Sequences:
+    """The training and validation sequences and their loaders, the test cines, and what preparing them took."""
+
+    items: list[SeqItem]
+    dls: object
+    test_ids: list[str]
+    seconds: float
+
+
+def phantom_sequences(store, views: list[str], max_cines: int | None, size: int, zoom: float, bs: int, delta: float,
+                      upsilon: float, seed: int) -> Sequences:
+    """The training and validation sequences of a store's `views` (frames fitted and zoomed, read once) with their
+    loaders, and the test cines, interleaved by view."""
+    t0 = time.perf_counter()
+    items = [it for split in ("train", "valid")
+             for it in seq_items(store, store.select(views, split, max_cines, interleave=True), size, split, zoom=zoom)]
+    dls = dataloaders(items, bs=bs, delta=delta, upsilon=upsilon, seed=seed)
+    return Sequences(items, dls, store.select(views, "test", max_cines, interleave=True), time.perf_counter() - t0)
 
 
 def _get_x(it: SeqItem) -> TensorImage:

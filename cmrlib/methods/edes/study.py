@@ -4,8 +4,6 @@ segmentation baseline through the run's segmentation Predictor, real cines, figu
 Predictor."""
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
 from functools import cached_property, partial
 from typing import ClassVar
 
@@ -16,7 +14,7 @@ from ...io.real import rolled_cine
 from ...learn import Fitted
 from ...study import Study as Base
 from ...study import StudySkipped
-from .data import SeqItem, dataloaders, real_item, resampled, seq_items
+from .data import SeqItem, Sequences, phantom_sequences, real_item, resampled
 from .evaluate import PAPER_AFD, TestResults, afd_table, phantom_checks, pseudo_reference, test_results
 from .figures import afd_figure, curves_figure, real_figure
 from .learner import DETECTORS, fit, make_models
@@ -29,16 +27,6 @@ from .real import (PROCEDURE, RealCines, RealResult, RealSax, Tuning, every_pati
 MODEL_KEYS = ("widths", "blocks", "hidden", "bidirectional", "cyclic", "motion", "dropout")
 
 SEG_ROW = "Segmentation (LV curve)"  # the segmentation baseline: the run segmenter's LV volume curve
-
-
-@dataclass(frozen=True)
-class Sequences:
-    """The training and validation sequences and their loaders, the test cines, and what preparing them took."""
-
-    items: list[SeqItem]
-    dls: object
-    test_ids: list[str]
-    seconds: float
 
 
 class Study(Base):
@@ -103,14 +91,9 @@ class Study(Base):
     @cached_property
     def sequences(self) -> Sequences:
         """The training and validation sequences (frames fitted and zoomed) and the test cines."""
-        p, store = self.p, self.store
-        t0 = time.perf_counter()
-        items = [it for split in ("train", "valid")
-                 for it in seq_items(store, store.select(p["views"], split, p["max_cines"], interleave=True),
-                                     p["size"], split, zoom=p["zoom"])]
-        dls = dataloaders(items, bs=p["bs"], delta=p["delta"], upsilon=p["upsilon"], seed=p["seed"])
-        return Sequences(items, dls, store.select(p["views"], "test", p["max_cines"], interleave=True),
-                         time.perf_counter() - t0)
+        p = self.p
+        return phantom_sequences(self.store, p["views"], p["max_cines"], p["size"], p["zoom"], p["bs"], p["delta"],
+                                 p["upsilon"], p["seed"])
 
     def prepare(self) -> None:
         """The sequences' counts and frame range."""

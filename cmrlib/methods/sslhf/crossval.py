@@ -13,7 +13,7 @@ from ...learn import attempt
 from ...utils import seed_for
 from ...store import fold_roles
 from .data import HFPatches, subsample_patients
-from .evaluate import fold_metrics, pooled_summary
+from .evaluate import summarised
 from .learner import PROXIES, SSLHFConfig, features, fit, pretrain, scores
 
 
@@ -123,7 +123,7 @@ def learning_curve(patches: HFPatches, labels: pd.DataFrame, folds: pd.Series, r
         curve.append(pred)
         logs += fit_logs
     curve = pd.concat(curve, ignore_index=True)
-    return pooled_summary(curve, fold_metrics(curve), seed=seed_for(seed, "sslhf", "bootstrap")), logs
+    return summarised(curve, seed)[1], logs
 
 
 def _choosing_folds(k: int) -> tuple[int, ...]:

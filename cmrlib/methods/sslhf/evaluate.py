@@ -9,6 +9,7 @@ import pandas as pd
 
 from ...results import Target
 from ...stats import accuracy_threshold, binary_metrics, mean_ci, fmt_ci
+from ...utils import seed_for
 from .learner import BASELINES, NO_PROXY, PROXIES
 
 PRED_COLUMNS = ("row", "fold", "split", "subject", "slice", "y", "score")
@@ -68,6 +69,12 @@ def fold_metrics(pred: pd.DataFrame) -> pd.DataFrame:
             rows.append(dict(zip(_keys(pred), key if isinstance(key, tuple) else (key,)), level=level,
                              auc=m["roc_auc"], acc=m["accuracy"], threshold=thr, n=len(t), n_hfref=n_pos, note=note))
     return pd.DataFrame(rows, columns=[*_keys(pred), "level", "auc", "acc", "threshold", "n", "n_hfref", "note"])
+
+
+def summarised(pred: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Fold metrics and their pooled summary with the run's bootstrap seed: how every SSLHF table is scored."""
+    fm = fold_metrics(pred)
+    return fm, pooled_summary(pred, fm, seed=seed_for(seed, "sslhf", "bootstrap"))
 
 
 def pooled_summary(pred: pd.DataFrame, fm: pd.DataFrame, seed=0, n_boot: int = 1000,

@@ -10,11 +10,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ...utils import seed_for
 from . import crossval
 from .data import HFREF_BELOW, HFPatches, hf_class
-from .evaluate import (MEASUREMENT, collapsed_runs, detectability, differences, fold_metrics, measurement_rows,
-                       paired_target, pooled_summary, table)
+from .evaluate import (MEASUREMENT, collapsed_runs, detectability, differences, measurement_rows, paired_target,
+                       summarised, table)
 from .learner import NO_PROXY, PROXIES, SSLHFConfig, network, pretrain
 
 POOL, TUNED, RANDOM = "pool proxy", "pool + real proxy", "random"  # the encoders the real gate probes
@@ -96,8 +95,7 @@ def real_tables(pred: pd.DataFrame, lvef: pd.Series | None, rows: list[str], n_f
     if lvef is not None:
         pred = pd.concat([pred, measurement_rows(pred, lvef)], ignore_index=True)
         rows = [*rows, MEASUREMENT]
-    fm = fold_metrics(pred)
-    summ = pooled_summary(pred, fm, seed=seed_for(seed, "sslhf", "bootstrap"))
+    fm, summ = summarised(pred, seed)
     return rows, dict(real_predictions=pred, fold_metrics=fm, real_summary=summ,
                       real_table=table(summ, rows, n_folds=n_folds), real_differences=differences(fm),
                       real_detectability=pd.DataFrame([detectability(fm, n, "SSLHF", "A: no proxy")]))

@@ -19,8 +19,7 @@ from ...utils import seed_for
 from . import crossval
 from .data import (CLASSES, HFREF_BELOW, HFCohort, HFPatches, PatchSettings, cohort_table, flipped_labels, hf_cohort,
                    patient_folds, preprocess_store)
-from .evaluate import (TABLES, detectability, differences, fold_metrics, mean_roc, phantom_checks, pooled_summary,
-                       table)
+from .evaluate import TABLES, detectability, differences, mean_roc, phantom_checks, summarised, table
 from .figures import ef_figure, learning_curve_figure, real_figure, restoration_figure, roc_figure
 from .learner import NO_PROXY, PROXIES, SSLHFConfig, network, pool_proxies, restoration_cases, save
 from .predictor import Predictor
@@ -309,8 +308,7 @@ class Study(Base):
             predictor_file = self.nb.predictor(Predictor.from_folds(
                 sslhf_folds, "SSLHF", self.prep, provenance=self.nb.provenance(self.hf_cohort.hf_store, None,
                                                                                anatomy=p["anatomy"])))
-        fm = fold_metrics(pred)
-        summ = pooled_summary(pred, fm, seed=seed_for(p["seed"], "sslhf", "bootstrap"))
+        fm, summ = summarised(pred, p["seed"])
         self.nb.tables({"fold_metrics": fm, "summary": summ})
         return CrossValidated(pred, fit_logs, fm, summ, predictor_file)
 
