@@ -145,7 +145,7 @@ def _value_reasons(row, n_frames: dict[str, int]) -> dict[str, list[str]]:
         n = next((n_frames[v] for v in views_of(row.cine) if v in n_frames), None)
         return {} if n is None or 0 <= v < n else {WITHHELD: [f"frame {v:g} is outside the cine's {n} frames"]}
     b = bounds(row.measure, row.unit)
-    if b and not b[0] <= v <= b[1]:
+    if b and not _within(row.measure, v, row.unit):
         return {WITHHELD: [f"outside human range {b[0]:.3g}-{b[1]:.3g} {row.unit}".rstrip()]}
     lo, hi = getattr(row, "low", np.nan), getattr(row, "high", np.nan)
     if not (np.isfinite(lo) and np.isfinite(hi)):
@@ -239,6 +239,17 @@ def outside_bounds(values: pd.Series, measure: str, unit: str) -> pd.Series:
     """Which numbers lie outside the measure's human bounds: measurement failures a report withholds (missing
     values are not)."""
     return values.notna() & ~values.map(lambda v: _within(measure, v, unit)).astype(bool)
+
+
+def withheld(columns: dict[str, pd.Series], units: dict[str, str]) -> pd.DataFrame:
+    """Every number of a research table's measure columns (measure -> values by subject) that a report withholds,
+    outside its human bounds (`outside_bounds`), with those bounds: one rule for the tables and the report."""
+    rows = []
+    for m, values in columns.items():
+        if (b := bounds(m, units.get(m, ""))) is not None:
+            bad = values[outside_bounds(values, m, units.get(m, ""))]
+            rows += [dict(subject=s, measure=m, value=v, low=b[0], high=b[1]) for s, v in bad.items()]
+    return pd.DataFrame(rows, columns=["subject", "measure", "value", "low", "high"])
 
 
 def with_sv_gap(tab: pd.DataFrame) -> pd.DataFrame:

@@ -243,7 +243,7 @@ def test_a_segmented_number_outside_human_bounds_is_listed_as_the_report_withhol
     """acdc086's out-of-fold LVEF of -24.6 % is a failed segmentation: the research tables list it beside the
     agreement, and the measurement row of notebook 05 makes no call on it."""
     from cmrlib.methods.segmentation import real
-    from cmrlib.plausible import outside_bounds
+    from cmrlib.plausible import WITHHELD, check, outside_bounds
 
     meas = pd.DataFrame(dict(subject=["acdc086", "acdc001", "acdc002"], LVEF_auto=[-24.6, 55.0, np.nan],
                              LVEDV_auto=[120.0, 900.0, 150.0], LVEF_ref=[40.0, 56.0, 60.0]))
@@ -251,3 +251,6 @@ def test_a_segmented_number_outside_human_bounds_is_listed_as_the_report_withhol
     assert withheld[["subject", "measure"]].values.tolist() == [["acdc086", "LVEF"], ["acdc001", "LVEDV"]]
     assert withheld.set_index("measure").loc["LVEF", ["low", "high"]].tolist() == [5, 90]
     assert outside_bounds(meas.LVEF_auto, "LVEF", "%").tolist() == [True, False, False]  # missing: not a failure
+    long = pd.DataFrame(dict(method="segmentation", measure=["LVEF", "LVEF"], value=[-24.6, 55.0], unit="%",
+                             cine="SAX"))
+    assert check(long, ["SAX"])[0].tier.tolist() == [WITHHELD, ""]  # the patient report withholds the same number

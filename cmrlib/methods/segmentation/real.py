@@ -11,7 +11,7 @@ import pandas as pd
 
 from ... import stats
 from ...measure import SAX_VOLUMES, UNITS, subject_measures
-from ...plausible import bounds, outside_bounds
+from ...plausible import withheld
 from ...store import CohortStore
 
 from .crossfit import CROSSFIT, coverage_target, sax_evidence
@@ -145,17 +145,9 @@ OUT_OF_FOLD_SPLIT = "out of fold"  # ACDC measures' split when each patient was 
 
 
 def withheld_measures(meas: pd.DataFrame) -> pd.DataFrame:
-    """Every segmented measure (`<measure>_auto`) outside its human bounds (`plausible.bounds`), by subject: the
-    numbers a patient report withholds as measurement failures."""
-    rows = []
-    for col in [c for c in meas.columns if c.endswith("_auto")]:
-        m = col.removesuffix("_auto")
-        b = bounds(m, UNITS.get(m, ""))
-        if b is not None:
-            bad = outside_bounds(meas[col], m, UNITS.get(m, ""))
-            rows += [dict(subject=s, measure=m, value=v, low=b[0], high=b[1])
-                     for s, v in zip(meas.subject[bad], meas[col][bad])]
-    return pd.DataFrame(rows, columns=["subject", "measure", "value", "low", "high"])
+    """Every segmented measure (`<measure>_auto`) a patient report withholds (`plausible.withheld`), by subject."""
+    by_subject = meas.set_index("subject")
+    return withheld({c.removesuffix("_auto"): by_subject[c] for c in meas.columns if c.endswith("_auto")}, UNITS)
 
 
 def acdc_measures(acdc: CohortStore, pred: dict, folds: dict | None) -> pd.DataFrame:
