@@ -24,7 +24,8 @@ from ..runfiles import RunFileError, read_csv, read_json
 from ..utils import atomic_write_text, float32_sentence
 
 __all__ = ["ReportError", "load_run", "notebook_table", "targets_table", "headlines", "report", "glance",
-           "figure_index", "timing", "splice_readme", "fill", "drift", "untraced", "MARKERS", "GLANCE_MARKERS", "TIMING_MARKERS"]
+           "figure_index", "timing", "splice_readme", "fill", "drift", "untraced", "MARKERS", "GLANCE_MARKERS",
+           "TIMING_MARKERS"]
 
 MARKERS = ("<!-- results:start (written by `cmrlib report`; edits here are overwritten) -->", "<!-- results:end -->")
 GLANCE_MARKERS = ("<!-- glance:start (written by `cmrlib report --readme`; edits here are overwritten) -->",
