@@ -50,12 +50,14 @@ reproduce: $(STAMP)
 	# docs/results.md is the default run's report (notebook 09), never typed by hand
 	if [ "$(PROFILE)" = default ]; then $(BIN)/cmrlib report runs/default --readme docs/results.md; fi
 
-# the release (docs/development.md): the default run, then the README's results table and docs/running.md's minutes
-# from it, the drift check of every generated block, and the notebook pages' numbers its tables do not hold (to read)
+# the release (docs/development.md): the default run, then the README's results table, docs/running.md's minutes and
+# the pages' run-table blocks from it, the drift check of every generated block, and the numbers of the notebook
+# pages' prose that the run's tables do not hold (to read)
+TABLE_PAGES = $(shell grep -l '<!-- run-table' docs/notebooks/*.md)
 release:
 	$(MAKE) reproduce PROFILE=default
-	$(BIN)/cmrlib report runs/default --readme README.md docs/running.md
-	$(BIN)/cmrlib report runs/default --check README.md docs/results.md docs/running.md
+	$(BIN)/cmrlib report runs/default --readme README.md docs/running.md $(TABLE_PAGES)
+	$(BIN)/cmrlib report runs/default --check README.md docs/results.md docs/running.md $(TABLE_PAGES)
 	-$(BIN)/cmrlib report runs/default --trace docs/notebooks/0[0-8]_*.md
 
 smoke: $(STAMP)

@@ -150,8 +150,9 @@ def parser() -> argparse.ArgumentParser:
     rp.add_argument("run_dir", help="a run folder (with run.json)")
     rp.add_argument("--readme", nargs="+", metavar="PAGE",
                     help="write the report between the results markers, the results table between the glance "
-                         "markers and the minutes between the timing markers of these pages (docs/results.md, "
-                         "README.md, docs/running.md) instead of printing it")
+                         "markers, the minutes between the timing markers and each run-table block's table of these "
+                         "pages (docs/results.md, README.md, docs/running.md, docs/notebooks/NN_*.md) instead of "
+                         "printing it")
     rp.add_argument("--check", nargs="+", metavar="PAGE",
                     help="name every line between these pages' markers that differs from what the run writes "
                          "there (exit 1 when any does); writes nothing")

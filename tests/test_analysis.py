@@ -432,6 +432,29 @@ def test_a_page_number_no_table_of_its_notebook_holds_is_named(tmp_path, capsys)
         report.untraced(run, tmp_path / "05_hf.md")
 
 
+def test_a_run_table_block_on_a_page_is_the_runs_table_and_its_drift_is_named(tmp_path, capsys):
+    run = fake_run(tmp_path / "run", also=())
+    page = tmp_path / "02_ed_es.md"
+    page.write_text("# 02\n\nTable 1 of the run:\n\n<!-- run-table 02/afd_table.csv cols=method|aFD_ED -->\n"
+                    "| method | aFD_ED |\n| TempReg-Net | 0.25 |\n<!-- /run-table -->\n\nIt reads 0.3 (typed).\n")
+    assert main(["report", str(run), "--check", str(page)]) == 1  # the typed copy is not the run's
+    assert main(["report", str(run), "--readme", str(page)]) == 0
+    text = page.read_text()
+    rows = [re.sub(" +", " ", x) for x in text.splitlines() if x.startswith("| ")]
+    assert rows[1:] == ["| TempReg-Net | 0.3 |", "| New | 0.5 |"] and "aFD_ES" not in text
+    assert text.endswith("It reads 0.3 (typed).\n") and report.drift(run, page) == []
+    assert report.untraced(run, page) == []  # the block is the run's; the prose's 0.3 is in its tables
+    page.write_text("<!-- run-table 02/afd_table.csv cols=method|aFD_ES where=method:New|Old* -->\n<!-- /run-table -->\n")
+    rows = [re.sub(" +", " ", x) for x in report.filled(run, page).splitlines() if x.startswith("| ")]
+    assert rows == ["| method | aFD_ES |", "| New | 0.4 |"]  # the rows `where` keeps
+    for block, error in (("02/afd_table.csv cols=method|nope", "no column 'nope'"),
+                         ("02/afd_table.csv where=nope:x", "no column 'nope'"),
+                         ("../secret.csv", "not a notebook folder's table")):
+        page.write_text(f"<!-- run-table {block} -->\n<!-- /run-table -->\n")
+        with pytest.raises(report.ReportError, match=error):
+            report.filled(run, page)
+
+
 def test_a_results_row_of_the_wrong_shape_is_one_line(tmp_path):
     run = _glanced(tmp_path)
     (run / "02" / "glance.json").write_text(json.dumps(dict(method="x", headline="y", paper="z", real=[["a"]])))

@@ -167,9 +167,12 @@ def test_the_readme_results_table_is_the_smoke_runs_and_the_drift_check_passes_o
                 assert number in shown, (method, cell, number)
     page = tmp_path / "README.md"
     page.write_text(f"# cmrlib\n\n{report.GLANCE_MARKERS[0]}\n{report.GLANCE_MARKERS[1]}\n\n## Run time\n\n"
-                    f"{report.TIMING_MARKERS[0]}\n{report.TIMING_MARKERS[1]}\n")
+                    f"{report.TIMING_MARKERS[0]}\n{report.TIMING_MARKERS[1]}\n\n"
+                    "<!-- run-table 04/table2.csv cols=row|F1|AUC|paper F1|paper AUC -->\n<!-- /run-table -->\n")
     assert main(["report", str(out), "--readme", str(page)]) == 0
-    assert "| 02 and 03 side by side |" in re.sub(" +", " ", page.read_text())  # the smoke profile's first pair
+    shown = re.sub(" +", " ", page.read_text())
+    assert "| 02 and 03 side by side |" in shown  # the smoke profile's first pair
+    assert "| row | F1 | AUC | paper F1 | paper AUC |" in shown and "| CUSSP-SIAM-25 |" in shown  # 04's Table 2
     assert main(["report", str(out), "--check", str(page)]) == 0
     first = next(x for x in re.findall(r"\| (-?\d+\.\d+)", page.read_text()))
     page.write_text(page.read_text().replace(f"| {first}", "| 123.5", 1))

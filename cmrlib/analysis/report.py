@@ -4,8 +4,9 @@
 and its headline tables beside the papers' numbers. `glance(run_dir)` is the README's results table, a row per
 notebook from its `glance.json` and its targets. `timing(run_dir)` is docs/running.md's minutes per notebook and
 its largest steps. `fill` puts each between its markers on a page (the report in docs/results.md, the table in the
-README, the minutes in docs/running.md), and `drift` names every number a page shows that the run does not, so
-that no page states a number typed by hand.
+README, the minutes in docs/running.md), and a run table in each run-table block of a notebook page; `drift` names
+every number a block shows that the run does not, and `untraced` every number of a page's prose that the run's
+tables do not hold, so that no page states a number typed by hand unseen.
 """
 from __future__ import annotations
 
@@ -158,7 +159,7 @@ def cell(v):
     if not isinstance(v, str):
         return v
     if any(m in v for m in (*MARKERS, *GLANCE_MARKERS, *TIMING_MARKERS)) or re.search(
-            r"(results|glance|timing):(start|end)", v):
+            r"(results|glance|timing):(start|end)|run-table", v):
         raise ReportError(f"a table cell holds a results marker ({v[:40]!r}): refused")
     return html.escape(" ".join(v.split()), quote=False).replace("|", "\\|")
 
@@ -425,17 +426,53 @@ def splice_readme(readme: str | Path, text: str, markers: tuple[str, str] = MARK
     return atomic_write_text(readme, _spliced(readme.read_text(), readme.name, text, markers))
 
 
+RUN_TABLE = re.compile(r"<!-- run-table (?P<file>\S+?)(?: cols=(?P<cols>[^>]*?))?(?: where=(?P<where>[^>]*?))? -->\n"
+                       r"(?P<shown>.*?)<!-- /run-table -->", re.S)  # a page's copy of one run table, written by the run
+TABLE_FILE = re.compile(r"\d\d/[\w.-]+\.csv")  # a notebook folder's table, as a run-table block names it
+
+
+def run_table(run_dir: Path, file: str, cols: str | None = None, where: str | None = None) -> str:
+    """One table of the run as a page shows it between its run-table markers: `NN/name.csv`, the columns `cols`
+    (names split by '|'; all when None), the rows `where` keeps (`column:pattern|pattern`, `fnmatch` on the
+    column's text), in the run's own formatting."""
+    if not TABLE_FILE.fullmatch(file):
+        raise ReportError(f"run-table {file!r}: not a notebook folder's table (NN/name.csv)")
+    t = read_table(run_dir / file, run_dir)
+
+    def column(name: str) -> str:
+        if name.strip() not in t.columns:
+            raise ReportError(f"run-table {file}: no column {name.strip()!r} (it has {', '.join(map(str, t.columns))})")
+        return name.strip()
+    if where is not None:
+        col, _, patterns = where.partition(":")
+        t = t[t[column(col)].astype(str).map(lambda v: any(fnmatch.fnmatchcase(v, x.strip())
+                                                           for x in patterns.split("|")))]
+    if cols is not None:
+        t = t[[column(c) for c in cols.split("|")]]
+    return _md(t)
+
+
+def _run_tables(run_dir: Path, text: str) -> tuple[str, int]:
+    """The page with every run-table block written from the run, and how many it holds."""
+    def write(m: re.Match) -> str:
+        head = m.group(0).split("\n", 1)[0]
+        return f"{head}\n{run_table(run_dir, m['file'], m['cols'], m['where'])}\n<!-- /run-table -->"
+    return RUN_TABLE.subn(write, text)
+
+
 def filled(run_dir: str | Path, page: str | Path) -> str:
     """A page as the run would write it: the report between its results markers, the results table between its
-    glance markers, the minutes between its timing markers (a page holds any of them); an error when it holds none."""
+    glance markers, the minutes between its timing markers, each run-table block's table (a page holds any of
+    them); an error when it holds none."""
     page = Path(page)
     text, parts = page.read_text(), []
     for markers, make in ((MARKERS, report), (GLANCE_MARKERS, glance), (TIMING_MARKERS, timing)):
         if markers[0] in text or markers[1] in text:
             text = _spliced(text, page.name, make(run_dir), markers)
             parts.append(markers)
-    if not parts:
-        raise ReportError(f"{page.name}: holds no results, glance or timing markers")
+    text, tables = _run_tables(Path(run_dir), text)
+    if not parts and not tables:
+        raise ReportError(f"{page.name}: holds no results, glance, timing or run-table markers")
     return text
 
 
@@ -485,15 +522,16 @@ def shown_values(folder: Path, root: Path, max_bytes: int = 2_000_000) -> set[st
 
 def untraced(run_dir: str | Path, page: str | Path) -> list[str]:
     """Every decimal number a notebook page (`NN_*.md`) shows that no table of the run's notebook NN holds at the
-    shown precision, as `page line N: numbers`; lines naming another run's commit or a bench aside. What a run's
-    update of the page reads first."""
+    shown precision, as `page line N: numbers`; lines naming another run's commit or a bench, and run-table blocks
+    (written by the run), aside. What a run's update of the page reads first."""
     run_dir, page = Path(run_dir), Path(page)
     folder = run_dir / page.name[:2]
     if not folder.is_dir():
         raise ReportError(f"{page.name}: the run has no notebook {page.name[:2]!r} folder")
-    shown, out = shown_values(folder, run_dir), []
+    shown, out, inside = shown_values(folder, run_dir), [], False
     for k, line in enumerate(page.read_text().splitlines(), start=1):
+        inside = (inside or line.startswith("<!-- run-table ")) and not line.startswith("<!-- /run-table")
         missing = [x for x in DECIMAL.findall(line) if x not in shown]
-        if missing and not ELSEWHERE.search(line):
+        if missing and not inside and not ELSEWHERE.search(line):
             out.append(f"{page.name} line {k}: {', '.join(missing)}")
     return out

@@ -95,6 +95,23 @@ def frame_scores(scores: pd.DataFrame) -> pd.DataFrame:
     return scores.groupby(["cine_id", "view", "frame"], as_index=False)["dice"].mean()
 
 
+def dice_by_view(table: pd.DataFrame) -> pd.DataFrame:
+    """Mean Dice over every frame per view and structure (a `summarise` table by view, structure and phase)."""
+    d = table.reset_index()
+    d = d[d["phase"] == "all"].pivot_table(index="view", columns="structure", values="dice_mean")
+    return d.round(3).reset_index()
+
+
+def dice_by_model(tables: dict[str, pd.DataFrame | None]) -> pd.DataFrame | None:
+    """Mean Dice per model, phase and structure from each model's `summarise` table by structure (None: absent);
+    None when no model has one."""
+    shown = [t.reset_index().assign(model=name) for name, t in tables.items() if t is not None]
+    if not shown:
+        return None
+    d = pd.concat(shown).pivot_table(index=["model", "phase"], columns="structure", values="dice_mean")
+    return d.round(3).reset_index()
+
+
 def choose_sax(table: pd.DataFrame, margin: float, baseline: str = "sax") -> tuple[str, pd.DataFrame]:
     """The SAX model with the highest mean Dice on ACDC's validation patients among those whose mean Dice on the
     phantom's validation cines is within `margin` of `baseline`'s; `table`: (model, data) rows of Dice per

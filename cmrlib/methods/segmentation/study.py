@@ -22,8 +22,8 @@ from ...study import Lazy, Study as Base, StudySkipped
 from ...utils import seed_for
 from .crossfit import acdc_folds, fold_cines
 from .crossfit import write as crossfit_write
-from .evaluate import (choose_sax, evaluate, frame_scores, inference_table, model_table, named_sax, ra_check, sax_sets,
-                       summarise)
+from .evaluate import (choose_sax, dice_by_model, dice_by_view, evaluate, frame_scores, inference_table, model_table,
+                       named_sax, ra_check, sax_sets, summarise)
 from .figures import case_panels
 from .learner import (as_model, lax_real_settings, load, made, phantom_specs, read_as_shipped, sax_real_data,
                       sax_real_settings, summary_row, weights_side_by_side)
@@ -719,19 +719,15 @@ class Study(Base):
     def headline_tables(self):
         """Phantom test Dice (every frame) per view, and ACDC Dice (ED, ES) of the cross-fitted models out of fold,
         the shipped, the ACDC-only and the phantom-only SAX models (those the run has), each asked for by name."""
-        d = self.phantom_test.table.reset_index()
-        d = d[d["phase"] == "all"].pivot_table(index="view", columns="structure", values="dice_mean")
-        yield "headline_dice_phantom", "segmentation: phantom test Dice (every frame)", d.round(3).reset_index()
-        oof = self.optional("crossfit")
-        acdc = [(name, scored.table.reset_index()) for name, scored in (
-            ("cross-fitted, every patient out of fold", oof.scored if oof is not None else None),
-            ("shipped, held-out patients", self.optional("shipped_held_out")),
-            ("ACDC-only, held-out patients", self.optional("acdc_model")),
-            ("phantom-only, every ACDC patient", self.optional("sim2real"))) if scored is not None]
-        if acdc:
-            d = pd.concat([d.assign(model=name) for name, d in acdc])
-            d = d.pivot_table(index=["model", "phase"], columns="structure", values="dice_mean").round(3).reset_index()
-            yield "headline_dice_acdc", "segmentation: ACDC Dice (ED, ES) of patients each model never trained on", d
+        yield ("headline_dice_phantom", "segmentation: phantom test Dice (every frame)",
+               dice_by_view(self.phantom_test.table))
+        oof, table = self.optional("crossfit"), lambda scored: scored.table if scored is not None else None
+        acdc = dice_by_model({"cross-fitted, every patient out of fold": table(oof and oof.scored),
+                              "shipped, held-out patients": table(self.optional("shipped_held_out")),
+                              "ACDC-only, held-out patients": table(self.optional("acdc_model")),
+                              "phantom-only, every ACDC patient": table(self.optional("sim2real"))})
+        if acdc is not None:
+            yield "headline_dice_acdc", "segmentation: ACDC Dice (ED, ES) of patients each model never trained on", acdc
 
     def checks(self) -> tuple[pd.DataFrame, pd.Series]:
         """The Dice and measure targets (written); the `sax_predictor` SAX model and the `lax_predictor` long-axis
