@@ -273,6 +273,12 @@ class Study:
         """(name, cine) of every cine of `real_found`'s subjects: what a Predictor reads, named as its tables show."""
         return [pair for s in self.real_found(views, missing, reference) for pair in s.named()]
 
+    def phantom_after(self) -> int:
+        """The first phantom subject number after the cohort's (0 for a real cohort): where more subjects begin."""
+        made = self.store.root / "phantom.json"
+        ph = json.loads(made.read_text()) if made.exists() else {}
+        return int(ph.get("start", 0)) + int(ph.get("n", 0))
+
     def phantom_more(self, name: str, n: int, views: tuple[str, ...], start: int | None = None, **config):
         """`n` more phantom subjects made like the cohort's (its generator and settings, `config` over them; subject
         numbers from `start`, by default after the cohort's) in `<out>/<name>`; None for a real cohort."""
@@ -280,7 +286,7 @@ class Study:
         if not n or not made.exists():
             return None
         ph = json.loads(made.read_text())
-        first = ph.get("start", 0) + ph["n"] if start is None else start
+        first = self.phantom_after() if start is None else start
         from .distributed import main_process_first
 
         with self.nb.timer(f"{name} generation"), main_process_first():  # under `accelerate`: process 0 writes it

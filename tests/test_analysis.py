@@ -444,7 +444,8 @@ def test_a_run_table_block_on_a_page_is_the_runs_table_and_its_drift_is_named(tm
     assert rows[1:] == ["| TempReg-Net | 0.3 |", "| New | 0.5 |"] and "aFD_ES" not in text
     assert text.endswith("It reads 0.3 (typed).\n") and report.drift(run, page) == []
     assert report.untraced(run, page) == []  # the block is the run's; the prose's 0.3 is in its tables
-    page.write_text("<!-- run-table 02/afd_table.csv cols=method|aFD_ES where=method:New|Old* -->\n<!-- /run-table -->\n")
+    page.write_text("<!-- run-table 02/afd_table.csv cols=method|aFD_ES where=method:New|Old* -->\n"
+                    "<!-- /run-table -->\n")
     rows = [re.sub(" +", " ", x) for x in report.filled(run, page).splitlines() if x.startswith("| ")]
     assert rows == ["| method | aFD_ES |", "| New | 0.4 |"]  # the rows `where` keeps
     for block, error in (("02/afd_table.csv cols=method|nope", "no column 'nope'"),

@@ -134,7 +134,7 @@ class Study(Base):
         extra = self.phantom_more("labelled", n_labelled, ("SAX", "2CH", "4CH"), **dict(p["mr_config"]))
         stores = {"cohort": self.store, **({"labelled": extra} if extra is not None else {})}
         pool = self.phantom_more("pool", p["pool_subjects"], ("4CH",),
-                                 start=self._after_cohort() + (len(extra.manifest().subject.unique())
+                                 start=self.phantom_after() + (len(extra.manifest().subject.unique())
                                                                if extra is not None else 0))
         return Cohort(stores, pool, *stores_labels(stores, p["labels_csv"]))
 
@@ -147,13 +147,6 @@ class Study(Base):
         if labels.attrs["unlabelled"]:
             print(f"{len(labels.attrs['unlabelled'])} subjects with a 4CH cine have no label: pretraining pool only")
         return cohort_counts(labels, len(c.pool) if c.pool is not None else 0)
-
-    def _after_cohort(self) -> int:
-        """The first phantom subject number after the cohort's (where the labelled subjects begin)."""
-        import json
-        made = json.loads((self.store.root / "phantom.json").read_text()) if (self.store.root /
-                                                                                "phantom.json").exists() else {}
-        return int(made.get("start", 0)) + int(made.get("n", 0))
 
     def _read(self, cine_id: str):
         """A cine of the labelled stores."""

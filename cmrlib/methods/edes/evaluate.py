@@ -97,6 +97,14 @@ def afd_table(df: pd.DataFrame, order: Sequence[str] | None = None) -> pd.DataFr
     return t
 
 
+def beside_paper(table: pd.DataFrame) -> pd.DataFrame:
+    """Table 1 over all views (an `afd_table`) beside the paper's aFD of each method it has: the headline table."""
+    d = table[table["view"] == "all"][["method", "n", "aFD_ED", "aFD_ES"]].copy()
+    d["paper aFD_ED"] = d["method"].map(lambda m: PAPER_AFD.get(m, (np.nan,))[0])
+    d["paper aFD_ES"] = d["method"].map(lambda m: PAPER_AFD.get(m, (np.nan, np.nan))[1])
+    return d.round(2)
+
+
 def real_afd_table(res: pd.DataFrame, short_frames: int = 20) -> pd.DataFrame:
     """Per method on real cines: aFD ED and ES with 95 % CIs over the cines, the same as % of the cycle, the share
     of cines within one frame, and ES again on the short acquisitions (fewer than `short_frames` frames), beside

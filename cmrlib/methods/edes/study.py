@@ -7,7 +7,6 @@ from __future__ import annotations
 from functools import cached_property, partial
 from typing import ClassVar
 
-import numpy as np
 import pandas as pd
 
 from ...io.real import rolled_cine
@@ -15,7 +14,7 @@ from ...learn import Fitted
 from ...study import Study as Base
 from ...study import StudySkipped
 from .data import SeqItem, Sequences, phantom_sequences, real_item, resampled
-from .evaluate import PAPER_AFD, TestResults, afd_table, phantom_checks, pseudo_reference, test_results
+from .evaluate import TestResults, afd_table, beside_paper, phantom_checks, pseudo_reference, test_results
 from .figures import afd_figure, curves_figure, real_figure
 from .learner import DETECTORS, fit, make_models
 from .predict import predict, seg_detect
@@ -355,11 +354,8 @@ class Study(Base):
     def headline_tables(self):
         """Table 1 on the phantom's test split beside the paper's rows, and on the real SAX patients."""
         if (d := self.written("afd_table")) is not None:
-            d = d[d["view"] == "all"][["method", "n", "aFD_ED", "aFD_ES"]].copy()
-            d["paper aFD_ED"] = d["method"].map(lambda m: PAPER_AFD.get(m, (np.nan,))[0])
-            d["paper aFD_ES"] = d["method"].map(lambda m: PAPER_AFD.get(m, (np.nan, np.nan))[1])
             yield ("headline_afd", "ED/ES frames: average absolute frame difference (phantom test, all views)",
-                   d.round(2))
+                   beside_paper(d))
         if self.written("real_afd_table") is not None:
             yield ("real_afd_table", "ED/ES frames on the real SAX patients (cyclically shifted; fine-tuned rows scored "
                    "on held-out folds; 95 % CI), beside the paper's", None)

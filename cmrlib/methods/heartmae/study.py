@@ -376,11 +376,9 @@ class Study(Base):
             print(f"expert features: {expert.shape[1]} measures of {len(expert)} subjects; C per condition {chosen}")
         else:
             print("expert-features row left out: expert_baseline is off")
-        self.nb.table(cls, "conditions")
-        out = {}
-        for metric in ("AP", "AUROC"):
-            out[metric] = condition_table(cls[cls["task"].isin(cls_tasks)], metric)
-            self.nb.table(out[metric], f"conditions_{metric}", index=True)
+        out = {metric: condition_table(cls[cls["task"].isin(cls_tasks)], metric) for metric in ("AP", "AUROC")}
+        self.nb.tables({"conditions": cls, **{f"conditions_{m}": t for m, t in out.items()}},
+                       index=("conditions_AP", "conditions_AUROC"))
         return cls, cls_tasks, out
 
     @cached_property

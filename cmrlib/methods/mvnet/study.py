@@ -386,10 +386,8 @@ class Study(Base):
         """The paper's agreement, displacement and speed targets (written, with the training log); the trackers with
         the chosen smoothing and crops become the run's MVnet Predictor."""
         t = self.test_results
-        targets = self.targets([
-            *phantom_checks(self.agreement_tables[0], t.frames, t.sec_per_cine),
-            *self._pseudo_check(),
-        ])
+        targets = self.targets([*phantom_checks(self.agreement_tables[0], t.frames, t.sec_per_cine),
+                                *self._pseudo_check()])
         self.train_log()
         real = self.optional("real_results")
         tuned = None if real is None else real.tuned

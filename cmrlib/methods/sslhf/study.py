@@ -303,11 +303,9 @@ class Study(Base):
         for (r, f), model in kept.items():
             save(model, self.out / "models" / f"{r}_fold{f}.model")
         sslhf_folds = {f: m for (r, f), m in kept.items() if r == "SSLHF"}
-        predictor_file = None
-        if sslhf_folds:
-            predictor_file = self.nb.predictor(Predictor.from_folds(
-                sslhf_folds, "SSLHF", self.prep, provenance=self.nb.provenance(self.hf_cohort.hf_store, None,
-                                                                               anatomy=p["anatomy"])))
+        provenance = self.nb.provenance(self.hf_cohort.hf_store, None, anatomy=p["anatomy"])
+        predictor_file = (self.nb.predictor(Predictor.from_folds(sslhf_folds, "SSLHF", self.prep,
+                                                                 provenance=provenance)) if sslhf_folds else None)
         fm, summ = summarised(pred, p["seed"])
         self.nb.tables({"fold_metrics": fm, "summary": summ})
         return CrossValidated(pred, fit_logs, fm, summ, predictor_file)
