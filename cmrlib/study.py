@@ -273,10 +273,11 @@ class Study:
         """(name, cine) of every cine of `real_found`'s subjects: what a Predictor reads, named as its tables show."""
         return [pair for s in self.real_found(views, missing, reference) for pair in s.named()]
 
-    def phantom_after(self) -> int:
-        """The first phantom subject number after the cohort's (0 for a real cohort): where more subjects begin."""
+    def phantom_after(self, ph: dict | None = None) -> int:
+        """The first phantom subject number after the cohort's (0 for a real cohort): where more subjects begin;
+        `ph`: the cohort's phantom record, when read already."""
         made = self.store.root / "phantom.json"
-        ph = json.loads(made.read_text()) if made.exists() else {}
+        ph = ph if ph is not None else json.loads(made.read_text()) if made.exists() else {}
         return int(ph.get("start", 0)) + int(ph.get("n", 0))
 
     def phantom_more(self, name: str, n: int, views: tuple[str, ...], start: int | None = None, **config):
@@ -286,7 +287,7 @@ class Study:
         if not n or not made.exists():
             return None
         ph = json.loads(made.read_text())
-        first = self.phantom_after() if start is None else start
+        first = self.phantom_after(ph) if start is None else start
         from .distributed import main_process_first
 
         with self.nb.timer(f"{name} generation"), main_process_first():  # under `accelerate`: process 0 writes it

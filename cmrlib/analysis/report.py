@@ -25,8 +25,8 @@ from ..runfiles import RunFileError, read_csv, read_json
 from ..utils import atomic_write_text, float32_sentence
 
 __all__ = ["ReportError", "load_run", "notebook_table", "targets_table", "headlines", "report", "glance",
-           "figure_index", "timing", "splice_readme", "fill", "drift", "untraced", "MARKERS", "GLANCE_MARKERS",
-           "TIMING_MARKERS"]
+           "figure_index", "side_by_side", "timing", "splice_readme", "fill", "drift", "untraced", "MARKERS",
+           "GLANCE_MARKERS", "TIMING_MARKERS"]
 
 MARKERS = ("<!-- results:start (written by `cmrlib report`; edits here are overwritten) -->", "<!-- results:end -->")
 GLANCE_MARKERS = ("<!-- glance:start (written by `cmrlib report --readme`; edits here are overwritten) -->",
@@ -256,8 +256,7 @@ def side_by_side(run: dict) -> list[list[dict]]:
     rows, groups, seen = run.get("notebooks") or [], [], set()
     for r in rows:
         if r["notebook"] not in seen:
-            group = [r] + [o for o in rows if o["notebook"] in (r.get("together") or []) and o["notebook"] not in seen
-                           and o is not r]
+            group = [r] + [o for o in rows if o["notebook"] in (r.get("together") or []) and o["notebook"] not in seen]
             seen.update(o["notebook"] for o in group)
             groups.append(group)
     return groups
