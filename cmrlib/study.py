@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import operator
 import time
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterator
@@ -49,6 +50,18 @@ def step(fn: Callable, *args, **kwargs):
     except StudySkipped as e:
         print(f"skipped: {e}")
         return None
+
+
+def shows(path: str, doc: str) -> Callable:
+    """A notebook step that shows a named piece or a part of it (`fit = shows("models.log", "...")`): its wiring
+    on one line, as a MONAI bundle names a component's input."""
+    get = operator.attrgetter(path)
+
+    def shown(self):
+        return get(self)
+
+    shown.__doc__ = doc
+    return shown
 
 
 def own_labels(cine: Cine):
@@ -345,9 +358,3 @@ class Study:
         """(table file, title, table) for the run's report, beside the paper's numbers; a table of None is one this
         notebook already wrote under that name. None unless a method lists some."""
         return iter(())
-
-    def written(self, name: str) -> pd.DataFrame | None:
-        """A table in this notebook's folder (`<out>/<name>.csv`), None where there is none: a reused folder keeps
-        an earlier run's tables, so a step that skips removes its own (`Notebook.forget`)."""
-        f = self.nb.out / f"{name}.csv"
-        return pd.read_csv(f) if f.exists() else None

@@ -245,8 +245,12 @@ def list_headlines(run: Path, number: str, study) -> None:
         row_differences=lambda: None if (d := written("differences")) is None else (d, None),
         table1_result=lambda: written("table1"), table2_result=lambda: written("table2"),
         scored=lambda: written("table2"),
-        pool_result=lambda: None if (d := written("pool_curve")) is None else SimpleNamespace(table=d))
-    stand_in = SimpleNamespace(written=written, optional=lambda name: named.get(name, lambda: None)())
+        pool_result=lambda: None if (d := written("pool_curve")) is None else SimpleNamespace(table=d),
+        test_results=lambda: None if (d := written("afd_table")) is None else SimpleNamespace(table=d),
+        real_results=lambda: None if written("real_afd_table") is None else SimpleNamespace(
+            procedure=d if (d := written("real_afd_nested")) is not None else pd.DataFrame()),
+        agreement_tables=lambda: None if (d := written("agreement_by_stage")) is None else (None, d))
+    stand_in = SimpleNamespace(optional=lambda name: named.get(name, lambda: None)())
     for name, title, table in study.headline_tables(stand_in):
         nb.headline(name, title, table)
 

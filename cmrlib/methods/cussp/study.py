@@ -13,7 +13,7 @@ import pandas as pd
 
 from ...distributed import rank
 from ...learn import config_from
-from ...study import Study as Base, StudyError, StudySkipped
+from ...study import Study as Base, StudyError, StudySkipped, shows
 from ...utils import seed_for
 from .data import (Inputs, PatchAug, PatchSet, PatchSettings, cohort_counts, figure_subjects, keeping,
                    labelled, preprocess_store, stores_labels, unlabelled)
@@ -471,9 +471,8 @@ class Study(Base):
                            "cycle")
         return real
 
-    def real_cines(self) -> pd.DataFrame:
-        """Every network row on the real 4CH cines: the valve, the patch centre's distance, the MR probabilities."""
-        return self.real_results
+    real_cines = shows("real_results", "Every network row on the real 4CH cines: the valve, the patch centre's "
+                                       "distance, the MR probabilities.")
 
     def write_predictor(self, models: dict, sc: Scored) -> str:
         """The row validation ranks first (ROC-AUC) as the run's CUSSP Predictor with its patch settings and

@@ -12,7 +12,7 @@ import pandas as pd
 from ...io.real import rolled_cine
 from ...learn import Fitted
 from ...study import Study as Base
-from ...study import StudySkipped
+from ...study import StudySkipped, shows
 from .data import SeqItem, Sequences, phantom_sequences, real_item, resampled
 from .evaluate import TestResults, afd_table, beside_paper, phantom_checks, pseudo_reference, test_results
 from .figures import afd_figure, curves_figure, real_figure
@@ -122,9 +122,8 @@ class Study(Base):
         """Every method's network (trained, or reused from the run folder) and the training table."""
         return self.make_models()
 
-    def fit(self) -> pd.DataFrame:
-        """The training table: per method its time, last validation loss and aFD; `reused` where loaded."""
-        return self.models.log
+    fit = shows("models.log", "The training table: per method its time, last validation loss and aFD; `reused` where "
+                              "loaded.")
 
     def train(self, finish=None, rows: int | None = None) -> list[dict]:
         """What `cmrlib fit edes` runs: the models, exported by `finish`, then the run's ED/ES Predictor (process 0):
@@ -183,9 +182,7 @@ class Study(Base):
         self.nb.table(t.table, "afd_table")
         return t
 
-    def evaluate(self) -> pd.DataFrame:
-        """The paper's Table 1 on the test cines."""
-        return self.test_results.table
+    evaluate = shows("test_results.table", "The paper's Table 1 on the test cines.")
 
     def ordering(self) -> None:
         """TempReg-Net against the paper's aFD, and whether the paper's ordering of the three methods holds."""
@@ -285,9 +282,8 @@ class Study(Base):
             self.nb.tables({"real_choice": r.choice, "real_choice_by_fold": r.picks, "real_afd_nested": r.procedure})
         return r
 
-    def real_patients(self) -> pd.DataFrame:
-        """Table 1 on the real SAX patients, with 95 % CIs, as % of the cycle and as the share within one frame."""
-        return self.real_results.table
+    real_patients = shows("real_results.table", "Table 1 on the real SAX patients, with 95 % CIs, as % of the cycle and "
+                                                "as the share within one frame.")
 
     def real_shipped(self) -> pd.DataFrame:
         """The detector the rule picks on every real cine (shipped), its picks with each fold left out, and every
@@ -317,9 +313,7 @@ class Study(Base):
         self.nb.table(table, "real_acdc_patient090")
         return RealResult(table, check)
 
-    def real_acdc(self) -> pd.DataFrame:
-        """Every detector on ACDC patient090's labelled SAX cine."""
-        return self.real_patient090.table
+    real_acdc = shows("real_patient090.table", "Every detector on ACDC patient090's labelled SAX cine.")
 
     @cached_property
     def real_demo(self) -> pd.DataFrame:
@@ -339,9 +333,8 @@ class Study(Base):
                        "the 4CH pseudo-labels imply (largest and smallest LV area)")
         return table
 
-    def real_ukbb(self) -> pd.DataFrame:
-        """Every detector on the UK Biobank demo's long-axis cines against their pseudo-labels' ED/ES."""
-        return self.real_demo
+    real_ukbb = shows("real_demo", "Every detector on the UK Biobank demo's long-axis cines against their "
+                                   "pseudo-labels' ED/ES.")
 
     PAPER_FIGURES = ("02_afd",)
 
@@ -352,15 +345,16 @@ class Study(Base):
             yield "02_afd", afd_figure(pd.read_csv(f))
 
     def headline_tables(self):
-        """Table 1 on the phantom's test split beside the paper's rows, and on the real SAX patients."""
-        if (d := self.written("afd_table")) is not None:
+        """Table 1 on the phantom's test split beside the paper's rows, and on the real SAX patients, each asked for
+        by name."""
+        if (t := self.optional("test_results")) is not None:
             yield ("headline_afd", "ED/ES frames: average absolute frame difference (phantom test, all views)",
-                   beside_paper(d))
-        if self.written("real_afd_table") is not None:
-            yield ("real_afd_table", "ED/ES frames on the real SAX patients (cyclically shifted; fine-tuned rows scored "
-                   "on held-out folds; 95 % CI), beside the paper's", None)
-        real = self.optional("real_results")
-        if real is not None and not real.procedure.empty:
+                   beside_paper(t.table))
+        if (real := self.optional("real_results")) is None:
+            return
+        yield ("real_afd_table", "ED/ES frames on the real SAX patients (cyclically shifted; fine-tuned rows scored on "
+               "held-out folds; 95 % CI), beside the paper's", None)
+        if not real.procedure.empty:
             yield ("real_afd_nested", "ED/ES frames on the real SAX patients (95 % CI): the shipping rule by nested "
                    "cross-validation (each fold read by the detector it picks on the other four) beside every "
                    "detector, paired, with bootstrap 95 % CIs", real.procedure)

@@ -13,7 +13,7 @@ import pandas as pd
 
 from ...learn import config_from
 from ...study import Study as Base
-from ...study import StudySkipped
+from ...study import StudySkipped, shows
 from ...utils import seed_for
 from .baselines import EXPERT, expert_features
 from .data import CineSet, Clips, ViewSettings, intensity_stats, preprocess_store
@@ -177,9 +177,7 @@ class Study(Base):
         """The four masked autoencoders (trained, or reused) and their summaries."""
         return self.make_family()
 
-    def pretrain(self) -> pd.DataFrame:
-        """The four masked autoencoders' summaries."""
-        return self.family.summary
+    pretrain = shows("family.summary", "The four masked autoencoders' summaries.")
 
     def pretraining_figure(self) -> None:
         """Each model's masked-token loss per epoch, from the histories in the notebook's folder."""
@@ -326,9 +324,7 @@ class Study(Base):
         self.nb.table(t1, "table1")
         return t1
 
-    def table1(self) -> pd.DataFrame:
-        """The paper's Table 1 (cardiac measures) beside its numbers."""
-        return self.table1_result
+    table1 = shows("table1_result", "The paper's Table 1 (cardiac measures) beside its numbers.")
 
     @cached_property
     def cardiac_result(self) -> Cardiac:

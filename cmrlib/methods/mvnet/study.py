@@ -16,7 +16,7 @@ from ...distributed import rank
 from ...learn import Fitted, config_from, export
 from ...longform import STAGE_METHODS, from_columns
 from ...plots import agreement_figure
-from ...study import Study as Base, StudyError, StudySkipped
+from ...study import Study as Base, StudyError, StudySkipped, shows
 from .data import Tracks, convention_tracks, load_tracks
 from .evaluate import (AGREEMENT, AGREEMENT_UNITS, TestResults, agreement_tables, choose_inference, convention_matrix,
                        observer_frames, phantom_checks, pooled_displacement_error, summarise_spatial, test_results,
@@ -147,9 +147,8 @@ class Study(Base):
         """Each view's convention-A tracker as trained (inference settings not yet chosen), and the log."""
         return self.make_trackers()
 
-    def fit(self) -> pd.DataFrame:
-        """The convention-A trackers' training log (`reused` rows come from the run folder)."""
-        return self.phantom_trackers.log
+    fit = shows("phantom_trackers.log", "The convention-A trackers' training log (`reused` rows come from the run "
+                                        "folder).")
 
     def choose(self, trackers: dict[str, MVnet]) -> Inference:
         """With `smooth='valid'`: the smoothing window and test-time crops with the smallest |mean| + SD of the
@@ -356,9 +355,8 @@ class Study(Base):
         self.nb.table(table, "real_cines")
         return RealTracked(table, tuned)
 
-    def real_cines(self) -> pd.DataFrame:
-        """The trackers' measures on the real cines, and their error against the demo's pseudo-reference."""
-        return self.real_results.table
+    real_cines = shows("real_results.table", "The trackers' measures on the real cines, and their error against the "
+                                             "demo's pseudo-reference.")
 
     def _pseudo_check(self, which: str | None = None) -> list[tuple]:
         real = self.optional("real_results")
@@ -377,10 +375,10 @@ class Study(Base):
             yield "03_conventions", heatmap_figure(pd.read_csv(f))
 
     def headline_tables(self):
-        """Agreement with observer 1 per stage on the phantom's test split."""
-        if (d := self.written("agreement_by_stage")) is not None:
+        """Agreement with observer 1 per stage on the phantom's test split, asked for by name."""
+        if (agreed := self.optional("agreement_tables")) is not None:
             yield ("headline_agreement", "MVnet: agreement with observer 1 per stage (phantom test)",
-                   d[["measure", "unit", "n", "bias", "loa_low", "loa_high", "mae", "icc2"]].round(3))
+                   agreed[1][["measure", "unit", "n", "bias", "loa_low", "loa_high", "mae", "icc2"]].round(3))
 
     def checks(self) -> pd.DataFrame:
         """The paper's agreement, displacement and speed targets (written, with the training log); the trackers with

@@ -4,7 +4,6 @@ held out, phantom-to-real transfer and fine-tuning, the measures' agreement with
 segmentation Predictor."""
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from functools import cached_property
 from typing import ClassVar
@@ -13,32 +12,26 @@ import pandas as pd
 
 from ... import plots, stats
 from ...data import pick_subjects
-from ...labels import NAMES
 from ...learn import Fitted
 from ...longform import PHANTOM_REFERENCES, from_table1
 from ...measure import UNITS, measure_pairs, subject_measures
 from ...store import CohortStore
-from ...study import Lazy, Study as Base, StudySkipped
+from ...study import Lazy, Study as Base, StudySkipped, shows
 from ...utils import seed_for
 from .crossfit import acdc_folds, fold_cines
 from .crossfit import write as crossfit_write
 from .evaluate import (choose_sax, dice_by_model, dice_by_view, evaluate, frame_scores, inference_table, model_table,
                        named_sax, ra_check, sax_sets, summarise)
 from .figures import case_panels
-from .learner import (as_model, lax_real_settings, load, made, phantom_specs, read_as_shipped, sax_real_data,
-                      sax_real_settings, summary_row, weights_side_by_side)
-from .predict import calibrate_prior, log_prior, predict_store, uncertainty_references
+from .fitting import Maker, prior
+from .learner import as_model, lax_real_settings, phantom_specs, sax_real_data, sax_real_settings
+from .predict import predict_store, uncertainty_references
 from .predictor import Predictor
 from .real import (RealLax, acdc_measures, acdc_store, fine_tune_vs_scratch, lax_on_phantom, lax_scores, sax_intervals,
                    shipped_evidence, withheld_measures)
 from .recipes import recipe
 
 OFF_CENTRE_MM = 60.0  # how far the inference comparison moves the field of view off ACDC's heart-centred frames
-
-
-def _prior(model) -> pd.Series:
-    """A model's decision log-prior by structure (what calibration set)."""
-    return pd.Series(log_prior(model).astype(float), index=[NAMES[k] for k in sorted(NAMES)]).round(2)
 
 
 @dataclass(frozen=True)
@@ -144,67 +137,8 @@ class Study(Base):
         self.model_kw = dict(width=p["width"], pretrained=p["pretrained"], bf16=p["bf16"], seed=p["seed"])
         self.crop_kw = {"crop": {"size": p["crop_sax"]}} if p["crop_sax"] else {}  # SAX training windows
         self.on_dask = dict(progress=False, scheduler=self.client)  # each cine one task where Dask runs
-
-    # ------------------------------------------------------------ training, the one way every model is made
-
-    def _calibrate(self, name: str, model, st: CohortStore, views, ids: list[str] | None = None) -> None:
-        """Fit a model's decision log-prior on validation cines (never on test; `ids`: these, at most
-        `calibrate_cines` of them) and keep it in the model."""
-        n = self.p["calibrate_cines"]
-        ids = (st.select(views, "valid", n) if ids is None else list(ids)[:n]) if n else []
-        if not ids:
-            return
-        prior, trace = calibrate_prior(model, st, ids, progress=False)
-        as_model(model).log_prior = prior
-        self.nb.table(trace, f"calibration_{name}.csv")
-        none, best = trace["mean_dice"].iloc[0], trace["mean_dice"].max()
-        print(f"{name}: decision log-prior {_prior(model).to_dict()} (validation mean Dice {none:.4f} -> {best:.4f})")
-
-    def _train(self, name: str, st: CohortStore, views, epochs: int, recipe_name: str, path, settings: dict,
-               finish=None, data_kw=None, calibrate_on: CohortStore | None = None,
-               calibrate_ids: list[str] | None = None, weights=None, **fit_kw) -> tuple[object, dict]:
-        """Model `name` reused (`fit_or_reuse`; calibrated again when the profile reads it another way), or trained,
-        calibrated and exported (by `finish` under `cmrlib fit`); the model and its summary row. data_kw: more
-        `dataloaders` arguments, or a function giving them (called only when the model is trained). calibrate_on:
-        the store whose validation cines (or `calibrate_ids`) calibrate its decision (default `st`). weights: a
-        function giving the trained network's weights (called only when the model is made), instead of training.
-        SAX models train on `crop_sax` windows where the profile sets it."""
-        t0 = time.perf_counter()
-        crop = self.crop_kw if list(views) == ["SAX"] else {}
-        settings = {**settings, **crop}
-
-        def train():
-            data = {**self.data_kw, **recipe(self.p["augmentation"][recipe_name]),
-                    **((data_kw() if callable(data_kw) else data_kw) or {}), **crop}
-            model = made(name, st, views, epochs, self.p["lr"], data, {**fit_kw, **self.model_kw}, weights)
-            self._read_as_shipped(model, views, recipe_name)
-            self._calibrate(name, model, calibrate_on or st, views, calibrate_ids)
-            return model
-
-        model, reused, finished = self.fit_or_reuse(path, settings, train, finish, load=load)
-        if reused:
-            print(f"{name}: reusing {path.name}, trained with these settings (retrain=True trains again)")
-            if self._read_as_shipped(model, views, recipe_name):  # its decision was fitted under another reading
-                self._calibrate(name, model, calibrate_on or st, views, calibrate_ids)
-        return model, summary_row(name, reused, time.perf_counter() - t0, finished)
-
-    def _side_by_side(self, specs: dict[str, tuple], extra_store=None, what: str = "networks") -> dict[str, dict]:
-        """The networks of `specs` (name -> (file, settings, `fit_weights` spec)) that no file holds with their
-        settings yet, trained side by side (`learner.weights_side_by_side`): name -> weights."""
-        from ...learn import reusable
-
-        todo = [(name, spec) for name, (path, settings, spec) in specs.items()
-                if self.p.get("retrain") or not reusable(path, settings)]
-        if not todo:
-            return {}
-        with self.nb.timer(f"{what}, side by side (s)"):
-            return weights_side_by_side(todo, self.client, self.store, extra_store, self.p["lr"], what)
-
-    def _read_as_shipped(self, model, views, recipe_name: str) -> bool:
-        """The profile's reading (`centred`, `tta`; `learner.read_as_shipped`) set on a model, in every comparison and
-        in the Predictor alike; whether that changed how it reads."""
-        flips = recipe(self.p["augmentation"][recipe_name])["aug"].get("flip_p", 0) > 0
-        return read_as_shipped(model, views, self.p["centred"], self.p["tta"], flips)
+        self.make = Maker(p, self.data_kw, self.model_kw, self.crop_kw, self.fit_or_reuse, self.nb.table,
+                          self.nb.timer)  # every model made the one way (`fitting.Maker`)
 
     @cached_property
     def phantom_specs(self) -> dict[str, tuple]:
@@ -215,7 +149,7 @@ class Study(Base):
     @cached_property
     def phantom_weights(self) -> dict[str, dict]:
         """The phantom networks no file holds with their settings yet, trained side by side: name -> weights."""
-        return self._side_by_side(self.phantom_specs, what="phantom networks")
+        return self.make.side_by_side(self.phantom_specs, self.client, self.store, what="phantom networks")
 
     def make_phantom_models(self, finish=None) -> Fitted:
         """The phantom SAX model and the 2CH + 4CH model (reused when the run folder holds them with these
@@ -223,7 +157,7 @@ class Study(Base):
         p, nets, rows = self.p, {}, []
         with self.nb.timer("phantom training (s)"):
             for name, (path, settings, spec) in self.phantom_specs.items():
-                nets[name], row = self._train(name, self.store, spec["views"], spec["epochs"], name, path, settings,
+                nets[name], row = self.make(name, self.store, spec["views"], spec["epochs"], name, path, settings,
                                               finish, dict(frame_step=p["frame_step"]), balance=spec["fit"]["balance"],
                                               weights=(lambda n=name: self.phantom_weights[n]) if finish is None
                                               else None)
@@ -235,9 +169,7 @@ class Study(Base):
         """The phantom SAX model and the long-axis (2CH + 4CH) model, trained or reused, and their summary."""
         return self.make_phantom_models()
 
-    def fit(self) -> pd.DataFrame:
-        """A summary row per phantom model (`reused` where loaded)."""
-        return self.phantom_models.log
+    fit = shows("phantom_models.log", "A summary row per phantom model (`reused` where loaded).")
 
     def train(self, finish=None, rows: int | None = None) -> list[dict]:
         """What `cmrlib fit segmentation` runs: both phantom models, exported by `finish`, then the run's
@@ -278,7 +210,7 @@ class Study(Base):
 
     def evaluate(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         """The phantom models' calibrated log-priors and their Dice per view and structure on the test cines."""
-        priors = pd.DataFrame({name: _prior(m) for name, m in self.phantom_models.nets.items()}).T.rename_axis("model")
+        priors = pd.DataFrame({name: prior(m) for name, m in self.phantom_models.nets.items()}).T.rename_axis("model")
         return priors, self.phantom_test.table
 
     def ra_check(self) -> pd.DataFrame:
@@ -337,7 +269,7 @@ class Study(Base):
             settings = dict({**self.real_kw, **recipe(p["augmentation"]["acdc"])}, epochs=p["epochs_acdc"],
                             lr=p["lr"], calibrate_cines=p["calibrate_cines"], cohort=acdc.fingerprint(),
                             **self.model_kw)
-            model, _ = self._train("acdc", acdc, ["SAX"], p["epochs_acdc"], "acdc",
+            model, _ = self.make("acdc", acdc, ["SAX"], p["epochs_acdc"], "acdc",
                                    self.out / "models" / "seg_sax_acdc.model", settings, data_kw=self.real_kw)
         return self._acdc_scored(model, predict_store(model, acdc, self.acdc_held_out, **self.on_dask), "acdc")
 
@@ -355,9 +287,7 @@ class Study(Base):
         return Lazy(lambda name: self.acdc_model.pred if name == "acdc" else
                     predict_store(self._sax_model(name), self.acdc_cohort, self.acdc_held_out, **self.on_dask))
 
-    def fit_acdc(self) -> pd.DataFrame:
-        """The ACDC-only SAX model's Dice on ACDC's held-out patients."""
-        return self.acdc_model.table
+    fit_acdc = shows("acdc_model.table", "The ACDC-only SAX model's Dice on ACDC's held-out patients.")
 
     @cached_property
     def sim2real(self) -> Scored:
@@ -367,9 +297,7 @@ class Study(Base):
             return self._acdc_scored(model, predict_store(model, acdc, acdc.select(view="SAX"), **self.on_dask),
                                      "sim2real")
 
-    def sim_to_real(self) -> pd.DataFrame:
-        """The phantom SAX model's Dice on every ACDC cine."""
-        return self.sim2real.table
+    sim_to_real = shows("sim2real.table", "The phantom SAX model's Dice on every ACDC cine.")
 
     def fine_tune_vs_scratch(self) -> pd.DataFrame:
         """The phantom SAX model fine-tuned on a few ACDC patients against the same schedule from scratch, on the
@@ -402,13 +330,13 @@ class Study(Base):
     @cached_property
     def sax_real_weights(self) -> dict[str, dict]:
         """The recipe's networks no file holds with their settings yet (the shipped one and each fold's), trained
-        side by side (`_side_by_side`): name -> weights."""
+        side by side (`Maker.side_by_side`): name -> weights."""
         p, sax = self.p, as_model(self.phantom_models.nets["sax"]).state_dict()
         data, fit = sax_real_data(p, self.real_kw, self.crop_kw), dict(self.model_kw, schedule=p["sax_real_schedule"])
         specs = {name: (self.out / "models" / f"seg_{name}.model", self._sax_real_settings(train, cal),
                         dict(views=["SAX"], extra=train, epochs=p["epochs_sax_real"], init=sax, data=data, fit=fit))
                  for name, train, cal in self._sax_real_networks()}
-        return self._side_by_side(specs, self.acdc_cohort, "phantom + ACDC SAX networks")
+        return self.make.side_by_side(specs, self.client, self.store, self.acdc_cohort, "phantom + ACDC SAX networks")
 
     @cached_property
     def sax_real_model(self):
@@ -426,7 +354,7 @@ class Study(Base):
         calibrated on ACDC cines `calibrate` (None: ACDC's validation patients); reused, or made from the weights
         `sax_real_weights` trained."""
         acdc, p = self.acdc_cohort, self.p
-        model, _ = self._train(name, self.store, ["SAX"], p["epochs_sax_real"], "sax_real",
+        model, _ = self.make(name, self.store, ["SAX"], p["epochs_sax_real"], "sax_real",
                                self.out / "models" / f"seg_{name}.model",
                                self._sax_real_settings(train, calibrate),
                                weights=lambda: self.sax_real_weights[name], calibrate_on=acdc, calibrate_ids=calibrate,
@@ -639,7 +567,7 @@ class Study(Base):
         settings = lax_real_settings(p, self.data_kw, self.model_kw, [c.cine_id for c in train],
                                      self.store.fingerprint())
         with self.nb.timer("long-axis fine-tuning on the demo (s)"):
-            model, _ = self._train("lax_real", self.store, ["2CH", "4CH"], p["epochs_lax_real"], "lax_real",
+            model, _ = self.make("lax_real", self.store, ["2CH", "4CH"], p["epochs_lax_real"], "lax_real",
                                    self.out / "models" / "seg_lax_real.model", settings, data_kw=extra,
                                    balance=p["balance_lax"], init=self.phantom_models.nets["lax"])
         return model

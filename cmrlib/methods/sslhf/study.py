@@ -14,7 +14,7 @@ import pandas as pd
 from ...learn import config_from, precision
 from ...plausible import outside_bounds
 from ...study import Lazy, Study as Base
-from ...study import StudySkipped
+from ...study import StudySkipped, shows
 from ...utils import seed_for
 from . import crossval
 from .data import (CLASSES, HFREF_BELOW, HFCohort, HFPatches, PatchSettings, cohort_table, flipped_labels, hf_cohort,
@@ -346,13 +346,10 @@ class Study(Base):
         self.nb.table(power, "detectability")
         return diffs, power
 
-    def evaluate(self) -> dict[str, pd.DataFrame]:
-        """Tables I-III, by title."""
-        return self.paper_tables
+    evaluate = shows("paper_tables", "Tables I-III, by title.")
 
-    def differences(self) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """SSLHF minus each row with CIs, and the cohort size that would detect each gap."""
-        return self.row_differences
+    differences = shows("row_differences", "SSLHF minus each row with CIs, and the cohort size that would detect each "
+                                           "gap.")
 
     def figures(self) -> None:
         """The paper's Fig. 4: mean test ROC curves at patch and patient level."""
@@ -455,9 +452,7 @@ class Study(Base):
               "(a failed segmentation) give no call")
         return got
 
-    def real_patients(self) -> pd.DataFrame:
-        """The real patients' table (Tables II-III's rows)."""
-        return self.real_results.table
+    real_patients = shows("real_results.table", "The real patients' table (Tables II-III's rows).")
 
     def real_cines(self) -> pd.DataFrame:
         """The run's SSLHF Predictor on the real SAX cines here: ACDC patient090's (ACDC's others and the UK Biobank
