@@ -171,6 +171,11 @@ class Notebook:
         name = name if name.endswith(".csv") else f"{name}.csv"
         return atomic_write_text(self._write(self.out / name), df.to_csv(index=index))
 
+    def kept(self, df: pd.DataFrame, name: str, index: bool = False) -> pd.DataFrame:
+        """`df`, written as `<out>/<name>.csv` (`table`) on its way: a step's table and its write in one call."""
+        self.table(df, name, index=index)
+        return df
+
     def tables(self, named: dict[str, pd.DataFrame], index: tuple[str, ...] = ()) -> None:
         """Write several result tables (`table`) from name -> table, those named in `index` with their index."""
         for name, df in named.items():

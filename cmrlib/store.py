@@ -481,6 +481,12 @@ class CohortStore:
             df.insert(min(4, len(df.columns)), "split", split.astype(object).where(split.notna(), None))
         return df
 
+    def conditions(self) -> dict[str, str]:
+        """Subject -> its condition (the manifest's `condition`; empty where it has none): what notebook 07 groups
+        the measures by."""
+        m = self.manifest()
+        return m.drop_duplicates("subject").set_index("subject")["condition"].to_dict() if "condition" in m else {}
+
     def append_manifest(self, cine_ids: Sequence[str]) -> None:
         """Add the rows of cines just written (a batch job calls this per batch, so readers see them at once)."""
         rows = [r for r in map(self._row, cine_ids) if r is not None]

@@ -4,6 +4,7 @@ draws the figures; its notebook calls one step a cell, and `cmrlib fit METHOD` c
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import operator
 import time
@@ -62,6 +63,11 @@ def shows(path: str, doc: str) -> Callable:
 
     shown.__doc__ = doc
     return shown
+
+
+def by_reason(failures: pd.DataFrame, none: str) -> pd.DataFrame | str:
+    """Cines a preprocessing step left out, per store and reason, or `none` when it left out none."""
+    return failures.groupby(["store", "reason"]).size().rename("cines").reset_index() if len(failures) else none
 
 
 def own_labels(cine: Cine):
@@ -166,6 +172,15 @@ class Study:
         that never saw it, where the shipped segmenter is of their recipe; else the run's segmentation Predictor."""
         return self._real_segmenter
 
+    def segmenter_or_none(self, what: str, real: bool = False):
+        """The run's segmentation Predictor (`real`: `real_segmenter`), or None with `what` said to be skipped and
+        why, where the run has none."""
+        try:
+            return self.real_segmenter() if real else self.segmentation()
+        except FileNotFoundError as e:
+            print(f"{what} skipped: {e}")
+            return None
+
     @functools.cached_property
     def _real_segmenter(self):
         seg = self.segmentation()
@@ -178,6 +193,14 @@ class Study:
         from .predictor import SEGMENTER, predictor_class
 
         return predictor_class(SEGMENTER).phantom_only(self.nb.run_dir)
+
+    @classmethod
+    def outline(cls) -> dict[str, list[str]]:
+        """The Study's steps (its public methods, as the class defines them) and the named pieces they share (its
+        cached properties): read from the class, so no hand-written list of them drifts."""
+        own = [(name, v) for name, v in vars(cls).items() if not name.startswith("_")]
+        return {"steps": [name for name, v in own if inspect.isfunction(v)],
+                "named": [name for name, v in own if isinstance(v, functools.cached_property)]}
 
     def optional(self, name: str):
         """A named result, or None when its step cannot run here (`StudySkipped`): what a summary step such as
@@ -345,6 +368,14 @@ class Study:
     # the notebook's row of the README's results table: method, headline, paper (the paper's own number), and per
     # cell ("phantom", "real") the targets it shows, each (label, regular expression over the target's name)
     GLANCE: ClassVar[dict[str, Any]] = {}
+
+    CAPTIONS: ClassVar[dict[str, str]] = {}  # figure name -> its caption (the method's figures.CAPTIONS)
+
+    def figure(self, fig, name: str, key: str | None = None, **fields) -> Path:
+        """A figure written with its caption from `CAPTIONS` (under `key`, by default its name), kept beside the
+        drawing it describes (`fields` fill its `{n}`-style blanks)."""
+        caption = self.CAPTIONS[key or name]
+        return self.nb.figure(fig, name, caption.format(**fields) if fields else caption)
 
     PAPER_FIGURES: ClassVar[tuple[str, ...]] = ()  # the paper-style figures `paper_figures` draws from a run
 

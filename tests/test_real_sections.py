@@ -143,7 +143,7 @@ def test_the_mitral_valve_section_checks_only_held_out_cines_against_the_pseudo_
     unlabelled = SimpleNamespace(labels=None, spacing=(1.0, 1.0))
     assert real.with_references([("a", unlabelled)]) == [("a", unlabelled, None, None)]
     tuned, why = real.fine_tune_4ch([(SimpleNamespace(subject="2", view="4CH"), np.zeros((3, 2, 2)))], None, [], [],
-                                    None, real.Tuning(epochs=2, share=0.2, subject="1", seed=0), save=None)
+                                    None, real.Tuning(epochs=2, share=0.2, subject="1", seed=0), None)
     assert tuned is None and "0 demo 4CH cines of '1'" in why
 
 

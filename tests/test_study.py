@@ -4,6 +4,7 @@ notebook file."""
 from __future__ import annotations
 
 import ast
+import functools
 import shutil
 
 import pandas as pd
@@ -35,6 +36,22 @@ def test_the_notebook_declares_the_study_parameters_with_the_same_defaults(study
 @pytest.mark.parametrize("study", STUDIES, ids=lambda s: s.method)
 def test_every_user_path_parameter_is_expanded_from_its_reference(study):
     assert {k for k in study.PARAMS if k.endswith(USER_PATHS)} == set(study.PATHS)
+
+
+@pytest.mark.parametrize("study", STUDIES[:6], ids=lambda s: s.method)
+def test_every_step_the_notebook_calls_is_in_the_studys_outline_and_every_outlined_piece_is_named(study):
+    """A method Study's docstring points at `outline()`, not a hand-written list: each `study.X` a notebook cell
+    calls is one of its steps, and each named piece a cached property."""
+    import json
+    import re
+
+    (path,) = runner.discover(runner.NOTEBOOKS, [study.number])
+    code = "\n".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code")
+    called = set(re.findall(r"^study\.(\w+)\(\)", code, re.M)) | set(re.findall(r"study\.step\(study\.(\w+)", code))
+    outline = study.outline()
+    assert called and called <= set(outline["steps"]), called - set(outline["steps"])
+    assert "checks" in outline["steps"] and outline["named"]
+    assert all(isinstance(vars(study)[n], functools.cached_property) for n in outline["named"])
 
 
 @pytest.mark.parametrize("profile", ["smoke", "default", "paper"])

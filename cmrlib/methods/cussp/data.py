@@ -349,6 +349,14 @@ def cohort_counts(labels: pd.DataFrame, pool_cines: int) -> pd.DataFrame:
     return counts
 
 
+def store_counts(sets: Mapping[str, PatchSet]) -> pd.DataFrame:
+    """Per store: its 4CH cines, the patches and systolic windows they gave, and the cines left out."""
+    return pd.DataFrame({n: dict(cines=len(ps) + ps.failures.cine_id.nunique() - int((~ps.has_window).sum()),
+                                 patches=len(ps), windows=int(ps.has_window.sum()),
+                                 left_out=len(set(ps.failures.cine_id) - set(ps.cine_ids)))
+                         for n, ps in sets.items()}).T
+
+
 def figure_subjects(labels: pd.DataFrame, have: Sequence[str]) -> list[tuple[str, str]]:
     """(subject, title) of the most severe MR subject, a mild one (grade 1) and one without MR among `have`, each
     subject once: the paper's Fig. 8."""

@@ -113,3 +113,26 @@ def budget_figure(budget: pd.DataFrame) -> Figure:
                  fontsize=9)
     fig.tight_layout()
     return fig
+
+
+# each figure's caption, beside the drawing it describes (`Study.figure` writes it with the figure)
+CAPTIONS = {
+    "04_roc_pr": "CUSSP Table 2 rows on the test split: ROC and precision-recall curves, dots at each row's"
+                 " validation-chosen threshold; the last row's point is annotated (recall, precision, F1, "
+                 "threshold) as in the paper's Fig. 5.",
+    "04_preprocessing": "CUSSP preprocessing (the paper's Fig. 8): ED frame with the SVM valve line (red) "
+                        "and the patch (yellow), the frame equalised over the LA's intensities, and the "
+                        "valve patch over the cycle, for a severe and a mild MR subject and one without MR.",
+    "04_recall_by_grade": "Recall on the test split by MR grade (1 mild, 2 moderate, 3 severe) for every "
+                          "Table 2 row.",
+    "04_pool_size": "CUSSP-SIAM-25 test F1 and ROC-AUC (95 % CI) against the number of unlabelled cines its"
+                    " Barlow Twins encoder was pretrained on (0: random encoder), at equal pretraining "
+                    "steps.",
+    "04_label_budget": "Test ROC-AUC and F1 against the number of MR training cines (each with its share of"
+                       " non-MR cines; mean and range over draws; the last point: every training cine): the"
+                       " Siamese rows from the Barlow Twins encoder and from a random one, and the "
+                       "supervised ResNet-18.",
+    "04_real_patches": "CUSSP's preprocessing on real 4CH cines (no MR label): the valve line on the run's "
+                       "segmentation (red), the patch (yellow), the LA-equalised frame, the patch over the "
+                       "cycle",
+}

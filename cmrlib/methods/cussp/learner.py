@@ -302,6 +302,20 @@ def fit_row(row: str, encoders: dict[str, CUSSPNet], inputs, cfg: CUSSPConfig, a
     return (None, [], failure) if failure else (*done, None)
 
 
+def fit_rows(fit_one) -> tuple[dict, list[dict], list[dict]]:
+    """Every deep row of Table 2 (`fit_one(row)`: its Learner, log rows and failure or None), the supervised
+    ResNet-18 first (the gate reads it); the Learners by row, their log rows and the rows that did not train."""
+    nets, logs, failed = {}, [], []
+    for r in [SUPERVISED, *(r for r in INPUTS if r != SUPERVISED)]:
+        learn, rows, failure = fit_one(r)
+        if failure:
+            failed.append(failure)
+            continue
+        nets[r] = learn
+        logs += rows
+    return nets, logs, failed
+
+
 def pretrain_inputs(pools, encoder) -> tuple[dict, list[dict], list[dict]]:
     """A Barlow Twins encoder per input from its unlabelled pool (`pools`: (input, pool) pairs, made one at a time;
     `encoder(pool, input, tag)`: pretrained, or its saved result); the encoders, their log rows and the inputs whose

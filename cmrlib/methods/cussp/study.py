@@ -13,16 +13,17 @@ import pandas as pd
 
 from ...distributed import rank
 from ...learn import config_from
-from ...study import Study as Base, StudyError, StudySkipped, shows
+from ...study import Study as Base, StudyError, StudySkipped, by_reason, shows
 from ...utils import seed_for
 from .data import (Inputs, PatchAug, PatchSet, PatchSettings, cohort_counts, figure_subjects, keeping,
-                   labelled, preprocess_store, stores_labels, unlabelled)
+                   labelled, preprocess_store, store_counts, stores_labels, unlabelled)
 from .curves import (Budget, Curve, Made, Training, budget_gap, label_budget, pool_curve, pool_fractions,
                      random_siam25)
 from .evaluate import (Forest, Scored, fit_forest, gate_rows, measures_reusable, per_bsa, phantom_checks,
                        recall_by_grade, score_rows, segmented_measures, shipped_row, table2, validation_table)
+from .figures import CAPTIONS as FIGURE_CAPTIONS
 from .figures import budget_figure, grade_figure, pool_figure, preprocessing_figure, roc_pr_figure
-from .learner import INPUTS, SUPERVISED, CUSSPConfig, fit_row, pretrain, pretrain_inputs, pretrained_encoder, save
+from .learner import SUPERVISED, CUSSPConfig, fit_row, fit_rows, pretrain, pretrain_inputs, pretrained_encoder, save
 from .predictor import Predictor
 from .real import real_checks, real_rows
 
@@ -50,13 +51,11 @@ class Patches:
 
 
 class Study(Base):
-    """Notebook 04. Steps: `cohort`, `prepare`, `preprocessing_figure`, `forest_measures`, `pretrain`, `gate`,
-    `fit`, `evaluate`, `figures`, `pool_curve`, `budget_curve`, `real_cines`, `export`, `checks`; what they share
-    is named: `labelled_cohort`, `patches`, `measures`, `inputs`, `pretrained`, `deep_rows`, `gate_table`, `forest`,
-    `scored`, `pool_result`, `random_siam25`, `budget_result`, `real_results`."""
+    """Notebook 04: one step per cell, its named pieces shared as cached properties (`outline()` lists both)."""
 
     method = "cussp"
     number = "04"
+    CAPTIONS = FIGURE_CAPTIONS
     GLANCE = dict(method="CUSSP", headline="CUSSP-SIAM-25 F1 / ROC-AUC", paper="0.69 / 0.88",
                   phantom=[["F1", "CUSSP-SIAM-25 F1"], ["ROC-AUC", "CUSSP-SIAM-25 ROC-AUC"]],
                   real=[["largest patch-centre distance (mm; no MR labels)", "real 4CH: largest patch-centre*"]])
@@ -175,13 +174,7 @@ class Study(Base):
 
     def prepare(self) -> tuple[pd.DataFrame, pd.DataFrame | str]:
         """The cines per store and the failures by reason."""
-        ps_, failures = self.patches.sets, self.patches.failures
-        per_store = pd.DataFrame({n: dict(cines=len(ps) + ps.failures.cine_id.nunique() - int((~ps.has_window).sum()),
-                                          patches=len(ps), windows=int(ps.has_window.sum()),
-                                          left_out=len(set(ps.failures.cine_id) - set(ps.cine_ids)))
-                                  for n, ps in ps_.items()}).T
-        return per_store, (failures.groupby(["store", "reason"]).size().rename("cines").reset_index() if len(failures)
-                           else "every cine preprocessed")
+        return store_counts(self.patches.sets), by_reason(self.patches.failures, "every cine preprocessed")
 
     def preprocessing_figure(self) -> None:
         """The paper's Fig. 8 for the most severe MR subject, a mild one and a non-MR one."""
@@ -190,10 +183,7 @@ class Study(Base):
             cine = self._read(c.manifest.query("view == '4CH' and subject == @sub").cine_id.iloc[0])
             show.append((title, cine, self.find(cine)))
         if show:
-            self.nb.figure(preprocessing_figure(show), "04_preprocessing",
-                           "CUSSP preprocessing (the paper's Fig. 8): ED frame with the SVM valve line (red) and the "
-                           "patch (yellow), the frame equalised over the LA's intensities, and the valve patch over the "
-                           "cycle, for a severe and a mild MR subject and one without MR.")
+            self.figure(preprocessing_figure(show), "04_preprocessing")
 
     @cached_property
     def measures(self) -> pd.DataFrame:
@@ -257,8 +247,7 @@ class Study(Base):
     def _random_encoder(self, inp: str):
         """The pretrained encoder's random start (the same initialisation, no pretraining): its yardstick."""
         return pretrain(self.inputs.xy(inp, "train")[0][:0], self.inputs.xy(inp, "valid")[0], self.cfg,
-                        self.pretrain_augment,
-                        "random")[0]
+                        self.pretrain_augment, "random")[0]
 
     @cached_property
     def gate_table(self) -> pd.DataFrame:
@@ -271,8 +260,7 @@ class Study(Base):
             nets = {inp: {"Barlow Twins": encoders.get(inp), "random": self._random_encoder(inp),
                           "supervised": supervised if inp == "cycle" else None} for inp in ("cycle", "window")}
             table = gate_rows(self.inputs, nets, seed_for(self.p["seed"], "cussp", "probe"))
-        self.nb.table(table, "gate")
-        return table
+        return self.nb.kept(table, "gate")
 
     def gate(self) -> pd.DataFrame:
         """The gate's probe AUC by input and encoder; the checks hold Barlow Twins minus random to 0.05."""
@@ -295,15 +283,7 @@ class Study(Base):
     def make_rows(self, finish=None) -> Made:
         """Every deep row of Table 2 from a copy of its pretrained encoder, the supervised ResNet-18 first (the gate
         reads it); the Learners, their log rows and the rows that did not train."""
-        nets, logs, failed = {}, [], []
-        for r in [SUPERVISED, *(r for r in INPUTS if r != SUPERVISED)]:
-            learn, rows, failure = self._fit_row(r, finish)
-            if failure:
-                failed.append(failure)
-                continue
-            nets[r] = learn
-            logs += rows
-        return Made(nets, logs, failed)
+        return Made(*fit_rows(lambda r: self._fit_row(r, finish)))
 
     @cached_property
     def deep_rows(self) -> Made:
@@ -332,16 +312,13 @@ class Study(Base):
 
     def train_log(self) -> pd.DataFrame:
         """Every training row of the notebook, in the order the steps make them (written)."""
-        log = pd.DataFrame(self.pretrained.logs + self.deep_rows.logs + self._curve_logs())
-        self.nb.table(log, "train_log")
-        return log
+        return self.nb.kept(pd.DataFrame(self.pretrained.logs + self.deep_rows.logs + self._curve_logs()), "train_log")
 
     def failures(self) -> pd.DataFrame:
         """The rows and fits that did not train or score, with the reason (written)."""
         failed = pd.DataFrame(self.pretrained.failed + self.deep_rows.failed + self.scored.failed
                               + self._curve_failures(), columns=["method", "row", "status", "reason"])
-        self.nb.table(failed, "failed_rows")
-        return failed
+        return self.nb.kept(failed, "failed_rows")
 
     def score(self, rows: Made) -> Scored:
         """Every row and the forest scored on validation and once on the evaluated splits (`evaluate.score_rows`):
@@ -365,16 +342,12 @@ class Study(Base):
         """ROC and precision-recall curves (the paper's Fig. 5) and recall by MR grade (written); recall per row
         and grade."""
         sc = self.scored
-        self.nb.figure(roc_pr_figure(sc.test, sc.thr), "04_roc_pr",
-                       "CUSSP Table 2 rows on the test split: ROC and precision-recall curves, dots at each row's "
-                       "validation-chosen threshold; the last row's point is annotated (recall, precision, F1, "
-                       "threshold) as in the paper's Fig. 5.")
+        self.figure(roc_pr_figure(sc.test, sc.thr), "04_roc_pr")
         by_grade = pd.concat([recall_by_grade(sc.grades[r], {r: sc.test[r][1]}, sc.thr) for r in sc.test],
                              ignore_index=True)
         self.nb.table(by_grade, "recall_by_grade")
         if by_grade.n.sum():
-            self.nb.figure(grade_figure(by_grade), "04_recall_by_grade",
-                           "Recall on the test split by MR grade (1 mild, 2 moderate, 3 severe) for every Table 2 row.")
+            self.figure(grade_figure(by_grade), "04_recall_by_grade")
         return by_grade.pivot(index="row", columns="grade", values="recall")
 
     # ------------------------------------------------------------ pool size and label budget
@@ -406,9 +379,7 @@ class Study(Base):
         """Test F1 and ROC-AUC by the number of unlabelled cines pretrained on, with the figure."""
         curve = self.pool_result.table
         if len(curve):
-            self.nb.figure(pool_figure(curve), "04_pool_size",
-                           "CUSSP-SIAM-25 test F1 and ROC-AUC (95 % CI) against the number of unlabelled cines its "
-                           "Barlow Twins encoder was pretrained on (0: random encoder), at equal pretraining steps.")
+            self.figure(pool_figure(curve), "04_pool_size")
         return curve[curve.metric.isin(["f1", "roc_auc"])].pivot(index="pool_cines", columns="metric", values="value")
 
     @cached_property
@@ -433,10 +404,7 @@ class Study(Base):
         """Mean test ROC-AUC by label budget and row, with the figure."""
         table = self.budget_result.table
         if len(table):
-            self.nb.figure(budget_figure(table), "04_label_budget",
-                           "Test ROC-AUC and F1 against the number of MR training cines (each with its share of non-MR "
-                           "cines; mean and range over draws; the last point: every training cine): the Siamese rows "
-                           "from the Barlow Twins encoder and from a random one, and the supervised ResNet-18.")
+            self.figure(budget_figure(table), "04_label_budget")
         return table.groupby(["budget", "row"]).roc_auc.mean().unstack("row")
 
     def _curve_logs(self) -> list[dict]:
@@ -465,10 +433,7 @@ class Study(Base):
         real, cases = real_rows(self._real_4ch(), self.find, self.patches.prep, self.scored.models)
         self.nb.table(real, "real_cines")
         if cases:
-            self.nb.figure(preprocessing_figure(cases), "04_real_patches",
-                           "CUSSP's preprocessing on real 4CH cines (no MR label): the valve line on the run's "
-                           "segmentation (red), the patch (yellow), the LA-equalised frame, the patch over the "
-                           "cycle")
+            self.figure(preprocessing_figure(cases), "04_real_patches")
         return real
 
     real_cines = shows("real_results", "Every network row on the real 4CH cines: the valve, the patch centre's "
@@ -515,11 +480,8 @@ class Study(Base):
     def checks(self) -> pd.DataFrame:
         """The gate, the phantom task's difficulty, the paper's targets, the label-budget comparison and the
         notebook's time (written, with the training log, the failures and timings)."""
-        targets = self.targets([
-            *phantom_checks(self.scored, self.gate_gap, self.budget_gap()),
-            *real_checks(self.optional("real_results")),
-            *self.time_target(),
-        ])
+        targets = self.targets([*phantom_checks(self.scored, self.gate_gap, self.budget_gap()),
+                                *real_checks(self.optional("real_results")), *self.time_target()])
         self.train_log()
         self.failures()
         return targets

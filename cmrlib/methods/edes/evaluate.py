@@ -11,6 +11,7 @@ from fastprogress.fastprogress import progress_bar
 
 from ...longform import implied_volumes
 from ...record import Cine
+from ...skipped import StudySkipped
 from .curves import frame_diff
 
 PAPER_AFD = {"CNN+Reg": (1.30, 1.97), "TempReg-Net w/o TSC": (0.47, 0.52), "TempReg-Net": (0.38, 0.44)}  # Table 1
@@ -200,6 +201,32 @@ class TestResults:
     order: list[str]
     mean_fd: pd.Series
     implied: pd.DataFrame | None = None
+
+
+def sharp_ed(per_cine: pd.DataFrame, k: int, order: list[str]) -> pd.DataFrame:
+    """Table 1 again on the test cines whose true ED plateau is at most `k` frames wide (within 0.5 % of the maximum
+    volume); `StudySkipped` without true volume curves."""
+    if not per_cine["ed_plateau"].notna().any():
+        raise StudySkipped("no true volume curves in this cohort: the plateau breakdown needs the phantom's "
+                           "lv_volume_curve_ml")
+    sharp = per_cine[per_cine["ed_plateau"] <= k]
+    print(f"{sharp['cine_id'].nunique()} of {per_cine['cine_id'].nunique()} test cines have an ED plateau of at most "
+          f"{k} frames (within 0.5 % of the maximum volume)")
+    return afd_table(sharp, order=order)
+
+
+def ordering(t: TestResults) -> str:
+    """TempReg-Net against the paper's aFD, and whether the paper's ordering of the methods holds (mean of ED and ES
+    aFD), as the notebook prints it."""
+    lines = []
+    if "TempReg-Net" in t.allv.index:
+        r = t.allv.loc["TempReg-Net"]
+        lines.append(f"TempReg-Net, all views: aFD ED {r.aFD_ED:.3f} (target <= 0.38), ES {r.aFD_ES:.3f} "
+                     "(target <= 0.44)")
+    holds = list(t.mean_fd[t.order]) == sorted(t.mean_fd[t.order])
+    lines.append("paper's ordering (mean of ED and ES aFD): " + " < ".join(f"{m} {t.mean_fd[m]:.3f}" for m in t.order)
+                 + (" -> holds" if holds else " -> does not hold"))
+    return "\n".join(lines)
 
 
 def test_results(detectors: dict, store, test_ids: list[str], n_show: int) -> TestResults:

@@ -125,6 +125,10 @@ def load(path: str | Path) -> torch.nn.Module:
     return load_exported(path, "ED/ES model", "notebook 02")
 
 
+# the profile's settings a network's file is reused by (with its method, cohort and model arguments)
+SETTINGS = ("views", "size", "zoom", "epochs", "lr", "bs", "alpha", "beta", "delta", "upsilon", "max_cines", "seed")
+
+
 def make_models(methods: list[str], settings: Callable[[str], dict], train: Callable[[str], tuple], out: Path,
                 finish=None, retrain: bool = False) -> Fitted:
     """Every method (`train(m)`: its Learner and training row), each reused when `out` holds it with exactly

@@ -305,6 +305,14 @@ def fine_tuned_rows(nets: dict, methods: list, real_items: dict, cines: dict, fo
     return parts, logs
 
 
+def shipped_lines(r: RealCines) -> str:
+    """The detector the rule picks on every real cine, its candidates, and its picks with each fold left out, as
+    the notebook prints them."""
+    return (f"chosen on all {int(r.choice.n.iloc[0])} real cines: {r.shipped}\n{r.choice.round(3).to_string(index=False)}"
+            f"\nthe rule with each fold left out (its error below is the row {PROCEDURE!r}):\n"
+            f"{r.picks.to_string(index=False)}")
+
+
 def real_checks(demo: pd.DataFrame | None, real: RealCines | None) -> list:
     """On real cines: TempReg-Net against the UK Biobank demo's pseudo-labels, the fine-tuned network and the
     shipping rule by nested cross-validation on the real SAX patients."""

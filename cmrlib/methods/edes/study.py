@@ -9,19 +9,22 @@ from typing import ClassVar
 
 import pandas as pd
 
-from ...io.real import rolled_cine
+from ...distributed import rank, world_size
+from ...io.real import MANUAL, PSEUDO, rolled_cine
 from ...learn import Fitted
 from ...study import Study as Base
 from ...study import StudySkipped, shows
 from .data import SeqItem, Sequences, phantom_sequences, real_item, resampled
-from .evaluate import TestResults, afd_table, beside_paper, phantom_checks, pseudo_reference, test_results
+from .evaluate import (TestResults, beside_paper, ordering, phantom_checks, pseudo_reference, sharp_ed,
+                       test_results)
+from .figures import CAPTIONS as FIGURE_CAPTIONS
 from .figures import afd_figure, curves_figure, real_figure
-from .learner import DETECTORS, fit, make_models
+from .learner import DETECTORS, SETTINGS, fit, make_models
 from .predict import predict, seg_detect
 from .predictor import Predictor
-from .real import (PROCEDURE, RealCines, RealResult, RealSax, Tuning, every_patient_network, fine_tuned_rows,
-                   fixed_rows, labelled_rows, per_cine, pseudo_rows, real_checks, real_cines_result, shipped_predictor,
-                   trainings)
+from .real import (RealCines, RealResult, RealSax, Tuning, every_patient_network, fine_tuned_rows, fixed_rows,
+                   labelled_rows, per_cine, pseudo_rows, real_checks, real_cines_result, shipped_lines,
+                   shipped_predictor, trainings)
 
 MODEL_KEYS = ("widths", "blocks", "hidden", "bidirectional", "cyclic", "motion", "dropout")
 
@@ -29,12 +32,11 @@ SEG_ROW = "Segmentation (LV curve)"  # the segmentation baseline: the run segmen
 
 
 class Study(Base):
-    """Notebook 02. Steps: `prepare`, `fit`, `evaluate`, `ordering`, `sharp_ed`, `figures`, `real_patients`,
-    `real_acdc`, `real_ukbb`, `checks`; what they share is named: `sequences`, `models`, `detectors`,
-    `test_results`, `real_results`, `real_patient090`, `real_demo`."""
+    """Notebook 02: one step per cell, its named pieces shared as cached properties (`outline()` lists both)."""
 
     method = "edes"
     number = "02"
+    CAPTIONS = FIGURE_CAPTIONS
     GLANCE = dict(method="TempReg-Net", headline="aFD ED / ES (frames)", paper="0.38 / 0.44",
                   phantom=[["ED", "TempReg-Net aFD ED (frames)"], ["ES", "TempReg-Net aFD ES (frames)"]],
                   real=[["fine-tuned TempReg-Net ES, out of fold",
@@ -107,10 +109,8 @@ class Study(Base):
         exactly these settings (`fit_or_reuse`; `finish`: `cmrlib fit`'s export, which gives the validation loss);
         the training table written."""
         p = self.p
-        settings = lambda m: dict(method=m, views=p["views"], size=p["size"], zoom=p["zoom"], epochs=p["epochs"],
-                                  lr=p["lr"], bs=p["bs"], alpha=p["alpha"], beta=p["beta"], delta=p["delta"],
-                                  upsilon=p["upsilon"], max_cines=p["max_cines"], seed=p["seed"],
-                                  cohort=self.store.fingerprint(), **self.model_kw)
+        settings = lambda m: dict(method=m, **{k: p[k] for k in SETTINGS}, cohort=self.store.fingerprint(),
+                                  **self.model_kw)
         train = lambda m: fit(self.sequences.dls, m, p["epochs"], p["lr"], p["seed"], beta=p["beta"], alpha=p["alpha"],
                               path=self.out, **self.model_kw)
         made = make_models(p["methods"], settings, train, self.out, finish, bool(p["retrain"]))
@@ -129,8 +129,6 @@ class Study(Base):
         """What `cmrlib fit edes` runs: the models, exported by `finish`, then the run's ED/ES Predictor (process 0):
         the detector chosen on real patients where the data root has them and one process trains, else phantom
         TempReg-Net."""
-        from ...distributed import rank, world_size
-
         fitted = self.make_models(finish)  # saved in the run folder: `models` reads them back, never trains again
         if rank() == 0:  # the real section fine-tunes in one process (notebook 02 runs it; several processes: not)
             self.write_predictor(fitted.nets, self.optional("real_results") if world_size() <= 1 else None)
@@ -164,12 +162,8 @@ class Study(Base):
         segmentation Predictor) when the run has one."""
         p = self.p
         found = {m: partial(predict, self.models.nets[m], size=p["size"], zoom=p["zoom"]) for m in p["methods"]}
-        try:
-            seg = self.segmentation()
-        except FileNotFoundError as e:
-            print(f"segmentation baseline skipped: {e}")
-            return found
-        return {SEG_ROW: partial(seg_detect, seg), **found}
+        seg = self.segmenter_or_none("segmentation baseline")
+        return found if seg is None else {SEG_ROW: partial(seg_detect, seg), **found}
 
     @cached_property
     def test_results(self) -> TestResults:
@@ -186,36 +180,21 @@ class Study(Base):
 
     def ordering(self) -> None:
         """TempReg-Net against the paper's aFD, and whether the paper's ordering of the three methods holds."""
-        t = self.test_results
-        allv, order, mean_fd = t.allv, t.order, t.mean_fd
-        if "TempReg-Net" in allv.index:
-            r = allv.loc["TempReg-Net"]
-            print(f"TempReg-Net, all views: aFD ED {r.aFD_ED:.3f} (target <= 0.38), ES {r.aFD_ES:.3f} "
-                  "(target <= 0.44)")
-        print("paper's ordering (mean of ED and ES aFD):", " < ".join(f"{m} {mean_fd[m]:.3f}" for m in order),
-              "-> holds" if list(mean_fd[order]) == sorted(mean_fd[order]) else "-> does not hold")
+        print(ordering(self.test_results))
 
     def sharp_ed(self) -> pd.DataFrame:
         """The table again on test cines whose true ED plateau is at most `sharp_plateau` frames (written);
         `StudySkipped` without true volume curves."""
-        res, k = self.test_results.per_cine, self.p["sharp_plateau"]
-        if not res["ed_plateau"].notna().any():
-            raise StudySkipped("no true volume curves in this cohort: the plateau breakdown needs the phantom's "
-                               "lv_volume_curve_ml")
-        sharp = res[res["ed_plateau"] <= k]
-        print(f"{sharp['cine_id'].nunique()} of {res['cine_id'].nunique()} test cines have an ED plateau of at most "
-              f"{k} frames (within 0.5 % of the maximum volume)")
-        table_sharp = afd_table(sharp, order=list(self.detectors))
-        self.nb.table(table_sharp, "afd_table_sharp_ed")
-        return table_sharp[table_sharp["view"] == "all"]
+        table = self.nb.kept(sharp_ed(self.test_results.per_cine, self.p["sharp_plateau"], list(self.detectors)),
+                             "afd_table_sharp_ed")
+        return table[table["view"] == "all"]
 
     def figures(self) -> None:
         """Predicted curves on test cines with the true ED and ES, and the aFD per method and view."""
         p, t = self.p, self.test_results
-        self.nb.figure(curves_figure(t.per_cine, p["n_show"], p["delta"], p["upsilon"], mark_method="TempReg-Net"),
-                       "02_curves", "ED/ES methods' frame curves on test cines, with the true ED and ES marked")
-        self.nb.figure(afd_figure(t.table), "02_afd",
-                       "average absolute frame difference of each ED/ES method per view (whiskers: SD)")
+        self.figure(curves_figure(t.per_cine, p["n_show"], p["delta"], p["upsilon"], mark_method="TempReg-Net"),
+                    "02_curves")
+        self.figure(afd_figure(t.table), "02_afd")
 
     @cached_property
     def real_cines(self) -> RealSax:
@@ -252,11 +231,8 @@ class Study(Base):
         p = self.p
         cines, folds = self.real_cines.cines, self.real_cines.folds
         with self.nb.timer("real patients: phantom models and curves"):
-            try:
-                seg = self.real_segmenter()  # each patient by the cross-fitted model that never saw it
-            except FileNotFoundError as e:
-                print(f"run segmenter's volume curve skipped on real patients: {e}")
-                seg = None
+            # each patient by the cross-fitted model that never saw it
+            seg = self.segmenter_or_none("run segmenter's volume curve on real patients", real=True)
             parts = [fixed_rows(self.models.nets, p["methods"], p["size"], p["zoom"], self.phantom_segmenter, seg,
                                 p["curve_smooth"], cines)]
         with self.nb.timer("real patients: fine-tuning"):
@@ -274,10 +250,7 @@ class Study(Base):
         r = real_cines_result(res, logs, p["short_frames"], p["curve_smooth"], p["real_frames"], p["seed"],
                               p["real_folds"])
         self.nb.table(r.table, "real_afd_table")
-        self.nb.figure(real_figure(r.table, self.test_results.allv), "02_real_afd",
-                       f"ED/ES detectors on {res['cine_id'].nunique()} real ACDC SAX cines (cyclically shifted; "
-                       "fine-tuned rows scored on held-out folds) with 95 % CIs, beside the paper's and the phantom "
-                       "test split's aFD")
+        self.figure(real_figure(r.table, self.test_results.allv), "02_real_afd", n=res["cine_id"].nunique())
         if not r.choice.empty:
             self.nb.tables({"real_choice": r.choice, "real_choice_by_fold": r.picks, "real_afd_nested": r.procedure})
         return r
@@ -292,18 +265,13 @@ class Study(Base):
         r = self.real_results
         if r.choice.empty:
             raise StudySkipped("no real patients in two or more folds to choose a detector on")
-        print(f"chosen on all {int(r.choice.n.iloc[0])} real cines: {r.shipped}")
-        print(r.choice.round(3).to_string(index=False))
-        print("the rule with each fold left out (its error below is the row "
-              f"{PROCEDURE!r}):\n{r.picks.to_string(index=False)}")
+        print(shipped_lines(r))
         return r.procedure
 
     @cached_property
     def real_patient090(self) -> RealResult:
         """Every detector on ACDC patient090's SAX cine (labelled ED and ES; written): the Predictor's real check;
         `StudySkipped` without that cine."""
-        from ...io.real import MANUAL
-
         found = self.real_found(("SAX",), "full ACDC SAX cine (acdc/training/patientNNN/patientNNN_4d.nii.gz)", MANUAL)
         cines = [c for s in found for c in s.cines]
         found = self.detectors
@@ -320,17 +288,13 @@ class Study(Base):
         """Every detector on the UK Biobank demo's 2CH, 3CH and 4CH cines against the ED/ES that each subject's 4CH
         pseudo-labels imply (largest and smallest LV area; a network's labels, so a pseudo-reference; written with
         the curves); `StudySkipped` without the demo."""
-        from ...io.real import PSEUDO
-
         found = self.real_found(("2CH", "3CH", "4CH"), "UK Biobank demo cines with pseudo-labels", PSEUDO)
         cines = pseudo_reference([c for s in found for c in s.cines])
         if not cines:
             raise StudySkipped("no UK Biobank demo cines with 4CH pseudo-labels under the data root")
         ukbb, table = pseudo_rows(self.detectors, cines)
         self.nb.table(table, "real_ukbb_pseudo")
-        self.nb.figure(curves_figure(ukbb, len(cines), mark_method="TempReg-Net", reference="pseudo"),
-                       "02_ukbb_curves", "ED/ES detectors on the UK Biobank demo's long-axis cines, with the frames "
-                       "the 4CH pseudo-labels imply (largest and smallest LV area)")
+        self.figure(curves_figure(ukbb, len(cines), mark_method="TempReg-Net", reference="pseudo"), "02_ukbb_curves")
         return table
 
     real_ukbb = shows("real_demo", "Every detector on the UK Biobank demo's long-axis cines against their "

@@ -183,3 +183,21 @@ def readout_figure(pooled: pd.DataFrame, frames: pd.DataFrame):
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     return fig
+
+
+# each figure's caption, beside the drawing it describes (`Study.figure` writes it with the figure)
+CAPTIONS = {
+    "06_flow": "a cine's frames and its optical-flow weight map W (mean Farneback magnitude, smoothed, max-scaled)",
+    "06_reconstructions": "a validation clip: the frames reconstructed, the visible patches and each "
+                          "model's reconstruction",
+    "06_scaled_mae": "MAE / training SD of every regressed cardiac measure per model (Fig. S1)",
+    "06_conditions": "average precision and AUROC per condition and model with 95 % bootstrap CIs (Fig. 2)",
+    "06_attention": "ABMIL attention of HeartMAE's cardiac probe over each test subject's views",
+    "06_real_patients": "LVEF of {n} real ACDC patients (reference: the full manual labels) against the "
+                        "pooled read-out of each representation's frozen features, out of fold; MAE with "
+                        "its 95 % bootstrap CI.",
+    "06_real_frames": "LVEF MAE of {n} real ACDC patients, out of fold, by representation: one pooled "
+                      "feature per patient against each slice and time step read as LV area, the curve's EF"
+                      " mapped to LVEF.",
+    "06_pretraining": "masked-token loss per epoch of the four MAE models (HeartMAE's is weighted)",
+}

@@ -25,7 +25,7 @@ from .baselines import EXPERT
 from .data import CineSet, Clips, inference_views, intensity_stats
 from .evaluate import boot_mae_ci
 from .gates import pretext, subject_means
-from .learner import FAMILY, RANDOM, network, pretrain
+from .learner import FAMILY, RANDOM, pretrain
 
 ALPHAS = np.logspace(-2, 4, 13)  # ridge strengths tried by cross-validation on the non-test patients
 POOLED, FRAMES = "pooled", "frame-resolved"          # the two read-outs
@@ -36,6 +36,13 @@ SEGMENTER = "segmenter encoder"                      # the run's SAX segmenter's
 N_PCA = (8, 32, 128)              # principal components a read-out may regress on, chosen with the strength
 FRAME_SPLITS = 10                 # patient-grouped folds choosing the frame-resolved ridge's strength
 PIXEL_SIDE = 16                   # the raw-pixel control: each time step's mean image at 16 x 16 px
+
+
+def feature_tables(feature_sets: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """Each feature set's real subject features by table name (the family as the phantom left it, the random
+    encoder, the segmentation measures): what notebook 08 clusters."""
+    return {f"real_subject_features_{name.split(' ')[0]}": x.rename_axis("subject").rename(columns=str)
+            for name, x in feature_sets.items()}
 
 
 def fold_views(cines: CineSet, folds: pd.Series, fold: int) -> CineSet:
@@ -328,26 +335,28 @@ def fixed_readouts(phantom: Encoded, random: Encoded, cines: CineSet, windows: l
     return fixed
 
 
-def fold_pretext(name: str, model, fc: CineSet, mean: float, std: float, fold: int, cfg, seed: int) -> pd.DataFrame:
+def fold_pretext(name: str, model, random_network, fc: CineSet, mean: float, std: float, fold: int, cfg, seed: int
+                 ) -> pd.DataFrame:
     """The pretext gate of a HeartMAE against the run's random network on one fold's real validation views."""
     spec = FAMILY["HeartMAE"]
     clips = Clips(fc.take(fc.rows("valid")), cfg.size, cfg.frames, mean, std, train=False)
-    return pretext({name: model}, network(cfg, seed_for(seed, "06", "random")), clips, spec["ratio"], spec["masking"],
+    return pretext({name: model}, random_network, clips, spec["ratio"], spec["masking"],
                    seed_for(seed, "06", "real pretext", fold), target=cfg.target).assign(fold=fold)
 
 
-def fold_tuning(heartmae, cfg, epochs: int, mean: float, std: float, seed: int, models_dir, timer, encoded):
+def fold_tuning(heartmae, random_network, cfg, epochs: int, mean: float, std: float, seed: int, models_dir, timer,
+                encoded):
     """`cross_fold`'s `tuned_for`: with `epochs`, HeartMAE's pretraining continued on the fold's training views (its
-    features by `encoded(model, mean, std)` and its pretext gate); else no extra row and the phantom HeartMAE's
-    (`heartmae`, its views' `mean` and `std`) pretext gate on the fold's validation views."""
+    features by `encoded(model, mean, std)` and its pretext gate against `random_network`); else no extra row and
+    the phantom HeartMAE's (`heartmae`, its views' `mean` and `std`) pretext gate on the fold's validation views."""
     def tuned_for(fc: CineSet, fold: int) -> tuple[dict, pd.DataFrame]:
         if not epochs:
-            return {}, fold_pretext("HeartMAE (phantom)", heartmae, fc, mean, std, fold, cfg, seed)
+            return {}, fold_pretext("HeartMAE (phantom)", heartmae, random_network, fc, mean, std, fold, cfg, seed)
         m, s = intensity_stats(fc.take(fc.rows("train")))
         with timer("real patients: pretraining"):
             tuned, _ = pretrain("HeartMAE", fc, dataclasses.replace(cfg, epochs=epochs), m, s, models_dir,
                                 init=heartmae)
-        gate = fold_pretext("HeartMAE (phantom + real)", tuned, fc, m, s, fold, cfg, seed)
+        gate = fold_pretext("HeartMAE (phantom + real)", tuned, random_network, fc, m, s, fold, cfg, seed)
         with timer("real patients: features"):
             return {"HeartMAE (phantom + real)": encoded(tuned, m, s)}, gate
     return tuned_for
@@ -382,8 +391,8 @@ class ReadOuts:
     pooled: dict
 
 
-def read_outs(cines: CineSet, subjects: pd.DataFrame, models: dict, mean: float, std: float, cfg, p: dict, seg, store,
-              out, timer, expert: pd.DataFrame | None) -> ReadOuts:
+def read_outs(cines: CineSet, subjects: pd.DataFrame, models: dict, random_network, mean: float, std: float, cfg,
+              p: dict, seg, store, out, timer, expert: pd.DataFrame | None) -> ReadOuts:
     """Both read-outs of every representation of the real patients (`subjects`: subject, fold, LVEF), fold by fold
     (`cross_fold`): the family as the phantom left it (its views' `mean`, `std`), HeartMAE continued per fold with
     `p["real_epochs"]` (`fold_tuning`), and the fixed ones (`fixed_readouts`), the frame-resolved read-out against
@@ -398,12 +407,12 @@ def read_outs(cines: CineSet, subjects: pd.DataFrame, models: dict, mean: float,
 
     with timer("real patients: features"):
         family = {row: encoded(m, mean, std) for row, m in models.items()}
-        random_mae = encoded(network(cfg, seed_for(seed, "06", "random")), mean, std)
+        random_mae = encoded(random_network, mean, std)
         fixed = fixed_readouts(family["HeartMAE"], random_mae, cines, windows, cfg.size, seg_steps, expert)
     pooled = {**{r: e.pooled for r, e in family.items()},
               **{n: e.pooled for n, e in fixed.items() if e.pooled is not None and n != "HeartMAE (phantom)"}}
-    tuned_for = fold_tuning(models["HeartMAE"], cfg, int(p["real_epochs"]), mean, std, seed, out / "real_models", timer,
-                            encoded)
+    tuned_for = fold_tuning(models["HeartMAE"], random_network, cfg, int(p["real_epochs"]), mean, std, seed,
+                            out / "real_models", timer, encoded)
     by = subjects.set_index("subject")
     pred, gate, pretext = cross_fold(cines, by.fold, names, fixed, tuned_for,
                                      frame_rows(cines.table, len(windows), area), by.LVEF)

@@ -11,7 +11,9 @@ from typing import ClassVar
 
 import pandas as pd
 
+from ...distributed import rank
 from ...learn import config_from
+from ...models.mae_st import VideoMAE
 from ...study import Study as Base
 from ...study import StudySkipped, shows
 from ...utils import seed_for
@@ -21,6 +23,7 @@ from .evaluate import (EF_COLUMNS, PAPER_FEATURES, PAPER_TABLE1, PAPER_TABLE2, C
                        cardiac_wins, condition_table, expert_rows, fit_probes, measures_long, phantom_checks,
                        subject_feature_tables, table1, table2)
 from .features import KINETICS, bags, cached_features, extract, family_encoders
+from .figures import CAPTIONS as FIGURE_CAPTIONS
 from .figures import (attention_by_view, attention_figure, condition_figure, flow_figure, pretraining_figure,
                       readout_figure, real_lvef_figure, reconstruct, reconstruction_figure, scaled_mae_figure)
 from .gates import family_pretext
@@ -50,14 +53,11 @@ class Family:
 
 
 class Study(Base):
-    """Notebook 06. Steps: `prepare`, `flow_figures`, `pretrain`, `pretraining_figure`, `pretext_gate`,
-    `reconstruction_figure`, `features`, `targets_table`, `fit`, `features_gate`, `table1`, `cardiac`, `conditions`,
-    `table2`, `attention`, `export`, `real_patients`, `real_cines`, `checks`; what they share is named: `views`,
-    `family`, `pretext`, `encoder_features`, `task_targets` (with `probe_targets` and `paper_targets`, which say why
-    when there are too few), `bagged`, `probes`, `ridge`, `cardiac_result`, `predictor`, `real_results`."""
+    """Notebook 06: one step per cell, its named pieces shared as cached properties (`outline()` lists both)."""
 
     method = "heartmae"
     number = "06"
+    CAPTIONS = FIGURE_CAPTIONS
     GLANCE = dict(method="HeartMAE", headline="LVEF MAE (points)", paper="3.09",
                   phantom=[["LVEF MAE", "HeartMAE LVEF MAE (EF points)"]],
                   real=[["LVEF MAE", "real patients: HeartMAE LVEF MAE (EF points)"],
@@ -144,8 +144,7 @@ class Study(Base):
 
     def prepare(self) -> pd.DataFrame:
         """Views per split and view."""
-        v = self.views
-        cines = v.cines
+        v, cines = self.views, self.views.cines
         print(f"{len(cines)} views of {cines.table['subject'].nunique()} subjects ({len(cines.failures)} cines left "
               f"out); training intensity mean {v.mean:.3f}, SD {v.std:.3f}")
         return cines.table.groupby(["split", "view"]).size().unstack(fill_value=0)
@@ -157,8 +156,7 @@ class Study(Base):
         for i in t.index[t["view"] == "4CH"].tolist()[:1] + t.index[t["view"] == "SAX"].tolist()[:1]:
             fig = flow_figure(cines.frames[i], cines.weight[i], f"{t.at[i, 'view']} cine, subject "
                               f"{t.at[i, 'subject']}")
-            self.nb.figure(fig, f"06_flow_{t.at[i, 'view']}", "a cine's frames and its optical-flow weight map W "
-                           "(mean Farneback magnitude, smoothed, max-scaled)")
+            self.figure(fig, f"06_flow_{t.at[i, 'view']}", "06_flow")
 
     def make_family(self, rows=tuple(FAMILY), reuse: bool = True) -> Family:
         """The masked autoencoders of `rows` (`pretrain_family`: each reused when the run folder holds it with these
@@ -185,8 +183,12 @@ class Study(Base):
         histories = {r: pd.read_csv(out / f"pretraining_history_{r}.csv") for r in FAMILY
                      if (out / f"pretraining_history_{r}.csv").exists()}
         if histories:
-            self.nb.figure(pretraining_figure(histories), "06_pretraining",
-                           "masked-token loss per epoch of the four MAE models (HeartMAE's is weighted)")
+            self.figure(pretraining_figure(histories), "06_pretraining")
+
+    @cached_property
+    def random_network(self) -> VideoMAE:
+        """The untrained MAE every gate and read-out sets the pretrained ones beside, at the run's own seed."""
+        return network(self.cfg, seed_for(self.p["seed"], "06", "random"))
 
     def _valid_rows(self):
         rows = self.views.cines.rows("valid")
@@ -196,14 +198,12 @@ class Study(Base):
     def pretext(self) -> pd.DataFrame:
         """Each model's masked loss on validation clips beside a random network's and the copy and mean rules'
         (written)."""
-        seed, v, models = self.p["seed"], self.views, self.family.models
-        gate_clips = Clips(v.cines.take(self._valid_rows()), self.cfg.size, self.cfg.frames, v.mean, v.std,
-                           train=False)
+        v = self.views
+        gate_clips = Clips(v.cines.take(self._valid_rows()), self.cfg.size, self.cfg.frames, v.mean, v.std, train=False)
         with self.nb.timer("pretext gate"):
-            table = family_pretext(models, FAMILY, network(self.cfg, seed_for(seed, "06", "random")), gate_clips,
-                                   seed_for(seed, "06", "pretext"), self.cfg.target)
-        self.nb.table(table, "pretext_gate")
-        return table
+            table = family_pretext(self.family.models, FAMILY, self.random_network, gate_clips,
+                                   seed_for(self.p["seed"], "06", "pretext"), self.cfg.target)
+        return self.nb.kept(table, "pretext_gate")
 
     def pretext_gate(self) -> pd.DataFrame:
         """Masked loss by row and model on the validation clips."""
@@ -217,16 +217,14 @@ class Study(Base):
         clip = clipset[0][0]
         examples = {row: reconstruct(self.family.models[row], clip, FAMILY[row]["ratio"], FAMILY[row]["masking"],
                                      seed_for(self.p["seed"], "06", "show"), self.cfg.target) for row in FAMILY}
-        self.nb.figure(reconstruction_figure(examples), "06_reconstructions", "a validation clip: the frames "
-                       "reconstructed, the visible patches and each model's reconstruction")
+        self.figure(reconstruction_figure(examples), "06_reconstructions")
 
     @cached_property
     def encoder_features(self) -> dict:
         """Every encoder's features of every view (K crops x T clips; cached per encoder and settings): the four
         MAEs, a random encoder and, when its weights are here, Kinetics-400's."""
         p, cfg, v = self.p, self.cfg, self.views
-        encoders = family_encoders(self.family.models, network(cfg, seed_for(p["seed"], "06", "random")), v.mean,
-                                   v.std, p["pool"], p["kinetics_weights"])
+        encoders = family_encoders(self.family.models, self.random_network, v.mean, v.std, p["pool"], p["kinetics_weights"])
         feats = {}
         with self.nb.timer("feature extraction"):
             for name, enc in encoders.items():
@@ -307,8 +305,7 @@ class Study(Base):
         s = t.subjects
         table = ridge_gate(self.encoder_features, self.views.cines.table, t.y.loc[s], t.kinds,
                            [s[i] for i in t.role["train"]], [s[i] for i in t.role["valid"]])
-        self.nb.table(table, "features_gate")
-        return table
+        return self.nb.kept(table, "features_gate")
 
     def features_gate(self) -> pd.DataFrame:
         """The EF columns' validation MAE by encoder, beside the training-mean rule."""
@@ -320,9 +317,7 @@ class Study(Base):
     def table1_result(self) -> pd.DataFrame:
         """The paper's Table 1 (cardiac measures) beside its numbers (written)."""
         _ = self.paper_targets  # StudySkipped without the paper's task groups
-        t1 = beside_paper(table1(self.probes.reg).reindex(self.probes.order), PAPER_TABLE1)
-        self.nb.table(t1, "table1")
-        return t1
+        return self.nb.kept(beside_paper(table1(self.probes.reg).reindex(self.probes.order), PAPER_TABLE1), "table1")
 
     table1 = shows("table1_result", "The paper's Table 1 (cardiac measures) beside its numbers.")
 
@@ -341,8 +336,7 @@ class Study(Base):
               f"median difference {wil['median_difference']:+.3f}, Wilcoxon W = {wil['W']:.0f}, p = {wil['p']:.3g} "
               f"(the paper: HeartMAE best on {PAPER_FEATURES['heartmae_wins']} of {PAPER_FEATURES['tasks']}, "
               "p < 0.001)")
-        self.nb.figure(scaled_mae_figure(c.reg, [RANDOM, *FAMILY]), "06_scaled_mae",
-                       "MAE / training SD of every regressed cardiac measure per model (Fig. S1)")
+        self.figure(scaled_mae_figure(c.reg, [RANDOM, *FAMILY]), "06_scaled_mae")
         return c.won
 
     def conditions(self) -> dict[str, pd.DataFrame]:
@@ -350,8 +344,7 @@ class Study(Base):
         and the figure."""
         cls, cls_tasks, out = self.condition_result
         shown = [m for m in [*self.probes.order, EXPERT] if m in set(cls["model"])]
-        self.nb.figure(condition_figure(cls[cls["task"].isin(cls_tasks)], shown), "06_conditions",
-                       "average precision and AUROC per condition and model with 95 % bootstrap CIs (Fig. 2)")
+        self.figure(condition_figure(cls[cls["task"].isin(cls_tasks)], shown), "06_conditions")
         return out
 
     @cached_property
@@ -381,9 +374,7 @@ class Study(Base):
     def table2_result(self) -> pd.DataFrame:
         """The paper's Table 2 (demographics) beside its numbers (written)."""
         _ = self.paper_targets  # StudySkipped without the paper's task groups
-        t2 = beside_paper(table2(self.probes.reg).reindex(self.probes.order), PAPER_TABLE2)
-        self.nb.table(t2, "table2")
-        return t2
+        return self.nb.kept(beside_paper(table2(self.probes.reg).reindex(self.probes.order), PAPER_TABLE2), "table2")
 
     def table2(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         """The paper's Table 2 (demographics) beside its numbers, and sex AUROC per model."""
@@ -397,11 +388,9 @@ class Study(Base):
         att = self.probes.probes["HeartMAE", "cardiac"].pooled(h, mask)[1]
         test = t.role["test"]
         pick = test[: int(self.p["n_show"])]
-        self.nb.figure(attention_figure(att[pick], [names[i] for i in pick], [t.subjects[i] for i in pick]),
-                       "06_attention", "ABMIL attention of HeartMAE's cardiac probe over each test subject's views")
-        by_view = attention_by_view(att[test], [names[i] for i in test])
-        self.nb.table(by_view, "attention_by_view")
-        return by_view
+        self.figure(attention_figure(att[pick], [names[i] for i in pick], [t.subjects[i] for i in pick]),
+                    "06_attention")
+        return self.nb.kept(attention_by_view(att[test], [names[i] for i in test]), "attention_by_view")
 
     @cached_property
     def predictor(self) -> Predictor | None:
@@ -409,12 +398,10 @@ class Study(Base):
         (notebook 07) and the run's HeartMAE Predictor (the encoder with every group's probe; None without
         HeartMAE), all written."""
         t, pr = self.probe_targets, self.probes
-        for name, table in subject_feature_tables(self.bagged, pr, t).items():
-            self.nb.table(table, name, index=True)
+        features = subject_feature_tables(self.bagged, pr, t)
+        self.nb.tables(features, index=tuple(features))
         if t.paper_tasks and t.phantom:
-            conditions = self.store.manifest().drop_duplicates("subject").set_index("subject")["condition"].to_dict()
-            long = measures_long(pr, t, conditions)
-            self.nb.table(long, "measures_long")
+            long = self.nb.kept(measures_long(pr, t, self.store.conditions()), "measures_long")
             print(f"{len(long)} rows for notebook 07")
         if "HeartMAE" not in self.family.models:
             return None
@@ -451,8 +438,11 @@ class Study(Base):
                 expert, bad = expert_features(self.table1_measures(store, subjects.subject, progress=False, real=True))
             self.nb.table(bad, "real_expert_failures")
         seg = self.real_segmenter() if self._segmentation_file.exists() else None
-        r = real.read_outs(cines, subjects, models, v.mean, v.std, cfg, p, seg, store, self.out, self.nb.timer, expert)
-        self._export_real(subjects, r.pooled)
+        r = real.read_outs(cines, subjects, models, self.random_network, v.mean, v.std, cfg, p, seg, store, self.out,
+                           self.nb.timer, expert)
+        features = real.feature_tables(r.pooled)  # for notebook 08, with the patients' diagnosis and BSA
+        self.nb.tables({"real_subjects": subjects[["subject", "group", "bsa_m2", "LVEF"]], **features},
+                       index=tuple(features))
         return self._real_tables(r.pred, r.gate, r.pretext, len(subjects))
 
     def _real_tables(self, pred: pd.DataFrame, gate: pd.DataFrame, pretext: pd.DataFrame, n: int) -> real.RealLVEF:
@@ -461,13 +451,8 @@ class Study(Base):
         pooled, frames = r.table, r.frames
         self.nb.tables({"real_predictions": pred, "real_features_gate": gate, "real_pretext_gate": pretext,
                         "real_lvef": pooled, "real_lvef_frames": frames, "real_frames_minus_pooled": r.gain})
-        self.nb.figure(real_lvef_figure(pred[pred.readout == real.POOLED], pooled), "06_real_patients",
-                       f"LVEF of {n} real ACDC patients (reference: the full manual labels) against the pooled "
-                       "read-out of each representation's frozen features, out of fold; MAE with its 95 % "
-                       "bootstrap CI.")
-        self.nb.figure(readout_figure(pooled, frames), "06_real_frames",
-                       f"LVEF MAE of {n} real ACDC patients, out of fold, by representation: one pooled feature per "
-                       "patient against each slice and time step read as LV area, the curve's EF mapped to LVEF.")
+        self.figure(real_lvef_figure(pred[pred.readout == real.POOLED], pooled), "06_real_patients", n=n)
+        self.figure(readout_figure(pooled, frames), "06_real_frames", n=n)
         return r
 
     def real_patients(self) -> dict[str, pd.DataFrame]:
@@ -475,16 +460,7 @@ class Study(Base):
         r = self.real_results
         print("cross-validated LVEF MAE of the pooled ridge on the non-test patients (mean over folds):")
         print(r.gate[r.gate.readout == real.POOLED].groupby("encoder").cv_MAE.mean().round(2).to_string())
-        return {"pooled read-out": r.table, "frame-resolved read-out": r.frames,
-                "frame-resolved minus pooled": r.gain}
-
-    def _export_real(self, subjects: pd.DataFrame, feature_sets: dict[str, pd.DataFrame]) -> None:
-        """For notebook 08: the real patients' diagnosis and BSA, and each feature set's subject features (the
-        family as the phantom left it, the random encoder, the segmentation measures)."""
-        self.nb.table(subjects[["subject", "group", "bsa_m2", "LVEF"]], "real_subjects")
-        for name, x in feature_sets.items():
-            self.nb.table(x.rename_axis("subject").rename(columns=str), f"real_subject_features_{name.split(' ')[0]}",
-                          index=True)
+        return {"pooled read-out": r.table, "frame-resolved read-out": r.frames, "frame-resolved minus pooled": r.gain}
 
     def real_cines(self) -> pd.DataFrame:
         """The run's HeartMAE Predictor on every real subject, none of which it trained on: predicted LVEF and LAEF
@@ -494,17 +470,13 @@ class Study(Base):
             raise StudySkipped("no HeartMAE Predictor in this run (it needs the probes' targets)")
         subjects = [(s.name, s.cines, s.reference, s.reference_is)  # the demo's long axes, ACDC's full cines
                     for s in self.real_found(("SAX", "2CH", "4CH"), "real subject with a reference", "any")]
-        table = real.predictor_rows(predictor, subjects, EF_COLUMNS)
-        self.nb.table(table, "real_cines")
-        return table
+        return self.nb.kept(real.predictor_rows(predictor, subjects, EF_COLUMNS), "real_cines")
 
     def train(self, finish=None, rows: int | None = None) -> list[dict]:
         """What `cmrlib fit heartmae` runs: the views, then the first `rows` of the four masked autoencoders (all by
         default), trained (`make_family`, the notebook's one path; each saved by process 0 in its own format, so
         `finish`, which exports a whole Learner, is not used); with all four and the subjects' targets, process 0
         goes on as notebook 06 does: features, probes and the run's HeartMAE Predictor. One summary per row."""
-        from ...distributed import rank
-
         family = self.make_family(tuple(FAMILY)[:rows], reuse=False)
         if rank() == 0 and set(FAMILY) <= set(family.models) and self.task_targets.ready:
             _ = self.predictor  # the `family` it reads reuses the models just saved

@@ -159,6 +159,32 @@ def choose_inference(trackers: dict[str, MVnet], valid: dict[str, list[Track]],
     return dict(smooth=best["smooth"], tta=best["tta"]), tab
 
 
+@dataclass(frozen=True)
+class Inference:
+    """The smoothing window and test-time crop shift kept, and the candidates scored on validation (None: the
+    profile's setting)."""
+
+    smooth: int | None
+    tta: float | None
+    choices: pd.DataFrame | None
+
+
+def inference_settings(trackers: dict[str, MVnet], valid: dict[str, list[Track]], smooth, tta: float | None
+                       ) -> Inference:
+    """The profile's smoothing and test-time crops set on every tracker; with `smooth='valid'`, those
+    `choose_inference` picks on the validation tracks (no smoothing where there are none)."""
+    choices = None
+    if smooth == "valid":
+        valid = {v: ts for v, ts in valid.items() if len(ts)}
+        choice = dict(smooth=None, tta=tta)
+        if valid:
+            choice, choices = choose_inference(trackers, valid, ttas=(None, tta) if tta else (None,))
+        smooth, tta = choice["smooth"], choice["tta"]
+    for tr in trackers.values():
+        tr.smooth, tr.tta = smooth, tta
+    return Inference(smooth, tta, choices)
+
+
 def observer_frames(observers: dict[str, dict[str, list[np.ndarray]]], tests: dict[str, list[Track]]) -> pd.DataFrame:
     """Per-frame errors of other readers (or the true motion) against the reference, `stage` = their name.
 

@@ -84,3 +84,15 @@ def tracking_figure(pixels: np.ndarray, tracks: dict[str, np.ndarray], spacing: 
     curves = {k: mv_displacement(np.roll(v, -ed, 0), spacing, 0, _apex_side(v, spacing, ed)) for k, v in tracks.items()}
     curve_plot(fig.add_subplot(gs[1, :]), curves, ylabel="MV displacement (mm)", title=f"{title} displacement".strip())
     return fig
+
+
+# each figure's caption, beside the drawing it describes (`Study.figure` writes it with the figure)
+CAPTIONS = {
+    "03_real": "MVnet tracked valve points on a real cine, with the annulus its pseudo-labels imply",
+    "03_real_without_reference": "MVnet tracked valve points on a real cine (no reference)",
+    "03_spatial_errors": "MVnet point errors per stage and view (the paper's Fig. 4/5)",
+    "03_displacement_error": "MVnet valve displacement error per stage over the cycle",
+    "03_tracking_example": "MVnet tracked valve points on a test cine, per stage",
+    "03_agreement": "MAPSE and e' of MVnet and of a second observer against observer 1",
+    "03_conventions": "MVnet errors trained on one annotation convention and tested on another (Fig. 6)",
+}

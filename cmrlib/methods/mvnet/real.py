@@ -10,12 +10,14 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ...distributed import rank
+from ...learn import export
 from ...measure import fill_gaps
 from ...utils import seed_for, seeded
 from .data import Track
 from .evaluate import clinical, pseudo_point_error, pseudo_reference
 from .learner import MVConfig, train_stage
-from .predict import MVnet
+from .predict import MVnet, model_path
 
 ANNULUS_MM = 4.0  # the held-out demo cines' mean distance from the pseudo-label annulus, at most
 
@@ -50,11 +52,11 @@ def with_references(found: list) -> list[tuple]:
 
 
 def fine_tune_4ch(cines: list[tuple], base: MVnet, phantom: list, valid: list, cfg: MVConfig, how: Tuning,
-                  save) -> tuple[MVnet, str] | tuple[None, str]:
+                  models_dir) -> tuple[MVnet, str] | tuple[None, str]:
     """The 4CH tracker fine-tuned, both stages, from `base` on the phantom's training tracks plus the demo subject's
     4CH cine with its pseudo-reference ((cine, filled reference or None) pairs), repeated to `how.share` of the
-    training cines and monitored on phantom validation only (`save(learn, stage)` keeps each stage); the tracker, or
-    None, and what was done."""
+    training cines and monitored on phantom validation only, each stage exported to `models_dir` (by process 0 when
+    data-parallel); the tracker, or None, and what was done."""
     real = [Track(c.pixels, c.spacing, ref, c.frame_times, 0, c.subject, c.view) for c, ref in cines
             if c.subject == how.subject and c.view == "4CH" and ref is not None]
     if not how.epochs or not real:
@@ -67,11 +69,22 @@ def fine_tune_4ch(cines: list[tuple], base: MVnet, phantom: list, valid: list, c
             learn = train_stage(phantom + real * repeats, valid, stage, copy.deepcopy(net), how.epochs, cfg.bs, cfg.lr,
                                 cfg.schedule, cfg.perturb_mm, seed=seed_for(how.seed, "mvnet", "real", stage, "data"),
                                 quiet=True, frames_per_cine=cfg.frames_per_cine)
-        save(learn, stage)
+        if rank() == 0:
+            export(learn, model_path(models_dir, "4CH", stage, "real"))
         stages.append(learn.model)
     tuned = MVnet(stages[0], stages[1], "4CH", base.n_refine, base.smooth, base.tta)
     return tuned, (f"4CH tracker fine-tuned on {how.subject} ({len(real)} cine x {repeats} beside {len(phantom)} "
                    f"phantom cines, {how.epochs} epochs per stage) in {time.perf_counter() - t0:.0f} s")
+
+
+def carried_check(real: "RealTracked | None", real_tracker: str) -> tuple[str, MVnet | None]:
+    """The Predictor's real-data check line, on the 4CH tracker it carries (the fine-tuned one where `real_tracker`
+    is 'real' and one was; not the one the target scores), and that fine-tuned tracker (None: none)."""
+    tuned = None if real is None else real.tuned
+    carried = "fine-tuned" if real_tracker == "real" and tuned is not None else "phantom"
+    pseudo = pseudo_check(None if real is None else real.table, carried)
+    return (f"{pseudo[0][0]}: {pseudo[0][1]:.1f}" if pseudo else "real cines run without a reference (qualitative "
+            "only)"), tuned
 
 
 def real_row(name: str, c, which: str, tracker: MVnet, scored: np.ndarray | None, ref: np.ndarray | None,

@@ -13,31 +13,22 @@ import numpy as np
 import pandas as pd
 
 from ...distributed import rank
-from ...learn import Fitted, config_from, export
+from ...learn import Fitted, config_from
 from ...longform import STAGE_METHODS, from_columns
 from ...plots import agreement_figure
 from ...study import Study as Base, StudyError, StudySkipped, shows
 from .data import Tracks, convention_tracks, load_tracks
-from .evaluate import (AGREEMENT, AGREEMENT_UNITS, TestResults, agreement_tables, choose_inference, convention_matrix,
-                       observer_frames, phantom_checks, pooled_displacement_error, summarise_spatial, test_results,
-                       tracker_costs)
+from .evaluate import (AGREEMENT, AGREEMENT_UNITS, Inference, TestResults, agreement_tables, convention_matrix,
+                       inference_settings, observer_frames, phantom_checks, pooled_displacement_error,
+                       summarise_spatial, test_results, tracker_costs)
+from .figures import CAPTIONS as FIGURE_CAPTIONS
 from .figures import displacement_figure, heatmap_figure, spatial_figure, tracking_figure
 from .learner import MVConfig, convention_predictions, fit_or_load
-from .predict import MVnet, model_path, predict_all, tta_shifts
+from .predict import MVnet, predict_all, tta_shifts
 from .predictor import Predictor
-from .real import RealTracked, Tuning, fine_tune_4ch, pseudo_check, real_rows, with_references
+from .real import RealTracked, Tuning, carried_check, fine_tune_4ch, pseudo_check, real_rows, with_references
 
 CONVENTIONS = ("A", "B", "mixed")  # the annotation conventions a tracker is trained on (the paper's Fig. 6)
-
-
-@dataclass(frozen=True)
-class Inference:
-    """The smoothing window and test-time crop shift kept, and the candidates scored on validation (None: the
-    profile's setting)."""
-
-    smooth: int | None
-    tta: float | None
-    choices: pd.DataFrame | None
 
 
 @dataclass(frozen=True)
@@ -51,13 +42,11 @@ class Conventions:
 
 
 class Study(Base):
-    """Notebook 03. Steps: `prepare`, `fit`, `choose_inference`, `evaluate`, `example_figure`, `agreement`,
-    `reference_noise`, `conventions`, `real_cines`, `checks`; what they share is named: `data`,
-    `phantom_trackers`, `inference`, `trackers`, `test_results`, `agreement_tables`, `convention_runs`,
-    `real_results`."""
+    """Notebook 03: one step per cell, its named pieces shared as cached properties (`outline()` lists both)."""
 
     method = "mvnet"
     number = "03"
+    CAPTIONS = FIGURE_CAPTIONS
     GLANCE = dict(method="MVnet", headline="ICC MAPSE / e'", paper="0.94 / 0.93",
                   phantom=[["MAPSE", "MAPSE ICC (MVnet vs ref)"], ["e'", "e' ICC (MVnet vs ref)"]],
                   real=[["annulus from the UK Biobank pseudo-labels (mm)",
@@ -154,17 +143,11 @@ class Study(Base):
         """With `smooth='valid'`: the smoothing window and test-time crops with the smallest |mean| + SD of the
         displacement error on the validation cines (the candidates written); else the profile's setting."""
         p = self.p
-        smooth, tta, choices = p["smooth"], p["tta"], None
-        if smooth == "valid":
-            valid_tracks = {v: ts for v in p["views"] if len(ts := self.data.tracks["obsA"][v]["valid"])}
-            choice = dict(smooth=None, tta=tta)
-            if valid_tracks:
-                choice, choices = choose_inference(trackers, valid_tracks, ttas=(None, tta) if tta else (None,))
-                self.nb.table(choices, "inference_valid")
-            smooth, tta = choice["smooth"], choice["tta"]
-        for tr in trackers.values():
-            tr.smooth, tr.tta = smooth, tta
-        return Inference(smooth, tta, choices)
+        inf = inference_settings(trackers, {v: self.data.tracks["obsA"][v]["valid"] for v in p["views"]}, p["smooth"],
+                                 p["tta"])
+        if inf.choices is not None:
+            self.nb.table(inf.choices, "inference_valid")
+        return inf
 
     @cached_property
     def inference(self) -> Inference:
@@ -218,9 +201,8 @@ class Study(Base):
         frames, subj = t.frames, t.subj
         self.nb.tables({"spatial_frames": frames, "spatial_summary": summarise_spatial(frames),
                         "clinical_subjects": subj})
-        m = self.store.manifest().drop_duplicates("subject").set_index("subject")
-        conditions = m["condition"].to_dict() if "condition" in m else {}
-        self.nb.table(from_columns(subj, STAGE_METHODS, "phantom", "observer 1", conditions), "measures_long")
+        self.nb.table(from_columns(subj, STAGE_METHODS, "phantom", "observer 1", self.store.conditions()),
+                      "measures_long")
         return t
 
     def evaluate(self) -> pd.DataFrame:
@@ -228,10 +210,8 @@ class Study(Base):
         t = self.test_results
         print(f"inference: {t.sec_per_cine:.2f} s per cine (1+{'+'.join(['2'] * self.cfg.n_refine)}, "
               f"{len(tta_shifts(self.inference.tta))} crops in the last pass, {self.p['threads']} threads, shared CPU)")
-        self.nb.figure(spatial_figure(t.frames), "03_spatial_errors",
-                       "MVnet point errors per stage and view (the paper's Fig. 4/5)")
-        self.nb.figure(displacement_figure(t.frames), "03_displacement_error",
-                       "MVnet valve displacement error per stage over the cycle")
+        self.figure(spatial_figure(t.frames), "03_spatial_errors")
+        self.figure(displacement_figure(t.frames), "03_displacement_error")
         return summarise_spatial(t.frames)
 
     def example_figure(self) -> None:
@@ -243,7 +223,7 @@ class Study(Base):
         fig = tracking_figure(t.pixels, {"reference": t.points,
                                          "MVnet 1+2+2": self.test_results.preds[v0][i0]["1+2+2"]},
                               t.spacing, title=f"{v0} test case", ed=t.ed)
-        self.nb.figure(fig, "03_tracking_example", "MVnet tracked valve points on a test cine, per stage")
+        self.figure(fig, "03_tracking_example")
 
     @cached_property
     def agreement_tables(self) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -257,8 +237,8 @@ class Study(Base):
         """The agreement tables and their figure (MVnet and a second observer against observer 1)."""
         agree, by_stage = self.agreement_tables
         shown = ("MAPSE MVnet", "e' MVnet", "MAPSE observer 2", "e' observer 2")
-        self.nb.figure(agreement_figure(self.test_results.subj, {k: AGREEMENT[k] for k in shown}, AGREEMENT_UNITS),
-                       "03_agreement", "MAPSE and e' of MVnet and of a second observer against observer 1")
+        self.figure(agreement_figure(self.test_results.subj, {k: AGREEMENT[k] for k in shown}, AGREEMENT_UNITS),
+                    "03_agreement")
         cols = ["measure", "unit", "n", "ref_str", "auto_str", "bias", "sd", "icc2", "icc2_low", "icc2_high", "r"]
         return agree[cols], by_stage[cols]
 
@@ -267,8 +247,7 @@ class Study(Base):
         frames = self.test_results.frames
         ref_noise = pd.concat([observer_frames(self.data.obs, self.data.tests), frames[frames["stage"] == "1+2+2"]],
                               ignore_index=True)
-        pooled = pooled_displacement_error(ref_noise)
-        self.nb.table(pooled, "reference_noise")
+        pooled = self.nb.kept(pooled_displacement_error(ref_noise), "reference_noise")
         return summarise_spatial(ref_noise), pooled
 
     @cached_property
@@ -294,16 +273,14 @@ class Study(Base):
         """The convention matrix and its figure (Fig. 6)."""
         c = self.convention_runs
         print(f"convention models: views {c.views}, epochs {c.epochs}")
-        self.nb.figure(heatmap_figure(c.matrix), "03_conventions",
-                       "MVnet errors trained on one annotation convention and tested on another (Fig. 6)")
+        self.figure(heatmap_figure(c.matrix), "03_conventions")
         return c.matrix
 
     def train_log(self) -> pd.DataFrame:
         """Every tracker's training rows: convention A's, then the convention experiment's (written)."""
         conv = self.optional("convention_runs")
         log = pd.concat([self.phantom_trackers.log, *(conv.logs if conv is not None else [])], ignore_index=True)
-        self.nb.table(log, "train_log")
-        return log
+        return self.nb.kept(log, "train_log")
 
     def _real(self) -> list:
         """(name, cine) of the real DICOM and UK-Biobank-style cines under the data root that a tracker reads."""
@@ -318,13 +295,10 @@ class Study(Base):
         if "4CH" not in self.trackers:
             print("no fine-tuned 4CH tracker (no phantom 4CH tracker)")
             return None
-        def save(learn, stage: int) -> None:  # data-parallel: process 0 writes
-            if rank() == 0:
-                export(learn, model_path(self.models_dir, "4CH", stage, "real"))
-
         tuned, said = fine_tune_4ch(cines, self.trackers["4CH"], self.data.tracks["obsA"]["4CH"]["train"],
                                     self.data.tracks["obsA"]["4CH"]["valid"], self.cfg,
-                                    Tuning(p["epochs_real"], p["real_share"], p["real_subject"], p["seed"]), save)
+                                    Tuning(p["epochs_real"], p["real_share"], p["real_subject"], p["seed"]),
+                                    self.models_dir)
         print(said)
         if tuned is not None:
             self._phantom_after_fine_tuning(tuned)
@@ -349,18 +323,12 @@ class Study(Base):
         table, figures = real_rows(found, self.trackers, tuned, self.p["real_subject"], self.p["velocity_window"])
         for name, c, shown, ref in figures:
             slug = name.lower().replace(" ", "_").replace("#", "")
-            self.nb.figure(tracking_figure(c.pixels, shown, c.spacing, title=name), f"03_real_{slug}",
-                           "MVnet tracked valve points on a real cine"
-                           + (", with the annulus its pseudo-labels imply" if ref is not None else " (no reference)"))
-        self.nb.table(table, "real_cines")
-        return RealTracked(table, tuned)
+            self.figure(tracking_figure(c.pixels, shown, c.spacing, title=name), f"03_real_{slug}",
+                        "03_real" if ref is not None else "03_real_without_reference")
+        return RealTracked(self.nb.kept(table, "real_cines"), tuned)
 
     real_cines = shows("real_results.table", "The trackers' measures on the real cines, and their error against the "
                                              "demo's pseudo-reference.")
-
-    def _pseudo_check(self, which: str | None = None) -> list[tuple]:
-        real = self.optional("real_results")
-        return pseudo_check(None if real is None else real.table, which)
 
     PAPER_FIGURES = ("03_spatial_errors", "03_displacement_error", "03_conventions")
 
@@ -383,15 +351,10 @@ class Study(Base):
     def checks(self) -> pd.DataFrame:
         """The paper's agreement, displacement and speed targets (written, with the training log); the trackers with
         the chosen smoothing and crops become the run's MVnet Predictor."""
-        t = self.test_results
+        t, real = self.test_results, self.optional("real_results")
         targets = self.targets([*phantom_checks(self.agreement_tables[0], t.frames, t.sec_per_cine),
-                                *self._pseudo_check()])
+                                *pseudo_check(None if real is None else real.table)])
         self.train_log()
-        real = self.optional("real_results")
-        tuned = None if real is None else real.tuned
-        carried = "fine-tuned" if self.p["real_tracker"] == "real" and tuned is not None else "phantom"
-        pseudo = self._pseudo_check(carried)  # the tracker the Predictor carries, not the one the target scores
-        self.write_predictor(self.trackers, f"{pseudo[0][0]}: {pseudo[0][1]:.1f}" if pseudo else
-                             "real cines run without a reference (qualitative only)", tuned)
+        self.write_predictor(self.trackers, *carried_check(real, self.p["real_tracker"]))
         print(f"notebook 03 ran in {self.minutes() * 60:.0f} s (profile {self.p['profile']})")
         return targets

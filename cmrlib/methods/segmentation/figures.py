@@ -35,3 +35,12 @@ def case_panels(source: CohortStore | str | Path, predictions: Mapping[str, np.n
         out["images"].append(img), out["truths"].append(tru), out["preds"].append(pre)
         out["scores"].append(float(r.dice)), out["titles"].append(f"{rank} · {r.view}")
     return out
+
+
+# each figure's caption, beside the drawing it describes (`Study.figure` writes it with the figure)
+CAPTIONS = {
+    "01_agreement_phantom": "regression and Bland-Altman of the segmentation measures against the phantom's"
+                            " values",
+    "01_agreement_acdc": "regression and Bland-Altman of the segmentation measures against ACDC's "
+                         "ground-truth masks",
+}

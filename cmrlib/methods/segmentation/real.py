@@ -10,8 +10,9 @@ import numpy as np
 import pandas as pd
 
 from ... import stats
-from ...measure import SAX_VOLUMES, UNITS, subject_measures
+from ...measure import SAX_VOLUMES, UNITS, measure_pairs, subject_measures
 from ...plausible import withheld
+from ...skipped import StudySkipped
 from ...store import CohortStore
 
 from .crossfit import CROSSFIT, coverage_target, sax_evidence
@@ -126,7 +127,6 @@ def real_check_lines(sim2real, real: RealLax | None, lax: str, trained_on: str) 
 def acdc_store(given, cohort: CohortStore, data_dir, ingest) -> CohortStore:
     """The ACDC store: `given` (a store folder), the run's cohort when notebook 00 ingested ACDC, or what
     `ingest(folder)` makes of ACDC's training folder under the data root; `StudySkipped` when there is none."""
-    from ...skipped import StudySkipped
     from ...utils import data_root
 
     if given is None and set(cohort.manifest()["source"]) == {"acdc"}:
@@ -148,6 +148,27 @@ def withheld_measures(meas: pd.DataFrame) -> pd.DataFrame:
     """Every segmented measure (`<measure>_auto`) a patient report withholds (`plausible.withheld`), by subject."""
     by_subject = meas.set_index("subject")
     return withheld({c.removesuffix("_auto"): by_subject[c] for c in meas.columns if c.endswith("_auto")}, UNITS)
+
+
+@dataclass(frozen=True)
+class Agreed:
+    """Measures against their reference: the measures, the pairs compared, the agreement table and the measures a
+    patient report withholds (outside human bounds)."""
+
+    measures: pd.DataFrame
+    pairs: dict
+    table: pd.DataFrame
+    withheld: pd.DataFrame
+
+
+def agreed(meas: pd.DataFrame) -> Agreed:
+    """ACDC's measures against their ground-truth masks: the pairs, the agreement table and the measures a report
+    withholds (kept in the agreement: a failure is part of the pathway's error); `StudySkipped` with fewer than 3
+    patients measured."""
+    pairs = measure_pairs(meas, ref="ref")
+    if not pairs:
+        raise StudySkipped(f"fewer than 3 ACDC patients with measures ({len(meas)} patients)")
+    return Agreed(meas, pairs, stats.agreement_table(meas, pairs, units=UNITS), withheld_measures(meas))
 
 
 def acdc_measures(acdc: CohortStore, pred: dict, folds: dict | None) -> pd.DataFrame:

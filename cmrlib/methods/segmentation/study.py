@@ -12,6 +12,7 @@ import pandas as pd
 
 from ... import plots, stats
 from ...data import pick_subjects
+from ...distributed import rank
 from ...learn import Fitted
 from ...longform import PHANTOM_REFERENCES, from_table1
 from ...measure import UNITS, measure_pairs, subject_measures
@@ -22,13 +23,14 @@ from .crossfit import acdc_folds, fold_cines
 from .crossfit import write as crossfit_write
 from .evaluate import (choose_sax, dice_by_model, dice_by_view, evaluate, frame_scores, inference_table, model_table,
                        named_sax, ra_check, sax_sets, summarise)
+from .figures import CAPTIONS as FIGURE_CAPTIONS
 from .figures import case_panels
 from .fitting import Maker, prior
 from .learner import as_model, lax_real_settings, phantom_specs, sax_real_data, sax_real_settings
 from .predict import predict_store, uncertainty_references
 from .predictor import Predictor
-from .real import (RealLax, acdc_measures, acdc_store, fine_tune_vs_scratch, lax_on_phantom, lax_scores, sax_intervals,
-                   shipped_evidence, withheld_measures)
+from .real import (Agreed, RealLax, acdc_measures, acdc_store, agreed, fine_tune_vs_scratch, lax_on_phantom,
+                   lax_scores, sax_intervals, shipped_evidence)
 from .recipes import recipe
 
 OFF_CENTRE_MM = 60.0  # how far the inference comparison moves the field of view off ACDC's heart-centred frames
@@ -55,26 +57,12 @@ class CrossFit:
     scored: Scored
 
 
-@dataclass(frozen=True)
-class Agreed:
-    """Measures against their reference: the measures, the pairs compared, the agreement table and the measures a
-    patient report withholds (outside human bounds)."""
-
-    measures: pd.DataFrame
-    pairs: dict
-    table: pd.DataFrame
-    withheld: pd.DataFrame
-
-
 class Study(Base):
-    """Notebook 01. Steps: `fit`, `evaluate`, `ra_check`, `cases_figure`, `acdc`, `fit_acdc`, `sim_to_real`,
-    `fine_tune_vs_scratch`, `sax_real`, `cross_fitted`, `phantom_agreement`, `acdc_agreement`, `real_lax`,
-    `lax_fine_tuning_cost`, `checks`; what they share is named: `phantom_models`, `phantom_test`, `acdc_cohort`,
-    `acdc_held_out`, `acdc_model`, `sim2real`, `sax_real_model`, `sax_models`, `crossfit`, `shipped_held_out`,
-    `phantom_measures`, `acdc_measures`, `real_lax_models`."""
+    """Notebook 01: one step per cell, its named pieces shared as cached properties (`outline()` lists both)."""
 
     method = "segmentation"
     number = "01"
+    CAPTIONS = FIGURE_CAPTIONS
     GLANCE = dict(method="segmentation", headline="held-out ACDC Dice; LVEF MAE (points)", paper="– (none)",
                   phantom=[["SAX LV Dice", "phantom SAX LV Dice"]],
                   real=[[f"{s} Dice", f"ACDC out-of-fold {s} Dice"] for s in ("LV", "MYO", "RV")]
@@ -158,9 +146,9 @@ class Study(Base):
         with self.nb.timer("phantom training (s)"):
             for name, (path, settings, spec) in self.phantom_specs.items():
                 nets[name], row = self.make(name, self.store, spec["views"], spec["epochs"], name, path, settings,
-                                              finish, dict(frame_step=p["frame_step"]), balance=spec["fit"]["balance"],
-                                              weights=(lambda n=name: self.phantom_weights[n]) if finish is None
-                                              else None)
+                                            finish, dict(frame_step=p["frame_step"]), balance=spec["fit"]["balance"],
+                                            weights=(lambda n=name: self.phantom_weights[n]) if finish is None
+                                            else None)
                 rows.append(row)
         return Fitted(nets, pd.DataFrame(rows))
 
@@ -174,8 +162,6 @@ class Study(Base):
     def train(self, finish=None, rows: int | None = None) -> list[dict]:
         """What `cmrlib fit segmentation` runs: both phantom models, exported by `finish`, then the run's
         segmentation Predictor (process 0; no real-data check: notebook 01 adds it)."""
-        from ...distributed import rank
-
         fitted = self.make_phantom_models(finish)
         if rank() == 0:
             self.write_predictor(fitted.nets["sax"], fitted.nets["lax"])
@@ -219,8 +205,7 @@ class Study(Base):
         check = ra_check(self.phantom_test.scores)
         if check is None:
             raise StudySkipped("no 4CH test cine with a right atrium in this cohort")
-        self.nb.table(check, "ra_check.csv", index=True)
-        return check
+        return self.nb.kept(check, "ra_check.csv", index=True)
 
     def cases_figure(self) -> None:
         """The best, median and worst phantom test frames by Dice."""
@@ -270,7 +255,7 @@ class Study(Base):
                             lr=p["lr"], calibrate_cines=p["calibrate_cines"], cohort=acdc.fingerprint(),
                             **self.model_kw)
             model, _ = self.make("acdc", acdc, ["SAX"], p["epochs_acdc"], "acdc",
-                                   self.out / "models" / "seg_sax_acdc.model", settings, data_kw=self.real_kw)
+                                 self.out / "models" / "seg_sax_acdc.model", settings, data_kw=self.real_kw)
         return self._acdc_scored(model, predict_store(model, acdc, self.acdc_held_out, **self.on_dask), "acdc")
 
     def _acdc_scored(self, model, pred: dict, name: str) -> Scored:
@@ -308,8 +293,7 @@ class Study(Base):
             data = {**self.data_kw, **recipe(p["augmentation"]["acdc"]), **self.crop_kw}
             ft_table = fine_tune_vs_scratch(acdc, few, self.acdc_held_out, self.phantom_models.nets["sax"],
                                             p["epochs_finetune"], p["lr"], data, self.model_kw, self.on_dask)
-            self.nb.table(ft_table, "finetune_vs_scratch.csv", index=True)
-        return ft_table
+        return self.nb.kept(ft_table, "finetune_vs_scratch.csv", index=True)
 
     def _sax_real_settings(self, train: list[str], calibrate: list[str] | None = None) -> dict:
         """What a network of the phantom + ACDC SAX recipe is trained with (its file's reuse key)."""
@@ -355,11 +339,10 @@ class Study(Base):
         `sax_real_weights` trained."""
         acdc, p = self.acdc_cohort, self.p
         model, _ = self.make(name, self.store, ["SAX"], p["epochs_sax_real"], "sax_real",
-                               self.out / "models" / f"seg_{name}.model",
-                               self._sax_real_settings(train, calibrate),
-                               weights=lambda: self.sax_real_weights[name], calibrate_on=acdc, calibrate_ids=calibrate,
-                               data_kw=lambda: dict(sax_real_data(p, self.real_kw, self.crop_kw),
-                                                    extra=[acdc.read(i) for i in train]))
+                             self.out / "models" / f"seg_{name}.model", self._sax_real_settings(train, calibrate),
+                             weights=lambda: self.sax_real_weights[name], calibrate_on=acdc, calibrate_ids=calibrate,
+                             data_kw=lambda: dict(sax_real_data(p, self.real_kw, self.crop_kw),
+                                                  extra=[acdc.read(i) for i in train]))
         return model
 
     @cached_property
@@ -426,9 +409,7 @@ class Study(Base):
             models["sax_real"] = tuned
         sets, known = sax_sets(self.store, acdc, self.phantom_test.pred, self.p["calibrate_cines"] or None,
                                self.acdc_held_out, self.held_out_preds, models)
-        table = model_table(models, sets, known, self.client)
-        self.nb.table(table, "dice_sax_models.csv", index=True)
-        return table
+        return self.nb.kept(model_table(models, sets, known, self.client), "dice_sax_models.csv", index=True)
 
     @cached_property
     def shipped_sax(self) -> str:
@@ -456,8 +437,7 @@ class Study(Base):
         acdc = self.acdc_cohort
         table = inference_table(self._sax_model(self.shipped_sax), acdc, acdc.select(view="SAX", split="valid"),
                                 bool(self.p["centred"]), OFF_CENTRE_MM, self.client)
-        self.nb.table(table, "tta_acdc_validation.csv", index=True)
-        return table
+        return self.nb.kept(table, "tta_acdc_validation.csv", index=True)
 
     def _sax_model(self, name: str):
         """A SAX model by its row name in `sax_models`."""
@@ -476,9 +456,7 @@ class Study(Base):
     @cached_property
     def phantom_measures(self) -> pd.DataFrame:
         """Table-1 measures of the phantom's test subjects from their segmentations (written)."""
-        meas = subject_measures(self.store, self.phantom_test.pred)
-        self.nb.table(meas, "measures_phantom.csv")
-        return meas
+        return self.nb.kept(subject_measures(self.store, self.phantom_test.pred), "measures_phantom.csv")
 
     def phantom_agreement(self) -> pd.DataFrame:
         """The phantom test subjects' measures against its generating values (written with the figure)."""
@@ -486,10 +464,8 @@ class Study(Base):
         pairs = measure_pairs(meas, ref="model")
         if not pairs:
             raise StudySkipped(f"fewer than 3 test subjects with every view ({len(meas)} subjects)")
-        agree = stats.agreement_table(meas, pairs, units=UNITS)
-        self.nb.table(agree, "agreement_phantom.csv", index=True)
-        self.nb.figure(plots.agreement_figure(meas, pairs, units=UNITS), "01_agreement_phantom",
-                       "regression and Bland-Altman of the segmentation measures against the phantom's values")
+        agree = self.nb.kept(stats.agreement_table(meas, pairs, units=UNITS), "agreement_phantom.csv", index=True)
+        self.figure(plots.agreement_figure(meas, pairs, units=UNITS), "01_agreement_phantom")
         return agree
 
     @property
@@ -512,19 +488,15 @@ class Study(Base):
         meas = None
         if acdc is not None:
             oof = self.shipped_oof  # every patient held out from the model that read them, where the run has them
-            meas = acdc_measures(acdc, oof.scored.pred if oof is not None else self.shipped_held_out.pred,
-                                 oof.folds if oof is not None else None)
-            self.nb.table(meas, "measures_acdc.csv")
+            meas = self.nb.kept(acdc_measures(acdc, oof.scored.pred if oof is not None else self.shipped_held_out.pred,
+                                              oof.folds if oof is not None else None), "measures_acdc.csv")
             long.append(from_table1(meas, "acdc", "segmentation", {"ref": "ground-truth masks"}))
         self.nb.table(pd.concat(long, ignore_index=True), "measures_long")  # the phantom's rows even without ACDC
         if meas is None:
             raise StudySkipped("no ACDC store in this run (see `acdc`)")
-        pairs = measure_pairs(meas, ref="ref")
-        if not pairs:
-            raise StudySkipped(f"fewer than 3 ACDC patients with measures ({len(meas)} patients)")
-        agree, withheld = stats.agreement_table(meas, pairs, units=UNITS), withheld_measures(meas)
-        self.nb.tables({"agreement_acdc": agree, "withheld_acdc": withheld}, index=("agreement_acdc",))
-        return Agreed(meas, pairs, agree, withheld)
+        a = agreed(meas)
+        self.nb.tables({"agreement_acdc": a.table, "withheld_acdc": a.withheld}, index=("agreement_acdc",))
+        return a
 
     @cached_property
     def shipped_held_out(self) -> Scored:
@@ -545,8 +517,7 @@ class Study(Base):
                     "the shipped SAX model on ACDC's held-out patients: best, median and worst frames by Dice, truth "
                     "beside prediction")
         shown = {k: a.pairs[k] for k in ("LVEDV", "LVEF", "RVEDV", "LVM") if k in a.pairs}
-        self.nb.figure(plots.agreement_figure(a.measures, shown, units=UNITS), "01_agreement_acdc",
-                       "regression and Bland-Altman of the segmentation measures against ACDC's ground-truth masks")
+        self.figure(plots.agreement_figure(a.measures, shown, units=UNITS), "01_agreement_acdc")
         return a.table
 
     # ------------------------------------------------------------ long-axis cines of real hearts
@@ -568,8 +539,8 @@ class Study(Base):
                                      self.store.fingerprint())
         with self.nb.timer("long-axis fine-tuning on the demo (s)"):
             model, _ = self.make("lax_real", self.store, ["2CH", "4CH"], p["epochs_lax_real"], "lax_real",
-                                   self.out / "models" / "seg_lax_real.model", settings, data_kw=extra,
-                                   balance=p["balance_lax"], init=self.phantom_models.nets["lax"])
+                                 self.out / "models" / "seg_lax_real.model", settings, data_kw=extra,
+                                 balance=p["balance_lax"], init=self.phantom_models.nets["lax"])
         return model
 
     @cached_property

@@ -130,6 +130,12 @@ def cohort_table(labels: pd.DataFrame) -> pd.DataFrame:
     return counts
 
 
+def patch_counts(labels: pd.DataFrame, patch_subjects) -> pd.DataFrame:
+    """Patients and patches per class (`patch_subjects`: the patient of each patch)."""
+    used = labels.assign(patches=labels.subject.map(pd.Series(patch_subjects).value_counts()))
+    return used.groupby("hfref").agg(patients=("subject", "size"), patches=("patches", "sum")).rename(index=CLASSES)
+
+
 def flipped_labels(labels: pd.DataFrame) -> tuple[int, int]:
     """Patients whose true LVEF lies within 5 points of the rule's threshold, and labels that measurement error puts
     on the other side of the truth (phantom only)."""

@@ -108,3 +108,20 @@ def real_figure(real: pd.DataFrame, phantom: pd.DataFrame | None, rows) -> Figur
     ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
     return fig
+
+
+# each figure's caption, beside the drawing it describes (`Study.figure` writes it with the figure)
+CAPTIONS = {
+    "05_lvef": "Heart-failure cohort of notebook 05: measured LVEF by phantom phenotype with the 50 % rule "
+               "(left), and measured against true LVEF (right; red: labels on the other side of the truth).",
+    "05_roc": "SSLHF Fig. 4: mean test ROC curves over the five folds at patch level (left) and patient "
+              "level (right) for SSLHF, its ablations and the 3D baselines; band: SSLHF's fold SD.",
+    "05_restoration": "SSLHF Fig. 3: a pool patch (ED frame) with local shuffling and patch covering, and a"
+                      " frame replaced by noise, each with the proxy's restoration.",
+    "05_learning_curve": "Patient-level test AUC (pooled over five folds, patient-bootstrap 95 % CI) of "
+                         "SSLHF and the no-proxy ablation against the number of labelled training patients "
+                         "per fold.",
+    "05_real_patients": "Patient-level test AUC (pooled over five folds, patient-bootstrap 95 % CI) on {n} "
+                        "real ACDC SAX cines (reduced vs preserved LVEF) beside the phantom's and the "
+                        "paper's, per row.",
+}

@@ -202,6 +202,13 @@ def save(trained: Learner | nn.Module, path: str | Path) -> Path:
     return export(trained, path)
 
 
+def save_folds(kept: dict, folder: Path) -> dict:
+    """Every (row, fold) classifier exported to `folder` as `<row>_fold<k>.model`; SSLHF's by fold (the Predictor's)."""
+    for (r, f), model in kept.items():
+        save(model, folder / f"{r}_fold{f}.model")
+    return {f: m for (r, f), m in kept.items() if r == "SSLHF"}
+
+
 def load(path: str | Path) -> nn.Module:
     """An SSLHF (or ablation / baseline) classifier exported by notebook 05, ready for `predict`."""
     return load_exported(path, "SSLHF classifier", "notebook 05")
@@ -210,6 +217,9 @@ def load(path: str | Path) -> nn.Module:
 def pool_proxies(pool: np.ndarray, rows: list[str], cfg: SSLHFConfig, seed: int) -> tuple[dict, list[dict]]:
     """The restoration proxy of each row in `rows`, trained once on the unlabelled pool's patches, each judged on
     the same 32 pool patches held out by seed; the proxies by row and their log rows."""
+    if len(pool) < 2 * cfg.proxy_bs:
+        raise ValueError(f"the unlabelled pool has {len(pool)} patches; use proxy_data='folds' to train the proxy on "
+                         "each fold's training patients")
     held = pool[rng(seed_for(seed, "sslhf", "proxy-held")).choice(len(pool), min(len(pool), 32), replace=False)]
     nets, logs = {}, []
     for r in rows:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ...plausible import outside_bounds
 from . import crossval
 from .data import HFREF_BELOW, HFPatches, hf_class
 from .evaluate import (MEASUREMENT, collapsed_runs, detectability, differences, measurement_rows, paired_target,
@@ -133,6 +134,29 @@ def real_run(patches: HFPatches, subjects: pd.DataFrame, pool, rows: list[str], 
                                                     lambda fold: {"SSLHF": chosen.nets[fold]}, keep=(), client=client)
     shown, tables = real_tables(pred, measured_lvef(labels), rows, n_folds, len(labels), seed)
     return RealRun(labels, chosen, gate, fit_logs, shown, tables)
+
+
+def gate_summary(gate: pd.DataFrame, chosen: RealProxies) -> str:
+    """The real gate's probe AUC by encoder level and the proxy the SSLHF row starts from, as the notebook prints
+    them."""
+    levels = gate.pivot_table(index="level", columns="encoder", values="auc", aggfunc="mean")
+    return ("real validation patients, probe AUC by encoder level (mean over folds; 5: the classifier's):\n"
+            f"{levels.round(3).to_string()}\nthe SSLHF row starts from the {chosen.name} (per fold, the higher "
+            "deepest-level probe AUC on that fold's validation patients)")
+
+
+def segmented_lvef(meas: pd.DataFrame, n: int) -> pd.Series | None:
+    """Each real patient's LVEF from the run's segmenter's measures (the measurement a cardiologist already has),
+    a number outside human bounds withheld as the patient report withholds it (a failed segmentation gives no
+    call); None where the measures hold no LVEF."""
+    if "LVEF_auto" not in meas:
+        return None
+    failed = outside_bounds(meas["LVEF_auto"], "LVEF", "%")
+    got = meas["LVEF_auto"].mask(failed)
+    print(f"measurement row: the run's segmenter's LVEF on {int(got.notna().sum())} of {n} real patients, reduced "
+          f"when below 50 % (no threshold learnt); {int(failed.sum())} outside human bounds (a failed segmentation) "
+          "give no call")
+    return got
 
 
 def real_checks(real: RealCV, seed) -> list:

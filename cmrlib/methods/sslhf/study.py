@@ -11,19 +11,21 @@ from typing import ClassVar
 
 import pandas as pd
 
+from ...io.real import MANUAL
 from ...learn import config_from, precision
-from ...plausible import outside_bounds
-from ...study import Lazy, Study as Base
-from ...study import StudySkipped, shows
+from ...predictor import load as load_predictor
+from ...study import Lazy, Study as Base, StudyError
+from ...study import StudySkipped, by_reason, shows
 from ...utils import seed_for
 from . import crossval
 from .data import (CLASSES, HFREF_BELOW, HFCohort, HFPatches, PatchSettings, cohort_table, flipped_labels, hf_cohort,
-                   patient_folds, preprocess_store)
+                   patch_counts, patient_folds, preprocess_store)
 from .evaluate import TABLES, detectability, differences, mean_roc, phantom_checks, summarised, table
+from .figures import CAPTIONS as FIGURE_CAPTIONS
 from .figures import ef_figure, learning_curve_figure, real_figure, restoration_figure, roc_figure
-from .learner import NO_PROXY, PROXIES, SSLHFConfig, network, pool_proxies, restoration_cases, save
+from .learner import NO_PROXY, PROXIES, SSLHFConfig, network, pool_proxies, restoration_cases, save_folds
 from .predictor import Predictor
-from .real import RealCV, RealProxies, predictor_rows, real_checks, real_run
+from .real import RealCV, gate_summary, predictor_rows, real_checks, real_run, segmented_lvef
 
 
 @dataclass(frozen=True)
@@ -57,13 +59,11 @@ class CrossValidated:
 
 
 class Study(Base):
-    """Notebook 05. Steps: `cohort`, `lvef_figure`, `prepare`, `folds`, `proxy`, `gate`, `fit`, `evaluate`,
-    `differences`, `figures`, `restoration_figure`, `learning_curve`, `real_patients`, `real_cines`, `checks`;
-    what they share is named: `hf_cohort` (`StudySkipped` without heart-failure patients, so every step says why),
-    `patches`, `fold_of`, `pool_proxies`, `gate_table`, `cv`, `curve`, `real_results`."""
+    """Notebook 05: one step per cell, its named pieces shared as cached properties (`outline()` lists both)."""
 
     method = "sslhf"
     number = "05"
+    CAPTIONS = FIGURE_CAPTIONS
     GLANCE = dict(method="SSLHF", headline="patient AUC / ACC", paper="0.85 / 0.82",
                   phantom=[["AUC", "SSLHF patient AUC"], ["ACC", "SSLHF patient ACC"]],
                   real=[["SSLHF minus no proxy, patient AUC", "real patients: SSLHF minus A: no proxy (patient AUC)"]])
@@ -137,6 +137,8 @@ class Study(Base):
         self.fit_client = self.client if self.p["fits_on_workers"] else None
         print("training arithmetic:", precision(self.cfg.bf16))  # bf16 only where the CPU computes it natively
         self.prep = asdict(config_from(PatchSettings, self.p))
+        if self.p["proxy_data"] not in ("pool", "folds"):
+            raise StudyError(f"proxy_data is 'pool' or 'folds', got {self.p['proxy_data']!r}")
 
     @cached_property
     def hf_cohort(self) -> HFCohort:
@@ -164,9 +166,7 @@ class Study(Base):
         labels = c.labels
         if not labels.lvef.notna().any():
             raise StudySkipped("the labels give classes without LVEF: no LVEF figure")
-        self.nb.figure(ef_figure(labels, c.phenotype), "05_lvef",
-                       "Heart-failure cohort of notebook 05: measured LVEF by phantom phenotype with the 50 % rule "
-                       "(left), and measured against true LVEF (right; red: labels on the other side of the truth).")
+        self.figure(ef_figure(labels, c.phenotype), "05_lvef")
         if labels.lvef_true.notna().any():
             near, wrong = flipped_labels(labels)
             print(f"{near} patients have a true LVEF within 5 points of 50 %; {wrong} of {len(labels)} labels "
@@ -191,16 +191,13 @@ class Study(Base):
 
     def prepare(self) -> tuple[pd.DataFrame, pd.DataFrame | str]:
         """Patients and patches per class, and the failures by reason."""
-        ps, failures = self.patches, self.patches.failures
+        ps = self.patches
         no_patch = sorted(set(self.hf_cohort.labels.subject) - set(ps.patches.subject))
         if no_patch:
             print(f"{len(no_patch)} labelled patients gave no patch and are left out (reasons in "
                   "preprocessing_failures)")
-        used = ps.labels.assign(patches=ps.labels.subject.map(pd.Series(ps.patches.subject).value_counts()))
         print(f"unlabelled pool: {len(ps.pool)} patches from {len(set(ps.pool.subject))} subjects")
-        return (used.groupby("hfref").agg(patients=("subject", "size"), patches=("patches", "sum")).rename(
-            index=CLASSES), failures.groupby(["store", "reason"]).size().rename("cines").reset_index()
-            if len(failures) else "every cine gave patches")
+        return patch_counts(ps.labels, ps.patches.subject), by_reason(ps.failures, "every cine gave patches")
 
     @cached_property
     def fold_of(self) -> dict:
@@ -222,17 +219,12 @@ class Study(Base):
     def pool_proxies(self) -> Made:
         """The restoration proxies trained once on the unlabelled pool (`proxy_data='pool'`), with their log rows;
         `StudySkipped` when they train per fold instead."""
-        p, cfg, pool = self.p, self.cfg, self.patches.pool
+        p = self.p
         if p["proxy_data"] == "folds":
             raise StudySkipped("the proxies train on each fold's training patients when the fold first needs them "
                                "(proxy_data='folds')")
-        if p["proxy_data"] != "pool":
-            raise ValueError(f"proxy_data is 'pool' or 'folds', got {p['proxy_data']!r}")
-        if len(pool) < 2 * cfg.proxy_bs:
-            raise ValueError(f"the unlabelled pool has {len(pool)} patches; use proxy_data='folds' to train "
-                             "the proxy on each fold's training patients")
         with self.nb.timer("proxy"):
-            return Made(*pool_proxies(pool.x, self.proxy_rows, cfg, p["seed"]))
+            return Made(*pool_proxies(self.patches.pool.x, self.proxy_rows, self.cfg, p["seed"]))
 
     def proxy(self) -> pd.DataFrame:
         """The pool's proxies' training log (`proxy_data='pool'`)."""
@@ -273,8 +265,7 @@ class Study(Base):
         gate = crossval.probe(lambda fold: {"SSLHF proxy": self.restorers(fold)["SSLHF"].encoder,
                                             "random": random_encoder}, self.patches.patches, self.patches.labels,
                               self.fold_of)
-        self.nb.table(gate, "gate_probe")
-        return gate
+        return self.nb.kept(gate, "gate_probe")
 
     def gate(self) -> pd.DataFrame:
         """The deepest level's probe AUC by encoder (printed by level)."""
@@ -295,19 +286,14 @@ class Study(Base):
             pred, fit_logs, kept = crossval.cross_validate(ps.patches, ps.labels, self.fold_of, p["rows"], self.cfg,
                                                            self.restorers, client=self.fit_client)
         failed = crossval.failures(fit_logs)
-        self.nb.table(failed, "failed_runs")
         if len(failed):
-            print(f"{len(failed)} (row, fold) runs failed and are left out of the tables:")
-            print(failed.to_string())
-        self.nb.table(pred, "predictions")
-        for (r, f), model in kept.items():
-            save(model, self.out / "models" / f"{r}_fold{f}.model")
-        sslhf_folds = {f: m for (r, f), m in kept.items() if r == "SSLHF"}
+            print(f"{len(failed)} (row, fold) runs failed and are left out of the tables:\n{failed.to_string()}")
+        sslhf_folds = save_folds(kept, self.out / "models")
         provenance = self.nb.provenance(self.hf_cohort.hf_store, None, anatomy=p["anatomy"])
         predictor_file = (self.nb.predictor(Predictor.from_folds(sslhf_folds, "SSLHF", self.prep,
                                                                  provenance=provenance)) if sslhf_folds else None)
         fm, summ = summarised(pred, p["seed"])
-        self.nb.tables({"fold_metrics": fm, "summary": summ})
+        self.nb.tables({"failed_runs": failed, "predictions": pred, "fold_metrics": fm, "summary": summ})
         return CrossValidated(pred, fit_logs, fm, summ, predictor_file)
 
     def fit(self) -> pd.DataFrame:
@@ -339,12 +325,10 @@ class Study(Base):
     @cached_property
     def row_differences(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         """SSLHF minus each row, fold-paired, with CIs; and the cohort size that would detect each gap (written)."""
-        diffs = differences(self.cv.fm)
-        self.nb.table(diffs, "differences")
-        power = pd.DataFrame([detectability(self.cv.fm, len(self.patches.labels), "SSLHF", r) for r in self.p["rows"]
-                              if r != "SSLHF"])
-        self.nb.table(power, "detectability")
-        return diffs, power
+        diffs = self.nb.kept(differences(self.cv.fm), "differences")
+        n = len(self.patches.labels)
+        return diffs, self.nb.kept(pd.DataFrame([detectability(self.cv.fm, n, "SSLHF", r) for r in self.p["rows"]
+                                                 if r != "SSLHF"]), "detectability")
 
     evaluate = shows("paper_tables", "Tables I-III, by title.")
 
@@ -355,9 +339,7 @@ class Study(Base):
         """The paper's Fig. 4: mean test ROC curves at patch and patient level."""
         roc = pd.concat([mean_roc(self.cv.pred, level) for level in ("patch", "patient")], ignore_index=True)
         self.nb.table(roc, "mean_roc")
-        self.nb.figure(roc_figure(roc, self.cv.summ), "05_roc",
-                       "SSLHF Fig. 4: mean test ROC curves over the five folds at patch level (left) and patient "
-                       "level (right) for SSLHF, its ablations and the 3D baselines; band: SSLHF's fold SD.")
+        self.figure(roc_figure(roc, self.cv.summ), "05_roc")
 
     def restoration_figure(self) -> None:
         """The paper's Fig. 3: a patch corrupted spatially and temporally, and the proxy's restorations."""
@@ -366,9 +348,7 @@ class Study(Base):
         ps = self.patches
         x = (ps.pool.x if len(ps.pool) else ps.patches.x)[0]
         cases = restoration_cases(self.restorers(0)["SSLHF"], x, seed_for(self.p["seed"], "sslhf", "figure"))
-        self.nb.figure(restoration_figure(cases),
-                       "05_restoration", "SSLHF Fig. 3: a pool patch (ED frame) with local shuffling and patch "
-                       "covering, and a frame replaced by noise, each with the proxy's restoration.")
+        self.figure(restoration_figure(cases), "05_restoration")
 
     @cached_property
     def curve(self) -> Made:
@@ -389,9 +369,7 @@ class Study(Base):
         """Patient AUC by fraction of the training patients, with the figure."""
         summ, logs = self.curve.nets, pd.DataFrame(self.cv.fit_logs + self.curve.logs)
         n_train = logs[logs.row.isin(self.p["curve_rows"])].groupby("fraction").train_patients.mean()
-        self.nb.figure(learning_curve_figure(summ, n_train), "05_learning_curve",
-                       "Patient-level test AUC (pooled over five folds, patient-bootstrap 95 % CI) of SSLHF and the no-proxy ablation "
-                       "against the number of labelled training patients per fold.")
+        self.figure(learning_curve_figure(summ, n_train), "05_learning_curve")
         return summ.query("level == 'patient' and metric == 'auc'").pivot(index="fraction", columns="row",
                                                                           values="mean")
 
@@ -415,25 +393,12 @@ class Study(Base):
         r = real_run(patches, subjects, proxies.nets["SSLHF"], [x for x in p["real_rows"] if x in p["rows"]], self.cfg,
                      p["real_proxy_steps"], int(p["n_folds"]), p["seed"], self.nb.timer,
                      lambda labels: self._segmented_lvef(store, labels), self.fit_client)
-        self._show_real_gate(r.gate, r.chosen)
-        self.nb.table(pd.DataFrame(r.fit_logs), "real_train_log")
-        for name in ("real_predictions", "real_summary", "real_table", "real_differences", "real_detectability"):
-            self.nb.table(r.tables[name], name, index=name == "real_table")
-        self.nb.figure(real_figure(r.tables["real_summary"], self.cv.summ, r.rows), "05_real_patients",
-                       "Patient-level test AUC (pooled over five folds, patient-bootstrap 95 % CI) on "
-                       f"{len(r.labels)} real ACDC SAX cines (reduced vs preserved LVEF) beside the phantom's and the "
-                       "paper's, per row.")
+        print(gate_summary(r.gate, r.chosen))
+        self.nb.tables({"real_gate_probe": r.gate, "real_train_log": pd.DataFrame(r.fit_logs), **r.tables},
+                       index=("real_table",))
+        self.figure(real_figure(r.tables["real_summary"], self.cv.summ, r.rows), "05_real_patients", n=len(r.labels))
         return RealCV(r.tables["real_table"], r.tables["real_predictions"], r.tables["real_summary"], r.chosen.logs,
                       r.chosen.name, r.chosen.gate)
-
-    def _show_real_gate(self, gate: pd.DataFrame, chosen: RealProxies) -> None:
-        """The real gate's table (written), its probe AUC by encoder level, and the proxy the SSLHF row starts from."""
-        self.nb.table(gate, "real_gate_probe")
-        levels = gate.pivot_table(index="level", columns="encoder", values="auc", aggfunc="mean")
-        print("real validation patients, probe AUC by encoder level (mean over folds; 5: the classifier's):")
-        print(levels.round(3).to_string())
-        print(f"the SSLHF row starts from the {chosen.name} (per fold, the higher deepest-level probe AUC on that "
-              "fold's validation patients)")
 
     def _segmented_lvef(self, store, labels: pd.DataFrame) -> pd.Series | None:
         """Each real patient's LVEF from the run's segmenter (the measurement a cardiologist already has), each patient
@@ -443,14 +408,7 @@ class Study(Base):
             return None
         with self.nb.timer("real patients: segmented LVEF"):
             meas = self.table1_measures(store, labels.subject, progress=False, real=True)
-        if "LVEF_auto" not in meas:
-            return None
-        failed = outside_bounds(meas["LVEF_auto"], "LVEF", "%")  # withheld as the patient report withholds it
-        got = meas["LVEF_auto"].mask(failed)
-        print(f"measurement row: the run's segmenter's LVEF on {int(got.notna().sum())} of {len(labels)} real "
-              f"patients, reduced when below 50 % (no threshold learnt); {int(failed.sum())} outside human bounds "
-              "(a failed segmentation) give no call")
-        return got
+        return segmented_lvef(meas, len(labels))
 
     real_patients = shows("real_results.table", "The real patients' table (Tables II-III's rows).")
 
@@ -458,15 +416,10 @@ class Study(Base):
         """The run's SSLHF Predictor on the real SAX cines here: ACDC patient090's (ACDC's others and the UK Biobank
         demo's SAX hold ED and ES only, too few frames for a patch over the cycle); its HFrEF probability beside
         the LVEF of the cine's manual masks, or why it cannot read the cine (written)."""
-        from ...io.real import MANUAL
-        from ...predictor import load
-
         if self.cv.predictor_file is None:
             raise StudySkipped("no SSLHF Predictor in this run")
         named = self.real_named(("SAX",), "full ACDC SAX cine", MANUAL)
-        real = predictor_rows(load(self.cv.predictor_file), named, HFREF_BELOW)
-        self.nb.table(real, "real_cines")
-        return real
+        return self.nb.kept(predictor_rows(load_predictor(self.cv.predictor_file), named, HFREF_BELOW), "real_cines")
 
     def headline_tables(self):
         """Tables I-III beside the paper's, and SSLHF's fold-paired differences from each row."""
@@ -486,8 +439,7 @@ class Study(Base):
         curve, real = self.optional("curve"), self.optional("real_results")
         log = pd.DataFrame(self._proxy_logs() + self.cv.fit_logs + (curve.logs if curve is not None else [])
                            + (real.logs if real is not None else []))
-        self.nb.table(log, "train_log")
-        return log
+        return self.nb.kept(log, "train_log")
 
     def checks(self) -> pd.DataFrame:
         """The paper's targets, no collapsed run, the gate and the notebook's time (written with the training log)."""
