@@ -374,6 +374,15 @@ class Fitted:
     log: Any
 
 
+@dataclasses.dataclass(frozen=True)
+class Made:
+    """What a training step made (networks by name, or one network), its log rows and the rows that did not train."""
+
+    nets: Any
+    logs: list
+    failed: list = dataclasses.field(default_factory=list)
+
+
 def fit_or_reuse(path: str | os.PathLike, settings: Mapping, fit: Callable[[], Any], finish=None, *,
                  retrain: bool = False, reuse: bool = True, load: Callable[[Path], Any] | None = None,
                  save: Callable[[Any, Path], Any] | None = None) -> tuple[Any, bool, Any]:

@@ -149,6 +149,16 @@ def test_vectorised_bootstrap_metrics_equal_sklearn(ties):
     pd.testing.assert_frame_equal(fast[slow.columns], slow, check_dtype=False, rtol=1e-10)
 
 
+@pytest.mark.parametrize("ties", [True, False])
+def test_the_loop_auc_is_sklearns_on_every_resample(ties):
+    """`roc_auc`, which the bootstrap loops call thousands of times, gives scikit-learn's ROC-AUC (ties included)."""
+    from sklearn.metrics import roc_auc_score
+
+    y, s = scores(ties=ties)
+    for i in S._stratified_indices(y, 25, seed=4):
+        assert S.roc_auc(y[i], s[i]) == pytest.approx(roc_auc_score(y[i], s[i]), rel=1e-12, abs=1e-15)
+
+
 def test_bootstrap_is_seeded_stratified_and_brackets_value():
     y, s = scores()
     a = S.classification_metrics(y, s, n_boot=300, seed=7)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ...learn import attempt
+from ...learn import Made, attempt
 from ...utils import rng, seed_for
 from .data import Inputs, PatchAug
 from .evaluate import auc_gap, evaluate, thresholds
@@ -22,15 +22,6 @@ BUDGET_ROWS = {"CUSSP-SIAM": ("CUSSP-SIAM", "pretrained"), "CUSSP-SIAM-25": ("CU
                "CUSSP-SIAM-25 (random encoder)": ("CUSSP-SIAM-25", "random"), SUPERVISED: (SUPERVISED, None)}
 POOL_COLUMNS = ["row", "metric", "value", "ci_low", "ci_high", "pool_fraction", "pool_cines"]
 BUDGET_COLUMNS = ["budget", "draw", "row", "n_train", "n_train_mr", "threshold", "f1", "roc_auc"]
-
-
-@dataclass(frozen=True)
-class Made:
-    """What a training step made (by name, or one model), its log rows and its failures."""
-
-    nets: object
-    logs: list
-    failed: list
 
 
 @dataclass(frozen=True)

@@ -94,13 +94,13 @@ def auc_gap(y: np.ndarray, scores_a: Sequence[np.ndarray], scores_b: Sequence[np
             seed: int = 0, conf: float = 0.95) -> dict:
     """Row a minus row b in ROC-AUC on the same cines, averaged over paired draws (a's and b's scores of draw k),
     with a percentile bootstrap CI over the cines (stratified by class): gap, ci_low, ci_high."""
-    from sklearn.metrics import roc_auc_score
+    from ...stats import roc_auc
 
     y = np.asarray(y).astype(int)
     a, b = np.asarray(scores_a, float), np.asarray(scores_b, float)
     if len(set(y.tolist())) < 2:
         return dict(gap=np.nan, ci_low=np.nan, ci_high=np.nan)
-    gap = lambda i: float(np.mean([roc_auc_score(y[i], sa[i]) - roc_auc_score(y[i], sb[i]) for sa, sb in zip(a, b)]))
+    gap = lambda i: float(np.mean([roc_auc(y[i], sa[i]) - roc_auc(y[i], sb[i]) for sa, sb in zip(a, b)]))
     g = np.random.default_rng(seed)
     pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
     boot = [gap(np.r_[g.choice(pos, len(pos)), g.choice(neg, len(neg))]) for _ in range(n_boot)]

@@ -12,12 +12,12 @@ import numpy as np
 import pandas as pd
 
 from ...distributed import rank
-from ...learn import config_from
+from ...learn import Made, config_from
 from ...study import Study as Base, StudyError, StudySkipped, by_reason, shows
 from ...utils import seed_for
 from .data import (Inputs, PatchAug, PatchSet, PatchSettings, cohort_counts, figure_subjects, keeping,
                    labelled, preprocess_store, store_counts, stores_labels, unlabelled)
-from .curves import (Budget, Curve, Made, Training, budget_gap, label_budget, pool_curve, pool_fractions,
+from .curves import (Budget, Curve, Training, budget_gap, label_budget, pool_curve, pool_fractions,
                      random_siam25)
 from .evaluate import (Forest, Scored, fit_forest, gate_rows, measures_reusable, per_bsa, phantom_checks,
                        recall_by_grade, score_rows, segmented_measures, shipped_row, table2, validation_table)

@@ -84,6 +84,7 @@ def pooled_summary(pred: pd.DataFrame, fm: pd.DataFrame, seed=0, n_boot: int = 1
     (a patient's patches resampled together): an interval of one AUC, inside [0, 1]; `folds`: the folds pooled."""
     from sklearn.metrics import roc_auc_score
 
+    from ...stats import roc_auc
     from ...utils import rng
 
     keys = [c for c in fm.columns if c not in ("fold", "level", "auc", "acc", "threshold", "n", "n_hfref", "note")]
@@ -102,12 +103,12 @@ def pooled_summary(pred: pd.DataFrame, fm: pd.DataFrame, seed=0, n_boot: int = 1
             if both:
                 patients = g.groupby("subject").y.first()
                 where = {p: np.flatnonzero(g.subject.to_numpy() == p) for p in patients.index}
+                by_class = [patients.index[patients == c].to_numpy() for c in (0, 1)]
                 gen = rng(seed)
                 for _ in range(n_boot):
-                    pick = np.concatenate([gen.choice(patients.index[patients == c], (patients == c).sum())
-                                           for c in (0, 1)])
+                    pick = np.concatenate([gen.choice(ids, len(ids)) for ids in by_class])
                     ix = np.concatenate([where[p] for p in pick])
-                    boots["auc"].append(roc_auc_score(y[ix], s[ix]))
+                    boots["auc"].append(roc_auc(y[ix], s[ix]))
                     boots["acc"].append(correct[ix].mean())
             for metric in ("auc", "acc"):
                 lo, hi = (np.percentile(boots[metric], [50 * (1 - conf), 50 * (1 + conf)]) if boots[metric]

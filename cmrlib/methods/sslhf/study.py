@@ -12,7 +12,7 @@ from typing import ClassVar
 import pandas as pd
 
 from ...io.real import MANUAL
-from ...learn import config_from, precision
+from ...learn import Made, config_from, precision
 from ...predictor import load as load_predictor
 from ...study import Lazy, Study as Base, StudyError
 from ...study import StudySkipped, by_reason, shows
@@ -39,10 +39,10 @@ class HFSets:
 
 
 @dataclass(frozen=True)
-class Made:
-    """What a training step made and its log rows."""
+class LearningCurve:
+    """The learning curve's summary (patient AUC by fraction of the training patients) and its fits' log rows."""
 
-    nets: object
+    summary: pd.DataFrame
     logs: list
 
 
@@ -351,7 +351,7 @@ class Study(Base):
         self.figure(restoration_figure(cases), "05_restoration")
 
     @cached_property
-    def curve(self) -> Made:
+    def curve(self) -> LearningCurve:
         """`curve_rows` again on fractions of each fold's training patients at the rates chosen above: the summary
         (written) and the fits' log rows; `StudySkipped` without a fraction or a curve row."""
         p, ps, cv = self.p, self.patches, self.cv
@@ -363,11 +363,11 @@ class Study(Base):
                                                  self.restorers, p["curve_fractions"], cv.pred,
                                                  crossval.chosen_rates(cv.fit_logs), p["seed"], self.fit_client)
         self.nb.table(summ, "learning_curve")
-        return Made(summ, logs)
+        return LearningCurve(summ, logs)
 
     def learning_curve(self) -> pd.DataFrame:
         """Patient AUC by fraction of the training patients, with the figure."""
-        summ, logs = self.curve.nets, pd.DataFrame(self.cv.fit_logs + self.curve.logs)
+        summ, logs = self.curve.summary, pd.DataFrame(self.cv.fit_logs + self.curve.logs)
         n_train = logs[logs.row.isin(self.p["curve_rows"])].groupby("fraction").train_patients.mean()
         self.figure(learning_curve_figure(summ, n_train), "05_learning_curve")
         return summ.query("level == 'patient' and metric == 'auc'").pivot(index="fraction", columns="row",
@@ -394,8 +394,9 @@ class Study(Base):
                      p["real_proxy_steps"], int(p["n_folds"]), p["seed"], self.nb.timer,
                      lambda labels: self._segmented_lvef(store, labels), self.fit_client)
         print(gate_summary(r.gate, r.chosen))
-        self.nb.tables({"real_gate_probe": r.gate, "real_train_log": pd.DataFrame(r.fit_logs), **r.tables},
-                       index=("real_table",))
+        shown = ("real_predictions", "real_summary", "real_table", "real_differences", "real_detectability")
+        self.nb.tables({"real_gate_probe": r.gate, "real_train_log": pd.DataFrame(r.fit_logs),
+                        **{name: r.tables[name] for name in shown}}, index=("real_table",))
         self.figure(real_figure(r.tables["real_summary"], self.cv.summ, r.rows), "05_real_patients", n=len(r.labels))
         return RealCV(r.tables["real_table"], r.tables["real_predictions"], r.tables["real_summary"], r.chosen.logs,
                       r.chosen.name, r.chosen.gate)
