@@ -181,9 +181,10 @@ REAL_MEASURES = ("LVEDV", "LVESV", "LVEF")
 def never_trained_on(run_dir: str | Path) -> set[str]:
     """The ACDC subjects notebook 01's real segmenter neither trained on nor chose a setting with: its held-out
     (test) split of the ACDC store it trained from (`<run>/01/acdc`); empty when the run has no such store."""
-    from ..io.real import segmenter_split
+    from ..store import CohortStore
 
-    return {s for s, split in segmenter_split(run_dir).items() if split == "test"}
+    store = CohortStore(Path(run_dir) / "01" / "acdc")
+    return {s for s, split in store.splits().items() if split == "test"} if store.cines_dir.exists() else set()
 
 
 def _cyclic_value(pred: int, ref: int, n: int) -> int:

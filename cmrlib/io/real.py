@@ -67,18 +67,6 @@ def rolled_cine(store, row, seed: int) -> Cine:
     return store.read(row.cine_id).rolled(rng(seed_for(seed, "real shift", row.subject)).integers(int(row.n_frames)))
 
 
-SEGMENTER_STORE = Path("01") / "acdc"  # the ACDC store notebook 01 splits and trains its real segmenter from
-
-
-def segmenter_split(run_dir: str | Path) -> dict[str, str]:
-    """ACDC patient -> their split in notebook 01 ('train': the run's segmenter learned their masks; 'valid': they
-    chose its settings; 'test': neither); empty when the run has no such store."""
-    from ..store import CohortStore
-
-    store = CohortStore(Path(run_dir) / SEGMENTER_STORE)
-    return store.splits() if store.cines_dir.exists() else {}
-
-
 @dataclass
 class RealSubject:
     """One real subject's cines of the views asked for, the reference measures its labels give, and their kind."""
