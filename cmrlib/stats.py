@@ -324,6 +324,12 @@ def _stratified_indices(y: np.ndarray, n_boot: int, seed) -> np.ndarray:
     return np.concatenate([g.choice(ix, size=(n_boot, ix.size), replace=True) for ix in groups], axis=1)
 
 
+def _mann_whitney(y: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """ROC-AUC per row of (B, n) labels and scores: the Mann-Whitney statistic with tie-averaged ranks."""
+    pos = y.sum(1)
+    return ((sps.rankdata(s, axis=1) * y).sum(1) - pos * (pos + 1) / 2) / (pos * (y.shape[1] - pos))
+
+
 def _auc_rows(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """ROC-AUC (Mann-Whitney with tie-averaged ranks) and average precision (sklearn's step rule) per row.
 
@@ -331,9 +337,7 @@ def _auc_rows(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     (a test pins it), ~100x faster than calling sklearn in a loop.
     """
     pos = y.sum(1)
-    neg = y.shape[1] - pos
-    ranks = sps.rankdata(s, axis=1)
-    auc = ((ranks * y).sum(1) - pos * (pos + 1) / 2) / (pos * neg)
+    auc = _mann_whitney(y, s)
     order = np.argsort(-s, axis=1, kind="stable")
     ss, yy = np.take_along_axis(s, order, 1), np.take_along_axis(y, order, 1)
     tp = np.cumsum(yy, axis=1)
@@ -348,9 +352,9 @@ def _auc_rows(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def roc_auc(y, s) -> float:
-    """ROC-AUC of scores `s` for 0/1 labels `y` (Mann-Whitney, tie-averaged ranks: `_auc_rows`): scikit-learn's value
-    to rounding, without its per-call checks, for the bootstrap loops that call it thousands of times."""
-    return float(_auc_rows(np.asarray(y, dtype=int)[None], np.asarray(s, dtype=float)[None])[0][0])
+    """ROC-AUC of scores `s` for 0/1 labels `y` (`_mann_whitney`): scikit-learn's value to rounding, without its
+    per-call checks, for the bootstrap loops that call it thousands of times."""
+    return float(_mann_whitney(np.asarray(y, dtype=int)[None], np.asarray(s, dtype=float)[None])[0])
 
 
 def _metrics_rows(y: np.ndarray, s: np.ndarray, threshold: float) -> pd.DataFrame:
