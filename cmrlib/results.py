@@ -152,7 +152,7 @@ class Notebook:
             check_tree(self.root, self.out, self.predictors or self.run_dir / "predictors")
         else:  # `cmrlib fit`'s own folder (the user's: it may hold anything): where the fit writes in it
             check_tree(self.root, self.out / "models")
-        check_tree(self.run_dir, self.run_dir / "table1")  # the run's cache of Table-1 measures, shared
+        check_tree(self.run_dir, self.run_dir / "table1", self.run_dir / "labels")  # the run's shared caches
 
     def _write(self, path: Path) -> Path:
         """`path` once it is a place inside the run folder, no link (`runfiles.writable`)."""

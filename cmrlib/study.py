@@ -158,7 +158,7 @@ class Study:
             raise FileNotFoundError(f"notebook {self.number} needs notebook 01's segmenters: no "
                                     f"{self._segmentation_file.name} (run notebook 01 on this run folder first)")
         try:
-            return load(self._segmentation_file)
+            return load(self._segmentation_file).keep_labels_in(self._labels_folder)
         except PredictorError as e:
             raise PredictorError(f"notebook {self.number} cannot open notebook 01's segmenters: {e}") from None
 
@@ -192,7 +192,15 @@ class Study:
         baseline real-data steps score on every patient); None when the run has none."""
         from .predictor import SEGMENTER, predictor_class
 
-        return predictor_class(SEGMENTER).phantom_only(self.nb.run_dir)
+        seg = predictor_class(SEGMENTER).phantom_only(self.nb.run_dir)
+        return None if seg is None else seg.keep_labels_in(self._labels_folder)
+
+    @property
+    def _labels_folder(self) -> Path:
+        """Where the run's segmenters keep every cine's labels, so that its notebooks segment a cine once."""
+        from .methods.segmentation.predictor import LABELS
+
+        return self.nb.run_dir / LABELS
 
     @classmethod
     def outline(cls) -> dict[str, list[str]]:

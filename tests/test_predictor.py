@@ -76,6 +76,44 @@ def test_a_cine_segmented_once_serves_every_method_that_reads_its_labels(subject
     assert len(calls) == 4
 
 
+def test_a_run_segments_a_cine_once_across_its_notebooks(subject, tmp_path, monkeypatch):
+    """Segmenters that keep their labels in a run folder (each notebook loads its own): a second one reads the
+    first's file instead of segmenting, with the same labels and entropy; other weights, another decision offset,
+    mirroring, or other pixels segment again; a damaged file, or a pickle planted in its place, is segmented
+    again and replaced."""
+    from cmrlib.methods.segmentation import predictor as seg_predictor
+
+    calls = []
+    real = seg_predictor.predict
+    monkeypatch.setattr(seg_predictor, "predict", lambda *a, **k: calls.append(1) or real(*a, **k))
+    folder, sax = tmp_path / "labels", subject["SAX"]
+    first_acc, again_acc = {}, {}
+    first = segmenter().keep_labels_in(folder).labels(sax, first_acc)
+    again = segmenter().keep_labels_in(folder).labels(sax, again_acc)  # another notebook's copy of the same weights
+    assert len(calls) == 1 and np.array_equal(first, again) and first_acc == again_acc and first_acc
+    assert len(list(folder.glob("*.npz"))) == 1 and not list(folder.glob(".*"))  # one file, no temporary left
+    assert np.array_equal(segmenter().labels(sax), first) and len(calls) == 2  # no folder: segmented
+    other = segmenter().keep_labels_in(folder)
+    with torch.no_grad():
+        next(other.nets["SAX"].parameters()).add_(0.01)
+    other.labels(sax)
+    shifted = segmenter().keep_labels_in(folder)
+    shifted.nets["SAX"].log_prior = np.array([0.0, 0.5, 0, 0, 0, 0], np.float32)
+    shifted.labels(sax)
+    mirrored = segmenter().keep_labels_in(folder)
+    mirrored.nets["SAX"].tta = True
+    mirrored.labels(sax)
+    segmenter().keep_labels_in(folder).labels(sax.rolled(1))
+    assert len(calls) == 6 and len(list(folder.glob("*.npz"))) == 5
+    for f in folder.glob("*.npz"):  # damaged: each is segmented again and replaced
+        f.write_bytes(b"not an npz")
+    assert np.array_equal(segmenter().keep_labels_in(folder).labels(sax), first) and len(calls) == 7
+    planted = max(folder.glob("*.npz"), key=lambda f: f.stat().st_mtime)  # a pickle in its place is never unpickled
+    np.savez(planted, labels=np.array([Path("x")], dtype=object), entropy=np.zeros((0, 3)))
+    assert np.array_equal(segmenter().keep_labels_in(folder).labels(sax), first) and len(calls) == 8
+    assert np.array_equal(segmenter().keep_labels_in(folder).labels(sax), first) and len(calls) == 8  # replaced
+
+
 def test_content_key_follows_the_weights_and_decision_offsets_not_the_provenance(tmp_path):
     p = segmenter()
     key = p.content_key()

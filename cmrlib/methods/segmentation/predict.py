@@ -26,16 +26,19 @@ def keep_largest(labels: np.ndarray) -> np.ndarray:
     """Keep each structure's largest connected component (3D over a SAX stack, 2D on a frame); the rest -> background.
 
     Removes the scattered false positives a model makes on unfamiliar anatomy (as ukbb_cardiac's post-processing does).
+    Each structure is labelled inside its own bounding box: the same components in the same order, on a fraction of
+    the frame.
     """
     out = np.asarray(labels).copy()
-    for lab in np.unique(out):
-        if lab == 0:
+    for lab, box in enumerate(ndimage.find_objects(out), start=1):
+        if box is None:
             continue
-        comp, n = ndimage.label(out == lab)
+        part = out[box]  # a view: the stray blobs are cleared in `out`
+        comp, n = ndimage.label(part == lab)
         if n > 1:
             sizes = np.bincount(comp.ravel())
             sizes[0] = 0
-            out[(comp > 0) & (comp != sizes.argmax())] = 0
+            part[(comp > 0) & (comp != sizes.argmax())] = 0
     return out
 
 
@@ -141,14 +144,16 @@ def decide(probs: np.ndarray, prior: np.ndarray) -> np.ndarray:
 
 
 def add_entropy(acc: dict[int, list[float]], probs: np.ndarray, labels: np.ndarray) -> None:
-    """Add one frame's normalised softmax entropy (0 sure, 1 uniform) summed over each structure's pixels to `acc`."""
-    ent = -(probs * np.log(np.clip(probs, 1e-8, 1.0))).sum(-1) / np.log(probs.shape[-1])
-    for k in np.unique(labels):
-        if k:
-            inside = labels == k
-            a = acc.setdefault(int(k), [0.0, 0])
-            a[0] += float(ent[inside].sum())
-            a[1] += int(inside.sum())
+    """Add one frame's normalised softmax entropy (0 sure, 1 uniform) summed over each structure's pixels to `acc`
+    (computed on the labelled pixels only: the background, most of a frame, adds nothing)."""
+    inside = labels > 0
+    p, lab = probs[inside], labels[inside]
+    ent = -(p * np.log(np.clip(p, 1e-8, 1.0))).sum(-1) / np.log(probs.shape[-1])
+    for k in np.unique(lab):
+        mine = lab == k
+        a = acc.setdefault(int(k), [0.0, 0])
+        a[0] += float(ent[mine].sum())
+        a[1] += int(mine.sum())
 
 
 def predict(model, cine: Cine, bs: int = 32, largest: bool = True, bf16: bool | None = None,

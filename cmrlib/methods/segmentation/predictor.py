@@ -22,6 +22,7 @@ from .predict import encoder_features, log_prior, mean_entropy, predict
 KINDS = {"SAX": "SAX", "2CH": "LAX", "3CH": "LAX", "4CH": "LAX"}  # which segmenter reads a view
 MEMO_CINES = 4  # cines whose labels a Predictor keeps (one patient's views)
 PHANTOM_SAX = "01/models/seg_sax.model"  # notebook 01's phantom-only SAX model in a run folder: it never saw a patient
+LABELS = "labels"  # a run folder's labels of every cine its notebooks segmented, one file per cine and segmenter
 
 
 def _content_key(cine: Cine, net) -> tuple:
@@ -32,6 +33,39 @@ def _content_key(cine: Cine, net) -> tuple:
     return (digest, cine.pixels.shape, str(cine.pixels.dtype), tuple(map(float, cine.spacing)), cine.view, id(net),
             bool(getattr(net, "tta", False)), bool(getattr(net, "centred", False)),
             tuple(np.asarray(log_prior(net), dtype=float).tolist()))
+
+
+def _stored_name(cine: Cine, net) -> str:
+    """A file name for a cine's labels that changes with everything they depend on: `_content_key` with the
+    network's weights and settings (`modelfile.fingerprint`) instead of the object, and the CPU's bfloat16 reading."""
+    from ... import modelfile
+    from ...learn import cpu_bf16
+
+    digest, *rest = _content_key(cine, net)
+    parts = [digest, *rest[:4], modelfile.fingerprint(net), *rest[5:], cpu_bf16()]
+    return hashlib.blake2b(repr(parts).encode(), digest_size=16).hexdigest() + ".npz"
+
+
+def _read_stored(path: Path, shape: tuple) -> tuple[np.ndarray, dict] | None:
+    """Labels and entropy sums a run folder holds for a cine (never pickled objects); None when absent or not
+    of the cine's shape (a damaged file is segmented again and replaced)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            lab, ent = z["labels"], z["entropy"]
+    except (OSError, KeyError, ValueError):
+        return None
+    if lab.shape != tuple(shape) or lab.dtype != np.uint8 or ent.ndim != 2 or ent.shape[1] != 3:
+        return None
+    return lab, {int(k): [float(total), int(count)] for k, total, count in ent}
+
+
+def _write_stored(path: Path, lab: np.ndarray, acc: dict) -> None:
+    """Write a cine's labels and entropy sums atomically (float64 sums: read back exactly)."""
+    from ...utils import atomic_file
+
+    ent = np.array([[k, total, count] for k, (total, count) in sorted(acc.items())], dtype=np.float64).reshape(-1, 3)
+    with atomic_file(path, suffix=".npz") as tmp:
+        np.savez_compressed(tmp, labels=lab, entropy=ent)
 
 
 class Predictor(Base):
@@ -111,7 +145,8 @@ class Predictor(Base):
     def labels(self, cine: Cine, entropy: dict | None = None) -> np.ndarray:
         """Canonical labels at every frame of a cine, by the segmenter of its view (`entropy`: see `predict`). The
         last few cines' labels are kept by content, so a method that reads the segmentation after another (ED/ES's
-        volume curve after the measures) does not segment the same cine again."""
+        volume curve after the measures) does not segment the same cine again; with `keep_labels_in`, every cine's
+        labels are kept in a folder, so the notebooks of one run segment a cine once."""
         if not self.reads(cine.view):
             raise NotApplicable(f"no {KINDS.get(cine.view, cine.view)} segmenter in this predictor (has "
                                 f"{', '.join(self.nets)})")
@@ -119,8 +154,7 @@ class Predictor(Base):
         key = _content_key(cine, net)
         memo = self.__dict__.setdefault("_labelled", {})
         if key not in memo:
-            acc: dict = {}
-            lab = predict(net, cine, entropy=acc)
+            lab, acc = self._segmented(cine, net)
             lab.flags.writeable = False
             memo[key] = (lab, acc)
             while len(memo) > MEMO_CINES:
@@ -132,6 +166,25 @@ class Predictor(Base):
                 a[0] += total
                 a[1] += count
         return lab.copy()
+
+    def keep_labels_in(self, folder: str | Path) -> "Predictor":
+        """Keep the labels of every cine this Predictor segments in `folder` (a run's `LABELS`), each file named by
+        what the labels depend on (`_stored_name`), and read them from there again: this Predictor, changed."""
+        self.labels_folder = Path(folder)
+        return self
+
+    def _segmented(self, cine: Cine, net) -> tuple[np.ndarray, dict]:
+        """A cine's labels and entropy sums: read from `labels_folder` where it holds them, else segmented (and
+        written there)."""
+        folder = getattr(self, "labels_folder", None)
+        path = folder / _stored_name(cine, net) if folder is not None else None
+        if path is not None and (stored := _read_stored(path, cine.pixels.shape)) is not None:
+            return stored
+        acc: dict = {}
+        lab = predict(net, cine, entropy=acc)
+        if path is not None:
+            _write_stored(path, lab, acc)
+        return lab, acc
 
     def _predict(self, cines: list[Cine]) -> Prediction:
         out = Prediction(self.method, self.model)
