@@ -79,8 +79,8 @@ def test_a_cine_segmented_once_serves_every_method_that_reads_its_labels(subject
 def test_a_run_segments_a_cine_once_across_its_notebooks(subject, tmp_path, monkeypatch):
     """Segmenters that keep their labels in a run folder (each notebook loads its own): a second one reads the
     first's file instead of segmenting, with the same labels and entropy; other weights, another decision offset,
-    mirroring, or other pixels segment again; a damaged file, or a pickle planted in its place, is segmented
-    again and replaced."""
+    mirroring, or other pixels segment again; a damaged file, a pickle or a link out planted in its place is
+    segmented again and replaced."""
     from cmrlib.methods.segmentation import predictor as seg_predictor
 
     calls = []
@@ -112,6 +112,13 @@ def test_a_run_segments_a_cine_once_across_its_notebooks(subject, tmp_path, monk
     np.savez(planted, labels=np.array([Path("x")], dtype=object), entropy=np.zeros((0, 3)))
     assert np.array_equal(segmenter().keep_labels_in(folder).labels(sax), first) and len(calls) == 8
     assert np.array_equal(segmenter().keep_labels_in(folder).labels(sax), first) and len(calls) == 8  # replaced
+    secret = tmp_path / "secret.npz"  # a link that leads out: never read, replaced by a file, its target untouched
+    np.savez(secret, labels=np.zeros_like(first), entropy=np.zeros((0, 3)))
+    kept = secret.read_bytes()
+    planted.unlink()
+    planted.symlink_to(secret)
+    assert np.array_equal(segmenter().keep_labels_in(folder).labels(sax), first) and len(calls) == 9
+    assert not planted.is_symlink() and secret.read_bytes() == kept
 
 
 def test_content_key_follows_the_weights_and_decision_offsets_not_the_provenance(tmp_path):

@@ -42,7 +42,7 @@ def tree(folder) -> dict:
 # ---------------------------------------------------------------- links in a received run folder
 
 
-@pytest.mark.parametrize("link", ["predictors", "01", "01/models", "table1"])
+@pytest.mark.parametrize("link", ["predictors", "01", "01/models", "table1", "labels"])
 def test_a_link_that_leads_out_of_a_run_is_refused_before_anything_is_written(tmp_path, link):
     elsewhere = tmp_path / "elsewhere"
     (elsewhere / "segmentation.predictor").mkdir(parents=True)

@@ -17,7 +17,8 @@ RUN_FILES = {
     "06": ("subject_features_*.csv", "real_subject_features_*.csv", "real_subjects.csv"),  # the real patients' too
     "07": ("agreement.csv", "measures.csv"),
     "08": ("rand_indices.csv",),
-}  # besides run.json, cohort/ (the store), real_sax/ (the real SAX cohort), predictors/ (the methods' Predictors)
-# and table1/ (the segmentation Predictor's Table-1 measures of a store's subjects, a cache: `Study.table1_measures`)
+}  # besides run.json, cohort/ (the store), real_sax/ (the real SAX cohort), predictors/ (the methods' Predictors),
+# table1/ (the segmentation Predictor's Table-1 measures of a store's subjects, a cache: `Study.table1_measures`)
+# and labels/ (every cine's labels by each segmenter that read it, a cache: `segmentation.Predictor.keep_labels_in`)
 
 __all__ = ["agreement", "clusters", "report", "EVERY", "RUN_FILES"]

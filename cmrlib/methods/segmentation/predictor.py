@@ -47,12 +47,17 @@ def _stored_name(cine: Cine, net) -> str:
 
 
 def _read_stored(path: Path, shape: tuple) -> tuple[np.ndarray, dict] | None:
-    """Labels and entropy sums a run folder holds for a cine (never pickled objects); None when absent or not
-    of the cine's shape (a damaged file is segmented again and replaced)."""
+    """Labels and entropy sums a run folder holds for a cine, read as `runfiles` reads a run's files (a regular file
+    in the folder, never a link out or a FIFO; no pickled object); None when absent, refused or not of the cine's
+    shape (it is segmented again and replaced)."""
+    import io
+
+    from ...runfiles import read_bytes
+
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with np.load(io.BytesIO(read_bytes(path.parent, path)), allow_pickle=False) as z:
             lab, ent = z["labels"], z["entropy"]
-    except (OSError, KeyError, ValueError):
+    except (OSError, KeyError, ValueError):  # RunFileError is a ValueError
         return None
     if lab.shape != tuple(shape) or lab.dtype != np.uint8 or ent.ndim != 2 or ent.shape[1] != 3:
         return None
