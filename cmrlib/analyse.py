@@ -269,7 +269,8 @@ def check_results(results: list[dict], cines: list[Cine], body: Body) -> tuple[p
 
 def with_intervals(tab: pd.DataFrame, provenance: dict) -> pd.DataFrame:
     """A method's measures with the calibrated interval its Predictor carries for each (`low`, `high`; NaN where
-    none): value +- the conformal half-width from real patients it never trained on, kept inside human bounds."""
+    none): value +- the conformal half-width from real patients it never trained on (a share of the value where the
+    interval's scale is 'value'), kept inside human bounds."""
     from .plausible import bounds
 
     cal = provenance.get("intervals") or {}
@@ -277,7 +278,7 @@ def with_intervals(tab: pd.DataFrame, provenance: dict) -> pd.DataFrame:
     for r in tab.itertuples():
         c, b = cal.get(r.measure), bounds(r.measure, r.unit) or (-np.inf, np.inf)
         ok = isinstance(c, dict) and np.isfinite(r.value) and b[0] <= r.value <= b[1]
-        hw = float(c["half_width"]) if ok else np.nan
+        hw = float(c["half_width"]) * (abs(r.value) if c.get("scale") == "value" else 1.0) if ok else np.nan
         low.append(max(r.value - hw, b[0]) if ok else np.nan)
         high.append(min(r.value + hw, b[1]) if ok else np.nan)
     return tab.assign(low=low, high=high)
@@ -387,7 +388,9 @@ def calibration(provenance: dict) -> str:
         qc = "; the entropy check measured against the same patients" if v.get("uncertainty_p95") else ""
         return f"Intervals from a site validation ({v.get('patients')} patients, {v.get('date')}{tuned}{qc})."
     where = sorted({c.get("calibrated_on") for c in cal.values() if isinstance(c, dict) and c.get("calibrated_on")})
-    return f"Intervals calibrated on {'; '.join(where)}." if where else ""
+    scaled = [m for m, c in cal.items() if isinstance(c, dict) and c.get("scale") == "value"]
+    wide = f" {', '.join(scaled)}: a width in proportion to the patient's value." if scaled else ""
+    return f"Intervals calibrated on {'; '.join(where)}.{wide}" if where else ""
 
 
 def measures_html(tab: pd.DataFrame, cal: dict | None = None) -> str:

@@ -225,8 +225,9 @@ def provenance_problem(prov: dict) -> str | None:
             return "intervals is not a mapping"
         for m, c in cal.items():
             if not (isinstance(c, dict) and isinstance(c.get("half_width"), NUMBER) and isinstance(c.get("n"), NUMBER)
-                    and all(isinstance(c.get(f, 0.9), NUMBER) for f in ("level", "coverage"))):
-                return f"intervals of {str(m)[:20]} are not a half-width and a count"
+                    and all(isinstance(c.get(f, 0.9), NUMBER) for f in ("level", "coverage"))
+                    and c.get("scale", "none") in ("none", "value")):
+                return f"intervals of {str(m)[:20]} are not a half-width (of a known scale) and a count"
     checks = prov.get("model_checks")
     if checks is not None and not (isinstance(checks, dict) and all(
             isinstance(c, dict) and isinstance(c.get("passed"), bool) and isinstance(c.get("check", ""), str)

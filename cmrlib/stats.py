@@ -227,15 +227,17 @@ def agreement_table(df: pd.DataFrame, pairs: Mapping[str, tuple[str, str]], unit
 def conformal_half_width(residuals, level: float = 0.9) -> float:
     """Split-conformal half-width: the ceil((n+1) level)-th smallest |auto - ref| of patients the model never
     trained on, so a new patient's interval value +- it holds their reference with probability >= level (inf when
-    too few patients for that level)."""
-    r = np.sort(np.abs(np.asarray(residuals, float)[np.isfinite(residuals)]))
+    too few patients for that level; an infinite error, a failed measure, counts as the largest)."""
+    r = np.abs(np.asarray(residuals, float))
+    r = np.sort(r[~np.isnan(r)])
     k = int(np.ceil((len(r) + 1) * level))
     return float(r[k - 1]) if 0 < k <= len(r) else float("inf")
 
 
 def conformal_coverage(residuals, level: float = 0.9) -> float:
     """Out-of-fold coverage of `conformal_half_width`: each patient's interval calibrated on the others."""
-    r = np.abs(np.asarray(residuals, float)[np.isfinite(residuals)])
+    r = np.abs(np.asarray(residuals, float))
+    r = r[~np.isnan(r)]
     return float(np.mean([r[i] <= conformal_half_width(np.delete(r, i), level) for i in range(len(r))])) \
         if len(r) > 1 else float("nan")
 
@@ -248,41 +250,132 @@ def conformal_cross_coverage(groups, level: float = 0.9) -> float:
     return float(np.concatenate(hits).mean()) if len(groups) > 1 else float("nan")
 
 
-def coverage_by(df: pd.DataFrame, pairs: Mapping[str, tuple[str, str]], groups: Sequence[str],
-                level: float = 0.9) -> pd.DataFrame:
-    """Per measure and per value of each grouping column (a fold, a diagnosis): patients, and the share whose
-    reference lies within their value plus or minus the half-width calibrated on every other patient, with its
-    Clopper-Pearson 95 % interval: whether one width serves each kind of patient."""
+SCALES = ("none", "value")  # an interval's width: one for every patient, or in proportion to the patient's measure
+
+
+def scaled_errors(auto, ref, scale: str = "none") -> np.ndarray:
+    """|auto - ref| in the unit an interval's width is calibrated in: as measured ('none'), or over |auto| ('value':
+    a width in proportion to the measure, as a large heart's volume errs by more millilitres); NaN pairs kept NaN."""
+    auto, err = np.asarray(auto, float), np.abs(np.asarray(auto, float) - np.asarray(ref, float))
+    if scale == "none":
+        return err
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return err / np.abs(auto)
+
+
+def covered_leaving_out(errors, level: float = 0.9) -> np.ndarray:
+    """Per patient: whether their (scaled) error lies within the width calibrated on every other patient."""
+    e = np.asarray(errors, float)
+    return np.array([e[i] <= conformal_half_width(np.delete(e, i), level) for i in range(len(e))], dtype=bool)
+
+
+def _worst_group(covered: np.ndarray, groups: np.ndarray) -> float:
+    """The lowest coverage of any group."""
+    return min(float(covered[groups == g].mean()) for g in np.unique(groups))
+
+
+def chosen_scale(auto, ref, groups, level: float = 0.9) -> str:
+    """The interval's scale (`SCALES`) whose worst group (a diagnosis) is covered best, each patient calibrated on
+    the others: one width for every patient unless another scale covers the worst-served group strictly better
+    (both are calibrated to the same overall level, so a better worst group is a better conditional coverage)."""
+    groups = np.asarray(groups)
+    best, worst = SCALES[0], -1.0
+    for scale in SCALES:
+        w = _worst_group(covered_leaving_out(scaled_errors(auto, ref, scale), level), groups)
+        if w > worst:
+            best, worst = scale, w
+    return best
+
+
+def scale_procedure(df: pd.DataFrame, auto: str, ref: str, fold: str = "fold", group: str = "group",
+                    level: float = 0.9) -> tuple[str, pd.Series, dict]:
+    """`chosen_scale` as a procedure scored out of fold: for each fold, the scale chosen on the other folds and its
+    width calibrated there; (the scale chosen on every fold, each patient's coverage under the procedure (indexed
+    like the complete pairs of `df`), fold -> the scale its other folds chose)."""
+    d = df[df[auto].notna() & df[ref].notna()]
+    covered, per_fold = pd.Series(False, index=d.index), {}
+    for f, outer in d.groupby(fold):
+        inner = d.drop(outer.index)
+        scale = per_fold[f] = chosen_scale(inner[auto], inner[ref], inner[group], level) if len(inner) > 1 \
+            else SCALES[0]
+        width = conformal_half_width(scaled_errors(inner[auto], inner[ref], scale), level)
+        covered[outer.index] = scaled_errors(outer[auto], outer[ref], scale) <= width
+    return chosen_scale(d[auto], d[ref], d[group], level), covered, per_fold
+
+
+def interval_scaling(df: pd.DataFrame, pairs: Mapping[str, tuple[str, str]], fold: str = "fold",
+                     group: str = "group", level: float = 0.9) -> tuple[dict[str, str], dict[str, float], pd.DataFrame]:
+    """Each measure's interval scale chosen as `scale_procedure` does, shown: (measure -> the scale chosen on every
+    fold, measure -> the procedure's out-of-fold coverage, and per measure the coverage overall and per group of each
+    scale (each patient calibrated on the others) and of the procedure (each fold's scale and width from the other
+    folds), with Clopper-Pearson 95 % intervals and the scale each fold's others chose)."""
+    scales, across, rows = {}, {}, []
+    for name, (ac, rc) in pairs.items():
+        d = df[df[ac].notna() & df[rc].notna()]
+        if len(d) < 3:
+            continue
+        scales[name], covered, per_fold = scale_procedure(d, ac, rc, fold, group, level)
+        across[name] = float(covered.mean())
+        keys = np.concatenate([np.full(len(d), "all", dtype=object), d[group].to_numpy(object)])
+        chosen = ", ".join(f"{k}: {v}" for k, v in sorted(per_fold.items()))
+        for scale in SCALES:
+            hit = covered_leaving_out(scaled_errors(d[ac], d[rc], scale), level)
+            rows += _share_rows(np.concatenate([hit, hit]), keys, measure=name, scale=scale,
+                                shipped=scale == scales[name], folds_chose="")
+        hit = covered.to_numpy()
+        rows += _share_rows(np.concatenate([hit, hit]), keys, measure=name, scale="procedure, out of fold",
+                            shipped=False, folds_chose=chosen)
+    table = pd.DataFrame(rows, columns=["measure", "scale", "shipped", "group", "n", "coverage", "low", "high",
+                                        "folds_chose"])
+    return scales, across, table
+
+
+def _share_rows(covered: np.ndarray, keys: np.ndarray, **fields) -> list[dict]:
+    """The share covered per key ('all' first, then in order) with its Clopper-Pearson 95 % interval, one row
+    each."""
     from scipy.stats import binomtest
 
     rows = []
+    for key in sorted(set(keys), key=lambda k: (k != "all", k)):
+        hit = covered[keys == key]
+        ci = binomtest(int(hit.sum()), len(hit)).proportion_ci(0.95)
+        rows.append(dict(fields, group=key, n=len(hit), coverage=float(hit.mean()), low=float(ci.low),
+                         high=float(ci.high)))
+    return rows
+
+
+def coverage_by(df: pd.DataFrame, pairs: Mapping[str, tuple[str, str]], groups: Sequence[str],
+                level: float = 0.9, scales: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """Per measure and per value of each grouping column (a fold, a diagnosis): patients, and the share whose
+    reference lies within their value plus or minus the width calibrated on every other patient (`scales`: each
+    measure's `SCALES` entry, 'none' where absent), with its Clopper-Pearson 95 % interval: whether one width
+    serves each kind of patient."""
+    rows = []
     for name, (ac, rc) in pairs.items():
         d = df[df[ac].notna() & df[rc].notna()].reset_index(drop=True)
-        r = (d[ac] - d[rc]).abs().to_numpy(float)
-        covered = np.array([r[i] <= conformal_half_width(np.delete(r, i), level) for i in range(len(r))])
+        covered = covered_leaving_out(scaled_errors(d[ac], d[rc], (scales or {}).get(name, "none")), level)
         for col in groups:
-            for key, idx in d.groupby(col).indices.items():
-                k, n = int(covered[idx].sum()), len(idx)
-                ci = binomtest(k, n).proportion_ci(0.95)
-                rows.append(dict(measure=name, by=col, group=key, n=n, coverage=k / n, low=float(ci.low),
-                                 high=float(ci.high)))
+            rows += _share_rows(covered, d[col].to_numpy(), measure=name, by=col)
     return pd.DataFrame(rows, columns=["measure", "by", "group", "n", "coverage", "low", "high"])
 
 
 def conformal_intervals(df: pd.DataFrame, pairs: Mapping[str, tuple[str, str]], level: float = 0.9,
-                        by: str | None = None) -> pd.DataFrame:
-    """One row per measure: patients, half-width of its `level` interval, coverage leaving each patient out, and
-    with `by` (a column such as the split) coverage of each group calibrated on the others (auto, ref columns as in
-    `agreement_table`)."""
+                        by: str | None = None, scales: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """One row per measure: patients, its scale (`scales`, 'none' where absent: then the half-width is in the
+    measure's unit, else a share of the patient's own value), half-width of its `level` interval, coverage leaving
+    each patient out, and with `by` (a column such as the split) coverage of each group calibrated on the others
+    (auto, ref columns as in `agreement_table`)."""
     rows = []
     for name, (ac, rc) in pairs.items():
         a, r = paired(df[ac], df[rc], min_n=3)
-        row = dict(measure=name, n=len(a), level=level, half_width=conformal_half_width(a - r, level),
-                   coverage=conformal_coverage(a - r, level))
+        scale = (scales or {}).get(name, "none")
+        e = scaled_errors(a, r, scale)
+        row = dict(measure=name, n=len(a), level=level, scale=scale, half_width=conformal_half_width(e, level),
+                   coverage=conformal_coverage(e, level))
         if by is not None:
             d = df[df[ac].notna() & df[rc].notna()]
             row["coverage_across"] = conformal_cross_coverage(
-                [(g[ac] - g[rc]).to_numpy(float) for _, g in d.groupby(by)], level)
+                [scaled_errors(g[ac], g[rc], scale) for _, g in d.groupby(by)], level)
         rows.append(row)
     return pd.DataFrame(rows).set_index("measure")
 

@@ -198,9 +198,7 @@ class Study:
     @property
     def _labels_folder(self) -> Path:
         """Where the run's segmenters keep every cine's labels, so that its notebooks segment a cine once."""
-        from .methods.segmentation.predictor import LABELS
-
-        return self.nb.run_dir / LABELS
+        return self.nb.run_dir / "labels"
 
     @classmethod
     def outline(cls) -> dict[str, list[str]]:
@@ -317,20 +315,24 @@ class Study:
         """(name, cine) of every cine of `real_found`'s subjects: what a Predictor reads, named as its tables show."""
         return [pair for s in self.real_found(views, missing, reference) for pair in s.named()]
 
+    def _phantom_record(self) -> dict:
+        """The cohort's phantom record (`phantom.json`: the generator's seed, settings and subject numbers); {} for a
+        real cohort."""
+        made = self.store.root / "phantom.json"
+        return json.loads(made.read_text()) if made.exists() else {}
+
     def phantom_after(self, ph: dict | None = None) -> int:
         """The first phantom subject number after the cohort's (0 for a real cohort): where more subjects begin;
         `ph`: the cohort's phantom record, when read already."""
-        made = self.store.root / "phantom.json"
-        ph = ph if ph is not None else json.loads(made.read_text()) if made.exists() else {}
+        ph = self._phantom_record() if ph is None else ph
         return int(ph.get("start", 0)) + int(ph.get("n", 0))
 
     def phantom_more(self, name: str, n: int, views: tuple[str, ...], start: int | None = None, **config):
         """`n` more phantom subjects made like the cohort's (its generator and settings, `config` over them; subject
         numbers from `start`, by default after the cohort's) in `<out>/<name>`; None for a real cohort."""
-        made = self.store.root / "phantom.json"
-        if not n or not made.exists():
+        ph = self._phantom_record() if n else {}
+        if not ph:
             return None
-        ph = json.loads(made.read_text())
         first = self.phantom_after(ph) if start is None else start
         from .distributed import main_process_first
 

@@ -153,14 +153,16 @@ def pairs_of(table: pd.DataFrame) -> dict[str, tuple[str, str]]:
 
 
 def interval_table(table: pd.DataFrame, pairs: dict, run_cal: dict) -> pd.DataFrame:
-    """Per measure: the site's half-width and its out-of-fold coverage beside the run's half-width and how often
-    that one holds the site's patients."""
+    """Per measure: the site's half-width and its out-of-fold coverage beside the run's half-width (and its scale)
+    and how often that one holds the site's patients."""
     site = stats.conformal_intervals(table, pairs, LEVEL)
     for m, (a, r) in pairs.items():
-        hw = (run_cal.get(m) or {}).get("half_width", np.nan)
-        err = (table[a] - table[r]).abs().dropna()
-        site.loc[m, "run_half_width"] = hw
-        site.loc[m, "run_coverage"] = float((err <= hw).mean()) if np.isfinite(hw) else np.nan
+        cal = run_cal.get(m) or {}
+        hw, scale = cal.get("half_width", np.nan), cal.get("scale", "none")
+        d = table[[a, r]].dropna()
+        site.loc[m, "run_scale"], site.loc[m, "run_half_width"] = scale, hw
+        site.loc[m, "run_coverage"] = float((stats.scaled_errors(d[a], d[r], scale) <= hw).mean()) \
+            if np.isfinite(hw) else np.nan
     return site
 
 

@@ -231,12 +231,17 @@ def test_the_segmentation_section_calibrates_intervals_across_folds_and_reports_
     meas = pd.DataFrame(dict(subject=[f"p{i}" for i in range(40)], fold=np.repeat(range(4), 10),
                              group=np.tile(["NOR", "DCM"], 20), split=np.tile(["valid", "test"], 20),
                              LVEF_auto=ref + r.normal(0, 3, 40), LVEF_ref=ref))
-    t, cover, record = sax_intervals(meas, {"LVEF": ("LVEF_auto", "LVEF_ref"), "LAEF": ("LVEF_auto", "LVEF_ref")})
+    t, cover, scaling, record = sax_intervals(meas, {"LVEF": ("LVEF_auto", "LVEF_ref"),
+                                                     "LAEF": ("LVEF_auto", "LVEF_ref")})
     assert list(t.index) == ["LVEF"] and record["LVEF"]["across"] == "fold" and record["LVEF"]["n"] == 40
     assert "cross-fitted" in record["LVEF"]["calibrated_on"] and 0 < record["LVEF"]["half_width"] < 15
+    assert record["LVEF"]["scale"] == "none"  # errors that do not grow with the value: one width
     assert set(cover.measure) == {"LVEF"} and set(cover.by) == {"fold", "group"} and cover.n.sum() == 80
-    t, cover, record = sax_intervals(meas.drop(columns="fold"), {"LVEF": ("LVEF_auto", "LVEF_ref")})
-    assert cover is None and record["LVEF"]["across"] == "split"
+    procedure = scaling[(scaling.scale == "procedure, out of fold") & (scaling.group == "all")].iloc[0]
+    assert record["LVEF"]["coverage_across"] == round(procedure.coverage, 3) and procedure.n == 40
+    t, cover, scaling, record = sax_intervals(meas.drop(columns="fold"), {"LVEF": ("LVEF_auto", "LVEF_ref")})
+    assert cover is None and scaling is None and record["LVEF"]["across"] == "split"
+    assert record["LVEF"]["scale"] == "none"
 
 
 def test_a_segmented_number_outside_human_bounds_is_listed_as_the_report_withholds_it():

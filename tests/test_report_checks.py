@@ -16,13 +16,14 @@ import pytest
 import torch
 
 from cmrlib import plausible
-from cmrlib.analyse import AnalyseError, _interval, analyse, read_patient, with_intervals
+from cmrlib.analyse import AnalyseError, _interval, analyse, calibration, read_patient, with_intervals
 from cmrlib.analyse_batch import analyse_cohort, is_cohort
 from cmrlib.cli import main
 from cmrlib.io.qa import acquisition_flags
 from cmrlib.methods import segmentation
 from cmrlib.models import unet11
 from cmrlib.phantom import simulate_subject
+from cmrlib.predictor import provenance_problem
 
 SMALL = dict(n_frames=10, matrix=64, pixel_mm=3.0)
 
@@ -307,6 +308,12 @@ def test_a_number_reaches_the_main_table_only_from_a_model_with_its_own_passed_c
     assert np.isnan(shown.low[2])  # no calibration for MAPSE: no interval
     row = next(shown.assign(measure=shown.measure).itertuples())
     assert _interval(row, dict(LAVmax=cal(12.0))) == "48-72 (90%, calibrated on 30 patients)"
+    scaled = with_intervals(table([("LVEDV", 300.0, "mL"), ("LVEDV", 100.0, "mL")]),
+                            dict(intervals=dict(LVEDV=dict(cal(0.1), scale="value"))))
+    assert scaled.low.tolist() == [270.0, 90.0] and scaled.high.tolist() == [330.0, 110.0]  # 10 % of each value
+    assert "LVEDV: a width in proportion to the patient's value" in calibration(
+        dict(intervals=dict(LVEDV=dict(cal(0.1), scale="value", calibrated_on="ACDC"))))
+    assert "of a known scale" in provenance_problem(dict(intervals=dict(LVEDV=dict(cal(0.1), scale="log"))))
 
 
 def test_a_cine_the_segmenter_is_unsure_of_is_called_unlike_its_training_data(tmp_path, subject):

@@ -230,6 +230,39 @@ def test_coverage_by_group_shows_where_one_interval_width_fails():
     assert (t.low <= t.coverage).all() and (t.coverage <= t.high).all() and t.loc["fold"].n.sum() == 60
 
 
+def test_a_width_in_proportion_to_the_value_is_chosen_where_errors_grow_with_it_and_scored_out_of_fold():
+    """Volumes whose errors grow with the volume (DCM's large hearts): one width for every patient under-covers the
+    largest hearts, a width in proportion to the value covers each diagnosis near the level, and the procedure that
+    chooses between them on the other folds is scored on each fold; where errors do not grow with the value the
+    plain width stays (ties keep it)."""
+    from cmrlib.stats import chosen_scale, interval_scaling, scaled_errors
+
+    rng = np.random.default_rng(0)
+    group = np.repeat(["NOR", "HCM", "DCM"], 40)
+    volume = np.where(group == "DCM", 300.0, np.where(group == "HCM", 90.0, 150.0)) * rng.uniform(0.8, 1.2, 120)
+    auto = volume * (1 + rng.normal(0, 0.08, 120))  # an 8 % error: 24 mL on a DCM heart, 7 mL on an HCM one
+    d = pd.DataFrame(dict(a=auto, r=volume, group=group, fold=np.arange(120) % 5))
+    assert chosen_scale(d.a, d.r, d.group) == "value"
+    scales, across, t = interval_scaling(d, {"LVEDV": ("a", "r")})
+    assert scales == {"LVEDV": "value"} and 0.83 <= across["LVEDV"] <= 0.97
+    t = t.set_index(["scale", "group"])
+    assert t.loc[("none", "DCM"), "coverage"] < 0.8 < t.loc[("value", "DCM"), "coverage"]
+    assert t.loc[("procedure, out of fold", "DCM"), "coverage"] > t.loc[("none", "DCM"), "coverage"]
+    assert t.loc[("value", "all"), "shipped"] and not t.loc[("none", "all"), "shipped"]
+    assert t.loc[("procedure, out of fold", "all"), "folds_chose"] == "0: value, 1: value, 2: value, 3: value, 4: value"
+    assert (t.low <= t.coverage).all() and (t.coverage <= t.high).all() and t.loc[("none", "all"), "n"] == 120
+    flat = d.assign(a=d.r + rng.normal(0, 10, 120))  # the same 10 mL error on every heart
+    assert chosen_scale(flat.a, flat.r, flat.group) == "none"
+    assert scaled_errors([0.0, 50.0], [10.0, 40.0], "value").tolist() == [np.inf, 0.2]  # a failed measure never fits
+
+
+def test_a_failed_measure_counts_as_the_largest_error_not_as_a_missing_one():
+    from cmrlib.stats import conformal_half_width
+
+    errors = np.r_[np.arange(1.0, 19.0), np.inf, np.nan]  # 19 patients measured, the last a failure
+    assert conformal_half_width(errors, 0.9) == 18.0 and conformal_half_width(errors, 0.95) == float("inf")
+
+
 def test_the_bootstrap_mean_interval_holds_the_mean_and_is_seeded():
     import numpy as np
 

@@ -255,6 +255,16 @@ def frame_differences(long: pd.DataFrame) -> pd.DataFrame:
                                        "within_1"])
 
 
+CAPTIONS = {  # figure name -> its caption, beside the drawings
+    "07_icc_phantom": "ICC(2,1) of every measure and method against the phantom's reference",
+    "07_icc_acdc": "ICC(2,1) of the segmentation measures on ACDC",
+    "07_headline": "regression and Bland-Altman panels of the headline measures (phantom test split)",
+    "07_real": ("real ACDC patients: LV volumes and EF from the full-field frames against the reference, and the ED/ES "
+                "frames the LV curve picks against the annotation, for a segmenter that never trained on the patients "
+                "shown"),
+}
+
+
 def real_figure(long: pd.DataFrame) -> Figure:
     """Regression and Bland-Altman panels of LVEDV, LVESV and LVEF from the full-field frames and of the ED and ES
     frames from the LV curve, each for the segmenter that never trained on the patients scored (the run's where it

@@ -36,12 +36,11 @@ class Masked:
 
 
 class Agreement(Study):
-    """Notebook 07. Steps: `collect`, `mask_mapse`, `real_patients`, `statistics`, `figures`, `real_statistics`,
-    `comparisons`, `by_condition`, `checks`; what they share is named: `collected`, `mask_rows`, `measures`,
-    `real_rows`, `long`, `summary`."""
+    """Notebook 07: one step per cell, its named pieces shared as cached properties (`outline()` lists both)."""
 
     method = "agreement"
     number = "07"
+    CAPTIONS = ag.CAPTIONS
     GLANCE = dict(method="agreement", headline="LVEF MAE of the run's segmenter vs the reference (points)",
                   paper="– (none)", phantom=[], real=[["LVEF MAE", "real patients: segmenter LVEF MAE*"]])
     PARAMS: ClassVar[dict] = {
@@ -152,21 +151,17 @@ class Agreement(Study):
     def figures(self) -> None:
         """ICC heat maps (phantom, ACDC) and the headline regression and Bland-Altman panels."""
         s = self.summary
-        self.nb.figure(ag.icc_heatmap(s, "phantom"), "07_icc_phantom",
-                       "ICC(2,1) of every measure and method against the phantom's reference")
+        self.figure(ag.icc_heatmap(s, "phantom"), "07_icc_phantom")
         if (s["cohort"] == "acdc").any():
-            self.nb.figure(ag.icc_heatmap(s, "acdc"), "07_icc_acdc", "ICC(2,1) of the segmentation measures on ACDC")
-        self.nb.figure(ag.headline_figure(self.long, HEADLINE_METHODS, "phantom"), "07_headline",
-                       "regression and Bland-Altman panels of the headline measures (phantom test split)")
+            self.figure(ag.icc_heatmap(s, "acdc"), "07_icc_acdc")
+        self.figure(ag.headline_figure(self.long, HEADLINE_METHODS, "phantom"), "07_headline")
 
     def real_statistics(self) -> pd.DataFrame:
         """The real patients' figure and statistics; `StudySkipped` without them."""
         if self.optional("real_rows") is None:
             raise StudySkipped("no real patients in this run (see the real-patients step)")
         s = self.summary
-        self.nb.figure(ag.real_figure(self.long), "07_real", "real ACDC patients: LV volumes and EF from the "
-                       "full-field frames against the reference, and the ED/ES frames the LV curve picks against the "
-                       "annotation, for a segmenter that never trained on the patients shown")
+        self.figure(ag.real_figure(self.long), "07_real")
         return s[s["cohort"] == ag.REAL_COHORT][[c for c in SHOWN if c not in ("cohort", "ccc", "slope")]]
 
     def comparisons(self) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -9,7 +9,6 @@ from typing import ClassVar
 
 import matplotlib.pyplot as plt
 import pandas as pd
-import seaborn as sns
 
 from ..results import Target
 from ..stats import not_testable
@@ -48,11 +47,11 @@ class FeatureSets:
 
 
 class Clustering(Study):
-    """Notebook 08. Steps: `subjects`, `features`, `clusters`, `clustermaps`, `laef`, `umap`, `real_patients`,
-    `checks`; what they share is named: `cases`, `feature_sets`, `ari`, `real_ari`."""
+    """Notebook 08: one step per cell, its named pieces shared as cached properties (`outline()` lists both)."""
 
     method = "clustering"
     number = "08"
+    CAPTIONS = cl.CAPTIONS
     GLANCE = dict(method="clustering", headline="ARI of the clusters; learned features vs diagnosis",
                   paper="– (AF split after sex adjustment)",
                   phantom=[["ARI vs sex, adjusted minus raw", "ARI vs sex, adjusted minus raw"]],
@@ -141,8 +140,7 @@ class Clustering(Study):
     def clusters(self) -> pd.DataFrame:
         """The clusters' ARI against disease and sex, with the figure."""
         if clustered(self.ari):
-            self.nb.figure(cl.ari_figure(self.ari), "08_rand_indices", f"adjusted Rand index of each feature set's "
-                           f"clusters against {self.cases.name} and against sex, raw and sex-adjusted")
+            self.figure(cl.ari_figure(self.ari), "08_rand_indices", cases=self.cases.name)
         return self.ari
 
     def clustermaps(self) -> None:
@@ -151,8 +149,7 @@ class Clustering(Study):
         for adj in ("raw", "sex-adjusted") if len(fs.chosen) >= 3 else ():
             fig = cl.clustermap(self._adjusted(fs.first, adj), fs.tracks,
                                 f"{fs.first}, {adj}: {self.cases.name} and healthy subjects")
-            self.nb.figure(fig, f"08_clustermap_{adj.split('-')[0]}", f"clustered heat map of the {fs.first} "
-                           f"({adj}) with disease, sex, age and LAEF tracks")
+            self.figure(fig, f"08_clustermap_{adj.split('-')[0]}", "08_clustermap", features=fs.first, adjusted=adj)
             plt.show()
 
     def laef(self) -> pd.DataFrame:
@@ -162,16 +159,7 @@ class Clustering(Study):
         two = cl.cluster(x, 2) if len(x) >= 2 else [0] * len(x)
         test = pd.DataFrame([cl.two_cluster_test(fs.tracks["LAEF"], two)])  # its note: a cluster too small
         self.nb.table(test, "laef_clusters")
-        fig, ax = plt.subplots(figsize=(4, 3.5), constrained_layout=True)
-        laef = fs.tracks.assign(cluster=two).dropna(subset=["LAEF"])  # a subject whose LA was not found
-        if len(laef):
-            sns.boxplot(data=laef, x="cluster", y="LAEF", hue="disease", ax=ax)
-        else:
-            ax.text(0.5, 0.5, "no subject with a measured LAEF", ha="center", va="center", transform=ax.transAxes)
-        ax.set(xlabel="cluster (sex-adjusted, k = 2)", ylabel="LAEF (%)")
-        note = test["note"].iloc[0]
-        ax.set_title(note or f"Mann-Whitney U p = {test['p'].iloc[0]:.3g}", fontsize=9)
-        self.nb.figure(fig, "08_laef_clusters", "LAEF in the two main sex-adjusted clusters, by disease")
+        self.figure(cl.laef_figure(fs.tracks.assign(cluster=two), test.iloc[0]), "08_laef_clusters")
         return test
 
     def umap(self) -> None:
@@ -185,7 +173,7 @@ class Clustering(Study):
             return
         fig = cl.embedding_figure(xy, {"sex": fs.chosen["sex"], "LV mass (g)": fs.auto["LVM"].to_numpy(),
                                        "disease": fs.chosen["disease"]}, fs.first)
-        self.nb.figure(fig, "08_umap", f"UMAP of the {fs.first} coloured by sex, LV mass and disease")
+        self.figure(fig, "08_umap", features=fs.first)
 
     @cached_property
     def real_ari(self) -> pd.DataFrame:
@@ -199,9 +187,7 @@ class Clustering(Study):
 
     def real_patients(self) -> pd.DataFrame:
         """The real patients' clusters against ACDC's diagnoses, with the figure."""
-        self.nb.figure(cl.real_figure(self.real_ari), "08_real_diagnoses", "ARI of each feature set's clusters "
-                       "against ACDC's five diagnoses, raw and BSA-adjusted, beside the 95th percentile of its "
-                       "permutation null")
+        self.figure(cl.real_figure(self.real_ari), "08_real_diagnoses")
         return self.real_ari
 
     PAPER_FIGURES = ("08_rand_indices",)

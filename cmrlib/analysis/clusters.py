@@ -152,6 +152,17 @@ def learned_p(table: pd.DataFrame) -> float:
     return float(min(1.0, tested.min() * len(tested))) if len(tested) else float("nan")
 
 
+CAPTIONS = {  # figure name -> its caption, beside the drawings (`{...}`: filled by the step that draws it)
+    "08_rand_indices": ("adjusted Rand index of each feature set's clusters against {cases} and against sex, raw and "
+                        "sex-adjusted"),
+    "08_clustermap": "clustered heat map of the {features} ({adjusted}) with disease, sex, age and LAEF tracks",
+    "08_laef_clusters": "LAEF in the two main sex-adjusted clusters, by disease",
+    "08_umap": "UMAP of the {features} coloured by sex, LV mass and disease",
+    "08_real_diagnoses": ("ARI of each feature set's clusters against ACDC's five diagnoses, raw and BSA-adjusted, "
+                          "beside the 95th percentile of its permutation null"),
+}
+
+
 def real_figure(table: pd.DataFrame) -> Figure:
     """ARI against diagnosis per feature set, raw and BSA-adjusted, beside the 95th percentile of its permutation
     null (a bar above its tick is a grouping by diagnosis chance would rarely give)."""
@@ -249,4 +260,18 @@ def embedding_figure(xy: np.ndarray, colour_by: Mapping[str, Sequence], title: s
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_title(f"{title}: {name}", fontsize=9)
+    return fig
+
+
+def laef_figure(tracks: pd.DataFrame, test: pd.Series) -> Figure:
+    """LAEF by cluster (`tracks`: LAEF, disease and cluster per subject) and disease, titled with the two clusters'
+    Mann-Whitney test (`two_cluster_test`) or its note."""
+    fig, ax = plt.subplots(figsize=(4, 3.5), constrained_layout=True)
+    laef = tracks.dropna(subset=["LAEF"])  # a subject whose LA was not found
+    if len(laef):
+        sns.boxplot(data=laef, x="cluster", y="LAEF", hue="disease", ax=ax)
+    else:
+        ax.text(0.5, 0.5, "no subject with a measured LAEF", ha="center", va="center", transform=ax.transAxes)
+    ax.set(xlabel="cluster (sex-adjusted, k = 2)", ylabel="LAEF (%)")
+    ax.set_title(test["note"] or f"Mann-Whitney U p = {test['p']:.3g}", fontsize=9)
     return fig

@@ -24,8 +24,7 @@ def notebook_studies() -> list[type[Study]]:
 
 
 class Figures(Study):
-    """Notebook 09. Steps: `paper_figures`, `figure_index`, `report`, `checks`; what they share is named:
-    `drawn`."""
+    """Notebook 09: one step per cell, its named pieces shared as cached properties (`outline()` lists both)."""
 
     method = "figures"
     number = "09"

@@ -43,4 +43,9 @@ CAPTIONS = {
                             " values",
     "01_agreement_acdc": "regression and Bland-Altman of the segmentation measures against ACDC's "
                          "ground-truth masks",
+    "01_cases_phantom": "best, median and worst phantom test frames by Dice, truth beside prediction",
+    "01_cases_acdc": ("the shipped SAX model on ACDC's held-out patients: best, median and worst frames by Dice, truth "
+                      "beside prediction"),
+    "01_cases_ukbb": ("the {n} long-axis model on the UK Biobank demo cines of subjects it did not train on: best, "
+                      "median and worst frames by Dice, the pseudo-labels (a network's) beside the prediction"),
 }

@@ -22,7 +22,6 @@ from .predict import encoder_features, log_prior, mean_entropy, predict
 KINDS = {"SAX": "SAX", "2CH": "LAX", "3CH": "LAX", "4CH": "LAX"}  # which segmenter reads a view
 MEMO_CINES = 4  # cines whose labels a Predictor keeps (one patient's views)
 PHANTOM_SAX = "01/models/seg_sax.model"  # notebook 01's phantom-only SAX model in a run folder: it never saw a patient
-LABELS = "labels"  # a run folder's labels of every cine its notebooks segmented, one file per cine and segmenter
 
 
 def _content_key(cine: Cine, net) -> tuple:
@@ -173,7 +172,7 @@ class Predictor(Base):
         return lab.copy()
 
     def keep_labels_in(self, folder: str | Path) -> "Predictor":
-        """Keep the labels of every cine this Predictor segments in `folder` (a run's `LABELS`), each file named by
+        """Keep the labels of every cine this Predictor segments in `folder` (a run's `labels/`), each file named by
         what the labels depend on (`_stored_name`), and read them from there again: this Predictor, changed."""
         self.labels_folder = Path(folder)
         return self

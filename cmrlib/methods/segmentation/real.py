@@ -77,22 +77,29 @@ def lax_summary(table: pd.DataFrame, model: str, trained_on: str) -> str:
             f"{len(subjects)} UK Biobank demo subject(s) it did not train on")
 
 
-def sax_intervals(meas: pd.DataFrame, pairs: dict) -> tuple[pd.DataFrame, pd.DataFrame | None, dict[str, dict]]:
+def sax_intervals(meas: pd.DataFrame, pairs: dict
+                  ) -> tuple[pd.DataFrame, pd.DataFrame | None, pd.DataFrame | None, dict[str, dict]]:
     """90 % conformal intervals of the SAX volumes from ACDC patients no model that read them trained on: each fold
     calibrated on the others where `meas` has a `fold` column (cross-fitted, CV+ style), else each split (validation
-    and held-out); the intervals' table, their coverage by fold and diagnosis (cross-fitted only, else None) and
-    the record the Predictor keeps (what the report prints beside a patient's number)."""
+    and held-out). Cross-fitted, a measure's width is one for every patient or in proportion to the patient's own
+    value, whichever covers the worst-served diagnosis better, a choice scored out of fold as a procedure
+    (`stats.interval_scaling`). The intervals' table, their coverage by fold and diagnosis and the scaling's table
+    (cross-fitted only, else None), and the record the Predictor keeps (what the report prints beside a patient's
+    number)."""
     by = "fold" if "fold" in meas else "split"
     how = (f"ACDC's {len(meas)} patients, each read by the cross-fitted model that never saw it" if by == "fold"
            else "ACDC validation and held-out patients")
     pairs = {m: pairs[m] for m in SAX_VOLUMES if m in pairs}
-    t = stats.conformal_intervals(meas, pairs, level=0.9, by=by)
-    cover = stats.coverage_by(meas, pairs, ["fold", "group"], level=0.9) if by == "fold" else None
-    record = {m: dict(half_width=round(r.half_width, 3), n=int(r.n), level=r.level, coverage=round(r.coverage, 3),
-                      coverage_across=round(r.coverage_across, 3), across=by,
-                      calibrated_on=f"{how} (manual masks, ED and ES frames)")
+    scales, across, scaling = stats.interval_scaling(meas, pairs, level=0.9) if by == "fold" else ({}, {}, None)
+    t = stats.conformal_intervals(meas, pairs, level=0.9, by=by, scales=scales)
+    if across:  # each fold's width and scale chosen on the others
+        t["coverage_across"] = t.index.map(across)
+    cover = stats.coverage_by(meas, pairs, ["fold", "group"], level=0.9, scales=scales) if by == "fold" else None
+    record = {m: dict(half_width=round(r.half_width, 3 if r.scale == "none" else 5), scale=r.scale, n=int(r.n),
+                      level=r.level, coverage=round(r.coverage, 3), coverage_across=round(r.coverage_across, 3),
+                      across=by, calibrated_on=f"{how} (manual masks, ED and ES frames)")
               for m, r in t.iterrows() if np.isfinite(r.half_width)}
-    return t, cover, record
+    return t, cover, scaling, record
 
 
 def dice_checks(phantom: pd.DataFrame, acdc_only: pd.DataFrame | None, sim2real: pd.DataFrame | None) -> list[tuple]:

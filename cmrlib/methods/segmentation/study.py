@@ -210,13 +210,12 @@ class Study(Base):
     def cases_figure(self) -> None:
         """The best, median and worst phantom test frames by Dice."""
         t = self.phantom_test
-        self._cases(self.store, t.pred, t.scores, "01_cases_phantom",
-                    "best, median and worst phantom test frames by Dice, truth beside prediction")
+        self._cases(self.store, t.pred, t.scores, "01_cases_phantom")
 
-    def _cases(self, st: CohortStore | dict, pred: dict, scores: pd.DataFrame, name: str, caption: str) -> None:
+    def _cases(self, st: CohortStore | dict, pred: dict, scores: pd.DataFrame, name: str, **fields) -> None:
         ranked = frame_scores(scores)
         cases = case_panels(st, pred, ranked, plots.pick_cases(ranked["dice"]))
-        self.nb.figure(plots.cases_figure(**cases, score_name="mean Dice"), name, caption)
+        self.figure(plots.cases_figure(**cases, score_name="mean Dice"), name, **fields)
 
     # ------------------------------------------------------------ ACDC
 
@@ -513,9 +512,7 @@ class Study(Base):
         if len(a.withheld):  # kept in the agreement: a failure is part of the pathway's error
             print(f"{len(a.withheld)} measures outside human bounds, which a patient report withholds as measurement "
                   f"failures:\n{a.withheld.round(1).to_string(index=False)}")
-        self._cases(self.acdc_cohort, t.pred, t.scores, "01_cases_acdc",
-                    "the shipped SAX model on ACDC's held-out patients: best, median and worst frames by Dice, truth "
-                    "beside prediction")
+        self._cases(self.acdc_cohort, t.pred, t.scores, "01_cases_acdc")
         shown = {k: a.pairs[k] for k in ("LVEDV", "LVEF", "RVEDV", "LVM") if k in a.pairs}
         self.figure(plots.agreement_figure(a.measures, shown, units=UNITS), "01_agreement_acdc")
         return a.table
@@ -567,9 +564,7 @@ class Study(Base):
         shown = list(r.models)[-1]  # the fine-tuned model where there is one
         held = r.scores[(r.scores.model == shown) & ~r.scores.trained_on]
         self._cases({k: c for k, c in r.cines.items() if k in set(held.cine_id)}, r.preds[shown], held,
-                    "01_cases_ukbb", f"the {shown} long-axis model on the UK Biobank demo cines of subjects it did not "
-                    "train on: best, median and worst frames by Dice, the pseudo-labels (a network's) beside the "
-                    "prediction")
+                    "01_cases_ukbb", n=shown)
         return r.table
 
     def lax_fine_tuning_cost(self) -> pd.DataFrame:
@@ -590,12 +585,15 @@ class Study(Base):
             valid = predict_store(self._sax_model(self.shipped_sax), acdc, acdc.select(view="SAX", split="valid"),
                                   **self.on_dask)
             meas = pd.concat([subject_measures(acdc, valid), meas], ignore_index=True)
-        t, cover, record = sax_intervals(meas, agree.pairs)
+        t, cover, scaling, record = sax_intervals(meas, agree.pairs)
         self.nb.table(t, "intervals.csv", index=True)
         print(t.round(3).to_string())
         if cover is not None:
             self.nb.table(cover, "interval_coverage.csv")
             print(cover[cover.measure == "LVEF"].round(3).to_string(index=False))
+        if scaling is not None:
+            self.nb.table(scaling, "interval_scaling.csv")
+            print(scaling[scaling.group == "all"].round(3).to_string(index=False))
         return record
 
     def _phantom_after_fine_tuning(self, tuned) -> pd.Series:
