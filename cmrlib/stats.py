@@ -277,11 +277,16 @@ def _worst_group(covered: np.ndarray, groups: np.ndarray) -> float:
 def chosen_scale(auto, ref, groups, level: float = 0.9) -> str:
     """The interval's scale (`SCALES`) whose worst group (a diagnosis) is covered best, each patient calibrated on
     the others: one width for every patient unless another scale covers the worst-served group strictly better
-    (both are calibrated to the same overall level, so a better worst group is a better conditional coverage)."""
+    (both are calibrated to the same overall level, so a better worst group is a better conditional coverage). A
+    scale whose width is infinite (a failed measure of value 0, or too few patients) covers everyone and tells no
+    one anything: it is never chosen."""
     groups = np.asarray(groups)
     best, worst = SCALES[0], -1.0
     for scale in SCALES:
-        w = _worst_group(covered_leaving_out(scaled_errors(auto, ref, scale), level), groups)
+        errors = scaled_errors(auto, ref, scale)
+        if scale != SCALES[0] and not np.isfinite(conformal_half_width(errors, level)):
+            continue
+        w = _worst_group(covered_leaving_out(errors, level), groups)
         if w > worst:
             best, worst = scale, w
     return best

@@ -254,6 +254,8 @@ def test_a_width_in_proportion_to_the_value_is_chosen_where_errors_grow_with_it_
     flat = d.assign(a=d.r + rng.normal(0, 10, 120))  # the same 10 mL error on every heart
     assert chosen_scale(flat.a, flat.r, flat.group) == "none"
     assert scaled_errors([0.0, 50.0], [10.0, 40.0], "value").tolist() == [np.inf, 0.2]  # a failed measure never fits
+    failed = d.assign(a=np.where(np.arange(120) < 12, 0.0, d.a))  # 12 volumes of 0: a proportional width is infinite
+    assert chosen_scale(failed.a, failed.r, failed.group) == "none"
 
 
 def test_a_failed_measure_counts_as_the_largest_error_not_as_a_missing_one():
