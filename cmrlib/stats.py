@@ -312,8 +312,9 @@ def interval_scaling(df: pd.DataFrame, pairs: Mapping[str, tuple[str, str]], fol
                      group: str = "group", level: float = 0.9) -> tuple[dict[str, str], dict[str, float], pd.DataFrame]:
     """Each measure's interval scale chosen as `scale_procedure` does, shown: (measure -> the scale chosen on every
     fold, measure -> the procedure's out-of-fold coverage, and per measure the coverage overall and per group of each
-    scale (each patient calibrated on the others) and of the procedure (each fold's scale and width from the other
-    folds), with Clopper-Pearson 95 % intervals and the scale each fold's others chose)."""
+    scale (each patient calibrated on the others; its half-width calibrated on all, a share of the value for 'value')
+    and of the procedure (each fold's scale and width from the other folds), with Clopper-Pearson 95 % intervals and
+    the scale each fold's others chose)."""
     scales, across, rows = {}, {}, []
     for name, (ac, rc) in pairs.items():
         d = df[df[ac].notna() & df[rc].notna()]
@@ -324,14 +325,16 @@ def interval_scaling(df: pd.DataFrame, pairs: Mapping[str, tuple[str, str]], fol
         keys = np.concatenate([np.full(len(d), "all", dtype=object), d[group].to_numpy(object)])
         chosen = ", ".join(f"{k}: {v}" for k, v in sorted(per_fold.items()))
         for scale in SCALES:
-            hit = covered_leaving_out(scaled_errors(d[ac], d[rc], scale), level)
+            errors = scaled_errors(d[ac], d[rc], scale)
+            hit = covered_leaving_out(errors, level)
             rows += _share_rows(np.concatenate([hit, hit]), keys, measure=name, scale=scale,
-                                shipped=scale == scales[name], folds_chose="")
+                                half_width=conformal_half_width(errors, level), shipped=scale == scales[name],
+                                folds_chose="")
         hit = covered.to_numpy()
         rows += _share_rows(np.concatenate([hit, hit]), keys, measure=name, scale="procedure, out of fold",
-                            shipped=False, folds_chose=chosen)
-    table = pd.DataFrame(rows, columns=["measure", "scale", "shipped", "group", "n", "coverage", "low", "high",
-                                        "folds_chose"])
+                            half_width=np.nan, shipped=False, folds_chose=chosen)
+    table = pd.DataFrame(rows, columns=["measure", "scale", "half_width", "shipped", "group", "n", "coverage", "low",
+                                        "high", "folds_chose"])
     return scales, across, table
 
 

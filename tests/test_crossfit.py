@@ -39,6 +39,12 @@ class _Seg:
     def __init__(self, nets, prep=None, needs=None, provenance=None, model="seg"):
         self.nets, self.prep, self.needs, self.provenance, self.model = nets, prep or {}, needs or {}, provenance, model
 
+    labels_folder = None
+
+    def keep_labels_in(self, folder):
+        self.labels_folder = folder
+        return self
+
     def labels(self, cine, entropy=None):
         return np.full(2, self.nets["SAX"])
 
@@ -53,6 +59,8 @@ def test_each_subject_is_read_by_the_model_of_its_own_fold():
     assert cf.for_subject("y").nets["LAX"] == 9 and "fold 1" in cf.for_subject("y").model
     assert cf.for_subject("y") is cf.for_subject("y")  # one Predictor per fold, its labels memo kept
     assert cf.labels(SimpleNamespace(subject="z")).tolist() == [10, 10]  # in no fold: no model trained on it
+    kept = crossfit.CrossFitted(_Seg({"SAX": -1}).keep_labels_in("run/labels"), {0: 10, 1: 11}, {"x": 0, "y": 1})
+    assert kept.for_subject("y").labels_folder == "run/labels"  # each fold's labels kept where the run keeps them
 
 
 def test_the_folds_and_models_written_load_back_around_the_run_segmenter(tmp_path):

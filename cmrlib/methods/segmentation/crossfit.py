@@ -151,8 +151,8 @@ class CrossFitted:
             b = self.base
             self._per_fold[k] = type(b)({**b.nets, "SAX": self.fold_nets[k]}, b.prep, b.needs, b.provenance,
                                         f"{b.model} (SAX: cross-fitted fold {k})")
-            if (folder := getattr(b, "labels_folder", None)) is not None:
-                self._per_fold[k].keep_labels_in(folder)
+            if b.labels_folder is not None:
+                self._per_fold[k].keep_labels_in(b.labels_folder)
         return self._per_fold[k]
 
     def labels(self, cine, entropy: dict | None = None):

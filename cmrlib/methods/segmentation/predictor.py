@@ -82,6 +82,7 @@ class Predictor(Base):
     remark = ("ED and ES here are the frames of the largest and smallest LV volume in this segmentation; "
               "notebook 02's ED/ES detector names its own, checked on real cines of its own.")
     roles = {"SAX|LAX": (UNet11,)}
+    labels_folder: Path | None = None  # where every cine's labels are kept (`keep_labels_in`); None: in memory only
 
     def wanted(self) -> tuple[tuple[str, ...], tuple[str, ...], dict[str, str]]:
         """A SAX or a long-axis segmenter, or both."""
@@ -180,7 +181,7 @@ class Predictor(Base):
     def _segmented(self, cine: Cine, net) -> tuple[np.ndarray, dict]:
         """A cine's labels and entropy sums: read from `labels_folder` where it holds them, else segmented (and
         written there)."""
-        folder = getattr(self, "labels_folder", None)
+        folder = self.labels_folder
         path = folder / _stored_name(cine, net) if folder is not None else None
         if path is not None and (stored := _read_stored(path, cine.pixels.shape)) is not None:
             return stored
