@@ -24,24 +24,33 @@ MEMO_CINES = 4  # cines whose labels a Predictor keeps (one patient's views)
 PHANTOM_SAX = "01/models/seg_sax.model"  # notebook 01's phantom-only SAX model in a run folder: it never saw a patient
 
 
-def _content_key(cine: Cine, net) -> tuple:
-    """What a cine's labels depend on: its pixels, spacing and view, and the network with its decision offsets,
-    whether it mirrors and whether it centres on the heart."""
-    pixels = memoryview(np.ascontiguousarray(cine.pixels)).cast("B")  # hashed in place, not copied
-    digest = hashlib.blake2b(pixels, digest_size=16).hexdigest()
-    return (digest, cine.pixels.shape, str(cine.pixels.dtype), tuple(map(float, cine.spacing)), cine.view, id(net),
-            bool(getattr(net, "tta", False)), bool(getattr(net, "centred", False)),
+def _cine_key(cine: Cine) -> tuple:
+    """What a cine brings to its labels: its pixels (hashed in place, not copied), their shape and type, its spacing
+    and its view."""
+    pixels = memoryview(np.ascontiguousarray(cine.pixels)).cast("B")
+    return (hashlib.blake2b(pixels, digest_size=16).hexdigest(), cine.pixels.shape, str(cine.pixels.dtype),
+            tuple(map(float, cine.spacing)), cine.view)
+
+
+def _reading(net) -> tuple:
+    """How a network reads a cine beyond its weights: its decision offsets, whether it mirrors and whether it centres
+    on the heart."""
+    return (bool(getattr(net, "tta", False)), bool(getattr(net, "centred", False)),
             tuple(np.asarray(log_prior(net), dtype=float).tolist()))
 
 
+def _content_key(cine: Cine, net) -> tuple:
+    """What a cine's labels depend on, the network by object (a Predictor's memo of its last cines)."""
+    return (*_cine_key(cine), id(net), *_reading(net))
+
+
 def _stored_name(cine: Cine, net) -> str:
-    """A file name for a cine's labels that changes with everything they depend on: `_content_key` with the
-    network's weights and settings (`modelfile.fingerprint`) instead of the object, and the CPU's bfloat16 reading."""
+    """A file name for a cine's labels that changes with everything they depend on: the cine, the network's weights
+    and public settings (`modelfile.fingerprint`), its reading and the CPU's bfloat16 reading."""
     from ... import modelfile
     from ...learn import cpu_bf16
 
-    digest, *rest = _content_key(cine, net)
-    parts = [digest, *rest[:4], modelfile.fingerprint(net), *rest[5:], cpu_bf16()]
+    parts = (*_cine_key(cine), modelfile.fingerprint(net), *_reading(net), cpu_bf16())
     return hashlib.blake2b(repr(parts).encode(), digest_size=16).hexdigest() + ".npz"
 
 
