@@ -236,10 +236,9 @@ def conformal_half_width(residuals, level: float = 0.9) -> float:
 
 def conformal_coverage(residuals, level: float = 0.9) -> float:
     """Out-of-fold coverage of `conformal_half_width`: each patient's interval calibrated on the others."""
-    r = np.abs(np.asarray(residuals, float))
+    r = np.asarray(residuals, float)
     r = r[~np.isnan(r)]
-    return float(np.mean([r[i] <= conformal_half_width(np.delete(r, i), level) for i in range(len(r))])) \
-        if len(r) > 1 else float("nan")
+    return float(covered_leaving_out(r, level).mean()) if len(r) > 1 else float("nan")
 
 
 def conformal_cross_coverage(groups, level: float = 0.9) -> float:
@@ -265,7 +264,7 @@ def scaled_errors(auto, ref, scale: str = "none") -> np.ndarray:
 
 def covered_leaving_out(errors, level: float = 0.9) -> np.ndarray:
     """Per patient: whether their (scaled) error lies within the width calibrated on every other patient."""
-    e = np.asarray(errors, float)
+    e = np.abs(np.asarray(errors, float))
     return np.array([e[i] <= conformal_half_width(np.delete(e, i), level) for i in range(len(e))], dtype=bool)
 
 

@@ -39,18 +39,13 @@ def _reading(net) -> tuple:
             tuple(np.asarray(log_prior(net), dtype=float).tolist()))
 
 
-def _content_key(cine: Cine, net) -> tuple:
-    """What a cine's labels depend on, the network by object (a Predictor's memo of its last cines)."""
-    return (*_cine_key(cine), id(net), *_reading(net))
-
-
-def _stored_name(cine: Cine, net) -> str:
-    """A file name for a cine's labels that changes with everything they depend on: the cine, the network's weights
-    and public settings (`modelfile.fingerprint`), its reading and the CPU's bfloat16 reading."""
+def _stored_name(cine_key: tuple, net) -> str:
+    """A file name for a cine's labels that changes with everything they depend on: the cine (`_cine_key`), the
+    network's weights and public settings (`modelfile.fingerprint`), its reading and the CPU's bfloat16 reading."""
     from ... import modelfile
     from ...learn import cpu_bf16
 
-    parts = (*_cine_key(cine), modelfile.fingerprint(net), *_reading(net), cpu_bf16())
+    parts = (*cine_key, modelfile.fingerprint(net), *_reading(net), cpu_bf16())
     return hashlib.blake2b(repr(parts).encode(), digest_size=16).hexdigest() + ".npz"
 
 
@@ -165,10 +160,11 @@ class Predictor(Base):
             raise NotApplicable(f"no {KINDS.get(cine.view, cine.view)} segmenter in this predictor (has "
                                 f"{', '.join(self.nets)})")
         net = self.nets[KINDS[cine.view]]
-        key = _content_key(cine, net)
+        cine_key = _cine_key(cine)  # hashed once: the memo's key and the stored file's name
+        key = (*cine_key, id(net), *_reading(net))  # the network by object: the memo of this Predictor's last cines
         memo = self.__dict__.setdefault("_labelled", {})
         if key not in memo:
-            lab, acc = self._segmented(cine, net)
+            lab, acc = self._segmented(cine, net, cine_key)
             lab.flags.writeable = False
             memo[key] = (lab, acc)
             while len(memo) > MEMO_CINES:
@@ -187,11 +183,11 @@ class Predictor(Base):
         self.labels_folder = Path(folder)
         return self
 
-    def _segmented(self, cine: Cine, net) -> tuple[np.ndarray, dict]:
+    def _segmented(self, cine: Cine, net, cine_key: tuple) -> tuple[np.ndarray, dict]:
         """A cine's labels and entropy sums: read from `labels_folder` where it holds them, else segmented (and
         written there)."""
         folder = self.labels_folder
-        path = folder / _stored_name(cine, net) if folder is not None else None
+        path = folder / _stored_name(cine_key, net) if folder is not None else None
         if path is not None and (stored := _read_stored(path, cine.pixels.shape)) is not None:
             return stored
         acc: dict = {}
