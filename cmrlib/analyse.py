@@ -259,7 +259,8 @@ def check_results(results: list[dict], cines: list[Cine], body: Body) -> tuple[p
     from .plausible import check
 
     qc = [acquisition(c) for c in cines]
-    tabs = [with_intervals(r["result"].table(), r["provenance"]) for r in results if r["result"] is not None]
+    tabs = [with_intervals(r["result"].table(), r["provenance"], interval_spread(r["result"].detail))
+            for r in results if r["result"] is not None]
     tabs = [t for t in tabs if len(t)]
     tab = pd.concat(tabs, ignore_index=True) if tabs else pd.DataFrame(columns=list(Prediction.COLUMNS))
     checked, hidden = check(tab, {c.view for c in cines}, {c.view: c.n_frames for c in cines}, body.sex, body.bsa,
@@ -267,10 +268,31 @@ def check_results(results: list[dict], cines: list[Cine], body: Body) -> tuple[p
     return checked, hidden, qc
 
 
-def with_intervals(tab: pd.DataFrame, provenance: dict) -> pd.DataFrame:
+def interval_spread(detail: dict) -> dict[str, float]:
+    """SAX measure -> the segmenter's mean entropy inside its structure at the ED and ES frames it measured
+    (`measure.entropy_structure`): what an interval in the 'entropy' scale is a multiple of (empty for a method that
+    does not segment)."""
+    from .measure import SAX_VOLUMES, entropy_structure
+
+    at = (detail.get("uncertainty_ed_es") or {}).get("SAX") or {}
+    return {m: at[entropy_structure(m)] for m in SAX_VOLUMES if entropy_structure(m) in at}
+
+
+def half_width(c: dict, value: float, spread: float | None) -> float:
+    """An interval's half-width for one number: the calibrated width itself, or a multiple of the value ('value') or
+    of the patient's spread ('entropy'; NaN without one)."""
+    scale, hw = c.get("scale", "none"), float(c["half_width"])
+    if scale == "value":
+        return hw * abs(value)
+    if scale == "entropy":
+        return hw * spread if spread is not None and np.isfinite(spread) else np.nan
+    return hw
+
+
+def with_intervals(tab: pd.DataFrame, provenance: dict, spread: dict[str, float] | None = None) -> pd.DataFrame:
     """A method's measures with the calibrated interval its Predictor carries for each (`low`, `high`; NaN where
-    none): value +- the conformal half-width from real patients it never trained on (a share of the value where the
-    interval's scale is 'value'), kept inside human bounds."""
+    none): value +- the conformal half-width from real patients it never trained on (a multiple of the value, or of
+    the patient's `spread` (`interval_spread`), where the interval's scale says so), kept inside human bounds."""
     from .plausible import bounds
 
     cal = provenance.get("intervals") or {}
@@ -278,7 +300,8 @@ def with_intervals(tab: pd.DataFrame, provenance: dict) -> pd.DataFrame:
     for r in tab.itertuples():
         c, b = cal.get(r.measure), bounds(r.measure, r.unit) or (-np.inf, np.inf)
         ok = isinstance(c, dict) and np.isfinite(r.value) and b[0] <= r.value <= b[1]
-        hw = float(c["half_width"]) * (abs(r.value) if c.get("scale") == "value" else 1.0) if ok else np.nan
+        hw = half_width(c, r.value, (spread or {}).get(r.measure)) if ok else np.nan
+        ok = ok and np.isfinite(hw)
         low.append(max(r.value - hw, b[0]) if ok else np.nan)
         high.append(min(r.value + hw, b[1]) if ok else np.nan)
     return tab.assign(low=low, high=high)
@@ -388,8 +411,11 @@ def calibration(provenance: dict) -> str:
         qc = "; the entropy check measured against the same patients" if v.get("uncertainty_p95") else ""
         return f"Intervals from a site validation ({v.get('patients')} patients, {v.get('date')}{tuned}{qc})."
     where = sorted({c.get("calibrated_on") for c in cal.values() if isinstance(c, dict) and c.get("calibrated_on")})
-    scaled = [m for m, c in cal.items() if isinstance(c, dict) and c.get("scale") == "value"]
-    wide = f" {', '.join(scaled)}: a width in proportion to the patient's value." if scaled else ""
+    wide = ""
+    for scale, how in (("value", "the patient's value"),
+                       ("entropy", "the segmenter's uncertainty on this patient (its mean entropy at ED and ES)")):
+        if scaled := [m for m, c in cal.items() if isinstance(c, dict) and c.get("scale") == scale]:
+            wide += f" {', '.join(scaled)}: a width in proportion to {how}."
     return f"Intervals calibrated on {'; '.join(where)}.{wide}" if where else ""
 
 

@@ -34,6 +34,23 @@ UNITS = {"BSA": "m²", "HR": "bpm", "LVEDV": "mL", "LVESV": "mL", "LVSV": "mL", 
 UNITS.update({f"{k}i": f"{u}/m²" for k, u in list(UNITS.items()) if u in ("mL", "g", "L/min")})
 SAX_VOLUMES = ("LVEDV", "LVESV", "LVSV", "LVEF", "LVM", "RVEDV", "RVESV", "RVSV", "RVEF")  # a SAX stack's measures
 # with a real reference: what the segmenter's 90 % intervals calibrate and what `cmrlib validate` compares
+EDES_ENTROPY = "edes_entropy_"  # a measures table's column prefix: the segmenter's mean entropy inside a structure
+# at the ED and ES frames it measured (what an interval in the 'entropy' scale is a multiple of)
+
+
+def entropy_structure(measure: str) -> str:
+    """The structure whose segmentation entropy an interval of a SAX measure is a multiple of: the myocardium for
+    LV mass, else the ventricle it measures."""
+    return "MYO" if measure == "LVM" else measure[:2]
+
+
+def spread_columns(table: pd.DataFrame, measures) -> dict[str, str]:
+    """measure -> its structure's ED/ES entropy column (`EDES_ENTROPY`), for the measures whose column the table
+    has."""
+    return {m: f"{EDES_ENTROPY}{entropy_structure(m)}" for m in measures
+            if f"{EDES_ENTROPY}{entropy_structure(m)}" in table.columns}
+
+
 INDEXED = ("LVEDV", "LVESV", "LVSV", "LVM", "LVCO", "RVEDV", "RVESV", "RVSV", "LAVmax", "LAVmin", "LASV", "RAVmax",
            "RAVmin", "RASV")
 

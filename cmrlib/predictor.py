@@ -216,6 +216,8 @@ NUMBER = (int, float)
 def provenance_problem(prov: dict) -> str | None:
     """What is wrong with a provenance's fields the report reads (their types), None when nothing is: a model file
     of the wrong shape is refused when opened, never when a report is half written."""
+    from .stats import SCALES
+
     for k in TEXT_FIELDS:
         if prov.get(k) is not None and not isinstance(prov[k], (str, int)):
             return f"{k} is a {type(prov[k]).__name__}, not text"
@@ -226,7 +228,7 @@ def provenance_problem(prov: dict) -> str | None:
         for m, c in cal.items():
             if not (isinstance(c, dict) and isinstance(c.get("half_width"), NUMBER) and isinstance(c.get("n"), NUMBER)
                     and all(isinstance(c.get(f, 0.9), NUMBER) for f in ("level", "coverage"))
-                    and c.get("scale", "none") in ("none", "value")):
+                    and c.get("scale", "none") in SCALES):
                 return f"intervals of {str(m)[:20]} are not a half-width (of a known scale) and a count"
     checks = prov.get("model_checks")
     if checks is not None and not (isinstance(checks, dict) and all(

@@ -249,17 +249,23 @@ def conformal_cross_coverage(groups, level: float = 0.9) -> float:
     return float(np.concatenate(hits).mean()) if len(groups) > 1 else float("nan")
 
 
-SCALES = ("none", "value")  # an interval's width: one for every patient, or in proportion to the patient's measure
+SCALES = ("none", "value", "entropy")  # an interval's width: one for every patient, in proportion to the patient's
+# measure, or in proportion to the segmenter's uncertainty on the patient (its mean entropy, a `spread` column)
 
 
-def scaled_errors(auto, ref, scale: str = "none") -> np.ndarray:
-    """|auto - ref| in the unit an interval's width is calibrated in: as measured ('none'), or over |auto| ('value':
-    a width in proportion to the measure, as a large heart's volume errs by more millilitres); NaN pairs kept NaN."""
+def scaled_errors(auto, ref, scale: str = "none", spread=None) -> np.ndarray:
+    """|auto - ref| in the unit an interval's width is calibrated in: as measured ('none'), over |auto| ('value': a
+    width in proportion to the measure, as a large heart's volume errs by more millilitres) or over the patient's
+    `spread` ('entropy': in proportion to the segmenter's uncertainty); infinite where the divisor is 0 or missing
+    (no width in proportion to it holds anything), NaN pairs kept NaN."""
     auto, err = np.asarray(auto, float), np.abs(np.asarray(auto, float) - np.asarray(ref, float))
     if scale == "none":
         return err
+    by = np.abs(auto) if scale == "value" else np.full(err.shape, np.nan) if spread is None \
+        else np.asarray(spread, float)
+    usable = np.isfinite(by) & (by > 0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return err / np.abs(auto)
+        return np.where(np.isnan(err), np.nan, np.where(usable, err / np.where(usable, by, 1.0), np.inf))
 
 
 def covered_leaving_out(errors, level: float = 0.9) -> np.ndarray:
@@ -273,16 +279,19 @@ def _worst_group(covered: np.ndarray, groups: np.ndarray) -> float:
     return min(float(covered[groups == g].mean()) for g in np.unique(groups))
 
 
-def chosen_scale(auto, ref, groups, level: float = 0.9) -> str:
-    """The interval's scale (`SCALES`) whose worst group (a diagnosis) is covered best, each patient calibrated on
-    the others: one width for every patient unless another scale covers the worst-served group strictly better
-    (both are calibrated to the same overall level, so a better worst group is a better conditional coverage). A
-    scale whose width is infinite (a failed measure of value 0, or too few patients) covers everyone and tells no
-    one anything: it is never chosen."""
+def chosen_scale(auto, ref, groups, level: float = 0.9, spread=None) -> str:
+    """The interval's scale (`SCALES`; 'entropy' only with a `spread`) whose worst group (a diagnosis) is covered
+    best, each patient calibrated on the others: one width for every patient unless another scale covers the
+    worst-served group strictly better (all are calibrated to the same overall level, so a better worst group is a
+    better conditional coverage; a tie keeps the earlier scale). A scale whose width is infinite (a failed measure
+    of value 0, a missing spread, too few patients) covers everyone and tells no one anything: it is never
+    chosen."""
     groups = np.asarray(groups)
     best, worst = SCALES[0], -1.0
     for scale in SCALES:
-        errors = scaled_errors(auto, ref, scale)
+        if scale == "entropy" and spread is None:
+            continue
+        errors = scaled_errors(auto, ref, scale, spread)
         if scale != SCALES[0] and not np.isfinite(conformal_half_width(errors, level)):
             continue
         w = _worst_group(covered_leaving_out(errors, level), groups)
@@ -291,40 +300,51 @@ def chosen_scale(auto, ref, groups, level: float = 0.9) -> str:
     return best
 
 
+def _spread_of(d: pd.DataFrame, spread: str | None):
+    """A table's spread column (None without one)."""
+    return None if spread is None else d[spread]
+
+
 def scale_procedure(df: pd.DataFrame, auto: str, ref: str, fold: str = "fold", group: str = "group",
-                    level: float = 0.9) -> tuple[str, pd.Series, dict]:
-    """`chosen_scale` as a procedure scored out of fold: for each fold, the scale chosen on the other folds and its
-    width calibrated there; (the scale chosen on every fold, each patient's coverage under the procedure (indexed
-    like the complete pairs of `df`), fold -> the scale its other folds chose)."""
+                    level: float = 0.9, spread: str | None = None) -> tuple[str, pd.Series, dict]:
+    """`chosen_scale` as a procedure scored out of fold (`spread`: the column an 'entropy' width is a multiple of):
+    for each fold, the scale chosen on the other folds and its width calibrated there; (the scale chosen on every
+    fold, each patient's coverage under the procedure (indexed like the complete pairs of `df`), fold -> the scale
+    its other folds chose)."""
     d = df[df[auto].notna() & df[ref].notna()]
     covered, per_fold = pd.Series(False, index=d.index), {}
     for f, outer in d.groupby(fold):
         inner = d.drop(outer.index)
-        scale = per_fold[f] = chosen_scale(inner[auto], inner[ref], inner[group], level) if len(inner) > 1 \
-            else SCALES[0]
-        width = conformal_half_width(scaled_errors(inner[auto], inner[ref], scale), level)
-        covered[outer.index] = scaled_errors(outer[auto], outer[ref], scale) <= width
-    return chosen_scale(d[auto], d[ref], d[group], level), covered, per_fold
+        scale = per_fold[f] = chosen_scale(inner[auto], inner[ref], inner[group], level, _spread_of(inner, spread)) \
+            if len(inner) > 1 else SCALES[0]
+        width = conformal_half_width(scaled_errors(inner[auto], inner[ref], scale, _spread_of(inner, spread)), level)
+        covered[outer.index] = scaled_errors(outer[auto], outer[ref], scale, _spread_of(outer, spread)) <= width
+    return chosen_scale(d[auto], d[ref], d[group], level, _spread_of(d, spread)), covered, per_fold
 
 
 def interval_scaling(df: pd.DataFrame, pairs: Mapping[str, tuple[str, str]], fold: str = "fold",
-                     group: str = "group", level: float = 0.9) -> tuple[dict[str, str], dict[str, float], pd.DataFrame]:
-    """Each measure's interval scale chosen as `scale_procedure` does, shown: (measure -> the scale chosen on every
-    fold, measure -> the procedure's out-of-fold coverage, and per measure the coverage overall and per group of each
-    scale (each patient calibrated on the others; its half-width calibrated on all, a share of the value for 'value')
-    and of the procedure (each fold's scale and width from the other folds), with Clopper-Pearson 95 % intervals and
-    the scale each fold's others chose)."""
+                     group: str = "group", level: float = 0.9, spreads: Mapping[str, str] | None = None
+                     ) -> tuple[dict[str, str], dict[str, float], pd.DataFrame]:
+    """Each measure's interval scale chosen as `scale_procedure` does (`spreads`: measure -> its spread column, for
+    the 'entropy' scale), shown: (measure -> the scale chosen on every fold, measure -> the procedure's out-of-fold
+    coverage, and per measure the coverage overall and per group of each scale (each patient calibrated on the
+    others; its half-width calibrated on all, a multiple of the value or the spread where scaled) and of the
+    procedure (each fold's scale and width from the other folds), with Clopper-Pearson 95 % intervals and the scale
+    each fold's others chose)."""
     scales, across, rows = {}, {}, []
     for name, (ac, rc) in pairs.items():
         d = df[df[ac].notna() & df[rc].notna()]
         if len(d) < 3:
             continue
-        scales[name], covered, per_fold = scale_procedure(d, ac, rc, fold, group, level)
+        spread = (spreads or {}).get(name)
+        scales[name], covered, per_fold = scale_procedure(d, ac, rc, fold, group, level, spread)
         across[name] = float(covered.mean())
         keys = np.concatenate([np.full(len(d), "all", dtype=object), d[group].to_numpy(object)])
         chosen = ", ".join(f"{k}: {v}" for k, v in sorted(per_fold.items()))
         for scale in SCALES:
-            errors = scaled_errors(d[ac], d[rc], scale)
+            if scale == "entropy" and spread is None:
+                continue
+            errors = scaled_errors(d[ac], d[rc], scale, _spread_of(d, spread))
             hit = covered_leaving_out(errors, level)
             rows += _share_rows(np.concatenate([hit, hit]), keys, measure=name, scale=scale,
                                 half_width=conformal_half_width(errors, level), shipped=scale == scales[name],
@@ -352,37 +372,41 @@ def _share_rows(covered: np.ndarray, keys: np.ndarray, **fields) -> list[dict]:
 
 
 def coverage_by(df: pd.DataFrame, pairs: Mapping[str, tuple[str, str]], groups: Sequence[str],
-                level: float = 0.9, scales: Mapping[str, str] | None = None) -> pd.DataFrame:
+                level: float = 0.9, scales: Mapping[str, str] | None = None,
+                spreads: Mapping[str, str] | None = None) -> pd.DataFrame:
     """Per measure and per value of each grouping column (a fold, a diagnosis): patients, and the share whose
     reference lies within their value plus or minus the width calibrated on every other patient (`scales`: each
-    measure's `SCALES` entry, 'none' where absent), with its Clopper-Pearson 95 % interval: whether one width
-    serves each kind of patient."""
+    measure's `SCALES` entry, 'none' where absent; `spreads`: each measure's spread column), with its
+    Clopper-Pearson 95 % interval: whether one width serves each kind of patient."""
     rows = []
     for name, (ac, rc) in pairs.items():
         d = df[df[ac].notna() & df[rc].notna()].reset_index(drop=True)
-        covered = covered_leaving_out(scaled_errors(d[ac], d[rc], (scales or {}).get(name, "none")), level)
+        scale, spread = (scales or {}).get(name, "none"), (spreads or {}).get(name)
+        covered = covered_leaving_out(scaled_errors(d[ac], d[rc], scale, _spread_of(d, spread)), level)
         for col in groups:
             rows += _share_rows(covered, d[col].to_numpy(), measure=name, by=col)
     return pd.DataFrame(rows, columns=["measure", "by", "group", "n", "coverage", "low", "high"])
 
 
 def conformal_intervals(df: pd.DataFrame, pairs: Mapping[str, tuple[str, str]], level: float = 0.9,
-                        by: str | None = None, scales: Mapping[str, str] | None = None) -> pd.DataFrame:
+                        by: str | None = None, scales: Mapping[str, str] | None = None,
+                        spreads: Mapping[str, str] | None = None) -> pd.DataFrame:
     """One row per measure: patients, its scale (`scales`, 'none' where absent: then the half-width is in the
-    measure's unit, else a share of the patient's own value), half-width of its `level` interval, coverage leaving
-    each patient out, and with `by` (a column such as the split) coverage of each group calibrated on the others
-    (auto, ref columns as in `agreement_table`)."""
+    measure's unit, else a multiple of the patient's own value or of their spread, the column `spreads` names),
+    half-width of its `level` interval, coverage leaving each patient out, and with `by` (a column such as the split)
+    coverage of each group calibrated on the others (auto, ref columns as in `agreement_table`)."""
     rows = []
     for name, (ac, rc) in pairs.items():
-        a, r = paired(df[ac], df[rc], min_n=3)
-        scale = (scales or {}).get(name, "none")
-        e = scaled_errors(a, r, scale)
+        a, _ = paired(df[ac], df[rc], min_n=3)
+        d = df[np.isfinite(df[ac].astype(float)) & np.isfinite(df[rc].astype(float))]
+        scale, spread = (scales or {}).get(name, "none"), (spreads or {}).get(name)
+        e = scaled_errors(d[ac], d[rc], scale, _spread_of(d, spread))
         row = dict(measure=name, n=len(a), level=level, scale=scale, half_width=conformal_half_width(e, level),
                    coverage=conformal_coverage(e, level))
         if by is not None:
             d = df[df[ac].notna() & df[rc].notna()]
             row["coverage_across"] = conformal_cross_coverage(
-                [scaled_errors(g[ac], g[rc], scale) for _, g in d.groupby(by)], level)
+                [scaled_errors(g[ac], g[rc], scale, _spread_of(g, spread)) for _, g in d.groupby(by)], level)
         rows.append(row)
     return pd.DataFrame(rows).set_index("measure")
 

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from . import stats
-from .measure import SAX_VOLUMES, UNITS
+from .measure import EDES_ENTROPY, SAX_VOLUMES, UNITS, spread_columns
 from .analyse import AnalyseError, own_folder, read_patient
 from .analyse_batch import failure, pseudonyms, subject_folders
 from .predictor import SEGMENTER, file_name, run_predictors
@@ -81,6 +81,8 @@ def measure_cohort(folders: list[Path], segmenter, refs: dict[str, dict], log: C
             got, entropy = pred.measures, (pred.detail.get("uncertainty") or {}).get("SAX") or {}
             row |= {f"{m}_auto": got.get(m, np.nan) for m in ref} | {f"{m}_ref": v for m, v in ref.items()}
             row |= {f"{ENTROPY}{k}": v for k, v in entropy.items()}
+            row |= {f"{EDES_ENTROPY}{k}": v
+                    for k, v in ((pred.detail.get("uncertainty_ed_es") or {}).get("SAX") or {}).items()}
         except Exception as e:  # one patient's bad files never stop the site's validation
             row["status"] = failure(e)
             log(f"  {row['subject']}: {row['status']}")
@@ -156,12 +158,14 @@ def interval_table(table: pd.DataFrame, pairs: dict, run_cal: dict) -> pd.DataFr
     """Per measure: the site's half-width and its out-of-fold coverage beside the run's half-width (and its scale)
     and how often that one holds the site's patients."""
     site = stats.conformal_intervals(table, pairs, LEVEL)
+    spreads = spread_columns(table, pairs)
     for m, (a, r) in pairs.items():
         cal = run_cal.get(m) or {}
         hw, scale = cal.get("half_width", np.nan), cal.get("scale", "none")
-        d = table[[a, r]].dropna()
+        d = table[table[a].notna() & table[r].notna()]
+        spread = d[spreads[m]] if m in spreads else None
         site.loc[m, "run_scale"], site.loc[m, "run_half_width"] = scale, hw
-        site.loc[m, "run_coverage"] = float((stats.scaled_errors(d[a], d[r], scale) <= hw).mean()) \
+        site.loc[m, "run_coverage"] = float((stats.scaled_errors(d[a], d[r], scale, spread) <= hw).mean()) \
             if np.isfinite(hw) else np.nan
     return site
 

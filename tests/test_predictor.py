@@ -51,12 +51,12 @@ def test_a_cine_segmented_once_serves_every_method_that_reads_its_labels(subject
     or mirroring switched on, segment again; the kept labels are never handed out to be written into."""
     import pickle
 
-    from cmrlib.methods.segmentation import predictor as seg_predictor
+    from cmrlib.methods.segmentation import stored
 
     p, sax = segmenter(), subject["SAX"]
     calls = []
-    real = seg_predictor.predict
-    monkeypatch.setattr(seg_predictor, "predict", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = stored.predict
+    monkeypatch.setattr(stored, "predict", lambda *a, **k: calls.append(1) or real(*a, **k))
     first_acc, again_acc = {}, {}
     first = p.labels(sax, first_acc)
     again = p.labels(sax, again_acc)
@@ -81,11 +81,11 @@ def test_a_run_segments_a_cine_once_across_its_notebooks(subject, tmp_path, monk
     first's file instead of segmenting, with the same labels and entropy; other weights, another decision offset,
     mirroring, or other pixels segment again; a damaged file, a pickle or a link out planted in its place is
     segmented again and replaced."""
-    from cmrlib.methods.segmentation import predictor as seg_predictor
+    from cmrlib.methods.segmentation import stored
 
     calls = []
-    real = seg_predictor.predict
-    monkeypatch.setattr(seg_predictor, "predict", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = stored.predict
+    monkeypatch.setattr(stored, "predict", lambda *a, **k: calls.append(1) or real(*a, **k))
     folder, sax = tmp_path / "labels", subject["SAX"]
     first_acc, again_acc = {}, {}
     first = segmenter().keep_labels_in(folder).labels(sax, first_acc)
@@ -109,16 +109,61 @@ def test_a_run_segments_a_cine_once_across_its_notebooks(subject, tmp_path, monk
         f.write_bytes(b"not an npz")
     assert np.array_equal(segmenter().keep_labels_in(folder).labels(sax), first) and len(calls) == 7
     planted = max(folder.glob("*.npz"), key=lambda f: f.stat().st_mtime)  # a pickle in its place is never unpickled
-    np.savez(planted, labels=np.array([Path("x")], dtype=object), entropy=np.zeros((0, 3)))
+    np.savez(planted, labels=np.array([Path("x")], dtype=object), entropy=np.zeros((0, 4)))
     assert np.array_equal(segmenter().keep_labels_in(folder).labels(sax), first) and len(calls) == 8
     assert np.array_equal(segmenter().keep_labels_in(folder).labels(sax), first) and len(calls) == 8  # replaced
     secret = tmp_path / "secret.npz"  # a link that leads out: never read, replaced by a file, its target untouched
-    np.savez(secret, labels=np.zeros_like(first), entropy=np.zeros((0, 3)))
+    np.savez(secret, labels=np.zeros_like(first), entropy=np.zeros((0, 4)))
     kept = secret.read_bytes()
     planted.unlink()
     planted.symlink_to(secret)
     assert np.array_equal(segmenter().keep_labels_in(folder).labels(sax), first) and len(calls) == 9
     assert not planted.is_symlink() and secret.read_bytes() == kept
+
+
+def test_notebook_01s_store_readings_serve_a_notebooks_predictor_through_the_label_store(subject, tmp_path,
+                                                                                          monkeypatch):
+    """Notebook 01 segments a store's cines with `predict_store` into the run's label store, with their entropy; a
+    notebook's Predictor of the same network reads that file instead of segmenting (labels and entropy equal), a
+    second `predict_store` segments nothing, and without the folder it segments again."""
+    from cmrlib.methods.segmentation import stored
+    from cmrlib.methods.segmentation.predict import predict_store
+    from cmrlib.store import CohortStore
+
+    store = CohortStore(tmp_path / "store")
+    store.write(subject["SAX"])
+    cid = store.ids()[0]
+    calls = []
+    real = stored.predict
+    monkeypatch.setattr(stored, "predict", lambda *a, **k: calls.append(1) or real(*a, **k))
+    folder = tmp_path / "labels"
+    p, sums, again, acc = segmenter().keep_labels_in(folder), {}, {}, {}
+    labs = predict_store(p.nets["SAX"], store, [cid], progress=False, folder=folder, entropy=sums)
+    assert len(calls) == 1 and sums[cid] and len(list(folder.glob("*.npz"))) == 1
+    assert np.array_equal(p.labels(store.read(cid), acc), labs[cid]) and acc == sums[cid] and len(calls) == 1
+    predict_store(p.nets["SAX"], store, [cid], progress=False, folder=folder, entropy=again)
+    assert len(calls) == 1 and again == sums
+    assert np.array_equal(predict_store(p.nets["SAX"], store, [cid], progress=False)[cid], labs[cid])
+    assert len(calls) == 2
+
+
+def test_the_entropy_an_interval_scales_with_is_read_at_the_ed_and_es_frames_measured(subject):
+    """The report's uncertainty check reads the entropy over every frame; an interval in the 'entropy' scale reads it
+    at the ED and ES frames the measures come from, as the calibration does on ACDC's ED/ES stacks."""
+    from cmrlib.analyse import interval_spread
+    from cmrlib.methods.segmentation.predict import mean_entropy
+
+    p, sax, acc = segmenter(), subject["SAX"], {}
+    out = p.predict([sax])
+    p.labels(sax, acc)
+    ed, es = out.detail["ed_es"][sax.cine_id]
+    assert {t for t, _ in acc} == set(range(sax.n_frames))  # entropy kept per frame
+    assert out.detail["uncertainty"]["SAX"] == mean_entropy(acc)
+    assert out.detail["uncertainty_ed_es"]["SAX"] == mean_entropy(acc, [ed, es]) != mean_entropy(acc)
+    at, spread = out.detail["uncertainty_ed_es"]["SAX"], interval_spread(out.detail)
+    assert {"LVEF", "LVM", "RVEF"} & set(spread) == {m for m, k in (("LVEF", "LV"), ("LVM", "MYO"), ("RVEF", "RV"))
+                                                     if k in at} != set()
+    assert all(spread[m] == at[{"LVM": "MYO"}.get(m, m[:2])] for m in spread)  # a structure's own entropy
 
 
 def test_content_key_follows_the_weights_and_decision_offsets_not_the_provenance(tmp_path):

@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from cmrlib import plausible
-from cmrlib.analyse import AnalyseError, _interval, analyse, calibration, read_patient, with_intervals
+from cmrlib.analyse import (AnalyseError, _interval, analyse, calibration, interval_spread, read_patient,
+                            with_intervals)
 from cmrlib.analyse_batch import analyse_cohort, is_cohort
 from cmrlib.cli import main
 from cmrlib.io.qa import acquisition_flags
@@ -314,6 +315,14 @@ def test_a_number_reaches_the_main_table_only_from_a_model_with_its_own_passed_c
     assert "LVEDV: a width in proportion to the patient's value" in calibration(
         dict(intervals=dict(LVEDV=dict(cal(0.1), scale="value", calibrated_on="ACDC"))))
     assert "of a known scale" in provenance_problem(dict(intervals=dict(LVEDV=dict(cal(0.1), scale="log"))))
+    unsure = with_intervals(table([("LVEF", 50.0, "%"), ("LVM", 100.0, "g"), ("RVEF", 50.0, "%")]),
+                            dict(intervals={m: dict(cal(40.0), scale="entropy") for m in ("LVEF", "LVM", "RVEF")}),
+                            interval_spread(dict(uncertainty_ed_es=dict(SAX=dict(LV=0.1, MYO=0.25)))))
+    assert unsure.low.tolist()[:2] == [46.0, 90.0] and unsure.high.tolist()[:2] == [54.0, 110.0]  # 40 x its entropy
+    assert np.isnan(unsure.low[2])  # no RV entropy measured: no interval rather than a made-up one
+    assert "LVEF: a width in proportion to the segmenter's uncertainty on this patient" in calibration(
+        dict(intervals=dict(LVEF=dict(cal(40.0), scale="entropy", calibrated_on="ACDC"))))
+    assert provenance_problem(dict(intervals=dict(LVEF=dict(cal(40.0), scale="entropy")))) is None
 
 
 def test_a_cine_the_segmenter_is_unsure_of_is_called_unlike_its_training_data(tmp_path, subject):

@@ -258,6 +258,38 @@ def test_a_width_in_proportion_to_the_value_is_chosen_where_errors_grow_with_it_
     assert chosen_scale(failed.a, failed.r, failed.group) == "none"
 
 
+def test_a_width_in_proportion_to_the_segmenters_entropy_is_chosen_where_errors_follow_it():
+    """LVEF errors that follow the segmenter's uncertainty, not the value (a diagnosis whose hearts the model is
+    unsure of errs more at every EF): one width and a width in proportion to the value both under-cover the unsure
+    diagnosis, a width in proportion to the patient's entropy covers it, and the procedure picks it on every fold;
+    where the entropy says nothing about the error the plain width stays; without a spread column the entropy scale
+    is never tried, and a missing spread never fits."""
+    from cmrlib.stats import chosen_scale, conformal_intervals, coverage_by, interval_scaling, scaled_errors
+
+    rng = np.random.default_rng(1)
+    group = np.repeat(["NOR", "HCM", "MINF"], 40)
+    ef = rng.uniform(30, 70, 120)
+    unsure = np.where(group == "MINF", 0.30, 0.10) * rng.uniform(0.8, 1.2, 120)  # mean entropy inside the LV
+    auto = ef + rng.normal(0, 1, 120) * unsure * 30  # 9 points of spread where unsure, 3 elsewhere
+    d = pd.DataFrame(dict(a=auto, r=ef, group=group, fold=np.arange(120) % 5, s=unsure))
+    assert chosen_scale(d.a, d.r, d.group, spread=d.s) == "entropy"
+    assert chosen_scale(d.a, d.r, d.group) in ("none", "value")  # no spread: not tried
+    scales, across, t = interval_scaling(d, {"LVEF": ("a", "r")}, spreads={"LVEF": "s"})
+    assert scales == {"LVEF": "entropy"} and 0.83 <= across["LVEF"] <= 0.97
+    t = t.set_index(["scale", "group"])
+    assert max(t.loc[("none", "MINF"), "coverage"], t.loc[("value", "MINF"), "coverage"]) < 0.8
+    assert t.loc[("entropy", "MINF"), "coverage"] > 0.8 and t.loc[("entropy", "all"), "shipped"]
+    assert t.loc[("procedure, out of fold", "all"), "folds_chose"].count("entropy") == 5
+    row = conformal_intervals(d, {"LVEF": ("a", "r")}, scales=scales, spreads={"LVEF": "s"}).loc["LVEF"]
+    assert row.scale == "entropy" and 20 < row.half_width < 60  # points per unit of entropy
+    cover = coverage_by(d, {"LVEF": ("a", "r")}, ["group"], scales=scales, spreads={"LVEF": "s"}).set_index("group")
+    assert cover.loc["MINF", "coverage"] > 0.8
+    blind = d.assign(a=d.r + rng.normal(0, 5, 120))  # the same error whatever the entropy
+    assert chosen_scale(blind.a, blind.r, blind.group, spread=blind.s) == "none"
+    assert scaled_errors([50.0, 60.0], [40.0, 40.0], "entropy", [np.nan, 0.2]).tolist() == [np.inf, 100.0]
+    assert np.isinf(scaled_errors([50.0], [40.0], "entropy")).all()  # no spread at all: no width holds it
+
+
 def test_a_failed_measure_counts_as_the_largest_error_not_as_a_missing_one():
     from cmrlib.stats import conformal_half_width
 

@@ -191,3 +191,19 @@ def test_the_entropy_yardstick_is_the_sites_95th_percentile_scored_leaving_each_
     assert t.loc["LV", "site_p95"] == pytest.approx(np.percentile(e, 95))
     assert t.loc["LV", "run_flags"] == pytest.approx(14 / 20)  # the run's yardstick flags most of this site
     assert t.loc["LV", "site_flags"] == pytest.approx(2 / 20)  # left out, the two largest are above the others' p95
+
+
+def test_a_runs_interval_in_proportion_to_the_entropy_is_scored_on_the_site_with_each_patients_entropy():
+    """`cmrlib validate` holds the run's interval against the site in the run's own scale: a width in proportion to
+    the segmenter's ED/ES entropy covers a patient where their error is within it times their entropy; a patient
+    without an entropy has no such interval (not covered); one width ignores the entropy."""
+    from cmrlib.validate import interval_table
+
+    entropy = np.full(N, 0.2)
+    entropy[5] = np.nan  # NOISE[5] = 1 point: within 5 points, but no entropy to scale by
+    t = pd.DataFrame({"LVEF_auto": 40.0 + NOISE, "LVEF_ref": 40.0, "edes_entropy_LV": entropy})
+    pairs = {"LVEF": ("LVEF_auto", "LVEF_ref")}
+    scaled = interval_table(t, pairs, {"LVEF": dict(half_width=25.0, scale="entropy")}).loc["LVEF"]
+    assert scaled.run_scale == "entropy" and scaled.run_coverage == pytest.approx(9 / 12)  # 25 x 0.2 = 5 points
+    plain = interval_table(t, pairs, {"LVEF": dict(half_width=5.0)}).loc["LVEF"]
+    assert plain.run_scale == "none" and plain.run_coverage == pytest.approx(10 / 12)

@@ -19,6 +19,6 @@ RUN_FILES = {
     "08": ("rand_indices.csv",),
 }  # besides run.json, cohort/ (the store), real_sax/ (the real SAX cohort), predictors/ (the methods' Predictors),
 # table1/ (the segmentation Predictor's Table-1 measures of a store's subjects, a cache: `Study.table1_measures`)
-# and labels/ (every cine's labels by each segmenter that read it, a cache: `segmentation.Predictor.keep_labels_in`)
+# and labels/ (every cine's labels by each network that read it, a cache: `segmentation.stored`)
 
 __all__ = ["agreement", "clusters", "report", "EVERY", "RUN_FILES"]

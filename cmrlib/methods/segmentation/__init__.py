@@ -6,9 +6,9 @@ Other methods use it only through its `Predictor` (both segmenters, their `label
 The package exports `Study` (notebook 01's experiment: one step a cell, what the steps share named as cached
 properties such as `phantom_models`, `acdc_model`, `real_lax_models`) and `Predictor` (the segmenters with their
 frame geometry); the rest lives in its modules (`evaluate`, `figures`, `learner`, `predict`, `recipes`, `real`:
-the long-axis models on the UK Biobank demo's pseudo-labels).
+the long-axis models on the UK Biobank demo's pseudo-labels; `stored`: a run's label store).
 """
-from . import evaluate, figures, learner, predict, real, recipes  # noqa: F401  (segmentation.<module>.<name>)
+from . import evaluate, figures, learner, predict, real, recipes, stored  # noqa: F401  (segmentation.<module>.<name>)
 from .predictor import Predictor
 from .study import Study
 

@@ -143,33 +143,34 @@ def decide(probs: np.ndarray, prior: np.ndarray) -> np.ndarray:
     return (probs * np.exp(prior)).argmax(-1).astype(np.uint8)
 
 
-def add_entropy(acc: dict[int, list[float]], probs: np.ndarray, labels: np.ndarray) -> None:
+def add_entropy(acc: dict[tuple[int, int], list[float]], probs: np.ndarray, labels: np.ndarray, frame: int = 0
+                ) -> None:
     """Add one frame's normalised softmax entropy (0 sure, 1 uniform) summed over each structure's pixels to `acc`
-    (computed on the labelled pixels only: the background, most of a frame, adds nothing)."""
+    under (frame, label) (computed on the labelled pixels only: the background, most of a frame, adds nothing)."""
     inside = labels > 0
     p, lab = probs[inside], labels[inside]
     ent = -(p * np.log(np.clip(p, 1e-8, 1.0))).sum(-1) / np.log(probs.shape[-1])
     for k in np.unique(lab):
         mine = lab == k
-        a = acc.setdefault(int(k), [0.0, 0])
+        a = acc.setdefault((int(frame), int(k)), [0.0, 0])
         a[0] += float(ent[mine].sum())
         a[1] += int(mine.sum())
 
 
 def predict(model, cine: Cine, bs: int = 32, largest: bool = True, bf16: bool | None = None,
-            entropy: dict[int, list[float]] | None = None, centred: bool | None = None) -> np.ndarray:
+            entropy: dict[tuple[int, int], list[float]] | None = None, centred: bool | None = None) -> np.ndarray:
     """Canonical labels for every frame (and slice) of `cine`, on the cine's own grid (uint8, pixels' shape).
 
     The decision uses the model's calibrated `log_prior` (`calibrate_prior`). largest: keep each structure's largest
     connected component per frame (`keep_largest`). bf16, centred: see `frame_probs`. entropy: a dict that gathers
-    each label's entropy sum and pixel count (`add_entropy`), the model's uncertainty on this cine."""
+    each frame's and label's entropy sum and pixel count (`add_entropy`), the model's uncertainty on this cine."""
     n_z = cine.pixels.shape[1] if cine.is_stack else 1
     out = np.empty((cine.n_frames, n_z, *cine.pixels.shape[-2:]), dtype=np.uint8)  # (T, Z, H, W)
     prior = log_prior(model)
     for (t, z), p in frame_probs(model, cine, bs, bf16, centred=centred):
         out[t, z] = decide(p, prior)
         if entropy is not None:
-            add_entropy(entropy, p, out[t, z])
+            add_entropy(entropy, p, out[t, z], t)
     if largest:  # a (1, H, W) frame connects like a 2D one
         out = np.stack([keep_largest(f) for f in out])
     return out.reshape(cine.pixels.shape)
@@ -186,9 +187,15 @@ def predict_off_centre(model, cine: Cine, shift_mm: float, **kwargs) -> np.ndarr
     return predict(model, moved, **kwargs)[..., k:]
 
 
-def mean_entropy(acc: dict[int, list[float]]) -> dict[str, float]:
-    """Structure name -> mean normalised entropy from an `add_entropy` accumulator."""
-    return {NAMES[k]: s / n for k, (s, n) in sorted(acc.items()) if n}
+def mean_entropy(acc: dict[tuple[int, int], list[float]], frames: Sequence[int] | None = None) -> dict[str, float]:
+    """Structure name -> mean normalised entropy from an `add_entropy` accumulator, over every frame or `frames`."""
+    total: dict[int, list[float]] = {}
+    for (t, k), (s, n) in acc.items():
+        if frames is None or t in frames:
+            a = total.setdefault(k, [0.0, 0])
+            a[0] += s
+            a[1] += n
+    return {NAMES[k]: s / n for k, (s, n) in sorted(total.items()) if n}
 
 
 def uncertainty_reference(model, store: CohortStore, ids: Sequence[str], q: float = 95.0) -> dict[str, float]:
@@ -295,11 +302,20 @@ def calibrate_prior(model, source: CohortStore | str | Path, ids: Sequence[str],
 
 
 def predict_store(model, source: CohortStore | str | Path, ids: Sequence[str] | None = None, bs: int = 32,
-                  progress: bool = True, scheduler=None, workers: int = 1, **kwargs) -> dict[str, np.ndarray]:
+                  progress: bool = True, scheduler=None, workers: int = 1, folder: Path | None = None,
+                  entropy: dict | None = None, **kwargs) -> dict[str, np.ndarray]:
     """`predict` (keyword arguments passed on) every cine, or the chosen ids, of a store: cine_id -> labels.
 
-    scheduler / workers: one Dask task per cine (`CohortStore.map`), the model sent to each worker once."""
+    scheduler / workers: one Dask task per cine (`CohortStore.map`), the model sent to each worker once. folder: a
+    run's label store (`stored`), read where it holds a cine's labels and written where not. entropy: filled with
+    cine_id -> its entropy sums (`add_entropy`)."""
+    from .stored import network_key, segmented
+
     store = source if isinstance(source, CohortStore) else CohortStore(source)
-    return store.map(predict, store.ids() if ids is None else list(ids), args=(as_model(model),),
-                     kwargs=dict(bs=bs, **kwargs), scheduler=scheduler, workers=workers, desc="segment",
-                     progress=progress)
+    net = as_model(model)
+    got = store.map(segmented, store.ids() if ids is None else list(ids), args=(net,),
+                    kwargs=dict(folder=folder, net_key=network_key(net) if folder is not None else None, bs=bs,
+                                with_entropy=entropy is not None, **kwargs), scheduler=scheduler, workers=workers, desc="segment", progress=progress)
+    if entropy is not None:
+        entropy.update({cid: acc for cid, (_, acc) in got.items()})
+    return {cid: lab for cid, (lab, _) in got.items()}

@@ -3,7 +3,6 @@ calibrated decision), and the Table-1 measures from their labels."""
 from __future__ import annotations
 
 import copy
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -17,63 +16,12 @@ from ...predictor import Predictor as Base
 from ...record import Cine
 from ...plots import overlay, shown_frame
 from .learner import as_model
-from .predict import encoder_features, log_prior, mean_entropy, predict
+from .predict import encoder_features, mean_entropy
+from .stored import cine_key, reading, segmented
 
 KINDS = {"SAX": "SAX", "2CH": "LAX", "3CH": "LAX", "4CH": "LAX"}  # which segmenter reads a view
 MEMO_CINES = 4  # cines whose labels a Predictor keeps (one patient's views)
 PHANTOM_SAX = "01/models/seg_sax.model"  # notebook 01's phantom-only SAX model in a run folder: it never saw a patient
-
-
-def _cine_key(cine: Cine) -> tuple:
-    """What a cine brings to its labels: its pixels (hashed in place, not copied), their shape and type, its spacing
-    and its view."""
-    pixels = memoryview(np.ascontiguousarray(cine.pixels)).cast("B")
-    return (hashlib.blake2b(pixels, digest_size=16).hexdigest(), cine.pixels.shape, str(cine.pixels.dtype),
-            tuple(map(float, cine.spacing)), cine.view)
-
-
-def _reading(net) -> tuple:
-    """How a network reads a cine beyond its weights: its decision offsets, whether it mirrors and whether it centres
-    on the heart."""
-    return (bool(getattr(net, "tta", False)), bool(getattr(net, "centred", False)),
-            tuple(np.asarray(log_prior(net), dtype=float).tolist()))
-
-
-def _stored_name(cine_key: tuple, net) -> str:
-    """A file name for a cine's labels that changes with everything they depend on: the cine (`_cine_key`), the
-    network's weights and public settings (`modelfile.fingerprint`), its reading and the CPU's bfloat16 reading."""
-    from ... import modelfile
-    from ...learn import cpu_bf16
-
-    parts = (*cine_key, modelfile.fingerprint(net), *_reading(net), cpu_bf16())
-    return hashlib.blake2b(repr(parts).encode(), digest_size=16).hexdigest() + ".npz"
-
-
-def _read_stored(path: Path, shape: tuple) -> tuple[np.ndarray, dict] | None:
-    """Labels and entropy sums a run folder holds for a cine, read as `runfiles` reads a run's files (a regular file
-    in the folder, never a link out or a FIFO; no pickled object); None when absent, refused or not of the cine's
-    shape (it is segmented again and replaced)."""
-    import io
-
-    from ...runfiles import read_bytes
-
-    try:
-        with np.load(io.BytesIO(read_bytes(path.parent, path)), allow_pickle=False) as z:
-            lab, ent = z["labels"], z["entropy"]
-    except (OSError, KeyError, ValueError):  # RunFileError is a ValueError
-        return None
-    if lab.shape != tuple(shape) or lab.dtype != np.uint8 or ent.ndim != 2 or ent.shape[1] != 3:
-        return None
-    return lab, {int(k): [float(total), int(count)] for k, total, count in ent}
-
-
-def _write_stored(path: Path, lab: np.ndarray, acc: dict) -> None:
-    """Write a cine's labels and entropy sums atomically (float64 sums: read back exactly)."""
-    from ...utils import atomic_file
-
-    ent = np.array([[k, total, count] for k, (total, count) in sorted(acc.items())], dtype=np.float64).reshape(-1, 3)
-    with atomic_file(path, suffix=".npz") as tmp:
-        np.savez_compressed(tmp, labels=lab, entropy=ent)
 
 
 class Predictor(Base):
@@ -160,11 +108,11 @@ class Predictor(Base):
             raise NotApplicable(f"no {KINDS.get(cine.view, cine.view)} segmenter in this predictor (has "
                                 f"{', '.join(self.nets)})")
         net = self.nets[KINDS[cine.view]]
-        cine_key = _cine_key(cine)  # hashed once: the memo's key and the stored file's name
-        key = (*cine_key, id(net), *_reading(net))  # the network by object: the memo of this Predictor's last cines
+        pixels = cine_key(cine)  # hashed once: the memo's key and the stored file's name
+        key = (*pixels, id(net), *reading(net))  # the network by object: the memo of this Predictor's last cines
         memo = self.__dict__.setdefault("_labelled", {})
         if key not in memo:
-            lab, acc = self._segmented(cine, net, cine_key)
+            lab, acc = segmented(net, cine, self.labels_folder, key=pixels)
             lab.flags.writeable = False
             memo[key] = (lab, acc)
             while len(memo) > MEMO_CINES:
@@ -179,39 +127,29 @@ class Predictor(Base):
 
     def keep_labels_in(self, folder: str | Path) -> "Predictor":
         """Keep the labels of every cine this Predictor segments in `folder` (a run's `labels/`), each file named by
-        what the labels depend on (`_stored_name`), and read them from there again: this Predictor, changed."""
+        what the labels depend on (`stored.stored_name`), and read them from there again: this Predictor, changed."""
         self.labels_folder = Path(folder)
         return self
 
-    def _segmented(self, cine: Cine, net, cine_key: tuple) -> tuple[np.ndarray, dict]:
-        """A cine's labels and entropy sums: read from `labels_folder` where it holds them, else segmented (and
-        written there)."""
-        folder = self.labels_folder
-        path = folder / _stored_name(cine_key, net) if folder is not None else None
-        if path is not None and (stored := _read_stored(path, cine.pixels.shape)) is not None:
-            return stored
-        acc: dict = {}
-        lab = predict(net, cine, entropy=acc)
-        if path is not None:
-            _write_stored(path, lab, acc)
-        return lab, acc
-
     def _predict(self, cines: list[Cine]) -> Prediction:
         out = Prediction(self.method, self.model)
-        labelled, uncertainty = {}, {}
+        labelled, sums = {}, {}
         for c in cines:
             if KINDS[c.view] in self.nets:
-                acc: dict = {}
-                labelled[c.view] = (c, self.labels(c, acc))
-                uncertainty[c.view] = mean_entropy(acc)
+                sums[c.view] = {}
+                labelled[c.view] = (c, self.labels(c, sums[c.view]))
         if not labelled:
             raise NotApplicable(f"no segmenter for {', '.join(c.view for c in cines)} (has {', '.join(self.nets)})")
         out.detail["labels"] = {c.cine_id: lab for c, lab in labelled.values()}
         out.detail["ed_es"] = {c.cine_id: ed_es_from_curve(volume_curve(lab, c.spacing, LV))  # max/min LV curve
                                for c, lab in labelled.values()}
-        out.detail["uncertainty"] = uncertainty  # mean softmax entropy (0-1) inside each structure, per view
+        # mean softmax entropy (0-1) inside each structure, per view: over every frame (the report's check) and at
+        # the ED and ES frames measured (what an interval in the 'entropy' scale is a multiple of)
+        out.detail["uncertainty"] = {v: mean_entropy(acc) for v, acc in sums.items()}
+        out.detail["uncertainty_ed_es"] = {v: mean_entropy(acc, out.detail["ed_es"][labelled[v][0].cine_id])
+                                           for v, acc in sums.items()}
         ref = self.prep.get("uncertainty_p95", {})
-        out.detail["uncertainty_p95"] = {v: ref[KINDS[v]] for v in uncertainty if KINDS[v] in ref}
+        out.detail["uncertainty_p95"] = {v: ref[KINDS[v]] for v in sums if KINDS[v] in ref}
         for c, _ in labelled.values():
             for name, t in zip(("ED", "ES"), out.detail["ed_es"][c.cine_id]):
                 out.add(f"{name} ({c.view})", t, "frame", c.cine_id)  # the LV volume curve's largest and smallest

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ... import stats
-from ...measure import SAX_VOLUMES, UNITS, measure_pairs, subject_measures
+from ...measure import EDES_ENTROPY, SAX_VOLUMES, UNITS, measure_pairs, spread_columns, subject_measures
 from ...plausible import withheld
 from ...skipped import StudySkipped
 from ...store import CohortStore
@@ -82,7 +82,8 @@ def sax_intervals(meas: pd.DataFrame, pairs: dict
     """90 % conformal intervals of the SAX volumes from ACDC patients no model that read them trained on: each fold
     calibrated on the others where `meas` has a `fold` column (cross-fitted, CV+ style), else each split (validation
     and held-out). Cross-fitted, a measure's width is one for every patient or in proportion to the patient's own
-    value, whichever covers the worst-served diagnosis better, a choice scored out of fold as a procedure
+    value or to the segmenter's entropy on the patient at ED and ES (`measure.spread_columns`), whichever covers the
+    worst-served diagnosis better, a choice scored out of fold as a procedure
     (`stats.interval_scaling`). The intervals' table, their coverage by fold and diagnosis and the scaling's table
     (cross-fitted only, else None), and the record the Predictor keeps (what the report prints beside a patient's
     number)."""
@@ -90,11 +91,14 @@ def sax_intervals(meas: pd.DataFrame, pairs: dict
     how = (f"ACDC's {len(meas)} patients, each read by the cross-fitted model that never saw it" if by == "fold"
            else "ACDC validation and held-out patients")
     pairs = {m: pairs[m] for m in SAX_VOLUMES if m in pairs}
-    scales, across, scaling = stats.interval_scaling(meas, pairs, level=0.9) if by == "fold" else ({}, {}, None)
-    t = stats.conformal_intervals(meas, pairs, level=0.9, by=by, scales=scales)
+    spreads = spread_columns(meas, pairs)
+    scales, across, scaling = stats.interval_scaling(meas, pairs, level=0.9, spreads=spreads) if by == "fold" \
+        else ({}, {}, None)
+    t = stats.conformal_intervals(meas, pairs, level=0.9, by=by, scales=scales, spreads=spreads)
     if across:  # each fold's width and scale chosen on the others
         t["coverage_across"] = t.index.map(across)
-    cover = stats.coverage_by(meas, pairs, ["fold", "group"], level=0.9, scales=scales) if by == "fold" else None
+    cover = stats.coverage_by(meas, pairs, ["fold", "group"], level=0.9, scales=scales, spreads=spreads) \
+        if by == "fold" else None
     record = {m: dict(half_width=round(r.half_width, 3 if r.scale == "none" else 5), scale=r.scale, n=int(r.n),
                       level=r.level, coverage=round(r.coverage, 3), coverage_across=round(r.coverage_across, 3),
                       across=by, calibrated_on=f"{how} (manual masks, ED and ES frames)")
@@ -178,10 +182,20 @@ def agreed(meas: pd.DataFrame) -> Agreed:
     return Agreed(meas, pairs, stats.agreement_table(meas, pairs, units=UNITS), withheld_measures(meas))
 
 
-def acdc_measures(acdc: CohortStore, pred: dict, folds: dict | None) -> pd.DataFrame:
+def acdc_measures(acdc: CohortStore, pred: dict, folds: dict | None, entropy: dict | None = None) -> pd.DataFrame:
     """The Table-1 measures of ACDC's patients from `pred` beside their manual masks'; with `folds` (subject -> the
-    cross-fitted fold whose model read them) each row says it is out of fold."""
+    cross-fitted fold whose model read them) each row says it is out of fold; with `entropy` (cine_id -> the
+    segmenter's entropy sums) each row has the mean entropy inside each structure over its stack's frames (ACDC's
+    stacks: the ED and ES frames measured; `measure.EDES_ENTROPY`)."""
+    from .predict import mean_entropy
+
     meas = subject_measures(acdc, pred)
+    if entropy:
+        m = acdc.manifest()
+        subject = dict(zip(m.cine_id, m.subject.astype(str)))
+        per = pd.DataFrame([{"subject": subject[cid], **{f"{EDES_ENTROPY}{k}": v for k, v in mean_entropy(acc).items()}}
+                            for cid, acc in entropy.items()]).drop_duplicates("subject")
+        meas = meas.merge(per, on="subject", how="left")
     return meas if folds is None else meas.assign(split=OUT_OF_FOLD_SPLIT, fold=meas.subject.map(folds))
 
 
@@ -225,28 +239,29 @@ def shipped_evidence(sax: str, lax: str, trained_on: str, phantom: pd.DataFrame,
 
 
 def fine_tune_vs_scratch(acdc, few: list[str], held_out: list[str], phantom, epochs: int, lr: float, data_kw: dict,
-                         model_kw: dict, on_dask: dict) -> pd.DataFrame:
+                         model_kw: dict, reading: dict) -> pd.DataFrame:
     """The phantom SAX model fine-tuned on a few ACDC patients against the same schedule from scratch: mean Dice
-    per structure on the held-out patients, a row per way of training (`data_kw`: the frames' `dataloaders`)."""
+    per structure on the held-out patients, a row per way of training (`data_kw`: the frames' `dataloaders`;
+    `reading`: `predict_store`'s scheduler and label store)."""
     from .evaluate import mean_dice
     from .learner import dataloaders, fit
     from .predict import predict_store
 
     dls = dataloaders(acdc, ["SAX"], subjects=few, **data_kw)
     print(f"fine-tuning on {len(few)} patients ({len(dls.train_ds)} slices)")
-    rows = [mean_dice(acdc, predict_store(fit(dls, epochs, lr, init=init, **model_kw), acdc, held_out, **on_dask)
+    rows = [mean_dice(acdc, predict_store(fit(dls, epochs, lr, init=init, **model_kw), acdc, held_out, **reading)
                       ).rename(how) for how, init in (("phantom-pretrained", phantom), ("from scratch", None))]
     return pd.DataFrame(rows).rename_axis("training")
 
 
-def lax_on_phantom(tuned, store, pred: dict, scores: pd.DataFrame, on_dask: dict) -> pd.Series:
+def lax_on_phantom(tuned, store, pred: dict, scores: pd.DataFrame, reading: dict) -> pd.Series:
     """Phantom test Dice of the fine-tuned long-axis model beside the phantom-only one's (its `pred` and `scores`
     of the test cines): what the real frames cost on the phantom."""
     from .predict import predict_store
 
     ids = [i for i in pred if not i.endswith("_SAX")]
     both = pd.concat([scores[scores.cine_id.isin(ids)].assign(model="lax"),
-                      evaluate(store, predict_store(tuned, store, ids, **on_dask), with_hd95=False
+                      evaluate(store, predict_store(tuned, store, ids, **reading), with_hd95=False
                                ).assign(model="lax_real")], ignore_index=True)
     return summarise(both, by=("model", "view", "structure")).xs("all", level="phase")["dice_mean"]
 

@@ -49,12 +49,13 @@ class Scored:
 
 @dataclass(frozen=True)
 class CrossFit:
-    """The cross-fitted SAX models: subject -> fold, the model by fold, and every ACDC patient's out-of-fold labels
-    scored against the manual masks."""
+    """The cross-fitted SAX models: subject -> fold, the model by fold, every ACDC patient's out-of-fold labels
+    scored against the manual masks, and their entropy sums by cine (`predict.add_entropy`)."""
 
     folds: dict
     models: dict
     scored: Scored
+    entropy: dict
 
 
 class Study(Base):
@@ -125,6 +126,7 @@ class Study(Base):
         self.model_kw = dict(width=p["width"], pretrained=p["pretrained"], bf16=p["bf16"], seed=p["seed"])
         self.crop_kw = {"crop": {"size": p["crop_sax"]}} if p["crop_sax"] else {}  # SAX training windows
         self.on_dask = dict(progress=False, scheduler=self.client)  # each cine one task where Dask runs
+        self.reading = dict(self.on_dask, folder=self._labels_folder)  # a cine's labels kept in the run's store
         self.make = Maker(p, self.data_kw, self.model_kw, self.crop_kw, self.fit_or_reuse, self.nb.table,
                           self.nb.timer)  # every model made the one way (`fitting.Maker`)
 
@@ -187,8 +189,8 @@ class Study(Base):
         store, m = self.store, self.phantom_models.nets
         with self.nb.timer("phantom inference + scoring (s)"):
             ids = store.select(["SAX", "2CH", "4CH"], "test", self.p["max_test_cines"])
-            pred = {**predict_store(m["sax"], store, [i for i in ids if i.endswith("_SAX")], **self.on_dask),
-                    **predict_store(m["lax"], store, [i for i in ids if not i.endswith("_SAX")], **self.on_dask)}
+            pred = {**predict_store(m["sax"], store, [i for i in ids if i.endswith("_SAX")], **self.reading),
+                    **predict_store(m["lax"], store, [i for i in ids if not i.endswith("_SAX")], **self.reading)}
             scores = evaluate(store, pred)
             table = summarise(scores, by=("view", "structure"))
             self.nb.tables({"scores_phantom": scores, "dice_phantom": table}, index=("dice_phantom",))
@@ -255,7 +257,7 @@ class Study(Base):
                             **self.model_kw)
             model, _ = self.make("acdc", acdc, ["SAX"], p["epochs_acdc"], "acdc",
                                  self.out / "models" / "seg_sax_acdc.model", settings, data_kw=self.real_kw)
-        return self._acdc_scored(model, predict_store(model, acdc, self.acdc_held_out, **self.on_dask), "acdc")
+        return self._acdc_scored(model, predict_store(model, acdc, self.acdc_held_out, **self.reading), "acdc")
 
     def _acdc_scored(self, model, pred: dict, name: str) -> Scored:
         """A SAX model's labels of ACDC cines scored against the manual masks: Dice per frame and per structure
@@ -269,7 +271,7 @@ class Study(Base):
     def held_out_preds(self) -> Lazy:
         """SAX model name -> its labels of ACDC's held-out patients, segmented once per study on first use."""
         return Lazy(lambda name: self.acdc_model.pred if name == "acdc" else
-                    predict_store(self._sax_model(name), self.acdc_cohort, self.acdc_held_out, **self.on_dask))
+                    predict_store(self._sax_model(name), self.acdc_cohort, self.acdc_held_out, **self.reading))
 
     fit_acdc = shows("acdc_model.table", "The ACDC-only SAX model's Dice on ACDC's held-out patients.")
 
@@ -278,7 +280,7 @@ class Study(Base):
         """The phantom SAX model on every ACDC cine: Dice per frame and per structure (written)."""
         acdc, model = self.acdc_cohort, self.phantom_models.nets["sax"]
         with self.nb.timer("sim-to-real (s)"):
-            return self._acdc_scored(model, predict_store(model, acdc, acdc.select(view="SAX"), **self.on_dask),
+            return self._acdc_scored(model, predict_store(model, acdc, acdc.select(view="SAX"), **self.reading),
                                      "sim2real")
 
     sim_to_real = shows("sim2real.table", "The phantom SAX model's Dice on every ACDC cine.")
@@ -291,7 +293,7 @@ class Study(Base):
             few = pick_subjects(acdc, p["n_finetune"], split="train", by="group", seed=p["seed"])
             data = {**self.data_kw, **recipe(p["augmentation"]["acdc"]), **self.crop_kw}
             ft_table = fine_tune_vs_scratch(acdc, few, self.acdc_held_out, self.phantom_models.nets["sax"],
-                                            p["epochs_finetune"], p["lr"], data, self.model_kw, self.on_dask)
+                                            p["epochs_finetune"], p["lr"], data, self.model_kw, self.reading)
         return self.nb.kept(ft_table, "finetune_vs_scratch.csv", index=True)
 
     def _sax_real_settings(self, train: list[str], calibrate: list[str] | None = None) -> dict:
@@ -354,14 +356,14 @@ class Study(Base):
         if not self.crossfit_roles:
             raise StudySkipped(f"no cross-fitted SAX models (sax_real_folds={self.p['sax_real_folds']}, "
                                f"epochs_sax_real={self.p['epochs_sax_real']})")
-        models, pred = {}, {}
+        models, pred, entropy = {}, {}, {}
         with self.nb.timer("cross-fitted SAX models (s)"):
             for fold, (train, calibrate, test) in self.crossfit_roles.items():
                 models[fold] = self._sax_real(f"sax_real_fold{fold}", train, calibrate)
-                pred |= predict_store(models[fold], self.acdc_cohort, test, **self.on_dask)
+                pred |= predict_store(models[fold], self.acdc_cohort, test, entropy=entropy, **self.reading)
         folds = self.crossfit_folds
         crossfit_write(self.nb.run_dir, folds, {f: f"models/seg_sax_real_fold{f}.model" for f in models}, "sax_real")
-        return CrossFit(folds, models, self._acdc_scored(None, pred, "acdc_oof"))
+        return CrossFit(folds, models, self._acdc_scored(None, pred, "acdc_oof"), entropy)
 
     @cached_property
     def crossfit_folds(self) -> dict[str, int]:
@@ -488,7 +490,8 @@ class Study(Base):
         if acdc is not None:
             oof = self.shipped_oof  # every patient held out from the model that read them, where the run has them
             meas = self.nb.kept(acdc_measures(acdc, oof.scored.pred if oof is not None else self.shipped_held_out.pred,
-                                              oof.folds if oof is not None else None), "measures_acdc.csv")
+                                              oof.folds if oof is not None else None,
+                                              oof.entropy if oof is not None else None), "measures_acdc.csv")
             long.append(from_table1(meas, "acdc", "segmentation", {"ref": "ground-truth masks"}))
         self.nb.table(pd.concat(long, ignore_index=True), "measures_long")  # the phantom's rows even without ACDC
         if meas is None:
@@ -583,7 +586,7 @@ class Study(Base):
         acdc, meas = self.acdc_cohort, agree.measures
         if "fold" not in meas:  # no cross-fitted models: the shipped model's validation patients join its held-out
             valid = predict_store(self._sax_model(self.shipped_sax), acdc, acdc.select(view="SAX", split="valid"),
-                                  **self.on_dask)
+                                  **self.reading)
             meas = pd.concat([subject_measures(acdc, valid), meas], ignore_index=True)
         t, cover, scaling, record = sax_intervals(meas, agree.pairs)
         self.nb.table(t, "intervals.csv", index=True)
@@ -600,7 +603,7 @@ class Study(Base):
         """Phantom test Dice of the fine-tuned long-axis model beside the phantom-only one's (written): what the
         real frames cost on the phantom."""
         t = self.phantom_test
-        on_phantom = lax_on_phantom(tuned, self.store, t.pred, t.scores, self.on_dask)
+        on_phantom = lax_on_phantom(tuned, self.store, t.pred, t.scores, self.reading)
         self.nb.table(on_phantom.unstack("model"), "dice_phantom_lax_models.csv", index=True)
         return on_phantom
 
