@@ -313,9 +313,10 @@ def predict_store(model, source: CohortStore | str | Path, ids: Sequence[str] | 
 
     store = source if isinstance(source, CohortStore) else CohortStore(source)
     net = as_model(model)
-    got = store.map(segmented, store.ids() if ids is None else list(ids), args=(net,),
-                    kwargs=dict(folder=folder, net_key=network_key(net) if folder is not None else None, bs=bs,
-                                with_entropy=entropy is not None, **kwargs), scheduler=scheduler, workers=workers, desc="segment", progress=progress)
+    options = dict(folder=folder, net_key=network_key(net) if folder is not None else None, bs=bs,
+                   with_entropy=entropy is not None, **kwargs)
+    got = store.map(segmented, store.ids() if ids is None else list(ids), args=(net,), kwargs=options,
+                    scheduler=scheduler, workers=workers, desc="segment", progress=progress)
     if entropy is not None:
         entropy.update({cid: acc for cid, (_, acc) in got.items()})
     return {cid: lab for cid, (lab, _) in got.items()}

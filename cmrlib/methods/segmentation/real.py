@@ -193,7 +193,7 @@ def acdc_measures(acdc: CohortStore, pred: dict, folds: dict | None, entropy: di
     if entropy:
         m = acdc.manifest()
         subject = dict(zip(m.cine_id, m.subject.astype(str)))
-        per = pd.DataFrame([{"subject": subject[cid], **{f"{EDES_ENTROPY}{k}": v for k, v in mean_entropy(acc).items()}}
+        per = pd.DataFrame([{f"{EDES_ENTROPY}{k}": v for k, v in mean_entropy(acc).items()} | dict(subject=subject[cid])
                             for cid, acc in entropy.items()]).drop_duplicates("subject")
         meas = meas.merge(per, on="subject", how="left")
     return meas if folds is None else meas.assign(split=OUT_OF_FOLD_SPLIT, fold=meas.subject.map(folds))
