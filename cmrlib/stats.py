@@ -397,11 +397,11 @@ def conformal_intervals(df: pd.DataFrame, pairs: Mapping[str, tuple[str, str]], 
     coverage of each group calibrated on the others (auto, ref columns as in `agreement_table`)."""
     rows = []
     for name, (ac, rc) in pairs.items():
-        a, _ = paired(df[ac], df[rc], min_n=3)
+        paired(df[ac], df[rc], min_n=3)  # StatsError with fewer than 3 complete pairs
         d = df[np.isfinite(df[ac].astype(float)) & np.isfinite(df[rc].astype(float))]
         scale, spread = (scales or {}).get(name, "none"), (spreads or {}).get(name)
         e = scaled_errors(d[ac], d[rc], scale, _spread_of(d, spread))
-        row = dict(measure=name, n=len(a), level=level, scale=scale, half_width=conformal_half_width(e, level),
+        row = dict(measure=name, n=len(d), level=level, scale=scale, half_width=conformal_half_width(e, level),
                    coverage=conformal_coverage(e, level))
         if by is not None:
             d = df[df[ac].notna() & df[rc].notna()]
