@@ -288,9 +288,7 @@ def chosen_scale(auto, ref, groups, level: float = 0.9, spread=None) -> str:
     chosen."""
     groups = np.asarray(groups)
     best, worst = SCALES[0], -1.0
-    for scale in SCALES:
-        if scale == "entropy" and spread is None:
-            continue
+    for scale in SCALES:  # without a spread the entropy scale's errors are infinite: never chosen
         errors = scaled_errors(auto, ref, scale, spread)
         if scale != SCALES[0] and not np.isfinite(conformal_half_width(errors, level)):
             continue

@@ -77,13 +77,12 @@ def segmented(net, cine: Cine, folder: Path | None, key: tuple | None = None, ne
               bs: int = DEFAULT_BS, with_entropy: bool = True, **options) -> tuple[np.ndarray, dict]:
     """A cine's labels and entropy sums by `net` (`predict`'s options passed on): read from `folder` where it holds
     them, else segmented (and written there; None: not kept, and no entropy unless `with_entropy`)."""
-    if folder is None:
-        acc: dict | None = {} if with_entropy else None
-        return predict(net, cine, bs=bs, entropy=acc, **options), acc or {}
-    path = Path(folder) / stored_name(key or cine_key(cine), net_key or network_key(net), dict(options, bs=bs))
-    if (found := read_stored(path, cine.pixels.shape)) is not None:
+    path = None if folder is None else \
+        Path(folder) / stored_name(key or cine_key(cine), net_key or network_key(net), dict(options, bs=bs))
+    if path is not None and (found := read_stored(path, cine.pixels.shape)) is not None:
         return found
-    acc = {}
+    acc: dict | None = {} if with_entropy or path is not None else None
     lab = predict(net, cine, bs=bs, entropy=acc, **options)
-    write_stored(path, lab, acc)
-    return lab, acc
+    if path is not None:
+        write_stored(path, lab, acc)
+    return lab, acc or {}
