@@ -517,7 +517,20 @@ def rerun(run_dir: str | Path, only: list[str], figures=None, log=print) -> Path
         raise RunError(str(e)) from None
     if not isinstance(old.get("profile"), str) or not isinstance(old.get("figures", ""), (str, type(None))):
         raise RunError("run.json: no profile to run with (not a cmrlib run record)")
-    return run(old["profile"], only, None, run_dir, figures or old.get("figures"), log=log)
+    return run(old["profile"], only, None, run_dir, figures or recorded_figures(run_dir, old), log=log)
+
+
+def recorded_figures(run_dir: str | Path, record: dict) -> str | None:
+    """The figure folder a run record names, moved with the run: one recorded inside the run's folder is the same
+    place inside `run_dir` (a copied or moved run writes its figures into itself, never into the folder it came
+    from)."""
+    figures, out = record.get("figures"), record.get("out")
+    if not (isinstance(figures, str) and isinstance(out, str)):
+        return figures
+    try:
+        return str(Path(run_dir) / Path(figures).relative_to(out))
+    except ValueError:  # a figure folder of the user's choosing, outside the run
+        return figures
 
 
 def run(profile: str = "smoke", only=None, overrides=None, out=None, figures=None, log=print) -> Path:

@@ -396,13 +396,12 @@ def conformal_intervals(df: pd.DataFrame, pairs: Mapping[str, tuple[str, str]], 
     rows = []
     for name, (ac, rc) in pairs.items():
         paired(df[ac], df[rc], min_n=3)  # StatsError with fewer than 3 complete pairs
-        d = df[np.isfinite(df[ac].astype(float)) & np.isfinite(df[rc].astype(float))]
+        d = df[df[ac].notna() & df[rc].notna()]  # an infinite value (a failed measure) stays: it is never covered
         scale, spread = (scales or {}).get(name, "none"), (spreads or {}).get(name)
         e = scaled_errors(d[ac], d[rc], scale, _spread_of(d, spread))
         row = dict(measure=name, n=len(d), level=level, scale=scale, half_width=conformal_half_width(e, level),
                    coverage=conformal_coverage(e, level))
         if by is not None:
-            d = df[df[ac].notna() & df[rc].notna()]
             row["coverage_across"] = conformal_cross_coverage(
                 [scaled_errors(g[ac], g[rc], scale, _spread_of(g, spread)) for _, g in d.groupby(by)], level)
         rows.append(row)

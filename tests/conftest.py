@@ -1,6 +1,9 @@
 """Shared fixtures: the real-data folder (skips with a reason when absent) and small temp cohorts."""
 from __future__ import annotations
 
+import json
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -10,12 +13,50 @@ from cmrlib.utils import data_root as _data_root
 HERE = Path(__file__).resolve().parent
 _SIBLING = HERE.parent.parent / "shared" / "data"
 LONGEST = "test_notebooks.py"  # the smoke run of every notebook and the tests that reread it
+LAST = "test_notebooks_reordered.py"  # every notebook run again on the smoke run, its steps in another order
 
 
 def pytest_collection_modifyitems(items):
-    """The longest file first: under `make test` (two workers, whole files, `--no-loadscope-reorder`) one worker
-    starts the smoke run at once and the other takes the remaining files beside it."""
-    items.sort(key=lambda item: item.path.name != LONGEST)
+    """The longest file first and the reordered notebooks last: under `make test` (two workers, whole files,
+    `--no-loadscope-reorder`) one worker starts the smoke run at once, the other takes the remaining files beside
+    it, and whichever is free first reruns the notebooks on the finished smoke run."""
+    items.sort(key=lambda item: (item.path.name != LONGEST) + 2 * (item.path.name == LAST))
+
+
+@pytest.fixture(scope="session")
+def smoke_shared(tmp_path_factory):
+    """The smoke run of every notebook, made once per test session (the pytest-xdist workers share it under a file
+    lock, each session a folder of its own): tests read it and never write into it."""
+    from filelock import FileLock
+
+    from cmrlib import runner
+
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # the session's folder, under xdist
+    out, done, failed = root / "smoke_shared", root / "smoke_shared.done", root / "smoke_shared.failed"
+    with FileLock(str(root / "smoke_shared.lock")):
+        if failed.exists():
+            pytest.fail(failed.read_text())
+        if not done.exists():
+            try:
+                runner.run("smoke", out=out)
+            except runner.NotebookFailed as e:
+                failed.write_text(str(e))
+                pytest.fail(str(e))
+            except BaseException as e:
+                failed.write_text(f"the smoke run stopped: {type(e).__name__}: {e}")
+                raise
+            done.touch()
+    return out, json.loads((out / "run.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def smoke_run(smoke_shared, tmp_path_factory):
+    """This worker's own copy of the smoke run: its tests run notebooks in it again."""
+    shared, record = smoke_shared
+    out = tmp_path_factory.mktemp("smoke") / "run"
+    shutil.copytree(shared, out, symlinks=True)
+    return out, record
 
 
 def real_data_dir() -> Path | None:

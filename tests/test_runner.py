@@ -123,6 +123,20 @@ def test_run_json_names_the_commit_the_run_started_at(nbdir, prof, tmp_path, mon
     assert [r["git_commit"] for r in rec["notebooks"]] == ["first notebook", "second notebook"]
 
 
+def test_a_copied_run_reruns_into_its_own_figure_folder(nbdir, prof, tmp_path):
+    """A run folder copied elsewhere names its own figure folder on a rerun, never the one it was copied from; a
+    figure folder the user chose outside the run stays theirs."""
+    import shutil
+
+    rec = json.loads(runner.execute(runner.plan(prof, out=tmp_path / "run", notebooks=nbdir),
+                                    log=lambda *_: None).read_text())
+    shutil.copytree(tmp_path / "run", tmp_path / "copy")
+    assert runner.recorded_figures(tmp_path / "copy", rec) == str(tmp_path / "copy" / "figures")
+    assert runner.recorded_figures(tmp_path / "copy", dict(rec, figures=str(tmp_path / "mine"))) == \
+        str(tmp_path / "mine")
+    assert runner.recorded_figures(tmp_path / "copy", {"figures": None}) is None
+
+
 def test_failure_names_notebook_and_cell_and_keeps_partial(nbdir, prof, tmp_path):
     make_nb(nbdir / "02_broken.ipynb", "seed = 0\nrun_dir = 'x'\n", "raise ValueError('boom')")
     out = tmp_path / "run"

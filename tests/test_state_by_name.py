@@ -1,6 +1,7 @@
 """A Study's state by name: what one step makes and another uses is a named (cached) property, never an attribute
-one step sets for a later cell to read, so any notebook cell can run first (`test_notebooks.test_any_cell_can_run_first`
-runs them so). Read from the code: a rule as a test, with a test of its checker."""
+one step sets for a later cell to read, so any notebook cell can run first
+(`test_notebooks_reordered.test_any_cell_can_run_first` runs them so). Read from the code: a rule as a test, with a
+test of its checker."""
 from __future__ import annotations
 
 import ast

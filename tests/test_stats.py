@@ -189,6 +189,9 @@ def test_conformal_intervals_cover_new_patients_at_their_level():
     df = pd.DataFrame(dict(EF_auto=50 + noise[:40], EF_ref=np.full(40, 50.0)))
     t = conformal_intervals(df, {"LVEF": ("EF_auto", "EF_ref")})
     assert t.loc["LVEF", "n"] == 40 and t.loc["LVEF", "half_width"] > 0
+    failed = conformal_intervals(df.assign(EF_auto=np.where(np.arange(40) < 4, -np.inf, df.EF_auto)),
+                                 {"LVEF": ("EF_auto", "EF_ref")}).loc["LVEF"]  # 4 failed measures: counted, uncovered
+    assert failed.n == 40 and failed.half_width > t.loc["LVEF", "half_width"] and failed.coverage <= 0.9
 
 
 def test_conformal_coverage_across_groups_calibrates_each_group_on_the_others():
