@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -252,16 +253,29 @@ class Notebook:
         return df
 
 
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def use_threads(threads: int) -> None:
+    """torch, BLAS and OpenMP on `threads` threads whatever environment the kernel inherited (a Dask nanny leaves
+    OMP/OPENBLAS/MKL_NUM_THREADS=1 in the process that started it, for good): a fit through BLAS differs in its
+    last digits with the thread count, so a table depends on `threads` and nothing else."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    os.environ.update({name: str(threads) for name in THREAD_VARIABLES})  # libraries loaded later read these
+    threadpool_limits(threads)  # those loaded already
+    torch.set_num_threads(threads)
+
+
 def setup(number: str, run_dir: str | Path, figures_dir: str | Path, seed: int, threads: int | None = None
           ) -> Notebook:
-    """Start a notebook: folders resolved from the project root and created, every RNG seeded, torch threads set,
-    tables shown to three decimals."""
+    """Start a notebook: folders resolved from the project root and created, every RNG seeded, torch's and BLAS's
+    threads set, tables shown to three decimals."""
     seed_everything(int(seed))
     pd.set_option("display.precision", 3)
     if threads is not None:
-        import torch
-
-        torch.set_num_threads(int(threads))
+        use_threads(int(threads))
     nb = Notebook(str(number), project_path(run_dir), project_path(figures_dir), int(seed))
     nb.guard()
     nb.out.mkdir(parents=True, exist_ok=True)

@@ -2,6 +2,11 @@
 pretrained weights that are read from the local cache only."""
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -19,7 +24,9 @@ def test_relative_folders_start_at_the_project_root(tmp_path, monkeypatch):
     assert results.project_path(tmp_path / "abs") == tmp_path / "abs"
 
 
-def test_setup_seeds_threads_and_folders(tmp_path):
+def test_setup_seeds_threads_and_folders(tmp_path, monkeypatch):
+    for name in results.THREAD_VARIABLES:  # setup sets them for this process: put back as they were after the test
+        monkeypatch.setenv(name, os.environ.get(name, ""))
     threads = torch.get_num_threads()
     try:
         nb = results.setup("07", tmp_path / "run", tmp_path / "figs", seed=3, threads=1)
@@ -34,6 +41,22 @@ def test_setup_seeds_threads_and_folders(tmp_path):
     assert nb.out == tmp_path / "run" / "07" and nb.out.is_dir() and (tmp_path / "figs").is_dir()
     with pytest.raises(FileNotFoundError, match="run notebook 00"):
         nb.cohort()
+
+
+def test_a_notebooks_blas_threads_are_its_own_whatever_its_kernel_inherited(tmp_path):
+    """A kernel started from a process a Dask nanny left OMP/OPENBLAS/MKL_NUM_THREADS=1 in: a notebook set up with
+    two threads has every BLAS and OpenMP pool on two, the libraries loaded before setup and those loaded after."""
+    code = ("import json, sys; from cmrlib import results; "
+            "results.setup('07', sys.argv[1], sys.argv[1], 0, threads=2); "
+            "import scipy.linalg, sklearn.decomposition, torch; from threadpoolctl import threadpool_info; "
+            "print(json.dumps([[p['internal_api'], p['num_threads']] for p in threadpool_info()] + "
+            "[['torch', torch.get_num_threads()]]))")
+    leaked = {**os.environ, **{name: "1" for name in results.THREAD_VARIABLES}}
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=leaked, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    pools = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "openblas" in {name for name, _ in pools} and {n for _, n in pools} == {2}, pools
 
 
 def test_tables_timings_and_targets(tmp_path):
