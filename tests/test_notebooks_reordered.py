@@ -53,7 +53,7 @@ def test_any_cell_can_run_first(smoke_shared, tmp_path):
     table, and every notebook's list of headline tables, as in order."""
     from cmrlib.results import TIMING_COLUMNS, compare_runs
 
-    out, _ = smoke_shared
+    out, record = smoke_shared
     copy = tmp_path / "run"
     shutil.copytree(out, copy, symlinks=True, ignore=shutil.ignore_patterns("notebooks", "figures"))
     for nn in (f"0{k}" for k in range(1, 10)):  # no table can pass by being left over from the in-order run
@@ -63,7 +63,7 @@ def test_any_cell_can_run_first(smoke_shared, tmp_path):
     plan = runner.plan("smoke", [f"0{k}" for k in range(1, 10)], None, copy, tmp_path / "figures",
                        notebooks=reordered(tmp_path / "notebooks"))
     try:
-        runner.execute(plan, log=lambda *_: None)
+        runner.execute(plan, log=lambda *_: None, free=record["cores"]["free_at_start"])  # the run's own threads
     except runner.NotebookFailed as e:
         pytest.fail(str(e))
     differ = compare_runs(out, copy, ignore=(*TIMING_COLUMNS, "reused"))  # the copy reuses what the run trained
