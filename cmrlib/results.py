@@ -257,14 +257,17 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"
 
 
 def use_threads(threads: int) -> None:
-    """torch, BLAS and OpenMP on `threads` threads whatever environment the kernel inherited (a Dask nanny leaves
-    OMP/OPENBLAS/MKL_NUM_THREADS=1 in the process that started it, for good): a fit through BLAS differs in its
-    last digits with the thread count, so a table depends on `threads` and nothing else."""
+    """torch, BLAS and OpenMP on `threads` threads whatever environment the kernel inherited or gets later (a Dask
+    nanny leaves OMP/OPENBLAS/MKL_NUM_THREADS=1 in the process that starts it, for good): a fit through BLAS differs
+    in its last digits with the thread count, so a table depends on `threads` and nothing else. The BLAS and OpenMP
+    libraries are loaded first (each reads those variables once, as it loads), then limited."""
+    import scipy.linalg  # noqa: F401  scipy's OpenBLAS
+    import sklearn.decomposition  # noqa: F401  scikit-learn's OpenMP
     import torch
     from threadpoolctl import threadpool_limits
 
-    os.environ.update({name: str(threads) for name in THREAD_VARIABLES})  # libraries loaded later read these
-    threadpool_limits(threads)  # those loaded already
+    os.environ.update({name: str(threads) for name in THREAD_VARIABLES})  # for any other library loaded later
+    threadpool_limits(threads)
     torch.set_num_threads(threads)
 
 

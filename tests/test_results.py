@@ -44,10 +44,11 @@ def test_setup_seeds_threads_and_folders(tmp_path, monkeypatch):
 
 
 def test_a_notebooks_blas_threads_are_its_own_whatever_its_kernel_inherited(tmp_path):
-    """A kernel started from a process a Dask nanny left OMP/OPENBLAS/MKL_NUM_THREADS=1 in: a notebook set up with
-    two threads has every BLAS and OpenMP pool on two, the libraries loaded before setup and those loaded after."""
-    code = ("import json, sys; from cmrlib import results; "
+    """A kernel started from a process a Dask nanny left OMP/OPENBLAS/MKL_NUM_THREADS=1 in, which starts a nanny of
+    its own after setup: a notebook set up with two threads keeps every BLAS and OpenMP pool on two."""
+    code = ("import json, os, sys; from cmrlib import results; "
             "results.setup('07', sys.argv[1], sys.argv[1], 0, threads=2); "
+            f"os.environ.update({{name: '1' for name in {results.THREAD_VARIABLES!r}}}); "
             "import scipy.linalg, sklearn.decomposition, torch; from threadpoolctl import threadpool_info; "
             "print(json.dumps([[p['internal_api'], p['num_threads']] for p in threadpool_info()] + "
             "[['torch', torch.get_num_threads()]]))")
