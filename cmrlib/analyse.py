@@ -263,8 +263,10 @@ def check_results(results: list[dict], cines: list[Cine], body: Body) -> tuple[p
             for r in results if r["result"] is not None]
     tabs = [t for t in tabs if len(t)]
     tab = pd.concat(tabs, ignore_index=True) if tabs else pd.DataFrame(columns=list(Prediction.COLUMNS))
+    grown = {r["result"].method: r["result"].detail["es_overshoot"] for r in results
+             if r["result"] is not None and "es_overshoot" in r["result"].detail}
     checked, hidden = check(tab, {c.view for c in cines}, {c.view: c.n_frames for c in cines}, body.sex, body.bsa,
-                            {q["view"]: {k: q[f"{k}_flags"] for k in INPUT_KINDS} for q in qc})
+                            {q["view"]: {k: q[f"{k}_flags"] for k in INPUT_KINDS} for q in qc}, grown)
     return checked, hidden, qc
 
 

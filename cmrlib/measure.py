@@ -34,6 +34,7 @@ UNITS = {"BSA": "m²", "HR": "bpm", "LVEDV": "mL", "LVESV": "mL", "LVSV": "mL", 
 UNITS.update({f"{k}i": f"{u}/m²" for k, u in list(UNITS.items()) if u in ("mL", "g", "L/min")})
 SAX_VOLUMES = ("LVEDV", "LVESV", "LVSV", "LVEF", "LVM", "RVEDV", "RVESV", "RVSV", "RVEF")  # a SAX stack's measures
 # with a real reference: what the segmenter's 90 % intervals calibrate and what `cmrlib validate` compares
+ES_OVERSHOOT_ML = "lv_es_overshoot_ml"  # a measures table's column: the LV at ES beyond its ED area (`es_overshoot`)
 EDES_ENTROPY = "edes_entropy_"  # a measures table's column prefix: the segmenter's mean entropy inside a structure
 # at the ED and ES frames it measured (what an interval in the 'entropy' scale is a multiple of)
 
@@ -81,6 +82,17 @@ def simpson_volume(mask: np.ndarray, spacing: Sequence[float], label: Label) -> 
         raise MeasureError(f"simpson_volume: mask must be (Z,H,W), got shape {m.shape}")
     sp = _check_spacing(m, spacing, 3, "simpson_volume")
     return float(_is(m, label).sum() * sp.prod() / 1000.0)
+
+
+def es_overshoot(ed: np.ndarray, es: np.ndarray, spacing: Sequence[float], label: Label = LV) -> float:
+    """The chamber's volume at ES beyond its ED area slice by slice, in mL (ED and ES masks (Z,H,W)): a cavity
+    contracts, so a segmentation whose ES cavity outgrows its ED one on a slice has failed there."""
+    a, b = np.asarray(ed), np.asarray(es)
+    if a.shape != b.shape or a.ndim != 3:
+        raise MeasureError(f"es_overshoot: ED and ES masks must be one (Z,H,W) shape, got {a.shape} and {b.shape}")
+    sp = _check_spacing(a, spacing, 3, "es_overshoot")
+    grown = _is(b, label).sum(axis=(1, 2)) - _is(a, label).sum(axis=(1, 2))
+    return float(np.clip(grown, 0, None).sum() * sp.prod() / 1000.0)
 
 
 def area_curve(labels: np.ndarray, spacing: Sequence[float], label: Label) -> np.ndarray:

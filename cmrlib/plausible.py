@@ -40,6 +40,10 @@ CANNOT_EXIST = ("frames", "timing")  # input-flag kinds whose spoiled numbers ca
 TIER_KEYS = ("withheld", "uncertain", "abnormal", "not_measurable")  # `tier_counts`' keys, report.json's too
 SV_GAP = "LVSV - RVSV"  # the stroke-volume gap, reported as a measure
 DERIVED = {f"{c}{m}": (f"{c}EDV", f"{c}ESV") for c in ("LV", "RV") for m in ("SV", "EF")}  # computed from parts
+# A cavity contracts: on ACDC's 100 manual segmentations the LV at ES reaches beyond its ED area, slice by slice, by
+# at most 3 % of LVESV (notebook 01 prints it); a segmentation beyond twice that has failed at ES.
+ES_OVERSHOOT = 0.06
+ES_READ = ("LVESV", "LVSV", "LVEF", "LVCO")  # the LV numbers read from the ES frame's cavity (and their indexed forms)
 
 # The views a measure is read from: from other views a method can only guess it.
 NEEDS_VIEWS = {"LA": ("2CH", "4CH"), "RA": ("4CH",), "MAPSE": ("2CH", "4CH"), "s_prime": ("2CH", "4CH"),
@@ -146,7 +150,7 @@ def _value_reasons(row, n_frames: dict[str, int]) -> dict[str, list[str]]:
         return {} if n is None or 0 <= v < n else {WITHHELD: [f"frame {v:g} is outside the cine's {n} frames"]}
     b = bounds(row.measure, row.unit)
     if b and not _within(row.measure, v, row.unit):
-        return {WITHHELD: [f"outside human range {b[0]:.3g}-{b[1]:.3g} {row.unit}".rstrip()]}
+        return {WITHHELD: [outside_words(b, row.unit)]}
     lo, hi = getattr(row, "low", np.nan), getattr(row, "high", np.nan)
     if not (np.isfinite(lo) and np.isfinite(hi)):
         return {}
@@ -216,6 +220,20 @@ def frame_flags(tab: pd.DataFrame, n_frames: dict[str, int]) -> dict[int, list[s
     return out
 
 
+def overshoot_reason(overshoot_ml: float, esv_ml: float) -> str:
+    """Why the LV numbers read at ES are withheld ('' when they are not): the segmented cavity at ES outgrows its
+    ED extent (`measure.es_overshoot`) by more than `ES_OVERSHOOT` of LVESV."""
+    if not (np.isfinite(overshoot_ml) and np.isfinite(esv_ml)) or overshoot_ml <= ES_OVERSHOOT * esv_ml:
+        return ""
+    return (f"the LV cavity at ES outgrows its ED extent on some slices by {overshoot_ml:.1f} mL "
+            f"({overshoot_ml / esv_ml:.1%} of LVESV; manual segmentations: at most {ES_OVERSHOOT / 2:.0%})")
+
+
+def reads_es(measure: str) -> bool:
+    """Whether an LV number is read from the ES frame's cavity (LVESV, SV, EF, cardiac output; indexed or not)."""
+    return measure.removesuffix("i") in ES_READ
+
+
 def _rule_flags(values: dict[str, float]) -> dict[str, list[str]]:
     """measure -> the consistency rules its method's numbers break."""
     out: dict[str, list[str]] = {}
@@ -227,6 +245,11 @@ def _rule_flags(values: dict[str, float]) -> dict[str, list[str]]:
             for m in r.measures:
                 out.setdefault(m, []).append(f"breaks {r.text}")
     return out
+
+
+def outside_words(b: tuple[float, float], unit: str) -> str:
+    """Why a number outside its human bounds `b` is withheld."""
+    return f"outside human range {b[0]:.3g}-{b[1]:.3g} {unit}".rstrip()
 
 
 def _within(measure: str, value: float, unit: str) -> bool:
@@ -241,6 +264,9 @@ def outside_bounds(values: pd.Series, measure: str, unit: str) -> pd.Series:
     return values.notna() & ~values.map(lambda v: _within(measure, v, unit)).astype(bool)
 
 
+WITHHELD_COLUMNS = ["subject", "measure", "value", "low", "high", "why"]  # a research table's withheld numbers
+
+
 def withheld(columns: dict[str, pd.Series], units: dict[str, str]) -> pd.DataFrame:
     """Every number of a research table's measure columns (measure -> values by subject) that a report withholds,
     outside its human bounds (`outside_bounds`), with those bounds: one rule for the tables and the report."""
@@ -248,8 +274,9 @@ def withheld(columns: dict[str, pd.Series], units: dict[str, str]) -> pd.DataFra
     for m, values in columns.items():
         if (b := bounds(m, units.get(m, ""))) is not None:
             bad = values[outside_bounds(values, m, units.get(m, ""))]
-            rows += [dict(subject=s, measure=m, value=v, low=b[0], high=b[1]) for s, v in bad.items()]
-    return pd.DataFrame(rows, columns=["subject", "measure", "value", "low", "high"])
+            why = outside_words(b, units.get(m, ""))
+            rows += [dict(subject=s, measure=m, value=v, low=b[0], high=b[1], why=why) for s, v in bad.items()]
+    return pd.DataFrame(rows, columns=WITHHELD_COLUMNS)
 
 
 def with_sv_gap(tab: pd.DataFrame) -> pd.DataFrame:
@@ -333,12 +360,15 @@ def with_indexed(tab: pd.DataFrame, bsa: float | None) -> pd.DataFrame:
 
 
 def check(tab: pd.DataFrame, views: Iterable[str], n_frames: dict[str, int] | None = None, sex: str | None = None,
-          bsa: float | None = None, input_flags: dict[str, dict[str, str]] | None = None
-          ) -> tuple[pd.DataFrame, pd.DataFrame]:
+          bsa: float | None = None, input_flags: dict[str, dict[str, str]] | None = None,
+          es_overshoot: dict[str, float] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(the measures with tier, flag, normal, z, vs_normal; the measures these views cannot show). A number from a
     cine whose metadata input QC flagged (`input_flags`: view -> {'frames'|'timing'|'space': why}) and that depends
-    on it is not measurable (frames, timing) or withheld (space); `n_frames`: view -> frames."""
+    on it is not measurable (frames, timing) or withheld (space); `n_frames`: view -> frames; `es_overshoot`:
+    method -> its LV segmentation's `measure.es_overshoot` (mL), which withholds the numbers read at ES beyond
+    `ES_OVERSHOOT`."""
     n_frames, input_flags, views = dict(n_frames or {}), dict(input_flags or {}), set(views)
+    es_overshoot = dict(es_overshoot or {})
     tab = tab.reset_index(drop=True)
     for c in ("low", "high"):
         tab[c] = tab[c].astype(float) if c in tab else np.nan
@@ -349,9 +379,12 @@ def check(tab: pd.DataFrame, views: Iterable[str], n_frames: dict[str, int] | No
     for i, why in frame_flags(tab, n_frames).items():
         reasons[i].setdefault(WITHHELD, []).extend(why)
     for method, g in tab.groupby("method"):
-        broken = _rule_flags(dict(zip(g.measure, g.value)))
+        values = dict(zip(g.measure, g.value))
+        broken = _rule_flags(values)
+        grown = overshoot_reason(es_overshoot.get(method, np.nan), values.get("LVESV", np.nan))
         for i, r in g.iterrows():
-            reasons[i].setdefault(WITHHELD, []).extend(broken.get(r.measure, []))
+            reasons[i].setdefault(WITHHELD, []).extend(broken.get(r.measure, []) + ([grown] if grown and reads_es(
+                r.measure) else []))
     for i, r in tab.iterrows():
         for v in sorted(views_of(r.cine)):
             for kind, why in input_flags.get(v, {}).items():

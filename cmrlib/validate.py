@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from . import stats
-from .measure import EDES_ENTROPY, SAX_VOLUMES, UNITS, spread_columns
+from .measure import EDES_ENTROPY, ES_OVERSHOOT_ML, SAX_VOLUMES, UNITS, spread_columns
 from .analyse import AnalyseError, own_folder, read_patient
 from .analyse_batch import failure, pseudonyms, subject_folders
 from .predictor import SEGMENTER, file_name, run_predictors
@@ -83,6 +83,7 @@ def measure_cohort(folders: list[Path], segmenter, refs: dict[str, dict], log: C
             row |= {f"{ENTROPY}{k}": v for k, v in entropy.items()}
             row |= {f"{EDES_ENTROPY}{k}": v
                     for k, v in ((pred.detail.get("uncertainty_ed_es") or {}).get("SAX") or {}).items()}
+            row[ES_OVERSHOOT_ML] = pred.detail.get("es_overshoot", np.nan)  # what withholds the LV numbers read at ES
         except Exception as e:  # one patient's bad files never stop the site's validation
             row["status"] = failure(e)
             log(f"  {row['subject']}: {row['status']}")

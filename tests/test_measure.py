@@ -69,6 +69,19 @@ def test_label_tuple_and_curve_shapes():
         M.simpson_volume(lab[0], (1.0, 1.0), LV)
 
 
+def test_es_overshoot_counts_only_the_slices_where_the_cavity_outgrows_its_ed_area():
+    ed, es = np.zeros((3, 6, 6), np.uint8), np.zeros((3, 6, 6), np.uint8)
+    ed[:, :4, :4] = LV  # 16 px a slice at ED
+    es[0, :2, :2] = LV  # contracts on slices 0 and 1 ...
+    es[1, :3, :3] = LV
+    es[2, :5, :5] = LV  # ... and outgrows ED on slice 2 by 9 px
+    sp = (8.0, 1.5, 1.5)
+    assert M.es_overshoot(ed, es, sp) == pytest.approx(9 * 8.0 * 1.5 * 1.5 / 1000)
+    assert M.es_overshoot(ed, ed, sp) == 0.0 == M.es_overshoot(ed, es, sp, RV)  # no RV drawn: nothing outgrows
+    with pytest.raises(M.MeasureError, match="one .Z,H,W. shape"):
+        M.es_overshoot(ed, es[:2], sp)
+
+
 def test_ed_es_and_global_function():
     assert M.ed_es_from_curve([3.0, 5.0, 9.0, 4.0, 2.0, 6.0]) == (2, 4)
     e = M.ejection(150.0, 60.0)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from cmrlib import predictor
+from cmrlib import plausible, predictor
 from cmrlib.analyse import AnalyseError, analyse, page_banners, read_patient
 from cmrlib.cli import main
 from cmrlib.methods import cussp, segmentation
@@ -326,3 +326,26 @@ def test_a_provenance_field_of_the_wrong_type_is_refused_when_opened(tmp_path, f
     (path / "predictor.json").write_text(json.dumps(doc))
     with pytest.raises(predictor.PredictorError, match=f"segmentation.predictor: provenance {field}"):
         predictor.load(path)
+
+
+def test_the_report_withholds_the_es_numbers_of_a_segmentation_whose_es_cavity_outgrows_ed(subject):
+    """The segmenter measures how far its LV at ES outgrows its ED extent; the report's check withholds the numbers
+    read at ES when that is beyond the manual masks' range (`plausible.ES_OVERSHOOT`), and not the others."""
+    from cmrlib.analyse import Body, check_results
+    from cmrlib.measure import es_overshoot
+
+    sax = subject["SAX"]
+    out = segmenter().predict([sax])
+    lab, (ed, es) = out.detail["labels"][sax.cine_id], out.detail["ed_es"][sax.cine_id]
+    assert out.detail["es_overshoot"] == es_overshoot(lab[ed], lab[es], sax.spacing)
+    body = Body()
+    out.add("LVESV", 40.0, "mL", sax.cine_id)  # an untrained network's cavity may vanish at ES: give it one
+    out.detail["es_overshoot"] = 0.05 * 40.0  # within the manual masks' range
+    before = check_results([dict(result=out, provenance={})], [sax], body)[0].set_index("measure")
+    out.detail["es_overshoot"] = 40.0  # all of the ES cavity beyond ED
+    after = check_results([dict(result=out, provenance={})], [sax], body)[0].set_index("measure")
+    grown = after.flag.str.contains("outgrows its ED extent")
+    assert not before.flag.str.contains("outgrows").any()
+    measured = after.index[np.isfinite(after.value)]  # an untrained network's EF may not be measurable
+    assert set(after.index[grown]) == {m for m in measured if plausible.reads_es(m)} >= {"LVESV", "LVSV"}
+    assert (after.tier[grown] == "withheld").all() and not grown[["LVEDV", "LVM"]].any()

@@ -246,7 +246,9 @@ def test_the_segmentation_section_calibrates_intervals_across_folds_and_reports_
 
 def test_a_segmented_number_outside_human_bounds_is_listed_as_the_report_withholds_it():
     """acdc086's out-of-fold LVEF of -24.6 % is a failed segmentation: the research tables list it beside the
-    agreement, and the measurement row of notebook 05 makes no call on it."""
+    agreement, and the measurement row of notebook 05 makes no call on it; so are the numbers read at an ES frame
+    whose LV outgrows its ED extent."""
+    from cmrlib.measure import ES_OVERSHOOT_ML
     from cmrlib.methods.segmentation import real
     from cmrlib.plausible import WITHHELD, check, outside_bounds
 
@@ -255,6 +257,11 @@ def test_a_segmented_number_outside_human_bounds_is_listed_as_the_report_withhol
     withheld = real.withheld_measures(meas)
     assert withheld[["subject", "measure"]].values.tolist() == [["acdc086", "LVEF"], ["acdc001", "LVEDV"]]
     assert withheld.set_index("measure").loc["LVEF", ["low", "high"]].tolist() == [5, 90]
+    grown = meas.assign(LVESV_auto=[100.0, 50.0, 60.0], **{ES_OVERSHOOT_ML: [20.0, 1.0, 30.0]})
+    why = real.withheld_measures(grown).set_index(["subject", "measure"]).why
+    assert set(why.index) == {("acdc086", "LVEF"), ("acdc086", "LVESV"), ("acdc002", "LVESV"), ("acdc001", "LVEDV")}
+    # 1 mL of 50 is within the rule, and a missing LVEF stays missing
+    assert why["acdc086", "LVEF"].startswith("outside human range 5-90 %; the LV cavity at ES outgrows")
     assert outside_bounds(meas.LVEF_auto, "LVEF", "%").tolist() == [True, False, False]  # missing: not a failure
     long = pd.DataFrame(dict(method="segmentation", measure=["LVEF", "LVEF"], value=[-24.6, 55.0], unit="%",
                              cine="SAX"))

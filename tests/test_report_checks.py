@@ -135,6 +135,20 @@ def test_consistency_rules_catch_numbers_that_do_not_add_up_and_the_sv_gap_is_a_
     assert "breaks LAVmax >= LAVmin" in flags(atria)["LAVmax"]
 
 
+def test_an_es_cavity_outgrowing_its_ed_extent_withholds_every_lv_number_read_at_es():
+    """A segmentation whose LV at ES reaches beyond its ED area on some slices (ACDC's HCM patient whose LVEF of 77 %
+    reads 31 %) has failed at ES: its ES volume, stroke volume and EF are withheld, its EDV and mass are not."""
+    grown = 0.1 * 60.0  # mL beyond ED, 10 % of the healthy LVESV
+    got = plausible.check(table(HEALTHY), {"SAX"}, bsa=2.0, es_overshoot={"segmentation": grown})[0]
+    withheld = set(got.measure[got.tier == "withheld"])
+    assert withheld == {m for m in got.measure if plausible.reads_es(m)} >= {"LVESV", "LVSV", "LVEF"}, withheld
+    assert {"LVEDV", "LVM", "LVMi", "RVEF"} <= set(got.measure[got.tier == ""])
+    assert "outgrows its ED extent on some slices by 6.0 mL (10.0% of LVESV" in flags(got)["LVEF"]
+    within = plausible.check(table(HEALTHY), {"SAX"}, es_overshoot={"segmentation": 0.05 * 60.0})[0]
+    other = plausible.check(table(HEALTHY), {"SAX"}, es_overshoot={"another method": grown})[0]
+    assert not any(within.tier) and not any(other.tier)  # within the manual masks' range; another method's cavity
+
+
 def test_an_interval_across_a_clinical_cutoff_is_uncertain_and_abnormal_stands_apart():
     tab = table([("LVEF", 38.0, "%"), ("LVEDV", 150.0, "mL")]).assign(low=[30.0, 130.0], high=[46.0, 170.0])
     got = plausible.check(tab, {"SAX"}, sex="male")[0].set_index("measure")

@@ -10,7 +10,8 @@ import numpy as np
 from ...labels import LV
 from ...learn import load
 from ...models import UNet11
-from ...measure import UNITS, MeasureError, ed_es_from_curve, la_measures, ra_measures, sax_measures, volume_curve
+from ...measure import (UNITS, MeasureError, ed_es_from_curve, es_overshoot, la_measures, ra_measures, sax_measures,
+                       volume_curve)
 from ...predictor import NotApplicable, Prediction
 from ...predictor import Predictor as Base
 from ...record import Cine
@@ -163,6 +164,7 @@ class Predictor(Base):
                 for k, v in m.items():
                     if k not in ("ED", "ES"):
                         out.add(k, v, UNITS.get(k, ""), c.cine_id)
+                out.detail["es_overshoot"] = es_overshoot(lab[m["ED"]], lab[m["ES"]], c.spacing)  # mL (`plausible`)
         if "4CH" in labelled:
             c4, l4 = labelled["4CH"]
             c2, l2 = labelled.get("2CH", (None, None))

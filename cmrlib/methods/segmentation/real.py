@@ -10,8 +10,9 @@ import numpy as np
 import pandas as pd
 
 from ... import stats
-from ...measure import EDES_ENTROPY, SAX_VOLUMES, UNITS, measure_pairs, spread_columns, subject_measures
-from ...plausible import withheld
+from ...measure import (EDES_ENTROPY, ES_OVERSHOOT_ML, SAX_VOLUMES, UNITS, es_overshoot, measure_pairs, spread_columns,
+                       subject_measures)
+from ...plausible import ES_OVERSHOOT, WITHHELD_COLUMNS, overshoot_reason, reads_es, withheld
 from ...skipped import StudySkipped
 from ...store import CohortStore
 
@@ -156,15 +157,54 @@ OUT_OF_FOLD_SPLIT = "out of fold"  # ACDC measures' split when each patient was 
 
 
 def withheld_measures(meas: pd.DataFrame) -> pd.DataFrame:
-    """Every segmented measure (`<measure>_auto`) a patient report withholds (`plausible.withheld`), by subject."""
+    """Every segmented measure (`<measure>_auto`) a patient report withholds, by subject, with why: outside human
+    bounds (`plausible.withheld`), or read at an ES frame whose LV outgrows its ED extent (`overshoot_reason`)."""
     by_subject = meas.set_index("subject")
-    return withheld({c.removesuffix("_auto"): by_subject[c] for c in meas.columns if c.endswith("_auto")}, UNITS)
+    auto = {c.removesuffix("_auto"): by_subject[c] for c in meas.columns if c.endswith("_auto")}
+    rows = [withheld(auto, UNITS)]
+    if ES_OVERSHOOT_ML in by_subject and "LVESV" in auto:
+        why = {s: w for s, g, esv in zip(by_subject.index, by_subject[ES_OVERSHOOT_ML], auto["LVESV"])
+               if (w := overshoot_reason(g, esv))}
+        rows.append(pd.DataFrame([dict(subject=s, measure=m, value=auto[m][s], low=np.nan, high=np.nan, why=w)
+                                  for s, w in why.items() for m in auto if reads_es(m) and pd.notna(auto[m][s])],
+                                 columns=WITHHELD_COLUMNS))
+    out = pd.concat([r for r in rows if len(r)], ignore_index=True) if any(len(r) for r in rows) else rows[0]
+    return out.groupby(["subject", "measure"], sort=False, as_index=False).agg(
+        dict(value="first", low="first", high="first", why="; ".join))[WITHHELD_COLUMNS]
+
+
+def overshoot_line(meas: pd.DataFrame) -> str:
+    """How far the LV at ES outgrows its ED extent, as a share of LVESV: the manual masks' largest (what
+    `plausible.ES_OVERSHOOT` is twice of) and the segmented patients beyond the rule."""
+    if ES_OVERSHOOT_ML not in meas or "LVESV_ref" not in meas:
+        return "no ES overshoot in this table"
+    manual = (meas[f"{ES_OVERSHOOT_ML}_manual"] / meas.LVESV_ref).dropna()
+    auto = (meas[ES_OVERSHOOT_ML] / meas.LVESV_auto).dropna()
+    beyond = meas.loc[auto[auto > ES_OVERSHOOT].index]
+    return (f"LV at ES beyond its ED area, slice by slice, as a share of LVESV: manual masks at most "
+            f"{manual.max():.1%} ({len(manual)} patients); segmented, {len(beyond)} of {len(auto)} beyond "
+            f"{ES_OVERSHOOT:.0%} (their LV numbers read at ES are withheld)"
+            + (f": {', '.join(f'{r.subject} ({r.group})' for r in beyond.itertuples())}" if len(beyond) else ""))
+
+
+def es_overshoots(acdc: CohortStore, pred: dict) -> pd.DataFrame:
+    """By subject, the LV's volume at ES beyond its ED area slice by slice (`measure.es_overshoot`), segmented
+    (`ES_OVERSHOOT_ML`) and in the manual masks (`_manual`), at each SAX stack's recorded ED and ES."""
+    rows = []
+    for cid, lab in pred.items():
+        c = acdc.read(cid)
+        if c.view != "SAX" or c.ed is None or c.es is None:
+            continue
+        ed, es = (lab[0], lab[1]) if len(lab) == 2 < c.n_frames else (lab[c.ed], lab[c.es])
+        rows.append({"subject": str(c.subject), ES_OVERSHOOT_ML: es_overshoot(ed, es, c.spacing),
+                     f"{ES_OVERSHOOT_ML}_manual": es_overshoot(c.labels[c.ed], c.labels[c.es], c.spacing)})
+    return pd.DataFrame(rows, columns=["subject", ES_OVERSHOOT_ML, f"{ES_OVERSHOOT_ML}_manual"])
 
 
 @dataclass(frozen=True)
 class Agreed:
     """Measures against their reference: the measures, the pairs compared, the agreement table and the measures a
-    patient report withholds (outside human bounds)."""
+    patient report withholds (`withheld_measures`)."""
 
     measures: pd.DataFrame
     pairs: dict
@@ -186,10 +226,10 @@ def acdc_measures(acdc: CohortStore, pred: dict, folds: dict | None, entropy: di
     """The Table-1 measures of ACDC's patients from `pred` beside their manual masks'; with `folds` (subject -> the
     cross-fitted fold whose model read them) each row says it is out of fold; with `entropy` (cine_id -> the
     segmenter's entropy sums) each row has the mean entropy inside each structure over its stack's frames (ACDC's
-    stacks: the ED and ES frames measured; `measure.EDES_ENTROPY`)."""
+    stacks: the ED and ES frames measured; `measure.EDES_ENTROPY`); and each row's LV ES overshoot (`ES_OVERSHOOT_ML`)."""
     from .predict import mean_entropy
 
-    meas = subject_measures(acdc, pred)
+    meas = subject_measures(acdc, pred).merge(es_overshoots(acdc, pred), on="subject", how="left")
     if entropy:
         m = acdc.manifest()
         subject = dict(zip(m.cine_id, m.subject.astype(str)))

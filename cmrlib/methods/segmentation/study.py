@@ -30,7 +30,7 @@ from .learner import as_model, lax_real_settings, phantom_specs, sax_real_data, 
 from .predict import predict_store, uncertainty_references
 from .predictor import Predictor
 from .real import (Agreed, RealLax, acdc_measures, acdc_store, agreed, fine_tune_vs_scratch, lax_on_phantom,
-                   lax_scores, sax_intervals, shipped_evidence)
+                   lax_scores, overshoot_line, sax_intervals, shipped_evidence)
 from .recipes import recipe
 
 OFF_CENTRE_MM = 60.0  # how far the inference comparison moves the field of view off ACDC's heart-centred frames
@@ -512,9 +512,10 @@ class Study(Base):
         """ACDC's held-out measures against its ground-truth masks, with the figure and the shipped model's best,
         median and worst held-out frames."""
         a, t = self.acdc_measures, self.shipped_held_out
+        print(overshoot_line(a.measures))
         if len(a.withheld):  # kept in the agreement: a failure is part of the pathway's error
-            print(f"{len(a.withheld)} measures outside human bounds, which a patient report withholds as measurement "
-                  f"failures:\n{a.withheld.round(1).to_string(index=False)}")
+            print(f"{len(a.withheld)} measures a patient report withholds as measurement failures:\n"
+                  f"{a.withheld.round(1).to_string(index=False)}")
         self._cases(self.acdc_cohort, t.pred, t.scores, "01_cases_acdc")
         shown = {k: a.pairs[k] for k in ("LVEDV", "LVEF", "RVEDV", "LVM") if k in a.pairs}
         self.figure(plots.agreement_figure(a.measures, shown, units=UNITS), "01_agreement_acdc")
