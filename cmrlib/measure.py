@@ -567,6 +567,25 @@ def subject_measures(source: CohortStore | str | Path, predictions: Mapping[str,
     return pd.DataFrame(rows)
 
 
+def es_overshoots(source: CohortStore | str | Path, predictions: Mapping[str, np.ndarray]) -> pd.DataFrame:
+    """By subject, the LV's volume at ES beyond its ED area slice by slice (`es_overshoot`) of each predicted SAX
+    stack (`ES_OVERSHOOT_ML`), at its recorded ED and ES (the curve's where it records none), and of its manual masks
+    where it has them at both (`_manual`)."""
+    store = source if isinstance(source, CohortStore) else CohortStore(source)
+    rows = []
+    for cid, lab in predictions.items():
+        c = store.read(cid)
+        if c.view != "SAX":
+            continue
+        ed, es = (0, 1) if len(lab) == 2 < c.n_frames else (c.ed, c.es) if c.ed is not None and c.es is not None \
+            else ed_es_from_curve(volume_curve(lab, c.spacing, LV))
+        row = {"subject": str(c.subject), ES_OVERSHOOT_ML: es_overshoot(lab[ed], lab[es], c.spacing)}
+        if c.labels is not None and c.ed is not None and c.es is not None and c.labelled[[c.ed, c.es]].all():
+            row[f"{ES_OVERSHOOT_ML}_manual"] = es_overshoot(c.labels[c.ed], c.labels[c.es], c.spacing)
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["subject", ES_OVERSHOOT_ML, f"{ES_OVERSHOOT_ML}_manual"])
+
+
 def measure_pairs(df: pd.DataFrame, ref: str = "ref",
                   measures: Sequence[str] = ("LVEDV", "LVESV", "LVEF", "LVM", "RVEDV", "RVESV", "RVEF",
                                              "LAVmax", "LAVmin", "LAEF", "RAVmax", "RAVmin", "RAEF")) -> dict:

@@ -40,8 +40,8 @@ CANNOT_EXIST = ("frames", "timing")  # input-flag kinds whose spoiled numbers ca
 TIER_KEYS = ("withheld", "uncertain", "abnormal", "not_measurable")  # `tier_counts`' keys, report.json's too
 SV_GAP = "LVSV - RVSV"  # the stroke-volume gap, reported as a measure
 DERIVED = {f"{c}{m}": (f"{c}EDV", f"{c}ESV") for c in ("LV", "RV") for m in ("SV", "EF")}  # computed from parts
-# A cavity contracts: on ACDC's 100 manual segmentations the LV at ES reaches beyond its ED area, slice by slice, by
-# at most 3 % of LVESV (notebook 01 prints it); a segmentation beyond twice that has failed at ES.
+# A cavity contracts: in the manual masks of ACDC's 99 exams the LV at ES reaches beyond its ED area, slice by slice,
+# by at most 3 % of LVESV (notebook 01 prints it); a segmentation beyond twice that has failed at ES.
 ES_OVERSHOOT = 0.06
 ES_READ = ("LVESV", "LVSV", "LVEF", "LVCO")  # the LV numbers read from the ES frame's cavity (and their indexed forms)
 

@@ -222,31 +222,38 @@ class Study:
 
         return fit_or_reuse(path, settings, fit, finish, retrain=bool(self.p.get("retrain", False)), **how)
 
-    def table1_measures(self, store, subjects, progress: bool = True, real: bool = False) -> pd.DataFrame:
+    def table1_measures(self, store, subjects, progress: bool = True, real: bool = False, overshoot: bool = False
+                        ) -> pd.DataFrame:
         """The segmentation Predictor's Table-1 measures of `subjects` in `store` (`<measure>_auto` and, where a
         chamber gave none, `error_auto`; indexed by subject, sorted): segmented once per run, store and Predictor in
         `<run>/table1/` (notebooks 06 and 08 read the same cohort; named by the store's content, so a cohort made again
         in its folder is segmented again), a subject not there yet segmented and added. `real`: real ACDC patients,
-        read by `real_segmenter`."""
+        read by `real_segmenter`. `overshoot`: with each one's LV ES overshoot (`measure.ES_OVERSHOOT_ML`, on which
+        a report withholds the numbers read at ES)."""
         from fastprogress.fastprogress import progress_bar
 
-        from .measure import TABLE1_VIEWS, subject_measures, table1_frames
+        from .measure import ES_OVERSHOOT_ML, TABLE1_VIEWS, es_overshoots, subject_measures, table1_frames
         from .utils import atomic_file
 
         seg, wanted = self.real_segmenter() if real else self.segmentation(), sorted(set(subjects))
         key = seg.content_key() if real else self._segmentation_key
         path = self.nb.run_dir / "table1" / f"{Path(store.root).name}-{store.fingerprint()}-{key[:16]}.csv"
         have = pd.read_csv(path, dtype={"subject": str}) if path.exists() else pd.DataFrame({"subject": []})
+        if overshoot and len(have) and ES_OVERSHOOT_ML not in have:  # a table written without it: measured again
+            have = pd.DataFrame({"subject": []})
         todo = set(wanted) - set(have.subject)
         ids = [f"{s}_{v}" for s in sorted(todo) for v in TABLE1_VIEWS if seg.reads(v) and f"{s}_{v}" in store]
         if ids:
             labels = {c: seg.labels(store.read(c, table1_frames(store, c))) for c in progress_bar(ids, display=progress)}
             new = subject_measures(store, labels)
             new = new[["subject", *[c for c in new.columns if c.endswith("_auto")]]]
+            if overshoot or ES_OVERSHOOT_ML in have:
+                new = new.merge(es_overshoots(store, labels)[["subject", ES_OVERSHOOT_ML]], on="subject", how="left")
             have = pd.concat([have, new], ignore_index=True).sort_values("subject")
             with atomic_file(path) as tmp:
                 have.to_csv(tmp, index=False)
         done = set(have.subject)
+        have = have if overshoot else have.drop(columns=ES_OVERSHOOT_ML, errors="ignore")
         return have.set_index("subject").reindex([s for s in wanted if s in done])
 
     def anatomy(self, kind: str, real: bool = False) -> Callable[[Cine], Any]:

@@ -266,3 +266,8 @@ def test_a_segmented_number_outside_human_bounds_is_listed_as_the_report_withhol
     long = pd.DataFrame(dict(method="segmentation", measure=["LVEF", "LVEF"], value=[-24.6, 55.0], unit="%",
                              cine="SAX"))
     assert check(long, ["SAX"])[0].tier.tolist() == [WITHHELD, ""]  # the patient report withholds the same number
+    from cmrlib.methods.sslhf.real import segmented_lvef
+
+    five = pd.DataFrame({"LVEF_auto": [-24.6, 30.6, 60.0], "LVESV_auto": [100.0, 97.2, 50.0],
+                         ES_OVERSHOOT_ML: [0.0, 15.7, 1.0]}, index=["acdc086", "acdc034", "acdc001"])
+    assert segmented_lvef(five, 3).isna().tolist() == [True, True, False]  # 05's row calls neither failure

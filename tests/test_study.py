@@ -196,7 +196,7 @@ def test_a_reused_sax_model_read_another_way_has_its_decision_calibrated_again(t
 def test_a_runs_table1_measures_are_segmented_once_per_segmenter_and_shared(tmp_path):
     """Notebooks 06 and 08 read one table of the cohort's Table-1 measures per segmentation Predictor (named by its
     content, so a retrained segmenter gets its own): a second Study segments nothing."""
-    from cmrlib.measure import subject_measures, table1_frames
+    from cmrlib.measure import ES_OVERSHOOT_ML, subject_measures, table1_frames
     from cmrlib.models import unet11
     from cmrlib.phantom import make_cohort
 
@@ -207,10 +207,10 @@ def test_a_runs_table1_measures_are_segmented_once_per_segmenter_and_shared(tmp_
     segmentation.Predictor(nets).save(run / "predictors" / "segmentation.predictor")
     subjects = sorted(store.manifest().subject.unique())
 
-    def measured(calls: list):
+    def measured(calls: list, **how):
         study = Clustering({"run_dir": str(run)})
         study.segmentation().labels = lambda c: calls.append(c.cine_id) or c.labels  # the cines' own masks
-        return study.table1_measures(study.store, subjects, progress=False)
+        return study.table1_measures(study.store, subjects, progress=False, **how)
 
     first, second = [], []
     table = measured(first)
@@ -220,6 +220,10 @@ def test_a_runs_table1_measures_are_segmented_once_per_segmenter_and_shared(tmp_
     reads = {c: store.read(c, table1_frames(store, c)).labels for c in store.ids()}
     want = subject_measures(store, reads).set_index("subject")
     assert table["LVEF_auto"].to_numpy() == pytest.approx(want["LVEF_auto"].to_numpy())
+    grown, plain = [], []  # the LV's ES overshoot asked of a table written without it: measured again, then kept
+    with_it = measured(grown, overshoot=True)
+    assert len(grown) == 4 and with_it[ES_OVERSHOOT_ML].notna().all() and with_it.drop(columns=ES_OVERSHOOT_ML).equals(
+        table) and measured(plain).equals(table) and not plain
 
     shutil.rmtree(run / "cohort")  # the same folder, other subjects: its own table, segmented again
     store = make_cohort(run / "cohort", n=2, seed=3, views=("SAX", "4CH"), workers=1, progress=False, n_frames=8,

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 
 from ... import stats
-from ...measure import (EDES_ENTROPY, ES_OVERSHOOT_ML, SAX_VOLUMES, UNITS, es_overshoot, measure_pairs, spread_columns,
-                       subject_measures)
+from ...measure import (EDES_ENTROPY, ES_OVERSHOOT_ML, SAX_VOLUMES, UNITS, es_overshoots, measure_pairs,
+                       spread_columns, subject_measures)
 from ...plausible import ES_OVERSHOOT, WITHHELD_COLUMNS, overshoot_reason, reads_es, withheld
 from ...skipped import StudySkipped
 from ...store import CohortStore
@@ -185,20 +185,6 @@ def overshoot_line(meas: pd.DataFrame) -> str:
             f"{manual.max():.1%} ({len(manual)} patients); segmented, {len(beyond)} of {len(auto)} beyond "
             f"{ES_OVERSHOOT:.0%} (their LV numbers read at ES are withheld)"
             + (f": {', '.join(f'{r.subject} ({r.group})' for r in beyond.itertuples())}" if len(beyond) else ""))
-
-
-def es_overshoots(acdc: CohortStore, pred: dict) -> pd.DataFrame:
-    """By subject, the LV's volume at ES beyond its ED area slice by slice (`measure.es_overshoot`), segmented
-    (`ES_OVERSHOOT_ML`) and in the manual masks (`_manual`), at each SAX stack's recorded ED and ES."""
-    rows = []
-    for cid, lab in pred.items():
-        c = acdc.read(cid)
-        if c.view != "SAX" or c.ed is None or c.es is None:
-            continue
-        ed, es = (lab[0], lab[1]) if len(lab) == 2 < c.n_frames else (lab[c.ed], lab[c.es])
-        rows.append({"subject": str(c.subject), ES_OVERSHOOT_ML: es_overshoot(ed, es, c.spacing),
-                     f"{ES_OVERSHOOT_ML}_manual": es_overshoot(c.labels[c.ed], c.labels[c.es], c.spacing)})
-    return pd.DataFrame(rows, columns=["subject", ES_OVERSHOOT_ML, f"{ES_OVERSHOOT_ML}_manual"])
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ...plausible import outside_bounds
+from ...measure import ES_OVERSHOOT_ML
+from ...plausible import outside_bounds, overshoot_reason
 from . import crossval
 from .data import HFREF_BELOW, HFPatches, hf_class
 from .evaluate import (MEASUREMENT, collapsed_runs, detectability, differences, measurement_rows, paired_target,
@@ -147,15 +148,19 @@ def gate_summary(gate: pd.DataFrame, chosen: RealProxies) -> str:
 
 def segmented_lvef(meas: pd.DataFrame, n: int) -> pd.Series | None:
     """Each real patient's LVEF from the run's segmenter's measures (the measurement a cardiologist already has),
-    a number outside human bounds withheld as the patient report withholds it (a failed segmentation gives no
-    call); None where the measures hold no LVEF."""
+    withheld as the patient report withholds it (outside human bounds, or read at an ES frame whose LV outgrows its
+    ED extent: a failed segmentation gives no call); None where the measures hold no LVEF."""
     if "LVEF_auto" not in meas:
         return None
     failed = outside_bounds(meas["LVEF_auto"], "LVEF", "%")
-    got = meas["LVEF_auto"].mask(failed)
+    nan = pd.Series(np.nan, index=meas.index)
+    grown = pd.Series([bool(overshoot_reason(g, esv)) for g, esv in zip(meas.get(ES_OVERSHOOT_ML, nan),
+                                                                        meas.get("LVESV_auto", nan))],
+                      index=meas.index) & ~failed
+    got = meas["LVEF_auto"].mask(failed | grown)
     print(f"measurement row: the run's segmenter's LVEF on {int(got.notna().sum())} of {n} real patients, reduced "
-          f"when below 50 % (no threshold learnt); {int(failed.sum())} outside human bounds (a failed segmentation) "
-          "give no call")
+          f"when below 50 % (no threshold learnt); {int(failed.sum())} outside human bounds and {int(grown.sum())} "
+          "read at an ES cavity outgrowing its ED extent (failed segmentations) give no call")
     return got
 
 

@@ -408,7 +408,7 @@ class Study(Base):
             print("no measurement row: this run has no segmentation Predictor (notebook 01)")
             return None
         with self.nb.timer("real patients: segmented LVEF"):
-            meas = self.table1_measures(store, labels.subject, progress=False, real=True)
+            meas = self.table1_measures(store, labels.subject, progress=False, real=True, overshoot=True)
         return segmented_lvef(meas, len(labels))
 
     real_patients = shows("real_results.table", "The real patients' table (Tables II-III's rows).")
