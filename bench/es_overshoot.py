@@ -89,10 +89,11 @@ def main() -> None:
     held = set(withheld_measures(meas).query("measure == 'LVEF'").subject)
     err = (meas.LVEF_auto - meas.LVEF_ref).abs()
     stated = ~meas.subject.isin(held)
-    print(f"ACDC, annotated ED and ES: {overshoot_line(meas)}\nLVEF MAE {err.mean():.2f} points over {err.notna().sum()} "
-          f"exams; {err[stated].mean():.2f} over the {int(err[stated].notna().sum())} whose LVEF a report states "
-          f"(LVEF errors of the withheld by rank: "
-          f"{', '.join(str(int(r)) for r in err.rank(ascending=False, method='min')[~stated])})")
+    ranks = err.rank(ascending=False, method="min")[~stated]
+    print(f"ACDC, annotated ED and ES: {overshoot_line(meas)}")
+    print(f"LVEF MAE {err.mean():.2f} points over {err.notna().sum()} exams; {err[stated].mean():.2f} over the "
+          f"{int(err[stated].notna().sum())} whose LVEF a report states (the withheld's LVEF errors rank "
+          f"{', '.join(str(int(r)) for r in ranks)} of {err.notna().sum()})")
     d = read_out_of_fold(a.run, cross)
     d.to_csv(a.out / "es_overshoot_cines.csv", index=False)
     print(f"real SAX cines, every frame, ED and ES from the LV curve ({ES_OVERSHOOT_ML} as the report reads it):")
@@ -101,7 +102,8 @@ def main() -> None:
           f"LVEF |error| median {e.median():.2f}, 75th percentile {e.quantile(0.75):.2f} points")
     cols = ["subject", "group", "fold", "overshoot_ml", "share", "LVEF", "LVEF_ref", "lvef_error", "error_rank"]
     print("withheld:\n" + d.loc[d.withheld, cols].round(3).to_string(index=False))
-    print("the largest LVEF errors:\n" + d.nlargest(5, "lvef_error")[cols + ["withheld"]].round(3).to_string(index=False))
+    largest = d.nlargest(5, "lvef_error")[cols + ["withheld"]]
+    print("the largest LVEF errors:\n" + largest.round(3).to_string(index=False))
 
 
 if __name__ == "__main__":

@@ -212,7 +212,8 @@ def acdc_measures(acdc: CohortStore, pred: dict, folds: dict | None, entropy: di
     """The Table-1 measures of ACDC's patients from `pred` beside their manual masks'; with `folds` (subject -> the
     cross-fitted fold whose model read them) each row says it is out of fold; with `entropy` (cine_id -> the
     segmenter's entropy sums) each row has the mean entropy inside each structure over its stack's frames (ACDC's
-    stacks: the ED and ES frames measured; `measure.EDES_ENTROPY`); and each row's LV ES overshoot (`ES_OVERSHOOT_ML`)."""
+    stacks: the ED and ES frames measured; `measure.EDES_ENTROPY`); and each row's LV ES overshoot
+    (`ES_OVERSHOOT_ML`)."""
     from .predict import mean_entropy
 
     meas = subject_measures(acdc, pred).merge(es_overshoots(acdc, pred), on="subject", how="left")
