@@ -26,7 +26,8 @@ sys.path.insert(0, str(ROOT))
 from cmrlib.measure import ES_OVERSHOOT_ML  # noqa: E402
 from cmrlib.methods.segmentation.crossfit import fold_cines  # noqa: E402
 from cmrlib.methods.segmentation.predict import predict_store  # noqa: E402
-from cmrlib.methods.segmentation.real import acdc_measures, overshoot_line, withheld_measures  # noqa: E402
+from cmrlib.methods.segmentation.real import (acdc_measures, acdc_store, overshoot_line,  # noqa: E402
+                                              withheld_measures)
 from cmrlib.plausible import ES_OVERSHOOT, overshoot_reason  # noqa: E402
 from cmrlib.predictor import load  # noqa: E402
 from cmrlib.store import CohortStore  # noqa: E402
@@ -43,11 +44,11 @@ def cross_fitted(run: Path):
 def acdc_stacks(run: Path, cross) -> pd.DataFrame:
     """ACDC's exams at their annotated ED and ES, each segmented by its fold's model as notebook 01 does (its label
     store reused): notebook 01's measures table with the overshoot columns."""
-    path = next((p for p in (run / "01" / "acdc", run / "cohort")
-                 if (p / "cohort.json").is_file() and (CohortStore(p).identity() or {}).get("source") == "acdc"), None)
-    if path is None:
+    def no_store(_):
         raise SystemExit(f"{run.name}: no ACDC store in 01/acdc or the cohort")
-    store = CohortStore(path)
+
+    here = run / "01" / "acdc"
+    store = acdc_store(here if here.is_dir() else None, CohortStore(run / "cohort"), None, no_store)
     k = max(cross.folds.values()) + 1
     pred = {}
     for fold, (_, _, test) in fold_cines(store.manifest(), cross.folds, store.splits(), k).items():

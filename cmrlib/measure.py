@@ -516,6 +516,16 @@ def table1_frames(store: CohortStore, cine_id: str) -> list[int] | None:
     return [int(ed), int(es)] if a.get("view") == "SAX" and ed is not None and es is not None and ed != es else None
 
 
+def sax_frames(n_frames: int, n_labels: int, ed: int | None, es: int | None, predicted: bool, whole: bool
+               ) -> tuple[int | None, int | None]:
+    """The ED and ES frames a SAX stack's measures read in its `n_labels` label maps: (0, 1) for predictions at the
+    recorded ED and ES only (`table1_frames`), (None, None) for a whole cine (its volume curve's max and min), else
+    the recorded ED and ES."""
+    if predicted and n_labels == 2 < n_frames:
+        return 0, 1
+    return (None, None) if whole and n_frames > 2 else (ed, es)
+
+
 def _table1_inputs(cines: dict[str, Cine], labels_of, predicted: bool) -> dict:
     """table1 keyword arguments from one subject's cines and a cine -> label maps accessor (None: unusable).
 
@@ -525,10 +535,7 @@ def _table1_inputs(cines: dict[str, Cine], labels_of, predicted: bool) -> dict:
     whole = lambda c: predicted or bool(c.labelled.all())
     sax = cines.get("SAX")
     if sax is not None and (lab := labels_of(sax)) is not None:
-        if predicted and len(lab) == 2 < sax.n_frames:  # predicted at the recorded ED and ES only (table1_frames)
-            ed, es = 0, 1
-        else:  # a whole cine: the volume curve's max/min
-            ed, es = (None, None) if whole(sax) and sax.n_frames > 2 else (sax.ed, sax.es)
+        ed, es = sax_frames(sax.n_frames, len(lab), sax.ed, sax.es, predicted, whole(sax))
         kw.update(sax=lab, sax_spacing=sax.spacing, ed=ed, es=es)
     for view, k, sp in (("4CH", "la_4ch", "sp_4ch"), ("2CH", "la_2ch", "sp_2ch")):
         c = cines.get(view)
@@ -569,19 +576,21 @@ def subject_measures(source: CohortStore | str | Path, predictions: Mapping[str,
 
 def es_overshoots(source: CohortStore | str | Path, predictions: Mapping[str, np.ndarray]) -> pd.DataFrame:
     """By subject, the LV's volume at ES beyond its ED area slice by slice (`es_overshoot`) of each predicted SAX
-    stack (`ES_OVERSHOOT_ML`), at its recorded ED and ES (the curve's where it records none), and of its manual masks
-    where it has them at both (`_manual`)."""
+    stack (`ES_OVERSHOOT_ML`), at the frames its measures read (`sax_frames`), and of its manual masks at the
+    recorded ED and ES where it has them at both (`_manual`; only those two frames read)."""
     store = source if isinstance(source, CohortStore) else CohortStore(source)
     rows = []
     for cid, lab in predictions.items():
-        c = store.read(cid)
-        if c.view != "SAX":
+        a = store.attrs(cid)
+        if a.get("view") != "SAX":
             continue
-        ed, es = (0, 1) if len(lab) == 2 < c.n_frames else (c.ed, c.es) if c.ed is not None and c.es is not None \
-            else ed_es_from_curve(volume_curve(lab, c.spacing, LV))
-        row = {"subject": str(c.subject), ES_OVERSHOOT_ML: es_overshoot(lab[ed], lab[es], c.spacing)}
-        if c.labels is not None and c.ed is not None and c.es is not None and c.labelled[[c.ed, c.es]].all():
-            row[f"{ES_OVERSHOOT_ML}_manual"] = es_overshoot(c.labels[c.ed], c.labels[c.es], c.spacing)
+        sp, recorded = tuple(a["spacing"]), (a.get("ed"), a.get("es"))
+        ed, es = sax_frames(a["shape"][0], len(lab), *recorded, predicted=True, whole=True)
+        if ed is None:
+            ed, es = ed_es_from_curve(volume_curve(lab, sp, LV))
+        row = {"subject": str(a["subject"]), ES_OVERSHOOT_ML: es_overshoot(lab[ed], lab[es], sp)}
+        if None not in recorded and (c := store.read(cid, recorded)).labels is not None and c.labelled.all():
+            row[f"{ES_OVERSHOOT_ML}_manual"] = es_overshoot(c.labels[0], c.labels[-1], sp)
         rows.append(row)
     return pd.DataFrame(rows, columns=["subject", ES_OVERSHOOT_ML, f"{ES_OVERSHOOT_ML}_manual"])
 
