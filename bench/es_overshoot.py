@@ -9,7 +9,9 @@ by notebook 01's cross-fitted model of its fold (which never saw it):
 
 Run: `CMRLIB_DATA=../shared/data .venv/bin/python bench/es_overshoot.py --run runs/default [--out bench/out]`
 after notebook 01 (its cross-fitted models; `01/acdc/` or the cohort holding ACDC, and `real_sax/`). Writes
-`es_overshoot_acdc.csv` and `es_overshoot_cines.csv` into --out.
+`es_overshoot_acdc.csv` and `es_overshoot_cines.csv` into --out. Beside the rule it reads two other consistency
+checks: how far the myocardium's volume at ES departs from its ED volume on ACDC's exams, manual and out of fold
+(printed), and each cine's LV volume curve turning against its phase (`curve_reversal`, the cines' `reversal_ml`).
 """
 from __future__ import annotations
 
@@ -23,7 +25,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cmrlib.measure import ES_OVERSHOOT_ML  # noqa: E402
+from cmrlib.labels import LV, MYO  # noqa: E402
+from cmrlib.measure import ES_OVERSHOOT_ML, simpson_volume, volume_curve  # noqa: E402
 from cmrlib.methods.segmentation.crossfit import fold_cines  # noqa: E402
 from cmrlib.methods.segmentation.predict import predict_store  # noqa: E402
 from cmrlib.methods.segmentation.real import (acdc_measures, acdc_store, overshoot_line,  # noqa: E402
@@ -41,9 +44,9 @@ def cross_fitted(run: Path):
     return cross
 
 
-def acdc_stacks(run: Path, cross) -> pd.DataFrame:
+def acdc_stacks(run: Path, cross) -> tuple[CohortStore, dict, pd.DataFrame]:
     """ACDC's exams at their annotated ED and ES, each segmented by its fold's model as notebook 01 does (its label
-    store reused): notebook 01's measures table with the overshoot columns."""
+    store reused): the store, the out-of-fold labels, and notebook 01's measures table with the overshoot columns."""
     def no_store(_):
         raise SystemExit(f"{run.name}: no ACDC store in 01/acdc or the cohort")
 
@@ -53,7 +56,31 @@ def acdc_stacks(run: Path, cross) -> pd.DataFrame:
     pred = {}
     for fold, (_, _, test) in fold_cines(store.manifest(), cross.folds, store.splits(), k).items():
         pred |= predict_store(cross.fold_nets[fold], store, test, progress=False, folder=run / "labels")
-    return acdc_measures(store, pred, cross.folds)
+    return store, pred, acdc_measures(store, pred, cross.folds)
+
+
+def es_over_ed(labels, spacing) -> float:
+    """A two-frame stack's myocardial volume at ES (frame 1) over its volume at ED (frame 0), minus 1 (NaN without
+    a myocardium at ED)."""
+    lab = np.asarray(labels)
+    ed = simpson_volume(lab[0], spacing, MYO)
+    return simpson_volume(lab[1], spacing, MYO) / ed - 1 if ed else float("nan")
+
+
+def myocardium_change(store: CohortStore, pred: dict) -> pd.DataFrame:
+    """Per exam: `es_over_ed` in the manual masks and in the out-of-fold ones."""
+    man = store.manifest()
+    return pd.DataFrame([dict(subject=s, manual=es_over_ed(c.labels, c.spacing), auto=es_over_ed(pred[cid], c.spacing))
+                         for cid, s in zip(man.cine_id, man.subject) if cid in pred for c in [store.read(cid)]])
+
+
+def curve_reversal(curve, ed: int, es: int) -> float:
+    """The LV volume curve's largest turn against its phase, in mL: a rise while it ejects (ED to ES) or a fall
+    while it fills (ES to the next ED), the cycle read round from frame to frame."""
+    v, n = np.asarray(curve, float), len(curve)
+    eject = v[[(ed + i) % n for i in range((es - ed) % n + 1)]]
+    fill = v[[(es + i) % n for i in range((ed - es) % n + 1)]]
+    return float(max((eject - np.minimum.accumulate(eject)).max(), (np.maximum.accumulate(fill) - fill).max()))
 
 
 def read_out_of_fold(run: Path, cross) -> pd.DataFrame:
@@ -67,7 +94,10 @@ def read_out_of_fold(run: Path, cross) -> pd.DataFrame:
     for cid, subject, group in zip(tqdm(man.cine_id, desc="cines"), man.subject, man.group):
         cine = store.read(cid)
         got = cross.for_subject(subject).predict([cine])
+        lab, (ed, es) = got.detail["labels"][cine.cine_id], got.detail["ed_es"][cine.cine_id]
         rows.append(dict(subject=subject, group=group, fold=cross.fold(subject),
+                         reversal_ml=curve_reversal(volume_curve(lab, cine.spacing, LV), ed, es),
+                         LVSV=got.measures.get("LVSV", np.nan),
                          overshoot_ml=got.detail.get("es_overshoot", np.nan), LVESV=got.measures.get("LVESV", np.nan),
                          LVEF=got.measures.get("LVEF", np.nan), LVEF_ref=cine.meta.get("LVEF", np.nan)))
     d = pd.DataFrame(rows)
@@ -85,7 +115,9 @@ def main() -> None:
     a = ap.parse_args()
     cross = cross_fitted(a.run)
     a.out.mkdir(parents=True, exist_ok=True)
-    meas = acdc_stacks(a.run, cross)
+    store, pred, meas = acdc_stacks(a.run, cross)
+    myo = myocardium_change(store, pred)
+    meas = meas.merge(myo.rename(columns={"manual": "myo_es_change_manual", "auto": "myo_es_change"}), on="subject")
     meas.to_csv(a.out / "es_overshoot_acdc.csv", index=False)
     held = set(withheld_measures(meas).query("measure == 'LVEF'").subject)
     err = (meas.LVEF_auto - meas.LVEF_ref).abs()
@@ -95,6 +127,12 @@ def main() -> None:
     print(f"LVEF MAE {err.mean():.2f} points over {err.notna().sum()} exams; {err[stated].mean():.2f} over the "
           f"{int(err[stated].notna().sum())} whose LVEF a report states (the withheld's LVEF errors rank "
           f"{', '.join(str(int(r)) for r in ranks)} of {err.notna().sum()})")
+    m = meas.myo_es_change_manual
+    worst = meas.loc[err.nlargest(2).index]
+    print(f"the myocardium at ES against ED, manual masks: median {m.median():+.0%}, {m.min():+.0%} to {m.max():+.0%}; "
+          "out of fold, the two largest LVEF errors: " + ", ".join(
+              f"{s} {c:+.0%} (manual {cm:+.0%})" for s, c, cm in
+              zip(worst.subject, worst.myo_es_change, worst.myo_es_change_manual)))
     d = read_out_of_fold(a.run, cross)
     d.to_csv(a.out / "es_overshoot_cines.csv", index=False)
     print(f"real SAX cines, every frame, ED and ES from the LV curve ({ES_OVERSHOOT_ML} as the report reads it):")
@@ -105,6 +143,10 @@ def main() -> None:
     print("withheld:\n" + d.loc[d.withheld, cols].round(3).to_string(index=False))
     largest = d.nlargest(5, "lvef_error")[cols + ["withheld"]]
     print("the largest LVEF errors:\n" + largest.round(3).to_string(index=False))
+    d["reversal_share"] = d.reversal_ml / d.LVSV
+    turned = d.nlargest(5, "reversal_share")[["subject", "group", "reversal_ml", "reversal_share", "lvef_error",
+                                              "error_rank", "withheld"]]
+    print("the LV curve's largest turns against its phase (share of LVSV):\n" + turned.round(3).to_string(index=False))
 
 
 if __name__ == "__main__":
