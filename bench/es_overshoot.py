@@ -60,18 +60,23 @@ def acdc_stacks(run: Path, cross) -> tuple[CohortStore, dict, pd.DataFrame]:
 
 
 def es_over_ed(labels, spacing) -> float:
-    """A two-frame stack's myocardial volume at ES (frame 1) over its volume at ED (frame 0), minus 1 (NaN without
-    a myocardium at ED)."""
+    """The myocardial volume of an ED and an ES label map (in that order) at ES over its volume at ED, minus 1 (NaN
+    without a myocardium at ED)."""
     lab = np.asarray(labels)
     ed = simpson_volume(lab[0], spacing, MYO)
     return simpson_volume(lab[1], spacing, MYO) / ed - 1 if ed else float("nan")
 
 
 def myocardium_change(store: CohortStore, pred: dict) -> pd.DataFrame:
-    """Per exam: `es_over_ed` in the manual masks and in the out-of-fold ones."""
-    man = store.manifest()
-    return pd.DataFrame([dict(subject=s, manual=es_over_ed(c.labels, c.spacing), auto=es_over_ed(pred[cid], c.spacing))
-                         for cid, s in zip(man.cine_id, man.subject) if cid in pred for c in [store.read(cid)]])
+    """Per exam: `es_over_ed` in the manual masks at the recorded ED and ES and in the out-of-fold ones (predicted
+    at those two frames)."""
+    rows = []
+    for cid, lab in pred.items():
+        a = store.attrs(cid)
+        c = store.read(cid, (a["ed"], a["es"]))
+        rows.append(dict(subject=str(a["subject"]), manual=es_over_ed(c.labels, c.spacing),
+                         auto=es_over_ed(lab, c.spacing)))
+    return pd.DataFrame(rows)
 
 
 def curve_reversal(curve, ed: int, es: int) -> float:
