@@ -32,7 +32,7 @@ def not_testable(reason) -> str:
 
 
 def paired(auto, ref, min_n: int = 2) -> tuple[np.ndarray, np.ndarray]:
-    """Two equal-length float arrays with pairs holding any NaN dropped (listwise deletion)."""
+    """Two equal-length float arrays with pairs holding any NaN or infinite value dropped (listwise deletion)."""
     a, r = np.asarray(auto, dtype=float).ravel(), np.asarray(ref, dtype=float).ravel()
     if a.shape != r.shape:
         raise StatsError(f"auto and ref differ in length: {a.size} vs {r.size}")
@@ -395,8 +395,9 @@ def conformal_intervals(df: pd.DataFrame, pairs: Mapping[str, tuple[str, str]], 
     coverage of each group calibrated on the others (auto, ref columns as in `agreement_table`)."""
     rows = []
     for name, (ac, rc) in pairs.items():
-        paired(df[ac], df[rc], min_n=3)  # StatsError with fewer than 3 complete pairs
         d = df[df[ac].notna() & df[rc].notna()]  # an infinite value (a failed measure) stays: it is never covered
+        if len(d) < 3:
+            raise StatsError(f"{name}: need at least 3 complete pairs, got {len(d)}")
         scale, spread = (scales or {}).get(name, "none"), (spreads or {}).get(name)
         e = scaled_errors(d[ac], d[rc], scale, _spread_of(d, spread))
         row = dict(measure=name, n=len(d), level=level, scale=scale, half_width=conformal_half_width(e, level),

@@ -192,6 +192,10 @@ def test_conformal_intervals_cover_new_patients_at_their_level():
     failed = conformal_intervals(df.assign(EF_auto=np.where(np.arange(40) < 4, -np.inf, df.EF_auto)),
                                  {"LVEF": ("EF_auto", "EF_ref")}).loc["LVEF"]  # 4 failed measures: counted, uncovered
     assert failed.n == 40 and failed.half_width > t.loc["LVEF", "half_width"] and failed.coverage <= 0.9
+    three = df.head(3).assign(EF_auto=[-np.inf, 50.0, 51.0])  # a failed measure is a complete pair that counts
+    assert conformal_intervals(three, {"LVEF": ("EF_auto", "EF_ref")}).loc["LVEF", "n"] == 3
+    with pytest.raises(S.StatsError, match="LVEF: need at least 3 complete pairs, got 2"):
+        conformal_intervals(three.assign(EF_ref=[50.0, np.nan, 50.0]), {"LVEF": ("EF_auto", "EF_ref")})
 
 
 def test_conformal_coverage_across_groups_calibrates_each_group_on_the_others():
