@@ -11,6 +11,8 @@ import torch
 from cmrlib import plausible, predictor
 from cmrlib.analyse import AnalyseError, analyse, page_banners, read_patient
 from cmrlib.cli import main
+from cmrlib.labels import LV
+from cmrlib.measure import volume_curve
 from cmrlib.methods import cussp, segmentation
 from cmrlib.models import unet11
 from cmrlib.models.cussp import CUSSPNet
@@ -229,12 +231,22 @@ def test_each_method_names_its_report_section_itself(method):
     assert cls.figure is not predictor.Predictor.figure  # every method draws what it saw
 
 
-def test_the_segmenters_picture_shows_each_cines_ed_and_es(subject):
+def test_the_segmenters_picture_shows_each_cines_ed_and_es_and_the_sax_volumes_over_the_cycle(subject):
+    """Each cine's ED and ES frames, then (a SAX cycle) its LV and RV volume curves with the ED and ES marked."""
     cines = list(subject.values())
     p = segmenter()
-    fig = p.figure(p.predict(cines), {c.cine_id: c for c in cines})
+    pred = p.predict(cines)
+    fig = p.figure(pred, {c.cine_id: c for c in cines})
     titles = [ax.get_title() for ax in fig.axes]
-    assert len(titles) == 2 * len(cines) and all(" ED (frame " in t for t in titles[::2])
+    assert titles == [t for c in cines for t in (f"{c.view} ED (frame {pred.detail['ed_es'][c.cine_id][0]})",
+                                                 f"{c.view} ES (frame {pred.detail['ed_es'][c.cine_id][1]})",
+                                                 *(["SAX volumes"] if c.view == "SAX" else []))]
+    curve = fig.axes[titles.index("SAX volumes")]
+    sax = subject["SAX"]
+    lv = volume_curve(pred.detail["labels"][sax.cine_id], sax.spacing, LV)
+    assert [ln.get_label() for ln in curve.get_lines()][:2] == ["LV", "RV"]
+    assert np.allclose(curve.get_lines()[0].get_ydata(), lv) and curve.get_xlabel() == "time (ms)"
+    assert {t.get_text() for t in curve.get_legend().get_texts()} == {"LV", "RV", "ED", "ES"}
 
 
 def test_the_page_top_names_the_sections_a_phantom_only_warning_holds_for():

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...labels import LV
+from ...labels import LV, RV
 from ...learn import load
 from ...models import UNet11
 from ...measure import (UNITS, MeasureError, ed_es_from_curve, es_overshoot, la_measures, ra_measures, sax_measures,
@@ -15,7 +15,8 @@ from ...measure import (UNITS, MeasureError, ed_es_from_curve, es_overshoot, la_
 from ...predictor import NotApplicable, Prediction
 from ...predictor import Predictor as Base
 from ...record import Cine
-from ...plots import overlay, shown_frame
+from ...plausible import MIN_CYCLE
+from ...plots import curve_plot, overlay, shown_frame
 from .learner import as_model
 from .predict import encoder_features, mean_entropy
 from .stored import cine_key, reading, segmented
@@ -176,14 +177,23 @@ class Predictor(Base):
         return out
 
     def figure(self, prediction: Prediction, cines: dict[str, Cine]):
-        """Each cine's ED and ES frames with the segmentation's contours."""
+        """Each cine's ED and ES frames with the segmentation's contours, and a SAX cycle's LV and RV volume curves
+        with the ED and ES read from them: a curve that turns against its phase is a reading to check by eye."""
         import matplotlib.pyplot as plt
 
-        labs = prediction.detail.get("labels", {})
-        fig, axes = plt.subplots(1, 2 * len(labs), figsize=(6 * len(labs), 3), squeeze=False)
-        for i, (cid, lab) in enumerate(labs.items()):
-            c = cines[cid]
-            for j, (name, t) in enumerate(zip(("ED", "ES"), prediction.detail["ed_es"][cid])):
-                overlay(axes[0, 2 * i + j], *shown_frame(c, t, lab), mode="contour",
-                        title=f"{c.view} {name} (frame {t})")
+        labs, frames = prediction.detail.get("labels", {}), prediction.detail.get("ed_es", {})
+        panels = [(cid, kind) for cid, lab in labs.items() for kind in ("ED", "ES", "curve")
+                  if kind != "curve" or (cines[cid].view == "SAX" and len(lab) >= MIN_CYCLE)]
+        widths = [4 if kind == "curve" else 3 for _, kind in panels]
+        fig, axes = plt.subplots(1, len(panels), figsize=(sum(widths), 3), squeeze=False, width_ratios=widths,
+                                 layout="constrained")
+        for ax, (cid, kind) in zip(axes[0], panels):
+            c, lab, (ed, es) = cines[cid], labs[cid], frames[cid]
+            if kind == "curve":
+                times = c.frame_times if np.isfinite(c.frame_times).all() else None
+                curve_plot(ax, {name: volume_curve(lab, c.spacing, label) for name, label in (("LV", LV), ("RV", RV))},
+                           times, marks={"ED": ed, "ES": es}, ylabel="volume (mL)", title=f"{c.view} volumes")
+            else:
+                t = ed if kind == "ED" else es
+                overlay(ax, *shown_frame(c, t, lab), mode="contour", title=f"{c.view} {kind} (frame {t})")
         return fig
