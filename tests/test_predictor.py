@@ -2,6 +2,7 @@
 back with the predictors it needs, and methods use each other only through it."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -247,6 +248,10 @@ def test_the_segmenters_picture_shows_each_cines_ed_and_es_and_the_sax_volumes_o
     assert [ln.get_label() for ln in curve.get_lines()][:2] == ["LV", "RV"]
     assert np.allclose(curve.get_lines()[0].get_ydata(), lv) and curve.get_xlabel() == "time (ms)"
     assert {t.get_text() for t in curve.get_legend().get_texts()} == {"LV", "RV", "ED", "ES"}
+    untimed = dataclasses.replace(sax, frame_times=np.full(sax.n_frames, np.nan))  # no frame times: frame numbers
+    drawn = p.figure(pred, {c.cine_id: untimed if c is sax else c for c in cines})
+    (curve,) = [ax for ax in drawn.axes if ax.get_title() == "SAX volumes"]
+    assert curve.get_xlabel() == "frame" and np.allclose(curve.get_lines()[0].get_xdata(), np.arange(sax.n_frames))
 
 
 def test_the_page_top_names_the_sections_a_phantom_only_warning_holds_for():

@@ -190,7 +190,8 @@ class Predictor(Base):
         for ax, (cid, kind) in zip(axes[0], panels):
             c, lab, (ed, es) = cines[cid], labs[cid], frames[cid]
             if kind == "curve":
-                times = c.frame_times if np.isfinite(c.frame_times).all() else None
+                clock = c.frame_times  # drawn against time where it runs forward, else against the frame's number
+                times = clock if np.isfinite(clock).all() and (np.diff(clock) > 0).all() else None
                 curve_plot(ax, {name: volume_curve(lab, c.spacing, label) for name, label in (("LV", LV), ("RV", RV))},
                            times, marks={"ED": ed, "ES": es}, ylabel="volume (mL)", title=f"{c.view} volumes")
             else:
