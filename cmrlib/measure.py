@@ -574,10 +574,11 @@ def subject_measures(source: CohortStore | str | Path, predictions: Mapping[str,
     return pd.DataFrame(rows)
 
 
-def es_overshoots(source: CohortStore | str | Path, predictions: Mapping[str, np.ndarray]) -> pd.DataFrame:
+def es_overshoots(source: CohortStore | str | Path, predictions: Mapping[str, np.ndarray], manual: bool = True
+                  ) -> pd.DataFrame:
     """By subject, the LV's volume at ES beyond its ED area slice by slice (`es_overshoot`) of each predicted SAX
-    stack (`ES_OVERSHOOT_ML`), at the frames its measures read (`sax_frames`), and of its manual masks at the
-    recorded ED and ES where it has them at both (`_manual`; only those two frames read)."""
+    stack (`ES_OVERSHOOT_ML`), at the frames its measures read (`sax_frames`), and with `manual` of its manual masks
+    at the recorded ED and ES where it has them at both (`_manual`; only those two frames read)."""
     store = source if isinstance(source, CohortStore) else CohortStore(source)
     rows = []
     for cid, lab in predictions.items():
@@ -589,7 +590,8 @@ def es_overshoots(source: CohortStore | str | Path, predictions: Mapping[str, np
         if ed is None:
             ed, es = ed_es_from_curve(volume_curve(lab, sp, LV))
         row = {"subject": str(a["subject"]), ES_OVERSHOOT_ML: es_overshoot(lab[ed], lab[es], sp)}
-        if None not in recorded and (c := store.read(cid, recorded)).labels is not None and c.labelled.all():
+        if manual and None not in recorded and (c := store.read(cid, recorded)).labels is not None \
+                and c.labelled.all():
             row[f"{ES_OVERSHOOT_ML}_manual"] = es_overshoot(c.labels[0], c.labels[-1], sp)
         rows.append(row)
     return pd.DataFrame(rows, columns=["subject", ES_OVERSHOOT_ML, f"{ES_OVERSHOOT_ML}_manual"])

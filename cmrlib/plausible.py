@@ -229,6 +229,12 @@ def overshoot_reason(overshoot_ml: float, esv_ml: float) -> str:
             f"({overshoot_ml / esv_ml:.1%} of LVESV; manual segmentations: at most {ES_OVERSHOOT / 2:.0%})")
 
 
+def overshoot_reasons(overshoot_ml: pd.Series, esv_ml: pd.Series) -> pd.Series:
+    """`overshoot_reason` row by row ('' where the ES numbers stand), indexed like `overshoot_ml`."""
+    return pd.Series([overshoot_reason(g, esv) for g, esv in zip(overshoot_ml, esv_ml)], index=overshoot_ml.index,
+                     dtype=object)
+
+
 def reads_es(measure: str) -> bool:
     """Whether an LV number is read from the ES frame's cavity (LVESV, SV, EF, cardiac output; indexed or not)."""
     return measure.removesuffix("i") in ES_READ

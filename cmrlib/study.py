@@ -248,7 +248,8 @@ class Study:
             new = subject_measures(store, labels)
             new = new[["subject", *[c for c in new.columns if c.endswith("_auto")]]]
             if overshoot or ES_OVERSHOOT_ML in have:
-                new = new.merge(es_overshoots(store, labels)[["subject", ES_OVERSHOOT_ML]], on="subject", how="left")
+                new = new.merge(es_overshoots(store, labels, manual=False)[["subject", ES_OVERSHOOT_ML]], on="subject",
+                                how="left")
             have = pd.concat([have, new], ignore_index=True).sort_values("subject")
             with atomic_file(path) as tmp:
                 have.to_csv(tmp, index=False)

@@ -12,7 +12,7 @@ import pandas as pd
 from ... import stats
 from ...measure import (EDES_ENTROPY, ES_OVERSHOOT_ML, SAX_VOLUMES, UNITS, es_overshoots, measure_pairs,
                        spread_columns, subject_measures)
-from ...plausible import ES_OVERSHOOT, WITHHELD_COLUMNS, overshoot_reason, reads_es, withheld
+from ...plausible import ES_OVERSHOOT, WITHHELD_COLUMNS, overshoot_reasons, reads_es, withheld
 from ...skipped import StudySkipped
 from ...store import CohortStore
 
@@ -163,8 +163,8 @@ def withheld_measures(meas: pd.DataFrame) -> pd.DataFrame:
     auto = {c.removesuffix("_auto"): by_subject[c] for c in meas.columns if c.endswith("_auto")}
     rows = [withheld(auto, UNITS)]
     if ES_OVERSHOOT_ML in by_subject and "LVESV" in auto:
-        why = {s: w for s, g, esv in zip(by_subject.index, by_subject[ES_OVERSHOOT_ML], auto["LVESV"])
-               if (w := overshoot_reason(g, esv))}
+        why = overshoot_reasons(by_subject[ES_OVERSHOOT_ML], auto["LVESV"])
+        why = why[why != ""]
         rows.append(pd.DataFrame([dict(subject=s, measure=m, value=auto[m][s], low=np.nan, high=np.nan, why=w)
                                   for s, w in why.items() for m in auto if reads_es(m) and pd.notna(auto[m][s])],
                                  columns=WITHHELD_COLUMNS))

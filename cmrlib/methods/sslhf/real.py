@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ...measure import ES_OVERSHOOT_ML
-from ...plausible import outside_bounds, overshoot_reason
+from ...plausible import outside_bounds, overshoot_reasons
 from . import crossval
 from .data import HFREF_BELOW, HFPatches, hf_class
 from .evaluate import (MEASUREMENT, collapsed_runs, detectability, differences, measurement_rows, paired_target,
@@ -154,9 +154,7 @@ def segmented_lvef(meas: pd.DataFrame, n: int) -> pd.Series | None:
         return None
     failed = outside_bounds(meas["LVEF_auto"], "LVEF", "%")
     nan = pd.Series(np.nan, index=meas.index)
-    grown = pd.Series([bool(overshoot_reason(g, esv)) for g, esv in zip(meas.get(ES_OVERSHOOT_ML, nan),
-                                                                        meas.get("LVESV_auto", nan))],
-                      index=meas.index) & ~failed
+    grown = (overshoot_reasons(meas.get(ES_OVERSHOOT_ML, nan), meas.get("LVESV_auto", nan)) != "") & ~failed
     got = meas["LVEF_auto"].mask(failed | grown)
     print(f"measurement row: the run's segmenter's LVEF on {int(got.notna().sum())} of {n} real patients, reduced "
           f"when below 50 % (no threshold learnt); {int(failed.sum())} outside human bounds and {int(grown.sum())} "
