@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -33,6 +33,9 @@ AREAS = "segmenter areas (the read-out's target)"   # the frame-resolved read-ou
 PIXELS = "raw pixels"                                # the control: each time step's mean image, shrunk
 SEGMENTER = "segmenter encoder"                      # the run's SAX segmenter's encoder stages, pooled: frozen
                                                      # features that were trained to find the blood pool
+PHANTOM = "HeartMAE (phantom)"                       # HeartMAE as the phantom left it
+TUNED = "HeartMAE (phantom + real)"                  # its pretraining continued on a fold's real training patients
+CHOSEN = "HeartMAE (epochs chosen per fold)"         # the frozen procedure choosing between the two on each fold
 N_PCA = (8, 32, 128)              # principal components a read-out may regress on, chosen with the strength
 FRAME_SPLITS = 10                 # patient-grouped folds choosing the frame-resolved ridge's strength
 PIXEL_SIDE = 16                   # the raw-pixel control: each time step's mean image at 16 x 16 px
@@ -326,7 +329,7 @@ def fixed_readouts(phantom: Encoded, random: Encoded, cines: CineSet, windows: l
                    segmenter: np.ndarray | None, expert: pd.DataFrame | None) -> dict[str, Encoded]:
     """The representations no fold changes: HeartMAE as the phantom left it, a random encoder, the raw pixels, the
     segmenter's encoder (None: no SAX segmenter) and the expert features (None: not asked for)."""
-    fixed = {"HeartMAE (phantom)": phantom, RANDOM: random,
+    fixed = {PHANTOM: phantom, RANDOM: random,
              PIXELS: Encoded(frames=pixel_steps(cines.frames, windows, size).reshape(-1, PIXEL_SIDE ** 2))}
     if segmenter is not None:
         fixed[SEGMENTER] = Encoded(frames=segmenter.reshape(-1, segmenter.shape[-1]))
@@ -347,19 +350,39 @@ def fold_pretext(name: str, model, random_network, fc: CineSet, mean: float, std
 def fold_tuning(heartmae, random_network, cfg, epochs: int, mean: float, std: float, seed: int, models_dir, timer,
                 encoded):
     """`cross_fold`'s `tuned_for`: with `epochs`, HeartMAE's pretraining continued on the fold's training views (its
-    features by `encoded(model, mean, std)` and its pretext gate against `random_network`); else no extra row and
-    the phantom HeartMAE's (`heartmae`, its views' `mean` and `std`) pretext gate on the fold's validation views."""
+    features by `encoded(model, mean, std)`), and the pretext gate against `random_network` on the fold's validation
+    views of the phantom HeartMAE (`heartmae`, its views' `mean` and `std`) and of the continued one if any."""
     def tuned_for(fc: CineSet, fold: int) -> tuple[dict, pd.DataFrame]:
+        gate = fold_pretext(PHANTOM, heartmae, random_network, fc, mean, std, fold, cfg, seed)
         if not epochs:
-            return {}, fold_pretext("HeartMAE (phantom)", heartmae, random_network, fc, mean, std, fold, cfg, seed)
+            return {}, gate
         m, s = intensity_stats(fc.take(fc.rows("train")))
         with timer("real patients: pretraining"):
             tuned, _ = pretrain("HeartMAE", fc, dataclasses.replace(cfg, epochs=epochs), m, s, models_dir,
                                 init=heartmae)
-        gate = fold_pretext("HeartMAE (phantom + real)", tuned, random_network, fc, m, s, fold, cfg, seed)
+        gate = pd.concat([gate, fold_pretext(TUNED, tuned, random_network, fc, m, s, fold, cfg, seed)],
+                         ignore_index=True)
         with timer("real patients: features"):
-            return {"HeartMAE (phantom + real)": encoded(tuned, m, s)}, gate
+            return {TUNED: encoded(tuned, m, s)}, gate
     return tuned_for
+
+
+def epochs_per_fold(gate: pd.DataFrame) -> pd.DataFrame:
+    """The frozen choice of HeartMAE's real epochs on each outer fold, made on the fold's non-test patients only:
+    the continued pretraining where its pooled ridge's cross-validated LVEF MAE is lower than the phantom model's,
+    else the phantom model (a tie keeps the fewer epochs). Empty when no fold continued the pretraining."""
+    g = gate[gate.readout == POOLED].pivot(index="fold", columns="encoder", values="cv_MAE")
+    if TUNED not in g or PHANTOM not in g:
+        return pd.DataFrame(columns=["fold", "phantom_cv_MAE", "real_cv_MAE", "chosen"])
+    return pd.DataFrame({"fold": g.index, "phantom_cv_MAE": g[PHANTOM].to_numpy(), "real_cv_MAE": g[TUNED].to_numpy(),
+                         "chosen": np.where(g[TUNED] < g[PHANTOM], TUNED, PHANTOM)})
+
+
+def with_chosen(frame: pd.DataFrame, column: str, choice: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with each fold's rows of its chosen model (`epochs_per_fold`) repeated under `CHOSEN` in `column`."""
+    picked = frame.merge(choice[["fold", "chosen"]], on="fold")
+    picked = picked[picked[column] == picked["chosen"]].drop(columns="chosen").assign(**{column: CHOSEN})
+    return pd.concat([frame, picked], ignore_index=True)
 
 
 def cross_fold(cines: CineSet, folds: pd.Series, names: list[str], fixed: Mapping[str, Encoded], tuned_for,
@@ -410,7 +433,7 @@ def read_outs(cines: CineSet, subjects: pd.DataFrame, models: dict, random_netwo
         random_mae = encoded(random_network, mean, std)
         fixed = fixed_readouts(family["HeartMAE"], random_mae, cines, windows, cfg.size, seg_steps, expert)
     pooled = {**{r: e.pooled for r, e in family.items()},
-              **{n: e.pooled for n, e in fixed.items() if e.pooled is not None and n != "HeartMAE (phantom)"}}
+              **{n: e.pooled for n, e in fixed.items() if e.pooled is not None and n != PHANTOM}}
     tuned_for = fold_tuning(models["HeartMAE"], random_network, cfg, int(p["real_epochs"]), mean, std, seed,
                             out / "real_models", timer, encoded)
     by = subjects.set_index("subject")
@@ -441,7 +464,8 @@ def predictor_rows(predictor, subjects: list[tuple], columns: tuple[str, ...]) -
 @dataclass(frozen=True)
 class RealLVEF:
     """The real patients' pooled LVEF table, out-of-fold predictions of both read-outs, features gate, pretext
-    gate, frame-resolved LVEF table and frame-resolved minus pooled."""
+    gate, frame-resolved LVEF table, frame-resolved minus pooled, and each fold's choice of HeartMAE's real epochs
+    (`epochs_per_fold`; empty when no fold continued the pretraining)."""
 
     table: pd.DataFrame
     pred: pd.DataFrame
@@ -449,23 +473,31 @@ class RealLVEF:
     pretext: pd.DataFrame
     frames: pd.DataFrame
     gain: pd.DataFrame
+    choice: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def real_tables(pred: pd.DataFrame, gate: pd.DataFrame, pretext: pd.DataFrame, n_boot: int, seed) -> RealLVEF:
-    """Out-of-fold LVEF per read-out with bootstrap CIs beside the random encoder, and frame-resolved minus pooled."""
+    """Out-of-fold LVEF per read-out with bootstrap CIs beside the random encoder, and frame-resolved minus pooled;
+    where the folds continued HeartMAE's pretraining, the per-fold choice (`epochs_per_fold`) is a row of its own in
+    every table, scored on the outer folds' test patients as the procedure it is."""
+    choice = epochs_per_fold(gate)
+    if len(choice):
+        pred, gate, pretext = (with_chosen(pred, "encoder", choice), with_chosen(gate, "encoder", choice),
+                               with_chosen(pretext, "model", choice))
     pooled = lvef_table(pred[pred.readout == POOLED], RANDOM, n_boot, seed)
     frames = lvef_table(pred[pred.readout == FRAMES], RANDOM, n_boot, seed)
-    return RealLVEF(pooled, pred, gate, pretext, frames, readout_gain(pred, n_boot, seed))
+    return RealLVEF(pooled, pred, gate, pretext, frames, readout_gain(pred, n_boot, seed), choice)
 
 
 def real_checks(r: RealLVEF) -> list:
     """On the real patients: HeartMAE's pooled LVEF MAE, its gain over the random encoder on the test patients and
     in cross-validation on the others (the features gate), its masked loss against the copy rule's, and its
-    frame-resolved read-out against its pooled one."""
+    frame-resolved read-out against its pooled one. HeartMAE is the per-fold choice where the folds continued its
+    pretraining (its features gate is then the cross-validated MAE it chose on), else the phantom model."""
     t = r.table.set_index("encoder")
     g = r.gate[r.gate.readout == POOLED].groupby("encoder").cv_MAE.mean()
     pt = r.pretext.groupby("model").masked_loss.mean()
-    ours = "HeartMAE (phantom + real)" if "HeartMAE (phantom + real)" in t.index else "HeartMAE (phantom)"
+    ours = CHOSEN if CHOSEN in t.index else PHANTOM
     row, gain = t.loc[ours], r.gain.set_index("encoder").reindex([ours]).iloc[0]
     boot = "patient bootstrap, 95 %"
     return [Target("real patients: HeartMAE LVEF MAE (EF points)", row.MAE, "<=", 8.0, row.ci_low, row.ci_high,
