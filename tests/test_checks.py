@@ -74,21 +74,21 @@ def test_sslhf_checks_count_collapsed_runs_and_pair_every_row_with_sslhf():
     assert rows.loc["gate: proxy minus random encoder, probe AUC on validation", "value"] == pytest.approx(0.1)
 
 
-def test_heartmae_real_checks_take_the_fine_tuned_row_when_there_is_one():
+def test_heartmae_real_checks_take_the_per_fold_choice_when_the_folds_continued_pretraining():
     from cmrlib.methods.heartmae import real
 
-    t = pd.DataFrame({"encoder": ["HeartMAE (phantom)", "HeartMAE (phantom + real)", real.RANDOM],
-                      "MAE": [9.0, 7.0, 8.5], "ci_low": 5.0, "ci_high": 9.5, "n": 64, "minus_random": [0.5, -1.5, 0],
-                      "minus_random_low": -3.0, "minus_random_high": [2.0, -1.2, 0]})
-    gate = pd.DataFrame({"readout": real.POOLED, "encoder": ["HeartMAE (phantom + real)", real.RANDOM],
-                         "cv_MAE": [7.0, 8.0]})
-    pretext = pd.DataFrame({"model": ["HeartMAE (phantom + real)", "copy rule"], "masked_loss": [0.4, 0.5]})
-    gain = pd.DataFrame({"encoder": ["HeartMAE (phantom + real)"], "frames_minus_pooled": [-1.0], "ci_low": [-2.0],
+    t = pd.DataFrame({"encoder": [real.PHANTOM, real.TUNED, real.CHOSEN, real.RANDOM],
+                      "MAE": [9.0, 7.0, 7.5, 8.5], "ci_low": 5.0, "ci_high": 9.5, "n": 64,
+                      "minus_random": [0.5, -1.5, -1.0, 0], "minus_random_low": -3.0,
+                      "minus_random_high": [2.0, -1.2, -1.1, 0]})
+    gate = pd.DataFrame({"readout": real.POOLED, "encoder": [real.CHOSEN, real.RANDOM], "cv_MAE": [7.0, 8.0]})
+    pretext = pd.DataFrame({"model": [real.CHOSEN, "copy rule"], "masked_loss": [0.4, 0.5]})
+    gain = pd.DataFrame({"encoder": [real.CHOSEN], "frames_minus_pooled": [-1.0], "ci_low": [-2.0],
                          "ci_high": [0.5], "n": [64]})
     r = real.RealLVEF(t, pd.DataFrame(), gate, pretext, pd.DataFrame(), gain)
     rows = by_name(real.real_checks(r))
-    assert rows.loc["real patients: HeartMAE LVEF MAE (EF points)", "value"] == 7.0  # phantom + real, not phantom
-    assert rows.loc["real patients: HeartMAE LVEF MAE minus the random encoder's (test, EF points)", "met"]  # all of [-3, -1.2]
+    assert rows.loc["real patients: HeartMAE LVEF MAE (EF points)", "value"] == 7.5  # the procedure, not its best arm
+    assert rows.loc["real patients: HeartMAE LVEF MAE minus the random encoder's (test, EF points)", "met"]  # all of [-3, -1.1]
     frames = rows.loc["real patients: HeartMAE frame-resolved minus pooled LVEF MAE (test, EF points)"]
     assert not frames.met  # its interval crosses zero
     assert all(isinstance(x, (Target, tuple)) for x in real.real_checks(r))

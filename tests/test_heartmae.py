@@ -465,6 +465,37 @@ def test_fold_readouts_read_each_representation_its_ways_and_pair_frames_with_po
     assert list(gain.index) == ["both"] and gain.at["both", "n"] == len(roles["test"])
 
 
+def test_real_epochs_are_chosen_per_fold_on_the_non_test_patients_and_scored_as_one_procedure():
+    """Each fold keeps the model with the lower cross-validated MAE on its non-test patients (a tie keeps the
+    phantom model); the procedure's row reads each fold's test patients from the model that fold chose, whatever
+    the test errors are; without a continued model no choice and no row."""
+    from cmrlib.methods.heartmae import real
+
+    gate = pd.DataFrame(dict(readout=real.POOLED, fold=[0, 0, 1, 1, 2, 2, 0, 1, 2],
+                             encoder=[real.PHANTOM, real.TUNED] * 3 + [real.RANDOM] * 3,
+                             cv_MAE=[9.0, 8.0, 7.0, 7.5, 6.0, 6.0, 10.0, 10.0, 10.0]))
+    choice = real.epochs_per_fold(gate).set_index("fold")
+    assert choice.chosen.tolist() == [real.TUNED, real.PHANTOM, real.PHANTOM]
+    subjects = [f"s{i}" for i in range(6)]
+    fold = [0, 0, 1, 1, 2, 2]
+    lvef = np.array([30.0, 40, 50, 60, 55, 65])
+    err = {real.PHANTOM: 1.0, real.TUNED: 20.0, real.RANDOM: 5.0}  # the chosen arm on fold 0 reads test worse
+    pred = pd.concat([pd.DataFrame(dict(encoder=e, readout=r, fold=fold, subject=subjects, reference=lvef,
+                                        predicted=lvef + d))
+                      for e, d in err.items() for r in (real.POOLED, real.FRAMES)], ignore_index=True)
+    pretext = pd.DataFrame(dict(model=[real.PHANTOM, real.TUNED] * 3, fold=[0, 0, 1, 1, 2, 2],
+                                masked_loss=[0.5, 0.4, 0.5, 0.4, 0.5, 0.4]))
+    r = real.real_tables(pred, gate, pretext, 200, 0)
+    t = r.table.set_index("encoder")
+    assert t.at[real.CHOSEN, "MAE"] == pytest.approx((2 * 20 + 4 * 1) / 6) and t.at[real.CHOSEN, "n"] == 6
+    assert real.CHOSEN in set(r.frames.encoder) and real.CHOSEN in set(r.gain.encoder)
+    assert r.gate[r.gate.encoder == real.CHOSEN].cv_MAE.tolist() == [8.0, 7.0, 6.0]
+    assert r.pretext[r.pretext.model == real.CHOSEN].masked_loss.tolist() == [0.4, 0.5, 0.5]
+    alone = real.real_tables(pred[pred.encoder != real.TUNED], gate[gate.encoder != real.TUNED],
+                             pretext[pretext.model != real.TUNED], 200, 0)
+    assert alone.choice.empty and real.CHOSEN not in set(alone.table.encoder)
+
+
 def test_split_steps_pools_exactly_as_the_model_and_keeps_each_clip_step_in_time_order():
     """The step means of `extract` give the clip features `VideoMAE.features` gives, and the frame-resolved rows
     follow `step_windows`' order; a window's mean is the frames' mean."""
